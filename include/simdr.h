@@ -1,0 +1,449 @@
+/*
+ * simdr.h - the public interface of libsimdr, an embeddable append-only
+ * key/value storage engine that reads and writes simd-r-drive files.
+ *
+ * This header is the manual. Every name is prefixed simdr_/SIMDR_; every
+ * handle is opaque; every fallible call returns an int status (0 = SIMDR_OK,
+ * negative = one of enum simdr_status). simdr_strerror() turns a code into
+ * static text and simdr_last_error() gives the calling thread's message for
+ * its last failure (file, offset, errno text).
+ *
+ * THE ZERO-COPY LIFETIME RULE (repeated on every call that returns a pointer
+ * into the file map): a pointer obtained from a simdr_entry points into a
+ * read-only memory map of the store file and stays valid, with unchanged
+ * bytes, until that entry is released with simdr_entry_release(); this holds
+ * while the store grows, is compacted, or is closed by another thread. The
+ * memory must never be written.
+ *
+ * THREADS: a simdr_store may be used from any number of threads at once.
+ * Reads never wait for writers; writes (put, delete, rename, compact, ...)
+ * are serialized inside the store. simdr_close() must not run concurrently
+ * with any other call on the same store, except simdr_entry_release() and the
+ * accessors of entries obtained earlier. A simdr_entry may be read by many
+ * threads at once; it is released exactly once. A simdr_iter belongs to one
+ * thread at a time.
+ *
+ * PROCESSES: one writable open per file across processes (advisory flock);
+ * read-only opens in other processes are always allowed and can call
+ * simdr_refresh() to see entries appended since they opened.
+ */
+#ifndef SIMDR_H
+#define SIMDR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SIMDR_BUILDING_LIBRARY) && defined(__GNUC__)
+#define SIMDR_API __attribute__((visibility("default")))
+#else
+#define SIMDR_API
+#endif
+
+#define SIMDR_VERSION_MAJOR 0
+#define SIMDR_VERSION_MINOR 1
+#define SIMDR_VERSION_PATCH 0
+#define SIMDR_VERSION_STRING "0.1.0"
+
+/** Returns SIMDR_VERSION_STRING of the library actually linked. */
+SIMDR_API const char *simdr_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+enum simdr_status {
+    SIMDR_OK = 0,
+    SIMDR_NOTFOUND = -1,   /**< key absent or deleted; end of iteration */
+    SIMDR_EINVAL = -2,     /**< bad argument (empty value, lone 0x00, NULL, ...) */
+    SIMDR_EIO = -3,        /**< the operating system reported an I/O error */
+    SIMDR_ENOSPC = -4,     /**< disk full or file size limit reached */
+    SIMDR_ECORRUPT = -5,   /**< the file is a damaged store that is not safely repairable */
+    SIMDR_ENOTSTORE = -6,  /**< the file is not a simd-r-drive store */
+    SIMDR_ELOCKED = -7,    /**< another process has the file open for writing */
+    SIMDR_EACCES = -8,     /**< permission denied */
+    SIMDR_ENOMEM = -9,     /**< out of memory or address space */
+    SIMDR_EREADONLY = -10, /**< write attempted on a read-only store */
+    SIMDR_ECHECKSUM = -11, /**< an entry's CRC-32 does not match its payload */
+    SIMDR_ENOENT = -12,    /**< the file does not exist (open-existing, read-only) */
+    SIMDR_ESOURCE = -13,   /**< a stream source reported an error */
+    SIMDR_ETOOBIG = -14,   /**< offset or size beyond what the engine supports */
+    SIMDR_ESTOPPED = -15,  /**< a callback asked to stop (its own code is not lost: see call) */
+    SIMDR_EFAILED = -16    /**< an earlier write failure could not be undone; reopen */
+};
+
+/** Static English text for a status code; never NULL. */
+SIMDR_API const char *simdr_strerror(int code);
+
+/**
+ * The calling thread's message for its most recent failed simdr_ call
+ * (e.g. "store.bin: locked by another process (flock: Resource temporarily
+ * unavailable)"). Thread-local, valid until this thread's next simdr_ call
+ * that fails. "" when there is none.
+ */
+SIMDR_API const char *simdr_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Opening and closing                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct simdr_store simdr_store;
+typedef struct simdr_entry simdr_entry;
+typedef struct simdr_iter simdr_iter;
+
+/** How a store is opened. */
+enum simdr_open_mode {
+    SIMDR_OPEN_CREATE = 0,    /**< read/write, create the file if missing (default) */
+    SIMDR_OPEN_EXISTING = 1,  /**< read/write, SIMDR_ENOENT if missing */
+    SIMDR_OPEN_READONLY = 2   /**< read only, never modifies the file, no lock taken */
+};
+
+/** Where payloads start: see FORMAT.md. Only used for NEW files; an existing
+ *  file's layout is detected from its checksums. */
+enum simdr_layout {
+    SIMDR_LAYOUT_ALIGNED64 = 0, /**< payloads on 64-byte offsets (simd-r-drive >= 0.15; default) */
+    SIMDR_LAYOUT_UNALIGNED = 1  /**< no padding (simd-r-drive <= 0.13, including 0.4.x) */
+};
+
+/** What a successful write promises. */
+enum simdr_durability {
+    SIMDR_SYNC_NONE = 0, /**< data is in the OS page cache: survives a process
+                              kill, not a power loss (default, as the reference) */
+    SIMDR_SYNC_DATA = 1  /**< fdatasync before each write/batch returns: survives
+                              power loss; concurrent writers share one sync */
+};
+
+typedef struct simdr_options {
+    int open_mode;     /**< enum simdr_open_mode */
+    int layout;        /**< enum simdr_layout, for a new or empty file */
+    int durability;    /**< enum simdr_durability */
+    int repair;        /**< writable opens: cut a torn tail (after saving it
+                            beside the file). 1 by default; 0 makes a torn
+                            tail an SIMDR_ECORRUPT error instead */
+    unsigned file_mode;/**< permission bits for a created file (default 0644) */
+} simdr_options;
+
+/** Fills *opts with the defaults described above. */
+SIMDR_API void simdr_options_init(simdr_options *opts);
+
+/**
+ * Opens (or creates) the store at path. opts may be NULL for defaults.
+ * Recovery runs here: a torn or interrupted last append is detected; a
+ * writable open saves the cut bytes to "<path>.torn-<offset>" and truncates,
+ * a read-only open only ignores them. simdr_recovery() tells what happened.
+ * On success *out owns the store: close it with simdr_close().
+ * Errors: SIMDR_EINVAL, SIMDR_ENOENT, SIMDR_EACCES, SIMDR_ELOCKED,
+ * SIMDR_ENOTSTORE (never modified), SIMDR_ECORRUPT (damage that is not a torn
+ * tail; never modified), SIMDR_EIO, SIMDR_ENOMEM.
+ */
+SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_options *opts);
+
+/**
+ * Closes the store and frees it. simdr_close(NULL) is a no-op. Entries not yet
+ * released stay valid (the lifetime rule). Returns the result of the final
+ * sync in SIMDR_SYNC_DATA mode, else SIMDR_OK.
+ */
+SIMDR_API int simdr_close(simdr_store *store);
+
+/** fdatasync the file now, whatever the durability mode. */
+SIMDR_API int simdr_sync(simdr_store *store);
+
+/**
+ * Read-only stores: picks up entries another process appended (and a
+ * compaction that replaced the file). Only complete entries become visible.
+ * Writable stores: no-op. *new_entries (may be NULL) receives how many
+ * entries were added to the view.
+ */
+SIMDR_API int simdr_refresh(simdr_store *store, uint64_t *new_entries);
+
+/** What recovery did when the store was opened. */
+typedef struct simdr_recovery_info {
+    uint64_t file_size;      /**< file size found at open */
+    uint64_t valid_size;     /**< end of the last valid entry */
+    uint64_t bytes_cut;      /**< file_size - valid_size (0 for a sound file) */
+    int truncated;           /**< 1 when the file was cut (writable open) */
+    char saved_path[4096];   /**< where the cut bytes were saved, or "" */
+} simdr_recovery_info;
+
+SIMDR_API int simdr_recovery(const simdr_store *store, simdr_recovery_info *info);
+
+/* ------------------------------------------------------------------------ */
+/* Keys                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/** XXH3-64 (seed 0) of the key: the only thing the file stores of a key. */
+SIMDR_API uint64_t simdr_hash_key(const void *key, size_t key_len);
+
+/**
+ * Writes the reference's 16-byte namespaced key into out: XXH3-64 of the
+ * namespace (little-endian) followed by XXH3-64 of the key (little-endian).
+ * Use out as an ordinary key.
+ */
+SIMDR_API void simdr_namespaced_key(const void *ns, size_t ns_len, const void *key,
+                                    size_t key_len, uint8_t out[16]);
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                   */
+/*                                                                           */
+/* Every write appends; tail_out (may be NULL) receives the file's new valid */
+/* length, as the reference returns. Refused with SIMDR_EINVAL and nothing   */
+/* appended: an empty value, the value consisting of the single byte 0x00,   */
+/* and (streams) a value of zero bytes only. A failed write leaves the file, */
+/* the index and the tail exactly as before it. Errors common to all writes: */
+/* SIMDR_EINVAL, SIMDR_EREADONLY, SIMDR_ENOSPC, SIMDR_EIO, SIMDR_ETOOBIG,    */
+/* SIMDR_EFAILED.                                                            */
+/* ------------------------------------------------------------------------ */
+
+SIMDR_API int simdr_put(simdr_store *store, const void *key, size_t key_len,
+                        const void *value, size_t value_len, uint64_t *tail_out);
+
+/** As simdr_put with a key hash computed by the caller (simdr_hash_key). */
+SIMDR_API int simdr_put_hashed(simdr_store *store, uint64_t key_hash, const void *value,
+                               size_t value_len, uint64_t *tail_out);
+
+typedef struct simdr_kv {
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+} simdr_kv;
+
+typedef struct simdr_hashed_kv {
+    uint64_t key_hash;
+    const void *value;
+    size_t value_len;
+} simdr_hashed_kv;
+
+/**
+ * Appends n entries with one lock and one write system call. All values are
+ * validated first: one bad value refuses the whole batch. Within a batch a
+ * later item for the same key wins. After a crash a batch may survive as a
+ * prefix of its entries (each entry is whole or absent).
+ */
+SIMDR_API int simdr_put_batch(simdr_store *store, const simdr_kv *items, size_t n,
+                              uint64_t *tail_out);
+SIMDR_API int simdr_put_batch_hashed(simdr_store *store, const simdr_hashed_kv *items,
+                                     size_t n, uint64_t *tail_out);
+
+/**
+ * Stream source: fill buf with up to cap bytes; return the count, 0 at end of
+ * input, or a negative value on error (the write then fails with
+ * SIMDR_ESOURCE and nothing is kept).
+ */
+typedef int64_t (*simdr_read_fn)(void *ctx, void *buf, size_t cap);
+
+/** Appends a value read from fn until it returns 0; constant memory, CRC
+ *  computed as it streams. */
+SIMDR_API int simdr_put_stream(simdr_store *store, const void *key, size_t key_len,
+                               simdr_read_fn fn, void *ctx, uint64_t *tail_out);
+SIMDR_API int simdr_put_stream_hashed(simdr_store *store, uint64_t key_hash,
+                                      simdr_read_fn fn, void *ctx, uint64_t *tail_out);
+
+/** Appends a value read from fd until end of file (pipes, sockets, files). */
+SIMDR_API int simdr_put_fd(simdr_store *store, const void *key, size_t key_len, int fd,
+                           uint64_t *tail_out);
+
+/* ------------------------------------------------------------------------ */
+/* Reading                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Finds the newest value of key. On SIMDR_OK *out is a new entry handle the
+ * caller releases with simdr_entry_release(). SIMDR_NOTFOUND if the key was
+ * never written or is deleted. Never waits for a writer.
+ * Lifetime: simdr_entry_data() points into the map and stays valid until the
+ * entry is released, whatever else happens to the store.
+ */
+SIMDR_API int simdr_get(simdr_store *store, const void *key, size_t key_len, simdr_entry **out);
+SIMDR_API int simdr_get_hashed(simdr_store *store, uint64_t key_hash, simdr_entry **out);
+
+/** 1 if key is present, 0 if absent or deleted, negative on error. */
+SIMDR_API int simdr_exists(simdr_store *store, const void *key, size_t key_len);
+
+/**
+ * Copying read: copies the newest value into buf if it fits. *value_len
+ * always receives the value's size; SIMDR_ETOOBIG when cap is too small (buf
+ * untouched), SIMDR_NOTFOUND when absent.
+ */
+SIMDR_API int simdr_get_copy(simdr_store *store, const void *key, size_t key_len, void *buf,
+                             size_t cap, size_t *value_len);
+
+typedef struct simdr_key {
+    const void *key;
+    size_t key_len;
+} simdr_key;
+
+/**
+ * Reads n keys at once (lookups overlap their memory accesses). out[i] is a
+ * new entry (release each) or NULL when keys[i] is absent. Returns the number
+ * of keys found (>= 0) or a negative error (then every out[i] is NULL).
+ */
+SIMDR_API int64_t simdr_get_batch(simdr_store *store, const simdr_key *keys, size_t n,
+                                  simdr_entry **out);
+
+/** As simdr_get_batch with key hashes. */
+SIMDR_API int64_t simdr_get_batch_hashed(simdr_store *store, const uint64_t *key_hashes,
+                                         size_t n, simdr_entry **out);
+
+/**
+ * The last entry in the file, whatever its key, tombstones included
+ * (simdr_entry_is_tombstone). SIMDR_NOTFOUND for an empty store.
+ */
+SIMDR_API int simdr_get_last(simdr_store *store, simdr_entry **out);
+
+/** Releases an entry; NULL is a no-op. Pointers from it become invalid. */
+SIMDR_API void simdr_entry_release(simdr_entry *entry);
+
+/** A second handle to the same entry (for keeping one yielded by an iterator). */
+SIMDR_API int simdr_entry_dup(const simdr_entry *entry, simdr_entry **out);
+
+/** The payload, zero-copy (lifetime rule above). 64-byte aligned in the
+ *  aligned layout. */
+SIMDR_API const void *simdr_entry_data(const simdr_entry *entry);
+SIMDR_API uint64_t simdr_entry_size(const simdr_entry *entry);
+SIMDR_API uint64_t simdr_entry_key_hash(const simdr_entry *entry);
+SIMDR_API uint32_t simdr_entry_checksum(const simdr_entry *entry);
+/** File offset of the payload's first byte. */
+SIMDR_API uint64_t simdr_entry_offset(const simdr_entry *entry);
+/** File offset just past the entry's metadata (the tail after it was written). */
+SIMDR_API uint64_t simdr_entry_end(const simdr_entry *entry);
+/** File offset where the entry begins: the previous entry's end (prev_offset). */
+SIMDR_API uint64_t simdr_entry_start(const simdr_entry *entry);
+SIMDR_API int simdr_entry_is_tombstone(const simdr_entry *entry);
+
+/** SIMDR_OK if the payload's CRC-32 matches the stored checksum, else
+ *  SIMDR_ECHECKSUM. */
+SIMDR_API int simdr_entry_verify(const simdr_entry *entry);
+
+/**
+ * Chunked access for values too big to touch at once: *ptr/*len describe
+ * bytes [offset, offset + *len) of the payload, *len <= max, zero-copy
+ * (lifetime rule above). Pages already passed can be dropped from memory
+ * with advise_done = 1. SIMDR_NOTFOUND when offset >= size.
+ */
+SIMDR_API int simdr_entry_chunk(const simdr_entry *entry, uint64_t offset, size_t max,
+                                const void **ptr, size_t *len, int advise_done);
+
+/* ------------------------------------------------------------------------ */
+/* Deleting, renaming, copying between stores                                */
+/* ------------------------------------------------------------------------ */
+
+/** Appends a tombstone. SIMDR_NOTFOUND (nothing appended) if key is absent. */
+SIMDR_API int simdr_delete(simdr_store *store, const void *key, size_t key_len,
+                           uint64_t *tail_out);
+
+/** Deletes the present keys among keys[0..n) in one append; absent ones are
+ *  skipped. *deleted (may be NULL) receives how many were deleted. */
+SIMDR_API int simdr_delete_batch(simdr_store *store, const simdr_key *keys, size_t n,
+                                 size_t *deleted, uint64_t *tail_out);
+
+/** Stores old_key's value under new_key and deletes old_key. SIMDR_EINVAL when
+ *  the keys are equal, SIMDR_NOTFOUND when old_key is absent. */
+SIMDR_API int simdr_rename(simdr_store *store, const void *old_key, size_t old_len,
+                           const void *new_key, size_t new_len, uint64_t *tail_out);
+
+/** Appends key's newest value to dst (same key hash). SIMDR_EINVAL if dst is
+ *  the same file as src. tail_out receives dst's new tail. */
+SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
+                         uint64_t *tail_out);
+
+/** simdr_copy, then deletes key from src. tail_out receives src's new tail. */
+SIMDR_API int simdr_move(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
+                         uint64_t *tail_out);
+
+/* ------------------------------------------------------------------------ */
+/* Size and statistics                                                       */
+/* ------------------------------------------------------------------------ */
+
+/** Number of live keys, O(1). */
+SIMDR_API uint64_t simdr_count(simdr_store *store);
+SIMDR_API int simdr_is_empty(simdr_store *store);
+/** Valid length of the file (the tail offset). */
+SIMDR_API uint64_t simdr_file_size(simdr_store *store);
+/** Bytes a compaction would remove now (exact for the store's layout). */
+SIMDR_API uint64_t simdr_compaction_savings(simdr_store *store);
+/** The layout of the file (detected for existing files). */
+SIMDR_API int simdr_layout_of(simdr_store *store);
+/** The path the store was opened with. Valid until simdr_close(). */
+SIMDR_API const char *simdr_path(simdr_store *store);
+/** Bytes the in-memory index occupies now. */
+SIMDR_API uint64_t simdr_index_bytes(simdr_store *store);
+
+/* ------------------------------------------------------------------------ */
+/* Iteration                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Iterates live entries of a snapshot taken when the iterator is opened:
+ * the newest version of each key once, newest entries first, tombstones and
+ * deleted keys skipped. Entries appended later are not seen. The iterator
+ * keeps its snapshot valid across compaction.
+ */
+SIMDR_API int simdr_iter_open(simdr_store *store, simdr_iter **out);
+
+/**
+ * Advances. On SIMDR_OK *entry is borrowed: valid until the next call or
+ * simdr_iter_close() (keep it with simdr_entry_dup). SIMDR_NOTFOUND at end.
+ */
+SIMDR_API int simdr_iter_next(simdr_iter *iter, const simdr_entry **entry);
+SIMDR_API void simdr_iter_close(simdr_iter *iter);
+
+/** Callback for simdr_for_each*: return 0 to go on, non-zero to stop (the
+ *  call then returns SIMDR_ESTOPPED). entry is borrowed for the call. */
+typedef int (*simdr_visit_fn)(void *ctx, const simdr_entry *entry);
+
+/** Calls fn for every live entry of a snapshot, on the calling thread. */
+SIMDR_API int simdr_for_each(simdr_store *store, simdr_visit_fn fn, void *ctx);
+
+/** Calls fn for every live entry on nthreads threads (0 = number of CPUs);
+ *  fn must be thread-safe. Order is unspecified. */
+SIMDR_API int simdr_for_each_parallel(simdr_store *store, unsigned nthreads, simdr_visit_fn fn,
+                                      void *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Maintenance                                                               */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Rewrites the file with only the newest live entry of each key: a new file
+ * beside it is written, fdatasynced, renamed over the old one, and the
+ * directory fsynced. A crash leaves the complete old or the complete new
+ * file. The store keeps working on the new file; entries held stay valid;
+ * readers are never blocked. Not allowed on read-only stores.
+ */
+SIMDR_API int simdr_compact(simdr_store *store);
+
+/** A problem found by simdr_check. */
+typedef struct simdr_check_issue {
+    uint64_t offset;   /**< file offset of the entry's first byte */
+    uint64_t end;      /**< offset just past its metadata */
+    uint64_t key_hash;
+    int code;          /**< SIMDR_ECHECKSUM or SIMDR_ECORRUPT */
+    const char *what;  /**< short description */
+} simdr_check_issue;
+
+typedef struct simdr_check_report {
+    uint64_t entries;     /**< entries in the chain */
+    uint64_t bad_entries; /**< entries with a problem */
+    uint64_t bytes_checked;
+} simdr_check_report;
+
+/** Called for each problem found; return non-zero to stop. */
+typedef int (*simdr_check_fn)(void *ctx, const simdr_check_issue *issue);
+
+/**
+ * Verifies every entry of the chain: links, bounds, CRC-32. Returns SIMDR_OK
+ * when the store is sound, SIMDR_ECORRUPT when any problem was found (each
+ * reported through fn, which may be NULL). report may be NULL.
+ */
+SIMDR_API int simdr_check(simdr_store *store, simdr_check_fn fn, void *ctx,
+                          simdr_check_report *report);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SIMDR_H */
