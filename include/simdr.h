@@ -319,7 +319,7 @@ SIMDR_API int simdr_entry_is_tombstone(const simdr_entry *entry);
 SIMDR_API int simdr_entry_verify(const simdr_entry *entry);
 
 /**
- * Chunked access for values too big to touch at once: *ptr/*len describe
+ * Chunked access for values too big to touch at once: *ptr and *len describe
  * bytes [offset, offset + *len) of the payload, *len <= max, zero-copy
  * (lifetime rule above). Pages already passed can be dropped from memory
  * with advise_done = 1. SIMDR_NOTFOUND when offset >= size.

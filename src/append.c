@@ -1,0 +1,466 @@
+/*
+ * append.c - the write path: single puts, batches, streams, tombstones,
+ * rename/copy/move. One writer at a time (store->wlock). An append is one
+ * pwrite/pwritev at the tail; only after it succeeds are the index and the
+ * tail published, so readers never see a partial entry. A failed append is
+ * undone by truncating back to the old tail; if even that fails, the store
+ * refuses further writes (SIMDR_EFAILED) and the next open's recovery cleans
+ * up. Single writes use pwritev over the caller's buffers (no copy).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define BATCH_COPY_LIMIT (UINT64_C(16) << 20)
+#define STREAM_CHUNK (UINT64_C(1) << 20)
+
+static const uint8_t zero_pad[SIMDR__ALIGN];
+static const uint8_t tombstone_byte[1] = {SIMDR__TOMBSTONE_BYTE};
+
+int simdr__check_writable(simdr_store *s) {
+    if (s->readonly) return simdr__fail(SIMDR_EREADONLY, "%s: store is open read-only", s->path);
+    if (s->failed)
+        return simdr__fail(SIMDR_EFAILED,
+                           "%s: an earlier write failed and could not be undone; reopen the "
+                           "store to recover",
+                           s->path);
+    return SIMDR_OK;
+}
+
+static int value_allowed(const void *value, size_t len) {
+    if (len == 0) return simdr__fail(SIMDR_EINVAL, "empty values cannot be stored");
+    if (!value) return simdr__fail(SIMDR_EINVAL, "NULL value");
+    if (len == 1 && *(const uint8_t *)value == SIMDR__TOMBSTONE_BYTE)
+        return simdr__fail(SIMDR_EINVAL,
+                           "the value consisting of the single byte 0x00 is reserved for "
+                           "deletes and cannot be stored");
+    return SIMDR_OK;
+}
+
+void simdr__index_entry(simdr_store *s, uint64_t hash, uint64_t meta_off, int tomb) {
+    simdr__view *v = simdr__current_view(s);
+    uint64_t prev = simdr__index_put(v->index, v->map->base, hash,
+                                     simdr__index_value(hash, meta_off, tomb));
+    int was_live = prev != 0 && !(prev & SIMDR__IDX_TOMB);
+    if (was_live && tomb)
+        atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
+    else if (!was_live && !tomb)
+        atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);
+}
+
+int simdr__grow_index_if_needed(simdr_store *s) {
+    simdr__view *v = simdr__current_view(s);
+    if (!simdr__index_needs_grow(v->index)) return SIMDR_OK;
+    simdr__index *nx = simdr__index_grown(v->index, v->map->base);
+    if (!nx) return simdr__fail(SIMDR_ENOMEM, "%s: out of memory growing the index", s->path);
+    return simdr__publish_view(s, v->map, nx);
+}
+
+/* Writer, lock held, items validated: everything after the old tail is undone
+ * on failure. */
+static int undo_append(simdr_store *s, uint64_t old_tail, int err, const char *what) {
+    int rc = simdr__fail_errno(err, what, s->path);
+    if (ftruncate(s->fd, (off_t)old_tail) != 0) s->failed = 1;
+    return rc;
+}
+
+static void publish_tail(simdr_store *s, uint64_t tail) {
+    s->tail = tail;
+    atomic_store_explicit(&simdr__current_view(s)->tail, tail, memory_order_release);
+}
+
+/* Indexes entries already written; metas[i] is the metadata offset of items[i]. */
+static int index_items(simdr_store *s, const simdr__item *items, size_t n,
+                       const uint64_t *metas, uint64_t single_meta) {
+    for (size_t i = 0; i < n; i++) {
+        int rc = simdr__grow_index_if_needed(s);
+        if (rc != SIMDR_OK) return rc;
+        simdr__index_entry(s, items[i].hash, metas ? metas[i] : single_meta, items[i].tombstone);
+    }
+    return SIMDR_OK;
+}
+
+static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uint64_t *end_out) {
+    int rc = simdr__check_writable(s);
+    if (rc != SIMDR_OK) return rc;
+    int aligned = atomic_load_explicit(&s->layout, memory_order_relaxed) == SIMDR_LAYOUT_ALIGNED64;
+    uint64_t start = s->tail, pos = start;
+    for (size_t i = 0; i < n; i++) {
+        pos += (items[i].tombstone ? 0 : simdr__pad_for(pos, aligned)) + items[i].len +
+               SIMDR__META_SIZE;
+        if (pos > SIMDR__MAX_OFFSET)
+            return simdr__fail(SIMDR_ETOOBIG, "%s: the file would exceed 128 TiB", s->path);
+    }
+    rc = simdr__ensure_mapped(s, pos);
+    if (rc != SIMDR_OK) return rc;
+
+    if (n == 1) {
+        /* The common case: three iovecs over the caller's buffer, no copy. */
+        uint8_t meta[SIMDR__META_SIZE];
+        uint64_t pad = items[0].tombstone ? 0 : simdr__pad_for(start, aligned);
+        simdr__meta m = {items[0].hash, start, simdr__crc32(0, items[0].value, items[0].len)};
+        simdr__meta_encode(meta, &m);
+        struct iovec iov[3] = {{(void *)zero_pad, (size_t)pad},
+                               {(void *)items[0].value, items[0].len},
+                               {meta, sizeof meta}};
+        int first = pad ? 0 : 1;
+        if (simdr__pwritev_all(s->fd, iov + first, 3 - first, start) != 0)
+            return undo_append(s, start, errno, "append");
+        rc = index_items(s, items, 1, NULL, pos - SIMDR__META_SIZE);
+    } else {
+        uint64_t *metas = malloc(n * sizeof *metas);
+        uint8_t *buf = NULL;
+        struct iovec *iov = NULL;
+        uint8_t *meta_bytes = NULL;
+        uint64_t total = pos - start;
+        if (total <= BATCH_COPY_LIMIT)
+            buf = malloc((size_t)total);
+        else {
+            iov = malloc(3 * n * sizeof *iov);
+            meta_bytes = malloc(n * SIMDR__META_SIZE);
+        }
+        if (!metas || (total <= BATCH_COPY_LIMIT ? !buf : (!iov || !meta_bytes))) {
+            free(metas); free(buf); free(iov); free(meta_bytes);
+            return simdr__fail(SIMDR_ENOMEM, "out of memory for a batch of %zu", n);
+        }
+        uint64_t at = start;
+        int cnt = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t pad = items[i].tombstone ? 0 : simdr__pad_for(at, aligned);
+            simdr__meta m = {items[i].hash, at, simdr__crc32(0, items[i].value, items[i].len)};
+            uint64_t rel = at - start;
+            if (buf) {
+                memset(buf + rel, 0, (size_t)pad);
+                memcpy(buf + rel + pad, items[i].value, items[i].len);
+                simdr__meta_encode(buf + rel + pad + items[i].len, &m);
+            } else {
+                uint8_t *mb = meta_bytes + i * SIMDR__META_SIZE;
+                simdr__meta_encode(mb, &m);
+                if (pad) iov[cnt++] = (struct iovec){(void *)zero_pad, (size_t)pad};
+                iov[cnt++] = (struct iovec){(void *)items[i].value, items[i].len};
+                iov[cnt++] = (struct iovec){mb, SIMDR__META_SIZE};
+            }
+            at += pad + items[i].len + SIMDR__META_SIZE;
+            metas[i] = at - SIMDR__META_SIZE;
+        }
+        int wr = buf ? simdr__pwrite_all(s->fd, buf, (size_t)total, start)
+                     : simdr__pwritev_all(s->fd, iov, cnt, start);
+        int err = errno;
+        free(buf); free(iov); free(meta_bytes);
+        if (wr != 0) {
+            free(metas);
+            return undo_append(s, start, err, "append");
+        }
+        rc = index_items(s, items, n, metas, 0);
+        free(metas);
+    }
+    if (rc != SIMDR_OK) {
+        /* The index could not take the entries (out of memory): the bytes
+         * are valid entries, so the tail moves on; a reopen indexes them. */
+        s->failed = 1;
+    }
+    publish_tail(s, pos);
+    *end_out = pos;
+    return rc;
+}
+
+int simdr__append(simdr_store *s, const simdr__item *items, size_t n, uint64_t *tail_out) {
+    if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].tombstone) continue;
+        int rc = value_allowed(items[i].value, items[i].len);
+        if (rc != SIMDR_OK) return rc;
+    }
+    uint64_t end = 0;
+    pthread_mutex_lock(&s->wlock);
+    int rc = n ? append_locked(s, items, n, &end) : simdr__check_writable(s);
+    if (!n) end = s->tail;
+    pthread_mutex_unlock(&s->wlock);
+    if (rc == SIMDR_OK && n && s->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(s, end);
+    if (rc == SIMDR_OK && tail_out) *tail_out = end;
+    return rc;
+}
+
+SIMDR_API int simdr_put_hashed(simdr_store *s, uint64_t key_hash, const void *value,
+                               size_t value_len, uint64_t *tail_out) {
+    simdr__item it = {key_hash, value, value_len, 0};
+    return simdr__append(s, &it, 1, tail_out);
+}
+
+SIMDR_API int simdr_put(simdr_store *s, const void *key, size_t key_len, const void *value,
+                        size_t value_len, uint64_t *tail_out) {
+    if (!key && key_len) return simdr__fail(SIMDR_EINVAL, "NULL key");
+    return simdr_put_hashed(s, simdr_hash_key(key, key_len), value, value_len, tail_out);
+}
+
+static int put_batch_items(simdr_store *s, size_t n, uint64_t *tail_out,
+                           void (*fill)(const void *src, size_t i, simdr__item *it),
+                           const void *src) {
+    if (n == 0) return simdr__fail(SIMDR_EINVAL, "empty batch");
+    simdr__item stack[64];
+    simdr__item *items = n <= 64 ? stack : malloc(n * sizeof *items);
+    if (!items) return simdr__fail(SIMDR_ENOMEM, "out of memory for a batch of %zu", n);
+    for (size_t i = 0; i < n; i++) fill(src, i, &items[i]);
+    int rc = simdr__append(s, items, n, tail_out);
+    if (items != stack) free(items);
+    return rc;
+}
+
+static void fill_kv(const void *src, size_t i, simdr__item *it) {
+    const simdr_kv *kv = (const simdr_kv *)src + i;
+    *it = (simdr__item){simdr_hash_key(kv->key, kv->key_len), kv->value, kv->value_len, 0};
+}
+
+static void fill_hashed(const void *src, size_t i, simdr__item *it) {
+    const simdr_hashed_kv *kv = (const simdr_hashed_kv *)src + i;
+    *it = (simdr__item){kv->key_hash, kv->value, kv->value_len, 0};
+}
+
+SIMDR_API int simdr_put_batch(simdr_store *s, const simdr_kv *items, size_t n,
+                              uint64_t *tail_out) {
+    if (!items && n) return simdr__fail(SIMDR_EINVAL, "NULL items");
+    return put_batch_items(s, n, tail_out, fill_kv, items);
+}
+
+SIMDR_API int simdr_put_batch_hashed(simdr_store *s, const simdr_hashed_kv *items, size_t n,
+                                     uint64_t *tail_out) {
+    if (!items && n) return simdr__fail(SIMDR_EINVAL, "NULL items");
+    return put_batch_items(s, n, tail_out, fill_hashed, items);
+}
+
+/* ---- streams ---- */
+
+static int all_zero(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i]) return 0;
+    return 1;
+}
+
+SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_read_fn fn,
+                                      void *ctx, uint64_t *tail_out) {
+    if (!s || !fn) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    uint8_t *buf = malloc(STREAM_CHUNK);
+    if (!buf) return simdr__fail(SIMDR_ENOMEM, "out of memory for the stream buffer");
+    pthread_mutex_lock(&s->wlock);
+    int rc = simdr__check_writable(s);
+    uint64_t start = s->tail, pos = start;
+    if (rc != SIMDR_OK) goto out;
+    int aligned = atomic_load(&s->layout) == SIMDR_LAYOUT_ALIGNED64;
+    uint64_t pad = simdr__pad_for(start, aligned);
+    if (pad && simdr__pwrite_all(s->fd, zero_pad, (size_t)pad, pos) != 0) {
+        rc = undo_append(s, start, errno, "stream write");
+        goto out;
+    }
+    pos += pad;
+    uint32_t crc = 0;
+    uint64_t total = 0;
+    int nonzero = 0;
+    for (;;) {
+        int64_t got = fn(ctx, buf, STREAM_CHUNK);
+        if (got < 0 || (uint64_t)got > STREAM_CHUNK) {
+            rc = simdr__fail(SIMDR_ESOURCE, "%s: the stream source failed after %llu bytes; "
+                             "nothing was stored", s->path, (unsigned long long)total);
+            if (ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+            goto out;
+        }
+        if (got == 0) break;
+        if (pos + (uint64_t)got + SIMDR__META_SIZE > SIMDR__MAX_OFFSET) {
+            rc = simdr__fail(SIMDR_ETOOBIG, "%s: the file would exceed 128 TiB", s->path);
+            if (ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+            goto out;
+        }
+        if (!nonzero) nonzero = !all_zero(buf, (size_t)got);
+        crc = simdr__crc32(crc, buf, (uint64_t)got);
+        if (simdr__pwrite_all(s->fd, buf, (size_t)got, pos) != 0) {
+            rc = undo_append(s, start, errno, "stream write");
+            goto out;
+        }
+        pos += (uint64_t)got;
+        total += (uint64_t)got;
+    }
+    if (total == 0 || !nonzero) {
+        rc = simdr__fail(SIMDR_EINVAL, total == 0 ? "empty stream: empty values cannot be stored"
+                                                  : "a value of zero bytes only cannot be "
+                                                    "stored (it would read as a delete)");
+        if (ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+        goto out;
+    }
+    uint8_t meta[SIMDR__META_SIZE];
+    simdr__meta m = {key_hash, start, crc};
+    simdr__meta_encode(meta, &m);
+    if (simdr__pwrite_all(s->fd, meta, sizeof meta, pos) != 0) {
+        rc = undo_append(s, start, errno, "stream write");
+        goto out;
+    }
+    pos += SIMDR__META_SIZE;
+    rc = simdr__ensure_mapped(s, pos);
+    if (rc != SIMDR_OK) {
+        if (ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+        goto out;
+    }
+    simdr__item it = {key_hash, NULL, (size_t)total, 0};
+    rc = index_items(s, &it, 1, NULL, pos - SIMDR__META_SIZE);
+    if (rc != SIMDR_OK) s->failed = 1;
+    publish_tail(s, pos);
+out:
+    pthread_mutex_unlock(&s->wlock);
+    free(buf);
+    if (rc == SIMDR_OK && s->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(s, pos);
+    if (rc == SIMDR_OK && tail_out) *tail_out = pos;
+    return rc;
+}
+
+SIMDR_API int simdr_put_stream(simdr_store *s, const void *key, size_t key_len, simdr_read_fn fn,
+                               void *ctx, uint64_t *tail_out) {
+    if (!key && key_len) return simdr__fail(SIMDR_EINVAL, "NULL key");
+    return simdr_put_stream_hashed(s, simdr_hash_key(key, key_len), fn, ctx, tail_out);
+}
+
+typedef struct fd_source {
+    int fd;
+    int err;
+} fd_source;
+
+static int64_t read_fd(void *ctx, void *buf, size_t cap) {
+    fd_source *src = ctx;
+    for (;;) {
+        ssize_t n = read(src->fd, buf, cap);
+        if (n >= 0) return n;
+        if (errno != EINTR) {
+            src->err = errno;
+            return -1;
+        }
+    }
+}
+
+SIMDR_API int simdr_put_fd(simdr_store *s, const void *key, size_t key_len, int fd,
+                           uint64_t *tail_out) {
+    if (fd < 0) return simdr__fail(SIMDR_EINVAL, "invalid file descriptor");
+    fd_source src = {fd, 0};
+    int rc = simdr_put_stream(s, key, key_len, read_fd, &src, tail_out);
+    if (rc == SIMDR_ESOURCE)
+        simdr__fail(rc, "%s: reading the input failed: %s; nothing was stored",
+                    s ? s->path : "", strerror(src.err));
+    return rc;
+}
+
+/* ---- deletes ---- */
+
+static int present_locked(simdr_store *s, uint64_t hash) {
+    simdr__view *v = simdr__current_view(s);
+    uint64_t val = simdr__index_get(v->index, v->map->base, v->map->len, hash, NULL);
+    return val != 0 && !(val & SIMDR__IDX_TOMB);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+SIMDR_API int simdr_delete_batch(simdr_store *s, const simdr_key *keys, size_t n,
+                                 size_t *deleted, uint64_t *tail_out) {
+    if (!s || (!keys && n)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    uint64_t *hashes = malloc((n ? n : 1) * sizeof *hashes);
+    simdr__item *items = malloc((n ? n : 1) * sizeof *items);
+    if (!hashes || !items) {
+        free(hashes); free(items);
+        return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) hashes[i] = simdr_hash_key(keys[i].key, keys[i].key_len);
+    qsort(hashes, n, sizeof *hashes, cmp_u64);
+    pthread_mutex_lock(&s->wlock);
+    int rc = simdr__check_writable(s);
+    size_t k = 0;
+    uint64_t end = s->tail;
+    if (rc == SIMDR_OK) {
+        for (size_t i = 0; i < n; i++) {
+            if (i && hashes[i] == hashes[i - 1]) continue;
+            if (present_locked(s, hashes[i]))
+                items[k++] = (simdr__item){hashes[i], tombstone_byte, 1, 1};
+        }
+        if (k) rc = append_locked(s, items, k, &end);
+    }
+    pthread_mutex_unlock(&s->wlock);
+    free(hashes);
+    free(items);
+    if (rc == SIMDR_OK && k && s->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(s, end);
+    if (rc == SIMDR_OK) {
+        if (deleted) *deleted = k;
+        if (tail_out) *tail_out = end;
+    }
+    return rc;
+}
+
+SIMDR_API int simdr_delete(simdr_store *s, const void *key, size_t key_len, uint64_t *tail_out) {
+    if (!s || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    uint64_t hash = simdr_hash_key(key, key_len);
+    simdr__item it = {hash, tombstone_byte, 1, 1};
+    uint64_t end = 0;
+    pthread_mutex_lock(&s->wlock);
+    int rc = simdr__check_writable(s);
+    if (rc == SIMDR_OK && !present_locked(s, hash))
+        rc = simdr__fail(SIMDR_NOTFOUND, "%s: key not found; nothing deleted", s->path);
+    if (rc == SIMDR_OK) rc = append_locked(s, &it, 1, &end);
+    pthread_mutex_unlock(&s->wlock);
+    if (rc == SIMDR_OK && s->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(s, end);
+    if (rc == SIMDR_OK && tail_out) *tail_out = end;
+    return rc;
+}
+
+/* ---- rename, copy, move ---- */
+
+SIMDR_API int simdr_rename(simdr_store *s, const void *old_key, size_t old_len,
+                           const void *new_key, size_t new_len, uint64_t *tail_out) {
+    if (!s || (!old_key && old_len) || (!new_key && new_len))
+        return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    uint64_t oh = simdr_hash_key(old_key, old_len), nh = simdr_hash_key(new_key, new_len);
+    if (oh == nh)
+        return simdr__fail(SIMDR_EINVAL, "cannot rename a key to itself%s",
+                           old_len == new_len && !memcmp(old_key, new_key, old_len)
+                               ? ""
+                               : " (the two keys have the same 64-bit hash)");
+    pthread_mutex_lock(&s->wlock);
+    simdr_entry *e = NULL;
+    int rc = simdr__check_writable(s);
+    if (rc == SIMDR_OK) rc = simdr__lookup(s, oh, &e);
+    if (rc == SIMDR_NOTFOUND) simdr__fail(rc, "%s: key to rename not found", s->path);
+    uint64_t end = 0;
+    if (rc == SIMDR_OK) {
+        /* One append holds both entries: a crash keeps none, the copy, or both. */
+        simdr__item items[2] = {{nh, e->data, (size_t)e->size, 0},
+                                {oh, tombstone_byte, 1, 1}};
+        rc = append_locked(s, items, 2, &end);
+    }
+    pthread_mutex_unlock(&s->wlock);
+    simdr_entry_release(e);
+    if (rc == SIMDR_OK && s->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(s, end);
+    if (rc == SIMDR_OK && tail_out) *tail_out = end;
+    return rc;
+}
+
+SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
+                         uint64_t *tail_out) {
+    if (!src || !dst || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    if (src == dst || (src->dev == dst->dev && src->ino == dst->ino))
+        return simdr__fail(SIMDR_EINVAL,
+                           "%s: cannot copy an entry into the same store (use rename)",
+                           src->path);
+    simdr_entry *e;
+    int rc = simdr__lookup(src, simdr_hash_key(key, key_len), &e);
+    if (rc == SIMDR_NOTFOUND) return simdr__fail(rc, "%s: key not found", src->path);
+    if (rc != SIMDR_OK) return rc;
+    rc = simdr_put_hashed(dst, e->key_hash, e->data, (size_t)e->size, tail_out);
+    simdr_entry_release(e);
+    return rc;
+}
+
+SIMDR_API int simdr_move(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
+                         uint64_t *tail_out) {
+    int rc = simdr_copy(src, key, key_len, dst, NULL);
+    if (rc != SIMDR_OK) return rc;
+    return simdr_delete(src, key, key_len, tail_out);
+}

@@ -1,0 +1,143 @@
+/*
+ * index.c - the in-memory hash index: key hash -> offset of the newest
+ * metadata block of that key, 8 bytes a slot.
+ *
+ * A slot packs 16 tag bits of the hash, a tombstone bit and a 47-bit offset.
+ * A tag match is confirmed by reading the full 64-bit hash from the entry's
+ * metadata in the map, which a read touches anyway. Capacity grows by 1.5x
+ * when 80% full, so the table stays between 53% and 80% full: 10 to 15 bytes
+ * per indexed key. The bucket comes from the low 32 hash bits, the tag from
+ * the top 16, so the two are independent.
+ *
+ * One writer, many concurrent readers: slots only go from empty to a value
+ * or from one value to another, with atomic stores, and are never removed,
+ * so a reader's probe sequence cannot lose the key it is looking for.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define TAG_MASK UINT64_C(0xffff000000000000)
+#define MIN_CAP 1024u
+
+static uint64_t bucket_of(uint64_t hash, uint64_t cap) {
+    return ((hash & 0xffffffffu) * cap) >> 32;
+}
+
+simdr__index *simdr__index_new(uint64_t expected_keys) {
+    uint64_t cap = MIN_CAP;
+    while (cap * 4 < expected_keys * 5 + 4) cap = cap + cap / 2;
+    if (cap >= (UINT64_C(1) << 32)) return NULL;
+    simdr__index *ix = malloc(sizeof *ix);
+    if (!ix) return NULL;
+    ix->cap = cap;
+    ix->used = 0;
+    ix->slots = calloc((size_t)cap, sizeof *ix->slots);
+    if (!ix->slots) {
+        free(ix);
+        return NULL;
+    }
+    return ix;
+}
+
+void simdr__index_free(simdr__index *ix) {
+    if (!ix) return;
+    free((void *)ix->slots);
+    free(ix);
+}
+
+static int hash_matches(const uint8_t *base, uint64_t len, uint64_t v, uint64_t hash,
+                        int *beyond) {
+    if (((v ^ hash) & TAG_MASK) != 0) return 0;
+    uint64_t off = v & SIMDR__IDX_OFF_MASK;
+    if (off + SIMDR__META_SIZE > len) {
+        if (beyond) *beyond = 1;
+        return 0;
+    }
+    return simdr__load_u64le(base + off) == hash;
+}
+
+uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *base, uint64_t len,
+                          uint64_t hash, int *beyond) {
+    uint64_t i = bucket_of(hash, ix->cap);
+    for (;;) {
+        uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
+        if (v == 0) return 0;
+        if (hash_matches(base, len, v, hash, beyond)) return v;
+        if (++i == ix->cap) i = 0;
+    }
+}
+
+static uint64_t put(simdr__index *ix, const uint8_t *base, uint64_t hash, uint64_t value,
+                    int overwrite) {
+    uint64_t i = bucket_of(hash, ix->cap);
+    for (;;) {
+        uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
+        if (v == 0) {
+            atomic_store_explicit(&ix->slots[i], value, memory_order_release);
+            ix->used++;
+            return 0;
+        }
+        if (hash_matches(base, UINT64_MAX, v, hash, NULL)) {
+            if (overwrite) atomic_store_explicit(&ix->slots[i], value, memory_order_release);
+            return v;
+        }
+        if (++i == ix->cap) i = 0;
+    }
+}
+
+uint64_t simdr__index_put(simdr__index *ix, const uint8_t *base, uint64_t hash, uint64_t value) {
+    return put(ix, base, hash, value, 1);
+}
+
+int simdr__index_put_if_absent(simdr__index *ix, const uint8_t *base, uint64_t hash,
+                               uint64_t value) {
+    return put(ix, base, hash, value, 0) == 0;
+}
+
+int simdr__index_needs_grow(const simdr__index *ix) { return ix->used * 5 >= ix->cap * 4; }
+
+simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
+    uint64_t cap = ix->cap + ix->cap / 2;
+    if (cap >= (UINT64_C(1) << 32)) return NULL;
+    simdr__index *nx = malloc(sizeof *nx);
+    if (!nx) return NULL;
+    nx->cap = cap;
+    nx->used = 0;
+    nx->slots = calloc((size_t)cap, sizeof *nx->slots);
+    if (!nx->slots) {
+        free(nx);
+        return NULL;
+    }
+    /* A slot keeps only 16 hash bits, so the bucket in the new table comes
+     * from the full hash in the entry's metadata. Prefetching a few slots
+     * ahead overlaps those map reads. */
+    enum { AHEAD = 16 };
+    for (uint64_t i = 0; i < ix->cap; i++) {
+        if (i + AHEAD < ix->cap) {
+            uint64_t ahead = atomic_load_explicit(&ix->slots[i + AHEAD], memory_order_relaxed);
+            if (ahead) __builtin_prefetch(base + (ahead & SIMDR__IDX_OFF_MASK));
+        }
+        uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
+        if (!v) continue;
+        uint64_t hash = simdr__load_u64le(base + (v & SIMDR__IDX_OFF_MASK));
+        uint64_t j = bucket_of(hash, cap);
+        while (atomic_load_explicit(&nx->slots[j], memory_order_relaxed) != 0)
+            if (++j == cap) j = 0;
+        atomic_store_explicit(&nx->slots[j], v, memory_order_relaxed);
+        nx->used++;
+    }
+    return nx;
+}
+
+/* Batch reads: touch the home slot of a hash early so its cache line is
+ * there when the lookup runs. */
+void simdr__index_prefetch(const simdr__index *ix, uint64_t hash) {
+    __builtin_prefetch((const void *)&ix->slots[bucket_of(hash, ix->cap)]);
+}
+
+/* Batch reads, second stage: the first slot's value, to prefetch the
+ * metadata it points to (usually the key itself). */
+uint64_t simdr__index_peek(const simdr__index *ix, uint64_t hash) {
+    return atomic_load_explicit(&ix->slots[bucket_of(hash, ix->cap)], memory_order_relaxed);
+}

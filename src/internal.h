@@ -1,0 +1,227 @@
+/*
+ * internal.h - the structures behind the opaque handles of simdr.h and the
+ * functions the library's files share. Nothing here is installed.
+ *
+ * Concurrency design, in one place:
+ * - The writer (one at a time, store->wlock) appends with pwrite/pwritev at
+ *   the tail, then publishes: index slot (atomic store), then tail.
+ * - Readers never lock. They enter a grace-period section (epoch.c: a
+ *   per-thread-sharded counter, no shared cache line written), load the
+ *   current view {map, index}, look up, and leave.
+ * - The map is a MAP_SHARED mapping of a reserved length far beyond the file
+ *   size, so appends do not remap; it is replaced only when the file outgrows
+ *   it or compaction swaps the file. A replaced view is freed after a grace
+ *   period; a replaced map lives until every entry handle pinning it is
+ *   released (per-map sharded reference counts, map.c).
+ */
+#ifndef SIMDR_INTERNAL_H
+#define SIMDR_INTERNAL_H
+
+#define SIMDR_BUILDING_LIBRARY 1
+#include "simdr.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "format.h"
+
+#define SIMDR__SLOTS 64u            /* reader shards; threads hash onto them */
+#define SIMDR__CACHELINE 64u
+
+/* ---- errors (error.c) ---- */
+int simdr__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int simdr__errno_status(int err);
+int simdr__fail_errno(int err, const char *what, const char *path);
+
+/* ---- I/O (io_posix.c) ---- */
+typedef struct simdr__io_fault_t {
+    int countdown; /* > 0: the countdown-th following I/O call fails */
+    int err;       /* with this errno */
+} simdr__io_fault_t;
+extern simdr__io_fault_t simdr__io_fault;
+int simdr__pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+int simdr__pwritev_all(int fd, struct iovec *iov, int cnt, uint64_t off);
+int simdr__fdatasync(int fd);
+
+/* ---- grace periods (epoch.c) ---- */
+typedef struct simdr__epoch {
+    _Atomic uint64_t epoch;
+    struct {
+        _Atomic uint64_t active[2];
+        char pad[SIMDR__CACHELINE - 2 * sizeof(uint64_t)];
+    } shard[SIMDR__SLOTS] __attribute__((aligned(SIMDR__CACHELINE)));
+} simdr__epoch;
+
+unsigned simdr__thread_shard(void);
+/* Returns a token to pass to simdr__epoch_exit. */
+unsigned simdr__epoch_enter(simdr__epoch *e, unsigned shard);
+void simdr__epoch_exit(simdr__epoch *e, unsigned shard, unsigned token);
+/* Waits until every reader that entered before the call has left. */
+void simdr__epoch_synchronize(simdr__epoch *e);
+
+/* ---- maps (map.c) ---- */
+#define SIMDR__MAP_CLOSED (UINT64_C(1) << 63)
+typedef struct simdr__map {
+    struct {
+        _Atomic uint64_t n; /* handles pinned through this shard (| CLOSED once retired) */
+        char pad[SIMDR__CACHELINE - sizeof(uint64_t)];
+    } refs[SIMDR__SLOTS] __attribute__((aligned(SIMDR__CACHELINE)));
+    const uint8_t *base;
+    uint64_t len;                /* mapped length (>= file size) */
+    _Atomic int64_t outstanding; /* handle count once retired */
+} simdr__map;
+
+int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *path);
+/* Pin/unpin: pin inside an epoch section, or while holding another pin. */
+static inline void simdr__map_pin(simdr__map *m, unsigned shard) {
+    uint64_t old = atomic_fetch_add_explicit(&m->refs[shard].n, 1, memory_order_relaxed);
+    /* Only a pin taken from an already pinned entry (dup) can meet a retired
+     * map; the retirer did not count it, so it counts itself. */
+    if (old & SIMDR__MAP_CLOSED) atomic_fetch_add_explicit(&m->outstanding, 1, memory_order_relaxed);
+}
+void simdr__map_unpin(simdr__map *m, unsigned shard);
+/* After it is unreachable for new pins (grace period passed): drop the
+ * store's hold; it is unmapped when the last pin goes. */
+void simdr__map_retire(simdr__map *m);
+uint64_t simdr__map_reserve_for(uint64_t size);
+
+/* ---- index (index.c) ----
+ * Open addressing, linear probing, 8 bytes a slot: [tag:16][tomb:1][meta offset:47].
+ * One writer mutates in place with atomic stores; readers probe concurrently.
+ * Slots are never removed (a delete stores the tombstone's offset), so a
+ * probe sequence a reader follows can only gain entries. */
+#define SIMDR__IDX_OFF_MASK ((UINT64_C(1) << 47) - 1)
+#define SIMDR__IDX_TOMB (UINT64_C(1) << 47)
+typedef struct simdr__index {
+    uint64_t cap;
+    uint64_t used;               /* writer only */
+    _Atomic uint64_t *slots;
+} simdr__index;
+
+simdr__index *simdr__index_new(uint64_t expected_keys);
+void simdr__index_free(simdr__index *ix);
+/* Lookup: returns the slot value (0 = absent). base/len: the map to confirm
+ * full hashes in; *beyond is set when a candidate lies past len (the caller
+ * retries with a newer view). */
+uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *base, uint64_t len,
+                          uint64_t hash, int *beyond);
+/* Writer: set hash -> value. Returns the previous value (0 = new key). */
+uint64_t simdr__index_put(simdr__index *ix, const uint8_t *base, uint64_t hash, uint64_t value);
+/* Writer: insert only if absent (index build walking newest-first). 1 if inserted. */
+int simdr__index_put_if_absent(simdr__index *ix, const uint8_t *base, uint64_t hash,
+                               uint64_t value);
+int simdr__index_needs_grow(const simdr__index *ix);
+void simdr__index_prefetch(const simdr__index *ix, uint64_t hash);
+uint64_t simdr__index_peek(const simdr__index *ix, uint64_t hash);
+simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base);
+static inline uint64_t simdr__index_value(uint64_t hash, uint64_t meta_off, int tomb) {
+    return (hash & UINT64_C(0xffff000000000000)) | (tomb ? SIMDR__IDX_TOMB : 0) | meta_off;
+}
+
+/* ---- the store ---- */
+typedef struct simdr__view {
+    simdr__map *map;
+    simdr__index *index;
+    _Atomic uint64_t tail; /* valid length of the file this view maps */
+} simdr__view;
+
+struct simdr_store {
+    char *path;
+    int fd;
+    int readonly;
+    int durability;
+    int new_file_layout;
+    _Atomic int layout;              /* SIMDR_LAYOUT_* of this file */
+    _Atomic(simdr__view *) view;
+    uint64_t tail;                   /* writer's tail (under wlock); readers use view->tail */
+    _Atomic uint64_t live;           /* live keys */
+    _Atomic uint64_t synced;         /* file prefix known to be on stable storage */
+    pthread_mutex_t wlock;           /* serializes writers */
+    pthread_mutex_t sync_lock;       /* one fdatasync at a time (group commit) */
+    int failed;                      /* a write could not be undone: refuse more */
+    dev_t dev;
+    ino_t ino;
+    simdr_recovery_info recovery;
+    simdr__epoch epoch;
+};
+
+struct simdr_entry {
+    simdr__map *map;      /* pinned */
+    unsigned shard;
+    const uint8_t *data;
+    uint64_t size;
+    uint64_t key_hash;
+    uint32_t checksum;
+    int tombstone;
+    uint64_t start;       /* prev_offset */
+    uint64_t payload_off;
+    uint64_t meta_off;
+};
+
+/* Decodes the entry whose metadata is at meta_off into e (not pinned).
+ * 0 on success, SIMDR_ECORRUPT if the metadata is not a valid entry. */
+int simdr__entry_decode(const uint8_t *base, uint64_t map_len, uint64_t meta_off, int layout,
+                        struct simdr_entry *e);
+
+/* Replaces the current view with one holding map and index (either may be
+ * the current one's), waits for a grace period, frees the old view and
+ * whichever of its parts were replaced. Writer only. */
+int simdr__publish_view(simdr_store *s, simdr__map *map, simdr__index *index);
+
+/* Writer: make the map cover [0, end). */
+int simdr__ensure_mapped(simdr_store *s, uint64_t end);
+/* Builds the index of the chain ending at end (newest first). */
+int simdr__build_index(const uint8_t *base, uint64_t end, int layout, simdr__index **out,
+                       uint64_t *live_out);
+int simdr__fsync_dir(const char *path);
+static inline simdr__view *simdr__current_view(simdr_store *s) {
+    return atomic_load_explicit(&s->view, memory_order_acquire);
+}
+
+/* ---- recovery (recover.c) ---- */
+enum simdr__recover_status {
+    SIMDR__RECOVER_SOUND = 0, /* the whole file is a valid chain */
+    SIMDR__RECOVER_TORN = 1,  /* a torn/garbage tail follows a valid prefix */
+    SIMDR__RECOVER_DAMAGED = 2, /* valid entries follow a break: not a torn tail */
+    SIMDR__RECOVER_NOTSTORE = 3
+};
+typedef struct simdr__recover_result {
+    int status;
+    uint64_t valid_len;
+    int layout;          /* SIMDR_LAYOUT_*, or -1 when the file cannot tell */
+    uint64_t damage_at;  /* DAMAGED: where the chain from the end breaks */
+} simdr__recover_result;
+int simdr__recover(const uint8_t *base, uint64_t size, simdr__recover_result *r);
+/* Walks a chain that must reach stop exactly from end: 1 if valid (structure
+ * and CRC of each entry), 0 otherwise. Used by refresh. */
+int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *layout,
+                         uint64_t max_steps);
+/* CRC check of one entry under a layout; detects the layout when *layout < 0. */
+int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, uint32_t crc,
+                        int *layout);
+
+/* ---- the append path (append.c) ---- */
+typedef struct simdr__item {
+    uint64_t hash;
+    const void *value;
+    size_t len;
+    int tombstone;
+} simdr__item;
+int simdr__append(simdr_store *s, const simdr__item *items, size_t n, uint64_t *tail_out);
+int simdr__check_writable(simdr_store *s);
+/* Index the entry at meta_off (already in the file) and adjust the live count. */
+void simdr__index_entry(simdr_store *s, uint64_t hash, uint64_t meta_off, int tomb);
+int simdr__grow_index_if_needed(simdr_store *s);
+int simdr__sync_to(simdr_store *s, uint64_t end);
+
+/* ---- reads (read.c) ---- */
+/* Lookup inside an epoch section; fills e (pinned) on success. */
+int simdr__lookup(simdr_store *s, uint64_t hash, struct simdr_entry **out);
+
+/* ---- compaction planning (compact.c) ---- */
+int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n);
+
+#endif

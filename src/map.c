@@ -1,0 +1,82 @@
+/*
+ * map.c - the read-only memory map of the store file.
+ *
+ * One mapping reserves far more address space than the file holds, so the
+ * file grows under it without remapping (pages become readable as pwrite
+ * extends the file). Entry handles pin the map through per-thread shards of a
+ * reference count; when the map is replaced (the file outgrew it, or
+ * compaction swapped the file) it is retired: each shard is closed with an
+ * atomic OR, the pinned total moves into one counter, and whoever brings that
+ * counter to zero (the retirer or the last handle) unmaps it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+#define MIN_RESERVE (UINT64_C(1) << 30)
+#define RESERVE_GRANULE (UINT64_C(2) << 20)
+
+uint64_t simdr__map_reserve_for(uint64_t size) {
+    uint64_t want = size > MIN_RESERVE / 2 ? size * 2 : MIN_RESERVE;
+    return (want + RESERVE_GRANULE - 1) & ~(RESERVE_GRANULE - 1);
+}
+
+int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *path) {
+    simdr__map *m;
+    if (posix_memalign((void **)&m, SIMDR__CACHELINE, sizeof *m) != 0)
+        return simdr__fail(SIMDR_ENOMEM, "%s: out of memory for the map", path);
+    for (unsigned i = 0; i < SIMDR__SLOTS; i++) atomic_init(&m->refs[i].n, 0);
+    atomic_init(&m->outstanding, 0);
+    m->len = simdr__map_reserve_for(file_size);
+    /* Map through a separate open file description: a mapping holds its
+     * description open, and the store's write lock (flock) belongs to the
+     * store's own description, which must be released by simdr_close even
+     * while handles keep this map alive. */
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    int map_fd = open(self, O_RDONLY | O_CLOEXEC);
+    void *p = mmap(NULL, (size_t)m->len, PROT_READ, MAP_SHARED, map_fd >= 0 ? map_fd : fd, 0);
+    if (map_fd >= 0) close(map_fd);
+    if (p == MAP_FAILED) {
+        int err = errno;
+        free(m);
+        return simdr__fail(err == ENOMEM ? SIMDR_ENOMEM : SIMDR_EIO, "%s: mmap of %llu bytes: %s",
+                           path, (unsigned long long)file_size, strerror(err));
+    }
+    m->base = p;
+    *out = m;
+    return SIMDR_OK;
+}
+
+static void map_destroy(simdr__map *m) {
+    munmap((void *)m->base, (size_t)m->len);
+    free(m);
+}
+
+void simdr__map_unpin(simdr__map *m, unsigned shard) {
+    uint64_t old = atomic_fetch_sub_explicit(&m->refs[shard].n, 1, memory_order_acq_rel);
+    if (old & SIMDR__MAP_CLOSED) {
+        /* Counted by the retirer: settle in the shared counter. */
+        if (atomic_fetch_sub_explicit(&m->outstanding, 1, memory_order_acq_rel) == 1)
+            map_destroy(m);
+    }
+}
+
+void simdr__map_retire(simdr__map *m) {
+    int64_t pinned = 0;
+    for (unsigned i = 0; i < SIMDR__SLOTS; i++) {
+        uint64_t old = atomic_fetch_or_explicit(&m->refs[i].n, SIMDR__MAP_CLOSED,
+                                                memory_order_acq_rel);
+        pinned += (int64_t)(old & ~SIMDR__MAP_CLOSED);
+    }
+    /* Releases that happened after their shard closed already subtracted
+     * themselves; adding the total brings the counter to the true count. */
+    if (atomic_fetch_add_explicit(&m->outstanding, pinned, memory_order_acq_rel) + pinned == 0)
+        map_destroy(m);
+}

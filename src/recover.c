@@ -1,0 +1,287 @@
+/*
+ * recover.c - finding the valid chain of a store file at open.
+ *
+ * A sound file's last 20 bytes are the newest metadata, and prev_offset links
+ * lead strictly downwards to 0. The fast path walks that chain once (time
+ * linear in the number of entries) and verifies the CRC-32 of the newest
+ * entries (the whole newest entry, and every entry ending in the last
+ * TAIL_WINDOW bytes), so a torn payload behind a complete metadata block is
+ * caught too.
+ *
+ * When that fails, candidate end positions are tried from the end downwards.
+ * A candidate must (a) chain structurally to 0 - memoised, so every position
+ * is walked at most once overall - and (b) pass the same tail CRC check; an
+ * all-zero metadata block is never a candidate (a zero-filled torn tail would
+ * otherwise pose as one giant first entry). CRC work is budgeted linearly in
+ * the file size; a file that exhausts it is reported, not cut.
+ *
+ * The result is classified so the store never cuts what it cannot identify:
+ * - TORN: the newest "entry" at the end is itself invalid (a torn append or
+ *   garbage after the end): the valid prefix is kept, the rest may be cut.
+ * - DAMAGED: the newest entry is valid but the chain behind it breaks (damage
+ *   in the middle): nothing is cut; writable opens refuse.
+ * - NOTSTORE: no valid prefix at all: nothing is cut.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define TAIL_WINDOW (UINT64_C(1) << 20)
+#define TOMBSTONE_CRC UINT32_C(0xd202ef8d)
+
+int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, uint32_t crc,
+                        int *layout) {
+    if (simdr__is_tombstone_at(base, prev, meta_off)) return crc == TOMBSTONE_CRC;
+    uint64_t span = meta_off - prev;
+    uint64_t pad = simdr__pad_for(prev, 1);
+    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED)
+        return simdr__crc32(0, base + prev, span) == crc;
+    int aligned_ok = 0;
+    if (span > pad) {
+        int zero_pad = 1;
+        for (uint64_t i = 0; i < pad; i++) zero_pad &= base[prev + i] == 0;
+        aligned_ok = zero_pad && simdr__crc32(0, base + prev + pad, span - pad) == crc;
+    }
+    if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
+    /* Layout still unknown: this padded entry decides it. */
+    if (aligned_ok) {
+        *layout = SIMDR_LAYOUT_ALIGNED64;
+        return 1;
+    }
+    if (simdr__crc32(0, base + prev, span) == crc) {
+        *layout = SIMDR_LAYOUT_UNALIGNED;
+        return 1;
+    }
+    return 0;
+}
+
+/* One structural step back from end position p: the previous end, or
+ * UINT64_MAX if p cannot end an entry. */
+static uint64_t step_back(const uint8_t *base, uint64_t p) {
+    if (p < SIMDR__META_SIZE + 1) return UINT64_MAX;
+    uint64_t m = p - SIMDR__META_SIZE;
+    uint64_t prev = simdr__load_u64le(base + m + 8);
+    return prev < m ? prev : UINT64_MAX;
+}
+
+static int meta_all_zero(const uint8_t *base, uint64_t p) {
+    const uint8_t *m = base + p - SIMDR__META_SIZE;
+    for (unsigned i = 0; i < SIMDR__META_SIZE; i++)
+        if (m[i]) return 0;
+    return 1;
+}
+
+/* CRC-checks the newest entries of the chain ending at end: the newest one
+ * whole, and all that end within TAIL_WINDOW of end. The chain must already be
+ * known structurally sound. *budget is decreased by the bytes hashed. */
+static int tail_crcs_ok(const uint8_t *base, uint64_t end, int *layout, uint64_t *budget) {
+    uint64_t p = end;
+    int first = 1;
+    while (p != 0 && (first || p + TAIL_WINDOW > end)) {
+        uint64_t m = p - SIMDR__META_SIZE;
+        simdr__meta meta = simdr__meta_decode(base + m);
+        uint64_t span = m - meta.prev;
+        if (*budget < span) return -1;
+        *budget -= span;
+        if (!simdr__entry_crc_ok(base, meta.prev, m, meta.checksum, layout)) return 0;
+        p = meta.prev;
+        first = 0;
+    }
+    return 1;
+}
+
+/* Walks the whole chain structurally; returns 1 if it reaches 0. Detects the
+ * layout from the first padded regular entry met (newest first). */
+static int chain_sound(const uint8_t *base, uint64_t end, int *layout) {
+    uint64_t p = end;
+    while (p != 0) {
+        uint64_t prev = step_back(base, p);
+        if (prev == UINT64_MAX) return 0;
+        if (*layout < 0 && simdr__pad_for(prev, 1) != 0) {
+            uint64_t m = p - SIMDR__META_SIZE;
+            if (!simdr__is_tombstone_at(base, prev, m)) {
+                int probe = -1;
+                if (simdr__entry_crc_ok(base, prev, m, simdr__load_u32le(base + m + 16), &probe))
+                    *layout = probe;
+            }
+        }
+        p = prev;
+    }
+    return 1;
+}
+
+/* ---- memo of positions already classified (structurally reach 0 or not) ---- */
+typedef struct posmemo {
+    uint64_t *keys; /* position + 1, 0 = empty */
+    uint8_t *vals;  /* 1 = reaches 0, 2 = does not */
+    uint64_t cap, used;
+} posmemo;
+
+static uint64_t memo_slot(const posmemo *pm, uint64_t key) {
+    uint64_t i = (key * UINT64_C(0x9E3779B97F4A7C15)) & (pm->cap - 1);
+    while (pm->keys[i] && pm->keys[i] != key) i = (i + 1) & (pm->cap - 1);
+    return i;
+}
+
+static int memo_get(const posmemo *pm, uint64_t pos) {
+    if (pos == 0) return 1;
+    if (pm->cap == 0) return 0;
+    uint64_t i = memo_slot(pm, pos + 1);
+    return pm->keys[i] ? pm->vals[i] : 0;
+}
+
+static int memo_set(posmemo *pm, uint64_t pos, uint8_t val) {
+    if ((pm->used + 1) * 2 > pm->cap) {
+        posmemo bigger = {0};
+        bigger.cap = pm->cap ? pm->cap * 2 : 1024;
+        bigger.keys = calloc(bigger.cap, sizeof *bigger.keys);
+        bigger.vals = calloc(bigger.cap, 1);
+        if (!bigger.keys || !bigger.vals) {
+            free(bigger.keys);
+            free(bigger.vals);
+            return -1;
+        }
+        for (uint64_t i = 0; i < pm->cap; i++) {
+            if (!pm->keys[i]) continue;
+            uint64_t j = memo_slot(&bigger, pm->keys[i]);
+            bigger.keys[j] = pm->keys[i];
+            bigger.vals[j] = pm->vals[i];
+        }
+        bigger.used = pm->used;
+        free(pm->keys);
+        free(pm->vals);
+        *pm = bigger;
+    }
+    uint64_t i = memo_slot(pm, pos + 1);
+    if (!pm->keys[i]) pm->used++;
+    pm->keys[i] = pos + 1;
+    pm->vals[i] = val;
+    return 0;
+}
+
+/* Does the chain from p reach 0? Memoised with path compression, so each
+ * position is walked once across all candidates. -1 on allocation failure. */
+static int reaches_zero(const uint8_t *base, uint64_t p, posmemo *pm, uint64_t **path,
+                        uint64_t *path_cap) {
+    uint64_t n = 0, q = p;
+    int result;
+    for (;;) {
+        int known = memo_get(pm, q);
+        if (known) {
+            result = known;
+            break;
+        }
+        uint64_t prev = step_back(base, q);
+        if (prev == UINT64_MAX) {
+            result = 2;
+            if (memo_set(pm, q, 2) != 0) return -1;
+            break;
+        }
+        if (n == *path_cap) {
+            uint64_t nc = *path_cap ? *path_cap * 2 : 256;
+            uint64_t *np = realloc(*path, nc * sizeof *np);
+            if (!np) return -1;
+            *path = np;
+            *path_cap = nc;
+        }
+        (*path)[n++] = q;
+        q = prev;
+    }
+    for (uint64_t i = 0; i < n; i++)
+        if (memo_set(pm, (*path)[i], (uint8_t)result) != 0) return -1;
+    return result == 1;
+}
+
+int simdr__recover(const uint8_t *base, uint64_t size, simdr__recover_result *r) {
+    r->status = SIMDR__RECOVER_SOUND;
+    r->valid_len = size;
+    r->layout = -1;
+    r->damage_at = 0;
+    if (size == 0) return SIMDR_OK;
+
+    uint64_t budget = 2 * size + (UINT64_C(64) << 20);
+    int layout = -1;
+    if (chain_sound(base, size, &layout)) {
+        int ok = tail_crcs_ok(base, size, &layout, &budget);
+        if (ok == 1) {
+            r->layout = layout;
+            return SIMDR_OK;
+        }
+    }
+
+    /* Slow path: the longest prefix that chains to 0 with sound tail CRCs. */
+    posmemo pm = {0};
+    uint64_t *path = NULL, path_cap = 0;
+    uint64_t best = 0;
+    int rc = SIMDR_OK;
+    int cand_layout = layout;
+    for (uint64_t p = size; p >= SIMDR__META_SIZE + 1; p--) {
+        if (step_back(base, p) == UINT64_MAX || meta_all_zero(base, p)) continue;
+        int reach = reaches_zero(base, p, &pm, &path, &path_cap);
+        if (reach < 0) {
+            rc = simdr__fail(SIMDR_ENOMEM, "out of memory during recovery");
+            break;
+        }
+        if (!reach) continue;
+        int probe = layout;
+        int ok = tail_crcs_ok(base, p, &probe, &budget);
+        if (ok < 0) {
+            rc = simdr__fail(SIMDR_ECORRUPT,
+                             "recovery gave up: too many candidate chains (hostile or badly "
+                             "damaged file)");
+            break;
+        }
+        if (ok) {
+            best = p;
+            cand_layout = probe;
+            break;
+        }
+    }
+    free(pm.keys);
+    free(pm.vals);
+    free(path);
+    if (rc != SIMDR_OK) return rc;
+
+    r->valid_len = best;
+    if (best == 0) {
+        r->status = SIMDR__RECOVER_NOTSTORE;
+        return SIMDR_OK;
+    }
+    if (cand_layout < 0) chain_sound(base, best, &cand_layout);
+    r->layout = cand_layout;
+
+    /* Torn tail or damage in the middle? A torn append always leaves the
+     * newest entry invalid; if the entry at the very end is valid, the bytes
+     * after the prefix are real data behind a break. */
+    r->status = SIMDR__RECOVER_TORN;
+    uint64_t prev = step_back(base, size);
+    if (prev != UINT64_MAX && !meta_all_zero(base, size)) {
+        uint64_t m = size - SIMDR__META_SIZE;
+        int probe = cand_layout;
+        if (simdr__entry_crc_ok(base, prev, m, simdr__load_u32le(base + m + 16), &probe)) {
+            r->status = SIMDR__RECOVER_DAMAGED;
+            uint64_t q = size;
+            while (q != 0) {
+                uint64_t pq = step_back(base, q);
+                if (pq == UINT64_MAX) break;
+                q = pq;
+            }
+            r->damage_at = q;
+        }
+    }
+    return SIMDR_OK;
+}
+
+int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *layout,
+                         uint64_t max_steps) {
+    uint64_t p = end;
+    while (p > stop && max_steps--) {
+        uint64_t prev = step_back(base, p);
+        if (prev == UINT64_MAX || prev < stop) return 0;
+        uint64_t m = p - SIMDR__META_SIZE;
+        if (!simdr__entry_crc_ok(base, prev, m, simdr__load_u32le(base + m + 16), layout))
+            return 0;
+        p = prev;
+    }
+    return p == stop;
+}

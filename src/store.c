@@ -1,0 +1,453 @@
+/*
+ * store.c - opening and closing a store: the file, its lock, recovery and the
+ * saving of anything cut, the first index build; views; refresh for
+ * read-only opens; sync; sizes and counts.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+SIMDR_API void simdr_options_init(simdr_options *opts) {
+    if (!opts) return;
+    memset(opts, 0, sizeof *opts);
+    opts->open_mode = SIMDR_OPEN_CREATE;
+    opts->layout = SIMDR_LAYOUT_ALIGNED64;
+    opts->durability = SIMDR_SYNC_NONE;
+    opts->repair = 1;
+    opts->file_mode = 0644;
+}
+
+int simdr__fsync_dir(const char *path) {
+    char *copy = strdup(path);
+    if (!copy) return -1;
+    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(copy);
+    if (dfd < 0) return -1;
+    int rc = fsync(dfd);
+    close(dfd);
+    return rc;
+}
+
+int simdr__build_index(const uint8_t *base, uint64_t end, int layout, simdr__index **out,
+                       uint64_t *live_out) {
+    (void)layout;
+    uint64_t entries = 0;
+    for (uint64_t p = end; p != 0; entries++) p = simdr__load_u64le(base + p - 12);
+    simdr__index *ix = simdr__index_new(entries);
+    if (!ix) return simdr__fail(SIMDR_ENOMEM, "out of memory for an index of %llu entries",
+                                (unsigned long long)entries);
+    uint64_t live = 0;
+    /* Newest first: the first entry met for a hash is its newest. The chain
+     * was validated by recovery, so every link here is sound. Prefetch the
+     * metadata a few links ahead is impossible (each link is read from the
+     * previous), but entries are read back to front, which the kernel's
+     * readahead and the CPU's prefetcher follow well. */
+    for (uint64_t p = end; p != 0;) {
+        uint64_t m = p - SIMDR__META_SIZE;
+        uint64_t hash = simdr__load_u64le(base + m);
+        uint64_t prev = simdr__load_u64le(base + m + 8);
+        int tomb = simdr__is_tombstone_at(base, prev, m);
+        if (simdr__index_needs_grow(ix)) {
+            simdr__index *nx = simdr__index_grown(ix, base);
+            if (!nx) {
+                simdr__index_free(ix);
+                return simdr__fail(SIMDR_ENOMEM, "out of memory growing the index");
+            }
+            simdr__index_free(ix);
+            ix = nx;
+        }
+        if (simdr__index_put_if_absent(ix, base, hash, simdr__index_value(hash, m, tomb)) && !tomb)
+            live++;
+        p = prev;
+    }
+    *out = ix;
+    *live_out = live;
+    return SIMDR_OK;
+}
+
+static int new_view(simdr__map *map, simdr__index *index, uint64_t tail, simdr__view **out) {
+    simdr__view *v = malloc(sizeof *v);
+    if (!v) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    v->map = map;
+    v->index = index;
+    atomic_init(&v->tail, tail);
+    *out = v;
+    return SIMDR_OK;
+}
+
+int simdr__publish_view(simdr_store *s, simdr__map *map, simdr__index *index) {
+    simdr__view *old = simdr__current_view(s);
+    simdr__view *nv;
+    uint64_t tail = atomic_load_explicit(&old->tail, memory_order_relaxed);
+    if (new_view(map, index, tail, &nv) != SIMDR_OK) {
+        if (map != old->map) simdr__map_retire(map);
+        if (index != old->index) simdr__index_free(index);
+        return SIMDR_ENOMEM;
+    }
+    atomic_store_explicit(&s->view, nv, memory_order_release);
+    /* Once every reader that might have loaded the old view has left, its
+     * parts that were replaced can go. */
+    simdr__epoch_synchronize(&s->epoch);
+    if (old->map != map) simdr__map_retire(old->map);
+    if (old->index != index) simdr__index_free(old->index);
+    free(old);
+    return SIMDR_OK;
+}
+
+int simdr__ensure_mapped(simdr_store *s, uint64_t end) {
+    simdr__view *v = simdr__current_view(s);
+    if (end <= v->map->len) return SIMDR_OK;
+    simdr__map *m;
+    int rc = simdr__map_create(s->fd, end, &m, s->path);
+    if (rc != SIMDR_OK) return rc;
+    return simdr__publish_view(s, m, v->index);
+}
+
+/* Copies the bytes about to be cut into "<path>.torn-<offset>[.N]" and makes
+ * that file durable, so a repair never destroys anything silently. */
+static int save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, uint64_t to) {
+    char name[sizeof s->recovery.saved_path];
+    int fd = -1;
+    for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {
+        if (attempt == 0)
+            snprintf(name, sizeof name, "%s.torn-%llu", s->path, (unsigned long long)from);
+        else
+            snprintf(name, sizeof name, "%s.torn-%llu.%d", s->path, (unsigned long long)from,
+                     attempt);
+        fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST) return simdr__fail_errno(errno, "saving torn tail", name);
+    }
+    if (fd < 0) return simdr__fail(SIMDR_EIO, "%s: no free name to save the torn tail", s->path);
+    int rc = simdr__pwrite_all(fd, base + from, (size_t)(to - from), 0);
+    if (rc == 0) rc = fsync(fd);
+    int err = errno;
+    close(fd);
+    if (rc != 0) {
+        unlink(name);
+        return simdr__fail_errno(err, "saving torn tail", name);
+    }
+    simdr__fsync_dir(name);
+    snprintf(s->recovery.saved_path, sizeof s->recovery.saved_path, "%s", name);
+    return SIMDR_OK;
+}
+
+static int open_fail(simdr_store *s, int rc) {
+    if (s->fd >= 0) close(s->fd);
+    free(s->path);
+    free(s);
+    return rc;
+}
+
+/* Maps the open file, recovers, cuts (writable) and indexes. */
+static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__view **out) {
+    struct stat st;
+    if (fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
+    if (!S_ISREG(st.st_mode)) return simdr__fail(SIMDR_EINVAL, "%s: not a regular file", s->path);
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    uint64_t size = (uint64_t)st.st_size;
+    if (size > SIMDR__MAX_OFFSET)
+        return simdr__fail(SIMDR_ETOOBIG, "%s: file larger than 128 TiB", s->path);
+    simdr__map *map;
+    int rc = simdr__map_create(s->fd, size, &map, s->path);
+    if (rc != SIMDR_OK) return rc;
+    simdr__recover_result r;
+    rc = simdr__recover(map->base, size, &r);
+    if (rc != SIMDR_OK) {
+        simdr__map_retire(map);
+        return rc == SIMDR_ECORRUPT ? simdr__fail(rc, "%s: %s", s->path, simdr_last_error()) : rc;
+    }
+    memset(&s->recovery, 0, sizeof s->recovery);
+    s->recovery.file_size = size;
+    s->recovery.valid_size = r.valid_len;
+    s->recovery.bytes_cut = size - r.valid_len;
+    if (r.status == SIMDR__RECOVER_NOTSTORE) {
+        simdr__map_retire(map);
+        return simdr__fail(SIMDR_ENOTSTORE,
+                           "%s: not a simd-r-drive store (no valid entry chain in its %llu "
+                           "bytes); the file was not changed",
+                           s->path, (unsigned long long)size);
+    }
+    if (r.status == SIMDR__RECOVER_DAMAGED && !s->readonly) {
+        simdr__map_retire(map);
+        return simdr__fail(SIMDR_ECORRUPT,
+                           "%s: damaged store: valid entries end at %llu but the chain from "
+                           "there breaks at offset %llu (the longest sound prefix is %llu "
+                           "bytes); nothing was changed. Open it read-only to read the sound "
+                           "prefix, or run the check command",
+                           s->path, (unsigned long long)size, (unsigned long long)r.damage_at,
+                           (unsigned long long)r.valid_len);
+    }
+    if (r.status == SIMDR__RECOVER_TORN && !s->readonly) {
+        if (!repair) {
+            simdr__map_retire(map);
+            return simdr__fail(SIMDR_ECORRUPT,
+                               "%s: torn tail: %llu bytes after offset %llu are not a complete "
+                               "entry (repair disabled; nothing changed)",
+                               s->path, (unsigned long long)(size - r.valid_len),
+                               (unsigned long long)r.valid_len);
+        }
+        rc = save_cut_bytes(s, map->base, r.valid_len, size);
+        if (rc == SIMDR_OK && (ftruncate(s->fd, (off_t)r.valid_len) != 0 || fsync(s->fd) != 0))
+            rc = simdr__fail_errno(errno, "truncating torn tail", s->path);
+        if (rc != SIMDR_OK) {
+            simdr__map_retire(map);
+            return rc;
+        }
+        s->recovery.truncated = 1;
+    }
+    int layout = r.layout >= 0 ? r.layout : fallback_layout;
+    atomic_store(&s->layout, layout);
+    simdr__index *ix;
+    uint64_t live;
+    rc = simdr__build_index(map->base, r.valid_len, layout, &ix, &live);
+    if (rc != SIMDR_OK) {
+        simdr__map_retire(map);
+        return rc;
+    }
+    rc = new_view(map, ix, r.valid_len, out);
+    if (rc != SIMDR_OK) {
+        simdr__index_free(ix);
+        simdr__map_retire(map);
+        return rc;
+    }
+    s->tail = r.valid_len;
+    atomic_store(&s->live, live);
+    atomic_store(&s->synced, r.valid_len);
+    return SIMDR_OK;
+}
+
+static char *compact_tmp_path(const char *path) {
+    size_t n = strlen(path) + sizeof ".compact";
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s.compact", path);
+    return p;
+}
+
+SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_options *opts) {
+    if (!out || !path || !*path) return simdr__fail(SIMDR_EINVAL, "simdr_open: NULL argument");
+    *out = NULL;
+    simdr_options defaults;
+    if (!opts) {
+        simdr_options_init(&defaults);
+        opts = &defaults;
+    }
+    if (opts->open_mode < SIMDR_OPEN_CREATE || opts->open_mode > SIMDR_OPEN_READONLY ||
+        (opts->layout != SIMDR_LAYOUT_ALIGNED64 && opts->layout != SIMDR_LAYOUT_UNALIGNED) ||
+        (opts->durability != SIMDR_SYNC_NONE && opts->durability != SIMDR_SYNC_DATA))
+        return simdr__fail(SIMDR_EINVAL, "%s: invalid options", path);
+
+    simdr_store *s;
+    if (posix_memalign((void **)&s, SIMDR__CACHELINE, sizeof *s) != 0)
+        return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+    s->readonly = opts->open_mode == SIMDR_OPEN_READONLY;
+    s->durability = opts->durability;
+    s->new_file_layout = opts->layout;
+    s->path = strdup(path);
+    if (!s->path) return open_fail(s, simdr__fail(SIMDR_ENOMEM, "out of memory"));
+
+    int flags = O_CLOEXEC | (s->readonly ? O_RDONLY : O_RDWR);
+    if (opts->open_mode == SIMDR_OPEN_CREATE) flags |= O_CREAT;
+    s->fd = open(path, flags, opts->file_mode ? opts->file_mode : 0644);
+    if (s->fd < 0) {
+        int err = errno;
+        if (err == ENOENT)
+            return open_fail(s, simdr__fail(SIMDR_ENOENT, "%s: no such file", path));
+        return open_fail(s, simdr__fail_errno(err, "open", path));
+    }
+    if (!s->readonly && flock(s->fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        if (err == EWOULDBLOCK)
+            return open_fail(s, simdr__fail(SIMDR_ELOCKED,
+                                            "%s: locked by another process that has it open "
+                                            "for writing",
+                                            path));
+        return open_fail(s, simdr__fail_errno(err, "flock", path));
+    }
+    simdr__view *v;
+    int rc = load_file(s, opts->repair, opts->layout, &v);
+    if (rc != SIMDR_OK) return open_fail(s, rc);
+    atomic_init(&s->view, v);
+    pthread_mutex_init(&s->wlock, NULL);
+    pthread_mutex_init(&s->sync_lock, NULL);
+    if (!s->readonly) {
+        /* A compaction that died before its rename leaves its temporary
+         * file; it is never merged into anything, only removed. */
+        char *tmp = compact_tmp_path(path);
+        if (tmp) {
+            unlink(tmp);
+            free(tmp);
+        }
+    }
+    *out = s;
+    return SIMDR_OK;
+}
+
+SIMDR_API int simdr_close(simdr_store *s) {
+    if (!s) return SIMDR_OK;
+    int rc = SIMDR_OK;
+    if (!s->readonly && s->durability == SIMDR_SYNC_DATA && simdr__fdatasync(s->fd) != 0)
+        rc = simdr__fail_errno(errno, "fdatasync", s->path);
+    simdr__view *v = simdr__current_view(s);
+    simdr__map_retire(v->map);
+    simdr__index_free(v->index);
+    free(v);
+    close(s->fd);
+    pthread_mutex_destroy(&s->wlock);
+    pthread_mutex_destroy(&s->sync_lock);
+    free(s->path);
+    free(s);
+    return rc;
+}
+
+SIMDR_API int simdr_sync(simdr_store *s) {
+    if (!s) return simdr__fail(SIMDR_EINVAL, "simdr_sync: NULL store");
+    if (s->readonly) return SIMDR_OK;
+    pthread_mutex_lock(&s->wlock);
+    uint64_t end = s->tail;
+    pthread_mutex_unlock(&s->wlock);
+    return simdr__sync_to(s, end);
+}
+
+int simdr__sync_to(simdr_store *s, uint64_t end) {
+    if (atomic_load_explicit(&s->synced, memory_order_acquire) >= end) return SIMDR_OK;
+    pthread_mutex_lock(&s->sync_lock);
+    int rc = SIMDR_OK;
+    if (atomic_load_explicit(&s->synced, memory_order_acquire) < end) {
+        /* Everything appended so far rides on this one fdatasync: writers
+         * that queued behind us find their data already synced (group
+         * commit). */
+        pthread_mutex_lock(&s->wlock);
+        uint64_t target = s->tail;
+        int fd = s->fd;
+        pthread_mutex_unlock(&s->wlock);
+        if (simdr__fdatasync(fd) != 0)
+            rc = simdr__fail_errno(errno, "fdatasync", s->path);
+        else if (target > atomic_load(&s->synced))
+            atomic_store_explicit(&s->synced, target, memory_order_release);
+    }
+    pthread_mutex_unlock(&s->sync_lock);
+    return rc;
+}
+
+SIMDR_API int simdr_recovery(const simdr_store *s, simdr_recovery_info *info) {
+    if (!s || !info) return simdr__fail(SIMDR_EINVAL, "simdr_recovery: NULL argument");
+    *info = s->recovery;
+    return SIMDR_OK;
+}
+
+/* Read-only stores: follow a compaction (the path names a new file) by
+ * reloading, or index entries appended after our tail. */
+static int refresh_locked(simdr_store *s, uint64_t *added) {
+    struct stat st;
+    if (stat(s->path, &st) != 0) return simdr__fail_errno(errno, "stat", s->path);
+    if (st.st_dev != s->dev || st.st_ino != s->ino) {
+        int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return simdr__fail_errno(errno, "open", s->path);
+        int old_fd = s->fd;
+        uint64_t old_live = atomic_load(&s->live);
+        s->fd = fd;
+        simdr__view *v;
+        int rc = load_file(s, 0, s->new_file_layout, &v);
+        if (rc != SIMDR_OK) {
+            s->fd = old_fd;
+            close(fd);
+            return rc;
+        }
+        simdr__view *old = simdr__current_view(s);
+        atomic_store_explicit(&s->view, v, memory_order_release);
+        simdr__epoch_synchronize(&s->epoch);
+        simdr__map_retire(old->map);
+        simdr__index_free(old->index);
+        free(old);
+        close(old_fd);
+        *added = atomic_load(&s->live) > old_live ? atomic_load(&s->live) - old_live : 0;
+        return SIMDR_OK;
+    }
+    if (fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
+    uint64_t size = (uint64_t)st.st_size, tail = s->tail;
+    if (size <= tail + SIMDR__META_SIZE) return SIMDR_OK;
+    int rc = simdr__ensure_mapped(s, size);
+    if (rc != SIMDR_OK) return rc;
+    const uint8_t *base = simdr__current_view(s)->map->base;
+    int layout = atomic_load(&s->layout);
+    /* The writer may be mid-append: take the newest end position whose chain
+     * lands exactly on our tail with sound checksums. */
+    uint64_t end = 0, budget = UINT64_C(1) << 20;
+    for (uint64_t p = size; p > tail + SIMDR__META_SIZE && budget; p--, budget--) {
+        int probe = layout;
+        if (simdr__chain_reaches(base, p, tail, &probe, UINT64_C(1) << 24)) {
+            end = p;
+            break;
+        }
+    }
+    if (!end) return SIMDR_OK;
+    uint64_t n = 0, cap = 64;
+    uint64_t *pos = malloc(cap * sizeof *pos);
+    if (!pos) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    for (uint64_t p = end; p != tail; p = simdr__load_u64le(base + p - 12)) {
+        if (n == cap) {
+            uint64_t *np = realloc(pos, (cap *= 2) * sizeof *np);
+            if (!np) {
+                free(pos);
+                return simdr__fail(SIMDR_ENOMEM, "out of memory");
+            }
+            pos = np;
+        }
+        pos[n++] = p - SIMDR__META_SIZE;
+    }
+    for (uint64_t i = n; i-- > 0;) {
+        uint64_t m = pos[i];
+        uint64_t prev = simdr__load_u64le(base + m + 8);
+        rc = simdr__grow_index_if_needed(s);
+        if (rc != SIMDR_OK) break;
+        simdr__index_entry(s, simdr__load_u64le(base + m), m,
+                           simdr__is_tombstone_at(base, prev, m));
+    }
+    free(pos);
+    if (rc != SIMDR_OK) return rc;
+    s->tail = end;
+    atomic_store_explicit(&simdr__current_view(s)->tail, end, memory_order_release);
+    *added = n;
+    return SIMDR_OK;
+}
+
+SIMDR_API int simdr_refresh(simdr_store *s, uint64_t *new_entries) {
+    if (!s) return simdr__fail(SIMDR_EINVAL, "simdr_refresh: NULL store");
+    uint64_t added = 0;
+    int rc = SIMDR_OK;
+    if (s->readonly) {
+        pthread_mutex_lock(&s->wlock);
+        rc = refresh_locked(s, &added);
+        pthread_mutex_unlock(&s->wlock);
+    }
+    if (new_entries) *new_entries = added;
+    return rc;
+}
+
+SIMDR_API uint64_t simdr_count(simdr_store *s) { return s ? atomic_load(&s->live) : 0; }
+SIMDR_API int simdr_is_empty(simdr_store *s) { return simdr_count(s) == 0; }
+SIMDR_API uint64_t simdr_file_size(simdr_store *s) {
+    return s ? atomic_load_explicit(&simdr__current_view(s)->tail, memory_order_acquire) : 0;
+}
+SIMDR_API int simdr_layout_of(simdr_store *s) { return s ? atomic_load(&s->layout) : -1; }
+SIMDR_API const char *simdr_path(simdr_store *s) { return s ? s->path : NULL; }
+
+SIMDR_API uint64_t simdr_index_bytes(simdr_store *s) {
+    if (!s) return 0;
+    unsigned shard = simdr__thread_shard();
+    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    uint64_t bytes = simdr__current_view(s)->index->cap * sizeof(uint64_t) + sizeof(simdr__index);
+    simdr__epoch_exit(&s->epoch, shard, tok);
+    return bytes;
+}
