@@ -135,6 +135,7 @@ struct simdr_store {
     int durability;
     int new_file_layout;
     _Atomic int layout;              /* SIMDR_LAYOUT_* of this file */
+    int layout_detected;             /* 0: assumed (no entry could tell yet) */
     _Atomic(simdr__view *) view;
     uint64_t tail;                   /* writer's tail (under wlock); readers use view->tail */
     _Atomic uint64_t live;           /* live keys */

@@ -206,6 +206,9 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     }
     int layout = r.layout >= 0 ? r.layout : fallback_layout;
     atomic_store(&s->layout, layout);
+    /* A writer fixes an undetected layout by writing in it; a reader must
+     * still let later entries (from another process) decide. */
+    s->layout_detected = r.layout >= 0 || !s->readonly;
     simdr__index *ix;
     uint64_t live;
     rc = simdr__build_index(map->base, r.valid_len, layout, &ix, &live);
@@ -380,7 +383,7 @@ static int refresh_locked(simdr_store *s, uint64_t *added) {
     int rc = simdr__ensure_mapped(s, size);
     if (rc != SIMDR_OK) return rc;
     const uint8_t *base = simdr__current_view(s)->map->base;
-    int layout = atomic_load(&s->layout);
+    int layout = s->layout_detected ? atomic_load(&s->layout) : -1;
     /* The writer may be mid-append: take the newest end position whose chain
      * lands exactly on our tail with sound checksums. */
     uint64_t end = 0, budget = UINT64_C(1) << 20;
@@ -388,6 +391,10 @@ static int refresh_locked(simdr_store *s, uint64_t *added) {
         int probe = layout;
         if (simdr__chain_reaches(base, p, tail, &probe, UINT64_C(1) << 24)) {
             end = p;
+            if (probe >= 0 && !s->layout_detected) {
+                atomic_store(&s->layout, probe);
+                s->layout_detected = 1;
+            }
             break;
         }
     }
