@@ -32,7 +32,7 @@ simdr__index *simdr__index_new(uint64_t expected_keys) {
     if (!ix) return NULL;
     ix->cap = cap;
     ix->used = 0;
-    ix->slots = calloc((size_t)cap, sizeof *ix->slots);
+    ix->slots = simdr__alloc_zeroed((size_t)cap * sizeof *ix->slots);
     if (!ix->slots) {
         free(ix);
         return NULL;
@@ -42,7 +42,7 @@ simdr__index *simdr__index_new(uint64_t expected_keys) {
 
 void simdr__index_free(simdr__index *ix) {
     if (!ix) return;
-    free((void *)ix->slots);
+    simdr__free_big((void *)ix->slots, (size_t)ix->cap * sizeof *ix->slots);
     free(ix);
 }
 
@@ -104,7 +104,7 @@ simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
     if (!nx) return NULL;
     nx->cap = cap;
     nx->used = 0;
-    nx->slots = calloc((size_t)cap, sizeof *nx->slots);
+    nx->slots = simdr__alloc_zeroed((size_t)cap * sizeof *nx->slots);
     if (!nx->slots) {
         free(nx);
         return NULL;

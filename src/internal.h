@@ -36,6 +36,10 @@ int simdr__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2,
 int simdr__errno_status(int err);
 int simdr__fail_errno(int err, const char *what, const char *path);
 
+/* ---- big allocations (alloc.c): free with the same size ---- */
+void *simdr__alloc_zeroed(size_t bytes);
+void simdr__free_big(void *p, size_t bytes);
+
 /* ---- I/O (io_posix.c) ---- */
 typedef struct simdr__io_fault_t {
     int countdown; /* > 0: the countdown-th following I/O call fails */

@@ -30,7 +30,7 @@ static int hashset_add(hashset *hs, uint64_t h) {
     }
     if ((hs->used + 1) * 4 > hs->cap * 3) {
         uint64_t ncap = hs->cap ? hs->cap * 2 : 1024;
-        uint64_t *nk = calloc(ncap, sizeof *nk);
+        uint64_t *nk = simdr__alloc_zeroed((size_t)ncap * sizeof *nk);
         if (!nk) return -1;
         for (uint64_t i = 0; i < hs->cap; i++) {
             if (!hs->keys[i]) continue;
@@ -38,7 +38,7 @@ static int hashset_add(hashset *hs, uint64_t h) {
             while (nk[j]) j = (j + 1) & (ncap - 1);
             nk[j] = hs->keys[i];
         }
-        free(hs->keys);
+        simdr__free_big(hs->keys, (size_t)hs->cap * sizeof *hs->keys);
         hs->keys = nk;
         hs->cap = ncap;
     }
@@ -75,6 +75,16 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     simdr__map_pin(it->map, it->shard);
     simdr__epoch_exit(&s->epoch, it->shard, tok);
     it->layout = atomic_load(&s->layout);
+    /* Size the seen-set for the live keys up front: no rehash while iterating. */
+    uint64_t want = 1024;
+    while (want * 3 < simdr_count(s) * 4 + 4) want *= 2;
+    it->seen.keys = simdr__alloc_zeroed((size_t)want * sizeof *it->seen.keys);
+    if (!it->seen.keys) {
+        simdr__map_unpin(it->map, it->shard);
+        free(it);
+        return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    }
+    it->seen.cap = want;
     *out = it;
     return SIMDR_OK;
 }
@@ -104,7 +114,7 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
 SIMDR_API void simdr_iter_close(simdr_iter *it) {
     if (!it) return;
     simdr__map_unpin(it->map, it->shard);
-    free(it->seen.keys);
+    simdr__free_big(it->seen.keys, (size_t)it->seen.cap * sizeof *it->seen.keys);
     free(it);
 }
 

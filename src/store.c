@@ -39,35 +39,44 @@ int simdr__fsync_dir(const char *path) {
 int simdr__build_index(const uint8_t *base, uint64_t end, int layout, simdr__index **out,
                        uint64_t *live_out) {
     (void)layout;
+    /* Pass 1 walks the chain (each link depends on the previous one, but
+     * the walk runs backwards through the file, which prefetchers follow)
+     * and records every entry. Pass 2 inserts newest first, prefetching
+     * the home slot of an entry 16 ahead, so the random index writes
+     * overlap instead of stalling one by one. */
     uint64_t entries = 0;
     for (uint64_t p = end; p != 0; entries++) p = simdr__load_u64le(base + p - 12);
+    size_t array_bytes = (size_t)(entries ? entries : 1) * sizeof(uint64_t);
+    uint64_t *metas = simdr__alloc_zeroed(array_bytes);
+    uint64_t *hashes = simdr__alloc_zeroed(array_bytes);
     simdr__index *ix = simdr__index_new(entries);
-    if (!ix) return simdr__fail(SIMDR_ENOMEM, "out of memory for an index of %llu entries",
-                                (unsigned long long)entries);
-    uint64_t live = 0;
-    /* Newest first: the first entry met for a hash is its newest. The chain
-     * was validated by recovery, so every link here is sound. Prefetch the
-     * metadata a few links ahead is impossible (each link is read from the
-     * previous), but entries are read back to front, which the kernel's
-     * readahead and the CPU's prefetcher follow well. */
-    for (uint64_t p = end; p != 0;) {
+    if (!metas || !hashes || !ix) {
+        simdr__free_big(metas, array_bytes);
+        simdr__free_big(hashes, array_bytes);
+        simdr__index_free(ix);
+        return simdr__fail(SIMDR_ENOMEM, "out of memory for an index of %llu entries",
+                           (unsigned long long)entries);
+    }
+    uint64_t k = 0;
+    for (uint64_t p = end; p != 0; k++) {
         uint64_t m = p - SIMDR__META_SIZE;
-        uint64_t hash = simdr__load_u64le(base + m);
+        metas[k] = m;
+        hashes[k] = simdr__load_u64le(base + m);
+        p = simdr__load_u64le(base + m + 8);
+    }
+    enum { AHEAD = 16 };
+    uint64_t live = 0;
+    for (uint64_t i = 0; i < entries; i++) {
+        if (i + AHEAD < entries) simdr__index_prefetch(ix, hashes[i + AHEAD]);
+        uint64_t m = metas[i];
         uint64_t prev = simdr__load_u64le(base + m + 8);
         int tomb = simdr__is_tombstone_at(base, prev, m);
-        if (simdr__index_needs_grow(ix)) {
-            simdr__index *nx = simdr__index_grown(ix, base);
-            if (!nx) {
-                simdr__index_free(ix);
-                return simdr__fail(SIMDR_ENOMEM, "out of memory growing the index");
-            }
-            simdr__index_free(ix);
-            ix = nx;
-        }
-        if (simdr__index_put_if_absent(ix, base, hash, simdr__index_value(hash, m, tomb)) && !tomb)
+        if (simdr__index_put_if_absent(ix, base, hashes[i], simdr__index_value(hashes[i], m, tomb)) &&
+            !tomb)
             live++;
-        p = prev;
     }
+    simdr__free_big(metas, array_bytes);
+    simdr__free_big(hashes, array_bytes);
     *out = ix;
     *live_out = live;
     return SIMDR_OK;
