@@ -123,6 +123,9 @@ typedef struct simdr_options {
     int repair;        /**< writable opens: cut a torn tail (after saving it
                             beside the file). 1 by default; 0 makes a torn
                             tail an SIMDR_ECORRUPT error instead */
+    int use_hint;      /**< 1 (default): keep the index in "<path>.hint" at close
+                            and load it at open when it still matches the file
+                            (validated, never trusted blindly); 0: always rebuild */
     unsigned file_mode;/**< permission bits for a created file (default 0644) */
 } simdr_options;
 

@@ -183,6 +183,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     s->dev = st.st_dev;
     s->ino = st.st_ino;
     s->tail = pos;
+    s->hint_tail = 0; /* the hint on disk describes the old file */
     atomic_store(&s->live, n);
     atomic_store_explicit(&s->view, nv, memory_order_release);
     simdr__epoch_synchronize(&s->epoch);

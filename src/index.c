@@ -14,6 +14,7 @@
  * so a reader's probe sequence cannot lose the key it is looking for.
  */
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -32,6 +33,8 @@ simdr__index *simdr__index_new(uint64_t expected_keys) {
     if (!ix) return NULL;
     ix->cap = cap;
     ix->used = 0;
+    ix->mapping = NULL;
+    ix->mapping_len = 0;
     ix->slots = simdr__alloc_zeroed((size_t)cap * sizeof *ix->slots);
     if (!ix->slots) {
         free(ix);
@@ -42,7 +45,10 @@ simdr__index *simdr__index_new(uint64_t expected_keys) {
 
 void simdr__index_free(simdr__index *ix) {
     if (!ix) return;
-    simdr__free_big((void *)ix->slots, (size_t)ix->cap * sizeof *ix->slots);
+    if (ix->mapping)
+        munmap(ix->mapping, ix->mapping_len);
+    else
+        simdr__free_big((void *)ix->slots, (size_t)ix->cap * sizeof *ix->slots);
     free(ix);
 }
 
@@ -104,6 +110,8 @@ simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
     if (!nx) return NULL;
     nx->cap = cap;
     nx->used = 0;
+    nx->mapping = NULL;
+    nx->mapping_len = 0;
     nx->slots = simdr__alloc_zeroed((size_t)cap * sizeof *nx->slots);
     if (!nx->slots) {
         free(nx);

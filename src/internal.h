@@ -103,6 +103,8 @@ typedef struct simdr__index {
     uint64_t cap;
     uint64_t used;               /* writer only */
     _Atomic uint64_t *slots;
+    void *mapping;               /* non-NULL: slots live in this private file mapping */
+    size_t mapping_len;
 } simdr__index;
 
 simdr__index *simdr__index_new(uint64_t expected_keys);
@@ -140,6 +142,8 @@ struct simdr_store {
     int new_file_layout;
     _Atomic int layout;              /* SIMDR_LAYOUT_* of this file */
     int layout_detected;             /* 0: assumed (no entry could tell yet) */
+    int use_hint;
+    uint64_t hint_tail;              /* tail covered by the hint file on disk (0: none) */
     _Atomic(simdr__view *) view;
     uint64_t tail;                   /* writer's tail (under wlock); readers use view->tail */
     _Atomic uint64_t live;           /* live keys */
@@ -207,6 +211,20 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
 /* CRC check of one entry under a layout; detects the layout when *layout < 0. */
 int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, uint32_t crc,
                         int *layout);
+
+/* Checks the CRCs of the newest entries of a structurally sound chain. */
+int simdr__tail_sound(const uint8_t *base, uint64_t end, int *layout);
+
+/* ---- the index hint file (hint.c) ---- */
+typedef struct simdr__hint {
+    simdr__index *index;
+    uint64_t tail, live;
+    int layout, layout_detected;
+} simdr__hint;
+/* 1 and *out filled when a valid hint covers a prefix of the file whose
+ * remainder chains onto it; 0 otherwise (rebuild). */
+int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__hint *out);
+void simdr__hint_save(simdr_store *s);
 
 /* ---- the append path (append.c) ---- */
 typedef struct simdr__item {

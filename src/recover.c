@@ -285,3 +285,8 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
     }
     return p == stop;
 }
+
+int simdr__tail_sound(const uint8_t *base, uint64_t end, int *layout) {
+    uint64_t budget = UINT64_MAX;
+    return tail_crcs_ok(base, end, layout, &budget) == 1;
+}

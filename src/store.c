@@ -22,6 +22,7 @@ SIMDR_API void simdr_options_init(simdr_options *opts) {
     opts->layout = SIMDR_LAYOUT_ALIGNED64;
     opts->durability = SIMDR_SYNC_NONE;
     opts->repair = 1;
+    opts->use_hint = 1;
     opts->file_mode = 0644;
 }
 
@@ -79,6 +80,38 @@ int simdr__build_index(const uint8_t *base, uint64_t end, int layout, simdr__ind
     simdr__free_big(hashes, array_bytes);
     *out = ix;
     *live_out = live;
+    return SIMDR_OK;
+}
+
+/* Indexes the entries between stop and end (a chain known to be sound),
+ * oldest first, on a bare index (open time, no readers yet). */
+static int index_range(const uint8_t *base, uint64_t end, uint64_t stop, simdr__index **ixp,
+                       uint64_t *live) {
+    uint64_t n = 0;
+    for (uint64_t p = end; p != stop; n++) p = simdr__load_u64le(base + p - 12);
+    uint64_t *metas = malloc((n ? n : 1) * sizeof *metas);
+    if (!metas) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    uint64_t k = n;
+    for (uint64_t p = end; p != stop; p = simdr__load_u64le(base + p - 12))
+        metas[--k] = p - SIMDR__META_SIZE;
+    for (uint64_t i = 0; i < n; i++) {
+        if (simdr__index_needs_grow(*ixp)) {
+            simdr__index *nx = simdr__index_grown(*ixp, base);
+            if (!nx) {
+                free(metas);
+                return simdr__fail(SIMDR_ENOMEM, "out of memory growing the index");
+            }
+            simdr__index_free(*ixp);
+            *ixp = nx;
+        }
+        uint64_t m = metas[i], hash = simdr__load_u64le(base + m);
+        int tomb = simdr__is_tombstone_at(base, simdr__load_u64le(base + m + 8), m);
+        uint64_t prev = simdr__index_put(*ixp, base, hash, simdr__index_value(hash, m, tomb));
+        int was_live = prev != 0 && !(prev & SIMDR__IDX_TOMB);
+        if (was_live && tomb) (*live)--;
+        if (!was_live && !tomb) (*live)++;
+    }
+    free(metas);
     return SIMDR_OK;
 }
 
@@ -168,14 +201,39 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     simdr__map *map;
     int rc = simdr__map_create(s->fd, size, &map, s->path);
     if (rc != SIMDR_OK) return rc;
+    memset(&s->recovery, 0, sizeof s->recovery);
+    s->recovery.file_size = size;
+    s->recovery.valid_size = size;
+    simdr__hint hint;
+    if (s->use_hint && simdr__hint_load(s, map->base, size, &hint)) {
+        uint64_t live = hint.live;
+        rc = index_range(map->base, size, hint.tail, &hint.index, &live);
+        if (rc != SIMDR_OK) {
+            simdr__index_free(hint.index);
+            simdr__map_retire(map);
+            return rc;
+        }
+        atomic_store(&s->layout, hint.layout);
+        s->layout_detected = hint.layout_detected || !s->readonly;
+        s->hint_tail = size == hint.tail ? size : 0;
+        rc = new_view(map, hint.index, size, out);
+        if (rc != SIMDR_OK) {
+            simdr__index_free(hint.index);
+            simdr__map_retire(map);
+            return rc;
+        }
+        s->tail = size;
+        atomic_store(&s->live, live);
+        atomic_store(&s->synced, size);
+        return SIMDR_OK;
+    }
+    s->hint_tail = 0;
     simdr__recover_result r;
     rc = simdr__recover(map->base, size, &r);
     if (rc != SIMDR_OK) {
         simdr__map_retire(map);
         return rc == SIMDR_ECORRUPT ? simdr__fail(rc, "%s: %s", s->path, simdr_last_error()) : rc;
     }
-    memset(&s->recovery, 0, sizeof s->recovery);
-    s->recovery.file_size = size;
     s->recovery.valid_size = r.valid_len;
     s->recovery.bytes_cut = size - r.valid_len;
     if (r.status == SIMDR__RECOVER_NOTSTORE) {
@@ -265,6 +323,7 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     s->readonly = opts->open_mode == SIMDR_OPEN_READONLY;
     s->durability = opts->durability;
     s->new_file_layout = opts->layout;
+    s->use_hint = opts->use_hint;
     s->path = strdup(path);
     if (!s->path) return open_fail(s, simdr__fail(SIMDR_ENOMEM, "out of memory"));
 
@@ -310,6 +369,8 @@ SIMDR_API int simdr_close(simdr_store *s) {
     int rc = SIMDR_OK;
     if (!s->readonly && s->durability == SIMDR_SYNC_DATA && simdr__fdatasync(s->fd) != 0)
         rc = simdr__fail_errno(errno, "fdatasync", s->path);
+    if (!s->readonly && s->use_hint && !s->failed && s->tail != s->hint_tail)
+        simdr__hint_save(s);
     simdr__view *v = simdr__current_view(s);
     simdr__map_retire(v->map);
     simdr__index_free(v->index);

@@ -1,0 +1,144 @@
+/*
+ * hint.c - the index hint file "<store>.hint": the index table saved at
+ * close so the next open can skip walking the whole chain (as Bitcask's hint
+ * files do). The store file stays pure simd-r-drive format; the hint is a
+ * cache and is never trusted blindly:
+ * - it names the store file's device and inode, the tail it covers, and that
+ *   tail's 20 metadata bytes, which must all match the file;
+ * - its table carries an XXH3 checksum;
+ * - the newest entries of the chain it covers are CRC-checked as on any open;
+ * - entries appended after it (a crash before close) must chain exactly back
+ *   to its tail with sound CRCs, and are then indexed on top.
+ * Anything else and the open falls back to full recovery. A stale or damaged
+ * hint costs a rebuild, never data. Written to a temporary name and renamed;
+ * read-only opens never write it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define HINT_MAGIC UINT64_C(0x31544e4948524453) /* "SDRHINT1" little-endian */
+
+typedef struct hint_header {
+    uint64_t magic;
+    uint64_t dev, ino;
+    uint64_t tail;
+    uint64_t cap, used, live;
+    uint64_t table_hash;
+    int32_t layout, layout_detected;
+    uint8_t tail_meta[SIMDR__META_SIZE];
+    uint8_t pad[4];
+} hint_header;
+
+static char *hint_path(const char *path, const char *suffix) {
+    size_t n = strlen(path) + strlen(suffix) + 1;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s%s", path, suffix);
+    return p;
+}
+
+static int read_all(int fd, void *buf, size_t len) {
+    uint8_t *p = buf;
+    while (len) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__hint *out) {
+    char *path = hint_path(s->path, ".hint");
+    if (!path) return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0) return 0;
+    hint_header h;
+    simdr__index *ix = NULL;
+    int ok = read_all(fd, &h, sizeof h) == 0 && h.magic == HINT_MAGIC &&
+             h.dev == (uint64_t)s->dev && h.ino == (uint64_t)s->ino && h.tail <= size &&
+             h.tail > SIMDR__META_SIZE && h.cap >= 1 && h.cap < (UINT64_C(1) << 32) &&
+             h.used <= h.cap && h.live <= h.used &&
+             (h.layout == SIMDR_LAYOUT_ALIGNED64 || h.layout == SIMDR_LAYOUT_UNALIGNED) &&
+             memcmp(base + h.tail - SIMDR__META_SIZE, h.tail_meta, SIMDR__META_SIZE) == 0;
+    if (ok) {
+        /* The table is mapped privately rather than read: no 12 MB copy at
+         * open, and the writer's later slot updates copy only the pages they
+         * touch. */
+        size_t bytes = (size_t)h.cap * sizeof(uint64_t);
+        struct stat st;
+        ix = malloc(sizeof *ix);
+        void *slots = MAP_FAILED;
+        if (ix && fstat(fd, &st) == 0 && (uint64_t)st.st_size == sizeof h + bytes)
+            slots = mmap(NULL, sizeof h + bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        if (slots == MAP_FAILED ||
+            simdr__xxh3((uint8_t *)slots + sizeof h, bytes) != h.table_hash) {
+            if (slots != MAP_FAILED) munmap(slots, sizeof h + bytes);
+            free(ix);
+            ix = NULL;
+            ok = 0;
+        } else {
+            ix->cap = h.cap;
+            ix->used = h.used;
+            ix->slots = (_Atomic uint64_t *)((uint8_t *)slots + sizeof h);
+            ix->mapping = slots;
+            ix->mapping_len = sizeof h + bytes;
+        }
+    }
+    close(fd);
+    if (!ok) return 0;
+    int layout = h.layout;
+    if (!simdr__tail_sound(base, h.tail, &layout) ||
+        (size > h.tail &&
+         !simdr__chain_reaches(base, size, h.tail, &layout, UINT64_C(1) << 24))) {
+        simdr__index_free(ix);
+        return 0;
+    }
+    out->index = ix;
+    out->tail = h.tail;
+    out->live = h.live;
+    out->layout = h.layout;
+    out->layout_detected = h.layout_detected;
+    return 1;
+}
+
+void simdr__hint_save(simdr_store *s) {
+    simdr__view *v = simdr__current_view(s);
+    uint64_t tail = s->tail;
+    if (tail <= SIMDR__META_SIZE) return;
+    char *tmp = hint_path(s->path, ".hint.tmp"), *final = hint_path(s->path, ".hint");
+    int fd = tmp && final ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    if (fd >= 0) {
+        size_t bytes = (size_t)v->index->cap * sizeof(uint64_t);
+        hint_header h;
+        memset(&h, 0, sizeof h);
+        h.magic = HINT_MAGIC;
+        h.dev = (uint64_t)s->dev;
+        h.ino = (uint64_t)s->ino;
+        h.tail = tail;
+        h.cap = v->index->cap;
+        h.used = v->index->used;
+        h.live = atomic_load(&s->live);
+        h.table_hash = simdr__xxh3((const void *)v->index->slots, bytes);
+        h.layout = atomic_load(&s->layout);
+        h.layout_detected = s->layout_detected;
+        memcpy(h.tail_meta, v->map->base + tail - SIMDR__META_SIZE, SIMDR__META_SIZE);
+        int ok = simdr__pwrite_all(fd, &h, sizeof h, 0) == 0 &&
+                 simdr__pwrite_all(fd, (const void *)v->index->slots, bytes, sizeof h) == 0;
+        close(fd);
+        /* A hint that could not be written whole is removed: the next open
+         * simply rebuilds. */
+        if (!ok || rename(tmp, final) != 0) unlink(tmp);
+    }
+    free(tmp);
+    free(final);
+}
