@@ -60,8 +60,8 @@ enum { HIGHER = 1, LOWER = -1 };
 
 enum metric {
     M_W1, M_W2, M_W3, M_R1, M_R1B, M_R2, M_O1, M_O1_COLD, M_CLOSE, M_I1,
-    M_C1, M_C1_BEFORE, M_C1_AFTER, M_W4_1, M_W4_2, M_W4_SCALE, M_RSS,
-    M_IDX, M_SIZE_W2, M_SIZE_W2_UNAL, M_COUNT
+    M_C1, M_C1_BEFORE, M_C1_AFTER, M_W4_1, M_W4_2, M_W4_SCALE, M_RSS, M_RSS_PRE_C1,
+    M_IDX, M_SIZE_W2, M_SIZE_W2_FILE, M_SIZE_W2_UNAL, M_COUNT
 };
 
 typedef struct metric_info {
@@ -89,9 +89,11 @@ static const metric_info metrics[M_COUNT] = {
     [M_W4_2] = {"W4 durable 2 thr", "puts/s", HIGHER, "W4"},
     [M_W4_SCALE] = {"W4 2 thr / 1 thr", "x", HIGHER, "W4"},
     [M_RSS] = {"peak RSS", "MB", LOWER, "MEM"},
+    [M_RSS_PRE_C1] = {"peak RSS before C1", "MB", LOWER, "MEM"},
     [M_IDX] = {"index", "B/key", LOWER, "MEM"},
-    [M_SIZE_W2] = {"size after W2", "MB", LOWER, "W2"},
-    [M_SIZE_W2_UNAL] = {"size W2 unaligned", "MB", LOWER, "W2"},
+    [M_SIZE_W2] = {"disk after W2", "MB", LOWER, "W2"},
+    [M_SIZE_W2_FILE] = {"  of which store file", "MB", LOWER, "W2"},
+    [M_SIZE_W2_UNAL] = {"store file unaligned", "MB", LOWER, "W2"},
 };
 
 static const char *const workload_names[] = {"W1", "W2", "W3", "R1", "R1b", "R2",
@@ -216,20 +218,23 @@ static void rm_rf(const char *path)
     nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static uint64_t du_total;
+static uint64_t du_total, du_largest;
 static int du_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)path;
     (void)ftw;
-    if (flag == FTW_F && S_ISREG(sb->st_mode))
+    if (flag == FTW_F && S_ISREG(sb->st_mode)) {
         du_total += (uint64_t)sb->st_size;
+        if ((uint64_t)sb->st_size > du_largest)
+            du_largest = (uint64_t)sb->st_size;
+    }
     return 0;
 }
 
 /** Sum of the apparent sizes of the regular files under path. */
 static uint64_t dir_size(const char *path)
 {
-    du_total = 0;
+    du_total = du_largest = 0;
     nftw(path, du_cb, 16, FTW_PHYS);
     return du_total;
 }
@@ -383,9 +388,30 @@ static int scan_cb(void *ctx, const void *key, size_t key_len, const void *value
     return 0;
 }
 
+/** Prints the phase about to run with the child's current and peak RSS so
+ *  far (from /proc/self/status), to see which phase sets the peak. */
+static void proc_rss(long *rss, long *hwm)
+{
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    *rss = *hwm = -1;
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "VmRSS:", 6))
+            *rss = atol(line + 6);
+        else if (!strncmp(line, "VmHWM:", 6))
+            *hwm = atol(line + 6);
+    }
+    fclose(f);
+}
+
 static void progress(const char *what)
 {
-    fprintf(stderr, "  %s: %s\n", cur_engine, what);
+    long rss, hwm;
+    proc_rss(&rss, &hwm);
+    fprintf(stderr, "  %-8s %-24s (RSS now %ld MB, peak %ld MB)\n", cur_engine, what,
+            rss / 1024, hwm / 1024);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -457,8 +483,10 @@ static void run_engine(const bench_adapter *a, const char *root, double *res)
     int need_main = wl_enabled("W2") || wl_enabled("R1") || wl_enabled("R1b") ||
                     wl_enabled("R2") || wl_enabled("O1") || wl_enabled("I1") ||
                     wl_enabled("C1") || wl_enabled("MEM");
-    if (!need_main)
+    if (!need_main) {
+        progress("done");
         return;
+    }
 
     /* W2: batched load of the main database used by everything below. */
     progress("W2");
@@ -469,6 +497,8 @@ static void run_engine(const bench_adapter *a, const char *root, double *res)
         res[M_W2] = (double)n / el / 1e6;
     close_or_die(a, db);
     res[M_SIZE_W2] = (double)dir_size(dir) / 1e6;
+    if (is_simdr) /* the store file is the largest; the rest are side files */
+        res[M_SIZE_W2_FILE] = (double)du_largest / 1e6;
     db = open_or_die(a, dir, 0, 0, 0);
     if (a->index_bytes_per_key)
         res[M_IDX] = a->index_bytes_per_key(db);
@@ -560,6 +590,11 @@ static void run_engine(const bench_adapter *a, const char *root, double *res)
                 (unsigned long long)s.count, n, s.bad || s.sum != want ? "wrong" : "ok");
     }
 
+    {
+        long rss, hwm;
+        proc_rss(&rss, &hwm);
+        res[M_RSS_PRE_C1] = (double)hwm / 1024.0;
+    }
     if (wl_enabled("C1") && a->compact) {
         progress("C1");
         load_batches(a, db, n);
@@ -585,9 +620,11 @@ static void run_engine(const bench_adapter *a, const char *root, double *res)
         db = open_or_die(a, dir, 1, 0, 1);
         load_batches(a, db, n);
         close_or_die(a, db);
-        res[M_SIZE_W2_UNAL] = (double)dir_size(dir) / 1e6;
+        dir_size(dir);
+        res[M_SIZE_W2_UNAL] = (double)du_largest / 1e6;
         rm_rf(dir);
     }
+    progress("done");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -916,7 +953,7 @@ int main(int argc, char **argv)
             in_child(all_engines[e], edir, raw[r][e]);
             rm_rf(edir);
             if (!wl_enabled("MEM"))
-                raw[r][e][M_RSS] = NAN;
+                raw[r][e][M_RSS] = raw[r][e][M_RSS_PRE_C1] = NAN;
         }
     }
     rm_rf(root);
