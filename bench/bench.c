@@ -28,6 +28,7 @@
 #include "adapter.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <getopt.h>
 #include <math.h>
@@ -39,6 +40,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -671,6 +673,36 @@ static void in_child(const bench_adapter *a, const char *root, double *res)
     res[M_RSS] = (double)ru.ru_maxrss / 1024.0;
 }
 
+/** The machine's floor for one-system-call-per-put designs: the cost of a
+ *  null system call and of a 28-byte two-buffer pwritev appended to a file. */
+static void syscall_floor(const char *root, double *null_ns, double *pwritev_ns)
+{
+    enum { ITERS = 200000 };
+    char path[4300], buf[64];
+    double t0;
+    int fd;
+    memset(buf, 1, sizeof buf);
+    t0 = now_s();
+    for (int i = 0; i < ITERS; i++)
+        (void)getppid();
+    *null_ns = (now_s() - t0) * 1e9 / ITERS;
+    snprintf(path, sizeof path, "%s/floor.bin", root);
+    fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    if (fd < 0) {
+        *pwritev_ns = NAN;
+        return;
+    }
+    t0 = now_s();
+    for (int i = 0; i < ITERS; i++) {
+        struct iovec v[2] = {{buf, 8}, {buf + 8, 20}};
+        if (pwritev(fd, v, 2, (off_t)i * 64) != 28)
+            break;
+    }
+    *pwritev_ns = (now_s() - t0) * 1e9 / ITERS;
+    close(fd);
+    unlink(path);
+}
+
 static int cmp_double(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -936,13 +968,14 @@ int main(int argc, char **argv)
     }
 
     static double raw[64][N_ENGINES][M_COUNT];
-    double base[64];
+    double base[64], fl_null[64], fl_pw[64];
     for (int r = 0; r < cfg.runs; r++) {
         double b[M_COUNT];
         fprintf(stderr, "run %d/%d (N = %zu)\n", r + 1, cfg.runs, cfg.n);
         cur_engine = "baseline";
         in_child(NULL, root, b);
         base[r] = b[M_RSS];
+        syscall_floor(root, &fl_null[r], &fl_pw[r]);
         for (size_t e = 0; e < N_ENGINES; e++) {
             if (!cfg.engine_on[e])
                 continue;
@@ -969,6 +1002,18 @@ int main(int argc, char **argv)
     compute_best();
     printf("N = %zu, runs = %d (medians), W3 = %zu x %d B, W4 = %zu durable puts, batch = %zu\n\n",
            cfg.n, cfg.runs, cfg.w3_count, W3_VALUE, cfg.w4_count, cfg.batch);
+    {
+        double la[3] = {NAN, NAN, NAN};
+        FILE *f = fopen("/proc/loadavg", "r");
+        if (f) {
+            if (fscanf(f, "%lf %lf %lf", &la[0], &la[1], &la[2]) != 3)
+                la[0] = la[1] = la[2] = NAN;
+            fclose(f);
+        }
+        printf("machine floor (median): null system call %.0f ns, 28-byte pwritev %.0f ns; "
+               "load average at the end %.2f %.2f %.2f\n\n",
+               median(fl_null, cfg.runs), median(fl_pw, cfg.runs), la[0], la[1], la[2]);
+    }
     print_table();
     print_targets();
     return 0;
