@@ -1,0 +1,250 @@
+/*
+ * test_batch.c - unit tests of the batch calls of libsimdr: batch put (by key
+ * and by hash), validation of the whole batch before writing, later-wins for
+ * a key repeated in one batch, batch get with absent keys, batch delete.
+ */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define N 2000
+
+typedef struct fixture {
+    char *dir;
+    char path[4096];
+    simdr_store *s;
+    char keys[N][16];
+    uint8_t *vals[N];
+    size_t vlen[N];
+} fixture;
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tu_mkdtemp();
+    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
+    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    uint64_t seed = tu_seed(20240601);
+    for (int i = 0; i < N; i++) {
+        snprintf(f->keys[i], sizeof f->keys[i], "key-%05d", i);
+        f->vlen[i] = 1 + (size_t)(tu_rand(&seed) % 300);
+        f->vals[i] = malloc(f->vlen[i]);
+        tu_fill(f->vals[i], f->vlen[i], seed + (uint64_t)i);
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    simdr_close(f->s);
+    for (int i = 0; i < N; i++)
+        free(f->vals[i]);
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static void put_all(fixture *f, uint64_t *tail) {
+    simdr_kv *items = calloc(N, sizeof *items);
+    for (int i = 0; i < N; i++) {
+        items[i].key = f->keys[i];
+        items[i].key_len = strlen(f->keys[i]);
+        items[i].value = f->vals[i];
+        items[i].value_len = f->vlen[i];
+    }
+    assert_int_equal(simdr_put_batch(f->s, items, N, tail), SIMDR_OK);
+    free(items);
+}
+
+static void test_batch_put(void **state) {
+    fixture *f = *state;
+    uint64_t tail = 0;
+    put_all(f, &tail);
+    assert_int_equal(tail, simdr_file_size(f->s));
+    assert_int_equal(tu_file_size(f->path), (int64_t)tail);
+    assert_int_equal(simdr_count(f->s), N);
+    /* the index costs at most 16 bytes per live key */
+    assert_true(simdr_index_bytes(f->s) > 0);
+    assert_true(simdr_index_bytes(f->s) <= 16 * (uint64_t)N);
+    for (int i = 0; i < N; i++)
+        tu_expect_value(f->s, TU_STR(f->keys[i]), f->vals[i], f->vlen[i]);
+    /* entries are chained in batch order and payloads aligned */
+    uint64_t prev_end = 0;
+    for (int i = 0; i < N; i++) {
+        simdr_entry *e = NULL;
+        assert_int_equal(simdr_get(f->s, TU_STR(f->keys[i]), &e), SIMDR_OK);
+        assert_int_equal(simdr_entry_start(e), prev_end);
+        assert_int_equal(simdr_entry_offset(e) % 64, 0);
+        assert_int_equal(simdr_entry_verify(e), SIMDR_OK);
+        prev_end = simdr_entry_end(e);
+        simdr_entry_release(e);
+    }
+    assert_int_equal(prev_end, tail);
+    simdr_entry *last = NULL;
+    assert_int_equal(simdr_get_last(f->s, &last), SIMDR_OK);
+    assert_int_equal(simdr_entry_key_hash(last), simdr_hash_key(TU_STR(f->keys[N - 1])));
+    simdr_entry_release(last);
+    /* persists */
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_count(f->s), N);
+    for (int i = 0; i < N; i += 7)
+        tu_expect_value(f->s, TU_STR(f->keys[i]), f->vals[i], f->vlen[i]);
+}
+
+static void test_batch_later_item_wins(void **state) {
+    fixture *f = *state;
+    simdr_kv items[4] = {
+        {"dup", 3, "first", 5},
+        {"other", 5, "o", 1},
+        {"dup", 3, "second", 6},
+        {"dup", 3, "third!", 6},
+    };
+    assert_int_equal(simdr_put_batch(f->s, items, 4, NULL), SIMDR_OK);
+    tu_expect_str(f->s, "dup", "third!");
+    tu_expect_str(f->s, "other", "o");
+    assert_int_equal(simdr_count(f->s), 2);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    tu_expect_str(f->s, "dup", "third!");
+    assert_int_equal(simdr_count(f->s), 2);
+}
+
+static void test_batch_bad_item_refuses_all(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "pre", "existing");
+    uint64_t size = simdr_file_size(f->s);
+    const uint8_t zero = 0;
+    simdr_kv bad1[3] = {{"a", 1, "x", 1}, {"b", 1, &zero, 1}, {"c", 1, "z", 1}};
+    simdr_kv bad2[3] = {{"a", 1, "x", 1}, {"b", 1, "y", 1}, {"c", 1, "", 0}};
+    uint64_t tail = 0;
+    assert_int_equal(simdr_put_batch(f->s, bad1, 3, &tail), SIMDR_EINVAL);
+    assert_int_equal(simdr_put_batch(f->s, bad2, 3, &tail), SIMDR_EINVAL);
+    simdr_hashed_kv hb[2] = {{1, "x", 1}, {2, &zero, 1}};
+    assert_int_equal(simdr_put_batch_hashed(f->s, hb, 2, &tail), SIMDR_EINVAL);
+    assert_int_equal(simdr_file_size(f->s), size);
+    assert_int_equal(tu_file_size(f->path), (int64_t)size);
+    tu_expect_absent(f->s, TU_STR("a"));
+    tu_expect_absent(f->s, TU_STR("b"));
+    tu_expect_absent(f->s, TU_STR("c"));
+    assert_int_equal(simdr_count(f->s), 1);
+    tu_expect_str(f->s, "pre", "existing");
+    /* two zero bytes are a valid regular value in a batch too */
+    const uint8_t zz[2] = {0, 0};
+    simdr_kv ok[1] = {{"zz", 2, zz, 2}};
+    assert_int_equal(simdr_put_batch(f->s, ok, 1, NULL), SIMDR_OK);
+    tu_expect_value(f->s, TU_STR("zz"), zz, 2);
+}
+
+static void test_batch_put_hashed(void **state) {
+    fixture *f = *state;
+    simdr_hashed_kv *items = calloc(N, sizeof *items);
+    for (int i = 0; i < N; i++) {
+        items[i].key_hash = simdr_hash_key(TU_STR(f->keys[i]));
+        items[i].value = f->vals[i];
+        items[i].value_len = f->vlen[i];
+    }
+    uint64_t tail = 0;
+    assert_int_equal(simdr_put_batch_hashed(f->s, items, N, &tail), SIMDR_OK);
+    assert_int_equal(tail, simdr_file_size(f->s));
+    assert_int_equal(simdr_count(f->s), N);
+    for (int i = 0; i < N; i++)
+        tu_expect_value(f->s, TU_STR(f->keys[i]), f->vals[i], f->vlen[i]);
+    free(items);
+}
+
+static void test_batch_get(void **state) {
+    fixture *f = *state;
+    put_all(f, NULL);
+    /* every other key absent */
+    enum { M = 600 };
+    simdr_key keys[M];
+    char absent[M][24];
+    simdr_entry *out[M];
+    for (int i = 0; i < M; i++) {
+        if (i % 2 == 0) {
+            keys[i].key = f->keys[i * 3];
+            keys[i].key_len = strlen(f->keys[i * 3]);
+        } else {
+            snprintf(absent[i], sizeof absent[i], "absent-%d", i);
+            keys[i].key = absent[i];
+            keys[i].key_len = strlen(absent[i]);
+        }
+        out[i] = (simdr_entry *)(uintptr_t)0x1;
+    }
+    int64_t found = simdr_get_batch(f->s, keys, M, out);
+    assert_int_equal(found, M / 2);
+    for (int i = 0; i < M; i++) {
+        if (i % 2 == 0) {
+            assert_non_null(out[i]);
+            assert_int_equal(simdr_entry_size(out[i]), f->vlen[i * 3]);
+            assert_memory_equal(simdr_entry_data(out[i]), f->vals[i * 3], f->vlen[i * 3]);
+        } else {
+            assert_null(out[i]);
+        }
+        simdr_entry_release(out[i]);
+    }
+    /* by hash, including a deleted key */
+    assert_int_equal(simdr_delete(f->s, TU_STR(f->keys[1]), NULL), SIMDR_OK);
+    uint64_t hs[4] = {simdr_hash_key(TU_STR(f->keys[0])), simdr_hash_key(TU_STR(f->keys[1])),
+                      simdr_hash_key(TU_STR("absent")), simdr_hash_key(TU_STR(f->keys[2]))};
+    simdr_entry *ho[4];
+    assert_int_equal(simdr_get_batch_hashed(f->s, hs, 4, ho), 2);
+    assert_non_null(ho[0]);
+    assert_null(ho[1]);
+    assert_null(ho[2]);
+    assert_non_null(ho[3]);
+    assert_memory_equal(simdr_entry_data(ho[3]), f->vals[2], f->vlen[2]);
+    for (int i = 0; i < 4; i++)
+        simdr_entry_release(ho[i]);
+    /* empty request */
+    assert_int_equal(simdr_get_batch(f->s, keys, 0, out), 0);
+}
+
+static void test_batch_delete(void **state) {
+    fixture *f = *state;
+    put_all(f, NULL);
+    simdr_key keys[6] = {{f->keys[0], strlen(f->keys[0])},
+                         {"absent-1", 8},
+                         {f->keys[5], strlen(f->keys[5])},
+                         {f->keys[9], strlen(f->keys[9])},
+                         {"absent-2", 8},
+                         {f->keys[5], strlen(f->keys[5])}};
+    size_t deleted = 0;
+    uint64_t tail = 0;
+    assert_int_equal(simdr_delete_batch(f->s, keys, 6, &deleted, &tail), SIMDR_OK);
+    assert_int_equal(deleted, 3);
+    assert_int_equal(tail, simdr_file_size(f->s));
+    assert_int_equal(simdr_count(f->s), N - 3);
+    tu_expect_absent(f->s, TU_STR(f->keys[0]));
+    tu_expect_absent(f->s, TU_STR(f->keys[5]));
+    tu_expect_absent(f->s, TU_STR(f->keys[9]));
+    tu_expect_value(f->s, TU_STR(f->keys[1]), f->vals[1], f->vlen[1]);
+    /* deleting only absent keys appends nothing */
+    uint64_t size = simdr_file_size(f->s);
+    deleted = 99;
+    assert_int_equal(simdr_delete_batch(f->s, keys, 2, &deleted, NULL), SIMDR_OK);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(simdr_file_size(f->s), size);
+    assert_int_equal(tu_file_size(f->path), (int64_t)size);
+    /* survives reopen */
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_count(f->s), N - 3);
+    tu_expect_absent(f->s, TU_STR(f->keys[5]));
+    tu_expect_value(f->s, TU_STR(f->keys[6]), f->vals[6], f->vlen[6]);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_batch_put, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_later_item_wins, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_bad_item_refuses_all, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_put_hashed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_delete, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,284 @@
+/*
+ * test_compact.c - unit tests of simdr_compact: only the newest live entry of
+ * each key survives, the file shrinks by exactly the announced savings, the
+ * same open store keeps working (and a reopen sees every write made after
+ * compaction), entries and iterators held across it keep valid data, the
+ * layout is kept, read-only opens can refresh onto the new file, and no
+ * temporary file is left behind.
+ */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define NK 200
+
+typedef struct fixture {
+    char *dir;
+    char path[4096];
+    simdr_store *s;
+    uint8_t val[NK][300];
+    size_t len[NK];
+    int live[NK];
+} fixture;
+
+static void key_of(int i, char *k, size_t cap) {
+    snprintf(k, cap, "ckey-%d", i);
+}
+
+static void put(fixture *f, int i, uint64_t seed) {
+    char k[32];
+    key_of(i, k, sizeof k);
+    f->len[i] = 1 + (size_t)(seed % 300);
+    tu_fill(f->val[i], f->len[i], seed);
+    assert_int_equal(simdr_put(f->s, TU_STR(k), f->val[i], f->len[i], NULL), SIMDR_OK);
+    f->live[i] = 1;
+}
+
+static void del(fixture *f, int i) {
+    char k[32];
+    key_of(i, k, sizeof k);
+    assert_int_equal(simdr_delete(f->s, TU_STR(k), NULL), SIMDR_OK);
+    f->live[i] = 0;
+}
+
+static uint64_t nlive(const fixture *f) {
+    uint64_t n = 0;
+    for (int i = 0; i < NK; i++)
+        n += (uint64_t)f->live[i];
+    return n;
+}
+
+static void verify_all(fixture *f, simdr_store *s) {
+    for (int i = 0; i < NK; i++) {
+        char k[32];
+        key_of(i, k, sizeof k);
+        if (f->live[i])
+            tu_expect_value(s, TU_STR(k), f->val[i], f->len[i]);
+        else
+            tu_expect_absent(s, TU_STR(k));
+    }
+    assert_int_equal(simdr_count(s), nlive(f));
+}
+
+static void populate(fixture *f, int layout) {
+    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+    uint64_t seed = tu_seed(555);
+    for (int i = 0; i < NK; i++)
+        put(f, i, tu_rand(&seed));
+    for (int i = 0; i < NK; i += 2)
+        put(f, i, tu_rand(&seed));
+    for (int i = 0; i < NK; i += 4)
+        put(f, i, tu_rand(&seed));
+    for (int i = 1; i < NK; i += 5)
+        del(f, i);
+    del(f, 0);
+    put(f, 0, tu_rand(&seed)); /* written again after a delete */
+}
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tu_mkdtemp();
+    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    simdr_close(f->s);
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static void compact_and_continue(fixture *f, int layout) {
+    populate(f, layout);
+    uint64_t size = simdr_file_size(f->s);
+    uint64_t savings = simdr_compaction_savings(f->s);
+    assert_true(savings > 0);
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->s), size - savings);
+    assert_int_equal(tu_file_size(f->path), (int64_t)(size - savings));
+    assert_int_equal(simdr_compaction_savings(f->s), 0);
+    assert_int_equal(simdr_layout_of(f->s), layout);
+    assert_int_equal(tu_dir_count(f->dir), 1); /* no temporary file left */
+    verify_all(f, f->s);
+    /* exactly one entry per live key is left */
+    simdr_check_report rep;
+    assert_int_equal(simdr_check(f->s, NULL, NULL, &rep), SIMDR_OK);
+    assert_int_equal(rep.entries, nlive(f));
+    assert_int_equal(rep.bad_entries, 0);
+    /* the same store keeps working: writes after compaction go to the new file */
+    uint64_t seed = 99;
+    for (int i = 0; i < NK; i += 3)
+        put(f, i, tu_rand(&seed));
+    del(f, 4);
+    verify_all(f, f->s);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, !layout);
+    simdr_recovery_info ri;
+    assert_int_equal(simdr_recovery(f->s, &ri), SIMDR_OK);
+    assert_int_equal(ri.bytes_cut, 0);
+    assert_int_equal(simdr_layout_of(f->s), layout);
+    verify_all(f, f->s);
+    /* compaction twice in a row; the second has nothing to remove beyond savings */
+    savings = simdr_compaction_savings(f->s);
+    size = simdr_file_size(f->s);
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->s), size - savings);
+    size = simdr_file_size(f->s);
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->s), size);
+    verify_all(f, f->s);
+    assert_int_equal(tu_dir_count(f->dir), 1);
+}
+
+static void test_compact_aligned(void **state) {
+    compact_and_continue(*state, SIMDR_LAYOUT_ALIGNED64);
+}
+
+static void test_compact_unaligned(void **state) {
+    compact_and_continue(*state, SIMDR_LAYOUT_UNALIGNED);
+}
+
+static void test_handles_held_across_compaction(void **state) {
+    fixture *f = *state;
+    populate(f, SIMDR_LAYOUT_ALIGNED64);
+    size_t bign = 2 * 1024 * 1024;
+    uint8_t *big = malloc(bign);
+    tu_fill(big, bign, 8);
+    assert_int_equal(simdr_put(f->s, TU_STR("big"), big, bign, NULL), SIMDR_OK);
+    simdr_entry *held[NK + 1];
+    const void *ptrs[NK + 1];
+    for (int i = 0; i < NK; i++) {
+        char k[32];
+        key_of(i, k, sizeof k);
+        held[i] = NULL;
+        if (f->live[i]) {
+            assert_int_equal(simdr_get(f->s, TU_STR(k), &held[i]), SIMDR_OK);
+            ptrs[i] = simdr_entry_data(held[i]);
+        }
+    }
+    assert_int_equal(simdr_get(f->s, TU_STR("big"), &held[NK]), SIMDR_OK);
+    ptrs[NK] = simdr_entry_data(held[NK]);
+    /* an iterator opened before compaction */
+    simdr_iter *it = NULL;
+    assert_int_equal(simdr_iter_open(f->s, &it), SIMDR_OK);
+    const simdr_entry *ie = NULL;
+    assert_int_equal(simdr_iter_next(it, &ie), SIMDR_OK);
+
+    /* delete the big one and overwrite everything, then compact */
+    assert_int_equal(simdr_delete(f->s, TU_STR("big"), NULL), SIMDR_OK);
+    uint8_t saved[NK][300];
+    size_t saved_len[NK];
+    memcpy(saved, f->val, sizeof saved);
+    memcpy(saved_len, f->len, sizeof saved_len);
+    uint64_t seed = 4242;
+    for (int i = 0; i < NK; i++)
+        if (f->live[i])
+            put(f, i, tu_rand(&seed));
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    /* write more so the new file grows over the old offsets */
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < NK; i++)
+            if (f->live[i])
+                put(f, i, tu_rand(&seed));
+
+    for (int i = 0; i < NK; i++) {
+        if (!held[i])
+            continue;
+        assert_ptr_equal(simdr_entry_data(held[i]), ptrs[i]);
+        assert_int_equal(simdr_entry_size(held[i]), saved_len[i]);
+        assert_memory_equal(simdr_entry_data(held[i]), saved[i], saved_len[i]);
+        assert_int_equal(simdr_entry_verify(held[i]), SIMDR_OK);
+        simdr_entry_release(held[i]);
+    }
+    assert_ptr_equal(simdr_entry_data(held[NK]), ptrs[NK]);
+    assert_memory_equal(simdr_entry_data(held[NK]), big, bign);
+    simdr_entry_release(held[NK]);
+    /* the iterator's snapshot stays valid: it yields the pre-compaction
+     * values of the live keys and the big one */
+    uint64_t n = 1;
+    int rc;
+    while ((rc = simdr_iter_next(it, &ie)) == SIMDR_OK) {
+        assert_int_equal(simdr_entry_verify(ie), SIMDR_OK);
+        if (simdr_entry_key_hash(ie) == simdr_hash_key(TU_STR("big"))) {
+            assert_memory_equal(simdr_entry_data(ie), big, bign);
+        } else {
+            int found = -1;
+            for (int i = 0; i < NK; i++) {
+                char k[32];
+                key_of(i, k, sizeof k);
+                if (simdr_hash_key(TU_STR(k)) == simdr_entry_key_hash(ie))
+                    found = i;
+            }
+            assert_true(found >= 0);
+            assert_int_equal(simdr_entry_size(ie), saved_len[found]);
+            assert_memory_equal(simdr_entry_data(ie), saved[found], saved_len[found]);
+        }
+        n++;
+    }
+    assert_int_equal(rc, SIMDR_NOTFOUND);
+    assert_int_equal(n, nlive(f) + 1);
+    simdr_iter_close(it);
+    verify_all(f, f->s);
+    tu_expect_absent(f->s, TU_STR("big"));
+    free(big);
+}
+
+static void test_readonly_refresh_after_compaction(void **state) {
+    fixture *f = *state;
+    populate(f, SIMDR_LAYOUT_ALIGNED64);
+    simdr_store *ro = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+    verify_all(f, ro);
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    uint64_t seed = 1;
+    put(f, 3, tu_rand(&seed));
+    put(f, 6, tu_rand(&seed));
+    uint64_t added = 0;
+    assert_int_equal(simdr_refresh(ro, &added), SIMDR_OK);
+    verify_all(f, ro);
+    assert_int_equal(simdr_file_size(ro), simdr_file_size(f->s));
+    assert_int_equal(simdr_close(ro), SIMDR_OK);
+    /* refresh on a writable store is a no-op */
+    added = 77;
+    assert_int_equal(simdr_refresh(f->s, &added), SIMDR_OK);
+    assert_int_equal(added, 0);
+}
+
+static void test_compact_empty_and_all_deleted(void **state) {
+    fixture *f = *state;
+    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->s), 0);
+    tu_put_str(f->s, "a", "1");
+    tu_put_str(f->s, "b", "2");
+    assert_int_equal(simdr_delete(f->s, TU_STR("a"), NULL), SIMDR_OK);
+    assert_int_equal(simdr_delete(f->s, TU_STR("b"), NULL), SIMDR_OK);
+    assert_int_equal(simdr_compaction_savings(f->s), simdr_file_size(f->s));
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->s), 0);
+    assert_int_equal(tu_file_size(f->path), 0);
+    assert_int_equal(simdr_is_empty(f->s), 1);
+    tu_put_str(f->s, "c", "3");
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    tu_expect_str(f->s, "c", "3");
+    tu_expect_absent(f->s, TU_STR("a"));
+    tu_expect_absent(f->s, TU_STR("b"));
+    assert_int_equal(simdr_count(f->s), 1);
+    assert_int_equal(tu_dir_count(f->dir), 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_compact_aligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compact_unaligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handles_held_across_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readonly_refresh_after_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compact_empty_and_all_deleted, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

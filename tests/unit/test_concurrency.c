@@ -1,0 +1,318 @@
+/*
+ * test_concurrency.c - multi-threaded unit tests of libsimdr: four readers
+ * read while one writer overwrites keys with self-checking values (key index,
+ * sequence, length, CRC): readers never see a torn or foreign value and never
+ * NOTFOUND for a present key; many handles held while megabytes are written;
+ * an entry released on another thread after simdr_close; concurrent writers.
+ */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NKEYS 64
+#define NREADERS 4
+#define NWRITES 6000
+
+typedef struct shared {
+    simdr_store *s;
+    _Atomic int done;
+    _Atomic uint64_t reads, bad, notfound;
+    _Atomic int next_id;
+    uint64_t seed;
+} shared;
+
+static void key_of(int i, char *k, size_t cap) {
+    snprintf(k, cap, "ckey-%02d", i);
+}
+
+/* value = [u32 key index][u32 seq][u32 len][filler][u32 crc of all before] */
+static size_t make_value(uint8_t *buf, int key, uint32_t seq, size_t len) {
+    uint32_t hdr[3] = {(uint32_t)key, seq, (uint32_t)len};
+    memcpy(buf, hdr, 12);
+    tu_fill(buf + 12, len - 16, (uint64_t)key << 32 | seq);
+    uint32_t crc = tu_crc32(buf, len - 4);
+    memcpy(buf + len - 4, &crc, 4);
+    return len;
+}
+
+static int check_value(const uint8_t *v, size_t len, int key) {
+    if (len < 16)
+        return 0;
+    uint32_t hdr[3], crc;
+    memcpy(hdr, v, 12);
+    memcpy(&crc, v + len - 4, 4);
+    return hdr[0] == (uint32_t)key && hdr[2] == len && crc == tu_crc32(v, len - 4);
+}
+
+static void *reader(void *p) {
+    shared *sh = p;
+    uint64_t st = sh->seed + 1000u * (uint64_t)(atomic_fetch_add(&sh->next_id, 1) + 1);
+    uint8_t *copy = malloc(8192);
+    simdr_entry *held = NULL;
+    int held_key = -1;
+    while (!atomic_load(&sh->done)) {
+        int k = (int)(tu_rand(&st) % NKEYS);
+        char key[16];
+        key_of(k, key, sizeof key);
+        simdr_entry *e = NULL;
+        int rc = simdr_get(sh->s, TU_STR(key), &e);
+        atomic_fetch_add(&sh->reads, 1);
+        if (rc == SIMDR_NOTFOUND) {
+            atomic_fetch_add(&sh->notfound, 1);
+            continue;
+        }
+        if (rc != SIMDR_OK) {
+            atomic_fetch_add(&sh->bad, 1);
+            continue;
+        }
+        if (!check_value(simdr_entry_data(e), simdr_entry_size(e), k))
+            atomic_fetch_add(&sh->bad, 1);
+        /* keep one entry across many writes, re-checking it */
+        if (held && !check_value(simdr_entry_data(held), simdr_entry_size(held), held_key))
+            atomic_fetch_add(&sh->bad, 1);
+        if (tu_rand(&st) % 16 == 0) {
+            simdr_entry_release(held);
+            held = e;
+            held_key = k;
+        } else {
+            simdr_entry_release(e);
+        }
+        /* a copying read and an existence check */
+        size_t len = 0;
+        rc = simdr_get_copy(sh->s, TU_STR(key), copy, 8192, &len);
+        if (rc != SIMDR_OK || !check_value(copy, len, k))
+            atomic_fetch_add(&sh->bad, 1);
+        if (simdr_exists(sh->s, TU_STR(key)) != 1)
+            atomic_fetch_add(&sh->notfound, 1);
+    }
+    simdr_entry_release(held);
+    free(copy);
+    return NULL;
+}
+
+static void test_readers_while_writer_overwrites(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char path[4096];
+    tu_join(path, sizeof path, dir, "c.bin");
+    shared sh = {.seed = tu_seed(2024)};
+    sh.s = tu_open(path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    uint8_t buf[8192];
+    for (int k = 0; k < NKEYS; k++) {
+        char key[16];
+        key_of(k, key, sizeof key);
+        size_t n = make_value(buf, k, 0, 16 + (size_t)k);
+        assert_int_equal(simdr_put(sh.s, TU_STR(key), buf, n, NULL), SIMDR_OK);
+    }
+    pthread_t r[NREADERS];
+    for (int i = 0; i < NREADERS; i++)
+        assert_int_equal(pthread_create(&r[i], NULL, reader, &sh), 0);
+    uint64_t st = sh.seed;
+    for (uint32_t seq = 1; seq <= NWRITES; seq++) {
+        int k = (int)(tu_rand(&st) % NKEYS);
+        char key[16];
+        key_of(k, key, sizeof key);
+        size_t n = make_value(buf, k, seq, 16 + (size_t)(tu_rand(&st) % 8000));
+        if (seq % 100 == 0) {
+            /* a small batch now and then */
+            simdr_kv kv[2] = {{key, strlen(key), buf, n}, {key, strlen(key), buf, n}};
+            assert_int_equal(simdr_put_batch(sh.s, kv, 2, NULL), SIMDR_OK);
+        } else {
+            assert_int_equal(simdr_put(sh.s, TU_STR(key), buf, n, NULL), SIMDR_OK);
+        }
+    }
+    atomic_store(&sh.done, 1);
+    for (int i = 0; i < NREADERS; i++)
+        pthread_join(r[i], NULL);
+    fprintf(stderr, "%llu reads during %d writes\n", (unsigned long long)atomic_load(&sh.reads),
+            NWRITES);
+    assert_int_equal(atomic_load(&sh.bad), 0);
+    assert_int_equal(atomic_load(&sh.notfound), 0);
+    assert_true(atomic_load(&sh.reads) > 0);
+    assert_int_equal(simdr_count(sh.s), NKEYS);
+    assert_int_equal(simdr_check(sh.s, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(sh.s), SIMDR_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_many_handles_while_writing(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char path[4096];
+    tu_join(path, sizeof path, dir, "h.bin");
+    simdr_store *s = tu_open(path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    enum { NH = 5000, NBIG = 600, BIG = 64 * 1024 };
+    uint8_t v[64];
+    for (int k = 0; k < 100; k++) {
+        char key[16];
+        key_of(k, key, sizeof key);
+        size_t n = make_value(v, k, 1, 64);
+        assert_int_equal(simdr_put(s, TU_STR(key), v, n, NULL), SIMDR_OK);
+    }
+    simdr_entry **held = calloc(NH, sizeof *held);
+    for (int i = 0; i < NH; i++) {
+        char key[16];
+        key_of(i % 100, key, sizeof key);
+        assert_int_equal(simdr_get(s, TU_STR(key), &held[i]), SIMDR_OK);
+    }
+    /* ~38 MiB of writes, overwriting the held keys too */
+    uint8_t *big = malloc(BIG);
+    for (int i = 0; i < NBIG; i++) {
+        char key[16];
+        key_of(i % 100, key, sizeof key);
+        size_t n = make_value(big, i % 100, 2 + (uint32_t)i, BIG - (size_t)(i % 64));
+        assert_int_equal(simdr_put(s, TU_STR(key), big, n, NULL), SIMDR_OK);
+    }
+    assert_true(simdr_file_size(s) > (uint64_t)NBIG * (BIG - 64));
+    for (int i = 0; i < NH; i++) {
+        assert_int_equal(simdr_entry_size(held[i]), 64);
+        assert_true(check_value(simdr_entry_data(held[i]), 64, i % 100));
+        simdr_entry_release(held[i]);
+    }
+    for (int k = 0; k < 100; k++) {
+        char key[16];
+        key_of(k, key, sizeof key);
+        simdr_entry *e = NULL;
+        assert_int_equal(simdr_get(s, TU_STR(key), &e), SIMDR_OK);
+        assert_true(check_value(simdr_entry_data(e), simdr_entry_size(e), k));
+        simdr_entry_release(e);
+    }
+    free(big);
+    free(held);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+typedef struct handoff {
+    simdr_entry *e[16];
+    const uint8_t *expect;
+    size_t len;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int closed;
+    int ok;
+} handoff;
+
+static void *late_reader(void *p) {
+    handoff *h = p;
+    pthread_mutex_lock(&h->mu);
+    while (!h->closed)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    int ok = 1;
+    for (int i = 0; i < 16; i++) {
+        ok &= simdr_entry_size(h->e[i]) == h->len;
+        ok &= memcmp(simdr_entry_data(h->e[i]), h->expect, h->len) == 0;
+        ok &= simdr_entry_verify(h->e[i]) == SIMDR_OK;
+        simdr_entry_release(h->e[i]);
+    }
+    h->ok = ok;
+    return NULL;
+}
+
+static void test_release_after_close_on_other_thread(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char path[4096];
+    tu_join(path, sizeof path, dir, "r.bin");
+    simdr_store *s = tu_open(path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    size_t n = 300000;
+    uint8_t *v = malloc(n);
+    tu_fill(v, n, 17);
+    assert_int_equal(simdr_put(s, TU_STR("k"), v, n, NULL), SIMDR_OK);
+    handoff h = {.expect = v, .len = n, .mu = PTHREAD_MUTEX_INITIALIZER,
+                 .cv = PTHREAD_COND_INITIALIZER};
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(simdr_get(s, TU_STR("k"), &h.e[i]), SIMDR_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, late_reader, &h), 0);
+    /* grow the file (possibly remapping), compact, then close */
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(simdr_put(s, TU_STR("k"), v, n, NULL), SIMDR_OK);
+    assert_int_equal(simdr_compact(s), SIMDR_OK);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    pthread_mutex_lock(&h.mu);
+    h.closed = 1;
+    pthread_cond_signal(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    pthread_join(t, NULL);
+    assert_int_equal(h.ok, 1);
+    free(v);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+typedef struct wr_arg {
+    simdr_store *s;
+    int id;
+    int fails;
+} wr_arg;
+
+static void *writer(void *p) {
+    wr_arg *a = p;
+    uint8_t buf[256];
+    for (int i = 0; i < 1000; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "w%d-%d", a->id, i);
+        size_t n = make_value(buf, a->id * 10000 + i, 1, 16 + (size_t)(i % 200));
+        int rc;
+        if (i % 10 == 0) {
+            simdr_kv kv = {key, strlen(key), buf, n};
+            rc = simdr_put_batch(a->s, &kv, 1, NULL);
+        } else {
+            rc = simdr_put(a->s, TU_STR(key), buf, n, NULL);
+        }
+        a->fails += rc != SIMDR_OK;
+    }
+    return NULL;
+}
+
+static void test_concurrent_writers(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char path[4096];
+    tu_join(path, sizeof path, dir, "w.bin");
+    simdr_store *s = tu_open(path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    pthread_t t[4];
+    wr_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (wr_arg){s, i, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, writer, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(a[i].fails, 0);
+    }
+    assert_int_equal(simdr_count(s), 4000);
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    s = tu_open(path, SIMDR_OPEN_READONLY, 0);
+    assert_int_equal(simdr_count(s), 4000);
+    for (int w = 0; w < 4; w++)
+        for (int i = 0; i < 1000; i += 37) {
+            char key[32];
+            snprintf(key, sizeof key, "w%d-%d", w, i);
+            simdr_entry *e = NULL;
+            assert_int_equal(simdr_get(s, TU_STR(key), &e), SIMDR_OK);
+            assert_true(check_value(simdr_entry_data(e), simdr_entry_size(e), w * 10000 + i));
+            simdr_entry_release(e);
+        }
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_readers_while_writer_overwrites),
+        cmocka_unit_test(test_many_handles_while_writing),
+        cmocka_unit_test(test_release_after_close_on_other_thread),
+        cmocka_unit_test(test_concurrent_writers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

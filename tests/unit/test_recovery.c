@@ -1,0 +1,333 @@
+/*
+ * test_recovery.c - unit tests of recovery on open in libsimdr: a file cut
+ * at every byte offset within its last three entries reopens as exactly the
+ * longest valid prefix (both layouts, writable and read-only opens), garbage
+ * after the end is cut, a writable open saves the cut bytes beside the file,
+ * a read-only open never changes the file, a text file is refused unchanged,
+ * a torn payload behind a complete metadata block is cut, and repair = 0
+ * turns a torn tail into SIMDR_ECORRUPT without touching the file.
+ */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NE 9
+
+typedef struct op {
+    char key[8];
+    uint8_t val[160];
+    size_t len; /* 0 = delete */
+} op;
+
+typedef struct fixture {
+    char *dir;
+    char path[4096];
+    op ops[NE];
+    uint64_t ends[NE];
+    uint8_t *full;
+    size_t full_len;
+    int layout;
+} fixture;
+
+/* Writes NE entries (overwrites and a tombstone among the last three) and
+ * records where each ends. */
+static void build(fixture *f, int layout) {
+    f->layout = layout;
+    uint64_t seed = tu_seed(31337) + (uint64_t)layout;
+    const char *keys[NE] = {"a", "b", "c", "d", "e", "b", "c", "a", "f"};
+    for (int i = 0; i < NE; i++) {
+        snprintf(f->ops[i].key, sizeof f->ops[i].key, "%s", keys[i]);
+        f->ops[i].len = 20 + (size_t)(tu_rand(&seed) % 130);
+        tu_fill(f->ops[i].val, f->ops[i].len, tu_rand(&seed));
+    }
+    f->ops[7].len = 0;                  /* delete "a" */
+    memset(f->ops[6].val + 1, 0, 40);   /* a zero run inside a payload */
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+    for (int i = 0; i < NE; i++) {
+        if (f->ops[i].len)
+            assert_int_equal(simdr_put(s, TU_STR(f->ops[i].key), f->ops[i].val, f->ops[i].len,
+                                       &f->ends[i]),
+                             SIMDR_OK);
+        else
+            assert_int_equal(simdr_delete(s, TU_STR(f->ops[i].key), &f->ends[i]), SIMDR_OK);
+    }
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    f->full = tu_read_file(f->path, &f->full_len);
+    assert_non_null(f->full);
+    assert_int_equal(f->full_len, f->ends[NE - 1]);
+}
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tu_mkdtemp();
+    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    free(f->full);
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Checks the store holds exactly the state after the first n entries. */
+static void expect_prefix(fixture *f, simdr_store *s, int n) {
+    const char *keys[] = {"a", "b", "c", "d", "e", "f"};
+    uint64_t live = 0;
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        int last = -1;
+        for (int i = 0; i < n; i++)
+            if (strcmp(f->ops[i].key, keys[k]) == 0)
+                last = i;
+        if (last < 0 || f->ops[last].len == 0) {
+            tu_expect_absent(s, TU_STR(keys[k]));
+        } else {
+            tu_expect_value(s, TU_STR(keys[k]), f->ops[last].val, f->ops[last].len);
+            live++;
+        }
+    }
+    assert_int_equal(simdr_count(s), live);
+    assert_int_equal(simdr_file_size(s), n ? f->ends[n - 1] : 0);
+}
+
+/* Opens path (holding cut bytes: the first `cut` of f->full, or whatever the
+ * caller wrote) and checks recovery to the first n entries. */
+static void check_recovered(fixture *f, uint64_t file_len, int n, int writable) {
+    uint64_t valid = n ? f->ends[n - 1] : 0;
+    size_t before_len = 0;
+    uint8_t *before = tu_read_file(f->path, &before_len);
+    assert_non_null(before);
+    assert_int_equal(before_len, file_len);
+    simdr_store *s = tu_open(f->path, writable ? SIMDR_OPEN_EXISTING : SIMDR_OPEN_READONLY, 0);
+    simdr_recovery_info ri;
+    assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+    assert_int_equal(ri.file_size, file_len);
+    assert_int_equal(ri.valid_size, valid);
+    assert_int_equal(ri.bytes_cut, file_len - valid);
+    expect_prefix(f, s, n);
+    if (writable && file_len != valid) {
+        assert_int_equal(ri.truncated, 1);
+        assert_int_equal(tu_file_size(f->path), (int64_t)valid);
+        assert_true(strlen(ri.saved_path) > 0);
+        char saved_path[sizeof ri.saved_path];
+        memcpy(saved_path, ri.saved_path, sizeof saved_path);
+        size_t saved_len = 0;
+        uint8_t *saved = tu_read_file(ri.saved_path, &saved_len);
+        assert_non_null(saved);
+        assert_int_equal(saved_len, file_len - valid);
+        assert_memory_equal(saved, before + valid, saved_len);
+        free(saved);
+        /* the store still takes writes at the cut point */
+        uint64_t tail = 0;
+        assert_int_equal(simdr_put(s, TU_STR("post"), TU_STR("after-recovery"), &tail), SIMDR_OK);
+        simdr_entry *e = NULL;
+        assert_int_equal(simdr_get(s, TU_STR("post"), &e), SIMDR_OK);
+        assert_int_equal(simdr_entry_start(e), valid);
+        simdr_entry_release(e);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        s = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+        tu_expect_str(s, "post", "after-recovery");
+        assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+        assert_int_equal(ri.bytes_cut, 0);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        unlink(saved_path);
+    } else {
+        assert_int_equal(ri.truncated, 0);
+        if (writable)
+            assert_string_equal(ri.saved_path, "");
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        /* unchanged, byte for byte */
+        size_t after_len = 0;
+        uint8_t *after = tu_read_file(f->path, &after_len);
+        assert_non_null(after);
+        assert_int_equal(after_len, before_len);
+        assert_memory_equal(after, before, before_len);
+        free(after);
+    }
+    free(before);
+    /* nothing else appeared beside the store except saved tails (removed above) */
+    assert_int_equal(tu_dir_count(f->dir), 1);
+}
+
+static void truncate_everywhere(fixture *f, int layout) {
+    build(f, layout);
+    uint64_t from = f->ends[NE - 4];
+    int cases = 0;
+    for (uint64_t cut = from; cut <= f->full_len; cut++) {
+        int n = 0;
+        while (n < NE && f->ends[n] <= cut)
+            n++;
+        for (int writable = 0; writable < 2; writable++) {
+            tu_write_file(f->path, f->full, cut);
+            check_recovered(f, cut, n, writable);
+            cases++;
+        }
+    }
+    fprintf(stderr, "layout %d: %d truncation cases from %llu to %zu\n", layout, cases,
+            (unsigned long long)from, f->full_len);
+}
+
+static void test_truncate_every_byte_aligned(void **state) {
+    truncate_everywhere(*state, SIMDR_LAYOUT_ALIGNED64);
+}
+
+static void test_truncate_every_byte_unaligned(void **state) {
+    truncate_everywhere(*state, SIMDR_LAYOUT_UNALIGNED);
+}
+
+static void garbage_after_end(fixture *f, int layout) {
+    build(f, layout);
+    uint64_t seed = tu_seed(31337);
+    size_t glens[] = {1, 7, 19, 20, 21, 64, 100, 4096};
+    uint8_t g[4096 + 64];
+    for (size_t gi = 0; gi < sizeof glens / sizeof glens[0]; gi++) {
+        for (int kind = 0; kind < 3; kind++) {
+            size_t gl = glens[gi];
+            if (kind == 0)
+                tu_fill(g, gl, tu_rand(&seed)); /* random bytes */
+            else if (kind == 1)
+                memset(g, 0, gl); /* zero-filled tail (preallocation, torn page) */
+            else
+                memset(g, 0xff, gl);
+            for (int writable = 0; writable < 2; writable++) {
+                tu_write_file(f->path, f->full, f->full_len);
+                tu_append_file(f->path, g, gl);
+                check_recovered(f, f->full_len + gl, NE, writable);
+            }
+        }
+    }
+    /* a plausible fake entry: real key hash, prev_offset = the true tail,
+     * but its checksum does not match its payload */
+    uint8_t fake[3 + 20];
+    memcpy(fake, "xyz", 3);
+    tu_put_le64(fake + 3, simdr_hash_key(TU_STR("a")));
+    tu_put_le64(fake + 11, f->full_len);
+    uint32_t bad = tu_crc32("xyz", 3) ^ 1u;
+    memcpy(fake + 19, &bad, 4);
+    for (int writable = 0; writable < 2; writable++) {
+        tu_write_file(f->path, f->full, f->full_len);
+        tu_append_file(f->path, fake, sizeof fake);
+        check_recovered(f, f->full_len + sizeof fake, NE, writable);
+    }
+}
+
+static void test_garbage_appended_aligned(void **state) {
+    garbage_after_end(*state, SIMDR_LAYOUT_ALIGNED64);
+}
+
+static void test_garbage_appended_unaligned(void **state) {
+    garbage_after_end(*state, SIMDR_LAYOUT_UNALIGNED);
+}
+
+static void test_text_file_refused(void **state) {
+    fixture *f = *state;
+    char text[8192];
+    size_t n = 0;
+    while (n + 64 < sizeof text)
+        n += (size_t)snprintf(text + n, sizeof text - n,
+                              "line %zu: this is a plain text file, not a store\n", n);
+    const size_t sizes[] = {1, 19, 20, 21, 100, n};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        tu_write_file(f->path, text, sizes[i]);
+        uint8_t sha[32], sha2[32];
+        tu_sha256_file(f->path, sha);
+        const int modes[] = {SIMDR_OPEN_READONLY, SIMDR_OPEN_EXISTING, SIMDR_OPEN_CREATE};
+        for (int m = 0; m < 3; m++) {
+            simdr_store *s = NULL;
+            int rc = tu_open_status(&s, f->path, modes[m], 0);
+            assert_int_equal(rc, SIMDR_ENOTSTORE);
+            assert_null(s);
+            assert_true(strlen(simdr_last_error()) > 0);
+            assert_int_equal(tu_file_size(f->path), (int64_t)sizes[i]);
+            tu_sha256_file(f->path, sha2);
+            assert_memory_equal(sha, sha2, 32);
+            assert_int_equal(tu_dir_count(f->dir), 1);
+        }
+    }
+}
+
+/* Zeroes (part of) the payload of the last entry: the metadata block is
+ * complete, but the CRC no longer matches, so the entry is torn. */
+static void torn_payload(fixture *f, int layout) {
+    build(f, layout);
+    uint64_t meta = f->ends[NE - 1] - 20;
+    uint64_t start = f->ends[NE - 2];
+    uint64_t pay = layout == SIMDR_LAYOUT_ALIGNED64 ? start + ((64 - start % 64) & 63) : start;
+    assert_int_equal(meta - pay, f->ops[NE - 1].len);
+    struct {
+        uint64_t off, len;
+    } zap[] = {{pay, meta - pay}, {pay + 5, 9}, {meta - 1, 1}, {pay, 1}};
+    for (size_t z = 0; z < sizeof zap / sizeof zap[0]; z++) {
+        for (int writable = 0; writable < 2; writable++) {
+            uint8_t *copy = malloc(f->full_len);
+            memcpy(copy, f->full, f->full_len);
+            memset(copy + zap[z].off, 0, zap[z].len);
+            if (memcmp(copy, f->full, f->full_len) == 0) { /* already zero: nothing torn */
+                free(copy);
+                continue;
+            }
+            tu_write_file(f->path, copy, f->full_len);
+            free(copy);
+            check_recovered(f, f->full_len, NE - 1, writable);
+        }
+    }
+    /* the same with a damaged (non-zero) byte */
+    uint8_t *copy = malloc(f->full_len);
+    memcpy(copy, f->full, f->full_len);
+    copy[pay + 3] ^= 0x40;
+    tu_write_file(f->path, copy, f->full_len);
+    free(copy);
+    check_recovered(f, f->full_len, NE - 1, 1);
+}
+
+static void test_torn_payload_aligned(void **state) {
+    torn_payload(*state, SIMDR_LAYOUT_ALIGNED64);
+}
+
+static void test_torn_payload_unaligned(void **state) {
+    torn_payload(*state, SIMDR_LAYOUT_UNALIGNED);
+}
+
+static void test_repair_off_reports_corrupt(void **state) {
+    fixture *f = *state;
+    build(f, SIMDR_LAYOUT_ALIGNED64);
+    tu_write_file(f->path, f->full, f->full_len - 7);
+    uint8_t sha[32], sha2[32];
+    tu_sha256_file(f->path, sha);
+    simdr_options o;
+    simdr_options_init(&o);
+    assert_int_equal(o.repair, 1);
+    assert_int_equal(o.open_mode, SIMDR_OPEN_CREATE);
+    assert_int_equal(o.layout, SIMDR_LAYOUT_ALIGNED64);
+    assert_int_equal(o.durability, SIMDR_SYNC_NONE);
+    o.repair = 0;
+    o.open_mode = SIMDR_OPEN_EXISTING;
+    simdr_store *s = NULL;
+    assert_int_equal(simdr_open(&s, f->path, &o), SIMDR_ECORRUPT);
+    assert_null(s);
+    tu_sha256_file(f->path, sha2);
+    assert_memory_equal(sha, sha2, 32);
+    assert_int_equal(tu_dir_count(f->dir), 1);
+    /* with repair (the default) it is cut to the previous entry */
+    check_recovered(f, f->full_len - 7, NE - 1, 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_truncate_every_byte_aligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncate_every_byte_unaligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_appended_aligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_appended_unaligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_text_file_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_payload_aligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_payload_unaligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_off_reports_corrupt, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
