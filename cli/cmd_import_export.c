@@ -1,0 +1,392 @@
+/*
+ * cmd_import_export.c - bulk transfer between a directory tree and a store:
+ * import stores every regular file under a directory with its relative path
+ * as key; export writes named values back to files under a directory, with
+ * the key as relative path (keys that would escape the directory are
+ * refused before anything is written).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* ------------------------------------------------------------------------ */
+/* import DIR                                                                */
+/* ------------------------------------------------------------------------ */
+
+struct file_list {
+    char **rel;     /* relative paths, '/'-separated: the keys */
+    uint64_t *size;
+    size_t n, cap;
+    uint64_t total;
+    uint64_t skipped;  /* neither regular file nor directory (symlinks, fifos...) */
+    dev_t skip_dev;    /* the store file itself, if it lies inside DIR */
+    ino_t skip_ino;
+    int have_skip;
+};
+
+static void file_list_free(struct file_list *l) {
+    for (size_t i = 0; i < l->n; i++)
+        free(l->rel[i]);
+    free(l->rel);
+    free(l->size);
+}
+
+static int file_list_add(struct file_list *l, const char *rel, uint64_t size) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        char **r = realloc(l->rel, cap * sizeof *r);
+        if (!r)
+            return -1;
+        l->rel = r;
+        uint64_t *s = realloc(l->size, cap * sizeof *s);
+        if (!s)
+            return -1;
+        l->size = s;
+        l->cap = cap;
+    }
+    l->rel[l->n] = strdup(rel);
+    if (!l->rel[l->n])
+        return -1;
+    l->size[l->n++] = size;
+    l->total += size;
+    return 0;
+}
+
+static int cmp_names(const void *x, const void *y) {
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+static char *join(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *p = malloc(la + lb + 2);
+    if (!p)
+        return NULL;
+    memcpy(p, a, la);
+    size_t o = la;
+    if (la && a[la - 1] != '/')
+        p[o++] = '/';
+    memcpy(p + o, b, lb + 1);
+    return p;
+}
+
+/* Collects regular files below root/rel, names sorted so imports are
+ * reproducible. Symbolic links are not followed (no loops, nothing outside
+ * the tree). Returns 0, or -1 after reporting an error. */
+static int walk(struct file_list *l, const char *root, const char *rel) {
+    char *dirpath = rel[0] ? join(root, rel) : strdup(root);
+    if (!dirpath) {
+        cli_err("out of memory");
+        return -1;
+    }
+    DIR *d = opendir(dirpath);
+    if (!d) {
+        cli_err("import: cannot read directory '%s': %s", dirpath, strerror(errno));
+        free(dirpath);
+        return -1;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int ret = 0;
+    struct dirent *de;
+    errno = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 32;
+            char **nn = realloc(names, cap * sizeof *nn);
+            if (!nn) {
+                ret = -1;
+                break;
+            }
+            names = nn;
+        }
+        if (!(names[n] = strdup(de->d_name))) {
+            ret = -1;
+            break;
+        }
+        n++;
+    }
+    if (ret == 0 && errno != 0) {
+        cli_err("import: reading directory '%s': %s", dirpath, strerror(errno));
+        ret = -1;
+    } else if (ret != 0) {
+        cli_err("out of memory");
+    }
+    closedir(d);
+    if (ret == 0)
+        qsort(names, n, sizeof *names, cmp_names);
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        char *child_rel = rel[0] ? join(rel, names[i]) : strdup(names[i]);
+        char *child = child_rel ? join(root, child_rel) : NULL;
+        struct stat sb;
+        if (!child) {
+            cli_err("out of memory");
+            ret = -1;
+        } else if (lstat(child, &sb) != 0) {
+            cli_err("import: '%s': %s", child, strerror(errno));
+            ret = -1;
+        } else if (S_ISDIR(sb.st_mode)) {
+            ret = walk(l, root, child_rel);
+        } else if (S_ISREG(sb.st_mode)) {
+            if (l->have_skip && sb.st_dev == l->skip_dev && sb.st_ino == l->skip_ino) {
+                /* importing the store into itself would never end well */
+            } else if (file_list_add(l, child_rel, (uint64_t)sb.st_size) != 0) {
+                cli_err("out of memory");
+                ret = -1;
+            }
+        } else {
+            l->skipped++;
+        }
+        free(child);
+        free(child_rel);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(dirpath);
+    return ret;
+}
+
+int cmd_import(const struct cli_args *a) {
+    const char *dir = a->argv[0];
+    char dq[512], fq[512];
+    cli_quote(dq, sizeof dq, dir);
+    cli_quote(fq, sizeof fq, a->store_path);
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        cli_err("import: %s: %s", dq, strerror(errno));
+        return CLI_FAIL;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        cli_err("import: %s is not a directory", dq);
+        return CLI_FAIL;
+    }
+    struct file_list l;
+    memset(&l, 0, sizeof l);
+    simdr_store *st = NULL;
+    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_CREATE, &st);
+    if (ret != CLI_OK)
+        return ret;
+    struct stat ss;
+    if (stat(a->store_path, &ss) == 0) {
+        l.have_skip = 1;
+        l.skip_dev = ss.st_dev;
+        l.skip_ino = ss.st_ino;
+    }
+    if (walk(&l, dir, "") != 0) {
+        file_list_free(&l);
+        cli_close_store(st, a->store_path);
+        return CLI_FAIL;
+    }
+    char label[600];
+    snprintf(label, sizeof label, "import %s", dq);
+    struct cli_progress *prog = cli_progress_start(label, l.total, CLI_PROGRESS_MIN);
+    uint64_t done = 0, imported = 0, failed = 0, bytes = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        char q[512];
+        cli_quote(q, sizeof q, l.rel[i]);
+        char *path = join(dir, l.rel[i]);
+        int fd = path ? open(path, O_RDONLY | O_NOFOLLOW) : -1;
+        if (fd < 0) {
+            cli_err("import: cannot open %s: %s", q, path ? strerror(errno) : "out of memory");
+            free(path);
+            failed++;
+            continue;
+        }
+        free(path);
+        cli_progress_base(prog, done);
+        int read_errno = 0;
+        int rc = cli_put_from_fd(st, l.rel[i], strlen(l.rel[i]), fd, prog, &read_errno);
+        close(fd);
+        done += l.size[i];
+        if (rc == SIMDR_OK) {
+            imported++;
+            bytes += l.size[i];
+            continue;
+        }
+        failed++;
+        char what[1100];
+        snprintf(what, sizeof what, "%s: import %s", fq, q);
+        if (rc == SIMDR_EINVAL) {
+            cli_explain_refused_value(what);
+        } else if (rc == SIMDR_ESOURCE && read_errno) {
+            cli_err("%s: reading the file: %s (nothing was stored)", what, strerror(read_errno));
+        } else {
+            cli_fail_simdr(rc, "%s", what);
+            if (rc == SIMDR_ENOSPC || rc == SIMDR_EFAILED || rc == SIMDR_EIO) {
+                /* the store itself is in trouble: the remaining files would
+                 * fail the same way */
+                failed += l.n - i - 1;
+                break;
+            }
+        }
+    }
+    cli_progress_end(prog);
+    char hb[32];
+    cli_format_bytes(hb, sizeof hb, bytes);
+    cli_note(a, "Imported %" PRIu64 " of %zu files (%s) from %s into %s", imported, l.n, hb, dq,
+             fq);
+    if (l.skipped)
+        cli_note(a, "Skipped %" PRIu64 " entries that are not regular files (symlinks, devices...)",
+                 l.skipped);
+    if (failed) {
+        cli_err("import: %" PRIu64 " files were not imported", failed);
+        ret = CLI_FAIL;
+    }
+    file_list_free(&l);
+    int crc = cli_close_store(st, a->store_path);
+    return ret != CLI_OK ? ret : crc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* export DIR KEY...                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* A key may become a path only if it stays inside DIR: relative, no ".."
+ * component, no NUL byte, not naming a directory. */
+static const char *unsafe_path_reason(const void *data, size_t len) {
+    const char *s = data;
+    if (len == 0)
+        return "empty key";
+    if (memchr(s, '\0', len))
+        return "contains a zero byte";
+    if (s[0] == '/')
+        return "absolute path";
+    if (s[len - 1] == '/')
+        return "ends with '/'";
+    size_t i = 0;
+    while (i < len) {
+        size_t j = i;
+        while (j < len && s[j] != '/')
+            j++;
+        if (j - i == 2 && s[i] == '.' && s[i + 1] == '.')
+            return "contains a '..' component";
+        i = j + 1;
+    }
+    return NULL;
+}
+
+/* mkdir -p for the directories of path (not its last component). */
+static int make_parents(char *path) {
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        int r = mkdir(path, 0777);
+        int e = errno;
+        struct stat sb;
+        int ok = r == 0 || (e == EEXIST && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode));
+        *p = '/';
+        if (!ok) {
+            errno = r == 0 ? ENOTDIR : (e == EEXIST ? ENOTDIR : e);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int cmd_export(const struct cli_args *a) {
+    const char *dir = a->argv[0];
+    int nkeys = a->argc - 1;
+    char dq[512], fq[512];
+    cli_quote(dq, sizeof dq, dir);
+    cli_quote(fq, sizeof fq, a->store_path);
+    struct cli_key *keys = calloc((size_t)nkeys, sizeof *keys);
+    if (!keys) {
+        cli_err("out of memory");
+        return CLI_FAIL;
+    }
+    int ret = CLI_OK, nparsed = 0;
+    /* Every key is checked before anything is written. */
+    for (int i = 0; i < nkeys && ret == CLI_OK; i++) {
+        ret = cli_key_from_arg(a, a->argv[1 + i], &keys[i]);
+        if (ret != CLI_OK)
+            break;
+        nparsed++;
+        const char *why = unsafe_path_reason(keys[i].data, keys[i].len);
+        if (why) {
+            char q[512];
+            cli_quote(q, sizeof q, keys[i].text);
+            ret = cli_usage_error("export: key %s cannot be used as a file name: %s", q, why);
+        }
+    }
+    simdr_store *st = NULL;
+    if (ret == CLI_OK)
+        ret = cli_open_store(a, a->store_path, SIMDR_OPEN_READONLY, &st);
+    uint64_t exported = 0, failed = 0, bytes = 0;
+    for (int i = 0; i < nkeys && ret == CLI_OK; i++) {
+        char q[512];
+        cli_quote(q, sizeof q, keys[i].text);
+        simdr_entry *e = NULL;
+        int rc = simdr_get(st, keys[i].data, keys[i].len, &e);
+        if (rc != SIMDR_OK) {
+            if (rc == SIMDR_NOTFOUND)
+                cli_err("%s: key %s not found", fq, q);
+            else
+                cli_fail_simdr(rc, "%s: reading key %s", fq, q);
+            failed++;
+            continue;
+        }
+        /* keys[i].data has no NUL (checked), so it can be a C string */
+        char *name = malloc(keys[i].len + 1);
+        char *path = NULL;
+        if (name) {
+            memcpy(name, keys[i].data, keys[i].len);
+            name[keys[i].len] = '\0';
+            path = join(dir, name);
+        }
+        int fd = -1;
+        if (!path) {
+            cli_err("out of memory");
+        } else if (make_parents(path) != 0) {
+            cli_err("export: cannot create the directories of '%s': %s", path, strerror(errno));
+        } else if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0666)) < 0) {
+            cli_err("export: cannot create '%s': %s", path, strerror(errno));
+        }
+        if (fd >= 0) {
+            uint64_t size = simdr_entry_size(e);
+            char label[600];
+            snprintf(label, sizeof label, "export %s", q);
+            struct cli_progress *prog =
+                size >= CLI_PROGRESS_MIN ? cli_progress_start(label, size, 0) : NULL;
+            int wr = cli_write_entry(e, fd, path, a->buffer_size, prog);
+            cli_progress_end(prog);
+            if (close(fd) != 0 && wr == CLI_OK) {
+                cli_err("writing '%s': %s", path, strerror(errno));
+                wr = CLI_FAIL;
+            }
+            if (wr == CLI_OK) {
+                exported++;
+                bytes += size;
+            } else {
+                failed++;
+            }
+        } else {
+            failed++;
+        }
+        free(path);
+        free(name);
+        simdr_entry_release(e);
+    }
+    if (ret == CLI_OK) {
+        char hb[32];
+        cli_format_bytes(hb, sizeof hb, bytes);
+        cli_note(a, "Exported %" PRIu64 " of %d keys (%s) to %s", exported, nkeys, hb, dq);
+        if (failed)
+            ret = CLI_FAIL;
+    }
+    int crc = cli_close_store(st, a->store_path);
+    for (int i = 0; i < nparsed; i++)
+        cli_key_free(&keys[i]);
+    free(keys);
+    return ret != CLI_OK ? ret : crc;
+}

@@ -1,0 +1,131 @@
+/*
+ * cmd_maint.c - maintenance commands: compact (rewrite the file with only
+ * the live entries) and check (verify every entry's chain link and CRC
+ * without changing anything; the exit status says whether the file is sound).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* ------------------------------------------------------------------------ */
+/* compact                                                                   */
+/* ------------------------------------------------------------------------ */
+
+int cmd_compact(const struct cli_args *a) {
+    char fq[512];
+    cli_quote(fq, sizeof fq, a->store_path);
+    simdr_store *st = NULL;
+    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_EXISTING, &st);
+    if (ret != CLI_OK)
+        return ret;
+    uint64_t before = simdr_file_size(st);
+    char label[600];
+    snprintf(label, sizeof label, "compacting %s", fq);
+    struct cli_ticker *t = cli_ticker_start(label);
+    int rc = simdr_compact(st);
+    cli_ticker_end(t);
+    if (rc != SIMDR_OK) {
+        ret = cli_fail_simdr(rc, "%s: compaction failed", fq);
+    } else {
+        uint64_t after = simdr_file_size(st);
+        char b[32], f[32];
+        cli_format_bytes(b, sizeof b, before);
+        cli_format_bytes(f, sizeof f, after);
+        cli_note(a, "Compacted %s: %s -> %s (%" PRIu64 " bytes freed)", fq, b, f,
+                 before > after ? before - after : 0);
+    }
+    int crc = cli_close_store(st, a->store_path);
+    return ret != CLI_OK ? ret : crc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* check                                                                     */
+/* ------------------------------------------------------------------------ */
+
+struct check_ctx {
+    const struct cli_args *a;
+    uint64_t issues;
+};
+
+static int on_issue(void *ctx, const simdr_check_issue *is) {
+    struct check_ctx *c = ctx;
+    const char *kind = is->code == SIMDR_ECHECKSUM ? "checksum" : "corrupt";
+    const char *what = is->what ? is->what : simdr_strerror(is->code);
+    if (c->a->json) {
+        cli_out_printf("%s\n{\"offset\":%" PRIu64 ",\"end\":%" PRIu64 ",\"key_hash\":\"%016" PRIx64
+                       "\",\"problem\":\"%s\",\"what\":",
+                       c->issues ? "," : "", is->offset, is->end, is->key_hash, kind);
+        cli_out_json_string(what, strlen(what));
+        cli_out_write("}", 1);
+    } else if (is->key_hash != 0 || is->code == SIMDR_ECHECKSUM) {
+        cli_out_printf("BAD ENTRY at offset %" PRIu64 "..%" PRIu64 " (key hash %016" PRIx64
+                       "): %s: %s\n",
+                       is->offset, is->end, is->key_hash, kind, what);
+    } else {
+        /* a byte range the library could not attribute to one entry */
+        cli_out_printf("BAD DATA at offset %" PRIu64 "..%" PRIu64 ": %s: %s\n", is->offset, is->end,
+                       kind, what);
+    }
+    c->issues++;
+    /* Keep going: the point is to list every bad entry. A closed stdout
+     * stops the scan, as nobody reads the rest. */
+    return cli_out_broken();
+}
+
+int cmd_check(const struct cli_args *a) {
+    char fq[512];
+    cli_quote(fq, sizeof fq, a->store_path);
+    simdr_store *st = NULL;
+    /* Read-only: a check never repairs or truncates anything. */
+    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_READONLY, &st);
+    if (ret != CLI_OK)
+        return ret;
+    simdr_recovery_info ri;
+    uint64_t tail = 0, valid = simdr_file_size(st);
+    if (simdr_recovery(st, &ri) == SIMDR_OK && !ri.truncated)
+        tail = ri.bytes_cut;
+    struct check_ctx c = {a, 0};
+    simdr_check_report rep;
+    memset(&rep, 0, sizeof rep);
+    if (a->json) {
+        cli_out_write("{\"storage_file\":", 16);
+        cli_out_json_string(a->store_path, strlen(a->store_path));
+        cli_out_write(",\"issues\":[", 11);
+    }
+    char label[600];
+    snprintf(label, sizeof label, "checking %s", fq);
+    struct cli_ticker *t = cli_ticker_start(label);
+    int rc = simdr_check(st, on_issue, &c, &rep);
+    cli_ticker_end(t);
+    int sound = rc == SIMDR_OK && tail == 0;
+    if (rc != SIMDR_OK && rc != SIMDR_ECORRUPT && !(rc == SIMDR_ESTOPPED && cli_out_broken())) {
+        if (a->json)
+            cli_out_write("]}\n", 3);
+        ret = cli_fail_simdr(rc, "%s: check failed", fq);
+        cli_close_store(st, a->store_path);
+        return ret;
+    }
+    if (a->json) {
+        cli_out_printf("%s],\"sound\":%s,\"entries\":%" PRIu64 ",\"bad_entries\":%" PRIu64
+                       ",\"bytes_checked\":%" PRIu64 ",\"valid_size\":%" PRIu64
+                       ",\"ignored_tail_bytes\":%" PRIu64 "}\n",
+                       c.issues ? "\n" : "", sound ? "true" : "false", rep.entries,
+                       rep.bad_entries, rep.bytes_checked, valid, tail);
+    } else {
+        if (tail)
+            cli_out_printf("UNREADABLE TAIL: %" PRIu64 " bytes after offset %" PRIu64
+                           " are not part of the valid chain (a torn final write is cut by the "
+                           "next writable command and saved beside the file; other damage makes "
+                           "writable commands refuse the file)\n",
+                           tail, valid);
+        cli_out_printf("%s: %" PRIu64 " entries, %" PRIu64 " bytes checked, %" PRIu64
+                       " bad entries: %s\n",
+                       a->store_path, rep.entries, rep.bytes_checked, rep.bad_entries,
+                       sound ? "OK" : "DAMAGED");
+    }
+    ret = sound ? CLI_OK : CLI_FAIL;
+    int crc = cli_close_store(st, a->store_path);
+    return ret != CLI_OK ? ret : crc;
+}

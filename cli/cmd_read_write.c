@@ -1,0 +1,233 @@
+/*
+ * cmd_read_write.c - the read, write and delete commands, and the two
+ * streaming helpers they share with import/export: a value goes out in
+ * chunks straight from the file map (never copied whole into memory), and a
+ * value comes in from a descriptor in constant memory.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* ------------------------------------------------------------------------ */
+/* Shared streaming helpers                                                  */
+/* ------------------------------------------------------------------------ */
+
+struct fd_source {
+    int fd;
+    uint64_t done;
+    int err;
+    struct cli_progress *prog;
+};
+
+static int64_t fd_source_read(void *ctx, void *buf, size_t cap) {
+    struct fd_source *s = ctx;
+    for (;;) {
+        ssize_t n = read(s->fd, buf, cap);
+        if (n >= 0) {
+            s->done += (uint64_t)n;
+            cli_progress_update(s->prog, s->done);
+            return n;
+        }
+        if (errno != EINTR) {
+            s->err = errno;
+            return -1;
+        }
+    }
+}
+
+/* Streams fd into key. Without a progress bar the library reads the
+ * descriptor itself (simdr_put_fd); with one, a counting source feeds
+ * simdr_put_stream so the bar can follow. Either way memory stays constant
+ * and a failing source fails the write with nothing kept. *read_errno gets
+ * the errno of a failed read on the counting path (0 otherwise). */
+int cli_put_from_fd(simdr_store *st, const void *key, size_t key_len, int fd,
+                    struct cli_progress *prog, int *read_errno) {
+    *read_errno = 0;
+    if (!prog)
+        return simdr_put_fd(st, key, key_len, fd, NULL);
+    struct fd_source src = {fd, 0, 0, prog};
+    int rc = simdr_put_stream(st, key, key_len, fd_source_read, &src, NULL);
+    *read_errno = src.err;
+    return rc;
+}
+
+#define ADVISE_STEP ((uint64_t)32 << 20)
+
+/* Writes an entry's bytes to dest (a file descriptor), or to standard output
+ * when dest is NULL, chunk bytes at a time, zero-copy from the map. Pages
+ * already written are dropped from memory so a value of any size streams in
+ * constant memory. A closed stdout pipe stops the copy quietly (main()
+ * decides the exit status); other failures are reported here. */
+int cli_write_entry(const simdr_entry *e, int fd, const char *dest, size_t chunk,
+                    struct cli_progress *prog) {
+    uint64_t size = simdr_entry_size(e);
+    uint64_t off = 0, advised = 0;
+    while (off < size) {
+        const void *p;
+        size_t len;
+        /* Dropping consumed pages costs a walk over everything consumed so
+         * far, so it is asked for every ADVISE_STEP bytes, not every chunk:
+         * memory stays bounded and small chunks stay cheap. */
+        int advise = off - advised >= ADVISE_STEP;
+        if (advise)
+            advised = off;
+        int rc = simdr_entry_chunk(e, off, chunk, &p, &len, advise);
+        if (rc != SIMDR_OK)
+            return cli_fail_simdr(rc, "reading value at offset %" PRIu64, off);
+        if (!dest) {
+            if (cli_out_write(p, len) != 0)
+                return CLI_OK;
+        } else {
+            int err = cli_write_all(fd, p, len);
+            if (err) {
+                cli_err("writing %s: %s", dest, strerror(err));
+                return CLI_FAIL;
+            }
+        }
+        off += len;
+        cli_progress_update(prog, off);
+    }
+    return CLI_OK;
+}
+
+void cli_explain_refused_value(const char *what) {
+    cli_err("%s: value refused: an empty value, the single byte 0x00 and a stream of only zero "
+            "bytes cannot be stored (the file format would read them as a delete)",
+            what);
+}
+
+/* ------------------------------------------------------------------------ */
+/* read KEY [--buffer-size SIZE]                                             */
+/* ------------------------------------------------------------------------ */
+
+int cmd_read(const struct cli_args *a) {
+    struct cli_key key;
+    int rc = cli_key_from_arg(a, a->argv[0], &key);
+    if (rc != CLI_OK)
+        return rc;
+    char q[512];
+    cli_quote(q, sizeof q, key.text);
+    simdr_store *st = NULL;
+    simdr_entry *e = NULL;
+    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_READONLY, &st);
+    if (ret != CLI_OK)
+        goto done;
+    rc = simdr_get(st, key.data, key.len, &e);
+    if (rc != SIMDR_OK) {
+        char fq[512];
+        cli_quote(fq, sizeof fq, a->store_path);
+        ret = rc == SIMDR_NOTFOUND ? (cli_err("%s: key %s not found", fq, q), CLI_FAIL)
+                                   : cli_fail_simdr(rc, "%s: reading key %s", fq, q);
+        goto done;
+    }
+    uint64_t size = simdr_entry_size(e);
+    char label[600];
+    snprintf(label, sizeof label, "read %s", q);
+    struct cli_progress *prog =
+        size >= CLI_PROGRESS_MIN ? cli_progress_start(label, size, 0) : NULL;
+    ret = cli_write_entry(e, STDOUT_FILENO, NULL, a->buffer_size, prog);
+    cli_progress_end(prog);
+    /* Like the Rust tool: a newline for a person reading a terminal, never
+     * in a pipe or file, so binary values round-trip exactly. */
+    if (ret == CLI_OK && isatty(STDOUT_FILENO))
+        cli_out_write("\n", 1);
+done:
+    simdr_entry_release(e);
+    int crc = cli_close_store(st, a->store_path);
+    cli_key_free(&key);
+    return ret != CLI_OK ? ret : crc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* write KEY [VALUE]                                                         */
+/* ------------------------------------------------------------------------ */
+
+int cmd_write(const struct cli_args *a) {
+    int from_stdin = a->argc < 2;
+    /* Checked before opening so a mistaken command line creates no file. */
+    if (from_stdin && isatty(STDIN_FILENO))
+        return cli_usage_error("write: no VALUE given and standard input is a terminal "
+                               "(give the value as an argument or pipe it in)");
+    struct cli_key key;
+    int rc = cli_key_from_arg(a, a->argv[0], &key);
+    if (rc != CLI_OK)
+        return rc;
+    char q[512], fq[512], what[1100];
+    cli_quote(q, sizeof q, key.text);
+    cli_quote(fq, sizeof fq, a->store_path);
+    snprintf(what, sizeof what, "%s: write %s", fq, q);
+    simdr_store *st = NULL;
+    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_CREATE, &st);
+    if (ret != CLI_OK)
+        goto done;
+    int read_errno = 0;
+    if (!from_stdin) {
+        const char *v = a->argv[1];
+        rc = simdr_put(st, key.data, key.len, v, strlen(v), NULL);
+    } else {
+        struct stat sb;
+        uint64_t total = fstat(STDIN_FILENO, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
+        char label[600];
+        snprintf(label, sizeof label, "write %s", q);
+        struct cli_progress *prog = cli_progress_start(label, total, CLI_PROGRESS_MIN);
+        rc = cli_put_from_fd(st, key.data, key.len, STDIN_FILENO, prog, &read_errno);
+        cli_progress_end(prog);
+    }
+    if (rc == SIMDR_EINVAL) {
+        cli_explain_refused_value(what);
+        ret = CLI_FAIL;
+    } else if (rc == SIMDR_ESOURCE && read_errno) {
+        cli_err("%s: reading standard input: %s (nothing was stored)", what, strerror(read_errno));
+        ret = CLI_FAIL;
+    } else if (rc != SIMDR_OK) {
+        ret = cli_fail_simdr(rc, "%s", what);
+    } else {
+        simdr_entry *e = NULL;
+        if (simdr_get(st, key.data, key.len, &e) == SIMDR_OK)
+            cli_note(a, "Stored %s (%" PRIu64 " bytes)", q, simdr_entry_size(e));
+        else
+            cli_note(a, "Stored %s", q);
+        simdr_entry_release(e);
+    }
+done:;
+    int crc = cli_close_store(st, a->store_path);
+    cli_key_free(&key);
+    return ret != CLI_OK ? ret : crc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* delete KEY                                                                */
+/* ------------------------------------------------------------------------ */
+
+int cmd_delete(const struct cli_args *a) {
+    struct cli_key key;
+    int rc = cli_key_from_arg(a, a->argv[0], &key);
+    if (rc != CLI_OK)
+        return rc;
+    char q[512], fq[512];
+    cli_quote(q, sizeof q, key.text);
+    cli_quote(fq, sizeof fq, a->store_path);
+    simdr_store *st = NULL;
+    /* An existing store only: deleting from a file that is not there must
+     * not leave a new empty store behind. */
+    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_EXISTING, &st);
+    if (ret == CLI_OK) {
+        rc = simdr_delete(st, key.data, key.len, NULL);
+        if (rc == SIMDR_NOTFOUND) {
+            cli_err("%s: key %s not found", fq, q);
+            ret = CLI_FAIL;
+        } else if (rc != SIMDR_OK) {
+            ret = cli_fail_simdr(rc, "%s: delete %s", fq, q);
+        } else {
+            cli_note(a, "Deleted key %s", q);
+        }
+    }
+    int crc = cli_close_store(st, a->store_path);
+    cli_key_free(&key);
+    return ret != CLI_OK ? ret : crc;
+}

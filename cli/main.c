@@ -1,0 +1,166 @@
+/*
+ * main.c - entry point of the simd-r-drive command-line tool: the command
+ * table, help and version text, argument-count checks, and the single place
+ * where the exit status is decided.
+ *
+ *   simd-r-drive <storage-file> <command> [args]
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+struct command {
+    const char *name;
+    const char *alias;
+    int (*run)(const struct cli_args *a);
+    int min_args, max_args; /* max_args < 0: no limit */
+    unsigned opts;          /* enum cli_opt_flags the command accepts */
+    const char *synopsis;
+};
+
+static const struct command commands[] = {
+    {"read", NULL, cmd_read, 1, 1, CLI_OPT_BUFFER, "read KEY [--buffer-size SIZE]"},
+    {"write", NULL, cmd_write, 1, 2, 0, "write KEY [VALUE]"},
+    {"copy", NULL, cmd_copy, 2, 2, 0, "copy KEY TARGET"},
+    {"move", NULL, cmd_move, 2, 2, 0, "move KEY TARGET"},
+    {"rename", NULL, cmd_rename, 2, 2, 0, "rename OLD_KEY NEW_KEY"},
+    {"delete", NULL, cmd_delete, 1, 1, 0, "delete KEY"},
+    {"compact", NULL, cmd_compact, 0, 0, 0, "compact"},
+    {"info", NULL, cmd_info, 0, 0, CLI_OPT_JSON | CLI_OPT_DETAILED, "info [--json]"},
+    {"metadata", NULL, cmd_metadata, 1, 1, CLI_OPT_JSON, "metadata KEY [--json]"},
+    {"check", NULL, cmd_check, 0, 0, CLI_OPT_JSON, "check [--json]"},
+    {"list", "dump", cmd_list, 0, 0, CLI_OPT_JSON, "list [--json]"},
+    {"import", NULL, cmd_import, 1, 1, 0, "import DIR"},
+    {"export", NULL, cmd_export, 2, -1, CLI_OPT_BUFFER, "export DIR KEY..."},
+};
+
+static const char help_text[] =
+    "simd-r-drive - read and write simd-r-drive storage files\n"
+    "\n"
+    "Usage: simd-r-drive <storage-file> <command> [args] [options]\n"
+    "       simd-r-drive --help | --version\n"
+    "\n"
+    "Commands:\n"
+    "  read KEY [--buffer-size SIZE]  write the value to stdout, exactly (binary safe),\n"
+    "                                 in SIZE chunks (4096, 32K, 1MB, 1G; default 64K)\n"
+    "  write KEY [VALUE]              store VALUE, or stream standard input when VALUE\n"
+    "                                 is omitted (constant memory; stdin must be a pipe\n"
+    "                                 or file)\n"
+    "  copy KEY TARGET                copy the entry into the store file TARGET\n"
+    "  move KEY TARGET                copy the entry into TARGET, then delete it here\n"
+    "  rename OLD_KEY NEW_KEY         store the value under NEW_KEY, delete OLD_KEY\n"
+    "  delete KEY                     delete the key (appends a tombstone)\n"
+    "  compact                        rewrite the file with only the live entries\n"
+    "  info [--json]                  file, total size, active entries, compaction\n"
+    "                                 savings, layout\n"
+    "  metadata KEY [--json]          payload size, offsets, key hash, checksum and\n"
+    "                                 its validity for one entry\n"
+    "  check [--json]                 verify every entry's chain link and CRC; exit 0\n"
+    "                                 only if the file is sound\n"
+    "  list [--json]                  (alias: dump) one line per live entry: key hash\n"
+    "                                 (hex), payload offset, size; newest first\n"
+    "  import DIR                     store every regular file under DIR, recursively,\n"
+    "                                 with its path relative to DIR as key\n"
+    "  export DIR KEY...              write each value to DIR/KEY (keys that are\n"
+    "                                 absolute or contain '..' are refused)\n"
+    "\n"
+    "Options (accepted anywhere on the line):\n"
+    "  --key-hex            KEY arguments are hex (e.g. 62696e00ff), for binary keys\n"
+    "  --json               JSON output (info, metadata, list, check)\n"
+    "  -b, --buffer-size SIZE  chunk size for read and export\n"
+    "  -q, --quiet          no confirmation messages on stderr\n"
+    "  --detailed           accepted by info for compatibility (savings are always shown)\n"
+    "  --                   end of options (for keys that start with '-')\n"
+    "  -h, --help           this text\n"
+    "  -V, --version        program and library version\n"
+    "\n"
+    "Read-only commands (read, info, metadata, check, list, export) never create or\n"
+    "modify the storage file; a missing file is an error. write and import create\n"
+    "the file if needed; copy and move create TARGET if needed.\n"
+    "Values go to stdout; messages, errors and progress bars go to stderr (progress\n"
+    "only when stderr is a terminal). If the reader of stdout goes away (| head),\n"
+    "the command stops quietly and exits 0.\n"
+    "\n"
+    "Exit status: 0 success, 1 operation failed or key not found (check: file\n"
+    "damaged), 2 usage error.\n"
+    "\n"
+    "Examples:\n"
+    "  simd-r-drive data.bin write greeting \"hello, world\"\n"
+    "  cat photo.jpg | simd-r-drive data.bin write photo\n"
+    "  simd-r-drive data.bin read greeting\n"
+    "  simd-r-drive data.bin read photo --buffer-size 1MB > photo.jpg\n"
+    "  simd-r-drive data.bin copy greeting other.bin\n"
+    "  simd-r-drive data.bin move greeting other.bin\n"
+    "  simd-r-drive data.bin rename photo photo-2024\n"
+    "  simd-r-drive data.bin delete photo-2024\n"
+    "  simd-r-drive data.bin compact\n"
+    "  simd-r-drive data.bin info\n"
+    "  simd-r-drive data.bin info --json\n"
+    "  simd-r-drive data.bin metadata greeting --json\n"
+    "  simd-r-drive data.bin check\n"
+    "  simd-r-drive data.bin list --json\n"
+    "  simd-r-drive data.bin dump\n"
+    "  simd-r-drive data.bin --key-hex write 62696e00ff \"value of a binary key\"\n"
+    "  simd-r-drive data.bin --key-hex read 62696e00ff\n"
+    "  simd-r-drive data.bin import ./photos\n"
+    "  simd-r-drive data.bin export ./out 2024/a.jpg 2024/b.jpg\n";
+
+static const struct command *find_command(const char *name) {
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        const struct command *c = &commands[i];
+        if (strcmp(c->name, name) == 0 || (c->alias && strcmp(c->alias, name) == 0))
+            return c;
+    }
+    return NULL;
+}
+
+static int run(int argc, char **argv) {
+    struct cli_args a;
+    int rc = cli_parse_args(argc, argv, &a);
+    if (rc != CLI_OK)
+        return rc;
+    if (a.help) {
+        cli_out_write(help_text, sizeof help_text - 1);
+        return CLI_OK;
+    }
+    if (a.version) {
+        cli_out_printf("simd-r-drive %s (libsimdr %s)\n", SIMDR_VERSION_STRING, simdr_version());
+        return CLI_OK;
+    }
+    if (!a.store_path)
+        return cli_usage_error("missing <storage-file> and <command>\n"
+                               "Usage: simd-r-drive <storage-file> <command> [args]");
+    if (!a.command)
+        return cli_usage_error("missing <command> after '%s'\n"
+                               "Usage: simd-r-drive <storage-file> <command> [args]",
+                               a.store_path);
+    const struct command *c = find_command(a.command);
+    if (!c)
+        return cli_usage_error("unknown command '%s'", a.command);
+    if (a.argc < c->min_args || (c->max_args >= 0 && a.argc > c->max_args))
+        return cli_usage_error("%s: wrong number of arguments\nUsage: simd-r-drive "
+                               "<storage-file> %s",
+                               c->name, c->synopsis);
+    unsigned stray = a.given & ~c->opts;
+    if (stray)
+        return cli_usage_error("%s: option %s does not apply\nUsage: simd-r-drive "
+                               "<storage-file> %s",
+                               c->name,
+                               stray & CLI_OPT_JSON     ? "--json"
+                               : stray & CLI_OPT_BUFFER ? "--buffer-size"
+                                                        : "--detailed",
+                               c->synopsis);
+    return c->run(&a);
+}
+
+int main(int argc, char **argv) {
+    /* A closed stdout pipe must end the command quietly: with SIGPIPE
+     * ignored, writes fail with EPIPE, which the output layer treats as the
+     * end of the reader's interest (see cli_out_finish). */
+    signal(SIGPIPE, SIG_IGN);
+    int rc = run(argc, argv);
+    int out = cli_out_finish();
+    return rc != CLI_OK ? rc : out;
+}

@@ -1,0 +1,328 @@
+/*
+ * util.c - what every simd-r-drive command shares: buffered standard output
+ * that treats a closed pipe as a quiet end, one-line error messages built
+ * from the library's status and last-error text, quoting for keys and paths,
+ * JSON string output, human-readable sizes, and opening/closing a store.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* ------------------------------------------------------------------------ */
+/* Standard output                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Our own buffer instead of stdio: it keeps the errno of a failed write (so a
+ * closed pipe is told apart from a full disk) and lets large values bypass
+ * the copy into a buffer. */
+static char out_buf[64 * 1024];
+static size_t out_used;
+static int out_errno; /* sticky: first write error on stdout, 0 if none */
+
+int cli_write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int cli_out_flush(void) {
+    if (out_errno)
+        return -1;
+    int e = cli_write_all(STDOUT_FILENO, out_buf, out_used);
+    out_used = 0;
+    if (e) {
+        out_errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+int cli_out_write(const void *buf, size_t len) {
+    if (out_errno)
+        return -1;
+    if (len > sizeof out_buf - out_used) {
+        if (cli_out_flush() != 0)
+            return -1;
+        if (len >= sizeof out_buf) {
+            int e = cli_write_all(STDOUT_FILENO, buf, len);
+            if (e) {
+                out_errno = e;
+                return -1;
+            }
+            return 0;
+        }
+    }
+    memcpy(out_buf + out_used, buf, len);
+    out_used += len;
+    return 0;
+}
+
+int cli_out_printf(const char *fmt, ...) {
+    char small[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    if ((size_t)n < sizeof small)
+        return cli_out_write(small, (size_t)n);
+    /* rare: a line longer than the stack buffer (long paths in JSON) */
+    char big[(size_t)8 * 1024];
+    va_start(ap, fmt);
+    n = vsnprintf(big, sizeof big, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    return cli_out_write(big, (size_t)n < sizeof big ? (size_t)n : sizeof big - 1);
+}
+
+int cli_out_broken(void) { return out_errno != 0; }
+
+/* Called once by main(): a reader that went away (EPIPE) is a normal end and
+ * changes nothing; any other output failure (disk full, I/O error) fails. */
+int cli_out_finish(void) {
+    cli_out_flush();
+    if (out_errno == 0 || out_errno == EPIPE)
+        return CLI_OK;
+    cli_err("write error on standard output: %s", strerror(out_errno));
+    return CLI_FAIL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Messages                                                                  */
+/* ------------------------------------------------------------------------ */
+
+void cli_err(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("simd-r-drive: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void cli_note(const struct cli_args *a, const char *fmt, ...) {
+    if (a->quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* One line: what was being done, the status text, and the library's own
+ * message (file, offset, errno text) when it has one. "Not found" is cheap
+ * in the library and sets no message, so an older one is never shown. */
+int cli_fail_simdr(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("simd-r-drive: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, ": %s", simdr_strerror(code));
+    const char *detail = simdr_last_error();
+    if (code != SIMDR_NOTFOUND && detail && detail[0])
+        fprintf(stderr, " (%s)", detail);
+    fputc('\n', stderr);
+    return CLI_FAIL;
+}
+
+int cli_usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("simd-r-drive: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'simd-r-drive --help' for more information.\n", stderr);
+    return CLI_USAGE;
+}
+
+/* 'text' with control bytes shown as \xNN, so a key typed with odd bytes
+ * cannot garble the terminal. Truncated with "..." if longer than cap. */
+void cli_quote(char *dst, size_t cap, const char *src) {
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (cap < 8) {
+        if (cap)
+            dst[0] = '\0';
+        return;
+    }
+    dst[o++] = '\'';
+    for (const unsigned char *s = (const unsigned char *)src; *s; s++) {
+        if (o + 8 >= cap) {
+            memcpy(dst + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (*s < 0x20 || *s == 0x7f) {
+            dst[o++] = '\\';
+            dst[o++] = 'x';
+            dst[o++] = hex[*s >> 4];
+            dst[o++] = hex[*s & 15];
+        } else {
+            dst[o++] = (char)*s;
+        }
+    }
+    dst[o++] = '\'';
+    dst[o] = '\0';
+}
+
+/* The Rust tool's format_bytes: two decimals in KB/MB/GB (powers of 1024),
+ * plain bytes below 1 KB. */
+void cli_format_bytes(char *dst, size_t cap, uint64_t bytes) {
+    const uint64_t kb = 1024, mb = kb * 1024, gb = mb * 1024;
+    if (bytes >= gb)
+        snprintf(dst, cap, "%.2f GB", (double)bytes / (double)gb);
+    else if (bytes >= mb)
+        snprintf(dst, cap, "%.2f MB", (double)bytes / (double)mb);
+    else if (bytes >= kb)
+        snprintf(dst, cap, "%.2f KB", (double)bytes / (double)kb);
+    else
+        snprintf(dst, cap, "%" PRIu64 " bytes", bytes);
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    size_t len;
+    uint32_t cp;
+    if (s[0] < 0x80)
+        return 1;
+    if ((s[0] & 0xe0) == 0xc0) {
+        len = 2;
+        cp = s[0] & 0x1f;
+    } else if ((s[0] & 0xf0) == 0xe0) {
+        len = 3;
+        cp = s[0] & 0x0f;
+    } else if ((s[0] & 0xf8) == 0xf0) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* A JSON string. Bytes that are not valid UTF-8 become U+FFFD; callers that
+ * need the exact bytes also emit a hex field. */
+void cli_out_json_string(const void *str, size_t len) {
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = str;
+    cli_out_write("\"", 1);
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            cli_out_write(e, 2);
+            i++;
+        } else if (c < 0x20) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            cli_out_write(e, 6);
+            i++;
+        } else {
+            size_t n = utf8_seq(s + i, len - i);
+            if (n == 0) {
+                cli_out_write("\\ufffd", 6);
+                i++;
+            } else {
+                cli_out_write(s + i, n);
+                i += n;
+            }
+        }
+    }
+    cli_out_write("\"", 1);
+}
+
+void cli_out_hex(const void *str, size_t len) {
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = str;
+    char buf[128];
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (o + 2 > sizeof buf) {
+            cli_out_write(buf, o);
+            o = 0;
+        }
+        buf[o++] = hex[s[i] >> 4];
+        buf[o++] = hex[s[i] & 15];
+    }
+    cli_out_write(buf, o);
+}
+
+const char *cli_layout_name(int layout) {
+    return layout == SIMDR_LAYOUT_UNALIGNED ? "unaligned" : "aligned64";
+}
+
+/* ------------------------------------------------------------------------ */
+/* Opening a store                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Opens path in the given mode and tells the user on stderr what recovery
+ * found: a torn final append that a writable open cut (and saved), or that a
+ * read-only open skipped without touching the file. */
+int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_store **out) {
+    (void)a;
+    simdr_options opts;
+    simdr_options_init(&opts);
+    opts.open_mode = mode;
+    *out = NULL;
+    char q[512];
+    cli_quote(q, sizeof q, path);
+    int rc = simdr_open(out, path, &opts);
+    if (rc != SIMDR_OK) {
+        *out = NULL;
+        return cli_fail_simdr(rc, "cannot open %s", q);
+    }
+    simdr_recovery_info ri;
+    if (simdr_recovery(*out, &ri) == SIMDR_OK && ri.bytes_cut > 0) {
+        if (ri.truncated)
+            cli_err("%s: repaired a torn final write: cut %" PRIu64 " bytes after offset %" PRIu64
+                    "%s%s",
+                    q, ri.bytes_cut, ri.valid_size, ri.saved_path[0] ? ", saved to " : "",
+                    ri.saved_path);
+        else
+            cli_err("%s: ignoring %" PRIu64 " bytes after offset %" PRIu64
+                    " that are not complete, valid entries (a torn final write, or damage: "
+                    "run 'check')",
+                    q, ri.bytes_cut, ri.valid_size);
+    }
+    return CLI_OK;
+}
+
+int cli_close_store(simdr_store *st, const char *path) {
+    if (!st)
+        return CLI_OK;
+    int rc = simdr_close(st);
+    if (rc != SIMDR_OK) {
+        char q[512];
+        cli_quote(q, sizeof q, path);
+        return cli_fail_simdr(rc, "closing %s", q);
+    }
+    return CLI_OK;
+}

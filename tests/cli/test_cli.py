@@ -1,0 +1,1040 @@
+#!/usr/bin/env python3
+"""Integration tests of the simd-r-drive command-line tool: they run the
+built binary the way a shell script would and check stdout bytes, stderr
+text, exit codes and the store file itself.
+
+    test_cli.py --cli PATH/simd-r-drive --interop DIR --group NAME
+
+Groups: basic, binary, readonly, files, interop, tty, errors. Each check
+prints what it verifies; the script exits 1 if any check failed.
+"""
+import argparse
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import pty
+import random
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+CLI = None
+INTEROP = None
+FAILURES = []
+CHECKS = 0
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+def check(cond, what, detail=""):
+    global CHECKS
+    CHECKS += 1
+    if cond:
+        print("ok   " + what)
+    else:
+        print("FAIL " + what + ("\n       " + detail if detail else ""))
+        FAILURES.append(what)
+    return cond
+
+
+class Result:
+    def __init__(self, rc, out, err):
+        self.rc, self.out, self.err = rc, out, err
+
+    def __repr__(self):
+        return "rc=%d stdout=%r stderr=%r" % (self.rc, self.out[:200], self.err[:400])
+
+
+def run(*args, stdin=None, input=None, cwd=None):
+    """Runs the CLI; stdin is /dev/null unless input (bytes) or a file is given."""
+    if input is not None:
+        p = subprocess.run([CLI] + list(args), input=input, capture_output=True, cwd=cwd)
+    else:
+        p = subprocess.run([CLI] + list(args), stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                           capture_output=True, cwd=cwd)
+    return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def expect_ok(r, what):
+    return check(r.rc == 0, what, repr(r))
+
+
+def expect_rc(r, rc, what, err_contains=None):
+    ok = r.rc == rc
+    if err_contains is not None:
+        ok = ok and err_contains.lower() in r.err.lower()
+    return check(ok, what, repr(r))
+
+
+def one_line_error(r):
+    lines = [l for l in r.err.splitlines() if l.strip()]
+    return len(lines) == 1 and lines[0].startswith("simd-r-drive: ")
+
+
+class TempDir:
+    def __enter__(self):
+        self.path = tempfile.mkdtemp(prefix="simdr-cli-")
+        return self.path
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def run_pty(args, stdin_tty=False, stdout_tty=False, stderr_tty=False, input=None, timeout=120):
+    """Runs the CLI with chosen standard streams on a pseudo-terminal.
+    Returns (rc, stdout bytes, stderr bytes, tty bytes)."""
+    master, slave = pty.openpty()
+    try:
+        stdin = slave if stdin_tty else (subprocess.PIPE if input is not None else subprocess.DEVNULL)
+        stdout = slave if stdout_tty else subprocess.PIPE
+        stderr = slave if stderr_tty else subprocess.PIPE
+        p = subprocess.Popen([CLI] + list(args), stdin=stdin, stdout=stdout, stderr=stderr)
+        os.close(slave)
+        slave = None
+        tty = bytearray()
+        outs = {}
+
+        def drain(name, f):
+            outs[name] = f.read()
+
+        threads = []
+        if p.stdout:
+            threads.append(threading.Thread(target=drain, args=("out", p.stdout)))
+        if p.stderr:
+            threads.append(threading.Thread(target=drain, args=("err", p.stderr)))
+        for t in threads:
+            t.start()
+        if input is not None and p.stdin:
+            def feed():
+                try:
+                    p.stdin.write(input)
+                    p.stdin.close()
+                except BrokenPipeError:
+                    pass
+            threads.append(threading.Thread(target=feed))
+            threads[-1].start()
+        while True:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                tty += data
+            elif p.poll() is not None:
+                # drain what is left on the terminal
+                while select.select([master], [], [], 0.05)[0]:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        break
+                    tty += data
+                break
+        rc = p.wait(timeout=timeout)
+        for t in threads:
+            t.join()
+        return rc, outs.get("out", b""), outs.get("err", b""), bytes(tty)
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+
+
+def run_measured(args, feed=None, consume=None):
+    """Runs the CLI, feeding stdin and/or consuming stdout in threads, and
+    samples the peak anonymous resident memory (RssAnon) of the process.
+    Returns (rc, stdout bytes unless consumed, stderr bytes, peak MiB)."""
+    p = subprocess.Popen([CLI] + list(args), stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        path = "/proc/%d/status" % p.pid
+        while not done.is_set():
+            try:
+                with open(path) as f:
+                    for line in f:
+                        if line.startswith("RssAnon:"):
+                            peak[0] = max(peak[0], int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            done.wait(0.005)
+
+    outs = {}
+    threads = [threading.Thread(target=sample)]
+    if feed:
+        threads.append(threading.Thread(target=feed, args=(p.stdin,)))
+    if consume:
+        threads.append(threading.Thread(target=consume, args=(p.stdout,)))
+    else:
+        threads.append(threading.Thread(target=lambda: outs.setdefault("out", p.stdout.read())))
+    threads.append(threading.Thread(target=lambda: outs.setdefault("err", p.stderr.read())))
+    for t in threads[1:]:
+        t.start()
+    threads[0].start()
+    for t in threads[1:]:
+        t.join()
+    rc = p.wait()
+    done.set()
+    threads[0].join()
+    return rc, outs.get("out", b""), outs.get("err", b""), peak[0] / 1024.0
+
+
+def write_value(store, key, value, *extra):
+    return run(store, "write", key, *extra, input=value)
+
+
+def read_value(store, key, *extra):
+    return run(store, "read", key, *extra)
+
+
+# ---------------------------------------------------------------------------
+# group: basic - every command and option on a fresh store
+# ---------------------------------------------------------------------------
+
+def group_basic():
+    r = run("--help")
+    expect_ok(r, "--help exits 0")
+    help_text = r.out.decode()
+    for cmd in ["read", "write", "copy", "move", "rename", "delete", "compact", "info",
+                "metadata", "check", "list", "dump", "import", "export"]:
+        check(("simd-r-drive data.bin " + cmd) in help_text, "--help has an example of " + cmd)
+    check("--key-hex" in help_text and "--json" in help_text and "--buffer-size" in help_text,
+          "--help documents --key-hex, --json, --buffer-size")
+    check("Exit status" in help_text, "--help documents exit codes")
+    check(r.err == "", "--help writes nothing to stderr")
+    r = run("-h")
+    expect_ok(r, "-h is --help")
+    r = run("x.bin", "read", "--help")
+    check(r.rc == 0 and b"Usage" in r.out, "--help after a command prints help", repr(r))
+    r = run("--version")
+    check(r.rc == 0 and r.out.startswith(b"simd-r-drive ") and b"0.1.0" in r.out,
+          "--version prints program and library version", repr(r))
+    check(run("-V").out == r.out, "-V is --version")
+
+    with TempDir() as d:
+        s = os.path.join(d, "s.bin")
+        # write with VALUE argument
+        r = run(s, "write", "greeting", "hello, world")
+        expect_ok(r, "write KEY VALUE exits 0")
+        check(r.out == b"", "write prints nothing on stdout")
+        check("Stored 'greeting'" in r.err, "write confirms on stderr", repr(r))
+        r = run(s, "read", "greeting")
+        check(r.rc == 0 and r.out == b"hello, world", "read returns the exact value, no newline in a pipe",
+              repr(r))
+        check(r.err == "", "read prints nothing on stderr", repr(r))
+        # write from stdin
+        r = write_value(s, "piped", b"from stdin\n")
+        expect_ok(r, "write KEY with piped stdin exits 0")
+        check(read_value(s, "piped").out == b"from stdin\n", "piped value reads back exactly")
+        # overwrite
+        expect_ok(run(s, "write", "greeting", "hello again"), "overwrite exits 0")
+        check(read_value(s, "greeting").out == b"hello again", "read returns the newest value")
+        # -q suppresses confirmations
+        r = run(s, "-q", "write", "quiet", "v")
+        check(r.rc == 0 and r.err == "", "--quiet/-q silences the confirmation", repr(r))
+        r = run(s, "write", "quiet2", "v", "--quiet")
+        check(r.rc == 0 and r.err == "", "--quiet accepted after the arguments", repr(r))
+
+        # --buffer-size forms
+        for opt in (["--buffer-size", "1"], ["--buffer-size=7"], ["-b", "4096"], ["-b32K"],
+                    ["--buffer-size", "1MB"], ["--buffer-size", "1G"], ["--buffer-size", "2kb"],
+                    ["--buffer-size", " 3m "]):
+            r = run(s, "read", "greeting", *opt)
+            check(r.rc == 0 and r.out == b"hello again", "read with %s" % " ".join(opt), repr(r))
+        r = run(s, "--buffer-size", "16", "read", "greeting")
+        check(r.rc == 0 and r.out == b"hello again", "--buffer-size before the command", repr(r))
+        for bad in ["0", "abc", "10XZ", "-5", "1.5M", "", "99999999999999999999", "1T"]:
+            r = run(s, "read", "greeting", "--buffer-size", bad)
+            expect_rc(r, 2, "invalid buffer size %r is a usage error (exit 2)" % bad, "buffer size")
+        r = run(s, "read", "greeting", "--buffer-size")
+        expect_rc(r, 2, "--buffer-size without a value is a usage error", "needs a value")
+
+        # info
+        r = run(s, "info")
+        expect_ok(r, "info exits 0")
+        text = r.out.decode()
+        for label in ["STORAGE INFO", "STORAGE FILE:", "TOTAL SIZE:", "ACTIVE ENTRIES:",
+                      "COMPACTION SAVINGS:", "LAYOUT:"]:
+            check(label in text, "info shows " + label, text)
+        check('"%s"' % s in text, "info names the file", text)
+        check("ACTIVE ENTRIES:           4" in text, "info counts 4 active entries", text)
+        r = run(s, "info", "--json")
+        expect_ok(r, "info --json exits 0")
+        info = json.loads(r.out)
+        check(info["active_entries"] == 4 and info["storage_file"] == s,
+              "info --json: active_entries and storage_file", repr(info))
+        check(info["total_size"] == os.path.getsize(s), "info --json: total_size is the file size",
+              repr(info))
+        check(info["compaction_savings"] > 0, "info --json: overwrite makes compaction_savings > 0",
+              repr(info))
+        check(info["layout"] == "aligned64", "info --json: new files use the aligned layout", repr(info))
+        r = run(s, "info", "--detailed")
+        check(r.rc == 0 and b"COMPACTION SAVINGS" in r.out, "info --detailed accepted (Rust tool option)",
+              repr(r))
+
+        # metadata
+        r = run(s, "metadata", "greeting")
+        expect_ok(r, "metadata exits 0")
+        text = r.out.decode()
+        for label in ["METADATA SUMMARY", "PAYLOAD SIZE:", "TOTAL SIZE (W/ METADATA):", "OFFSET RANGE:",
+                      "KEY HASH:", "CHECKSUM:", "CHECKSUM VALIDITY:", "LAYOUT:"]:
+            check(label in text, "metadata shows " + label, text)
+        check("PAYLOAD SIZE:             11 bytes" in text, "metadata payload size", text)
+        check("TOTAL SIZE (W/ METADATA): 31 bytes" in text, "metadata total size with metadata", text)
+        check("VALID" in text and "INVALID" not in text, "metadata checksum VALID", text)
+        r = run(s, "metadata", "greeting", "--json")
+        md = json.loads(r.out)
+        check(md["payload_size"] == 11 and md["total_size_with_metadata"] == 31,
+              "metadata --json sizes", repr(md))
+        check(md["offset_range"]["end"] - md["offset_range"]["start"] == 11 and
+              md["offset_range"]["start"] % 64 == 0, "metadata --json offset range (aligned start)", repr(md))
+        check("OFFSET RANGE:             %d..%d" % (md["offset_range"]["start"], md["offset_range"]["end"])
+              in text, "metadata text shows the offset range as start..end", text)
+        check(md["checksum_valid"] is True and md["key"] == "greeting" and md["key_hex"] == b"greeting".hex(),
+              "metadata --json key, key_hex, checksum_valid", repr(md))
+        check(md["checksum"] == int(md["checksum_hex"], 16), "metadata --json checksum and checksum_hex agree")
+        # key hash of "a" is a FORMAT.md test vector
+        run(s, "write", "a", "hello")
+        md = json.loads(run(s, "metadata", "a", "--json").out)
+        check(md["key_hash"] == "e6c632b61e964e1f", "metadata key_hash of 'a' is XXH3 test vector", repr(md))
+        check(md["checksum"] == 0x3610a686, "metadata checksum of 'hello' is the CRC-32 test vector", repr(md))
+        check("KEY HASH:                 %d (0xe6c632b61e964e1f)" % 0xe6c632b61e964e1f in
+              run(s, "metadata", "a").out.decode(), "metadata text key hash decimal and hex")
+
+        # list / dump
+        r = run(s, "list")
+        expect_ok(r, "list exits 0")
+        lines = r.out.decode().splitlines()
+        check(len(lines) == 5, "list prints one line per live entry (5)", r.out.decode())
+        fields = [l.split(" ") for l in lines]
+        check(all(len(f) == 3 and len(f[0]) == 16 for f in fields), "list lines are: hash offset size", repr(fields))
+        check(["e6c632b61e964e1f", None, "5"] in [[f[0], None, f[2]] for f in fields],
+              "list shows key 'a' with its hash and size", repr(fields))
+        check(run(s, "dump").out == r.out, "dump is an alias of list")
+        js = json.loads(run(s, "list", "--json").out)
+        check(len(js) == 5 and all(set(e) == {"key_hash", "offset", "size"} for e in js),
+              "list --json is an array of {key_hash, offset, size}", repr(js))
+        check(sorted((e["key_hash"], e["offset"], e["size"]) for e in js) ==
+              sorted((f[0], int(f[1]), int(f[2])) for f in fields), "list and list --json agree")
+
+        # check
+        r = run(s, "check")
+        check(r.rc == 0 and b"OK" in r.out, "check on a sound store exits 0 and says OK", repr(r))
+        cj = json.loads(run(s, "check", "--json").out)
+        check(cj["sound"] is True and cj["bad_entries"] == 0 and cj["issues"] == [] and cj["entries"] >= 6,
+              "check --json on a sound store", repr(cj))
+
+        # --key-hex: binary key with zero byte and invalid UTF-8
+        bkey = "62696e006b6579ff01"
+        r = run(s, "--key-hex", "write", bkey, "binary key value")
+        expect_ok(r, "--key-hex write (key with 0x00 and 0xff)")
+        r = run(s, "read", bkey, "--key-hex")
+        check(r.rc == 0 and r.out == b"binary key value", "--key-hex after the arguments reads it back", repr(r))
+        r = run(s, "read", "0x" + bkey.upper(), "--key-hex")
+        check(r.rc == 0 and r.out == b"binary key value", "--key-hex accepts 0x prefix and upper case", repr(r))
+        r = run(s, "read", bkey)
+        expect_rc(r, 1, "without --key-hex the hex text is a different key (not found)")
+        md = json.loads(run(s, "--key-hex", "metadata", bkey, "--json").out)
+        check(md["key_hex"] == bkey, "metadata --json key_hex of a binary key is exact", repr(md))
+        # --key-hex with text keys: "greeting" in hex
+        r = run(s, "--key-hex", "read", b"greeting".hex())
+        check(r.out == b"hello again", "--key-hex names a text key by its bytes", repr(r))
+        for bad in ["abc", "zz", "0xg0"]:
+            r = run(s, "--key-hex", "read", bad)
+            expect_rc(r, 2, "--key-hex %r is a usage error" % bad, "hex")
+        # key that starts with '-' after --
+        expect_ok(run(s, "write", "--", "-dash", "dash value"), "-- lets a key start with '-'")
+        check(run(s, "read", "--", "-dash").out == b"dash value", "read a key that starts with '-'")
+
+        # rename
+        r = run(s, "rename", "piped", "renamed")
+        check(r.rc == 0 and "Renamed" in r.err, "rename exits 0 and confirms", repr(r))
+        check(read_value(s, "renamed").out == b"from stdin\n", "renamed key has the value")
+        expect_rc(read_value(s, "piped"), 1, "old key is gone after rename", "not found")
+        expect_rc(run(s, "rename", "piped", "x"), 1, "rename of a missing key exits 1", "not found")
+        expect_rc(run(s, "rename", "renamed", "renamed"), 1, "rename to the same key exits 1", "same")
+        r = run(s, "--key-hex", "rename", b"renamed".hex(), b"hexnamed".hex())
+        check(r.rc == 0 and read_value(s, "hexnamed").out == b"from stdin\n", "rename with --key-hex", repr(r))
+
+        # delete
+        r = run(s, "delete", "hexnamed")
+        check(r.rc == 0 and "Deleted" in r.err, "delete exits 0", repr(r))
+        expect_rc(read_value(s, "hexnamed"), 1, "deleted key reads as not found", "not found")
+        expect_rc(run(s, "delete", "hexnamed"), 1, "deleting a deleted key exits 1", "not found")
+        expect_ok(run(s, "--key-hex", "delete", bkey), "delete with --key-hex")
+        expect_rc(run(s, "--key-hex", "read", bkey), 1, "binary key deleted")
+
+        # copy / move
+        t = os.path.join(d, "target.bin")
+        r = run(s, "copy", "greeting", t)
+        check(r.rc == 0 and os.path.exists(t), "copy creates the target store", repr(r))
+        check(read_value(t, "greeting").out == b"hello again", "copied value in target")
+        check(read_value(s, "greeting").out == b"hello again", "copy keeps the source")
+        r = run(s, "move", "a", t)
+        check(r.rc == 0 and "Moved" in r.err, "move exits 0", repr(r))
+        check(read_value(t, "a").out == b"hello", "moved value in target")
+        expect_rc(read_value(s, "a"), 1, "move deletes from the source")
+        expect_rc(run(s, "copy", "nokey", t), 1, "copy of a missing key exits 1", "not found")
+        expect_rc(run(s, "move", "nokey", t), 1, "move of a missing key exits 1", "not found")
+        expect_rc(run(s, "copy", "greeting", s), 1, "copy to the same file exits 1", "same file")
+        expect_rc(run(s, "move", "greeting", s), 1, "move to the same file exits 1", "same file")
+        run(s, "--key-hex", "write", bkey, "bin")
+        r = run(s, "--key-hex", "copy", bkey, t)
+        check(r.rc == 0 and run(t, "--key-hex", "read", bkey).out == b"bin",
+              "--key-hex copy uses hex for KEY, TARGET stays a path", repr(r))
+
+        # compact
+        before = os.path.getsize(s)
+        savings = json.loads(run(s, "info", "--json").out)["compaction_savings"]
+        keys = {}
+        for e in json.loads(run(s, "list", "--json").out):
+            keys[e["key_hash"]] = e["size"]
+        r = run(s, "compact")
+        check(r.rc == 0 and "Compacted" in r.err, "compact exits 0", repr(r))
+        after = os.path.getsize(s)
+        check(after == before - savings, "compact frees exactly the compaction savings (%d - %d = %d)"
+              % (before, savings, after))
+        check(json.loads(run(s, "info", "--json").out)["compaction_savings"] == 0, "no savings left after compact")
+        after_keys = {e["key_hash"]: e["size"] for e in json.loads(run(s, "list", "--json").out)}
+        check(after_keys == keys, "compact keeps every live entry")
+        check(read_value(s, "greeting").out == b"hello again", "value readable after compact")
+        expect_ok(run(s, "check"), "check after compact")
+
+
+# ---------------------------------------------------------------------------
+# group: errors - usage errors, exit codes, one-line messages
+# ---------------------------------------------------------------------------
+
+def group_errors():
+    with TempDir() as d:
+        s = os.path.join(d, "s.bin")
+        run(s, "write", "k", "v")
+        cases = [
+            ([], "no arguments"),
+            ([s], "store without command"),
+            ([s, "frobnicate"], "unknown command"),
+            ([s, "read"], "read without KEY"),
+            ([s, "read", "a", "b"], "read with two keys"),
+            ([s, "write"], "write without KEY"),
+            ([s, "write", "k", "v", "extra"], "write with three arguments"),
+            ([s, "copy", "k"], "copy without TARGET"),
+            ([s, "move", "k"], "move without TARGET"),
+            ([s, "rename", "k"], "rename without NEW"),
+            ([s, "delete"], "delete without KEY"),
+            ([s, "compact", "x"], "compact with an argument"),
+            ([s, "info", "x"], "info with an argument"),
+            ([s, "metadata"], "metadata without KEY"),
+            ([s, "check", "x"], "check with an argument"),
+            ([s, "list", "x"], "list with an argument"),
+            ([s, "import"], "import without DIR"),
+            ([s, "export", d], "export without KEY"),
+            ([s, "info", "--frob"], "unknown option"),
+            ([s, "write", "k", "v", "--json"], "--json on write"),
+            ([s, "info", "--buffer-size", "4K"], "--buffer-size on info"),
+            ([s, "list", "--detailed"], "--detailed on list"),
+        ]
+        for args, what in cases:
+            sha = sha256_file(s)
+            r = run(*args)
+            expect_rc(r, 2, "usage error exits 2: " + what)
+            check("--help" in r.err and r.out == b"", "usage error explains on stderr only: " + what, repr(r))
+            check(sha256_file(s) == sha, "usage error leaves the store untouched: " + what)
+        r = run(os.path.join(d, "new.bin"), "write", "k")
+        check(r.rc == 2 or r.rc == 1, "write without VALUE and empty stdin fails", repr(r))
+
+        # one-line errors naming file and key
+        r = run(s, "read", "absent")
+        expect_rc(r, 1, "missing key exits 1")
+        check(one_line_error(r) and "'absent'" in r.err and s in r.err and "not found" in r.err,
+              "missing key: one line naming file, key and cause", repr(r))
+        r = run(s, "metadata", "absent")
+        check(r.rc == 1 and one_line_error(r) and "not found" in r.err, "metadata of a missing key exits 1", repr(r))
+
+        # output errors other than a closed pipe fail loudly
+        if os.path.exists("/dev/full"):
+            for args in (["read", "k"], ["info"], ["list", "--json"]):
+                with open("/dev/full", "wb") as full:
+                    p = subprocess.run([CLI, s] + args, stdout=full, stderr=subprocess.PIPE,
+                                       stdin=subprocess.DEVNULL)
+                err = p.stderr.decode()
+                check(p.returncode == 1 and "write error on standard output" in err and "space" in err,
+                      "%s to a full disk (/dev/full) exits 1 and says why" % args[0], repr((p.returncode, err)))
+
+        # refused values
+        for value, what in [(b"", "empty stdin"), (b"\0", "single zero byte"), (b"\0" * 5000, "only zero bytes")]:
+            r = write_value(s, "z", value)
+            check(r.rc == 1 and "refused" in r.err and one_line_error(r), "write refuses %s (exit 1)" % what, repr(r))
+            expect_rc(read_value(s, "z"), 1, "nothing stored after refusing %s" % what)
+        r = run(s, "write", "z", "")
+        check(r.rc == 1 and "refused" in r.err, "write refuses an empty VALUE argument", repr(r))
+        expect_ok(run(s, "check"), "store sound after refused writes")
+
+        # not a store: never modified
+        txt = os.path.join(d, "notes.txt")
+        with open(txt, "wb") as f:
+            f.write(b"this is a plain text file, not a store\n" * 10)
+        sha = sha256_file(txt)
+        for args in (["info"], ["read", "k"], ["check"], ["list"], ["write", "k", "v"], ["compact"],
+                     ["delete", "k"]):
+            r = run(txt, *args)
+            check(r.rc == 1 and one_line_error(r) and "notes.txt" in r.err,
+                  "not a store: %s exits 1 with one line naming the file" % args[0], repr(r))
+        check(sha256_file(txt) == sha, "a file that is not a store is never modified")
+        r = run(txt, "info")
+        check("not a simd-r-drive store" in r.err, "not a store: the cause is named", repr(r))
+
+        # locked by another process
+        with open(s, "rb+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            r = run(s, "write", "k", "v2")
+            check(r.rc == 1 and "locked" in r.err and one_line_error(r),
+                  "writing a store locked by another process exits 1 and says locked", repr(r))
+            r = run(s, "read", "k")
+            check(r.rc == 0 and r.out == b"v", "read-only commands work while another process holds the lock",
+                  repr(r))
+        check(read_value(s, "k").out == b"v", "locked write changed nothing")
+
+        # damaged entry: check reports it by offset, nothing is modified
+        c = os.path.join(d, "c.bin")
+        run(c, "write", "good", "good value")
+        run(c, "write", "bad", "this value will be damaged")
+        run(c, "write", "tail", "last value")
+        md = json.loads(run(c, "metadata", "bad", "--json").out)
+        with open(c, "rb+") as f:
+            f.seek(md["offset_range"]["start"] + 3)
+            f.write(b"X")
+        sha = sha256_file(c)
+        r = run(c, "check")
+        check(r.rc == 1 and b" at offset " in r.out and b"DAMAGED" in r.out,
+              "check finds the damage and exits 1", repr(r))
+        check(("at offset %d.." % md["prev_offset"]).encode() in r.out,
+              "check reports the damaged entry's start offset (%d)" % md["prev_offset"], repr(r))
+        cj = json.loads(run(c, "check", "--json").out)
+        check(cj["sound"] is False and cj["bad_entries"] >= 1 and len(cj["issues"]) >= 1 and
+              cj["issues"][0]["offset"] == md["prev_offset"] and
+              cj["issues"][0]["problem"] in ("checksum", "corrupt"),
+              "check --json lists the damage with its offset", repr(cj))
+        r = run(c, "metadata", "bad")
+        check(r.rc == 1 or b"CHECKSUM VALIDITY:        INVALID" in r.out,
+              "metadata of the damaged entry is not reported VALID", repr(r))
+        check(sha256_file(c) == sha, "check and metadata did not modify the damaged file")
+
+
+# ---------------------------------------------------------------------------
+# group: binary - byte-exact round trips through stdin/stdout
+# ---------------------------------------------------------------------------
+
+def group_binary():
+    rnd = random.Random(int(os.environ.get("SIMDR_TEST_SEED", "12345")))
+    print("seed %s" % os.environ.get("SIMDR_TEST_SEED", "12345"))
+    with TempDir() as d:
+        s = os.path.join(d, "b.bin")
+        values = {
+            "all-bytes": bytes(range(256)) * 4,
+            "zeros-inside": b"\0\0\0a\0\0\0",
+            "leading-zero": b"\0\x01",
+            "trailing-newline": b"line\n",
+            "crlf": b"a\r\nb\r\n",
+            "ff": b"\xff" * 10,
+            "one-byte": b"\x01",
+            "big-random": rnd.randbytes(200 * 1024 + 17),
+            "big-64k-boundary": rnd.randbytes(64 * 1024),
+            "big-64k-plus-one": rnd.randbytes(64 * 1024 + 1),
+            "big-zeros-then-one": b"\0" * (100 * 1024) + b"\x01",
+        }
+        for k, v in values.items():
+            r = write_value(s, k, v)
+            check(r.rc == 0, "stdin write of %s (%d bytes)" % (k, len(v)), repr(r))
+        for k, v in values.items():
+            for bs in (None, "1", "7", "4096", "64K", "1MB"):
+                extra = [] if bs is None else ["--buffer-size", bs]
+                r = read_value(s, k, *extra)
+                check(r.rc == 0 and r.out == v, "byte-exact read of %s (%d bytes)%s" %
+                      (k, len(v), "" if bs is None else " with buffer " + bs),
+                      "rc=%d len=%d" % (r.rc, len(r.out)))
+            md = json.loads(run(s, "metadata", k, "--json").out)
+            check(md["payload_size"] == len(v) and md["checksum_valid"], "metadata size of %s" % k)
+        # a value from a regular file on stdin (not a pipe)
+        src = os.path.join(d, "src.dat")
+        data = rnd.randbytes(300 * 1024)
+        with open(src, "wb") as f:
+            f.write(data)
+        with open(src, "rb") as f:
+            r = run(s, "write", "from-file", stdin=f)
+        check(r.rc == 0 and read_value(s, "from-file").out == data, "stdin redirected from a regular file")
+        # round trip through an export file too
+        out = os.path.join(d, "out")
+        r = run(s, "export", out, "big-random", "all-bytes")
+        with open(os.path.join(out, "big-random"), "rb") as f:
+            check(r.rc == 0 and f.read() == values["big-random"], "export writes the exact bytes")
+        expect_ok(run(s, "check"), "store sound after binary writes")
+
+        # a large stream in constant memory, read back by sha256
+        mib = int(float(os.environ.get("SIMDR_TEST_SCALE", "1")) * 192)
+        total = mib << 20
+        chunk = rnd.randbytes(1 << 20)
+        h = hashlib.sha256()
+        for i in range(mib):
+            h.update(bytes([i & 0xff]) + chunk[1:])
+
+        def feed(pipe):
+            try:
+                for i in range(mib):
+                    pipe.write(bytes([i & 0xff]) + chunk[1:])
+                pipe.close()
+            except BrokenPipeError:
+                pass
+
+        rc, _, err_b, anon = run_measured([s, "write", "huge"], feed=feed)
+        check(rc == 0, "write of a %d MiB pipe exits 0" % mib, repr(err_b))
+        # Anonymous memory (heap, buffers) is what must stay constant; file
+        # pages mapped from the store are page cache the kernel can drop.
+        limit = 48
+        check(anon < limit, "write of a %d MiB pipe stays in constant memory (peak anonymous RSS %.1f MiB < %d)"
+              % (mib, anon, limit))
+        rh = hashlib.sha256()
+        count = [0]
+
+        def consume(pipe):
+            for block in iter(lambda: pipe.read(1 << 20), b""):
+                rh.update(block)
+                count[0] += len(block)
+
+        rc, _, err_b, anon = run_measured([s, "read", "huge"], consume=consume)
+        check(rc == 0 and count[0] == total and rh.hexdigest() == h.hexdigest(),
+              "read of the %d MiB value is byte-exact (sha256)" % mib, "rc=%d n=%d %r" % (rc, count[0], err_b))
+        check(anon < limit, "read of a %d MiB value stays in constant memory (peak anonymous RSS %.1f MiB < %d)"
+              % (mib, anon, limit))
+
+        # closed pipe: the reader goes away after 10 bytes
+        p = subprocess.Popen([CLI, s, "read", "huge"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = p.stdout.read(10)
+        p.stdout.close()
+        err_b = p.stderr.read()
+        rc = p.wait(timeout=120)
+        check(len(first) == 10 and rc == 0 and err_b == b"",
+              "a closed stdout pipe ends read quietly with exit 0", "rc=%d err=%r" % (rc, err_b))
+        # same through a shell pipeline with head
+        r = subprocess.run(["bash", "-c", 'set -o pipefail; "$0" "$1" read huge | head -c 5 >/dev/null',
+                            CLI, s], capture_output=True)
+        check(r.returncode == 0 and r.stderr == b"", "read | head -c 5 under pipefail exits 0, silent", repr(r))
+        # a listing larger than a pipe buffer, so the reader really goes away
+        tree = os.path.join(d, "many")
+        os.makedirs(tree)
+        for i in range(4000):
+            with open(os.path.join(tree, "f%05d" % i), "wb") as f:
+                f.write(b"v%d" % i)
+        expect_ok(run(s, "-q", "import", tree), "import of 4000 small files")
+        full = run(s, "list")
+        check(len(full.out) > 64 * 1024, "listing is larger than a pipe buffer (%d bytes)" % len(full.out))
+        r = subprocess.run(["bash", "-c", 'set -o pipefail; "$0" "$1" list | head -n 1 >/dev/null',
+                            CLI, s], capture_output=True)
+        check(r.returncode == 0 and r.stderr == b"", "list | head -n 1 under pipefail exits 0, silent", repr(r))
+        r = subprocess.run(["bash", "-c", 'set -o pipefail; "$0" "$1" list --json | head -c 100 >/dev/null',
+                            CLI, s], capture_output=True)
+        check(r.returncode == 0 and r.stderr == b"", "list --json | head exits 0, silent", repr(r))
+
+
+# ---------------------------------------------------------------------------
+# group: readonly - read-only commands never create or modify a file
+# ---------------------------------------------------------------------------
+
+def group_readonly():
+    with TempDir() as d:
+        s = os.path.join(d, "s.bin")
+        run(s, "write", "k", "value")
+        run(s, "write", "k2", "other")
+        run(s, "write", "k", "newer")
+        run(s, "delete", "k2")
+        out = os.path.join(d, "out")
+        ro_cmds = [["read", "k"], ["info"], ["info", "--json"], ["metadata", "k"], ["metadata", "k", "--json"],
+                   ["check"], ["check", "--json"], ["list"], ["list", "--json"], ["dump"],
+                   ["export", out, "k"], ["read", "k2"], ["metadata", "missing"], ["copy", "k", os.path.join(d, "t.bin")]]
+        sha = sha256_file(s)
+        st = os.stat(s)
+        side_before = {n: sha256_file(os.path.join(d, n)) for n in os.listdir(d)}
+        for args in ro_cmds:
+            run(s, *args)
+            check(sha256_file(s) == sha, "%s leaves the store byte-identical (sha256)" % " ".join(args[:2]))
+        st2 = os.stat(s)
+        check(st.st_mtime_ns == st2.st_mtime_ns and st.st_size == st2.st_size,
+              "read-only commands leave size and mtime unchanged")
+        side_after = {n: sha256_file(os.path.join(d, n)) for n in os.listdir(d)
+                      if n != "out" and not n.startswith("t.bin")}
+        check(side_after == side_before, "read-only commands create, change or remove no file beside the store",
+              repr((side_before, side_after)))
+        # read-only commands work on a file without write permission (a read-only open)
+        os.chmod(s, 0o444)
+        r = run(s, "read", "k")
+        check(r.rc == 0 and r.out == b"newer", "read works on a mode 0444 file", repr(r))
+        os.chmod(s, 0o644)
+
+        # missing file: error for read-only and existing-only commands, no file created
+        m = os.path.join(d, "missing.bin")
+        for args in (["read", "k"], ["info"], ["info", "--json"], ["metadata", "k"], ["check"], ["list"],
+                     ["dump"], ["export", out, "k"], ["delete", "k"], ["rename", "a", "b"], ["compact"],
+                     ["copy", "k", os.path.join(d, "t2.bin")], ["move", "k", os.path.join(d, "t3.bin")]):
+            r = run(m, *args)
+            check(r.rc == 1 and one_line_error(r) and "missing.bin" in r.err and "does not exist" in r.err,
+                  "missing file: %s exits 1 naming the file" % args[0], repr(r))
+            check(not os.path.exists(m), "missing file: %s does not create it" % args[0])
+        check(not os.path.exists(os.path.join(d, "t2.bin")) and not os.path.exists(os.path.join(d, "t3.bin")),
+              "copy/move from a missing store create no target")
+        # writable commands create it
+        r = run(m, "write", "k", "v")
+        check(r.rc == 0 and os.path.exists(m), "write creates a missing store")
+
+        # torn tail: read-only commands ignore it and never cut it
+        t = os.path.join(d, "torn.bin")
+        run(t, "write", "a", "first value")
+        run(t, "write", "b", "second value")
+        with open(t, "ab") as f:
+            f.write(b"partial append that never finished")
+        sha = sha256_file(t)
+        r = run(t, "read", "a")
+        check(r.rc == 0 and r.out == b"first value" and "torn" in r.err,
+              "read of a torn file works and warns on stderr", repr(r))
+        info = json.loads(run(t, "info", "--json").out)
+        check(info["ignored_tail_bytes"] == 34 and info["active_entries"] == 2,
+              "info --json reports the ignored torn tail", repr(info))
+        r = run(t, "check")
+        check(r.rc == 1 and b"UNREADABLE TAIL" in r.out, "check reports a torn tail and exits 1", repr(r))
+        for args in (["read", "a"], ["info"], ["metadata", "b"], ["check"], ["list"]):
+            run(t, *args)
+        check(sha256_file(t) == sha, "read-only commands never cut a torn tail")
+        r = run(t, "write", "c", "third")
+        check(r.rc == 0 and "repaired" in r.err, "a writable command repairs the torn tail and says so", repr(r))
+        expect_ok(run(t, "check"), "check exits 0 after the repair")
+        check(read_value(t, "b").out == b"second value" and read_value(t, "c").out == b"third",
+              "values intact after the repair")
+
+
+# ---------------------------------------------------------------------------
+# group: files - import and export
+# ---------------------------------------------------------------------------
+
+def group_files():
+    rnd = random.Random(7)
+    with TempDir() as d:
+        src = os.path.join(d, "tree")
+        files = {
+            "a.txt": b"alpha\n",
+            "sub/b.bin": bytes(range(256)),
+            "sub/deeper/c.dat": rnd.randbytes(150 * 1024),
+            "sub/deeper/with space.txt": b"spaces are fine",
+            "\u00e9t\u00e9/\u65e5\u672c.txt": "unicode path".encode(),
+        }
+        for rel, data in files.items():
+            p = os.path.join(src, rel)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(data)
+        os.symlink("a.txt", os.path.join(src, "link-to-a"))
+        s = os.path.join(d, "s.bin")
+        r = run(s, "import", src)
+        check(r.rc == 0 and "Imported 5 of 5" in r.err, "import stores every regular file (5)", repr(r))
+        check("Skipped 1" in r.err, "import reports the skipped symlink", repr(r))
+        check(r.out == b"", "import prints nothing on stdout")
+        for rel, data in files.items():
+            r = read_value(s, rel)
+            check(r.rc == 0 and r.out == data, "imported key %r has the file's bytes" % rel)
+        expect_rc(read_value(s, "link-to-a"), 1, "symlinks are not imported")
+        check(json.loads(run(s, "info", "--json").out)["active_entries"] == 5, "import: 5 entries")
+
+        # export everything back
+        out = os.path.join(d, "out")
+        r = run(s, "export", out, *files.keys())
+        check(r.rc == 0 and "Exported 5 of 5" in r.err, "export exits 0", repr(r))
+        for rel, data in files.items():
+            with open(os.path.join(out, rel), "rb") as f:
+                check(f.read() == data, "exported file %r matches" % rel)
+        # export overwrites an existing file with the value
+        with open(os.path.join(out, "a.txt"), "wb") as f:
+            f.write(b"old content that is longer than the value")
+        expect_ok(run(s, "export", out, "a.txt"), "export over an existing file")
+        with open(os.path.join(out, "a.txt"), "rb") as f:
+            check(f.read() == b"alpha\n", "export truncates and replaces an existing file")
+
+        # export refuses unsafe keys before writing anything
+        run(s, "write", "../escape", "x")
+        run(s, "write", "/abs", "x")
+        run(s, "write", "sub/../../up", "x")
+        out2 = os.path.join(d, "out2")
+        for key in ["../escape", "/abs", "sub/../../up", "..", "dir/", ""]:
+            r = run(s, "export", out2, "a.txt", key)
+            check(r.rc == 2 and "cannot be used as a file name" in r.err, "export refuses key %r (exit 2)" % key,
+                  repr(r))
+        check(not os.path.exists(out2), "refused export wrote nothing")
+        check(not os.path.exists(os.path.join(d, "escape")) and not os.path.exists("/abs"), "nothing escaped")
+        r = run(s, "--key-hex", "export", out2, b"a\0b".hex())
+        check(r.rc == 2 and "zero byte" in r.err, "export refuses a key with a zero byte", repr(r))
+        # --key-hex export of a normal key
+        r = run(s, "--key-hex", "export", out2, b"sub/b.bin".hex())
+        with open(os.path.join(out2, "sub", "b.bin"), "rb") as f:
+            check(r.rc == 0 and f.read() == bytes(range(256)), "export with --key-hex")
+        # missing key: others still exported, exit 1
+        out3 = os.path.join(d, "out3")
+        r = run(s, "export", out3, "a.txt", "no/such/key")
+        check(r.rc == 1 and "not found" in r.err and os.path.exists(os.path.join(out3, "a.txt")),
+              "export with a missing key exports the rest and exits 1", repr(r))
+        r = run(s, "export", out3, "a.txt", "--buffer-size", "1")
+        check(r.rc == 0, "export accepts --buffer-size", repr(r))
+
+        # import: empty and all-zero files cannot be stored; the rest is imported, exit 1
+        src2 = os.path.join(d, "tree2")
+        os.makedirs(src2)
+        for name, data in [("ok.txt", b"fine"), ("empty", b""), ("zeros", b"\0" * 100)]:
+            with open(os.path.join(src2, name), "wb") as f:
+                f.write(data)
+        s2 = os.path.join(d, "s2.bin")
+        r = run(s2, "import", src2)
+        check(r.rc == 1 and "Imported 1 of 3" in r.err and "refused" in r.err,
+              "import reports files that cannot be stored and exits 1", repr(r))
+        check(read_value(s2, "ok.txt").out == b"fine", "the storable file was imported")
+        expect_ok(run(s2, "check"), "store sound after refused imports")
+
+        # import: the store inside the imported directory is skipped
+        s3 = os.path.join(src2, "inside.bin")
+        r = run(s3, "import", src2)
+        check("Imported 1 of 3" in r.err, "import into a store inside DIR does not count the store", repr(r))
+        expect_rc(read_value(s3, "inside.bin"), 1, "the store itself is not imported into itself")
+        os.unlink(s3)
+
+        # import errors
+        expect_rc(run(s, "import", os.path.join(d, "nope")), 1, "import of a missing DIR exits 1", "nope")
+        expect_rc(run(s, "import", os.path.join(src, "a.txt")), 1, "import of a file (not DIR) exits 1",
+                  "not a directory")
+        r = run(os.path.join(d, "never.bin"), "import", os.path.join(d, "nope"))
+        check(r.rc == 1 and not os.path.exists(os.path.join(d, "never.bin")),
+              "failed import of a missing DIR creates no store", repr(r))
+
+
+# ---------------------------------------------------------------------------
+# group: tty - behaviour that depends on terminals
+# ---------------------------------------------------------------------------
+
+def group_tty():
+    with TempDir() as d:
+        s = os.path.join(d, "s.bin")
+        run(s, "write", "k", "value")
+        rc, out, err, tty = run_pty([s, "read", "k"], stdout_tty=True)
+        check(rc == 0 and tty.replace(b"\r\n", b"\n") == b"value\n",
+              "read adds a newline only when stdout is a terminal", repr(tty))
+        rc, out, err, tty = run_pty([s, "write", "k2"], stdin_tty=True)
+        check(rc == 2 and b"terminal" in err and not tty, "write without VALUE on a terminal stdin is a usage error",
+              repr((rc, err)))
+        check(read_value(s, "k2").rc == 1, "nothing written when stdin was a terminal")
+        big = os.urandom(9 << 20)
+        rc, out, err, tty = run_pty([s, "write", "big"], stderr_tty=True, input=big)
+        check(rc == 0 and b"write 'big'" in tty and b"\r" in tty and b"\033[K" in tty,
+              "write of a 9 MiB pipe draws a progress line when stderr is a terminal", repr(tty[-300:]))
+        rc, out, err, tty = run_pty([s, "read", "big"], stderr_tty=True)
+        check(rc == 0 and out == big, "read with stderr on a terminal still writes exact bytes to stdout")
+        check(b"read 'big'" in tty and b"100%" in tty and b"[" in tty,
+              "read of a 9 MiB value draws a progress bar on a terminal", repr(tty[-300:]))
+        check(not tty.replace(b"\033[K", b"").replace(b"\r", b"").endswith(b"%") or tty.endswith(b"\033[K"),
+              "the progress line is erased at the end", repr(tty[-80:]))
+        r = run(s, "read", "big")
+        check(r.rc == 0 and r.err == "", "no progress output when stderr is not a terminal", repr(r.err[:200]))
+        rc, out, err, tty = run_pty([s, "compact"], stderr_tty=True)
+        check(rc == 0 and b"compacting" in tty, "compact shows activity on a terminal", repr(tty[-200:]))
+        rc, out, err, tty = run_pty([s, "check"], stderr_tty=True)
+        check(rc == 0 and b"checking" in tty and b"OK" in out, "check shows activity on a terminal", repr(tty[-200:]))
+        r = run(s, "compact")
+        check(r.rc == 0 and "\r" not in r.err and "\033" not in r.err, "compact without a terminal: no control chars",
+              repr(r.err))
+        r = run(s, "check")
+        check(r.rc == 0 and r.err == "", "check without a terminal: silent stderr", repr(r.err))
+        tree = os.path.join(d, "tree")
+        os.makedirs(tree)
+        for i in range(3):
+            with open(os.path.join(tree, "f%d" % i), "wb") as f:
+                f.write(os.urandom(4 << 20))
+        rc, out, err, tty = run_pty([os.path.join(d, "i.bin"), "import", tree], stderr_tty=True)
+        check(rc == 0 and b"import" in tty and b"%" in tty, "import of 12 MiB draws a progress bar", repr(tty[-300:]))
+        r = run(os.path.join(d, "j.bin"), "import", tree)
+        check(r.rc == 0 and "\r" not in r.err and "\033" not in r.err, "import without a terminal: no progress",
+              repr(r.err))
+
+
+# ---------------------------------------------------------------------------
+# group: interop - files written by the Rust simd-r-drive
+# ---------------------------------------------------------------------------
+
+def check_manifest_values(store, m, label):
+    bad = []
+    for k in m["keys"]:
+        r = run(store, "--key-hex", "read", k["key_hex"])
+        if k["state"] == "present":
+            if r.rc != 0:
+                bad.append((k["key_hex"], "rc=%d %s" % (r.rc, r.err)))
+            elif "value_hex" in k and r.out.hex() != k["value_hex"]:
+                bad.append((k["key_hex"], "value differs"))
+            elif "value_sha256" in k and hashlib.sha256(r.out).hexdigest() != k["value_sha256"]:
+                bad.append((k["key_hex"], "sha256 differs"))
+            elif len(r.out) != k["value_len"]:
+                bad.append((k["key_hex"], "length differs"))
+        else:
+            if r.rc != 1 or "not found" not in r.err:
+                bad.append((k["key_hex"], "deleted key readable: rc=%d" % r.rc))
+    present = sum(1 for k in m["keys"] if k["state"] == "present")
+    check(not bad, "%s: %d present values match the manifest, %d deleted keys absent" %
+          (label, present, len(m["keys"]) - present), repr(bad[:5]))
+    bad = []
+    for k in m.get("absent_probe_keys", []):
+        r = run(store, "--key-hex", "read", k["key_hex"])
+        if r.rc != 1:
+            bad.append(k["key_hex"])
+    check(not bad, "%s: absent probe keys read as not found" % label, repr(bad))
+
+
+def group_interop():
+    if not INTEROP or not os.path.isdir(INTEROP):
+        check(False, "interop directory exists: %r" % INTEROP)
+        return
+    index = json.load(open(os.path.join(INTEROP, "index.json")))
+    check(len(index["files"]) >= 6, "interop index lists the Rust-written files")
+    for entry in index["files"]:
+        orig = os.path.join(INTEROP, entry["file"])
+        m = json.load(open(os.path.join(INTEROP, entry["manifest"])))
+        name = entry["file"]
+        sha_before = sha256_file(orig)
+        check(sha_before == m["file_sha256"], "%s: shipped file matches its manifest sha256" % name)
+        expect_layout = "unaligned" if m["layout"].startswith("unaligned") else "aligned64"
+        torn = m["valid_size_after_recovery"] != m["file_size"]
+
+        # read-only commands run on the original (read-only on disk)
+        r = run(orig, "info", "--json")
+        expect_ok(r, "%s: info --json exits 0" % name)
+        info = json.loads(r.out or b"{}")
+        check(info.get("active_entries") == m["live_count"], "%s: active_entries == live_count (%d)"
+              % (name, m["live_count"]), repr(info))
+        check(info.get("total_size") == m["valid_size_after_recovery"], "%s: total_size == valid size (%d)"
+              % (name, m["valid_size_after_recovery"]), repr(info))
+        check(info.get("ignored_tail_bytes") == m["file_size"] - m["valid_size_after_recovery"],
+              "%s: ignored_tail_bytes" % name, repr(info))
+        check(info.get("layout") == expect_layout, "%s: layout detected as %s" % (name, expect_layout), repr(info))
+        r = run(orig, "info")
+        check(r.rc == 0 and ("ACTIVE ENTRIES:           %d" % m["live_count"]).encode() in r.out,
+              "%s: info text" % name, repr(r))
+        check_manifest_values(orig, m, name)
+        present = {k["key_hash_xxh3"]: k for k in m["keys"] if k["state"] == "present"}
+        listed = json.loads(run(orig, "list", "--json").out)
+        check(sorted(e["key_hash"] for e in listed) == sorted(present),
+              "%s: list --json shows exactly the present key hashes" % name)
+        check(all(e["size"] == present[e["key_hash"]]["value_len"] for e in listed),
+              "%s: list --json sizes match value_len" % name)
+        bad = []
+        for k in list(present.values())[:20]:
+            md = json.loads(run(orig, "--key-hex", "metadata", k["key_hex"], "--json").out)
+            if md["key_hash"] != k["key_hash_xxh3"] or md["payload_size"] != k["value_len"] or not md["checksum_valid"]:
+                bad.append(md)
+        check(not bad, "%s: metadata --json key_hash, payload_size, checksum_valid" % name, repr(bad[:2]))
+        r = run(orig, "check")
+        if torn:
+            check(r.rc == 1 and b"UNREADABLE TAIL" in r.out, "%s: check reports the torn tail (exit 1)" % name, repr(r))
+        else:
+            check(r.rc == 0 and b"OK" in r.out, "%s: check says the file is sound" % name, repr(r))
+        # copy reads the source read-only, so it works on the read-only original
+        with TempDir() as d:
+            first = list(present.values())[0]
+            tgt = os.path.join(d, "target.bin")
+            r = run(orig, "--key-hex", "copy", first["key_hex"], tgt)
+            got = run(tgt, "--key-hex", "read", first["key_hex"]).out
+            ok = ("value_hex" in first and got.hex() == first["value_hex"]) or \
+                 ("value_sha256" in first and hashlib.sha256(got).hexdigest() == first["value_sha256"])
+            check(r.rc == 0 and ok, "%s: copy from the read-only original into a new store" % name, repr(r))
+        check(sha256_file(orig) == sha_before, "%s: read-only commands left the file byte-identical" % name)
+
+        # writable commands on a copy
+        with TempDir() as d:
+            w = os.path.join(d, name)
+            shutil.copyfile(orig, w)
+            r = run(w, "write", "cli/new-key", "written by the C tool")
+            check(r.rc == 0 and (("repaired" in r.err) == torn), "%s (copy): write exits 0%s" %
+                  (name, ", repairing the torn tail" if torn else ""), repr(r))
+            check(os.path.getsize(w) > m["valid_size_after_recovery"], "%s (copy): the write appended" % name)
+            check(json.loads(run(w, "info", "--json").out)["layout"] == expect_layout,
+                  "%s (copy): layout unchanged after a write" % name)
+            expect_ok(run(w, "check"), "%s (copy): check sound after the write" % name)
+            check_manifest_values(w, m, name + " (copy, after write)")
+            pre = json.loads(run(w, "info", "--json").out)
+            r = run(w, "compact")
+            expect_ok(r, "%s (copy): compact exits 0" % name)
+            post = json.loads(run(w, "info", "--json").out)
+            check(post["total_size"] == pre["total_size"] - pre["compaction_savings"],
+                  "%s (copy): compact removes exactly the estimated savings" % name, repr((pre, post)))
+            check(post["active_entries"] == m["live_count"] + 1, "%s (copy): entries kept by compact" % name)
+            check_manifest_values(w, m, name + " (copy, after compact)")
+            check(read_value(w, "cli/new-key").out == b"written by the C tool", "%s (copy): new key after compact" % name)
+            expect_ok(run(w, "check"), "%s (copy): check sound after compact" % name)
+            # delete, rename and move on Rust data
+            first = list(present.values())[0]
+            second = list(present.values())[1]
+            t = os.path.join(d, "moved.bin")
+            expect_ok(run(w, "--key-hex", "move", first["key_hex"], t), "%s (copy): move a Rust-written key" % name)
+            expect_rc(run(w, "--key-hex", "read", first["key_hex"]), 1, "%s (copy): moved key gone" % name)
+            expect_ok(run(w, "--key-hex", "rename", second["key_hex"], b"renamed".hex()),
+                      "%s (copy): rename a Rust-written key" % name)
+            expect_ok(run(w, "delete", "renamed"), "%s (copy): delete the renamed key" % name)
+            check(json.loads(run(w, "info", "--json").out)["active_entries"] == m["live_count"] - 1,
+                  "%s (copy): counts after move, rename, delete" % name)
+
+
+GROUPS = {
+    "basic": group_basic,
+    "errors": group_errors,
+    "binary": group_binary,
+    "readonly": group_readonly,
+    "files": group_files,
+    "tty": group_tty,
+    "interop": group_interop,
+}
+
+
+def main():
+    global CLI, INTEROP
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cli", required=True)
+    ap.add_argument("--interop")
+    ap.add_argument("--group", action="append", choices=sorted(GROUPS))
+    a = ap.parse_args()
+    CLI = os.path.abspath(a.cli)
+    INTEROP = a.interop
+    for g in a.group or sorted(GROUPS):
+        print("== group %s" % g)
+        try:
+            GROUPS[g]()
+        except Exception:
+            import traceback
+            traceback.print_exc()
+            check(False, "group %s ran to the end without an exception" % g)
+    print("%d checks, %d failed" % (CHECKS, len(FAILURES)))
+    for f in FAILURES:
+        print("  failed: " + f)
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
