@@ -113,6 +113,7 @@ static struct {
     size_t batch;
     int runs;
     int markdown;
+    int no_hints; /* reads run on a store reopened without its side files */
     uint64_t seed;
     char basedir[4096];
     int engine_on[N_ENGINES];
@@ -501,6 +502,8 @@ static void run_engine(const bench_adapter *a, const char *root, double *res)
     res[M_SIZE_W2] = (double)dir_size(dir) / 1e6;
     if (is_simdr) /* the store file is the largest; the rest are side files */
         res[M_SIZE_W2_FILE] = (double)du_largest / 1e6;
+    if (cfg.no_hints && a->drop_hints && a->drop_hints(dir))
+        die("cannot remove side files");
     db = open_or_die(a, dir, 0, 0, 0);
     if (a->index_bytes_per_key)
         res[M_IDX] = a->index_bytes_per_key(db);
@@ -902,6 +905,8 @@ static void usage(FILE *f)
                "      --w3 COUNT       W3 puts (default 10000)\n"
                "      --w4 COUNT       W4 durable puts (default 10000)\n"
                "      --seed S         random order seed (default 42)\n"
+               "      --no-hints       delete side files (simdr: the index hint) before the\n"
+               "                       reopen that R1..C1 run on, so the index is rebuilt\n"
                "  -m, --markdown       print the table in Markdown\n");
 }
 
@@ -913,6 +918,7 @@ int main(int argc, char **argv)
         {"dir", required_argument, NULL, 'd'},     {"w3", required_argument, NULL, '3'},
         {"w4", required_argument, NULL, '4'},      {"seed", required_argument, NULL, 's'},
         {"markdown", no_argument, NULL, 'm'},      {"help", no_argument, NULL, 'h'},
+        {"no-hints", no_argument, NULL, 'H'},
         {NULL, 0, NULL, 0}};
     const char *const *engine_names;
     const char *names[N_ENGINES];
@@ -951,6 +957,7 @@ int main(int argc, char **argv)
         case '4': cfg.w4_count = strtoull(optarg, NULL, 10); break;
         case 's': cfg.seed = strtoull(optarg, NULL, 10); break;
         case 'm': cfg.markdown = 1; break;
+        case 'H': cfg.no_hints = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 1;
         }
