@@ -123,6 +123,9 @@ typedef struct simdr_options {
     int repair;        /**< writable opens: cut a torn tail (after saving it
                             beside the file). 1 by default; 0 makes a torn
                             tail an SIMDR_ECORRUPT error instead */
+    int salvage;       /**< read-only opens: 1 serves the sound prefix of a store
+                            damaged in the middle; 0 (default) refuses it with
+                            SIMDR_ECORRUPT. Writable opens always refuse it. */
     int use_hint;      /**< 1 (default): keep the index in "<path>.hint" at close
                             and load it at open when it still matches the file
                             (validated, never trusted blindly); 0: always rebuild */
@@ -140,7 +143,8 @@ SIMDR_API void simdr_options_init(simdr_options *opts);
  * On success *out owns the store: close it with simdr_close().
  * Errors: SIMDR_EINVAL, SIMDR_ENOENT, SIMDR_EACCES, SIMDR_ELOCKED,
  * SIMDR_ENOTSTORE (never modified), SIMDR_ECORRUPT (damage that is not a torn
- * tail; never modified), SIMDR_EIO, SIMDR_ENOMEM.
+ * tail: a valid newest entry behind which the chain breaks; never modified;
+ * see opts->salvage), SIMDR_EIO, SIMDR_ENOMEM.
  */
 SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_options *opts);
 

@@ -5,6 +5,9 @@
  * cache and is never trusted blindly:
  * - it names the store file's device and inode, the tail it covers, and that
  *   tail's 20 metadata bytes, which must all match the file;
+ * - if the file has not grown since, its modification time must not have
+ *   changed either: a file rewritten in place (restored, damaged, edited)
+ *   is indexed afresh, so recovery sees any damage in it;
  * - its table carries an XXH3 checksum;
  * - the newest entries of the chain it covers are CRC-checked as on any open;
  * - entries appended after it (a crash before close) must chain exactly back
@@ -24,7 +27,7 @@
 
 #include "internal.h"
 
-#define HINT_MAGIC UINT64_C(0x31544e4948524453) /* "SDRHINT1" little-endian */
+#define HINT_MAGIC UINT64_C(0x32544e4948524453) /* "SDRHINT2" little-endian */
 
 typedef struct hint_header {
     uint64_t magic;
@@ -32,6 +35,7 @@ typedef struct hint_header {
     uint64_t tail;
     uint64_t cap, used, live;
     uint64_t table_hash;
+    int64_t mtime_sec, mtime_nsec; /* the store file's mtime when the hint was saved */
     int32_t layout, layout_detected;
     uint8_t tail_meta[SIMDR__META_SIZE];
     uint8_t pad[4];
@@ -64,7 +68,11 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
     if (fd < 0) return 0;
     hint_header h;
     simdr__index *ix = NULL;
-    int ok = read_all(fd, &h, sizeof h) == 0 && h.magic == HINT_MAGIC &&
+    struct stat store_st;
+    int ok = fstat(s->fd, &store_st) == 0 && read_all(fd, &h, sizeof h) == 0 &&
+             h.magic == HINT_MAGIC &&
+             (size > h.tail || (h.mtime_sec == (int64_t)store_st.st_mtim.tv_sec &&
+                                h.mtime_nsec == (int64_t)store_st.st_mtim.tv_nsec)) &&
              h.dev == (uint64_t)s->dev && h.ino == (uint64_t)s->ino && h.tail <= size &&
              h.tail > SIMDR__META_SIZE && h.cap >= 1 && h.cap < (UINT64_C(1) << 32) &&
              h.used <= h.cap && h.live <= h.used &&
@@ -111,12 +119,24 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
     return 1;
 }
 
+/* Below this many indexed keys a rebuild takes about a millisecond: no hint
+ * file, and a stale one is removed. */
+#define HINT_MIN_KEYS 65536u
+
 void simdr__hint_save(simdr_store *s) {
     simdr__view *v = simdr__current_view(s);
     uint64_t tail = s->tail;
-    if (tail <= SIMDR__META_SIZE) return;
+    if (tail <= SIMDR__META_SIZE || v->index->used < HINT_MIN_KEYS) {
+        char *stale = hint_path(s->path, ".hint");
+        if (stale) unlink(stale);
+        free(stale);
+        return;
+    }
     char *tmp = hint_path(s->path, ".hint.tmp"), *final = hint_path(s->path, ".hint");
-    int fd = tmp && final ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    struct stat store_st;
+    int fd = tmp && final && fstat(s->fd, &store_st) == 0
+                 ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)
+                 : -1;
     if (fd >= 0) {
         size_t bytes = (size_t)v->index->cap * sizeof(uint64_t);
         hint_header h;
@@ -129,6 +149,8 @@ void simdr__hint_save(simdr_store *s) {
         h.used = v->index->used;
         h.live = atomic_load(&s->live);
         h.table_hash = simdr__xxh3((const void *)v->index->slots, bytes);
+        h.mtime_sec = (int64_t)store_st.st_mtim.tv_sec;
+        h.mtime_nsec = (int64_t)store_st.st_mtim.tv_nsec;
         h.layout = atomic_load(&s->layout);
         h.layout_detected = s->layout_detected;
         memcpy(h.tail_meta, v->map->base + tail - SIMDR__META_SIZE, SIMDR__META_SIZE);

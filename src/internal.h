@@ -143,6 +143,7 @@ struct simdr_store {
     _Atomic int layout;              /* SIMDR_LAYOUT_* of this file */
     int layout_detected;             /* 0: assumed (no entry could tell yet) */
     int use_hint;
+    int salvage;
     uint64_t hint_tail;              /* tail covered by the hint file on disk (0: none) */
     _Atomic(simdr__view *) view;
     uint64_t tail;                   /* writer's tail (under wlock); readers use view->tail */

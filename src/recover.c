@@ -4,15 +4,16 @@
  * A sound file's last 20 bytes are the newest metadata, and prev_offset links
  * lead strictly downwards to 0. The fast path walks that chain once (time
  * linear in the number of entries) and verifies the CRC-32 of the newest
- * entries (the whole newest entry, and every entry ending in the last
- * TAIL_WINDOW bytes), so a torn payload behind a complete metadata block is
- * caught too.
+ * entry, so a torn payload behind a complete metadata block is caught too,
+ * then of every entry (linear in the file size), so a damaged link that
+ * still forms a chain but skips entries is caught as damage.
  *
  * When that fails, candidate end positions are tried from the end downwards.
- * A candidate must (a) chain structurally to 0 - memoised, so every position
- * is walked at most once overall - and (b) pass the same tail CRC check; an
- * all-zero metadata block is never a candidate (a zero-filled torn tail would
- * otherwise pose as one giant first entry). CRC work is budgeted linearly in
+ * A candidate must (a) chain structurally to the true first entry (the lowest
+ * position linking to 0 with a matching checksum, found once) - memoised, so
+ * every position is walked at most once overall - and (b) pass the CRC check
+ * of its newest entries; an all-zero metadata block is never a candidate (a
+ * zero-filled torn tail would otherwise pose as one giant first entry). CRC work is budgeted linearly in
  * the file size; a file that exhausts it is reported, not cut.
  *
  * The result is classified so the store never cuts what it cannot identify:
@@ -72,14 +73,19 @@ static int meta_all_zero(const uint8_t *base, uint64_t p) {
 }
 
 /* CRC-checks the newest entries of the chain ending at end: the newest one
- * whole, and all that end within TAIL_WINDOW of end. The chain must already be
+ * whole, and all that end within TAIL_WINDOW of end. A candidate prefix in
+ * a repair must pass this stricter test, so the cut lands before any torn
+ * data of the last appends. The chain must already be
  * known structurally sound. *budget is decreased by the bytes hashed. */
 static int tail_crcs_ok(const uint8_t *base, uint64_t end, int *layout, uint64_t *budget) {
     uint64_t p = end;
     int first = 1;
     while (p != 0 && (first || p + TAIL_WINDOW > end)) {
+        if (p < SIMDR__META_SIZE + 1) return 0;
         uint64_t m = p - SIMDR__META_SIZE;
         simdr__meta meta = simdr__meta_decode(base + m);
+        /* Callers on the hint path have not walked the chain: check the link. */
+        if (meta.prev >= m) return 0;
         uint64_t span = m - meta.prev;
         if (*budget < span) return -1;
         *budget -= span;
@@ -106,6 +112,47 @@ static int chain_sound(const uint8_t *base, uint64_t end, int *layout) {
             }
         }
         p = prev;
+    }
+    return 1;
+}
+
+/* Is the entry [prev, m) with a bad checksum really a damaged link that
+ * skips entries? Then some valid entry starting at the same prev ends inside
+ * the span. Otherwise it is a damaged payload. Linear in the span, plus the
+ * CRCs of look-alike links, charged to *budget (a hostile payload full of
+ * them must not make the open quadratic): an exhausted budget counts as a
+ * skip, so such a file is reported rather than served. */
+static int span_hides_entry(const uint8_t *base, uint64_t prev, uint64_t m, int layout,
+                            uint64_t *budget) {
+    for (uint64_t q = prev + SIMDR__META_SIZE + 1; q <= m; q++) {
+        const uint8_t *mq = base + q - SIMDR__META_SIZE;
+        if (simdr__load_u64le(mq + 8) != prev) continue;
+        uint64_t span = q - SIMDR__META_SIZE - prev;
+        if (*budget < span) return 1;
+        *budget -= span;
+        int probe = layout;
+        if (simdr__entry_crc_ok(base, prev, q - SIMDR__META_SIZE, simdr__load_u32le(mq + 16),
+                                &probe))
+            return 1;
+    }
+    return 0;
+}
+
+/* CRC-checks every entry of a structurally sound chain (each byte once). A
+ * checksum mismatch in a payload is left for simdr_check to report; a link
+ * that skips entries makes the chain untrustworthy: returns 0 with *at set
+ * to the end of the entry holding it. */
+static int all_crcs_or_skip(const uint8_t *base, uint64_t end, int *layout, uint64_t *at,
+                            uint64_t *budget) {
+    for (uint64_t p = end; p != 0;) {
+        uint64_t m = p - SIMDR__META_SIZE;
+        simdr__meta meta = simdr__meta_decode(base + m);
+        if (!simdr__entry_crc_ok(base, meta.prev, m, meta.checksum, layout) &&
+            span_hides_entry(base, meta.prev, m, *layout, budget)) {
+            *at = p;
+            return 0;
+        }
+        p = meta.prev;
     }
     return 1;
 }
@@ -159,10 +206,30 @@ static int memo_set(posmemo *pm, uint64_t pos, uint8_t val) {
     return 0;
 }
 
-/* Does the chain from p reach 0? Memoised with path compression, so each
- * position is walked once across all candidates. -1 on allocation failure. */
-static int reaches_zero(const uint8_t *base, uint64_t p, posmemo *pm, uint64_t **path,
-                        uint64_t *path_cap) {
+/* The end of the true first entry: the lowest position whose metadata (not
+ * all zero) links to 0 with a checksum matching every byte before it. One
+ * incremental CRC pass over the first entry; 0 if there is none. Only this
+ * position may link to 0: a zero run in a torn tail or a zero pad reads as
+ * "prev = 0" and would otherwise pose as one giant first entry (and cost a
+ * CRC of the whole file per look-alike). */
+static uint64_t first_entry_end(const uint8_t *base, uint64_t size) {
+    uint32_t crc = 0;
+    uint64_t hashed = 0;
+    for (uint64_t p = SIMDR__META_SIZE + 1; p <= size; p++) {
+        uint64_t m = p - SIMDR__META_SIZE;
+        if (simdr__load_u64le(base + m + 8) != 0 || meta_all_zero(base, p)) continue;
+        crc = simdr__crc32(crc, base + hashed, m - hashed);
+        hashed = m;
+        if (crc == simdr__load_u32le(base + m + 16)) return p;
+    }
+    return 0;
+}
+
+/* Does the chain from p reach 0 through the true first entry (ending at
+ * first_end)? Memoised with path compression, so each position is walked
+ * once across all candidates. -1 on allocation failure. */
+static int reaches_zero(const uint8_t *base, uint64_t p, uint64_t first_end, posmemo *pm,
+                        uint64_t **path, uint64_t *path_cap) {
     uint64_t n = 0, q = p;
     int result;
     for (;;) {
@@ -172,7 +239,7 @@ static int reaches_zero(const uint8_t *base, uint64_t p, posmemo *pm, uint64_t *
             break;
         }
         uint64_t prev = step_back(base, q);
-        if (prev == UINT64_MAX) {
+        if (prev == UINT64_MAX || (prev == 0 && q != first_end)) {
             result = 2;
             if (memo_set(pm, q, 2) != 0) return -1;
             break;
@@ -202,9 +269,20 @@ int simdr__recover(const uint8_t *base, uint64_t size, simdr__recover_result *r)
     uint64_t budget = 2 * size + (UINT64_C(64) << 20);
     int layout = -1;
     if (chain_sound(base, size, &layout)) {
-        int ok = tail_crcs_ok(base, size, &layout, &budget);
-        if (ok == 1) {
+        /* A torn append always leaves the newest entry invalid. With the
+         * chain sound and the newest entry intact, a checksum mismatch
+         * further back is damage to report (simdr_check, simdr_entry_verify),
+         * not a tail to cut. */
+        uint64_t m = size - SIMDR__META_SIZE;
+        simdr__meta meta = simdr__meta_decode(base + m);
+        if (simdr__entry_crc_ok(base, meta.prev, m, meta.checksum, &layout)) {
             r->layout = layout;
+            uint64_t skip_at = 0;
+            if (!all_crcs_or_skip(base, size, &r->layout, &skip_at, &budget)) {
+                r->status = SIMDR__RECOVER_DAMAGED;
+                r->valid_len = 0;
+                r->damage_at = skip_at;
+            }
             return SIMDR_OK;
         }
     }
@@ -215,9 +293,10 @@ int simdr__recover(const uint8_t *base, uint64_t size, simdr__recover_result *r)
     uint64_t best = 0;
     int rc = SIMDR_OK;
     int cand_layout = layout;
+    uint64_t first_end = first_entry_end(base, size);
     for (uint64_t p = size; p >= SIMDR__META_SIZE + 1; p--) {
         if (step_back(base, p) == UINT64_MAX || meta_all_zero(base, p)) continue;
-        int reach = reaches_zero(base, p, &pm, &path, &path_cap);
+        int reach = first_end ? reaches_zero(base, p, first_end, &pm, &path, &path_cap) : 0;
         if (reach < 0) {
             rc = simdr__fail(SIMDR_ENOMEM, "out of memory during recovery");
             break;

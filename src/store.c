@@ -232,7 +232,10 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     rc = simdr__recover(map->base, size, &r);
     if (rc != SIMDR_OK) {
         simdr__map_retire(map);
-        return rc == SIMDR_ECORRUPT ? simdr__fail(rc, "%s: %s", s->path, simdr_last_error()) : rc;
+        if (rc != SIMDR_ECORRUPT) return rc;
+        char cause[512]; /* the message is rewritten in place: copy it first */
+        snprintf(cause, sizeof cause, "%s", simdr_last_error());
+        return simdr__fail(rc, "%s: %s", s->path, cause);
     }
     s->recovery.valid_size = r.valid_len;
     s->recovery.bytes_cut = size - r.valid_len;
@@ -243,13 +246,13 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
                            "bytes); the file was not changed",
                            s->path, (unsigned long long)size);
     }
-    if (r.status == SIMDR__RECOVER_DAMAGED && !s->readonly) {
+    if (r.status == SIMDR__RECOVER_DAMAGED && !(s->readonly && s->salvage)) {
         simdr__map_retire(map);
         return simdr__fail(SIMDR_ECORRUPT,
                            "%s: damaged store: valid entries end at %llu but the chain from "
                            "there breaks at offset %llu (the longest sound prefix is %llu "
                            "bytes); nothing was changed. Open it read-only to read the sound "
-                           "prefix, or run the check command",
+                           "prefix (salvage option), or run the check command",
                            s->path, (unsigned long long)size, (unsigned long long)r.damage_at,
                            (unsigned long long)r.valid_len);
     }
@@ -324,6 +327,7 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     s->durability = opts->durability;
     s->new_file_layout = opts->layout;
     s->use_hint = opts->use_hint;
+    s->salvage = opts->salvage;
     s->path = strdup(path);
     if (!s->path) return open_fail(s, simdr__fail(SIMDR_ENOMEM, "out of memory"));
 
