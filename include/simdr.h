@@ -267,7 +267,8 @@ SIMDR_API int simdr_put_fd(simdr_store *store, const void *key, size_t key_len, 
 SIMDR_API int simdr_get(simdr_store *store, const void *key, size_t key_len, simdr_entry **out);
 SIMDR_API int simdr_get_hashed(simdr_store *store, uint64_t key_hash, simdr_entry **out);
 
-/** 1 if key is present, 0 if absent or deleted, negative on error. */
+/** 1 if key is present, 0 if absent or deleted, negative on error: agrees
+ *  with simdr_get (SIMDR_ECORRUPT when the newest entry's metadata is damaged). */
 SIMDR_API int simdr_exists(simdr_store *store, const void *key, size_t key_len);
 
 /**
@@ -328,8 +329,10 @@ SIMDR_API int simdr_entry_verify(const simdr_entry *entry);
 /**
  * Chunked access for values too big to touch at once: *ptr and *len describe
  * bytes [offset, offset + *len) of the payload, *len <= max, zero-copy
- * (lifetime rule above). Pages already passed can be dropped from memory
- * with advise_done = 1. SIMDR_NOTFOUND when offset >= size.
+ * (lifetime rule above). With advise_done = 1 the whole pages of the chunk
+ * before offset (the max bytes before it, as a sequential reader with a fixed
+ * max just consumed) are dropped from memory. SIMDR_NOTFOUND when
+ * offset >= size.
  */
 SIMDR_API int simdr_entry_chunk(const simdr_entry *entry, uint64_t offset, size_t max,
                                 const void **ptr, size_t *len, int advise_done);

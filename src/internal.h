@@ -151,6 +151,9 @@ struct simdr_store {
     _Atomic uint64_t synced;         /* file prefix known to be on stable storage */
     pthread_mutex_t wlock;           /* serializes writers */
     pthread_mutex_t sync_lock;       /* one fdatasync at a time (group commit) */
+    _Atomic unsigned syncers;        /* threads inside simdr__sync_to */
+    _Atomic unsigned sync_queued;    /* ... of which waiting for sync_lock */
+    _Atomic uint64_t last_sync_ns;   /* duration of the latest fdatasync */
     int failed;                      /* a write could not be undone: refuse more */
     dev_t dev;
     ino_t ino;

@@ -94,8 +94,19 @@ SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v;
     uint64_t val = find(s, simdr_hash_key(key, key_len), &v);
+    int rc = val != 0 && !(val & SIMDR__IDX_TOMB);
+    if (rc) {
+        /* Agree with simdr_get: a newest entry whose metadata cannot be
+         * decoded (damage) is an error, not a present key. */
+        struct simdr_entry e;
+        if (simdr__entry_decode(v->map->base, v->map->len, val & SIMDR__IDX_OFF_MASK,
+                                atomic_load_explicit(&s->layout, memory_order_relaxed),
+                                &e) != SIMDR_OK)
+            rc = simdr__fail(SIMDR_ECORRUPT, "%s: corrupt metadata at offset %llu", s->path,
+                             (unsigned long long)(val & SIMDR__IDX_OFF_MASK));
+    }
     simdr__epoch_exit(&s->epoch, shard, tok);
-    return val != 0 && !(val & SIMDR__IDX_TOMB);
+    return rc;
 }
 
 SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, void *buf,
@@ -232,10 +243,15 @@ SIMDR_API int simdr_entry_chunk(const simdr_entry *e, uint64_t offset, size_t ma
     *ptr = e->data + offset;
     *len = (size_t)n;
     if (advise_done && offset > 0) {
-        /* Drop the whole pages already consumed so a huge value streams
-         * through memory instead of accumulating in this process. */
+        /* Drop the whole pages of the chunk just consumed (the max bytes
+         * before offset) so a huge value streams through memory instead of
+         * accumulating in this process. Only that window: re-advising the
+         * whole consumed prefix on every call would make a read quadratic. */
         uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-        uintptr_t from = ((uintptr_t)e->data + page - 1) & ~(page - 1);
+        uintptr_t first = ((uintptr_t)e->data + page - 1) & ~(page - 1);
+        uintptr_t back = (uintptr_t)(offset < max ? offset : max);
+        uintptr_t from = ((uintptr_t)e->data + offset - back) & ~(page - 1);
+        if (from < first) from = first;
         uintptr_t to = ((uintptr_t)e->data + offset) & ~(page - 1);
         if (to > from) madvise((void *)from, to - from, MADV_DONTNEED);
     }

@@ -20,7 +20,7 @@
  *
  * Usage: kill_test [--seed N] [--rounds N] [--scale N] [--compact-above BYTES];
  * SIMDR_TEST_SEED and SIMDR_TEST_SCALE (default 10 = full run) work too.
- * --compact-above (default 3 MiB) and --max-store (default 5 MiB) bound the
+ * --compact-above (default 3 MiB) and --max-store (default 256 MiB) bound the
  * store size between rounds and within a round. The kill timing is not
  * replayable, the operation sequence and delays are.
  */
@@ -78,9 +78,9 @@ typedef struct rec {
 /* The parent compacts a store grown past this size (bytes); --compact-above. */
 static uint64_t compact_above = UINT64_C(3) << 20;
 /* The child stops writing (and waits for the kill) once the store is past
- * this size; --max-store. 5 MiB keeps clear of the recovery bug described
- * in docs/RELIABILITY.md (open issues), which stores of 8 MiB and more hit. */
-static uint64_t max_store = UINT64_C(5) << 20;
+ * this size; --max-store. It bounds the disk a run can use when the parent
+ * cannot compact in time. */
+static uint64_t max_store = UINT64_C(256) << 20;
 
 typedef struct keystate {
     int present;

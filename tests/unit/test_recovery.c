@@ -5,7 +5,8 @@
  * after the end is cut, a writable open saves the cut bytes beside the file,
  * a read-only open never changes the file, a text file is refused unchanged,
  * a torn payload behind a complete metadata block is cut, and repair = 0
- * turns a torn tail into SIMDR_ECORRUPT without touching the file.
+ * turns a torn tail into SIMDR_ECORRUPT without touching the file, and a
+ * damaged older tombstone is reported alike by get, exists and check.
  */
 #include "testutil.h"
 
@@ -318,6 +319,29 @@ static void test_repair_off_reports_corrupt(void **state) {
     check_recovered(f, f->full_len - 7, NE - 1, 1);
 }
 
+/* A flipped byte in an older tombstone (aligned layout: a one-byte entry
+ * that is not 0x00 cannot hold its pad) opens, is reported by simdr_check,
+ * and simdr_get and simdr_exists agree that the key's newest entry is
+ * damaged; the other keys read as before. */
+static void test_damaged_tombstone_get_and_exists_agree(void **state) {
+    fixture *f = *state;
+    build(f, SIMDR_LAYOUT_ALIGNED64);
+    uint8_t flipped = 0x01;
+    assert_int_equal(f->full[f->ends[6]], 0x00); /* the tombstone of "a" */
+    tu_patch_file(f->path, f->ends[6], &flipped, 1);
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_EXISTING, SIMDR_LAYOUT_ALIGNED64);
+    simdr_check_report rep;
+    assert_int_equal(simdr_check(s, NULL, NULL, &rep), SIMDR_ECORRUPT);
+    assert_int_equal(rep.bad_entries, 1);
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, TU_STR("a"), &e), SIMDR_ECORRUPT);
+    assert_null(e);
+    assert_int_equal(simdr_exists(s, TU_STR("a")), SIMDR_ECORRUPT);
+    tu_expect_value(s, TU_STR("f"), f->ops[8].val, f->ops[8].len);
+    assert_int_equal(simdr_exists(s, TU_STR("f")), 1);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_truncate_every_byte_aligned, setup, teardown),
@@ -328,6 +352,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_torn_payload_aligned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_payload_unaligned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_off_reports_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_tombstone_get_and_exists_agree, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
