@@ -15,12 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 #define COPY_BUFFER (UINT64_C(4) << 20)
+#define DROP_BEHIND (UINT64_C(8) << 20) /* a power of two, a multiple of the page size */
+#define PREFETCH_AHEAD 16
 
 static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -126,8 +129,17 @@ SIMDR_API int simdr_compact(simdr_store *s) {
         rc = simdr__fail_errno(errno, "creating the compaction file", tmp);
         goto fail;
     }
-    uint64_t pos = 0;
+    uint64_t pos = 0, dropped = 0;
     for (uint64_t i = 0; i < n; i++) {
+        /* The old file is read once, in order: hand its pages back as the
+         * copy passes them so the process does not hold both files at once
+         * (the data stays in the page cache; a reader still holding the old
+         * map faults it back in). */
+        if (offs[i] - dropped >= DROP_BEHIND) {
+            uint64_t upto = offs[i] & ~(DROP_BEHIND - 1);
+            madvise((void *)(v->map->base + dropped), (size_t)(upto - dropped), MADV_DONTNEED);
+            dropped = upto;
+        }
         struct simdr_entry e;
         if (simdr__entry_decode(v->map->base, v->map->len, offs[i], layout, &e) != SIMDR_OK) {
             rc = simdr__fail(SIMDR_ECORRUPT, "%s: corrupt metadata at %llu", s->path,
@@ -145,6 +157,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
         }
         pos += pad + e.size + SIMDR__META_SIZE;
         new_meta[i] = pos - SIMDR__META_SIZE;
+        offs[i] = e.key_hash; /* the old offset is spent; the index build needs the hash */
     }
     if (writer_flush(&w) != 0 || fsync(w.fd) != 0) {
         rc = simdr__fail_errno(errno, "writing the compacted file", tmp);
@@ -158,9 +171,12 @@ SIMDR_API int simdr_compact(simdr_store *s) {
         rc = simdr__fail(SIMDR_ENOMEM, "out of memory");
         goto fail;
     }
+    /* Keys are distinct and their hashes in hand, so the index is built
+     * without reading the new file; home slots are prefetched a few keys
+     * ahead because each insert is otherwise a dependent cache miss. */
     for (uint64_t i = 0; i < n; i++) {
-        uint64_t h = simdr__load_u64le(map->base + new_meta[i]);
-        simdr__index_put(ix, map->base, h, simdr__index_value(h, new_meta[i], 0));
+        if (i + PREFETCH_AHEAD < n) simdr__index_prefetch(ix, offs[i + PREFETCH_AHEAD]);
+        simdr__index_insert_distinct(ix, offs[i], simdr__index_value(offs[i], new_meta[i], 0));
     }
     if (rename(tmp, s->path) != 0) {
         rc = simdr__fail_errno(errno, "renaming the compacted file over the store", s->path);

@@ -101,6 +101,17 @@ int simdr__index_put_if_absent(simdr__index *ix, const uint8_t *base, uint64_t h
     return put(ix, base, hash, value, 0) == 0;
 }
 
+/* Compaction: every key is known to be distinct, so the new slot is the
+ * first empty one from the home bucket and no entry needs to be read to
+ * confirm a tag (the new file's pages are never touched to build its index). */
+void simdr__index_insert_distinct(simdr__index *ix, uint64_t hash, uint64_t value) {
+    uint64_t i = bucket_of(hash, ix->cap);
+    while (atomic_load_explicit(&ix->slots[i], memory_order_relaxed) != 0)
+        if (++i == ix->cap) i = 0;
+    atomic_store_explicit(&ix->slots[i], value, memory_order_relaxed);
+    ix->used++;
+}
+
 int simdr__index_needs_grow(const simdr__index *ix) { return ix->used * 5 >= ix->cap * 4; }
 
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {

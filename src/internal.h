@@ -119,6 +119,8 @@ uint64_t simdr__index_put(simdr__index *ix, const uint8_t *base, uint64_t hash, 
 /* Writer: insert only if absent (index build walking newest-first). 1 if inserted. */
 int simdr__index_put_if_absent(simdr__index *ix, const uint8_t *base, uint64_t hash,
                                uint64_t value);
+/* Writer, on a table no reader sees yet: insert a hash known to be absent. */
+void simdr__index_insert_distinct(simdr__index *ix, uint64_t hash, uint64_t value);
 int simdr__index_needs_grow(const simdr__index *ix);
 void simdr__index_prefetch(const simdr__index *ix, uint64_t hash);
 uint64_t simdr__index_peek(const simdr__index *ix, uint64_t hash);

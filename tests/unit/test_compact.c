@@ -272,6 +272,68 @@ static void test_compact_empty_and_all_deleted(void **state) {
     assert_int_equal(tu_dir_count(f->dir), 1);
 }
 
+/* A store of tens of megabytes: compaction hands the old file's pages back as
+ * it passes them and builds the new index from the hashes it copied. Handles
+ * into the old file must still read their bytes, and every key must be found
+ * in the new index, before and after a reopen. */
+static void test_compact_large_store_with_handles(void **state) {
+    fixture *f = *state;
+    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
+    enum { KEYS = 12000, VLEN = 2000, HELD = 64 };
+    uint8_t *v = malloc(VLEN);
+    char k[32];
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < KEYS; i++) {
+            if (round == 1 && i % 3 != 0) continue; /* overwrite a third */
+            snprintf(k, sizeof k, "big-%d", i);
+            tu_fill(v, VLEN, (uint64_t)i * 7 + (uint64_t)round);
+            assert_int_equal(simdr_put(f->s, TU_STR(k), v, VLEN, NULL), SIMDR_OK);
+        }
+    for (int i = 1; i < KEYS; i += 97) {
+        snprintf(k, sizeof k, "big-%d", i);
+        assert_int_equal(simdr_delete(f->s, TU_STR(k), NULL), SIMDR_OK);
+    }
+    simdr_entry *held[HELD];
+    int held_key[HELD];
+    for (int h = 0; h < HELD; h++) {
+        held_key[h] = (h * 181) % KEYS;
+        if (held_key[h] % 97 == 1) held_key[h]++;
+        snprintf(k, sizeof k, "big-%d", held_key[h]);
+        assert_int_equal(simdr_get(f->s, TU_STR(k), &held[h]), SIMDR_OK);
+    }
+    uint64_t live = simdr_count(f->s);
+    assert_true(simdr_file_size(f->s) > 3 * (UINT64_C(8) << 20));
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_count(f->s), live);
+    for (int h = 0; h < HELD; h++) {
+        int i = held_key[h];
+        tu_fill(v, VLEN, (uint64_t)i * 7 + (i % 3 == 0 ? 1u : 0u));
+        assert_int_equal(simdr_entry_size(held[h]), VLEN);
+        assert_memory_equal(simdr_entry_data(held[h]), v, VLEN);
+        simdr_entry_release(held[h]);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < KEYS; i++) {
+            snprintf(k, sizeof k, "big-%d", i);
+            if (i % 97 == 1) {
+                tu_expect_absent(f->s, TU_STR(k));
+                continue;
+            }
+            simdr_entry *e = NULL;
+            assert_int_equal(simdr_get(f->s, TU_STR(k), &e), SIMDR_OK);
+            tu_fill(v, VLEN, (uint64_t)i * 7 + (i % 3 == 0 ? 1u : 0u));
+            assert_int_equal(simdr_entry_size(e), VLEN);
+            assert_memory_equal(simdr_entry_data(e), v, VLEN);
+            assert_int_equal(simdr_entry_verify(e), SIMDR_OK);
+            simdr_entry_release(e);
+        }
+        assert_int_equal(simdr_close(f->s), SIMDR_OK);
+        f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+        assert_int_equal(simdr_count(f->s), live);
+    }
+    free(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_compact_aligned, setup, teardown),
@@ -279,6 +341,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_handles_held_across_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readonly_refresh_after_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compact_empty_and_all_deleted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compact_large_store_with_handles, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
