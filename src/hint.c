@@ -88,6 +88,11 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
         void *slots = MAP_FAILED;
         if (ix && fstat(fd, &st) == 0 && (uint64_t)st.st_size == sizeof h + bytes)
             slots = mmap(NULL, sizeof h + bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+#ifdef MADV_POPULATE_READ
+        /* The checksum below reads every page: map them all in one call
+         * instead of one fault at a time (read-only, so nothing is copied). */
+        if (slots != MAP_FAILED) madvise(slots, sizeof h + bytes, MADV_POPULATE_READ);
+#endif
         if (slots == MAP_FAILED ||
             simdr__xxh3((uint8_t *)slots + sizeof h, bytes) != h.table_hash) {
             if (slots != MAP_FAILED) munmap(slots, sizeof h + bytes);

@@ -21,9 +21,7 @@
 #define TAG_MASK UINT64_C(0xffff000000000000)
 #define MIN_CAP 1024u
 
-static uint64_t bucket_of(uint64_t hash, uint64_t cap) {
-    return ((hash & 0xffffffffu) * cap) >> 32;
-}
+static uint64_t bucket_of(uint64_t hash, uint64_t cap) { return simdr__index_bucket(hash, cap); }
 
 simdr__index *simdr__index_new(uint64_t expected_keys) {
     uint64_t cap = MIN_CAP;
@@ -147,12 +145,6 @@ simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
         nx->used++;
     }
     return nx;
-}
-
-/* Batch reads: touch the home slot of a hash early so its cache line is
- * there when the lookup runs. */
-void simdr__index_prefetch(const simdr__index *ix, uint64_t hash) {
-    __builtin_prefetch((const void *)&ix->slots[bucket_of(hash, ix->cap)]);
 }
 
 /* Batch reads, second stage: the first slot's value, to prefetch the

@@ -107,6 +107,10 @@ typedef struct simdr__index {
     size_t mapping_len;
 } simdr__index;
 
+/* Home slot of a hash: the low 32 bits scaled to the capacity. */
+static inline uint64_t simdr__index_bucket(uint64_t hash, uint64_t cap) {
+    return ((hash & 0xffffffffu) * cap) >> 32;
+}
 simdr__index *simdr__index_new(uint64_t expected_keys);
 void simdr__index_free(simdr__index *ix);
 /* Lookup: returns the slot value (0 = absent). base/len: the map to confirm
@@ -122,7 +126,11 @@ int simdr__index_put_if_absent(simdr__index *ix, const uint8_t *base, uint64_t h
 /* Writer, on a table no reader sees yet: insert a hash known to be absent. */
 void simdr__index_insert_distinct(simdr__index *ix, uint64_t hash, uint64_t value);
 int simdr__index_needs_grow(const simdr__index *ix);
-void simdr__index_prefetch(const simdr__index *ix, uint64_t hash);
+/* Batch work: touch the home slot of a hash early so its cache line is
+ * there when the lookup or insert runs. */
+static inline void simdr__index_prefetch(const simdr__index *ix, uint64_t hash) {
+    __builtin_prefetch((const void *)&ix->slots[simdr__index_bucket(hash, ix->cap)]);
+}
 uint64_t simdr__index_peek(const simdr__index *ix, uint64_t hash);
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base);
 static inline uint64_t simdr__index_value(uint64_t hash, uint64_t meta_off, int tomb) {
@@ -196,6 +204,14 @@ static inline simdr__view *simdr__current_view(simdr_store *s) {
     return atomic_load_explicit(&s->view, memory_order_acquire);
 }
 
+/* Chain walks go backwards through the file, each step's address loaded by
+ * the step before, which hardware prefetchers do not follow: touch the bytes
+ * a little below the current position so the next steps find them cached. */
+#define SIMDR__WALK_PREFETCH 16384u
+static inline void simdr__prefetch_behind(const uint8_t *base, uint64_t p) {
+    if (p > SIMDR__WALK_PREFETCH) __builtin_prefetch(base + p - SIMDR__WALK_PREFETCH);
+}
+
 /* ---- recovery (recover.c) ---- */
 enum simdr__recover_status {
     SIMDR__RECOVER_SOUND = 0, /* the whole file is a valid chain */
@@ -208,8 +224,12 @@ typedef struct simdr__recover_result {
     uint64_t valid_len;
     int layout;          /* SIMDR_LAYOUT_*, or -1 when the file cannot tell */
     uint64_t damage_at;  /* DAMAGED: where the chain from the end breaks */
+    simdr__index *index; /* SOUND and asked for: the chain's index (caller owns), else NULL */
+    uint64_t live;       /* with index: live keys in it */
 } simdr__recover_result;
-int simdr__recover(const uint8_t *base, uint64_t size, simdr__recover_result *r);
+/* fd: the store file, read with pread on the fast path (-1: the map only). */
+int simdr__recover(const uint8_t *base, uint64_t size, int fd, int want_index,
+                   simdr__recover_result *r);
 /* Walks a chain that must reach stop exactly from end: 1 if valid (structure
  * and CRC of each entry), 0 otherwise. Used by refresh. */
 int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *layout,

@@ -3,10 +3,11 @@
  *
  * A sound file's last 20 bytes are the newest metadata, and prev_offset links
  * lead strictly downwards to 0. The fast path walks that chain once (time
- * linear in the number of entries) and verifies the CRC-32 of the newest
- * entry, so a torn payload behind a complete metadata block is caught too,
- * then of every entry (linear in the file size), so a damaged link that
- * still forms a chain but skips entries is caught as damage.
+ * linear in the file size) reading the file through a buffer, verifies the
+ * CRC-32 of the newest entry, so a torn payload behind a complete metadata
+ * block is caught too, and of every entry, so a damaged link that still
+ * forms a chain but skips entries is caught as damage; the same walk
+ * records what the index needs, so the open builds it without another pass.
  *
  * When that fails, candidate end positions are tried from the end downwards.
  * A candidate must (a) chain structurally to the true first entry (the lowest
@@ -23,37 +24,54 @@
  *   in the middle): nothing is cut; writable opens refuse.
  * - NOTSTORE: no valid prefix at all: nothing is cut.
  */
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
 #define TAIL_WINDOW (UINT64_C(1) << 20)
+/* The hint path only runs on a file whose size, newest metadata and mtime
+ * match what a clean close recorded (hint.c), so its CRC check is a second
+ * line against write-back lost under that record, which hits the last pages
+ * written: a shorter window, so the check costs microseconds, not the
+ * millisecond a 1 MiB run of small entries takes. */
+#define HINT_TAIL_WINDOW (UINT64_C(64) << 10)
 #define TOMBSTONE_CRC UINT32_C(0xd202ef8d)
 
-int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, uint32_t crc,
-                        int *layout) {
-    if (simdr__is_tombstone_at(base, prev, meta_off)) return crc == TOMBSTONE_CRC;
-    uint64_t span = meta_off - prev;
+static int all_zero(const uint8_t *p, uint64_t n) {
+    uint64_t acc = 0, i = 0;
+    for (; i + 8 <= n; i += 8) acc |= simdr__load_u64le(p + i);
+    for (; i < n; i++) acc |= p[i];
+    return acc == 0;
+}
+
+/* The CRC check of an entry whose bytes [prev, prev + span) start at entry
+ * (from the map or from a read buffer). */
+static int entry_bytes_crc_ok(const uint8_t *entry, uint64_t prev, uint64_t span, uint32_t crc,
+                              int *layout) {
+    if (span == 1 && entry[0] == SIMDR__TOMBSTONE_BYTE) return crc == TOMBSTONE_CRC;
     uint64_t pad = simdr__pad_for(prev, 1);
-    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED)
-        return simdr__crc32(0, base + prev, span) == crc;
-    int aligned_ok = 0;
-    if (span > pad) {
-        int zero_pad = 1;
-        for (uint64_t i = 0; i < pad; i++) zero_pad &= base[prev + i] == 0;
-        aligned_ok = zero_pad && simdr__crc32(0, base + prev + pad, span - pad) == crc;
-    }
+    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED) return simdr__crc32(0, entry, span) == crc;
+    int aligned_ok =
+        span > pad && all_zero(entry, pad) && simdr__crc32(0, entry + pad, span - pad) == crc;
     if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
     /* Layout still unknown: this padded entry decides it. */
     if (aligned_ok) {
         *layout = SIMDR_LAYOUT_ALIGNED64;
         return 1;
     }
-    if (simdr__crc32(0, base + prev, span) == crc) {
+    if (simdr__crc32(0, entry, span) == crc) {
         *layout = SIMDR_LAYOUT_UNALIGNED;
         return 1;
     }
     return 0;
+}
+
+int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, uint32_t crc,
+                        int *layout) {
+    return entry_bytes_crc_ok(base + prev, prev, meta_off - prev, crc, layout);
 }
 
 /* One structural step back from end position p: the previous end, or
@@ -77,10 +95,11 @@ static int meta_all_zero(const uint8_t *base, uint64_t p) {
  * a repair must pass this stricter test, so the cut lands before any torn
  * data of the last appends. The chain must already be
  * known structurally sound. *budget is decreased by the bytes hashed. */
-static int tail_crcs_ok(const uint8_t *base, uint64_t end, int *layout, uint64_t *budget) {
+static int tail_crcs_ok(const uint8_t *base, uint64_t end, uint64_t window, int *layout,
+                        uint64_t *budget) {
     uint64_t p = end;
     int first = 1;
-    while (p != 0 && (first || p + TAIL_WINDOW > end)) {
+    while (p != 0 && (first || p + window > end)) {
         if (p < SIMDR__META_SIZE + 1) return 0;
         uint64_t m = p - SIMDR__META_SIZE;
         simdr__meta meta = simdr__meta_decode(base + m);
@@ -101,6 +120,7 @@ static int tail_crcs_ok(const uint8_t *base, uint64_t end, int *layout, uint64_t
 static int chain_sound(const uint8_t *base, uint64_t end, int *layout) {
     uint64_t p = end;
     while (p != 0) {
+        simdr__prefetch_behind(base, p);
         uint64_t prev = step_back(base, p);
         if (prev == UINT64_MAX) return 0;
         if (*layout < 0 && simdr__pad_for(prev, 1) != 0) {
@@ -138,23 +158,138 @@ static int span_hides_entry(const uint8_t *base, uint64_t prev, uint64_t m, int 
     return 0;
 }
 
-/* CRC-checks every entry of a structurally sound chain (each byte once). A
- * checksum mismatch in a payload is left for simdr_check to report; a link
- * that skips entries makes the chain untrustworthy: returns 0 with *at set
- * to the end of the entry holding it. */
-static int all_crcs_or_skip(const uint8_t *base, uint64_t end, int *layout, uint64_t *at,
-                            uint64_t *budget) {
-    for (uint64_t p = end; p != 0;) {
-        uint64_t m = p - SIMDR__META_SIZE;
-        simdr__meta meta = simdr__meta_decode(base + m);
-        if (!simdr__entry_crc_ok(base, meta.prev, m, meta.checksum, layout) &&
-            span_hides_entry(base, meta.prev, m, *layout, budget)) {
-            *at = p;
-            return 0;
-        }
-        p = meta.prev;
+/* ---- the fast path: one walk over a sound file, read with pread ----
+ *
+ * The first touch of each page of a fresh mapping costs a page-table fill,
+ * which on virtual machines is dearer than copying the page: reading the file
+ * backwards through a buffer is several times faster than walking the map,
+ * and leaves the map's pages for the reads that need them. Anything the
+ * buffer cannot serve (an entry larger than it, a failed read) comes from the
+ * map, which is always correct. */
+#define WINDOW_BYTES (UINT64_C(1) << 20)
+
+typedef struct file_window {
+    int fd;              /* < 0: map only */
+    const uint8_t *base; /* the map */
+    uint8_t *buf;        /* NULL: map only */
+    uint64_t lo, hi;     /* buf holds the file's bytes [lo, hi) */
+} file_window;
+
+static int read_exact(int fd, uint8_t *buf, uint64_t len, uint64_t off) {
+    while (len > 0) {
+        ssize_t n = pread(fd, buf, (size_t)len, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return 0;
+        buf += n;
+        off += (uint64_t)n;
+        len -= (uint64_t)n;
     }
     return 1;
+}
+
+/* The file's bytes [lo, hi): the walk goes downwards, so a refill ends at hi. */
+static const uint8_t *window_span(file_window *w, uint64_t lo, uint64_t hi) {
+    if (lo >= w->lo && hi <= w->hi) return w->buf + (lo - w->lo);
+    if (!w->buf || hi - lo > WINDOW_BYTES) return w->base + lo;
+    uint64_t start = hi > WINDOW_BYTES ? hi - WINDOW_BYTES : 0;
+    if (!read_exact(w->fd, w->buf, hi - start, start)) {
+        w->lo = w->hi = 0;
+        return w->base + lo;
+    }
+    w->lo = start;
+    w->hi = hi;
+    return w->buf + (lo - start);
+}
+
+/* What the walk keeps of each entry for the index, newest first: 16 bytes. */
+typedef struct walk_record {
+    uint64_t hash;
+    uint64_t meta; /* metadata offset | SIMDR__IDX_TOMB for a tombstone */
+} walk_record;
+
+typedef struct walk_records {
+    walk_record *rec; /* reserved for the most entries the file can hold */
+    size_t bytes;
+    uint64_t n;
+    int failed; /* no memory: the caller builds the index itself */
+} walk_records;
+
+/* Address space for one record per possible entry, committed only as the
+ * walk writes it, in huge pages where the kernel allows (a page fault per
+ * 4 KiB of records costs more than the records). */
+static void records_reserve(walk_records *wr, uint64_t file_size) {
+    uint64_t most = file_size / (SIMDR__META_SIZE + 1) + 1;
+    wr->bytes = (size_t)(most * sizeof(walk_record));
+    void *p = mmap(NULL, wr->bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        wr->rec = NULL;
+        wr->failed = 1;
+        return;
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(p, wr->bytes, MADV_HUGEPAGE);
+#endif
+    wr->rec = p;
+    wr->failed = 0;
+}
+
+static void records_free(walk_records *wr) {
+    if (wr->rec) munmap(wr->rec, wr->bytes);
+    wr->rec = NULL;
+}
+
+static void record_entry(walk_records *wr, uint64_t hash, uint64_t meta, int tomb) {
+    if (!wr->failed)
+        wr->rec[wr->n++] = (walk_record){hash, meta | (tomb ? SIMDR__IDX_TOMB : 0)};
+}
+
+enum walk_result { WALK_SOUND, WALK_BROKEN, WALK_SKIP };
+
+/* Walks the chain from end to 0 once: every link must lead strictly down
+ * (else WALK_BROKEN: not a sound chain) and every entry's CRC is checked. A
+ * checksum mismatch in a payload is left for simdr_check to report; a link
+ * that skips entries makes the chain untrustworthy: WALK_SKIP with *at set to
+ * the end of the entry holding it. With wr, each entry is recorded for the
+ * index. The layout is detected by the first padded regular entry met. */
+static int walk_chain(file_window *w, uint64_t end, int *layout, uint64_t *at, uint64_t *budget,
+                      walk_records *wr) {
+    for (uint64_t p = end; p != 0;) {
+        if (p < SIMDR__META_SIZE + 1) return WALK_BROKEN;
+        uint64_t m = p - SIMDR__META_SIZE;
+        simdr__meta meta = simdr__meta_decode(window_span(w, m, p));
+        if (meta.prev >= m) return WALK_BROKEN;
+        const uint8_t *entry = window_span(w, meta.prev, m);
+        if (!entry_bytes_crc_ok(entry, meta.prev, m - meta.prev, meta.checksum, layout) &&
+            span_hides_entry(w->base, meta.prev, m, *layout, budget)) {
+            *at = p;
+            return WALK_SKIP;
+        }
+        if (wr) record_entry(wr, meta.key_hash, m, m - meta.prev == 1 && entry[0] == SIMDR__TOMBSTONE_BYTE);
+        p = meta.prev;
+    }
+    return WALK_SOUND;
+}
+
+/* Index of the recorded chain: newest first, so the first entry met of a
+ * key is its newest. Each home slot is prefetched INSERT_AHEAD records early
+ * so the random index writes overlap instead of stalling one by one. */
+#define INSERT_AHEAD 16
+static simdr__index *index_records(const uint8_t *base, const walk_records *wr, uint64_t *live) {
+    simdr__index *ix = simdr__index_new(wr->n);
+    if (!ix) return NULL;
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < wr->n; i++) {
+        if (i + INSERT_AHEAD < wr->n) simdr__index_prefetch(ix, wr->rec[i + INSERT_AHEAD].hash);
+        const walk_record *r = &wr->rec[i];
+        int tomb = (r->meta & SIMDR__IDX_TOMB) != 0;
+        uint64_t m = r->meta & SIMDR__IDX_OFF_MASK;
+        if (simdr__index_put_if_absent(ix, base, r->hash, simdr__index_value(r->hash, m, tomb)) &&
+            !tomb)
+            n++;
+    }
+    *live = n;
+    return ix;
 }
 
 /* ---- memo of positions already classified (structurally reach 0 or not) ---- */
@@ -259,7 +394,10 @@ static int reaches_zero(const uint8_t *base, uint64_t p, uint64_t first_end, pos
     return result == 1;
 }
 
-int simdr__recover(const uint8_t *base, uint64_t size, simdr__recover_result *r) {
+int simdr__recover(const uint8_t *base, uint64_t size, int fd, int want_index,
+                   simdr__recover_result *r) {
+    r->index = NULL;
+    r->live = 0;
     r->status = SIMDR__RECOVER_SOUND;
     r->valid_len = size;
     r->layout = -1;
@@ -267,24 +405,43 @@ int simdr__recover(const uint8_t *base, uint64_t size, simdr__recover_result *r)
     if (size == 0) return SIMDR_OK;
 
     uint64_t budget = 2 * size + (UINT64_C(64) << 20);
+    /* A torn append always leaves the newest entry invalid, so the fast
+     * path needs it intact; then, with the chain sound, a checksum mismatch
+     * further back is damage to report (simdr_check, simdr_entry_verify), not
+     * a tail to cut. */
     int layout = -1;
-    if (chain_sound(base, size, &layout)) {
-        /* A torn append always leaves the newest entry invalid. With the
-         * chain sound and the newest entry intact, a checksum mismatch
-         * further back is damage to report (simdr_check, simdr_entry_verify),
-         * not a tail to cut. */
-        uint64_t m = size - SIMDR__META_SIZE;
-        simdr__meta meta = simdr__meta_decode(base + m);
-        if (simdr__entry_crc_ok(base, meta.prev, m, meta.checksum, &layout)) {
-            r->layout = layout;
-            uint64_t skip_at = 0;
-            if (!all_crcs_or_skip(base, size, &r->layout, &skip_at, &budget)) {
+    uint64_t newest_prev = step_back(base, size);
+    if (newest_prev != UINT64_MAX &&
+        simdr__entry_crc_ok(base, newest_prev, size - SIMDR__META_SIZE,
+                            simdr__load_u32le(base + size - 4), &layout)) {
+        file_window w = {fd, base, fd >= 0 ? malloc(WINDOW_BYTES) : NULL, 0, 0};
+        walk_records wr = {NULL, 0, 0, 1};
+        if (want_index) records_reserve(&wr, size);
+        uint64_t skip_at = 0;
+        int walked = walk_chain(&w, size, &layout, &skip_at, &budget, wr.failed ? NULL : &wr);
+        free(w.buf);
+        if (walked == WALK_SKIP) {
+            /* Damage, if the rest of the chain is sound; else the slow path
+             * sorts it out. */
+            int probe = layout;
+            if (chain_sound(base, skip_at, &probe)) {
+                records_free(&wr);
+                r->layout = layout;
                 r->status = SIMDR__RECOVER_DAMAGED;
                 r->valid_len = 0;
                 r->damage_at = skip_at;
+                return SIMDR_OK;
             }
+        } else if (walked == WALK_SOUND) {
+            r->layout = layout;
+            /* Without memory for the index here the caller builds it (and
+             * reports the shortage). */
+            if (!wr.failed) r->index = index_records(base, &wr, &r->live);
+            records_free(&wr);
             return SIMDR_OK;
         }
+        records_free(&wr);
+        layout = -1;
     }
 
     /* Slow path: the longest prefix that chains to 0 with sound tail CRCs. */
@@ -303,7 +460,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, simdr__recover_result *r)
         }
         if (!reach) continue;
         int probe = layout;
-        int ok = tail_crcs_ok(base, p, &probe, &budget);
+        int ok = tail_crcs_ok(base, p, TAIL_WINDOW, &probe, &budget);
         if (ok < 0) {
             rc = simdr__fail(SIMDR_ECORRUPT,
                              "recovery gave up: too many candidate chains (hostile or badly "
@@ -367,5 +524,5 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
 
 int simdr__tail_sound(const uint8_t *base, uint64_t end, int *layout) {
     uint64_t budget = UINT64_MAX;
-    return tail_crcs_ok(base, end, layout, &budget) == 1;
+    return tail_crcs_ok(base, end, HINT_TAIL_WINDOW, layout, &budget) == 1;
 }

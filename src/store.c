@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,7 +49,10 @@ int simdr__build_index(const uint8_t *base, uint64_t end, int layout, simdr__ind
      * the home slot of an entry 16 ahead, so the random index writes
      * overlap instead of stalling one by one. */
     uint64_t entries = 0;
-    for (uint64_t p = end; p != 0; entries++) p = simdr__load_u64le(base + p - 12);
+    for (uint64_t p = end; p != 0; entries++) {
+        simdr__prefetch_behind(base, p);
+        p = simdr__load_u64le(base + p - 12);
+    }
     size_t array_bytes = (size_t)(entries ? entries : 1) * sizeof(uint64_t);
     uint64_t *metas = simdr__alloc_zeroed(array_bytes);
     uint64_t *hashes = simdr__alloc_zeroed(array_bytes);
@@ -62,6 +66,7 @@ int simdr__build_index(const uint8_t *base, uint64_t end, int layout, simdr__ind
     }
     uint64_t k = 0;
     for (uint64_t p = end; p != 0; k++) {
+        simdr__prefetch_behind(base, p);
         uint64_t m = p - SIMDR__META_SIZE;
         metas[k] = m;
         hashes[k] = simdr__load_u64le(base + m);
@@ -231,7 +236,7 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     }
     s->hint_tail = 0;
     simdr__recover_result r;
-    rc = simdr__recover(map->base, size, &r);
+    rc = simdr__recover(map->base, size, s->fd, 1, &r);
     if (rc != SIMDR_OK) {
         simdr__map_retire(map);
         if (rc != SIMDR_ECORRUPT) return rc;
@@ -283,7 +288,13 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     s->layout_detected = r.layout >= 0 || !s->readonly;
     simdr__index *ix;
     uint64_t live;
-    rc = simdr__build_index(map->base, r.valid_len, layout, &ix, &live);
+    if (r.index) {
+        ix = r.index;
+        live = r.live;
+        rc = SIMDR_OK;
+    } else {
+        rc = simdr__build_index(map->base, r.valid_len, layout, &ix, &live);
+    }
     if (rc != SIMDR_OK) {
         simdr__map_retire(map);
         return rc;

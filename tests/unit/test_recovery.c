@@ -5,8 +5,9 @@
  * after the end is cut, a writable open saves the cut bytes beside the file,
  * a read-only open never changes the file, a text file is refused unchanged,
  * a torn payload behind a complete metadata block is cut, and repair = 0
- * turns a torn tail into SIMDR_ECORRUPT without touching the file, and a
- * damaged older tombstone is reported alike by get, exists and check.
+ * turns a torn tail into SIMDR_ECORRUPT without touching the file, a
+ * damaged older tombstone is reported alike by get, exists and check, and
+ * stores larger than the open's read buffer recover the same way.
  */
 #include "testutil.h"
 
@@ -342,6 +343,93 @@ static void test_damaged_tombstone_get_and_exists_agree(void **state) {
     assert_int_equal(simdr_close(s), SIMDR_OK);
 }
 
+/* A store of several MiB, small entries among ones larger than the buffer the
+ * open reads the file through (1 MiB), tombstones between them: it reopens
+ * with every key; a link rewritten in the middle to skip an entry makes the
+ * open refuse it unchanged; a flipped payload byte in a large entry in the
+ * middle opens and is reported by check. */
+static void large_store_walk(fixture *f, int layout) {
+    enum { N = 3000, BIG = 1536 * 1024 };
+    uint64_t *ends = calloc(N, sizeof *ends);
+    uint8_t *big = malloc(BIG);
+    uint8_t small[300];
+    char k[32];
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+    for (int i = 0; i < N; i++) {
+        snprintf(k, sizeof k, "w%d", i % 2500);
+        if (i % 500 == 250) {
+            tu_fill(big, BIG, (uint64_t)i);
+            assert_int_equal(simdr_put(s, TU_STR(k), big, BIG, &ends[i]), SIMDR_OK);
+        } else if (i >= 2500 && i % 37 == 36) { /* the key exists: written at i - 2500 */
+            assert_int_equal(simdr_delete(s, TU_STR(k), &ends[i]), SIMDR_OK);
+        } else {
+            size_t len = 1 + (size_t)(i * 7919 % 300);
+            tu_fill(small, len, (uint64_t)i);
+            assert_int_equal(simdr_put(s, TU_STR(k), small, len, &ends[i]), SIMDR_OK);
+        }
+    }
+    uint64_t live = simdr_count(s);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    uint64_t size = (uint64_t)tu_file_size(f->path);
+    assert_true(size > 8 * (UINT64_C(1) << 20));
+
+    s = tu_open(f->path, SIMDR_OPEN_EXISTING, layout);
+    assert_int_equal(simdr_count(s), live);
+    for (int key = 0; key < 2500; key++) {
+        int newest = key + 2500 < N ? key + 2500 : key;
+        snprintf(k, sizeof k, "w%d", key);
+        if (newest >= 2500 && newest % 37 == 36) {
+            tu_expect_absent(s, TU_STR(k));
+        } else if (newest % 500 == 250) {
+            tu_fill(big, BIG, (uint64_t)newest);
+            tu_expect_value(s, TU_STR(k), big, BIG);
+        } else {
+            size_t len = 1 + (size_t)(newest * 7919 % 300);
+            tu_fill(small, len, (uint64_t)newest);
+            tu_expect_value(s, TU_STR(k), small, len);
+        }
+    }
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+
+    /* a big entry about 4 MiB below the end, and the small one after it */
+    int bi = 0;
+    for (int i = 250; i < N; i += 500)
+        if (size - ends[i] > 4 * (UINT64_C(1) << 20)) bi = i;
+    assert_true(bi > 0);
+    uint8_t saved[8], link[8];
+    uint64_t link_at = ends[bi + 1] - 12;
+    size_t whole_len = 0;
+    uint8_t *whole = tu_read_file(f->path, &whole_len);
+    memcpy(saved, whole + link_at, 8);
+    free(whole);
+    tu_put_le64(link, ends[bi - 1]); /* skip the big entry */
+    tu_patch_file(f->path, link_at, link, 8);
+    simdr_store *bad = NULL;
+    assert_int_equal(tu_open_status(&bad, f->path, SIMDR_OPEN_EXISTING, layout), SIMDR_ECORRUPT);
+    assert_null(bad);
+    assert_int_equal((uint64_t)tu_file_size(f->path), size);
+    tu_patch_file(f->path, link_at, saved, 8);
+
+    uint8_t flip = 0xff;
+    tu_patch_file(f->path, ends[bi] - 20 - BIG / 2, &flip, 1);
+    s = tu_open(f->path, SIMDR_OPEN_EXISTING, layout);
+    simdr_check_report rep;
+    assert_int_equal(simdr_check(s, NULL, NULL, &rep), SIMDR_ECORRUPT);
+    assert_int_equal(rep.bad_entries, 1);
+    assert_int_equal(simdr_count(s), live);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    free(big);
+    free(ends);
+}
+
+static void test_large_store_walk_aligned(void **state) {
+    large_store_walk(*state, SIMDR_LAYOUT_ALIGNED64);
+}
+
+static void test_large_store_walk_unaligned(void **state) {
+    large_store_walk(*state, SIMDR_LAYOUT_UNALIGNED);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_truncate_every_byte_aligned, setup, teardown),
@@ -354,6 +442,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_repair_off_reports_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_tombstone_get_and_exists_agree, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_large_store_walk_aligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_store_walk_unaligned, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
