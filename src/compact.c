@@ -90,6 +90,48 @@ static int writer_put(writer *w, const void *p, uint64_t len) {
 
 static const uint8_t zero_pad[SIMDR__ALIGN];
 
+/* The old file is read forwards with pread through a buffer rather than
+ * through the map: the first touch of each mapped page costs a page-table
+ * fill, dearer on virtual machines than the copy, and the process then holds
+ * none of the old file's pages. Entries larger than the buffer, or a failed
+ * read, come from the map, which is always correct. */
+typedef struct reader {
+    int fd;
+    const uint8_t *base; /* the map */
+    uint64_t end;        /* the valid length of the old file */
+    uint8_t *buf;        /* NULL: map only */
+    uint64_t lo, hi;     /* buf holds the file's bytes [lo, hi) */
+} reader;
+
+static const uint8_t *reader_span(reader *r, uint64_t lo, uint64_t hi) {
+    if (lo >= r->lo && hi <= r->hi) return r->buf + (lo - r->lo);
+    if (!r->buf || hi - lo > COPY_BUFFER) return r->base + lo;
+    uint64_t len = r->end - lo < COPY_BUFFER ? r->end - lo : COPY_BUFFER;
+    if (hi > lo + len || simdr__pread_all(r->fd, r->buf, (size_t)len, lo) != 0) {
+        r->lo = r->hi = 0;
+        return r->base + lo;
+    }
+    r->lo = lo;
+    r->hi = lo + len;
+    return r->buf;
+}
+
+/* Decodes the live entry whose metadata is at meta_off, its bytes read
+ * through r. */
+static int read_entry(reader *r, uint64_t meta_off, int layout, struct simdr_entry *e) {
+    if (meta_off + SIMDR__META_SIZE > r->end) return SIMDR_ECORRUPT;
+    uint8_t copy[SIMDR__META_SIZE];
+    const uint8_t *meta = copy;
+    if (meta_off >= r->lo && meta_off + SIMDR__META_SIZE <= r->hi)
+        meta = r->buf + (meta_off - r->lo);
+    else if (!r->buf || simdr__pread_all(r->fd, copy, sizeof copy, meta_off) != 0)
+        meta = r->base + meta_off;
+    uint64_t prev = simdr__load_u64le(meta + 8);
+    if (prev >= meta_off) return SIMDR_ECORRUPT;
+    return simdr__entry_decode_span(reader_span(r, prev, meta_off + SIMDR__META_SIZE), prev,
+                                    meta_off, layout, e);
+}
+
 SIMDR_API int simdr_compact(simdr_store *s) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
     pthread_mutex_lock(&s->wlock);
@@ -107,6 +149,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     simdr__index *ix = NULL;
     simdr__view *nv = NULL;
     writer w = {-1, NULL, 0, 0};
+    reader rd = {s->fd, v->map->base, s->tail, NULL, 0, 0};
     size_t plen = strlen(s->path) + sizeof ".compact";
     char *tmp = malloc(plen);
     struct stat st;
@@ -119,7 +162,8 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     if (rc != SIMDR_OK) goto fail;
     new_meta = malloc((n ? n : 1) * sizeof *new_meta);
     w.buf = malloc(COPY_BUFFER);
-    if (!new_meta || !w.buf) {
+    rd.buf = malloc(COPY_BUFFER);
+    if (!new_meta || !w.buf || !rd.buf) {
         rc = simdr__fail(SIMDR_ENOMEM, "out of memory");
         goto fail;
     }
@@ -141,7 +185,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
             dropped = upto;
         }
         struct simdr_entry e;
-        if (simdr__entry_decode(v->map->base, v->map->len, offs[i], layout, &e) != SIMDR_OK) {
+        if (read_entry(&rd, offs[i], layout, &e) != SIMDR_OK) {
             rc = simdr__fail(SIMDR_ECORRUPT, "%s: corrupt metadata at %llu", s->path,
                              (unsigned long long)offs[i]);
             goto fail;
@@ -210,6 +254,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     free(offs);
     free(new_meta);
     free(w.buf);
+    free(rd.buf);
     free(tmp);
     return SIMDR_OK;
 
@@ -225,6 +270,7 @@ fail:
     free(offs);
     free(new_meta);
     free(w.buf);
+    free(rd.buf);
     free(tmp);
     return rc;
 }

@@ -47,6 +47,8 @@ typedef struct simdr__io_fault_t {
 } simdr__io_fault_t;
 extern simdr__io_fault_t simdr__io_fault;
 int simdr__pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+/* 0 when all len bytes at off were read. */
+int simdr__pread_all(int fd, void *buf, size_t len, uint64_t off);
 int simdr__pwritev_all(int fd, struct iovec *iov, int cnt, uint64_t off);
 int simdr__fdatasync(int fd);
 
@@ -188,6 +190,10 @@ struct simdr_entry {
  * 0 on success, SIMDR_ECORRUPT if the metadata is not a valid entry. */
 int simdr__entry_decode(const uint8_t *base, uint64_t map_len, uint64_t meta_off, int layout,
                         struct simdr_entry *e);
+/* The same from a copy of the entry's bytes [prev, meta_off + 20) at span
+ * (e->data then points into span). */
+int simdr__entry_decode_span(const uint8_t *span, uint64_t prev, uint64_t meta_off, int layout,
+                             struct simdr_entry *e);
 
 /* Replaces the current view with one holding map and index (either may be
  * the current one's), waits for a grace period, frees the old view and

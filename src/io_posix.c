@@ -60,6 +60,21 @@ int simdr__pwritev_all(int fd, struct iovec *iov, int cnt, uint64_t off) {
     return 0;
 }
 
+/* Reads are an optimization over the map (callers fall back to it), so no
+ * fault is injected here. */
+int simdr__pread_all(int fd, void *buf, size_t len, uint64_t off) {
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
 int simdr__fdatasync(int fd) {
     if (injected()) return -1;
     while (fdatasync(fd) != 0) {

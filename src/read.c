@@ -11,27 +11,33 @@
 
 #include "internal.h"
 
+int simdr__entry_decode_span(const uint8_t *span, uint64_t prev, uint64_t meta_off, int layout,
+                             struct simdr_entry *e) {
+    const uint8_t *meta = span + (meta_off - prev);
+    e->key_hash = simdr__load_u64le(meta);
+    e->checksum = simdr__load_u32le(meta + 16);
+    e->start = prev;
+    e->meta_off = meta_off;
+    uint64_t payload_at = 0;
+    if (meta_off - prev == 1 && span[0] == SIMDR__TOMBSTONE_BYTE) {
+        e->tombstone = 1;
+    } else {
+        payload_at = simdr__pad_for(prev, layout == SIMDR_LAYOUT_ALIGNED64);
+        if (meta_off - prev <= payload_at) return SIMDR_ECORRUPT;
+        e->tombstone = 0;
+    }
+    e->payload_off = prev + payload_at;
+    e->data = span + payload_at;
+    e->size = meta_off - e->payload_off;
+    return SIMDR_OK;
+}
+
 int simdr__entry_decode(const uint8_t *base, uint64_t map_len, uint64_t meta_off, int layout,
                         struct simdr_entry *e) {
     if (meta_off + SIMDR__META_SIZE > map_len) return SIMDR_ECORRUPT;
-    simdr__meta m = simdr__meta_decode(base + meta_off);
-    if (m.prev >= meta_off) return SIMDR_ECORRUPT;
-    e->key_hash = m.key_hash;
-    e->checksum = m.checksum;
-    e->start = m.prev;
-    e->meta_off = meta_off;
-    if (simdr__is_tombstone_at(base, m.prev, meta_off)) {
-        e->tombstone = 1;
-        e->payload_off = m.prev;
-    } else {
-        uint64_t pad = simdr__pad_for(m.prev, layout == SIMDR_LAYOUT_ALIGNED64);
-        if (meta_off - m.prev <= pad) return SIMDR_ECORRUPT;
-        e->tombstone = 0;
-        e->payload_off = m.prev + pad;
-    }
-    e->data = base + e->payload_off;
-    e->size = meta_off - e->payload_off;
-    return SIMDR_OK;
+    uint64_t prev = simdr__load_u64le(base + meta_off + 8);
+    if (prev >= meta_off) return SIMDR_ECORRUPT;
+    return simdr__entry_decode_span(base + prev, prev, meta_off, layout, e);
 }
 
 /* Inside an epoch section: the slot value for hash in the freshest view. */

@@ -24,10 +24,8 @@
  *   in the middle): nothing is cut; writable opens refuse.
  * - NOTSTORE: no valid prefix at all: nothing is cut.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -175,24 +173,12 @@ typedef struct file_window {
     uint64_t lo, hi;     /* buf holds the file's bytes [lo, hi) */
 } file_window;
 
-static int read_exact(int fd, uint8_t *buf, uint64_t len, uint64_t off) {
-    while (len > 0) {
-        ssize_t n = pread(fd, buf, (size_t)len, (off_t)off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return 0;
-        buf += n;
-        off += (uint64_t)n;
-        len -= (uint64_t)n;
-    }
-    return 1;
-}
-
 /* The file's bytes [lo, hi): the walk goes downwards, so a refill ends at hi. */
 static const uint8_t *window_span(file_window *w, uint64_t lo, uint64_t hi) {
     if (lo >= w->lo && hi <= w->hi) return w->buf + (lo - w->lo);
     if (!w->buf || hi - lo > WINDOW_BYTES) return w->base + lo;
     uint64_t start = hi > WINDOW_BYTES ? hi - WINDOW_BYTES : 0;
-    if (!read_exact(w->fd, w->buf, hi - start, start)) {
+    if (simdr__pread_all(w->fd, w->buf, (size_t)(hi - start), start) != 0) {
         w->lo = w->hi = 0;
         return w->base + lo;
     }
