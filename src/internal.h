@@ -125,6 +125,11 @@ void simdr__index_prefetch(const simdr__index *ix, uint64_t hash);
  * probe run names for hash; a hint only, the lookup itself decides. */
 void simdr__index_prefetch_meta(const simdr__index *ix, const uint8_t *base, uint64_t len,
                                 uint64_t hash);
+/* Batch reads: both prefetch stages (for the keys given, either may be
+ * NULL) and the lookup of hash, in one call. */
+uint64_t simdr__index_pipeline_step(const simdr__index *ix, const uint8_t *base, uint64_t len,
+                                    const uint64_t *slot_hash, const uint64_t *meta_hash,
+                                    uint64_t hash, int *beyond);
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base);
 static inline uint64_t simdr__index_value(uint64_t hash, uint64_t meta_off, int tomb) {
     return (hash & UINT64_C(0xffff000000000000)) | (tomb ? SIMDR__IDX_TOMB : 0) | meta_off;

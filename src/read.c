@@ -189,15 +189,15 @@ static size_t lookup_window(const simdr__view *v, const simdr_key *keys, uint64_
         simdr__index_prefetch_meta(ix, base, len, hashes[i]);
     for (size_t i = 0; i < n; i++) {
         if (keys && i + KEY_AHEAD < n) __builtin_prefetch(keys[i + KEY_AHEAD].key);
-        if (i + SLOT_AHEAD < n) {
+        if (keys && i + SLOT_AHEAD < n) {
             size_t k = i + SLOT_AHEAD;
-            if (keys)
-                hashes[k] = XXH3_64bits(keys[k].key_len ? keys[k].key : "", keys[k].key_len);
-            simdr__index_prefetch(ix, hashes[k]);
+            hashes[k] = XXH3_64bits(keys[k].key_len ? keys[k].key : "", keys[k].key_len);
         }
-        if (i + META_AHEAD < n) simdr__index_prefetch_meta(ix, base, len, hashes[i + META_AHEAD]);
         int beyond = 0;
-        vals[i] = simdr__index_get(ix, base, len, hashes[i], &beyond);
+        vals[i] = simdr__index_pipeline_step(ix, base, len,
+                                             i + SLOT_AHEAD < n ? &hashes[i + SLOT_AHEAD] : NULL,
+                                             i + META_AHEAD < n ? &hashes[i + META_AHEAD] : NULL,
+                                             hashes[i], &beyond);
         retry[i] = (unsigned char)(vals[i] == 0 && beyond);
         retries += retry[i];
     }
@@ -304,8 +304,12 @@ SIMDR_API int64_t simdr_get_batch_hashed(simdr_store *s, const uint64_t *hashes,
 SIMDR_API int64_t simdr_get_batch(simdr_store *s, const simdr_key *keys, size_t n,
                                   simdr_entry **out) {
     if (!s || (!keys && n) || (!out && n)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    for (size_t i = 0; i < n; i++)
-        if (!keys[i].key && keys[i].key_len) return simdr__fail(SIMDR_EINVAL, "NULL key");
+    for (size_t i = 0; i < n; i++) {
+        if (!keys[i].key && keys[i].key_len) {
+            for (size_t j = 0; j < n; j++) out[j] = NULL; /* as for any error */
+            return simdr__fail(SIMDR_EINVAL, "NULL key");
+        }
+    }
     return get_batch(s, keys, NULL, n, out);
 }
 

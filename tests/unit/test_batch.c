@@ -359,7 +359,11 @@ static void test_batch_get_none_found(void **state) {
     for (int i = 0; i < 40; i++) assert_null(out[i]);
     assert_int_equal(simdr_get_batch(f->s, NULL, 1, out), SIMDR_EINVAL);
     simdr_key null_key = {NULL, 3};
-    assert_int_equal(simdr_get_batch(f->s, &null_key, 1, out), SIMDR_EINVAL);
+    simdr_key with_null[2] = {{f->keys[100], strlen(f->keys[100])}, null_key};
+    out[0] = out[1] = (simdr_entry *)(uintptr_t)0x1;
+    assert_int_equal(simdr_get_batch(f->s, with_null, 2, out), SIMDR_EINVAL);
+    assert_null(out[0]);
+    assert_null(out[1]);
 }
 
 static void *release_all(void *p) {
