@@ -133,7 +133,15 @@ int simdr__index_needs_grow(const simdr__index *ix);
 static inline void simdr__index_prefetch(const simdr__index *ix, uint64_t hash) {
     __builtin_prefetch((const void *)&ix->slots[simdr__index_bucket(hash, ix->cap)]);
 }
-uint64_t simdr__index_peek(const simdr__index *ix, uint64_t hash);
+/* Batch reads, second stage: prefetch the metadata the (cached) home slot's
+ * probe run names for hash; a hint only, the lookup itself decides. */
+void simdr__index_prefetch_meta(const simdr__index *ix, const uint8_t *base, uint64_t len,
+                                uint64_t hash);
+/* Batch reads: both prefetch stages (for the keys given, either may be
+ * NULL) and the lookup of hash, in one call. */
+uint64_t simdr__index_pipeline_step(const simdr__index *ix, const uint8_t *base, uint64_t len,
+                                    const uint64_t *slot_hash, const uint64_t *meta_hash,
+                                    uint64_t hash, int *beyond);
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base);
 static inline uint64_t simdr__index_value(uint64_t hash, uint64_t meta_off, int tomb) {
     return (hash & UINT64_C(0xffff000000000000)) | (tomb ? SIMDR__IDX_TOMB : 0) | meta_off;
@@ -173,9 +181,14 @@ struct simdr_store {
     simdr__epoch epoch;
 };
 
+/* Handles returned by one batch read share one allocation and one map pin
+ * (read.c); the block goes when its last handle is released. */
+typedef struct simdr__entry_block simdr__entry_block;
+
 struct simdr_entry {
-    simdr__map *map;      /* pinned */
+    simdr__map *map;      /* pinned (by the entry itself, or by its block) */
     unsigned shard;
+    simdr__entry_block *block; /* NULL: allocated and pinned alone */
     const uint8_t *data;
     uint64_t size;
     uint64_t key_hash;

@@ -1,10 +1,16 @@
 /*
  * test_batch.c - unit tests of the batch calls of libsimdr: batch put (by key
  * and by hash), validation of the whole batch before writing, later-wins for
- * a key repeated in one batch, batch get with absent keys, batch delete.
+ * a key repeated in one batch, batch get with absent keys, batch delete;
+ * batch get checked key by key against simdr_get for every batch size around
+ * the read pipeline's depths and window (0, 1, 2 keys up to several
+ * windows) with absent, repeated and deleted keys, and the lifetime of batch
+ * handles (released in any order, on another thread, after dup, after
+ * compaction and close).
  */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,6 +243,179 @@ static void test_batch_delete(void **state) {
     tu_expect_value(f->s, TU_STR(f->keys[6]), f->vals[6], f->vlen[6]);
 }
 
+/* Checks one batch result against single gets of the same keys. */
+static void expect_batch_matches_gets(simdr_store *s, const simdr_key *keys, size_t n,
+                                      simdr_entry **out, int64_t found) {
+    int64_t present = 0;
+    for (size_t i = 0; i < n; i++) {
+        simdr_entry *e = NULL;
+        int rc = simdr_get(s, keys[i].key, keys[i].key_len, &e);
+        if (rc == SIMDR_NOTFOUND) {
+            assert_null(out[i]);
+            continue;
+        }
+        assert_int_equal(rc, SIMDR_OK);
+        assert_non_null(out[i]);
+        present++;
+        assert_int_equal(simdr_entry_size(out[i]), simdr_entry_size(e));
+        assert_int_equal(simdr_entry_offset(out[i]), simdr_entry_offset(e));
+        assert_int_equal(simdr_entry_key_hash(out[i]), simdr_hash_key(keys[i].key, keys[i].key_len));
+        assert_memory_equal(simdr_entry_data(out[i]), simdr_entry_data(e), simdr_entry_size(e));
+        assert_false(simdr_entry_is_tombstone(out[i]));
+        assert_int_equal(simdr_entry_verify(out[i]), SIMDR_OK);
+        simdr_entry_release(e);
+    }
+    assert_int_equal(found, present);
+}
+
+/* Every batch size around the pipeline depths (8, 16, 24) and the window
+ * (256): present keys with known values, absent keys, deleted keys and keys
+ * repeated within one batch, by key and by hash; handles released in an
+ * order other than the batch's. */
+static void test_batch_get_sizes(void **state) {
+    fixture *f = *state;
+    put_all(f, NULL);
+    for (int i = 0; i < N; i += 7)
+        assert_int_equal(simdr_delete(f->s, TU_STR(f->keys[i]), NULL), SIMDR_OK);
+    /* an overwritten key must come back with its newest value */
+    static const char newer[] = "newer value";
+    assert_int_equal(simdr_put(f->s, TU_STR(f->keys[3]), newer, sizeof newer, NULL), SIMDR_OK);
+    const size_t sizes[] = {0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 24, 25, 33,
+                            255, 256, 257, 511, 513, 1000, 3 * N};
+    enum { MAXN = 3 * N };
+    simdr_key *keys = calloc(MAXN, sizeof *keys);
+    uint64_t *hashes = calloc(MAXN, sizeof *hashes);
+    simdr_entry **out = calloc(MAXN, sizeof *out);
+    char(*absent)[64] = calloc(MAXN, sizeof *absent);
+    uint64_t seed = tu_seed(77);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        for (size_t i = 0; i < n; i++) {
+            uint64_t r = tu_rand(&seed);
+            if (r % 5 == 0) {
+                snprintf(absent[i], sizeof absent[i], "absent-%zu-%zu", n, i);
+                keys[i].key = absent[i];
+            } else if (r % 5 == 1 && i > 0) {
+                keys[i] = keys[(r >> 8) % i]; /* a repeat of an earlier key */
+                hashes[i] = simdr_hash_key(keys[i].key, keys[i].key_len);
+                continue;
+            } else {
+                keys[i].key = f->keys[(r >> 8) % N];
+            }
+            keys[i].key_len = strlen(keys[i].key);
+            hashes[i] = simdr_hash_key(keys[i].key, keys[i].key_len);
+        }
+        for (int by_hash = 0; by_hash < 2; by_hash++) {
+            for (size_t i = 0; i < n; i++) out[i] = (simdr_entry *)(uintptr_t)0x1;
+            int64_t found = by_hash ? simdr_get_batch_hashed(f->s, hashes, n, out)
+                                    : simdr_get_batch(f->s, keys, n, out);
+            assert_true(found >= 0);
+            expect_batch_matches_gets(f->s, keys, n, out, found);
+            /* spot-check values against what was written */
+            for (size_t i = 0; i < n; i++) {
+                if (!out[i] || keys[i].key == f->keys[3]) continue;
+                assert_memory_equal(keys[i].key, "key-", 4);
+                int k = atoi((const char *)keys[i].key + 4);
+                assert_int_equal(simdr_entry_size(out[i]), f->vlen[k]);
+                assert_memory_equal(simdr_entry_data(out[i]), f->vals[k], f->vlen[k]);
+            }
+            for (size_t i = 0; i < n; i++) {
+                if (keys[i].key == f->keys[3]) {
+                    assert_non_null(out[i]);
+                    assert_memory_equal(simdr_entry_data(out[i]), newer, sizeof newer);
+                } else if (memcmp(keys[i].key, "key-", 4) == 0 &&
+                           atoi((const char *)keys[i].key + 4) % 7 == 0) {
+                    assert_null(out[i]); /* deleted */
+                }
+            }
+            /* release from both ends towards the middle */
+            for (size_t i = 0; i < n / 2; i++) simdr_entry_release(out[i * 2 % n]);
+            for (size_t i = 0; i < n; i++)
+                if (!(i % 2 == 0 && i / 2 < n / 2)) simdr_entry_release(out[i]);
+        }
+    }
+    free(keys);
+    free(hashes);
+    free(out);
+    free(absent);
+}
+
+/* A batch where nothing is found, and a batch of only deleted keys. */
+static void test_batch_get_none_found(void **state) {
+    fixture *f = *state;
+    simdr_key keys[40];
+    simdr_entry *out[40];
+    for (int i = 0; i < 40; i++) {
+        keys[i].key = f->keys[i];
+        keys[i].key_len = strlen(f->keys[i]);
+    }
+    assert_int_equal(simdr_get_batch(f->s, keys, 40, out), 0); /* empty store */
+    for (int i = 0; i < 40; i++) assert_null(out[i]);
+    put_all(f, NULL);
+    size_t deleted = 0;
+    assert_int_equal(simdr_delete_batch(f->s, keys, 40, &deleted, NULL), SIMDR_OK);
+    assert_int_equal(deleted, 40);
+    assert_int_equal(simdr_get_batch(f->s, keys, 40, out), 0);
+    for (int i = 0; i < 40; i++) assert_null(out[i]);
+    assert_int_equal(simdr_get_batch(f->s, NULL, 1, out), SIMDR_EINVAL);
+    simdr_key null_key = {NULL, 3};
+    simdr_key with_null[2] = {{f->keys[100], strlen(f->keys[100])}, null_key};
+    out[0] = out[1] = (simdr_entry *)(uintptr_t)0x1;
+    assert_int_equal(simdr_get_batch(f->s, with_null, 2, out), SIMDR_EINVAL);
+    assert_null(out[0]);
+    assert_null(out[1]);
+}
+
+static void *release_all(void *p) {
+    simdr_entry **hs = p;
+    for (int i = 0; hs[i]; i++) simdr_entry_release(hs[i]);
+    return NULL;
+}
+
+/* Handles of one batch share memory: each must still live exactly as long
+ * as the lifetime rule says, whatever happens to its siblings. */
+static void test_batch_handle_lifetime(void **state) {
+    fixture *f = *state;
+    put_all(f, NULL);
+    enum { M = 300 };
+    simdr_key keys[M];
+    simdr_entry *out[M];
+    for (int i = 0; i < M; i++) {
+        keys[i].key = f->keys[i];
+        keys[i].key_len = strlen(f->keys[i]);
+    }
+    assert_int_equal(simdr_get_batch(f->s, keys, M, out), M);
+    /* a dup outlives the original and its whole batch */
+    simdr_entry *dup = NULL;
+    assert_int_equal(simdr_entry_dup(out[5], &dup), SIMDR_OK);
+    /* some handles go on another thread, some here, two are kept */
+    simdr_entry *other[M + 1];
+    int n_other = 0;
+    for (int i = 0; i < M; i++) {
+        if (i == 7 || i == 290) continue;
+        if (i % 3 == 0)
+            other[n_other++] = out[i];
+        else
+            simdr_entry_release(out[i]);
+    }
+    other[n_other] = NULL;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_all, other), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    /* the kept handles survive overwrites, compaction and close */
+    for (int i = 0; i < 20; i++) tu_put_str(f->s, f->keys[i], "overwritten");
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    assert_memory_equal(simdr_entry_data(out[7]), f->vals[7], f->vlen[7]);
+    assert_memory_equal(simdr_entry_data(out[290]), f->vals[290], f->vlen[290]);
+    assert_memory_equal(simdr_entry_data(dup), f->vals[5], f->vlen[5]);
+    simdr_entry_release(out[290]);
+    simdr_entry_release(dup);
+    assert_int_equal(simdr_entry_verify(out[7]), SIMDR_OK);
+    simdr_entry_release(out[7]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_batch_put, setup, teardown),
@@ -245,6 +424,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_batch_put_hashed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_get_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_get_none_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_handle_lifetime, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

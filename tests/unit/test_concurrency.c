@@ -3,8 +3,11 @@
  * read while one writer overwrites keys with self-checking values (key index,
  * sequence, length, CRC): readers never see a torn or foreign value and never
  * NOTFOUND for a present key; many handles held while megabytes are written;
- * an entry released on another thread after simdr_close; concurrent writers,
- * also with per-write fdatasync (group commit).
+ * an entry released on another thread after simdr_close; batch readers
+ * while the writer overwrites, deletes and compacts, keeping batch handles
+ * across writes and handing some to another thread that releases them after
+ * simdr_close; concurrent writers, also with per-write fdatasync (group
+ * commit).
  */
 #include "testutil.h"
 
@@ -248,6 +251,139 @@ static void test_release_after_close_on_other_thread(void **state) {
     free(dir);
 }
 
+/* Batch readers: keys [0, NKEYS) are always present, [NKEYS, NKEYS + NFLICKER)
+ * are deleted and written again by the writer, "none-*" never exist. */
+#define NFLICKER 16
+#define NBATCH 100
+#define NKEPT 8
+
+typedef struct batch_shared {
+    simdr_store *s;
+    _Atomic int done;
+    _Atomic uint64_t batches, bad;
+    _Atomic int next_id;
+    uint64_t seed;
+    simdr_entry *leftover[2][NKEPT]; /* released by the main thread after close */
+    int leftover_key[2][NKEPT];
+} batch_shared;
+
+static void *batch_reader(void *p) {
+    batch_shared *sh = p;
+    int id = atomic_fetch_add(&sh->next_id, 1);
+    uint64_t st = sh->seed + 7919u * (uint64_t)(id + 1);
+    char names[NBATCH][24];
+    int which[NBATCH];
+    simdr_key keys[NBATCH];
+    simdr_entry *out[NBATCH];
+    simdr_entry *kept[NKEPT] = {0};
+    int kept_key[NKEPT];
+    while (!atomic_load(&sh->done)) {
+        size_t n = 1 + (size_t)(tu_rand(&st) % NBATCH);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t r = tu_rand(&st);
+            if (r % 10 == 0) {
+                which[i] = -1;
+                snprintf(names[i], sizeof names[i], "none-%d", (int)(r % 1000));
+            } else if (r % 10 == 1 && i > 0) {
+                size_t j = (size_t)(r >> 8) % i; /* the same key twice */
+                which[i] = which[j];
+                memcpy(names[i], names[j], sizeof names[i]);
+            } else {
+                which[i] = (int)((r >> 8) % (NKEYS + NFLICKER));
+                key_of(which[i], names[i], sizeof names[i]);
+            }
+            keys[i].key = names[i];
+            keys[i].key_len = strlen(names[i]);
+        }
+        int64_t found = simdr_get_batch(sh->s, keys, n, out);
+        atomic_fetch_add(&sh->batches, 1);
+        int64_t seen = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!out[i]) {
+                if (which[i] >= 0 && which[i] < NKEYS) atomic_fetch_add(&sh->bad, 1);
+                continue;
+            }
+            seen++;
+            if (which[i] < 0 ||
+                !check_value(simdr_entry_data(out[i]), simdr_entry_size(out[i]), which[i]))
+                atomic_fetch_add(&sh->bad, 1);
+        }
+        if (found != seen) atomic_fetch_add(&sh->bad, 1);
+        /* keep one found handle of this batch in place of an older one */
+        size_t keep = (size_t)(tu_rand(&st) % n);
+        for (size_t i = 0; i < n; i++) {
+            if (i == keep && out[i]) {
+                int slot = (int)(tu_rand(&st) % NKEPT);
+                simdr_entry_release(kept[slot]);
+                kept[slot] = out[i];
+                kept_key[slot] = which[i];
+            } else {
+                simdr_entry_release(out[i]);
+            }
+        }
+        for (int k = 0; k < NKEPT; k++)
+            if (kept[k] &&
+                !check_value(simdr_entry_data(kept[k]), simdr_entry_size(kept[k]), kept_key[k]))
+                atomic_fetch_add(&sh->bad, 1);
+    }
+    for (int k = 0; k < NKEPT; k++) {
+        sh->leftover[id][k] = kept[k];
+        sh->leftover_key[id][k] = kept_key[k];
+    }
+    return NULL;
+}
+
+static void test_batch_readers_while_writer_compacts(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char path[4096];
+    tu_join(path, sizeof path, dir, "b.bin");
+    batch_shared sh = {.seed = tu_seed(4242)};
+    sh.s = tu_open(path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    uint8_t buf[4096];
+    for (int k = 0; k < NKEYS + NFLICKER; k++) {
+        char key[16];
+        key_of(k, key, sizeof key);
+        size_t n = make_value(buf, k, 0, 16 + (size_t)k);
+        assert_int_equal(simdr_put(sh.s, TU_STR(key), buf, n, NULL), SIMDR_OK);
+    }
+    pthread_t r[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&r[i], NULL, batch_reader, &sh), 0);
+    uint64_t st = sh.seed;
+    for (uint32_t seq = 1; seq <= 4000; seq++) {
+        int k = (int)(tu_rand(&st) % (NKEYS + NFLICKER));
+        char key[16];
+        key_of(k, key, sizeof key);
+        if (k >= NKEYS && seq % 3 == 0) {
+            int rc = simdr_delete(sh.s, TU_STR(key), NULL);
+            assert_true(rc == SIMDR_OK || rc == SIMDR_NOTFOUND);
+        } else {
+            size_t n = make_value(buf, k, seq, 16 + (size_t)(tu_rand(&st) % 4000));
+            assert_int_equal(simdr_put(sh.s, TU_STR(key), buf, n, NULL), SIMDR_OK);
+        }
+        if (seq % 1000 == 0) assert_int_equal(simdr_compact(sh.s), SIMDR_OK);
+    }
+    atomic_store(&sh.done, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(r[i], NULL);
+    fprintf(stderr, "%llu batches during 4000 writes\n",
+            (unsigned long long)atomic_load(&sh.batches));
+    assert_int_equal(atomic_load(&sh.bad), 0);
+    assert_true(atomic_load(&sh.batches) > 0);
+    assert_int_equal(simdr_close(sh.s), SIMDR_OK);
+    /* the handles the readers kept outlive the store */
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < NKEPT; k++) {
+            simdr_entry *e = sh.leftover[i][k];
+            if (!e) continue;
+            assert_true(check_value(simdr_entry_data(e), simdr_entry_size(e), sh.leftover_key[i][k]));
+            simdr_entry_release(e);
+        }
+    tu_rmtree(dir);
+    free(dir);
+}
+
 typedef struct wr_arg {
     simdr_store *s;
     int id, n;
@@ -330,6 +466,7 @@ int main(void) {
         cmocka_unit_test(test_readers_while_writer_overwrites),
         cmocka_unit_test(test_many_handles_while_writing),
         cmocka_unit_test(test_release_after_close_on_other_thread),
+        cmocka_unit_test(test_batch_readers_while_writer_compacts),
         cmocka_unit_test(test_concurrent_writers),
         cmocka_unit_test(test_concurrent_durable_writers),
     };
