@@ -38,6 +38,8 @@ int simdr__fail_errno(int err, const char *what, const char *path);
 
 /* ---- big allocations (alloc.c): free with the same size ---- */
 void *simdr__alloc_zeroed(size_t bytes);
+/* The same, with every page faulted in up front (arrays about to be filled). */
+void *simdr__alloc_zeroed_populated(size_t bytes);
 void simdr__free_big(void *p, size_t bytes);
 
 /* ---- I/O (io_posix.c) ---- */
@@ -75,6 +77,7 @@ typedef struct simdr__map {
     } refs[SIMDR__SLOTS] __attribute__((aligned(SIMDR__CACHELINE)));
     const uint8_t *base;
     uint64_t len;                /* mapped length (>= file size) */
+    uint64_t populated;          /* writer: the prefix whose pages are mapped in, page aligned */
     _Atomic int64_t outstanding; /* handle count once retired */
 } simdr__map;
 
@@ -120,6 +123,14 @@ uint64_t simdr__index_put(simdr__index *ix, const uint8_t *base, uint64_t hash, 
 int simdr__index_put_if_absent(simdr__index *ix, const uint8_t *base, uint64_t hash,
                                uint64_t value);
 int simdr__index_needs_grow(const simdr__index *ix);
+/* How many new keys fit before needs_grow turns true. */
+uint64_t simdr__index_room(const simdr__index *ix);
+struct simdr__item;
+/* Writer: simdr__index_put of items[i].hash -> metas[i] (tombstone bit from
+ * the item) for each i in order, with at most simdr__index_room new keys.
+ * Returns the change in the number of live keys. */
+int64_t simdr__index_put_items(simdr__index *ix, const uint8_t *base,
+                               const struct simdr__item *items, const uint64_t *metas, size_t n);
 void simdr__index_prefetch(const simdr__index *ix, uint64_t hash);
 uint64_t simdr__index_peek(const simdr__index *ix, uint64_t hash);
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base);
