@@ -60,11 +60,14 @@ void simdr__index_entry(simdr_store *s, uint64_t hash, uint64_t meta_off, int to
 /* A growth reads the metadata of every indexed entry through the map, at
  * random. Mapping the pages written since the last growth in one call costs
  * a fraction of the page faults those reads would take one by one (tens of
- * microseconds each on some virtual machines). */
-static void populate_map(simdr_store *s, simdr__map *m) {
+ * microseconds each on some virtual machines). Only done while the file
+ * holds at least one indexed key a page on average: with large values most
+ * pages are payload the growth never reads, and mapping them would read them
+ * in and count them as resident for nothing. */
+static void populate_map(simdr_store *s, simdr__map *m, const simdr__index *ix) {
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     uint64_t end = s->tail < m->len ? s->tail : m->len;
-    if (end <= m->populated) return;
+    if (end <= m->populated || end / page > ix->used) return;
     /* Failure (a kernel before 5.14) only means the reads fault instead. */
     madvise((void *)(m->base + m->populated), (size_t)(end - m->populated), MADV_POPULATE_READ);
     m->populated = end / page * page;
@@ -73,7 +76,7 @@ static void populate_map(simdr_store *s, simdr__map *m) {
 int simdr__grow_index_if_needed(simdr_store *s) {
     simdr__view *v = simdr__current_view(s);
     if (!simdr__index_needs_grow(v->index)) return SIMDR_OK;
-    populate_map(s, v->map);
+    populate_map(s, v->map, v->index);
     simdr__index *nx = simdr__index_grown(v->index, v->map->base);
     if (!nx) return simdr__fail(SIMDR_ENOMEM, "%s: out of memory growing the index", s->path);
     return simdr__publish_view(s, v->map, nx);
