@@ -1,15 +1,29 @@
 /*
- * digest.c - the two digests of the format: XXH3-64 (libxxhash) for key
- * hashes and CRC-32 IEEE reflected (ISA-L crc32_gzip_refl, same values as
- * zlib's crc32) for payload checksums.
+ * digest.c - the two digests of the format: XXH3-64 (xxHash, compiled in
+ * from its header so short keys hash without a call into the shared
+ * library) for key hashes and CRC-32 IEEE reflected (same values as zlib's
+ * crc32) for payload checksums.
+ *
+ * CRC-32 uses ISA-L (crc32_gzip_refl, carry-less multiply), except below
+ * 16 bytes, where ISA-L falls back to a path slower than zlib's (measured
+ * here: 8 bytes 19.7 ns against 6.5 ns; 16 bytes 4.5 ns against 17 ns), and
+ * 8-byte values are the common case of batched puts. Both compute the same
+ * polynomial with the same chaining convention, so the values are identical.
  */
 #include <isa-l/crc.h>
+#include <zlib.h>
+
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include "format.h"
 #include "internal.h"
 
+/* Below this length zlib's byte loop beats ISA-L's call and setup. */
+#define SHORT_CRC_MAX 16u
+
 uint32_t simdr__crc32(uint32_t crc, const void *buf, uint64_t len) {
+    if (len < SHORT_CRC_MAX) return (uint32_t)crc32(crc, (const Bytef *)buf, (uInt)len);
     /* crc32_gzip_refl takes and returns the finished (inverted) value, so it
      * chains across chunks exactly like zlib's crc32(). */
     return crc32_gzip_refl(crc, (const unsigned char *)buf, len);

@@ -33,7 +33,7 @@ simdr__index *simdr__index_new(uint64_t expected_keys) {
     ix->used = 0;
     ix->mapping = NULL;
     ix->mapping_len = 0;
-    ix->slots = simdr__alloc_zeroed((size_t)cap * sizeof *ix->slots);
+    ix->slots = simdr__alloc_zeroed_populated((size_t)cap * sizeof *ix->slots);
     if (!ix->slots) {
         free(ix);
         return NULL;
@@ -72,8 +72,11 @@ uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *base, uint64_t 
     }
 }
 
-static uint64_t put(simdr__index *ix, const uint8_t *base, uint64_t hash, uint64_t value,
-                    int overwrite) {
+/* Always inlined: the batch insert loop then keeps several prefetched
+ * inserts in flight instead of waiting on a call per key. */
+static inline __attribute__((always_inline)) uint64_t put(simdr__index *ix, const uint8_t *base,
+                                                          uint64_t hash, uint64_t value,
+                                                          int overwrite) {
     uint64_t i = bucket_of(hash, ix->cap);
     for (;;) {
         uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
@@ -112,6 +115,34 @@ void simdr__index_insert_distinct(simdr__index *ix, uint64_t hash, uint64_t valu
 
 int simdr__index_needs_grow(const simdr__index *ix) { return ix->used * 5 >= ix->cap * 4; }
 
+uint64_t simdr__index_room(const simdr__index *ix) {
+    /* needs_grow turns true once used reaches ceil(4 cap / 5). */
+    uint64_t limit = (ix->cap * 4 + 4) / 5;
+    return ix->used < limit ? limit - ix->used : 0;
+}
+
+int64_t simdr__index_put_items(simdr__index *ix, const uint8_t *base, const simdr__item *items,
+                               const uint64_t *metas, size_t n) {
+    /* Home slots are random over the table, so each insert would wait for a
+     * cache miss; touching the home slot of a later item first lets those
+     * misses overlap. */
+    enum { AHEAD = 32 };
+    for (size_t i = 0; i < n && i < AHEAD; i++)
+        __builtin_prefetch((const void *)&ix->slots[bucket_of(items[i].hash, ix->cap)], 1);
+    int64_t live_delta = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i + AHEAD < n)
+            __builtin_prefetch(
+                (const void *)&ix->slots[bucket_of(items[i + AHEAD].hash, ix->cap)], 1);
+        int tomb = items[i].tombstone;
+        uint64_t prev = put(ix, base, items[i].hash,
+                            simdr__index_value(items[i].hash, metas[i], tomb), 1);
+        int was_live = prev != 0 && !(prev & SIMDR__IDX_TOMB);
+        live_delta += (was_live && tomb) ? -1 : (!was_live && !tomb) ? 1 : 0;
+    }
+    return live_delta;
+}
+
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
     uint64_t cap = ix->cap + ix->cap / 2;
     if (cap >= (UINT64_C(1) << 32)) return NULL;
@@ -121,7 +152,7 @@ simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
     nx->used = 0;
     nx->mapping = NULL;
     nx->mapping_len = 0;
-    nx->slots = simdr__alloc_zeroed((size_t)cap * sizeof *nx->slots);
+    nx->slots = simdr__alloc_zeroed_populated((size_t)cap * sizeof *nx->slots);
     if (!nx->slots) {
         free(nx);
         return NULL;

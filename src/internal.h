@@ -38,6 +38,8 @@ int simdr__fail_errno(int err, const char *what, const char *path);
 
 /* ---- big allocations (alloc.c): free with the same size ---- */
 void *simdr__alloc_zeroed(size_t bytes);
+/* The same, with every page faulted in up front (arrays about to be filled). */
+void *simdr__alloc_zeroed_populated(size_t bytes);
 void simdr__free_big(void *p, size_t bytes);
 
 /* ---- I/O (io_posix.c) ---- */
@@ -77,6 +79,7 @@ typedef struct simdr__map {
     } refs[SIMDR__SLOTS] __attribute__((aligned(SIMDR__CACHELINE)));
     const uint8_t *base;
     uint64_t len;                /* mapped length (>= file size) */
+    uint64_t populated;          /* writer: the prefix whose pages are mapped in, page aligned */
     _Atomic int64_t outstanding; /* handle count once retired */
 } simdr__map;
 
@@ -142,6 +145,14 @@ void simdr__index_prefetch_meta(const simdr__index *ix, const uint8_t *base, uin
 uint64_t simdr__index_pipeline_step(const simdr__index *ix, const uint8_t *base, uint64_t len,
                                     const uint64_t *slot_hash, const uint64_t *meta_hash,
                                     uint64_t hash, int *beyond);
+/* How many new keys fit before needs_grow turns true. */
+uint64_t simdr__index_room(const simdr__index *ix);
+struct simdr__item;
+/* Writer: simdr__index_put of items[i].hash -> metas[i] (tombstone bit from
+ * the item) for each i in order, with at most simdr__index_room new keys.
+ * Returns the change in the number of live keys. */
+int64_t simdr__index_put_items(simdr__index *ix, const uint8_t *base,
+                               const struct simdr__item *items, const uint64_t *metas, size_t n);
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base);
 static inline uint64_t simdr__index_value(uint64_t hash, uint64_t meta_off, int tomb) {
     return (hash & UINT64_C(0xffff000000000000)) | (tomb ? SIMDR__IDX_TOMB : 0) | meta_off;

@@ -50,6 +50,7 @@ int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *
                            path, (unsigned long long)file_size, strerror(err));
     }
     m->base = p;
+    m->populated = 0;
     *out = m;
     return SIMDR_OK;
 }

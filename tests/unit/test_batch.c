@@ -4,9 +4,11 @@
  * a key repeated in one batch, batch get with absent keys, batch delete;
  * batch get checked key by key against simdr_get for every batch size around
  * the read pipeline's depths and window (0, 1, 2 keys up to several
- * windows) with absent, repeated and deleted keys, and the lifetime of batch
+ * windows) with absent, repeated and deleted keys, the lifetime of batch
  * handles (released in any order, on another thread, after dup, after
- * compaction and close).
+ * compaction and close), batches that cross index growths (repeated keys, a
+ * rename's tombstone on either side of a growth), checksums of short and
+ * long values.
  */
 #include "testutil.h"
 
@@ -207,6 +209,111 @@ static void test_batch_get(void **state) {
         simdr_entry_release(ho[i]);
     /* empty request */
     assert_int_equal(simdr_get_batch(f->s, keys, 0, out), 0);
+}
+
+/* One batch far larger than a fresh index: it grows several times inside the
+ * batch, and the second half of the batch rewrites keys of the first half. */
+#define GROW_KEYS 4000
+#define GROW_ITEMS 6000
+#define RENAMES 2000
+#define DELETES 1000
+
+static void grow_key(char *out, size_t cap, const char *prefix, int i) {
+    snprintf(out, cap, "%s-%05d", prefix, i);
+}
+
+static void expect_grown_store(simdr_store *s) {
+    char key[32], val[32];
+    for (int k = 0; k < GROW_KEYS; k++) {
+        /* The newest version of key k is the last item j with j % GROW_KEYS == k. */
+        int newest = k < GROW_ITEMS - GROW_KEYS ? k + GROW_KEYS : k;
+        snprintf(val, sizeof val, "v%d", newest);
+        grow_key(key, sizeof key, "g", k);
+        if (k < RENAMES) {
+            tu_expect_absent(s, key, strlen(key));
+            grow_key(key, sizeof key, "r", k);
+        }
+        if (k >= GROW_KEYS - DELETES)
+            tu_expect_absent(s, key, strlen(key));
+        else
+            tu_expect_str(s, key, val);
+    }
+    assert_int_equal(simdr_count(s), GROW_KEYS - DELETES);
+}
+
+static void test_batch_across_index_growth(void **state) {
+    fixture *f = *state;
+    static char keys[GROW_ITEMS][16], vals[GROW_ITEMS][16];
+    simdr_kv *items = calloc(GROW_ITEMS, sizeof *items);
+    for (int j = 0; j < GROW_ITEMS; j++) {
+        grow_key(keys[j], sizeof keys[j], "g", j % GROW_KEYS);
+        snprintf(vals[j], sizeof vals[j], "v%d", j);
+        items[j] = (simdr_kv){keys[j], strlen(keys[j]), vals[j], strlen(vals[j])};
+    }
+    assert_int_equal(simdr_put_batch(f->s, items, GROW_ITEMS, NULL), SIMDR_OK);
+    free(items);
+    assert_int_equal(simdr_count(f->s), GROW_KEYS);
+    assert_true(simdr_index_bytes(f->s) <= 16 * simdr_count(f->s));
+
+    /* Each rename is one append of a new key and a tombstone and adds one
+     * index slot, so one of them starts with room for exactly one more key:
+     * its put lands before a growth and its tombstone after. */
+    for (int k = 0; k < RENAMES; k++) {
+        char from[32], to[32];
+        grow_key(from, sizeof from, "g", k);
+        grow_key(to, sizeof to, "r", k);
+        assert_int_equal(simdr_rename(f->s, from, strlen(from), to, strlen(to), NULL), SIMDR_OK);
+    }
+    assert_int_equal(simdr_count(f->s), GROW_KEYS);
+
+    simdr_key *dels = calloc(DELETES, sizeof *dels);
+    static char del_keys[DELETES][16];
+    for (int i = 0; i < DELETES; i++) {
+        grow_key(del_keys[i], sizeof del_keys[i], "g", GROW_KEYS - DELETES + i);
+        dels[i] = (simdr_key){del_keys[i], strlen(del_keys[i])};
+    }
+    size_t deleted = 0;
+    assert_int_equal(simdr_delete_batch(f->s, dels, DELETES, &deleted, NULL), SIMDR_OK);
+    assert_int_equal(deleted, DELETES);
+    free(dels);
+
+    expect_grown_store(f->s);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    expect_grown_store(f->s);
+}
+
+/* Bitwise CRC-32 (IEEE, reflected), the definition the format refers to. */
+static uint32_t reference_crc32(const uint8_t *p, size_t len) {
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < len; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+static void test_batch_checksums_match_reference(void **state) {
+    fixture *f = *state;
+    enum { LENGTHS = 200 };
+    static uint8_t vals[LENGTHS][LENGTHS + 1];
+    static char keys[LENGTHS][16];
+    simdr_kv items[LENGTHS];
+    for (int i = 0; i < LENGTHS; i++) {
+        size_t len = (size_t)i + 1;
+        tu_fill(vals[i], len, (uint64_t)i);
+        vals[i][0] |= 1; /* never the reserved one-byte 0x00 value */
+        snprintf(keys[i], sizeof keys[i], "crc-%d", i);
+        items[i] = (simdr_kv){keys[i], strlen(keys[i]), vals[i], len};
+    }
+    assert_int_equal(simdr_put_batch(f->s, items, LENGTHS, NULL), SIMDR_OK);
+    for (int i = 0; i < LENGTHS; i++) {
+        simdr_entry *e = NULL;
+        assert_int_equal(simdr_get(f->s, keys[i], strlen(keys[i]), &e), SIMDR_OK);
+        assert_int_equal(simdr_entry_checksum(e), reference_crc32(vals[i], (size_t)i + 1));
+        assert_int_equal(simdr_entry_verify(e), SIMDR_OK);
+        simdr_entry_release(e);
+    }
 }
 
 static void test_batch_delete(void **state) {
@@ -427,6 +534,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_batch_get_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_get_none_found, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_handle_lifetime, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_across_index_growth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_checksums_match_reference, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
