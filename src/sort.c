@@ -6,10 +6,11 @@
  * Offsets are bounded by the file size, so a radix sort over only the bits
  * the largest offset uses beats a comparison sort several times. It runs in
  * two stages so that only one pass streams over the whole array: the top
- * bits scatter the offsets into buckets of a few hundred (a few KB), and each
- * bucket is then finished on its low bits by an LSD radix sort inside the L1
- * cache. The iterator fills the buckets itself while reading the index and
- * calls only the second stage.
+ * bits scatter the offsets into buckets of a few thousand (tens of KB; a few
+ * hundred scatter streams, which the caches absorb better than thousands),
+ * and each bucket is then finished on its low bits by an LSD radix sort
+ * inside the L2 cache. The iterator fills the buckets itself while reading
+ * the index and calls only the second stage.
  *
  * Neither stage can fail: when a scratch buffer cannot be allocated, an
  * in-place heap sort does the work instead (slower, no memory).
@@ -21,7 +22,7 @@
 
 #define SMALL 32u          /* at most this many: insertion sort */
 #define MAX_TOP_BITS 16u   /* first stage: at most 65536 buckets */
-#define BUCKET_TARGET 512u /* offsets per bucket: 4 KB, sorted inside L1 */
+#define BUCKET_TARGET 4096u /* offsets per bucket: 32 KB, sorted inside L2 */
 #define LOW_DIGIT_BITS 8u  /* digits of the in-bucket passes: 2 KB of counters */
 
 static void insertion_sort(uint64_t *v, uint64_t n) {

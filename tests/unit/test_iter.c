@@ -278,7 +278,7 @@ static void test_for_each_parallel(void **state) {
 
 /* ---- exact order against a model: puts, overwrites and deletes ---- */
 
-#define MK 3000
+#define MK 10000 /* enough keys for the iterator to sort in several buckets */
 
 typedef struct model {
     uint64_t end[MK];  /* end offset of the key's newest entry */
