@@ -25,16 +25,11 @@
 #define DROP_BEHIND (UINT64_C(8) << 20) /* a power of two, a multiple of the page size */
 #define PREFETCH_AHEAD 16
 
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Live metadata offsets in file order. */
 static int sorted_live(simdr_store *s, simdr__view *v, uint64_t **offs, uint64_t *n) {
     if (simdr__live_offsets(s, v, offs, n) != SIMDR_OK)
         return simdr__fail(SIMDR_ENOMEM, "out of memory");
-    qsort(*offs, (size_t)*n, sizeof **offs, cmp_u64);
+    simdr__sort_offsets(*offs, *n);
     return SIMDR_OK;
 }
 

@@ -303,4 +303,28 @@ int simdr__lookup(simdr_store *s, uint64_t hash, struct simdr_entry **out);
 /* ---- compaction planning (compact.c) ---- */
 int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n);
 
+/* ---- sorting offsets into file order (sort.c) ----
+ * Ascending, in place. Neither fails: without memory for a scratch buffer
+ * they fall back to a slower in-place sort. */
+void simdr__sort_offsets(uint64_t *v, uint64_t n);
+/* The two stages for a caller that fills buckets itself: for n offsets of
+ * `bits` significant bits, how many top bits pick the bucket; then, with
+ * bucket b holding v[bucket_end[b - 1] .. bucket_end[b]) (from 0 for b = 0),
+ * every offset of it sharing those top bits, sort each bucket on its
+ * low_bits (= bits - top bits). */
+unsigned simdr__sort_top_bits(uint64_t n, unsigned bits);
+void simdr__sort_buckets(uint64_t *v, const uint64_t *bucket_end, uint64_t buckets,
+                         unsigned low_bits);
+
+/* ---- iteration (iter.c) ----
+ * Test hooks: force_chain_walk makes iterators walk the chain instead of
+ * reading the index; chain_walks counts the iterators that walked it;
+ * after_tail, when set, runs inside simdr_iter_open between taking the
+ * snapshot's tail and reading the index (to write there deterministically;
+ * such a write must not need to grow the map or the index). */
+typedef void (*simdr__iter_hook_fn)(simdr_store *s);
+extern _Atomic int simdr__iter_force_chain_walk;
+extern _Atomic uint64_t simdr__iter_chain_walks;
+extern _Atomic(simdr__iter_hook_fn) simdr__iter_after_tail;
+
 #endif

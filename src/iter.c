@@ -2,11 +2,16 @@
  * iter.c - iteration over live entries (sequential and parallel) and the full
  * integrity check.
  *
- * The sequential iterator walks the chain of a snapshot (pinned map + tail)
- * from the newest entry backwards and remembers which key hashes it has
- * yielded, so each key appears once, in its newest version, and tombstones
- * hide their keys. The parallel visit takes the live offsets straight from
- * the index and splits them over threads.
+ * The sequential iterator pins a snapshot (map + tail) and yields each live
+ * key once, in its newest version, newest first. The index already names
+ * each live key's newest entry, so the iterator reads the snapshot's live
+ * offsets from it and yields them in descending file order: the same
+ * sequence a walk of the chain from the tail backwards gives, without
+ * remembering every key met. When a concurrent write has already moved the
+ * index past the snapshot, it walks the chain instead, remembering the key
+ * hashes it has yielded so tombstones and older versions stay hidden. The
+ * parallel visit takes the live offsets from the index too, in file order,
+ * and splits them over threads.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -57,10 +62,111 @@ struct simdr_iter {
     simdr__map *map;   /* pinned */
     unsigned shard;
     int layout;
-    uint64_t pos;      /* end of the next entry to examine */
+    /* Index path: the snapshot's live metadata offsets in ascending file
+     * order, yielded from the end (newest first); offs[0..left) remain. */
+    uint64_t *offs;
+    size_t offs_bytes;
+    uint64_t left;
+    /* Chain walk (when the index had moved past the snapshot): end of the
+     * next entry to examine, and the key hashes met so far. */
+    int walk_chain;
+    uint64_t pos;
     hashset seen;
     struct simdr_entry current;
 };
+
+_Atomic int simdr__iter_force_chain_walk;
+_Atomic uint64_t simdr__iter_chain_walks;
+_Atomic(simdr__iter_hook_fn) simdr__iter_after_tail;
+
+/* Inside an epoch section: the live metadata offsets of ix as of the moment
+ * the file ended at tail, in ascending order. The writer only ever stores
+ * offsets of entries it appended, which lie at or beyond any tail published
+ * before, so a slot holding such an offset (live or tombstone) means ix has
+ * moved past the snapshot: SIMDR_NOTFOUND then, and the caller walks the
+ * chain instead. Slots still below tail are exactly the snapshot's newest
+ * versions, since the acquire load of tail made every earlier slot store
+ * visible.
+ *
+ * The first read of the slots counts offsets per bucket of top bits, the
+ * second drops each straight into its bucket, so sorting (out of the
+ * section) needs no copy of the whole array and the only large allocation is
+ * the result. */
+typedef struct bucketed_offsets {
+    uint64_t *offs;     /* n offsets, bucket by bucket */
+    size_t bytes;       /* allocated for offs */
+    uint64_t n;
+    uint64_t *end;      /* end of each bucket in offs */
+    uint64_t buckets;
+    unsigned low;       /* bits below the bucket's */
+} bucketed_offsets;
+
+static int snapshot_offsets(const simdr__index *ix, uint64_t tail, bucketed_offsets *out) {
+    /* Bucket by the top bits of the file size: tail < 2^bits bounds them. */
+    unsigned bits = tail ? 64u - (unsigned)__builtin_clzll(tail) : 0;
+    unsigned top = simdr__sort_top_bits(ix->cap, bits), low = bits - top;
+    uint64_t buckets = UINT64_C(1) << top;
+    /* fill[b] is where bucket b's next offset goes, end[b] where it stops. */
+    uint64_t *fill = calloc((size_t)buckets + 1, sizeof *fill);
+    uint64_t *end = malloc((size_t)buckets * sizeof *end);
+    uint64_t *offs = NULL;
+    size_t bytes = 0;
+    int rc = SIMDR_ENOMEM;
+    if (!fill || !end) goto done;
+    for (uint64_t i = 0; i < ix->cap; i++) {
+        uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
+        uint64_t off = val & SIMDR__IDX_OFF_MASK;
+        if (val && off >= tail) {
+            rc = SIMDR_NOTFOUND;
+            goto done;
+        }
+        if (val && !(val & SIMDR__IDX_TOMB)) fill[(off >> low) + 1]++;
+    }
+    for (uint64_t b = 1; b <= buckets; b++) fill[b] += fill[b - 1];
+    uint64_t live = fill[buckets];
+    for (uint64_t b = 0; b < buckets; b++) end[b] = fill[b + 1];
+    bytes = (size_t)(live ? live : 1) * sizeof *offs;
+    offs = simdr__alloc_zeroed(bytes);
+    if (!offs) goto done;
+    for (uint64_t i = 0; i < ix->cap; i++) {
+        uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
+        if (!val || (val & SIMDR__IDX_TOMB)) continue;
+        uint64_t off = val & SIMDR__IDX_OFF_MASK;
+        /* A slot that changed since the count can only have moved past the
+         * snapshot; the bound also keeps every store inside the array. */
+        if (off >= tail || fill[off >> low] == end[off >> low]) {
+            rc = SIMDR_NOTFOUND;
+            goto done;
+        }
+        offs[fill[off >> low]++] = off;
+    }
+    for (uint64_t b = 0; b < buckets; b++)
+        if (fill[b] != end[b]) {
+            rc = SIMDR_NOTFOUND;
+            goto done;
+        }
+    *out = (bucketed_offsets){offs, bytes, live, end, buckets, low};
+    offs = NULL;
+    end = NULL;
+    rc = SIMDR_OK;
+done:
+    simdr__free_big(offs, bytes);
+    free(fill);
+    free(end);
+    return rc;
+}
+
+/* Sets up the chain walk: a seen-set sized for the live keys up front, so
+ * nothing rehashes while iterating. */
+static int start_chain_walk(simdr_iter *it) {
+    uint64_t want = 1024;
+    while (want * 3 < simdr_count(it->store) * 4 + 4) want *= 2;
+    it->seen.keys = simdr__alloc_zeroed((size_t)want * sizeof *it->seen.keys);
+    if (!it->seen.keys) return SIMDR_ENOMEM;
+    it->seen.cap = want;
+    atomic_fetch_add_explicit(&simdr__iter_chain_walks, 1, memory_order_relaxed);
+    return SIMDR_OK;
+}
 
 SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     if (!s || !out) return simdr__fail(SIMDR_EINVAL, "NULL argument");
@@ -72,25 +178,66 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     simdr__view *v = simdr__current_view(s);
     it->map = v->map;
     it->pos = atomic_load_explicit(&v->tail, memory_order_acquire);
+    /* The index lists each live key's newest entry: in descending file order
+     * those are what the chain walk would yield, without remembering every
+     * key met. It must be read inside the section that keeps it alive. */
+    simdr__iter_hook_fn hook = atomic_load_explicit(&simdr__iter_after_tail, memory_order_relaxed);
+    if (hook) hook(s);
+    bucketed_offsets bo;
+    int rc = SIMDR_NOTFOUND;
+    if (!atomic_load_explicit(&simdr__iter_force_chain_walk, memory_order_relaxed))
+        rc = snapshot_offsets(v->index, it->pos, &bo);
     simdr__map_pin(it->map, it->shard);
     simdr__epoch_exit(&s->epoch, it->shard, tok);
     it->layout = atomic_load(&s->layout);
-    /* Size the seen-set for the live keys up front: no rehash while iterating. */
-    uint64_t want = 1024;
-    while (want * 3 < simdr_count(s) * 4 + 4) want *= 2;
-    it->seen.keys = simdr__alloc_zeroed((size_t)want * sizeof *it->seen.keys);
-    if (!it->seen.keys) {
+    if (rc == SIMDR_OK) {
+        simdr__sort_buckets(bo.offs, bo.end, bo.buckets, bo.low);
+        free(bo.end);
+        it->offs = bo.offs;
+        it->offs_bytes = bo.bytes;
+        it->left = bo.n;
+    } else {
+        it->walk_chain = 1;
+        rc = start_chain_walk(it);
+    }
+    if (rc != SIMDR_OK) {
         simdr__map_unpin(it->map, it->shard);
         free(it);
         return simdr__fail(SIMDR_ENOMEM, "out of memory");
     }
-    it->seen.cap = want;
     *out = it;
+    return SIMDR_OK;
+}
+
+/* Entries ahead whose metadata is prefetched: the offsets are known in
+ * advance, so the cache misses of a stretch of entries overlap instead of
+ * stalling one entry at a time. */
+#define PREFETCH_AHEAD 16u
+
+static int next_from_offsets(simdr_iter *it, const simdr_entry **entry) {
+    if (it->left == 0) return SIMDR_NOTFOUND;
+    uint64_t meta_off = it->offs[it->left - 1];
+    if (it->left > PREFETCH_AHEAD) {
+        const uint8_t *ahead = it->map->base + it->offs[it->left - 1 - PREFETCH_AHEAD];
+        __builtin_prefetch(ahead);
+        __builtin_prefetch(ahead + SIMDR__META_SIZE - 1);
+    }
+    struct simdr_entry e;
+    int rc = simdr__entry_decode(it->map->base, it->map->len, meta_off, it->layout, &e);
+    if (rc != SIMDR_OK)
+        return simdr__fail(rc, "%s: corrupt metadata at %llu", it->store->path,
+                           (unsigned long long)meta_off);
+    it->left--;
+    e.map = it->map;
+    e.shard = it->shard;
+    it->current = e;
+    *entry = &it->current;
     return SIMDR_OK;
 }
 
 SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
     if (!it || !entry) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    if (!it->walk_chain) return next_from_offsets(it, entry);
     while (it->pos != 0) {
         struct simdr_entry e;
         int rc = simdr__entry_decode(it->map->base, it->map->len, it->pos - SIMDR__META_SIZE,
@@ -114,6 +261,7 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
 SIMDR_API void simdr_iter_close(simdr_iter *it) {
     if (!it) return;
     simdr__map_unpin(it->map, it->shard);
+    simdr__free_big(it->offs, it->offs_bytes);
     simdr__free_big(it->seen.keys, (size_t)it->seen.cap * sizeof *it->seen.keys);
     free(it);
 }
@@ -199,6 +347,10 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *s, unsigned nthreads, simdr_v
     if (rc == SIMDR_OK) simdr__map_pin(map, shard);
     simdr__epoch_exit(&s->epoch, shard, tok);
     if (rc != SIMDR_OK) return simdr__fail(rc, "out of memory");
+    /* In file order each thread reads one contiguous stretch of the map
+     * (sequential, prefetchable, its pages touched by one thread) instead of
+     * entries scattered over the whole file. */
+    simdr__sort_offsets(offs, n);
     par_job *jobs = calloc(nthreads, sizeof *jobs);
     pthread_t *tids = calloc(nthreads, sizeof *tids);
     _Atomic int stop = 0;

@@ -3,6 +3,10 @@
  * newest version of each live key once, newest first, tombstones and deleted
  * keys skipped; snapshot semantics; entries kept with simdr_entry_dup;
  * simdr_for_each (with stop) and simdr_for_each_parallel on 4 threads.
+ * Iterators read the snapshot's newest offsets from the index and walk the
+ * entry chain only when the index has moved past the snapshot: both paths
+ * are checked against an exact model, and a writer racing iterators makes
+ * the walk happen for real.
  */
 #include "testutil.h"
 
@@ -10,8 +14,17 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NK 300
+
+/* Library hooks (internal, reachable through the static library): force the
+ * chain walk; count the iterators that walked the chain; run a function
+ * between an iterator taking its snapshot's tail and reading the index. */
+typedef void (*iter_hook_fn)(simdr_store *s);
+extern _Atomic int simdr__iter_force_chain_walk;
+extern _Atomic uint64_t simdr__iter_chain_walks;
+extern _Atomic(iter_hook_fn) simdr__iter_after_tail;
 
 typedef struct fixture {
     char *dir;
@@ -263,6 +276,351 @@ static void test_for_each_parallel(void **state) {
     assert_true(atomic_load(&s.n) < f->nlive);
 }
 
+/* ---- exact order against a model: puts, overwrites and deletes ---- */
+
+#define MK 10000 /* enough keys for the iterator to sort in several buckets */
+
+typedef struct model {
+    uint64_t end[MK];  /* end offset of the key's newest entry */
+    uint64_t seq[MK];  /* the op that wrote it (the value's content) */
+    int live[MK];
+} model;
+
+typedef struct yielded {
+    uint64_t hash, end, seq;
+} yielded;
+
+static uint64_t model_key_hash(int k) {
+    char key[16];
+    snprintf(key, sizeof key, "m%d", k);
+    return simdr_hash_key(TU_STR(key));
+}
+
+/* Applies op seq to key k in the store and the model: a put of the 8-byte
+ * value seq (padded to a length that varies with seq), or a delete. */
+static void model_op(simdr_store *s, model *m, int k, uint64_t seq, int del) {
+    char key[16];
+    snprintf(key, sizeof key, "m%d", k);
+    uint64_t end = 0;
+    if (del) {
+        int rc = simdr_delete(s, TU_STR(key), &end);
+        if (rc == SIMDR_NOTFOUND) return;
+        assert_int_equal(rc, SIMDR_OK);
+        m->live[k] = 0;
+    } else {
+        uint8_t v[40] = {0};
+        memcpy(v, &seq, sizeof seq);
+        assert_int_equal(simdr_put(s, TU_STR(key), v, 8 + (size_t)(seq % 32), &end), SIMDR_OK);
+        m->live[k] = 1;
+        m->seq[k] = seq;
+    }
+    m->end[k] = end;
+}
+
+static int by_end_desc(const void *a, const void *b) {
+    const yielded *x = a, *y = b;
+    return x->end < y->end ? 1 : x->end > y->end ? -1 : 0;
+}
+
+/* The model's live keys, newest first: what an iterator must yield. */
+static size_t model_expect(const model *m, yielded *out) {
+    size_t n = 0;
+    for (int k = 0; k < MK; k++)
+        if (m->live[k]) out[n++] = (yielded){model_key_hash(k), m->end[k], m->seq[k]};
+    qsort(out, n, sizeof *out, by_end_desc);
+    return n;
+}
+
+/* Everything an iterator yields, checked for shape on the way. */
+static size_t collect(simdr_store *s, yielded *out, size_t cap) {
+    simdr_iter *it = NULL;
+    assert_int_equal(simdr_iter_open(s, &it), SIMDR_OK);
+    const simdr_entry *e;
+    size_t n = 0;
+    int rc;
+    while ((rc = simdr_iter_next(it, &e)) == SIMDR_OK) {
+        assert_true(n < cap);
+        assert_false(simdr_entry_is_tombstone(e));
+        assert_true(simdr_entry_size(e) >= 8);
+        uint64_t seq;
+        memcpy(&seq, simdr_entry_data(e), sizeof seq);
+        assert_int_equal(simdr_entry_size(e), 8 + seq % 32);
+        out[n++] = (yielded){simdr_entry_key_hash(e), simdr_entry_end(e), seq};
+    }
+    assert_int_equal(rc, SIMDR_NOTFOUND);
+    simdr_iter_close(it);
+    return n;
+}
+
+static void expect_same(const yielded *got, size_t n_got, const yielded *want, size_t n_want) {
+    assert_int_equal(n_got, n_want);
+    for (size_t i = 0; i < n_got; i++) {
+        assert_int_equal(got[i].hash, want[i].hash);
+        assert_int_equal(got[i].end, want[i].end);
+        assert_int_equal(got[i].seq, want[i].seq);
+    }
+}
+
+/* Both ways of iterating yield the model's sequence exactly. */
+static void expect_model(simdr_store *s, const model *m) {
+    static yielded want[MK], got[MK];
+    size_t n_want = model_expect(m, want);
+    uint64_t walks = atomic_load(&simdr__iter_chain_walks);
+    expect_same(got, collect(s, got, MK), want, n_want);
+    assert_int_equal(atomic_load(&simdr__iter_chain_walks), walks); /* read the index */
+    atomic_store(&simdr__iter_force_chain_walk, 1);
+    expect_same(got, collect(s, got, MK), want, n_want);
+    atomic_store(&simdr__iter_force_chain_walk, 0);
+    assert_int_equal(atomic_load(&simdr__iter_chain_walks), walks + 1);
+    assert_int_equal(simdr_count(s), n_want);
+}
+
+static void test_iter_exact_order(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char p[4096];
+    tu_join(p, sizeof p, dir, "order.bin");
+    for (int layout = 0; layout < 2; layout++) {
+        simdr_store *s = tu_open(p, SIMDR_OPEN_CREATE, layout);
+        static model m;
+        memset(&m, 0, sizeof m);
+        expect_model(s, &m); /* empty */
+        uint64_t rnd = tu_seed(99), seq = 1;
+        for (int k = 0; k < MK; k++) model_op(s, &m, k, seq++, 0);
+        expect_model(s, &m); /* no overwrites */
+        for (int i = 0; i < 3 * MK; i++) {
+            int k = (int)(tu_rand(&rnd) % MK);
+            model_op(s, &m, k, seq++, tu_rand(&rnd) % 4 == 0);
+        }
+        expect_model(s, &m); /* overwrites, deletes, keys deleted and put again */
+        for (int k = 0; k < MK; k++) model_op(s, &m, k, seq++, 1);
+        expect_model(s, &m); /* everything deleted */
+        model_op(s, &m, 7, seq++, 0);
+        expect_model(s, &m);
+        /* the index loaded from the hint file, and rebuilt from the chain */
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        s = tu_open(p, SIMDR_OPEN_EXISTING, 0);
+        expect_model(s, &m);
+        assert_int_equal(simdr_compact(s), SIMDR_OK);
+        for (int k = 0; k < MK; k++) m.end[k] = 0;
+        yielded one[1];
+        assert_int_equal(collect(s, one, 1), 1);
+        m.end[7] = one[0].end; /* compaction moved it */
+        expect_model(s, &m);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        remove(p);
+        char hint[4200];
+        snprintf(hint, sizeof hint, "%s.hint", p);
+        remove(hint);
+    }
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ---- the offset sort the iterator, the parallel visit and compaction use ---- */
+
+void simdr__sort_offsets(uint64_t *v, uint64_t n);
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_sort_offsets(void **state) {
+    (void)state;
+    static const uint64_t sizes[] = {0, 1, 2, 31, 32, 33, 100, 513, 4096, 100000, 300000};
+    static const unsigned widths[] = {1, 8, 20, 27, 47, 64};
+    uint64_t rnd = tu_seed(7);
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+        for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++)
+            for (int skew = 0; skew < 2; skew++) {
+                uint64_t n = sizes[si];
+                uint64_t *v = malloc((n ? n : 1) * sizeof *v);
+                uint64_t *want = malloc((n ? n : 1) * sizeof *want);
+                assert_non_null(v);
+                assert_non_null(want);
+                uint64_t mask = widths[wi] == 64 ? UINT64_MAX : (UINT64_C(1) << widths[wi]) - 1;
+                for (uint64_t i = 0; i < n; i++) {
+                    v[i] = tu_rand(&rnd) & mask;
+                    /* skewed: most values crowd into one narrow range, with repeats */
+                    if (skew && i % 8) v[i] = (mask / 3) + (tu_rand(&rnd) & 1023 & mask);
+                }
+                memcpy(want, v, (size_t)n * sizeof *v);
+                qsort(want, (size_t)n, sizeof *want, cmp_u64);
+                simdr__sort_offsets(v, n);
+                assert_memory_equal(v, want, (size_t)n * sizeof *v);
+                free(v);
+                free(want);
+            }
+}
+
+/* ---- writes between the snapshot and the index read ---- */
+
+static model hook_model;
+static uint64_t hook_seq;
+
+/* Overwrites m1, deletes m2 and adds a new key m450, as a writer that got in
+ * just after the iterator took its tail would. */
+static void write_under_open(simdr_store *s) {
+    model_op(s, &hook_model, 1, hook_seq++, 0);
+    model_op(s, &hook_model, 2, hook_seq++, 1);
+    model_op(s, &hook_model, 450, hook_seq++, 0);
+}
+
+static void test_iter_writes_during_open(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char p[4096];
+    tu_join(p, sizeof p, dir, "during.bin");
+    simdr_store *s = tu_open(p, SIMDR_OPEN_CREATE, 0);
+    memset(&hook_model, 0, sizeof hook_model);
+    hook_seq = 1;
+    for (int k = 0; k < 100; k++) model_op(s, &hook_model, k, hook_seq++, 0);
+    model_op(s, &hook_model, 5, hook_seq++, 1);
+    static yielded want[MK], got[MK];
+    size_t n_want = model_expect(&hook_model, want);
+    uint64_t walks = atomic_load(&simdr__iter_chain_walks);
+    atomic_store(&simdr__iter_after_tail, write_under_open);
+    size_t n_got = collect(s, got, MK);
+    atomic_store(&simdr__iter_after_tail, NULL);
+    /* The index had moved past the snapshot: the chain was walked, and the
+     * three writes are not seen. */
+    assert_int_equal(atomic_load(&simdr__iter_chain_walks), walks + 1);
+    expect_same(got, n_got, want, n_want);
+    expect_model(s, &hook_model); /* a new iterator sees them */
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ---- iterators racing a writer yield exactly their snapshot ---- */
+
+#define RK 300
+#define ROPS 400000
+#define RMAX_ITERS 3000
+
+typedef struct race_op {
+    uint64_t end;
+    int key, del;
+    uint64_t seq;
+} race_op;
+
+typedef struct race {
+    simdr_store *s;
+    race_op *log; /* written by the writer, read after it is joined */
+    size_t nlog;
+    _Atomic int stop;
+} race;
+
+static void *race_writer(void *arg) {
+    race *r = arg;
+    uint64_t rnd = 4242;
+    uint64_t seq = 1;
+    while (r->nlog < ROPS && !atomic_load(&r->stop)) {
+        int k = (int)(tu_rand(&rnd) % RK), del = tu_rand(&rnd) % 5 == 0;
+        char key[16];
+        snprintf(key, sizeof key, "m%d", k);
+        uint64_t end = 0;
+        int rc;
+        if (del) {
+            rc = simdr_delete(r->s, TU_STR(key), &end);
+        } else {
+            uint8_t v[40] = {0};
+            memcpy(v, &seq, sizeof seq);
+            rc = simdr_put(r->s, TU_STR(key), v, 8 + (size_t)(seq % 32), &end);
+        }
+        if (rc == SIMDR_NOTFOUND) continue;
+        if (rc != SIMDR_OK) break;
+        r->log[r->nlog++] = (race_op){end, k, del, seq++};
+    }
+    return NULL;
+}
+
+typedef struct race_iter {
+    uint64_t size_before, size_after; /* the snapshot's tail lies between */
+    size_t n;
+    yielded *got;
+} race_iter;
+
+/* Whether got equals the state after some prefix of the log ending in
+ * [before, after]. */
+static int matches_a_snapshot(const race *r, const race_iter *ri, model *m, yielded *want) {
+    memset(m, 0, sizeof *m);
+    size_t i = 0;
+    for (; i < r->nlog && r->log[i].end <= ri->size_before; i++) {
+        const race_op *op = &r->log[i];
+        m->live[op->key] = !op->del;
+        m->end[op->key] = op->end;
+        m->seq[op->key] = op->seq;
+    }
+    for (;;) {
+        size_t n = model_expect(m, want);
+        if (n == ri->n && memcmp(want, ri->got, n * sizeof *want) == 0) return 1;
+        if (i == r->nlog || r->log[i].end > ri->size_after) return 0;
+        const race_op *op = &r->log[i++];
+        m->live[op->key] = !op->del;
+        m->end[op->key] = op->end;
+        m->seq[op->key] = op->seq;
+    }
+}
+
+static void test_iter_racing_writer(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char p[4096];
+    tu_join(p, sizeof p, dir, "race.bin");
+    race r = {.s = tu_open(p, SIMDR_OPEN_CREATE, 0)};
+    r.log = calloc(ROPS, sizeof *r.log);
+    race_iter *iters = calloc(RMAX_ITERS, sizeof *iters);
+    assert_non_null(r.log);
+    assert_non_null(iters);
+    uint64_t walks = atomic_load(&simdr__iter_chain_walks);
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, race_writer, &r), 0);
+    size_t niters = 0;
+    time_t t0 = time(NULL);
+    /* Until the writer has caught iterators mid-open a few times (then they
+     * walk the chain), and a bounded time or number of iterators. */
+    while (niters < RMAX_ITERS && time(NULL) - t0 < 20 &&
+           (niters < 200 || atomic_load(&simdr__iter_chain_walks) - walks < 3)) {
+        race_iter *ri = &iters[niters++];
+        ri->got = malloc(RK * sizeof *ri->got);
+        assert_non_null(ri->got);
+        ri->size_before = simdr_file_size(r.s);
+        simdr_iter *it = NULL;
+        assert_int_equal(simdr_iter_open(r.s, &it), SIMDR_OK);
+        ri->size_after = simdr_file_size(r.s);
+        const simdr_entry *e;
+        int rc;
+        while ((rc = simdr_iter_next(it, &e)) == SIMDR_OK) {
+            assert_true(ri->n < RK);
+            uint64_t seq;
+            assert_true(simdr_entry_size(e) >= 8);
+            memcpy(&seq, simdr_entry_data(e), sizeof seq);
+            ri->got[ri->n++] = (yielded){simdr_entry_key_hash(e), simdr_entry_end(e), seq};
+        }
+        assert_int_equal(rc, SIMDR_NOTFOUND);
+        simdr_iter_close(it);
+    }
+    atomic_store(&r.stop, 1);
+    pthread_join(tid, NULL);
+    uint64_t walked = atomic_load(&simdr__iter_chain_walks) - walks;
+    print_message("%zu iterators raced %zu writes; %llu walked the chain\n", niters, r.nlog,
+                  (unsigned long long)walked);
+    assert_true(walked > 0);
+    static model m;
+    static yielded want[MK];
+    for (size_t i = 0; i < niters; i++) {
+        assert_true(matches_a_snapshot(&r, &iters[i], &m, want));
+        free(iters[i].got);
+    }
+    free(iters);
+    free(r.log);
+    assert_int_equal(simdr_close(r.s), SIMDR_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_iter_newest_once, setup, teardown),
@@ -270,6 +628,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_iter_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_for_each, setup, teardown),
         cmocka_unit_test_setup_teardown(test_for_each_parallel, setup, teardown),
+        cmocka_unit_test(test_sort_offsets),
+        cmocka_unit_test(test_iter_exact_order),
+        cmocka_unit_test(test_iter_writes_during_open),
+        cmocka_unit_test(test_iter_racing_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
