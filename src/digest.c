@@ -11,6 +11,7 @@
  * polynomial with the same chaining convention, so the values are identical.
  */
 #include <isa-l/crc.h>
+#include <stdlib.h>
 #include <zlib.h>
 
 #define XXH_INLINE_ALL
@@ -30,6 +31,23 @@ uint32_t simdr__crc32(uint32_t crc, const void *buf, uint64_t len) {
 }
 
 uint64_t simdr__xxh3(const void *buf, size_t len) { return XXH3_64bits(buf, len); }
+
+int simdr__xxh3_file(int fd, uint64_t off, uint64_t len, uint64_t *out) {
+    enum { CHUNK = 256 * 1024 };
+    uint8_t *buf = malloc(CHUNK);
+    XXH3_state_t state;
+    int ok = buf != NULL && XXH3_64bits_reset(&state) == XXH_OK;
+    while (ok && len > 0) {
+        size_t n = len < CHUNK ? (size_t)len : CHUNK;
+        ok = simdr__pread_all(fd, buf, n, off) == 0 && XXH3_64bits_update(&state, buf, n) == XXH_OK;
+        off += n;
+        len -= n;
+    }
+    free(buf);
+    if (!ok) return -1;
+    *out = XXH3_64bits_digest(&state);
+    return 0;
+}
 
 SIMDR_API uint64_t simdr_hash_key(const void *key, size_t key_len) {
     return XXH3_64bits(key_len ? key : "", key_len);

@@ -79,5 +79,8 @@ static inline int simdr__is_tombstone_at(const uint8_t *base, uint64_t prev, uin
 
 uint32_t simdr__crc32(uint32_t crc, const void *buf, uint64_t len);
 uint64_t simdr__xxh3(const void *buf, size_t len);
+/* XXH3-64 of the file's bytes [off, off + len), read with pread: 0, or -1
+ * when they cannot be read. */
+int simdr__xxh3_file(int fd, uint64_t off, uint64_t len, uint64_t *out);
 
 #endif

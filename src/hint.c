@@ -86,16 +86,16 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
         struct stat st;
         ix = malloc(sizeof *ix);
         void *slots = MAP_FAILED;
-        if (ix && fstat(fd, &st) == 0 && (uint64_t)st.st_size == sizeof h + bytes)
+        uint64_t table_hash = 0;
+        /* The checksum reads the table with pread, not through the
+         * mapping: the first touch of each mapped page costs a page-table
+         * fill (dear on virtual machines), and lookups touch only the pages
+         * they need. */
+        if (ix && fstat(fd, &st) == 0 && (uint64_t)st.st_size == sizeof h + bytes &&
+            simdr__xxh3_file(fd, sizeof h, bytes, &table_hash) == 0 &&
+            table_hash == h.table_hash)
             slots = mmap(NULL, sizeof h + bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-#ifdef MADV_POPULATE_READ
-        /* The checksum below reads every page: map them all in one call
-         * instead of one fault at a time (read-only, so nothing is copied). */
-        if (slots != MAP_FAILED) madvise(slots, sizeof h + bytes, MADV_POPULATE_READ);
-#endif
-        if (slots == MAP_FAILED ||
-            simdr__xxh3((uint8_t *)slots + sizeof h, bytes) != h.table_hash) {
-            if (slots != MAP_FAILED) munmap(slots, sizeof h + bytes);
+        if (slots == MAP_FAILED) {
             free(ix);
             ix = NULL;
             ok = 0;
