@@ -85,35 +85,9 @@ static int writer_put(writer *w, const void *p, uint64_t len) {
 
 static const uint8_t zero_pad[SIMDR__ALIGN];
 
-/* The old file is read forwards with pread through a buffer rather than
- * through the map: the first touch of each mapped page costs a page-table
- * fill, dearer on virtual machines than the copy, and the process then holds
- * none of the old file's pages. Entries larger than the buffer, or a failed
- * read, come from the map, which is always correct. */
-typedef struct reader {
-    int fd;
-    const uint8_t *base; /* the map */
-    uint64_t end;        /* the valid length of the old file */
-    uint8_t *buf;        /* NULL: map only */
-    uint64_t lo, hi;     /* buf holds the file's bytes [lo, hi) */
-} reader;
-
-static const uint8_t *reader_span(reader *r, uint64_t lo, uint64_t hi) {
-    if (lo >= r->lo && hi <= r->hi) return r->buf + (lo - r->lo);
-    if (!r->buf || hi - lo > COPY_BUFFER) return r->base + lo;
-    uint64_t len = r->end - lo < COPY_BUFFER ? r->end - lo : COPY_BUFFER;
-    if (hi > lo + len || simdr__pread_all(r->fd, r->buf, (size_t)len, lo) != 0) {
-        r->lo = r->hi = 0;
-        return r->base + lo;
-    }
-    r->lo = lo;
-    r->hi = lo + len;
-    return r->buf;
-}
-
 /* Decodes the live entry whose metadata is at meta_off, its bytes read
  * through r. */
-static int read_entry(reader *r, uint64_t meta_off, int layout, struct simdr_entry *e) {
+static int read_entry(simdr__window *r, uint64_t meta_off, int layout, struct simdr_entry *e) {
     if (meta_off + SIMDR__META_SIZE > r->end) return SIMDR_ECORRUPT;
     uint8_t copy[SIMDR__META_SIZE];
     const uint8_t *meta = copy;
@@ -123,7 +97,7 @@ static int read_entry(reader *r, uint64_t meta_off, int layout, struct simdr_ent
         meta = r->base + meta_off;
     uint64_t prev = simdr__load_u64le(meta + 8);
     if (prev >= meta_off) return SIMDR_ECORRUPT;
-    return simdr__entry_decode_span(reader_span(r, prev, meta_off + SIMDR__META_SIZE), prev,
+    return simdr__entry_decode_span(simdr__window_span(r, prev, meta_off + SIMDR__META_SIZE), prev,
                                     meta_off, layout, e);
 }
 
@@ -144,7 +118,8 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     simdr__index *ix = NULL;
     simdr__view *nv = NULL;
     writer w = {-1, NULL, 0, 0};
-    reader rd = {s->fd, v->map->base, s->tail, NULL, 0, 0};
+    /* The old file is read forwards through a buffer (see simdr__window). */
+    simdr__window rd = {s->fd, v->map->base, s->tail, 0, NULL, COPY_BUFFER, 0, 0};
     size_t plen = strlen(s->path) + sizeof ".compact";
     char *tmp = malloc(plen);
     struct stat st;

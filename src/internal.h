@@ -51,6 +51,24 @@ extern simdr__io_fault_t simdr__io_fault;
 int simdr__pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* 0 when all len bytes at off were read. */
 int simdr__pread_all(int fd, void *buf, size_t len, uint64_t off);
+
+/* Whole-file passes (open without a hint, compaction) read the file with
+ * pread through a buffer rather than through the map: the first touch of
+ * each mapped page costs a page-table fill, dearer on virtual machines than
+ * the copy, and the pass then holds none of the file's pages. Anything the
+ * buffer cannot serve (a span larger than it, a failed read) comes from the
+ * map, which is always correct. */
+typedef struct simdr__window {
+    int fd;
+    const uint8_t *base; /* the map */
+    uint64_t end;        /* bytes of the file that may be read */
+    int backwards;       /* the pass goes downwards: a refill ends at the span's end */
+    uint8_t *buf;        /* NULL: map only */
+    uint64_t cap;        /* bytes buf holds */
+    uint64_t lo, hi;     /* buf holds the file's bytes [lo, hi) */
+} simdr__window;
+/* The file's bytes [lo, hi), hi <= end. */
+const uint8_t *simdr__window_span(simdr__window *w, uint64_t lo, uint64_t hi);
 int simdr__pwritev_all(int fd, struct iovec *iov, int cnt, uint64_t off);
 int simdr__fdatasync(int fd);
 

@@ -1,7 +1,8 @@
 /*
- * io_posix.c - the few file operations the write path needs, retried on
- * EINTR and short writes. Every write goes through here so that faults can be
- * injected in one place (simdr__io_fault, used by tests).
+ * io_posix.c - the few file operations the library needs, retried on EINTR
+ * and short transfers: writes (every write goes through here so that faults
+ * can be injected in one place, simdr__io_fault, used by tests), reads, and
+ * the read buffer of whole-file passes (simdr__window).
  */
 #include <errno.h>
 #include <limits.h>
@@ -73,6 +74,26 @@ int simdr__pread_all(int fd, void *buf, size_t len, uint64_t off) {
         off += (uint64_t)n;
     }
     return 0;
+}
+
+const uint8_t *simdr__window_span(simdr__window *w, uint64_t lo, uint64_t hi) {
+    if (lo >= w->lo && hi <= w->hi) return w->buf + (lo - w->lo);
+    if (!w->buf || hi - lo > w->cap) return w->base + lo;
+    uint64_t start, end;
+    if (w->backwards) {
+        start = hi > w->cap ? hi - w->cap : 0;
+        end = hi;
+    } else {
+        start = lo;
+        end = w->end - lo < w->cap ? w->end : lo + w->cap;
+    }
+    if (hi > end || simdr__pread_all(w->fd, w->buf, (size_t)(end - start), start) != 0) {
+        w->lo = w->hi = 0;
+        return w->base + lo;
+    }
+    w->lo = start;
+    w->hi = end;
+    return w->buf + (lo - start);
 }
 
 int simdr__fdatasync(int fd) {

@@ -156,36 +156,10 @@ static int span_hides_entry(const uint8_t *base, uint64_t prev, uint64_t m, int 
     return 0;
 }
 
-/* ---- the fast path: one walk over a sound file, read with pread ----
- *
- * The first touch of each page of a fresh mapping costs a page-table fill,
- * which on virtual machines is dearer than copying the page: reading the file
- * backwards through a buffer is several times faster than walking the map,
- * and leaves the map's pages for the reads that need them. Anything the
- * buffer cannot serve (an entry larger than it, a failed read) comes from the
- * map, which is always correct. */
+/* ---- the fast path: one walk over a sound file, read backwards with pread
+ * through a buffer (simdr__window), several times faster than a first walk
+ * through the map on virtual machines ---- */
 #define WINDOW_BYTES (UINT64_C(1) << 20)
-
-typedef struct file_window {
-    int fd;              /* < 0: map only */
-    const uint8_t *base; /* the map */
-    uint8_t *buf;        /* NULL: map only */
-    uint64_t lo, hi;     /* buf holds the file's bytes [lo, hi) */
-} file_window;
-
-/* The file's bytes [lo, hi): the walk goes downwards, so a refill ends at hi. */
-static const uint8_t *window_span(file_window *w, uint64_t lo, uint64_t hi) {
-    if (lo >= w->lo && hi <= w->hi) return w->buf + (lo - w->lo);
-    if (!w->buf || hi - lo > WINDOW_BYTES) return w->base + lo;
-    uint64_t start = hi > WINDOW_BYTES ? hi - WINDOW_BYTES : 0;
-    if (simdr__pread_all(w->fd, w->buf, (size_t)(hi - start), start) != 0) {
-        w->lo = w->hi = 0;
-        return w->base + lo;
-    }
-    w->lo = start;
-    w->hi = hi;
-    return w->buf + (lo - start);
-}
 
 /* What the walk keeps of each entry for the index, newest first: 16 bytes. */
 typedef struct walk_record {
@@ -238,14 +212,14 @@ enum walk_result { WALK_SOUND, WALK_BROKEN, WALK_SKIP };
  * that skips entries makes the chain untrustworthy: WALK_SKIP with *at set to
  * the end of the entry holding it. With wr, each entry is recorded for the
  * index. The layout is detected by the first padded regular entry met. */
-static int walk_chain(file_window *w, uint64_t end, int *layout, uint64_t *at, uint64_t *budget,
+static int walk_chain(simdr__window *w, uint64_t end, int *layout, uint64_t *at, uint64_t *budget,
                       walk_records *wr) {
     for (uint64_t p = end; p != 0;) {
         if (p < SIMDR__META_SIZE + 1) return WALK_BROKEN;
         uint64_t m = p - SIMDR__META_SIZE;
-        simdr__meta meta = simdr__meta_decode(window_span(w, m, p));
+        simdr__meta meta = simdr__meta_decode(simdr__window_span(w, m, p));
         if (meta.prev >= m) return WALK_BROKEN;
-        const uint8_t *entry = window_span(w, meta.prev, m);
+        const uint8_t *entry = simdr__window_span(w, meta.prev, m);
         if (!entry_bytes_crc_ok(entry, meta.prev, m - meta.prev, meta.checksum, layout) &&
             span_hides_entry(w->base, meta.prev, m, *layout, budget)) {
             *at = p;
@@ -400,7 +374,8 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, int want_index,
     if (newest_prev != UINT64_MAX &&
         simdr__entry_crc_ok(base, newest_prev, size - SIMDR__META_SIZE,
                             simdr__load_u32le(base + size - 4), &layout)) {
-        file_window w = {fd, base, fd >= 0 ? malloc(WINDOW_BYTES) : NULL, 0, 0};
+        simdr__window w = {fd, base, size, 1, fd >= 0 ? malloc(WINDOW_BYTES) : NULL, WINDOW_BYTES,
+                           0, 0};
         walk_records wr = {NULL, 0, 0, 1};
         if (want_index) records_reserve(&wr, size);
         uint64_t skip_at = 0;
