@@ -50,10 +50,10 @@ void simdr__index_entry(simdr_store *s, uint64_t hash, uint64_t meta_off, int to
     simdr__view *v = simdr__current_view(s);
     uint64_t prev = simdr__index_put(v->index, v->map->base, hash,
                                      simdr__index_value(hash, meta_off, tomb));
-    int was_live = prev != 0 && !(prev & SIMDR__IDX_TOMB);
-    if (was_live && tomb)
+    int change = simdr__live_change(prev, tomb);
+    if (change < 0)
         atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
-    else if (!was_live && !tomb)
+    else if (change > 0)
         atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);
 }
 

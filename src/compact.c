@@ -86,7 +86,9 @@ static int writer_put(writer *w, const void *p, uint64_t len) {
 static const uint8_t zero_pad[SIMDR__ALIGN];
 
 /* Decodes the live entry whose metadata is at meta_off, its bytes read
- * through r. */
+ * through r. The metadata, when the buffer does not hold it, is read on its
+ * own (20 bytes): a refill starting there would miss the entry's start,
+ * which only the metadata names, and cost a second refill. */
 static int read_entry(simdr__window *r, uint64_t meta_off, int layout, struct simdr_entry *e) {
     if (meta_off + SIMDR__META_SIZE > r->end) return SIMDR_ECORRUPT;
     uint8_t copy[SIMDR__META_SIZE];

@@ -79,9 +79,8 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
              (h.layout == SIMDR_LAYOUT_ALIGNED64 || h.layout == SIMDR_LAYOUT_UNALIGNED) &&
              memcmp(base + h.tail - SIMDR__META_SIZE, h.tail_meta, SIMDR__META_SIZE) == 0;
     if (ok) {
-        /* The table is mapped privately rather than read: no 12 MB copy at
-         * open, and the writer's later slot updates copy only the pages they
-         * touch. */
+        /* The table is mapped privately rather than copied into memory: the
+         * writer's later slot updates copy only the pages they touch. */
         size_t bytes = (size_t)h.cap * sizeof(uint64_t);
         struct stat st;
         ix = malloc(sizeof *ix);

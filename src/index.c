@@ -102,9 +102,9 @@ int simdr__index_put_if_absent(simdr__index *ix, const uint8_t *base, uint64_t h
     return put(ix, base, hash, value, 0) == 0;
 }
 
-/* Compaction: every key is known to be distinct, so the new slot is the
- * first empty one from the home bucket and no entry needs to be read to
- * confirm a tag (the new file's pages are never touched to build its index). */
+/* Growth and compaction: every key is known to be distinct, so the new slot
+ * is the first empty one from the home bucket and no entry needs to be read
+ * to confirm a tag (compaction never touches the new file's pages). */
 void simdr__index_insert_distinct(simdr__index *ix, uint64_t hash, uint64_t value) {
     uint64_t i = bucket_of(hash, ix->cap);
     while (atomic_load_explicit(&ix->slots[i], memory_order_relaxed) != 0)
@@ -137,8 +137,7 @@ int64_t simdr__index_put_items(simdr__index *ix, const uint8_t *base, const simd
         int tomb = items[i].tombstone;
         uint64_t prev = put(ix, base, items[i].hash,
                             simdr__index_value(items[i].hash, metas[i], tomb), 1);
-        int was_live = prev != 0 && !(prev & SIMDR__IDX_TOMB);
-        live_delta += (was_live && tomb) ? -1 : (!was_live && !tomb) ? 1 : 0;
+        live_delta += simdr__live_change(prev, tomb);
     }
     return live_delta;
 }
@@ -168,12 +167,7 @@ simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
         }
         uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
         if (!v) continue;
-        uint64_t hash = simdr__load_u64le(base + (v & SIMDR__IDX_OFF_MASK));
-        uint64_t j = bucket_of(hash, cap);
-        while (atomic_load_explicit(&nx->slots[j], memory_order_relaxed) != 0)
-            if (++j == cap) j = 0;
-        atomic_store_explicit(&nx->slots[j], v, memory_order_relaxed);
-        nx->used++;
+        simdr__index_insert_distinct(nx, simdr__load_u64le(base + (v & SIMDR__IDX_OFF_MASK)), v);
     }
     return nx;
 }

@@ -172,6 +172,12 @@ struct simdr__item;
 int64_t simdr__index_put_items(simdr__index *ix, const uint8_t *base,
                                const struct simdr__item *items, const uint64_t *metas, size_t n);
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base);
+/* How the live key count changes when a slot that held prev (0: none) is
+ * set to an entry that is (tomb) or is not a tombstone. */
+static inline int simdr__live_change(uint64_t prev, int tomb) {
+    int was_live = prev != 0 && !(prev & SIMDR__IDX_TOMB);
+    return (was_live && tomb) ? -1 : (!was_live && !tomb) ? 1 : 0;
+}
 static inline uint64_t simdr__index_value(uint64_t hash, uint64_t meta_off, int tomb) {
     return (hash & UINT64_C(0xffff000000000000)) | (tomb ? SIMDR__IDX_TOMB : 0) | meta_off;
 }
@@ -244,9 +250,6 @@ int simdr__publish_view(simdr_store *s, simdr__map *map, simdr__index *index);
 
 /* Writer: make the map cover [0, end). */
 int simdr__ensure_mapped(simdr_store *s, uint64_t end);
-/* Builds the index of the chain ending at end (newest first). */
-int simdr__build_index(const uint8_t *base, uint64_t end, int layout, simdr__index **out,
-                       uint64_t *live_out);
 int simdr__fsync_dir(const char *path);
 static inline simdr__view *simdr__current_view(simdr_store *s) {
     return atomic_load_explicit(&s->view, memory_order_acquire);
@@ -272,12 +275,16 @@ typedef struct simdr__recover_result {
     uint64_t valid_len;
     int layout;          /* SIMDR_LAYOUT_*, or -1 when the file cannot tell */
     uint64_t damage_at;  /* DAMAGED: where the chain from the end breaks */
-    simdr__index *index; /* SOUND and asked for: the chain's index (caller owns), else NULL */
+    simdr__index *index; /* SOUND: the chain's index (caller owns); NULL otherwise or
+                            when there was no memory for it */
     uint64_t live;       /* with index: live keys in it */
 } simdr__recover_result;
 /* fd: the store file, read with pread on the fast path (-1: the map only). */
-int simdr__recover(const uint8_t *base, uint64_t size, int fd, int want_index,
-                   simdr__recover_result *r);
+int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_result *r);
+/* Builds the index of the sound chain ending at end (recover.c), reading it
+ * through the map: the open path after a cut, for a salvaged prefix, or when
+ * recovery had no memory to build it. */
+int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, uint64_t *live_out);
 /* Walks a chain that must reach stop exactly from end: 1 if valid (structure
  * and CRC of each entry), 0 otherwise. Used by refresh. */
 int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *layout,

@@ -16,6 +16,10 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+static inline uint64_t key_hash(const void *key, size_t key_len) {
+    return XXH3_64bits(key_len ? key : "", key_len);
+}
+
 int simdr__entry_decode_span(const uint8_t *span, uint64_t prev, uint64_t meta_off, int layout,
                              struct simdr_entry *e) {
     const uint8_t *meta = span + (meta_off - prev);
@@ -97,7 +101,7 @@ SIMDR_API int simdr_get_hashed(simdr_store *s, uint64_t key_hash, simdr_entry **
 SIMDR_API int simdr_get(simdr_store *s, const void *key, size_t key_len, simdr_entry **out) {
     if (!s || !out || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
     *out = NULL;
-    return simdr__lookup(s, XXH3_64bits(key_len ? key : "", key_len), out);
+    return simdr__lookup(s, key_hash(key, key_len), out);
 }
 
 SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
@@ -105,7 +109,7 @@ SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
     unsigned shard = simdr__thread_shard();
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v;
-    uint64_t val = find(s, XXH3_64bits(key_len ? key : "", key_len), &v);
+    uint64_t val = find(s, key_hash(key, key_len), &v);
     int rc = val != 0 && !(val & SIMDR__IDX_TOMB);
     if (rc) {
         /* Agree with simdr_get: a newest entry whose metadata cannot be
@@ -127,7 +131,7 @@ SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, vo
     unsigned shard = simdr__thread_shard();
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v;
-    uint64_t val = find(s, XXH3_64bits(key_len ? key : "", key_len), &v);
+    uint64_t val = find(s, key_hash(key, key_len), &v);
     int rc = SIMDR_NOTFOUND;
     if (val && !(val & SIMDR__IDX_TOMB)) {
         struct simdr_entry e;
@@ -188,7 +192,7 @@ static size_t lookup_window(const simdr__view *v, const simdr_key *keys, uint64_
     if (keys) {
         for (size_t i = 0; i < n && i < KEY_AHEAD; i++) __builtin_prefetch(keys[i].key);
         for (size_t i = 0; i < n && i < SLOT_AHEAD; i++)
-            hashes[i] = XXH3_64bits(keys[i].key_len ? keys[i].key : "", keys[i].key_len);
+            hashes[i] = key_hash(keys[i].key, keys[i].key_len);
     }
     for (size_t i = 0; i < n && i < SLOT_AHEAD; i++) simdr__index_prefetch(ix, hashes[i]);
     for (size_t i = 0; i < n && i < META_AHEAD; i++)
@@ -197,7 +201,7 @@ static size_t lookup_window(const simdr__view *v, const simdr_key *keys, uint64_
         if (keys && i + KEY_AHEAD < n) __builtin_prefetch(keys[i + KEY_AHEAD].key);
         if (keys && i + SLOT_AHEAD < n) {
             size_t k = i + SLOT_AHEAD;
-            hashes[k] = XXH3_64bits(keys[k].key_len ? keys[k].key : "", keys[k].key_len);
+            hashes[k] = key_hash(keys[k].key, keys[k].key_len);
         }
         int beyond = 0;
         vals[i] = simdr__index_pipeline_step(ix, base, len,

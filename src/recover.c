@@ -179,6 +179,7 @@ typedef struct walk_records {
  * 4 KiB of records costs more than the records). */
 static void records_reserve(walk_records *wr, uint64_t file_size) {
     uint64_t most = file_size / (SIMDR__META_SIZE + 1) + 1;
+    wr->n = 0;
     wr->bytes = (size_t)(most * sizeof(walk_record));
     void *p = mmap(NULL, wr->bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -225,7 +226,9 @@ static int walk_chain(simdr__window *w, uint64_t end, int *layout, uint64_t *at,
             *at = p;
             return WALK_SKIP;
         }
-        if (wr) record_entry(wr, meta.key_hash, m, m - meta.prev == 1 && entry[0] == SIMDR__TOMBSTONE_BYTE);
+        if (wr)
+            record_entry(wr, meta.key_hash, m,
+                         m - meta.prev == 1 && entry[0] == SIMDR__TOMBSTONE_BYTE);
         p = meta.prev;
     }
     return WALK_SOUND;
@@ -250,6 +253,26 @@ static simdr__index *index_records(const uint8_t *base, const walk_records *wr, 
     }
     *live = n;
     return ix;
+}
+
+int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, uint64_t *live_out) {
+    walk_records wr;
+    records_reserve(&wr, end);
+    if (wr.failed) return simdr__fail(SIMDR_ENOMEM, "out of memory building the index");
+    for (uint64_t p = end; p != 0;) {
+        simdr__prefetch_behind(base, p);
+        uint64_t m = p - SIMDR__META_SIZE;
+        uint64_t prev = simdr__load_u64le(base + m + 8);
+        record_entry(&wr, simdr__load_u64le(base + m), m, simdr__is_tombstone_at(base, prev, m));
+        p = prev;
+    }
+    uint64_t entries = wr.n;
+    *out = index_records(base, &wr, live_out);
+    records_free(&wr);
+    if (!*out)
+        return simdr__fail(SIMDR_ENOMEM, "out of memory for an index of %llu entries",
+                           (unsigned long long)entries);
+    return SIMDR_OK;
 }
 
 /* ---- memo of positions already classified (structurally reach 0 or not) ---- */
@@ -354,8 +377,7 @@ static int reaches_zero(const uint8_t *base, uint64_t p, uint64_t first_end, pos
     return result == 1;
 }
 
-int simdr__recover(const uint8_t *base, uint64_t size, int fd, int want_index,
-                   simdr__recover_result *r) {
+int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_result *r) {
     r->index = NULL;
     r->live = 0;
     r->status = SIMDR__RECOVER_SOUND;
@@ -376,8 +398,8 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, int want_index,
                             simdr__load_u32le(base + size - 4), &layout)) {
         simdr__window w = {fd, base, size, 1, fd >= 0 ? malloc(WINDOW_BYTES) : NULL, WINDOW_BYTES,
                            0, 0};
-        walk_records wr = {NULL, 0, 0, 1};
-        if (want_index) records_reserve(&wr, size);
+        walk_records wr;
+        records_reserve(&wr, size);
         uint64_t skip_at = 0;
         int walked = walk_chain(&w, size, &layout, &skip_at, &budget, wr.failed ? NULL : &wr);
         free(w.buf);

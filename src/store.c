@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,56 +37,6 @@ int simdr__fsync_dir(const char *path) {
     int rc = fsync(dfd);
     close(dfd);
     return rc;
-}
-
-int simdr__build_index(const uint8_t *base, uint64_t end, int layout, simdr__index **out,
-                       uint64_t *live_out) {
-    (void)layout;
-    /* Pass 1 walks the chain (each link depends on the previous one, but
-     * the walk runs backwards through the file, which prefetchers follow)
-     * and records every entry. Pass 2 inserts newest first, prefetching
-     * the home slot of an entry 16 ahead, so the random index writes
-     * overlap instead of stalling one by one. */
-    uint64_t entries = 0;
-    for (uint64_t p = end; p != 0; entries++) {
-        simdr__prefetch_behind(base, p);
-        p = simdr__load_u64le(base + p - 12);
-    }
-    size_t array_bytes = (size_t)(entries ? entries : 1) * sizeof(uint64_t);
-    uint64_t *metas = simdr__alloc_zeroed(array_bytes);
-    uint64_t *hashes = simdr__alloc_zeroed(array_bytes);
-    simdr__index *ix = simdr__index_new(entries);
-    if (!metas || !hashes || !ix) {
-        simdr__free_big(metas, array_bytes);
-        simdr__free_big(hashes, array_bytes);
-        simdr__index_free(ix);
-        return simdr__fail(SIMDR_ENOMEM, "out of memory for an index of %llu entries",
-                           (unsigned long long)entries);
-    }
-    uint64_t k = 0;
-    for (uint64_t p = end; p != 0; k++) {
-        simdr__prefetch_behind(base, p);
-        uint64_t m = p - SIMDR__META_SIZE;
-        metas[k] = m;
-        hashes[k] = simdr__load_u64le(base + m);
-        p = simdr__load_u64le(base + m + 8);
-    }
-    enum { AHEAD = 16 };
-    uint64_t live = 0;
-    for (uint64_t i = 0; i < entries; i++) {
-        if (i + AHEAD < entries) simdr__index_prefetch(ix, hashes[i + AHEAD]);
-        uint64_t m = metas[i];
-        uint64_t prev = simdr__load_u64le(base + m + 8);
-        int tomb = simdr__is_tombstone_at(base, prev, m);
-        if (simdr__index_put_if_absent(ix, base, hashes[i], simdr__index_value(hashes[i], m, tomb)) &&
-            !tomb)
-            live++;
-    }
-    simdr__free_big(metas, array_bytes);
-    simdr__free_big(hashes, array_bytes);
-    *out = ix;
-    *live_out = live;
-    return SIMDR_OK;
 }
 
 /* Indexes the entries between stop and end (a chain known to be sound),
@@ -236,7 +185,7 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     }
     s->hint_tail = 0;
     simdr__recover_result r;
-    rc = simdr__recover(map->base, size, s->fd, 1, &r);
+    rc = simdr__recover(map->base, size, s->fd, &r);
     if (rc != SIMDR_OK) {
         simdr__map_retire(map);
         if (rc != SIMDR_ECORRUPT) return rc;
@@ -293,7 +242,7 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
         live = r.live;
         rc = SIMDR_OK;
     } else {
-        rc = simdr__build_index(map->base, r.valid_len, layout, &ix, &live);
+        rc = simdr__build_index(map->base, r.valid_len, &ix, &live);
     }
     if (rc != SIMDR_OK) {
         simdr__map_retire(map);
