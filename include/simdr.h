@@ -399,6 +399,10 @@ SIMDR_API int simdr_iter_open(simdr_store *store, simdr_iter **out);
 /**
  * Advances. On SIMDR_OK *entry is borrowed: valid until the next call or
  * simdr_iter_close() (keep it with simdr_entry_dup). SIMDR_NOTFOUND at end.
+ * SIMDR_ECORRUPT: the next live key's newest entry is damaged (its bytes
+ * cannot be an entry of this layout; simdr_get reports the same for that
+ * key); the iterator has moved past it, so calling again continues with the
+ * remaining entries.
  */
 SIMDR_API int simdr_iter_next(simdr_iter *iter, const simdr_entry **entry);
 SIMDR_API void simdr_iter_close(simdr_iter *iter);

@@ -224,10 +224,10 @@ static int next_from_offsets(simdr_iter *it, const simdr_entry **entry) {
     }
     struct simdr_entry e;
     int rc = simdr__entry_decode(it->map->base, it->map->len, meta_off, it->layout, &e);
+    it->left--; /* a damaged entry is reported once; the next call goes on */
     if (rc != SIMDR_OK)
-        return simdr__fail(rc, "%s: corrupt metadata at %llu", it->store->path,
+        return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
                            (unsigned long long)meta_off);
-    it->left--;
     e.map = it->map;
     e.shard = it->shard;
     it->current = e;
@@ -240,11 +240,21 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
     if (!it->walk_chain) return next_from_offsets(it, entry);
     while (it->pos != 0) {
         struct simdr_entry e;
-        int rc = simdr__entry_decode(it->map->base, it->map->len, it->pos - SIMDR__META_SIZE,
-                                     it->layout, &e);
-        if (rc != SIMDR_OK)
-            return simdr__fail(rc, "%s: corrupt entry ending at %llu", it->store->path,
-                               (unsigned long long)it->pos);
+        uint64_t meta_off = it->pos - SIMDR__META_SIZE;
+        int rc = simdr__entry_decode(it->map->base, it->map->len, meta_off, it->layout, &e);
+        if (rc != SIMDR_OK) {
+            /* Damaged but linked (the chain was proven sound at open): go on
+             * behind it, and report it only where the index path would, as
+             * the newest entry of its key. */
+            uint64_t end = it->pos;
+            simdr__meta m = simdr__meta_decode(it->map->base + meta_off);
+            it->pos = m.prev < meta_off ? m.prev : 0;
+            int added = hashset_add(&it->seen, m.key_hash);
+            if (added < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+            if (!added) continue;
+            return simdr__fail(rc, "%s: damaged entry (ending at %llu)", it->store->path,
+                               (unsigned long long)end);
+        }
         it->pos = e.start;
         int added = hashset_add(&it->seen, e.key_hash);
         if (added < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");

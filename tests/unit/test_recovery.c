@@ -6,16 +6,21 @@
  * a read-only open never changes the file, a text file is refused unchanged,
  * a torn payload behind a complete metadata block is cut, and repair = 0
  * turns a torn tail into SIMDR_ECORRUPT without touching the file, a
- * damaged older tombstone is reported alike by get, exists and check, and
+ * damaged older tombstone is reported alike by get, exists, check and
+ * iteration (which goes on past it), and
  * stores larger than the open's read buffer recover the same way.
  */
 #include "testutil.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define NE 9
+
+/* iter.c's test hook: iterators walk the chain instead of reading the index. */
+extern _Atomic int simdr__iter_force_chain_walk;
 
 typedef struct op {
     char key[8];
@@ -343,6 +348,41 @@ static void test_damaged_tombstone_get_and_exists_agree(void **state) {
     assert_int_equal(simdr_close(s), SIMDR_OK);
 }
 
+/* The same damaged tombstone, iterated: both iteration paths (offsets from
+ * the index, and the chain walk) report it once with SIMDR_ECORRUPT and go
+ * on, so every other live key is still yielded. */
+static void test_damaged_tombstone_iteration_goes_on(void **state) {
+    fixture *f = *state;
+    build(f, SIMDR_LAYOUT_ALIGNED64);
+    uint8_t flipped = 0x01;
+    tu_patch_file(f->path, f->ends[6], &flipped, 1);
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_READONLY, SIMDR_LAYOUT_ALIGNED64);
+    for (int walk = 0; walk < 2; walk++) {
+        atomic_store(&simdr__iter_force_chain_walk, walk);
+        simdr_iter *it = NULL;
+        assert_int_equal(simdr_iter_open(s, &it), SIMDR_OK);
+        const simdr_entry *e;
+        uint64_t yielded = 0, damaged = 0;
+        int rc, saw_f = 0;
+        while ((rc = simdr_iter_next(it, &e)) != SIMDR_NOTFOUND) {
+            if (rc == SIMDR_ECORRUPT) {
+                damaged++;
+                assert_true(damaged <= 1);
+                continue;
+            }
+            assert_int_equal(rc, SIMDR_OK);
+            saw_f |= simdr_entry_key_hash(e) == simdr_hash_key(TU_STR("f"));
+            yielded++;
+        }
+        simdr_iter_close(it);
+        assert_int_equal(damaged, 1);
+        assert_true(saw_f);
+        assert_int_equal(yielded + damaged, simdr_count(s));
+    }
+    atomic_store(&simdr__iter_force_chain_walk, 0);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+}
+
 /* A store of several MiB, small entries among ones larger than the buffer the
  * open reads the file through (1 MiB), tombstones between them: it reopens
  * with every key; a link rewritten in the middle to skip an entry makes the
@@ -441,6 +481,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_torn_payload_unaligned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_off_reports_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_tombstone_get_and_exists_agree, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_tombstone_iteration_goes_on, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_large_store_walk_aligned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_store_walk_unaligned, setup, teardown),
