@@ -27,7 +27,7 @@
 
 static void *map_zeroed(size_t bytes) {
     if (bytes < HUGE_PAGE) {
-        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void *p = simdr__io.mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         return p == MAP_FAILED ? NULL : p;
     }
     /* Over-map by one huge page and keep the aligned part, so every whole
@@ -35,7 +35,7 @@ static void *map_zeroed(size_t bytes) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t keep = (bytes + page - 1) / page * page;
     size_t span = keep + HUGE_PAGE;
-    uint8_t *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *p = simdr__io.mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
     uint8_t *aligned = (uint8_t *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
     if (aligned > p) munmap(p, (size_t)(aligned - p));

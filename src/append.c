@@ -86,7 +86,7 @@ int simdr__grow_index_if_needed(simdr_store *s) {
  * on failure. */
 static int undo_append(simdr_store *s, uint64_t old_tail, int err, const char *what) {
     int rc = simdr__fail_errno(err, what, s->path);
-    if (ftruncate(s->fd, (off_t)old_tail) != 0) s->failed = 1;
+    if (simdr__io.ftruncate(s->fd, (off_t)old_tail) != 0) s->failed = 1;
     return rc;
 }
 
@@ -303,13 +303,13 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
         if (got < 0 || (uint64_t)got > STREAM_CHUNK) {
             rc = simdr__fail(SIMDR_ESOURCE, "%s: the stream source failed after %llu bytes; "
                              "nothing was stored", s->path, (unsigned long long)total);
-            if (ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+            if (simdr__io.ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
             goto out;
         }
         if (got == 0) break;
         if (pos + (uint64_t)got + SIMDR__META_SIZE > SIMDR__MAX_OFFSET) {
             rc = simdr__fail(SIMDR_ETOOBIG, "%s: the file would exceed 128 TiB", s->path);
-            if (ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+            if (simdr__io.ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
             goto out;
         }
         if (!nonzero) nonzero = !all_zero(buf, (size_t)got);
@@ -325,7 +325,7 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
         rc = simdr__fail(SIMDR_EINVAL, total == 0 ? "empty stream: empty values cannot be stored"
                                                   : "a value of zero bytes only cannot be "
                                                     "stored (it would read as a delete)");
-        if (ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+        if (simdr__io.ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
         goto out;
     }
     uint8_t meta[SIMDR__META_SIZE];
@@ -338,7 +338,7 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
     pos += SIMDR__META_SIZE;
     rc = simdr__ensure_mapped(s, pos);
     if (rc != SIMDR_OK) {
-        if (ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+        if (simdr__io.ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
         goto out;
     }
     simdr__item it = {key_hash, NULL, (size_t)total, 0};

@@ -125,7 +125,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     size_t plen = strlen(s->path) + sizeof ".compact";
     char *tmp = malloc(plen);
     struct stat st;
-    if (!tmp || fstat(s->fd, &st) != 0) {
+    if (!tmp || simdr__io.fstat(s->fd, &st) != 0) {
         rc = simdr__fail(SIMDR_ENOMEM, "out of memory");
         goto fail;
     }
@@ -140,7 +140,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
         goto fail;
     }
     unlink(tmp);
-    w.fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777);
+    w.fd = simdr__io.open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777);
     if (w.fd < 0 || flock(w.fd, LOCK_EX | LOCK_NB) != 0) {
         rc = simdr__fail_errno(errno, "creating the compaction file", tmp);
         goto fail;
@@ -175,7 +175,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
         new_meta[i] = pos - SIMDR__META_SIZE;
         offs[i] = e.key_hash; /* the old offset is spent; the index build needs the hash */
     }
-    if (writer_flush(&w) != 0 || fsync(w.fd) != 0) {
+    if (writer_flush(&w) != 0 || simdr__io.fsync(w.fd) != 0) {
         rc = simdr__fail_errno(errno, "writing the compacted file", tmp);
         goto fail;
     }
@@ -194,7 +194,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
         if (i + PREFETCH_AHEAD < n) simdr__index_prefetch(ix, offs[i + PREFETCH_AHEAD]);
         simdr__index_insert_distinct(ix, offs[i], simdr__index_value(offs[i], new_meta[i], 0));
     }
-    if (rename(tmp, s->path) != 0) {
+    if (simdr__io.rename(tmp, s->path) != 0) {
         rc = simdr__fail_errno(errno, "renaming the compacted file over the store", s->path);
         goto fail;
     }
@@ -211,7 +211,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     atomic_store(&s->synced, pos);
     pthread_mutex_unlock(&s->sync_lock);
     close(old_fd);
-    fstat(s->fd, &st);
+    simdr__io.fstat(s->fd, &st);
     s->dev = st.st_dev;
     s->ino = st.st_ino;
     s->tail = pos;

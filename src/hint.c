@@ -63,13 +63,13 @@ static int read_all(int fd, void *buf, size_t len) {
 int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__hint *out) {
     char *path = hint_path(s->path, ".hint");
     if (!path) return 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = simdr__io.open(path, O_RDONLY | O_CLOEXEC, 0);
     free(path);
     if (fd < 0) return 0;
     hint_header h;
     simdr__index *ix = NULL;
     struct stat store_st;
-    int ok = fstat(s->fd, &store_st) == 0 && read_all(fd, &h, sizeof h) == 0 &&
+    int ok = simdr__io.fstat(s->fd, &store_st) == 0 && read_all(fd, &h, sizeof h) == 0 &&
              h.magic == HINT_MAGIC &&
              (size > h.tail || (h.mtime_sec == (int64_t)store_st.st_mtim.tv_sec &&
                                 h.mtime_nsec == (int64_t)store_st.st_mtim.tv_nsec)) &&
@@ -90,10 +90,10 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
          * mapping: the first touch of each mapped page costs a page-table
          * fill (dear on virtual machines), and lookups touch only the pages
          * they need. */
-        if (ix && fstat(fd, &st) == 0 && (uint64_t)st.st_size == sizeof h + bytes &&
+        if (ix && simdr__io.fstat(fd, &st) == 0 && (uint64_t)st.st_size == sizeof h + bytes &&
             simdr__xxh3_file(fd, sizeof h, bytes, &table_hash) == 0 &&
             table_hash == h.table_hash)
-            slots = mmap(NULL, sizeof h + bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+            slots = simdr__io.mmap(NULL, sizeof h + bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
         if (slots == MAP_FAILED) {
             free(ix);
             ix = NULL;
@@ -138,8 +138,8 @@ void simdr__hint_save(simdr_store *s) {
     }
     char *tmp = hint_path(s->path, ".hint.tmp"), *final = hint_path(s->path, ".hint");
     struct stat store_st;
-    int fd = tmp && final && fstat(s->fd, &store_st) == 0
-                 ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)
+    int fd = tmp && final && simdr__io.fstat(s->fd, &store_st) == 0
+                 ? simdr__io.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)
                  : -1;
     if (fd >= 0) {
         size_t bytes = (size_t)v->index->cap * sizeof(uint64_t);
@@ -163,7 +163,7 @@ void simdr__hint_save(simdr_store *s) {
         close(fd);
         /* A hint that could not be written whole is removed: the next open
          * simply rebuilds. */
-        if (!ok || rename(tmp, final) != 0) unlink(tmp);
+        if (!ok || simdr__io.rename(tmp, final) != 0) unlink(tmp);
     }
     free(tmp);
     free(final);

@@ -27,6 +27,7 @@
 #include <sys/uio.h>
 
 #include "format.h"
+#include "io.h"
 
 #define SIMDR__SLOTS 64u            /* reader shards; threads hash onto them */
 #define SIMDR__CACHELINE 64u
@@ -42,12 +43,8 @@ void *simdr__alloc_zeroed(size_t bytes);
 void *simdr__alloc_zeroed_populated(size_t bytes);
 void simdr__free_big(void *p, size_t bytes);
 
-/* ---- I/O (io_posix.c) ---- */
-typedef struct simdr__io_fault_t {
-    int countdown; /* > 0: the countdown-th following I/O call fails */
-    int err;       /* with this errno */
-} simdr__io_fault_t;
-extern simdr__io_fault_t simdr__io_fault;
+/* ---- I/O (io_posix.c): every system call on a file goes through the
+ * table simdr__io of io.h; these helpers retry EINTR and short transfers. ---- */
 int simdr__pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* 0 when all len bytes at off were read. */
 int simdr__pread_all(int fd, void *buf, size_t len, uint64_t off);

@@ -1,32 +1,48 @@
 /*
- * io_posix.c - the few file operations the library needs, retried on EINTR
- * and short transfers: writes (every write goes through here so that faults
- * can be injected in one place, simdr__io_fault, used by tests), reads, and
- * the read buffer of whole-file passes (simdr__window).
+ * io_posix.c - the file operations of the library: the table of system calls
+ * (io.h) every call site goes through, the helpers above it that retry on
+ * EINTR and short transfers, the read buffer of whole-file passes
+ * (simdr__window), and the fault rules tests arm on the table.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-/* Test seam: when non-zero, the Nth following write fails with this errno. */
-simdr__io_fault_t simdr__io_fault = {0, 0};
+/* ---- the table ---- */
 
-static int injected(void) {
-    if (simdr__io_fault.countdown > 0 && --simdr__io_fault.countdown == 0) {
-        errno = simdr__io_fault.err;
-        return 1;
-    }
-    return 0;
+static ssize_t sys_pwrite(int fd, const void *buf, size_t len, off_t off) {
+    return pwrite(fd, buf, len, off);
 }
+static ssize_t sys_pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
+    return pwritev(fd, iov, cnt, off);
+}
+static ssize_t sys_pread(int fd, void *buf, size_t len, off_t off) {
+    return pread(fd, buf, len, off);
+}
+static int sys_fsync_dir(int dir_fd) { return fsync(dir_fd); }
+static int sys_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
+
+#define SYSTEM_TABLE                                                                      \
+    {sys_pwrite, sys_pwritev, sys_pread, fdatasync, fsync, sys_fsync_dir, ftruncate, rename, \
+     sys_open, fstat, mmap}
+const simdr__io_table simdr__io_system = SYSTEM_TABLE;
+simdr__io_table simdr__io = SYSTEM_TABLE;
+
+/* ---- retrying helpers ---- */
 
 int simdr__pwrite_all(int fd, const void *buf, size_t len, uint64_t off) {
     const uint8_t *p = buf;
     while (len > 0) {
-        if (injected()) return -1;
-        ssize_t n = pwrite(fd, p, len > (size_t)1 << 30 ? (size_t)1 << 30 : len, (off_t)off);
+        ssize_t n = simdr__io.pwrite(fd, p, len > (size_t)1 << 30 ? (size_t)1 << 30 : len,
+                                     (off_t)off);
         if (n < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -39,9 +55,8 @@ int simdr__pwrite_all(int fd, const void *buf, size_t len, uint64_t off) {
 
 int simdr__pwritev_all(int fd, struct iovec *iov, int cnt, uint64_t off) {
     while (cnt > 0) {
-        if (injected()) return -1;
         int batch = cnt > IOV_MAX ? IOV_MAX : cnt;
-        ssize_t n = pwritev(fd, iov, batch, (off_t)off);
+        ssize_t n = simdr__io.pwritev(fd, iov, batch, (off_t)off);
         if (n < 0) {
             if (errno == EINTR) continue;
             return -1;
@@ -61,12 +76,10 @@ int simdr__pwritev_all(int fd, struct iovec *iov, int cnt, uint64_t off) {
     return 0;
 }
 
-/* Reads are an optimization over the map (callers fall back to it), so no
- * fault is injected here. */
 int simdr__pread_all(int fd, void *buf, size_t len, uint64_t off) {
     uint8_t *p = buf;
     while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
+        ssize_t n = simdr__io.pread(fd, p, len, (off_t)off);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return -1;
         p += n;
@@ -97,9 +110,164 @@ const uint8_t *simdr__window_span(simdr__window *w, uint64_t lo, uint64_t hi) {
 }
 
 int simdr__fdatasync(int fd) {
-    if (injected()) return -1;
-    while (fdatasync(fd) != 0) {
+    while (simdr__io.fdatasync(fd) != 0) {
         if (errno != EINTR) return -1;
     }
     return 0;
+}
+
+/* ---- fault rules (testing only, see io.h) ---- */
+
+typedef struct fault_rule {
+    simdr__io_fault f;
+    int armed;
+    _Atomic uint64_t calls, hits;
+} fault_rule;
+
+static fault_rule rules[SIMDR__IO_OPS];
+static simdr__io_table below; /* per op: what the table held when its rule was armed */
+
+/* Decides a call of op on fd: -1 fail it (errno set), otherwise the byte
+ * limit of the call (SIZE_MAX: none). */
+static int64_t decide(enum simdr__io_op op, int fd, size_t *limit) {
+    fault_rule *r = &rules[op];
+    *limit = SIZE_MAX;
+    if (!r->armed || (r->f.select && !r->f.select(r->f.ctx, op, fd))) return 0;
+    uint64_t call = atomic_fetch_add(&r->calls, 1) + 1;
+    if (call < r->f.nth || (r->f.count && call >= r->f.nth + r->f.count)) return 0;
+    atomic_fetch_add(&r->hits, 1);
+    if (r->f.before) r->f.before(r->f.ctx, op);
+    if (r->f.err) {
+        errno = r->f.err;
+        return -1;
+    }
+    if (r->f.short_len) *limit = r->f.short_len;
+    return 0;
+}
+
+static ssize_t fault_pwrite(int fd, const void *buf, size_t len, off_t off) {
+    size_t limit;
+    if (decide(SIMDR__IO_PWRITE, fd, &limit) < 0) return -1;
+    return below.pwrite(fd, buf, len < limit ? len : limit, off);
+}
+
+static ssize_t fault_pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
+    size_t limit;
+    if (decide(SIMDR__IO_PWRITEV, fd, &limit) < 0) return -1;
+    if (limit == SIZE_MAX) return below.pwritev(fd, iov, cnt, off);
+    /* A short transfer: the first limit bytes of the vector. */
+    struct iovec *cut = malloc((size_t)(cnt ? cnt : 1) * sizeof *cut);
+    if (!cut) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int k = 0;
+    for (size_t left = limit; k < cnt && left > 0; k++) {
+        cut[k] = iov[k];
+        if (cut[k].iov_len > left) cut[k].iov_len = left;
+        left -= cut[k].iov_len;
+    }
+    ssize_t n = below.pwritev(fd, cut, k, off);
+    free(cut);
+    return n;
+}
+
+static ssize_t fault_pread(int fd, void *buf, size_t len, off_t off) {
+    size_t limit;
+    if (decide(SIMDR__IO_PREAD, fd, &limit) < 0) return -1;
+    return below.pread(fd, buf, len < limit ? len : limit, off);
+}
+
+#define FAULT_FD_CALL(name, OP)                                     \
+    static int fault_##name(int fd) {                               \
+        size_t limit;                                               \
+        if (decide(OP, fd, &limit) < 0) return -1;                  \
+        return below.name(fd);                                      \
+    }
+FAULT_FD_CALL(fdatasync, SIMDR__IO_FDATASYNC)
+FAULT_FD_CALL(fsync, SIMDR__IO_FSYNC)
+FAULT_FD_CALL(fsync_dir, SIMDR__IO_FSYNC_DIR)
+
+static int fault_ftruncate(int fd, off_t len) {
+    size_t limit;
+    if (decide(SIMDR__IO_FTRUNCATE, fd, &limit) < 0) return -1;
+    return below.ftruncate(fd, len);
+}
+
+static int fault_rename(const char *from, const char *to) {
+    size_t limit;
+    if (decide(SIMDR__IO_RENAME, -1, &limit) < 0) return -1;
+    return below.rename(from, to);
+}
+
+static int fault_open(const char *path, int flags, mode_t mode) {
+    size_t limit;
+    if (decide(SIMDR__IO_OPEN, -1, &limit) < 0) return -1;
+    return below.open(path, flags, mode);
+}
+
+static int fault_fstat(int fd, struct stat *st) {
+    size_t limit;
+    if (decide(SIMDR__IO_FSTAT, fd, &limit) < 0) return -1;
+    return below.fstat(fd, st);
+}
+
+static void *fault_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+    size_t limit;
+    if (decide(SIMDR__IO_MMAP, fd, &limit) < 0) return MAP_FAILED;
+    return below.mmap(addr, len, prot, flags, fd, off);
+}
+
+void simdr__io_fault_arm(const simdr__io_fault *f) {
+    if ((unsigned)f->op >= SIMDR__IO_OPS) return;
+    fault_rule *r = &rules[f->op];
+    if (!r->armed) {
+        /* Stack the rule on top of the current entry. */
+        switch (f->op) {
+#define STACK(OP, name)                       \
+    case OP:                                  \
+        below.name = simdr__io.name;          \
+        simdr__io.name = fault_##name;        \
+        break;
+        STACK(SIMDR__IO_PWRITE, pwrite)
+        STACK(SIMDR__IO_PWRITEV, pwritev)
+        STACK(SIMDR__IO_PREAD, pread)
+        STACK(SIMDR__IO_FDATASYNC, fdatasync)
+        STACK(SIMDR__IO_FSYNC, fsync)
+        STACK(SIMDR__IO_FSYNC_DIR, fsync_dir)
+        STACK(SIMDR__IO_FTRUNCATE, ftruncate)
+        STACK(SIMDR__IO_RENAME, rename)
+        STACK(SIMDR__IO_OPEN, open)
+        STACK(SIMDR__IO_FSTAT, fstat)
+        STACK(SIMDR__IO_MMAP, mmap)
+#undef STACK
+        default: return;
+        }
+    }
+    r->f = *f;
+    atomic_store(&r->calls, 0);
+    atomic_store(&r->hits, 0);
+    r->armed = 1;
+}
+
+void simdr__io_fail_nth(enum simdr__io_op op, uint64_t nth, int err) {
+    simdr__io_fault f = {.op = op, .nth = nth, .count = 1, .err = err};
+    simdr__io_fault_arm(&f);
+}
+
+uint64_t simdr__io_calls(enum simdr__io_op op) {
+    return (unsigned)op < SIMDR__IO_OPS ? atomic_load(&rules[op].calls) : 0;
+}
+
+uint64_t simdr__io_hits(enum simdr__io_op op) {
+    return (unsigned)op < SIMDR__IO_OPS ? atomic_load(&rules[op].hits) : 0;
+}
+
+void simdr__io_reset(void) {
+    for (unsigned i = 0; i < SIMDR__IO_OPS; i++) {
+        rules[i].armed = 0;
+        atomic_store(&rules[i].calls, 0);
+        atomic_store(&rules[i].hits, 0);
+    }
+    simdr__io = simdr__io_system;
 }

@@ -412,7 +412,7 @@ SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
     /* Bytes in the file beyond the valid chain (a read-only open of a torn or
      * damaged file) are a problem in themselves. */
     struct stat st;
-    if (fstat(s->fd, &st) == 0 && (uint64_t)st.st_size > tail) {
+    if (simdr__io.fstat(s->fd, &st) == 0 && (uint64_t)st.st_size > tail) {
         simdr_check_issue is = {tail, (uint64_t)st.st_size, 0, SIMDR_ECORRUPT,
                                 "bytes after the end of the valid chain (torn append, "
                                 "garbage, or a break in the chain)"};

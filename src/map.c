@@ -40,8 +40,8 @@ int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *
      * while handles keep this map alive. */
     char self[64];
     snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
-    int map_fd = open(self, O_RDONLY | O_CLOEXEC);
-    void *p = mmap(NULL, (size_t)m->len, PROT_READ, MAP_SHARED, map_fd >= 0 ? map_fd : fd, 0);
+    int map_fd = simdr__io.open(self, O_RDONLY | O_CLOEXEC, 0);
+    void *p = simdr__io.mmap(NULL, (size_t)m->len, PROT_READ, MAP_SHARED, map_fd >= 0 ? map_fd : fd, 0);
     if (map_fd >= 0) close(map_fd);
     if (p == MAP_FAILED) {
         int err = errno;

@@ -181,7 +181,7 @@ static void records_reserve(walk_records *wr, uint64_t file_size) {
     uint64_t most = file_size / (SIMDR__META_SIZE + 1) + 1;
     wr->n = 0;
     wr->bytes = (size_t)(most * sizeof(walk_record));
-    void *p = mmap(NULL, wr->bytes, PROT_READ | PROT_WRITE,
+    void *p = simdr__io.mmap(NULL, wr->bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
         wr->rec = NULL;

@@ -31,10 +31,10 @@ SIMDR_API void simdr_options_init(simdr_options *opts) {
 int simdr__fsync_dir(const char *path) {
     char *copy = strdup(path);
     if (!copy) return -1;
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = simdr__io.open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     free(copy);
     if (dfd < 0) return -1;
-    int rc = fsync(dfd);
+    int rc = simdr__io.fsync_dir(dfd);
     close(dfd);
     return rc;
 }
@@ -120,12 +120,12 @@ static int save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, ui
         else
             snprintf(name, sizeof name, "%s.torn-%llu.%d", s->path, (unsigned long long)from,
                      attempt);
-        fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = simdr__io.open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0 && errno != EEXIST) return simdr__fail_errno(errno, "saving torn tail", name);
     }
     if (fd < 0) return simdr__fail(SIMDR_EIO, "%s: no free name to save the torn tail", s->path);
     int rc = simdr__pwrite_all(fd, base + from, (size_t)(to - from), 0);
-    if (rc == 0) rc = fsync(fd);
+    if (rc == 0) rc = simdr__io.fsync(fd);
     int err = errno;
     close(fd);
     if (rc != 0) {
@@ -147,7 +147,7 @@ static int open_fail(simdr_store *s, int rc) {
 /* Maps the open file, recovers, cuts (writable) and indexes. */
 static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__view **out) {
     struct stat st;
-    if (fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
+    if (simdr__io.fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
     if (!S_ISREG(st.st_mode)) return simdr__fail(SIMDR_EINVAL, "%s: not a regular file", s->path);
     s->dev = st.st_dev;
     s->ino = st.st_ino;
@@ -222,7 +222,8 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
                                (unsigned long long)r.valid_len);
         }
         rc = save_cut_bytes(s, map->base, r.valid_len, size);
-        if (rc == SIMDR_OK && (ftruncate(s->fd, (off_t)r.valid_len) != 0 || fsync(s->fd) != 0))
+        if (rc == SIMDR_OK && (simdr__io.ftruncate(s->fd, (off_t)r.valid_len) != 0 ||
+                               simdr__io.fsync(s->fd) != 0))
             rc = simdr__fail_errno(errno, "truncating torn tail", s->path);
         if (rc != SIMDR_OK) {
             simdr__map_retire(map);
@@ -295,7 +296,7 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
 
     int flags = O_CLOEXEC | (s->readonly ? O_RDONLY : O_RDWR);
     if (opts->open_mode == SIMDR_OPEN_CREATE) flags |= O_CREAT;
-    s->fd = open(path, flags, opts->file_mode ? opts->file_mode : 0644);
+    s->fd = simdr__io.open(path, flags, opts->file_mode ? opts->file_mode : 0644);
     if (s->fd < 0) {
         int err = errno;
         if (err == ENOENT)
@@ -430,7 +431,7 @@ static int refresh_locked(simdr_store *s, uint64_t *added) {
     struct stat st;
     if (stat(s->path, &st) != 0) return simdr__fail_errno(errno, "stat", s->path);
     if (st.st_dev != s->dev || st.st_ino != s->ino) {
-        int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+        int fd = simdr__io.open(s->path, O_RDONLY | O_CLOEXEC, 0);
         if (fd < 0) return simdr__fail_errno(errno, "open", s->path);
         int old_fd = s->fd;
         uint64_t old_live = atomic_load(&s->live);
@@ -452,7 +453,7 @@ static int refresh_locked(simdr_store *s, uint64_t *added) {
         *added = atomic_load(&s->live) > old_live ? atomic_load(&s->live) - old_live : 0;
         return SIMDR_OK;
     }
-    if (fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
+    if (simdr__io.fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
     uint64_t size = (uint64_t)st.st_size, tail = s->tail;
     if (size <= tail + SIMDR__META_SIZE) return SIMDR_OK;
     int rc = simdr__ensure_mapped(s, size);

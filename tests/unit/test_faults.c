@@ -1,0 +1,220 @@
+/*
+ * test_faults.c - unit tests of libsimdr under injected I/O faults, through
+ * the system-call table of src/io.h: failed and short writes, failed syncs,
+ * truncations, renames, opens and maps, and code run between two calls.
+ * Each test arms rules on the table and resets it in its teardown.
+ */
+#include "testutil.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io.h"
+
+typedef struct fixture {
+    char *dir;
+    char path[4096];
+    simdr_store *s;
+} fixture;
+
+static simdr_store *open_with(const char *path, int durability) {
+    simdr_options o;
+    simdr_options_init(&o);
+    o.durability = durability;
+    simdr_store *s = NULL;
+    int rc = simdr_open(&s, path, &o);
+    if (rc != SIMDR_OK) fprintf(stderr, "open: %s\n", simdr_last_error());
+    assert_int_equal(rc, SIMDR_OK);
+    return s;
+}
+
+static int setup_with(void **state, int durability) {
+    simdr__io_reset();
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tu_mkdtemp();
+    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
+    f->s = open_with(f->path, durability);
+    *state = f;
+    return 0;
+}
+static int setup(void **state) { return setup_with(state, SIMDR_SYNC_NONE); }
+static int setup_durable(void **state) { return setup_with(state, SIMDR_SYNC_DATA); }
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    simdr__io_reset();
+    simdr_close(f->s);
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static void reopen(fixture *f, int durability) {
+    simdr__io_reset();
+    simdr_close(f->s);
+    f->s = open_with(f->path, durability);
+}
+
+/* ---- the seam itself ---- */
+
+static void test_failed_write_leaves_store_unchanged(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    uint64_t size = simdr_file_size(f->s);
+    simdr__io_fail_nth(SIMDR__IO_PWRITEV, 1, ENOSPC);
+    assert_int_equal(simdr_put(f->s, TU_STR("b"), "2", 1, NULL), SIMDR_ENOSPC);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_PWRITEV), 1);
+    tu_expect_absent(f->s, TU_STR("b"));
+    assert_int_equal(simdr_file_size(f->s), size);
+    assert_int_equal(tu_file_size(f->path), (int64_t)size);
+    /* The rule hit once: the store goes on. */
+    tu_put_str(f->s, "c", "3");
+    /* A batch goes through pwrite. */
+    simdr__io_fail_nth(SIMDR__IO_PWRITE, 1, EIO);
+    simdr_kv kv[2] = {{"d", 1, "4", 1}, {"e", 1, "5", 1}};
+    assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_EIO);
+    tu_expect_absent(f->s, TU_STR("d"));
+    tu_expect_absent(f->s, TU_STR("e"));
+    reopen(f, SIMDR_SYNC_NONE);
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_absent(f->s, TU_STR("b"));
+    tu_expect_str(f->s, "c", "3");
+    tu_expect_absent(f->s, TU_STR("d"));
+    assert_int_equal(simdr_count(f->s), 2);
+}
+
+static void test_short_writes_are_completed(void **state) {
+    fixture *f = *state;
+    /* Every write moves at most 7 bytes: the retry loops must finish them. */
+    simdr__io_fault w = {.op = SIMDR__IO_PWRITE, .nth = 1, .count = 0, .short_len = 7};
+    simdr__io_fault v = {.op = SIMDR__IO_PWRITEV, .nth = 1, .count = 0, .short_len = 7};
+    simdr__io_fault_arm(&w);
+    simdr__io_fault_arm(&v);
+    uint8_t big[3000];
+    tu_fill(big, sizeof big, 42);
+    assert_int_equal(simdr_put(f->s, TU_STR("big"), big, sizeof big, NULL), SIMDR_OK);
+    simdr_kv kv[2] = {{"x", 1, "hello", 5}, {"y", 1, big, 999}};
+    assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_OK);
+    assert_true(simdr__io_hits(SIMDR__IO_PWRITEV) > sizeof big / 7);
+    assert_true(simdr__io_hits(SIMDR__IO_PWRITE) > 1000 / 7);
+    reopen(f, SIMDR_SYNC_NONE);
+    tu_expect_value(f->s, TU_STR("big"), big, sizeof big);
+    tu_expect_str(f->s, "x", "hello");
+    tu_expect_value(f->s, TU_STR("y"), big, 999);
+}
+
+typedef struct between_ctx {
+    const char *path;
+    int64_t size_seen;
+} between_ctx;
+
+static void note_file_size(void *ctx, enum simdr__io_op op) {
+    between_ctx *c = ctx;
+    (void)op;
+    c->size_seen = tu_file_size(c->path);
+}
+
+static void test_code_runs_between_calls(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    int64_t after_first = tu_file_size(f->path);
+    /* Before the second write from now: the first has landed, the second not. */
+    between_ctx c = {f->path, -1};
+    simdr__io_fault rule = {.op = SIMDR__IO_PWRITEV, .nth = 2, .count = 1,
+                            .before = note_file_size, .ctx = &c};
+    simdr__io_fault_arm(&rule);
+    tu_put_str(f->s, "b", "2");
+    int64_t after_second = tu_file_size(f->path);
+    tu_put_str(f->s, "c", "3");
+    assert_int_equal(simdr__io_hits(SIMDR__IO_PWRITEV), 1);
+    assert_int_equal(c.size_seen, after_second);
+    assert_true(after_second > after_first);
+    assert_true(tu_file_size(f->path) > after_second);
+}
+
+static int select_anonymous(void *ctx, enum simdr__io_op op, int fd) {
+    (void)ctx;
+    (void)op;
+    return fd == -1;
+}
+
+static void test_open_and_map_faults(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    simdr_close(f->s);
+    f->s = NULL;
+    simdr_store *s = NULL;
+    simdr__io_fail_nth(SIMDR__IO_OPEN, 1, EACCES);
+    assert_int_equal(tu_open_status(&s, f->path, SIMDR_OPEN_EXISTING, 0), SIMDR_EACCES);
+    assert_null(s);
+    /* The file map (the store's descriptor, not an anonymous one). */
+    simdr__io_fail_nth(SIMDR__IO_MMAP, 1, ENOMEM);
+    assert_int_equal(tu_open_status(&s, f->path, SIMDR_OPEN_EXISTING, 0), SIMDR_ENOMEM);
+    assert_null(s);
+    simdr__io_reset();
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    tu_expect_str(f->s, "a", "1");
+}
+
+static void test_compaction_faults_keep_the_store(void **state) {
+    fixture *f = *state;
+    for (int i = 0; i < 20; i++) tu_put_str(f->s, "k", i % 2 ? "odd" : "even");
+    tu_put_str(f->s, "other", "x");
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.compact", f->path);
+    int64_t size = tu_file_size(f->path);
+    static const enum simdr__io_op ops[] = {SIMDR__IO_FSYNC, SIMDR__IO_RENAME, SIMDR__IO_OPEN};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        simdr__io_reset();
+        simdr__io_fail_nth(ops[i], 1, EIO);
+        assert_int_equal(simdr_compact(f->s), SIMDR_EIO);
+        assert_int_equal(simdr__io_hits(ops[i]), 1);
+        assert_int_equal(tu_file_size(f->path), size);
+        assert_int_equal(tu_file_size(tmp), -1);
+        tu_expect_str(f->s, "k", "odd");
+        tu_expect_str(f->s, "other", "x");
+    }
+    simdr__io_reset();
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_true(tu_file_size(f->path) < size);
+    tu_put_str(f->s, "after", "y");
+    reopen(f, SIMDR_SYNC_NONE);
+    tu_expect_str(f->s, "k", "odd");
+    tu_expect_str(f->s, "after", "y");
+}
+
+static void test_undo_that_fails_refuses_writes(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    /* The write fails, and the truncation that would undo whatever it
+     * moved fails too: the store must refuse more writes. */
+    simdr__io_fail_nth(SIMDR__IO_PWRITEV, 1, EIO);
+    simdr__io_fail_nth(SIMDR__IO_FTRUNCATE, 1, EIO);
+    assert_int_equal(simdr_put(f->s, TU_STR("b"), "2", 1, NULL), SIMDR_EIO);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_FTRUNCATE), 1);
+    assert_int_equal(simdr_put(f->s, TU_STR("c"), "3", 1, NULL), SIMDR_EFAILED);
+    assert_int_equal(simdr_delete(f->s, TU_STR("a"), NULL), SIMDR_EFAILED);
+    tu_expect_str(f->s, "a", "1");
+    reopen(f, SIMDR_SYNC_NONE);
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_absent(f->s, TU_STR("b"));
+    tu_put_str(f->s, "c", "3");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_failed_write_leaves_store_unchanged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_writes_are_completed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_code_runs_between_calls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_and_map_faults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_faults_keep_the_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_undo_that_fails_refuses_writes, setup, teardown),
+    };
+    (void)setup_durable;
+    (void)select_anonymous;
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
