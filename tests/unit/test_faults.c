@@ -205,6 +205,93 @@ static void test_undo_that_fails_refuses_writes(void **state) {
     tu_put_str(f->s, "c", "3");
 }
 
+/* ---- a failed sync (fsyncgate) ---- */
+
+static void test_failed_sync_is_final(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    uint64_t durable_size = simdr_file_size(f->s);
+    /* The kernel reports the write-back failure once; the next fdatasync
+     * succeeds although the lost pages never reached the disk. */
+    simdr__io_fail_nth(SIMDR__IO_FDATASYNC, 1, EIO);
+    assert_int_equal(simdr_put(f->s, TU_STR("b"), "2", 1, NULL), SIMDR_EIO);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_FDATASYNC), 1);
+    /* The value whose durability was not confirmed is not served... */
+    tu_expect_absent(f->s, TU_STR("b"));
+    assert_int_equal(simdr_count(f->s), 1);
+    assert_int_equal(simdr_file_size(f->s), durable_size);
+    tu_expect_str(f->s, "a", "1");
+    /* ... and the store does not go on as if it were on disk. */
+    assert_int_equal(simdr_put(f->s, TU_STR("c"), "3", 1, NULL), SIMDR_EFAILED);
+    assert_int_equal(simdr_sync(f->s), SIMDR_EFAILED);
+    assert_int_equal(simdr_delete(f->s, TU_STR("a"), NULL), SIMDR_EFAILED);
+    assert_int_equal(simdr_compact(f->s), SIMDR_EFAILED);
+    tu_expect_absent(f->s, TU_STR("c"));
+    /* Reopening re-verifies the file: only what was acknowledged. */
+    reopen(f, SIMDR_SYNC_DATA);
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_absent(f->s, TU_STR("b"));
+    tu_expect_absent(f->s, TU_STR("c"));
+    assert_int_equal(simdr_count(f->s), 1);
+    tu_put_str(f->s, "d", "4");
+    tu_expect_str(f->s, "d", "4");
+}
+
+static void test_failed_explicit_sync_is_final(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    assert_int_equal(simdr_sync(f->s), SIMDR_OK);
+    tu_put_str(f->s, "b", "2");
+    simdr__io_fail_nth(SIMDR__IO_FDATASYNC, 1, EIO);
+    assert_int_equal(simdr_sync(f->s), SIMDR_EIO);
+    /* Served: the prefix the last successful sync made durable. */
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_absent(f->s, TU_STR("b"));
+    assert_int_equal(simdr_count(f->s), 1);
+    assert_int_equal(simdr_sync(f->s), SIMDR_EFAILED);
+    assert_int_equal(simdr_put(f->s, TU_STR("c"), "3", 1, NULL), SIMDR_EFAILED);
+    reopen(f, SIMDR_SYNC_NONE);
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_absent(f->s, TU_STR("c"));
+    tu_put_str(f->s, "c", "3");
+}
+
+/* ---- a batch is all or nothing ---- */
+
+static void test_batch_index_growth_failure_shows_nothing(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "before", "x");
+    enum { N = 20000 };
+    simdr_kv *kv = calloc(N, sizeof *kv);
+    char (*keys)[16] = calloc(N, sizeof *keys);
+    for (size_t i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%zu", i);
+        kv[i] = (simdr_kv){keys[i], strlen(keys[i]), "v", 1};
+    }
+    uint64_t size = simdr_file_size(f->s);
+    /* Anonymous maps hold the bigger index tables: every one fails, so the
+     * index cannot grow past what 20,000 new keys need. */
+    simdr__io_fault oom = {.op = SIMDR__IO_MMAP, .nth = 1, .count = 0, .err = ENOMEM,
+                           .select = select_anonymous};
+    simdr__io_fault_arm(&oom);
+    assert_int_equal(simdr_put_batch(f->s, kv, N, NULL), SIMDR_ENOMEM);
+    assert_true(simdr__io_hits(SIMDR__IO_MMAP) >= 1);
+    for (size_t i = 0; i < N; i += 997) tu_expect_absent(f->s, keys[i], strlen(keys[i]));
+    tu_expect_absent(f->s, keys[0], strlen(keys[0]));
+    tu_expect_absent(f->s, keys[N - 1], strlen(keys[N - 1]));
+    assert_int_equal(simdr_count(f->s), 1);
+    assert_int_equal(simdr_file_size(f->s), size);
+    /* Nothing was lost or wedged: with memory back the batch goes in. */
+    simdr__io_reset();
+    assert_int_equal(simdr_put_batch(f->s, kv, N, NULL), SIMDR_OK);
+    assert_int_equal(simdr_count(f->s), N + 1);
+    reopen(f, SIMDR_SYNC_NONE);
+    assert_int_equal(simdr_count(f->s), N + 1);
+    tu_expect_str(f->s, "k19999", "v");
+    free(kv);
+    free(keys);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_failed_write_leaves_store_unchanged, setup, teardown),
@@ -213,8 +300,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_open_and_map_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_faults_keep_the_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_undo_that_fails_refuses_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup_durable, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_explicit_sync_is_final, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_index_growth_failure_shows_nothing, setup,
+                                        teardown),
     };
-    (void)setup_durable;
-    (void)select_anonymous;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
