@@ -72,7 +72,9 @@ enum simdr_status {
     SIMDR_ESOURCE = -13,   /**< a stream source reported an error */
     SIMDR_ETOOBIG = -14,   /**< offset or size beyond what the engine supports */
     SIMDR_ESTOPPED = -15,  /**< a callback asked to stop (its own code is not lost: see call) */
-    SIMDR_EFAILED = -16    /**< an earlier write failure could not be undone; reopen */
+    SIMDR_EFAILED = -16    /**< the store failed (a write that could not be undone, or
+                                a failed sync): writes and syncs are refused until
+                                the store is reopened; see "The failed state" */
 };
 
 /** Static English text for a status code; never NULL. */
@@ -155,7 +157,31 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
  */
 SIMDR_API int simdr_close(simdr_store *store);
 
-/** fdatasync the file now, whatever the durability mode. */
+/**
+ * fdatasync the file now, whatever the durability mode.
+ *
+ * THE FAILED STATE. A sync that fails is final for the handle: after a
+ * failed fdatasync the kernel may already have dropped the pages it could
+ * not write and report success on the next one, so the data written since
+ * the last successful sync can no longer be trusted to reach the disk (the
+ * PostgreSQL "fsyncgate" lesson). The call that saw the failure returns its
+ * error (SIMDR_EIO, SIMDR_ENOSPC, ...); from then on every write, sync and
+ * compaction returns SIMDR_EFAILED until the store is closed and reopened.
+ * Readers of the failed handle are not refused: they see the store as the
+ * last successful sync left it (entries written after it are withdrawn from
+ * the index, count and file size before the error returns), so a value
+ * whose durability was not confirmed is never served as stored. With
+ * SIMDR_SYNC_DATA that is exactly the set of acknowledged writes; with
+ * SIMDR_SYNC_NONE it also drops writes acknowledged since the last sync.
+ * The withdrawn bytes stay in the file (cutting them could fault another
+ * process that maps them); reopening re-verifies the file as after a crash,
+ * so an entry whose write reported the failure may reappear there, whole and
+ * with its checksum verified, or be absent, like any write in flight at a
+ * crash. (Only if memory runs out while withdrawing them do they stay
+ * readable in the failed handle.) A write whose undo fails (a truncation
+ * after a failed append) also fails the store; it had published nothing.
+ * Errors: SIMDR_EINVAL, SIMDR_EIO, SIMDR_ENOSPC, SIMDR_EFAILED.
+ */
 SIMDR_API int simdr_sync(simdr_store *store);
 
 /**
@@ -199,7 +225,13 @@ SIMDR_API void simdr_namespaced_key(const void *ns, size_t ns_len, const void *k
 /* length, as the reference returns. Refused with SIMDR_EINVAL and nothing   */
 /* appended: an empty value, the value consisting of the single byte 0x00,   */
 /* and (streams) a value of zero bytes only. A failed write leaves the file, */
-/* the index and the tail exactly as before it. Errors common to all writes: */
+/* the index and the tail exactly as before it (a failed sync in             */
+/* SIMDR_SYNC_DATA mode: see "The failed state" at simdr_sync). A batch     */
+/* that fails publishes none of its entries: what it needs in memory is      */
+/* allocated before anything of it is written (SIMDR_ENOMEM then leaves the  */
+/* store unchanged); while a batch is being published a concurrent reader    */
+/* may see some of its keys a moment before others. Errors common to all     */
+/* writes:                                                                   */
 /* SIMDR_EINVAL, SIMDR_EREADONLY, SIMDR_ENOSPC, SIMDR_EIO, SIMDR_ETOOBIG,    */
 /* SIMDR_EFAILED.                                                            */
 /* ------------------------------------------------------------------------ */

@@ -26,14 +26,51 @@
 static const uint8_t zero_pad[SIMDR__ALIGN];
 static const uint8_t tombstone_byte[1] = {SIMDR__TOMBSTONE_BYTE};
 
+static int refuse_failed(simdr_store *s) {
+    return simdr__fail(SIMDR_EFAILED,
+                       "%s: an earlier write or sync failed and could not be undone; the "
+                       "store refuses writes and syncs until it is reopened (reopening "
+                       "re-verifies the file)",
+                       s->path);
+}
+
 int simdr__check_writable(simdr_store *s) {
     if (s->readonly) return simdr__fail(SIMDR_EREADONLY, "%s: store is open read-only", s->path);
-    if (s->failed)
-        return simdr__fail(SIMDR_EFAILED,
-                           "%s: an earlier write failed and could not be undone; reopen the "
-                           "store to recover",
-                           s->path);
+    if (atomic_load_explicit(&s->failed, memory_order_acquire)) return refuse_failed(s);
     return SIMDR_OK;
+}
+
+int simdr__check_syncable(simdr_store *s) {
+    if (atomic_load_explicit(&s->failed, memory_order_acquire)) return refuse_failed(s);
+    return SIMDR_OK;
+}
+
+/* The failed state after a failed sync (fsyncgate): the kernel may have
+ * dropped the pages it could not write and will report success on the next
+ * fdatasync, so nothing written since the last successful sync can be
+ * trusted to be on disk. The handle stops serving it: the index is rebuilt
+ * from the file prefix that sync confirmed and the tail goes back there, so
+ * readers see the last durable state. The bytes stay in the file (a reader
+ * in another process may hold them mapped, and cutting them would fault it);
+ * the next open re-verifies them like any tail written before a crash.
+ * Idempotent: every thread whose sync failed calls it before returning. */
+void simdr__withdraw_unsynced(simdr_store *s) {
+    pthread_mutex_lock(&s->wlock);
+    uint64_t durable = atomic_load_explicit(&s->synced, memory_order_acquire);
+    simdr__view *v = simdr__current_view(s);
+    if (atomic_load_explicit(&v->tail, memory_order_acquire) > durable) {
+        simdr__index *ix;
+        uint64_t live;
+        /* Without memory for the rebuild the unconfirmed entries stay
+         * readable; writes and syncs are refused all the same. */
+        if (simdr__build_index(v->map->base, durable, &ix, &live) == SIMDR_OK &&
+            simdr__publish_view(s, v->map, ix) == SIMDR_OK) {
+            s->tail = durable;
+            atomic_store_explicit(&simdr__current_view(s)->tail, durable, memory_order_release);
+            atomic_store(&s->live, live);
+        }
+    }
+    pthread_mutex_unlock(&s->wlock);
 }
 
 static int value_allowed(const void *value, size_t len) {
@@ -80,6 +117,22 @@ int simdr__grow_index_if_needed(simdr_store *s) {
     simdr__index *nx = simdr__index_grown(v->index, v->map->base);
     if (!nx) return simdr__fail(SIMDR_ENOMEM, "%s: out of memory growing the index", s->path);
     return simdr__publish_view(s, v->map, nx);
+}
+
+/* Grows the index until n more keys fit, before anything is written: once
+ * the entries are in the file they are indexed without allocating, so a
+ * batch is published whole or (out of memory) not written at all. A growth
+ * only republishes the same keys in a bigger table. */
+static int reserve_index(simdr_store *s, size_t n) {
+    for (;;) {
+        simdr__view *v = simdr__current_view(s);
+        if (simdr__index_room(v->index) >= n) return SIMDR_OK;
+        populate_map(s, v->map, v->index);
+        simdr__index *nx = simdr__index_grown(v->index, v->map->base);
+        if (!nx) return simdr__fail(SIMDR_ENOMEM, "%s: out of memory growing the index", s->path);
+        int rc = simdr__publish_view(s, v->map, nx);
+        if (rc != SIMDR_OK) return rc;
+    }
 }
 
 /* Writer, lock held, items validated: everything after the old tail is undone
@@ -134,6 +187,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
             return simdr__fail(SIMDR_ETOOBIG, "%s: the file would exceed 128 TiB", s->path);
     }
     rc = simdr__ensure_mapped(s, pos);
+    if (rc == SIMDR_OK) rc = reserve_index(s, n);
     if (rc != SIMDR_OK) return rc;
 
     if (n == 1) {
@@ -198,8 +252,8 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
         free(metas);
     }
     if (rc != SIMDR_OK) {
-        /* The index could not take the entries (out of memory): the bytes
-         * are valid entries, so the tail moves on; a reopen indexes them. */
+        /* Not reached (reserve_index made room); were it, the bytes are
+         * valid entries, so the tail moves on and a reopen indexes them. */
         s->failed = 1;
     }
     publish_tail(s, pos);
@@ -287,6 +341,7 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
     pthread_mutex_lock(&s->wlock);
     int rc = simdr__check_writable(s);
     uint64_t start = s->tail, pos = start;
+    if (rc == SIMDR_OK) rc = reserve_index(s, 1);
     if (rc != SIMDR_OK) goto out;
     int aligned = atomic_load(&s->layout) == SIMDR_LAYOUT_ALIGNED64;
     uint64_t pad = simdr__pad_for(start, aligned);

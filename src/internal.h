@@ -206,7 +206,7 @@ struct simdr_store {
     _Atomic unsigned syncers;        /* threads inside simdr__sync_to */
     _Atomic unsigned sync_queued;    /* ... of which waiting for sync_lock */
     _Atomic uint64_t last_sync_ns;   /* duration of the latest fdatasync */
-    int failed;                      /* a write could not be undone: refuse more */
+    _Atomic int failed;              /* a write could not be undone or a sync failed */
     dev_t dev;
     ino_t ino;
     simdr_recovery_info recovery;
@@ -313,6 +313,10 @@ typedef struct simdr__item {
 } simdr__item;
 int simdr__append(simdr_store *s, const simdr__item *items, size_t n, uint64_t *tail_out);
 int simdr__check_writable(simdr_store *s);
+/* SIMDR_EFAILED (with its message) once the store failed, else SIMDR_OK. */
+int simdr__check_syncable(simdr_store *s);
+/* After a failed sync (the store is failed): readers see the durable prefix. */
+void simdr__withdraw_unsynced(simdr_store *s);
 /* Index the entry at meta_off (already in the file) and adjust the live count. */
 void simdr__index_entry(simdr_store *s, uint64_t hash, uint64_t meta_off, int tomb);
 int simdr__grow_index_if_needed(simdr_store *s);

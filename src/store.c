@@ -334,7 +334,8 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
 SIMDR_API int simdr_close(simdr_store *s) {
     if (!s) return SIMDR_OK;
     int rc = SIMDR_OK;
-    if (!s->readonly && s->durability == SIMDR_SYNC_DATA && simdr__fdatasync(s->fd) != 0)
+    if (!s->readonly && s->durability == SIMDR_SYNC_DATA && !s->failed &&
+        simdr__fdatasync(s->fd) != 0)
         rc = simdr__fail_errno(errno, "fdatasync", s->path);
     if (!s->readonly && s->use_hint && !s->failed && s->tail != s->hint_tail)
         simdr__hint_save(s);
@@ -353,6 +354,7 @@ SIMDR_API int simdr_close(simdr_store *s) {
 SIMDR_API int simdr_sync(simdr_store *s) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "simdr_sync: NULL store");
     if (s->readonly) return SIMDR_OK;
+    if (simdr__check_syncable(s) != SIMDR_OK) return SIMDR_EFAILED;
     pthread_mutex_lock(&s->wlock);
     uint64_t end = s->tail;
     pthread_mutex_unlock(&s->wlock);
@@ -376,12 +378,18 @@ static uint64_t writer_tail(simdr_store *s, int *fd) {
 
 int simdr__sync_to(simdr_store *s, uint64_t end) {
     if (atomic_load_explicit(&s->synced, memory_order_acquire) >= end) return SIMDR_OK;
+    if (simdr__check_syncable(s) != SIMDR_OK) {
+        simdr__withdraw_unsynced(s);
+        return SIMDR_EFAILED;
+    }
     atomic_fetch_add(&s->syncers, 1);
     atomic_fetch_add(&s->sync_queued, 1);
     pthread_mutex_lock(&s->sync_lock);
     atomic_fetch_sub(&s->sync_queued, 1);
     int rc = SIMDR_OK;
-    if (atomic_load_explicit(&s->synced, memory_order_acquire) < end) {
+    if (atomic_load_explicit(&s->synced, memory_order_acquire) < end)
+        rc = simdr__check_syncable(s);
+    if (rc == SIMDR_OK && atomic_load_explicit(&s->synced, memory_order_acquire) < end) {
         /* Everything appended so far rides on this one fdatasync: writers
          * that queued behind us find their data already synced (group
          * commit). When the previous sync's leader is still on its way
@@ -407,7 +415,9 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
         }
         uint64_t t0 = monotonic_ns();
         if (simdr__fdatasync(fd) != 0) {
+            /* A failed sync is final: see simdr__withdraw_unsynced. */
             rc = simdr__fail_errno(errno, "fdatasync", s->path);
+            atomic_store_explicit(&s->failed, 1, memory_order_release);
         } else {
             atomic_store(&s->last_sync_ns, monotonic_ns() - t0);
             if (target > atomic_load(&s->synced))
@@ -416,6 +426,7 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
     }
     pthread_mutex_unlock(&s->sync_lock);
     atomic_fetch_sub(&s->syncers, 1);
+    if (rc != SIMDR_OK) simdr__withdraw_unsynced(s);
     return rc;
 }
 
