@@ -26,6 +26,19 @@
  * PROCESSES: one writable open per file across processes (advisory flock);
  * read-only opens in other processes are always allowed and can call
  * simdr_refresh() to see entries appended since they opened.
+ *
+ * FORK: a handle belongs to the process that opened it. A child created by
+ * fork() inherits the parent's lock, but keeps its own copy of the tail and
+ * the index, so two processes appending would overwrite each other's
+ * acknowledged entries. In the child every write, simdr_sync() and
+ * simdr_compact() on an inherited handle returns SIMDR_EINVAL ("store handle
+ * used in a forked child; open the store again"); reads still work and see
+ * the store as it was at the fork (the parent's later writes are not
+ * indexed there); simdr_close() in the child only frees the handle (no sync,
+ * no hint file). To write from the child, open the store there (after the
+ * parent closed it, or read-only while it is open). Detected with a
+ * pthread_atfork() handler: a child made by a raw clone() or vfork() is not
+ * detected.
  */
 #ifndef SIMDR_H
 #define SIMDR_H

@@ -26,6 +26,39 @@
 static const uint8_t zero_pad[SIMDR__ALIGN];
 static const uint8_t tombstone_byte[1] = {SIMDR__TOMBSTONE_BYTE};
 
+/* ---- use after fork ----
+ * A child process inherits the handle: the same open file description, so
+ * the same flock, while each process keeps its own copy of the tail and the
+ * index. Both appending would write over each other's acknowledged entries.
+ * A fork handler bumps a counter in the child (cheaper than a getpid per
+ * write); a handle whose recorded value differs was opened in another
+ * process and refuses to write or sync. */
+static _Atomic unsigned process_generation;
+static pthread_once_t fork_watch_once = PTHREAD_ONCE_INIT;
+
+static void child_after_fork(void) {
+    atomic_fetch_add_explicit(&process_generation, 1, memory_order_relaxed);
+}
+
+static void watch_forks(void) { pthread_atfork(NULL, NULL, child_after_fork); }
+
+unsigned simdr__process_generation(void) {
+    pthread_once(&fork_watch_once, watch_forks);
+    return atomic_load_explicit(&process_generation, memory_order_relaxed);
+}
+
+int simdr__forked(const simdr_store *s) {
+    return atomic_load_explicit(&process_generation, memory_order_relaxed) != s->process_gen;
+}
+
+static int refuse_forked(simdr_store *s) {
+    return simdr__fail(SIMDR_EINVAL,
+                       "%s: store handle used in a forked child; open the store again in this "
+                       "process (writes, syncs and compaction are refused; reads still see "
+                       "the store as it was at the fork)",
+                       s->path);
+}
+
 static int refuse_failed(simdr_store *s) {
     return simdr__fail(SIMDR_EFAILED,
                        "%s: an earlier write or sync failed and could not be undone; the "
@@ -36,11 +69,13 @@ static int refuse_failed(simdr_store *s) {
 
 int simdr__check_writable(simdr_store *s) {
     if (s->readonly) return simdr__fail(SIMDR_EREADONLY, "%s: store is open read-only", s->path);
+    if (simdr__forked(s)) return refuse_forked(s);
     if (atomic_load_explicit(&s->failed, memory_order_acquire)) return refuse_failed(s);
     return SIMDR_OK;
 }
 
 int simdr__check_syncable(simdr_store *s) {
+    if (simdr__forked(s)) return refuse_forked(s);
     if (atomic_load_explicit(&s->failed, memory_order_acquire)) return refuse_failed(s);
     return SIMDR_OK;
 }

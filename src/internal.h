@@ -207,6 +207,7 @@ struct simdr_store {
     _Atomic unsigned sync_queued;    /* ... of which waiting for sync_lock */
     _Atomic uint64_t last_sync_ns;   /* duration of the latest fdatasync */
     _Atomic int failed;              /* a write could not be undone or a sync failed */
+    unsigned process_gen;            /* simdr__process_generation() at open */
     dev_t dev;
     ino_t ino;
     simdr_recovery_info recovery;
@@ -315,6 +316,10 @@ int simdr__append(simdr_store *s, const simdr__item *items, size_t n, uint64_t *
 int simdr__check_writable(simdr_store *s);
 /* SIMDR_EFAILED (with its message) once the store failed, else SIMDR_OK. */
 int simdr__check_syncable(simdr_store *s);
+/* Counts forks in this process's ancestry of handles: record it at open;
+ * simdr__forked(s) is then true in a child that inherited s. */
+unsigned simdr__process_generation(void);
+int simdr__forked(const simdr_store *s);
 /* After a failed sync (the store is failed): readers see the durable prefix. */
 void simdr__withdraw_unsynced(simdr_store *s);
 /* Index the entry at meta_off (already in the file) and adjust the live count. */

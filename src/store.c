@@ -291,6 +291,7 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     s->new_file_layout = opts->layout;
     s->use_hint = opts->use_hint;
     s->salvage = opts->salvage;
+    s->process_gen = simdr__process_generation();
     s->path = strdup(path);
     if (!s->path) return open_fail(s, simdr__fail(SIMDR_ENOMEM, "out of memory"));
 
@@ -334,10 +335,12 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
 SIMDR_API int simdr_close(simdr_store *s) {
     if (!s) return SIMDR_OK;
     int rc = SIMDR_OK;
-    if (!s->readonly && s->durability == SIMDR_SYNC_DATA && !s->failed &&
-        simdr__fdatasync(s->fd) != 0)
+    /* A child that inherited the handle only lets go of it: the file and
+     * its hint belong to the parent. */
+    int owner = !s->readonly && !s->failed && !simdr__forked(s);
+    if (owner && s->durability == SIMDR_SYNC_DATA && simdr__fdatasync(s->fd) != 0)
         rc = simdr__fail_errno(errno, "fdatasync", s->path);
-    if (!s->readonly && s->use_hint && !s->failed && s->tail != s->hint_tail)
+    if (owner && s->use_hint && s->tail != s->hint_tail)
         simdr__hint_save(s);
     simdr__view *v = simdr__current_view(s);
     simdr__map_retire(v->map);
@@ -354,7 +357,8 @@ SIMDR_API int simdr_close(simdr_store *s) {
 SIMDR_API int simdr_sync(simdr_store *s) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "simdr_sync: NULL store");
     if (s->readonly) return SIMDR_OK;
-    if (simdr__check_syncable(s) != SIMDR_OK) return SIMDR_EFAILED;
+    int refused = simdr__check_syncable(s);
+    if (refused != SIMDR_OK) return refused;
     pthread_mutex_lock(&s->wlock);
     uint64_t end = s->tail;
     pthread_mutex_unlock(&s->wlock);
@@ -378,9 +382,10 @@ static uint64_t writer_tail(simdr_store *s, int *fd) {
 
 int simdr__sync_to(simdr_store *s, uint64_t end) {
     if (atomic_load_explicit(&s->synced, memory_order_acquire) >= end) return SIMDR_OK;
-    if (simdr__check_syncable(s) != SIMDR_OK) {
-        simdr__withdraw_unsynced(s);
-        return SIMDR_EFAILED;
+    int refused = simdr__check_syncable(s);
+    if (refused != SIMDR_OK) {
+        if (refused == SIMDR_EFAILED) simdr__withdraw_unsynced(s);
+        return refused;
     }
     atomic_fetch_add(&s->syncers, 1);
     atomic_fetch_add(&s->sync_queued, 1);
@@ -426,7 +431,8 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
     }
     pthread_mutex_unlock(&s->sync_lock);
     atomic_fetch_sub(&s->syncers, 1);
-    if (rc != SIMDR_OK) simdr__withdraw_unsynced(s);
+    if (rc == SIMDR_EFAILED || (rc != SIMDR_OK && atomic_load(&s->failed)))
+        simdr__withdraw_unsynced(s);
     return rc;
 }
 
