@@ -156,6 +156,15 @@ SIMDR_API void simdr_options_init(simdr_options *opts);
  * writable open saves the cut bytes to "<path>.torn-<offset>" and truncates,
  * a read-only open only ignores them. simdr_recovery() tells what happened.
  * On success *out owns the store: close it with simdr_close().
+ * The path must name a regular file: a directory ("is a directory") or a
+ * FIFO, device or socket ("not a regular file") gives SIMDR_EINVAL at once
+ * (a FIFO is never waited on). Each open also reads the process's file size
+ * limit (RLIMIT_FSIZE): a write that would cross it is refused with
+ * SIMDR_ENOSPC before it is made, so the default SIGXFSZ never kills the
+ * process (the library leaves signal dispositions alone). A limit lowered
+ * with setrlimit() after the last simdr_open() is not seen: such a write
+ * then raises SIGXFSZ unless the program ignores it (the kernel then gives
+ * EFBIG, reported as SIMDR_ENOSPC).
  * Errors: SIMDR_EINVAL, SIMDR_ENOENT, SIMDR_EACCES, SIMDR_ELOCKED,
  * SIMDR_ENOTSTORE (never modified), SIMDR_ECORRUPT (damage that is not a torn
  * tail: a valid newest entry behind which the chain breaks; never modified;
@@ -284,6 +293,13 @@ SIMDR_API int simdr_put_batch_hashed(simdr_store *store, const simdr_hashed_kv *
  * Stream source: fill buf with up to cap bytes; return the count, 0 at end of
  * input, or a negative value on error (the write then fails with
  * SIMDR_ESOURCE and nothing is kept).
+ *
+ * The source runs while the store's writer lock is held. It may read the
+ * store (get, iterate); a write, simdr_sync() or simdr_compact() on the same
+ * store from inside the source returns SIMDR_EINVAL ("re-entrant call")
+ * instead of waiting for that lock forever. Handing such a call to another
+ * thread and waiting for it inside the source still deadlocks (it cannot be
+ * told apart from an ordinary writer).
  */
 typedef int64_t (*simdr_read_fn)(void *ctx, void *buf, size_t cap);
 

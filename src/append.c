@@ -59,6 +59,23 @@ static int refuse_forked(simdr_store *s) {
                        s->path);
 }
 
+/* ---- re-entry from a stream source ----
+ * A stream source runs with the writer lock held; a write, sync or
+ * compaction it made on the same store would wait for that lock forever.
+ * The thread feeding a stream is marked, and those calls refuse instead. A
+ * source that hands the call to another thread and waits for it still
+ * deadlocks: that cannot be told from outside. */
+static _Thread_local const simdr_store *feeding;
+
+int simdr__check_reentry(simdr_store *s) {
+    if (feeding != s) return SIMDR_OK;
+    return simdr__fail(SIMDR_EINVAL,
+                       "%s: re-entrant call: a stream source called back into the store it is "
+                       "feeding (writes, syncs and compaction are refused there; reads are "
+                       "allowed)",
+                       s->path);
+}
+
 static int refuse_failed(simdr_store *s) {
     return simdr__fail(SIMDR_EFAILED,
                        "%s: an earlier write or sync failed and could not be undone; the "
@@ -75,6 +92,8 @@ int simdr__check_writable(simdr_store *s) {
 }
 
 int simdr__check_syncable(simdr_store *s) {
+    int rc = simdr__check_reentry(s);
+    if (rc != SIMDR_OK) return rc;
     if (simdr__forked(s)) return refuse_forked(s);
     if (atomic_load_explicit(&s->failed, memory_order_acquire)) return refuse_failed(s);
     return SIMDR_OK;
@@ -303,9 +322,11 @@ int simdr__append(simdr_store *s, const simdr__item *items, size_t n, uint64_t *
         int rc = value_allowed(items[i].value, items[i].len);
         if (rc != SIMDR_OK) return rc;
     }
+    int rc = simdr__check_reentry(s);
+    if (rc != SIMDR_OK) return rc;
     uint64_t end = 0;
     pthread_mutex_lock(&s->wlock);
-    int rc = n ? append_locked(s, items, n, &end) : simdr__check_writable(s);
+    rc = n ? append_locked(s, items, n, &end) : simdr__check_writable(s);
     if (!n) end = s->tail;
     pthread_mutex_unlock(&s->wlock);
     if (rc == SIMDR_OK && n && s->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(s, end);
@@ -371,6 +392,7 @@ static int all_zero(const uint8_t *p, size_t n) {
 SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_read_fn fn,
                                       void *ctx, uint64_t *tail_out) {
     if (!s || !fn) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    if (simdr__check_reentry(s) != SIMDR_OK) return SIMDR_EINVAL;
     uint8_t *buf = malloc(STREAM_CHUNK);
     if (!buf) return simdr__fail(SIMDR_ENOMEM, "out of memory for the stream buffer");
     pthread_mutex_lock(&s->wlock);
@@ -389,7 +411,9 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
     uint64_t total = 0;
     int nonzero = 0;
     for (;;) {
+        feeding = s;
         int64_t got = fn(ctx, buf, STREAM_CHUNK);
+        feeding = NULL;
         if (got < 0 || (uint64_t)got > STREAM_CHUNK) {
             rc = simdr__fail(SIMDR_ESOURCE, "%s: the stream source failed after %llu bytes; "
                              "nothing was stored", s->path, (unsigned long long)total);
@@ -502,8 +526,14 @@ SIMDR_API int simdr_delete_batch(simdr_store *s, const simdr_key *keys, size_t n
     }
     for (size_t i = 0; i < n; i++) hashes[i] = simdr_hash_key(keys[i].key, keys[i].key_len);
     qsort(hashes, n, sizeof *hashes, cmp_u64);
+    int rc = simdr__check_reentry(s);
+    if (rc != SIMDR_OK) {
+        free(hashes);
+        free(items);
+        return rc;
+    }
     pthread_mutex_lock(&s->wlock);
-    int rc = simdr__check_writable(s);
+    rc = simdr__check_writable(s);
     size_t k = 0;
     uint64_t end = s->tail;
     if (rc == SIMDR_OK) {
@@ -530,8 +560,10 @@ SIMDR_API int simdr_delete(simdr_store *s, const void *key, size_t key_len, uint
     uint64_t hash = simdr_hash_key(key, key_len);
     simdr__item it = {hash, tombstone_byte, 1, 1};
     uint64_t end = 0;
+    int rc = simdr__check_reentry(s);
+    if (rc != SIMDR_OK) return rc;
     pthread_mutex_lock(&s->wlock);
-    int rc = simdr__check_writable(s);
+    rc = simdr__check_writable(s);
     if (rc == SIMDR_OK && !present_locked(s, hash))
         rc = simdr__fail(SIMDR_NOTFOUND, "%s: key not found; nothing deleted", s->path);
     if (rc == SIMDR_OK) rc = append_locked(s, &it, 1, &end);
@@ -553,6 +585,7 @@ SIMDR_API int simdr_rename(simdr_store *s, const void *old_key, size_t old_len,
                            old_len == new_len && !memcmp(old_key, new_key, old_len)
                                ? ""
                                : " (the two keys have the same 64-bit hash)");
+    if (simdr__check_reentry(s) != SIMDR_OK) return SIMDR_EINVAL;
     pthread_mutex_lock(&s->wlock);
     simdr_entry *e = NULL;
     int rc = simdr__check_writable(s);

@@ -105,6 +105,7 @@ static int read_entry(simdr__window *r, uint64_t meta_off, int layout, struct si
 
 SIMDR_API int simdr_compact(simdr_store *s) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
+    if (simdr__check_reentry(s) != SIMDR_OK) return SIMDR_EINVAL;
     pthread_mutex_lock(&s->wlock);
     int rc = simdr__check_writable(s);
     if (rc != SIMDR_OK) {

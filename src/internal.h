@@ -46,6 +46,10 @@ void simdr__free_big(void *p, size_t bytes);
 /* ---- I/O (io_posix.c): every system call on a file goes through the
  * table simdr__io of io.h; these helpers retry EINTR and short transfers. ---- */
 int simdr__pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+/* Reads the process's file size limit (RLIMIT_FSIZE), which the write
+ * helpers then refuse to cross (errno EFBIG) rather than have the kernel
+ * raise SIGXFSZ. Called at every open. */
+void simdr__io_note_fsize_limit(void);
 /* 0 when all len bytes at off were read. */
 int simdr__pread_all(int fd, void *buf, size_t len, uint64_t off);
 
@@ -316,6 +320,9 @@ int simdr__append(simdr_store *s, const simdr__item *items, size_t n, uint64_t *
 int simdr__check_writable(simdr_store *s);
 /* SIMDR_EFAILED (with its message) once the store failed, else SIMDR_OK. */
 int simdr__check_syncable(simdr_store *s);
+/* SIMDR_EINVAL (with its message) when called from a stream source feeding
+ * s, which holds s's writer lock; call before taking it. */
+int simdr__check_reentry(simdr_store *s);
 /* Counts forks in this process's ancestry of handles: record it at open;
  * simdr__forked(s) is then true in a child that inherited s. */
 unsigned simdr__process_generation(void);

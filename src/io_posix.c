@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -38,8 +39,29 @@ simdr__io_table simdr__io = SYSTEM_TABLE;
 
 /* ---- retrying helpers ---- */
 
+/* A write crossing RLIMIT_FSIZE would raise SIGXFSZ, which kills the
+ * process unless the program handles it; the library must not change the
+ * process's signal dispositions, so it refuses such a write itself. */
+static _Atomic uint64_t fsize_limit = UINT64_MAX;
+
+void simdr__io_note_fsize_limit(void) {
+    struct rlimit rl;
+    uint64_t limit = UINT64_MAX;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        limit = (uint64_t)rl.rlim_cur;
+    atomic_store_explicit(&fsize_limit, limit, memory_order_relaxed);
+}
+
+static int crosses_fsize_limit(uint64_t off, uint64_t len) {
+    uint64_t limit = atomic_load_explicit(&fsize_limit, memory_order_relaxed);
+    if (limit == UINT64_MAX || (off <= limit && len <= limit - off)) return 0;
+    errno = EFBIG;
+    return 1;
+}
+
 int simdr__pwrite_all(int fd, const void *buf, size_t len, uint64_t off) {
     const uint8_t *p = buf;
+    if (crosses_fsize_limit(off, len)) return -1;
     while (len > 0) {
         ssize_t n = simdr__io.pwrite(fd, p, len > (size_t)1 << 30 ? (size_t)1 << 30 : len,
                                      (off_t)off);
@@ -54,6 +76,9 @@ int simdr__pwrite_all(int fd, const void *buf, size_t len, uint64_t off) {
 }
 
 int simdr__pwritev_all(int fd, struct iovec *iov, int cnt, uint64_t off) {
+    uint64_t total = 0;
+    for (int i = 0; i < cnt; i++) total += iov[i].iov_len;
+    if (crosses_fsize_limit(off, total)) return -1;
     while (cnt > 0) {
         int batch = cnt > IOV_MAX ? IOV_MAX : cnt;
         ssize_t n = simdr__io.pwritev(fd, iov, batch, (off_t)off);

@@ -268,6 +268,23 @@ static char *compact_tmp_path(const char *path) {
     return p;
 }
 
+/* Only a regular file holds a store; the descriptor then goes back to
+ * blocking I/O. */
+static int check_file_type(simdr_store *s) {
+    struct stat st;
+    if (simdr__io.fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
+    if (S_ISDIR(st.st_mode)) return simdr__fail(SIMDR_EINVAL, "%s: is a directory", s->path);
+    if (!S_ISREG(st.st_mode))
+        return simdr__fail(SIMDR_EINVAL,
+                           "%s: not a regular file (a FIFO, device or socket cannot hold a "
+                           "store)",
+                           s->path);
+    int fl = fcntl(s->fd, F_GETFL);
+    if (fl < 0 || fcntl(s->fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+        return simdr__fail_errno(errno, "fcntl", s->path);
+    return SIMDR_OK;
+}
+
 SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_options *opts) {
     if (!out || !path || !*path) return simdr__fail(SIMDR_EINVAL, "simdr_open: NULL argument");
     *out = NULL;
@@ -295,15 +312,21 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     s->path = strdup(path);
     if (!s->path) return open_fail(s, simdr__fail(SIMDR_ENOMEM, "out of memory"));
 
-    int flags = O_CLOEXEC | (s->readonly ? O_RDONLY : O_RDWR);
+    /* Non-blocking, so that a FIFO is refused rather than waited on. */
+    int flags = O_CLOEXEC | O_NONBLOCK | (s->readonly ? O_RDONLY : O_RDWR);
     if (opts->open_mode == SIMDR_OPEN_CREATE) flags |= O_CREAT;
     s->fd = simdr__io.open(path, flags, opts->file_mode ? opts->file_mode : 0644);
     if (s->fd < 0) {
         int err = errno;
         if (err == ENOENT)
             return open_fail(s, simdr__fail(SIMDR_ENOENT, "%s: no such file", path));
+        if (err == EISDIR)
+            return open_fail(s, simdr__fail(SIMDR_EINVAL, "%s: is a directory", path));
         return open_fail(s, simdr__fail_errno(err, "open", path));
     }
+    int rc = check_file_type(s);
+    if (rc != SIMDR_OK) return open_fail(s, rc);
+    simdr__io_note_fsize_limit();
     if (!s->readonly && flock(s->fd, LOCK_EX | LOCK_NB) != 0) {
         int err = errno;
         if (err == EWOULDBLOCK)
@@ -314,7 +337,7 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
         return open_fail(s, simdr__fail_errno(err, "flock", path));
     }
     simdr__view *v;
-    int rc = load_file(s, opts->repair, opts->layout, &v);
+    rc = load_file(s, opts->repair, opts->layout, &v);
     if (rc != SIMDR_OK) return open_fail(s, rc);
     atomic_init(&s->view, v);
     pthread_mutex_init(&s->wlock, NULL);

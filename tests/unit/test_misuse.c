@@ -128,10 +128,200 @@ static void test_child_may_open_its_own_handle(void **state) {
     tu_expect_str(f->s, "child", "c");
 }
 
+/* ---- hangs and kills, each run in a child under a watchdog ---- */
+
+/* Runs fn(arg) in a child; returns its exit status, or fails the test when
+ * the child hangs (no answer in 30 s, a watchdog, not a timing check) or
+ * dies of a signal. */
+static int in_child(int (*fn)(void *), void *arg, const char *what) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(fn(arg));
+    int status = 0;
+    for (int waited_ms = 0;; waited_ms += 10) {
+        pid_t got = waitpid(pid, &status, WNOHANG);
+        assert_true(got >= 0);
+        if (got == pid) break;
+        if (waited_ms >= 30000) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            fail_msg("%s: hung (killed after 30 s)", what);
+        }
+        usleep(10000);
+    }
+    if (WIFSIGNALED(status)) fail_msg("%s: killed by signal %d", what, WTERMSIG(status));
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static int open_readonly(void *arg) {
+    simdr_store *s = NULL;
+    int rc = tu_open_status(&s, arg, SIMDR_OPEN_READONLY, 0);
+    if (rc == SIMDR_OK) simdr_close(s);
+    fprintf(stderr, "open: %d %s\n", rc, simdr_last_error());
+    return rc == SIMDR_EINVAL && strstr(simdr_last_error(), "not a regular file") ? 0 : 1;
+}
+
+static void test_fifo_is_refused_not_waited_on(void **state) {
+    fixture *f = *state;
+    char fifo[4200];
+    tu_join(fifo, sizeof fifo, f->dir, "pipe");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(in_child(open_readonly, fifo, "read-only open of a FIFO"), 0);
+    simdr_store *s = NULL;
+    assert_int_equal(tu_open_status(&s, fifo, SIMDR_OPEN_EXISTING, 0), SIMDR_EINVAL);
+    assert_non_null(strstr(simdr_last_error(), "not a regular file"));
+}
+
+static void test_directory_is_named_as_such(void **state) {
+    fixture *f = *state;
+    static const int modes[] = {SIMDR_OPEN_READONLY, SIMDR_OPEN_EXISTING, SIMDR_OPEN_CREATE};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        simdr_store *s = NULL;
+        assert_int_equal(tu_open_status(&s, f->dir, modes[i], 0), SIMDR_EINVAL);
+        assert_null(s);
+        assert_non_null(strstr(simdr_last_error(), "is a directory"));
+    }
+}
+
+typedef struct limit_arg {
+    const char *path;
+} limit_arg;
+
+static int64_t big_source(void *ctx, void *buf, size_t cap) {
+    size_t *left = ctx;
+    size_t n = *left < cap ? *left : cap;
+    memset(buf, 0x5a, n);
+    *left -= n;
+    return (int64_t)n;
+}
+
+/* With SIGXFSZ at its default (terminate), writes that would cross the
+ * limit must come back as SIMDR_ENOSPC. */
+static int writes_under_fsize_limit(void *arg) {
+    limit_arg *a = arg;
+    signal(SIGXFSZ, SIG_DFL);
+    struct rlimit rl = {.rlim_cur = 64 * 1024, .rlim_max = RLIM_INFINITY};
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0) return 2;
+    simdr_store *s = NULL;
+    if (tu_open_status(&s, a->path, SIMDR_OPEN_CREATE, 0) != SIMDR_OK) return 3;
+    static uint8_t value[20000];
+    memset(value, 0x33, sizeof value);
+    int bad = 0, rc = SIMDR_OK, stored = 0;
+    for (int i = 0; i < 10 && rc == SIMDR_OK; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        rc = simdr_put(s, key, strlen(key), value, sizeof value, NULL);
+        if (rc == SIMDR_OK) stored++;
+    }
+    bad += rc != SIMDR_ENOSPC || stored != 3;
+    simdr_kv kv[2] = {{"b1", 2, value, sizeof value}, {"b2", 2, value, sizeof value}};
+    bad += simdr_put_batch(s, kv, 2, NULL) != SIMDR_ENOSPC;
+    size_t left = 30000;
+    bad += simdr_put_stream(s, TU_STR("st"), big_source, &left, NULL) != SIMDR_ENOSPC;
+    /* What fits still goes in; what was stored is intact. */
+    bad += simdr_put(s, TU_STR("small"), "x", 1, NULL) != SIMDR_OK;
+    char buf[8];
+    size_t n = 0;
+    bad += simdr_get_copy(s, TU_STR("small"), buf, sizeof buf, &n) != SIMDR_OK || n != 1;
+    bad += simdr_count(s) != 4;
+    bad += simdr_close(s) != SIMDR_OK;
+    return bad ? 1 : 0;
+}
+
+static void test_file_size_limit_is_enospc_not_sigxfsz(void **state) {
+    fixture *f = *state;
+    simdr_close(f->s);
+    f->s = NULL;
+    unlink(f->path);
+    limit_arg a = {f->path};
+    assert_int_equal(in_child(writes_under_fsize_limit, &a, "writes under RLIMIT_FSIZE"), 0);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_count(f->s), 4);
+    tu_expect_str(f->s, "small", "x");
+}
+
+typedef struct reentry_ctx {
+    simdr_store *s;
+    int calls;
+    int put_rc, delete_rc, sync_rc, compact_rc, stream_rc, get_rc;
+} reentry_ctx;
+
+static int64_t nested_source(void *ctx, void *buf, size_t cap);
+
+static int64_t reentrant_source(void *ctx, void *buf, size_t cap) {
+    reentry_ctx *c = ctx;
+    if (c->calls++) return 0;
+    c->put_rc = simdr_put(c->s, TU_STR("inner"), "i", 1, NULL);
+    c->delete_rc = simdr_delete(c->s, TU_STR("a"), NULL);
+    c->sync_rc = simdr_sync(c->s);
+    c->compact_rc = simdr_compact(c->s);
+    c->stream_rc = simdr_put_stream(c->s, TU_STR("nested"), nested_source, NULL, NULL);
+    char tmp[8];
+    size_t n = 0;
+    c->get_rc = simdr_get_copy(c->s, TU_STR("a"), tmp, sizeof tmp, &n);
+    (void)cap;
+    memcpy(buf, "outer", 5);
+    return 5;
+}
+
+static int64_t nested_source(void *ctx, void *buf, size_t cap) {
+    (void)ctx;
+    (void)buf;
+    (void)cap;
+    return 0;
+}
+
+static int stream_calls_back(simdr_store *s) {
+    reentry_ctx c = {s, 0, 0, 0, 0, 0, 0, 0};
+    int rc = simdr_put_stream(s, TU_STR("outer"), reentrant_source, &c, NULL);
+    int bad = rc != SIMDR_OK;
+    bad += c.put_rc != SIMDR_EINVAL || c.delete_rc != SIMDR_EINVAL ||
+           c.sync_rc != SIMDR_EINVAL || c.compact_rc != SIMDR_EINVAL ||
+           c.stream_rc != SIMDR_EINVAL;
+    bad += c.get_rc != SIMDR_OK;
+    /* Outside the source the same calls work again. */
+    bad += simdr_put(s, TU_STR("after"), "y", 1, NULL) != SIMDR_OK;
+    if (bad)
+        fprintf(stderr, "stream %d (%s) put %d delete %d sync %d compact %d nested %d get %d\n", rc, simdr_last_error(),
+                c.put_rc, c.delete_rc, c.sync_rc, c.compact_rc, c.stream_rc, c.get_rc);
+    return bad ? 1 : 0;
+}
+
+/* The child opens its own handle (an inherited one refuses to write). */
+static int stream_calls_back_in_child(void *arg) {
+    simdr_store *s = NULL;
+    if (tu_open_status(&s, arg, SIMDR_OPEN_EXISTING, 0) != SIMDR_OK) return 2;
+    int rc = stream_calls_back(s);
+    return simdr_close(s) == SIMDR_OK ? rc : 3;
+}
+
+static void test_stream_source_calling_back_is_refused(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    simdr_close(f->s);
+    assert_int_equal(in_child(stream_calls_back_in_child, f->path,
+                              "a stream source writing to its store"), 0);
+    /* In this process too, now that the child showed it does not hang. */
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(stream_calls_back(f->s), 0);
+    tu_expect_str(f->s, "outer", "outer");
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_str(f->s, "after", "y");
+    tu_expect_absent(f->s, TU_STR("inner"));
+    tu_expect_absent(f->s, TU_STR("nested"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_forked_child_cannot_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_may_open_its_own_handle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_is_refused_not_waited_on, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_directory_is_named_as_such, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_size_limit_is_enospc_not_sigxfsz, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_source_calling_back_is_refused, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
