@@ -407,7 +407,12 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
     if (atomic_load_explicit(&s->synced, memory_order_acquire) >= end) return SIMDR_OK;
     int refused = simdr__check_syncable(s);
     if (refused != SIMDR_OK) {
-        if (refused == SIMDR_EFAILED) simdr__withdraw_unsynced(s);
+        /* Once failed, synced no longer moves: data it covers was
+         * confirmed before the failure. */
+        if (refused == SIMDR_EFAILED) {
+            if (atomic_load_explicit(&s->synced, memory_order_acquire) >= end) return SIMDR_OK;
+            simdr__withdraw_unsynced(s);
+        }
         return refused;
     }
     atomic_fetch_add(&s->syncers, 1);
@@ -417,6 +422,8 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
     int rc = SIMDR_OK;
     if (atomic_load_explicit(&s->synced, memory_order_acquire) < end)
         rc = simdr__check_syncable(s);
+    if (rc == SIMDR_EFAILED && atomic_load_explicit(&s->synced, memory_order_acquire) >= end)
+        rc = SIMDR_OK;
     if (rc == SIMDR_OK && atomic_load_explicit(&s->synced, memory_order_acquire) < end) {
         /* Everything appended so far rides on this one fdatasync: writers
          * that queued behind us find their data already synced (group

@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -301,6 +302,67 @@ static void test_batch_index_growth_failure_shows_nothing(void **state) {
     free(keys);
 }
 
+/* ---- a failed sync under group commit ---- */
+
+enum { WRITERS = 4, PUTS_EACH = 40 };
+
+typedef struct writer_arg {
+    simdr_store *s;
+    int id;
+    int rc[PUTS_EACH];
+} writer_arg;
+
+static void *durable_writer(void *p) {
+    writer_arg *a = p;
+    for (int i = 0; i < PUTS_EACH; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "w%d-%d", a->id, i);
+        a->rc[i] = simdr_put(a->s, key, strlen(key), key, strlen(key), NULL);
+    }
+    return NULL;
+}
+
+static void test_failed_group_sync_unpublishes_every_unconfirmed_write(void **state) {
+    fixture *f = *state;
+    /* Several writers share each fdatasync; one of them fails. Afterwards
+     * a put that returned OK is readable (now and after reopen), and one
+     * that returned an error is not served by the failed handle. */
+    simdr__io_fail_nth(SIMDR__IO_FDATASYNC, 15, EIO);
+    pthread_t t[WRITERS];
+    writer_arg args[WRITERS];
+    for (int w = 0; w < WRITERS; w++) {
+        args[w] = (writer_arg){.s = f->s, .id = w};
+        assert_int_equal(pthread_create(&t[w], NULL, durable_writer, &args[w]), 0);
+    }
+    for (int w = 0; w < WRITERS; w++) pthread_join(t[w], NULL);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_FDATASYNC), 1);
+    uint64_t ok = 0, refused = 0;
+    for (int w = 0; w < WRITERS; w++)
+        for (int i = 0; i < PUTS_EACH; i++) {
+            char key[32];
+            snprintf(key, sizeof key, "w%d-%d", w, i);
+            int rc = args[w].rc[i];
+            if (rc == SIMDR_OK) {
+                ok++;
+                tu_expect_str(f->s, key, key);
+            } else {
+                assert_true(rc == SIMDR_EIO || rc == SIMDR_EFAILED);
+                refused++;
+                tu_expect_absent(f->s, key, strlen(key));
+            }
+        }
+    assert_true(refused > 0);
+    assert_int_equal(simdr_count(f->s), ok);
+    reopen(f, SIMDR_SYNC_DATA);
+    for (int w = 0; w < WRITERS; w++)
+        for (int i = 0; i < PUTS_EACH; i++) {
+            if (args[w].rc[i] != SIMDR_OK) continue;
+            char key[32];
+            snprintf(key, sizeof key, "w%d-%d", w, i);
+            tu_expect_str(f->s, key, key);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_failed_write_leaves_store_unchanged, setup, teardown),
@@ -313,6 +375,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_failed_explicit_sync_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_index_growth_failure_shows_nothing, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_failed_group_sync_unpublishes_every_unconfirmed_write, setup_durable, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
