@@ -96,6 +96,7 @@ static void durable_reserve(size_t len) {
 
 static void apply_to(uint8_t **buf, size_t *len, size_t *cap, uint64_t off, const uint8_t *data,
                      size_t n) {
+    if (n == 0) return;
     size_t end = (size_t)off + n;
     if (end > *cap) {
         size_t c = *cap ? *cap : 4096;
