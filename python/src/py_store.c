@@ -889,26 +889,29 @@ static PyObject *store_iter(PySimdrStore *self) {
 }
 
 static PyObject *iter_next(PySimdrIter *self) {
-    if (!self->it) return NULL;
-    if (pysimdr_store_enter(self->owner) < 0) return NULL;
+    if (!self->owner) return NULL; /* exhausted */
+    PySimdrStore *owner = self->owner;
+    if (pysimdr_store_enter(owner) < 0) return NULL;
+    /* Entered, so close() has not begun and has not ended this iterator. */
     PyObject *result = NULL;
-    if (self->it) { /* close() may have ended it before we entered */
-        const simdr_entry *borrowed;
-        int rc = simdr_iter_next(self->it, &borrowed);
-        if (rc == SIMDR_OK) {
-            simdr_entry *own;
-            rc = simdr_entry_dup(borrowed, &own);
-            if (rc == SIMDR_OK) result = pysimdr_entry_new(own);
-            else pysimdr_raise(rc);
-        } else if (rc == SIMDR_NOTFOUND) {
-            simdr_iter_close(self->it);
-            self->it = NULL;
-            iter_unlink(self);
-        } else {
-            pysimdr_raise(rc); /* the iterator moved past the damage: next() goes on */
-        }
+    const simdr_entry *borrowed;
+    int rc = simdr_iter_next(self->it, &borrowed);
+    int exhausted = 0;
+    if (rc == SIMDR_OK) {
+        simdr_entry *own;
+        rc = simdr_entry_dup(borrowed, &own);
+        if (rc == SIMDR_OK) result = pysimdr_entry_new(own);
+        else pysimdr_raise(rc);
+    } else if (rc == SIMDR_NOTFOUND) {
+        simdr_iter_close(self->it);
+        self->it = NULL;
+        iter_unlink(self);
+        exhausted = 1;
+    } else {
+        pysimdr_raise(rc); /* the iterator moved past the damage: next() goes on */
     }
-    pysimdr_store_leave(self->owner);
+    pysimdr_store_leave(owner);
+    if (exhausted) Py_CLEAR(self->owner);
     return result;
 }
 
