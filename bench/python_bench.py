@@ -19,7 +19,8 @@ next), and every read is checked outside the timed loop:
           fetch a bytes copy first
 
 Keys are b"key%d", values the 8-byte little-endian index. Usage:
-    /usr/bin/python3 bench/python_bench.py [-n 200000] [--numpy-mb 100] [--engines simdr,lmdb]
+    /usr/bin/python3 bench/python_bench.py [-n 200000] [--runs 3] [--numpy-mb 100]
+                                           [--engines simdr,lmdb,sqlite3,dbm]
 Needs Debian's python3-numpy, python3-lmdb (and python3-gdbm for dbm.gnu) and the simdr
 package (pip install ./python, or PYTHONPATH pointing at a build).
 """
@@ -77,11 +78,9 @@ def run_simdr(d, keys, values, rkeys, rorder, big):
     rd = db.read
     out["getc"] = timed(lambda: each(rd, rkeys))
     assert [rd(k) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
-    many = []
-    out["getB"] = timed(lambda: [many.extend(db.get_many(rkeys[i:i + BATCH]))
-                                 for i in range(0, len(rkeys), BATCH)])
-    assert len(many) == len(rkeys)
-    del many
+    gm = db.get_many
+    out["getB"] = timed(lambda: [gm(rkeys[i:i + BATCH]) for i in range(0, len(rkeys), BATCH)])
+    assert [bytes(h) for h in gm(rkeys[:1000])] == [values[i] for i in rorder[:1000]]
     total = [0]
 
     def scan():
@@ -271,19 +270,26 @@ def main():
     ap.add_argument("-n", type=int, default=200_000)
     ap.add_argument("--numpy-mb", type=int, default=100)
     ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--runs", type=int, default=1, help="rounds over all engines; medians reported")
     args = ap.parse_args()
     names = args.engines.split(",")
     ctx = multiprocessing.get_context("fork")
+    rounds = {name: [] for name in names}
+    for r in range(args.runs):
+        for name in names:  # engines interleaved, so a burst of load hits all of them
+            parent, kid = ctx.Pipe()
+            p = ctx.Process(target=child, args=(name, args.n, args.numpy_mb, kid))
+            p.start()
+            got = parent.recv()
+            p.join()
+            if "error" in got:
+                sys.exit(f"{name}: {got['error']}")
+            rounds[name].append(got)
+            print(f"# round {r + 1}: {name} done", file=sys.stderr)
     results = {}
-    for name in names:
-        parent, kid = ctx.Pipe()
-        p = ctx.Process(target=child, args=(name, args.n, args.numpy_mb, kid))
-        p.start()
-        results[name] = parent.recv()
-        p.join()
-        if "error" in results[name]:
-            sys.exit(f"{name}: {results[name]['error']}")
-        print(f"# {name} done", file=sys.stderr)
+    for name, runs in rounds.items():
+        results[name] = {k: (statistics.median(x[k] for x in runs) if k != "engine" else v)
+                         for k, v in runs[0].items()}
     n = args.n
     rows = [("put1", "single puts", "ops/s"), ("putB", "batched puts (1,000)", "ops/s"),
             ("get", "random gets, zero-copy where offered", "ops/s"),
@@ -291,7 +297,8 @@ def main():
             ("iter", "iteration", "values/s"), ("numpy", f"{args.numpy_mb} MB float32 into numpy", "us")]
     peers = [x for x in names if x != "simdr"]
     label = {x: x if x != "dbm" else f"dbm ({results[x].get('engine')})" for x in names}
-    print(f"N = {n:,}; simdr {__import__('simdr').engine_version()}; Python {sys.version.split()[0]}")
+    print(f"N = {n:,}; median of {args.runs} run(s); simdr {__import__('simdr').engine_version()}; "
+          f"Python {sys.version.split()[0]}")
     print()
     print("| workload | unit | " + " | ".join(label[x] for x in names) + " | "
           + " | ".join(f"simdr / {x}" for x in peers) + " |")

@@ -1013,8 +1013,10 @@ static PyMethodDef store_methods[] = {
      "Closes the store; waits for calls running in other threads to finish, then ends open\n"
      "iterators. Later calls raise ClosedError. Entry handles and views stay valid.\n"
      "Closing twice is allowed."},
-    {"__enter__", (PyCFunction)store_enter_ctx, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)store_exit_ctx, METH_VARARGS, NULL},
+    {"__enter__", (PyCFunction)store_enter_ctx, METH_NOARGS,
+     "__enter__($self, /)\n--\n\nReturns the store (ClosedError if it is closed)."},
+    {"__exit__", (PyCFunction)store_exit_ctx, METH_VARARGS,
+     "__exit__($self, *exc_info, /)\n--\n\nCloses the store; exceptions propagate."},
     {NULL, NULL, 0, NULL},
 };
 

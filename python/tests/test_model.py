@@ -100,6 +100,6 @@ class StoreModel(RuleBasedStateMachine):
 
 
 StoreModel.TestCase.settings = settings(
-    max_examples=max(10, int(60 * scale())), stateful_step_count=30, deadline=None,
+    max_examples=max(10, int(40 * scale())), stateful_step_count=25, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestStoreModel = StoreModel.TestCase
