@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-PyObject *PySimdr_Error, *PySimdr_ClosedError;
+PyObject *PySimdr_Error, *PySimdr_ClosedError, *PySimdr_InvalidArgumentError;
 
 /* One row per exception class; `code` is the engine status it stands for
  * (0 for classes no status maps to directly). */
@@ -85,6 +85,7 @@ int pysimdr_init_errors(PyObject *module) {
         if (!r->type || PyModule_AddObjectRef(module, r->name, r->type) < 0) return -1;
     }
     PySimdr_ClosedError = row_type("ClosedError");
+    PySimdr_InvalidArgumentError = row_type("InvalidArgumentError");
     return 0;
 }
 

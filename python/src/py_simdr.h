@@ -70,7 +70,7 @@ extern PyTypeObject PySimdrIter_Type;
 extern PyTypeObject PySimdrHasher_Type;
 
 /* Exceptions (module globals, created once at import). */
-extern PyObject *PySimdr_Error, *PySimdr_ClosedError;
+extern PyObject *PySimdr_Error, *PySimdr_ClosedError, *PySimdr_InvalidArgumentError;
 
 /* Raises the exception class for an engine status, with the thread's
  * simdr_last_error() text and the code in the `code` attribute. */

@@ -80,7 +80,8 @@ static int parse_choice(PyObject *obj, const char *what, const char *a, int va, 
         *out = vb;
         return 0;
     }
-    PyErr_Format(PySimdr_Error, "%s must be '%s' or '%s', not %R", what, a, b, obj);
+    PyErr_Format(PySimdr_InvalidArgumentError, "%s must be '%s' or '%s', not %R", what, a, b,
+                 obj);
     return -1;
 }
 
@@ -866,25 +867,34 @@ static void iter_unlink(PySimdrIter *it) {
 }
 
 static PyObject *store_iter(PySimdrStore *self) {
-    if (pysimdr_store_enter(self) < 0) return NULL;
+    /* The object exists and is linked before the guard is left, so a close()
+     * waiting for this call always finds the iterator and ends it first. */
+    PySimdrIter *it = PyObject_New(PySimdrIter, &PySimdrIter_Type);
+    if (!it) return NULL;
+    it->owner = NULL;
+    it->it = NULL;
+    it->prev = it->next = NULL;
+    if (pysimdr_store_enter(self) < 0) {
+        Py_DECREF(it);
+        return NULL;
+    }
     simdr_iter *raw = NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = simdr_iter_open(self->store, &raw);
     Py_END_ALLOW_THREADS
-    pysimdr_store_leave(self);
-    if (rc != SIMDR_OK) return pysimdr_raise(rc);
-    PySimdrIter *it = PyObject_New(PySimdrIter, &PySimdrIter_Type);
-    if (!it) {
-        simdr_iter_close(raw);
-        return NULL;
+    if (rc == SIMDR_OK) {
+        it->owner = (PySimdrStore *)Py_NewRef(self);
+        it->it = raw;
+        it->next = self->iters;
+        if (self->iters) self->iters->prev = it;
+        self->iters = it;
     }
-    it->owner = (PySimdrStore *)Py_NewRef(self);
-    it->it = raw;
-    it->prev = NULL;
-    it->next = self->iters;
-    if (self->iters) self->iters->prev = it;
-    self->iters = it;
+    pysimdr_store_leave(self);
+    if (rc != SIMDR_OK) {
+        Py_DECREF(it);
+        return pysimdr_raise(rc);
+    }
     return (PyObject *)it;
 }
 

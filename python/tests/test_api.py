@@ -267,7 +267,7 @@ def test_options(tmp_path):
         simdr.open(tmp_path / "missing.bin", create=False)
     with pytest.raises(simdr.StoreNotFoundError):
         simdr.open(tmp_path / "missing.bin", readonly=True)
-    with pytest.raises(simdr.Error):
+    with pytest.raises(simdr.InvalidArgumentError):
         simdr.open(p, durability="sometimes")
     with pytest.raises(TypeError):
         simdr.open(p, layout=3)

@@ -24,6 +24,31 @@ def test_memoryview_points_into_the_entry(db):
     assert h.as_memoryview().obj is h
 
 
+def _mapping_of(address):
+    """The /proc/self/maps line whose range holds address: (start, file offset, path)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if start <= address < end:
+                path = fields[5].strip() if len(fields) > 5 else ""
+                return start, int(fields[2], 16), path
+    raise AssertionError(f"address {address:#x} is not mapped")
+
+
+def test_view_lies_inside_the_store_files_map(db, store_path):
+    db.write(b"a", os.urandom(5000))
+    db.write(b"k", b"value bytes")
+    h = db.read_entry(b"k")
+    address = np.frombuffer(memoryview(h), np.uint8).ctypes.data
+    start, file_offset, path = _mapping_of(address)
+    assert os.path.realpath(path) == os.path.realpath(store_path)
+    assert address - start + file_offset == h.start_offset  # the file byte the payload is at
+    db.compact()  # the handle keeps the old file's map: now a deleted file
+    start, file_offset, path = _mapping_of(address)
+    assert path.endswith("(deleted)") and bytes(h) == b"value bytes"
+
+
 def test_views_are_read_only(db):
     db.write(b"k", b"abc")
     h = db.read_entry(b"k")
