@@ -120,12 +120,24 @@ static int borrow_buffer(PyObject *obj, pysimdr_bytes *out) {
     return 0;
 }
 
+/* bytes are immutable: with a reference held their storage can be used
+ * directly, even with the GIL released (cheaper than a buffer view). */
+static int borrow_bytes(PyObject *obj, pysimdr_bytes *out) {
+    out->ref = Py_NewRef(obj);
+    out->ptr = PyBytes_AS_STRING(obj);
+    out->len = (size_t)PyBytes_GET_SIZE(obj);
+    return 0;
+}
+
 int pysimdr_key(PyObject *obj, pysimdr_bytes *out) {
     out->has_view = 0;
+    out->ref = NULL;
+    if (PyBytes_CheckExact(obj)) return borrow_bytes(obj, out);
     if (PyUnicode_Check(obj)) {
         Py_ssize_t n;
         const char *p = PyUnicode_AsUTF8AndSize(obj, &n);
         if (!p) return -1;
+        out->ref = Py_NewRef(obj); /* the UTF-8 form lives as long as the str */
         out->ptr = p;
         out->len = (size_t)n;
         return 0;
@@ -140,6 +152,8 @@ int pysimdr_key(PyObject *obj, pysimdr_bytes *out) {
 
 int pysimdr_value(PyObject *obj, pysimdr_bytes *out) {
     out->has_view = 0;
+    out->ref = NULL;
+    if (PyBytes_CheckExact(obj)) return borrow_bytes(obj, out);
     if (!PyObject_CheckBuffer(obj)) {
         PyErr_Format(PyExc_TypeError, "value must be a bytes-like object, not %.100s%s",
                      Py_TYPE(obj)->tp_name,
@@ -152,6 +166,7 @@ int pysimdr_value(PyObject *obj, pysimdr_bytes *out) {
 void pysimdr_bytes_release(pysimdr_bytes *b) {
     if (b->has_view) PyBuffer_Release(&b->view);
     b->has_view = 0;
+    Py_CLEAR(b->ref);
 }
 
 /* ---- NamespaceHasher ---- */

@@ -55,10 +55,14 @@ struct PySimdrIter {
     PySimdrIter *prev, *next;
 };
 
-/* A key or value borrowed from a Python object for the length of a call. */
+/* A key or value borrowed from a Python object for the length of a call.
+ * It holds its own reference (through the buffer view, or `ref` for bytes and
+ * str), so the bytes stay put even if another thread empties the list they
+ * came from while the GIL is released. */
 typedef struct {
     Py_buffer view;
     int has_view;
+    PyObject *ref;
     const char *ptr;
     size_t len;
 } pysimdr_bytes;
