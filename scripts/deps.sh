@@ -5,7 +5,7 @@ pkgs=(build-essential cmake pkg-config libxxhash-dev libisal-dev zlib1g-dev libc
       clang libclang-rt-14-dev python3
       python3-dev python3-setuptools python3-wheel python3-numpy python3-pytest python3-hypothesis)
 [ "${SIMDR_BENCH_DEPS:-0}" = 1 ] && pkgs+=(liblmdb-dev librocksdb-dev libleveldb-dev
-      libsqlite3-dev libtkrzw-dev libkyotocabinet-dev python3-lmdb)
+      libsqlite3-dev libtkrzw-dev libkyotocabinet-dev python3-lmdb python3-gdbm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
