@@ -3,7 +3,7 @@ import os
 from typing import (Any, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Protocol,
                     Tuple, TypeVar, Union, final, overload)
 
-from typing_extensions import Buffer  # PEP 688; collections.abc.Buffer on Python >= 3.12
+from _typeshed import ReadableBuffer as Buffer  # any object with the buffer protocol
 
 __version__: str
 ENGINE_VERSION: str
@@ -39,7 +39,7 @@ class ClosedError(Error, ValueError): ...
 @final
 class EntryHandle:
     """A stored value, zero-copy: read-only buffer over the store file's map."""
-    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...  # PEP 688 spelling of the buffer protocol
     def __bytes__(self) -> bytes: ...
     def __len__(self) -> int: ...
     def as_memoryview(self) -> memoryview: ...
