@@ -356,3 +356,26 @@ def test_help_renders():
     text = pydoc.render_doc(simdr, renderer=pydoc.plaintext)
     for name in ("DataStore", "EntryHandle", "read_entry", "get_many", "zero-copy"):
         assert name in text
+
+
+def test_write_stream_reader_cannot_close_same_store(db):
+    class Closer:
+        def read(self, n):
+            db.close()  # would wait for the stream's own call to end
+            return b""
+
+    with pytest.raises(simdr.Error, match="write_stream"):
+        db.write_stream(b"s", Closer())
+    assert not db.closed
+    db.write(b"k", b"v")
+    assert db.read(b"k") == b"v"
+
+
+def test_context_manager_closes_on_exception(store_path):
+    with pytest.raises(RuntimeError):
+        with simdr.open(store_path) as db:
+            db.write(b"k", b"v")
+            raise RuntimeError("boom")
+    assert db.closed
+    with simdr.open(store_path) as again:  # the lock was released
+        assert again.read(b"k") == b"v"
