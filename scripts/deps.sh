@@ -2,9 +2,10 @@
 # Installs the Debian 12 packages simdr needs to build and test (no-op when present).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libxxhash-dev libisal-dev zlib1g-dev libcmocka-dev
-      clang libclang-rt-14-dev python3)
+      clang libclang-rt-14-dev python3
+      python3-dev python3-setuptools python3-wheel python3-numpy python3-pytest python3-hypothesis)
 [ "${SIMDR_BENCH_DEPS:-0}" = 1 ] && pkgs+=(liblmdb-dev librocksdb-dev libleveldb-dev
-      libsqlite3-dev libtkrzw-dev libkyotocabinet-dev)
+      libsqlite3-dev libtkrzw-dev libkyotocabinet-dev python3-lmdb python3-gdbm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

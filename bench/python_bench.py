@@ -1,0 +1,333 @@
+#!/usr/bin/python3
+"""Python-level benchmark of the simdr binding against py-lmdb, sqlite3 and dbm.
+
+Each engine gets the same workloads on a fresh database in a temporary directory, in a
+child process of its own (so one engine's memory and page cache state do not skew the
+next), and every read is checked outside the timed loop:
+
+  put1    N single puts, each its own commit (lmdb: a write txn each; sqlite: autocommit)
+  putB    N puts in batches of 1,000 (simdr put_many; lmdb one txn; sqlite executemany in
+          one transaction; dbm has no batch: plain puts)
+  get     N gets in a fixed-seed random order, each result dropped before the next get,
+          zero-copy where the engine has it (simdr read_entry; lmdb txn.get with
+          buffers=True in one read txn); values checked in a separate untimed pass
+  getc    the same with a bytes copy of every value (simdr read; lmdb buffers=False)
+  getB    simdr get_many, 1,000 keys a call (simdr only)
+  iter    a full scan of the N live values
+  numpy   a 100 MB float32 value as a numpy array (median of 5): simdr read_entry +
+          frombuffer (a view); lmdb the same inside a read txn (a view); sqlite and dbm
+          fetch a bytes copy first
+
+Keys are b"key%d", values the 8-byte little-endian index. Usage:
+    /usr/bin/python3 bench/python_bench.py [-n 200000] [--runs 3] [--numpy-mb 100]
+                                           [--engines simdr,lmdb,sqlite3,dbm]
+Needs Debian's python3-numpy, python3-lmdb (and python3-gdbm for dbm.gnu) and the simdr
+package (pip install ./python, or PYTHONPATH pointing at a build).
+"""
+import argparse
+import multiprocessing
+import os
+import random
+import shutil
+import statistics
+import struct
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+BATCH = 1000
+
+
+def prepare(n):
+    keys = [b"key%d" % i for i in range(n)]
+    values = [struct.pack("<Q", i) for i in range(n)]
+    order = list(range(n))
+    random.Random(42).shuffle(order)
+    return keys, values, [keys[i] for i in order], order
+
+
+def each(fn, keys):
+    """Calls fn on every key, dropping each result (as a lookup-and-use loop does)."""
+    for k in keys:
+        fn(k)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---- engines: each returns {workload: seconds} (numpy: microseconds, median) ----
+
+def run_simdr(d, keys, values, rkeys, rorder, big):
+    import simdr
+    out = {}
+    db = simdr.open(os.path.join(d, "single.bin"))
+    w = db.write
+    out["put1"] = timed(lambda: [w(k, v) for k, v in zip(keys, values)])
+    db.close()
+    db = simdr.open(os.path.join(d, "batch.bin"))
+    pairs = list(zip(keys, values))
+    out["putB"] = timed(lambda: [db.put_many(pairs[i:i + BATCH]) for i in range(0, len(pairs), BATCH)])
+    re = db.read_entry
+    out["get"] = timed(lambda: each(re, rkeys))
+    assert [bytes(re(k)) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
+    rd = db.read
+    out["getc"] = timed(lambda: each(rd, rkeys))
+    assert [rd(k) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
+    gm = db.get_many
+    out["getB"] = timed(lambda: [gm(rkeys[i:i + BATCH]) for i in range(0, len(rkeys), BATCH)])
+    assert [bytes(h) for h in gm(rkeys[:1000])] == [values[i] for i in rorder[:1000]]
+    total = [0]
+
+    def scan():
+        s = 0
+        for h in db:
+            s += len(h)
+        total[0] = s
+    out["iter"] = timed(scan)
+    assert total[0] == 8 * len(keys)
+    db.write(b"big", big)
+    samples = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        arr = np.frombuffer(db.read_entry(b"big"), dtype=np.float32)
+        samples.append(time.perf_counter() - t0)
+        assert arr.shape == big.shape and arr[12345] == big[12345]
+        del arr
+    out["numpy"] = statistics.median(samples) * 1e6
+    db.close()
+    return out
+
+
+def run_lmdb(d, keys, values, rkeys, rorder, big):
+    import lmdb
+    out = {}
+    env = lmdb.open(os.path.join(d, "single"), map_size=1 << 34, sync=False, metasync=False)
+
+    def put1():
+        for k, v in zip(keys, values):
+            with env.begin(write=True) as txn:
+                txn.put(k, v)
+    out["put1"] = timed(put1)
+    env.close()
+    env = lmdb.open(os.path.join(d, "batch"), map_size=1 << 34, sync=False, metasync=False)
+
+    def putB():
+        for i in range(0, len(keys), BATCH):
+            with env.begin(write=True) as txn:
+                for k, v in zip(keys[i:i + BATCH], values[i:i + BATCH]):
+                    txn.put(k, v)
+    out["putB"] = timed(putB)
+    with env.begin(buffers=True) as txn:
+        g = txn.get
+        out["get"] = timed(lambda: each(g, rkeys))
+        assert [bytes(g(k)) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
+    with env.begin() as txn:
+        g = txn.get
+        out["getc"] = timed(lambda: each(g, rkeys))
+        assert [g(k) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
+    total = [0]
+
+    def scan():
+        s = 0
+        with env.begin(buffers=True) as txn:
+            for _, v in txn.cursor():
+                s += len(v)
+        total[0] = s
+    out["iter"] = timed(scan)
+    assert total[0] == 8 * len(keys)
+    with env.begin(write=True) as txn:
+        txn.put(b"big", big)
+    samples = []
+    with env.begin(buffers=True) as txn:
+        for _ in range(5):
+            t0 = time.perf_counter()
+            arr = np.frombuffer(txn.get(b"big"), dtype=np.float32)
+            samples.append(time.perf_counter() - t0)
+            assert arr.shape == big.shape and arr[12345] == big[12345]
+            del arr
+    out["numpy"] = statistics.median(samples) * 1e6
+    env.close()
+    return out
+
+
+def run_sqlite(d, keys, values, rkeys, rorder, big):
+    import sqlite3
+    out = {}
+
+    def connect(name):
+        con = sqlite3.connect(os.path.join(d, name), isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=OFF")
+        con.execute("CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID")
+        return con
+    con = connect("single.db")
+    ex = con.execute
+    out["put1"] = timed(lambda: [ex("INSERT OR REPLACE INTO kv VALUES (?, ?)", (k, v))
+                                 for k, v in zip(keys, values)])
+    con.close()
+    con = connect("batch.db")
+    pairs = list(zip(keys, values))
+
+    def putB():
+        for i in range(0, len(pairs), BATCH):
+            con.execute("BEGIN")
+            con.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", pairs[i:i + BATCH])
+            con.execute("COMMIT")
+    out["putB"] = timed(putB)
+    ex = con.execute
+
+    def get(k):
+        return ex("SELECT v FROM kv WHERE k = ?", (k,)).fetchone()[0]
+    out["get"] = timed(lambda: each(get, rkeys))
+    assert [get(k) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
+    out["getc"] = out["get"]  # sqlite3 always copies
+    total = [0]
+
+    def scan():
+        total[0] = sum(len(v) for (v,) in con.execute("SELECT v FROM kv"))
+    out["iter"] = timed(scan)
+    assert total[0] == 8 * len(keys)
+    con.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (b"big", big.tobytes()))
+    samples = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        blob = con.execute("SELECT v FROM kv WHERE k = ?", (b"big",)).fetchone()[0]
+        arr = np.frombuffer(blob, dtype=np.float32)
+        samples.append(time.perf_counter() - t0)
+        assert arr.shape == big.shape and arr[12345] == big[12345]
+        del arr, blob
+    out["numpy"] = statistics.median(samples) * 1e6
+    con.close()
+    return out
+
+
+def run_dbm(d, keys, values, rkeys, rorder, big):
+    import dbm
+    out = {}
+    db = dbm.open(os.path.join(d, "single"), "n")
+    out["engine"] = dbm.whichdb(os.path.join(d, "single")) or "dbm"
+
+    def puts():
+        for k, v in zip(keys, values):
+            db[k] = v
+    out["put1"] = timed(puts)
+    db.close()
+    db = dbm.open(os.path.join(d, "batch"), "n")
+    out["putB"] = timed(puts)  # no batch API
+    out["get"] = timed(lambda: each(db.__getitem__, rkeys))
+    assert [db[k] for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
+    out["getc"] = out["get"]
+    total = [0]
+
+    def scan():
+        s = 0
+        k = db.firstkey() if hasattr(db, "firstkey") else None
+        if k is None and not hasattr(db, "firstkey"):
+            for key in db.keys():
+                s += len(db[key])
+        while k is not None:
+            s += len(db[k])
+            k = db.nextkey(k)
+        total[0] = s
+    out["iter"] = timed(scan)
+    assert total[0] == 8 * len(keys)
+    db[b"big"] = big.tobytes()
+    samples = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        arr = np.frombuffer(db[b"big"], dtype=np.float32)
+        samples.append(time.perf_counter() - t0)
+        assert arr.shape == big.shape and arr[12345] == big[12345]
+        del arr
+    out["numpy"] = statistics.median(samples) * 1e6
+    db.close()
+    return out
+
+
+ENGINES = {"simdr": run_simdr, "lmdb": run_lmdb, "sqlite3": run_sqlite, "dbm": run_dbm}
+
+
+def child(name, n, numpy_mb, conn):
+    try:
+        keys, values, rkeys, rorder = prepare(n)
+        big = np.arange(numpy_mb * (1 << 20) // 4, dtype=np.float32)
+        d = tempfile.mkdtemp(prefix="pybench-", dir=os.environ.get("BENCH_DIR"))
+        try:
+            conn.send(ENGINES[name](d, keys, values, rkeys, rorder, big))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    except Exception as e:
+        conn.send({"error": repr(e)})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-n", type=int, default=200_000)
+    ap.add_argument("--numpy-mb", type=int, default=100)
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--runs", type=int, default=1, help="rounds over all engines")
+    ap.add_argument("--stat", choices=["median", "best"], default="median",
+                    help="per cell: the median of the rounds, or the best (least disturbed)")
+    args = ap.parse_args()
+    names = args.engines.split(",")
+    ctx = multiprocessing.get_context("fork")
+    rounds = {name: [] for name in names}
+    for r in range(args.runs):
+        for name in names:  # engines interleaved, so a burst of load hits all of them
+            parent, kid = ctx.Pipe()
+            p = ctx.Process(target=child, args=(name, args.n, args.numpy_mb, kid))
+            p.start()
+            got = parent.recv()
+            p.join()
+            if "error" in got:
+                sys.exit(f"{name}: {got['error']}")
+            rounds[name].append(got)
+            print(f"# round {r + 1}: {name} done", file=sys.stderr)
+    results = {}
+    for name, runs in rounds.items():
+        # every figure is a duration, so the best round is the shortest
+        pick = statistics.median if args.stat == "median" else min
+        results[name] = {k: (pick(x[k] for x in runs) if k != "engine" else v)
+                         for k, v in runs[0].items()}
+    n = args.n
+    rows = [("put1", "single puts", "ops/s"), ("putB", "batched puts (1,000)", "ops/s"),
+            ("get", "random gets, zero-copy where offered", "ops/s"),
+            ("getc", "random gets, bytes copy", "ops/s"), ("getB", "batch gets (get_many)", "ops/s"),
+            ("iter", "iteration", "values/s"), ("numpy", f"{args.numpy_mb} MB float32 into numpy", "us")]
+    peers = [x for x in names if x != "simdr"]
+    label = {x: x if x != "dbm" else f"dbm ({results[x].get('engine')})" for x in names}
+    print(f"N = {n:,}; {args.stat} of {args.runs} run(s); simdr {__import__('simdr').engine_version()}; "
+          f"Python {sys.version.split()[0]}")
+    print()
+    print("| workload | unit | " + " | ".join(label[x] for x in names) + " | "
+          + " | ".join(f"simdr / {x}" for x in peers) + " |")
+    print("|---" * (2 + len(names) + len(peers)) + "|")
+    for key, what, unit in rows:
+        cells, vals = [], {}
+        for x in names:
+            r = results[x].get(key)
+            if r is None:
+                cells.append("n/a")
+                continue
+            v = r if key == "numpy" else n / r
+            vals[x] = v
+            cells.append(f"{v:,.1f}" if key == "numpy" else f"{v:,.0f}")
+        ratios = []
+        for x in peers:
+            if "simdr" in vals and x in vals:
+                s, p = vals["simdr"], vals[x]
+                ratios.append(f"{(p / s if key == 'numpy' else s / p):.2f}x")
+            else:
+                ratios.append("n/a")
+        print(f"| {what} | {unit} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    print()
+    print("Ratios: how many times faster simdr is (for numpy: peer time / simdr time).")
+
+
+if __name__ == "__main__":
+    main()

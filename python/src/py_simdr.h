@@ -1,0 +1,97 @@
+/*
+ * py_simdr.h - declarations shared by the files of the _simdr CPython
+ * extension: the object layouts, the exception table, argument conversion
+ * and the close guard. The extension uses only the public simdr.h.
+ */
+#ifndef PY_SIMDR_H
+#define PY_SIMDR_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+
+#include "simdr.h"
+
+/* Values at least this large are copied with the GIL released. */
+#define PYSIMDR_NOGIL_COPY (256 * 1024)
+
+typedef struct PySimdrIter PySimdrIter;
+
+/*
+ * A DataStore. The engine forbids simdr_close() while another call on the
+ * store runs, so every call counts itself in `users` (store_enter/leave) and
+ * close() sets `closing`, waits (GIL released) until `users` is 0, closes the
+ * open iterators and only then the store. `mu` is never held while waiting
+ * for the GIL, so the two locks cannot deadlock.
+ */
+typedef struct {
+    PyObject_HEAD
+    simdr_store *store;
+    pthread_mutex_t mu;
+    pthread_cond_t idle;
+    Py_ssize_t users;
+    int closing;
+    int readonly;
+    int durability;
+    PyObject *path;        /* the path as given, after os.fspath */
+    PySimdrIter *iters;    /* live iterators, closed before the store */
+    PyObject *weakrefs;
+} PySimdrStore;
+
+/* An EntryHandle owns one simdr_entry, released when the handle dies; the
+ * buffers it exports keep the handle alive, so views never dangle. */
+typedef struct {
+    PyObject_HEAD
+    simdr_entry *entry;
+    const char *data;
+    uint64_t size;
+    PyObject *weakrefs;
+} PySimdrEntry;
+
+struct PySimdrIter {
+    PyObject_HEAD
+    PySimdrStore *owner;   /* strong reference */
+    simdr_iter *it;        /* NULL once exhausted or the store closed */
+    PySimdrIter *prev, *next;
+};
+
+/* A key or value borrowed from a Python object for the length of a call.
+ * It holds its own reference (through the buffer view, or `ref` for bytes and
+ * str), so the bytes stay put even if another thread empties the list they
+ * came from while the GIL is released. */
+typedef struct {
+    Py_buffer view;
+    int has_view;
+    PyObject *ref;
+    const char *ptr;
+    size_t len;
+} pysimdr_bytes;
+
+extern PyTypeObject PySimdrStore_Type;
+extern PyTypeObject PySimdrEntry_Type;
+extern PyTypeObject PySimdrStream_Type;
+extern PyTypeObject PySimdrIter_Type;
+extern PyTypeObject PySimdrHasher_Type;
+
+/* Exceptions (module globals, created once at import). */
+extern PyObject *PySimdr_Error, *PySimdr_ClosedError, *PySimdr_InvalidArgumentError;
+
+/* Raises the exception class for an engine status, with the thread's
+ * simdr_last_error() text and the code in the `code` attribute. */
+PyObject *pysimdr_raise(int code);
+int pysimdr_init_errors(PyObject *module);
+
+/* Keys: bytes-like (C-contiguous) or str (UTF-8). Values: bytes-like only. */
+int pysimdr_key(PyObject *obj, pysimdr_bytes *out);
+int pysimdr_value(PyObject *obj, pysimdr_bytes *out);
+void pysimdr_bytes_release(pysimdr_bytes *b);
+
+/* Takes ownership of entry (released even on failure). */
+PyObject *pysimdr_entry_new(simdr_entry *entry);
+PyObject *pysimdr_stream_new(simdr_entry *entry);
+
+/* The close guard: enter fails with ClosedError once close() began. */
+int pysimdr_store_enter(PySimdrStore *s);
+void pysimdr_store_leave(PySimdrStore *s);
+
+#endif /* PY_SIMDR_H */

@@ -1,0 +1,1083 @@
+/*
+ * py_store.c - DataStore: the Python face of a simdr_store, and its entry
+ * iterator.
+ *
+ * Every call that writes, scans, syncs or copies large values runs with the
+ * GIL released; single lookups keep it (they cost less than releasing it).
+ * The close guard (pysimdr_store_enter/leave, see py_simdr.h) makes close()
+ * safe while other threads are inside calls: close waits for them, and calls
+ * that start after it raise ClosedError.
+ */
+#include "py_simdr.h"
+
+#include <string.h>
+
+/* The store whose write_stream reader is running on this thread. The engine
+ * holds the store's write lock while it calls the reader, so a write or close
+ * of that store from inside the reader would wait for itself forever. */
+static _Thread_local PySimdrStore *tls_streaming;
+
+/* ---- the close guard ---- */
+
+int pysimdr_store_enter(PySimdrStore *s) {
+    pthread_mutex_lock(&s->mu);
+    if (s->closing || !s->store) {
+        pthread_mutex_unlock(&s->mu);
+        PyErr_SetString(PySimdr_ClosedError, s->closing ? "the store is closed"
+                                                        : "the store is not open");
+        return -1;
+    }
+    s->users++;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+void pysimdr_store_leave(PySimdrStore *s) {
+    pthread_mutex_lock(&s->mu);
+    if (--s->users == 0 && s->closing) pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int refuse_reentrant(PySimdrStore *s) {
+    if (tls_streaming == s) {
+        PyErr_SetString(PySimdr_Error,
+                        "this store is busy with write_stream on this thread: its reader "
+                        "cannot write to or close the same store");
+        return -1;
+    }
+    return 0;
+}
+
+static int enter_for_write(PySimdrStore *s) {
+    if (refuse_reentrant(s) < 0) return -1;
+    return pysimdr_store_enter(s);
+}
+
+/* ---- open / close ---- */
+
+static PyObject *store_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    (void)args;
+    (void)kwds;
+    PySimdrStore *self = (PySimdrStore *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    pthread_mutex_init(&self->mu, NULL);
+    pthread_cond_init(&self->idle, NULL);
+    return (PyObject *)self;
+}
+
+static int parse_choice(PyObject *obj, const char *what, const char *a, int va, const char *b,
+                        int vb, int *out) {
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be '%s' or '%s', not %.100s", what, a, b,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (PyUnicode_CompareWithASCIIString(obj, a) == 0) {
+        *out = va;
+        return 0;
+    }
+    if (PyUnicode_CompareWithASCIIString(obj, b) == 0) {
+        *out = vb;
+        return 0;
+    }
+    PyErr_Format(PySimdr_InvalidArgumentError, "%s must be '%s' or '%s', not %R", what, a, b,
+                 obj);
+    return -1;
+}
+
+static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"path", "readonly", "create", "durability", "layout",
+                             "repair", "salvage", "use_hint", NULL};
+    PyObject *path_arg, *durability = NULL, *layout = NULL;
+    int readonly = 0, create = 1, repair = 1, salvage = 0, use_hint = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ppOO$ppp:DataStore", kwlist, &path_arg,
+                                     &readonly, &create, &durability, &layout, &repair,
+                                     &salvage, &use_hint))
+        return -1;
+    if (self->store || self->closing) {
+        PyErr_SetString(PySimdr_Error, "DataStore.__init__ called on an already opened store");
+        return -1;
+    }
+    simdr_options opts;
+    simdr_options_init(&opts);
+    opts.open_mode = readonly ? SIMDR_OPEN_READONLY : create ? SIMDR_OPEN_CREATE
+                                                             : SIMDR_OPEN_EXISTING;
+    opts.repair = repair;
+    opts.salvage = salvage;
+    opts.use_hint = use_hint;
+    if (durability && parse_choice(durability, "durability", "none", SIMDR_SYNC_NONE, "data",
+                                   SIMDR_SYNC_DATA, &opts.durability) < 0)
+        return -1;
+    if (layout && parse_choice(layout, "layout", "aligned", SIMDR_LAYOUT_ALIGNED64, "unaligned",
+                               SIMDR_LAYOUT_UNALIGNED, &opts.layout) < 0)
+        return -1;
+
+    PyObject *fs_path = PyOS_FSPath(path_arg);
+    if (!fs_path) return -1;
+    PyObject *encoded = NULL;
+    if (!PyUnicode_FSConverter(fs_path, &encoded)) {
+        Py_DECREF(fs_path);
+        return -1;
+    }
+    simdr_store *store = NULL;
+    int rc;
+    const char *cpath = PyBytes_AS_STRING(encoded);
+    Py_BEGIN_ALLOW_THREADS
+    rc = simdr_open(&store, cpath, &opts);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(encoded);
+    if (rc != SIMDR_OK) {
+        Py_DECREF(fs_path);
+        pysimdr_raise(rc);
+        return -1;
+    }
+    self->store = store;
+    self->readonly = readonly;
+    self->durability = opts.durability;
+    Py_XSETREF(self->path, fs_path);
+    return 0;
+}
+
+/* Closes every live iterator (GIL held, no users left). */
+static void close_iterators(PySimdrStore *self) {
+    for (PySimdrIter *it = self->iters; it; it = it->next) {
+        simdr_iter_close(it->it);
+        it->it = NULL;
+    }
+}
+
+static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
+    (void)unused;
+    if (refuse_reentrant(self) < 0) return NULL;
+    pthread_mutex_lock(&self->mu);
+    if (self->closing || !self->store) {
+        pthread_mutex_unlock(&self->mu);
+        Py_RETURN_NONE;
+    }
+    self->closing = 1;
+    if (self->users > 0) {
+        /* mu is let go before the GIL is taken back: a thread holding the GIL
+         * may be waiting for mu in pysimdr_store_enter. */
+        Py_BEGIN_ALLOW_THREADS
+        while (self->users > 0) pthread_cond_wait(&self->idle, &self->mu);
+        pthread_mutex_unlock(&self->mu);
+        Py_END_ALLOW_THREADS
+    } else {
+        pthread_mutex_unlock(&self->mu);
+    }
+    close_iterators(self);
+    simdr_store *store = self->store;
+    self->store = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = simdr_close(store);
+    Py_END_ALLOW_THREADS
+    if (rc != SIMDR_OK) return pysimdr_raise(rc);
+    Py_RETURN_NONE;
+}
+
+static void store_dealloc(PySimdrStore *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *)self);
+    /* Nobody else can be inside a call: every call holds a reference. */
+    if (self->store) {
+        close_iterators(self);
+        simdr_store *store = self->store;
+        self->store = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        (void)simdr_close(store);
+        Py_END_ALLOW_THREADS
+    }
+    Py_CLEAR(self->path);
+    pthread_cond_destroy(&self->idle);
+    pthread_mutex_destroy(&self->mu);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int store_traverse(PySimdrStore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->path);
+    return 0;
+}
+
+static PyObject *store_enter_ctx(PySimdrStore *self, PyObject *unused) {
+    (void)unused;
+    if (pysimdr_store_enter(self) < 0) return NULL;
+    pysimdr_store_leave(self);
+    return Py_NewRef(self);
+}
+
+static PyObject *store_exit_ctx(PySimdrStore *self, PyObject *args) {
+    (void)args;
+    PyObject *r = store_close(self, NULL);
+    if (!r) return NULL;
+    Py_DECREF(r);
+    Py_RETURN_FALSE;
+}
+
+/* ---- writing ---- */
+
+static int put_one(PySimdrStore *self, PyObject *key, PyObject *value) {
+    pysimdr_bytes k, v;
+    if (pysimdr_key(key, &k) < 0) return -1;
+    if (pysimdr_value(value, &v) < 0) {
+        pysimdr_bytes_release(&k);
+        return -1;
+    }
+    int rc = -1;
+    if (enter_for_write(self) == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = simdr_put(self->store, k.ptr, k.len, v.ptr, v.len, NULL);
+        Py_END_ALLOW_THREADS
+        pysimdr_store_leave(self);
+        if (rc != SIMDR_OK) pysimdr_raise(rc);
+    }
+    pysimdr_bytes_release(&k);
+    pysimdr_bytes_release(&v);
+    return rc == SIMDR_OK ? 0 : -1;
+}
+
+static PyObject *store_write(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "write() takes exactly 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (put_one(self, args[0], args[1]) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* A batch's borrowed keys and values, kept until the append returns. */
+typedef struct {
+    PyObject *seq;        /* fast sequence of pairs */
+    simdr_kv *items;
+    pysimdr_bytes *bufs;  /* 2 per item */
+    Py_ssize_t n, filled;
+} batch_args;
+
+static void batch_free(batch_args *b) {
+    for (Py_ssize_t i = 0; i < b->filled * 2; i++) pysimdr_bytes_release(&b->bufs[i]);
+    PyMem_Free(b->items);
+    PyMem_Free(b->bufs);
+    Py_XDECREF(b->seq);
+}
+
+static int batch_collect(PyObject *items, batch_args *b) {
+    memset(b, 0, sizeof *b);
+    PyObject *src;
+    if (PyDict_Check(items)) {
+        src = PyDict_Items(items);
+    } else if (!PyList_Check(items) && !PyTuple_Check(items) &&
+               PyObject_HasAttrString(items, "keys") && PyObject_HasAttrString(items, "items")) {
+        src = PyMapping_Items(items);
+    } else {
+        src = Py_NewRef(items);
+    }
+    if (!src) return -1;
+    b->seq = PySequence_Fast(src, "expected a mapping or an iterable of (key, value) pairs");
+    Py_DECREF(src);
+    if (!b->seq) return -1;
+    b->n = PySequence_Fast_GET_SIZE(b->seq);
+    if (b->n == 0) return 0;
+    b->items = PyMem_Calloc((size_t)b->n, sizeof *b->items);
+    b->bufs = PyMem_Calloc((size_t)b->n * 2, sizeof *b->bufs);
+    if (!b->items || !b->bufs) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject **pairs = PySequence_Fast_ITEMS(b->seq);
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        PyObject *pair = pairs[i];
+        if (!(PyTuple_Check(pair) || PyList_Check(pair)) || PySequence_Fast_GET_SIZE(pair) != 2) {
+            PyErr_Format(PyExc_TypeError, "item %zd must be a (key, value) pair, not %.100s", i,
+                         Py_TYPE(pair)->tp_name);
+            return -1;
+        }
+        pysimdr_bytes *kb = &b->bufs[2 * i], *vb = &b->bufs[2 * i + 1];
+        if (pysimdr_key(PySequence_Fast_GET_ITEM(pair, 0), kb) < 0) return -1;
+        if (pysimdr_value(PySequence_Fast_GET_ITEM(pair, 1), vb) < 0) {
+            pysimdr_bytes_release(kb);
+            return -1;
+        }
+        b->filled = i + 1;
+        b->items[i] = (simdr_kv){kb->ptr, kb->len, vb->ptr, vb->len};
+    }
+    return 0;
+}
+
+static PyObject *store_put_many(PySimdrStore *self, PyObject *items) {
+    batch_args b;
+    if (batch_collect(items, &b) < 0) {
+        batch_free(&b);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (b.n == 0) {
+        if (pysimdr_store_enter(self) == 0) {
+            pysimdr_store_leave(self);
+            result = Py_NewRef(Py_None);
+        }
+    } else if (enter_for_write(self) == 0) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = simdr_put_batch(self->store, b.items, (size_t)b.n, NULL);
+        Py_END_ALLOW_THREADS
+        pysimdr_store_leave(self);
+        result = rc == SIMDR_OK ? Py_NewRef(Py_None) : pysimdr_raise(rc);
+    }
+    batch_free(&b);
+    return result;
+}
+
+/* write_stream: the engine pulls bytes from the Python reader. */
+typedef struct {
+    PyObject *reader_read;  /* bound reader.read */
+    PyThreadState *tstate;  /* saved while the GIL is released */
+    PyObject *pending;      /* bytes returned beyond what the engine asked for */
+    Py_ssize_t pending_off;
+    int failed;             /* a Python exception is set (restored after the call) */
+    PyObject *exc_type, *exc_value, *exc_tb;
+} stream_src;
+
+static int64_t stream_fill(void *ctx, void *buf, size_t cap) {
+    stream_src *src = ctx;
+    PyEval_RestoreThread(src->tstate);
+    int64_t result = -1;
+    if (!src->pending) {
+        PyObject *chunk = PyObject_CallFunction(src->reader_read, "n", (Py_ssize_t)cap);
+        if (!chunk) goto fail;
+        if (chunk == Py_None) {
+            Py_DECREF(chunk);
+            PyErr_SetString(PySimdr_Error,
+                            "write_stream: reader.read() returned None (non-blocking "
+                            "readers are not supported)");
+            goto fail;
+        }
+        if (!PyObject_CheckBuffer(chunk)) {
+            PyErr_Format(PyExc_TypeError, "write_stream: reader.read() must return bytes, not %.100s",
+                         Py_TYPE(chunk)->tp_name);
+            Py_DECREF(chunk);
+            goto fail;
+        }
+        src->pending = chunk;
+        src->pending_off = 0;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(src->pending, &view, PyBUF_SIMPLE) < 0) goto fail;
+    Py_ssize_t left = view.len - src->pending_off;
+    size_t n = (size_t)left < cap ? (size_t)left : cap;
+    memcpy(buf, (const char *)view.buf + src->pending_off, n);
+    PyBuffer_Release(&view);
+    src->pending_off += (Py_ssize_t)n;
+    if ((size_t)left == n) Py_CLEAR(src->pending);
+    result = (int64_t)n;
+    src->tstate = PyEval_SaveThread();
+    return result;
+fail:
+    Py_CLEAR(src->pending);
+    if (!src->failed) {
+        src->failed = 1;
+        PyErr_Fetch(&src->exc_type, &src->exc_value, &src->exc_tb);
+    } else {
+        PyErr_Clear();
+    }
+    src->tstate = PyEval_SaveThread();
+    return -1;
+}
+
+static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "write_stream() takes exactly 2 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    stream_src src = {0};
+    src.reader_read = PyObject_GetAttrString(args[1], "read");
+    if (!src.reader_read) {
+        PyErr_Format(PyExc_TypeError, "write_stream: reader must have a read(size) method, "
+                     "not %.100s", Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    pysimdr_bytes k;
+    if (pysimdr_key(args[0], &k) < 0) {
+        Py_DECREF(src.reader_read);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (enter_for_write(self) == 0) {
+        PySimdrStore *outer = tls_streaming;
+        tls_streaming = self;
+        int rc;
+        src.tstate = PyEval_SaveThread();
+        rc = simdr_put_stream(self->store, k.ptr, k.len, stream_fill, &src, NULL);
+        PyEval_RestoreThread(src.tstate);
+        tls_streaming = outer;
+        pysimdr_store_leave(self);
+        if (src.failed) {
+            PyErr_Restore(src.exc_type, src.exc_value, src.exc_tb);
+        } else if (rc != SIMDR_OK) {
+            pysimdr_raise(rc);
+        } else {
+            result = Py_NewRef(Py_None);
+        }
+    }
+    Py_XDECREF(src.pending);
+    Py_DECREF(src.reader_read);
+    pysimdr_bytes_release(&k);
+    return result;
+}
+
+/* ---- reading ---- */
+
+/* simdr_get for a Python key: 1 found (*out set), 0 absent, -1 error set. */
+static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out) {
+    pysimdr_bytes k;
+    if (pysimdr_key(key, &k) < 0) return -1;
+    if (pysimdr_store_enter(self) < 0) {
+        pysimdr_bytes_release(&k);
+        return -1;
+    }
+    int rc = simdr_get(self->store, k.ptr, k.len, out);
+    pysimdr_store_leave(self);
+    pysimdr_bytes_release(&k);
+    if (rc == SIMDR_OK) return 1;
+    if (rc == SIMDR_NOTFOUND) return 0;
+    pysimdr_raise(rc);
+    return -1;
+}
+
+static PyObject *entry_to_bytes(simdr_entry *e) {
+    const char *data = simdr_entry_data(e);
+    uint64_t size = simdr_entry_size(e);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (out) {
+        char *dst = PyBytes_AS_STRING(out);
+        if (size >= PYSIMDR_NOGIL_COPY) {
+            Py_BEGIN_ALLOW_THREADS
+            memcpy(dst, data, size);
+            Py_END_ALLOW_THREADS
+        } else {
+            memcpy(dst, data, size);
+        }
+    }
+    simdr_entry_release(e);
+    return out;
+}
+
+static PyObject *store_read(PySimdrStore *self, PyObject *key) {
+    simdr_entry *e;
+    int found = get_entry(self, key, &e);
+    if (found < 0) return NULL;
+    if (!found) Py_RETURN_NONE;
+    return entry_to_bytes(e);
+}
+
+static PyObject *store_read_entry(PySimdrStore *self, PyObject *key) {
+    simdr_entry *e;
+    int found = get_entry(self, key, &e);
+    if (found < 0) return NULL;
+    if (!found) Py_RETURN_NONE;
+    return pysimdr_entry_new(e);
+}
+
+static PyObject *store_read_stream(PySimdrStore *self, PyObject *key) {
+    simdr_entry *e;
+    int found = get_entry(self, key, &e);
+    if (found < 0) return NULL;
+    if (!found) Py_RETURN_NONE;
+    return pysimdr_stream_new(e);
+}
+
+static PyObject *store_get(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "get() takes 1 or 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    simdr_entry *e;
+    int found = get_entry(self, args[0], &e);
+    if (found < 0) return NULL;
+    if (!found) return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    return entry_to_bytes(e);
+}
+
+static PyObject *store_subscript(PySimdrStore *self, PyObject *key) {
+    simdr_entry *e;
+    int found = get_entry(self, key, &e);
+    if (found < 0) return NULL;
+    if (!found) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return entry_to_bytes(e);
+}
+
+static PyObject *store_get_many(PySimdrStore *self, PyObject *keys) {
+    PyObject *seq = PySequence_Fast(keys, "get_many expects an iterable of keys");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *result = NULL;
+    simdr_key *ks = PyMem_Calloc((size_t)n + 1, sizeof *ks);
+    pysimdr_bytes *bufs = PyMem_Calloc((size_t)n + 1, sizeof *bufs);
+    simdr_entry **out = PyMem_Calloc((size_t)n + 1, sizeof *out);
+    Py_ssize_t filled = 0;
+    if (!ks || !bufs || !out) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; filled < n; filled++) {
+        if (pysimdr_key(PySequence_Fast_GET_ITEM(seq, filled), &bufs[filled]) < 0) goto done;
+        ks[filled] = (simdr_key){bufs[filled].ptr, bufs[filled].len};
+    }
+    if (pysimdr_store_enter(self) < 0) goto done;
+    int64_t rc = 0;
+    if (n > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = simdr_get_batch(self->store, ks, (size_t)n, out);
+        Py_END_ALLOW_THREADS
+    }
+    pysimdr_store_leave(self);
+    if (rc < 0) {
+        pysimdr_raise((int)rc);
+        goto done;
+    }
+    result = PyList_New(n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item;
+        if (!out[i]) {
+            item = Py_NewRef(Py_None);
+        } else if (result) {
+            item = pysimdr_entry_new(out[i]);
+            out[i] = NULL;
+            if (!item) Py_CLEAR(result);
+        } else {
+            simdr_entry_release(out[i]);
+            out[i] = NULL;
+            continue;
+        }
+        if (result) PyList_SET_ITEM(result, i, item);
+        else Py_DECREF(item);
+    }
+done:
+    for (Py_ssize_t i = 0; i < filled; i++) pysimdr_bytes_release(&bufs[i]);
+    PyMem_Free(ks);
+    PyMem_Free(bufs);
+    PyMem_Free(out);
+    Py_DECREF(seq);
+    return result;
+}
+
+static PyObject *store_exists(PySimdrStore *self, PyObject *key) {
+    pysimdr_bytes k;
+    if (pysimdr_key(key, &k) < 0) return NULL;
+    if (pysimdr_store_enter(self) < 0) {
+        pysimdr_bytes_release(&k);
+        return NULL;
+    }
+    int rc = simdr_exists(self->store, k.ptr, k.len);
+    pysimdr_store_leave(self);
+    pysimdr_bytes_release(&k);
+    if (rc < 0) return pysimdr_raise(rc);
+    return PyBool_FromLong(rc);
+}
+
+static int store_contains(PySimdrStore *self, PyObject *key) {
+    PyObject *r = store_exists(self, key);
+    if (!r) return -1;
+    int yes = r == Py_True;
+    Py_DECREF(r);
+    return yes;
+}
+
+/* ---- deleting, renaming, copying ---- */
+
+/* 1 deleted, 0 absent, -1 error set. */
+static int delete_one(PySimdrStore *self, PyObject *key) {
+    pysimdr_bytes k;
+    if (pysimdr_key(key, &k) < 0) return -1;
+    int rc = -100;
+    if (enter_for_write(self) == 0) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = simdr_delete(self->store, k.ptr, k.len, NULL);
+        Py_END_ALLOW_THREADS
+        pysimdr_store_leave(self);
+    }
+    pysimdr_bytes_release(&k);
+    if (rc == SIMDR_OK) return 1;
+    if (rc == SIMDR_NOTFOUND) return 0;
+    if (rc != -100) pysimdr_raise(rc);
+    return -1;
+}
+
+static PyObject *store_delete(PySimdrStore *self, PyObject *key) {
+    int r = delete_one(self, key);
+    if (r < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static int store_ass_subscript(PySimdrStore *self, PyObject *key, PyObject *value) {
+    if (value) return put_one(self, key, value);
+    int r = delete_one(self, key);
+    if (r == 0) PyErr_SetObject(PyExc_KeyError, key);
+    return r == 1 ? 0 : -1;
+}
+
+static PyObject *store_rename(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "rename() takes exactly 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    pysimdr_bytes a, b;
+    if (pysimdr_key(args[0], &a) < 0) return NULL;
+    if (pysimdr_key(args[1], &b) < 0) {
+        pysimdr_bytes_release(&a);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (enter_for_write(self) == 0) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = simdr_rename(self->store, a.ptr, a.len, b.ptr, b.len, NULL);
+        Py_END_ALLOW_THREADS
+        pysimdr_store_leave(self);
+        if (rc == SIMDR_NOTFOUND) PyErr_SetObject(PyExc_KeyError, args[0]);
+        else if (rc != SIMDR_OK) pysimdr_raise(rc);
+        else result = Py_NewRef(Py_None);
+    }
+    pysimdr_bytes_release(&a);
+    pysimdr_bytes_release(&b);
+    return result;
+}
+
+static PyObject *transfer(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs,
+                          int move) {
+    const char *name = move ? "move" : "copy";
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly 2 arguments (%zd given)", name, nargs);
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[1], &PySimdrStore_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s(): target must be a DataStore, not %.100s", name,
+                     Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    PySimdrStore *dst = (PySimdrStore *)args[1];
+    pysimdr_bytes k;
+    if (pysimdr_key(args[0], &k) < 0) return NULL;
+    PyObject *result = NULL;
+    if (refuse_reentrant(dst) == 0 && enter_for_write(self) == 0) {
+        if (pysimdr_store_enter(dst) == 0) {
+            int rc;
+            Py_BEGIN_ALLOW_THREADS
+            rc = move ? simdr_move(self->store, k.ptr, k.len, dst->store, NULL)
+                      : simdr_copy(self->store, k.ptr, k.len, dst->store, NULL);
+            Py_END_ALLOW_THREADS
+            pysimdr_store_leave(dst);
+            if (rc == SIMDR_NOTFOUND) PyErr_SetObject(PyExc_KeyError, args[0]);
+            else if (rc != SIMDR_OK) pysimdr_raise(rc);
+            else result = Py_NewRef(Py_None);
+        }
+        pysimdr_store_leave(self);
+    }
+    pysimdr_bytes_release(&k);
+    return result;
+}
+
+static PyObject *store_copy(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs) {
+    return transfer(self, args, nargs, 0);
+}
+
+static PyObject *store_move(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs) {
+    return transfer(self, args, nargs, 1);
+}
+
+/* ---- size, maintenance ---- */
+
+static Py_ssize_t store_length(PySimdrStore *self) {
+    if (pysimdr_store_enter(self) < 0) return -1;
+    uint64_t n = simdr_count(self->store);
+    pysimdr_store_leave(self);
+    return (Py_ssize_t)n;
+}
+
+static PyObject *store_count(PySimdrStore *self, PyObject *unused) {
+    (void)unused;
+    Py_ssize_t n = store_length(self);
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
+/* Runs one whole-store engine call with the GIL released. */
+static PyObject *run_unlocked(PySimdrStore *self, int (*fn)(simdr_store *), int writes) {
+    if ((writes ? enter_for_write(self) : pysimdr_store_enter(self)) < 0) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fn(self->store);
+    Py_END_ALLOW_THREADS
+    pysimdr_store_leave(self);
+    if (rc != SIMDR_OK) return pysimdr_raise(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *store_compact(PySimdrStore *self, PyObject *unused) {
+    (void)unused;
+    return run_unlocked(self, simdr_compact, 1);
+}
+
+static PyObject *store_sync(PySimdrStore *self, PyObject *unused) {
+    (void)unused;
+    return run_unlocked(self, simdr_sync, 1);
+}
+
+static PyObject *store_refresh(PySimdrStore *self, PyObject *unused) {
+    (void)unused;
+    if (pysimdr_store_enter(self) < 0) return NULL;
+    uint64_t added = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = simdr_refresh(self->store, &added);
+    Py_END_ALLOW_THREADS
+    pysimdr_store_leave(self);
+    if (rc != SIMDR_OK) return pysimdr_raise(rc);
+    return PyLong_FromUnsignedLongLong(added);
+}
+
+/* simdr_check's problems, gathered without the GIL. */
+typedef struct {
+    simdr_check_issue *items;
+    size_t n, cap;
+    char (*what)[96];
+    int oom;
+} issue_list;
+
+static int collect_issue(void *ctx, const simdr_check_issue *issue) {
+    issue_list *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        simdr_check_issue *items = realloc(l->items, cap * sizeof *items);
+        if (items) l->items = items;
+        char(*what)[96] = realloc(l->what, cap * sizeof *what);
+        if (what) l->what = what;
+        if (!items || !what) {
+            l->oom = 1;
+            return 1;
+        }
+        l->cap = cap;
+    }
+    l->items[l->n] = *issue;
+    snprintf(l->what[l->n], sizeof l->what[0], "%s", issue->what ? issue->what : "");
+    l->n++;
+    return 0;
+}
+
+static PyObject *store_check(PySimdrStore *self, PyObject *unused) {
+    (void)unused;
+    if (pysimdr_store_enter(self) < 0) return NULL;
+    issue_list issues = {0};
+    simdr_check_report report = {0};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = simdr_check(self->store, collect_issue, &issues, &report);
+    Py_END_ALLOW_THREADS
+    pysimdr_store_leave(self);
+    PyObject *result = NULL;
+    if (issues.oom) {
+        PyErr_NoMemory();
+    } else if (rc != SIMDR_OK && rc != SIMDR_ECORRUPT) {
+        pysimdr_raise(rc);
+    } else {
+        PyObject *list = PyList_New((Py_ssize_t)issues.n);
+        for (size_t i = 0; list && i < issues.n; i++) {
+            simdr_check_issue *is = &issues.items[i];
+            PyObject *d = Py_BuildValue("{sKsKsKsiss}", "offset", (unsigned long long)is->offset,
+                                        "end", (unsigned long long)is->end, "key_hash",
+                                        (unsigned long long)is->key_hash, "code", is->code,
+                                        "what", issues.what[i]);
+            if (!d) Py_CLEAR(list);
+            else PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+        }
+        if (list)
+            result = Py_BuildValue("{sOsKsKsKsN}", "ok", rc == SIMDR_OK ? Py_True : Py_False,
+                                   "entries", (unsigned long long)report.entries, "bad_entries",
+                                   (unsigned long long)report.bad_entries, "bytes_checked",
+                                   (unsigned long long)report.bytes_checked, "issues", list);
+    }
+    free(issues.items);
+    free(issues.what);
+    return result;
+}
+
+static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
+    (void)unused;
+    if (pysimdr_store_enter(self) < 0) return NULL;
+    simdr_recovery_info rec;
+    int rrc = simdr_recovery(self->store, &rec);
+    uint64_t count = simdr_count(self->store), size = simdr_file_size(self->store);
+    uint64_t savings = simdr_compaction_savings(self->store);
+    uint64_t index_bytes = simdr_index_bytes(self->store);
+    int layout = simdr_layout_of(self->store);
+    pysimdr_store_leave(self);
+    if (rrc != SIMDR_OK) return pysimdr_raise(rrc);
+    return Py_BuildValue(
+        "{sOsKsKsKsKsssOsss{sKsKsKsOss}}", "path", self->path, "count",
+        (unsigned long long)count, "file_size", (unsigned long long)size, "compaction_savings",
+        (unsigned long long)savings, "index_bytes", (unsigned long long)index_bytes, "layout",
+        layout == SIMDR_LAYOUT_UNALIGNED ? "unaligned" : "aligned", "readonly",
+        self->readonly ? Py_True : Py_False, "durability",
+        self->durability == SIMDR_SYNC_DATA ? "data" : "none", "recovery", "file_size",
+        (unsigned long long)rec.file_size, "valid_size", (unsigned long long)rec.valid_size,
+        "bytes_cut", (unsigned long long)rec.bytes_cut, "truncated",
+        rec.truncated ? Py_True : Py_False, "saved_path", rec.saved_path);
+}
+
+/* ---- properties, repr ---- */
+
+static PyObject *store_get_closed(PySimdrStore *self, void *c) {
+    (void)c;
+    pthread_mutex_lock(&self->mu);
+    int closed = self->closing || !self->store;
+    pthread_mutex_unlock(&self->mu);
+    return PyBool_FromLong(closed);
+}
+
+static PyObject *store_get_path(PySimdrStore *self, void *c) {
+    (void)c;
+    return Py_NewRef(self->path ? self->path : Py_None);
+}
+
+static PyObject *store_get_readonly(PySimdrStore *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(self->readonly);
+}
+
+static PyObject *store_repr(PySimdrStore *self) {
+    PyObject *closed = store_get_closed(self, NULL);
+    PyObject *r = PyUnicode_FromFormat("<simdr.DataStore path=%R%s%s>",
+                                       self->path ? self->path : Py_None,
+                                       self->readonly ? " readonly" : "",
+                                       closed == Py_True ? " closed" : "");
+    Py_XDECREF(closed);
+    return r;
+}
+
+/* ---- iteration ---- */
+
+static void iter_unlink(PySimdrIter *it) {
+    if (!it->owner) return;
+    if (it->prev) it->prev->next = it->next;
+    else if (it->owner->iters == it) it->owner->iters = it->next;
+    if (it->next) it->next->prev = it->prev;
+    it->prev = it->next = NULL;
+}
+
+static PyObject *store_iter(PySimdrStore *self) {
+    /* The object exists and is linked before the guard is left, so a close()
+     * waiting for this call always finds the iterator and ends it first. */
+    PySimdrIter *it = PyObject_New(PySimdrIter, &PySimdrIter_Type);
+    if (!it) return NULL;
+    it->owner = NULL;
+    it->it = NULL;
+    it->prev = it->next = NULL;
+    if (pysimdr_store_enter(self) < 0) {
+        Py_DECREF(it);
+        return NULL;
+    }
+    simdr_iter *raw = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = simdr_iter_open(self->store, &raw);
+    Py_END_ALLOW_THREADS
+    if (rc == SIMDR_OK) {
+        it->owner = (PySimdrStore *)Py_NewRef(self);
+        it->it = raw;
+        it->next = self->iters;
+        if (self->iters) self->iters->prev = it;
+        self->iters = it;
+    }
+    pysimdr_store_leave(self);
+    if (rc != SIMDR_OK) {
+        Py_DECREF(it);
+        return pysimdr_raise(rc);
+    }
+    return (PyObject *)it;
+}
+
+static PyObject *iter_next(PySimdrIter *self) {
+    if (!self->owner) return NULL; /* exhausted */
+    PySimdrStore *owner = self->owner;
+    if (pysimdr_store_enter(owner) < 0) return NULL;
+    /* Entered, so close() has not begun and has not ended this iterator. */
+    PyObject *result = NULL;
+    const simdr_entry *borrowed;
+    int rc = simdr_iter_next(self->it, &borrowed);
+    int exhausted = 0;
+    if (rc == SIMDR_OK) {
+        simdr_entry *own;
+        rc = simdr_entry_dup(borrowed, &own);
+        if (rc == SIMDR_OK) result = pysimdr_entry_new(own);
+        else pysimdr_raise(rc);
+    } else if (rc == SIMDR_NOTFOUND) {
+        simdr_iter_close(self->it);
+        self->it = NULL;
+        iter_unlink(self);
+        exhausted = 1;
+    } else {
+        pysimdr_raise(rc); /* the iterator moved past the damage: next() goes on */
+    }
+    pysimdr_store_leave(owner);
+    if (exhausted) Py_CLEAR(self->owner);
+    return result;
+}
+
+static void iter_dealloc(PySimdrIter *self) {
+    if (self->it) {
+        simdr_iter_close(self->it);
+        self->it = NULL;
+    }
+    iter_unlink(self);
+    Py_CLEAR(self->owner);
+    PyObject_Free(self);
+}
+
+PyTypeObject PySimdrIter_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "simdr.EntryIterator",
+    .tp_basicsize = sizeof(PySimdrIter),
+    .tp_dealloc = (destructor)iter_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Iterates the live entries of a snapshot taken when iteration began: the newest\n"
+              "version of each key once, newest first, as EntryHandle objects. A damaged entry\n"
+              "raises CorruptError; calling next() again continues past it. close() of the\n"
+              "store ends the iteration (ClosedError).",
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)iter_next,
+};
+
+/* ---- the type ---- */
+
+#define FASTCALL(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL
+
+static PyMethodDef store_methods[] = {
+    {"write", FASTCALL(store_write),
+     "write($self, key, data, /)\n--\n\n"
+     "Appends key = data (key: bytes-like or str; data: any non-empty bytes-like object)."},
+    {"batch_write", (PyCFunction)store_put_many, METH_O,
+     "batch_write($self, items, /)\n--\n\n"
+     "Appends many (key, value) pairs in one write; a later pair for the same key wins.\n"
+     "One bad value refuses the whole batch. The same as put_many."},
+    {"put_many", (PyCFunction)store_put_many, METH_O,
+     "put_many($self, items, /)\n--\n\n"
+     "Appends a mapping or an iterable of (key, value) pairs with one lock and one write."},
+    {"write_stream", FASTCALL(store_write_stream),
+     "write_stream($self, key, reader, /)\n--\n\n"
+     "Appends a value read from reader.read(size) until it returns b'' (constant memory).\n"
+     "An exception raised by the reader is re-raised and nothing is kept. The reader must\n"
+     "not write to or close this store."},
+    {"read", (PyCFunction)store_read, METH_O,
+     "read($self, key, /)\n--\n\nThe newest value of key copied into bytes, or None."},
+    {"read_entry", (PyCFunction)store_read_entry, METH_O,
+     "read_entry($self, key, /)\n--\n\n"
+     "The newest value of key as a zero-copy EntryHandle, or None."},
+    {"read_stream", (PyCFunction)store_read_stream, METH_O,
+     "read_stream($self, key, /)\n--\n\nThe newest value of key as an EntryStream, or None."},
+    {"get", FASTCALL(store_get),
+     "get($self, key, default=None, /)\n--\n\nThe value of key as bytes, or default."},
+    {"get_many", (PyCFunction)store_get_many, METH_O,
+     "get_many($self, keys, /)\n--\n\n"
+     "One EntryHandle (or None when absent) per key, looked up together with their memory\n"
+     "accesses overlapped (simdr_get_batch)."},
+    {"delete", (PyCFunction)store_delete, METH_O,
+     "delete($self, key, /)\n--\n\n"
+     "Deletes key (appends a tombstone); an absent key is left alone (del db[key] raises\n"
+     "KeyError instead)."},
+    {"exists", (PyCFunction)store_exists, METH_O,
+     "exists($self, key, /)\n--\n\nTrue if key is present (the same as key in store)."},
+    {"rename", FASTCALL(store_rename),
+     "rename($self, old_key, new_key, /)\n--\n\n"
+     "Stores old_key's value under new_key and deletes old_key, in one append.\n"
+     "KeyError if old_key is absent; InvalidArgumentError if the keys are equal."},
+    {"copy", FASTCALL(store_copy),
+     "copy($self, key, target, /)\n--\n\n"
+     "Appends key's newest value to the DataStore target. KeyError if absent."},
+    {"move", FASTCALL(store_move),
+     "move($self, key, target, /)\n--\n\n"
+     "copy(key, target), then deletes key from this store. KeyError if absent."},
+    {"count", (PyCFunction)store_count, METH_NOARGS,
+     "count($self, /)\n--\n\nThe number of live keys (the same as len(store))."},
+    {"compact", (PyCFunction)store_compact, METH_NOARGS,
+     "compact($self, /)\n--\n\n"
+     "Rewrites the file with only the newest live entry of each key. Entry handles and views\n"
+     "taken before stay valid; readers in other threads are not blocked."},
+    {"check", (PyCFunction)store_check, METH_NOARGS,
+     "check($self, /)\n--\n\n"
+     "Verifies every entry (links, bounds, CRC-32). Returns a dict: ok, entries,\n"
+     "bad_entries, bytes_checked, issues (a list of dicts: offset, end, key_hash, code, what)."},
+    {"info", (PyCFunction)store_info, METH_NOARGS,
+     "info($self, /)\n--\n\n"
+     "A dict: path, count, file_size, compaction_savings, index_bytes, layout, readonly,\n"
+     "durability and recovery (what the open found and cut)."},
+    {"refresh", (PyCFunction)store_refresh, METH_NOARGS,
+     "refresh($self, /)\n--\n\n"
+     "Read-only stores: picks up entries another process appended since the open (or the\n"
+     "last refresh) and returns how many. Writable stores: 0."},
+    {"sync", (PyCFunction)store_sync, METH_NOARGS,
+     "sync($self, /)\n--\n\nfdatasync the file now, whatever the durability mode."},
+    {"close", (PyCFunction)store_close, METH_NOARGS,
+     "close($self, /)\n--\n\n"
+     "Closes the store; waits for calls running in other threads to finish, then ends open\n"
+     "iterators. Later calls raise ClosedError. Entry handles and views stay valid.\n"
+     "Closing twice is allowed."},
+    {"__enter__", (PyCFunction)store_enter_ctx, METH_NOARGS,
+     "__enter__($self, /)\n--\n\nReturns the store (ClosedError if it is closed)."},
+    {"__exit__", (PyCFunction)store_exit_ctx, METH_VARARGS,
+     "__exit__($self, *exc_info, /)\n--\n\nCloses the store; exceptions propagate."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef store_getset[] = {
+    {"closed", (getter)store_get_closed, NULL, "True once close() was called.", NULL},
+    {"path", (getter)store_get_path, NULL, "The path the store was opened with.", NULL},
+    {"readonly", (getter)store_get_readonly, NULL, "True for a read-only open.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMappingMethods store_as_mapping = {
+    .mp_length = (lenfunc)store_length,
+    .mp_subscript = (binaryfunc)store_subscript,
+    .mp_ass_subscript = (objobjargproc)store_ass_subscript,
+};
+
+static PySequenceMethods store_as_sequence = {
+    .sq_contains = (objobjproc)store_contains,
+};
+
+PyTypeObject PySimdrStore_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "simdr.DataStore",
+    .tp_basicsize = sizeof(PySimdrStore),
+    .tp_dealloc = (destructor)store_dealloc,
+    .tp_repr = (reprfunc)store_repr,
+    .tp_as_sequence = &store_as_sequence,
+    .tp_as_mapping = &store_as_mapping,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc =
+        "DataStore(path, readonly=False, create=True, durability='none', layout='aligned', *,\n"
+        "          repair=True, salvage=False, use_hint=True)\n"
+        "--\n\n"
+        "An open simd-r-drive store file: an append-only key/value store whose reads are\n"
+        "zero-copy views of the file's memory map.\n\n"
+        "path: str, bytes or os.PathLike. readonly: never modify the file, take no lock (other\n"
+        "processes may write; see refresh()). create=False: the file must exist.\n"
+        "durability: 'none' (page cache; survives a process kill) or 'data' (fdatasync before\n"
+        "each write returns). layout: 'aligned' (64-byte payloads, simd-r-drive >= 0.15) or\n"
+        "'unaligned' (<= 0.13); new files only. repair: cut a torn tail on a writable open\n"
+        "(saved beside the file). salvage: read-only opens serve the sound prefix of a store\n"
+        "damaged in the middle. use_hint: keep/load the index in '<path>.hint'.\n\n"
+        "Keys are bytes-like or str (UTF-8); values any non-empty bytes-like object. The file\n"
+        "stores only a key's XXH3-64 hash, so iteration yields entries, not keys.\n"
+        "Mapping protocol: db[k] (bytes; KeyError), db[k] = v, del db[k], k in db, len(db).\n"
+        "Thread-safe: any number of threads may read and write one DataStore.",
+    .tp_traverse = (traverseproc)store_traverse,
+    .tp_weaklistoffset = offsetof(PySimdrStore, weakrefs),
+    .tp_iter = (getiterfunc)store_iter,
+    .tp_methods = store_methods,
+    .tp_getset = store_getset,
+    .tp_init = (initproc)store_init,
+    .tp_new = store_new,
+};

@@ -1,0 +1,381 @@
+"""Every DataStore, EntryHandle, EntryStream and NamespaceHasher member, one behaviour each."""
+import io
+import os
+import struct
+
+import pytest
+
+import simdr
+
+
+def test_open_function_and_constructor_are_the_same(store_path):
+    with simdr.open(store_path) as a:
+        a.write(b"k", b"v")
+    b = simdr.DataStore(store_path)
+    assert isinstance(b, simdr.DataStore)
+    assert b.read(b"k") == b"v"
+    b.close()
+
+
+def test_path_like_and_bytes_paths(tmp_path):
+    p = tmp_path / "p.bin"
+    with simdr.open(p) as db:
+        db[b"x"] = b"1"
+        assert db.path == str(p)
+    with simdr.open(os.fsencode(str(p))) as db:
+        assert db[b"x"] == b"1"
+
+
+def test_write_read_overwrite(db):
+    assert db.write(b"k", b"one") is None
+    assert db.read(b"k") == b"one"
+    db.write(b"k", b"two")
+    assert db.read(b"k") == b"two"
+    assert db.read(b"absent") is None
+
+
+def test_key_types_are_equivalent(db):
+    db.write("clé", b"v1")
+    assert db.read("clé".encode()) == b"v1"
+    assert db.read(bytearray("clé".encode())) == b"v1"
+    assert db.read(memoryview("clé".encode())) == b"v1"
+
+
+def test_value_types(db):
+    import array
+    db.write(b"a", bytearray(b"ba"))
+    db.write(b"b", memoryview(b"mv"))
+    db.write(b"c", array.array("i", [1, 2]))
+    assert db.read(b"a") == b"ba"
+    assert db.read(b"b") == b"mv"
+    assert db.read(b"c") == array.array("i", [1, 2]).tobytes()
+
+
+def test_batch_write_and_put_many(db):
+    assert db.batch_write([(b"a", b"1"), (b"b", b"2"), (b"a", b"3")]) is None
+    assert db.read(b"a") == b"3"  # a later item for the same key wins
+    db.put_many({b"c": b"4", "d": b"5"})
+    db.put_many(iter([(b"e", b"6")]))
+    db.put_many([])
+    assert [db.read(k) for k in (b"b", b"c", b"d", b"e")] == [b"2", b"4", b"5", b"6"]
+    assert len(db) == 5
+
+
+def test_batch_refused_whole_when_one_value_is_bad(db):
+    with pytest.raises(simdr.InvalidArgumentError):
+        db.put_many([(b"a", b"1"), (b"b", b"")])
+    assert len(db) == 0 and db.read(b"a") is None
+
+
+def test_write_stream_and_read_stream(db):
+    payload = os.urandom(300_000)
+    assert db.write_stream(b"big", io.BytesIO(payload)) is None
+    assert db.read(b"big") == payload
+    stream = db.read_stream(b"big")
+    assert isinstance(stream, simdr.EntryStream)
+    assert stream.read(10) == payload[:10]
+    rest = b"".join(stream)
+    assert payload[:10] + rest == payload
+    assert stream.read(5) == b""
+    whole = db.read_stream(b"big")
+    chunks = list(whole)
+    assert all(len(c) <= 65536 for c in chunks) and b"".join(chunks) == payload
+    assert db.read_stream(b"absent") is None
+    again = db.read_stream(b"big")
+    assert again.read() == payload and again.position == len(payload) == again.size
+
+
+def test_write_stream_reader_returning_more_than_asked(db):
+    class Greedy:
+        def __init__(self):
+            self.parts = [b"x" * 1_000_000, b"y" * 10]
+
+        def read(self, n):
+            return self.parts.pop(0) if self.parts else b""
+
+    db.write_stream(b"g", Greedy())
+    assert db.read(b"g") == b"x" * 1_000_000 + b"y" * 10
+
+
+def test_write_stream_reader_exception_propagates_and_keeps_nothing(db):
+    class Broken:
+        calls = 0
+
+        def read(self, n):
+            self.calls += 1
+            if self.calls > 2:
+                raise RuntimeError("source broke")
+            return b"z" * n
+
+    size_before = db.info()["file_size"]
+    with pytest.raises(RuntimeError, match="source broke"):
+        db.write_stream(b"s", Broken())
+    assert db.read(b"s") is None
+    assert db.info()["file_size"] == size_before
+
+
+def test_write_stream_reader_cannot_write_same_store(db):
+    class Reentrant:
+        done = False
+
+        def read(self, n):
+            if not self.done:
+                self.done = True
+                db.write(b"other", b"1")  # would wait for the stream's own lock
+            return b""
+
+    with pytest.raises(simdr.Error, match="write_stream"):
+        db.write_stream(b"s", Reentrant())
+    db.write(b"after", b"ok")  # the store is usable afterwards
+    assert db.read(b"after") == b"ok"
+
+
+def test_read_entry_members(db):
+    db.write(b"k", b"payload")
+    h = db.read_entry(b"k")
+    assert isinstance(h, simdr.EntryHandle)
+    assert h.size == len(h) == h.len() == 7
+    assert h.file_size == h.size_with_metadata == 7 + simdr.METADATA_SIZE
+    assert h.key_hash == simdr.hash_key(b"k")
+    assert h.as_slice() == bytes(h) == b"payload"
+    assert h.as_memoryview().tobytes() == b"payload"
+    assert h.is_valid_checksum() is True
+    assert h.raw_checksum() == struct.pack("<I", h.checksum)
+    import zlib
+    assert h.checksum == zlib.crc32(b"payload")
+    assert h.offset_range() == (h.start_offset, h.end_offset)
+    assert h.end_offset - h.start_offset == 7
+    with open(db.path, "rb") as f:
+        f.seek(h.start_offset)
+        assert f.read(7) == b"payload"
+    start, end = h.address_range()
+    assert end - start == 7
+    c = h.clone_arc()
+    assert bytes(c) == b"payload" and c.address_range() == h.address_range()
+    assert db.read_entry(b"absent") is None
+    assert "EntryHandle size=7" in repr(h)
+
+
+def test_delete_and_exists(db):
+    db.write(b"k", b"v")
+    assert db.exists(b"k") and b"k" in db
+    assert db.delete(b"k") is None
+    assert not db.exists(b"k") and b"k" not in db
+    assert db.read(b"k") is None
+    db.delete(b"k")  # absent: no error, nothing appended
+    assert len(db) == 0
+
+
+def test_mapping_protocol(db):
+    db[b"a"] = b"1"
+    db["b"] = b"2"
+    assert db[b"a"] == b"1" and db["b"] == b"2"
+    assert len(db) == 2
+    del db[b"a"]
+    with pytest.raises(KeyError):
+        db[b"a"]
+    with pytest.raises(KeyError):
+        del db[b"a"]
+    assert db.get(b"a") is None and db.get(b"a", b"dflt") == b"dflt" and db.get(b"b") == b"2"
+
+
+def test_get_many(db):
+    db.put_many([(b"k%d" % i, b"v%d" % i) for i in range(600)])
+    keys = [b"k%d" % i for i in range(0, 600, 2)] + [b"nope", "k1"]
+    got = db.get_many(keys)
+    assert len(got) == len(keys)
+    for k, h in zip(keys[:-2], got):
+        assert bytes(h) == b"v" + k[1:]
+    assert got[-2] is None and bytes(got[-1]) == b"v1"
+    assert db.get_many([]) == []
+
+
+def test_rename(db):
+    db.write(b"old", b"v")
+    assert db.rename(b"old", b"new") is None
+    assert db.read(b"old") is None and db.read(b"new") == b"v"
+    with pytest.raises(KeyError):
+        db.rename(b"old", b"x")
+    with pytest.raises(simdr.InvalidArgumentError):
+        db.rename(b"new", b"new")
+
+
+def test_copy_and_move(tmp_path, db):
+    with simdr.open(tmp_path / "other.bin") as other:
+        db.write(b"a", b"1")
+        db.write(b"b", b"2")
+        db.copy(b"a", other)
+        assert db.read(b"a") == b"1" and other.read(b"a") == b"1"
+        db.move(b"b", other)
+        assert db.read(b"b") is None and other.read(b"b") == b"2"
+        with pytest.raises(KeyError):
+            db.copy(b"zz", other)
+        with pytest.raises(TypeError):
+            db.copy(b"a", "not a store")
+        with pytest.raises(simdr.InvalidArgumentError):
+            db.copy(b"a", db)
+
+
+def test_len_count_compact(db):
+    for i in range(100):
+        db.write(b"k%d" % (i % 10), b"v%d" % i)
+    assert len(db) == db.count() == 10
+    before = db.info()
+    assert before["compaction_savings"] > 0
+    assert db.compact() is None
+    after = db.info()
+    assert after["file_size"] == before["file_size"] - before["compaction_savings"]
+    assert after["compaction_savings"] == 0
+    assert [db.read(b"k%d" % i) for i in range(10)] == [b"v%d" % (90 + i) for i in range(10)]
+
+
+def test_check_sound_and_damaged(store_path):
+    with simdr.open(store_path) as db:
+        db.write(b"a", b"A" * 100)
+        db.write(b"b", b"B" * 100)
+        report = db.check()
+        assert report["ok"] is True and report["entries"] == 2 and report["issues"] == []
+        offset = db.read_entry(b"a").start_offset
+    with open(store_path, "r+b") as f:
+        f.seek(offset + 10)
+        f.write(b"X")
+    with simdr.open(store_path, readonly=True) as ro:
+        report = ro.check()
+        assert report["ok"] is False and report["bad_entries"] == 1
+        issue = report["issues"][0]
+        assert issue["key_hash"] == simdr.hash_key(b"a")
+        assert issue["code"] == -11  # SIMDR_ECHECKSUM
+        assert ro.read_entry(b"a").is_valid_checksum() is False
+
+
+def test_info(db, store_path):
+    db.write(b"k", b"v")
+    info = db.info()
+    assert info["path"] == store_path and info["count"] == 1 and info["layout"] == "aligned"
+    assert info["readonly"] is False and info["durability"] == "none"
+    assert info["file_size"] == os.path.getsize(store_path)
+    assert info["recovery"]["bytes_cut"] == 0
+
+
+def test_options(tmp_path):
+    p = tmp_path / "u.bin"
+    with simdr.open(p, layout="unaligned", durability="data") as db:
+        db.write(b"k", b"v")
+        assert db.info()["layout"] == "unaligned" and db.info()["durability"] == "data"
+        assert db.sync() is None
+    with pytest.raises(simdr.StoreNotFoundError):
+        simdr.open(tmp_path / "missing.bin", create=False)
+    with pytest.raises(simdr.StoreNotFoundError):
+        simdr.open(tmp_path / "missing.bin", readonly=True)
+    with pytest.raises(simdr.InvalidArgumentError):
+        simdr.open(p, durability="sometimes")
+    with pytest.raises(TypeError):
+        simdr.open(p, layout=3)
+
+
+def test_readonly_open_and_refresh(store_path):
+    w = simdr.open(store_path)
+    w.write(b"a", b"1")
+    ro = simdr.open(store_path, readonly=True)
+    assert ro.readonly and ro.read(b"a") == b"1"
+    with pytest.raises(simdr.ReadOnlyError):
+        ro.write(b"b", b"2")
+    with pytest.raises(simdr.ReadOnlyError):
+        ro.compact()
+    w.write(b"b", b"2")
+    w.write(b"c", b"3")
+    assert ro.read(b"b") is None
+    assert ro.refresh() == 2
+    assert ro.read(b"b") == b"2" and ro.read(b"c") == b"3"
+    assert w.refresh() == 0
+    ro.close()
+    w.close()
+
+
+def test_second_writer_is_locked_out(store_path):
+    with simdr.open(store_path):
+        with pytest.raises(simdr.LockedError) as info:
+            # flock is per open file description: a second open in this process is refused too
+            simdr.open(store_path)
+        assert info.value.code == -7 and "lock" in str(info.value)
+
+
+def test_iteration_yields_live_entries_newest_first(db):
+    db.write(b"a", b"1")
+    db.write(b"b", b"2")
+    db.write(b"a", b"3")
+    db.write(b"c", b"4")
+    db.delete(b"b")
+    got = [(h.key_hash, bytes(h)) for h in db]
+    assert got == [(simdr.hash_key(b"c"), b"4"), (simdr.hash_key(b"a"), b"3")]
+    it = iter(db)
+    first = next(it)
+    db.write(b"d", b"5")  # the iterator's snapshot does not see later appends
+    assert [bytes(first)] + [bytes(h) for h in it] == [b"4", b"3"]
+
+
+def test_context_manager_closes(store_path):
+    with simdr.open(store_path) as db:
+        assert not db.closed
+    assert db.closed
+    db.close()  # twice is fine
+    assert "closed" in repr(db)
+
+
+def test_namespace_hasher_matches_the_reference_rule():
+    ns = simdr.NamespaceHasher(b"namespaceA")
+    out = ns.namespace(b"user:1")
+    expected = (simdr.hash_key(b"namespaceA").to_bytes(8, "little")
+                + simdr.hash_key(b"user:1").to_bytes(8, "little"))
+    assert out == expected and len(out) == 16
+    assert out != simdr.NamespaceHasher(b"namespaceB").namespace(b"user:1")
+    assert ns.namespace(b"user:1") == out
+    assert simdr.NamespaceHasher("namespaceA").namespace("user:1") == out
+    assert ns.prefix == b"namespaceA"
+
+
+def test_namespaced_keys_work_as_keys(db):
+    a, b = simdr.NamespaceHasher(b"A"), simdr.NamespaceHasher(b"B")
+    db.write(a.namespace(b"k"), b"1")
+    db.write(b.namespace(b"k"), b"2")
+    assert db.read(a.namespace(b"k")) == b"1" and db.read(b.namespace(b"k")) == b"2"
+
+
+def test_hash_key_is_xxh3_64():
+    # XXH3-64 with seed 0 of the empty input, a published test vector of xxHash
+    assert simdr.hash_key(b"") == 0x2D06800538D394C2
+
+
+def test_version():
+    assert simdr.engine_version() == simdr.ENGINE_VERSION
+    assert simdr.__version__
+
+
+def test_help_renders():
+    import pydoc
+    text = pydoc.render_doc(simdr, renderer=pydoc.plaintext)
+    for name in ("DataStore", "EntryHandle", "read_entry", "get_many", "zero-copy"):
+        assert name in text
+
+
+def test_write_stream_reader_cannot_close_same_store(db):
+    class Closer:
+        def read(self, n):
+            db.close()  # would wait for the stream's own call to end
+            return b""
+
+    with pytest.raises(simdr.Error, match="write_stream"):
+        db.write_stream(b"s", Closer())
+    assert not db.closed
+    db.write(b"k", b"v")
+    assert db.read(b"k") == b"v"
+
+
+def test_context_manager_closes_on_exception(store_path):
+    with pytest.raises(RuntimeError):
+        with simdr.open(store_path) as db:
+            db.write(b"k", b"v")
+            raise RuntimeError("boom")
+    assert db.closed
+    with simdr.open(store_path) as again:  # the lock was released
+        assert again.read(b"k") == b"v"

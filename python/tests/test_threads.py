@@ -1,0 +1,222 @@
+"""Threads and processes: 8 threads hammering one store, close() while threads are inside
+calls, and a read-only reader process that sees new entries through refresh()."""
+import multiprocessing
+import os
+import random
+import threading
+
+import numpy as np
+import pytest
+
+import simdr
+
+from conftest import scale
+
+THREADS = 8
+
+
+def test_eight_threads_hammering_one_store(db):
+    rounds = int(400 * scale())
+    shared = [b"shared%d" % i for i in range(16)]
+    db.put_many([(k, b"init") for k in shared])
+    errors = []
+    barrier = threading.Barrier(THREADS + 1)
+
+    def worker(t):
+        rng = random.Random(t)
+        mine = {}
+        try:
+            barrier.wait()
+            for r in range(rounds):
+                op = rng.randrange(8)
+                key = b"t%d-%d" % (t, rng.randrange(40))
+                if op == 0:
+                    value = os.urandom(rng.randrange(1, 300))
+                    db.write(key, value)
+                    mine[key] = value
+                elif op == 1:
+                    batch = {b"t%d-%d" % (t, rng.randrange(40)): b"b%d" % r for _ in range(5)}
+                    db.put_many(batch)
+                    mine.update(batch)
+                elif op == 2 and key in mine:
+                    db.delete(key)
+                    del mine[key]
+                elif op == 3:
+                    h = db.read_entry(rng.choice(shared))
+                    assert h is not None and len(bytes(h)) > 0
+                elif op == 4:
+                    db.write(rng.choice(shared), b"w%d" % t)
+                elif op == 5:
+                    got = db.get_many(list(mine)[:20])
+                    assert [bytes(h) for h in got] == [mine[k] for k in list(mine)[:20]]
+                elif op == 6:
+                    sum(1 for _ in db)
+                else:
+                    assert db.read(key) == mine.get(key)
+            for key, value in mine.items():
+                assert db.read(key) == value
+        except Exception as e:  # reported to the main thread
+            errors.append((t, repr(e)))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    for _ in range(3):
+        db.compact()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert db.check()["ok"]
+
+
+def test_close_while_threads_are_busy(store_path):
+    db = simdr.open(store_path)
+    db.put_many([(b"k%d" % i, os.urandom(64)) for i in range(200)])
+    started = threading.Barrier(THREADS + 1)
+    outcome = []
+
+    def reader(t):
+        n = 0
+        started.wait()
+        try:
+            while True:
+                if t % 2:
+                    db.write(b"w%d" % (n % 50), b"x" * 100)
+                else:
+                    assert db.read(b"k%d" % (n % 200)) is not None
+                    db.get_many([b"k1", b"k2"])
+                n += 1
+        except simdr.ClosedError:
+            outcome.append(("closed", n))
+        except Exception as e:
+            outcome.append(("error", repr(e)))
+
+    threads = [threading.Thread(target=reader, args=(t,)) for t in range(THREADS)]
+    for th in threads:
+        th.start()
+    started.wait()
+    db.close()
+    for th in threads:
+        th.join()
+    assert len(outcome) == THREADS and all(kind == "closed" for kind, _ in outcome), outcome
+    with simdr.open(store_path) as again:
+        assert again.check()["ok"]
+
+
+def test_close_while_a_stream_write_runs(store_path):
+    db = simdr.open(store_path)
+    in_reader = threading.Event()
+    release = threading.Event()
+    result = []
+
+    class Slow:
+        calls = 0
+
+        def read(self, n):
+            self.calls += 1
+            if self.calls == 1:
+                in_reader.set()
+                release.wait()
+                return b"a" * n
+            return b"" if self.calls > 3 else b"b" * n
+
+    def streamer():
+        try:
+            db.write_stream(b"s", Slow())
+            result.append("ok")
+        except Exception as e:
+            result.append(repr(e))
+
+    th = threading.Thread(target=streamer)
+    th.start()
+    in_reader.wait()
+    closer = threading.Thread(target=db.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # close waits for the running write
+    release.set()
+    th.join()
+    closer.join()
+    assert result == ["ok"] and db.closed
+    with simdr.open(store_path) as again:
+        assert len(again.read(b"s")) > 0
+
+
+def _reader_process(path, expected, conn):
+    try:
+        ro = simdr.open(path, readonly=True)
+        seen = ro.read(b"go")
+        conn.send(("opened", seen))
+        conn.recv()  # the parent appended
+        added = ro.refresh()
+        values = [ro.read(b"k%d" % i) for i in range(expected)]
+        arr = np.frombuffer(ro.read_entry(b"array"), np.float32)
+        conn.send(("refreshed", added, values, float(arr.sum())))
+        ro.close()
+    except Exception as e:
+        conn.send(("error", repr(e)))
+
+
+def test_multiprocessing_reader_refresh(store_path):
+    ctx = multiprocessing.get_context("fork")
+    db = simdr.open(store_path)
+    db.write(b"go", b"1")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_reader_process, args=(store_path, 50, child))
+    proc.start()
+    try:
+        assert parent.recv() == ("opened", b"1")
+        for i in range(50):
+            db.write(b"k%d" % i, b"v%d" % i)
+        db.write(b"array", np.ones(1000, np.float32))
+        parent.send("appended")
+        msg = parent.recv()
+        assert msg[0] == "refreshed", msg
+        _, added, values, total = msg
+        assert added == 51
+        assert values == [b"v%d" % i for i in range(50)]
+        assert total == 1000.0
+    finally:
+        proc.join(30)
+        db.close()
+    assert proc.exitcode == 0
+
+
+def test_blocked_writers_do_not_hold_the_gil(store_path):
+    """A stream write holds the store's write lock while its reader waits; a write and a
+    compaction started meanwhile block inside the engine. If they kept the GIL there, this
+    thread could never run again to let the reader finish (the test would hang)."""
+    db = simdr.open(store_path)
+    db.write(b"k", b"v")
+    reader_waiting, release = threading.Event(), threading.Event()
+    done = []
+
+    class Held:
+        calls = 0
+
+        def read(self, n):
+            self.calls += 1
+            if self.calls == 1:
+                reader_waiting.set()
+                release.wait()
+                return b"s" * 10
+            return b""
+
+    streamer = threading.Thread(target=lambda: (db.write_stream(b"s", Held()), done.append("s")))
+    streamer.start()
+    reader_waiting.wait()
+    writer = threading.Thread(target=lambda: (db.write(b"w", b"1"), done.append("w")))
+    compactor = threading.Thread(target=lambda: (db.compact(), done.append("c")))
+    writer.start()
+    compactor.start()
+    writer.join(0.3)
+    compactor.join(0.1)
+    assert writer.is_alive() and compactor.is_alive() and done == []
+    assert db.read(b"k") == b"v"  # readers are not blocked by the writer lock
+    release.set()
+    for th in (streamer, writer, compactor):
+        th.join()
+    assert sorted(done) == ["c", "s", "w"]
+    assert db.read(b"w") == b"1" and db.read(b"s") == b"s" * 10
+    db.close()
