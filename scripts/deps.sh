@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages simdr needs to build and test (no-op when present).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libxxhash-dev libisal-dev zlib1g-dev libcmocka-dev
-      clang libclang-rt-14-dev python3)
+      clang libclang-rt-14-dev python3 groff-base man-db)
 [ "${SIMDR_BENCH_DEPS:-0}" = 1 ] && pkgs+=(liblmdb-dev librocksdb-dev libleveldb-dev
       libsqlite3-dev libtkrzw-dev libkyotocabinet-dev)
 missing=()
