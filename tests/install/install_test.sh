@@ -299,6 +299,10 @@ man | completion)
             roff=${word//-/\\-}
             grep -qF -- "$roff" "$page" || fail "the man page does not mention '$word' (listed by --help)"
         done
+        # ... and documents no long option the program does not have.
+        for word in $(sed -n 's/\\-/-/g; /^\.TP/,/^[^.]/p' "$page" | grep -oE -- '--[a-z][a-z-]+' | sort -u); do
+            echo "$options" | grep -qxF -- "$word" || fail "the man page documents '$word', which --help does not list"
+        done
         note "PASS: man page renders without warnings and names $(echo $commands | wc -w) commands and $(echo $options | wc -w) options"
     else
         script=$prefix/share/bash-completion/completions/simd-r-drive
@@ -331,6 +335,12 @@ man | completion)
         done
         for word in $options; do
             [[ " $all_options " == *" $word "* ]] || fail "completion does not offer option '$word' (listed by --help)"
+        done
+        for word in $all_options; do
+            echo "$options" | grep -qxF -- "$word" || fail "completion offers '$word', which --help does not list"
+        done
+        for word in $all_commands; do
+            echo "$commands" | grep -qxF -- "$word" || fail "completion offers command '$word', which --help does not list"
         done
         note "PASS: completion loads, completes commands, options, files, directories; knows all of --help"
     fi
