@@ -16,7 +16,7 @@ install(FILES ${PROJECT_BINARY_DIR}/simdrConfig.cmake ${PROJECT_BINARY_DIR}/simd
 
 install(FILES ${PROJECT_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DOCDIR})
 
-if(TARGET simd-r-drive)
+if(SIMDR_BUILD_CLI AND EXISTS ${PROJECT_SOURCE_DIR}/cli/CMakeLists.txt)
   configure_file(${PROJECT_SOURCE_DIR}/docs/man/simd-r-drive.1.in
     ${PROJECT_BINARY_DIR}/man/simd-r-drive.1 @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/man/simd-r-drive.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)

@@ -913,8 +913,10 @@ def check_manifest_values(store, m, label):
 
 def group_interop():
     if not INTEROP or not os.path.isdir(INTEROP):
-        check(False, "interop directory exists: %r" % INTEROP)
-        return
+        # A clone without the sibling shared/ folder: exit 77, reported by ctest as skipped.
+        print("cli_interop: SKIPPED: the Rust-written interop files are not in %s (a clone without "
+              "the sibling shared/ folder), pass -DSIMDR_INTEROP_DIR=DIR to run it" % INTEROP)
+        sys.exit(77)
     index = json.load(open(os.path.join(INTEROP, "index.json")))
     check(len(index["files"]) >= 6, "interop index lists the Rust-written files")
     for entry in index["files"]:
