@@ -3,12 +3,14 @@
 # by the bash-completion package), or load it by hand: source simd-r-drive.bash
 #
 # simd-r-drive <storage-file> <command> [args] [options]: the first word is a
-# file, the second a command; copy/move take a target file, import/export a
-# directory; options may come anywhere, `--` ends them. Keys are not completed.
+# file (or `help`, followed by a command), the second a command; copy/move
+# take a target file, import/export a directory; options may come anywhere,
+# `--` ends them. Keys are not completed.
 
 _simd_r_drive_commands="read write copy move rename delete compact info metadata check list dump import export"
-_simd_r_drive_options="--key-hex --json --buffer-size --quiet --detailed --help --version"
-_simd_r_drive_sizes="4096 32K 64K 1MB 8MB 64MB"
+_simd_r_drive_options="--key-hex --json --buffer-size --force --layout --quiet --detailed --help --version"
+_simd_r_drive_sizes="4096 32K 64K 1MiB 8MiB 64MiB"
+_simd_r_drive_layouts="aligned64 unaligned"
 
 _simd_r_drive() {
     local cur=${COMP_WORDS[COMP_CWORD]}
@@ -23,6 +25,11 @@ _simd_r_drive() {
         COMPREPLY=($(compgen -W "$_simd_r_drive_sizes" -- "$cur"))
         return 0
     fi
+    if [[ $prev == --layout ]] ||
+        { [[ $prev == = ]] && ((COMP_CWORD > 1)) && [[ ${COMP_WORDS[COMP_CWORD - 2]} == --layout ]]; }; then
+        COMPREPLY=($(compgen -W "$_simd_r_drive_layouts" -- "$cur"))
+        return 0
+    fi
 
     # Positional words before the cursor, without options and option values.
     local -a words=()
@@ -32,8 +39,11 @@ _simd_r_drive() {
         if ((!end_of_options)); then
             case $word in
             --) end_of_options=1; continue ;;
-            -b | --buffer-size) ((i++)); continue ;;
-            --buffer-size=*) continue ;;
+            -b | --buffer-size | --layout) # and its value, also written "--opt=VALUE"
+                ((i++))
+                [[ ${COMP_WORDS[i]} == = ]] && ((i++))
+                continue
+                ;;
             -*) continue ;;
             esac
         fi
@@ -46,9 +56,9 @@ _simd_r_drive() {
     fi
 
     case ${#words[@]} in
-    0) # the storage file
+    0) # the storage file, or `help COMMAND`
         compopt -o filenames 2>/dev/null
-        COMPREPLY=($(compgen -f -- "$cur"))
+        COMPREPLY=($(compgen -f -- "$cur") $(compgen -W "help" -- "$cur"))
         ;;
     1) # the command
         COMPREPLY=($(compgen -W "$_simd_r_drive_commands" -- "$cur"))
