@@ -57,9 +57,9 @@ extern "C" {
 #endif
 
 #define SIMDR_VERSION_MAJOR 0
-#define SIMDR_VERSION_MINOR 1
+#define SIMDR_VERSION_MINOR 2
 #define SIMDR_VERSION_PATCH 0
-#define SIMDR_VERSION_STRING "0.1.0"
+#define SIMDR_VERSION_STRING "0.2.0"
 
 /** Returns SIMDR_VERSION_STRING of the library actually linked. */
 SIMDR_API const char *simdr_version(void);

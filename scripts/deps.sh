@@ -7,6 +7,7 @@ pkgs=(build-essential cmake pkg-config libxxhash-dev libisal-dev zlib1g-dev libc
 [ "${SIMDR_BENCH_DEPS:-0}" = 1 ] && pkgs+=(liblmdb-dev librocksdb-dev libleveldb-dev
       libsqlite3-dev libtkrzw-dev libkyotocabinet-dev python3-lmdb python3-gdbm)
 missing=()
+pkgs+=(groff-base man-db) # groff and man check the man page (ctest -L install)
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

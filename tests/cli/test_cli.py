@@ -228,7 +228,9 @@ def group_basic():
     r = run("x.bin", "read", "--help")
     check(r.rc == 0 and b"Usage" in r.out, "--help after a command prints help", repr(r))
     r = run("--version")
-    check(r.rc == 0 and r.out.startswith(b"simd-r-drive ") and b"0.1.0" in r.out,
+    v = r.out.split()  # simd-r-drive X.Y.Z (libsimdr X.Y.Z); install_version checks X.Y.Z
+    check(r.rc == 0 and len(v) == 4 and v[0] == b"simd-r-drive" and v[1].count(b".") == 2
+          and v[2:] == [b"(libsimdr", v[1] + b")"],
           "--version prints program and library version", repr(r))
     check(run("-V").out == r.out, "-V is --version")
 
@@ -911,8 +913,10 @@ def check_manifest_values(store, m, label):
 
 def group_interop():
     if not INTEROP or not os.path.isdir(INTEROP):
-        check(False, "interop directory exists: %r" % INTEROP)
-        return
+        # A clone without the sibling shared/ folder: exit 77, reported by ctest as skipped.
+        print("cli_interop: SKIPPED: the Rust-written interop files are not in %s (a clone without "
+              "the sibling shared/ folder), pass -DSIMDR_INTEROP_DIR=DIR to run it" % INTEROP)
+        sys.exit(77)
     index = json.load(open(os.path.join(INTEROP, "index.json")))
     check(len(index["files"]) >= 6, "interop index lists the Rust-written files")
     for entry in index["files"]:
