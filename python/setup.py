@@ -11,6 +11,7 @@
 # links with those sanitizers; SIMDR_WERROR=1 turns warnings into errors.
 import glob
 import os
+import re
 import shlex
 import subprocess
 
@@ -60,6 +61,17 @@ if sanitize:
                       "-fno-sanitize-recover=all"]
     link_flags += [f"-fsanitize={sanitize}"]
 
+def simdr_version():
+    """The version written once, in simdr.h's SIMDR_VERSION_* macros."""
+    for header in (os.path.join(ENGINE_INCLUDE, "simdr.h"),):
+        if os.path.exists(header):
+            text = open(header).read()
+            parts = [re.search(r"#define SIMDR_VERSION_%s (\d+)" % p, text).group(1)
+                     for p in ("MAJOR", "MINOR", "PATCH")]
+            return ".".join(parts)
+    return (pkg_config("--modversion", "simdr") or ["0"])[0]
+
+
 extension = Extension(
     "simdr._simdr",
     sources=sorted(glob.glob(os.path.join("src", "py_*.c"))) + engine_sources,
@@ -72,7 +84,7 @@ extension = Extension(
 
 setup(
     name="simdr",
-    version="0.1.0",
+    version=simdr_version(),
     description="Zero-copy Python binding of simdr, a simd-r-drive compatible storage engine",
     long_description="See the Python section of the simdr README.",
     license="Apache-2.0",

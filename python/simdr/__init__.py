@@ -56,7 +56,7 @@ from ._simdr import (
     open,
 )
 
-__version__ = "0.1.0"
+__version__ = engine_version()
 
 __all__ = [
     "DataStore",
