@@ -71,9 +71,12 @@ static int writer_flush(writer *w) {
 }
 
 static int writer_put(writer *w, const void *p, uint64_t len) {
-    if (w->buffered + len > COPY_BUFFER && writer_flush(w) != 0) return -1;
-    if (len > COPY_BUFFER / 2) {
-        /* Large payloads go straight from the map to the file. */
+    /* A large payload goes straight from the map to the file, after what is
+     * buffered before it (it is written at the buffer's end, so the buffer
+     * must be empty); anything that does not fit flushes the buffer first. */
+    int direct = len > COPY_BUFFER / 2;
+    if ((direct || w->buffered + len > COPY_BUFFER) && writer_flush(w) != 0) return -1;
+    if (direct) {
         if (simdr__pwrite_all(w->fd, p, (size_t)len, w->flushed) != 0) return -1;
         w->flushed += len;
         return 0;

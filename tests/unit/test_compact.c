@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NK 200
 
@@ -334,6 +335,52 @@ static void test_compact_large_store_with_handles(void **state) {
     free(v);
 }
 
+/* A value between half the copy buffer and the whole of it (2 to 4 MiB),
+ * behind other buffered entries: the copy must not write it over them. Sizes
+ * around both bounds, in both layouts, verified after a reopen. */
+static void test_compact_large_value_behind_small_ones(void **state) {
+    fixture *f = *state;
+    static const size_t sizes[] = {(2u << 20) - 1, 2u << 20,         (2u << 20) + 1,
+                                   3000000,        (4u << 20) - 100, (4u << 20) - 1,
+                                   4u << 20,       (4u << 20) + 1};
+    size_t nsizes = sizeof sizes / sizeof sizes[0];
+    uint8_t *v = malloc((4u << 20) + 1);
+    for (int layout = 0; layout < 2; layout++) {
+        f->s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+        for (size_t i = 0; i < nsizes; i++) {
+            char k[32];
+            snprintf(k, sizeof k, "note-%zu", i);
+            tu_put_str(f->s, k, "hi");
+            snprintf(k, sizeof k, "big-%zu", i);
+            tu_fill(v, sizes[i], i + 1);
+            assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizes[i], NULL), SIMDR_OK);
+        }
+        assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+        assert_int_equal(simdr_close(f->s), SIMDR_OK);
+        f->s = NULL;
+        f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, layout);
+        assert_int_equal(simdr_count(f->s), 2 * nsizes);
+        for (size_t i = 0; i < nsizes; i++) {
+            char k[32];
+            snprintf(k, sizeof k, "note-%zu", i);
+            tu_expect_str(f->s, k, "hi");
+            snprintf(k, sizeof k, "big-%zu", i);
+            tu_fill(v, sizes[i], i + 1);
+            tu_expect_value(f->s, TU_STR(k), v, sizes[i]);
+        }
+        simdr_check_report rep;
+        assert_int_equal(simdr_check(f->s, NULL, NULL, &rep), SIMDR_OK);
+        assert_int_equal(rep.bad_entries, 0);
+        assert_int_equal(simdr_close(f->s), SIMDR_OK);
+        f->s = NULL;
+        char hint[4200];
+        snprintf(hint, sizeof hint, "%s.hint", f->path);
+        unlink(f->path);
+        unlink(hint);
+    }
+    free(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_compact_aligned, setup, teardown),
@@ -342,6 +389,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_readonly_refresh_after_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compact_empty_and_all_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compact_large_store_with_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compact_large_value_behind_small_ones, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
