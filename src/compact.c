@@ -108,10 +108,16 @@ static int read_entry(simdr__window *r, uint64_t meta_off, int layout, struct si
 
 SIMDR_API int simdr_compact(simdr_store *s) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
+    /* The lock order (internal.h): the sync lock, then the writer lock. The
+     * file descriptor and the synced prefix change with the file, so both
+     * are held until the switch; a durable writer waiting for its sync meanwhile
+     * is covered by the new file's fsync. */
+    pthread_mutex_lock(&s->sync_lock);
     pthread_mutex_lock(&s->wlock);
     int rc = simdr__check_writable(s);
     if (rc != SIMDR_OK) {
         pthread_mutex_unlock(&s->wlock);
+        pthread_mutex_unlock(&s->sync_lock);
         return rc;
     }
     simdr__view *v = simdr__current_view(s);
@@ -208,11 +214,9 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     nv->map = map;
     nv->index = ix;
     atomic_init(&nv->tail, pos);
-    pthread_mutex_lock(&s->sync_lock);
     int old_fd = s->fd;
     s->fd = w.fd;
     atomic_store(&s->synced, pos);
-    pthread_mutex_unlock(&s->sync_lock);
     close(old_fd);
     fstat(s->fd, &st);
     s->dev = st.st_dev;
@@ -226,6 +230,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     simdr__index_free(v->index);
     free(v);
     pthread_mutex_unlock(&s->wlock);
+    pthread_mutex_unlock(&s->sync_lock);
     free(offs);
     free(new_meta);
     free(w.buf);
@@ -242,6 +247,7 @@ fail:
         unlink(tmp);
     }
     pthread_mutex_unlock(&s->wlock);
+    pthread_mutex_unlock(&s->sync_lock);
     free(offs);
     free(new_meta);
     free(w.buf);

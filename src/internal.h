@@ -13,6 +13,13 @@
  *   it or compaction swaps the file. A replaced view is freed after a grace
  *   period; a replaced map lives until every entry handle pinning it is
  *   released (per-map sharded reference counts, map.c).
+ * - Lock order, the one for the whole library: a store's sync_lock before
+ *   its wlock. Group commit (simdr__sync_to) holds the sync lock and takes
+ *   the writer lock inside it to read the tail; compaction holds both, sync
+ *   lock first, because it swaps the file the sync would flush. No code
+ *   takes a sync lock while it holds a writer lock: a writer drops wlock
+ *   before it waits for its fdatasync. Grace periods (epoch.c) are waited
+ *   for with locks held; that is safe because readers never take a lock.
  */
 #ifndef SIMDR_INTERNAL_H
 #define SIMDR_INTERNAL_H

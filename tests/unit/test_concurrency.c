@@ -7,7 +7,7 @@
  * while the writer overwrites, deletes and compacts, keeping batch handles
  * across writes and handing some to another thread that releases them after
  * simdr_close; concurrent writers, also with per-write fdatasync (group
- * commit).
+ * commit), also while another thread compacts and syncs (under a watchdog).
  */
 #include "testutil.h"
 
@@ -388,6 +388,7 @@ typedef struct wr_arg {
     simdr_store *s;
     int id, n;
     int fails;
+    _Atomic int *left; /* counted_writer: decremented when done */
 } wr_arg;
 
 static void *writer(void *p) {
@@ -423,7 +424,7 @@ static void concurrent_writers(int durability, int n) {
     pthread_t t[4];
     wr_arg a[4];
     for (int i = 0; i < 4; i++) {
-        a[i] = (wr_arg){s, i, n, 0};
+        a[i] = (wr_arg){s, i, n, 0, NULL};
         assert_int_equal(pthread_create(&t[i], NULL, writer, &a[i]), 0);
     }
     for (int i = 0; i < 4; i++) {
@@ -461,6 +462,83 @@ static void test_concurrent_durable_writers(void **state) {
     concurrent_writers(SIMDR_SYNC_DATA, 150);
 }
 
+typedef struct compactor_arg {
+    simdr_store *s;
+    _Atomic int *writers_left;
+    int rounds;
+    int fails;
+} compactor_arg;
+
+/* Compacts and syncs until the writers are done (and at least rounds times). */
+static void *compactor(void *p) {
+    compactor_arg *a = p;
+    for (int i = 0; i < a->rounds || atomic_load(a->writers_left) > 0; i++) {
+        a->fails += simdr_compact(a->s) != SIMDR_OK;
+        a->fails += simdr_sync(a->s) != SIMDR_OK;
+    }
+    return NULL;
+}
+
+static void *counted_writer(void *p) {
+    wr_arg *a = p;
+    writer(a);
+    atomic_fetch_sub(a->left, 1);
+    return NULL;
+}
+
+/* Compaction takes both of the store's locks; durable writers and
+ * simdr_sync take the sync lock and, inside it, the writer lock. Taken in
+ * opposite orders they deadlocked on the first compaction. Two durable
+ * writers, a thread compacting and syncing, and the main thread syncing,
+ * under a watchdog; every acknowledged write is there after a reopen. */
+static void test_compaction_against_durable_writers(void **state) {
+    (void)state;
+    enum { N = 80, ROUNDS = 10 };
+    char *dir = tu_mkdtemp();
+    char path[4096];
+    tu_join(path, sizeof path, dir, "d.bin");
+    simdr_options o;
+    simdr_options_init(&o);
+    o.durability = SIMDR_SYNC_DATA;
+    simdr_store *s = NULL;
+    assert_int_equal(simdr_open(&s, path, &o), SIMDR_OK);
+    tu_watchdog_start(120, "durable writers, compaction and simdr_sync");
+    _Atomic int left = 2;
+    pthread_t t[3];
+    wr_arg a[2];
+    for (int i = 0; i < 2; i++) {
+        a[i] = (wr_arg){s, i, N, 0, &left};
+        assert_int_equal(pthread_create(&t[i], NULL, counted_writer, &a[i]), 0);
+    }
+    compactor_arg c = {s, &left, ROUNDS, 0};
+    assert_int_equal(pthread_create(&t[2], NULL, compactor, &c), 0);
+    int sync_fails = 0;
+    while (atomic_load(&left) > 0)
+        sync_fails += simdr_sync(s) != SIMDR_OK;
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    tu_watchdog_stop();
+    assert_int_equal(sync_fails, 0);
+    assert_int_equal(c.fails, 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(a[i].fails, 0);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    s = tu_open(path, SIMDR_OPEN_READONLY, 0);
+    assert_int_equal(simdr_count(s), 2 * N);
+    for (int w = 0; w < 2; w++)
+        for (int i = 0; i < N; i++) {
+            char key[32];
+            snprintf(key, sizeof key, "w%d-%d", w, i);
+            simdr_entry *e = NULL;
+            assert_int_equal(simdr_get(s, TU_STR(key), &e), SIMDR_OK);
+            assert_true(check_value(simdr_entry_data(e), simdr_entry_size(e), w * 10000 + i));
+            simdr_entry_release(e);
+        }
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_readers_while_writer_overwrites),
@@ -469,6 +547,7 @@ int main(void) {
         cmocka_unit_test(test_batch_readers_while_writer_compacts),
         cmocka_unit_test(test_concurrent_writers),
         cmocka_unit_test(test_concurrent_durable_writers),
+        cmocka_unit_test(test_compaction_against_durable_writers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
