@@ -358,11 +358,16 @@ SIMDR_API int simdr_rename(simdr_store *store, const void *old_key, size_t old_l
                            const void *new_key, size_t new_len, uint64_t *tail_out);
 
 /** Appends key's newest value to dst (same key hash). SIMDR_EINVAL if dst is
- *  the same file as src. tail_out receives dst's new tail. */
+ *  the same file as src; SIMDR_ECORRUPT, copying nothing, if the value fails
+ *  its checksum (the copy would carry a fresh, valid one). tail_out receives
+ *  dst's new tail. */
 SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out);
 
-/** simdr_copy, then deletes key from src. tail_out receives src's new tail. */
+/** simdr_copy, then deletes key from src. tail_out receives src's new tail.
+ *  SIMDR_EREADONLY, before anything is copied, if either store is read-only.
+ *  src's writes wait while a move runs, so a concurrent put of the same key
+ *  is either the value moved or stays in src. */
 SIMDR_API int simdr_move(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out);
 

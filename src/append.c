@@ -482,25 +482,68 @@ SIMDR_API int simdr_rename(simdr_store *s, const void *old_key, size_t old_len,
     return rc;
 }
 
-SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
-                         uint64_t *tail_out) {
-    if (!src || !dst || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+static int refuse_same_store(simdr_store *src, simdr_store *dst) {
     if (src == dst || (src->dev == dst->dev && src->ino == dst->ino))
         return simdr__fail(SIMDR_EINVAL,
                            "%s: cannot copy an entry into the same store (use rename)",
                            src->path);
+    return SIMDR_OK;
+}
+
+/* Appends src's entry e to dst. The copy gets a checksum of its own, so the
+ * bytes are checked against theirs first: damage is never re-certified. */
+static int put_copy(simdr_store *src, const simdr_entry *e, simdr_store *dst,
+                    uint64_t *tail_out) {
+    if (simdr__crc32(0, e->data, e->size) != e->checksum)
+        return simdr__fail(SIMDR_ECORRUPT,
+                           "%s: the entry at offset %llu fails its checksum; it was not copied",
+                           src->path, (unsigned long long)e->payload_off);
+    return simdr_put_hashed(dst, e->key_hash, e->data, (size_t)e->size, tail_out);
+}
+
+SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
+                         uint64_t *tail_out) {
+    if (!src || !dst || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    int rc = refuse_same_store(src, dst);
+    if (rc != SIMDR_OK) return rc;
     simdr_entry *e;
-    int rc = simdr__lookup(src, simdr_hash_key(key, key_len), &e);
+    rc = simdr__lookup(src, simdr_hash_key(key, key_len), &e);
     if (rc == SIMDR_NOTFOUND) return simdr__fail(rc, "%s: key not found", src->path);
     if (rc != SIMDR_OK) return rc;
-    rc = simdr_put_hashed(dst, e->key_hash, e->data, (size_t)e->size, tail_out);
+    rc = put_copy(src, e, dst, tail_out);
     simdr_entry_release(e);
     return rc;
 }
 
+/* A move holds the source's writer lock while it writes (and, durable,
+ * syncs) the target, so that no write to the source falls between the copy
+ * and the delete. Two moves in opposite directions would each hold the lock
+ * the other waits for: moves take this process-wide lock first (the lock
+ * order is in internal.h). */
+static pthread_mutex_t move_lock = PTHREAD_MUTEX_INITIALIZER;
+
 SIMDR_API int simdr_move(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out) {
-    int rc = simdr_copy(src, key, key_len, dst, NULL);
+    if (!src || !dst || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    int rc = refuse_same_store(src, dst);
     if (rc != SIMDR_OK) return rc;
-    return simdr_delete(src, key, key_len, tail_out);
+    if (dst->readonly) return simdr__check_writable(dst);
+    uint64_t hash = simdr_hash_key(key, key_len), end = 0;
+    simdr_entry *e = NULL;
+    pthread_mutex_lock(&move_lock);
+    pthread_mutex_lock(&src->wlock);
+    rc = simdr__check_writable(src);
+    if (rc == SIMDR_OK) rc = simdr__lookup(src, hash, &e);
+    if (rc == SIMDR_NOTFOUND) simdr__fail(rc, "%s: key not found", src->path);
+    if (rc == SIMDR_OK) rc = put_copy(src, e, dst, NULL);
+    if (rc == SIMDR_OK) {
+        simdr__item it = {hash, tombstone_byte, 1, 1};
+        rc = append_locked(src, &it, 1, &end);
+    }
+    pthread_mutex_unlock(&src->wlock);
+    pthread_mutex_unlock(&move_lock);
+    simdr_entry_release(e);
+    if (rc == SIMDR_OK && src->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(src, end);
+    if (rc == SIMDR_OK && tail_out) *tail_out = end;
+    return rc;
 }

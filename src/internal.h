@@ -17,8 +17,12 @@
  *   its wlock. Group commit (simdr__sync_to) holds the sync lock and takes
  *   the writer lock inside it to read the tail; compaction holds both, sync
  *   lock first, because it swaps the file the sync would flush. No code
- *   takes a sync lock while it holds a writer lock: a writer drops wlock
- *   before it waits for its fdatasync. Grace periods (epoch.c) are waited
+ *   takes a store's sync lock while it holds that store's writer lock: a
+ *   writer drops wlock before it waits for its fdatasync. The one nesting
+ *   across stores is simdr_move (append.c): the process-wide move lock, then
+ *   the source's writer lock, then the target's locks (its put and sync);
+ *   nothing holding a target's lock waits for a source's except another
+ *   move, which the move lock excludes. Grace periods (epoch.c) are waited
  *   for with locks held; that is safe because readers never take a lock.
  */
 #ifndef SIMDR_INTERNAL_H

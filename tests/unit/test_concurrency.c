@@ -7,7 +7,8 @@
  * while the writer overwrites, deletes and compacts, keeping batch handles
  * across writes and handing some to another thread that releases them after
  * simdr_close; concurrent writers, also with per-write fdatasync (group
- * commit), also while another thread compacts and syncs (under a watchdog).
+ * commit), also while another thread compacts and syncs (under a watchdog);
+ * puts of a key racing moves of it to another store.
  */
 #include "testutil.h"
 
@@ -539,6 +540,90 @@ static void test_compaction_against_durable_writers(void **state) {
     free(dir);
 }
 
+enum { MOVE_PUTS = 3000 };
+
+typedef struct move_race {
+    simdr_store *a, *b;
+    _Atomic int putter_done;
+    uint64_t put_tail[MOVE_PUTS + 1]; /* a's tail after put number i */
+    uint64_t moved_seq[MOVE_PUTS + 1], move_tail[MOVE_PUTS + 1];
+    int moves;
+    int fails;
+} move_race;
+
+static void *race_putter(void *p) {
+    move_race *r = p;
+    for (uint32_t i = 1; i <= MOVE_PUTS; i++)
+        r->fails += simdr_put(r->a, TU_STR("key"), &i, sizeof i, &r->put_tail[i]) != SIMDR_OK;
+    atomic_store(&r->putter_done, 1);
+    return NULL;
+}
+
+static void *race_mover(void *p) {
+    move_race *r = p;
+    while (r->moves < MOVE_PUTS) {
+        int done = atomic_load(&r->putter_done);
+        uint64_t tail = 0;
+        int rc = simdr_move(r->a, TU_STR("key"), r->b, &tail);
+        if (rc == SIMDR_OK) {
+            /* only this thread writes b: its value is the one just moved */
+            uint32_t seq = 0;
+            size_t len = 0;
+            r->fails += simdr_get_copy(r->b, TU_STR("key"), &seq, sizeof seq, &len) != SIMDR_OK;
+            r->moved_seq[r->moves] = seq;
+            r->move_tail[r->moves++] = tail;
+        } else if (rc != SIMDR_NOTFOUND) {
+            r->fails++;
+        } else if (done) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* simdr_move copied the value and then deleted the key in a second step,
+ * so a put landing in between was deleted without having been copied. One
+ * thread puts the same key (values 1, 2, ...) while another moves it to a
+ * second store. Each move's delete is in the source's file: the newest put
+ * before it must be the value the move copied. */
+static void test_move_against_concurrent_put(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char pa[4096], pb[4096];
+    tu_join(pa, sizeof pa, dir, "a.bin");
+    tu_join(pb, sizeof pb, dir, "b.bin");
+    move_race *r = calloc(1, sizeof *r);
+    r->a = tu_open(pa, SIMDR_OPEN_CREATE, 0);
+    r->b = tu_open(pb, SIMDR_OPEN_CREATE, 0);
+    tu_watchdog_start(120, "puts racing moves");
+    pthread_t t[2];
+    assert_int_equal(pthread_create(&t[0], NULL, race_putter, r), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, race_mover, r), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    tu_watchdog_stop();
+    assert_int_equal(r->fails, 0);
+    assert_true(r->moves > 0);
+    uint32_t newest = 0; /* the newest put before the move's delete */
+    int lost = 0;
+    for (int m = 0; m < r->moves; m++) {
+        while (newest < MOVE_PUTS && r->put_tail[newest + 1] < r->move_tail[m])
+            newest++;
+        if (r->moved_seq[m] != newest) {
+            if (!lost)
+                fprintf(stderr, "move %d copied put %llu but deleted put %u\n", m,
+                        (unsigned long long)r->moved_seq[m], newest);
+            lost++;
+        }
+    }
+    assert_int_equal(lost, 0);
+    assert_int_equal(simdr_close(r->a), SIMDR_OK);
+    assert_int_equal(simdr_close(r->b), SIMDR_OK);
+    free(r);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_readers_while_writer_overwrites),
@@ -548,6 +633,7 @@ int main(void) {
         cmocka_unit_test(test_concurrent_writers),
         cmocka_unit_test(test_concurrent_durable_writers),
         cmocka_unit_test(test_compaction_against_durable_writers),
+        cmocka_unit_test(test_move_against_concurrent_put),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
