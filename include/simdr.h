@@ -198,8 +198,12 @@ SIMDR_API void simdr_namespaced_key(const void *ns, size_t ns_len, const void *k
 /* Every write appends; tail_out (may be NULL) receives the file's new valid */
 /* length, as the reference returns. Refused with SIMDR_EINVAL and nothing   */
 /* appended: an empty value, the value consisting of the single byte 0x00,   */
-/* and (streams) a value of zero bytes only. A failed write leaves the file, */
-/* the index and the tail exactly as before it. Errors common to all writes: */
+/* and (streams) a value of zero bytes only; so is a NULL key (in a batch,  */
+/* any item's) with a non-zero length. SIMDR_ETOOBIG, nothing appended: a    */
+/* value, or a batch's values together, that would take the file past the   */
+/* format's 128 TiB (lengths near SIZE_MAX included). A failed write leaves  */
+/* the file, the index and the tail exactly as before it. Errors common to   */
+/* all writes:                                                               */
 /* SIMDR_EINVAL, SIMDR_EREADONLY, SIMDR_ENOSPC, SIMDR_EIO, SIMDR_ETOOBIG,    */
 /* SIMDR_EFAILED.                                                            */
 /* ------------------------------------------------------------------------ */

@@ -38,6 +38,9 @@ int simdr__check_writable(simdr_store *s) {
 
 static int value_allowed(const void *value, size_t len) {
     if (len == 0) return simdr__fail(SIMDR_EINVAL, "empty values cannot be stored");
+    if ((uint64_t)len > SIMDR__MAX_OFFSET - SIMDR__META_SIZE)
+        return simdr__fail(SIMDR_ETOOBIG, "a value of %zu bytes exceeds the 128 TiB a file "
+                           "can hold", len);
     if (!value) return simdr__fail(SIMDR_EINVAL, "NULL value");
     if (len == 1 && *(const uint8_t *)value == SIMDR__TOMBSTONE_BYTE)
         return simdr__fail(SIMDR_EINVAL,
@@ -128,10 +131,12 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
     int aligned = atomic_load_explicit(&s->layout, memory_order_relaxed) == SIMDR_LAYOUT_ALIGNED64;
     uint64_t start = s->tail, pos = start;
     for (size_t i = 0; i < n; i++) {
-        pos += (items[i].tombstone ? 0 : simdr__pad_for(pos, aligned)) + items[i].len +
-               SIMDR__META_SIZE;
-        if (pos > SIMDR__MAX_OFFSET)
+        /* Compared before adding: the sum of sizes near SIZE_MAX would wrap. */
+        uint64_t need = (items[i].tombstone ? 0 : simdr__pad_for(pos, aligned)) +
+                        SIMDR__META_SIZE;
+        if (pos + need > SIMDR__MAX_OFFSET || items[i].len > SIMDR__MAX_OFFSET - need - pos)
             return simdr__fail(SIMDR_ETOOBIG, "%s: the file would exceed 128 TiB", s->path);
+        pos += need + items[i].len;
     }
     rc = simdr__ensure_mapped(s, pos);
     if (rc != SIMDR_OK) return rc;
@@ -262,6 +267,9 @@ static void fill_hashed(const void *src, size_t i, simdr__item *it) {
 SIMDR_API int simdr_put_batch(simdr_store *s, const simdr_kv *items, size_t n,
                               uint64_t *tail_out) {
     if (!items && n) return simdr__fail(SIMDR_EINVAL, "NULL items");
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].key && items[i].key_len)
+            return simdr__fail(SIMDR_EINVAL, "NULL key at batch index %zu", i);
     return put_batch_items(s, n, tail_out, fill_kv, items);
 }
 
@@ -404,6 +412,9 @@ static int cmp_u64(const void *a, const void *b) {
 SIMDR_API int simdr_delete_batch(simdr_store *s, const simdr_key *keys, size_t n,
                                  size_t *deleted, uint64_t *tail_out) {
     if (!s || (!keys && n)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    for (size_t i = 0; i < n; i++)
+        if (!keys[i].key && keys[i].key_len)
+            return simdr__fail(SIMDR_EINVAL, "NULL key at batch index %zu", i);
     uint64_t *hashes = malloc((n ? n : 1) * sizeof *hashes);
     simdr__item *items = malloc((n ? n : 1) * sizeof *items);
     if (!hashes || !items) {
