@@ -493,66 +493,102 @@ SIMDR_API int simdr_rename(simdr_store *s, const void *old_key, size_t old_len,
     return rc;
 }
 
-static int refuse_same_store(simdr_store *src, simdr_store *dst) {
-    if (src == dst || (src->dev == dst->dev && src->ino == dst->ino))
-        return simdr__fail(SIMDR_EINVAL,
-                           "%s: cannot copy an entry into the same store (use rename)",
-                           src->path);
-    return SIMDR_OK;
+/* Two handles of one file: copying into it is a rename. The file's identity
+ * changes with a compaction, under the writer lock: read it there. */
+static int same_file(simdr_store *a, simdr_store *b) {
+    if (a == b) return 1;
+    pthread_mutex_lock(&a->wlock);
+    dev_t dev = a->dev;
+    ino_t ino = a->ino;
+    pthread_mutex_unlock(&a->wlock);
+    pthread_mutex_lock(&b->wlock);
+    int same = b->dev == dev && b->ino == ino;
+    pthread_mutex_unlock(&b->wlock);
+    return same;
 }
 
-/* Appends src's entry e to dst. The copy gets a checksum of its own, so the
- * bytes are checked against theirs first: damage is never re-certified. */
-static int put_copy(simdr_store *src, const simdr_entry *e, simdr_store *dst,
-                    uint64_t *tail_out) {
-    if (simdr__crc32(0, e->data, e->size) != e->checksum)
-        return simdr__fail(SIMDR_ECORRUPT,
-                           "%s: the entry at offset %llu fails its checksum; it was not copied",
-                           src->path, (unsigned long long)e->payload_off);
-    return simdr_put_hashed(dst, e->key_hash, e->data, (size_t)e->size, tail_out);
+static int refuse_same_store(simdr_store *src) {
+    return simdr__fail(SIMDR_EINVAL, "%s: cannot copy an entry into the same store (use rename)",
+                       src->path);
+}
+
+static int refuse_damaged(simdr_store *src, const simdr_entry *e) {
+    return simdr__fail(SIMDR_ECORRUPT,
+                       "%s: the entry at offset %llu fails its checksum; it was not copied",
+                       src->path, (unsigned long long)e->payload_off);
+}
+
+/* A copy gets a checksum of its own, so the bytes are checked against theirs
+ * first: damage is never re-certified. */
+static int copy_intact(const simdr_entry *e) {
+    return simdr__crc32(0, e->data, e->size) == e->checksum;
 }
 
 SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out) {
     if (!src || !dst || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    int rc = refuse_same_store(src, dst);
-    if (rc != SIMDR_OK) return rc;
+    if (same_file(src, dst)) return refuse_same_store(src);
     simdr_entry *e;
-    rc = simdr__lookup(src, simdr_hash_key(key, key_len), &e);
+    int rc = simdr__lookup(src, simdr_hash_key(key, key_len), &e);
     if (rc == SIMDR_NOTFOUND) return simdr__fail(rc, "%s: key not found", src->path);
     if (rc != SIMDR_OK) return rc;
-    rc = put_copy(src, e, dst, tail_out);
+    rc = copy_intact(e) ? simdr_put_hashed(dst, e->key_hash, e->data, (size_t)e->size, tail_out)
+                        : refuse_damaged(src, e);
     simdr_entry_release(e);
     return rc;
 }
 
-/* A move holds the source's writer lock while it writes (and, durable,
- * syncs) the target, so that no write to the source falls between the copy
- * and the delete. Two moves in opposite directions would each hold the lock
- * the other waits for: moves take this process-wide lock first (the lock
- * order is in internal.h). */
-static pthread_mutex_t move_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Writer, dst->wlock held: appends e to dst, durable when dst asks for it. A
+ * failed fdatasync leaves a visible entry that may not be on disk: the
+ * store refuses further writes until a reopen verifies it. */
+static int append_copy_locked(simdr_store *dst, const simdr_entry *e) {
+    simdr__item it = {e->key_hash, e->data, (size_t)e->size, 0};
+    uint64_t end = 0;
+    int rc = append_locked(dst, &it, 1, &end);
+    if (rc == SIMDR_OK && dst->durability == SIMDR_SYNC_DATA && simdr__fdatasync(dst->fd) != 0) {
+        rc = simdr__fail_errno(errno, "fdatasync", dst->path);
+        dst->failed = 1;
+    }
+    return rc;
+}
 
+/* A move holds the source's writer lock from the lookup to the delete, so
+ * that no write to the source falls between copy and delete, and the
+ * target's while it appends (and syncs) the copy. Two moves in opposite
+ * directions would each hold the lock the other waits for, so the target's
+ * is only tried: when it is busy, the move lets go of the source, waits for
+ * the target with no lock held and starts again (lock order in internal.h). */
 SIMDR_API int simdr_move(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out) {
     if (!src || !dst || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    int rc = refuse_same_store(src, dst);
-    if (rc != SIMDR_OK) return rc;
+    if (same_file(src, dst)) return refuse_same_store(src);
     if (dst->readonly) return simdr__check_writable(dst);
     uint64_t hash = simdr_hash_key(key, key_len), end = 0;
     simdr_entry *e = NULL;
-    pthread_mutex_lock(&move_lock);
-    pthread_mutex_lock(&src->wlock);
-    rc = simdr__check_writable(src);
-    if (rc == SIMDR_OK) rc = simdr__lookup(src, hash, &e);
-    if (rc == SIMDR_NOTFOUND) simdr__fail(rc, "%s: key not found", src->path);
-    if (rc == SIMDR_OK) rc = put_copy(src, e, dst, NULL);
+    int rc;
+    for (;;) {
+        pthread_mutex_lock(&src->wlock);
+        rc = simdr__check_writable(src);
+        if (rc == SIMDR_OK) rc = simdr__lookup(src, hash, &e);
+        if (rc != SIMDR_OK) {
+            if (rc == SIMDR_NOTFOUND) simdr__fail(rc, "%s: key not found", src->path);
+            pthread_mutex_unlock(&src->wlock);
+            return rc;
+        }
+        if (pthread_mutex_trylock(&dst->wlock) == 0) break;
+        pthread_mutex_unlock(&src->wlock);
+        simdr_entry_release(e);
+        e = NULL;
+        pthread_mutex_lock(&dst->wlock);
+        pthread_mutex_unlock(&dst->wlock);
+    }
+    rc = copy_intact(e) ? append_copy_locked(dst, e) : refuse_damaged(src, e);
+    pthread_mutex_unlock(&dst->wlock);
     if (rc == SIMDR_OK) {
         simdr__item it = {hash, tombstone_byte, 1, 1};
         rc = append_locked(src, &it, 1, &end);
     }
     pthread_mutex_unlock(&src->wlock);
-    pthread_mutex_unlock(&move_lock);
     simdr_entry_release(e);
     if (rc == SIMDR_OK && src->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(src, end);
     if (rc == SIMDR_OK && tail_out) *tail_out = end;

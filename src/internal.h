@@ -18,12 +18,13 @@
  *   the writer lock inside it to read the tail; compaction holds both, sync
  *   lock first, because it swaps the file the sync would flush. No code
  *   takes a store's sync lock while it holds that store's writer lock: a
- *   writer drops wlock before it waits for its fdatasync. The one nesting
- *   across stores is simdr_move (append.c): the process-wide move lock, then
- *   the source's writer lock, then the target's locks (its put and sync);
- *   nothing holding a target's lock waits for a source's except another
- *   move, which the move lock excludes. Grace periods (epoch.c) are waited
- *   for with locks held; that is safe because readers never take a lock.
+ *   writer drops wlock before it waits for its fdatasync. No code waits for
+ *   one store's lock while holding another's: simdr_move (append.c), which
+ *   holds the source's writer lock while it appends to the target, only
+ *   tries the target's writer lock (and syncs the target's file itself) and
+ *   on failure lets go of the source before it waits. Grace periods
+ *   (epoch.c) are waited for with locks held; that is safe because readers
+ *   never take a lock.
  */
 #ifndef SIMDR_INTERNAL_H
 #define SIMDR_INTERNAL_H

@@ -1,8 +1,11 @@
 /*
- * test_composed.c - every pair of operations run at once: two threads, each
- * doing one kind of operation a bounded number of times on the same store,
- * for every pair of {put, batch, stream, delete, move, compact, sync, check,
- * iterate} (an operation paired with itself included). Each pair runs under
+ * test_composed.c - every pair of operations run at once: two threads for
+ * each side, each doing its kind of operation a bounded number of times on
+ * the same durable (SIMDR_SYNC_DATA) store, for every pair of {put, batch,
+ * stream, delete, move, compact, sync, check, iterate} (an operation paired
+ * with itself included). Two threads a side because some hangs need a
+ * writer waiting in group commit behind another (two durable writers and a
+ * compaction deadlocked where one writer did not). Each pair runs under
  * a watchdog, so a deadlock fails the test instead of hanging it; after the
  * pair, both stores are reopened and every acknowledged write is checked:
  * each key a thread put holds its value, each key it deleted or moved away is
@@ -10,8 +13,8 @@
  *
  * Threads write keys of their own, so what each one expects stays exact
  * whatever the other does; what the pair shares is the store: its locks,
- * index, map, views and file. Thread 1 moves in the opposite direction to
- * thread 0 (two moves in opposite directions must not deadlock).
+ * index, map, views and file. The second side's moves go in the opposite
+ * direction (two moves in opposite directions must not deadlock).
  */
 #include "testutil.h"
 
@@ -24,7 +27,8 @@ enum op { OP_PUT, OP_BATCH, OP_STREAM, OP_DELETE, OP_MOVE, OP_COMPACT, OP_SYNC, 
 static const char *const op_name[OP_COUNT] = {"put",  "batch",   "stream", "delete", "move",
                                               "compact", "sync", "check",  "iterate"};
 
-#define ROUNDS 12     /* operations per thread and pair */
+#define THREADS 4     /* two for each operation of the pair */
+#define ROUNDS 8      /* operations per thread and pair */
 #define BATCH 4
 #define MAX_KEYS (ROUNDS * BATCH)
 
@@ -84,12 +88,9 @@ static int64_t stream_read(void *ctx, void *buf, size_t cap) {
     return (int64_t)n;
 }
 
-/* Counts damaged entries. A write racing the check can make the file longer
- * than the tail the check took (or a compaction swap the file under it):
- * the check reports those bytes as lying past the chain, which says nothing
- * about the entries, so that one report is not counted here. */
 static int check_visit(void *ctx, const simdr_check_issue *issue) {
-    if (strncmp(issue->what, "bytes after the end of the valid chain", 38) != 0) ++*(int *)ctx;
+    (void)issue;
+    ++*(int *)ctx;
     return 0;
 }
 
@@ -149,13 +150,18 @@ static void run_round(worker *w, int round) {
     case OP_COMPACT:
         if ((rc = simdr_compact(w->a)) != SIMDR_OK) return note_fail(w, "compact", rc);
         break;
-    case OP_SYNC:
+    case OP_SYNC: { /* a write to make durable first: with nothing new, sync returns at once */
+        expect *x = new_key(w, round, 0);
+        if ((rc = put_value(w->a, x)) != SIMDR_OK) return note_fail(w, "put to sync", rc);
+        x->where = w->which_a;
         if ((rc = simdr_sync(w->a)) != SIMDR_OK) return note_fail(w, "sync", rc);
         break;
+    }
     case OP_CHECK: {
         int issues = 0;
+        /* a live store is not damaged, whatever is written meanwhile */
         rc = simdr_check(w->a, check_visit, &issues, NULL);
-        if ((rc != SIMDR_OK && rc != SIMDR_ECORRUPT) || issues) return note_fail(w, "check", rc);
+        if (rc != SIMDR_OK || issues) return note_fail(w, "check", rc);
         break;
     }
     case OP_ITERATE: {
@@ -195,8 +201,13 @@ static void run_pair(enum op op0, enum op op1) {
     char pa[4096], pb[4096];
     tu_join(pa, sizeof pa, dir, "a.bin");
     tu_join(pb, sizeof pb, dir, "b.bin");
-    simdr_store *a = tu_open(pa, SIMDR_OPEN_CREATE, 0);
-    simdr_store *b = tu_open(pb, SIMDR_OPEN_CREATE, 1);
+    simdr_options o;
+    simdr_options_init(&o);
+    o.durability = SIMDR_SYNC_DATA; /* writers meet in group commit, and its lock */
+    simdr_store *a = NULL, *b = NULL;
+    assert_int_equal(simdr_open(&a, pa, &o), SIMDR_OK);
+    o.layout = SIMDR_LAYOUT_UNALIGNED;
+    assert_int_equal(simdr_open(&b, pb, &o), SIMDR_OK);
     /* something to compact, check and iterate from the start */
     for (int i = 0; i < 20; i++) {
         char k[32];
@@ -204,24 +215,26 @@ static void run_pair(enum op op0, enum op op1) {
         tu_put_str(a, k, "first");
         tu_put_str(a, k, "second");
     }
-    worker *w = calloc(2, sizeof *w);
-    w[0] = (worker){.a = a, .b = b, .id = 0, .which_a = 1, .op = op0};
-    w[1] = (worker){.a = a, .b = b, .id = 1, .which_a = 1, .op = op1};
-    if (op1 == OP_MOVE) { /* thread 1 moves the other way round */
-        w[1].a = b;
-        w[1].b = a;
-        w[1].which_a = 2;
+    worker *w = calloc(THREADS, sizeof *w);
+    for (int i = 0; i < THREADS; i++) {
+        enum op op = i < THREADS / 2 ? op0 : op1;
+        w[i] = (worker){.a = a, .b = b, .id = i, .which_a = 1, .op = op};
+        if (i >= THREADS / 2 && op == OP_MOVE) { /* the other way round */
+            w[i].a = b;
+            w[i].b = a;
+            w[i].which_a = 2;
+        }
     }
     char what[64];
     snprintf(what, sizeof what, "the pair %s + %s", op_name[op0], op_name[op1]);
     tu_watchdog_start(120, what);
-    pthread_t t[2];
-    for (int i = 0; i < 2; i++)
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
         assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
     tu_watchdog_stop();
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < THREADS; i++)
         if (w[i].fails)
             fail_msg("%s: thread %d's %s failed: %s (%s)", what, i, w[i].failed_what,
                      simdr_strerror(w[i].failed_rc), simdr_last_error());
@@ -229,7 +242,7 @@ static void run_pair(enum op op0, enum op op1) {
     assert_int_equal(simdr_close(b), SIMDR_OK);
     a = tu_open(pa, SIMDR_OPEN_READONLY, 0);
     b = tu_open(pb, SIMDR_OPEN_READONLY, 0);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < THREADS; i++)
         for (int k = 0; k < w[i].nkeys; k++) {
             expect_key(a, &w[i].keys[k], w[i].keys[k].where == 1);
             expect_key(b, &w[i].keys[k], w[i].keys[k].where == 2);

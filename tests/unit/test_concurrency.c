@@ -548,13 +548,13 @@ typedef struct move_race {
     uint64_t put_tail[MOVE_PUTS + 1]; /* a's tail after put number i */
     uint64_t moved_seq[MOVE_PUTS + 1], move_tail[MOVE_PUTS + 1];
     int moves;
-    int fails;
+    int put_fails, move_fails;
 } move_race;
 
 static void *race_putter(void *p) {
     move_race *r = p;
     for (uint32_t i = 1; i <= MOVE_PUTS; i++)
-        r->fails += simdr_put(r->a, TU_STR("key"), &i, sizeof i, &r->put_tail[i]) != SIMDR_OK;
+        r->put_fails += simdr_put(r->a, TU_STR("key"), &i, sizeof i, &r->put_tail[i]) != SIMDR_OK;
     atomic_store(&r->putter_done, 1);
     return NULL;
 }
@@ -569,11 +569,12 @@ static void *race_mover(void *p) {
             /* only this thread writes b: its value is the one just moved */
             uint32_t seq = 0;
             size_t len = 0;
-            r->fails += simdr_get_copy(r->b, TU_STR("key"), &seq, sizeof seq, &len) != SIMDR_OK;
+            r->move_fails +=
+                simdr_get_copy(r->b, TU_STR("key"), &seq, sizeof seq, &len) != SIMDR_OK;
             r->moved_seq[r->moves] = seq;
             r->move_tail[r->moves++] = tail;
         } else if (rc != SIMDR_NOTFOUND) {
-            r->fails++;
+            r->move_fails++;
         } else if (done) {
             break;
         }
@@ -602,7 +603,8 @@ static void test_move_against_concurrent_put(void **state) {
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
     tu_watchdog_stop();
-    assert_int_equal(r->fails, 0);
+    assert_int_equal(r->put_fails, 0);
+    assert_int_equal(r->move_fails, 0);
     assert_true(r->moves > 0);
     uint32_t newest = 0; /* the newest put before the move's delete */
     int lost = 0;
