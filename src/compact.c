@@ -8,6 +8,8 @@
  * temporary is deleted, never merged, at the next writable open); after it,
  * the new file is complete. The open store then switches to the new file;
  * readers are never blocked and handles into the old map keep it alive.
+ * Every entry is verified before it is copied: a damaged store is refused
+ * and left as it is, never rewritten with its damage under fresh links.
  */
 #include <errno.h>
 #include <fcntl.h>

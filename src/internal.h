@@ -337,7 +337,7 @@ int simdr__sync_to(simdr_store *s, uint64_t end);
 /* Lookup inside an epoch section; fills e (pinned) on success. */
 int simdr__lookup(simdr_store *s, uint64_t hash, struct simdr_entry **out);
 
-/* ---- compaction planning (compact.c) ---- */
+/* ---- live entries (iter.c): the metadata offsets of the live slots ---- */
 int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n);
 
 /* ---- sorting offsets into file order (sort.c) ----
