@@ -246,8 +246,11 @@ SIMDR_API void simdr_namespaced_key(const void *ns, size_t ns_len, const void *k
 /* Every write appends; tail_out (may be NULL) receives the file's new valid */
 /* length, as the reference returns. Refused with SIMDR_EINVAL and nothing   */
 /* appended: an empty value, the value consisting of the single byte 0x00,   */
-/* and (streams) a value of zero bytes only. A failed write leaves the file, */
-/* the index and the tail exactly as before it (a failed sync in             */
+/* and (streams) a value of zero bytes only; so is a NULL key (in a batch,  */
+/* any item's) with a non-zero length. SIMDR_ETOOBIG, nothing appended: a    */
+/* value, or a batch's values together, that would take the file past the   */
+/* format's 128 TiB (lengths near SIZE_MAX included). A failed write leaves  */
+/* the file, the index and the tail exactly as before it (a failed sync in   */
 /* SIMDR_SYNC_DATA mode: see "The failed state" at simdr_sync). A batch     */
 /* that fails publishes none of its entries: what it needs in memory is      */
 /* allocated before anything of it is written (SIMDR_ENOMEM then leaves the  */
@@ -419,11 +422,16 @@ SIMDR_API int simdr_rename(simdr_store *store, const void *old_key, size_t old_l
                            const void *new_key, size_t new_len, uint64_t *tail_out);
 
 /** Appends key's newest value to dst (same key hash). SIMDR_EINVAL if dst is
- *  the same file as src. tail_out receives dst's new tail. */
+ *  the same file as src; SIMDR_ECORRUPT, copying nothing, if the value fails
+ *  its checksum (the copy would carry a fresh, valid one). tail_out receives
+ *  dst's new tail. */
 SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out);
 
-/** simdr_copy, then deletes key from src. tail_out receives src's new tail. */
+/** simdr_copy, then deletes key from src. tail_out receives src's new tail.
+ *  SIMDR_EREADONLY, before anything is copied, if either store is read-only.
+ *  src's writes wait while a move runs, so a concurrent put of the same key
+ *  is either the value moved or stays in src. */
 SIMDR_API int simdr_move(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out);
 

@@ -129,6 +129,9 @@ void simdr__withdraw_unsynced(simdr_store *s) {
 
 static int value_allowed(const void *value, size_t len) {
     if (len == 0) return simdr__fail(SIMDR_EINVAL, "empty values cannot be stored");
+    if ((uint64_t)len > SIMDR__MAX_OFFSET - SIMDR__META_SIZE)
+        return simdr__fail(SIMDR_ETOOBIG, "a value of %zu bytes exceeds the 128 TiB a file "
+                           "can hold", len);
     if (!value) return simdr__fail(SIMDR_EINVAL, "NULL value");
     if (len == 1 && *(const uint8_t *)value == SIMDR__TOMBSTONE_BYTE)
         return simdr__fail(SIMDR_EINVAL,
@@ -235,10 +238,12 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
     int aligned = atomic_load_explicit(&s->layout, memory_order_relaxed) == SIMDR_LAYOUT_ALIGNED64;
     uint64_t start = s->tail, pos = start;
     for (size_t i = 0; i < n; i++) {
-        pos += (items[i].tombstone ? 0 : simdr__pad_for(pos, aligned)) + items[i].len +
-               SIMDR__META_SIZE;
-        if (pos > SIMDR__MAX_OFFSET)
+        /* Compared before adding: the sum of sizes near SIZE_MAX would wrap. */
+        uint64_t need = (items[i].tombstone ? 0 : simdr__pad_for(pos, aligned)) +
+                        SIMDR__META_SIZE;
+        if (pos + need > SIMDR__MAX_OFFSET || items[i].len > SIMDR__MAX_OFFSET - need - pos)
             return simdr__fail(SIMDR_ETOOBIG, "%s: the file would exceed 128 TiB", s->path);
+        pos += need + items[i].len;
     }
     rc = simdr__ensure_mapped(s, pos);
     if (rc == SIMDR_OK) rc = reserve_index(s, n);
@@ -372,6 +377,9 @@ static void fill_hashed(const void *src, size_t i, simdr__item *it) {
 SIMDR_API int simdr_put_batch(simdr_store *s, const simdr_kv *items, size_t n,
                               uint64_t *tail_out) {
     if (!items && n) return simdr__fail(SIMDR_EINVAL, "NULL items");
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].key && items[i].key_len)
+            return simdr__fail(SIMDR_EINVAL, "NULL key at batch index %zu", i);
     return put_batch_items(s, n, tail_out, fill_kv, items);
 }
 
@@ -518,6 +526,9 @@ static int cmp_u64(const void *a, const void *b) {
 SIMDR_API int simdr_delete_batch(simdr_store *s, const simdr_key *keys, size_t n,
                                  size_t *deleted, uint64_t *tail_out) {
     if (!s || (!keys && n)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    for (size_t i = 0; i < n; i++)
+        if (!keys[i].key && keys[i].key_len)
+            return simdr__fail(SIMDR_EINVAL, "NULL key at batch index %zu", i);
     uint64_t *hashes = malloc((n ? n : 1) * sizeof *hashes);
     simdr__item *items = malloc((n ? n : 1) * sizeof *items);
     if (!hashes || !items) {
@@ -605,25 +616,104 @@ SIMDR_API int simdr_rename(simdr_store *s, const void *old_key, size_t old_len,
     return rc;
 }
 
+/* Two handles of one file: copying into it is a rename. The file's identity
+ * changes with a compaction, under the writer lock: read it there. */
+static int same_file(simdr_store *a, simdr_store *b) {
+    if (a == b) return 1;
+    pthread_mutex_lock(&a->wlock);
+    dev_t dev = a->dev;
+    ino_t ino = a->ino;
+    pthread_mutex_unlock(&a->wlock);
+    pthread_mutex_lock(&b->wlock);
+    int same = b->dev == dev && b->ino == ino;
+    pthread_mutex_unlock(&b->wlock);
+    return same;
+}
+
+static int refuse_same_store(simdr_store *src) {
+    return simdr__fail(SIMDR_EINVAL, "%s: cannot copy an entry into the same store (use rename)",
+                       src->path);
+}
+
+static int refuse_damaged(simdr_store *src, const simdr_entry *e) {
+    return simdr__fail(SIMDR_ECORRUPT,
+                       "%s: the entry at offset %llu fails its checksum; it was not copied",
+                       src->path, (unsigned long long)e->payload_off);
+}
+
+/* A copy gets a checksum of its own, so the bytes are checked against theirs
+ * first: damage is never re-certified. */
+static int copy_intact(const simdr_entry *e) {
+    return simdr__crc32(0, e->data, e->size) == e->checksum;
+}
+
 SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out) {
     if (!src || !dst || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    if (src == dst || (src->dev == dst->dev && src->ino == dst->ino))
-        return simdr__fail(SIMDR_EINVAL,
-                           "%s: cannot copy an entry into the same store (use rename)",
-                           src->path);
+    if (same_file(src, dst)) return refuse_same_store(src);
     simdr_entry *e;
     int rc = simdr__lookup(src, simdr_hash_key(key, key_len), &e);
     if (rc == SIMDR_NOTFOUND) return simdr__fail(rc, "%s: key not found", src->path);
     if (rc != SIMDR_OK) return rc;
-    rc = simdr_put_hashed(dst, e->key_hash, e->data, (size_t)e->size, tail_out);
+    rc = copy_intact(e) ? simdr_put_hashed(dst, e->key_hash, e->data, (size_t)e->size, tail_out)
+                        : refuse_damaged(src, e);
     simdr_entry_release(e);
     return rc;
 }
 
+/* Writer, dst->wlock held: appends e to dst, durable when dst asks for it. A
+ * failed fdatasync leaves a visible entry that may not be on disk: the
+ * store refuses further writes until a reopen verifies it. */
+static int append_copy_locked(simdr_store *dst, const simdr_entry *e) {
+    simdr__item it = {e->key_hash, e->data, (size_t)e->size, 0};
+    uint64_t end = 0;
+    int rc = append_locked(dst, &it, 1, &end);
+    if (rc == SIMDR_OK && dst->durability == SIMDR_SYNC_DATA && simdr__fdatasync(dst->fd) != 0) {
+        rc = simdr__fail_errno(errno, "fdatasync", dst->path);
+        dst->failed = 1;
+    }
+    return rc;
+}
+
+/* A move holds the source's writer lock from the lookup to the delete, so
+ * that no write to the source falls between copy and delete, and the
+ * target's while it appends (and syncs) the copy. Two moves in opposite
+ * directions would each hold the lock the other waits for, so the target's
+ * is only tried: when it is busy, the move lets go of the source, waits for
+ * the target with no lock held and starts again (lock order in internal.h). */
 SIMDR_API int simdr_move(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out) {
-    int rc = simdr_copy(src, key, key_len, dst, NULL);
-    if (rc != SIMDR_OK) return rc;
-    return simdr_delete(src, key, key_len, tail_out);
+    if (!src || !dst || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    if (same_file(src, dst)) return refuse_same_store(src);
+    if (dst->readonly) return simdr__check_writable(dst);
+    uint64_t hash = simdr_hash_key(key, key_len), end = 0;
+    simdr_entry *e = NULL;
+    int rc;
+    for (;;) {
+        pthread_mutex_lock(&src->wlock);
+        rc = simdr__check_writable(src);
+        if (rc == SIMDR_OK) rc = simdr__lookup(src, hash, &e);
+        if (rc != SIMDR_OK) {
+            if (rc == SIMDR_NOTFOUND) simdr__fail(rc, "%s: key not found", src->path);
+            pthread_mutex_unlock(&src->wlock);
+            return rc;
+        }
+        if (pthread_mutex_trylock(&dst->wlock) == 0) break;
+        pthread_mutex_unlock(&src->wlock);
+        simdr_entry_release(e);
+        e = NULL;
+        pthread_mutex_lock(&dst->wlock);
+        pthread_mutex_unlock(&dst->wlock);
+    }
+    rc = copy_intact(e) ? append_copy_locked(dst, e) : refuse_damaged(src, e);
+    pthread_mutex_unlock(&dst->wlock);
+    if (rc == SIMDR_OK) {
+        simdr__item it = {hash, tombstone_byte, 1, 1};
+        rc = append_locked(src, &it, 1, &end);
+    }
+    pthread_mutex_unlock(&src->wlock);
+    simdr_entry_release(e);
+    if (rc == SIMDR_OK && src->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(src, end);
+    if (rc == SIMDR_OK && tail_out) *tail_out = end;
+    return rc;
 }

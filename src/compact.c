@@ -8,6 +8,8 @@
  * temporary is deleted, never merged, at the next writable open); after it,
  * the new file is complete. The open store then switches to the new file;
  * readers are never blocked and handles into the old map keep it alive.
+ * Every entry is verified before it is copied: a damaged store is refused
+ * and left as it is, never rewritten with its damage under fresh links.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,11 +27,23 @@
 #define DROP_BEHIND (UINT64_C(8) << 20) /* a power of two, a multiple of the page size */
 #define PREFETCH_AHEAD 16
 
-/* Live metadata offsets in file order. */
-static int sorted_live(simdr_store *s, simdr__view *v, uint64_t **offs, uint64_t *n) {
-    if (simdr__live_offsets(s, v, offs, n) != SIMDR_OK)
-        return simdr__fail(SIMDR_ENOMEM, "out of memory");
-    simdr__sort_offsets(*offs, *n);
+/* The live index slots in file order, each as (metadata offset << 16 | the
+ * top 16 bits of its key's hash): the slot's tag comes along so the copy can
+ * check that the metadata it reads holds the key the index filed there. */
+#define LIVE_OFF(x) ((x) >> 16)
+#define LIVE_TAG(x) ((x) & 0xffffu)
+static int sorted_live(simdr__view *v, uint64_t **out, uint64_t *n) {
+    uint64_t cap = v->index->cap, k = 0;
+    uint64_t *live = malloc((cap ? cap : 1) * sizeof *live);
+    if (!live) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < cap; i++) {
+        uint64_t val = atomic_load_explicit(&v->index->slots[i], memory_order_acquire);
+        if (val && !(val & SIMDR__IDX_TOMB))
+            live[k++] = (val & SIMDR__IDX_OFF_MASK) << 16 | val >> 48;
+    }
+    simdr__sort_offsets(live, k);
+    *out = live;
+    *n = k;
     return SIMDR_OK;
 }
 
@@ -41,10 +55,11 @@ SIMDR_API uint64_t simdr_compaction_savings(simdr_store *s) {
     uint64_t tail = atomic_load_explicit(&v->tail, memory_order_acquire);
     int layout = atomic_load(&s->layout);
     uint64_t *offs = NULL, n = 0, size = 0;
-    if (sorted_live(s, v, &offs, &n) == SIMDR_OK) {
+    if (sorted_live(v, &offs, &n) == SIMDR_OK) {
         for (uint64_t i = 0; i < n; i++) {
             struct simdr_entry e;
-            if (simdr__entry_decode(v->map->base, v->map->len, offs[i], layout, &e) != SIMDR_OK)
+            if (simdr__entry_decode(v->map->base, v->map->len, LIVE_OFF(offs[i]), layout, &e) !=
+                SIMDR_OK)
                 continue;
             size += simdr__pad_for(size, layout == SIMDR_LAYOUT_ALIGNED64) + e.size +
                     SIMDR__META_SIZE;
@@ -71,9 +86,12 @@ static int writer_flush(writer *w) {
 }
 
 static int writer_put(writer *w, const void *p, uint64_t len) {
-    if (w->buffered + len > COPY_BUFFER && writer_flush(w) != 0) return -1;
-    if (len > COPY_BUFFER / 2) {
-        /* Large payloads go straight from the map to the file. */
+    /* A large payload goes straight from the map to the file, after what is
+     * buffered before it (it is written at the buffer's end, so the buffer
+     * must be empty); anything that does not fit flushes the buffer first. */
+    int direct = len > COPY_BUFFER / 2;
+    if ((direct || w->buffered + len > COPY_BUFFER) && writer_flush(w) != 0) return -1;
+    if (direct) {
         if (simdr__pwrite_all(w->fd, p, (size_t)len, w->flushed) != 0) return -1;
         w->flushed += len;
         return 0;
@@ -85,31 +103,53 @@ static int writer_put(writer *w, const void *p, uint64_t len) {
 
 static const uint8_t zero_pad[SIMDR__ALIGN];
 
-/* Decodes the live entry whose metadata is at meta_off, its bytes read
- * through r. The metadata, when the buffer does not hold it, is read on its
- * own (20 bytes): a refill starting there would miss the entry's start,
- * which only the metadata names, and cost a second refill. */
-static int read_entry(simdr__window *r, uint64_t meta_off, int layout, struct simdr_entry *e) {
-    if (meta_off + SIMDR__META_SIZE > r->end) return SIMDR_ECORRUPT;
+/* Decodes and verifies the live entry whose metadata is at meta_off, its
+ * bytes read through r; tag is the top of the hash its index slot holds and
+ * floor the end of the entry copied before it. The metadata, when the buffer
+ * does not hold it, is read on its own (20 bytes): a refill starting there
+ * would miss the entry's start, which only the metadata names, and cost a
+ * second refill. A copy rewrites every link and is checksummed again by
+ * nobody, so whatever it copies must be the entry the index names, whole:
+ * its metadata holds the slot's key, it lies after the entry before it (a
+ * link into copied bytes would resurrect them), its link lands on the end of
+ * an entry (metadata whose own link points below it) and its bytes match
+ * their checksum. Returns a static description of the failed check, or NULL. */
+static const char *read_entry(simdr__window *r, uint64_t meta_off, unsigned tag, uint64_t floor,
+                              int layout, struct simdr_entry *e) {
+    if (meta_off + SIMDR__META_SIZE > r->end) return "metadata beyond the end of the file";
     uint8_t copy[SIMDR__META_SIZE];
     const uint8_t *meta = copy;
     if (meta_off >= r->lo && meta_off + SIMDR__META_SIZE <= r->hi)
         meta = r->buf + (meta_off - r->lo);
     else if (!r->buf || simdr__pread_all(r->fd, copy, sizeof copy, meta_off) != 0)
         meta = r->base + meta_off;
+    if ((simdr__load_u64le(meta) >> 48) != tag) return "metadata without its key's hash";
     uint64_t prev = simdr__load_u64le(meta + 8);
-    if (prev >= meta_off) return SIMDR_ECORRUPT;
-    return simdr__entry_decode_span(simdr__window_span(r, prev, meta_off + SIMDR__META_SIZE), prev,
-                                    meta_off, layout, e);
+    if (prev >= meta_off || prev < floor) return "a link outside the entry's place";
+    if (prev > 0 && prev < SIMDR__META_SIZE) return "a link into the first metadata";
+    uint64_t lo = prev ? prev - SIMDR__META_SIZE : 0;
+    const uint8_t *span = simdr__window_span(r, lo, meta_off + SIMDR__META_SIZE);
+    if (prev && simdr__load_u64le(span + 8) >= lo) return "a link that lands on no entry's end";
+    if (simdr__entry_decode_span(span + (prev - lo), prev, meta_off, layout, e) != SIMDR_OK ||
+        e->tombstone)
+        return "no value between its link and its metadata";
+    if (simdr__crc32(0, e->data, e->size) != e->checksum) return "a checksum mismatch";
+    return NULL;
 }
 
 SIMDR_API int simdr_compact(simdr_store *s) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
     if (simdr__check_reentry(s) != SIMDR_OK) return SIMDR_EINVAL;
+    /* The lock order (internal.h): the sync lock, then the writer lock. The
+     * file descriptor and the synced prefix change with the file, so both
+     * are held until the switch; a durable writer waiting for its sync meanwhile
+     * is covered by the new file's fsync. */
+    pthread_mutex_lock(&s->sync_lock);
     pthread_mutex_lock(&s->wlock);
     int rc = simdr__check_writable(s);
     if (rc != SIMDR_OK) {
         pthread_mutex_unlock(&s->wlock);
+        pthread_mutex_unlock(&s->sync_lock);
         return rc;
     }
     simdr__view *v = simdr__current_view(s);
@@ -131,7 +171,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
         goto fail;
     }
     snprintf(tmp, plen, "%s.compact", s->path);
-    rc = sorted_live(s, v, &offs, &n);
+    rc = sorted_live(v, &offs, &n);
     if (rc != SIMDR_OK) goto fail;
     new_meta = malloc((n ? n : 1) * sizeof *new_meta);
     w.buf = malloc(COPY_BUFFER);
@@ -146,23 +186,30 @@ SIMDR_API int simdr_compact(simdr_store *s) {
         rc = simdr__fail_errno(errno, "creating the compaction file", tmp);
         goto fail;
     }
-    uint64_t pos = 0, dropped = 0;
+    uint64_t pos = 0, dropped = 0, copied_end = 0;
     for (uint64_t i = 0; i < n; i++) {
+        uint64_t meta_off = LIVE_OFF(offs[i]);
         /* The old file is read once, in order: hand its pages back as the
          * copy passes them so the process does not hold both files at once
          * (the data stays in the page cache; a reader still holding the old
          * map faults it back in). */
-        if (offs[i] - dropped >= DROP_BEHIND) {
-            uint64_t upto = offs[i] & ~(DROP_BEHIND - 1);
+        if (meta_off - dropped >= DROP_BEHIND) {
+            uint64_t upto = meta_off & ~(DROP_BEHIND - 1);
             madvise((void *)(v->map->base + dropped), (size_t)(upto - dropped), MADV_DONTNEED);
             dropped = upto;
         }
         struct simdr_entry e;
-        if (read_entry(&rd, offs[i], layout, &e) != SIMDR_OK) {
-            rc = simdr__fail(SIMDR_ECORRUPT, "%s: corrupt metadata at %llu", s->path,
-                             (unsigned long long)offs[i]);
+        const char *bad = read_entry(&rd, meta_off, (unsigned)LIVE_TAG(offs[i]), copied_end,
+                                     layout, &e);
+        if (bad) {
+            rc = simdr__fail(SIMDR_ECORRUPT,
+                             "%s: damaged store: the live entry whose metadata is at offset "
+                             "%llu has %s; nothing was compacted, the file is unchanged (run "
+                             "the check command)",
+                             s->path, (unsigned long long)meta_off, bad);
             goto fail;
         }
+        copied_end = meta_off + SIMDR__META_SIZE;
         uint64_t pad = simdr__pad_for(pos, aligned);
         uint8_t meta[SIMDR__META_SIZE];
         simdr__meta m = {e.key_hash, pos, e.checksum};
@@ -206,11 +253,9 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     nv->map = map;
     nv->index = ix;
     atomic_init(&nv->tail, pos);
-    pthread_mutex_lock(&s->sync_lock);
     int old_fd = s->fd;
     s->fd = w.fd;
     atomic_store(&s->synced, pos);
-    pthread_mutex_unlock(&s->sync_lock);
     close(old_fd);
     simdr__io.fstat(s->fd, &st);
     s->dev = st.st_dev;
@@ -224,6 +269,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     simdr__index_free(v->index);
     free(v);
     pthread_mutex_unlock(&s->wlock);
+    pthread_mutex_unlock(&s->sync_lock);
     free(offs);
     free(new_meta);
     free(w.buf);
@@ -240,6 +286,7 @@ fail:
         unlink(tmp);
     }
     pthread_mutex_unlock(&s->wlock);
+    pthread_mutex_unlock(&s->sync_lock);
     free(offs);
     free(new_meta);
     free(w.buf);

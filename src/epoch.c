@@ -8,6 +8,19 @@
  * reader can still hold a pointer it loaded before the flip. Readers never
  * wait, and no cache line is shared between threads on the read path (as
  * long as threads map to distinct shards).
+ *
+ * Why the two fences: the reader stores (its counter) and then loads (the
+ * epoch, then the view pointer); the writer stores (the new view, the epoch)
+ * and then loads (the counters). That is the store-buffering pattern: unless
+ * something orders each side's store before its load, both loads may return
+ * the old values, and the writer frees a view the reader is about to use.
+ * Sequentially consistent operations alone do not order the release store of
+ * the view or the acquire loads around them, and x86 only happens to give the
+ * order because its locked add is a full barrier. In the C11 model a
+ * seq_cst fence on each side (the reader's after its increment, the
+ * writer's before its scan) does: the two fences are ordered one way or the
+ * other, and whichever comes second sees the other side's store. The
+ * reader's fence is one locked instruction on x86 and adds no shared write.
  */
 #include <sched.h>
 
@@ -27,7 +40,8 @@ unsigned simdr__epoch_enter(simdr__epoch *e, unsigned shard) {
     for (;;) {
         uint64_t ep = atomic_load_explicit(&e->epoch, memory_order_seq_cst);
         unsigned parity = (unsigned)(ep & 1);
-        atomic_fetch_add_explicit(&e->shard[shard].active[parity], 1, memory_order_seq_cst);
+        atomic_fetch_add_explicit(&e->shard[shard].active[parity], 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_seq_cst); /* pairs with synchronize's fence */
         if (atomic_load_explicit(&e->epoch, memory_order_seq_cst) == ep) return parity;
         /* The writer flipped between our two loads: it may already be past
          * our shard, so this registration does not protect us. Retry. */
@@ -42,6 +56,8 @@ void simdr__epoch_exit(simdr__epoch *e, unsigned shard, unsigned token) {
 void simdr__epoch_synchronize(simdr__epoch *e) {
     uint64_t ep = atomic_fetch_add_explicit(&e->epoch, 1, memory_order_seq_cst);
     unsigned parity = (unsigned)(ep & 1);
+    /* Orders the new view and the flip before the scan (pairs with enter's). */
+    atomic_thread_fence(memory_order_seq_cst);
     for (unsigned i = 0; i < SIMDR__SLOTS; i++) {
         unsigned spins = 0;
         while (atomic_load_explicit(&e->shard[i].active[parity], memory_order_acquire) != 0) {

@@ -13,6 +13,18 @@
  *   it or compaction swaps the file. A replaced view is freed after a grace
  *   period; a replaced map lives until every entry handle pinning it is
  *   released (per-map sharded reference counts, map.c).
+ * - Lock order, the one for the whole library: a store's sync_lock before
+ *   its wlock. Group commit (simdr__sync_to) holds the sync lock and takes
+ *   the writer lock inside it to read the tail; compaction holds both, sync
+ *   lock first, because it swaps the file the sync would flush. No code
+ *   takes a store's sync lock while it holds that store's writer lock: a
+ *   writer drops wlock before it waits for its fdatasync. No code waits for
+ *   one store's lock while holding another's: simdr_move (append.c), which
+ *   holds the source's writer lock while it appends to the target, only
+ *   tries the target's writer lock (and syncs the target's file itself) and
+ *   on failure lets go of the source before it waits. Grace periods
+ *   (epoch.c) are waited for with locks held; that is safe because readers
+ *   never take a lock.
  */
 #ifndef SIMDR_INTERNAL_H
 #define SIMDR_INTERNAL_H
@@ -338,7 +350,7 @@ int simdr__sync_to(simdr_store *s, uint64_t end);
 /* Lookup inside an epoch section; fills e (pinned) on success. */
 int simdr__lookup(simdr_store *s, uint64_t hash, struct simdr_entry **out);
 
-/* ---- compaction planning (compact.c) ---- */
+/* ---- live entries (iter.c): the metadata offsets of the live slots ---- */
 int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n);
 
 /* ---- sorting offsets into file order (sort.c) ----

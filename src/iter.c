@@ -399,6 +399,10 @@ SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
                           simdr_check_report *report) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
     simdr_check_report rep = {0, 0, 0};
+    /* The tail and the file's size are taken between two writes (an append
+     * in flight is not damage), and the file descriptor is the one a
+     * compaction or a refresh may replace under this lock. */
+    pthread_mutex_lock(&s->wlock);
     unsigned shard = simdr__thread_shard();
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v = simdr__current_view(s);
@@ -408,11 +412,13 @@ SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
     simdr__epoch_exit(&s->epoch, shard, tok);
     int layout = atomic_load(&s->layout);
     int stopped = 0;
+    struct stat st;
+    int sized = simdr__io.fstat(s->fd, &st) == 0;
+    pthread_mutex_unlock(&s->wlock);
 
     /* Bytes in the file beyond the valid chain (a read-only open of a torn or
      * damaged file) are a problem in themselves. */
-    struct stat st;
-    if (simdr__io.fstat(s->fd, &st) == 0 && (uint64_t)st.st_size > tail) {
+    if (sized && (uint64_t)st.st_size > tail) {
         simdr_check_issue is = {tail, (uint64_t)st.st_size, 0, SIMDR_ECORRUPT,
                                 "bytes after the end of the valid chain (torn append, "
                                 "garbage, or a break in the chain)"};

@@ -8,7 +8,7 @@
  * handles (released in any order, on another thread, after dup, after
  * compaction and close), batches that cross index growths (repeated keys, a
  * rename's tombstone on either side of a growth), checksums of short and
- * long values.
+ * long values; NULL keys and value lengths near SIZE_MAX refused.
  */
 #include "testutil.h"
 
@@ -523,6 +523,45 @@ static void test_batch_handle_lifetime(void **state) {
     simdr_entry_release(out[7]);
 }
 
+/* Arguments a caller can get wrong: a NULL key with a length (batch put and
+ * delete crashed on it), value lengths whose sum wraps around SIZE_MAX (a
+ * heap overflow: the batch buffer was sized by the wrapped sum), a value of
+ * SIZE_MAX bytes (SIMDR_EIO instead of SIMDR_ETOOBIG). Each is refused with
+ * nothing written. */
+static void test_batch_argument_checks(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "before", "b");
+    uint64_t size = simdr_file_size(f->s);
+    uint8_t small[128] = {1};
+    simdr_kv kv[2] = {{f->keys[0], 9, small, 10}, {NULL, 3, small, 10}};
+    assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_EINVAL);
+    simdr_key keys[2] = {{"before", 6}, {NULL, 5}};
+    size_t deleted = 77;
+    assert_int_equal(simdr_delete_batch(f->s, keys, 2, &deleted, NULL), SIMDR_EINVAL);
+    assert_int_equal(deleted, 77);
+    tu_expect_str(f->s, "before", "b");
+
+    kv[1] = (simdr_kv){f->keys[1], 9, small, SIZE_MAX - 10};
+    assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_ETOOBIG);
+    kv[0].value_len = SIZE_MAX / 2 + 1;
+    kv[1].value_len = SIZE_MAX / 2 + 1;
+    assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_ETOOBIG);
+    simdr_hashed_kv hk[2] = {{1, small, 100}, {2, small, SIZE_MAX}};
+    assert_int_equal(simdr_put_batch_hashed(f->s, hk, 2, NULL), SIMDR_ETOOBIG);
+    /* each below the limit, together beyond the 128 TiB a file can hold */
+    kv[0].value_len = (size_t)1 << 46;
+    kv[1].value_len = (size_t)1 << 46;
+    assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_ETOOBIG);
+    assert_int_equal(simdr_put(f->s, TU_STR("huge"), small, SIZE_MAX, NULL), SIMDR_ETOOBIG);
+    assert_int_equal(simdr_put(f->s, TU_STR("huge"), small, SIZE_MAX - 19, NULL),
+                     SIMDR_ETOOBIG);
+    assert_int_equal(simdr_file_size(f->s), size);
+    assert_int_equal(tu_file_size(f->path), (int64_t)size);
+    assert_int_equal(simdr_count(f->s), 1);
+    tu_put_str(f->s, "after", "a");
+    tu_expect_str(f->s, "after", "a");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_batch_put, setup, teardown),
@@ -536,6 +575,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_batch_handle_lifetime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_across_index_growth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_checksums_match_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_argument_checks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

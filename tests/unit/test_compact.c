@@ -4,12 +4,15 @@
  * same open store keeps working (and a reopen sees every write made after
  * compaction), entries and iterators held across it keep valid data, the
  * layout is kept, read-only opens can refresh onto the new file, and no
- * temporary file is left behind.
+ * temporary file is left behind; values of 2 to 4 MiB behind small ones are
+ * copied whole; damage under an open store (zeros, a broken link, a flipped
+ * bit, a foreign hash) makes compaction refuse and leave the file as it was.
  */
 #include "testutil.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NK 200
 
@@ -334,6 +337,131 @@ static void test_compact_large_store_with_handles(void **state) {
     free(v);
 }
 
+/* A value between half the copy buffer and the whole of it (2 to 4 MiB),
+ * behind other buffered entries: the copy must not write it over them. Sizes
+ * around both bounds, in both layouts, verified after a reopen. */
+static void test_compact_large_value_behind_small_ones(void **state) {
+    fixture *f = *state;
+    static const size_t sizes[] = {(2u << 20) - 1, 2u << 20,         (2u << 20) + 1,
+                                   3000000,        (4u << 20) - 100, (4u << 20) - 1,
+                                   4u << 20,       (4u << 20) + 1};
+    size_t nsizes = sizeof sizes / sizeof sizes[0];
+    uint8_t *v = malloc((4u << 20) + 1);
+    for (int layout = 0; layout < 2; layout++) {
+        f->s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+        for (size_t i = 0; i < nsizes; i++) {
+            char k[32];
+            snprintf(k, sizeof k, "note-%zu", i);
+            tu_put_str(f->s, k, "hi");
+            snprintf(k, sizeof k, "big-%zu", i);
+            tu_fill(v, sizes[i], i + 1);
+            assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizes[i], NULL), SIMDR_OK);
+        }
+        assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+        assert_int_equal(simdr_close(f->s), SIMDR_OK);
+        f->s = NULL;
+        f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, layout);
+        assert_int_equal(simdr_count(f->s), 2 * nsizes);
+        for (size_t i = 0; i < nsizes; i++) {
+            char k[32];
+            snprintf(k, sizeof k, "note-%zu", i);
+            tu_expect_str(f->s, k, "hi");
+            snprintf(k, sizeof k, "big-%zu", i);
+            tu_fill(v, sizes[i], i + 1);
+            tu_expect_value(f->s, TU_STR(k), v, sizes[i]);
+        }
+        simdr_check_report rep;
+        assert_int_equal(simdr_check(f->s, NULL, NULL, &rep), SIMDR_OK);
+        assert_int_equal(rep.bad_entries, 0);
+        assert_int_equal(simdr_close(f->s), SIMDR_OK);
+        f->s = NULL;
+        char hint[4200];
+        snprintf(hint, sizeof hint, "%s.hint", f->path);
+        unlink(f->path);
+        unlink(hint);
+    }
+    free(v);
+}
+
+enum damage { DAMAGE_ZERO_ENTRY, DAMAGE_ZERO_PAGE, DAMAGE_LINK_BACK, DAMAGE_LINK_SHIFT,
+              DAMAGE_PAYLOAD_BIT, DAMAGE_HASH };
+
+/* The store is opened (index built from a sound file), then its file is
+ * damaged underneath in the middle, at one live entry: compaction must
+ * refuse with SIMDR_ECORRUPT and leave the file byte for byte as it was,
+ * with no temporary left, instead of copying an index slot's metadata as
+ * an entry (a phantom spanning old bytes) or re-checksumming bad bytes. */
+static void compact_refuses_damage(fixture *f, int layout, enum damage d) {
+    populate(f, layout);
+    char k[32];
+    key_of(102, k, sizeof k);
+    assert_true(f->live[102]);
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(f->s, TU_STR(k), &e), SIMDR_OK);
+    uint64_t start = simdr_entry_start(e), end = simdr_entry_end(e);
+    uint64_t meta = end - 20, payload = simdr_entry_offset(e);
+    simdr_entry_release(e);
+    uint8_t buf[4096] = {0};
+    switch (d) {
+    case DAMAGE_ZERO_ENTRY: /* the entry, metadata included, reads as zeros */
+        tu_patch_file(f->path, start, buf, (size_t)(end - start));
+        break;
+    case DAMAGE_ZERO_PAGE: /* a lost page under the entry's metadata */
+        tu_patch_file(f->path, meta & ~UINT64_C(4095), buf, sizeof buf);
+        break;
+    case DAMAGE_LINK_BACK: /* the link points into the entry before */
+        tu_put_le64(buf, start - 7);
+        tu_patch_file(f->path, meta + 8, buf, 8);
+        break;
+    case DAMAGE_LINK_SHIFT: /* the link skips the entry's first bytes */
+        tu_put_le64(buf, start + 1);
+        tu_patch_file(f->path, meta + 8, buf, 8);
+        break;
+    case DAMAGE_PAYLOAD_BIT: { /* one flipped payload bit */
+        size_t len = 0;
+        uint8_t *file = tu_read_file(f->path, &len);
+        buf[0] = file[payload + 3] ^ 0x10;
+        free(file);
+        tu_patch_file(f->path, payload + 3, buf, 1);
+        break;
+    }
+    case DAMAGE_HASH: /* the metadata names another key */
+        tu_put_le64(buf, simdr_hash_key(TU_STR("someone else")));
+        tu_patch_file(f->path, meta, buf, 8);
+        break;
+    }
+    uint8_t before[32], after[32];
+    tu_sha256_file(f->path, before);
+    int64_t size = tu_file_size(f->path);
+    assert_int_equal(simdr_compact(f->s), SIMDR_ECORRUPT);
+    tu_sha256_file(f->path, after);
+    assert_memory_equal(before, after, 32);
+    assert_int_equal(tu_file_size(f->path), size);
+    assert_int_equal(tu_dir_count(f->dir), 1);
+    /* the store goes on serving the sound entries */
+    key_of(150, k, sizeof k);
+    tu_expect_value(f->s, TU_STR(k), f->val[150], f->len[150]);
+}
+
+static void test_compact_refuses_zeroed_entry(void **state) {
+    compact_refuses_damage(*state, SIMDR_LAYOUT_ALIGNED64, DAMAGE_ZERO_ENTRY);
+}
+static void test_compact_refuses_zeroed_page(void **state) {
+    compact_refuses_damage(*state, SIMDR_LAYOUT_UNALIGNED, DAMAGE_ZERO_PAGE);
+}
+static void test_compact_refuses_link_into_entry_before(void **state) {
+    compact_refuses_damage(*state, SIMDR_LAYOUT_UNALIGNED, DAMAGE_LINK_BACK);
+}
+static void test_compact_refuses_shifted_link(void **state) {
+    compact_refuses_damage(*state, SIMDR_LAYOUT_ALIGNED64, DAMAGE_LINK_SHIFT);
+}
+static void test_compact_refuses_flipped_payload_bit(void **state) {
+    compact_refuses_damage(*state, SIMDR_LAYOUT_ALIGNED64, DAMAGE_PAYLOAD_BIT);
+}
+static void test_compact_refuses_foreign_hash(void **state) {
+    compact_refuses_damage(*state, SIMDR_LAYOUT_UNALIGNED, DAMAGE_HASH);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_compact_aligned, setup, teardown),
@@ -342,6 +470,16 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_readonly_refresh_after_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compact_empty_and_all_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compact_large_store_with_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compact_large_value_behind_small_ones, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_compact_refuses_zeroed_entry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compact_refuses_zeroed_page, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compact_refuses_link_into_entry_before, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_compact_refuses_shifted_link, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compact_refuses_flipped_payload_bit, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_compact_refuses_foreign_hash, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,8 @@
  * while the writer overwrites, deletes and compacts, keeping batch handles
  * across writes and handing some to another thread that releases them after
  * simdr_close; concurrent writers, also with per-write fdatasync (group
- * commit).
+ * commit), also while another thread compacts and syncs (under a watchdog);
+ * puts of a key racing moves of it to another store.
  */
 #include "testutil.h"
 
@@ -388,6 +389,7 @@ typedef struct wr_arg {
     simdr_store *s;
     int id, n;
     int fails;
+    _Atomic int *left; /* counted_writer: decremented when done */
 } wr_arg;
 
 static void *writer(void *p) {
@@ -423,7 +425,7 @@ static void concurrent_writers(int durability, int n) {
     pthread_t t[4];
     wr_arg a[4];
     for (int i = 0; i < 4; i++) {
-        a[i] = (wr_arg){s, i, n, 0};
+        a[i] = (wr_arg){s, i, n, 0, NULL};
         assert_int_equal(pthread_create(&t[i], NULL, writer, &a[i]), 0);
     }
     for (int i = 0; i < 4; i++) {
@@ -461,6 +463,169 @@ static void test_concurrent_durable_writers(void **state) {
     concurrent_writers(SIMDR_SYNC_DATA, 150);
 }
 
+typedef struct compactor_arg {
+    simdr_store *s;
+    _Atomic int *writers_left;
+    int rounds;
+    int fails;
+} compactor_arg;
+
+/* Compacts and syncs until the writers are done (and at least rounds times). */
+static void *compactor(void *p) {
+    compactor_arg *a = p;
+    for (int i = 0; i < a->rounds || atomic_load(a->writers_left) > 0; i++) {
+        a->fails += simdr_compact(a->s) != SIMDR_OK;
+        a->fails += simdr_sync(a->s) != SIMDR_OK;
+    }
+    return NULL;
+}
+
+static void *counted_writer(void *p) {
+    wr_arg *a = p;
+    writer(a);
+    atomic_fetch_sub(a->left, 1);
+    return NULL;
+}
+
+/* Compaction takes both of the store's locks; durable writers and
+ * simdr_sync take the sync lock and, inside it, the writer lock. Taken in
+ * opposite orders they deadlocked on the first compaction. Two durable
+ * writers, a thread compacting and syncing, and the main thread syncing,
+ * under a watchdog; every acknowledged write is there after a reopen. */
+static void test_compaction_against_durable_writers(void **state) {
+    (void)state;
+    enum { N = 80, ROUNDS = 10 };
+    char *dir = tu_mkdtemp();
+    char path[4096];
+    tu_join(path, sizeof path, dir, "d.bin");
+    simdr_options o;
+    simdr_options_init(&o);
+    o.durability = SIMDR_SYNC_DATA;
+    simdr_store *s = NULL;
+    assert_int_equal(simdr_open(&s, path, &o), SIMDR_OK);
+    tu_watchdog_start(120, "durable writers, compaction and simdr_sync");
+    _Atomic int left = 2;
+    pthread_t t[3];
+    wr_arg a[2];
+    for (int i = 0; i < 2; i++) {
+        a[i] = (wr_arg){s, i, N, 0, &left};
+        assert_int_equal(pthread_create(&t[i], NULL, counted_writer, &a[i]), 0);
+    }
+    compactor_arg c = {s, &left, ROUNDS, 0};
+    assert_int_equal(pthread_create(&t[2], NULL, compactor, &c), 0);
+    int sync_fails = 0;
+    while (atomic_load(&left) > 0)
+        sync_fails += simdr_sync(s) != SIMDR_OK;
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    tu_watchdog_stop();
+    assert_int_equal(sync_fails, 0);
+    assert_int_equal(c.fails, 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(a[i].fails, 0);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    s = tu_open(path, SIMDR_OPEN_READONLY, 0);
+    assert_int_equal(simdr_count(s), 2 * N);
+    for (int w = 0; w < 2; w++)
+        for (int i = 0; i < N; i++) {
+            char key[32];
+            snprintf(key, sizeof key, "w%d-%d", w, i);
+            simdr_entry *e = NULL;
+            assert_int_equal(simdr_get(s, TU_STR(key), &e), SIMDR_OK);
+            assert_true(check_value(simdr_entry_data(e), simdr_entry_size(e), w * 10000 + i));
+            simdr_entry_release(e);
+        }
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+enum { MOVE_PUTS = 3000 };
+
+typedef struct move_race {
+    simdr_store *a, *b;
+    _Atomic int putter_done;
+    uint64_t put_tail[MOVE_PUTS + 1]; /* a's tail after put number i */
+    uint64_t moved_seq[MOVE_PUTS + 1], move_tail[MOVE_PUTS + 1];
+    int moves;
+    int put_fails, move_fails;
+} move_race;
+
+static void *race_putter(void *p) {
+    move_race *r = p;
+    for (uint32_t i = 1; i <= MOVE_PUTS; i++)
+        r->put_fails += simdr_put(r->a, TU_STR("key"), &i, sizeof i, &r->put_tail[i]) != SIMDR_OK;
+    atomic_store(&r->putter_done, 1);
+    return NULL;
+}
+
+static void *race_mover(void *p) {
+    move_race *r = p;
+    while (r->moves < MOVE_PUTS) {
+        int done = atomic_load(&r->putter_done);
+        uint64_t tail = 0;
+        int rc = simdr_move(r->a, TU_STR("key"), r->b, &tail);
+        if (rc == SIMDR_OK) {
+            /* only this thread writes b: its value is the one just moved */
+            uint32_t seq = 0;
+            size_t len = 0;
+            r->move_fails +=
+                simdr_get_copy(r->b, TU_STR("key"), &seq, sizeof seq, &len) != SIMDR_OK;
+            r->moved_seq[r->moves] = seq;
+            r->move_tail[r->moves++] = tail;
+        } else if (rc != SIMDR_NOTFOUND) {
+            r->move_fails++;
+        } else if (done) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* simdr_move copied the value and then deleted the key in a second step,
+ * so a put landing in between was deleted without having been copied. One
+ * thread puts the same key (values 1, 2, ...) while another moves it to a
+ * second store. Each move's delete is in the source's file: the newest put
+ * before it must be the value the move copied. */
+static void test_move_against_concurrent_put(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char pa[4096], pb[4096];
+    tu_join(pa, sizeof pa, dir, "a.bin");
+    tu_join(pb, sizeof pb, dir, "b.bin");
+    move_race *r = calloc(1, sizeof *r);
+    r->a = tu_open(pa, SIMDR_OPEN_CREATE, 0);
+    r->b = tu_open(pb, SIMDR_OPEN_CREATE, 0);
+    tu_watchdog_start(120, "puts racing moves");
+    pthread_t t[2];
+    assert_int_equal(pthread_create(&t[0], NULL, race_putter, r), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, race_mover, r), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    tu_watchdog_stop();
+    assert_int_equal(r->put_fails, 0);
+    assert_int_equal(r->move_fails, 0);
+    assert_true(r->moves > 0);
+    uint32_t newest = 0; /* the newest put before the move's delete */
+    int lost = 0;
+    for (int m = 0; m < r->moves; m++) {
+        while (newest < MOVE_PUTS && r->put_tail[newest + 1] < r->move_tail[m])
+            newest++;
+        if (r->moved_seq[m] != newest) {
+            if (!lost)
+                fprintf(stderr, "move %d copied put %llu but deleted put %u\n", m,
+                        (unsigned long long)r->moved_seq[m], newest);
+            lost++;
+        }
+    }
+    assert_int_equal(lost, 0);
+    assert_int_equal(simdr_close(r->a), SIMDR_OK);
+    assert_int_equal(simdr_close(r->b), SIMDR_OK);
+    free(r);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_readers_while_writer_overwrites),
@@ -469,6 +634,8 @@ int main(void) {
         cmocka_unit_test(test_batch_readers_while_writer_compacts),
         cmocka_unit_test(test_concurrent_writers),
         cmocka_unit_test(test_concurrent_durable_writers),
+        cmocka_unit_test(test_compaction_against_durable_writers),
+        cmocka_unit_test(test_move_against_concurrent_put),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

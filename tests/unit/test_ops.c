@@ -1,5 +1,6 @@
 /*
- * test_ops.c - unit tests of delete, rename, copy and move between stores,
+ * test_ops.c - unit tests of delete, rename, copy and move between stores
+ * (read-only stores and damaged values refused before anything is written),
  * get_last (tombstones included) and the size/statistics calls of libsimdr
  * (count, is_empty, file_size, compaction_savings) before and after reopen.
  */
@@ -244,12 +245,66 @@ static void test_stats_and_reopen(void **state) {
     assert_string_equal(simdr_path(f->s), f->path);
 }
 
+/* A move out of a read-only store used to copy the value and only then fail
+ * on the delete (the key ended up in both stores); into a read-only store it
+ * must fail as well. Both are refused before anything is written. */
+static void test_move_refuses_readonly_stores(void **state) {
+    fixture *f = *state;
+    tu_put_str(f->s, "k", "value");
+    simdr_store *d = tu_open(f->path2, SIMDR_OPEN_CREATE, 0);
+    tu_put_str(d, "other", "x");
+    assert_int_equal(simdr_close(d), SIMDR_OK);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+    d = tu_open(f->path2, SIMDR_OPEN_EXISTING, 0);
+    uint64_t src_size = simdr_file_size(f->s), dst_size = simdr_file_size(d);
+    assert_int_equal(simdr_move(f->s, TU_STR("k"), d, NULL), SIMDR_EREADONLY);
+    assert_int_equal(simdr_file_size(d), dst_size);
+    tu_expect_absent(d, TU_STR("k"));
+    assert_int_equal(simdr_file_size(f->s), src_size);
+    tu_expect_str(f->s, "k", "value");
+    assert_int_equal(simdr_close(d), SIMDR_OK);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    /* the other way round: a writable source, a read-only target */
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    d = tu_open(f->path2, SIMDR_OPEN_READONLY, 0);
+    assert_int_equal(simdr_move(f->s, TU_STR("k"), d, NULL), SIMDR_EREADONLY);
+    assert_int_equal(simdr_file_size(f->s), src_size);
+    tu_expect_str(f->s, "k", "value");
+    assert_int_equal(simdr_close(d), SIMDR_OK);
+    assert_int_equal(tu_file_size(f->path2), (int64_t)dst_size);
+}
+
+/* A value whose bytes no longer match their checksum is not copied (the copy
+ * would certify them with a fresh checksum), nor moved. */
+static void test_copy_move_refuse_damaged_value(void **state) {
+    fixture *f = *state;
+    uint8_t v[500];
+    tu_fill(v, sizeof v, 5);
+    assert_int_equal(simdr_put(f->s, TU_STR("k"), v, sizeof v, NULL), SIMDR_OK);
+    tu_put_str(f->s, "after", "a");
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(f->s, TU_STR("k"), &e), SIMDR_OK);
+    uint64_t off = simdr_entry_offset(e) + 100;
+    simdr_entry_release(e);
+    uint8_t flipped = v[100] ^ 1;
+    tu_patch_file(f->path, off, &flipped, 1);
+    simdr_store *d = tu_open(f->path2, SIMDR_OPEN_CREATE, 0);
+    assert_int_equal(simdr_copy(f->s, TU_STR("k"), d, NULL), SIMDR_ECORRUPT);
+    assert_int_equal(simdr_move(f->s, TU_STR("k"), d, NULL), SIMDR_ECORRUPT);
+    assert_int_equal(simdr_file_size(d), 0);
+    assert_int_equal(simdr_exists(f->s, TU_STR("k")), 1);
+    assert_int_equal(simdr_close(d), SIMDR_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_last, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copy_move, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_move_refuses_readonly_stores, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_copy_move_refuse_damaged_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_and_reopen, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,9 +11,11 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 char *tu_mkdtemp(void) {
@@ -295,4 +297,52 @@ void tu_expect_absent(simdr_store *s, const void *key, size_t klen) {
     simdr_entry *e = (simdr_entry *)(uintptr_t)1;
     assert_int_equal(simdr_get(s, key, klen, &e), SIMDR_NOTFOUND);
     assert_int_equal(simdr_exists(s, key, klen), 0);
+}
+
+/* ---- hangs ---- */
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t thread;
+    int armed;
+    unsigned seconds;
+    const char *what;
+} watchdog = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void *watchdog_main(void *arg) {
+    (void)arg;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    pthread_mutex_lock(&watchdog.lock);
+    deadline.tv_sec += (time_t)watchdog.seconds;
+    while (watchdog.armed) {
+        if (pthread_cond_timedwait(&watchdog.cond, &watchdog.lock, &deadline) == ETIMEDOUT &&
+            watchdog.armed) {
+            fprintf(stderr, "watchdog: %s did not finish in %u s (deadlock?)\n", watchdog.what,
+                    watchdog.seconds);
+            fflush(stderr);
+            abort();
+        }
+    }
+    pthread_mutex_unlock(&watchdog.lock);
+    return NULL;
+}
+
+void tu_watchdog_start(unsigned seconds, const char *what) {
+    pthread_mutex_lock(&watchdog.lock);
+    assert_false(watchdog.armed);
+    watchdog.armed = 1;
+    watchdog.seconds = seconds;
+    watchdog.what = what;
+    pthread_mutex_unlock(&watchdog.lock);
+    assert_int_equal(pthread_create(&watchdog.thread, NULL, watchdog_main, NULL), 0);
+}
+
+void tu_watchdog_stop(void) {
+    pthread_mutex_lock(&watchdog.lock);
+    watchdog.armed = 0;
+    pthread_cond_signal(&watchdog.cond);
+    pthread_mutex_unlock(&watchdog.lock);
+    pthread_join(watchdog.thread, NULL);
 }

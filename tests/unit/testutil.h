@@ -1,7 +1,8 @@
 /*
  * testutil.h - helpers shared by the unit test suites of libsimdr: temporary
  * directories, whole-file I/O, SHA-256 and CRC-32 digests, hex, deterministic
- * pseudo-random values and small store shortcuts built on cmocka assertions.
+ * pseudo-random values, small store shortcuts built on cmocka assertions and
+ * a watchdog that turns a hang into a failure.
  */
 #ifndef SIMDR_TESTUTIL_H
 #define SIMDR_TESTUTIL_H
@@ -79,6 +80,14 @@ void tu_expect_value(simdr_store *s, const void *key, size_t klen, const void *v
                      size_t vlen);
 void tu_expect_str(simdr_store *s, const char *key, const char *value);
 void tu_expect_absent(simdr_store *s, const void *key, size_t klen);
+
+/* ---- hangs ---- */
+
+/* Starts a watchdog: unless tu_watchdog_stop is called within seconds, it
+ * prints "watchdog: <what> did not finish in N s" and aborts the process, so
+ * a deadlock fails the test instead of hanging the run. One at a time. */
+void tu_watchdog_start(unsigned seconds, const char *what);
+void tu_watchdog_stop(void);
 
 #define TU_STR(s) (s), strlen(s)
 
