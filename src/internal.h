@@ -199,6 +199,7 @@ struct simdr_store {
     int layout_detected;             /* 0: assumed (no entry could tell yet) */
     int use_hint;
     int salvage;
+    int verify_reads;                /* lookups check the CRC of what they hand out */
     uint64_t hint_tail;              /* tail covered by the hint file on disk (0: none) */
     _Atomic(simdr__view *) view;
     uint64_t tail;                   /* writer's tail (under wlock); readers use view->tail */
@@ -229,6 +230,7 @@ struct simdr_entry {
     uint64_t key_hash;
     uint32_t checksum;
     int tombstone;
+    int verified;         /* its CRC was checked when it was looked up */
     uint64_t start;       /* prev_offset */
     uint64_t payload_off;
     uint64_t meta_off;
@@ -322,8 +324,16 @@ int simdr__grow_index_if_needed(simdr_store *s);
 int simdr__sync_to(simdr_store *s, uint64_t end);
 
 /* ---- reads (read.c) ---- */
-/* Lookup inside an epoch section; fills e (pinned) on success. */
+/* Lookup of the newest entry of hash, its CRC checked whatever the store's
+ * verify_reads says (copy and rename must never give damaged bytes a fresh
+ * checksum); fills *out (pinned) on success, SIMDR_ECORRUPT for damage. */
 int simdr__lookup(simdr_store *s, uint64_t hash, struct simdr_entry **out);
+/* 1 if the payload of a decoded entry matches its CRC-32. A large payload
+ * is read a step at a time and the steps' pages are dropped from this
+ * process after, so a check never leaves a huge value resident. */
+int simdr__payload_sound(const struct simdr_entry *e);
+/* SIMDR_OK, or SIMDR_ECORRUPT with a message naming the entry. */
+int simdr__verify_payload(const simdr_store *s, const struct simdr_entry *e);
 
 /* ---- compaction planning (compact.c) ---- */
 int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n);

