@@ -137,10 +137,15 @@ static inline uint64_t simdr__index_bucket(uint64_t hash, uint64_t cap) {
 simdr__index *simdr__index_new(uint64_t expected_keys);
 void simdr__index_free(simdr__index *ix);
 /* Lookup: returns the slot value (0 = absent). base/len: the map to confirm
- * full hashes in; *beyond is set when a candidate lies past len (the caller
- * retries with a newer view). */
+ * full hashes in. *probe (may be NULL) gains SIMDR__PROBE_BEYOND when a
+ * candidate lies past len (the caller retries with a newer view) and
+ * SIMDR__PROBE_DAMAGED when a slot with the hash's tag names metadata
+ * holding a hash of another tag (damage: with 0 returned, the key's answer
+ * is SIMDR_ECORRUPT, not absence). */
+#define SIMDR__PROBE_BEYOND 1u
+#define SIMDR__PROBE_DAMAGED 2u
 uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *base, uint64_t len,
-                          uint64_t hash, int *beyond);
+                          uint64_t hash, unsigned *probe);
 /* Writer: set hash -> value. Returns the previous value (0 = new key). */
 uint64_t simdr__index_put(simdr__index *ix, const uint8_t *base, uint64_t hash, uint64_t value);
 /* Writer: insert only if absent (index build walking newest-first). 1 if inserted. */
@@ -162,7 +167,7 @@ void simdr__index_prefetch_meta(const simdr__index *ix, const uint8_t *base, uin
  * NULL) and the lookup of hash, in one call. */
 uint64_t simdr__index_pipeline_step(const simdr__index *ix, const uint8_t *base, uint64_t len,
                                     const uint64_t *slot_hash, const uint64_t *meta_hash,
-                                    uint64_t hash, int *beyond);
+                                    uint64_t hash, unsigned *probe);
 /* How many new keys fit before needs_grow turns true. */
 uint64_t simdr__index_room(const simdr__index *ix);
 struct simdr__item;
@@ -304,8 +309,8 @@ typedef struct simdr__hint {
     uint64_t tail, live;
     int layout, layout_detected;
 } simdr__hint;
-/* 1 and *out filled when a valid hint covers a prefix of the file whose
- * remainder chains onto it; 0 otherwise (rebuild). */
+/* 1 and *out filled when a valid hint covers the whole file, unchanged
+ * since the hint was saved; 0 otherwise (rebuild). */
 int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__hint *out);
 void simdr__hint_save(simdr_store *s);
 

@@ -51,18 +51,30 @@ int simdr__entry_decode(const uint8_t *base, uint64_t map_len, uint64_t meta_off
     return simdr__entry_decode_span(base + prev, prev, meta_off, layout, e);
 }
 
-/* Inside an epoch section: the slot value for hash in the freshest view. */
+/* What find answers for a key whose probe met a damaged slot and no sound
+ * one: no slot holds it (offsets stay below 2^47, every bit set is none). */
+#define DAMAGED_SLOT UINT64_MAX
+
+/* Inside an epoch section: the slot value for hash in the freshest view, or
+ * DAMAGED_SLOT. */
 static uint64_t find(simdr_store *s, uint64_t hash, simdr__view **vout) {
     for (;;) {
         simdr__view *v = simdr__current_view(s);
-        int beyond = 0;
-        uint64_t val = simdr__index_get(v->index, v->map->base, v->map->len, hash, &beyond);
+        unsigned probe = 0;
+        uint64_t val = simdr__index_get(v->index, v->map->base, v->map->len, hash, &probe);
         /* A candidate past this view's map was appended after the writer
          * grew the map into a newer view: look again there. */
-        if (!val && beyond) continue;
+        if (!val && (probe & SIMDR__PROBE_BEYOND)) continue;
         *vout = v;
-        return val;
+        return !val && (probe & SIMDR__PROBE_DAMAGED) ? DAMAGED_SLOT : val;
     }
+}
+
+static int damaged_slot(const simdr_store *s, uint64_t hash) {
+    return simdr__fail(SIMDR_ECORRUPT,
+                       "%s: damaged store: the index names an entry for key hash %016llx whose "
+                       "metadata no longer holds it (run the check command)",
+                       s->path, (unsigned long long)hash);
 }
 
 /* Values up to this size are checked in one pass through the map; a larger
@@ -135,7 +147,9 @@ static int lookup(simdr_store *s, uint64_t hash, int verify, simdr_entry **out) 
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v;
     uint64_t val = find(s, hash, &v);
-    int rc = (!val || (val & SIMDR__IDX_TOMB)) ? SIMDR_NOTFOUND : make_handle(s, v, val, shard, out);
+    int rc = val == DAMAGED_SLOT                    ? damaged_slot(s, hash)
+             : (!val || (val & SIMDR__IDX_TOMB)) ? SIMDR_NOTFOUND
+                                                 : make_handle(s, v, val, shard, out);
     simdr__epoch_exit(&s->epoch, shard, tok);
     return rc == SIMDR_OK ? verify_handle(s, verify, out) : rc;
 }
@@ -161,9 +175,12 @@ SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
     unsigned shard = simdr__thread_shard();
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v;
-    uint64_t val = find(s, key_hash(key, key_len), &v);
+    uint64_t hash = key_hash(key, key_len);
+    uint64_t val = find(s, hash, &v);
     int rc = val != 0 && !(val & SIMDR__IDX_TOMB);
-    if (rc) {
+    if (val == DAMAGED_SLOT) {
+        rc = damaged_slot(s, hash);
+    } else if (rc) {
         /* Agree with simdr_get: a newest entry whose metadata cannot be
          * decoded (damage) is an error, not a present key. */
         struct simdr_entry e;
@@ -185,9 +202,12 @@ SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, vo
     unsigned shard = simdr__thread_shard();
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v;
-    uint64_t val = find(s, key_hash(key, key_len), &v);
+    uint64_t hash = key_hash(key, key_len);
+    uint64_t val = find(s, hash, &v);
     int rc = SIMDR_NOTFOUND;
-    if (val && !(val & SIMDR__IDX_TOMB)) {
+    if (val == DAMAGED_SLOT) {
+        rc = damaged_slot(s, hash);
+    } else if (val && !(val & SIMDR__IDX_TOMB)) {
         struct simdr_entry e;
         rc = simdr__entry_decode(v->map->base, v->map->len, val & SIMDR__IDX_OFF_MASK,
                                  atomic_load_explicit(&s->layout, memory_order_relaxed), &e);
@@ -259,12 +279,13 @@ static size_t lookup_window(const simdr__view *v, const simdr_key *keys, uint64_
             size_t k = i + SLOT_AHEAD;
             hashes[k] = key_hash(keys[k].key, keys[k].key_len);
         }
-        int beyond = 0;
+        unsigned probe = 0;
         vals[i] = simdr__index_pipeline_step(ix, base, len,
                                              i + SLOT_AHEAD < n ? &hashes[i + SLOT_AHEAD] : NULL,
                                              i + META_AHEAD < n ? &hashes[i + META_AHEAD] : NULL,
-                                             hashes[i], &beyond);
-        retry[i] = (unsigned char)(vals[i] == 0 && beyond);
+                                             hashes[i], &probe);
+        retry[i] = (unsigned char)(vals[i] == 0 && (probe & SIMDR__PROBE_BEYOND));
+        if (vals[i] == 0 && !retry[i] && (probe & SIMDR__PROBE_DAMAGED)) vals[i] = DAMAGED_SLOT;
         retries += retry[i];
     }
     return retries;
@@ -284,6 +305,8 @@ static int get_window(simdr_store *s, unsigned shard, const simdr_key *keys,
     if (!keys) memcpy(hashes, given_hashes, n * sizeof *hashes);
     simdr__view *v = simdr__current_view(s);
     size_t retries = lookup_window(v, keys, hashes, n, vals, retry);
+    for (size_t i = 0; i < n; i++)
+        if (vals[i] == DAMAGED_SLOT) return damaged_slot(s, hashes[i]);
     size_t wanted = 0;
     for (size_t i = 0; i < n; i++) wanted += vals[i] != 0 && !(vals[i] & SIMDR__IDX_TOMB);
     int rc = SIMDR_OK;
@@ -329,6 +352,7 @@ static int get_window(simdr_store *s, unsigned shard, const simdr_key *keys,
         retries--;
         simdr__view *nv;
         uint64_t val = find(s, hashes[i], &nv);
+        if (val == DAMAGED_SLOT) return damaged_slot(s, hashes[i]);
         if (!val || (val & SIMDR__IDX_TOMB)) continue;
         rc = make_handle(s, nv, val, shard, &out[i]);
         if (rc != SIMDR_OK) return rc;

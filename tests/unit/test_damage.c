@@ -237,6 +237,131 @@ static void damage_large_value_reported(void **state) {
     free(v);
 }
 
+/* ---- item 5: the index and the hint file do not hide damage ---- */
+
+/* End offset of key's entry (just past its metadata). */
+static uint64_t entry_end_of(simdr_store *s, const char *key) {
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, key, strlen(key), &e), SIMDR_OK);
+    uint64_t end = simdr_entry_end(e);
+    simdr_entry_release(e);
+    return end;
+}
+
+static void zero_range(const char *path, uint64_t off, size_t len) {
+    uint8_t *z = calloc(1, len);
+    tu_patch_file(path, off, z, len);
+    free(z);
+}
+
+/* A slot whose metadata no longer holds its key's hash (damage in the file
+ * under an open store, or under an index loaded from a hint) is damage:
+ * SIMDR_ECORRUPT, never NOTFOUND. */
+static void damage_index_slot_damaged_is_corrupt_not_absent(void **state) {
+    fixture *f = *state;
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    write_keys(s, 0, 1000);
+    uint64_t end = entry_end_of(s, "k500");
+    /* the bytes change below the open store (its map shares them) */
+    zero_range(f->path, end - 20, 20);
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, TU_STR("k500"), &e), SIMDR_ECORRUPT);
+    assert_null(e);
+    assert_int_equal(simdr_exists(s, TU_STR("k500")), SIMDR_ECORRUPT);
+    char buf[64];
+    size_t n;
+    assert_int_equal(simdr_get_copy(s, TU_STR("k500"), buf, sizeof buf, &n), SIMDR_ECORRUPT);
+    simdr_key keys[2] = {{TU_STR("k499")}, {TU_STR("k500")}};
+    simdr_entry *out[2];
+    assert_int_equal(simdr_get_batch(s, keys, 2, out), SIMDR_ECORRUPT);
+    /* other keys answer as before; a key written again reads again */
+    tu_expect_str(s, "k499", "value of k499 ...................");
+    tu_expect_absent(s, TU_STR("never written"));
+    tu_put_str(s, "k500", "rewritten");
+    tu_expect_str(s, "k500", "rewritten");
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+}
+
+enum { HINT_KEYS = 70000 };
+
+/* A 70,000-key store closed with its hint; returns the offset of a page in
+ * its middle and the file's times. */
+static uint64_t hinted_store(fixture *f, struct timespec times[2]) {
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    write_keys(s, 0, HINT_KEYS);
+    uint64_t size = simdr_file_size(s);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    char hint[4200];
+    snprintf(hint, sizeof hint, "%s.hint", f->path);
+    assert_true(tu_file_size(hint) > 0);
+    struct stat st;
+    assert_int_equal(stat(f->path, &st), 0);
+    times[0] = st.st_atim;
+    times[1] = st.st_mtim;
+    return (size / 2) & ~UINT64_C(4095);
+}
+
+static void expect_refused_both_ways(fixture *f, const char *what) {
+    uint8_t before[32], after[32];
+    tu_sha256_file(f->path, before);
+    for (int hint = 1; hint >= 0; hint--) {
+        for (int mode = SIMDR_OPEN_EXISTING; mode <= SIMDR_OPEN_READONLY; mode++) {
+            int rc;
+            simdr_store *s = open_opts(f->path, mode, 1, 0, hint, &rc);
+            if (rc != SIMDR_ECORRUPT)
+                fail_msg("%s: open (hint %d, mode %d) gave %d, want SIMDR_ECORRUPT", what, hint,
+                         mode, rc);
+            assert_null(s);
+        }
+    }
+    tu_sha256_file(f->path, after);
+    assert_memory_equal(before, after, 32);
+}
+
+static void damage_hint_zeros_with_mtime_restored(void **state) {
+    fixture *f = *state;
+    struct timespec times[2];
+    uint64_t page = hinted_store(f, times);
+    zero_range(f->path, page, 4096);
+    /* what damage below the file system leaves: the same mtime */
+    assert_int_equal(utimensat(AT_FDCWD, f->path, times, 0), 0);
+    expect_refused_both_ways(f, "zeros, mtime restored");
+}
+
+static void damage_hint_broken_link_with_mtime_restored(void **state) {
+    fixture *f = *state;
+    struct timespec times[2];
+    hinted_store(f, times);
+    simdr_store *s = open_ok(f->path, SIMDR_OPEN_READONLY, 1);
+    uint64_t end = entry_end_of(s, "k35000");
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    /* its prev_offset points at 0 now */
+    zero_range(f->path, end - 12, 8);
+    assert_int_equal(utimensat(AT_FDCWD, f->path, times, 0), 0);
+    expect_refused_both_ways(f, "broken link, mtime restored");
+}
+
+/* Damage, then a sound entry appended after it: the hint's tail still
+ * matches and the new entry chains onto it. */
+static void damage_hint_damage_then_growth(void **state) {
+    fixture *f = *state;
+    struct timespec times[2];
+    uint64_t page = hinted_store(f, times);
+    zero_range(f->path, page, 4096);
+    uint64_t size = (uint64_t)tu_file_size(f->path);
+    uint8_t entry[64 + 8 + 20];
+    size_t pad = (size_t)((64 - size % 64) % 64);
+    memset(entry, 0, sizeof entry);
+    memcpy(entry + pad, "grown!!!", 8);
+    uint8_t *meta = entry + pad + 8;
+    tu_put_le64(meta, simdr_hash_key(TU_STR("grown")));
+    tu_put_le64(meta + 8, size);
+    uint32_t crc = tu_crc32("grown!!!", 8);
+    memcpy(meta + 16, &crc, 4); /* little-endian host */
+    tu_append_file(f->path, entry, pad + 8 + 20);
+    expect_refused_both_ways(f, "damage then growth");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(damage_bitrot_reported_on_every_read_path, setup,
@@ -244,6 +369,12 @@ int main(void) {
         cmocka_unit_test_setup_teardown(damage_copy_move_rename_never_rechecksum, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(damage_large_value_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(damage_index_slot_damaged_is_corrupt_not_absent, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(damage_hint_zeros_with_mtime_restored, setup, teardown),
+        cmocka_unit_test_setup_teardown(damage_hint_broken_link_with_mtime_restored, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(damage_hint_damage_then_growth, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
