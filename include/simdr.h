@@ -124,8 +124,11 @@ typedef struct simdr_options {
                             beside the file). 1 by default; 0 makes a torn
                             tail an SIMDR_ECORRUPT error instead */
     int salvage;       /**< read-only opens: 1 serves the sound prefix of a store
-                            damaged in the middle; 0 (default) refuses it with
-                            SIMDR_ECORRUPT. Writable opens always refuse it. */
+                            damaged in the middle (the longest chain from offset 0
+                            before the damage whose every entry passes its CRC;
+                            simdr_check then reports the rest); 0 (default)
+                            refuses it with SIMDR_ECORRUPT. Writable opens always
+                            refuse it. */
     int use_hint;      /**< 1 (default): keep the index in "<path>.hint" at close
                             and load it at open when it still matches the file
                             (validated, never trusted blindly); 0: always rebuild */

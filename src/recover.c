@@ -275,6 +275,24 @@ int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, ui
     return SIMDR_OK;
 }
 
+/* Damaged stores are served (salvage) only up to the start of the lowest
+ * entry of the chain ending at end whose CRC fails, so every entry served
+ * is sound and no payload bytes that look like metadata can pass for the
+ * end of the prefix unless a whole chain from 0 agrees. The chain must be
+ * known to reach 0. */
+static uint64_t crc_sound_prefix(const uint8_t *base, uint64_t end, int layout) {
+    uint64_t keep = end;
+    for (uint64_t p = end; p != 0;) {
+        simdr__prefetch_behind(base, p);
+        uint64_t m = p - SIMDR__META_SIZE;
+        simdr__meta meta = simdr__meta_decode(base + m);
+        int probe = layout;
+        if (!simdr__entry_crc_ok(base, meta.prev, m, meta.checksum, &probe)) keep = meta.prev;
+        p = meta.prev;
+    }
+    return keep;
+}
+
 /* ---- memo of positions already classified (structurally reach 0 or not) ---- */
 typedef struct posmemo {
     uint64_t *keys; /* position + 1, 0 = empty */
@@ -392,6 +410,8 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
      * further back is damage to report (simdr_check, simdr_entry_verify), not
      * a tail to cut. */
     int layout = -1;
+    uint64_t limit = size;   /* candidate prefixes end at or below it */
+    uint64_t skip_end = 0;   /* end of an entry whose link skips entries */
     uint64_t newest_prev = step_back(base, size);
     if (newest_prev != UINT64_MAX &&
         simdr__entry_crc_ok(base, newest_prev, size - SIMDR__META_SIZE,
@@ -404,16 +424,14 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
         int walked = walk_chain(&w, size, &layout, &skip_at, &budget, wr.failed ? NULL : &wr);
         free(w.buf);
         if (walked == WALK_SKIP) {
-            /* Damage, if the rest of the chain is sound; else the slow path
-             * sorts it out. */
+            /* Damage, if the rest of the chain is sound (else the slow path
+             * sorts it out): the entries below the one holding the link are
+             * untouched, and the slow path finds the sound prefix among them
+             * (a run of zeros reads as links to 0 and lands here). */
             int probe = layout;
             if (chain_sound(base, skip_at, &probe)) {
-                records_free(&wr);
-                r->layout = layout;
-                r->status = SIMDR__RECOVER_DAMAGED;
-                r->valid_len = 0;
-                r->damage_at = skip_at;
-                return SIMDR_OK;
+                skip_end = skip_at;
+                limit = skip_at > 2 * SIMDR__META_SIZE ? skip_at - SIMDR__META_SIZE - 1 : 0;
             }
         } else if (walked == WALK_SOUND) {
             r->layout = layout;
@@ -424,7 +442,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
             return SIMDR_OK;
         }
         records_free(&wr);
-        layout = -1;
+        if (!skip_end) layout = -1;
     }
 
     /* Slow path: the longest prefix that chains to 0 with sound tail CRCs. */
@@ -434,7 +452,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     int rc = SIMDR_OK;
     int cand_layout = layout;
     uint64_t first_end = first_entry_end(base, size);
-    for (uint64_t p = size; p >= SIMDR__META_SIZE + 1; p--) {
+    for (uint64_t p = limit; p >= SIMDR__META_SIZE + 1; p--) {
         if (step_back(base, p) == UINT64_MAX || meta_all_zero(base, p)) continue;
         int reach = first_end ? reaches_zero(base, p, first_end, &pm, &path, &path_cap) : 0;
         if (reach < 0) {
@@ -461,6 +479,13 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     free(path);
     if (rc != SIMDR_OK) return rc;
 
+    if (skip_end) {
+        r->layout = layout;
+        r->status = SIMDR__RECOVER_DAMAGED;
+        r->damage_at = skip_end;
+        r->valid_len = best ? crc_sound_prefix(base, best, cand_layout) : 0;
+        return SIMDR_OK;
+    }
     r->valid_len = best;
     if (best == 0) {
         r->status = SIMDR__RECOVER_NOTSTORE;
@@ -486,6 +511,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
                 q = pq;
             }
             r->damage_at = q;
+            r->valid_len = crc_sound_prefix(base, best, cand_layout);
         }
     }
     return SIMDR_OK;

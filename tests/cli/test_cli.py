@@ -1045,6 +1045,33 @@ def group_damage():
         r = run(store, "read", "k4")
         check(r.rc == 0 and r.out == b"value of k4 ........", "a sound key still reads", repr(r))
 
+    # a lost page in the middle: check reports on the file (read-only), the
+    # open's message names a sound prefix that is not empty
+    with TempDir() as d:
+        store = os.path.join(d, "s.bin")
+        for i in range(300):
+            run(store, "write", "k%d" % i, "value of k%d ........" % i)
+        size = os.path.getsize(store)
+        page = (size // 2) & ~4095
+        with open(store, "r+b") as f:
+            f.seek(page)
+            f.write(bytes(4096))
+        before = sha256_file(store)
+        r = run(store, "check")
+        check(r.rc == 1 and b"DAMAGED" in r.out, "check reports a store with a zeroed page", repr(r))
+        r = run(store, "check", "--json")
+        ok = r.rc == 1
+        try:
+            j = json.loads(r.out)
+            ok = ok and j["sound"] is False and j["entries"] > 100
+        except ValueError:
+            ok = False
+        check(ok, "check --json reports it, with the entries of the sound prefix", repr(r))
+        r = run(store, "read", "k0")
+        check(r.rc == 1 and "prefix is 0 bytes" not in r.err, "the refusal names a sound prefix",
+              repr(r))
+        check(sha256_file(store) == before, "neither check nor read changed the file")
+
 
 GROUPS = {
     "basic": group_basic,

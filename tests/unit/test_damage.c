@@ -362,6 +362,126 @@ static void damage_hint_damage_then_growth(void **state) {
     expect_refused_both_ways(f, "damage then growth");
 }
 
+/* ---- item 6: salvage and check on a store with a run of zeros ---- */
+
+typedef struct salvage_case {
+    uint64_t page;       /* the zeroed page */
+    uint64_t k3_start;   /* where k3's entry begins */
+    uint64_t k3_payload; /* and its payload */
+    uint64_t ends[300];  /* end of each key's entry */
+} salvage_case;
+
+static void store_of_300(fixture *f, salvage_case *c) {
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    write_keys(s, 0, 300);
+    for (int i = 0; i < 300; i++) {
+        char k[32];
+        key_of(k, sizeof k, i);
+        c->ends[i] = entry_end_of(s, k);
+    }
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, TU_STR("k3"), &e), SIMDR_OK);
+    c->k3_start = simdr_entry_start(e);
+    c->k3_payload = simdr_entry_offset(e);
+    simdr_entry_release(e);
+    c->page = (simdr_file_size(s) / 2) & ~UINT64_C(4095);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+}
+
+/* Opens read-only with salvage; every key whose entry ends within the sound
+ * prefix reads back; returns how many do. */
+static int salvage_and_count(fixture *f, const salvage_case *c, uint64_t *valid) {
+    int rc;
+    simdr_store *s = open_opts(f->path, SIMDR_OPEN_READONLY, 1, 1, 1, &rc);
+    assert_int_equal(rc, SIMDR_OK);
+    simdr_recovery_info ri;
+    assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+    *valid = ri.valid_size;
+    assert_int_equal(simdr_file_size(s), ri.valid_size);
+    int n = 0;
+    for (int i = 0; i < 300; i++) {
+        char k[32], v[96];
+        key_of(k, sizeof k, i);
+        value_of(v, sizeof v, i);
+        if (c->ends[i] <= ri.valid_size) {
+            tu_expect_str(s, k, v);
+            n++;
+        } else {
+            tu_expect_absent(s, k, strlen(k));
+        }
+    }
+    assert_int_equal(simdr_count(s), (uint64_t)n);
+    simdr_check_report rep;
+    assert_int_equal(simdr_check(s, NULL, NULL, &rep), SIMDR_ECORRUPT);
+    assert_true(rep.bad_entries >= 1);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    return n;
+}
+
+static void damage_salvage_serves_prefix_before_zeros(void **state) {
+    fixture *f = *state;
+    salvage_case c;
+    store_of_300(f, &c);
+    zero_range(f->path, c.page, 4096); /* a lost page */
+    uint8_t before[32], after[32];
+    tu_sha256_file(f->path, before);
+    /* refused without salvage, with a sound prefix named in the message */
+    int rc;
+    simdr_store *s = open_opts(f->path, SIMDR_OPEN_READONLY, 1, 0, 1, &rc);
+    assert_int_equal(rc, SIMDR_ECORRUPT);
+    assert_null(s);
+    assert_null(strstr(simdr_last_error(), "prefix is 0 bytes"));
+    uint64_t valid = 0;
+    int n = salvage_and_count(f, &c, &valid);
+    /* every entry that ends before the lost page is served */
+    int before_page = 0;
+    for (int i = 0; i < 300; i++) before_page += c.ends[i] <= c.page;
+    assert_true(before_page > 100);
+    assert_int_equal(n, before_page);
+    assert_true(valid <= c.page);
+    tu_sha256_file(f->path, after);
+    assert_memory_equal(before, after, 32);
+}
+
+/* Truncated in the middle, extended again with zeros, then written to:
+ * intact entries lie before the zeros and a sound entry after them. */
+static void damage_salvage_truncated_and_extended(void **state) {
+    fixture *f = *state;
+    salvage_case c;
+    store_of_300(f, &c);
+    tu_truncate(f->path, c.page);
+    tu_truncate(f->path, c.page + 3 * 4096);
+    uint64_t size = c.page + 3 * 4096;
+    uint8_t entry[64 + 8 + 20];
+    memset(entry, 0, sizeof entry);
+    memcpy(entry, "after!!!", 8); /* size is 64-aligned: no pad */
+    tu_put_le64(entry + 8, simdr_hash_key(TU_STR("after")));
+    tu_put_le64(entry + 16, size);
+    uint32_t crc = tu_crc32("after!!!", 8);
+    memcpy(entry + 24, &crc, 4);
+    tu_append_file(f->path, entry, 28);
+    uint64_t valid = 0;
+    int n = salvage_and_count(f, &c, &valid);
+    int before_cut = 0;
+    for (int i = 0; i < 300; i++) before_cut += c.ends[i] <= c.page;
+    assert_true(before_cut > 100);
+    assert_int_equal(n, before_cut);
+}
+
+/* A salvaged prefix is a chain from 0 whose every CRC is sound: an entry
+ * with a flipped byte ends it. */
+static void damage_salvage_prefix_has_every_crc_sound(void **state) {
+    fixture *f = *state;
+    salvage_case c;
+    store_of_300(f, &c);
+    zero_range(f->path, c.page, 4096);
+    flip_byte(f->path, c.k3_payload + 2);
+    uint64_t valid = 0;
+    int n = salvage_and_count(f, &c, &valid);
+    assert_int_equal(valid, c.k3_start);
+    assert_int_equal(n, 3);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(damage_bitrot_reported_on_every_read_path, setup,
@@ -375,6 +495,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(damage_hint_broken_link_with_mtime_restored, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(damage_hint_damage_then_growth, setup, teardown),
+        cmocka_unit_test_setup_teardown(damage_salvage_serves_prefix_before_zeros, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(damage_salvage_truncated_and_extended, setup, teardown),
+        cmocka_unit_test_setup_teardown(damage_salvage_prefix_has_every_crc_sound, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
