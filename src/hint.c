@@ -120,7 +120,7 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
     close(fd);
     if (!ok) return 0;
     int layout = h.layout;
-    if (!simdr__tail_sound(base, h.tail, &layout)) {
+    if (!simdr__tail_sound(s->fd, base, h.tail, &layout)) {
         simdr__index_free(ix);
         return 0;
     }

@@ -300,8 +300,9 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
 int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, uint32_t crc,
                         int *layout);
 
-/* Checks the CRCs of the newest entries of a structurally sound chain. */
-int simdr__tail_sound(const uint8_t *base, uint64_t end, int *layout);
+/* Checks the CRCs of the newest entries of a structurally sound chain;
+ * large entries are read with pread from fd (-1: through the map). */
+int simdr__tail_sound(int fd, const uint8_t *base, uint64_t end, int *layout);
 
 /* ---- the index hint file (hint.c) ---- */
 typedef struct simdr__hint {

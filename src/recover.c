@@ -72,6 +72,57 @@ int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, u
     return entry_bytes_crc_ok(base + prev, prev, meta_off - prev, crc, layout);
 }
 
+/* Entries larger than this are CRC-checked with pread through a bounded
+ * buffer instead of through the map: an open must not leave a large newest
+ * entry's pages in the process (pread leaves them in the page cache only). */
+#define MAPPED_CRC_MAX (UINT64_C(1) << 20)
+
+/* The CRCs of [prev, m) (as an unaligned payload) and of [prev + pad, m) (as
+ * an aligned one), read with pread; 0 when the file cannot be read. */
+static int crcs_by_pread(int fd, uint64_t prev, uint64_t m, uint64_t pad, uint32_t *whole,
+                         uint32_t *after_pad) {
+    uint8_t *buf = fd >= 0 ? malloc(MAPPED_CRC_MAX) : NULL;
+    if (!buf) return 0;
+    uint32_t a = 0, b = 0;
+    int ok = 1;
+    for (uint64_t at = prev; ok && at < m;) {
+        size_t n = m - at < MAPPED_CRC_MAX ? (size_t)(m - at) : (size_t)MAPPED_CRC_MAX;
+        ok = simdr__pread_all(fd, buf, n, at) == 0;
+        if (ok) {
+            a = simdr__crc32(a, buf, n);
+            uint64_t skip = at < prev + pad ? prev + pad - at : 0;
+            if (skip < n) b = simdr__crc32(b, buf + skip, n - skip);
+        }
+        at += n;
+    }
+    free(buf);
+    *whole = a;
+    *after_pad = b;
+    return ok;
+}
+
+/* simdr__entry_crc_ok for an entry of any size, reading a large one with
+ * pread from fd (-1: through the map). */
+static int entry_crc_ok_fd(int fd, const uint8_t *base, uint64_t prev, uint64_t m, uint32_t crc,
+                           int *layout) {
+    uint64_t pad = simdr__pad_for(prev, 1);
+    uint32_t whole, after_pad;
+    if (m - prev <= MAPPED_CRC_MAX || !crcs_by_pread(fd, prev, m, pad, &whole, &after_pad))
+        return simdr__entry_crc_ok(base, prev, m, crc, layout);
+    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED) return whole == crc;
+    int aligned_ok = all_zero(base + prev, pad) && after_pad == crc;
+    if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
+    if (aligned_ok) {
+        *layout = SIMDR_LAYOUT_ALIGNED64;
+        return 1;
+    }
+    if (whole == crc) {
+        *layout = SIMDR_LAYOUT_UNALIGNED;
+        return 1;
+    }
+    return 0;
+}
+
 /* One structural step back from end position p: the previous end, or
  * UINT64_MAX if p cannot end an entry. */
 static uint64_t step_back(const uint8_t *base, uint64_t p) {
@@ -93,7 +144,7 @@ static int meta_all_zero(const uint8_t *base, uint64_t p) {
  * a repair must pass this stricter test, so the cut lands before any torn
  * data of the last appends. The chain must already be
  * known structurally sound. *budget is decreased by the bytes hashed. */
-static int tail_crcs_ok(const uint8_t *base, uint64_t end, uint64_t window, int *layout,
+static int tail_crcs_ok(int fd, const uint8_t *base, uint64_t end, uint64_t window, int *layout,
                         uint64_t *budget) {
     uint64_t p = end;
     int first = 1;
@@ -106,7 +157,7 @@ static int tail_crcs_ok(const uint8_t *base, uint64_t end, uint64_t window, int 
         uint64_t span = m - meta.prev;
         if (*budget < span) return -1;
         *budget -= span;
-        if (!simdr__entry_crc_ok(base, meta.prev, m, meta.checksum, layout)) return 0;
+        if (!entry_crc_ok_fd(fd, base, meta.prev, m, meta.checksum, layout)) return 0;
         p = meta.prev;
         first = 0;
     }
@@ -220,15 +271,19 @@ static int walk_chain(simdr__window *w, uint64_t end, int *layout, uint64_t *at,
         uint64_t m = p - SIMDR__META_SIZE;
         simdr__meta meta = simdr__meta_decode(simdr__window_span(w, m, p));
         if (meta.prev >= m) return WALK_BROKEN;
-        const uint8_t *entry = simdr__window_span(w, meta.prev, m);
-        if (!entry_bytes_crc_ok(entry, meta.prev, m - meta.prev, meta.checksum, layout) &&
-            span_hides_entry(w->base, meta.prev, m, *layout, budget)) {
+        int ok, tomb = 0;
+        if (m - meta.prev > MAPPED_CRC_MAX) { /* not through the map: see entry_crc_ok_fd */
+            ok = entry_crc_ok_fd(w->fd, w->base, meta.prev, m, meta.checksum, layout);
+        } else {
+            const uint8_t *entry = simdr__window_span(w, meta.prev, m);
+            ok = entry_bytes_crc_ok(entry, meta.prev, m - meta.prev, meta.checksum, layout);
+            tomb = m - meta.prev == 1 && entry[0] == SIMDR__TOMBSTONE_BYTE;
+        }
+        if (!ok && span_hides_entry(w->base, meta.prev, m, *layout, budget)) {
             *at = p;
             return WALK_SKIP;
         }
-        if (wr)
-            record_entry(wr, meta.key_hash, m,
-                         m - meta.prev == 1 && entry[0] == SIMDR__TOMBSTONE_BYTE);
+        if (wr) record_entry(wr, meta.key_hash, m, tomb);
         p = meta.prev;
     }
     return WALK_SOUND;
@@ -414,8 +469,8 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     uint64_t skip_end = 0;   /* end of an entry whose link skips entries */
     uint64_t newest_prev = step_back(base, size);
     if (newest_prev != UINT64_MAX &&
-        simdr__entry_crc_ok(base, newest_prev, size - SIMDR__META_SIZE,
-                            simdr__load_u32le(base + size - 4), &layout)) {
+        entry_crc_ok_fd(fd, base, newest_prev, size - SIMDR__META_SIZE,
+                        simdr__load_u32le(base + size - 4), &layout)) {
         simdr__window w = {fd, base, size, 1, fd >= 0 ? malloc(WINDOW_BYTES) : NULL, WINDOW_BYTES,
                            0, 0};
         walk_records wr;
@@ -461,7 +516,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
         }
         if (!reach) continue;
         int probe = layout;
-        int ok = tail_crcs_ok(base, p, TAIL_WINDOW, &probe, &budget);
+        int ok = tail_crcs_ok(fd, base, p, TAIL_WINDOW, &probe, &budget);
         if (ok < 0) {
             rc = simdr__fail(SIMDR_ECORRUPT,
                              "recovery gave up: too many candidate chains (hostile or badly "
@@ -531,7 +586,7 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
     return p == stop;
 }
 
-int simdr__tail_sound(const uint8_t *base, uint64_t end, int *layout) {
+int simdr__tail_sound(int fd, const uint8_t *base, uint64_t end, int *layout) {
     uint64_t budget = UINT64_MAX;
-    return tail_crcs_ok(base, end, HINT_TAIL_WINDOW, layout, &budget) == 1;
+    return tail_crcs_ok(fd, base, end, HINT_TAIL_WINDOW, layout, &budget) == 1;
 }

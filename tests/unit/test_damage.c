@@ -482,6 +482,56 @@ static void damage_salvage_prefix_has_every_crc_sound(void **state) {
     assert_int_equal(n, 3);
 }
 
+/* ---- item 16 (open): a large newest entry is not left resident ---- */
+
+static uint64_t resident_bytes(void) {
+    FILE *fp = fopen("/proc/self/statm", "r");
+    assert_non_null(fp);
+    unsigned long long size = 0, resident = 0;
+    assert_int_equal(fscanf(fp, "%llu %llu", &size, &resident), 2);
+    fclose(fp);
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Opens path in each mode and checks the open did not fault in the value
+ * (64 MiB): the process grows by far less than the value. */
+static void expect_open_leaves_value_out(const char *path, const char *what) {
+    for (int mode = SIMDR_OPEN_EXISTING; mode <= SIMDR_OPEN_READONLY; mode++) {
+        uint64_t before = resident_bytes();
+        simdr_store *s = open_ok(path, mode, 1);
+        uint64_t grown = resident_bytes() - before;
+        if (grown > (UINT64_C(16) << 20))
+            fail_msg("%s: open (mode %d) left %llu bytes resident", what, mode,
+                     (unsigned long long)grown);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+    }
+}
+
+static void damage_open_leaves_large_newest_entry_out(void **state) {
+    fixture *f = *state;
+    size_t big = 64u << 20;
+    uint8_t *v = malloc(big);
+    tu_fill(v, big, 16);
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    write_keys(s, 0, 10);
+    assert_int_equal(simdr_put(s, TU_STR("big"), v, big, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    free(v); /* handed back to the system: it does not count below */
+    expect_open_leaves_value_out(f->path, "full walk");
+    /* the same behind a hint (the open checks the newest entries' CRCs) */
+    s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    write_keys(s, 10, HINT_KEYS);
+    v = malloc(big);
+    tu_fill(v, big, 17);
+    assert_int_equal(simdr_put(s, TU_STR("big"), v, big, NULL), SIMDR_OK);
+    free(v);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    char hint[4200];
+    snprintf(hint, sizeof hint, "%s.hint", f->path);
+    assert_true(tu_file_size(hint) > 0);
+    expect_open_leaves_value_out(f->path, "hinted open");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(damage_bitrot_reported_on_every_read_path, setup,
@@ -499,6 +549,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(damage_salvage_truncated_and_extended, setup, teardown),
         cmocka_unit_test_setup_teardown(damage_salvage_prefix_has_every_crc_sound, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(damage_open_leaves_large_newest_entry_out, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
