@@ -282,7 +282,9 @@ SIMDR_API int simdr_put_fd(simdr_store *store, const void *key, size_t key_len, 
 /**
  * Finds the newest value of key. On SIMDR_OK *out is a new entry handle the
  * caller releases with simdr_entry_release(). SIMDR_NOTFOUND if the key was
- * never written or is deleted. Never waits for a writer.
+ * never written or is deleted; SIMDR_ECORRUPT (and *out NULL) if its newest
+ * entry is damaged: its metadata no longer holds the key, or (verify_reads)
+ * its value fails its CRC. Never waits for a writer.
  * Lifetime: simdr_entry_data() points into the map and stays valid until the
  * entry is released, whatever else happens to the store.
  */
@@ -427,9 +429,9 @@ SIMDR_API int simdr_iter_open(simdr_store *store, simdr_iter **out);
  * Advances. On SIMDR_OK *entry is borrowed: valid until the next call or
  * simdr_iter_close() (keep it with simdr_entry_dup). SIMDR_NOTFOUND at end.
  * SIMDR_ECORRUPT: the next live key's newest entry is damaged (its bytes
- * cannot be an entry of this layout; simdr_get reports the same for that
- * key); the iterator has moved past it, so calling again continues with the
- * remaining entries.
+ * cannot be an entry of this layout, or, with verify_reads, its value fails
+ * its CRC; simdr_get reports the same for that key); the iterator has moved
+ * past it, so calling again continues with the remaining entries.
  */
 SIMDR_API int simdr_iter_next(simdr_iter *iter, const simdr_entry **entry);
 SIMDR_API void simdr_iter_close(simdr_iter *iter);
@@ -442,7 +444,9 @@ typedef int (*simdr_visit_fn)(void *ctx, const simdr_entry *entry);
 SIMDR_API int simdr_for_each(simdr_store *store, simdr_visit_fn fn, void *ctx);
 
 /** Calls fn for every live entry on nthreads threads (0 = number of CPUs);
- *  fn must be thread-safe. Order is unspecified. */
+ *  fn must be thread-safe. Order is unspecified. A damaged entry stops the
+ *  visit with SIMDR_ECORRUPT (simdr_for_each stops there too; use an
+ *  iterator to go on past it). */
 SIMDR_API int simdr_for_each_parallel(simdr_store *store, unsigned nthreads, simdr_visit_fn fn,
                                       void *ctx);
 
