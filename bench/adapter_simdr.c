@@ -8,6 +8,10 @@
  * simdr_get_batch; a scan is simdr_for_each (one thread); compaction is
  * simdr_compact. drop_hints deletes every file beside store.bin so that an
  * open must rebuild its index from the store file alone.
+ *
+ * SIMDR_BENCH_VERIFY=0 in the environment opens with verify_reads = 0 (no CRC
+ * check on reads), so the cost of the default check can be measured: run R1
+ * and R1b once with and once without it.
  */
 #include "adapter.h"
 
@@ -50,6 +54,8 @@ static void *sd_open(const char *dir, const bench_open_opts *o)
     opts.open_mode = o->create ? SIMDR_OPEN_CREATE : SIMDR_OPEN_EXISTING;
     opts.layout = o->variant == 1 ? SIMDR_LAYOUT_UNALIGNED : SIMDR_LAYOUT_ALIGNED64;
     opts.durability = o->durable ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
+    const char *verify = getenv("SIMDR_BENCH_VERIFY");
+    opts.verify_reads = !(verify && !strcmp(verify, "0"));
     snprintf(path, sizeof path, "%s/" SIMDR_BENCH_FILE, dir);
     if ((rc = simdr_open(&st, path, &opts)) != SIMDR_OK) {
         sd_fail("open", rc);

@@ -78,8 +78,14 @@ int cmd_check(const struct cli_args *a) {
     char fq[512];
     cli_quote(fq, sizeof fq, a->store_path);
     simdr_store *st = NULL;
-    /* Read-only: a check never repairs or truncates anything. */
-    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_READONLY, &st);
+    /* Read-only: a check never repairs or truncates anything. Salvage, so a
+     * store damaged in the middle opens to its sound prefix and the check
+     * reports on the whole file instead of refusing to look at it. */
+    simdr_options opts;
+    simdr_options_init(&opts);
+    opts.open_mode = SIMDR_OPEN_READONLY;
+    opts.salvage = 1;
+    int ret = cli_open_store_opts(a, a->store_path, &opts, &st);
     if (ret != CLI_OK)
         return ret;
     simdr_recovery_info ri;

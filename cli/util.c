@@ -287,14 +287,19 @@ const char *cli_layout_name(int layout) {
  * found: a torn final append that a writable open cut (and saved), or that a
  * read-only open skipped without touching the file. */
 int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_store **out) {
-    (void)a;
     simdr_options opts;
     simdr_options_init(&opts);
     opts.open_mode = mode;
+    return cli_open_store_opts(a, path, &opts, out);
+}
+
+int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_options *opts,
+                        simdr_store **out) {
+    (void)a;
     *out = NULL;
     char q[512];
     cli_quote(q, sizeof q, path);
-    int rc = simdr_open(out, path, &opts);
+    int rc = simdr_open(out, path, opts);
     if (rc != SIMDR_OK) {
         *out = NULL;
         return cli_fail_simdr(rc, "cannot open %s", q);

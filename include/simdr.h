@@ -139,11 +139,19 @@ typedef struct simdr_options {
                             beside the file). 1 by default; 0 makes a torn
                             tail an SIMDR_ECORRUPT error instead */
     int salvage;       /**< read-only opens: 1 serves the sound prefix of a store
-                            damaged in the middle; 0 (default) refuses it with
-                            SIMDR_ECORRUPT. Writable opens always refuse it. */
+                            damaged in the middle (the longest chain from offset 0
+                            before the damage whose every entry passes its CRC;
+                            simdr_check then reports the rest); 0 (default)
+                            refuses it with SIMDR_ECORRUPT. Writable opens always
+                            refuse it. */
     int use_hint;      /**< 1 (default): keep the index in "<path>.hint" at close
                             and load it at open when it still matches the file
                             (validated, never trusted blindly); 0: always rebuild */
+    int verify_reads;  /**< 1 (default): every read checks the CRC-32 of the value it
+                            hands out and answers SIMDR_ECORRUPT instead of damaged
+                            bytes (see "Damaged values" below); 0: lookups skip the
+                            check (the caller uses simdr_entry_verify). Copy, move
+                            and rename always check, whatever this says. */
     unsigned file_mode;/**< permission bits for a created file (default 0644) */
 } simdr_options;
 
@@ -319,12 +327,28 @@ SIMDR_API int simdr_put_fd(simdr_store *store, const void *key, size_t key_len, 
 
 /* ------------------------------------------------------------------------ */
 /* Reading                                                                   */
+/*                                                                           */
+/* Damaged values: with verify_reads = 1 (the default) every call that hands */
+/* out a value checks its CRC-32 first: simdr_get(_hashed), simdr_get_last,  */
+/* simdr_get_copy, simdr_get_batch(_hashed), simdr_exists, the iterators and */
+/* simdr_for_each(_parallel) answer SIMDR_ECORRUPT for a value whose bytes   */
+/* no longer match their checksum, and hand out none of them. A value of up  */
+/* to 1 MiB is checked in place; a larger one a MiB at a time, the pages it  */
+/* read dropped from the process again, so the check never leaves a huge    */
+/* value resident (it does read the value once more than the caller does).   */
+/* With verify_reads = 0 lookups skip the check; simdr_entry_verify checks a */
+/* handle, and simdr_entry_chunk checks an unchecked handle before it hands  */
+/* out the chunk that ends the value (SIMDR_ECHECKSUM). simdr_copy,          */
+/* simdr_move and simdr_rename check the source whatever the option says:    */
+/* damaged bytes are never written again under a fresh checksum.             */
 /* ------------------------------------------------------------------------ */
 
 /**
  * Finds the newest value of key. On SIMDR_OK *out is a new entry handle the
  * caller releases with simdr_entry_release(). SIMDR_NOTFOUND if the key was
- * never written or is deleted. Never waits for a writer.
+ * never written or is deleted; SIMDR_ECORRUPT (and *out NULL) if its newest
+ * entry is damaged: its metadata no longer holds the key, or (verify_reads)
+ * its value fails its CRC. Never waits for a writer.
  * Lifetime: simdr_entry_data() points into the map and stays valid until the
  * entry is released, whatever else happens to the store.
  */
@@ -332,13 +356,15 @@ SIMDR_API int simdr_get(simdr_store *store, const void *key, size_t key_len, sim
 SIMDR_API int simdr_get_hashed(simdr_store *store, uint64_t key_hash, simdr_entry **out);
 
 /** 1 if key is present, 0 if absent or deleted, negative on error: agrees
- *  with simdr_get (SIMDR_ECORRUPT when the newest entry's metadata is damaged). */
+ *  with simdr_get (SIMDR_ECORRUPT when the newest entry's metadata or, with
+ *  verify_reads, its value is damaged; the check reads the value). */
 SIMDR_API int simdr_exists(simdr_store *store, const void *key, size_t key_len);
 
 /**
  * Copying read: copies the newest value into buf if it fits. *value_len
  * always receives the value's size; SIMDR_ETOOBIG when cap is too small (buf
- * untouched), SIMDR_NOTFOUND when absent.
+ * untouched), SIMDR_NOTFOUND when absent, SIMDR_ECORRUPT when damaged (buf
+ * untouched).
  */
 SIMDR_API int simdr_get_copy(simdr_store *store, const void *key, size_t key_len, void *buf,
                              size_t cap, size_t *value_len);
@@ -351,7 +377,8 @@ typedef struct simdr_key {
 /**
  * Reads n keys at once (lookups overlap their memory accesses). out[i] is a
  * new entry (release each) or NULL when keys[i] is absent. Returns the number
- * of keys found (>= 0) or a negative error (then every out[i] is NULL).
+ * of keys found (>= 0) or a negative error (then every out[i] is NULL); one
+ * damaged entry among the keys makes the call SIMDR_ECORRUPT.
  * Entries of one call share their memory in groups of up to 256: one entry
  * kept after the others of its group were released keeps about 22 KB.
  */
@@ -398,7 +425,9 @@ SIMDR_API int simdr_entry_verify(const simdr_entry *entry);
  * (lifetime rule above). With advise_done = 1 the whole pages of the chunk
  * before offset (the max bytes before it, as a sequential reader with a fixed
  * max just consumed) are dropped from memory. SIMDR_NOTFOUND when
- * offset >= size.
+ * offset >= size. SIMDR_ECHECKSUM (and no chunk) when the chunk asked for
+ * ends the value and the handle was not checked at lookup (verify_reads = 0)
+ * and the value does not match its CRC.
  */
 SIMDR_API int simdr_entry_chunk(const simdr_entry *entry, uint64_t offset, size_t max,
                                 const void **ptr, size_t *len, int advise_done);
@@ -469,9 +498,9 @@ SIMDR_API int simdr_iter_open(simdr_store *store, simdr_iter **out);
  * Advances. On SIMDR_OK *entry is borrowed: valid until the next call or
  * simdr_iter_close() (keep it with simdr_entry_dup). SIMDR_NOTFOUND at end.
  * SIMDR_ECORRUPT: the next live key's newest entry is damaged (its bytes
- * cannot be an entry of this layout; simdr_get reports the same for that
- * key); the iterator has moved past it, so calling again continues with the
- * remaining entries.
+ * cannot be an entry of this layout, or, with verify_reads, its value fails
+ * its CRC; simdr_get reports the same for that key); the iterator has moved
+ * past it, so calling again continues with the remaining entries.
  */
 SIMDR_API int simdr_iter_next(simdr_iter *iter, const simdr_entry **entry);
 SIMDR_API void simdr_iter_close(simdr_iter *iter);
@@ -484,7 +513,9 @@ typedef int (*simdr_visit_fn)(void *ctx, const simdr_entry *entry);
 SIMDR_API int simdr_for_each(simdr_store *store, simdr_visit_fn fn, void *ctx);
 
 /** Calls fn for every live entry on nthreads threads (0 = number of CPUs);
- *  fn must be thread-safe. Order is unspecified. */
+ *  fn must be thread-safe. Order is unspecified. A damaged entry stops the
+ *  visit with SIMDR_ECORRUPT (simdr_for_each stops there too; use an
+ *  iterator to go on past it). */
 SIMDR_API int simdr_for_each_parallel(simdr_store *store, unsigned nthreads, simdr_visit_fn fn,
                                       void *ctx);
 

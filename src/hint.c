@@ -5,16 +5,25 @@
  * cache and is never trusted blindly:
  * - it names the store file's device and inode, the tail it covers, and that
  *   tail's 20 metadata bytes, which must all match the file;
- * - if the file has not grown since, its modification time must not have
- *   changed either: a file rewritten in place (restored, damaged, edited)
- *   is indexed afresh, so recovery sees any damage in it;
+ * - the file must be exactly as long as that tail, with the modification and
+ *   change times it had when the hint was saved. Anything that wrote to the
+ *   file since (appends after a crash, another writer, damage followed by
+ *   growth, a rewrite in place with its mtime restored: the kernel sets the
+ *   change time on every write and on utimensat, and no call sets it back)
+ *   makes the open walk the whole chain, which checks every link and CRC, so
+ *   damage is reported instead of being hidden behind the saved index;
  * - its table carries an XXH3 checksum;
- * - the newest entries of the chain it covers are CRC-checked as on any open;
- * - entries appended after it (a crash before close) must chain exactly back
- *   to its tail with sound CRCs, and are then indexed on top.
+ * - the newest entries of the chain it covers are CRC-checked as on any open.
  * Anything else and the open falls back to full recovery. A stale or damaged
  * hint costs a rebuild, never data. Written to a temporary name and renamed;
  * read-only opens never write it.
+ *
+ * Damage below the file system (bit rot, a lost write) changes neither time;
+ * a hinted open does not read the file to find it (that is the rebuild the
+ * hint saves). Every read checks what it serves instead: a slot whose
+ * metadata lost its key's hash is SIMDR_ECORRUPT (index.c), a value that
+ * fails its CRC is SIMDR_ECORRUPT (read.c), and simdr_check and compaction
+ * walk every entry.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +36,7 @@
 
 #include "internal.h"
 
-#define HINT_MAGIC UINT64_C(0x32544e4948524453) /* "SDRHINT2" little-endian */
+#define HINT_MAGIC UINT64_C(0x33544e4948524453) /* "SDRHINT3" little-endian */
 
 typedef struct hint_header {
     uint64_t magic;
@@ -36,6 +45,7 @@ typedef struct hint_header {
     uint64_t cap, used, live;
     uint64_t table_hash;
     int64_t mtime_sec, mtime_nsec; /* the store file's mtime when the hint was saved */
+    int64_t ctime_sec, ctime_nsec; /* ... and its change time */
     int32_t layout, layout_detected;
     uint8_t tail_meta[SIMDR__META_SIZE];
     uint8_t pad[4];
@@ -70,10 +80,11 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
     simdr__index *ix = NULL;
     struct stat store_st;
     int ok = simdr__io.fstat(s->fd, &store_st) == 0 && read_all(fd, &h, sizeof h) == 0 &&
-             h.magic == HINT_MAGIC &&
-             (size > h.tail || (h.mtime_sec == (int64_t)store_st.st_mtim.tv_sec &&
-                                h.mtime_nsec == (int64_t)store_st.st_mtim.tv_nsec)) &&
-             h.dev == (uint64_t)s->dev && h.ino == (uint64_t)s->ino && h.tail <= size &&
+             h.magic == HINT_MAGIC && h.mtime_sec == (int64_t)store_st.st_mtim.tv_sec &&
+             h.mtime_nsec == (int64_t)store_st.st_mtim.tv_nsec &&
+             h.ctime_sec == (int64_t)store_st.st_ctim.tv_sec &&
+             h.ctime_nsec == (int64_t)store_st.st_ctim.tv_nsec &&
+             h.dev == (uint64_t)s->dev && h.ino == (uint64_t)s->ino && h.tail == size &&
              h.tail > SIMDR__META_SIZE && h.cap >= 1 && h.cap < (UINT64_C(1) << 32) &&
              h.used <= h.cap && h.live <= h.used &&
              (h.layout == SIMDR_LAYOUT_ALIGNED64 || h.layout == SIMDR_LAYOUT_UNALIGNED) &&
@@ -109,9 +120,7 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
     close(fd);
     if (!ok) return 0;
     int layout = h.layout;
-    if (!simdr__tail_sound(base, h.tail, &layout) ||
-        (size > h.tail &&
-         !simdr__chain_reaches(base, size, h.tail, &layout, UINT64_C(1) << 24))) {
+    if (!simdr__tail_sound(s->fd, base, h.tail, &layout)) {
         simdr__index_free(ix);
         return 0;
     }
@@ -155,6 +164,8 @@ void simdr__hint_save(simdr_store *s) {
         h.table_hash = simdr__xxh3((const void *)v->index->slots, bytes);
         h.mtime_sec = (int64_t)store_st.st_mtim.tv_sec;
         h.mtime_nsec = (int64_t)store_st.st_mtim.tv_nsec;
+        h.ctime_sec = (int64_t)store_st.st_ctim.tv_sec;
+        h.ctime_nsec = (int64_t)store_st.st_ctim.tv_nsec;
         h.layout = atomic_load(&s->layout);
         h.layout_detected = s->layout_detected;
         memcpy(h.tail_meta, v->map->base + tail - SIMDR__META_SIZE, SIMDR__META_SIZE);

@@ -50,24 +50,33 @@ void simdr__index_free(simdr__index *ix) {
     free(ix);
 }
 
+/* A slot's tag was taken from the hash its metadata holds, so metadata
+ * whose hash has another tag is not another key: the bytes were damaged
+ * after the slot was set (below the file system, or under a hint). That is
+ * flagged (SIMDR__PROBE_DAMAGED), never silently taken for absence. */
 static int hash_matches(const uint8_t *base, uint64_t len, uint64_t v, uint64_t hash,
-                        int *beyond) {
+                        unsigned *probe) {
     if (((v ^ hash) & TAG_MASK) != 0) return 0;
     uint64_t off = v & SIMDR__IDX_OFF_MASK;
     if (off + SIMDR__META_SIZE > len) {
-        if (beyond) *beyond = 1;
+        if (probe) *probe |= SIMDR__PROBE_BEYOND;
         return 0;
     }
-    return simdr__load_u64le(base + off) == hash;
+    uint64_t stored = simdr__load_u64le(base + off);
+    if (stored == hash) return 1;
+    if (probe && ((stored ^ v) & TAG_MASK) != 0) *probe |= SIMDR__PROBE_DAMAGED;
+    return 0;
 }
 
 uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *base, uint64_t len,
-                          uint64_t hash, int *beyond) {
+                          uint64_t hash, unsigned *probe) {
     uint64_t i = bucket_of(hash, ix->cap);
     for (;;) {
         uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
         if (v == 0) return 0;
-        if (hash_matches(base, len, v, hash, beyond)) return v;
+        /* Past a damaged slot the probe goes on: the key may have been
+         * written again since, into a later slot. */
+        if (hash_matches(base, len, v, hash, probe)) return v;
         if (++i == ix->cap) i = 0;
     }
 }
@@ -199,8 +208,8 @@ void simdr__index_prefetch_meta(const simdr__index *ix, const uint8_t *base, uin
  * prefetch; then hash is looked up as simdr__index_get does. */
 uint64_t simdr__index_pipeline_step(const simdr__index *ix, const uint8_t *base, uint64_t len,
                                     const uint64_t *slot_hash, const uint64_t *meta_hash,
-                                    uint64_t hash, int *beyond) {
+                                    uint64_t hash, unsigned *probe) {
     if (slot_hash) simdr__index_prefetch(ix, *slot_hash);
     if (meta_hash) simdr__index_prefetch_meta(ix, base, len, *meta_hash);
-    return simdr__index_get(ix, base, len, hash, beyond);
+    return simdr__index_get(ix, base, len, hash, probe);
 }

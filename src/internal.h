@@ -150,10 +150,15 @@ static inline uint64_t simdr__index_bucket(uint64_t hash, uint64_t cap) {
 simdr__index *simdr__index_new(uint64_t expected_keys);
 void simdr__index_free(simdr__index *ix);
 /* Lookup: returns the slot value (0 = absent). base/len: the map to confirm
- * full hashes in; *beyond is set when a candidate lies past len (the caller
- * retries with a newer view). */
+ * full hashes in. *probe (may be NULL) gains SIMDR__PROBE_BEYOND when a
+ * candidate lies past len (the caller retries with a newer view) and
+ * SIMDR__PROBE_DAMAGED when a slot with the hash's tag names metadata
+ * holding a hash of another tag (damage: with 0 returned, the key's answer
+ * is SIMDR_ECORRUPT, not absence). */
+#define SIMDR__PROBE_BEYOND 1u
+#define SIMDR__PROBE_DAMAGED 2u
 uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *base, uint64_t len,
-                          uint64_t hash, int *beyond);
+                          uint64_t hash, unsigned *probe);
 /* Writer: set hash -> value. Returns the previous value (0 = new key). */
 uint64_t simdr__index_put(simdr__index *ix, const uint8_t *base, uint64_t hash, uint64_t value);
 /* Writer: insert only if absent (index build walking newest-first). 1 if inserted. */
@@ -175,7 +180,7 @@ void simdr__index_prefetch_meta(const simdr__index *ix, const uint8_t *base, uin
  * NULL) and the lookup of hash, in one call. */
 uint64_t simdr__index_pipeline_step(const simdr__index *ix, const uint8_t *base, uint64_t len,
                                     const uint64_t *slot_hash, const uint64_t *meta_hash,
-                                    uint64_t hash, int *beyond);
+                                    uint64_t hash, unsigned *probe);
 /* How many new keys fit before needs_grow turns true. */
 uint64_t simdr__index_room(const simdr__index *ix);
 struct simdr__item;
@@ -212,6 +217,7 @@ struct simdr_store {
     int layout_detected;             /* 0: assumed (no entry could tell yet) */
     int use_hint;
     int salvage;
+    int verify_reads;                /* lookups check the CRC of what they hand out */
     uint64_t hint_tail;              /* tail covered by the hint file on disk (0: none) */
     _Atomic(simdr__view *) view;
     uint64_t tail;                   /* writer's tail (under wlock); readers use view->tail */
@@ -243,6 +249,7 @@ struct simdr_entry {
     uint64_t key_hash;
     uint32_t checksum;
     int tombstone;
+    int verified;         /* its CRC was checked when it was looked up */
     uint64_t start;       /* prev_offset */
     uint64_t payload_off;
     uint64_t meta_off;
@@ -307,8 +314,9 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
 int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, uint32_t crc,
                         int *layout);
 
-/* Checks the CRCs of the newest entries of a structurally sound chain. */
-int simdr__tail_sound(const uint8_t *base, uint64_t end, int *layout);
+/* Checks the CRCs of the newest entries of a structurally sound chain;
+ * large entries are read with pread from fd (-1: through the map). */
+int simdr__tail_sound(int fd, const uint8_t *base, uint64_t end, int *layout);
 
 /* ---- the index hint file (hint.c) ---- */
 typedef struct simdr__hint {
@@ -316,8 +324,8 @@ typedef struct simdr__hint {
     uint64_t tail, live;
     int layout, layout_detected;
 } simdr__hint;
-/* 1 and *out filled when a valid hint covers a prefix of the file whose
- * remainder chains onto it; 0 otherwise (rebuild). */
+/* 1 and *out filled when a valid hint covers the whole file, unchanged
+ * since the hint was saved; 0 otherwise (rebuild). */
 int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__hint *out);
 void simdr__hint_save(simdr_store *s);
 
@@ -347,8 +355,16 @@ int simdr__grow_index_if_needed(simdr_store *s);
 int simdr__sync_to(simdr_store *s, uint64_t end);
 
 /* ---- reads (read.c) ---- */
-/* Lookup inside an epoch section; fills e (pinned) on success. */
+/* Lookup of the newest entry of hash, its CRC checked whatever the store's
+ * verify_reads says (copy and rename must never give damaged bytes a fresh
+ * checksum); fills *out (pinned) on success, SIMDR_ECORRUPT for damage. */
 int simdr__lookup(simdr_store *s, uint64_t hash, struct simdr_entry **out);
+/* 1 if the payload of a decoded entry matches its CRC-32. A large payload
+ * is read a step at a time and the steps' pages are dropped from this
+ * process after, so a check never leaves a huge value resident. */
+int simdr__payload_sound(const struct simdr_entry *e);
+/* SIMDR_OK, or SIMDR_ECORRUPT with a message naming the entry. */
+int simdr__verify_payload(const simdr_store *s, const struct simdr_entry *e);
 
 /* ---- live entries (iter.c): the metadata offsets of the live slots ---- */
 int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n);

@@ -228,6 +228,11 @@ static int next_from_offsets(simdr_iter *it, const simdr_entry **entry) {
     if (rc != SIMDR_OK)
         return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
                            (unsigned long long)meta_off);
+    if (it->store->verify_reads) {
+        rc = simdr__verify_payload(it->store, &e);
+        if (rc != SIMDR_OK) return rc;
+        e.verified = 1;
+    }
     e.map = it->map;
     e.shard = it->shard;
     it->current = e;
@@ -259,6 +264,11 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
         int added = hashset_add(&it->seen, e.key_hash);
         if (added < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");
         if (!added || e.tombstone) continue;
+        if (it->store->verify_reads) {
+            rc = simdr__verify_payload(it->store, &e);
+            if (rc != SIMDR_OK) return rc;
+            e.verified = 1;
+        }
         e.map = it->map;
         e.shard = it->shard;
         it->current = e;
@@ -310,6 +320,7 @@ int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t
 typedef struct par_job {
     simdr__map *map;
     int layout;
+    int verify;
     const uint64_t *offs;
     uint64_t begin, end;
     simdr_visit_fn fn;
@@ -324,11 +335,13 @@ static void *par_worker(void *arg) {
     for (uint64_t i = j->begin; i < j->end; i++) {
         if (atomic_load_explicit(j->stop, memory_order_relaxed)) break;
         struct simdr_entry e;
-        if (simdr__entry_decode(j->map->base, j->map->len, j->offs[i], j->layout, &e) != SIMDR_OK) {
+        if (simdr__entry_decode(j->map->base, j->map->len, j->offs[i], j->layout, &e) != SIMDR_OK ||
+            (j->verify && !simdr__payload_sound(&e))) {
             j->rc = SIMDR_ECORRUPT;
             atomic_store(j->stop, 1);
             break;
         }
+        e.verified = j->verify;
         e.map = j->map;
         e.shard = 0;
         if (j->fn(j->ctx, &e) != 0) {
@@ -371,7 +384,8 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *s, unsigned nthreads, simdr_v
     }
     int layout = atomic_load(&s->layout);
     for (unsigned t = 0; t < nthreads; t++)
-        jobs[t] = (par_job){map, layout, offs, n * t / nthreads, n * (t + 1) / nthreads,
+        jobs[t] = (par_job){map, layout, s->verify_reads, offs, n * t / nthreads,
+                            n * (t + 1) / nthreads,
                             fn, ctx, &stop, SIMDR_OK, 0};
     /* The calling thread takes the first share; a thread that cannot be
      * created has its share run here instead. */

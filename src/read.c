@@ -24,6 +24,7 @@ int simdr__entry_decode_span(const uint8_t *span, uint64_t prev, uint64_t meta_o
                              struct simdr_entry *e) {
     const uint8_t *meta = span + (meta_off - prev);
     e->block = NULL;
+    e->verified = 0;
     e->key_hash = simdr__load_u64le(meta);
     e->checksum = simdr__load_u32le(meta + 16);
     e->start = prev;
@@ -50,18 +51,63 @@ int simdr__entry_decode(const uint8_t *base, uint64_t map_len, uint64_t meta_off
     return simdr__entry_decode_span(base + prev, prev, meta_off, layout, e);
 }
 
-/* Inside an epoch section: the slot value for hash in the freshest view. */
+/* What find answers for a key whose probe met a damaged slot and no sound
+ * one: no slot holds it (offsets stay below 2^47, every bit set is none). */
+#define DAMAGED_SLOT UINT64_MAX
+
+/* Inside an epoch section: the slot value for hash in the freshest view, or
+ * DAMAGED_SLOT. */
 static uint64_t find(simdr_store *s, uint64_t hash, simdr__view **vout) {
     for (;;) {
         simdr__view *v = simdr__current_view(s);
-        int beyond = 0;
-        uint64_t val = simdr__index_get(v->index, v->map->base, v->map->len, hash, &beyond);
+        unsigned probe = 0;
+        uint64_t val = simdr__index_get(v->index, v->map->base, v->map->len, hash, &probe);
         /* A candidate past this view's map was appended after the writer
          * grew the map into a newer view: look again there. */
-        if (!val && beyond) continue;
+        if (!val && (probe & SIMDR__PROBE_BEYOND)) continue;
         *vout = v;
-        return val;
+        return !val && (probe & SIMDR__PROBE_DAMAGED) ? DAMAGED_SLOT : val;
     }
+}
+
+static int damaged_slot(const simdr_store *s, uint64_t hash) {
+    return simdr__fail(SIMDR_ECORRUPT,
+                       "%s: damaged store: the index names an entry for key hash %016llx whose "
+                       "metadata no longer holds it (run the check command)",
+                       s->path, (unsigned long long)hash);
+}
+
+/* Values up to this size are checked in one pass through the map; a larger
+ * one a step at a time, each step's whole pages dropped from this process
+ * after (the map is a shared file mapping, so dropped pages come back from
+ * the page cache unchanged when read again). */
+#define VERIFY_STEP (UINT64_C(1) << 20)
+
+static void drop_pages(const uint8_t *p, uint64_t n) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t from = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t to = ((uintptr_t)p + n) & ~(page - 1);
+    if (to > from) madvise((void *)from, to - from, MADV_DONTNEED);
+}
+
+int simdr__payload_sound(const struct simdr_entry *e) {
+    if (e->size <= VERIFY_STEP) return simdr__crc32(0, e->data, e->size) == e->checksum;
+    uint32_t crc = 0;
+    for (uint64_t at = 0; at < e->size; at += VERIFY_STEP) {
+        uint64_t n = e->size - at < VERIFY_STEP ? e->size - at : VERIFY_STEP;
+        crc = simdr__crc32(crc, e->data + at, n);
+        drop_pages(e->data + at, n);
+    }
+    return crc == e->checksum;
+}
+
+int simdr__verify_payload(const simdr_store *s, const struct simdr_entry *e) {
+    if (simdr__payload_sound(e)) return SIMDR_OK;
+    return simdr__fail(SIMDR_ECORRUPT,
+                       "%s: damaged value: checksum mismatch in the entry at offset %llu "
+                       "(%llu bytes); its bytes are not served",
+                       s->path, (unsigned long long)e->payload_off,
+                       (unsigned long long)e->size);
 }
 
 static int make_handle(simdr_store *s, simdr__view *v, uint64_t val, unsigned shard,
@@ -82,26 +128,46 @@ static int make_handle(simdr_store *s, simdr__view *v, uint64_t val, unsigned sh
     return SIMDR_OK;
 }
 
-int simdr__lookup(simdr_store *s, uint64_t hash, simdr_entry **out) {
+/* The CRC check of a handle just made, outside the epoch section (a large
+ * value takes a while and must not hold up a writer's grace period). */
+static int verify_handle(simdr_store *s, int verify, simdr_entry **out) {
+    if (!verify) return SIMDR_OK;
+    int rc = simdr__verify_payload(s, *out);
+    if (rc != SIMDR_OK) {
+        simdr_entry_release(*out);
+        *out = NULL;
+        return rc;
+    }
+    (*out)->verified = 1;
+    return SIMDR_OK;
+}
+
+static int lookup(simdr_store *s, uint64_t hash, int verify, simdr_entry **out) {
     unsigned shard = simdr__thread_shard();
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v;
     uint64_t val = find(s, hash, &v);
-    int rc = (!val || (val & SIMDR__IDX_TOMB)) ? SIMDR_NOTFOUND : make_handle(s, v, val, shard, out);
+    int rc = val == DAMAGED_SLOT                    ? damaged_slot(s, hash)
+             : (!val || (val & SIMDR__IDX_TOMB)) ? SIMDR_NOTFOUND
+                                                 : make_handle(s, v, val, shard, out);
     simdr__epoch_exit(&s->epoch, shard, tok);
-    return rc;
+    return rc == SIMDR_OK ? verify_handle(s, verify, out) : rc;
+}
+
+int simdr__lookup(simdr_store *s, uint64_t hash, simdr_entry **out) {
+    return lookup(s, hash, 1, out);
 }
 
 SIMDR_API int simdr_get_hashed(simdr_store *s, uint64_t key_hash, simdr_entry **out) {
     if (!s || !out) return simdr__fail(SIMDR_EINVAL, "NULL argument");
     *out = NULL;
-    return simdr__lookup(s, key_hash, out);
+    return lookup(s, key_hash, s->verify_reads, out);
 }
 
 SIMDR_API int simdr_get(simdr_store *s, const void *key, size_t key_len, simdr_entry **out) {
     if (!s || !out || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
     *out = NULL;
-    return simdr__lookup(s, key_hash(key, key_len), out);
+    return lookup(s, key_hash(key, key_len), s->verify_reads, out);
 }
 
 SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
@@ -109,9 +175,12 @@ SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
     unsigned shard = simdr__thread_shard();
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v;
-    uint64_t val = find(s, key_hash(key, key_len), &v);
+    uint64_t hash = key_hash(key, key_len);
+    uint64_t val = find(s, hash, &v);
     int rc = val != 0 && !(val & SIMDR__IDX_TOMB);
-    if (rc) {
+    if (val == DAMAGED_SLOT) {
+        rc = damaged_slot(s, hash);
+    } else if (rc) {
         /* Agree with simdr_get: a newest entry whose metadata cannot be
          * decoded (damage) is an error, not a present key. */
         struct simdr_entry e;
@@ -120,6 +189,8 @@ SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
                                 &e) != SIMDR_OK)
             rc = simdr__fail(SIMDR_ECORRUPT, "%s: corrupt metadata at offset %llu", s->path,
                              (unsigned long long)(val & SIMDR__IDX_OFF_MASK));
+        else if (s->verify_reads)
+            rc = simdr__verify_payload(s, &e) == SIMDR_OK ? 1 : SIMDR_ECORRUPT;
     }
     simdr__epoch_exit(&s->epoch, shard, tok);
     return rc;
@@ -131,9 +202,12 @@ SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, vo
     unsigned shard = simdr__thread_shard();
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v;
-    uint64_t val = find(s, key_hash(key, key_len), &v);
+    uint64_t hash = key_hash(key, key_len);
+    uint64_t val = find(s, hash, &v);
     int rc = SIMDR_NOTFOUND;
-    if (val && !(val & SIMDR__IDX_TOMB)) {
+    if (val == DAMAGED_SLOT) {
+        rc = damaged_slot(s, hash);
+    } else if (val && !(val & SIMDR__IDX_TOMB)) {
         struct simdr_entry e;
         rc = simdr__entry_decode(v->map->base, v->map->len, val & SIMDR__IDX_OFF_MASK,
                                  atomic_load_explicit(&s->layout, memory_order_relaxed), &e);
@@ -141,6 +215,8 @@ SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, vo
             if (value_len) *value_len = (size_t)e.size;
             if (e.size > cap)
                 rc = SIMDR_ETOOBIG;
+            else if (s->verify_reads && (rc = simdr__verify_payload(s, &e)) != SIMDR_OK)
+                ; /* buf untouched: damaged bytes are not handed out */
             else
                 memcpy(buf, e.data, (size_t)e.size); /* safe: the section keeps the map */
         }
@@ -203,12 +279,13 @@ static size_t lookup_window(const simdr__view *v, const simdr_key *keys, uint64_
             size_t k = i + SLOT_AHEAD;
             hashes[k] = key_hash(keys[k].key, keys[k].key_len);
         }
-        int beyond = 0;
+        unsigned probe = 0;
         vals[i] = simdr__index_pipeline_step(ix, base, len,
                                              i + SLOT_AHEAD < n ? &hashes[i + SLOT_AHEAD] : NULL,
                                              i + META_AHEAD < n ? &hashes[i + META_AHEAD] : NULL,
-                                             hashes[i], &beyond);
-        retry[i] = (unsigned char)(vals[i] == 0 && beyond);
+                                             hashes[i], &probe);
+        retry[i] = (unsigned char)(vals[i] == 0 && (probe & SIMDR__PROBE_BEYOND));
+        if (vals[i] == 0 && !retry[i] && (probe & SIMDR__PROBE_DAMAGED)) vals[i] = DAMAGED_SLOT;
         retries += retry[i];
     }
     return retries;
@@ -228,6 +305,8 @@ static int get_window(simdr_store *s, unsigned shard, const simdr_key *keys,
     if (!keys) memcpy(hashes, given_hashes, n * sizeof *hashes);
     simdr__view *v = simdr__current_view(s);
     size_t retries = lookup_window(v, keys, hashes, n, vals, retry);
+    for (size_t i = 0; i < n; i++)
+        if (vals[i] == DAMAGED_SLOT) return damaged_slot(s, hashes[i]);
     size_t wanted = 0;
     for (size_t i = 0; i < n; i++) wanted += vals[i] != 0 && !(vals[i] & SIMDR__IDX_TOMB);
     int rc = SIMDR_OK;
@@ -273,6 +352,7 @@ static int get_window(simdr_store *s, unsigned shard, const simdr_key *keys,
         retries--;
         simdr__view *nv;
         uint64_t val = find(s, hashes[i], &nv);
+        if (val == DAMAGED_SLOT) return damaged_slot(s, hashes[i]);
         if (!val || (val & SIMDR__IDX_TOMB)) continue;
         rc = make_handle(s, nv, val, shard, &out[i]);
         if (rc != SIMDR_OK) return rc;
@@ -295,6 +375,13 @@ static int64_t get_batch(simdr_store *s, const simdr_key *keys, const uint64_t *
                         out + at, &found);
     }
     simdr__epoch_exit(&s->epoch, shard, tok);
+    /* One damaged value fails the whole call, as damaged metadata does: a
+     * NULL would say "absent". */
+    for (size_t i = 0; i < n && rc == SIMDR_OK && s->verify_reads; i++) {
+        if (!out[i]) continue;
+        rc = simdr__verify_payload(s, out[i]);
+        out[i]->verified = 1;
+    }
     if (rc != SIMDR_OK) {
         for (size_t i = 0; i < n; i++) {
             simdr_entry_release(out[i]);
@@ -333,7 +420,7 @@ SIMDR_API int simdr_get_last(simdr_store *s, simdr_entry **out) {
     int rc = tail == 0 ? SIMDR_NOTFOUND
                        : make_handle(s, v, tail - SIMDR__META_SIZE, shard, out);
     simdr__epoch_exit(&s->epoch, shard, tok);
-    return rc;
+    return rc == SIMDR_OK ? verify_handle(s, s->verify_reads, out) : rc;
 }
 
 SIMDR_API void simdr_entry_release(simdr_entry *e) {
@@ -388,6 +475,13 @@ SIMDR_API int simdr_entry_chunk(const simdr_entry *e, uint64_t offset, size_t ma
     if (offset >= e->size) return SIMDR_NOTFOUND;
     uint64_t n = e->size - offset;
     if (n > max) n = max;
+    /* A handle not checked at lookup (verify_reads = 0) is checked before
+     * the chunk that ends the value is handed out, so a chunked read of a
+     * damaged value never completes silently. */
+    if (offset + n == e->size && !e->verified && !simdr__payload_sound(e))
+        return simdr__fail(SIMDR_ECHECKSUM,
+                           "damaged value: checksum mismatch in the entry at offset %llu",
+                           (unsigned long long)e->payload_off);
     *ptr = e->data + offset;
     *len = (size_t)n;
     if (advise_done && offset > 0) {

@@ -72,6 +72,57 @@ int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, u
     return entry_bytes_crc_ok(base + prev, prev, meta_off - prev, crc, layout);
 }
 
+/* Entries larger than this are CRC-checked with pread through a bounded
+ * buffer instead of through the map: an open must not leave a large newest
+ * entry's pages in the process (pread leaves them in the page cache only). */
+#define MAPPED_CRC_MAX (UINT64_C(1) << 20)
+
+/* The CRCs of [prev, m) (as an unaligned payload) and of [prev + pad, m) (as
+ * an aligned one), read with pread; 0 when the file cannot be read. */
+static int crcs_by_pread(int fd, uint64_t prev, uint64_t m, uint64_t pad, uint32_t *whole,
+                         uint32_t *after_pad) {
+    uint8_t *buf = fd >= 0 ? malloc(MAPPED_CRC_MAX) : NULL;
+    if (!buf) return 0;
+    uint32_t a = 0, b = 0;
+    int ok = 1;
+    for (uint64_t at = prev; ok && at < m;) {
+        size_t n = m - at < MAPPED_CRC_MAX ? (size_t)(m - at) : (size_t)MAPPED_CRC_MAX;
+        ok = simdr__pread_all(fd, buf, n, at) == 0;
+        if (ok) {
+            a = simdr__crc32(a, buf, n);
+            uint64_t skip = at < prev + pad ? prev + pad - at : 0;
+            if (skip < n) b = simdr__crc32(b, buf + skip, n - skip);
+        }
+        at += n;
+    }
+    free(buf);
+    *whole = a;
+    *after_pad = b;
+    return ok;
+}
+
+/* simdr__entry_crc_ok for an entry of any size, reading a large one with
+ * pread from fd (-1: through the map). */
+static int entry_crc_ok_fd(int fd, const uint8_t *base, uint64_t prev, uint64_t m, uint32_t crc,
+                           int *layout) {
+    uint64_t pad = simdr__pad_for(prev, 1);
+    uint32_t whole, after_pad;
+    if (m - prev <= MAPPED_CRC_MAX || !crcs_by_pread(fd, prev, m, pad, &whole, &after_pad))
+        return simdr__entry_crc_ok(base, prev, m, crc, layout);
+    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED) return whole == crc;
+    int aligned_ok = all_zero(base + prev, pad) && after_pad == crc;
+    if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
+    if (aligned_ok) {
+        *layout = SIMDR_LAYOUT_ALIGNED64;
+        return 1;
+    }
+    if (whole == crc) {
+        *layout = SIMDR_LAYOUT_UNALIGNED;
+        return 1;
+    }
+    return 0;
+}
+
 /* One structural step back from end position p: the previous end, or
  * UINT64_MAX if p cannot end an entry. */
 static uint64_t step_back(const uint8_t *base, uint64_t p) {
@@ -93,7 +144,7 @@ static int meta_all_zero(const uint8_t *base, uint64_t p) {
  * a repair must pass this stricter test, so the cut lands before any torn
  * data of the last appends. The chain must already be
  * known structurally sound. *budget is decreased by the bytes hashed. */
-static int tail_crcs_ok(const uint8_t *base, uint64_t end, uint64_t window, int *layout,
+static int tail_crcs_ok(int fd, const uint8_t *base, uint64_t end, uint64_t window, int *layout,
                         uint64_t *budget) {
     uint64_t p = end;
     int first = 1;
@@ -106,7 +157,7 @@ static int tail_crcs_ok(const uint8_t *base, uint64_t end, uint64_t window, int 
         uint64_t span = m - meta.prev;
         if (*budget < span) return -1;
         *budget -= span;
-        if (!simdr__entry_crc_ok(base, meta.prev, m, meta.checksum, layout)) return 0;
+        if (!entry_crc_ok_fd(fd, base, meta.prev, m, meta.checksum, layout)) return 0;
         p = meta.prev;
         first = 0;
     }
@@ -220,15 +271,19 @@ static int walk_chain(simdr__window *w, uint64_t end, int *layout, uint64_t *at,
         uint64_t m = p - SIMDR__META_SIZE;
         simdr__meta meta = simdr__meta_decode(simdr__window_span(w, m, p));
         if (meta.prev >= m) return WALK_BROKEN;
-        const uint8_t *entry = simdr__window_span(w, meta.prev, m);
-        if (!entry_bytes_crc_ok(entry, meta.prev, m - meta.prev, meta.checksum, layout) &&
-            span_hides_entry(w->base, meta.prev, m, *layout, budget)) {
+        int ok, tomb = 0;
+        if (m - meta.prev > MAPPED_CRC_MAX) { /* not through the map: see entry_crc_ok_fd */
+            ok = entry_crc_ok_fd(w->fd, w->base, meta.prev, m, meta.checksum, layout);
+        } else {
+            const uint8_t *entry = simdr__window_span(w, meta.prev, m);
+            ok = entry_bytes_crc_ok(entry, meta.prev, m - meta.prev, meta.checksum, layout);
+            tomb = m - meta.prev == 1 && entry[0] == SIMDR__TOMBSTONE_BYTE;
+        }
+        if (!ok && span_hides_entry(w->base, meta.prev, m, *layout, budget)) {
             *at = p;
             return WALK_SKIP;
         }
-        if (wr)
-            record_entry(wr, meta.key_hash, m,
-                         m - meta.prev == 1 && entry[0] == SIMDR__TOMBSTONE_BYTE);
+        if (wr) record_entry(wr, meta.key_hash, m, tomb);
         p = meta.prev;
     }
     return WALK_SOUND;
@@ -273,6 +328,24 @@ int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, ui
         return simdr__fail(SIMDR_ENOMEM, "out of memory for an index of %llu entries",
                            (unsigned long long)entries);
     return SIMDR_OK;
+}
+
+/* Damaged stores are served (salvage) only up to the start of the lowest
+ * entry of the chain ending at end whose CRC fails, so every entry served
+ * is sound and no payload bytes that look like metadata can pass for the
+ * end of the prefix unless a whole chain from 0 agrees. The chain must be
+ * known to reach 0. */
+static uint64_t crc_sound_prefix(const uint8_t *base, uint64_t end, int layout) {
+    uint64_t keep = end;
+    for (uint64_t p = end; p != 0;) {
+        simdr__prefetch_behind(base, p);
+        uint64_t m = p - SIMDR__META_SIZE;
+        simdr__meta meta = simdr__meta_decode(base + m);
+        int probe = layout;
+        if (!simdr__entry_crc_ok(base, meta.prev, m, meta.checksum, &probe)) keep = meta.prev;
+        p = meta.prev;
+    }
+    return keep;
 }
 
 /* ---- memo of positions already classified (structurally reach 0 or not) ---- */
@@ -392,10 +465,12 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
      * further back is damage to report (simdr_check, simdr_entry_verify), not
      * a tail to cut. */
     int layout = -1;
+    uint64_t limit = size;   /* candidate prefixes end at or below it */
+    uint64_t skip_end = 0;   /* end of an entry whose link skips entries */
     uint64_t newest_prev = step_back(base, size);
     if (newest_prev != UINT64_MAX &&
-        simdr__entry_crc_ok(base, newest_prev, size - SIMDR__META_SIZE,
-                            simdr__load_u32le(base + size - 4), &layout)) {
+        entry_crc_ok_fd(fd, base, newest_prev, size - SIMDR__META_SIZE,
+                        simdr__load_u32le(base + size - 4), &layout)) {
         simdr__window w = {fd, base, size, 1, fd >= 0 ? malloc(WINDOW_BYTES) : NULL, WINDOW_BYTES,
                            0, 0};
         walk_records wr;
@@ -404,16 +479,14 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
         int walked = walk_chain(&w, size, &layout, &skip_at, &budget, wr.failed ? NULL : &wr);
         free(w.buf);
         if (walked == WALK_SKIP) {
-            /* Damage, if the rest of the chain is sound; else the slow path
-             * sorts it out. */
+            /* Damage, if the rest of the chain is sound (else the slow path
+             * sorts it out): the entries below the one holding the link are
+             * untouched, and the slow path finds the sound prefix among them
+             * (a run of zeros reads as links to 0 and lands here). */
             int probe = layout;
             if (chain_sound(base, skip_at, &probe)) {
-                records_free(&wr);
-                r->layout = layout;
-                r->status = SIMDR__RECOVER_DAMAGED;
-                r->valid_len = 0;
-                r->damage_at = skip_at;
-                return SIMDR_OK;
+                skip_end = skip_at;
+                limit = skip_at > 2 * SIMDR__META_SIZE ? skip_at - SIMDR__META_SIZE - 1 : 0;
             }
         } else if (walked == WALK_SOUND) {
             r->layout = layout;
@@ -424,7 +497,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
             return SIMDR_OK;
         }
         records_free(&wr);
-        layout = -1;
+        if (!skip_end) layout = -1;
     }
 
     /* Slow path: the longest prefix that chains to 0 with sound tail CRCs. */
@@ -434,7 +507,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     int rc = SIMDR_OK;
     int cand_layout = layout;
     uint64_t first_end = first_entry_end(base, size);
-    for (uint64_t p = size; p >= SIMDR__META_SIZE + 1; p--) {
+    for (uint64_t p = limit; p >= SIMDR__META_SIZE + 1; p--) {
         if (step_back(base, p) == UINT64_MAX || meta_all_zero(base, p)) continue;
         int reach = first_end ? reaches_zero(base, p, first_end, &pm, &path, &path_cap) : 0;
         if (reach < 0) {
@@ -443,7 +516,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
         }
         if (!reach) continue;
         int probe = layout;
-        int ok = tail_crcs_ok(base, p, TAIL_WINDOW, &probe, &budget);
+        int ok = tail_crcs_ok(fd, base, p, TAIL_WINDOW, &probe, &budget);
         if (ok < 0) {
             rc = simdr__fail(SIMDR_ECORRUPT,
                              "recovery gave up: too many candidate chains (hostile or badly "
@@ -461,6 +534,13 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     free(path);
     if (rc != SIMDR_OK) return rc;
 
+    if (skip_end) {
+        r->layout = layout;
+        r->status = SIMDR__RECOVER_DAMAGED;
+        r->damage_at = skip_end;
+        r->valid_len = best ? crc_sound_prefix(base, best, cand_layout) : 0;
+        return SIMDR_OK;
+    }
     r->valid_len = best;
     if (best == 0) {
         r->status = SIMDR__RECOVER_NOTSTORE;
@@ -486,6 +566,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
                 q = pq;
             }
             r->damage_at = q;
+            r->valid_len = crc_sound_prefix(base, best, cand_layout);
         }
     }
     return SIMDR_OK;
@@ -505,7 +586,7 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
     return p == stop;
 }
 
-int simdr__tail_sound(const uint8_t *base, uint64_t end, int *layout) {
+int simdr__tail_sound(int fd, const uint8_t *base, uint64_t end, int *layout) {
     uint64_t budget = UINT64_MAX;
-    return tail_crcs_ok(base, end, HINT_TAIL_WINDOW, layout, &budget) == 1;
+    return tail_crcs_ok(fd, base, end, HINT_TAIL_WINDOW, layout, &budget) == 1;
 }

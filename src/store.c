@@ -25,6 +25,7 @@ SIMDR_API void simdr_options_init(simdr_options *opts) {
     opts->durability = SIMDR_SYNC_NONE;
     opts->repair = 1;
     opts->use_hint = 1;
+    opts->verify_reads = 1;
     opts->file_mode = 0644;
 }
 
@@ -309,6 +310,7 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     s->use_hint = opts->use_hint;
     s->salvage = opts->salvage;
     s->process_gen = simdr__process_generation();
+    s->verify_reads = opts->verify_reads != 0;
     s->path = strdup(path);
     if (!s->path) return open_fail(s, simdr__fail(SIMDR_ENOMEM, "out of memory"));
 
