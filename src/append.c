@@ -635,18 +635,6 @@ static int refuse_same_store(simdr_store *src) {
                        src->path);
 }
 
-static int refuse_damaged(simdr_store *src, const simdr_entry *e) {
-    return simdr__fail(SIMDR_ECORRUPT,
-                       "%s: the entry at offset %llu fails its checksum; it was not copied",
-                       src->path, (unsigned long long)e->payload_off);
-}
-
-/* A copy gets a checksum of its own, so the bytes are checked against theirs
- * first: damage is never re-certified. */
-static int copy_intact(const simdr_entry *e) {
-    return simdr__crc32(0, e->data, e->size) == e->checksum;
-}
-
 SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out) {
     if (!src || !dst || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
@@ -655,24 +643,31 @@ SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simd
     int rc = simdr__lookup(src, simdr_hash_key(key, key_len), &e);
     if (rc == SIMDR_NOTFOUND) return simdr__fail(rc, "%s: key not found", src->path);
     if (rc != SIMDR_OK) return rc;
-    rc = copy_intact(e) ? simdr_put_hashed(dst, e->key_hash, e->data, (size_t)e->size, tail_out)
-                        : refuse_damaged(src, e);
+    /* simdr__lookup checked the value's CRC: damage is never re-certified
+     * with the copy's fresh checksum. */
+    rc = simdr_put_hashed(dst, e->key_hash, e->data, (size_t)e->size, tail_out);
     simdr_entry_release(e);
     return rc;
 }
 
-/* Writer, dst->wlock held: appends e to dst, durable when dst asks for it. A
- * failed fdatasync leaves a visible entry that may not be on disk: the
- * store refuses further writes until a reopen verifies it. */
+/* Writer, dst->wlock held: appends e to dst, durable when dst asks for it
+ * (the source's tombstone must not precede a durable copy). A failed
+ * fdatasync puts dst in the failed state; the caller withdraws the
+ * unconfirmed entries once it has let go of dst's lock. */
 static int append_copy_locked(simdr_store *dst, const simdr_entry *e) {
     simdr__item it = {e->key_hash, e->data, (size_t)e->size, 0};
     uint64_t end = 0;
     int rc = append_locked(dst, &it, 1, &end);
-    if (rc == SIMDR_OK && dst->durability == SIMDR_SYNC_DATA && simdr__fdatasync(dst->fd) != 0) {
+    if (rc != SIMDR_OK || dst->durability != SIMDR_SYNC_DATA) return rc;
+    if (simdr__fdatasync(dst->fd) != 0) {
         rc = simdr__fail_errno(errno, "fdatasync", dst->path);
-        dst->failed = 1;
+        atomic_store(&dst->failed, 1);
+        return rc;
     }
-    return rc;
+    uint64_t synced = atomic_load(&dst->synced);
+    while (synced < end && !atomic_compare_exchange_weak(&dst->synced, &synced, end)) {
+    }
+    return SIMDR_OK;
 }
 
 /* A move holds the source's writer lock from the lookup to the delete, so
@@ -705,8 +700,9 @@ SIMDR_API int simdr_move(simdr_store *src, const void *key, size_t key_len, simd
         pthread_mutex_lock(&dst->wlock);
         pthread_mutex_unlock(&dst->wlock);
     }
-    rc = copy_intact(e) ? append_copy_locked(dst, e) : refuse_damaged(src, e);
+    rc = append_copy_locked(dst, e);
     pthread_mutex_unlock(&dst->wlock);
+    if (atomic_load(&dst->failed)) simdr__withdraw_unsynced(dst);
     if (rc == SIMDR_OK) {
         simdr__item it = {hash, tombstone_byte, 1, 1};
         rc = append_locked(src, &it, 1, &end);
