@@ -56,27 +56,29 @@ int cli_put_from_fd(simdr_store *st, const void *key, size_t key_len, int fd,
     return rc;
 }
 
-#define ADVISE_STEP ((uint64_t)32 << 20)
+/* Pages already written out are dropped from memory every DROP_STEP bytes,
+ * so a value of any size streams through a bounded resident set. */
+#define DROP_STEP ((uint64_t)1 << 20)
 
 /* Writes an entry's bytes to dest (a file descriptor), or to standard output
- * when dest is NULL, chunk bytes at a time, zero-copy from the map. Pages
- * already written are dropped from memory so a value of any size streams in
- * constant memory. A closed stdout pipe stops the copy quietly (main()
- * decides the exit status); other failures are reported here. */
+ * when dest is NULL, chunk bytes at a time, zero-copy from the map. A closed
+ * stdout pipe stops the copy quietly (main() decides the exit status); other
+ * failures are reported here. */
 int cli_write_entry(const simdr_entry *e, int fd, const char *dest, size_t chunk,
                     struct cli_progress *prog) {
     uint64_t size = simdr_entry_size(e);
-    uint64_t off = 0, advised = 0;
+    uint64_t off = 0, dropped = 0;
     while (off < size) {
         const void *p;
         size_t len;
-        /* Dropping consumed pages costs a walk over everything consumed so
-         * far, so it is asked for every ADVISE_STEP bytes, not every chunk:
-         * memory stays bounded and small chunks stay cheap. */
-        int advise = off - advised >= ADVISE_STEP;
-        if (advise)
-            advised = off;
-        int rc = simdr_entry_chunk(e, off, chunk, &p, &len, advise);
+        if (off - dropped >= DROP_STEP) {
+            /* simdr_entry_chunk drops the whole pages of the max bytes before
+             * offset: with max = what was written since the last drop, that
+             * is exactly the part of the value consumed since then. */
+            simdr_entry_chunk(e, off, (size_t)(off - dropped), &p, &len, 1);
+            dropped = off;
+        }
+        int rc = simdr_entry_chunk(e, off, chunk, &p, &len, 0);
         if (rc != SIMDR_OK)
             return cli_fail_simdr(rc, "reading value at offset %" PRIu64, off);
         if (!dest) {
