@@ -163,14 +163,20 @@ int cmd_write(const struct cli_args *a) {
     cli_quote(q, sizeof q, key.text);
     cli_quote(fq, sizeof fq, a->store_path);
     snprintf(what, sizeof what, "%s: write %s", fq, q);
+    if (!from_stdin && a->argv[1][0] == '\0') {
+        cli_explain_refused_value(what);
+        cli_key_free(&key);
+        return CLI_FAIL;
+    }
     simdr_store *st = NULL;
-    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_CREATE, &st);
+    int created = 0;
+    int ret = cli_open_store_created(a, a->store_path, SIMDR_OPEN_CREATE, &st, &created);
     if (ret != CLI_OK)
         goto done;
     int read_errno = 0;
     if (!from_stdin) {
         const char *v = a->argv[1];
-        rc = simdr_put(st, key.data, key.len, v, strlen(v), NULL);
+        rc = cli_put_named(st, key.data, key.len, v, strlen(v));
     } else {
         struct stat sb;
         uint64_t total = fstat(STDIN_FILENO, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
@@ -179,6 +185,8 @@ int cmd_write(const struct cli_args *a) {
         struct cli_progress *prog = cli_progress_start(label, total, CLI_PROGRESS_MIN);
         rc = cli_put_from_fd(st, key.data, key.len, STDIN_FILENO, prog, &read_errno);
         cli_progress_end(prog);
+        if (rc == SIMDR_OK)
+            rc = cli_name_put(st, key.data, key.len);
     }
     if (rc == SIMDR_EINVAL) {
         cli_explain_refused_value(what);
@@ -197,7 +205,7 @@ int cmd_write(const struct cli_args *a) {
         simdr_entry_release(e);
     }
 done:;
-    int crc = cli_close_store(st, a->store_path);
+    int crc = cli_close_store_created(st, a->store_path, created, ret != CLI_OK);
     cli_key_free(&key);
     return ret != CLI_OK ? ret : crc;
 }
@@ -219,7 +227,7 @@ int cmd_delete(const struct cli_args *a) {
      * not leave a new empty store behind. */
     int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_EXISTING, &st);
     if (ret == CLI_OK) {
-        rc = simdr_delete(st, key.data, key.len, NULL);
+        rc = cli_delete_named(st, key.data, key.len);
         if (rc == SIMDR_NOTFOUND) {
             cli_err("%s: key %s not found", fq, q);
             ret = CLI_FAIL;
