@@ -106,6 +106,9 @@ void cli_out_hex(const void *s, size_t len);
 const char *cli_layout_name(int layout);
 
 int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_store **out);
+/* The same with options filled by the caller (simdr_options_init first). */
+int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_options *opts,
+                        simdr_store **out);
 int cli_close_store(simdr_store *st, const char *path);
 int cli_open_store_created(const struct cli_args *a, const char *path, int mode, simdr_store **out,
                            int *created);

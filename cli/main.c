@@ -21,7 +21,7 @@ struct command {
     const char *help;       /* what "simd-r-drive COMMAND --help" prints after the synopsis */
 };
 
-#define CREATES (CLI_OPT_LAYOUT)
+#define NEW_STORE_OPTS CLI_OPT_LAYOUT /* commands that may create a store */
 
 static const struct command commands[] = {
     {"read", NULL, cmd_read, 1, 1, CLI_OPT_BUFFER, "read KEY [--buffer-size SIZE]",
@@ -30,16 +30,16 @@ static const struct command commands[] = {
      "is a terminal. Opens the store read-only.\n"
      "  -b, --buffer-size SIZE  chunk size: 4096, 4096B, 32K, 1KiB, 1MB, 1MiB, 1G (default 64K)\n"
      "Example: simd-r-drive data.bin read photo --buffer-size 1MiB > photo.jpg\n"},
-    {"write", NULL, cmd_write, 1, 2, CREATES, "write KEY [VALUE] [--layout aligned64|unaligned]",
+    {"write", NULL, cmd_write, 1, 2, NEW_STORE_OPTS, "write KEY [VALUE] [--layout aligned64|unaligned]",
      "Stores VALUE under KEY (VALUE may start with '-': write temp -5). Without VALUE,\n"
      "streams standard input (a pipe or file) into the entry in constant memory. The key's\n"
      "name is kept beside it, so 'list' and 'export' can show it. Creates the store if\n"
      "missing, in the aligned64 layout unless --layout unaligned (for simd-r-drive <= 0.13).\n"
      "An empty value cannot be stored. Example: tar c dir | simd-r-drive data.bin write dir.tar\n"},
-    {"copy", NULL, cmd_copy, 2, 2, CREATES, "copy KEY TARGET",
+    {"copy", NULL, cmd_copy, 2, 2, NEW_STORE_OPTS, "copy KEY TARGET",
      "Appends the entry of KEY (and its name) to the store file TARGET, created if missing.\n"
      "Example: simd-r-drive data.bin copy greeting backup.bin\n"},
-    {"move", NULL, cmd_move, 2, 2, CREATES, "move KEY TARGET",
+    {"move", NULL, cmd_move, 2, 2, NEW_STORE_OPTS, "move KEY TARGET",
      "Copies the entry of KEY (and its name) to TARGET, then deletes it here.\n"
      "Example: simd-r-drive data.bin move greeting archive.bin\n"},
     {"rename", NULL, cmd_rename, 2, 2, 0, "rename OLD_KEY NEW_KEY",
@@ -65,7 +65,7 @@ static const struct command commands[] = {
      "One line per live entry, newest first: key hash (hex), payload offset, size, and\n"
      "the key's name when it was written by this tool. Alias: dump.\n"
      "Example: simd-r-drive data.bin list\n"},
-    {"import", NULL, cmd_import, 1, 1, CREATES, "import DIR [--layout aligned64|unaligned]",
+    {"import", NULL, cmd_import, 1, 1, NEW_STORE_OPTS, "import DIR [--layout aligned64|unaligned]",
      "Stores every regular file under DIR (recursively, symlinks not followed) with its\n"
      "path relative to DIR as key, and keeps the names. Empty files are skipped with a\n"
      "warning (an empty value cannot be stored). Creates the store if missing.\n"

@@ -366,30 +366,30 @@ static int check_store_path(const char *path, const char *q, int mode, int *exis
 
 /* Opens path in the given mode and tells the user on stderr what recovery
  * found: a torn final append that a writable open cut (and saved), or that a
- * read-only open skipped without touching the file. *created (may be NULL)
- * says whether this open created the file. */
-int cli_open_store_created(const struct cli_args *a, const char *path, int mode, simdr_store **out,
-                           int *created) {
+ * read-only open skipped without touching the file. */
+int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_store **out) {
     simdr_options opts;
     simdr_options_init(&opts);
     opts.open_mode = mode;
+    return cli_open_store_opts(a, path, &opts, out);
+}
+
+int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_options *opts,
+                        simdr_store **out) {
+    simdr_options o = *opts;
     if (a->layout >= 0)
-        opts.layout = a->layout;
+        o.layout = a->layout;
     *out = NULL;
-    if (created)
-        *created = 0;
     char q[512];
     cli_quote(q, sizeof q, path);
     int exists = 0;
-    if (check_store_path(path, q, mode, &exists) != CLI_OK)
+    if (check_store_path(path, q, o.open_mode, &exists) != CLI_OK)
         return CLI_FAIL;
-    int rc = simdr_open(out, path, &opts);
+    int rc = simdr_open(out, path, &o);
     if (rc != SIMDR_OK) {
         *out = NULL;
         return cli_fail_simdr(rc, "cannot open %s", q);
     }
-    if (created)
-        *created = !exists;
     if (exists && a->layout >= 0 && simdr_file_size(*out) > 0 && simdr_layout_of(*out) != a->layout)
         cli_err("%s: --layout %s ignored: the store already uses the %s layout", q,
                 cli_layout_name(a->layout), cli_layout_name(simdr_layout_of(*out)));
@@ -409,8 +409,14 @@ int cli_open_store_created(const struct cli_args *a, const char *path, int mode,
     return CLI_OK;
 }
 
-int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_store **out) {
-    return cli_open_store_created(a, path, mode, out, NULL);
+/* cli_open_store that also says whether this open created the file. */
+int cli_open_store_created(const struct cli_args *a, const char *path, int mode, simdr_store **out,
+                           int *created) {
+    struct stat sb;
+    int existed = stat(path, &sb) == 0;
+    int rc = cli_open_store(a, path, mode, out);
+    *created = rc == CLI_OK && !existed;
+    return rc;
 }
 
 /* Closes a store this command may have created; when the command failed

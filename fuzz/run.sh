@@ -19,7 +19,9 @@
 #
 # Environment: SIMDR_FUZZ_RUNS (CI mode, default 10000), SIMDR_FUZZ_SEED (CI
 # mode, default 1), SIMDR_FUZZ_SECONDS (explore mode, default 600),
-# SIMDR_FUZZ_JOBS (explore mode, default 1).
+# SIMDR_FUZZ_JOBS (explore mode, default 1), SIMDR_FUZZ_TARGET (fuzz_open,
+# default, seeded with fuzz/corpus/; fuzz_resp, the server's RESP parser,
+# seeded with fuzz/corpus-resp/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=ci
@@ -29,18 +31,22 @@ case "${1:-}" in
   *) echo "usage: bash fuzz/run.sh [--explore]" >&2; exit 2 ;;
 esac
 
-echo "fuzz: building build/fuzz/fuzz/fuzz_open (clang, ASan+UBSan, libFuzzer)"
+target=${SIMDR_FUZZ_TARGET:-fuzz_open}
+corpus=fuzz/corpus
+[ "$target" = fuzz_resp ] && corpus=fuzz/corpus-resp
+
+echo "fuzz: building build/fuzz/fuzz/$target (clang, ASan+UBSan, libFuzzer)"
 cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSIMDR_BUILD_FUZZ=ON -DSIMDR_BUILD_TESTS=OFF -DSIMDR_BUILD_CLI=OFF \
   "-DSIMDR_SANITIZE=address;undefined" -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link >/dev/null
-cmake --build build/fuzz -j"$(nproc)" --target fuzz_open >/dev/null
+cmake --build build/fuzz -j"$(nproc)" --target "$target" >/dev/null
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-fuzzer=build/fuzz/fuzz/fuzz_open
+fuzzer=build/fuzz/fuzz/$target
 common=(-rss_limit_mb=2048 -timeout=20 -max_len=131072 -print_final_stats=1)
 mkdir -p fuzz/artifacts
-scratch=$(mktemp -d)           # new corpus units; fuzz/corpus stays the curated seed set
+scratch=$(mktemp -d)           # new corpus units; $corpus stays the curated seed set
 findings=$(mktemp -d)          # explore mode: inputs that broke a promise
 log=$(mktemp)
 trap 'rm -rf "$scratch" "$findings" "$log"' EXIT
@@ -61,17 +67,17 @@ if [ "$mode" = ci ]; then
   else
     echo "fuzz: note: cannot turn address randomization off here; the run may differ between machines"
   fi
-  inputs=$(find fuzz/corpus -type f | wc -l)
-  echo "fuzz: replaying the ${inputs} inputs of fuzz/corpus/"
-  if ! "$fuzzer" "${common[@]}" -artifact_prefix=fuzz/artifacts/ fuzz/corpus/* >"$log" 2>&1; then
+  inputs=$(find "$corpus" -type f | wc -l)
+  echo "fuzz: replaying the ${inputs} inputs of $corpus/"
+  if ! "$fuzzer" "${common[@]}" -artifact_prefix=fuzz/artifacts/ "$corpus"/* >"$log" 2>&1; then
     tail -n 60 "$log"
-    echo "fuzz: FAILED: an input of fuzz/corpus/ breaks a promise (see above)" >&2
+    echo "fuzz: FAILED: an input of $corpus/ breaks a promise (see above)" >&2
     exit 1
   fi
   echo "fuzz: ${runs} runs from seed ${seed}"
   set +e
   "${norandom[@]}" "$fuzzer" "${common[@]}" -seed="$seed" -runs="$runs" -use_cmp=0 \
-    -artifact_prefix=fuzz/artifacts/ "$scratch" fuzz/corpus >"$log" 2>&1
+    -artifact_prefix=fuzz/artifacts/ "$scratch" "$corpus" >"$log" 2>&1
   status=$?
   set -e
   echo "fuzz: $(executions) executions (libFuzzer exit ${status}), $(ls "$scratch" | wc -l) new corpus units"
@@ -90,23 +96,23 @@ jobs=${SIMDR_FUZZ_JOBS:-1}
 echo "fuzz: exploring for ${secs} s on ${jobs} job(s), random seed"
 set +e
 "$fuzzer" "${common[@]}" -max_total_time="$secs" -artifact_prefix="$findings/" \
-  -jobs="$jobs" -workers="$jobs" "$scratch" fuzz/corpus >"$log" 2>&1
+  -jobs="$jobs" -workers="$jobs" "$scratch" "$corpus" >"$log" 2>&1
 status=$?
 set -e
 found=0
 for artifact in "$findings"/*; do
   [ -f "$artifact" ] || continue
   name=found-$(sha1sum "$artifact" | cut -c1-16)
-  cp "$artifact" "fuzz/corpus/$name"
+  cp "$artifact" "$corpus/$name"
   mv "$artifact" "fuzz/artifacts/$name"
-  echo "fuzz: finding kept as fuzz/corpus/$name" >&2
+  echo "fuzz: finding kept as $corpus/$name" >&2
   found=$((found + 1))
 done
 echo "fuzz: $(executions) executions in ${secs} s (libFuzzer exit ${status}), $(ls "$scratch" | wc -l) new corpus units"
 rm -f fuzz-*.log
 if [ "$status" -ne 0 ] || [ "$found" -gt 0 ]; then
   tail -n 60 "$log"
-  echo "fuzz: FAILED: ${found} finding(s) copied into fuzz/corpus/; fix them, then commit the inputs" >&2
+  echo "fuzz: FAILED: ${found} finding(s) copied into $corpus/; fix them, then commit the inputs" >&2
   exit 1
 fi
 echo "fuzz: PASS: no crash, hang, leak or sanitizer report in ${secs} s"
