@@ -17,7 +17,7 @@
 #                               fix the defect and commit the input, so CI and
 #                               the ordinary test runs (fuzz_replay) replay it.
 #
-# Environment: SIMDR_FUZZ_RUNS (CI mode, default 10000), SIMDR_FUZZ_SEED (CI
+# Environment: SIMDR_FUZZ_RUNS (CI mode, default 5000), SIMDR_FUZZ_SEED (CI
 # mode, default 1), SIMDR_FUZZ_SECONDS (explore mode, default 600),
 # SIMDR_FUZZ_JOBS (explore mode, default 1), SIMDR_FUZZ_TARGET (fuzz_open,
 # default, seeded with fuzz/corpus/; fuzz_resp, the server's RESP parser,
@@ -57,7 +57,7 @@ executions() {
 }
 
 if [ "$mode" = ci ]; then
-  runs=${SIMDR_FUZZ_RUNS:-10000}
+  runs=${SIMDR_FUZZ_RUNS:-5000}
   seed=${SIMDR_FUZZ_SEED:-1}
   # Address randomization changes the pointer values libFuzzer sees; without
   # it (and without comparison tracing) a seed gives the same run every time.
