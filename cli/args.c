@@ -24,6 +24,17 @@ static const char *option_value(int argc, char **argv, int *i, const char *name,
     return argv[*i];
 }
 
+/* Whether arg is one of the options below (with or without its value). */
+static int is_known_option(const char *arg) {
+    static const char *const exact[] = {"--", "--key-hex", "--json", "--quiet", "-q", "--detailed",
+                                        "--help", "-h", "--version", "-V", "--force", "-f"};
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        if (strcmp(arg, exact[i]) == 0)
+            return 1;
+    return strncmp(arg, "--buffer-size", 13) == 0 || strncmp(arg, "--layout", 8) == 0 ||
+           strncmp(arg, "-b", 2) == 0;
+}
+
 int cli_parse_args(int argc, char **argv, struct cli_args *out) {
     memset(out, 0, sizeof *out);
     out->buffer_size = CLI_DEFAULT_BUFFER;
@@ -31,9 +42,16 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out) {
      * never passes the read index, so no allocation is needed. */
     int npos = 0;
     int options_done = 0;
+    out->layout = -1;
     for (int i = 1; i < argc; i++) {
         char *arg = argv[i];
         if (options_done || arg[0] != '-' || arg[1] == '\0') {
+            argv[1 + npos++] = arg;
+            continue;
+        }
+        /* write's VALUE is data, not an option: "write temp -5" stores "-5".
+         * (Options the tool knows still count as options there.) */
+        if (npos == 3 && strcmp(argv[2], "write") == 0 && !is_known_option(arg)) {
             argv[1 + npos++] = arg;
             continue;
         }
@@ -46,6 +64,20 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out) {
             out->given |= CLI_OPT_JSON;
         } else if (strcmp(arg, "--quiet") == 0 || strcmp(arg, "-q") == 0) {
             out->quiet = 1;
+        } else if (strcmp(arg, "--force") == 0 || strcmp(arg, "-f") == 0) {
+            out->force = 1;
+            out->given |= CLI_OPT_FORCE;
+        } else if (strncmp(arg, "--layout", 8) == 0 && (arg[8] == '\0' || arg[8] == '=')) {
+            const char *v = option_value(argc, argv, &i, "--layout", 8);
+            if (!v)
+                return CLI_USAGE;
+            if (strcmp(v, "unaligned") == 0)
+                out->layout = SIMDR_LAYOUT_UNALIGNED;
+            else if (strcmp(v, "aligned64") == 0 || strcmp(v, "aligned") == 0)
+                out->layout = SIMDR_LAYOUT_ALIGNED64;
+            else
+                return cli_usage_error("invalid layout '%s' (aligned64 or unaligned)", v);
+            out->given |= CLI_OPT_LAYOUT;
         } else if (strcmp(arg, "--detailed") == 0) {
             out->detailed = 1;
             out->given |= CLI_OPT_DETAILED;
@@ -58,7 +90,7 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out) {
             if (!v)
                 return CLI_USAGE;
             if (cli_parse_size(v, &out->buffer_size) != 0)
-                return cli_usage_error("invalid buffer size '%s' (examples: 4096, 32K, 1MB, 1G)", v);
+                return cli_usage_error("invalid buffer size '%s' (examples: 4096, 4096B, 32K, 1KiB, 1MB, 1MiB, 1G)", v);
             out->have_buffer = 1;
             out->given |= CLI_OPT_BUFFER;
         } else if (strncmp(arg, "-b", 2) == 0) {
@@ -70,7 +102,7 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out) {
                 v = argv[++i];
             }
             if (cli_parse_size(v, &out->buffer_size) != 0)
-                return cli_usage_error("invalid buffer size '%s' (examples: 4096, 32K, 1MB, 1G)", v);
+                return cli_usage_error("invalid buffer size '%s' (examples: 4096, 4096B, 32K, 1KiB, 1MB, 1MiB, 1G)", v);
             out->have_buffer = 1;
             out->given |= CLI_OPT_BUFFER;
         } else {
@@ -87,9 +119,10 @@ int cli_parse_args(int argc, char **argv, struct cli_args *out) {
     return CLI_OK;
 }
 
-/* Sizes as the Rust tool accepts them: digits, optionally followed by K/KB,
- * M/MB or G/GB (powers of 1024, any case), surrounding spaces ignored. Zero
- * and values that overflow size_t are refused. */
+/* Sizes as the Rust tool accepts them, and the IEC spellings: digits,
+ * optionally followed by B, K/KB/KiB, M/MB/MiB or G/GB/GiB (all powers of
+ * 1024, any case), surrounding spaces ignored. Zero and values that overflow
+ * size_t are refused. */
 int cli_parse_size(const char *text, size_t *out) {
     const char *p = text;
     while (isspace((unsigned char)*p))
@@ -104,10 +137,10 @@ int cli_parse_size(const char *text, size_t *out) {
         n = n * 10 + d;
         p++;
     }
-    char unit[3] = {0};
+    char unit[4] = {0};
     size_t ulen = 0;
     while (*p && !isspace((unsigned char)*p)) {
-        if (ulen == 2)
+        if (ulen == 3)
             return -1;
         unit[ulen++] = (char)tolower((unsigned char)*p);
         p++;
@@ -116,20 +149,17 @@ int cli_parse_size(const char *text, size_t *out) {
         p++;
     if (*p)
         return -1;
-    uint64_t mult;
-    if (ulen == 0)
-        mult = 1;
-    else if (unit[1] != '\0' && unit[1] != 'b')
-        return -1;
-    else if (unit[0] == 'k')
-        mult = 1024;
-    else if (unit[0] == 'm')
-        mult = 1024 * 1024;
-    else if (unit[0] == 'g')
-        mult = 1024 * 1024 * 1024;
-    else
-        return -1;
-    if (n == 0 || n > UINT64_MAX / mult || n * mult > (uint64_t)SIZE_MAX)
+    static const struct {
+        const char *name;
+        uint64_t mult;
+    } units[] = {{"", 1},           {"b", 1},          {"k", 1024},       {"kb", 1024},
+                 {"kib", 1024},     {"m", 1u << 20},   {"mb", 1u << 20},  {"mib", 1u << 20},
+                 {"g", 1u << 30},   {"gb", 1u << 30},  {"gib", 1u << 30}};
+    uint64_t mult = 0;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(unit, units[i].name) == 0)
+            mult = units[i].mult;
+    if (mult == 0 || n == 0 || n > UINT64_MAX / mult || n * mult > (uint64_t)SIZE_MAX)
         return -1;
     *out = (size_t)(n * mult);
     return 0;

@@ -23,7 +23,9 @@ enum cli_exit {
 enum cli_opt_flags {
     CLI_OPT_JSON = 1u << 0,
     CLI_OPT_BUFFER = 1u << 1,
-    CLI_OPT_DETAILED = 1u << 2
+    CLI_OPT_DETAILED = 1u << 2,
+    CLI_OPT_FORCE = 1u << 3,
+    CLI_OPT_LAYOUT = 1u << 4
 };
 
 #define CLI_DEFAULT_BUFFER ((size_t)64 * 1024)
@@ -41,6 +43,8 @@ struct cli_args {
     int detailed;       /* info --detailed: accepted for compatibility */
     int help;
     int version;
+    int force;          /* export: overwrite existing files */
+    int layout;         /* --layout for new stores: enum simdr_layout, -1 = default */
     int have_buffer;    /* --buffer-size given */
     size_t buffer_size;
     unsigned given;     /* which enum cli_opt_flags options appeared */
@@ -106,6 +110,41 @@ int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_s
 int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_options *opts,
                         simdr_store **out);
 int cli_close_store(simdr_store *st, const char *path);
+int cli_open_store_created(const struct cli_args *a, const char *path, int mode, simdr_store **out,
+                           int *created);
+int cli_close_store_created(simdr_store *st, const char *path, int created, int failed);
+/* "1 file", "2 files": n followed by the singular or the plural word. */
+const char *cli_plural(uint64_t n, const char *one, const char *many);
+
+/* ---- names.c ---- */
+/* Key names: see docs/FORMAT.md, "CLI key names". */
+#define CLI_NAME_KEY_LEN 20
+#define CLI_NAME_MAX ((size_t)64 * 1024) /* longer keys stay unnamed */
+struct cli_names;
+void cli_name_key(uint64_t key_hash, unsigned char out[CLI_NAME_KEY_LEN]);
+/* 1 if e is a name record (then its named key hash and name bytes). */
+int cli_name_record_parse(const simdr_entry *e, uint64_t *named_hash, const void **name,
+                          size_t *name_len);
+/* Writes key's name record unless the same one is already stored. */
+int cli_name_put(simdr_store *st, const void *key, size_t len);
+/* Stores value and key's name record in one append. */
+int cli_put_named(simdr_store *st, const void *key, size_t len, const void *value, size_t vlen);
+/* Deletes key and its name record in one append (SIMDR_NOTFOUND if absent). */
+int cli_delete_named(simdr_store *st, const void *key, size_t len);
+/* Deletes key's name record if there is one. */
+int cli_name_delete(simdr_store *st, const void *key, size_t len);
+/* Every name record of the store, by the hash of the key it names. */
+int cli_names_load(simdr_store *st, struct cli_names **out);
+int cli_names_find(const struct cli_names *n, uint64_t hash, const void **name, size_t *len);
+uint64_t cli_names_records(const struct cli_names *n);
+/* How many of the named keys are live. */
+uint64_t cli_names_live(const struct cli_names *n, simdr_store *st);
+/* Walks the names: start with *cursor = 0; 0 at the end. */
+int cli_names_each(const struct cli_names *n, size_t *cursor, uint64_t *hash, const void **name,
+                   size_t *len);
+/* A name as text for a listing: control bytes and backslashes escaped. */
+void cli_out_name(const void *name, size_t len);
+void cli_names_free(struct cli_names *n);
 
 /* ---- progress.c ---- */
 struct cli_progress;
@@ -119,6 +158,14 @@ void cli_progress_update(struct cli_progress *p, uint64_t done);
 void cli_progress_base(struct cli_progress *p, uint64_t base);
 void cli_progress_set_label(struct cli_progress *p, const char *label);
 void cli_progress_end(struct cli_progress *p);
+/* Erases a drawn progress line (it is redrawn on the next update), so a
+ * message printed now starts on a clean line. */
+void cli_progress_clear_line(void);
+/* Compaction progress: the share of the new file written so far, read from
+ * the size of "<store>.compact" against the expected size. NULL when stderr
+ * is not a terminal. */
+struct cli_ticker *cli_ticker_start_file(const char *label, const char *watch_path,
+                                         uint64_t expected);
 /* A spinner with elapsed time, redrawn by a thread, for library calls that
  * report no progress (compact, check). NULL when stderr is not a terminal. */
 struct cli_ticker;

@@ -173,7 +173,8 @@ int cmd_import(const struct cli_args *a) {
     struct file_list l;
     memset(&l, 0, sizeof l);
     simdr_store *st = NULL;
-    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_CREATE, &st);
+    int created = 0;
+    int ret = cli_open_store_created(a, a->store_path, SIMDR_OPEN_CREATE, &st, &created);
     if (ret != CLI_OK)
         return ret;
     struct stat ss;
@@ -184,16 +185,23 @@ int cmd_import(const struct cli_args *a) {
     }
     if (walk(&l, dir, "") != 0) {
         file_list_free(&l);
-        cli_close_store(st, a->store_path);
+        cli_close_store_created(st, a->store_path, created, 1);
         return CLI_FAIL;
     }
     char label[600];
     snprintf(label, sizeof label, "import %s", dq);
     struct cli_progress *prog = cli_progress_start(label, l.total, CLI_PROGRESS_MIN);
-    uint64_t done = 0, imported = 0, failed = 0, bytes = 0;
+    uint64_t done = 0, imported = 0, failed = 0, bytes = 0, empty = 0;
     for (size_t i = 0; i < l.n; i++) {
         char q[512];
         cli_quote(q, sizeof q, l.rel[i]);
+        if (l.size[i] == 0) {
+            /* The format cannot hold an empty value (it would read as a
+             * delete); an empty file is a normal thing to find in a tree. */
+            cli_err("import: skipping %s: empty file (an empty value cannot be stored)", q);
+            empty++;
+            continue;
+        }
         char *path = join(dir, l.rel[i]);
         int fd = path ? open(path, O_RDONLY | O_NOFOLLOW) : -1;
         if (fd < 0) {
@@ -206,6 +214,8 @@ int cmd_import(const struct cli_args *a) {
         cli_progress_base(prog, done);
         int read_errno = 0;
         int rc = cli_put_from_fd(st, l.rel[i], strlen(l.rel[i]), fd, prog, &read_errno);
+        if (rc == SIMDR_OK)
+            rc = cli_name_put(st, l.rel[i], strlen(l.rel[i]));
         close(fd);
         done += l.size[i];
         if (rc == SIMDR_OK) {
@@ -233,17 +243,22 @@ int cmd_import(const struct cli_args *a) {
     cli_progress_end(prog);
     char hb[32];
     cli_format_bytes(hb, sizeof hb, bytes);
-    cli_note(a, "Imported %" PRIu64 " of %zu files (%s) from %s into %s", imported, l.n, hb, dq,
-             fq);
+    cli_note(a, "Imported %" PRIu64 " of %zu %s (%s) from %s into %s", imported, l.n,
+             cli_plural(l.n, "file", "files"), hb, dq, fq);
+    if (empty)
+        cli_note(a, "Skipped %" PRIu64 " empty %s (an empty value cannot be stored)", empty,
+                 cli_plural(empty, "file", "files"));
     if (l.skipped)
-        cli_note(a, "Skipped %" PRIu64 " entries that are not regular files (symlinks, devices...)",
-                 l.skipped);
+        cli_note(a, "Skipped %" PRIu64 " %s that %s not regular files (symlinks, devices...)",
+                 l.skipped, cli_plural(l.skipped, "entry", "entries"),
+                 cli_plural(l.skipped, "is", "are"));
     if (failed) {
-        cli_err("import: %" PRIu64 " files were not imported", failed);
+        cli_err("import: %" PRIu64 " %s not imported", failed,
+                cli_plural(failed, "file was", "files were"));
         ret = CLI_FAIL;
     }
     file_list_free(&l);
-    int crc = cli_close_store(st, a->store_path);
+    int crc = cli_close_store_created(st, a->store_path, created, ret != CLI_OK);
     return ret != CLI_OK ? ret : crc;
 }
 
@@ -294,13 +309,87 @@ static int make_parents(char *path) {
     return 0;
 }
 
+/* Asks before an existing file is overwritten: on a terminal the user says
+ * y or n; without one the answer is no, said once per file. */
+static int may_overwrite(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return 1;
+    if (!isatty(STDIN_FILENO) || !isatty(STDERR_FILENO)) {
+        cli_err("export: '%s' exists; not overwritten (use --force to overwrite)", path);
+        return 0;
+    }
+    cli_progress_clear_line();
+    fprintf(stderr, "simd-r-drive: overwrite '%s'? [y/N] ", path);
+    fflush(stderr);
+    char answer[16] = "";
+    if (!fgets(answer, sizeof answer, stdin))
+        answer[0] = '\0';
+    if (answer[0] == 'y' || answer[0] == 'Y')
+        return 1;
+    cli_err("export: '%s' not overwritten", path);
+    return 0;
+}
+
+/* Fills *keys with every live key that has a name record and can be a file
+ * name. Names that cannot (absolute, "..") are reported and counted in
+ * *failed; live entries without a name are counted in *unnamed. */
+static int named_keys(simdr_store *st, const char *fq, struct cli_key **keys, int *nkeys,
+                      uint64_t *unnamed, uint64_t *failed) {
+    struct cli_names *names = NULL;
+    int rc = cli_names_load(st, &names);
+    if (rc != SIMDR_OK)
+        return cli_fail_simdr(rc, "%s: reading key names", fq);
+    uint64_t records = cli_names_records(names);
+    uint64_t live = cli_names_live(names, st);
+    size_t cap = (size_t)records + 1, n = 0, cursor = 0;
+    struct cli_key *k = calloc(cap, sizeof *k);
+    uint64_t hash;
+    const void *name;
+    size_t len;
+    int ret = k ? CLI_OK : (cli_err("out of memory"), CLI_FAIL);
+    while (ret == CLI_OK && cli_names_each(names, &cursor, &hash, &name, &len)) {
+        simdr_entry *e = NULL;
+        if (simdr_get_hashed(st, hash, &e) != SIMDR_OK)
+            continue; /* the name of a deleted key */
+        simdr_entry_release(e);
+        unsigned char *copy = malloc(len + 1);
+        if (!copy) {
+            ret = (cli_err("out of memory"), CLI_FAIL);
+            break;
+        }
+        memcpy(copy, name, len);
+        copy[len] = '\0';
+        const char *why = unsafe_path_reason(copy, len);
+        if (why) {
+            char q[512];
+            cli_quote(q, sizeof q, (const char *)copy);
+            cli_err("export: key %s cannot be used as a file name: %s; not exported", q, why);
+            (*failed)++;
+            free(copy);
+            continue;
+        }
+        k[n].text = (const char *)copy;
+        k[n].owned = copy;
+        k[n].data = copy;
+        k[n].len = len;
+        n++;
+    }
+    *unnamed = simdr_count(st) - records - live;
+    cli_names_free(names);
+    free(*keys);
+    *keys = k;
+    *nkeys = (int)n;
+    return ret;
+}
+
 int cmd_export(const struct cli_args *a) {
     const char *dir = a->argv[0];
     int nkeys = a->argc - 1;
     char dq[512], fq[512];
     cli_quote(dq, sizeof dq, dir);
     cli_quote(fq, sizeof fq, a->store_path);
-    struct cli_key *keys = calloc((size_t)nkeys, sizeof *keys);
+    struct cli_key *keys = calloc((size_t)nkeys + 1, sizeof *keys);
     if (!keys) {
         cli_err("out of memory");
         return CLI_FAIL;
@@ -322,7 +411,13 @@ int cmd_export(const struct cli_args *a) {
     simdr_store *st = NULL;
     if (ret == CLI_OK)
         ret = cli_open_store(a, a->store_path, SIMDR_OPEN_READONLY, &st);
-    uint64_t exported = 0, failed = 0, bytes = 0;
+    uint64_t exported = 0, failed = 0, bytes = 0, unnamed = 0;
+    if (ret == CLI_OK && nkeys == 0) {
+        /* No keys given: every value this tool can name. */
+        ret = named_keys(st, fq, &keys, &nkeys, &unnamed, &failed);
+        nparsed = nkeys;
+    }
+    uint64_t asked = (uint64_t)nkeys + failed; /* names that cannot be files count too */
     for (int i = 0; i < nkeys && ret == CLI_OK; i++) {
         char q[512];
         cli_quote(q, sizeof q, keys[i].text);
@@ -347,6 +442,8 @@ int cmd_export(const struct cli_args *a) {
         int fd = -1;
         if (!path) {
             cli_err("out of memory");
+        } else if (!a->force && !may_overwrite(path)) {
+            /* told why inside */
         } else if (make_parents(path) != 0) {
             cli_err("export: cannot create the directories of '%s': %s", path, strerror(errno));
         } else if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0666)) < 0) {
@@ -380,7 +477,13 @@ int cmd_export(const struct cli_args *a) {
     if (ret == CLI_OK) {
         char hb[32];
         cli_format_bytes(hb, sizeof hb, bytes);
-        cli_note(a, "Exported %" PRIu64 " of %d keys (%s) to %s", exported, nkeys, hb, dq);
+        cli_note(a, "Exported %" PRIu64 " of %" PRIu64 " %s (%s) to %s", exported, asked,
+                 cli_plural(asked, "key", "keys"), hb, dq);
+        if (unnamed)
+            cli_note(a, "%" PRIu64 " %s no name (written by another program), so %s not "
+                     "exported; name keys to export them",
+                     unnamed, cli_plural(unnamed, "entry has", "entries have"),
+                     cli_plural(unnamed, "it was", "they were"));
         if (failed)
             ret = CLI_FAIL;
     }

@@ -74,7 +74,20 @@ int cmd_info(const struct cli_args *a) {
     if (ret != CLI_OK)
         return ret;
     uint64_t size = simdr_file_size(st);
-    uint64_t count = simdr_count(st);
+    /* Name records are entries of the file but not values: they are counted
+     * apart. */
+    struct cli_names *names = NULL;
+    int nrc = cli_names_load(st, &names);
+    if (nrc != SIMDR_OK) {
+        char fq[512];
+        cli_quote(fq, sizeof fq, a->store_path);
+        ret = cli_fail_simdr(nrc, "%s: reading key names", fq);
+        cli_close_store(st, a->store_path);
+        return ret;
+    }
+    uint64_t records = cli_names_records(names), named = cli_names_live(names, st);
+    cli_names_free(names);
+    uint64_t count = simdr_count(st) - records;
     uint64_t savings = simdr_compaction_savings(st);
     uint64_t tail = ignored_tail(st);
     int layout = simdr_layout_of(st);
@@ -83,9 +96,10 @@ int cmd_info(const struct cli_args *a) {
         cli_out_write("{\"storage_file\":", 16);
         cli_out_json_string(path, strlen(path));
         cli_out_printf(",\"total_size\":%" PRIu64 ",\"active_entries\":%" PRIu64
+                       ",\"named_entries\":%" PRIu64 ",\"name_records\":%" PRIu64
                        ",\"compaction_savings\":%" PRIu64 ",\"layout\":\"%s\""
                        ",\"ignored_tail_bytes\":%" PRIu64 "}\n",
-                       size, count, savings, cli_layout_name(layout), tail);
+                       size, count, named, records, savings, cli_layout_name(layout), tail);
     } else {
         out_title(" STORAGE INFO ");
         out_label("STORAGE FILE:");
@@ -96,6 +110,8 @@ int cmd_info(const struct cli_args *a) {
         out_size(size);
         out_label("ACTIVE ENTRIES:");
         cli_out_printf("%" PRIu64 "\n", count);
+        out_label("KEY NAMES:");
+        cli_out_printf("%" PRIu64 " of them named (written by this tool; see 'list')\n", named);
         out_label("COMPACTION SAVINGS:");
         out_size(savings);
         out_label("LAYOUT:");
@@ -201,19 +217,24 @@ done:
 /* list / dump                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* Keys are not stored in the file (only their hashes), so a listing shows
- * hashes. Iteration order is the library's: newest entries first. */
+/* The file stores only key hashes; keys written through this tool also have
+ * a name record (names.c), shown beside the hash. Name records themselves
+ * are not listed. Iteration order is the library's: newest entries first. */
 int cmd_list(const struct cli_args *a) {
     simdr_store *st = NULL;
     int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_READONLY, &st);
     if (ret != CLI_OK)
         return ret;
+    char fq[512];
+    cli_quote(fq, sizeof fq, a->store_path);
+    struct cli_names *names = NULL;
     simdr_iter *it = NULL;
-    int rc = simdr_iter_open(st, &it);
+    int rc = cli_names_load(st, &names);
+    if (rc == SIMDR_OK)
+        rc = simdr_iter_open(st, &it);
     if (rc != SIMDR_OK) {
-        char fq[512];
-        cli_quote(fq, sizeof fq, a->store_path);
         ret = cli_fail_simdr(rc, "%s: listing entries", fq);
+        cli_names_free(names);
         cli_close_store(st, a->store_path);
         return ret;
     }
@@ -223,22 +244,40 @@ int cmd_list(const struct cli_args *a) {
     const simdr_entry *e;
     while (!cli_out_broken() && (rc = simdr_iter_next(it, &e)) == SIMDR_OK) {
         uint64_t h = simdr_entry_key_hash(e), off = simdr_entry_offset(e), sz = simdr_entry_size(e);
-        if (a->json)
+        uint64_t named_hash;
+        const void *name;
+        size_t nlen;
+        if (cli_name_record_parse(e, &named_hash, &name, &nlen))
+            continue;
+        int has_name = cli_names_find(names, h, &name, &nlen);
+        if (a->json) {
             cli_out_printf("%s\n{\"key_hash\":\"%016" PRIx64 "\",\"offset\":%" PRIu64
-                           ",\"size\":%" PRIu64 "}",
+                           ",\"size\":%" PRIu64,
                            n ? "," : "", h, off, sz);
-        else
-            cli_out_printf("%016" PRIx64 " %" PRIu64 " %" PRIu64 "\n", h, off, sz);
+            if (has_name) {
+                cli_out_write(",\"key\":", 7);
+                cli_out_json_string(name, nlen);
+                cli_out_write(",\"key_hex\":\"", 12);
+                cli_out_hex(name, nlen);
+                cli_out_write("\"", 1);
+            }
+            cli_out_write("}", 1);
+        } else {
+            cli_out_printf("%016" PRIx64 " %" PRIu64 " %" PRIu64, h, off, sz);
+            if (has_name) {
+                cli_out_write(" ", 1);
+                cli_out_name(name, nlen);
+            }
+            cli_out_write("\n", 1);
+        }
         n++;
     }
-    if (rc != SIMDR_OK && rc != SIMDR_NOTFOUND && !cli_out_broken()) {
-        char fq[512];
-        cli_quote(fq, sizeof fq, a->store_path);
+    if (rc != SIMDR_OK && rc != SIMDR_NOTFOUND && !cli_out_broken())
         ret = cli_fail_simdr(rc, "%s: listing entries", fq);
-    }
     if (a->json)
         cli_out_write("\n]\n", 3);
     simdr_iter_close(it);
+    cli_names_free(names);
     int crc = cli_close_store(st, a->store_path);
     return ret != CLI_OK ? ret : crc;
 }

@@ -23,7 +23,13 @@ int cmd_compact(const struct cli_args *a) {
     uint64_t before = simdr_file_size(st);
     char label[600];
     snprintf(label, sizeof label, "compacting %s", fq);
-    struct cli_ticker *t = cli_ticker_start(label);
+    /* The library reports no progress; the new file it writes beside the
+     * store grows to the size the compaction will leave, so its size over
+     * that is the share done. */
+    char watch[4200];
+    snprintf(watch, sizeof watch, "%s.compact", a->store_path);
+    struct cli_ticker *t =
+        cli_ticker_start_file(label, watch, before - simdr_compaction_savings(st));
     int rc = simdr_compact(st);
     cli_ticker_end(t);
     if (rc != SIMDR_OK) {
@@ -126,10 +132,10 @@ int cmd_check(const struct cli_args *a) {
                            "next writable command and saved beside the file; other damage makes "
                            "writable commands refuse the file)\n",
                            tail, valid);
-        cli_out_printf("%s: %" PRIu64 " entries, %" PRIu64 " bytes checked, %" PRIu64
-                       " bad entries: %s\n",
-                       a->store_path, rep.entries, rep.bytes_checked, rep.bad_entries,
-                       sound ? "OK" : "DAMAGED");
+        cli_out_printf("%s: %" PRIu64 " %s, %" PRIu64 " bytes checked, %" PRIu64 " bad %s: %s\n",
+                       a->store_path, rep.entries, cli_plural(rep.entries, "entry", "entries"),
+                       rep.bytes_checked, rep.bad_entries,
+                       cli_plural(rep.bad_entries, "entry", "entries"), sound ? "OK" : "DAMAGED");
     }
     ret = sound ? CLI_OK : CLI_FAIL;
     int crc = cli_close_store(st, a->store_path);

@@ -56,27 +56,29 @@ int cli_put_from_fd(simdr_store *st, const void *key, size_t key_len, int fd,
     return rc;
 }
 
-#define ADVISE_STEP ((uint64_t)32 << 20)
+/* Pages already written out are dropped from memory every DROP_STEP bytes,
+ * so a value of any size streams through a bounded resident set. */
+#define DROP_STEP ((uint64_t)1 << 20)
 
 /* Writes an entry's bytes to dest (a file descriptor), or to standard output
- * when dest is NULL, chunk bytes at a time, zero-copy from the map. Pages
- * already written are dropped from memory so a value of any size streams in
- * constant memory. A closed stdout pipe stops the copy quietly (main()
- * decides the exit status); other failures are reported here. */
+ * when dest is NULL, chunk bytes at a time, zero-copy from the map. A closed
+ * stdout pipe stops the copy quietly (main() decides the exit status); other
+ * failures are reported here. */
 int cli_write_entry(const simdr_entry *e, int fd, const char *dest, size_t chunk,
                     struct cli_progress *prog) {
     uint64_t size = simdr_entry_size(e);
-    uint64_t off = 0, advised = 0;
+    uint64_t off = 0, dropped = 0;
     while (off < size) {
         const void *p;
         size_t len;
-        /* Dropping consumed pages costs a walk over everything consumed so
-         * far, so it is asked for every ADVISE_STEP bytes, not every chunk:
-         * memory stays bounded and small chunks stay cheap. */
-        int advise = off - advised >= ADVISE_STEP;
-        if (advise)
-            advised = off;
-        int rc = simdr_entry_chunk(e, off, chunk, &p, &len, advise);
+        if (off - dropped >= DROP_STEP) {
+            /* simdr_entry_chunk drops the whole pages of the max bytes before
+             * offset: with max = what was written since the last drop, that
+             * is exactly the part of the value consumed since then. */
+            simdr_entry_chunk(e, off, (size_t)(off - dropped), &p, &len, 1);
+            dropped = off;
+        }
+        int rc = simdr_entry_chunk(e, off, chunk, &p, &len, 0);
         if (rc != SIMDR_OK)
             return cli_fail_simdr(rc, "reading value at offset %" PRIu64, off);
         if (!dest) {
@@ -161,14 +163,20 @@ int cmd_write(const struct cli_args *a) {
     cli_quote(q, sizeof q, key.text);
     cli_quote(fq, sizeof fq, a->store_path);
     snprintf(what, sizeof what, "%s: write %s", fq, q);
+    if (!from_stdin && a->argv[1][0] == '\0') {
+        cli_explain_refused_value(what);
+        cli_key_free(&key);
+        return CLI_FAIL;
+    }
     simdr_store *st = NULL;
-    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_CREATE, &st);
+    int created = 0;
+    int ret = cli_open_store_created(a, a->store_path, SIMDR_OPEN_CREATE, &st, &created);
     if (ret != CLI_OK)
         goto done;
     int read_errno = 0;
     if (!from_stdin) {
         const char *v = a->argv[1];
-        rc = simdr_put(st, key.data, key.len, v, strlen(v), NULL);
+        rc = cli_put_named(st, key.data, key.len, v, strlen(v));
     } else {
         struct stat sb;
         uint64_t total = fstat(STDIN_FILENO, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
@@ -177,6 +185,8 @@ int cmd_write(const struct cli_args *a) {
         struct cli_progress *prog = cli_progress_start(label, total, CLI_PROGRESS_MIN);
         rc = cli_put_from_fd(st, key.data, key.len, STDIN_FILENO, prog, &read_errno);
         cli_progress_end(prog);
+        if (rc == SIMDR_OK)
+            rc = cli_name_put(st, key.data, key.len);
     }
     if (rc == SIMDR_EINVAL) {
         cli_explain_refused_value(what);
@@ -195,7 +205,7 @@ int cmd_write(const struct cli_args *a) {
         simdr_entry_release(e);
     }
 done:;
-    int crc = cli_close_store(st, a->store_path);
+    int crc = cli_close_store_created(st, a->store_path, created, ret != CLI_OK);
     cli_key_free(&key);
     return ret != CLI_OK ? ret : crc;
 }
@@ -217,7 +227,7 @@ int cmd_delete(const struct cli_args *a) {
      * not leave a new empty store behind. */
     int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_EXISTING, &st);
     if (ret == CLI_OK) {
-        rc = simdr_delete(st, key.data, key.len, NULL);
+        rc = cli_delete_named(st, key.data, key.len);
         if (rc == SIMDR_NOTFOUND) {
             cli_err("%s: key %s not found", fq, q);
             ret = CLI_FAIL;

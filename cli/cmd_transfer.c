@@ -34,15 +34,30 @@ static int transfer(const struct cli_args *a, int is_move) {
     char q[512];
     cli_quote(q, sizeof q, key.text);
     simdr_store *src = NULL, *dst = NULL;
+    int created = 0;
     /* copy leaves the source untouched, so it opens it read-only (and a
      * missing source is an error, never a new file); move deletes from it. */
     int ret = cli_open_store(a, a->store_path, is_move ? SIMDR_OPEN_EXISTING : SIMDR_OPEN_READONLY,
                              &src);
+    if (ret == CLI_OK) {
+        /* A missing key is found before the target is opened, so a failed
+         * copy creates no file. */
+        rc = simdr_exists(src, key.data, key.len);
+        if (rc == 0) {
+            cli_err("%s: key %s not found", fq, q);
+            ret = CLI_FAIL;
+        }
+    }
     if (ret == CLI_OK)
-        ret = cli_open_store(a, target, SIMDR_OPEN_CREATE, &dst);
+        ret = cli_open_store_created(a, target, SIMDR_OPEN_CREATE, &dst, &created);
     if (ret == CLI_OK) {
         rc = is_move ? simdr_move(src, key.data, key.len, dst, NULL)
                      : simdr_copy(src, key.data, key.len, dst, NULL);
+        /* The name goes with the value; a move takes it from the source. */
+        if (rc == SIMDR_OK)
+            rc = cli_name_put(dst, key.data, key.len);
+        if (rc == SIMDR_OK && is_move)
+            rc = cli_name_delete(src, key.data, key.len);
         if (rc == SIMDR_NOTFOUND) {
             cli_err("%s: key %s not found", fq, q);
             ret = CLI_FAIL;
@@ -52,7 +67,7 @@ static int transfer(const struct cli_args *a, int is_move) {
             cli_note(a, "%s key %s to %s", is_move ? "Moved" : "Copied", q, tq);
         }
     }
-    int c1 = cli_close_store(dst, target);
+    int c1 = cli_close_store_created(dst, target, created, ret != CLI_OK);
     int c2 = cli_close_store(src, a->store_path);
     cli_key_free(&key);
     if (ret != CLI_OK)
@@ -82,6 +97,10 @@ int cmd_rename(const struct cli_args *a) {
     int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_EXISTING, &st);
     if (ret == CLI_OK) {
         rc = simdr_rename(st, oldk.data, oldk.len, newk.data, newk.len, NULL);
+        if (rc == SIMDR_OK)
+            rc = cli_name_delete(st, oldk.data, oldk.len);
+        if (rc == SIMDR_OK)
+            rc = cli_name_put(st, newk.data, newk.len);
         if (rc == SIMDR_NOTFOUND) {
             cli_err("%s: key %s not found", fq, oq);
             ret = CLI_FAIL;

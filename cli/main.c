@@ -18,22 +18,65 @@ struct command {
     int min_args, max_args; /* max_args < 0: no limit */
     unsigned opts;          /* enum cli_opt_flags the command accepts */
     const char *synopsis;
+    const char *help;       /* what "simd-r-drive COMMAND --help" prints after the synopsis */
 };
 
+#define NEW_STORE_OPTS CLI_OPT_LAYOUT /* commands that may create a store */
+
 static const struct command commands[] = {
-    {"read", NULL, cmd_read, 1, 1, CLI_OPT_BUFFER, "read KEY [--buffer-size SIZE]"},
-    {"write", NULL, cmd_write, 1, 2, 0, "write KEY [VALUE]"},
-    {"copy", NULL, cmd_copy, 2, 2, 0, "copy KEY TARGET"},
-    {"move", NULL, cmd_move, 2, 2, 0, "move KEY TARGET"},
-    {"rename", NULL, cmd_rename, 2, 2, 0, "rename OLD_KEY NEW_KEY"},
-    {"delete", NULL, cmd_delete, 1, 1, 0, "delete KEY"},
-    {"compact", NULL, cmd_compact, 0, 0, 0, "compact"},
-    {"info", NULL, cmd_info, 0, 0, CLI_OPT_JSON | CLI_OPT_DETAILED, "info [--json]"},
-    {"metadata", NULL, cmd_metadata, 1, 1, CLI_OPT_JSON, "metadata KEY [--json]"},
-    {"check", NULL, cmd_check, 0, 0, CLI_OPT_JSON, "check [--json]"},
-    {"list", "dump", cmd_list, 0, 0, CLI_OPT_JSON, "list [--json]"},
-    {"import", NULL, cmd_import, 1, 1, 0, "import DIR"},
-    {"export", NULL, cmd_export, 2, -1, CLI_OPT_BUFFER, "export DIR KEY..."},
+    {"read", NULL, cmd_read, 1, 1, CLI_OPT_BUFFER, "read KEY [--buffer-size SIZE]",
+     "Writes the value of KEY to standard output, byte for byte, in SIZE chunks straight\n"
+     "from the file (constant memory for any size). A newline is added only when stdout\n"
+     "is a terminal. Opens the store read-only.\n"
+     "  -b, --buffer-size SIZE  chunk size: 4096, 4096B, 32K, 1KiB, 1MB, 1MiB, 1G (default 64K)\n"
+     "Example: simd-r-drive data.bin read photo --buffer-size 1MiB > photo.jpg\n"},
+    {"write", NULL, cmd_write, 1, 2, NEW_STORE_OPTS, "write KEY [VALUE] [--layout aligned64|unaligned]",
+     "Stores VALUE under KEY (VALUE may start with '-': write temp -5). Without VALUE,\n"
+     "streams standard input (a pipe or file) into the entry in constant memory. The key's\n"
+     "name is kept beside it, so 'list' and 'export' can show it. Creates the store if\n"
+     "missing, in the aligned64 layout unless --layout unaligned (for simd-r-drive <= 0.13).\n"
+     "An empty value cannot be stored. Example: tar c dir | simd-r-drive data.bin write dir.tar\n"},
+    {"copy", NULL, cmd_copy, 2, 2, NEW_STORE_OPTS, "copy KEY TARGET",
+     "Appends the entry of KEY (and its name) to the store file TARGET, created if missing.\n"
+     "Example: simd-r-drive data.bin copy greeting backup.bin\n"},
+    {"move", NULL, cmd_move, 2, 2, NEW_STORE_OPTS, "move KEY TARGET",
+     "Copies the entry of KEY (and its name) to TARGET, then deletes it here.\n"
+     "Example: simd-r-drive data.bin move greeting archive.bin\n"},
+    {"rename", NULL, cmd_rename, 2, 2, 0, "rename OLD_KEY NEW_KEY",
+     "Stores the value under NEW_KEY and deletes OLD_KEY (the name moves too).\n"
+     "Example: simd-r-drive data.bin rename photo photo-2024\n"},
+    {"delete", NULL, cmd_delete, 1, 1, 0, "delete KEY",
+     "Deletes KEY and its name (appends tombstones; 'compact' reclaims the space).\n"
+     "Example: simd-r-drive data.bin delete photo-2024\n"},
+    {"compact", NULL, cmd_compact, 0, 0, 0, "compact",
+     "Rewrites the file with only the live entries (names included); a crash leaves the\n"
+     "old or the new file whole. Shows the share written on a terminal.\n"
+     "Example: simd-r-drive data.bin compact\n"},
+    {"info", NULL, cmd_info, 0, 0, CLI_OPT_JSON | CLI_OPT_DETAILED, "info [--json]",
+     "File, total size, active entries (how many are named), compaction savings, layout.\n"
+     "Example: simd-r-drive data.bin info --json\n"},
+    {"metadata", NULL, cmd_metadata, 1, 1, CLI_OPT_JSON, "metadata KEY [--json]",
+     "Payload size, offsets, key hash, checksum and its validity for the entry of KEY.\n"
+     "Example: simd-r-drive data.bin metadata greeting\n"},
+    {"check", NULL, cmd_check, 0, 0, CLI_OPT_JSON, "check [--json]",
+     "Verifies every entry's chain link and CRC-32, read-only; lists each bad entry.\n"
+     "Exit 0 only if the file is sound. Example: simd-r-drive data.bin check\n"},
+    {"list", "dump", cmd_list, 0, 0, CLI_OPT_JSON, "list [--json]",
+     "One line per live entry, newest first: key hash (hex), payload offset, size, and\n"
+     "the key's name when it was written by this tool. Alias: dump.\n"
+     "Example: simd-r-drive data.bin list\n"},
+    {"import", NULL, cmd_import, 1, 1, NEW_STORE_OPTS, "import DIR [--layout aligned64|unaligned]",
+     "Stores every regular file under DIR (recursively, symlinks not followed) with its\n"
+     "path relative to DIR as key, and keeps the names. Empty files are skipped with a\n"
+     "warning (an empty value cannot be stored). Creates the store if missing.\n"
+     "Example: simd-r-drive data.bin import ./site\n"},
+    {"export", NULL, cmd_export, 1, -1, CLI_OPT_BUFFER | CLI_OPT_FORCE, "export DIR [KEY...] [--force]",
+     "Writes each value to DIR/KEY, creating directories; without KEYs, every value whose\n"
+     "name the store keeps. Keys that are absolute or contain '..' are refused. An\n"
+     "existing file is overwritten only after a 'y' on the terminal, or with --force\n"
+     "(without a terminal it is left alone and the export fails).\n"
+     "  -f, --force             overwrite existing files\n"
+     "Example: simd-r-drive data.bin export ./restore\n"},
 };
 
 static const char help_text[] =
@@ -47,7 +90,7 @@ static const char help_text[] =
     "                                 in SIZE chunks (4096, 32K, 1MB, 1G; default 64K)\n"
     "  write KEY [VALUE]              store VALUE, or stream standard input when VALUE\n"
     "                                 is omitted (constant memory; stdin must be a pipe\n"
-    "                                 or file)\n"
+    "                                 or file); the key's name is kept for list/export\n"
     "  copy KEY TARGET                copy the entry into the store file TARGET\n"
     "  move KEY TARGET                copy the entry into TARGET, then delete it here\n"
     "  rename OLD_KEY NEW_KEY         store the value under NEW_KEY, delete OLD_KEY\n"
@@ -60,20 +103,26 @@ static const char help_text[] =
     "  check [--json]                 verify every entry's chain link and CRC; exit 0\n"
     "                                 only if the file is sound\n"
     "  list [--json]                  (alias: dump) one line per live entry: key hash\n"
-    "                                 (hex), payload offset, size; newest first\n"
+    "                                 (hex), payload offset, size, name; newest first\n"
     "  import DIR                     store every regular file under DIR, recursively,\n"
     "                                 with its path relative to DIR as key\n"
-    "  export DIR KEY...              write each value to DIR/KEY (keys that are\n"
-    "                                 absolute or contain '..' are refused)\n"
+    "  export DIR [KEY...]            write each value to DIR/KEY (keys that are\n"
+    "                                 absolute or contain '..' are refused); without\n"
+    "                                 KEYs, every named value; asks before overwriting\n"
+    "  help COMMAND                   help for one command (also: COMMAND --help)\n"
     "\n"
-    "Options (accepted anywhere on the line):\n"
+    "Options (accepted anywhere on the line; write's VALUE is taken as typed):\n"
     "  --key-hex            KEY arguments are hex (e.g. 62696e00ff), for binary keys\n"
     "  --json               JSON output (info, metadata, list, check)\n"
-    "  -b, --buffer-size SIZE  chunk size for read and export\n"
+    "  -b, --buffer-size SIZE  chunk size for read and export (4096, 4096B, 32K, 1KiB,\n"
+    "                       1MB, 1MiB, 1G)\n"
+    "  -f, --force          export: overwrite existing files\n"
+    "  --layout L           new stores: aligned64 (default) or unaligned (readable by\n"
+    "                       simd-r-drive 0.4-0.13)\n"
     "  -q, --quiet          no confirmation messages on stderr\n"
     "  --detailed           accepted by info for compatibility (savings are always shown)\n"
     "  --                   end of options (for keys that start with '-')\n"
-    "  -h, --help           this text\n"
+    "  -h, --help           this text; after a command, that command's help\n"
     "  -V, --version        program and library version\n"
     "\n"
     "Read-only commands (read, info, metadata, check, list, export) never create or\n"
@@ -116,14 +165,41 @@ static const struct command *find_command(const char *name) {
     return NULL;
 }
 
+static int command_help(const struct command *c) {
+    cli_out_printf("Usage: simd-r-drive <storage-file> %s\n\n", c->synopsis);
+    if (c->alias)
+        cli_out_printf("(also: %s)\n", c->alias);
+    cli_out_printf("%s", c->help);
+    return CLI_OK;
+}
+
 static int run(int argc, char **argv) {
     struct cli_args a;
     int rc = cli_parse_args(argc, argv, &a);
     if (rc != CLI_OK)
         return rc;
-    if (a.help) {
-        cli_out_write(help_text, sizeof help_text - 1);
-        return CLI_OK;
+    /* "help [COMMAND]", "COMMAND --help" and "FILE COMMAND --help" */
+    const char *about = NULL;
+    if (a.store_path && strcmp(a.store_path, "help") == 0) {
+        if (!a.command) {
+            cli_out_write(help_text, sizeof help_text - 1);
+            return CLI_OK;
+        }
+        about = a.command;
+    } else if (a.help) {
+        about = a.command ? a.command : a.store_path;
+        if (about && !find_command(about))
+            about = NULL;
+        if (!about) {
+            cli_out_write(help_text, sizeof help_text - 1);
+            return CLI_OK;
+        }
+    }
+    if (about) {
+        const struct command *c = find_command(about);
+        if (!c)
+            return cli_usage_error("help: unknown command '%s'", about);
+        return command_help(c);
     }
     if (a.version) {
         cli_out_printf("simd-r-drive %s (libsimdr %s)\n", SIMDR_VERSION_STRING, simdr_version());
@@ -150,6 +226,8 @@ static int run(int argc, char **argv) {
                                c->name,
                                stray & CLI_OPT_JSON     ? "--json"
                                : stray & CLI_OPT_BUFFER ? "--buffer-size"
+                               : stray & CLI_OPT_FORCE  ? "--force"
+                               : stray & CLI_OPT_LAYOUT ? "--layout"
                                                         : "--detailed",
                                c->synopsis);
     return c->run(&a);

@@ -2,11 +2,13 @@
  * progress.c - progress display on stderr for long operations. It is drawn
  * only when stderr is a terminal, so logs and pipes never receive control
  * characters, and it erases itself when done so the final messages stay
- * readable. A byte-counting bar serves reads, writes and imports; a spinner
- * thread covers library calls that report no progress (compact, check).
+ * readable. A byte-counting bar serves reads, writes and imports; a thread
+ * redraws calls that report no progress: compaction as the share of the new
+ * file written so far (watched from its size), check as a spinner.
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,9 @@ struct cli_progress {
     int64_t last_ns;
     int drawn;
 };
+
+/* The bar on screen, if any: messages erase it first (cli_progress_clear_line). */
+static struct cli_progress *on_screen;
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -81,10 +86,17 @@ void cli_progress_update(struct cli_progress *p, uint64_t done) {
         return;
     p->last_ns = t;
     p->drawn = 1;
-    char d[32], tot[32], rate[32];
+    on_screen = p;
+    char d[32], tot[32], rate[48] = "";
     cli_format_bytes(d, sizeof d, done);
+    /* A rate from a fraction of a second says nothing (a pipe hands over
+     * megabytes at once): none is shown before half a second. */
     double secs = (double)(t - p->start_ns) / 1e9;
-    cli_format_bytes(rate, sizeof rate, secs > 0.05 ? (uint64_t)((double)done / secs) : 0);
+    if (secs >= 0.5) {
+        rate[0] = ' ';
+        cli_format_bytes(rate + 1, sizeof rate - 1, (uint64_t)((double)done / secs));
+        strcat(rate, "/s");
+    }
     if (p->total) {
         uint64_t shown = done > p->total ? p->total : done;
         int fill = (int)((double)shown / (double)p->total * BAR_WIDTH);
@@ -94,9 +106,9 @@ void cli_progress_update(struct cli_progress *p, uint64_t done) {
             bar[i] = i < fill ? '#' : '-';
         bar[BAR_WIDTH] = '\0';
         cli_format_bytes(tot, sizeof tot, p->total);
-        fprintf(stderr, "\r\033[K%s [%s] %3d%% %s / %s %s/s", p->label, bar, pct, d, tot, rate);
+        fprintf(stderr, "\r\033[K%s [%s] %3d%% %s / %s%s", p->label, bar, pct, d, tot, rate);
     } else {
-        fprintf(stderr, "\r\033[K%s %s %s/s", p->label, d, rate);
+        fprintf(stderr, "\r\033[K%s %s%s", p->label, d, rate);
     }
     fflush(stderr);
 }
@@ -108,7 +120,19 @@ void cli_progress_end(struct cli_progress *p) {
         fputs("\r\033[K", stderr);
         fflush(stderr);
     }
+    if (on_screen == p)
+        on_screen = NULL;
     free(p);
+}
+
+void cli_progress_clear_line(void) {
+    if (!on_screen)
+        return;
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+    on_screen->drawn = 0;
+    on_screen->last_ns = 0;
+    on_screen = NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -120,12 +144,31 @@ struct cli_ticker {
     pthread_t thread;
     atomic_int stop;
     int64_t start_ns;
+    char watch[4200]; /* a file whose size shows the progress ("" = spinner) */
+    uint64_t expected;
+    int last_pct;
 };
 
 static void ticker_draw(struct cli_ticker *t, unsigned frame) {
     static const char spin[] = "|/-\\";
     double secs = (double)(now_ns() - t->start_ns) / 1e9;
-    fprintf(stderr, "\r\033[K%s %c %.1fs", t->label, spin[frame % 4], secs);
+    struct stat sb;
+    if (t->watch[0] && t->expected) {
+        /* The new file only grows while it is written; once it is renamed
+         * into place it is gone and the last figure stays. */
+        if (stat(t->watch, &sb) == 0) {
+            uint64_t done = (uint64_t)sb.st_size < t->expected ? (uint64_t)sb.st_size : t->expected;
+            t->last_pct = (int)((double)done * 100.0 / (double)t->expected);
+        }
+        int fill = t->last_pct * BAR_WIDTH / 100;
+        char bar[BAR_WIDTH + 1];
+        for (int i = 0; i < BAR_WIDTH; i++)
+            bar[i] = i < fill ? '#' : '-';
+        bar[BAR_WIDTH] = '\0';
+        fprintf(stderr, "\r\033[K%s [%s] %3d%% %.1fs", t->label, bar, t->last_pct, secs);
+    } else {
+        fprintf(stderr, "\r\033[K%s %c %.1fs", t->label, spin[frame % 4], secs);
+    }
     fflush(stderr);
 }
 
@@ -143,12 +186,21 @@ static void *ticker_main(void *arg) {
 }
 
 struct cli_ticker *cli_ticker_start(const char *label) {
+    return cli_ticker_start_file(label, NULL, 0);
+}
+
+struct cli_ticker *cli_ticker_start_file(const char *label, const char *watch_path,
+                                         uint64_t expected) {
     if (!isatty(STDERR_FILENO))
         return NULL;
     struct cli_ticker *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
     set_label(t->label, sizeof t->label, label);
+    if (watch_path && strlen(watch_path) < sizeof t->watch) {
+        strcpy(t->watch, watch_path);
+        t->expected = expected;
+    }
     atomic_init(&t->stop, 0);
     t->start_ns = now_ns();
     /* The first frame is drawn here, so even a quick run shows what it did. */

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -110,6 +111,7 @@ int cli_out_finish(void) {
 void cli_err(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
+    cli_progress_clear_line();
     fputs("simd-r-drive: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
@@ -121,25 +123,46 @@ void cli_note(const struct cli_args *a, const char *fmt, ...) {
         return;
     va_list ap;
     va_start(ap, fmt);
+    cli_progress_clear_line();
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
 }
 
-/* One line: what was being done, the status text, and the library's own
- * message (file, offset, errno text) when it has one. "Not found" is cheap
- * in the library and sets no message, so an older one is never shown. */
+/* One line: what was being done and why, each said once. The library's
+ * message names the file and usually says the status in its own words
+ * ("f.bin: not a simd-r-drive store (...)"): a file name the line already
+ * gives is dropped from it, and the status text is added only when the
+ * message does not say it. "Not found" is cheap in the library and sets no
+ * message, so an older one is never shown. */
 int cli_fail_simdr(int code, const char *fmt, ...) {
+    char what[2048];
     va_list ap;
     va_start(ap, fmt);
-    fputs("simd-r-drive: ", stderr);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    fprintf(stderr, ": %s", simdr_strerror(code));
-    const char *detail = simdr_last_error();
-    if (code != SIMDR_NOTFOUND && detail && detail[0])
-        fprintf(stderr, " (%s)", detail);
-    fputc('\n', stderr);
+    const char *status = simdr_strerror(code);
+    const char *detail = code == SIMDR_NOTFOUND ? NULL : simdr_last_error();
+    if (detail && detail[0]) {
+        const char *colon = strstr(detail, ": ");
+        if (colon && colon > detail) {
+            char name[1024];
+            size_t n = (size_t)(colon - detail);
+            if (n < sizeof name) {
+                memcpy(name, detail, n);
+                name[n] = '\0';
+                if (strstr(what, name))
+                    detail = colon + 2;
+            }
+        }
+    }
+    cli_progress_clear_line();
+    if (!detail || !detail[0])
+        fprintf(stderr, "simd-r-drive: %s: %s\n", what, status);
+    else if (strstr(detail, status))
+        fprintf(stderr, "simd-r-drive: %s: %s\n", what, detail);
+    else
+        fprintf(stderr, "simd-r-drive: %s: %s (%s)\n", what, status, detail);
     return CLI_FAIL;
 }
 
@@ -259,6 +282,19 @@ void cli_out_json_string(const void *str, size_t len) {
     cli_out_write("\"", 1);
 }
 
+void cli_out_name(const void *name, size_t len) {
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = name;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < 0x20 || s[i] == 0x7f || s[i] == '\\') {
+            char e[4] = {'\\', 'x', hex[s[i] >> 4], hex[s[i] & 15]};
+            cli_out_write(e, 4);
+        } else {
+            cli_out_write(s + i, 1);
+        }
+    }
+}
+
 void cli_out_hex(const void *str, size_t len) {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = str;
@@ -275,6 +311,10 @@ void cli_out_hex(const void *str, size_t len) {
     cli_out_write(buf, o);
 }
 
+const char *cli_plural(uint64_t n, const char *one, const char *many) {
+    return n == 1 ? one : many;
+}
+
 const char *cli_layout_name(int layout) {
     return layout == SIMDR_LAYOUT_UNALIGNED ? "unaligned" : "aligned64";
 }
@@ -282,6 +322,47 @@ const char *cli_layout_name(int layout) {
 /* ------------------------------------------------------------------------ */
 /* Opening a store                                                           */
 /* ------------------------------------------------------------------------ */
+
+/* Says what is wrong with a store path before the library is asked: a
+ * directory, a missing parent directory, a missing file where one must
+ * exist. The same words for every command. Returns CLI_OK when the path can
+ * be handed to simdr_open. */
+static int check_store_path(const char *path, const char *q, int mode, int *exists) {
+    struct stat sb;
+    *exists = 0;
+    if (stat(path, &sb) == 0) {
+        *exists = 1;
+        if (S_ISDIR(sb.st_mode)) {
+            cli_err("cannot open %s: it is a directory, not a store file", q);
+            return CLI_FAIL;
+        }
+        return CLI_OK;
+    }
+    if (errno == ENOTDIR) {
+        cli_err("cannot open %s: a part of the path before the file name is not a directory", q);
+        return CLI_FAIL;
+    }
+    if (errno != ENOENT)
+        return CLI_OK; /* permission and the like: the library says it */
+    char parent[4096];
+    const char *slash = strrchr(path, '/');
+    if (slash && (size_t)(slash - path) < sizeof parent) {
+        size_t n = slash == path ? 1 : (size_t)(slash - path);
+        memcpy(parent, path, n);
+        parent[n] = '\0';
+        if (stat(parent, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            char pq[512];
+            cli_quote(pq, sizeof pq, parent);
+            cli_err("cannot open %s: directory %s does not exist", q, pq);
+            return CLI_FAIL;
+        }
+    }
+    if (mode != SIMDR_OPEN_CREATE) {
+        cli_err("cannot open %s: file does not exist", q);
+        return CLI_FAIL;
+    }
+    return CLI_OK;
+}
 
 /* Opens path in the given mode and tells the user on stderr what recovery
  * found: a torn final append that a writable open cut (and saved), or that a
@@ -295,15 +376,23 @@ int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_s
 
 int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_options *opts,
                         simdr_store **out) {
-    (void)a;
+    simdr_options o = *opts;
+    if (a->layout >= 0)
+        o.layout = a->layout;
     *out = NULL;
     char q[512];
     cli_quote(q, sizeof q, path);
-    int rc = simdr_open(out, path, opts);
+    int exists = 0;
+    if (check_store_path(path, q, o.open_mode, &exists) != CLI_OK)
+        return CLI_FAIL;
+    int rc = simdr_open(out, path, &o);
     if (rc != SIMDR_OK) {
         *out = NULL;
         return cli_fail_simdr(rc, "cannot open %s", q);
     }
+    if (exists && a->layout >= 0 && simdr_file_size(*out) > 0 && simdr_layout_of(*out) != a->layout)
+        cli_err("%s: --layout %s ignored: the store already uses the %s layout", q,
+                cli_layout_name(a->layout), cli_layout_name(simdr_layout_of(*out)));
     simdr_recovery_info ri;
     if (simdr_recovery(*out, &ri) == SIMDR_OK && ri.bytes_cut > 0) {
         if (ri.truncated)
@@ -318,6 +407,29 @@ int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_
                     q, ri.bytes_cut, ri.valid_size);
     }
     return CLI_OK;
+}
+
+/* cli_open_store that also says whether this open created the file. */
+int cli_open_store_created(const struct cli_args *a, const char *path, int mode, simdr_store **out,
+                           int *created) {
+    struct stat sb;
+    int existed = stat(path, &sb) == 0;
+    int rc = cli_open_store(a, path, mode, out);
+    *created = rc == CLI_OK && !existed;
+    return rc;
+}
+
+/* Closes a store this command may have created; when the command failed
+ * and the file it created holds nothing, the file is removed, so a failed
+ * command leaves nothing behind. */
+int cli_close_store_created(simdr_store *st, const char *path, int created, int failed) {
+    if (!st)
+        return CLI_OK;
+    int empty = simdr_file_size(st) == 0;
+    int rc = cli_close_store(st, path);
+    if (created && failed && empty)
+        unlink(path);
+    return rc;
 }
 
 int cli_close_store(simdr_store *st, const char *path) {

@@ -8,7 +8,11 @@
  * file untouched, or opened with exactly the promised repair (file cut to
  * valid_size, the cut bytes saved beside it); then writes, an overwrite of an
  * existing hash, a delete, a compaction and a reopen must all behave.
- * Broken promises abort(), which libFuzzer and the replay driver report.
+ * Every answer is judged against an independent reading of the chain (the
+ * model below): a key's value must be its newest entry's bytes, and a damage
+ * report (SIMDR_ECORRUPT, SIMDR_ECHECKSUM) is allowed only for an entry the
+ * model proves damaged. Broken promises abort(), which libFuzzer and the
+ * replay driver report.
  *
  * Built two ways (fuzz/CMakeLists.txt): with -fsanitize=fuzzer for libFuzzer,
  * and with fuzz/replay_main.c, which runs every file in fuzz/corpus/ through
@@ -142,31 +146,150 @@ static uint64_t touch(const simdr_entry *e, uint64_t file_size) {
     return sum;
 }
 
+/* An independent reading of the chain (docs/FORMAT.md), written apart from
+ * the engine, to judge its answers: the newest entry of a hash walking back
+ * from the valid end, and whether that entry is a sound value. A damage
+ * report is accepted only for an entry this model proves damaged; a value
+ * returned as OK must be the entry's exact bytes with a matching CRC-32. */
+typedef enum { MODEL_ABSENT, MODEL_VALUE, MODEL_DAMAGED } model_kind;
+
+typedef struct model_answer {
+    model_kind kind;
+    const uint8_t *data; /* payload when it can be located (also when damaged) */
+    uint64_t size;
+    int crc_ok;
+} model_answer;
+
+static uint64_t load_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t load_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint32_t crc32_ieee(const uint8_t *p, uint64_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (uint64_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int b = 0; b < 8; b++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static model_answer model_lookup(const uint8_t *file, uint64_t valid, int layout, uint64_t hash) {
+    model_answer a = {MODEL_ABSENT, NULL, 0, 0};
+    uint64_t end = valid;
+    while (end > 0) {
+        REQUIRE(end >= 20, "chain from the valid end reaches %llu, inside a metadata block",
+                (unsigned long long)end);
+        uint64_t meta = end - 20, prev = load_u64(file + meta + 8);
+        REQUIRE(prev < end, "chain link %llu does not decrease (entry ending at %llu)",
+                (unsigned long long)prev, (unsigned long long)end);
+        if (load_u64(file + meta) != hash) {
+            end = prev;
+            continue;
+        }
+        if (prev >= meta) {
+            a.kind = MODEL_DAMAGED; /* no room for a payload */
+            return a;
+        }
+        if (meta - prev == 1 && file[prev] == 0) return a; /* tombstone */
+        uint64_t pad = layout == SIMDR_LAYOUT_ALIGNED64 ? (64 - prev % 64) & 63 : 0;
+        if (meta - prev <= pad) {
+            a.kind = MODEL_DAMAGED; /* a padded payload cannot fit */
+            return a;
+        }
+        int clean_pad = 1;
+        for (uint64_t i = 0; i < pad; i++) clean_pad &= file[prev + i] == 0;
+        a.data = file + prev + pad;
+        a.size = meta - prev - pad;
+        a.crc_ok = crc32_ieee(a.data, a.size) == load_u32(file + meta + 16);
+        a.kind = a.crc_ok && clean_pad ? MODEL_VALUE : MODEL_DAMAGED;
+        return a;
+    }
+    return a;
+}
+
+static int is_damage_report(int rc) { return rc == SIMDR_ECORRUPT || rc == SIMDR_ECHECKSUM; }
+
+/* A value copied out as OK must be exactly the newest entry's stored bytes.
+ * REFUSE_UNVERIFIED_COPY 1 also refuses stored bytes that fail their CRC-32;
+ * it stays 0 while simdr_get_copy copies without verifying. */
+#define REFUSE_UNVERIFIED_COPY 1
+static void require_right_value(model_answer m, const uint8_t *got, uint64_t n, const char *what) {
+    REQUIRE(m.data, "%s: OK for an entry that has no payload", what);
+    REQUIRE(m.crc_ok || !REFUSE_UNVERIFIED_COPY, "%s: OK for a payload that fails its CRC-32",
+            what);
+    REQUIRE(n == m.size && memcmp(got, m.data, (size_t)n) == 0,
+            "%s: OK with %llu bytes that are not the newest entry's %llu", what,
+            (unsigned long long)n, (unsigned long long)m.size);
+}
+
+/* Judges simdr_get_copy(key, buf[64]) against the model. */
+static void judge_copy(model_answer m, int rc, const uint8_t *buf, size_t n,
+                       const char *key) {
+    switch (m.kind) {
+    case MODEL_ABSENT:
+        REQUIRE(rc == SIMDR_NOTFOUND, "get_copy(\"%s\") of an absent key returned %d", key, rc);
+        return;
+    case MODEL_VALUE:
+        REQUIRE(rc == SIMDR_OK || rc == SIMDR_ETOOBIG,
+                "get_copy(\"%s\") of a sound entry returned %d", key, rc);
+        break;
+    case MODEL_DAMAGED:
+        REQUIRE(rc == SIMDR_OK || rc == SIMDR_ETOOBIG || is_damage_report(rc),
+                "get_copy(\"%s\") of a damaged entry returned %d", key, rc);
+        break;
+    }
+    if (rc == SIMDR_ETOOBIG)
+        REQUIRE(m.data && n == m.size && m.size > 64, "get_copy(\"%s\") ETOOBIG with size %zu",
+                key, n);
+    if (rc == SIMDR_OK) require_right_value(m, buf, n, "get_copy");
+}
+
 typedef struct seen {
     uint64_t hashes[64];
     unsigned n;
     uint64_t count;
 } seen;
 
-static void explore(simdr_store *s, uint64_t file_size, seen *sn) {
+/* Judges a zero-copy entry handle returned as OK for hash: the model's bytes
+ * at the model's place; a damaged payload is allowed only when the handle's
+ * own check says so (the caller can tell before trusting it). */
+static void judge_entry(model_answer m, const simdr_entry *e, const char *what) {
+    REQUIRE(m.kind != MODEL_ABSENT, "%s: an entry for a key the file does not hold", what);
+    REQUIRE(m.data && simdr_entry_size(e) == m.size &&
+                memcmp(simdr_entry_data(e), m.data, (size_t)m.size) == 0,
+            "%s: not the bytes of the newest entry", what);
+    REQUIRE((simdr_entry_verify(e) == SIMDR_OK) == m.crc_ok, "%s: verify disagrees with the CRC",
+            what);
+}
+
+static void explore(simdr_store *s, const uint8_t *file, uint64_t file_size, seen *sn) {
     simdr_iter *it = NULL;
     memset(sn, 0, sizeof *sn);
+    const uint64_t valid = simdr_file_size(s);
+    const int layout = simdr_layout_of(s);
     int rc = simdr_iter_open(s, &it);
     REQUIRE(rc == SIMDR_OK, "iter_open %d", rc);
     const simdr_entry *e;
-    /* A damaged live entry is reported (SIMDR_ECORRUPT) and the iteration
-     * goes on past it. */
+    /* A damaged live entry is reported and the iteration goes on past it. */
     uint64_t damaged = 0;
     for (;;) {
         rc = simdr_iter_next(it, &e);
-        if (rc == SIMDR_ECORRUPT) {
+        if (is_damage_report(rc)) {
             REQUIRE(++damaged <= simdr_count(s), "more damaged entries than live keys");
             continue;
         }
         if (rc != SIMDR_OK) break;
         REQUIRE(!simdr_entry_is_tombstone(e), "iterator yielded a tombstone");
         touch(e, file_size);
-        if (sn->n < 64) sn->hashes[sn->n++] = simdr_entry_key_hash(e);
+        uint64_t h = simdr_entry_key_hash(e);
+        judge_entry(model_lookup(file, valid, layout, h), e, "iterator");
+        if (sn->n < 64) sn->hashes[sn->n++] = h;
         sn->count++;
     }
     REQUIRE(rc == SIMDR_NOTFOUND, "iter_next ended with %d", rc);
@@ -176,29 +299,37 @@ static void explore(simdr_store *s, uint64_t file_size, seen *sn) {
             (unsigned long long)simdr_count(s), (unsigned long long)sn->count,
             (unsigned long long)damaged);
 
+    int any_damaged = 0;
     for (unsigned i = 0; i < sn->n; i++) {
+        model_answer m = model_lookup(file, valid, layout, sn->hashes[i]);
+        any_damaged |= m.kind == MODEL_DAMAGED;
         simdr_entry *g = NULL;
         rc = simdr_get_hashed(s, sn->hashes[i], &g);
-        REQUIRE(rc == SIMDR_OK, "iterated hash not readable: %d", rc);
+        if (rc != SIMDR_OK) {
+            REQUIRE(is_damage_report(rc) && m.kind == MODEL_DAMAGED,
+                    "iterated hash not readable: %d", rc);
+            continue;
+        }
         REQUIRE(simdr_entry_key_hash(g) == sn->hashes[i], "get returned another hash");
         touch(g, file_size);
+        judge_entry(m, g, "get");
         simdr_entry_release(g);
     }
     if (sn->n) {
         simdr_entry *out[64];
         int64_t found = simdr_get_batch_hashed(s, sn->hashes, sn->n, out);
-        REQUIRE(found == (int64_t)sn->n, "get_batch found %lld of %u", (long long)found, sn->n);
-        for (unsigned i = 0; i < sn->n; i++) simdr_entry_release(out[i]);
+        REQUIRE(found == (int64_t)sn->n || (is_damage_report((int)found) && any_damaged),
+                "get_batch found %lld of %u", (long long)found, sn->n);
+        for (unsigned i = 0; found > 0 && i < sn->n; i++) simdr_entry_release(out[i]);
     }
     static const char *probes[] = {"a", "b", "key1", "alice", "test_key", ""};
     for (unsigned i = 0; i < sizeof probes / sizeof probes[0]; i++) {
         uint8_t buf[64];
         size_t n = 0;
-        rc = simdr_get_copy(s, probes[i], strlen(probes[i]), buf, sizeof buf, &n);
-        /* a damaged value is reported, never copied (verify_reads) */
-        REQUIRE(rc == SIMDR_OK || rc == SIMDR_NOTFOUND || rc == SIMDR_ETOOBIG ||
-                    rc == SIMDR_EINVAL || rc == SIMDR_ECORRUPT,
-                "get_copy %d", rc);
+        size_t klen = strlen(probes[i]);
+        rc = simdr_get_copy(s, probes[i], klen, buf, sizeof buf, &n);
+        judge_copy(model_lookup(file, valid, layout, simdr_hash_key(probes[i], klen)), rc, buf,
+                   n, probes[i]);
     }
     simdr_entry *last = NULL;
     rc = simdr_get_last(s, &last);
@@ -233,7 +364,7 @@ static void read_only(const uint8_t *data, size_t size) {
                 "read-only recovery info");
         REQUIRE(simdr_file_size(s) == ri.valid_size, "file_size vs valid_size");
         seen sn;
-        explore(s, size, &sn);
+        explore(s, data, size, &sn);
         REQUIRE(simdr_put(s, "k", 1, "v", 1, NULL) == SIMDR_EREADONLY, "read-only put");
         REQUIRE(simdr_compact(s) == SIMDR_EREADONLY, "read-only compact");
         uint64_t added = 0;
@@ -269,7 +400,7 @@ static void writable(const uint8_t *data, size_t size) {
         REQUIRE(same_file(rw_path, data, size), "sound file modified by open");
     }
     seen sn;
-    explore(s, ri.valid_size, &sn);
+    explore(s, data, ri.valid_size, &sn);
 
     /* Writes on whatever was recovered. */
     uint64_t tail = 0;

@@ -5,7 +5,8 @@ text, exit codes and the store file itself.
 
     test_cli.py --cli PATH/simd-r-drive --interop DIR --group NAME
 
-Groups: basic, binary, readonly, files, interop, tty, errors. Each check
+Groups: basic, binary, readonly, files, interop, tty, errors, memory, names,
+usability. Each check
 prints what it verifies; the script exits 1 if any check failed.
 """
 import argparse
@@ -95,9 +96,10 @@ class TempDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def run_pty(args, stdin_tty=False, stdout_tty=False, stderr_tty=False, input=None, timeout=120):
-    """Runs the CLI with chosen standard streams on a pseudo-terminal.
-    Returns (rc, stdout bytes, stderr bytes, tty bytes)."""
+def run_pty(args, stdin_tty=False, stdout_tty=False, stderr_tty=False, input=None, timeout=120, typed=None):
+    """Runs the CLI with chosen standard streams on a pseudo-terminal; typed
+    (bytes) is typed on the terminal. Returns (rc, stdout bytes, stderr
+    bytes, tty bytes)."""
     master, slave = pty.openpty()
     try:
         stdin = slave if stdin_tty else (subprocess.PIPE if input is not None else subprocess.DEVNULL)
@@ -106,6 +108,8 @@ def run_pty(args, stdin_tty=False, stdout_tty=False, stderr_tty=False, input=Non
         p = subprocess.Popen([CLI] + list(args), stdin=stdin, stdout=stdout, stderr=stderr)
         os.close(slave)
         slave = None
+        if typed:
+            os.write(master, typed)
         tty = bytearray()
         outs = {}
 
@@ -330,13 +334,15 @@ def group_basic():
         lines = r.out.decode().splitlines()
         check(len(lines) == 5, "list prints one line per live entry (5)", r.out.decode())
         fields = [l.split(" ") for l in lines]
-        check(all(len(f) == 3 and len(f[0]) == 16 for f in fields), "list lines are: hash offset size", repr(fields))
+        check(all(len(f) >= 3 and len(f[0]) == 16 for f in fields), "list lines are: hash offset size [name]",
+              repr(fields))
         check(["e6c632b61e964e1f", None, "5"] in [[f[0], None, f[2]] for f in fields],
               "list shows key 'a' with its hash and size", repr(fields))
         check(run(s, "dump").out == r.out, "dump is an alias of list")
         js = json.loads(run(s, "list", "--json").out)
-        check(len(js) == 5 and all(set(e) == {"key_hash", "offset", "size"} for e in js),
-              "list --json is an array of {key_hash, offset, size}", repr(js))
+        check(len(js) == 5 and all({"key_hash", "offset", "size"} <= set(e) <=
+                                   {"key_hash", "offset", "size", "key", "key_hex"} for e in js),
+              "list --json is an array of {key_hash, offset, size[, key, key_hex]}", repr(js))
         check(sorted((e["key_hash"], e["offset"], e["size"]) for e in js) ==
               sorted((f[0], int(f[1]), int(f[2])) for f in fields), "list and list --json agree")
 
@@ -450,7 +456,7 @@ def group_errors():
             ([s, "check", "x"], "check with an argument"),
             ([s, "list", "x"], "list with an argument"),
             ([s, "import"], "import without DIR"),
-            ([s, "export", d], "export without KEY"),
+            ([s, "export"], "export without DIR"),
             ([s, "info", "--frob"], "unknown option"),
             ([s, "write", "k", "v", "--json"], "--json on write"),
             ([s, "info", "--buffer-size", "4K"], "--buffer-size on info"),
@@ -774,7 +780,7 @@ def group_files():
         # export overwrites an existing file with the value
         with open(os.path.join(out, "a.txt"), "wb") as f:
             f.write(b"old content that is longer than the value")
-        expect_ok(run(s, "export", out, "a.txt"), "export over an existing file")
+        expect_ok(run(s, "export", out, "a.txt", "--force"), "export --force over an existing file")
         with open(os.path.join(out, "a.txt"), "rb") as f:
             check(f.read() == b"alpha\n", "export truncates and replaces an existing file")
 
@@ -800,7 +806,7 @@ def group_files():
         r = run(s, "export", out3, "a.txt", "no/such/key")
         check(r.rc == 1 and "not found" in r.err and os.path.exists(os.path.join(out3, "a.txt")),
               "export with a missing key exports the rest and exits 1", repr(r))
-        r = run(s, "export", out3, "a.txt", "--buffer-size", "1")
+        r = run(s, "export", out3, "a.txt", "--buffer-size", "1", "--force")
         check(r.rc == 0, "export accepts --buffer-size", repr(r))
 
         # import: empty and all-zero files cannot be stored; the rest is imported, exit 1
@@ -1077,6 +1083,336 @@ def group_damage():
         check(sha256_file(store) == before, "neither check nor read changed the file")
 
 
+# ---------------------------------------------------------------------------
+# group: memory - streaming a large value out keeps the resident set bounded
+# ---------------------------------------------------------------------------
+
+def vm_rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return -1.0
+
+
+def stream_and_sample(argv, source, total, late=0.9):
+    """Runs the CLI with argv, reads the value it streams from source (its
+    stdout, or a FIFO it writes to) and samples the child's whole resident
+    set (VmRSS: heap, stack and mapped file pages) once `late` of the value
+    has gone through. Returns (rc, bytes, sha256, rss MiB late, peak MiB)."""
+    p = subprocess.Popen([CLI] + argv, stdout=subprocess.PIPE if source is None else subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    f = p.stdout if source is None else open(source, "rb")
+    h = hashlib.sha256()
+    got, sampled = 0, -1.0
+    for block in iter(lambda: f.read(1 << 20), b""):
+        got += len(block)
+        h.update(block)
+        if sampled < 0 and got >= late * total:
+            sampled = vm_rss_mib(p.pid)
+    f.close()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, got, h.hexdigest(), sampled, usage.ru_maxrss / 1024.0
+
+
+def group_memory():
+    # The pages of a value already written out must leave the process: a
+    # reader that keeps them holds the whole value resident (a 600 MB value
+    # kept ~570 MB). Sampled late in the stream, the resident set holds only
+    # what is not yet written (which opening the store may have read in) plus
+    # a bounded window; a leak of consumed pages shows as the whole value.
+    mib = 200
+    total = mib << 20
+    limit = mib * 0.1 + 64  # the unwritten tenth, plus the runtime (ASan's is ~30 MiB)
+    with TempDir() as d:
+        s = os.path.join(d, "m.bin")
+        src = os.path.join(d, "value")
+        chunk = random.Random(7).randbytes(1 << 20)
+        want = hashlib.sha256()
+        with open(src, "wb") as f:
+            for i in range(mib):
+                block = bytes([i & 0xff]) + chunk[1:]
+                f.write(block)
+                want.update(block)
+        with open(src, "rb") as f:
+            expect_ok(run(s, "write", "big", stdin=f), "write a %d MiB value from a file" % mib)
+        os.unlink(src)
+        expect_ok(run(s, "write", "after", "small"), "a small entry after it")
+
+        rc, got, digest, late, peak = stream_and_sample([s, "read", "big"], None, total)
+        check(rc == 0 and got == total and digest == want.hexdigest(),
+              "read streams the %d MiB value byte-exact" % mib, "rc=%d bytes=%d" % (rc, got))
+        check(0 <= late < limit,
+              "read to a pipe: resident set at 90%% of a %d MiB value is %.1f MiB < %.0f MiB "
+              "(peak over the whole run, opening included: %.1f MiB)" % (mib, late, limit, peak))
+
+        rc, got, digest, late, peak = stream_and_sample([s, "read", "big", "--buffer-size", "4096"],
+                                                        None, total)
+        check(rc == 0 and got == total and 0 <= late < limit,
+              "read with 4 KiB chunks: resident set at 90%% is %.1f MiB < %.0f MiB (peak %.1f MiB)"
+              % (late, limit, peak))
+
+        out = os.path.join(d, "out")
+        os.makedirs(out)
+        fifo = os.path.join(out, "big")
+        os.mkfifo(fifo)
+        rc, got, digest, late, peak = stream_and_sample([s, "-q", "--force", "export", out, "big"],
+                                                        fifo, total)
+        check(rc == 0 and got == total and digest == want.hexdigest(),
+              "export streams the %d MiB value byte-exact" % mib, "rc=%d bytes=%d" % (rc, got))
+        check(0 <= late < limit,
+              "export: resident set at 90%% of a %d MiB value is %.1f MiB < %.0f MiB (peak %.1f MiB)"
+              % (mib, late, limit, peak))
+
+
+# ---------------------------------------------------------------------------
+# group: names - key names kept for keys written through the tool
+# ---------------------------------------------------------------------------
+
+def list_names(store):
+    """{key name: key hash} from list --json, and the number of rows."""
+    r = run(store, "list", "--json")
+    rows = json.loads(r.out) if r.rc == 0 else []
+    return {e["key"]: e["key_hash"] for e in rows if "key" in e}, len(rows)
+
+
+def group_names():
+    with TempDir() as d:
+        s = os.path.join(d, "n.bin")
+        expect_ok(run(s, "write", "greeting", "hello"), "write a key")
+        r = run(s, "list")
+        check(r.rc == 0 and r.out.decode().split()[3:] == ["greeting"],
+              "list shows the key's name beside its hash", repr(r))
+        names, rows = list_names(s)
+        check(list(names) == ["greeting"] and rows == 1,
+              "list --json: one row with key 'greeting'; the name record itself is not listed", repr(names))
+        check(read_value(s, "greeting").out == b"hello", "the value is untouched")
+        meta = json.loads(run(s, "metadata", "greeting", "--json").out)
+        check(meta["payload_size"] == 5, "the entry holds only the value (payload 5 bytes)", repr(meta))
+        info = json.loads(run(s, "info", "--json").out)
+        check(info["active_entries"] == 1 and info["named_entries"] == 1 and info["name_records"] == 1,
+              "info counts values, not name records", repr(info))
+        size = os.path.getsize(s)
+        run(s, "write", "greeting", "hello again")
+        info = json.loads(run(s, "info", "--json").out)
+        check(info["name_records"] == 1 and os.path.getsize(s) - size < 128,
+              "rewriting a key does not store its name again", repr(info))
+        expect_ok(run(s, "check"), "a store with names is a sound simd-r-drive file")
+
+        # a value that merely looks like a name record is a value
+        fake = b"SDRKNAM1" + bytes(8) + b"x"
+        expect_ok(write_value(s, "lookalike", fake), "write a value that begins with the name magic")
+        names, rows = list_names(s)
+        check("lookalike" in names and rows == 2, "a look-alike value is listed as a value", repr(names))
+        check(read_value(s, "lookalike").out == fake, "and read back exactly")
+
+        # import keeps names; export without keys restores the tree
+        tree = os.path.join(d, "tree")
+        files = {"a.txt": b"alpha", "sub/b.bin": bytes(range(256)), "sub/deeper/c": b"c" * 5000}
+        for rel, data in files.items():
+            os.makedirs(os.path.dirname(os.path.join(tree, rel)), exist_ok=True)
+            with open(os.path.join(tree, rel), "wb") as f:
+                f.write(data)
+        s2 = os.path.join(d, "i.bin")
+        expect_ok(run(s2, "import", tree), "import a tree")
+        names, rows = list_names(s2)
+        check(sorted(names) == sorted(files) and rows == 3, "list shows every imported path", repr(names))
+        out = os.path.join(d, "out")
+        r = run(s2, "export", out)
+        check(r.rc == 0 and "Exported 3 of 3 keys" in r.err, "export DIR without keys exports every name", repr(r))
+        check(all(open(os.path.join(out, rel), "rb").read() == data for rel, data in files.items()),
+              "exported files match the imported ones")
+
+        # delete, rename, move carry the name
+        expect_ok(run(s2, "delete", "a.txt"), "delete a named key")
+        info = json.loads(run(s2, "info", "--json").out)
+        check(info["name_records"] == 2 and info["active_entries"] == 2, "delete removes the name record too",
+              repr(info))
+        expect_ok(run(s2, "rename", "sub/b.bin", "b2"), "rename a named key")
+        names, _ = list_names(s2)
+        check(sorted(names) == ["b2", "sub/deeper/c"], "rename moves the name", repr(names))
+        t = os.path.join(d, "t.bin")
+        expect_ok(run(s2, "move", "b2", t), "move a named key")
+        check(list(list_names(t)[0]) == ["b2"] and sorted(list_names(s2)[0]) == ["sub/deeper/c"],
+              "move takes the name to the target")
+        check(json.loads(run(s2, "info", "--json").out)["name_records"] == 1, "and removes it from the source")
+        expect_ok(run(s2, "copy", "sub/deeper/c", t), "copy a named key")
+        check(sorted(list_names(t)[0]) == ["b2", "sub/deeper/c"], "copy names the key in the target")
+
+        # compaction keeps live names and drops the dead ones
+        expect_ok(run(s2, "compact"), "compact")
+        names, rows = list_names(s2)
+        info = json.loads(run(s2, "info", "--json").out)
+        check(list(names) == ["sub/deeper/c"] and rows == 1 and info["name_records"] == 1,
+              "compaction keeps the live key's name", repr((names, info)))
+
+        # an entry without a name (a key too long to name) is reported by export
+        long_key = "k" * 70000
+        expect_ok(run(s2, "write", long_key, "v"), "write a 70000-byte key (too long to keep a name)")
+        out2 = os.path.join(d, "out2")
+        r = run(s2, "export", out2)
+        check(r.rc == 0 and "Exported 1 of 1 key " in r.err and "1 entry has no name" in r.err,
+              "export without keys says how many entries have no name", repr(r))
+
+
+# ---------------------------------------------------------------------------
+# group: usability - first-hour frictions of the command line
+# ---------------------------------------------------------------------------
+
+def group_usability():
+    with TempDir() as d:
+        s = os.path.join(d, "u.bin")
+        # import: an empty file is skipped with a warning, the rest imported, exit 0
+        tree = os.path.join(d, "tree")
+        os.makedirs(tree)
+        for name, data in [("ok.txt", b"fine"), ("empty", b"")]:
+            with open(os.path.join(tree, name), "wb") as f:
+                f.write(data)
+        r = run(s, "import", tree)
+        check(r.rc == 0 and "skipping 'empty': empty file" in r.err and "Skipped 1 empty file " in r.err,
+              "import skips an empty file with a warning, counts it, exits 0", repr(r))
+        check(read_value(s, "ok.txt").out == b"fine", "the other file was imported")
+
+        # export asks before overwriting
+        out = os.path.join(d, "out")
+        os.makedirs(out)
+        target = os.path.join(out, "ok.txt")
+        with open(target, "wb") as f:
+            f.write(b"precious")
+        r = run(s, "export", out, "ok.txt")
+        check(r.rc == 1 and "exists; not overwritten (use --force" in r.err and
+              open(target, "rb").read() == b"precious",
+              "export without a terminal refuses to overwrite, exit 1", repr(r))
+        rc, _, _, tty = run_pty([s, "export", out, "ok.txt"], stdin_tty=True, stderr_tty=True, typed=b"n\n")
+        check(rc == 1 and b"overwrite" in tty and open(target, "rb").read() == b"precious",
+              "export asks on a terminal; 'n' keeps the file", repr(tty))
+        rc, _, _, tty = run_pty([s, "export", out, "ok.txt"], stdin_tty=True, stderr_tty=True, typed=b"y\n")
+        check(rc == 0 and open(target, "rb").read() == b"fine", "'y' overwrites", repr(tty))
+        with open(target, "wb") as f:
+            f.write(b"precious")
+        r = run(s, "export", out, "ok.txt", "--force")
+        check(r.rc == 0 and open(target, "rb").read() == b"fine", "--force overwrites", repr(r))
+
+        # per-command help
+        for argv in (["read", "--help"], ["help", "read"], [s, "read", "--help"]):
+            r = run(*argv)
+            check(r.rc == 0 and r.out.startswith(b"Usage: simd-r-drive <storage-file> read KEY") and
+                  b"--buffer-size" in r.out and b"import" not in r.out,
+                  "%s prints the help of read alone" % " ".join(argv[-2:]), repr(r))
+        expect_rc(run("help", "frobnicate"), 2, "help of an unknown command is a usage error")
+        r = run("help")
+        check(r.rc == 0 and b"Commands:" in r.out, "help alone prints the general help")
+
+        # errors say each thing once
+        text = os.path.join(d, "notes.txt")
+        with open(text, "w") as f:
+            f.write("just some text, not a store\n" * 10)
+        r = run(text, "info")
+        check(r.rc == 1 and one_line_error(r) and r.err.count("not a simd-r-drive store") == 1 and
+              r.err.count("notes.txt") == 1, "not-a-store error says it once", repr(r))
+        r = run(os.path.join(d, "missing.bin"), "read", "k")
+        check(r.rc == 1 and one_line_error(r) and r.err.count("missing.bin") == 1 and
+              r.err.count("not exist") + r.err.count("no such") == 1, "missing-file error says it once", repr(r))
+        cmds = [["read", "k"], ["write", "k", "v"], ["info"], ["list"], ["check"], ["delete", "k"],
+                ["compact"], ["import", tree], ["export", out, "k"], ["copy", "k", s], ["metadata", "k"]]
+        for args in cmds:
+            r = run(d, *args)
+            check(r.rc == 1 and one_line_error(r) and "it is a directory, not a store file" in r.err,
+                  "a directory as the store: %s names it as such" % args[0], repr(r))
+        nodir = os.path.join(d, "no-such-dir", "s.bin")
+        for args in cmds:
+            r = run(nodir, *args)
+            check(r.rc == 1 and one_line_error(r) and "directory '%s' does not exist" % os.path.dirname(nodir) in r.err
+                  and not os.path.exists(os.path.dirname(nodir)),
+                  "a store in a missing directory: %s names the directory" % args[0], repr(r))
+
+        # write's VALUE may start with '-'
+        r = run(s, "write", "temp", "-5")
+        check(r.rc == 0 and read_value(s, "temp").out == b"-5", "write temp -5 stores '-5'", repr(r))
+        r = run(s, "write", "temp", "-5", "-q")
+        check(r.rc == 0 and r.err == "", "a known option after the value is still an option", repr(r))
+        expect_rc(run(s, "read", "--frob"), 2, "an unknown option elsewhere is still a usage error")
+
+        # sizes with IEC units and B
+        for size in ("1MiB", "4096B", "1KiB", "2kib", "1MB", "32K"):
+            r = run(s, "read", "ok.txt", "--buffer-size", size)
+            check(r.rc == 0 and r.out == b"fine", "--buffer-size %s accepted" % size, repr(r))
+        for size in ("1XiB", "0B", "1iB", "1MiBs"):
+            expect_rc(run(s, "read", "ok.txt", "--buffer-size", size), 2, "--buffer-size %s refused" % size)
+
+        # failed commands leave nothing behind
+        new = [os.path.join(d, "new%d.bin" % i) for i in range(4)]
+        r = run(s, "copy", "missing-key", new[0])
+        check(r.rc == 1 and "not found" in r.err and not os.path.exists(new[0]),
+              "copy of a missing key creates no target file", repr(r))
+        r = run(new[1], "write", "k", "")
+        check(r.rc == 1 and "refused" in r.err and not os.path.exists(new[1]),
+              "a refused empty write creates no store file", repr(r))
+        r = run(new[2], "write", "k", input=b"\0" * 1000)
+        check(r.rc == 1 and "refused" in r.err and not os.path.exists(new[2]),
+              "a refused all-zero stream creates no store file", repr(r))
+        zeros_tree = os.path.join(d, "zeros-only")
+        os.makedirs(zeros_tree)
+        with open(os.path.join(zeros_tree, "z"), "wb") as f:
+            f.write(b"\0" * 10)
+        r = run(new[3], "import", zeros_tree)
+        check(r.rc == 1 and not os.path.exists(new[3]), "an import that stored nothing creates no store file",
+              repr(r))
+
+        # --layout unaligned for new stores
+        un = os.path.join(d, "old.bin")
+        expect_ok(run(un, "write", "a", "hello", "--layout", "unaligned"), "write --layout unaligned")
+        expect_ok(run(un, "write", "b", "world"), "a second write keeps the file's layout")
+        info = json.loads(run(un, "info", "--json").out)
+        offsets = [e["offset"] for e in json.loads(run(un, "list", "--json").out)]
+        check(info["layout"] == "unaligned" and any(o % 64 for o in offsets),
+              "the new store is unaligned (payloads not on 64-byte offsets)", repr((info, offsets)))
+        r = run(s, "write", "x", "y", "--layout", "unaligned")
+        check(r.rc == 0 and "--layout unaligned ignored" in r.err, "--layout on an existing store is reported", repr(r))
+        expect_rc(run(un, "write", "c", "d", "--layout", "diagonal"), 2, "an unknown layout is a usage error")
+
+        # wording: singular and plural
+        zt = os.path.join(d, "ztree")
+        os.makedirs(zt)
+        with open(os.path.join(zt, "zeros"), "wb") as f:
+            f.write(b"\0" * 100)
+        r = run(s, "import", zt)
+        check(r.rc == 1 and "1 file was not imported" in r.err, "'1 file was not imported'", repr(r))
+        bad = os.path.join(d, "bad.bin")
+        run(bad, "write", "k1", "a value long enough to damage")
+        run(bad, "write", "k2", "another")
+        data = bytearray(open(bad, "rb").read())
+        data[3] ^= 0xff
+        open(bad, "wb").write(bytes(data))
+        r = run(bad, "check")
+        check(r.rc == 1 and b" 1 bad entry:" in r.out, "check says '1 bad entry'", repr(r))
+
+        # progress: compaction shows a percentage; a bar is erased before a
+        # warning; a piped write shows no rate from its first instant
+        big = os.path.join(d, "big.bin")
+        for i in range(3):
+            run(big, "write", "v%d" % i, input=os.urandom(4 << 20))
+        run(big, "delete", "v0")
+        rc, _, _, tty = run_pty([big, "compact"], stderr_tty=True)
+        check(rc == 0 and b"compacting" in tty and b"%" in tty, "compact shows a percentage", repr(tty[-200:]))
+        wt = os.path.join(d, "wtree")
+        os.makedirs(wt)
+        for i in range(3):
+            with open(os.path.join(wt, "f%d" % i), "wb") as f:
+                f.write(os.urandom(4 << 20))
+        open(os.path.join(wt, "z-empty"), "wb").close()
+        rc, _, _, tty = run_pty([os.path.join(d, "w.bin"), "import", wt], stderr_tty=True)
+        at = tty.find(b"simd-r-drive: import: skipping")
+        check(rc == 0 and b"%" in tty[:max(at, 0)] and at > 0 and
+              (tty[:at].endswith(b"\033[K") or tty[:at].endswith(b"\n")),
+              "a progress bar is erased before a warning line", repr(tty[max(at - 120, 0):at + 40]))
+        rc, _, _, tty = run_pty([os.path.join(d, "p.bin"), "write", "piped"], stderr_tty=True,
+                                input=os.urandom(9 << 20))
+        check(rc == 0 and b"write 'piped'" in tty and b" 0 bytes/s" not in tty,
+              "a piped write's progress does not start with a rate of 0 bytes/s", repr(tty[:200]))
+
+
 GROUPS = {
     "basic": group_basic,
     "damage": group_damage,
@@ -1086,6 +1422,9 @@ GROUPS = {
     "files": group_files,
     "tty": group_tty,
     "interop": group_interop,
+    "memory": group_memory,
+    "names": group_names,
+    "usability": group_usability,
 }
 
 
