@@ -255,7 +255,7 @@ void cmd_mget(client *c, int argc, char **argv, size_t *lens) {
     reply_array(c, (long long)n);
     simdr_entry **out = NULL;
     simdr_key *keys = NULL;
-    if (d->store) {
+    if (d->store && slot_hash_mask == UINT64_MAX) {
         out = calloc(n, sizeof *out);
         keys = malloc(n * sizeof *keys);
         if (out && keys) {

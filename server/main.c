@@ -52,6 +52,8 @@ static const char help_text[] =
     "  --client-output-buffer-limit BYTES  per client, slow readers are closed (1gb)\n"
     "  --hz N                      background ticks per second (default 10)\n"
     "  --active-expire-effort N    records examined per tick and database (1000)\n"
+    "  --debug-slot-hash-bits N    tests only: keep N bits of each slot hash so that\n"
+    "                              hash collisions are common (files not portable)\n"
     "  --version, --help\n"
     "\n"
     "A non-loopback --bind without a password is refused (protected mode).\n";
@@ -227,6 +229,12 @@ static int apply_option(const char *name, char **vals, int nvals, char *err, siz
             return -1;
         }
         srv.cfg.port = (int)v;
+    } else if (!strcmp(name, "debug-slot-hash-bits")) {
+        if (!parse_int_range(vals[0], 1, 64, &v)) {
+            snprintf(err, cap, "invalid bit count '%s'", vals[0]);
+            return -1;
+        }
+        slot_hash_mask = v == 64 ? UINT64_MAX : (1ULL << v) - 1;
     } else if (!strcmp(name, "requirepass-file")) {
         if (read_password_file(vals[0], err, cap)) return -1;
     } else {

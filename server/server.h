@@ -197,6 +197,7 @@ typedef struct ks_ref {
 
 int record_parse(const void *data, size_t size, record_view *out);
 uint64_t slot_hash(const void *key, size_t klen, int slot);
+extern uint64_t slot_hash_mask;
 int db_open_existing(server_db *d);
 int db_store_for_write(server_db *d, simdr_store **out);
 void db_close(server_db *d);
