@@ -79,12 +79,23 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         rc = self.proc.returncode if self.proc else None
+        err = b""
+        if self.proc:
+            err = self.proc.stderr.read()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
         self.proc = None
+        # A clean stop must exit 0: this is also where sanitizer reports
+        # (leaks at exit, ...) of a sanitizer build become test failures.
+        if sig == signal.SIGTERM and rc is not None and rc != 0:
+            raise AssertionError("simdr-server exited with %s:\n%s" % (rc, err.decode(errors="replace")))
         return rc
 
     def kill9(self):
         self.proc.kill()
         self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
         self.proc = None
 
     def cleanup(self):
