@@ -347,8 +347,21 @@ static int is_loopback(const char *addr) {
 
 /* ---- persistence helpers used by commands ---- */
 
-int server_sync_all(void) {
+/* Held by the compaction thread around simdr_compact and by every sync.
+ * libsimdr's simdr_compact takes the store's write lock then its sync lock,
+ * simdr_sync the sync lock then the write lock: run concurrently on one store
+ * they can deadlock, so the server never lets them overlap. */
+static pthread_mutex_t maint_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int server_sync_all(void) { return server_sync(1); }
+
+/* wait = 0: skip (the stores stay dirty) while a compaction runs. */
+int server_sync(int wait) {
     int first_err = 0;
+    if (wait)
+        pthread_mutex_lock(&maint_lock);
+    else if (pthread_mutex_trylock(&maint_lock) != 0)
+        return 0;
     for (int i = 0; i < SERVER_DBS; i++) {
         server_db *d = &srv.db[i];
         if (!d->store || !d->dirty) continue;
@@ -360,6 +373,7 @@ int server_sync_all(void) {
             d->dirty = 0;
         }
     }
+    pthread_mutex_unlock(&maint_lock);
     srv.last_sync_ms = now_ms();
     if (!first_err) srv.last_save_s = srv.last_sync_ms / 1000;
     return first_err;
@@ -373,7 +387,9 @@ static int compact_n;
 static void *compact_main(void *arg) {
     (void)arg;
     for (int i = 0; i < compact_n; i++) {
+        pthread_mutex_lock(&maint_lock);
         int rc = simdr_compact(compact_stores[i]);
+        pthread_mutex_unlock(&maint_lock);
         if (rc) server_log(LOG_WARNING_, "compaction failed: %s", simdr_strerror(rc));
     }
     atomic_store(&compact_done, 1);
@@ -425,7 +441,7 @@ static void on_cron(evutil_socket_t fd, short what, void *arg) {
     net_check_timeouts(now);
     ks_active_expire(now, srv.cfg.active_expire_effort);
     if (srv.cfg.durability == DURABILITY_EVERYSEC && now - srv.last_sync_ms >= 1000)
-        server_sync_all();
+        server_sync(0);
     static long long last_compact_check;
     if (now - last_compact_check >= 1000) {
         last_compact_check = now;

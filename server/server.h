@@ -302,6 +302,7 @@ DECL(cmd_multi); DECL(cmd_exec); DECL(cmd_discard); DECL(cmd_watch); DECL(cmd_un
 void server_request_shutdown(void);
 void server_wait_compaction(void);
 int server_sync_all(void);
+int server_sync(int wait);
 int server_start_compaction(void);
 int config_set_param(const char *name, const char *value, char *err, size_t errcap);
 /* Writes the value of a CONFIG GET parameter; 0 if unknown. */
