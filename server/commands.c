@@ -236,7 +236,7 @@ static const command_def *resolve(client *c, int argc, char **argv, size_t *lens
 }
 
 void commands_execute(client *c, int argc, char **argv, size_t *lens) {
-    char fullname[80];
+    char fullname[64];
     if (eq_nocase(argv[0], lens[0], "quit")) {
         cmd_quit(c, argc, argv, lens);
         return;
@@ -246,7 +246,7 @@ void commands_execute(client *c, int argc, char **argv, size_t *lens) {
         flag_transaction(c);
         return;
     }
-    c->last_cmd = cmd->name;
+    snprintf(c->last_cmd, sizeof c->last_cmd, "%s", fullname);
     if (srv.cfg.requirepass && !c->authenticated && !(cmd->flags & CMD_NOAUTH)) {
         reply_error(c, "NOAUTH Authentication required.");
         flag_transaction(c);

@@ -326,7 +326,7 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
         SECTION("Keyspace");
         for (int i = 0; i < SERVER_DBS; i++) {
             uint64_t n = db_size(&srv.db[i]);
-            if (n) evbuffer_add_printf(b, "db%d:keys=%llu,expires=0,avg_ttl=0\r\n", i, (unsigned long long)n);
+            if (n) evbuffer_add_printf(b, "db%d:keys=%llu\r\n", i, (unsigned long long)n);
         }
     }
 #undef SECTION

@@ -121,7 +121,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg) {
         struct sockaddr_storage ls;
         socklen_t ll = sizeof ls;
         if (getsockname(fd, (struct sockaddr *)&ls, &ll) == 0) addr_string(&ls, c->laddr, sizeof c->laddr);
-        c->last_cmd = "NULL";
+        snprintf(c->last_cmd, sizeof c->last_cmd, "NULL");
         c->next = srv.clients;
         if (srv.clients) srv.clients->prev = c;
         srv.clients = c;
@@ -195,6 +195,18 @@ static void process_input(client *c) {
         resp_parser_reset(p);
     }
     if (c->qpos == c->qlen) c->qpos = c->qlen = 0;
+    /* A big argument grew the buffer: give the memory back once it is used. */
+    if (c->qcap > 1024 * 1024 && c->qlen - c->qpos <= READ_CHUNK && !c->parser.need_total) {
+        size_t left = c->qlen - c->qpos;
+        memmove(c->qbuf, c->qbuf + c->qpos, left);
+        char *n = realloc(c->qbuf, READ_CHUNK * 2);
+        if (n) {
+            c->qbuf = n;
+            c->qcap = READ_CHUNK * 2;
+        }
+        c->qpos = 0;
+        c->qlen = left;
+    }
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg) {

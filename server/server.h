@@ -85,7 +85,7 @@ typedef struct client {
     char *name;
     char addr[80], laddr[80];
     long long ctime_ms, last_ms;
-    const char *last_cmd;
+    char last_cmd[80]; /* full name, e.g. client|list */
     saved_cmd *mq;
     int mq_len, mq_cap;
     watched_key *watched;
