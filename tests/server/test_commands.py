@@ -1,7 +1,9 @@
 """simdr-server driven by redis-py (Debian python3-redis) and redis-cli
 (Debian redis-tools): every implemented command, RESP3, transactions,
 expiry on access and by the active cycle, hash collisions, restarts."""
+import os
 import random
+import struct
 import shutil
 import subprocess
 import time
@@ -231,4 +233,26 @@ def test_collisions_kept_apart():
         assert c.mget(names) == [model.get(n) for n in names]
         assert sorted(c.scan_iter(count=7)) == sorted(x.encode() for x in model)
         c.close()
+    shutil.rmtree(s.dir, ignore_errors=True)
+
+
+def test_store_file_is_simd_r_drive_with_documented_records():
+    """docs/FORMAT.md "Server records": the file is read by the CLI, a key's
+    entry is found by its name, and its payload is header + key + value."""
+    cli = os.environ.get("SIMDR_CLI_BIN")
+    if not cli:
+        pytest.skip("simd-r-drive not built")
+    s = Server(keep_dir=True)
+    s.start()
+    r = s.client()
+    r.set("hello", "world")
+    r.set("ttl", "v", pxat=4102444800123)
+    r.close()
+    s.stop()
+    path = os.path.join(s.dir, "db-0.simdr")
+    assert subprocess.run([cli, path, "check"], capture_output=True, timeout=120).returncode == 0
+    out = subprocess.run([cli, path, "read", "hello"], capture_output=True, timeout=120).stdout
+    assert out == b"SR\x01\x00" + struct.pack("<IQ", 5, 0) + b"hello" + b"world"
+    out = subprocess.run([cli, path, "read", "ttl"], capture_output=True, timeout=120).stdout
+    assert out == b"SR\x01\x00" + struct.pack("<IQ", 3, 4102444800123) + b"ttl" + b"v"
     shutil.rmtree(s.dir, ignore_errors=True)
