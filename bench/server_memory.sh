@@ -4,6 +4,7 @@
 # the restart time: from starting the process to the first PING answered with
 # all K keys present (simdr: its store files; redis: the RDB written by SAVE,
 # and the AOF of appendonly yes). Prints one CSV line per server/persistence.
+# Restart times include starting redis-cli for each poll (5 ms apart).
 #
 # Usage: bench/server_memory.sh [-k KEYS] [-v VALUE_BYTES]
 # Environment: SIMDR_SERVER (default build/release/server/simdr-server).
@@ -53,8 +54,11 @@ ready_ms() { # ms until PING answers and DBSIZE = k
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
 wait_up() { until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.02; done; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
+anon_kb() { awk '/RssAnon/ {print $2}' "/proc/$pid/status"; }
 
-echo "server,persistence,keys,value_bytes,rss_kb,rss_bytes_per_key,restart_ms"
+# RSS counts the store's mapped file pages the process has touched (clean page
+# cache, reclaimable); RssAnon is the process's own memory (index, buffers).
+echo "server,persistence,keys,value_bytes,rss_kb,rss_anon_kb,rss_bytes_per_key,anon_bytes_per_key,restart_ms"
 for cfg in "simdr store" "redis rdb" "redis aof"; do
   set -- $cfg
   dir=$(mktemp -d "$work/d.XXXX")
@@ -67,11 +71,11 @@ for cfg in "simdr store" "redis rdb" "redis aof"; do
   redis-cli -p "$port" --pipe < "$work/load.resp" >/dev/null
   [ "$2" = rdb ] && redis-cli -p "$port" save >/dev/null
   sleep 1
-  rss=$(rss_kb)
+  rss=$(rss_kb) anon=$(anon_kb)
   stop
   start "$1" "$dir" "${args[@]}"
   ms=$(ready_ms)
   stop
-  echo "$1,$2,$k,$v,$rss,$(( rss * 1024 / k )),$ms"
+  echo "$1,$2,$k,$v,$rss,$anon,$(( rss * 1024 / k )),$(( anon * 1024 / k )),$ms"
   rm -rf "$dir"
 done

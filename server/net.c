@@ -241,6 +241,14 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
         return;
     }
     process_input(c);
+    /* The argument table of a command still arriving counts as query memory. */
+    if ((long long)(c->qlen - c->qpos) + (long long)c->parser.argcap * (long long)sizeof(resp_arg) >
+        srv.cfg.query_buffer_limit) {
+        server_log(LOG_WARNING_, "closing client %s that reached max query buffer length",
+                   c->addr);
+        client_schedule_close(c);
+        return;
+    }
     mark_pending(c);
 }
 

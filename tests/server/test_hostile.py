@@ -175,6 +175,19 @@ def test_query_buffer_limit():
         assert alive(s)
 
 
+def test_argument_table_counts_against_query_buffer_limit():
+    # 100,000 empty arguments: 600 kB of input but 1.6 MB of argument table.
+    with Server("--client-query-buffer-limit", "1mb") as s:
+        c = s.raw()
+        try:
+            c.send(b"*100001\r\n" + b"$0\r\n\r\n" * 100000)
+        except OSError:
+            pass
+        assert c.closed_by_peer()
+        assert c.buf == b""
+        assert alive(s)
+
+
 def test_slow_reader_is_disconnected():
     with Server("--client-output-buffer-limit", "1mb") as s:
         setter = s.raw()
