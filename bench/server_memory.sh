@@ -58,7 +58,9 @@ anon_kb() { awk '/RssAnon/ {print $2}' "/proc/$pid/status"; }
 
 # RSS counts the store's mapped file pages the process has touched (clean page
 # cache, reclaimable); RssAnon is the process's own memory (index, buffers).
-echo "server,persistence,keys,value_bytes,rss_kb,rss_anon_kb,rss_bytes_per_key,anon_bytes_per_key,restart_ms"
+# load_ms is the server's own figure from its log: simdr "opened in X ms"
+# (all store files), redis "DB loaded from ...: X seconds".
+echo "server,persistence,keys,value_bytes,rss_kb,rss_anon_kb,rss_bytes_per_key,anon_bytes_per_key,restart_ms,load_ms"
 for cfg in "simdr store" "redis rdb" "redis aof"; do
   set -- $cfg
   dir=$(mktemp -d "$work/d.XXXX")
@@ -76,6 +78,12 @@ for cfg in "simdr store" "redis rdb" "redis aof"; do
   start "$1" "$dir" "${args[@]}"
   ms=$(ready_ms)
   stop
-  echo "$1,$2,$k,$v,$rss,$anon,$(( rss * 1024 / k )),$(( anon * 1024 / k )),$ms"
+  if [ "$1" = simdr ]; then
+    load=$(grep -o 'opened in [0-9.]* ms' "$dir/log" | tail -1 | awk '{print $3}')
+  else
+    load=$(grep -o 'DB loaded from [a-z ]*: [0-9.]* seconds' "$dir/log" | tail -1 |
+           awk '{printf "%.1f", $(NF-1) * 1000}')
+  fi
+  echo "$1,$2,$k,$v,$rss,$anon,$(( rss * 1024 / k )),$(( anon * 1024 / k )),$ms,$load"
   rm -rf "$dir"
 done

@@ -469,6 +469,7 @@ static int open_databases(void) {
         server_db *d = &srv.db[i];
         d->index = i;
         snprintf(d->path, sizeof d->path, "%s/db-%d.simdr", srv.cfg.dir, i);
+        long long t0 = now_us();
         int rc = db_open_existing(d);
         if (rc) {
             server_log(LOG_WARNING_, "cannot open %s: %s (%s)", d->path, simdr_strerror(rc),
@@ -480,8 +481,8 @@ static int open_databases(void) {
             if (simdr_recovery(d->store, &ri) == 0 && ri.bytes_cut)
                 server_log(LOG_WARNING_, "%s: cut a torn tail of %llu bytes (saved to %s)", d->path,
                            (unsigned long long)ri.bytes_cut, ri.saved_path);
-            server_log(LOG_NOTICE_, "db %d: %llu keys from %s", i,
-                       (unsigned long long)simdr_count(d->store), d->path);
+            server_log(LOG_NOTICE_, "db %d: %llu keys from %s, opened in %.1f ms", i,
+                       (unsigned long long)simdr_count(d->store), d->path, (now_us() - t0) / 1000.0);
         }
     }
     return 0;
