@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -275,15 +274,25 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
                             srv.nclients, srv.cfg.maxclients);
     }
     if (want_section(argc, argv, lens, "memory", 1)) {
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
+        /* used_memory is the process's own memory (RssAnon); used_memory_rss
+         * adds the store pages mapped in (clean page cache, reclaimable). */
+        long long anon_kb = 0, rss_kb = 0, peak_kb = 0;
+        FILE *f = fopen("/proc/self/status", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f)) {
+            sscanf(line, "RssAnon: %lld", &anon_kb);
+            sscanf(line, "VmRSS: %lld", &rss_kb);
+            sscanf(line, "VmHWM: %lld", &peak_kb);
+        }
+        if (f) fclose(f);
         uint64_t index = 0;
         for (int i = 0; i < SERVER_DBS; i++)
             if (srv.db[i].store) index += simdr_index_bytes(srv.db[i].store);
         SECTION("Memory");
-        evbuffer_add_printf(b, "used_memory_rss_peak:%ld\r\nused_memory_peak_human:%.2fM\r\n"
+        evbuffer_add_printf(b, "used_memory:%lld\r\nused_memory_human:%.2fM\r\n"
+                               "used_memory_rss:%lld\r\nused_memory_peak:%lld\r\n"
                                "simdr_index_bytes:%llu\r\nmaxmemory:0\r\n",
-                            ru.ru_maxrss * 1024L, ru.ru_maxrss / 1024.0,
+                            anon_kb * 1024, anon_kb / 1024.0, rss_kb * 1024, peak_kb * 1024,
                             (unsigned long long)index);
     }
     if (want_section(argc, argv, lens, "persistence", 1)) {

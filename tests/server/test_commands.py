@@ -141,6 +141,7 @@ def test_server_commands(r, server):
     victim.close()
     info = r.info()
     assert info["redis_version"] == "7.0.15" and "connected_clients" in info
+    assert info["used_memory"] > 0 and info["used_memory_rss"] >= info["used_memory"]
     cfg = r.config_get("*")
     assert cfg["durability"] in ("no", "everysec", "always") and cfg["requirepass"] == ""
     assert r.config_set("timeout", 0) is True
