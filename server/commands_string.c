@@ -309,11 +309,10 @@ static int cmp_pair_hash(const void *a, const void *b) {
     return x->idx - y->idx;
 }
 
-/* Writes argv[1..] as key/value pairs with one batch append when every key
+/* Writes argv[1..] as key/value pairs (argv[0] is not read) with one batch append when every key
  * goes to its first slot and no two distinct keys of the batch share a hash;
  * otherwise key by key through the slot logic. Expiries are cleared. */
-static int mset_pairs(client *c, int argc, char **argv, size_t *lens) {
-    server_db *d = client_db(c);
+int store_pairs(server_db *d, int argc, char **argv, size_t *lens) {
     int npairs = (argc - 1) / 2;
     long long now = now_ms();
     int simple = 1;
@@ -379,6 +378,11 @@ done:
     free(bufs);
     free(items);
     free(ph);
+    return rc;
+}
+
+static int mset_pairs(client *c, int argc, char **argv, size_t *lens) {
+    int rc = store_pairs(client_db(c), argc, argv, lens);
     if (rc) reply_error(c, "%s", store_error(rc));
     return rc ? -1 : 0;
 }

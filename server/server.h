@@ -271,6 +271,9 @@ int cmd_write(client *c, server_db *d, ks_ref *ref, const char *key, size_t klen
               const struct iovec *iov, int niov, uint64_t expire_ms);
 int cmd_delete(client *c, server_db *d, ks_ref *ref, const char *key, size_t klen);
 int cmd_parse_db(client *c, const char *s, size_t len, int *db);
+/* MSET's write: argv[1..argc) as key/value pairs, one batch append when the
+ * slots allow; expiries cleared. A simdr status. */
+int store_pairs(server_db *d, int argc, char **argv, size_t *lens);
 
 /* command groups */
 #define DECL(n) void n(client *c, int argc, char **argv, size_t *lens)

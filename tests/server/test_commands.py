@@ -219,6 +219,13 @@ def test_collisions_kept_apart():
                 c.mset(vals)
                 for x in ks:
                     model[x] = vals[x].encode()
+            elif op < 0.72:
+                p = c.pipeline(transaction=False)  # a run of plain SETs: one batch
+                for x in rng.sample(names, 8) + [k, k]:
+                    p.set(x, "p%d%s" % (step, x))
+                    model[x] = ("p%d%s" % (step, x)).encode()
+                p.get(k)
+                assert p.execute()[-1] == model[k]
             elif op < 0.75 and k in model:
                 dst = rng.choice(names)
                 c.rename(k, dst)

@@ -26,7 +26,16 @@ def test_kill9_under_write_load_keeps_acknowledged_writes(mode):
         try:
             while not stop.is_set():
                 key, val = "w%d:%d" % (w, i), "value-%d-%d" % (w, i) * 3
-                if i % 5 == 4:
+                if w == 0 and i % 5 == 3:  # pipelined SETs: one batch append
+                    p = r.pipeline(transaction=False)
+                    batch = {"%s:p%d" % (key, j): val for j in range(19)}
+                    batch[key] = val
+                    for bk, bv in batch.items():
+                        p.set(bk, bv)
+                    p.execute()
+                    with lock:
+                        acked.update((bk, bv.encode()) for bk, bv in batch.items())
+                elif i % 5 == 4:
                     r.mset({key: val, key + ":m": val})
                     with lock:
                         acked[key + ":m"] = val.encode()

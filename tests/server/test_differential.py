@@ -188,6 +188,10 @@ PROTOCOL_CASES = [
     (b"*-1\r\nPING\r\n", OPEN),
     (b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n", OPEN),
     (b"*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$5\r\n\x00\r\n\xff\n\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n", OPEN),
+    # pipelined plain SETs (written as one batch) interleaved with other commands
+    (b"SET a 1\r\nSET b 2\r\nSET a 3\r\nGET a\r\nSET c x EX 100\r\nSET c 4\r\nTTL c\r\n"
+     b"SET n 5\r\nINCR n\r\nSET n 7\r\nMGET a b c n\r\nSET\r\nSET a\r\nSET k v\r\nGET k\r\n", OPEN),
+    (b"SET a 1\r\nSET b 2\r\n*abc\r\n", CLOSE),
     (b"*abc\r\n", CLOSE),
     (b"*3000000000\r\n", CLOSE),
     (b"*1\r\n$-1\r\n", CLOSE),
