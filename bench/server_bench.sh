@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs redis-benchmark against simdr-server and Debian's redis-server side by
+# side, each on a fresh data directory and a free loopback port, in three
+# durability pairings: off (simdr --durability no / redis without RDB or AOF),
+# everysec (appendfsync everysec) and always (appendfsync always). Prints one
+# CSV line per mode, test and pipeline depth: requests per second of each
+# server and simdr's ratio. Measurements go to docs/BENCHMARKS.md.
+#
+# Usage: bench/server_bench.sh [-n REQUESTS] [-d VALUE_BYTES] [-c CLIENTS]
+#                              [-m "no everysec always"] [-P "1 16"]
+# Environment: SIMDR_SERVER (default build/release/server/simdr-server,
+# built with CMake Release when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=200000 d=8 c=50 modes="no everysec always" pipes="1 16"
+while getopts "n:d:c:m:P:" o; do
+  case $o in n) n=$OPTARG ;; d) d=$OPTARG ;; c) c=$OPTARG ;; m) modes=$OPTARG ;; P) pipes=$OPTARG ;;
+    *) sed -n 2,14p "$0"; exit 2 ;; esac
+done
+server=${SIMDR_SERVER:-build/release/server/simdr-server}
+if [ ! -x "$server" ]; then
+  cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DSIMDR_BUILD_TESTS=OFF >/dev/null
+  cmake --build build/release -j2 --target simdr-server >/dev/null
+fi
+command -v redis-benchmark >/dev/null || { echo "redis-benchmark missing (redis-tools)" >&2; exit 1; }
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 600); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+
+work=$(mktemp -d)
+pid="" port=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+start() { # start <simdr|redis> <mode>: sets port and pid
+  local dir
+  port=$(free_port); dir=$(mktemp -d "$work/d.XXXX")
+  if [ "$1" = simdr ]; then
+    "$server" --dir "$dir" --port "$port" --bind 127.0.0.1 --durability "$2" --logfile "$dir/log" \
+      </dev/null >/dev/null 2>&1 &
+  else
+    local aof=(--appendonly no)
+    [ "$2" != no ] && aof=(--appendonly yes --appendfsync "$2")
+    redis-server --port "$port" --bind 127.0.0.1 --save '' "${aof[@]}" --dir "$dir" \
+      --logfile "$dir/log" </dev/null >/dev/null 2>&1 &
+  fi
+  pid=$!
+  wait_port "$port"
+}
+
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+
+rps() { # rps <port> <test> <pipeline> <requests>: prints requests per second
+  redis-benchmark -p "$1" -t "$2" -n "$4" -r "$4" -c "$c" -P "$3" -d "$d" --csv -q 2>/dev/null |
+    awk -F'","' 'NR>1 || !/"test"/ {gsub(/"/,"",$2); print $2; exit}'
+}
+
+echo "mode,test,pipeline,value_bytes,clients,requests,redis_rps,simdr_rps,simdr/redis"
+for mode in $modes; do
+  for P in $pipes; do
+    reqs=$n
+    # fsync-bound: fewer requests keep the run short
+    [ "$mode" = always ] && [ "$P" = 1 ] && reqs=$((n / 10))
+    declare -A res=()
+    for kind in redis simdr; do
+      # one server for the four tests: GET then reads the keys SET wrote
+      start "$kind" "$mode"
+      for t in set get mset incr; do res[$kind,$t]=$(rps "$port" "$t" "$P" "$reqs"); done
+      stop
+    done
+    for t in set get mset incr; do
+      r=${res[redis,$t]} s=${res[simdr,$t]}
+      ratio=$(awk -v a="$s" -v b="$r" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+      echo "$mode,$t,$P,$d,$c,$reqs,$r,$s,$ratio"
+    done
+  done
+done

@@ -1,0 +1,472 @@
+/*
+ * commands_keys.c - Redis generic key commands over server records: DEL,
+ * UNLINK, EXISTS, TOUCH, TYPE, RENAME(NX), COPY, KEYS, SCAN, RANDOMKEY,
+ * DBSIZE and the expiry commands. Replies and error texts follow Redis 7.0.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+#define ERR_NOT_INT "ERR value is not an integer or out of range"
+
+static int count_existing(client *c, int argc, char **argv, size_t *lens, int delete_them) {
+    server_db *d = client_db(c);
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        ks_ref ref;
+        int rc = cmd_lookup(c, d, argv[i], lens[i], &ref);
+        if (rc < 0) return -1;
+        if (!rc) continue;
+        if (delete_them && cmd_delete(c, d, &ref, argv[i], lens[i])) {
+            ks_ref_release(&ref);
+            return -1;
+        }
+        ks_ref_release(&ref);
+        n++;
+    }
+    return n;
+}
+
+void cmd_del(client *c, int argc, char **argv, size_t *lens) {
+    int n = count_existing(c, argc, argv, lens, 1);
+    if (n >= 0) reply_int(c, n);
+}
+
+void cmd_exists(client *c, int argc, char **argv, size_t *lens) {
+    int n = count_existing(c, argc, argv, lens, 0);
+    if (n >= 0) reply_int(c, n);
+}
+
+void cmd_touch(client *c, int argc, char **argv, size_t *lens) { cmd_exists(c, argc, argv, lens); }
+
+void cmd_type(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    ks_ref ref;
+    int rc = cmd_lookup(c, client_db(c), argv[1], lens[1], &ref);
+    if (rc < 0) return;
+    reply_simple(c, rc ? "string" : "none");
+    ks_ref_release(&ref);
+}
+
+static void rename_generic(client *c, char **argv, size_t *lens, int nx) {
+    server_db *d = client_db(c);
+    int same = lens[1] == lens[2] && memcmp(argv[1], argv[2], lens[1]) == 0;
+    ks_ref src;
+    int rc = cmd_lookup(c, d, argv[1], lens[1], &src);
+    if (rc < 0) return;
+    if (!rc) {
+        reply_error(c, "ERR no such key");
+        return;
+    }
+    if (same) {
+        ks_ref_release(&src);
+        if (nx)
+            reply_int(c, 0);
+        else
+            reply_ok(c);
+        return;
+    }
+    ks_ref dst;
+    rc = cmd_lookup(c, d, argv[2], lens[2], &dst);
+    if (rc < 0) {
+        ks_ref_release(&src);
+        return;
+    }
+    if (rc && nx) {
+        ks_ref_release(&src);
+        ks_ref_release(&dst);
+        reply_int(c, 0);
+        return;
+    }
+    ks_ref_release(&dst);
+    struct iovec v = {(void *)src.rec.value, src.rec.value_len};
+    if (cmd_write(c, d, &dst, argv[2], lens[2], &v, 1, src.rec.expire_ms) ||
+        cmd_delete(c, d, &src, argv[1], lens[1])) {
+        ks_ref_release(&src);
+        return;
+    }
+    ks_ref_release(&src);
+    if (nx)
+        reply_int(c, 1);
+    else
+        reply_ok(c);
+}
+
+void cmd_rename(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    rename_generic(c, argv, lens, 0);
+}
+
+void cmd_renamenx(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    rename_generic(c, argv, lens, 1);
+}
+
+int cmd_parse_db(client *c, const char *s, size_t len, int *db) {
+    long long v;
+    if (!parse_ll(s, len, &v) || v < INT_MIN || v > INT_MAX) {
+        reply_error(c, ERR_NOT_INT);
+        return -1;
+    }
+    if (v < 0 || v >= SERVER_DBS) {
+        reply_error(c, "ERR DB index is out of range");
+        return -1;
+    }
+    *db = (int)v;
+    return 0;
+}
+
+void cmd_copy(client *c, int argc, char **argv, size_t *lens) {
+    int replace = 0, dbid = c->db;
+    for (int j = 3; j < argc; j++) {
+        if (eq_nocase(argv[j], lens[j], "replace")) {
+            replace = 1;
+        } else if (eq_nocase(argv[j], lens[j], "db") && j < argc - 1) {
+            if (cmd_parse_db(c, argv[j + 1], lens[j + 1], &dbid)) return;
+            j++;
+        } else {
+            reply_error(c, "ERR syntax error");
+            return;
+        }
+    }
+    server_db *src = client_db(c), *dst = &srv.db[dbid];
+    if (src == dst && lens[1] == lens[2] && memcmp(argv[1], argv[2], lens[1]) == 0) {
+        reply_error(c, "ERR source and destination objects are the same");
+        return;
+    }
+    ks_ref s, t;
+    int rc = cmd_lookup(c, src, argv[1], lens[1], &s);
+    if (rc < 0) return;
+    if (!rc) {
+        reply_int(c, 0);
+        return;
+    }
+    rc = cmd_lookup(c, dst, argv[2], lens[2], &t);
+    if (rc < 0 || (rc && !replace)) {
+        ks_ref_release(&s);
+        ks_ref_release(&t);
+        if (rc > 0) reply_int(c, 0);
+        return;
+    }
+    ks_ref_release(&t);
+    struct iovec v = {(void *)s.rec.value, s.rec.value_len};
+    int w = cmd_write(c, dst, &t, argv[2], lens[2], &v, 1, s.rec.expire_ms);
+    ks_ref_release(&s);
+    if (!w) reply_int(c, 1);
+}
+
+/* A record of the database that is a live, unexpired key. */
+static int live_record(const simdr_entry *e, long long now, record_view *rv) {
+    return record_parse(simdr_entry_data(e), simdr_entry_size(e), rv) &&
+           !(rv->flags & RECORD_FLAG_HOLE) && (!rv->expire_ms || (long long)rv->expire_ms > now);
+}
+
+void cmd_keys(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    server_db *d = client_db(c);
+    long long now = now_ms();
+    int all = lens[1] == 1 && argv[1][0] == '*';
+    struct evbuffer *tmp = evbuffer_new();
+    long long n = 0;
+    simdr_iter *it;
+    if (tmp && d->store && simdr_iter_open(d->store, &it) == 0) {
+        const simdr_entry *e;
+        int rc;
+        while ((rc = simdr_iter_next(it, &e)) != SIMDR_NOTFOUND) {
+            record_view rv;
+            if (rc || !live_record(e, now, &rv)) continue;
+            if (!all && !glob_match(argv[1], lens[1], (const char *)rv.key, rv.key_len, 0))
+                continue;
+            evbuffer_add_printf(tmp, "$%zu\r\n", rv.key_len);
+            evbuffer_add(tmp, rv.key, rv.key_len);
+            evbuffer_add(tmp, "\r\n", 2);
+            n++;
+        }
+        simdr_iter_close(it);
+    }
+    reply_array(c, n);
+    if (tmp) {
+        evbuffer_add_buffer(c->out, tmp);
+        evbuffer_free(tmp);
+    }
+}
+
+static size_t lower_bound(const uint64_t *h, size_t n, uint64_t v) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (h[mid] < v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+void cmd_scan(client *c, int argc, char **argv, size_t *lens) {
+    char cur[32];
+    if (lens[1] == 0 || lens[1] >= sizeof cur || isspace((unsigned char)argv[1][0])) {
+        reply_error(c, "ERR invalid cursor");
+        return;
+    }
+    memcpy(cur, argv[1], lens[1]);
+    cur[lens[1]] = 0;
+    char *end;
+    errno = 0;
+    unsigned long long cursor = strtoull(cur, &end, 10);
+    if (*end || errno == ERANGE) {
+        reply_error(c, "ERR invalid cursor");
+        return;
+    }
+    long long count = 10;
+    const char *pat = NULL, *type = NULL;
+    size_t patlen = 0, typelen = 0;
+    for (int i = 2; i < argc;) {
+        int left = argc - i;
+        if (eq_nocase(argv[i], lens[i], "count") && left >= 2) {
+            if (!parse_ll(argv[i + 1], lens[i + 1], &count)) {
+                reply_error(c, ERR_NOT_INT);
+                return;
+            }
+            if (count < 1) {
+                reply_error(c, "ERR syntax error");
+                return;
+            }
+            i += 2;
+        } else if (eq_nocase(argv[i], lens[i], "match") && left >= 2) {
+            pat = argv[i + 1];
+            patlen = lens[i + 1];
+            if (patlen == 1 && pat[0] == '*') pat = NULL;
+            i += 2;
+        } else if (eq_nocase(argv[i], lens[i], "type") && left >= 2) {
+            type = argv[i + 1];
+            typelen = lens[i + 1];
+            i += 2;
+        } else {
+            reply_error(c, "ERR syntax error");
+            return;
+        }
+    }
+    server_db *d = client_db(c);
+    if (cursor == 0 || !d->scan_hashes) {
+        int rc = ks_scan_snapshot(d);
+        if (rc) {
+            reply_error(c, "%s", store_error(rc));
+            return;
+        }
+    }
+    long long now = now_ms();
+    int type_ok = !type || eq_nocase(type, typelen, "string");
+    size_t i = lower_bound(d->scan_hashes, d->scan_n, cursor);
+    struct evbuffer *tmp = evbuffer_new();
+    long long n = 0;
+    for (long long seen = 0; i < d->scan_n && seen < count; i++, seen++) {
+        if (i > 0 && d->scan_hashes[i] == d->scan_hashes[i - 1]) continue;
+        simdr_entry *e;
+        if (!d->store || simdr_get_hashed(d->store, d->scan_hashes[i], &e) != 0) continue;
+        record_view rv;
+        if (type_ok && tmp && live_record(e, now, &rv) &&
+            (!pat || glob_match(pat, patlen, (const char *)rv.key, rv.key_len, 0))) {
+            evbuffer_add_printf(tmp, "$%zu\r\n", rv.key_len);
+            evbuffer_add(tmp, rv.key, rv.key_len);
+            evbuffer_add(tmp, "\r\n", 2);
+            n++;
+        }
+        simdr_entry_release(e);
+    }
+    unsigned long long next = i < d->scan_n ? d->scan_hashes[i] : 0;
+    reply_array(c, 2);
+    char nb[32];
+    int k = snprintf(nb, sizeof nb, "%llu", next);
+    reply_bulk(c, nb, (size_t)k);
+    reply_array(c, n);
+    if (tmp) {
+        evbuffer_add_buffer(c->out, tmp);
+        evbuffer_free(tmp);
+    }
+}
+
+void cmd_randomkey(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc, (void)argv, (void)lens;
+    server_db *d = client_db(c);
+    uint64_t total = db_size(d);
+    long long now = now_ms();
+    if (total == 0) {
+        reply_null(c);
+        return;
+    }
+    uint64_t skip = (uint64_t)random() % total;
+    for (int pass = 0; pass < 2; pass++) {
+        simdr_iter *it;
+        if (simdr_iter_open(d->store, &it) != 0) break;
+        const simdr_entry *e;
+        int rc;
+        uint64_t idx = 0;
+        while ((rc = simdr_iter_next(it, &e)) != SIMDR_NOTFOUND) {
+            record_view rv;
+            if (idx++ < skip || rc || !live_record(e, now, &rv)) continue;
+            reply_bulk(c, rv.key, rv.key_len);
+            simdr_iter_close(it);
+            return;
+        }
+        simdr_iter_close(it);
+        skip = 0;
+    }
+    reply_null(c);
+}
+
+void cmd_dbsize(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc, (void)argv, (void)lens;
+    reply_int(c, (long long)db_size(client_db(c)));
+}
+
+enum { EXP_NX = 1, EXP_XX = 2, EXP_GT = 4, EXP_LT = 8 };
+
+static void expire_generic(client *c, int argc, char **argv, size_t *lens, long long basetime,
+                           int seconds, const char *name) {
+    int flags = 0;
+    for (int j = 3; j < argc; j++) {
+        if (eq_nocase(argv[j], lens[j], "nx"))
+            flags |= EXP_NX;
+        else if (eq_nocase(argv[j], lens[j], "xx"))
+            flags |= EXP_XX;
+        else if (eq_nocase(argv[j], lens[j], "gt"))
+            flags |= EXP_GT;
+        else if (eq_nocase(argv[j], lens[j], "lt"))
+            flags |= EXP_LT;
+        else {
+            reply_error(c, "ERR Unsupported option %.*s", (int)lens[j], argv[j]);
+            return;
+        }
+    }
+    if ((flags & EXP_NX) && (flags & (EXP_XX | EXP_GT | EXP_LT))) {
+        reply_error(c, "ERR NX and XX, GT or LT options at the same time are not compatible");
+        return;
+    }
+    if ((flags & EXP_GT) && (flags & EXP_LT)) {
+        reply_error(c, "ERR GT and LT options at the same time are not compatible");
+        return;
+    }
+    long long when;
+    if (!parse_ll(argv[2], lens[2], &when)) {
+        reply_error(c, ERR_NOT_INT);
+        return;
+    }
+    if (seconds) {
+        if (when > LLONG_MAX / 1000 || when < LLONG_MIN / 1000) {
+            reply_error(c, "ERR invalid expire time in '%s' command", name);
+            return;
+        }
+        when *= 1000;
+    }
+    if (when > LLONG_MAX - basetime) {
+        reply_error(c, "ERR invalid expire time in '%s' command", name);
+        return;
+    }
+    when += basetime;
+    server_db *d = client_db(c);
+    ks_ref ref;
+    int rc = cmd_lookup(c, d, argv[1], lens[1], &ref);
+    if (rc < 0) return;
+    if (!rc) {
+        reply_int(c, 0);
+        return;
+    }
+    long long cur = ref.rec.expire_ms ? (long long)ref.rec.expire_ms : -1;
+    if (((flags & EXP_NX) && cur != -1) || ((flags & EXP_XX) && cur == -1) ||
+        ((flags & EXP_GT) && (when <= cur || cur == -1)) ||
+        ((flags & EXP_LT) && cur != -1 && when >= cur)) {
+        ks_ref_release(&ref);
+        reply_int(c, 0);
+        return;
+    }
+    int err;
+    if (when <= now_ms()) {
+        err = cmd_delete(c, d, &ref, argv[1], lens[1]);
+    } else {
+        struct iovec v = {(void *)ref.rec.value, ref.rec.value_len};
+        err = cmd_write(c, d, &ref, argv[1], lens[1], &v, 1, (uint64_t)when);
+    }
+    ks_ref_release(&ref);
+    if (!err) reply_int(c, 1);
+}
+
+void cmd_expire(client *c, int argc, char **argv, size_t *lens) {
+    expire_generic(c, argc, argv, lens, now_ms(), 1, "expire");
+}
+void cmd_pexpire(client *c, int argc, char **argv, size_t *lens) {
+    expire_generic(c, argc, argv, lens, now_ms(), 0, "pexpire");
+}
+void cmd_expireat(client *c, int argc, char **argv, size_t *lens) {
+    expire_generic(c, argc, argv, lens, 0, 1, "expireat");
+}
+void cmd_pexpireat(client *c, int argc, char **argv, size_t *lens) {
+    expire_generic(c, argc, argv, lens, 0, 0, "pexpireat");
+}
+
+/* mode 0 TTL, 1 PTTL, 2 EXPIRETIME, 3 PEXPIRETIME */
+static void ttl_generic(client *c, char **argv, size_t *lens, int mode) {
+    ks_ref ref;
+    int rc = cmd_lookup(c, client_db(c), argv[1], lens[1], &ref);
+    if (rc < 0) return;
+    if (!rc) {
+        reply_int(c, -2);
+        return;
+    }
+    long long exp = (long long)ref.rec.expire_ms;
+    ks_ref_release(&ref);
+    if (!exp) {
+        reply_int(c, -1);
+        return;
+    }
+    long long ttl = exp - now_ms();
+    if (ttl < 0) ttl = 0;
+    switch (mode) {
+    case 0: reply_int(c, (ttl + 500) / 1000); break;
+    case 1: reply_int(c, ttl); break;
+    case 2: reply_int(c, (exp + 500) / 1000); break;
+    default: reply_int(c, exp); break;
+    }
+}
+
+void cmd_ttl(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    ttl_generic(c, argv, lens, 0);
+}
+void cmd_pttl(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    ttl_generic(c, argv, lens, 1);
+}
+void cmd_expiretime(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    ttl_generic(c, argv, lens, 2);
+}
+void cmd_pexpiretime(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    ttl_generic(c, argv, lens, 3);
+}
+
+void cmd_persist(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    server_db *d = client_db(c);
+    ks_ref ref;
+    int rc = cmd_lookup(c, d, argv[1], lens[1], &ref);
+    if (rc < 0) return;
+    if (!rc || !ref.rec.expire_ms) {
+        ks_ref_release(&ref);
+        reply_int(c, 0);
+        return;
+    }
+    struct iovec v = {(void *)ref.rec.value, ref.rec.value_len};
+    int err = cmd_write(c, d, &ref, argv[1], lens[1], &v, 1, 0);
+    ks_ref_release(&ref);
+    if (!err) reply_int(c, 1);
+}

@@ -1,0 +1,469 @@
+/*
+ * keyspace.c - how simdr-server keeps Redis keys in simdr stores: one store
+ * file per database, the record that carries key bytes and expiry beside the
+ * value (docs/FORMAT.md, "Server records"), slot probing that keeps two keys
+ * apart when their 64-bit hashes collide, expiry on access and the bounded
+ * active expiry cycle.
+ *
+ * Slots: a key's first slot is simdr_hash_key(key), so a key written by the
+ * server can be read by name with any simd-r-drive tool. When that slot holds
+ * a record of another key (a hash collision), the key goes to slot n, whose
+ * hash is simdr_hash_key(key || 0xFF "slot" || n), for n = 1..15. A lookup
+ * walks the slots until it finds the key or an empty slot. Deleting a record
+ * that a probe has passed (flag CHAINED) leaves a HOLE record instead of a
+ * tombstone, so the walk of the other key still reaches it.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "server.h"
+
+void server_wait_compaction(void);
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+const char *store_error(int code) {
+    static char buf[600];
+    const char *detail = simdr_last_error();
+    snprintf(buf, sizeof buf, "ERR storage error: %s%s%.500s", simdr_strerror(code),
+             detail[0] ? ": " : "", detail);
+    return buf;
+}
+
+int record_parse(const void *data, size_t size, record_view *out) {
+    const uint8_t *p = data;
+    if (size < RECORD_HEADER || p[0] != RECORD_MAGIC0 || p[1] != RECORD_MAGIC1 ||
+        p[2] != RECORD_VERSION)
+        return 0;
+    uint32_t klen = get_u32(p + 4);
+    if (klen > size - RECORD_HEADER) return 0;
+    out->flags = p[3];
+    out->expire_ms = get_u64(p + 8);
+    out->key = p + RECORD_HEADER;
+    out->key_len = klen;
+    out->value = p + RECORD_HEADER + klen;
+    out->value_len = size - RECORD_HEADER - klen;
+    return 1;
+}
+
+static void record_header(uint8_t *h, size_t klen, uint64_t expire_ms, uint8_t flags) {
+    h[0] = RECORD_MAGIC0;
+    h[1] = RECORD_MAGIC1;
+    h[2] = RECORD_VERSION;
+    h[3] = flags;
+    put_u32(h + 4, (uint32_t)klen);
+    put_u64(h + 8, expire_ms);
+}
+
+/* The engine key whose hash is the slot's: the key itself for slot 0. */
+static uint8_t *slot_key(const void *key, size_t klen, int slot, size_t *len) {
+    static const uint8_t tag[5] = {0xFF, 's', 'l', 'o', 't'};
+    uint8_t *k = malloc(klen + 6);
+    if (!k) return NULL;
+    memcpy(k, key, klen);
+    memcpy(k + klen, tag, 5);
+    k[klen + 5] = (uint8_t)slot;
+    *len = klen + 6;
+    return k;
+}
+
+/* Test-only (--debug-slot-hash-bits): fewer hash bits make collisions common
+ * so the probing is exercised. Then no key is at its engine hash, so deletes
+ * leave holes (the engine deletes by key bytes only) and MGET skips the
+ * batch read by key. */
+uint64_t slot_hash_mask = UINT64_MAX;
+
+uint64_t slot_hash(const void *key, size_t klen, int slot) {
+    if (slot == 0) return simdr_hash_key(key, klen) & slot_hash_mask;
+    size_t n;
+    uint8_t *k = slot_key(key, klen, slot, &n);
+    if (!k) return 0;
+    uint64_t h = simdr_hash_key(k, n) & slot_hash_mask;
+    free(k);
+    return h;
+}
+
+static int open_store(server_db *d, int mode) {
+    simdr_options o;
+    simdr_options_init(&o);
+    o.open_mode = mode;
+    o.durability = SIMDR_SYNC_NONE; /* the server syncs: per turn or per second */
+    o.file_mode = 0600;
+    return simdr_open(&d->store, d->path, &o);
+}
+
+int db_open_existing(server_db *d) {
+    if (d->store) return 0;
+    struct stat st;
+    if (stat(d->path, &st) != 0) return 0;
+    return open_store(d, SIMDR_OPEN_EXISTING);
+}
+
+int db_store_for_write(server_db *d, simdr_store **out) {
+    if (!d->store) {
+        int rc = open_store(d, SIMDR_OPEN_CREATE);
+        if (rc) return rc;
+    }
+    *out = d->store;
+    return 0;
+}
+
+static void db_drop_cursors(server_db *d) {
+    if (d->expire_iter) simdr_iter_close(d->expire_iter);
+    d->expire_iter = NULL;
+    free(d->scan_hashes);
+    d->scan_hashes = NULL;
+    d->scan_n = 0;
+}
+
+void db_close(server_db *d) {
+    server_wait_compaction();
+    db_drop_cursors(d);
+    if (d->store) {
+        if (d->dirty) simdr_sync(d->store);
+        int rc = simdr_close(d->store);
+        if (rc) server_log(LOG_WARNING_, "closing %s: %s", d->path, simdr_strerror(rc));
+        d->store = NULL;
+        d->dirty = 0;
+    }
+}
+
+static void unlink_beside(const char *path, const char *suffix) {
+    char p[4300];
+    snprintf(p, sizeof p, "%s%s", path, suffix);
+    unlink(p);
+}
+
+int db_flush(server_db *d) {
+    db_close(d);
+    d->gen++;
+    if (unlink(d->path) != 0 && errno != ENOENT) return SIMDR_EIO;
+    unlink_beside(d->path, ".hint");
+    /* The file is gone: make the removal itself durable. */
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s", srv.cfg.dir);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    return 0;
+}
+
+static int exchange_paths(const char *a, const char *b) {
+    int ea = access(a, F_OK) == 0, eb = access(b, F_OK) == 0;
+    if (ea && eb) return renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE);
+    if (ea) return rename(a, b);
+    if (eb) return rename(b, a);
+    return 0;
+}
+
+int db_swap(server_db *a, server_db *b) {
+    db_close(a);
+    db_close(b);
+    a->gen++;
+    b->gen++;
+    unlink_beside(a->path, ".hint");
+    unlink_beside(b->path, ".hint");
+    if (exchange_paths(a->path, b->path) != 0) return SIMDR_EIO;
+    int fd = open(srv.cfg.dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    int rc = db_open_existing(a);
+    int rc2 = db_open_existing(b);
+    return rc ? rc : rc2;
+}
+
+uint64_t db_size(server_db *d) { return d->store ? simdr_count(d->store) : 0; }
+
+void ks_mark_dirty(server_db *d) {
+    d->dirty = 1;
+    srv.any_write_this_turn = 1;
+}
+
+void ks_ref_release(ks_ref *ref) {
+    if (ref->entry) simdr_entry_release(ref->entry);
+    ref->entry = NULL;
+    ref->found = 0;
+}
+
+int ks_lookup(server_db *d, const void *key, size_t klen, long long now, ks_ref *ref) {
+    memset(ref, 0, sizeof *ref);
+    ref->slot = -1;
+    if (!d->store) {
+        ref->slot = 0;
+        return 0;
+    }
+    uint32_t passed = 0;
+    for (int s = 0; s < SLOT_PROBES; s++) {
+        simdr_entry *e;
+        int rc = simdr_get_hashed(d->store, slot_hash(key, klen, s), &e);
+        if (rc == SIMDR_NOTFOUND) {
+            if (ref->slot < 0) {
+                ref->slot = s;
+                ref->pass_mask = passed;
+            }
+            return 0;
+        }
+        if (rc) return rc;
+        record_view rv;
+        int ours = record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv);
+        if (ours && (rv.flags & RECORD_FLAG_HOLE)) {
+            if (ref->slot < 0) {
+                ref->slot = s;
+                ref->slot_flags = RECORD_FLAG_CHAINED;
+                ref->pass_mask = passed;
+            }
+            simdr_entry_release(e);
+            continue;
+        }
+        if (ours && rv.key_len == klen && memcmp(rv.key, key, klen) == 0) {
+            ref->found = 1;
+            ref->entry = e;
+            ref->rec = rv;
+            ref->slot = s;
+            ref->slot_flags = rv.flags & RECORD_FLAG_CHAINED;
+            if (rv.expire_ms && (long long)rv.expire_ms <= now) {
+                int drc = ks_delete(d, ref, key, klen);
+                ks_ref_release(ref);
+                ref->slot_flags = rv.flags & RECORD_FLAG_CHAINED;
+                if (drc) return drc;
+                d->expired_keys++;
+                srv.expired_keys++;
+                return 0;
+            }
+            return 1;
+        }
+        /* Another key (or a foreign entry) sits here: probe on. */
+        if (ours && !(rv.flags & RECORD_FLAG_CHAINED)) passed |= 1u << s;
+        simdr_entry_release(e);
+    }
+    if (ref->slot < 0) return SIMDR_ETOOBIG; /* 16 colliding keys: refuse */
+    return 0;
+}
+
+/* Appends the record as one entry; the value comes from iov. */
+struct iov_source {
+    const struct iovec *iov;
+    int niov, i;
+    size_t off;
+};
+
+static int64_t iov_read(void *ctx, void *buf, size_t cap) {
+    struct iov_source *s = ctx;
+    size_t got = 0;
+    while (got < cap && s->i < s->niov) {
+        const struct iovec *v = &s->iov[s->i];
+        size_t n = v->iov_len - s->off;
+        if (n > cap - got) n = cap - got;
+        memcpy((uint8_t *)buf + got, (const uint8_t *)v->iov_base + s->off, n);
+        got += n;
+        s->off += n;
+        if (s->off == v->iov_len) {
+            s->i++;
+            s->off = 0;
+        }
+    }
+    return (int64_t)got;
+}
+
+static int put_record(server_db *d, uint64_t hash, const void *key, size_t klen,
+                      const struct iovec *val, int nval, uint64_t expire_ms, uint8_t flags) {
+    simdr_store *st;
+    int rc = db_store_for_write(d, &st);
+    if (rc) return rc;
+    uint8_t hdr[RECORD_HEADER];
+    record_header(hdr, klen, expire_ms, flags);
+    struct iovec iov[8];
+    int n = 0;
+    iov[n].iov_base = hdr;
+    iov[n++].iov_len = RECORD_HEADER;
+    if (klen) {
+        iov[n].iov_base = (void *)key;
+        iov[n++].iov_len = klen;
+    }
+    size_t total = RECORD_HEADER + klen;
+    for (int i = 0; i < nval && n < 8; i++) {
+        if (!val[i].iov_len) continue;
+        iov[n++] = val[i];
+        total += val[i].iov_len;
+    }
+    if (total <= 64 * 1024) {
+        uint8_t stackbuf[64 * 1024];
+        size_t off = 0;
+        for (int i = 0; i < n; i++) {
+            memcpy(stackbuf + off, iov[i].iov_base, iov[i].iov_len);
+            off += iov[i].iov_len;
+        }
+        rc = simdr_put_hashed(st, hash, stackbuf, total, NULL);
+    } else {
+        struct iov_source src = {iov, n, 0, 0};
+        rc = simdr_put_stream_hashed(st, hash, iov_read, &src, NULL);
+    }
+    if (rc == 0) ks_mark_dirty(d);
+    return rc;
+}
+
+/* Marks the records of other keys that a new key's probe passed. */
+static int mark_chained(server_db *d, const void *key, size_t klen, uint32_t mask) {
+    for (int s = 0; s < SLOT_PROBES; s++) {
+        if (!(mask & (1u << s))) continue;
+        uint64_t h = slot_hash(key, klen, s);
+        simdr_entry *e;
+        int rc = simdr_get_hashed(d->store, h, &e);
+        if (rc == SIMDR_NOTFOUND) continue;
+        if (rc) return rc;
+        record_view rv;
+        if (record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv)) {
+            struct iovec v = {(void *)rv.value, rv.value_len};
+            rc = put_record(d, h, rv.key, rv.key_len, &v, 1, rv.expire_ms,
+                            (uint8_t)(rv.flags | RECORD_FLAG_CHAINED));
+        }
+        simdr_entry_release(e);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const struct iovec *iov,
+             int niov, uint64_t expire_ms) {
+    if (klen > UINT32_MAX) return SIMDR_ETOOBIG;
+    if (!ref->found && ref->pass_mask) {
+        int rc = mark_chained(d, key, klen, ref->pass_mask);
+        if (rc) return rc;
+        ref->pass_mask = 0;
+    }
+    return put_record(d, slot_hash(key, klen, ref->slot), key, klen, iov, niov, expire_ms,
+                      ref->slot_flags & RECORD_FLAG_CHAINED);
+}
+
+int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen) {
+    int rc;
+    if ((ref->slot_flags & RECORD_FLAG_CHAINED) || slot_hash_mask != UINT64_MAX) {
+        rc = put_record(d, slot_hash(key, klen, ref->slot), NULL, 0, NULL, 0, 0,
+                        RECORD_FLAG_CHAINED | RECORD_FLAG_HOLE);
+    } else if (ref->slot == 0) {
+        rc = simdr_delete(d->store, key, klen, NULL);
+    } else {
+        size_t n;
+        uint8_t *k = slot_key(key, klen, ref->slot, &n);
+        if (!k) return SIMDR_ENOMEM;
+        rc = simdr_delete(d->store, k, n, NULL);
+        free(k);
+    }
+    if (rc == SIMDR_NOTFOUND) rc = 0;
+    if (rc == 0) ks_mark_dirty(d);
+    return rc;
+}
+
+int ks_build_record(const void *key, size_t klen, const void *val, size_t vlen,
+                    uint64_t expire_ms, uint8_t flags, uint8_t **buf, size_t *len) {
+    if (klen > UINT32_MAX) return SIMDR_ETOOBIG;
+    size_t total = RECORD_HEADER + klen + vlen;
+    uint8_t *b = malloc(total);
+    if (!b) return SIMDR_ENOMEM;
+    record_header(b, klen, expire_ms, flags);
+    memcpy(b + RECORD_HEADER, key, klen);
+    if (vlen) memcpy(b + RECORD_HEADER + klen, val, vlen);
+    *buf = b;
+    *len = total;
+    return 0;
+}
+
+/* Examines up to budget records of each database from where the last tick
+ * stopped; expired ones are deleted through the ordinary lookup. */
+void ks_active_expire(long long now, int budget) {
+    for (int i = 0; i < SERVER_DBS; i++) {
+        server_db *d = &srv.db[i];
+        if (!d->store || simdr_count(d->store) == 0) continue;
+        if (!d->expire_iter && simdr_iter_open(d->store, &d->expire_iter) != 0) continue;
+        for (int n = 0; n < budget; n++) {
+            const simdr_entry *e;
+            int rc = simdr_iter_next(d->expire_iter, &e);
+            if (rc == SIMDR_NOTFOUND) {
+                simdr_iter_close(d->expire_iter);
+                d->expire_iter = NULL;
+                break;
+            }
+            if (rc) continue;
+            record_view rv;
+            if (!record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv)) continue;
+            if (!rv.expire_ms || (long long)rv.expire_ms > now || (rv.flags & RECORD_FLAG_HOLE))
+                continue;
+            char *key = malloc(rv.key_len ? rv.key_len : 1);
+            if (!key) break;
+            memcpy(key, rv.key, rv.key_len);
+            ks_ref ref;
+            if (ks_lookup(d, key, rv.key_len, now, &ref) == 1) ks_ref_release(&ref);
+            free(key);
+        }
+    }
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorted slot hashes of the database's records: SCAN cursors are positions
+ * in hash order, so a cursor stays meaningful as keys come and go. */
+int ks_scan_snapshot(server_db *d) {
+    free(d->scan_hashes);
+    d->scan_hashes = NULL;
+    d->scan_n = 0;
+    if (!d->store) return 0;
+    size_t cap = (size_t)simdr_count(d->store) + 16, n = 0;
+    uint64_t *h = malloc(cap * sizeof *h);
+    if (!h) return SIMDR_ENOMEM;
+    simdr_iter *it;
+    int rc = simdr_iter_open(d->store, &it);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    const simdr_entry *e;
+    while ((rc = simdr_iter_next(it, &e)) != SIMDR_NOTFOUND) {
+        if (rc) continue;
+        record_view rv;
+        if (!record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv) ||
+            (rv.flags & RECORD_FLAG_HOLE))
+            continue;
+        if (n == cap) {
+            uint64_t *g = realloc(h, cap * 2 * sizeof *h);
+            if (!g) break;
+            h = g;
+            cap *= 2;
+        }
+        h[n++] = simdr_entry_key_hash(e);
+    }
+    simdr_iter_close(it);
+    qsort(h, n, sizeof *h, cmp_u64);
+    d->scan_hashes = h;
+    d->scan_n = n;
+    return 0;
+}

@@ -1,0 +1,566 @@
+/*
+ * main.c - simdr-server: command-line options and config file, protected
+ * mode, startup (databases, listeners), the event loop with its end-of-turn
+ * flush, the background tick (idle clients, active expiry, everysec sync,
+ * auto-compaction), CONFIG GET/SET parameters and an orderly shutdown.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "server.h"
+
+server_state srv;
+
+static const char help_text[] =
+    "simdr-server - a Redis-protocol (RESP) server over simdr stores\n"
+    "\n"
+    "Usage: simdr-server [CONFIG-FILE] [--option value ...]\n"
+    "\n"
+    "Options (also accepted in the config file as \"name value\" lines):\n"
+    "  --dir DIR                   where the store files live (default .); one file\n"
+    "                              per database: DIR/db-N.simdr, N = 0..15\n"
+    "  --bind ADDR [ADDR...]       addresses to listen on (default 127.0.0.1 -::1;\n"
+    "                              a leading '-' means skip it if unavailable)\n"
+    "  --port N                    TCP port (default 6379)\n"
+    "  --requirepass PASS          password of the default user\n"
+    "  --requirepass-file FILE     read the password from FILE (first line)\n"
+    "  --durability MODE           no | everysec (default) | always: when writes are\n"
+    "                              fdatasynced (always: before the reply is sent; the\n"
+    "                              writes of one loop turn share one sync)\n"
+    "  --maxclients N              connections accepted at once (default 10000)\n"
+    "  --timeout SECONDS           close clients idle this long (default 0 = never)\n"
+    "  --auto-compact-percent P    compact a store when P%% of it is garbage (default\n"
+    "                              50; 0 = off); files under 1 MiB are left alone\n"
+    "  --logfile FILE              log here instead of standard error\n"
+    "  --loglevel LEVEL            debug | verbose | notice (default) | warning\n"
+    "  --proto-max-bulk-len BYTES  longest bulk string (default 512mb)\n"
+    "  --client-query-buffer-limit BYTES   per client (default 1gb)\n"
+    "  --client-output-buffer-limit BYTES  per client, slow readers are closed (1gb)\n"
+    "  --hz N                      background ticks per second (default 10)\n"
+    "  --active-expire-effort N    records examined per tick and database (1000)\n"
+    "  --debug-slot-hash-bits N    tests only: keep N bits of each slot hash so that\n"
+    "                              hash collisions are common (files not portable)\n"
+    "  --version, --help\n"
+    "\n"
+    "A non-loopback --bind without a password is refused (protected mode).\n";
+
+const char *const config_param_names[] = {
+    "dir", "bind", "port", "requirepass", "durability", "appendfsync", "appendonly", "save",
+    "maxclients", "timeout", "auto-compact-percent", "logfile", "loglevel",
+    "proto-max-bulk-len", "client-query-buffer-limit", "client-output-buffer-limit",
+    "databases", "hz", "active-expire-effort", "maxmemory", "protected-mode", NULL};
+
+static const char *level_names[] = {"debug", "verbose", "notice", "warning"};
+
+static int parse_memory(const char *s, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno || v < 0) return 0;
+    long long mul = 1;
+    if (!strcasecmp(end, "") || !strcasecmp(end, "b")) mul = 1;
+    else if (!strcasecmp(end, "k")) mul = 1000;
+    else if (!strcasecmp(end, "kb")) mul = 1024;
+    else if (!strcasecmp(end, "m")) mul = 1000 * 1000;
+    else if (!strcasecmp(end, "mb")) mul = 1024 * 1024;
+    else if (!strcasecmp(end, "g")) mul = 1000LL * 1000 * 1000;
+    else if (!strcasecmp(end, "gb")) mul = 1024LL * 1024 * 1024;
+    else return 0;
+    if (v > LLONG_MAX / mul) return 0;
+    *out = v * mul;
+    return 1;
+}
+
+static int parse_int_range(const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+static void set_password(const char *p) {
+    if (srv.cfg.requirepass) {
+        explicit_bzero(srv.cfg.requirepass, strlen(srv.cfg.requirepass));
+        free(srv.cfg.requirepass);
+    }
+    srv.cfg.requirepass = p && *p ? strdup(p) : NULL;
+}
+
+static int read_password_file(const char *path, char *err, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, cap, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    if (!fgets(line, sizeof line, f)) line[0] = 0;
+    fclose(f);
+    line[strcspn(line, "\r\n")] = 0;
+    set_password(line);
+    explicit_bzero(line, sizeof line);
+    return 0;
+}
+
+/* 1 applied, 0 unknown parameter, -1 bad value (err filled). Values with
+ * several words (bind) come space-separated. */
+int config_set_param(const char *name, const char *value, char *err, size_t cap) {
+    long long v;
+    server_config *c = &srv.cfg;
+    if (!strcmp(name, "requirepass")) {
+        set_password(value);
+    } else if (!strcmp(name, "durability") || !strcmp(name, "appendfsync")) {
+        if (!strcasecmp(value, "no")) c->durability = DURABILITY_NO;
+        else if (!strcasecmp(value, "everysec")) c->durability = DURABILITY_EVERYSEC;
+        else if (!strcasecmp(value, "always")) c->durability = DURABILITY_ALWAYS;
+        else goto bad;
+    } else if (!strcmp(name, "maxclients")) {
+        if (!parse_int_range(value, 1, 1000000, &v)) goto bad;
+        c->maxclients = (int)v;
+    } else if (!strcmp(name, "timeout")) {
+        if (!parse_int_range(value, 0, INT_MAX, &v)) goto bad;
+        c->timeout = v;
+    } else if (!strcmp(name, "auto-compact-percent")) {
+        if (!parse_int_range(value, 0, 100, &v)) goto bad;
+        c->auto_compact_percent = (int)v;
+    } else if (!strcmp(name, "loglevel")) {
+        int found = 0;
+        for (int i = 0; i < 4; i++)
+            if (!strcasecmp(value, level_names[i])) c->loglevel = i, found = 1;
+        if (!found) goto bad;
+    } else if (!strcmp(name, "logfile")) {
+        snprintf(c->logfile, sizeof c->logfile, "%s", value);
+    } else if (!strcmp(name, "proto-max-bulk-len")) {
+        if (!parse_memory(value, &v) || v < 1024 * 1024) goto bad;
+        c->proto_max_bulk_len = v;
+    } else if (!strcmp(name, "client-query-buffer-limit")) {
+        if (!parse_memory(value, &v) || v < 1024 * 1024) goto bad;
+        c->query_buffer_limit = v;
+    } else if (!strcmp(name, "client-output-buffer-limit")) {
+        if (!parse_memory(value, &v) || v < 1024 * 1024) goto bad;
+        c->output_buffer_limit = v;
+    } else if (!strcmp(name, "hz")) {
+        if (!parse_int_range(value, 1, 500, &v)) goto bad;
+        c->hz = (int)v;
+    } else if (!strcmp(name, "active-expire-effort")) {
+        if (!parse_int_range(value, 1, 1000000, &v)) goto bad;
+        c->active_expire_effort = (int)v;
+    } else {
+        return 0;
+    }
+    return 1;
+bad:
+    snprintf(err, cap, "argument couldn't be parsed into an integer or is out of range");
+    if (!strcmp(name, "durability") || !strcmp(name, "appendfsync") || !strcmp(name, "loglevel"))
+        snprintf(err, cap, "argument(s) must be one of the following: %s",
+                 !strcmp(name, "loglevel") ? "debug, verbose, notice, warning" : "always, everysec, no");
+    return -1;
+}
+
+int config_get_param(const char *name, char *buf, size_t cap) {
+    server_config *c = &srv.cfg;
+    if (!strcmp(name, "dir")) snprintf(buf, cap, "%s", c->dir);
+    else if (!strcmp(name, "bind")) {
+        size_t off = 0;
+        buf[0] = 0;
+        for (int i = 0; i < c->nbinds && off < cap; i++)
+            off += (size_t)snprintf(buf + off, cap - off, "%s%s", i ? " " : "", c->binds[i]);
+    } else if (!strcmp(name, "port")) snprintf(buf, cap, "%d", c->port);
+    else if (!strcmp(name, "requirepass")) snprintf(buf, cap, "%s", ""); /* never shown */
+    else if (!strcmp(name, "durability") || !strcmp(name, "appendfsync"))
+        snprintf(buf, cap, "%s", c->durability == DURABILITY_ALWAYS ? "always"
+                                 : c->durability == DURABILITY_EVERYSEC ? "everysec" : "no");
+    else if (!strcmp(name, "appendonly")) snprintf(buf, cap, "no");
+    else if (!strcmp(name, "save")) snprintf(buf, cap, "%s", "");
+    else if (!strcmp(name, "maxclients")) snprintf(buf, cap, "%d", c->maxclients);
+    else if (!strcmp(name, "timeout")) snprintf(buf, cap, "%lld", c->timeout);
+    else if (!strcmp(name, "auto-compact-percent")) snprintf(buf, cap, "%d", c->auto_compact_percent);
+    else if (!strcmp(name, "logfile")) snprintf(buf, cap, "%s", c->logfile);
+    else if (!strcmp(name, "loglevel")) snprintf(buf, cap, "%s", level_names[c->loglevel & 3]);
+    else if (!strcmp(name, "proto-max-bulk-len")) snprintf(buf, cap, "%lld", c->proto_max_bulk_len);
+    else if (!strcmp(name, "client-query-buffer-limit")) snprintf(buf, cap, "%lld", c->query_buffer_limit);
+    else if (!strcmp(name, "client-output-buffer-limit")) snprintf(buf, cap, "%lld", c->output_buffer_limit);
+    else if (!strcmp(name, "databases")) snprintf(buf, cap, "%d", SERVER_DBS);
+    else if (!strcmp(name, "hz")) snprintf(buf, cap, "%d", c->hz);
+    else if (!strcmp(name, "active-expire-effort")) snprintf(buf, cap, "%d", c->active_expire_effort);
+    else if (!strcmp(name, "maxmemory")) snprintf(buf, cap, "0");
+    else if (!strcmp(name, "protected-mode")) snprintf(buf, cap, "yes");
+    else return 0;
+    return 1;
+}
+
+/* Startup-only options and those of CONFIG SET. Returns 1, or -1 with err. */
+static int apply_option(const char *name, char **vals, int nvals, char *err, size_t cap) {
+    if (nvals < 1) {
+        snprintf(err, cap, "option '%s' needs a value", name);
+        return -1;
+    }
+    long long v;
+    if (!strcmp(name, "dir")) {
+        snprintf(srv.cfg.dir, sizeof srv.cfg.dir, "%s", vals[0]);
+    } else if (!strcmp(name, "bind")) {
+        for (int i = 0; i < srv.cfg.nbinds; i++) free(srv.cfg.binds[i]);
+        srv.cfg.nbinds = 0;
+        for (int i = 0; i < nvals && srv.cfg.nbinds < SERVER_MAX_BINDS; i++) {
+            char *copy = strdup(vals[i]), *save = NULL;
+            for (char *t = strtok_r(copy, " ", &save); t && srv.cfg.nbinds < SERVER_MAX_BINDS;
+                 t = strtok_r(NULL, " ", &save))
+                srv.cfg.binds[srv.cfg.nbinds++] = strdup(t);
+            free(copy);
+        }
+    } else if (!strcmp(name, "port")) {
+        if (!parse_int_range(vals[0], 0, 65535, &v)) {
+            snprintf(err, cap, "invalid port '%s'", vals[0]);
+            return -1;
+        }
+        srv.cfg.port = (int)v;
+    } else if (!strcmp(name, "debug-slot-hash-bits")) {
+        if (!parse_int_range(vals[0], 1, 64, &v)) {
+            snprintf(err, cap, "invalid bit count '%s'", vals[0]);
+            return -1;
+        }
+        slot_hash_mask = v == 64 ? UINT64_MAX : (1ULL << v) - 1;
+    } else if (!strcmp(name, "requirepass-file")) {
+        if (read_password_file(vals[0], err, cap)) return -1;
+    } else {
+        char e[256];
+        int rc = config_set_param(name, vals[0], e, sizeof e);
+        if (rc == 0) {
+            snprintf(err, cap, "unknown option '%s'", name);
+            return -1;
+        }
+        if (rc < 0) {
+            snprintf(err, cap, "bad value for '%s': %s", name, e);
+            return -1;
+        }
+    }
+    return 1;
+}
+
+static int load_config_file(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "simdr-server: cannot open config file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[8192];
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = 0;
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p || *p == '#') continue;
+        char *words[SERVER_MAX_BINDS + 1];
+        int n = 0;
+        char *save = NULL;
+        for (char *t = strtok_r(p, " \t", &save); t && n < SERVER_MAX_BINDS + 1;
+             t = strtok_r(NULL, " \t", &save))
+            words[n++] = t;
+        for (char *q = words[0]; *q; q++)
+            if (*q >= 'A' && *q <= 'Z') *q = (char)(*q + 32);
+        char err[512];
+        if (apply_option(words[0], words + 1, n - 1, err, sizeof err) < 0) {
+            fprintf(stderr, "simdr-server: %s:%d: %s\n", path, lineno, err);
+            fclose(f);
+            return -1;
+        }
+    }
+    fclose(f);
+    snprintf(srv.config_file, sizeof srv.config_file, "%s", path);
+    return 0;
+}
+
+static void config_defaults(void) {
+    server_config *c = &srv.cfg;
+    snprintf(c->dir, sizeof c->dir, ".");
+    c->binds[0] = strdup("127.0.0.1");
+    c->binds[1] = strdup("-::1");
+    c->nbinds = 2;
+    c->port = 6379;
+    c->durability = DURABILITY_EVERYSEC;
+    c->maxclients = 10000;
+    c->auto_compact_percent = 50;
+    c->loglevel = LOG_NOTICE_;
+    c->proto_max_bulk_len = 512LL * 1024 * 1024;
+    c->query_buffer_limit = 1024LL * 1024 * 1024;
+    c->output_buffer_limit = 1024LL * 1024 * 1024;
+    c->hz = 10;
+    c->active_expire_effort = 1000;
+}
+
+static int parse_args(int argc, char **argv) {
+    int i = 1;
+    if (argc > 1 && argv[1][0] != '-') {
+        if (load_config_file(argv[1])) return -1;
+        i = 2;
+    }
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(help_text, stdout);
+            exit(0);
+        }
+        if (!strcmp(a, "--version") || !strcmp(a, "-v")) {
+            printf("simdr-server %s (libsimdr %s, Redis protocol %s)\n", SIMDR_VERSION_STRING,
+                   simdr_version(), SERVER_REDIS_COMPAT);
+            exit(0);
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "simdr-server: unexpected argument '%s' (see --help)\n", a);
+            return -1;
+        }
+        char name[128];
+        snprintf(name, sizeof name, "%s", a + 2);
+        int first = i + 1, n = 0;
+        while (first + n < argc && strncmp(argv[first + n], "--", 2) != 0) n++;
+        if (strcmp(name, "bind") != 0 && n > 1) n = 1;
+        char err[512];
+        if (apply_option(name, argv + first, n, err, sizeof err) < 0) {
+            fprintf(stderr, "simdr-server: %s (see --help)\n", err);
+            return -1;
+        }
+        i += n;
+    }
+    return 0;
+}
+
+static int is_loopback(const char *addr) {
+    if (addr[0] == '-') addr++;
+    return !strncmp(addr, "127.", 4) || !strcmp(addr, "::1") || !strcmp(addr, "localhost");
+}
+
+/* ---- persistence helpers used by commands ---- */
+
+/* Held by the compaction thread around simdr_compact and by every sync.
+ * libsimdr's simdr_compact takes the store's write lock then its sync lock,
+ * simdr_sync the sync lock then the write lock: run concurrently on one store
+ * they can deadlock, so the server never lets them overlap. */
+static pthread_mutex_t maint_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int server_sync_all(void) { return server_sync(1); }
+
+/* wait = 0: skip (the stores stay dirty) while a compaction runs. */
+int server_sync(int wait) {
+    int first_err = 0;
+    if (wait)
+        pthread_mutex_lock(&maint_lock);
+    else if (pthread_mutex_trylock(&maint_lock) != 0)
+        return 0;
+    for (int i = 0; i < SERVER_DBS; i++) {
+        server_db *d = &srv.db[i];
+        if (!d->store || !d->dirty) continue;
+        int rc = simdr_sync(d->store);
+        if (rc) {
+            server_log(LOG_WARNING_, "sync of %s failed: %s", d->path, simdr_last_error());
+            if (!first_err) first_err = rc;
+        } else {
+            d->dirty = 0;
+        }
+    }
+    pthread_mutex_unlock(&maint_lock);
+    srv.last_sync_ms = now_ms();
+    if (!first_err) srv.last_save_s = srv.last_sync_ms / 1000;
+    return first_err;
+}
+
+static pthread_t compact_thread;
+static atomic_int compact_done;
+static simdr_store *compact_stores[SERVER_DBS];
+static int compact_n;
+
+static void *compact_main(void *arg) {
+    (void)arg;
+    for (int i = 0; i < compact_n; i++) {
+        pthread_mutex_lock(&maint_lock);
+        int rc = simdr_compact(compact_stores[i]);
+        pthread_mutex_unlock(&maint_lock);
+        if (rc) server_log(LOG_WARNING_, "compaction failed: %s", simdr_strerror(rc));
+    }
+    atomic_store(&compact_done, 1);
+    return NULL;
+}
+
+int server_start_compaction(void) {
+    if (srv.compacting) return 0;
+    compact_n = 0;
+    for (int i = 0; i < SERVER_DBS; i++)
+        if (srv.db[i].store && simdr_compaction_savings(srv.db[i].store) > 0)
+            compact_stores[compact_n++] = srv.db[i].store;
+    atomic_store(&compact_done, 0);
+    if (pthread_create(&compact_thread, NULL, compact_main, NULL) != 0) return -1;
+    srv.compacting = 1;
+    return 0;
+}
+
+void server_wait_compaction(void) {
+    if (!srv.compacting) return;
+    pthread_join(compact_thread, NULL);
+    srv.compacting = 0;
+    srv.compactions++;
+    server_log(LOG_NOTICE_, "compaction finished");
+}
+
+static void maybe_auto_compact(void) {
+    if (srv.compacting) {
+        if (atomic_load(&compact_done)) server_wait_compaction();
+        return;
+    }
+    if (srv.cfg.auto_compact_percent <= 0) return;
+    for (int i = 0; i < SERVER_DBS; i++) {
+        simdr_store *s = srv.db[i].store;
+        if (!s) continue;
+        uint64_t size = simdr_file_size(s), savings = simdr_compaction_savings(s);
+        if (size >= 1024 * 1024 && savings * 100 >= size * (uint64_t)srv.cfg.auto_compact_percent) {
+            server_log(LOG_NOTICE_, "starting compaction (%s: %llu of %llu bytes garbage)",
+                       srv.db[i].path, (unsigned long long)savings, (unsigned long long)size);
+            server_start_compaction();
+            return;
+        }
+    }
+}
+
+static void on_cron(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what, (void)arg;
+    long long now = now_ms();
+    net_check_timeouts(now);
+    ks_active_expire(now, srv.cfg.active_expire_effort);
+    if (srv.cfg.durability == DURABILITY_EVERYSEC && now - srv.last_sync_ms >= 1000)
+        server_sync(0);
+    static long long last_compact_check;
+    if (now - last_compact_check >= 1000) {
+        last_compact_check = now;
+        maybe_auto_compact();
+    }
+}
+
+void server_request_shutdown(void) {
+    srv.shutting_down = 1;
+    event_base_loopbreak(srv.base);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+    (void)what, (void)arg;
+    server_log(LOG_WARNING_, "Received %s, scheduling shutdown...", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    server_request_shutdown();
+}
+
+static int open_databases(void) {
+    if (mkdir(srv.cfg.dir, 0700) != 0 && errno != EEXIST) {
+        server_log(LOG_WARNING_, "cannot create directory %s: %s", srv.cfg.dir, strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < SERVER_DBS; i++) {
+        server_db *d = &srv.db[i];
+        d->index = i;
+        snprintf(d->path, sizeof d->path, "%s/db-%d.simdr", srv.cfg.dir, i);
+        long long t0 = now_us();
+        int rc = db_open_existing(d);
+        if (rc) {
+            server_log(LOG_WARNING_, "cannot open %s: %s (%s)", d->path, simdr_strerror(rc),
+                       simdr_last_error());
+            return -1;
+        }
+        if (d->store) {
+            simdr_recovery_info ri;
+            if (simdr_recovery(d->store, &ri) == 0 && ri.bytes_cut)
+                server_log(LOG_WARNING_, "%s: cut a torn tail of %llu bytes (saved to %s)", d->path,
+                           (unsigned long long)ri.bytes_cut, ri.saved_path);
+            server_log(LOG_NOTICE_, "db %d: %llu keys from %s, opened in %.1f ms", i,
+                       (unsigned long long)simdr_count(d->store), d->path, (now_us() - t0) / 1000.0);
+        }
+    }
+    return 0;
+}
+
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t want = (rlim_t)srv.cfg.maxclients + 64;
+    if (rl.rlim_cur >= want) return;
+    rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if ((rlim_t)srv.cfg.maxclients + 64 > rl.rlim_cur) {
+        srv.cfg.maxclients = rl.rlim_cur > 96 ? (int)(rl.rlim_cur - 64) : 32;
+        server_log(LOG_WARNING_, "maxclients lowered to %d (open file limit)", srv.cfg.maxclients);
+    }
+}
+
+int main(int argc, char **argv) {
+    config_defaults();
+    if (parse_args(argc, argv)) return 1;
+    if (!srv.cfg.requirepass) {
+        for (int i = 0; i < srv.cfg.nbinds; i++) {
+            if (!is_loopback(srv.cfg.binds[i])) {
+                fprintf(stderr,
+                        "simdr-server: refusing to listen on %s without a password (protected "
+                        "mode): set --requirepass or --requirepass-file, or bind loopback only\n",
+                        srv.cfg.binds[i]);
+                return 1;
+            }
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    srv.start_ms = now_ms();
+    srv.last_sync_ms = srv.start_ms;
+    srv.last_save_s = srv.start_ms / 1000;
+    raise_fd_limit();
+    srv.base = event_base_new();
+    if (!srv.base) {
+        fprintf(stderr, "simdr-server: cannot create the event loop\n");
+        return 1;
+    }
+    if (open_databases()) return 1;
+    if (net_listen_all()) {
+        for (int i = 0; i < SERVER_DBS; i++) db_close(&srv.db[i]);
+        return 1;
+    }
+    srv.sigterm_ev = evsignal_new(srv.base, SIGTERM, on_signal, NULL);
+    srv.sigint_ev = evsignal_new(srv.base, SIGINT, on_signal, NULL);
+    event_add(srv.sigterm_ev, NULL);
+    event_add(srv.sigint_ev, NULL);
+    srv.cron_ev = event_new(srv.base, -1, EV_PERSIST, on_cron, NULL);
+    struct timeval tick = {0, 1000000 / srv.cfg.hz};
+    event_add(srv.cron_ev, &tick);
+    server_log(LOG_NOTICE_, "simdr-server %s ready on port %d (dir %s, durability %s)",
+               SIMDR_VERSION_STRING, srv.cfg.port, srv.cfg.dir,
+               srv.cfg.durability == DURABILITY_ALWAYS ? "always"
+               : srv.cfg.durability == DURABILITY_EVERYSEC ? "everysec" : "no");
+
+    while (!srv.shutting_down) {
+        if (event_base_loop(srv.base, EVLOOP_ONCE) < 0) break;
+        net_after_turn();
+    }
+
+    /* Shutdown: no new connections; what was read has run; replies out; sync; close. */
+    net_close_listeners();
+    net_after_turn();
+    net_flush_all_blocking(2000);
+    server_sync_all();
+    server_wait_compaction();
+    while (srv.clients) client_free(srv.clients);
+    for (int i = 0; i < SERVER_DBS; i++) db_close(&srv.db[i]);
+    event_free(srv.cron_ev);
+    event_free(srv.sigterm_ev);
+    event_free(srv.sigint_ev);
+    event_base_free(srv.base);
+    for (int i = 0; i < srv.cfg.nbinds; i++) free(srv.cfg.binds[i]);
+    set_password(NULL);
+    server_log(LOG_NOTICE_, "simdr-server is now ready to exit, bye bye...");
+    return 0;
+}

@@ -1,0 +1,495 @@
+/*
+ * net.c - connections of simdr-server on a libevent loop: listening sockets,
+ * accepting with the client limit, reading and parsing requests, and the
+ * end-of-turn flush that writes every client's replies after one shared sync
+ * (durability "always": no reply of a write leaves before its fdatasync).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server.h"
+
+#define READ_CHUNK (16 * 1024)
+
+static void on_read(evutil_socket_t fd, short what, void *arg);
+static void on_write(evutil_socket_t fd, short what, void *arg);
+
+static void addr_string(const struct sockaddr_storage *ss, char *buf, size_t cap) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &s->sin_addr, host, sizeof host);
+        port = ntohs(s->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof host);
+        port = ntohs(s->sin6_port);
+    }
+    snprintf(buf, cap, "%s:%d", host, port);
+}
+
+static void mark_pending(client *c) {
+    if (c->flags & CLIENT_PENDING) return;
+    c->flags |= CLIENT_PENDING;
+    c->pending_next = srv.pending;
+    srv.pending = c;
+}
+
+void client_schedule_close(client *c) {
+    if (c->flags & CLIENT_CLOSED) return;
+    c->flags |= CLIENT_CLOSED;
+    event_del(c->rev);
+    event_del(c->wev);
+    mark_pending(c);
+}
+
+void client_free(client *c) {
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv.clients = c->next;
+    if (c->next) c->next->prev = c->prev;
+    srv.nclients--;
+    client_discard_multi(c);
+    client_unwatch(c);
+    free(c->mq);
+    free(c->watched);
+    event_free(c->rev);
+    event_free(c->wev);
+    evbuffer_free(c->out); /* releases entries still referenced */
+    close(c->fd);
+    resp_parser_free(&c->parser);
+    free(c->qbuf);
+    free(c->name);
+    free(c);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg) {
+    (void)what;
+    (void)arg;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                server_log(LOG_WARNING_, "accept: %s", strerror(errno));
+            return;
+        }
+        if (srv.shutting_down) {
+            close(fd);
+            continue;
+        }
+        if (srv.nclients >= srv.cfg.maxclients) {
+            static const char msg[] = "-ERR max number of clients reached\r\n";
+            ssize_t w = write(fd, msg, sizeof msg - 1);
+            (void)w;
+            close(fd);
+            srv.rejected_connections++;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        client *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        c->id = ++srv.next_client_id;
+        c->resp = 2;
+        c->authenticated = srv.cfg.requirepass == NULL;
+        c->out = evbuffer_new();
+        c->rev = event_new(srv.base, fd, EV_READ | EV_PERSIST, on_read, c);
+        c->wev = event_new(srv.base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+        resp_parser_init(&c->parser);
+        c->ctime_ms = c->last_ms = now_ms();
+        addr_string(&ss, c->addr, sizeof c->addr);
+        struct sockaddr_storage ls;
+        socklen_t ll = sizeof ls;
+        if (getsockname(fd, (struct sockaddr *)&ls, &ll) == 0) addr_string(&ls, c->laddr, sizeof c->laddr);
+        snprintf(c->last_cmd, sizeof c->last_cmd, "NULL");
+        c->next = srv.clients;
+        if (srv.clients) srv.clients->prev = c;
+        srv.clients = c;
+        srv.nclients++;
+        srv.total_connections++;
+        if (!c->out || !c->rev || !c->wev) {
+            client_free(c);
+            continue;
+        }
+        event_add(c->rev, NULL);
+    }
+}
+
+static int ensure_room(client *c, size_t want) {
+    /* Drop the consumed prefix when it is large or room is short. */
+    if (c->qpos && (c->qpos > c->qcap / 2 || c->qcap - c->qlen < want)) {
+        memmove(c->qbuf, c->qbuf + c->qpos, c->qlen - c->qpos);
+        c->qlen -= c->qpos;
+        c->qpos = 0;
+    }
+    if (c->qcap - c->qlen >= want) return 1;
+    size_t cap = c->qcap ? c->qcap : READ_CHUNK;
+    while (cap - c->qlen < want) cap *= 2;
+    char *n = realloc(c->qbuf, cap);
+    if (!n) return 0;
+    c->qbuf = n;
+    c->qcap = cap;
+    return 1;
+}
+
+/* A run of plain "SET key value" commands pipelined by one client is written
+ * as one batch append (the MSET path) instead of one append each: the run is
+ * flushed before any other command of the client runs and at the end of its
+ * input, so every later command sees the writes, and nothing else runs in
+ * between (one thread). The arguments stay in the query buffer meanwhile. */
+typedef struct set_run {
+    char **argv; /* argv[0] unused, then key, value, key, value, ... */
+    size_t *lens;
+    int argc, cap;
+} set_run;
+
+static int is_plain_set(client *c, int argc, char **argv, size_t *lens) {
+    /* Big values keep the streaming single put (no copy into a batch). */
+    return argc == 3 && lens[0] == 3 && lens[2] < 64 * 1024 && eq_nocase(argv[0], 3, "set") &&
+           !(c->flags & CLIENT_MULTI) && (c->authenticated || !srv.cfg.requirepass);
+}
+
+static int set_run_add(set_run *r, char *key, size_t klen, char *val, size_t vlen) {
+    if (r->argc + 2 > r->cap) {
+        int cap = r->cap ? r->cap * 2 : 64;
+        char **a = realloc(r->argv, (size_t)cap * sizeof *a);
+        if (a) r->argv = a;
+        size_t *l = realloc(r->lens, (size_t)cap * sizeof *l);
+        if (l) r->lens = l;
+        if (!a || !l) return 0;
+        r->cap = cap;
+    }
+    if (r->argc == 0) {
+        r->argv[0] = NULL;
+        r->lens[0] = 0;
+        r->argc = 1;
+    }
+    r->argv[r->argc] = key;
+    r->lens[r->argc++] = klen;
+    r->argv[r->argc] = val;
+    r->lens[r->argc++] = vlen;
+    return 1;
+}
+
+static void set_run_flush(client *c, set_run *r) {
+    if (r->argc <= 1) return;
+    int n = (r->argc - 1) / 2;
+    int rc = store_pairs(client_db(c), r->argc, r->argv, r->lens);
+    for (int i = 0; i < n; i++) {
+        if (rc)
+            reply_error(c, "%s", store_error(rc));
+        else
+            reply_ok(c);
+    }
+    srv.total_commands += (uint64_t)n;
+    r->argc = 0;
+}
+
+static void process_input(client *c) {
+    static char **argv;
+    static size_t *lens;
+    static int cap;
+    static set_run run;
+    while (c->qpos < c->qlen && !(c->flags & (CLIENT_CLOSE_AFTER_REPLY | CLIENT_CLOSED))) {
+        resp_limits lim = {srv.cfg.proto_max_bulk_len,
+                           srv.cfg.requirepass != NULL && !c->authenticated};
+        int rc = resp_parse(&c->parser, c->qbuf + c->qpos, c->qlen - c->qpos, &lim);
+        if (rc == RESP_MORE) break;
+        if (rc == RESP_ERROR) {
+            set_run_flush(c, &run);
+            reply_error(c, "%s", c->parser.error);
+            server_log(LOG_VERBOSE_, "protocol error from %s: %s", c->addr, c->parser.error);
+            c->flags |= CLIENT_CLOSE_AFTER_REPLY;
+            resp_parser_reset(&c->parser);
+            c->qpos = c->qlen;
+            break;
+        }
+        resp_parser *p = &c->parser;
+        if (!p->empty) {
+            if (p->argc > cap) {
+                int ncap = p->argc * 2;
+                char **na = realloc(argv, (size_t)ncap * sizeof *na);
+                if (na) argv = na;
+                size_t *nl = realloc(lens, (size_t)ncap * sizeof *nl);
+                if (nl) lens = nl;
+                if (!na || !nl) {
+                    client_schedule_close(c);
+                    break;
+                }
+                cap = ncap;
+            }
+            char *base = c->qbuf + c->qpos;
+            for (int i = 0; i < p->argc; i++) {
+                argv[i] = base + p->argv[i].off;
+                lens[i] = p->argv[i].len;
+            }
+            c->last_ms = now_ms();
+            if (is_plain_set(c, p->argc, argv, lens) &&
+                set_run_add(&run, argv[1], lens[1], argv[2], lens[2])) {
+                snprintf(c->last_cmd, sizeof c->last_cmd, "set");
+            } else {
+                set_run_flush(c, &run);
+                commands_execute(c, p->argc, argv, lens);
+            }
+        }
+        c->qpos += p->consumed;
+        resp_parser_reset(p);
+    }
+    set_run_flush(c, &run); /* before the buffer may move */
+    if (c->qpos == c->qlen) c->qpos = c->qlen = 0;
+    /* A big argument grew the buffer: give the memory back once it is used. */
+    if (c->qcap > 1024 * 1024 && c->qlen - c->qpos <= READ_CHUNK && !c->parser.need_total) {
+        size_t left = c->qlen - c->qpos;
+        memmove(c->qbuf, c->qbuf + c->qpos, left);
+        char *n = realloc(c->qbuf, READ_CHUNK * 2);
+        if (n) {
+            c->qbuf = n;
+            c->qcap = READ_CHUNK * 2;
+        }
+        c->qpos = 0;
+        c->qlen = left;
+    }
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg) {
+    (void)what;
+    client *c = arg;
+    if (c->flags & CLIENT_CLOSED) return;
+    size_t want = READ_CHUNK;
+    /* A big bulk argument: make room for all of it at once (contiguous). */
+    if (c->parser.need_total > c->qlen - c->qpos && c->parser.need_total >= RESP_BIG_ARG)
+        want = c->parser.need_total - (c->qlen - c->qpos);
+    if (!ensure_room(c, want < READ_CHUNK ? READ_CHUNK : want)) {
+        client_schedule_close(c);
+        return;
+    }
+    ssize_t n = read(fd, c->qbuf + c->qlen, c->qcap - c->qlen);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        client_schedule_close(c);
+        return;
+    }
+    if (n == 0) {
+        client_schedule_close(c);
+        return;
+    }
+    srv.net_in += (uint64_t)n;
+    c->qlen += (size_t)n;
+    c->last_ms = now_ms();
+    if ((long long)(c->qlen - c->qpos) > srv.cfg.query_buffer_limit) {
+        server_log(LOG_WARNING_, "closing client %s that reached max query buffer length",
+                   c->addr);
+        client_schedule_close(c);
+        return;
+    }
+    process_input(c);
+    /* The argument table of a command still arriving counts as query memory. */
+    if ((long long)(c->qlen - c->qpos) + (long long)c->parser.argcap * (long long)sizeof(resp_arg) >
+        srv.cfg.query_buffer_limit) {
+        server_log(LOG_WARNING_, "closing client %s that reached max query buffer length",
+                   c->addr);
+        client_schedule_close(c);
+        return;
+    }
+    mark_pending(c);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    mark_pending(arg);
+}
+
+/* Writes what the socket takes now. 1: all written, 0: some left, -1: error. */
+static int flush_client(client *c) {
+    while (evbuffer_get_length(c->out) > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (n == 0) return 0;
+        srv.net_out += (uint64_t)n;
+    }
+    return 1;
+}
+
+void net_after_turn(void) {
+    if (srv.any_write_this_turn && srv.cfg.durability == DURABILITY_ALWAYS) server_sync_all();
+    srv.any_write_this_turn = 0;
+    client *c = srv.pending;
+    srv.pending = NULL;
+    while (c) {
+        client *next = c->pending_next;
+        c->flags &= ~(unsigned)CLIENT_PENDING;
+        c->pending_next = NULL;
+        if (c->flags & CLIENT_CLOSED) {
+            client_free(c);
+            c = next;
+            continue;
+        }
+        int rc = flush_client(c);
+        if (rc < 0 || (rc == 1 && (c->flags & CLIENT_CLOSE_AFTER_REPLY))) {
+            client_free(c);
+        } else if (rc == 0) {
+            if ((long long)evbuffer_get_length(c->out) > srv.cfg.output_buffer_limit) {
+                server_log(LOG_WARNING_, "closing client %s: output buffer over %lld bytes",
+                           c->addr, srv.cfg.output_buffer_limit);
+                client_free(c);
+            } else if (!(c->flags & CLIENT_WRITING)) {
+                c->flags |= CLIENT_WRITING;
+                event_add(c->wev, NULL);
+            }
+        } else if (c->flags & CLIENT_WRITING) {
+            c->flags &= ~(unsigned)CLIENT_WRITING;
+            event_del(c->wev);
+        }
+        c = next;
+    }
+}
+
+/* At shutdown: give clients up to timeout_ms to take their last replies. */
+void net_flush_all_blocking(int timeout_ms) {
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        int left = 0;
+        for (client *c = srv.clients; c; c = c->next) {
+            if (c->flags & CLIENT_CLOSED) continue;
+            int rc = flush_client(c);
+            if (rc == 0) left++;
+            if (rc < 0) c->flags |= CLIENT_CLOSED;
+        }
+        if (!left || now_ms() >= deadline) return;
+        usleep(2000);
+    }
+}
+
+void net_check_timeouts(long long now) {
+    if (srv.cfg.timeout <= 0) return;
+    for (client *c = srv.clients; c; c = c->next) {
+        if (c->flags & CLIENT_CLOSED) continue;
+        if (now - c->last_ms > srv.cfg.timeout * 1000) {
+            server_log(LOG_VERBOSE_, "closing idle client %s", c->addr);
+            client_schedule_close(c);
+        }
+    }
+}
+
+int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int skipme, client *me) {
+    int killed = 0;
+    for (client *c = srv.clients; c; c = c->next) {
+        if (c->flags & CLIENT_CLOSED) continue;
+        if (id && c->id != id) continue;
+        if (addr && strcmp(addr, c->addr) != 0) continue;
+        if (laddr && strcmp(laddr, c->laddr) != 0) continue;
+        if (c == me && skipme) continue;
+        if (c == me)
+            c->flags |= CLIENT_CLOSE_AFTER_REPLY;
+        else
+            client_schedule_close(c);
+        killed++;
+    }
+    return killed;
+}
+
+void client_info_line(client *c, char *buf, size_t cap) {
+    long long now = now_ms();
+    char flags[8] = "N";
+    if (c->flags & CLIENT_MULTI) snprintf(flags, sizeof flags, "x");
+    snprintf(buf, cap,
+             "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=0 "
+             "psub=0 ssub=0 multi=%d qbuf=%zu qbuf-free=%zu argv-mem=0 multi-mem=0 rbs=%zu "
+             "rbp=0 obl=0 oll=0 omem=%zu tot-mem=%zu events=r cmd=%s user=default redir=-1 "
+             "resp=%d",
+             (unsigned long long)c->id, c->addr, c->laddr, c->fd, c->name ? c->name : "",
+             (now - c->ctime_ms) / 1000, (now - c->last_ms) / 1000, flags, c->db,
+             (c->flags & CLIENT_MULTI) ? c->mq_len : -1, c->qlen - c->qpos, c->qcap - c->qlen,
+             c->qcap, evbuffer_get_length(c->out), c->qcap + evbuffer_get_length(c->out),
+             c->last_cmd, c->resp);
+}
+
+static int listen_one(const char *addr, int optional) {
+    struct addrinfo hints, *res, *ai;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
+    char port[16];
+    snprintf(port, sizeof port, "%d", srv.cfg.port);
+    const char *host = strcmp(addr, "*") == 0 ? NULL : addr;
+    if (host == NULL) hints.ai_family = AF_INET;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc) {
+        server_log(LOG_WARNING_, "bind %s: %s", addr, gai_strerror(rc));
+        return optional ? 0 : -1;
+    }
+    int bound = 0;
+    for (ai = res; ai && srv.nlisteners < SERVER_MAX_BINDS * 2; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 511) != 0) {
+            int e = errno;
+            close(fd);
+            if (optional && (e == EADDRNOTAVAIL || e == EAFNOSUPPORT || e == EPROTONOSUPPORT)) {
+                server_log(LOG_NOTICE_, "skipping bind %s: %s", addr, strerror(e));
+                continue;
+            }
+            server_log(LOG_WARNING_, "could not bind %s:%d: %s", addr, srv.cfg.port, strerror(e));
+            freeaddrinfo(res);
+            return -1;
+        }
+        struct event *ev = event_new(srv.base, fd, EV_READ | EV_PERSIST, on_accept, NULL);
+        event_add(ev, NULL);
+        srv.listen_fds[srv.nlisteners] = fd;
+        srv.listeners[srv.nlisteners++] = ev;
+        bound++;
+    }
+    freeaddrinfo(res);
+    if (!bound && !optional) return -1;
+    return 0;
+}
+
+int net_listen_all(void) {
+    for (int i = 0; i < srv.cfg.nbinds; i++) {
+        const char *a = srv.cfg.binds[i];
+        int optional = a[0] == '-';
+        if (listen_one(optional ? a + 1 : a, optional) != 0) return -1;
+    }
+    if (srv.nlisteners == 0) {
+        server_log(LOG_WARNING_, "no address to listen on");
+        return -1;
+    }
+    return 0;
+}
+
+void net_close_listeners(void) {
+    for (int i = 0; i < srv.nlisteners; i++) {
+        event_free(srv.listeners[i]);
+        close(srv.listen_fds[i]);
+    }
+    srv.nlisteners = 0;
+}

@@ -1,0 +1,132 @@
+/*
+ * reply.c - writes RESP2/RESP3 replies into a client's output buffer. Large
+ * values are not copied: the buffer references the mapped bytes of the store
+ * and releases the simdr entry once libevent has written them.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "server.h"
+
+/* Below this size a copy is cheaper than a buffer reference (an allocation
+ * and a callback per reply); at and above it the reply is zero-copy. */
+#define ZERO_COPY_MIN 256
+
+void reply_raw(client *c, const void *p, size_t n) {
+    if (c->flags & CLIENT_CLOSED) return;
+    evbuffer_add(c->out, p, n);
+}
+
+void reply_simple(client *c, const char *s) {
+    char buf[256];
+    int n = snprintf(buf, sizeof buf, "+%s\r\n", s);
+    reply_raw(c, buf, (size_t)n);
+}
+
+void reply_ok(client *c) { reply_raw(c, "+OK\r\n", 5); }
+
+/* As Redis's addReplyErrorFormat: newlines in the text become spaces. */
+void reply_error(client *c, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + 1, sizeof buf - 3, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    if ((size_t)n > sizeof buf - 4) n = (int)(sizeof buf - 4);
+    buf[0] = '-';
+    for (int i = 1; i <= n; i++)
+        if (buf[i] == '\r' || buf[i] == '\n') buf[i] = ' ';
+    buf[n + 1] = '\r';
+    buf[n + 2] = '\n';
+    reply_raw(c, buf, (size_t)n + 3);
+}
+
+void reply_int(client *c, long long v) {
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, ":%lld\r\n", v);
+    reply_raw(c, buf, (size_t)n);
+}
+
+static void bulk_header(client *c, size_t n) {
+    char buf[32];
+    int k = snprintf(buf, sizeof buf, "$%zu\r\n", n);
+    reply_raw(c, buf, (size_t)k);
+}
+
+void reply_bulk(client *c, const void *p, size_t n) {
+    bulk_header(c, n);
+    reply_raw(c, p, n);
+    reply_raw(c, "\r\n", 2);
+}
+
+void reply_cstr(client *c, const char *s) { reply_bulk(c, s, strlen(s)); }
+
+void reply_bulk_ll(client *c, long long v) {
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%lld", v);
+    reply_bulk(c, buf, (size_t)n);
+}
+
+static void release_entry(const void *data, size_t len, void *arg) {
+    (void)data;
+    (void)len;
+    simdr_entry_release(arg);
+}
+
+void reply_bulk_entry(client *c, simdr_entry *entry, const void *p, size_t n) {
+    if (n < ZERO_COPY_MIN || (c->flags & CLIENT_CLOSED)) {
+        reply_bulk(c, p, n);
+        simdr_entry_release(entry);
+        return;
+    }
+    bulk_header(c, n);
+    if (evbuffer_add_reference(c->out, p, n, release_entry, entry) != 0) {
+        evbuffer_add(c->out, p, n);
+        simdr_entry_release(entry);
+    }
+    reply_raw(c, "\r\n", 2);
+}
+
+void reply_null(client *c) {
+    if (c->resp == 3)
+        reply_raw(c, "_\r\n", 3);
+    else
+        reply_raw(c, "$-1\r\n", 5);
+}
+
+void reply_null_array(client *c) {
+    if (c->resp == 3)
+        reply_raw(c, "_\r\n", 3);
+    else
+        reply_raw(c, "*-1\r\n", 5);
+}
+
+void reply_array(client *c, long long n) {
+    char buf[32];
+    int k = snprintf(buf, sizeof buf, "*%lld\r\n", n);
+    reply_raw(c, buf, (size_t)k);
+}
+
+void reply_empty_array(client *c) { reply_array(c, 0); }
+
+void reply_map(client *c, long long n) {
+    char buf[32];
+    int k = c->resp == 3 ? snprintf(buf, sizeof buf, "%%%lld\r\n", n)
+                         : snprintf(buf, sizeof buf, "*%lld\r\n", n * 2);
+    reply_raw(c, buf, (size_t)k);
+}
+
+void reply_verbatim(client *c, const char *s, size_t n) {
+    if (c->resp != 3) {
+        reply_bulk(c, s, n);
+        return;
+    }
+    char buf[40];
+    int k = snprintf(buf, sizeof buf, "=%zu\r\ntxt:", n + 4);
+    reply_raw(c, buf, (size_t)k);
+    reply_raw(c, s, n);
+    reply_raw(c, "\r\n", 2);
+}

@@ -1,0 +1,315 @@
+/*
+ * server.h - shared state and interfaces of simdr-server, the RESP (Redis
+ * protocol) server over simdr stores: configuration, clients, databases, the
+ * reply writer and the command table. One event loop thread owns all of it.
+ */
+#ifndef SIMDR_SERVER_H
+#define SIMDR_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "resp.h"
+#include "simdr.h"
+
+#define SERVER_NAME "simdr-server"
+#define SERVER_REDIS_COMPAT "7.0.15"
+#define SERVER_DBS 16
+#define SERVER_MAX_BINDS 16
+
+enum durability_mode { DURABILITY_NO = 0, DURABILITY_EVERYSEC = 1, DURABILITY_ALWAYS = 2 };
+enum log_level { LOG_DEBUG_ = 0, LOG_VERBOSE_ = 1, LOG_NOTICE_ = 2, LOG_WARNING_ = 3 };
+
+typedef struct server_config {
+    char dir[4096];
+    char *binds[SERVER_MAX_BINDS];
+    int nbinds;
+    int port;
+    char *requirepass;        /* NULL: no password */
+    int durability;           /* enum durability_mode */
+    int maxclients;
+    long long timeout;        /* idle seconds before a client is closed; 0 = never */
+    int auto_compact_percent; /* 0 = off */
+    char logfile[4096];       /* "" = stderr */
+    int loglevel;
+    long long proto_max_bulk_len;
+    long long query_buffer_limit;
+    long long output_buffer_limit;
+    int hz;                   /* background ticks per second */
+    int active_expire_effort; /* records examined per tick and database */
+} server_config;
+
+/* A copied command, for MULTI queues. */
+typedef struct saved_cmd {
+    int argc;
+    char **argv;
+    size_t *lens;
+} saved_cmd;
+
+/* A WATCHed key: EXEC aborts when the key's newest record moved (any write
+ * appends a new record at a new offset) or appeared/disappeared. */
+typedef struct watched_key {
+    int db;
+    char *key;
+    size_t len;
+    uint64_t offset; /* payload offset of the record, 0 when absent */
+    uint64_t gen;    /* database generation (flush/swap) at WATCH time */
+} watched_key;
+
+enum client_flags {
+    CLIENT_CLOSE_AFTER_REPLY = 1 << 0,
+    CLIENT_MULTI = 1 << 1,
+    CLIENT_MULTI_ERROR = 1 << 2,
+    CLIENT_PENDING = 1 << 3, /* in the after-turn flush list */
+    CLIENT_WRITING = 1 << 4, /* write event armed */
+    CLIENT_CLOSED = 1 << 5   /* freed at the end of the turn */
+};
+
+typedef struct client {
+    uint64_t id;
+    int fd;
+    unsigned flags;
+    struct event *rev, *wev;
+    struct evbuffer *out;
+    char *qbuf;
+    size_t qlen, qcap, qpos;
+    resp_parser parser;
+    int db;
+    int resp;           /* 2 or 3 */
+    int authenticated;
+    char *name;
+    char addr[80], laddr[80];
+    long long ctime_ms, last_ms;
+    char last_cmd[80]; /* full name, e.g. client|list */
+    saved_cmd *mq;
+    int mq_len, mq_cap;
+    watched_key *watched;
+    int nwatched, watch_cap;
+    struct client *next, *prev;
+    struct client *pending_next;
+} client;
+
+/* One database: one store file DIR/db-N.simdr, opened when first used. */
+typedef struct server_db {
+    int index;
+    simdr_store *store;
+    char path[4200];
+    int dirty;            /* written since the last sync */
+    uint64_t gen;         /* bumped by FLUSHDB and SWAPDB (WATCH) */
+    simdr_iter *expire_iter; /* active expiry position */
+    uint64_t *scan_hashes;   /* sorted slot hashes for SCAN cursors */
+    size_t scan_n;
+    uint64_t expired_keys;
+} server_db;
+
+typedef struct server_state {
+    server_config cfg;
+    struct event_base *base;
+    struct event *listeners[SERVER_MAX_BINDS * 2];
+    int listen_fds[SERVER_MAX_BINDS * 2];
+    int nlisteners;
+    struct event *cron_ev, *sigterm_ev, *sigint_ev;
+    server_db db[SERVER_DBS];
+    client *clients;
+    client *pending;
+    int nclients;
+    uint64_t next_client_id;
+    int shutting_down;
+    int any_write_this_turn;
+    long long start_ms;
+    long long last_save_s;
+    long long last_sync_ms;
+    /* statistics (INFO) */
+    uint64_t total_connections, total_commands, rejected_connections;
+    uint64_t keyspace_hits, keyspace_misses, expired_keys;
+    uint64_t net_in, net_out;
+    int compacting; /* background compaction running */
+    uint64_t compactions;
+    char config_file[4096];
+} server_state;
+
+extern server_state srv;
+
+/* ---- util.c ---- */
+long long now_ms(void);
+long long now_us(void);
+void server_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int glob_match(const char *pat, size_t plen, const char *s, size_t slen, int nocase);
+int parse_ll(const char *s, size_t len, long long *out);
+int parse_ld(const char *s, size_t len, long double *out);
+int format_ld(char *buf, size_t cap, long double v);
+int eq_nocase(const char *a, size_t alen, const char *lit);
+int secret_equal(const char *secret, size_t slen, const char *given, size_t glen);
+
+/* ---- reply.c ---- */
+void reply_raw(client *c, const void *p, size_t n);
+void reply_simple(client *c, const char *s);
+void reply_ok(client *c);
+void reply_error(client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void reply_int(client *c, long long v);
+void reply_bulk(client *c, const void *p, size_t n);
+void reply_cstr(client *c, const char *s);
+void reply_bulk_ll(client *c, long long v);
+/* Takes ownership of entry: its bytes [p, p+n) are sent from the map and the
+ * entry released once they have been written. */
+void reply_bulk_entry(client *c, simdr_entry *entry, const void *p, size_t n);
+void reply_null(client *c);
+void reply_null_array(client *c);
+void reply_array(client *c, long long n);
+void reply_map(client *c, long long n);
+void reply_verbatim(client *c, const char *s, size_t n);
+void reply_empty_array(client *c);
+
+/* ---- keyspace.c ---- */
+#define RECORD_HEADER 16
+#define RECORD_MAGIC0 'S'
+#define RECORD_MAGIC1 'R'
+#define RECORD_VERSION 1
+#define RECORD_FLAG_CHAINED 0x01 /* another key's slot probe passed this slot */
+#define RECORD_FLAG_HOLE 0x02    /* no key: a deleted chained record */
+#define SLOT_PROBES 16
+
+typedef struct record_view {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t value_len;
+    uint64_t expire_ms; /* 0 = none */
+    uint8_t flags;
+} record_view;
+
+/* A key looked up in one database. When found, entry is held (release with
+ * ks_ref_release) and rec describes it. When not found, slot is where a new
+ * record goes and slot_flags the flags it must keep. */
+typedef struct ks_ref {
+    int found;
+    simdr_entry *entry;
+    record_view rec;
+    int slot;
+    uint8_t slot_flags;
+    uint32_t pass_mask; /* slots before `slot` holding other keys not yet marked chained */
+} ks_ref;
+
+int record_parse(const void *data, size_t size, record_view *out);
+uint64_t slot_hash(const void *key, size_t klen, int slot);
+extern uint64_t slot_hash_mask;
+int db_open_existing(server_db *d);
+int db_store_for_write(server_db *d, simdr_store **out);
+void db_close(server_db *d);
+int db_flush(server_db *d);
+int db_swap(server_db *a, server_db *b);
+uint64_t db_size(server_db *d);
+/* 1 found, 0 not found, < 0 simdr error. Expired records are deleted here. */
+int ks_lookup(server_db *d, const void *key, size_t klen, long long now, ks_ref *ref);
+void ks_ref_release(ks_ref *ref);
+/* Writes key = concat(iov) with expire_ms (0 = none) at ref's slot. */
+int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const struct iovec *iov,
+             int niov, uint64_t expire_ms);
+/* Deletes the found key of ref (releases nothing). */
+int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen);
+/* Builds the whole record for batch puts into *buf (malloc'ed). */
+int ks_build_record(const void *key, size_t klen, const void *val, size_t vlen,
+                    uint64_t expire_ms, uint8_t flags, uint8_t **buf, size_t *len);
+void ks_active_expire(long long now, int budget);
+int ks_scan_snapshot(server_db *d);
+void ks_mark_dirty(server_db *d);
+const char *store_error(int code);
+
+/* ---- net.c ---- */
+int net_listen_all(void);
+void net_close_listeners(void);
+void client_free(client *c);
+void client_schedule_close(client *c);
+void net_after_turn(void);
+void net_flush_all_blocking(int timeout_ms);
+void net_check_timeouts(long long now);
+int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int skipme, client *me);
+void client_info_line(client *c, char *buf, size_t cap);
+
+/* ---- commands.c ---- */
+typedef void (*command_fn)(client *c, int argc, char **argv, size_t *lens);
+
+enum command_flags {
+    CMD_WRITE = 1 << 0,
+    CMD_READONLY = 1 << 1,
+    CMD_NOAUTH = 1 << 2,  /* allowed before AUTH */
+    CMD_NOMULTI = 1 << 3, /* runs even inside MULTI (EXEC, DISCARD, ...) */
+    CMD_FAST = 1 << 4,
+    CMD_ADMIN = 1 << 5,
+    CMD_CONTAINER = 1 << 6 /* has subcommands */
+};
+
+typedef struct command_def {
+    const char *name;
+    command_fn fn;
+    int arity;
+    unsigned flags;
+    int first_key, last_key, key_step;
+    const char *group;
+    const char *summary;
+    const struct command_def *subs; /* CMD_CONTAINER: NULL-terminated */
+} command_def;
+
+void commands_execute(client *c, int argc, char **argv, size_t *lens);
+void commands_reply_info(client *c, const command_def *cmd);
+size_t commands_count(void);
+const command_def *commands_table(void);
+const command_def *command_find(const command_def *table, const char *name, size_t len);
+void client_unwatch(client *c);
+void client_discard_multi(client *c);
+server_db *client_db(client *c);
+
+/* Shared by the command files (commands_string.c): each replies with the
+ * error itself and returns -1 when the store fails. */
+int cmd_lookup(client *c, server_db *d, const char *key, size_t klen, ks_ref *ref);
+int cmd_write(client *c, server_db *d, ks_ref *ref, const char *key, size_t klen,
+              const struct iovec *iov, int niov, uint64_t expire_ms);
+int cmd_delete(client *c, server_db *d, ks_ref *ref, const char *key, size_t klen);
+int cmd_parse_db(client *c, const char *s, size_t len, int *db);
+/* MSET's write: argv[1..argc) as key/value pairs, one batch append when the
+ * slots allow; expiries cleared. A simdr status. */
+int store_pairs(server_db *d, int argc, char **argv, size_t *lens);
+
+/* command groups */
+#define DECL(n) void n(client *c, int argc, char **argv, size_t *lens)
+/* strings */
+DECL(cmd_get); DECL(cmd_set); DECL(cmd_setnx); DECL(cmd_setex); DECL(cmd_psetex);
+DECL(cmd_getset); DECL(cmd_getdel); DECL(cmd_getex); DECL(cmd_mget); DECL(cmd_mset);
+DECL(cmd_msetnx); DECL(cmd_append); DECL(cmd_strlen); DECL(cmd_getrange); DECL(cmd_setrange);
+DECL(cmd_incr); DECL(cmd_decr); DECL(cmd_incrby); DECL(cmd_decrby); DECL(cmd_incrbyfloat);
+/* keys */
+DECL(cmd_del); DECL(cmd_exists); DECL(cmd_type); DECL(cmd_rename); DECL(cmd_renamenx);
+DECL(cmd_copy); DECL(cmd_keys); DECL(cmd_scan); DECL(cmd_randomkey); DECL(cmd_dbsize);
+DECL(cmd_touch); DECL(cmd_expire); DECL(cmd_pexpire); DECL(cmd_expireat); DECL(cmd_pexpireat);
+DECL(cmd_ttl); DECL(cmd_pttl); DECL(cmd_expiretime); DECL(cmd_pexpiretime); DECL(cmd_persist);
+/* server and connection */
+DECL(cmd_ping); DECL(cmd_echo); DECL(cmd_auth); DECL(cmd_hello); DECL(cmd_quit);
+DECL(cmd_select); DECL(cmd_flushdb); DECL(cmd_flushall); DECL(cmd_swapdb); DECL(cmd_info);
+DECL(cmd_config_get); DECL(cmd_config_set); DECL(cmd_config_resetstat); DECL(cmd_config_help);
+DECL(cmd_client_setname); DECL(cmd_client_getname); DECL(cmd_client_id);
+DECL(cmd_client_list); DECL(cmd_client_info); DECL(cmd_client_kill); DECL(cmd_client_help);
+DECL(cmd_command); DECL(cmd_command_count); DECL(cmd_command_docs); DECL(cmd_command_info);
+DECL(cmd_command_help);
+DECL(cmd_save); DECL(cmd_bgsave); DECL(cmd_lastsave); DECL(cmd_bgrewriteaof); DECL(cmd_time);
+DECL(cmd_debug_sleep); DECL(cmd_debug_help); DECL(cmd_wait); DECL(cmd_shutdown);
+DECL(cmd_reset);
+DECL(cmd_multi); DECL(cmd_exec); DECL(cmd_discard); DECL(cmd_watch); DECL(cmd_unwatch);
+#undef DECL
+
+/* ---- main.c ---- */
+void server_request_shutdown(void);
+void server_wait_compaction(void);
+int server_sync_all(void);
+int server_sync(int wait);
+int server_start_compaction(void);
+int config_set_param(const char *name, const char *value, char *err, size_t errcap);
+/* Writes the value of a CONFIG GET parameter; 0 if unknown. */
+int config_get_param(const char *name, char *buf, size_t cap);
+extern const char *const config_param_names[];
+
+#endif

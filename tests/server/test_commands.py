@@ -1,0 +1,266 @@
+"""simdr-server driven by redis-py (Debian python3-redis) and redis-cli
+(Debian redis-tools): every implemented command, RESP3, transactions,
+expiry on access and by the active cycle, hash collisions, restarts."""
+import os
+import random
+import struct
+import shutil
+import subprocess
+import time
+
+import pytest
+import redis
+
+from serverutil import Server
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server() as s:
+        yield s
+
+
+@pytest.fixture
+def r(server):
+    c = server.client()
+    c.flushall()
+    yield c
+    c.close()
+
+
+def test_strings(r):
+    assert r.ping() is True
+    assert r.echo("hi") == b"hi"
+    assert r.set("k", "v") is True
+    assert r.get("k") == b"v"
+    assert r.set("k", "w", nx=True) is None
+    assert r.set("k", "w", xx=True) is True
+    assert r.set("k", "x", get=True) == b"w"
+    assert r.setnx("k", "y") is False and r.setnx("k2", "y") is True
+    assert r.setex("se", 100, "v") is True and 0 < r.ttl("se") <= 100
+    assert r.psetex("pse", 100000, "v") is True and 0 < r.pttl("pse") <= 100000
+    assert r.getset("k", "z") == b"x"
+    assert r.getdel("k") == b"z" and r.get("k") is None
+    r.set("g", "v")
+    assert r.getex("g", ex=50) == b"v" and 0 < r.ttl("g") <= 50
+    assert r.getex("g", persist=True) == b"v" and r.ttl("g") == -1
+    assert r.mset({"a": "1", "b": "2"}) is True
+    assert r.mget("a", "b", "c") == [b"1", b"2", None]
+    assert r.msetnx({"a": "9", "c": "3"}) is False and r.get("c") is None
+    assert r.msetnx({"c": "3", "d": "4"}) is True
+    assert r.append("s", "ab") == 2 and r.append("s", "cd") == 4 and r.get("s") == b"abcd"
+    assert r.strlen("s") == 4 and r.strlen("none") == 0
+    assert r.getrange("s", 1, 2) == b"bc"
+    assert r.setrange("s", 6, "X") == 7 and r.get("s") == b"abcd\x00\x00X"
+    assert r.incr("n") == 1 and r.incrby("n", 5) == 6 and r.decr("n") == 5 and r.decrby("n", 2) == 3
+    assert r.incrbyfloat("f", 1.25) == 1.25
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        r.incr("s")
+
+
+def test_keys_and_expiry(r):
+    r.mset({"user:1": "a", "user:2": "b", "other": "c"})
+    assert r.exists("user:1", "user:2", "nope") == 2
+    assert r.type("other") == b"string" and r.type("nope") == b"none"
+    assert sorted(r.keys("user:*")) == [b"user:1", b"user:2"]
+    assert sorted(r.scan_iter(match="user:*", count=1)) == [b"user:1", b"user:2"]
+    assert r.dbsize() == 3
+    assert r.randomkey() in (b"user:1", b"user:2", b"other")
+    assert r.touch("user:1", "nope") == 1
+    assert r.rename("other", "moved") is True and r.get("moved") == b"c"
+    assert r.renamenx("moved", "user:1") is False
+    assert r.copy("moved", "copied") is True and r.get("copied") == b"c"
+    assert r.copy("moved", "x", destination_db=3) is True
+    assert r.expire("moved", 100) is True and 95 <= r.ttl("moved") <= 100
+    assert r.pexpire("moved", 100000) is True
+    assert r.expire("moved", 50, gt=True) is False
+    assert r.expireat("moved", 4102444800) is True and r.expiretime("moved") == 4102444800
+    assert r.pexpireat("moved", 4102444800000) is True and r.pexpiretime("moved") == 4102444800000
+    assert r.persist("moved") is True and r.ttl("moved") == -1
+    assert r.delete("user:1", "user:2", "nope") == 2
+    assert r.unlink("copied") == 1
+    r.set("short", "v", px=50)
+    deadline = time.time() + 60
+    while r.get("short") is not None and time.time() < deadline:
+        time.sleep(0.05)
+    assert r.get("short") is None and r.exists("short") == 0
+    r.select(3)
+    assert r.get("x") == b"c"
+    assert r.swapdb(3, 4) is True and r.get("x") is None
+    r.select(4)
+    assert r.get("x") == b"c"
+    assert r.flushdb() is True and r.dbsize() == 0
+
+
+def test_active_expiry_writes_tombstones(server):
+    c = server.client(db=5)
+    c.flushdb()
+    for i in range(200):
+        c.set("e%d" % i, "v", px=1)
+    c.set("keep", "v")
+    # Nobody touches the keys: only the background cycle can remove them.
+    deadline = time.time() + 120
+    while c.dbsize() > 1 and time.time() < deadline:
+        time.sleep(0.1)
+    assert c.dbsize() == 1
+    info = c.info("stats")
+    assert info["expired_keys"] >= 200
+    c.close()
+
+
+def test_transactions(r, server):
+    p = r.pipeline(transaction=True)
+    p.set("a", 1).incr("a").get("a")
+    assert p.execute() == [True, 2, b"2"]
+    other = server.client()
+    with r.pipeline() as p:
+        p.watch("a")
+        other.set("a", "changed")
+        p.multi()
+        p.incr("a")
+        with pytest.raises(redis.WatchError):
+            p.execute()
+    with r.pipeline() as p:
+        p.watch("a")
+        p.multi()
+        p.set("a", "mine")
+        assert p.execute() == [True]
+    assert r.get("a") == b"mine"
+    other.close()
+
+
+def test_server_commands(r, server):
+    assert r.client_setname("me") is True and r.client_getname() == "me"
+    assert isinstance(r.client_id(), int)
+    assert any(c.get("name") == "me" for c in r.client_list())
+    assert r.client_info()["name"] == "me"
+    victim = server.raw()
+    vid = int(victim.call("CLIENT", "ID")[1:-2])
+    assert r.client_kill_filter(_id=vid) == 1
+    assert victim.closed_by_peer()
+    victim.close()
+    info = r.info()
+    assert info["redis_version"] == "7.0.15" and "connected_clients" in info
+    assert info["used_memory"] > 0 and info["used_memory_rss"] >= info["used_memory"]
+    cfg = r.config_get("*")
+    assert cfg["durability"] in ("no", "everysec", "always") and cfg["requirepass"] == ""
+    assert r.config_set("timeout", 0) is True
+    with pytest.raises(redis.ResponseError):
+        r.config_set("maxclients", "abc")
+    assert r.command_count() > 60
+    assert r.save() is True and r.lastsave() is not None
+    assert r.bgsave() is True
+    t = r.time()
+    assert isinstance(t[0], int)
+    assert r.execute_command("WAIT", 0, 0) == 0
+    assert r.execute_command("DEBUG", "SLEEP", "0") == b"OK"
+    assert r.execute_command("RESET") in ("RESET", b"RESET")
+
+
+def test_resp3(server):
+    c = server.raw()  # redis-py 4.3 speaks RESP2 only
+    assert c.call("HELLO", "3").startswith(b"%7\r\n")
+    assert c.call("SET", "a", "1") == b"+OK\r\n"
+    assert c.call("GET", "none") == b"_\r\n"
+    assert c.call("CONFIG", "GET", "port") == b"%%1\r\n$4\r\nport\r\n$%d\r\n%d\r\n" % (
+        len(str(server.port)), server.port)
+    assert c.call("INFO", "clients").startswith(b"=")
+    c.close()
+
+
+def test_compaction_keeps_data(r):
+    for i in range(300):
+        r.set("c%d" % (i % 30), "v%d" % i)
+    assert r.execute_command("BGREWRITEAOF")
+    deadline = time.time() + 120
+    while r.info("persistence")["aof_rewrite_in_progress"] and time.time() < deadline:
+        time.sleep(0.05)
+    for k in range(30):
+        assert r.get("c%d" % k) == b"v%d" % (270 + k)
+
+
+def test_redis_cli(server):
+    cli = shutil.which("redis-cli")
+    if not cli:
+        pytest.skip("redis-cli not installed")
+    base = [cli, "-p", str(server.port)]
+    run = lambda *a: subprocess.run(base + list(a), capture_output=True, timeout=120, text=True)
+    assert run("SET", "cli", "value").stdout.strip() == "OK"
+    assert run("GET", "cli").stdout.strip() == "value"
+    assert run("--raw", "MGET", "cli", "nope").stdout == "value\n\n"
+    assert "unknown command" in run("NOPE").stdout
+    out = subprocess.run(base, input="SET p q\nGET p\n", capture_output=True, timeout=120, text=True)
+    assert out.stdout.split() == ["OK", "q"]
+    assert run("-3", "HELLO", "3").returncode == 0
+
+
+def test_collisions_kept_apart():
+    """With 6-bit slot hashes nearly every key collides; a random workload
+    must agree with a dict, across a restart too."""
+    with Server("--debug-slot-hash-bits", "6", keep_dir=True) as s:
+        c = s.client()
+        rng = random.Random(1234)
+        print("seed 1234")
+        model = {}
+        names = ["key%d" % i for i in range(40)]
+        for step in range(3000):
+            k = rng.choice(names)
+            op = rng.random()
+            if op < 0.4:
+                v = "v%d" % step
+                c.set(k, v)
+                model[k] = v.encode()
+            elif op < 0.6:
+                assert c.delete(k) == (1 if k in model else 0)
+                model.pop(k, None)
+            elif op < 0.7:
+                ks = rng.sample(names, 3)
+                vals = {x: "m%d" % step for x in ks}
+                c.mset(vals)
+                for x in ks:
+                    model[x] = vals[x].encode()
+            elif op < 0.72:
+                p = c.pipeline(transaction=False)  # a run of plain SETs: one batch
+                for x in rng.sample(names, 8) + [k, k]:
+                    p.set(x, "p%d%s" % (step, x))
+                    model[x] = ("p%d%s" % (step, x)).encode()
+                p.get(k)
+                assert p.execute()[-1] == model[k]
+            elif op < 0.75 and k in model:
+                dst = rng.choice(names)
+                c.rename(k, dst)
+                model[dst] = model.pop(k)
+            else:
+                assert c.get(k) == model.get(k), (step, k)
+        assert sorted(c.keys("*")) == sorted(x.encode() for x in model)
+        assert c.mget(names) == [model.get(n) for n in names]
+        c.close()
+        s.stop()
+        s.start()
+        c = s.client()
+        assert c.mget(names) == [model.get(n) for n in names]
+        assert sorted(c.scan_iter(count=7)) == sorted(x.encode() for x in model)
+        c.close()
+    shutil.rmtree(s.dir, ignore_errors=True)
+
+
+def test_store_file_is_simd_r_drive_with_documented_records():
+    """docs/FORMAT.md "Server records": the file is read by the CLI, a key's
+    entry is found by its name, and its payload is header + key + value."""
+    cli = os.environ.get("SIMDR_CLI_BIN")
+    if not cli:
+        pytest.skip("simd-r-drive not built")
+    s = Server(keep_dir=True)
+    s.start()
+    r = s.client()
+    r.set("hello", "world")
+    r.set("ttl", "v", pxat=4102444800123)
+    r.close()
+    s.stop()
+    path = os.path.join(s.dir, "db-0.simdr")
+    assert subprocess.run([cli, path, "check"], capture_output=True, timeout=120).returncode == 0
+    out = subprocess.run([cli, path, "read", "hello"], capture_output=True, timeout=120).stdout
+    assert out == b"SR\x01\x00" + struct.pack("<IQ", 5, 0) + b"hello" + b"world"
+    out = subprocess.run([cli, path, "read", "ttl"], capture_output=True, timeout=120).stdout
+    assert out == b"SR\x01\x00" + struct.pack("<IQ", 3, 4102444800123) + b"ttl" + b"v"
+    shutil.rmtree(s.dir, ignore_errors=True)

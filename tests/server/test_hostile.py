@@ -1,0 +1,257 @@
+"""simdr-server against hostile and heavy clients: garbage and partial
+frames over raw sockets, protocol limits, AUTH and protected mode, client
+limits (maxclients, idle timeout, query and output buffers), pipelining of
+10,000 commands, a value over 64 MiB, many concurrent clients."""
+import hashlib
+import os
+import random
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from serverutil import SERVER_BIN, Server, encode, free_port
+
+
+def alive(server):
+    c = server.raw()
+    try:
+        return c.call("PING") == b"+PONG\r\n"
+    finally:
+        c.close()
+
+
+def test_garbage_never_crashes():
+    rng = random.Random(77)
+    print("seed 77")
+    pieces = [b"*", b"$", b"\r\n", b"-1", b"0", b"99999999999999999999", b"*2\r\n", b"$3\r\nSET",
+              b"\x00", b"\xff", b"\"", b"'", b"\\x4", b" ", b"PING", b"GET", b"*1\r\n$4\r\n"]
+    with Server() as s:
+        for i in range(300):
+            data = b"".join(rng.choice(pieces) if rng.random() < 0.7 else os.urandom(rng.randint(1, 40))
+                            for _ in range(rng.randint(1, 30)))
+            c = s.raw()
+            try:
+                c.send(data)
+                c.sock.shutdown(socket.SHUT_WR)
+                c.closed_by_peer()
+            except OSError:
+                pass
+            finally:
+                c.close()
+        assert alive(s)
+        assert s.proc.poll() is None
+
+
+def test_partial_frames_byte_by_byte():
+    with Server() as s:
+        c = s.raw()
+        data = encode("SET", "pk", "x" * 100) + encode("GET", "pk") + b"PING\r\n"
+        for i in range(len(data)):
+            c.send(data[i:i + 1])
+        assert c.read_reply() == b"+OK\r\n"
+        assert c.read_reply() == b"$100\r\n" + b"x" * 100 + b"\r\n"
+        assert c.read_reply() == b"+PONG\r\n"
+        c.close()
+
+
+def test_hostile_lengths_get_protocol_errors():
+    cases = {
+        b"*1\r\n$9223372036854775807\r\n": b"-ERR Protocol error: invalid bulk length\r\n",
+        b"*1\r\n$-5\r\n": b"-ERR Protocol error: invalid bulk length\r\n",
+        b"*-5\r\n*1\r\n$4\r\nPING\r\n": b"+PONG\r\n",
+        b"*99999999999\r\n": b"-ERR Protocol error: invalid multibulk length\r\n",
+        b"*2147483647\r\n$4\r\nPING\r\n": None,  # accepted count, waits for more
+    }
+    with Server() as s:
+        for data, want in cases.items():
+            c = s.raw()
+            c.send(data)
+            if want is None:
+                c.sock.settimeout(1.0)
+                with pytest.raises(socket.timeout):
+                    c.sock.recv(10)
+            elif want.startswith(b"-"):
+                assert c.closed_by_peer()
+                assert c.buf == want
+            else:
+                assert c.read_reply() == want
+            c.close()
+        assert alive(s)
+
+
+def test_auth_and_unauthenticated_limits():
+    with Server("--requirepass", "s3cret pass", "--loglevel", "debug") as s:
+        c = s.raw()
+        assert c.call("GET", "x") == b"-NOAUTH Authentication required.\r\n"
+        assert c.call("AUTH", "wrong") == b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+        assert c.call("AUTH", "other", "s3cret pass").startswith(b"-WRONGPASS")
+        assert c.call("PING") == b"-NOAUTH Authentication required.\r\n"
+        assert c.call("AUTH", "s3cret pass") == b"+OK\r\n"
+        assert c.call("SET", "x", "1") == b"+OK\r\n"
+        assert c.call("CONFIG", "GET", "requirepass") == b"*2\r\n$11\r\nrequirepass\r\n$0\r\n\r\n"
+        assert c.call("RESET") == b"+RESET\r\n"
+        assert c.call("GET", "x") == b"-NOAUTH Authentication required.\r\n"
+        assert c.call("HELLO", "3", "AUTH", "default", "s3cret pass").startswith(b"%7")
+        c.close()
+        c = s.raw()
+        c.send(b"*11\r\n")
+        assert c.closed_by_peer()
+        assert c.buf == b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+        c.close()
+        c = s.raw()
+        c.send(b"*1\r\n$16385\r\n")
+        assert c.closed_by_peer()
+        assert c.buf == b"-ERR Protocol error: unauthenticated bulk length\r\n"
+        c.close()
+        s.stop()
+        assert "s3cret" not in s.log()
+    with tempfile.NamedTemporaryFile("w", suffix=".pw") as f:
+        f.write("frompassfile\n")
+        f.flush()
+        with Server("--requirepass-file", f.name) as s:
+            c = s.raw()
+            assert c.call("GET", "x").startswith(b"-NOAUTH")
+            assert c.call("AUTH", "frompassfile") == b"+OK\r\n"
+            c.close()
+
+
+def test_protected_mode():
+    d = tempfile.mkdtemp()
+    port = free_port()
+    p = subprocess.run([SERVER_BIN, "--dir", d, "--port", str(port), "--bind", "0.0.0.0"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "protected mode" in p.stderr
+    p = subprocess.run([SERVER_BIN, "--dir", d, "--port", str(port), "--bind", "127.0.0.1", "::"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "protected mode" in p.stderr
+    # With a password the same bind is accepted.
+    with Server("--requirepass", "pw", data_dir=d) as s:
+        s.stop()
+        s.args = ["--requirepass", "pw", "--bind", "0.0.0.0"]
+        s.start()
+        assert s.raw().call("AUTH", "pw") == b"+OK\r\n"
+
+
+def test_maxclients_and_idle_timeout():
+    def connect_when_room(s):
+        # A connection closed just before (the start-up probe) may still be
+        # counted for a moment: retry until the server has noticed.
+        deadline = time.time() + 120
+        while True:
+            c = s.raw()
+            try:
+                if c.call("PING") == b"+PONG\r\n":
+                    return c
+            except ConnectionError:
+                pass
+            c.close()
+            assert time.time() < deadline
+            time.sleep(0.05)
+
+    with Server("--maxclients", "3", "--timeout", "1") as s:
+        conns = [connect_when_room(s) for _ in range(3)]
+        extra = s.raw()
+        assert extra.closed_by_peer()
+        assert extra.buf == b"-ERR max number of clients reached\r\n"
+        # Idle clients are closed after the timeout (nothing asserts how soon).
+        for c in conns:
+            assert c.closed_by_peer()
+        connect_when_room(s).close()
+
+
+def test_query_buffer_limit():
+    with Server("--client-query-buffer-limit", "1mb") as s:
+        c = s.raw()
+        c.send(b"*2\r\n$3\r\nGET\r\n$3000000\r\n")
+        try:
+            c.send(b"x" * 2000000)
+        except OSError:
+            pass
+        assert c.closed_by_peer()
+        assert alive(s)
+
+
+def test_argument_table_counts_against_query_buffer_limit():
+    # 100,000 empty arguments: 600 kB of input but 1.6 MB of argument table.
+    with Server("--client-query-buffer-limit", "1mb") as s:
+        c = s.raw()
+        try:
+            c.send(b"*100001\r\n" + b"$0\r\n\r\n" * 100000)
+        except OSError:
+            pass
+        assert c.closed_by_peer()
+        assert c.buf == b""
+        assert alive(s)
+
+
+def test_slow_reader_is_disconnected():
+    with Server("--client-output-buffer-limit", "1mb") as s:
+        setter = s.raw()
+        assert setter.call("SET", "big", b"v" * 600000) == b"+OK\r\n"
+        slow = s.raw()
+        try:
+            slow.send(encode("GET", "big") * 200)
+        except OSError:
+            pass
+        time.sleep(0.5)
+        assert slow.closed_by_peer()  # reads what was sent, then the close
+        assert len(slow.buf) < 200 * 600000
+        assert alive(s)
+
+
+def test_pipeline_10000():
+    with Server() as s:
+        c = s.raw()
+        n = 10000
+        c.send(b"".join(encode("SET", "p%d" % i, "v%d" % i) for i in range(n)) +
+               b"".join(encode("GET", "p%d" % i) for i in range(n)))
+        for i in range(n):
+            assert c.read_reply() == b"+OK\r\n"
+        for i in range(n):
+            v = b"v%d" % i
+            assert c.read_reply() == b"$%d\r\n%s\r\n" % (len(v), v)
+        assert c.call("DBSIZE") == b":%d\r\n" % n
+
+
+def test_value_over_64mib():
+    size = 64 * 1024 * 1024 + 12345
+    value = os.urandom(1024) * (size // 1024) + b"tail" * 10
+    with Server() as s:
+        r = s.client()
+        assert r.set("huge", value) is True
+        assert r.strlen("huge") == len(value)
+        got = r.get("huge")
+        assert hashlib.sha256(got).digest() == hashlib.sha256(value).digest()
+        assert r.getrange("huge", len(value) - 40, -1) == value[-40:]
+        r.close()
+
+
+def test_many_concurrent_clients():
+    with Server() as s:
+        errors = []
+
+        def worker(idx):
+            try:
+                r = s.client()
+                for i in range(100):
+                    r.incr("counter")
+                    r.set("w%d:%d" % (idx, i), i)
+                assert r.mget(["w%d:%d" % (idx, i) for i in range(100)]) == [b"%d" % i for i in range(100)]
+                r.close()
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
+        r = s.client()
+        assert r.get("counter") == b"5000"
+        assert r.dbsize() == 5001
+        r.close()
