@@ -347,10 +347,10 @@ static int is_loopback(const char *addr) {
 
 /* ---- persistence helpers used by commands ---- */
 
-/* Held by the compaction thread around simdr_compact and by every sync.
- * libsimdr's simdr_compact takes the store's write lock then its sync lock,
- * simdr_sync the sync lock then the write lock: run concurrently on one store
- * they can deadlock, so the server never lets them overlap. */
+/* Held by the compaction thread around simdr_compact and by every sync. A
+ * sync meeting a running compaction would wait inside the engine until the
+ * compaction ends (both hold the store's sync lock); through this lock an
+ * everysec sync can skip the turn instead of stalling the event loop. */
 static pthread_mutex_t maint_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int server_sync_all(void) { return server_sync(1); }

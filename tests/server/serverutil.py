@@ -51,10 +51,7 @@ class Server:
             port = self.port or free_port()
             cmd = [SERVER_BIN, "--dir", self.dir, "--port", str(port), "--bind", "127.0.0.1",
                    "--logfile", self.log_path] + self.args
-            env = dict(os.environ)
-            env["TSAN_OPTIONS"] = (env.get("TSAN_OPTIONS", "") + " suppressions=" +
-                                   os.path.join(os.path.dirname(__file__), "tsan.supp")).strip()
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             try:
                 wait_port(port, self.proc)
                 self.port = port
