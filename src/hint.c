@@ -148,7 +148,9 @@ void simdr__hint_save(simdr_store *s) {
     char *tmp = hint_path(s->path, ".hint.tmp"), *final = hint_path(s->path, ".hint");
     struct stat store_st;
     int fd = tmp && final && simdr__io.fstat(s->fd, &store_st) == 0
-                 ? simdr__io.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)
+                 /* The index reveals what the store holds: no wider access than the store's. */
+                 ? simdr__io.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                                  store_st.st_mode & 0666)
                  : -1;
     if (fd >= 0) {
         size_t bytes = (size_t)v->index->cap * sizeof(uint64_t);

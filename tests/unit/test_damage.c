@@ -301,6 +301,24 @@ static uint64_t hinted_store(fixture *f, struct timespec times[2]) {
     return (size / 2) & ~UINT64_C(4095);
 }
 
+/* The hint holds every key's hash and offset: it is created with no wider
+ * access than the store file (a 0600 store gets a 0600 hint). */
+static void hint_mode_follows_the_store(void **state) {
+    fixture *f = *state;
+    simdr_options o;
+    simdr_options_init(&o);
+    o.file_mode = 0600;
+    simdr_store *s = NULL;
+    assert_int_equal(simdr_open(&s, f->path, &o), SIMDR_OK);
+    write_keys(s, 0, HINT_KEYS);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    char hint[4200];
+    snprintf(hint, sizeof hint, "%s.hint", f->path);
+    struct stat st;
+    assert_int_equal(stat(hint, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+}
+
 static void expect_refused_both_ways(fixture *f, const char *what) {
     uint8_t before[32], after[32];
     tu_sha256_file(f->path, before);
@@ -550,6 +568,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(damage_index_slot_damaged_is_corrupt_not_absent, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(damage_hint_zeros_with_mtime_restored, setup, teardown),
+        cmocka_unit_test_setup_teardown(hint_mode_follows_the_store, setup, teardown),
         cmocka_unit_test_setup_teardown(damage_hint_broken_link_with_mtime_restored, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(damage_hint_damage_then_growth, setup, teardown),
