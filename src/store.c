@@ -424,34 +424,75 @@ SIMDR_API int simdr_recovery(const simdr_store *s, simdr_recovery_info *info) {
     return SIMDR_OK;
 }
 
+/* What a reload changes, kept so that a failed reload leaves the store
+ * exactly as it was (a later refresh then tries the new file again). */
+typedef struct store_state {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+    uint64_t tail, live, synced, hint_tail;
+    int layout, layout_detected;
+    simdr_recovery_info recovery;
+} store_state;
+
+static void state_save(const simdr_store *s, store_state *st) {
+    st->fd = s->fd;
+    st->dev = s->dev;
+    st->ino = s->ino;
+    st->tail = s->tail;
+    st->live = atomic_load(&s->live);
+    st->synced = atomic_load(&s->synced);
+    st->hint_tail = s->hint_tail;
+    st->layout = atomic_load(&s->layout);
+    st->layout_detected = s->layout_detected;
+    st->recovery = s->recovery;
+}
+
+static void state_restore(simdr_store *s, const store_state *st) {
+    s->fd = st->fd;
+    s->dev = st->dev;
+    s->ino = st->ino;
+    s->tail = st->tail;
+    atomic_store(&s->live, st->live);
+    atomic_store(&s->synced, st->synced);
+    s->hint_tail = st->hint_tail;
+    atomic_store(&s->layout, st->layout);
+    s->layout_detected = st->layout_detected;
+    s->recovery = st->recovery;
+}
+
+/* The path names a new file (a compaction replaced it): load that one. */
+static int reload_locked(simdr_store *s, uint64_t *added) {
+    int fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return simdr__fail_errno(errno, "open", s->path);
+    store_state saved;
+    state_save(s, &saved);
+    s->fd = fd;
+    simdr__view *v;
+    int rc = load_file(s, 0, s->new_file_layout, &v);
+    if (rc != SIMDR_OK) {
+        state_restore(s, &saved);
+        close(fd);
+        return rc;
+    }
+    simdr__view *old = simdr__current_view(s);
+    atomic_store_explicit(&s->view, v, memory_order_release);
+    simdr__epoch_synchronize(&s->epoch);
+    simdr__map_retire(old->map);
+    simdr__index_free(old->index);
+    free(old);
+    close(saved.fd);
+    uint64_t live = atomic_load(&s->live);
+    *added = live > saved.live ? live - saved.live : 0;
+    return SIMDR_OK;
+}
+
 /* Read-only stores: follow a compaction (the path names a new file) by
  * reloading, or index entries appended after our tail. */
 static int refresh_locked(simdr_store *s, uint64_t *added) {
     struct stat st;
     if (stat(s->path, &st) != 0) return simdr__fail_errno(errno, "stat", s->path);
-    if (st.st_dev != s->dev || st.st_ino != s->ino) {
-        int fd = open(s->path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return simdr__fail_errno(errno, "open", s->path);
-        int old_fd = s->fd;
-        uint64_t old_live = atomic_load(&s->live);
-        s->fd = fd;
-        simdr__view *v;
-        int rc = load_file(s, 0, s->new_file_layout, &v);
-        if (rc != SIMDR_OK) {
-            s->fd = old_fd;
-            close(fd);
-            return rc;
-        }
-        simdr__view *old = simdr__current_view(s);
-        atomic_store_explicit(&s->view, v, memory_order_release);
-        simdr__epoch_synchronize(&s->epoch);
-        simdr__map_retire(old->map);
-        simdr__index_free(old->index);
-        free(old);
-        close(old_fd);
-        *added = atomic_load(&s->live) > old_live ? atomic_load(&s->live) - old_live : 0;
-        return SIMDR_OK;
-    }
+    if (st.st_dev != s->dev || st.st_ino != s->ino) return reload_locked(s, added);
     if (fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
     uint64_t size = (uint64_t)st.st_size, tail = s->tail;
     if (size <= tail + SIMDR__META_SIZE) return SIMDR_OK;

@@ -105,6 +105,46 @@ static int64_t hostile_source(void *ctx, void *buf, size_t cap) {
     }
 }
 
+/* ---- a refresh that fails once must not stop later ones ---- */
+
+static void test_refresh_retries_after_failed_reload(void **state) {
+    fixture *f = *state;
+    simdr_store *w = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
+    tu_put_str(w, "old", "file");
+    simdr_close(w);
+    simdr_store *r = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+    tu_expect_str(r, "old", "file");
+    /* A new file replaces the store, at first not readable as one ... */
+    char next[4200];
+    snprintf(next, sizeof next, "%s.next", f->path);
+    const char junk[] = "not yet a store: being written";
+    tu_write_file(next, junk, sizeof junk - 1);
+    assert_int_equal(rename(next, f->path), 0);
+    assert_int_equal(simdr_refresh(r, NULL), SIMDR_ENOTSTORE);
+    /* ... the failed refresh changed nothing ... */
+    tu_expect_str(r, "old", "file");
+    assert_int_equal(simdr_count(r), 1);
+    /* ... and once that same file holds a store, a refresh switches to it. */
+    char built[4200];
+    snprintf(built, sizeof built, "%s.built", f->path);
+    w = tu_open(built, SIMDR_OPEN_CREATE, 0);
+    tu_put_str(w, "new", "file");
+    tu_put_str(w, "second", "key");
+    simdr_close(w);
+    size_t len;
+    uint8_t *bytes = tu_read_file(built, &len);
+    int fd = open(f->path, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, bytes, len), (ssize_t)len);
+    close(fd);
+    free(bytes);
+    assert_int_equal(simdr_refresh(r, NULL), SIMDR_OK);
+    tu_expect_str(r, "new", "file");
+    tu_expect_str(r, "second", "key");
+    assert_int_equal(simdr_exists(r, "old", 3), 0);
+    simdr_close(r);
+}
+
 /* ---- integrity checks of a store being appended to ---- */
 
 typedef struct appender {
@@ -162,6 +202,7 @@ static void test_check_during_own_stream_is_clean(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_refresh_retries_after_failed_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_of_live_store_is_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_during_own_stream_is_clean, setup, teardown),
     };
