@@ -25,7 +25,16 @@
  *
  * PROCESSES: one writable open per file across processes (advisory flock);
  * read-only opens in other processes are always allowed and can call
- * simdr_refresh() to see entries appended since they opened.
+ * simdr_refresh() to see entries appended since they opened. A read-only
+ * process reads through its map only bytes it has proven to be in the file;
+ * what lies beyond its tail (an append in flight, which the writer may cut
+ * again after a failure or at its next open) is read with pread, so the
+ * writer's truncations never hurt it. A truncation of the file by any other
+ * program below what a process has already indexed is another matter: the
+ * pages beyond the new end are gone, and a process holding the store open
+ * (or entries from it) receives SIGBUS when it touches them - in a get, an
+ * iteration, or an entry's data. Never shorten a store file in place; let
+ * simdr_compact() replace it.
  */
 #ifndef SIMDR_H
 #define SIMDR_H

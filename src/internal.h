@@ -289,6 +289,19 @@ int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, ui
  * and CRC of each entry), 0 otherwise. Used by refresh. */
 int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *layout,
                          uint64_t max_steps);
+/* An entry met by simdr__chain_reaches_fd. */
+typedef struct simdr__chain_rec {
+    uint64_t hash, meta; /* key hash, metadata offset */
+    int tomb;
+} simdr__chain_rec;
+/* simdr__chain_reaches reading the file with pread only (the bytes may be
+ * cut by another process at any moment, so they are never touched through
+ * the map): each link must lead strictly down to no lower than stop and each
+ * entry's CRC match. 1 when the chain from end reaches stop exactly, its
+ * entries in *recs (malloc'd, newest first, *n of them); 0 when it does not
+ * (or the file changed under the walk); -1 without memory. */
+int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
+                            simdr__chain_rec **recs, uint64_t *n);
 /* CRC check of one entry under a layout; detects the layout when *layout < 0. */
 int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, uint32_t crc,
                         int *layout);

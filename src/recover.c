@@ -505,6 +505,98 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
     return p == stop;
 }
 
+/* The CRC check of the entry [prev, m) read with pread through buf (cap
+ * bytes): 1 sound, 0 not (or unreadable). Decides an unknown layout as
+ * entry_bytes_crc_ok does. */
+static int entry_crc_ok_fd(int fd, uint64_t prev, uint64_t m, uint32_t crc, int *layout,
+                           uint8_t *buf, uint64_t cap) {
+    uint64_t span = m - prev;
+    if (span == 1) {
+        uint8_t b;
+        if (simdr__pread_all(fd, &b, 1, prev) != 0) return 0;
+        if (b == SIMDR__TOMBSTONE_BYTE) return crc == TOMBSTONE_CRC;
+    }
+    uint64_t pad = simdr__pad_for(prev, 1);
+    int too_short = pad && span <= pad; /* cannot be a padded entry */
+    if (too_short && *layout == SIMDR_LAYOUT_ALIGNED64) return 0;
+    if (*layout == SIMDR_LAYOUT_UNALIGNED || too_short) pad = 0;
+    uint8_t head[SIMDR__ALIGN];
+    int pad_zero = 1;
+    if (pad && (simdr__pread_all(fd, head, (size_t)pad, prev) != 0)) return 0;
+    if (pad) pad_zero = all_zero(head, pad);
+    uint32_t whole = pad ? simdr__crc32(0, head, pad) : 0, rest = 0;
+    for (uint64_t at = prev + pad; at < m;) {
+        uint64_t len = m - at < cap ? m - at : cap;
+        if (simdr__pread_all(fd, buf, (size_t)len, at) != 0) return 0;
+        whole = simdr__crc32(whole, buf, len);
+        if (pad) rest = simdr__crc32(rest, buf, len);
+        at += len;
+    }
+    if (!pad) {
+        if (too_short && whole == crc && *layout < 0) *layout = SIMDR_LAYOUT_UNALIGNED;
+        return whole == crc;
+    }
+    int aligned_ok = pad_zero && rest == crc;
+    if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
+    if (aligned_ok) {
+        *layout = SIMDR_LAYOUT_ALIGNED64;
+        return 1;
+    }
+    if (whole == crc) {
+        *layout = SIMDR_LAYOUT_UNALIGNED;
+        return 1;
+    }
+    return 0;
+}
+
+#define FD_WALK_BUFFER (UINT64_C(1) << 20)
+#define FD_WALK_MAX_STEPS (UINT64_C(1) << 24)
+
+int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
+                            simdr__chain_rec **recs, uint64_t *n) {
+    *recs = NULL;
+    *n = 0;
+    uint64_t cap = 0;
+    uint8_t *buf = malloc(FD_WALK_BUFFER);
+    if (!buf) return -1;
+    int result = 0;
+    uint64_t p = end;
+    for (uint64_t steps = 0; p > stop && steps < FD_WALK_MAX_STEPS; steps++) {
+        uint8_t raw[SIMDR__META_SIZE];
+        if (p < stop + SIMDR__META_SIZE + 1 ||
+            simdr__pread_all(fd, raw, sizeof raw, p - SIMDR__META_SIZE) != 0)
+            break;
+        simdr__meta meta = simdr__meta_decode(raw);
+        uint64_t m = p - SIMDR__META_SIZE;
+        if (meta.prev >= m || meta.prev < stop ||
+            !entry_crc_ok_fd(fd, meta.prev, m, meta.checksum, layout, buf, FD_WALK_BUFFER))
+            break;
+        if (*n == cap) {
+            uint64_t ncap = cap ? cap * 2 : 64;
+            simdr__chain_rec *nr = realloc(*recs, ncap * sizeof *nr);
+            if (!nr) {
+                result = -1;
+                break;
+            }
+            *recs = nr;
+            cap = ncap;
+        }
+        uint8_t first = 1;
+        int tomb = m - meta.prev == 1 && simdr__pread_all(fd, &first, 1, meta.prev) == 0 &&
+                   first == SIMDR__TOMBSTONE_BYTE;
+        (*recs)[(*n)++] = (simdr__chain_rec){meta.key_hash, m, tomb};
+        p = meta.prev;
+    }
+    if (result == 0 && p == stop) result = 1;
+    free(buf);
+    if (result != 1) {
+        free(*recs);
+        *recs = NULL;
+        *n = 0;
+    }
+    return result;
+}
+
 int simdr__tail_sound(const uint8_t *base, uint64_t end, int *layout) {
     uint64_t budget = UINT64_MAX;
     return tail_crcs_ok(base, end, HINT_TAIL_WINDOW, layout, &budget) == 1;

@@ -487,62 +487,47 @@ static int reload_locked(simdr_store *s, uint64_t *added) {
     return SIMDR_OK;
 }
 
+/* Indexes the entries between the reader's tail and end (newest first in
+ * recs), then publishes end. The bytes below end are proven in the file. */
+static int index_new_entries(simdr_store *s, const simdr__chain_rec *recs, uint64_t n,
+                             uint64_t end) {
+    int rc = simdr__ensure_mapped(s, end);
+    for (uint64_t i = n; rc == SIMDR_OK && i-- > 0;) {
+        rc = simdr__grow_index_if_needed(s);
+        if (rc == SIMDR_OK) simdr__index_entry(s, recs[i].hash, recs[i].meta, recs[i].tomb);
+    }
+    if (rc != SIMDR_OK) return rc;
+    s->tail = end;
+    atomic_store_explicit(&simdr__current_view(s)->tail, end, memory_order_release);
+    return SIMDR_OK;
+}
+
 /* Read-only stores: follow a compaction (the path names a new file) by
- * reloading, or index entries appended after our tail. */
+ * reloading, or index the entries appended after our tail: only a chain
+ * that ends exactly at the file's end and leads exactly to our tail is
+ * taken. Bytes beyond the tail are read with pread, never through the map:
+ * a writer may cut them (a failed write, a torn tail) at any moment. */
 static int refresh_locked(simdr_store *s, uint64_t *added) {
     struct stat st;
     if (stat(s->path, &st) != 0) return simdr__fail_errno(errno, "stat", s->path);
     if (st.st_dev != s->dev || st.st_ino != s->ino) return reload_locked(s, added);
     if (fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
-    uint64_t size = (uint64_t)st.st_size, tail = s->tail;
-    if (size <= tail + SIMDR__META_SIZE) return SIMDR_OK;
-    int rc = simdr__ensure_mapped(s, size);
-    if (rc != SIMDR_OK) return rc;
-    const uint8_t *base = simdr__current_view(s)->map->base;
+    uint64_t end = (uint64_t)st.st_size, tail = s->tail;
+    if (end <= tail || end < tail + SIMDR__META_SIZE + 1) return SIMDR_OK;
     int layout = s->layout_detected ? atomic_load(&s->layout) : -1;
-    /* The writer may be mid-append: take the newest end position whose chain
-     * lands exactly on our tail with sound checksums. */
-    uint64_t end = 0, budget = UINT64_C(1) << 20;
-    for (uint64_t p = size; p > tail + SIMDR__META_SIZE && budget; p--, budget--) {
-        int probe = layout;
-        if (simdr__chain_reaches(base, p, tail, &probe, UINT64_C(1) << 24)) {
-            end = p;
-            if (probe >= 0 && !s->layout_detected) {
-                atomic_store(&s->layout, probe);
-                s->layout_detected = 1;
-            }
-            break;
-        }
+    simdr__chain_rec *recs = NULL;
+    uint64_t n = 0;
+    int found = simdr__chain_reaches_fd(s->fd, end, tail, &layout, &recs, &n);
+    if (found < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    if (!found) return SIMDR_OK; /* the writer is mid-append */
+    if (layout >= 0 && !s->layout_detected) {
+        atomic_store(&s->layout, layout);
+        s->layout_detected = 1;
     }
-    if (!end) return SIMDR_OK;
-    uint64_t n = 0, cap = 64;
-    uint64_t *pos = malloc(cap * sizeof *pos);
-    if (!pos) return simdr__fail(SIMDR_ENOMEM, "out of memory");
-    for (uint64_t p = end; p != tail; p = simdr__load_u64le(base + p - 12)) {
-        if (n == cap) {
-            uint64_t *np = realloc(pos, (cap *= 2) * sizeof *np);
-            if (!np) {
-                free(pos);
-                return simdr__fail(SIMDR_ENOMEM, "out of memory");
-            }
-            pos = np;
-        }
-        pos[n++] = p - SIMDR__META_SIZE;
-    }
-    for (uint64_t i = n; i-- > 0;) {
-        uint64_t m = pos[i];
-        uint64_t prev = simdr__load_u64le(base + m + 8);
-        rc = simdr__grow_index_if_needed(s);
-        if (rc != SIMDR_OK) break;
-        simdr__index_entry(s, simdr__load_u64le(base + m), m,
-                           simdr__is_tombstone_at(base, prev, m));
-    }
-    free(pos);
-    if (rc != SIMDR_OK) return rc;
-    s->tail = end;
-    atomic_store_explicit(&simdr__current_view(s)->tail, end, memory_order_release);
-    *added = n;
-    return SIMDR_OK;
+    int rc = index_new_entries(s, recs, n, end);
+    free(recs);
+    if (rc == SIMDR_OK) *added = n;
+    return rc;
 }
 
 SIMDR_API int simdr_refresh(simdr_store *s, uint64_t *new_entries) {

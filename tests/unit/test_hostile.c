@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -145,6 +146,114 @@ static void test_refresh_retries_after_failed_reload(void **state) {
     simdr_close(r);
 }
 
+/* ---- readers whose file is cut under them (no SIGBUS) ---- */
+
+typedef struct failing_src {
+    int left;
+} failing_src;
+
+static int64_t failing_source(void *ctx, void *buf, size_t cap) {
+    failing_src *src = ctx;
+    if (src->left-- <= 0) return -1; /* the write fails: its bytes are cut */
+    size_t n = cap < 256 * 1024 ? cap : 256 * 1024;
+    memset(buf, 0x5a, n);
+    return (int64_t)n;
+}
+
+/* Child: a writer that appends, makes writes fail (the library cuts their
+ * bytes again), and restarts with a torn tail that its next open cuts. */
+static void cutting_writer(const char *path, int rounds) {
+    for (int round = 0; round < rounds; round++) {
+        simdr_store *s;
+        if (simdr_open(&s, path, NULL) != SIMDR_OK) _exit(1);
+        for (int i = 0; i < 8; i++) {
+            char k[32];
+            snprintf(k, sizeof k, "r%d-%d", round, i);
+            if (simdr_put(s, k, strlen(k), "value", 5, NULL) != SIMDR_OK) _exit(2);
+            failing_src src = {1 + i % 4};
+            if (simdr_put_stream(s, "fails", 5, failing_source, &src, NULL) != SIMDR_ESOURCE)
+                _exit(3);
+        }
+        simdr_close(s);
+        /* a torn append, as a killed writer leaves it */
+        int fd = open(path, O_WRONLY | O_APPEND);
+        static uint8_t torn[300000];
+        memset(torn, 0x11, sizeof torn);
+        if (fd < 0 || write(fd, torn, sizeof torn) != (ssize_t)sizeof torn) _exit(4);
+        close(fd);
+    }
+    _exit(0);
+}
+
+/* Child: opens the store read-only, says so on ready, then refreshes and
+ * reads until done reaches end of file; exits 0. */
+static void refreshing_reader(const char *path, int ready, int done) {
+    simdr_store *r = NULL;
+    simdr_options o;
+    simdr_options_init(&o);
+    o.open_mode = SIMDR_OPEN_READONLY;
+    if (simdr_open(&r, path, &o) != SIMDR_OK) _exit(6);
+    char one = 1;
+    if (write(ready, &one, 1) != 1) _exit(7);
+    for (;;) {
+        int rc = simdr_refresh(r, NULL);
+        if (rc != SIMDR_OK) {
+            fprintf(stderr, "refresh: %s\n", simdr_last_error());
+            _exit(5);
+        }
+        char v[16];
+        size_t n;
+        simdr_get_copy(r, "r0-0", 4, v, sizeof v, &n);
+        simdr_entry *e = NULL;
+        if (simdr_get_last(r, &e) == SIMDR_OK) simdr_entry_release(e);
+        struct pollfd p = {done, POLLIN, 0};
+        if (poll(&p, 1, 0) == 1) break;
+    }
+    simdr_close(r);
+    _exit(0);
+}
+
+static void test_reader_survives_writer_cutting(void **state) {
+    fixture *f = *state;
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
+    tu_put_str(s, "seed", "value");
+    simdr_close(s);
+    int ready[2], done[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(done), 0);
+    fflush(NULL);
+    pid_t readers[2];
+    for (int i = 0; i < 2; i++) {
+        readers[i] = fork();
+        assert_true(readers[i] >= 0);
+        if (readers[i] == 0) {
+            close(done[1]);
+            close(ready[0]);
+            refreshing_reader(f->path, ready[1], done[0]);
+        }
+    }
+    close(ready[1]);
+    close(done[0]);
+    char two[2];
+    assert_int_equal(read(ready[0], two, 1), 1);
+    assert_int_equal(read(ready[0], two + 1, 1), 1);
+    pid_t writer = fork();
+    assert_true(writer >= 0);
+    if (writer == 0) cutting_writer(f->path, 40);
+    int st;
+    assert_int_equal(waitpid(writer, &st, 0), writer);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    close(done[1]); /* the readers stop */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(waitpid(readers[i], &st, 0), readers[i]);
+        if (WIFSIGNALED(st)) fprintf(stderr, "reader died of signal %d\n", WTERMSIG(st));
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+    close(ready[0]);
+}
+
 /* ---- integrity checks of a store being appended to ---- */
 
 typedef struct appender {
@@ -203,6 +312,7 @@ static void test_check_during_own_stream_is_clean(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_refresh_retries_after_failed_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_survives_writer_cutting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_of_live_store_is_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_during_own_stream_is_clean, setup, teardown),
     };
