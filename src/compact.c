@@ -209,6 +209,9 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     int old_fd = s->fd;
     s->fd = w.fd;
     atomic_store(&s->synced, pos);
+    /* The side file now describes the new file (a crash before this line
+     * leaves it naming the old one: the next open recovers in full). */
+    simdr__side_rebind(s->side, w.fd, pos);
     pthread_mutex_unlock(&s->sync_lock);
     close(old_fd);
     fstat(s->fd, &st);

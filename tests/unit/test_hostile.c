@@ -106,6 +106,219 @@ static int64_t hostile_source(void *ctx, void *buf, size_t cap) {
     }
 }
 
+static void refresh_reader_ignores_metadata_lookalike(void **state, int layout) {
+    fixture *f = *state;
+    simdr_store *w = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+    tu_put_str(w, "k1", "one");
+    tu_put_str(w, "k2", "two");
+    simdr_store *r = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+    tu_expect_str(r, "k2", "two");
+    /* The look-alike's prev_offset is the tail; its CRC covers the payload
+     * bytes before it (after the pad, as a padded entry's would). */
+    stream_ctx c = {simdr_file_size(w), 0, r, 0, 0, 0, NULL, NULL, 0};
+    assert_int_equal(simdr_put_stream(w, "big", 3, hostile_source, &c, NULL), SIMDR_OK);
+    assert_int_equal(c.fake_seen, 0);
+    uint64_t added = 0;
+    assert_int_equal(simdr_refresh(r, &added), SIMDR_OK);
+    assert_int_equal(added, 1);
+    assert_int_equal(fake_key_present(r), 0);
+    assert_int_equal(simdr_exists(r, "big", 3), 1);
+    /* and the reader goes on seeing new writes */
+    tu_put_str(w, "k3", "three");
+    assert_int_equal(simdr_refresh(r, &added), SIMDR_OK);
+    assert_int_equal(added, 1);
+    tu_expect_str(r, "k3", "three");
+    assert_int_equal(simdr_count(r), simdr_count(w));
+    simdr_close(r);
+    simdr_close(w);
+}
+
+static void test_refresh_ignores_metadata_lookalike_aligned(void **state) {
+    refresh_reader_ignores_metadata_lookalike(state, SIMDR_LAYOUT_ALIGNED64);
+}
+
+static void test_refresh_ignores_metadata_lookalike_unaligned(void **state) {
+    refresh_reader_ignores_metadata_lookalike(state, SIMDR_LAYOUT_UNALIGNED);
+}
+
+/* ---- kills in the middle of a hostile value ---- */
+
+typedef struct killed_ctx {
+    int fd;          /* tells the parent the chunks are written */
+    int phase;
+    const uint8_t *chunk;
+    size_t chunk_len;
+    int chunks;      /* how many times chunk is returned before blocking */
+} killed_ctx;
+
+static int64_t blocking_source(void *ctx, void *buf, size_t cap) {
+    killed_ctx *k = ctx;
+    if (k->phase < k->chunks) {
+        size_t n = k->chunk_len < cap ? k->chunk_len : cap;
+        memcpy(buf, k->chunk, n);
+        k->phase++;
+        return (int64_t)n;
+    }
+    /* Everything so far is in the file: wait to be killed. */
+    char one = 1;
+    if (write(k->fd, &one, 1) != 1) _exit(3);
+    for (;;) pause();
+}
+
+typedef void (*chunk_fn)(uint8_t *chunk, size_t len, uint64_t tail);
+
+/* Child: opens path (creating it), puts n_keys keys, then streams `chunks`
+ * copies of the chunk make builds from the tail, and is killed while the
+ * stream waits for more. Returns the tail before the stream. */
+static uint64_t kill_during_stream(const char *path, int layout, int n_keys, chunk_fn make,
+                                   size_t chunk_len, int chunks) {
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    int tfd[2];
+    assert_int_equal(pipe(tfd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        close(tfd[0]);
+        simdr_options o;
+        simdr_options_init(&o);
+        o.layout = layout;
+        simdr_store *s;
+        if (simdr_open(&s, path, &o) != SIMDR_OK) _exit(1);
+        for (int i = 0; i < n_keys; i++) {
+            char k[32], v[64];
+            snprintf(k, sizeof k, "key%d", i);
+            snprintf(v, sizeof v, "value of key %d", i);
+            if (simdr_put(s, k, strlen(k), v, strlen(v), NULL) != SIMDR_OK) _exit(2);
+        }
+        uint64_t tail = simdr_file_size(s);
+        if (write(tfd[1], &tail, sizeof tail) != sizeof tail) _exit(3);
+        uint8_t *chunk = malloc(chunk_len);
+        make(chunk, chunk_len, tail);
+        killed_ctx k = {pfd[1], 0, chunk, chunk_len, chunks};
+        simdr_put_stream(s, "victim", 6, blocking_source, &k, NULL);
+        _exit(4); /* never reached: the source blocks */
+    }
+    close(pfd[1]);
+    close(tfd[1]);
+    uint64_t tail = 0;
+    assert_int_equal(read(tfd[0], &tail, sizeof tail), sizeof tail);
+    char one;
+    assert_int_equal(read(pfd[0], &one, 1), 1);
+    kill(pid, SIGKILL);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st));
+    close(pfd[0]);
+    close(tfd[0]);
+    return tail;
+}
+
+static void make_hostile_chunk(uint8_t *chunk, size_t len, uint64_t tail) {
+    assert_int_equal(len, PREFIX_LEN + 20);
+    hostile_prefix(chunk, tail);
+}
+
+/* What every reopen after a kill must show: the acknowledged keys, no fake
+ * key, the cut bytes saved, and a store that takes writes. */
+static void expect_recovered(const char *path, int n_keys, uint64_t tail) {
+    uint64_t size = (uint64_t)tu_file_size(path);
+    assert_true(size > tail);
+    simdr_store *s;
+    assert_int_equal(tu_open_status(&s, path, SIMDR_OPEN_EXISTING, 0), SIMDR_OK);
+    simdr_recovery_info ri;
+    assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+    assert_int_equal(ri.valid_size, tail);
+    assert_int_equal(ri.bytes_cut, size - tail);
+    assert_int_equal(ri.truncated, 1);
+    assert_true(ri.saved_path[0] != '\0');
+    assert_int_equal(tu_file_size(ri.saved_path), (int64_t)(size - tail));
+    assert_int_equal(fake_key_present(s), 0);
+    assert_int_equal(simdr_exists(s, "victim", 6), 0);
+    assert_int_equal(simdr_count(s), (uint64_t)n_keys);
+    for (int i = 0; i < n_keys; i++) {
+        char k[32], v[64];
+        snprintf(k, sizeof k, "key%d", i);
+        snprintf(v, sizeof v, "value of key %d", i);
+        tu_expect_str(s, k, v);
+    }
+    tu_put_str(s, "after", "the crash");
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    s = tu_open(path, SIMDR_OPEN_EXISTING, 0);
+    tu_expect_str(s, "after", "the crash");
+    assert_int_equal(simdr_count(s), (uint64_t)n_keys + 1);
+    simdr_close(s);
+}
+
+static void killed_in_metadata_lookalike(void **state, int layout) {
+    fixture *f = *state;
+    uint64_t tail = kill_during_stream(f->path, layout, 5, make_hostile_chunk, PREFIX_LEN + 20, 1);
+    expect_recovered(f->path, 5, tail);
+}
+
+static void test_kill_in_metadata_lookalike_aligned(void **state) {
+    killed_in_metadata_lookalike(state, SIMDR_LAYOUT_ALIGNED64);
+}
+
+static void test_kill_in_metadata_lookalike_unaligned(void **state) {
+    killed_in_metadata_lookalike(state, SIMDR_LAYOUT_UNALIGNED);
+}
+
+/* 1 MiB of one entry end repeated: every 8 bytes a link to a real entry. */
+#define REPEAT_CHUNK (UINT64_C(1) << 20)
+static void make_repeated_end(uint8_t *chunk, size_t len, uint64_t tail) {
+    for (size_t i = 0; i + 8 <= len; i += 8) tu_put_le64(chunk + i, tail);
+}
+
+static void test_kill_in_repeated_entry_end(void **state) {
+    fixture *f = *state;
+    uint64_t tail =
+        kill_during_stream(f->path, SIMDR_LAYOUT_ALIGNED64, 20, make_repeated_end, REPEAT_CHUNK, 2);
+    /* The same bytes without the side file: the full recovery must answer
+     * too (bounded work), not give up. */
+    char copy[4200], side[4300];
+    snprintf(copy, sizeof copy, "%s.copy", f->path);
+    tu_copy_file(f->path, copy);
+    expect_recovered(f->path, 20, tail);
+    snprintf(side, sizeof side, "%s.simdr", copy);
+    assert_int_equal(tu_file_size(side), -1);
+    expect_recovered(copy, 20, tail);
+}
+
+/* ---- item: a crash during the first write into a new store ---- */
+
+static void make_plain_chunk(uint8_t *chunk, size_t len, uint64_t tail) {
+    (void)tail;
+    tu_fill(chunk, len, 7);
+}
+
+static void test_kill_during_first_write(void **state) {
+    fixture *f = *state;
+    uint64_t tail = kill_during_stream(f->path, SIMDR_LAYOUT_ALIGNED64, 0, make_plain_chunk, 5000, 3);
+    assert_int_equal(tail, 0);
+    expect_recovered(f->path, 0, 0);
+}
+
+static void test_non_store_without_side_file_untouched(void **state) {
+    fixture *f = *state;
+    const char text[] = "this is a text file, never a store\n";
+    tu_write_file(f->path, text, sizeof text - 1);
+    simdr_store *s;
+    assert_int_equal(tu_open_status(&s, f->path, SIMDR_OPEN_EXISTING, 0), SIMDR_ENOTSTORE);
+    size_t len;
+    uint8_t *after = tu_read_file(f->path, &len);
+    assert_int_equal(len, sizeof text - 1);
+    assert_memory_equal(after, text, len);
+    free(after);
+    assert_int_equal(tu_dir_count(f->dir), 1);
+    char side[4300];
+    snprintf(side, sizeof side, "%s.simdr", f->path);
+    assert_int_equal(tu_file_size(side), -1);
+}
+
 /* ---- a refresh that fails once must not stop later ones ---- */
 
 static void test_refresh_retries_after_failed_reload(void **state) {
@@ -309,12 +522,39 @@ static void test_check_during_own_stream_is_clean(void **state) {
     simdr_close(w);
 }
 
+/* Nor to a read-only open in another handle (as the CLI's check and read
+ * make) in the middle of the write: no bytes reported cut, a clean check. */
+static void test_readonly_open_during_stream_is_clean(void **state) {
+    fixture *f = *state;
+    simdr_store *w = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
+    tu_put_str(w, "k", "v");
+    stream_ctx c = {simdr_file_size(w), 0, NULL, 0, 99, 99, f->path, NULL, 0};
+    assert_int_equal(simdr_put_stream(w, "big", 3, hostile_source, &c, NULL), SIMDR_OK);
+    assert_int_equal(c.cut_seen, 0);
+    assert_int_equal(c.check_rc, SIMDR_OK);
+    assert_int_equal(c.fake_seen, 0);
+    simdr_close(w);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_refresh_ignores_metadata_lookalike_aligned, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_ignores_metadata_lookalike_unaligned, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_kill_in_metadata_lookalike_aligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_in_metadata_lookalike_unaligned, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_kill_in_repeated_entry_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_during_first_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_non_store_without_side_file_untouched, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_refresh_retries_after_failed_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_writer_cutting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_of_live_store_is_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_during_own_stream_is_clean, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readonly_open_during_stream_is_clean, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
