@@ -175,7 +175,7 @@ static int side_reset(simdr__side *sd, int store_fd, uint64_t tail, int durable)
     write_slot(sd, W_LIVE0 + (unsigned)(sd->seq & 1) * SLOT_WORDS, sd->seq, tail, meta);
     /* A durable record only once a sync (or the caller, durable) made one. */
     if (durable)
-        write_slot(sd, W_DURABLE, sd->seq, tail, meta);
+        write_slot(sd, W_DURABLE, 0, tail, meta);
     else
         for (unsigned i = 0; i < SLOT_WORDS; i++) store(sd, W_DURABLE + i, 0, memory_order_relaxed);
     store(sd, W_HCHECK, hash_words(h, 6), memory_order_release);
@@ -256,7 +256,9 @@ int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable) {
         errno = EIO;
         return -1;
     }
-    write_slot(sd, W_DURABLE, sd->seq, durable, meta);
+    /* Under the sync lock, not the writer's: the live sequence is not ours
+     * to read, and the durable record needs none. */
+    write_slot(sd, W_DURABLE, 0, durable, meta);
     return msync(sd->page, SIDE_BYTES, MS_SYNC);
 }
 
