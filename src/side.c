@@ -286,8 +286,11 @@ int simdr__side_read(const simdr__side *sd, dev_t dev, ino_t ino, simdr__side_st
         if (load(sd, W_HCHECK, memory_order_relaxed) != check) continue;
         if (check != hash_words(h, 6) || h[0] != SIDE_MAGIC || (uint32_t)h[1] != SIDE_VERSION)
             return 0;
-        if (h[2] != (uint64_t)dev || h[3] != (uint64_t)ino || (!has_a && !has_b)) return 0;
-        out->live = has_a && (!has_b || a.seq > b.seq) ? a : b;
+        if (h[2] != (uint64_t)dev || h[3] != (uint64_t)ino || (!has_a && !has_b && !has_d))
+            return 0;
+        /* Neither live slot readable (a torn page after a power cut): the
+         * durable record stands in for them. */
+        out->live = has_a && (!has_b || a.seq > b.seq) ? a : has_b ? b : d;
         out->has_durable = has_d;
         if (has_d) out->durable = d;
         out->closed = closed;

@@ -146,15 +146,22 @@ static int open_fail(simdr_store *s, int rc) {
 }
 
 /* The end the side file lets recovery trust: its newest committed tail (or,
- * when that is not in the file, the durable one), when the page describes
+ * when that is not in the file, the durable one, or the other way round
+ * when the durable one is higher), when the page describes
  * this file, the tail lies within it, the recorded metadata bytes are found
  * there, and the file has not grown since a clean close (another program
  * appended: its entries are not torn). Candidates in *ends, best first;
  * returns how many (0: recover the whole file). */
-static int committed_ends(simdr_store *s, const simdr__side_state *st, const uint8_t *base,
-                          uint64_t size, uint64_t ends[2]) {
+static int committed_ends(const simdr__side_state *st, const uint8_t *base, uint64_t size,
+                          uint64_t ends[2]) {
     if (st->closed && st->closed - 1 != size) return 0;
     const simdr__side_record *recs[2] = {&st->live, st->has_durable ? &st->durable : NULL};
+    /* A durable record above the live one means the live one is stale (a
+     * power cut lost the page's later updates): the higher end first. */
+    if (recs[1] && recs[1]->tail > recs[0]->tail) {
+        recs[0] = &st->durable;
+        recs[1] = &st->live;
+    }
     int n = 0;
     for (int i = 0; i < 2; i++) {
         const simdr__side_record *r = recs[i];
@@ -164,7 +171,6 @@ static int committed_ends(simdr_store *s, const simdr__side_state *st, const uin
             continue;
         ends[n++] = r->tail;
     }
-    (void)s;
     return n;
 }
 
@@ -247,7 +253,7 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     s->recovery.file_size = size;
     s->recovery.valid_size = size;
     uint64_t ends[2];
-    int n_ends = has_side ? committed_ends(s, &side, map->base, size, ends) : 0;
+    int n_ends = has_side ? committed_ends(&side, map->base, size, ends) : 0;
     /* Fast path: the file ends at its committed tail (or there is no side
      * file) and the hint covers it. */
     if (!n_ends || ends[0] == size) {

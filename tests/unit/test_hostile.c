@@ -167,7 +167,7 @@ static int64_t blocking_source(void *ctx, void *buf, size_t cap) {
 
 typedef void (*chunk_fn)(uint8_t *chunk, size_t len, uint64_t tail);
 
-/* Child: opens path (creating it), puts n_keys keys, then streams `chunks`
+/* Child: opens path (creating it), puts n_keys keys, syncs, then streams `chunks`
  * copies of the chunk make builds from the tail, and is killed while the
  * stream waits for more. Returns the tail before the stream. */
 static uint64_t kill_during_stream(const char *path, int layout, int n_keys, chunk_fn make,
@@ -193,6 +193,7 @@ static uint64_t kill_during_stream(const char *path, int layout, int n_keys, chu
             snprintf(v, sizeof v, "value of key %d", i);
             if (simdr_put(s, k, strlen(k), v, strlen(v), NULL) != SIMDR_OK) _exit(2);
         }
+        if (simdr_sync(s) != SIMDR_OK) _exit(2); /* a durable record */
         uint64_t tail = simdr_file_size(s);
         if (write(tfd[1], &tail, sizeof tail) != sizeof tail) _exit(3);
         uint8_t *chunk = malloc(chunk_len);
@@ -286,6 +287,22 @@ static void test_kill_in_repeated_entry_end(void **state) {
     snprintf(side, sizeof side, "%s.simdr", copy);
     assert_int_equal(tu_file_size(side), -1);
     expect_recovered(copy, 20, tail);
+}
+
+/* The durable record (written by every sync, and flushed before a
+ * SIMDR_SYNC_DATA write is acknowledged) decides when the live records are
+ * lost: a power cut can leave the side file's page torn. Killed in a hostile
+ * value after a sync, the live records then wiped: the open must still cut
+ * at the durable tail, not let the look-alike steer a full recovery. */
+static void test_durable_record_decides_without_live_records(void **state) {
+    fixture *f = *state;
+    uint64_t tail = kill_during_stream(f->path, SIMDR_LAYOUT_ALIGNED64, 3, make_hostile_chunk,
+                                       PREFIX_LEN + 20, 1);
+    char side[4300];
+    snprintf(side, sizeof side, "%s.simdr", f->path);
+    uint8_t zeros[128] = {0};
+    tu_patch_file(side, 64, zeros, sizeof zeros); /* both live slots */
+    expect_recovered(f->path, 3, tail);
 }
 
 /* ---- item: a crash during the first write into a new store ---- */
@@ -546,6 +563,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_kill_in_metadata_lookalike_unaligned, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_kill_in_repeated_entry_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_durable_record_decides_without_live_records, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_kill_during_first_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_non_store_without_side_file_untouched, setup,
                                         teardown),
