@@ -436,19 +436,137 @@ static uint32_t span_crc(const uint8_t *base, uint64_t size, crc_ckpt *c, uint64
     return rb ^ (uint32_t)crc32_combine64(ra, 0, (z_off64_t)len);
 }
 
-/* The CRC check of the entry [prev, m) (entry_bytes_crc_ok's rules) with
- * span_crc. */
-static int entry_crc_ok_ckpt(const uint8_t *base, uint64_t size, crc_ckpt *c, uint64_t prev,
-                             uint64_t m, uint32_t crc, int *layout, uint64_t *budget) {
+/* ---- all the entries that start at one offset, in one pass ----
+ * The usual shape of many long candidates is many links to one entry end
+ * (a payload repeating it): one forward pass from that offset, with running
+ * CRCs, finds every end whose entry starting there has a matching CRC, and
+ * answers all those candidates. Passes are charged to the budget and
+ * limited in number; past either, spans come from the checkpoints. */
+#define MAX_PASSES 64
+
+typedef struct prev_pass {
+    uint64_t prev, limit; /* entries starting at prev, ending at or below limit */
+    uint64_t *ends;       /* ascending ends whose CRC matches ... */
+    uint8_t *how;         /* ... 1: read from prev, 2: read after the pad */
+    uint64_t n, cap;
+} prev_pass;
+
+typedef struct prev_passes {
+    prev_pass pass[MAX_PASSES];
+    int n;
+    int failed;
+} prev_passes;
+
+static void passes_free(prev_passes *pp) {
+    for (int i = 0; i < pp->n; i++) {
+        free(pp->pass[i].ends);
+        free(pp->pass[i].how);
+    }
+}
+
+static int pass_add(prev_pass *ps, uint64_t end, uint8_t how) {
+    if (ps->n == ps->cap) {
+        uint64_t nc = ps->cap ? ps->cap * 2 : 64;
+        uint64_t *ne = realloc(ps->ends, nc * sizeof *ne);
+        if (!ne) return -1;
+        ps->ends = ne;
+        uint8_t *nh = realloc(ps->how, nc);
+        if (!nh) return -1;
+        ps->how = nh;
+        ps->cap = nc;
+    }
+    ps->ends[ps->n] = end;
+    ps->how[ps->n++] = how;
+    return 0;
+}
+
+/* The pass for entries starting at prev up to limit: found, made (charged
+ * to *budget), or NULL (budget, count or memory exhausted). */
+static prev_pass *pass_for(const uint8_t *base, prev_passes *pp, uint64_t prev, uint64_t limit,
+                           uint64_t *budget) {
+    for (int i = 0; i < pp->n; i++)
+        if (pp->pass[i].prev == prev && pp->pass[i].limit >= limit) return &pp->pass[i];
+    if (pp->n == MAX_PASSES || pp->failed || *budget < limit - prev) return NULL;
+    *budget -= limit - prev;
+    prev_pass *ps = &pp->pass[pp->n];
+    *ps = (prev_pass){prev, limit, NULL, NULL, 0, 0};
+    uint64_t pad = simdr__pad_for(prev, 1);
+    int pad_zero = pad && limit - prev > pad + SIMDR__META_SIZE && all_zero(base + prev, pad);
+    uint32_t whole = 0, after = 0;
+    uint64_t hw = prev, ha = prev + pad;
+    for (uint64_t q = prev + SIMDR__META_SIZE + 1; q <= limit; q++) {
+        uint64_t m = q - SIMDR__META_SIZE;
+        if (simdr__load_u64le(base + m + 8) != prev || meta_all_zero(base, q)) continue;
+        uint32_t crc = simdr__load_u32le(base + m + 16);
+        whole = simdr__crc32(whole, base + hw, m - hw);
+        hw = m;
+        uint8_t how = whole == crc ? 1 : 0;
+        if (pad_zero && m > prev + pad) {
+            after = simdr__crc32(after, base + ha, m - ha);
+            ha = m;
+            if (after == crc) how |= 2;
+        }
+        if (how && pass_add(ps, q, how) != 0) {
+            free(ps->ends);
+            free(ps->how);
+            pp->failed = 1;
+            return NULL;
+        }
+    }
+    pp->n++;
+    return ps;
+}
+
+/* How the entry ending at end checks in pass ps: its `how` bits, 0 if not
+ * among the matching ends. */
+static uint8_t pass_how(const prev_pass *ps, uint64_t end) {
+    uint64_t lo = 0, hi = ps->n;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (ps->ends[mid] < end)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < ps->n && ps->ends[lo] == end ? ps->how[lo] : 0;
+}
+
+/* entry_bytes_crc_ok's layout rules on the two readings' results. */
+static int layout_decides(uint64_t pad, int whole_ok, int after_ok, int *layout) {
+    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED) return whole_ok;
+    if (*layout == SIMDR_LAYOUT_ALIGNED64) return after_ok;
+    if (after_ok) {
+        *layout = SIMDR_LAYOUT_ALIGNED64;
+        return 1;
+    }
+    if (whole_ok) {
+        *layout = SIMDR_LAYOUT_UNALIGNED;
+        return 1;
+    }
+    return 0;
+}
+
+/* The CRC check of the entry [prev, m) (entry_bytes_crc_ok's rules): short
+ * spans directly, long ones from a pass over all entries starting at prev,
+ * else from the checkpoints. */
+static int entry_crc_ok_ckpt(const uint8_t *base, uint64_t size, crc_ckpt *c, prev_passes *pp,
+                             uint64_t prev, uint64_t m, uint32_t crc, int *layout,
+                             uint64_t *budget) {
     uint64_t span = m - prev;
     if (span <= DIRECT_CRC_SPAN) {
         *budget = *budget > span ? *budget - span : 0;
         return simdr__entry_crc_ok(base, prev, m, crc, layout);
     }
     uint64_t pad = simdr__pad_for(prev, 1);
+    prev_pass *ps = pp ? pass_for(base, pp, prev, m + SIMDR__META_SIZE, budget) : NULL;
+    if (ps) {
+        uint8_t how = pass_how(ps, m + SIMDR__META_SIZE);
+        return layout_decides(pad, (how & 1) != 0, (how & 2) != 0, layout);
+    }
     if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED)
         return span_crc(base, size, c, prev, m, budget) == crc;
-    int aligned_ok = all_zero(base + prev, pad) && span_crc(base, size, c, prev + pad, m, budget) == crc;
+    int aligned_ok =
+        all_zero(base + prev, pad) && span_crc(base, size, c, prev + pad, m, budget) == crc;
     if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
     if (aligned_ok) {
         *layout = SIMDR_LAYOUT_ALIGNED64;
@@ -509,8 +627,8 @@ static int older_ok(const uint8_t *base, uint64_t size, crc_ckpt *c, older_walks
     while (!w->bad_at && w->frontier > bound && w->frontier != 0) {
         uint64_t q = w->frontier, m = q - SIMDR__META_SIZE;
         uint64_t prev = simdr__load_u64le(base + m + 8);
-        if (!entry_crc_ok_ckpt(base, size, c, prev, m, simdr__load_u32le(base + m + 16), layout,
-                               budget)) {
+        if (!entry_crc_ok_ckpt(base, size, c, NULL, prev, m, simdr__load_u32le(base + m + 16),
+                               layout, budget)) {
             w->bad_at = q;
             break;
         }
@@ -612,6 +730,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     find_first_ends(base, size, &fe);
     crc_ckpt ckpt = {NULL, 0, 0, 0};
     older_walks ow = {NULL, 0, 0};
+    prev_passes *pp = calloc(1, sizeof *pp); /* NULL: checkpoints only */
     int nomem = fe.failed;
     for (uint64_t p = size; p >= SIMDR__META_SIZE + 1 && !nomem; p--) {
         uint64_t prev = step_back(base, p);
@@ -626,8 +745,8 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
          * only its newest entry sound, which costs a bounded amount. */
         int probe = layout;
         uint64_t m = p - SIMDR__META_SIZE;
-        if (!entry_crc_ok_ckpt(base, size, &ckpt, prev, m, simdr__load_u32le(base + m + 16), &probe,
-                               &budget))
+        if (!entry_crc_ok_ckpt(base, size, &ckpt, pp, prev, m, simdr__load_u32le(base + m + 16),
+                               &probe, &budget))
             continue;
         int ok = 1;
         if (budget > 0 && prev != 0)
@@ -640,6 +759,8 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
             break;
         }
     }
+    if (pp) passes_free(pp);
+    free(pp);
     free(fe.at);
     free(ckpt.at);
     free(ow.slot);

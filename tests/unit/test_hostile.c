@@ -314,7 +314,8 @@ static void make_plain_chunk(uint8_t *chunk, size_t len, uint64_t tail) {
 
 static void test_kill_during_first_write(void **state) {
     fixture *f = *state;
-    uint64_t tail = kill_during_stream(f->path, SIMDR_LAYOUT_ALIGNED64, 0, make_plain_chunk, 5000, 3);
+    uint64_t tail =
+        kill_during_stream(f->path, SIMDR_LAYOUT_ALIGNED64, 0, make_plain_chunk, 5000, 3);
     assert_int_equal(tail, 0);
     expect_recovered(f->path, 0, 0);
 }
