@@ -305,6 +305,53 @@ static void test_durable_record_decides_without_live_records(void **state) {
     expect_recovered(f->path, 3, tail);
 }
 
+/* Full recovery (no side file) of a torn tail holding long candidates that
+ * link to more distinct entry ends than it makes forward passes for: those
+ * beyond are checked from checkpoints of the running CRC. 70 look-alikes
+ * with wrong CRCs sit above one with a right CRC: the open must stop exactly
+ * at the right one (which a foreign program could have written: without a
+ * side file nothing tells it from a real entry). */
+static void test_full_recovery_checkpoint_crcs(void **state) {
+    fixture *f = *state;
+    enum { N = 100, WRONG = 70, REGION = 1 << 20 };
+    uint64_t ends[N];
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_UNALIGNED);
+    for (int i = 0; i < N; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        assert_int_equal(simdr_put(s, k, strlen(k), "some value", 10, &ends[i]), SIMDR_OK);
+    }
+    simdr_close(s);
+    size_t len;
+    uint8_t *old = tu_read_file(f->path, &len);
+    uint8_t *file = malloc(len + REGION);
+    memcpy(file, old, len);
+    memset(file + len, 0xa5, REGION);
+    uint64_t right_end = 0;
+    for (int k = 0; k <= WRONG; k++) {
+        int right = k == WRONG;
+        uint64_t meta = len + REGION - 100 - (uint64_t)(right ? WRONG + 5 : k) * 8192;
+        uint64_t prev = ends[right ? 80 : k];
+        tu_put_le64(file + meta, 0x1234u + (uint64_t)k);
+        tu_put_le64(file + meta + 8, prev);
+        uint32_t crc = right ? tu_crc32(file + prev, meta - prev) : 0x12345678u;
+        for (int b = 0; b < 4; b++) file[meta + 16 + b] = (uint8_t)(crc >> (8 * b));
+        if (right) right_end = meta + 20;
+    }
+    char copy[4200];
+    snprintf(copy, sizeof copy, "%s.copy", f->path);
+    tu_write_file(copy, file, len + REGION);
+    s = tu_open(copy, SIMDR_OPEN_READONLY, 0);
+    simdr_recovery_info ri;
+    assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+    assert_int_equal(ri.valid_size, right_end);
+    /* its chain: itself, then entries 80 down to 0 */
+    assert_int_equal(simdr_count(s), 81 + 1);
+    simdr_close(s);
+    free(old);
+    free(file);
+}
+
 /* ---- item: a crash during the first write into a new store ---- */
 
 static void make_plain_chunk(uint8_t *chunk, size_t len, uint64_t tail) {
@@ -566,6 +613,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_kill_in_repeated_entry_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_record_decides_without_live_records, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_full_recovery_checkpoint_crcs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_during_first_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_non_store_without_side_file_untouched, setup,
                                         teardown),
