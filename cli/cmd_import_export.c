@@ -30,6 +30,9 @@ struct file_list {
     dev_t skip_dev;    /* the store file itself, if it lies inside DIR */
     ino_t skip_ino;
     int have_skip;
+    dev_t side_dev;    /* ... and the side file the library keeps beside it */
+    ino_t side_ino;
+    int have_side;
 };
 
 static void file_list_free(struct file_list *l) {
@@ -137,7 +140,8 @@ static int walk(struct file_list *l, const char *root, const char *rel) {
         } else if (S_ISDIR(sb.st_mode)) {
             ret = walk(l, root, child_rel);
         } else if (S_ISREG(sb.st_mode)) {
-            if (l->have_skip && sb.st_dev == l->skip_dev && sb.st_ino == l->skip_ino) {
+            if ((l->have_skip && sb.st_dev == l->skip_dev && sb.st_ino == l->skip_ino) ||
+                (l->have_side && sb.st_dev == l->side_dev && sb.st_ino == l->side_ino)) {
                 /* importing the store into itself would never end well */
             } else if (file_list_add(l, child_rel, (uint64_t)sb.st_size) != 0) {
                 cli_err("out of memory");
@@ -182,6 +186,13 @@ int cmd_import(const struct cli_args *a) {
         l.have_skip = 1;
         l.skip_dev = ss.st_dev;
         l.skip_ino = ss.st_ino;
+    }
+    char side[4200];
+    snprintf(side, sizeof side, "%s.simdr", a->store_path);
+    if (stat(side, &ss) == 0) {
+        l.have_side = 1;
+        l.side_dev = ss.st_dev;
+        l.side_ino = ss.st_ino;
     }
     if (walk(&l, dir, "") != 0) {
         file_list_free(&l);

@@ -25,7 +25,18 @@
  *
  * PROCESSES: one writable open per file across processes (advisory flock);
  * read-only opens in other processes are always allowed and can call
- * simdr_refresh() to see entries appended since they opened.
+ * simdr_refresh() to see entries appended since they opened. The writer
+ * publishes its committed tail in the side file "<path>.simdr" (one page,
+ * docs/FORMAT.md); readers take the end of the store from it. A read-only
+ * process reads through its map only bytes it has proven to be in the file;
+ * what lies beyond its tail (an append in flight, which the writer may cut
+ * again after a failure or at its next open) is read with pread, so the
+ * writer's truncations never hurt it. A truncation of the file by any other
+ * program below what a process has already indexed is another matter: the
+ * pages beyond the new end are gone, and a process holding the store open
+ * (or entries from it) receives SIGBUS when it touches them - in a get, an
+ * iteration, or an entry's data. Never shorten a store file in place; let
+ * simdr_compact() replace it.
  *
  * FORK: a handle belongs to the process that opened it. A child created by
  * fork() inherits the parent's lock, but keeps its own copy of the tail and
@@ -163,6 +174,13 @@ SIMDR_API void simdr_options_init(simdr_options *opts);
  * Recovery runs here: a torn or interrupted last append is detected; a
  * writable open saves the cut bytes to "<path>.torn-<offset>" and truncates,
  * a read-only open only ignores them. simdr_recovery() tells what happened.
+ * The end of the store is the committed tail the side file "<path>.simdr"
+ * records (its writer updates it after every append; a writable open creates
+ * it, a new store starting at tail 0): bytes after it were never acknowledged
+ * and are a torn tail whatever they contain, so a crash during the first
+ * write into a new store leaves a store that opens. Without a usable side
+ * file (missing, damaged, naming another file) the whole file is recovered.
+ * A file with no side file that holds no valid entry chain is never modified.
  * On success *out owns the store: close it with simdr_close().
  * The path must name a regular file: a directory ("is a directory") or a
  * FIFO, device or socket ("not a regular file") gives SIMDR_EINVAL at once
@@ -216,9 +234,13 @@ SIMDR_API int simdr_sync(simdr_store *store);
 
 /**
  * Read-only stores: picks up entries another process appended (and a
- * compaction that replaced the file). Only complete entries become visible.
- * Writable stores: no-op. *new_entries (may be NULL) receives how many
- * entries were added to the view.
+ * compaction that replaced the file). Only entries up to the writer's
+ * committed tail (from the side file) become visible, each checked (link and
+ * CRC) with pread; without a side file, only a chain that ends exactly at the
+ * file's end and leads back to the store's tail. Writable stores: no-op.
+ * *new_entries (may be NULL) receives how many entries were added to the
+ * view. A refresh that fails (e.g. the file that replaced the store cannot be
+ * loaded yet) leaves the store as it was; a later call tries again.
  */
 SIMDR_API int simdr_refresh(simdr_store *store, uint64_t *new_entries);
 
@@ -226,7 +248,9 @@ SIMDR_API int simdr_refresh(simdr_store *store, uint64_t *new_entries);
 typedef struct simdr_recovery_info {
     uint64_t file_size;      /**< file size found at open */
     uint64_t valid_size;     /**< end of the last valid entry */
-    uint64_t bytes_cut;      /**< file_size - valid_size (0 for a sound file) */
+    uint64_t bytes_cut;      /**< file_size - valid_size (0 for a sound file; 0 for a
+                                  read-only open while a writer is appending: its
+                                  bytes beyond the committed tail are in flight) */
     int truncated;           /**< 1 when the file was cut (writable open) */
     char saved_path[4096];   /**< where the cut bytes were saved, or "" */
 } simdr_recovery_info;
@@ -551,9 +575,12 @@ typedef struct simdr_check_report {
 typedef int (*simdr_check_fn)(void *ctx, const simdr_check_issue *issue);
 
 /**
- * Verifies every entry of the chain: links, bounds, CRC-32. Returns SIMDR_OK
- * when the store is sound, SIMDR_ECORRUPT when any problem was found (each
- * reported through fn, which may be NULL). report may be NULL.
+ * Verifies every entry of the chain up to the store's tail: links, bounds,
+ * CRC-32. A read-only store also reports the bytes its open found beyond the
+ * valid chain (a torn tail it skipped); bytes another thread or process is
+ * appending are never reported. Returns SIMDR_OK when the store is sound,
+ * SIMDR_ECORRUPT when any problem was found (each reported through fn, which
+ * may be NULL). report may be NULL.
  */
 SIMDR_API int simdr_check(simdr_store *store, simdr_check_fn fn, void *ctx,
                           simdr_check_report *report);

@@ -200,9 +200,11 @@ static int undo_append(simdr_store *s, uint64_t old_tail, int err, const char *w
     return rc;
 }
 
-static void publish_tail(simdr_store *s, uint64_t tail) {
+/* last: the metadata ending at tail, recorded in the side file with it. */
+static void publish_tail(simdr_store *s, uint64_t tail, const simdr__meta *last) {
     s->tail = tail;
     atomic_store_explicit(&simdr__current_view(s)->tail, tail, memory_order_release);
+    if (s->side) simdr__side_publish(s->side, tail, last);
 }
 
 /* Indexes entries already written; metas[i] is the metadata offset of
@@ -248,6 +250,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
     rc = simdr__ensure_mapped(s, pos);
     if (rc == SIMDR_OK) rc = reserve_index(s, n);
     if (rc != SIMDR_OK) return rc;
+    simdr__meta last; /* the metadata of the entry ending at pos */
 
     if (n == 1) {
         /* The common case: three iovecs over the caller's buffer, no copy. */
@@ -255,6 +258,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
         uint64_t pad = items[0].tombstone ? 0 : simdr__pad_for(start, aligned);
         simdr__meta m = {items[0].hash, start, simdr__crc32(0, items[0].value, items[0].len)};
         simdr__meta_encode(meta, &m);
+        last = m;
         struct iovec iov[3] = {{(void *)zero_pad, (size_t)pad},
                                {(void *)items[0].value, items[0].len},
                                {meta, sizeof meta}};
@@ -284,6 +288,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
         for (size_t i = 0; i < n; i++) {
             uint64_t pad = items[i].tombstone ? 0 : simdr__pad_for(at, aligned);
             simdr__meta m = {items[i].hash, at, simdr__crc32(0, items[i].value, items[i].len)};
+            last = m;
             uint64_t rel = at - start;
             if (buf) {
                 memset(buf + rel, 0, (size_t)pad);
@@ -315,7 +320,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
          * valid entries, so the tail moves on and a reopen indexes them. */
         s->failed = 1;
     }
-    publish_tail(s, pos);
+    publish_tail(s, pos, &last);
     *end_out = pos;
     return rc;
 }
@@ -467,7 +472,7 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
     uint64_t meta_off = pos - SIMDR__META_SIZE;
     rc = index_items(s, &it, 1, &meta_off);
     if (rc != SIMDR_OK) s->failed = 1;
-    publish_tail(s, pos);
+    publish_tail(s, pos, &m);
 out:
     pthread_mutex_unlock(&s->wlock);
     free(buf);

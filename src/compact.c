@@ -256,6 +256,9 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     int old_fd = s->fd;
     s->fd = w.fd;
     atomic_store(&s->synced, pos);
+    /* The side file now describes the new file (a crash before this line
+     * leaves it naming the old one: the next open recovers in full). */
+    simdr__side_rebind(s->side, w.fd, pos);
     close(old_fd);
     simdr__io.fstat(s->fd, &st);
     s->dev = st.st_dev;

@@ -200,6 +200,48 @@ static inline uint64_t simdr__index_value(uint64_t hash, uint64_t meta_off, int 
     return (hash & UINT64_C(0xffff000000000000)) | (tomb ? SIMDR__IDX_TOMB : 0) | meta_off;
 }
 
+/* ---- the side file "<store>.simdr" (side.c): the writer's committed tail ---- */
+typedef struct simdr__side {
+    int fd;
+    void *page;     /* MAP_SHARED, one page */
+    int writable;
+    uint64_t seq;   /* writer: sequence of the last record */
+    ino_t ino;      /* the side file's own inode (a reader notices a new one) */
+} simdr__side;
+typedef struct simdr__side_record {
+    uint64_t seq, tail;
+    uint8_t meta[SIMDR__META_SIZE]; /* the store's 20 bytes ending at tail (zeros for 0) */
+} simdr__side_record;
+typedef struct simdr__side_state {
+    simdr__side_record live;    /* the newest committed tail */
+    simdr__side_record durable; /* the newest tail made durable by a sync */
+    int has_durable;
+    uint64_t closed;            /* 0: a writer has it open (or died); tail + 1: closed cleanly */
+} simdr__side_state;
+/* Writer, after recovery: opens or creates the side file, locks it, maps it
+ * and states the file and its tail. NULL when that fails (the file is then
+ * removed: the store works, every open costs a full recovery). */
+simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uint64_t tail,
+                                       unsigned mode);
+/* Read-only opens: the side file mapped read-only, or NULL when there is none. */
+simdr__side *simdr__side_attach_reader(const char *store_path);
+void simdr__side_close(simdr__side *sd);
+/* Writer, after each append's publication: no system call. */
+void simdr__side_publish(simdr__side *sd, uint64_t tail, const simdr__meta *last);
+/* Sync path, after a successful fdatasync of store_fd up to durable: records
+ * it and flushes the page. 0 or -1 (errno set). sd may be NULL. */
+int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable);
+/* Compaction, at its swap: the page now describes store_fd's file, whose
+ * committed and durable tail is tail; flushed. sd may be NULL. */
+int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail);
+void simdr__side_mark_closed(simdr__side *sd, uint64_t tail);
+/* 1 and *out when the page is sound and describes the file (dev, ino). */
+int simdr__side_read(const simdr__side *sd, dev_t dev, ino_t ino, simdr__side_state *out);
+/* 1 when a writer holds the store open (it holds the side file's lock). */
+int simdr__side_writer_active(const simdr__side *sd);
+/* 1 when the path no longer names the side file sd maps. */
+int simdr__side_replaced(const simdr__side *sd, const char *store_path);
+
 /* ---- the store ---- */
 typedef struct simdr__view {
     simdr__map *map;
@@ -230,6 +272,7 @@ struct simdr_store {
     _Atomic uint64_t last_sync_ns;   /* duration of the latest fdatasync */
     _Atomic int failed;              /* a write could not be undone or a sync failed */
     unsigned process_gen;            /* simdr__process_generation() at open */
+    simdr__side *side;               /* the side file, or NULL (side.c) */
     dev_t dev;
     ino_t ino;
     simdr_recovery_info recovery;
@@ -310,6 +353,19 @@ int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, ui
  * and CRC of each entry), 0 otherwise. Used by refresh. */
 int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *layout,
                          uint64_t max_steps);
+/* An entry met by simdr__chain_reaches_fd. */
+typedef struct simdr__chain_rec {
+    uint64_t hash, meta; /* key hash, metadata offset */
+    int tomb;
+} simdr__chain_rec;
+/* simdr__chain_reaches reading the file with pread only (the bytes may be
+ * cut by another process at any moment, so they are never touched through
+ * the map): each link must lead strictly down to no lower than stop and each
+ * entry's CRC match. 1 when the chain from end reaches stop exactly, its
+ * entries in *recs (malloc'd, newest first, *n of them); 0 when it does not
+ * (or the file changed under the walk); -1 without memory. */
+int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
+                            simdr__chain_rec **recs, uint64_t *n);
 /* CRC check of one entry under a layout; detects the layout when *layout < 0. */
 int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, uint32_t crc,
                         int *layout);

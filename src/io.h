@@ -37,6 +37,7 @@ typedef struct simdr__io_table {
     int (*open)(const char *path, int flags, mode_t mode);
     int (*fstat)(int fd, struct stat *st);
     void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+    int (*msync)(void *addr, size_t len, int flags); /* the side file's durable record */
 } simdr__io_table;
 
 /* What the library calls. */
@@ -70,6 +71,7 @@ enum simdr__io_op {
     SIMDR__IO_OPEN,
     SIMDR__IO_FSTAT,
     SIMDR__IO_MMAP,
+    SIMDR__IO_MSYNC,
     SIMDR__IO_OPS
 };
 

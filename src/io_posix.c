@@ -33,7 +33,7 @@ static int sys_open(const char *path, int flags, mode_t mode) { return open(path
 
 #define SYSTEM_TABLE                                                                      \
     {sys_pwrite, sys_pwritev, sys_pread, fdatasync, fsync, sys_fsync_dir, ftruncate, rename, \
-     sys_open, fstat, mmap}
+     sys_open, fstat, mmap, msync}
 const simdr__io_table simdr__io_system = SYSTEM_TABLE;
 simdr__io_table simdr__io = SYSTEM_TABLE;
 
@@ -243,6 +243,12 @@ static void *fault_mmap(void *addr, size_t len, int prot, int flags, int fd, off
     return below.mmap(addr, len, prot, flags, fd, off);
 }
 
+static int fault_msync(void *addr, size_t len, int flags) {
+    size_t limit;
+    if (decide(SIMDR__IO_MSYNC, -1, &limit) < 0) return -1;
+    return below.msync(addr, len, flags);
+}
+
 void simdr__io_fault_arm(const simdr__io_fault *f) {
     if ((unsigned)f->op >= SIMDR__IO_OPS) return;
     fault_rule *r = &rules[f->op];
@@ -265,6 +271,7 @@ void simdr__io_fault_arm(const simdr__io_fault *f) {
         STACK(SIMDR__IO_OPEN, open)
         STACK(SIMDR__IO_FSTAT, fstat)
         STACK(SIMDR__IO_MMAP, mmap)
+        STACK(SIMDR__IO_MSYNC, msync)
 #undef STACK
         default: return;
         }

@@ -426,14 +426,18 @@ SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
     simdr__epoch_exit(&s->epoch, shard, tok);
     int layout = atomic_load(&s->layout);
     int stopped = 0;
-    struct stat st;
-    int sized = simdr__io.fstat(s->fd, &st) == 0;
+    uint64_t skipped_end = 0;
+    if (s->readonly && s->recovery.bytes_cut && !s->recovery.truncated &&
+        s->recovery.valid_size == tail)
+        skipped_end = s->recovery.valid_size + s->recovery.bytes_cut;
     pthread_mutex_unlock(&s->wlock);
 
-    /* Bytes in the file beyond the valid chain (a read-only open of a torn or
-     * damaged file) are a problem in themselves. */
-    if (sized && (uint64_t)st.st_size > tail) {
-        simdr_check_issue is = {tail, (uint64_t)st.st_size, 0, SIMDR_ECORRUPT,
+    /* Bytes beyond the valid chain that a read-only open found and skipped
+     * (a torn or damaged file) are a problem in themselves. They are taken
+     * from what the open saw, not from the file's size now: bytes a live
+     * writer has in flight beyond its committed tail are neither. */
+    if (skipped_end) {
+        simdr_check_issue is = {tail, skipped_end, 0, SIMDR_ECORRUPT,
                                 "bytes after the end of the valid chain (torn append, "
                                 "garbage, or a break in the chain)"};
         rep.bad_entries++;

@@ -26,6 +26,7 @@
  */
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <zlib.h>
 
 #include "internal.h"
 
@@ -397,29 +398,322 @@ static int memo_set(posmemo *pm, uint64_t pos, uint8_t val) {
     return 0;
 }
 
-/* The end of the true first entry: the lowest position whose metadata (not
- * all zero) links to 0 with a checksum matching every byte before it. One
- * incremental CRC pass over the first entry; 0 if there is none. Only this
- * position may link to 0: a zero run in a torn tail or a zero pad reads as
- * "prev = 0" and would otherwise pose as one giant first entry (and cost a
- * CRC of the whole file per look-alike). */
-static uint64_t first_entry_end(const uint8_t *base, uint64_t size) {
+/* The ends of possible first entries: positions whose metadata (not all
+ * zero) links to 0 with a checksum matching every byte before it, found in
+ * one incremental CRC pass. Only these may link to 0: a zero run in a torn
+ * tail or a zero pad reads as "prev = 0" and would otherwise pose as one
+ * giant first entry (and cost a CRC of the whole file per look-alike). A
+ * first payload may itself hold such a look-alike, so every one is kept, not
+ * only the lowest. Ascending; NULL (n = 0) when there is none or no memory
+ * (*failed then set). */
+typedef struct first_ends {
+    uint64_t *at;
+    uint64_t n, cap;
+    int failed;
+} first_ends;
+
+static void find_first_ends(const uint8_t *base, uint64_t size, first_ends *fe) {
     uint32_t crc = 0;
     uint64_t hashed = 0;
+    fe->at = NULL;
+    fe->n = fe->cap = 0;
+    fe->failed = 0;
     for (uint64_t p = SIMDR__META_SIZE + 1; p <= size; p++) {
         uint64_t m = p - SIMDR__META_SIZE;
         if (simdr__load_u64le(base + m + 8) != 0 || meta_all_zero(base, p)) continue;
         crc = simdr__crc32(crc, base + hashed, m - hashed);
         hashed = m;
-        if (crc == simdr__load_u32le(base + m + 16)) return p;
+        if (crc != simdr__load_u32le(base + m + 16)) continue;
+        if (fe->n == fe->cap) {
+            uint64_t nc = fe->cap ? fe->cap * 2 : 16;
+            uint64_t *na = realloc(fe->at, nc * sizeof *na);
+            if (!na) {
+                fe->failed = 1;
+                return;
+            }
+            fe->at = na;
+            fe->cap = nc;
+        }
+        fe->at[fe->n++] = p;
+    }
+}
+
+static int is_first_end(const first_ends *fe, uint64_t p) {
+    uint64_t lo = 0, hi = fe->n;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (fe->at[mid] < p)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < fe->n && fe->at[lo] == p;
+}
+
+/* ---- the CRC of any span of the file, from checkpoints ----
+ * A candidate end whose newest entry is long (a large value torn, or a
+ * hostile payload full of links to one entry end) would cost a CRC of that
+ * whole span per candidate: quadratic. Instead one pass stores the running
+ * CRC of the file at every `step` bytes; the CRC of [a, b) then comes from
+ * the running CRCs at a and b (each at most `step` bytes from a
+ * checkpoint), since CRC(A || B) = shift(CRC(A), |B|) ^ CRC(B) - zlib's
+ * crc32_combine with a zero second CRC is exactly that shift. */
+#define CKPT_MIN_STEP 512u
+#define CKPT_MAX_POINTS (UINT64_C(1) << 20)
+#define DIRECT_CRC_SPAN (UINT64_C(4) << 10)
+
+typedef struct crc_ckpt {
+    uint32_t *at; /* at[i]: CRC of [0, i * step) */
+    uint64_t step, n;
+    int failed;   /* no memory: spans are hashed directly */
+} crc_ckpt;
+
+static void ckpt_build(const uint8_t *base, uint64_t size, crc_ckpt *c) {
+    c->step = CKPT_MIN_STEP;
+    while (size / c->step >= CKPT_MAX_POINTS) c->step *= 2;
+    c->n = size / c->step + 1;
+    c->at = malloc(c->n * sizeof *c->at);
+    if (!c->at) {
+        c->failed = 1;
+        return;
+    }
+    uint32_t crc = 0;
+    c->at[0] = 0;
+    for (uint64_t i = 1; i < c->n; i++) {
+        crc = simdr__crc32(crc, base + (i - 1) * c->step, c->step);
+        c->at[i] = crc;
+    }
+}
+
+/* Running CRC of [0, x). */
+static uint32_t ckpt_running(const uint8_t *base, const crc_ckpt *c, uint64_t x) {
+    uint64_t i = x / c->step;
+    return simdr__crc32(c->at[i], base + i * c->step, x - i * c->step);
+}
+
+/* CRC of [a, b); builds the checkpoints on first need; charges *budget. */
+static uint32_t span_crc(const uint8_t *base, uint64_t size, crc_ckpt *c, uint64_t a, uint64_t b,
+                         uint64_t *budget) {
+    uint64_t len = b - a;
+    if (len > DIRECT_CRC_SPAN && !c->at && !c->failed) {
+        ckpt_build(base, size, c);
+        *budget = *budget > size ? *budget - size : 0;
+    }
+    if (len <= DIRECT_CRC_SPAN || c->failed) {
+        *budget = *budget > len ? *budget - len : 0;
+        return simdr__crc32(0, base + a, len);
+    }
+    uint64_t cost = 2 * c->step;
+    *budget = *budget > cost ? *budget - cost : 0;
+    uint32_t ra = ckpt_running(base, c, a), rb = ckpt_running(base, c, b);
+    return rb ^ (uint32_t)crc32_combine64(ra, 0, (z_off64_t)len);
+}
+
+/* ---- all the entries that start at one offset, in one pass ----
+ * The usual shape of many long candidates is many links to one entry end
+ * (a payload repeating it): one forward pass from that offset, with running
+ * CRCs, finds every end whose entry starting there has a matching CRC, and
+ * answers all those candidates. Passes are charged to the budget and
+ * limited in number; past either, spans come from the checkpoints. */
+#define MAX_PASSES 64
+
+typedef struct prev_pass {
+    uint64_t prev, limit; /* entries starting at prev, ending at or below limit */
+    uint64_t *ends;       /* ascending ends whose CRC matches ... */
+    uint8_t *how;         /* ... 1: read from prev, 2: read after the pad */
+    uint64_t n, cap;
+} prev_pass;
+
+typedef struct prev_passes {
+    prev_pass pass[MAX_PASSES];
+    int n;
+    int failed;
+} prev_passes;
+
+static void passes_free(prev_passes *pp) {
+    for (int i = 0; i < pp->n; i++) {
+        free(pp->pass[i].ends);
+        free(pp->pass[i].how);
+    }
+}
+
+static int pass_add(prev_pass *ps, uint64_t end, uint8_t how) {
+    if (ps->n == ps->cap) {
+        uint64_t nc = ps->cap ? ps->cap * 2 : 64;
+        uint64_t *ne = realloc(ps->ends, nc * sizeof *ne);
+        if (!ne) return -1;
+        ps->ends = ne;
+        uint8_t *nh = realloc(ps->how, nc);
+        if (!nh) return -1;
+        ps->how = nh;
+        ps->cap = nc;
+    }
+    ps->ends[ps->n] = end;
+    ps->how[ps->n++] = how;
+    return 0;
+}
+
+/* The pass for entries starting at prev up to limit: found, made (charged
+ * to *budget), or NULL (budget, count or memory exhausted). */
+static prev_pass *pass_for(const uint8_t *base, prev_passes *pp, uint64_t prev, uint64_t limit,
+                           uint64_t *budget) {
+    for (int i = 0; i < pp->n; i++)
+        if (pp->pass[i].prev == prev && pp->pass[i].limit >= limit) return &pp->pass[i];
+    if (pp->n == MAX_PASSES || pp->failed || *budget < limit - prev) return NULL;
+    *budget -= limit - prev;
+    prev_pass *ps = &pp->pass[pp->n];
+    *ps = (prev_pass){prev, limit, NULL, NULL, 0, 0};
+    uint64_t pad = simdr__pad_for(prev, 1);
+    int pad_zero = pad && limit - prev > pad + SIMDR__META_SIZE && all_zero(base + prev, pad);
+    uint32_t whole = 0, after = 0;
+    uint64_t hw = prev, ha = prev + pad;
+    for (uint64_t q = prev + SIMDR__META_SIZE + 1; q <= limit; q++) {
+        uint64_t m = q - SIMDR__META_SIZE;
+        if (simdr__load_u64le(base + m + 8) != prev || meta_all_zero(base, q)) continue;
+        uint32_t crc = simdr__load_u32le(base + m + 16);
+        whole = simdr__crc32(whole, base + hw, m - hw);
+        hw = m;
+        uint8_t how = whole == crc ? 1 : 0;
+        if (pad_zero && m > prev + pad) {
+            after = simdr__crc32(after, base + ha, m - ha);
+            ha = m;
+            if (after == crc) how |= 2;
+        }
+        if (how && pass_add(ps, q, how) != 0) {
+            free(ps->ends);
+            free(ps->how);
+            pp->failed = 1;
+            return NULL;
+        }
+    }
+    pp->n++;
+    return ps;
+}
+
+/* How the entry ending at end checks in pass ps: its `how` bits, 0 if not
+ * among the matching ends. */
+static uint8_t pass_how(const prev_pass *ps, uint64_t end) {
+    uint64_t lo = 0, hi = ps->n;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (ps->ends[mid] < end)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < ps->n && ps->ends[lo] == end ? ps->how[lo] : 0;
+}
+
+/* entry_bytes_crc_ok's layout rules on the two readings' results. */
+static int layout_decides(uint64_t pad, int whole_ok, int after_ok, int *layout) {
+    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED) return whole_ok;
+    if (*layout == SIMDR_LAYOUT_ALIGNED64) return after_ok;
+    if (after_ok) {
+        *layout = SIMDR_LAYOUT_ALIGNED64;
+        return 1;
+    }
+    if (whole_ok) {
+        *layout = SIMDR_LAYOUT_UNALIGNED;
+        return 1;
     }
     return 0;
 }
 
-/* Does the chain from p reach 0 through the true first entry (ending at
- * first_end)? Memoised with path compression, so each position is walked
- * once across all candidates. -1 on allocation failure. */
-static int reaches_zero(const uint8_t *base, uint64_t p, uint64_t first_end, posmemo *pm,
+/* The CRC check of the entry [prev, m) (entry_bytes_crc_ok's rules): short
+ * spans directly, long ones from a pass over all entries starting at prev,
+ * else from the checkpoints. */
+static int entry_crc_ok_ckpt(const uint8_t *base, uint64_t size, crc_ckpt *c, prev_passes *pp,
+                             uint64_t prev, uint64_t m, uint32_t crc, int *layout,
+                             uint64_t *budget) {
+    uint64_t span = m - prev;
+    if (span <= DIRECT_CRC_SPAN) {
+        *budget = *budget > span ? *budget - span : 0;
+        return simdr__entry_crc_ok(base, prev, m, crc, layout);
+    }
+    uint64_t pad = simdr__pad_for(prev, 1);
+    prev_pass *ps = pp ? pass_for(base, pp, prev, m + SIMDR__META_SIZE, budget) : NULL;
+    if (ps) {
+        uint8_t how = pass_how(ps, m + SIMDR__META_SIZE);
+        return layout_decides(pad, (how & 1) != 0, (how & 2) != 0, layout);
+    }
+    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED)
+        return span_crc(base, size, c, prev, m, budget) == crc;
+    int aligned_ok =
+        all_zero(base + prev, pad) && span_crc(base, size, c, prev + pad, m, budget) == crc;
+    if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
+    if (aligned_ok) {
+        *layout = SIMDR_LAYOUT_ALIGNED64;
+        return 1;
+    }
+    if (span_crc(base, size, c, prev, m, budget) == crc) {
+        *layout = SIMDR_LAYOUT_UNALIGNED;
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- the older entries of a candidate ----
+ * A candidate must also have sound CRCs in every older entry ending within
+ * TAIL_WINDOW of it. Many candidates share one older entry end (all the
+ * links of a hostile payload to one entry end): for each such end the walk
+ * down the window is kept and resumed, never redone. */
+typedef struct older_walk {
+    uint64_t key;      /* entry end + 1; 0 = empty slot */
+    uint64_t frontier; /* end of the next entry not yet checked (0: reached the start) */
+    uint64_t bad_at;   /* end of the first entry found unsound, 0 if none */
+} older_walk;
+
+typedef struct older_walks {
+    older_walk *slot;
+    uint64_t cap, used;
+} older_walks;
+
+static older_walk *older_find(older_walks *ow, uint64_t end) {
+    if ((ow->used + 1) * 2 > ow->cap) {
+        older_walks bigger = {NULL, ow->cap ? ow->cap * 2 : 256, ow->used};
+        bigger.slot = calloc(bigger.cap, sizeof *bigger.slot);
+        if (!bigger.slot) return NULL;
+        for (uint64_t i = 0; i < ow->cap; i++) {
+            if (!ow->slot[i].key) continue;
+            uint64_t j = (ow->slot[i].key * UINT64_C(0x9E3779B97F4A7C15)) & (bigger.cap - 1);
+            while (bigger.slot[j].key) j = (j + 1) & (bigger.cap - 1);
+            bigger.slot[j] = ow->slot[i];
+        }
+        free(ow->slot);
+        *ow = bigger;
+    }
+    uint64_t j = ((end + 1) * UINT64_C(0x9E3779B97F4A7C15)) & (ow->cap - 1);
+    while (ow->slot[j].key && ow->slot[j].key != end + 1) j = (j + 1) & (ow->cap - 1);
+    if (!ow->slot[j].key) {
+        ow->slot[j] = (older_walk){end + 1, end, 0};
+        ow->used++;
+    }
+    return &ow->slot[j];
+}
+
+/* 1 when every entry of the (structurally sound) chain below and at `end`
+ * that ends after `bound` has a sound CRC; 0 if not; -1 without memory. */
+static int older_ok(const uint8_t *base, uint64_t size, crc_ckpt *c, older_walks *ow,
+                    uint64_t end, uint64_t bound, int *layout, uint64_t *budget) {
+    older_walk *w = older_find(ow, end);
+    if (!w) return -1;
+    while (!w->bad_at && w->frontier > bound && w->frontier != 0) {
+        uint64_t q = w->frontier, m = q - SIMDR__META_SIZE;
+        uint64_t prev = simdr__load_u64le(base + m + 8);
+        if (!entry_crc_ok_ckpt(base, size, c, NULL, prev, m, simdr__load_u32le(base + m + 16),
+                               layout, budget)) {
+            w->bad_at = q;
+            break;
+        }
+        w->frontier = prev;
+    }
+    return !(w->bad_at && w->bad_at > bound);
+}
+
+/* Does the chain from p reach 0 through a first entry (one of fe)?
+ * Memoised with path compression, so each position is walked once across
+ * all candidates. -1 on allocation failure. */
+static int reaches_zero(const uint8_t *base, uint64_t p, const first_ends *fe, posmemo *pm,
                         uint64_t **path, uint64_t *path_cap) {
     uint64_t n = 0, q = p;
     int result;
@@ -430,7 +724,7 @@ static int reaches_zero(const uint8_t *base, uint64_t p, uint64_t first_end, pos
             break;
         }
         uint64_t prev = step_back(base, q);
-        if (prev == UINT64_MAX || (prev == 0 && q != first_end)) {
+        if (prev == UINT64_MAX || (prev == 0 && !is_first_end(fe, q))) {
             result = 2;
             if (memo_set(pm, q, 2) != 0) return -1;
             break;
@@ -504,35 +798,49 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     posmemo pm = {0};
     uint64_t *path = NULL, path_cap = 0;
     uint64_t best = 0;
-    int rc = SIMDR_OK;
     int cand_layout = layout;
-    uint64_t first_end = first_entry_end(base, size);
-    for (uint64_t p = limit; p >= SIMDR__META_SIZE + 1; p--) {
-        if (step_back(base, p) == UINT64_MAX || meta_all_zero(base, p)) continue;
-        int reach = first_end ? reaches_zero(base, p, first_end, &pm, &path, &path_cap) : 0;
-        if (reach < 0) {
-            rc = simdr__fail(SIMDR_ENOMEM, "out of memory during recovery");
-            break;
-        }
+    first_ends fe;
+    find_first_ends(base, size, &fe);
+    crc_ckpt ckpt = {NULL, 0, 0, 0};
+    older_walks ow = {NULL, 0, 0};
+    prev_passes *pp = calloc(1, sizeof *pp); /* NULL: checkpoints only */
+    int nomem = fe.failed;
+    for (uint64_t p = limit; p >= SIMDR__META_SIZE + 1 && !nomem; p--) {
+        uint64_t prev = step_back(base, p);
+        if (prev == UINT64_MAX || meta_all_zero(base, p)) continue;
+        int reach = fe.n ? reaches_zero(base, p, &fe, &pm, &path, &path_cap) : 0;
+        nomem = reach < 0;
+        if (reach <= 0) continue;
         if (!reach) continue;
+        /* The newest entry whole, then (within the budget) the older ones
+         * ending within TAIL_WINDOW. A file whose look-alike candidates use
+         * up the budget is still answered: from then on a candidate needs
+         * only its newest entry sound, which costs a bounded amount. */
         int probe = layout;
-        int ok = tail_crcs_ok(fd, base, p, TAIL_WINDOW, &probe, &budget);
-        if (ok < 0) {
-            rc = simdr__fail(SIMDR_ECORRUPT,
-                             "recovery gave up: too many candidate chains (hostile or badly "
-                             "damaged file)");
-            break;
-        }
-        if (ok) {
+        uint64_t m = p - SIMDR__META_SIZE;
+        if (!entry_crc_ok_ckpt(base, size, &ckpt, pp, prev, m, simdr__load_u32le(base + m + 16),
+                               &probe, &budget))
+            continue;
+        int ok = 1;
+        if (budget > 0 && prev != 0)
+            ok = older_ok(base, size, &ckpt, &ow, prev,
+                          p > TAIL_WINDOW ? p - TAIL_WINDOW : 0, &probe, &budget);
+        nomem = ok < 0;
+        if (ok > 0) {
             best = p;
             cand_layout = probe;
             break;
         }
     }
+    if (pp) passes_free(pp);
+    free(pp);
+    free(fe.at);
+    free(ckpt.at);
+    free(ow.slot);
     free(pm.keys);
     free(pm.vals);
     free(path);
-    if (rc != SIMDR_OK) return rc;
+    if (nomem) return simdr__fail(SIMDR_ENOMEM, "out of memory during recovery");
 
     if (skip_end) {
         r->layout = layout;
@@ -584,6 +892,98 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
         p = prev;
     }
     return p == stop;
+}
+
+/* The CRC check of the entry [prev, m) read with pread through buf (cap
+ * bytes): 1 sound, 0 not (or unreadable). Decides an unknown layout as
+ * entry_bytes_crc_ok does. */
+static int entry_crc_ok_pread(int fd, uint64_t prev, uint64_t m, uint32_t crc, int *layout,
+                              uint8_t *buf, uint64_t cap) {
+    uint64_t span = m - prev;
+    if (span == 1) {
+        uint8_t b;
+        if (simdr__pread_all(fd, &b, 1, prev) != 0) return 0;
+        if (b == SIMDR__TOMBSTONE_BYTE) return crc == TOMBSTONE_CRC;
+    }
+    uint64_t pad = simdr__pad_for(prev, 1);
+    int too_short = pad && span <= pad; /* cannot be a padded entry */
+    if (too_short && *layout == SIMDR_LAYOUT_ALIGNED64) return 0;
+    if (*layout == SIMDR_LAYOUT_UNALIGNED || too_short) pad = 0;
+    uint8_t head[SIMDR__ALIGN];
+    int pad_zero = 1;
+    if (pad && (simdr__pread_all(fd, head, (size_t)pad, prev) != 0)) return 0;
+    if (pad) pad_zero = all_zero(head, pad);
+    uint32_t whole = pad ? simdr__crc32(0, head, pad) : 0, rest = 0;
+    for (uint64_t at = prev + pad; at < m;) {
+        uint64_t len = m - at < cap ? m - at : cap;
+        if (simdr__pread_all(fd, buf, (size_t)len, at) != 0) return 0;
+        whole = simdr__crc32(whole, buf, len);
+        if (pad) rest = simdr__crc32(rest, buf, len);
+        at += len;
+    }
+    if (!pad) {
+        if (too_short && whole == crc && *layout < 0) *layout = SIMDR_LAYOUT_UNALIGNED;
+        return whole == crc;
+    }
+    int aligned_ok = pad_zero && rest == crc;
+    if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
+    if (aligned_ok) {
+        *layout = SIMDR_LAYOUT_ALIGNED64;
+        return 1;
+    }
+    if (whole == crc) {
+        *layout = SIMDR_LAYOUT_UNALIGNED;
+        return 1;
+    }
+    return 0;
+}
+
+#define FD_WALK_BUFFER (UINT64_C(1) << 20)
+#define FD_WALK_MAX_STEPS (UINT64_C(1) << 24)
+
+int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
+                            simdr__chain_rec **recs, uint64_t *n) {
+    *recs = NULL;
+    *n = 0;
+    uint64_t cap = 0;
+    uint8_t *buf = malloc(FD_WALK_BUFFER);
+    if (!buf) return -1;
+    int result = 0;
+    uint64_t p = end;
+    for (uint64_t steps = 0; p > stop && steps < FD_WALK_MAX_STEPS; steps++) {
+        uint8_t raw[SIMDR__META_SIZE];
+        if (p < stop + SIMDR__META_SIZE + 1 ||
+            simdr__pread_all(fd, raw, sizeof raw, p - SIMDR__META_SIZE) != 0)
+            break;
+        simdr__meta meta = simdr__meta_decode(raw);
+        uint64_t m = p - SIMDR__META_SIZE;
+        if (meta.prev >= m || meta.prev < stop ||
+            !entry_crc_ok_pread(fd, meta.prev, m, meta.checksum, layout, buf, FD_WALK_BUFFER))
+            break;
+        if (*n == cap) {
+            uint64_t ncap = cap ? cap * 2 : 64;
+            simdr__chain_rec *nr = realloc(*recs, ncap * sizeof *nr);
+            if (!nr) {
+                result = -1;
+                break;
+            }
+            *recs = nr;
+            cap = ncap;
+        }
+        uint8_t first = 1;
+        int tomb = m - meta.prev == 1 && simdr__pread_all(fd, &first, 1, meta.prev) == 0 &&
+                   first == SIMDR__TOMBSTONE_BYTE;
+        (*recs)[(*n)++] = (simdr__chain_rec){meta.key_hash, m, tomb};
+        p = meta.prev;
+    }
+    if (result == 0 && p == stop) result = 1;
+    free(buf);
+    if (result != 1) {
+        free(*recs);
+        *recs = NULL;
+        *n = 0;
+    }
+    return result;
 }
 
 int simdr__tail_sound(int fd, const uint8_t *base, uint64_t end, int *layout) {

@@ -139,19 +139,112 @@ static int save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, ui
 }
 
 static int open_fail(simdr_store *s, int rc) {
+    simdr__side_close(s->side);
     if (s->fd >= 0) close(s->fd);
     free(s->path);
     free(s);
     return rc;
 }
 
-/* Maps the open file, recovers, cuts (writable) and indexes. */
+/* The end the side file lets recovery trust: its newest committed tail (or,
+ * when that is not in the file, the durable one, or the other way round
+ * when the durable one is higher), when the page describes
+ * this file, the tail lies within it, the recorded metadata bytes are found
+ * there, and the file has not grown since a clean close (another program
+ * appended: its entries are not torn). Candidates in *ends, best first;
+ * returns how many (0: recover the whole file). */
+static int committed_ends(const simdr__side_state *st, const uint8_t *base, uint64_t size,
+                          uint64_t ends[2]) {
+    if (st->closed && st->closed - 1 != size) return 0;
+    const simdr__side_record *recs[2] = {&st->live, st->has_durable ? &st->durable : NULL};
+    /* A durable record above the live one means the live one is stale (a
+     * power cut lost the page's later updates): the higher end first. */
+    if (recs[1] && recs[1]->tail > recs[0]->tail) {
+        recs[0] = &st->durable;
+        recs[1] = &st->live;
+    }
+    int n = 0;
+    for (int i = 0; i < 2; i++) {
+        const simdr__side_record *r = recs[i];
+        if (!r || r->tail > size || (n && r->tail == ends[0])) continue;
+        if (r->tail && (r->tail <= SIMDR__META_SIZE ||
+                        memcmp(base + r->tail - SIMDR__META_SIZE, r->meta, SIMDR__META_SIZE)))
+            continue;
+        ends[n++] = r->tail;
+    }
+    return n;
+}
+
+/* The index from the hint file, if it covers a prefix of [0, end) that the
+ * rest chains onto. 1 on success (view made), 0 to recover instead, or an
+ * error. */
+static int load_with_hint(simdr_store *s, simdr__map *map, uint64_t end, simdr__view **out) {
+    simdr__hint hint;
+    if (!s->use_hint || !simdr__hint_load(s, map->base, end, &hint)) return 0;
+    uint64_t live = hint.live;
+    int rc = index_range(map->base, end, hint.tail, &hint.index, &live);
+    if (rc == SIMDR_OK) rc = new_view(map, hint.index, end, out);
+    if (rc != SIMDR_OK) {
+        simdr__index_free(hint.index);
+        return rc;
+    }
+    atomic_store(&s->layout, hint.layout);
+    s->layout_detected = hint.layout_detected || !s->readonly;
+    s->hint_tail = end == hint.tail ? end : 0;
+    s->tail = end;
+    atomic_store(&s->live, live);
+    atomic_store(&s->synced, end);
+    return 1;
+}
+
+/* Recovery of [0, size): first to the ends the side file names, each of
+ * which must be a sound chain; else the whole file (recover.c). *committed
+ * is set when a side file end was taken. */
+static int recover_ends(simdr_store *s, const uint8_t *base, uint64_t size, const uint64_t *ends,
+                        int n_ends, simdr__recover_result *r, int *committed) {
+    *committed = 0;
+    for (int i = 0; i < n_ends; i++) {
+        int rc = simdr__recover(base, ends[i], s->fd, r);
+        if (rc == SIMDR_ENOMEM) return rc;
+        if (rc == SIMDR_OK && r->status == SIMDR__RECOVER_SOUND) {
+            *committed = 1;
+            return SIMDR_OK;
+        }
+        simdr__index_free(r->index);
+    }
+    return simdr__recover(base, size, s->fd, r);
+}
+
+/* Writable opens: saves [valid, size) beside the file and cuts it. */
+static int cut_torn_tail(simdr_store *s, const uint8_t *base, uint64_t valid, uint64_t size,
+                         int repair) {
+    if (!repair)
+        return simdr__fail(SIMDR_ECORRUPT,
+                           "%s: torn tail: %llu bytes after offset %llu are not a complete "
+                           "entry (repair disabled; nothing changed)",
+                           s->path, (unsigned long long)(size - valid), (unsigned long long)valid);
+    int rc = save_cut_bytes(s, base, valid, size);
+    if (rc == SIMDR_OK && (simdr__io.ftruncate(s->fd, (off_t)valid) != 0 ||
+                           simdr__io.fsync(s->fd) != 0))
+        rc = simdr__fail_errno(errno, "truncating torn tail", s->path);
+    if (rc == SIMDR_OK) s->recovery.truncated = 1;
+    return rc;
+}
+
+/* Maps the open file, finds its valid end (side file, then recovery), cuts
+ * (writable) and indexes. */
 static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__view **out) {
     struct stat st;
     if (simdr__io.fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
     if (!S_ISREG(st.st_mode)) return simdr__fail(SIMDR_EINVAL, "%s: not a regular file", s->path);
     s->dev = st.st_dev;
     s->ino = st.st_ino;
+    /* The side file is read before the size is taken: a writer publishes a
+     * tail only after its bytes are in the file, so the size covers it. */
+    simdr__side_state side;
+    int has_side = simdr__side_read(s->side, s->dev, s->ino, &side);
+    int writer_active = has_side && s->readonly && simdr__side_writer_active(s->side);
+    if (simdr__io.fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
     uint64_t size = (uint64_t)st.st_size;
     if (size > SIMDR__MAX_OFFSET)
         return simdr__fail(SIMDR_ETOOBIG, "%s: file larger than 128 TiB", s->path);
@@ -161,32 +254,21 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     memset(&s->recovery, 0, sizeof s->recovery);
     s->recovery.file_size = size;
     s->recovery.valid_size = size;
-    simdr__hint hint;
-    if (s->use_hint && simdr__hint_load(s, map->base, size, &hint)) {
-        uint64_t live = hint.live;
-        rc = index_range(map->base, size, hint.tail, &hint.index, &live);
-        if (rc != SIMDR_OK) {
-            simdr__index_free(hint.index);
-            simdr__map_retire(map);
-            return rc;
+    uint64_t ends[2];
+    int n_ends = has_side ? committed_ends(&side, map->base, size, ends) : 0;
+    /* Fast path: the file ends at its committed tail (or there is no side
+     * file) and the hint covers it. */
+    if (!n_ends || ends[0] == size) {
+        rc = load_with_hint(s, map, size, out);
+        if (rc != 0) {
+            if (rc != 1) simdr__map_retire(map);
+            return rc == 1 ? SIMDR_OK : rc;
         }
-        atomic_store(&s->layout, hint.layout);
-        s->layout_detected = hint.layout_detected || !s->readonly;
-        s->hint_tail = size == hint.tail ? size : 0;
-        rc = new_view(map, hint.index, size, out);
-        if (rc != SIMDR_OK) {
-            simdr__index_free(hint.index);
-            simdr__map_retire(map);
-            return rc;
-        }
-        s->tail = size;
-        atomic_store(&s->live, live);
-        atomic_store(&s->synced, size);
-        return SIMDR_OK;
     }
     s->hint_tail = 0;
     simdr__recover_result r;
-    rc = simdr__recover(map->base, size, s->fd, &r);
+    int committed;
+    rc = recover_ends(s, map->base, size, ends, n_ends, &r, &committed);
     if (rc != SIMDR_OK) {
         simdr__map_retire(map);
         if (rc != SIMDR_ECORRUPT) return rc;
@@ -194,6 +276,7 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
         snprintf(cause, sizeof cause, "%s", simdr_last_error());
         return simdr__fail(rc, "%s: %s", s->path, cause);
     }
+    if (committed && r.valid_len < size) r.status = SIMDR__RECOVER_TORN;
     s->recovery.valid_size = r.valid_len;
     s->recovery.bytes_cut = size - r.valid_len;
     if (r.status == SIMDR__RECOVER_NOTSTORE) {
@@ -204,6 +287,7 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
                            s->path, (unsigned long long)size);
     }
     if (r.status == SIMDR__RECOVER_DAMAGED && !(s->readonly && s->salvage)) {
+        simdr__index_free(r.index);
         simdr__map_retire(map);
         return simdr__fail(SIMDR_ECORRUPT,
                            "%s: damaged store: valid entries end at %llu but the chain from "
@@ -213,24 +297,16 @@ static int load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
                            s->path, (unsigned long long)size, (unsigned long long)r.damage_at,
                            (unsigned long long)r.valid_len);
     }
+    /* Bytes a live writer has in flight beyond its committed tail are
+     * neither torn nor part of the store yet. */
+    if (committed && writer_active) s->recovery.bytes_cut = 0;
     if (r.status == SIMDR__RECOVER_TORN && !s->readonly) {
-        if (!repair) {
-            simdr__map_retire(map);
-            return simdr__fail(SIMDR_ECORRUPT,
-                               "%s: torn tail: %llu bytes after offset %llu are not a complete "
-                               "entry (repair disabled; nothing changed)",
-                               s->path, (unsigned long long)(size - r.valid_len),
-                               (unsigned long long)r.valid_len);
-        }
-        rc = save_cut_bytes(s, map->base, r.valid_len, size);
-        if (rc == SIMDR_OK && (simdr__io.ftruncate(s->fd, (off_t)r.valid_len) != 0 ||
-                               simdr__io.fsync(s->fd) != 0))
-            rc = simdr__fail_errno(errno, "truncating torn tail", s->path);
+        rc = cut_torn_tail(s, map->base, r.valid_len, size, repair);
         if (rc != SIMDR_OK) {
+            simdr__index_free(r.index);
             simdr__map_retire(map);
             return rc;
         }
-        s->recovery.truncated = 1;
     }
     int layout = r.layout >= 0 ? r.layout : fallback_layout;
     atomic_store(&s->layout, layout);
@@ -338,9 +414,16 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
                                             path));
         return open_fail(s, simdr__fail_errno(err, "flock", path));
     }
+    /* The side file tells recovery the committed tail; a writer takes it
+     * over (creating it for a new store) only once the file is accepted. */
+    s->side = simdr__side_attach_reader(path);
     simdr__view *v;
     rc = load_file(s, opts->repair, opts->layout, &v);
     if (rc != SIMDR_OK) return open_fail(s, rc);
+    if (!s->readonly) {
+        simdr__side_close(s->side);
+        s->side = simdr__side_attach_writer(path, s->fd, s->tail, opts->file_mode);
+    }
     atomic_init(&s->view, v);
     pthread_mutex_init(&s->wlock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
@@ -367,6 +450,9 @@ SIMDR_API int simdr_close(simdr_store *s) {
         rc = simdr__fail_errno(errno, "fdatasync", s->path);
     if (owner && s->use_hint && s->tail != s->hint_tail)
         simdr__hint_save(s);
+    /* A clean close: an append by another program after it is not torn. */
+    if (!s->readonly && s->side && !s->failed) simdr__side_mark_closed(s->side, s->tail);
+    simdr__side_close(s->side);
     simdr__view *v = simdr__current_view(s);
     simdr__map_retire(v->map);
     simdr__index_free(v->index);
@@ -451,7 +537,7 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
             }
         }
         uint64_t t0 = monotonic_ns();
-        if (simdr__fdatasync(fd) != 0) {
+        if (simdr__fdatasync(fd) != 0 || simdr__side_sync(s->side, fd, target) != 0) {
             /* A failed sync is final: see simdr__withdraw_unsynced. */
             rc = simdr__fail_errno(errno, "fdatasync", s->path);
             atomic_store_explicit(&s->failed, 1, memory_order_release);
@@ -474,84 +560,158 @@ SIMDR_API int simdr_recovery(const simdr_store *s, simdr_recovery_info *info) {
     return SIMDR_OK;
 }
 
-/* Read-only stores: follow a compaction (the path names a new file) by
- * reloading, or index entries appended after our tail. */
-static int refresh_locked(simdr_store *s, uint64_t *added) {
-    struct stat st;
-    if (stat(s->path, &st) != 0) return simdr__fail_errno(errno, "stat", s->path);
-    if (st.st_dev != s->dev || st.st_ino != s->ino) {
-        int fd = simdr__io.open(s->path, O_RDONLY | O_CLOEXEC, 0);
-        if (fd < 0) return simdr__fail_errno(errno, "open", s->path);
-        int old_fd = s->fd;
-        uint64_t old_live = atomic_load(&s->live);
-        s->fd = fd;
-        simdr__view *v;
-        int rc = load_file(s, 0, s->new_file_layout, &v);
-        if (rc != SIMDR_OK) {
-            s->fd = old_fd;
-            close(fd);
-            return rc;
-        }
-        simdr__view *old = simdr__current_view(s);
-        atomic_store_explicit(&s->view, v, memory_order_release);
-        simdr__epoch_synchronize(&s->epoch);
-        simdr__map_retire(old->map);
-        simdr__index_free(old->index);
-        free(old);
-        close(old_fd);
-        *added = atomic_load(&s->live) > old_live ? atomic_load(&s->live) - old_live : 0;
-        return SIMDR_OK;
+/* What a reload changes, kept so that a failed reload leaves the store
+ * exactly as it was (a later refresh then tries the new file again). */
+typedef struct store_state {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+    uint64_t tail, live, synced, hint_tail;
+    int layout, layout_detected;
+    simdr_recovery_info recovery;
+} store_state;
+
+static void state_save(const simdr_store *s, store_state *st) {
+    st->fd = s->fd;
+    st->dev = s->dev;
+    st->ino = s->ino;
+    st->tail = s->tail;
+    st->live = atomic_load(&s->live);
+    st->synced = atomic_load(&s->synced);
+    st->hint_tail = s->hint_tail;
+    st->layout = atomic_load(&s->layout);
+    st->layout_detected = s->layout_detected;
+    st->recovery = s->recovery;
+}
+
+static void state_restore(simdr_store *s, const store_state *st) {
+    s->fd = st->fd;
+    s->dev = st->dev;
+    s->ino = st->ino;
+    s->tail = st->tail;
+    atomic_store(&s->live, st->live);
+    atomic_store(&s->synced, st->synced);
+    s->hint_tail = st->hint_tail;
+    atomic_store(&s->layout, st->layout);
+    s->layout_detected = st->layout_detected;
+    s->recovery = st->recovery;
+}
+
+/* The path names a new file (a compaction replaced it): load that one. */
+static int reload_locked(simdr_store *s, uint64_t *added) {
+    int fd = simdr__io.open(s->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+    if (fd < 0) return simdr__fail_errno(errno, "open", s->path);
+    store_state saved;
+    state_save(s, &saved);
+    s->fd = fd;
+    simdr__view *v;
+    int rc = load_file(s, 0, s->new_file_layout, &v);
+    if (rc != SIMDR_OK) {
+        state_restore(s, &saved);
+        close(fd);
+        return rc;
     }
-    if (simdr__io.fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
-    uint64_t size = (uint64_t)st.st_size, tail = s->tail;
-    if (size <= tail + SIMDR__META_SIZE) return SIMDR_OK;
-    int rc = simdr__ensure_mapped(s, size);
-    if (rc != SIMDR_OK) return rc;
-    const uint8_t *base = simdr__current_view(s)->map->base;
-    int layout = s->layout_detected ? atomic_load(&s->layout) : -1;
-    /* The writer may be mid-append: take the newest end position whose chain
-     * lands exactly on our tail with sound checksums. */
-    uint64_t end = 0, budget = UINT64_C(1) << 20;
-    for (uint64_t p = size; p > tail + SIMDR__META_SIZE && budget; p--, budget--) {
-        int probe = layout;
-        if (simdr__chain_reaches(base, p, tail, &probe, UINT64_C(1) << 24)) {
-            end = p;
-            if (probe >= 0 && !s->layout_detected) {
-                atomic_store(&s->layout, probe);
-                s->layout_detected = 1;
-            }
-            break;
-        }
-    }
-    if (!end) return SIMDR_OK;
-    uint64_t n = 0, cap = 64;
-    uint64_t *pos = malloc(cap * sizeof *pos);
-    if (!pos) return simdr__fail(SIMDR_ENOMEM, "out of memory");
-    for (uint64_t p = end; p != tail; p = simdr__load_u64le(base + p - 12)) {
-        if (n == cap) {
-            uint64_t *np = realloc(pos, (cap *= 2) * sizeof *np);
-            if (!np) {
-                free(pos);
-                return simdr__fail(SIMDR_ENOMEM, "out of memory");
-            }
-            pos = np;
-        }
-        pos[n++] = p - SIMDR__META_SIZE;
-    }
-    for (uint64_t i = n; i-- > 0;) {
-        uint64_t m = pos[i];
-        uint64_t prev = simdr__load_u64le(base + m + 8);
+    simdr__view *old = simdr__current_view(s);
+    atomic_store_explicit(&s->view, v, memory_order_release);
+    simdr__epoch_synchronize(&s->epoch);
+    simdr__map_retire(old->map);
+    simdr__index_free(old->index);
+    free(old);
+    close(saved.fd);
+    uint64_t live = atomic_load(&s->live);
+    *added = live > saved.live ? live - saved.live : 0;
+    return SIMDR_OK;
+}
+
+/* Indexes the entries between the reader's tail and end (newest first in
+ * recs), then publishes end. The bytes below end are proven in the file. */
+static int index_new_entries(simdr_store *s, const simdr__chain_rec *recs, uint64_t n,
+                             uint64_t end) {
+    int rc = simdr__ensure_mapped(s, end);
+    for (uint64_t i = n; rc == SIMDR_OK && i-- > 0;) {
         rc = simdr__grow_index_if_needed(s);
-        if (rc != SIMDR_OK) break;
-        simdr__index_entry(s, simdr__load_u64le(base + m), m,
-                           simdr__is_tombstone_at(base, prev, m));
+        if (rc == SIMDR_OK) simdr__index_entry(s, recs[i].hash, recs[i].meta, recs[i].tomb);
     }
-    free(pos);
     if (rc != SIMDR_OK) return rc;
     s->tail = end;
     atomic_store_explicit(&simdr__current_view(s)->tail, end, memory_order_release);
-    *added = n;
     return SIMDR_OK;
+}
+
+/* The side file's state for the current file (re-attached when the path
+ * names a new side file, attached when one appeared): 1 and *st, or 0. */
+static int side_state(simdr_store *s, simdr__side_state *st) {
+    if (s->side && simdr__side_replaced(s->side, s->path)) {
+        simdr__side_close(s->side);
+        s->side = NULL;
+    }
+    if (!s->side) s->side = simdr__side_attach_reader(s->path);
+    return simdr__side_read(s->side, s->dev, s->ino, st);
+}
+
+/* The end up to which new entries may be indexed: the side file's committed
+ * tail when it tells (its writer is alive, died, or closed at that tail and
+ * nothing was appended since), with its metadata bytes found in the file of
+ * size bytes; else (no side file, or another program appended after a clean
+ * close) the end of the file. 1 when the side file decided. */
+static int refresh_end(simdr_store *s, const simdr__side_state *st, int has_side, uint64_t size,
+                       uint64_t *end) {
+    if (!has_side || (st->closed && st->closed - 1 < size)) {
+        *end = size;
+        return 0;
+    }
+    *end = st->live.tail;
+    if (*end > s->tail) {
+        uint8_t meta[SIMDR__META_SIZE];
+        if (*end > size || *end <= SIMDR__META_SIZE ||
+            simdr__pread_all(s->fd, meta, sizeof meta, *end - SIMDR__META_SIZE) != 0 ||
+            memcmp(meta, st->live.meta, sizeof meta) != 0)
+            *end = s->tail; /* not provable (a stale record): nothing new this time */
+    }
+    return 1;
+}
+
+/* Read-only stores: follow a compaction (the path names a new file) by
+ * reloading, or index the entries appended after our tail. The end of what
+ * the writer committed comes from the side file; without one, only a chain
+ * that ends exactly at the file's end and leads exactly to our tail is
+ * taken. Bytes beyond the tail are read with pread, never through the map:
+ * a writer may cut them (a failed write, a torn tail) at any moment. */
+static int refresh_locked(simdr_store *s, uint64_t *added) {
+    struct stat st;
+    if (stat(s->path, &st) != 0) return simdr__fail_errno(errno, "stat", s->path);
+    if (st.st_dev != s->dev || st.st_ino != s->ino) return reload_locked(s, added);
+    /* The side file is read before the size is taken (see load_file). */
+    simdr__side_state side;
+    int has_side = side_state(s, &side);
+    if (simdr__io.fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
+    uint64_t end, tail = s->tail;
+    has_side = refresh_end(s, &side, has_side, (uint64_t)st.st_size, &end);
+    if (end <= tail || end < tail + SIMDR__META_SIZE + 1) return SIMDR_OK;
+    int layout = s->layout_detected ? atomic_load(&s->layout) : -1;
+    simdr__chain_rec *recs = NULL;
+    uint64_t n = 0;
+    int found = simdr__chain_reaches_fd(s->fd, end, tail, &layout, &recs, &n);
+    if (found < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    if (!found) {
+        free(recs);
+        /* A committed tail whose chain does not lead to ours is damage; with
+         * no side file the writer is simply mid-append. */
+        if (has_side)
+            return simdr__fail(SIMDR_ECORRUPT,
+                               "%s: the entries committed up to offset %llu do not chain "
+                               "back to offset %llu",
+                               s->path, (unsigned long long)end, (unsigned long long)tail);
+        return SIMDR_OK;
+    }
+    if (layout >= 0 && !s->layout_detected) {
+        atomic_store(&s->layout, layout);
+        s->layout_detected = 1;
+    }
+    int rc = index_new_entries(s, recs, n, end);
+    free(recs);
+    if (rc == SIMDR_OK) *added = n;
+    return rc;
 }
 
 SIMDR_API int simdr_refresh(simdr_store *s, uint64_t *new_entries) {

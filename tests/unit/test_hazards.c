@@ -151,11 +151,14 @@ static int open_rc_in_child(const char *path, int open_mode) {
 
 /* Writes a store of n entries to path and returns the offsets of the
  * metadata of entries 1 and n/2 in metas. */
-/* Removes path and the index hint cache the library may keep beside it. */
+/* Removes path and what the library may keep beside it: the index hint
+ * cache and the side file. */
 static void remove_store(const char *path) {
     char h[4096 + 16];
-    snprintf(h, sizeof h, "%s.hint", path);
     unlink(path);
+    snprintf(h, sizeof h, "%s.hint", path);
+    unlink(h);
+    snprintf(h, sizeof h, "%s.simdr", path);
     unlink(h);
 }
 

@@ -412,6 +412,8 @@ static void test_iter_exact_order(void **state) {
         char hint[4200];
         snprintf(hint, sizeof hint, "%s.hint", p);
         remove(hint);
+        snprintf(hint, sizeof hint, "%s.simdr", p);
+        remove(hint);
     }
     tu_rmtree(dir);
     free(dir);

@@ -61,6 +61,9 @@ int tu_dir_count(const char *dir) {
         /* the library's index hint cache beside a store is not a leftover */
         if (len > 5 && !strcmp(e->d_name + len - 5, ".hint"))
             continue;
+        /* nor is its side file (the writer's committed tail) */
+        if (len > 6 && !strcmp(e->d_name + len - 6, ".simdr"))
+            continue;
         n++;
     }
     closedir(d);

@@ -26,7 +26,7 @@ void tu_rmtree(const char *dir);
 /* out = dir + "/" + name. */
 void tu_join(char *out, size_t cap, const char *dir, const char *name);
 /* Number of directory entries in dir: ".", ".." and the library's index
- * hint files ("*.hint") excluded. */
+ * hint files ("*.hint") and side files ("*.simdr") excluded. */
 int tu_dir_count(const char *dir);
 
 /* ---- files ---- */
