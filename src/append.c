@@ -67,6 +67,8 @@ static int refuse_forked(simdr_store *s) {
  * deadlocks: that cannot be told from outside. */
 static _Thread_local const simdr_store *feeding;
 
+int simdr__feeding(const simdr_store *s) { return feeding == s; }
+
 int simdr__check_reentry(simdr_store *s) {
     if (feeding != s) return SIMDR_OK;
     return simdr__fail(SIMDR_EINVAL,
@@ -625,13 +627,15 @@ SIMDR_API int simdr_rename(simdr_store *s, const void *old_key, size_t old_len,
  * changes with a compaction, under the writer lock: read it there. */
 static int same_file(simdr_store *a, simdr_store *b) {
     if (a == b) return 1;
-    pthread_mutex_lock(&a->wlock);
+    /* A stream source copying out of the store it feeds already holds its
+     * writer lock (this thread): the identity cannot change under it. */
+    if (!simdr__feeding(a)) pthread_mutex_lock(&a->wlock);
     dev_t dev = a->dev;
     ino_t ino = a->ino;
-    pthread_mutex_unlock(&a->wlock);
-    pthread_mutex_lock(&b->wlock);
+    if (!simdr__feeding(a)) pthread_mutex_unlock(&a->wlock);
+    if (!simdr__feeding(b)) pthread_mutex_lock(&b->wlock);
     int same = b->dev == dev && b->ino == ino;
-    pthread_mutex_unlock(&b->wlock);
+    if (!simdr__feeding(b)) pthread_mutex_unlock(&b->wlock);
     return same;
 }
 
@@ -684,6 +688,8 @@ static int append_copy_locked(simdr_store *dst, const simdr_entry *e) {
 SIMDR_API int simdr_move(simdr_store *src, const void *key, size_t key_len, simdr_store *dst,
                          uint64_t *tail_out) {
     if (!src || !dst || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    if (simdr__check_reentry(src) != SIMDR_OK || simdr__check_reentry(dst) != SIMDR_OK)
+        return SIMDR_EINVAL;
     if (same_file(src, dst)) return refuse_same_store(src);
     if (dst->readonly) return simdr__check_writable(dst);
     uint64_t hash = simdr_hash_key(key, key_len), end = 0;

@@ -399,6 +399,9 @@ int simdr__check_syncable(simdr_store *s);
 /* SIMDR_EINVAL (with its message) when called from a stream source feeding
  * s, which holds s's writer lock; call before taking it. */
 int simdr__check_reentry(simdr_store *s);
+/* 1 when this thread is inside a stream source of s (and so holds its
+ * writer lock): calls that only read under the lock must not take it. */
+int simdr__feeding(const simdr_store *s);
 /* Counts forks in this process's ancestry of handles: record it at open;
  * simdr__forked(s) is then true in a child that inherited s. */
 unsigned simdr__process_generation(void);

@@ -416,7 +416,8 @@ SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
     /* The tail and the file's size are taken between two writes (an append
      * in flight is not damage), and the file descriptor is the one a
      * compaction or a refresh may replace under this lock. */
-    pthread_mutex_lock(&s->wlock);
+    int locked = !simdr__feeding(s); /* a stream source of s holds it already */
+    if (locked) pthread_mutex_lock(&s->wlock);
     unsigned shard = simdr__thread_shard();
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);
     simdr__view *v = simdr__current_view(s);
@@ -430,7 +431,7 @@ SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
     if (s->readonly && s->recovery.bytes_cut && !s->recovery.truncated &&
         s->recovery.valid_size == tail)
         skipped_end = s->recovery.valid_size + s->recovery.bytes_cut;
-    pthread_mutex_unlock(&s->wlock);
+    if (locked) pthread_mutex_unlock(&s->wlock);
 
     /* Bytes beyond the valid chain that a read-only open found and skipped
      * (a torn or damaged file) are a problem in themselves. They are taken

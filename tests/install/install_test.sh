@@ -77,7 +77,7 @@ extract_readme_cmake() {
 
 # The README's command line that builds app.c with pkg-config.
 readme_cc_line() {
-    grep -m1 -E '^cc app\.c .*pkg-config' "$source_dir/README.md" || true
+    grep -m1 -E '^cc app\.c .*pkg-config [^)]*simdr' "$source_dir/README.md" || true
 }
 
 # run_example BINARY: runs it in a fresh directory; it must exit 0, print
