@@ -101,8 +101,6 @@ static int writer_put(writer *w, const void *p, uint64_t len) {
     return 0;
 }
 
-static const uint8_t zero_pad[SIMDR__ALIGN];
-
 /* Decodes and verifies the live entry whose metadata is at meta_off, its
  * bytes read through r; tag is the top of the hash its index slot holds and
  * floor the end of the entry copied before it. The metadata, when the buffer
@@ -168,11 +166,9 @@ static void compaction_init(compaction *c, simdr_store *s) {
  * (a leftover of an earlier compaction is replaced) and locked. */
 static int create_new_file(compaction *c) {
     simdr_store *s = c->s;
-    size_t plen = strlen(s->path) + sizeof ".compact";
-    c->tmp = malloc(plen);
+    c->tmp = simdr__suffixed_path(s->path, SIMDR__COMPACT_SUFFIX);
     if (!c->tmp || simdr__io.fstat(s->fd, &c->st) != 0)
         return simdr__fail(SIMDR_ENOMEM, "out of memory");
-    snprintf(c->tmp, plen, "%s.compact", s->path);
     int rc = sorted_live(c->old, &c->offs, &c->n);
     if (rc != SIMDR_OK) return rc;
     c->new_meta = malloc((c->n ? c->n : 1) * sizeof *c->new_meta);
@@ -217,8 +213,8 @@ static int copy_live_entries(compaction *c) {
         uint8_t meta[SIMDR__META_SIZE];
         simdr__meta m = {e.key_hash, pos, e.checksum};
         simdr__meta_encode(meta, &m);
-        if (writer_put(&c->w, zero_pad, pad) != 0 || writer_put(&c->w, e.data, e.size) != 0 ||
-            writer_put(&c->w, meta, sizeof meta) != 0)
+        if (writer_put(&c->w, simdr__zero_pad, pad) != 0 ||
+            writer_put(&c->w, e.data, e.size) != 0 || writer_put(&c->w, meta, sizeof meta) != 0)
             return simdr__fail_errno(errno, "writing the compacted file", c->tmp);
         pos += pad + e.size + SIMDR__META_SIZE;
         c->new_meta[i] = pos - SIMDR__META_SIZE;

@@ -318,6 +318,11 @@ int simdr__publish_view(simdr_store *s, simdr__map *map, simdr__index *index);
 /* Writer: make the map cover [0, end). */
 int simdr__ensure_mapped(simdr_store *s, uint64_t end);
 int simdr__fsync_dir(const char *path);
+/* path followed by suffix, malloc'd (NULL without memory): the names of the
+ * files kept beside a store. */
+char *simdr__suffixed_path(const char *path, const char *suffix);
+/* The temporary file a compaction writes before renaming it over the store. */
+#define SIMDR__COMPACT_SUFFIX ".compact"
 
 /* ---- loading an open file (load.c) ----
  * Maps s->fd, finds its valid end (side file, hint, recovery), cuts a torn

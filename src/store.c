@@ -28,6 +28,13 @@ SIMDR_API void simdr_options_init(simdr_options *opts) {
     opts->file_mode = 0644;
 }
 
+char *simdr__suffixed_path(const char *path, const char *suffix) {
+    size_t n = strlen(path) + strlen(suffix) + 1;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s%s", path, suffix);
+    return p;
+}
+
 int simdr__fsync_dir(const char *path) {
     char *copy = strdup(path);
     if (!copy) return -1;
@@ -45,13 +52,6 @@ static int open_fail(simdr_store *s, int rc) {
     free(s->path);
     free(s);
     return rc;
-}
-
-static char *compact_tmp_path(const char *path) {
-    size_t n = strlen(path) + sizeof ".compact";
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s.compact", path);
-    return p;
 }
 
 /* Only a regular file holds a store; the descriptor then goes back to
@@ -139,7 +139,7 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     if (!s->readonly) {
         /* A compaction that died before its rename leaves its temporary
          * file; it is never merged into anything, only removed. */
-        char *tmp = compact_tmp_path(path);
+        char *tmp = simdr__suffixed_path(path, SIMDR__COMPACT_SUFFIX);
         if (tmp) {
             unlink(tmp);
             free(tmp);
