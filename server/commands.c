@@ -235,6 +235,30 @@ static const command_def *resolve(client *c, int argc, char **argv, size_t *lens
     return cmd;
 }
 
+/* Commands that reach the store only through ks_lookup/ks_write/ks_delete,
+ * which see the turn's pending writes: they run without flushing them. Every
+ * other command may read the engine directly (iteration, counts, WATCH
+ * offsets, file sizes), so the pending writes go out before it runs. */
+static int sees_pending_writes(command_fn fn) {
+    static const command_fn safe[] = {
+        cmd_get, cmd_set, cmd_setnx, cmd_setex, cmd_psetex, cmd_getset, cmd_getdel, cmd_getex,
+        cmd_mset, cmd_msetnx, cmd_append, cmd_strlen, cmd_getrange, cmd_setrange, cmd_incr,
+        cmd_decr, cmd_incrby, cmd_decrby, cmd_incrbyfloat, cmd_del, cmd_exists, cmd_touch,
+        cmd_type, cmd_expire, cmd_pexpire, cmd_expireat, cmd_pexpireat, cmd_ttl, cmd_pttl,
+        cmd_expiretime, cmd_pexpiretime, cmd_persist, cmd_ping, cmd_echo, cmd_select};
+    for (size_t i = 0; i < sizeof safe / sizeof safe[0]; i++)
+        if (safe[i] == fn) return 1;
+    return 0;
+}
+
+static void run_command(client *c, const command_def *cmd, int argc, char **argv, size_t *lens) {
+    ks_pending_safe_point(); /* no ks_ref is held between commands */
+    if (!sees_pending_writes(cmd->fn)) ks_flush_pending();
+    srv.total_commands++;
+    if (cmd->flags & CMD_WRITE) c->flags |= CLIENT_WROTE;
+    cmd->fn(c, argc, argv, lens);
+}
+
 void commands_execute(client *c, int argc, char **argv, size_t *lens) {
     char fullname[64];
     if (eq_nocase(argv[0], lens[0], "quit")) {
@@ -261,8 +285,7 @@ void commands_execute(client *c, int argc, char **argv, size_t *lens) {
         reply_error(c, "ERR wrong number of arguments for '%s' command", fullname);
         return;
     }
-    srv.total_commands++;
-    cmd->fn(c, argc, argv, lens);
+    run_command(c, cmd, argc, argv, lens);
 }
 
 /* ---- transactions ---- */
@@ -375,8 +398,7 @@ void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
         if (cmd && (cmd->flags & CMD_CONTAINER) && q[i].argc >= 2)
             cmd = command_find(cmd->subs, q[i].argv[1], q[i].lens[1]);
         if (cmd && cmd->fn) {
-            srv.total_commands++;
-            cmd->fn(c, q[i].argc, q[i].argv, q[i].lens);
+            run_command(c, cmd, q[i].argc, q[i].argv, q[i].lens);
         } else {
             reply_error(c, "ERR unknown command");
         }

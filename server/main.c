@@ -357,7 +357,7 @@ int server_sync_all(void) { return server_sync(1); }
 
 /* wait = 0: skip (the stores stay dirty) while a compaction runs. */
 int server_sync(int wait) {
-    int first_err = 0;
+    int first_err = ks_flush_pending();
     if (wait)
         pthread_mutex_lock(&maint_lock);
     else if (pthread_mutex_trylock(&maint_lock) != 0)
@@ -438,6 +438,7 @@ static void maybe_auto_compact(void) {
 static void on_cron(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what, (void)arg;
     long long now = now_ms();
+    ks_flush_pending(); /* the tick reads the engine (expiry walk, sizes) */
     net_check_timeouts(now);
     ks_active_expire(now, srv.cfg.active_expire_effort);
     if (srv.cfg.durability == DURABILITY_EVERYSEC && now - srv.last_sync_ms >= 1000)

@@ -152,71 +152,16 @@ static int ensure_room(client *c, size_t want) {
     return 1;
 }
 
-/* A run of plain "SET key value" commands pipelined by one client is written
- * as one batch append (the MSET path) instead of one append each: the run is
- * flushed before any other command of the client runs and at the end of its
- * input, so every later command sees the writes, and nothing else runs in
- * between (one thread). The arguments stay in the query buffer meanwhile. */
-typedef struct set_run {
-    char **argv; /* argv[0] unused, then key, value, key, value, ... */
-    size_t *lens;
-    int argc, cap;
-} set_run;
-
-static int is_plain_set(client *c, int argc, char **argv, size_t *lens) {
-    /* Big values keep the streaming single put (no copy into a batch). */
-    return argc == 3 && lens[0] == 3 && lens[2] < 64 * 1024 && eq_nocase(argv[0], 3, "set") &&
-           !(c->flags & CLIENT_MULTI) && (c->authenticated || !srv.cfg.requirepass);
-}
-
-static int set_run_add(set_run *r, char *key, size_t klen, char *val, size_t vlen) {
-    if (r->argc + 2 > r->cap) {
-        int cap = r->cap ? r->cap * 2 : 64;
-        char **a = realloc(r->argv, (size_t)cap * sizeof *a);
-        if (a) r->argv = a;
-        size_t *l = realloc(r->lens, (size_t)cap * sizeof *l);
-        if (l) r->lens = l;
-        if (!a || !l) return 0;
-        r->cap = cap;
-    }
-    if (r->argc == 0) {
-        r->argv[0] = NULL;
-        r->lens[0] = 0;
-        r->argc = 1;
-    }
-    r->argv[r->argc] = key;
-    r->lens[r->argc++] = klen;
-    r->argv[r->argc] = val;
-    r->lens[r->argc++] = vlen;
-    return 1;
-}
-
-static void set_run_flush(client *c, set_run *r) {
-    if (r->argc <= 1) return;
-    int n = (r->argc - 1) / 2;
-    int rc = store_pairs(client_db(c), r->argc, r->argv, r->lens);
-    for (int i = 0; i < n; i++) {
-        if (rc)
-            reply_error(c, "%s", store_error(rc));
-        else
-            reply_ok(c);
-    }
-    srv.total_commands += (uint64_t)n;
-    r->argc = 0;
-}
-
 static void process_input(client *c) {
     static char **argv;
     static size_t *lens;
     static int cap;
-    static set_run run;
     while (c->qpos < c->qlen && !(c->flags & (CLIENT_CLOSE_AFTER_REPLY | CLIENT_CLOSED))) {
         resp_limits lim = {srv.cfg.proto_max_bulk_len,
                            srv.cfg.requirepass != NULL && !c->authenticated};
         int rc = resp_parse(&c->parser, c->qbuf + c->qpos, c->qlen - c->qpos, &lim);
         if (rc == RESP_MORE) break;
         if (rc == RESP_ERROR) {
-            set_run_flush(c, &run);
             reply_error(c, "%s", c->parser.error);
             server_log(LOG_VERBOSE_, "protocol error from %s: %s", c->addr, c->parser.error);
             c->flags |= CLIENT_CLOSE_AFTER_REPLY;
@@ -244,18 +189,11 @@ static void process_input(client *c) {
                 lens[i] = p->argv[i].len;
             }
             c->last_ms = now_ms();
-            if (is_plain_set(c, p->argc, argv, lens) &&
-                set_run_add(&run, argv[1], lens[1], argv[2], lens[2])) {
-                snprintf(c->last_cmd, sizeof c->last_cmd, "set");
-            } else {
-                set_run_flush(c, &run);
-                commands_execute(c, p->argc, argv, lens);
-            }
+            commands_execute(c, p->argc, argv, lens);
         }
         c->qpos += p->consumed;
         resp_parser_reset(p);
     }
-    set_run_flush(c, &run); /* before the buffer may move */
     if (c->qpos == c->qlen) c->qpos = c->qlen = 0;
     /* A big argument grew the buffer: give the memory back once it is used. */
     if (c->qcap > 1024 * 1024 && c->qlen - c->qpos <= READ_CHUNK && !c->parser.need_total) {
@@ -335,15 +273,30 @@ static int flush_client(client *c) {
     return 1;
 }
 
+/* The end of an event-loop turn: the writes of every client of the turn go
+ * out as one batch append per database, then (durability always) one sync,
+ * and only then the replies. When the store refused the batch or the sync,
+ * the clients that wrote in this turn are closed without their replies: no
+ * write the store did not take is acknowledged. */
 void net_after_turn(void) {
-    if (srv.any_write_this_turn && srv.cfg.durability == DURABILITY_ALWAYS) server_sync_all();
+    ks_flush_pending();
+    if (srv.any_write_this_turn && srv.cfg.durability == DURABILITY_ALWAYS && server_sync_all())
+        srv.write_failed = 1;
     srv.any_write_this_turn = 0;
+    ks_pending_safe_point();
+    int failed = srv.write_failed;
+    srv.write_failed = 0;
     client *c = srv.pending;
     srv.pending = NULL;
     while (c) {
         client *next = c->pending_next;
         c->flags &= ~(unsigned)CLIENT_PENDING;
         c->pending_next = NULL;
+        if (failed && (c->flags & CLIENT_WROTE) && !(c->flags & CLIENT_CLOSED)) {
+            server_log(LOG_WARNING_, "closing client %s: its writes were not stored", c->addr);
+            c->flags |= CLIENT_CLOSED;
+        }
+        c->flags &= ~(unsigned)CLIENT_WROTE;
         if (c->flags & CLIENT_CLOSED) {
             client_free(c);
             c = next;

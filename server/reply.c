@@ -77,7 +77,7 @@ static void release_entry(const void *data, size_t len, void *arg) {
 }
 
 void reply_bulk_entry(client *c, simdr_entry *entry, const void *p, size_t n) {
-    if (n < ZERO_COPY_MIN || (c->flags & CLIENT_CLOSED)) {
+    if (!entry || n < ZERO_COPY_MIN || (c->flags & CLIENT_CLOSED)) { /* !entry: a pending record */
         reply_bulk(c, p, n);
         simdr_entry_release(entry);
         return;

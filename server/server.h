@@ -67,7 +67,8 @@ enum client_flags {
     CLIENT_MULTI_ERROR = 1 << 2,
     CLIENT_PENDING = 1 << 3, /* in the after-turn flush list */
     CLIENT_WRITING = 1 << 4, /* write event armed */
-    CLIENT_CLOSED = 1 << 5   /* freed at the end of the turn */
+    CLIENT_CLOSED = 1 << 5,  /* freed at the end of the turn */
+    CLIENT_WROTE = 1 << 6    /* ran a write command this turn */
 };
 
 typedef struct client {
@@ -128,6 +129,8 @@ typedef struct server_state {
     uint64_t total_connections, total_commands, rejected_connections;
     uint64_t keyspace_hits, keyspace_misses, expired_keys;
     uint64_t net_in, net_out;
+    uint64_t batch_appends, batched_records; /* pending batches written, records in them */
+    int write_failed; /* a pending batch or a sync failed this turn */
     int compacting; /* background compaction running */
     uint64_t compactions;
     char config_file[4096];
@@ -212,9 +215,12 @@ int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const stru
              int niov, uint64_t expire_ms);
 /* Deletes the found key of ref (releases nothing). */
 int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen);
-/* Builds the whole record for batch puts into *buf (malloc'ed). */
-int ks_build_record(const void *key, size_t klen, const void *val, size_t vlen,
-                    uint64_t expire_ms, uint8_t flags, uint8_t **buf, size_t *len);
+/* The turn's pending writes (keyspace.c): written as one batch append per
+ * database by ks_flush_pending (a simdr status; failures also set
+ * srv.write_failed); ks_pending_safe_point recycles the memory of flushed
+ * records and may run only when no ks_ref is held (between commands). */
+int ks_flush_pending(void);
+void ks_pending_safe_point(void);
 void ks_active_expire(long long now, int budget);
 int ks_scan_snapshot(server_db *d);
 void ks_mark_dirty(server_db *d);
@@ -271,8 +277,8 @@ int cmd_write(client *c, server_db *d, ks_ref *ref, const char *key, size_t klen
               const struct iovec *iov, int niov, uint64_t expire_ms);
 int cmd_delete(client *c, server_db *d, ks_ref *ref, const char *key, size_t klen);
 int cmd_parse_db(client *c, const char *s, size_t len, int *db);
-/* MSET's write: argv[1..argc) as key/value pairs, one batch append when the
- * slots allow; expiries cleared. A simdr status. */
+/* MSET's write: argv[1..argc) as key/value pairs (into the turn's pending
+ * batch); expiries cleared. A simdr status. */
 int store_pairs(server_db *d, int argc, char **argv, size_t *lens);
 
 /* command groups */
