@@ -563,6 +563,51 @@ int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const stru
                       ref->slot_flags & RECORD_FLAG_CHAINED);
 }
 
+/* A spooled value: the record's header and key from memory, then the value
+ * read from a file (pread, constant memory). */
+struct fd_source {
+    struct iov_source head;
+    int fd;
+    uint64_t off, len;
+};
+
+static int64_t fd_read(void *ctx, void *buf, size_t cap) {
+    struct fd_source *s = ctx;
+    int64_t got = iov_read(&s->head, buf, cap);
+    if (got > 0) return got;
+    if (s->off == s->len) return 0;
+    size_t want = cap;
+    if (want > s->len - s->off) want = (size_t)(s->len - s->off);
+    ssize_t n;
+    do {
+        n = pread(s->fd, buf, want, (off_t)s->off);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return -1; /* the file is shorter than it should be: keep nothing */
+    s->off += (uint64_t)n;
+    return n;
+}
+
+int ks_write_fd(server_db *d, ks_ref *ref, const void *key, size_t klen, int fd, uint64_t len,
+                uint64_t expire_ms) {
+    if (klen > UINT32_MAX) return SIMDR_ETOOBIG;
+    if (!ref->found && ref->pass_mask) {
+        int rc = mark_chained(d, key, klen, ref->pass_mask);
+        if (rc) return rc;
+        ref->pass_mask = 0;
+    }
+    simdr_store *st;
+    int rc = db_store_for_write(d, &st);
+    if (rc) return rc;
+    if ((rc = flush_db(d))) return rc; /* appends keep the order of the commands */
+    uint8_t hdr[RECORD_HEADER];
+    record_header(hdr, klen, expire_ms, ref->slot_flags & RECORD_FLAG_CHAINED);
+    struct iovec iov[2] = {{hdr, RECORD_HEADER}, {(void *)key, klen}};
+    struct fd_source src = {{iov, klen ? 2 : 1, 0, 0}, fd, 0, len};
+    rc = simdr_put_stream_hashed(st, slot_hash(key, klen, ref->slot), fd_read, &src, NULL);
+    if (rc == 0) ks_mark_dirty(d);
+    return rc;
+}
+
 int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen) {
     int rc;
     if ((ref->slot_flags & RECORD_FLAG_CHAINED) || slot_hash_mask != UINT64_MAX) {

@@ -25,6 +25,7 @@
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
+static void spool_end(struct client *c);
 
 static void addr_string(const struct sockaddr_storage *ss, char *buf, size_t cap) {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -63,6 +64,7 @@ void client_free(client *c) {
         srv.clients = c->next;
     if (c->next) c->next->prev = c->prev;
     srv.nclients--;
+    spool_end(c); /* an unfinished value is dropped with its unnamed file */
     client_discard_multi(c);
     client_unwatch(c);
     free(c->mq);
@@ -109,6 +111,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg) {
             continue;
         }
         c->fd = fd;
+        c->spool_fd = -1;
         c->id = ++srv.next_client_id;
         c->resp = 2;
         c->authenticated = srv.cfg.requirepass == NULL;
@@ -152,15 +155,121 @@ static int ensure_room(client *c, size_t want) {
     return 1;
 }
 
+/* A SET whose value is SPOOL_MIN bytes or more is not held in the query
+ * buffer: once its key has arrived, the value's bytes go to an unnamed file
+ * (O_TMPFILE in --dir) as they arrive, and when the last one is there the
+ * record is streamed from that file into the store. Memory stays at one read
+ * buffer whatever the value's size (proto-max-bulk-len still applies); a
+ * client that disconnects midway leaves nothing (the file has no name).
+ * Only "SET key value" (three arguments) is spooled: the options of a longer
+ * SET follow the value, so it cannot be told apart from one in time. */
+#define SPOOL_MIN (1024 * 1024)
+#define SPOOL_READ (256 * 1024)
+
+static int spool_start(client *c) {
+    resp_parser *p = &c->parser;
+    if (p->kind != '*' || p->argc != 2 || p->mb_left != 1 || p->bulk_len < SPOOL_MIN) return 0;
+    if ((c->flags & (CLIENT_MULTI | CLIENT_CLOSE_AFTER_REPLY)) ||
+        (srv.cfg.requirepass && !c->authenticated))
+        return 0;
+    char *base = c->qbuf + c->qpos;
+    if (!eq_nocase(base + p->argv[0].off, p->argv[0].len, "set")) return 0;
+    int fd = open(srv.cfg.dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) return 0; /* no unnamed files here: the value is buffered instead */
+    size_t klen = p->argv[1].len;
+    char *key = malloc(klen ? klen : 1);
+    if (!key) {
+        close(fd);
+        return 0;
+    }
+    memcpy(key, base + p->argv[1].off, klen);
+    c->spool_fd = fd;
+    c->spool_key = key;
+    c->spool_klen = klen;
+    c->spool_len = (uint64_t)p->bulk_len;
+    c->spool_got = 0;
+    c->spool_crlf = 2;
+    c->spool_error = 0;
+    c->qpos += p->pos;
+    resp_parser_reset(p);
+    return 1;
+}
+
+static void spool_end(client *c) {
+    if (c->spool_fd >= 0) close(c->spool_fd);
+    c->spool_fd = -1;
+    free(c->spool_key);
+    c->spool_key = NULL;
+}
+
+static void spool_finish(client *c) {
+    snprintf(c->last_cmd, sizeof c->last_cmd, "set");
+    srv.total_commands++;
+    c->flags |= CLIENT_WROTE;
+    if (c->spool_error) {
+        reply_error(c, "ERR storage error: spooling the value failed: %s",
+                    strerror(c->spool_error));
+        spool_end(c);
+        return;
+    }
+    ks_pending_safe_point();
+    server_db *d = client_db(c);
+    ks_ref ref;
+    int rc = ks_lookup(d, c->spool_key, c->spool_klen, now_ms(), &ref);
+    if (rc >= 0) {
+        ks_ref_release(&ref);
+        rc = ks_write_fd(d, &ref, c->spool_key, c->spool_klen, c->spool_fd, c->spool_len, 0);
+    }
+    if (rc)
+        reply_error(c, "%s", store_error(rc));
+    else
+        reply_ok(c);
+    spool_end(c);
+}
+
+/* Moves the spooled value's bytes from the query buffer to its file. */
+static void spool_feed(client *c) {
+    size_t avail = c->qlen - c->qpos;
+    uint64_t left = c->spool_len - c->spool_got;
+    size_t n = avail < left ? avail : (size_t)left;
+    const char *p = c->qbuf + c->qpos;
+    size_t done = 0;
+    while (done < n && !c->spool_error) {
+        ssize_t w = write(c->spool_fd, p + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            c->spool_error = w < 0 ? errno : EIO;
+            break;
+        }
+        done += (size_t)w;
+    }
+    c->spool_got += n; /* after a failed write the rest is read and dropped */
+    c->qpos += n;
+    /* As Redis: the two bytes after the data are skipped, not checked. */
+    while (c->spool_got == c->spool_len && c->spool_crlf && c->qpos < c->qlen) {
+        c->qpos++;
+        c->spool_crlf--;
+    }
+    if (c->spool_got == c->spool_len && !c->spool_crlf) spool_finish(c);
+}
+
 static void process_input(client *c) {
     static char **argv;
     static size_t *lens;
     static int cap;
     while (c->qpos < c->qlen && !(c->flags & (CLIENT_CLOSE_AFTER_REPLY | CLIENT_CLOSED))) {
+        if (c->spool_fd >= 0) {
+            spool_feed(c);
+            if (c->spool_fd >= 0) break;
+            continue;
+        }
         resp_limits lim = {srv.cfg.proto_max_bulk_len,
                            srv.cfg.requirepass != NULL && !c->authenticated};
         int rc = resp_parse(&c->parser, c->qbuf + c->qpos, c->qlen - c->qpos, &lim);
-        if (rc == RESP_MORE) break;
+        if (rc == RESP_MORE) {
+            if (spool_start(c)) continue;
+            break;
+        }
         if (rc == RESP_ERROR) {
             reply_error(c, "%s", c->parser.error);
             server_log(LOG_VERBOSE_, "protocol error from %s: %s", c->addr, c->parser.error);
@@ -213,11 +322,11 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     client *c = arg;
     if (c->flags & CLIENT_CLOSED) return;
-    size_t want = READ_CHUNK;
+    size_t want = c->spool_fd >= 0 ? SPOOL_READ : READ_CHUNK;
     /* A big bulk argument: make room for all of it at once (contiguous). */
     if (c->parser.need_total > c->qlen - c->qpos && c->parser.need_total >= RESP_BIG_ARG)
         want = c->parser.need_total - (c->qlen - c->qpos);
-    if (!ensure_room(c, want < READ_CHUNK ? READ_CHUNK : want)) {
+    if (!ensure_room(c, want)) {
         client_schedule_close(c);
         return;
     }

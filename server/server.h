@@ -93,6 +93,14 @@ typedef struct client {
     int nwatched, watch_cap;
     struct client *next, *prev;
     struct client *pending_next;
+    /* A big SET value spooled to an unnamed file as it arrives (net.c):
+     * spool_fd >= 0 while it does. */
+    int spool_fd;
+    char *spool_key;
+    size_t spool_klen;
+    uint64_t spool_len, spool_got; /* value bytes expected, received */
+    int spool_crlf;                /* bytes of the final CRLF still to skip */
+    int spool_error;               /* errno of a failed write to the file */
 } client;
 
 /* One database: one store file DIR/db-N.simdr, opened when first used. */
@@ -213,6 +221,9 @@ void ks_ref_release(ks_ref *ref);
 /* Writes key = concat(iov) with expire_ms (0 = none) at ref's slot. */
 int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const struct iovec *iov,
              int niov, uint64_t expire_ms);
+/* As ks_write, the value being the first len bytes of the file fd. */
+int ks_write_fd(server_db *d, ks_ref *ref, const void *key, size_t klen, int fd, uint64_t len,
+                uint64_t expire_ms);
 /* Deletes the found key of ref (releases nothing). */
 int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen);
 /* The turn's pending writes (keyspace.c): written as one batch append per
