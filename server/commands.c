@@ -123,8 +123,11 @@ const command_def *commands_table(void) { return table; }
 size_t commands_count(void) { return sizeof table / sizeof table[0] - 1; }
 
 const command_def *command_find(const command_def *t, const char *name, size_t len) {
-    for (; t->name; t++)
-        if (strlen(t->name) == len && strncasecmp(t->name, name, len) == 0) return t;
+    if (!len) return NULL;
+    char first = (char)(name[0] >= 'A' && name[0] <= 'Z' ? name[0] + 32 : name[0]);
+    for (; t->name; t++) /* the first letter rules out most entries cheaply */
+        if (t->name[0] == first && strlen(t->name) == len && strncasecmp(t->name, name, len) == 0)
+            return t;
     return NULL;
 }
 
@@ -212,7 +215,10 @@ static const command_def *resolve(client *c, int argc, char **argv, size_t *lens
         reply_unknown_command(c, argc, argv, lens);
         return NULL;
     }
-    snprintf(fullname, cap, "%s", cmd->name);
+    size_t nl = strlen(cmd->name);
+    if (nl >= cap) nl = cap - 1;
+    memcpy(fullname, cmd->name, nl);
+    fullname[nl] = 0;
     if ((cmd->flags & CMD_CONTAINER) && argc >= 2) {
         const command_def *sub = command_find(cmd->subs, argv[1], lens[1]);
         if (!sub) {
@@ -270,7 +276,10 @@ void commands_execute(client *c, int argc, char **argv, size_t *lens) {
         flag_transaction(c);
         return;
     }
-    snprintf(c->last_cmd, sizeof c->last_cmd, "%s", fullname);
+    size_t fl = strlen(fullname);
+    if (fl >= sizeof c->last_cmd) fl = sizeof c->last_cmd - 1;
+    memcpy(c->last_cmd, fullname, fl);
+    c->last_cmd[fl] = 0;
     if (srv.cfg.requirepass && !c->authenticated && !(cmd->flags & CMD_NOAUTH)) {
         reply_error(c, "NOAUTH Authentication required.");
         flag_transaction(c);

@@ -120,6 +120,7 @@ int db_open_existing(server_db *d) {
     if (d->store) return 0;
     struct stat st;
     if (stat(d->path, &st) != 0) return 0;
+    d->may_have_ttl = 1;
     return open_store(d, SIMDR_OPEN_EXISTING);
 }
 
@@ -491,6 +492,7 @@ static int put_record(server_db *d, uint64_t hash, const void *key, size_t klen,
     simdr_store *st;
     int rc = db_store_for_write(d, &st);
     if (rc) return rc;
+    if (expire_ms) d->may_have_ttl = d->ttl_written_in_walk = 1;
     uint8_t hdr[RECORD_HEADER];
     record_header(hdr, klen, expire_ms, flags);
     struct iovec iov[8];
@@ -599,6 +601,7 @@ int ks_write_fd(server_db *d, ks_ref *ref, const void *key, size_t klen, int fd,
     int rc = db_store_for_write(d, &st);
     if (rc) return rc;
     if ((rc = flush_db(d))) return rc; /* appends keep the order of the commands */
+    if (expire_ms) d->may_have_ttl = d->ttl_written_in_walk = 1;
     uint8_t hdr[RECORD_HEADER];
     record_header(hdr, klen, expire_ms, ref->slot_flags & RECORD_FLAG_CHAINED);
     struct iovec iov[2] = {{hdr, RECORD_HEADER}, {(void *)key, klen}};
@@ -635,19 +638,25 @@ void ks_active_expire(long long now, int budget) {
     ks_flush_pending();
     for (int i = 0; i < SERVER_DBS; i++) {
         server_db *d = &srv.db[i];
-        if (!d->store || simdr_count(d->store) == 0) continue;
-        if (!d->expire_iter && simdr_iter_open(d->store, &d->expire_iter) != 0) continue;
+        if (!d->store || !d->may_have_ttl || simdr_count(d->store) == 0) continue;
+        if (!d->expire_iter) {
+            if (simdr_iter_open(d->store, &d->expire_iter) != 0) continue;
+            d->ttl_written_in_walk = 0;
+        }
         for (int n = 0; n < budget; n++) {
             const simdr_entry *e;
             int rc = simdr_iter_next(d->expire_iter, &e);
             if (rc == SIMDR_NOTFOUND) {
                 simdr_iter_close(d->expire_iter);
                 d->expire_iter = NULL;
+                /* A whole walk without a TTL, and none written meanwhile: stop walking. */
+                if (!d->ttl_written_in_walk) d->may_have_ttl = 0;
                 break;
             }
             if (rc) continue;
             record_view rv;
             if (!record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv)) continue;
+            if (rv.expire_ms) d->ttl_written_in_walk = 1; /* seen: walk again */
             if (!rv.expire_ms || (long long)rv.expire_ms > now || (rv.flags & RECORD_FLAG_HOLE))
                 continue;
             char *key = malloc(rv.key_len ? rv.key_len : 1);

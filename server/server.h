@@ -114,6 +114,12 @@ typedef struct server_db {
     uint64_t *scan_hashes;   /* sorted slot hashes for SCAN cursors */
     size_t scan_n;
     uint64_t expired_keys;
+    /* The active expiry walk runs only while the store may hold a record
+     * with a TTL: set by a write with one and by opening a non-empty file,
+     * cleared by a full walk that met none (walking costs a sort of every
+     * record at each start). */
+    int may_have_ttl;
+    int ttl_written_in_walk;
 } server_db;
 
 typedef struct server_state {
