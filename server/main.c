@@ -425,8 +425,14 @@ static void maybe_auto_compact(void) {
     for (int i = 0; i < SERVER_DBS; i++) {
         simdr_store *s = srv.db[i].store;
         if (!s) continue;
-        uint64_t size = simdr_file_size(s), savings = simdr_compaction_savings(s);
-        if (size >= 1024 * 1024 && savings * 100 >= size * (uint64_t)srv.cfg.auto_compact_percent) {
+        /* Measuring the garbage sorts and reads every live record: do it only
+         * after the file grew by a twentieth (garbage is made by appends) or
+         * shrank (compacted, replaced). */
+        uint64_t size = simdr_file_size(s), last = srv.db[i].size_at_garbage_check;
+        if (size < 1024 * 1024 || (last && size >= last && size < last + last / 20)) continue;
+        srv.db[i].size_at_garbage_check = size;
+        uint64_t savings = simdr_compaction_savings(s);
+        if (savings * 100 >= size * (uint64_t)srv.cfg.auto_compact_percent) {
             server_log(LOG_NOTICE_, "starting compaction (%s: %llu of %llu bytes garbage)",
                        srv.db[i].path, (unsigned long long)savings, (unsigned long long)size);
             server_start_compaction();

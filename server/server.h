@@ -120,6 +120,7 @@ typedef struct server_db {
      * record at each start). */
     int may_have_ttl;
     int ttl_written_in_walk;
+    uint64_t size_at_garbage_check; /* file size at the last auto-compaction check */
 } server_db;
 
 typedef struct server_state {
