@@ -4,19 +4,28 @@
 # durability pairings: off (simdr --durability no / redis without RDB or AOF),
 # everysec (appendfsync everysec) and always (appendfsync always). Prints one
 # CSV line per mode, test and pipeline depth: requests per second of each
-# server and simdr's ratio. Measurements go to docs/BENCHMARKS.md.
+# server and simdr's ratio, then the CPU time each server process used per
+# request (user + system, all its threads, from /proc/PID/stat) and the ratio
+# redis/simdr of those (above 1: simdr needs less CPU per request). CPU time
+# per request moves far less with the machine's load than requests per second.
+# Measurements go to docs/BENCHMARKS.md.
+#
+# With -R N each pairing runs N times, the two servers taking turns, and the
+# median of each server's N figures is printed (a shared machine's load
+# moves single runs a lot).
 #
 # Usage: bench/server_bench.sh [-n REQUESTS] [-d VALUE_BYTES] [-c CLIENTS]
-#                              [-m "no everysec always"] [-P "1 16"]
+#                              [-m "no everysec always"] [-P "1 16"] [-R REPEATS]
 # Environment: SIMDR_SERVER (default build/release/server/simdr-server,
 # built with CMake Release when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-n=200000 d=8 c=50 modes="no everysec always" pipes="1 16"
-while getopts "n:d:c:m:P:" o; do
+n=200000 d=8 c=50 modes="no everysec always" pipes="1 16" repeats=1
+while getopts "n:d:c:m:P:R:" o; do
   case $o in n) n=$OPTARG ;; d) d=$OPTARG ;; c) c=$OPTARG ;; m) modes=$OPTARG ;; P) pipes=$OPTARG ;;
-    *) sed -n 2,14p "$0"; exit 2 ;; esac
+    R) repeats=$OPTARG ;; *) sed -n 2,18p "$0"; exit 2 ;; esac
 done
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 server=${SIMDR_SERVER:-build/release/server/simdr-server}
 if [ ! -x "$server" ]; then
   cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DSIMDR_BUILD_TESTS=OFF >/dev/null
@@ -55,23 +64,35 @@ rps() { # rps <port> <test> <pipeline> <requests>: prints requests per second
     awk -F'","' 'NR>1 || !/"test"/ {gsub(/"/,"",$2); print $2; exit}'
 }
 
-echo "mode,test,pipeline,value_bytes,clients,requests,redis_rps,simdr_rps,simdr/redis"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+echo "mode,test,pipeline,value_bytes,clients,requests,redis_rps,simdr_rps,simdr/redis,redis_cpu_us_per_req,simdr_cpu_us_per_req,cpu_redis/simdr"
 for mode in $modes; do
   for P in $pipes; do
     reqs=$n
     # fsync-bound: fewer requests keep the run short
     [ "$mode" = always ] && [ "$P" = 1 ] && reqs=$((n / 10))
-    declare -A res=()
-    for kind in redis simdr; do
-      # one server for the four tests: GET then reads the keys SET wrote
-      start "$kind" "$mode"
-      for t in set get mset incr; do res[$kind,$t]=$(rps "$port" "$t" "$P" "$reqs"); done
-      stop
+    declare -A res=() cpu=()
+    for _ in $(seq 1 "$repeats"); do
+      for kind in redis simdr; do
+        # one server for the four tests: GET then reads the keys SET wrote
+        start "$kind" "$mode"
+        for t in set get mset incr; do
+          t0=$(cpu_ticks "$pid")
+          res[$kind,$t]+=" $(rps "$port" "$t" "$P" "$reqs")"
+          t1=$(cpu_ticks "$pid")
+          cpu[$kind,$t]+=" $(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.3f", (b - a) * 1e6 / hz / n }')"
+        done
+        stop
+      done
     done
     for t in set get mset incr; do
-      r=${res[redis,$t]} s=${res[simdr,$t]}
+      r=$(echo "${res[redis,$t]}" | median) s=$(echo "${res[simdr,$t]}" | median)
       ratio=$(awk -v a="$s" -v b="$r" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-      echo "$mode,$t,$P,$d,$c,$reqs,$r,$s,$ratio"
+      rc=$(echo "${cpu[redis,$t]}" | median) sc=$(echo "${cpu[simdr,$t]}" | median)
+      cratio=$(awk -v a="$rc" -v b="$sc" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+      echo "$mode,$t,$P,$d,$c,$reqs,$r,$s,$ratio,$rc,$sc,$cratio"
     done
   done
 done

@@ -123,8 +123,11 @@ const command_def *commands_table(void) { return table; }
 size_t commands_count(void) { return sizeof table / sizeof table[0] - 1; }
 
 const command_def *command_find(const command_def *t, const char *name, size_t len) {
-    for (; t->name; t++)
-        if (strlen(t->name) == len && strncasecmp(t->name, name, len) == 0) return t;
+    if (!len) return NULL;
+    char first = (char)(name[0] >= 'A' && name[0] <= 'Z' ? name[0] + 32 : name[0]);
+    for (; t->name; t++) /* the first letter rules out most entries cheaply */
+        if (t->name[0] == first && strlen(t->name) == len && strncasecmp(t->name, name, len) == 0)
+            return t;
     return NULL;
 }
 
@@ -212,7 +215,10 @@ static const command_def *resolve(client *c, int argc, char **argv, size_t *lens
         reply_unknown_command(c, argc, argv, lens);
         return NULL;
     }
-    snprintf(fullname, cap, "%s", cmd->name);
+    size_t nl = strlen(cmd->name);
+    if (nl >= cap) nl = cap - 1;
+    memcpy(fullname, cmd->name, nl);
+    fullname[nl] = 0;
     if ((cmd->flags & CMD_CONTAINER) && argc >= 2) {
         const command_def *sub = command_find(cmd->subs, argv[1], lens[1]);
         if (!sub) {
@@ -235,6 +241,30 @@ static const command_def *resolve(client *c, int argc, char **argv, size_t *lens
     return cmd;
 }
 
+/* Commands that reach the store only through ks_lookup/ks_write/ks_delete,
+ * which see the turn's pending writes: they run without flushing them. Every
+ * other command may read the engine directly (iteration, counts, WATCH
+ * offsets, file sizes), so the pending writes go out before it runs. */
+static int sees_pending_writes(command_fn fn) {
+    static const command_fn safe[] = {
+        cmd_get, cmd_set, cmd_setnx, cmd_setex, cmd_psetex, cmd_getset, cmd_getdel, cmd_getex,
+        cmd_mset, cmd_msetnx, cmd_append, cmd_strlen, cmd_getrange, cmd_setrange, cmd_incr,
+        cmd_decr, cmd_incrby, cmd_decrby, cmd_incrbyfloat, cmd_del, cmd_exists, cmd_touch,
+        cmd_type, cmd_expire, cmd_pexpire, cmd_expireat, cmd_pexpireat, cmd_ttl, cmd_pttl,
+        cmd_expiretime, cmd_pexpiretime, cmd_persist, cmd_ping, cmd_echo, cmd_select};
+    for (size_t i = 0; i < sizeof safe / sizeof safe[0]; i++)
+        if (safe[i] == fn) return 1;
+    return 0;
+}
+
+static void run_command(client *c, const command_def *cmd, int argc, char **argv, size_t *lens) {
+    ks_pending_safe_point(); /* no ks_ref is held between commands */
+    if (!sees_pending_writes(cmd->fn)) ks_flush_pending();
+    srv.total_commands++;
+    if (cmd->flags & CMD_WRITE) c->flags |= CLIENT_WROTE;
+    cmd->fn(c, argc, argv, lens);
+}
+
 void commands_execute(client *c, int argc, char **argv, size_t *lens) {
     char fullname[64];
     if (eq_nocase(argv[0], lens[0], "quit")) {
@@ -246,7 +276,10 @@ void commands_execute(client *c, int argc, char **argv, size_t *lens) {
         flag_transaction(c);
         return;
     }
-    snprintf(c->last_cmd, sizeof c->last_cmd, "%s", fullname);
+    size_t fl = strlen(fullname);
+    if (fl >= sizeof c->last_cmd) fl = sizeof c->last_cmd - 1;
+    memcpy(c->last_cmd, fullname, fl);
+    c->last_cmd[fl] = 0;
     if (srv.cfg.requirepass && !c->authenticated && !(cmd->flags & CMD_NOAUTH)) {
         reply_error(c, "NOAUTH Authentication required.");
         flag_transaction(c);
@@ -261,8 +294,7 @@ void commands_execute(client *c, int argc, char **argv, size_t *lens) {
         reply_error(c, "ERR wrong number of arguments for '%s' command", fullname);
         return;
     }
-    srv.total_commands++;
-    cmd->fn(c, argc, argv, lens);
+    run_command(c, cmd, argc, argv, lens);
 }
 
 /* ---- transactions ---- */
@@ -375,8 +407,7 @@ void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
         if (cmd && (cmd->flags & CMD_CONTAINER) && q[i].argc >= 2)
             cmd = command_find(cmd->subs, q[i].argv[1], q[i].lens[1]);
         if (cmd && cmd->fn) {
-            srv.total_commands++;
-            cmd->fn(c, q[i].argc, q[i].argv, q[i].lens);
+            run_command(c, cmd, q[i].argc, q[i].argv, q[i].lens);
         } else {
             reply_error(c, "ERR unknown command");
         }

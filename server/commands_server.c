@@ -326,6 +326,9 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
                             (unsigned long long)srv.expired_keys,
                             (unsigned long long)srv.keyspace_hits,
                             (unsigned long long)srv.keyspace_misses);
+        evbuffer_add_printf(b, "simdr_batch_appends:%llu\r\nsimdr_batched_records:%llu\r\n",
+                            (unsigned long long)srv.batch_appends,
+                            (unsigned long long)srv.batched_records);
     }
     if (want_section(argc, argv, lens, "replication", 1)) {
         SECTION("Replication");

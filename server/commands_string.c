@@ -255,6 +255,7 @@ void cmd_mget(client *c, int argc, char **argv, size_t *lens) {
     reply_array(c, (long long)n);
     simdr_entry **out = NULL;
     simdr_key *keys = NULL;
+    ks_flush_pending(); /* the batch read sees the engine only */
     if (d->store && slot_hash_mask == UINT64_MAX) {
         out = calloc(n, sizeof *out);
         keys = malloc(n * sizeof *keys);
@@ -298,86 +299,21 @@ void cmd_mget(client *c, int argc, char **argv, size_t *lens) {
     free(keys);
 }
 
-struct pair_hash {
-    uint64_t hash;
-    int idx;
-};
-
-static int cmp_pair_hash(const void *a, const void *b) {
-    const struct pair_hash *x = a, *y = b;
-    if (x->hash != y->hash) return x->hash < y->hash ? -1 : 1;
-    return x->idx - y->idx;
-}
-
-/* Writes argv[1..] as key/value pairs (argv[0] is not read) with one batch append when every key
- * goes to its first slot and no two distinct keys of the batch share a hash;
- * otherwise key by key through the slot logic. Expiries are cleared. */
+/* Writes argv[1..] as key/value pairs (argv[0] is not read); expiries are
+ * cleared. */
 int store_pairs(server_db *d, int argc, char **argv, size_t *lens) {
-    int npairs = (argc - 1) / 2;
+    /* Each pair's record joins the turn's pending batch (keyspace.c), so
+     * the whole MSET goes out in one append with the other writes. */
     long long now = now_ms();
-    int simple = 1;
-    struct pair_hash *ph = malloc((size_t)npairs * sizeof *ph);
-    simdr_hashed_kv *items = malloc((size_t)npairs * sizeof *items);
-    uint8_t **bufs = calloc((size_t)npairs, sizeof *bufs);
     int rc = 0;
-    if (!ph || !items || !bufs) {
-        rc = SIMDR_ENOMEM;
-        goto done;
-    }
-    for (int i = 0; i < npairs && simple; i++) {
-        const char *k = argv[1 + 2 * i];
-        size_t kl = lens[1 + 2 * i];
+    for (int i = 1; i + 1 < argc && rc == 0; i += 2) {
         ks_ref ref;
-        int f = ks_lookup(d, k, kl, now, &ref);
-        if (f < 0) {
-            rc = f;
-            goto done;
-        }
-        if (ref.slot != 0 || ref.pass_mask || (ref.slot_flags & RECORD_FLAG_CHAINED)) simple = 0;
+        rc = ks_lookup(d, argv[i], lens[i], now, &ref);
+        if (rc < 0) break;
         ks_ref_release(&ref);
-        ph[i].hash = slot_hash(k, kl, 0);
-        ph[i].idx = i;
+        struct iovec v = {argv[i + 1], lens[i + 1]};
+        rc = ks_write(d, &ref, argv[i], lens[i], &v, 1, 0);
     }
-    if (simple) {
-        qsort(ph, (size_t)npairs, sizeof *ph, cmp_pair_hash);
-        for (int i = 1; i < npairs && simple; i++) {
-            if (ph[i].hash != ph[i - 1].hash) continue;
-            int a = ph[i].idx, b = ph[i - 1].idx;
-            if (lens[1 + 2 * a] != lens[1 + 2 * b] ||
-                memcmp(argv[1 + 2 * a], argv[1 + 2 * b], lens[1 + 2 * a]) != 0)
-                simple = 0;
-        }
-    }
-    if (simple) {
-        simdr_store *st;
-        if ((rc = db_store_for_write(d, &st))) goto done;
-        for (int i = 0; i < npairs; i++) {
-            size_t len;
-            rc = ks_build_record(argv[1 + 2 * i], lens[1 + 2 * i], argv[2 + 2 * i],
-                                 lens[2 + 2 * i], 0, 0, &bufs[i], &len);
-            if (rc) goto done;
-            items[i].key_hash = slot_hash(argv[1 + 2 * i], lens[1 + 2 * i], 0);
-            items[i].value = bufs[i];
-            items[i].value_len = len;
-        }
-        rc = simdr_put_batch_hashed(st, items, (size_t)npairs, NULL);
-        if (rc == 0) ks_mark_dirty(d);
-    } else {
-        for (int i = 0; i < npairs && rc == 0; i++) {
-            ks_ref ref;
-            rc = ks_lookup(d, argv[1 + 2 * i], lens[1 + 2 * i], now, &ref);
-            if (rc < 0) break;
-            ks_ref_release(&ref);
-            struct iovec v = {argv[2 + 2 * i], lens[2 + 2 * i]};
-            rc = ks_write(d, &ref, argv[1 + 2 * i], lens[1 + 2 * i], &v, 1, 0);
-        }
-    }
-done:
-    if (bufs)
-        for (int i = 0; i < npairs; i++) free(bufs[i]);
-    free(bufs);
-    free(items);
-    free(ph);
     return rc;
 }
 

@@ -27,6 +27,7 @@
 #include "server.h"
 
 void server_wait_compaction(void);
+static int flush_db(server_db *d);
 
 static void put_u32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -119,6 +120,7 @@ int db_open_existing(server_db *d) {
     if (d->store) return 0;
     struct stat st;
     if (stat(d->path, &st) != 0) return 0;
+    d->may_have_ttl = 1;
     return open_store(d, SIMDR_OPEN_EXISTING);
 }
 
@@ -140,6 +142,7 @@ static void db_drop_cursors(server_db *d) {
 }
 
 void db_close(server_db *d) {
+    ks_flush_pending();
     server_wait_compaction();
     db_drop_cursors(d);
     if (d->store) {
@@ -158,6 +161,7 @@ static void unlink_beside(const char *path, const char *suffix) {
 }
 
 int db_flush(server_db *d) {
+    ks_flush_pending();
     db_close(d);
     d->gen++;
     if (unlink(d->path) != 0 && errno != ENOENT) return SIMDR_EIO;
@@ -182,6 +186,7 @@ static int exchange_paths(const char *a, const char *b) {
 }
 
 int db_swap(server_db *a, server_db *b) {
+    ks_flush_pending();
     db_close(a);
     db_close(b);
     a->gen++;
@@ -199,7 +204,195 @@ int db_swap(server_db *a, server_db *b) {
     return rc ? rc : rc2;
 }
 
-uint64_t db_size(server_db *d) { return d->store ? simdr_count(d->store) : 0; }
+uint64_t db_size(server_db *d) {
+    flush_db(d);
+    return d->store ? simdr_count(d->store) : 0;
+}
+
+/* ---- the writes of a turn: one batch append ----
+ *
+ * A record of up to PENDING_MAX_RECORD bytes is not appended at once: it is
+ * copied into the database's pending batch, and every pending batch goes to
+ * the engine as one simdr_put_batch_hashed (one write system call) at the end
+ * of the event-loop turn, before the durability sync and before any reply is
+ * sent. The batch collects the writes of all clients of the turn.
+ *
+ * Lookups see pending records first (the overlay, by slot hash), so a read
+ * after a write in the same turn sees it. Anything that reads the engine
+ * other than by ks_lookup (iteration, counts, WATCH offsets, batch reads,
+ * deletes, syncs, compaction) runs ks_flush_pending() first.
+ *
+ * A flush does not free the bytes of the records it wrote: a command may
+ * still hold a ks_ref into them (a lookup, then a delete that flushes). They
+ * are recycled at ks_pending_safe_point(), between commands. */
+#define PENDING_MAX_RECORD (64 * 1024)
+#define PENDING_CHUNK (256 * 1024)
+#define PENDING_MAX_ITEMS 4096
+#define PENDING_MAX_BYTES (4 * 1024 * 1024)
+#define PENDING_SPARE_CHUNKS 16
+
+typedef struct pending_chunk {
+    struct pending_chunk *next;
+    size_t used;
+    uint8_t data[PENDING_CHUNK];
+} pending_chunk;
+
+typedef struct pending_batch {
+    simdr_hashed_kv *items;
+    size_t n, cap, bytes;
+    uint32_t *slots; /* open addressing by key hash: item index + 1, 0 = empty */
+    size_t nslots;   /* a power of two, at least twice cap */
+    pending_chunk *chunks;
+} pending_batch;
+
+static pending_batch pending[SERVER_DBS];
+static pending_chunk *retired_chunks, *spare_chunks;
+static int spare_count;
+static int pending_dbs; /* databases with a non-empty batch */
+
+static size_t overlay_pos(uint64_t hash, size_t nslots) {
+    return (size_t)((hash * 0x9E3779B97F4A7C15ULL) >> 17) & (nslots - 1);
+}
+
+/* The newest pending record of the slot hash, or NULL. */
+static const simdr_hashed_kv *pending_find(server_db *d, uint64_t hash) {
+    pending_batch *b = &pending[d->index];
+    if (!b->n) return NULL;
+    for (size_t i = overlay_pos(hash, b->nslots);; i = (i + 1) & (b->nslots - 1)) {
+        uint32_t v = b->slots[i];
+        if (!v) return NULL;
+        if (b->items[v - 1].key_hash == hash) return &b->items[v - 1];
+    }
+}
+
+static pending_chunk *chunk_get(void) {
+    pending_chunk *c = spare_chunks;
+    if (c) {
+        spare_chunks = c->next;
+        spare_count--;
+    } else {
+        c = malloc(sizeof *c);
+        if (!c) return NULL;
+    }
+    c->next = NULL;
+    c->used = 0;
+    return c;
+}
+
+void ks_pending_safe_point(void) {
+    while (retired_chunks) {
+        pending_chunk *c = retired_chunks;
+        retired_chunks = c->next;
+        if (spare_count < PENDING_SPARE_CHUNKS) {
+            c->next = spare_chunks;
+            spare_chunks = c;
+            spare_count++;
+        } else {
+            free(c);
+        }
+    }
+}
+
+static int flush_db(server_db *d) {
+    pending_batch *b = &pending[d->index];
+    if (!b->n) return 0;
+    int rc = simdr_put_batch_hashed(d->store, b->items, b->n, NULL);
+    if (rc) {
+        server_log(LOG_WARNING_, "writing %zu records to %s failed: %s (%s)", b->n, d->path,
+                   simdr_strerror(rc), simdr_last_error());
+        srv.write_failed = 1;
+    }
+    srv.batch_appends++;
+    srv.batched_records += b->n;
+    b->n = 0;
+    b->bytes = 0;
+    memset(b->slots, 0, b->nslots * sizeof *b->slots);
+    pending_chunk *c = b->chunks;
+    while (c) {
+        pending_chunk *next = c->next;
+        c->next = retired_chunks;
+        retired_chunks = c;
+        c = next;
+    }
+    b->chunks = NULL;
+    pending_dbs--;
+    return rc;
+}
+
+int ks_flush_pending(void) {
+    int first = 0;
+    for (int i = 0; pending_dbs > 0 && i < SERVER_DBS; i++) {
+        int rc = flush_db(&srv.db[i]);
+        if (rc && !first) first = rc;
+    }
+    return first;
+}
+
+/* Room for one more item in d's batch (flushing it when full), then the
+ * record's bytes: NULL when out of memory. */
+static uint8_t *pending_reserve(server_db *d, size_t total) {
+    pending_batch *b = &pending[d->index];
+    if (b->n >= PENDING_MAX_ITEMS || b->bytes + total > PENDING_MAX_BYTES) flush_db(d);
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        simdr_hashed_kv *items = realloc(b->items, cap * sizeof *items);
+        if (!items) return NULL;
+        b->items = items;
+        uint32_t *slots = calloc(cap * 2, sizeof *slots);
+        if (!slots) return NULL;
+        free(b->slots);
+        b->slots = slots;
+        b->nslots = cap * 2;
+        b->cap = cap;
+        for (size_t i = 0; i < b->n; i++) { /* re-index (newest last wins) */
+            size_t j = overlay_pos(b->items[i].key_hash, b->nslots);
+            while (b->slots[j] && b->items[b->slots[j] - 1].key_hash != b->items[i].key_hash)
+                j = (j + 1) & (b->nslots - 1);
+            b->slots[j] = (uint32_t)(i + 1);
+        }
+    }
+    if (!b->chunks || PENDING_CHUNK - b->chunks->used < total) {
+        pending_chunk *c = chunk_get();
+        if (!c) return NULL;
+        c->next = b->chunks;
+        b->chunks = c;
+    }
+    uint8_t *p = b->chunks->data + b->chunks->used;
+    b->chunks->used += (total + 7) & ~(size_t)7;
+    if (b->chunks->used > PENDING_CHUNK) b->chunks->used = PENDING_CHUNK;
+    return p;
+}
+
+static void pending_commit(server_db *d, uint64_t hash, const uint8_t *rec, size_t total) {
+    pending_batch *b = &pending[d->index];
+    if (!b->n) pending_dbs++;
+    size_t idx = b->n++;
+    b->items[idx].key_hash = hash;
+    b->items[idx].value = rec;
+    b->items[idx].value_len = total;
+    b->bytes += total;
+    size_t j = overlay_pos(hash, b->nslots);
+    while (b->slots[j] && b->items[b->slots[j] - 1].key_hash != hash) j = (j + 1) & (b->nslots - 1);
+    b->slots[j] = (uint32_t)(idx + 1);
+}
+
+/* The newest record of a slot hash: pending first, then the engine. On 0,
+ * data and size describe it and entry is held (NULL for a pending record). */
+static int slot_get(server_db *d, uint64_t hash, simdr_entry **entry, const void **data,
+                    size_t *size) {
+    const simdr_hashed_kv *kv = pending_find(d, hash);
+    if (kv) {
+        *entry = NULL;
+        *data = kv->value;
+        *size = kv->value_len;
+        return 0;
+    }
+    int rc = simdr_get_hashed(d->store, hash, entry);
+    if (rc) return rc;
+    *data = simdr_entry_data(*entry);
+    *size = simdr_entry_size(*entry);
+    return 0;
+}
 
 void ks_mark_dirty(server_db *d) {
     d->dirty = 1;
@@ -222,7 +415,9 @@ int ks_lookup(server_db *d, const void *key, size_t klen, long long now, ks_ref 
     uint32_t passed = 0;
     for (int s = 0; s < SLOT_PROBES; s++) {
         simdr_entry *e;
-        int rc = simdr_get_hashed(d->store, slot_hash(key, klen, s), &e);
+        const void *data;
+        size_t size;
+        int rc = slot_get(d, slot_hash(key, klen, s), &e, &data, &size);
         if (rc == SIMDR_NOTFOUND) {
             if (ref->slot < 0) {
                 ref->slot = s;
@@ -232,14 +427,14 @@ int ks_lookup(server_db *d, const void *key, size_t klen, long long now, ks_ref 
         }
         if (rc) return rc;
         record_view rv;
-        int ours = record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv);
+        int ours = record_parse(data, size, &rv);
         if (ours && (rv.flags & RECORD_FLAG_HOLE)) {
             if (ref->slot < 0) {
                 ref->slot = s;
                 ref->slot_flags = RECORD_FLAG_CHAINED;
                 ref->pass_mask = passed;
             }
-            simdr_entry_release(e);
+            if (e) simdr_entry_release(e);
             continue;
         }
         if (ours && rv.key_len == klen && memcmp(rv.key, key, klen) == 0) {
@@ -261,7 +456,7 @@ int ks_lookup(server_db *d, const void *key, size_t klen, long long now, ks_ref 
         }
         /* Another key (or a foreign entry) sits here: probe on. */
         if (ours && !(rv.flags & RECORD_FLAG_CHAINED)) passed |= 1u << s;
-        simdr_entry_release(e);
+        if (e) simdr_entry_release(e);
     }
     if (ref->slot < 0) return SIMDR_ETOOBIG; /* 16 colliding keys: refuse */
     return 0;
@@ -297,6 +492,7 @@ static int put_record(server_db *d, uint64_t hash, const void *key, size_t klen,
     simdr_store *st;
     int rc = db_store_for_write(d, &st);
     if (rc) return rc;
+    if (expire_ms) d->may_have_ttl = d->ttl_written_in_walk = 1;
     uint8_t hdr[RECORD_HEADER];
     record_header(hdr, klen, expire_ms, flags);
     struct iovec iov[8];
@@ -313,18 +509,23 @@ static int put_record(server_db *d, uint64_t hash, const void *key, size_t klen,
         iov[n++] = val[i];
         total += val[i].iov_len;
     }
-    if (total <= 64 * 1024) {
-        uint8_t stackbuf[64 * 1024];
+    if (total <= PENDING_MAX_RECORD) {
+        uint8_t *rec = pending_reserve(d, total);
+        if (!rec) return SIMDR_ENOMEM;
         size_t off = 0;
         for (int i = 0; i < n; i++) {
-            memcpy(stackbuf + off, iov[i].iov_base, iov[i].iov_len);
+            memcpy(rec + off, iov[i].iov_base, iov[i].iov_len);
             off += iov[i].iov_len;
         }
-        rc = simdr_put_hashed(st, hash, stackbuf, total, NULL);
-    } else {
-        struct iov_source src = {iov, n, 0, 0};
-        rc = simdr_put_stream_hashed(st, hash, iov_read, &src, NULL);
+        pending_commit(d, hash, rec, total);
+        ks_mark_dirty(d);
+        return 0;
     }
+    /* A big value streams straight into the store, after the pending
+     * records (order of appends = order of commands). */
+    if ((rc = flush_db(d))) return rc;
+    struct iov_source src = {iov, n, 0, 0};
+    rc = simdr_put_stream_hashed(st, hash, iov_read, &src, NULL);
     if (rc == 0) ks_mark_dirty(d);
     return rc;
 }
@@ -335,16 +536,18 @@ static int mark_chained(server_db *d, const void *key, size_t klen, uint32_t mas
         if (!(mask & (1u << s))) continue;
         uint64_t h = slot_hash(key, klen, s);
         simdr_entry *e;
-        int rc = simdr_get_hashed(d->store, h, &e);
+        const void *data;
+        size_t size;
+        int rc = slot_get(d, h, &e, &data, &size);
         if (rc == SIMDR_NOTFOUND) continue;
         if (rc) return rc;
         record_view rv;
-        if (record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv)) {
+        if (record_parse(data, size, &rv)) {
             struct iovec v = {(void *)rv.value, rv.value_len};
             rc = put_record(d, h, rv.key, rv.key_len, &v, 1, rv.expire_ms,
                             (uint8_t)(rv.flags | RECORD_FLAG_CHAINED));
         }
-        simdr_entry_release(e);
+        if (e) simdr_entry_release(e);
         if (rc) return rc;
     }
     return 0;
@@ -362,11 +565,59 @@ int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const stru
                       ref->slot_flags & RECORD_FLAG_CHAINED);
 }
 
+/* A spooled value: the record's header and key from memory, then the value
+ * read from a file (pread, constant memory). */
+struct fd_source {
+    struct iov_source head;
+    int fd;
+    uint64_t off, len;
+};
+
+static int64_t fd_read(void *ctx, void *buf, size_t cap) {
+    struct fd_source *s = ctx;
+    int64_t got = iov_read(&s->head, buf, cap);
+    if (got > 0) return got;
+    if (s->off == s->len) return 0;
+    size_t want = cap;
+    if (want > s->len - s->off) want = (size_t)(s->len - s->off);
+    ssize_t n;
+    do {
+        n = pread(s->fd, buf, want, (off_t)s->off);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return -1; /* the file is shorter than it should be: keep nothing */
+    s->off += (uint64_t)n;
+    return n;
+}
+
+int ks_write_fd(server_db *d, ks_ref *ref, const void *key, size_t klen, int fd, uint64_t len,
+                uint64_t expire_ms) {
+    if (klen > UINT32_MAX) return SIMDR_ETOOBIG;
+    if (!ref->found && ref->pass_mask) {
+        int rc = mark_chained(d, key, klen, ref->pass_mask);
+        if (rc) return rc;
+        ref->pass_mask = 0;
+    }
+    simdr_store *st;
+    int rc = db_store_for_write(d, &st);
+    if (rc) return rc;
+    if ((rc = flush_db(d))) return rc; /* appends keep the order of the commands */
+    if (expire_ms) d->may_have_ttl = d->ttl_written_in_walk = 1;
+    uint8_t hdr[RECORD_HEADER];
+    record_header(hdr, klen, expire_ms, ref->slot_flags & RECORD_FLAG_CHAINED);
+    struct iovec iov[2] = {{hdr, RECORD_HEADER}, {(void *)key, klen}};
+    struct fd_source src = {{iov, klen ? 2 : 1, 0, 0}, fd, 0, len};
+    rc = simdr_put_stream_hashed(st, slot_hash(key, klen, ref->slot), fd_read, &src, NULL);
+    if (rc == 0) ks_mark_dirty(d);
+    return rc;
+}
+
 int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen) {
     int rc;
     if ((ref->slot_flags & RECORD_FLAG_CHAINED) || slot_hash_mask != UINT64_MAX) {
         rc = put_record(d, slot_hash(key, klen, ref->slot), NULL, 0, NULL, 0, 0,
                         RECORD_FLAG_CHAINED | RECORD_FLAG_HOLE);
+    } else if ((rc = flush_db(d)) != 0) {
+        return rc;
     } else if (ref->slot == 0) {
         rc = simdr_delete(d->store, key, klen, NULL);
     } else {
@@ -381,38 +632,31 @@ int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen) {
     return rc;
 }
 
-int ks_build_record(const void *key, size_t klen, const void *val, size_t vlen,
-                    uint64_t expire_ms, uint8_t flags, uint8_t **buf, size_t *len) {
-    if (klen > UINT32_MAX) return SIMDR_ETOOBIG;
-    size_t total = RECORD_HEADER + klen + vlen;
-    uint8_t *b = malloc(total);
-    if (!b) return SIMDR_ENOMEM;
-    record_header(b, klen, expire_ms, flags);
-    memcpy(b + RECORD_HEADER, key, klen);
-    if (vlen) memcpy(b + RECORD_HEADER + klen, val, vlen);
-    *buf = b;
-    *len = total;
-    return 0;
-}
-
 /* Examines up to budget records of each database from where the last tick
  * stopped; expired ones are deleted through the ordinary lookup. */
 void ks_active_expire(long long now, int budget) {
+    ks_flush_pending();
     for (int i = 0; i < SERVER_DBS; i++) {
         server_db *d = &srv.db[i];
-        if (!d->store || simdr_count(d->store) == 0) continue;
-        if (!d->expire_iter && simdr_iter_open(d->store, &d->expire_iter) != 0) continue;
+        if (!d->store || !d->may_have_ttl || simdr_count(d->store) == 0) continue;
+        if (!d->expire_iter) {
+            if (simdr_iter_open(d->store, &d->expire_iter) != 0) continue;
+            d->ttl_written_in_walk = 0;
+        }
         for (int n = 0; n < budget; n++) {
             const simdr_entry *e;
             int rc = simdr_iter_next(d->expire_iter, &e);
             if (rc == SIMDR_NOTFOUND) {
                 simdr_iter_close(d->expire_iter);
                 d->expire_iter = NULL;
+                /* A whole walk without a TTL, and none written meanwhile: stop walking. */
+                if (!d->ttl_written_in_walk) d->may_have_ttl = 0;
                 break;
             }
             if (rc) continue;
             record_view rv;
             if (!record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv)) continue;
+            if (rv.expire_ms) d->ttl_written_in_walk = 1; /* seen: walk again */
             if (!rv.expire_ms || (long long)rv.expire_ms > now || (rv.flags & RECORD_FLAG_HOLE))
                 continue;
             char *key = malloc(rv.key_len ? rv.key_len : 1);
@@ -433,6 +677,7 @@ static int cmp_u64(const void *a, const void *b) {
 /* Sorted slot hashes of the database's records: SCAN cursors are positions
  * in hash order, so a cursor stays meaningful as keys come and go. */
 int ks_scan_snapshot(server_db *d) {
+    ks_flush_pending();
     free(d->scan_hashes);
     d->scan_hashes = NULL;
     d->scan_n = 0;

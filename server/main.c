@@ -357,7 +357,7 @@ int server_sync_all(void) { return server_sync(1); }
 
 /* wait = 0: skip (the stores stay dirty) while a compaction runs. */
 int server_sync(int wait) {
-    int first_err = 0;
+    int first_err = ks_flush_pending();
     if (wait)
         pthread_mutex_lock(&maint_lock);
     else if (pthread_mutex_trylock(&maint_lock) != 0)
@@ -425,8 +425,14 @@ static void maybe_auto_compact(void) {
     for (int i = 0; i < SERVER_DBS; i++) {
         simdr_store *s = srv.db[i].store;
         if (!s) continue;
-        uint64_t size = simdr_file_size(s), savings = simdr_compaction_savings(s);
-        if (size >= 1024 * 1024 && savings * 100 >= size * (uint64_t)srv.cfg.auto_compact_percent) {
+        /* Measuring the garbage sorts and reads every live record: do it only
+         * after the file grew by a twentieth (garbage is made by appends) or
+         * shrank (compacted, replaced). */
+        uint64_t size = simdr_file_size(s), last = srv.db[i].size_at_garbage_check;
+        if (size < 1024 * 1024 || (last && size >= last && size < last + last / 20)) continue;
+        srv.db[i].size_at_garbage_check = size;
+        uint64_t savings = simdr_compaction_savings(s);
+        if (savings * 100 >= size * (uint64_t)srv.cfg.auto_compact_percent) {
             server_log(LOG_NOTICE_, "starting compaction (%s: %llu of %llu bytes garbage)",
                        srv.db[i].path, (unsigned long long)savings, (unsigned long long)size);
             server_start_compaction();
@@ -438,6 +444,7 @@ static void maybe_auto_compact(void) {
 static void on_cron(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what, (void)arg;
     long long now = now_ms();
+    ks_flush_pending(); /* the tick reads the engine (expiry walk, sizes) */
     net_check_timeouts(now);
     ks_active_expire(now, srv.cfg.active_expire_effort);
     if (srv.cfg.durability == DURABILITY_EVERYSEC && now - srv.last_sync_ms >= 1000)

@@ -25,6 +25,7 @@
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
+static void spool_end(struct client *c);
 
 static void addr_string(const struct sockaddr_storage *ss, char *buf, size_t cap) {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -63,6 +64,7 @@ void client_free(client *c) {
         srv.clients = c->next;
     if (c->next) c->next->prev = c->prev;
     srv.nclients--;
+    spool_end(c); /* an unfinished value is dropped with its unnamed file */
     client_discard_multi(c);
     client_unwatch(c);
     free(c->mq);
@@ -109,6 +111,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg) {
             continue;
         }
         c->fd = fd;
+        c->spool_fd = -1;
         c->id = ++srv.next_client_id;
         c->resp = 2;
         c->authenticated = srv.cfg.requirepass == NULL;
@@ -152,71 +155,122 @@ static int ensure_room(client *c, size_t want) {
     return 1;
 }
 
-/* A run of plain "SET key value" commands pipelined by one client is written
- * as one batch append (the MSET path) instead of one append each: the run is
- * flushed before any other command of the client runs and at the end of its
- * input, so every later command sees the writes, and nothing else runs in
- * between (one thread). The arguments stay in the query buffer meanwhile. */
-typedef struct set_run {
-    char **argv; /* argv[0] unused, then key, value, key, value, ... */
-    size_t *lens;
-    int argc, cap;
-} set_run;
+/* A SET whose value is SPOOL_MIN bytes or more is not held in the query
+ * buffer: once its key has arrived, the value's bytes go to an unnamed file
+ * (O_TMPFILE in --dir) as they arrive, and when the last one is there the
+ * record is streamed from that file into the store. Memory stays at one read
+ * buffer whatever the value's size (proto-max-bulk-len still applies); a
+ * client that disconnects midway leaves nothing (the file has no name).
+ * Only "SET key value" (three arguments) is spooled: the options of a longer
+ * SET follow the value, so it cannot be told apart from one in time. */
+#define SPOOL_MIN (1024 * 1024)
+#define SPOOL_READ (256 * 1024)
 
-static int is_plain_set(client *c, int argc, char **argv, size_t *lens) {
-    /* Big values keep the streaming single put (no copy into a batch). */
-    return argc == 3 && lens[0] == 3 && lens[2] < 64 * 1024 && eq_nocase(argv[0], 3, "set") &&
-           !(c->flags & CLIENT_MULTI) && (c->authenticated || !srv.cfg.requirepass);
-}
-
-static int set_run_add(set_run *r, char *key, size_t klen, char *val, size_t vlen) {
-    if (r->argc + 2 > r->cap) {
-        int cap = r->cap ? r->cap * 2 : 64;
-        char **a = realloc(r->argv, (size_t)cap * sizeof *a);
-        if (a) r->argv = a;
-        size_t *l = realloc(r->lens, (size_t)cap * sizeof *l);
-        if (l) r->lens = l;
-        if (!a || !l) return 0;
-        r->cap = cap;
+static int spool_start(client *c) {
+    resp_parser *p = &c->parser;
+    if (p->kind != '*' || p->argc != 2 || p->mb_left != 1 || p->bulk_len < SPOOL_MIN) return 0;
+    if ((c->flags & (CLIENT_MULTI | CLIENT_CLOSE_AFTER_REPLY)) ||
+        (srv.cfg.requirepass && !c->authenticated))
+        return 0;
+    char *base = c->qbuf + c->qpos;
+    if (!eq_nocase(base + p->argv[0].off, p->argv[0].len, "set")) return 0;
+    int fd = open(srv.cfg.dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) return 0; /* no unnamed files here: the value is buffered instead */
+    size_t klen = p->argv[1].len;
+    char *key = malloc(klen ? klen : 1);
+    if (!key) {
+        close(fd);
+        return 0;
     }
-    if (r->argc == 0) {
-        r->argv[0] = NULL;
-        r->lens[0] = 0;
-        r->argc = 1;
-    }
-    r->argv[r->argc] = key;
-    r->lens[r->argc++] = klen;
-    r->argv[r->argc] = val;
-    r->lens[r->argc++] = vlen;
+    memcpy(key, base + p->argv[1].off, klen);
+    c->spool_fd = fd;
+    c->spool_key = key;
+    c->spool_klen = klen;
+    c->spool_len = (uint64_t)p->bulk_len;
+    c->spool_got = 0;
+    c->spool_crlf = 2;
+    c->spool_error = 0;
+    c->qpos += p->pos;
+    resp_parser_reset(p);
     return 1;
 }
 
-static void set_run_flush(client *c, set_run *r) {
-    if (r->argc <= 1) return;
-    int n = (r->argc - 1) / 2;
-    int rc = store_pairs(client_db(c), r->argc, r->argv, r->lens);
-    for (int i = 0; i < n; i++) {
-        if (rc)
-            reply_error(c, "%s", store_error(rc));
-        else
-            reply_ok(c);
+static void spool_end(client *c) {
+    if (c->spool_fd >= 0) close(c->spool_fd);
+    c->spool_fd = -1;
+    free(c->spool_key);
+    c->spool_key = NULL;
+}
+
+static void spool_finish(client *c) {
+    snprintf(c->last_cmd, sizeof c->last_cmd, "set");
+    srv.total_commands++;
+    c->flags |= CLIENT_WROTE;
+    if (c->spool_error) {
+        reply_error(c, "ERR storage error: spooling the value failed: %s",
+                    strerror(c->spool_error));
+        spool_end(c);
+        return;
     }
-    srv.total_commands += (uint64_t)n;
-    r->argc = 0;
+    ks_pending_safe_point();
+    server_db *d = client_db(c);
+    ks_ref ref;
+    int rc = ks_lookup(d, c->spool_key, c->spool_klen, now_ms(), &ref);
+    if (rc >= 0) {
+        ks_ref_release(&ref);
+        rc = ks_write_fd(d, &ref, c->spool_key, c->spool_klen, c->spool_fd, c->spool_len, 0);
+    }
+    if (rc)
+        reply_error(c, "%s", store_error(rc));
+    else
+        reply_ok(c);
+    spool_end(c);
+}
+
+/* Moves the spooled value's bytes from the query buffer to its file. */
+static void spool_feed(client *c) {
+    size_t avail = c->qlen - c->qpos;
+    uint64_t left = c->spool_len - c->spool_got;
+    size_t n = avail < left ? avail : (size_t)left;
+    const char *p = c->qbuf + c->qpos;
+    size_t done = 0;
+    while (done < n && !c->spool_error) {
+        ssize_t w = write(c->spool_fd, p + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            c->spool_error = w < 0 ? errno : EIO;
+            break;
+        }
+        done += (size_t)w;
+    }
+    c->spool_got += n; /* after a failed write the rest is read and dropped */
+    c->qpos += n;
+    /* As Redis: the two bytes after the data are skipped, not checked. */
+    while (c->spool_got == c->spool_len && c->spool_crlf && c->qpos < c->qlen) {
+        c->qpos++;
+        c->spool_crlf--;
+    }
+    if (c->spool_got == c->spool_len && !c->spool_crlf) spool_finish(c);
 }
 
 static void process_input(client *c) {
     static char **argv;
     static size_t *lens;
     static int cap;
-    static set_run run;
     while (c->qpos < c->qlen && !(c->flags & (CLIENT_CLOSE_AFTER_REPLY | CLIENT_CLOSED))) {
+        if (c->spool_fd >= 0) {
+            spool_feed(c);
+            if (c->spool_fd >= 0) break;
+            continue;
+        }
         resp_limits lim = {srv.cfg.proto_max_bulk_len,
                            srv.cfg.requirepass != NULL && !c->authenticated};
         int rc = resp_parse(&c->parser, c->qbuf + c->qpos, c->qlen - c->qpos, &lim);
-        if (rc == RESP_MORE) break;
+        if (rc == RESP_MORE) {
+            if (spool_start(c)) continue;
+            break;
+        }
         if (rc == RESP_ERROR) {
-            set_run_flush(c, &run);
             reply_error(c, "%s", c->parser.error);
             server_log(LOG_VERBOSE_, "protocol error from %s: %s", c->addr, c->parser.error);
             c->flags |= CLIENT_CLOSE_AFTER_REPLY;
@@ -244,18 +298,11 @@ static void process_input(client *c) {
                 lens[i] = p->argv[i].len;
             }
             c->last_ms = now_ms();
-            if (is_plain_set(c, p->argc, argv, lens) &&
-                set_run_add(&run, argv[1], lens[1], argv[2], lens[2])) {
-                snprintf(c->last_cmd, sizeof c->last_cmd, "set");
-            } else {
-                set_run_flush(c, &run);
-                commands_execute(c, p->argc, argv, lens);
-            }
+            commands_execute(c, p->argc, argv, lens);
         }
         c->qpos += p->consumed;
         resp_parser_reset(p);
     }
-    set_run_flush(c, &run); /* before the buffer may move */
     if (c->qpos == c->qlen) c->qpos = c->qlen = 0;
     /* A big argument grew the buffer: give the memory back once it is used. */
     if (c->qcap > 1024 * 1024 && c->qlen - c->qpos <= READ_CHUNK && !c->parser.need_total) {
@@ -275,11 +322,11 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     client *c = arg;
     if (c->flags & CLIENT_CLOSED) return;
-    size_t want = READ_CHUNK;
+    size_t want = c->spool_fd >= 0 ? SPOOL_READ : READ_CHUNK;
     /* A big bulk argument: make room for all of it at once (contiguous). */
     if (c->parser.need_total > c->qlen - c->qpos && c->parser.need_total >= RESP_BIG_ARG)
         want = c->parser.need_total - (c->qlen - c->qpos);
-    if (!ensure_room(c, want < READ_CHUNK ? READ_CHUNK : want)) {
+    if (!ensure_room(c, want)) {
         client_schedule_close(c);
         return;
     }
@@ -335,15 +382,30 @@ static int flush_client(client *c) {
     return 1;
 }
 
+/* The end of an event-loop turn: the writes of every client of the turn go
+ * out as one batch append per database, then (durability always) one sync,
+ * and only then the replies. When the store refused the batch or the sync,
+ * the clients that wrote in this turn are closed without their replies: no
+ * write the store did not take is acknowledged. */
 void net_after_turn(void) {
-    if (srv.any_write_this_turn && srv.cfg.durability == DURABILITY_ALWAYS) server_sync_all();
+    ks_flush_pending();
+    if (srv.any_write_this_turn && srv.cfg.durability == DURABILITY_ALWAYS && server_sync_all())
+        srv.write_failed = 1;
     srv.any_write_this_turn = 0;
+    ks_pending_safe_point();
+    int failed = srv.write_failed;
+    srv.write_failed = 0;
     client *c = srv.pending;
     srv.pending = NULL;
     while (c) {
         client *next = c->pending_next;
         c->flags &= ~(unsigned)CLIENT_PENDING;
         c->pending_next = NULL;
+        if (failed && (c->flags & CLIENT_WROTE) && !(c->flags & CLIENT_CLOSED)) {
+            server_log(LOG_WARNING_, "closing client %s: its writes were not stored", c->addr);
+            c->flags |= CLIENT_CLOSED;
+        }
+        c->flags &= ~(unsigned)CLIENT_WROTE;
         if (c->flags & CLIENT_CLOSED) {
             client_free(c);
             c = next;

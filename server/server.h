@@ -67,7 +67,8 @@ enum client_flags {
     CLIENT_MULTI_ERROR = 1 << 2,
     CLIENT_PENDING = 1 << 3, /* in the after-turn flush list */
     CLIENT_WRITING = 1 << 4, /* write event armed */
-    CLIENT_CLOSED = 1 << 5   /* freed at the end of the turn */
+    CLIENT_CLOSED = 1 << 5,  /* freed at the end of the turn */
+    CLIENT_WROTE = 1 << 6    /* ran a write command this turn */
 };
 
 typedef struct client {
@@ -92,6 +93,14 @@ typedef struct client {
     int nwatched, watch_cap;
     struct client *next, *prev;
     struct client *pending_next;
+    /* A big SET value spooled to an unnamed file as it arrives (net.c):
+     * spool_fd >= 0 while it does. */
+    int spool_fd;
+    char *spool_key;
+    size_t spool_klen;
+    uint64_t spool_len, spool_got; /* value bytes expected, received */
+    int spool_crlf;                /* bytes of the final CRLF still to skip */
+    int spool_error;               /* errno of a failed write to the file */
 } client;
 
 /* One database: one store file DIR/db-N.simdr, opened when first used. */
@@ -105,6 +114,13 @@ typedef struct server_db {
     uint64_t *scan_hashes;   /* sorted slot hashes for SCAN cursors */
     size_t scan_n;
     uint64_t expired_keys;
+    /* The active expiry walk runs only while the store may hold a record
+     * with a TTL: set by a write with one and by opening a non-empty file,
+     * cleared by a full walk that met none (walking costs a sort of every
+     * record at each start). */
+    int may_have_ttl;
+    int ttl_written_in_walk;
+    uint64_t size_at_garbage_check; /* file size at the last auto-compaction check */
 } server_db;
 
 typedef struct server_state {
@@ -128,6 +144,8 @@ typedef struct server_state {
     uint64_t total_connections, total_commands, rejected_connections;
     uint64_t keyspace_hits, keyspace_misses, expired_keys;
     uint64_t net_in, net_out;
+    uint64_t batch_appends, batched_records; /* pending batches written, records in them */
+    int write_failed; /* a pending batch or a sync failed this turn */
     int compacting; /* background compaction running */
     uint64_t compactions;
     char config_file[4096];
@@ -210,11 +228,17 @@ void ks_ref_release(ks_ref *ref);
 /* Writes key = concat(iov) with expire_ms (0 = none) at ref's slot. */
 int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const struct iovec *iov,
              int niov, uint64_t expire_ms);
+/* As ks_write, the value being the first len bytes of the file fd. */
+int ks_write_fd(server_db *d, ks_ref *ref, const void *key, size_t klen, int fd, uint64_t len,
+                uint64_t expire_ms);
 /* Deletes the found key of ref (releases nothing). */
 int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen);
-/* Builds the whole record for batch puts into *buf (malloc'ed). */
-int ks_build_record(const void *key, size_t klen, const void *val, size_t vlen,
-                    uint64_t expire_ms, uint8_t flags, uint8_t **buf, size_t *len);
+/* The turn's pending writes (keyspace.c): written as one batch append per
+ * database by ks_flush_pending (a simdr status; failures also set
+ * srv.write_failed); ks_pending_safe_point recycles the memory of flushed
+ * records and may run only when no ks_ref is held (between commands). */
+int ks_flush_pending(void);
+void ks_pending_safe_point(void);
 void ks_active_expire(long long now, int budget);
 int ks_scan_snapshot(server_db *d);
 void ks_mark_dirty(server_db *d);
@@ -271,8 +295,8 @@ int cmd_write(client *c, server_db *d, ks_ref *ref, const char *key, size_t klen
               const struct iovec *iov, int niov, uint64_t expire_ms);
 int cmd_delete(client *c, server_db *d, ks_ref *ref, const char *key, size_t klen);
 int cmd_parse_db(client *c, const char *s, size_t len, int *db);
-/* MSET's write: argv[1..argc) as key/value pairs, one batch append when the
- * slots allow; expiries cleared. A simdr status. */
+/* MSET's write: argv[1..argc) as key/value pairs (into the turn's pending
+ * batch); expiries cleared. A simdr status. */
 int store_pairs(server_db *d, int argc, char **argv, size_t *lens);
 
 /* command groups */

@@ -263,6 +263,10 @@ C
     else
         note "simd-r-drive not installed (SIMDR_BUILD_CLI=OFF): its --version is not checked"
     fi
+    if [ -x "$prefix/bin/simdr-server" ]; then
+        grep -q "^\.TH .*\"simdr $version\"" "$prefix/share/man/man1/simdr-server.1" ||
+            fail "simdr-server's man page is not installed or its .TH line does not say simdr $version"
+    fi
     top=$(grep -m1 -oE '^## \[[0-9]+\.[0-9]+\.[0-9]+\]' "$source_dir/CHANGELOG.md" | tr -d '#[] ') ||
         fail "CHANGELOG.md has no '## [X.Y.Z]' entry"
     [ "$top" = "$version" ] || fail "CHANGELOG.md's newest entry is $top, project version $version"

@@ -108,6 +108,57 @@ def test_active_expiry_writes_tombstones(server):
     c.close()
 
 
+def test_active_expiry_resumes_after_idle_walks_and_restarts():
+    """The background cycle stops walking a database after a full walk met no
+    TTL; a later write with a TTL, or a restart over a file holding TTLs,
+    must start it again."""
+    with Server() as srv:
+        c = srv.client()
+        for i in range(100):
+            c.set("plain%d" % i, "v")
+        time.sleep(1.0)  # several ticks: the walk over TTL-free records ends
+        for i in range(100):
+            c.set("t%d" % i, "v", px=1)
+        deadline = time.time() + 120
+        while c.dbsize() > 100 and time.time() < deadline:
+            time.sleep(0.05)
+        assert c.dbsize() == 100
+        for i in range(50):
+            c.set("later%d" % i, "v", px=1500)
+        c.close()
+        srv.stop()
+        srv.start()
+        c = srv.client()
+        deadline = time.time() + 120
+        while c.dbsize() > 100 and time.time() < deadline:
+            time.sleep(0.05)
+        assert c.dbsize() == 100
+        assert c.info("stats")["expired_keys"] >= 50
+        c.close()
+
+
+def test_auto_compaction_starts_when_garbage_passes_the_percentage():
+    with Server("--auto-compact-percent", "50") as srv:
+        c = srv.client()
+        value = b"v" * 1000
+        for round_ in range(4):  # 4 MiB written, 3 of them overwritten
+            p = c.pipeline(transaction=False)
+            for i in range(1024):
+                p.set("k%d" % i, value + str(round_).encode())
+            p.execute()
+        store = os.path.join(srv.dir, "db-0.simdr")
+        # a compaction may run between the rounds too; in the end the file
+        # holds little more than the 1 MiB of live values
+        deadline = time.time() + 120
+        while (os.path.getsize(store) >= 2 * 1024 * 1024 or
+               c.info("persistence")["simdr_compactions"] < 1) and time.time() < deadline:
+            time.sleep(0.1)
+        assert os.path.getsize(store) < 2 * 1024 * 1024
+        assert c.info("persistence")["simdr_compactions"] >= 1
+        assert c.dbsize() == 1024 and c.get("k7") == value + b"3"
+        c.close()
+
+
 def test_transactions(r, server):
     p = r.pipeline(transaction=True)
     p.set("a", 1).incr("a").get("a")
