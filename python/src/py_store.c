@@ -19,13 +19,17 @@ static _Thread_local PySimdrStore *tls_streaming;
 
 /* ---- the close guard ---- */
 
+int pysimdr_store_closed_error(PySimdrStore *s) {
+    PyErr_SetString(PySimdr_ClosedError, s->closing ? "the store is closed"
+                                                    : "the store is not open");
+    return -1;
+}
+
 int pysimdr_store_enter(PySimdrStore *s) {
     pthread_mutex_lock(&s->mu);
     if (s->closing || !s->store) {
         pthread_mutex_unlock(&s->mu);
-        PyErr_SetString(PySimdr_ClosedError, s->closing ? "the store is closed"
-                                                        : "the store is not open");
-        return -1;
+        return pysimdr_store_closed_error(s);
     }
     s->users++;
     pthread_mutex_unlock(&s->mu);
@@ -87,12 +91,12 @@ static int parse_choice(PyObject *obj, const char *what, const char *a, int va, 
 
 static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"path", "readonly", "create", "durability", "layout",
-                             "repair", "salvage", "use_hint", NULL};
+                             "repair", "salvage", "use_hint", "verify_reads", NULL};
     PyObject *path_arg, *durability = NULL, *layout = NULL;
-    int readonly = 0, create = 1, repair = 1, salvage = 0, use_hint = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ppOO$ppp:DataStore", kwlist, &path_arg,
+    int readonly = 0, create = 1, repair = 1, salvage = 0, use_hint = 1, verify_reads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ppOO$pppp:DataStore", kwlist, &path_arg,
                                      &readonly, &create, &durability, &layout, &repair,
-                                     &salvage, &use_hint))
+                                     &salvage, &use_hint, &verify_reads))
         return -1;
     if (self->store || self->closing) {
         PyErr_SetString(PySimdr_Error, "DataStore.__init__ called on an already opened store");
@@ -105,6 +109,7 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     opts.repair = repair;
     opts.salvage = salvage;
     opts.use_hint = use_hint;
+    opts.verify_reads = verify_reads;
     if (durability && parse_choice(durability, "durability", "none", SIMDR_SYNC_NONE, "data",
                                    SIMDR_SYNC_DATA, &opts.durability) < 0)
         return -1;
@@ -427,20 +432,23 @@ static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, P
 
 /* ---- reading ---- */
 
-/* simdr_get for a Python key: 1 found (*out set), 0 absent, -1 error set. */
+/* simdr_get for a Python key: 1 found (*out set), 0 absent, -1 error set.
+ * The GIL is kept: a lookup of a resident entry costs less than letting the
+ * GIL go and taking it back (see docs/BENCHMARKS.md, Python). */
 static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out) {
     pysimdr_bytes k;
-    if (pysimdr_key(key, &k) < 0) return -1;
-    if (pysimdr_store_enter(self) < 0) {
-        pysimdr_bytes_release(&k);
-        return -1;
+    if (pysimdr_key_held(key, &k) < 0) return -1;
+    int rc;
+    if (pysimdr_read_enter(self) < 0) {
+        rc = -100;
+    } else {
+        rc = simdr_get(self->store, k.ptr, k.len, out);
+        pysimdr_read_leave(self);
     }
-    int rc = simdr_get(self->store, k.ptr, k.len, out);
-    pysimdr_store_leave(self);
-    pysimdr_bytes_release(&k);
+    pysimdr_bytes_release_fast(&k);
     if (rc == SIMDR_OK) return 1;
     if (rc == SIMDR_NOTFOUND) return 0;
-    pysimdr_raise(rc);
+    if (rc != -100) pysimdr_raise(rc);
     return -1;
 }
 
@@ -462,12 +470,43 @@ static PyObject *entry_to_bytes(simdr_entry *e) {
     return out;
 }
 
+/* Values up to this size are read by copying them out of the map inside the
+ * lookup (simdr_get_copy into the stack): no entry handle is allocated,
+ * pinned and freed for them. Larger ones are copied once, straight from the
+ * map into the bytes object. */
+#define SMALL_VALUE 512
+
+/* The newest value of key as a new bytes object in *out: 1 found, 0 absent,
+ * -1 error set. */
+static int value_bytes(PySimdrStore *self, PyObject *key, PyObject **out) {
+    pysimdr_bytes k;
+    if (pysimdr_key_held(key, &k) < 0) return -1;
+    if (pysimdr_read_enter(self) < 0) {
+        pysimdr_bytes_release_fast(&k);
+        return -1;
+    }
+    char small[SMALL_VALUE];
+    size_t len = 0;
+    simdr_entry *e = NULL;
+    int rc = simdr_get_copy(self->store, k.ptr, k.len, small, sizeof small, &len);
+    if (rc == SIMDR_ETOOBIG) rc = simdr_get(self->store, k.ptr, k.len, &e);
+    pysimdr_read_leave(self);
+    pysimdr_bytes_release_fast(&k);
+    if (rc == SIMDR_NOTFOUND) return 0;
+    if (rc != SIMDR_OK) {
+        pysimdr_raise(rc);
+        return -1;
+    }
+    *out = e ? entry_to_bytes(e) : PyBytes_FromStringAndSize(small, (Py_ssize_t)len);
+    return *out ? 1 : -1;
+}
+
 static PyObject *store_read(PySimdrStore *self, PyObject *key) {
-    simdr_entry *e;
-    int found = get_entry(self, key, &e);
+    PyObject *v;
+    int found = value_bytes(self, key, &v);
     if (found < 0) return NULL;
     if (!found) Py_RETURN_NONE;
-    return entry_to_bytes(e);
+    return v;
 }
 
 static PyObject *store_read_entry(PySimdrStore *self, PyObject *key) {
@@ -491,22 +530,22 @@ static PyObject *store_get(PySimdrStore *self, PyObject *const *args, Py_ssize_t
         PyErr_Format(PyExc_TypeError, "get() takes 1 or 2 arguments (%zd given)", nargs);
         return NULL;
     }
-    simdr_entry *e;
-    int found = get_entry(self, args[0], &e);
+    PyObject *v;
+    int found = value_bytes(self, args[0], &v);
     if (found < 0) return NULL;
     if (!found) return Py_NewRef(nargs == 2 ? args[1] : Py_None);
-    return entry_to_bytes(e);
+    return v;
 }
 
 static PyObject *store_subscript(PySimdrStore *self, PyObject *key) {
-    simdr_entry *e;
-    int found = get_entry(self, key, &e);
+    PyObject *v;
+    int found = value_bytes(self, key, &v);
     if (found < 0) return NULL;
     if (!found) {
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
-    return entry_to_bytes(e);
+    return v;
 }
 
 static PyObject *store_get_many(PySimdrStore *self, PyObject *keys) {
@@ -564,26 +603,28 @@ done:
     return result;
 }
 
-static PyObject *store_exists(PySimdrStore *self, PyObject *key) {
+/* 1 present, 0 absent, -1 error set. */
+static int store_contains(PySimdrStore *self, PyObject *key) {
     pysimdr_bytes k;
-    if (pysimdr_key(key, &k) < 0) return NULL;
-    if (pysimdr_store_enter(self) < 0) {
-        pysimdr_bytes_release(&k);
-        return NULL;
+    if (pysimdr_key_held(key, &k) < 0) return -1;
+    if (pysimdr_read_enter(self) < 0) {
+        pysimdr_bytes_release_fast(&k);
+        return -1;
     }
     int rc = simdr_exists(self->store, k.ptr, k.len);
-    pysimdr_store_leave(self);
-    pysimdr_bytes_release(&k);
-    if (rc < 0) return pysimdr_raise(rc);
-    return PyBool_FromLong(rc);
+    pysimdr_read_leave(self);
+    pysimdr_bytes_release_fast(&k);
+    if (rc < 0) {
+        pysimdr_raise(rc);
+        return -1;
+    }
+    return rc;
 }
 
-static int store_contains(PySimdrStore *self, PyObject *key) {
-    PyObject *r = store_exists(self, key);
-    if (!r) return -1;
-    int yes = r == Py_True;
-    Py_DECREF(r);
-    return yes;
+static PyObject *store_exists(PySimdrStore *self, PyObject *key) {
+    int rc = store_contains(self, key);
+    if (rc < 0) return NULL;
+    return PyBool_FromLong(rc);
 }
 
 /* ---- deleting, renaming, copying ---- */
@@ -901,7 +942,7 @@ static PyObject *store_iter(PySimdrStore *self) {
 static PyObject *iter_next(PySimdrIter *self) {
     if (!self->owner) return NULL; /* exhausted */
     PySimdrStore *owner = self->owner;
-    if (pysimdr_store_enter(owner) < 0) return NULL;
+    if (pysimdr_read_enter(owner) < 0) return NULL;
     /* Entered, so close() has not begun and has not ended this iterator. */
     PyObject *result = NULL;
     const simdr_entry *borrowed;
@@ -920,7 +961,7 @@ static PyObject *iter_next(PySimdrIter *self) {
     } else {
         pysimdr_raise(rc); /* the iterator moved past the damage: next() goes on */
     }
-    pysimdr_store_leave(owner);
+    pysimdr_read_leave(owner);
     if (exhausted) Py_CLEAR(self->owner);
     return result;
 }
@@ -1058,7 +1099,7 @@ PyTypeObject PySimdrStore_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc =
         "DataStore(path, readonly=False, create=True, durability='none', layout='aligned', *,\n"
-        "          repair=True, salvage=False, use_hint=True)\n"
+        "          repair=True, salvage=False, use_hint=True, verify_reads=True)\n"
         "--\n\n"
         "An open simd-r-drive store file: an append-only key/value store whose reads are\n"
         "zero-copy views of the file's memory map.\n\n"
@@ -1068,7 +1109,11 @@ PyTypeObject PySimdrStore_Type = {
         "each write returns). layout: 'aligned' (64-byte payloads, simd-r-drive >= 0.15) or\n"
         "'unaligned' (<= 0.13); new files only. repair: cut a torn tail on a writable open\n"
         "(saved beside the file). salvage: read-only opens serve the sound prefix of a store\n"
-        "damaged in the middle. use_hint: keep/load the index in '<path>.hint'.\n\n"
+        "damaged in the middle. use_hint: keep/load the index in '<path>.hint'.\n"
+        "verify_reads: every read checks the value's CRC-32 before handing it out\n"
+        "(CorruptError for damaged bytes); it reads the whole value, so a view of a large one\n"
+        "costs a pass over it. False skips the check (EntryHandle.is_valid_checksum() does it\n"
+        "on demand): a view of any size then costs the same few microseconds.\n\n"
         "Keys are bytes-like or str (UTF-8); values any non-empty bytes-like object. The file\n"
         "stores only a key's XXH3-64 hash, so iteration yields entries, not keys.\n"
         "Mapping protocol: db[k] (bytes; KeyError), db[k] = v, del db[k], k in db, len(db).\n"
