@@ -109,7 +109,9 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     opts.repair = repair;
     opts.salvage = salvage;
     opts.use_hint = use_hint;
-    opts.verify_reads = verify_reads;
+    /* The binding checks values itself (see verify_value): the engine's check
+     * runs inside the lookup, where a large value's pass would hold the GIL. */
+    opts.verify_reads = 0;
     if (durability && parse_choice(durability, "durability", "none", SIMDR_SYNC_NONE, "data",
                                    SIMDR_SYNC_DATA, &opts.durability) < 0)
         return -1;
@@ -139,6 +141,7 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     self->store = store;
     self->readonly = readonly;
     self->durability = opts.durability;
+    self->verify_reads = verify_reads;
     Py_XSETREF(self->path, fs_path);
     return 0;
 }
@@ -432,9 +435,46 @@ static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, P
 
 /* ---- reading ---- */
 
-/* simdr_get for a Python key: 1 found (*out set), 0 absent, -1 error set.
- * The GIL is kept: a lookup of a resident entry costs less than letting the
- * GIL go and taking it back (see docs/BENCHMARKS.md, Python). */
+/*
+ * Damaged values. The engine store is opened with verify_reads = 0 and the
+ * binding makes the check the engine's reads would make (verify_reads=True,
+ * the default): a value whose bytes no longer match their CRC-32 raises
+ * CorruptError and is never handed out. The check runs after the lookup,
+ * when the value's size is known, so that a large value's pass over its
+ * bytes (page faults from disk included) runs without the GIL.
+ * simdr_entry_chunk checks an unchecked handle's whole value when asked for
+ * its last byte, a MiB at a time with the pages of a large value dropped
+ * again, as the engine's own read check does.
+ */
+
+/* No Python calls: SIMDR_OK, or the engine's failure (message set). */
+static int verify_value(const simdr_entry *e) {
+    uint64_t size = simdr_entry_size(e);
+    if (size == 0) return SIMDR_OK;
+    const void *p;
+    size_t n;
+    return simdr_entry_chunk(e, size - 1, 1, &p, &n, 0);
+}
+
+/* The check with the GIL held on entry: let go while a large value is
+ * read. 0 sound, -1 CorruptError set (entry left to the caller). */
+static int verify_value_gil(const simdr_entry *e) {
+    int rc;
+    if (simdr_entry_size(e) >= PYSIMDR_NOGIL_COPY) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = verify_value(e);
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = verify_value(e);
+    }
+    if (rc == SIMDR_OK) return 0;
+    pysimdr_raise(rc == SIMDR_ECHECKSUM ? SIMDR_ECORRUPT : rc);
+    return -1;
+}
+
+/* simdr_get for a Python key, checked: 1 found (*out set), 0 absent, -1
+ * error set. The lookup keeps the GIL: a lookup of a resident entry costs
+ * less than letting the GIL go and taking it back (docs/BENCHMARKS.md). */
 static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out) {
     pysimdr_bytes k;
     if (pysimdr_key_held(key, &k) < 0) return -1;
@@ -446,34 +486,49 @@ static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out) {
         pysimdr_read_leave(self);
     }
     pysimdr_bytes_release_fast(&k);
-    if (rc == SIMDR_OK) return 1;
+    if (rc == SIMDR_OK) {
+        if (self->verify_reads && verify_value_gil(*out) < 0) {
+            simdr_entry_release(*out);
+            *out = NULL;
+            return -1;
+        }
+        return 1;
+    }
     if (rc == SIMDR_NOTFOUND) return 0;
     if (rc != -100) pysimdr_raise(rc);
     return -1;
 }
 
-static PyObject *entry_to_bytes(simdr_entry *e) {
+/* The value of e copied into a new bytes object, checked first when verify
+ * is set; large values are checked and copied without the GIL. Releases e. */
+static PyObject *entry_to_bytes(simdr_entry *e, int verify) {
     const char *data = simdr_entry_data(e);
     uint64_t size = simdr_entry_size(e);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
-    if (out) {
-        char *dst = PyBytes_AS_STRING(out);
-        if (size >= PYSIMDR_NOGIL_COPY) {
+    PyObject *out = NULL;
+    int rc = SIMDR_OK;
+    if (size < PYSIMDR_NOGIL_COPY) {
+        if (verify) rc = verify_value(e);
+        if (rc == SIMDR_OK) out = PyBytes_FromStringAndSize(data, (Py_ssize_t)size);
+    } else {
+        out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+        if (out) {
+            char *dst = PyBytes_AS_STRING(out);
             Py_BEGIN_ALLOW_THREADS
-            memcpy(dst, data, size);
+            if (verify) rc = verify_value(e);
+            if (rc == SIMDR_OK) memcpy(dst, data, size);
             Py_END_ALLOW_THREADS
-        } else {
-            memcpy(dst, data, size);
+            if (rc != SIMDR_OK) Py_CLEAR(out);
         }
     }
+    if (rc != SIMDR_OK) pysimdr_raise(rc == SIMDR_ECHECKSUM ? SIMDR_ECORRUPT : rc);
     simdr_entry_release(e);
     return out;
 }
 
-/* Values up to this size are read by copying them out of the map inside the
- * lookup (simdr_get_copy into the stack): no entry handle is allocated,
- * pinned and freed for them. Larger ones are copied once, straight from the
- * map into the bytes object. */
+/* Without the check, values up to this size are copied out of the map inside
+ * the lookup (simdr_get_copy into the stack): no entry handle is allocated,
+ * pinned and freed for them. Larger ones, and every value that is checked,
+ * are copied once, straight from the map into the bytes object. */
 #define SMALL_VALUE 512
 
 /* The newest value of key as a new bytes object in *out: 1 found, 0 absent,
@@ -488,7 +543,9 @@ static int value_bytes(PySimdrStore *self, PyObject *key, PyObject **out) {
     char small[SMALL_VALUE];
     size_t len = 0;
     simdr_entry *e = NULL;
-    int rc = simdr_get_copy(self->store, k.ptr, k.len, small, sizeof small, &len);
+    int rc = self->verify_reads
+                 ? SIMDR_ETOOBIG
+                 : simdr_get_copy(self->store, k.ptr, k.len, small, sizeof small, &len);
     if (rc == SIMDR_ETOOBIG) rc = simdr_get(self->store, k.ptr, k.len, &e);
     pysimdr_read_leave(self);
     pysimdr_bytes_release_fast(&k);
@@ -497,7 +554,8 @@ static int value_bytes(PySimdrStore *self, PyObject *key, PyObject **out) {
         pysimdr_raise(rc);
         return -1;
     }
-    *out = e ? entry_to_bytes(e) : PyBytes_FromStringAndSize(small, (Py_ssize_t)len);
+    *out = e ? entry_to_bytes(e, self->verify_reads)
+             : PyBytes_FromStringAndSize(small, (Py_ssize_t)len);
     return *out ? 1 : -1;
 }
 
@@ -568,8 +626,20 @@ static PyObject *store_get_many(PySimdrStore *self, PyObject *keys) {
     if (pysimdr_store_enter(self) < 0) goto done;
     int64_t rc = 0;
     if (n > 0) {
+        int verify = self->verify_reads;
         Py_BEGIN_ALLOW_THREADS
         rc = simdr_get_batch(self->store, ks, (size_t)n, out);
+        /* One damaged value fails the call, as the engine's checked batch. */
+        for (Py_ssize_t i = 0; verify && rc > 0 && i < n; i++) {
+            int vrc = out[i] ? verify_value(out[i]) : SIMDR_OK;
+            if (vrc != SIMDR_OK) {
+                for (Py_ssize_t j = 0; j < n; j++) {
+                    simdr_entry_release(out[j]);
+                    out[j] = NULL;
+                }
+                rc = vrc == SIMDR_ECHECKSUM ? SIMDR_ECORRUPT : vrc;
+            }
+        }
         Py_END_ALLOW_THREADS
     }
     pysimdr_store_leave(self);
@@ -611,9 +681,21 @@ static int store_contains(PySimdrStore *self, PyObject *key) {
         pysimdr_bytes_release_fast(&k);
         return -1;
     }
-    int rc = simdr_exists(self->store, k.ptr, k.len);
+    /* Checked, presence is a lookup and the value's check (as the engine's
+     * checked simdr_exists): the check runs as for a read. */
+    simdr_entry *e = NULL;
+    int rc = self->verify_reads ? simdr_get(self->store, k.ptr, k.len, &e)
+                                : simdr_exists(self->store, k.ptr, k.len);
     pysimdr_read_leave(self);
     pysimdr_bytes_release_fast(&k);
+    if (self->verify_reads) {
+        if (rc == SIMDR_NOTFOUND) return 0;
+        if (rc == SIMDR_OK) {
+            rc = verify_value_gil(e);
+            simdr_entry_release(e);
+            return rc < 0 ? -1 : 1;
+        }
+    }
     if (rc < 0) {
         pysimdr_raise(rc);
         return -1;
@@ -856,11 +938,12 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
     pysimdr_store_leave(self);
     if (rrc != SIMDR_OK) return pysimdr_raise(rrc);
     return Py_BuildValue(
-        "{sOsKsKsKsKsssOsss{sKsKsKsOss}}", "path", self->path, "count",
+        "{sOsKsKsKsKsssOsOsss{sKsKsKsOss}}", "path", self->path, "count",
         (unsigned long long)count, "file_size", (unsigned long long)size, "compaction_savings",
         (unsigned long long)savings, "index_bytes", (unsigned long long)index_bytes, "layout",
         layout == SIMDR_LAYOUT_UNALIGNED ? "unaligned" : "aligned", "readonly",
-        self->readonly ? Py_True : Py_False, "durability",
+        self->readonly ? Py_True : Py_False, "verify_reads",
+        self->verify_reads ? Py_True : Py_False, "durability",
         self->durability == SIMDR_SYNC_DATA ? "data" : "none", "recovery", "file_size",
         (unsigned long long)rec.file_size, "valid_size", (unsigned long long)rec.valid_size,
         "bytes_cut", (unsigned long long)rec.bytes_cut, "truncated",
@@ -942,17 +1025,17 @@ static PyObject *store_iter(PySimdrStore *self) {
 static PyObject *iter_next(PySimdrIter *self) {
     if (!self->owner) return NULL; /* exhausted */
     PySimdrStore *owner = self->owner;
+    int owner_verify = owner->verify_reads;
     if (pysimdr_read_enter(owner) < 0) return NULL;
     /* Entered, so close() has not begun and has not ended this iterator. */
     PyObject *result = NULL;
     const simdr_entry *borrowed;
     int rc = simdr_iter_next(self->it, &borrowed);
     int exhausted = 0;
+    simdr_entry *own = NULL;
     if (rc == SIMDR_OK) {
-        simdr_entry *own;
         rc = simdr_entry_dup(borrowed, &own);
-        if (rc == SIMDR_OK) result = pysimdr_entry_new(own);
-        else pysimdr_raise(rc);
+        if (rc != SIMDR_OK) pysimdr_raise(rc);
     } else if (rc == SIMDR_NOTFOUND) {
         simdr_iter_close(self->it);
         self->it = NULL;
@@ -963,6 +1046,12 @@ static PyObject *iter_next(PySimdrIter *self) {
     }
     pysimdr_read_leave(owner);
     if (exhausted) Py_CLEAR(self->owner);
+    /* Checked outside the guard: the copy is the store's no longer. A damaged
+     * value raises; the iterator has moved past it, so next() goes on. */
+    if (own) {
+        if (owner_verify && verify_value_gil(own) < 0) simdr_entry_release(own);
+        else result = pysimdr_entry_new(own);
+    }
     return result;
 }
 
@@ -1052,7 +1141,7 @@ static PyMethodDef store_methods[] = {
     {"info", (PyCFunction)store_info, METH_NOARGS,
      "info($self, /)\n--\n\n"
      "A dict: path, count, file_size, compaction_savings, index_bytes, layout, readonly,\n"
-     "durability and recovery (what the open found and cut)."},
+     "verify_reads, durability and recovery (what the open found and cut)."},
     {"refresh", (PyCFunction)store_refresh, METH_NOARGS,
      "refresh($self, /)\n--\n\n"
      "Read-only stores: picks up entries another process appended since the open (or the\n"

@@ -443,7 +443,24 @@ def test_verify_reads_option(store_path):
                 with pytest.raises(simdr.CorruptError):
                     read(key)
         assert ro.read(b"sound") == b"ok"
+        for keys in ([b"small"], [b"sound", b"large"]):
+            with pytest.raises(simdr.CorruptError):
+                ro.get_many(keys)
+        assert bytes(ro.get_many([b"sound", b"absent"])[0]) == b"ok"
+        # Iteration reports each damaged value once and goes on past it.
+        it, sizes, damaged = iter(ro), [], 0
+        while True:
+            try:
+                sizes.append(len(next(it)))
+            except simdr.CorruptError:
+                damaged += 1
+            except StopIteration:
+                break
+        assert sizes == [2] and damaged == 2
+        assert ro.info()["verify_reads"] is True
     with simdr.open(store_path, readonly=True, verify_reads=False) as ro:
+        assert ro.info()["verify_reads"] is False
+        assert [h is not None for h in ro.get_many([b"small", b"large"])] == [True, True]
         for key, value in ((b"small", small), (b"large", large)):
             handle = ro.read_entry(key)
             assert handle.is_valid_checksum() is False
