@@ -12,6 +12,9 @@ next), and every read is checked outside the timed loop:
           zero-copy where the engine has it (simdr read_entry; lmdb txn.get with
           buffers=True in one read txn); values checked in a separate untimed pass
   getc    the same with a bytes copy of every value (simdr read; lmdb buffers=False)
+  getH    N gets as in get, of the first 2,000 keys only (each 100 times for N = 200,000):
+          everything they touch stays in the CPU caches, so this is the cost of a call
+          itself, without the cache misses of a lookup in a large store
   getB    simdr get_many, 1,000 keys a call (simdr only)
   iter    a full scan of the N live values
   numpy   a 100 MB float32 value as a numpy array (median of 5): simdr read_entry +
@@ -48,12 +51,19 @@ import numpy as np
 BATCH = 1000
 
 
+HOT = 2000
+
+
 def prepare(n):
     keys = [b"key%d" % i for i in range(n)]
     values = [struct.pack("<Q", i) for i in range(n)]
     order = list(range(n))
     random.Random(42).shuffle(order)
     return keys, values, [keys[i] for i in order], order
+
+
+def hot_keys(keys, rorder):
+    return [keys[i % HOT] for i in rorder]
 
 
 def each(fn, keys):
@@ -87,6 +97,8 @@ def run_simdr(d, keys, values, rkeys, rorder, big):
     re = db.read_entry
     out["get"] = timed(lambda: each(re, rkeys))
     assert [bytes(re(k)) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
+    hot = hot_keys(keys, rorder)
+    out["getH"] = timed(lambda: each(re, hot))
     rd = db.read
     out["getc"] = timed(lambda: each(rd, rkeys))
     assert [rd(k) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
@@ -142,6 +154,8 @@ def run_lmdb(d, keys, values, rkeys, rorder, big):
         g = txn.get
         out["get"] = timed(lambda: each(g, rkeys))
         assert [bytes(g(k)) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
+        hot = hot_keys(keys, rorder)
+        out["getH"] = timed(lambda: each(g, hot))
     with env.begin() as txn:
         g = txn.get
         out["getc"] = timed(lambda: each(g, rkeys))
@@ -202,6 +216,8 @@ def run_sqlite(d, keys, values, rkeys, rorder, big):
     out["get"] = timed(lambda: each(get, rkeys))
     assert [get(k) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
     out["getc"] = out["get"]  # sqlite3 always copies
+    hot = hot_keys(keys, rorder)
+    out["getH"] = timed(lambda: each(get, hot))
     total = [0]
 
     def scan():
@@ -238,6 +254,8 @@ def run_dbm(d, keys, values, rkeys, rorder, big):
     out["get"] = timed(lambda: each(db.__getitem__, rkeys))
     assert [db[k] for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
     out["getc"] = out["get"]
+    hot = hot_keys(keys, rorder)
+    out["getH"] = timed(lambda: each(db.__getitem__, hot))
     total = [0]
 
     def scan():
@@ -317,7 +335,9 @@ def main():
     n = args.n
     rows = [("put1", "single puts", "ops/s"), ("putB", "batched puts (1,000)", "ops/s"),
             ("get", "random gets, zero-copy where offered", "ops/s"),
-            ("getc", "random gets, bytes copy", "ops/s"), ("getB", "batch gets (get_many)", "ops/s"),
+            ("getc", "random gets, bytes copy", "ops/s"),
+            ("getH", f"random gets of {HOT:,} keys (cached), zero-copy where offered", "ops/s"),
+            ("getB", "batch gets (get_many)", "ops/s"),
             ("iter", "iteration", "values/s"),
             ("numpy", f"{args.numpy_mb} MB float32 into numpy (simdr verify_reads=False)", "us"),
             ("numpyc", f"{args.numpy_mb} MB float32 into numpy, checked (simdr default)", "us")]
