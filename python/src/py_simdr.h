@@ -81,6 +81,8 @@ extern PyObject *PySimdr_Error, *PySimdr_ClosedError, *PySimdr_InvalidArgumentEr
  * simdr_last_error() text and the code in the `code` attribute. */
 PyObject *pysimdr_raise(int code);
 int pysimdr_init_errors(PyObject *module);
+/* Builds the table of the binding's in-line CRC-32 (py_store.c). */
+void pysimdr_init_crc(void);
 
 /* Keys: bytes-like (C-contiguous) or str (UTF-8). Values: bytes-like only. */
 int pysimdr_key(PyObject *obj, pysimdr_bytes *out);

@@ -394,10 +394,12 @@ class StrKey(str):
 
 
 def test_every_read_agrees_on_small_and_large_values(db):
-    # Small values are copied out inside the lookup, large ones straight from
-    # the map (and those of 256 KiB and up without the GIL): every size on and
-    # around those edges reads back the same through every read call.
-    sizes = [1, 8, 511, 512, 513, 4096, 256 * 1024 - 1, 256 * 1024, 300_000]
+    # Values up to 64 bytes are checked in line, up to 512 bytes copied out
+    # inside the lookup (without the check), larger ones straight from the map
+    # (those of 256 KiB and up without the GIL): every size on and around
+    # those edges reads back the same through every read call.
+    sizes = [1, 7, 8, 9, 15, 16, 63, 64, 65, 511, 512, 513, 4096, 256 * 1024 - 1, 256 * 1024,
+             300_000]
     for n in sizes:
         value = os.urandom(n)
         key = b"size%d" % n
@@ -427,8 +429,13 @@ def damage_value(path, offset):
         f.write(bytes([byte[0] ^ 0xFF]))
 
 
+def test_every_read_agrees_without_the_check(tmp_path):
+    with simdr.open(tmp_path / "v.bin", verify_reads=False) as db:
+        test_every_read_agrees_on_small_and_large_values(db)
+
+
 def test_verify_reads_option(store_path):
-    small, large = b"s" * 100, b"L" * 5000
+    small, large = b"s" * 20, b"L" * 5000
     with simdr.open(store_path) as db:
         db.write(b"small", small)
         db.write(b"large", large)
@@ -467,4 +474,4 @@ def test_verify_reads_option(store_path):
             got = ro.read(key)
             assert len(got) == len(value) and got != value
             assert ro.exists(key)
-        assert sorted(len(h) for h in ro) == [2, 100, 5000]
+        assert sorted(len(h) for h in ro) == [2, 20, 5000]
