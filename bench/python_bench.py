@@ -364,7 +364,8 @@ def main():
         for x in peers:
             if "simdr" in vals and x in vals:
                 s, p = vals["simdr"], vals[x]
-                ratios.append(f"{(p / s if key.startswith('numpy') else s / p):.2f}x")
+                ratio = p / s if key.startswith("numpy") else s / p
+                ratios.append(f"{ratio:.2f}x" if ratio < 100 else f"{ratio:,.0f}x")
             else:
                 ratios.append("n/a")
         print(f"| {what} | {unit} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
