@@ -12,15 +12,26 @@ next), and every read is checked outside the timed loop:
           zero-copy where the engine has it (simdr read_entry; lmdb txn.get with
           buffers=True in one read txn); values checked in a separate untimed pass
   getc    the same with a bytes copy of every value (simdr read; lmdb buffers=False)
+  getH    N gets as in get, of the first 2,000 keys only (each 100 times for N = 200,000):
+          everything they touch stays in the CPU caches, so this is the cost of a call
+          itself, without the cache misses of a lookup in a large store
   getB    simdr get_many, 1,000 keys a call (simdr only)
   iter    a full scan of the N live values
   numpy   a 100 MB float32 value as a numpy array (median of 5): simdr read_entry +
-          frombuffer (a view); lmdb the same inside a read txn (a view); sqlite and dbm
+          frombuffer (a view) on a store opened with verify_reads=False (no peer checks
+          a checksum on read); lmdb the same inside a read txn (a view); sqlite and dbm
           fetch a bytes copy first
+  numpyc  the same for simdr with its default verify_reads=True: the read checks the
+          value's CRC-32 first, a pass over the 100 MB (simdr only)
 
 Keys are b"key%d", values the 8-byte little-endian index. Usage:
     /usr/bin/python3 bench/python_bench.py [-n 200000] [--runs 3] [--numpy-mb 100]
                                            [--engines simdr,lmdb,sqlite3,dbm]
+                                           [--clock wall|cpu]
+--clock cpu times each workload with the process's CPU time (time.process_time) instead of
+the wall clock: on a machine shared with other work, the time the process spends waiting
+for a core is then left out, which the wall clock counts at random (a write's system time
+is CPU time and still counted).
 Needs Debian's python3-numpy, python3-lmdb (and python3-gdbm for dbm.gnu) and the simdr
 package (pip install ./python, or PYTHONPATH pointing at a build).
 """
@@ -40,6 +51,9 @@ import numpy as np
 BATCH = 1000
 
 
+HOT = 2000
+
+
 def prepare(n):
     keys = [b"key%d" % i for i in range(n)]
     values = [struct.pack("<Q", i) for i in range(n)]
@@ -48,16 +62,24 @@ def prepare(n):
     return keys, values, [keys[i] for i in order], order
 
 
+def hot_keys(keys, rorder):
+    return [keys[i % HOT] for i in rorder]
+
+
 def each(fn, keys):
     """Calls fn on every key, dropping each result (as a lookup-and-use loop does)."""
     for k in keys:
         fn(k)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter
+
+
 def timed(fn):
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 # ---- engines: each returns {workload: seconds} (numpy: microseconds, median) ----
@@ -75,6 +97,8 @@ def run_simdr(d, keys, values, rkeys, rorder, big):
     re = db.read_entry
     out["get"] = timed(lambda: each(re, rkeys))
     assert [bytes(re(k)) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
+    hot = hot_keys(keys, rorder)
+    out["getH"] = timed(lambda: each(re, hot))
     rd = db.read
     out["getc"] = timed(lambda: each(rd, rkeys))
     assert [rd(k) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
@@ -91,15 +115,19 @@ def run_simdr(d, keys, values, rkeys, rorder, big):
     out["iter"] = timed(scan)
     assert total[0] == 8 * len(keys)
     db.write(b"big", big)
-    samples = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        arr = np.frombuffer(db.read_entry(b"big"), dtype=np.float32)
-        samples.append(time.perf_counter() - t0)
-        assert arr.shape == big.shape and arr[12345] == big[12345]
-        del arr
-    out["numpy"] = statistics.median(samples) * 1e6
+    path = db.path
     db.close()
+    for key, verify in (("numpy", False), ("numpyc", True)):
+        db = simdr.open(path, verify_reads=verify)
+        samples = []
+        for _ in range(5):
+            t0 = clock()
+            arr = np.frombuffer(db.read_entry(b"big"), dtype=np.float32)
+            samples.append(clock() - t0)
+            assert arr.shape == big.shape and arr[12345] == big[12345]
+            del arr
+        out[key] = statistics.median(samples) * 1e6
+        db.close()
     return out
 
 
@@ -126,6 +154,8 @@ def run_lmdb(d, keys, values, rkeys, rorder, big):
         g = txn.get
         out["get"] = timed(lambda: each(g, rkeys))
         assert [bytes(g(k)) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
+        hot = hot_keys(keys, rorder)
+        out["getH"] = timed(lambda: each(g, hot))
     with env.begin() as txn:
         g = txn.get
         out["getc"] = timed(lambda: each(g, rkeys))
@@ -145,9 +175,9 @@ def run_lmdb(d, keys, values, rkeys, rorder, big):
     samples = []
     with env.begin(buffers=True) as txn:
         for _ in range(5):
-            t0 = time.perf_counter()
+            t0 = clock()
             arr = np.frombuffer(txn.get(b"big"), dtype=np.float32)
-            samples.append(time.perf_counter() - t0)
+            samples.append(clock() - t0)
             assert arr.shape == big.shape and arr[12345] == big[12345]
             del arr
     out["numpy"] = statistics.median(samples) * 1e6
@@ -186,6 +216,8 @@ def run_sqlite(d, keys, values, rkeys, rorder, big):
     out["get"] = timed(lambda: each(get, rkeys))
     assert [get(k) for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
     out["getc"] = out["get"]  # sqlite3 always copies
+    hot = hot_keys(keys, rorder)
+    out["getH"] = timed(lambda: each(get, hot))
     total = [0]
 
     def scan():
@@ -195,10 +227,10 @@ def run_sqlite(d, keys, values, rkeys, rorder, big):
     con.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (b"big", big.tobytes()))
     samples = []
     for _ in range(5):
-        t0 = time.perf_counter()
+        t0 = clock()
         blob = con.execute("SELECT v FROM kv WHERE k = ?", (b"big",)).fetchone()[0]
         arr = np.frombuffer(blob, dtype=np.float32)
-        samples.append(time.perf_counter() - t0)
+        samples.append(clock() - t0)
         assert arr.shape == big.shape and arr[12345] == big[12345]
         del arr, blob
     out["numpy"] = statistics.median(samples) * 1e6
@@ -222,6 +254,8 @@ def run_dbm(d, keys, values, rkeys, rorder, big):
     out["get"] = timed(lambda: each(db.__getitem__, rkeys))
     assert [db[k] for k in rkeys[:1000]] == [values[i] for i in rorder[:1000]]
     out["getc"] = out["get"]
+    hot = hot_keys(keys, rorder)
+    out["getH"] = timed(lambda: each(db.__getitem__, hot))
     total = [0]
 
     def scan():
@@ -239,9 +273,9 @@ def run_dbm(d, keys, values, rkeys, rorder, big):
     db[b"big"] = big.tobytes()
     samples = []
     for _ in range(5):
-        t0 = time.perf_counter()
+        t0 = clock()
         arr = np.frombuffer(db[b"big"], dtype=np.float32)
-        samples.append(time.perf_counter() - t0)
+        samples.append(clock() - t0)
         assert arr.shape == big.shape and arr[12345] == big[12345]
         del arr
     out["numpy"] = statistics.median(samples) * 1e6
@@ -252,7 +286,9 @@ def run_dbm(d, keys, values, rkeys, rorder, big):
 ENGINES = {"simdr": run_simdr, "lmdb": run_lmdb, "sqlite3": run_sqlite, "dbm": run_dbm}
 
 
-def child(name, n, numpy_mb, conn):
+def child(name, n, numpy_mb, clock_name, conn):
+    global clock
+    clock = CLOCKS[clock_name]
     try:
         keys, values, rkeys, rorder = prepare(n)
         big = np.arange(numpy_mb * (1 << 20) // 4, dtype=np.float32)
@@ -269,6 +305,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=200_000)
     ap.add_argument("--numpy-mb", type=int, default=100)
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="wall: elapsed time; cpu: the process's CPU time (see above)")
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--runs", type=int, default=1, help="rounds over all engines")
     ap.add_argument("--stat", choices=["median", "best"], default="median",
@@ -280,7 +318,7 @@ def main():
     for r in range(args.runs):
         for name in names:  # engines interleaved, so a burst of load hits all of them
             parent, kid = ctx.Pipe()
-            p = ctx.Process(target=child, args=(name, args.n, args.numpy_mb, kid))
+            p = ctx.Process(target=child, args=(name, args.n, args.numpy_mb, args.clock, kid))
             p.start()
             got = parent.recv()
             p.join()
@@ -297,11 +335,15 @@ def main():
     n = args.n
     rows = [("put1", "single puts", "ops/s"), ("putB", "batched puts (1,000)", "ops/s"),
             ("get", "random gets, zero-copy where offered", "ops/s"),
-            ("getc", "random gets, bytes copy", "ops/s"), ("getB", "batch gets (get_many)", "ops/s"),
-            ("iter", "iteration", "values/s"), ("numpy", f"{args.numpy_mb} MB float32 into numpy", "us")]
+            ("getc", "random gets, bytes copy", "ops/s"),
+            ("getH", f"random gets of {HOT:,} keys (cached), zero-copy where offered", "ops/s"),
+            ("getB", "batch gets (get_many)", "ops/s"),
+            ("iter", "iteration", "values/s"),
+            ("numpy", f"{args.numpy_mb} MB float32 into numpy (simdr verify_reads=False)", "us"),
+            ("numpyc", f"{args.numpy_mb} MB float32 into numpy, checked (simdr default)", "us")]
     peers = [x for x in names if x != "simdr"]
     label = {x: x if x != "dbm" else f"dbm ({results[x].get('engine')})" for x in names}
-    print(f"N = {n:,}; {args.stat} of {args.runs} run(s); simdr {__import__('simdr').engine_version()}; "
+    print(f"N = {n:,}; {args.stat} of {args.runs} run(s); {args.clock} clock; simdr {__import__('simdr').engine_version()}; "
           f"Python {sys.version.split()[0]}")
     print()
     print("| workload | unit | " + " | ".join(label[x] for x in names) + " | "
@@ -314,14 +356,16 @@ def main():
             if r is None:
                 cells.append("n/a")
                 continue
-            v = r if key == "numpy" else n / r
+            timing = key.startswith("numpy")
+            v = r if timing else n / r
             vals[x] = v
-            cells.append(f"{v:,.1f}" if key == "numpy" else f"{v:,.0f}")
+            cells.append(f"{v:,.1f}" if timing else f"{v:,.0f}")
         ratios = []
         for x in peers:
             if "simdr" in vals and x in vals:
                 s, p = vals["simdr"], vals[x]
-                ratios.append(f"{(p / s if key == 'numpy' else s / p):.2f}x")
+                ratio = p / s if key.startswith("numpy") else s / p
+                ratios.append(f"{ratio:.2f}x" if ratio < 100 else f"{ratio:,.0f}x")
             else:
                 ratios.append("n/a")
         print(f"| {what} | {unit} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")

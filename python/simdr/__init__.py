@@ -22,8 +22,13 @@ Errors raise simdr.Error subclasses (NotAStoreError, CorruptError,
 LockedError, ReadOnlyError, DiskFullError, ...) carrying the engine's message
 and its status in `code`; using a closed store raises ClosedError.
 
+Reads check each value's CRC-32 first (verify_reads=True, the default;
+CorruptError for damaged bytes); simdr.open(path, verify_reads=False) skips
+the check, so a view of a large value costs no pass over it.
+
 Threads: a DataStore may be shared by any number of threads; the GIL is
-released during writes, batch reads, scans, compaction and large copies.
+released during writes, batch reads, scans, compaction, and the copies and
+checks of large values.
 close() waits for calls running in other threads. Other processes may open
 the same file read-only and call refresh() to see new entries.
 """

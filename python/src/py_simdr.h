@@ -33,6 +33,7 @@ typedef struct {
     int closing;
     int readonly;
     int durability;
+    int verify_reads;      /* the binding checks each value's CRC (py_store.c) */
     PyObject *path;        /* the path as given, after os.fspath */
     PySimdrIter *iters;    /* live iterators, closed before the store */
     PyObject *weakrefs;
@@ -80,6 +81,8 @@ extern PyObject *PySimdr_Error, *PySimdr_ClosedError, *PySimdr_InvalidArgumentEr
  * simdr_last_error() text and the code in the `code` attribute. */
 PyObject *pysimdr_raise(int code);
 int pysimdr_init_errors(PyObject *module);
+/* Builds the table of the binding's in-line CRC-32 (py_store.c). */
+void pysimdr_init_crc(void);
 
 /* Keys: bytes-like (C-contiguous) or str (UTF-8). Values: bytes-like only. */
 int pysimdr_key(PyObject *obj, pysimdr_bytes *out);
@@ -93,5 +96,60 @@ PyObject *pysimdr_stream_new(simdr_entry *entry);
 /* The close guard: enter fails with ClosedError once close() began. */
 int pysimdr_store_enter(PySimdrStore *s);
 void pysimdr_store_leave(PySimdrStore *s);
+int pysimdr_store_closed_error(PySimdrStore *s);
+
+/*
+ * The close guard of a call that holds the GIL from this check until its
+ * engine call has returned (single lookups, iteration steps). close() flips
+ * `closing` with the GIL held and only closes the store after taking the GIL
+ * back, so a call that saw the store open under the GIL, and does not let
+ * the GIL go before its engine call returns, cannot overlap simdr_close():
+ * counting itself in `users` (a mutex lock and unlock, a third of a cached
+ * lookup) buys nothing there. Nothing between the check and the end of the
+ * engine call may run Python code (no allocation of GC-tracked objects, no
+ * buffer export, no callbacks). Without a GIL (free-threaded builds) these
+ * calls count themselves like every other.
+ */
+#ifdef Py_GIL_DISABLED
+#define pysimdr_read_enter(s) pysimdr_store_enter(s)
+#define pysimdr_read_leave(s) pysimdr_store_leave(s)
+#else
+static inline int pysimdr_read_enter(PySimdrStore *s) {
+    if (s->closing || !s->store) return pysimdr_store_closed_error(s);
+    return 0;
+}
+#define pysimdr_read_leave(s) ((void)(s))
+#endif
+
+/*
+ * A key for a call that keeps the GIL until it no longer needs the bytes:
+ * the caller's reference to the argument keeps them alive, so bytes and str
+ * are used in place without a reference of their own (other objects go
+ * through pysimdr_key). Released with pysimdr_bytes_release as usual.
+ */
+static inline int pysimdr_key_held(PyObject *obj, pysimdr_bytes *out) {
+    if (PyBytes_CheckExact(obj)) {
+        out->has_view = 0;
+        out->ref = NULL;
+        out->ptr = PyBytes_AS_STRING(obj);
+        out->len = (size_t)PyBytes_GET_SIZE(obj);
+        return 0;
+    }
+    if (PyUnicode_CheckExact(obj)) {
+        Py_ssize_t n;
+        const char *p = PyUnicode_AsUTF8AndSize(obj, &n);
+        if (!p) return -1;
+        out->has_view = 0;
+        out->ref = NULL;
+        out->ptr = p;
+        out->len = (size_t)n;
+        return 0;
+    }
+    return pysimdr_key(obj, out);
+}
+
+static inline void pysimdr_bytes_release_fast(pysimdr_bytes *b) {
+    if (b->has_view || b->ref) pysimdr_bytes_release(b);
+}
 
 #endif /* PY_SIMDR_H */

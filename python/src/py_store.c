@@ -19,13 +19,17 @@ static _Thread_local PySimdrStore *tls_streaming;
 
 /* ---- the close guard ---- */
 
+int pysimdr_store_closed_error(PySimdrStore *s) {
+    PyErr_SetString(PySimdr_ClosedError, s->closing ? "the store is closed"
+                                                    : "the store is not open");
+    return -1;
+}
+
 int pysimdr_store_enter(PySimdrStore *s) {
     pthread_mutex_lock(&s->mu);
     if (s->closing || !s->store) {
         pthread_mutex_unlock(&s->mu);
-        PyErr_SetString(PySimdr_ClosedError, s->closing ? "the store is closed"
-                                                        : "the store is not open");
-        return -1;
+        return pysimdr_store_closed_error(s);
     }
     s->users++;
     pthread_mutex_unlock(&s->mu);
@@ -87,12 +91,12 @@ static int parse_choice(PyObject *obj, const char *what, const char *a, int va, 
 
 static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"path", "readonly", "create", "durability", "layout",
-                             "repair", "salvage", "use_hint", NULL};
+                             "repair", "salvage", "use_hint", "verify_reads", NULL};
     PyObject *path_arg, *durability = NULL, *layout = NULL;
-    int readonly = 0, create = 1, repair = 1, salvage = 0, use_hint = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ppOO$ppp:DataStore", kwlist, &path_arg,
+    int readonly = 0, create = 1, repair = 1, salvage = 0, use_hint = 1, verify_reads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ppOO$pppp:DataStore", kwlist, &path_arg,
                                      &readonly, &create, &durability, &layout, &repair,
-                                     &salvage, &use_hint))
+                                     &salvage, &use_hint, &verify_reads))
         return -1;
     if (self->store || self->closing) {
         PyErr_SetString(PySimdr_Error, "DataStore.__init__ called on an already opened store");
@@ -105,6 +109,9 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     opts.repair = repair;
     opts.salvage = salvage;
     opts.use_hint = use_hint;
+    /* The binding checks values itself (see verify_value): the engine's check
+     * runs inside the lookup, where a large value's pass would hold the GIL. */
+    opts.verify_reads = 0;
     if (durability && parse_choice(durability, "durability", "none", SIMDR_SYNC_NONE, "data",
                                    SIMDR_SYNC_DATA, &opts.durability) < 0)
         return -1;
@@ -134,6 +141,7 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     self->store = store;
     self->readonly = readonly;
     self->durability = opts.durability;
+    self->verify_reads = verify_reads;
     Py_XSETREF(self->path, fs_path);
     return 0;
 }
@@ -427,47 +435,174 @@ static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, P
 
 /* ---- reading ---- */
 
-/* simdr_get for a Python key: 1 found (*out set), 0 absent, -1 error set. */
-static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out) {
-    pysimdr_bytes k;
-    if (pysimdr_key(key, &k) < 0) return -1;
-    if (pysimdr_store_enter(self) < 0) {
-        pysimdr_bytes_release(&k);
-        return -1;
+/*
+ * Damaged values. The engine store is opened with verify_reads = 0 and the
+ * binding makes the check the engine's reads would make (verify_reads=True,
+ * the default): a value whose bytes no longer match their CRC-32 raises
+ * CorruptError and is never handed out. The check runs after the lookup,
+ * when the value's size is known, so that a large value's pass over its
+ * bytes (page faults from disk included) runs without the GIL.
+ * simdr_entry_chunk checks an unchecked handle's whole value when asked for
+ * its last byte, a MiB at a time with the pages of a large value dropped
+ * again, as the engine's own read check does.
+ */
+
+/* CRC-32 (the format's: reflected, polynomial 0xEDB88320, as zlib's crc32)
+ * of a short value in line, eight bytes a step (slicing by 8): for the small
+ * values most lookups return, a call into the engine's checksum code costs
+ * more than the check itself. The tables are built at import. */
+#define SHORT_CHECK_MAX 64
+static uint32_t crc_tables[8][256];
+
+void pysimdr_init_crc(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_tables[0][i] = c;
     }
-    int rc = simdr_get(self->store, k.ptr, k.len, out);
-    pysimdr_store_leave(self);
-    pysimdr_bytes_release(&k);
-    if (rc == SIMDR_OK) return 1;
-    if (rc == SIMDR_NOTFOUND) return 0;
-    pysimdr_raise(rc);
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_tables[t][i] = (crc_tables[t - 1][i] >> 8) ^ crc_tables[0][crc_tables[t - 1][i] & 0xFF];
+}
+
+static inline uint32_t crc_short(const unsigned char *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint32_t lo = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                      (uint32_t)p[3] << 24;
+        lo ^= c;
+        c = crc_tables[7][lo & 0xFF] ^ crc_tables[6][(lo >> 8) & 0xFF] ^
+            crc_tables[5][(lo >> 16) & 0xFF] ^ crc_tables[4][lo >> 24] ^
+            crc_tables[3][p[4]] ^ crc_tables[2][p[5]] ^ crc_tables[1][p[6]] ^
+            crc_tables[0][p[7]];
+    }
+    for (; n > 0; p++, n--) c = crc_tables[0][(c ^ *p) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* No Python calls: SIMDR_OK, or the engine's failure (message set). A short
+ * value that fails the check in line is checked again by the engine, which
+ * then reports it in its own words. */
+static int verify_value(const simdr_entry *e) {
+    uint64_t size = simdr_entry_size(e);
+    if (size == 0) return SIMDR_OK;
+    if (size <= SHORT_CHECK_MAX &&
+        crc_short(simdr_entry_data(e), (size_t)size) == simdr_entry_checksum(e))
+        return SIMDR_OK;
+    const void *p;
+    size_t n;
+    return simdr_entry_chunk(e, size - 1, 1, &p, &n, 0);
+}
+
+/* The check with the GIL held on entry: let go while a large value is
+ * read. 0 sound, -1 CorruptError set (entry left to the caller). */
+static int verify_value_gil(const simdr_entry *e) {
+    int rc;
+    if (simdr_entry_size(e) >= PYSIMDR_NOGIL_COPY) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = verify_value(e);
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = verify_value(e);
+    }
+    if (rc == SIMDR_OK) return 0;
+    pysimdr_raise(rc == SIMDR_ECHECKSUM ? SIMDR_ECORRUPT : rc);
     return -1;
 }
 
-static PyObject *entry_to_bytes(simdr_entry *e) {
+/* simdr_get for a Python key, checked: 1 found (*out set), 0 absent, -1
+ * error set. The lookup keeps the GIL: a lookup of a resident entry costs
+ * less than letting the GIL go and taking it back (docs/BENCHMARKS.md). */
+static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out) {
+    pysimdr_bytes k;
+    if (pysimdr_key_held(key, &k) < 0) return -1;
+    int rc;
+    if (pysimdr_read_enter(self) < 0) {
+        rc = -100;
+    } else {
+        rc = simdr_get(self->store, k.ptr, k.len, out);
+        pysimdr_read_leave(self);
+    }
+    pysimdr_bytes_release_fast(&k);
+    if (rc == SIMDR_OK) {
+        if (self->verify_reads && verify_value_gil(*out) < 0) {
+            simdr_entry_release(*out);
+            *out = NULL;
+            return -1;
+        }
+        return 1;
+    }
+    if (rc == SIMDR_NOTFOUND) return 0;
+    if (rc != -100) pysimdr_raise(rc);
+    return -1;
+}
+
+/* The value of e copied into a new bytes object, checked first when verify
+ * is set; large values are checked and copied without the GIL. Releases e. */
+static PyObject *entry_to_bytes(simdr_entry *e, int verify) {
     const char *data = simdr_entry_data(e);
     uint64_t size = simdr_entry_size(e);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
-    if (out) {
-        char *dst = PyBytes_AS_STRING(out);
-        if (size >= PYSIMDR_NOGIL_COPY) {
+    PyObject *out = NULL;
+    int rc = SIMDR_OK;
+    if (size < PYSIMDR_NOGIL_COPY) {
+        if (verify) rc = verify_value(e);
+        if (rc == SIMDR_OK) out = PyBytes_FromStringAndSize(data, (Py_ssize_t)size);
+    } else {
+        out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+        if (out) {
+            char *dst = PyBytes_AS_STRING(out);
             Py_BEGIN_ALLOW_THREADS
-            memcpy(dst, data, size);
+            if (verify) rc = verify_value(e);
+            if (rc == SIMDR_OK) memcpy(dst, data, size);
             Py_END_ALLOW_THREADS
-        } else {
-            memcpy(dst, data, size);
+            if (rc != SIMDR_OK) Py_CLEAR(out);
         }
     }
+    if (rc != SIMDR_OK) pysimdr_raise(rc == SIMDR_ECHECKSUM ? SIMDR_ECORRUPT : rc);
     simdr_entry_release(e);
     return out;
 }
 
+/* Without the check, values up to this size are copied out of the map inside
+ * the lookup (simdr_get_copy into the stack): no entry handle is allocated,
+ * pinned and freed for them. Larger ones, and every value that is checked,
+ * are copied once, straight from the map into the bytes object. */
+#define SMALL_VALUE 512
+
+/* The newest value of key as a new bytes object in *out: 1 found, 0 absent,
+ * -1 error set. */
+static int value_bytes(PySimdrStore *self, PyObject *key, PyObject **out) {
+    pysimdr_bytes k;
+    if (pysimdr_key_held(key, &k) < 0) return -1;
+    if (pysimdr_read_enter(self) < 0) {
+        pysimdr_bytes_release_fast(&k);
+        return -1;
+    }
+    char small[SMALL_VALUE];
+    size_t len = 0;
+    simdr_entry *e = NULL;
+    int rc = self->verify_reads
+                 ? SIMDR_ETOOBIG
+                 : simdr_get_copy(self->store, k.ptr, k.len, small, sizeof small, &len);
+    if (rc == SIMDR_ETOOBIG) rc = simdr_get(self->store, k.ptr, k.len, &e);
+    pysimdr_read_leave(self);
+    pysimdr_bytes_release_fast(&k);
+    if (rc == SIMDR_NOTFOUND) return 0;
+    if (rc != SIMDR_OK) {
+        pysimdr_raise(rc);
+        return -1;
+    }
+    *out = e ? entry_to_bytes(e, self->verify_reads)
+             : PyBytes_FromStringAndSize(small, (Py_ssize_t)len);
+    return *out ? 1 : -1;
+}
+
 static PyObject *store_read(PySimdrStore *self, PyObject *key) {
-    simdr_entry *e;
-    int found = get_entry(self, key, &e);
+    PyObject *v;
+    int found = value_bytes(self, key, &v);
     if (found < 0) return NULL;
     if (!found) Py_RETURN_NONE;
-    return entry_to_bytes(e);
+    return v;
 }
 
 static PyObject *store_read_entry(PySimdrStore *self, PyObject *key) {
@@ -491,22 +626,22 @@ static PyObject *store_get(PySimdrStore *self, PyObject *const *args, Py_ssize_t
         PyErr_Format(PyExc_TypeError, "get() takes 1 or 2 arguments (%zd given)", nargs);
         return NULL;
     }
-    simdr_entry *e;
-    int found = get_entry(self, args[0], &e);
+    PyObject *v;
+    int found = value_bytes(self, args[0], &v);
     if (found < 0) return NULL;
     if (!found) return Py_NewRef(nargs == 2 ? args[1] : Py_None);
-    return entry_to_bytes(e);
+    return v;
 }
 
 static PyObject *store_subscript(PySimdrStore *self, PyObject *key) {
-    simdr_entry *e;
-    int found = get_entry(self, key, &e);
+    PyObject *v;
+    int found = value_bytes(self, key, &v);
     if (found < 0) return NULL;
     if (!found) {
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
-    return entry_to_bytes(e);
+    return v;
 }
 
 static PyObject *store_get_many(PySimdrStore *self, PyObject *keys) {
@@ -529,8 +664,20 @@ static PyObject *store_get_many(PySimdrStore *self, PyObject *keys) {
     if (pysimdr_store_enter(self) < 0) goto done;
     int64_t rc = 0;
     if (n > 0) {
+        int verify = self->verify_reads;
         Py_BEGIN_ALLOW_THREADS
         rc = simdr_get_batch(self->store, ks, (size_t)n, out);
+        /* One damaged value fails the call, as the engine's checked batch. */
+        for (Py_ssize_t i = 0; verify && rc > 0 && i < n; i++) {
+            int vrc = out[i] ? verify_value(out[i]) : SIMDR_OK;
+            if (vrc != SIMDR_OK) {
+                for (Py_ssize_t j = 0; j < n; j++) {
+                    simdr_entry_release(out[j]);
+                    out[j] = NULL;
+                }
+                rc = vrc == SIMDR_ECHECKSUM ? SIMDR_ECORRUPT : vrc;
+            }
+        }
         Py_END_ALLOW_THREADS
     }
     pysimdr_store_leave(self);
@@ -564,26 +711,40 @@ done:
     return result;
 }
 
-static PyObject *store_exists(PySimdrStore *self, PyObject *key) {
+/* 1 present, 0 absent, -1 error set. */
+static int store_contains(PySimdrStore *self, PyObject *key) {
     pysimdr_bytes k;
-    if (pysimdr_key(key, &k) < 0) return NULL;
-    if (pysimdr_store_enter(self) < 0) {
-        pysimdr_bytes_release(&k);
-        return NULL;
+    if (pysimdr_key_held(key, &k) < 0) return -1;
+    if (pysimdr_read_enter(self) < 0) {
+        pysimdr_bytes_release_fast(&k);
+        return -1;
     }
-    int rc = simdr_exists(self->store, k.ptr, k.len);
-    pysimdr_store_leave(self);
-    pysimdr_bytes_release(&k);
-    if (rc < 0) return pysimdr_raise(rc);
-    return PyBool_FromLong(rc);
+    /* Checked, presence is a lookup and the value's check (as the engine's
+     * checked simdr_exists): the check runs as for a read. */
+    simdr_entry *e = NULL;
+    int rc = self->verify_reads ? simdr_get(self->store, k.ptr, k.len, &e)
+                                : simdr_exists(self->store, k.ptr, k.len);
+    pysimdr_read_leave(self);
+    pysimdr_bytes_release_fast(&k);
+    if (self->verify_reads) {
+        if (rc == SIMDR_NOTFOUND) return 0;
+        if (rc == SIMDR_OK) {
+            rc = verify_value_gil(e);
+            simdr_entry_release(e);
+            return rc < 0 ? -1 : 1;
+        }
+    }
+    if (rc < 0) {
+        pysimdr_raise(rc);
+        return -1;
+    }
+    return rc;
 }
 
-static int store_contains(PySimdrStore *self, PyObject *key) {
-    PyObject *r = store_exists(self, key);
-    if (!r) return -1;
-    int yes = r == Py_True;
-    Py_DECREF(r);
-    return yes;
+static PyObject *store_exists(PySimdrStore *self, PyObject *key) {
+    int rc = store_contains(self, key);
+    if (rc < 0) return NULL;
+    return PyBool_FromLong(rc);
 }
 
 /* ---- deleting, renaming, copying ---- */
@@ -815,11 +976,12 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
     pysimdr_store_leave(self);
     if (rrc != SIMDR_OK) return pysimdr_raise(rrc);
     return Py_BuildValue(
-        "{sOsKsKsKsKsssOsss{sKsKsKsOss}}", "path", self->path, "count",
+        "{sOsKsKsKsKsssOsOsss{sKsKsKsOss}}", "path", self->path, "count",
         (unsigned long long)count, "file_size", (unsigned long long)size, "compaction_savings",
         (unsigned long long)savings, "index_bytes", (unsigned long long)index_bytes, "layout",
         layout == SIMDR_LAYOUT_UNALIGNED ? "unaligned" : "aligned", "readonly",
-        self->readonly ? Py_True : Py_False, "durability",
+        self->readonly ? Py_True : Py_False, "verify_reads",
+        self->verify_reads ? Py_True : Py_False, "durability",
         self->durability == SIMDR_SYNC_DATA ? "data" : "none", "recovery", "file_size",
         (unsigned long long)rec.file_size, "valid_size", (unsigned long long)rec.valid_size,
         "bytes_cut", (unsigned long long)rec.bytes_cut, "truncated",
@@ -901,17 +1063,17 @@ static PyObject *store_iter(PySimdrStore *self) {
 static PyObject *iter_next(PySimdrIter *self) {
     if (!self->owner) return NULL; /* exhausted */
     PySimdrStore *owner = self->owner;
-    if (pysimdr_store_enter(owner) < 0) return NULL;
+    int owner_verify = owner->verify_reads;
+    if (pysimdr_read_enter(owner) < 0) return NULL;
     /* Entered, so close() has not begun and has not ended this iterator. */
     PyObject *result = NULL;
     const simdr_entry *borrowed;
     int rc = simdr_iter_next(self->it, &borrowed);
     int exhausted = 0;
+    simdr_entry *own = NULL;
     if (rc == SIMDR_OK) {
-        simdr_entry *own;
         rc = simdr_entry_dup(borrowed, &own);
-        if (rc == SIMDR_OK) result = pysimdr_entry_new(own);
-        else pysimdr_raise(rc);
+        if (rc != SIMDR_OK) pysimdr_raise(rc);
     } else if (rc == SIMDR_NOTFOUND) {
         simdr_iter_close(self->it);
         self->it = NULL;
@@ -920,8 +1082,14 @@ static PyObject *iter_next(PySimdrIter *self) {
     } else {
         pysimdr_raise(rc); /* the iterator moved past the damage: next() goes on */
     }
-    pysimdr_store_leave(owner);
+    pysimdr_read_leave(owner);
     if (exhausted) Py_CLEAR(self->owner);
+    /* Checked outside the guard: the copy is the store's no longer. A damaged
+     * value raises; the iterator has moved past it, so next() goes on. */
+    if (own) {
+        if (owner_verify && verify_value_gil(own) < 0) simdr_entry_release(own);
+        else result = pysimdr_entry_new(own);
+    }
     return result;
 }
 
@@ -1011,7 +1179,7 @@ static PyMethodDef store_methods[] = {
     {"info", (PyCFunction)store_info, METH_NOARGS,
      "info($self, /)\n--\n\n"
      "A dict: path, count, file_size, compaction_savings, index_bytes, layout, readonly,\n"
-     "durability and recovery (what the open found and cut)."},
+     "verify_reads, durability and recovery (what the open found and cut)."},
     {"refresh", (PyCFunction)store_refresh, METH_NOARGS,
      "refresh($self, /)\n--\n\n"
      "Read-only stores: picks up entries another process appended since the open (or the\n"
@@ -1058,7 +1226,7 @@ PyTypeObject PySimdrStore_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc =
         "DataStore(path, readonly=False, create=True, durability='none', layout='aligned', *,\n"
-        "          repair=True, salvage=False, use_hint=True)\n"
+        "          repair=True, salvage=False, use_hint=True, verify_reads=True)\n"
         "--\n\n"
         "An open simd-r-drive store file: an append-only key/value store whose reads are\n"
         "zero-copy views of the file's memory map.\n\n"
@@ -1068,7 +1236,11 @@ PyTypeObject PySimdrStore_Type = {
         "each write returns). layout: 'aligned' (64-byte payloads, simd-r-drive >= 0.15) or\n"
         "'unaligned' (<= 0.13); new files only. repair: cut a torn tail on a writable open\n"
         "(saved beside the file). salvage: read-only opens serve the sound prefix of a store\n"
-        "damaged in the middle. use_hint: keep/load the index in '<path>.hint'.\n\n"
+        "damaged in the middle. use_hint: keep/load the index in '<path>.hint'.\n"
+        "verify_reads: every read checks the value's CRC-32 before handing it out\n"
+        "(CorruptError for damaged bytes); it reads the whole value, so a view of a large one\n"
+        "costs a pass over it. False skips the check (EntryHandle.is_valid_checksum() does it\n"
+        "on demand): a view of any size then costs the same few microseconds.\n\n"
         "Keys are bytes-like or str (UTF-8); values any non-empty bytes-like object. The file\n"
         "stores only a key's XXH3-64 hash, so iteration yields entries, not keys.\n"
         "Mapping protocol: db[k] (bytes; KeyError), db[k] = v, del db[k], k in db, len(db).\n"

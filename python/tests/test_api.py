@@ -383,3 +383,95 @@ def test_context_manager_closes_on_exception(store_path):
     assert db.closed
     with simdr.open(store_path) as again:  # the lock was released
         assert again.read(b"k") == b"v"
+
+
+class BytesKey(bytes):
+    pass
+
+
+class StrKey(str):
+    pass
+
+
+def test_every_read_agrees_on_small_and_large_values(db):
+    # Values up to 64 bytes are checked in line, up to 512 bytes copied out
+    # inside the lookup (without the check), larger ones straight from the map
+    # (those of 256 KiB and up without the GIL): every size on and around
+    # those edges reads back the same through every read call.
+    sizes = [1, 7, 8, 9, 15, 16, 63, 64, 65, 511, 512, 513, 4096, 256 * 1024 - 1, 256 * 1024,
+             300_000]
+    for n in sizes:
+        value = os.urandom(n)
+        key = b"size%d" % n
+        db.write(key, value)
+        for k in (key, bytearray(key), memoryview(key), BytesKey(key), key.decode()):
+            assert db.read(k) == value
+            assert db.get(k) == value and db.get(k, b"d") == value
+            assert db[k] == value
+            assert bytes(db.read_entry(k)) == value
+            assert k in db and db.exists(k)
+    assert db.read(StrKey("size8")) == db.read(b"size8")
+    assert db.get(b"absent") is None and db.get(b"absent", b"d") == b"d"
+    with pytest.raises(KeyError):
+        db[b"absent"]
+    assert b"absent" not in db and db.read(b"absent") is None
+    with pytest.raises(TypeError):
+        db.read(12)
+    with pytest.raises(TypeError):
+        db.get()
+
+
+def damage_value(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset + 3)
+        byte = f.read(1)
+        f.seek(offset + 3)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_every_read_agrees_without_the_check(tmp_path):
+    with simdr.open(tmp_path / "v.bin", verify_reads=False) as db:
+        test_every_read_agrees_on_small_and_large_values(db)
+
+
+def test_verify_reads_option(store_path):
+    small, large = b"s" * 20, b"L" * 5000
+    with simdr.open(store_path) as db:
+        db.write(b"small", small)
+        db.write(b"large", large)
+        db.write(b"sound", b"ok")
+        offsets = [db.read_entry(k).start_offset for k in (b"small", b"large")]
+    for offset in offsets:
+        damage_value(store_path, offset)
+    with simdr.open(store_path, readonly=True) as ro:  # verify_reads=True by default
+        for key in (b"small", b"large"):
+            for read in (ro.read, ro.read_entry, ro.get, ro.__getitem__, ro.exists,
+                         ro.__contains__, ro.read_stream):
+                with pytest.raises(simdr.CorruptError):
+                    read(key)
+        assert ro.read(b"sound") == b"ok"
+        for keys in ([b"small"], [b"sound", b"large"]):
+            with pytest.raises(simdr.CorruptError):
+                ro.get_many(keys)
+        assert bytes(ro.get_many([b"sound", b"absent"])[0]) == b"ok"
+        # Iteration reports each damaged value once and goes on past it.
+        it, sizes, damaged = iter(ro), [], 0
+        while True:
+            try:
+                sizes.append(len(next(it)))
+            except simdr.CorruptError:
+                damaged += 1
+            except StopIteration:
+                break
+        assert sizes == [2] and damaged == 2
+        assert ro.info()["verify_reads"] is True
+    with simdr.open(store_path, readonly=True, verify_reads=False) as ro:
+        assert ro.info()["verify_reads"] is False
+        assert [h is not None for h in ro.get_many([b"small", b"large"])] == [True, True]
+        for key, value in ((b"small", small), (b"large", large)):
+            handle = ro.read_entry(key)
+            assert handle.is_valid_checksum() is False
+            got = ro.read(key)
+            assert len(got) == len(value) and got != value
+            assert ro.exists(key)
+        assert sorted(len(h) for h in ro) == [2, 20, 5000]

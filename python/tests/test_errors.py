@@ -75,7 +75,9 @@ def test_closed_store_raises_closed_error(store_path):
              lambda: len(db), lambda: b"k" in db, lambda: db.compact(), lambda: db.info(),
              lambda: db.check(), lambda: db.refresh(), lambda: list(db),
              lambda: db.get_many([b"k"]), lambda: db.put_many([(b"a", b"b")]),
-             lambda: db.rename(b"k", b"j"), lambda: db.delete(b"k"), lambda: db.sync()]
+             lambda: db.rename(b"k", b"j"), lambda: db.delete(b"k"), lambda: db.sync(),
+             lambda: db.get(b"k"), lambda: db.get("k", None), lambda: db.read_entry(b"k"),
+             lambda: db.read_stream(b"k"), lambda: db.exists(bytearray(b"k"))]
     for call in calls:
         with pytest.raises(simdr.ClosedError):
             call()
