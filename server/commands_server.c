@@ -331,6 +331,10 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
         SECTION("Replication");
         evbuffer_add_printf(b, "role:master\r\nconnected_slaves:0\r\n");
     }
+    if (want_section(argc, argv, lens, "cluster", 1)) {
+        SECTION("Cluster");
+        cluster_info(b);
+    }
     if (want_section(argc, argv, lens, "keyspace", 1)) {
         SECTION("Keyspace");
         for (int i = 0; i < SERVER_DBS; i++) {

@@ -301,6 +301,10 @@ DECL(cmd_reset);
 DECL(cmd_multi); DECL(cmd_exec); DECL(cmd_discard); DECL(cmd_watch); DECL(cmd_unwatch);
 #undef DECL
 
+/* ---- cluster.c ---- */
+/* INFO's Cluster section: the commands that act on one shard only. */
+void cluster_info(struct evbuffer *b);
+
 /* ---- main.c ---- */
 void server_request_shutdown(void);
 void server_wait_compaction(void);
