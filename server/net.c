@@ -57,6 +57,7 @@ void client_schedule_close(client *c) {
 }
 
 void client_free(client *c) {
+    replica_client_freed(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -166,7 +167,8 @@ typedef struct set_run {
 static int is_plain_set(client *c, int argc, char **argv, size_t *lens) {
     /* Big values keep the streaming single put (no copy into a batch). */
     return argc == 3 && lens[0] == 3 && lens[2] < 64 * 1024 && eq_nocase(argv[0], 3, "set") &&
-           !(c->flags & CLIENT_MULTI) && (c->authenticated || !srv.cfg.requirepass);
+           !(c->flags & CLIENT_MULTI) && (c->authenticated || !srv.cfg.requirepass) &&
+           !replica_is_replica();
 }
 
 static int set_run_add(set_run *r, char *key, size_t klen, char *val, size_t vlen) {
