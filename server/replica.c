@@ -98,6 +98,7 @@ static struct {
     waiter *waiters;
     uint8_t *chunk;
     size_t chunk_cap;
+    int behind; /* a feed stopped before a tail: feed again next turn */
     char state_path[4200];
 } R = {.fd = -1};
 
@@ -321,7 +322,7 @@ void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
             f->sent[db] = tail[db];
             f->acked_ident[db] = own.identity;
             f->acked[db] = tail[db];
-            char d[8], id[24];
+            char d[16], id[24];
             snprintf(d, sizeof d, "%d", db);
             snprintf(id, sizeof id, "%llu", (unsigned long long)own.identity);
             add_words(c->out, 3, "FOLLOW", d, id);
@@ -355,12 +356,12 @@ static void feed_db(feed *f, int db) {
     client *c = f->c;
     simdr_log_state st;
     if (db_log_state(db, &st) != SIMDR_OK) return;
-    char d[8], num1[24], num2[24];
+    char d[16], num1[24], num2[24];
     snprintf(d, sizeof d, "%d", db);
     if (st.identity != f->ident[db]) {
         f->ident[db] = st.identity;
         f->sent[db] = 0;
-        char layout[8];
+        char layout[16];
         snprintf(num1, sizeof num1, "%llu", (unsigned long long)st.identity);
         snprintf(layout, sizeof layout, "%d", st.layout);
         add_words(c->out, 4, "RESET", d, num1, layout);
@@ -383,6 +384,7 @@ static void feed_db(feed *f, int db) {
             continue;
         }
         if (rc != SIMDR_OK || len == 0) {
+            R.behind = 1;
             if (rc != SIMDR_OK && rc != SIMDR_ENOENT)
                 server_log(LOG_WARNING_, "replication read of db %d failed: %s", db,
                            simdr_last_error());
@@ -396,12 +398,14 @@ static void feed_db(feed *f, int db) {
         f->sent[db] += len;
         wake_client(c);
     }
+    if (f->sent[db] < st.tail) R.behind = 1;
 }
 
 static void feed_all(long long now) {
     /* A compaction holds the store's writer lock until it ends: reading the
      * log would stall the loop; the new file is sent (RESET) afterwards. */
     if (srv.compacting) return;
+    R.behind = 0;
     for (int i = 0; i < R.nfeeds; i++) {
         feed *f = R.feeds[i];
         if (f->c->flags & CLIENT_CLOSED) continue;
@@ -530,7 +534,7 @@ static int send_words(int n, const char *const *args) {
 static void send_ack(int db) {
     simdr_log_state st;
     if (db_log_state(db, &st) != SIMDR_OK) return;
-    char d[8], id[24], t[24];
+    char d[16], id[24], t[24];
     snprintf(d, sizeof d, "%d", db);
     snprintf(id, sizeof id, "%llu", (unsigned long long)R.st.follows[db]);
     snprintf(t, sizeof t, "%llu", (unsigned long long)st.tail);
@@ -867,8 +871,10 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
 
 void replica_start(void) { state_load(); }
 
+/* Before the end-of-turn flush: only turns that wrote (or a feed that had
+ * to stop early) have anything to send. */
 void replica_after_turn(void) {
-    if (R.nfeeds) feed_all(now_ms());
+    if (R.nfeeds && (srv.any_write_this_turn || R.behind)) feed_all(now_ms());
 }
 
 void replica_cron(long long now) {
