@@ -518,10 +518,13 @@ static int send_all(const void *p, size_t n) {
     return 0;
 }
 
+#define LINK_MAX_WORDS (2 + 4 * SERVER_DBS) /* REPLSYNC, port, 4 per database */
+
 static int send_words(int n, const char *const *args) {
+    if (n > LINK_MAX_WORDS) return -1;
     struct evbuffer *b = evbuffer_new();
     if (!b) return -1;
-    size_t lens[64];
+    size_t lens[LINK_MAX_WORDS];
     for (int i = 0; i < n; i++) lens[i] = strlen(args[i]);
     add_array(b, n, args, lens);
     size_t len = evbuffer_get_length(b);
@@ -549,8 +552,8 @@ static void send_handshake(void) {
         if (send_words(2, args) != 0) return link_close("write failed");
     }
     /* REPLSYNC port {db identity tail meta}... */
-    static char words[2 + 4 * SERVER_DBS][48];
-    const char *args[2 + 4 * SERVER_DBS];
+    static char words[LINK_MAX_WORDS][48];
+    const char *args[LINK_MAX_WORDS];
     int n = 0;
     snprintf(words[n], 48, "REPLSYNC");
     args[n] = words[n], n++;
