@@ -197,7 +197,8 @@ static void state_save(void) {
         return;
     }
     for (int i = 0; i < SERVER_DBS; i++) {
-        if (R.st.follows[i]) fprintf(f, "follows %d %llu\n", i, (unsigned long long)R.st.follows[i]);
+        if (R.st.follows[i])
+            fprintf(f, "follows %d %llu\n", i, (unsigned long long)R.st.follows[i]);
         if (R.st.alias_own[i])
             fprintf(f, "alias %d %llu %llu\n", i, (unsigned long long)R.st.alias_own[i],
                     (unsigned long long)R.st.alias_of[i]);
