@@ -44,8 +44,9 @@
 
 #include "server.h"
 
-#define FEED_CHUNK (1024 * 1024)        /* bytes read per simdr_log_read */
-#define FEED_OUT_HIGH (4 * 1024 * 1024) /* stop feeding while this much is unsent */
+#define FEED_CHUNK_MIN (1024 * 1024)      /* bytes read per simdr_log_read, at least */
+#define FEED_CHUNK_MAX (32 * 1024 * 1024) /* ... and at most (a larger entry goes whole) */
+#define FEED_OUT_HIGH (4 * 1024 * 1024)   /* stop feeding while this much is unsent */
 #define MAX_FEEDS 64
 #define UNKNOWN_IDENTITY UINT64_MAX     /* forces a RESET */
 
@@ -352,6 +353,29 @@ void cmd_replack(client *c, int argc, char **argv, size_t *lens) {
     check_waiters(f->last_ack_ms);
 }
 
+/* Bytes to read for a replica lag bytes behind. Each simdr_log_read walks
+ * the chain down from the tail to the chunk's end, so a catch-up in fixed
+ * chunks would cost the square of the lag; chunks of a sixteenth of the lag
+ * keep it about 8 walks of the lag. Never more than a quarter of the output
+ * buffer limit, which would close the replica's connection. */
+static size_t feed_chunk(uint64_t lag) {
+    uint64_t want = lag / 16, most = FEED_CHUNK_MAX;
+    if ((uint64_t)srv.cfg.output_buffer_limit / 4 < most)
+        most = (uint64_t)srv.cfg.output_buffer_limit / 4;
+    if (want > most) want = most;
+    if (want < FEED_CHUNK_MIN) want = FEED_CHUNK_MIN;
+    return (size_t)want;
+}
+
+static int chunk_room(size_t cap) {
+    if (R.chunk_cap >= cap) return 1;
+    uint8_t *bigger = realloc(R.chunk, cap);
+    if (!bigger) return 0;
+    R.chunk = bigger;
+    R.chunk_cap = cap;
+    return 1;
+}
+
 /* Sends what a replica lacks of one database, up to the output high mark. */
 static void feed_db(feed *f, int db) {
     client *c = f->c;
@@ -368,21 +392,16 @@ static void feed_db(feed *f, int db) {
         add_words(c->out, 4, "RESET", d, num1, layout);
         wake_client(c);
     }
-    while (f->sent[db] < st.tail && evbuffer_get_length(c->out) < FEED_OUT_HIGH) {
-        size_t len = 0;
-        if (!R.chunk) {
-            R.chunk = malloc(FEED_CHUNK);
-            if (!R.chunk) return;
-            R.chunk_cap = FEED_CHUNK;
-        }
-        int rc = simdr_log_read(srv.db[db].store, st.identity, f->sent[db], R.chunk, R.chunk_cap,
-                                &len);
-        if (rc == SIMDR_ETOOBIG) {
-            uint8_t *bigger = realloc(R.chunk, len);
-            if (!bigger) return;
-            R.chunk = bigger;
-            R.chunk_cap = len;
-            continue;
+    size_t high = FEED_OUT_HIGH;
+    if ((uint64_t)srv.cfg.output_buffer_limit / 4 < high)
+        high = (size_t)(srv.cfg.output_buffer_limit / 4);
+    while (f->sent[db] < st.tail && evbuffer_get_length(c->out) < high) {
+        size_t len = 0, cap = feed_chunk(st.tail - f->sent[db]);
+        if (!chunk_room(cap)) return;
+        int rc = simdr_log_read(srv.db[db].store, st.identity, f->sent[db], R.chunk, cap, &len);
+        if (rc == SIMDR_ETOOBIG) { /* one entry larger than the chunk: it goes whole */
+            if (!chunk_room(len)) return;
+            rc = simdr_log_read(srv.db[db].store, st.identity, f->sent[db], R.chunk, len, &len);
         }
         if (rc != SIMDR_OK || len == 0) {
             R.behind = 1;
