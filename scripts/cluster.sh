@@ -51,6 +51,10 @@ else
   for ((i = 0; i < SHARDS; i++)); do ports+=($((SHARD_BASE_PORT + i))); done
 fi
 
+case "$cmd" in
+  start|stop|status|conf) ;;
+  *) sed -n '2,/^set /{/^set /d;p}' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
 mkdir -p "$CLUSTER_DIR"
 CLUSTER_DIR=$(cd "$CLUSTER_DIR" && pwd)
 yml="$CLUSTER_DIR/nutcracker.yml"
@@ -58,9 +62,10 @@ passfile="$CLUSTER_DIR/password"
 
 alive() { # pid file -> 0 when its process runs (a zombie left unreaped does not)
   [ -s "$1" ] || return 1
-  local state
-  state=$(ps -o stat= -p "$(cat "$1")" 2>/dev/null) || return 1
-  case "$state" in Z*|"") return 1 ;; esac
+  local stat
+  stat=$(cat "/proc/$(cat "$1")/stat" 2>/dev/null) || return 1
+  stat=${stat##*) } # the state follows the command name in parentheses
+  case "$stat" in Z*|X*|"") return 1 ;; esac
 }
 
 wait_listening() { # port pidfile what
@@ -165,7 +170,7 @@ case "$cmd" in
     cat "$yml"
     ;;
   *)
-    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set /{/^set /d;p}' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
