@@ -585,6 +585,70 @@ typedef int (*simdr_check_fn)(void *ctx, const simdr_check_issue *issue);
 SIMDR_API int simdr_check(simdr_store *store, simdr_check_fn fn, void *ctx,
                           simdr_check_report *report);
 
+/* ------------------------------------------------------------------------ */
+/* Replication: the file is its own log                                      */
+/*                                                                           */
+/* A replica is a byte-for-byte prefix of its primary's file: it asks for    */
+/* the primary's bytes from its own tail (simdr_log_read on the primary) and */
+/* appends them (simdr_log_append), which checks that they chain onto its    */
+/* tail, entry by entry, before anything is written. A compaction, FLUSH or  */
+/* any replacement of the primary's file changes the file's identity: the    */
+/* replica then starts over from an empty store.                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct simdr_log_state {
+    uint64_t identity;     /**< names this file: XXH3-64 of its device, inode and birth
+                                time; a compaction (a new file) changes it, appends do not.
+                                Never 0 */
+    uint64_t tail;         /**< the committed tail: every byte below it is acknowledged */
+    int layout;            /**< SIMDR_LAYOUT_* of the file */
+    uint8_t tail_meta[20]; /**< the 20 metadata bytes ending at tail (zeros when empty) */
+} simdr_log_state;
+
+/** Fills *out for the store's current file. Errors: SIMDR_EINVAL, SIMDR_EIO. */
+SIMDR_API int simdr_log_info(simdr_store *store, simdr_log_state *out);
+
+/**
+ * Copies the store's bytes [from, end) into buf: whole entries only, end the
+ * highest entry end <= from + cap and <= the committed tail (walking the
+ * chain down from the tail, so a call costs the entries above end). from is
+ * the end of an entry (0, or a tail the reader got before); an offset inside
+ * an entry is refused (SIMDR_EINVAL) when the walk passes it, and otherwise
+ * simdr_log_append on the other side refuses bytes that do not start an
+ * entry there. *len_out = end - from (0 when from is the tail).
+ * identity must be the file's (simdr_log_info), else SIMDR_ENOENT ("the file
+ * was replaced", e.g. compacted: start over) and nothing is copied.
+ * SIMDR_ETOOBIG when the first entry after from does not fit in cap:
+ * *len_out then receives the room it needs. SIMDR_EINVAL when from is beyond
+ * the tail (or NULL arguments).
+ */
+SIMDR_API int simdr_log_read(simdr_store *store, uint64_t identity, uint64_t from, void *buf,
+                             size_t cap, size_t *len_out);
+
+/**
+ * The 20 metadata bytes ending at end (a replica's tail) in the file named by
+ * identity: a replica resumes only when the primary's bytes there equal its
+ * own. SIMDR_ENOENT when identity is not the file's, SIMDR_EINVAL when end is
+ * beyond the tail or below 21.
+ */
+SIMDR_API int simdr_log_meta_at(simdr_store *store, uint64_t identity, uint64_t end,
+                                uint8_t meta[20]);
+
+/**
+ * Appends len raw bytes of another store's log, which must continue this
+ * store's file exactly: they start at from, which must be this store's tail,
+ * and are whole entries, each linking to the end of the one before (the
+ * first to from), with zero padding in this store's layout and a payload
+ * matching its CRC-32. Everything is checked before anything is written;
+ * then the entries are written with one append and indexed, all or nothing,
+ * and the file ends at from + len, byte for byte as the source.
+ * Errors: SIMDR_ECORRUPT (a wrong link, bad CRC, torn or trailing bytes,
+ * bytes of another file; or from is not the tail), SIMDR_EREADONLY, the
+ * write errors of simdr_put. len 0 is a no-op.
+ */
+SIMDR_API int simdr_log_append(simdr_store *store, uint64_t from, const void *bytes, size_t len,
+                               uint64_t *tail_out);
+
 #ifdef __cplusplus
 }
 #endif

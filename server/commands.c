@@ -110,6 +110,10 @@ static const command_def table[] = {
     {"bgrewriteaof", cmd_bgrewriteaof, 1, CMD_ADMIN, 0, 0, 0, "server", "Compact the store files in the background", NULL},
     {"time", cmd_time, 1, F, 0, 0, 0, "server", "Return the current server time", NULL},
     {"wait", cmd_wait, 3, 0, 0, 0, 0, "generic", "Wait for the synchronous replication of all the write commands", NULL},
+    {"replicaof", cmd_replicaof, 3, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "Make the server a replica of another instance, or promote it as master", NULL},
+    {"slaveof", cmd_replicaof, 3, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "Make the server a replica of another instance, or promote it as master", NULL},
+    {"replsync", cmd_replsync, -2, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "Start streaming the store files to a replica (internal)", NULL},
+    {"replack", cmd_replack, 4, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "A replica acknowledges its tails (internal)", NULL},
     {"shutdown", cmd_shutdown, -1, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "Synchronously save the dataset to disk and then shut down the server", NULL},
     {"multi", cmd_multi, 1, CMD_NOMULTI | F, 0, 0, 0, "transactions", "Mark the start of a transaction block", NULL},
     {"exec", cmd_exec, 1, CMD_NOMULTI, 0, 0, 0, "transactions", "Execute all commands issued after MULTI", NULL},
@@ -282,6 +286,10 @@ void commands_execute(client *c, int argc, char **argv, size_t *lens) {
     c->last_cmd[fl] = 0;
     if (srv.cfg.requirepass && !c->authenticated && !(cmd->flags & CMD_NOAUTH)) {
         reply_error(c, "NOAUTH Authentication required.");
+        flag_transaction(c);
+        return;
+    }
+    if (replica_refuses(c, cmd)) {
         flag_transaction(c);
         return;
     }

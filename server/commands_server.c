@@ -332,7 +332,11 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
     }
     if (want_section(argc, argv, lens, "replication", 1)) {
         SECTION("Replication");
-        evbuffer_add_printf(b, "role:master\r\nconnected_slaves:0\r\n");
+        replica_info(b);
+    }
+    if (want_section(argc, argv, lens, "cluster", 1)) {
+        SECTION("Cluster");
+        cluster_info(b);
     }
     if (want_section(argc, argv, lens, "keyspace", 1)) {
         SECTION("Keyspace");
@@ -639,7 +643,7 @@ void cmd_wait(client *c, int argc, char **argv, size_t *lens) {
         reply_error(c, ERR_NOT_INT);
         return;
     }
-    reply_int(c, 0);
+    replica_wait(c, replicas, timeout);
 }
 
 void cmd_shutdown(client *c, int argc, char **argv, size_t *lens) {

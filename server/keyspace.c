@@ -443,6 +443,13 @@ int ks_lookup(server_db *d, const void *key, size_t klen, long long now, ks_ref 
             ref->rec = rv;
             ref->slot = s;
             ref->slot_flags = rv.flags & RECORD_FLAG_CHAINED;
+            if (rv.expire_ms && (long long)rv.expire_ms <= now && replica_is_replica()) {
+                /* A replica's files follow the primary's byte for byte: the
+                 * primary deletes it, the replica only hides it. */
+                ks_ref_release(ref);
+                ref->found = 0;
+                return 0;
+            }
             if (rv.expire_ms && (long long)rv.expire_ms <= now) {
                 int drc = ks_delete(d, ref, key, klen);
                 ks_ref_release(ref);

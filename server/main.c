@@ -52,6 +52,10 @@ static const char help_text[] =
     "  --client-output-buffer-limit BYTES  per client, slow readers are closed (1gb)\n"
     "  --hz N                      background ticks per second (default 10)\n"
     "  --active-expire-effort N    records examined per tick and database (1000)\n"
+    "  --replicaof HOST PORT       follow that primary: copy its store files, then its\n"
+    "                              appends (read-only; REPLICAOF NO ONE promotes)\n"
+    "  --masterauth PASS, --masterauth-file FILE\n"
+    "                              the primary's password (default: --requirepass)\n"
     "  --debug-slot-hash-bits N    tests only: keep N bits of each slot hash so that\n"
     "                              hash collisions are common (files not portable)\n"
     "  --version, --help\n"
@@ -237,6 +241,8 @@ static int apply_option(const char *name, char **vals, int nvals, char *err, siz
         slot_hash_mask = v == 64 ? UINT64_MAX : (1ULL << v) - 1;
     } else if (!strcmp(name, "requirepass-file")) {
         if (read_password_file(vals[0], err, cap)) return -1;
+    } else if ((v = replica_config_option(name, vals, nvals, err, cap)) != 0) {
+        if (v < 0) return -1;
     } else {
         char e[256];
         int rc = config_set_param(name, vals[0], e, sizeof e);
@@ -329,7 +335,8 @@ static int parse_args(int argc, char **argv) {
         snprintf(name, sizeof name, "%s", a + 2);
         int first = i + 1, n = 0;
         while (first + n < argc && strncmp(argv[first + n], "--", 2) != 0) n++;
-        if (strcmp(name, "bind") != 0 && n > 1) n = 1;
+        int most = !strcmp(name, "replicaof") || !strcmp(name, "slaveof") ? 2 : 1;
+        if (strcmp(name, "bind") != 0 && n > most) n = most;
         char err[512];
         if (apply_option(name, argv + first, n, err, sizeof err) < 0) {
             fprintf(stderr, "simdr-server: %s (see --help)\n", err);
@@ -446,13 +453,15 @@ static void on_cron(evutil_socket_t fd, short what, void *arg) {
     long long now = now_ms();
     ks_flush_pending(); /* the tick reads the engine (expiry walk, sizes) */
     net_check_timeouts(now);
-    ks_active_expire(now, srv.cfg.active_expire_effort);
+    replica_cron(now);
+    /* A replica's files change only by the primary's bytes (replica.c). */
+    if (!replica_is_replica()) ks_active_expire(now, srv.cfg.active_expire_effort);
     if (srv.cfg.durability == DURABILITY_EVERYSEC && now - srv.last_sync_ms >= 1000)
         server_sync(0);
     static long long last_compact_check;
     if (now - last_compact_check >= 1000) {
         last_compact_check = now;
-        maybe_auto_compact();
+        if (!replica_is_replica()) maybe_auto_compact();
     }
 }
 
@@ -537,6 +546,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < SERVER_DBS; i++) db_close(&srv.db[i]);
         return 1;
     }
+    replica_start();
     srv.sigterm_ev = evsignal_new(srv.base, SIGTERM, on_signal, NULL);
     srv.sigint_ev = evsignal_new(srv.base, SIGINT, on_signal, NULL);
     event_add(srv.sigterm_ev, NULL);
@@ -551,7 +561,11 @@ int main(int argc, char **argv) {
 
     while (!srv.shutting_down) {
         if (event_base_loop(srv.base, EVLOOP_ONCE) < 0) break;
+        /* The turn's batch is appended by net_after_turn: feed replicas after it, so
+         * a write reaches them in the turn that made it. */
+        int wrote = srv.any_write_this_turn;
         net_after_turn();
+        replica_after_turn(wrote);
     }
 
     /* Shutdown: no new connections; what was read has run; replies out; sync; close. */
@@ -560,6 +574,7 @@ int main(int argc, char **argv) {
     net_flush_all_blocking(2000);
     server_sync_all();
     server_wait_compaction();
+    replica_shutdown();
     while (srv.clients) client_free(srv.clients);
     for (int i = 0; i < SERVER_DBS; i++) db_close(&srv.db[i]);
     event_free(srv.cron_ev);

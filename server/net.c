@@ -58,6 +58,7 @@ void client_schedule_close(client *c) {
 }
 
 void client_free(client *c) {
+    replica_client_freed(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -170,8 +171,8 @@ static int spool_start(client *c) {
     resp_parser *p = &c->parser;
     if (p->kind != '*' || p->argc != 2 || p->mb_left != 1 || p->bulk_len < SPOOL_MIN) return 0;
     if ((c->flags & (CLIENT_MULTI | CLIENT_CLOSE_AFTER_REPLY)) ||
-        (srv.cfg.requirepass && !c->authenticated))
-        return 0;
+        (srv.cfg.requirepass && !c->authenticated) || replica_is_replica())
+        return 0; /* a replica refuses the SET through the command path (READONLY) */
     char *base = c->qbuf + c->qpos;
     if (!eq_nocase(base + p->argv[0].off, p->argv[0].len, "set")) return 0;
     int fd = open(srv.cfg.dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);

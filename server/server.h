@@ -325,6 +325,28 @@ DECL(cmd_reset);
 DECL(cmd_multi); DECL(cmd_exec); DECL(cmd_discard); DECL(cmd_watch); DECL(cmd_unwatch);
 #undef DECL
 
+/* ---- cluster.c ---- */
+/* INFO's Cluster section: the commands that act on one shard only. */
+void cluster_info(struct evbuffer *b);
+
+/* ---- replica.c (docs/CLUSTER.md) ---- */
+int replica_is_replica(void);
+/* Options replicaof HOST PORT, masterauth, masterauth-file: 1 applied, 0 not
+ * one of them, -1 bad value (err filled). */
+int replica_config_option(const char *name, char **vals, int nvals, char *err, size_t cap);
+/* A replica refuses writes (READONLY) and compaction: 1 when it replied. */
+int replica_refuses(client *c, const command_def *cmd);
+void replica_wait(client *c, long long numreplicas, long long timeout_ms);
+void replica_client_freed(client *c);
+void replica_start(void);
+void replica_after_turn(int wrote);
+void replica_cron(long long now);
+void replica_shutdown(void);
+void replica_info(struct evbuffer *b);
+void cmd_replicaof(client *c, int argc, char **argv, size_t *lens);
+void cmd_replsync(client *c, int argc, char **argv, size_t *lens);
+void cmd_replack(client *c, int argc, char **argv, size_t *lens);
+
 /* ---- main.c ---- */
 void server_request_shutdown(void);
 void server_wait_compaction(void);

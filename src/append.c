@@ -346,6 +346,27 @@ int simdr__append(simdr_store *s, const simdr__item *items, size_t n, uint64_t *
     return rc;
 }
 
+/* simdr__append that writes only if the store's tail is still expect
+ * (replication: the entries must land at the offsets they had on the
+ * primary); SIMDR_ECORRUPT, nothing written, when it moved. */
+int simdr__append_at(simdr_store *s, const simdr__item *items, size_t n, uint64_t expect,
+                     uint64_t *tail_out) {
+    int rc = simdr__check_reentry(s);
+    if (rc != SIMDR_OK) return rc;
+    uint64_t end = 0;
+    pthread_mutex_lock(&s->wlock);
+    if (s->tail != expect)
+        rc = simdr__fail(SIMDR_ECORRUPT, "%s: the bytes start at offset %llu, the store ends at "
+                         "%llu", s->path, (unsigned long long)expect, (unsigned long long)s->tail);
+    else
+        rc = n ? append_locked(s, items, n, &end) : simdr__check_writable(s);
+    if (rc == SIMDR_OK && !n) end = s->tail;
+    pthread_mutex_unlock(&s->wlock);
+    if (rc == SIMDR_OK && n && s->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(s, end);
+    if (rc == SIMDR_OK && tail_out) *tail_out = end;
+    return rc;
+}
+
 SIMDR_API int simdr_put_hashed(simdr_store *s, uint64_t key_hash, const void *value,
                                size_t value_len, uint64_t *tail_out) {
     simdr__item it = {key_hash, value, value_len, 0};

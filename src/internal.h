@@ -409,6 +409,9 @@ typedef struct simdr__item {
     int tombstone;
 } simdr__item;
 int simdr__append(simdr_store *s, const simdr__item *items, size_t n, uint64_t *tail_out);
+/* The same, only while the store's tail is expect (replicate.c). */
+int simdr__append_at(simdr_store *s, const simdr__item *items, size_t n, uint64_t expect,
+                     uint64_t *tail_out);
 int simdr__check_writable(simdr_store *s);
 /* SIMDR_EFAILED (with its message) once the store failed, else SIMDR_OK. */
 int simdr__check_syncable(simdr_store *s);

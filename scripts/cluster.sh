@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# cluster.sh - runs N simdr-server shards behind twemproxy (Debian's
+# nutcracker) with consistent hashing (ketama), all on loopback, from one
+# config file. docs/CLUSTER.md explains the topology, growing and fail-over.
+#
+#   scripts/cluster.sh start  [CONFIG]   start whatever is not running (idempotent)
+#   scripts/cluster.sh stop   [CONFIG]   stop the proxy, then every shard (SIGTERM: they sync)
+#   scripts/cluster.sh status [CONFIG]   one line per process
+#   scripts/cluster.sh conf   [CONFIG]   print the nutcracker configuration it would use
+#
+# CONFIG is a file of shell assignments (default: $SIMDR_CLUSTER_CONF, else
+# none: the defaults below). Every setting can also come from the environment.
+#   CLUSTER_DIR=./simdr-cluster   shard data, logs, pid files, nutcracker.yml
+#   SHARDS=3                      number of shards
+#   SHARD_BASE_PORT=7001          shard i (0-based) listens on SHARD_BASE_PORT + i
+#   SHARD_PORTS=""                or an explicit space-separated list of ports
+#   PROXY_PORT=22121              where clients connect
+#   STATS_PORT=22222              nutcracker's statistics port
+#   PASSWORD=""                   one password for the proxy and every shard
+#   DURABILITY=everysec           simdr-server --durability of each shard
+#   SERVER_BIN=simdr-server       path of simdr-server (PATH lookup by default)
+#   NUTCRACKER_BIN=nutcracker     path of nutcracker (PATH, then /usr/sbin)
+#   SERVER_ARGS=""                extra simdr-server options for every shard
+#   HASH=murmur                   twemproxy's key hash (fnv1a_64 puts keys that differ only
+#                                 in their last characters on one shard)
+set -euo pipefail
+
+cmd=${1:-}
+conf=${2:-${SIMDR_CLUSTER_CONF:-}}
+if [ -n "$conf" ]; then
+  [ -r "$conf" ] || { echo "cluster.sh: cannot read config $conf" >&2; exit 2; }
+  # shellcheck disable=SC1090
+  . "$conf"
+fi
+CLUSTER_DIR=${CLUSTER_DIR:-./simdr-cluster}
+SHARDS=${SHARDS:-3}
+SHARD_BASE_PORT=${SHARD_BASE_PORT:-7001}
+PROXY_PORT=${PROXY_PORT:-22121}
+STATS_PORT=${STATS_PORT:-22222}
+PASSWORD=${PASSWORD:-}
+DURABILITY=${DURABILITY:-everysec}
+SERVER_ARGS=${SERVER_ARGS:-}
+HASH=${HASH:-murmur}
+SERVER_BIN=${SERVER_BIN:-$(command -v simdr-server || echo simdr-server)}
+NUTCRACKER_BIN=${NUTCRACKER_BIN:-$(command -v nutcracker || echo /usr/sbin/nutcracker)}
+if [ -n "${SHARD_PORTS:-}" ]; then
+  read -r -a ports <<<"$SHARD_PORTS"
+  SHARDS=${#ports[@]}
+else
+  ports=()
+  for ((i = 0; i < SHARDS; i++)); do ports+=($((SHARD_BASE_PORT + i))); done
+fi
+
+case "$cmd" in
+  start|stop|status|conf) ;;
+  *) sed -n '2,/^set /{/^set /d;p}' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
+mkdir -p "$CLUSTER_DIR"
+CLUSTER_DIR=$(cd "$CLUSTER_DIR" && pwd)
+yml="$CLUSTER_DIR/nutcracker.yml"
+passfile="$CLUSTER_DIR/password"
+
+alive() { # pid file -> 0 when its process runs (a zombie left unreaped does not)
+  [ -s "$1" ] || return 1
+  local stat
+  stat=$(cat "/proc/$(cat "$1")/stat" 2>/dev/null) || return 1
+  stat=${stat##*) } # the state follows the command name in parentheses
+  case "$stat" in Z*|X*|"") return 1 ;; esac
+}
+
+wait_listening() { # port pidfile what
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    alive "$2" || { echo "cluster.sh: $3 exited; see its log in $CLUSTER_DIR" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "cluster.sh: $3 does not listen on port $1" >&2
+  return 1
+}
+
+# Shard names, not addresses, place keys on the ketama ring: a shard moved to
+# another port or host keeps its keys as long as it keeps its name.
+write_yml() {
+  {
+    echo "simdr:"
+    echo "  listen: 127.0.0.1:$PROXY_PORT"
+    echo "  hash: $HASH"
+    echo "  distribution: ketama"
+    echo "  redis: true"
+    echo "  hash_tag: \"{}\""
+    echo "  preconnect: true"
+    # A dead shard answers errors for its own keys; ejecting it would send
+    # its keys to the others, which do not hold them (docs/CLUSTER.md).
+    echo "  auto_eject_hosts: false"
+    echo "  server_retry_timeout: 1000"
+    echo "  timeout: 5000"
+    [ -n "$PASSWORD" ] && echo "  redis_auth: $PASSWORD"
+    echo "  servers:"
+    for ((i = 0; i < SHARDS; i++)); do echo "    - 127.0.0.1:${ports[$i]}:1 shard$i"; done
+  } >"$yml.new"
+  chmod 600 "$yml.new"
+  mv "$yml.new" "$yml"
+}
+
+start_shard() { # index
+  local i=$1 dir="$CLUSTER_DIR/shard$1" pidf="$CLUSTER_DIR/shard$1.pid"
+  alive "$pidf" && return 0
+  mkdir -p "$dir"
+  local extra=()
+  if [ -n "$PASSWORD" ]; then
+    (umask 077 && printf '%s\n' "$PASSWORD" >"$passfile")
+    extra+=(--requirepass-file "$passfile")
+  fi
+  # shellcheck disable=SC2086
+  "$SERVER_BIN" --dir "$dir" --port "${ports[$i]}" --bind 127.0.0.1 \
+    --durability "$DURABILITY" --logfile "$CLUSTER_DIR/shard$i.log" "${extra[@]}" $SERVER_ARGS \
+    </dev/null >>"$CLUSTER_DIR/shard$i.out" 2>&1 &
+  echo $! >"$pidf"
+  wait_listening "${ports[$i]}" "$pidf" "shard$i"
+}
+
+start_proxy() {
+  local pidf="$CLUSTER_DIR/nutcracker.pid"
+  alive "$pidf" && return 0
+  write_yml
+  "$NUTCRACKER_BIN" -t -c "$yml" >/dev/null 2>&1 ||
+    { "$NUTCRACKER_BIN" -t -c "$yml"; exit 1; }
+  "$NUTCRACKER_BIN" -c "$yml" -o "$CLUSTER_DIR/nutcracker.log" -s "$STATS_PORT" \
+    -a 127.0.0.1 </dev/null >>"$CLUSTER_DIR/nutcracker.out" 2>&1 &
+  echo $! >"$pidf"
+  wait_listening "$PROXY_PORT" "$pidf" nutcracker
+}
+
+stop_pid() { # pidfile
+  local pidf=$1
+  if alive "$pidf"; then
+    local pid
+    pid=$(cat "$pidf")
+    kill -TERM "$pid"
+    for _ in $(seq 1 600); do alive "$pidf" || break; sleep 0.1; done
+    if alive "$pidf"; then
+      echo "cluster.sh: $pidf: process $pid ignored SIGTERM for 60 s, killing it" >&2
+      kill -KILL "$pid"
+    fi
+  fi
+  rm -f "$pidf"
+}
+
+case "$cmd" in
+  start)
+    for ((i = 0; i < SHARDS; i++)); do start_shard "$i"; done
+    start_proxy
+    echo "cluster: $SHARDS shards (ports ${ports[*]}), proxy 127.0.0.1:$PROXY_PORT, dir $CLUSTER_DIR"
+    ;;
+  stop)
+    stop_pid "$CLUSTER_DIR/nutcracker.pid"
+    for ((i = 0; i < SHARDS; i++)); do stop_pid "$CLUSTER_DIR/shard$i.pid"; done
+    rm -f "$passfile"
+    ;;
+  status)
+    rc=0
+    for f in nutcracker $(for ((i = 0; i < SHARDS; i++)); do echo "shard$i"; done); do
+      if alive "$CLUSTER_DIR/$f.pid"; then echo "$f: running (pid $(cat "$CLUSTER_DIR/$f.pid"))"
+      else echo "$f: stopped"; rc=1; fi
+    done
+    exit $rc
+    ;;
+  conf)
+    write_yml
+    cat "$yml"
+    ;;
+  *)
+    sed -n '2,/^set /{/^set /d;p}' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

@@ -1,0 +1,975 @@
+/*
+ * replica.c - replication of simdr-server (docs/CLUSTER.md, "Replicas").
+ *
+ * The store files are their own log: a replica's db-N.simdr is a byte-for-
+ * byte prefix of its primary's. The replica connects, authenticates with
+ * the primary's password and sends REPLSYNC with, per database, the
+ * identity of the primary file it follows (simdr_log_info), its own tail and
+ * the 20 metadata bytes ending there. The primary resumes a database from
+ * that tail when its file still has those bytes there (FOLLOW), and starts it
+ * over otherwise (RESET: a compaction, FLUSHDB or SWAPDB replaced the file,
+ * or the replica has bytes the primary lacks). It then pushes LOG messages,
+ * whole entries read with simdr_log_read, which the replica appends with
+ * simdr_log_append: every link and CRC checked against its own tail before
+ * anything is written. The replica answers REPLACK with its tails; WAIT
+ * counts the replicas whose acknowledged tails cover every database.
+ *
+ * Messages from primary to replica (RESP arrays of bulk strings):
+ *   RESET db identity layout     drop the database, follow identity from 0
+ *   FOLLOW db identity           keep the database, follow identity
+ *   LOG db from primary-tail bytes
+ *   PING                         once a second (link liveness)
+ * From replica to primary: REPLSYNC port {db identity tail meta-hex}...,
+ * REPLACK db identity tail.
+ *
+ * The replica remembers the identity it follows per database in
+ * DIR/replication.state; a promoted replica also remembers which primary
+ * file its own file is a prefix of, so the other replicas of the old
+ * primary resume from their tails instead of copying everything.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server.h"
+
+#define FEED_CHUNK_MIN (1024 * 1024)      /* bytes read per simdr_log_read, at least */
+#define FEED_CHUNK_MAX (32 * 1024 * 1024) /* ... and at most (a larger entry goes whole) */
+#define FEED_OUT_HIGH (4 * 1024 * 1024)   /* stop feeding while this much is unsent */
+#define MAX_FEEDS 64
+#define UNKNOWN_IDENTITY UINT64_MAX     /* forces a RESET */
+
+/* ---- state kept on disk: what each database follows ---- */
+
+typedef struct repl_state {
+    uint64_t follows[SERVER_DBS];   /* identity of the primary file followed (0: none) */
+    uint64_t alias_own[SERVER_DBS]; /* a promoted replica: its file's identity at promotion */
+    uint64_t alias_of[SERVER_DBS];  /* ... and the primary file it was a prefix of */
+} repl_state;
+
+/* ---- a primary's view of one replica ---- */
+
+typedef struct feed {
+    client *c;
+    int port;
+    uint64_t ident[SERVER_DBS]; /* identity being streamed */
+    uint64_t sent[SERVER_DBS];  /* bytes of it sent */
+    uint64_t acked_ident[SERVER_DBS];
+    uint64_t acked[SERVER_DBS];
+    long long last_ack_ms, last_ping_ms;
+} feed;
+
+/* A client blocked in WAIT. */
+typedef struct waiter {
+    client *c;
+    int want;
+    long long deadline_ms; /* 0: none */
+    uint64_t ident[SERVER_DBS], tail[SERVER_DBS];
+    struct waiter *next;
+} waiter;
+
+static struct {
+    /* replica side */
+    char *host;
+    int port;
+    char *auth; /* NULL: use requirepass */
+    int fd;
+    struct event *ev;
+    int connecting, handshake_sent, link_up;
+    char *rbuf;
+    size_t rlen, rcap;
+    long long next_attempt_ms, last_io_ms;
+    uint64_t primary_tail[SERVER_DBS];
+    repl_state st;
+    int synced_dbs_dirty;
+    /* primary side */
+    feed *feeds[MAX_FEEDS];
+    int nfeeds;
+    waiter *waiters;
+    uint8_t *chunk;
+    size_t chunk_cap;
+    int behind; /* a feed stopped before a tail: feed again next turn */
+    char state_path[4200];
+} R = {.fd = -1};
+
+int replica_is_replica(void) { return R.host != NULL; }
+
+/* ---- small helpers ---- */
+
+static int parse_u64(const char *s, size_t len, uint64_t *out) {
+    if (!len || len > 20) return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) return 0;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 1;
+}
+
+static void hex_encode(const uint8_t *p, size_t n, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
+static int hex_decode(const char *s, size_t len, uint8_t *out, size_t n) {
+    if (len != 2 * n) return 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = 0;
+        for (int j = 0; j < 2; j++) {
+            char ch = s[2 * i + (size_t)j];
+            int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+            if (d < 0) return 0;
+            v = v * 16 + d;
+        }
+        out[i] = (uint8_t)v;
+    }
+    return 1;
+}
+
+/* Appends one RESP array of bulk strings. */
+static void add_array(struct evbuffer *b, int n, const char *const *args, const size_t *lens) {
+    evbuffer_add_printf(b, "*%d\r\n", n);
+    for (int i = 0; i < n; i++) {
+        evbuffer_add_printf(b, "$%zu\r\n", lens[i]);
+        evbuffer_add(b, args[i], lens[i]);
+        evbuffer_add(b, "\r\n", 2);
+    }
+}
+
+static void add_words(struct evbuffer *b, int n, ...) {
+    const char *args[8];
+    size_t lens[8];
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n && i < 8; i++) {
+        args[i] = va_arg(ap, const char *);
+        lens[i] = strlen(args[i]);
+    }
+    va_end(ap);
+    add_array(b, n, args, lens);
+}
+
+/* ---- the state file ---- */
+
+static void state_load(void) {
+    snprintf(R.state_path, sizeof R.state_path, "%s/replication.state", srv.cfg.dir);
+    memset(&R.st, 0, sizeof R.st);
+    FILE *f = fopen(R.state_path, "r");
+    if (!f) return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        int db;
+        unsigned long long a, b;
+        if (sscanf(line, "follows %d %llu", &db, &a) == 2 && db >= 0 && db < SERVER_DBS)
+            R.st.follows[db] = a;
+        else if (sscanf(line, "alias %d %llu %llu", &db, &a, &b) == 3 && db >= 0 &&
+                 db < SERVER_DBS)
+            R.st.alias_own[db] = a, R.st.alias_of[db] = b;
+    }
+    fclose(f);
+}
+
+/* Written to a temporary file, synced and renamed: a crash leaves the old
+ * or the new state, and the old one only ever causes a full copy. */
+static void state_save(void) {
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", R.state_path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        server_log(LOG_WARNING_, "cannot write %s: %s", tmp, strerror(errno));
+        return;
+    }
+    for (int i = 0; i < SERVER_DBS; i++) {
+        if (R.st.follows[i])
+            fprintf(f, "follows %d %llu\n", i, (unsigned long long)R.st.follows[i]);
+        if (R.st.alias_own[i])
+            fprintf(f, "alias %d %llu %llu\n", i, (unsigned long long)R.st.alias_own[i],
+                    (unsigned long long)R.st.alias_of[i]);
+    }
+    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, R.state_path) != 0) {
+        server_log(LOG_WARNING_, "cannot write %s: %s", R.state_path, strerror(errno));
+        unlink(tmp);
+        return;
+    }
+    int dfd = open(srv.cfg.dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+}
+
+/* ======================================================================== */
+/* Primary side                                                             */
+/* ======================================================================== */
+
+static feed *feed_of(client *c) {
+    for (int i = 0; i < R.nfeeds; i++)
+        if (R.feeds[i]->c == c) return R.feeds[i];
+    return NULL;
+}
+
+static void feed_drop(int i) {
+    server_log(LOG_NOTICE_, "replica %s disconnected", R.feeds[i]->c->addr);
+    free(R.feeds[i]);
+    R.feeds[i] = R.feeds[--R.nfeeds];
+}
+
+static void waiter_remove(waiter *w) {
+    for (waiter **p = &R.waiters; *p; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            free(w);
+            return;
+        }
+}
+
+void replica_client_freed(client *c) {
+    for (int i = 0; i < R.nfeeds; i++)
+        if (R.feeds[i]->c == c) {
+            feed_drop(i);
+            break;
+        }
+    for (waiter *w = R.waiters, *next; w; w = next) {
+        next = w->next;
+        if (w->c == c) waiter_remove(w);
+    }
+}
+
+/* Output for a client outside its own command: the write event makes the
+ * loop flush it at the end of the next turn. */
+static void wake_client(client *c) { event_active(c->wev, EV_WRITE, 1); }
+
+/* The identity and tail of a database now; 0/0 without a store. */
+static int db_log_state(int db, simdr_log_state *out) {
+    memset(out, 0, sizeof *out);
+    if (!srv.db[db].store) return 0;
+    return simdr_log_info(srv.db[db].store, out);
+}
+
+static int resume_ok(int db, uint64_t ident, uint64_t tail, const uint8_t meta[20],
+                     const simdr_log_state *own) {
+    if (!srv.db[db].store) return ident == 0 && tail == 0;
+    int same = ident == own->identity ||
+               (R.st.alias_own[db] == own->identity && R.st.alias_of[db] == ident && ident);
+    if (!same || tail > own->tail) return 0;
+    if (tail == 0) return 1;
+    uint8_t here[20];
+    if (simdr_log_meta_at(srv.db[db].store, own->identity, tail, here) != SIMDR_OK) return 0;
+    return memcmp(here, meta, 20) == 0;
+}
+
+/* REPLSYNC port {db identity tail meta-hex}... */
+void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
+    if (replica_is_replica()) {
+        reply_error(c, "ERR a replica does not feed replicas (REPLICAOF NO ONE first)");
+        return;
+    }
+    uint64_t port;
+    if ((argc - 2) % 4 != 0 || !parse_u64(argv[1], lens[1], &port) || port > 65535) {
+        reply_error(c, "ERR syntax error");
+        return;
+    }
+    if (feed_of(c) || R.nfeeds == MAX_FEEDS) {
+        reply_error(c, "ERR too many replicas");
+        return;
+    }
+    feed *f = calloc(1, sizeof *f);
+    if (!f) {
+        reply_error(c, "ERR out of memory");
+        return;
+    }
+    f->c = c;
+    f->port = (int)port;
+    f->last_ack_ms = now_ms();
+    uint64_t ident[SERVER_DBS] = {0}, tail[SERVER_DBS] = {0};
+    uint8_t meta[SERVER_DBS][20];
+    memset(meta, 0, sizeof meta);
+    for (int i = 2; i + 3 < argc; i += 4) {
+        uint64_t db;
+        if (!parse_u64(argv[i], lens[i], &db) || db >= SERVER_DBS ||
+            !parse_u64(argv[i + 1], lens[i + 1], &ident[db]) ||
+            !parse_u64(argv[i + 2], lens[i + 2], &tail[db]) ||
+            !(tail[db] == 0 || hex_decode(argv[i + 3], lens[i + 3], meta[db], 20))) {
+            free(f);
+            reply_error(c, "ERR syntax error");
+            return;
+        }
+    }
+    reply_ok(c);
+    for (int db = 0; db < SERVER_DBS; db++) {
+        simdr_log_state own;
+        if (db_log_state(db, &own) != SIMDR_OK) own.identity = UNKNOWN_IDENTITY;
+        if (resume_ok(db, ident[db], tail[db], meta[db], &own)) {
+            f->ident[db] = own.identity;
+            f->sent[db] = tail[db];
+            f->acked_ident[db] = own.identity;
+            f->acked[db] = tail[db];
+            char d[16], id[24];
+            snprintf(d, sizeof d, "%d", db);
+            snprintf(id, sizeof id, "%llu", (unsigned long long)own.identity);
+            add_words(c->out, 3, "FOLLOW", d, id);
+        } else {
+            f->ident[db] = UNKNOWN_IDENTITY; /* the feed sends RESET */
+            f->acked_ident[db] = UNKNOWN_IDENTITY;
+        }
+    }
+    R.feeds[R.nfeeds++] = f;
+    server_log(LOG_NOTICE_, "replica %s (port %d) attached", c->addr, f->port);
+}
+
+static void check_waiters(long long now);
+
+/* REPLACK db identity tail: no reply. */
+void cmd_replack(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    feed *f = feed_of(c);
+    uint64_t db, ident, tail;
+    if (!f || !parse_u64(argv[1], lens[1], &db) || db >= SERVER_DBS ||
+        !parse_u64(argv[2], lens[2], &ident) || !parse_u64(argv[3], lens[3], &tail))
+        return;
+    f->acked_ident[db] = ident;
+    f->acked[db] = tail;
+    f->last_ack_ms = now_ms();
+    check_waiters(f->last_ack_ms);
+}
+
+/* Bytes to read for a replica lag bytes behind. Each simdr_log_read walks
+ * the chain down from the tail to the chunk's end, so a catch-up in fixed
+ * chunks would cost the square of the lag; chunks of a sixteenth of the lag
+ * keep it about 8 walks of the lag. Never more than a quarter of the output
+ * buffer limit, which would close the replica's connection. */
+static size_t feed_chunk(uint64_t lag) {
+    uint64_t want = lag / 16, most = FEED_CHUNK_MAX;
+    if ((uint64_t)srv.cfg.output_buffer_limit / 4 < most)
+        most = (uint64_t)srv.cfg.output_buffer_limit / 4;
+    if (want > most) want = most;
+    if (want < FEED_CHUNK_MIN) want = FEED_CHUNK_MIN;
+    return (size_t)want;
+}
+
+static int chunk_room(size_t cap) {
+    if (R.chunk_cap >= cap) return 1;
+    uint8_t *bigger = realloc(R.chunk, cap);
+    if (!bigger) return 0;
+    R.chunk = bigger;
+    R.chunk_cap = cap;
+    return 1;
+}
+
+/* Sends what a replica lacks of one database, up to the output high mark. */
+static void feed_db(feed *f, int db) {
+    client *c = f->c;
+    simdr_log_state st;
+    if (db_log_state(db, &st) != SIMDR_OK) return;
+    char d[16], num1[24], num2[24];
+    snprintf(d, sizeof d, "%d", db);
+    if (st.identity != f->ident[db]) {
+        f->ident[db] = st.identity;
+        f->sent[db] = 0;
+        char layout[16];
+        snprintf(num1, sizeof num1, "%llu", (unsigned long long)st.identity);
+        snprintf(layout, sizeof layout, "%d", st.layout);
+        add_words(c->out, 4, "RESET", d, num1, layout);
+        wake_client(c);
+    }
+    size_t high = FEED_OUT_HIGH;
+    if ((uint64_t)srv.cfg.output_buffer_limit / 4 < high)
+        high = (size_t)(srv.cfg.output_buffer_limit / 4);
+    while (f->sent[db] < st.tail && evbuffer_get_length(c->out) < high) {
+        size_t len = 0, cap = feed_chunk(st.tail - f->sent[db]);
+        if (!chunk_room(cap)) return;
+        int rc = simdr_log_read(srv.db[db].store, st.identity, f->sent[db], R.chunk, cap, &len);
+        if (rc == SIMDR_ETOOBIG) { /* one entry larger than the chunk: it goes whole */
+            if (!chunk_room(len)) return;
+            rc = simdr_log_read(srv.db[db].store, st.identity, f->sent[db], R.chunk, len, &len);
+        }
+        if (rc != SIMDR_OK || len == 0) {
+            R.behind = 1;
+            if (rc != SIMDR_OK && rc != SIMDR_ENOENT)
+                server_log(LOG_WARNING_, "replication read of db %d failed: %s", db,
+                           simdr_last_error());
+            return; /* ENOENT: replaced meanwhile; the next turn sends RESET */
+        }
+        snprintf(num1, sizeof num1, "%llu", (unsigned long long)f->sent[db]);
+        snprintf(num2, sizeof num2, "%llu", (unsigned long long)st.tail);
+        const char *args[5] = {"LOG", d, num1, num2, (const char *)R.chunk};
+        size_t lens[5] = {3, strlen(d), strlen(num1), strlen(num2), len};
+        add_array(c->out, 5, args, lens);
+        f->sent[db] += len;
+        wake_client(c);
+    }
+    if (f->sent[db] < st.tail) R.behind = 1;
+}
+
+static void feed_all(long long now) {
+    /* A compaction holds the store's writer lock until it ends: reading the
+     * log would stall the loop; the new file is sent (RESET) afterwards. */
+    if (srv.compacting) return;
+    R.behind = 0;
+    for (int i = 0; i < R.nfeeds; i++) {
+        feed *f = R.feeds[i];
+        if (f->c->flags & CLIENT_CLOSED) continue;
+        for (int db = 0; db < SERVER_DBS; db++) feed_db(f, db);
+        if (now - f->last_ping_ms >= 1000) {
+            f->last_ping_ms = now;
+            add_words(f->c->out, 1, "PING");
+            wake_client(f->c);
+        }
+    }
+}
+
+/* Replicas whose acknowledged tails cover the given ones. */
+static int replicas_covering(const uint64_t *ident, const uint64_t *tail) {
+    int n = 0;
+    for (int i = 0; i < R.nfeeds; i++) {
+        feed *f = R.feeds[i];
+        int ok = 1;
+        for (int db = 0; db < SERVER_DBS && ok; db++)
+            if (tail[db] && (f->acked_ident[db] != ident[db] || f->acked[db] < tail[db])) ok = 0;
+        n += ok;
+    }
+    return n;
+}
+
+static void check_waiters(long long now) {
+    for (waiter *w = R.waiters, *next; w; w = next) {
+        next = w->next;
+        int n = replicas_covering(w->ident, w->tail);
+        if (n >= w->want || (w->deadline_ms && now >= w->deadline_ms)) {
+            client *c = w->c;
+            reply_int(c, n);
+            event_add(c->rev, NULL);
+            wake_client(c);
+            waiter_remove(w);
+        }
+    }
+}
+
+void replica_wait(client *c, long long want, long long timeout_ms) {
+    if (replica_is_replica()) {
+        reply_error(c, "ERR WAIT cannot be used with replica instances. Please also note that "
+                       "since Redis 4.0 if a replica is configured to be writable (which is not "
+                       "the default) writes to replicas are just local and are not propagated.");
+        return;
+    }
+    waiter *w = calloc(1, sizeof *w);
+    if (!w) {
+        reply_error(c, "ERR out of memory");
+        return;
+    }
+    for (int db = 0; db < SERVER_DBS; db++) {
+        simdr_log_state st;
+        if (db_log_state(db, &st) == SIMDR_OK) w->ident[db] = st.identity, w->tail[db] = st.tail;
+    }
+    feed_all(now_ms()); /* what this client wrote goes out in this turn */
+    int n = replicas_covering(w->ident, w->tail);
+    /* Commands pipelined behind WAIT would be answered before it: answer now. */
+    int more_input = c->qpos + c->parser.consumed < c->qlen;
+    if (n >= want || more_input || (c->flags & CLIENT_MULTI)) {
+        free(w);
+        reply_int(c, n);
+        return;
+    }
+    w->c = c;
+    w->want = (int)(want > MAX_FEEDS ? MAX_FEEDS + 1 : want);
+    w->deadline_ms = timeout_ms ? now_ms() + timeout_ms : 0;
+    w->next = R.waiters;
+    R.waiters = w;
+    event_del(c->rev); /* blocked: nothing more is read until the reply */
+}
+
+/* ======================================================================== */
+/* Replica side                                                             */
+/* ======================================================================== */
+
+static void link_close(const char *why) {
+    if (R.ev) {
+        event_free(R.ev);
+        R.ev = NULL;
+    }
+    if (R.fd >= 0) close(R.fd);
+    if (R.link_up || R.connecting)
+        server_log(LOG_NOTICE_, "replication link to %s:%d closed: %s", R.host ? R.host : "-",
+                   R.port, why);
+    R.fd = -1;
+    R.connecting = R.handshake_sent = R.link_up = 0;
+    R.rlen = 0;
+    R.next_attempt_ms = now_ms() + 1000;
+}
+
+static int send_all(const void *p, size_t n) {
+    const char *s = p;
+    while (n) {
+        ssize_t w = send(R.fd, s, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* The link's requests are small; wait for room rather than queue. */
+            fd_set ws;
+            FD_ZERO(&ws);
+            FD_SET(R.fd, &ws);
+            struct timeval tv = {1, 0};
+            if (select(R.fd + 1, NULL, &ws, NULL, &tv) <= 0) return -1;
+            continue;
+        }
+        if (w <= 0) return -1;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+#define LINK_MAX_WORDS (2 + 4 * SERVER_DBS) /* REPLSYNC, port, 4 per database */
+
+static int send_words(int n, const char *const *args) {
+    if (n > LINK_MAX_WORDS) return -1;
+    struct evbuffer *b = evbuffer_new();
+    if (!b) return -1;
+    size_t lens[LINK_MAX_WORDS];
+    for (int i = 0; i < n; i++) lens[i] = strlen(args[i]);
+    add_array(b, n, args, lens);
+    size_t len = evbuffer_get_length(b);
+    unsigned char *p = evbuffer_pullup(b, -1);
+    int rc = p ? send_all(p, len) : -1;
+    evbuffer_free(b);
+    return rc;
+}
+
+static void send_ack(int db) {
+    simdr_log_state st;
+    if (db_log_state(db, &st) != SIMDR_OK) return;
+    char d[16], id[24], t[24];
+    snprintf(d, sizeof d, "%d", db);
+    snprintf(id, sizeof id, "%llu", (unsigned long long)R.st.follows[db]);
+    snprintf(t, sizeof t, "%llu", (unsigned long long)st.tail);
+    const char *args[4] = {"REPLACK", d, id, t};
+    if (send_words(4, args) != 0) link_close("write failed");
+}
+
+static void send_handshake(void) {
+    const char *pass = R.auth ? R.auth : srv.cfg.requirepass;
+    if (pass) {
+        const char *args[2] = {"AUTH", pass};
+        if (send_words(2, args) != 0) return link_close("write failed");
+    }
+    /* REPLSYNC port {db identity tail meta}... */
+    static char words[LINK_MAX_WORDS][48];
+    const char *args[LINK_MAX_WORDS];
+    int n = 0;
+    snprintf(words[n], 48, "REPLSYNC");
+    args[n] = words[n], n++;
+    snprintf(words[n], 48, "%d", srv.cfg.port);
+    args[n] = words[n], n++;
+    for (int db = 0; db < SERVER_DBS; db++) {
+        simdr_log_state st;
+        if (db_log_state(db, &st) != SIMDR_OK) continue;
+        snprintf(words[n], 48, "%d", db);
+        args[n] = words[n], n++;
+        snprintf(words[n], 48, "%llu", (unsigned long long)R.st.follows[db]);
+        args[n] = words[n], n++;
+        snprintf(words[n], 48, "%llu", (unsigned long long)st.tail);
+        args[n] = words[n], n++;
+        if (st.tail)
+            hex_encode(st.tail_meta, 20, words[n]);
+        else
+            snprintf(words[n], 48, "-");
+        args[n] = words[n], n++;
+    }
+    if (send_words(n, args) != 0) return link_close("write failed");
+    R.handshake_sent = 1;
+}
+
+/* One message parsed from the link: an array of bulk strings, or a status
+ * (+...) / error (-...) line as a one-element array with is_error set. */
+typedef struct link_msg {
+    int argc;
+    const char *argv[8];
+    size_t lens[8];
+    int is_error, is_status;
+    size_t consumed;
+} link_msg;
+
+/* 1 parsed, 0 incomplete, -1 malformed. */
+static int parse_msg(const char *p, size_t n, link_msg *m) {
+    memset(m, 0, sizeof *m);
+    const char *nl = memchr(p, '\n', n);
+    if (!nl) return 0;
+    size_t line = (size_t)(nl - p) + 1;
+    if (line < 3 || p[line - 2] != '\r') return -1;
+    if (p[0] == '+' || p[0] == '-') {
+        m->is_status = p[0] == '+';
+        m->is_error = p[0] == '-';
+        m->argc = 1;
+        m->argv[0] = p + 1;
+        m->lens[0] = line - 3;
+        m->consumed = line;
+        return 1;
+    }
+    if (p[0] != '*') return -1;
+    uint64_t count;
+    if (!parse_u64(p + 1, line - 3, &count) || count == 0 || count > 8) return -1;
+    size_t pos = line;
+    for (uint64_t i = 0; i < count; i++) {
+        if (pos >= n) return 0;
+        const char *q = p + pos;
+        const char *qnl = memchr(q, '\n', n - pos);
+        if (!qnl) return 0;
+        size_t ql = (size_t)(qnl - q) + 1;
+        uint64_t blen;
+        if (q[0] != '$' || ql < 4 || q[ql - 2] != '\r' || !parse_u64(q + 1, ql - 3, &blen))
+            return -1;
+        if (blen > (uint64_t)1 << 40) return -1;
+        if (n - pos - ql < blen + 2) return 0;
+        m->argv[i] = q + ql;
+        m->lens[i] = (size_t)blen;
+        pos += ql + (size_t)blen + 2;
+    }
+    m->argc = (int)count;
+    m->consumed = pos;
+    return 1;
+}
+
+static int arg_u64(const link_msg *m, int i, uint64_t *out) {
+    return i < m->argc && parse_u64(m->argv[i], m->lens[i], out);
+}
+
+/* 0 to go on, -1 to drop the link. acked: databases to acknowledge. */
+static int handle_msg(const link_msg *m, int *acked) {
+    if (m->is_error && m->lens[0] >= 30 &&
+        memmem(m->argv[0], m->lens[0], "without any password configured", 31)) {
+        server_log(LOG_WARNING_, "primary %s:%d has no password; going on without AUTH",
+                   R.host, R.port);
+        return 0;
+    }
+    if (m->is_error) {
+        server_log(LOG_WARNING_, "primary %s:%d refused: %.*s", R.host, R.port,
+                   (int)(m->lens[0] < 200 ? m->lens[0] : 200), m->argv[0]);
+        return -1;
+    }
+    if (m->is_status) return 0; /* +OK of AUTH and REPLSYNC */
+    R.link_up = 1;
+    uint64_t db, a, b;
+    if (eq_nocase(m->argv[0], m->lens[0], "ping")) return 0;
+    if (!arg_u64(m, 1, &db) || db >= SERVER_DBS) return -1;
+    server_db *d = &srv.db[db];
+    if (eq_nocase(m->argv[0], m->lens[0], "reset") && arg_u64(m, 2, &a)) {
+        if (d->store || R.st.follows[db])
+            server_log(LOG_NOTICE_, "db %d: full copy from the primary (file %llu)", (int)db,
+                       (unsigned long long)a);
+        if (db_flush(d) != 0) return -1;
+        R.st.follows[db] = a;
+        R.st.alias_own[db] = R.st.alias_of[db] = 0;
+        state_save();
+        R.primary_tail[db] = 0;
+        acked[db] = 1;
+        return 0;
+    }
+    if (eq_nocase(m->argv[0], m->lens[0], "follow") && arg_u64(m, 2, &a)) {
+        if (R.st.follows[db] != a || R.st.alias_own[db]) {
+            R.st.follows[db] = a;
+            R.st.alias_own[db] = R.st.alias_of[db] = 0;
+            state_save();
+        }
+        acked[db] = 1;
+        return 0;
+    }
+    if (eq_nocase(m->argv[0], m->lens[0], "log") && m->argc == 5 && arg_u64(m, 2, &a) &&
+        arg_u64(m, 3, &b)) {
+        simdr_store *s;
+        if (db_store_for_write(d, &s) != 0) return -1;
+        uint64_t tail = 0;
+        int rc = simdr_log_append(s, a, m->argv[4], m->lens[4], &tail);
+        if (rc != SIMDR_OK) {
+            server_log(LOG_WARNING_, "db %d: replicated bytes refused: %s", (int)db,
+                       simdr_last_error());
+            return -1;
+        }
+        ks_mark_dirty(d);
+        R.primary_tail[db] = b;
+        acked[db] = 1;
+        return 0;
+    }
+    server_log(LOG_WARNING_, "replication: unexpected message from the primary");
+    return -1;
+}
+
+static void on_link(evutil_socket_t fd, short what, void *arg) {
+    (void)arg;
+    if (R.connecting) {
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err) return link_close(strerror(err));
+        R.connecting = 0;
+        event_free(R.ev);
+        R.ev = event_new(srv.base, fd, EV_READ | EV_PERSIST, on_link, NULL);
+        if (!R.ev || event_add(R.ev, NULL) != 0) return link_close("event");
+        server_log(LOG_NOTICE_, "connected to primary %s:%d", R.host, R.port);
+        send_handshake();
+        return;
+    }
+    if (!(what & EV_READ)) return;
+    for (int round = 0; round < 16; round++) {
+        if (R.rcap - R.rlen < 65536) {
+            size_t ncap = R.rcap ? R.rcap * 2 : 1 << 20;
+            char *n = realloc(R.rbuf, ncap);
+            if (!n) return link_close("out of memory");
+            R.rbuf = n;
+            R.rcap = ncap;
+        }
+        ssize_t got = recv(fd, R.rbuf + R.rlen, R.rcap - R.rlen, 0);
+        if (got == 0) return link_close("closed by the primary");
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            if (errno == EINTR) continue;
+            return link_close(strerror(errno));
+        }
+        R.rlen += (size_t)got;
+        R.last_io_ms = now_ms();
+        if ((size_t)got < 65536) break;
+    }
+    int acked[SERVER_DBS] = {0};
+    size_t pos = 0;
+    for (;;) {
+        link_msg m;
+        int rc = parse_msg(R.rbuf + pos, R.rlen - pos, &m);
+        if (rc == 0) break;
+        if (rc < 0 || handle_msg(&m, acked) != 0) return link_close("bad message");
+        pos += m.consumed;
+    }
+    memmove(R.rbuf, R.rbuf + pos, R.rlen - pos);
+    R.rlen -= pos;
+    for (int db = 0; db < SERVER_DBS && R.fd >= 0; db++)
+        if (acked[db]) send_ack(db);
+}
+
+static void link_connect(void) {
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    char port[16];
+    snprintf(port, sizeof port, "%d", R.port);
+    R.next_attempt_ms = now_ms() + 1000;
+    if (getaddrinfo(R.host, port, &hints, &res) != 0 || !res) {
+        server_log(LOG_WARNING_, "cannot resolve primary %s", R.host);
+        return;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = connect(fd, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    if (rc != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return;
+    }
+    R.fd = fd;
+    R.connecting = 1;
+    R.ev = event_new(srv.base, fd, EV_WRITE, on_link, NULL);
+    if (!R.ev || event_add(R.ev, NULL) != 0) link_close("event");
+}
+
+/* ======================================================================== */
+/* Configuration, commands, hooks                                           */
+/* ======================================================================== */
+
+static void set_primary(const char *host, int port) {
+    if (R.fd >= 0 || R.connecting) link_close("primary changed");
+    free(R.host);
+    R.host = host ? strdup(host) : NULL;
+    R.port = port;
+    R.next_attempt_ms = 0;
+    memset(R.primary_tail, 0, sizeof R.primary_tail);
+}
+
+int replica_config_option(const char *name, char **vals, int nvals, char *err, size_t cap) {
+    if (!strcmp(name, "replicaof") || !strcmp(name, "slaveof")) {
+        if (nvals == 1 && !strcasecmp(vals[0], "no")) return 1;
+        long port = nvals == 2 ? strtol(vals[1], NULL, 10) : -1;
+        if (nvals != 2 || port <= 0 || port > 65535) {
+            snprintf(err, cap, "replicaof needs HOST PORT");
+            return -1;
+        }
+        set_primary(vals[0], (int)port);
+        return 1;
+    }
+    if (!strcmp(name, "masterauth") || !strcmp(name, "primaryauth")) {
+        free(R.auth);
+        R.auth = nvals && *vals[0] ? strdup(vals[0]) : NULL;
+        return 1;
+    }
+    if (!strcmp(name, "masterauth-file") || !strcmp(name, "primaryauth-file")) {
+        FILE *f = fopen(vals[0], "r");
+        if (!f) {
+            snprintf(err, cap, "cannot read %s: %s", vals[0], strerror(errno));
+            return -1;
+        }
+        char line[4096];
+        if (!fgets(line, sizeof line, f)) line[0] = 0;
+        fclose(f);
+        line[strcspn(line, "\r\n")] = 0;
+        free(R.auth);
+        R.auth = *line ? strdup(line) : NULL;
+        explicit_bzero(line, sizeof line);
+        return 1;
+    }
+    return 0;
+}
+
+/* Writes refused on a replica: Redis's READONLY error. 1 when refused. */
+int replica_refuses(client *c, const command_def *cmd) {
+    if (!replica_is_replica()) return 0;
+    if (cmd->flags & CMD_WRITE) {
+        reply_error(c, "READONLY You can't write against a read only replica.");
+        return 1;
+    }
+    if (cmd->fn == cmd_bgrewriteaof) {
+        reply_error(c, "ERR a replica keeps its files byte for byte as the primary's: "
+                       "compact the primary");
+        return 1;
+    }
+    return 0;
+}
+
+void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
+    (void)argc;
+    if (eq_nocase(argv[1], lens[1], "no") && eq_nocase(argv[2], lens[2], "one")) {
+        if (replica_is_replica()) {
+            /* Promotion: this file is a prefix of the primary file it
+             * followed; replicas of that primary may resume on it. */
+            for (int db = 0; db < SERVER_DBS; db++) {
+                simdr_log_state st;
+                R.st.alias_own[db] = R.st.alias_of[db] = 0;
+                if (R.st.follows[db] && db_log_state(db, &st) == SIMDR_OK && srv.db[db].store) {
+                    R.st.alias_own[db] = st.identity;
+                    R.st.alias_of[db] = R.st.follows[db];
+                }
+                R.st.follows[db] = 0;
+            }
+            state_save();
+            set_primary(NULL, 0);
+            server_log(LOG_NOTICE_, "promoted to primary (REPLICAOF NO ONE)");
+        }
+        reply_ok(c);
+        return;
+    }
+    uint64_t port;
+    if (!parse_u64(argv[2], lens[2], &port) || port == 0 || port > 65535) {
+        reply_error(c, "ERR Invalid master port");
+        return;
+    }
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)(lens[1] < 255 ? lens[1] : 255), argv[1]);
+    /* A primary turned replica stops feeding its own replicas. */
+    while (R.nfeeds) {
+        client_schedule_close(R.feeds[R.nfeeds - 1]->c);
+        feed_drop(R.nfeeds - 1);
+    }
+    set_primary(host, (int)port);
+    server_log(LOG_NOTICE_, "replicating %s:%d", host, (int)port);
+    reply_ok(c);
+}
+
+void replica_start(void) { state_load(); }
+
+/* Before the end-of-turn flush: only turns that wrote (or a feed that had
+ * to stop early) have anything to send. */
+void replica_after_turn(int wrote) {
+    if (R.nfeeds && (wrote || R.behind)) feed_all(now_ms());
+}
+
+void replica_cron(long long now) {
+    if (R.host && R.fd < 0 && now >= R.next_attempt_ms) link_connect();
+    if (R.host && R.fd >= 0 && R.link_up && now - R.last_io_ms > 1000) {
+        /* keep the primary's view of our tails fresh (and the link checked) */
+        for (int db = 0; db < SERVER_DBS && R.fd >= 0; db++)
+            if (srv.db[db].store) send_ack(db);
+        R.last_io_ms = now;
+    }
+    if (R.waiters) check_waiters(now);
+    if (R.nfeeds) feed_all(now);
+}
+
+void replica_shutdown(void) {
+    if (R.fd >= 0) link_close("shutdown");
+    while (R.waiters) waiter_remove(R.waiters);
+    while (R.nfeeds) {
+        free(R.feeds[R.nfeeds - 1]);
+        R.nfeeds--;
+    }
+    free(R.host);
+    free(R.auth);
+    free(R.rbuf);
+    free(R.chunk);
+    R.host = R.auth = NULL;
+    R.rbuf = NULL;
+    R.chunk = NULL;
+}
+
+void replica_info(struct evbuffer *b) {
+    long long now = now_ms();
+    uint64_t offset = 0;
+    for (int db = 0; db < SERVER_DBS; db++)
+        if (srv.db[db].store) offset += simdr_file_size(srv.db[db].store);
+    if (R.host) {
+        uint64_t lag = 0;
+        int syncing = 0;
+        for (int db = 0; db < SERVER_DBS; db++) {
+            uint64_t mine = srv.db[db].store ? simdr_file_size(srv.db[db].store) : 0;
+            if (R.primary_tail[db] > mine) lag += R.primary_tail[db] - mine;
+        }
+        syncing = lag > 0;
+        evbuffer_add_printf(b,
+                            "role:slave\r\nmaster_host:%s\r\nmaster_port:%d\r\n"
+                            "master_link_status:%s\r\nmaster_last_io_seconds_ago:%lld\r\n"
+                            "master_sync_in_progress:%d\r\nslave_repl_offset:%llu\r\n"
+                            "slave_read_only:1\r\nsimdr_repl_lag_bytes:%llu\r\n"
+                            "connected_slaves:0\r\nmaster_repl_offset:%llu\r\n",
+                            R.host, R.port, R.link_up ? "up" : "down",
+                            R.link_up ? (now - R.last_io_ms) / 1000 : -1, syncing,
+                            (unsigned long long)offset, (unsigned long long)lag,
+                            (unsigned long long)offset);
+        return;
+    }
+    evbuffer_add_printf(b, "role:master\r\nconnected_slaves:%d\r\n", R.nfeeds);
+    for (int i = 0; i < R.nfeeds; i++) {
+        feed *f = R.feeds[i];
+        uint64_t acked = 0, lag = 0;
+        for (int db = 0; db < SERVER_DBS; db++) {
+            uint64_t tail = srv.db[db].store ? simdr_file_size(srv.db[db].store) : 0;
+            acked += f->acked[db];
+            if (tail > f->acked[db]) lag += tail - f->acked[db];
+        }
+        char ip[80];
+        snprintf(ip, sizeof ip, "%s", f->c->addr);
+        char *colon = strrchr(ip, ':');
+        if (colon) *colon = 0;
+        evbuffer_add_printf(b, "slave%d:ip=%s,port=%d,state=online,offset=%llu,lag=%lld,"
+                               "lag_bytes=%llu\r\n",
+                            i, ip, f->port, (unsigned long long)acked,
+                            (now - f->last_ack_ms) / 1000, (unsigned long long)lag);
+    }
+    evbuffer_add_printf(b, "master_repl_offset:%llu\r\n", (unsigned long long)offset);
+}

@@ -1,0 +1,67 @@
+"""Helpers of the cluster tests: a sharded cluster started with
+scripts/cluster.sh (simdr-server shards behind nutcracker) on free loopback
+ports in a temporary directory."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
+from serverutil import free_port, IO_TIMEOUT  # noqa: E402
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "cluster.sh")
+SERVER_BIN = os.environ.get("SIMDR_SERVER_BIN", "")
+NUTCRACKER_BIN = os.environ.get("SIMDR_NUTCRACKER_BIN", "") or shutil.which("nutcracker") \
+    or "/usr/sbin/nutcracker"
+
+
+class Cluster:
+    def __init__(self, shards=3, password="", durability="everysec"):
+        self.dir = tempfile.mkdtemp(prefix="simdr-cluster-test-")
+        self.shards = shards
+        self.password = password
+        self.ports = [free_port() for _ in range(shards)]
+        self.proxy_port = free_port()
+        self.stats_port = free_port()
+        self.conf = os.path.join(self.dir, "cluster.conf")
+        with open(self.conf, "w") as f:
+            f.write("CLUSTER_DIR=%s\n" % os.path.join(self.dir, "c"))
+            f.write("SHARD_PORTS='%s'\n" % " ".join(map(str, self.ports)))
+            f.write("PROXY_PORT=%d\nSTATS_PORT=%d\n" % (self.proxy_port, self.stats_port))
+            f.write("SERVER_BIN=%s\nNUTCRACKER_BIN=%s\n" % (SERVER_BIN, NUTCRACKER_BIN))
+            f.write("DURABILITY=%s\n" % durability)
+            if password:
+                f.write("PASSWORD=%s\n" % password)
+
+    def run(self, cmd, check=True):
+        return subprocess.run(["bash", SCRIPT, cmd, self.conf], check=check, timeout=IO_TIMEOUT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def start(self):
+        self.run("start")
+        return self
+
+    def stop(self):
+        self.run("stop", check=False)
+
+    def pid(self, name):
+        with open(os.path.join(self.dir, "c", name + ".pid")) as f:
+            return int(f.read())
+
+    def proxy(self, **kw):
+        import redis
+        return redis.Redis(host="127.0.0.1", port=self.proxy_port, socket_timeout=IO_TIMEOUT,
+                           password=self.password or None, **kw)
+
+    def shard(self, i, **kw):
+        import redis
+        return redis.Redis(host="127.0.0.1", port=self.ports[i], socket_timeout=IO_TIMEOUT,
+                           password=self.password or None, **kw)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
