@@ -161,8 +161,9 @@ def test_spooled_set_in_a_pipeline_keeps_order_and_semantics():
 def test_bulk_limit_still_applies_to_spooled_values():
     with Server("--proto-max-bulk-len", "2mb") as srv:
         conn = srv.raw()
+        # The header alone: value bytes still unread when the server closes would
+        # make its kernel answer with a reset, which can discard the error reply.
         conn.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n" % (3 * MIB))
-        conn.send(b"x" * MIB)
         assert conn.closed_by_peer()
         assert conn.buf == b"-ERR Protocol error: invalid bulk length\r\n"
         conn.close()
