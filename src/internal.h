@@ -364,6 +364,7 @@ typedef struct simdr__recover_result {
     uint64_t valid_len;
     int layout;          /* SIMDR_LAYOUT_*, or -1 when the file cannot tell */
     uint64_t damage_at;  /* DAMAGED: where the chain from the end breaks */
+    uint64_t bad_crc_end; /* SOUND: end of the newest entry whose CRC fails (0: none) */
     simdr__index *index; /* SOUND: the chain's index (caller owns); NULL otherwise or
                             when there was no memory for it */
     uint64_t live;       /* with index: live keys in it */

@@ -266,7 +266,7 @@ enum walk_result { WALK_SOUND, WALK_BROKEN, WALK_SKIP };
  * the end of the entry holding it. With wr, each entry is recorded for the
  * index. The layout is detected by the first padded regular entry met. */
 static int walk_chain(simdr__window *w, uint64_t end, int *layout, uint64_t *at, uint64_t *budget,
-                      walk_records *wr) {
+                      walk_records *wr, uint64_t *bad_crc_end) {
     for (uint64_t p = end; p != 0;) {
         if (p < SIMDR__META_SIZE + 1) return WALK_BROKEN;
         uint64_t m = p - SIMDR__META_SIZE;
@@ -284,6 +284,7 @@ static int walk_chain(simdr__window *w, uint64_t end, int *layout, uint64_t *at,
             *at = p;
             return WALK_SKIP;
         }
+        if (!ok && !*bad_crc_end) *bad_crc_end = p;
         if (wr) record_entry(wr, meta.key_hash, m, tomb);
         p = meta.prev;
     }
@@ -751,6 +752,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     r->valid_len = size;
     r->layout = -1;
     r->damage_at = 0;
+    r->bad_crc_end = 0;
     if (size == 0) return SIMDR_OK;
 
     uint64_t budget = 2 * size + (UINT64_C(64) << 20);
@@ -770,7 +772,8 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
         walk_records wr;
         records_reserve(&wr, size);
         uint64_t skip_at = 0;
-        int walked = walk_chain(&w, size, &layout, &skip_at, &budget, wr.failed ? NULL : &wr);
+        int walked = walk_chain(&w, size, &layout, &skip_at, &budget, wr.failed ? NULL : &wr,
+                                &r->bad_crc_end);
         free(w.buf);
         if (walked == WALK_SKIP) {
             /* Damage, if the rest of the chain is sound (else the slow path

@@ -289,7 +289,10 @@ static int recover_planned(simdr_store *s, const uint8_t *base, uint64_t size,
     for (int i = 0; i < pl->n; i++) {
         int rc = simdr__recover(base, pl->rec[i]->tail, s->fd, r);
         if (rc == SIMDR_ENOMEM) return rc;
-        if (rc == SIMDR_OK && r->status == SIMDR__RECOVER_SOUND) {
+        /* Past the floor every payload must be whole too: a CRC that fails
+         * there is a sector the power cut lost, not damage to report. */
+        if (rc == SIMDR_OK && r->status == SIMDR__RECOVER_SOUND &&
+            (!pl->floor || r->bad_crc_end <= pl->floor->tail)) {
             *taken = pl->rec[i];
             if (r->valid_len < size) r->status = SIMDR__RECOVER_TORN;
             return SIMDR_OK;
@@ -538,6 +541,9 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
         /* Bytes below the durable record must verify at the next open: the
          * file is synced before its tail may be recorded as durable. */
         if (!b->has_durable && simdr__fdatasync(s->fd) == 0) b->has_durable = 1;
+        /* Only that much is known to be on disk: what a killed writer left
+         * in the page cache is not, and a later simdr_sync must flush it. */
+        atomic_store(&s->synced, b->has_durable ? b->durable.tail : 0);
         s->side = simdr__side_attach_writer(path, s->fd, s->tail, opts->file_mode, b);
     }
     atomic_init(&s->view, v);
