@@ -23,7 +23,7 @@
 #define MADV_POPULATE_READ 22
 #endif
 
-static const uint8_t zero_pad[SIMDR__ALIGN];
+const uint8_t simdr__zero_pad[SIMDR__ALIGN];
 static const uint8_t tombstone_byte[1] = {SIMDR__TOMBSTONE_BYTE};
 
 /* ---- use after fork ----
@@ -271,7 +271,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
         simdr__meta_encode(meta, &m);
         last = m;
         sum = side_sum(s, sum, meta, pos);
-        struct iovec iov[3] = {{(void *)zero_pad, (size_t)pad},
+        struct iovec iov[3] = {{(void *)simdr__zero_pad, (size_t)pad},
                                {(void *)items[0].value, items[0].len},
                                {meta, sizeof meta}};
         int first = pad ? 0 : 1;
@@ -311,7 +311,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
             } else {
                 mb = meta_bytes + i * SIMDR__META_SIZE;
                 simdr__meta_encode(mb, &m);
-                if (pad) iov[cnt++] = (struct iovec){(void *)zero_pad, (size_t)pad};
+                if (pad) iov[cnt++] = (struct iovec){(void *)simdr__zero_pad, (size_t)pad};
                 iov[cnt++] = (struct iovec){(void *)items[i].value, items[i].len};
                 iov[cnt++] = (struct iovec){mb, SIMDR__META_SIZE};
             }
@@ -411,12 +411,6 @@ SIMDR_API int simdr_put_batch_hashed(simdr_store *s, const simdr_hashed_kv *item
 
 /* ---- streams ---- */
 
-static int all_zero(const uint8_t *p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (p[i]) return 0;
-    return 1;
-}
-
 SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_read_fn fn,
                                       void *ctx, uint64_t *tail_out) {
     if (!s || !fn) return simdr__fail(SIMDR_EINVAL, "NULL argument");
@@ -430,7 +424,7 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
     if (rc != SIMDR_OK) goto out;
     int aligned = atomic_load(&s->layout) == SIMDR_LAYOUT_ALIGNED64;
     uint64_t pad = simdr__pad_for(start, aligned);
-    if (pad && simdr__pwrite_all(s->fd, zero_pad, (size_t)pad, pos) != 0) {
+    if (pad && simdr__pwrite_all(s->fd, simdr__zero_pad, (size_t)pad, pos) != 0) {
         rc = undo_append(s, start, errno, "stream write");
         goto out;
     }
@@ -454,7 +448,7 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
             if (simdr__io.ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
             goto out;
         }
-        if (!nonzero) nonzero = !all_zero(buf, (size_t)got);
+        if (!nonzero) nonzero = !simdr__all_zero(buf, (size_t)got);
         crc = simdr__crc32(crc, buf, (uint64_t)got);
         if (simdr__pwrite_all(s->fd, buf, (size_t)got, pos) != 0) {
             rc = undo_append(s, start, errno, "stream write");

@@ -101,8 +101,6 @@ static int writer_put(writer *w, const void *p, uint64_t len) {
     return 0;
 }
 
-static const uint8_t zero_pad[SIMDR__ALIGN];
-
 /* Decodes and verifies the live entry whose metadata is at meta_off, its
  * bytes read through r; tag is the top of the hash its index slot holds and
  * floor the end of the entry copied before it. The metadata, when the buffer
@@ -137,6 +135,169 @@ static const char *read_entry(simdr__window *r, uint64_t meta_off, unsigned tag,
     return NULL;
 }
 
+/* One compaction: the view it reads and the new file it writes. */
+typedef struct compaction {
+    simdr_store *s;
+    simdr__view *old;   /* the view being compacted */
+    int layout;
+    char *tmp;          /* "<path>.compact" */
+    struct stat st;     /* the store file's, for the new file's permission bits */
+    uint64_t *offs;     /* the live slots in file order; after the copy, their key hashes */
+    uint64_t *new_meta; /* each copied entry's metadata offset in the new file */
+    uint64_t n;
+    uint64_t size;      /* bytes written to the new file */
+    writer w;
+    simdr__window rd;   /* the old file, read forwards through a buffer (see simdr__window) */
+    simdr__map *map;    /* the new file's, then its index and view */
+    simdr__index *ix;
+    simdr__view *nv;
+} compaction;
+
+static void compaction_init(compaction *c, simdr_store *s) {
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    c->old = simdr__current_view(s);
+    c->layout = atomic_load(&s->layout);
+    c->w = (writer){-1, NULL, 0, 0};
+    c->rd = (simdr__window){s->fd, c->old->map->base, s->tail, 0, NULL, COPY_BUFFER, 0, 0};
+}
+
+/* The live entries to copy, the buffers, and the new file, created empty
+ * (a leftover of an earlier compaction is replaced) and locked. */
+static int create_new_file(compaction *c) {
+    simdr_store *s = c->s;
+    c->tmp = simdr__suffixed_path(s->path, SIMDR__COMPACT_SUFFIX);
+    if (!c->tmp || simdr__io.fstat(s->fd, &c->st) != 0)
+        return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    int rc = sorted_live(c->old, &c->offs, &c->n);
+    if (rc != SIMDR_OK) return rc;
+    c->new_meta = malloc((c->n ? c->n : 1) * sizeof *c->new_meta);
+    c->w.buf = malloc(COPY_BUFFER);
+    c->rd.buf = malloc(COPY_BUFFER);
+    if (!c->new_meta || !c->w.buf || !c->rd.buf) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    unlink(c->tmp);
+    c->w.fd = simdr__io.open(c->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->st.st_mode & 07777);
+    if (c->w.fd < 0 || flock(c->w.fd, LOCK_EX | LOCK_NB) != 0)
+        return simdr__fail_errno(errno, "creating the compaction file", c->tmp);
+    return SIMDR_OK;
+}
+
+/* Copies every live entry, verified, into the new file in the old file's
+ * order, relinked and padded for the layout, then makes the file durable. */
+static int copy_live_entries(compaction *c) {
+    int aligned = c->layout == SIMDR_LAYOUT_ALIGNED64;
+    const uint8_t *old_base = c->old->map->base;
+    uint64_t pos = 0, dropped = 0, copied_end = 0;
+    for (uint64_t i = 0; i < c->n; i++) {
+        uint64_t meta_off = LIVE_OFF(c->offs[i]);
+        /* The old file is read once, in order: hand its pages back as the
+         * copy passes them so the process does not hold both files at once
+         * (the data stays in the page cache; a reader still holding the old
+         * map faults it back in). */
+        if (meta_off - dropped >= DROP_BEHIND) {
+            uint64_t upto = meta_off & ~(DROP_BEHIND - 1);
+            madvise((void *)(old_base + dropped), (size_t)(upto - dropped), MADV_DONTNEED);
+            dropped = upto;
+        }
+        struct simdr_entry e;
+        const char *bad = read_entry(&c->rd, meta_off, (unsigned)LIVE_TAG(c->offs[i]), copied_end,
+                                     c->layout, &e);
+        if (bad)
+            return simdr__fail(SIMDR_ECORRUPT,
+                               "%s: damaged store: the live entry whose metadata is at offset "
+                               "%llu has %s; nothing was compacted, the file is unchanged (run "
+                               "the check command)",
+                               c->s->path, (unsigned long long)meta_off, bad);
+        copied_end = meta_off + SIMDR__META_SIZE;
+        uint64_t pad = simdr__pad_for(pos, aligned);
+        uint8_t meta[SIMDR__META_SIZE];
+        simdr__meta m = {e.key_hash, pos, e.checksum};
+        simdr__meta_encode(meta, &m);
+        if (writer_put(&c->w, simdr__zero_pad, pad) != 0 ||
+            writer_put(&c->w, e.data, e.size) != 0 || writer_put(&c->w, meta, sizeof meta) != 0)
+            return simdr__fail_errno(errno, "writing the compacted file", c->tmp);
+        pos += pad + e.size + SIMDR__META_SIZE;
+        c->new_meta[i] = pos - SIMDR__META_SIZE;
+        c->offs[i] = e.key_hash; /* the old offset is spent; the index build needs the hash */
+    }
+    c->size = pos;
+    if (writer_flush(&c->w) != 0 || simdr__io.fsync(c->w.fd) != 0)
+        return simdr__fail_errno(errno, "writing the compacted file", c->tmp);
+    return SIMDR_OK;
+}
+
+/* Maps the new file and builds its index and view, before it replaces the
+ * store, so nothing after the rename can fail. */
+static int index_new_file(compaction *c) {
+    int rc = simdr__map_create(c->w.fd, c->size, &c->map, c->tmp);
+    if (rc != SIMDR_OK) return rc;
+    c->ix = simdr__index_new(c->n);
+    c->nv = malloc(sizeof *c->nv);
+    if (!c->ix || !c->nv) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    /* Keys are distinct and their hashes in hand, so the index is built
+     * without reading the new file; home slots are prefetched a few keys
+     * ahead because each insert is otherwise a dependent cache miss. */
+    for (uint64_t i = 0; i < c->n; i++) {
+        if (i + PREFETCH_AHEAD < c->n) simdr__index_prefetch(c->ix, c->offs[i + PREFETCH_AHEAD]);
+        simdr__index_insert_distinct(c->ix, c->offs[i],
+                                     simdr__index_value(c->offs[i], c->new_meta[i], 0));
+    }
+    c->nv->map = c->map;
+    c->nv->index = c->ix;
+    atomic_init(&c->nv->tail, c->size);
+    return SIMDR_OK;
+}
+
+/* Renames the new file over the store and switches the open store to it;
+ * the old view goes after a grace period. Fails only before the rename. */
+static int switch_to_new_file(compaction *c) {
+    simdr_store *s = c->s;
+    if (simdr__io.rename(c->tmp, s->path) != 0)
+        return simdr__fail_errno(errno, "renaming the compacted file over the store", s->path);
+    /* From here the compacted file is the store; a failed directory fsync
+     * only delays the rename's durability. */
+    simdr__fsync_dir(s->path);
+
+    int old_fd = s->fd;
+    s->fd = c->w.fd;
+    atomic_store(&s->synced, c->size);
+    /* The side file now describes the new file (a crash before this line
+     * leaves it naming the old one: the next open recovers in full). */
+    simdr__side_rebind(s->side, c->w.fd, c->size);
+    close(old_fd);
+    simdr__io.fstat(s->fd, &c->st);
+    s->dev = c->st.st_dev;
+    s->ino = c->st.st_ino;
+    s->tail = c->size;
+    s->hint_tail = 0; /* the hint on disk describes the old file */
+    atomic_store(&s->live, c->n);
+    atomic_store_explicit(&s->view, c->nv, memory_order_release);
+    simdr__epoch_synchronize(&s->epoch);
+    simdr__map_retire(c->old->map);
+    simdr__index_free(c->old->index);
+    free(c->old);
+    return SIMDR_OK;
+}
+
+/* A compaction that failed: the store is untouched; the new file goes. */
+static void abandon_new_file(compaction *c) {
+    if (c->map) simdr__map_retire(c->map);
+    simdr__index_free(c->ix);
+    free(c->nv);
+    if (c->w.fd >= 0) {
+        close(c->w.fd);
+        unlink(c->tmp);
+    }
+}
+
+static void compaction_free(compaction *c) {
+    free(c->offs);
+    free(c->new_meta);
+    free(c->w.buf);
+    free(c->rd.buf);
+    free(c->tmp);
+}
+
 SIMDR_API int simdr_compact(simdr_store *s) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
     if (simdr__check_reentry(s) != SIMDR_OK) return SIMDR_EINVAL;
@@ -152,148 +313,15 @@ SIMDR_API int simdr_compact(simdr_store *s) {
         pthread_mutex_unlock(&s->sync_lock);
         return rc;
     }
-    simdr__view *v = simdr__current_view(s);
-    int layout = atomic_load(&s->layout);
-    int aligned = layout == SIMDR_LAYOUT_ALIGNED64;
-    uint64_t *offs = NULL, n = 0;
-    uint64_t *new_meta = NULL;
-    simdr__map *map = NULL;
-    simdr__index *ix = NULL;
-    simdr__view *nv = NULL;
-    writer w = {-1, NULL, 0, 0};
-    /* The old file is read forwards through a buffer (see simdr__window). */
-    simdr__window rd = {s->fd, v->map->base, s->tail, 0, NULL, COPY_BUFFER, 0, 0};
-    size_t plen = strlen(s->path) + sizeof ".compact";
-    char *tmp = malloc(plen);
-    struct stat st;
-    if (!tmp || simdr__io.fstat(s->fd, &st) != 0) {
-        rc = simdr__fail(SIMDR_ENOMEM, "out of memory");
-        goto fail;
-    }
-    snprintf(tmp, plen, "%s.compact", s->path);
-    rc = sorted_live(v, &offs, &n);
-    if (rc != SIMDR_OK) goto fail;
-    new_meta = malloc((n ? n : 1) * sizeof *new_meta);
-    w.buf = malloc(COPY_BUFFER);
-    rd.buf = malloc(COPY_BUFFER);
-    if (!new_meta || !w.buf || !rd.buf) {
-        rc = simdr__fail(SIMDR_ENOMEM, "out of memory");
-        goto fail;
-    }
-    unlink(tmp);
-    w.fd = simdr__io.open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777);
-    if (w.fd < 0 || flock(w.fd, LOCK_EX | LOCK_NB) != 0) {
-        rc = simdr__fail_errno(errno, "creating the compaction file", tmp);
-        goto fail;
-    }
-    uint64_t pos = 0, dropped = 0, copied_end = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t meta_off = LIVE_OFF(offs[i]);
-        /* The old file is read once, in order: hand its pages back as the
-         * copy passes them so the process does not hold both files at once
-         * (the data stays in the page cache; a reader still holding the old
-         * map faults it back in). */
-        if (meta_off - dropped >= DROP_BEHIND) {
-            uint64_t upto = meta_off & ~(DROP_BEHIND - 1);
-            madvise((void *)(v->map->base + dropped), (size_t)(upto - dropped), MADV_DONTNEED);
-            dropped = upto;
-        }
-        struct simdr_entry e;
-        const char *bad = read_entry(&rd, meta_off, (unsigned)LIVE_TAG(offs[i]), copied_end,
-                                     layout, &e);
-        if (bad) {
-            rc = simdr__fail(SIMDR_ECORRUPT,
-                             "%s: damaged store: the live entry whose metadata is at offset "
-                             "%llu has %s; nothing was compacted, the file is unchanged (run "
-                             "the check command)",
-                             s->path, (unsigned long long)meta_off, bad);
-            goto fail;
-        }
-        copied_end = meta_off + SIMDR__META_SIZE;
-        uint64_t pad = simdr__pad_for(pos, aligned);
-        uint8_t meta[SIMDR__META_SIZE];
-        simdr__meta m = {e.key_hash, pos, e.checksum};
-        simdr__meta_encode(meta, &m);
-        if (writer_put(&w, zero_pad, pad) != 0 || writer_put(&w, e.data, e.size) != 0 ||
-            writer_put(&w, meta, sizeof meta) != 0) {
-            rc = simdr__fail_errno(errno, "writing the compacted file", tmp);
-            goto fail;
-        }
-        pos += pad + e.size + SIMDR__META_SIZE;
-        new_meta[i] = pos - SIMDR__META_SIZE;
-        offs[i] = e.key_hash; /* the old offset is spent; the index build needs the hash */
-    }
-    if (writer_flush(&w) != 0 || simdr__io.fsync(w.fd) != 0) {
-        rc = simdr__fail_errno(errno, "writing the compacted file", tmp);
-        goto fail;
-    }
-    rc = simdr__map_create(w.fd, pos, &map, tmp);
-    if (rc != SIMDR_OK) goto fail;
-    ix = simdr__index_new(n);
-    nv = malloc(sizeof *nv);
-    if (!ix || !nv) {
-        rc = simdr__fail(SIMDR_ENOMEM, "out of memory");
-        goto fail;
-    }
-    /* Keys are distinct and their hashes in hand, so the index is built
-     * without reading the new file; home slots are prefetched a few keys
-     * ahead because each insert is otherwise a dependent cache miss. */
-    for (uint64_t i = 0; i < n; i++) {
-        if (i + PREFETCH_AHEAD < n) simdr__index_prefetch(ix, offs[i + PREFETCH_AHEAD]);
-        simdr__index_insert_distinct(ix, offs[i], simdr__index_value(offs[i], new_meta[i], 0));
-    }
-    if (simdr__io.rename(tmp, s->path) != 0) {
-        rc = simdr__fail_errno(errno, "renaming the compacted file over the store", s->path);
-        goto fail;
-    }
-    /* From here the compacted file is the store; a failed directory fsync
-     * only delays the rename's durability. */
-    simdr__fsync_dir(s->path);
-
-    nv->map = map;
-    nv->index = ix;
-    atomic_init(&nv->tail, pos);
-    int old_fd = s->fd;
-    s->fd = w.fd;
-    atomic_store(&s->synced, pos);
-    /* The side file now describes the new file (a crash before this line
-     * leaves it naming the old one: the next open recovers in full). */
-    simdr__side_rebind(s->side, w.fd, pos);
-    close(old_fd);
-    simdr__io.fstat(s->fd, &st);
-    s->dev = st.st_dev;
-    s->ino = st.st_ino;
-    s->tail = pos;
-    s->hint_tail = 0; /* the hint on disk describes the old file */
-    atomic_store(&s->live, n);
-    atomic_store_explicit(&s->view, nv, memory_order_release);
-    simdr__epoch_synchronize(&s->epoch);
-    simdr__map_retire(v->map);
-    simdr__index_free(v->index);
-    free(v);
+    compaction c;
+    compaction_init(&c, s);
+    rc = create_new_file(&c);
+    if (rc == SIMDR_OK) rc = copy_live_entries(&c);
+    if (rc == SIMDR_OK) rc = index_new_file(&c);
+    if (rc == SIMDR_OK) rc = switch_to_new_file(&c);
+    if (rc != SIMDR_OK) abandon_new_file(&c);
     pthread_mutex_unlock(&s->wlock);
     pthread_mutex_unlock(&s->sync_lock);
-    free(offs);
-    free(new_meta);
-    free(w.buf);
-    free(rd.buf);
-    free(tmp);
-    return SIMDR_OK;
-
-fail:
-    if (map) simdr__map_retire(map);
-    simdr__index_free(ix);
-    free(nv);
-    if (w.fd >= 0) {
-        close(w.fd);
-        unlink(tmp);
-    }
-    pthread_mutex_unlock(&s->wlock);
-    pthread_mutex_unlock(&s->sync_lock);
-    free(offs);
-    free(new_meta);
-    free(w.buf);
-    free(rd.buf);
-    free(tmp);
+    compaction_free(&c);
     return rc;
 }

@@ -53,6 +53,18 @@ static inline void simdr__store_u32le(uint8_t *p, uint32_t v) {
     memcpy(p, &v, 4);
 }
 
+/* 1 when the n bytes at p are all zero (padding, zeroed metadata), read a
+ * word at a time. */
+static inline int simdr__all_zero(const uint8_t *p, uint64_t n) {
+    uint64_t acc = 0, i = 0;
+    for (; i + 8 <= n; i += 8) acc |= simdr__load_u64le(p + i);
+    for (; i < n; i++) acc |= p[i];
+    return acc == 0;
+}
+
+/* SIMDR__ALIGN zero bytes: the source of every padding write (append.c). */
+extern const uint8_t simdr__zero_pad[SIMDR__ALIGN];
+
 static inline simdr__meta simdr__meta_decode(const uint8_t *p) {
     simdr__meta m;
     m.key_hash = simdr__load_u64le(p);

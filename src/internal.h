@@ -332,6 +332,9 @@ int simdr__entry_decode(const uint8_t *base, uint64_t map_len, uint64_t meta_off
 int simdr__entry_decode_span(const uint8_t *span, uint64_t prev, uint64_t meta_off, int layout,
                              struct simdr_entry *e);
 
+/* ---- views (view.c) ---- */
+/* A new view of map and index ending at tail (not published). */
+int simdr__new_view(simdr__map *map, simdr__index *index, uint64_t tail, simdr__view **out);
 /* Replaces the current view with one holding map and index (either may be
  * the current one's), waits for a grace period, frees the old view and
  * whichever of its parts were replaced. Writer only. */
@@ -340,6 +343,18 @@ int simdr__publish_view(simdr_store *s, simdr__map *map, simdr__index *index);
 /* Writer: make the map cover [0, end). */
 int simdr__ensure_mapped(simdr_store *s, uint64_t end);
 int simdr__fsync_dir(const char *path);
+/* path followed by suffix, malloc'd (NULL without memory): the names of the
+ * files kept beside a store. */
+char *simdr__suffixed_path(const char *path, const char *suffix);
+/* The temporary file a compaction writes before renaming it over the store. */
+#define SIMDR__COMPACT_SUFFIX ".compact"
+
+/* ---- loading an open file (load.c) ----
+ * Maps s->fd, finds its valid end (side file, hint, recovery), cuts a torn
+ * tail (writable opens; only with repair) and indexes it into *out. */
+int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__view **out);
+/* torn.c: copies [from, to) of base into "<path>.torn-<from>[.N]", durably. */
+int simdr__save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, uint64_t to);
 static inline simdr__view *simdr__current_view(simdr_store *s) {
     return atomic_load_explicit(&s->view, memory_order_acquire);
 }

@@ -39,13 +39,6 @@
 #define HINT_TAIL_WINDOW (UINT64_C(64) << 10)
 #define TOMBSTONE_CRC UINT32_C(0xd202ef8d)
 
-static int all_zero(const uint8_t *p, uint64_t n) {
-    uint64_t acc = 0, i = 0;
-    for (; i + 8 <= n; i += 8) acc |= simdr__load_u64le(p + i);
-    for (; i < n; i++) acc |= p[i];
-    return acc == 0;
-}
-
 /* The CRC check of an entry whose bytes [prev, prev + span) start at entry
  * (from the map or from a read buffer). */
 static int entry_bytes_crc_ok(const uint8_t *entry, uint64_t prev, uint64_t span, uint32_t crc,
@@ -53,8 +46,8 @@ static int entry_bytes_crc_ok(const uint8_t *entry, uint64_t prev, uint64_t span
     if (span == 1 && entry[0] == SIMDR__TOMBSTONE_BYTE) return crc == TOMBSTONE_CRC;
     uint64_t pad = simdr__pad_for(prev, 1);
     if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED) return simdr__crc32(0, entry, span) == crc;
-    int aligned_ok =
-        span > pad && all_zero(entry, pad) && simdr__crc32(0, entry + pad, span - pad) == crc;
+    int aligned_ok = span > pad && simdr__all_zero(entry, pad) &&
+                     simdr__crc32(0, entry + pad, span - pad) == crc;
     if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
     /* Layout still unknown: this padded entry decides it. */
     if (aligned_ok) {
@@ -111,7 +104,7 @@ static int entry_crc_ok_fd(int fd, const uint8_t *base, uint64_t prev, uint64_t 
     if (m - prev <= MAPPED_CRC_MAX || !crcs_by_pread(fd, prev, m, pad, &whole, &after_pad))
         return simdr__entry_crc_ok(base, prev, m, crc, layout);
     if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED) return whole == crc;
-    int aligned_ok = all_zero(base + prev, pad) && after_pad == crc;
+    int aligned_ok = simdr__all_zero(base + prev, pad) && after_pad == crc;
     if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
     if (aligned_ok) {
         *layout = SIMDR_LAYOUT_ALIGNED64;
@@ -134,10 +127,7 @@ static uint64_t step_back(const uint8_t *base, uint64_t p) {
 }
 
 static int meta_all_zero(const uint8_t *base, uint64_t p) {
-    const uint8_t *m = base + p - SIMDR__META_SIZE;
-    for (unsigned i = 0; i < SIMDR__META_SIZE; i++)
-        if (m[i]) return 0;
-    return 1;
+    return simdr__all_zero(base + p - SIMDR__META_SIZE, SIMDR__META_SIZE);
 }
 
 /* CRC-checks the newest entries of the chain ending at end: the newest one
@@ -565,7 +555,8 @@ static prev_pass *pass_for(const uint8_t *base, prev_passes *pp, uint64_t prev, 
     prev_pass *ps = &pp->pass[pp->n];
     *ps = (prev_pass){prev, limit, NULL, NULL, 0, 0};
     uint64_t pad = simdr__pad_for(prev, 1);
-    int pad_zero = pad && limit - prev > pad + SIMDR__META_SIZE && all_zero(base + prev, pad);
+    int pad_zero =
+        pad && limit - prev > pad + SIMDR__META_SIZE && simdr__all_zero(base + prev, pad);
     uint32_t whole = 0, after = 0;
     uint64_t hw = prev, ha = prev + pad;
     for (uint64_t q = prev + SIMDR__META_SIZE + 1; q <= limit; q++) {
@@ -639,8 +630,8 @@ static int entry_crc_ok_ckpt(const uint8_t *base, uint64_t size, crc_ckpt *c, pr
     }
     if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED)
         return span_crc(base, size, c, prev, m, budget) == crc;
-    int aligned_ok =
-        all_zero(base + prev, pad) && span_crc(base, size, c, prev + pad, m, budget) == crc;
+    int aligned_ok = simdr__all_zero(base + prev, pad) &&
+                     span_crc(base, size, c, prev + pad, m, budget) == crc;
     if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
     if (aligned_ok) {
         *layout = SIMDR_LAYOUT_ALIGNED64;
@@ -915,7 +906,7 @@ static int entry_crc_ok_pread(int fd, uint64_t prev, uint64_t m, uint32_t crc, i
     uint8_t head[SIMDR__ALIGN];
     int pad_zero = 1;
     if (pad && (simdr__pread_all(fd, head, (size_t)pad, prev) != 0)) return 0;
-    if (pad) pad_zero = all_zero(head, pad);
+    if (pad) pad_zero = simdr__all_zero(head, pad);
     uint32_t whole = pad ? simdr__crc32(0, head, pad) : 0, rest = 0;
     for (uint64_t at = prev + pad; at < m;) {
         uint64_t len = m - at < cap ? m - at : cap;

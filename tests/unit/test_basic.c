@@ -9,30 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct fixture {
-    char *dir;
-    char path[4096];
-    simdr_store *s;
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
-    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    simdr_close(f->s);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
 static void test_version_and_strerror(void **state) {
     (void)state;
     assert_string_equal(simdr_version(), SIMDR_VERSION_STRING);
@@ -59,7 +35,7 @@ static void test_hash_vectors(void **state) {
 }
 
 static void test_crc_vectors(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     /* the helper itself */
     assert_int_equal(tu_crc32(TU_STR("123456789")), 0xcbf43926u);
     const struct {
@@ -85,7 +61,7 @@ static void test_crc_vectors(void **state) {
 }
 
 static void test_namespaced_key(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     uint8_t out[16], want[16];
     simdr_namespaced_key(TU_STR("users"), TU_STR("alice"), out);
     tu_put_le64(want, simdr_hash_key(TU_STR("users")));
@@ -105,7 +81,7 @@ static void test_namespaced_key(void **state) {
 }
 
 static void test_put_get_exists(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     assert_int_equal(simdr_is_empty(f->s), 1);
     assert_int_equal(simdr_count(f->s), 0);
     tu_expect_absent(f->s, TU_STR("alice"));
@@ -128,7 +104,7 @@ static void test_put_get_exists(void **state) {
 }
 
 static void test_get_copy(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "k", "0123456789");
     char buf[32];
     size_t len = 0;
@@ -154,7 +130,7 @@ static void test_get_copy(void **state) {
 }
 
 static void test_overwrite(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "k", "first");
     tu_put_str(f->s, "k", "second value");
     tu_expect_str(f->s, "k", "second value");
@@ -166,7 +142,7 @@ static void test_overwrite(void **state) {
 }
 
 static void test_refusals(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "k", "keep");
     uint64_t size = simdr_file_size(f->s);
     uint64_t tail = 12345;
@@ -204,7 +180,7 @@ static void test_refusals(void **state) {
 }
 
 static void test_tail_offsets_aligned(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     uint64_t tail = 0;
     assert_int_equal(simdr_put(f->s, TU_STR("a"), TU_STR("hello"), &tail), SIMDR_OK);
     assert_int_equal(tail, 25);
@@ -266,7 +242,7 @@ static void test_tail_offsets_unaligned(void **state) {
 }
 
 static void test_hashed_access(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     uint64_t h = simdr_hash_key(TU_STR("alice"));
     assert_int_equal(simdr_put_hashed(f->s, h, TU_STR("by-hash"), NULL), SIMDR_OK);
     tu_expect_str(f->s, "alice", "by-hash");
@@ -280,7 +256,7 @@ static void test_hashed_access(void **state) {
 }
 
 static void test_entry_dup_verify_chunk(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     size_t n = 100000;
     uint8_t *v = malloc(n);
     tu_fill(v, n, 77);
@@ -321,7 +297,7 @@ static void test_entry_dup_verify_chunk(void **state) {
 }
 
 static void test_open_modes(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     char p[4096];
     tu_join(p, sizeof p, f->dir, "missing.bin");
     simdr_store *s = NULL;
@@ -356,17 +332,17 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_and_strerror),
         cmocka_unit_test(test_hash_vectors),
-        cmocka_unit_test_setup_teardown(test_crc_vectors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_namespaced_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_put_get_exists, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_get_copy, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tail_offsets_aligned, setup, teardown),
+        TU_TEST(test_crc_vectors),
+        TU_TEST(test_namespaced_key),
+        TU_TEST(test_put_get_exists),
+        TU_TEST(test_get_copy),
+        TU_TEST(test_overwrite),
+        TU_TEST(test_refusals),
+        TU_TEST(test_tail_offsets_aligned),
         cmocka_unit_test(test_tail_offsets_unaligned),
-        cmocka_unit_test_setup_teardown(test_hashed_access, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_entry_dup_verify_chunk, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_modes, setup, teardown),
+        TU_TEST(test_hashed_access),
+        TU_TEST(test_entry_dup_verify_chunk),
+        TU_TEST(test_open_modes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

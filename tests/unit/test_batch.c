@@ -19,9 +19,7 @@
 #define N 2000
 
 typedef struct fixture {
-    char *dir;
-    char path[4096];
-    simdr_store *s;
+    tu_fixture tu; /* the directory, the store path and the store */
     char keys[N][16];
     uint8_t *vals[N];
     size_t vlen[N];
@@ -29,9 +27,7 @@ typedef struct fixture {
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
-    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    tu_fixture_init(&f->tu, 1);
     uint64_t seed = tu_seed(20240601);
     for (int i = 0; i < N; i++) {
         snprintf(f->keys[i], sizeof f->keys[i], "key-%05d", i);
@@ -45,11 +41,9 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture *f = *state;
-    simdr_close(f->s);
     for (int i = 0; i < N; i++)
         free(f->vals[i]);
-    tu_rmtree(f->dir);
-    free(f->dir);
+    tu_fixture_free(&f->tu);
     free(f);
     return 0;
 }
@@ -62,7 +56,7 @@ static void put_all(fixture *f, uint64_t *tail) {
         items[i].value = f->vals[i];
         items[i].value_len = f->vlen[i];
     }
-    assert_int_equal(simdr_put_batch(f->s, items, N, tail), SIMDR_OK);
+    assert_int_equal(simdr_put_batch(f->tu.s, items, N, tail), SIMDR_OK);
     free(items);
 }
 
@@ -70,19 +64,19 @@ static void test_batch_put(void **state) {
     fixture *f = *state;
     uint64_t tail = 0;
     put_all(f, &tail);
-    assert_int_equal(tail, simdr_file_size(f->s));
-    assert_int_equal(tu_file_size(f->path), (int64_t)tail);
-    assert_int_equal(simdr_count(f->s), N);
+    assert_int_equal(tail, simdr_file_size(f->tu.s));
+    assert_int_equal(tu_file_size(f->tu.path), (int64_t)tail);
+    assert_int_equal(simdr_count(f->tu.s), N);
     /* the index costs at most 16 bytes per live key */
-    assert_true(simdr_index_bytes(f->s) > 0);
-    assert_true(simdr_index_bytes(f->s) <= 16 * (uint64_t)N);
+    assert_true(simdr_index_bytes(f->tu.s) > 0);
+    assert_true(simdr_index_bytes(f->tu.s) <= 16 * (uint64_t)N);
     for (int i = 0; i < N; i++)
-        tu_expect_value(f->s, TU_STR(f->keys[i]), f->vals[i], f->vlen[i]);
+        tu_expect_value(f->tu.s, TU_STR(f->keys[i]), f->vals[i], f->vlen[i]);
     /* entries are chained in batch order and payloads aligned */
     uint64_t prev_end = 0;
     for (int i = 0; i < N; i++) {
         simdr_entry *e = NULL;
-        assert_int_equal(simdr_get(f->s, TU_STR(f->keys[i]), &e), SIMDR_OK);
+        assert_int_equal(simdr_get(f->tu.s, TU_STR(f->keys[i]), &e), SIMDR_OK);
         assert_int_equal(simdr_entry_start(e), prev_end);
         assert_int_equal(simdr_entry_offset(e) % 64, 0);
         assert_int_equal(simdr_entry_verify(e), SIMDR_OK);
@@ -91,15 +85,15 @@ static void test_batch_put(void **state) {
     }
     assert_int_equal(prev_end, tail);
     simdr_entry *last = NULL;
-    assert_int_equal(simdr_get_last(f->s, &last), SIMDR_OK);
+    assert_int_equal(simdr_get_last(f->tu.s, &last), SIMDR_OK);
     assert_int_equal(simdr_entry_key_hash(last), simdr_hash_key(TU_STR(f->keys[N - 1])));
     simdr_entry_release(last);
     /* persists */
-    assert_int_equal(simdr_close(f->s), SIMDR_OK);
-    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
-    assert_int_equal(simdr_count(f->s), N);
+    assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+    f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_count(f->tu.s), N);
     for (int i = 0; i < N; i += 7)
-        tu_expect_value(f->s, TU_STR(f->keys[i]), f->vals[i], f->vlen[i]);
+        tu_expect_value(f->tu.s, TU_STR(f->keys[i]), f->vals[i], f->vlen[i]);
 }
 
 static void test_batch_later_item_wins(void **state) {
@@ -110,40 +104,40 @@ static void test_batch_later_item_wins(void **state) {
         {"dup", 3, "second", 6},
         {"dup", 3, "third!", 6},
     };
-    assert_int_equal(simdr_put_batch(f->s, items, 4, NULL), SIMDR_OK);
-    tu_expect_str(f->s, "dup", "third!");
-    tu_expect_str(f->s, "other", "o");
-    assert_int_equal(simdr_count(f->s), 2);
-    assert_int_equal(simdr_close(f->s), SIMDR_OK);
-    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
-    tu_expect_str(f->s, "dup", "third!");
-    assert_int_equal(simdr_count(f->s), 2);
+    assert_int_equal(simdr_put_batch(f->tu.s, items, 4, NULL), SIMDR_OK);
+    tu_expect_str(f->tu.s, "dup", "third!");
+    tu_expect_str(f->tu.s, "other", "o");
+    assert_int_equal(simdr_count(f->tu.s), 2);
+    assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+    f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, 0);
+    tu_expect_str(f->tu.s, "dup", "third!");
+    assert_int_equal(simdr_count(f->tu.s), 2);
 }
 
 static void test_batch_bad_item_refuses_all(void **state) {
     fixture *f = *state;
-    tu_put_str(f->s, "pre", "existing");
-    uint64_t size = simdr_file_size(f->s);
+    tu_put_str(f->tu.s, "pre", "existing");
+    uint64_t size = simdr_file_size(f->tu.s);
     const uint8_t zero = 0;
     simdr_kv bad1[3] = {{"a", 1, "x", 1}, {"b", 1, &zero, 1}, {"c", 1, "z", 1}};
     simdr_kv bad2[3] = {{"a", 1, "x", 1}, {"b", 1, "y", 1}, {"c", 1, "", 0}};
     uint64_t tail = 0;
-    assert_int_equal(simdr_put_batch(f->s, bad1, 3, &tail), SIMDR_EINVAL);
-    assert_int_equal(simdr_put_batch(f->s, bad2, 3, &tail), SIMDR_EINVAL);
+    assert_int_equal(simdr_put_batch(f->tu.s, bad1, 3, &tail), SIMDR_EINVAL);
+    assert_int_equal(simdr_put_batch(f->tu.s, bad2, 3, &tail), SIMDR_EINVAL);
     simdr_hashed_kv hb[2] = {{1, "x", 1}, {2, &zero, 1}};
-    assert_int_equal(simdr_put_batch_hashed(f->s, hb, 2, &tail), SIMDR_EINVAL);
-    assert_int_equal(simdr_file_size(f->s), size);
-    assert_int_equal(tu_file_size(f->path), (int64_t)size);
-    tu_expect_absent(f->s, TU_STR("a"));
-    tu_expect_absent(f->s, TU_STR("b"));
-    tu_expect_absent(f->s, TU_STR("c"));
-    assert_int_equal(simdr_count(f->s), 1);
-    tu_expect_str(f->s, "pre", "existing");
+    assert_int_equal(simdr_put_batch_hashed(f->tu.s, hb, 2, &tail), SIMDR_EINVAL);
+    assert_int_equal(simdr_file_size(f->tu.s), size);
+    assert_int_equal(tu_file_size(f->tu.path), (int64_t)size);
+    tu_expect_absent(f->tu.s, TU_STR("a"));
+    tu_expect_absent(f->tu.s, TU_STR("b"));
+    tu_expect_absent(f->tu.s, TU_STR("c"));
+    assert_int_equal(simdr_count(f->tu.s), 1);
+    tu_expect_str(f->tu.s, "pre", "existing");
     /* two zero bytes are a valid regular value in a batch too */
     const uint8_t zz[2] = {0, 0};
     simdr_kv ok[1] = {{"zz", 2, zz, 2}};
-    assert_int_equal(simdr_put_batch(f->s, ok, 1, NULL), SIMDR_OK);
-    tu_expect_value(f->s, TU_STR("zz"), zz, 2);
+    assert_int_equal(simdr_put_batch(f->tu.s, ok, 1, NULL), SIMDR_OK);
+    tu_expect_value(f->tu.s, TU_STR("zz"), zz, 2);
 }
 
 static void test_batch_put_hashed(void **state) {
@@ -155,11 +149,11 @@ static void test_batch_put_hashed(void **state) {
         items[i].value_len = f->vlen[i];
     }
     uint64_t tail = 0;
-    assert_int_equal(simdr_put_batch_hashed(f->s, items, N, &tail), SIMDR_OK);
-    assert_int_equal(tail, simdr_file_size(f->s));
-    assert_int_equal(simdr_count(f->s), N);
+    assert_int_equal(simdr_put_batch_hashed(f->tu.s, items, N, &tail), SIMDR_OK);
+    assert_int_equal(tail, simdr_file_size(f->tu.s));
+    assert_int_equal(simdr_count(f->tu.s), N);
     for (int i = 0; i < N; i++)
-        tu_expect_value(f->s, TU_STR(f->keys[i]), f->vals[i], f->vlen[i]);
+        tu_expect_value(f->tu.s, TU_STR(f->keys[i]), f->vals[i], f->vlen[i]);
     free(items);
 }
 
@@ -182,7 +176,7 @@ static void test_batch_get(void **state) {
         }
         out[i] = (simdr_entry *)(uintptr_t)0x1;
     }
-    int64_t found = simdr_get_batch(f->s, keys, M, out);
+    int64_t found = simdr_get_batch(f->tu.s, keys, M, out);
     assert_int_equal(found, M / 2);
     for (int i = 0; i < M; i++) {
         if (i % 2 == 0) {
@@ -195,11 +189,11 @@ static void test_batch_get(void **state) {
         simdr_entry_release(out[i]);
     }
     /* by hash, including a deleted key */
-    assert_int_equal(simdr_delete(f->s, TU_STR(f->keys[1]), NULL), SIMDR_OK);
+    assert_int_equal(simdr_delete(f->tu.s, TU_STR(f->keys[1]), NULL), SIMDR_OK);
     uint64_t hs[4] = {simdr_hash_key(TU_STR(f->keys[0])), simdr_hash_key(TU_STR(f->keys[1])),
                       simdr_hash_key(TU_STR("absent")), simdr_hash_key(TU_STR(f->keys[2]))};
     simdr_entry *ho[4];
-    assert_int_equal(simdr_get_batch_hashed(f->s, hs, 4, ho), 2);
+    assert_int_equal(simdr_get_batch_hashed(f->tu.s, hs, 4, ho), 2);
     assert_non_null(ho[0]);
     assert_null(ho[1]);
     assert_null(ho[2]);
@@ -208,7 +202,7 @@ static void test_batch_get(void **state) {
     for (int i = 0; i < 4; i++)
         simdr_entry_release(ho[i]);
     /* empty request */
-    assert_int_equal(simdr_get_batch(f->s, keys, 0, out), 0);
+    assert_int_equal(simdr_get_batch(f->tu.s, keys, 0, out), 0);
 }
 
 /* One batch far larger than a fresh index: it grows several times inside the
@@ -250,10 +244,10 @@ static void test_batch_across_index_growth(void **state) {
         snprintf(vals[j], sizeof vals[j], "v%d", j);
         items[j] = (simdr_kv){keys[j], strlen(keys[j]), vals[j], strlen(vals[j])};
     }
-    assert_int_equal(simdr_put_batch(f->s, items, GROW_ITEMS, NULL), SIMDR_OK);
+    assert_int_equal(simdr_put_batch(f->tu.s, items, GROW_ITEMS, NULL), SIMDR_OK);
     free(items);
-    assert_int_equal(simdr_count(f->s), GROW_KEYS);
-    assert_true(simdr_index_bytes(f->s) <= 16 * simdr_count(f->s));
+    assert_int_equal(simdr_count(f->tu.s), GROW_KEYS);
+    assert_true(simdr_index_bytes(f->tu.s) <= 16 * simdr_count(f->tu.s));
 
     /* Each rename is one append of a new key and a tombstone and adds one
      * index slot, so one of them starts with room for exactly one more key:
@@ -262,9 +256,10 @@ static void test_batch_across_index_growth(void **state) {
         char from[32], to[32];
         grow_key(from, sizeof from, "g", k);
         grow_key(to, sizeof to, "r", k);
-        assert_int_equal(simdr_rename(f->s, from, strlen(from), to, strlen(to), NULL), SIMDR_OK);
+        assert_int_equal(simdr_rename(f->tu.s, from, strlen(from), to, strlen(to), NULL),
+                         SIMDR_OK);
     }
-    assert_int_equal(simdr_count(f->s), GROW_KEYS);
+    assert_int_equal(simdr_count(f->tu.s), GROW_KEYS);
 
     simdr_key *dels = calloc(DELETES, sizeof *dels);
     static char del_keys[DELETES][16];
@@ -273,14 +268,14 @@ static void test_batch_across_index_growth(void **state) {
         dels[i] = (simdr_key){del_keys[i], strlen(del_keys[i])};
     }
     size_t deleted = 0;
-    assert_int_equal(simdr_delete_batch(f->s, dels, DELETES, &deleted, NULL), SIMDR_OK);
+    assert_int_equal(simdr_delete_batch(f->tu.s, dels, DELETES, &deleted, NULL), SIMDR_OK);
     assert_int_equal(deleted, DELETES);
     free(dels);
 
-    expect_grown_store(f->s);
-    assert_int_equal(simdr_close(f->s), SIMDR_OK);
-    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
-    expect_grown_store(f->s);
+    expect_grown_store(f->tu.s);
+    assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+    f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, 0);
+    expect_grown_store(f->tu.s);
 }
 
 /* Bitwise CRC-32 (IEEE, reflected), the definition the format refers to. */
@@ -306,10 +301,10 @@ static void test_batch_checksums_match_reference(void **state) {
         snprintf(keys[i], sizeof keys[i], "crc-%d", i);
         items[i] = (simdr_kv){keys[i], strlen(keys[i]), vals[i], len};
     }
-    assert_int_equal(simdr_put_batch(f->s, items, LENGTHS, NULL), SIMDR_OK);
+    assert_int_equal(simdr_put_batch(f->tu.s, items, LENGTHS, NULL), SIMDR_OK);
     for (int i = 0; i < LENGTHS; i++) {
         simdr_entry *e = NULL;
-        assert_int_equal(simdr_get(f->s, keys[i], strlen(keys[i]), &e), SIMDR_OK);
+        assert_int_equal(simdr_get(f->tu.s, keys[i], strlen(keys[i]), &e), SIMDR_OK);
         assert_int_equal(simdr_entry_checksum(e), reference_crc32(vals[i], (size_t)i + 1));
         assert_int_equal(simdr_entry_verify(e), SIMDR_OK);
         simdr_entry_release(e);
@@ -327,27 +322,27 @@ static void test_batch_delete(void **state) {
                          {f->keys[5], strlen(f->keys[5])}};
     size_t deleted = 0;
     uint64_t tail = 0;
-    assert_int_equal(simdr_delete_batch(f->s, keys, 6, &deleted, &tail), SIMDR_OK);
+    assert_int_equal(simdr_delete_batch(f->tu.s, keys, 6, &deleted, &tail), SIMDR_OK);
     assert_int_equal(deleted, 3);
-    assert_int_equal(tail, simdr_file_size(f->s));
-    assert_int_equal(simdr_count(f->s), N - 3);
-    tu_expect_absent(f->s, TU_STR(f->keys[0]));
-    tu_expect_absent(f->s, TU_STR(f->keys[5]));
-    tu_expect_absent(f->s, TU_STR(f->keys[9]));
-    tu_expect_value(f->s, TU_STR(f->keys[1]), f->vals[1], f->vlen[1]);
+    assert_int_equal(tail, simdr_file_size(f->tu.s));
+    assert_int_equal(simdr_count(f->tu.s), N - 3);
+    tu_expect_absent(f->tu.s, TU_STR(f->keys[0]));
+    tu_expect_absent(f->tu.s, TU_STR(f->keys[5]));
+    tu_expect_absent(f->tu.s, TU_STR(f->keys[9]));
+    tu_expect_value(f->tu.s, TU_STR(f->keys[1]), f->vals[1], f->vlen[1]);
     /* deleting only absent keys appends nothing */
-    uint64_t size = simdr_file_size(f->s);
+    uint64_t size = simdr_file_size(f->tu.s);
     deleted = 99;
-    assert_int_equal(simdr_delete_batch(f->s, keys, 2, &deleted, NULL), SIMDR_OK);
+    assert_int_equal(simdr_delete_batch(f->tu.s, keys, 2, &deleted, NULL), SIMDR_OK);
     assert_int_equal(deleted, 0);
-    assert_int_equal(simdr_file_size(f->s), size);
-    assert_int_equal(tu_file_size(f->path), (int64_t)size);
+    assert_int_equal(simdr_file_size(f->tu.s), size);
+    assert_int_equal(tu_file_size(f->tu.path), (int64_t)size);
     /* survives reopen */
-    assert_int_equal(simdr_close(f->s), SIMDR_OK);
-    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
-    assert_int_equal(simdr_count(f->s), N - 3);
-    tu_expect_absent(f->s, TU_STR(f->keys[5]));
-    tu_expect_value(f->s, TU_STR(f->keys[6]), f->vals[6], f->vlen[6]);
+    assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+    f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_count(f->tu.s), N - 3);
+    tu_expect_absent(f->tu.s, TU_STR(f->keys[5]));
+    tu_expect_value(f->tu.s, TU_STR(f->keys[6]), f->vals[6], f->vlen[6]);
 }
 
 /* Checks one batch result against single gets of the same keys. */
@@ -383,10 +378,10 @@ static void test_batch_get_sizes(void **state) {
     fixture *f = *state;
     put_all(f, NULL);
     for (int i = 0; i < N; i += 7)
-        assert_int_equal(simdr_delete(f->s, TU_STR(f->keys[i]), NULL), SIMDR_OK);
+        assert_int_equal(simdr_delete(f->tu.s, TU_STR(f->keys[i]), NULL), SIMDR_OK);
     /* an overwritten key must come back with its newest value */
     static const char newer[] = "newer value";
-    assert_int_equal(simdr_put(f->s, TU_STR(f->keys[3]), newer, sizeof newer, NULL), SIMDR_OK);
+    assert_int_equal(simdr_put(f->tu.s, TU_STR(f->keys[3]), newer, sizeof newer, NULL), SIMDR_OK);
     const size_t sizes[] = {0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 24, 25, 33,
                             255, 256, 257, 511, 513, 1000, 3 * N};
     enum { MAXN = 3 * N };
@@ -414,10 +409,10 @@ static void test_batch_get_sizes(void **state) {
         }
         for (int by_hash = 0; by_hash < 2; by_hash++) {
             for (size_t i = 0; i < n; i++) out[i] = (simdr_entry *)(uintptr_t)0x1;
-            int64_t found = by_hash ? simdr_get_batch_hashed(f->s, hashes, n, out)
-                                    : simdr_get_batch(f->s, keys, n, out);
+            int64_t found = by_hash ? simdr_get_batch_hashed(f->tu.s, hashes, n, out)
+                                    : simdr_get_batch(f->tu.s, keys, n, out);
             assert_true(found >= 0);
-            expect_batch_matches_gets(f->s, keys, n, out, found);
+            expect_batch_matches_gets(f->tu.s, keys, n, out, found);
             /* spot-check values against what was written */
             for (size_t i = 0; i < n; i++) {
                 if (!out[i] || keys[i].key == f->keys[3]) continue;
@@ -456,19 +451,19 @@ static void test_batch_get_none_found(void **state) {
         keys[i].key = f->keys[i];
         keys[i].key_len = strlen(f->keys[i]);
     }
-    assert_int_equal(simdr_get_batch(f->s, keys, 40, out), 0); /* empty store */
+    assert_int_equal(simdr_get_batch(f->tu.s, keys, 40, out), 0); /* empty store */
     for (int i = 0; i < 40; i++) assert_null(out[i]);
     put_all(f, NULL);
     size_t deleted = 0;
-    assert_int_equal(simdr_delete_batch(f->s, keys, 40, &deleted, NULL), SIMDR_OK);
+    assert_int_equal(simdr_delete_batch(f->tu.s, keys, 40, &deleted, NULL), SIMDR_OK);
     assert_int_equal(deleted, 40);
-    assert_int_equal(simdr_get_batch(f->s, keys, 40, out), 0);
+    assert_int_equal(simdr_get_batch(f->tu.s, keys, 40, out), 0);
     for (int i = 0; i < 40; i++) assert_null(out[i]);
-    assert_int_equal(simdr_get_batch(f->s, NULL, 1, out), SIMDR_EINVAL);
+    assert_int_equal(simdr_get_batch(f->tu.s, NULL, 1, out), SIMDR_EINVAL);
     simdr_key null_key = {NULL, 3};
     simdr_key with_null[2] = {{f->keys[100], strlen(f->keys[100])}, null_key};
     out[0] = out[1] = (simdr_entry *)(uintptr_t)0x1;
-    assert_int_equal(simdr_get_batch(f->s, with_null, 2, out), SIMDR_EINVAL);
+    assert_int_equal(simdr_get_batch(f->tu.s, with_null, 2, out), SIMDR_EINVAL);
     assert_null(out[0]);
     assert_null(out[1]);
 }
@@ -491,7 +486,7 @@ static void test_batch_handle_lifetime(void **state) {
         keys[i].key = f->keys[i];
         keys[i].key_len = strlen(f->keys[i]);
     }
-    assert_int_equal(simdr_get_batch(f->s, keys, M, out), M);
+    assert_int_equal(simdr_get_batch(f->tu.s, keys, M, out), M);
     /* a dup outlives the original and its whole batch */
     simdr_entry *dup = NULL;
     assert_int_equal(simdr_entry_dup(out[5], &dup), SIMDR_OK);
@@ -510,10 +505,10 @@ static void test_batch_handle_lifetime(void **state) {
     assert_int_equal(pthread_create(&t, NULL, release_all, other), 0);
     assert_int_equal(pthread_join(t, NULL), 0);
     /* the kept handles survive overwrites, compaction and close */
-    for (int i = 0; i < 20; i++) tu_put_str(f->s, f->keys[i], "overwritten");
-    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
-    assert_int_equal(simdr_close(f->s), SIMDR_OK);
-    f->s = NULL;
+    for (int i = 0; i < 20; i++) tu_put_str(f->tu.s, f->keys[i], "overwritten");
+    assert_int_equal(simdr_compact(f->tu.s), SIMDR_OK);
+    assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+    f->tu.s = NULL;
     assert_memory_equal(simdr_entry_data(out[7]), f->vals[7], f->vlen[7]);
     assert_memory_equal(simdr_entry_data(out[290]), f->vals[290], f->vlen[290]);
     assert_memory_equal(simdr_entry_data(dup), f->vals[5], f->vlen[5]);
@@ -530,36 +525,36 @@ static void test_batch_handle_lifetime(void **state) {
  * nothing written. */
 static void test_batch_argument_checks(void **state) {
     fixture *f = *state;
-    tu_put_str(f->s, "before", "b");
-    uint64_t size = simdr_file_size(f->s);
+    tu_put_str(f->tu.s, "before", "b");
+    uint64_t size = simdr_file_size(f->tu.s);
     uint8_t small[128] = {1};
     simdr_kv kv[2] = {{f->keys[0], 9, small, 10}, {NULL, 3, small, 10}};
-    assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_EINVAL);
+    assert_int_equal(simdr_put_batch(f->tu.s, kv, 2, NULL), SIMDR_EINVAL);
     simdr_key keys[2] = {{"before", 6}, {NULL, 5}};
     size_t deleted = 77;
-    assert_int_equal(simdr_delete_batch(f->s, keys, 2, &deleted, NULL), SIMDR_EINVAL);
+    assert_int_equal(simdr_delete_batch(f->tu.s, keys, 2, &deleted, NULL), SIMDR_EINVAL);
     assert_int_equal(deleted, 77);
-    tu_expect_str(f->s, "before", "b");
+    tu_expect_str(f->tu.s, "before", "b");
 
     kv[1] = (simdr_kv){f->keys[1], 9, small, SIZE_MAX - 10};
-    assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_ETOOBIG);
+    assert_int_equal(simdr_put_batch(f->tu.s, kv, 2, NULL), SIMDR_ETOOBIG);
     kv[0].value_len = SIZE_MAX / 2 + 1;
     kv[1].value_len = SIZE_MAX / 2 + 1;
-    assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_ETOOBIG);
+    assert_int_equal(simdr_put_batch(f->tu.s, kv, 2, NULL), SIMDR_ETOOBIG);
     simdr_hashed_kv hk[2] = {{1, small, 100}, {2, small, SIZE_MAX}};
-    assert_int_equal(simdr_put_batch_hashed(f->s, hk, 2, NULL), SIMDR_ETOOBIG);
+    assert_int_equal(simdr_put_batch_hashed(f->tu.s, hk, 2, NULL), SIMDR_ETOOBIG);
     /* each below the limit, together beyond the 128 TiB a file can hold */
     kv[0].value_len = (size_t)1 << 46;
     kv[1].value_len = (size_t)1 << 46;
-    assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_ETOOBIG);
-    assert_int_equal(simdr_put(f->s, TU_STR("huge"), small, SIZE_MAX, NULL), SIMDR_ETOOBIG);
-    assert_int_equal(simdr_put(f->s, TU_STR("huge"), small, SIZE_MAX - 19, NULL),
+    assert_int_equal(simdr_put_batch(f->tu.s, kv, 2, NULL), SIMDR_ETOOBIG);
+    assert_int_equal(simdr_put(f->tu.s, TU_STR("huge"), small, SIZE_MAX, NULL), SIMDR_ETOOBIG);
+    assert_int_equal(simdr_put(f->tu.s, TU_STR("huge"), small, SIZE_MAX - 19, NULL),
                      SIMDR_ETOOBIG);
-    assert_int_equal(simdr_file_size(f->s), size);
-    assert_int_equal(tu_file_size(f->path), (int64_t)size);
-    assert_int_equal(simdr_count(f->s), 1);
-    tu_put_str(f->s, "after", "a");
-    tu_expect_str(f->s, "after", "a");
+    assert_int_equal(simdr_file_size(f->tu.s), size);
+    assert_int_equal(tu_file_size(f->tu.path), (int64_t)size);
+    assert_int_equal(simdr_count(f->tu.s), 1);
+    tu_put_str(f->tu.s, "after", "a");
+    tu_expect_str(f->tu.s, "after", "a");
 }
 
 int main(void) {

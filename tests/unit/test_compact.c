@@ -17,9 +17,7 @@
 #define NK 200
 
 typedef struct fixture {
-    char *dir;
-    char path[4096];
-    simdr_store *s;
+    tu_fixture tu; /* the directory, the store path and the store */
     uint8_t val[NK][300];
     size_t len[NK];
     int live[NK];
@@ -34,14 +32,14 @@ static void put(fixture *f, int i, uint64_t seed) {
     key_of(i, k, sizeof k);
     f->len[i] = 1 + (size_t)(seed % 300);
     tu_fill(f->val[i], f->len[i], seed);
-    assert_int_equal(simdr_put(f->s, TU_STR(k), f->val[i], f->len[i], NULL), SIMDR_OK);
+    assert_int_equal(simdr_put(f->tu.s, TU_STR(k), f->val[i], f->len[i], NULL), SIMDR_OK);
     f->live[i] = 1;
 }
 
 static void del(fixture *f, int i) {
     char k[32];
     key_of(i, k, sizeof k);
-    assert_int_equal(simdr_delete(f->s, TU_STR(k), NULL), SIMDR_OK);
+    assert_int_equal(simdr_delete(f->tu.s, TU_STR(k), NULL), SIMDR_OK);
     f->live[i] = 0;
 }
 
@@ -65,7 +63,7 @@ static void verify_all(fixture *f, simdr_store *s) {
 }
 
 static void populate(fixture *f, int layout) {
-    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+    f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_CREATE, layout);
     uint64_t seed = tu_seed(555);
     for (int i = 0; i < NK; i++)
         put(f, i, tu_rand(&seed));
@@ -81,36 +79,33 @@ static void populate(fixture *f, int layout) {
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
+    tu_fixture_init(&f->tu, 0);
     *state = f;
     return 0;
 }
 
 static int teardown(void **state) {
     fixture *f = *state;
-    simdr_close(f->s);
-    tu_rmtree(f->dir);
-    free(f->dir);
+    tu_fixture_free(&f->tu);
     free(f);
     return 0;
 }
 
 static void compact_and_continue(fixture *f, int layout) {
     populate(f, layout);
-    uint64_t size = simdr_file_size(f->s);
-    uint64_t savings = simdr_compaction_savings(f->s);
+    uint64_t size = simdr_file_size(f->tu.s);
+    uint64_t savings = simdr_compaction_savings(f->tu.s);
     assert_true(savings > 0);
-    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
-    assert_int_equal(simdr_file_size(f->s), size - savings);
-    assert_int_equal(tu_file_size(f->path), (int64_t)(size - savings));
-    assert_int_equal(simdr_compaction_savings(f->s), 0);
-    assert_int_equal(simdr_layout_of(f->s), layout);
-    assert_int_equal(tu_dir_count(f->dir), 1); /* no temporary file left */
-    verify_all(f, f->s);
+    assert_int_equal(simdr_compact(f->tu.s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->tu.s), size - savings);
+    assert_int_equal(tu_file_size(f->tu.path), (int64_t)(size - savings));
+    assert_int_equal(simdr_compaction_savings(f->tu.s), 0);
+    assert_int_equal(simdr_layout_of(f->tu.s), layout);
+    assert_int_equal(tu_dir_count(f->tu.dir), 1); /* no temporary file left */
+    verify_all(f, f->tu.s);
     /* exactly one entry per live key is left */
     simdr_check_report rep;
-    assert_int_equal(simdr_check(f->s, NULL, NULL, &rep), SIMDR_OK);
+    assert_int_equal(simdr_check(f->tu.s, NULL, NULL, &rep), SIMDR_OK);
     assert_int_equal(rep.entries, nlive(f));
     assert_int_equal(rep.bad_entries, 0);
     /* the same store keeps working: writes after compaction go to the new file */
@@ -118,24 +113,24 @@ static void compact_and_continue(fixture *f, int layout) {
     for (int i = 0; i < NK; i += 3)
         put(f, i, tu_rand(&seed));
     del(f, 4);
-    verify_all(f, f->s);
-    assert_int_equal(simdr_close(f->s), SIMDR_OK);
-    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, !layout);
+    verify_all(f, f->tu.s);
+    assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+    f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, !layout);
     simdr_recovery_info ri;
-    assert_int_equal(simdr_recovery(f->s, &ri), SIMDR_OK);
+    assert_int_equal(simdr_recovery(f->tu.s, &ri), SIMDR_OK);
     assert_int_equal(ri.bytes_cut, 0);
-    assert_int_equal(simdr_layout_of(f->s), layout);
-    verify_all(f, f->s);
+    assert_int_equal(simdr_layout_of(f->tu.s), layout);
+    verify_all(f, f->tu.s);
     /* compaction twice in a row; the second has nothing to remove beyond savings */
-    savings = simdr_compaction_savings(f->s);
-    size = simdr_file_size(f->s);
-    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
-    assert_int_equal(simdr_file_size(f->s), size - savings);
-    size = simdr_file_size(f->s);
-    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
-    assert_int_equal(simdr_file_size(f->s), size);
-    verify_all(f, f->s);
-    assert_int_equal(tu_dir_count(f->dir), 1);
+    savings = simdr_compaction_savings(f->tu.s);
+    size = simdr_file_size(f->tu.s);
+    assert_int_equal(simdr_compact(f->tu.s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->tu.s), size - savings);
+    size = simdr_file_size(f->tu.s);
+    assert_int_equal(simdr_compact(f->tu.s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->tu.s), size);
+    verify_all(f, f->tu.s);
+    assert_int_equal(tu_dir_count(f->tu.dir), 1);
 }
 
 static void test_compact_aligned(void **state) {
@@ -152,7 +147,7 @@ static void test_handles_held_across_compaction(void **state) {
     size_t bign = 2 * 1024 * 1024;
     uint8_t *big = malloc(bign);
     tu_fill(big, bign, 8);
-    assert_int_equal(simdr_put(f->s, TU_STR("big"), big, bign, NULL), SIMDR_OK);
+    assert_int_equal(simdr_put(f->tu.s, TU_STR("big"), big, bign, NULL), SIMDR_OK);
     simdr_entry *held[NK + 1];
     const void *ptrs[NK + 1];
     for (int i = 0; i < NK; i++) {
@@ -160,20 +155,20 @@ static void test_handles_held_across_compaction(void **state) {
         key_of(i, k, sizeof k);
         held[i] = NULL;
         if (f->live[i]) {
-            assert_int_equal(simdr_get(f->s, TU_STR(k), &held[i]), SIMDR_OK);
+            assert_int_equal(simdr_get(f->tu.s, TU_STR(k), &held[i]), SIMDR_OK);
             ptrs[i] = simdr_entry_data(held[i]);
         }
     }
-    assert_int_equal(simdr_get(f->s, TU_STR("big"), &held[NK]), SIMDR_OK);
+    assert_int_equal(simdr_get(f->tu.s, TU_STR("big"), &held[NK]), SIMDR_OK);
     ptrs[NK] = simdr_entry_data(held[NK]);
     /* an iterator opened before compaction */
     simdr_iter *it = NULL;
-    assert_int_equal(simdr_iter_open(f->s, &it), SIMDR_OK);
+    assert_int_equal(simdr_iter_open(f->tu.s, &it), SIMDR_OK);
     const simdr_entry *ie = NULL;
     assert_int_equal(simdr_iter_next(it, &ie), SIMDR_OK);
 
     /* delete the big one and overwrite everything, then compact */
-    assert_int_equal(simdr_delete(f->s, TU_STR("big"), NULL), SIMDR_OK);
+    assert_int_equal(simdr_delete(f->tu.s, TU_STR("big"), NULL), SIMDR_OK);
     uint8_t saved[NK][300];
     size_t saved_len[NK];
     memcpy(saved, f->val, sizeof saved);
@@ -182,7 +177,7 @@ static void test_handles_held_across_compaction(void **state) {
     for (int i = 0; i < NK; i++)
         if (f->live[i])
             put(f, i, tu_rand(&seed));
-    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_compact(f->tu.s), SIMDR_OK);
     /* write more so the new file grows over the old offsets */
     for (int r = 0; r < 3; r++)
         for (int i = 0; i < NK; i++)
@@ -226,53 +221,53 @@ static void test_handles_held_across_compaction(void **state) {
     assert_int_equal(rc, SIMDR_NOTFOUND);
     assert_int_equal(n, nlive(f) + 1);
     simdr_iter_close(it);
-    verify_all(f, f->s);
-    tu_expect_absent(f->s, TU_STR("big"));
+    verify_all(f, f->tu.s);
+    tu_expect_absent(f->tu.s, TU_STR("big"));
     free(big);
 }
 
 static void test_readonly_refresh_after_compaction(void **state) {
     fixture *f = *state;
     populate(f, SIMDR_LAYOUT_ALIGNED64);
-    simdr_store *ro = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+    simdr_store *ro = tu_open(f->tu.path, SIMDR_OPEN_READONLY, 0);
     verify_all(f, ro);
-    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_compact(f->tu.s), SIMDR_OK);
     uint64_t seed = 1;
     put(f, 3, tu_rand(&seed));
     put(f, 6, tu_rand(&seed));
     uint64_t added = 0;
     assert_int_equal(simdr_refresh(ro, &added), SIMDR_OK);
     verify_all(f, ro);
-    assert_int_equal(simdr_file_size(ro), simdr_file_size(f->s));
+    assert_int_equal(simdr_file_size(ro), simdr_file_size(f->tu.s));
     assert_int_equal(simdr_close(ro), SIMDR_OK);
     /* refresh on a writable store is a no-op */
     added = 77;
-    assert_int_equal(simdr_refresh(f->s, &added), SIMDR_OK);
+    assert_int_equal(simdr_refresh(f->tu.s, &added), SIMDR_OK);
     assert_int_equal(added, 0);
 }
 
 static void test_compact_empty_and_all_deleted(void **state) {
     fixture *f = *state;
-    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
-    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
-    assert_int_equal(simdr_file_size(f->s), 0);
-    tu_put_str(f->s, "a", "1");
-    tu_put_str(f->s, "b", "2");
-    assert_int_equal(simdr_delete(f->s, TU_STR("a"), NULL), SIMDR_OK);
-    assert_int_equal(simdr_delete(f->s, TU_STR("b"), NULL), SIMDR_OK);
-    assert_int_equal(simdr_compaction_savings(f->s), simdr_file_size(f->s));
-    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
-    assert_int_equal(simdr_file_size(f->s), 0);
-    assert_int_equal(tu_file_size(f->path), 0);
-    assert_int_equal(simdr_is_empty(f->s), 1);
-    tu_put_str(f->s, "c", "3");
-    assert_int_equal(simdr_close(f->s), SIMDR_OK);
-    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
-    tu_expect_str(f->s, "c", "3");
-    tu_expect_absent(f->s, TU_STR("a"));
-    tu_expect_absent(f->s, TU_STR("b"));
-    assert_int_equal(simdr_count(f->s), 1);
-    assert_int_equal(tu_dir_count(f->dir), 1);
+    f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_CREATE, 0);
+    assert_int_equal(simdr_compact(f->tu.s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->tu.s), 0);
+    tu_put_str(f->tu.s, "a", "1");
+    tu_put_str(f->tu.s, "b", "2");
+    assert_int_equal(simdr_delete(f->tu.s, TU_STR("a"), NULL), SIMDR_OK);
+    assert_int_equal(simdr_delete(f->tu.s, TU_STR("b"), NULL), SIMDR_OK);
+    assert_int_equal(simdr_compaction_savings(f->tu.s), simdr_file_size(f->tu.s));
+    assert_int_equal(simdr_compact(f->tu.s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->tu.s), 0);
+    assert_int_equal(tu_file_size(f->tu.path), 0);
+    assert_int_equal(simdr_is_empty(f->tu.s), 1);
+    tu_put_str(f->tu.s, "c", "3");
+    assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+    f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, 0);
+    tu_expect_str(f->tu.s, "c", "3");
+    tu_expect_absent(f->tu.s, TU_STR("a"));
+    tu_expect_absent(f->tu.s, TU_STR("b"));
+    assert_int_equal(simdr_count(f->tu.s), 1);
+    assert_int_equal(tu_dir_count(f->tu.dir), 1);
 }
 
 /* A store of tens of megabytes: compaction hands the old file's pages back as
@@ -281,7 +276,7 @@ static void test_compact_empty_and_all_deleted(void **state) {
  * in the new index, before and after a reopen. */
 static void test_compact_large_store_with_handles(void **state) {
     fixture *f = *state;
-    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
+    f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_CREATE, 0);
     enum { KEYS = 12000, VLEN = 2000, HELD = 64 };
     uint8_t *v = malloc(VLEN);
     char k[32];
@@ -290,11 +285,11 @@ static void test_compact_large_store_with_handles(void **state) {
             if (round == 1 && i % 3 != 0) continue; /* overwrite a third */
             snprintf(k, sizeof k, "big-%d", i);
             tu_fill(v, VLEN, (uint64_t)i * 7 + (uint64_t)round);
-            assert_int_equal(simdr_put(f->s, TU_STR(k), v, VLEN, NULL), SIMDR_OK);
+            assert_int_equal(simdr_put(f->tu.s, TU_STR(k), v, VLEN, NULL), SIMDR_OK);
         }
     for (int i = 1; i < KEYS; i += 97) {
         snprintf(k, sizeof k, "big-%d", i);
-        assert_int_equal(simdr_delete(f->s, TU_STR(k), NULL), SIMDR_OK);
+        assert_int_equal(simdr_delete(f->tu.s, TU_STR(k), NULL), SIMDR_OK);
     }
     simdr_entry *held[HELD];
     int held_key[HELD];
@@ -302,12 +297,12 @@ static void test_compact_large_store_with_handles(void **state) {
         held_key[h] = (h * 181) % KEYS;
         if (held_key[h] % 97 == 1) held_key[h]++;
         snprintf(k, sizeof k, "big-%d", held_key[h]);
-        assert_int_equal(simdr_get(f->s, TU_STR(k), &held[h]), SIMDR_OK);
+        assert_int_equal(simdr_get(f->tu.s, TU_STR(k), &held[h]), SIMDR_OK);
     }
-    uint64_t live = simdr_count(f->s);
-    assert_true(simdr_file_size(f->s) > 3 * (UINT64_C(8) << 20));
-    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
-    assert_int_equal(simdr_count(f->s), live);
+    uint64_t live = simdr_count(f->tu.s);
+    assert_true(simdr_file_size(f->tu.s) > 3 * (UINT64_C(8) << 20));
+    assert_int_equal(simdr_compact(f->tu.s), SIMDR_OK);
+    assert_int_equal(simdr_count(f->tu.s), live);
     for (int h = 0; h < HELD; h++) {
         int i = held_key[h];
         tu_fill(v, VLEN, (uint64_t)i * 7 + (i % 3 == 0 ? 1u : 0u));
@@ -319,20 +314,20 @@ static void test_compact_large_store_with_handles(void **state) {
         for (int i = 0; i < KEYS; i++) {
             snprintf(k, sizeof k, "big-%d", i);
             if (i % 97 == 1) {
-                tu_expect_absent(f->s, TU_STR(k));
+                tu_expect_absent(f->tu.s, TU_STR(k));
                 continue;
             }
             simdr_entry *e = NULL;
-            assert_int_equal(simdr_get(f->s, TU_STR(k), &e), SIMDR_OK);
+            assert_int_equal(simdr_get(f->tu.s, TU_STR(k), &e), SIMDR_OK);
             tu_fill(v, VLEN, (uint64_t)i * 7 + (i % 3 == 0 ? 1u : 0u));
             assert_int_equal(simdr_entry_size(e), VLEN);
             assert_memory_equal(simdr_entry_data(e), v, VLEN);
             assert_int_equal(simdr_entry_verify(e), SIMDR_OK);
             simdr_entry_release(e);
         }
-        assert_int_equal(simdr_close(f->s), SIMDR_OK);
-        f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
-        assert_int_equal(simdr_count(f->s), live);
+        assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+        f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, 0);
+        assert_int_equal(simdr_count(f->tu.s), live);
     }
     free(v);
 }
@@ -348,36 +343,36 @@ static void test_compact_large_value_behind_small_ones(void **state) {
     size_t nsizes = sizeof sizes / sizeof sizes[0];
     uint8_t *v = malloc((4u << 20) + 1);
     for (int layout = 0; layout < 2; layout++) {
-        f->s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+        f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_CREATE, layout);
         for (size_t i = 0; i < nsizes; i++) {
             char k[32];
             snprintf(k, sizeof k, "note-%zu", i);
-            tu_put_str(f->s, k, "hi");
+            tu_put_str(f->tu.s, k, "hi");
             snprintf(k, sizeof k, "big-%zu", i);
             tu_fill(v, sizes[i], i + 1);
-            assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizes[i], NULL), SIMDR_OK);
+            assert_int_equal(simdr_put(f->tu.s, TU_STR(k), v, sizes[i], NULL), SIMDR_OK);
         }
-        assert_int_equal(simdr_compact(f->s), SIMDR_OK);
-        assert_int_equal(simdr_close(f->s), SIMDR_OK);
-        f->s = NULL;
-        f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, layout);
-        assert_int_equal(simdr_count(f->s), 2 * nsizes);
+        assert_int_equal(simdr_compact(f->tu.s), SIMDR_OK);
+        assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+        f->tu.s = NULL;
+        f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, layout);
+        assert_int_equal(simdr_count(f->tu.s), 2 * nsizes);
         for (size_t i = 0; i < nsizes; i++) {
             char k[32];
             snprintf(k, sizeof k, "note-%zu", i);
-            tu_expect_str(f->s, k, "hi");
+            tu_expect_str(f->tu.s, k, "hi");
             snprintf(k, sizeof k, "big-%zu", i);
             tu_fill(v, sizes[i], i + 1);
-            tu_expect_value(f->s, TU_STR(k), v, sizes[i]);
+            tu_expect_value(f->tu.s, TU_STR(k), v, sizes[i]);
         }
         simdr_check_report rep;
-        assert_int_equal(simdr_check(f->s, NULL, NULL, &rep), SIMDR_OK);
+        assert_int_equal(simdr_check(f->tu.s, NULL, NULL, &rep), SIMDR_OK);
         assert_int_equal(rep.bad_entries, 0);
-        assert_int_equal(simdr_close(f->s), SIMDR_OK);
-        f->s = NULL;
+        assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+        f->tu.s = NULL;
         char hint[4200];
-        snprintf(hint, sizeof hint, "%s.hint", f->path);
-        unlink(f->path);
+        snprintf(hint, sizeof hint, "%s.hint", f->tu.path);
+        unlink(f->tu.path);
         unlink(hint);
     }
     free(v);
@@ -397,50 +392,50 @@ static void compact_refuses_damage(fixture *f, int layout, enum damage d) {
     key_of(102, k, sizeof k);
     assert_true(f->live[102]);
     simdr_entry *e = NULL;
-    assert_int_equal(simdr_get(f->s, TU_STR(k), &e), SIMDR_OK);
+    assert_int_equal(simdr_get(f->tu.s, TU_STR(k), &e), SIMDR_OK);
     uint64_t start = simdr_entry_start(e), end = simdr_entry_end(e);
     uint64_t meta = end - 20, payload = simdr_entry_offset(e);
     simdr_entry_release(e);
     uint8_t buf[4096] = {0};
     switch (d) {
     case DAMAGE_ZERO_ENTRY: /* the entry, metadata included, reads as zeros */
-        tu_patch_file(f->path, start, buf, (size_t)(end - start));
+        tu_patch_file(f->tu.path, start, buf, (size_t)(end - start));
         break;
     case DAMAGE_ZERO_PAGE: /* a lost page under the entry's metadata */
-        tu_patch_file(f->path, meta & ~UINT64_C(4095), buf, sizeof buf);
+        tu_patch_file(f->tu.path, meta & ~UINT64_C(4095), buf, sizeof buf);
         break;
     case DAMAGE_LINK_BACK: /* the link points into the entry before */
         tu_put_le64(buf, start - 7);
-        tu_patch_file(f->path, meta + 8, buf, 8);
+        tu_patch_file(f->tu.path, meta + 8, buf, 8);
         break;
     case DAMAGE_LINK_SHIFT: /* the link skips the entry's first bytes */
         tu_put_le64(buf, start + 1);
-        tu_patch_file(f->path, meta + 8, buf, 8);
+        tu_patch_file(f->tu.path, meta + 8, buf, 8);
         break;
     case DAMAGE_PAYLOAD_BIT: { /* one flipped payload bit */
         size_t len = 0;
-        uint8_t *file = tu_read_file(f->path, &len);
+        uint8_t *file = tu_read_file(f->tu.path, &len);
         buf[0] = file[payload + 3] ^ 0x10;
         free(file);
-        tu_patch_file(f->path, payload + 3, buf, 1);
+        tu_patch_file(f->tu.path, payload + 3, buf, 1);
         break;
     }
     case DAMAGE_HASH: /* the metadata names another key */
         tu_put_le64(buf, simdr_hash_key(TU_STR("someone else")));
-        tu_patch_file(f->path, meta, buf, 8);
+        tu_patch_file(f->tu.path, meta, buf, 8);
         break;
     }
     uint8_t before[32], after[32];
-    tu_sha256_file(f->path, before);
-    int64_t size = tu_file_size(f->path);
-    assert_int_equal(simdr_compact(f->s), SIMDR_ECORRUPT);
-    tu_sha256_file(f->path, after);
+    tu_sha256_file(f->tu.path, before);
+    int64_t size = tu_file_size(f->tu.path);
+    assert_int_equal(simdr_compact(f->tu.s), SIMDR_ECORRUPT);
+    tu_sha256_file(f->tu.path, after);
     assert_memory_equal(before, after, 32);
-    assert_int_equal(tu_file_size(f->path), size);
-    assert_int_equal(tu_dir_count(f->dir), 1);
+    assert_int_equal(tu_file_size(f->tu.path), size);
+    assert_int_equal(tu_dir_count(f->tu.dir), 1);
     /* the store goes on serving the sound entries */
     key_of(150, k, sizeof k);
-    tu_expect_value(f->s, TU_STR(k), f->val[150], f->len[150]);
+    tu_expect_value(f->tu.s, TU_STR(k), f->val[150], f->len[150]);
 }
 
 static void test_compact_refuses_zeroed_entry(void **state) {

@@ -15,29 +15,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef struct fixture {
-    char *dir;
-    char path[4096];
-    char other[4096];
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
-    tu_join(f->other, sizeof f->other, f->dir, "other.bin");
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
 static void key_of(char *k, size_t cap, int i) { snprintf(k, cap, "k%d", i); }
 
 static size_t value_of(char *v, size_t cap, int i) {
@@ -108,7 +85,7 @@ static int count_visit(void *ctx, const simdr_entry *e) {
 
 /* 50 keys; k5's payload gets one flipped byte after close (the newest entry
  * stays sound, so the store opens). Returns the damaged payload's offset. */
-static uint64_t store_with_bitrot(fixture *f) {
+static uint64_t store_with_bitrot(tu_fixture *f) {
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
     write_keys(s, 0, 50);
     uint64_t off = payload_at(s, "k5", NULL);
@@ -118,7 +95,7 @@ static uint64_t store_with_bitrot(fixture *f) {
 }
 
 static void damage_bitrot_reported_on_every_read_path(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     store_with_bitrot(f);
     simdr_store *s = open_ok(f->path, SIMDR_OPEN_EXISTING, 1);
     simdr_entry *e = NULL;
@@ -170,7 +147,7 @@ static void damage_bitrot_reported_on_every_read_path(void **state) {
 }
 
 static void damage_copy_move_rename_never_rechecksum(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     store_with_bitrot(f);
     for (int verify = 0; verify <= 1; verify++) {
         simdr_store *src = open_ok(f->path, SIMDR_OPEN_EXISTING, verify);
@@ -202,7 +179,7 @@ static void damage_copy_move_rename_never_rechecksum(void **state) {
 /* A value larger than the step the check works in (1 MiB) is checked too,
  * whichever way it is read. */
 static void damage_large_value_reported(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     size_t big = (3u << 20) + 17;
     uint8_t *v = malloc(big);
     tu_fill(v, big, 77);
@@ -258,7 +235,7 @@ static void zero_range(const char *path, uint64_t off, size_t len) {
  * under an open store, or under an index loaded from a hint) is damage:
  * SIMDR_ECORRUPT, never NOTFOUND. */
 static void damage_index_slot_damaged_is_corrupt_not_absent(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
     write_keys(s, 0, 1000);
     uint64_t end = entry_end_of(s, "k500");
@@ -286,7 +263,7 @@ enum { HINT_KEYS = 70000 };
 
 /* A 70,000-key store closed with its hint; returns the offset of a page in
  * its middle and the file's times. */
-static uint64_t hinted_store(fixture *f, struct timespec times[2]) {
+static uint64_t hinted_store(tu_fixture *f, struct timespec times[2]) {
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
     write_keys(s, 0, HINT_KEYS);
     uint64_t size = simdr_file_size(s);
@@ -304,7 +281,7 @@ static uint64_t hinted_store(fixture *f, struct timespec times[2]) {
 /* The hint holds every key's hash and offset: it is created with no wider
  * access than the store file (a 0600 store gets a 0600 hint). */
 static void hint_mode_follows_the_store(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_options o;
     simdr_options_init(&o);
     o.file_mode = 0600;
@@ -319,7 +296,7 @@ static void hint_mode_follows_the_store(void **state) {
     assert_int_equal(st.st_mode & 0777, 0600);
 }
 
-static void expect_refused_both_ways(fixture *f, const char *what) {
+static void expect_refused_both_ways(tu_fixture *f, const char *what) {
     uint8_t before[32], after[32];
     tu_sha256_file(f->path, before);
     for (int hint = 1; hint >= 0; hint--) {
@@ -337,7 +314,7 @@ static void expect_refused_both_ways(fixture *f, const char *what) {
 }
 
 static void damage_hint_zeros_with_mtime_restored(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     struct timespec times[2];
     uint64_t page = hinted_store(f, times);
     zero_range(f->path, page, 4096);
@@ -347,7 +324,7 @@ static void damage_hint_zeros_with_mtime_restored(void **state) {
 }
 
 static void damage_hint_broken_link_with_mtime_restored(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     struct timespec times[2];
     hinted_store(f, times);
     simdr_store *s = open_ok(f->path, SIMDR_OPEN_READONLY, 1);
@@ -362,7 +339,7 @@ static void damage_hint_broken_link_with_mtime_restored(void **state) {
 /* Damage, then a sound entry appended after it: the hint's tail still
  * matches and the new entry chains onto it. */
 static void damage_hint_damage_then_growth(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     struct timespec times[2];
     uint64_t page = hinted_store(f, times);
     zero_range(f->path, page, 4096);
@@ -389,7 +366,7 @@ typedef struct salvage_case {
     uint64_t ends[300];  /* end of each key's entry */
 } salvage_case;
 
-static void store_of_300(fixture *f, salvage_case *c) {
+static void store_of_300(tu_fixture *f, salvage_case *c) {
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
     write_keys(s, 0, 300);
     for (int i = 0; i < 300; i++) {
@@ -408,7 +385,7 @@ static void store_of_300(fixture *f, salvage_case *c) {
 
 /* Opens read-only with salvage; every key whose entry ends within the sound
  * prefix reads back; returns how many do. */
-static int salvage_and_count(fixture *f, const salvage_case *c, uint64_t *valid) {
+static int salvage_and_count(tu_fixture *f, const salvage_case *c, uint64_t *valid) {
     int rc;
     simdr_store *s = open_opts(f->path, SIMDR_OPEN_READONLY, 1, 1, 1, &rc);
     assert_int_equal(rc, SIMDR_OK);
@@ -437,7 +414,7 @@ static int salvage_and_count(fixture *f, const salvage_case *c, uint64_t *valid)
 }
 
 static void damage_salvage_serves_prefix_before_zeros(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     salvage_case c;
     store_of_300(f, &c);
     zero_range(f->path, c.page, 4096); /* a lost page */
@@ -464,7 +441,7 @@ static void damage_salvage_serves_prefix_before_zeros(void **state) {
 /* Truncated in the middle, extended again with zeros, then written to:
  * intact entries lie before the zeros and a sound entry after them. */
 static void damage_salvage_truncated_and_extended(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     salvage_case c;
     store_of_300(f, &c);
     tu_truncate(f->path, c.page);
@@ -489,7 +466,7 @@ static void damage_salvage_truncated_and_extended(void **state) {
 /* A salvaged prefix is a chain from 0 whose every CRC is sound: an entry
  * with a flipped byte ends it. */
 static void damage_salvage_prefix_has_every_crc_sound(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     salvage_case c;
     store_of_300(f, &c);
     zero_range(f->path, c.page, 4096);
@@ -534,7 +511,7 @@ static void expect_open_leaves_value_out(const char *path, const char *what) {
 }
 
 static void damage_open_leaves_large_newest_entry_out(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     size_t big = 64u << 20;
     uint8_t *v = malloc(big);
     tu_fill(v, big, 16);
@@ -560,25 +537,18 @@ static void damage_open_leaves_large_newest_entry_out(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(damage_bitrot_reported_on_every_read_path, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(damage_copy_move_rename_never_rechecksum, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(damage_large_value_reported, setup, teardown),
-        cmocka_unit_test_setup_teardown(damage_index_slot_damaged_is_corrupt_not_absent, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(damage_hint_zeros_with_mtime_restored, setup, teardown),
-        cmocka_unit_test_setup_teardown(hint_mode_follows_the_store, setup, teardown),
-        cmocka_unit_test_setup_teardown(damage_hint_broken_link_with_mtime_restored, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(damage_hint_damage_then_growth, setup, teardown),
-        cmocka_unit_test_setup_teardown(damage_salvage_serves_prefix_before_zeros, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(damage_salvage_truncated_and_extended, setup, teardown),
-        cmocka_unit_test_setup_teardown(damage_salvage_prefix_has_every_crc_sound, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(damage_open_leaves_large_newest_entry_out, setup,
-                                        teardown),
+        TU_TEST_DIR(damage_bitrot_reported_on_every_read_path),
+        TU_TEST_DIR(damage_copy_move_rename_never_rechecksum),
+        TU_TEST_DIR(damage_large_value_reported),
+        TU_TEST_DIR(damage_index_slot_damaged_is_corrupt_not_absent),
+        TU_TEST_DIR(damage_hint_zeros_with_mtime_restored),
+        TU_TEST_DIR(hint_mode_follows_the_store),
+        TU_TEST_DIR(damage_hint_broken_link_with_mtime_restored),
+        TU_TEST_DIR(damage_hint_damage_then_growth),
+        TU_TEST_DIR(damage_salvage_serves_prefix_before_zeros),
+        TU_TEST_DIR(damage_salvage_truncated_and_extended),
+        TU_TEST_DIR(damage_salvage_prefix_has_every_crc_sound),
+        TU_TEST_DIR(damage_open_leaves_large_newest_entry_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

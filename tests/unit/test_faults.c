@@ -15,12 +15,6 @@
 
 #include "io.h"
 
-typedef struct fixture {
-    char *dir;
-    char path[4096];
-    simdr_store *s;
-} fixture;
-
 static simdr_store *open_with(const char *path, int durability) {
     simdr_options o;
     simdr_options_init(&o);
@@ -34,9 +28,9 @@ static simdr_store *open_with(const char *path, int durability) {
 
 static int setup_with(void **state, int durability) {
     simdr__io_reset();
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
+    tu_fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    tu_fixture_init(f, 0);
     f->s = open_with(f->path, durability);
     *state = f;
     return 0;
@@ -45,16 +39,11 @@ static int setup(void **state) { return setup_with(state, SIMDR_SYNC_NONE); }
 static int setup_durable(void **state) { return setup_with(state, SIMDR_SYNC_DATA); }
 
 static int teardown(void **state) {
-    fixture *f = *state;
     simdr__io_reset();
-    simdr_close(f->s);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
+    return tu_teardown(state);
 }
 
-static void reopen(fixture *f, int durability) {
+static void reopen(tu_fixture *f, int durability) {
     simdr__io_reset();
     simdr_close(f->s);
     f->s = open_with(f->path, durability);
@@ -63,7 +52,7 @@ static void reopen(fixture *f, int durability) {
 /* ---- the seam itself ---- */
 
 static void test_failed_write_leaves_store_unchanged(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
     uint64_t size = simdr_file_size(f->s);
     simdr__io_fail_nth(SIMDR__IO_PWRITEV, 1, ENOSPC);
@@ -89,7 +78,7 @@ static void test_failed_write_leaves_store_unchanged(void **state) {
 }
 
 static void test_short_writes_are_completed(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     /* Every write moves at most 7 bytes: the retry loops must finish them. */
     simdr__io_fault w = {.op = SIMDR__IO_PWRITE, .nth = 1, .count = 0, .short_len = 7};
     simdr__io_fault v = {.op = SIMDR__IO_PWRITEV, .nth = 1, .count = 0, .short_len = 7};
@@ -120,7 +109,7 @@ static void note_file_size(void *ctx, enum simdr__io_op op) {
 }
 
 static void test_code_runs_between_calls(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
     int64_t after_first = tu_file_size(f->path);
     /* Before the second write from now: the first has landed, the second not. */
@@ -150,7 +139,7 @@ static int select_file_backed(void *ctx, enum simdr__io_op op, int fd) {
 }
 
 static void test_open_and_map_faults(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
     simdr_close(f->s);
     f->s = NULL;
@@ -172,7 +161,7 @@ static void test_open_and_map_faults(void **state) {
 }
 
 static void test_compaction_faults_keep_the_store(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     for (int i = 0; i < 20; i++) tu_put_str(f->s, "k", i % 2 ? "odd" : "even");
     tu_put_str(f->s, "other", "x");
     char tmp[4200];
@@ -199,7 +188,7 @@ static void test_compaction_faults_keep_the_store(void **state) {
 }
 
 static void test_undo_that_fails_refuses_writes(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
     /* The write fails, and the truncation that would undo whatever it
      * moved fails too: the store must refuse more writes. */
@@ -219,7 +208,7 @@ static void test_undo_that_fails_refuses_writes(void **state) {
 /* ---- a failed sync (fsyncgate) ---- */
 
 static void test_failed_sync_is_final(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
     uint64_t durable_size = simdr_file_size(f->s);
     /* The kernel reports the write-back failure once; the next fdatasync
@@ -258,7 +247,7 @@ static void test_failed_sync_is_final(void **state) {
 }
 
 static void test_failed_explicit_sync_is_final(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
     assert_int_equal(simdr_sync(f->s), SIMDR_OK);
     tu_put_str(f->s, "b", "2");
@@ -279,7 +268,7 @@ static void test_failed_explicit_sync_is_final(void **state) {
 /* ---- a batch is all or nothing ---- */
 
 static void test_batch_index_growth_failure_shows_nothing(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "before", "x");
     enum { N = 20000 };
     simdr_kv *kv = calloc(N, sizeof *kv);
@@ -333,7 +322,7 @@ static void *durable_writer(void *p) {
 }
 
 static void test_failed_group_sync_unpublishes_every_unconfirmed_write(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     /* Several writers share each fdatasync; one of them fails. Afterwards
      * a put that returned OK is readable (now and after reopen), and one
      * that returned an error is not served by the failed handle. */

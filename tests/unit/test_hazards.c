@@ -15,27 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct fixture {
-    char *dir;
-    char path[4096];
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -73,7 +52,7 @@ static void expect_unchanged(const char *path, const uint8_t *data, size_t len) 
 /* 1. A torn append whose bytes contain zero runs is not taken as a giant
  *    first entry: the real keys stay readable and nothing is lost. */
 static void hazard01_zero_filled_torn_tail_not_taken_as_first_entry(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     for (int layout = 0; layout < 2; layout++) {
         simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
         write_keys(s, 0, 20);
@@ -188,7 +167,7 @@ static void damaged_store(const char *path, int n, uint64_t metas[2]) {
  * values; every open must answer SIMDR_ECORRUPT and leave the file intact.
  * fresh: the damaged bytes are written to a new file (no cache of the
  * library beside it), else the store is damaged in place. */
-static void damaged_prev_offsets(fixture *f, int n, int fresh) {
+static void damaged_prev_offsets(tu_fixture *f, int n, int fresh) {
     char built[4096 + 8], path[4096 + 8];
     snprintf(built, sizeof built, "%s", f->path);
     uint64_t metas[2];
@@ -235,7 +214,7 @@ static void damaged_prev_offsets(fixture *f, int n, int fresh) {
 /* 2. A damaged prev_offset in the middle (or early) is reported, not
  *    answered by truncation, and recovery stays linear. */
 static void hazard02_damaged_prev_offset_reported_not_truncated(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     damaged_prev_offsets(f, 100000, 1);
     damaged_prev_offsets(f, 30, 1);
 }
@@ -243,7 +222,7 @@ static void hazard02_damaged_prev_offset_reported_not_truncated(void **state) {
 /* 2, on the store file the library itself wrote and closed (whatever it
  *    keeps beside the file must not hide the damage, nor crash the open). */
 static void hazard02_damaged_prev_offset_in_place_reported(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     damaged_prev_offsets(f, 30, 0);
     damaged_prev_offsets(f, 100000, 0);
 }
@@ -251,7 +230,7 @@ static void hazard02_damaged_prev_offset_in_place_reported(void **state) {
 /* 3. A file that is not a store is never cut; a read-only use never writes;
  *    an old-layout file is recognised, not truncated. */
 static void hazard03_non_store_file_never_cut(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     const char *text = "Dear diary,\nthis is not a key/value store.\n"
                        "It has lines, and it has no metadata at all.\n";
     uint8_t rnd[10000];
@@ -297,7 +276,7 @@ static void hazard03_non_store_file_never_cut(void **state) {
 /* 4. CRCs are checked: a torn payload behind complete metadata is cut at
  *    open, and a damaged payload in the middle is found by verify/check. */
 static void hazard04_torn_payload_crc_checked(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
     write_keys(s, 0, 10);
     uint64_t size = simdr_file_size(s);
@@ -373,7 +352,7 @@ static int64_t src_read(void *ctx, void *buf, size_t cap) {
 /* 5. A failed stream write (empty, all zeros, failing source) leaves file,
  *    index and tail exactly as before; the next write is indexed right. */
 static void hazard05_failed_stream_leaves_store_unchanged(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
     write_keys(s, 0, 5);
     uint64_t size = simdr_file_size(s);
@@ -412,7 +391,7 @@ static void hazard05_failed_stream_leaves_store_unchanged(void **state) {
 
 /* 6. A source read error fails the write; no truncated value is stored. */
 static void hazard06_source_error_fails_write(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     tu_put_str(s, "k", "original");
     uint8_t data[100000];
@@ -433,7 +412,7 @@ static void hazard06_source_error_fails_write(void **state) {
 
 /* 7. An empty streamed value is refused; nothing is lost on reopen. */
 static void hazard07_empty_stream_refused(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     write_keys(s, 0, 10);
     uint64_t size = simdr_file_size(s);
@@ -459,7 +438,7 @@ static void hazard07_empty_stream_refused(void **state) {
  *    zero-only streams are refused, and [0x00 0x00] (accepted by put) goes
  *    through rename, copy, move and compaction intact. */
 static void hazard08_zero_only_values_refused_everywhere(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     tu_put_str(s, "keep", "v");
     uint64_t size = simdr_file_size(s);
@@ -525,7 +504,7 @@ static int count_maps(void) {
 /* 9. Writes do not remap per write: 70000 held handles cost no mappings and
  *    writes keep working. */
 static void hazard09_many_handles_no_remap(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     enum { NH = 70000 };
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     write_keys(s, 0, 100);
@@ -565,7 +544,7 @@ static void hazard09_many_handles_no_remap(void **state) {
 /* 10. Durable mode: SIMDR_SYNC_DATA writes, explicit sync, close report OK
  *     and the data is there on reopen. */
 static void hazard10_sync_mode(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_options o;
     simdr_options_init(&o);
     o.durability = SIMDR_SYNC_DATA;
@@ -590,7 +569,7 @@ static void hazard10_sync_mode(void **state) {
 /* 11. After compaction the same store writes into the new file (nothing lost
  *     on reopen), and a stale compaction file never resurrects deleted keys. */
 static void hazard11_compaction_writes_survive_and_no_resurrection(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     write_keys(s, 0, 40);
     /* a leftover from an earlier failed compaction holding every key */
@@ -679,7 +658,7 @@ static void *overwrite_reader(void *p) {
 /* 12. Readers never see a present key as absent while it is overwritten, and
  *     never wait for a writer (a stream write holding the writer stalls). */
 static void hazard12_readers_never_see_present_key_absent(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     write_keys(s, 0, 8);
     rd r = {.s = s};
@@ -736,7 +715,7 @@ static int count_cb(void *ctx, const simdr_entry *e) {
 
 /* 13. Counts and deletes agree before and after reopen. */
 static void hazard13_counts_agree_after_reopen(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     write_keys(s, 0, 30);
     for (int i = 0; i < 30; i += 3) {
@@ -772,7 +751,7 @@ static void hazard13_counts_agree_after_reopen(void **state) {
 /* 14. Keys are identified by their 64-bit hash only: writing under the same
  *     hash replaces the value, whatever key produced it (documented rule). */
 static void hazard14_hash_collision_documented(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     tu_put_str(s, "alice", "by key");
     uint64_t h = simdr_hash_key(TU_STR("alice"));
@@ -796,7 +775,7 @@ static void hazard14_hash_collision_documented(void **state) {
 /* 15. A second writable open from another process is refused (lock);
  *     read-only opens from other processes work. */
 static void hazard15_second_writer_process_locked(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     tu_put_str(s, "k", "parent");
     fflush(NULL);
@@ -852,29 +831,22 @@ static void hazard15_second_writer_process_locked(void **state) {
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(hazard01_zero_filled_torn_tail_not_taken_as_first_entry,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard02_damaged_prev_offset_reported_not_truncated,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard02_damaged_prev_offset_in_place_reported, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(hazard03_non_store_file_never_cut, setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard04_torn_payload_crc_checked, setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard05_failed_stream_leaves_store_unchanged, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(hazard06_source_error_fails_write, setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard07_empty_stream_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard08_zero_only_values_refused_everywhere, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(hazard09_many_handles_no_remap, setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard10_sync_mode, setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard11_compaction_writes_survive_and_no_resurrection,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard12_readers_never_see_present_key_absent, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(hazard13_counts_agree_after_reopen, setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard14_hash_collision_documented, setup, teardown),
-        cmocka_unit_test_setup_teardown(hazard15_second_writer_process_locked, setup, teardown),
+        TU_TEST_DIR(hazard01_zero_filled_torn_tail_not_taken_as_first_entry),
+        TU_TEST_DIR(hazard02_damaged_prev_offset_reported_not_truncated),
+        TU_TEST_DIR(hazard02_damaged_prev_offset_in_place_reported),
+        TU_TEST_DIR(hazard03_non_store_file_never_cut),
+        TU_TEST_DIR(hazard04_torn_payload_crc_checked),
+        TU_TEST_DIR(hazard05_failed_stream_leaves_store_unchanged),
+        TU_TEST_DIR(hazard06_source_error_fails_write),
+        TU_TEST_DIR(hazard07_empty_stream_refused),
+        TU_TEST_DIR(hazard08_zero_only_values_refused_everywhere),
+        TU_TEST_DIR(hazard09_many_handles_no_remap),
+        TU_TEST_DIR(hazard10_sync_mode),
+        TU_TEST_DIR(hazard11_compaction_writes_survive_and_no_resurrection),
+        TU_TEST_DIR(hazard12_readers_never_see_present_key_absent),
+        TU_TEST_DIR(hazard13_counts_agree_after_reopen),
+        TU_TEST_DIR(hazard14_hash_collision_documented),
+        TU_TEST_DIR(hazard15_second_writer_process_locked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,27 +21,6 @@
 
 #include "testutil.h"
 
-typedef struct fixture {
-    char *dir;
-    char path[4096];
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
 #define FAKE_KEY "nobody-wrote-this"
 #define PREFIX_LEN 100u
 
@@ -107,7 +86,7 @@ static int64_t hostile_source(void *ctx, void *buf, size_t cap) {
 }
 
 static void refresh_reader_ignores_metadata_lookalike(void **state, int layout) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *w = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
     tu_put_str(w, "k1", "one");
     tu_put_str(w, "k2", "two");
@@ -255,7 +234,7 @@ static void expect_recovered(const char *path, int n_keys, uint64_t tail) {
 }
 
 static void killed_in_metadata_lookalike(void **state, int layout) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     uint64_t tail = kill_during_stream(f->path, layout, 5, make_hostile_chunk, PREFIX_LEN + 20, 1);
     expect_recovered(f->path, 5, tail);
 }
@@ -275,7 +254,7 @@ static void make_repeated_end(uint8_t *chunk, size_t len, uint64_t tail) {
 }
 
 static void test_kill_in_repeated_entry_end(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     uint64_t tail =
         kill_during_stream(f->path, SIMDR_LAYOUT_ALIGNED64, 20, make_repeated_end, REPEAT_CHUNK, 2);
     /* The same bytes without the side file: the full recovery must answer
@@ -295,7 +274,7 @@ static void test_kill_in_repeated_entry_end(void **state) {
  * value after a sync, the live records then wiped: the open must still cut
  * at the durable tail, not let the look-alike steer a full recovery. */
 static void test_durable_record_decides_without_live_records(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     uint64_t tail = kill_during_stream(f->path, SIMDR_LAYOUT_ALIGNED64, 3, make_hostile_chunk,
                                        PREFIX_LEN + 20, 1);
     char side[4300];
@@ -312,7 +291,7 @@ static void test_durable_record_decides_without_live_records(void **state) {
  * at the right one (which a foreign program could have written: without a
  * side file nothing tells it from a real entry). */
 static void test_full_recovery_checkpoint_crcs(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     enum { N = 100, WRONG = 70, REGION = 1 << 20 };
     uint64_t ends[N];
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_UNALIGNED);
@@ -360,7 +339,7 @@ static void make_plain_chunk(uint8_t *chunk, size_t len, uint64_t tail) {
 }
 
 static void test_kill_during_first_write(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     uint64_t tail =
         kill_during_stream(f->path, SIMDR_LAYOUT_ALIGNED64, 0, make_plain_chunk, 5000, 3);
     assert_int_equal(tail, 0);
@@ -368,7 +347,7 @@ static void test_kill_during_first_write(void **state) {
 }
 
 static void test_non_store_without_side_file_untouched(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     const char text[] = "this is a text file, never a store\n";
     tu_write_file(f->path, text, sizeof text - 1);
     simdr_store *s;
@@ -387,7 +366,7 @@ static void test_non_store_without_side_file_untouched(void **state) {
 /* ---- a refresh that fails once must not stop later ones ---- */
 
 static void test_refresh_retries_after_failed_reload(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *w = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     tu_put_str(w, "old", "file");
     simdr_close(w);
@@ -492,7 +471,7 @@ static void refreshing_reader(const char *path, int ready, int done) {
 }
 
 static void test_reader_survives_writer_cutting(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     tu_put_str(s, "seed", "value");
     simdr_close(s);
@@ -556,7 +535,7 @@ static void *append_loop(void *arg) {
 }
 
 static void test_check_of_live_store_is_clean(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     tu_put_str(s, "first", "entry");
     appender a = {s, 0, 0, 0};
@@ -578,7 +557,7 @@ static void test_check_of_live_store_is_clean(void **state) {
 /* A live writer's bytes in flight are not damage to a check of its own
  * handle (the tail was taken, then the file's size found more bytes). */
 static void test_check_during_own_stream_is_clean(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *w = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     tu_put_str(w, "k", "v");
     stream_ctx c = {simdr_file_size(w), 0, NULL, 0, 0, 0, NULL, w, 99};
@@ -590,7 +569,7 @@ static void test_check_during_own_stream_is_clean(void **state) {
 /* Nor to a read-only open in another handle (as the CLI's check and read
  * make) in the middle of the write: no bytes reported cut, a clean check. */
 static void test_readonly_open_during_stream_is_clean(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *w = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
     tu_put_str(w, "k", "v");
     stream_ctx c = {simdr_file_size(w), 0, NULL, 0, 99, 99, f->path, NULL, 0};
@@ -603,26 +582,20 @@ static void test_readonly_open_during_stream_is_clean(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_refresh_ignores_metadata_lookalike_aligned, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_refresh_ignores_metadata_lookalike_unaligned, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_kill_in_metadata_lookalike_aligned, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kill_in_metadata_lookalike_unaligned, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_kill_in_repeated_entry_end, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_durable_record_decides_without_live_records, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_full_recovery_checkpoint_crcs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kill_during_first_write, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_non_store_without_side_file_untouched, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_refresh_retries_after_failed_reload, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reader_survives_writer_cutting, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_check_of_live_store_is_clean, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_check_during_own_stream_is_clean, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_readonly_open_during_stream_is_clean, setup,
-                                        teardown),
+        TU_TEST_DIR(test_refresh_ignores_metadata_lookalike_aligned),
+        TU_TEST_DIR(test_refresh_ignores_metadata_lookalike_unaligned),
+        TU_TEST_DIR(test_kill_in_metadata_lookalike_aligned),
+        TU_TEST_DIR(test_kill_in_metadata_lookalike_unaligned),
+        TU_TEST_DIR(test_kill_in_repeated_entry_end),
+        TU_TEST_DIR(test_durable_record_decides_without_live_records),
+        TU_TEST_DIR(test_full_recovery_checkpoint_crcs),
+        TU_TEST_DIR(test_kill_during_first_write),
+        TU_TEST_DIR(test_non_store_without_side_file_untouched),
+        TU_TEST_DIR(test_refresh_retries_after_failed_reload),
+        TU_TEST_DIR(test_reader_survives_writer_cutting),
+        TU_TEST_DIR(test_check_of_live_store_is_clean),
+        TU_TEST_DIR(test_check_during_own_stream_is_clean),
+        TU_TEST_DIR(test_readonly_open_during_stream_is_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

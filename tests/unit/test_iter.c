@@ -27,9 +27,7 @@ extern _Atomic uint64_t simdr__iter_chain_walks;
 extern _Atomic(iter_hook_fn) simdr__iter_after_tail;
 
 typedef struct fixture {
-    char *dir;
-    char path[4096];
-    simdr_store *s;
+    tu_fixture tu; /* the directory, the store path and the store */
     uint64_t hash[NK];
     uint8_t val[NK][64];
     size_t len[NK];
@@ -43,15 +41,13 @@ static void set_key(fixture *f, int i, uint64_t seed) {
     f->hash[i] = simdr_hash_key(TU_STR(k));
     f->len[i] = 1 + (size_t)(seed % 64);
     tu_fill(f->val[i], f->len[i], seed);
-    assert_int_equal(simdr_put(f->s, TU_STR(k), f->val[i], f->len[i], NULL), SIMDR_OK);
+    assert_int_equal(simdr_put(f->tu.s, TU_STR(k), f->val[i], f->len[i], NULL), SIMDR_OK);
     f->live[i] = 1;
 }
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
-    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    tu_fixture_init(&f->tu, 1);
     uint64_t seed = tu_seed(1234);
     for (int i = 0; i < NK; i++)
         set_key(f, i, tu_rand(&seed));
@@ -60,7 +56,7 @@ static int setup(void **state) {
     for (int i = 1; i < NK; i += 6) {
         char k[16];
         snprintf(k, sizeof k, "key%d", i);
-        assert_int_equal(simdr_delete(f->s, TU_STR(k), NULL), SIMDR_OK);
+        assert_int_equal(simdr_delete(f->tu.s, TU_STR(k), NULL), SIMDR_OK);
         f->live[i] = 0;
     }
     f->nlive = 0;
@@ -72,9 +68,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture *f = *state;
-    simdr_close(f->s);
-    tu_rmtree(f->dir);
-    free(f->dir);
+    tu_fixture_free(&f->tu);
     free(f);
     return 0;
 }
@@ -103,7 +97,7 @@ static void test_iter_newest_once(void **state) {
     for (int pass = 0; pass < 2; pass++) {
         int seen[NK] = {0};
         simdr_iter *it = NULL;
-        assert_int_equal(simdr_iter_open(f->s, &it), SIMDR_OK);
+        assert_int_equal(simdr_iter_open(f->tu.s, &it), SIMDR_OK);
         const simdr_entry *e = NULL;
         uint64_t n = 0, prev_end = UINT64_MAX;
         int rc;
@@ -118,10 +112,10 @@ static void test_iter_newest_once(void **state) {
         assert_int_equal(simdr_iter_next(it, &e), SIMDR_NOTFOUND);
         simdr_iter_close(it);
         assert_int_equal(n, f->nlive);
-        assert_int_equal(n, simdr_count(f->s));
+        assert_int_equal(n, simdr_count(f->tu.s));
         /* and again after reopen */
-        assert_int_equal(simdr_close(f->s), SIMDR_OK);
-        f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+        assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+        f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, 0);
     }
 }
 
@@ -151,7 +145,7 @@ static void test_iter_empty_store(void **state) {
 static void test_iter_snapshot(void **state) {
     fixture *f = *state;
     simdr_iter *it = NULL;
-    assert_int_equal(simdr_iter_open(f->s, &it), SIMDR_OK);
+    assert_int_equal(simdr_iter_open(f->tu.s, &it), SIMDR_OK);
     const simdr_entry *e = NULL;
     int seen[NK] = {0};
     /* take the first entry, then change the store under the iterator */
@@ -162,13 +156,13 @@ static void test_iter_snapshot(void **state) {
     for (int i = 0; i < 50; i++) {
         char k[16];
         snprintf(k, sizeof k, "late%d", i);
-        tu_put_str(f->s, k, "late value");
+        tu_put_str(f->tu.s, k, "late value");
     }
     char k[16];
     snprintf(k, sizeof k, "key%d", 0);
-    tu_put_str(f->s, k, "changed after the snapshot");
+    tu_put_str(f->tu.s, k, "changed after the snapshot");
     snprintf(k, sizeof k, "key%d", 2);
-    assert_int_equal(simdr_delete(f->s, TU_STR(k), NULL), SIMDR_OK);
+    assert_int_equal(simdr_delete(f->tu.s, TU_STR(k), NULL), SIMDR_OK);
     uint64_t n = 1;
     int rc;
     while ((rc = simdr_iter_next(it, &e)) == SIMDR_OK) {
@@ -184,13 +178,13 @@ static void test_iter_snapshot(void **state) {
     assert_memory_equal(simdr_entry_data(kept), f->val[i], f->len[i]);
     simdr_entry_release(kept);
     /* a new iterator sees the new state */
-    assert_int_equal(simdr_iter_open(f->s, &it), SIMDR_OK);
+    assert_int_equal(simdr_iter_open(f->tu.s, &it), SIMDR_OK);
     n = 0;
     while (simdr_iter_next(it, &e) == SIMDR_OK)
         n++;
     simdr_iter_close(it);
     assert_int_equal(n, f->nlive + 50 - 1);
-    assert_int_equal(n, simdr_count(f->s));
+    assert_int_equal(n, simdr_count(f->tu.s));
 }
 
 typedef struct visit_ctx {
@@ -241,7 +235,7 @@ static void test_for_each(void **state) {
     uint64_t bytes, x;
     expected(f, &bytes, &x);
     visit_ctx v = {.f = f, .mu = PTHREAD_MUTEX_INITIALIZER};
-    assert_int_equal(simdr_for_each(f->s, visit, &v), SIMDR_OK);
+    assert_int_equal(simdr_for_each(f->tu.s, visit, &v), SIMDR_OK);
     assert_int_equal(atomic_load(&v.n), f->nlive);
     assert_int_equal(atomic_load(&v.bytes), bytes);
     assert_int_equal(atomic_load(&v.xor_hash), x);
@@ -250,7 +244,7 @@ static void test_for_each(void **state) {
     assert_true(pthread_equal(v.tids[0], pthread_self()));
     /* stop after 10 */
     visit_ctx s = {.f = f, .stop_after = 10, .mu = PTHREAD_MUTEX_INITIALIZER};
-    assert_int_equal(simdr_for_each(f->s, visit, &s), SIMDR_ESTOPPED);
+    assert_int_equal(simdr_for_each(f->tu.s, visit, &s), SIMDR_ESTOPPED);
     assert_int_equal(atomic_load(&s.n), 10);
 }
 
@@ -261,7 +255,7 @@ static void test_for_each_parallel(void **state) {
     unsigned threads[] = {4, 1, 0};
     for (size_t t = 0; t < 3; t++) {
         visit_ctx v = {.f = f, .mu = PTHREAD_MUTEX_INITIALIZER};
-        assert_int_equal(simdr_for_each_parallel(f->s, threads[t], visit, &v), SIMDR_OK);
+        assert_int_equal(simdr_for_each_parallel(f->tu.s, threads[t], visit, &v), SIMDR_OK);
         assert_int_equal(atomic_load(&v.n), f->nlive);
         assert_int_equal(atomic_load(&v.bytes), bytes);
         assert_int_equal(atomic_load(&v.xor_hash), x);
@@ -271,7 +265,7 @@ static void test_for_each_parallel(void **state) {
     }
     /* a stop request ends the walk early on every thread */
     visit_ctx s = {.f = f, .stop_after = 5, .mu = PTHREAD_MUTEX_INITIALIZER};
-    assert_int_equal(simdr_for_each_parallel(f->s, 4, visit, &s), SIMDR_ESTOPPED);
+    assert_int_equal(simdr_for_each_parallel(f->tu.s, 4, visit, &s), SIMDR_ESTOPPED);
     assert_true(atomic_load(&s.n) >= 5);
     assert_true(atomic_load(&s.n) < f->nlive);
 }

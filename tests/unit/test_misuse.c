@@ -17,30 +17,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef struct fixture {
-    char *dir;
-    char path[4096];
-    simdr_store *s;
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
-    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    simdr_close(f->s);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
 /* ---- use after fork ---- */
 
 static int64_t one_chunk(void *ctx, void *buf, size_t cap) {
@@ -84,7 +60,7 @@ static int child_checks(simdr_store *s) {
 }
 
 static void test_forked_child_cannot_write(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
     int64_t size = tu_file_size(f->path);
     pid_t pid = fork();
@@ -107,7 +83,7 @@ static void test_forked_child_cannot_write(void **state) {
 }
 
 static void test_child_may_open_its_own_handle(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
     assert_int_equal(simdr_close(f->s), SIMDR_OK);
     f->s = NULL;
@@ -163,7 +139,7 @@ static int open_readonly(void *arg) {
 }
 
 static void test_fifo_is_refused_not_waited_on(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     char fifo[4200];
     tu_join(fifo, sizeof fifo, f->dir, "pipe");
     assert_int_equal(mkfifo(fifo, 0600), 0);
@@ -174,7 +150,7 @@ static void test_fifo_is_refused_not_waited_on(void **state) {
 }
 
 static void test_directory_is_named_as_such(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     static const int modes[] = {SIMDR_OPEN_READONLY, SIMDR_OPEN_EXISTING, SIMDR_OPEN_CREATE};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         simdr_store *s = NULL;
@@ -230,7 +206,7 @@ static int writes_under_fsize_limit(void *arg) {
 }
 
 static void test_file_size_limit_is_enospc_not_sigxfsz(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_close(f->s);
     f->s = NULL;
     unlink(f->path);
@@ -313,7 +289,7 @@ static int stream_calls_back_in_child(void *arg) {
 }
 
 static void test_stream_source_calling_back_is_refused(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
     simdr_close(f->s);
     assert_int_equal(in_child(stream_calls_back_in_child, f->path,
@@ -330,14 +306,12 @@ static void test_stream_source_calling_back_is_refused(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_forked_child_cannot_write, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_child_may_open_its_own_handle, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fifo_is_refused_not_waited_on, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_directory_is_named_as_such, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_file_size_limit_is_enospc_not_sigxfsz, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_stream_source_calling_back_is_refused, setup,
-                                        teardown),
+        TU_TEST(test_forked_child_cannot_write),
+        TU_TEST(test_child_may_open_its_own_handle),
+        TU_TEST(test_fifo_is_refused_not_waited_on),
+        TU_TEST(test_directory_is_named_as_such),
+        TU_TEST(test_file_size_limit_is_enospc_not_sigxfsz),
+        TU_TEST(test_stream_source_calling_back_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

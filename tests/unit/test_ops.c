@@ -10,39 +10,13 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct fixture {
-    char *dir;
-    char path[4096];
-    char path2[4096];
-    simdr_store *s;
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
-    tu_join(f->path2, sizeof f->path2, f->dir, "other.bin");
-    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    simdr_close(f->s);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
-static void reopen(fixture *f) {
+static void reopen(tu_fixture *f) {
     assert_int_equal(simdr_close(f->s), SIMDR_OK);
     f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
 }
 
 static void test_delete(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
     tu_put_str(f->s, "b", "2");
     uint64_t tail = 0;
@@ -71,7 +45,7 @@ static void test_delete(void **state) {
 }
 
 static void test_get_last(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_entry *e = NULL;
     assert_int_equal(simdr_get_last(f->s, &e), SIMDR_NOTFOUND);
     tu_put_str(f->s, "a", "alpha");
@@ -98,7 +72,7 @@ static void test_get_last(void **state) {
 }
 
 static void test_rename(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "old", "payload");
     tu_put_str(f->s, "other", "x");
     uint64_t size = simdr_file_size(f->s);
@@ -125,8 +99,8 @@ static void test_rename(void **state) {
 }
 
 static void test_copy_move(void **state) {
-    fixture *f = *state;
-    simdr_store *d = tu_open(f->path2, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_UNALIGNED);
+    tu_fixture *f = *state;
+    simdr_store *d = tu_open(f->other, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_UNALIGNED);
     uint8_t big[70000];
     tu_fill(big, sizeof big, 11);
     assert_int_equal(simdr_put(f->s, TU_STR("big"), big, sizeof big, NULL), SIMDR_OK);
@@ -148,7 +122,7 @@ static void test_copy_move(void **state) {
     assert_int_equal(simdr_copy(same, TU_STR("big"), f->s, NULL), SIMDR_EINVAL);
     assert_int_equal(simdr_move(f->s, TU_STR("big"), same, NULL), SIMDR_EINVAL);
     /* into a read-only destination: refused */
-    simdr_store *ro = tu_open(f->path2, SIMDR_OPEN_READONLY, 0);
+    simdr_store *ro = tu_open(f->other, SIMDR_OPEN_READONLY, 0);
     assert_int_equal(simdr_copy(f->s, TU_STR("small"), ro, NULL), SIMDR_EREADONLY);
     assert_int_equal(simdr_close(ro), SIMDR_OK);
     assert_int_equal(simdr_close(same), SIMDR_OK);
@@ -166,7 +140,7 @@ static void test_copy_move(void **state) {
     assert_int_equal(simdr_count(d), 2);
     assert_int_equal(simdr_close(d), SIMDR_OK);
     reopen(f);
-    d = tu_open(f->path2, SIMDR_OPEN_READONLY, 0);
+    d = tu_open(f->other, SIMDR_OPEN_READONLY, 0);
     assert_int_equal(simdr_layout_of(d), SIMDR_LAYOUT_UNALIGNED);
     tu_expect_value(d, TU_STR("big"), big, sizeof big);
     tu_expect_str(d, "small", "s");
@@ -187,7 +161,7 @@ static stats get_stats(simdr_store *s) {
 }
 
 static void test_stats_and_reopen(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     stats st = get_stats(f->s);
     assert_int_equal(st.count, 0);
     assert_int_equal(st.size, 0);
@@ -249,14 +223,14 @@ static void test_stats_and_reopen(void **state) {
  * on the delete (the key ended up in both stores); into a read-only store it
  * must fail as well. Both are refused before anything is written. */
 static void test_move_refuses_readonly_stores(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "k", "value");
-    simdr_store *d = tu_open(f->path2, SIMDR_OPEN_CREATE, 0);
+    simdr_store *d = tu_open(f->other, SIMDR_OPEN_CREATE, 0);
     tu_put_str(d, "other", "x");
     assert_int_equal(simdr_close(d), SIMDR_OK);
     assert_int_equal(simdr_close(f->s), SIMDR_OK);
     f->s = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
-    d = tu_open(f->path2, SIMDR_OPEN_EXISTING, 0);
+    d = tu_open(f->other, SIMDR_OPEN_EXISTING, 0);
     uint64_t src_size = simdr_file_size(f->s), dst_size = simdr_file_size(d);
     assert_int_equal(simdr_move(f->s, TU_STR("k"), d, NULL), SIMDR_EREADONLY);
     assert_int_equal(simdr_file_size(d), dst_size);
@@ -267,18 +241,18 @@ static void test_move_refuses_readonly_stores(void **state) {
     assert_int_equal(simdr_close(f->s), SIMDR_OK);
     /* the other way round: a writable source, a read-only target */
     f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
-    d = tu_open(f->path2, SIMDR_OPEN_READONLY, 0);
+    d = tu_open(f->other, SIMDR_OPEN_READONLY, 0);
     assert_int_equal(simdr_move(f->s, TU_STR("k"), d, NULL), SIMDR_EREADONLY);
     assert_int_equal(simdr_file_size(f->s), src_size);
     tu_expect_str(f->s, "k", "value");
     assert_int_equal(simdr_close(d), SIMDR_OK);
-    assert_int_equal(tu_file_size(f->path2), (int64_t)dst_size);
+    assert_int_equal(tu_file_size(f->other), (int64_t)dst_size);
 }
 
 /* A value whose bytes no longer match their checksum is not copied (the copy
  * would certify them with a fresh checksum), nor moved. */
 static void test_copy_move_refuse_damaged_value(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     uint8_t v[500];
     tu_fill(v, sizeof v, 5);
     assert_int_equal(simdr_put(f->s, TU_STR("k"), v, sizeof v, NULL), SIMDR_OK);
@@ -289,7 +263,7 @@ static void test_copy_move_refuse_damaged_value(void **state) {
     simdr_entry_release(e);
     uint8_t flipped = v[100] ^ 1;
     tu_patch_file(f->path, off, &flipped, 1);
-    simdr_store *d = tu_open(f->path2, SIMDR_OPEN_CREATE, 0);
+    simdr_store *d = tu_open(f->other, SIMDR_OPEN_CREATE, 0);
     assert_int_equal(simdr_copy(f->s, TU_STR("k"), d, NULL), SIMDR_ECORRUPT);
     assert_int_equal(simdr_move(f->s, TU_STR("k"), d, NULL), SIMDR_ECORRUPT);
     assert_int_equal(simdr_file_size(d), 0);
@@ -300,13 +274,13 @@ static void test_copy_move_refuse_damaged_value(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_get_last, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_copy_move, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_move_refuses_readonly_stores, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_copy_move_refuse_damaged_value, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stats_and_reopen, setup, teardown),
+        TU_TEST(test_delete),
+        TU_TEST(test_get_last),
+        TU_TEST(test_rename),
+        TU_TEST(test_copy_move),
+        TU_TEST(test_move_refuses_readonly_stores),
+        TU_TEST(test_copy_move_refuse_damaged_value),
+        TU_TEST(test_stats_and_reopen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,29 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct fixture {
-    char *dir;
-    char path[4096];
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
 static void test_reopen(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     uint64_t seed = tu_seed(7);
     enum { N = 500 };
     static uint8_t vals[N][200];
@@ -97,7 +76,7 @@ static size_t build_meta(uint8_t *p, uint64_t hash, uint64_t prev, uint32_t crc)
     return 20;
 }
 
-static void worked_example(fixture *f, int layout) {
+static void worked_example(tu_fixture *f, int layout) {
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
     uint64_t tail = 0;
     assert_int_equal(simdr_put(s, TU_STR("a"), TU_STR("hello"), &tail), SIMDR_OK);
@@ -157,7 +136,7 @@ static void test_worked_example_unaligned(void **state) {
 
 /* Writes entries whose payloads would need padding, reopens asking for the
  * other layout, and checks the file's own layout is detected and kept. */
-static void layout_detection(fixture *f, int layout) {
+static void layout_detection(tu_fixture *f, int layout) {
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
     assert_int_equal(simdr_layout_of(s), layout);
     char k[16], v[64];
@@ -209,7 +188,7 @@ static void test_layout_detection_unaligned(void **state) {
 }
 
 static void test_aligned_payload_addresses(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
     uint8_t buf[300];
     for (int i = 0; i < 300; i++) {
@@ -268,7 +247,7 @@ static int in_file_mapping(const void *p, size_t len, const char *path) {
 }
 
 static void test_zero_copy(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     for (int layout = 0; layout < 2; layout++) {
         char p[4096];
         tu_join(p, sizeof p, f->dir, layout ? "u.bin" : "a.bin");
@@ -310,13 +289,13 @@ static void test_zero_copy(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_worked_example_aligned, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_worked_example_unaligned, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_layout_detection_aligned, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_layout_detection_unaligned, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_aligned_payload_addresses, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_zero_copy, setup, teardown),
+        TU_TEST_DIR(test_reopen),
+        TU_TEST_DIR(test_worked_example_aligned),
+        TU_TEST_DIR(test_worked_example_unaligned),
+        TU_TEST_DIR(test_layout_detection_aligned),
+        TU_TEST_DIR(test_layout_detection_unaligned),
+        TU_TEST_DIR(test_aligned_payload_addresses),
+        TU_TEST_DIR(test_zero_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

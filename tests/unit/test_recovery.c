@@ -29,8 +29,7 @@ typedef struct op {
 } op;
 
 typedef struct fixture {
-    char *dir;
-    char path[4096];
+    tu_fixture tu; /* the directory, the store path and the store */
     op ops[NE];
     uint64_t ends[NE];
     uint8_t *full;
@@ -51,7 +50,7 @@ static void build(fixture *f, int layout) {
     }
     f->ops[7].len = 0;                  /* delete "a" */
     memset(f->ops[6].val + 1, 0, 40);   /* a zero run inside a payload */
-    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+    simdr_store *s = tu_open(f->tu.path, SIMDR_OPEN_CREATE, layout);
     for (int i = 0; i < NE; i++) {
         if (f->ops[i].len)
             assert_int_equal(simdr_put(s, TU_STR(f->ops[i].key), f->ops[i].val, f->ops[i].len,
@@ -61,15 +60,14 @@ static void build(fixture *f, int layout) {
             assert_int_equal(simdr_delete(s, TU_STR(f->ops[i].key), &f->ends[i]), SIMDR_OK);
     }
     assert_int_equal(simdr_close(s), SIMDR_OK);
-    f->full = tu_read_file(f->path, &f->full_len);
+    f->full = tu_read_file(f->tu.path, &f->full_len);
     assert_non_null(f->full);
     assert_int_equal(f->full_len, f->ends[NE - 1]);
 }
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
+    tu_fixture_init(&f->tu, 0);
     *state = f;
     return 0;
 }
@@ -77,8 +75,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     fixture *f = *state;
     free(f->full);
-    tu_rmtree(f->dir);
-    free(f->dir);
+    tu_fixture_free(&f->tu);
     free(f);
     return 0;
 }
@@ -108,10 +105,10 @@ static void expect_prefix(fixture *f, simdr_store *s, int n) {
 static void check_recovered(fixture *f, uint64_t file_len, int n, int writable) {
     uint64_t valid = n ? f->ends[n - 1] : 0;
     size_t before_len = 0;
-    uint8_t *before = tu_read_file(f->path, &before_len);
+    uint8_t *before = tu_read_file(f->tu.path, &before_len);
     assert_non_null(before);
     assert_int_equal(before_len, file_len);
-    simdr_store *s = tu_open(f->path, writable ? SIMDR_OPEN_EXISTING : SIMDR_OPEN_READONLY, 0);
+    simdr_store *s = tu_open(f->tu.path, writable ? SIMDR_OPEN_EXISTING : SIMDR_OPEN_READONLY, 0);
     simdr_recovery_info ri;
     assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
     assert_int_equal(ri.file_size, file_len);
@@ -120,7 +117,7 @@ static void check_recovered(fixture *f, uint64_t file_len, int n, int writable) 
     expect_prefix(f, s, n);
     if (writable && file_len != valid) {
         assert_int_equal(ri.truncated, 1);
-        assert_int_equal(tu_file_size(f->path), (int64_t)valid);
+        assert_int_equal(tu_file_size(f->tu.path), (int64_t)valid);
         assert_true(strlen(ri.saved_path) > 0);
         char saved_path[sizeof ri.saved_path];
         memcpy(saved_path, ri.saved_path, sizeof saved_path);
@@ -138,7 +135,7 @@ static void check_recovered(fixture *f, uint64_t file_len, int n, int writable) 
         assert_int_equal(simdr_entry_start(e), valid);
         simdr_entry_release(e);
         assert_int_equal(simdr_close(s), SIMDR_OK);
-        s = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+        s = tu_open(f->tu.path, SIMDR_OPEN_READONLY, 0);
         tu_expect_str(s, "post", "after-recovery");
         assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
         assert_int_equal(ri.bytes_cut, 0);
@@ -151,7 +148,7 @@ static void check_recovered(fixture *f, uint64_t file_len, int n, int writable) 
         assert_int_equal(simdr_close(s), SIMDR_OK);
         /* unchanged, byte for byte */
         size_t after_len = 0;
-        uint8_t *after = tu_read_file(f->path, &after_len);
+        uint8_t *after = tu_read_file(f->tu.path, &after_len);
         assert_non_null(after);
         assert_int_equal(after_len, before_len);
         assert_memory_equal(after, before, before_len);
@@ -159,7 +156,7 @@ static void check_recovered(fixture *f, uint64_t file_len, int n, int writable) 
     }
     free(before);
     /* nothing else appeared beside the store except saved tails (removed above) */
-    assert_int_equal(tu_dir_count(f->dir), 1);
+    assert_int_equal(tu_dir_count(f->tu.dir), 1);
 }
 
 static void truncate_everywhere(fixture *f, int layout) {
@@ -171,7 +168,7 @@ static void truncate_everywhere(fixture *f, int layout) {
         while (n < NE && f->ends[n] <= cut)
             n++;
         for (int writable = 0; writable < 2; writable++) {
-            tu_write_file(f->path, f->full, cut);
+            tu_write_file(f->tu.path, f->full, cut);
             check_recovered(f, cut, n, writable);
             cases++;
         }
@@ -203,8 +200,8 @@ static void garbage_after_end(fixture *f, int layout) {
             else
                 memset(g, 0xff, gl);
             for (int writable = 0; writable < 2; writable++) {
-                tu_write_file(f->path, f->full, f->full_len);
-                tu_append_file(f->path, g, gl);
+                tu_write_file(f->tu.path, f->full, f->full_len);
+                tu_append_file(f->tu.path, g, gl);
                 check_recovered(f, f->full_len + gl, NE, writable);
             }
         }
@@ -218,8 +215,8 @@ static void garbage_after_end(fixture *f, int layout) {
     uint32_t bad = tu_crc32("xyz", 3) ^ 1u;
     memcpy(fake + 19, &bad, 4);
     for (int writable = 0; writable < 2; writable++) {
-        tu_write_file(f->path, f->full, f->full_len);
-        tu_append_file(f->path, fake, sizeof fake);
+        tu_write_file(f->tu.path, f->full, f->full_len);
+        tu_append_file(f->tu.path, fake, sizeof fake);
         check_recovered(f, f->full_len + sizeof fake, NE, writable);
     }
 }
@@ -241,20 +238,20 @@ static void test_text_file_refused(void **state) {
                               "line %zu: this is a plain text file, not a store\n", n);
     const size_t sizes[] = {1, 19, 20, 21, 100, n};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        tu_write_file(f->path, text, sizes[i]);
+        tu_write_file(f->tu.path, text, sizes[i]);
         uint8_t sha[32], sha2[32];
-        tu_sha256_file(f->path, sha);
+        tu_sha256_file(f->tu.path, sha);
         const int modes[] = {SIMDR_OPEN_READONLY, SIMDR_OPEN_EXISTING, SIMDR_OPEN_CREATE};
         for (int m = 0; m < 3; m++) {
             simdr_store *s = NULL;
-            int rc = tu_open_status(&s, f->path, modes[m], 0);
+            int rc = tu_open_status(&s, f->tu.path, modes[m], 0);
             assert_int_equal(rc, SIMDR_ENOTSTORE);
             assert_null(s);
             assert_true(strlen(simdr_last_error()) > 0);
-            assert_int_equal(tu_file_size(f->path), (int64_t)sizes[i]);
-            tu_sha256_file(f->path, sha2);
+            assert_int_equal(tu_file_size(f->tu.path), (int64_t)sizes[i]);
+            tu_sha256_file(f->tu.path, sha2);
             assert_memory_equal(sha, sha2, 32);
-            assert_int_equal(tu_dir_count(f->dir), 1);
+            assert_int_equal(tu_dir_count(f->tu.dir), 1);
         }
     }
 }
@@ -279,7 +276,7 @@ static void torn_payload(fixture *f, int layout) {
                 free(copy);
                 continue;
             }
-            tu_write_file(f->path, copy, f->full_len);
+            tu_write_file(f->tu.path, copy, f->full_len);
             free(copy);
             check_recovered(f, f->full_len, NE - 1, writable);
         }
@@ -288,7 +285,7 @@ static void torn_payload(fixture *f, int layout) {
     uint8_t *copy = malloc(f->full_len);
     memcpy(copy, f->full, f->full_len);
     copy[pay + 3] ^= 0x40;
-    tu_write_file(f->path, copy, f->full_len);
+    tu_write_file(f->tu.path, copy, f->full_len);
     free(copy);
     check_recovered(f, f->full_len, NE - 1, 1);
 }
@@ -304,9 +301,9 @@ static void test_torn_payload_unaligned(void **state) {
 static void test_repair_off_reports_corrupt(void **state) {
     fixture *f = *state;
     build(f, SIMDR_LAYOUT_ALIGNED64);
-    tu_write_file(f->path, f->full, f->full_len - 7);
+    tu_write_file(f->tu.path, f->full, f->full_len - 7);
     uint8_t sha[32], sha2[32];
-    tu_sha256_file(f->path, sha);
+    tu_sha256_file(f->tu.path, sha);
     simdr_options o;
     simdr_options_init(&o);
     assert_int_equal(o.repair, 1);
@@ -316,11 +313,11 @@ static void test_repair_off_reports_corrupt(void **state) {
     o.repair = 0;
     o.open_mode = SIMDR_OPEN_EXISTING;
     simdr_store *s = NULL;
-    assert_int_equal(simdr_open(&s, f->path, &o), SIMDR_ECORRUPT);
+    assert_int_equal(simdr_open(&s, f->tu.path, &o), SIMDR_ECORRUPT);
     assert_null(s);
-    tu_sha256_file(f->path, sha2);
+    tu_sha256_file(f->tu.path, sha2);
     assert_memory_equal(sha, sha2, 32);
-    assert_int_equal(tu_dir_count(f->dir), 1);
+    assert_int_equal(tu_dir_count(f->tu.dir), 1);
     /* with repair (the default) it is cut to the previous entry */
     check_recovered(f, f->full_len - 7, NE - 1, 1);
 }
@@ -334,8 +331,8 @@ static void test_damaged_tombstone_get_and_exists_agree(void **state) {
     build(f, SIMDR_LAYOUT_ALIGNED64);
     uint8_t flipped = 0x01;
     assert_int_equal(f->full[f->ends[6]], 0x00); /* the tombstone of "a" */
-    tu_patch_file(f->path, f->ends[6], &flipped, 1);
-    simdr_store *s = tu_open(f->path, SIMDR_OPEN_EXISTING, SIMDR_LAYOUT_ALIGNED64);
+    tu_patch_file(f->tu.path, f->ends[6], &flipped, 1);
+    simdr_store *s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, SIMDR_LAYOUT_ALIGNED64);
     simdr_check_report rep;
     assert_int_equal(simdr_check(s, NULL, NULL, &rep), SIMDR_ECORRUPT);
     assert_int_equal(rep.bad_entries, 1);
@@ -355,8 +352,8 @@ static void test_damaged_tombstone_iteration_goes_on(void **state) {
     fixture *f = *state;
     build(f, SIMDR_LAYOUT_ALIGNED64);
     uint8_t flipped = 0x01;
-    tu_patch_file(f->path, f->ends[6], &flipped, 1);
-    simdr_store *s = tu_open(f->path, SIMDR_OPEN_READONLY, SIMDR_LAYOUT_ALIGNED64);
+    tu_patch_file(f->tu.path, f->ends[6], &flipped, 1);
+    simdr_store *s = tu_open(f->tu.path, SIMDR_OPEN_READONLY, SIMDR_LAYOUT_ALIGNED64);
     for (int walk = 0; walk < 2; walk++) {
         atomic_store(&simdr__iter_force_chain_walk, walk);
         simdr_iter *it = NULL;
@@ -394,7 +391,7 @@ static void large_store_walk(fixture *f, int layout) {
     uint8_t *big = malloc(BIG);
     uint8_t small[300];
     char k[32];
-    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+    simdr_store *s = tu_open(f->tu.path, SIMDR_OPEN_CREATE, layout);
     for (int i = 0; i < N; i++) {
         snprintf(k, sizeof k, "w%d", i % 2500);
         if (i % 500 == 250) {
@@ -410,10 +407,10 @@ static void large_store_walk(fixture *f, int layout) {
     }
     uint64_t live = simdr_count(s);
     assert_int_equal(simdr_close(s), SIMDR_OK);
-    uint64_t size = (uint64_t)tu_file_size(f->path);
+    uint64_t size = (uint64_t)tu_file_size(f->tu.path);
     assert_true(size > 8 * (UINT64_C(1) << 20));
 
-    s = tu_open(f->path, SIMDR_OPEN_EXISTING, layout);
+    s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, layout);
     assert_int_equal(simdr_count(s), live);
     for (int key = 0; key < 2500; key++) {
         int newest = key + 2500 < N ? key + 2500 : key;
@@ -439,20 +436,20 @@ static void large_store_walk(fixture *f, int layout) {
     uint8_t saved[8], link[8];
     uint64_t link_at = ends[bi + 1] - 12;
     size_t whole_len = 0;
-    uint8_t *whole = tu_read_file(f->path, &whole_len);
+    uint8_t *whole = tu_read_file(f->tu.path, &whole_len);
     memcpy(saved, whole + link_at, 8);
     free(whole);
     tu_put_le64(link, ends[bi - 1]); /* skip the big entry */
-    tu_patch_file(f->path, link_at, link, 8);
+    tu_patch_file(f->tu.path, link_at, link, 8);
     simdr_store *bad = NULL;
-    assert_int_equal(tu_open_status(&bad, f->path, SIMDR_OPEN_EXISTING, layout), SIMDR_ECORRUPT);
+    assert_int_equal(tu_open_status(&bad, f->tu.path, SIMDR_OPEN_EXISTING, layout), SIMDR_ECORRUPT);
     assert_null(bad);
-    assert_int_equal((uint64_t)tu_file_size(f->path), size);
-    tu_patch_file(f->path, link_at, saved, 8);
+    assert_int_equal((uint64_t)tu_file_size(f->tu.path), size);
+    tu_patch_file(f->tu.path, link_at, saved, 8);
 
     uint8_t flip = 0xff;
-    tu_patch_file(f->path, ends[bi] - 20 - BIG / 2, &flip, 1);
-    s = tu_open(f->path, SIMDR_OPEN_EXISTING, layout);
+    tu_patch_file(f->tu.path, ends[bi] - 20 - BIG / 2, &flip, 1);
+    s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, layout);
     simdr_check_report rep;
     assert_int_equal(simdr_check(s, NULL, NULL, &rep), SIMDR_ECORRUPT);
     assert_int_equal(rep.bad_entries, 1);

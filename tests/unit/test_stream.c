@@ -12,30 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct fixture {
-    char *dir;
-    char path[4096];
-    simdr_store *s;
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = tu_mkdtemp();
-    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
-    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    simdr_close(f->s);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
 /* A source over a buffer, handing out odd-sized pieces; fails with -1 once
  * fail_at bytes were delivered (fail_at < 0: never). */
 typedef struct src {
@@ -67,7 +43,7 @@ static int64_t src_read(void *ctx, void *buf, size_t cap) {
 }
 
 static void test_stream_large(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "before", "x");
     size_t n = 3 * 1024 * 1024 + 12345;
     uint8_t *v = malloc(n);
@@ -122,7 +98,7 @@ static void *pipe_writer(void *p) {
 }
 
 static void test_put_fd_pipe(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     size_t n = 1024 * 1024 + 7;
     uint8_t *v = malloc(n);
     tu_fill(v, n, 99);
@@ -162,7 +138,7 @@ static void test_put_fd_pipe(void **state) {
     free(v);
 }
 
-static void check_unchanged(fixture *f, uint64_t size, uint64_t count, const uint8_t *sha) {
+static void check_unchanged(tu_fixture *f, uint64_t size, uint64_t count, const uint8_t *sha) {
     uint8_t now[32];
     assert_int_equal(simdr_file_size(f->s), size);
     assert_int_equal(tu_file_size(f->path), (int64_t)size);
@@ -172,7 +148,7 @@ static void check_unchanged(fixture *f, uint64_t size, uint64_t count, const uin
 }
 
 static void test_stream_source_fails_midway(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "victim", "old value");
     uint64_t size = simdr_file_size(f->s);
     uint8_t sha[32];
@@ -213,7 +189,7 @@ static void test_stream_source_fails_midway(void **state) {
 }
 
 static void test_stream_empty_and_zero_refused(void **state) {
-    fixture *f = *state;
+    tu_fixture *f = *state;
     tu_put_str(f->s, "k", "v");
     uint64_t size = simdr_file_size(f->s);
     uint8_t sha[32];
@@ -244,10 +220,10 @@ static void test_stream_empty_and_zero_refused(void **state) {
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_stream_large, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_put_fd_pipe, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stream_source_fails_midway, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stream_empty_and_zero_refused, setup, teardown),
+        TU_TEST(test_stream_large),
+        TU_TEST(test_put_fd_pipe),
+        TU_TEST(test_stream_source_fails_midway),
+        TU_TEST(test_stream_empty_and_zero_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

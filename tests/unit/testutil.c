@@ -1,7 +1,7 @@
 /*
  * testutil.c - implementation of the unit-test helpers declared in
  * testutil.h (temporary directories, file I/O, CRC-32, hex, seeded values,
- * store shortcuts).
+ * store shortcuts, the shared fixture).
  */
 #define _GNU_SOURCE 1
 #include "testutil.h"
@@ -300,6 +300,41 @@ void tu_expect_absent(simdr_store *s, const void *key, size_t klen) {
     simdr_entry *e = (simdr_entry *)(uintptr_t)1;
     assert_int_equal(simdr_get(s, key, klen, &e), SIMDR_NOTFOUND);
     assert_int_equal(simdr_exists(s, key, klen), 0);
+}
+
+/* ---- the shared fixture ---- */
+
+void tu_fixture_init(tu_fixture *f, int open_store) {
+    f->dir = tu_mkdtemp();
+    tu_join(f->path, sizeof f->path, f->dir, "store.bin");
+    tu_join(f->other, sizeof f->other, f->dir, "other.bin");
+    f->s = open_store ? tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64) : NULL;
+}
+
+void tu_fixture_free(tu_fixture *f) {
+    simdr_close(f->s);
+    f->s = NULL;
+    tu_rmtree(f->dir);
+    free(f->dir);
+    f->dir = NULL;
+}
+
+static int setup_fixture(void **state, int open_store) {
+    tu_fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    tu_fixture_init(f, open_store);
+    *state = f;
+    return 0;
+}
+
+int tu_setup_store(void **state) { return setup_fixture(state, 1); }
+int tu_setup_dir(void **state) { return setup_fixture(state, 0); }
+
+int tu_teardown(void **state) {
+    tu_fixture *f = *state;
+    tu_fixture_free(f);
+    free(f);
+    return 0;
 }
 
 /* ---- hangs ---- */

@@ -1,8 +1,9 @@
 /*
  * testutil.h - helpers shared by the unit test suites of libsimdr: temporary
  * directories, whole-file I/O, SHA-256 and CRC-32 digests, hex, deterministic
- * pseudo-random values, small store shortcuts built on cmocka assertions and
- * a watchdog that turns a hang into a failure.
+ * pseudo-random values, small store shortcuts built on cmocka assertions, the
+ * shared fixture (a temporary directory, a store in it) and a watchdog that
+ * turns a hang into a failure.
  */
 #ifndef SIMDR_TESTUTIL_H
 #define SIMDR_TESTUTIL_H
@@ -80,6 +81,33 @@ void tu_expect_value(simdr_store *s, const void *key, size_t klen, const void *v
                      size_t vlen);
 void tu_expect_str(simdr_store *s, const char *key, const char *value);
 void tu_expect_absent(simdr_store *s, const void *key, size_t klen);
+
+/* ---- the fixture every suite starts from ---- */
+
+/* A fresh temporary directory with two file names in it and, for suites
+ * that want one, a store open on the first. Suites with data of their own
+ * embed it as the first member of their fixture. */
+typedef struct tu_fixture {
+    char *dir;         /* removed with everything in it at teardown */
+    char path[4096];   /* dir/store.bin */
+    char other[4096];  /* dir/other.bin: a second file (copies, moves, a second store) */
+    simdr_store *s;    /* NULL unless opened; closed at teardown */
+} tu_fixture;
+
+/* Makes the directory and the names (and, with open_store, creates and opens
+ * path in the aligned layout). */
+void tu_fixture_init(tu_fixture *f, int open_store);
+/* Closes s, removes the directory, frees dir (not f). */
+void tu_fixture_free(tu_fixture *f);
+/* cmocka setups (with a store open, or only the directory) and teardown;
+ * *state is the calloc'd tu_fixture. */
+int tu_setup_store(void **state);
+int tu_setup_dir(void **state);
+int tu_teardown(void **state);
+/* A cmocka test run in a fresh tu_fixture: with a store open, or only the
+ * directory. */
+#define TU_TEST(fn) cmocka_unit_test_setup_teardown(fn, tu_setup_store, tu_teardown)
+#define TU_TEST_DIR(fn) cmocka_unit_test_setup_teardown(fn, tu_setup_dir, tu_teardown)
 
 /* ---- hangs ---- */
 

@@ -1,0 +1,100 @@
+/*
+ * sync.c - making appended data durable: simdr_sync and the group commit
+ * (simdr__sync_to) that lets one fdatasync cover every writer queued on it.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <time.h>
+
+#include "internal.h"
+
+SIMDR_API int simdr_sync(simdr_store *s) {
+    if (!s) return simdr__fail(SIMDR_EINVAL, "simdr_sync: NULL store");
+    if (s->readonly) return SIMDR_OK;
+    int refused = simdr__check_syncable(s);
+    if (refused != SIMDR_OK) return refused;
+    pthread_mutex_lock(&s->wlock);
+    uint64_t end = s->tail;
+    pthread_mutex_unlock(&s->wlock);
+    return simdr__sync_to(s, end);
+}
+
+static uint64_t monotonic_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * UINT64_C(1000000000) + (uint64_t)t.tv_nsec;
+}
+
+/* The writer's tail and the file it is in (compaction swaps both). */
+static uint64_t writer_tail(simdr_store *s, int *fd, uint64_t *sum) {
+    pthread_mutex_lock(&s->wlock);
+    uint64_t tail = s->tail;
+    *fd = s->fd;
+    *sum = s->side ? s->side->sum : 0; /* the side file's metadata sum at tail */
+    pthread_mutex_unlock(&s->wlock);
+    return tail;
+}
+
+int simdr__sync_to(simdr_store *s, uint64_t end) {
+    if (atomic_load_explicit(&s->synced, memory_order_acquire) >= end) return SIMDR_OK;
+    int refused = simdr__check_syncable(s);
+    if (refused != SIMDR_OK) {
+        /* Once failed, synced no longer moves: data it covers was
+         * confirmed before the failure. */
+        if (refused == SIMDR_EFAILED) {
+            if (atomic_load_explicit(&s->synced, memory_order_acquire) >= end) return SIMDR_OK;
+            simdr__withdraw_unsynced(s);
+        }
+        return refused;
+    }
+    atomic_fetch_add(&s->syncers, 1);
+    atomic_fetch_add(&s->sync_queued, 1);
+    pthread_mutex_lock(&s->sync_lock);
+    atomic_fetch_sub(&s->sync_queued, 1);
+    int rc = SIMDR_OK;
+    if (atomic_load_explicit(&s->synced, memory_order_acquire) < end)
+        rc = simdr__check_syncable(s);
+    if (rc == SIMDR_EFAILED && atomic_load_explicit(&s->synced, memory_order_acquire) >= end)
+        rc = SIMDR_OK;
+    if (rc == SIMDR_OK && atomic_load_explicit(&s->synced, memory_order_acquire) < end) {
+        /* Everything appended so far rides on this one fdatasync: writers
+         * that queued behind us find their data already synced (group
+         * commit). When the previous sync's leader is still on its way
+         * out (in sync_to, not queued for the lock: it will be back with
+         * its next write in microseconds), wait a fraction of an fdatasync
+         * for that write to land, so one sync covers both instead of two
+         * writers alternating one sync each. Writers already queued behind
+         * us appended before they queued and are covered anyway. */
+        int fd;
+        uint64_t sum;
+        uint64_t target = writer_tail(s, &fd, &sum);
+        if (atomic_load(&s->syncers) > atomic_load(&s->sync_queued) + 1) {
+            uint64_t wait = atomic_load(&s->last_sync_ns) / 4;
+            if (wait > 100000) wait = 100000;
+            uint64_t deadline = monotonic_ns() + wait;
+            while (monotonic_ns() < deadline) {
+                sched_yield();
+                uint64_t now_tail = writer_tail(s, &fd, &sum);
+                if (now_tail != target) {
+                    target = now_tail;
+                    break;
+                }
+            }
+        }
+        uint64_t t0 = monotonic_ns();
+        if (simdr__fdatasync(fd) != 0 || simdr__side_sync(s->side, fd, target, sum) != 0) {
+            /* A failed sync is final: see simdr__withdraw_unsynced. */
+            rc = simdr__fail_errno(errno, "fdatasync", s->path);
+            atomic_store_explicit(&s->failed, 1, memory_order_release);
+        } else {
+            atomic_store(&s->last_sync_ns, monotonic_ns() - t0);
+            if (target > atomic_load(&s->synced))
+                atomic_store_explicit(&s->synced, target, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&s->sync_lock);
+    atomic_fetch_sub(&s->syncers, 1);
+    if (rc == SIMDR_EFAILED || (rc != SIMDR_OK && atomic_load(&s->failed)))
+        simdr__withdraw_unsynced(s);
+    return rc;
+}

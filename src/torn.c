@@ -1,0 +1,38 @@
+/*
+ * torn.c - saving the bytes a repair cuts into a file beside the store,
+ * made durable before the cut, so a repair never destroys anything silently.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Copies the bytes about to be cut into "<path>.torn-<offset>[.N]" and makes
+ * that file durable, so a repair never destroys anything silently. */
+int simdr__save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, uint64_t to) {
+    char name[sizeof s->recovery.saved_path];
+    int fd = -1;
+    for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {
+        if (attempt == 0)
+            snprintf(name, sizeof name, "%s.torn-%llu", s->path, (unsigned long long)from);
+        else
+            snprintf(name, sizeof name, "%s.torn-%llu.%d", s->path, (unsigned long long)from,
+                     attempt);
+        fd = simdr__io.open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST) return simdr__fail_errno(errno, "saving torn tail", name);
+    }
+    if (fd < 0) return simdr__fail(SIMDR_EIO, "%s: no free name to save the torn tail", s->path);
+    int rc = simdr__pwrite_all(fd, base + from, (size_t)(to - from), 0);
+    if (rc == 0) rc = simdr__io.fsync(fd);
+    int err = errno;
+    close(fd);
+    if (rc != 0) {
+        unlink(name);
+        return simdr__fail_errno(err, "saving torn tail", name);
+    }
+    simdr__fsync_dir(name);
+    snprintf(s->recovery.saved_path, sizeof s->recovery.saved_path, "%s", name);
+    return SIMDR_OK;
+}

@@ -1,0 +1,46 @@
+/*
+ * view.c - the view readers load (map, index, tail) and its replacement:
+ * a new view is published, and the old one's replaced parts are freed only
+ * after a grace period, so no reader ever holds freed memory.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+int simdr__new_view(simdr__map *map, simdr__index *index, uint64_t tail, simdr__view **out) {
+    simdr__view *v = malloc(sizeof *v);
+    if (!v) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    v->map = map;
+    v->index = index;
+    atomic_init(&v->tail, tail);
+    *out = v;
+    return SIMDR_OK;
+}
+
+int simdr__publish_view(simdr_store *s, simdr__map *map, simdr__index *index) {
+    simdr__view *old = simdr__current_view(s);
+    simdr__view *nv;
+    uint64_t tail = atomic_load_explicit(&old->tail, memory_order_relaxed);
+    if (simdr__new_view(map, index, tail, &nv) != SIMDR_OK) {
+        if (map != old->map) simdr__map_retire(map);
+        if (index != old->index) simdr__index_free(index);
+        return SIMDR_ENOMEM;
+    }
+    atomic_store_explicit(&s->view, nv, memory_order_release);
+    /* Once every reader that might have loaded the old view has left, its
+     * parts that were replaced can go. */
+    simdr__epoch_synchronize(&s->epoch);
+    if (old->map != map) simdr__map_retire(old->map);
+    if (old->index != index) simdr__index_free(old->index);
+    free(old);
+    return SIMDR_OK;
+}
+
+int simdr__ensure_mapped(simdr_store *s, uint64_t end) {
+    simdr__view *v = simdr__current_view(s);
+    if (end <= v->map->len) return SIMDR_OK;
+    simdr__map *m;
+    int rc = simdr__map_create(s->fd, end, &m, s->path);
+    if (rc != SIMDR_OK) return rc;
+    return simdr__publish_view(s, m, v->index);
+}
