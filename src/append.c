@@ -211,10 +211,11 @@ static void publish_tail(simdr_store *s, uint64_t tail, const simdr__meta *last,
 }
 
 /* The side file's sum with the entry whose metadata bytes end at end added
- * (side.c explains it): one 28-byte hash per entry, only with a side file. */
-static inline uint64_t side_sum(const simdr_store *s, uint64_t sum, const uint8_t *meta,
+ * (side.c explains it): a few multiplications per entry, only with a side
+ * file. */
+static inline uint64_t side_sum(const simdr_store *s, uint64_t sum, const simdr__meta *m,
                                 uint64_t end) {
-    return s->side ? sum + simdr__side_term(meta, end) : sum;
+    return s->side ? sum + simdr__side_term(m, end) : sum;
 }
 
 /* Indexes entries already written; metas[i] is the metadata offset of
@@ -270,7 +271,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
         simdr__meta m = {items[0].hash, start, simdr__crc32(0, items[0].value, items[0].len)};
         simdr__meta_encode(meta, &m);
         last = m;
-        sum = side_sum(s, sum, meta, pos);
+        sum = side_sum(s, sum, &m, pos);
         struct iovec iov[3] = {{(void *)simdr__zero_pad, (size_t)pad},
                                {(void *)items[0].value, items[0].len},
                                {meta, sizeof meta}};
@@ -302,21 +303,19 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
             simdr__meta m = {items[i].hash, at, simdr__crc32(0, items[i].value, items[i].len)};
             last = m;
             uint64_t rel = at - start;
-            uint8_t *mb;
             if (buf) {
                 memset(buf + rel, 0, (size_t)pad);
                 memcpy(buf + rel + pad, items[i].value, items[i].len);
-                mb = buf + rel + pad + items[i].len;
-                simdr__meta_encode(mb, &m);
+                simdr__meta_encode(buf + rel + pad + items[i].len, &m);
             } else {
-                mb = meta_bytes + i * SIMDR__META_SIZE;
+                uint8_t *mb = meta_bytes + i * SIMDR__META_SIZE;
                 simdr__meta_encode(mb, &m);
                 if (pad) iov[cnt++] = (struct iovec){(void *)simdr__zero_pad, (size_t)pad};
                 iov[cnt++] = (struct iovec){(void *)items[i].value, items[i].len};
                 iov[cnt++] = (struct iovec){mb, SIMDR__META_SIZE};
             }
             at += pad + items[i].len + SIMDR__META_SIZE;
-            sum = side_sum(s, sum, mb, at);
+            sum = side_sum(s, sum, &m, at);
             metas[i] = at - SIMDR__META_SIZE;
         }
         int wr = buf ? simdr__pwrite_all(s->fd, buf, (size_t)total, start)
@@ -481,7 +480,7 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
     uint64_t meta_off = pos - SIMDR__META_SIZE;
     rc = index_items(s, &it, 1, &meta_off);
     if (rc != SIMDR_OK) s->failed = 1;
-    publish_tail(s, pos, &m, side_sum(s, s->side ? s->side->sum : 0, meta, pos));
+    publish_tail(s, pos, &m, side_sum(s, s->side ? s->side->sum : 0, &m, pos));
 out:
     pthread_mutex_unlock(&s->wlock);
     free(buf);

@@ -235,9 +235,28 @@ typedef struct simdr__side_basis {
     simdr__side_record durable;
     uint64_t anchor, sum;
 } simdr__side_basis;
-/* The hash an entry adds to the sums: of its 20 metadata bytes and the
- * offset at which they end. */
-uint64_t simdr__side_term(const uint8_t meta[SIMDR__META_SIZE], uint64_t end);
+/* The finalizer of MurmurHash3: a bijection of 64-bit words that spreads
+ * every input bit over the output. */
+static inline uint64_t simdr__mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x *= UINT64_C(0xc4ceb9fe1a85ec53);
+    x ^= x >> 33;
+    return x;
+}
+/* The hash an entry adds to the sums: of its metadata (key hash,
+ * prev_offset, CRC) and the offset at which it ends. Inline and a few
+ * multiplications, since the put path computes it for every entry. For
+ * fixed other fields it is a bijection of each field (odd multipliers, then
+ * a bijective mix), so an entry whose metadata differs in any one of them
+ * always changes the sum (a key hash torn to zeros included); changes to
+ * several collide with chance 2^-64. */
+static inline uint64_t simdr__side_term(const simdr__meta *m, uint64_t end) {
+    return simdr__mix64(m->key_hash ^ (m->prev * UINT64_C(0x9e3779b97f4a7c15)) ^
+                        (end * UINT64_C(0xd6e8feb86659fd93)) ^
+                        ((uint64_t)m->checksum * UINT64_C(0x2545f4914f6cdd1d)));
+}
 /* Writer, after recovery: opens or creates the side file, locks it, maps it
  * and states the file, its tail and basis. NULL when that fails (the file is
  * then removed: the store works, every open costs a full recovery). */

@@ -80,7 +80,8 @@ static int live_record_vouched(int fd, const uint8_t *base, uint64_t size,
         const uint8_t *meta = simdr__window_span(&w, m, p);
         uint64_t prev = simdr__load_u64le(meta + 8);
         if (prev >= m || prev < d->tail) break;
-        sum += simdr__side_term(meta, p);
+        simdr__meta decoded = simdr__meta_decode(meta);
+        sum += simdr__side_term(&decoded, p);
         p = prev;
     }
     free(w.buf);
