@@ -260,12 +260,13 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
         free(path);
         return NULL;
     }
-    if (created) {
-        /* A new side file must exist on disk before the first write can be
-         * acknowledged as durable. */
-        simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
-        simdr__fsync_dir(path);
-    }
+    /* On disk before this writer's first append: a new side file must exist
+     * before a write can be acknowledged as durable, and the page an
+     * earlier writer left marked closed must not outlive the start of this
+     * one (after a power cut it would pass this writer's appends off as
+     * another program's, recovered in full). */
+    simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
+    if (created) simdr__fsync_dir(path);
     free(path);
     return sd;
 }
