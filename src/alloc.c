@@ -7,9 +7,9 @@
  * lookups miss the TLB far less. Small arrays use calloc.
  *
  * Index tables are touched all over as soon as they exist (a growth fills the
- * new table at once), so their pages are populated in one call: on virtual
- * machines a page fault can cost tens of microseconds, one populate call
- * about a microsecond a page.
+ * new table at once), so their pages are populated in one call rather than
+ * faulted in one by one: a page fault is costly, most of all on virtual
+ * machines (docs/BENCHMARKS.md, "Machine").
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -155,11 +155,11 @@ void simdr__index_entry(simdr_store *s, uint64_t hash, uint64_t meta_off, int to
 
 /* A growth reads the metadata of every indexed entry through the map, at
  * random. Mapping the pages written since the last growth in one call costs
- * a fraction of the page faults those reads would take one by one (tens of
- * microseconds each on some virtual machines). Only done while the file
- * holds at least one indexed key a page on average: with large values most
- * pages are payload the growth never reads, and mapping them would read them
- * in and count them as resident for nothing. */
+ * a fraction of the page faults those reads would take one by one (costly,
+ * most of all on virtual machines: docs/BENCHMARKS.md, "Machine"). Only done
+ * while the file holds at least one indexed key a page on average: with
+ * large values most pages are payload the growth never reads, and mapping
+ * them would read them in and count them as resident for nothing. */
 static void populate_map(simdr_store *s, simdr__map *m, const simdr__index *ix) {
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     uint64_t end = s->tail < m->len ? s->tail : m->len;

@@ -361,9 +361,13 @@ int simdr__publish_view(simdr_store *s, simdr__map *map, simdr__index *index);
 
 /* Writer: make the map cover [0, end). */
 int simdr__ensure_mapped(simdr_store *s, uint64_t end);
+static inline simdr__view *simdr__current_view(simdr_store *s) {
+    return atomic_load_explicit(&s->view, memory_order_acquire);
+}
+
+/* ---- the files beside a store (store.c) ---- */
 int simdr__fsync_dir(const char *path);
-/* path followed by suffix, malloc'd (NULL without memory): the names of the
- * files kept beside a store. */
+/* path followed by suffix, malloc'd (NULL without memory). */
 char *simdr__suffixed_path(const char *path, const char *suffix);
 /* The temporary file a compaction writes before renaming it over the store. */
 #define SIMDR__COMPACT_SUFFIX ".compact"
@@ -374,9 +378,6 @@ char *simdr__suffixed_path(const char *path, const char *suffix);
 int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__view **out);
 /* torn.c: copies [from, to) of base into "<path>.torn-<from>[.N]", durably. */
 int simdr__save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, uint64_t to);
-static inline simdr__view *simdr__current_view(simdr_store *s) {
-    return atomic_load_explicit(&s->view, memory_order_acquire);
-}
 
 /* Chain walks go backwards through the file, each step's address loaded by
  * the step before, which hardware prefetchers do not follow: touch the bytes

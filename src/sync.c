@@ -61,10 +61,11 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
          * that queued behind us find their data already synced (group
          * commit). When the previous sync's leader is still on its way
          * out (in sync_to, not queued for the lock: it will be back with
-         * its next write in microseconds), wait a fraction of an fdatasync
-         * for that write to land, so one sync covers both instead of two
-         * writers alternating one sync each. Writers already queued behind
-         * us appended before they queued and are covered anyway. */
+         * its next write long before an fdatasync ends), wait a fraction
+         * of an fdatasync for that write to land, so one sync covers both
+         * instead of two writers alternating one sync each. Writers already
+         * queued behind us appended before they queued and are covered
+         * anyway. */
         int fd;
         uint64_t sum;
         uint64_t target = writer_tail(s, &fd, &sum);
