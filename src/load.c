@@ -65,9 +65,9 @@ static int record_meta_found(const uint8_t *base, uint64_t size, const simdr__si
  * any of their sectors may be lost or torn, and the format's CRC covers
  * payloads only (a key hash torn to zeros passes it). The chain from r's
  * tail must lead exactly to d's through links going strictly down, and the
- * terms of its entries (side.c) must add up to the difference of the two
- * sums, so every metadata byte between them is the writer's. The payloads'
- * CRCs are checked by the recovery of the chain that follows. */
+ * terms of its entries (simdr__side_term) must add up to the difference of
+ * the two sums, so every metadata byte between them is the writer's. The
+ * payloads' CRCs are checked by the recovery of the chain that follows. */
 static int live_record_vouched(int fd, const uint8_t *base, uint64_t size,
                                const simdr__side_record *r, const simdr__side_record *d) {
     if (r->anchor != d->anchor || r->tail <= d->tail || !record_meta_found(base, size, r))
