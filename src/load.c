@@ -102,7 +102,7 @@ typedef struct side_plan {
 } side_plan;
 
 static void plan_ends(const simdr__side_state *st, int fd, const uint8_t *base, uint64_t size,
-                      side_plan *pl) {
+                      int writer_active, side_plan *pl) {
     pl->n = 0;
     pl->floor = NULL;
     pl->durable = st->has_durable ? &st->durable : NULL;
@@ -123,7 +123,14 @@ static void plan_ends(const simdr__side_state *st, int fd, const uint8_t *base, 
     for (int i = 0; i < st->n_live; i++) {
         const simdr__side_record *r = &st->live[i];
         if (pl->n && r->tail >= pl->rec[pl->n - 1]->tail) continue;
-        if (live_record_vouched(fd, base, size, r, pl->floor)) pl->rec[pl->n++] = r;
+        /* A writer holding the side file's lock is alive: its page is the
+         * page cache's, never one a power cut left behind, so a record
+         * whose metadata is found needs no walk (a read-only open, such as
+         * simdr_check's, of a store being appended to stays one pass). */
+        int live_page = writer_active && r->anchor == pl->floor->anchor &&
+                        r->tail > pl->floor->tail && record_meta_found(base, size, r);
+        if (live_page || live_record_vouched(fd, base, size, r, pl->floor))
+            pl->rec[pl->n++] = r;
     }
     if (!pl->n || pl->rec[pl->n - 1]->tail != pl->floor->tail) pl->rec[pl->n++] = pl->floor;
 }
@@ -310,7 +317,7 @@ int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     s->recovery.file_size = size;
     s->recovery.valid_size = size;
     side_plan plan = {0, {NULL}, NULL, NULL};
-    if (has_side) plan_ends(&side, s->fd, map->base, size, &plan);
+    if (has_side) plan_ends(&side, s->fd, map->base, size, writer_active, &plan);
     /* Fast path: the file ends where the side file vouches (or there is no
      * side file) and the hint covers it. */
     if (plan.n ? plan.rec[0]->tail == size : !plan.floor) {

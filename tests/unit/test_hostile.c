@@ -651,11 +651,17 @@ typedef struct appender {
     atomic_int failed;
 } appender;
 
+/* Each check reads the whole file, so an appender that outpaces the checks
+ * (a loaded machine starving the checking thread) grew the file faster than
+ * they could read it and the test ran into ctest's timeout: it stops after
+ * this many puts (about 6 MB). */
+#define APPENDS_MAX 4000
+
 static void *append_loop(void *arg) {
     appender *a = arg;
     uint8_t v[3000];
     memset(v, 'v', sizeof v);
-    while (!atomic_load(&a->stop)) {
+    while (!atomic_load(&a->stop) && atomic_load(&a->n) < APPENDS_MAX) {
         char k[32];
         snprintf(k, sizeof k, "live%d", a->n % 500);
         if (simdr_put(a->s, k, strlen(k), v, 1 + (size_t)(a->n % 2999), NULL) != SIMDR_OK)
