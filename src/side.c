@@ -41,7 +41,7 @@
  * appended since an anchor (the tail at which the records' writer, or an
  * earlier one whose durable record it kept, started counting): the entries
  * between the durable tail and a live one must add up to the difference of
- * their sums (store.c, live_record_vouched). A sum, unlike a chained hash,
+ * their sums (load.c, live_record_vouched). A sum, unlike a chained hash,
  * can be checked walking the chain backwards without buffering it, and
  * costs the put path a few multiplications per entry (simdr__side_term).
  */
