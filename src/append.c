@@ -202,11 +202,20 @@ static int undo_append(simdr_store *s, uint64_t old_tail, int err, const char *w
     return rc;
 }
 
-/* last: the metadata ending at tail, recorded in the side file with it. */
-static void publish_tail(simdr_store *s, uint64_t tail, const simdr__meta *last) {
+/* last: the metadata ending at tail, recorded in the side file with it;
+ * sum: the side file's metadata sum at tail (side_sum). */
+static void publish_tail(simdr_store *s, uint64_t tail, const simdr__meta *last, uint64_t sum) {
     s->tail = tail;
     atomic_store_explicit(&simdr__current_view(s)->tail, tail, memory_order_release);
-    if (s->side) simdr__side_publish(s->side, tail, last);
+    if (s->side) simdr__side_publish(s->side, tail, last, sum);
+}
+
+/* The side file's sum with the entry whose metadata bytes end at end added
+ * (side.c explains it): a few multiplications per entry, only with a side
+ * file. */
+static inline uint64_t side_sum(const simdr_store *s, uint64_t sum, const simdr__meta *m,
+                                uint64_t end) {
+    return s->side ? sum + simdr__side_term(m, end) : sum;
 }
 
 /* Indexes entries already written; metas[i] is the metadata offset of
@@ -253,6 +262,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
     if (rc == SIMDR_OK) rc = reserve_index(s, n);
     if (rc != SIMDR_OK) return rc;
     simdr__meta last; /* the metadata of the entry ending at pos */
+    uint64_t sum = s->side ? s->side->sum : 0;
 
     if (n == 1) {
         /* The common case: three iovecs over the caller's buffer, no copy. */
@@ -261,6 +271,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
         simdr__meta m = {items[0].hash, start, simdr__crc32(0, items[0].value, items[0].len)};
         simdr__meta_encode(meta, &m);
         last = m;
+        sum = side_sum(s, sum, &m, pos);
         struct iovec iov[3] = {{(void *)simdr__zero_pad, (size_t)pad},
                                {(void *)items[0].value, items[0].len},
                                {meta, sizeof meta}};
@@ -304,6 +315,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
                 iov[cnt++] = (struct iovec){mb, SIMDR__META_SIZE};
             }
             at += pad + items[i].len + SIMDR__META_SIZE;
+            sum = side_sum(s, sum, &m, at);
             metas[i] = at - SIMDR__META_SIZE;
         }
         int wr = buf ? simdr__pwrite_all(s->fd, buf, (size_t)total, start)
@@ -322,7 +334,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
          * valid entries, so the tail moves on and a reopen indexes them. */
         s->failed = 1;
     }
-    publish_tail(s, pos, &last);
+    publish_tail(s, pos, &last, sum);
     *end_out = pos;
     return rc;
 }
@@ -489,7 +501,7 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
     uint64_t meta_off = pos - SIMDR__META_SIZE;
     rc = index_items(s, &it, 1, &meta_off);
     if (rc != SIMDR_OK) s->failed = 1;
-    publish_tail(s, pos, &m);
+    publish_tail(s, pos, &m, side_sum(s, s->side ? s->side->sum : 0, &m, pos));
 out:
     pthread_mutex_unlock(&s->wlock);
     free(buf);
@@ -683,7 +695,10 @@ static int append_copy_locked(simdr_store *dst, const simdr_entry *e) {
     uint64_t end = 0;
     int rc = append_locked(dst, &it, 1, &end);
     if (rc != SIMDR_OK || dst->durability != SIMDR_SYNC_DATA) return rc;
-    if (simdr__fdatasync(dst->fd) != 0) {
+    /* The durable record too, as the sync path writes it: the copy must
+     * survive a power cut that loses the side file's live records. */
+    if (simdr__fdatasync(dst->fd) != 0 ||
+        simdr__side_sync(dst->side, dst->fd, end, dst->side ? dst->side->sum : 0) != 0) {
         rc = simdr__fail_errno(errno, "fdatasync", dst->path);
         atomic_store(&dst->failed, 1);
         return rc;

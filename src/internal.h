@@ -205,38 +205,81 @@ typedef struct simdr__side {
     int fd;
     void *page;     /* MAP_SHARED, one page */
     int writable;
-    uint64_t seq;   /* writer: sequence of the last record */
     ino_t ino;      /* the side file's own inode (a reader notices a new one) */
+    /* Writer: the live records' sequence and the sum at the writer's tail
+     * (both under the store's writer lock), the anchor of the sums (changes
+     * only with both of the store's locks held). */
+    uint64_t seq, sum, anchor;
+    /* The durable slots: written by the sync path and by a move's target
+     * under this lock (a leaf: nothing is taken inside it). */
+    pthread_mutex_t dlock;
+    uint64_t dseq, durable_tail;
 } simdr__side;
 typedef struct simdr__side_record {
     uint64_t seq, tail;
+    uint64_t anchor; /* the tail from which sum counts */
+    uint64_t sum;    /* sum of simdr__side_term over the entries ending in (anchor, tail] */
     uint8_t meta[SIMDR__META_SIZE]; /* the store's 20 bytes ending at tail (zeros for 0) */
 } simdr__side_record;
 typedef struct simdr__side_state {
-    simdr__side_record live;    /* the newest committed tail */
+    simdr__side_record live[2]; /* the readable live records, newest first */
+    int n_live;
     simdr__side_record durable; /* the newest tail made durable by a sync */
     int has_durable;
     uint64_t closed;            /* 0: a writer has it open (or died); tail + 1: closed cleanly */
 } simdr__side_state;
+/* What a writer's records start from: the anchor and the sum at its tail,
+ * and the durable record, when one is known to be true of the file. */
+typedef struct simdr__side_basis {
+    int has_durable;
+    simdr__side_record durable;
+    uint64_t anchor, sum;
+} simdr__side_basis;
+/* The finalizer of MurmurHash3: a bijection of 64-bit words that spreads
+ * every input bit over the output. */
+static inline uint64_t simdr__mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x *= UINT64_C(0xc4ceb9fe1a85ec53);
+    x ^= x >> 33;
+    return x;
+}
+/* The hash an entry adds to the sums: of its metadata (key hash,
+ * prev_offset, CRC) and the offset at which it ends. Inline and a few
+ * multiplications, since the put path computes it for every entry. For
+ * fixed other fields it is a bijection of each field (odd multipliers, then
+ * a bijective mix), so an entry whose metadata differs in any one of them
+ * always changes the sum (a key hash torn to zeros included); changes to
+ * several collide with chance 2^-64. */
+static inline uint64_t simdr__side_term(const simdr__meta *m, uint64_t end) {
+    return simdr__mix64(m->key_hash ^ (m->prev * UINT64_C(0x9e3779b97f4a7c15)) ^
+                        (end * UINT64_C(0xd6e8feb86659fd93)) ^
+                        ((uint64_t)m->checksum * UINT64_C(0x2545f4914f6cdd1d)));
+}
 /* Writer, after recovery: opens or creates the side file, locks it, maps it
- * and states the file and its tail. NULL when that fails (the file is then
- * removed: the store works, every open costs a full recovery). */
+ * and states the file, its tail and basis. NULL when that fails (the file is
+ * then removed: the store works, every open costs a full recovery). */
 simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uint64_t tail,
-                                       unsigned mode);
+                                       unsigned mode, const simdr__side_basis *basis);
 /* Read-only opens: the side file mapped read-only, or NULL when there is none. */
 simdr__side *simdr__side_attach_reader(const char *store_path);
 void simdr__side_close(simdr__side *sd);
-/* Writer, after each append's publication: no system call. */
-void simdr__side_publish(simdr__side *sd, uint64_t tail, const simdr__meta *last);
-/* Sync path, after a successful fdatasync of store_fd up to durable: records
- * it and flushes the page. 0 or -1 (errno set). sd may be NULL. */
-int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable);
+/* Writer, after each append's publication: no system call. sum: the
+ * writer's sum with the terms of the entries just appended added. */
+void simdr__side_publish(simdr__side *sd, uint64_t tail, const simdr__meta *last, uint64_t sum);
+/* After a successful fdatasync of store_fd up to durable, whose sum is sum:
+ * records it and flushes the page. 0 or -1 (errno set). sd may be NULL. */
+int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable, uint64_t sum);
 /* Compaction, at its swap: the page now describes store_fd's file, whose
- * committed and durable tail is tail; flushed. sd may be NULL. */
+ * committed and durable tail (and anchor) is tail; flushed. sd may be NULL. */
 int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail);
 void simdr__side_mark_closed(simdr__side *sd, uint64_t tail);
 /* 1 and *out when the page is sound and describes the file (dev, ino). */
 int simdr__side_read(const simdr__side *sd, dev_t dev, ino_t ino, simdr__side_state *out);
+/* The newest record of a state: a live one, else the durable one; NULL if
+ * neither. */
+const simdr__side_record *simdr__side_newest(const simdr__side_state *st);
 /* 1 when a writer holds the store open (it holds the side file's lock). */
 int simdr__side_writer_active(const simdr__side *sd);
 /* 1 when the path no longer names the side file sd maps. */
@@ -273,6 +316,7 @@ struct simdr_store {
     _Atomic int failed;              /* a write could not be undone or a sync failed */
     unsigned process_gen;            /* simdr__process_generation() at open */
     simdr__side *side;               /* the side file, or NULL (side.c) */
+    simdr__side_basis side_basis;    /* writable open: what load_file learnt for the side file */
     dev_t dev;
     ino_t ino;
     simdr_recovery_info recovery;
@@ -355,6 +399,7 @@ typedef struct simdr__recover_result {
     uint64_t valid_len;
     int layout;          /* SIMDR_LAYOUT_*, or -1 when the file cannot tell */
     uint64_t damage_at;  /* DAMAGED: where the chain from the end breaks */
+    uint64_t bad_crc_end; /* SOUND: end of the newest entry whose CRC fails (0: none) */
     simdr__index *index; /* SOUND: the chain's index (caller owns); NULL otherwise or
                             when there was no memory for it */
     uint64_t live;       /* with index: live keys in it */

@@ -1,7 +1,9 @@
 /*
- * load.c - loading an open store file: the end the side file lets recovery
- * trust, the index from the hint file, else recovery of the chain; the cut
- * of a torn tail (writable opens) and the first index build. Used by open
+ * load.c - loading an open store file: the ends the side file vouches for
+ * (bytes up to its durable record must verify; past it, only what a live
+ * record's metadata sum vouches for is kept), the index from the hint file,
+ * else recovery of the chain; the cut of a torn tail (writable opens) and the
+ * first index build; what the writer's side file starts from. Used by open
  * and by a refresh that follows a compaction to a new file.
  */
 #include <errno.h>
@@ -45,33 +47,121 @@ static int index_range(const uint8_t *base, uint64_t end, uint64_t stop, simdr__
     return SIMDR_OK;
 }
 
-/* The end the side file lets recovery trust: its newest committed tail (or,
- * when that is not in the file, the durable one, or the other way round
- * when the durable one is higher), when the page describes
- * this file, the tail lies within it, the recorded metadata bytes are found
- * there, and the file has not grown since a clean close (another program
- * appended: its entries are not torn). Candidates in *ends, best first;
- * returns how many (0: recover the whole file). */
-static int committed_ends(const simdr__side_state *st, const uint8_t *base, uint64_t size,
-                          uint64_t ends[2]) {
-    if (st->closed && st->closed - 1 != size) return 0;
-    const simdr__side_record *recs[2] = {&st->live, st->has_durable ? &st->durable : NULL};
-    /* A durable record above the live one means the live one is stale (a
-     * power cut lost the page's later updates): the higher end first. */
-    if (recs[1] && recs[1]->tail > recs[0]->tail) {
-        recs[0] = &st->durable;
-        recs[1] = &st->live;
+/* ---- what the side file vouches for (side.c, docs/FORMAT.md) ---- */
+
+/* Bytes a vouching walk reads at a time, backwards with pread. */
+#define VOUCH_WINDOW (UINT64_C(1) << 20)
+
+/* 1 when the file's 20 bytes ending at the record's tail are the record's. */
+static int record_meta_found(const uint8_t *base, uint64_t size, const simdr__side_record *r) {
+    static const uint8_t zeros[SIMDR__META_SIZE];
+    if (r->tail == 0) return !memcmp(r->meta, zeros, sizeof zeros);
+    return r->tail <= size && r->tail > SIMDR__META_SIZE &&
+           !memcmp(base + r->tail - SIMDR__META_SIZE, r->meta, SIMDR__META_SIZE);
+}
+
+/* Does the live record r vouch for the bytes between the durable record d
+ * and its tail? Bytes past d were never promised durable: after a power cut
+ * any of their sectors may be lost or torn, and the format's CRC covers
+ * payloads only (a key hash torn to zeros passes it). The chain from r's
+ * tail must lead exactly to d's through links going strictly down, and the
+ * terms of its entries (simdr__side_term) must add up to the difference of
+ * the two sums, so every metadata byte between them is the writer's. The
+ * payloads' CRCs are checked by the recovery of the chain that follows. */
+static int live_record_vouched(int fd, const uint8_t *base, uint64_t size,
+                               const simdr__side_record *r, const simdr__side_record *d) {
+    if (r->anchor != d->anchor || r->tail <= d->tail || !record_meta_found(base, size, r))
+        return 0;
+    simdr__window w = {fd, base, r->tail, 1, fd >= 0 ? malloc(VOUCH_WINDOW) : NULL,
+                       VOUCH_WINDOW, 0, 0};
+    uint64_t sum = 0, p = r->tail;
+    while (p >= d->tail + SIMDR__META_SIZE + 1) {
+        uint64_t m = p - SIMDR__META_SIZE;
+        const uint8_t *meta = simdr__window_span(&w, m, p);
+        uint64_t prev = simdr__load_u64le(meta + 8);
+        if (prev >= m || prev < d->tail) break;
+        simdr__meta decoded = simdr__meta_decode(meta);
+        sum += simdr__side_term(&decoded, p);
+        p = prev;
     }
-    int n = 0;
-    for (int i = 0; i < 2; i++) {
-        const simdr__side_record *r = recs[i];
-        if (!r || r->tail > size || (n && r->tail == ends[0])) continue;
-        if (r->tail && (r->tail <= SIMDR__META_SIZE ||
-                        memcmp(base + r->tail - SIMDR__META_SIZE, r->meta, SIMDR__META_SIZE)))
-            continue;
-        ends[n++] = r->tail;
+    free(w.buf);
+    return p == d->tail && sum == r->sum - d->sum;
+}
+
+/* The ends the side file lets the open take, best first: the live records
+ * that vouch for their bytes, then the durable record. floor: the durable
+ * record, below whose tail nothing may be cut (the bytes were synced: if
+ * they do not verify, that is damage); NULL with n = 0: recover the whole
+ * file as without a side file. durable: the page's durable record, for the
+ * next writer to keep (note_basis). */
+typedef struct side_plan {
+    int n;
+    const simdr__side_record *rec[3];
+    const simdr__side_record *floor;
+    const simdr__side_record *durable;
+} side_plan;
+
+static void plan_ends(const simdr__side_state *st, int fd, const uint8_t *base, uint64_t size,
+                      int writer_active, side_plan *pl) {
+    pl->n = 0;
+    pl->floor = NULL;
+    pl->durable = st->has_durable ? &st->durable : NULL;
+    if (st->closed) {
+        /* Closed cleanly: the newest record names the file exactly as it
+         * was left (taken without walking back to the durable record, so an
+         * open with the hint does not read the whole file). A file of any
+         * other size was changed since (another program appended, or it was
+         * cut): full recovery, as without a side file. */
+        const simdr__side_record *r = simdr__side_newest(st);
+        if (r && st->closed - 1 == size && r->tail == size && record_meta_found(base, size, r))
+            pl->rec[pl->n++] = r;
+        return;
     }
-    return n;
+    if (!st->has_durable) return;
+    pl->floor = &st->durable;
+    if (!record_meta_found(base, size, pl->floor)) return;
+    for (int i = 0; i < st->n_live; i++) {
+        const simdr__side_record *r = &st->live[i];
+        if (pl->n && r->tail >= pl->rec[pl->n - 1]->tail) continue;
+        /* A writer holding the side file's lock is alive: its page is the
+         * page cache's, never one a power cut left behind, so a record
+         * whose metadata is found needs no walk (a read-only open, such as
+         * simdr_check's, of a store being appended to stays one pass). */
+        int live_page = writer_active && r->anchor == pl->floor->anchor &&
+                        r->tail > pl->floor->tail && record_meta_found(base, size, r);
+        if (live_page || live_record_vouched(fd, base, size, r, pl->floor))
+            pl->rec[pl->n++] = r;
+    }
+    if (!pl->n || pl->rec[pl->n - 1]->tail != pl->floor->tail) pl->rec[pl->n++] = pl->floor;
+}
+
+/* What the writer's side file starts from: the anchor and sum of the record
+ * whose end the open took, and a durable record known to be true of the
+ * file: the page's (still below the end), or the end itself once a cut
+ * synced the file. Without a record (full recovery) the sums start afresh at
+ * the end. When no durable record is known, simdr_open syncs the file and
+ * takes the end as durable. */
+static void note_basis(simdr_store *s, const uint8_t *base, const side_plan *pl,
+                       const simdr__side_record *taken, uint64_t end, int synced) {
+    simdr__side_basis *b = &s->side_basis;
+    memset(b, 0, sizeof *b);
+    if (taken) {
+        b->anchor = taken->anchor;
+        b->sum = taken->sum;
+        b->durable = *taken;
+        b->has_durable = synced;
+        const simdr__side_record *d = pl->durable;
+        if (!synced && d && d->anchor == taken->anchor && d->tail <= end) {
+            b->durable = *d;
+            b->has_durable = 1;
+        }
+        return;
+    }
+    b->anchor = end;
+    b->has_durable = synced || end == 0;
+    b->durable.tail = end;
+    b->durable.anchor = end;
+    if (end) memcpy(b->durable.meta, base + end - SIMDR__META_SIZE, SIMDR__META_SIZE);
 }
 
 /* The index from the hint file, if it covers a prefix of [0, end) that the
@@ -96,22 +186,36 @@ static int load_with_hint(simdr_store *s, simdr__map *map, uint64_t end, simdr__
     return 1;
 }
 
-/* Recovery of [0, size): first to the ends the side file names, each of
- * which must be a sound chain; else the whole file (recover.c). *committed
- * is set when a side file end was taken. */
-static int recover_ends(simdr_store *s, const uint8_t *base, uint64_t size, const uint64_t *ends,
-                        int n_ends, simdr__recover_result *r, int *committed) {
-    *committed = 0;
-    for (int i = 0; i < n_ends; i++) {
-        int rc = simdr__recover(base, ends[i], s->fd, r);
+/* Recovery of [0, size): first to the ends of the plan, each of which must
+ * be a sound chain (*taken: the record whose end was taken); else the whole
+ * file (*taken NULL). Synced bytes that do not verify are damage, never a
+ * tail to cut (*lost_durable). */
+static int recover_planned(simdr_store *s, const uint8_t *base, uint64_t size,
+                           const side_plan *pl, simdr__recover_result *r,
+                           const simdr__side_record **taken, int *lost_durable) {
+    *taken = NULL;
+    *lost_durable = 0;
+    for (int i = 0; i < pl->n; i++) {
+        int rc = simdr__recover(base, pl->rec[i]->tail, s->fd, r);
         if (rc == SIMDR_ENOMEM) return rc;
-        if (rc == SIMDR_OK && r->status == SIMDR__RECOVER_SOUND) {
-            *committed = 1;
+        /* Past the floor every payload must be whole too: a CRC that fails
+         * there is a sector the power cut lost, not damage to report. */
+        if (rc == SIMDR_OK && r->status == SIMDR__RECOVER_SOUND &&
+            (!pl->floor || r->bad_crc_end <= pl->floor->tail)) {
+            *taken = pl->rec[i];
+            if (r->valid_len < size) r->status = SIMDR__RECOVER_TORN;
             return SIMDR_OK;
         }
         simdr__index_free(r->index);
     }
-    return simdr__recover(base, size, s->fd, r);
+    int rc = simdr__recover(base, size, s->fd, r);
+    if (rc == SIMDR_OK && pl->floor && r->status != SIMDR__RECOVER_SOUND &&
+        r->valid_len < pl->floor->tail) {
+        *lost_durable = 1;
+        r->status = SIMDR__RECOVER_DAMAGED;
+        r->damage_at = pl->floor->tail;
+    }
+    return rc;
 }
 
 /* Writable opens: saves [valid, size) beside the file and cuts it. */
@@ -130,35 +234,95 @@ static int cut_torn_tail(simdr_store *s, const uint8_t *base, uint64_t valid, ui
     return rc;
 }
 
-/* Maps the open file, finds its valid end (side file, then recovery), cuts
- * (writable) and indexes. */
-int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__view **out) {
+/* The file's identity and size, with the side file's state read in
+ * between: a writer publishes a tail only after its bytes are in the file,
+ * so a size taken after the side file covers it. */
+static int stat_with_side(simdr_store *s, simdr__side_state *side, int *has_side,
+                          int *writer_active, uint64_t *size) {
     struct stat st;
     if (simdr__io.fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
     if (!S_ISREG(st.st_mode)) return simdr__fail(SIMDR_EINVAL, "%s: not a regular file", s->path);
     s->dev = st.st_dev;
     s->ino = st.st_ino;
-    /* The side file is read before the size is taken: a writer publishes a
-     * tail only after its bytes are in the file, so the size covers it. */
-    simdr__side_state side;
-    int has_side = simdr__side_read(s->side, s->dev, s->ino, &side);
-    int writer_active = has_side && s->readonly && simdr__side_writer_active(s->side);
+    *has_side = simdr__side_read(s->side, s->dev, s->ino, side);
+    *writer_active = *has_side && s->readonly && simdr__side_writer_active(s->side);
     if (simdr__io.fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
-    uint64_t size = (uint64_t)st.st_size;
-    if (size > SIMDR__MAX_OFFSET)
+    *size = (uint64_t)st.st_size;
+    if (*size > SIMDR__MAX_OFFSET)
         return simdr__fail(SIMDR_ETOOBIG, "%s: file larger than 128 TiB", s->path);
+    return SIMDR_OK;
+}
+
+/* What an open cannot use: not a store, or damage (served only to a
+ * salvaging read-only open). SIMDR_OK when the result can be opened. */
+static int refuse_unusable(simdr_store *s, const simdr__recover_result *r, uint64_t size,
+                           int lost_durable) {
+    if (r->status == SIMDR__RECOVER_NOTSTORE)
+        return simdr__fail(SIMDR_ENOTSTORE,
+                           "%s: not a simd-r-drive store (no valid entry chain in its %llu "
+                           "bytes); the file was not changed",
+                           s->path, (unsigned long long)size);
+    if (r->status != SIMDR__RECOVER_DAMAGED || (s->readonly && s->salvage)) return SIMDR_OK;
+    if (lost_durable)
+        return simdr__fail(SIMDR_ECORRUPT,
+                           "%s: damaged store: its first %llu bytes were made durable by a "
+                           "sync but do not verify as a chain of entries (the longest sound "
+                           "prefix is %llu bytes); nothing was changed. Open it read-only to "
+                           "read the sound prefix (salvage option), or run the check command",
+                           s->path, (unsigned long long)r->damage_at,
+                           (unsigned long long)r->valid_len);
+    return simdr__fail(SIMDR_ECORRUPT,
+                       "%s: damaged store: valid entries end at %llu but the chain from "
+                       "there breaks at offset %llu (the longest sound prefix is %llu "
+                       "bytes); nothing was changed. Open it read-only to read the sound "
+                       "prefix (salvage option), or run the check command",
+                       s->path, (unsigned long long)size, (unsigned long long)r->damage_at,
+                       (unsigned long long)r->valid_len);
+}
+
+/* The first view: the recovery's index (or one built now) over
+ * [0, r->valid_len), the layout it detected, the tail. */
+static int first_view(simdr_store *s, simdr__map *map, simdr__recover_result *r,
+                      int fallback_layout, simdr__view **out) {
+    atomic_store(&s->layout, r->layout >= 0 ? r->layout : fallback_layout);
+    /* A writer fixes an undetected layout by writing in it; a reader must
+     * still let later entries (from another process) decide. */
+    s->layout_detected = r->layout >= 0 || !s->readonly;
+    simdr__index *ix = r->index;
+    uint64_t live = r->live;
+    int rc = ix ? SIMDR_OK : simdr__build_index(map->base, r->valid_len, &ix, &live);
+    if (rc == SIMDR_OK) rc = simdr__new_view(map, ix, r->valid_len, out);
+    if (rc != SIMDR_OK) {
+        if (ix) simdr__index_free(ix);
+        return rc;
+    }
+    s->tail = r->valid_len;
+    atomic_store(&s->live, live);
+    atomic_store(&s->synced, r->valid_len);
+    return SIMDR_OK;
+}
+
+/* Maps the open file, finds its valid end (side file, then recovery), cuts
+ * (writable) and indexes. */
+int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__view **out) {
+    simdr__side_state side;
+    int has_side = 0, writer_active = 0;
+    uint64_t size = 0;
+    int rc = stat_with_side(s, &side, &has_side, &writer_active, &size);
+    if (rc != SIMDR_OK) return rc;
     simdr__map *map;
-    int rc = simdr__map_create(s->fd, size, &map, s->path);
+    rc = simdr__map_create(s->fd, size, &map, s->path);
     if (rc != SIMDR_OK) return rc;
     memset(&s->recovery, 0, sizeof s->recovery);
     s->recovery.file_size = size;
     s->recovery.valid_size = size;
-    uint64_t ends[2];
-    int n_ends = has_side ? committed_ends(&side, map->base, size, ends) : 0;
-    /* Fast path: the file ends at its committed tail (or there is no side
-     * file) and the hint covers it. */
-    if (!n_ends || ends[0] == size) {
+    side_plan plan = {0, {NULL}, NULL, NULL};
+    if (has_side) plan_ends(&side, s->fd, map->base, size, writer_active, &plan);
+    /* Fast path: the file ends where the side file vouches (or there is no
+     * side file) and the hint covers it. */
+    if (plan.n ? plan.rec[0]->tail == size : !plan.floor) {
         rc = load_with_hint(s, map, size, out);
+        if (rc == 1) note_basis(s, map->base, &plan, plan.n ? plan.rec[0] : NULL, size, 0);
         if (rc != 0) {
             if (rc != 1) simdr__map_retire(map);
             return rc == 1 ? SIMDR_OK : rc;
@@ -166,8 +330,9 @@ int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     }
     s->hint_tail = 0;
     simdr__recover_result r;
-    int committed;
-    rc = recover_ends(s, map->base, size, ends, n_ends, &r, &committed);
+    const simdr__side_record *taken;
+    int lost_durable;
+    rc = recover_planned(s, map->base, size, &plan, &r, &taken, &lost_durable);
     if (rc != SIMDR_OK) {
         simdr__map_retire(map);
         if (rc != SIMDR_ECORRUPT) return rc;
@@ -175,64 +340,24 @@ int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
         snprintf(cause, sizeof cause, "%s", simdr_last_error());
         return simdr__fail(rc, "%s: %s", s->path, cause);
     }
-    if (committed && r.valid_len < size) r.status = SIMDR__RECOVER_TORN;
+    rc = refuse_unusable(s, &r, size, lost_durable);
     s->recovery.valid_size = r.valid_len;
     s->recovery.bytes_cut = size - r.valid_len;
-    if (r.status == SIMDR__RECOVER_NOTSTORE) {
-        simdr__map_retire(map);
-        return simdr__fail(SIMDR_ENOTSTORE,
-                           "%s: not a simd-r-drive store (no valid entry chain in its %llu "
-                           "bytes); the file was not changed",
-                           s->path, (unsigned long long)size);
-    }
-    if (r.status == SIMDR__RECOVER_DAMAGED && !(s->readonly && s->salvage)) {
-        simdr__index_free(r.index);
-        simdr__map_retire(map);
-        return simdr__fail(SIMDR_ECORRUPT,
-                           "%s: damaged store: valid entries end at %llu but the chain from "
-                           "there breaks at offset %llu (the longest sound prefix is %llu "
-                           "bytes); nothing was changed. Open it read-only to read the sound "
-                           "prefix (salvage option), or run the check command",
-                           s->path, (unsigned long long)size, (unsigned long long)r.damage_at,
-                           (unsigned long long)r.valid_len);
-    }
     /* Bytes a live writer has in flight beyond its committed tail are
      * neither torn nor part of the store yet. */
-    if (committed && writer_active) s->recovery.bytes_cut = 0;
-    if (r.status == SIMDR__RECOVER_TORN && !s->readonly) {
-        rc = cut_torn_tail(s, map->base, r.valid_len, size, repair);
-        if (rc != SIMDR_OK) {
-            simdr__index_free(r.index);
-            simdr__map_retire(map);
-            return rc;
-        }
+    if (taken && writer_active) s->recovery.bytes_cut = 0;
+    int cut = r.status == SIMDR__RECOVER_TORN && !s->readonly;
+    if (rc == SIMDR_OK && cut) rc = cut_torn_tail(s, map->base, r.valid_len, size, repair);
+    if (rc != SIMDR_OK) {
+        simdr__index_free(r.index);
+        simdr__map_retire(map);
+        return rc;
     }
-    int layout = r.layout >= 0 ? r.layout : fallback_layout;
-    atomic_store(&s->layout, layout);
-    /* A writer fixes an undetected layout by writing in it; a reader must
-     * still let later entries (from another process) decide. */
-    s->layout_detected = r.layout >= 0 || !s->readonly;
-    simdr__index *ix;
-    uint64_t live;
-    if (r.index) {
-        ix = r.index;
-        live = r.live;
-        rc = SIMDR_OK;
-    } else {
-        rc = simdr__build_index(map->base, r.valid_len, &ix, &live);
-    }
+    rc = first_view(s, map, &r, fallback_layout, out);
     if (rc != SIMDR_OK) {
         simdr__map_retire(map);
         return rc;
     }
-    rc = simdr__new_view(map, ix, r.valid_len, out);
-    if (rc != SIMDR_OK) {
-        simdr__index_free(ix);
-        simdr__map_retire(map);
-        return rc;
-    }
-    s->tail = r.valid_len;
-    atomic_store(&s->live, live);
-    atomic_store(&s->synced, r.valid_len);
+    note_basis(s, map->base, &plan, taken, r.valid_len, cut);
     return SIMDR_OK;
 }

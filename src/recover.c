@@ -66,55 +66,70 @@ int simdr__entry_crc_ok(const uint8_t *base, uint64_t prev, uint64_t meta_off, u
     return entry_bytes_crc_ok(base + prev, prev, meta_off - prev, crc, layout);
 }
 
+/* entry_bytes_crc_ok's layout rules on the two readings' results. */
+static int layout_decides(uint64_t pad, int whole_ok, int after_ok, int *layout) {
+    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED) return whole_ok;
+    if (*layout == SIMDR_LAYOUT_ALIGNED64) return after_ok;
+    if (after_ok) {
+        *layout = SIMDR_LAYOUT_ALIGNED64;
+        return 1;
+    }
+    if (whole_ok) {
+        *layout = SIMDR_LAYOUT_UNALIGNED;
+        return 1;
+    }
+    return 0;
+}
+
+/* The CRC check of the entry [prev, m) under entry_bytes_crc_ok's rules,
+ * read with pread through buf (cap bytes, at least SIMDR__ALIGN) and never
+ * through the map: 1 sound, 0 not, -1 when the file cannot be read. Both
+ * readings of a padded entry (whole, and after its zero padding) come from
+ * one pass over the bytes. */
+static int entry_crc_ok_pread(int fd, uint64_t prev, uint64_t m, uint32_t crc, int *layout,
+                              uint8_t *buf, uint64_t cap) {
+    uint64_t span = m - prev;
+    if (span == 1) {
+        uint8_t b;
+        if (simdr__pread_all(fd, &b, 1, prev) != 0) return -1;
+        if (b == SIMDR__TOMBSTONE_BYTE) return crc == TOMBSTONE_CRC;
+    }
+    uint64_t pad = *layout == SIMDR_LAYOUT_UNALIGNED ? 0 : simdr__pad_for(prev, 1);
+    int padded = pad && span > pad; /* a shorter span cannot be a padded entry */
+    int need_whole = !padded || *layout != SIMDR_LAYOUT_ALIGNED64;
+    uint32_t whole = 0, rest = 0;
+    int pad_zero = 1;
+    for (uint64_t at = prev; at < m;) {
+        uint64_t len = m - at < cap ? m - at : cap;
+        if (simdr__pread_all(fd, buf, (size_t)len, at) != 0) return -1;
+        if (need_whole) whole = simdr__crc32(whole, buf, len);
+        if (padded) {
+            uint64_t skip = at == prev ? pad : 0;
+            if (skip) pad_zero = simdr__all_zero(buf, skip);
+            rest = simdr__crc32(rest, buf + skip, len - skip);
+        }
+        at += len;
+    }
+    return layout_decides(pad, need_whole && whole == crc, padded && pad_zero && rest == crc,
+                          layout);
+}
+
 /* Entries larger than this are CRC-checked with pread through a bounded
  * buffer instead of through the map: an open must not leave a large newest
  * entry's pages in the process (pread leaves them in the page cache only). */
 #define MAPPED_CRC_MAX (UINT64_C(1) << 20)
 
-/* The CRCs of [prev, m) (as an unaligned payload) and of [prev + pad, m) (as
- * an aligned one), read with pread; 0 when the file cannot be read. */
-static int crcs_by_pread(int fd, uint64_t prev, uint64_t m, uint64_t pad, uint32_t *whole,
-                         uint32_t *after_pad) {
-    uint8_t *buf = fd >= 0 ? malloc(MAPPED_CRC_MAX) : NULL;
-    if (!buf) return 0;
-    uint32_t a = 0, b = 0;
-    int ok = 1;
-    for (uint64_t at = prev; ok && at < m;) {
-        size_t n = m - at < MAPPED_CRC_MAX ? (size_t)(m - at) : (size_t)MAPPED_CRC_MAX;
-        ok = simdr__pread_all(fd, buf, n, at) == 0;
-        if (ok) {
-            a = simdr__crc32(a, buf, n);
-            uint64_t skip = at < prev + pad ? prev + pad - at : 0;
-            if (skip < n) b = simdr__crc32(b, buf + skip, n - skip);
-        }
-        at += n;
-    }
-    free(buf);
-    *whole = a;
-    *after_pad = b;
-    return ok;
-}
-
 /* simdr__entry_crc_ok for an entry of any size, reading a large one with
- * pread from fd (-1: through the map). */
+ * pread from fd (-1, or a file that cannot be read: through the map). */
 static int entry_crc_ok_fd(int fd, const uint8_t *base, uint64_t prev, uint64_t m, uint32_t crc,
                            int *layout) {
-    uint64_t pad = simdr__pad_for(prev, 1);
-    uint32_t whole, after_pad;
-    if (m - prev <= MAPPED_CRC_MAX || !crcs_by_pread(fd, prev, m, pad, &whole, &after_pad))
-        return simdr__entry_crc_ok(base, prev, m, crc, layout);
-    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED) return whole == crc;
-    int aligned_ok = simdr__all_zero(base + prev, pad) && after_pad == crc;
-    if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
-    if (aligned_ok) {
-        *layout = SIMDR_LAYOUT_ALIGNED64;
-        return 1;
+    if (m - prev > MAPPED_CRC_MAX && fd >= 0) {
+        uint8_t *buf = malloc(MAPPED_CRC_MAX);
+        int ok = buf ? entry_crc_ok_pread(fd, prev, m, crc, layout, buf, MAPPED_CRC_MAX) : -1;
+        free(buf);
+        if (ok >= 0) return ok;
     }
-    if (whole == crc) {
-        *layout = SIMDR_LAYOUT_UNALIGNED;
-        return 1;
-    }
-    return 0;
+    return simdr__entry_crc_ok(base, prev, m, crc, layout);
 }
 
 /* One structural step back from end position p: the previous end, or
@@ -256,7 +271,7 @@ enum walk_result { WALK_SOUND, WALK_BROKEN, WALK_SKIP };
  * the end of the entry holding it. With wr, each entry is recorded for the
  * index. The layout is detected by the first padded regular entry met. */
 static int walk_chain(simdr__window *w, uint64_t end, int *layout, uint64_t *at, uint64_t *budget,
-                      walk_records *wr) {
+                      walk_records *wr, uint64_t *bad_crc_end) {
     for (uint64_t p = end; p != 0;) {
         if (p < SIMDR__META_SIZE + 1) return WALK_BROKEN;
         uint64_t m = p - SIMDR__META_SIZE;
@@ -274,6 +289,7 @@ static int walk_chain(simdr__window *w, uint64_t end, int *layout, uint64_t *at,
             *at = p;
             return WALK_SKIP;
         }
+        if (!ok && !*bad_crc_end) *bad_crc_end = p;
         if (wr) record_entry(wr, meta.key_hash, m, tomb);
         p = meta.prev;
     }
@@ -595,21 +611,6 @@ static uint8_t pass_how(const prev_pass *ps, uint64_t end) {
     return lo < ps->n && ps->ends[lo] == end ? ps->how[lo] : 0;
 }
 
-/* entry_bytes_crc_ok's layout rules on the two readings' results. */
-static int layout_decides(uint64_t pad, int whole_ok, int after_ok, int *layout) {
-    if (pad == 0 || *layout == SIMDR_LAYOUT_UNALIGNED) return whole_ok;
-    if (*layout == SIMDR_LAYOUT_ALIGNED64) return after_ok;
-    if (after_ok) {
-        *layout = SIMDR_LAYOUT_ALIGNED64;
-        return 1;
-    }
-    if (whole_ok) {
-        *layout = SIMDR_LAYOUT_UNALIGNED;
-        return 1;
-    }
-    return 0;
-}
-
 /* The CRC check of the entry [prev, m) (entry_bytes_crc_ok's rules): short
  * spans directly, long ones from a pass over all entries starting at prev,
  * else from the checkpoints. */
@@ -742,6 +743,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     r->valid_len = size;
     r->layout = -1;
     r->damage_at = 0;
+    r->bad_crc_end = 0;
     if (size == 0) return SIMDR_OK;
 
     uint64_t budget = 2 * size + (UINT64_C(64) << 20);
@@ -761,7 +763,8 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
         walk_records wr;
         records_reserve(&wr, size);
         uint64_t skip_at = 0;
-        int walked = walk_chain(&w, size, &layout, &skip_at, &budget, wr.failed ? NULL : &wr);
+        int walked = walk_chain(&w, size, &layout, &skip_at, &budget, wr.failed ? NULL : &wr,
+                                &r->bad_crc_end);
         free(w.buf);
         if (walked == WALK_SKIP) {
             /* Damage, if the rest of the chain is sound (else the slow path
@@ -885,50 +888,6 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
     return p == stop;
 }
 
-/* The CRC check of the entry [prev, m) read with pread through buf (cap
- * bytes): 1 sound, 0 not (or unreadable). Decides an unknown layout as
- * entry_bytes_crc_ok does. */
-static int entry_crc_ok_pread(int fd, uint64_t prev, uint64_t m, uint32_t crc, int *layout,
-                              uint8_t *buf, uint64_t cap) {
-    uint64_t span = m - prev;
-    if (span == 1) {
-        uint8_t b;
-        if (simdr__pread_all(fd, &b, 1, prev) != 0) return 0;
-        if (b == SIMDR__TOMBSTONE_BYTE) return crc == TOMBSTONE_CRC;
-    }
-    uint64_t pad = simdr__pad_for(prev, 1);
-    int too_short = pad && span <= pad; /* cannot be a padded entry */
-    if (too_short && *layout == SIMDR_LAYOUT_ALIGNED64) return 0;
-    if (*layout == SIMDR_LAYOUT_UNALIGNED || too_short) pad = 0;
-    uint8_t head[SIMDR__ALIGN];
-    int pad_zero = 1;
-    if (pad && (simdr__pread_all(fd, head, (size_t)pad, prev) != 0)) return 0;
-    if (pad) pad_zero = simdr__all_zero(head, pad);
-    uint32_t whole = pad ? simdr__crc32(0, head, pad) : 0, rest = 0;
-    for (uint64_t at = prev + pad; at < m;) {
-        uint64_t len = m - at < cap ? m - at : cap;
-        if (simdr__pread_all(fd, buf, (size_t)len, at) != 0) return 0;
-        whole = simdr__crc32(whole, buf, len);
-        if (pad) rest = simdr__crc32(rest, buf, len);
-        at += len;
-    }
-    if (!pad) {
-        if (too_short && whole == crc && *layout < 0) *layout = SIMDR_LAYOUT_UNALIGNED;
-        return whole == crc;
-    }
-    int aligned_ok = pad_zero && rest == crc;
-    if (*layout == SIMDR_LAYOUT_ALIGNED64) return aligned_ok;
-    if (aligned_ok) {
-        *layout = SIMDR_LAYOUT_ALIGNED64;
-        return 1;
-    }
-    if (whole == crc) {
-        *layout = SIMDR_LAYOUT_UNALIGNED;
-        return 1;
-    }
-    return 0;
-}
-
 #define FD_WALK_BUFFER (UINT64_C(1) << 20)
 #define FD_WALK_MAX_STEPS (UINT64_C(1) << 24)
 
@@ -949,7 +908,7 @@ int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
         simdr__meta meta = simdr__meta_decode(raw);
         uint64_t m = p - SIMDR__META_SIZE;
         if (meta.prev >= m || meta.prev < stop ||
-            !entry_crc_ok_pread(fd, meta.prev, m, meta.checksum, layout, buf, FD_WALK_BUFFER))
+            entry_crc_ok_pread(fd, meta.prev, m, meta.checksum, layout, buf, FD_WALK_BUFFER) != 1)
             break;
         if (*n == cap) {
             uint64_t ncap = cap ? cap * 2 : 64;

@@ -112,12 +112,13 @@ static int refresh_end(simdr_store *s, const simdr__side_state *st, int has_side
         *end = size;
         return 0;
     }
-    *end = st->live.tail;
+    const simdr__side_record *newest = simdr__side_newest(st);
+    *end = newest->tail;
     if (*end > s->tail) {
         uint8_t meta[SIMDR__META_SIZE];
         if (*end > size || *end <= SIMDR__META_SIZE ||
             simdr__pread_all(s->fd, meta, sizeof meta, *end - SIMDR__META_SIZE) != 0 ||
-            memcmp(meta, st->live.meta, sizeof meta) != 0)
+            memcmp(meta, newest->meta, sizeof meta) != 0)
             *end = s->tail; /* not provable (a stale record): nothing new this time */
     }
     return 1;

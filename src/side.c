@@ -24,12 +24,26 @@
  *
  * Records are written as plain 64-bit atomic stores, alternating between two
  * slots: a reader (another process) that catches one slot half-written finds
- * its checksum wrong and takes the other, which holds the previous commit. A
- * third slot holds the durable tail: the sync path writes it after each
- * successful fdatasync of the store and flushes the page (msync) before the
- * write is acknowledged, so with SIMDR_SYNC_DATA a power cut that loses the
- * page's later updates still leaves a record no lower than any acknowledged
- * write.
+ * its checksum wrong and takes the other, which holds the previous commit.
+ * Two more slots, alternating the same way, hold the durable tail: the sync
+ * path writes it after each successful fdatasync of the store and flushes the
+ * page (msync) before the write is acknowledged, so with SIMDR_SYNC_DATA a
+ * power cut that loses the page's later updates still leaves a record no
+ * lower than any acknowledged write.
+ *
+ * After a power cut the page on disk may hold live records from any moment
+ * since its last flush, and the store's unsynced bytes any mix of what was
+ * written. Bytes up to the durable tail were synced; a live record above it
+ * vouches for the bytes between the two only when they are exactly what its
+ * writer appended, and the format's CRC covers payloads only (a sector torn
+ * inside a key hash passes it). So every record also carries the sum of a
+ * 64-bit hash of each entry's metadata and end offset, over the entries
+ * appended since an anchor (the tail at which the records' writer, or an
+ * earlier one whose durable record it kept, started counting): the entries
+ * between the durable tail and a live one must add up to the difference of
+ * their sums (load.c, live_record_vouched). A sum, unlike a chained hash,
+ * can be checked walking the chain backwards without buffering it, and
+ * costs the put path a few multiplications per entry (simdr__side_term).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,9 +58,11 @@
 #include "internal.h"
 
 #define SIDE_MAGIC UINT64_C(0x314c5452444d4953) /* "SIMDRTL1" little-endian */
-#define SIDE_VERSION 1u
+/* 2: records carry an anchor and a metadata sum, two durable slots. A page
+ * of another version is not read (full recovery) and is rewritten by the
+ * next writer. */
+#define SIDE_VERSION 2u
 #define SIDE_BYTES 4096u
-#define SIDE_WORDS (SIDE_BYTES / 8u)
 
 /* Word indexes into the page (each a little-endian u64). */
 enum {
@@ -56,10 +72,12 @@ enum {
     W_INO = 3,
     W_CLOSED = 6,   /* 0 while a writer has the store open; tail + 1 after a clean close */
     W_HCHECK = 7,   /* XXH3-64 of words 0..5 */
-    W_LIVE0 = 8,    /* live slots at words 8 and 16, durable slot at 24 */
+    W_LIVE0 = 8,    /* live slots at words 8 and 16, durable slots at 24 and 32 */
     W_LIVE1 = 16,
-    W_DURABLE = 24,
-    SLOT_WORDS = 8  /* seq, tail, meta[0..8], meta[8..16], meta[16..20] | 0, check, 0, 0 */
+    W_DURABLE0 = 24,
+    W_DURABLE1 = 32,
+    SLOT_WORDS = 8, /* seq, tail, meta[0..8], meta[8..16], meta[16..20] | 0, anchor, sum, check */
+    RECORD_WORDS = 7
 };
 
 static _Atomic uint64_t *words(const simdr__side *sd) { return (_Atomic uint64_t *)sd->page; }
@@ -93,32 +111,41 @@ static char *side_path(const char *store_path) {
     return p;
 }
 
-static void write_slot(simdr__side *sd, unsigned at, uint64_t seq, uint64_t tail,
-                       const uint8_t meta[SIMDR__META_SIZE]) {
-    uint64_t w[5];
-    w[0] = seq;
-    w[1] = tail;
-    w[2] = simdr__load_u64le(meta);
-    w[3] = simdr__load_u64le(meta + 8);
-    w[4] = simdr__load_u32le(meta + 16);
-    for (unsigned i = 0; i < 5; i++) store(sd, at + i, w[i], memory_order_relaxed);
+static void write_slot(simdr__side *sd, unsigned at, const simdr__side_record *r) {
+    uint64_t w[RECORD_WORDS];
+    w[0] = r->seq;
+    w[1] = r->tail;
+    w[2] = simdr__load_u64le(r->meta);
+    w[3] = simdr__load_u64le(r->meta + 8);
+    w[4] = simdr__load_u32le(r->meta + 16);
+    w[5] = r->anchor;
+    w[6] = r->sum;
+    for (unsigned i = 0; i < RECORD_WORDS; i++) store(sd, at + i, w[i], memory_order_relaxed);
     /* The checksum last: a reader that sees it also sees the words it covers. */
-    store(sd, at + 5, hash_words(w, 5), memory_order_release);
+    store(sd, at + RECORD_WORDS, hash_words(w, RECORD_WORDS), memory_order_release);
+}
+
+static void clear_slot(simdr__side *sd, unsigned at) {
+    for (unsigned i = 0; i < SLOT_WORDS; i++) store(sd, at + i, 0, memory_order_relaxed);
 }
 
 /* 1 when the slot at word `at` holds a consistent record. */
 static int read_slot(const simdr__side *sd, unsigned at, simdr__side_record *r) {
     for (int attempt = 0; attempt < 4; attempt++) {
-        uint64_t check = load(sd, at + 5, memory_order_acquire), w[5];
-        for (unsigned i = 0; i < 5; i++) w[i] = load(sd, at + i, memory_order_relaxed);
+        uint64_t check = load(sd, at + RECORD_WORDS, memory_order_acquire), w[RECORD_WORDS];
+        for (unsigned i = 0; i < RECORD_WORDS; i++) w[i] = load(sd, at + i, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
-        if (load(sd, at + 5, memory_order_relaxed) != check) continue;
-        if (hash_words(w, 5) != check || (w[4] >> 32) != 0 || w[1] > SIMDR__MAX_OFFSET) return 0;
+        if (load(sd, at + RECORD_WORDS, memory_order_relaxed) != check) continue;
+        if (hash_words(w, RECORD_WORDS) != check || (w[4] >> 32) != 0 ||
+            w[1] > SIMDR__MAX_OFFSET || w[5] > w[1])
+            return 0;
         r->seq = w[0];
         r->tail = w[1];
         simdr__store_u64le(r->meta, w[2]);
         simdr__store_u64le(r->meta + 8, w[3]);
         simdr__store_u32le(r->meta + 16, (uint32_t)w[4]);
+        r->anchor = w[5];
+        r->sum = w[6];
         return 1;
     }
     return 0;
@@ -133,7 +160,7 @@ static int tail_meta(int fd, uint64_t tail, uint8_t meta[SIMDR__META_SIZE]) {
 }
 
 static simdr__side *map_side(int fd, int writable) {
-    simdr__side *sd = malloc(sizeof *sd);
+    simdr__side *sd = calloc(1, sizeof *sd);
     if (!sd) return NULL;
     void *p = simdr__io.mmap(NULL, SIDE_BYTES, writable ? PROT_READ | PROT_WRITE : PROT_READ,
                              MAP_SHARED, fd, 0);
@@ -144,7 +171,7 @@ static simdr__side *map_side(int fd, int writable) {
     sd->fd = fd;
     sd->page = p;
     sd->writable = writable;
-    sd->seq = 0;
+    pthread_mutex_init(&sd->dlock, NULL);
     struct stat st;
     sd->ino = simdr__io.fstat(fd, &st) == 0 ? st.st_ino : 0;
     return sd;
@@ -154,36 +181,59 @@ void simdr__side_close(simdr__side *sd) {
     if (!sd) return;
     munmap(sd->page, SIDE_BYTES);
     close(sd->fd);
+    pthread_mutex_destroy(&sd->dlock);
     free(sd);
 }
 
-/* Writer: states which file the page describes and that its committed tail
- * is `tail`, also recorded as durable when it is. */
-static int side_reset(simdr__side *sd, int store_fd, uint64_t tail, int durable) {
+/* Writes the durable record (tail, sum) into the older durable slot; the
+ * caller holds dlock or owns the page alone. */
+static void write_durable(simdr__side *sd, const simdr__side_record *d) {
+    simdr__side_record r = *d;
+    r.seq = ++sd->dseq;
+    r.anchor = sd->anchor;
+    write_slot(sd, (sd->dseq & 1) ? W_DURABLE1 : W_DURABLE0, &r);
+    sd->durable_tail = r.tail;
+}
+
+/* Writer: states which file the page describes, that its committed tail is
+ * `tail` and the basis of the records' sums (b). */
+static int side_reset(simdr__side *sd, int store_fd, uint64_t tail, const simdr__side_basis *b) {
     struct stat st;
-    uint8_t meta[SIMDR__META_SIZE];
-    if (simdr__io.fstat(store_fd, &st) != 0 || tail_meta(store_fd, tail, meta) != 0) return -1;
+    simdr__side_record live = {0};
+    if (simdr__io.fstat(store_fd, &st) != 0 || tail_meta(store_fd, tail, live.meta) != 0) return -1;
     /* Invalidate the header first: a reader meanwhile finds no record. */
     store(sd, W_HCHECK, 0, memory_order_release);
     uint64_t h[6] = {SIDE_MAGIC, SIDE_VERSION | ((uint64_t)SIDE_BYTES << 32), (uint64_t)st.st_dev,
                      (uint64_t)st.st_ino, 0, 0};
     for (unsigned i = 0; i < 6; i++) store(sd, i, h[i], memory_order_relaxed);
     store(sd, W_CLOSED, 0, memory_order_relaxed);
-    sd->seq++;
-    write_slot(sd, W_LIVE0 + (unsigned)(sd->seq & 1) * SLOT_WORDS, sd->seq, tail, meta);
-    sd->seq++;
-    write_slot(sd, W_LIVE0 + (unsigned)(sd->seq & 1) * SLOT_WORDS, sd->seq, tail, meta);
-    /* A durable record only once a sync (or the caller, durable) made one. */
-    if (durable)
-        write_slot(sd, W_DURABLE, 0, tail, meta);
-    else
-        for (unsigned i = 0; i < SLOT_WORDS; i++) store(sd, W_DURABLE + i, 0, memory_order_relaxed);
+    pthread_mutex_lock(&sd->dlock);
+    sd->anchor = b->anchor;
+    sd->sum = b->sum;
+    live.tail = tail;
+    live.anchor = b->anchor;
+    live.sum = b->sum;
+    for (int i = 0; i < 2; i++) {
+        live.seq = ++sd->seq;
+        write_slot(sd, W_LIVE0 + (unsigned)(sd->seq & 1) * SLOT_WORDS, &live);
+    }
+    /* The durable record in both slots, or none: only a sync (or a basis
+     * that knows one) makes one. */
+    sd->durable_tail = 0;
+    if (b->has_durable) {
+        write_durable(sd, &b->durable);
+        write_durable(sd, &b->durable);
+    } else {
+        clear_slot(sd, W_DURABLE0);
+        clear_slot(sd, W_DURABLE1);
+    }
+    pthread_mutex_unlock(&sd->dlock);
     store(sd, W_HCHECK, hash_words(h, 6), memory_order_release);
     return 0;
 }
 
 simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uint64_t tail,
-                                       unsigned mode) {
+                                       unsigned mode, const simdr__side_basis *basis) {
     char *path = side_path(store_path);
     if (!path) return NULL;
     int fd = simdr__io.open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode ? mode : 0644);
@@ -197,7 +247,7 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
         if (st.st_size == SIDE_BYTES || simdr__io.ftruncate(fd, SIDE_BYTES) == 0)
             sd = map_side(fd, 1);
     }
-    if (sd && side_reset(sd, store_fd, tail, 0) != 0) {
+    if (sd && side_reset(sd, store_fd, tail, basis) != 0) {
         simdr__side_close(sd);
         sd = NULL;
         fd = -1;
@@ -210,12 +260,13 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
         free(path);
         return NULL;
     }
-    if (created) {
-        /* A new side file must exist on disk before the first write can be
-         * acknowledged as durable. */
-        simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
-        simdr__fsync_dir(path);
-    }
+    /* On disk before this writer's first append: a new side file must exist
+     * before a write can be acknowledged as durable, and the page an
+     * earlier writer left marked closed must not outlive the start of this
+     * one (after a power cut it would pass this writer's appends off as
+     * another program's, recovered in full). */
+    simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
+    if (created) simdr__fsync_dir(path);
     free(path);
     return sd;
 }
@@ -243,29 +294,40 @@ int simdr__side_replaced(const simdr__side *sd, const char *store_path) {
     return replaced;
 }
 
-void simdr__side_publish(simdr__side *sd, uint64_t tail, const simdr__meta *last) {
-    uint8_t meta[SIMDR__META_SIZE];
-    simdr__meta_encode(meta, last);
-    sd->seq++;
-    write_slot(sd, W_LIVE0 + (unsigned)(sd->seq & 1) * SLOT_WORDS, sd->seq, tail, meta);
+void simdr__side_publish(simdr__side *sd, uint64_t tail, const simdr__meta *last, uint64_t sum) {
+    simdr__side_record r;
+    simdr__meta_encode(r.meta, last);
+    r.seq = ++sd->seq;
+    r.tail = tail;
+    r.anchor = sd->anchor;
+    r.sum = sd->sum = sum;
+    write_slot(sd, W_LIVE0 + (unsigned)(sd->seq & 1) * SLOT_WORDS, &r);
 }
 
-int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable) {
+int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable, uint64_t sum) {
     if (!sd) return 0;
-    uint8_t meta[SIMDR__META_SIZE];
-    if (tail_meta(store_fd, durable, meta) != 0) {
+    simdr__side_record d = {0};
+    if (tail_meta(store_fd, durable, d.meta) != 0) {
         errno = EIO;
         return -1;
     }
-    /* Under the sync lock, not the writer's: the live sequence is not ours
-     * to read, and the durable record needs none. */
-    write_slot(sd, W_DURABLE, 0, durable, meta);
+    d.tail = durable;
+    d.sum = sum;
+    /* The live sequence is the writer's (its lock is not held here); the
+     * durable slots have their own lock, and only move forwards. */
+    pthread_mutex_lock(&sd->dlock);
+    if (durable > sd->durable_tail) write_durable(sd, &d);
+    pthread_mutex_unlock(&sd->dlock);
+    /* Flushed even when another thread wrote a newer record: it may not
+     * have flushed it yet, and this caller's write needs it on disk. */
     return simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
 }
 
 int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail) {
     if (!sd) return 0;
-    if (side_reset(sd, store_fd, tail, 1) != 0) return -1;
+    simdr__side_basis b = {1, {0, tail, tail, 0, {0}}, tail, 0};
+    if (tail_meta(store_fd, tail, b.durable.meta) != 0 || side_reset(sd, store_fd, tail, &b) != 0)
+        return -1;
     return simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
 }
 
@@ -280,24 +342,40 @@ int simdr__side_read(const simdr__side *sd, dev_t dev, ino_t ino, simdr__side_st
         uint64_t check = load(sd, W_HCHECK, memory_order_acquire);
         for (unsigned i = 0; i < 6; i++) h[i] = load(sd, i, memory_order_relaxed);
         uint64_t closed = load(sd, W_CLOSED, memory_order_relaxed);
-        simdr__side_record a, b, d;
+        simdr__side_record a, b, d0, d1;
         int has_a = read_slot(sd, W_LIVE0, &a), has_b = read_slot(sd, W_LIVE1, &b);
-        int has_d = read_slot(sd, W_DURABLE, &d);
+        int has_d0 = read_slot(sd, W_DURABLE0, &d0), has_d1 = read_slot(sd, W_DURABLE1, &d1);
         atomic_thread_fence(memory_order_acquire);
         if (load(sd, W_HCHECK, memory_order_relaxed) != check) continue;
         if (check != hash_words(h, 6) || h[0] != SIDE_MAGIC || (uint32_t)h[1] != SIDE_VERSION)
             return 0;
-        if (h[2] != (uint64_t)dev || h[3] != (uint64_t)ino || (!has_a && !has_b && !has_d))
+        if (h[2] != (uint64_t)dev || h[3] != (uint64_t)ino ||
+            (!has_a && !has_b && !has_d0 && !has_d1))
             return 0;
-        /* Neither live slot readable (a torn page after a power cut): the
-         * durable record stands in for them. */
-        out->live = has_a && (!has_b || a.seq > b.seq) ? a : has_b ? b : d;
-        out->has_durable = has_d;
-        if (has_d) out->durable = d;
+        out->n_live = 0;
+        if (has_a && has_b && b.seq > a.seq) {
+            simdr__side_record t = a;
+            a = b;
+            b = t;
+        } else if (!has_a && has_b) {
+            a = b;
+            has_a = 1;
+            has_b = 0;
+        }
+        if (has_a) out->live[out->n_live++] = a;
+        if (has_b) out->live[out->n_live++] = b;
+        out->has_durable = has_d0 || has_d1;
+        if (out->has_durable) out->durable = has_d0 && (!has_d1 || d0.seq > d1.seq) ? d0 : d1;
         out->closed = closed;
         return 1;
     }
     return 0;
+}
+
+const simdr__side_record *simdr__side_newest(const simdr__side_state *st) {
+    /* Neither live slot readable (a torn page after a power cut): the
+     * durable record stands in for them. */
+    return st->n_live ? &st->live[0] : st->has_durable ? &st->durable : NULL;
 }
 
 int simdr__side_writer_active(const simdr__side *sd) {

@@ -131,7 +131,14 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     if (rc != SIMDR_OK) return open_fail(s, rc);
     if (!s->readonly) {
         simdr__side_close(s->side);
-        s->side = simdr__side_attach_writer(path, s->fd, s->tail, opts->file_mode);
+        simdr__side_basis *b = &s->side_basis;
+        /* Bytes below the durable record must verify at the next open: the
+         * file is synced before its tail may be recorded as durable. */
+        if (!b->has_durable && simdr__fdatasync(s->fd) == 0) b->has_durable = 1;
+        /* Only that much is known to be on disk: what a killed writer left
+         * in the page cache is not, and a later simdr_sync must flush it. */
+        atomic_store(&s->synced, b->has_durable ? b->durable.tail : 0);
+        s->side = simdr__side_attach_writer(path, s->fd, s->tail, opts->file_mode, b);
     }
     atomic_init(&s->view, v);
     pthread_mutex_init(&s->wlock, NULL);

@@ -26,10 +26,11 @@ static uint64_t monotonic_ns(void) {
 }
 
 /* The writer's tail and the file it is in (compaction swaps both). */
-static uint64_t writer_tail(simdr_store *s, int *fd) {
+static uint64_t writer_tail(simdr_store *s, int *fd, uint64_t *sum) {
     pthread_mutex_lock(&s->wlock);
     uint64_t tail = s->tail;
     *fd = s->fd;
+    *sum = s->side ? s->side->sum : 0; /* the side file's metadata sum at tail */
     pthread_mutex_unlock(&s->wlock);
     return tail;
 }
@@ -66,14 +67,15 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
          * queued behind us appended before they queued and are covered
          * anyway. */
         int fd;
-        uint64_t target = writer_tail(s, &fd);
+        uint64_t sum;
+        uint64_t target = writer_tail(s, &fd, &sum);
         if (atomic_load(&s->syncers) > atomic_load(&s->sync_queued) + 1) {
             uint64_t wait = atomic_load(&s->last_sync_ns) / 4;
             if (wait > 100000) wait = 100000;
             uint64_t deadline = monotonic_ns() + wait;
             while (monotonic_ns() < deadline) {
                 sched_yield();
-                uint64_t now_tail = writer_tail(s, &fd);
+                uint64_t now_tail = writer_tail(s, &fd, &sum);
                 if (now_tail != target) {
                     target = now_tail;
                     break;
@@ -81,7 +83,7 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
             }
         }
         uint64_t t0 = monotonic_ns();
-        if (simdr__fdatasync(fd) != 0 || simdr__side_sync(s->side, fd, target) != 0) {
+        if (simdr__fdatasync(fd) != 0 || simdr__side_sync(s->side, fd, target, sum) != 0) {
             /* A failed sync is final: see simdr__withdraw_unsynced. */
             rc = simdr__fail_errno(errno, "fdatasync", s->path);
             atomic_store_explicit(&s->failed, 1, memory_order_release);
