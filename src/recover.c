@@ -853,13 +853,20 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
 
     /* Torn tail or damage in the middle? A torn append always leaves the
      * newest entry invalid; if the entry at the very end is valid, the bytes
-     * after the prefix are real data behind a break. */
+     * after the prefix are real data behind a break. Its CRC alone does not
+     * make it valid: in the aligned layout a link changed within the padding
+     * before the payload still frames the same payload. When the newest
+     * entry's payload starts right after the sound prefix, every byte past
+     * the prefix is that entry's, and the entry with the broken link is the
+     * torn one. */
     r->status = SIMDR__RECOVER_TORN;
     uint64_t prev = step_back(base, size);
     if (prev != UINT64_MAX && !meta_all_zero(base, size)) {
         uint64_t m = size - SIMDR__META_SIZE;
-        int probe = cand_layout;
-        if (simdr__entry_crc_ok(base, prev, m, simdr__load_u32le(base + m + 16), &probe)) {
+        uint32_t crc = simdr__load_u32le(base + m + 16);
+        int probe = cand_layout, on_prefix = cand_layout;
+        if (simdr__entry_crc_ok(base, prev, m, crc, &probe) &&
+            !(prev != best && simdr__entry_crc_ok(base, best, m, crc, &on_prefix))) {
             r->status = SIMDR__RECOVER_DAMAGED;
             uint64_t q = size;
             while (q != 0) {

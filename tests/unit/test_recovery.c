@@ -298,6 +298,29 @@ static void test_torn_payload_unaligned(void **state) {
     torn_payload(*state, SIMDR_LAYOUT_UNALIGNED);
 }
 
+/* Aligned layout: the newest entry's link changed to another offset within
+ * the padding before its payload still frames the same payload, so its CRC
+ * matches; the chain breaks at that link, and the newest entry is torn (cut
+ * to the previous one), not damage behind a sound tail. */
+static void test_newest_link_changed_within_pad_is_torn(void **state) {
+    fixture *f = *state;
+    build(f, SIMDR_LAYOUT_ALIGNED64);
+    uint64_t prev = f->ends[NE - 2];
+    uint64_t pay = prev + ((64 - prev % 64) & 63);
+    uint64_t other = prev + 1 <= pay && prev % 64 != 0 ? prev + 1 : prev - 1;
+    assert_int_equal(other + ((64 - other % 64) & 63), pay);
+    uint8_t link[8];
+    for (int i = 0; i < 8; i++) link[i] = (uint8_t)(other >> (8 * i));
+    uint8_t *copy = malloc(f->full_len);
+    memcpy(copy, f->full, f->full_len);
+    memcpy(copy + f->full_len - 12, link, 8); /* the link: metadata bytes 8..16 */
+    for (int writable = 0; writable < 2; writable++) {
+        tu_write_file(f->tu.path, copy, f->full_len);
+        check_recovered(f, f->full_len, NE - 1, writable);
+    }
+    free(copy);
+}
+
 static void test_repair_off_reports_corrupt(void **state) {
     fixture *f = *state;
     build(f, SIMDR_LAYOUT_ALIGNED64);
@@ -476,6 +499,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_text_file_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_payload_aligned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_payload_unaligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newest_link_changed_within_pad_is_torn, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_repair_off_reports_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_tombstone_get_and_exists_agree, setup,
                                         teardown),
