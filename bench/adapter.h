@@ -46,6 +46,9 @@ typedef int (*bench_scan_fn)(void *ctx, const void *key, size_t key_len, const v
 
 typedef struct bench_adapter {
     const char *name;
+    /** 1: simdr itself (in another layout) or a yardstick, left out of
+     *  "best peer" ratios. */
+    int not_a_peer;
     /** Opens the database stored in dir; NULL on failure. */
     void *(*open)(const char *dir, const bench_open_opts *opts);
     /** Closes and frees; returns 0 or an error. */
@@ -76,6 +79,10 @@ typedef struct bench_adapter {
 } bench_adapter;
 
 extern const bench_adapter bench_adapter_simdr;
+extern const bench_adapter bench_adapter_simdr_unaligned;
+/* Yardsticks, not engines (adapter_floor.c): the floor of simdr's design. */
+extern const bench_adapter bench_adapter_floor;
+extern const bench_adapter bench_adapter_floor_unaligned;
 extern const bench_adapter bench_adapter_lmdb;
 extern const bench_adapter bench_adapter_rocksdb;
 extern const bench_adapter bench_adapter_leveldb;

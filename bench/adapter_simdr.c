@@ -64,6 +64,15 @@ static void *sd_open(const char *dir, const bench_open_opts *o)
     return st;
 }
 
+/* The unaligned layout as an engine of its own, so both layouts run in one
+ * interleaved run. */
+static void *sd_open_unaligned(const char *dir, const bench_open_opts *o)
+{
+    bench_open_opts u = *o;
+    u.variant = 1;
+    return sd_open(dir, &u);
+}
+
 static int sd_close(void *p)
 {
     int rc = simdr_close(p);
@@ -217,7 +226,25 @@ static int sd_drop_hints(const char *dir)
 
 const bench_adapter bench_adapter_simdr = {
     .name = "simdr",
+    .not_a_peer = 1,
     .open = sd_open,
+    .close = sd_close,
+    .thread_begin = sd_thread_begin,
+    .thread_end = sd_thread_end,
+    .put = sd_put,
+    .put_batch = sd_put_batch,
+    .get = sd_get,
+    .get_batch = sd_get_batch,
+    .scan = sd_scan,
+    .compact = sd_compact,
+    .index_bytes_per_key = sd_index_bytes_per_key,
+    .drop_hints = sd_drop_hints,
+};
+
+const bench_adapter bench_adapter_simdr_unaligned = {
+    .name = "simdr-u",
+    .not_a_peer = 1,
+    .open = sd_open_unaligned,
     .close = sd_close,
     .thread_begin = sd_thread_begin,
     .thread_end = sd_thread_end,

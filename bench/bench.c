@@ -51,7 +51,8 @@
 
 static const bench_adapter *const all_engines[] = {
 #ifdef BENCH_WITH_SIMDR
-    &bench_adapter_simdr,
+    &bench_adapter_simdr, &bench_adapter_simdr_unaligned,
+    &bench_adapter_floor, &bench_adapter_floor_unaligned,
 #endif
     &bench_adapter_lmdb,  &bench_adapter_rocksdb, &bench_adapter_leveldb,
     &bench_adapter_sqlite, &bench_adapter_tkrzw,  &bench_adapter_kyoto,
@@ -749,7 +750,7 @@ static void compute_best(void)
         best_peer[m] = NAN;
         for (size_t e = 0; e < N_ENGINES; e++) {
             double v = med[e][m];
-            if (!cfg.engine_on[e] || !strcmp(all_engines[e]->name, "simdr") || isnan(v))
+            if (!cfg.engine_on[e] || all_engines[e]->not_a_peer || isnan(v))
                 continue;
             if (isnan(best_peer[m]) ||
                 (metrics[m].better == HIGHER ? v > best_peer[m] : v < best_peer[m]))
@@ -831,14 +832,34 @@ static void target(const char *name, double ours, double ref, double goal, int h
 
 static void print_targets(void)
 {
-    int s = -1, l = -1;
+    int s = -1, l = -1, su = -1, fl = -1, flu = -1;
     for (size_t e = 0; e < N_ENGINES; e++) {
         if (!cfg.engine_on[e])
             continue;
-        if (!strcmp(all_engines[e]->name, "simdr"))
+        const char *name = all_engines[e]->name;
+        if (!strcmp(name, "simdr"))
             s = (int)e;
-        if (!strcmp(all_engines[e]->name, "lmdb"))
+        if (!strcmp(name, "simdr-u"))
+            su = (int)e;
+        if (!strcmp(name, "floor"))
+            fl = (int)e;
+        if (!strcmp(name, "floor-u"))
+            flu = (int)e;
+        if (!strcmp(name, "lmdb"))
             l = (int)e;
+    }
+    if (s >= 0 || su >= 0) {
+        /* The read targets against the yardstick of simdr's own design. */
+        double r1 = s >= 0 ? med[s][M_R1] : NAN, r1u = su >= 0 ? med[su][M_R1] : NAN;
+        printf("\nread targets (medians; floor = the design's yardstick, same layout):\n");
+        target("R1", r1, fl >= 0 ? med[fl][M_R1] : NAN, 1.1, 0, "of floor's ns/get");
+        target("R1u", r1u, flu >= 0 ? med[flu][M_R1] : NAN, 1.1, 0, "of floor-u's ns/get");
+        target("R1a", r1, r1u, 1.1, 0, "of simdr-u's ns/get");
+        target("R1b", s >= 0 ? med[s][M_R1B] : NAN, 60.0, 1.0, 0, "of 60 ns/key");
+        target("R2", s >= 0 ? med[s][M_R2] : NAN, isnan(r1) ? NAN : 1e3 / r1, 1.9, 1,
+               "of simdr's R1 rate");
+        target("R2u", su >= 0 ? med[su][M_R2] : NAN, isnan(r1u) ? NAN : 1e3 / r1u, 1.9, 1,
+               "of simdr-u's R1 rate");
     }
     if (s < 0)
         return;
