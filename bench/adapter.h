@@ -62,6 +62,11 @@ typedef struct bench_adapter {
     /** Reads key and compares its value with expect/expect_len. */
     int (*get)(void *tctx, const char *key, size_t key_len, const void *expect,
                size_t expect_len);
+    /** Optional (NULL): get through a handle that outlives the call (simdr:
+     *  simdr_get), for the R1h metric; get is then the engine's fastest
+     *  read that still compares in place. */
+    int (*get_handle)(void *tctx, const char *key, size_t key_len, const void *expect,
+                      size_t expect_len);
     /** Optional (NULL): reads n keys in one call, checking each value;
      *  expect is n values of expect_len bytes each, back to back. */
     int (*get_batch)(void *tctx, const bench_kv *keys, size_t n, const void *expect,

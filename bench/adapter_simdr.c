@@ -3,8 +3,9 @@
  * header only.
  *
  * Default configuration (aligned layout, SIMDR_SYNC_NONE); variant 1 selects
- * the unaligned layout; durable mode is SIMDR_SYNC_DATA. Gets are zero-copy
- * (simdr_get + simdr_entry_data, compared in place); the batch read is
+ * the unaligned layout; durable mode is SIMDR_SYNC_DATA. Gets are zero-copy,
+ * compared in place: one read scope per get (simdr_read_begin/get/end) for
+ * R1 and R2, simdr_get + simdr_entry_data for R1h; the batch read is
  * simdr_get_batch; a scan is simdr_for_each (one thread); compaction is
  * simdr_compact. drop_hints deletes every file beside store.bin so that an
  * open must rebuild its index from the store file alone.
@@ -128,6 +129,22 @@ static int sd_put_batch(void *tp, const bench_kv *items, size_t n)
 static int sd_get(void *tp, const char *key, size_t klen, const void *expect, size_t elen)
 {
     sd_thread *t = tp;
+    simdr_read scope;
+    const void *v;
+    size_t vlen;
+    simdr_read_begin(t->st, &scope);
+    int rc = simdr_read_get(&scope, key, klen, &v, &vlen);
+    int res = rc == SIMDR_NOTFOUND ? BENCH_NOTFOUND
+              : rc != SIMDR_OK     ? sd_fail("read_get", rc)
+              : vlen != elen || memcmp(v, expect, elen) != 0 ? BENCH_MISMATCH
+                                                            : 0;
+    simdr_read_end(&scope);
+    return res;
+}
+
+static int sd_get_handle(void *tp, const char *key, size_t klen, const void *expect, size_t elen)
+{
+    sd_thread *t = tp;
     simdr_entry *e;
     int res = 0;
     int rc = simdr_get(t->st, key, klen, &e);
@@ -234,6 +251,7 @@ const bench_adapter bench_adapter_simdr = {
     .put = sd_put,
     .put_batch = sd_put_batch,
     .get = sd_get,
+    .get_handle = sd_get_handle,
     .get_batch = sd_get_batch,
     .scan = sd_scan,
     .compact = sd_compact,
@@ -251,6 +269,7 @@ const bench_adapter bench_adapter_simdr_unaligned = {
     .put = sd_put,
     .put_batch = sd_put_batch,
     .get = sd_get,
+    .get_handle = sd_get_handle,
     .get_batch = sd_get_batch,
     .scan = sd_scan,
     .compact = sd_compact,

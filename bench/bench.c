@@ -14,6 +14,8 @@
  *   W2  the same N in batches of 1,000                   (M puts/s)
  *   W3  10,000 single puts of 4,096-byte random values   (MB/s)
  *   R1  N gets, fixed-seed random order, one thread      (ns/get)
+ *       (R1h: the same through a handle that outlives the call, where the
+ *       engine has one besides its fastest get)
  *   R1b R1 through the engine's batch read, 1,000 keys a call (ns/key)
  *   R2  R1 split over 2 threads                          (M gets/s, aggregate)
  *   O1  close, reopen, one get                           (ms; close timed apart)
@@ -62,7 +64,7 @@ static const bench_adapter *const all_engines[] = {
 enum { HIGHER = 1, LOWER = -1 };
 
 enum metric {
-    M_W1, M_W2, M_W3, M_R1, M_R1B, M_R2, M_O1, M_O1_COLD, M_CLOSE, M_I1,
+    M_W1, M_W2, M_W3, M_R1, M_R1H, M_R1B, M_R2, M_O1, M_O1_COLD, M_CLOSE, M_I1,
     M_C1, M_C1_BEFORE, M_C1_AFTER, M_W4_1, M_W4_2, M_W4_SCALE, M_RSS, M_RSS_PRE_C1,
     M_IDX, M_SIZE_W2, M_SIZE_W2_FILE, M_SIZE_W2_UNAL, M_COUNT
 };
@@ -79,6 +81,7 @@ static const metric_info metrics[M_COUNT] = {
     [M_W2] = {"W2 batched puts", "M/s", HIGHER, "W2"},
     [M_W3] = {"W3 4 KiB puts", "MB/s", HIGHER, "W3"},
     [M_R1] = {"R1 random get", "ns/get", LOWER, "R1"},
+    [M_R1H] = {"R1h get, handle", "ns/get", LOWER, "R1"},
     [M_R1B] = {"R1b batch get", "ns/key", LOWER, "R1b"},
     [M_R2] = {"R2 2-thread get", "M/s", HIGHER, "R2"},
     [M_O1] = {"O1 reopen+get", "ms", LOWER, "O1"},
@@ -518,6 +521,14 @@ static void run_engine(const bench_adapter *a, const char *root, double *res)
             check_get(a->get(t, keys[k], klens[k], vals[k], 8), "R1", k);
         }
         res[M_R1] = (now_s() - t0) * 1e9 / (double)n;
+        if (a->get_handle) {
+            t0 = now_s();
+            for (size_t i = 0; i < n; i++) {
+                size_t k = perm[i];
+                check_get(a->get_handle(t, keys[k], klens[k], vals[k], 8), "R1h", k);
+            }
+            res[M_R1H] = (now_s() - t0) * 1e9 / (double)n;
+        }
         a->thread_end(db, t);
     }
 
