@@ -9,7 +9,8 @@
  * per indexed key. The bucket comes from the low 32 hash bits, the tag from
  * the top 16, so the two are independent.
  *
- * One writer, many concurrent readers: slots only go from empty to a value
+ * The probe sequence is the library's one (hashtab.h): linear from the home
+ * slot, wrapping. One writer, many concurrent readers: slots only go from empty to a value
  * or from one value to another, with atomic stores, and are never removed,
  * so a reader's probe sequence cannot lose the key it is looking for.
  */
@@ -67,7 +68,7 @@ static inline __attribute__((always_inline)) uint64_t put(simdr__index *ix, cons
             if (overwrite) atomic_store_explicit(&ix->slots[i], value, memory_order_release);
             return v;
         }
-        if (++i == ix->cap) i = 0;
+        i = simdr__probe_next(i, ix->cap);
     }
 }
 
@@ -86,7 +87,7 @@ int simdr__index_put_if_absent(simdr__index *ix, const uint8_t *base, uint64_t h
 void simdr__index_insert_distinct(simdr__index *ix, uint64_t hash, uint64_t value) {
     uint64_t i = bucket_of(hash, ix->cap);
     while (atomic_load_explicit(&ix->slots[i], memory_order_relaxed) != 0)
-        if (++i == ix->cap) i = 0;
+        i = simdr__probe_next(i, ix->cap);
     atomic_store_explicit(&ix->slots[i], value, memory_order_relaxed);
     ix->used++;
 }
@@ -167,7 +168,7 @@ void simdr__index_prefetch_meta(const simdr__index *ix, const uint8_t *base, uin
             if (off + SIMDR__META_SIZE <= len) __builtin_prefetch(base + off);
             return;
         }
-        if (++i == ix->cap) i = 0;
+        i = simdr__probe_next(i, ix->cap);
     }
 }
 

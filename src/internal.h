@@ -39,6 +39,7 @@
 #include <sys/uio.h>
 
 #include "format.h"
+#include "hashtab.h"
 #include "io.h"
 
 #define SIMDR__SLOTS 64u            /* reader shards; threads hash onto them */
@@ -129,7 +130,7 @@ void simdr__map_retire(simdr__map *m);
 uint64_t simdr__map_reserve_for(uint64_t size);
 
 /* ---- index (index.c) ----
- * Open addressing, linear probing, 8 bytes a slot: [tag:16][tomb:1][meta offset:47].
+ * Open addressing, linear probing (hashtab.h's sequence), 8 bytes a slot: [tag:16][tomb:1][meta offset:47].
  * One writer mutates in place with atomic stores; readers probe concurrently.
  * Slots are never removed (a delete stores the tombstone's offset), so a
  * probe sequence a reader follows can only gain entries. */
@@ -186,7 +187,7 @@ static inline uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *b
         /* Past a damaged slot the probe goes on: the key may have been
          * written again since, into a later slot. */
         if (simdr__index_hash_matches(base, len, v, hash, probe)) return v;
-        if (++i == ix->cap) i = 0;
+        i = simdr__probe_next(i, ix->cap);
     }
 }
 /* Writer: set hash -> value. Returns the previous value (0 = new key). */
