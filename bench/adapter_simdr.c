@@ -6,9 +6,9 @@
  * the unaligned layout; durable mode is SIMDR_SYNC_DATA. Gets are zero-copy,
  * compared in place: one read scope per get (simdr_read_begin/get/end) for
  * R1 and R2, simdr_get + simdr_entry_data for R1h; the batch read is
- * simdr_get_batch; a scan is simdr_for_each (one thread); compaction is
- * simdr_compact. drop_hints deletes every file beside store.bin so that an
- * open must rebuild its index from the store file alone.
+ * simdr_read_get_batch in a scope per call; a scan is simdr_for_each (one
+ * thread); compaction is simdr_compact. drop_hints deletes every file beside
+ * store.bin so that an open must rebuild its index from the store file alone.
  *
  * SIMDR_BENCH_VERIFY=0 in the environment opens with verify_reads = 0 (no CRC
  * check on reads), so the cost of the default check can be measured: run R1
@@ -29,7 +29,8 @@ typedef struct sd_thread {
     simdr_store *st;
     size_t cap;       /* capacity of keys and out */
     simdr_key *keys;
-    simdr_entry **out;
+    const void **vals;
+    size_t *lens;
     size_t kvcap;     /* capacity of kv */
     simdr_kv *kv;
 } sd_thread;
@@ -93,7 +94,8 @@ static void sd_thread_end(void *p, void *tp)
     sd_thread *t = tp;
     (void)p;
     free(t->keys);
-    free(t->out);
+    free(t->vals);
+    free(t->lens);
     free(t->kv);
     free(t);
 }
@@ -163,14 +165,15 @@ static int sd_get_batch(void *tp, const bench_kv *keys, size_t n, const void *ex
 {
     sd_thread *t = tp;
     const unsigned char *exp = expect;
-    int64_t found;
     int res = 0;
     if (n > t->cap) {
         free(t->keys);
-        free(t->out);
+        free(t->vals);
+        free(t->lens);
         t->keys = malloc(n * sizeof(*t->keys));
-        t->out = malloc(n * sizeof(*t->out));
-        if (!t->keys || !t->out) {
+        t->vals = malloc(n * sizeof(*t->vals));
+        t->lens = malloc(n * sizeof(*t->lens));
+        if (!t->keys || !t->vals || !t->lens) {
             t->cap = 0;
             return BENCH_ERROR;
         }
@@ -180,19 +183,20 @@ static int sd_get_batch(void *tp, const bench_kv *keys, size_t n, const void *ex
         t->keys[i].key = keys[i].key;
         t->keys[i].key_len = keys[i].key_len;
     }
-    found = simdr_get_batch(t->st, t->keys, n, t->out);
-    if (found < 0)
-        return sd_fail("get_batch", (int)found);
-    for (size_t i = 0; i < n; i++) {
-        simdr_entry *e = t->out[i];
-        if (!e) {
-            res = BENCH_NOTFOUND;
-            continue;
-        }
-        if (simdr_entry_size(e) != elen || memcmp(simdr_entry_data(e), exp + i * elen, elen))
-            res = BENCH_MISMATCH;
-        simdr_entry_release(e);
+    simdr_read scope;
+    simdr_read_begin(t->st, &scope);
+    int64_t found = simdr_read_get_batch(&scope, t->keys, n, t->vals, t->lens);
+    if (found < 0) {
+        simdr_read_end(&scope);
+        return sd_fail("read_get_batch", (int)found);
     }
+    for (size_t i = 0; i < n; i++) {
+        if (!t->vals[i])
+            res = BENCH_NOTFOUND;
+        else if (t->lens[i] != elen || memcmp(t->vals[i], exp + i * elen, elen))
+            res = BENCH_MISMATCH;
+    }
+    simdr_read_end(&scope);
     return res;
 }
 

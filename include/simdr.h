@@ -442,6 +442,12 @@ SIMDR_API int simdr_read_get(simdr_read *scope, const void *key, size_t key_len,
                              const void **value, size_t *value_len);
 SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t key_hash, const void **value,
                                     size_t *value_len);
+/** n gets at once (their memory accesses overlap, as in simdr_get_batch):
+ *  values[i] and value_lens[i] receive key i's value, or NULL and 0 when
+ *  it is absent. Returns the number found, or a negative error (then every
+ *  values[i] is NULL): one damaged entry makes the call SIMDR_ECORRUPT. */
+SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys, size_t n,
+                                       const void **values, size_t *value_lens);
 /** Closes the scope; its pointers are no longer valid. */
 SIMDR_API void simdr_read_end(simdr_read *scope);
 

@@ -586,27 +586,15 @@ static __attribute__((noinline)) int read_get_slow(simdr_store *s, uint64_t hash
     return SIMDR_OK;
 }
 
-/* The common case in as few instructions as it takes: probe, decode the
- * entry (a live slot names a regular entry), check a short value's CRC.
- * Anything else goes to read_get_slow, which answers it in full. */
-SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void **value,
-                                    size_t *value_len) {
-    read_scope *sc = (read_scope *)(void *)scope;
-    if (__builtin_expect(!sc || !sc->store || !value || !value_len, 0))
-        return simdr__fail(SIMDR_EINVAL, "NULL argument or no open scope");
-    simdr_store *s = sc->store;
-    const simdr__view *v = simdr__current_view(s);
-    const uint8_t *base = v->map->base;
-    unsigned probe = 0;
-    uint64_t val = simdr__index_get(v->index, base, v->map->len, hash, &probe);
-    if (__builtin_expect(!val, 0))
-        return probe ? read_get_slow(s, hash, value, value_len) : SIMDR_NOTFOUND;
-    if (val & SIMDR__IDX_TOMB) return SIMDR_NOTFOUND;
+/* A live slot's value for a scope, in as few instructions as it takes:
+ * decode the entry (a live slot names a regular entry), check a short
+ * value's CRC. Anything else goes to read_get_slow, which answers in full. */
+static inline int serve_slot(simdr_store *s, const uint8_t *base, uint64_t val, uint64_t hash,
+                             const void **value, size_t *value_len) {
     uint64_t meta_off = val & SIMDR__IDX_OFF_MASK; /* its metadata lies inside the map */
     uint64_t prev = simdr__load_u64le(base + meta_off + 8);
-    uint64_t payload = prev + simdr__pad_for(prev, atomic_load_explicit(&s->layout,
-                                                                        memory_order_relaxed) ==
-                                                       SIMDR_LAYOUT_ALIGNED64);
+    int aligned = atomic_load_explicit(&s->layout, memory_order_relaxed) == SIMDR_LAYOUT_ALIGNED64;
+    uint64_t payload = prev + simdr__pad_for(prev, aligned);
     if (__builtin_expect(prev >= meta_off || payload >= meta_off, 0))
         return read_get_slow(s, hash, value, value_len);
     uint64_t size = meta_off - payload;
@@ -618,6 +606,62 @@ SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void
     *value = base + payload;
     *value_len = (size_t)size;
     return SIMDR_OK;
+}
+
+SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void **value,
+                                    size_t *value_len) {
+    read_scope *sc = (read_scope *)(void *)scope;
+    if (__builtin_expect(!sc || !sc->store || !value || !value_len, 0))
+        return simdr__fail(SIMDR_EINVAL, "NULL argument or no open scope");
+    simdr_store *s = sc->store;
+    const simdr__view *v = simdr__current_view(s);
+    unsigned probe = 0;
+    uint64_t val = simdr__index_get(v->index, v->map->base, v->map->len, hash, &probe);
+    if (__builtin_expect(!val, 0))
+        return probe ? read_get_slow(s, hash, value, value_len) : SIMDR_NOTFOUND;
+    if (val & SIMDR__IDX_TOMB) return SIMDR_NOTFOUND;
+    return serve_slot(s, v->map->base, val, hash, value, value_len);
+}
+
+SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys, size_t n,
+                                       const void **values, size_t *value_lens) {
+    read_scope *sc = (read_scope *)(void *)scope;
+    if (!sc || !sc->store || (n && (!keys || !values || !value_lens)))
+        return simdr__fail(SIMDR_EINVAL, "NULL argument or no open scope");
+    for (size_t i = 0; i < n; i++) {
+        values[i] = NULL;
+        value_lens[i] = 0;
+        if (!keys[i].key && keys[i].key_len) return simdr__fail(SIMDR_EINVAL, "NULL key");
+    }
+    simdr_store *s = sc->store;
+    int64_t found = 0;
+    for (size_t at = 0; at < n; at += BATCH_WINDOW) {
+        size_t m = n - at < BATCH_WINDOW ? n - at : BATCH_WINDOW;
+        uint64_t hashes[BATCH_WINDOW], vals[BATCH_WINDOW];
+        unsigned char retry[BATCH_WINDOW];
+        const simdr__view *v = simdr__current_view(s);
+        lookup_window(v, keys + at, hashes, m, vals, retry);
+        for (size_t i = 0; i < m; i++) {
+            uint64_t val = vals[i];
+            int rc;
+            if (val == DAMAGED_SLOT)
+                rc = damaged_slot(s, hashes[i]);
+            else if (retry[i])
+                rc = read_get_slow(s, hashes[i], &values[at + i], &value_lens[at + i]);
+            else if (!val || (val & SIMDR__IDX_TOMB))
+                rc = SIMDR_NOTFOUND;
+            else
+                rc = serve_slot(s, v->map->base, val, hashes[i], &values[at + i],
+                                &value_lens[at + i]);
+            if (rc == SIMDR_OK) {
+                found++;
+            } else if (rc != SIMDR_NOTFOUND) {
+                for (size_t j = 0; j < n; j++) values[j] = NULL;
+                return rc;
+            }
+        }
+    }
+    return found;
 }
 
 SIMDR_API int simdr_read_get(simdr_read *scope, const void *key, size_t key_len,

@@ -100,6 +100,33 @@ static void scope_answers_as_get_in_both_layouts(void **state) {
                 key_of(key, sizeof key, i);
                 expect_same_as_get(s, &r, key);
             }
+            /* the batch call answers the same, key by key */
+            simdr_key keys[300];
+            char names[300][32];
+            const void *vals[300];
+            size_t lens[300];
+            int64_t want_found = 0;
+            for (unsigned i = 0; i < 300; i++) {
+                key_of(names[i], sizeof names[i], i * 11u);
+                keys[i].key = names[i];
+                keys[i].key_len = strlen(names[i]);
+            }
+            int64_t found = simdr_read_get_batch(&r, keys, 300, vals, lens);
+            for (unsigned i = 0; i < 300; i++) {
+                simdr_entry *e = NULL;
+                int rc = simdr_get(s, names[i], strlen(names[i]), &e);
+                if (rc == SIMDR_OK) {
+                    want_found++;
+                    assert_non_null(vals[i]);
+                    assert_int_equal(lens[i], simdr_entry_size(e));
+                    assert_memory_equal(vals[i], simdr_entry_data(e), lens[i]);
+                } else {
+                    assert_int_equal(rc, SIMDR_NOTFOUND);
+                    assert_null(vals[i]);
+                }
+                simdr_entry_release(e);
+            }
+            assert_int_equal(found, want_found);
             expect_same_as_get(s, &r, "big");
             expect_same_as_get(s, &r, "one");
             expect_same_as_get(s, &r, "");
@@ -269,6 +296,16 @@ static void scope_reports_damage(void **state) {
     assert_non_null(strstr(simdr_last_error(), "checksum"));
     assert_int_equal(simdr_read_get(&r, TU_STR("key-20"), &p, &n), SIMDR_ECORRUPT);
     assert_int_equal(simdr_read_get(&r, TU_STR("key-30"), &p, &n), SIMDR_OK);
+    simdr_key keys[3] = {{TU_STR("key-30")}, {TU_STR("key-10")}, {TU_STR("key-31")}};
+    const void *vals[3];
+    size_t lens[3];
+    assert_int_equal(simdr_read_get_batch(&r, keys, 3, vals, lens), SIMDR_ECORRUPT);
+    for (int i = 0; i < 3; i++) assert_null(vals[i]);
+    keys[1] = (simdr_key){TU_STR("key-20")};
+    assert_int_equal(simdr_read_get_batch(&r, keys, 3, vals, lens), SIMDR_ECORRUPT);
+    keys[1] = (simdr_key){TU_STR("absent")};
+    assert_int_equal(simdr_read_get_batch(&r, keys, 3, vals, lens), 2);
+    assert_null(vals[1]);
     simdr_read_end(&r);
     assert_int_equal(simdr_close(s), SIMDR_OK);
 }
