@@ -118,6 +118,7 @@ static struct {
     int runs;
     int markdown;
     int no_hints; /* reads run on a store reopened without its side files */
+    char csv[4096]; /* non-empty: the medians also go to this file as CSV */
     uint64_t seed;
     char basedir[4096];
     int engine_on[N_ENGINES];
@@ -826,6 +827,27 @@ static void print_table(void)
            baseline_rss);
 }
 
+/** The medians as CSV (metric, unit, better, engine, value, best peer's
+ *  value), for bench/chart.sh. */
+static void write_csv(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "bench: cannot write %s: %s\n", path, strerror(errno));
+        return;
+    }
+    fprintf(f, "metric,unit,better,engine,value,best_peer\n");
+    for (int m = 0; m < M_COUNT; m++)
+        for (size_t e = 0; e < N_ENGINES; e++) {
+            if (!cfg.engine_on[e] || isnan(med[e][m]))
+                continue;
+            fprintf(f, "%s,%s,%s,%s,%.6g,%.6g\n", metrics[m].label, metrics[m].unit,
+                    metrics[m].better == HIGHER ? "higher" : "lower", all_engines[e]->name,
+                    med[e][m], best_peer[m]);
+        }
+    fclose(f);
+}
+
 static void target(const char *name, double ours, double ref, double goal, int higher,
                    const char *how)
 {
@@ -939,6 +961,7 @@ static void usage(FILE *f)
                "      --seed S         random order seed (default 42)\n"
                "      --no-hints       delete side files (simdr: the index hint) before the\n"
                "                       reopen that R1..C1 run on, so the index is rebuilt\n"
+               "      --csv FILE       also write the medians to FILE (for bench/chart.sh)\n"
                "  -m, --markdown       print the table in Markdown\n");
 }
 
@@ -950,7 +973,7 @@ int main(int argc, char **argv)
         {"dir", required_argument, NULL, 'd'},     {"w3", required_argument, NULL, '3'},
         {"w4", required_argument, NULL, '4'},      {"seed", required_argument, NULL, 's'},
         {"markdown", no_argument, NULL, 'm'},      {"help", no_argument, NULL, 'h'},
-        {"no-hints", no_argument, NULL, 'H'},
+        {"no-hints", no_argument, NULL, 'H'},      {"csv", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0}};
     const char *const *engine_names;
     const char *names[N_ENGINES];
@@ -990,6 +1013,7 @@ int main(int argc, char **argv)
         case 's': cfg.seed = strtoull(optarg, NULL, 10); break;
         case 'm': cfg.markdown = 1; break;
         case 'H': cfg.no_hints = 1; break;
+        case 'C': snprintf(cfg.csv, sizeof cfg.csv, "%s", optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 1;
         }
@@ -1055,5 +1079,7 @@ int main(int argc, char **argv)
     }
     print_table();
     print_targets();
+    if (cfg.csv[0])
+        write_csv(cfg.csv);
     return 0;
 }
