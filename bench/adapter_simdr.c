@@ -31,6 +31,7 @@ typedef struct sd_thread {
     simdr_key *keys;
     const void **vals;
     size_t *lens;
+    simdr_entry **out; /* before read scopes */
     size_t kvcap;     /* capacity of kv */
     simdr_kv *kv;
 } sd_thread;
@@ -96,6 +97,7 @@ static void sd_thread_end(void *p, void *tp)
     free(t->keys);
     free(t->vals);
     free(t->lens);
+    free(t->out);
     free(t->kv);
     free(t);
 }
@@ -128,6 +130,7 @@ static int sd_put_batch(void *tp, const bench_kv *items, size_t n)
     return rc == SIMDR_OK ? 0 : sd_fail("put_batch", rc);
 }
 
+#ifdef SIMDR_HAS_READ_SCOPE
 static int sd_get(void *tp, const char *key, size_t klen, const void *expect, size_t elen)
 {
     sd_thread *t = tp;
@@ -143,6 +146,8 @@ static int sd_get(void *tp, const char *key, size_t klen, const void *expect, si
     simdr_read_end(&scope);
     return res;
 }
+
+#endif
 
 static int sd_get_handle(void *tp, const char *key, size_t klen, const void *expect, size_t elen)
 {
@@ -160,6 +165,7 @@ static int sd_get_handle(void *tp, const char *key, size_t klen, const void *exp
     return res;
 }
 
+#ifdef SIMDR_HAS_READ_SCOPE
 static int sd_get_batch(void *tp, const bench_kv *keys, size_t n, const void *expect,
                         size_t elen)
 {
@@ -199,6 +205,45 @@ static int sd_get_batch(void *tp, const bench_kv *keys, size_t n, const void *ex
     simdr_read_end(&scope);
     return res;
 }
+#else
+/* A library from before read scopes (for before/after runs): handles. */
+static int sd_get_batch(void *tp, const bench_kv *keys, size_t n, const void *expect,
+                        size_t elen)
+{
+    sd_thread *t = tp;
+    const unsigned char *exp = expect;
+    int res = 0;
+    if (n > t->cap) {
+        free(t->keys);
+        free(t->out);
+        t->keys = malloc(n * sizeof(*t->keys));
+        t->out = malloc(n * sizeof(*t->out));
+        if (!t->keys || !t->out) {
+            t->cap = 0;
+            return BENCH_ERROR;
+        }
+        t->cap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        t->keys[i].key = keys[i].key;
+        t->keys[i].key_len = keys[i].key_len;
+    }
+    int64_t found = simdr_get_batch(t->st, t->keys, n, t->out);
+    if (found < 0)
+        return sd_fail("get_batch", (int)found);
+    for (size_t i = 0; i < n; i++) {
+        simdr_entry *e = t->out[i];
+        if (!e) {
+            res = BENCH_NOTFOUND;
+            continue;
+        }
+        if (simdr_entry_size(e) != elen || memcmp(simdr_entry_data(e), exp + i * elen, elen))
+            res = BENCH_MISMATCH;
+        simdr_entry_release(e);
+    }
+    return res;
+}
+#endif
 
 static int sd_visit(void *ctx, const simdr_entry *e)
 {
@@ -254,8 +299,12 @@ const bench_adapter bench_adapter_simdr = {
     .thread_end = sd_thread_end,
     .put = sd_put,
     .put_batch = sd_put_batch,
+#ifdef SIMDR_HAS_READ_SCOPE
     .get = sd_get,
     .get_handle = sd_get_handle,
+#else
+    .get = sd_get_handle,
+#endif
     .get_batch = sd_get_batch,
     .scan = sd_scan,
     .compact = sd_compact,
@@ -272,8 +321,12 @@ const bench_adapter bench_adapter_simdr_unaligned = {
     .thread_end = sd_thread_end,
     .put = sd_put,
     .put_batch = sd_put_batch,
+#ifdef SIMDR_HAS_READ_SCOPE
     .get = sd_get,
     .get_handle = sd_get_handle,
+#else
+    .get = sd_get_handle,
+#endif
     .get_batch = sd_get_batch,
     .scan = sd_scan,
     .compact = sd_compact,

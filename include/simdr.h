@@ -429,6 +429,7 @@ SIMDR_API int64_t simdr_get_batch_hashed(simdr_store *store, const uint64_t *key
  * SIMDR_EINVAL (they could wait for the scope itself), and the store must
  * not be closed. Scopes of one thread may nest and may span several stores.
  */
+#define SIMDR_HAS_READ_SCOPE 1 /* this header declares the read scope calls */
 typedef struct simdr_read {
     void *opaque_[4]; /* private */
 } simdr_read;
