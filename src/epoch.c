@@ -64,8 +64,11 @@
 
 static _Atomic uint64_t owned_mask;  /* bit i: shard i has an owner */
 static _Atomic unsigned next_shared_shard;
-static _Thread_local unsigned thread_shard = UINT32_MAX;
-static _Thread_local int thread_owns_shard;
+/* Initial-exec: a read must not pay a call to find its thread's variables
+ * (the general model's __tls_get_addr); the few bytes come from the static
+ * TLS reserve even when the library is loaded with dlopen. */
+#define FAST_TLS __attribute__((tls_model("initial-exec")))
+static _Thread_local unsigned thread_shard FAST_TLS = UINT32_MAX;
 static pthread_key_t shard_key;
 static int asymmetric; /* 1: writers run membarrier, owning readers skip the fence */
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
@@ -120,11 +123,9 @@ static unsigned assign_shard(void) {
                 release_shard((void *)(uintptr_t)(shard + 1));
                 break;
             }
-            thread_owns_shard = 1;
             return shard;
         }
     }
-    thread_owns_shard = 0;
     return OWNED_SHARDS + atomic_fetch_add_explicit(&next_shared_shard, 1, memory_order_relaxed) %
                               (SIMDR__SLOTS - OWNED_SHARDS);
 }
@@ -135,9 +136,9 @@ unsigned simdr__thread_shard(void) {
 }
 
 unsigned simdr__epoch_enter(simdr__epoch *e, unsigned shard) {
-    /* The section's shard is the calling thread's own when it owns one
-     * (callers pass simdr__thread_shard()). */
-    int owned = thread_owns_shard && shard == thread_shard;
+    /* Callers pass simdr__thread_shard(): a shard below OWNED_SHARDS is then
+     * this thread's alone. */
+    int owned = shard < OWNED_SHARDS;
     for (;;) {
         uint64_t ep = atomic_load_explicit(&e->epoch, memory_order_relaxed);
         unsigned parity = (unsigned)(ep & 1);
@@ -160,7 +161,7 @@ unsigned simdr__epoch_enter(simdr__epoch *e, unsigned shard) {
 
 void simdr__epoch_exit(simdr__epoch *e, unsigned shard, unsigned token) {
     _Atomic uint64_t *ctr = &e->shard[shard].active[token];
-    if (thread_owns_shard && shard == thread_shard)
+    if (shard < OWNED_SHARDS)
         atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) - 1,
                               memory_order_release);
     else

@@ -96,7 +96,9 @@ typedef struct simdr__epoch {
 } simdr__epoch;
 
 unsigned simdr__thread_shard(void);
-/* Returns a token to pass to simdr__epoch_exit. */
+/* Returns a token to pass to simdr__epoch_exit. shard must be the calling
+ * thread's simdr__thread_shard(), and the section is left by the same thread
+ * (a shard may be this thread's alone, counted without locked instructions). */
 unsigned simdr__epoch_enter(simdr__epoch *e, unsigned shard);
 void simdr__epoch_exit(simdr__epoch *e, unsigned shard, unsigned token);
 /* Waits until every reader that entered before the call has left. */

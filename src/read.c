@@ -516,7 +516,7 @@ typedef struct read_scope {
 } read_scope;
 _Static_assert(sizeof(read_scope) <= sizeof(simdr_read), "simdr_read holds a read_scope");
 
-static _Thread_local read_scope *open_scopes;
+static _Thread_local read_scope *open_scopes __attribute__((tls_model("initial-exec")));
 
 int simdr__in_read_scope(const simdr_store *s) {
     for (const read_scope *sc = open_scopes; sc; sc = sc->outer)
