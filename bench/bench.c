@@ -841,7 +841,7 @@ static void write_csv(const char *path)
         for (size_t e = 0; e < N_ENGINES; e++) {
             if (!cfg.engine_on[e] || isnan(med[e][m]))
                 continue;
-            fprintf(f, "%s,%s,%s,%s,%.6g,%.6g\n", metrics[m].label, metrics[m].unit,
+            fprintf(f, "\"%s\",%s,%s,%s,%.6g,%.6g\n", metrics[m].label, metrics[m].unit,
                     metrics[m].better == HIGHER ? "higher" : "lower", all_engines[e]->name,
                     med[e][m], best_peer[m]);
         }
