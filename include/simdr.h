@@ -426,8 +426,8 @@ SIMDR_API int64_t simdr_get_batch_hashed(simdr_store *store, const uint64_t *key
  * it short, since a writer that replaces the map or index (growth,
  * compaction, refresh) waits for the scopes open at that moment; inside a
  * scope, writes, simdr_sync and simdr_compact on the same store return
- * SIMDR_EINVAL (they could wait for the scope itself), and the store must
- * not be closed. Scopes of one thread may nest and may span several stores.
+ * SIMDR_EINVAL (they could wait for the scope itself); simdr_refresh and
+ * simdr_close on that store must not be called there (they would wait for it). Scopes of one thread may nest and may span several stores.
  */
 #define SIMDR_HAS_READ_SCOPE 1 /* this header declares the read scope calls */
 typedef struct simdr_read {
