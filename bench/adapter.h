@@ -46,6 +46,9 @@ typedef int (*bench_scan_fn)(void *ctx, const void *key, size_t key_len, const v
 
 typedef struct bench_adapter {
     const char *name;
+    /** 1: simdr itself (in another layout) or a yardstick, left out of
+     *  "best peer" ratios. */
+    int not_a_peer;
     /** Opens the database stored in dir; NULL on failure. */
     void *(*open)(const char *dir, const bench_open_opts *opts);
     /** Closes and frees; returns 0 or an error. */
@@ -59,6 +62,11 @@ typedef struct bench_adapter {
     /** Reads key and compares its value with expect/expect_len. */
     int (*get)(void *tctx, const char *key, size_t key_len, const void *expect,
                size_t expect_len);
+    /** Optional (NULL): get through a handle that outlives the call (simdr:
+     *  simdr_get), for the R1h metric; get is then the engine's fastest
+     *  read that still compares in place. */
+    int (*get_handle)(void *tctx, const char *key, size_t key_len, const void *expect,
+                      size_t expect_len);
     /** Optional (NULL): reads n keys in one call, checking each value;
      *  expect is n values of expect_len bytes each, back to back. */
     int (*get_batch)(void *tctx, const bench_kv *keys, size_t n, const void *expect,
@@ -76,6 +84,10 @@ typedef struct bench_adapter {
 } bench_adapter;
 
 extern const bench_adapter bench_adapter_simdr;
+extern const bench_adapter bench_adapter_simdr_unaligned;
+/* Yardsticks, not engines (adapter_floor.c): the floor of simdr's design. */
+extern const bench_adapter bench_adapter_floor;
+extern const bench_adapter bench_adapter_floor_unaligned;
 extern const bench_adapter bench_adapter_lmdb;
 extern const bench_adapter bench_adapter_rocksdb;
 extern const bench_adapter bench_adapter_leveldb;

@@ -3,11 +3,12 @@
  * header only.
  *
  * Default configuration (aligned layout, SIMDR_SYNC_NONE); variant 1 selects
- * the unaligned layout; durable mode is SIMDR_SYNC_DATA. Gets are zero-copy
- * (simdr_get + simdr_entry_data, compared in place); the batch read is
- * simdr_get_batch; a scan is simdr_for_each (one thread); compaction is
- * simdr_compact. drop_hints deletes every file beside store.bin so that an
- * open must rebuild its index from the store file alone.
+ * the unaligned layout; durable mode is SIMDR_SYNC_DATA. Gets are zero-copy,
+ * compared in place: one read scope per get (simdr_read_begin/get/end) for
+ * R1 and R2, simdr_get + simdr_entry_data for R1h; the batch read is
+ * simdr_read_get_batch in a scope per call; a scan is simdr_for_each (one
+ * thread); compaction is simdr_compact. drop_hints deletes every file beside
+ * store.bin so that an open must rebuild its index from the store file alone.
  *
  * SIMDR_BENCH_VERIFY=0 in the environment opens with verify_reads = 0 (no CRC
  * check on reads), so the cost of the default check can be measured: run R1
@@ -28,7 +29,9 @@ typedef struct sd_thread {
     simdr_store *st;
     size_t cap;       /* capacity of keys and out */
     simdr_key *keys;
-    simdr_entry **out;
+    const void **vals;
+    size_t *lens;
+    simdr_entry **out; /* before read scopes */
     size_t kvcap;     /* capacity of kv */
     simdr_kv *kv;
 } sd_thread;
@@ -64,6 +67,15 @@ static void *sd_open(const char *dir, const bench_open_opts *o)
     return st;
 }
 
+/* The unaligned layout as an engine of its own, so both layouts run in one
+ * interleaved run. */
+static void *sd_open_unaligned(const char *dir, const bench_open_opts *o)
+{
+    bench_open_opts u = *o;
+    u.variant = 1;
+    return sd_open(dir, &u);
+}
+
 static int sd_close(void *p)
 {
     int rc = simdr_close(p);
@@ -83,6 +95,8 @@ static void sd_thread_end(void *p, void *tp)
     sd_thread *t = tp;
     (void)p;
     free(t->keys);
+    free(t->vals);
+    free(t->lens);
     free(t->out);
     free(t->kv);
     free(t);
@@ -116,7 +130,26 @@ static int sd_put_batch(void *tp, const bench_kv *items, size_t n)
     return rc == SIMDR_OK ? 0 : sd_fail("put_batch", rc);
 }
 
+#ifdef SIMDR_HAS_READ_SCOPE
 static int sd_get(void *tp, const char *key, size_t klen, const void *expect, size_t elen)
+{
+    sd_thread *t = tp;
+    simdr_read scope;
+    const void *v;
+    size_t vlen;
+    simdr_read_begin(t->st, &scope);
+    int rc = simdr_read_get(&scope, key, klen, &v, &vlen);
+    int res = rc == SIMDR_NOTFOUND ? BENCH_NOTFOUND
+              : rc != SIMDR_OK     ? sd_fail("read_get", rc)
+              : vlen != elen || memcmp(v, expect, elen) != 0 ? BENCH_MISMATCH
+                                                            : 0;
+    simdr_read_end(&scope);
+    return res;
+}
+
+#endif
+
+static int sd_get_handle(void *tp, const char *key, size_t klen, const void *expect, size_t elen)
 {
     sd_thread *t = tp;
     simdr_entry *e;
@@ -132,12 +165,53 @@ static int sd_get(void *tp, const char *key, size_t klen, const void *expect, si
     return res;
 }
 
+#ifdef SIMDR_HAS_READ_SCOPE
 static int sd_get_batch(void *tp, const bench_kv *keys, size_t n, const void *expect,
                         size_t elen)
 {
     sd_thread *t = tp;
     const unsigned char *exp = expect;
-    int64_t found;
+    int res = 0;
+    if (n > t->cap) {
+        free(t->keys);
+        free(t->vals);
+        free(t->lens);
+        t->keys = malloc(n * sizeof(*t->keys));
+        t->vals = malloc(n * sizeof(*t->vals));
+        t->lens = malloc(n * sizeof(*t->lens));
+        if (!t->keys || !t->vals || !t->lens) {
+            t->cap = 0;
+            return BENCH_ERROR;
+        }
+        t->cap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        t->keys[i].key = keys[i].key;
+        t->keys[i].key_len = keys[i].key_len;
+    }
+    simdr_read scope;
+    simdr_read_begin(t->st, &scope);
+    int64_t found = simdr_read_get_batch(&scope, t->keys, n, t->vals, t->lens);
+    if (found < 0) {
+        simdr_read_end(&scope);
+        return sd_fail("read_get_batch", (int)found);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!t->vals[i])
+            res = BENCH_NOTFOUND;
+        else if (t->lens[i] != elen || memcmp(t->vals[i], exp + i * elen, elen))
+            res = BENCH_MISMATCH;
+    }
+    simdr_read_end(&scope);
+    return res;
+}
+#else
+/* A library from before read scopes (for before/after runs): handles. */
+static int sd_get_batch(void *tp, const bench_kv *keys, size_t n, const void *expect,
+                        size_t elen)
+{
+    sd_thread *t = tp;
+    const unsigned char *exp = expect;
     int res = 0;
     if (n > t->cap) {
         free(t->keys);
@@ -154,7 +228,7 @@ static int sd_get_batch(void *tp, const bench_kv *keys, size_t n, const void *ex
         t->keys[i].key = keys[i].key;
         t->keys[i].key_len = keys[i].key_len;
     }
-    found = simdr_get_batch(t->st, t->keys, n, t->out);
+    int64_t found = simdr_get_batch(t->st, t->keys, n, t->out);
     if (found < 0)
         return sd_fail("get_batch", (int)found);
     for (size_t i = 0; i < n; i++) {
@@ -169,6 +243,7 @@ static int sd_get_batch(void *tp, const bench_kv *keys, size_t n, const void *ex
     }
     return res;
 }
+#endif
 
 static int sd_visit(void *ctx, const simdr_entry *e)
 {
@@ -217,13 +292,41 @@ static int sd_drop_hints(const char *dir)
 
 const bench_adapter bench_adapter_simdr = {
     .name = "simdr",
+    .not_a_peer = 1,
     .open = sd_open,
     .close = sd_close,
     .thread_begin = sd_thread_begin,
     .thread_end = sd_thread_end,
     .put = sd_put,
     .put_batch = sd_put_batch,
+#ifdef SIMDR_HAS_READ_SCOPE
     .get = sd_get,
+    .get_handle = sd_get_handle,
+#else
+    .get = sd_get_handle,
+#endif
+    .get_batch = sd_get_batch,
+    .scan = sd_scan,
+    .compact = sd_compact,
+    .index_bytes_per_key = sd_index_bytes_per_key,
+    .drop_hints = sd_drop_hints,
+};
+
+const bench_adapter bench_adapter_simdr_unaligned = {
+    .name = "simdr-u",
+    .not_a_peer = 1,
+    .open = sd_open_unaligned,
+    .close = sd_close,
+    .thread_begin = sd_thread_begin,
+    .thread_end = sd_thread_end,
+    .put = sd_put,
+    .put_batch = sd_put_batch,
+#ifdef SIMDR_HAS_READ_SCOPE
+    .get = sd_get,
+    .get_handle = sd_get_handle,
+#else
+    .get = sd_get_handle,
+#endif
     .get_batch = sd_get_batch,
     .scan = sd_scan,
     .compact = sd_compact,

@@ -14,6 +14,8 @@
  *   W2  the same N in batches of 1,000                   (M puts/s)
  *   W3  10,000 single puts of 4,096-byte random values   (MB/s)
  *   R1  N gets, fixed-seed random order, one thread      (ns/get)
+ *       (R1h: the same through a handle that outlives the call, where the
+ *       engine has one besides its fastest get)
  *   R1b R1 through the engine's batch read, 1,000 keys a call (ns/key)
  *   R2  R1 split over 2 threads                          (M gets/s, aggregate)
  *   O1  close, reopen, one get                           (ms; close timed apart)
@@ -51,7 +53,8 @@
 
 static const bench_adapter *const all_engines[] = {
 #ifdef BENCH_WITH_SIMDR
-    &bench_adapter_simdr,
+    &bench_adapter_simdr, &bench_adapter_simdr_unaligned,
+    &bench_adapter_floor, &bench_adapter_floor_unaligned,
 #endif
     &bench_adapter_lmdb,  &bench_adapter_rocksdb, &bench_adapter_leveldb,
     &bench_adapter_sqlite, &bench_adapter_tkrzw,  &bench_adapter_kyoto,
@@ -61,7 +64,7 @@ static const bench_adapter *const all_engines[] = {
 enum { HIGHER = 1, LOWER = -1 };
 
 enum metric {
-    M_W1, M_W2, M_W3, M_R1, M_R1B, M_R2, M_O1, M_O1_COLD, M_CLOSE, M_I1,
+    M_W1, M_W2, M_W3, M_R1, M_R1H, M_R1B, M_R2, M_O1, M_O1_COLD, M_CLOSE, M_I1,
     M_C1, M_C1_BEFORE, M_C1_AFTER, M_W4_1, M_W4_2, M_W4_SCALE, M_RSS, M_RSS_PRE_C1,
     M_IDX, M_SIZE_W2, M_SIZE_W2_FILE, M_SIZE_W2_UNAL, M_COUNT
 };
@@ -78,6 +81,7 @@ static const metric_info metrics[M_COUNT] = {
     [M_W2] = {"W2 batched puts", "M/s", HIGHER, "W2"},
     [M_W3] = {"W3 4 KiB puts", "MB/s", HIGHER, "W3"},
     [M_R1] = {"R1 random get", "ns/get", LOWER, "R1"},
+    [M_R1H] = {"R1h get, handle", "ns/get", LOWER, "R1"},
     [M_R1B] = {"R1b batch get", "ns/key", LOWER, "R1b"},
     [M_R2] = {"R2 2-thread get", "M/s", HIGHER, "R2"},
     [M_O1] = {"O1 reopen+get", "ms", LOWER, "O1"},
@@ -114,6 +118,7 @@ static struct {
     int runs;
     int markdown;
     int no_hints; /* reads run on a store reopened without its side files */
+    char csv[4096]; /* non-empty: the medians also go to this file as CSV */
     uint64_t seed;
     char basedir[4096];
     int engine_on[N_ENGINES];
@@ -517,6 +522,14 @@ static void run_engine(const bench_adapter *a, const char *root, double *res)
             check_get(a->get(t, keys[k], klens[k], vals[k], 8), "R1", k);
         }
         res[M_R1] = (now_s() - t0) * 1e9 / (double)n;
+        if (a->get_handle) {
+            t0 = now_s();
+            for (size_t i = 0; i < n; i++) {
+                size_t k = perm[i];
+                check_get(a->get_handle(t, keys[k], klens[k], vals[k], 8), "R1h", k);
+            }
+            res[M_R1H] = (now_s() - t0) * 1e9 / (double)n;
+        }
         a->thread_end(db, t);
     }
 
@@ -749,7 +762,7 @@ static void compute_best(void)
         best_peer[m] = NAN;
         for (size_t e = 0; e < N_ENGINES; e++) {
             double v = med[e][m];
-            if (!cfg.engine_on[e] || !strcmp(all_engines[e]->name, "simdr") || isnan(v))
+            if (!cfg.engine_on[e] || all_engines[e]->not_a_peer || isnan(v))
                 continue;
             if (isnan(best_peer[m]) ||
                 (metrics[m].better == HIGHER ? v > best_peer[m] : v < best_peer[m]))
@@ -814,6 +827,27 @@ static void print_table(void)
            baseline_rss);
 }
 
+/** The medians as CSV (metric, unit, better, engine, value, best peer's
+ *  value), for bench/chart.sh. */
+static void write_csv(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "bench: cannot write %s: %s\n", path, strerror(errno));
+        return;
+    }
+    fprintf(f, "metric,unit,better,engine,value,best_peer\n");
+    for (int m = 0; m < M_COUNT; m++)
+        for (size_t e = 0; e < N_ENGINES; e++) {
+            if (!cfg.engine_on[e] || isnan(med[e][m]))
+                continue;
+            fprintf(f, "\"%s\",%s,%s,%s,%.6g,%.6g\n", metrics[m].label, metrics[m].unit,
+                    metrics[m].better == HIGHER ? "higher" : "lower", all_engines[e]->name,
+                    med[e][m], best_peer[m]);
+        }
+    fclose(f);
+}
+
 static void target(const char *name, double ours, double ref, double goal, int higher,
                    const char *how)
 {
@@ -831,14 +865,34 @@ static void target(const char *name, double ours, double ref, double goal, int h
 
 static void print_targets(void)
 {
-    int s = -1, l = -1;
+    int s = -1, l = -1, su = -1, fl = -1, flu = -1;
     for (size_t e = 0; e < N_ENGINES; e++) {
         if (!cfg.engine_on[e])
             continue;
-        if (!strcmp(all_engines[e]->name, "simdr"))
+        const char *name = all_engines[e]->name;
+        if (!strcmp(name, "simdr"))
             s = (int)e;
-        if (!strcmp(all_engines[e]->name, "lmdb"))
+        if (!strcmp(name, "simdr-u"))
+            su = (int)e;
+        if (!strcmp(name, "floor"))
+            fl = (int)e;
+        if (!strcmp(name, "floor-u"))
+            flu = (int)e;
+        if (!strcmp(name, "lmdb"))
             l = (int)e;
+    }
+    if (s >= 0 || su >= 0) {
+        /* The read targets against the yardstick of simdr's own design. */
+        double r1 = s >= 0 ? med[s][M_R1] : NAN, r1u = su >= 0 ? med[su][M_R1] : NAN;
+        printf("\nread targets (medians; floor = the design's yardstick, same layout):\n");
+        target("R1", r1, fl >= 0 ? med[fl][M_R1] : NAN, 1.1, 0, "of floor's ns/get");
+        target("R1u", r1u, flu >= 0 ? med[flu][M_R1] : NAN, 1.1, 0, "of floor-u's ns/get");
+        target("R1a", r1, r1u, 1.1, 0, "of simdr-u's ns/get");
+        target("R1b", s >= 0 ? med[s][M_R1B] : NAN, 60.0, 1.0, 0, "of 60 ns/key");
+        target("R2", s >= 0 ? med[s][M_R2] : NAN, isnan(r1) ? NAN : 1e3 / r1, 1.9, 1,
+               "of simdr's R1 rate");
+        target("R2u", su >= 0 ? med[su][M_R2] : NAN, isnan(r1u) ? NAN : 1e3 / r1u, 1.9, 1,
+               "of simdr-u's R1 rate");
     }
     if (s < 0)
         return;
@@ -907,6 +961,7 @@ static void usage(FILE *f)
                "      --seed S         random order seed (default 42)\n"
                "      --no-hints       delete side files (simdr: the index hint) before the\n"
                "                       reopen that R1..C1 run on, so the index is rebuilt\n"
+               "      --csv FILE       also write the medians to FILE (for bench/chart.sh)\n"
                "  -m, --markdown       print the table in Markdown\n");
 }
 
@@ -918,7 +973,7 @@ int main(int argc, char **argv)
         {"dir", required_argument, NULL, 'd'},     {"w3", required_argument, NULL, '3'},
         {"w4", required_argument, NULL, '4'},      {"seed", required_argument, NULL, 's'},
         {"markdown", no_argument, NULL, 'm'},      {"help", no_argument, NULL, 'h'},
-        {"no-hints", no_argument, NULL, 'H'},
+        {"no-hints", no_argument, NULL, 'H'},      {"csv", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0}};
     const char *const *engine_names;
     const char *names[N_ENGINES];
@@ -958,6 +1013,7 @@ int main(int argc, char **argv)
         case 's': cfg.seed = strtoull(optarg, NULL, 10); break;
         case 'm': cfg.markdown = 1; break;
         case 'H': cfg.no_hints = 1; break;
+        case 'C': snprintf(cfg.csv, sizeof cfg.csv, "%s", optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 1;
         }
@@ -1023,5 +1079,7 @@ int main(int argc, char **argv)
     }
     print_table();
     print_targets();
+    if (cfg.csv[0])
+        write_csv(cfg.csv);
     return 0;
 }

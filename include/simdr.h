@@ -414,6 +414,45 @@ SIMDR_API int64_t simdr_get_batch_hashed(simdr_store *store, const uint64_t *key
                                          size_t n, simdr_entry **out);
 
 /**
+ * Read scopes: gets without a handle, a heap allocation or a map pin each
+ * (LMDB's read transactions work alike). simdr_read_begin opens a scope in
+ * caller-owned storage; simdr_read_get then answers like simdr_get but hands
+ * out a pointer and a size; simdr_read_end closes the scope.
+ * Lifetime: every pointer a scope handed out stays valid until
+ * simdr_read_end, whatever writers, growth or compaction do meanwhile, and
+ * not a moment longer (use simdr_get for a reference that must outlive it).
+ * A scope is not a snapshot: each get sees the newest value of its key.
+ * Rules: a scope belongs to the thread that began it (end it there); keep
+ * it short, since a writer that replaces the map or index (growth,
+ * compaction, refresh) waits for the scopes open at that moment; inside a
+ * scope, writes, simdr_sync and simdr_compact on the same store return
+ * SIMDR_EINVAL (they could wait for the scope itself); simdr_refresh and
+ * simdr_close on that store must not be called there (they would wait for it). Scopes of one thread may nest and may span several stores.
+ */
+#define SIMDR_HAS_READ_SCOPE 1 /* this header declares the read scope calls */
+typedef struct simdr_read {
+    void *opaque_[4]; /* private */
+} simdr_read;
+
+/** Opens a scope on store in *scope. SIMDR_OK, or SIMDR_EINVAL for NULL. */
+SIMDR_API int simdr_read_begin(simdr_store *store, simdr_read *scope);
+/** The newest value of key: *value and *value_len (valid until the scope
+ *  ends). SIMDR_OK, SIMDR_NOTFOUND, or SIMDR_ECORRUPT as simdr_get (the CRC
+ *  is checked when verify_reads is on). */
+SIMDR_API int simdr_read_get(simdr_read *scope, const void *key, size_t key_len,
+                             const void **value, size_t *value_len);
+SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t key_hash, const void **value,
+                                    size_t *value_len);
+/** n gets at once (their memory accesses overlap, as in simdr_get_batch):
+ *  values[i] and value_lens[i] receive key i's value, or NULL and 0 when
+ *  it is absent. Returns the number found, or a negative error (then every
+ *  values[i] is NULL): one damaged entry makes the call SIMDR_ECORRUPT. */
+SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys, size_t n,
+                                       const void **values, size_t *value_lens);
+/** Closes the scope; its pointers are no longer valid. */
+SIMDR_API void simdr_read_end(simdr_read *scope);
+
+/**
  * The last entry in the file, whatever its key, tombstones included
  * (simdr_entry_is_tombstone). SIMDR_NOTFOUND for an empty store.
  */

@@ -70,6 +70,11 @@ static _Thread_local const simdr_store *feeding;
 int simdr__feeding(const simdr_store *s) { return feeding == s; }
 
 int simdr__check_reentry(simdr_store *s) {
+    if (simdr__in_read_scope(s))
+        return simdr__fail(SIMDR_EINVAL,
+                           "%s: call inside a read scope of the same store (end the scope "
+                           "first: writes, syncs and compaction are refused there)",
+                           s->path);
     if (feeding != s) return SIMDR_OK;
     return simdr__fail(SIMDR_EINVAL,
                        "%s: re-entrant call: a stream source called back into the store it is "

@@ -9,7 +9,8 @@
  * per indexed key. The bucket comes from the low 32 hash bits, the tag from
  * the top 16, so the two are independent.
  *
- * One writer, many concurrent readers: slots only go from empty to a value
+ * The probe sequence is the library's one (hashtab.h): linear from the home
+ * slot, wrapping. One writer, many concurrent readers: slots only go from empty to a value
  * or from one value to another, with atomic stores, and are never removed,
  * so a reader's probe sequence cannot lose the key it is looking for.
  */
@@ -18,7 +19,7 @@
 
 #include "internal.h"
 
-#define TAG_MASK UINT64_C(0xffff000000000000)
+#define TAG_MASK SIMDR__IDX_TAG_MASK
 #define MIN_CAP 1024u
 
 static uint64_t bucket_of(uint64_t hash, uint64_t cap) { return simdr__index_bucket(hash, cap); }
@@ -50,37 +51,6 @@ void simdr__index_free(simdr__index *ix) {
     free(ix);
 }
 
-/* A slot's tag was taken from the hash its metadata holds, so metadata
- * whose hash has another tag is not another key: the bytes were damaged
- * after the slot was set (below the file system, or under a hint). That is
- * flagged (SIMDR__PROBE_DAMAGED), never silently taken for absence. */
-static int hash_matches(const uint8_t *base, uint64_t len, uint64_t v, uint64_t hash,
-                        unsigned *probe) {
-    if (((v ^ hash) & TAG_MASK) != 0) return 0;
-    uint64_t off = v & SIMDR__IDX_OFF_MASK;
-    if (off + SIMDR__META_SIZE > len) {
-        if (probe) *probe |= SIMDR__PROBE_BEYOND;
-        return 0;
-    }
-    uint64_t stored = simdr__load_u64le(base + off);
-    if (stored == hash) return 1;
-    if (probe && ((stored ^ v) & TAG_MASK) != 0) *probe |= SIMDR__PROBE_DAMAGED;
-    return 0;
-}
-
-uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *base, uint64_t len,
-                          uint64_t hash, unsigned *probe) {
-    uint64_t i = bucket_of(hash, ix->cap);
-    for (;;) {
-        uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
-        if (v == 0) return 0;
-        /* Past a damaged slot the probe goes on: the key may have been
-         * written again since, into a later slot. */
-        if (hash_matches(base, len, v, hash, probe)) return v;
-        if (++i == ix->cap) i = 0;
-    }
-}
-
 /* Always inlined: the batch insert loop then keeps several prefetched
  * inserts in flight instead of waiting on a call per key. */
 static inline __attribute__((always_inline)) uint64_t put(simdr__index *ix, const uint8_t *base,
@@ -94,11 +64,11 @@ static inline __attribute__((always_inline)) uint64_t put(simdr__index *ix, cons
             ix->used++;
             return 0;
         }
-        if (hash_matches(base, UINT64_MAX, v, hash, NULL)) {
+        if (simdr__index_hash_matches(base, UINT64_MAX, v, hash, NULL)) {
             if (overwrite) atomic_store_explicit(&ix->slots[i], value, memory_order_release);
             return v;
         }
-        if (++i == ix->cap) i = 0;
+        i = simdr__probe_next(i, ix->cap);
     }
 }
 
@@ -117,7 +87,7 @@ int simdr__index_put_if_absent(simdr__index *ix, const uint8_t *base, uint64_t h
 void simdr__index_insert_distinct(simdr__index *ix, uint64_t hash, uint64_t value) {
     uint64_t i = bucket_of(hash, ix->cap);
     while (atomic_load_explicit(&ix->slots[i], memory_order_relaxed) != 0)
-        if (++i == ix->cap) i = 0;
+        i = simdr__probe_next(i, ix->cap);
     atomic_store_explicit(&ix->slots[i], value, memory_order_relaxed);
     ix->used++;
 }
@@ -198,7 +168,7 @@ void simdr__index_prefetch_meta(const simdr__index *ix, const uint8_t *base, uin
             if (off + SIMDR__META_SIZE <= len) __builtin_prefetch(base + off);
             return;
         }
-        if (++i == ix->cap) i = 0;
+        i = simdr__probe_next(i, ix->cap);
     }
 }
 

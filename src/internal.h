@@ -39,6 +39,7 @@
 #include <sys/uio.h>
 
 #include "format.h"
+#include "hashtab.h"
 #include "io.h"
 
 #define SIMDR__SLOTS 64u            /* reader shards; threads hash onto them */
@@ -95,7 +96,9 @@ typedef struct simdr__epoch {
 } simdr__epoch;
 
 unsigned simdr__thread_shard(void);
-/* Returns a token to pass to simdr__epoch_exit. */
+/* Returns a token to pass to simdr__epoch_exit. shard must be the calling
+ * thread's simdr__thread_shard(), and the section is left by the same thread
+ * (a shard may be this thread's alone, counted without locked instructions). */
 unsigned simdr__epoch_enter(simdr__epoch *e, unsigned shard);
 void simdr__epoch_exit(simdr__epoch *e, unsigned shard, unsigned token);
 /* Waits until every reader that entered before the call has left. */
@@ -129,7 +132,7 @@ void simdr__map_retire(simdr__map *m);
 uint64_t simdr__map_reserve_for(uint64_t size);
 
 /* ---- index (index.c) ----
- * Open addressing, linear probing, 8 bytes a slot: [tag:16][tomb:1][meta offset:47].
+ * Open addressing, linear probing (hashtab.h's sequence), 8 bytes a slot: [tag:16][tomb:1][meta offset:47].
  * One writer mutates in place with atomic stores; readers probe concurrently.
  * Slots are never removed (a delete stores the tombstone's offset), so a
  * probe sequence a reader follows can only gain entries. */
@@ -157,8 +160,38 @@ void simdr__index_free(simdr__index *ix);
  * is SIMDR_ECORRUPT, not absence). */
 #define SIMDR__PROBE_BEYOND 1u
 #define SIMDR__PROBE_DAMAGED 2u
-uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *base, uint64_t len,
-                          uint64_t hash, unsigned *probe);
+#define SIMDR__IDX_TAG_MASK UINT64_C(0xffff000000000000)
+/* A slot's tag was taken from the hash its metadata holds, so metadata
+ * whose hash has another tag is not another key: the bytes were damaged
+ * after the slot was set (below the file system, or under a hint). That is
+ * flagged (SIMDR__PROBE_DAMAGED), never silently taken for absence. */
+static inline int simdr__index_hash_matches(const uint8_t *base, uint64_t len, uint64_t v,
+                                            uint64_t hash, unsigned *probe) {
+    if (((v ^ hash) & SIMDR__IDX_TAG_MASK) != 0) return 0;
+    uint64_t off = v & SIMDR__IDX_OFF_MASK;
+    if (off + SIMDR__META_SIZE > len) {
+        if (probe) *probe |= SIMDR__PROBE_BEYOND;
+        return 0;
+    }
+    uint64_t stored = simdr__load_u64le(base + off);
+    if (stored == hash) return 1;
+    if (probe && ((stored ^ v) & SIMDR__IDX_TAG_MASK) != 0) *probe |= SIMDR__PROBE_DAMAGED;
+    return 0;
+}
+/* Inline: a random read is bound by how many lookups the processor keeps in
+ * flight at once, and that shrinks with every instruction between them. */
+static inline uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *base,
+                                        uint64_t len, uint64_t hash, unsigned *probe) {
+    uint64_t i = ((hash & 0xffffffffu) * ix->cap) >> 32;
+    for (;;) {
+        uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
+        if (v == 0) return 0;
+        /* Past a damaged slot the probe goes on: the key may have been
+         * written again since, into a later slot. */
+        if (simdr__index_hash_matches(base, len, v, hash, probe)) return v;
+        i = simdr__probe_next(i, ix->cap);
+    }
+}
 /* Writer: set hash -> value. Returns the previous value (0 = new key). */
 uint64_t simdr__index_put(simdr__index *ix, const uint8_t *base, uint64_t hash, uint64_t value);
 /* Writer: insert only if absent (index build walking newest-first). 1 if inserted. */
@@ -488,6 +521,10 @@ int simdr__lookup(simdr_store *s, uint64_t hash, struct simdr_entry **out);
 int simdr__payload_sound(const struct simdr_entry *e);
 /* SIMDR_OK, or SIMDR_ECORRUPT with a message naming the entry. */
 int simdr__verify_payload(const simdr_store *s, const struct simdr_entry *e);
+
+/* 1 when this thread has a read scope (simdr_read_begin) open on s: a write
+ * there could wait for its own grace period, so it is refused. */
+int simdr__in_read_scope(const simdr_store *s);
 
 /* ---- live entries (iter.c): the metadata offsets of the live slots ---- */
 int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n);

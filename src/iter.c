@@ -18,43 +18,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hashtab.h"
 #include "internal.h"
 
-/* A set of 64-bit hashes; 0 is stored as a flag. */
+/* The key hashes a chain walk has met: a set of non-zero hashes
+ * (hashtab.h), and 0 as a flag beside it. */
 typedef struct hashset {
-    uint64_t *keys;
-    uint64_t cap, used;
+    simdr__u64table t;
     int has_zero;
 } hashset;
 
+/* 1 if h is new, 0 if met before, -1 without memory. */
 static int hashset_add(hashset *hs, uint64_t h) {
     if (h == 0) {
         int added = !hs->has_zero;
         hs->has_zero = 1;
         return added;
     }
-    if ((hs->used + 1) * 4 > hs->cap * 3) {
-        uint64_t ncap = hs->cap ? hs->cap * 2 : 1024;
-        uint64_t *nk = simdr__alloc_zeroed((size_t)ncap * sizeof *nk);
-        if (!nk) return -1;
-        for (uint64_t i = 0; i < hs->cap; i++) {
-            if (!hs->keys[i]) continue;
-            uint64_t j = hs->keys[i] & (ncap - 1);
-            while (nk[j]) j = (j + 1) & (ncap - 1);
-            nk[j] = hs->keys[i];
-        }
-        simdr__free_big(hs->keys, (size_t)hs->cap * sizeof *hs->keys);
-        hs->keys = nk;
-        hs->cap = ncap;
-    }
-    uint64_t j = h & (hs->cap - 1);
-    while (hs->keys[j]) {
-        if (hs->keys[j] == h) return 0;
-        j = (j + 1) & (hs->cap - 1);
-    }
-    hs->keys[j] = h;
-    hs->used++;
-    return 1;
+    return simdr__u64table_put(&hs->t, h, 0);
 }
 
 struct simdr_iter {
@@ -161,9 +142,17 @@ done:
 static int start_chain_walk(simdr_iter *it) {
     uint64_t want = 1024;
     while (want * 3 < simdr_count(it->store) * 4 + 4) want *= 2;
-    it->seen.keys = simdr__alloc_zeroed((size_t)want * sizeof *it->seen.keys);
-    if (!it->seen.keys) return SIMDR_ENOMEM;
-    it->seen.cap = want;
+    simdr__u64table *t = &it->seen.t;
+    /* Grows at 3/4 full; key hashes are random, so their low bits place them. */
+    t->load_num = 3;
+    t->load_den = 4;
+    t->mix = 0;
+    t->has_vals = 0;
+    t->alloc = simdr__alloc_zeroed;
+    t->release = simdr__free_big;
+    t->keys = simdr__alloc_zeroed((size_t)want * sizeof *t->keys);
+    if (!t->keys) return SIMDR_ENOMEM;
+    t->cap = want;
     atomic_fetch_add_explicit(&simdr__iter_chain_walks, 1, memory_order_relaxed);
     return SIMDR_OK;
 }
@@ -282,7 +271,7 @@ SIMDR_API void simdr_iter_close(simdr_iter *it) {
     if (!it) return;
     simdr__map_unpin(it->map, it->shard);
     simdr__free_big(it->offs, it->offs_bytes);
-    simdr__free_big(it->seen.keys, (size_t)it->seen.cap * sizeof *it->seen.keys);
+    simdr__u64table_free(&it->seen.t);
     free(it);
 }
 

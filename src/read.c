@@ -15,6 +15,7 @@
  * as hashing a short key. Same XXH3-64 as simdr_hash_key (digest.c). */
 #define XXH_INLINE_ALL
 #include <xxhash.h>
+#include <zlib.h>
 
 static inline uint64_t key_hash(const void *key, size_t key_len) {
     return XXH3_64bits(key_len ? key : "", key_len);
@@ -498,4 +499,173 @@ SIMDR_API int simdr_entry_chunk(const simdr_entry *e, uint64_t offset, size_t ma
         if (to > from) madvise((void *)from, to - from, MADV_DONTNEED);
     }
     return SIMDR_OK;
+}
+
+/* ---- read scopes ----
+ * A scope is one epoch section held from begin to end: every map a get of
+ * the scope pointed into stays mapped until then (a replaced map is retired
+ * only after a grace period, which waits for the section). Gets in it take
+ * no pin, allocate nothing and make no locked write, so consecutive gets
+ * overlap their cache misses as far as the processor allows. The thread's
+ * open scopes form a list, so a write on a store with an open scope in this
+ * thread is refused instead of waiting for its own grace period. */
+typedef struct read_scope {
+    simdr_store *store;
+    struct read_scope *outer; /* the thread's scope opened before this one */
+    uintptr_t shard, token;
+} read_scope;
+_Static_assert(sizeof(read_scope) <= sizeof(simdr_read), "simdr_read holds a read_scope");
+
+static _Thread_local read_scope *open_scopes __attribute__((tls_model("initial-exec")));
+
+int simdr__in_read_scope(const simdr_store *s) {
+    for (const read_scope *sc = open_scopes; sc; sc = sc->outer)
+        if (sc->store == s) return 1;
+    return 0;
+}
+
+SIMDR_API int simdr_read_begin(simdr_store *s, simdr_read *scope) {
+    if (!s || !scope) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    read_scope *sc = (read_scope *)(void *)scope;
+    sc->store = s;
+    sc->shard = simdr__thread_shard();
+    sc->token = simdr__epoch_enter(&s->epoch, (unsigned)sc->shard);
+    sc->outer = open_scopes;
+    open_scopes = sc;
+    return SIMDR_OK;
+}
+
+SIMDR_API void simdr_read_end(simdr_read *scope) {
+    if (!scope) return;
+    read_scope *sc = (read_scope *)(void *)scope;
+    if (!sc->store) return;
+    /* Scopes usually end innermost first; any order is unlinked correctly. */
+    for (read_scope **p = &open_scopes; *p; p = &(*p)->outer) {
+        if (*p == sc) {
+            *p = sc->outer;
+            break;
+        }
+    }
+    simdr__epoch_exit(&sc->store->epoch, (unsigned)sc->shard, (unsigned)sc->token);
+    sc->store = NULL;
+}
+
+/* CRC-32 of a short value, inline with zlib's byte table (the same CRC as
+ * simdr__crc32): a call into the checksum library costs more instructions
+ * than the check, and each instruction between two gets delays the next
+ * get's cache misses. */
+enum { INLINE_CRC_MAX = 32 };
+static inline uint32_t crc_short(const uint8_t *p, size_t n) {
+    const z_crc_t *t = get_crc_table();
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) c = (uint32_t)t[(c ^ p[i]) & 0xffu] ^ (c >> 8);
+    return c ^ 0xffffffffu;
+}
+
+/* The slow cases of a scope's get, out of line: a candidate past this view's
+ * map (look again in the newest view), a damaged slot, damaged metadata, a
+ * long value to check. */
+static __attribute__((noinline)) int read_get_slow(simdr_store *s, uint64_t hash,
+                                                   const void **value, size_t *value_len) {
+    simdr__view *v;
+    uint64_t val = find(s, hash, &v);
+    if (val == DAMAGED_SLOT) return damaged_slot(s, hash);
+    if (!val || (val & SIMDR__IDX_TOMB)) return SIMDR_NOTFOUND;
+    struct simdr_entry e;
+    if (simdr__entry_decode(v->map->base, v->map->len, val & SIMDR__IDX_OFF_MASK,
+                            atomic_load_explicit(&s->layout, memory_order_relaxed),
+                            &e) != SIMDR_OK)
+        return simdr__fail(SIMDR_ECORRUPT, "%s: corrupt metadata at offset %llu", s->path,
+                           (unsigned long long)(val & SIMDR__IDX_OFF_MASK));
+    if (s->verify_reads) {
+        int rc = simdr__verify_payload(s, &e);
+        if (rc != SIMDR_OK) return rc;
+    }
+    *value = e.data;
+    *value_len = (size_t)e.size;
+    return SIMDR_OK;
+}
+
+/* A live slot's value for a scope, in as few instructions as it takes:
+ * decode the entry (a live slot names a regular entry), check a short
+ * value's CRC. Anything else goes to read_get_slow, which answers in full. */
+static inline int serve_slot(simdr_store *s, const uint8_t *base, uint64_t val, uint64_t hash,
+                             const void **value, size_t *value_len) {
+    uint64_t meta_off = val & SIMDR__IDX_OFF_MASK; /* its metadata lies inside the map */
+    uint64_t prev = simdr__load_u64le(base + meta_off + 8);
+    int aligned = atomic_load_explicit(&s->layout, memory_order_relaxed) == SIMDR_LAYOUT_ALIGNED64;
+    uint64_t payload = prev + simdr__pad_for(prev, aligned);
+    if (__builtin_expect(prev >= meta_off || payload >= meta_off, 0))
+        return read_get_slow(s, hash, value, value_len);
+    uint64_t size = meta_off - payload;
+    if (s->verify_reads) {
+        if (size > INLINE_CRC_MAX) return read_get_slow(s, hash, value, value_len);
+        if (crc_short(base + payload, (size_t)size) != simdr__load_u32le(base + meta_off + 16))
+            return read_get_slow(s, hash, value, value_len);
+    }
+    *value = base + payload;
+    *value_len = (size_t)size;
+    return SIMDR_OK;
+}
+
+SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void **value,
+                                    size_t *value_len) {
+    read_scope *sc = (read_scope *)(void *)scope;
+    if (__builtin_expect(!sc || !sc->store || !value || !value_len, 0))
+        return simdr__fail(SIMDR_EINVAL, "NULL argument or no open scope");
+    simdr_store *s = sc->store;
+    const simdr__view *v = simdr__current_view(s);
+    unsigned probe = 0;
+    uint64_t val = simdr__index_get(v->index, v->map->base, v->map->len, hash, &probe);
+    if (__builtin_expect(!val, 0))
+        return probe ? read_get_slow(s, hash, value, value_len) : SIMDR_NOTFOUND;
+    if (val & SIMDR__IDX_TOMB) return SIMDR_NOTFOUND;
+    return serve_slot(s, v->map->base, val, hash, value, value_len);
+}
+
+SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys, size_t n,
+                                       const void **values, size_t *value_lens) {
+    read_scope *sc = (read_scope *)(void *)scope;
+    if (!sc || !sc->store || (n && (!keys || !values || !value_lens)))
+        return simdr__fail(SIMDR_EINVAL, "NULL argument or no open scope");
+    for (size_t i = 0; i < n; i++) {
+        values[i] = NULL;
+        value_lens[i] = 0;
+        if (!keys[i].key && keys[i].key_len) return simdr__fail(SIMDR_EINVAL, "NULL key");
+    }
+    simdr_store *s = sc->store;
+    int64_t found = 0;
+    for (size_t at = 0; at < n; at += BATCH_WINDOW) {
+        size_t m = n - at < BATCH_WINDOW ? n - at : BATCH_WINDOW;
+        uint64_t hashes[BATCH_WINDOW], vals[BATCH_WINDOW];
+        unsigned char retry[BATCH_WINDOW];
+        const simdr__view *v = simdr__current_view(s);
+        lookup_window(v, keys + at, hashes, m, vals, retry);
+        for (size_t i = 0; i < m; i++) {
+            uint64_t val = vals[i];
+            int rc;
+            if (val == DAMAGED_SLOT)
+                rc = damaged_slot(s, hashes[i]);
+            else if (retry[i])
+                rc = read_get_slow(s, hashes[i], &values[at + i], &value_lens[at + i]);
+            else if (!val || (val & SIMDR__IDX_TOMB))
+                rc = SIMDR_NOTFOUND;
+            else
+                rc = serve_slot(s, v->map->base, val, hashes[i], &values[at + i],
+                                &value_lens[at + i]);
+            if (rc == SIMDR_OK) {
+                found++;
+            } else if (rc != SIMDR_NOTFOUND) {
+                for (size_t j = 0; j < n; j++) values[j] = NULL;
+                return rc;
+            }
+        }
+    }
+    return found;
+}
+
+SIMDR_API int simdr_read_get(simdr_read *scope, const void *key, size_t key_len,
+                             const void **value, size_t *value_len) {
+    if (!key && key_len) return simdr__fail(SIMDR_EINVAL, "NULL key");
+    return simdr_read_get_hashed(scope, key_hash(key, key_len), value, value_len);
 }

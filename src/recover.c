@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 #include <zlib.h>
 
+#include "hashtab.h"
 #include "internal.h"
 
 #define TAIL_WINDOW (UINT64_C(1) << 20)
@@ -355,53 +356,30 @@ static uint64_t crc_sound_prefix(const uint8_t *base, uint64_t end, int layout) 
     return keep;
 }
 
-/* ---- memo of positions already classified (structurally reach 0 or not) ---- */
-typedef struct posmemo {
-    uint64_t *keys; /* position + 1, 0 = empty */
-    uint8_t *vals;  /* 1 = reaches 0, 2 = does not */
-    uint64_t cap, used;
-} posmemo;
+/* ---- memo of positions already classified (structurally reach 0 or not) ----
+ * A table (hashtab.h) keyed by position + 1, valued 1 (reaches 0) or 2
+ * (does not); grows at half full; positions are not random, so mixed. */
+typedef simdr__u64table posmemo;
 
-static uint64_t memo_slot(const posmemo *pm, uint64_t key) {
-    uint64_t i = (key * UINT64_C(0x9E3779B97F4A7C15)) & (pm->cap - 1);
-    while (pm->keys[i] && pm->keys[i] != key) i = (i + 1) & (pm->cap - 1);
-    return i;
+static void *memo_alloc(size_t bytes) { return calloc(1, bytes); }
+static void memo_release(void *p, size_t bytes) {
+    (void)bytes;
+    free(p);
+}
+
+static void memo_init(posmemo *pm) {
+    *pm = (posmemo){.load_num = 1, .load_den = 2, .mix = 1, .has_vals = 1,
+                    .alloc = memo_alloc, .release = memo_release};
 }
 
 static int memo_get(const posmemo *pm, uint64_t pos) {
     if (pos == 0) return 1;
-    if (pm->cap == 0) return 0;
-    uint64_t i = memo_slot(pm, pos + 1);
-    return pm->keys[i] ? pm->vals[i] : 0;
+    uint8_t val;
+    return simdr__u64table_get(pm, pos + 1, &val) ? val : 0;
 }
 
 static int memo_set(posmemo *pm, uint64_t pos, uint8_t val) {
-    if ((pm->used + 1) * 2 > pm->cap) {
-        posmemo bigger = {0};
-        bigger.cap = pm->cap ? pm->cap * 2 : 1024;
-        bigger.keys = calloc(bigger.cap, sizeof *bigger.keys);
-        bigger.vals = calloc(bigger.cap, 1);
-        if (!bigger.keys || !bigger.vals) {
-            free(bigger.keys);
-            free(bigger.vals);
-            return -1;
-        }
-        for (uint64_t i = 0; i < pm->cap; i++) {
-            if (!pm->keys[i]) continue;
-            uint64_t j = memo_slot(&bigger, pm->keys[i]);
-            bigger.keys[j] = pm->keys[i];
-            bigger.vals[j] = pm->vals[i];
-        }
-        bigger.used = pm->used;
-        free(pm->keys);
-        free(pm->vals);
-        *pm = bigger;
-    }
-    uint64_t i = memo_slot(pm, pos + 1);
-    if (!pm->keys[i]) pm->used++;
-    pm->keys[i] = pos + 1;
-    pm->vals[i] = val;
-    return 0;
+    return simdr__u64table_put(pm, pos + 1, val) < 0 ? -1 : 0;
 }
 
 /* The ends of possible first entries: positions whose metadata (not all
@@ -789,7 +767,8 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     }
 
     /* Slow path: the longest prefix that chains to 0 with sound tail CRCs. */
-    posmemo pm = {0};
+    posmemo pm;
+    memo_init(&pm);
     uint64_t *path = NULL, path_cap = 0;
     uint64_t best = 0;
     int cand_layout = layout;
@@ -831,8 +810,7 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
     free(fe.at);
     free(ckpt.at);
     free(ow.slot);
-    free(pm.keys);
-    free(pm.vals);
+    simdr__u64table_free(&pm);
     free(path);
     if (nomem) return simdr__fail(SIMDR_ENOMEM, "out of memory during recovery");
 
