@@ -25,7 +25,6 @@
  * fails its CRC is SIMDR_ECORRUPT (read.c), and simdr_check and compaction
  * walk every entry.
  */
-#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,27 +50,8 @@ typedef struct hint_header {
     uint8_t pad[4];
 } hint_header;
 
-static char *hint_path(const char *path, const char *suffix) {
-    size_t n = strlen(path) + strlen(suffix) + 1;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s%s", path, suffix);
-    return p;
-}
-
-static int read_all(int fd, void *buf, size_t len) {
-    uint8_t *p = buf;
-    while (len) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__hint *out) {
-    char *path = hint_path(s->path, ".hint");
+    char *path = simdr__suffixed_path(s->path, ".hint");
     if (!path) return 0;
     int fd = simdr__io.open(path, O_RDONLY | O_CLOEXEC, 0);
     free(path);
@@ -79,7 +59,7 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
     hint_header h;
     simdr__index *ix = NULL;
     struct stat store_st;
-    int ok = simdr__io.fstat(s->fd, &store_st) == 0 && read_all(fd, &h, sizeof h) == 0 &&
+    int ok = simdr__io.fstat(s->fd, &store_st) == 0 && simdr__pread_all(fd, &h, sizeof h, 0) == 0 &&
              h.magic == HINT_MAGIC && h.mtime_sec == (int64_t)store_st.st_mtim.tv_sec &&
              h.mtime_nsec == (int64_t)store_st.st_mtim.tv_nsec &&
              h.ctime_sec == (int64_t)store_st.st_ctim.tv_sec &&
@@ -132,20 +112,20 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
     return 1;
 }
 
-/* Below this many indexed keys a rebuild takes about a millisecond: no hint
- * file, and a stale one is removed. */
+/* Below this many indexed keys a rebuild costs less than reading a hint
+ * (docs/BENCHMARKS.md, open times): no hint file, and a stale one is removed. */
 #define HINT_MIN_KEYS 65536u
 
 void simdr__hint_save(simdr_store *s) {
     simdr__view *v = simdr__current_view(s);
     uint64_t tail = s->tail;
     if (tail <= SIMDR__META_SIZE || v->index->used < HINT_MIN_KEYS) {
-        char *stale = hint_path(s->path, ".hint");
+        char *stale = simdr__suffixed_path(s->path, ".hint");
         if (stale) unlink(stale);
         free(stale);
         return;
     }
-    char *tmp = hint_path(s->path, ".hint.tmp"), *final = hint_path(s->path, ".hint");
+    char *tmp = simdr__suffixed_path(s->path, ".hint.tmp"), *final = simdr__suffixed_path(s->path, ".hint");
     struct stat store_st;
     int fd = tmp && final && simdr__io.fstat(s->fd, &store_st) == 0
                  /* The index reveals what the store holds: no wider access than the store's. */

@@ -35,8 +35,7 @@
 /* The hint path only runs on a file whose size, newest metadata and mtime
  * match what a clean close recorded (hint.c), so its CRC check is a second
  * line against write-back lost under that record, which hits the last pages
- * written: a shorter window, so the check costs microseconds, not the
- * millisecond a 1 MiB run of small entries takes. */
+ * written: a shorter window keeps that check small beside the open. */
 #define HINT_TAIL_WINDOW (UINT64_C(64) << 10)
 #define TOMBSTONE_CRC UINT32_C(0xd202ef8d)
 

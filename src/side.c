@@ -104,13 +104,6 @@ static void store(simdr__side *sd, unsigned i, uint64_t v, memory_order mo) {
     atomic_store_explicit(&words(sd)[i], to_le(v), mo);
 }
 
-static char *side_path(const char *store_path) {
-    size_t n = strlen(store_path) + sizeof ".simdr";
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s.simdr", store_path);
-    return p;
-}
-
 static void write_slot(simdr__side *sd, unsigned at, const simdr__side_record *r) {
     uint64_t w[RECORD_WORDS];
     w[0] = r->seq;
@@ -234,7 +227,7 @@ static int side_reset(simdr__side *sd, int store_fd, uint64_t tail, const simdr_
 
 simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uint64_t tail,
                                        unsigned mode, const simdr__side_basis *basis) {
-    char *path = side_path(store_path);
+    char *path = simdr__suffixed_path(store_path, ".simdr");
     if (!path) return NULL;
     int fd = simdr__io.open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode ? mode : 0644);
     simdr__side *sd = NULL;
@@ -272,7 +265,7 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
 }
 
 simdr__side *simdr__side_attach_reader(const char *store_path) {
-    char *path = side_path(store_path);
+    char *path = simdr__suffixed_path(store_path, ".simdr");
     if (!path) return NULL;
     int fd = simdr__io.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
     free(path);
@@ -286,7 +279,7 @@ simdr__side *simdr__side_attach_reader(const char *store_path) {
 }
 
 int simdr__side_replaced(const simdr__side *sd, const char *store_path) {
-    char *path = side_path(store_path);
+    char *path = simdr__suffixed_path(store_path, ".simdr");
     if (!path) return 0;
     struct stat st;
     int replaced = stat(path, &st) == 0 ? st.st_ino != sd->ino : 1;
