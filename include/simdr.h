@@ -200,8 +200,12 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
 
 /**
  * Closes the store and frees it. simdr_close(NULL) is a no-op. Entries not yet
- * released stay valid (the lifetime rule). Returns the result of the final
- * sync in SIMDR_SYNC_DATA mode, else SIMDR_OK.
+ * released stay valid (the lifetime rule). A clean close is a durability
+ * point in every mode: writes not yet synced are synced (one fdatasync, none
+ * when nothing was written since the last sync) before the side file marks
+ * the store closed, so a cleanly closed store survives a power cut. Returns
+ * the result of that sync (SIMDR_EIO, ...; the store is then not marked
+ * closed and the next open recovers it as after a crash), else SIMDR_OK.
  */
 SIMDR_API int simdr_close(simdr_store *store);
 

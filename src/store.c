@@ -162,12 +162,17 @@ SIMDR_API int simdr_close(simdr_store *s) {
     /* A child that inherited the handle only lets go of it: the file and
      * its hint belong to the parent. */
     int owner = !s->readonly && !s->failed && !simdr__forked(s);
-    if (owner && s->durability == SIMDR_SYNC_DATA && simdr__fdatasync(s->fd) != 0)
-        rc = simdr__fail_errno(errno, "fdatasync", s->path);
-    if (owner && s->use_hint && s->tail != s->hint_tail)
+    /* A clean close is a durability point in every mode: the page marked
+     * closed may reach the disk at any time after, and a later open trusts a
+     * file that matches it, so the bytes it names go to stable storage (and
+     * into the durable record) first. Without it a power cut after closing
+     * unsynced writes could leave the mark without the data. */
+    if (owner) rc = simdr__sync_to(s, s->tail);
+    if (owner && rc == SIMDR_OK && s->use_hint && s->tail != s->hint_tail)
         simdr__hint_save(s);
     /* A clean close: an append by another program after it is not torn. */
-    if (!s->readonly && s->side && !s->failed) simdr__side_mark_closed(s->side, s->tail);
+    if (!s->readonly && s->side && !s->failed && rc == SIMDR_OK)
+        simdr__side_mark_closed(s->side, s->tail);
     simdr__side_close(s->side);
     simdr__view *v = simdr__current_view(s);
     simdr__map_retire(v->map);
