@@ -21,16 +21,38 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, proc, timeout=START_TIMEOUT):
+def wait_port(port, proc, timeout=START_TIMEOUT, log_path=None, log_from=0):
+    """Waits until proc listens on port. A free port can be taken by another
+    test's server between free_port() and the bind (ctest runs tests in
+    parallel): a connection alone could then reach that other server while
+    ours fails to bind, so with log_path (simdr-server's --logfile) the
+    server's own "ready on port N" line decides (read from offset log_from:
+    a restarted server appends to the same log), and with a connection the
+    process must still be running a moment after it."""
     deadline = time.time() + timeout
+    ready = "ready on port %d " % port
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("server exited with %s" % proc.returncode)
+        if log_path is not None:
+            try:
+                with open(log_path) as f:
+                    f.seek(log_from)
+                    if ready in f.read():
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+            continue
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-                return
+                pass
         except OSError:
             time.sleep(0.05)
+            continue
+        time.sleep(0.2)
+        if proc.poll() is None:
+            return
     raise RuntimeError("server did not listen on port %d" % port)
 
 
@@ -49,11 +71,15 @@ class Server:
     def start(self):
         for _ in range(5):
             port = self.port or free_port()
+            try:
+                log_from = os.path.getsize(self.log_path)
+            except OSError:
+                log_from = 0
             cmd = [SERVER_BIN, "--dir", self.dir, "--port", str(port), "--bind", "127.0.0.1",
                    "--logfile", self.log_path] + self.args
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             try:
-                wait_port(port, self.proc)
+                wait_port(port, self.proc, log_path=self.log_path, log_from=log_from)
                 self.port = port
                 return self
             except RuntimeError:

@@ -170,7 +170,7 @@ def test_refused_batch_is_not_acknowledged(tmp_path):
                              "127.0.0.1", "--logfile", str(log)], preexec_fn=limit_file_size,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_port(port, proc)
+        wait_port(port, proc, log_path=str(log))
         from serverutil import RawClient
         reader = RawClient(port)
         value = b"x" * 1000
