@@ -59,6 +59,10 @@ static void *sd_open(const char *dir, const bench_open_opts *o)
     opts.durability = o->durable ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
     const char *verify = getenv("SIMDR_BENCH_VERIFY");
     opts.verify_reads = !(verify && !strcmp(verify, "0"));
+    /* SIMDR_BENCH_EXPECTED_KEYS=N: the index sized for N keys at open
+     * (simdr_options.expected_keys), as a bulk load of a known size would. */
+    const char *expected = getenv("SIMDR_BENCH_EXPECTED_KEYS");
+    if (expected) opts.expected_keys = strtoull(expected, NULL, 10);
     snprintf(path, sizeof path, "%s/" SIMDR_BENCH_FILE, dir);
     if ((rc = simdr_open(&st, path, &opts)) != SIMDR_OK) {
         sd_fail("open", rc);

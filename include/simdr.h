@@ -164,6 +164,11 @@ typedef struct simdr_options {
                             check (the caller uses simdr_entry_verify). Copy, move
                             and rename always check, whatever this says. */
     unsigned file_mode;/**< permission bits for a created file (default 0644) */
+    uint64_t expected_keys; /**< writable opens: size the in-memory index for this many
+                            keys at once (0, the default: start small and grow). A
+                            bulk load of a known size then never stops to grow the
+                            index; memory is taken at open (10 to 15 bytes a key).
+                            Without that memory the index grows as usual. */
 } simdr_options;
 
 /** Fills *opts with the defaults described above. */

@@ -122,7 +122,15 @@ int64_t simdr__index_put_items(simdr__index *ix, const uint8_t *base, const simd
 }
 
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
+    return simdr__index_resized(ix, base, 0);
+}
+
+/* A copy of ix one growth step larger, or large enough that expected_keys
+ * fit without another growth, whichever is larger. */
+simdr__index *simdr__index_resized(const simdr__index *ix, const uint8_t *base,
+                                   uint64_t expected_keys) {
     uint64_t cap = ix->cap + ix->cap / 2;
+    while (cap < (UINT64_C(1) << 32) && cap * 4 < expected_keys * 5 + 4) cap = cap + cap / 2;
     if (cap >= (UINT64_C(1) << 32)) return NULL;
     simdr__index *nx = malloc(sizeof *nx);
     if (!nx) return NULL;

@@ -223,6 +223,8 @@ struct simdr__item;
 int64_t simdr__index_put_items(simdr__index *ix, const uint8_t *base,
                                const struct simdr__item *items, const uint64_t *metas, size_t n);
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base);
+simdr__index *simdr__index_resized(const simdr__index *ix, const uint8_t *base,
+                                   uint64_t expected_keys);
 /* How the live key count changes when a slot that held prev (0: none) is
  * set to an entry that is (tomb) or is not a tombstone. */
 static inline int simdr__live_change(uint64_t prev, int tomb) {

@@ -129,6 +129,16 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     simdr__view *v;
     rc = simdr__load_file(s, opts->repair, opts->layout, &v);
     if (rc != SIMDR_OK) return open_fail(s, rc);
+    if (!s->readonly && opts->expected_keys > v->index->cap * 4 / 5) {
+        /* Sized once now instead of grown step by step (each growth copies
+         * the table and reads every moved key's metadata). A hint: without
+         * the memory for it the index grows as usual. */
+        simdr__index *sized = simdr__index_resized(v->index, v->map->base, opts->expected_keys);
+        if (sized) {
+            simdr__index_free(v->index);
+            v->index = sized;
+        }
+    }
     if (!s->readonly) {
         simdr__side_close(s->side);
         simdr__side_basis *b = &s->side_basis;

@@ -328,6 +328,58 @@ static void test_open_modes(void **state) {
     assert_int_equal(tu_file_size(p), 0);
 }
 
+/* expected_keys sizes the index once at a writable open: inserting that many
+ * keys never grows it (simdr_index_bytes stays put), every key reads back,
+ * the sizing survives a reopen of a filled store, and a read-only open
+ * ignores the option. */
+static void test_expected_keys_presizes_the_index(void **state) {
+    tu_fixture *f = *state;
+    enum { N = 50000 };
+    simdr_options o;
+    simdr_options_init(&o);
+    assert_int_equal(o.expected_keys, 0);
+    simdr_store *small = NULL;
+    assert_int_equal(simdr_open(&small, f->other, &o), SIMDR_OK);
+    uint64_t small_bytes = simdr_index_bytes(small);
+    assert_int_equal(simdr_close(small), SIMDR_OK);
+
+    o.expected_keys = N;
+    simdr_store *s = NULL;
+    assert_int_equal(simdr_open(&s, f->path, &o), SIMDR_OK);
+    uint64_t sized = simdr_index_bytes(s);
+    assert_true(sized > small_bytes);
+    assert_true(sized >= (uint64_t)N * 8 * 5 / 4);
+    char key[32];
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(key, sizeof key, "key-%d", i);
+        assert_int_equal(simdr_put(s, key, (size_t)n, &i, sizeof i, NULL), SIMDR_OK);
+    }
+    assert_int_equal(simdr_index_bytes(s), sized);
+    assert_int_equal(simdr_count(s), N);
+    for (int i = 0; i < N; i += 97) {
+        int n = snprintf(key, sizeof key, "key-%d", i);
+        tu_expect_value(s, key, (size_t)n, &i, sizeof i);
+    }
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+
+    o.expected_keys = 4 * N; /* a filled store is resized with its keys in it */
+    assert_int_equal(simdr_open(&s, f->path, &o), SIMDR_OK);
+    assert_true(simdr_index_bytes(s) >= (uint64_t)4 * N * 8 * 5 / 4);
+    assert_int_equal(simdr_count(s), N);
+    for (int i = 0; i < N; i += 89) {
+        int n = snprintf(key, sizeof key, "key-%d", i);
+        tu_expect_value(s, key, (size_t)n, &i, sizeof i);
+    }
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+
+    o.open_mode = SIMDR_OPEN_READONLY; /* read-only: the index is built for what is there */
+    o.use_hint = 0;
+    assert_int_equal(simdr_open(&s, f->path, &o), SIMDR_OK);
+    assert_true(simdr_index_bytes(s) < (uint64_t)4 * N * 8 * 5 / 4);
+    assert_int_equal(simdr_count(s), N);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_and_strerror),
@@ -335,6 +387,7 @@ int main(void) {
         TU_TEST(test_crc_vectors),
         TU_TEST(test_namespaced_key),
         TU_TEST(test_put_get_exists),
+        TU_TEST_DIR(test_expected_keys_presizes_the_index),
         TU_TEST(test_get_copy),
         TU_TEST(test_overwrite),
         TU_TEST(test_refusals),
