@@ -402,6 +402,8 @@ def test_every_read_agrees_on_small_and_large_values(db):
              300_000]
     for n in sizes:
         value = os.urandom(n)
+        if value == b"\x00":  # the single byte 0x00 is the tombstone marker: refused
+            value = b"\x01"
         key = b"size%d" % n
         db.write(key, value)
         for k in (key, bytearray(key), memoryview(key), BytesKey(key), key.decode()):
