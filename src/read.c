@@ -562,17 +562,13 @@ static inline uint32_t crc_short(const uint8_t *p, size_t n) {
     return c ^ 0xffffffffu;
 }
 
-/* The slow cases of a scope's get, out of line: a candidate past this view's
- * map (look again in the newest view), a damaged slot, damaged metadata, a
- * long value to check. */
-static __attribute__((noinline)) int read_get_slow(simdr_store *s, uint64_t hash,
+/* A live slot's entry decoded in full and, with verify_reads, its whole
+ * value checked: the slow half of serve_slot, out of line. */
+static __attribute__((noinline)) int serve_checked(simdr_store *s, const uint8_t *base,
+                                                   uint64_t map_len, uint64_t val,
                                                    const void **value, size_t *value_len) {
-    simdr__view *v;
-    uint64_t val = find(s, hash, &v);
-    if (val == DAMAGED_SLOT) return damaged_slot(s, hash);
-    if (!val || (val & SIMDR__IDX_TOMB)) return SIMDR_NOTFOUND;
     struct simdr_entry e;
-    if (simdr__entry_decode(v->map->base, v->map->len, val & SIMDR__IDX_OFF_MASK,
+    if (simdr__entry_decode(base, map_len, val & SIMDR__IDX_OFF_MASK,
                             atomic_load_explicit(&s->layout, memory_order_relaxed),
                             &e) != SIMDR_OK)
         return simdr__fail(SIMDR_ECORRUPT, "%s: corrupt metadata at offset %llu", s->path,
@@ -586,23 +582,35 @@ static __attribute__((noinline)) int read_get_slow(simdr_store *s, uint64_t hash
     return SIMDR_OK;
 }
 
+/* The slow case of a scope's lookup, out of line: a candidate past this
+ * view's map (look again in the newest view) or a damaged slot. */
+static __attribute__((noinline)) int read_get_slow(simdr_store *s, uint64_t hash,
+                                                   const void **value, size_t *value_len) {
+    simdr__view *v;
+    uint64_t val = find(s, hash, &v);
+    if (val == DAMAGED_SLOT) return damaged_slot(s, hash);
+    if (!val || (val & SIMDR__IDX_TOMB)) return SIMDR_NOTFOUND;
+    return serve_checked(s, v->map->base, v->map->len, val, value, value_len);
+}
+
 /* A live slot's value for a scope, in as few instructions as it takes:
  * decode the entry (a live slot names a regular entry), check a short
- * value's CRC. Anything else goes to read_get_slow, which answers in full. */
-static inline int serve_slot(simdr_store *s, const uint8_t *base, uint64_t val, uint64_t hash,
+ * value's CRC. Anything else (a long value to check, damaged metadata or a
+ * short value failing its CRC, answered in full) goes to serve_checked. */
+static inline int serve_slot(simdr_store *s, const simdr__view *v, uint64_t val,
                              const void **value, size_t *value_len) {
+    const uint8_t *base = v->map->base;
     uint64_t meta_off = val & SIMDR__IDX_OFF_MASK; /* its metadata lies inside the map */
     uint64_t prev = simdr__load_u64le(base + meta_off + 8);
     int aligned = atomic_load_explicit(&s->layout, memory_order_relaxed) == SIMDR_LAYOUT_ALIGNED64;
     uint64_t payload = prev + simdr__pad_for(prev, aligned);
     if (__builtin_expect(prev >= meta_off || payload >= meta_off, 0))
-        return read_get_slow(s, hash, value, value_len);
+        return serve_checked(s, base, v->map->len, val, value, value_len);
     uint64_t size = meta_off - payload;
-    if (s->verify_reads) {
-        if (size > INLINE_CRC_MAX) return read_get_slow(s, hash, value, value_len);
-        if (crc_short(base + payload, (size_t)size) != simdr__load_u32le(base + meta_off + 16))
-            return read_get_slow(s, hash, value, value_len);
-    }
+    if (s->verify_reads &&
+        (size > INLINE_CRC_MAX ||
+         crc_short(base + payload, (size_t)size) != simdr__load_u32le(base + meta_off + 16)))
+        return serve_checked(s, base, v->map->len, val, value, value_len);
     *value = base + payload;
     *value_len = (size_t)size;
     return SIMDR_OK;
@@ -620,7 +628,7 @@ SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void
     if (__builtin_expect(!val, 0))
         return probe ? read_get_slow(s, hash, value, value_len) : SIMDR_NOTFOUND;
     if (val & SIMDR__IDX_TOMB) return SIMDR_NOTFOUND;
-    return serve_slot(s, v->map->base, val, hash, value, value_len);
+    return serve_slot(s, v, val, value, value_len);
 }
 
 SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys, size_t n,
@@ -651,8 +659,7 @@ SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys,
             else if (!val || (val & SIMDR__IDX_TOMB))
                 rc = SIMDR_NOTFOUND;
             else
-                rc = serve_slot(s, v->map->base, val, hashes[i], &values[at + i],
-                                &value_lens[at + i]);
+                rc = serve_slot(s, v, val, &values[at + i], &value_lens[at + i]);
             if (rc == SIMDR_OK) {
                 found++;
             } else if (rc != SIMDR_NOTFOUND) {
