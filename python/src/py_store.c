@@ -563,11 +563,38 @@ static PyObject *entry_to_bytes(simdr_entry *e, int verify) {
     return out;
 }
 
-/* Without the check, values up to this size are copied out of the map inside
- * the lookup (simdr_get_copy into the stack): no entry handle is allocated,
- * pinned and freed for them. Larger ones, and every value that is checked,
- * are copied once, straight from the map into the bytes object. */
-#define SMALL_VALUE 512
+/*
+ * Copying reads (read, get, db[k]) and presence (exists, in) go through a
+ * read scope (simdr_read_begin/get/end) around one lookup: the engine hands
+ * out a pointer into the map, valid until the scope ends, without allocating,
+ * pinning and freeing a handle; the value is checked and copied into its
+ * bytes object before the scope ends. A handle's pin and unpin are locked
+ * instructions, full barriers that keep the processor from starting the next
+ * get's cache misses early; a scope makes none. The scope is one epoch
+ * section held for a lookup and a copy of at most PYSIMDR_NOGIL_COPY bytes,
+ * with the GIL held throughout and no Python code run inside it (bytes
+ * objects are not tracked by the collector), so no write of this thread can
+ * fall inside it. Larger values, and checked values longer than
+ * SCOPE_CHECK_MAX, take the handle path: their check and copy run without
+ * the GIL, outside any scope.
+ */
+#define SCOPE_CHECK_MAX 256
+
+/* The stored CRC-32 of a value the engine handed out: the entry's metadata
+ * follows its payload directly, the checksum in its bytes 16..20, little
+ * endian (FORMAT.md, "One entry"); the map holds the whole entry. */
+static inline uint32_t stored_checksum(const void *value, size_t len) {
+    const unsigned char *m = (const unsigned char *)value + len + 16;
+    return (uint32_t)m[0] | (uint32_t)m[1] << 8 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 24;
+}
+
+/* 1 if a value found in a scope may be served from it: short enough to be
+ * copied with the GIL held and, when checked, to be checked in line, and
+ * sound. 0 sends it down the handle path (which reports a damaged one). */
+static inline int scope_serves(const PySimdrStore *self, const void *value, size_t len) {
+    if (!self->verify_reads) return len < PYSIMDR_NOGIL_COPY;
+    return len <= SCOPE_CHECK_MAX && crc_short(value, len) == stored_checksum(value, len);
+}
 
 /* The newest value of key as a new bytes object in *out: 1 found, 0 absent,
  * -1 error set. */
@@ -578,22 +605,32 @@ static int value_bytes(PySimdrStore *self, PyObject *key, PyObject **out) {
         pysimdr_bytes_release_fast(&k);
         return -1;
     }
-    char small[SMALL_VALUE];
+    simdr_read scope;
+    const void *value = NULL;
     size_t len = 0;
+    PyObject *copy = NULL;
+    int served = 0;
+    simdr_read_begin(self->store, &scope);
+    int rc = simdr_read_get(&scope, k.ptr, k.len, &value, &len);
+    if (rc == SIMDR_OK && scope_serves(self, value, len)) {
+        copy = PyBytes_FromStringAndSize(value, (Py_ssize_t)len);
+        served = 1;
+    }
+    simdr_read_end(&scope);
     simdr_entry *e = NULL;
-    int rc = self->verify_reads
-                 ? SIMDR_ETOOBIG
-                 : simdr_get_copy(self->store, k.ptr, k.len, small, sizeof small, &len);
-    if (rc == SIMDR_ETOOBIG) rc = simdr_get(self->store, k.ptr, k.len, &e);
+    if (rc == SIMDR_OK && !served) rc = simdr_get(self->store, k.ptr, k.len, &e);
     pysimdr_read_leave(self);
     pysimdr_bytes_release_fast(&k);
+    if (served) {
+        *out = copy;
+        return copy ? 1 : -1;
+    }
     if (rc == SIMDR_NOTFOUND) return 0;
     if (rc != SIMDR_OK) {
         pysimdr_raise(rc);
         return -1;
     }
-    *out = e ? entry_to_bytes(e, self->verify_reads)
-             : PyBytes_FromStringAndSize(small, (Py_ssize_t)len);
+    *out = entry_to_bytes(e, self->verify_reads);
     return *out ? 1 : -1;
 }
 
@@ -711,7 +748,9 @@ done:
     return result;
 }
 
-/* 1 present, 0 absent, -1 error set. */
+/* 1 present, 0 absent, -1 error set. Checked, presence is a lookup and the
+ * value's check (as the engine's checked simdr_exists), in a scope for a
+ * short value, through a handle for a long one. */
 static int store_contains(PySimdrStore *self, PyObject *key) {
     pysimdr_bytes k;
     if (pysimdr_key_held(key, &k) < 0) return -1;
@@ -719,26 +758,26 @@ static int store_contains(PySimdrStore *self, PyObject *key) {
         pysimdr_bytes_release_fast(&k);
         return -1;
     }
-    /* Checked, presence is a lookup and the value's check (as the engine's
-     * checked simdr_exists): the check runs as for a read. */
+    simdr_read scope;
+    const void *value = NULL;
+    size_t len = 0;
+    simdr_read_begin(self->store, &scope);
+    int rc = simdr_read_get(&scope, k.ptr, k.len, &value, &len);
+    int present = rc == SIMDR_OK && (!self->verify_reads || scope_serves(self, value, len));
+    simdr_read_end(&scope);
     simdr_entry *e = NULL;
-    int rc = self->verify_reads ? simdr_get(self->store, k.ptr, k.len, &e)
-                                : simdr_exists(self->store, k.ptr, k.len);
+    if (rc == SIMDR_OK && !present) rc = simdr_get(self->store, k.ptr, k.len, &e);
     pysimdr_read_leave(self);
     pysimdr_bytes_release_fast(&k);
-    if (self->verify_reads) {
-        if (rc == SIMDR_NOTFOUND) return 0;
-        if (rc == SIMDR_OK) {
-            rc = verify_value_gil(e);
-            simdr_entry_release(e);
-            return rc < 0 ? -1 : 1;
-        }
-    }
-    if (rc < 0) {
+    if (present) return 1;
+    if (rc == SIMDR_NOTFOUND) return 0;
+    if (rc != SIMDR_OK) {
         pysimdr_raise(rc);
         return -1;
     }
-    return rc;
+    rc = verify_value_gil(e);
+    simdr_entry_release(e);
+    return rc < 0 ? -1 : 1;
 }
 
 static PyObject *store_exists(PySimdrStore *self, PyObject *key) {

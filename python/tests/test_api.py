@@ -394,12 +394,13 @@ class StrKey(str):
 
 
 def test_every_read_agrees_on_small_and_large_values(db):
-    # Values up to 64 bytes are checked in line, up to 512 bytes copied out
-    # inside the lookup (without the check), larger ones straight from the map
-    # (those of 256 KiB and up without the GIL): every size on and around
-    # those edges reads back the same through every read call.
-    sizes = [1, 7, 8, 9, 15, 16, 63, 64, 65, 511, 512, 513, 4096, 256 * 1024 - 1, 256 * 1024,
-             300_000]
+    # Copying reads and presence serve values from a read scope: checked ones
+    # up to 256 bytes (checked in line), unchecked ones below 256 KiB; larger
+    # ones go through a handle (from 256 KiB without the GIL). Handles check
+    # values up to 64 bytes in line. Every size on and around those edges
+    # reads back the same through every read call.
+    sizes = [1, 7, 8, 9, 15, 16, 63, 64, 65, 255, 256, 257, 511, 512, 513, 4096,
+             256 * 1024 - 1, 256 * 1024, 300_000]
     for n in sizes:
         value = os.urandom(n)
         if value == b"\x00":  # the single byte 0x00 is the tombstone marker: refused
@@ -437,16 +438,19 @@ def test_every_read_agrees_without_the_check(tmp_path):
 
 
 def test_verify_reads_option(store_path):
-    small, large = b"s" * 20, b"L" * 5000
+    # small: checked in line everywhere; medium: in line in a read scope,
+    # through the engine for a handle; large: through the engine everywhere.
+    small, medium, large = b"s" * 20, b"m" * 200, b"L" * 5000
     with simdr.open(store_path) as db:
         db.write(b"small", small)
+        db.write(b"medium", medium)
         db.write(b"large", large)
         db.write(b"sound", b"ok")
-        offsets = [db.read_entry(k).start_offset for k in (b"small", b"large")]
+        offsets = [db.read_entry(k).start_offset for k in (b"small", b"medium", b"large")]
     for offset in offsets:
         damage_value(store_path, offset)
     with simdr.open(store_path, readonly=True) as ro:  # verify_reads=True by default
-        for key in (b"small", b"large"):
+        for key in (b"small", b"medium", b"large"):
             for read in (ro.read, ro.read_entry, ro.get, ro.__getitem__, ro.exists,
                          ro.__contains__, ro.read_stream):
                 with pytest.raises(simdr.CorruptError):
@@ -465,15 +469,15 @@ def test_verify_reads_option(store_path):
                 damaged += 1
             except StopIteration:
                 break
-        assert sizes == [2] and damaged == 2
+        assert sizes == [2] and damaged == 3
         assert ro.info()["verify_reads"] is True
     with simdr.open(store_path, readonly=True, verify_reads=False) as ro:
         assert ro.info()["verify_reads"] is False
-        assert [h is not None for h in ro.get_many([b"small", b"large"])] == [True, True]
-        for key, value in ((b"small", small), (b"large", large)):
+        assert [h is not None for h in ro.get_many([b"small", b"medium", b"large"])] == [True] * 3
+        for key, value in ((b"small", small), (b"medium", medium), (b"large", large)):
             handle = ro.read_entry(key)
             assert handle.is_valid_checksum() is False
             got = ro.read(key)
             assert len(got) == len(value) and got != value
             assert ro.exists(key)
-        assert sorted(len(h) for h in ro) == [2, 20, 5000]
+        assert sorted(len(h) for h in ro) == [2, 20, 200, 5000]
