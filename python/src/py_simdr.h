@@ -91,6 +91,17 @@ void pysimdr_bytes_release(pysimdr_bytes *b);
 
 /* Takes ownership of entry (released even on failure). */
 PyObject *pysimdr_entry_new(simdr_entry *entry);
+/* An EntryHandle without an entry yet (reused when one is free): a lookup
+ * takes it before it starts, fills it when it finds the key, and drops it
+ * (Py_DECREF) when it does not. */
+PySimdrEntry *pysimdr_entry_alloc(void);
+/* Gives h its entry, whose data and size the caller already has. */
+static inline void pysimdr_entry_fill(PySimdrEntry *h, simdr_entry *entry, const void *data,
+                                      uint64_t size) {
+    h->entry = entry;
+    h->data = data;
+    h->size = size;
+}
 PyObject *pysimdr_stream_new(simdr_entry *entry);
 
 /* The close guard: enter fails with ClosedError once close() began. */

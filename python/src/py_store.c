@@ -510,10 +510,12 @@ static int verify_value_gil(const simdr_entry *e) {
     return -1;
 }
 
-/* simdr_get for a Python key, checked: 1 found (*out set), 0 absent, -1
- * error set. The lookup keeps the GIL: a lookup of a resident entry costs
- * less than letting the GIL go and taking it back (docs/BENCHMARKS.md). */
-static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out) {
+/* simdr_get for a Python key, checked: 1 found (*out set, with its data and
+ * size in *data and *size), 0 absent, -1 error set. The lookup keeps the
+ * GIL: a lookup of a resident entry costs less than letting the GIL go and
+ * taking it back (docs/BENCHMARKS.md). */
+static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out, const void **data,
+                     uint64_t *size) {
     pysimdr_bytes k;
     if (pysimdr_key_held(key, &k) < 0) return -1;
     int rc;
@@ -525,7 +527,14 @@ static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out) {
     }
     pysimdr_bytes_release_fast(&k);
     if (rc == SIMDR_OK) {
-        if (self->verify_reads && verify_value_gil(*out) < 0) {
+        *data = simdr_entry_data(*out);
+        *size = simdr_entry_size(*out);
+        /* A short value's check in line here; the rest (or a short value
+         * that fails it, reported in the engine's words) in verify_value_gil. */
+        if (self->verify_reads &&
+            !(*size <= SHORT_CHECK_MAX &&
+              crc_short(*data, (size_t)*size) == simdr_entry_checksum(*out)) &&
+            verify_value_gil(*out) < 0) {
             simdr_entry_release(*out);
             *out = NULL;
             return -1;
@@ -643,16 +652,28 @@ static PyObject *store_read(PySimdrStore *self, PyObject *key) {
 }
 
 static PyObject *store_read_entry(PySimdrStore *self, PyObject *key) {
+    /* The handle's object is taken before the lookup, so that little work is
+     * left between the lookup's cache misses and the caller's next get. */
+    PySimdrEntry *h = pysimdr_entry_alloc();
+    if (!h) return NULL;
     simdr_entry *e;
-    int found = get_entry(self, key, &e);
-    if (found < 0) return NULL;
-    if (!found) Py_RETURN_NONE;
-    return pysimdr_entry_new(e);
+    const void *data;
+    uint64_t size;
+    int found = get_entry(self, key, &e, &data, &size);
+    if (found <= 0) {
+        Py_DECREF(h);
+        if (found < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    pysimdr_entry_fill(h, e, data, size);
+    return (PyObject *)h;
 }
 
 static PyObject *store_read_stream(PySimdrStore *self, PyObject *key) {
     simdr_entry *e;
-    int found = get_entry(self, key, &e);
+    const void *data;
+    uint64_t size;
+    int found = get_entry(self, key, &e, &data, &size);
     if (found < 0) return NULL;
     if (!found) Py_RETURN_NONE;
     return pysimdr_stream_new(e);
