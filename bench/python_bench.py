@@ -26,10 +26,16 @@ next), and every read is checked outside the timed loop:
   numpyc  the same for simdr with its default verify_reads=True: the read checks the
           value's CRC-32 first, a pass over the 100 MB (simdr only)
 
+--interleaved-gets runs instead only the random gets of simdr and lmdb, both stores in one
+process, the engines' calls alternating in chunks of 2,000 keys (each call reading different
+keys at any moment, so each finds the key objects as cold as the other): a burst of load from
+other processes then hits every call alike, and the ratios hold where whole-run figures move
+by a factor of 1.5 between runs.
+
 Keys are b"key%d", values the 8-byte little-endian index. Usage:
     /usr/bin/python3 bench/python_bench.py [-n 200000] [--runs 3] [--numpy-mb 100]
                                            [--engines simdr,lmdb,sqlite3,dbm]
-                                           [--clock wall|cpu]
+                                           [--clock wall|cpu] [--interleaved-gets]
 --clock cpu times each workload with the process's CPU time (time.process_time) instead of
 the wall clock: on a machine shared with other work, the time the process spends waiting
 for a core is then left out, which the wall clock counts at random (a write's system time
@@ -285,6 +291,83 @@ def run_dbm(d, keys, values, rkeys, rorder, big):
     return out
 
 
+def run_interleaved_gets(d, keys, values, rkeys, rorder, rounds, chunk=2000):
+    """Per-get seconds of each random-get call, simdr and lmdb alternating chunk by chunk."""
+    import lmdb
+    import simdr
+    n = len(keys)
+    db = simdr.open(os.path.join(d, "interleaved.bin"))
+    for i in range(0, n, BATCH):
+        db.put_many(list(zip(keys[i:i + BATCH], values[i:i + BATCH])))
+    env = lmdb.open(os.path.join(d, "interleaved"), map_size=1 << 34, sync=False, metasync=False)
+    for i in range(0, n, BATCH):
+        with env.begin(write=True) as txn:
+            for k, v in zip(keys[i:i + BATCH], values[i:i + BATCH]):
+                txn.put(k, v)
+    view_txn, copy_txn = env.begin(buffers=True), env.begin()
+    calls = [("simdr read_entry (zero-copy handle)", db.read_entry),
+             ("lmdb txn.get, buffers=True (memoryview)", view_txn.get),
+             ("simdr read (bytes)", db.read), ("lmdb txn.get (bytes)", copy_txn.get),
+             ("simdr exists", db.exists), ("the loop alone (len)", len)]
+    for _, fn in calls[:4]:
+        got = [bytes(fn(k)) for k in rkeys[:1000]]
+        assert got == [values[i] for i in rorder[:1000]]
+    total = {name: 0.0 for name, _ in calls}
+    chunks = n // chunk
+    for _ in range(rounds):
+        for step in range(chunks):
+            for j, (name, fn) in enumerate(calls):
+                c = (step + j * 17) % chunks
+                ks = rkeys[c * chunk:(c + 1) * chunk]
+                t0 = clock()
+                each(fn, ks)
+                total[name] += clock() - t0
+    view_txn.abort()
+    copy_txn.abort()
+    env.close()
+    db.close()
+    return {name: t / (rounds * chunks * chunk) for name, t in total.items()}
+
+
+def interleaved_child(n, rounds, clock_name, conn):
+    global clock
+    clock = CLOCKS[clock_name]
+    try:
+        keys, values, rkeys, rorder = prepare(n)
+        d = tempfile.mkdtemp(prefix="pybench-", dir=os.environ.get("BENCH_DIR"))
+        try:
+            conn.send(run_interleaved_gets(d, keys, values, rkeys, rorder, rounds))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    except Exception as e:
+        conn.send({"error": repr(e)})
+
+
+def interleaved_main(args):
+    parent, kid = multiprocessing.get_context("fork").Pipe()
+    p = multiprocessing.get_context("fork").Process(
+        target=interleaved_child, args=(args.n, args.runs, args.clock, kid))
+    p.start()
+    got = parent.recv()
+    p.join()
+    if "error" in got:
+        sys.exit(f"interleaved gets: {got['error']}")
+    print(f"N = {args.n:,}; random gets interleaved in chunks of 2,000 keys, {args.runs} pass(es) "
+          f"over all keys; {args.clock} clock; simdr {__import__('simdr').engine_version()}; "
+          f"Python {sys.version.split()[0]}")
+    print()
+    print("| call | ns per get | gets/s |")
+    print("|---|---|---|")
+    for name, t in got.items():
+        print(f"| {name} | {t * 1e9:,.1f} | {1 / t:,.0f} |")
+    ns = {name.split(" (")[0]: t for name, t in got.items()}
+    print()
+    print("simdr / lmdb: read_entry vs buffers=True %.2fx; read vs buffers=True %.2fx; "
+          "read vs bytes %.2fx" % (ns["lmdb txn.get, buffers=True"] / ns["simdr read_entry"],
+                                   ns["lmdb txn.get, buffers=True"] / ns["simdr read"],
+                                   ns["lmdb txn.get"] / ns["simdr read"]))
+
+
 ENGINES = {"simdr": run_simdr, "lmdb": run_lmdb, "sqlite3": run_sqlite, "dbm": run_dbm}
 
 
@@ -313,7 +396,12 @@ def main():
     ap.add_argument("--runs", type=int, default=1, help="rounds over all engines")
     ap.add_argument("--stat", choices=["median", "best"], default="median",
                     help="per cell: the median of the rounds, or the best (least disturbed)")
+    ap.add_argument("--interleaved-gets", action="store_true",
+                    help="only the random gets of simdr and lmdb, interleaved (see above)")
     args = ap.parse_args()
+    if args.interleaved_gets:
+        interleaved_main(args)
+        return
     names = args.engines.split(",")
     ctx = multiprocessing.get_context("fork")
     rounds = {name: [] for name in names}
