@@ -31,7 +31,13 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, off_t off) {
 static int sys_fsync_dir(int dir_fd) { return fsync(dir_fd); }
 static int sys_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
 static int sys_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
+#ifdef __linux__
     return sync_file_range(fd, off, len, flags);
+#else
+    (void)fd, (void)off, (void)len, (void)flags;
+    errno = ENOSYS;
+    return -1;
+#endif
 }
 
 #define SYSTEM_TABLE                                                                      \
