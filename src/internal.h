@@ -236,6 +236,12 @@ static inline uint64_t simdr__index_value(uint64_t hash, uint64_t meta_off, int 
 }
 
 /* ---- the side file "<store>.simdr" (side.c): the writer's committed tail ---- */
+typedef struct simdr__side_record {
+    uint64_t seq, tail;
+    uint64_t anchor; /* the tail from which sum counts */
+    uint64_t sum;    /* sum of simdr__side_term over the entries ending in (anchor, tail] */
+    uint8_t meta[SIMDR__META_SIZE]; /* the store's 20 bytes ending at tail (zeros for 0) */
+} simdr__side_record;
 typedef struct simdr__side {
     int fd;
     void *page;     /* MAP_SHARED, one page */
@@ -249,18 +255,25 @@ typedef struct simdr__side {
      * under this lock (a leaf: nothing is taken inside it). */
     pthread_mutex_t dlock;
     uint64_t dseq, durable_tail;
+    /* One-flush syncs (simdr__side_commit): the page goes to the device
+     * ahead of the store's fdatasync, whose cache flush carries it. cseq
+     * numbers the commit slots; pending is the commit record of the sync in
+     * flight, confirmed the newest one whose fdatasync succeeded (the next
+     * durable record). All under dlock. */
+    int one_flush;
+    uint64_t cseq;
+    simdr__side_record pending, confirmed;
+    int has_pending, has_confirmed;
 } simdr__side;
-typedef struct simdr__side_record {
-    uint64_t seq, tail;
-    uint64_t anchor; /* the tail from which sum counts */
-    uint64_t sum;    /* sum of simdr__side_term over the entries ending in (anchor, tail] */
-    uint8_t meta[SIMDR__META_SIZE]; /* the store's 20 bytes ending at tail (zeros for 0) */
-} simdr__side_record;
 typedef struct simdr__side_state {
     simdr__side_record live[2]; /* the readable live records, newest first */
     int n_live;
     simdr__side_record durable; /* the newest tail made durable by a sync */
     int has_durable;
+    /* Version 3: the tails the last two syncs acknowledged, newest first;
+     * they vouch like live records, only syncs write them (side.c). */
+    simdr__side_record commit[2];
+    int n_commit;
     uint64_t closed;            /* 0: a writer has it open (or died); tail + 1: closed cleanly */
 } simdr__side_state;
 /* What a writer's records start from: the anchor and the sum at its tail,
@@ -306,6 +319,16 @@ void simdr__side_publish(simdr__side *sd, uint64_t tail, const simdr__meta *last
 /* After a successful fdatasync of store_fd up to durable, whose sum is sum:
  * records it and flushes the page. 0 or -1 (errno set). sd may be NULL. */
 int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable, uint64_t sum);
+/* 1 when syncs of this writer use one device flush: simdr__side_commit,
+ * the store's fdatasync, simdr__side_committed (sd may be NULL: 0). */
+int simdr__side_one_flush(const simdr__side *sd);
+/* One-flush sync, before the store's fdatasync: records tail (sum) in a
+ * commit slot, the last confirmed commit as durable, and writes the page to
+ * the device without a cache flush. 0 or -1 (errno set). */
+int simdr__side_commit(simdr__side *sd, int store_fd, uint64_t tail, uint64_t sum);
+/* After that fdatasync succeeded: the commit is confirmed (durable), the
+ * next commit records it as the durable tail. */
+void simdr__side_committed(simdr__side *sd, uint64_t tail);
 /* Compaction, at its swap: the page now describes store_fd's file, whose
  * committed and durable tail (and anchor) is tail; flushed. sd may be NULL. */
 int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail);

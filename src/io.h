@@ -38,6 +38,9 @@ typedef struct simdr__io_table {
     int (*fstat)(int fd, struct stat *st);
     void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
     int (*msync)(void *addr, size_t len, int flags); /* the side file's durable record */
+    /* The side file's page written to the device ahead of the store's
+     * fdatasync, whose cache flush then makes it durable (side.c). */
+    int (*sync_file_range)(int fd, off_t off, off_t len, unsigned flags);
 } simdr__io_table;
 
 /* What the library calls. */
@@ -72,6 +75,7 @@ enum simdr__io_op {
     SIMDR__IO_FSTAT,
     SIMDR__IO_MMAP,
     SIMDR__IO_MSYNC,
+    SIMDR__IO_SYNC_FILE_RANGE,
     SIMDR__IO_OPS
 };
 
@@ -100,5 +104,13 @@ uint64_t simdr__io_calls(enum simdr__io_op op);
 uint64_t simdr__io_hits(enum simdr__io_op op);
 /* Disarms every rule and restores simdr__io to the system calls. */
 void simdr__io_reset(void);
+
+/* How a writer attached from now on makes a sync's side-file record durable
+ * (side.c): SIMDR__SIDE_FLUSH_AUTO decides by the file system (the
+ * default); ONE pushes the page to the device ahead of the store's
+ * fdatasync, whose cache flush makes both durable; TWO flushes the page with
+ * its own msync after the fdatasync. */
+enum { SIMDR__SIDE_FLUSH_AUTO, SIMDR__SIDE_FLUSH_ONE, SIMDR__SIDE_FLUSH_TWO };
+extern int simdr__side_flush_policy;
 
 #endif

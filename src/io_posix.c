@@ -30,10 +30,19 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, off_t off) {
 }
 static int sys_fsync_dir(int dir_fd) { return fsync(dir_fd); }
 static int sys_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
+static int sys_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
+#ifdef __linux__
+    return sync_file_range(fd, off, len, flags);
+#else
+    (void)fd, (void)off, (void)len, (void)flags;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
 
 #define SYSTEM_TABLE                                                                      \
     {sys_pwrite, sys_pwritev, sys_pread, fdatasync, fsync, sys_fsync_dir, ftruncate, rename, \
-     sys_open, fstat, mmap, msync}
+     sys_open, fstat, mmap, msync, sys_sync_file_range}
 const simdr__io_table simdr__io_system = SYSTEM_TABLE;
 simdr__io_table simdr__io = SYSTEM_TABLE;
 
@@ -249,6 +258,12 @@ static int fault_msync(void *addr, size_t len, int flags) {
     return below.msync(addr, len, flags);
 }
 
+static int fault_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
+    size_t limit;
+    if (decide(SIMDR__IO_SYNC_FILE_RANGE, fd, &limit) < 0) return -1;
+    return below.sync_file_range(fd, off, len, flags);
+}
+
 void simdr__io_fault_arm(const simdr__io_fault *f) {
     if ((unsigned)f->op >= SIMDR__IO_OPS) return;
     fault_rule *r = &rules[f->op];
@@ -272,6 +287,7 @@ void simdr__io_fault_arm(const simdr__io_fault *f) {
         STACK(SIMDR__IO_FSTAT, fstat)
         STACK(SIMDR__IO_MMAP, mmap)
         STACK(SIMDR__IO_MSYNC, msync)
+        STACK(SIMDR__IO_SYNC_FILE_RANGE, sync_file_range)
 #undef STACK
         default: return;
         }

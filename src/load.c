@@ -88,23 +88,35 @@ static int live_record_vouched(int fd, const uint8_t *base, uint64_t size,
     return p == d->tail && sum == r->sum - d->sum;
 }
 
-/* The ends the side file lets the open take, best first: the live records
- * that vouch for their bytes, then the durable record. floor: the durable
- * record, below whose tail nothing may be cut (the bytes were synced: if
- * they do not verify, that is damage); NULL with n = 0: recover the whole
- * file as without a side file. durable: the page's durable record, for the
- * next writer to keep (note_basis). */
+/* The ends the side file lets the open take, best first: the live and
+ * commit records that vouch for their bytes, then the durable record.
+ * floor: the durable record, below whose tail nothing may be cut (the bytes
+ * were synced: if they do not verify, that is damage); NULL with n = 0:
+ * recover the whole file as without a side file. durable: the page's
+ * durable record, for the next writer to keep (note_basis). promised: the
+ * highest commit record above the floor that vouches for its bytes (a tail
+ * a sync may have acknowledged); promised_durable: known durable (the
+ * writer closed cleanly after syncing it). */
 typedef struct side_plan {
     int n;
-    const simdr__side_record *rec[3];
+    const simdr__side_record *rec[5];
     const simdr__side_record *floor;
     const simdr__side_record *durable;
+    const simdr__side_record *promised;
+    int promised_durable;
 } side_plan;
+
+static int same_record(const simdr__side_record *a, const simdr__side_record *b) {
+    return a->tail == b->tail && a->anchor == b->anchor && a->sum == b->sum &&
+           !memcmp(a->meta, b->meta, SIMDR__META_SIZE);
+}
 
 static void plan_ends(const simdr__side_state *st, int fd, const uint8_t *base, uint64_t size,
                       int writer_active, side_plan *pl) {
     pl->n = 0;
     pl->floor = NULL;
+    pl->promised = NULL;
+    pl->promised_durable = 0;
     pl->durable = st->has_durable ? &st->durable : NULL;
     if (st->closed) {
         /* Closed cleanly: the newest record names the file exactly as it
@@ -113,24 +125,60 @@ static void plan_ends(const simdr__side_state *st, int fd, const uint8_t *base, 
          * other size was changed since (another program appended, or it was
          * cut): full recovery, as without a side file. */
         const simdr__side_record *r = simdr__side_newest(st);
-        if (r && st->closed - 1 == size && r->tail == size && record_meta_found(base, size, r))
+        if (r && st->closed - 1 == size && r->tail == size && record_meta_found(base, size, r)) {
             pl->rec[pl->n++] = r;
+            /* The close synced its tail before marking the page: a commit
+             * record of that tail names durable bytes. */
+            for (int i = 0; i < st->n_commit && !pl->promised; i++)
+                if (same_record(&st->commit[i], r)) {
+                    pl->promised = &st->commit[i];
+                    pl->promised_durable = 1;
+                }
+        }
         return;
     }
     if (!st->has_durable) return;
     pl->floor = &st->durable;
     if (!record_meta_found(base, size, pl->floor)) return;
-    for (int i = 0; i < st->n_live; i++) {
-        const simdr__side_record *r = &st->live[i];
-        if (pl->n && r->tail >= pl->rec[pl->n - 1]->tail) continue;
+    /* The live and commit records, highest tail first. */
+    const simdr__side_record *cand[4];
+    int is_commit[4], nc = 0;
+    for (int i = 0; i < st->n_live; i++, nc++) {
+        cand[nc] = &st->live[i];
+        is_commit[nc] = 0;
+    }
+    for (int i = 0; i < st->n_commit; i++, nc++) {
+        cand[nc] = &st->commit[i];
+        is_commit[nc] = 1;
+    }
+    for (int i = 1; i < nc; i++)
+        for (int j = i; j > 0 && cand[j]->tail > cand[j - 1]->tail; j--) {
+            const simdr__side_record *t = cand[j];
+            int c = is_commit[j];
+            cand[j] = cand[j - 1];
+            is_commit[j] = is_commit[j - 1];
+            cand[j - 1] = t;
+            is_commit[j - 1] = c;
+        }
+    for (int i = 0; i < nc; i++) {
+        const simdr__side_record *r = cand[i];
+        if (r->tail <= pl->floor->tail) break;
+        if (pl->n && r->tail >= pl->rec[pl->n - 1]->tail) {
+            /* A commit record equal to an end already taken vouches too. */
+            if (is_commit[i] && !pl->promised && same_record(r, pl->rec[pl->n - 1]))
+                pl->promised = r;
+            continue;
+        }
         /* A writer holding the side file's lock is alive: its page is the
          * page cache's, never one a power cut left behind, so a record
          * whose metadata is found needs no walk (a read-only open, such as
          * simdr_check's, of a store being appended to stays one pass). */
         int live_page = writer_active && r->anchor == pl->floor->anchor &&
-                        r->tail > pl->floor->tail && record_meta_found(base, size, r);
-        if (live_page || live_record_vouched(fd, base, size, r, pl->floor))
+                        record_meta_found(base, size, r);
+        if (live_page || live_record_vouched(fd, base, size, r, pl->floor)) {
             pl->rec[pl->n++] = r;
+            if (is_commit[i] && !pl->promised) pl->promised = r;
+        }
     }
     if (!pl->n || pl->rec[pl->n - 1]->tail != pl->floor->tail) pl->rec[pl->n++] = pl->floor;
 }
@@ -154,6 +202,17 @@ static void note_basis(simdr_store *s, const uint8_t *base, const side_plan *pl,
         if (!synced && d && d->anchor == taken->anchor && d->tail <= end) {
             b->durable = *d;
             b->has_durable = 1;
+        }
+        /* Bytes a sync acknowledged above the durable record (one-flush
+         * syncs, side.c) are kept by a commit record, which the next
+         * writer's page no longer carries: they must become durable and
+         * the durable record's. Known durable after a clean close; else
+         * simdr_open syncs the file and takes the end as durable. */
+        const simdr__side_record *p = pl->promised;
+        if (!synced && p && p->anchor == taken->anchor && p->tail <= end &&
+            (!b->has_durable || p->tail > b->durable.tail)) {
+            b->durable = pl->promised_durable ? *p : *taken;
+            b->has_durable = pl->promised_durable;
         }
         return;
     }
@@ -316,7 +375,7 @@ int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     memset(&s->recovery, 0, sizeof s->recovery);
     s->recovery.file_size = size;
     s->recovery.valid_size = size;
-    side_plan plan = {0, {NULL}, NULL, NULL};
+    side_plan plan = {0, {NULL}, NULL, NULL, NULL, 0};
     if (has_side) plan_ends(&side, s->fd, map->base, size, writer_active, &plan);
     /* Fast path: the file ends where the side file vouches (or there is no
      * side file) and the hint covers it. */

@@ -25,11 +25,32 @@
  * Records are written as plain 64-bit atomic stores, alternating between two
  * slots: a reader (another process) that catches one slot half-written finds
  * its checksum wrong and takes the other, which holds the previous commit.
- * Two more slots, alternating the same way, hold the durable tail: the sync
- * path writes it after each successful fdatasync of the store and flushes the
- * page (msync) before the write is acknowledged, so with SIMDR_SYNC_DATA a
- * power cut that loses the page's later updates still leaves a record no
- * lower than any acknowledged write.
+ * Two more slots, alternating the same way, hold the durable tail: a tail
+ * whose bytes a completed fdatasync made durable, below which everything
+ * must verify at the next open.
+ *
+ * A sync must leave on disk, before it is acknowledged, a record that keeps
+ * what it acknowledges. Two ways (simdr__side_one_flush decides per writer):
+ * - two flushes: fdatasync of the store, then the durable record written
+ *   and the page flushed (msync);
+ * - one flush (version 3): two more slots, the commit records, alternating,
+ *   written only by syncs. Before the store's fdatasync the sync writes the
+ *   tail it is about to acknowledge into a commit slot (and the tail of the
+ *   previous, completed sync into the durable slots) and writes the page to
+ *   the device without a cache flush (sync_file_range); the fdatasync's
+ *   cache flush then makes the page and the store's bytes durable together.
+ *   A power cut during that flush may keep either without the other: a
+ *   commit record whose bytes are missing vouches for nothing (the chain
+ *   does not reach it), bytes without their record are a torn tail; neither
+ *   was acknowledged. A commit record vouches like a live record (below),
+ *   but unlike the live slots, which every append rewrites and any
+ *   write-back of the page may carry to the disk, the commit slots change
+ *   only at the next sync, whose page goes out after this sync's flush
+ *   completed, and which keeps this sync's record in the other slot while
+ *   its own is written. The durable record lags one sync behind, never
+ *   naming bytes not yet durable. This depends on the file system: the
+ *   page overwritten in place (no copy-on-write), the store's fdatasync
+ *   issuing a cache flush, both files on one device; docs/RELIABILITY.md.
  *
  * After a power cut the page on disk may hold live records from any moment
  * since its last flush, and the store's unsynced bytes any mix of what was
@@ -54,14 +75,20 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/vfs.h>
+#endif
 
 #include "internal.h"
+#include "io.h"
 
 #define SIDE_MAGIC UINT64_C(0x314c5452444d4953) /* "SIMDRTL1" little-endian */
-/* 2: records carry an anchor and a metadata sum, two durable slots. A page
- * of another version is not read (full recovery) and is rewritten by the
- * next writer. */
-#define SIDE_VERSION 2u
+/* 2: records carry an anchor and a metadata sum, two durable slots.
+ * 3: two commit slots besides (one-flush syncs); a version-2 page is read
+ * as before (no commit records). A page of another version is not read
+ * (full recovery) and is rewritten by the next writer. */
+#define SIDE_VERSION 3u
+#define SIDE_VERSION_NO_COMMITS 2u
 #define SIDE_BYTES 4096u
 
 /* Word indexes into the page (each a little-endian u64). */
@@ -76,6 +103,9 @@ enum {
     W_LIVE1 = 16,
     W_DURABLE0 = 24,
     W_DURABLE1 = 32,
+    W_COMMIT0 = 40, /* commit slots at words 40 and 48 (version 3); every slot
+                     * lies in the page's first 512 bytes, one sector */
+    W_COMMIT1 = 48,
     SLOT_WORDS = 8, /* seq, tail, meta[0..8], meta[8..16], meta[16..20] | 0, anchor, sum, check */
     RECORD_WORDS = 7
 };
@@ -213,6 +243,11 @@ static int side_reset(simdr__side *sd, int store_fd, uint64_t tail, const simdr_
     /* The durable record in both slots, or none: only a sync (or a basis
      * that knows one) makes one. */
     sd->durable_tail = 0;
+    /* Commits of another file or basis vouch for nothing here. */
+    clear_slot(sd, W_COMMIT0);
+    clear_slot(sd, W_COMMIT1);
+    sd->cseq = 0;
+    sd->has_pending = sd->has_confirmed = 0;
     if (b->has_durable) {
         write_durable(sd, &b->durable);
         write_durable(sd, &b->durable);
@@ -223,6 +258,39 @@ static int side_reset(simdr__side *sd, int store_fd, uint64_t tail, const simdr_
     pthread_mutex_unlock(&sd->dlock);
     store(sd, W_HCHECK, hash_words(h, 6), memory_order_release);
     return 0;
+}
+
+int simdr__side_flush_policy = SIMDR__SIDE_FLUSH_AUTO;
+
+/* May syncs of this side file use one device flush? Only where the store's
+ * fdatasync is known to flush the device's cache and the page is
+ * overwritten in place: ext2/3/4 and XFS (barriers on, their default), and
+ * tmpfs, which has no device; both files on one file system. Elsewhere (a
+ * copy-on-write file system would need its own commit to make the page's
+ * new copy reachable, a network file system need not order them at all)
+ * two flushes. */
+static int one_flush_fs(int side_fd, int store_fd) {
+    if (simdr__side_flush_policy != SIMDR__SIDE_FLUSH_AUTO)
+        return simdr__side_flush_policy == SIMDR__SIDE_FLUSH_ONE;
+#ifdef __linux__
+    struct stat a, b;
+    struct statfs fs;
+    if (fstat(side_fd, &a) != 0 || fstat(store_fd, &b) != 0 || a.st_dev != b.st_dev ||
+        fstatfs(side_fd, &fs) != 0)
+        return 0;
+    switch ((unsigned long)fs.f_type) {
+    case 0xEF53UL:     /* ext2, ext3, ext4 */
+    case 0x58465342UL: /* XFS */
+    case 0x01021994UL: /* tmpfs */
+        return 1;
+    default:
+        return 0;
+    }
+#else
+    (void)side_fd;
+    (void)store_fd;
+    return 0;
+#endif
 }
 
 simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uint64_t tail,
@@ -240,6 +308,7 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
         if (st.st_size == SIDE_BYTES || simdr__io.ftruncate(fd, SIDE_BYTES) == 0)
             sd = map_side(fd, 1);
     }
+    if (sd) sd->one_flush = one_flush_fs(fd, store_fd);
     if (sd && side_reset(sd, store_fd, tail, basis) != 0) {
         simdr__side_close(sd);
         sd = NULL;
@@ -316,6 +385,56 @@ int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable, uint64_t s
     return simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
 }
 
+int simdr__side_one_flush(const simdr__side *sd) { return sd && sd->one_flush; }
+
+/* Writes the page to the device and waits for the write, without a cache
+ * flush: on the device, not yet durable. Where that is not supported, the
+ * page is flushed on its own (msync) and the writer goes back to two
+ * flushes. */
+static int push_page(simdr__side *sd) {
+#ifdef __linux__
+    unsigned how = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+    if (simdr__io.sync_file_range(sd->fd, 0, SIDE_BYTES, how) == 0) return 0;
+    if (errno != ENOSYS && errno != EINVAL && errno != ESPIPE) return -1;
+#endif
+    sd->one_flush = 0;
+    return simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
+}
+
+int simdr__side_commit(simdr__side *sd, int store_fd, uint64_t tail, uint64_t sum) {
+    simdr__side_record c = {0};
+    if (tail_meta(store_fd, tail, c.meta) != 0) {
+        errno = EIO;
+        return -1;
+    }
+    c.tail = tail;
+    c.sum = sum;
+    pthread_mutex_lock(&sd->dlock);
+    c.anchor = sd->anchor;
+    c.seq = ++sd->cseq;
+    /* The older slot: the newer one keeps the last acknowledged tail while
+     * this one is written and until this sync's flush has completed. */
+    write_slot(sd, (c.seq & 1) ? W_COMMIT1 : W_COMMIT0, &c);
+    sd->pending = c;
+    sd->has_pending = 1;
+    /* The previous commit's bytes are durable (its fdatasync returned): it
+     * becomes the floor below which everything must verify. */
+    if (sd->has_confirmed && sd->confirmed.tail > sd->durable_tail)
+        write_durable(sd, &sd->confirmed);
+    pthread_mutex_unlock(&sd->dlock);
+    return push_page(sd);
+}
+
+void simdr__side_committed(simdr__side *sd, uint64_t tail) {
+    pthread_mutex_lock(&sd->dlock);
+    if (sd->has_pending && sd->pending.tail == tail) {
+        sd->confirmed = sd->pending;
+        sd->has_confirmed = 1;
+        sd->has_pending = 0;
+    }
+    pthread_mutex_unlock(&sd->dlock);
+}
+
 int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail) {
     if (!sd) return 0;
     simdr__side_basis b = {1, {0, tail, tail, 0, {0}}, tail, 0};
@@ -335,15 +454,19 @@ int simdr__side_read(const simdr__side *sd, dev_t dev, ino_t ino, simdr__side_st
         uint64_t check = load(sd, W_HCHECK, memory_order_acquire);
         for (unsigned i = 0; i < 6; i++) h[i] = load(sd, i, memory_order_relaxed);
         uint64_t closed = load(sd, W_CLOSED, memory_order_relaxed);
-        simdr__side_record a, b, d0, d1;
+        simdr__side_record a, b, d0, d1, c0, c1;
         int has_a = read_slot(sd, W_LIVE0, &a), has_b = read_slot(sd, W_LIVE1, &b);
         int has_d0 = read_slot(sd, W_DURABLE0, &d0), has_d1 = read_slot(sd, W_DURABLE1, &d1);
+        int has_c0 = read_slot(sd, W_COMMIT0, &c0), has_c1 = read_slot(sd, W_COMMIT1, &c1);
         atomic_thread_fence(memory_order_acquire);
         if (load(sd, W_HCHECK, memory_order_relaxed) != check) continue;
-        if (check != hash_words(h, 6) || h[0] != SIDE_MAGIC || (uint32_t)h[1] != SIDE_VERSION)
+        uint32_t version = (uint32_t)h[1];
+        if (check != hash_words(h, 6) || h[0] != SIDE_MAGIC ||
+            (version != SIDE_VERSION && version != SIDE_VERSION_NO_COMMITS))
             return 0;
+        if (version == SIDE_VERSION_NO_COMMITS) has_c0 = has_c1 = 0;
         if (h[2] != (uint64_t)dev || h[3] != (uint64_t)ino ||
-            (!has_a && !has_b && !has_d0 && !has_d1))
+            (!has_a && !has_b && !has_d0 && !has_d1 && !has_c0 && !has_c1))
             return 0;
         out->n_live = 0;
         if (has_a && has_b && b.seq > a.seq) {
@@ -359,6 +482,14 @@ int simdr__side_read(const simdr__side *sd, dev_t dev, ino_t ino, simdr__side_st
         if (has_b) out->live[out->n_live++] = b;
         out->has_durable = has_d0 || has_d1;
         if (out->has_durable) out->durable = has_d0 && (!has_d1 || d0.seq > d1.seq) ? d0 : d1;
+        out->n_commit = 0;
+        if (has_c0 && has_c1 && c1.seq > c0.seq) {
+            out->commit[out->n_commit++] = c1;
+            out->commit[out->n_commit++] = c0;
+        } else {
+            if (has_c0) out->commit[out->n_commit++] = c0;
+            if (has_c1) out->commit[out->n_commit++] = c1;
+        }
         out->closed = closed;
         return 1;
     }

@@ -16,7 +16,12 @@
  * its data reads as zeros). The side file "<store>.simdr" is modelled too:
  * the disk holds its page as of the last msync, or as a write-back may have
  * stored it at any call since (copies are taken at every call on the
- * store). Both images are written over the files in place and the store is
+ * store). A sync that writes the page to the device without flushing it
+ * (sync_file_range, one-flush syncs) only adds a copy a write-back may have
+ * stored; the store's next completed fdatasync or fsync, whose cache flush
+ * carries it, makes that copy what the disk surely holds (a cut during that
+ * flush leaves any copy and any mix of the store's pending writes). Both
+ * images are written over the files in place and the store is
  * opened and checked against the history of the workload, entry by entry:
  *   - with SIMDR_SYNC_DATA every acknowledged write survives: the store is
  *     the state after every acknowledged operation, plus perhaps a prefix
@@ -42,9 +47,12 @@
  * remaining gap) and is not part of --strict.
  *
  * Usage: powercut_test [--seed N] [--scale N] [--rounds N] [--strict]
- * [--closed-page];
+ * [--closed-page] [--flush one|two];
  * SIMDR_TEST_SEED and SIMDR_TEST_SCALE work too. Rounds alternate between
- * the two durability modes and the two layouts.
+ * the two durability modes and the two layouts; three groups of four rounds
+ * in four sync with one device flush (the side file's page pushed ahead of
+ * the store's fdatasync), the fourth with two (fdatasync, then msync of the
+ * page); --flush fixes one of them.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -71,6 +79,9 @@ static int strict;
 /* --closed-page: the side file's page as a clean close left it may reach
  * the disk (the remaining gap, docs/RELIABILITY.md). */
 static int closed_page;
+/* --flush: every round syncs with one device flush (1) or two (2); 0: both. */
+static int flush_only;
+static uint64_t pushes, pushes_flushed; /* over all rounds */
 
 /* ---- the power-cut layer ---- */
 
@@ -111,6 +122,10 @@ static struct {
     uint8_t side_image[SIDE_PAGE]; /* the page the disk holds after the cut */
     int has_side_image;
     uint64_t side_choices, side_stale; /* cuts; of which the disk kept an older page */
+    uint8_t side_pushed[SIDE_PAGE]; /* the page as last written to the device unflushed */
+    int has_side_pushed;
+    size_t side_pushed_at; /* its copy's index in side_later */
+    uint64_t pushes, pushes_flushed; /* pages pushed; made durable by a later flush */
 } pc;
 
 static void durable_reserve(size_t len) {
@@ -327,6 +342,18 @@ static int pc_sync(int fd, int (*real)(int)) {
         return -1;
     }
     make_durable();
+    /* The cache flush carries the side file's page pushed before it: that
+     * copy (or a later one, the copies after it) is now on disk. */
+    if (pc.has_side_pushed) {
+        memcpy(pc.side_synced, pc.side_pushed, SIDE_PAGE);
+        pc.has_side_synced = 1;
+        size_t keep = pc.nside_later - (pc.side_pushed_at + 1);
+        memmove(pc.side_later, pc.side_later + pc.side_pushed_at + 1,
+                keep * sizeof *pc.side_later);
+        pc.nside_later = keep;
+        pc.has_side_pushed = 0;
+        pc.pushes_flushed++;
+    }
     return 0;
 }
 static int pc_fdatasync(int fd) { return pc_sync(fd, simdr__io_system.fdatasync); }
@@ -362,6 +389,26 @@ static int pc_msync(void *addr, size_t len, int flags) {
         memcpy(pc.side_synced, addr, SIDE_PAGE);
         pc.has_side_synced = 1;
         pc.nside_later = 0; /* older write-backs can no longer be what the disk holds */
+        pc.has_side_pushed = 0; /* an older push can no longer become the disk's page */
+    }
+    return rc;
+}
+
+/* sync_file_range is only used on the side file's page: written to the
+ * device, not flushed. It is one more copy a write-back may have stored
+ * (taken by cut_here), and the one the store's next flush makes durable. */
+static int pc_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
+    if (store_fd(fd)) return simdr__io_system.sync_file_range(fd, off, len, flags);
+    if (cut_here()) {
+        errno = EIO;
+        return -1;
+    }
+    int rc = simdr__io_system.sync_file_range(fd, off, len, flags);
+    if (rc == 0 && pc.nside_later) {
+        memcpy(pc.side_pushed, pc.side_later[pc.nside_later - 1], SIDE_PAGE);
+        pc.side_pushed_at = pc.nside_later - 1;
+        pc.has_side_pushed = 1;
+        pc.pushes++;
     }
     return rc;
 }
@@ -388,6 +435,7 @@ static void layer_install(const char *path, uint64_t countdown, uint64_t rng) {
     simdr__io.ftruncate = pc_ftruncate;
     simdr__io.open = pc_open;
     simdr__io.msync = pc_msync;
+    simdr__io.sync_file_range = pc_sync_file_range;
 }
 
 static void layer_remove(void) {
@@ -616,6 +664,8 @@ static void one_round(const char *dir, int durability, int layout, uint64_t seed
     int has_side_image = pc.has_side_image;
     memcpy(side_image, pc.side_image, SIDE_PAGE);
     st->side_stale += pc.side_stale;
+    pushes += pc.pushes;
+    pushes_flushed += pc.pushes_flushed;
     layer_remove();
 
     /* What the disk holds, written over the files in place: the store keeps
@@ -734,13 +784,20 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = strtoull(argv[i + 1], NULL, 0);
         if (!strcmp(argv[i], "--strict")) strict = 1;
         if (!strcmp(argv[i], "--closed-page")) closed_page = 1;
+        if (!strcmp(argv[i], "--flush") && i + 1 < argc)
+            flush_only = !strcmp(argv[i + 1], "one") ? 1 : !strcmp(argv[i + 1], "two") ? 2 : -1;
     }
+    CU_CHECK(flush_only >= 0, "--flush takes one or two");
     /* Nothing here needs a real disk: durability is what the layer models. */
     if (!getenv("TMPDIR") && access("/dev/shm", W_OK) == 0) setenv("TMPDIR", "/dev/shm", 1);
     char *dir = cu_mkdtemp("powercut");
     double t0 = cu_now();
     round_stats st[2] = {{0}, {0}};
+    uint64_t one_flush_rounds = 0;
     for (unsigned r = 0; r < rounds; r++) {
+        int one = flush_only ? flush_only == 1 : (r / 4) % 4 != 3;
+        simdr__side_flush_policy = one ? SIMDR__SIDE_FLUSH_ONE : SIMDR__SIDE_FLUSH_TWO;
+        one_flush_rounds += (uint64_t)one;
         int durability = r % 2 ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
         int layout = (r / 2) % 2 ? SIMDR_LAYOUT_UNALIGNED : SIMDR_LAYOUT_ALIGNED64;
         cu_set_replay_hint("powercut_test --seed %llu --rounds %llu (round %u)",
@@ -762,6 +819,10 @@ int main(int argc, char **argv) {
                (unsigned long long)st[d].unsound, (unsigned long long)st[d].side_stale,
                (unsigned long long)st[d].reopens, (unsigned long long)st[d].syncs,
                (unsigned long long)st[d].entries_kept, (unsigned long long)st[d].entries_acked);
+    printf("powercut_test: %llu rounds synced with one device flush (%llu side pages pushed "
+           "ahead of the store's flush, %llu of them made durable by it), %llu with two\n",
+           (unsigned long long)one_flush_rounds, (unsigned long long)pushes,
+           (unsigned long long)pushes_flushed, (unsigned long long)(rounds - one_flush_rounds));
     printf("powercut_test: OK in %.1f s\n", cu_now() - t0);
     return 0;
 }

@@ -246,6 +246,29 @@ static void test_failed_sync_is_final(void **state) {
     tu_expect_str(f->s, "d", "4");
 }
 
+/* With one-flush syncs the side file's page is written to the device ahead
+ * of the store's fdatasync; a failed write of it fails the sync like a
+ * failed fdatasync (the head start on the store's bytes, also a
+ * sync_file_range, may fail without consequence). */
+static void test_failed_side_page_write_is_final(void **state) {
+    tu_fixture *f = *state;
+    simdr_close(f->s);
+    simdr__side_flush_policy = SIMDR__SIDE_FLUSH_ONE;
+    f->s = open_with(f->path, SIMDR_SYNC_DATA);
+    simdr__side_flush_policy = SIMDR__SIDE_FLUSH_AUTO;
+    tu_put_str(f->s, "a", "1");
+    simdr__io_fault fault = {.op = SIMDR__IO_SYNC_FILE_RANGE, .nth = 1, .count = 0, .err = EIO};
+    simdr__io_fault_arm(&fault);
+    assert_int_equal(simdr_put(f->s, TU_STR("b"), "2", 1, NULL), SIMDR_EIO);
+    assert_true(simdr__io_hits(SIMDR__IO_SYNC_FILE_RANGE) >= 1);
+    tu_expect_absent(f->s, TU_STR("b"));
+    assert_int_equal(simdr_put(f->s, TU_STR("c"), "3", 1, NULL), SIMDR_EFAILED);
+    simdr__io_reset();
+    reopen(f, SIMDR_SYNC_DATA);
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_absent(f->s, TU_STR("c"));
+}
+
 static void test_failed_explicit_sync_is_final(void **state) {
     tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
@@ -365,6 +388,8 @@ static void test_failed_group_sync_unpublishes_every_unconfirmed_write(void **st
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_failed_write_leaves_store_unchanged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_side_page_write_is_final, setup_durable,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_short_writes_are_completed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_code_runs_between_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_and_map_faults, setup, teardown),
