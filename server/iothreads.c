@@ -26,15 +26,17 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server.h"
 
-/* Pause iterations a worker waits for the next job before it sleeps, and
- * the loop thread for the last worker before it sleeps. A pause is tens of
- * nanoseconds: both stay in the tens of microseconds, about one turn. */
-#define WORKER_SPINS 2000
-#define LOOP_SPINS 4000
+/* How long a worker spins for the next job before it sleeps, and the loop
+ * thread for a worker's last client before it sleeps: about one turn of a
+ * busy loop. Longer spinning takes a core from whatever else runs (with two
+ * cores: the clients). */
+#define WORKER_SPIN_NS 20000
+#define LOOP_SPIN_NS 50000
 
 static struct {
     int nworkers;
@@ -63,6 +65,26 @@ static void cpu_relax(void) {
 #endif
 }
 
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Spin-wait bookkeeping: 1 while the caller may go on spinning. */
+typedef struct spinner {
+    unsigned n;
+    uint64_t until;
+} spinner;
+
+static int spin_more(spinner *s, uint64_t budget_ns) {
+    cpu_relax();
+    if (++s->n % 16) return 1; /* the clock is read every 16 pauses */
+    uint64_t now = mono_ns();
+    if (!s->until) s->until = now + budget_ns;
+    return now < s->until;
+}
+
 static void futex_wait(_Atomic uint32_t *word, uint32_t expected) {
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
 }
@@ -87,18 +109,15 @@ static void *worker_main(void *arg) {
     uint32_t seen = 0;
     for (;;) {
         uint32_t g;
-        int spins = 0;
+        spinner spin = {0, 0};
         while ((g = atomic_load(&io.gen)) == seen && !atomic_load(&io.stop)) {
-            if (++spins < WORKER_SPINS) {
-                cpu_relax();
-                continue;
-            }
+            if (spin_more(&spin, WORKER_SPIN_NS)) continue;
             atomic_fetch_add(&io.sleepers, 1);
             /* Checked after counting itself a sleeper: the loop thread bumps
              * gen before it reads sleepers, so one of the two sees the other. */
             if (atomic_load(&io.gen) == seen && !atomic_load(&io.stop)) futex_wait(&io.gen, seen);
             atomic_fetch_sub(&io.sleepers, 1);
-            spins = 0;
+            spin = (spinner){0, 0};
         }
         if (atomic_load(&io.stop)) return NULL;
         seen = g;
@@ -147,12 +166,9 @@ int iothreads_run(io_job_fn fn, client **items, size_t n) {
         return 0;
     }
     /* A worker of the previous job may still be on its way out. */
-    for (int spins = 0; atomic_load(&io.attached); spins++) {
-        if (spins < LOOP_SPINS)
-            cpu_relax();
-        else
-            sched_yield();
-    }
+    spinner spin = {0, 0};
+    while (atomic_load(&io.attached))
+        if (!spin_more(&spin, LOOP_SPIN_NS)) sched_yield();
     io.fn = fn;
     io.items = items;
     io.n = n;
@@ -164,12 +180,9 @@ int iothreads_run(io_job_fn fn, client **items, size_t n) {
     uint32_t done = run_claims(0);
     atomic_fetch_add(&io.finished, done);
     uint32_t f;
-    int spins = 0;
+    spin = (spinner){0, 0};
     while ((f = atomic_load(&io.finished)) != (uint32_t)n) {
-        if (++spins < LOOP_SPINS) {
-            cpu_relax();
-            continue;
-        }
+        if (spin_more(&spin, LOOP_SPIN_NS)) continue;
         /* A worker holds a claimed client: sleep until it reports. The
          * worker reads loop_waiting after adding to finished, so either it
          * sees the flag or the futex sees the new count. */

@@ -325,8 +325,8 @@ enum read_status { READ_GOT, READ_NOTHING, READ_CLOSE, READ_QUERY_LIMIT };
 /* Per-thread byte counters of I/O jobs, summed into srv.net_in/net_out by the
  * loop thread once the job is done (one cache line each). */
 typedef struct io_counters {
-    uint64_t in, out;
-    char pad[48];
+    uint64_t in, out, steps;
+    char pad[40];
 } io_counters;
 static io_counters io_count[SERVER_MAX_THREADS];
 
@@ -394,6 +394,7 @@ static int queue_read(client *c) {
 }
 
 static void read_step(client *c, int slot) {
+    io_count[slot].steps++;
     c->io_status = (c->flags & CLIENT_CLOSED) ? READ_NOTHING : read_input(c, &io_count[slot].in);
 }
 
@@ -402,7 +403,8 @@ static void collect_io_counters(void) {
     for (int i = 0; i < slots; i++) {
         srv.net_in += io_count[i].in;
         srv.net_out += io_count[i].out;
-        io_count[i].in = io_count[i].out = 0;
+        if (i > 0) srv.worker_steps += io_count[i].steps;
+        io_count[i].in = io_count[i].out = io_count[i].steps = 0;
     }
 }
 
@@ -488,7 +490,10 @@ static int queue_write(client *c) {
     return 1;
 }
 
-static void write_step(client *c, int slot) { c->io_status = flush_client(c, &io_count[slot].out); }
+static void write_step(client *c, int slot) {
+    io_count[slot].steps++;
+    c->io_status = flush_client(c, &io_count[slot].out);
+}
 
 /* The end of an event-loop turn: the writes of every client of the turn go
  * out as one batch append per database, then (durability always) one sync,

@@ -153,6 +153,7 @@ typedef struct server_state {
     uint64_t net_in, net_out;
     uint64_t batch_appends, batched_records; /* pending batches written, records in them */
     uint64_t threaded_reads, threaded_writes; /* client steps run as I/O thread jobs */
+    uint64_t worker_steps; /* the share of those the workers ran (not the loop thread) */
     int write_failed; /* a pending batch or a sync failed this turn */
     int compacting; /* background compaction running */
     uint64_t compactions;
