@@ -158,3 +158,29 @@ def test_threads_option_is_checked():
         r = subprocess.run([SERVER_BIN, "--threads", bad, "--port", "1"], capture_output=True,
                            text=True)
         assert r.returncode == 1 and "invalid thread count" in r.stderr, r.stderr
+
+
+def test_threads_in_config_file_and_config_get(tmp_path):
+    import subprocess
+    from serverutil import SERVER_BIN, RawClient, free_port, wait_port
+    port = free_port()
+    conf = tmp_path / "simdr.conf"
+    log = tmp_path / "log"
+    conf.write_text("dir %s\nport %d\nbind 127.0.0.1\nthreads 3\nlogfile %s\n" % (
+        tmp_path, port, log))
+    proc = subprocess.Popen([SERVER_BIN, str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc, log_path=str(log))
+        c = RawClient(port)
+        assert c.call("CONFIG", "GET", "threads") == b"*2\r\n$7\r\nthreads\r\n$1\r\n3\r\n"
+        assert c.call("CONFIG", "GET", "io-threads") == b"*2\r\n$10\r\nio-threads\r\n$1\r\n3\r\n"
+        assert c.call("CONFIG", "SET", "threads", "1") == (
+            b"-ERR CONFIG SET failed (possibly related to argument 'threads') - "
+            b"can't set immutable config\r\n")
+        assert c.call("SET", "k", "v") == b"+OK\r\n" and c.call("GET", "k") == b"$1\r\nv\r\n"
+        c.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=120) == 0
+    assert "threads 3" in log.read_text()
