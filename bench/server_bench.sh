@@ -21,16 +21,17 @@
 # Usage: bench/server_bench.sh [-n REQUESTS] [-d VALUE_BYTES] [-c CLIENTS]
 #                              [-m "no everysec always"] [-P "1 16"] [-R REPEATS]
 #                              [-t "set get mset incr"] [-T "1 2"] [-I IO_THREADS]
+#                              [-r KEYSPACE (default: REQUESTS)]
 # Environment: SIMDR_SERVER (default build/release/server/simdr-server,
 # built with CMake Release when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=200000 d=8 c=50 modes="no everysec always" pipes="1 16" repeats=1 tests="set get mset incr"
-threads="1" redis_io=""
-while getopts "n:d:c:m:P:R:t:T:I:" o; do
+threads="1" redis_io="" keyspace=""
+while getopts "n:d:c:m:P:R:t:T:I:r:" o; do
   case $o in n) n=$OPTARG ;; d) d=$OPTARG ;; c) c=$OPTARG ;; m) modes=$OPTARG ;; P) pipes=$OPTARG ;;
     R) repeats=$OPTARG ;; t) tests=$OPTARG ;; T) threads=$OPTARG ;; I) redis_io=$OPTARG ;;
-    *) sed -n 2,27p "$0"; exit 2 ;; esac
+    r) keyspace=$OPTARG ;; *) sed -n 2,28p "$0"; exit 2 ;; esac
 done
 servers="redis"
 for t in $threads; do servers+=" simdr-t$t"; done
@@ -71,7 +72,7 @@ start() { # start <redis|simdr-tN|redis-ioN> <mode>: sets port and pid
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
 
 rps() { # rps <port> <test> <pipeline> <requests>: prints requests per second
-  redis-benchmark -p "$1" -t "$2" -n "$4" -r "$4" -c "$c" -P "$3" -d "$d" --csv -q 2>/dev/null |
+  redis-benchmark -p "$1" -t "$2" -n "$4" -r "${keyspace:-$4}" -c "$c" -P "$3" -d "$d" --csv -q 2>/dev/null |
     awk -F'","' 'NR>1 || !/"test"/ {gsub(/"/,"",$2); print $2; exit}'
 }
 

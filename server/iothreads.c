@@ -22,6 +22,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -137,14 +138,21 @@ int iothreads_start(int threads) {
     if (threads <= 1) return 0;
     io.tids = calloc((size_t)threads - 1, sizeof *io.tids);
     if (!io.tids) return -1;
-    for (int i = 0; i < threads - 1; i++) {
-        if (pthread_create(&io.tids[i], NULL, worker_main, (void *)(intptr_t)(i + 1)) != 0) {
-            iothreads_stop();
-            return -1;
-        }
-        io.nworkers++;
+    /* Signals (SIGTERM, SIGINT) stay with the event-loop thread: the workers
+     * start with all of them blocked. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = 0;
+    for (int i = 0; i < threads - 1 && !rc; i++) {
+        if (pthread_create(&io.tids[i], NULL, worker_main, (void *)(intptr_t)(i + 1)) != 0)
+            rc = -1;
+        else
+            io.nworkers++;
     }
-    return 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) iothreads_stop();
+    return rc;
 }
 
 void iothreads_stop(void) {
