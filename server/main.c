@@ -62,7 +62,8 @@ static const char help_text[] =
     "  --debug-slot-hash-bits N    tests only: keep N bits of each slot hash so that\n"
     "                              hash collisions are common (files not portable)\n"
     "  --debug-io-fanout-min N     tests only: share a turn's reads and writes out to\n"
-    "                              the I/O threads from N clients on (default 2 x N)\n"
+    "                              the I/O threads from N clients on (default twice\n"
+    "                              --threads)\n"
     "  --version, --help\n"
     "\n"
     "A non-loopback --bind without a password is refused (protected mode).\n";

@@ -3,6 +3,8 @@
  * accepting with the client limit, reading and parsing requests, and the
  * end-of-turn flush that writes every client's replies after one shared sync
  * (durability "always": no reply of a write leaves before its fdatasync).
+ * With --threads N the reads and the reply writes of a turn's clients run as
+ * I/O thread jobs (iothreads.c); parsing and commands stay on this thread.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
