@@ -3,28 +3,39 @@
 # side, each on a fresh data directory and a free loopback port, in three
 # durability pairings: off (simdr --durability no / redis without RDB or AOF),
 # everysec (appendfsync everysec) and always (appendfsync always). Prints one
-# CSV line per mode, test and pipeline depth: requests per second of each
-# server and simdr's ratio, then the CPU time each server process used per
-# request (user + system, all its threads, from /proc/PID/stat) and the ratio
-# redis/simdr of those (above 1: simdr needs less CPU per request). CPU time
-# per request moves far less with the machine's load than requests per second.
-# Measurements go to docs/BENCHMARKS.md.
+# CSV line per mode, test, pipeline depth and server: its requests per second
+# and their ratio to redis-server's, then the CPU time the server process used
+# per request (user + system, all its threads, from /proc/PID/stat) and the
+# ratio redis/server of those (above 1: the server needs less CPU per request
+# than redis-server). CPU time per request moves far less with the machine's
+# load than requests per second. Measurements go to docs/BENCHMARKS.md.
 #
-# With -R N each pairing runs N times, the two servers taking turns, and the
+# The servers: "redis" (one thread), "simdr-tN" for each N of -T (simdr-server
+# --threads N; default -T 1) and, with -I N, "redis-ioN" (redis-server
+# --io-threads N --io-threads-do-reads yes).
+#
+# With -R N each pairing runs N times, the servers taking turns, and the
 # median of each server's N figures is printed (a shared machine's load
 # moves single runs a lot).
 #
 # Usage: bench/server_bench.sh [-n REQUESTS] [-d VALUE_BYTES] [-c CLIENTS]
 #                              [-m "no everysec always"] [-P "1 16"] [-R REPEATS]
+#                              [-t "set get mset incr"] [-T "1 2"] [-I IO_THREADS]
+#                              [-r KEYSPACE (default: REQUESTS)]
 # Environment: SIMDR_SERVER (default build/release/server/simdr-server,
 # built with CMake Release when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-n=200000 d=8 c=50 modes="no everysec always" pipes="1 16" repeats=1
-while getopts "n:d:c:m:P:R:" o; do
+n=200000 d=8 c=50 modes="no everysec always" pipes="1 16" repeats=1 tests="set get mset incr"
+threads="1" redis_io="" keyspace=""
+while getopts "n:d:c:m:P:R:t:T:I:r:" o; do
   case $o in n) n=$OPTARG ;; d) d=$OPTARG ;; c) c=$OPTARG ;; m) modes=$OPTARG ;; P) pipes=$OPTARG ;;
-    R) repeats=$OPTARG ;; *) sed -n 2,18p "$0"; exit 2 ;; esac
+    R) repeats=$OPTARG ;; t) tests=$OPTARG ;; T) threads=$OPTARG ;; I) redis_io=$OPTARG ;;
+    r) keyspace=$OPTARG ;; *) sed -n 2,28p "$0"; exit 2 ;; esac
 done
+servers="redis"
+for t in $threads; do servers+=" simdr-t$t"; done
+[ -n "$redis_io" ] && servers+=" redis-io$redis_io"
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 server=${SIMDR_SERVER:-build/release/server/simdr-server}
 if [ ! -x "$server" ]; then
@@ -41,16 +52,17 @@ pid="" port=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-start() { # start <simdr|redis> <mode>: sets port and pid
+start() { # start <redis|simdr-tN|redis-ioN> <mode>: sets port and pid
   local dir
   port=$(free_port); dir=$(mktemp -d "$work/d.XXXX")
-  if [ "$1" = simdr ]; then
+  if [ "${1#simdr-t}" != "$1" ]; then
     "$server" --dir "$dir" --port "$port" --bind 127.0.0.1 --durability "$2" --logfile "$dir/log" \
-      </dev/null >/dev/null 2>&1 &
+      --threads "${1#simdr-t}" </dev/null >/dev/null 2>&1 &
   else
-    local aof=(--appendonly no)
+    local aof=(--appendonly no) io=()
     [ "$2" != no ] && aof=(--appendonly yes --appendfsync "$2")
-    redis-server --port "$port" --bind 127.0.0.1 --save '' "${aof[@]}" --dir "$dir" \
+    [ "${1#redis-io}" != "$1" ] && io=(--io-threads "${1#redis-io}" --io-threads-do-reads yes)
+    redis-server --port "$port" --bind 127.0.0.1 --save '' "${aof[@]}" "${io[@]}" --dir "$dir" \
       --logfile "$dir/log" </dev/null >/dev/null 2>&1 &
   fi
   pid=$!
@@ -60,14 +72,14 @@ start() { # start <simdr|redis> <mode>: sets port and pid
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
 
 rps() { # rps <port> <test> <pipeline> <requests>: prints requests per second
-  redis-benchmark -p "$1" -t "$2" -n "$4" -r "$4" -c "$c" -P "$3" -d "$d" --csv -q 2>/dev/null |
+  redis-benchmark -p "$1" -t "$2" -n "$4" -r "${keyspace:-$4}" -c "$c" -P "$3" -d "$d" --csv -q 2>/dev/null |
     awk -F'","' 'NR>1 || !/"test"/ {gsub(/"/,"",$2); print $2; exit}'
 }
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-echo "mode,test,pipeline,value_bytes,clients,requests,redis_rps,simdr_rps,simdr/redis,redis_cpu_us_per_req,simdr_cpu_us_per_req,cpu_redis/simdr"
+echo "mode,test,pipeline,value_bytes,clients,requests,server,rps,rps/redis,cpu_us_per_req,cpu_redis/server"
 for mode in $modes; do
   for P in $pipes; do
     reqs=$n
@@ -75,10 +87,10 @@ for mode in $modes; do
     [ "$mode" = always ] && [ "$P" = 1 ] && reqs=$((n / 10))
     declare -A res=() cpu=()
     for _ in $(seq 1 "$repeats"); do
-      for kind in redis simdr; do
-        # one server for the four tests: GET then reads the keys SET wrote
+      for kind in $servers; do
+        # one server for all tests: GET then reads the keys SET wrote
         start "$kind" "$mode"
-        for t in set get mset incr; do
+        for t in $tests; do
           t0=$(cpu_ticks "$pid")
           res[$kind,$t]+=" $(rps "$port" "$t" "$P" "$reqs")"
           t1=$(cpu_ticks "$pid")
@@ -87,12 +99,14 @@ for mode in $modes; do
         stop
       done
     done
-    for t in set get mset incr; do
-      r=$(echo "${res[redis,$t]}" | median) s=$(echo "${res[simdr,$t]}" | median)
-      ratio=$(awk -v a="$s" -v b="$r" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-      rc=$(echo "${cpu[redis,$t]}" | median) sc=$(echo "${cpu[simdr,$t]}" | median)
-      cratio=$(awk -v a="$rc" -v b="$sc" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
-      echo "$mode,$t,$P,$d,$c,$reqs,$r,$s,$ratio,$rc,$sc,$cratio"
+    for t in $tests; do
+      r=$(echo "${res[redis,$t]}" | median) rc=$(echo "${cpu[redis,$t]}" | median)
+      for kind in $servers; do
+        s=$(echo "${res[$kind,$t]}" | median) sc=$(echo "${cpu[$kind,$t]}" | median)
+        ratio=$(awk -v a="$s" -v b="$r" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+        cratio=$(awk -v a="$rc" -v b="$sc" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+        echo "$mode,$t,$P,$d,$c,$reqs,$kind,$s,$ratio,$sc,$cratio"
+      done
     done
   done
 done

@@ -52,12 +52,18 @@ static const char help_text[] =
     "  --client-output-buffer-limit BYTES  per client, slow readers are closed (1gb)\n"
     "  --hz N                      background ticks per second (default 10)\n"
     "  --active-expire-effort N    records examined per tick and database (1000)\n"
+    "  --threads N                 I/O threads, the event-loop thread included (default\n"
+    "                              1, at most 64): sockets are read and replies written\n"
+    "                              on N threads, commands still run on one\n"
     "  --replicaof HOST PORT       follow that primary: copy its store files, then its\n"
     "                              appends (read-only; REPLICAOF NO ONE promotes)\n"
     "  --masterauth PASS, --masterauth-file FILE\n"
     "                              the primary's password (default: --requirepass)\n"
     "  --debug-slot-hash-bits N    tests only: keep N bits of each slot hash so that\n"
     "                              hash collisions are common (files not portable)\n"
+    "  --debug-io-fanout-min N     tests only: share a turn's reads and writes out to\n"
+    "                              the I/O threads from N clients on (default twice\n"
+    "                              --threads)\n"
     "  --version, --help\n"
     "\n"
     "A non-loopback --bind without a password is refused (protected mode).\n";
@@ -66,7 +72,8 @@ const char *const config_param_names[] = {
     "dir", "bind", "port", "requirepass", "durability", "appendfsync", "appendonly", "save",
     "maxclients", "timeout", "auto-compact-percent", "logfile", "loglevel",
     "proto-max-bulk-len", "client-query-buffer-limit", "client-output-buffer-limit",
-    "databases", "hz", "active-expire-effort", "maxmemory", "protected-mode", NULL};
+    "databases", "hz", "active-expire-effort", "maxmemory", "protected-mode", "threads",
+    "io-threads", NULL};
 
 static const char *level_names[] = {"debug", "verbose", "notice", "warning"};
 
@@ -164,6 +171,10 @@ int config_set_param(const char *name, const char *value, char *err, size_t cap)
     } else if (!strcmp(name, "active-expire-effort")) {
         if (!parse_int_range(value, 1, 1000000, &v)) goto bad;
         c->active_expire_effort = (int)v;
+    } else if (!strcmp(name, "threads") || !strcmp(name, "io-threads")) {
+        /* the threads start with the server (Redis's io-threads is immutable too) */
+        snprintf(err, cap, "can't set immutable config");
+        return -1;
     } else {
         return 0;
     }
@@ -204,6 +215,7 @@ int config_get_param(const char *name, char *buf, size_t cap) {
     else if (!strcmp(name, "active-expire-effort")) snprintf(buf, cap, "%d", c->active_expire_effort);
     else if (!strcmp(name, "maxmemory")) snprintf(buf, cap, "0");
     else if (!strcmp(name, "protected-mode")) snprintf(buf, cap, "yes");
+    else if (!strcmp(name, "threads") || !strcmp(name, "io-threads")) snprintf(buf, cap, "%d", c->threads);
     else return 0;
     return 1;
 }
@@ -239,6 +251,18 @@ static int apply_option(const char *name, char **vals, int nvals, char *err, siz
             return -1;
         }
         slot_hash_mask = v == 64 ? UINT64_MAX : (1ULL << v) - 1;
+    } else if (!strcmp(name, "threads") || !strcmp(name, "io-threads")) {
+        if (!parse_int_range(vals[0], 1, SERVER_MAX_THREADS, &v)) {
+            snprintf(err, cap, "invalid thread count '%s' (1 to %d)", vals[0], SERVER_MAX_THREADS);
+            return -1;
+        }
+        srv.cfg.threads = (int)v;
+    } else if (!strcmp(name, "debug-io-fanout-min")) {
+        if (!parse_int_range(vals[0], 1, INT_MAX, &v)) {
+            snprintf(err, cap, "invalid client count '%s'", vals[0]);
+            return -1;
+        }
+        srv.cfg.io_fanout_min = (int)v;
     } else if (!strcmp(name, "requirepass-file")) {
         if (read_password_file(vals[0], err, cap)) return -1;
     } else if ((v = replica_config_option(name, vals, nvals, err, cap)) != 0) {
@@ -308,6 +332,7 @@ static void config_defaults(void) {
     c->output_buffer_limit = 1024LL * 1024 * 1024;
     c->hz = 10;
     c->active_expire_effort = 1000;
+    c->threads = 1;
 }
 
 static int parse_args(int argc, char **argv) {
@@ -546,6 +571,15 @@ int main(int argc, char **argv) {
         for (int i = 0; i < SERVER_DBS; i++) db_close(&srv.db[i]);
         return 1;
     }
+    /* As Redis: with fewer clients than two per thread in a turn, waking the
+     * threads costs more than it saves, so the loop thread does it alone. */
+    if (!srv.cfg.io_fanout_min) srv.cfg.io_fanout_min = 2 * srv.cfg.threads;
+    if (iothreads_start(srv.cfg.threads)) {
+        server_log(LOG_WARNING_, "cannot start %d I/O threads", srv.cfg.threads);
+        net_close_listeners();
+        for (int i = 0; i < SERVER_DBS; i++) db_close(&srv.db[i]);
+        return 1;
+    }
     replica_start();
     srv.sigterm_ev = evsignal_new(srv.base, SIGTERM, on_signal, NULL);
     srv.sigint_ev = evsignal_new(srv.base, SIGINT, on_signal, NULL);
@@ -554,13 +588,17 @@ int main(int argc, char **argv) {
     srv.cron_ev = event_new(srv.base, -1, EV_PERSIST, on_cron, NULL);
     struct timeval tick = {0, 1000000 / srv.cfg.hz};
     event_add(srv.cron_ev, &tick);
-    server_log(LOG_NOTICE_, "simdr-server %s ready on port %d (dir %s, durability %s)",
+    server_log(LOG_NOTICE_, "simdr-server %s ready on port %d (dir %s, durability %s, threads %d)",
                SIMDR_VERSION_STRING, srv.cfg.port, srv.cfg.dir,
                srv.cfg.durability == DURABILITY_ALWAYS ? "always"
-               : srv.cfg.durability == DURABILITY_EVERYSEC ? "everysec" : "no");
+               : srv.cfg.durability == DURABILITY_EVERYSEC ? "everysec" : "no",
+               srv.cfg.threads);
 
     while (!srv.shutting_down) {
         if (event_base_loop(srv.base, EVLOOP_ONCE) < 0) break;
+        /* --threads > 1: the readable clients were only listed; read them
+         * (on the I/O threads) and run their commands. */
+        net_process_reads();
         /* The turn's batch is appended by net_after_turn: feed replicas after it, so
          * a write reaches them in the turn that made it. */
         int wrote = srv.any_write_this_turn;
@@ -574,6 +612,7 @@ int main(int argc, char **argv) {
     net_flush_all_blocking(2000);
     server_sync_all();
     server_wait_compaction();
+    iothreads_stop();
     replica_shutdown();
     while (srv.clients) client_free(srv.clients);
     for (int i = 0; i < SERVER_DBS; i++) db_close(&srv.db[i]);

@@ -3,6 +3,8 @@
  * accepting with the client limit, reading and parsing requests, and the
  * end-of-turn flush that writes every client's replies after one shared sync
  * (durability "always": no reply of a write leaves before its fdatasync).
+ * With --threads N the reads and the reply writes of a turn's clients run as
+ * I/O thread jobs (iothreads.c); parsing and commands stay on this thread.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -319,34 +321,45 @@ static void process_input(client *c) {
     }
 }
 
-static void on_read(evutil_socket_t fd, short what, void *arg) {
-    (void)what;
-    client *c = arg;
-    if (c->flags & CLIENT_CLOSED) return;
+/* What a read of a client's socket found (client.io_status). */
+enum read_status { READ_GOT, READ_NOTHING, READ_CLOSE, READ_QUERY_LIMIT };
+
+/* Per-thread byte counters of I/O jobs, summed into srv.net_in/net_out by the
+ * loop thread once the job is done (one cache line each). */
+typedef struct io_counters {
+    uint64_t in, out, steps;
+    char pad[40];
+} io_counters;
+static io_counters io_count[SERVER_MAX_THREADS];
+
+/* Reads what the socket has into the query buffer. Touches only c and
+ * *bytes_in, so an I/O thread may run it (the loop thread waits meanwhile). */
+static int read_input(client *c, uint64_t *bytes_in) {
     size_t want = c->spool_fd >= 0 ? SPOOL_READ : READ_CHUNK;
     /* A big bulk argument: make room for all of it at once (contiguous). */
     if (c->parser.need_total > c->qlen - c->qpos && c->parser.need_total >= RESP_BIG_ARG)
         want = c->parser.need_total - (c->qlen - c->qpos);
-    if (!ensure_room(c, want)) {
-        client_schedule_close(c);
-        return;
-    }
-    ssize_t n = read(fd, c->qbuf + c->qlen, c->qcap - c->qlen);
+    if (!ensure_room(c, want)) return READ_CLOSE;
+    ssize_t n = read(c->fd, c->qbuf + c->qlen, c->qcap - c->qlen);
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-        client_schedule_close(c);
-        return;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return READ_NOTHING;
+        return READ_CLOSE;
     }
-    if (n == 0) {
-        client_schedule_close(c);
-        return;
-    }
-    srv.net_in += (uint64_t)n;
+    if (n == 0) return READ_CLOSE;
+    *bytes_in += (uint64_t)n;
     c->qlen += (size_t)n;
     c->last_ms = now_ms();
-    if ((long long)(c->qlen - c->qpos) > srv.cfg.query_buffer_limit) {
+    if ((long long)(c->qlen - c->qpos) > srv.cfg.query_buffer_limit) return READ_QUERY_LIMIT;
+    return READ_GOT;
+}
+
+/* On the loop thread: runs the commands a read brought. */
+static void handle_input(client *c, int status) {
+    if (status == READ_NOTHING) return;
+    if (status == READ_QUERY_LIMIT)
         server_log(LOG_WARNING_, "closing client %s that reached max query buffer length",
                    c->addr);
+    if (status != READ_GOT) {
         client_schedule_close(c);
         return;
     }
@@ -362,14 +375,75 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
     mark_pending(c);
 }
 
+/* --threads > 1: the clients found readable in this turn, in event order.
+ * Their reads run as one I/O job after the loop's callbacks
+ * (net_process_reads), then their commands, in that order. */
+static client **read_list;
+static size_t read_n, read_cap;
+
+static int queue_read(client *c) {
+    if (c->flags & CLIENT_READ_QUEUED) return 1;
+    if (read_n == read_cap) {
+        size_t cap = read_cap ? read_cap * 2 : 64;
+        client **bigger = realloc(read_list, cap * sizeof *bigger);
+        if (!bigger) return 0;
+        read_list = bigger;
+        read_cap = cap;
+    }
+    read_list[read_n++] = c;
+    c->flags |= CLIENT_READ_QUEUED;
+    return 1;
+}
+
+static void read_step(client *c, int slot) {
+    io_count[slot].steps++;
+    c->io_status = (c->flags & CLIENT_CLOSED) ? READ_NOTHING : read_input(c, &io_count[slot].in);
+}
+
+static void collect_io_counters(void) {
+    int slots = iothreads_workers() + 1;
+    for (int i = 0; i < slots; i++) {
+        srv.net_in += io_count[i].in;
+        srv.net_out += io_count[i].out;
+        if (i > 0) srv.worker_steps += io_count[i].steps;
+        io_count[i].in = io_count[i].out = io_count[i].steps = 0;
+    }
+}
+
+void net_process_reads(void) {
+    if (!read_n) return;
+    if (iothreads_run(read_step, read_list, read_n)) srv.threaded_reads += read_n;
+    collect_io_counters();
+    /* A command may close a client later in the list (CLIENT KILL): its
+     * input is then dropped, as if the kill had come first. */
+    for (size_t i = 0; i < read_n; i++) {
+        client *c = read_list[i];
+        c->flags &= ~(unsigned)CLIENT_READ_QUEUED;
+        if (!(c->flags & CLIENT_CLOSED)) handle_input(c, c->io_status);
+    }
+    read_n = 0;
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    client *c = arg;
+    if (c->flags & CLIENT_CLOSED) return;
+    if (srv.cfg.threads > 1 && queue_read(c)) return;
+    handle_input(c, read_input(c, &srv.net_in));
+}
+
 static void on_write(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     mark_pending(arg);
 }
 
-/* Writes what the socket takes now. 1: all written, 0: some left, -1: error. */
-static int flush_client(client *c) {
+/* Writes what the socket takes now. 1: all written, 0: some left, -1: error.
+ * Touches only c and *bytes_out, so an I/O thread may run it: the entries a
+ * reply references (reply_bulk_entry) are released there as their bytes go
+ * out, which the engine allows from any thread. */
+static int flush_client(client *c, uint64_t *bytes_out) {
     while (evbuffer_get_length(c->out) > 0) {
         int n = evbuffer_write(c->out, c->fd);
         if (n < 0) {
@@ -378,9 +452,49 @@ static int flush_client(client *c) {
             return -1;
         }
         if (n == 0) return 0;
-        srv.net_out += (uint64_t)n;
+        *bytes_out += (uint64_t)n;
     }
     return 1;
+}
+
+/* On the loop thread, after flush_client: close, or watch for writability. */
+static void finish_write(client *c, int rc) {
+    if (rc < 0 || (rc == 1 && (c->flags & CLIENT_CLOSE_AFTER_REPLY))) {
+        client_free(c);
+    } else if (rc == 0) {
+        if ((long long)evbuffer_get_length(c->out) > srv.cfg.output_buffer_limit) {
+            server_log(LOG_WARNING_, "closing client %s: output buffer over %lld bytes", c->addr,
+                       srv.cfg.output_buffer_limit);
+            client_free(c);
+        } else if (!(c->flags & CLIENT_WRITING)) {
+            c->flags |= CLIENT_WRITING;
+            event_add(c->wev, NULL);
+        }
+    } else if (c->flags & CLIENT_WRITING) {
+        c->flags &= ~(unsigned)CLIENT_WRITING;
+        event_del(c->wev);
+    }
+}
+
+/* --threads > 1: the clients with replies to write in this turn. */
+static client **write_list;
+static size_t write_n, write_cap;
+
+static int queue_write(client *c) {
+    if (write_n == write_cap) {
+        size_t cap = write_cap ? write_cap * 2 : 64;
+        client **bigger = realloc(write_list, cap * sizeof *bigger);
+        if (!bigger) return 0;
+        write_list = bigger;
+        write_cap = cap;
+    }
+    write_list[write_n++] = c;
+    return 1;
+}
+
+static void write_step(client *c, int slot) {
+    io_count[slot].steps++;
+    c->io_status = flush_client(c, &io_count[slot].out);
 }
 
 /* The end of an event-loop turn: the writes of every client of the turn go
@@ -389,6 +503,7 @@ static int flush_client(client *c) {
  * the clients that wrote in this turn are closed without their replies: no
  * write the store did not take is acknowledged. */
 void net_after_turn(void) {
+    net_process_reads(); /* none left but at shutdown: the loop thread runs them first */
     ks_flush_pending();
     if (srv.any_write_this_turn && srv.cfg.durability == DURABILITY_ALWAYS && server_sync_all())
         srv.write_failed = 1;
@@ -409,26 +524,18 @@ void net_after_turn(void) {
         c->flags &= ~(unsigned)CLIENT_WROTE;
         if (c->flags & CLIENT_CLOSED) {
             client_free(c);
-            c = next;
-            continue;
-        }
-        int rc = flush_client(c);
-        if (rc < 0 || (rc == 1 && (c->flags & CLIENT_CLOSE_AFTER_REPLY))) {
-            client_free(c);
-        } else if (rc == 0) {
-            if ((long long)evbuffer_get_length(c->out) > srv.cfg.output_buffer_limit) {
-                server_log(LOG_WARNING_, "closing client %s: output buffer over %lld bytes",
-                           c->addr, srv.cfg.output_buffer_limit);
-                client_free(c);
-            } else if (!(c->flags & CLIENT_WRITING)) {
-                c->flags |= CLIENT_WRITING;
-                event_add(c->wev, NULL);
-            }
-        } else if (c->flags & CLIENT_WRITING) {
-            c->flags &= ~(unsigned)CLIENT_WRITING;
-            event_del(c->wev);
+        } else if (srv.cfg.threads > 1 && evbuffer_get_length(c->out) > 0 && queue_write(c)) {
+            /* written below with the others, as one I/O job */
+        } else {
+            finish_write(c, flush_client(c, &srv.net_out));
         }
         c = next;
+    }
+    if (write_n) {
+        if (iothreads_run(write_step, write_list, write_n)) srv.threaded_writes += write_n;
+        collect_io_counters();
+        for (size_t i = 0; i < write_n; i++) finish_write(write_list[i], write_list[i]->io_status);
+        write_n = 0;
     }
 }
 
@@ -439,7 +546,7 @@ void net_flush_all_blocking(int timeout_ms) {
         int left = 0;
         for (client *c = srv.clients; c; c = c->next) {
             if (c->flags & CLIENT_CLOSED) continue;
-            int rc = flush_client(c);
+            int rc = flush_client(c, &srv.net_out);
             if (rc == 0) left++;
             if (rc < 0) c->flags |= CLIENT_CLOSED;
         }

@@ -1,7 +1,9 @@
 /*
  * server.h - shared state and interfaces of simdr-server, the RESP (Redis
  * protocol) server over simdr stores: configuration, clients, databases, the
- * reply writer and the command table. One event loop thread owns all of it.
+ * reply writer and the command table. One event loop thread owns all of it;
+ * with --threads N the I/O threads (iothreads.c) touch a client only inside
+ * a job the loop thread runs and waits for (net.c).
  */
 #ifndef SIMDR_SERVER_H
 #define SIMDR_SERVER_H
@@ -21,6 +23,7 @@
 #define SERVER_REDIS_COMPAT "7.0.15"
 #define SERVER_DBS 16
 #define SERVER_MAX_BINDS 16
+#define SERVER_MAX_THREADS 64 /* --threads: I/O threads, the event-loop thread included */
 
 enum durability_mode { DURABILITY_NO = 0, DURABILITY_EVERYSEC = 1, DURABILITY_ALWAYS = 2 };
 enum log_level { LOG_DEBUG_ = 0, LOG_VERBOSE_ = 1, LOG_NOTICE_ = 2, LOG_WARNING_ = 3 };
@@ -42,6 +45,8 @@ typedef struct server_config {
     long long output_buffer_limit;
     int hz;                   /* background ticks per second */
     int active_expire_effort; /* records examined per tick and database */
+    int threads;              /* I/O threads, the event-loop thread included */
+    int io_fanout_min;        /* fewer clients in a turn: no fan-out to the I/O threads */
 } server_config;
 
 /* A copied command, for MULTI queues. */
@@ -68,7 +73,8 @@ enum client_flags {
     CLIENT_PENDING = 1 << 3, /* in the after-turn flush list */
     CLIENT_WRITING = 1 << 4, /* write event armed */
     CLIENT_CLOSED = 1 << 5,  /* freed at the end of the turn */
-    CLIENT_WROTE = 1 << 6    /* ran a write command this turn */
+    CLIENT_WROTE = 1 << 6,   /* ran a write command this turn */
+    CLIENT_READ_QUEUED = 1 << 7 /* readable: in this turn's read list (--threads > 1) */
 };
 
 typedef struct client {
@@ -101,6 +107,7 @@ typedef struct client {
     uint64_t spool_len, spool_got; /* value bytes expected, received */
     int spool_crlf;                /* bytes of the final CRLF still to skip */
     int spool_error;               /* errno of a failed write to the file */
+    int io_status; /* the outcome of its step in an I/O job (net.c) */
 } client;
 
 /* One database: one store file DIR/db-N.simdr, opened when first used. */
@@ -145,6 +152,8 @@ typedef struct server_state {
     uint64_t keyspace_hits, keyspace_misses, expired_keys;
     uint64_t net_in, net_out;
     uint64_t batch_appends, batched_records; /* pending batches written, records in them */
+    uint64_t threaded_reads, threaded_writes; /* client steps run as I/O thread jobs */
+    uint64_t worker_steps; /* the share of those the workers ran (not the loop thread) */
     int write_failed; /* a pending batch or a sync failed this turn */
     int compacting; /* background compaction running */
     uint64_t compactions;
@@ -244,11 +253,26 @@ int ks_scan_snapshot(server_db *d);
 void ks_mark_dirty(server_db *d);
 const char *store_error(int code);
 
+/* ---- iothreads.c ---- */
+/* One client's step of an I/O job; slot is 0 on the event-loop thread and
+ * 1..N-1 on the workers. It may touch only that client and slot's own data. */
+typedef void (*io_job_fn)(client *c, int slot);
+int iothreads_start(int threads);
+void iothreads_stop(void);
+int iothreads_workers(void);
+/* Runs fn on every item, spread over the workers and the calling thread, and
+ * returns when all are done: 1 when shared out, 0 when run here alone (no
+ * workers, or fewer items than io_fanout_min). */
+int iothreads_run(io_job_fn fn, client **items, size_t n);
+
 /* ---- net.c ---- */
 int net_listen_all(void);
 void net_close_listeners(void);
 void client_free(client *c);
 void client_schedule_close(client *c);
+/* Runs the reads of this turn's readable clients (--threads > 1: on the I/O
+ * threads), then their commands in order on the calling thread. */
+void net_process_reads(void);
 void net_after_turn(void);
 void net_flush_all_blocking(int timeout_ms);
 void net_check_timeouts(long long now);

@@ -10,6 +10,9 @@ import tempfile
 import time
 
 SERVER_BIN = os.environ.get("SIMDR_SERVER_BIN", "")
+# Options every Server gets besides its own (ctest runs some suites a second
+# time with "--threads 2 ..." here, so they cover the I/O threads too).
+EXTRA_ARGS = os.environ.get("SIMDR_SERVER_EXTRA_ARGS", "").split()
 # Generous: the test machine may be heavily loaded; nothing here is a timing assertion.
 START_TIMEOUT = 60.0
 IO_TIMEOUT = 120.0
@@ -76,7 +79,7 @@ class Server:
             except OSError:
                 log_from = 0
             cmd = [SERVER_BIN, "--dir", self.dir, "--port", str(port), "--bind", "127.0.0.1",
-                   "--logfile", self.log_path] + self.args
+                   "--logfile", self.log_path] + EXTRA_ARGS + self.args
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             try:
                 wait_port(port, self.proc, log_path=self.log_path, log_from=log_from)
