@@ -38,6 +38,7 @@ typedef struct simdr__io_table {
     int (*fstat)(int fd, struct stat *st);
     void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
     int (*msync)(void *addr, size_t len, int flags); /* the side file's durable record */
+    int (*fallocate)(int fd, int mode, off_t off, off_t len); /* mapped appends' growth */
 } simdr__io_table;
 
 /* What the library calls. */
@@ -72,6 +73,7 @@ enum simdr__io_op {
     SIMDR__IO_FSTAT,
     SIMDR__IO_MMAP,
     SIMDR__IO_MSYNC,
+    SIMDR__IO_FALLOCATE,
     SIMDR__IO_OPS
 };
 
