@@ -148,7 +148,7 @@ enum simdr_append_mode {
     SIMDR_APPEND_MAPPED = 1 /**< puts, batches, deletes, renames and replicated bytes are
                                  copied into a writable shared mapping of file space the
                                  store preallocates (fallocate) in steps of
-                                 max(8 MiB, 1/8 of the file): no system call per write.
+                                 max(1 MiB, 1/8 of the file): no system call per write.
                                  While the store is open the file is longer than its
                                  valid entries (zeros follow the tail); simdr_sync()
                                  and simdr_close() cut it back to the tail (ftruncate),

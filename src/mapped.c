@@ -25,7 +25,8 @@
  *   updated after each append, vouch for it at the next open).
  * Growth steps are max(MIN_STEP, 1/8 of the file): a few fallocate calls
  * per doubling of the file, and the zeros past the tail stay within an
- * eighth of the file (8 MiB for a small store). The window is a bounded
+ * eighth of the file (1 MiB for a small store, which a RAM file system
+ * zeroes at once). The window is a bounded
  * stretch from the tail (WINDOW bytes, or one entry when that is larger),
  * moved as the tail passes its end, so the pages written leave the
  * process's resident set with it.
@@ -37,7 +38,7 @@
 
 #include "internal.h"
 
-#define MIN_STEP (UINT64_C(8) << 20)
+#define MIN_STEP (UINT64_C(1) << 20)
 #define WINDOW (UINT64_C(16) << 20)
 #define GRANULE (UINT64_C(1) << 20)
 

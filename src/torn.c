@@ -12,7 +12,7 @@
 /* A run of zero bytes at least this long ending a cut is not copied: it
  * holds nothing, and the preallocated space of mapped appends (mapped.c)
  * leaves one of up to an eighth of the file after every crash. */
-#define UNSAVED_ZERO_RUN (UINT64_C(1) << 20)
+#define UNSAVED_ZERO_RUN (UINT64_C(128) << 10)
 #define ZERO_PROBE 4096u
 
 /* The end of [from, to) without its trailing zero bytes. */

@@ -20,7 +20,7 @@
 #include "io.h"
 
 /* The growth step for a small store (src/mapped.c, MIN_STEP). */
-#define STEP (UINT64_C(8) << 20)
+#define STEP (UINT64_C(1) << 20)
 
 static simdr_store *open_mapped(const char *path, int layout) {
     simdr_options o;
@@ -86,12 +86,13 @@ static void test_growth_across_steps(void **state) {
             assert_int_equal(simdr_put(s, TU_STR(k), v, lens[i], &tail), SIMDR_OK);
             assert_int_equal(tail, simdr_file_size(s));
             /* Preallocated: the file reaches past the tail, by at most a step
-             * and a MiB. */
+             * (an eighth of the file past 8 MiB) and a MiB. */
             int64_t size = tu_file_size(f->path);
             if (size != last_size) steps++;
             last_size = size;
             assert_true(size >= (int64_t)tail);
-            assert_true(size <= (int64_t)(tail + STEP + (UINT64_C(1) << 20) + lens[i]));
+            uint64_t step = tail / 8 > STEP ? tail / 8 : STEP;
+            assert_true(size <= (int64_t)(tail + step + (UINT64_C(1) << 20) + lens[i]));
             expect_key(s, i, lens[i]);
         }
         assert_true(steps >= 3);
@@ -221,9 +222,9 @@ static void kill_mid_puts(tu_fixture *f, unsigned acked, int keep_side) {
     assert_int_equal(ri.truncated, 1);
     assert_int_equal(tu_file_size(f->path), (int64_t)ri.valid_size);
     /* At most the entry in flight is saved, and zeros after it only when
-     * fewer than a MiB of them were left (src/torn.c). */
+     * fewer than 128 KiB of them were left (src/torn.c). */
     if (ri.saved_path[0])
-        assert_true(tu_file_size(ri.saved_path) <= (int64_t)((1u << 20) + 3000 + 64 + 20));
+        assert_true(tu_file_size(ri.saved_path) <= (int64_t)((128u << 10) + 3000 + 64 + 20));
     for (unsigned i = 0; i < acked && i < 5000; i++) {
         /* Acknowledged puts of key i % 5000: the newest at least as new as i. */
         char k[32];
@@ -395,7 +396,7 @@ static void test_readonly_open_during_mapped_writes(void **state) {
     assert_int_equal(added, 300);
     for (unsigned i = 300; i < 600; i++) expect_key(r, i, 1 + i * 7);
     assert_int_equal(simdr_file_size(r), simdr_file_size(w));
-    assert_int_equal(tu_file_size(f->path), size);
+    assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(w));
     /* The writer's sync cuts the zeros under the reader: it reads on. */
     assert_int_equal(simdr_sync(w), SIMDR_OK);
     expect_exact_length(f->path, w);
