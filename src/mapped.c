@@ -79,8 +79,9 @@ static int grow(simdr_store *s, uint64_t end) {
             drop_window(s);
             return SIMDR__MAPPED_UNSUPPORTED;
         }
-        /* Out of space for a whole step: perhaps for this write alone. */
-        if ((err == ENOSPC || err == EDQUOT) && want > end) {
+        /* Out of space (or past a file size limit set after the open) for a
+         * whole step: perhaps there is room for this write alone. */
+        if ((err == ENOSPC || err == EDQUOT || err == EFBIG) && want > end) {
             want = end;
             continue;
         }
