@@ -286,7 +286,11 @@ typedef struct simdr_recovery_info {
                                   read-only open while a writer is appending: its
                                   bytes beyond the committed tail are in flight) */
     int truncated;           /**< 1 when the file was cut (writable open) */
-    char saved_path[4096];   /**< where the cut bytes were saved, or "" */
+    char saved_path[4096];   /**< where the cut bytes were saved, or "". A run of
+                                  128 KiB or more of zero bytes ending the cut (the
+                                  preallocated space of SIMDR_APPEND_MAPPED) is not
+                                  copied: the file then ends at the last non-zero
+                                  byte, and "" means the cut was all zeros */
 } simdr_recovery_info;
 
 SIMDR_API int simdr_recovery(const simdr_store *store, simdr_recovery_info *info);
