@@ -201,8 +201,6 @@ static int reserve_index(simdr_store *s, size_t n) {
     }
 }
 
-/* Writer, lock held, items validated: everything after the old tail is undone
- * on failure. */
 /* Cuts the file back to len after a failed or refused write; the store
  * fails when even that is impossible. Mapped appends learn the file's new
  * length (their preallocation past len is gone). */
@@ -213,6 +211,8 @@ static void cut_back(simdr_store *s, uint64_t len) {
         s->alloc_end = len;
 }
 
+/* Writer, lock held, items validated: everything after the old tail is undone
+ * on failure. */
 static int undo_append(simdr_store *s, uint64_t old_tail, int err, const char *what) {
     int rc = simdr__fail_errno(err, what, s->path);
     cut_back(s, old_tail);
