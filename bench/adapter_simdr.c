@@ -341,7 +341,8 @@ const bench_adapter bench_adapter_simdr_unaligned = {
 /* ---- simdr-m: mapped appends (simdr_options.append_mode) ----
  * The default configuration with SIMDR_APPEND_MAPPED: puts, batches and
  * deletes copy into a writable mapping of preallocated file space instead
- * of one pwrite each. Reads are the default engine's. */
+ * of one pwrite each. Reads are the default engine's; SIMDR_BENCH_EXPECTED_KEYS
+ * applies as to the default engine. */
 static void *sd_open_mapped(const char *dir, const bench_open_opts *o)
 {
     char path[4096];
@@ -352,6 +353,9 @@ static void *sd_open_mapped(const char *dir, const bench_open_opts *o)
     opts.open_mode = o->create ? SIMDR_OPEN_CREATE : SIMDR_OPEN_EXISTING;
     opts.durability = o->durable ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
     opts.append_mode = SIMDR_APPEND_MAPPED;
+    /* SIMDR_BENCH_EXPECTED_KEYS=N, as for the default engine. */
+    const char *expected = getenv("SIMDR_BENCH_EXPECTED_KEYS");
+    if (expected) opts.expected_keys = strtoull(expected, NULL, 10);
     snprintf(path, sizeof path, "%s/" SIMDR_BENCH_FILE, dir);
     if ((rc = simdr_open(&st, path, &opts)) != SIMDR_OK) {
         sd_fail("open", rc);
