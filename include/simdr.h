@@ -236,11 +236,16 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
  * the store closed, so a cleanly closed store survives a power cut. Returns
  * the result of that sync (SIMDR_EIO, ...; the store is then not marked
  * closed and the next open recovers it as after a crash), else SIMDR_OK.
+ * With SIMDR_APPEND_MAPPED the file is first cut back to its tail, so a
+ * closed store is exactly as long as its entries.
  */
 SIMDR_API int simdr_close(simdr_store *store);
 
 /**
- * fdatasync the file now, whatever the durability mode.
+ * fdatasync the file now, whatever the durability mode. With
+ * SIMDR_APPEND_MAPPED the preallocated zeros after the tail are cut first
+ * (ftruncate), so the synced file ends at its last entry; a failed cut is
+ * returned (SIMDR_EIO, ...) after the sync, and leaves only zeros behind.
  *
  * THE FAILED STATE. A sync that fails is final for the handle: after a
  * failed fdatasync the kernel may already have dropped the pages it could
