@@ -85,6 +85,7 @@ typedef struct bench_adapter {
 
 extern const bench_adapter bench_adapter_simdr;
 extern const bench_adapter bench_adapter_simdr_unaligned;
+extern const bench_adapter bench_adapter_simdr_mapped; /* SIMDR_APPEND_MAPPED */
 /* Yardsticks, not engines (adapter_floor.c): the floor of simdr's design. */
 extern const bench_adapter bench_adapter_floor;
 extern const bench_adapter bench_adapter_floor_unaligned;

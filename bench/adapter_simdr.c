@@ -337,3 +337,51 @@ const bench_adapter bench_adapter_simdr_unaligned = {
     .index_bytes_per_key = sd_index_bytes_per_key,
     .drop_hints = sd_drop_hints,
 };
+
+/* ---- simdr-m: mapped appends (simdr_options.append_mode) ----
+ * The default configuration with SIMDR_APPEND_MAPPED: puts, batches and
+ * deletes copy into a writable mapping of preallocated file space instead
+ * of one pwrite each. Reads are the default engine's; SIMDR_BENCH_EXPECTED_KEYS
+ * applies as to the default engine. */
+static void *sd_open_mapped(const char *dir, const bench_open_opts *o)
+{
+    char path[4096];
+    simdr_options opts;
+    simdr_store *st = NULL;
+    int rc;
+    simdr_options_init(&opts);
+    opts.open_mode = o->create ? SIMDR_OPEN_CREATE : SIMDR_OPEN_EXISTING;
+    opts.durability = o->durable ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
+    opts.append_mode = SIMDR_APPEND_MAPPED;
+    /* SIMDR_BENCH_EXPECTED_KEYS=N, as for the default engine. */
+    const char *expected = getenv("SIMDR_BENCH_EXPECTED_KEYS");
+    if (expected) opts.expected_keys = strtoull(expected, NULL, 10);
+    snprintf(path, sizeof path, "%s/" SIMDR_BENCH_FILE, dir);
+    if ((rc = simdr_open(&st, path, &opts)) != SIMDR_OK) {
+        sd_fail("open", rc);
+        return NULL;
+    }
+    return st;
+}
+
+const bench_adapter bench_adapter_simdr_mapped = {
+    .name = "simdr-m",
+    .not_a_peer = 1,
+    .open = sd_open_mapped,
+    .close = sd_close,
+    .thread_begin = sd_thread_begin,
+    .thread_end = sd_thread_end,
+    .put = sd_put,
+    .put_batch = sd_put_batch,
+#ifdef SIMDR_HAS_READ_SCOPE
+    .get = sd_get,
+    .get_handle = sd_get_handle,
+#else
+    .get = sd_get_handle,
+#endif
+    .get_batch = sd_get_batch,
+    .scan = sd_scan,
+    .compact = sd_compact,
+    .index_bytes_per_key = sd_index_bytes_per_key,
+    .drop_hints = sd_drop_hints,
+};

@@ -142,6 +142,29 @@ enum simdr_durability {
                               power loss; concurrent writers share one sync */
 };
 
+/** How appends reach the file (writable opens). */
+enum simdr_append_mode {
+    SIMDR_APPEND_WRITE = 0, /**< one pwrite/pwritev system call per write (default) */
+    SIMDR_APPEND_MAPPED = 1 /**< puts, batches, deletes, renames and replicated bytes are
+                                 copied into a writable shared mapping of file space the
+                                 store preallocates (fallocate) in steps of
+                                 max(1 MiB, 1/8 of the file): no system call per write.
+                                 While the store is open the file is longer than its
+                                 valid entries (zeros follow the tail); simdr_sync()
+                                 and simdr_close() cut it back to the tail (ftruncate),
+                                 and the next open after a crash cuts the zeros as a
+                                 torn tail. A full disk is SIMDR_ENOSPC when a step is
+                                 allocated, never a signal. Promises what the
+                                 durability mode promises (a killed process loses
+                                 nothing acknowledged). Streams still use pwrite. On a
+                                 file system without fallocate the store falls back to
+                                 SIMDR_APPEND_WRITE. Not for copy-on-write file systems
+                                 (btrfs, ZFS), where preallocated space is not kept for
+                                 the rewrite: a write fault there could raise SIGBUS on a
+                                 full disk. docs/RELIABILITY.md, "Mapped appends", says
+                                 what other processes and the Rust crate see. */
+};
+
 typedef struct simdr_options {
     int open_mode;     /**< enum simdr_open_mode */
     int layout;        /**< enum simdr_layout, for a new or empty file */
@@ -169,6 +192,8 @@ typedef struct simdr_options {
                             bulk load of a known size then never stops to grow the
                             index; memory is taken at open (10 to 15 bytes a key).
                             Without that memory the index grows as usual. */
+    int append_mode;   /**< enum simdr_append_mode: SIMDR_APPEND_WRITE (default) or
+                            SIMDR_APPEND_MAPPED; ignored by read-only opens */
 } simdr_options;
 
 /** Fills *opts with the defaults described above. */
@@ -211,11 +236,16 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
  * the store closed, so a cleanly closed store survives a power cut. Returns
  * the result of that sync (SIMDR_EIO, ...; the store is then not marked
  * closed and the next open recovers it as after a crash), else SIMDR_OK.
+ * With SIMDR_APPEND_MAPPED the file is first cut back to its tail, so a
+ * closed store is exactly as long as its entries.
  */
 SIMDR_API int simdr_close(simdr_store *store);
 
 /**
- * fdatasync the file now, whatever the durability mode.
+ * fdatasync the file now, whatever the durability mode. With
+ * SIMDR_APPEND_MAPPED the preallocated zeros after the tail are cut first
+ * (ftruncate), so the synced file ends at its last entry; a failed cut is
+ * returned (SIMDR_EIO, ...) after the sync, and leaves only zeros behind.
  *
  * THE FAILED STATE. A sync that fails is final for the handle: after a
  * failed fdatasync the kernel may already have dropped the pages it could
@@ -261,7 +291,11 @@ typedef struct simdr_recovery_info {
                                   read-only open while a writer is appending: its
                                   bytes beyond the committed tail are in flight) */
     int truncated;           /**< 1 when the file was cut (writable open) */
-    char saved_path[4096];   /**< where the cut bytes were saved, or "" */
+    char saved_path[4096];   /**< where the cut bytes were saved, or "". A run of
+                                  128 KiB or more of zero bytes ending the cut (the
+                                  preallocated space of SIMDR_APPEND_MAPPED) is not
+                                  copied: the file then ends at the last non-zero
+                                  byte, and "" means the cut was all zeros */
 } simdr_recovery_info;
 
 SIMDR_API int simdr_recovery(const simdr_store *store, simdr_recovery_info *info);

@@ -5,7 +5,9 @@
  * tail published, so readers never see a partial entry. A failed append is
  * undone by truncating back to the old tail; if even that fails, the store
  * refuses further writes (SIMDR_EFAILED) and the next open's recovery cleans
- * up. Single writes use pwritev over the caller's buffers (no copy).
+ * up. Single writes use pwritev over the caller's buffers (no copy). With
+ * SIMDR_APPEND_MAPPED, puts, batches and deletes are copied into a writable
+ * mapping of preallocated file space instead (mapped.c): no system call.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -199,11 +201,21 @@ static int reserve_index(simdr_store *s, size_t n) {
     }
 }
 
+/* Cuts the file back to len after a failed or refused write; the store
+ * fails when even that is impossible. Mapped appends learn the file's new
+ * length (their preallocation past len is gone). */
+static void cut_back(simdr_store *s, uint64_t len) {
+    if (simdr__io.ftruncate(s->fd, (off_t)len) != 0)
+        s->failed = 1;
+    else
+        s->alloc_end = len;
+}
+
 /* Writer, lock held, items validated: everything after the old tail is undone
  * on failure. */
 static int undo_append(simdr_store *s, uint64_t old_tail, int err, const char *what) {
     int rc = simdr__fail_errno(err, what, s->path);
-    if (simdr__io.ftruncate(s->fd, (off_t)old_tail) != 0) s->failed = 1;
+    cut_back(s, old_tail);
     return rc;
 }
 
@@ -250,6 +262,44 @@ static int index_items(simdr_store *s, const simdr__item *items, size_t n,
     return rc;
 }
 
+/* Lays out the entries of items[0..n) as the file holds them from offset
+ * start, at dst: pads, values, metadata. metas[i] receives item i's
+ * metadata offset, *last the newest metadata, *sum the side file's sum with
+ * the entries added. Returns the end of the last entry. */
+static uint64_t fill_entries(const simdr_store *s, uint8_t *dst, uint64_t start,
+                             const simdr__item *items, size_t n, int aligned, uint64_t *metas,
+                             simdr__meta *last, uint64_t *sum) {
+    uint64_t at = start;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t pad = items[i].tombstone ? 0 : simdr__pad_for(at, aligned);
+        simdr__meta m = {items[i].hash, at, simdr__crc32(0, items[i].value, items[i].len)};
+        uint8_t *p = dst + (at - start);
+        memset(p, 0, (size_t)pad);
+        memcpy(p + pad, items[i].value, items[i].len);
+        simdr__meta_encode(p + pad + items[i].len, &m);
+        at += pad + items[i].len + SIMDR__META_SIZE;
+        *sum = side_sum(s, *sum, &m, at);
+        metas[i] = at - SIMDR__META_SIZE;
+        *last = m;
+    }
+    return at;
+}
+
+/* Mapped appends: the entries are copied into the window at dst (file
+ * offset s->tail), then indexed and published like written ones. */
+static int append_mapped(simdr_store *s, const simdr__item *items, size_t n, int aligned,
+                         uint8_t *dst, uint64_t *metas, uint64_t *end_out) {
+    simdr__meta last;
+    uint64_t sum = s->side ? s->side->sum : 0;
+    uint64_t end = fill_entries(s, dst, s->tail, items, n, aligned, metas, &last, &sum);
+    int rc = index_items(s, items, n, metas);
+    /* Not reached (reserve_index made room): see append_locked. */
+    if (rc != SIMDR_OK) s->failed = 1;
+    publish_tail(s, end, &last, sum);
+    *end_out = end;
+    return rc;
+}
+
 static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uint64_t *end_out) {
     int rc = simdr__check_writable(s);
     if (rc != SIMDR_OK) return rc;
@@ -266,6 +316,16 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
     rc = simdr__ensure_mapped(s, pos);
     if (rc == SIMDR_OK) rc = reserve_index(s, n);
     if (rc != SIMDR_OK) return rc;
+    if (s->mapped) {
+        uint64_t one, *metas = n == 1 ? &one : malloc(n * sizeof *metas);
+        if (!metas) return simdr__fail(SIMDR_ENOMEM, "out of memory for a batch of %zu", n);
+        uint8_t *dst = NULL;
+        rc = simdr__mapped_span(s, start, pos, &dst);
+        if (rc == SIMDR_OK) rc = append_mapped(s, items, n, aligned, dst, metas, end_out);
+        if (metas != &one) free(metas);
+        /* Without fallocate the store has gone over to pwrite: go on below. */
+        if (rc != SIMDR__MAPPED_UNSUPPORTED) return rc;
+    }
     simdr__meta last; /* the metadata of the entry ending at pos */
     uint64_t sum = s->side ? s->side->sum : 0;
 
@@ -303,22 +363,16 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
         }
         uint64_t at = start;
         int cnt = 0;
-        for (size_t i = 0; i < n; i++) {
+        if (buf) fill_entries(s, buf, start, items, n, aligned, metas, &last, &sum);
+        for (size_t i = 0; !buf && i < n; i++) {
             uint64_t pad = items[i].tombstone ? 0 : simdr__pad_for(at, aligned);
             simdr__meta m = {items[i].hash, at, simdr__crc32(0, items[i].value, items[i].len)};
             last = m;
-            uint64_t rel = at - start;
-            if (buf) {
-                memset(buf + rel, 0, (size_t)pad);
-                memcpy(buf + rel + pad, items[i].value, items[i].len);
-                simdr__meta_encode(buf + rel + pad + items[i].len, &m);
-            } else {
-                uint8_t *mb = meta_bytes + i * SIMDR__META_SIZE;
-                simdr__meta_encode(mb, &m);
-                if (pad) iov[cnt++] = (struct iovec){(void *)simdr__zero_pad, (size_t)pad};
-                iov[cnt++] = (struct iovec){(void *)items[i].value, items[i].len};
-                iov[cnt++] = (struct iovec){mb, SIMDR__META_SIZE};
-            }
+            uint8_t *mb = meta_bytes + i * SIMDR__META_SIZE;
+            simdr__meta_encode(mb, &m);
+            if (pad) iov[cnt++] = (struct iovec){(void *)simdr__zero_pad, (size_t)pad};
+            iov[cnt++] = (struct iovec){(void *)items[i].value, items[i].len};
+            iov[cnt++] = (struct iovec){mb, SIMDR__META_SIZE};
             at += pad + items[i].len + SIMDR__META_SIZE;
             sum = side_sum(s, sum, &m, at);
             metas[i] = at - SIMDR__META_SIZE;
@@ -464,13 +518,13 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
         if (got < 0 || (uint64_t)got > STREAM_CHUNK) {
             rc = simdr__fail(SIMDR_ESOURCE, "%s: the stream source failed after %llu bytes; "
                              "nothing was stored", s->path, (unsigned long long)total);
-            if (simdr__io.ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+            cut_back(s, start);
             goto out;
         }
         if (got == 0) break;
         if (pos + (uint64_t)got + SIMDR__META_SIZE > SIMDR__MAX_OFFSET) {
             rc = simdr__fail(SIMDR_ETOOBIG, "%s: the file would exceed 128 TiB", s->path);
-            if (simdr__io.ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+            cut_back(s, start);
             goto out;
         }
         if (!nonzero) nonzero = !simdr__all_zero(buf, (size_t)got);
@@ -486,7 +540,7 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
         rc = simdr__fail(SIMDR_EINVAL, total == 0 ? "empty stream: empty values cannot be stored"
                                                   : "a value of zero bytes only cannot be "
                                                     "stored (it would read as a delete)");
-        if (simdr__io.ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+        cut_back(s, start);
         goto out;
     }
     uint8_t meta[SIMDR__META_SIZE];
@@ -499,9 +553,11 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
     pos += SIMDR__META_SIZE;
     rc = simdr__ensure_mapped(s, pos);
     if (rc != SIMDR_OK) {
-        if (simdr__io.ftruncate(s->fd, (off_t)start) != 0) s->failed = 1;
+        cut_back(s, start);
         goto out;
     }
+    /* pwrite past the preallocated space made the file longer. */
+    if (pos > s->alloc_end) s->alloc_end = pos;
     simdr__item it = {key_hash, NULL, (size_t)total, 0};
     uint64_t meta_off = pos - SIMDR__META_SIZE;
     rc = index_items(s, &it, 1, &meta_off);

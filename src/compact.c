@@ -260,6 +260,8 @@ static int switch_to_new_file(compaction *c) {
 
     int old_fd = s->fd;
     s->fd = c->w.fd;
+    /* Mapped appends start over in the new file, exactly c->size long. */
+    simdr__mapped_release(s, c->size);
     atomic_store(&s->synced, c->size);
     /* The side file now describes the new file (a crash before this line
      * leaves it naming the old one: the next open recovers in full). */

@@ -63,6 +63,8 @@ int simdr__pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
  * helpers then refuse to cross (errno EFBIG) rather than have the kernel
  * raise SIGXFSZ. Called at every open. */
 void simdr__io_note_fsize_limit(void);
+/* That limit (UINT64_MAX: none). */
+uint64_t simdr__io_fsize_limit(void);
 /* 0 when all len bytes at off were read. */
 int simdr__pread_all(int fd, void *buf, size_t len, uint64_t off);
 
@@ -378,6 +380,11 @@ struct simdr_store {
     dev_t dev;
     ino_t ino;
     simdr_recovery_info recovery;
+    /* Mapped appends (mapped.c); writer only, under wlock. */
+    int mapped;                      /* SIMDR_APPEND_MAPPED (off again without fallocate) */
+    uint64_t alloc_end;              /* the file's length: the tail, then preallocated zeros */
+    uint8_t *wmap;                   /* writable window on the file's [wmap_off, +wmap_len) */
+    uint64_t wmap_off, wmap_len;
     simdr__epoch epoch;
 };
 
@@ -534,6 +541,25 @@ void simdr__withdraw_unsynced(simdr_store *s);
 void simdr__index_entry(simdr_store *s, uint64_t hash, uint64_t meta_off, int tomb);
 int simdr__grow_index_if_needed(simdr_store *s);
 int simdr__sync_to(simdr_store *s, uint64_t end);
+
+/* ---- mapped appends (mapped.c) ----
+ * Writer, wlock held. simdr__mapped_span makes the file's [start, end)
+ * allocated (growing the preallocation) and writable through the window,
+ * and points *dst at start: SIMDR_OK, an error with nothing changed
+ * (SIMDR_ENOSPC for a full disk or the file size limit), or
+ * SIMDR__MAPPED_UNSUPPORTED when the file system has no fallocate (the
+ * store has then switched to pwrite appends). */
+#define SIMDR__MAPPED_UNSUPPORTED 1
+int simdr__mapped_span(simdr_store *s, uint64_t start, uint64_t end, uint8_t **dst);
+/* Cuts the preallocated zeros: the file ends at the tail again. Takes wlock.
+ * SIMDR_OK or the error of ftruncate (the file then keeps its zeros, which
+ * the next trim or open cuts; nothing written is affected). The write path
+ * keeps alloc_end true when it cuts or extends the file itself (an undone
+ * write, a stream). */
+int simdr__mapped_trim(simdr_store *s);
+/* The store's file changed (compaction: the new one is exactly len long):
+ * drops the window. Also at close (len ignored). */
+void simdr__mapped_release(simdr_store *s, uint64_t len);
 
 /* ---- reads (read.c) ---- */
 /* Lookup of the newest entry of hash, its CRC checked whatever the store's

@@ -41,6 +41,7 @@ typedef struct simdr__io_table {
     /* The side file's page written to the device ahead of the store's
      * fdatasync, whose cache flush then makes it durable (side.c). */
     int (*sync_file_range)(int fd, off_t off, off_t len, unsigned flags);
+    int (*fallocate)(int fd, int mode, off_t off, off_t len); /* mapped appends' growth */
 } simdr__io_table;
 
 /* What the library calls. */
@@ -76,6 +77,7 @@ enum simdr__io_op {
     SIMDR__IO_MMAP,
     SIMDR__IO_MSYNC,
     SIMDR__IO_SYNC_FILE_RANGE,
+    SIMDR__IO_FALLOCATE,
     SIMDR__IO_OPS
 };
 

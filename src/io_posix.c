@@ -39,10 +39,13 @@ static int sys_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
     return -1;
 #endif
 }
+static int sys_fallocate(int fd, int mode, off_t off, off_t len) {
+    return fallocate(fd, mode, off, len);
+}
 
 #define SYSTEM_TABLE                                                                      \
     {sys_pwrite, sys_pwritev, sys_pread, fdatasync, fsync, sys_fsync_dir, ftruncate, rename, \
-     sys_open, fstat, mmap, msync, sys_sync_file_range}
+     sys_open, fstat, mmap, msync, sys_sync_file_range, sys_fallocate}
 const simdr__io_table simdr__io_system = SYSTEM_TABLE;
 simdr__io_table simdr__io = SYSTEM_TABLE;
 
@@ -59,6 +62,10 @@ void simdr__io_note_fsize_limit(void) {
     if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         limit = (uint64_t)rl.rlim_cur;
     atomic_store_explicit(&fsize_limit, limit, memory_order_relaxed);
+}
+
+uint64_t simdr__io_fsize_limit(void) {
+    return atomic_load_explicit(&fsize_limit, memory_order_relaxed);
 }
 
 static int crosses_fsize_limit(uint64_t off, uint64_t len) {
@@ -246,6 +253,12 @@ static int fault_fstat(int fd, struct stat *st) {
     return below.fstat(fd, st);
 }
 
+static int fault_fallocate(int fd, int mode, off_t off, off_t len) {
+    size_t limit;
+    if (decide(SIMDR__IO_FALLOCATE, fd, &limit) < 0) return -1;
+    return below.fallocate(fd, mode, off, len);
+}
+
 static void *fault_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
     size_t limit;
     if (decide(SIMDR__IO_MMAP, fd, &limit) < 0) return MAP_FAILED;
@@ -288,6 +301,7 @@ void simdr__io_fault_arm(const simdr__io_fault *f) {
         STACK(SIMDR__IO_MMAP, mmap)
         STACK(SIMDR__IO_MSYNC, msync)
         STACK(SIMDR__IO_SYNC_FILE_RANGE, sync_file_range)
+        STACK(SIMDR__IO_FALLOCATE, fallocate)
 #undef STACK
         default: return;
         }

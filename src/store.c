@@ -81,7 +81,8 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     }
     if (opts->open_mode < SIMDR_OPEN_CREATE || opts->open_mode > SIMDR_OPEN_READONLY ||
         (opts->layout != SIMDR_LAYOUT_ALIGNED64 && opts->layout != SIMDR_LAYOUT_UNALIGNED) ||
-        (opts->durability != SIMDR_SYNC_NONE && opts->durability != SIMDR_SYNC_DATA))
+        (opts->durability != SIMDR_SYNC_NONE && opts->durability != SIMDR_SYNC_DATA) ||
+        (opts->append_mode != SIMDR_APPEND_WRITE && opts->append_mode != SIMDR_APPEND_MAPPED))
         return simdr__fail(SIMDR_EINVAL, "%s: invalid options", path);
 
     simdr_store *s;
@@ -150,6 +151,9 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
         atomic_store(&s->synced, b->has_durable ? b->durable.tail : 0);
         s->side = simdr__side_attach_writer(path, s->fd, s->tail, opts->file_mode, b);
     }
+    /* A writable open leaves the file exactly as long as its tail. */
+    s->mapped = !s->readonly && opts->append_mode == SIMDR_APPEND_MAPPED;
+    s->alloc_end = s->tail;
     atomic_init(&s->view, v);
     pthread_mutex_init(&s->wlock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
@@ -177,7 +181,14 @@ SIMDR_API int simdr_close(simdr_store *s) {
      * file that matches it, so the bytes it names go to stable storage (and
      * into the durable record) first. Without it a power cut after closing
      * unsynced writes could leave the mark without the data. */
-    if (owner) rc = simdr__sync_to(s, s->tail);
+    if (owner) {
+        /* Mapped appends: the file ends at its tail again before the sync,
+         * which then covers the new length, and before the hint, which
+         * needs the file exactly as long as the tail. */
+        int trimmed = simdr__mapped_trim(s);
+        rc = simdr__sync_to(s, s->tail);
+        if (rc == SIMDR_OK) rc = trimmed;
+    }
     if (owner && rc == SIMDR_OK && s->use_hint && s->tail != s->hint_tail)
         simdr__hint_save(s);
     /* A clean close: an append by another program after it is not torn. */
@@ -188,6 +199,7 @@ SIMDR_API int simdr_close(simdr_store *s) {
     simdr__map_retire(v->map);
     simdr__index_free(v->index);
     free(v);
+    simdr__mapped_release(s, 0);
     close(s->fd);
     pthread_mutex_destroy(&s->wlock);
     pthread_mutex_destroy(&s->sync_lock);

@@ -15,10 +15,14 @@ SIMDR_API int simdr_sync(simdr_store *s) {
     if (s->readonly) return SIMDR_OK;
     int refused = simdr__check_syncable(s);
     if (refused != SIMDR_OK) return refused;
+    /* Mapped appends: cut the preallocated zeros first, so the sync leaves
+     * the file as long as its entries (mapped.c). */
+    int trimmed = simdr__mapped_trim(s);
     pthread_mutex_lock(&s->wlock);
     uint64_t end = s->tail;
     pthread_mutex_unlock(&s->wlock);
-    return simdr__sync_to(s, end);
+    int rc = simdr__sync_to(s, end);
+    return rc != SIMDR_OK ? rc : trimmed;
 }
 
 static uint64_t monotonic_ns(void) {

@@ -9,9 +9,29 @@
 
 #include "internal.h"
 
+/* A run of zero bytes at least this long ending a cut is not copied: it
+ * holds nothing, and the preallocated space of mapped appends (mapped.c)
+ * leaves one of up to an eighth of the file after every crash. */
+#define UNSAVED_ZERO_RUN (UINT64_C(128) << 10)
+#define ZERO_PROBE 4096u
+
+/* The end of [from, to) without its trailing zero bytes. */
+static uint64_t end_without_zeros(const uint8_t *base, uint64_t from, uint64_t to) {
+    uint64_t end = to;
+    while (end - from >= ZERO_PROBE && simdr__all_zero(base + end - ZERO_PROBE, ZERO_PROBE))
+        end -= ZERO_PROBE;
+    while (end > from && base[end - 1] == 0) end--;
+    return end;
+}
+
 /* Copies the bytes about to be cut into "<path>.torn-<offset>[.N]" and makes
- * that file durable, so a repair never destroys anything silently. */
+ * that file durable, so a repair never destroys anything silently. A
+ * trailing zero run of UNSAVED_ZERO_RUN bytes or more is left out (nothing
+ * is saved when the cut is all zeros). */
 int simdr__save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, uint64_t to) {
+    uint64_t data_end = end_without_zeros(base, from, to);
+    if (to - data_end >= UNSAVED_ZERO_RUN) to = data_end;
+    if (to == from) return SIMDR_OK;
     char name[sizeof s->recovery.saved_path];
     int fd = -1;
     for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {

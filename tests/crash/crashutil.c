@@ -97,6 +97,20 @@ uint64_t cu_seed(int argc, char **argv, const char *prog) {
     return seed;
 }
 
+int cu_mapped;
+
+int cu_parse_mapped(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--mapped")) cu_mapped = 1;
+    if (cu_mapped) printf("append mode: SIMDR_APPEND_MAPPED\n");
+    return cu_mapped;
+}
+
+void cu_options_init(simdr_options *o) {
+    simdr_options_init(o);
+    if (cu_mapped) o->append_mode = SIMDR_APPEND_MAPPED;
+}
+
 int cu_scale(int argc, char **argv) {
     const char *s = arg_value(argc, argv, "--scale");
     if (!s) s = getenv("SIMDR_TEST_SCALE");

@@ -61,6 +61,14 @@ uint64_t cu_range(uint64_t *state, uint64_t lo, uint64_t hi);
  * else a fresh one from the clock. Printed, and recorded as the replay hint. */
 uint64_t cu_seed(int argc, char **argv, const char *prog);
 
+/* "--mapped" in argv: the suite's writers open with SIMDR_APPEND_MAPPED
+ * (cu_options_init), so the suite runs against mapped appends. Returns and
+ * records the choice. */
+extern int cu_mapped;
+int cu_parse_mapped(int argc, char **argv);
+/* simdr_options_init, with the append mode of the run. */
+void cu_options_init(simdr_options *o);
+
 /* The work scale: "--scale N" in argv, else $SIMDR_TEST_SCALE, else 10.
  * Amounts of work are proportional to it; sanitizer runs use 1. */
 int cu_scale(int argc, char **argv);

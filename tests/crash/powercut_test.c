@@ -46,8 +46,14 @@
  * unsynced writes, which recovers in full (docs/RELIABILITY.md, the
  * remaining gap) and is not part of --strict.
  *
+ * --mapped runs the writers with SIMDR_APPEND_MAPPED: their stores into the
+ * shared mapping make no system call, so the layer compares the file with
+ * what it last saw before each call on the store and at points between
+ * operations (where the power may then go too), and records what changed
+ * as pending writes.
+ *
  * Usage: powercut_test [--seed N] [--scale N] [--rounds N] [--strict]
- * [--closed-page] [--flush one|two];
+ * [--closed-page] [--flush one|two] [--mapped];
  * SIMDR_TEST_SEED and SIMDR_TEST_SCALE work too. Rounds alternate between
  * the two durability modes and the two layouts; three groups of four rounds
  * in four sync with one device flush (the side file's page pushed ahead of
@@ -126,6 +132,8 @@ static struct {
     int has_side_pushed;
     size_t side_pushed_at; /* its copy's index in side_later */
     uint64_t pushes, pushes_flushed; /* pages pushed; made durable by a later flush */
+    uint8_t *cache;        /* --mapped: the file as the layer last saw it in the page cache */
+    size_t cache_len, cache_cap;
 } pc;
 
 static void durable_reserve(size_t len) {
@@ -155,7 +163,18 @@ static void apply_to(uint8_t **buf, size_t *len, size_t *cap, uint64_t off, cons
     if (end > *len) *len = end;
 }
 
+/* The page cache's length changed to len (a cut, or an allocation). */
+static void cache_resize(uint64_t len) {
+    if (len > pc.cache_len) {
+        uint8_t zero = 0;
+        apply_to(&pc.cache, &pc.cache_len, &pc.cache_cap, len - 1, &zero, 1);
+    } else {
+        pc.cache_len = (size_t)len;
+    }
+}
+
 static void record_write(uint64_t off, const void *data, size_t n) {
+    apply_to(&pc.cache, &pc.cache_len, &pc.cache_cap, off, data, n);
     if (pc.npending == pc.cap_pending) {
         pc.cap_pending = pc.cap_pending ? pc.cap_pending * 2 : 64;
         pc.pending = realloc(pc.pending, pc.cap_pending * sizeof *pc.pending);
@@ -168,6 +187,51 @@ static void record_write(uint64_t off, const void *data, size_t n) {
     CU_CHECK(w->data, "out of memory");
     memcpy(w->data, data, n);
     if (off + n > pc.file_len) pc.file_len = off + n;
+}
+
+/* --mapped: stores into the writer's shared mapping make no system call,
+ * so the layer finds them by comparing the file with what it last saw, up
+ * to the newest tail the side file's live records name (mapped writes are
+ * published there before any later system call), and records each changed
+ * run as a pending write: at the cut it may be kept, dropped or torn like
+ * any other. Called before every system call on the store and at the
+ * points between operations where the power may go. */
+static int side_page_now(uint8_t page[SIDE_PAGE]);
+static void capture_mapped(void) {
+    if (!cu_mapped || pc.fd < 0 || pc.cut) return;
+    struct stat st;
+    if (fstat(pc.fd, &st) != 0) return;
+    uint64_t hi = (uint64_t)st.st_size;
+    uint8_t page[SIDE_PAGE];
+    if (side_page_now(page)) {
+        uint64_t t0 = 0, t1 = 0;
+        memcpy(&t0, page + 9 * 8, 8); /* the live slots' tails (side.c) */
+        memcpy(&t1, page + 17 * 8, 8);
+        uint64_t t = t0 > t1 ? t0 : t1;
+        if (t < hi) hi = t;
+    }
+    if (hi > pc.cache_len) hi = pc.cache_len;
+    if (hi == 0) return;
+    uint8_t *now = malloc((size_t)hi);
+    CU_CHECK(now, "out of memory");
+    CU_CHECK(simdr__io_system.pread(pc.fd, now, (size_t)hi, 0) == (ssize_t)hi, "pread: %s",
+             strerror(errno));
+    for (uint64_t i = 0; i < hi;) {
+        uint64_t block = hi - i < 4096 ? hi - i : 4096;
+        if (i % 4096 == 0 && !memcmp(now + i, pc.cache + i, (size_t)block)) {
+            i += block;
+            continue;
+        }
+        if (now[i] == pc.cache[i]) {
+            i++;
+            continue;
+        }
+        uint64_t j = i;
+        while (j < hi && now[j] != pc.cache[j]) j++;
+        record_write(i, now + i, (size_t)(j - i));
+        i = j;
+    }
+    free(now);
 }
 
 static void drop_pending(void) {
@@ -232,6 +296,7 @@ static void side_cut(void) {
 /* The power goes off: the disk keeps the durable image plus whatever of the
  * pending writes the drive happened to have written, in any order. */
 static void power_cut(void) {
+    capture_mapped();
     pc.cut = 1;
     side_cut();
     size_t cap = 0;
@@ -308,6 +373,7 @@ static ssize_t pc_pwrite(int fd, const void *buf, size_t len, off_t off) {
         errno = EIO;
         return -1;
     }
+    capture_mapped();
     /* The call in flight at the cut may have reached the drive. */
     record_write((uint64_t)off, buf, len);
     if (cut_here()) {
@@ -337,6 +403,7 @@ static ssize_t pc_pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
 
 static int pc_sync(int fd, int (*real)(int)) {
     if (!store_fd(fd)) return real(fd);
+    capture_mapped();
     if (cut_here()) {
         errno = EIO;
         return -1;
@@ -361,6 +428,7 @@ static int pc_fsync(int fd) { return pc_sync(fd, simdr__io_system.fsync); }
 
 static int pc_ftruncate(int fd, off_t len) {
     if (!store_fd(fd)) return simdr__io_system.ftruncate(fd, len);
+    capture_mapped();
     if (cut_here()) {
         errno = EIO;
         return -1;
@@ -374,12 +442,31 @@ static int pc_ftruncate(int fd, off_t len) {
             else if (w->off + w->len > (uint64_t)len) w->len = (size_t)((uint64_t)len - w->off);
         }
         pc.file_len = (uint64_t)len;
+        cache_resize((uint64_t)len);
+    }
+    return rc;
+}
+
+/* Mapped appends' preallocation: the length may reach the disk before
+ * anything written there (it then reads as zeros). */
+static int pc_fallocate(int fd, int mode, off_t off, off_t len) {
+    if (!store_fd(fd)) return simdr__io_system.fallocate(fd, mode, off, len);
+    capture_mapped();
+    if (cut_here()) {
+        errno = EIO;
+        return -1;
+    }
+    int rc = simdr__io_system.fallocate(fd, mode, off, len);
+    if (rc == 0 && (uint64_t)(off + len) > pc.file_len) {
+        pc.file_len = (uint64_t)(off + len);
+        cache_resize(pc.file_len);
     }
     return rc;
 }
 
 /* msync is only used on the side file's page: what it flushes is on disk. */
 static int pc_msync(void *addr, size_t len, int flags) {
+    capture_mapped();
     if (cut_here()) {
         errno = EIO;
         return -1;
@@ -399,6 +486,7 @@ static int pc_msync(void *addr, size_t len, int flags) {
  * (taken by cut_here), and the one the store's next flush makes durable. */
 static int pc_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
     if (store_fd(fd)) return simdr__io_system.sync_file_range(fd, off, len, flags);
+    capture_mapped();
     if (cut_here()) {
         errno = EIO;
         return -1;
@@ -436,6 +524,7 @@ static void layer_install(const char *path, uint64_t countdown, uint64_t rng) {
     simdr__io.open = pc_open;
     simdr__io.msync = pc_msync;
     simdr__io.sync_file_range = pc_sync_file_range;
+    simdr__io.fallocate = pc_fallocate;
 }
 
 static void layer_remove(void) {
@@ -444,6 +533,7 @@ static void layer_remove(void) {
     free(pc.pending);
     free(pc.durable);
     free(pc.side_later);
+    free(pc.cache);
     if (pc.side_fd >= 0) close(pc.side_fd);
     pc.pending = NULL;
     pc.durable = NULL;
@@ -492,6 +582,12 @@ static void workload(simdr_store **sp, const char *path, const simdr_options *o,
                      round_stats *st) {
     *acked = *started = *synced = nhist - 1;
     for (unsigned op = 0; op < MAX_OPS && !pc.cut; op++) {
+        /* --mapped: puts make no system call, so the power may also go
+         * between operations (what they copied is then pending). */
+        if (cu_mapped) {
+            capture_mapped();
+            if (cut_here()) break;
+        }
         simdr_store *s = *sp;
         const state *now = &hist[nhist - 1];
         /* Now and then the store is closed and opened again (the next
@@ -643,7 +739,7 @@ static void one_round(const char *dir, int durability, int layout, uint64_t seed
     layer_install(path, cu_range(&rng, 1, calls), cu_mix64(rng));
 
     simdr_options o;
-    simdr_options_init(&o);
+    cu_options_init(&o);
     o.durability = durability;
     o.layout = layout;
     o.use_hint = 0;
@@ -677,7 +773,7 @@ static void one_round(const char *dir, int durability, int layout, uint64_t seed
     else
         unlink(side_path);
     simdr_options ro;
-    simdr_options_init(&ro);
+    cu_options_init(&ro);
     ro.use_hint = 0;
     simdr_store *r = NULL;
     int rc = simdr_open(&r, image_path, &ro);
@@ -778,6 +874,7 @@ static void one_round(const char *dir, int durability, int layout, uint64_t seed
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     uint64_t seed = cu_seed(argc, argv, "powercut_test");
+    cu_parse_mapped(argc, argv);
     int scale = cu_scale(argc, argv);
     uint64_t rounds = cu_scaled(400, scale, 100);
     for (int i = 1; i < argc; i++) {

@@ -14,7 +14,8 @@
  * refreshes keep their bytes, and once the writer is done one more refresh
  * shows exactly its final state.
  *
- * Usage: process_test [--seed N] [--scale N].
+ * Usage: process_test [--seed N] [--scale N] [--mapped] (--mapped: the writers use
+ * SIMDR_APPEND_MAPPED, so the reader refreshes past preallocated zeros).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -57,19 +58,26 @@ static void wait_ok(pid_t pid, const char *what) {
     CU_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: child failed (status 0x%x)", what, st);
 }
 
+/* Options of a writable open in the run's append mode (--mapped). */
+static const simdr_options *wopts(void) {
+    static simdr_options o;
+    cu_options_init(&o);
+    return &o;
+}
+
 static void locking(void) {
     simdr_store *w = NULL;
-    CU_OK(simdr_open(&w, path, NULL));
+    CU_OK(simdr_open(&w, path, wopts()));
     CU_OK(simdr_put(w, "k", 1, "locked value", 12, NULL));
 
     pid_t pid = fork_checked();
     if (pid == 0) {
         simdr_store *s = NULL;
-        CU_RC(simdr_open(&s, path, NULL), SIMDR_ELOCKED);
+        CU_RC(simdr_open(&s, path, wopts()), SIMDR_ELOCKED);
         CU_CHECK(strstr(simdr_last_error(), "lock") != NULL, "ELOCKED message: \"%s\"",
                  simdr_last_error());
         simdr_options o;
-        simdr_options_init(&o);
+        cu_options_init(&o);
         o.open_mode = SIMDR_OPEN_EXISTING;
         CU_RC(simdr_open(&s, path, &o), SIMDR_ELOCKED);
         o.open_mode = SIMDR_OPEN_READONLY;
@@ -92,7 +100,7 @@ static void locking(void) {
     if (pid == 0) {
         close(pfd[0]);
         simdr_store *s = NULL;
-        CU_OK(simdr_open(&s, path, NULL));
+        CU_OK(simdr_open(&s, path, wopts()));
         CU_OK(simdr_put(s, "k2", 2, "from child", 10, NULL));
         char c = 'r';
         if (write(pfd[1], &c, 1) != 1) _exit(3);
@@ -102,11 +110,11 @@ static void locking(void) {
     char c;
     CU_CHECK(read(pfd[0], &c, 1) == 1, "child did not get the lock");
     close(pfd[0]);
-    CU_RC(simdr_open(&w, path, NULL), SIMDR_ELOCKED);
+    CU_RC(simdr_open(&w, path, wopts()), SIMDR_ELOCKED);
     kill(pid, SIGKILL);
     int st;
     waitpid(pid, &st, 0);
-    CU_OK(simdr_open(&w, path, NULL));
+    CU_OK(simdr_open(&w, path, wopts()));
     char buf[32];
     size_t n = 0;
     CU_OK(simdr_get_copy(w, "k2", 2, buf, sizeof buf, &n));
@@ -146,7 +154,7 @@ static void writer_op(uint64_t *rng, uint32_t i, uint32_t nops, wop *o) {
 
 static void writer_process(uint64_t seed, uint32_t nops) {
     simdr_store *s = NULL;
-    CU_OK(simdr_open(&s, path, NULL));
+    CU_OK(simdr_open(&s, path, wopts()));
     uint64_t rng = seed;
     for (uint32_t i = 0; i < nops; i++) {
         wop o;
@@ -199,11 +207,11 @@ typedef struct held {
 static void refresh_while_appending(uint64_t seed, uint32_t nops) {
     /* The file exists before the reader opens it. */
     simdr_store *w = NULL;
-    CU_OK(simdr_open(&w, path, NULL));
+    CU_OK(simdr_open(&w, path, wopts()));
     CU_OK(simdr_close(w));
 
     simdr_options o;
-    simdr_options_init(&o);
+    cu_options_init(&o);
     o.open_mode = SIMDR_OPEN_READONLY;
     simdr_store *r = NULL;
     CU_OK(simdr_open(&r, path, &o));
@@ -293,6 +301,7 @@ static void refresh_while_appending(uint64_t seed, uint32_t nops) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     uint64_t seed = cu_seed(argc, argv, "process_test");
+    cu_parse_mapped(argc, argv);
     int scale = cu_scale(argc, argv);
     dir = cu_mkdtemp("proc");
     snprintf(path, sizeof path, "%s/store.bin", dir);

@@ -19,7 +19,9 @@
  * files written by the Rust reference (../shared/interop, the two "torn" files), and a
  * multi-megabyte store whose last append is torn.
  *
- * Usage: torn_tail_test [--seed N]; SIMDR_TEST_SEED works too.
+ * Usage: torn_tail_test [--seed N] [--mapped] [--stride N]; SIMDR_TEST_SEED works
+ * too; --mapped writes and opens the stores with SIMDR_APPEND_MAPPED (mapped
+ * appends); --stride N takes every Nth offset of the per-byte cases.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -91,7 +93,7 @@ static void build(base_store *bs, uint64_t *rng) {
     int pn = snprintf(path, sizeof path, "%s/base-%s.bin", workdir, bs->name);
     CU_CHECK(pn > 0 && (size_t)pn < sizeof path, "path too long");
     simdr_options o;
-    simdr_options_init(&o);
+    cu_options_init(&o);
     o.layout = bs->layout;
     simdr_store *s = NULL;
     CU_OK(simdr_open(&s, path, &o));
@@ -224,7 +226,7 @@ static void torn_case(const base_store *bs, const uint8_t *data, size_t len, uns
 
     /* Read-only: sees the prefix, changes nothing, saves nothing. */
     write_work(data, len);
-    simdr_options_init(&o);
+    cu_options_init(&o);
     o.open_mode = SIMDR_OPEN_READONLY;
     CU_OK(simdr_open(&s, work_path, &o));
     CU_OK(simdr_recovery(s, &ri));
@@ -239,7 +241,7 @@ static void torn_case(const base_store *bs, const uint8_t *data, size_t len, uns
 
     /* Writable with repair off: a torn file is refused untouched. */
     if (valid != len) {
-        simdr_options_init(&o);
+        cu_options_init(&o);
         o.repair = 0;
         s = NULL;
         CU_RC(simdr_open(&s, work_path, &o), SIMDR_ECORRUPT);
@@ -248,7 +250,7 @@ static void torn_case(const base_store *bs, const uint8_t *data, size_t len, uns
     }
 
     /* Writable: cut exactly to the prefix, the cut bytes saved. */
-    simdr_options_init(&o);
+    cu_options_init(&o);
     s = NULL;
     CU_OK(simdr_open(&s, work_path, &o));
     CU_OK(simdr_recovery(s, &ri));
@@ -326,7 +328,7 @@ static void damaged_case(const base_store *bs, const uint8_t *data, size_t len,
                        (unsigned long long)run_seed, bs->name, what);
     write_work(data, len);
     simdr_options o;
-    simdr_options_init(&o);
+    cu_options_init(&o);
     simdr_store *s = NULL;
     int wrc = simdr_open(&s, work_path, &o);
     if (wrc == SIMDR_OK) {
@@ -348,7 +350,7 @@ static void damaged_case(const base_store *bs, const uint8_t *data, size_t len,
     }
     expect_file(data, len, "writable open of a damaged file");
     CU_EQ_U64(cu_count_matching(workdir, ".torn-"), 0);
-    simdr_options_init(&o);
+    cu_options_init(&o);
     o.open_mode = SIMDR_OPEN_READONLY;
     s = NULL;
     int rc = simdr_open(&s, work_path, &o);
@@ -362,13 +364,17 @@ static void damaged_case(const base_store *bs, const uint8_t *data, size_t len,
     expect_file(data, len, "read-only open of a damaged file");
 }
 
+/* --stride N: every Nth offset of the per-byte cases (cuts, flips, zeroed
+ * tails, damage before the tail); 1 (every offset) by default. */
+static uint64_t case_stride = 1;
+
 static void run_layout(base_store *bs) {
     const unsigned n = bs->n;
     uint8_t *buf = malloc(bs->size + 70000);
     char what[160];
 
     /* 1. Cut at every offset within the last four entries. */
-    for (uint64_t x = bs->b[n - 4]; x <= bs->size; x++) {
+    for (uint64_t x = bs->b[n - 4]; x <= bs->size; x += case_stride) {
         snprintf(what, sizeof what, "cut at %llu", (unsigned long long)x);
         torn_case(bs, bs->bytes, (size_t)x, entries_within(bs, x), 0, what);
         n_cut_offsets++;
@@ -376,7 +382,7 @@ static void run_layout(base_store *bs) {
 
     /* 2. Flip each byte of the last entry. */
     const entry_info *last = &bs->e[n - 1];
-    for (uint64_t p = last->start; p < last->end; p++) {
+    for (uint64_t p = last->start; p < last->end; p += case_stride) {
         memcpy(buf, bs->bytes, bs->size);
         buf[p] ^= (uint8_t)cu_range(&seed_state, 1, 255);
         snprintf(what, sizeof what, "last entry byte %llu flipped", (unsigned long long)p);
@@ -390,7 +396,7 @@ static void run_layout(base_store *bs) {
     /* 3. Zero the last entry from every offset on (a torn tail that reads
      * back as zeros), and its prev_offset alone (the reference then takes
      * the whole file for one giant first entry). */
-    for (uint64_t p = last->start; p < last->end; p++) {
+    for (uint64_t p = last->start; p < last->end; p += case_stride) {
         memcpy(buf, bs->bytes, bs->size);
         memset(buf + p, 0, bs->size - p);
         if (memcmp(buf, bs->bytes, bs->size) == 0) continue;
@@ -413,7 +419,7 @@ static void run_layout(base_store *bs) {
     /* 4. Damage in the entries before the last: refused, never cut. */
     for (unsigned i = n - 3; i < n - 1; i++) {
         const entry_info *x = &bs->e[i];
-        for (uint64_t p = x->start; p < x->end; p++) {
+        for (uint64_t p = x->start; p < x->end; p += case_stride) {
             if (p >= x->meta && p < x->meta + 8) continue; /* key hash: see above */
             memcpy(buf, bs->bytes, bs->size);
             buf[p] ^= (uint8_t)cu_range(&seed_state, 1, 255);
@@ -493,7 +499,7 @@ static int interop_cases(void) {
         write_work(data, len);
         simdr_store *s = NULL;
         simdr_options o;
-        simdr_options_init(&o);
+        cu_options_init(&o);
         o.open_mode = SIMDR_OPEN_READONLY;
         simdr_recovery_info ri;
         CU_OK(simdr_open(&s, work_path, &o));
@@ -501,7 +507,7 @@ static int interop_cases(void) {
         CU_EQ_U64(ri.valid_size, (uint64_t)valid);
         CU_OK(simdr_close(s));
         expect_file(data, len, "read-only open of a reference torn file");
-        simdr_options_init(&o);
+        cu_options_init(&o);
         CU_OK(simdr_open(&s, work_path, &o));
         CU_OK(simdr_recovery(s, &ri));
         CU_EQ_U64(ri.valid_size, (uint64_t)valid);
@@ -534,7 +540,7 @@ static void large_store_cases(uint64_t max_size) {
         unlink(path);
         simdr_store *s = NULL;
         simdr_options o;
-        simdr_options_init(&o);
+        cu_options_init(&o);
         CU_OK(simdr_open(&s, path, &o));
         uint64_t tail = 0;
         char key[32];
@@ -590,6 +596,10 @@ static void large_store_cases(uint64_t max_size) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     uint64_t seed = cu_seed(argc, argv, "torn_tail_test");
+    cu_parse_mapped(argc, argv);
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--stride")) case_stride = strtoull(argv[i + 1], NULL, 0);
+    if (case_stride < 1) case_stride = 1;
     seed_state = seed;
     run_seed = seed;
     /* This suite checks bytes, not durability: on a RAM file system when
