@@ -174,7 +174,10 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     if (hook) hook(s);
     bucketed_offsets bo;
     int rc = SIMDR_NOTFOUND;
-    if (!atomic_load_explicit(&simdr__iter_force_chain_walk, memory_order_relaxed))
+    /* A hinted table with a damaged block cannot list the live keys: the
+     * chain walk does not need it. */
+    if (!atomic_load_explicit(&simdr__iter_force_chain_walk, memory_order_relaxed) &&
+        simdr__index_check_all(v->index) == 0)
         rc = snapshot_offsets(v->index, it->pos, &bo);
     simdr__map_pin(it->map, it->shard);
     simdr__epoch_exit(&s->epoch, it->shard, tok);
@@ -294,6 +297,7 @@ SIMDR_API int simdr_for_each(simdr_store *s, simdr_visit_fn fn, void *ctx) {
 /* Live metadata offsets from the index, inside an epoch section. */
 int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n) {
     (void)s;
+    if (simdr__index_check_all(v->index) != 0) return SIMDR_ECORRUPT;
     uint64_t cap = v->index->cap, k = 0;
     uint64_t *offs = malloc((cap ? cap : 1) * sizeof *offs);
     if (!offs) return SIMDR_ENOMEM;
@@ -358,6 +362,10 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *s, unsigned nthreads, simdr_v
     int rc = simdr__live_offsets(s, v, &offs, &n);
     if (rc == SIMDR_OK) simdr__map_pin(map, shard);
     simdr__epoch_exit(&s->epoch, shard, tok);
+    if (rc == SIMDR_ECORRUPT)
+        return simdr__fail(rc, "%s: the index loaded from the hint file is damaged (the hint "
+                               "is removed; the next write or open rebuilds the index)",
+                           s->path);
     if (rc != SIMDR_OK) return simdr__fail(rc, "out of memory");
     /* In file order each thread reads one contiguous stretch of the map
      * (sequential, prefetchable, its pages touched by one thread) instead of
