@@ -588,5 +588,9 @@ typedef void (*simdr__iter_hook_fn)(simdr_store *s);
 extern _Atomic int simdr__iter_force_chain_walk;
 extern _Atomic uint64_t simdr__iter_chain_walks;
 extern _Atomic(simdr__iter_hook_fn) simdr__iter_after_tail;
+/* Files of at most this many bytes per live key are iterated by walking the
+ * chain against a bitmap of the live entries, others through their sorted
+ * offsets (0: always sorted; tests set it to pick a path). */
+extern _Atomic uint64_t simdr__iter_dense_bytes_per_key;
 
 #endif

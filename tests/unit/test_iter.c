@@ -24,6 +24,7 @@
 typedef void (*iter_hook_fn)(simdr_store *s);
 extern _Atomic int simdr__iter_force_chain_walk;
 extern _Atomic uint64_t simdr__iter_chain_walks;
+extern _Atomic uint64_t simdr__iter_dense_bytes_per_key;
 extern _Atomic(iter_hook_fn) simdr__iter_after_tail;
 
 typedef struct fixture {
@@ -361,6 +362,14 @@ static void expect_model(simdr_store *s, const model *m) {
     size_t n_want = model_expect(m, want);
     uint64_t walks = atomic_load(&simdr__iter_chain_walks);
     expect_same(got, collect(s, got, MK), want, n_want);
+    /* the index read both ways: live entries marked in a bitmap while the
+     * chain is walked, and their offsets sorted */
+    uint64_t per_key = atomic_load(&simdr__iter_dense_bytes_per_key);
+    atomic_store(&simdr__iter_dense_bytes_per_key, UINT64_MAX);
+    expect_same(got, collect(s, got, MK), want, n_want);
+    atomic_store(&simdr__iter_dense_bytes_per_key, 0);
+    expect_same(got, collect(s, got, MK), want, n_want);
+    atomic_store(&simdr__iter_dense_bytes_per_key, per_key);
     assert_int_equal(atomic_load(&simdr__iter_chain_walks), walks); /* read the index */
     atomic_store(&simdr__iter_force_chain_walk, 1);
     expect_same(got, collect(s, got, MK), want, n_want);
