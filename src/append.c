@@ -188,6 +188,7 @@ int simdr__grow_index_if_needed(simdr_store *s) {
  * batch is published whole or (out of memory) not written at all. A growth
  * only republishes the same keys in a bigger table. */
 static int reserve_index(simdr_store *s, size_t n) {
+    simdr__side_flush_attached(s->side);
     int settled = simdr__index_settle(s);
     if (settled != SIMDR_OK) return settled;
     for (;;) {

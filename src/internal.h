@@ -281,6 +281,9 @@ typedef struct simdr__side {
      * under this lock (a leaf: nothing is taken inside it). */
     pthread_mutex_t dlock;
     uint64_t dseq, durable_tail;
+    /* Writer: the page as this writer attached it is not on disk yet; it
+     * must be before the first append (simdr__side_flush_attached). */
+    int attach_unflushed;
 } simdr__side;
 typedef struct simdr__side_record {
     uint64_t seq, tail;
@@ -342,6 +345,9 @@ int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable, uint64_t s
  * committed and durable tail (and anchor) is tail; flushed. sd may be NULL. */
 int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail);
 void simdr__side_mark_closed(simdr__side *sd, uint64_t tail);
+/* Writer, before its first append: puts the page as attached on disk (once;
+ * sd may be NULL). An open that never writes leaves it to the kernel. */
+void simdr__side_flush_attached(simdr__side *sd);
 /* 1 and *out when the page is sound and describes the file (dev, ino). */
 int simdr__side_read(const simdr__side *sd, dev_t dev, ino_t ino, simdr__side_state *out);
 /* The newest record of a state: a live one, else the durable one; NULL if
