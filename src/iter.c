@@ -57,6 +57,10 @@ struct simdr_iter {
     uint64_t *live_bits;
     size_t bits_bytes;
     uint64_t left;
+    /* The next marked entries' metadata offsets, found ahead of their use
+     * (see next_marked); batch[batch_at..batch_n) remain. */
+    uint64_t batch[64];
+    unsigned batch_at, batch_n;
     /* Index path in a sparse file: the live metadata offsets in ascending
      * file order, yielded from the end; offs[0..left) remain. */
     uint64_t *offs;
@@ -305,43 +309,54 @@ static int next_from_offsets(simdr_iter *it, const simdr_entry **entry) {
     return SIMDR_OK;
 }
 
-/* The next marked entry below it->pos: the chain is walked backwards past
- * entries that are not (older versions, tombstones) until every marked one
- * has been yielded, so the oldest dead entries are never touched. */
-static int next_marked(simdr_iter *it, const simdr_entry **entry) {
+/* Walks the chain down from it->pos past the entries that are not marked
+ * (older versions, tombstones) and collects the next marked ones. The walk
+ * is a chain of dependent loads, so it runs on its own in a tight loop (the
+ * bytes below are prefetched as it goes) instead of waiting behind each
+ * entry's checks and callback; the entries it collected are then in cache.
+ * It stops once every marked entry is found, so the oldest dead entries are
+ * never touched. */
+static void collect_marked(simdr_iter *it) {
     const uint8_t *base = it->map->base;
-    while (it->left > 0 && it->pos > SIMDR__META_SIZE) {
-        uint64_t meta_off = it->pos - SIMDR__META_SIZE;
-        simdr__prefetch_behind(base, it->pos);
-        if (!live_bit(it->live_bits, meta_off)) {
-            uint64_t prev = simdr__load_u64le(base + meta_off + 8);
-            it->pos = prev < meta_off ? prev : 0;
-            continue;
+    unsigned n = 0;
+    uint64_t pos = it->pos;
+    while (n < sizeof it->batch / sizeof it->batch[0] && it->left > 0 &&
+           pos > SIMDR__META_SIZE) {
+        uint64_t meta_off = pos - SIMDR__META_SIZE;
+        simdr__prefetch_behind(base, pos);
+        if (live_bit(it->live_bits, meta_off)) {
+            it->batch[n++] = meta_off;
+            it->left--;
         }
-        it->left--;
-        struct simdr_entry e;
-        int rc = simdr__entry_decode(base, it->map->len, meta_off, it->layout, &e);
-        if (rc != SIMDR_OK) {
-            /* Damaged but linked (the chain was proven sound at open):
-             * reported once, the next call goes on behind it. */
-            uint64_t prev = simdr__load_u64le(base + meta_off + 8);
-            it->pos = prev < meta_off ? prev : 0;
-            return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
-                               (unsigned long long)meta_off);
-        }
-        it->pos = e.start;
-        if (it->store->verify_reads) {
-            rc = simdr__verify_payload(it->store, &e);
-            if (rc != SIMDR_OK) return rc;
-            e.verified = 1;
-        }
-        e.map = it->map;
-        e.shard = it->shard;
-        it->current = e;
-        *entry = &it->current;
-        return SIMDR_OK;
+        uint64_t prev = simdr__load_u64le(base + meta_off + 8);
+        /* a link that does not go down is damage: the walk ends there */
+        pos = prev < meta_off ? prev : 0;
     }
-    return SIMDR_NOTFOUND;
+    it->pos = pos;
+    it->batch_at = 0;
+    it->batch_n = n;
+}
+
+static int next_marked(simdr_iter *it, const simdr_entry **entry) {
+    if (it->batch_at == it->batch_n) collect_marked(it);
+    if (it->batch_at == it->batch_n) return SIMDR_NOTFOUND;
+    uint64_t meta_off = it->batch[it->batch_at++];
+    /* Decoded in place: the caller sees it->current only after SIMDR_OK. */
+    struct simdr_entry *e = &it->current;
+    int rc = simdr__entry_decode(it->map->base, it->map->len, meta_off, it->layout, e);
+    /* a damaged entry is reported once; the next call goes on */
+    if (rc != SIMDR_OK)
+        return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
+                           (unsigned long long)meta_off);
+    if (it->store->verify_reads) {
+        rc = simdr__verify_payload(it->store, e);
+        if (rc != SIMDR_OK) return rc;
+        e->verified = 1;
+    }
+    e->map = it->map;
+    e->shard = it->shard;
+    *entry = e;
+    return SIMDR_OK;
 }
 
 SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {

@@ -11,6 +11,7 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,6 +516,7 @@ typedef struct race {
     race_op *log; /* written by the writer, read after it is joined */
     size_t nlog;
     _Atomic int stop;
+    _Atomic int wrote; /* set after the writer's first write */
 } race;
 
 static void *race_writer(void *arg) {
@@ -537,7 +539,9 @@ static void *race_writer(void *arg) {
         if (rc == SIMDR_NOTFOUND) continue;
         if (rc != SIMDR_OK) break;
         r->log[r->nlog++] = (race_op){end, k, del, seq++};
+        atomic_store(&r->wrote, 1);
     }
+    atomic_store(&r->wrote, 1); /* also when it stopped before writing */
     return NULL;
 }
 
@@ -582,6 +586,9 @@ static void test_iter_racing_writer(void **state) {
     uint64_t walks = atomic_load(&simdr__iter_chain_walks);
     pthread_t tid;
     assert_int_equal(pthread_create(&tid, NULL, race_writer, &r), 0);
+    /* Iterators of an empty store are quick enough to use up their number
+     * before a writer thread that has not been scheduled yet writes once. */
+    while (!atomic_load(&r.wrote)) sched_yield();
     size_t niters = 0;
     time_t t0 = time(NULL);
     /* Until the writer has caught iterators mid-open a few times (then they
