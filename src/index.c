@@ -20,6 +20,9 @@
 
 #include "internal.h"
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #define TAG_MASK SIMDR__IDX_TAG_MASK
 #define MIN_CAP 1024u
 
@@ -272,15 +275,28 @@ static int block_sound(const simdr__index *ix, uint64_t k) {
     uint64_t first = k * SIMDR__INDEX_BLOCK_SLOTS;
     uint64_t slots = ix->cap - first < SIMDR__INDEX_BLOCK_SLOTS ? ix->cap - first
                                                                 : SIMDR__INDEX_BLOCK_SLOTS;
-    int sound = simdr__xxh3((const void *)(ix->slots + first), (size_t)slots * 8) == b->sums[k];
-    uint8_t expect = BLOCK_UNCHECKED;
-    if (atomic_compare_exchange_strong(&b->state[k], &expect,
-                                       sound ? BLOCK_SOUND : BLOCK_DAMAGED)) {
-        if (sound && atomic_fetch_add(&b->sound, 1) + 1 == b->n)
-            atomic_store(&((simdr__index *)ix)->unchecked, 0);
-        if (!sound && !atomic_exchange(&b->hint_removed, 1) && b->hint_path)
-            unlink(b->hint_path);
+    /* Hashed from atomic loads, a chunk at a time: a check that loses the
+     * race below may still be reading while the writer changes the block. */
+    XXH3_state_t state;
+    uint64_t chunk[512];
+    XXH3_64bits_reset(&state);
+    for (uint64_t at = 0; at < slots; at += 512) {
+        uint64_t n = slots - at < 512 ? slots - at : 512;
+        for (uint64_t j = 0; j < n; j++)
+            chunk[j] = atomic_load_explicit(&ix->slots[first + at + j], memory_order_relaxed);
+        XXH3_64bits_update(&state, chunk, (size_t)n * sizeof chunk[0]);
     }
+    int sound = XXH3_64bits_digest(&state) == b->sums[k];
+    uint8_t expect = BLOCK_UNCHECKED;
+    /* The first verdict stands: once a block is sound the writer may change
+     * its slots, so a check that lost the race may have hashed a block
+     * already being changed. */
+    if (!atomic_compare_exchange_strong(&b->state[k], &expect,
+                                        sound ? BLOCK_SOUND : BLOCK_DAMAGED))
+        return expect == BLOCK_SOUND;
+    if (sound && atomic_fetch_add(&b->sound, 1) + 1 == b->n)
+        atomic_store(&((simdr__index *)ix)->unchecked, 0);
+    if (!sound && !atomic_exchange(&b->hint_removed, 1) && b->hint_path) unlink(b->hint_path);
     return sound;
 }
 

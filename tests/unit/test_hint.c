@@ -5,12 +5,15 @@
  * SIMDR_ECORRUPT, never "not found"), must not be saved again, and is
  * replaced by a rebuilt index before the next write; a stale hint, one of
  * another store, one of an earlier layout or with a damaged header is
- * ignored (the open rebuilds); and tables whose size is not a whole number
- * of blocks load and check right.
+ * ignored (the open rebuilds); tables whose size is not a whole number of
+ * blocks load and check right; and readers checking blocks while the
+ * writer's first write settles the table never see damage that is not
+ * there.
  */
 #include "testutil.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,6 +316,55 @@ static void hint_sizes_across_block_boundaries(void **state) {
     }
 }
 
+/* Readers checking blocks of a hinted table while the writer's first write
+ * checks the rest and starts changing slots: no reader ever sees a sound
+ * block as damaged, or a key as absent. */
+typedef struct reader_arg {
+    simdr_store *s;
+    _Atomic int *stop;
+    int bad;
+} reader_arg;
+
+static void *hint_reader(void *p) {
+    reader_arg *a = p;
+    for (int round = 0; !atomic_load(a->stop) || round < 1; round++) {
+        for (int i = round % 7; i < KEYS; i += 7) {
+            char k[32], want[32], got[64];
+            key_of(k, sizeof k, i);
+            value_of(want, sizeof want, i);
+            size_t len = 0;
+            if (simdr_get_copy(a->s, k, strlen(k), got, sizeof got, &len) != SIMDR_OK ||
+                len != strlen(want) || memcmp(got, want, len) != 0)
+                a->bad++;
+        }
+    }
+    return NULL;
+}
+
+static void hint_readers_race_the_first_write(void **state) {
+    tu_fixture *f = *state;
+    size_t len;
+    free(hinted_store(f->path, KEYS, &len));
+    for (int t = 0; t < 3; t++) {
+        simdr_store *s = open_mode(f->path, SIMDR_OPEN_EXISTING);
+        _Atomic int stop = 0;
+        reader_arg args[2] = {{s, &stop, 0}, {s, &stop, 0}};
+        pthread_t tid[2];
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&tid[i], NULL, hint_reader, &args[i]), 0);
+        char k[32];
+        snprintf(k, sizeof k, "extra-%d", t);
+        tu_put_str(s, k, "written while readers check blocks");
+        atomic_store(&stop, 1);
+        for (int i = 0; i < 2; i++) {
+            pthread_join(tid[i], NULL);
+            assert_int_equal(args[i].bad, 0);
+        }
+        assert_int_equal(read_all(s, KEYS, -1), 0);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST_DIR(hint_damaged_block_never_misserves),
@@ -320,6 +372,7 @@ int main(void) {
         TU_TEST_DIR(hint_stale_or_foreign_is_ignored),
         TU_TEST_DIR(hint_old_or_damaged_header_is_ignored),
         TU_TEST_DIR(hint_sizes_across_block_boundaries),
+        TU_TEST_DIR(hint_readers_race_the_first_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
