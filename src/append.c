@@ -190,6 +190,9 @@ int simdr__grow_index_if_needed(simdr_store *s) {
  * batch is published whole or (out of memory) not written at all. A growth
  * only republishes the same keys in a bigger table. */
 static int reserve_index(simdr_store *s, size_t n) {
+    simdr__side_flush_attached(s->side);
+    int settled = simdr__index_settle(s);
+    if (settled != SIMDR_OK) return settled;
     for (;;) {
         simdr__view *v = simdr__current_view(s);
         if (simdr__index_room(v->index) >= n) return SIMDR_OK;
@@ -608,6 +611,10 @@ SIMDR_API int simdr_put_fd(simdr_store *s, const void *key, size_t key_len, int 
 /* ---- deletes ---- */
 
 static int present_locked(simdr_store *s, uint64_t hash) {
+    /* An absence read from an unchecked hinted table could be damage: a
+     * table that cannot be settled counts every key as present (a
+     * tombstone too many is harmless, a delete skipped is not). */
+    if (simdr__index_settle(s) != SIMDR_OK) return 1;
     simdr__view *v = simdr__current_view(s);
     uint64_t val = simdr__index_get(v->index, v->map->base, v->map->len, hash, NULL);
     return val != 0 && !(val & SIMDR__IDX_TOMB);

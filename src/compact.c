@@ -310,6 +310,9 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     pthread_mutex_lock(&s->sync_lock);
     pthread_mutex_lock(&s->wlock);
     int rc = simdr__check_writable(s);
+    /* Compaction copies what the index names: a hinted table is checked
+     * whole first (rebuilt from the chain if damaged). */
+    if (rc == SIMDR_OK) rc = simdr__index_settle(s);
     if (rc != SIMDR_OK) {
         pthread_mutex_unlock(&s->wlock);
         pthread_mutex_unlock(&s->sync_lock);

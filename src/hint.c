@@ -12,11 +12,27 @@
  *   change time on every write and on utimensat, and no call sets it back)
  *   makes the open walk the whole chain, which checks every link and CRC, so
  *   damage is reported instead of being hidden behind the saved index;
- * - its table carries an XXH3 checksum;
+ * - its header and the table of block checksums carry an XXH3 checksum;
  * - the newest entries of the chain it covers are CRC-checked as on any open.
- * Anything else and the open falls back to full recovery. A stale or damaged
- * hint costs a rebuild, never data. Written to a temporary name and renamed;
- * read-only opens never write it.
+ * Anything else and the open falls back to full recovery. A stale hint, or
+ * one whose header is damaged, costs a rebuild, never data. Written to a
+ * temporary name and renamed; read-only opens never write it.
+ *
+ * The table itself is not read at open: it is mapped privately (copy on
+ * write) as the index's slots, and each block of SIMDR__INDEX_BLOCK_SLOTS
+ * slots is checked against its own XXH3-64 the first time it is used
+ * (index.c), so an open costs the same at any size. A block that fails its
+ * check is never used: the keys whose lookups need it answer SIMDR_ECORRUPT
+ * (not "not found"), the hint file is removed so the next open rebuilds, and
+ * a writable store rebuilds its index from the chain before its next write
+ * (simdr__index_settle).
+ *
+ * Layout (little-endian, this machine's struct layout; magic "SDRHINT4"):
+ * the header, then one XXH3-64 per block of the table, then zeros up to
+ * table_off (a multiple of HINT_TABLE_ALIGN, so the table can be mapped),
+ * then the table (cap slots of 8 bytes). Hints of an earlier layout have
+ * another magic and are ignored (the open rebuilds and the close replaces
+ * them).
  *
  * Damage below the file system (bit rot, a lost write) changes neither time;
  * a hinted open does not read the file to find it (that is the rebuild the
@@ -35,14 +51,21 @@
 
 #include "internal.h"
 
-#define HINT_MAGIC UINT64_C(0x33544e4948524453) /* "SDRHINT3" little-endian */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define HINT_MAGIC UINT64_C(0x34544e4948524453) /* "SDRHINT4" little-endian */
+/* Where the table starts: a multiple of any page size in use. */
+#define HINT_TABLE_ALIGN (UINT64_C(64) << 10)
 
 typedef struct hint_header {
     uint64_t magic;
     uint64_t dev, ino;
     uint64_t tail;
     uint64_t cap, used, live;
-    uint64_t table_hash;
+    uint64_t block_slots;  /* SIMDR__INDEX_BLOCK_SLOTS when saved */
+    uint64_t table_off;
+    uint64_t header_hash;  /* XXH3-64 of this header (with 0 here) and the block sums */
     int64_t mtime_sec, mtime_nsec; /* the store file's mtime when the hint was saved */
     int64_t ctime_sec, ctime_nsec; /* ... and its change time */
     int32_t layout, layout_detected;
@@ -50,66 +73,117 @@ typedef struct hint_header {
     uint8_t pad[4];
 } hint_header;
 
+static uint64_t hint_blocks(uint64_t cap) {
+    return (cap + SIMDR__INDEX_BLOCK_SLOTS - 1) / SIMDR__INDEX_BLOCK_SLOTS;
+}
+
+static uint64_t hint_table_off(uint64_t cap) {
+    uint64_t end = sizeof(hint_header) + hint_blocks(cap) * 8;
+    return (end + HINT_TABLE_ALIGN - 1) / HINT_TABLE_ALIGN * HINT_TABLE_ALIGN;
+}
+
+static uint64_t header_hash(const hint_header *h, const uint64_t *sums) {
+    hint_header copy = *h;
+    copy.header_hash = 0;
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    XXH3_64bits_update(&st, &copy, sizeof copy);
+    XXH3_64bits_update(&st, sums, (size_t)hint_blocks(h->cap) * 8);
+    return XXH3_64bits_digest(&st);
+}
+
+/* The header and block sums of the hint at fd, when they are whole and
+ * describe the store file as it is now (*sums malloc'd). */
+static int header_matches(simdr_store *s, int fd, const uint8_t *base, uint64_t size,
+                          hint_header *h, uint64_t **sums) {
+    struct stat store_st, st;
+    *sums = NULL;
+    if (simdr__io.fstat(s->fd, &store_st) != 0 || simdr__io.fstat(fd, &st) != 0 ||
+        simdr__pread_all(fd, h, sizeof *h, 0) != 0)
+        return 0;
+    int ok = h->magic == HINT_MAGIC && h->mtime_sec == (int64_t)store_st.st_mtim.tv_sec &&
+             h->mtime_nsec == (int64_t)store_st.st_mtim.tv_nsec &&
+             h->ctime_sec == (int64_t)store_st.st_ctim.tv_sec &&
+             h->ctime_nsec == (int64_t)store_st.st_ctim.tv_nsec &&
+             h->dev == (uint64_t)s->dev && h->ino == (uint64_t)s->ino && h->tail == size &&
+             h->tail > SIMDR__META_SIZE && h->cap >= 1 && h->cap < (UINT64_C(1) << 32) &&
+             h->used <= h->cap && h->live <= h->used &&
+             h->block_slots == SIMDR__INDEX_BLOCK_SLOTS && h->table_off == hint_table_off(h->cap) &&
+             (uint64_t)st.st_size == h->table_off + h->cap * 8 &&
+             (h->layout == SIMDR_LAYOUT_ALIGNED64 || h->layout == SIMDR_LAYOUT_UNALIGNED) &&
+             memcmp(base + h->tail - SIMDR__META_SIZE, h->tail_meta, SIMDR__META_SIZE) == 0;
+    if (!ok) return 0;
+    size_t bytes = (size_t)hint_blocks(h->cap) * 8;
+    *sums = malloc(bytes);
+    if (!*sums || simdr__pread_all(fd, *sums, bytes, sizeof *h) != 0 ||
+        header_hash(h, *sums) != h->header_hash) {
+        free(*sums);
+        *sums = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+_Atomic uint64_t simdr__hint_loads;
+
 int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__hint *out) {
     char *path = simdr__suffixed_path(s->path, ".hint");
     if (!path) return 0;
     int fd = simdr__io.open(path, O_RDONLY | O_CLOEXEC, 0);
-    free(path);
-    if (fd < 0) return 0;
+    if (fd < 0) {
+        free(path);
+        return 0;
+    }
     hint_header h;
+    uint64_t *sums;
     simdr__index *ix = NULL;
-    struct stat store_st;
-    int ok = simdr__io.fstat(s->fd, &store_st) == 0 && simdr__pread_all(fd, &h, sizeof h, 0) == 0 &&
-             h.magic == HINT_MAGIC && h.mtime_sec == (int64_t)store_st.st_mtim.tv_sec &&
-             h.mtime_nsec == (int64_t)store_st.st_mtim.tv_nsec &&
-             h.ctime_sec == (int64_t)store_st.st_ctim.tv_sec &&
-             h.ctime_nsec == (int64_t)store_st.st_ctim.tv_nsec &&
-             h.dev == (uint64_t)s->dev && h.ino == (uint64_t)s->ino && h.tail == size &&
-             h.tail > SIMDR__META_SIZE && h.cap >= 1 && h.cap < (UINT64_C(1) << 32) &&
-             h.used <= h.cap && h.live <= h.used &&
-             (h.layout == SIMDR_LAYOUT_ALIGNED64 || h.layout == SIMDR_LAYOUT_UNALIGNED) &&
-             memcmp(base + h.tail - SIMDR__META_SIZE, h.tail_meta, SIMDR__META_SIZE) == 0;
-    if (ok) {
-        /* The table is mapped privately rather than copied into memory: the
-         * writer's later slot updates copy only the pages they touch. */
+    if (header_matches(s, fd, base, size, &h, &sums)) {
+        /* The table is mapped privately rather than read: the writer's
+         * later slot updates copy only the pages they touch, and each block
+         * is checked when first used (index.c). */
         size_t bytes = (size_t)h.cap * sizeof(uint64_t);
-        struct stat st;
-        ix = malloc(sizeof *ix);
-        void *slots = MAP_FAILED;
-        uint64_t table_hash = 0;
-        /* The checksum reads the table with pread, not through the
-         * mapping: the first touch of each mapped page costs a page-table
-         * fill (dear on virtual machines), and lookups touch only the pages
-         * they need. */
-        if (ix && simdr__io.fstat(fd, &st) == 0 && (uint64_t)st.st_size == sizeof h + bytes &&
-            simdr__xxh3_file(fd, sizeof h, bytes, &table_hash) == 0 &&
-            table_hash == h.table_hash)
-            slots = simdr__io.mmap(NULL, sizeof h + bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-        if (slots == MAP_FAILED) {
-            free(ix);
-            ix = NULL;
-            ok = 0;
-        } else {
-            ix->cap = h.cap;
-            ix->used = h.used;
-            ix->slots = (_Atomic uint64_t *)((uint8_t *)slots + sizeof h);
-            ix->mapping = slots;
-            ix->mapping_len = sizeof h + bytes;
+        void *slots = simdr__io.mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd,
+                                     (off_t)h.table_off);
+        if (slots != MAP_FAILED) {
+            ix = simdr__index_from_hint(slots, bytes, (_Atomic uint64_t *)slots, h.cap, h.used,
+                                        sums, path);
+            if (!ix) munmap(slots, bytes);
+        }
+        if (ix) {
+            sums = NULL;
+            path = NULL;
         }
     }
+    free(sums);
+    free(path);
     close(fd);
-    if (!ok) return 0;
+    if (!ix) return 0;
     int layout = h.layout;
     if (!simdr__tail_sound(s->fd, base, h.tail, &layout)) {
         simdr__index_free(ix);
         return 0;
     }
+    atomic_fetch_add_explicit(&simdr__hint_loads, 1, memory_order_relaxed);
     out->index = ix;
     out->tail = h.tail;
     out->live = h.live;
     out->layout = h.layout;
     out->layout_detected = h.layout_detected;
     return 1;
+}
+
+int simdr__index_settle(simdr_store *s) {
+    simdr__view *v = simdr__current_view(s);
+    if (simdr__index_check_all(v->index) == 0) return SIMDR_OK;
+    /* A block of the hinted table is damaged: the chain is the truth. */
+    simdr__index *ix;
+    uint64_t live;
+    int rc = simdr__build_index(v->map->base, s->tail, &ix, &live);
+    if (rc == SIMDR_OK) rc = simdr__publish_view(s, v->map, ix);
+    if (rc != SIMDR_OK) return rc;
+    atomic_store(&s->live, live);
+    s->hint_tail = 0;
+    return SIMDR_OK;
 }
 
 /* Below this many indexed keys a rebuild costs less than reading a hint
@@ -119,7 +193,10 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
 void simdr__hint_save(simdr_store *s) {
     simdr__view *v = simdr__current_view(s);
     uint64_t tail = s->tail;
-    if (tail <= SIMDR__META_SIZE || v->index->used < HINT_MIN_KEYS) {
+    /* A table with a damaged block (loaded from a hint and never settled by
+     * a write) is never saved under fresh checksums. */
+    if (tail <= SIMDR__META_SIZE || v->index->used < HINT_MIN_KEYS ||
+        simdr__index_check_all(v->index) != 0) {
         char *stale = simdr__suffixed_path(s->path, ".hint");
         if (stale) unlink(stale);
         free(stale);
@@ -132,8 +209,17 @@ void simdr__hint_save(simdr_store *s) {
                  ? simdr__io.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
                                   store_st.st_mode & 0666)
                  : -1;
+    uint64_t *sums = NULL;
+    uint64_t cap = v->index->cap;
+    if (fd >= 0) sums = malloc((size_t)hint_blocks(cap) * 8);
+    if (fd >= 0 && !sums) {
+        close(fd);
+        fd = -1;
+        unlink(tmp);
+    }
     if (fd >= 0) {
-        size_t bytes = (size_t)v->index->cap * sizeof(uint64_t);
+        size_t bytes = (size_t)cap * sizeof(uint64_t);
+        const uint8_t *table = (const uint8_t *)v->index->slots;
         hint_header h;
         memset(&h, 0, sizeof h);
         h.magic = HINT_MAGIC;
@@ -143,7 +229,13 @@ void simdr__hint_save(simdr_store *s) {
         h.cap = v->index->cap;
         h.used = v->index->used;
         h.live = atomic_load(&s->live);
-        h.table_hash = simdr__xxh3((const void *)v->index->slots, bytes);
+        h.block_slots = SIMDR__INDEX_BLOCK_SLOTS;
+        h.table_off = hint_table_off(cap);
+        for (uint64_t k = 0; k < hint_blocks(cap); k++) {
+            uint64_t first = k * SIMDR__INDEX_BLOCK_SLOTS;
+            uint64_t n = cap - first < SIMDR__INDEX_BLOCK_SLOTS ? cap - first : SIMDR__INDEX_BLOCK_SLOTS;
+            sums[k] = simdr__xxh3(table + first * 8, (size_t)n * 8);
+        }
         h.mtime_sec = (int64_t)store_st.st_mtim.tv_sec;
         h.mtime_nsec = (int64_t)store_st.st_mtim.tv_nsec;
         h.ctime_sec = (int64_t)store_st.st_ctim.tv_sec;
@@ -151,13 +243,17 @@ void simdr__hint_save(simdr_store *s) {
         h.layout = atomic_load(&s->layout);
         h.layout_detected = s->layout_detected;
         memcpy(h.tail_meta, v->map->base + tail - SIMDR__META_SIZE, SIMDR__META_SIZE);
+        h.header_hash = header_hash(&h, sums);
+        /* The zeros between the sums and the table come from the file size. */
         int ok = simdr__pwrite_all(fd, &h, sizeof h, 0) == 0 &&
-                 simdr__pwrite_all(fd, (const void *)v->index->slots, bytes, sizeof h) == 0;
+                 simdr__pwrite_all(fd, sums, (size_t)hint_blocks(cap) * 8, sizeof h) == 0 &&
+                 simdr__pwrite_all(fd, table, bytes, h.table_off) == 0;
         close(fd);
         /* A hint that could not be written whole is removed: the next open
          * simply rebuilds. */
         if (!ok || simdr__io.rename(tmp, final) != 0) unlink(tmp);
     }
+    free(sums);
     free(tmp);
     free(final);
 }

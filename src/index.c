@@ -16,8 +16,12 @@
  */
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #define TAG_MASK SIMDR__IDX_TAG_MASK
 #define MIN_CAP 1024u
@@ -34,6 +38,8 @@ simdr__index *simdr__index_new(uint64_t expected_keys) {
     ix->used = 0;
     ix->mapping = NULL;
     ix->mapping_len = 0;
+    atomic_init(&ix->unchecked, 0);
+    ix->blocks = NULL;
     ix->slots = simdr__alloc_zeroed_populated((size_t)cap * sizeof *ix->slots);
     if (!ix->slots) {
         free(ix);
@@ -42,8 +48,11 @@ simdr__index *simdr__index_new(uint64_t expected_keys) {
     return ix;
 }
 
+static void blocks_free(simdr__index_blocks *b);
+
 void simdr__index_free(simdr__index *ix) {
     if (!ix) return;
+    blocks_free(ix->blocks);
     if (ix->mapping)
         munmap(ix->mapping, ix->mapping_len);
     else
@@ -129,6 +138,8 @@ simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
  * fit without another growth, whichever is larger. */
 simdr__index *simdr__index_resized(const simdr__index *ix, const uint8_t *base,
                                    uint64_t expected_keys) {
+    /* Moving slots of a damaged block would hide the damage in the copy. */
+    if (simdr__index_check_all(ix) != 0) return NULL;
     uint64_t cap = ix->cap + ix->cap / 2;
     while (cap < (UINT64_C(1) << 32) && cap * 4 < expected_keys * 5 + 4) cap = cap + cap / 2;
     if (cap >= (UINT64_C(1) << 32)) return NULL;
@@ -138,6 +149,8 @@ simdr__index *simdr__index_resized(const simdr__index *ix, const uint8_t *base,
     nx->used = 0;
     nx->mapping = NULL;
     nx->mapping_len = 0;
+    atomic_init(&nx->unchecked, 0);
+    nx->blocks = NULL;
     nx->slots = simdr__alloc_zeroed_populated((size_t)cap * sizeof *nx->slots);
     if (!nx->slots) {
         free(nx);
@@ -190,4 +203,125 @@ uint64_t simdr__index_pipeline_step(const simdr__index *ix, const uint8_t *base,
     if (slot_hash) simdr__index_prefetch(ix, *slot_hash);
     if (meta_hash) simdr__index_prefetch_meta(ix, base, len, *meta_hash);
     return simdr__index_get(ix, base, len, hash, probe);
+}
+
+/* ---- tables loaded from the hint file: checked a block at a time ----
+ *
+ * A hinted open maps the hint's table instead of reading it, so the open
+ * costs the same at any size. Each block of SIMDR__INDEX_BLOCK_SLOTS slots
+ * is checked against its XXH3-64 the first time a lookup needs it (two
+ * threads may both check a block: same answer, harmless). Once every block
+ * is sound, unchecked drops to 0 and lookups take the plain path again. A
+ * damaged block is never read as slots: lookups that need it answer
+ * SIMDR__PROBE_DAMAGED (SIMDR_ECORRUPT for the key, never "not found"),
+ * the hint file is removed so the next open rebuilds, and the writer
+ * replaces the table by a rebuilt one before its next change
+ * (simdr__index_settle). */
+
+enum { BLOCK_UNCHECKED = 0, BLOCK_SOUND = 1, BLOCK_DAMAGED = 2 };
+
+struct simdr__index_blocks {
+    uint64_t n;
+    uint64_t *sums;
+    _Atomic uint8_t *state;
+    _Atomic uint64_t sound;   /* blocks found sound */
+    _Atomic int hint_removed;
+    char *hint_path;
+};
+
+static void blocks_free(simdr__index_blocks *b) {
+    if (!b) return;
+    free(b->sums);
+    free((void *)b->state);
+    free(b->hint_path);
+    free(b);
+}
+
+simdr__index *simdr__index_from_hint(void *mapping, size_t mapping_len, _Atomic uint64_t *slots,
+                                     uint64_t cap, uint64_t used, uint64_t *sums,
+                                     char *hint_path) {
+    uint64_t n = (cap + SIMDR__INDEX_BLOCK_SLOTS - 1) / SIMDR__INDEX_BLOCK_SLOTS;
+    simdr__index *ix = malloc(sizeof *ix);
+    simdr__index_blocks *b = malloc(sizeof *b);
+    _Atomic uint8_t *state = calloc((size_t)n, sizeof *state);
+    if (!ix || !b || !state) {
+        free(ix);
+        free(b);
+        free((void *)state);
+        return NULL;
+    }
+    b->n = n;
+    b->sums = sums;
+    b->state = state;
+    atomic_init(&b->sound, 0);
+    atomic_init(&b->hint_removed, 0);
+    b->hint_path = hint_path;
+    ix->cap = cap;
+    ix->used = used;
+    ix->slots = slots;
+    ix->mapping = mapping;
+    ix->mapping_len = mapping_len;
+    atomic_init(&ix->unchecked, 1);
+    ix->blocks = b;
+    return ix;
+}
+
+/* 1 when block k of ix is sound (checking it now if nobody has), 0 when
+ * damaged. */
+static int block_sound(const simdr__index *ix, uint64_t k) {
+    simdr__index_blocks *b = ix->blocks;
+    uint8_t st = atomic_load_explicit(&b->state[k], memory_order_acquire);
+    if (st != BLOCK_UNCHECKED) return st == BLOCK_SOUND;
+    uint64_t first = k * SIMDR__INDEX_BLOCK_SLOTS;
+    uint64_t slots = ix->cap - first < SIMDR__INDEX_BLOCK_SLOTS ? ix->cap - first
+                                                                : SIMDR__INDEX_BLOCK_SLOTS;
+    /* Hashed from atomic loads, a chunk at a time: a check that loses the
+     * race below may still be reading while the writer changes the block. */
+    XXH3_state_t state;
+    uint64_t chunk[512];
+    XXH3_64bits_reset(&state);
+    for (uint64_t at = 0; at < slots; at += 512) {
+        uint64_t n = slots - at < 512 ? slots - at : 512;
+        for (uint64_t j = 0; j < n; j++)
+            chunk[j] = atomic_load_explicit(&ix->slots[first + at + j], memory_order_relaxed);
+        XXH3_64bits_update(&state, chunk, (size_t)n * sizeof chunk[0]);
+    }
+    int sound = XXH3_64bits_digest(&state) == b->sums[k];
+    uint8_t expect = BLOCK_UNCHECKED;
+    /* The first verdict stands: once a block is sound the writer may change
+     * its slots, so a check that lost the race may have hashed a block
+     * already being changed. */
+    if (!atomic_compare_exchange_strong(&b->state[k], &expect,
+                                        sound ? BLOCK_SOUND : BLOCK_DAMAGED))
+        return expect == BLOCK_SOUND;
+    if (sound && atomic_fetch_add(&b->sound, 1) + 1 == b->n)
+        atomic_store(&((simdr__index *)ix)->unchecked, 0);
+    if (!sound && !atomic_exchange(&b->hint_removed, 1) && b->hint_path) unlink(b->hint_path);
+    return sound;
+}
+
+uint64_t simdr__index_get_checked(const simdr__index *ix, const uint8_t *base, uint64_t len,
+                                  uint64_t hash, unsigned *probe) {
+    uint64_t i = simdr__index_bucket(hash, ix->cap);
+    uint64_t block = UINT64_MAX;
+    for (;;) {
+        if (i / SIMDR__INDEX_BLOCK_SLOTS != block) {
+            block = i / SIMDR__INDEX_BLOCK_SLOTS;
+            if (!block_sound(ix, block)) {
+                if (probe) *probe |= SIMDR__PROBE_DAMAGED;
+                return 0;
+            }
+        }
+        uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
+        if (v == 0) return 0;
+        if (simdr__index_hash_matches(base, len, v, hash, probe)) return v;
+        i = simdr__probe_next(i, ix->cap);
+    }
+}
+
+int simdr__index_check_all(const simdr__index *ix) {
+    if (!atomic_load_explicit(&ix->unchecked, memory_order_acquire)) return 0;
+    int sound = 1;
+    for (uint64_t k = 0; k < ix->blocks->n; k++) sound &= block_sound(ix, k);
+    return sound ? 0 : -1;
 }

@@ -140,12 +140,21 @@ uint64_t simdr__map_reserve_for(uint64_t size);
  * probe sequence a reader follows can only gain entries. */
 #define SIMDR__IDX_OFF_MASK ((UINT64_C(1) << 47) - 1)
 #define SIMDR__IDX_TOMB (UINT64_C(1) << 47)
+/* A table loaded from the hint file is checked a block at a time, on the
+ * first use of each block (index.c, hint.c): the per-block checksums. */
+typedef struct simdr__index_blocks simdr__index_blocks;
+/* Slots per checked block of a hinted table (32 KiB). */
+#define SIMDR__INDEX_BLOCK_SLOTS UINT64_C(4096)
 typedef struct simdr__index {
     uint64_t cap;
     uint64_t used;               /* writer only */
     _Atomic uint64_t *slots;
     void *mapping;               /* non-NULL: slots live in this private file mapping */
     size_t mapping_len;
+    /* 1 while some block of a table loaded from the hint file has not been
+     * checked yet: lookups then take simdr__index_get_checked. */
+    _Atomic int unchecked;
+    simdr__index_blocks *blocks; /* NULL unless loaded from the hint file */
 } simdr__index;
 
 /* Home slot of a hash: the low 32 bits scaled to the capacity. */
@@ -182,8 +191,15 @@ static inline int simdr__index_hash_matches(const uint8_t *base, uint64_t len, u
 }
 /* Inline: a random read is bound by how many lookups the processor keeps in
  * flight at once, and that shrinks with every instruction between them. */
+/* simdr__index_get on a table with blocks still to check: each block the
+ * probe enters is checked first; a damaged block answers 0 with
+ * SIMDR__PROBE_DAMAGED (never a silent absence). */
+uint64_t simdr__index_get_checked(const simdr__index *ix, const uint8_t *base, uint64_t len,
+                                  uint64_t hash, unsigned *probe);
 static inline uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *base,
                                         uint64_t len, uint64_t hash, unsigned *probe) {
+    if (__builtin_expect(atomic_load_explicit(&ix->unchecked, memory_order_relaxed), 0))
+        return simdr__index_get_checked(ix, base, len, hash, probe);
     uint64_t i = ((hash & 0xffffffffu) * ix->cap) >> 32;
     for (;;) {
         uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
@@ -194,6 +210,22 @@ static inline uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *b
         i = simdr__probe_next(i, ix->cap);
     }
 }
+/* A table whose slots are the private mapping of a hint file's table (cap
+ * slots at slots; mapping/mapping_len unmapped at free), checked lazily
+ * against sums (one XXH3-64 per SIMDR__INDEX_BLOCK_SLOTS slots; taken over).
+ * hint_path (taken over) is removed when a block is found damaged, so the
+ * next open rebuilds. NULL without memory (nothing taken over then). */
+simdr__index *simdr__index_from_hint(void *mapping, size_t mapping_len, _Atomic uint64_t *slots,
+                                     uint64_t cap, uint64_t used, uint64_t *sums,
+                                     char *hint_path);
+/* Checks every block not yet checked: 0 when the whole table is sound (always
+ * for a table not loaded from a hint), -1 when a block is damaged. Whole-table
+ * readers (iteration, growth, the hint's save) call it first. */
+int simdr__index_check_all(const simdr__index *ix);
+/* Writer (lock held), before changing the index or trusting an absence: a
+ * table loaded from the hint is checked whole; a damaged one is replaced by
+ * one rebuilt from the chain [0, s->tail) (hint.c). */
+int simdr__index_settle(simdr_store *s);
 /* Writer: set hash -> value. Returns the previous value (0 = new key). */
 uint64_t simdr__index_put(simdr__index *ix, const uint8_t *base, uint64_t hash, uint64_t value);
 /* Writer: insert only if absent (index build walking newest-first). 1 if inserted. */
@@ -266,6 +298,9 @@ typedef struct simdr__side {
     uint64_t cseq;
     simdr__side_record pending, confirmed;
     int has_pending, has_confirmed;
+    /* Writer: the page as this writer attached it is not on disk yet; it
+     * must be before the first append (simdr__side_flush_attached). */
+    int attach_unflushed;
 } simdr__side;
 typedef struct simdr__side_state {
     simdr__side_record live[2]; /* the readable live records, newest first */
@@ -335,6 +370,9 @@ void simdr__side_committed(simdr__side *sd, uint64_t tail);
  * committed and durable tail (and anchor) is tail; flushed. sd may be NULL. */
 int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail);
 void simdr__side_mark_closed(simdr__side *sd, uint64_t tail);
+/* Writer, before its first append: puts the page as attached on disk (once;
+ * sd may be NULL). An open that never writes leaves it to the kernel. */
+void simdr__side_flush_attached(simdr__side *sd);
 /* 1 and *out when the page is sound and describes the file (dev, ino). */
 int simdr__side_read(const simdr__side *sd, dev_t dev, ino_t ino, simdr__side_state *out);
 /* The newest record of a state: a live one, else the durable one; NULL if
@@ -510,6 +548,8 @@ typedef struct simdr__hint {
  * since the hint was saved; 0 otherwise (rebuild). */
 int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__hint *out);
 void simdr__hint_save(simdr_store *s);
+/* Test hook: how many opens have taken their index from a hint file. */
+extern _Atomic uint64_t simdr__hint_loads;
 
 /* ---- the append path (append.c) ---- */
 typedef struct simdr__item {
@@ -603,5 +643,9 @@ typedef void (*simdr__iter_hook_fn)(simdr_store *s);
 extern _Atomic int simdr__iter_force_chain_walk;
 extern _Atomic uint64_t simdr__iter_chain_walks;
 extern _Atomic(simdr__iter_hook_fn) simdr__iter_after_tail;
+/* Files of at most this many bytes per live key are iterated by walking the
+ * chain against a bitmap of the live entries, others through their sorted
+ * offsets (0: always sorted; tests set it to pick a path). */
+extern _Atomic uint64_t simdr__iter_dense_bytes_per_key;
 
 #endif

@@ -4,14 +4,20 @@
  *
  * The sequential iterator pins a snapshot (map + tail) and yields each live
  * key once, in its newest version, newest first. The index already names
- * each live key's newest entry, so the iterator reads the snapshot's live
- * offsets from it and yields them in descending file order: the same
- * sequence a walk of the chain from the tail backwards gives, without
- * remembering every key met. When a concurrent write has already moved the
- * index past the snapshot, it walks the chain instead, remembering the key
- * hashes it has yielded so tombstones and older versions stay hidden. The
- * parallel visit takes the live offsets from the index too, in file order,
- * and splits them over threads.
+ * each live key's newest entry: the iterator marks those entries in a bitmap
+ * of the file (one bit per 16 bytes: two entries' metadata are at least 20
+ * bytes apart, so a bit names one entry) and walks the chain from the tail
+ * backwards, yielding the marked entries, until it has yielded as many as it
+ * marked. That is the order the contract promises, reads the file in one
+ * descending sweep, and needs neither an array of offsets nor a sort (a
+ * 1M-key store's bitmap is 500 KB). A sparse file (more than 512 bytes per
+ * live key: large values, or many dead versions between live ones) would make
+ * that walk read entries no scan needs: there the live offsets are taken
+ * from the index and radix-sorted, and only they are touched. When a
+ * concurrent write has already moved the index past the snapshot, it walks
+ * the chain instead, remembering the key hashes it has yielded so tombstones
+ * and older versions stay hidden. The parallel visit takes the live offsets
+ * from the index, in file order, and splits them over threads.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -43,15 +49,25 @@ struct simdr_iter {
     simdr__map *map;   /* pinned */
     unsigned shard;
     int layout;
-    /* Index path: the snapshot's live metadata offsets in ascending file
-     * order, yielded from the end (newest first); offs[0..left) remain. */
+    /* End of the next entry to examine (the chain is walked from the
+     * snapshot's tail backwards on both paths). */
+    uint64_t pos;
+    /* Index path: bit (metadata offset / 16) is set for each live entry of
+     * the snapshot; left of them remain to be yielded. */
+    uint64_t *live_bits;
+    size_t bits_bytes;
+    uint64_t left;
+    /* The next marked entries' metadata offsets, found ahead of their use
+     * (see next_marked); batch[batch_at..batch_n) remain. */
+    uint64_t batch[64];
+    unsigned batch_at, batch_n;
+    /* Index path in a sparse file: the live metadata offsets in ascending
+     * file order, yielded from the end; offs[0..left) remain. */
     uint64_t *offs;
     size_t offs_bytes;
-    uint64_t left;
-    /* Chain walk (when the index had moved past the snapshot): end of the
-     * next entry to examine, and the key hashes met so far. */
+    /* Chain walk (when the index had moved past the snapshot): the key
+     * hashes met so far. */
     int walk_chain;
-    uint64_t pos;
     hashset seen;
     struct simdr_entry current;
 };
@@ -59,6 +75,59 @@ struct simdr_iter {
 _Atomic int simdr__iter_force_chain_walk;
 _Atomic uint64_t simdr__iter_chain_walks;
 _Atomic(simdr__iter_hook_fn) simdr__iter_after_tail;
+
+/* Metadata offsets of distinct entries differ by at least 20 bytes (the
+ * metadata itself), so one bit per 16 bytes of file tells them apart. */
+#define LIVE_BIT_SHIFT 4u
+/* Files holding at most this many bytes per live key are walked with the
+ * bitmap (docs/BENCHMARKS.md, I1); 0: never. */
+_Atomic uint64_t simdr__iter_dense_bytes_per_key = 512;
+
+static inline int live_bit(const uint64_t *bits, uint64_t meta_off) {
+    uint64_t cell = meta_off >> LIVE_BIT_SHIFT;
+    return (int)((bits[cell >> 6] >> (cell & 63)) & 1u);
+}
+
+/* Inside an epoch section: marks the live entries of ix as of the moment
+ * the file ended at tail (it->live_bits, it->left). The writer only ever
+ * stores offsets of entries it appended, which lie at or beyond any tail
+ * published before, so a slot holding such an offset (live or tombstone)
+ * means ix has moved past the snapshot: SIMDR_NOTFOUND then, and the caller
+ * walks the chain instead. Slots still below tail are exactly the
+ * snapshot's newest versions, since the acquire load of tail made every
+ * earlier slot store visible. */
+static int mark_live(simdr_iter *it, const simdr__index *ix, uint64_t tail) {
+    size_t words = (size_t)((tail >> LIVE_BIT_SHIFT) / 64 + 1);
+    size_t bytes = words * sizeof(uint64_t);
+    uint64_t *bits = simdr__alloc_zeroed_populated(bytes);
+    if (!bits) return SIMDR_ENOMEM;
+    uint64_t live = 0;
+    /* The bits land at random over the bitmap: touching the word of a slot
+     * a little ahead overlaps those cache misses. */
+    enum { AHEAD = 16 };
+    for (uint64_t i = 0; i < ix->cap; i++) {
+        if (i + AHEAD < ix->cap) {
+            uint64_t ahead = atomic_load_explicit(&ix->slots[i + AHEAD], memory_order_relaxed);
+            uint64_t cell = (ahead & SIMDR__IDX_OFF_MASK) >> LIVE_BIT_SHIFT;
+            if (ahead && (ahead & SIMDR__IDX_OFF_MASK) < tail) __builtin_prefetch(&bits[cell >> 6], 1);
+        }
+        uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
+        uint64_t off = val & SIMDR__IDX_OFF_MASK;
+        if (!val) continue;
+        if (off >= tail) {
+            simdr__free_big(bits, bytes);
+            return SIMDR_NOTFOUND;
+        }
+        if (val & SIMDR__IDX_TOMB) continue;
+        uint64_t cell = off >> LIVE_BIT_SHIFT;
+        bits[cell >> 6] |= UINT64_C(1) << (cell & 63);
+        live++;
+    }
+    it->live_bits = bits;
+    it->bits_bytes = bytes;
+    it->left = live;
+    return SIMDR_OK;
+}
 
 /* Inside an epoch section: the live metadata offsets of ix as of the moment
  * the file ended at tail, in ascending order. The writer only ever stores
@@ -172,20 +241,31 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
      * key met. It must be read inside the section that keeps it alive. */
     simdr__iter_hook_fn hook = atomic_load_explicit(&simdr__iter_after_tail, memory_order_relaxed);
     if (hook) hook(s);
-    bucketed_offsets bo;
     int rc = SIMDR_NOTFOUND;
-    if (!atomic_load_explicit(&simdr__iter_force_chain_walk, memory_order_relaxed))
-        rc = snapshot_offsets(v->index, it->pos, &bo);
+    /* A hinted table with a damaged block cannot list the live keys: the
+     * chain walk does not need it. */
+    /* A dense file (few bytes per live key: small values, little garbage)
+     * is walked with the bitmap; in a sparse one (large values, or many
+     * dead versions between live ones) the walk would read entries no scan
+     * needs, so the live offsets are sorted and only they are touched. */
+    uint64_t live = atomic_load_explicit(&s->live, memory_order_relaxed);
+    uint64_t per_key = atomic_load_explicit(&simdr__iter_dense_bytes_per_key, memory_order_relaxed);
+    int dense = per_key && it->pos / per_key <= live;
+    bucketed_offsets bo;
+    if (!atomic_load_explicit(&simdr__iter_force_chain_walk, memory_order_relaxed) &&
+        simdr__index_check_all(v->index) == 0)
+        rc = dense ? mark_live(it, v->index, it->pos) : snapshot_offsets(v->index, it->pos, &bo);
     simdr__map_pin(it->map, it->shard);
     simdr__epoch_exit(&s->epoch, it->shard, tok);
     it->layout = atomic_load(&s->layout);
-    if (rc == SIMDR_OK) {
+    if (rc == SIMDR_OK && !dense) {
         simdr__sort_buckets(bo.offs, bo.end, bo.buckets, bo.low);
         free(bo.end);
         it->offs = bo.offs;
         it->offs_bytes = bo.bytes;
         it->left = bo.n;
-    } else {
+    }
+    if (rc == SIMDR_NOTFOUND) {
         it->walk_chain = 1;
         rc = start_chain_walk(it);
     }
@@ -229,9 +309,59 @@ static int next_from_offsets(simdr_iter *it, const simdr_entry **entry) {
     return SIMDR_OK;
 }
 
+/* Walks the chain down from it->pos past the entries that are not marked
+ * (older versions, tombstones) and collects the next marked ones. The walk
+ * is a chain of dependent loads, so it runs on its own in a tight loop (the
+ * bytes below are prefetched as it goes) instead of waiting behind each
+ * entry's checks and callback; the entries it collected are then in cache.
+ * It stops once every marked entry is found, so the oldest dead entries are
+ * never touched. */
+static void collect_marked(simdr_iter *it) {
+    const uint8_t *base = it->map->base;
+    unsigned n = 0;
+    uint64_t pos = it->pos;
+    while (n < sizeof it->batch / sizeof it->batch[0] && it->left > 0 &&
+           pos > SIMDR__META_SIZE) {
+        uint64_t meta_off = pos - SIMDR__META_SIZE;
+        simdr__prefetch_behind(base, pos);
+        if (live_bit(it->live_bits, meta_off)) {
+            it->batch[n++] = meta_off;
+            it->left--;
+        }
+        uint64_t prev = simdr__load_u64le(base + meta_off + 8);
+        /* a link that does not go down is damage: the walk ends there */
+        pos = prev < meta_off ? prev : 0;
+    }
+    it->pos = pos;
+    it->batch_at = 0;
+    it->batch_n = n;
+}
+
+static int next_marked(simdr_iter *it, const simdr_entry **entry) {
+    if (it->batch_at == it->batch_n) collect_marked(it);
+    if (it->batch_at == it->batch_n) return SIMDR_NOTFOUND;
+    uint64_t meta_off = it->batch[it->batch_at++];
+    /* Decoded in place: the caller sees it->current only after SIMDR_OK. */
+    struct simdr_entry *e = &it->current;
+    int rc = simdr__entry_decode(it->map->base, it->map->len, meta_off, it->layout, e);
+    /* a damaged entry is reported once; the next call goes on */
+    if (rc != SIMDR_OK)
+        return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
+                           (unsigned long long)meta_off);
+    if (it->store->verify_reads) {
+        rc = simdr__verify_payload(it->store, e);
+        if (rc != SIMDR_OK) return rc;
+        e->verified = 1;
+    }
+    e->map = it->map;
+    e->shard = it->shard;
+    *entry = e;
+    return SIMDR_OK;
+}
+
 SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
     if (!it || !entry) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    if (!it->walk_chain) return next_from_offsets(it, entry);
+    if (!it->walk_chain) return it->offs ? next_from_offsets(it, entry) : next_marked(it, entry);
     while (it->pos != 0) {
         struct simdr_entry e;
         uint64_t meta_off = it->pos - SIMDR__META_SIZE;
@@ -270,6 +400,7 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
 SIMDR_API void simdr_iter_close(simdr_iter *it) {
     if (!it) return;
     simdr__map_unpin(it->map, it->shard);
+    simdr__free_big(it->live_bits, it->bits_bytes);
     simdr__free_big(it->offs, it->offs_bytes);
     simdr__u64table_free(&it->seen.t);
     free(it);
@@ -294,6 +425,7 @@ SIMDR_API int simdr_for_each(simdr_store *s, simdr_visit_fn fn, void *ctx) {
 /* Live metadata offsets from the index, inside an epoch section. */
 int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n) {
     (void)s;
+    if (simdr__index_check_all(v->index) != 0) return SIMDR_ECORRUPT;
     uint64_t cap = v->index->cap, k = 0;
     uint64_t *offs = malloc((cap ? cap : 1) * sizeof *offs);
     if (!offs) return SIMDR_ENOMEM;
@@ -358,6 +490,10 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *s, unsigned nthreads, simdr_v
     int rc = simdr__live_offsets(s, v, &offs, &n);
     if (rc == SIMDR_OK) simdr__map_pin(map, shard);
     simdr__epoch_exit(&s->epoch, shard, tok);
+    if (rc == SIMDR_ECORRUPT)
+        return simdr__fail(rc, "%s: the index loaded from the hint file is damaged (the hint "
+                               "is removed; the next write or open rebuilds the index)",
+                           s->path);
     if (rc != SIMDR_OK) return simdr__fail(rc, "out of memory");
     /* In file order each thread reads one contiguous stretch of the map
      * (sequential, prefetchable, its pages touched by one thread) instead of

@@ -80,6 +80,7 @@ static int reload_locked(simdr_store *s, uint64_t *added) {
 static int index_new_entries(simdr_store *s, const simdr__chain_rec *recs, uint64_t n,
                              uint64_t end) {
     int rc = simdr__ensure_mapped(s, end);
+    if (rc == SIMDR_OK) rc = simdr__index_settle(s);
     for (uint64_t i = n; rc == SIMDR_OK && i-- > 0;) {
         rc = simdr__grow_index_if_needed(s);
         if (rc == SIMDR_OK) simdr__index_entry(s, recs[i].hash, recs[i].meta, recs[i].tomb);

@@ -326,9 +326,16 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
      * before a write can be acknowledged as durable, and the page an
      * earlier writer left marked closed must not outlive the start of this
      * one (after a power cut it would pass this writer's appends off as
-     * another program's, recovered in full). */
-    simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
-    if (created) simdr__fsync_dir(path);
+     * another program's, recovered in full). An existing page is flushed
+     * only when the first append comes (simdr__side_flush_attached): until
+     * then the file is exactly what either version of the page says, and an
+     * open that only reads costs no disk write. */
+    if (created) {
+        simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
+        simdr__fsync_dir(path);
+    } else {
+        sd->attach_unflushed = 1;
+    }
     free(path);
     return sd;
 }
@@ -441,6 +448,12 @@ int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail) {
     if (tail_meta(store_fd, tail, b.durable.meta) != 0 || side_reset(sd, store_fd, tail, &b) != 0)
         return -1;
     return simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
+}
+
+void simdr__side_flush_attached(simdr__side *sd) {
+    if (!sd || !sd->attach_unflushed) return;
+    sd->attach_unflushed = 0;
+    simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
 }
 
 void simdr__side_mark_closed(simdr__side *sd, uint64_t tail) {

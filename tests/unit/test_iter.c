@@ -11,6 +11,7 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 typedef void (*iter_hook_fn)(simdr_store *s);
 extern _Atomic int simdr__iter_force_chain_walk;
 extern _Atomic uint64_t simdr__iter_chain_walks;
+extern _Atomic uint64_t simdr__iter_dense_bytes_per_key;
 extern _Atomic(iter_hook_fn) simdr__iter_after_tail;
 
 typedef struct fixture {
@@ -361,6 +363,14 @@ static void expect_model(simdr_store *s, const model *m) {
     size_t n_want = model_expect(m, want);
     uint64_t walks = atomic_load(&simdr__iter_chain_walks);
     expect_same(got, collect(s, got, MK), want, n_want);
+    /* the index read both ways: live entries marked in a bitmap while the
+     * chain is walked, and their offsets sorted */
+    uint64_t per_key = atomic_load(&simdr__iter_dense_bytes_per_key);
+    atomic_store(&simdr__iter_dense_bytes_per_key, UINT64_MAX);
+    expect_same(got, collect(s, got, MK), want, n_want);
+    atomic_store(&simdr__iter_dense_bytes_per_key, 0);
+    expect_same(got, collect(s, got, MK), want, n_want);
+    atomic_store(&simdr__iter_dense_bytes_per_key, per_key);
     assert_int_equal(atomic_load(&simdr__iter_chain_walks), walks); /* read the index */
     atomic_store(&simdr__iter_force_chain_walk, 1);
     expect_same(got, collect(s, got, MK), want, n_want);
@@ -506,6 +516,7 @@ typedef struct race {
     race_op *log; /* written by the writer, read after it is joined */
     size_t nlog;
     _Atomic int stop;
+    _Atomic int wrote; /* set after the writer's first write */
 } race;
 
 static void *race_writer(void *arg) {
@@ -528,7 +539,9 @@ static void *race_writer(void *arg) {
         if (rc == SIMDR_NOTFOUND) continue;
         if (rc != SIMDR_OK) break;
         r->log[r->nlog++] = (race_op){end, k, del, seq++};
+        atomic_store(&r->wrote, 1);
     }
+    atomic_store(&r->wrote, 1); /* also when it stopped before writing */
     return NULL;
 }
 
@@ -573,6 +586,9 @@ static void test_iter_racing_writer(void **state) {
     uint64_t walks = atomic_load(&simdr__iter_chain_walks);
     pthread_t tid;
     assert_int_equal(pthread_create(&tid, NULL, race_writer, &r), 0);
+    /* Iterators of an empty store are quick enough to use up their number
+     * before a writer thread that has not been scheduled yet writes once. */
+    while (!atomic_load(&r.wrote)) sched_yield();
     size_t niters = 0;
     time_t t0 = time(NULL);
     /* Until the writer has caught iterators mid-open a few times (then they
