@@ -46,6 +46,7 @@ typedef struct floor_db {
     int aligned;
     uint64_t tail;
     const uint8_t *map;
+    uint64_t reserve;   /* bytes of address space mapped */
     floor_slot *slots;
     uint64_t cap, used; /* cap is a power of two */
     uint8_t *buf;       /* a batch's bytes */
@@ -117,9 +118,15 @@ static void *floor_open_layout(const char *dir, const bench_open_opts *o, int al
     if (db->fd < 0 || fstat(db->fd, &st) != 0 || floor_grow(db))
         goto fail;
     db->tail = (uint64_t)st.st_size;
-    void *m = mmap(NULL, FLOOR_RESERVE, PROT_READ, MAP_SHARED | MAP_NORESERVE, db->fd, 0);
+    /* The reservation shrinks where the address space is limited (valgrind
+     * refuses 256 GiB), as long as it still covers the file with room. */
+    void *m = MAP_FAILED;
+    for (db->reserve = FLOOR_RESERVE; m == MAP_FAILED && db->reserve >= 2 * db->tail + (1u << 30);
+         db->reserve /= 2)
+        m = mmap(NULL, db->reserve, PROT_READ, MAP_SHARED | MAP_NORESERVE, db->fd, 0);
     if (m == MAP_FAILED)
         goto fail;
+    db->reserve *= 2; /* undo the loop's last halving */
     db->map = m;
     for (uint64_t end = db->tail; end >= FLOOR_META;) {
         const uint8_t *meta = db->map + end - FLOOR_META;
@@ -150,7 +157,7 @@ static void *floor_open_unaligned(const char *dir, const bench_open_opts *o)
 static int floor_close(void *p)
 {
     floor_db *db = p;
-    munmap((void *)db->map, FLOOR_RESERVE);
+    munmap((void *)db->map, db->reserve);
     close(db->fd);
     free(db->slots);
     free(db->buf);

@@ -9,7 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "epoch_inline.h"
 
 /* The key hash inline: a call into the shared library per key costs as much
  * as hashing a short key. Same XXH3-64 as simdr_hash_key (digest.c). */
@@ -144,14 +144,14 @@ static int verify_handle(simdr_store *s, int verify, simdr_entry **out) {
 }
 
 static int lookup(simdr_store *s, uint64_t hash, int verify, simdr_entry **out) {
-    unsigned shard = simdr__thread_shard();
-    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    unsigned shard;
+    unsigned tok = simdr__epoch_join(&s->epoch, &shard);
     simdr__view *v;
     uint64_t val = find(s, hash, &v);
     int rc = val == DAMAGED_SLOT                    ? damaged_slot(s, hash)
              : (!val || (val & SIMDR__IDX_TOMB)) ? SIMDR_NOTFOUND
                                                  : make_handle(s, v, val, shard, out);
-    simdr__epoch_exit(&s->epoch, shard, tok);
+    simdr__epoch_leave(&s->epoch, shard, tok);
     return rc == SIMDR_OK ? verify_handle(s, verify, out) : rc;
 }
 
@@ -173,8 +173,8 @@ SIMDR_API int simdr_get(simdr_store *s, const void *key, size_t key_len, simdr_e
 
 SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
     if (!s || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    unsigned shard = simdr__thread_shard();
-    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    unsigned shard;
+    unsigned tok = simdr__epoch_join(&s->epoch, &shard);
     simdr__view *v;
     uint64_t hash = key_hash(key, key_len);
     uint64_t val = find(s, hash, &v);
@@ -193,15 +193,15 @@ SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
         else if (s->verify_reads)
             rc = simdr__verify_payload(s, &e) == SIMDR_OK ? 1 : SIMDR_ECORRUPT;
     }
-    simdr__epoch_exit(&s->epoch, shard, tok);
+    simdr__epoch_leave(&s->epoch, shard, tok);
     return rc;
 }
 
 SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, void *buf,
                              size_t cap, size_t *value_len) {
     if (!s || (!key && key_len) || (!buf && cap)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    unsigned shard = simdr__thread_shard();
-    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    unsigned shard;
+    unsigned tok = simdr__epoch_join(&s->epoch, &shard);
     simdr__view *v;
     uint64_t hash = key_hash(key, key_len);
     uint64_t val = find(s, hash, &v);
@@ -222,7 +222,7 @@ SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, vo
                 memcpy(buf, e.data, (size_t)e.size); /* safe: the section keeps the map */
         }
     }
-    simdr__epoch_exit(&s->epoch, shard, tok);
+    simdr__epoch_leave(&s->epoch, shard, tok);
     return rc;
 }
 
@@ -366,8 +366,8 @@ static int get_window(simdr_store *s, unsigned shard, const simdr_key *keys,
 static int64_t get_batch(simdr_store *s, const simdr_key *keys, const uint64_t *hashes, size_t n,
                          simdr_entry **out) {
     for (size_t i = 0; i < n; i++) out[i] = NULL;
-    unsigned shard = simdr__thread_shard();
-    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    unsigned shard;
+    unsigned tok = simdr__epoch_join(&s->epoch, &shard);
     int64_t found = 0;
     int rc = SIMDR_OK;
     for (size_t at = 0; at < n && rc == SIMDR_OK; at += BATCH_WINDOW) {
@@ -375,7 +375,7 @@ static int64_t get_batch(simdr_store *s, const simdr_key *keys, const uint64_t *
         rc = get_window(s, shard, keys ? keys + at : NULL, hashes ? hashes + at : NULL, m,
                         out + at, &found);
     }
-    simdr__epoch_exit(&s->epoch, shard, tok);
+    simdr__epoch_leave(&s->epoch, shard, tok);
     /* One damaged value fails the whole call, as damaged metadata does: a
      * NULL would say "absent". */
     for (size_t i = 0; i < n && rc == SIMDR_OK && s->verify_reads; i++) {
@@ -414,13 +414,13 @@ SIMDR_API int64_t simdr_get_batch(simdr_store *s, const simdr_key *keys, size_t 
 SIMDR_API int simdr_get_last(simdr_store *s, simdr_entry **out) {
     if (!s || !out) return simdr__fail(SIMDR_EINVAL, "NULL argument");
     *out = NULL;
-    unsigned shard = simdr__thread_shard();
-    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    unsigned shard;
+    unsigned tok = simdr__epoch_join(&s->epoch, &shard);
     simdr__view *v = simdr__current_view(s);
     uint64_t tail = atomic_load_explicit(&v->tail, memory_order_acquire);
     int rc = tail == 0 ? SIMDR_NOTFOUND
                        : make_handle(s, v, tail - SIMDR__META_SIZE, shard, out);
-    simdr__epoch_exit(&s->epoch, shard, tok);
+    simdr__epoch_leave(&s->epoch, shard, tok);
     return rc == SIMDR_OK ? verify_handle(s, s->verify_reads, out) : rc;
 }
 
@@ -516,50 +516,126 @@ typedef struct read_scope {
 } read_scope;
 _Static_assert(sizeof(read_scope) <= sizeof(simdr_read), "simdr_read holds a read_scope");
 
-static _Thread_local read_scope *open_scopes __attribute__((tls_model("initial-exec")));
-
 int simdr__in_read_scope(const simdr_store *s) {
-    for (const read_scope *sc = open_scopes; sc; sc = sc->outer)
+    for (const read_scope *sc = simdr__this_reader.scopes; sc; sc = sc->outer)
         if (sc->store == s) return 1;
     return 0;
 }
 
-SIMDR_API int simdr_read_begin(simdr_store *s, simdr_read *scope) {
-    if (!s || !scope) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    read_scope *sc = (read_scope *)(void *)scope;
+static void link_scope(read_scope *sc, simdr_store *s, unsigned shard, unsigned token) {
+    sc->token = token;
+    sc->shard = shard;
     sc->store = s;
-    sc->shard = simdr__thread_shard();
-    sc->token = simdr__epoch_enter(&s->epoch, (unsigned)sc->shard);
-    sc->outer = open_scopes;
-    open_scopes = sc;
+    simdr__reader *r = &simdr__this_reader;
+    sc->outer = r->scopes;
+    r->scopes = sc;
+}
+
+/* A begin that needs epoch.c (first read of the thread, a shared shard, no
+ * membarrier, an epoch flipped meanwhile), out of line so the common begin
+ * makes no call. */
+static __attribute__((noinline)) int begin_slow(simdr_store *s, read_scope *sc) {
+    unsigned shard;
+    unsigned token = simdr__epoch_join(&s->epoch, &shard);
+    link_scope(sc, s, shard, token);
+    return SIMDR_OK;
+}
+
+SIMDR_API int simdr_read_begin(simdr_store *s, simdr_read *scope) {
+    if (__builtin_expect(!s || !scope, 0)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    read_scope *sc = (read_scope *)(void *)scope;
+    unsigned shard, token;
+    if (__builtin_expect(!simdr__epoch_join_fast(&s->epoch, &shard, &token), 0))
+        return begin_slow(s, sc);
+    link_scope(sc, s, shard, token);
     return SIMDR_OK;
 }
 
 SIMDR_API void simdr_read_end(simdr_read *scope) {
-    if (!scope) return;
     read_scope *sc = (read_scope *)(void *)scope;
-    if (!sc->store) return;
+    if (__builtin_expect(!sc || !sc->store, 0)) return;
     /* Scopes usually end innermost first; any order is unlinked correctly. */
-    for (read_scope **p = &open_scopes; *p; p = &(*p)->outer) {
-        if (*p == sc) {
-            *p = sc->outer;
-            break;
+    simdr__reader *r = &simdr__this_reader;
+    if (__builtin_expect(r->scopes == sc, 1)) {
+        r->scopes = sc->outer;
+    } else {
+        for (read_scope **p = (read_scope **)&r->scopes; *p; p = &(*p)->outer) {
+            if (*p == sc) {
+                *p = sc->outer;
+                break;
+            }
         }
     }
-    simdr__epoch_exit(&sc->store->epoch, (unsigned)sc->shard, (unsigned)sc->token);
+    simdr__epoch_leave(&sc->store->epoch, (unsigned)sc->shard, (unsigned)sc->token);
     sc->store = NULL;
 }
 
-/* CRC-32 of a short value, inline with zlib's byte table (the same CRC as
- * simdr__crc32): a call into the checksum library costs more instructions
- * than the check, and each instruction between two gets delays the next
- * get's cache misses. */
+/* ---- CRC-32 of short values, inline ----
+ * Values up to INLINE_CRC_MAX bytes are checked here instead of through
+ * simdr__crc32 (the same CRC): a call into the checksum library costs more
+ * instructions than the check, and each instruction between two gets delays
+ * the next get's cache misses. The format's CRC is CRC-32/IEEE (zlib's), not
+ * the CRC-32C of SSE4.2's crc32 instruction, so on x86-64 eight bytes at a
+ * time are folded with two carry-less multiplications (PCLMULQDQ, checked at
+ * run time); elsewhere, and for the 1 to 3 bytes a length leaves over a
+ * multiple of 8 below 4, zlib's byte table. */
 enum { INLINE_CRC_MAX = 32 };
-static inline uint32_t crc_short(const uint8_t *p, size_t n) {
+
+static inline uint32_t crc_bytes_table(uint32_t c, const uint8_t *p, size_t n) {
     const z_crc_t *t = get_crc_table();
-    uint32_t c = 0xffffffffu;
     for (size_t i = 0; i < n; i++) c = (uint32_t)t[(c ^ p[i]) & 0xffu] ^ (c >> 8);
-    return c ^ 0xffffffffu;
+    return c;
+}
+
+static inline uint64_t load_le_upto8(const uint8_t *p, size_t n) {
+    uint8_t b[8] = {0};
+    memcpy(b, p, n);
+    return simdr__load_u64le(b);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <emmintrin.h>
+#define CRC_CLMUL 1
+/* The CRC register after 8 more message bytes: w holds them (little
+ * endian) with the register XORed into the first four. With the bytes as a
+ * polynomial M of degree < 64 (bit-reflected, as the CRC is), the register
+ * becomes (M x^32) mod P. Barrett reduction does that exactly in two
+ * products: the quotient q = M + floor(M mu / x^64), mu being
+ * floor(x^96 / P) less its x^64 term, and the remainder (q P_low) mod x^32.
+ * Both constants are bit-reflected; mu is shifted left by one so the
+ * reflected product of the first step lands in its low 64 bits. Assembly,
+ * not intrinsics, so the library needs no target flags: the caller checks
+ * that the processor has the instruction. */
+static inline uint32_t crc_fold8(uint64_t w) {
+    const __m128i k = _mm_set_epi64x(INT64_C(0x1db710640), (long long)UINT64_C(0xb4e5b025f7011640));
+    __m128i x = _mm_cvtsi64_si128((long long)w);
+    __m128i t = x;
+    __asm__("pclmulqdq $0x00, %1, %0" : "+x"(t) : "x"(k)); /* M * mu */
+    t = _mm_xor_si128(t, x);                                /* q in the low half */
+    __asm__("pclmulqdq $0x10, %1, %0" : "+x"(t) : "x"(k)); /* q * P */
+    return (uint32_t)_mm_cvtsi128_si32(_mm_srli_si128(t, 8));
+}
+#endif
+
+/* zlib's crc32(0, p, n), for n <= INLINE_CRC_MAX. */
+static inline uint32_t crc_short(const uint8_t *p, size_t n) {
+    uint32_t c = 0xffffffffu;
+#ifdef CRC_CLMUL
+    if (__builtin_expect(__builtin_cpu_supports("pclmul"), 1)) {
+        if (__builtin_expect(n == 8, 1)) return ~crc_fold8(simdr__load_u64le(p) ^ c);
+        size_t head = n & 7;
+        if (head >= 4) {
+            /* A short first piece as a whole word with zero bytes before
+             * it: leading zeros leave the polynomial unchanged. */
+            c = crc_fold8((load_le_upto8(p, head) ^ c) << (64 - 8 * head));
+        } else if (head) {
+            c = crc_bytes_table(c, p, head);
+        }
+        for (p += head, n -= head; n; p += 8, n -= 8) c = crc_fold8(simdr__load_u64le(p) ^ c);
+        return ~c;
+    }
+#endif
+    return ~crc_bytes_table(c, p, n);
 }
 
 /* A live slot's entry decoded in full and, with verify_reads, its whole
@@ -597,23 +673,39 @@ static __attribute__((noinline)) int read_get_slow(simdr_store *s, uint64_t hash
  * decode the entry (a live slot names a regular entry), check a short
  * value's CRC. Anything else (a long value to check, damaged metadata or a
  * short value failing its CRC, answered in full) goes to serve_checked. */
-static inline int serve_slot(simdr_store *s, const simdr__view *v, uint64_t val,
-                             const void **value, size_t *value_len) {
-    const uint8_t *base = v->map->base;
+static inline __attribute__((always_inline)) int serve_slot(simdr_store *s, const uint8_t *base,
+                                                            uint64_t map_len, uint64_t val,
+                                                            const void **value,
+                                                            size_t *value_len) {
     uint64_t meta_off = val & SIMDR__IDX_OFF_MASK; /* its metadata lies inside the map */
-    uint64_t prev = simdr__load_u64le(base + meta_off + 8);
+    const uint8_t *meta = base + meta_off;
+    uint64_t prev = simdr__load_u64le(meta + 8);
     int aligned = atomic_load_explicit(&s->layout, memory_order_relaxed) == SIMDR_LAYOUT_ALIGNED64;
     uint64_t payload = prev + simdr__pad_for(prev, aligned);
     if (__builtin_expect(prev >= meta_off || payload >= meta_off, 0))
-        return serve_checked(s, base, v->map->len, val, value, value_len);
+        return serve_checked(s, base, map_len, val, value, value_len);
     uint64_t size = meta_off - payload;
     if (s->verify_reads &&
-        (size > INLINE_CRC_MAX ||
-         crc_short(base + payload, (size_t)size) != simdr__load_u32le(base + meta_off + 16)))
-        return serve_checked(s, base, v->map->len, val, value, value_len);
+        (size > INLINE_CRC_MAX || crc_short(base + payload, (size_t)size) != simdr__load_u32le(meta + 16)))
+        return serve_checked(s, base, map_len, val, value, value_len);
     *value = base + payload;
     *value_len = (size_t)size;
     return SIMDR_OK;
+}
+
+/* One get of a scope on s (checked arguments). */
+static inline __attribute__((always_inline)) int scope_get(simdr_store *s, uint64_t hash,
+                                                           const void **value,
+                                                           size_t *value_len) {
+    const simdr__view *v = simdr__current_view(s);
+    const uint8_t *base = v->map->base;
+    uint64_t len = v->map->len;
+    unsigned probe = 0;
+    uint64_t val = simdr__index_get(v->index, base, len, hash, &probe);
+    if (__builtin_expect(!val, 0))
+        return probe ? read_get_slow(s, hash, value, value_len) : SIMDR_NOTFOUND;
+    if (__builtin_expect(val & SIMDR__IDX_TOMB, 0)) return SIMDR_NOTFOUND;
+    return serve_slot(s, base, len, val, value, value_len);
 }
 
 SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void **value,
@@ -621,14 +713,15 @@ SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void
     read_scope *sc = (read_scope *)(void *)scope;
     if (__builtin_expect(!sc || !sc->store || !value || !value_len, 0))
         return simdr__fail(SIMDR_EINVAL, "NULL argument or no open scope");
-    simdr_store *s = sc->store;
-    const simdr__view *v = simdr__current_view(s);
-    unsigned probe = 0;
-    uint64_t val = simdr__index_get(v->index, v->map->base, v->map->len, hash, &probe);
-    if (__builtin_expect(!val, 0))
-        return probe ? read_get_slow(s, hash, value, value_len) : SIMDR_NOTFOUND;
-    if (val & SIMDR__IDX_TOMB) return SIMDR_NOTFOUND;
-    return serve_slot(s, v, val, value, value_len);
+    return scope_get(sc->store, hash, value, value_len);
+}
+
+SIMDR_API int simdr_read_get(simdr_read *scope, const void *key, size_t key_len,
+                             const void **value, size_t *value_len) {
+    read_scope *sc = (read_scope *)(void *)scope;
+    if (__builtin_expect(!sc || !sc->store || !value || !value_len || (!key && key_len), 0))
+        return simdr__fail(SIMDR_EINVAL, "NULL argument or no open scope");
+    return scope_get(sc->store, key_hash(key, key_len), value, value_len);
 }
 
 SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys, size_t n,
@@ -659,7 +752,7 @@ SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys,
             else if (!val || (val & SIMDR__IDX_TOMB))
                 rc = SIMDR_NOTFOUND;
             else
-                rc = serve_slot(s, v, val, &values[at + i], &value_lens[at + i]);
+                rc = serve_slot(s, v->map->base, v->map->len, val, &values[at + i], &value_lens[at + i]);
             if (rc == SIMDR_OK) {
                 found++;
             } else if (rc != SIMDR_NOTFOUND) {
@@ -669,10 +762,4 @@ SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys,
         }
     }
     return found;
-}
-
-SIMDR_API int simdr_read_get(simdr_read *scope, const void *key, size_t key_len,
-                             const void **value, size_t *value_len) {
-    if (!key && key_len) return simdr__fail(SIMDR_EINVAL, "NULL key");
-    return simdr_read_get_hashed(scope, key_hash(key, key_len), value, value_len);
 }
