@@ -17,8 +17,15 @@
 #include <xxhash.h>
 #include <zlib.h>
 
+static __attribute__((noinline)) uint64_t key_hash_long(const void *key, size_t key_len) {
+    return XXH3_64bits(key, key_len);
+}
+
+/* Keys up to 16 bytes (the common case) are hashed inline; longer ones in
+ * a call, so a get's hot path needs no registers saved for them. */
 static inline uint64_t key_hash(const void *key, size_t key_len) {
-    return XXH3_64bits(key_len ? key : "", key_len);
+    if (__builtin_expect(key_len <= 16, 1)) return XXH3_64bits(key_len ? key : "", key_len);
+    return key_hash_long(key, key_len);
 }
 
 int simdr__entry_decode_span(const uint8_t *span, uint64_t prev, uint64_t meta_off, int layout,
@@ -617,12 +624,12 @@ static inline uint32_t crc_fold8(uint64_t w) {
 }
 #endif
 
-/* zlib's crc32(0, p, n), for n <= INLINE_CRC_MAX. */
-static inline uint32_t crc_short(const uint8_t *p, size_t n) {
+/* zlib's crc32(0, p, n), for n <= INLINE_CRC_MAX, out of line (serve_slot
+ * checks 8 bytes itself). */
+static __attribute__((noinline)) uint32_t crc_short(const uint8_t *p, size_t n) {
     uint32_t c = 0xffffffffu;
 #ifdef CRC_CLMUL
     if (__builtin_expect(__builtin_cpu_supports("pclmul"), 1)) {
-        if (__builtin_expect(n == 8, 1)) return ~crc_fold8(simdr__load_u64le(p) ^ c);
         size_t head = n & 7;
         if (head >= 4) {
             /* A short first piece as a whole word with zero bytes before
@@ -637,6 +644,7 @@ static inline uint32_t crc_short(const uint8_t *p, size_t n) {
 #endif
     return ~crc_bytes_table(c, p, n);
 }
+
 
 /* A live slot's entry decoded in full and, with verify_reads, its whole
  * value checked: the slow half of serve_slot, out of line. */
@@ -655,6 +663,25 @@ static __attribute__((noinline)) int serve_checked(simdr_store *s, const uint8_t
     }
     *value = e.data;
     *value_len = (size_t)e.size;
+    return SIMDR_OK;
+}
+
+/* serve_slot with verify_reads for a value of any size: a short one checked
+ * inline, a longer one (or one failing the short check, answered in full) by
+ * serve_checked. */
+static __attribute__((noinline)) int serve_any_size(simdr_store *s, const uint8_t *base,
+                                                    uint64_t map_len, uint64_t val,
+                                                    const void **value, size_t *value_len) {
+    uint64_t meta_off = val & SIMDR__IDX_OFF_MASK;
+    uint64_t prev = simdr__load_u64le(base + meta_off + 8);
+    int aligned = atomic_load_explicit(&s->layout, memory_order_relaxed) == SIMDR_LAYOUT_ALIGNED64;
+    uint64_t payload = prev + simdr__pad_for(prev, aligned);
+    uint64_t size = meta_off - payload; /* the caller checked that payload < meta_off */
+    if (size > INLINE_CRC_MAX ||
+        crc_short(base + payload, (size_t)size) != simdr__load_u32le(base + meta_off + 16))
+        return serve_checked(s, base, map_len, val, value, value_len);
+    *value = base + payload;
+    *value_len = (size_t)size;
     return SIMDR_OK;
 }
 
@@ -685,27 +712,53 @@ static inline __attribute__((always_inline)) int serve_slot(simdr_store *s, cons
     if (__builtin_expect(prev >= meta_off || payload >= meta_off, 0))
         return serve_checked(s, base, map_len, val, value, value_len);
     uint64_t size = meta_off - payload;
-    if (s->verify_reads &&
-        (size > INLINE_CRC_MAX || crc_short(base + payload, (size_t)size) != simdr__load_u32le(meta + 16)))
-        return serve_checked(s, base, map_len, val, value, value_len);
+    if (s->verify_reads) {
+#ifdef CRC_CLMUL
+        /* 8 bytes, the commonest short value, here; any other size in a
+         * call made last, so the hot path saves no registers for it. */
+        if (__builtin_expect(size != 8, 0) ||
+            __builtin_expect(!__builtin_cpu_supports("pclmul"), 0))
+            return serve_any_size(s, base, map_len, val, value, value_len);
+        if (__builtin_expect(~crc_fold8(simdr__load_u64le(base + payload) ^ 0xffffffffu) !=
+                                 simdr__load_u32le(meta + 16),
+                             0))
+            return serve_checked(s, base, map_len, val, value, value_len);
+#else
+        return serve_any_size(s, base, map_len, val, value, value_len);
+#endif
+    }
     *value = base + payload;
     *value_len = (size_t)size;
     return SIMDR_OK;
 }
 
-/* One get of a scope on s (checked arguments). */
+/* One get of a scope on s (checked arguments). The probe of
+ * simdr__index_get for the common cases only: the key's slot, or an empty
+ * slot before any slot with the key's tag (absent). Anything else (another
+ * key with the same tag, an entry past this view's map, damage) goes to
+ * read_get_slow, which probes again in full; so the hot path keeps few
+ * values live and saves no registers. */
 static inline __attribute__((always_inline)) int scope_get(simdr_store *s, uint64_t hash,
                                                            const void **value,
                                                            size_t *value_len) {
     const simdr__view *v = simdr__current_view(s);
+    const simdr__index *ix = v->index;
     const uint8_t *base = v->map->base;
     uint64_t len = v->map->len;
-    unsigned probe = 0;
-    uint64_t val = simdr__index_get(v->index, base, len, hash, &probe);
-    if (__builtin_expect(!val, 0))
-        return probe ? read_get_slow(s, hash, value, value_len) : SIMDR_NOTFOUND;
-    if (__builtin_expect(val & SIMDR__IDX_TOMB, 0)) return SIMDR_NOTFOUND;
-    return serve_slot(s, base, len, val, value, value_len);
+    uint64_t i = simdr__index_bucket(hash, ix->cap);
+    for (;;) {
+        uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
+        if (!val) return SIMDR_NOTFOUND;
+        if (((val ^ hash) >> 48) == 0) { /* the tag (SIMDR__IDX_TAG_MASK) matches */
+            uint64_t off = val & SIMDR__IDX_OFF_MASK;
+            if (__builtin_expect(off + SIMDR__META_SIZE > len, 0) ||
+                __builtin_expect(simdr__load_u64le(base + off) != hash, 0))
+                return read_get_slow(s, hash, value, value_len);
+            if (__builtin_expect(val & SIMDR__IDX_TOMB, 0)) return SIMDR_NOTFOUND;
+            return serve_slot(s, base, len, val, value, value_len);
+        }
+        i = simdr__probe_next(i, ix->cap);
+    }
 }
 
 SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void **value,
@@ -716,12 +769,99 @@ SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void
     return scope_get(sc->store, hash, value, value_len);
 }
 
+/* simdr_read_get of a key longer than 16 bytes: its hash in a call, here,
+ * so that simdr_read_get makes none but its last. */
+static __attribute__((noinline)) int scope_get_long_key(simdr_store *s, const void *key,
+                                                        size_t key_len, const void **value,
+                                                        size_t *value_len) {
+    return scope_get(s, key_hash_long(key, key_len), value, value_len);
+}
+
 SIMDR_API int simdr_read_get(simdr_read *scope, const void *key, size_t key_len,
                              const void **value, size_t *value_len) {
     read_scope *sc = (read_scope *)(void *)scope;
     if (__builtin_expect(!sc || !sc->store || !value || !value_len || (!key && key_len), 0))
         return simdr__fail(SIMDR_EINVAL, "NULL argument or no open scope");
-    return scope_get(sc->store, key_hash(key, key_len), value, value_len);
+    if (__builtin_expect(key_len > 16, 0))
+        return scope_get_long_key(sc->store, key, key_len, value, value_len);
+    return scope_get(sc->store, XXH3_64bits(key_len ? key : "", key_len), value, value_len);
+}
+
+/* A scope's get that the batch pipeline could not finish from the
+ * candidate it prefetched (a tag shared with another key, an entry past the
+ * view's map, damage): the single get, out of line. */
+static __attribute__((noinline)) int batch_get_full(simdr_store *s, uint64_t hash,
+                                                    const void **value, size_t *value_len) {
+    return scope_get(s, hash, value, value_len);
+}
+
+/* The gets of one window of a scope's batch, as a software pipeline whose
+ * stages overlap the cache misses of different keys. A get costs three
+ * dependent misses: the key's bytes, its home slot, then the metadata (and
+ * the short value beside it) the slot names. While key i is served, key
+ * i + META_AHEAD's slot is read (in cache by then) and its candidate's
+ * metadata prefetched, key i + SLOT_AHEAD is hashed and its home slot
+ * prefetched, and key i + KEY_AHEAD's bytes are prefetched. The candidate
+ * is the first slot of the probe run with the key's tag, or none when the
+ * run ends first: an answer as of that moment, which a get may give. Only
+ * a candidate whose metadata holds the key's full hash is served from; any
+ * other goes through the single get. Distances as in lookup_window. */
+static int scope_window(simdr_store *s, const simdr_key *keys, size_t n, const void **values,
+                        size_t *value_lens, int64_t *found) {
+    enum { KEY_AHEAD = 24, SLOT_AHEAD = 16, META_AHEAD = 8 };
+    uint64_t hashes[BATCH_WINDOW], cands[BATCH_WINDOW];
+    const simdr__view *v = simdr__current_view(s);
+    const simdr__index *ix = v->index;
+    const uint8_t *base = v->map->base;
+    uint64_t len = v->map->len;
+#define HASH_STAGE(k)                                                                    \
+    do {                                                                                 \
+        uint64_t h_ = key_hash(keys[k].key, keys[k].key_len);                            \
+        hashes[k] = h_;                                                                  \
+        simdr__index_prefetch(ix, h_);                                                   \
+    } while (0)
+#define SLOT_STAGE(k)                                                                    \
+    do {                                                                                 \
+        uint64_t h_ = hashes[k];                                                         \
+        uint64_t i_ = simdr__index_bucket(h_, ix->cap), v_;                              \
+        for (;;) {                                                                       \
+            v_ = atomic_load_explicit(&ix->slots[i_], memory_order_acquire);             \
+            if (!v_ || ((v_ ^ h_) & SIMDR__IDX_TAG_MASK) == 0) break;                    \
+            i_ = simdr__probe_next(i_, ix->cap);                                         \
+        }                                                                                \
+        cands[k] = v_;                                                                   \
+        uint64_t off_ = v_ & SIMDR__IDX_OFF_MASK;                                        \
+        if (v_ && off_ + SIMDR__META_SIZE <= len) {                                      \
+            /* the metadata, and a short value just below it */                          \
+            __builtin_prefetch(base + (off_ >= 8 ? off_ - 8 : 0));                       \
+            __builtin_prefetch(base + off_ + SIMDR__META_SIZE - 1);                      \
+        }                                                                                \
+    } while (0)
+    for (size_t i = 0; i < n && i < KEY_AHEAD; i++) __builtin_prefetch(keys[i].key);
+    for (size_t i = 0; i < n && i < SLOT_AHEAD; i++) HASH_STAGE(i);
+    for (size_t i = 0; i < n && i < META_AHEAD; i++) SLOT_STAGE(i);
+    for (size_t i = 0; i < n; i++) {
+        if (i + KEY_AHEAD < n) __builtin_prefetch(keys[i + KEY_AHEAD].key);
+        if (i + SLOT_AHEAD < n) HASH_STAGE(i + SLOT_AHEAD);
+        if (i + META_AHEAD < n) SLOT_STAGE(i + META_AHEAD);
+        uint64_t h = hashes[i], cand = cands[i];
+        if (!cand) continue; /* absent: values[i] stays NULL */
+        uint64_t off = cand & SIMDR__IDX_OFF_MASK;
+        int rc;
+        if (__builtin_expect(off + SIMDR__META_SIZE > len || simdr__load_u64le(base + off) != h, 0))
+            rc = batch_get_full(s, h, &values[i], &value_lens[i]);
+        else if (__builtin_expect(cand & SIMDR__IDX_TOMB, 0))
+            rc = SIMDR_NOTFOUND;
+        else
+            rc = serve_slot(s, base, len, cand, &values[i], &value_lens[i]);
+        if (__builtin_expect(rc == SIMDR_OK, 1))
+            ++*found;
+        else if (rc != SIMDR_NOTFOUND)
+            return rc;
+    }
+#undef HASH_STAGE
+#undef SLOT_STAGE
+    return SIMDR_OK;
 }
 
 SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys, size_t n,
@@ -734,31 +874,13 @@ SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys,
         value_lens[i] = 0;
         if (!keys[i].key && keys[i].key_len) return simdr__fail(SIMDR_EINVAL, "NULL key");
     }
-    simdr_store *s = sc->store;
     int64_t found = 0;
     for (size_t at = 0; at < n; at += BATCH_WINDOW) {
         size_t m = n - at < BATCH_WINDOW ? n - at : BATCH_WINDOW;
-        uint64_t hashes[BATCH_WINDOW], vals[BATCH_WINDOW];
-        unsigned char retry[BATCH_WINDOW];
-        const simdr__view *v = simdr__current_view(s);
-        lookup_window(v, keys + at, hashes, m, vals, retry);
-        for (size_t i = 0; i < m; i++) {
-            uint64_t val = vals[i];
-            int rc;
-            if (val == DAMAGED_SLOT)
-                rc = damaged_slot(s, hashes[i]);
-            else if (retry[i])
-                rc = read_get_slow(s, hashes[i], &values[at + i], &value_lens[at + i]);
-            else if (!val || (val & SIMDR__IDX_TOMB))
-                rc = SIMDR_NOTFOUND;
-            else
-                rc = serve_slot(s, v->map->base, v->map->len, val, &values[at + i], &value_lens[at + i]);
-            if (rc == SIMDR_OK) {
-                found++;
-            } else if (rc != SIMDR_NOTFOUND) {
-                for (size_t j = 0; j < n; j++) values[j] = NULL;
-                return rc;
-            }
+        int rc = scope_window(sc->store, keys + at, m, values + at, value_lens + at, &found);
+        if (rc != SIMDR_OK) {
+            for (size_t j = 0; j < n; j++) values[j] = NULL;
+            return rc;
         }
     }
     return found;
