@@ -66,8 +66,8 @@ int simdr__entry_decode(const uint8_t *base, uint64_t map_len, uint64_t meta_off
  * the next get's cache misses. The format's CRC is CRC-32/IEEE (zlib's), not
  * the CRC-32C of SSE4.2's crc32 instruction, so on x86-64 eight bytes at a
  * time are folded with two carry-less multiplications (PCLMULQDQ, checked at
- * run time); elsewhere, and for the 1 to 3 bytes a length leaves over a
- * multiple of 8 below 4, zlib's byte table. */
+ * run time), a 4 to 7 byte remainder as one shifted word; elsewhere, and for
+ * a remainder of 1 to 3 bytes, zlib's byte table. */
 enum { INLINE_CRC_MAX = 32 };
 
 static inline uint32_t crc_bytes_table(uint32_t c, const uint8_t *p, size_t n) {
@@ -126,7 +126,6 @@ static __attribute__((noinline)) uint32_t crc_short(const uint8_t *p, size_t n) 
 #endif
     return ~crc_bytes_table(c, p, n);
 }
-
 
 /* 1 if a decoded entry's payload matches its CRC: short values inline. */
 static inline int payload_sound_fast(const struct simdr_entry *e) {
@@ -749,6 +748,7 @@ static inline __attribute__((always_inline)) int serve_slot(simdr_store *s, cons
  * key with the same tag, an entry past this view's map, damage) goes to
  * read_get_slow, which probes again in full; so the hot path keeps few
  * values live and saves no registers. */
+_Static_assert(SIMDR__IDX_TAG_MASK == UINT64_MAX << 48, "scope_get takes the tag as the top 16 bits");
 static inline __attribute__((always_inline)) int scope_get(simdr_store *s, uint64_t hash,
                                                            const void **value,
                                                            size_t *value_len) {
