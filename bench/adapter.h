@@ -89,6 +89,8 @@ extern const bench_adapter bench_adapter_simdr_mapped; /* SIMDR_APPEND_MAPPED */
 /* Yardsticks, not engines (adapter_floor.c): the floor of simdr's design. */
 extern const bench_adapter bench_adapter_floor;
 extern const bench_adapter bench_adapter_floor_unaligned;
+/* The aligned floor plus a CRC-32 check of every value it reads. */
+extern const bench_adapter bench_adapter_floor_crc;
 extern const bench_adapter bench_adapter_lmdb;
 extern const bench_adapter bench_adapter_rocksdb;
 extern const bench_adapter bench_adapter_leveldb;

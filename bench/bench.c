@@ -54,7 +54,7 @@
 static const bench_adapter *const all_engines[] = {
 #ifdef BENCH_WITH_SIMDR
     &bench_adapter_simdr, &bench_adapter_simdr_unaligned, &bench_adapter_simdr_mapped,
-    &bench_adapter_floor, &bench_adapter_floor_unaligned,
+    &bench_adapter_floor, &bench_adapter_floor_unaligned, &bench_adapter_floor_crc,
 #endif
     &bench_adapter_lmdb,  &bench_adapter_rocksdb, &bench_adapter_leveldb,
     &bench_adapter_sqlite, &bench_adapter_tkrzw,  &bench_adapter_kyoto,
@@ -865,7 +865,7 @@ static void target(const char *name, double ours, double ref, double goal, int h
 
 static void print_targets(void)
 {
-    int s = -1, l = -1, su = -1, fl = -1, flu = -1;
+    int s = -1, l = -1, su = -1, fl = -1, flu = -1, flc = -1;
     for (size_t e = 0; e < N_ENGINES; e++) {
         if (!cfg.engine_on[e])
             continue;
@@ -878,6 +878,8 @@ static void print_targets(void)
             fl = (int)e;
         if (!strcmp(name, "floor-u"))
             flu = (int)e;
+        if (!strcmp(name, "floor-c"))
+            flc = (int)e;
         if (!strcmp(name, "lmdb"))
             l = (int)e;
     }
@@ -888,6 +890,13 @@ static void print_targets(void)
         target("R1", r1, fl >= 0 ? med[fl][M_R1] : NAN, 1.1, 0, "of floor's ns/get");
         target("R1u", r1u, flu >= 0 ? med[flu][M_R1] : NAN, 1.1, 0, "of floor-u's ns/get");
         target("R1a", r1, r1u, 1.1, 0, "of simdr-u's ns/get");
+        /* Not a target: how far simdr is from the floor once the floor also
+         * checks each value's CRC, as simdr does by default. */
+        if (flc >= 0 && s >= 0 && !isnan(med[flc][M_R1]))
+            printf("  (R1 against floor-c, the floor with the CRC check: %.3g vs %.3g = %.2fx; "
+                   "floor-c / floor = %.2fx)\n",
+                   r1, med[flc][M_R1], r1 / med[flc][M_R1],
+                   fl >= 0 ? med[flc][M_R1] / med[fl][M_R1] : NAN);
         target("R1b", s >= 0 ? med[s][M_R1B] : NAN, 60.0, 1.0, 0, "of 60 ns/key");
         target("R2", s >= 0 ? med[s][M_R2] : NAN, isnan(r1) ? NAN : 1e3 / r1, 1.9, 1,
                "of simdr's R1 rate");

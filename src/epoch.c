@@ -48,11 +48,9 @@
 #include <linux/membarrier.h>
 #endif
 
-#include "internal.h"
+#include "epoch_inline.h"
 
-/* Shards [0, OWNED_SHARDS) are owned by one thread each; the rest are shared
- * (locked increments) by threads that found none free. */
-#define OWNED_SHARDS (SIMDR__SLOTS - 8u)
+#define OWNED_SHARDS SIMDR__OWNED_SHARDS
 
 #if defined(__SANITIZE_THREAD__)
 #define SIMDR__TSAN 1
@@ -64,11 +62,8 @@
 
 static _Atomic uint64_t owned_mask;  /* bit i: shard i has an owner */
 static _Atomic unsigned next_shared_shard;
-/* Initial-exec: a read must not pay a call to find its thread's variables
- * (the general model's __tls_get_addr); the few bytes come from the static
- * TLS reserve even when the library is loaded with dlopen. */
-#define FAST_TLS __attribute__((tls_model("initial-exec")))
-static _Thread_local unsigned thread_shard FAST_TLS = UINT32_MAX;
+_Thread_local simdr__reader simdr__this_reader
+    __attribute__((tls_model("initial-exec"))) = {UINT32_MAX, 0, NULL};
 static pthread_key_t shard_key;
 static int asymmetric; /* 1: writers run membarrier, owning readers skip the fence */
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
@@ -131,8 +126,13 @@ static unsigned assign_shard(void) {
 }
 
 unsigned simdr__thread_shard(void) {
-    if (thread_shard == UINT32_MAX) thread_shard = assign_shard();
-    return thread_shard;
+    simdr__reader *r = &simdr__this_reader;
+    if (r->shard == UINT32_MAX) {
+        unsigned shard = assign_shard(); /* runs setup, which sets asymmetric */
+        r->fenceless = shard < OWNED_SHARDS && asymmetric;
+        r->shard = shard;
+    }
+    return r->shard;
 }
 
 unsigned simdr__epoch_enter(simdr__epoch *e, unsigned shard) {

@@ -9,7 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "epoch_inline.h"
 
 /* The key hash inline: a call into the shared library per key costs as much
  * as hashing a short key. Same XXH3-64 as simdr_hash_key (digest.c). */
@@ -17,8 +17,15 @@
 #include <xxhash.h>
 #include <zlib.h>
 
+static __attribute__((noinline)) uint64_t key_hash_long(const void *key, size_t key_len) {
+    return XXH3_64bits(key, key_len);
+}
+
+/* Keys up to 16 bytes (the common case) are hashed inline; longer ones in
+ * a call, so a get's hot path needs no registers saved for them. */
 static inline uint64_t key_hash(const void *key, size_t key_len) {
-    return XXH3_64bits(key_len ? key : "", key_len);
+    if (__builtin_expect(key_len <= 16, 1)) return XXH3_64bits(key_len ? key : "", key_len);
+    return key_hash_long(key, key_len);
 }
 
 int simdr__entry_decode_span(const uint8_t *span, uint64_t prev, uint64_t meta_off, int layout,
@@ -50,6 +57,84 @@ int simdr__entry_decode(const uint8_t *base, uint64_t map_len, uint64_t meta_off
     uint64_t prev = simdr__load_u64le(base + meta_off + 8);
     if (prev >= meta_off) return SIMDR_ECORRUPT;
     return simdr__entry_decode_span(base + prev, prev, meta_off, layout, e);
+}
+
+/* ---- CRC-32 of short values, inline ----
+ * Values up to INLINE_CRC_MAX bytes are checked here instead of through
+ * simdr__crc32 (the same CRC): a call into the checksum library costs more
+ * instructions than the check, and each instruction between two gets delays
+ * the next get's cache misses. The format's CRC is CRC-32/IEEE (zlib's), not
+ * the CRC-32C of SSE4.2's crc32 instruction, so on x86-64 eight bytes at a
+ * time are folded with two carry-less multiplications (PCLMULQDQ, checked at
+ * run time), a 4 to 7 byte remainder as one shifted word; elsewhere, and for
+ * a remainder of 1 to 3 bytes, zlib's byte table. */
+enum { INLINE_CRC_MAX = 32 };
+
+static inline uint32_t crc_bytes_table(uint32_t c, const uint8_t *p, size_t n) {
+    const z_crc_t *t = get_crc_table();
+    for (size_t i = 0; i < n; i++) c = (uint32_t)t[(c ^ p[i]) & 0xffu] ^ (c >> 8);
+    return c;
+}
+
+static inline uint64_t load_le_upto8(const uint8_t *p, size_t n) {
+    uint8_t b[8] = {0};
+    memcpy(b, p, n);
+    return simdr__load_u64le(b);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <emmintrin.h>
+#define CRC_CLMUL 1
+/* The CRC register after 8 more message bytes: w holds them (little
+ * endian) with the register XORed into the first four. With the bytes as a
+ * polynomial M of degree < 64 (bit-reflected, as the CRC is), the register
+ * becomes (M x^32) mod P. Barrett reduction does that exactly in two
+ * products: the quotient q = M + floor(M mu / x^64), mu being
+ * floor(x^96 / P) less its x^64 term, and the remainder (q P_low) mod x^32.
+ * Both constants are bit-reflected; mu is shifted left by one so the
+ * reflected product of the first step lands in its low 64 bits. Assembly,
+ * not intrinsics, so the library needs no target flags: the caller checks
+ * that the processor has the instruction. */
+static inline uint32_t crc_fold8(uint64_t w) {
+    const __m128i k = _mm_set_epi64x(INT64_C(0x1db710640), (long long)UINT64_C(0xb4e5b025f7011640));
+    __m128i x = _mm_cvtsi64_si128((long long)w);
+    __m128i t = x;
+    __asm__("pclmulqdq $0x00, %1, %0" : "+x"(t) : "x"(k)); /* M * mu */
+    t = _mm_xor_si128(t, x);                                /* q in the low half */
+    __asm__("pclmulqdq $0x10, %1, %0" : "+x"(t) : "x"(k)); /* q * P */
+    return (uint32_t)_mm_cvtsi128_si32(_mm_srli_si128(t, 8));
+}
+#endif
+
+/* zlib's crc32(0, p, n), for n <= INLINE_CRC_MAX, out of line (serve_slot
+ * checks 8 bytes itself). */
+static __attribute__((noinline)) uint32_t crc_short(const uint8_t *p, size_t n) {
+    uint32_t c = 0xffffffffu;
+#ifdef CRC_CLMUL
+    if (__builtin_expect(__builtin_cpu_supports("pclmul"), 1)) {
+        size_t head = n & 7;
+        if (head >= 4) {
+            /* A short first piece as a whole word with zero bytes before
+             * it: leading zeros leave the polynomial unchanged. */
+            c = crc_fold8((load_le_upto8(p, head) ^ c) << (64 - 8 * head));
+        } else if (head) {
+            c = crc_bytes_table(c, p, head);
+        }
+        for (p += head, n -= head; n; p += 8, n -= 8) c = crc_fold8(simdr__load_u64le(p) ^ c);
+        return ~c;
+    }
+#endif
+    return ~crc_bytes_table(c, p, n);
+}
+
+/* 1 if a decoded entry's payload matches its CRC: short values inline. */
+static inline int payload_sound_fast(const struct simdr_entry *e) {
+#ifdef CRC_CLMUL
+    if (e->size == 8 && __builtin_cpu_supports("pclmul"))
+        return ~crc_fold8(simdr__load_u64le(e->data) ^ 0xffffffffu) == e->checksum;
+#endif
+    if (e->size <= INLINE_CRC_MAX) return crc_short(e->data, (size_t)e->size) == e->checksum;
+    return simdr__payload_sound(e);
 }
 
 /* What find answers for a key whose probe met a damaged slot and no sound
@@ -133,7 +218,8 @@ static int make_handle(simdr_store *s, simdr__view *v, uint64_t val, unsigned sh
  * value takes a while and must not hold up a writer's grace period). */
 static int verify_handle(simdr_store *s, int verify, simdr_entry **out) {
     if (!verify) return SIMDR_OK;
-    int rc = simdr__verify_payload(s, *out);
+    /* The full check again only to name the damage. */
+    int rc = payload_sound_fast(*out) ? SIMDR_OK : simdr__verify_payload(s, *out);
     if (rc != SIMDR_OK) {
         simdr_entry_release(*out);
         *out = NULL;
@@ -144,14 +230,14 @@ static int verify_handle(simdr_store *s, int verify, simdr_entry **out) {
 }
 
 static int lookup(simdr_store *s, uint64_t hash, int verify, simdr_entry **out) {
-    unsigned shard = simdr__thread_shard();
-    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    unsigned shard;
+    unsigned tok = simdr__epoch_join(&s->epoch, &shard);
     simdr__view *v;
     uint64_t val = find(s, hash, &v);
     int rc = val == DAMAGED_SLOT                    ? damaged_slot(s, hash)
              : (!val || (val & SIMDR__IDX_TOMB)) ? SIMDR_NOTFOUND
                                                  : make_handle(s, v, val, shard, out);
-    simdr__epoch_exit(&s->epoch, shard, tok);
+    simdr__epoch_leave(&s->epoch, shard, tok);
     return rc == SIMDR_OK ? verify_handle(s, verify, out) : rc;
 }
 
@@ -173,8 +259,8 @@ SIMDR_API int simdr_get(simdr_store *s, const void *key, size_t key_len, simdr_e
 
 SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
     if (!s || (!key && key_len)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    unsigned shard = simdr__thread_shard();
-    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    unsigned shard;
+    unsigned tok = simdr__epoch_join(&s->epoch, &shard);
     simdr__view *v;
     uint64_t hash = key_hash(key, key_len);
     uint64_t val = find(s, hash, &v);
@@ -193,15 +279,15 @@ SIMDR_API int simdr_exists(simdr_store *s, const void *key, size_t key_len) {
         else if (s->verify_reads)
             rc = simdr__verify_payload(s, &e) == SIMDR_OK ? 1 : SIMDR_ECORRUPT;
     }
-    simdr__epoch_exit(&s->epoch, shard, tok);
+    simdr__epoch_leave(&s->epoch, shard, tok);
     return rc;
 }
 
 SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, void *buf,
                              size_t cap, size_t *value_len) {
     if (!s || (!key && key_len) || (!buf && cap)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    unsigned shard = simdr__thread_shard();
-    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    unsigned shard;
+    unsigned tok = simdr__epoch_join(&s->epoch, &shard);
     simdr__view *v;
     uint64_t hash = key_hash(key, key_len);
     uint64_t val = find(s, hash, &v);
@@ -222,7 +308,7 @@ SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, vo
                 memcpy(buf, e.data, (size_t)e.size); /* safe: the section keeps the map */
         }
     }
-    simdr__epoch_exit(&s->epoch, shard, tok);
+    simdr__epoch_leave(&s->epoch, shard, tok);
     return rc;
 }
 
@@ -366,8 +452,8 @@ static int get_window(simdr_store *s, unsigned shard, const simdr_key *keys,
 static int64_t get_batch(simdr_store *s, const simdr_key *keys, const uint64_t *hashes, size_t n,
                          simdr_entry **out) {
     for (size_t i = 0; i < n; i++) out[i] = NULL;
-    unsigned shard = simdr__thread_shard();
-    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    unsigned shard;
+    unsigned tok = simdr__epoch_join(&s->epoch, &shard);
     int64_t found = 0;
     int rc = SIMDR_OK;
     for (size_t at = 0; at < n && rc == SIMDR_OK; at += BATCH_WINDOW) {
@@ -375,7 +461,7 @@ static int64_t get_batch(simdr_store *s, const simdr_key *keys, const uint64_t *
         rc = get_window(s, shard, keys ? keys + at : NULL, hashes ? hashes + at : NULL, m,
                         out + at, &found);
     }
-    simdr__epoch_exit(&s->epoch, shard, tok);
+    simdr__epoch_leave(&s->epoch, shard, tok);
     /* One damaged value fails the whole call, as damaged metadata does: a
      * NULL would say "absent". */
     for (size_t i = 0; i < n && rc == SIMDR_OK && s->verify_reads; i++) {
@@ -414,13 +500,13 @@ SIMDR_API int64_t simdr_get_batch(simdr_store *s, const simdr_key *keys, size_t 
 SIMDR_API int simdr_get_last(simdr_store *s, simdr_entry **out) {
     if (!s || !out) return simdr__fail(SIMDR_EINVAL, "NULL argument");
     *out = NULL;
-    unsigned shard = simdr__thread_shard();
-    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    unsigned shard;
+    unsigned tok = simdr__epoch_join(&s->epoch, &shard);
     simdr__view *v = simdr__current_view(s);
     uint64_t tail = atomic_load_explicit(&v->tail, memory_order_acquire);
     int rc = tail == 0 ? SIMDR_NOTFOUND
                        : make_handle(s, v, tail - SIMDR__META_SIZE, shard, out);
-    simdr__epoch_exit(&s->epoch, shard, tok);
+    simdr__epoch_leave(&s->epoch, shard, tok);
     return rc == SIMDR_OK ? verify_handle(s, s->verify_reads, out) : rc;
 }
 
@@ -516,50 +602,58 @@ typedef struct read_scope {
 } read_scope;
 _Static_assert(sizeof(read_scope) <= sizeof(simdr_read), "simdr_read holds a read_scope");
 
-static _Thread_local read_scope *open_scopes __attribute__((tls_model("initial-exec")));
-
 int simdr__in_read_scope(const simdr_store *s) {
-    for (const read_scope *sc = open_scopes; sc; sc = sc->outer)
+    for (const read_scope *sc = simdr__this_reader.scopes; sc; sc = sc->outer)
         if (sc->store == s) return 1;
     return 0;
 }
 
-SIMDR_API int simdr_read_begin(simdr_store *s, simdr_read *scope) {
-    if (!s || !scope) return simdr__fail(SIMDR_EINVAL, "NULL argument");
-    read_scope *sc = (read_scope *)(void *)scope;
+static void link_scope(read_scope *sc, simdr_store *s, unsigned shard, unsigned token) {
+    sc->token = token;
+    sc->shard = shard;
     sc->store = s;
-    sc->shard = simdr__thread_shard();
-    sc->token = simdr__epoch_enter(&s->epoch, (unsigned)sc->shard);
-    sc->outer = open_scopes;
-    open_scopes = sc;
+    simdr__reader *r = &simdr__this_reader;
+    sc->outer = r->scopes;
+    r->scopes = sc;
+}
+
+/* A begin that needs epoch.c (first read of the thread, a shared shard, no
+ * membarrier, an epoch flipped meanwhile), out of line so the common begin
+ * makes no call. */
+static __attribute__((noinline)) int begin_slow(simdr_store *s, read_scope *sc) {
+    unsigned shard;
+    unsigned token = simdr__epoch_join(&s->epoch, &shard);
+    link_scope(sc, s, shard, token);
+    return SIMDR_OK;
+}
+
+SIMDR_API int simdr_read_begin(simdr_store *s, simdr_read *scope) {
+    if (__builtin_expect(!s || !scope, 0)) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    read_scope *sc = (read_scope *)(void *)scope;
+    unsigned shard, token;
+    if (__builtin_expect(!simdr__epoch_join_fast(&s->epoch, &shard, &token), 0))
+        return begin_slow(s, sc);
+    link_scope(sc, s, shard, token);
     return SIMDR_OK;
 }
 
 SIMDR_API void simdr_read_end(simdr_read *scope) {
-    if (!scope) return;
     read_scope *sc = (read_scope *)(void *)scope;
-    if (!sc->store) return;
+    if (__builtin_expect(!sc || !sc->store, 0)) return;
     /* Scopes usually end innermost first; any order is unlinked correctly. */
-    for (read_scope **p = &open_scopes; *p; p = &(*p)->outer) {
-        if (*p == sc) {
-            *p = sc->outer;
-            break;
+    simdr__reader *r = &simdr__this_reader;
+    if (__builtin_expect(r->scopes == sc, 1)) {
+        r->scopes = sc->outer;
+    } else {
+        for (read_scope **p = (read_scope **)&r->scopes; *p; p = &(*p)->outer) {
+            if (*p == sc) {
+                *p = sc->outer;
+                break;
+            }
         }
     }
-    simdr__epoch_exit(&sc->store->epoch, (unsigned)sc->shard, (unsigned)sc->token);
+    simdr__epoch_leave(&sc->store->epoch, (unsigned)sc->shard, (unsigned)sc->token);
     sc->store = NULL;
-}
-
-/* CRC-32 of a short value, inline with zlib's byte table (the same CRC as
- * simdr__crc32): a call into the checksum library costs more instructions
- * than the check, and each instruction between two gets delays the next
- * get's cache misses. */
-enum { INLINE_CRC_MAX = 32 };
-static inline uint32_t crc_short(const uint8_t *p, size_t n) {
-    const z_crc_t *t = get_crc_table();
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) c = (uint32_t)t[(c ^ p[i]) & 0xffu] ^ (c >> 8);
-    return c ^ 0xffffffffu;
 }
 
 /* A live slot's entry decoded in full and, with verify_reads, its whole
@@ -582,6 +676,25 @@ static __attribute__((noinline)) int serve_checked(simdr_store *s, const uint8_t
     return SIMDR_OK;
 }
 
+/* serve_slot with verify_reads for a value of any size: a short one checked
+ * inline, a longer one (or one failing the short check, answered in full) by
+ * serve_checked. */
+static __attribute__((noinline)) int serve_any_size(simdr_store *s, const uint8_t *base,
+                                                    uint64_t map_len, uint64_t val,
+                                                    const void **value, size_t *value_len) {
+    uint64_t meta_off = val & SIMDR__IDX_OFF_MASK;
+    uint64_t prev = simdr__load_u64le(base + meta_off + 8);
+    int aligned = atomic_load_explicit(&s->layout, memory_order_relaxed) == SIMDR_LAYOUT_ALIGNED64;
+    uint64_t payload = prev + simdr__pad_for(prev, aligned);
+    uint64_t size = meta_off - payload; /* the caller checked that payload < meta_off */
+    if (size > INLINE_CRC_MAX ||
+        crc_short(base + payload, (size_t)size) != simdr__load_u32le(base + meta_off + 16))
+        return serve_checked(s, base, map_len, val, value, value_len);
+    *value = base + payload;
+    *value_len = (size_t)size;
+    return SIMDR_OK;
+}
+
 /* The slow case of a scope's lookup, out of line: a candidate past this
  * view's map (look again in the newest view) or a damaged slot. */
 static __attribute__((noinline)) int read_get_slow(simdr_store *s, uint64_t hash,
@@ -597,23 +710,71 @@ static __attribute__((noinline)) int read_get_slow(simdr_store *s, uint64_t hash
  * decode the entry (a live slot names a regular entry), check a short
  * value's CRC. Anything else (a long value to check, damaged metadata or a
  * short value failing its CRC, answered in full) goes to serve_checked. */
-static inline int serve_slot(simdr_store *s, const simdr__view *v, uint64_t val,
-                             const void **value, size_t *value_len) {
-    const uint8_t *base = v->map->base;
+static inline __attribute__((always_inline)) int serve_slot(simdr_store *s, const uint8_t *base,
+                                                            uint64_t map_len, uint64_t val,
+                                                            const void **value,
+                                                            size_t *value_len) {
     uint64_t meta_off = val & SIMDR__IDX_OFF_MASK; /* its metadata lies inside the map */
-    uint64_t prev = simdr__load_u64le(base + meta_off + 8);
+    const uint8_t *meta = base + meta_off;
+    uint64_t prev = simdr__load_u64le(meta + 8);
     int aligned = atomic_load_explicit(&s->layout, memory_order_relaxed) == SIMDR_LAYOUT_ALIGNED64;
     uint64_t payload = prev + simdr__pad_for(prev, aligned);
     if (__builtin_expect(prev >= meta_off || payload >= meta_off, 0))
-        return serve_checked(s, base, v->map->len, val, value, value_len);
+        return serve_checked(s, base, map_len, val, value, value_len);
     uint64_t size = meta_off - payload;
-    if (s->verify_reads &&
-        (size > INLINE_CRC_MAX ||
-         crc_short(base + payload, (size_t)size) != simdr__load_u32le(base + meta_off + 16)))
-        return serve_checked(s, base, v->map->len, val, value, value_len);
+    if (s->verify_reads) {
+#ifdef CRC_CLMUL
+        /* 8 bytes, the commonest short value, here; any other size in a
+         * call made last, so the hot path saves no registers for it. */
+        if (__builtin_expect(size != 8, 0) ||
+            __builtin_expect(!__builtin_cpu_supports("pclmul"), 0))
+            return serve_any_size(s, base, map_len, val, value, value_len);
+        if (__builtin_expect(~crc_fold8(simdr__load_u64le(base + payload) ^ 0xffffffffu) !=
+                                 simdr__load_u32le(meta + 16),
+                             0))
+            return serve_checked(s, base, map_len, val, value, value_len);
+#else
+        return serve_any_size(s, base, map_len, val, value, value_len);
+#endif
+    }
     *value = base + payload;
     *value_len = (size_t)size;
     return SIMDR_OK;
+}
+
+/* One get of a scope on s (checked arguments). The probe of
+ * simdr__index_get for the common cases only: the key's slot, or an empty
+ * slot before any slot with the key's tag (absent). Anything else (another
+ * key with the same tag, an entry past this view's map, damage) goes to
+ * read_get_slow, which probes again in full; so the hot path keeps few
+ * values live and saves no registers. */
+_Static_assert(SIMDR__IDX_TAG_MASK == UINT64_MAX << 48, "scope_get takes the tag as the top 16 bits");
+static inline __attribute__((always_inline)) int scope_get(simdr_store *s, uint64_t hash,
+                                                           const void **value,
+                                                           size_t *value_len) {
+    const simdr__view *v = simdr__current_view(s);
+    const simdr__index *ix = v->index;
+    const uint8_t *base = v->map->base;
+    uint64_t len = v->map->len;
+    /* A table mapped from the hint with blocks still to check: an empty
+     * slot read from an unchecked block could be damage, so the full probe
+     * (simdr__index_get) checks each block it enters. */
+    if (__builtin_expect(atomic_load_explicit(&ix->unchecked, memory_order_relaxed), 0))
+        return read_get_slow(s, hash, value, value_len);
+    uint64_t i = simdr__index_bucket(hash, ix->cap);
+    for (;;) {
+        uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
+        if (!val) return SIMDR_NOTFOUND;
+        if (((val ^ hash) >> 48) == 0) { /* the tag (SIMDR__IDX_TAG_MASK) matches */
+            uint64_t off = val & SIMDR__IDX_OFF_MASK;
+            if (__builtin_expect(off + SIMDR__META_SIZE > len, 0) ||
+                __builtin_expect(simdr__load_u64le(base + off) != hash, 0))
+                return read_get_slow(s, hash, value, value_len);
+            if (__builtin_expect(val & SIMDR__IDX_TOMB, 0)) return SIMDR_NOTFOUND;
+            return serve_slot(s, base, len, val, value, value_len);
+        }
+        i = simdr__probe_next(i, ix->cap);
+    }
 }
 
 SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void **value,
@@ -621,14 +782,116 @@ SIMDR_API int simdr_read_get_hashed(simdr_read *scope, uint64_t hash, const void
     read_scope *sc = (read_scope *)(void *)scope;
     if (__builtin_expect(!sc || !sc->store || !value || !value_len, 0))
         return simdr__fail(SIMDR_EINVAL, "NULL argument or no open scope");
-    simdr_store *s = sc->store;
+    return scope_get(sc->store, hash, value, value_len);
+}
+
+/* simdr_read_get of a key longer than 16 bytes: its hash in a call, here,
+ * so that simdr_read_get makes none but its last. */
+static __attribute__((noinline)) int scope_get_long_key(simdr_store *s, const void *key,
+                                                        size_t key_len, const void **value,
+                                                        size_t *value_len) {
+    return scope_get(s, key_hash_long(key, key_len), value, value_len);
+}
+
+SIMDR_API int simdr_read_get(simdr_read *scope, const void *key, size_t key_len,
+                             const void **value, size_t *value_len) {
+    read_scope *sc = (read_scope *)(void *)scope;
+    if (__builtin_expect(!sc || !sc->store || !value || !value_len || (!key && key_len), 0))
+        return simdr__fail(SIMDR_EINVAL, "NULL argument or no open scope");
+    if (__builtin_expect(key_len > 16, 0))
+        return scope_get_long_key(sc->store, key, key_len, value, value_len);
+    return scope_get(sc->store, XXH3_64bits(key_len ? key : "", key_len), value, value_len);
+}
+
+/* A scope's get that the batch pipeline could not finish from the
+ * candidate it prefetched (a tag shared with another key, an entry past the
+ * view's map, damage): the single get, out of line. */
+static __attribute__((noinline)) int batch_get_full(simdr_store *s, uint64_t hash,
+                                                    const void **value, size_t *value_len) {
+    return scope_get(s, hash, value, value_len);
+}
+
+/* The gets of one window of a scope's batch, as a software pipeline whose
+ * stages overlap the cache misses of different keys. A get costs three
+ * dependent misses: the key's bytes, its home slot, then the metadata (and
+ * the short value beside it) the slot names. While key i is served, key
+ * i + META_AHEAD's slot is read (in cache by then) and its candidate's
+ * metadata prefetched, key i + SLOT_AHEAD is hashed and its home slot
+ * prefetched, and key i + KEY_AHEAD's bytes are prefetched. The candidate
+ * is the first slot of the probe run with the key's tag, or none when the
+ * run ends first: an answer as of that moment, which a get may give. Only
+ * a candidate whose metadata holds the key's full hash is served from; any
+ * other goes through the single get. Distances as in lookup_window. */
+static int scope_window(simdr_store *s, const simdr_key *keys, size_t n, const void **values,
+                        size_t *value_lens, int64_t *found) {
+    enum { KEY_AHEAD = 24, SLOT_AHEAD = 16, META_AHEAD = 8 };
+    uint64_t hashes[BATCH_WINDOW], cands[BATCH_WINDOW];
     const simdr__view *v = simdr__current_view(s);
-    unsigned probe = 0;
-    uint64_t val = simdr__index_get(v->index, v->map->base, v->map->len, hash, &probe);
-    if (__builtin_expect(!val, 0))
-        return probe ? read_get_slow(s, hash, value, value_len) : SIMDR_NOTFOUND;
-    if (val & SIMDR__IDX_TOMB) return SIMDR_NOTFOUND;
-    return serve_slot(s, v, val, value, value_len);
+    const simdr__index *ix = v->index;
+    const uint8_t *base = v->map->base;
+    uint64_t len = v->map->len;
+    /* Unchecked hint blocks: the pipeline's slot reads would take an empty
+     * slot of a damaged block for an absence; each key takes the full probe
+     * instead (scope_get), which checks the blocks it enters. */
+    if (__builtin_expect(atomic_load_explicit(&ix->unchecked, memory_order_relaxed), 0)) {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t h = key_hash(keys[i].key, keys[i].key_len);
+            int rc = scope_get(s, h, &values[i], &value_lens[i]);
+            if (rc == SIMDR_OK)
+                ++*found;
+            else if (rc != SIMDR_NOTFOUND)
+                return rc;
+        }
+        return SIMDR_OK;
+    }
+#define HASH_STAGE(k)                                                                    \
+    do {                                                                                 \
+        uint64_t h_ = key_hash(keys[k].key, keys[k].key_len);                            \
+        hashes[k] = h_;                                                                  \
+        simdr__index_prefetch(ix, h_);                                                   \
+    } while (0)
+#define SLOT_STAGE(k)                                                                    \
+    do {                                                                                 \
+        uint64_t h_ = hashes[k];                                                         \
+        uint64_t i_ = simdr__index_bucket(h_, ix->cap), v_;                              \
+        for (;;) {                                                                       \
+            v_ = atomic_load_explicit(&ix->slots[i_], memory_order_acquire);             \
+            if (!v_ || ((v_ ^ h_) & SIMDR__IDX_TAG_MASK) == 0) break;                    \
+            i_ = simdr__probe_next(i_, ix->cap);                                         \
+        }                                                                                \
+        cands[k] = v_;                                                                   \
+        uint64_t off_ = v_ & SIMDR__IDX_OFF_MASK;                                        \
+        if (v_ && off_ + SIMDR__META_SIZE <= len) {                                      \
+            /* the metadata, and a short value just below it */                          \
+            __builtin_prefetch(base + (off_ >= 8 ? off_ - 8 : 0));                       \
+            __builtin_prefetch(base + off_ + SIMDR__META_SIZE - 1);                      \
+        }                                                                                \
+    } while (0)
+    for (size_t i = 0; i < n && i < KEY_AHEAD; i++) __builtin_prefetch(keys[i].key);
+    for (size_t i = 0; i < n && i < SLOT_AHEAD; i++) HASH_STAGE(i);
+    for (size_t i = 0; i < n && i < META_AHEAD; i++) SLOT_STAGE(i);
+    for (size_t i = 0; i < n; i++) {
+        if (i + KEY_AHEAD < n) __builtin_prefetch(keys[i + KEY_AHEAD].key);
+        if (i + SLOT_AHEAD < n) HASH_STAGE(i + SLOT_AHEAD);
+        if (i + META_AHEAD < n) SLOT_STAGE(i + META_AHEAD);
+        uint64_t h = hashes[i], cand = cands[i];
+        if (!cand) continue; /* absent: values[i] stays NULL */
+        uint64_t off = cand & SIMDR__IDX_OFF_MASK;
+        int rc;
+        if (__builtin_expect(off + SIMDR__META_SIZE > len || simdr__load_u64le(base + off) != h, 0))
+            rc = batch_get_full(s, h, &values[i], &value_lens[i]);
+        else if (__builtin_expect(cand & SIMDR__IDX_TOMB, 0))
+            rc = SIMDR_NOTFOUND;
+        else
+            rc = serve_slot(s, base, len, cand, &values[i], &value_lens[i]);
+        if (__builtin_expect(rc == SIMDR_OK, 1))
+            ++*found;
+        else if (rc != SIMDR_NOTFOUND)
+            return rc;
+    }
+#undef HASH_STAGE
+#undef SLOT_STAGE
+    return SIMDR_OK;
 }
 
 SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys, size_t n,
@@ -641,38 +904,14 @@ SIMDR_API int64_t simdr_read_get_batch(simdr_read *scope, const simdr_key *keys,
         value_lens[i] = 0;
         if (!keys[i].key && keys[i].key_len) return simdr__fail(SIMDR_EINVAL, "NULL key");
     }
-    simdr_store *s = sc->store;
     int64_t found = 0;
     for (size_t at = 0; at < n; at += BATCH_WINDOW) {
         size_t m = n - at < BATCH_WINDOW ? n - at : BATCH_WINDOW;
-        uint64_t hashes[BATCH_WINDOW], vals[BATCH_WINDOW];
-        unsigned char retry[BATCH_WINDOW];
-        const simdr__view *v = simdr__current_view(s);
-        lookup_window(v, keys + at, hashes, m, vals, retry);
-        for (size_t i = 0; i < m; i++) {
-            uint64_t val = vals[i];
-            int rc;
-            if (val == DAMAGED_SLOT)
-                rc = damaged_slot(s, hashes[i]);
-            else if (retry[i])
-                rc = read_get_slow(s, hashes[i], &values[at + i], &value_lens[at + i]);
-            else if (!val || (val & SIMDR__IDX_TOMB))
-                rc = SIMDR_NOTFOUND;
-            else
-                rc = serve_slot(s, v, val, &values[at + i], &value_lens[at + i]);
-            if (rc == SIMDR_OK) {
-                found++;
-            } else if (rc != SIMDR_NOTFOUND) {
-                for (size_t j = 0; j < n; j++) values[j] = NULL;
-                return rc;
-            }
+        int rc = scope_window(sc->store, keys + at, m, values + at, value_lens + at, &found);
+        if (rc != SIMDR_OK) {
+            for (size_t j = 0; j < n; j++) values[j] = NULL;
+            return rc;
         }
     }
     return found;
-}
-
-SIMDR_API int simdr_read_get(simdr_read *scope, const void *key, size_t key_len,
-                             const void **value, size_t *value_len) {
-    if (!key && key_len) return simdr__fail(SIMDR_EINVAL, "NULL key");
-    return simdr_read_get_hashed(scope, key_hash(key, key_len), value, value_len);
 }

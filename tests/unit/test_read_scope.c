@@ -310,6 +310,60 @@ static void scope_reports_damage(void **state) {
     assert_int_equal(simdr_close(s), SIMDR_OK);
 }
 
+/* Every value length the inline check handles in pieces (1 to 3 leftover
+ * bytes through a table, 4 to 7 as a shifted word, whole words), and some
+ * past it, in both layouts: a scope, a batch and simdr_get serve each value
+ * intact, and each refuses it once one bit of it has flipped. */
+static void scope_checks_every_short_length(void **state) {
+    fixture *f = *state;
+    enum { MAX_LEN = 48 };
+    for (int layout = 0; layout < 2; layout++) {
+        char path[4096];
+        tu_join(path, sizeof path, f->dir, layout ? "unaligned.bin" : "aligned.bin");
+        simdr_store *s = tu_open(path, SIMDR_OPEN_CREATE,
+                                 layout ? SIMDR_LAYOUT_UNALIGNED : SIMDR_LAYOUT_ALIGNED64);
+        uint8_t want[MAX_LEN + 1][MAX_LEN];
+        char key[32];
+        for (unsigned len = 1; len <= MAX_LEN; len++) {
+            tu_fill(want[len], len, 1000u * (unsigned)layout + len);
+            want[len][0] |= 1; /* never the single tombstone byte 0x00 */
+            snprintf(key, sizeof key, "len-%u", len);
+            assert_int_equal(simdr_put(s, key, strlen(key), want[len], len, NULL), SIMDR_OK);
+        }
+        simdr_read r;
+        const void *p;
+        size_t n;
+        assert_int_equal(simdr_read_begin(s, &r), SIMDR_OK);
+        for (unsigned len = 1; len <= MAX_LEN; len++) {
+            snprintf(key, sizeof key, "len-%u", len);
+            assert_int_equal(simdr_read_get(&r, key, strlen(key), &p, &n), SIMDR_OK);
+            assert_int_equal(n, len);
+            assert_memory_equal(p, want[len], len);
+            simdr_key k = {key, strlen(key)};
+            assert_int_equal(simdr_read_get_batch(&r, &k, 1, &p, &n), 1);
+            assert_int_equal(n, len);
+            assert_memory_equal(p, want[len], len);
+        }
+        simdr_read_end(&r);
+        for (unsigned len = 1; len <= MAX_LEN; len++) {
+            snprintf(key, sizeof key, "len-%u", len);
+            simdr_entry *e;
+            assert_int_equal(simdr_get(s, key, strlen(key), &e), SIMDR_OK);
+            uint64_t at = simdr_entry_offset(e) + (len * 5u) % len;
+            simdr_entry_release(e);
+            uint8_t b = (uint8_t)(want[len][(len * 5u) % len] ^ (1u << (len % 8)));
+            tu_patch_file(path, at, &b, 1);
+            assert_int_equal(simdr_read_begin(s, &r), SIMDR_OK);
+            assert_int_equal(simdr_read_get(&r, key, strlen(key), &p, &n), SIMDR_ECORRUPT);
+            simdr_key k = {key, strlen(key)};
+            assert_int_equal(simdr_read_get_batch(&r, &k, 1, &p, &n), SIMDR_ECORRUPT);
+            simdr_read_end(&r);
+            assert_int_equal(simdr_get(s, key, strlen(key), &e), SIMDR_ECORRUPT);
+        }
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+    }
+}
+
 /* ---- readers in scopes against a writer and compaction (TSan) ---- */
 
 enum { KEYS = 2000, READERS = 2 };
@@ -400,6 +454,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(scope_pointers_outlive_growth_and_compaction, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(scope_reports_damage, setup, teardown),
+        cmocka_unit_test_setup_teardown(scope_checks_every_short_length, setup, teardown),
         cmocka_unit_test_setup_teardown(scope_readers_race_writer_and_compaction, setup,
                                         teardown),
     };
