@@ -914,7 +914,7 @@ static void print_targets(void)
     target("R1", o[M_R1], best_peer[M_R1], 0.25, 0, "of the best peer's ns/get");
     target("R1b", o[M_R1B], 60.0, 1.0, 0, "of 60 ns/key");
     target("R2", o[M_R2], isnan(o[M_R1]) ? NAN : 1e3 / o[M_R1], 1.8, 1, "of our R1 rate");
-    target("O1", o[M_O1], 5.0, 1.0, 0, "of 5 ms");
+    target("O1", o[M_O1], 1.0, 1.0, 0, "of 1 ms");
     target("O1c", o[M_O1_COLD], 50.0, 1.0, 0, "of 50 ms, no hint file");
     target("I1", o[M_I1], lm_i1, 1.0, 0, "of LMDB's scan");
     target("C1", o[M_C1], 0.5, 1.0, 0, "of 0.5 s");

@@ -4,27 +4,25 @@
  * library) for key hashes and CRC-32 IEEE reflected (same values as zlib's
  * crc32) for payload checksums.
  *
- * CRC-32 uses ISA-L (crc32_gzip_refl, carry-less multiply), except below
- * 16 bytes, where ISA-L falls back to a path slower than zlib's byte loop
- * (docs/BENCHMARKS.md, "CRC-32 of short values"), and 8-byte values are the
- * common case of batched puts. Both compute the same polynomial with the
- * same chaining convention, so the values are identical.
+ * CRC-32 uses ISA-L (crc32_gzip_refl, carry-less multiply), except up to
+ * 32 bytes, where ISA-L's call and setup cost more than the CRC
+ * (docs/BENCHMARKS.md, "CRC-32 of short values") and 8-byte values are the
+ * common case of batched puts: those are computed in line (crc_short.h).
+ * Both compute the same polynomial with the same chaining convention, so
+ * the values are identical.
  */
 #include <isa-l/crc.h>
 #include <stdlib.h>
-#include <zlib.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "crc_short.h"
 #include "format.h"
 #include "internal.h"
 
-/* Below this length zlib's byte loop beats ISA-L's call and setup. */
-#define SHORT_CRC_MAX 16u
-
 uint32_t simdr__crc32(uint32_t crc, const void *buf, uint64_t len) {
-    if (len < SHORT_CRC_MAX) return (uint32_t)crc32(crc, (const Bytef *)buf, (uInt)len);
+    if (len <= SIMDR__CRC_SHORT_MAX) return simdr__crc32_short(crc, buf, (size_t)len);
     /* crc32_gzip_refl takes and returns the finished (inverted) value, so it
      * chains across chunks exactly like zlib's crc32(). */
     return crc32_gzip_refl(crc, (const unsigned char *)buf, len);

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "crc_short.h"
 #include "epoch_inline.h"
 
 /* The key hash inline: a call into the shared library per key costs as much
@@ -59,79 +60,22 @@ int simdr__entry_decode(const uint8_t *base, uint64_t map_len, uint64_t meta_off
     return simdr__entry_decode_span(base + prev, prev, meta_off, layout, e);
 }
 
-/* ---- CRC-32 of short values, inline ----
- * Values up to INLINE_CRC_MAX bytes are checked here instead of through
- * simdr__crc32 (the same CRC): a call into the checksum library costs more
- * instructions than the check, and each instruction between two gets delays
- * the next get's cache misses. The format's CRC is CRC-32/IEEE (zlib's), not
- * the CRC-32C of SSE4.2's crc32 instruction, so on x86-64 eight bytes at a
- * time are folded with two carry-less multiplications (PCLMULQDQ, checked at
- * run time), a 4 to 7 byte remainder as one shifted word; elsewhere, and for
- * a remainder of 1 to 3 bytes, zlib's byte table. */
-enum { INLINE_CRC_MAX = 32 };
-
-static inline uint32_t crc_bytes_table(uint32_t c, const uint8_t *p, size_t n) {
-    const z_crc_t *t = get_crc_table();
-    for (size_t i = 0; i < n; i++) c = (uint32_t)t[(c ^ p[i]) & 0xffu] ^ (c >> 8);
-    return c;
-}
-
-static inline uint64_t load_le_upto8(const uint8_t *p, size_t n) {
-    uint8_t b[8] = {0};
-    memcpy(b, p, n);
-    return simdr__load_u64le(b);
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <emmintrin.h>
-#define CRC_CLMUL 1
-/* The CRC register after 8 more message bytes: w holds them (little
- * endian) with the register XORed into the first four. With the bytes as a
- * polynomial M of degree < 64 (bit-reflected, as the CRC is), the register
- * becomes (M x^32) mod P. Barrett reduction does that exactly in two
- * products: the quotient q = M + floor(M mu / x^64), mu being
- * floor(x^96 / P) less its x^64 term, and the remainder (q P_low) mod x^32.
- * Both constants are bit-reflected; mu is shifted left by one so the
- * reflected product of the first step lands in its low 64 bits. Assembly,
- * not intrinsics, so the library needs no target flags: the caller checks
- * that the processor has the instruction. */
-static inline uint32_t crc_fold8(uint64_t w) {
-    const __m128i k = _mm_set_epi64x(INT64_C(0x1db710640), (long long)UINT64_C(0xb4e5b025f7011640));
-    __m128i x = _mm_cvtsi64_si128((long long)w);
-    __m128i t = x;
-    __asm__("pclmulqdq $0x00, %1, %0" : "+x"(t) : "x"(k)); /* M * mu */
-    t = _mm_xor_si128(t, x);                                /* q in the low half */
-    __asm__("pclmulqdq $0x10, %1, %0" : "+x"(t) : "x"(k)); /* q * P */
-    return (uint32_t)_mm_cvtsi128_si32(_mm_srli_si128(t, 8));
-}
-#endif
+/* Values up to INLINE_CRC_MAX bytes are checked in line (crc_short.h):
+ * a call into the checksum library costs more instructions than the check,
+ * and each instruction between two gets delays the next get's misses. */
+enum { INLINE_CRC_MAX = SIMDR__CRC_SHORT_MAX };
 
 /* zlib's crc32(0, p, n), for n <= INLINE_CRC_MAX, out of line (serve_slot
  * checks 8 bytes itself). */
 static __attribute__((noinline)) uint32_t crc_short(const uint8_t *p, size_t n) {
-    uint32_t c = 0xffffffffu;
-#ifdef CRC_CLMUL
-    if (__builtin_expect(__builtin_cpu_supports("pclmul"), 1)) {
-        size_t head = n & 7;
-        if (head >= 4) {
-            /* A short first piece as a whole word with zero bytes before
-             * it: leading zeros leave the polynomial unchanged. */
-            c = crc_fold8((load_le_upto8(p, head) ^ c) << (64 - 8 * head));
-        } else if (head) {
-            c = crc_bytes_table(c, p, head);
-        }
-        for (p += head, n -= head; n; p += 8, n -= 8) c = crc_fold8(simdr__load_u64le(p) ^ c);
-        return ~c;
-    }
-#endif
-    return ~crc_bytes_table(c, p, n);
+    return simdr__crc32_short(0, p, n);
 }
 
 /* 1 if a decoded entry's payload matches its CRC: short values inline. */
 static inline int payload_sound_fast(const struct simdr_entry *e) {
-#ifdef CRC_CLMUL
+#ifdef SIMDR__CRC_CLMUL
     if (e->size == 8 && __builtin_cpu_supports("pclmul"))
-        return ~crc_fold8(simdr__load_u64le(e->data) ^ 0xffffffffu) == e->checksum;
+        return ~simdr__crc_fold8(simdr__load_u64le(e->data) ^ 0xffffffffu) == e->checksum;
 #endif
     if (e->size <= INLINE_CRC_MAX) return crc_short(e->data, (size_t)e->size) == e->checksum;
     return simdr__payload_sound(e);
@@ -723,13 +667,13 @@ static inline __attribute__((always_inline)) int serve_slot(simdr_store *s, cons
         return serve_checked(s, base, map_len, val, value, value_len);
     uint64_t size = meta_off - payload;
     if (s->verify_reads) {
-#ifdef CRC_CLMUL
+#ifdef SIMDR__CRC_CLMUL
         /* 8 bytes, the commonest short value, here; any other size in a
          * call made last, so the hot path saves no registers for it. */
         if (__builtin_expect(size != 8, 0) ||
             __builtin_expect(!__builtin_cpu_supports("pclmul"), 0))
             return serve_any_size(s, base, map_len, val, value, value_len);
-        if (__builtin_expect(~crc_fold8(simdr__load_u64le(base + payload) ^ 0xffffffffu) !=
+        if (__builtin_expect(~simdr__crc_fold8(simdr__load_u64le(base + payload) ^ 0xffffffffu) !=
                                  simdr__load_u32le(meta + 16),
                              0))
             return serve_checked(s, base, map_len, val, value, value_len);

@@ -9,6 +9,8 @@
  */
 #include "testutil.h"
 
+#include <stdatomic.h>
+
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,13 +73,14 @@ static void flip_byte(const char *path, uint64_t off) {
     close(fd);
 }
 
+/* Atomic: simdr_for_each_parallel calls the visitor from several threads. */
 typedef struct count_ctx {
-    int n;
+    _Atomic int n;
 } count_ctx;
 
 static int count_visit(void *ctx, const simdr_entry *e) {
     (void)e;
-    ((count_ctx *)ctx)->n++;
+    atomic_fetch_add(&((count_ctx *)ctx)->n, 1);
     return 0;
 }
 

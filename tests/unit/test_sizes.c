@@ -197,10 +197,93 @@ static void test_sizes_unaligned(void **state) {
     sweep_layout(SIMDR_LAYOUT_UNALIGNED);
 }
 
+/* ---- checksums of short values against zlib ----
+ * Values up to 32 bytes take the library's inline CRC (on x86-64 folded 8
+ * bytes at a time with carry-less multiplies, a 4-7 byte first piece as
+ * one shifted word, 1-3 bytes through the byte table); a stream chains it
+ * from a running CRC. Every length from 1 to 80, written by a put, a batch
+ * and a stream handing out 1 to 5 bytes at a time, must store zlib's
+ * crc32 and read back (checked) in both layouts. */
+typedef struct dribble {
+    const uint8_t *p;
+    size_t left, step;
+} dribble;
+
+static int64_t dribble_read(void *ctx, void *buf, size_t cap) {
+    dribble *d = ctx;
+    size_t n = d->left < d->step ? d->left : d->step;
+    if (n > cap) n = cap;
+    memcpy(buf, d->p, n);
+    d->p += n;
+    d->left -= n;
+    d->step = d->step % 5 + 1;
+    return (int64_t)n;
+}
+
+static void expect_zlib_crc(simdr_store *s, const char *key, const uint8_t *want, size_t len) {
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, key, strlen(key), &e), SIMDR_OK);
+    assert_int_equal(simdr_entry_size(e), len);
+    assert_memory_equal(simdr_entry_data(e), want, len);
+    assert_int_equal(simdr_entry_checksum(e), (uint32_t)crc32(0, want, (uInt)len));
+    simdr_entry_release(e);
+}
+
+static void short_checksums_layout(int layout) {
+    enum { MAXLEN = 80 };
+    char *dir = tu_mkdtemp();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/crc.bin", dir);
+    uint8_t vals[MAXLEN + 1][MAXLEN];
+    srand(1234 + layout);
+    for (size_t len = 1; len <= MAXLEN; len++)
+        for (size_t i = 0; i < len; i++) vals[len][i] = (uint8_t)(rand() >> 7);
+    vals[1][0] |= 1; /* never the single byte 0x00 (the tombstone) */
+    simdr_store *s = tu_open(path, SIMDR_OPEN_CREATE, layout);
+    simdr_kv items[MAXLEN];
+    char bkeys[MAXLEN][16];
+    for (size_t len = 1; len <= MAXLEN; len++) {
+        char k[16];
+        snprintf(k, sizeof k, "p%zu", len);
+        assert_int_equal(simdr_put(s, k, strlen(k), vals[len], len, NULL), SIMDR_OK);
+        snprintf(bkeys[len - 1], sizeof bkeys[len - 1], "b%zu", len);
+        items[len - 1] = (simdr_kv){bkeys[len - 1], strlen(bkeys[len - 1]), vals[len], len};
+        snprintf(k, sizeof k, "s%zu", len);
+        dribble d = {vals[len], len, len % 5 + 1};
+        assert_int_equal(simdr_put_stream(s, k, strlen(k), dribble_read, &d, NULL), SIMDR_OK);
+    }
+    assert_int_equal(simdr_put_batch(s, items, MAXLEN, NULL), SIMDR_OK);
+    for (int round = 0; round < 2; round++) {
+        for (size_t len = 1; len <= MAXLEN; len++) {
+            char k[16];
+            for (const char *pre = "pbs"; *pre; pre++) {
+                snprintf(k, sizeof k, "%c%zu", *pre, len);
+                expect_zlib_crc(s, k, vals[len], len);
+            }
+        }
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        if (round == 0) s = tu_open(path, SIMDR_OPEN_EXISTING, layout);
+    }
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_short_checksums_aligned(void **state) {
+    (void)state;
+    short_checksums_layout(SIMDR_LAYOUT_ALIGNED64);
+}
+
+static void test_short_checksums_unaligned(void **state) {
+    (void)state;
+    short_checksums_layout(SIMDR_LAYOUT_UNALIGNED);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sizes_aligned),
         cmocka_unit_test(test_sizes_unaligned),
+        cmocka_unit_test(test_short_checksums_aligned),
+        cmocka_unit_test(test_short_checksums_unaligned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
