@@ -49,6 +49,9 @@ typedef struct bench_adapter {
     /** 1: simdr itself (in another layout) or a yardstick, left out of
      *  "best peer" ratios. */
     int not_a_peer;
+    /** 1: no durable writes and no lock for writers on several threads (the
+     *  floor yardsticks): W4 is not run. */
+    int no_durable_writes;
     /** Opens the database stored in dir; NULL on failure. */
     void *(*open)(const char *dir, const bench_open_opts *opts);
     /** Closes and frees; returns 0 or an error. */

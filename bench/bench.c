@@ -470,7 +470,7 @@ static void run_engine(const bench_adapter *a, const char *root, double *res)
         rm_rf(dir);
     }
 
-    if (wl_enabled("W4")) {
+    if (wl_enabled("W4") && !a->no_durable_writes) {
         size_t cnt = cfg.w4_count < n ? cfg.w4_count : n;
         for (int nt = 1; nt <= 2; nt++) {
             thread_job jobs[2];
