@@ -33,6 +33,7 @@ typedef struct {
     int closing;
     int readonly;
     int durability;
+    int append_mode;       /* SIMDR_APPEND_WRITE or SIMDR_APPEND_MAPPED (writable opens) */
     int verify_reads;      /* the binding checks each value's CRC (py_store.c) */
     PyObject *path;        /* the path as given, after os.fspath */
     PySimdrIter *iters;    /* live iterators, closed before the store */

@@ -91,12 +91,13 @@ static int parse_choice(PyObject *obj, const char *what, const char *a, int va, 
 
 static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"path", "readonly", "create", "durability", "layout",
-                             "repair", "salvage", "use_hint", "verify_reads", NULL};
-    PyObject *path_arg, *durability = NULL, *layout = NULL;
+                             "repair", "salvage", "use_hint", "verify_reads", "append_mode",
+                             NULL};
+    PyObject *path_arg, *durability = NULL, *layout = NULL, *append_mode = NULL;
     int readonly = 0, create = 1, repair = 1, salvage = 0, use_hint = 1, verify_reads = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ppOO$pppp:DataStore", kwlist, &path_arg,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ppOO$ppppO:DataStore", kwlist, &path_arg,
                                      &readonly, &create, &durability, &layout, &repair,
-                                     &salvage, &use_hint, &verify_reads))
+                                     &salvage, &use_hint, &verify_reads, &append_mode))
         return -1;
     if (self->store || self->closing) {
         PyErr_SetString(PySimdr_Error, "DataStore.__init__ called on an already opened store");
@@ -117,6 +118,9 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
         return -1;
     if (layout && parse_choice(layout, "layout", "aligned", SIMDR_LAYOUT_ALIGNED64, "unaligned",
                                SIMDR_LAYOUT_UNALIGNED, &opts.layout) < 0)
+        return -1;
+    if (append_mode && parse_choice(append_mode, "append_mode", "write", SIMDR_APPEND_WRITE,
+                                    "mapped", SIMDR_APPEND_MAPPED, &opts.append_mode) < 0)
         return -1;
 
     PyObject *fs_path = PyOS_FSPath(path_arg);
@@ -141,6 +145,7 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     self->store = store;
     self->readonly = readonly;
     self->durability = opts.durability;
+    self->append_mode = readonly ? SIMDR_APPEND_WRITE : opts.append_mode;
     self->verify_reads = verify_reads;
     Py_XSETREF(self->path, fs_path);
     return 0;
@@ -1035,13 +1040,14 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
     pysimdr_store_leave(self);
     if (rrc != SIMDR_OK) return pysimdr_raise(rrc);
     return Py_BuildValue(
-        "{sOsKsKsKsKsssOsOsss{sKsKsKsOss}}", "path", self->path, "count",
+        "{sOsKsKsKsKsssOsOsssss{sKsKsKsOss}}", "path", self->path, "count",
         (unsigned long long)count, "file_size", (unsigned long long)size, "compaction_savings",
         (unsigned long long)savings, "index_bytes", (unsigned long long)index_bytes, "layout",
         layout == SIMDR_LAYOUT_UNALIGNED ? "unaligned" : "aligned", "readonly",
         self->readonly ? Py_True : Py_False, "verify_reads",
         self->verify_reads ? Py_True : Py_False, "durability",
-        self->durability == SIMDR_SYNC_DATA ? "data" : "none", "recovery", "file_size",
+        self->durability == SIMDR_SYNC_DATA ? "data" : "none", "append_mode",
+        self->append_mode == SIMDR_APPEND_MAPPED ? "mapped" : "write", "recovery", "file_size",
         (unsigned long long)rec.file_size, "valid_size", (unsigned long long)rec.valid_size,
         "bytes_cut", (unsigned long long)rec.bytes_cut, "truncated",
         rec.truncated ? Py_True : Py_False, "saved_path", rec.saved_path);
@@ -1285,7 +1291,8 @@ PyTypeObject PySimdrStore_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc =
         "DataStore(path, readonly=False, create=True, durability='none', layout='aligned', *,\n"
-        "          repair=True, salvage=False, use_hint=True, verify_reads=True)\n"
+        "          repair=True, salvage=False, use_hint=True, verify_reads=True,\n"
+        "          append_mode='write')\n"
         "--\n\n"
         "An open simd-r-drive store file: an append-only key/value store whose reads are\n"
         "zero-copy views of the file's memory map.\n\n"
@@ -1299,7 +1306,11 @@ PyTypeObject PySimdrStore_Type = {
         "verify_reads: every read checks the value's CRC-32 before handing it out\n"
         "(CorruptError for damaged bytes); it reads the whole value, so a view of a large one\n"
         "costs a pass over it. False skips the check (EntryHandle.is_valid_checksum() does it\n"
-        "on demand): a view of any size then costs the same few microseconds.\n\n"
+        "on demand): a view of any size then costs the same few microseconds.\n"
+        "append_mode: 'write' (one system call per write) or 'mapped' (writes copied into a\n"
+        "writable shared mapping of preallocated space, no system call per put; the file is\n"
+        "longer than its last entry until sync() or close(), which other readers, the Rust\n"
+        "crate among them, should not open meanwhile; docs/RELIABILITY.md, \"Mapped appends\").\n\n"
         "Keys are bytes-like or str (UTF-8); values any non-empty bytes-like object. The file\n"
         "stores only a key's XXH3-64 hash, so iteration yields entries, not keys.\n"
         "Mapping protocol: db[k] (bytes; KeyError), db[k] = v, del db[k], k in db, len(db).\n"

@@ -481,3 +481,37 @@ def test_verify_reads_option(store_path):
             assert len(got) == len(value) and got != value
             assert ro.exists(key)
         assert sorted(len(h) for h in ro) == [2, 20, 200, 5000]
+
+
+def test_append_mode_mapped(tmp_path):
+    # Mapped appends: the file runs ahead of its last entry (preallocated
+    # zeros) while open and is cut back to it by sync() and close(); every
+    # write path reads back, in this handle, a read-only one and after reopen.
+    path = tmp_path / "mapped.bin"
+    values = {b"k%d" % i: os.urandom(1 + i % 300) + b"!" for i in range(2000)}
+    with simdr.open(path, append_mode="mapped") as db:
+        assert db.info()["append_mode"] == "mapped"
+        for k, v in list(values.items())[:1000]:
+            db.write(k, v)
+        db.batch_write(list(values.items())[1000:])
+        db.delete(b"k7")
+        del values[b"k7"]
+        assert os.path.getsize(path) > db.info()["file_size"]  # the preallocated zeros
+        assert all(db.read(k) == v for k, v in values.items())
+        with simdr.open(path, readonly=True) as ro:
+            assert ro.info()["append_mode"] == "write"
+            assert all(ro.read(k) == v for k, v in values.items())
+            assert ro.read(b"k7") is None
+        db.sync()
+        assert os.path.getsize(path) == db.info()["file_size"]
+        db.write(b"after sync", b"x" * 100)
+        values[b"after sync"] = b"x" * 100
+    size = os.path.getsize(path)
+    with simdr.open(path) as db:
+        assert db.info()["file_size"] == size and db.info()["recovery"]["bytes_cut"] == 0
+        assert len(db) == len(values)
+        assert all(db.read(k) == v for k, v in values.items())
+    with pytest.raises(simdr.InvalidArgumentError):
+        simdr.open(tmp_path / "bad.bin", append_mode="mmap")
+    with pytest.raises(TypeError):
+        simdr.open(tmp_path / "bad.bin", append_mode=1)
