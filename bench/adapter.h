@@ -29,7 +29,7 @@
 typedef struct bench_open_opts {
     int create;    /**< 1: fresh database (the directory is empty); 0: reopen */
     int durable;   /**< 1: every write is durable when it returns (W4) */
-    int variant;   /**< engine-specific layout switch (simdr: 1 = unaligned) */
+    int variant;   /**< engine-specific switch (simdr: 1 = unaligned layout, 2 = mapped appends) */
 } bench_open_opts;
 
 typedef struct bench_kv {

@@ -306,47 +306,16 @@ static double floor_index_bytes_per_key(void *p)
     return db->used ? (double)(db->cap * sizeof(floor_slot)) / (double)db->used : 0.0;
 }
 
-const bench_adapter bench_adapter_floor = {
-    .name = "floor",
-    .not_a_peer = 1,
-    .open = floor_open_aligned,
-    .close = floor_close,
-    .no_durable_writes = 1,
-    .thread_begin = floor_thread_begin,
-    .thread_end = floor_thread_end,
-    .put = floor_put,
-    .put_batch = floor_put_batch,
-    .get = floor_get,
-    .scan = floor_scan,
-    .index_bytes_per_key = floor_index_bytes_per_key,
-};
+/* The three yardsticks differ only in how they open. */
+#define FLOOR_ADAPTER(label, open_fn)                                                     \
+    {                                                                                     \
+        .name = label, .not_a_peer = 1, .open = open_fn, .close = floor_close,            \
+        .no_durable_writes = 1, .thread_begin = floor_thread_begin,                       \
+        .thread_end = floor_thread_end, .put = floor_put, .put_batch = floor_put_batch,   \
+        .get = floor_get, .scan = floor_scan,                                             \
+        .index_bytes_per_key = floor_index_bytes_per_key,                                 \
+    }
 
-const bench_adapter bench_adapter_floor_unaligned = {
-    .name = "floor-u",
-    .not_a_peer = 1,
-    .open = floor_open_unaligned,
-    .close = floor_close,
-    .no_durable_writes = 1,
-    .thread_begin = floor_thread_begin,
-    .thread_end = floor_thread_end,
-    .put = floor_put,
-    .put_batch = floor_put_batch,
-    .get = floor_get,
-    .scan = floor_scan,
-    .index_bytes_per_key = floor_index_bytes_per_key,
-};
-
-const bench_adapter bench_adapter_floor_crc = {
-    .name = "floor-c",
-    .not_a_peer = 1,
-    .open = floor_open_crc,
-    .close = floor_close,
-    .no_durable_writes = 1,
-    .thread_begin = floor_thread_begin,
-    .thread_end = floor_thread_end,
-    .put = floor_put,
-    .put_batch = floor_put_batch,
-    .get = floor_get,
-    .scan = floor_scan,
-    .index_bytes_per_key = floor_index_bytes_per_key,
-};
+const bench_adapter bench_adapter_floor = FLOOR_ADAPTER("floor", floor_open_aligned);
+const bench_adapter bench_adapter_floor_unaligned = FLOOR_ADAPTER("floor-u", floor_open_unaligned);
+const bench_adapter bench_adapter_floor_crc = FLOOR_ADAPTER("floor-c", floor_open_crc);

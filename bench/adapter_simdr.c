@@ -3,7 +3,8 @@
  * header only.
  *
  * Default configuration (aligned layout, SIMDR_SYNC_NONE); variant 1 selects
- * the unaligned layout; durable mode is SIMDR_SYNC_DATA. Gets are zero-copy,
+ * the unaligned layout, variant 2 mapped appends; durable mode is
+ * SIMDR_SYNC_DATA. Gets are zero-copy,
  * compared in place: one read scope per get (simdr_read_begin/get/end) for
  * R1 and R2, simdr_get + simdr_entry_data for R1h; the batch read is
  * simdr_read_get_batch in a scope per call; a scan is simdr_for_each (one
@@ -56,6 +57,7 @@ static void *sd_open(const char *dir, const bench_open_opts *o)
     simdr_options_init(&opts);
     opts.open_mode = o->create ? SIMDR_OPEN_CREATE : SIMDR_OPEN_EXISTING;
     opts.layout = o->variant == 1 ? SIMDR_LAYOUT_UNALIGNED : SIMDR_LAYOUT_ALIGNED64;
+    if (o->variant == 2) opts.append_mode = SIMDR_APPEND_MAPPED;
     opts.durability = o->durable ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
     const char *verify = getenv("SIMDR_BENCH_VERIFY");
     opts.verify_reads = !(verify && !strcmp(verify, "0"));
@@ -294,94 +296,34 @@ static int sd_drop_hints(const char *dir)
     return 0;
 }
 
-const bench_adapter bench_adapter_simdr = {
-    .name = "simdr",
-    .not_a_peer = 1,
-    .open = sd_open,
-    .close = sd_close,
-    .thread_begin = sd_thread_begin,
-    .thread_end = sd_thread_end,
-    .put = sd_put,
-    .put_batch = sd_put_batch,
+/* The columns of simdr: one adapter each, differing only in how they open. */
 #ifdef SIMDR_HAS_READ_SCOPE
-    .get = sd_get,
-    .get_handle = sd_get_handle,
+#define SD_GETS .get = sd_get, .get_handle = sd_get_handle
 #else
-    .get = sd_get_handle,
+#define SD_GETS .get = sd_get_handle
 #endif
-    .get_batch = sd_get_batch,
-    .scan = sd_scan,
-    .compact = sd_compact,
-    .index_bytes_per_key = sd_index_bytes_per_key,
-    .drop_hints = sd_drop_hints,
-};
+#define SD_ADAPTER(label, open_fn)                                                        \
+    {                                                                                     \
+        .name = label, .not_a_peer = 1, .open = open_fn, .close = sd_close,               \
+        .thread_begin = sd_thread_begin, .thread_end = sd_thread_end, .put = sd_put,      \
+        .put_batch = sd_put_batch, SD_GETS, .get_batch = sd_get_batch, .scan = sd_scan,   \
+        .compact = sd_compact, .index_bytes_per_key = sd_index_bytes_per_key,             \
+        .drop_hints = sd_drop_hints,                                                      \
+    }
 
-const bench_adapter bench_adapter_simdr_unaligned = {
-    .name = "simdr-u",
-    .not_a_peer = 1,
-    .open = sd_open_unaligned,
-    .close = sd_close,
-    .thread_begin = sd_thread_begin,
-    .thread_end = sd_thread_end,
-    .put = sd_put,
-    .put_batch = sd_put_batch,
-#ifdef SIMDR_HAS_READ_SCOPE
-    .get = sd_get,
-    .get_handle = sd_get_handle,
-#else
-    .get = sd_get_handle,
-#endif
-    .get_batch = sd_get_batch,
-    .scan = sd_scan,
-    .compact = sd_compact,
-    .index_bytes_per_key = sd_index_bytes_per_key,
-    .drop_hints = sd_drop_hints,
-};
+const bench_adapter bench_adapter_simdr = SD_ADAPTER("simdr", sd_open);
+const bench_adapter bench_adapter_simdr_unaligned = SD_ADAPTER("simdr-u", sd_open_unaligned);
 
 /* ---- simdr-m: mapped appends (simdr_options.append_mode) ----
  * The default configuration with SIMDR_APPEND_MAPPED: puts, batches and
  * deletes copy into a writable mapping of preallocated file space instead
- * of one pwrite each. Reads are the default engine's; SIMDR_BENCH_EXPECTED_KEYS
- * applies as to the default engine. */
+ * of one pwrite each. Reads are the default engine's; the SIMDR_BENCH_*
+ * variables apply as to the default engine. */
 static void *sd_open_mapped(const char *dir, const bench_open_opts *o)
 {
-    char path[4096];
-    simdr_options opts;
-    simdr_store *st = NULL;
-    int rc;
-    simdr_options_init(&opts);
-    opts.open_mode = o->create ? SIMDR_OPEN_CREATE : SIMDR_OPEN_EXISTING;
-    opts.durability = o->durable ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
-    opts.append_mode = SIMDR_APPEND_MAPPED;
-    /* SIMDR_BENCH_EXPECTED_KEYS=N, as for the default engine. */
-    const char *expected = getenv("SIMDR_BENCH_EXPECTED_KEYS");
-    if (expected) opts.expected_keys = strtoull(expected, NULL, 10);
-    snprintf(path, sizeof path, "%s/" SIMDR_BENCH_FILE, dir);
-    if ((rc = simdr_open(&st, path, &opts)) != SIMDR_OK) {
-        sd_fail("open", rc);
-        return NULL;
-    }
-    return st;
+    bench_open_opts m = *o;
+    m.variant = 2;
+    return sd_open(dir, &m);
 }
 
-const bench_adapter bench_adapter_simdr_mapped = {
-    .name = "simdr-m",
-    .not_a_peer = 1,
-    .open = sd_open_mapped,
-    .close = sd_close,
-    .thread_begin = sd_thread_begin,
-    .thread_end = sd_thread_end,
-    .put = sd_put,
-    .put_batch = sd_put_batch,
-#ifdef SIMDR_HAS_READ_SCOPE
-    .get = sd_get,
-    .get_handle = sd_get_handle,
-#else
-    .get = sd_get_handle,
-#endif
-    .get_batch = sd_get_batch,
-    .scan = sd_scan,
-    .compact = sd_compact,
-    .index_bytes_per_key = sd_index_bytes_per_key,
-    .drop_hints = sd_drop_hints,
-};
+const bench_adapter bench_adapter_simdr_mapped = SD_ADAPTER("simdr-m", sd_open_mapped);

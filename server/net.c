@@ -375,22 +375,33 @@ static void handle_input(client *c, int status) {
     mark_pending(c);
 }
 
-/* --threads > 1: the clients found readable in this turn, in event order.
- * Their reads run as one I/O job after the loop's callbacks
- * (net_process_reads), then their commands, in that order. */
-static client **read_list;
-static size_t read_n, read_cap;
+/* A turn's list of clients for one I/O job (--threads > 1), kept between
+ * turns so it is allocated once. */
+typedef struct client_list {
+    client **at;
+    size_t n, cap;
+} client_list;
+
+static int client_list_push(client_list *l, client *c) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        client **bigger = realloc(l->at, cap * sizeof *bigger);
+        if (!bigger) return 0;
+        l->at = bigger;
+        l->cap = cap;
+    }
+    l->at[l->n++] = c;
+    return 1;
+}
+
+/* The clients found readable in this turn, in event order. Their reads run
+ * as one I/O job after the loop's callbacks (net_process_reads), then their
+ * commands, in that order. */
+static client_list reads;
 
 static int queue_read(client *c) {
     if (c->flags & CLIENT_READ_QUEUED) return 1;
-    if (read_n == read_cap) {
-        size_t cap = read_cap ? read_cap * 2 : 64;
-        client **bigger = realloc(read_list, cap * sizeof *bigger);
-        if (!bigger) return 0;
-        read_list = bigger;
-        read_cap = cap;
-    }
-    read_list[read_n++] = c;
+    if (!client_list_push(&reads, c)) return 0;
     c->flags |= CLIENT_READ_QUEUED;
     return 1;
 }
@@ -411,17 +422,17 @@ static void collect_io_counters(void) {
 }
 
 void net_process_reads(void) {
-    if (!read_n) return;
-    if (iothreads_run(read_step, read_list, read_n)) srv.threaded_reads += read_n;
+    if (!reads.n) return;
+    if (iothreads_run(read_step, reads.at, reads.n)) srv.threaded_reads += reads.n;
     collect_io_counters();
     /* A command may close a client later in the list (CLIENT KILL): its
      * input is then dropped, as if the kill had come first. */
-    for (size_t i = 0; i < read_n; i++) {
-        client *c = read_list[i];
+    for (size_t i = 0; i < reads.n; i++) {
+        client *c = reads.at[i];
         c->flags &= ~(unsigned)CLIENT_READ_QUEUED;
         if (!(c->flags & CLIENT_CLOSED)) handle_input(c, c->io_status);
     }
-    read_n = 0;
+    reads.n = 0;
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg) {
@@ -477,20 +488,9 @@ static void finish_write(client *c, int rc) {
 }
 
 /* --threads > 1: the clients with replies to write in this turn. */
-static client **write_list;
-static size_t write_n, write_cap;
+static client_list writes;
 
-static int queue_write(client *c) {
-    if (write_n == write_cap) {
-        size_t cap = write_cap ? write_cap * 2 : 64;
-        client **bigger = realloc(write_list, cap * sizeof *bigger);
-        if (!bigger) return 0;
-        write_list = bigger;
-        write_cap = cap;
-    }
-    write_list[write_n++] = c;
-    return 1;
-}
+static int queue_write(client *c) { return client_list_push(&writes, c); }
 
 static void write_step(client *c, int slot) {
     io_count[slot].steps++;
@@ -531,11 +531,11 @@ void net_after_turn(void) {
         }
         c = next;
     }
-    if (write_n) {
-        if (iothreads_run(write_step, write_list, write_n)) srv.threaded_writes += write_n;
+    if (writes.n) {
+        if (iothreads_run(write_step, writes.at, writes.n)) srv.threaded_writes += writes.n;
         collect_io_counters();
-        for (size_t i = 0; i < write_n; i++) finish_write(write_list[i], write_list[i]->io_status);
-        write_n = 0;
+        for (size_t i = 0; i < writes.n; i++) finish_write(writes.at[i], writes.at[i]->io_status);
+        writes.n = 0;
     }
 }
 
