@@ -373,15 +373,24 @@ void simdr__side_publish(simdr__side *sd, uint64_t tail, const simdr__meta *last
     write_slot(sd, W_LIVE0 + (unsigned)(sd->seq & 1) * SLOT_WORDS, &r);
 }
 
-int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable, uint64_t sum) {
-    if (!sd) return 0;
-    simdr__side_record d = {0};
-    if (tail_meta(store_fd, durable, d.meta) != 0) {
+/* A durable or commit record for tail (the store's 20 metadata bytes
+ * ending there, read from store_fd) with running sum; 0, or -1 with errno
+ * EIO when those bytes cannot be read. */
+static int record_of_tail(int store_fd, uint64_t tail, uint64_t sum, simdr__side_record *out) {
+    *out = (simdr__side_record){0};
+    if (tail_meta(store_fd, tail, out->meta) != 0) {
         errno = EIO;
         return -1;
     }
-    d.tail = durable;
-    d.sum = sum;
+    out->tail = tail;
+    out->sum = sum;
+    return 0;
+}
+
+int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable, uint64_t sum) {
+    if (!sd) return 0;
+    simdr__side_record d;
+    if (record_of_tail(store_fd, durable, sum, &d) != 0) return -1;
     /* The live sequence is the writer's (its lock is not held here); the
      * durable slots have their own lock, and only move forwards. */
     pthread_mutex_lock(&sd->dlock);
@@ -409,13 +418,8 @@ static int push_page(simdr__side *sd) {
 }
 
 int simdr__side_commit(simdr__side *sd, int store_fd, uint64_t tail, uint64_t sum) {
-    simdr__side_record c = {0};
-    if (tail_meta(store_fd, tail, c.meta) != 0) {
-        errno = EIO;
-        return -1;
-    }
-    c.tail = tail;
-    c.sum = sum;
+    simdr__side_record c;
+    if (record_of_tail(store_fd, tail, sum, &c) != 0) return -1;
     pthread_mutex_lock(&sd->dlock);
     c.anchor = sd->anchor;
     c.seq = ++sd->cseq;
