@@ -469,23 +469,26 @@ static void test_lost_synced_bytes_are_damage_not_cut(void **state) {
     simdr_close(s);
 }
 
-/* The highest tail a sync recorded in the side file: its two durable slots
- * (bytes 192 and 256) and two commit slots (320 and 384; one-flush syncs),
- * the tail the second word of each (docs/FORMAT.md). */
-static uint64_t side_durable_tail(const char *path) {
+/* The highest tail among the side file's 64-byte record slots from byte
+ * `from` up to `to` (the tail is each slot's second word, docs/FORMAT.md). */
+static uint64_t side_max_tail(const char *path, unsigned from, unsigned to) {
     char side[4300];
     snprintf(side, sizeof side, "%s.simdr", path);
     size_t len = 0;
     uint8_t *page = tu_read_file(side, &len);
-    assert_true(len >= 448);
+    assert_true(len >= to);
     uint64_t best = 0;
-    for (unsigned at = 192; at < 448; at += 64) {
+    for (unsigned at = from; at < to; at += 64) {
         uint64_t t = tu_get_le64(page + at + 8);
         if (t > best) best = t;
     }
     free(page);
     return best;
 }
+
+/* The highest tail a sync recorded in the side file: its two durable slots
+ * (bytes 192 and 256) and two commit slots (320 and 384; one-flush syncs). */
+static uint64_t side_durable_tail(const char *path) { return side_max_tail(path, 192, 448); }
 
 /* A writable open took everything it recovered as synced, so simdr_sync
  * after reopening a store whose writer never synced flushed nothing (and
@@ -502,16 +505,7 @@ static void test_sync_after_reopen_makes_previous_writes_durable(void **state) {
 }
 
 /* The tail of the side file's newer durable slot (bytes 192 and 256). */
-static uint64_t side_durable_slot_tail(const char *path) {
-    char side[4300];
-    snprintf(side, sizeof side, "%s.simdr", path);
-    size_t len = 0;
-    uint8_t *page = tu_read_file(side, &len);
-    assert_true(len >= 320);
-    uint64_t a = tu_get_le64(page + 192 + 8), b = tu_get_le64(page + 256 + 8);
-    free(page);
-    return a > b ? a : b;
-}
+static uint64_t side_durable_slot_tail(const char *path) { return side_max_tail(path, 192, 320); }
 
 /* With one-flush syncs the durable record lags one sync behind what was
  * acknowledged, and the acknowledged rest is kept by a commit record that
