@@ -117,20 +117,25 @@ int simdr__check_syncable(simdr_store *s) {
  * in another process may hold them mapped, and cutting them would fault it);
  * the next open re-verifies them like any tail written before a crash.
  * Idempotent: every thread whose sync failed calls it before returning. */
+int simdr__index_rebuild(simdr_store *s, simdr__view *v, uint64_t end) {
+    simdr__index *ix;
+    uint64_t live;
+    int rc = simdr__build_index(v->map->base, end, &ix, &live);
+    if (rc == SIMDR_OK) rc = simdr__publish_view(s, v->map, ix);
+    if (rc == SIMDR_OK) atomic_store(&s->live, live);
+    return rc;
+}
+
 void simdr__withdraw_unsynced(simdr_store *s) {
     pthread_mutex_lock(&s->wlock);
     uint64_t durable = atomic_load_explicit(&s->synced, memory_order_acquire);
     simdr__view *v = simdr__current_view(s);
     if (atomic_load_explicit(&v->tail, memory_order_acquire) > durable) {
-        simdr__index *ix;
-        uint64_t live;
         /* Without memory for the rebuild the unconfirmed entries stay
          * readable; writes and syncs are refused all the same. */
-        if (simdr__build_index(v->map->base, durable, &ix, &live) == SIMDR_OK &&
-            simdr__publish_view(s, v->map, ix) == SIMDR_OK) {
+        if (simdr__index_rebuild(s, v, durable) == SIMDR_OK) {
             s->tail = durable;
             atomic_store_explicit(&simdr__current_view(s)->tail, durable, memory_order_release);
-            atomic_store(&s->live, live);
         }
     }
     pthread_mutex_unlock(&s->wlock);

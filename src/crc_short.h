@@ -57,6 +57,12 @@ static inline uint32_t simdr__crc_fold8(uint64_t w) {
     __asm__("pclmulqdq $0x10, %1, %0" : "+x"(t) : "x"(k)); /* q * P */
     return (uint32_t)_mm_cvtsi128_si32(_mm_srli_si128(t, 8));
 }
+
+/* zlib's crc32(0, p, 8): the commonest value size, in one fold (the caller
+ * has checked that the processor has PCLMULQDQ). */
+static inline uint32_t simdr__crc32_8_clmul(const uint8_t *p) {
+    return ~simdr__crc_fold8(simdr__load_u64le(p) ^ 0xffffffffu);
+}
 #endif
 
 /* zlib's crc32(crc, p, n) for n <= SIMDR__CRC_SHORT_MAX. */

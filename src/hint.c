@@ -176,12 +176,8 @@ int simdr__index_settle(simdr_store *s) {
     simdr__view *v = simdr__current_view(s);
     if (simdr__index_check_all(v->index) == 0) return SIMDR_OK;
     /* A block of the hinted table is damaged: the chain is the truth. */
-    simdr__index *ix;
-    uint64_t live;
-    int rc = simdr__build_index(v->map->base, s->tail, &ix, &live);
-    if (rc == SIMDR_OK) rc = simdr__publish_view(s, v->map, ix);
+    int rc = simdr__index_rebuild(s, v, s->tail);
     if (rc != SIMDR_OK) return rc;
-    atomic_store(&s->live, live);
     s->hint_tail = 0;
     return SIMDR_OK;
 }

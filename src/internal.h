@@ -577,6 +577,10 @@ unsigned simdr__process_generation(void);
 int simdr__forked(const simdr_store *s);
 /* After a failed sync (the store is failed): readers see the durable prefix. */
 void simdr__withdraw_unsynced(simdr_store *s);
+/* Writer: the index rebuilt from the chain ending at end in v's map and
+ * published with the live count (a damaged hinted table, withdrawn
+ * unsynced entries). SIMDR_OK or the build's or publication's error. */
+int simdr__index_rebuild(simdr_store *s, simdr__view *v, uint64_t end);
 /* Index the entry at meta_off (already in the file) and adjust the live count. */
 void simdr__index_entry(simdr_store *s, uint64_t hash, uint64_t meta_off, int tomb);
 int simdr__grow_index_if_needed(simdr_store *s);

@@ -242,8 +242,6 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     simdr__iter_hook_fn hook = atomic_load_explicit(&simdr__iter_after_tail, memory_order_relaxed);
     if (hook) hook(s);
     int rc = SIMDR_NOTFOUND;
-    /* A hinted table with a damaged block cannot list the live keys: the
-     * chain walk does not need it. */
     /* A dense file (few bytes per live key: small values, little garbage)
      * is walked with the bitmap; in a sparse one (large values, or many
      * dead versions between live ones) the walk would read entries no scan
@@ -252,6 +250,8 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     uint64_t per_key = atomic_load_explicit(&simdr__iter_dense_bytes_per_key, memory_order_relaxed);
     int dense = per_key && it->pos / per_key <= live;
     bucketed_offsets bo;
+    /* A hinted table with a damaged block cannot list the live keys: the
+     * chain walk does not need it. */
     if (!atomic_load_explicit(&simdr__iter_force_chain_walk, memory_order_relaxed) &&
         simdr__index_check_all(v->index) == 0)
         rc = dense ? mark_live(it, v->index, it->pos) : snapshot_offsets(v->index, it->pos, &bo);

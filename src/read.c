@@ -75,7 +75,7 @@ static __attribute__((noinline)) uint32_t crc_short(const uint8_t *p, size_t n) 
 static inline int payload_sound_fast(const struct simdr_entry *e) {
 #ifdef SIMDR__CRC_CLMUL
     if (e->size == 8 && __builtin_cpu_supports("pclmul"))
-        return ~simdr__crc_fold8(simdr__load_u64le(e->data) ^ 0xffffffffu) == e->checksum;
+        return simdr__crc32_8_clmul(e->data) == e->checksum;
 #endif
     if (e->size <= INLINE_CRC_MAX) return crc_short(e->data, (size_t)e->size) == e->checksum;
     return simdr__payload_sound(e);
@@ -673,8 +673,7 @@ static inline __attribute__((always_inline)) int serve_slot(simdr_store *s, cons
         if (__builtin_expect(size != 8, 0) ||
             __builtin_expect(!__builtin_cpu_supports("pclmul"), 0))
             return serve_any_size(s, base, map_len, val, value, value_len);
-        if (__builtin_expect(~simdr__crc_fold8(simdr__load_u64le(base + payload) ^ 0xffffffffu) !=
-                                 simdr__load_u32le(meta + 16),
+        if (__builtin_expect(simdr__crc32_8_clmul(base + payload) != simdr__load_u32le(meta + 16),
                              0))
             return serve_checked(s, base, map_len, val, value, value_len);
 #else

@@ -275,7 +275,8 @@ static int one_flush_fs(int side_fd, int store_fd) {
 #ifdef __linux__
     struct stat a, b;
     struct statfs fs;
-    if (fstat(side_fd, &a) != 0 || fstat(store_fd, &b) != 0 || a.st_dev != b.st_dev ||
+    if (simdr__io.fstat(side_fd, &a) != 0 || simdr__io.fstat(store_fd, &b) != 0 ||
+        a.st_dev != b.st_dev ||
         fstatfs(side_fd, &fs) != 0)
         return 0;
     switch ((unsigned long)fs.f_type) {
