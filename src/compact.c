@@ -55,6 +55,12 @@ SIMDR_API uint64_t simdr_compaction_savings(simdr_store *s) {
     uint64_t tail = atomic_load_explicit(&v->tail, memory_order_acquire);
     int layout = atomic_load(&s->layout);
     uint64_t *offs = NULL, n = 0, size = 0;
+    /* A hinted table with a damaged block names no trustworthy offsets:
+     * no estimate (0) until the writer has rebuilt it. */
+    if (simdr__index_check_all(v->index) != 0) {
+        simdr__epoch_exit(&s->epoch, shard, tok);
+        return 0;
+    }
     if (sorted_live(v, &offs, &n) == SIMDR_OK) {
         for (uint64_t i = 0; i < n; i++) {
             struct simdr_entry e;
