@@ -261,7 +261,9 @@ static void hint_damaged_block_delete_and_compact(void **state) {
     uint64_t table = table_off_of(bad), cap = cap_of(bad);
     for (uint64_t b = 0; b < cap * 8; b += BLOCK_BYTES) bad[table + b + 11] ^= 1;
     put_hint(f->path, bad, len);
+    uint64_t loads = atomic_load(&simdr__hint_loads);
     simdr_store *s = open_mode(f->path, SIMDR_OPEN_EXISTING);
+    assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1); /* the damaged table is used */
     assert_int_equal(simdr_delete(s, TU_STR("key-5"), NULL), SIMDR_OK);
     assert_int_equal(read_all(s, KEYS, 5), 0);
     assert_int_equal(simdr_close(s), SIMDR_OK);
@@ -276,7 +278,9 @@ static void hint_damaged_block_delete_and_compact(void **state) {
     table = table_off_of(bad);
     bad[table + 4096 * 8 * 2 + 100] ^= 0x80;
     put_hint(f->other, bad, len);
+    loads = atomic_load(&simdr__hint_loads);
     s = open_mode(f->other, SIMDR_OPEN_EXISTING);
+    assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1);
     assert_int_equal(simdr_compact(s), SIMDR_OK);
     assert_int_equal(read_all(s, KEYS, -1), 0);
     assert_int_equal(simdr_count(s), KEYS);
@@ -405,7 +409,9 @@ static void hint_readers_race_the_first_write(void **state) {
     size_t len;
     free(hinted_store(f->path, KEYS, &len));
     for (int t = 0; t < 3; t++) {
+        uint64_t loads = atomic_load(&simdr__hint_loads);
         simdr_store *s = open_mode(f->path, SIMDR_OPEN_EXISTING);
+        assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1); /* blocks left to check */
         _Atomic int stop = 0;
         reader_arg args[2] = {{s, &stop, 0}, {s, &stop, 0}};
         pthread_t tid[2];

@@ -168,7 +168,7 @@ static void test_trim_on_sync_compact_close(void **state) {
 /* A child puts through the map and reports each acknowledged put over a
  * pipe; after `acked` of them the parent kills it (it keeps putting). The
  * reopened store holds every acknowledged put, the zeros are cut without
- * being saved, and nothing is reported damaged. open_side: 0 also removes
+ * being saved, and nothing is reported damaged. keep_side: 0 also removes
  * the side file first, so the whole file is recovered. */
 static void kill_mid_puts(tu_fixture *f, unsigned acked, int keep_side) {
     unlink(f->path);
@@ -226,11 +226,17 @@ static void kill_mid_puts(tu_fixture *f, unsigned acked, int keep_side) {
     if (ri.saved_path[0])
         assert_true(tu_file_size(ri.saved_path) <= (int64_t)((128u << 10) + 3000 + 64 + 20));
     for (unsigned i = 0; i < acked && i < 5000; i++) {
-        /* Acknowledged puts of key i % 5000: the newest at least as new as i. */
+        /* Every acknowledged key is there, holding the bytes its puts
+         * write (their length depends on which put came last). */
         char k[32];
         key_of(k, sizeof k, i);
         simdr_entry *e = NULL;
         assert_int_equal(simdr_get(s, TU_STR(k), &e), SIMDR_OK);
+        static uint8_t want[3000];
+        size_t len = (size_t)simdr_entry_size(e);
+        assert_true(len >= 1 && len <= sizeof want);
+        value_of(want, i, len);
+        assert_memory_equal(simdr_entry_data(e), want, len);
         simdr_entry_release(e);
     }
     simdr_check_report rep;
