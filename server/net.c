@@ -327,8 +327,8 @@ enum read_status { READ_GOT, READ_NOTHING, READ_CLOSE, READ_QUERY_LIMIT };
 /* Per-thread byte counters of I/O jobs, summed into srv.net_in/net_out by the
  * loop thread once the job is done (one cache line each). */
 typedef struct io_counters {
-    uint64_t in, out, steps;
-    char pad[40];
+    _Alignas(64) uint64_t in;
+    uint64_t out, steps;
 } io_counters;
 static io_counters io_count[SERVER_MAX_THREADS];
 
