@@ -445,6 +445,10 @@ void server_wait_compaction(void) {
     pthread_join(compact_thread, NULL);
     srv.compacting = 0;
     srv.compactions++;
+    /* Writes during the compaction may have grown a file back past the
+     * size its garbage was last measured at: measure again at the next
+     * check, whatever the size (maybe_auto_compact). */
+    for (int i = 0; i < SERVER_DBS; i++) srv.db[i].size_at_garbage_check = 0;
     server_log(LOG_NOTICE_, "compaction finished");
 }
 
