@@ -142,11 +142,13 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
          * later slot updates copy only the pages they touch, and each block
          * is checked when first used (index.c). */
         size_t bytes = (size_t)h.cap * sizeof(uint64_t);
+        struct stat st;
+        if (fstat(fd, &st) != 0) memset(&st, 0, sizeof st);
         void *slots = simdr__io.mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd,
                                      (off_t)h.table_off);
         if (slots != MAP_FAILED) {
             ix = simdr__index_from_hint(slots, bytes, (_Atomic uint64_t *)slots, h.cap, h.used,
-                                        sums, path);
+                                        sums, path, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
             if (!ix) munmap(slots, bytes);
         }
         if (ix) {

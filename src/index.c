@@ -16,6 +16,7 @@
  */
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -227,6 +228,7 @@ struct simdr__index_blocks {
     _Atomic uint64_t sound;   /* blocks found sound */
     _Atomic int hint_removed;
     char *hint_path;
+    uint64_t hint_dev, hint_ino; /* the file the table was mapped from */
 };
 
 static void blocks_free(simdr__index_blocks *b) {
@@ -239,7 +241,7 @@ static void blocks_free(simdr__index_blocks *b) {
 
 simdr__index *simdr__index_from_hint(void *mapping, size_t mapping_len, _Atomic uint64_t *slots,
                                      uint64_t cap, uint64_t used, uint64_t *sums,
-                                     char *hint_path) {
+                                     char *hint_path, uint64_t hint_dev, uint64_t hint_ino) {
     uint64_t n = (cap + SIMDR__INDEX_BLOCK_SLOTS - 1) / SIMDR__INDEX_BLOCK_SLOTS;
     simdr__index *ix = malloc(sizeof *ix);
     simdr__index_blocks *b = malloc(sizeof *b);
@@ -256,6 +258,8 @@ simdr__index *simdr__index_from_hint(void *mapping, size_t mapping_len, _Atomic 
     atomic_init(&b->sound, 0);
     atomic_init(&b->hint_removed, 0);
     b->hint_path = hint_path;
+    b->hint_dev = hint_dev;
+    b->hint_ino = hint_ino;
     ix->cap = cap;
     ix->used = used;
     ix->slots = slots;
@@ -264,6 +268,18 @@ simdr__index *simdr__index_from_hint(void *mapping, size_t mapping_len, _Atomic 
     atomic_init(&ix->unchecked, 1);
     ix->blocks = b;
     return ix;
+}
+
+/* Removes the hint file the damaged table came from, so the next open
+ * rebuilds. Not when the path names another file by now: a writer saves a
+ * new hint by renaming it over the path, and that one is sound. (A rename
+ * between the stat and the unlink still loses the new hint; that costs the
+ * next open a rebuild, never data.) */
+static void remove_damaged_hint(const simdr__index_blocks *b) {
+    struct stat st;
+    if (!b->hint_path || stat(b->hint_path, &st) != 0) return;
+    if ((uint64_t)st.st_dev == b->hint_dev && (uint64_t)st.st_ino == b->hint_ino)
+        unlink(b->hint_path);
 }
 
 /* 1 when block k of ix is sound (checking it now if nobody has), 0 when
@@ -296,7 +312,7 @@ static int block_sound(const simdr__index *ix, uint64_t k) {
         return expect == BLOCK_SOUND;
     if (sound && atomic_fetch_add(&b->sound, 1) + 1 == b->n)
         atomic_store(&((simdr__index *)ix)->unchecked, 0);
-    if (!sound && !atomic_exchange(&b->hint_removed, 1) && b->hint_path) unlink(b->hint_path);
+    if (!sound && !atomic_exchange(&b->hint_removed, 1)) remove_damaged_hint(b);
     return sound;
 }
 

@@ -214,10 +214,12 @@ static inline uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *b
  * slots at slots; mapping/mapping_len unmapped at free), checked lazily
  * against sums (one XXH3-64 per SIMDR__INDEX_BLOCK_SLOTS slots; taken over).
  * hint_path (taken over) is removed when a block is found damaged, so the
- * next open rebuilds. NULL without memory (nothing taken over then). */
+ * next open rebuilds, but only while it still names the file the table came
+ * from (hint_dev, hint_ino): a writer may have renamed a sound newer hint
+ * there since. NULL without memory (nothing taken over then). */
 simdr__index *simdr__index_from_hint(void *mapping, size_t mapping_len, _Atomic uint64_t *slots,
                                      uint64_t cap, uint64_t used, uint64_t *sums,
-                                     char *hint_path);
+                                     char *hint_path, uint64_t hint_dev, uint64_t hint_ino);
 /* Checks every block not yet checked: 0 when the whole table is sound (always
  * for a table not loaded from a hint), -1 when a block is damaged. Whole-table
  * readers (iteration, growth, the hint's save) call it first. */

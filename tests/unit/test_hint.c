@@ -251,6 +251,44 @@ static void hint_damaged_block_never_misserves(void **state) {
     }
 }
 
+/* A process that finds a damaged block removes the hint it loaded, not a
+ * sound hint renamed over the same path since (a writer saving at close):
+ * that one stays and the next open loads it and reads every key. */
+static void hint_damage_spares_a_newer_hint(void **state) {
+    tu_fixture *f = *state;
+    size_t len;
+    uint8_t *good = hinted_store(f->path, KEYS, &len);
+    uint8_t *bad = malloc(len);
+    assert_non_null(bad);
+    memcpy(bad, good, len);
+    bad[table_off_of(bad) + 3] ^= 0x40; /* the first block */
+    put_hint(f->path, bad, len);
+    uint64_t loads = atomic_load(&simdr__hint_loads);
+    simdr_store *rs = open_mode(f->path, SIMDR_OPEN_READONLY);
+    assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1);
+
+    char hp[4200], tmp[4300];
+    hint_path(f->path, hp, sizeof hp);
+    snprintf(tmp, sizeof tmp, "%s.new", hp);
+    FILE *fp = fopen(tmp, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(good, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(rename(tmp, hp), 0);
+
+    assert_true(read_all(rs, KEYS, -1) > 0); /* the damage is found now */
+    assert_true(hint_exists(f->path));
+    assert_int_equal(simdr_close(rs), SIMDR_OK);
+
+    loads = atomic_load(&simdr__hint_loads);
+    rs = open_mode(f->path, SIMDR_OPEN_READONLY);
+    assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1);
+    assert_int_equal(read_all(rs, KEYS, -1), 0);
+    assert_int_equal(simdr_close(rs), SIMDR_OK);
+    free(bad);
+    free(good);
+}
+
 /* Deletes and compaction on a damaged hinted table: the writer rebuilds
  * first, so a delete of a key in the damaged block holds and compaction
  * keeps every key. */
@@ -434,6 +472,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST_DIR(hint_damaged_block_never_misserves),
         TU_TEST_DIR(hint_damaged_block_delete_and_compact),
+        TU_TEST_DIR(hint_damage_spares_a_newer_hint),
         TU_TEST_DIR(hint_stale_or_foreign_is_ignored),
         TU_TEST_DIR(hint_old_or_damaged_header_is_ignored),
         TU_TEST_DIR(hint_sizes_across_block_boundaries),
