@@ -307,10 +307,15 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
                             "loading:0\r\nrdb_last_save_time:%lld\r\naof_enabled:0\r\n"
                             "aof_rewrite_in_progress:%d\r\nsimdr_durability:%s\r\n"
                             "simdr_file_bytes:%llu\r\nsimdr_compaction_savings:%llu\r\n"
-                            "simdr_compactions:%llu\r\n",
+                            "simdr_compactions:%llu\r\nsimdr_group_commits:%llu\r\n"
+                            "simdr_group_commit_clients:%llu\r\n"
+                            "simdr_group_commit_waits:%llu\r\n",
                             srv.last_save_s, srv.compacting, durability_name(srv.cfg.durability),
                             (unsigned long long)fsize, (unsigned long long)savings,
-                            (unsigned long long)srv.compactions);
+                            (unsigned long long)srv.compactions,
+                            (unsigned long long)srv.group_commits,
+                            (unsigned long long)srv.group_commit_clients,
+                            (unsigned long long)srv.group_commit_waits);
     }
     if (want_section(argc, argv, lens, "stats", 1)) {
         SECTION("Stats");
@@ -420,6 +425,7 @@ void cmd_config_resetstat(client *c, int argc, char **argv, size_t *lens) {
     srv.keyspace_hits = srv.keyspace_misses = srv.expired_keys = 0;
     srv.net_in = srv.net_out = 0;
     srv.threaded_reads = srv.threaded_writes = srv.worker_steps = 0;
+    srv.group_commits = srv.group_commit_clients = srv.group_commit_waits = 0;
     reply_ok(c);
 }
 

@@ -603,6 +603,7 @@ int main(int argc, char **argv) {
         /* --threads > 1: the readable clients were only listed; read them
          * (on the I/O threads) and run their commands. */
         net_process_reads();
+        net_gather_group_commit();
         /* The turn's batch is appended by net_after_turn: feed replicas after it, so
          * a write reaches them in the turn that made it. */
         int wrote = srv.any_write_this_turn;
@@ -620,6 +621,7 @@ int main(int argc, char **argv) {
     replica_shutdown();
     while (srv.clients) client_free(srv.clients);
     for (int i = 0; i < SERVER_DBS; i++) db_close(&srv.db[i]);
+    net_gather_free();
     event_free(srv.cron_ev);
     event_free(srv.sigterm_ev);
     event_free(srv.sigint_ev);

@@ -155,6 +155,9 @@ typedef struct server_state {
     uint64_t threaded_reads, threaded_writes; /* client steps run as I/O thread jobs */
     uint64_t worker_steps; /* the share of those the workers ran (not the loop thread) */
     int write_failed; /* a pending batch or a sync failed this turn */
+    /* durability always: group commits, the clients whose replies they
+     * released, and the turns that waited for more clients (net.c) */
+    uint64_t group_commits, group_commit_clients, group_commit_waits;
     int compacting; /* background compaction running */
     uint64_t compactions;
     char config_file[4096];
@@ -273,6 +276,8 @@ void client_schedule_close(client *c);
 /* Runs the reads of this turn's readable clients (--threads > 1: on the I/O
  * threads), then their commands in order on the calling thread. */
 void net_process_reads(void);
+void net_gather_group_commit(void);
+void net_gather_free(void);
 void net_after_turn(void);
 void net_flush_all_blocking(int timeout_ms);
 void net_check_timeouts(long long now);
