@@ -18,7 +18,8 @@
 #   STATS_PORT=22222              nutcracker's statistics port
 #   PASSWORD=""                   one password for the proxy and every shard
 #   DURABILITY=everysec           simdr-server --durability of each shard
-#   SERVER_BIN=simdr-server       path of simdr-server (PATH lookup by default)
+#   SERVER_BIN=simdr-server       path of simdr-server (PATH, then this checkout's
+#                                 build/release/server/simdr-server)
 #   NUTCRACKER_BIN=nutcracker     path of nutcracker (PATH, then /usr/sbin)
 #   SERVER_ARGS=""                extra simdr-server options for every shard
 #   HASH=murmur                   twemproxy's key hash (fnv1a_64 puts keys that differ only
@@ -41,7 +42,8 @@ PASSWORD=${PASSWORD:-}
 DURABILITY=${DURABILITY:-everysec}
 SERVER_ARGS=${SERVER_ARGS:-}
 HASH=${HASH:-murmur}
-SERVER_BIN=${SERVER_BIN:-$(command -v simdr-server || echo simdr-server)}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+SERVER_BIN=${SERVER_BIN:-$(command -v simdr-server || echo "$repo/build/release/server/simdr-server")}
 NUTCRACKER_BIN=${NUTCRACKER_BIN:-$(command -v nutcracker || echo /usr/sbin/nutcracker)}
 if [ -n "${SHARD_PORTS:-}" ]; then
   read -r -a ports <<<"$SHARD_PORTS"
@@ -55,6 +57,19 @@ case "$cmd" in
   start|stop|status|conf) ;;
   *) sed -n '2,/^set /{/^set /d;p}' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
+if [ "$cmd" = start ]; then
+  # Said before anything starts, not found later in a shard's log.
+  [ -x "$SERVER_BIN" ] || command -v "$SERVER_BIN" >/dev/null 2>&1 || {
+    echo "cluster.sh: simdr-server not found at $SERVER_BIN: build it" \
+         "(cmake --build build/release --target simdr-server) or set SERVER_BIN" >&2
+    exit 1
+  }
+  [ -x "$NUTCRACKER_BIN" ] || command -v "$NUTCRACKER_BIN" >/dev/null 2>&1 || {
+    echo "cluster.sh: nutcracker not found at $NUTCRACKER_BIN: install Debian's nutcracker" \
+         "(sudo apt-get install nutcracker) or set NUTCRACKER_BIN" >&2
+    exit 1
+  }
+fi
 mkdir -p "$CLUSTER_DIR"
 CLUSTER_DIR=$(cd "$CLUSTER_DIR" && pwd)
 yml="$CLUSTER_DIR/nutcracker.yml"
