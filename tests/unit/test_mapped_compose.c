@@ -1181,6 +1181,97 @@ static void test_kill_at_random_points(void **state) {
            "repair 0, %u operations in flight landed\n", zero_cuts, refused, landed);
 }
 
+/* A read-only handle opened while a mapped writer (another process) holds
+ * preallocated zeros keeps reading through everything that follows: the
+ * writer's SIGKILL, the next writer's open with repair 0 cutting the zeros
+ * under the reader's map, that writer's mapped puts across growth steps,
+ * its compaction. */
+static void puts_for_reader(simdr_store *s, model *m, unsigned from, unsigned to) {
+    for (unsigned k = from; k < to; k++) {
+        gen_op op = {K_PUT, k % NK, 0, boundary_sizes[(k * 7) % 17]};
+        if (s)
+            assert_int_equal(do_op(s, m, &op), SIMDR_OK);
+        else
+            do_op(NULL, m, &op);
+    }
+}
+
+static void expect_reader(simdr_store *r, const model *m) {
+    assert_int_equal(model_mismatches(r, m, wbuf), 0);
+    expect_sound(r);
+}
+
+static void test_reader_across_writer_crash_and_cut(void **state) {
+    tu_fixture *f = *state;
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        simdr_options o;
+        simdr_options_init(&o);
+        o.append_mode = SIMDR_APPEND_MAPPED;
+        simdr_store *s = NULL;
+        if (simdr_open(&s, f->path, &o) != SIMDR_OK) _exit(2);
+        model cm = {{0}, {0}, 0};
+        for (unsigned k = 0; k < 40; k++) {
+            gen_op op = {K_PUT, k % NK, 0, boundary_sizes[(k * 7) % 17]};
+            if (do_op(s, &cm, &op) != SIMDR_OK) _exit(3);
+        }
+        char done = 1;
+        if (write(pfd[1], &done, 1) != 1) _exit(4);
+        for (;;) pause();
+    }
+    close(pfd[1]);
+    char done = 0;
+    assert_int_equal(read_all(pfd[0], &done, 1), 0);
+    close(pfd[0]);
+    model m = {{0}, {0}, 0};
+    puts_for_reader(NULL, &m, 0, 40);
+
+    simdr_store *r = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+    simdr_recovery_info ri;
+    assert_int_equal(simdr_recovery(r, &ri), SIMDR_OK);
+    assert_int_equal(ri.bytes_cut, 0);
+    assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(r));
+    expect_reader(r, &m);
+
+    kill(pid, SIGKILL);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_int_equal(simdr_refresh(r, NULL), SIMDR_OK);
+    expect_reader(r, &m);
+
+    /* The next writer cuts the zeros under the reader's map. */
+    simdr_options o;
+    simdr_options_init(&o);
+    o.append_mode = SIMDR_APPEND_MAPPED;
+    o.repair = 0;
+    simdr_store *w = NULL;
+    assert_int_equal(simdr_open(&w, f->path, &o), SIMDR_OK);
+    assert_int_equal(simdr_recovery(w, &ri), SIMDR_OK);
+    assert_true(ri.bytes_cut > 0);
+    assert_string_equal(ri.saved_path, "");
+    assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(r));
+    expect_reader(r, &m);
+
+    puts_for_reader(w, &m, 40, 70);
+    uint64_t added = 0;
+    assert_int_equal(simdr_refresh(r, &added), SIMDR_OK);
+    assert_int_equal(added, 30);
+    expect_reader(r, &m);
+    assert_int_equal(simdr_sync(w), SIMDR_OK);
+    puts_for_reader(w, &m, 70, 80);
+    assert_int_equal(simdr_compact(w), SIMDR_OK);
+    puts_for_reader(w, &m, 80, 90);
+    assert_int_equal(simdr_refresh(r, NULL), SIMDR_OK);
+    expect_reader(r, &m);
+    assert_int_equal(simdr_close(r), SIMDR_OK);
+    close_and_verify(w, f->path, &m);
+}
+
 /* A file system that stops answering fallocate (EOPNOTSUPP) after the
  * store preallocated: the write that meets it goes in with pwrite, over the
  * preallocated zeros and past them, and so do the writes after it (streams
@@ -1243,6 +1334,7 @@ int main(void) {
         TU_TEST_DIR(test_file_size_limit_off_the_step),
         TU_TEST_DIR(test_kill_at_random_points),
         TU_TEST_DIR(test_fallback_to_pwrite_keeps_trimming),
+        TU_TEST_DIR(test_reader_across_writer_crash_and_cut),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
