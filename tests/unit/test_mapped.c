@@ -429,7 +429,8 @@ static void test_nonzero_byte_in_zero_tail_needs_repair(void **state) {
 }
 
 /* Zeros where entries were, in the middle of the chain, are damage and not
- * a tail, also with zeros after the entries that follow them. Repair 0
+ * a tail, also with zeros after the entries that follow them, and so are
+ * synced entries zeroed up to the end of the file. Repair 0
  * always refuses the file, byte-identical. Where the zeroed entries were
  * synced (the side file's durable record is past them), or no side file
  * says what was synced (whole-file recovery), the default repair refuses it
@@ -438,10 +439,10 @@ static void test_nonzero_byte_in_zero_tail_needs_repair(void **state) {
  * and pwrite (killed, with a length ahead of its data) stores. */
 static void test_zero_run_in_middle_refused(void **state) {
     tu_fixture *f = *state;
-    enum { SYNCED, NO_SIDE_FILE, UNSYNCED };
+    enum { SYNCED, SYNCED_ZEROED_TO_END, NO_SIDE_FILE, UNSYNCED };
     for (int mode = 0; mode < 2; mode++)
         for (int how = SYNCED; how <= UNSYNCED; how++) {
-            kill_after_puts(f->path, 200, mode, how == SYNCED ? 150 : 0);
+            kill_after_puts(f->path, 200, mode, how <= SYNCED_ZEROED_TO_END ? 150 : 0);
             if (mode == SIMDR_APPEND_WRITE) {
                 static const uint8_t zeros[8192];
                 tu_append_file(f->path, zeros, sizeof zeros);
@@ -459,6 +460,9 @@ static void test_zero_run_in_middle_refused(void **state) {
              * the 150th put) read as zeros. */
             uint64_t from = end / 3, to = end / 3 + 10 * 1600;
             assert_true(to + 3000 < end);
+            /* Or everything from there on: synced entries lost to zeros
+             * that end the file are damage too, never a zero tail to cut. */
+            if (how == SYNCED_ZEROED_TO_END) to = len;
             memset(img + from, 0, to - from);
             tu_write_file(f->path, img, len);
             for (int repair = 0; repair < 2; repair++) {
