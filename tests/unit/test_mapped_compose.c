@@ -1308,6 +1308,121 @@ static void test_fallback_to_pwrite_keeps_trimming(void **state) {
     close_and_verify(w, f->path, &m);
 }
 
+/* ---- faults where mapped appends meet the system ---- */
+
+static int on_fd(void *ctx, enum simdr__io_op op, int fd) {
+    (void)op;
+    return fd == *(const int *)ctx;
+}
+
+static simdr_store *open_repair0(const char *path) {
+    simdr_options o;
+    simdr_options_init(&o);
+    o.append_mode = SIMDR_APPEND_MAPPED;
+    o.repair = 0;
+    simdr_store *s = NULL;
+    int rc = simdr_open(&s, path, &o);
+    if (rc != SIMDR_OK) fprintf(stderr, "open: %s\n", simdr_last_error());
+    assert_int_equal(rc, SIMDR_OK);
+    return s;
+}
+
+/* The window cannot be mapped (ENOMEM) when a put or batch crosses its
+ * end: the write fails with nothing published and the store goes on once
+ * mappings work again. Growth failing with EIO: the same. A trim that
+ * cannot cut (ftruncate EIO) fails simdr_sync after the sync, and a close
+ * after it, leaving zeros only: the next open (repair 0) cuts them. */
+static void test_faults_at_window_growth_and_trim(void **state) {
+    tu_fixture *f = *state;
+    simdr_store *s = open_with(f->path, SIMDR_LAYOUT_ALIGNED64, 1, 1, SIMDR_SYNC_NONE);
+    model m = {{0}, {0}, 0};
+    op_put(s, &m, 0, 100);
+    int fd = s->fd;
+    /* Up to 100 bytes before the window's end. */
+    uint64_t wend = s->wmap_off + s->wmap_len;
+    while (simdr_file_size(s) + 2 * MIB < wend) op_put(s, &m, 1 + m.next_gen % 20, MIB + 1);
+    uint64_t len = len_ending_at(simdr_file_size(s), SIMDR_LAYOUT_ALIGNED64, wend - 100);
+    op_put(s, &m, 21, len);
+    assert_int_equal(s->wmap_off + s->wmap_len, wend);
+    uint64_t tail = simdr_file_size(s), count = simdr_count(s);
+    simdr__io_fault nomap = {.op = SIMDR__IO_MMAP, .nth = 1, .count = 0, .err = ENOMEM,
+                             .select = on_fd, .ctx = &fd};
+    simdr__io_fault_arm(&nomap);
+    value_of(vbuf, 999999, 5000);
+    assert_int_equal(simdr_put(s, TU_STR("key-22"), vbuf, 5000, NULL), SIMDR_ENOMEM);
+    simdr_kv kv[2] = {{"key-22", 6, vbuf, 50}, {"key-23", 6, vbuf, 5000}};
+    assert_int_equal(simdr_put_batch(s, kv, 2, NULL), SIMDR_ENOMEM);
+    assert_true(simdr__io_hits(SIMDR__IO_MMAP) >= 2);
+    simdr__io_reset();
+    assert_int_equal(simdr_file_size(s), tail);
+    assert_int_equal(simdr_count(s), count);
+    expect_model(s, &m);
+    op_put(s, &m, 22, 5000);
+    op_batch(s, &m, (unsigned[]){23, 24}, (uint64_t[]){50, 5000}, 2);
+    expect_model(s, &m);
+
+    /* Growth failing with EIO. */
+    len = len_ending_at(simdr_file_size(s), SIMDR_LAYOUT_ALIGNED64, s->alloc_end - 10);
+    if (len) op_put(s, &m, 25, len);
+    tail = simdr_file_size(s);
+    simdr__io_fail_nth(SIMDR__IO_FALLOCATE, 1, EIO);
+    value_of(vbuf, 999998, 100);
+    assert_int_equal(simdr_put(s, TU_STR("key-26"), vbuf, 100, NULL), SIMDR_EIO);
+    simdr__io_reset();
+    assert_int_equal(simdr_file_size(s), tail);
+    assert_int_equal(tu_file_size(f->path), (int64_t)s->alloc_end);
+    op_put(s, &m, 26, 100);
+
+    /* The trim cannot cut. */
+    simdr__io_fault notrunc = {.op = SIMDR__IO_FTRUNCATE, .nth = 1, .count = 0, .err = EIO,
+                               .select = on_fd, .ctx = &fd};
+    simdr__io_fault_arm(&notrunc);
+    assert_int_equal(simdr_sync(s), SIMDR_EIO);
+    simdr__io_reset();
+    assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(s));
+    op_put(s, &m, 27, 4097); /* the store goes on */
+    assert_int_equal(simdr_sync(s), SIMDR_OK);
+    assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(s));
+    op_put(s, &m, 28, MIB);
+    fd = s->fd;
+    simdr__io_fault_arm(&notrunc);
+    assert_int_equal(simdr_close(s), SIMDR_EIO);
+    simdr__io_reset();
+    s = open_repair0(f->path);
+    simdr_recovery_info ri;
+    assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+    assert_true(ri.bytes_cut > 0);
+    assert_string_equal(ri.saved_path, "");
+    expect_model(s, &m);
+    expect_sound(s);
+    close_and_verify(s, f->path, &m);
+}
+
+/* A failed fdatasync (the failed state) in a mapped store: entries after
+ * the last good sync are withdrawn, writes refused; the zeros stay with
+ * them. Reopened with repair 0: everything synced is there, the rest is
+ * there whole or not at all, the store is sound. */
+static void test_failed_sync_in_mapped_store(void **state) {
+    tu_fixture *f = *state;
+    simdr_store *s = open_with(f->path, SIMDR_LAYOUT_ALIGNED64, 1, 1, SIMDR_SYNC_NONE);
+    model m = {{0}, {0}, 0};
+    for (unsigned k = 0; k < 10; k++) op_put(s, &m, k, boundary_sizes[(k * 3) % 17]);
+    assert_int_equal(simdr_sync(s), SIMDR_OK);
+    model synced = m;
+    for (unsigned k = 5; k < 15; k++) op_put(s, &m, k, boundary_sizes[(k * 5) % 17]);
+    simdr__io_fail_nth(SIMDR__IO_FDATASYNC, 1, EIO);
+    assert_int_equal(simdr_sync(s), SIMDR_EIO);
+    simdr__io_reset();
+    assert_int_equal(simdr_put(s, TU_STR("key-40"), "x", 1, NULL), SIMDR_EFAILED);
+    expect_model(s, &synced);
+    simdr_close(s);
+    s = open_repair0(f->path);
+    for (unsigned k = 0; k < NK; k++)
+        assert_true(key_mismatch(s, &synced, k, wbuf) == 0 || key_mismatch(s, &m, k, wbuf) == 0);
+    expect_sound(s);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+}
+
 static int setup(void **state) {
     (void)state;
     vbuf = malloc(MAX_VALUE);
@@ -1335,6 +1450,8 @@ int main(void) {
         TU_TEST_DIR(test_kill_at_random_points),
         TU_TEST_DIR(test_fallback_to_pwrite_keeps_trimming),
         TU_TEST_DIR(test_reader_across_writer_crash_and_cut),
+        TU_TEST_DIR(test_faults_at_window_growth_and_trim),
+        TU_TEST_DIR(test_failed_sync_in_mapped_store),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
