@@ -838,6 +838,87 @@ static void test_readonly_child_follows_mapped_writer(void **state) {
     close_and_verify(s, f->path, &m);
 }
 
+/* The same child without waiting for the writer: it refreshes and reads
+ * while the parent makes mapped writes of self-describing values across
+ * the boundaries, syncs and compacts; every value it meets must be whole,
+ * and it must see the writer's last key. */
+static int read_while_written(const char *path) {
+    alarm(120);
+    uint8_t *scratch = malloc(4 * MIB);
+    simdr_store *r = NULL;
+    if (!scratch || tu_open_status(&r, path, SIMDR_OPEN_READONLY, 0) != SIMDR_OK) return 2;
+    uint64_t refreshes = 0, values = 0;
+    for (int done = 0; !done;) {
+        if (simdr_refresh(r, NULL) == SIMDR_OK) refreshes++;
+        done = simdr_exists(r, TU_STR("done")) == 1;
+        for (unsigned k = 0; k < 16; k++) {
+            char key[32];
+            size_t kl = key_of(key, k);
+            simdr_entry *e = NULL;
+            int rc = simdr_get(r, key, kl, &e);
+            if (rc == SIMDR_NOTFOUND) continue;
+            if (rc != SIMDR_OK) return 3;
+            int ok = self_value_ok(simdr_entry_data(e), (size_t)simdr_entry_size(e), k, scratch);
+            simdr_entry_release(e);
+            if (!ok) return 4;
+            values++;
+        }
+    }
+    if (simdr_check(r, NULL, NULL, NULL) != SIMDR_OK) return 5;
+    printf("reader process: %llu refreshes, %llu values checked\n",
+           (unsigned long long)refreshes, (unsigned long long)values);
+    fflush(stdout);
+    simdr_close(r);
+    free(scratch);
+    return values ? 0 : 6;
+}
+
+static void test_readonly_child_reads_while_written(void **state) {
+    tu_fixture *f = *state;
+    simdr_store *s = open_with(f->path, SIMDR_LAYOUT_ALIGNED64, 1, 1, SIMDR_SYNC_NONE);
+    uint8_t *v = malloc(4 * MIB);
+    assert_non_null(v);
+    self_value(v, 0, 16, 1);
+    assert_int_equal(simdr_put(s, TU_STR("key-0"), v, 16, NULL), SIMDR_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(read_while_written(f->path));
+    static const uint64_t sizes[] = {16, 4095, 4096, 4097, MIB - 1, MIB + 1, 3000000, 100};
+    for (unsigned i = 0; i < 500; i++) {
+        unsigned k = i % 16;
+        uint64_t len = sizes[(i * 3 + k) % 8];
+        self_value(v, k, len, i + 2);
+        char key[32];
+        size_t kl = key_of(key, k);
+        if (i % 7 == 3) {
+            uint64_t left = len;
+            source src = {v, left, 0, 0, 70000};
+            assert_int_equal(simdr_put_stream(s, key, kl, read_source, &src, NULL), SIMDR_OK);
+        } else {
+            assert_int_equal(simdr_put(s, key, kl, v, (size_t)len, NULL), SIMDR_OK);
+        }
+        if (i % 40 == 39) assert_int_equal(simdr_sync(s), SIMDR_OK);
+        if (i % 150 == 149) assert_int_equal(simdr_compact(s), SIMDR_OK);
+        if (i % 50 == 0) {
+            char other[32];
+            simdr_rename(s, key, kl, other, key_of(other, 16 + k), NULL);
+            simdr_delete(s, other, strlen(other), NULL);
+        }
+    }
+    assert_int_equal(simdr_put(s, TU_STR("done"), "1", 1, NULL), SIMDR_OK);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (WIFSIGNALED(st)) fprintf(stderr, "reader died of signal %d\n", WTERMSIG(st));
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    expect_sound(s);
+    uint64_t tail = simdr_file_size(s);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    assert_int_equal(tu_file_size(f->path), (int64_t)tail);
+    free(v);
+}
+
 /* ---- the file size limit ---- */
 
 #define CK(cond)                                                                          \
@@ -1448,6 +1529,7 @@ int main(void) {
         TU_TEST_DIR(test_compaction_under_read_scopes),
         TU_TEST_DIR(test_log_append_into_mapped_replica),
         TU_TEST_DIR(test_readonly_child_follows_mapped_writer),
+        TU_TEST_DIR(test_readonly_child_reads_while_written),
         TU_TEST_DIR(test_file_size_limit_off_the_step),
         TU_TEST_DIR(test_kill_at_random_points),
         TU_TEST_DIR(test_fallback_to_pwrite_keeps_trimming),
