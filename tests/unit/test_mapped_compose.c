@@ -919,6 +919,38 @@ static void test_readonly_child_reads_while_written(void **state) {
     free(v);
 }
 
+/* simdr_copy and simdr_move between two mapped stores, values of every
+ * boundary size crossing the destination's preallocated end and window;
+ * copying a store into itself is refused. Both stores end exact and sound. */
+static void test_copy_and_move_between_mapped_stores(void **state) {
+    tu_fixture *f = *state;
+    simdr_store *a = open_with(f->path, SIMDR_LAYOUT_ALIGNED64, 1, 1, SIMDR_SYNC_NONE);
+    simdr_store *b = open_with(f->other, SIMDR_LAYOUT_UNALIGNED, 1, 1, SIMDR_SYNC_NONE);
+    model ma = {{0}, {0}, 0}, mb = {{0}, {0}, 0};
+    for (unsigned k = 0; k < 20; k++) op_put(a, &ma, k, boundary_sizes[k]);
+    mb.next_gen = ma.next_gen;
+    for (unsigned k = 0; k < 20; k++) {
+        char key[32];
+        size_t kl = key_of(key, k);
+        if (k % 3 == 0) {
+            assert_int_equal(simdr_move(a, key, kl, b, NULL), SIMDR_OK);
+            ma.len[k] = 0;
+        } else {
+            assert_int_equal(simdr_copy(a, key, kl, b, NULL), SIMDR_OK);
+        }
+        mb.len[k] = boundary_sizes[k];
+        mb.gen[k] = ma.gen[k];
+        assert_int_equal(simdr_copy(a, key, kl, a, NULL), SIMDR_EINVAL);
+        expect_key(b, &mb, k);
+        if (k == 10) assert_int_equal(simdr_sync(b), SIMDR_OK);
+    }
+    expect_model(a, &ma);
+    expect_model(b, &mb);
+    assert_int_equal(simdr_compact(a), SIMDR_OK);
+    close_and_verify(a, f->path, &ma);
+    close_and_verify(b, f->other, &mb);
+}
+
 /* ---- the file size limit ---- */
 
 #define CK(cond)                                                                          \
@@ -1536,6 +1568,7 @@ int main(void) {
         TU_TEST_DIR(test_reader_across_writer_crash_and_cut),
         TU_TEST_DIR(test_faults_at_window_growth_and_trim),
         TU_TEST_DIR(test_failed_sync_in_mapped_store),
+        TU_TEST_DIR(test_copy_and_move_between_mapped_stores),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
