@@ -179,8 +179,10 @@ typedef struct simdr_options {
                             disk before its data) holds no entry and is cut,
                             not saved, whatever repair says (simdr_recovery
                             reports it in bytes_cut); a single other byte
-                            in the tail makes it a torn tail as above.
-                            Damage in the middle of the chain is never cut */
+                            in the tail makes it a torn tail as above, so
+                            zeros in the middle of the chain, entries after
+                            them, never count as such a tail
+                            (docs/RELIABILITY.md, "Mapped appends") */
     int salvage;       /**< read-only opens: 1 serves the sound prefix of a store
                             damaged in the middle (the longest chain from offset 0
                             before the damage whose every entry passes its CRC;
