@@ -152,8 +152,9 @@ enum simdr_append_mode {
                                  While the store is open the file is longer than its
                                  valid entries (zeros follow the tail); simdr_sync()
                                  and simdr_close() cut it back to the tail (ftruncate),
-                                 and the next open after a crash cuts the zeros as a
-                                 torn tail. A full disk is SIMDR_ENOSPC when a step is
+                                 and the next writable open after a crash cuts the
+                                 zeros (also with repair 0: they hold no entry). A
+                                 full disk is SIMDR_ENOSPC when a step is
                                  allocated, never a signal. Promises what the
                                  durability mode promises (a killed process loses
                                  nothing acknowledged). Streams still use pwrite. On a
@@ -171,7 +172,17 @@ typedef struct simdr_options {
     int durability;    /**< enum simdr_durability */
     int repair;        /**< writable opens: cut a torn tail (after saving it
                             beside the file). 1 by default; 0 makes a torn
-                            tail an SIMDR_ECORRUPT error instead */
+                            tail an SIMDR_ECORRUPT error instead, the file
+                            untouched. A torn tail of zero bytes only (the
+                            preallocated space SIMDR_APPEND_MAPPED leaves
+                            after a crash, or a file length that reached the
+                            disk before its data) holds no entry and is cut,
+                            not saved, whatever repair says (simdr_recovery
+                            reports it in bytes_cut); a single other byte
+                            in the tail makes it a torn tail as above, so
+                            zeros in the middle of the chain, entries after
+                            them, never count as such a tail
+                            (docs/RELIABILITY.md, "Mapped appends") */
     int salvage;       /**< read-only opens: 1 serves the sound prefix of a store
                             damaged in the middle (the longest chain from offset 0
                             before the damage whose every entry passes its CRC;
@@ -202,8 +213,9 @@ SIMDR_API void simdr_options_init(simdr_options *opts);
 /**
  * Opens (or creates) the store at path. opts may be NULL for defaults.
  * Recovery runs here: a torn or interrupted last append is detected; a
- * writable open saves the cut bytes to "<path>.torn-<offset>" and truncates,
- * a read-only open only ignores them. simdr_recovery() tells what happened.
+ * writable open saves the cut bytes to "<path>.torn-<offset>" and truncates
+ * (a tail of zero bytes only is cut without saving: see opts->repair), a
+ * read-only open only ignores them. simdr_recovery() tells what happened.
  * The end of the store is the committed tail the side file "<path>.simdr"
  * records (its writer updates it after every append; a writable open creates
  * it, a new store starting at tail 0): bytes after it were never acknowledged
@@ -291,11 +303,12 @@ typedef struct simdr_recovery_info {
                                   read-only open while a writer is appending: its
                                   bytes beyond the committed tail are in flight) */
     int truncated;           /**< 1 when the file was cut (writable open) */
-    char saved_path[4096];   /**< where the cut bytes were saved, or "". A run of
-                                  128 KiB or more of zero bytes ending the cut (the
+    char saved_path[4096];   /**< where the cut bytes were saved, or "". A cut of
+                                  zero bytes only is never saved (""). A run of
+                                  128 KiB or more of zero bytes ending a cut (the
                                   preallocated space of SIMDR_APPEND_MAPPED) is not
                                   copied: the file then ends at the last non-zero
-                                  byte, and "" means the cut was all zeros */
+                                  byte */
 } simdr_recovery_info;
 
 SIMDR_API int simdr_recovery(const simdr_store *store, simdr_recovery_info *info);

@@ -277,15 +277,30 @@ static int recover_planned(simdr_store *s, const uint8_t *base, uint64_t size,
     return rc;
 }
 
-/* Writable opens: saves [valid, size) beside the file and cuts it. */
+/* 1 when [from, to) holds only zero bytes. */
+static int range_all_zero(const uint8_t *base, uint64_t from, uint64_t to) {
+    const uint64_t chunk = UINT64_C(1) << 16;
+    for (uint64_t at = from; at < to; at += chunk)
+        if (!simdr__all_zero(base + at, (size_t)(to - at < chunk ? to - at : chunk))) return 0;
+    return 1;
+}
+
+/* Writable opens: saves [valid, size) beside the file and cuts it. A torn
+ * tail made only of zero bytes holds no entry (recovery never reads an
+ * all-zero metadata block as one, and without its metadata no payload can
+ * be told apart or checked): it is the preallocated space a mapped writer
+ * leaves at every crash, or a length that reached the disk before the data
+ * did. It is cut whatever repair says, and not saved. A tail with any other
+ * byte could be data: repair 0 refuses it, untouched. */
 static int cut_torn_tail(simdr_store *s, const uint8_t *base, uint64_t valid, uint64_t size,
                          int repair) {
-    if (!repair)
+    int zeros_only = range_all_zero(base, valid, size);
+    if (!repair && !zeros_only)
         return simdr__fail(SIMDR_ECORRUPT,
                            "%s: torn tail: %llu bytes after offset %llu are not a complete "
                            "entry (repair disabled; nothing changed)",
                            s->path, (unsigned long long)(size - valid), (unsigned long long)valid);
-    int rc = simdr__save_cut_bytes(s, base, valid, size);
+    int rc = zeros_only ? SIMDR_OK : simdr__save_cut_bytes(s, base, valid, size);
     if (rc == SIMDR_OK && (simdr__io.ftruncate(s->fd, (off_t)valid) != 0 ||
                            simdr__io.fsync(s->fd) != 0))
         rc = simdr__fail_errno(errno, "truncating torn tail", s->path);

@@ -20,6 +20,8 @@
  * The result is classified so the store never cuts what it cannot identify:
  * - TORN: the newest "entry" at the end is itself invalid (a torn append or
  *   garbage after the end): the valid prefix is kept, the rest may be cut.
+ *   A run of zeros ending the file is no entry: the newest entry is the one
+ *   ending where it starts.
  * - DAMAGED: the newest entry is valid but the chain behind it breaks (damage
  *   in the middle): nothing is cut; writable opens refuse.
  * - NOTSTORE: no valid prefix at all: nothing is cut.
@@ -713,6 +715,28 @@ static int reaches_zero(const uint8_t *base, uint64_t p, const first_ends *fe, p
     return result == 1;
 }
 
+/* The end of [from, size) without its trailing zero bytes. */
+static uint64_t end_before_zero_run(const uint8_t *base, uint64_t from, uint64_t size) {
+    const uint64_t probe = 4096;
+    uint64_t end = size;
+    while (end - from >= probe && simdr__all_zero(base + end - probe, probe)) end -= probe;
+    while (end > from && base[end - 1] == 0) end--;
+    return end;
+}
+
+/* Is the entry ending at end (past the sound prefix ending at best) valid,
+ * so that the bytes between best and it are data behind a break? (See the
+ * classification at the end of simdr__recover.) */
+static int valid_behind_break(const uint8_t *base, uint64_t end, uint64_t best, int layout) {
+    uint64_t prev = step_back(base, end);
+    if (prev == UINT64_MAX || meta_all_zero(base, end)) return 0;
+    uint64_t m = end - SIMDR__META_SIZE;
+    uint32_t crc = simdr__load_u32le(base + m + 16);
+    int probe = layout, on_prefix = layout;
+    return simdr__entry_crc_ok(base, prev, m, crc, &probe) &&
+           !(prev != best && simdr__entry_crc_ok(base, best, m, crc, &on_prefix));
+}
+
 int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_result *r) {
     r->index = NULL;
     r->live = 0;
@@ -835,25 +859,32 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
      * before the payload still frames the same payload. When the newest
      * entry's payload starts right after the sound prefix, every byte past
      * the prefix is that entry's, and the entry with the broken link is the
-     * torn one. */
+     * torn one. A run of zero bytes ending the file holds no entry (the
+     * space a mapped writer preallocated, a length that reached the disk
+     * before its data): the newest entry is the one that ends where the run
+     * starts, so zeros after entries behind a break do not turn that damage
+     * into a tail to cut. */
     r->status = SIMDR__RECOVER_TORN;
-    uint64_t prev = step_back(base, size);
-    if (prev != UINT64_MAX && !meta_all_zero(base, size)) {
-        uint64_t m = size - SIMDR__META_SIZE;
-        uint32_t crc = simdr__load_u32le(base + m + 16);
-        int probe = cand_layout, on_prefix = cand_layout;
-        if (simdr__entry_crc_ok(base, prev, m, crc, &probe) &&
-            !(prev != best && simdr__entry_crc_ok(base, best, m, crc, &on_prefix))) {
-            r->status = SIMDR__RECOVER_DAMAGED;
-            uint64_t q = size;
-            while (q != 0) {
-                uint64_t pq = step_back(base, q);
-                if (pq == UINT64_MAX) break;
-                q = pq;
-            }
-            r->damage_at = q;
-            r->valid_len = crc_sound_prefix(base, best, cand_layout);
+    uint64_t last = size;
+    if (meta_all_zero(base, size)) {
+        /* The run starts at an entry's end q with [q, size) all zero: at
+         * the last non-zero byte or up to a metadata block after it (its
+         * last bytes may be zero). */
+        uint64_t nz = end_before_zero_run(base, best, size);
+        for (uint64_t q = nz; q < nz + SIMDR__META_SIZE && q <= size && last == size; q++)
+            if (q > best && valid_behind_break(base, q, best, cand_layout))
+                last = q;
+    }
+    if (valid_behind_break(base, last, best, cand_layout)) {
+        r->status = SIMDR__RECOVER_DAMAGED;
+        uint64_t q = last;
+        while (q != 0) {
+            uint64_t pq = step_back(base, q);
+            if (pq == UINT64_MAX) break;
+            q = pq;
         }
+        r->damage_at = q;
+        r->valid_len = crc_sound_prefix(base, best, cand_layout);
     }
     return SIMDR_OK;
 }

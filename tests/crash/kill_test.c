@@ -14,7 +14,8 @@
  *     every value self-verifies, iteration and simdr_count agree with the
  *     model; whatever recovery cut was saved beside the file byte-exact (a
  *     trailing run of 128 KiB or more of zeros, which mapped appends leave,
- *     is not saved);
+ *     is not saved); a first open with repair off cuts a tail of zeros only
+ *     (unsaved) and refuses any other torn tail without changing the file;
  *   - the store accepts and keeps a new write.
  * Values are derived from (key, generation, length), so the parent recomputes
  * the child's whole operation sequence from the round's seed instead of
@@ -98,6 +99,7 @@ typedef struct store_ctx {
     keystate model[NKEYS];
     /* figures */
     uint64_t kills, torn_cuts, bytes_cut, acked_writes, inflight_landed, compactions_seen;
+    uint64_t zero_cuts, refused_without_repair;
 } store_ctx;
 
 static uint64_t gen_of(uint32_t round, uint32_t opno, unsigned itemno) {
@@ -557,7 +559,24 @@ static void one_round(store_ctx *sc, uint32_t round, uint64_t seed, uint64_t *st
     simdr_options o;
     cu_options_init(&o);
     o.layout = sc->layout; /* the file may still be empty: a kill during the first open */
+    /* First with repair off: a tail of zero bytes only (mapped appends'
+     * preallocated space) holds no entry and is cut all the same; any other
+     * torn tail is refused with the file untouched, and the repairing open
+     * that follows must then find a non-zero byte in what it cuts. */
+    o.repair = 0;
     int rc = simdr_open(&s, sc->path, &o);
+    int refused_without_repair = rc == SIMDR_ECORRUPT;
+    if (refused_without_repair) {
+        size_t now_len = 0;
+        uint8_t *now = cu_read_file(sc->path, &now_len);
+        CU_CHECK(pre && now && now_len == pre_len && memcmp(now, pre, pre_len) == 0,
+                 "round %u: an open with repair off that refused the file changed it", round);
+        free(now);
+        CU_EQ_U64(cu_count_matching(sc->dir, ".torn-"), 0);
+        sc->refused_without_repair++;
+        o.repair = 1;
+        rc = simdr_open(&s, sc->path, &o);
+    }
     if (rc != SIMDR_OK)
         cu_fail(__FILE__, __LINE__, "round %u (%s): reopen after kill: %s (%s)", round, sc->name,
                 simdr_strerror(rc), simdr_last_error());
@@ -567,11 +586,27 @@ static void one_round(store_ctx *sc, uint32_t round, uint64_t seed, uint64_t *st
         CU_EQ_U64(ri.file_size, pre_len);
         CU_EQ_U64(ri.bytes_cut, ri.file_size - ri.valid_size);
         CU_EQ_U64(cu_file_size(sc->path), ri.valid_size);
-        if (ri.bytes_cut > 0) {
+        int zeros_only = 1;
+        for (uint64_t at = ri.valid_size; at < ri.file_size && zeros_only; at++)
+            zeros_only = pre[at] == 0;
+        CU_CHECK(zeros_only != refused_without_repair,
+                 "round %u: a cut of %llu bytes (%s) was %s with repair off", round,
+                 (unsigned long long)ri.bytes_cut, zeros_only ? "zeros only" : "not only zeros",
+                 refused_without_repair ? "refused" : "made");
+        if (ri.bytes_cut > 0 && zeros_only) {
+            /* Zeros only: cut, never saved, with or without repair. */
+            CU_EQ_U64(ri.truncated, 1);
+            CU_CHECK(ri.saved_path[0] == '\0', "a cut of zeros only was saved to %s",
+                     ri.saved_path);
+            CU_EQ_U64(cu_count_matching(sc->dir, ".torn-"), 0);
+            sc->zero_cuts++;
+            sc->torn_cuts++;
+            sc->bytes_cut += ri.bytes_cut;
+        } else if (ri.bytes_cut > 0) {
             CU_EQ_U64(ri.truncated, 1);
             /* Saved byte-exact, except a trailing run of at least 128 KiB of
              * zeros (mapped appends' preallocated space), which is not
-             * copied: all of it when the cut is only that. */
+             * copied. */
             size_t sl = 0;
             uint8_t *saved = ri.saved_path[0] ? cu_read_file(ri.saved_path, &sl) : malloc(1);
             CU_CHECK(saved != NULL, "saved tail %s unreadable", ri.saved_path);
@@ -663,7 +698,8 @@ int main(int argc, char **argv) {
         CU_OK(simdr_close(s));
     }
     double dt = cu_now() - t0;
-    uint64_t kills = 0, acked = 0, cuts = 0, cut_bytes = 0, landed = 0, comp = 0;
+    uint64_t kills = 0, acked = 0, cuts = 0, cut_bytes = 0, landed = 0, comp = 0, zcuts = 0,
+             refused = 0;
     for (int i = 0; i < 2; i++) {
         kills += st[i].kills;
         acked += st[i].acked_writes;
@@ -671,14 +707,18 @@ int main(int argc, char **argv) {
         cut_bytes += st[i].bytes_cut;
         landed += st[i].inflight_landed;
         comp += st[i].compactions_seen;
+        zcuts += st[i].zero_cuts;
+        refused += st[i].refused_without_repair;
     }
     printf("kill_test: PASS: %llu kills survived (%llu during open, %llu during compaction), "
            "%llu acknowledged writes verified, %llu torn tails cut (%llu bytes, all saved "
-           "byte-exact%s), %llu in-flight operations landed, %.1f s, seed %llu\n",
+           "byte-exact%s; %llu of zeros only, cut unsaved with repair off; %llu others "
+           "refused with repair off), %llu in-flight operations landed, %.1f s, seed %llu\n",
            (unsigned long long)kills, (unsigned long long)open_kills, (unsigned long long)comp,
            (unsigned long long)acked, (unsigned long long)cuts, (unsigned long long)cut_bytes,
-           cu_mapped ? " but for trailing zero runs of 128 KiB or more" : "",
-           (unsigned long long)landed, dt, (unsigned long long)seed);
+           cu_mapped ? " but for zeros" : "", (unsigned long long)zcuts,
+           (unsigned long long)refused, (unsigned long long)landed, dt,
+           (unsigned long long)seed);
     cu_rmtree(dir);
     free(dir);
     return 0;

@@ -12,9 +12,10 @@
  *     tail: must be refused, never cut);
  *   - appends garbage: random bytes, zeros, metadata look-alikes.
  * Each case checks a read-only open (sees the prefix, modifies nothing), a
- * writable open with repair off (refuses a torn file, modifies nothing) and a
+ * writable open with repair off (refuses a torn file, modifies nothing; a
+ * tail of zero bytes only holds no entry and is cut, unsaved) and a
  * default writable open (cuts exactly to the prefix, saves exactly the bytes
- * cut to simdr_recovery().saved_path, every value intact, simdr_check sound,
+ * cut to simdr_recovery().saved_path, none of a tail of zeros only, every value intact, simdr_check sound,
  * accepts a new write that survives another reopen). It also opens the torn
  * files written by the Rust reference (../shared/interop, the two "torn" files), and a
  * multi-megabyte store whose last append is torn.
@@ -67,8 +68,7 @@ static uint64_t seed_state, run_seed;
 
 /* figures */
 static uint64_t n_cases, n_cut_offsets, n_bytes_cut, n_flips, n_mid_refused, n_mid_opened,
-    n_garbage,
-    n_zero_cases, n_reopens;
+    n_garbage, n_zero_cases, n_zero_tails_cut_without_repair, n_reopens;
 
 /* The state of every key after the first j entries. */
 static void state_after(const base_store *bs, unsigned j, keystate *m) {
@@ -239,14 +239,34 @@ static void torn_case(const base_store *bs, const uint8_t *data, size_t len, uns
     expect_file(data, len, "read-only open");
     CU_EQ_U64(cu_count_matching(workdir, ".torn-"), 0);
 
-    /* Writable with repair off: a torn file is refused untouched. */
+    /* Writable with repair off: a torn file is refused untouched, unless
+     * the tail is zero bytes only (it holds no entry): that is cut, never
+     * saved. */
+    int zero_tail = valid != len;
+    for (size_t i = (size_t)valid; i < len && zero_tail; i++) zero_tail = data[i] == 0;
     if (valid != len) {
         cu_options_init(&o);
         o.repair = 0;
         s = NULL;
-        CU_RC(simdr_open(&s, work_path, &o), SIMDR_ECORRUPT);
-        expect_file(data, len, "writable open with repair off");
-        CU_EQ_U64(cu_count_matching(workdir, ".torn-"), 0);
+        if (zero_tail) {
+            CU_OK(simdr_open(&s, work_path, &o));
+            CU_OK(simdr_recovery(s, &ri));
+            CU_EQ_U64(ri.valid_size, valid);
+            CU_EQ_U64(ri.bytes_cut, len - valid);
+            CU_EQ_U64(ri.truncated, 1);
+            CU_CHECK(ri.saved_path[0] == '\0', "a zero tail was saved to %s", ri.saved_path);
+            CU_EQ_U64(cu_file_size(work_path), valid);
+            expect_state(s, bs, state_j, extra_foreign);
+            CU_OK(simdr_close(s));
+            expect_file(data, (size_t)valid, "writable open with repair off, zero tail");
+            CU_EQ_U64(cu_count_matching(workdir, ".torn-"), 0);
+            write_work(data, len);
+            n_zero_tails_cut_without_repair++;
+        } else {
+            CU_RC(simdr_open(&s, work_path, &o), SIMDR_ECORRUPT);
+            expect_file(data, len, "writable open with repair off");
+            CU_EQ_U64(cu_count_matching(workdir, ".torn-"), 0);
+        }
     }
 
     /* Writable: cut exactly to the prefix, the cut bytes saved. */
@@ -258,7 +278,12 @@ static void torn_case(const base_store *bs, const uint8_t *data, size_t len, uns
     CU_EQ_U64(ri.valid_size, valid);
     CU_EQ_U64(ri.bytes_cut, len - valid);
     CU_EQ_U64(cu_file_size(work_path), valid);
-    if (len != valid) {
+    if (zero_tail) {
+        CU_EQ_U64(ri.truncated, 1);
+        CU_CHECK(ri.saved_path[0] == '\0', "a zero tail was saved to %s", ri.saved_path);
+        CU_EQ_U64(cu_count_matching(workdir, ".torn-"), 0);
+        n_bytes_cut += len - valid;
+    } else if (len != valid) {
         CU_EQ_U64(ri.truncated, 1);
         size_t sl = 0;
         uint8_t *saved = cu_read_file(ri.saved_path, &sl);
@@ -632,13 +657,15 @@ int main(int argc, char **argv) {
     printf("torn_tail_test: PASS: %llu cases (%llu cut offsets, %llu byte flips in the last "
            "entry, %llu zero-filled tails, %llu damaged-before-the-tail files (%llu refused, %llu "
            "opened whole with the damage reported by simdr_check), %llu "
-           "garbage tails, %d reference torn files), %llu bytes cut and saved byte-exact, "
+           "garbage tails, %d reference torn files), %llu bytes cut and saved byte-exact "
+           "(tails of zeros only: cut, also with repair off (%llu cases), never saved), "
            "%.1f s\n",
            (unsigned long long)n_cases, (unsigned long long)n_cut_offsets,
            (unsigned long long)n_flips, (unsigned long long)n_zero_cases,
            (unsigned long long)(n_mid_refused + n_mid_opened), (unsigned long long)n_mid_refused,
            (unsigned long long)n_mid_opened, (unsigned long long)n_garbage, interop,
-           (unsigned long long)n_bytes_cut, cu_now() - t0);
+           (unsigned long long)n_bytes_cut,
+           (unsigned long long)n_zero_tails_cut_without_repair, cu_now() - t0);
     cu_rmtree(workdir);
     free(workdir);
     return 0;

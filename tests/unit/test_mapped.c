@@ -4,7 +4,9 @@
  * simdr_sync, simdr_close and compaction, a writer killed with SIGKILL in
  * the middle of its puts, a full disk (the file size limit, and failed
  * preallocation through the fault-injection table), a file system without
- * fallocate, and read-only handles reading while the writer appends.
+ * fallocate, read-only handles reading while the writer appends, and what
+ * an open with repair 0 does after a crash (a tail of zeros only is cut, a
+ * tail with another byte refused, zeros in the middle of the chain refused).
  */
 #include "testutil.h"
 
@@ -260,6 +262,269 @@ static void test_reopen_after_kill_without_side_file(void **state) {
     kill_mid_puts(f, 2000, 0);
 }
 
+/* ---- repair = 0 after a crash: a tail of zeros only is cut ---- */
+
+/* A child opens path (mapped appends or pwrite), puts keys 0..n-1
+ * (value_of, lengths 1 + (i * 37) % 3000), says so over a pipe and waits to
+ * be killed (with sync_at > 0, simdr_sync after that many puts and after
+ * one more): the SIGKILL lands between puts, so the file ends with the
+ * committed entries and, in mapped mode, the preallocated zeros. */
+static size_t killed_len(unsigned i) { return 1 + (i * 37) % 3000; }
+
+static void kill_after_puts(const char *path, unsigned n, int mode, unsigned sync_at) {
+    unlink(path);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        simdr_options o;
+        simdr_options_init(&o);
+        o.append_mode = mode;
+        simdr_store *s = NULL;
+        if (simdr_open(&s, path, &o) != SIMDR_OK) _exit(2);
+        static uint8_t v[3000];
+        for (unsigned i = 0; i < n; i++) {
+            char k[32];
+            key_of(k, sizeof k, i);
+            if (simdr_put(s, TU_STR(k), v, value_of(v, i, killed_len(i)), NULL) != SIMDR_OK)
+                _exit(3);
+            /* Two syncs: the second makes the first one's tail the side
+             * file's durable record (one-flush syncs name it one sync late). */
+            if (sync_at && (i + 1 == sync_at || i == sync_at) && simdr_sync(s) != SIMDR_OK)
+                _exit(5);
+        }
+        char done = 1;
+        if (write(pfd[1], &done, 1) != 1) _exit(4);
+        for (;;) pause();
+    }
+    close(pfd[1]);
+    char done = 0;
+    ssize_t r;
+    do r = read(pfd[0], &done, 1);
+    while (r < 0 && errno == EINTR);
+    assert_int_equal(r, 1);
+    kill(pid, SIGKILL);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    close(pfd[0]);
+}
+
+static int open_repair(simdr_store **s, const char *path, int repair) {
+    simdr_options o;
+    simdr_options_init(&o);
+    o.repair = repair;
+    o.append_mode = SIMDR_APPEND_MAPPED;
+    *s = NULL;
+    return simdr_open(s, path, &o);
+}
+
+static void expect_killed_keys(simdr_store *s, unsigned n) {
+    assert_int_equal(simdr_count(s), n);
+    for (unsigned i = 0; i < n; i++) expect_key(s, i, killed_len(i));
+    simdr_check_report rep;
+    assert_int_equal(simdr_check(s, NULL, NULL, &rep), SIMDR_OK);
+    assert_int_equal(rep.bad_entries, 0);
+    assert_int_equal(rep.entries, n);
+}
+
+/* The end of the entries of a killed store, read by a read-only open (which
+ * changes nothing). */
+static uint64_t valid_end(const char *path) {
+    simdr_store *r = tu_open(path, SIMDR_OPEN_READONLY, 0);
+    uint64_t end = simdr_file_size(r);
+    assert_int_equal(simdr_close(r), SIMDR_OK);
+    return end;
+}
+
+/* A killed mapped writer leaves its preallocated zeros; an open with
+ * repair 0 cuts them (they hold no entry), reports them and saves nothing,
+ * with the side file and with whole-file recovery alike. */
+static void test_kill_then_open_without_repair(void **state) {
+    tu_fixture *f = *state;
+    static const unsigned counts[] = {1, 700};
+    for (int keep_side = 1; keep_side >= 0; keep_side--)
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+            unsigned n = counts[c];
+            kill_after_puts(f->path, n, SIMDR_APPEND_MAPPED, 0);
+            if (!keep_side) {
+                char side[4200];
+                snprintf(side, sizeof side, "%s.simdr", f->path);
+                assert_int_equal(unlink(side), 0);
+            }
+            int64_t killed = tu_file_size(f->path);
+            uint64_t end = valid_end(f->path);
+            assert_true(end < (uint64_t)killed);
+            simdr_store *s = NULL;
+            int rc = open_repair(&s, f->path, 0);
+            if (rc != SIMDR_OK) fprintf(stderr, "open: %s\n", simdr_last_error());
+            assert_int_equal(rc, SIMDR_OK);
+            simdr_recovery_info ri;
+            assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+            assert_int_equal(ri.file_size, (uint64_t)killed);
+            assert_int_equal(ri.valid_size, end);
+            assert_int_equal(ri.bytes_cut, (uint64_t)killed - end);
+            assert_int_equal(ri.truncated, 1);
+            assert_string_equal(ri.saved_path, "");
+            assert_int_equal(tu_dir_count(f->dir), 1); /* no <file>.torn-* */
+            assert_int_equal(tu_file_size(f->path), (int64_t)end);
+            expect_killed_keys(s, n);
+            tu_put_str(s, "after", "kill");
+            assert_int_equal(simdr_close(s), SIMDR_OK);
+            assert_int_equal(open_repair(&s, f->path, 0), SIMDR_OK);
+            assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+            assert_int_equal(ri.bytes_cut, 0);
+            tu_expect_str(s, "after", "kill");
+            assert_int_equal(simdr_close(s), SIMDR_OK);
+        }
+}
+
+/* One non-zero byte among the zeros (first, middle or last byte of the
+ * tail) could be data: repair 0 refuses the file, byte-identical; the
+ * default repair cuts it and saves what it cut up to that byte. */
+static void test_nonzero_byte_in_zero_tail_needs_repair(void **state) {
+    tu_fixture *f = *state;
+    kill_after_puts(f->path, 300, SIMDR_APPEND_MAPPED, 0);
+    size_t len = 0;
+    uint8_t *killed = tu_read_file(f->path, &len);
+    assert_non_null(killed);
+    uint64_t end = valid_end(f->path);
+    assert_true(end + 3 < len);
+    for (uint64_t i = end; i < len; i++) assert_int_equal(killed[i], 0);
+    const uint64_t at[] = {end, end + (len - end) / 2, len - 1};
+    for (size_t j = 0; j < sizeof at / sizeof at[0]; j++) {
+        tu_write_file(f->path, killed, len);
+        uint8_t one = 0x5a;
+        tu_patch_file(f->path, at[j], &one, 1);
+        simdr_store *s = NULL;
+        assert_int_equal(open_repair(&s, f->path, 0), SIMDR_ECORRUPT);
+        assert_null(s);
+        size_t now_len = 0;
+        uint8_t *now = tu_read_file(f->path, &now_len);
+        assert_int_equal(now_len, len);
+        assert_memory_equal(now, killed, at[j]);
+        assert_int_equal(now[at[j]], 0x5a);
+        free(now);
+        assert_int_equal(tu_dir_count(f->dir), 1);
+        assert_int_equal(open_repair(&s, f->path, 1), SIMDR_OK);
+        simdr_recovery_info ri;
+        assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+        assert_int_equal(ri.valid_size, end);
+        assert_int_equal(ri.bytes_cut, len - end);
+        assert_true(ri.saved_path[0] != '\0');
+        /* Saved up to the byte, or whole when fewer than 128 KiB of zeros
+         * follow it (src/torn.c). */
+        int64_t saved = tu_file_size(ri.saved_path);
+        uint64_t upto = at[j] + 1 - end;
+        assert_true(saved == (int64_t)upto ||
+                    (saved == (int64_t)(len - end) && len - at[j] - 1 < (128u << 10)));
+        assert_int_equal(unlink(ri.saved_path), 0);
+        expect_killed_keys(s, 300);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+    }
+    free(killed);
+}
+
+/* Zeros where entries were, in the middle of the chain, are damage and not
+ * a tail, also with zeros after the entries that follow them, and so are
+ * synced entries zeroed up to the end of the file. Repair 0
+ * always refuses the file, byte-identical. Where the zeroed entries were
+ * synced (the side file's durable record is past them), or no side file
+ * says what was synced (whole-file recovery), the default repair refuses it
+ * too; past the durable record (bytes a power cut may have torn) it cuts
+ * back to that record and saves every non-zero byte it cut. Mapped (killed)
+ * and pwrite (killed, with a length ahead of its data) stores. */
+static void test_zero_run_in_middle_refused(void **state) {
+    tu_fixture *f = *state;
+    enum { SYNCED, SYNCED_ZEROED_TO_END, NO_SIDE_FILE, UNSYNCED };
+    for (int mode = 0; mode < 2; mode++)
+        for (int how = SYNCED; how <= UNSYNCED; how++) {
+            kill_after_puts(f->path, 200, mode, how <= SYNCED_ZEROED_TO_END ? 150 : 0);
+            if (mode == SIMDR_APPEND_WRITE) {
+                static const uint8_t zeros[8192];
+                tu_append_file(f->path, zeros, sizeof zeros);
+            }
+            if (how == NO_SIDE_FILE) {
+                char side[4200];
+                snprintf(side, sizeof side, "%s.simdr", f->path);
+                assert_int_equal(unlink(side), 0);
+            }
+            uint64_t end = valid_end(f->path);
+            size_t len = 0;
+            uint8_t *img = tu_read_file(f->path, &len);
+            assert_non_null(img);
+            /* Ten entries' worth of bytes well before the end (and before
+             * the 150th put) read as zeros. */
+            uint64_t from = end / 3, to = end / 3 + 10 * 1600;
+            assert_true(to + 3000 < end);
+            /* Or everything from there on: synced entries lost to zeros
+             * that end the file are damage too, never a zero tail to cut. */
+            if (how == SYNCED_ZEROED_TO_END) to = len;
+            memset(img + from, 0, to - from);
+            tu_write_file(f->path, img, len);
+            for (int repair = 0; repair < 2; repair++) {
+                simdr_store *s = NULL;
+                int rc = open_repair(&s, f->path, repair);
+                if (rc == SIMDR_OK && repair && how == UNSYNCED) {
+                    simdr_recovery_info ri;
+                    assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+                    assert_true(ri.valid_size <= from);
+                    int64_t saved_len = tu_file_size(ri.saved_path);
+                    assert_true(saved_len > 0 && (uint64_t)saved_len <= ri.bytes_cut);
+                    uint8_t *saved = tu_read_file(ri.saved_path, &(size_t){0});
+                    assert_memory_equal(saved, img + ri.valid_size, (size_t)saved_len);
+                    for (size_t i = ri.valid_size + (size_t)saved_len; i < len; i++)
+                        assert_int_equal(img[i], 0);
+                    free(saved);
+                    assert_int_equal(unlink(ri.saved_path), 0);
+                    assert_int_equal(simdr_close(s), SIMDR_OK);
+                    continue;
+                }
+                if (rc != SIMDR_ECORRUPT)
+                    fprintf(stderr, "store %d, case %d, repair %d: %s\n", mode, how, repair,
+                            simdr_strerror(rc));
+                assert_int_equal(rc, SIMDR_ECORRUPT);
+                size_t now_len = 0;
+                uint8_t *now = tu_read_file(f->path, &now_len);
+                assert_int_equal(now_len, len);
+                assert_memory_equal(now, img, len);
+                free(now);
+                assert_int_equal(tu_dir_count(f->dir), 1);
+            }
+            free(img);
+        }
+}
+
+/* pwrite appends after a power cut: the file's length reached the disk
+ * before its last blocks, which read as zeros. Fewer than 128 KiB of them,
+ * so before they were saved beside the file; repair 0 refused the store. */
+static void test_pwrite_zero_tail_cut_without_repair(void **state) {
+    tu_fixture *f = *state;
+    kill_after_puts(f->path, 100, SIMDR_APPEND_WRITE, 0);
+    uint64_t end = (uint64_t)tu_file_size(f->path);
+    static const uint8_t zeros[4096 + 17];
+    tu_append_file(f->path, zeros, sizeof zeros);
+    for (int repair = 0; repair < 2; repair++) {
+        if (repair) tu_append_file(f->path, zeros, sizeof zeros);
+        simdr_store *s = NULL;
+        assert_int_equal(open_repair(&s, f->path, repair), SIMDR_OK);
+        simdr_recovery_info ri;
+        assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+        assert_int_equal(ri.valid_size, end);
+        assert_int_equal(ri.bytes_cut, sizeof zeros);
+        assert_int_equal(ri.truncated, 1);
+        assert_string_equal(ri.saved_path, "");
+        assert_int_equal(tu_dir_count(f->dir), 1);
+        assert_int_equal(tu_file_size(f->path), (int64_t)end);
+        expect_killed_keys(s, 100);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        end = (uint64_t)tu_file_size(f->path);
+    }
+}
+
 /* Under RLIMIT_FSIZE (SIGXFSZ at its default, which would kill the
  * process): growth stops at the limit, a write past it is SIMDR_ENOSPC with
  * nothing stored, what fits still goes in. Runs in a child. */
@@ -434,6 +699,10 @@ int main(void) {
         TU_TEST_DIR(test_trim_on_sync_compact_close),
         TU_TEST_DIR(test_reopen_after_kill),
         TU_TEST_DIR(test_reopen_after_kill_without_side_file),
+        TU_TEST_DIR(test_kill_then_open_without_repair),
+        TU_TEST_DIR(test_nonzero_byte_in_zero_tail_needs_repair),
+        TU_TEST_DIR(test_zero_run_in_middle_refused),
+        TU_TEST_DIR(test_pwrite_zero_tail_cut_without_repair),
         TU_TEST_DIR(test_file_size_limit_is_enospc),
         TU_TEST_DIR(test_failed_preallocation_is_enospc),
         TU_TEST_DIR(test_no_fallocate_falls_back_to_pwrite),

@@ -118,14 +118,19 @@ static void check_recovered(fixture *f, uint64_t file_len, int n, int writable) 
     if (writable && file_len != valid) {
         assert_int_equal(ri.truncated, 1);
         assert_int_equal(tu_file_size(f->tu.path), (int64_t)valid);
-        assert_true(strlen(ri.saved_path) > 0);
+        /* A cut of zero bytes only holds no entry and is not saved. */
+        int zeros_only = 1;
+        for (uint64_t i = valid; i < file_len && zeros_only; i++) zeros_only = before[i] == 0;
+        assert_int_equal(strlen(ri.saved_path) > 0, !zeros_only);
         char saved_path[sizeof ri.saved_path];
         memcpy(saved_path, ri.saved_path, sizeof saved_path);
         size_t saved_len = 0;
-        uint8_t *saved = tu_read_file(ri.saved_path, &saved_len);
-        assert_non_null(saved);
-        assert_int_equal(saved_len, file_len - valid);
-        assert_memory_equal(saved, before + valid, saved_len);
+        uint8_t *saved = zeros_only ? NULL : tu_read_file(ri.saved_path, &saved_len);
+        assert_true(zeros_only || saved != NULL);
+        if (saved) {
+            assert_int_equal(saved_len, file_len - valid);
+            assert_memory_equal(saved, before + valid, saved_len);
+        }
         free(saved);
         /* the store still takes writes at the cut point */
         uint64_t tail = 0;
