@@ -12,10 +12,24 @@
 
 #include <string.h>
 
-/* The store whose write_stream reader is running on this thread. The engine
- * holds the store's write lock while it calls the reader, so a write or close
- * of that store from inside the reader would wait for itself forever. */
-static _Thread_local PySimdrStore *tls_streaming;
+/* The stores whose write_stream reader is running on this thread, innermost
+ * first: a reader may stream into another store, whose reader may call back
+ * into the first. The engine holds each one's write lock while its reader
+ * runs, so a write or close of any of them from inside a reader would wait
+ * for this thread itself forever; the engine only knows of the innermost. */
+typedef struct stream_frame {
+    PySimdrStore *store;
+    struct stream_frame *outer;
+} stream_frame;
+static _Thread_local stream_frame *tls_streams;
+
+/* 0: s is not streaming on this thread; 1: its reader is the innermost one
+ * running; 2: an outer one (a reader of another store runs inside it). */
+static int streaming_here(const PySimdrStore *s) {
+    for (const stream_frame *f = tls_streams; f; f = f->outer)
+        if (f->store == s) return f == tls_streams ? 1 : 2;
+    return 0;
+}
 
 /* ---- the close guard ---- */
 
@@ -42,14 +56,15 @@ void pysimdr_store_leave(PySimdrStore *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
+static int busy_streaming(const char *what) {
+    PyErr_Format(PySimdr_Error,
+                 "this store is busy with write_stream on this thread: a reader running "
+                 "inside that call cannot %s the same store", what);
+    return -1;
+}
+
 static int refuse_reentrant(PySimdrStore *s) {
-    if (tls_streaming == s) {
-        PyErr_SetString(PySimdr_Error,
-                        "this store is busy with write_stream on this thread: its reader "
-                        "cannot write to or close the same store");
-        return -1;
-    }
-    return 0;
+    return streaming_here(s) ? busy_streaming("write to or close") : 0;
 }
 
 static int enter_for_write(PySimdrStore *s) {
@@ -344,17 +359,27 @@ static PyObject *store_put_many(PySimdrStore *self, PyObject *items) {
 typedef struct {
     PyObject *reader_read;  /* bound reader.read */
     PyThreadState *tstate;  /* saved while the GIL is released */
-    PyObject *pending;      /* bytes returned beyond what the engine asked for */
+    /* The chunk the reader returned last, exported until every byte of it was
+     * handed to the engine: it may hold more than the engine asked for, and
+     * between two requests the GIL is free, so another thread could resize a
+     * bytearray that was not exported. */
+    Py_buffer pending;
+    int has_pending;
     Py_ssize_t pending_off;
     int failed;             /* a Python exception is set (restored after the call) */
     PyObject *exc_type, *exc_value, *exc_tb;
 } stream_src;
 
+static void stream_drop_pending(stream_src *src) {
+    if (src->has_pending) PyBuffer_Release(&src->pending);
+    src->has_pending = 0;
+}
+
 static int64_t stream_fill(void *ctx, void *buf, size_t cap) {
     stream_src *src = ctx;
     PyEval_RestoreThread(src->tstate);
     int64_t result = -1;
-    if (!src->pending) {
+    if (!src->has_pending) {
         PyObject *chunk = PyObject_CallFunction(src->reader_read, "n", (Py_ssize_t)cap);
         if (!chunk) goto fail;
         if (chunk == Py_None) {
@@ -370,22 +395,22 @@ static int64_t stream_fill(void *ctx, void *buf, size_t cap) {
             Py_DECREF(chunk);
             goto fail;
         }
-        src->pending = chunk;
+        int got = PyObject_GetBuffer(chunk, &src->pending, PyBUF_SIMPLE);
+        Py_DECREF(chunk); /* the export holds its own reference */
+        if (got < 0) goto fail;
+        src->has_pending = 1;
         src->pending_off = 0;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(src->pending, &view, PyBUF_SIMPLE) < 0) goto fail;
-    Py_ssize_t left = view.len - src->pending_off;
-    size_t n = (size_t)left < cap ? (size_t)left : cap;
-    memcpy(buf, (const char *)view.buf + src->pending_off, n);
-    PyBuffer_Release(&view);
+    size_t left = (size_t)(src->pending.len - src->pending_off);
+    size_t n = left < cap ? left : cap;
+    memcpy(buf, (const char *)src->pending.buf + src->pending_off, n);
     src->pending_off += (Py_ssize_t)n;
-    if ((size_t)left == n) Py_CLEAR(src->pending);
+    if (left == n) stream_drop_pending(src);
     result = (int64_t)n;
     src->tstate = PyEval_SaveThread();
     return result;
 fail:
-    Py_CLEAR(src->pending);
+    stream_drop_pending(src);
     if (!src->failed) {
         src->failed = 1;
         PyErr_Fetch(&src->exc_type, &src->exc_value, &src->exc_tb);
@@ -416,13 +441,13 @@ static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, P
     }
     PyObject *result = NULL;
     if (enter_for_write(self) == 0) {
-        PySimdrStore *outer = tls_streaming;
-        tls_streaming = self;
+        stream_frame frame = {self, tls_streams};
+        tls_streams = &frame;
         int rc;
         src.tstate = PyEval_SaveThread();
         rc = simdr_put_stream(self->store, k.ptr, k.len, stream_fill, &src, NULL);
         PyEval_RestoreThread(src.tstate);
-        tls_streaming = outer;
+        tls_streams = frame.outer;
         pysimdr_store_leave(self);
         if (src.failed) {
             PyErr_Restore(src.exc_type, src.exc_value, src.exc_tb);
@@ -432,7 +457,7 @@ static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, P
             result = Py_NewRef(Py_None);
         }
     }
-    Py_XDECREF(src.pending);
+    stream_drop_pending(&src);
     Py_DECREF(src.reader_read);
     pysimdr_bytes_release(&k);
     return result;
@@ -993,6 +1018,12 @@ static int collect_issue(void *ctx, const simdr_check_issue *issue) {
 
 static PyObject *store_check(PySimdrStore *self, PyObject *unused) {
     (void)unused;
+    /* The check takes the write lock, unless the engine sees that the
+     * innermost stream reader of this thread already holds it. */
+    if (streaming_here(self) == 2) {
+        busy_streaming("check");
+        return NULL;
+    }
     if (pysimdr_store_enter(self) < 0) return NULL;
     issue_list issues = {0};
     simdr_check_report report = {0};
