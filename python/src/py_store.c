@@ -478,10 +478,20 @@ static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, P
  */
 
 /* CRC-32 (the format's: reflected, polynomial 0xEDB88320, as zlib's crc32)
- * of a short value in line, eight bytes a step (slicing by 8): for the small
- * values most lookups return, a call into the engine's checksum code costs
- * more than the check itself. The tables are built at import. */
-#define SHORT_CHECK_MAX 64
+ * of a short value in line, eight bytes a step (slicing by 8). The tables are
+ * built at import.
+ *
+ * INLINE_CHECK_MAX is where every read path stops checking in line: up to
+ * it, this table check costs less than reaching the engine's check and
+ * running it (carry-less multiplication, a fraction of a cycle per byte);
+ * past it, the table's cost per byte loses. Reaching the engine's check is
+ * a call on the handle a lookup made (read_entry, get_many, iteration), or
+ * a handle looked up after a read scope found the value (read, get, in):
+ * the first crosses over near 64 bytes, the second near 128, and a 64-byte
+ * limit costs the second a few ns between the two (docs/BENCHMARKS.md,
+ * "The in-line check's limit"). One limit keeps every read path's edges at
+ * the same sizes. */
+#define INLINE_CHECK_MAX 64
 static uint32_t crc_tables[8][256];
 
 void pysimdr_init_crc(void) {
@@ -516,7 +526,7 @@ static inline uint32_t crc_short(const unsigned char *p, size_t n) {
 static int verify_value(const simdr_entry *e) {
     uint64_t size = simdr_entry_size(e);
     if (size == 0) return SIMDR_OK;
-    if (size <= SHORT_CHECK_MAX &&
+    if (size <= INLINE_CHECK_MAX &&
         crc_short(simdr_entry_data(e), (size_t)size) == simdr_entry_checksum(e))
         return SIMDR_OK;
     const void *p;
@@ -562,7 +572,7 @@ static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out, const
         /* A short value's check in line here; the rest (or a short value
          * that fails it, reported in the engine's words) in verify_value_gil. */
         if (self->verify_reads &&
-            !(*size <= SHORT_CHECK_MAX &&
+            !(*size <= INLINE_CHECK_MAX &&
               crc_short(*data, (size_t)*size) == simdr_entry_checksum(*out)) &&
             verify_value_gil(*out) < 0) {
             simdr_entry_release(*out);
@@ -613,10 +623,10 @@ static PyObject *entry_to_bytes(simdr_entry *e, int verify) {
  * with the GIL held throughout and no Python code run inside it (bytes
  * objects are not tracked by the collector), so no write of this thread can
  * fall inside it. Larger values, and checked values longer than
- * SCOPE_CHECK_MAX, take the handle path: their check and copy run without
- * the GIL, outside any scope.
+ * INLINE_CHECK_MAX, take the handle path: the engine checks them, and from
+ * PYSIMDR_NOGIL_COPY up checks and copies them without the GIL, outside any
+ * scope.
  */
-#define SCOPE_CHECK_MAX 256
 
 /* The stored CRC-32 of a value the engine handed out: the entry's metadata
  * follows its payload directly, the checksum in its bytes 16..20, little
@@ -631,7 +641,7 @@ static inline uint32_t stored_checksum(const void *value, size_t len) {
  * sound. 0 sends it down the handle path (which reports a damaged one). */
 static inline int scope_serves(const PySimdrStore *self, const void *value, size_t len) {
     if (!self->verify_reads) return len < PYSIMDR_NOGIL_COPY;
-    return len <= SCOPE_CHECK_MAX && crc_short(value, len) == stored_checksum(value, len);
+    return len <= INLINE_CHECK_MAX && crc_short(value, len) == stored_checksum(value, len);
 }
 
 /* The newest value of key as a new bytes object in *out: 1 found, 0 absent,

@@ -395,7 +395,7 @@ class StrKey(str):
 
 def test_every_read_agrees_on_small_and_large_values(db):
     # Copying reads and presence serve values from a read scope: checked ones
-    # up to 256 bytes (checked in line), unchecked ones below 256 KiB; larger
+    # up to 64 bytes (checked in line), unchecked ones below 256 KiB; larger
     # ones go through a handle (from 256 KiB without the GIL). Handles check
     # values up to 64 bytes in line. Every size on and around those edges
     # reads back the same through every read call.
