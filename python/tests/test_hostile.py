@@ -109,3 +109,120 @@ def test_stream_chunk_kept_for_later_cannot_be_resized_meanwhile(db):
     db.write_stream(b"g", Greedy())
     assert resized == ["refused"]
     assert db.read(b"g") == expected
+
+
+# Every edge of the read paths, and one byte either side: the in-line check
+# (INLINE_CHECK_MAX, 64), the old read-scope limit (256), the handle object
+# list (32 kept), EntryStream's 64 KiB pieces, the 256 KiB above which values
+# are checked and copied without the GIL, and the engine's 1 MiB (a stream
+# write's request, a large value's check step).
+EDGES = [1, 63, 64, 65, 255, 256, 257, (64 << 10) - 1, 64 << 10, (64 << 10) + 1,
+         (256 << 10) - 1, 256 << 10, (256 << 10) + 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1]
+
+
+def edge_value(n):
+    """n random bytes that are never the lone 0x00 (the tombstone marker)."""
+    return os.urandom(n).replace(b"\x00", b"\x01")
+
+
+class Source:
+    """A stream reader handing out data in pieces of at most piece bytes."""
+
+    def __init__(self, data, piece):
+        self.data, self.pos, self.piece = data, 0, piece
+
+    def read(self, n):
+        chunk = self.data[self.pos:self.pos + min(n, self.piece)]
+        self.pos += len(chunk)
+        return chunk
+
+
+def read_back_every_way(db, key, value):
+    """Asserts that every read call returns value for key, byte for byte."""
+    assert db.read(key) == value and db.get(key) == value and db[key] == value
+    assert key in db and db.exists(key)
+    h = db.read_entry(key)
+    assert len(h) == len(value) and bytes(h) == value and h.as_slice() == value
+    assert memoryview(h).tobytes() == value
+    assert np.array_equal(np.frombuffer(h, np.uint8), np.frombuffer(value, np.uint8))
+    assert h.is_valid_checksum()
+    stream = db.read_stream(key)
+    pieces = list(stream)
+    assert all(len(p) == 64 << 10 for p in pieces[:-1]) and b"".join(pieces) == value
+    assert db.read_stream(key).read() == value
+
+
+@pytest.mark.parametrize("verify", [True, False])
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_every_edge_size_reads_back_every_way(tmp_path, verify, append_mode):
+    path = tmp_path / "edges.bin"
+    values = {b"edge%d" % n: edge_value(n) for n in EDGES}
+    with simdr.open(path, verify_reads=verify, append_mode=append_mode) as db:
+        keys = list(values)
+        half = len(keys) // 2
+        for k in keys[:half]:
+            db.write(k, values[k])
+        db.put_many([(k, values[k]) for k in keys[half:]])
+        for k in keys:
+            read_back_every_way(db, k, values[k])
+        # the same values again through a stream, read in odd pieces
+        for n, k in zip(EDGES, keys):
+            db.write_stream(k + b"s", Source(values[k], max(1, n // 3)))
+            read_back_every_way(db, k + b"s", values[k])
+        got = db.get_many(keys + [b"absent"] + keys)
+        assert got[len(keys)] is None
+        assert [bytes(h) for h in got[:len(keys)]] == [values[k] for k in keys]
+        by_size = sorted(bytes(h) for h in db)
+        assert by_size == sorted(list(values.values()) * 2)
+        # more handles alive at once than the object list keeps, all dropped at once
+        handles = [db.read_entry(k) for k in keys for _ in range(3)]
+        assert [bytes(h) for h in handles] == [values[k] for k in keys for _ in range(3)]
+        del handles, got
+        for k in keys:
+            read_back_every_way(db, k, values[k])
+    with simdr.open(path, readonly=True, verify_reads=verify) as ro:
+        for k in values:
+            read_back_every_way(ro, k, values[k])
+
+
+def flip_last_byte(path, handle):
+    with open(path, "r+b") as f:
+        f.seek(handle.end_offset - 1)
+        last = f.read(1)
+        f.seek(handle.end_offset - 1)
+        f.write(bytes([last[0] ^ 0x40]))
+
+
+def test_damage_at_every_edge_size_is_caught_by_every_read(tmp_path):
+    # The last byte of each value is flipped: a check that stops one byte
+    # short, or a chunked check that skips the final piece, lets it through.
+    path = tmp_path / "damaged.bin"
+    values = {b"edge%d" % n: edge_value(n) for n in EDGES}
+    with simdr.open(path) as db:
+        db.put_many(list(values.items()))
+        db.write(b"sound", b"ok")
+        handles = {k: db.read_entry(k) for k in values}
+    for h in handles.values():
+        flip_last_byte(path, h)
+    with simdr.open(path, readonly=True) as ro:
+        for k in values:
+            for read in (ro.read, ro.get, ro.__getitem__, ro.read_entry, ro.exists,
+                         ro.__contains__, ro.read_stream, lambda k: ro.get_many([b"sound", k])):
+                with pytest.raises(simdr.CorruptError):
+                    read(k)
+        it, sound, damaged = iter(ro), [], 0
+        while True:
+            try:
+                sound.append(bytes(next(it)))
+            except simdr.CorruptError:
+                damaged += 1
+            except StopIteration:
+                break
+        assert sound == [b"ok"] and damaged == len(values)
+    with simdr.open(path, readonly=True, verify_reads=False) as ro:
+        for k, v in values.items():
+            damaged_value = v[:-1] + bytes([v[-1] ^ 0x40])
+            assert ro.read(k) == damaged_value and bytes(ro.read_entry(k)) == damaged_value
+            assert not ro.read_entry(k).is_valid_checksum()
+    # handles taken before the damage are views of the same map: they see it too
+    assert all(not h.is_valid_checksum() for h in handles.values())
