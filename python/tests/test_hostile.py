@@ -226,3 +226,44 @@ def test_damage_at_every_edge_size_is_caught_by_every_read(tmp_path):
             assert not ro.read_entry(k).is_valid_checksum()
     # handles taken before the damage are views of the same map: they see it too
     assert all(not h.is_valid_checksum() for h in handles.values())
+
+
+def test_second_close_returns_only_once_the_store_is_closed(store_path):
+    # close() waits for calls running in other threads. A second close(),
+    # made while the first one waits, must wait as well: returning at once
+    # would leave the file open and locked after close() returned.
+    db = simdr.open(store_path)
+    in_reader, second_returned, order = threading.Event(), threading.Event(), []
+
+    class Held:
+        calls = 0
+
+        def read(self, n):
+            self.calls += 1
+            if self.calls > 1:
+                return b""
+            in_reader.set()
+            second_returned.wait(0.5)  # only ever set early by a close that did not wait
+            order.append("stream ends")
+            return b"v"
+
+    streamer = threading.Thread(target=db.write_stream, args=(b"s", Held()))
+    streamer.start()
+    in_reader.wait()
+    first = threading.Thread(target=db.close)
+    first.start()
+    while not db.closed:  # the first close() has begun and waits for the stream
+        threading.Event().wait(0.001)
+
+    def second_close():
+        db.close()
+        order.append("second close returned")
+        second_returned.set()
+
+    second = threading.Thread(target=second_close)
+    second.start()
+    for th in (second, streamer, first):
+        th.join()
+    assert order == ["stream ends", "second close returned"]
+    with simdr.open(store_path) as again:  # not locked: the first close has finished
+        assert again.read(b"s") == b"v"
