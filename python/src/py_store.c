@@ -178,11 +178,21 @@ static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
     (void)unused;
     if (refuse_reentrant(self) < 0) return NULL;
     pthread_mutex_lock(&self->mu);
+    if (self->closing == PYSIMDR_CLOSING) {
+        /* Another thread's close() waits for calls to end or is closing the
+         * file: return when it is done, so that after close() returns the
+         * file is closed (and unlocked), whichever call did it. */
+        Py_BEGIN_ALLOW_THREADS
+        while (self->closing == PYSIMDR_CLOSING) pthread_cond_wait(&self->idle, &self->mu);
+        pthread_mutex_unlock(&self->mu);
+        Py_END_ALLOW_THREADS
+        Py_RETURN_NONE;
+    }
     if (self->closing || !self->store) {
         pthread_mutex_unlock(&self->mu);
         Py_RETURN_NONE;
     }
-    self->closing = 1;
+    self->closing = PYSIMDR_CLOSING;
     if (self->users > 0) {
         /* mu is let go before the GIL is taken back: a thread holding the GIL
          * may be waiting for mu in pysimdr_store_enter. */
@@ -199,6 +209,10 @@ static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = simdr_close(store);
+    pthread_mutex_lock(&self->mu);
+    self->closing = PYSIMDR_CLOSED;
+    pthread_cond_broadcast(&self->idle);
+    pthread_mutex_unlock(&self->mu);
     Py_END_ALLOW_THREADS
     if (rc != SIMDR_OK) return pysimdr_raise(rc);
     Py_RETURN_NONE;
