@@ -368,3 +368,15 @@ def test_values_past_2_gib_refused_cleanly_at_the_file_size_limit(tmp_path):
     huge.release()
     with simdr.open(path) as again:
         assert again.check()["ok"] and again.read(b"after") == b"works" and len(again) == 2
+
+
+def test_get_many_refuses_a_single_key(db):
+    # A str or bytes is itself iterable: get_many("abc") looked up "a", "b"
+    # and "c" and answered three entries for what was one key.
+    db.put_many([(b"a", b"1"), (b"b", b"2"), (b"c", b"3"), (b"abc", b"4")])
+    for single in ("abc", b"abc", bytearray(b"abc"), memoryview(b"abc")):
+        with pytest.raises(TypeError, match="iterable of keys"):
+            db.get_many(single)
+    assert [bytes(h) for h in db.get_many(("a", b"abc"))] == [b"1", b"4"]
+    assert [bytes(h) for h in db.get_many({b"b": None, "c": None})] == [b"2", b"3"]
+    assert [bytes(h) for h in db.get_many(iter([b"c"]))] == [b"3"]
