@@ -756,6 +756,16 @@ static PyObject *store_subscript(PySimdrStore *self, PyObject *key) {
 }
 
 static PyObject *store_get_many(PySimdrStore *self, PyObject *keys) {
+    /* A str, bytes, bytearray or memoryview is iterable too, by character or
+     * byte: one key passed alone would be looked up as many short keys. (An
+     * array of keys, numpy's included, is a sequence of keys.) */
+    if (PyUnicode_Check(keys) || PyBytes_Check(keys) || PyByteArray_Check(keys) ||
+        PyMemoryView_Check(keys)) {
+        PyErr_Format(PyExc_TypeError,
+                     "get_many expects an iterable of keys, not a single key (%.100s); "
+                     "pass [key]", Py_TYPE(keys)->tp_name);
+        return NULL;
+    }
     PyObject *seq = PySequence_Fast(keys, "get_many expects an iterable of keys");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -1268,8 +1278,9 @@ static PyMethodDef store_methods[] = {
      "get($self, key, default=None, /)\n--\n\nThe value of key as bytes, or default."},
     {"get_many", (PyCFunction)store_get_many, METH_O,
      "get_many($self, keys, /)\n--\n\n"
-     "One EntryHandle (or None when absent) per key, looked up together with their memory\n"
-     "accesses overlapped (simdr_get_batch)."},
+     "One EntryHandle (or None when absent) per key of the iterable keys, looked up together\n"
+     "with their memory accesses overlapped (simdr_get_batch). A single str or bytes key is\n"
+     "refused (TypeError): pass [key]."},
     {"delete", (PyCFunction)store_delete, METH_O,
      "delete($self, key, /)\n--\n\n"
      "Deletes key (appends a tombstone); an absent key is left alone (del db[key] raises\n"

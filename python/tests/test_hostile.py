@@ -380,3 +380,4 @@ def test_get_many_refuses_a_single_key(db):
     assert [bytes(h) for h in db.get_many(("a", b"abc"))] == [b"1", b"4"]
     assert [bytes(h) for h in db.get_many({b"b": None, "c": None})] == [b"2", b"3"]
     assert [bytes(h) for h in db.get_many(iter([b"c"]))] == [b"3"]
+    assert [bytes(h) for h in db.get_many(np.array([b"a", b"abc"]))] == [b"1", b"4"]
