@@ -381,3 +381,143 @@ def test_get_many_refuses_a_single_key(db):
     assert [bytes(h) for h in db.get_many({b"b": None, "c": None})] == [b"2", b"3"]
     assert [bytes(h) for h in db.get_many(iter([b"c"]))] == [b"3"]
     assert [bytes(h) for h in db.get_many(np.array([b"a", b"abc"]))] == [b"1", b"4"]
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_views_outlive_the_store_object(tmp_path, append_mode):
+    import gc
+    import weakref
+    db = simdr.open(tmp_path / "gone.bin", append_mode=append_mode)
+    values = {b"k%d" % i: edge_value(100 + 5000 * i) for i in range(20)}
+    db.put_many(list(values.items()))
+    arrays = [np.frombuffer(db.read_entry(k), np.uint8) for k in values]
+    views = [memoryview(h) for h in db.get_many(list(values))]
+    stream = db.read_stream(b"k3")
+    first = next(iter(db))  # the iterator dies here; the handle it gave stays
+    db.compact()
+    store = weakref.ref(db)
+    del db
+    gc.collect()
+    assert store() is None  # deleted without close(): freed, file closed
+    with simdr.open(tmp_path / "gone.bin") as again:  # the lock went with it
+        assert again.read(b"k0") == values[b"k0"]
+    assert [a.tobytes() for a in arrays] == list(values.values())
+    assert [v.tobytes() for v in views] == list(values.values())
+    assert stream.read() == values[b"k3"] and bytes(first) in values.values()
+
+
+def test_a_dead_handle_weakref_never_points_to_a_reused_handle(db):
+    import weakref
+    db.write(b"a", b"first")
+    db.write(b"b", b"second")
+    h = db.read_entry(b"a")
+    ref = weakref.ref(h)
+    del h  # its object goes on the list of handles kept for reuse
+    assert ref() is None
+    reused = db.read_entry(b"b")
+    assert ref() is None and bytes(reused) == b"second"
+
+
+def _forked_child_checks(db, arr, expected, writes_refused):
+    """Runs in the child: reads, views and refusals, then close(); exit status tells."""
+    try:
+        assert arr.tobytes() == expected
+        assert db.read(b"k5") == b"v5" * 50 and len(db) == 100
+        assert len(list(db)) == 100 and all(db.get_many([b"k%d" % i for i in range(100)]))
+        for call in (lambda: db.write(b"child", b"1"), lambda: db.put_many([(b"c", b"1")]),
+                     lambda: db.delete(b"k1"), db.compact, db.sync):
+            try:
+                call()
+            except simdr.InvalidArgumentError:
+                writes_refused += 1
+        assert writes_refused == 5
+        db.close()  # only frees the child's copy of the handle
+        assert arr.tobytes() == expected
+        return 0
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        return 1
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_forked_child_reads_and_keeps_views_but_cannot_write(tmp_path, append_mode):
+    path = tmp_path / "forked.bin"
+    db = simdr.open(path, append_mode=append_mode)
+    db.put_many([(b"k%d" % i, b"v%d" % i * 50) for i in range(100)])
+    arr = np.frombuffer(db.read_entry(b"k5"), np.uint8)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(_forked_child_checks(db, arr, b"v5" * 50, 0))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # the parent's store is untouched by the child's close(): it goes on appending
+    for i in range(100, 3000):
+        db.write(b"k%d" % i, b"w%d" % i)
+    assert arr.tobytes() == b"v5" * 50
+    db.close()
+    with simdr.open(path) as again:
+        assert len(again) == 3000 and again.check()["ok"]
+        assert again.info()["recovery"]["bytes_cut"] == 0
+
+
+def _refreshing_reader(path, index, progress, stop, conn):
+    try:
+        ro = simdr.open(path, readonly=True)
+        pinned = np.frombuffer(ro.read_entry(b"pinned"), np.uint8)
+        while not stop.is_set():
+            ro.refresh()
+            for i in range(0, 100, 9):
+                assert ro.read(b"k%d" % i) == b"v%d" % i * 20
+            assert sum(1 for _ in ro) >= 101
+            progress[index] += 1
+        ro.refresh()
+        conn.send((progress[index], ro.read(b"last"), pinned.tobytes() == b"P" * 4096))
+        ro.close()
+    except BaseException as e:
+        conn.send(("error", repr(e), None))
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_reader_processes_refresh_while_the_writer_compacts(tmp_path, append_mode):
+    # Each compaction replaces the file; each reader refreshes, reads and
+    # iterates after every one of them, holding a view of the first file.
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    path = str(tmp_path / "shared.bin")
+    db = simdr.open(path, append_mode=append_mode)
+    db.write(b"pinned", b"P" * 4096)
+    db.put_many([(b"k%d" % i, b"v%d" % i * 20) for i in range(100)])
+    db.sync()
+    stop, progress = ctx.Event(), ctx.Array("i", 2, lock=False)
+    pipes = [ctx.Pipe() for _ in range(2)]
+    readers = [ctx.Process(target=_refreshing_reader, args=(path, i, progress, stop, child))
+               for i, (_, child) in enumerate(pipes)]
+    for r in readers:
+        r.start()
+
+    def wait_for_a_step_of_each_reader():
+        seen = list(progress)
+        while any(progress[i] <= seen[i] for i in range(2)) and all(r.is_alive() for r in readers):
+            threading.Event().wait(0.001)
+
+    try:
+        for round_ in range(8):
+            wait_for_a_step_of_each_reader()
+            db.put_many([(b"junk%d" % i, os.urandom(500)) for i in range(100)])
+            for i in range(100):
+                db.delete(b"junk%d" % i)
+            db.compact()
+        db.write(b"last", b"L")
+        db.sync()
+        wait_for_a_step_of_each_reader()
+    finally:
+        stop.set()
+        results = [parent.recv() for parent, _ in pipes]
+        for r in readers:
+            r.join(30)
+        db.close()
+    for steps, last, pinned_intact in results:
+        assert steps != "error", last
+        assert steps >= 9 and last == b"L" and pinned_intact
+    assert all(r.exitcode == 0 for r in readers)
