@@ -521,3 +521,142 @@ def test_reader_processes_refresh_while_the_writer_compacts(tmp_path, append_mod
         assert steps != "error", last
         assert steps >= 9 and last == b"L" and pinned_intact
     assert all(r.exitcode == 0 for r in readers)
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_eight_threads_mixing_everything_then_one_closes(tmp_path, append_mode):
+    # Reads, writes, deletes, compaction, get_many, iteration, streams in and
+    # out, and views taken by one thread checked by another after compactions;
+    # thread 0 closes the store part way. Every thread ends with ClosedError,
+    # every view still shows its bytes, and the file reopens sound.
+    import io
+    import random
+    path = tmp_path / "mixed.bin"
+    db = simdr.open(path, append_mode=append_mode)
+    values = {b"k%d" % i: edge_value(1 + (i * 37) % 3000) for i in range(200)}
+    db.put_many(list(values.items()))
+    views, views_lock, outcome = [], threading.Lock(), []
+    start = threading.Barrier(8)
+
+    def worker(t):
+        rng, steps = random.Random(t), 0
+        start.wait()
+        try:
+            while True:
+                op, key = rng.randrange(12), b"k%d" % rng.randrange(200)
+                if op == 0:
+                    db.write(b"w%d" % rng.randrange(50), edge_value(rng.randrange(1, 5000)))
+                elif op == 1:
+                    assert db.read(key) == values[key]
+                elif op == 2:
+                    with views_lock:
+                        views.append((np.frombuffer(db.read_entry(key), np.uint8), values[key]))
+                elif op == 3:
+                    db.delete(b"w%d" % rng.randrange(50))
+                elif op == 4:
+                    db.compact()
+                elif op == 5:
+                    keys = rng.sample(list(values), 20)
+                    assert [bytes(h) for h in db.get_many(keys)] == [values[k] for k in keys]
+                elif op == 6:
+                    assert sum(1 for _ in db) >= 200
+                elif op == 7:
+                    db.write_stream(b"s%d" % t, io.BytesIO(edge_value(20_000)))
+                elif op == 8:
+                    with views_lock:
+                        shared = views[rng.randrange(len(views))] if views else None
+                    if shared:  # taken by any thread, perhaps before a compaction
+                        assert shared[0].tobytes() == shared[1]
+                elif op == 9:
+                    assert db.read_stream(key).read() == values[key]
+                elif op == 10:
+                    assert key in db and len(db) >= 200 and db.info()["count"] >= 200
+                elif t == 0 and steps > 150:
+                    db.close()
+                steps += 1
+        except simdr.ClosedError:
+            outcome.append("closed")
+        except BaseException as e:
+            import traceback
+            outcome.append(traceback.format_exc())
+            db.close()  # let the other threads finish
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert outcome == ["closed"] * 8, outcome
+    assert all(a.tobytes() == v for a, v in views)
+    with simdr.open(path) as again:
+        assert again.check()["ok"]
+        assert all(again.read(k) == v for k, v in values.items())
+
+
+def test_no_call_leaks_references_or_memory(tmp_path):
+    # Every method, on its success and on its error paths, many times over:
+    # the arguments' reference counts come back and traced memory stays flat.
+    import gc
+    import io
+    import sys
+    import tracemalloc
+    db = simdr.open(tmp_path / "leak.bin")
+    other = simdr.open(tmp_path / "other.bin")
+    closed = simdr.open(tmp_path / "closed.bin")
+    closed.close()
+    key, value, key_array, default = b"key", b"value" * 30, bytearray(b"key2"), object()
+    db.put_many([(key, value), (key_array, value), (b"big", b"B" * 300_000)])
+    held = [key, value, key_array, default, db, other]
+
+    class Broken:
+        def read(self, n):
+            raise RuntimeError("reader broke")
+
+    calls = [
+        lambda: db.write(key, value), lambda: db.read(key), lambda: db.read(b"absent"),
+        lambda: db.get(b"absent", default), lambda: db[key], lambda: db[b"absent"],
+        lambda: db.read_entry(key_array), lambda: db.read_entry(b"absent"),
+        lambda: db.read_stream(b"big").read(), lambda: db.read(b"big"),
+        lambda: db.get_many([key, b"absent", key_array]), lambda: db.get_many(key),
+        lambda: db.get_many([key, 5]), lambda: db.put_many([(key, value), (key_array, value)]),
+        lambda: db.put_many({key: value}), lambda: db.put_many([(key, value), (key_array, b"")]),
+        lambda: db.put_many([(key, value), (key_array, 5)]), lambda: db.put_many([(key,)]),
+        lambda: key in db, lambda: db.exists(key_array), lambda: db.delete(b"absent"),
+        lambda: db.__delitem__(b"absent"), lambda: db.rename(b"absent", key),
+        lambda: db.rename(key, key), lambda: db.copy(key, other), lambda: db.copy(key, closed),
+        lambda: db.move(b"absent", other), lambda: db.write_stream(b"s", io.BytesIO(value)),
+        lambda: db.write_stream(b"s", Broken()), lambda: db.write_stream(b"s", io.BytesIO(b"")),
+        lambda: list(db), lambda: db.info(), lambda: len(db), lambda: closed.read(key),
+        lambda: closed.write(key, value), lambda: closed.get_many([key]),
+        lambda: db.write(key, "str"), lambda: db.read(5), lambda: db.read("\\udc80"),
+        lambda: simdr.hash_key(key_array),
+        lambda: [h.as_slice() + h.raw_checksum() for h in [db.read_entry(key).clone_arc()]],
+    ]
+    rounds = 100
+    gc.disable()  # nothing here makes cycles; a collection costs more than a call
+    try:
+        for call in calls:
+            for _ in range(5):  # caches and free lists settle
+                try:
+                    call()
+                except Exception:
+                    pass
+            counts = [sys.getrefcount(o) for o in held]
+            tracemalloc.start()
+            traced = []
+            for _ in range(2):  # what the first round leaves, the second must not add to
+                for _ in range(rounds):
+                    try:
+                        call()
+                    except Exception:
+                        pass
+                traced.append(tracemalloc.get_traced_memory()[0])
+            tracemalloc.stop()
+            assert [sys.getrefcount(o) for o in held] == counts
+            # A leaked object is at least 16 bytes: rounds of them grow by 16 * rounds.
+            assert traced[1] - traced[0] < 8 * rounds, (traced, call)
+    finally:
+        gc.enable()
+        tracemalloc.stop()
+    db.close()
+    other.close()
