@@ -660,3 +660,33 @@ def test_no_call_leaks_references_or_memory(tmp_path):
         tracemalloc.stop()
     db.close()
     other.close()
+
+
+def test_one_stream_read_by_threads_at_once_hands_out_each_byte_once(db):
+    # EntryStream.read copies a large piece without the GIL; the piece must
+    # be taken before that, or two threads take the same one and the
+    # position runs past the end (the next read then copied past the value).
+    value = edge_value(8 << 20)
+    db.write(b"big", value)
+    piece = 300 << 10  # above the size copied without the GIL
+    for _ in range(3):
+        stream = db.read_stream(b"big")
+        pieces, lock = [], threading.Lock()
+
+        def drain():
+            while True:
+                got = stream.read(piece)
+                if not got:
+                    return
+                with lock:
+                    pieces.append(got)
+
+        threads = [threading.Thread(target=drain) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert stream.position == stream.size == len(value) and stream.read(10) == b""
+        spans = sorted((value.find(p), len(p)) for p in pieces)
+        assert [start for start, _ in spans] == list(range(0, len(value), piece))
+        assert sum(n for _, n in spans) == len(value)
