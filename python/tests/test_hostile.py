@@ -690,3 +690,76 @@ def test_one_stream_read_by_threads_at_once_hands_out_each_byte_once(db):
         spans = sorted((value.find(p), len(p)) for p in pieces)
         assert [start for start, _ in spans] == list(range(0, len(value), piece))
         assert sum(n for _, n in spans) == len(value)
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_misbehaving_stream_readers_keep_nothing_and_leave_the_store_working(tmp_path,
+                                                                          append_mode):
+    db = simdr.open(tmp_path / "readers.bin", append_mode=append_mode)
+    db.write(b"k", b"kept")
+    db.write(b"source", edge_value(3 << 20))
+
+    def reader(*chunks):
+        class Reader:
+            left = list(chunks)
+
+            def read(self, n):
+                chunk = self.left.pop(0) if self.left else b""
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                return chunk(n) if callable(chunk) else chunk
+        return Reader()
+
+    size = db.info()["file_size"]
+    refused = [
+        (reader(b"ok", "str"), TypeError), (reader(5), TypeError), (reader(None), simdr.Error),
+        (reader([b"a"]), TypeError), (reader(memoryview(b"abcdef")[::2]), BufferError),
+        (reader(b"x" * (3 << 20), RuntimeError("late")), RuntimeError),
+        (reader(lambda n: b"y" * n, lambda n: b"y" * n, KeyboardInterrupt()), KeyboardInterrupt),
+        (reader(b""), simdr.InvalidArgumentError), (reader(b"\x00" * 5000), simdr.InvalidArgumentError),
+    ]
+    for source, error in refused:
+        with pytest.raises(error):
+            db.write_stream(b"s", source)
+        assert db.read(b"s") is None and db.info()["file_size"] == size
+    # accepted: pieces larger and smaller than asked, views, the store's own map
+    whole = db.read(b"source")
+    db.write_stream(b"a", reader(lambda n: b"a" * (n + 1)))
+    assert len(db.read(b"a")) == (1 << 20) + 1
+    db.write_stream(b"own", reader(db.read_entry(b"source"), memoryview(whole)[:10],
+                                   bytearray(b"tail")))
+    assert db.read(b"own") == whole + whole[:10] + b"tail"
+    db.write(b"after", b"works")
+    assert db.read(b"k") == b"kept" and db.read(b"after") == b"works"
+    db.close()
+    with simdr.open(tmp_path / "readers.bin") as again:
+        assert again.check()["ok"] and len(again) == 5
+
+
+def test_malformed_batches_append_nothing(db):
+    db.write(b"k", b"kept")
+
+    def broken_pairs():
+        yield (b"a", b"1")
+        raise RuntimeError("source of pairs broke")
+
+    class BrokenMapping:
+        def keys(self):
+            return [b"a"]
+
+        def items(self):
+            raise RuntimeError("items broke")
+
+    size = db.info()["file_size"]
+    for items, error in ((broken_pairs(), RuntimeError), (BrokenMapping(), RuntimeError),
+                         ([((b"a", b"b"), b"1")], TypeError), ({b"a": 5}, TypeError),
+                         ([(b"a", b"1"), (b"b", b"2", b"3")], TypeError), ("ab", TypeError),
+                         (b"ab", TypeError), (None, TypeError), ([(b"a", b"1"), (5, b"2")], TypeError),
+                         ([(b"a", b"1")] * 3 + [(b"b", b"")], simdr.InvalidArgumentError)):
+        with pytest.raises(error):
+            db.put_many(items)
+        assert db.info()["file_size"] == size and db.read(b"a") is None
+    db.put_many([[b"list", b"pair"]])
+    db.put_many(zip([b"z1", b"z2"], [b"1", b"2"]))
+    db.put_many({b"d": b"1"}.items())
+    assert [db.read(k) for k in (b"list", b"z2", b"d", b"k")] == [b"pair", b"2", b"1", b"kept"]
