@@ -644,7 +644,7 @@ def test_no_call_leaks_references_or_memory(tmp_path):
             counts = [sys.getrefcount(o) for o in held]
             tracemalloc.start()
             traced = []
-            for _ in range(2):  # what the first round leaves, the second must not add to
+            for _ in range(3):  # what the first round leaves, the next ones must not add to
                 for _ in range(rounds):
                     try:
                         call()
@@ -653,8 +653,11 @@ def test_no_call_leaks_references_or_memory(tmp_path):
                 traced.append(tracemalloc.get_traced_memory()[0])
             tracemalloc.stop()
             assert [sys.getrefcount(o) for o in held] == counts
-            # A leaked object is at least 16 bytes: rounds of them grow by 16 * rounds.
-            assert traced[1] - traced[0] < 8 * rounds, (traced, call)
+            # A leaked object is at least 16 bytes: each round of calls would add
+            # 16 * rounds. The interpreter's own one-off allocations (a table
+            # growing, say) can fall in one round, not in both.
+            growth = min(traced[1] - traced[0], traced[2] - traced[1])
+            assert growth < 8 * rounds, (traced, calls.index(call))
     finally:
         gc.enable()
         tracemalloc.stop()
