@@ -766,3 +766,30 @@ def test_malformed_batches_append_nothing(db):
     db.put_many(zip([b"z1", b"z2"], [b"1", b"2"]))
     db.put_many({b"d": b"1"}.items())
     assert [db.read(k) for k in (b"list", b"z2", b"d", b"k")] == [b"pair", b"2", b"1", b"kept"]
+
+
+def test_init_racing_in_two_threads_opens_one_store(tmp_path):
+    # __init__ lets the GIL go while the engine opens the file; a second
+    # __init__ on the same object meanwhile must not open a second store over
+    # the first (which was then never closed, its file locked until exit).
+    for attempt in range(5):
+        db = simdr.DataStore.__new__(simdr.DataStore)
+        paths = [tmp_path / ("race%d-%d.bin" % (attempt, i)) for i in range(2)]
+        start, refused = threading.Barrier(2), []
+
+        def init(path):
+            start.wait()
+            try:
+                db.__init__(path)
+            except simdr.Error:
+                refused.append(path)
+
+        threads = [threading.Thread(target=init, args=(p,)) for p in paths]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert len(refused) == 1
+        db.close()
+        for p in paths:  # neither file is left open and locked
+            simdr.open(p).close()
