@@ -157,6 +157,16 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
         pysimdr_raise(rc);
         return -1;
     }
+    if (self->store || self->closing) {
+        /* Another thread's __init__ opened this object while the GIL was let
+         * go: keep that store, not a second one over it. */
+        Py_BEGIN_ALLOW_THREADS
+        (void)simdr_close(store);
+        Py_END_ALLOW_THREADS
+        Py_DECREF(fs_path);
+        PyErr_SetString(PySimdr_Error, "DataStore.__init__ called on an already opened store");
+        return -1;
+    }
     self->store = store;
     self->readonly = readonly;
     self->durability = opts.durability;
