@@ -793,3 +793,32 @@ def test_init_racing_in_two_threads_opens_one_store(tmp_path):
         db.close()
         for p in paths:  # neither file is left open and locked
             simdr.open(p).close()
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_closed_store_refuses_every_call_without_running_callbacks(tmp_path, append_mode):
+    db = simdr.open(tmp_path / "c.bin", append_mode=append_mode)
+    target = simdr.open(tmp_path / "t.bin")
+    db.write(b"k", b"v")
+    handle, it = db.read_entry(b"k"), iter(db)
+    db.close()
+    db.close()
+    called = []
+
+    class Watched:
+        def read(self, n):
+            called.append(n)
+            return b""
+
+    for call in (lambda: db.write_stream(b"s", Watched()), lambda: db.copy(b"k", target),
+                 lambda: db.move(b"k", target), lambda: target.copy(b"k", db),
+                 lambda: db.read_stream(b"k"), lambda: db.count(), lambda: db.exists(b"k"),
+                 lambda: db.put_many([]), lambda: db.get_many([]), lambda: db.compact(),
+                 lambda: db.sync(), lambda: db.refresh(), lambda: db.check(), lambda: next(it),
+                 lambda: db.__setitem__(b"k", b"v"), lambda: db.__delitem__(b"k"),
+                 lambda: db.rename(b"k", b"j"), lambda: iter(db), db.__enter__):
+        with pytest.raises(simdr.ClosedError):
+            call()
+    assert called == [] and bytes(handle) == b"v" and db.closed
+    assert "closed" in repr(db) and db.path == str(tmp_path / "c.bin")
+    target.close()
