@@ -363,7 +363,8 @@ PyTypeObject PySimdrStream_Type = {
     .tp_dealloc = (destructor)stream_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A stored value read in pieces (DataStore.read_stream): read(size), or\n"
-              "iterate for chunks of 64 KiB. Each piece is a new bytes object.",
+              "iterate for chunks of 64 KiB. Each piece is a new bytes object. Threads\n"
+              "reading one stream at once get disjoint pieces, as from one file.",
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)stream_next,
     .tp_methods = stream_methods,
