@@ -822,3 +822,57 @@ def test_closed_store_refuses_every_call_without_running_callbacks(tmp_path, app
     assert called == [] and bytes(handle) == b"v" and db.closed
     assert "closed" in repr(db) and db.path == str(tmp_path / "c.bin")
     target.close()
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_read_only_store_refreshed_by_one_thread_while_others_read(tmp_path, append_mode):
+    # One read-only handle shared by four threads that read, take views, batch
+    # and iterate, and refresh it now and then, while the writer (same process,
+    # its own handle) appends, deletes and compacts: every read and every view
+    # keeps its bytes across the refreshes and the replaced files.
+    path = tmp_path / "ro.bin"
+    writer = simdr.open(path, append_mode=append_mode)
+    values = {b"k%d" % i: edge_value(1 + i * 13) for i in range(300)}
+    writer.put_many(list(values.items()))
+    writer.sync()
+    ro = simdr.open(path, readonly=True)
+    stop, errors, views = threading.Event(), [], []
+
+    def reader(t):
+        try:
+            step = 0
+            while not stop.is_set() or step < 50:
+                key = b"k%d" % ((step * 7 + t) % 300)
+                assert ro.read(key) == values[key]
+                if step % 5 == 0:
+                    views.append((np.frombuffer(ro.read_entry(key), np.uint8), values[key]))
+                if step % 17 == 0:
+                    assert all(h is not None for h in ro.get_many(list(values)[:40]))
+                if step % 41 == 0:
+                    assert sum(1 for _ in ro) >= 300
+                if step % 11 == t:
+                    ro.refresh()
+                step += 1
+        except BaseException:
+            import traceback
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=reader, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    try:
+        for round_ in range(10):
+            writer.put_many([(b"j%d" % i, os.urandom(300)) for i in range(100)])
+            for i in range(100):
+                writer.delete(b"j%d" % i)
+            writer.compact()
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+    assert errors == []
+    assert all(a.tobytes() == v for a, v in views)
+    ro.refresh()
+    assert len(ro) == 300
+    ro.close()
+    writer.close()
