@@ -644,7 +644,7 @@ def test_no_call_leaks_references_or_memory(tmp_path):
             counts = [sys.getrefcount(o) for o in held]
             tracemalloc.start()
             traced = []
-            for _ in range(3):  # what the first round leaves, the next ones must not add to
+            for _ in range(4):  # what the first round leaves, the next ones must not add to
                 for _ in range(rounds):
                     try:
                         call()
@@ -654,9 +654,10 @@ def test_no_call_leaks_references_or_memory(tmp_path):
             tracemalloc.stop()
             assert [sys.getrefcount(o) for o in held] == counts
             # A leaked object is at least 16 bytes: each round of calls would add
-            # 16 * rounds. The interpreter's own one-off allocations (a table
-            # growing, say) can fall in one round, not in both.
-            growth = min(traced[1] - traced[0], traced[2] - traced[1])
+            # 16 * rounds. The interpreter's own caches fill over the first few
+            # hundred calls of some kinds (exceptions raised through a stream
+            # reader) and then stop growing: a leak grows in every round.
+            growth = min(b - a for a, b in zip(traced, traced[1:]))
             assert growth < 8 * rounds, (traced, calls.index(call))
     finally:
         gc.enable()
