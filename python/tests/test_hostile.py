@@ -81,34 +81,46 @@ def test_stream_chunk_kept_for_later_cannot_be_resized_meanwhile(db):
     # out on the engine's next requests, between which the GIL is free. Another
     # thread shrinking that bytearray then must not make the binding copy
     # bytes past its end: the chunk stays exported (BufferError) until used.
-    chunk = bytearray(os.urandom(64 << 20))
-    expected = bytes(chunk)
-    handed_out, resized = threading.Event(), []
+    conclusive = 0
+    for attempt in range(5):
+        chunk = bytearray(os.urandom(32 << 20))
+        expected = bytes(chunk)
+        handed_out, outcome = [], []
 
-    class Greedy:
-        calls = 0
+        class Greedy:
+            calls = 0
 
-        def read(self, n):
-            self.calls += 1
-            if self.calls == 1:
-                handed_out.set()
-                return chunk
-            resizer.join()  # the resize attempt was made while the chunk was pending
-            return b""
+            def read(self, n):
+                self.calls += 1
+                if self.calls == 1:
+                    handed_out.append(True)
+                    return chunk
+                resizer.join()  # the attempt was made before this stream ends
+                return b""
 
-    def shrink():
-        handed_out.wait()
-        try:
-            del chunk[16:]
-            resized.append("resized")
-        except BufferError:
-            resized.append("refused")
+        source = Greedy()
 
-    resizer = threading.Thread(target=shrink)
-    resizer.start()
-    db.write_stream(b"g", Greedy())
-    assert resized == ["refused"]
-    assert db.read(b"g") == expected
+        def shrink():
+            while not handed_out:  # spinning: ready to take the GIL the moment it is free
+                pass
+            still_pending = source.calls == 1  # the engine has not asked for more
+            try:
+                del chunk[16:]
+                outcome.append((still_pending, "resized"))
+            except BufferError:
+                outcome.append((still_pending, "refused"))
+
+        resizer = threading.Thread(target=shrink)
+        resizer.start()
+        db.write_stream(b"g", source)
+        resizer.join()
+        still_pending, result = outcome[0]
+        if still_pending:  # else the resize came too late to tell: try again
+            conclusive += 1
+            assert result == "refused"
+            assert db.read(b"g") == expected
+            break
+    assert conclusive > 0
 
 
 # Every edge of the read paths, and one byte either side: the in-line check
