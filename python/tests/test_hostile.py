@@ -889,3 +889,42 @@ def test_read_only_store_refreshed_by_one_thread_while_others_read(tmp_path, app
     assert len(ro) == 300
     ro.close()
     writer.close()
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_value_changed_by_another_thread_during_its_write_is_stored_whole(tmp_path,
+                                                                          append_mode):
+    # Writes run without the GIL, so another thread may change a writable
+    # value (bytearray, numpy array) while the engine checksums and writes it.
+    # Whatever mix of old and new bytes is stored, its checksum must match
+    # it: the entry must never read back as damaged.
+    db = simdr.open(tmp_path / "racy.bin", append_mode=append_mode)
+    array = np.zeros(4 << 20, np.uint8)
+    array[0] = 1
+    small = bytearray(b"s" * 1000)
+    started, stop = threading.Event(), threading.Event()
+
+    def scribble():
+        i = 0
+        while not stop.is_set():
+            array[(i * 4099) % array.size] ^= 0xFF
+            small[i % 1000] ^= 0x01
+            i += 1
+            started.set()
+
+    scribbler = threading.Thread(target=scribble)
+    scribbler.start()
+    started.wait()
+    try:
+        for r in range(8):
+            db.write(b"a%d" % r, array)
+            db.write(b"s%d" % r, small)
+            db.put_many([(b"pa%d" % r, array), (b"ps%d" % r, small)])
+    finally:
+        stop.set()
+        scribbler.join()
+    for r in range(8):
+        for key in (b"a%d" % r, b"s%d" % r, b"pa%d" % r, b"ps%d" % r):
+            assert db.read_entry(key).is_valid_checksum(), key
+    assert db.check()["ok"]
+    db.close()
