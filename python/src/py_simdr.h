@@ -88,9 +88,12 @@ int pysimdr_init_errors(PyObject *module);
 /* Builds the table of the binding's in-line CRC-32 (py_store.c). */
 void pysimdr_init_crc(void);
 
-/* Keys: bytes-like (C-contiguous) or str (UTF-8). Values: bytes-like only. */
+/* Keys: bytes-like (C-contiguous) or str (UTF-8). Values: bytes-like only;
+ * a writable one is copied (py_module.c says why), from PYSIMDR_NOGIL_COPY up
+ * without the GIL if copy_without_gil (callers that hold no borrowed state
+ * another thread could change meanwhile). */
 int pysimdr_key(PyObject *obj, pysimdr_bytes *out);
-int pysimdr_value(PyObject *obj, pysimdr_bytes *out);
+int pysimdr_value(PyObject *obj, pysimdr_bytes *out, int copy_without_gil);
 void pysimdr_bytes_release(pysimdr_bytes *b);
 
 /* Takes ownership of entry (released even on failure). */

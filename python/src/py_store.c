@@ -271,7 +271,7 @@ static PyObject *store_exit_ctx(PySimdrStore *self, PyObject *args) {
 static int put_one(PySimdrStore *self, PyObject *key, PyObject *value) {
     pysimdr_bytes k, v;
     if (pysimdr_key(key, &k) < 0) return -1;
-    if (pysimdr_value(value, &v) < 0) {
+    if (pysimdr_value(value, &v, 1) < 0) {
         pysimdr_bytes_release(&k);
         return -1;
     }
@@ -345,7 +345,8 @@ static int batch_collect(PyObject *items, batch_args *b) {
         }
         pysimdr_bytes *kb = &b->bufs[2 * i], *vb = &b->bufs[2 * i + 1];
         if (pysimdr_key(PySequence_Fast_GET_ITEM(pair, 0), kb) < 0) return -1;
-        if (pysimdr_value(PySequence_Fast_GET_ITEM(pair, 1), vb) < 0) {
+        /* The GIL stays held: pairs points into a list another thread could change. */
+        if (pysimdr_value(PySequence_Fast_GET_ITEM(pair, 1), vb, 0) < 0) {
             pysimdr_bytes_release(kb);
             return -1;
         }
