@@ -89,11 +89,11 @@ int pysimdr_init_errors(PyObject *module);
 void pysimdr_init_crc(void);
 
 /* Keys: bytes-like (C-contiguous) or str (UTF-8). Values: bytes-like only;
- * a writable one is copied (py_module.c says why), from PYSIMDR_NOGIL_COPY up
- * without the GIL if copy_without_gil (callers that hold no borrowed state
- * another thread could change meanwhile). */
+ * a writable one shorter than copy_max is copied (py_module.c says why), a
+ * longer one stays borrowed (has_view set, view.readonly 0) for the caller
+ * to copy as it writes. */
 int pysimdr_key(PyObject *obj, pysimdr_bytes *out);
-int pysimdr_value(PyObject *obj, pysimdr_bytes *out, int copy_without_gil);
+int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max);
 void pysimdr_bytes_release(pysimdr_bytes *b);
 
 /* Takes ownership of entry (released even on failure). */

@@ -10,6 +10,8 @@
  */
 #include "py_simdr.h"
 
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The stores whose write_stream reader is running on this thread, innermost
@@ -268,20 +270,63 @@ static PyObject *store_exit_ctx(PySimdrStore *self, PyObject *args) {
 
 /* ---- writing ---- */
 
+/* A writable value of PYSIMDR_NOGIL_COPY bytes or more (pysimdr_value):
+ * written as a stream whose source copies it a piece at a time into the
+ * engine's buffer, which the engine then checksums and writes, so the entry
+ * always matches its checksum without a copy of the whole value. The engine
+ * refuses a stream of zero bytes only, which simdr_put stores: such a value
+ * is copied whole instead. No GIL. */
+typedef struct {
+    const char *next;
+    size_t left;
+} buffer_source;
+
+static int64_t buffer_fill(void *ctx, void *buf, size_t cap) {
+    buffer_source *src = ctx;
+    size_t n = src->left < cap ? src->left : cap;
+    memcpy(buf, src->next, n);
+    src->next += n;
+    src->left -= n;
+    return (int64_t)n;
+}
+
+static int all_zero(const char *p, size_t n) {
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* put_writable's own allocation failed (no engine message to report). */
+#define COPY_NOMEM INT_MIN
+
+static int put_writable(simdr_store *store, const pysimdr_bytes *k, const pysimdr_bytes *v) {
+    if (!all_zero(v->ptr, v->len)) {
+        buffer_source src = {v->ptr, v->len};
+        return simdr_put_stream(store, k->ptr, k->len, buffer_fill, &src, NULL);
+    }
+    char *copy = malloc(v->len);
+    if (!copy) return COPY_NOMEM;
+    memcpy(copy, v->ptr, v->len);
+    int rc = simdr_put(store, k->ptr, k->len, copy, v->len, NULL);
+    free(copy);
+    return rc;
+}
+
 static int put_one(PySimdrStore *self, PyObject *key, PyObject *value) {
     pysimdr_bytes k, v;
     if (pysimdr_key(key, &k) < 0) return -1;
-    if (pysimdr_value(value, &v, 1) < 0) {
+    if (pysimdr_value(value, &v, PYSIMDR_NOGIL_COPY) < 0) {
         pysimdr_bytes_release(&k);
         return -1;
     }
+    int writable = v.has_view && !v.view.readonly;
     int rc = -1;
     if (enter_for_write(self) == 0) {
         Py_BEGIN_ALLOW_THREADS
-        rc = simdr_put(self->store, k.ptr, k.len, v.ptr, v.len, NULL);
+        rc = writable ? put_writable(self->store, &k, &v)
+                      : simdr_put(self->store, k.ptr, k.len, v.ptr, v.len, NULL);
         Py_END_ALLOW_THREADS
         pysimdr_store_leave(self);
-        if (rc != SIMDR_OK) pysimdr_raise(rc);
+        if (rc == COPY_NOMEM) PyErr_NoMemory();
+        else if (rc != SIMDR_OK) pysimdr_raise(rc);
     }
     pysimdr_bytes_release(&k);
     pysimdr_bytes_release(&v);
@@ -345,8 +390,7 @@ static int batch_collect(PyObject *items, batch_args *b) {
         }
         pysimdr_bytes *kb = &b->bufs[2 * i], *vb = &b->bufs[2 * i + 1];
         if (pysimdr_key(PySequence_Fast_GET_ITEM(pair, 0), kb) < 0) return -1;
-        /* The GIL stays held: pairs points into a list another thread could change. */
-        if (pysimdr_value(PySequence_Fast_GET_ITEM(pair, 1), vb, 0) < 0) {
+        if (pysimdr_value(PySequence_Fast_GET_ITEM(pair, 1), vb, SIZE_MAX) < 0) {
             pysimdr_bytes_release(kb);
             return -1;
         }
