@@ -438,8 +438,8 @@ def test_every_read_agrees_without_the_check(tmp_path):
 
 
 def test_verify_reads_option(store_path):
-    # small: checked in line everywhere; medium: in line in a read scope,
-    # through the engine for a handle; large: through the engine everywhere.
+    # small: checked in line (up to 64 bytes); medium and large: checked by
+    # the engine, large ones without the GIL.
     small, medium, large = b"s" * 20, b"m" * 200, b"L" * 5000
     with simdr.open(store_path) as db:
         db.write(b"small", small)
