@@ -89,9 +89,10 @@ static PyBufferProcs entry_as_buffer = {
 
 static Py_ssize_t entry_length(PySimdrEntry *self) { return (Py_ssize_t)self->size; }
 
-static PyObject *copy_out(const char *data, uint64_t size) {
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
-    if (!out) return NULL;
+/* Fills a new bytes object of size bytes from data: without the GIL from
+ * PYSIMDR_NOGIL_COPY up, so any state deciding what data is must be settled
+ * before the call. */
+static void copy_into(PyObject *out, const char *data, uint64_t size) {
     char *dst = PyBytes_AS_STRING(out);
     if (size >= PYSIMDR_NOGIL_COPY) {
         Py_BEGIN_ALLOW_THREADS
@@ -100,6 +101,11 @@ static PyObject *copy_out(const char *data, uint64_t size) {
     } else {
         memcpy(dst, data, size);
     }
+}
+
+static PyObject *copy_out(const char *data, uint64_t size) {
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (out) copy_into(out, data, size);
     return out;
 }
 
@@ -293,11 +299,17 @@ static void stream_dealloc(PySimdrStream *self) {
     PyObject_Free(self);
 }
 
+/* The next piece of at most want bytes. The piece is claimed (the position
+ * moved past it) with the GIL held, before a large copy lets the GIL go:
+ * threads reading one stream at once get disjoint pieces, as from a file. */
 static PyObject *stream_take(PySimdrStream *self, uint64_t want) {
     uint64_t left = self->size - self->pos;
     uint64_t n = want < left ? want : left;
-    PyObject *out = copy_out(self->data + self->pos, n);
-    if (out) self->pos += n;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (!out) return NULL;
+    const char *piece = self->data + self->pos;
+    self->pos += n;
+    copy_into(out, piece, n);
     return out;
 }
 
@@ -351,7 +363,8 @@ PyTypeObject PySimdrStream_Type = {
     .tp_dealloc = (destructor)stream_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A stored value read in pieces (DataStore.read_stream): read(size), or\n"
-              "iterate for chunks of 64 KiB. Each piece is a new bytes object.",
+              "iterate for chunks of 64 KiB. Each piece is a new bytes object. Threads\n"
+              "reading one stream at once get disjoint pieces, as from one file.",
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)stream_next,
     .tp_methods = stream_methods,

@@ -150,7 +150,18 @@ int pysimdr_key(PyObject *obj, pysimdr_bytes *out) {
     return borrow_buffer(obj, out);
 }
 
-int pysimdr_value(PyObject *obj, pysimdr_bytes *out) {
+/*
+ * A writable buffer may change while the engine, without the GIL, computes
+ * the value's CRC and then writes the value (two passes over it): the stored
+ * bytes would then disagree with their stored CRC, an entry that reads back
+ * as damaged. A writable value shorter than copy_max is therefore copied into
+ * a bytes object of its own here (with the GIL held); a longer one is left
+ * borrowed for the caller to write through a copy of its own (put_one streams
+ * it). bytes and read-only buffers are used in place. A change made during a
+ * copy can still mix old and new bytes, as any unsynchronised use of the
+ * buffer would, but what is stored always matches its checksum.
+ */
+int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max) {
     out->has_view = 0;
     out->ref = NULL;
     if (PyBytes_CheckExact(obj)) return borrow_bytes(obj, out);
@@ -160,7 +171,15 @@ int pysimdr_value(PyObject *obj, pysimdr_bytes *out) {
                      PyUnicode_Check(obj) ? " (encode str values first)" : "");
         return -1;
     }
-    return borrow_buffer(obj, out);
+    if (borrow_buffer(obj, out) < 0) return -1;
+    if (out->view.readonly || out->len >= copy_max) return 0;
+    PyObject *copy = PyBytes_FromStringAndSize(out->ptr, (Py_ssize_t)out->len);
+    pysimdr_bytes_release(out);
+    if (!copy) return -1;
+    out->ref = copy;
+    out->ptr = PyBytes_AS_STRING(copy);
+    out->len = (size_t)PyBytes_GET_SIZE(copy);
+    return 0;
 }
 
 void pysimdr_bytes_release(pysimdr_bytes *b) {

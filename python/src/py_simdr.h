@@ -21,16 +21,19 @@ typedef struct PySimdrIter PySimdrIter;
  * A DataStore. The engine forbids simdr_close() while another call on the
  * store runs, so every call counts itself in `users` (store_enter/leave) and
  * close() sets `closing`, waits (GIL released) until `users` is 0, closes the
- * open iterators and only then the store. `mu` is never held while waiting
+ * open iterators and only then the store; a close() that finds another one
+ * running waits for it to finish. `mu` is never held while waiting
  * for the GIL, so the two locks cannot deadlock.
  */
+enum { PYSIMDR_CLOSING = 1, PYSIMDR_CLOSED = 2 };
+
 typedef struct {
     PyObject_HEAD
     simdr_store *store;
     pthread_mutex_t mu;
     pthread_cond_t idle;
     Py_ssize_t users;
-    int closing;
+    int closing;           /* 0 open, PYSIMDR_CLOSING, then PYSIMDR_CLOSED once the file is closed */
     int readonly;
     int durability;
     int append_mode;       /* SIMDR_APPEND_WRITE or SIMDR_APPEND_MAPPED (writable opens) */
@@ -85,9 +88,12 @@ int pysimdr_init_errors(PyObject *module);
 /* Builds the table of the binding's in-line CRC-32 (py_store.c). */
 void pysimdr_init_crc(void);
 
-/* Keys: bytes-like (C-contiguous) or str (UTF-8). Values: bytes-like only. */
+/* Keys: bytes-like (C-contiguous) or str (UTF-8). Values: bytes-like only;
+ * a writable one shorter than copy_max is copied (py_module.c says why), a
+ * longer one stays borrowed (has_view set, view.readonly 0) for the caller
+ * to copy as it writes. */
 int pysimdr_key(PyObject *obj, pysimdr_bytes *out);
-int pysimdr_value(PyObject *obj, pysimdr_bytes *out);
+int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max);
 void pysimdr_bytes_release(pysimdr_bytes *b);
 
 /* Takes ownership of entry (released even on failure). */

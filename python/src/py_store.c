@@ -10,12 +10,28 @@
  */
 #include "py_simdr.h"
 
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* The store whose write_stream reader is running on this thread. The engine
- * holds the store's write lock while it calls the reader, so a write or close
- * of that store from inside the reader would wait for itself forever. */
-static _Thread_local PySimdrStore *tls_streaming;
+/* The stores whose write_stream reader is running on this thread, innermost
+ * first: a reader may stream into another store, whose reader may call back
+ * into the first. The engine holds each one's write lock while its reader
+ * runs, so a write or close of any of them from inside a reader would wait
+ * for this thread itself forever; the engine only knows of the innermost. */
+typedef struct stream_frame {
+    PySimdrStore *store;
+    struct stream_frame *outer;
+} stream_frame;
+static _Thread_local stream_frame *tls_streams;
+
+/* 0: s is not streaming on this thread; 1: its reader is the innermost one
+ * running; 2: an outer one (a reader of another store runs inside it). */
+static int streaming_here(const PySimdrStore *s) {
+    for (const stream_frame *f = tls_streams; f; f = f->outer)
+        if (f->store == s) return f == tls_streams ? 1 : 2;
+    return 0;
+}
 
 /* ---- the close guard ---- */
 
@@ -42,14 +58,15 @@ void pysimdr_store_leave(PySimdrStore *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
+static int busy_streaming(const char *what) {
+    PyErr_Format(PySimdr_Error,
+                 "this store is busy with write_stream on this thread: a reader running "
+                 "inside that call cannot %s the same store", what);
+    return -1;
+}
+
 static int refuse_reentrant(PySimdrStore *s) {
-    if (tls_streaming == s) {
-        PyErr_SetString(PySimdr_Error,
-                        "this store is busy with write_stream on this thread: its reader "
-                        "cannot write to or close the same store");
-        return -1;
-    }
-    return 0;
+    return streaming_here(s) ? busy_streaming("write to or close") : 0;
 }
 
 static int enter_for_write(PySimdrStore *s) {
@@ -142,6 +159,16 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
         pysimdr_raise(rc);
         return -1;
     }
+    if (self->store || self->closing) {
+        /* Another thread's __init__ opened this object while the GIL was let
+         * go: keep that store, not a second one over it. */
+        Py_BEGIN_ALLOW_THREADS
+        (void)simdr_close(store);
+        Py_END_ALLOW_THREADS
+        Py_DECREF(fs_path);
+        PyErr_SetString(PySimdr_Error, "DataStore.__init__ called on an already opened store");
+        return -1;
+    }
     self->store = store;
     self->readonly = readonly;
     self->durability = opts.durability;
@@ -163,11 +190,21 @@ static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
     (void)unused;
     if (refuse_reentrant(self) < 0) return NULL;
     pthread_mutex_lock(&self->mu);
+    if (self->closing == PYSIMDR_CLOSING) {
+        /* Another thread's close() waits for calls to end or is closing the
+         * file: return when it is done, so that after close() returns the
+         * file is closed (and unlocked), whichever call did it. */
+        Py_BEGIN_ALLOW_THREADS
+        while (self->closing == PYSIMDR_CLOSING) pthread_cond_wait(&self->idle, &self->mu);
+        pthread_mutex_unlock(&self->mu);
+        Py_END_ALLOW_THREADS
+        Py_RETURN_NONE;
+    }
     if (self->closing || !self->store) {
         pthread_mutex_unlock(&self->mu);
         Py_RETURN_NONE;
     }
-    self->closing = 1;
+    self->closing = PYSIMDR_CLOSING;
     if (self->users > 0) {
         /* mu is let go before the GIL is taken back: a thread holding the GIL
          * may be waiting for mu in pysimdr_store_enter. */
@@ -184,6 +221,10 @@ static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = simdr_close(store);
+    pthread_mutex_lock(&self->mu);
+    self->closing = PYSIMDR_CLOSED;
+    pthread_cond_broadcast(&self->idle);
+    pthread_mutex_unlock(&self->mu);
     Py_END_ALLOW_THREADS
     if (rc != SIMDR_OK) return pysimdr_raise(rc);
     Py_RETURN_NONE;
@@ -229,20 +270,63 @@ static PyObject *store_exit_ctx(PySimdrStore *self, PyObject *args) {
 
 /* ---- writing ---- */
 
+/* A writable value of PYSIMDR_NOGIL_COPY bytes or more (pysimdr_value):
+ * written as a stream whose source copies it a piece at a time into the
+ * engine's buffer, which the engine then checksums and writes, so the entry
+ * always matches its checksum without a copy of the whole value. The engine
+ * refuses a stream of zero bytes only, which simdr_put stores: such a value
+ * is copied whole instead. No GIL. */
+typedef struct {
+    const char *next;
+    size_t left;
+} buffer_source;
+
+static int64_t buffer_fill(void *ctx, void *buf, size_t cap) {
+    buffer_source *src = ctx;
+    size_t n = src->left < cap ? src->left : cap;
+    memcpy(buf, src->next, n);
+    src->next += n;
+    src->left -= n;
+    return (int64_t)n;
+}
+
+static int all_zero(const char *p, size_t n) {
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* put_writable's own allocation failed (no engine message to report). */
+#define COPY_NOMEM INT_MIN
+
+static int put_writable(simdr_store *store, const pysimdr_bytes *k, const pysimdr_bytes *v) {
+    if (!all_zero(v->ptr, v->len)) {
+        buffer_source src = {v->ptr, v->len};
+        return simdr_put_stream(store, k->ptr, k->len, buffer_fill, &src, NULL);
+    }
+    char *copy = malloc(v->len);
+    if (!copy) return COPY_NOMEM;
+    memcpy(copy, v->ptr, v->len);
+    int rc = simdr_put(store, k->ptr, k->len, copy, v->len, NULL);
+    free(copy);
+    return rc;
+}
+
 static int put_one(PySimdrStore *self, PyObject *key, PyObject *value) {
     pysimdr_bytes k, v;
     if (pysimdr_key(key, &k) < 0) return -1;
-    if (pysimdr_value(value, &v) < 0) {
+    if (pysimdr_value(value, &v, PYSIMDR_NOGIL_COPY) < 0) {
         pysimdr_bytes_release(&k);
         return -1;
     }
+    int writable = v.has_view && !v.view.readonly;
     int rc = -1;
     if (enter_for_write(self) == 0) {
         Py_BEGIN_ALLOW_THREADS
-        rc = simdr_put(self->store, k.ptr, k.len, v.ptr, v.len, NULL);
+        rc = writable ? put_writable(self->store, &k, &v)
+                      : simdr_put(self->store, k.ptr, k.len, v.ptr, v.len, NULL);
         Py_END_ALLOW_THREADS
         pysimdr_store_leave(self);
-        if (rc != SIMDR_OK) pysimdr_raise(rc);
+        if (rc == COPY_NOMEM) PyErr_NoMemory();
+        else if (rc != SIMDR_OK) pysimdr_raise(rc);
     }
     pysimdr_bytes_release(&k);
     pysimdr_bytes_release(&v);
@@ -306,7 +390,7 @@ static int batch_collect(PyObject *items, batch_args *b) {
         }
         pysimdr_bytes *kb = &b->bufs[2 * i], *vb = &b->bufs[2 * i + 1];
         if (pysimdr_key(PySequence_Fast_GET_ITEM(pair, 0), kb) < 0) return -1;
-        if (pysimdr_value(PySequence_Fast_GET_ITEM(pair, 1), vb) < 0) {
+        if (pysimdr_value(PySequence_Fast_GET_ITEM(pair, 1), vb, SIZE_MAX) < 0) {
             pysimdr_bytes_release(kb);
             return -1;
         }
@@ -344,17 +428,27 @@ static PyObject *store_put_many(PySimdrStore *self, PyObject *items) {
 typedef struct {
     PyObject *reader_read;  /* bound reader.read */
     PyThreadState *tstate;  /* saved while the GIL is released */
-    PyObject *pending;      /* bytes returned beyond what the engine asked for */
+    /* The chunk the reader returned last, exported until every byte of it was
+     * handed to the engine: it may hold more than the engine asked for, and
+     * between two requests the GIL is free, so another thread could resize a
+     * bytearray that was not exported. */
+    Py_buffer pending;
+    int has_pending;
     Py_ssize_t pending_off;
     int failed;             /* a Python exception is set (restored after the call) */
     PyObject *exc_type, *exc_value, *exc_tb;
 } stream_src;
 
+static void stream_drop_pending(stream_src *src) {
+    if (src->has_pending) PyBuffer_Release(&src->pending);
+    src->has_pending = 0;
+}
+
 static int64_t stream_fill(void *ctx, void *buf, size_t cap) {
     stream_src *src = ctx;
     PyEval_RestoreThread(src->tstate);
     int64_t result = -1;
-    if (!src->pending) {
+    if (!src->has_pending) {
         PyObject *chunk = PyObject_CallFunction(src->reader_read, "n", (Py_ssize_t)cap);
         if (!chunk) goto fail;
         if (chunk == Py_None) {
@@ -370,22 +464,22 @@ static int64_t stream_fill(void *ctx, void *buf, size_t cap) {
             Py_DECREF(chunk);
             goto fail;
         }
-        src->pending = chunk;
+        int got = PyObject_GetBuffer(chunk, &src->pending, PyBUF_SIMPLE);
+        Py_DECREF(chunk); /* the export holds its own reference */
+        if (got < 0) goto fail;
+        src->has_pending = 1;
         src->pending_off = 0;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(src->pending, &view, PyBUF_SIMPLE) < 0) goto fail;
-    Py_ssize_t left = view.len - src->pending_off;
-    size_t n = (size_t)left < cap ? (size_t)left : cap;
-    memcpy(buf, (const char *)view.buf + src->pending_off, n);
-    PyBuffer_Release(&view);
+    size_t left = (size_t)(src->pending.len - src->pending_off);
+    size_t n = left < cap ? left : cap;
+    memcpy(buf, (const char *)src->pending.buf + src->pending_off, n);
     src->pending_off += (Py_ssize_t)n;
-    if ((size_t)left == n) Py_CLEAR(src->pending);
+    if (left == n) stream_drop_pending(src);
     result = (int64_t)n;
     src->tstate = PyEval_SaveThread();
     return result;
 fail:
-    Py_CLEAR(src->pending);
+    stream_drop_pending(src);
     if (!src->failed) {
         src->failed = 1;
         PyErr_Fetch(&src->exc_type, &src->exc_value, &src->exc_tb);
@@ -416,13 +510,13 @@ static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, P
     }
     PyObject *result = NULL;
     if (enter_for_write(self) == 0) {
-        PySimdrStore *outer = tls_streaming;
-        tls_streaming = self;
+        stream_frame frame = {self, tls_streams};
+        tls_streams = &frame;
         int rc;
         src.tstate = PyEval_SaveThread();
         rc = simdr_put_stream(self->store, k.ptr, k.len, stream_fill, &src, NULL);
         PyEval_RestoreThread(src.tstate);
-        tls_streaming = outer;
+        tls_streams = frame.outer;
         pysimdr_store_leave(self);
         if (src.failed) {
             PyErr_Restore(src.exc_type, src.exc_value, src.exc_tb);
@@ -432,7 +526,7 @@ static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, P
             result = Py_NewRef(Py_None);
         }
     }
-    Py_XDECREF(src.pending);
+    stream_drop_pending(&src);
     Py_DECREF(src.reader_read);
     pysimdr_bytes_release(&k);
     return result;
@@ -453,10 +547,20 @@ static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, P
  */
 
 /* CRC-32 (the format's: reflected, polynomial 0xEDB88320, as zlib's crc32)
- * of a short value in line, eight bytes a step (slicing by 8): for the small
- * values most lookups return, a call into the engine's checksum code costs
- * more than the check itself. The tables are built at import. */
-#define SHORT_CHECK_MAX 64
+ * of a short value in line, eight bytes a step (slicing by 8). The tables are
+ * built at import.
+ *
+ * INLINE_CHECK_MAX is where every read path stops checking in line: up to
+ * it, this table check costs less than reaching the engine's check and
+ * running it (carry-less multiplication, a fraction of a cycle per byte);
+ * past it, the table's cost per byte loses. Reaching the engine's check is
+ * a call on the handle a lookup made (read_entry, get_many, iteration), or
+ * a handle looked up after a read scope found the value (read, get, in):
+ * the first crosses over near 64 bytes, the second near 128, and a 64-byte
+ * limit costs the second a few ns between the two (docs/BENCHMARKS.md,
+ * "The in-line check's limit"). One limit keeps every read path's edges at
+ * the same sizes. */
+#define INLINE_CHECK_MAX 64
 static uint32_t crc_tables[8][256];
 
 void pysimdr_init_crc(void) {
@@ -491,7 +595,7 @@ static inline uint32_t crc_short(const unsigned char *p, size_t n) {
 static int verify_value(const simdr_entry *e) {
     uint64_t size = simdr_entry_size(e);
     if (size == 0) return SIMDR_OK;
-    if (size <= SHORT_CHECK_MAX &&
+    if (size <= INLINE_CHECK_MAX &&
         crc_short(simdr_entry_data(e), (size_t)size) == simdr_entry_checksum(e))
         return SIMDR_OK;
     const void *p;
@@ -537,7 +641,7 @@ static int get_entry(PySimdrStore *self, PyObject *key, simdr_entry **out, const
         /* A short value's check in line here; the rest (or a short value
          * that fails it, reported in the engine's words) in verify_value_gil. */
         if (self->verify_reads &&
-            !(*size <= SHORT_CHECK_MAX &&
+            !(*size <= INLINE_CHECK_MAX &&
               crc_short(*data, (size_t)*size) == simdr_entry_checksum(*out)) &&
             verify_value_gil(*out) < 0) {
             simdr_entry_release(*out);
@@ -588,10 +692,10 @@ static PyObject *entry_to_bytes(simdr_entry *e, int verify) {
  * with the GIL held throughout and no Python code run inside it (bytes
  * objects are not tracked by the collector), so no write of this thread can
  * fall inside it. Larger values, and checked values longer than
- * SCOPE_CHECK_MAX, take the handle path: their check and copy run without
- * the GIL, outside any scope.
+ * INLINE_CHECK_MAX, take the handle path: the engine checks them, and from
+ * PYSIMDR_NOGIL_COPY up checks and copies them without the GIL, outside any
+ * scope.
  */
-#define SCOPE_CHECK_MAX 256
 
 /* The stored CRC-32 of a value the engine handed out: the entry's metadata
  * follows its payload directly, the checksum in its bytes 16..20, little
@@ -606,7 +710,7 @@ static inline uint32_t stored_checksum(const void *value, size_t len) {
  * sound. 0 sends it down the handle path (which reports a damaged one). */
 static inline int scope_serves(const PySimdrStore *self, const void *value, size_t len) {
     if (!self->verify_reads) return len < PYSIMDR_NOGIL_COPY;
-    return len <= SCOPE_CHECK_MAX && crc_short(value, len) == stored_checksum(value, len);
+    return len <= INLINE_CHECK_MAX && crc_short(value, len) == stored_checksum(value, len);
 }
 
 /* The newest value of key as a new bytes object in *out: 1 found, 0 absent,
@@ -707,6 +811,16 @@ static PyObject *store_subscript(PySimdrStore *self, PyObject *key) {
 }
 
 static PyObject *store_get_many(PySimdrStore *self, PyObject *keys) {
+    /* A str, bytes, bytearray or memoryview is iterable too, by character or
+     * byte: one key passed alone would be looked up as many short keys. (An
+     * array of keys, numpy's included, is a sequence of keys.) */
+    if (PyUnicode_Check(keys) || PyBytes_Check(keys) || PyByteArray_Check(keys) ||
+        PyMemoryView_Check(keys)) {
+        PyErr_Format(PyExc_TypeError,
+                     "get_many expects an iterable of keys, not a single key (%.100s); "
+                     "pass [key]", Py_TYPE(keys)->tp_name);
+        return NULL;
+    }
     PyObject *seq = PySequence_Fast(keys, "get_many expects an iterable of keys");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -993,6 +1107,12 @@ static int collect_issue(void *ctx, const simdr_check_issue *issue) {
 
 static PyObject *store_check(PySimdrStore *self, PyObject *unused) {
     (void)unused;
+    /* The check takes the write lock, unless the engine sees that the
+     * innermost stream reader of this thread already holds it. */
+    if (streaming_here(self) == 2) {
+        busy_streaming("check");
+        return NULL;
+    }
     if (pysimdr_store_enter(self) < 0) return NULL;
     issue_list issues = {0};
     simdr_check_report report = {0};
@@ -1213,8 +1333,9 @@ static PyMethodDef store_methods[] = {
      "get($self, key, default=None, /)\n--\n\nThe value of key as bytes, or default."},
     {"get_many", (PyCFunction)store_get_many, METH_O,
      "get_many($self, keys, /)\n--\n\n"
-     "One EntryHandle (or None when absent) per key, looked up together with their memory\n"
-     "accesses overlapped (simdr_get_batch)."},
+     "One EntryHandle (or None when absent) per key of the iterable keys, looked up together\n"
+     "with their memory accesses overlapped (simdr_get_batch). A single str or bytes key is\n"
+     "refused (TypeError): pass [key]."},
     {"delete", (PyCFunction)store_delete, METH_O,
      "delete($self, key, /)\n--\n\n"
      "Deletes key (appends a tombstone); an absent key is left alone (del db[key] raises\n"

@@ -395,7 +395,7 @@ class StrKey(str):
 
 def test_every_read_agrees_on_small_and_large_values(db):
     # Copying reads and presence serve values from a read scope: checked ones
-    # up to 256 bytes (checked in line), unchecked ones below 256 KiB; larger
+    # up to 64 bytes (checked in line), unchecked ones below 256 KiB; larger
     # ones go through a handle (from 256 KiB without the GIL). Handles check
     # values up to 64 bytes in line. Every size on and around those edges
     # reads back the same through every read call.
@@ -438,8 +438,8 @@ def test_every_read_agrees_without_the_check(tmp_path):
 
 
 def test_verify_reads_option(store_path):
-    # small: checked in line everywhere; medium: in line in a read scope,
-    # through the engine for a handle; large: through the engine everywhere.
+    # small: checked in line (up to 64 bytes); medium and large: checked by
+    # the engine, large ones without the GIL.
     small, medium, large = b"s" * 20, b"m" * 200, b"L" * 5000
     with simdr.open(store_path) as db:
         db.write(b"small", small)
