@@ -65,11 +65,23 @@ static int refuse_forked(simdr_store *s) {
  * A stream source runs with the writer lock held; a write, sync or
  * compaction it made on the same store would wait for that lock forever.
  * The thread feeding a stream is marked, and those calls refuse instead. A
- * source that hands the call to another thread and waits for it still
- * deadlocks: that cannot be told from outside. */
-static _Thread_local const simdr_store *feeding;
+ * source may itself stream into another store, whose source may call back
+ * into the first: the marks of one thread form a stack (one frame on each
+ * feeding call's own stack), and every store on it counts as fed. A source
+ * that hands the call to another thread and waits for it still deadlocks:
+ * that cannot be told from outside. */
+typedef struct feed_frame {
+    const simdr_store *store;
+    const struct feed_frame *outer;
+} feed_frame;
 
-int simdr__feeding(const simdr_store *s) { return feeding == s; }
+static _Thread_local const feed_frame *feeding;
+
+int simdr__feeding(const simdr_store *s) {
+    for (const feed_frame *f = feeding; f; f = f->outer)
+        if (f->store == s) return 1;
+    return 0;
+}
 
 int simdr__check_reentry(simdr_store *s) {
     if (simdr__in_read_scope(s))
@@ -77,7 +89,7 @@ int simdr__check_reentry(simdr_store *s) {
                            "%s: call inside a read scope of the same store (end the scope "
                            "first: writes, syncs and compaction are refused there)",
                            s->path);
-    if (feeding != s) return SIMDR_OK;
+    if (!simdr__feeding(s)) return SIMDR_OK;
     return simdr__fail(SIMDR_EINVAL,
                        "%s: re-entrant call: a stream source called back into the store it is "
                        "feeding (writes, syncs and compaction are refused there; reads are "
@@ -519,10 +531,11 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *s, uint64_t key_hash, simdr_r
     uint32_t crc = 0;
     uint64_t total = 0;
     int nonzero = 0;
+    feed_frame frame = {s, feeding};
     for (;;) {
-        feeding = s;
+        feeding = &frame;
         int64_t got = fn(ctx, buf, STREAM_CHUNK);
-        feeding = NULL;
+        feeding = frame.outer;
         if (got < 0 || (uint64_t)got > STREAM_CHUNK) {
             rc = simdr__fail(SIMDR_ESOURCE, "%s: the stream source failed after %llu bytes; "
                              "nothing was stored", s->path, (unsigned long long)total);

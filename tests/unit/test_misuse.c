@@ -280,6 +280,76 @@ static int stream_calls_back(simdr_store *s) {
     return bad ? 1 : 0;
 }
 
+/* A source feeding A streams into B, and B's source calls back into A:
+ * A's writer lock is held two frames up, so writes to A (and to B) are
+ * refused, and reads and a check of A work, instead of waiting forever. */
+typedef struct nested_ctx {
+    simdr_store *a, *b;
+    int calls, inner_calls;
+    int inner_stream_rc, put_a_rc, put_b_rc, sync_a_rc, check_a_rc, get_a_rc;
+} nested_ctx;
+
+static int64_t inner_source(void *ctx, void *buf, size_t cap) {
+    nested_ctx *c = ctx;
+    (void)cap;
+    if (c->inner_calls++) return 0;
+    c->put_a_rc = simdr_put(c->a, TU_STR("from-inner"), "i", 1, NULL);
+    c->put_b_rc = simdr_put(c->b, TU_STR("from-inner"), "i", 1, NULL);
+    c->sync_a_rc = simdr_sync(c->a);
+    c->check_a_rc = simdr_check(c->a, NULL, NULL, NULL);
+    char tmp[8];
+    size_t n = 0;
+    c->get_a_rc = simdr_get_copy(c->a, TU_STR("a"), tmp, sizeof tmp, &n);
+    memcpy(buf, "inner", 5);
+    return 5;
+}
+
+static int64_t outer_source(void *ctx, void *buf, size_t cap) {
+    nested_ctx *c = ctx;
+    (void)cap;
+    if (c->calls++) return 0;
+    c->inner_stream_rc = simdr_put_stream(c->b, TU_STR("inner"), inner_source, c, NULL);
+    memcpy(buf, "outer", 5);
+    return 5;
+}
+
+static int nested_streams_call_back(void *arg) {
+    simdr_store *a = NULL, *b = NULL;
+    char other_path[4200];
+    snprintf(other_path, sizeof other_path, "%s.nested", (const char *)arg);
+    unlink(other_path);
+    if (tu_open_status(&a, arg, SIMDR_OPEN_EXISTING, 0) != SIMDR_OK) return 2;
+    if (tu_open_status(&b, other_path, SIMDR_OPEN_CREATE, 0) != SIMDR_OK) return 2;
+    nested_ctx c = {a, b, 0, 0, 0, 0, 0, 0, 0, 0};
+    int rc = simdr_put_stream(a, TU_STR("outer"), outer_source, &c, NULL);
+    int bad = rc != SIMDR_OK || c.inner_stream_rc != SIMDR_OK;
+    bad += c.put_a_rc != SIMDR_EINVAL || c.put_b_rc != SIMDR_EINVAL ||
+           c.sync_a_rc != SIMDR_EINVAL;
+    bad += c.check_a_rc != SIMDR_OK || c.get_a_rc != SIMDR_OK;
+    /* Once both streams are done, both stores take writes again. */
+    bad += simdr_put(a, TU_STR("after"), "y", 1, NULL) != SIMDR_OK;
+    bad += simdr_put(b, TU_STR("after"), "y", 1, NULL) != SIMDR_OK;
+    if (bad)
+        fprintf(stderr, "outer %d inner %d put a %d put b %d sync a %d check a %d get a %d\n",
+                rc, c.inner_stream_rc, c.put_a_rc, c.put_b_rc, c.sync_a_rc, c.check_a_rc,
+                c.get_a_rc);
+    bad += simdr_close(b) != SIMDR_OK;
+    bad += simdr_close(a) != SIMDR_OK;
+    return bad ? 1 : 0;
+}
+
+static void test_nested_stream_sources_calling_back_are_refused(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    simdr_close(f->s);
+    assert_int_equal(in_child(nested_streams_call_back, f->path,
+                              "nested stream sources writing to the outer store"), 0);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    tu_expect_str(f->s, "outer", "outer");
+    tu_expect_str(f->s, "after", "y");
+    tu_expect_absent(f->s, TU_STR("from-inner"));
+}
+
 /* The child opens its own handle (an inherited one refuses to write). */
 static int stream_calls_back_in_child(void *arg) {
     simdr_store *s = NULL;
@@ -312,6 +382,7 @@ int main(void) {
         TU_TEST(test_directory_is_named_as_such),
         TU_TEST(test_file_size_limit_is_enospc_not_sigxfsz),
         TU_TEST(test_stream_source_calling_back_is_refused),
+        TU_TEST(test_nested_stream_sources_calling_back_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
