@@ -573,6 +573,21 @@ static int matches_a_snapshot(const race *r, const race_iter *ri, model *m, yiel
     }
 }
 
+/* Widens the window between an iterator reading the tail and reading the
+ * index, so the writer thread lands a write inside it even when a loaded
+ * machine schedules the two threads far apart; the write itself is still
+ * the other thread's. */
+static void pause_after_tail(simdr_store *s) {
+    (void)s;
+    /* Every other iterator only: the rest race the writer unhelped and
+     * mostly take the index path. */
+    static _Atomic unsigned calls;
+    if (atomic_fetch_add(&calls, 1) % 2) return;
+    sched_yield();
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+}
+
 static void test_iter_racing_writer(void **state) {
     (void)state;
     char *dir = tu_mkdtemp();
@@ -589,6 +604,7 @@ static void test_iter_racing_writer(void **state) {
     /* Iterators of an empty store are quick enough to use up their number
      * before a writer thread that has not been scheduled yet writes once. */
     while (!atomic_load(&r.wrote)) sched_yield();
+    atomic_store(&simdr__iter_after_tail, pause_after_tail);
     size_t niters = 0;
     time_t t0 = time(NULL);
     /* Until the writer has caught iterators mid-open a few times (then they
@@ -614,6 +630,7 @@ static void test_iter_racing_writer(void **state) {
         assert_int_equal(rc, SIMDR_NOTFOUND);
         simdr_iter_close(it);
     }
+    atomic_store(&simdr__iter_after_tail, NULL);
     atomic_store(&r.stop, 1);
     pthread_join(tid, NULL);
     uint64_t walked = atomic_load(&simdr__iter_chain_walks) - walks;
