@@ -83,6 +83,23 @@ SCRIPTS = {
         ["TTL", "nokey"], ["EXPIRETIME", "nokey"], ["EXPIRE", "k", "-1"], ["GET", "k"], ["EXISTS", "k"],
         ["SET", "p", "v"], ["PEXPIREAT", "p", "1"], ["GET", "p"], ["SET", "q", "v", "PXAT", "1"],
     ],
+    # The edges of the time arguments: zero, negative, the overflow of a
+    # seconds-to-milliseconds product or of the sum with now, past 64 bits.
+    "expiry_edges": [
+        x for when in ["0", "-1", "-9223372036854775808", "9223372036854775807",
+                       "9223372036854775806", "9223372036854776", "9223372036854775",
+                       "4611686018427387904", "9223372036854775808", "1.5", "", "+5", " 5",
+                       "253402300799", "00"]
+        for cmd in ["EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT"]
+        for x in (["SET", "k", "v"], [cmd, "k", when], ["EXISTS", "k"])
+    ] + [
+        x for when in ["0", "-1", "9223372036854775807", "9223372036854776",
+                       "9223372036854775", "4611686018427387904", "9223372036854775808"]
+        for opt in ["EX", "PX", "EXAT", "PXAT"]
+        for x in (["SET", "k", "v", opt, when], ["SET", "g", "v"], ["GETEX", "g", opt, when],
+                  ["EXISTS", "g"], ["GETEX", "nokey", opt, when], ["SETEX", "s", when, "v"],
+                  ["PSETEX", "s", when, "v"])
+    ],
     "rename_copy": [
         ["SET", "a", "1"], ["RENAME", "a", "b"], ["GET", "a"], ["GET", "b"], ["RENAME", "nokey", "x"],
         ["RENAME", "b", "b"], ["RENAMENX", "b", "b"], ["SET", "c", "3"], ["RENAMENX", "b", "c"],
@@ -104,6 +121,15 @@ SCRIPTS = {
         ["DISCARD"], ["GET", "a"], ["WATCH", "a"], ["MULTI"], ["WATCH", "b"], ["INCR", "a"], ["EXEC"],
         ["WATCH", "a"], ["SET", "a", "changed"], ["MULTI"], ["INCR", "a"], ["EXEC"], ["GET", "a"],
         ["UNWATCH"], ["MULTI"], ["SET", "t", "abc"], ["INCR", "t"], ["EXEC"],
+        # the first record of a fresh file: a key created after WATCH
+        ["FLUSHALL"], ["WATCH", "first"], ["SET", "first", "1"], ["MULTI"], ["GET", "first"],
+        ["EXEC"], ["SET", "f2", "1"], ["WATCH", "f2"], ["DEL", "f2"], ["MULTI"], ["EXEC"],
+        ["FLUSHALL"], ["SET", "f3", "1"], ["WATCH", "f3"], ["EXPIRE", "f3", "-1"], ["MULTI"],
+        ["EXEC"],
+        # commands refused inside MULTI abort the transaction
+        ["MULTI"], ["SHUTDOWN", "NOSAVE", "ABORT"], ["SET", "a", "1"], ["EXEC"], ["MULTI"],
+        ["SAVE"], ["EXEC"], ["MULTI"], ["WATCH", "x"], ["EXEC"], ["MULTI"], ["SELECT", "99"],
+        ["INCR", "a", "b"], ["EXEC"],
     ],
     "scan_keys": [
         ["MSET", "user:1", "a", "user:2", "b", "item:1", "c", "u", "d"], ["KEYS", "user:*"],
@@ -173,6 +199,71 @@ def test_script(servers, name):
     finally:
         a.close()
         b.close()
+
+
+# Two clients on each server: (client, command...) steps, or ("sleep", s).
+# WATCH invalidated (or not) by what the other client does.
+def _watch(setup, other):
+    return ([(0, "SET", "w", "1")] + setup + [(0, "WATCH", "w")] + other +
+            [(0, "MULTI"), (0, "INCR", "w"), (0, "SET", "x", "2"), (0, "EXEC"), (0, "GET", "x"),
+             (0, "GET", "w")])
+
+
+TWO_CLIENT_SCRIPTS = {
+    "expire_later": _watch([], [(1, "PEXPIRE", "w", "20"), ("sleep", 0.1)]),
+    "expire_negative": _watch([], [(1, "EXPIRE", "w", "-1")]),
+    "expired_and_read": _watch([(0, "PEXPIRE", "w", "300")], [("sleep", 0.4), (1, "GET", "w")]),
+    "expired_unread": [(0, "SET", "w", "1", "PX", "300"), (0, "WATCH", "w"), ("sleep", 0.4),
+                       (0, "MULTI"), (0, "GET", "w"), (0, "EXEC")],
+    "expired_before_watch_flushall": [(0, "SET", "w", "1", "PX", "20"), ("sleep", 0.1),
+                                      (0, "WATCH", "w"), (1, "FLUSHALL"), (0, "MULTI"),
+                                      (0, "GET", "w"), (0, "EXEC")],
+    "rename_away": _watch([], [(1, "RENAME", "w", "z")]),
+    "rename_onto": _watch([(0, "SET", "z", "9")], [(1, "RENAME", "z", "w")]),
+    "renamenx_away": _watch([], [(1, "RENAMENX", "w", "z")]),
+    "copy_onto": _watch([(0, "SET", "z", "9")], [(1, "COPY", "z", "w", "REPLACE")]),
+    "copy_from": _watch([(0, "SET", "z", "9")], [(1, "COPY", "w", "z", "REPLACE")]),
+    "flushall": _watch([], [(1, "FLUSHALL")]),
+    "flushall_async": _watch([], [(1, "FLUSHALL", "ASYNC")]),
+    "flushdb_other_db": _watch([], [(1, "SELECT", "3"), (1, "FLUSHDB")]),
+    "flushall_absent_key": [(0, "SET", "o", "1"), (0, "WATCH", "a"), (1, "FLUSHALL"),
+                            (0, "MULTI"), (0, "SET", "a", "1"), (0, "EXEC")],
+    "swapdb": _watch([], [(1, "SWAPDB", "0", "1")]),
+    "swapdb_unrelated": _watch([], [(1, "SWAPDB", "2", "3")]),
+    "swapdb_absent_both": [(0, "SET", "o", "1"), (0, "WATCH", "a"), (1, "SWAPDB", "0", "1"),
+                           (0, "MULTI"), (0, "SET", "a", "1"), (0, "EXEC")],
+    "swapdb_present_other": [(1, "SELECT", "1"), (1, "SET", "a", "1"), (0, "WATCH", "a"),
+                             (1, "SWAPDB", "0", "1"), (0, "MULTI"), (0, "GET", "a"), (0, "EXEC")],
+    "flushall_then_unwatch": [(0, "SET", "a", "1"), (0, "WATCH", "a"), (1, "FLUSHALL"),
+                              (0, "UNWATCH"), (0, "WATCH", "b"), (0, "MULTI"), (0, "GET", "a"),
+                              (0, "EXEC")],
+    "watch_other_db": [(0, "SELECT", "2"), (0, "SET", "w", "1"), (0, "WATCH", "w"),
+                       (1, "SET", "w", "2"), (0, "MULTI"), (0, "GET", "w"), (0, "EXEC"),
+                       (1, "SELECT", "2"), (0, "WATCH", "w"), (1, "SET", "w", "3"), (0, "MULTI"),
+                       (0, "GET", "w"), (0, "EXEC")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TWO_CLIENT_SCRIPTS))
+def test_two_clients(servers, name):
+    import time
+    ref, ours = servers
+    a = [ref.raw(), ref.raw()]
+    b = [ours.raw(), ours.raw()]
+    try:
+        for conn in (a[0], b[0]):
+            assert conn.call("FLUSHALL") == b"+OK\r\n"
+        for step in TWO_CLIENT_SCRIPTS[name]:
+            if step[0] == "sleep":
+                time.sleep(step[1])
+                continue
+            who, cmd = step[0], step[1:]
+            ra, rb = a[who].call(*cmd), b[who].call(*cmd)
+            assert rb == ra, "%s: client %d %r\n redis-server: %r\n simdr-server: %r" % (
+                name, who, cmd, ra, rb)
+    finally:
+        for conn in a + b:
+            conn.close()
 
 
 # Raw protocol inputs: the reply bytes must be equal, and so must the
