@@ -57,13 +57,13 @@ typedef struct saved_cmd {
 } saved_cmd;
 
 /* A WATCHed key: EXEC aborts when the key's newest record moved (any write
- * appends a new record at a new offset) or appeared/disappeared. */
+ * appends a new record at a new offset) or appeared/disappeared, and when a
+ * FLUSHDB, FLUSHALL or SWAPDB emptied or replaced it (CLIENT_DIRTY_CAS). */
 typedef struct watched_key {
     int db;
     char *key;
     size_t len;
-    uint64_t offset; /* payload offset of the record, 0 when absent */
-    uint64_t gen;    /* database generation (flush/swap) at WATCH time */
+    uint64_t mark; /* end offset of the key's record, 0 when absent */
 } watched_key;
 
 enum client_flags {
@@ -74,7 +74,8 @@ enum client_flags {
     CLIENT_WRITING = 1 << 4, /* write event armed */
     CLIENT_CLOSED = 1 << 5,  /* freed at the end of the turn */
     CLIENT_WROTE = 1 << 6,   /* ran a write command this turn */
-    CLIENT_READ_QUEUED = 1 << 7 /* readable: in this turn's read list (--threads > 1) */
+    CLIENT_READ_QUEUED = 1 << 7, /* readable: in this turn's read list (--threads > 1) */
+    CLIENT_DIRTY_CAS = 1 << 8    /* a WATCHed key was flushed or swapped: EXEC fails */
 };
 
 typedef struct client {
@@ -116,7 +117,6 @@ typedef struct server_db {
     simdr_store *store;
     char path[4200];
     int dirty;            /* written since the last sync */
-    uint64_t gen;         /* bumped by FLUSHDB and SWAPDB (WATCH) */
     simdr_iter *expire_iter; /* active expiry position */
     uint64_t *scan_hashes;   /* sorted slot hashes for SCAN cursors */
     size_t scan_n;
@@ -286,7 +286,7 @@ enum command_flags {
     CMD_WRITE = 1 << 0,
     CMD_READONLY = 1 << 1,
     CMD_NOAUTH = 1 << 2,  /* allowed before AUTH */
-    CMD_NOMULTI = 1 << 3, /* runs even inside MULTI (EXEC, DISCARD, ...) */
+    CMD_NOMULTI = 1 << 3, /* refused inside MULTI (Redis's no_multi: SAVE, SHUTDOWN) */
     CMD_FAST = 1 << 4,
     CMD_ADMIN = 1 << 5,
     CMD_CONTAINER = 1 << 6 /* has subcommands */
@@ -309,6 +309,10 @@ size_t commands_count(void);
 const command_def *commands_table(void);
 const command_def *command_find(const command_def *table, const char *name, size_t len);
 void client_unwatch(client *c);
+/* Before the database `emptied` is flushed or swapped with `replaced_with`
+ * (-1: none): fails the next EXEC of every client watching a key present in
+ * either, as Redis does; a watched key absent from both stays absent. */
+void watch_touch_db(int emptied, int replaced_with);
 void client_discard_multi(client *c);
 server_db *client_db(client *c);
 
