@@ -26,7 +26,9 @@ def server(request):
     args = ["--threads", "2", "--durability", "no", "--client-output-buffer-limit", "1mb",
             "--client-query-buffer-limit", "1mb"]
     if request.param == "fanout-1":
-        args += ["--debug-io-fanout-min", "1"]
+        # every turn goes to the I/O job, and a worker thread takes the first
+        # client of each: the workers' share is certain, whatever the scheduler
+        args += ["--debug-io-fanout-min", "1", "--debug-io-worker-first", "1"]
     with Server(*args) as s:
         yield s
 
@@ -133,9 +135,16 @@ def test_many_pipelining_clients_and_hostile_ones(server):
     fields = dict(l.split(":", 1) for l in info.split("\r\n") if ":" in l)
     assert fields["simdr_threads"] == "2"
     if "--debug-io-fanout-min" in server.args:
-        # every turn with a read or a write went through the I/O threads' job
-        assert int(fields["io_threaded_reads_processed"]) > 0
-        assert int(fields["io_threaded_writes_processed"]) > 0
+        # every turn with a read or a write went through the I/O threads' job,
+        # and the worker thread (not only the event-loop thread) ran reads and
+        # writes of it: at least the first client of each job
+        reads, writes = (int(fields["io_threaded_reads_processed"]),
+                         int(fields["io_threaded_writes_processed"]))
+        worker_reads, worker_writes = (int(fields["simdr_io_worker_reads"]),
+                                       int(fields["simdr_io_worker_writes"]))
+        assert reads > 0 and writes > 0
+        assert 0 < worker_reads <= reads and 0 < worker_writes <= writes, fields
+        assert int(fields["simdr_io_worker_steps"]) == worker_reads + worker_writes
     setup.close()
 
 
