@@ -331,10 +331,13 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
                             (unsigned long long)srv.batched_records);
         /* Redis's names: client reads and writes shared out to the I/O threads. */
         evbuffer_add_printf(b, "simdr_threads:%d\r\nio_threaded_reads_processed:%llu\r\n"
-                               "io_threaded_writes_processed:%llu\r\nsimdr_io_worker_steps:%llu\r\n",
+                               "io_threaded_writes_processed:%llu\r\nsimdr_io_worker_steps:%llu\r\n"
+                               "simdr_io_worker_reads:%llu\r\nsimdr_io_worker_writes:%llu\r\n",
                             srv.cfg.threads, (unsigned long long)srv.threaded_reads,
                             (unsigned long long)srv.threaded_writes,
-                            (unsigned long long)srv.worker_steps);
+                            (unsigned long long)(srv.worker_reads + srv.worker_writes),
+                            (unsigned long long)srv.worker_reads,
+                            (unsigned long long)srv.worker_writes);
     }
     if (want_section(argc, argv, lens, "replication", 1)) {
         SECTION("Replication");
@@ -419,7 +422,7 @@ void cmd_config_resetstat(client *c, int argc, char **argv, size_t *lens) {
     srv.total_commands = srv.total_connections = srv.rejected_connections = 0;
     srv.keyspace_hits = srv.keyspace_misses = srv.expired_keys = 0;
     srv.net_in = srv.net_out = 0;
-    srv.threaded_reads = srv.threaded_writes = srv.worker_steps = 0;
+    srv.threaded_reads = srv.threaded_writes = srv.worker_reads = srv.worker_writes = 0;
     reply_ok(c);
 }
 

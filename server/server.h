@@ -47,6 +47,7 @@ typedef struct server_config {
     int active_expire_effort; /* records examined per tick and database */
     int threads;              /* I/O threads, the event-loop thread included */
     int io_fanout_min;        /* fewer clients in a turn: no fan-out to the I/O threads */
+    int io_worker_first;      /* tests only: a worker claims the first client of every job */
 } server_config;
 
 /* A copied command, for MULTI queues. */
@@ -153,7 +154,7 @@ typedef struct server_state {
     uint64_t net_in, net_out;
     uint64_t batch_appends, batched_records; /* pending batches written, records in them */
     uint64_t threaded_reads, threaded_writes; /* client steps run as I/O thread jobs */
-    uint64_t worker_steps; /* the share of those the workers ran (not the loop thread) */
+    uint64_t worker_reads, worker_writes; /* the share of those the workers ran (not the loop thread) */
     int write_failed; /* a pending batch or a sync failed this turn */
     int compacting; /* background compaction running */
     uint64_t compactions;
