@@ -270,8 +270,8 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
     }
     if (want_section(argc, argv, lens, "clients", 1)) {
         SECTION("Clients");
-        evbuffer_add_printf(b, "connected_clients:%d\r\nmaxclients:%d\r\nblocked_clients:0\r\n",
-                            srv.nclients, srv.cfg.maxclients);
+        evbuffer_add_printf(b, "connected_clients:%d\r\nmaxclients:%d\r\nblocked_clients:%d\r\n",
+                            srv.nclients, srv.cfg.maxclients, replica_blocked_clients());
     }
     if (want_section(argc, argv, lens, "memory", 1)) {
         /* used_memory is the process's own memory (RssAnon); used_memory_rss

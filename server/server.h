@@ -366,6 +366,8 @@ int replica_config_option(const char *name, char **vals, int nvals, char *err, s
 /* A replica refuses writes (READONLY) and compaction: 1 when it replied. */
 int replica_refuses(client *c, const command_def *cmd);
 void replica_wait(client *c, long long numreplicas, long long timeout_ms);
+/* Clients blocked in WAIT (INFO's blocked_clients). */
+int replica_blocked_clients(void);
 void replica_client_freed(client *c);
 void replica_start(void);
 void replica_after_turn(int wrote);
