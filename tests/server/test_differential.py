@@ -93,6 +93,12 @@ SCRIPTS = {
         for cmd in ["EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT"]
         for x in (["SET", "k", "v"], [cmd, "k", when], ["EXISTS", "k"])
     ] + [
+        # absolute times far ahead: the rounding of EXPIRETIME must not overflow
+        x for when in ["9223372036854775807", "9223372036854775499", "9223372036854775500",
+                       "253402300799999", "4102444800499", "4102444800500"]
+        for x in (["SET", "k", "v"], ["PEXPIREAT", "k", when], ["EXPIRETIME", "k"],
+                  ["PEXPIRETIME", "k"], ["SET", "k", "v", "PXAT", when], ["EXPIRETIME", "k"])
+    ] + [
         x for when in ["0", "-1", "9223372036854775807", "9223372036854776",
                        "9223372036854775", "4611686018427387904", "9223372036854775808"]
         for opt in ["EX", "PX", "EXAT", "PXAT"]
