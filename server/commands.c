@@ -208,6 +208,7 @@ void client_discard_multi(client *c) {
 
 void client_unwatch(client *c) {
     for (int i = 0; i < c->nwatched; i++) free(c->watched[i].key);
+    srv.watched_keys -= (uint64_t)c->nwatched;
     c->nwatched = 0;
     c->flags &= ~(unsigned)CLIENT_DIRTY_CAS;
 }
@@ -346,6 +347,20 @@ static uint64_t watched_mark(int db, const char *key, size_t len) {
     return mark;
 }
 
+void watch_touch_key(int db, const void *key, size_t len) {
+    if (!srv.watched_keys) return;
+    for (client *c = srv.clients; c; c = c->next) {
+        if (c->flags & CLIENT_DIRTY_CAS) continue;
+        for (int i = 0; i < c->nwatched; i++) {
+            watched_key *w = &c->watched[i];
+            if (w->db == db && w->len == len && memcmp(w->key, key, len) == 0) {
+                c->flags |= CLIENT_DIRTY_CAS;
+                break;
+            }
+        }
+    }
+}
+
 void watch_touch_db(int emptied, int replaced_with) {
     for (client *c = srv.clients; c; c = c->next) {
         if (c->flags & CLIENT_DIRTY_CAS) continue;
@@ -388,6 +403,7 @@ void cmd_watch(client *c, int argc, char **argv, size_t *lens) {
         w->db = c->db;
         w->mark = watched_mark(c->db, argv[i], lens[i]);
         c->nwatched++;
+        srv.watched_keys++;
     }
     reply_ok(c);
 }

@@ -635,7 +635,10 @@ int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen) {
         free(k);
     }
     if (rc == SIMDR_NOTFOUND) rc = 0;
-    if (rc == 0) ks_mark_dirty(d);
+    if (rc == 0) {
+        ks_mark_dirty(d);
+        watch_touch_key(d->index, key, klen);
+    }
     return rc;
 }
 

@@ -155,6 +155,7 @@ typedef struct server_state {
     uint64_t batch_appends, batched_records; /* pending batches written, records in them */
     uint64_t threaded_reads, threaded_writes; /* client steps run as I/O thread jobs */
     uint64_t worker_reads, worker_writes; /* the share of those the workers ran (not the loop thread) */
+    uint64_t watched_keys; /* WATCHed keys of all clients (0: deletes skip the watch check) */
     int write_failed; /* a pending batch or a sync failed this turn */
     int compacting; /* background compaction running */
     uint64_t compactions;
@@ -314,6 +315,10 @@ void client_unwatch(client *c);
  * (-1: none): fails the next EXEC of every client watching a key present in
  * either, as Redis does; a watched key absent from both stays absent. */
 void watch_touch_db(int emptied, int replaced_with);
+/* A key was deleted (DEL, expiry, RENAME's source, ...): fails the next EXEC
+ * of every client watching it. Its record offsets alone cannot tell a key
+ * created and deleted again since WATCH from one that stayed absent. */
+void watch_touch_key(int db, const void *key, size_t len);
 void client_discard_multi(client *c);
 server_db *client_db(client *c);
 
