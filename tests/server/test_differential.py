@@ -364,6 +364,54 @@ def test_random_two_client_sequences(servers, seed):
             conn.close()
 
 
+# A pipeline mixing reads and writes, cut at a boundary or inside a bulk (a
+# small one, a 40 KB one read into reserved room, a 1.2 MB one spooled to a
+# file, inside MULTI) and half-closed there: both servers must answer the
+# same complete commands, drop the partial one and keep the same data.
+_CUT_PIPELINE = [
+    ("SET", "a", "1"), ("GET", "a"), ("INCR", "n"), ("SET", "b", b"\x01" * 40000),
+    ("APPEND", "b", "x"), ("MULTI",), ("SET", "c", "1"), ("INCR", "n"), ("EXEC",),
+    ("SET", "h", b"h" * 1200000), ("GET", "b"), ("MSET", "d", "1", "e", b"e" * 40000),
+    ("SETRANGE", "g", 70000, "z"), ("SET", "h2", b"i" * 1200000, "EX", "1000"), ("DEL", "a"),
+]
+_CUT_KEYS = ["a", "n", "b", "c", "d", "e", "g", "h", "h2"]
+
+
+def _cut_points():
+    ends, pos = [], 0
+    for cmd in _CUT_PIPELINE:
+        pos += len(encode(*cmd))
+        ends.append(pos)
+    # after a command, inside a small bulk, inside the 40 KB bulk, inside
+    # MULTI, inside the spooled value, inside its final CRLF, inside a bulk
+    # header, the whole pipeline
+    return [ends[1], ends[2] + 20, ends[2] + 20000, ends[6] + 5, ends[8] + 600000,
+            ends[9] - 1, ends[12] + 3, ends[13] - 100, ends[-1]]
+
+
+@pytest.mark.parametrize("cut", range(len(_cut_points())))
+def test_pipeline_cut_and_half_closed(servers, cut):
+    import socket
+    stream = b"".join(encode(*c) for c in _CUT_PIPELINE)[:_cut_points()[cut]]
+    results = []
+    for srv in servers:
+        admin = srv.raw()
+        assert admin.call("FLUSHALL") == b"+OK\r\n"
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.sendall(stream)
+        sock.shutdown(socket.SHUT_WR)
+        replies = b""
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            replies += chunk
+        sock.close()
+        results.append((replies, admin.call("MGET", *_CUT_KEYS), admin.call("EXISTS", "h2")))
+        admin.close()
+    assert results[1] == results[0]
+
+
 # Raw protocol inputs: the reply bytes must be equal, and so must the
 # connection's fate. Inputs marked OPEN end on a command boundary: an ECHO
 # marker follows them and is read back; CLOSE inputs are read to the close.
