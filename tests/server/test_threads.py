@@ -4,7 +4,9 @@ request, a slow reader and a client over the query buffer limit. Every reply
 is checked byte for byte; the shared counter's INCR replies must be exactly
 1..N (commands still run one at a time), and the limits must close only the
 clients that broke them. Run once with the default fan-out threshold and once
-with every turn shared out to the I/O threads."""
+with every turn shared out to the I/O threads, a worker thread taking the
+first client of each step (--debug-io-worker-first): that run asserts from
+INFO that the worker, not only the event-loop thread, read and wrote."""
 import os
 import threading
 
