@@ -104,21 +104,21 @@ static const command_def table[] = {
     {"client", NULL, -2, CMD_CONTAINER, 0, 0, 0, "connection", "A container for client connection commands", client_subs},
     {"command", cmd_command, -1, CMD_CONTAINER, 0, 0, 0, "server", "Get array of Redis command details", command_subs},
     {"debug", NULL, -2, CMD_CONTAINER | CMD_ADMIN, 0, 0, 0, "server", "A container for debugging commands", debug_subs},
-    {"save", cmd_save, 1, CMD_ADMIN, 0, 0, 0, "server", "Synchronously save the dataset to disk", NULL},
+    {"save", cmd_save, 1, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "Synchronously save the dataset to disk", NULL},
     {"bgsave", cmd_bgsave, -1, CMD_ADMIN, 0, 0, 0, "server", "Asynchronously save the dataset to disk", NULL},
     {"lastsave", cmd_lastsave, 1, F, 0, 0, 0, "server", "Get the UNIX time stamp of the last successful save to disk", NULL},
     {"bgrewriteaof", cmd_bgrewriteaof, 1, CMD_ADMIN, 0, 0, 0, "server", "Compact the store files in the background", NULL},
     {"time", cmd_time, 1, F, 0, 0, 0, "server", "Return the current server time", NULL},
     {"wait", cmd_wait, 3, 0, 0, 0, 0, "generic", "Wait for the synchronous replication of all the write commands", NULL},
-    {"replicaof", cmd_replicaof, 3, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "Make the server a replica of another instance, or promote it as master", NULL},
-    {"slaveof", cmd_replicaof, 3, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "Make the server a replica of another instance, or promote it as master", NULL},
+    {"replicaof", cmd_replicaof, 3, CMD_ADMIN, 0, 0, 0, "server", "Make the server a replica of another instance, or promote it as master", NULL},
+    {"slaveof", cmd_replicaof, 3, CMD_ADMIN, 0, 0, 0, "server", "Make the server a replica of another instance, or promote it as master", NULL},
     {"replsync", cmd_replsync, -2, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "Start streaming the store files to a replica (internal)", NULL},
     {"replack", cmd_replack, 4, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "A replica acknowledges its tails (internal)", NULL},
     {"shutdown", cmd_shutdown, -1, CMD_ADMIN | CMD_NOMULTI, 0, 0, 0, "server", "Synchronously save the dataset to disk and then shut down the server", NULL},
-    {"multi", cmd_multi, 1, CMD_NOMULTI | F, 0, 0, 0, "transactions", "Mark the start of a transaction block", NULL},
-    {"exec", cmd_exec, 1, CMD_NOMULTI, 0, 0, 0, "transactions", "Execute all commands issued after MULTI", NULL},
-    {"discard", cmd_discard, 1, CMD_NOMULTI | F, 0, 0, 0, "transactions", "Discard all commands issued after MULTI", NULL},
-    {"watch", cmd_watch, -2, CMD_NOMULTI | F, 1, -1, 1, "transactions", "Watch the given keys to determine execution of the MULTI/EXEC block", NULL},
+    {"multi", cmd_multi, 1, F, 0, 0, 0, "transactions", "Mark the start of a transaction block", NULL},
+    {"exec", cmd_exec, 1, 0, 0, 0, 0, "transactions", "Execute all commands issued after MULTI", NULL},
+    {"discard", cmd_discard, 1, F, 0, 0, 0, "transactions", "Discard all commands issued after MULTI", NULL},
+    {"watch", cmd_watch, -2, F, 1, -1, 1, "transactions", "Watch the given keys to determine execution of the MULTI/EXEC block", NULL},
     {"unwatch", cmd_unwatch, 1, F, 0, 0, 0, "transactions", "Forget about all watched keys", NULL},
     {NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL}};
 
@@ -208,7 +208,9 @@ void client_discard_multi(client *c) {
 
 void client_unwatch(client *c) {
     for (int i = 0; i < c->nwatched; i++) free(c->watched[i].key);
+    srv.watched_keys -= (uint64_t)c->nwatched;
     c->nwatched = 0;
+    c->flags &= ~(unsigned)CLIENT_DIRTY_CAS;
 }
 
 /* Finds the command (and subcommand) or replies with Redis's error. */
@@ -293,6 +295,11 @@ void commands_execute(client *c, int argc, char **argv, size_t *lens) {
         flag_transaction(c);
         return;
     }
+    if ((c->flags & CLIENT_MULTI) && (cmd->flags & CMD_NOMULTI)) {
+        reply_error(c, "ERR Command not allowed inside a transaction");
+        flag_transaction(c);
+        return;
+    }
     if ((c->flags & CLIENT_MULTI) && cmd->fn != cmd_exec && cmd->fn != cmd_discard &&
         cmd->fn != cmd_multi && cmd->fn != cmd_watch && cmd->fn != cmd_reset) {
         save_command(c, argc, argv, lens);
@@ -328,14 +335,45 @@ void cmd_discard(client *c, int argc, char **argv, size_t *lens) {
     reply_ok(c);
 }
 
-static uint64_t watched_offset(int db, const char *key, size_t len) {
+/* Where the key's newest record ends, 0 when the key is absent (a record's
+ * payload can start at offset 0, its end never does). */
+static uint64_t watched_mark(int db, const char *key, size_t len) {
     ks_ref ref;
-    uint64_t off = 0;
+    uint64_t mark = 0;
     if (ks_lookup(&srv.db[db], key, len, now_ms(), &ref) == 1) {
-        off = simdr_entry_offset(ref.entry);
+        mark = simdr_entry_end(ref.entry);
         ks_ref_release(&ref);
     }
-    return off;
+    return mark;
+}
+
+void watch_touch_key(int db, const void *key, size_t len) {
+    if (!srv.watched_keys) return;
+    for (client *c = srv.clients; c; c = c->next) {
+        if (c->flags & CLIENT_DIRTY_CAS) continue;
+        for (int i = 0; i < c->nwatched; i++) {
+            watched_key *w = &c->watched[i];
+            if (w->db == db && w->len == len && memcmp(w->key, key, len) == 0) {
+                c->flags |= CLIENT_DIRTY_CAS;
+                break;
+            }
+        }
+    }
+}
+
+void watch_touch_db(int emptied, int replaced_with) {
+    for (client *c = srv.clients; c; c = c->next) {
+        if (c->flags & CLIENT_DIRTY_CAS) continue;
+        for (int i = 0; i < c->nwatched; i++) {
+            watched_key *w = &c->watched[i];
+            if (w->db != emptied) continue;
+            if (watched_mark(emptied, w->key, w->len) ||
+                (replaced_with >= 0 && watched_mark(replaced_with, w->key, w->len))) {
+                c->flags |= CLIENT_DIRTY_CAS;
+                break;
+            }
+        }
+    }
 }
 
 void cmd_watch(client *c, int argc, char **argv, size_t *lens) {
@@ -363,9 +401,9 @@ void cmd_watch(client *c, int argc, char **argv, size_t *lens) {
         memcpy(w->key, argv[i], lens[i]);
         w->len = lens[i];
         w->db = c->db;
-        w->gen = srv.db[c->db].gen;
-        w->offset = watched_offset(c->db, argv[i], lens[i]);
+        w->mark = watched_mark(c->db, argv[i], lens[i]);
         c->nwatched++;
+        srv.watched_keys++;
     }
     reply_ok(c);
 }
@@ -377,10 +415,10 @@ void cmd_unwatch(client *c, int argc, char **argv, size_t *lens) {
 }
 
 static int watch_broken(client *c) {
+    if (c->flags & CLIENT_DIRTY_CAS) return 1;
     for (int i = 0; i < c->nwatched; i++) {
         watched_key *w = &c->watched[i];
-        if (srv.db[w->db].gen != w->gen) return 1;
-        if (watched_offset(w->db, w->key, w->len) != w->offset) return 1;
+        if (watched_mark(w->db, w->key, w->len) != w->mark) return 1;
     }
     return 0;
 }

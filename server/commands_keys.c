@@ -412,6 +412,10 @@ void cmd_pexpireat(client *c, int argc, char **argv, size_t *lens) {
     expire_generic(c, argc, argv, lens, 0, 0, "pexpireat");
 }
 
+/* Milliseconds (>= 0) to the nearest second, as Redis rounds TTL and
+ * EXPIRETIME, without the overflow of ms + 500 near the 64-bit limit. */
+static long long ms_to_rounded_s(long long ms) { return ms / 1000 + (ms % 1000 >= 500); }
+
 /* mode 0 TTL, 1 PTTL, 2 EXPIRETIME, 3 PEXPIRETIME */
 static void ttl_generic(client *c, char **argv, size_t *lens, int mode) {
     ks_ref ref;
@@ -430,9 +434,9 @@ static void ttl_generic(client *c, char **argv, size_t *lens, int mode) {
     long long ttl = exp - now_ms();
     if (ttl < 0) ttl = 0;
     switch (mode) {
-    case 0: reply_int(c, (ttl + 500) / 1000); break;
+    case 0: reply_int(c, ms_to_rounded_s(ttl)); break;
     case 1: reply_int(c, ttl); break;
-    case 2: reply_int(c, (exp + 500) / 1000); break;
+    case 2: reply_int(c, ms_to_rounded_s(exp)); break;
     default: reply_int(c, exp); break;
     }
 }

@@ -270,8 +270,8 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
     }
     if (want_section(argc, argv, lens, "clients", 1)) {
         SECTION("Clients");
-        evbuffer_add_printf(b, "connected_clients:%d\r\nmaxclients:%d\r\nblocked_clients:0\r\n",
-                            srv.nclients, srv.cfg.maxclients);
+        evbuffer_add_printf(b, "connected_clients:%d\r\nmaxclients:%d\r\nblocked_clients:%d\r\n",
+                            srv.nclients, srv.cfg.maxclients, replica_blocked_clients());
     }
     if (want_section(argc, argv, lens, "memory", 1)) {
         /* used_memory is the process's own memory (RssAnon); used_memory_rss
@@ -336,10 +336,13 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
                             (unsigned long long)srv.batched_records);
         /* Redis's names: client reads and writes shared out to the I/O threads. */
         evbuffer_add_printf(b, "simdr_threads:%d\r\nio_threaded_reads_processed:%llu\r\n"
-                               "io_threaded_writes_processed:%llu\r\nsimdr_io_worker_steps:%llu\r\n",
+                               "io_threaded_writes_processed:%llu\r\nsimdr_io_worker_steps:%llu\r\n"
+                               "simdr_io_worker_reads:%llu\r\nsimdr_io_worker_writes:%llu\r\n",
                             srv.cfg.threads, (unsigned long long)srv.threaded_reads,
                             (unsigned long long)srv.threaded_writes,
-                            (unsigned long long)srv.worker_steps);
+                            (unsigned long long)(srv.worker_reads + srv.worker_writes),
+                            (unsigned long long)srv.worker_reads,
+                            (unsigned long long)srv.worker_writes);
     }
     if (want_section(argc, argv, lens, "replication", 1)) {
         SECTION("Replication");
@@ -388,35 +391,86 @@ void cmd_config_get(client *c, int argc, char **argv, size_t *lens) {
     evbuffer_free(tmp);
 }
 
+/* The option an alias names: a duplicate is found through either name. */
+static const char *config_canonical(const char *name) {
+    if (!strcmp(name, "appendfsync")) return "durability";
+    if (!strcmp(name, "io-threads")) return "threads";
+    return name;
+}
+
+/* Puts the options back as they were before a CONFIG SET that failed midway
+ * (Redis applies all of its pairs or none). The password is a pointer the
+ * later pairs may have freed: it is set again from its saved text. */
+static void config_restore(const server_config *saved, const char *saved_pass) {
+    char err[256], hz[16];
+    char *pass_now = srv.cfg.requirepass;
+    srv.cfg = *saved;
+    srv.cfg.requirepass = pass_now;
+    config_set_param("requirepass", saved_pass ? saved_pass : "", err, sizeof err);
+    snprintf(hz, sizeof hz, "%d", saved->hz);
+    config_set_param("hz", hz, err, sizeof err); /* re-arms the tick at the old period */
+}
+
 void cmd_config_set(client *c, int argc, char **argv, size_t *lens) {
     if ((argc - 2) % 2 != 0) {
         reply_error(c, "ERR wrong number of arguments for 'config|set' command");
         return;
     }
-    for (int i = 2; i < argc; i += 2) {
+    server_config saved = srv.cfg;
+    char *saved_pass = srv.cfg.requirepass ? strdup(srv.cfg.requirepass) : NULL;
+    if (srv.cfg.requirepass && !saved_pass) {
+        reply_error(c, "ERR out of memory");
+        return;
+    }
+    int failed = 0;
+    for (int i = 2; i < argc && !failed; i += 2) {
         char name[128], value[4200], err[256];
+        failed = 1;
         if (lens[i] >= sizeof name || lens[i + 1] >= sizeof value) {
             reply_error(c, "ERR Unknown option or number of arguments for CONFIG SET - '%.*s'",
                         (int)(lens[i] < 128 ? lens[i] : 128), argv[i]);
-            return;
+            break;
         }
         memcpy(name, argv[i], lens[i]);
         name[lens[i]] = 0;
         for (char *p = name; *p; p++)
             if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
+        int dup = 0;
+        for (int j = 2; j < i && !dup; j += 2) {
+            char other[128];
+            size_t k;
+            for (k = 0; k < lens[j] && k < sizeof other - 1; k++)
+                other[k] = (char)((argv[j][k] >= 'A' && argv[j][k] <= 'Z') ? argv[j][k] + 32 : argv[j][k]);
+            other[k] = 0;
+            dup = !strcmp(config_canonical(other), config_canonical(name));
+        }
+        if (dup) {
+            reply_error(c, "ERR CONFIG SET failed (possibly related to argument '%s') - duplicate parameter",
+                        name);
+            break;
+        }
         memcpy(value, argv[i + 1], lens[i + 1]);
         value[lens[i + 1]] = 0;
-        int rc = config_set_param(name, value, err, sizeof err);
+        int rc = strlen(value) != lens[i + 1] ? -1 : config_set_param(name, value, err, sizeof err);
+        if (strlen(value) != lens[i + 1]) snprintf(err, sizeof err, "argument contains a NUL byte");
         if (rc == 0) {
             reply_error(c, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
-            return;
+            break;
         }
         if (rc < 0) {
             reply_error(c, "ERR CONFIG SET failed (possibly related to argument '%s') - %s", name, err);
-            return;
+            break;
         }
+        failed = 0;
     }
-    reply_ok(c);
+    if (failed)
+        config_restore(&saved, saved_pass);
+    else
+        reply_ok(c);
+    if (saved_pass) {
+        explicit_bzero(saved_pass, strlen(saved_pass));
+        free(saved_pass);
+    }
 }
 
 void cmd_config_resetstat(client *c, int argc, char **argv, size_t *lens) {
@@ -424,7 +478,7 @@ void cmd_config_resetstat(client *c, int argc, char **argv, size_t *lens) {
     srv.total_commands = srv.total_connections = srv.rejected_connections = 0;
     srv.keyspace_hits = srv.keyspace_misses = srv.expired_keys = 0;
     srv.net_in = srv.net_out = 0;
-    srv.threaded_reads = srv.threaded_writes = srv.worker_steps = 0;
+    srv.threaded_reads = srv.threaded_writes = srv.worker_reads = srv.worker_writes = 0;
     srv.group_commits = srv.group_commit_clients = srv.group_commit_waits = 0;
     reply_ok(c);
 }

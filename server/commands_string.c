@@ -222,13 +222,18 @@ void cmd_getex(client *c, int argc, char **argv, size_t *lens) {
     int ea;
     long long when = 0;
     if (parse_string_options(c, argc, argv, lens, 2, 0, &flags, &ea)) return;
-    if (ea >= 0 && expire_ms_from_arg(c, argv[ea], lens[ea], flags, "getex", &when)) return;
     server_db *d = client_db(c);
     ks_ref ref;
     int rc = cmd_lookup(c, d, argv[1], lens[1], &ref);
     if (rc < 0) return;
     if (!rc) {
         reply_null(c);
+        return;
+    }
+    /* Redis checks the time only once the key is found: a missing key
+     * answers nil whatever the time says. */
+    if (ea >= 0 && expire_ms_from_arg(c, argv[ea], lens[ea], flags, "getex", &when)) {
+        ks_ref_release(&ref);
         return;
     }
     int change = (ea >= 0) || ((flags & OPT_PERSIST) && ref.rec.expire_ms);

@@ -161,9 +161,9 @@ static void unlink_beside(const char *path, const char *suffix) {
 }
 
 int db_flush(server_db *d) {
+    watch_touch_db(d->index, -1);
     ks_flush_pending();
     db_close(d);
-    d->gen++;
     if (unlink(d->path) != 0 && errno != ENOENT) return SIMDR_EIO;
     unlink_beside(d->path, ".hint");
     /* The file is gone: make the removal itself durable. */
@@ -186,11 +186,11 @@ static int exchange_paths(const char *a, const char *b) {
 }
 
 int db_swap(server_db *a, server_db *b) {
+    watch_touch_db(a->index, b->index);
+    watch_touch_db(b->index, a->index);
     ks_flush_pending();
     db_close(a);
     db_close(b);
-    a->gen++;
-    b->gen++;
     unlink_beside(a->path, ".hint");
     unlink_beside(b->path, ".hint");
     if (exchange_paths(a->path, b->path) != 0) return SIMDR_EIO;
@@ -635,7 +635,10 @@ int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen) {
         free(k);
     }
     if (rc == SIMDR_NOTFOUND) rc = 0;
-    if (rc == 0) ks_mark_dirty(d);
+    if (rc == 0) {
+        ks_mark_dirty(d);
+        watch_touch_key(d->index, key, klen);
+    }
     return rc;
 }
 

@@ -64,6 +64,8 @@ static const char help_text[] =
     "  --debug-io-fanout-min N     tests only: share a turn's reads and writes out to\n"
     "                              the I/O threads from N clients on (default twice\n"
     "                              --threads)\n"
+    "  --debug-io-worker-first 1   tests only: a worker thread takes the first client\n"
+    "                              of every shared-out step\n"
     "  --version, --help\n"
     "\n"
     "A non-loopback --bind without a password is refused (protected mode).\n";
@@ -79,6 +81,7 @@ static const char *level_names[] = {"debug", "verbose", "notice", "warning"};
 
 static int parse_memory(const char *s, long long *out) {
     char *end;
+    if (*s < '0' || *s > '9') return 0; /* strtoll would skip spaces and a sign */
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (end == s || errno || v < 0) return 0;
@@ -98,6 +101,7 @@ static int parse_memory(const char *s, long long *out) {
 
 static int parse_int_range(const char *s, long long lo, long long hi, long long *out) {
     char *end;
+    if ((*s < '0' || *s > '9') && *s != '-') return 0; /* no spaces or '+', as Redis */
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (end == s || *end || errno || v < lo || v > hi) return 0;
@@ -168,6 +172,10 @@ int config_set_param(const char *name, const char *value, char *err, size_t cap)
     } else if (!strcmp(name, "hz")) {
         if (!parse_int_range(value, 1, 500, &v)) goto bad;
         c->hz = (int)v;
+        if (srv.cron_ev) { /* at runtime: the tick's period follows at once */
+            struct timeval tick = {0, 1000000 / c->hz};
+            event_add(srv.cron_ev, &tick);
+        }
     } else if (!strcmp(name, "active-expire-effort")) {
         if (!parse_int_range(value, 1, 1000000, &v)) goto bad;
         c->active_expire_effort = (int)v;
@@ -263,6 +271,12 @@ static int apply_option(const char *name, char **vals, int nvals, char *err, siz
             return -1;
         }
         srv.cfg.io_fanout_min = (int)v;
+    } else if (!strcmp(name, "debug-io-worker-first")) {
+        if (!parse_int_range(vals[0], 0, 1, &v)) {
+            snprintf(err, cap, "invalid value '%s' (0 or 1)", vals[0]);
+            return -1;
+        }
+        srv.cfg.io_worker_first = (int)v;
     } else if (!strcmp(name, "requirepass-file")) {
         if (read_password_file(vals[0], err, cap)) return -1;
     } else if ((v = replica_config_option(name, vals, nvals, err, cap)) != 0) {

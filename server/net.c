@@ -411,12 +411,13 @@ static void read_step(client *c, int slot) {
     c->io_status = (c->flags & CLIENT_CLOSED) ? READ_NOTHING : read_input(c, &io_count[slot].in);
 }
 
-static void collect_io_counters(void) {
+/* worker_share: the read or write counter of the steps workers ran. */
+static void collect_io_counters(uint64_t *worker_share) {
     int slots = iothreads_workers() + 1;
     for (int i = 0; i < slots; i++) {
         srv.net_in += io_count[i].in;
         srv.net_out += io_count[i].out;
-        if (i > 0) srv.worker_steps += io_count[i].steps;
+        if (i > 0) *worker_share += io_count[i].steps;
         io_count[i].in = io_count[i].out = io_count[i].steps = 0;
     }
 }
@@ -424,7 +425,7 @@ static void collect_io_counters(void) {
 void net_process_reads(void) {
     if (!reads.n) return;
     if (iothreads_run(read_step, reads.at, reads.n)) srv.threaded_reads += reads.n;
-    collect_io_counters();
+    collect_io_counters(&srv.worker_reads);
     /* A command may close a client later in the list (CLIENT KILL): its
      * input is then dropped, as if the kill had come first. */
     for (size_t i = 0; i < reads.n; i++) {
@@ -606,7 +607,7 @@ void net_after_turn(void) {
     }
     if (writes.n) {
         if (iothreads_run(write_step, writes.at, writes.n)) srv.threaded_writes += writes.n;
-        collect_io_counters();
+        collect_io_counters(&srv.worker_writes);
         for (size_t i = 0; i < writes.n; i++) finish_write(writes.at[i], writes.at[i]->io_status);
         writes.n = 0;
     }

@@ -451,9 +451,31 @@ static int replicas_covering(const uint64_t *ident, const uint64_t *tail) {
     return n;
 }
 
+/* A database whose file was replaced since the WAIT (a compaction finished,
+ * FLUSHDB, SWAPDB) holds its data under a new identity that the replicas
+ * follow from then on, and the old identity is never acknowledged again:
+ * the waiter then asks for the new file up to its tail of now, which holds
+ * everything the old one did as of the WAIT. */
+static void rebase_waiter(waiter *w) {
+    for (int db = 0; db < SERVER_DBS; db++) {
+        if (!w->tail[db]) continue;
+        simdr_log_state st;
+        if (db_log_state(db, &st) != SIMDR_OK || st.identity == w->ident[db]) continue;
+        w->ident[db] = st.identity;
+        w->tail[db] = st.tail;
+    }
+}
+
+int replica_blocked_clients(void) {
+    int n = 0;
+    for (waiter *w = R.waiters; w; w = w->next) n++;
+    return n;
+}
+
 static void check_waiters(long long now) {
     for (waiter *w = R.waiters, *next; w; w = next) {
         next = w->next;
+        rebase_waiter(w);
         int n = replicas_covering(w->ident, w->tail);
         if (n >= w->want || (w->deadline_ms && now >= w->deadline_ms)) {
             client *c = w->c;

@@ -47,6 +47,7 @@ typedef struct server_config {
     int active_expire_effort; /* records examined per tick and database */
     int threads;              /* I/O threads, the event-loop thread included */
     int io_fanout_min;        /* fewer clients in a turn: no fan-out to the I/O threads */
+    int io_worker_first;      /* tests only: a worker claims the first client of every job */
 } server_config;
 
 /* A copied command, for MULTI queues. */
@@ -57,13 +58,13 @@ typedef struct saved_cmd {
 } saved_cmd;
 
 /* A WATCHed key: EXEC aborts when the key's newest record moved (any write
- * appends a new record at a new offset) or appeared/disappeared. */
+ * appends a new record at a new offset) or appeared/disappeared, and when a
+ * FLUSHDB, FLUSHALL or SWAPDB emptied or replaced it (CLIENT_DIRTY_CAS). */
 typedef struct watched_key {
     int db;
     char *key;
     size_t len;
-    uint64_t offset; /* payload offset of the record, 0 when absent */
-    uint64_t gen;    /* database generation (flush/swap) at WATCH time */
+    uint64_t mark; /* end offset of the key's record, 0 when absent */
 } watched_key;
 
 enum client_flags {
@@ -74,7 +75,8 @@ enum client_flags {
     CLIENT_WRITING = 1 << 4, /* write event armed */
     CLIENT_CLOSED = 1 << 5,  /* freed at the end of the turn */
     CLIENT_WROTE = 1 << 6,   /* ran a write command this turn */
-    CLIENT_READ_QUEUED = 1 << 7 /* readable: in this turn's read list (--threads > 1) */
+    CLIENT_READ_QUEUED = 1 << 7, /* readable: in this turn's read list (--threads > 1) */
+    CLIENT_DIRTY_CAS = 1 << 8    /* a WATCHed key was flushed or swapped: EXEC fails */
 };
 
 typedef struct client {
@@ -116,7 +118,6 @@ typedef struct server_db {
     simdr_store *store;
     char path[4200];
     int dirty;            /* written since the last sync */
-    uint64_t gen;         /* bumped by FLUSHDB and SWAPDB (WATCH) */
     simdr_iter *expire_iter; /* active expiry position */
     uint64_t *scan_hashes;   /* sorted slot hashes for SCAN cursors */
     size_t scan_n;
@@ -153,7 +154,8 @@ typedef struct server_state {
     uint64_t net_in, net_out;
     uint64_t batch_appends, batched_records; /* pending batches written, records in them */
     uint64_t threaded_reads, threaded_writes; /* client steps run as I/O thread jobs */
-    uint64_t worker_steps; /* the share of those the workers ran (not the loop thread) */
+    uint64_t worker_reads, worker_writes; /* the share of those the workers ran (not the loop thread) */
+    uint64_t watched_keys; /* WATCHed keys of all clients (0: deletes skip the watch check) */
     int write_failed; /* a pending batch or a sync failed this turn */
     /* durability always: group commits, the clients whose replies they
      * released, and the turns that waited for more clients (net.c) */
@@ -291,7 +293,7 @@ enum command_flags {
     CMD_WRITE = 1 << 0,
     CMD_READONLY = 1 << 1,
     CMD_NOAUTH = 1 << 2,  /* allowed before AUTH */
-    CMD_NOMULTI = 1 << 3, /* runs even inside MULTI (EXEC, DISCARD, ...) */
+    CMD_NOMULTI = 1 << 3, /* refused inside MULTI (Redis's no_multi: SAVE, SHUTDOWN) */
     CMD_FAST = 1 << 4,
     CMD_ADMIN = 1 << 5,
     CMD_CONTAINER = 1 << 6 /* has subcommands */
@@ -314,6 +316,14 @@ size_t commands_count(void);
 const command_def *commands_table(void);
 const command_def *command_find(const command_def *table, const char *name, size_t len);
 void client_unwatch(client *c);
+/* Before the database `emptied` is flushed or swapped with `replaced_with`
+ * (-1: none): fails the next EXEC of every client watching a key present in
+ * either, as Redis does; a watched key absent from both stays absent. */
+void watch_touch_db(int emptied, int replaced_with);
+/* A key was deleted (DEL, expiry, RENAME's source, ...): fails the next EXEC
+ * of every client watching it. Its record offsets alone cannot tell a key
+ * created and deleted again since WATCH from one that stayed absent. */
+void watch_touch_key(int db, const void *key, size_t len);
 void client_discard_multi(client *c);
 server_db *client_db(client *c);
 
@@ -366,6 +376,8 @@ int replica_config_option(const char *name, char **vals, int nvals, char *err, s
 /* A replica refuses writes (READONLY) and compaction: 1 when it replied. */
 int replica_refuses(client *c, const command_def *cmd);
 void replica_wait(client *c, long long numreplicas, long long timeout_ms);
+/* Clients blocked in WAIT (INFO's blocked_clients). */
+int replica_blocked_clients(void);
 void replica_client_freed(client *c);
 void replica_start(void);
 void replica_after_turn(int wrote);

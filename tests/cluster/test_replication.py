@@ -250,6 +250,43 @@ def test_compaction_while_a_replica_lags(trio):
     assert_same_data(p, r1, r2)
 
 
+def test_wait_across_a_compaction():
+    """A WAIT that blocks while a compaction replaces the file it waits on is
+    answered once the replica holds the new file: the old file's identity is
+    never acknowledged again, so waiting on it would block to the timeout."""
+    p = start("--auto-compact-percent", "0")
+    r = replica_of(p)
+    try:
+        c = client(p)
+        for i in range(2000):
+            c.set("k%d" % (i % 100), "v" * 100 + str(i))
+        assert c.wait(1, 60000) == 1
+        os.kill(r.proc.pid, signal.SIGSTOP)
+        result = []
+        try:
+            # more than the socket buffers hold: the primary cannot send the
+            # old file's tail to the stopped replica before the compaction
+            for i in range(24):
+                c.set("big%d" % (i % 4), os.urandom(1 << 20))
+            c.set("during", "1")
+            waiter = threading.Thread(target=lambda: result.append(client(p).wait(1, 60000)))
+            waiter.start()
+            wait_until(lambda: c.info("clients")["blocked_clients"] == 1, "the WAIT to block")
+            before = c.info("persistence")["simdr_compactions"]
+            c.execute_command("BGREWRITEAOF")
+            wait_until(lambda: c.info("persistence")["simdr_compactions"] > before, "compaction")
+        finally:
+            os.kill(r.proc.pid, signal.SIGCONT)
+        waiter.join()
+        assert result == [1]
+        assert client(r).get("during") == b"1"
+    finally:
+        import shutil
+        for s in (r, p):
+            s.cleanup()
+            shutil.rmtree(s.dir, ignore_errors=True)
+
+
 def test_promote_and_repoint(trio):
     p, r1, r2 = trio
     with Load(p, 2) as load:

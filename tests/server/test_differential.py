@@ -11,6 +11,7 @@ Intended differences (also listed in docs/SERVER.md), handled here:
 - OBJECT, DEBUG OBJECT, data types other than strings: not implemented, so
   they are not in the scripts.
 """
+import os
 import re
 
 import pytest
@@ -83,6 +84,29 @@ SCRIPTS = {
         ["TTL", "nokey"], ["EXPIRETIME", "nokey"], ["EXPIRE", "k", "-1"], ["GET", "k"], ["EXISTS", "k"],
         ["SET", "p", "v"], ["PEXPIREAT", "p", "1"], ["GET", "p"], ["SET", "q", "v", "PXAT", "1"],
     ],
+    # The edges of the time arguments: zero, negative, the overflow of a
+    # seconds-to-milliseconds product or of the sum with now, past 64 bits.
+    "expiry_edges": [
+        x for when in ["0", "-1", "-9223372036854775808", "9223372036854775807",
+                       "9223372036854775806", "9223372036854776", "9223372036854775",
+                       "4611686018427387904", "9223372036854775808", "1.5", "", "+5", " 5",
+                       "253402300799", "00"]
+        for cmd in ["EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT"]
+        for x in (["SET", "k", "v"], [cmd, "k", when], ["EXISTS", "k"])
+    ] + [
+        # absolute times far ahead: the rounding of EXPIRETIME must not overflow
+        x for when in ["9223372036854775807", "9223372036854775499", "9223372036854775500",
+                       "253402300799999", "4102444800499", "4102444800500"]
+        for x in (["SET", "k", "v"], ["PEXPIREAT", "k", when], ["EXPIRETIME", "k"],
+                  ["PEXPIRETIME", "k"], ["SET", "k", "v", "PXAT", when], ["EXPIRETIME", "k"])
+    ] + [
+        x for when in ["0", "-1", "9223372036854775807", "9223372036854776",
+                       "9223372036854775", "4611686018427387904", "9223372036854775808"]
+        for opt in ["EX", "PX", "EXAT", "PXAT"]
+        for x in (["SET", "k", "v", opt, when], ["SET", "g", "v"], ["GETEX", "g", opt, when],
+                  ["EXISTS", "g"], ["GETEX", "nokey", opt, when], ["SETEX", "s", when, "v"],
+                  ["PSETEX", "s", when, "v"])
+    ],
     "rename_copy": [
         ["SET", "a", "1"], ["RENAME", "a", "b"], ["GET", "a"], ["GET", "b"], ["RENAME", "nokey", "x"],
         ["RENAME", "b", "b"], ["RENAMENX", "b", "b"], ["SET", "c", "3"], ["RENAMENX", "b", "c"],
@@ -104,6 +128,15 @@ SCRIPTS = {
         ["DISCARD"], ["GET", "a"], ["WATCH", "a"], ["MULTI"], ["WATCH", "b"], ["INCR", "a"], ["EXEC"],
         ["WATCH", "a"], ["SET", "a", "changed"], ["MULTI"], ["INCR", "a"], ["EXEC"], ["GET", "a"],
         ["UNWATCH"], ["MULTI"], ["SET", "t", "abc"], ["INCR", "t"], ["EXEC"],
+        # the first record of a fresh file: a key created after WATCH
+        ["FLUSHALL"], ["WATCH", "first"], ["SET", "first", "1"], ["MULTI"], ["GET", "first"],
+        ["EXEC"], ["SET", "f2", "1"], ["WATCH", "f2"], ["DEL", "f2"], ["MULTI"], ["EXEC"],
+        ["FLUSHALL"], ["SET", "f3", "1"], ["WATCH", "f3"], ["EXPIRE", "f3", "-1"], ["MULTI"],
+        ["EXEC"],
+        # commands refused inside MULTI abort the transaction
+        ["MULTI"], ["SHUTDOWN", "NOSAVE", "ABORT"], ["SET", "a", "1"], ["EXEC"], ["MULTI"],
+        ["SAVE"], ["EXEC"], ["MULTI"], ["WATCH", "x"], ["EXEC"], ["MULTI"], ["SELECT", "99"],
+        ["INCR", "a", "b"], ["EXEC"],
     ],
     "scan_keys": [
         ["MSET", "user:1", "a", "user:2", "b", "item:1", "c", "u", "d"], ["KEYS", "user:*"],
@@ -173,6 +206,210 @@ def test_script(servers, name):
     finally:
         a.close()
         b.close()
+
+
+# Two clients on each server: (client, command...) steps, or ("sleep", s).
+# WATCH invalidated (or not) by what the other client does.
+def _watch(setup, other):
+    return ([(0, "SET", "w", "1")] + setup + [(0, "WATCH", "w")] + other +
+            [(0, "MULTI"), (0, "INCR", "w"), (0, "SET", "x", "2"), (0, "EXEC"), (0, "GET", "x"),
+             (0, "GET", "w")])
+
+
+TWO_CLIENT_SCRIPTS = {
+    "expire_later": _watch([], [(1, "PEXPIRE", "w", "20"), ("sleep", 0.1)]),
+    "expire_negative": _watch([], [(1, "EXPIRE", "w", "-1")]),
+    "expired_and_read": _watch([(0, "PEXPIRE", "w", "300")], [("sleep", 0.4), (1, "GET", "w")]),
+    "expired_unread": [(0, "SET", "w", "1", "PX", "300"), (0, "WATCH", "w"), ("sleep", 0.4),
+                       (0, "MULTI"), (0, "GET", "w"), (0, "EXEC")],
+    "expired_before_watch_flushall": [(0, "SET", "w", "1", "PX", "20"), ("sleep", 0.1),
+                                      (0, "WATCH", "w"), (1, "FLUSHALL"), (0, "MULTI"),
+                                      (0, "GET", "w"), (0, "EXEC")],
+    "rename_away": _watch([], [(1, "RENAME", "w", "z")]),
+    "rename_onto": _watch([(0, "SET", "z", "9")], [(1, "RENAME", "z", "w")]),
+    "renamenx_away": _watch([], [(1, "RENAMENX", "w", "z")]),
+    "copy_onto": _watch([(0, "SET", "z", "9")], [(1, "COPY", "z", "w", "REPLACE")]),
+    "copy_from": _watch([(0, "SET", "z", "9")], [(1, "COPY", "w", "z", "REPLACE")]),
+    "flushall": _watch([], [(1, "FLUSHALL")]),
+    "flushall_async": _watch([], [(1, "FLUSHALL", "ASYNC")]),
+    "flushdb_other_db": _watch([], [(1, "SELECT", "3"), (1, "FLUSHDB")]),
+    "flushall_absent_key": [(0, "SET", "o", "1"), (0, "WATCH", "a"), (1, "FLUSHALL"),
+                            (0, "MULTI"), (0, "SET", "a", "1"), (0, "EXEC")],
+    "swapdb": _watch([], [(1, "SWAPDB", "0", "1")]),
+    "swapdb_unrelated": _watch([], [(1, "SWAPDB", "2", "3")]),
+    "swapdb_absent_both": [(0, "SET", "o", "1"), (0, "WATCH", "a"), (1, "SWAPDB", "0", "1"),
+                           (0, "MULTI"), (0, "SET", "a", "1"), (0, "EXEC")],
+    "swapdb_present_other": [(1, "SELECT", "1"), (1, "SET", "a", "1"), (0, "WATCH", "a"),
+                             (1, "SWAPDB", "0", "1"), (0, "MULTI"), (0, "GET", "a"), (0, "EXEC")],
+    "flushall_then_unwatch": [(0, "SET", "a", "1"), (0, "WATCH", "a"), (1, "FLUSHALL"),
+                              (0, "UNWATCH"), (0, "WATCH", "b"), (0, "MULTI"), (0, "GET", "a"),
+                              (0, "EXEC")],
+    # a watched key created and deleted again looks unchanged by its records
+    "created_and_deleted": [(0, "WATCH", "a"), (1, "SET", "a", "1"), (1, "DEL", "a"),
+                            (0, "MULTI"), (0, "SET", "x", "1"), (0, "EXEC"), (0, "GET", "x")],
+    "created_and_expired": [(0, "WATCH", "a"), (1, "SET", "a", "1"), (1, "EXPIRE", "a", "-1"),
+                            (0, "MULTI"), (0, "SET", "x", "1"), (0, "EXEC")],
+    "created_and_renamed_away": [(0, "WATCH", "a"), (1, "SET", "a", "1"), (1, "RENAME", "a", "b"),
+                                 (0, "MULTI"), (0, "SET", "x", "1"), (0, "EXEC")],
+    "own_create_and_delete": [(0, "WATCH", "a"), (0, "INCR", "a"), (0, "UNLINK", "a"),
+                              (0, "MULTI"), (0, "SET", "x", "1"), (0, "EXEC")],
+    "deleted_absent_key": [(0, "WATCH", "a"), (1, "DEL", "a"), (0, "MULTI"), (0, "SET", "x", "1"),
+                           (0, "EXEC")],
+    "watch_other_db": [(0, "SELECT", "2"), (0, "SET", "w", "1"), (0, "WATCH", "w"),
+                       (1, "SET", "w", "2"), (0, "MULTI"), (0, "GET", "w"), (0, "EXEC"),
+                       (1, "SELECT", "2"), (0, "WATCH", "w"), (1, "SET", "w", "3"), (0, "MULTI"),
+                       (0, "GET", "w"), (0, "EXEC")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TWO_CLIENT_SCRIPTS))
+def test_two_clients(servers, name):
+    import time
+    ref, ours = servers
+    a = [ref.raw(), ref.raw()]
+    b = [ours.raw(), ours.raw()]
+    try:
+        for conn in (a[0], b[0]):
+            assert conn.call("FLUSHALL") == b"+OK\r\n"
+        for step in TWO_CLIENT_SCRIPTS[name]:
+            if step[0] == "sleep":
+                time.sleep(step[1])
+                continue
+            who, cmd = step[0], step[1:]
+            ra, rb = a[who].call(*cmd), b[who].call(*cmd)
+            assert rb == ra, "%s: client %d %r\n redis-server: %r\n simdr-server: %r" % (
+                name, who, cmd, ra, rb)
+    finally:
+        for conn in a + b:
+            conn.close()
+
+
+# Random two-client sequences: string commands, expiry at absolute times,
+# MULTI/EXEC/WATCH, SELECT, SWAPDB and FLUSHDB over a few keys, some
+# pipelined, compared reply by reply. Time-dependent replies (TTL, DBSIZE
+# with expired keys counted, KEYS order) are left out. The seeds are fixed so
+# that a run is repeatable; SIMDR_DIFF_SEED=N explores another one.
+def _random_command(rnd):
+    keys = ["a", "b", "c", "d", "n", ""]
+    k = rnd.choice(keys)
+
+    def key():
+        return rnd.choice(keys)
+
+    def val():
+        r = rnd.random()
+        if r < 0.3:
+            return str(rnd.choice([0, 1, -1, 10, 9223372036854775807, -9223372036854775808]))
+        if r < 0.4:
+            return rnd.choice(["1.5", "abc", "", " 1", "1e3", "-0"])
+        if r < 0.95:
+            return "v" * rnd.randrange(1, 20)
+        return "x" * rnd.choice([16384, 65519, 65520, 70000])
+
+    def num():
+        return str(rnd.choice([0, 1, -1, 5, 100, -100, 9223372036854775807, -9223372036854775808,
+                               4102444800123, "x", "1.5"]))
+
+    def at():
+        return str(rnd.choice([4102444800, 4102444801, 1, 0, -1, 253402300799, 9223372036854775]))
+
+    return rnd.choice([
+        ["SET", k, val()], ["SET", k, val(), rnd.choice(["NX", "XX", "GET", "KEEPTTL"])],
+        ["SET", k, val(), "EXAT", at()], ["SET", k, val(), "PXAT", at() + "000", "GET"],
+        ["GET", k], ["GETSET", k, val()], ["GETDEL", k],
+        ["GETEX", k, rnd.choice(["PERSIST", "EXAT", "PXAT"]), at()][:rnd.choice([3, 4])],
+        ["SETNX", k, val()], ["MGET", k, key(), key()], ["MSET", k, val(), key(), val()],
+        ["MSETNX", k, val(), key(), val()], ["APPEND", k, val()], ["STRLEN", k],
+        ["GETRANGE", k, num(), num()], ["SETRANGE", k, rnd.choice(["0", "5", "-1", "20000"]), val()],
+        ["INCR", k], ["DECR", k], ["INCRBY", k, num()], ["DECRBY", k, num()],
+        ["INCRBYFLOAT", k, rnd.choice(["1.5", "-2", "abc", "1e3", "0.1"])],
+        ["DEL", k, key()], ["UNLINK", k], ["EXISTS", k, key()], ["TOUCH", k], ["TYPE", k],
+        ["RENAME", k, key()], ["RENAMENX", k, key()],
+        ["COPY", k, key()] + rnd.choice([[], ["REPLACE"], ["DB", "1"], ["DB", "1", "REPLACE"]]),
+        ["EXPIREAT", k, at()] + rnd.choice([[], ["NX"], ["XX"], ["GT"], ["LT"]]),
+        ["PEXPIREAT", k, at() + "500"] + rnd.choice([[], ["GT"], ["LT"]]),
+        ["EXPIRE", k, rnd.choice(["-1", "0", "x"])], ["EXPIRETIME", k], ["PEXPIRETIME", k],
+        ["PERSIST", k], ["SELECT", rnd.choice(["0", "1", "2"])],
+        ["SWAPDB", rnd.choice(["0", "1"]), rnd.choice(["1", "2"])],
+        ["FLUSHDB"] if rnd.random() < 0.1 else ["PING"], ["MULTI"], ["EXEC"], ["DISCARD"],
+        ["WATCH", k, key()], ["UNWATCH"], ["SET", k], ["NOSUCH"], ["ECHO", val()],
+    ])
+
+
+@pytest.mark.parametrize("seed", [int(os.environ["SIMDR_DIFF_SEED"])]
+                         if os.environ.get("SIMDR_DIFF_SEED") else [1, 14])
+def test_random_two_client_sequences(servers, seed):
+    import random
+    rnd = random.Random(seed)
+    ref, ours = servers
+    a = [ref.raw(), ref.raw()]
+    b = [ours.raw(), ours.raw()]
+    history = []
+    try:
+        for conn in (a[0], b[0]):
+            assert conn.call("FLUSHALL") == b"+OK\r\n"
+        for _ in range(1500):
+            who = rnd.randrange(2)
+            cmds = [_random_command(rnd) for _ in range(rnd.choice([1, 1, 1, 1, 2, 4]))]
+            history.append((who, cmds))
+            data = b"".join(encode(*c) for c in cmds)
+            a[who].send(data)
+            b[who].send(data)
+            for cmd in cmds:
+                ra, rb = a[who].read_reply(), b[who].read_reply()
+                assert rb == ra, "seed %d: client %d %r\n redis-server: %r\n simdr-server: %r" \
+                    "\n last steps: %r" % (seed, who, cmd, ra[:200], rb[:200], history[-8:])
+    finally:
+        for conn in a + b:
+            conn.close()
+
+
+# A pipeline mixing reads and writes, cut at a boundary or inside a bulk (a
+# small one, a 40 KB one read into reserved room, a 1.2 MB one spooled to a
+# file, inside MULTI) and half-closed there: both servers must answer the
+# same complete commands, drop the partial one and keep the same data.
+_CUT_PIPELINE = [
+    ("SET", "a", "1"), ("GET", "a"), ("INCR", "n"), ("SET", "b", b"\x01" * 40000),
+    ("APPEND", "b", "x"), ("MULTI",), ("SET", "c", "1"), ("INCR", "n"), ("EXEC",),
+    ("SET", "h", b"h" * 1200000), ("GET", "b"), ("MSET", "d", "1", "e", b"e" * 40000),
+    ("SETRANGE", "g", 70000, "z"), ("SET", "h2", b"i" * 1200000, "EX", "1000"), ("DEL", "a"),
+]
+_CUT_KEYS = ["a", "n", "b", "c", "d", "e", "g", "h", "h2"]
+
+
+def _cut_points():
+    ends, pos = [], 0
+    for cmd in _CUT_PIPELINE:
+        pos += len(encode(*cmd))
+        ends.append(pos)
+    # after a command, inside a small bulk, inside the 40 KB bulk, inside
+    # MULTI, inside the spooled value, inside its final CRLF, inside a bulk
+    # header, the whole pipeline
+    return [ends[1], ends[2] + 20, ends[2] + 20000, ends[6] + 5, ends[8] + 600000,
+            ends[9] - 1, ends[12] + 3, ends[13] - 100, ends[-1]]
+
+
+@pytest.mark.parametrize("cut", range(len(_cut_points())))
+def test_pipeline_cut_and_half_closed(servers, cut):
+    import socket
+    stream = b"".join(encode(*c) for c in _CUT_PIPELINE)[:_cut_points()[cut]]
+    results = []
+    for srv in servers:
+        admin = srv.raw()
+        assert admin.call("FLUSHALL") == b"+OK\r\n"
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.sendall(stream)
+        sock.shutdown(socket.SHUT_WR)
+        replies = b""
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            replies += chunk
+        sock.close()
+        results.append((replies, admin.call("MGET", *_CUT_KEYS), admin.call("EXISTS", "h2")))
+        admin.close()
+    assert results[1] == results[0]
 
 
 # Raw protocol inputs: the reply bytes must be equal, and so must the

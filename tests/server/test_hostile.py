@@ -203,6 +203,119 @@ def test_slow_reader_is_disconnected():
         assert alive(s)
 
 
+def test_config_set_of_every_option_at_runtime(tmp_path):
+    """Each option CONFIG SET accepts takes effect on the running server, and
+    values Redis refuses (a sign, spaces, fractions, units on counts) are
+    refused without changing the option."""
+    with Server() as s:
+        c = s.raw()
+
+        def config_get(name):
+            reply = c.call("CONFIG", "GET", name).split(b"\r\n")
+            return reply[4].decode()
+
+        def set_ok(name, value):
+            assert c.call("CONFIG", "SET", name, value) == b"+OK\r\n", (name, value)
+
+        counts = {"maxclients": "10000", "timeout": "0", "hz": "10", "active-expire-effort": "1000",
+                  "auto-compact-percent": "50"}
+        for name, value in counts.items():
+            for bad in [" 1", "+1", "1 ", "1.5", "", "0x10", "1k", "abc", "99999999999999999999"]:
+                assert c.call("CONFIG", "SET", name, bad).startswith(b"-ERR CONFIG SET failed"), (
+                    name, bad)
+                assert config_get(name) == value, (name, bad)
+        for name in ["proto-max-bulk-len", "client-query-buffer-limit", "client-output-buffer-limit"]:
+            for bad in [" 1mb", "+1mb", "1.5mb", "", "-1", "1xb", "1023kb"]:
+                assert c.call("CONFIG", "SET", name, bad).startswith(b"-ERR CONFIG SET failed")
+
+        # several pairs: all applied or none (a later bad value, a duplicate,
+        # an alias of an earlier name), as Redis does
+        for pairs in (["maxclients", "100", "hz", "abc"], ["maxclients", "100", "MAXCLIENTS", "200"],
+                      ["requirepass", "pw", "maxclients", "100", "timeout", "-5"],
+                      ["appendfsync", "always", "durability", "no"],
+                      ["maxclients", "100", "nosuchoption", "1"], ["maxclients", "1\x00x"]):
+            assert c.call("CONFIG", "SET", *pairs).startswith(b"-ERR "), pairs
+            assert config_get("maxclients") == "10000" and config_get("durability") == "everysec"
+        fresh = s.raw()
+        assert fresh.call("GET", "nokey") == b"$-1\r\n"  # no password came into force
+        fresh.close()
+        set_ok("hz", "500")
+        assert b"\r\nhz:500\r\n" in c.call("INFO", "server")
+        set_ok("active-expire-effort", "1")
+        set_ok("auto-compact-percent", "0")
+        for mode in ["always", "no", "everysec"]:
+            set_ok("appendfsync", mode)
+            assert config_get("durability") == mode
+            assert c.call("INCR", "n") == b":%d\r\n" % (["always", "no", "everysec"].index(mode) + 1)
+        set_ok("loglevel", "warning")
+        assert config_get("loglevel") == "warning"
+        new_log = str(tmp_path / "moved.log")
+        set_ok("logfile", new_log)
+
+        set_ok("proto-max-bulk-len", "1mb")
+        assert c.call("SET", "at", b"a" * (1 << 20)) == b"+OK\r\n"  # spooled, at the limit
+        over = s.raw()
+        over.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1048577\r\n")
+        assert over.closed_by_peer()
+        assert over.buf == b"-ERR Protocol error: invalid bulk length\r\n"
+        set_ok("proto-max-bulk-len", "512mb")
+
+        set_ok("client-query-buffer-limit", "1mb")
+        flood = s.raw()
+        try:
+            flood.send(b"*2\r\n$3\r\nGET\r\n$3000000\r\n" + b"x" * 2000000)
+        except OSError:
+            pass
+        assert flood.closed_by_peer() and flood.buf == b""
+        set_ok("client-query-buffer-limit", "1gb")
+
+        set_ok("client-output-buffer-limit", "1mb")
+        slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", s.port))
+        slow.sendall(encode("GET", "at") * 50)
+        slow.settimeout(120)
+        got = 0
+        try:
+            while True:
+                chunk = slow.recv(1 << 16)
+                if not chunk:
+                    break
+                got += len(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        slow.close()
+        assert got < 50 << 20
+        set_ok("client-output-buffer-limit", "1gb")
+        # the closes were logged at warning level, to the file set at runtime
+        with open(new_log) as f:
+            text = f.read()
+        assert "max query buffer length" in text and "output buffer over" in text
+
+        set_ok("requirepass", "pw")
+        assert c.call("PING") == b"+PONG\r\n"  # authenticated before: stays so
+        late = s.raw()
+        assert late.call("GET", "n") == b"-NOAUTH Authentication required.\r\n"
+        assert late.call("AUTH", "pw") == b"+OK\r\n" and late.call("GET", "n") == b"$1\r\n3\r\n"
+        late.close()
+        set_ok("requirepass", "")
+
+        set_ok("maxclients", "1")
+        refused = s.raw()
+        assert refused.closed_by_peer()
+        assert refused.buf == b"-ERR max number of clients reached\r\n"
+        set_ok("maxclients", "10000")
+
+        set_ok("timeout", "1")
+        idle = s.raw()
+        assert idle.closed_by_peer()  # nothing asserts how soon
+        c.close()
+        c = s.raw()  # idle too meanwhile: closed as well
+        set_ok("timeout", "0")
+        assert c.call("CONFIG", "SET", "threads", "2").startswith(b"-ERR CONFIG SET failed")
+        assert alive(s)
+
+
 def test_pipeline_10000():
     with Server() as s:
         c = s.raw()

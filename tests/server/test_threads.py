@@ -4,7 +4,9 @@ request, a slow reader and a client over the query buffer limit. Every reply
 is checked byte for byte; the shared counter's INCR replies must be exactly
 1..N (commands still run one at a time), and the limits must close only the
 clients that broke them. Run once with the default fan-out threshold and once
-with every turn shared out to the I/O threads."""
+with every turn shared out to the I/O threads, a worker thread taking the
+first client of each step (--debug-io-worker-first): that run asserts from
+INFO that the worker, not only the event-loop thread, read and wrote."""
 import os
 import threading
 
@@ -26,7 +28,9 @@ def server(request):
     args = ["--threads", "2", "--durability", "no", "--client-output-buffer-limit", "1mb",
             "--client-query-buffer-limit", "1mb"]
     if request.param == "fanout-1":
-        args += ["--debug-io-fanout-min", "1"]
+        # every turn goes to the I/O job, and a worker thread takes the first
+        # client of each: the workers' share is certain, whatever the scheduler
+        args += ["--debug-io-fanout-min", "1", "--debug-io-worker-first", "1"]
     with Server(*args) as s:
         yield s
 
@@ -133,9 +137,16 @@ def test_many_pipelining_clients_and_hostile_ones(server):
     fields = dict(l.split(":", 1) for l in info.split("\r\n") if ":" in l)
     assert fields["simdr_threads"] == "2"
     if "--debug-io-fanout-min" in server.args:
-        # every turn with a read or a write went through the I/O threads' job
-        assert int(fields["io_threaded_reads_processed"]) > 0
-        assert int(fields["io_threaded_writes_processed"]) > 0
+        # every turn with a read or a write went through the I/O threads' job,
+        # and the worker thread (not only the event-loop thread) ran reads and
+        # writes of it: at least the first client of each job
+        reads, writes = (int(fields["io_threaded_reads_processed"]),
+                         int(fields["io_threaded_writes_processed"]))
+        worker_reads, worker_writes = (int(fields["simdr_io_worker_reads"]),
+                                       int(fields["simdr_io_worker_writes"]))
+        assert reads > 0 and writes > 0
+        assert 0 < worker_reads <= reads and 0 < worker_writes <= writes, fields
+        assert int(fields["simdr_io_worker_steps"]) == worker_reads + worker_writes
     setup.close()
 
 
