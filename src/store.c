@@ -42,7 +42,9 @@ int simdr__fsync_dir(const char *path) {
     free(copy);
     if (dfd < 0) return -1;
     int rc = simdr__io.fsync_dir(dfd);
+    int err = errno;
     close(dfd);
+    errno = err;
     return rc;
 }
 

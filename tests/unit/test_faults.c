@@ -205,6 +205,67 @@ static void test_undo_that_fails_refuses_writes(void **state) {
     tu_put_str(f->s, "c", "3");
 }
 
+/* The rename that switches a compaction's file in is durable only once
+ * the directory is synced; until then a power cut may put the old file
+ * back under the path, with none of the writes made to the new one. A
+ * failed directory sync must therefore fail the store like a failed
+ * fdatasync: no later durable write may be acknowledged on the handle. */
+static void test_failed_directory_sync_after_compaction_is_final(void **state) {
+    tu_fixture *f = *state;
+    for (int i = 0; i < 10; i++) tu_put_str(f->s, "k", i % 2 ? "odd" : "even");
+    tu_put_str(f->s, "other", "x");
+    simdr__io_fail_nth(SIMDR__IO_FSYNC_DIR, 1, EIO);
+    assert_int_equal(simdr_compact(f->s), SIMDR_EIO);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_FSYNC_DIR), 1);
+    assert_true(strstr(simdr_last_error(), "directory") != NULL);
+    /* The switch happened: the handle reads the compacted file. */
+    tu_expect_str(f->s, "k", "odd");
+    tu_expect_str(f->s, "other", "x");
+    assert_int_equal(simdr_count(f->s), 2);
+    /* Nothing later is acknowledged as durable. */
+    assert_int_equal(simdr_put(f->s, TU_STR("after"), "y", 1, NULL), SIMDR_EFAILED);
+    assert_int_equal(simdr_sync(f->s), SIMDR_EFAILED);
+    assert_int_equal(simdr_compact(f->s), SIMDR_EFAILED);
+    reopen(f, SIMDR_SYNC_DATA);
+    tu_expect_str(f->s, "k", "odd");
+    tu_expect_str(f->s, "other", "x");
+    tu_expect_absent(f->s, TU_STR("after"));
+    assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+    tu_put_str(f->s, "after", "y");
+    tu_expect_str(f->s, "after", "y");
+}
+
+/* A repair saves the bytes it cuts "durably, before the cut": the saved
+ * file's name too. When its directory cannot be synced the open fails and
+ * leaves the store uncut (a power cut could otherwise keep the cut and lose
+ * the copy). */
+static void test_torn_tail_not_cut_unless_its_copy_is_durable(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    uint8_t junk[3000];
+    tu_fill(junk, sizeof junk, 5);
+    tu_append_file(f->path, junk, sizeof junk);
+    int64_t size = tu_file_size(f->path);
+    simdr__io_fail_nth(SIMDR__IO_FSYNC_DIR, 1, EIO);
+    simdr_store *s = NULL;
+    assert_int_equal(tu_open_status(&s, f->path, SIMDR_OPEN_EXISTING, 0), SIMDR_EIO);
+    assert_null(s);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_FSYNC_DIR), 1);
+    assert_int_equal(tu_file_size(f->path), size);
+    /* Only the store file and the store's own beside files remain. */
+    assert_int_equal(tu_dir_count(f->dir), 1);
+    simdr__io_reset();
+    f->s = open_with(f->path, SIMDR_SYNC_NONE);
+    simdr_recovery_info info;
+    assert_int_equal(simdr_recovery(f->s, &info), SIMDR_OK);
+    assert_int_equal(info.truncated, 1);
+    assert_true(info.saved_path[0] != '\0');
+    assert_int_equal(tu_file_size(info.saved_path), (int64_t)sizeof junk);
+    tu_expect_str(f->s, "a", "1");
+}
+
 /* ---- a failed sync (fsyncgate) ---- */
 
 static void test_failed_sync_is_final(void **state) {
@@ -395,6 +456,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_open_and_map_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_faults_keep_the_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_undo_that_fails_refuses_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_directory_sync_after_compaction_is_final,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_not_cut_unless_its_copy_is_durable,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup_durable, teardown),
         cmocka_unit_test_setup_teardown(test_failed_explicit_sync_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_index_growth_failure_shows_nothing, setup,
