@@ -104,8 +104,30 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
 
     /* Non-blocking, so that a FIFO is refused rather than waited on. */
     int flags = O_CLOEXEC | O_NONBLOCK | (s->readonly ? O_RDONLY : O_RDWR);
-    if (opts->open_mode == SIMDR_OPEN_CREATE) flags |= O_CREAT;
-    s->fd = simdr__io.open(path, flags, opts->file_mode ? opts->file_mode : 0644);
+    mode_t mode = opts->file_mode ? opts->file_mode : 0644;
+    int created = 0;
+    s->fd = simdr__io.open(path, flags, mode);
+    /* A file this open creates is named durably (its directory synced)
+     * before anything written to it can be acknowledged as durable: a power
+     * cut must not take the whole file with the directory entry. Created
+     * with O_EXCL so that only a file made here is synced for (or removed,
+     * when that fails). */
+    for (int attempt = 0; s->fd < 0 && errno == ENOENT &&
+                          opts->open_mode == SIMDR_OPEN_CREATE && attempt < 100;
+         attempt++) {
+        s->fd = simdr__io.open(path, flags | O_CREAT | O_EXCL, mode);
+        if (s->fd >= 0) {
+            created = 1;
+            break;
+        }
+        if (errno == EEXIST) s->fd = simdr__io.open(path, flags, mode);
+    }
+    if (created && simdr__fsync_dir(path) != 0) {
+        int err = errno;
+        unlink(path);
+        return open_fail(s, simdr__fail_errno(err, "creating the store (syncing its directory)",
+                                              path));
+    }
     if (s->fd < 0) {
         int err = errno;
         if (err == ENOENT)

@@ -266,6 +266,37 @@ static void test_torn_tail_not_cut_unless_its_copy_is_durable(void **state) {
     tu_expect_str(f->s, "a", "1");
 }
 
+/* A new store's name must be durable before a write to it is
+ * acknowledged as durable (the side file beside it may already exist, and
+ * then nothing else syncs the directory): an open that creates the file
+ * syncs its directory, and fails, removing the file, when it cannot. */
+static void test_new_store_is_named_durably(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    /* The store file is gone, its side file stays. */
+    assert_int_equal(unlink(f->path), 0);
+    simdr__io_fault count = {.op = SIMDR__IO_FSYNC_DIR, .nth = UINT64_MAX};
+    simdr__io_fault_arm(&count);
+    f->s = open_with(f->path, SIMDR_SYNC_DATA);
+    assert_true(simdr__io_calls(SIMDR__IO_FSYNC_DIR) >= 1);
+    tu_put_str(f->s, "b", "2");
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    assert_int_equal(unlink(f->path), 0);
+    simdr__io_fail_nth(SIMDR__IO_FSYNC_DIR, 1, EIO);
+    simdr_store *s = NULL;
+    assert_int_equal(tu_open_status(&s, f->path, SIMDR_OPEN_CREATE, 0), SIMDR_EIO);
+    assert_null(s);
+    assert_int_equal(tu_file_size(f->path), -1);
+    simdr__io_reset();
+    f->s = open_with(f->path, SIMDR_SYNC_DATA);
+    tu_expect_absent(f->s, TU_STR("a"));
+    tu_put_str(f->s, "c", "3");
+    tu_expect_str(f->s, "c", "3");
+}
+
 /* ---- a failed sync (fsyncgate) ---- */
 
 static void test_failed_sync_is_final(void **state) {
@@ -460,6 +491,7 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_not_cut_unless_its_copy_is_durable,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_store_is_named_durably, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup_durable, teardown),
         cmocka_unit_test_setup_teardown(test_failed_explicit_sync_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_index_growth_failure_shows_nothing, setup,
