@@ -22,8 +22,11 @@
 #define MIN_RESERVE (UINT64_C(1) << 30)
 #define RESERVE_GRANULE (UINT64_C(2) << 20)
 
+_Atomic uint64_t simdr__map_min_reserve = MIN_RESERVE;
+
 uint64_t simdr__map_reserve_for(uint64_t size) {
-    uint64_t want = size > MIN_RESERVE / 2 ? size * 2 : MIN_RESERVE;
+    uint64_t min = atomic_load_explicit(&simdr__map_min_reserve, memory_order_relaxed);
+    uint64_t want = size > min / 2 ? size * 2 : min;
     return (want + RESERVE_GRANULE - 1) & ~(RESERVE_GRANULE - 1);
 }
 
