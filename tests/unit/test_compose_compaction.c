@@ -118,12 +118,37 @@ static uint64_t next_rand(uint64_t *x) {
 
 /* ---- the writer ---- */
 
+/* Writer operations: 400 at the full scale ($SIMDR_TEST_SCALE, default 10;
+ * the sanitizer runs use 1, ThreadSanitizer by default), at least 80. */
+#if defined(__SANITIZE_THREAD__)
+#define DEFAULT_SCALE 1 /* ThreadSanitizer runs are not given a scale */
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define DEFAULT_SCALE 1
+#endif
+#endif
+#ifndef DEFAULT_SCALE
+#define DEFAULT_SCALE 10
+#endif
+static int writer_ops(void) {
+    const char *e = getenv("SIMDR_TEST_SCALE");
+    int scale = e ? atoi(e) : DEFAULT_SCALE;
+    int ops = 40 * (scale > 0 ? scale : 10);
+    return ops < 80 ? 80 : ops;
+}
+
 /* Small values mostly, 3 MB ones now and then, and at fixed points one of
- * 16 MiB - 1, 16 MiB and 16 MiB + 1 (past every copy buffer). */
-static size_t pick_len(uint64_t r, int op) {
-    if (op == 60) return BIG16 - 1;
-    if (op == 200) return BIG16 + 1;
-    if (op == 330) return BIG16;
+ * 16 MiB - 1, 16 MiB + 1 and 16 MiB (past every copy buffer). */
+static int big16_at(int op, int ops) {
+    if (op == ops / 7) return -1;
+    if (op == ops / 2) return 1;
+    if (op == ops * 5 / 6) return 0;
+    return 2;
+}
+
+static size_t pick_len(uint64_t r, int op, int ops) {
+    int big = big16_at(op, ops);
+    if (big != 2) return (size_t)((int64_t)BIG16 + big);
     if (r % 1000 < 35) return BIG3;
     return HEADER + 1 + (size_t)((r >> 12) % 4000);
 }
@@ -133,12 +158,13 @@ static void *writer_main(void *p) {
     uint64_t x = 0x9e3779b97f4a7c15u;
     uint8_t *buf = malloc(BIG16 + 2);
     uint8_t *batch_buf = malloc(8 * 4100);
-    for (int op = 0; op < 400 && !atomic_load(&sh->stop); op++) {
+    int ops = writer_ops();
+    for (int op = 0; op < ops && !atomic_load(&sh->stop); op++) {
         uint64_t r = next_rand(&x);
         uint32_t key = (uint32_t)(r % KEYS);
         char name[32];
         key_name(name, sizeof name, key);
-        unsigned kind = op == 60 || op == 200 || op == 330 ? 99 : (unsigned)((r >> 32) % 100);
+        unsigned kind = big16_at(op, ops) != 2 ? 99 : (unsigned)((r >> 32) % 100);
         if (kind < 6) {
             int rc = simdr_delete(sh->s, TU_STR(name), NULL);
             if (rc == SIMDR_OK)
@@ -167,7 +193,7 @@ static void *writer_main(void *p) {
                     sh->len[keys[i]] = lens[i];
                 }
         } else {
-            size_t len = pick_len(next_rand(&x), op);
+            size_t len = pick_len(next_rand(&x), op, ops);
             uint32_t ver = sh->ver[key] + 1;
             make_value(buf, len, key, ver);
             int rc = simdr_put(sh->s, TU_STR(name), buf, len, NULL);
