@@ -35,12 +35,13 @@
 
 static simdr__io_table real;
 static uint64_t calls, fail_at;
+static int fail_on; /* every call from fail_at on fails (a device gone), not only that one */
 static int injected_op = -1;
 
 static int hit(enum simdr__io_op op) {
     uint64_t c = ++calls;
-    if (fail_at && c == fail_at) {
-        injected_op = (int)op;
+    if (fail_at && (c == fail_at || (fail_on && c > fail_at))) {
+        if (c == fail_at) injected_op = (int)op;
         return 1;
     }
     return 0;
@@ -217,6 +218,7 @@ typedef struct sweep {
     char *dir;
     char path[4096], other[4096], third[4096], input[4096];
     int durability;
+    int mapped; /* SIMDR_APPEND_MAPPED for the sweep's store */
     simdr_store *s, *o, *reader, *prim;
     model pre, post; /* before and after the operation */
     uint8_t *log_bytes;
@@ -224,11 +226,14 @@ typedef struct sweep {
     uint64_t log_from;
 } sweep;
 
+static int open_mapped; /* the next opens of the sweep's store append through a map */
+
 static simdr_store *open_mode(const char *path, int mode, int durability) {
     simdr_options o;
     simdr_options_init(&o);
     o.open_mode = mode;
     o.durability = durability;
+    if (open_mapped && mode != SIMDR_OPEN_READONLY) o.append_mode = SIMDR_APPEND_MAPPED;
     simdr_store *s = NULL;
     int rc = simdr_open(&s, path, &o);
     if (rc != SIMDR_OK) fprintf(stderr, "open %s: %s\n", path, simdr_last_error());
@@ -457,6 +462,7 @@ static int run_close(sweep *w) {
     simdr_options o;
     simdr_options_init(&o);
     o.durability = w->durability;
+    if (open_mapped) o.append_mode = SIMDR_APPEND_MAPPED;
     int rc2 = simdr_open(&w->s, w->path, &o);
     if (rc2 != SIMDR_OK) w->s = NULL;
     return rc != SIMDR_OK ? rc : rc2;
@@ -474,6 +480,7 @@ static int run_open(sweep *w) {
     simdr_options o;
     simdr_options_init(&o);
     o.durability = w->durability;
+    if (open_mapped) o.append_mode = SIMDR_APPEND_MAPPED;
     int rc = simdr_open(&w->s, w->path, &o);
     if (rc != SIMDR_OK) w->s = NULL;
     return rc;
@@ -519,6 +526,31 @@ static int run_log(sweep *w) {
     return simdr_log_append(w->s, w->log_from, w->log_bytes, w->log_len, NULL);
 }
 
+/* a read-only store refreshing onto the file a compaction put in place */
+static void prep_refresh_reload(sweep *w) {
+    w->reader = open_mode(w->path, SIMDR_OPEN_READONLY, SIMDR_SYNC_NONE);
+    put_key(w->s, &w->post, 0, 21, 1, 5000);
+    put_key(w->s, &w->post, 0, 1, 3, 40);
+    assert_int_equal(simdr_compact(w->s), SIMDR_OK);
+    w->pre = w->post;
+}
+
+/* writes into a store whose index came from its hint (checked block by
+ * block on first use) */
+static void prep_hinted_writes(sweep *w) {
+    assert_int_equal(simdr_close(w->s), SIMDR_OK);
+    w->s = open_mode(w->path, SIMDR_OPEN_EXISTING, w->durability);
+    set_key(&w->post, 0, 23, 1, 77);
+    set_key(&w->post, 0, 6, 0, 0);
+}
+static int run_hinted_writes(sweep *w) {
+    uint8_t *v = value_of(23, 1, 77);
+    int rc = simdr_put(w->s, TU_STR("key-23"), v, 77, NULL);
+    free(v);
+    if (rc == SIMDR_OK) rc = simdr_delete(w->s, TU_STR("key-6"), NULL);
+    return rc;
+}
+
 static const op ops[] = {
     {"put", prep_put, run_put},
     {"put 1 MiB + 1", prep_put_big, run_put_big},
@@ -539,7 +571,18 @@ static const op ops[] = {
     {"open with a hint", prep_open_hint, run_open},
     {"refresh", prep_refresh, run_refresh},
     {"log_append", prep_log, run_log},
+    {"refresh onto a compacted file", prep_refresh_reload, run_refresh},
+    {"put and delete in a hinted store", prep_hinted_writes, run_hinted_writes},
+    /* The same through mapped appends (MAPPED_FROM on). */
+    {"mapped: put", prep_put, run_put},
+    {"mapped: batch", prep_batch, run_batch},
+    {"mapped: delete_batch", prep_delete_batch, run_delete_batch},
+    {"mapped: stream", prep_stream, run_stream},
+    {"mapped: sync", prep_sync, run_sync},
+    {"mapped: compact", prep_compact, run_compact},
+    {"mapped: close and reopen", prep_close, run_close},
 };
+#define MAPPED_FROM 21
 
 /* key-17 is the renamed key-5: it holds key-5's version-1 bytes. */
 static void expect_renamed(simdr_store *s, const sweep *w, int rc, int strict) {
@@ -585,14 +628,17 @@ static void expect_both(sweep *w, const op *o, int rc, int strict, const char *w
     if (w->o) expect_store(w->o, 1, &a, &b, strict, where);
 }
 
-static void run_case(const op *o, int durability, uint64_t n, uint64_t *calls_out) {
+static void run_case(const op *o, int durability, uint64_t n, int persist,
+                     uint64_t *calls_out) {
     sweep w;
     sweep_setup(&w, durability, o->run == run_copy || o->run == run_move);
     o->prepare(&w);
     char where[160];
-    snprintf(where, sizeof where, "%s (%s), call %llu", o->name,
-             durability == SIMDR_SYNC_DATA ? "sync data" : "sync none", (unsigned long long)n);
+    snprintf(where, sizeof where, "%s (%s), call %llu%s", o->name,
+             durability == SIMDR_SYNC_DATA ? "sync data" : "sync none", (unsigned long long)n,
+             persist ? " and every one after" : "");
     faults_on(n);
+    fail_on = persist;
     int rc = o->run(&w);
     faults_off();
     int injected = injected_op;
@@ -618,9 +664,10 @@ static void run_case(const op *o, int durability, uint64_t n, uint64_t *calls_ou
     if (w.s) {
         expect_both(&w, o, rc, rc == SIMDR_OK, where);
         if (w.reader) {
-            /* The reader sees the writer's state before or after its put. */
+            /* The reader sees the writer's state before or after its puts. */
             model before = w.pre;
             set_key(&before, 0, 21, 0, 0);
+            if (o->prepare == prep_refresh_reload) set_key(&before, 0, 1, 1, 10 + 37);
             char rwhere[200];
             snprintf(rwhere, sizeof rwhere, "%s, the reader", where);
             expect_store(w.reader, 0, &before, &w.post, rc == SIMDR_OK, rwhere);
@@ -683,16 +730,18 @@ static void run_case(const op *o, int durability, uint64_t n, uint64_t *calls_ou
 }
 
 static void sweep_op(const op *o) {
+    open_mapped = o - ops >= MAPPED_FROM;
     /* Opens and refreshes do not depend on the durability mode. */
-    int modes = o->run == run_open || o->run == run_refresh ? 1 : 2;
+    int modes = o->run == run_open || o->run == run_refresh || open_mapped ? 1 : 2;
     for (int d = 0; d < modes; d++) {
         int durability = d ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
         uint64_t total = 0;
-        run_case(o, durability, 0, &total);
+        run_case(o, durability, 0, 0, &total);
         if (getenv("SIMDR_SWEEP_VERBOSE"))
             fprintf(stderr, "%s, durability %d: %llu calls\n", o->name, durability,
                     (unsigned long long)total);
-        for (uint64_t n = 1; n <= total; n++) run_case(o, durability, n, NULL);
+        for (uint64_t n = 1; n <= total; n++) run_case(o, durability, n, 0, NULL);
+        for (uint64_t n = 1; n <= total; n++) run_case(o, durability, n, 1, NULL);
     }
 }
 
@@ -721,6 +770,15 @@ SWEEP_TEST(15)
 SWEEP_TEST(16)
 SWEEP_TEST(17)
 SWEEP_TEST(18)
+SWEEP_TEST(19)
+SWEEP_TEST(20)
+SWEEP_TEST(21)
+SWEEP_TEST(22)
+SWEEP_TEST(23)
+SWEEP_TEST(24)
+SWEEP_TEST(25)
+SWEEP_TEST(26)
+SWEEP_TEST(27)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -733,7 +791,11 @@ int main(void) {
         cmocka_unit_test(test_sweep_12), cmocka_unit_test(test_sweep_13),
         cmocka_unit_test(test_sweep_14), cmocka_unit_test(test_sweep_15),
         cmocka_unit_test(test_sweep_16), cmocka_unit_test(test_sweep_17),
-        cmocka_unit_test(test_sweep_18),
+        cmocka_unit_test(test_sweep_18), cmocka_unit_test(test_sweep_19),
+        cmocka_unit_test(test_sweep_20), cmocka_unit_test(test_sweep_21),
+        cmocka_unit_test(test_sweep_22), cmocka_unit_test(test_sweep_23),
+        cmocka_unit_test(test_sweep_24), cmocka_unit_test(test_sweep_25),
+        cmocka_unit_test(test_sweep_26), cmocka_unit_test(test_sweep_27),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
