@@ -741,7 +741,8 @@ static void sweep_op(const op *o) {
             fprintf(stderr, "%s, durability %d: %llu calls\n", o->name, durability,
                     (unsigned long long)total);
         for (uint64_t n = 1; n <= total; n++) run_case(o, durability, n, 0, NULL);
-        for (uint64_t n = 1; n <= total; n++) run_case(o, durability, n, 1, NULL);
+        /* A device gone: the undo paths, the same in both modes. */
+        for (uint64_t n = 1; d == 0 && n <= total; n++) run_case(o, durability, n, 1, NULL);
     }
 }
 
