@@ -72,7 +72,19 @@ void simdr__map_unpin(simdr__map *m, unsigned shard) {
     }
 }
 
+/* Held in the shared counter while a retirement counts the shards: see
+ * simdr__map_retire. Far above any number of handles. */
+#define RETIRING_BIAS (INT64_C(1) << 62)
+
 void simdr__map_retire(simdr__map *m) {
+    /* While the shards are being closed, the shared counter only holds what
+     * happened in shards already closed: releases (-1 each) and duplicates
+     * of handles pinned elsewhere (+1 each, simdr__map_pin). A duplicate
+     * counted there, then the release of the handle it came from, would
+     * bring it to zero, and the map would be unmapped under the duplicate
+     * before the pins found below are added. The bias keeps it above zero
+     * until they are. */
+    atomic_fetch_add_explicit(&m->outstanding, RETIRING_BIAS, memory_order_acq_rel);
     int64_t pinned = 0;
     for (unsigned i = 0; i < SIMDR__SLOTS; i++) {
         uint64_t old = atomic_fetch_or_explicit(&m->refs[i].n, SIMDR__MAP_CLOSED,
@@ -80,7 +92,9 @@ void simdr__map_retire(simdr__map *m) {
         pinned += (int64_t)(old & ~SIMDR__MAP_CLOSED);
     }
     /* Releases that happened after their shard closed already subtracted
-     * themselves; adding the total brings the counter to the true count. */
-    if (atomic_fetch_add_explicit(&m->outstanding, pinned, memory_order_acq_rel) + pinned == 0)
+     * themselves; adding the total (and taking the bias back) brings the
+     * counter to the true count. */
+    int64_t add = pinned - RETIRING_BIAS;
+    if (atomic_fetch_add_explicit(&m->outstanding, add, memory_order_acq_rel) + add == 0)
         map_destroy(m);
 }

@@ -706,10 +706,75 @@ static void failed_sync_composed_with_readers_and_compaction(void **state) {
     free(sh);
 }
 
+/* ---- duplicated handles while their map is retired ---- */
+
+typedef struct dup_churn {
+    simdr_store *s;
+    atomic_int *stop;
+    uint64_t rounds, bad;
+} dup_churn;
+
+/* Keeps one handle alive at every moment, but always a fresh duplicate of
+ * the one before: the duplicate is pinned while the map may be in the
+ * middle of its retirement, and the handle it came from released at once. */
+static void *dup_churn_main(void *p) {
+    dup_churn *c = p;
+    while (!atomic_load(c->stop)) {
+        simdr_entry *e = NULL;
+        if (simdr_get(c->s, TU_STR("ck-1"), &e) != SIMDR_OK) {
+            c->bad++;
+            break;
+        }
+        for (int i = 0; i < 300; i++) {
+            simdr_entry *d = NULL;
+            if (simdr_entry_dup(e, &d) != SIMDR_OK) {
+                c->bad++;
+                break;
+            }
+            simdr_entry_release(e);
+            e = d;
+            /* The bytes stay mapped as long as a handle holds them. */
+            if (check_value(1, simdr_entry_data(e), (size_t)simdr_entry_size(e)) != 1) c->bad++;
+        }
+        simdr_entry_release(e);
+        c->rounds++;
+    }
+    return NULL;
+}
+
+/* A duplicate taken from a handle of a map being retired counted itself
+ * into the map's shared counter before the retirement had added the pins
+ * it found: the release of the original could then bring the counter to
+ * zero, and the map was unmapped (and later freed twice) under the
+ * duplicate. Compactions retire a map each; two threads duplicate and
+ * release handles of it all the while. */
+static void dup_races_map_retirement(void **state) {
+    tu_fixture *f = *state;
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    uint8_t v[300];
+    make_value(v, sizeof v, 1, 1);
+    assert_int_equal(simdr_put(s, TU_STR("ck-1"), v, sizeof v, NULL), SIMDR_OK);
+    atomic_int stop = 0;
+    dup_churn c[2] = {{s, &stop, 0, 0}, {s, &stop, 0, 0}};
+    tu_watchdog_start(120, "duplicates against map retirement");
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&t[i], NULL, dup_churn_main, &c[i]), 0);
+    int compactions = DEFAULT_SCALE == 1 ? 100 : 1500;
+    for (int i = 0; i < compactions; i++) assert_int_equal(simdr_compact(s), SIMDR_OK);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    tu_watchdog_stop();
+    assert_int_equal(c[0].bad + c[1].bad, 0);
+    assert_true(c[0].rounds + c[1].rounds > 0);
+    tu_expect_value(s, TU_STR("ck-1"), v, sizeof v);
+    simdr_close(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST_DIR(compaction_composed_with_everything),
         TU_TEST_DIR(failed_sync_composed_with_readers_and_compaction),
+        TU_TEST_DIR(dup_races_map_retirement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
