@@ -105,26 +105,26 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     /* Non-blocking, so that a FIFO is refused rather than waited on. */
     int flags = O_CLOEXEC | O_NONBLOCK | (s->readonly ? O_RDONLY : O_RDWR);
     mode_t mode = opts->file_mode ? opts->file_mode : 0644;
-    int created = 0;
+    int created = 0; /* 1: made by this open; -1: perhaps (not removed on failure) */
     s->fd = simdr__io.open(path, flags, mode);
     /* A file this open creates is named durably (its directory synced)
      * before anything written to it can be acknowledged as durable: a power
      * cut must not take the whole file with the directory entry. Created
-     * with O_EXCL so that only a file made here is synced for (or removed,
-     * when that fails). */
-    for (int attempt = 0; s->fd < 0 && errno == ENOENT &&
-                          opts->open_mode == SIMDR_OPEN_CREATE && attempt < 100;
-         attempt++) {
+     * with O_EXCL so that only a file made here is removed should that
+     * sync fail. EEXIST then means another process created it meanwhile,
+     * or the path is a symbolic link to a file yet to be made: opened with
+     * O_CREAT as before, and the directory synced all the same. */
+    if (s->fd < 0 && errno == ENOENT && opts->open_mode == SIMDR_OPEN_CREATE) {
         s->fd = simdr__io.open(path, flags | O_CREAT | O_EXCL, mode);
-        if (s->fd >= 0) {
-            created = 1;
-            break;
+        created = s->fd >= 0;
+        if (s->fd < 0 && errno == EEXIST) {
+            s->fd = simdr__io.open(path, flags | O_CREAT, mode);
+            created = s->fd >= 0 ? -1 : 0;
         }
-        if (errno == EEXIST) s->fd = simdr__io.open(path, flags, mode);
     }
     if (created && simdr__fsync_dir(path) != 0) {
         int err = errno;
-        unlink(path);
+        if (created > 0) unlink(path);
         return open_fail(s, simdr__fail_errno(err, "creating the store (syncing its directory)",
                                               path));
     }

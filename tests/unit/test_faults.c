@@ -295,6 +295,15 @@ static void test_new_store_is_named_durably(void **state) {
     tu_expect_absent(f->s, TU_STR("a"));
     tu_put_str(f->s, "c", "3");
     tu_expect_str(f->s, "c", "3");
+    /* A symbolic link to a file yet to be made still creates it. */
+    char target[4200], link_path[4200];
+    snprintf(target, sizeof target, "%s/target.bin", f->dir);
+    snprintf(link_path, sizeof link_path, "%s/link.bin", f->dir);
+    assert_int_equal(symlink(target, link_path), 0);
+    simdr_store *l = open_with(link_path, SIMDR_SYNC_DATA);
+    tu_put_str(l, "d", "4");
+    assert_int_equal(simdr_close(l), SIMDR_OK);
+    assert_true(tu_file_size(target) > 0);
 }
 
 /* ---- a failed sync (fsyncgate) ---- */
