@@ -147,7 +147,8 @@ typedef struct compaction {
     simdr__view *old;   /* the view being compacted */
     int layout;
     char *tmp;          /* "<path>.compact" */
-    struct stat st;     /* the store file's, for the new file's permission bits */
+    struct stat st;     /* the store file's (for the new file's permission bits), then
+                           the new file's (its identity) */
     uint64_t *offs;     /* the live slots in file order; after the copy, their key hashes */
     uint64_t *new_meta; /* each copied entry's metadata offset in the new file */
     uint64_t n;
@@ -173,8 +174,8 @@ static void compaction_init(compaction *c, simdr_store *s) {
 static int create_new_file(compaction *c) {
     simdr_store *s = c->s;
     c->tmp = simdr__suffixed_path(s->path, SIMDR__COMPACT_SUFFIX);
-    if (!c->tmp || simdr__io.fstat(s->fd, &c->st) != 0)
-        return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    if (!c->tmp) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    if (simdr__io.fstat(s->fd, &c->st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
     int rc = sorted_live(c->old, &c->offs, &c->n);
     if (rc != SIMDR_OK) return rc;
     c->new_meta = malloc((c->n ? c->n : 1) * sizeof *c->new_meta);
@@ -185,6 +186,9 @@ static int create_new_file(compaction *c) {
     c->w.fd = simdr__io.open(c->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->st.st_mode & 07777);
     if (c->w.fd < 0 || flock(c->w.fd, LOCK_EX | LOCK_NB) != 0)
         return simdr__fail_errno(errno, "creating the compaction file", c->tmp);
+    /* The new file's identity, taken now: after the rename nothing may fail. */
+    if (simdr__io.fstat(c->w.fd, &c->st) != 0)
+        return simdr__fail_errno(errno, "fstat", c->tmp);
     return SIMDR_OK;
 }
 
@@ -279,7 +283,6 @@ static int switch_to_new_file(compaction *c, int *switched) {
      * leaves it naming the old one: the next open recovers in full). */
     simdr__side_rebind(s->side, c->w.fd, c->size);
     close(old_fd);
-    simdr__io.fstat(s->fd, &c->st);
     s->dev = c->st.st_dev;
     s->ino = c->st.st_ino;
     s->tail = c->size;
