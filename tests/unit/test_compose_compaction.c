@@ -759,7 +759,7 @@ static void dup_races_map_retirement(void **state) {
     tu_watchdog_start(120, "duplicates against map retirement");
     pthread_t t[2];
     for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&t[i], NULL, dup_churn_main, &c[i]), 0);
-    int compactions = DEFAULT_SCALE == 1 ? 100 : 1500;
+    int compactions = writer_ops() * 3 / 4; /* 300 at the full scale, 60 at 1 */
     for (int i = 0; i < compactions; i++) assert_int_equal(simdr_compact(s), SIMDR_OK);
     atomic_store(&stop, 1);
     for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
