@@ -172,8 +172,10 @@ static int same_bytes(simdr_store *s, uint32_t k, value v) {
     key_name(name, sizeof name, k);
     simdr_entry *e = NULL;
     int rc = simdr_get(s, TU_STR(name), &e);
-    if (v.ver == 0) return rc == SIMDR_NOTFOUND;
-    if (rc != SIMDR_OK) return 0;
+    if (v.ver == 0 || rc != SIMDR_OK) {
+        simdr_entry_release(rc == SIMDR_OK ? e : NULL);
+        return v.ver == 0 && rc == SIMDR_NOTFOUND;
+    }
     int same = simdr_entry_size(e) == v.len;
     if (same) {
         uint8_t *want = bytes_of(v);
