@@ -35,15 +35,22 @@ char *simdr__suffixed_path(const char *path, const char *suffix) {
     return p;
 }
 
+/* Syncs the directory holding path. A directory that cannot be opened for
+ * reading (EACCES: write and search rights only) or a file system that does
+ * not sync directories (EINVAL, EBADF: some FUSE and network file systems)
+ * cannot be synced at all, and that is not a failure: as PostgreSQL's
+ * fsync_fname, those errors count as done. Any other error is returned
+ * (errno set): the caller must not take the directory entry for durable. */
 int simdr__fsync_dir(const char *path) {
     char *copy = strdup(path);
     if (!copy) return -1;
     int dfd = simdr__io.open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     free(copy);
-    if (dfd < 0) return -1;
+    if (dfd < 0) return errno == EACCES ? 0 : -1;
     int rc = simdr__io.fsync_dir(dfd);
     int err = errno;
     close(dfd);
+    if (rc != 0 && (err == EINVAL || err == EBADF)) rc = 0;
     errno = err;
     return rc;
 }

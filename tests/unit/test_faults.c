@@ -306,6 +306,35 @@ static void test_new_store_is_named_durably(void **state) {
     assert_true(tu_file_size(target) > 0);
 }
 
+/* Some file systems (FUSE, network ones) do not sync directories and say
+ * so with EINVAL: that is not a failed sync, and must not fail a
+ * compaction, a repair or the creation of a store. */
+static void test_directories_that_cannot_be_synced_are_no_failure(void **state) {
+    tu_fixture *f = *state;
+    simdr__io_fault unsupported = {.op = SIMDR__IO_FSYNC_DIR, .nth = 1, .count = 0,
+                                   .err = EINVAL};
+    simdr__io_fault_arm(&unsupported);
+    for (int i = 0; i < 6; i++) tu_put_str(f->s, "k", i % 2 ? "odd" : "even");
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    tu_put_str(f->s, "after", "y");
+    assert_int_equal(simdr_sync(f->s), SIMDR_OK);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    uint8_t junk[300];
+    tu_fill(junk, sizeof junk, 9);
+    tu_append_file(f->path, junk, sizeof junk);
+    f->s = open_with(f->path, SIMDR_SYNC_DATA);
+    simdr_recovery_info info;
+    assert_int_equal(simdr_recovery(f->s, &info), SIMDR_OK);
+    assert_int_equal(info.truncated, 1);
+    tu_expect_str(f->s, "k", "odd");
+    tu_expect_str(f->s, "after", "y");
+    simdr_store *fresh = open_with(f->other, SIMDR_SYNC_DATA);
+    tu_put_str(fresh, "new", "z");
+    assert_int_equal(simdr_close(fresh), SIMDR_OK);
+    assert_true(simdr__io_hits(SIMDR__IO_FSYNC_DIR) >= 3);
+}
+
 /* ---- a failed sync (fsyncgate) ---- */
 
 static void test_failed_sync_is_final(void **state) {
@@ -501,6 +530,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_torn_tail_not_cut_unless_its_copy_is_durable,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_store_is_named_durably, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_directories_that_cannot_be_synced_are_no_failure,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup_durable, teardown),
         cmocka_unit_test_setup_teardown(test_failed_explicit_sync_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_index_growth_failure_shows_nothing, setup,
