@@ -44,6 +44,15 @@ int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *
     char self[64];
     snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
     int map_fd = simdr__io.open(self, O_RDONLY | O_CLOEXEC, 0);
+    if (map_fd < 0 && errno != ENOENT && errno != EACCES) {
+        /* Out of descriptors (or memory): mapping through fd instead would
+         * keep the writer lock past simdr_close for as long as an entry
+         * pins the map. Only without /proc is fd used (and then so). */
+        int err = errno;
+        free(m);
+        return simdr__fail(simdr__errno_status(err), "%s: opening the file again to map it: %s",
+                           path, strerror(err));
+    }
     void *p = simdr__io.mmap(NULL, (size_t)m->len, PROT_READ, MAP_SHARED, map_fd >= 0 ? map_fd : fd, 0);
     if (map_fd >= 0) close(map_fd);
     if (p == MAP_FAILED) {
