@@ -431,7 +431,10 @@ static int child_main(const char *path, int stop_fd) {
         int rc = simdr_refresh(r, NULL);
         /* A refresh may fail while the replacing file cannot be loaded yet;
          * the store is then as it was. Wrong data is never allowed. */
-        if (rc == SIMDR_OK) refreshes++;
+        if (rc == SIMDR_OK)
+            refreshes++;
+        else if (getenv("SIMDR_TEST_VERBOSE"))
+            fprintf(stderr, "child refresh: %s: %s\n", simdr_strerror(rc), simdr_last_error());
         for (int i = 0; i < 32; i++) {
             uint32_t key = (uint32_t)(next_rand(&x) % KEYS);
             char name[32];
