@@ -647,7 +647,12 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *store, unsigned nthreads, sim
  * beside it is written, fdatasynced, renamed over the old one, and the
  * directory fsynced. A crash leaves the complete old or the complete new
  * file. The store keeps working on the new file; entries held stay valid;
- * readers are never blocked. Not allowed on read-only stores.
+ * readers are never blocked. Not allowed on read-only stores. A failure
+ * before the rename leaves the store as it was; when the directory cannot
+ * be synced after it, the store has switched to the new file but is in the
+ * failed state (see simdr_sync): the error is returned and writes and syncs
+ * answer SIMDR_EFAILED until reopen, since a power cut could still bring the
+ * old file back.
  */
 SIMDR_API int simdr_compact(simdr_store *store);
 

@@ -775,7 +775,7 @@ SIMDR_API int simdr_copy(simdr_store *src, const void *key, size_t key_len, simd
 /* Writer, dst->wlock held: appends e to dst, durable when dst asks for it
  * (the source's tombstone must not precede a durable copy). A failed
  * fdatasync puts dst in the failed state; the caller withdraws the
- * unconfirmed entries once it has let go of dst's lock. */
+ * unconfirmed entries once it has let go of both writer locks. */
 static int append_copy_locked(simdr_store *dst, const simdr_entry *e) {
     simdr__item it = {e->key_hash, e->data, (size_t)e->size, 0};
     uint64_t end = 0;
@@ -829,12 +829,14 @@ SIMDR_API int simdr_move(simdr_store *src, const void *key, size_t key_len, simd
     }
     rc = append_copy_locked(dst, e);
     pthread_mutex_unlock(&dst->wlock);
-    if (atomic_load(&dst->failed)) simdr__withdraw_unsynced(dst);
     if (rc == SIMDR_OK) {
         simdr__item it = {hash, tombstone_byte, 1, 1};
         rc = append_locked(src, &it, 1, &end);
     }
     pthread_mutex_unlock(&src->wlock);
+    /* Withdrawing takes dst's writer lock again: only once src's is let go
+     * (no waiting for one store's lock while holding another's). */
+    if (atomic_load(&dst->failed)) simdr__withdraw_unsynced(dst);
     simdr_entry_release(e);
     if (rc == SIMDR_OK && src->durability == SIMDR_SYNC_DATA) rc = simdr__sync_to(src, end);
     if (rc == SIMDR_OK && tail_out) *tail_out = end;

@@ -147,7 +147,8 @@ typedef struct compaction {
     simdr__view *old;   /* the view being compacted */
     int layout;
     char *tmp;          /* "<path>.compact" */
-    struct stat st;     /* the store file's, for the new file's permission bits */
+    struct stat st;     /* the store file's (for the new file's permission bits), then
+                           the new file's (its identity) */
     uint64_t *offs;     /* the live slots in file order; after the copy, their key hashes */
     uint64_t *new_meta; /* each copied entry's metadata offset in the new file */
     uint64_t n;
@@ -173,8 +174,8 @@ static void compaction_init(compaction *c, simdr_store *s) {
 static int create_new_file(compaction *c) {
     simdr_store *s = c->s;
     c->tmp = simdr__suffixed_path(s->path, SIMDR__COMPACT_SUFFIX);
-    if (!c->tmp || simdr__io.fstat(s->fd, &c->st) != 0)
-        return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    if (!c->tmp) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    if (simdr__io.fstat(s->fd, &c->st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
     int rc = sorted_live(c->old, &c->offs, &c->n);
     if (rc != SIMDR_OK) return rc;
     c->new_meta = malloc((c->n ? c->n : 1) * sizeof *c->new_meta);
@@ -185,6 +186,9 @@ static int create_new_file(compaction *c) {
     c->w.fd = simdr__io.open(c->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->st.st_mode & 07777);
     if (c->w.fd < 0 || flock(c->w.fd, LOCK_EX | LOCK_NB) != 0)
         return simdr__fail_errno(errno, "creating the compaction file", c->tmp);
+    /* The new file's identity, taken now: after the rename nothing may fail. */
+    if (simdr__io.fstat(c->w.fd, &c->st) != 0)
+        return simdr__fail_errno(errno, "fstat", c->tmp);
     return SIMDR_OK;
 }
 
@@ -255,14 +259,20 @@ static int index_new_file(compaction *c) {
 }
 
 /* Renames the new file over the store and switches the open store to it;
- * the old view goes after a grace period. Fails only before the rename. */
-static int switch_to_new_file(compaction *c) {
+ * the old view goes after a grace period. A failure before the rename
+ * leaves the store as it was; after it (the directory sync) the switch is
+ * complete and the store is failed. */
+static int switch_to_new_file(compaction *c, int *switched) {
     simdr_store *s = c->s;
     if (simdr__io.rename(c->tmp, s->path) != 0)
         return simdr__fail_errno(errno, "renaming the compacted file over the store", s->path);
-    /* From here the compacted file is the store; a failed directory fsync
-     * only delays the rename's durability. */
-    simdr__fsync_dir(s->path);
+    *switched = 1;
+    /* From here the compacted file is the store. Until the directory is
+     * synced a power cut may bring the old file back under the path, taking
+     * with it whatever is written to the new one: a failed directory fsync
+     * is a failed sync (the switch goes on, then the store fails, so no
+     * later write or sync is acknowledged as durable on this handle). */
+    int dir_err = simdr__fsync_dir(s->path) != 0 ? (errno ? errno : EIO) : 0;
 
     int old_fd = s->fd;
     s->fd = c->w.fd;
@@ -273,7 +283,6 @@ static int switch_to_new_file(compaction *c) {
      * leaves it naming the old one: the next open recovers in full). */
     simdr__side_rebind(s->side, c->w.fd, c->size);
     close(old_fd);
-    simdr__io.fstat(s->fd, &c->st);
     s->dev = c->st.st_dev;
     s->ino = c->st.st_ino;
     s->tail = c->size;
@@ -284,6 +293,14 @@ static int switch_to_new_file(compaction *c) {
     simdr__map_retire(c->old->map);
     simdr__index_free(c->old->index);
     free(c->old);
+    if (dir_err) {
+        atomic_store_explicit(&s->failed, 1, memory_order_release);
+        return simdr__fail(simdr__errno_status(dir_err),
+                           "%s: the compacted file replaced the store, but syncing its "
+                           "directory failed (%s): the rename may not survive a power cut, so "
+                           "the store refuses writes and syncs until it is reopened",
+                           s->path, strerror(dir_err));
+    }
     return SIMDR_OK;
 }
 
@@ -329,8 +346,11 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     rc = create_new_file(&c);
     if (rc == SIMDR_OK) rc = copy_live_entries(&c);
     if (rc == SIMDR_OK) rc = index_new_file(&c);
-    if (rc == SIMDR_OK) rc = switch_to_new_file(&c);
-    if (rc != SIMDR_OK) abandon_new_file(&c);
+    int switched = 0;
+    if (rc == SIMDR_OK) {
+        rc = switch_to_new_file(&c, &switched);
+    }
+    if (rc != SIMDR_OK && !switched) abandon_new_file(&c);
     pthread_mutex_unlock(&s->wlock);
     pthread_mutex_unlock(&s->sync_lock);
     compaction_free(&c);

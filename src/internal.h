@@ -132,6 +132,9 @@ void simdr__map_unpin(simdr__map *m, unsigned shard);
  * store's hold; it is unmapped when the last pin goes. */
 void simdr__map_retire(simdr__map *m);
 uint64_t simdr__map_reserve_for(uint64_t size);
+/* Test hook: the least a map reserves (1 GiB). Tests lower it to make a
+ * store outgrow its map, and so replace it, at a few MiB. */
+extern _Atomic uint64_t simdr__map_min_reserve;
 
 /* ---- index (index.c) ----
  * Open addressing, linear probing (hashtab.h's sequence), 8 bytes a slot: [tag:16][tomb:1][meta offset:47].

@@ -22,8 +22,11 @@
 #define MIN_RESERVE (UINT64_C(1) << 30)
 #define RESERVE_GRANULE (UINT64_C(2) << 20)
 
+_Atomic uint64_t simdr__map_min_reserve = MIN_RESERVE;
+
 uint64_t simdr__map_reserve_for(uint64_t size) {
-    uint64_t want = size > MIN_RESERVE / 2 ? size * 2 : MIN_RESERVE;
+    uint64_t min = atomic_load_explicit(&simdr__map_min_reserve, memory_order_relaxed);
+    uint64_t want = size > min / 2 ? size * 2 : min;
     return (want + RESERVE_GRANULE - 1) & ~(RESERVE_GRANULE - 1);
 }
 
@@ -41,6 +44,15 @@ int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *
     char self[64];
     snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
     int map_fd = simdr__io.open(self, O_RDONLY | O_CLOEXEC, 0);
+    if (map_fd < 0 && errno != ENOENT && errno != EACCES) {
+        /* Out of descriptors (or memory): mapping through fd instead would
+         * keep the writer lock past simdr_close for as long as an entry
+         * pins the map. Only without /proc is fd used (and then so). */
+        int err = errno;
+        free(m);
+        return simdr__fail(simdr__errno_status(err), "%s: opening the file again to map it: %s",
+                           path, strerror(err));
+    }
     void *p = simdr__io.mmap(NULL, (size_t)m->len, PROT_READ, MAP_SHARED, map_fd >= 0 ? map_fd : fd, 0);
     if (map_fd >= 0) close(map_fd);
     if (p == MAP_FAILED) {
@@ -69,7 +81,19 @@ void simdr__map_unpin(simdr__map *m, unsigned shard) {
     }
 }
 
+/* Held in the shared counter while a retirement counts the shards: see
+ * simdr__map_retire. Far above any number of handles. */
+#define RETIRING_BIAS (INT64_C(1) << 62)
+
 void simdr__map_retire(simdr__map *m) {
+    /* While the shards are being closed, the shared counter only holds what
+     * happened in shards already closed: releases (-1 each) and duplicates
+     * of handles pinned elsewhere (+1 each, simdr__map_pin). A duplicate
+     * counted there, then the release of the handle it came from, would
+     * bring it to zero, and the map would be unmapped under the duplicate
+     * before the pins found below are added. The bias keeps it above zero
+     * until they are. */
+    atomic_fetch_add_explicit(&m->outstanding, RETIRING_BIAS, memory_order_acq_rel);
     int64_t pinned = 0;
     for (unsigned i = 0; i < SIMDR__SLOTS; i++) {
         uint64_t old = atomic_fetch_or_explicit(&m->refs[i].n, SIMDR__MAP_CLOSED,
@@ -77,7 +101,9 @@ void simdr__map_retire(simdr__map *m) {
         pinned += (int64_t)(old & ~SIMDR__MAP_CLOSED);
     }
     /* Releases that happened after their shard closed already subtracted
-     * themselves; adding the total brings the counter to the true count. */
-    if (atomic_fetch_add_explicit(&m->outstanding, pinned, memory_order_acq_rel) + pinned == 0)
+     * themselves; adding the total (and taking the bias back) brings the
+     * counter to the true count. */
+    int64_t add = pinned - RETIRING_BIAS;
+    if (atomic_fetch_add_explicit(&m->outstanding, add, memory_order_acq_rel) + add == 0)
         map_destroy(m);
 }

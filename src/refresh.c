@@ -106,7 +106,8 @@ static int side_state(simdr_store *s, simdr__side_state *st) {
  * tail when it tells (its writer is alive, died, or closed at that tail and
  * nothing was appended since), with its metadata bytes found in the file of
  * size bytes; else (no side file, or another program appended after a clean
- * close) the end of the file. 1 when the side file decided. */
+ * close) the end of the file. 1 when the side file decided, 0 when not, a
+ * negative status when the file could not be read. */
 static int refresh_end(simdr_store *s, const simdr__side_state *st, int has_side, uint64_t size,
                        uint64_t *end) {
     if (!has_side || (st->closed && st->closed - 1 < size)) {
@@ -117,10 +118,21 @@ static int refresh_end(simdr_store *s, const simdr__side_state *st, int has_side
     *end = newest->tail;
     if (*end > s->tail) {
         uint8_t meta[SIMDR__META_SIZE];
-        if (*end > size || *end <= SIMDR__META_SIZE ||
-            simdr__pread_all(s->fd, meta, sizeof meta, *end - SIMDR__META_SIZE) != 0 ||
-            memcmp(meta, newest->meta, sizeof meta) != 0)
+        if (*end > size || *end <= SIMDR__META_SIZE) {
             *end = s->tail; /* not provable (a stale record): nothing new this time */
+            return 1;
+        }
+        /* A read that fails is an error, not a stale record: answering OK
+         * would tell the caller it has caught up with entries it never saw. */
+        errno = 0;
+        if (simdr__pread_all(s->fd, meta, sizeof meta, *end - SIMDR__META_SIZE) != 0) {
+            if (errno == 0) { /* end of file: the record is stale after all */
+                *end = s->tail;
+                return 1;
+            }
+            return simdr__fail_errno(errno, "reading the committed tail", s->path);
+        }
+        if (memcmp(meta, newest->meta, sizeof meta) != 0) *end = s->tail;
     }
     return 1;
 }
@@ -141,6 +153,7 @@ static int refresh_locked(simdr_store *s, uint64_t *added) {
     if (simdr__io.fstat(s->fd, &st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
     uint64_t end, tail = s->tail;
     has_side = refresh_end(s, &side, has_side, (uint64_t)st.st_size, &end);
+    if (has_side < 0) return has_side;
     if (end <= tail || end < tail + SIMDR__META_SIZE + 1) return SIMDR_OK;
     int layout = s->layout_detected ? atomic_load(&s->layout) : -1;
     simdr__chain_rec *recs = NULL;

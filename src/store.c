@@ -35,14 +35,23 @@ char *simdr__suffixed_path(const char *path, const char *suffix) {
     return p;
 }
 
+/* Syncs the directory holding path. A directory that cannot be opened for
+ * reading (EACCES: write and search rights only) or a file system that does
+ * not sync directories (EINVAL, EBADF: some FUSE and network file systems)
+ * cannot be synced at all, and that is not a failure: as PostgreSQL's
+ * fsync_fname, those errors count as done. Any other error is returned
+ * (errno set): the caller must not take the directory entry for durable. */
 int simdr__fsync_dir(const char *path) {
     char *copy = strdup(path);
     if (!copy) return -1;
     int dfd = simdr__io.open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     free(copy);
-    if (dfd < 0) return -1;
+    if (dfd < 0) return errno == EACCES ? 0 : -1;
     int rc = simdr__io.fsync_dir(dfd);
+    int err = errno;
     close(dfd);
+    if (rc != 0 && (err == EINVAL || err == EBADF)) rc = 0;
+    errno = err;
     return rc;
 }
 
@@ -102,8 +111,30 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
 
     /* Non-blocking, so that a FIFO is refused rather than waited on. */
     int flags = O_CLOEXEC | O_NONBLOCK | (s->readonly ? O_RDONLY : O_RDWR);
-    if (opts->open_mode == SIMDR_OPEN_CREATE) flags |= O_CREAT;
-    s->fd = simdr__io.open(path, flags, opts->file_mode ? opts->file_mode : 0644);
+    mode_t mode = opts->file_mode ? opts->file_mode : 0644;
+    int created = 0; /* 1: made by this open; -1: perhaps (not removed on failure) */
+    s->fd = simdr__io.open(path, flags, mode);
+    /* A file this open creates is named durably (its directory synced)
+     * before anything written to it can be acknowledged as durable: a power
+     * cut must not take the whole file with the directory entry. Created
+     * with O_EXCL so that only a file made here is removed should that
+     * sync fail. EEXIST then means another process created it meanwhile,
+     * or the path is a symbolic link to a file yet to be made: opened with
+     * O_CREAT as before, and the directory synced all the same. */
+    if (s->fd < 0 && errno == ENOENT && opts->open_mode == SIMDR_OPEN_CREATE) {
+        s->fd = simdr__io.open(path, flags | O_CREAT | O_EXCL, mode);
+        created = s->fd >= 0;
+        if (s->fd < 0 && errno == EEXIST) {
+            s->fd = simdr__io.open(path, flags | O_CREAT, mode);
+            created = s->fd >= 0 ? -1 : 0;
+        }
+    }
+    if (created && simdr__fsync_dir(path) != 0) {
+        int err = errno;
+        if (created > 0) unlink(path);
+        return open_fail(s, simdr__fail_errno(err, "creating the store (syncing its directory)",
+                                              path));
+    }
     if (s->fd < 0) {
         int err = errno;
         if (err == ENOENT)

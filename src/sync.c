@@ -122,8 +122,15 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
             atomic_store_explicit(&s->failed, 1, memory_order_release);
         } else {
             atomic_store(&s->last_sync_ns, monotonic_ns() - t0);
-            if (target > atomic_load(&s->synced))
-                atomic_store_explicit(&s->synced, target, memory_order_release);
+            /* Only forwards: simdr_move syncs a target store's file under
+             * its writer lock, not this lock, and may have moved it further
+             * meanwhile (a lower value would later withdraw its copy). */
+            uint64_t was = atomic_load_explicit(&s->synced, memory_order_acquire);
+            while (was < target &&
+                   !atomic_compare_exchange_weak_explicit(&s->synced, &was, target,
+                                                          memory_order_release,
+                                                          memory_order_acquire)) {
+            }
         }
     }
     pthread_mutex_unlock(&s->sync_lock);

@@ -52,7 +52,13 @@ int simdr__save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, ui
         unlink(name);
         return simdr__fail_errno(err, "saving torn tail", name);
     }
-    simdr__fsync_dir(name);
+    /* The name too must be durable before the cut: otherwise a power cut
+     * right after it could leave the store cut and the copy gone. */
+    if (simdr__fsync_dir(name) != 0) {
+        err = errno;
+        unlink(name);
+        return simdr__fail_errno(err, "saving torn tail (syncing its directory)", name);
+    }
     snprintf(s->recovery.saved_path, sizeof s->recovery.saved_path, "%s", name);
     return SIMDR_OK;
 }

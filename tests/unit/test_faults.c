@@ -205,6 +205,175 @@ static void test_undo_that_fails_refuses_writes(void **state) {
     tu_put_str(f->s, "c", "3");
 }
 
+/* The rename that switches a compaction's file in is durable only once
+ * the directory is synced; until then a power cut may put the old file
+ * back under the path, with none of the writes made to the new one. A
+ * failed directory sync must therefore fail the store like a failed
+ * fdatasync: no later durable write may be acknowledged on the handle. */
+static void test_failed_directory_sync_after_compaction_is_final(void **state) {
+    tu_fixture *f = *state;
+    for (int i = 0; i < 10; i++) tu_put_str(f->s, "k", i % 2 ? "odd" : "even");
+    tu_put_str(f->s, "other", "x");
+    simdr__io_fail_nth(SIMDR__IO_FSYNC_DIR, 1, EIO);
+    assert_int_equal(simdr_compact(f->s), SIMDR_EIO);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_FSYNC_DIR), 1);
+    assert_true(strstr(simdr_last_error(), "directory") != NULL);
+    /* The switch happened: the handle reads the compacted file. */
+    tu_expect_str(f->s, "k", "odd");
+    tu_expect_str(f->s, "other", "x");
+    assert_int_equal(simdr_count(f->s), 2);
+    /* Nothing later is acknowledged as durable. */
+    assert_int_equal(simdr_put(f->s, TU_STR("after"), "y", 1, NULL), SIMDR_EFAILED);
+    assert_int_equal(simdr_sync(f->s), SIMDR_EFAILED);
+    assert_int_equal(simdr_compact(f->s), SIMDR_EFAILED);
+    reopen(f, SIMDR_SYNC_DATA);
+    tu_expect_str(f->s, "k", "odd");
+    tu_expect_str(f->s, "other", "x");
+    tu_expect_absent(f->s, TU_STR("after"));
+    assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+    tu_put_str(f->s, "after", "y");
+    tu_expect_str(f->s, "after", "y");
+}
+
+/* A repair saves the bytes it cuts "durably, before the cut": the saved
+ * file's name too. When its directory cannot be synced the open fails and
+ * leaves the store uncut (a power cut could otherwise keep the cut and lose
+ * the copy). */
+static void test_torn_tail_not_cut_unless_its_copy_is_durable(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    uint8_t junk[3000];
+    tu_fill(junk, sizeof junk, 5);
+    tu_append_file(f->path, junk, sizeof junk);
+    int64_t size = tu_file_size(f->path);
+    simdr__io_fail_nth(SIMDR__IO_FSYNC_DIR, 1, EIO);
+    simdr_store *s = NULL;
+    assert_int_equal(tu_open_status(&s, f->path, SIMDR_OPEN_EXISTING, 0), SIMDR_EIO);
+    assert_null(s);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_FSYNC_DIR), 1);
+    assert_int_equal(tu_file_size(f->path), size);
+    /* Only the store file and the store's own beside files remain. */
+    assert_int_equal(tu_dir_count(f->dir), 1);
+    simdr__io_reset();
+    f->s = open_with(f->path, SIMDR_SYNC_NONE);
+    simdr_recovery_info info;
+    assert_int_equal(simdr_recovery(f->s, &info), SIMDR_OK);
+    assert_int_equal(info.truncated, 1);
+    assert_true(info.saved_path[0] != '\0');
+    assert_int_equal(tu_file_size(info.saved_path), (int64_t)sizeof junk);
+    tu_expect_str(f->s, "a", "1");
+}
+
+/* A new store's name must be durable before a write to it is
+ * acknowledged as durable (the side file beside it may already exist, and
+ * then nothing else syncs the directory): an open that creates the file
+ * syncs its directory, and fails, removing the file, when it cannot. */
+static void test_new_store_is_named_durably(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    /* The store file is gone, its side file stays. */
+    assert_int_equal(unlink(f->path), 0);
+    simdr__io_fault count = {.op = SIMDR__IO_FSYNC_DIR, .nth = UINT64_MAX};
+    simdr__io_fault_arm(&count);
+    f->s = open_with(f->path, SIMDR_SYNC_DATA);
+    assert_true(simdr__io_calls(SIMDR__IO_FSYNC_DIR) >= 1);
+    tu_put_str(f->s, "b", "2");
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    assert_int_equal(unlink(f->path), 0);
+    simdr__io_fail_nth(SIMDR__IO_FSYNC_DIR, 1, EIO);
+    simdr_store *s = NULL;
+    assert_int_equal(tu_open_status(&s, f->path, SIMDR_OPEN_CREATE, 0), SIMDR_EIO);
+    assert_null(s);
+    assert_int_equal(tu_file_size(f->path), -1);
+    simdr__io_reset();
+    f->s = open_with(f->path, SIMDR_SYNC_DATA);
+    tu_expect_absent(f->s, TU_STR("a"));
+    tu_put_str(f->s, "c", "3");
+    tu_expect_str(f->s, "c", "3");
+    /* A symbolic link to a file yet to be made still creates it. */
+    char target[4200], link_path[4200];
+    snprintf(target, sizeof target, "%s/target.bin", f->dir);
+    snprintf(link_path, sizeof link_path, "%s/link.bin", f->dir);
+    assert_int_equal(symlink(target, link_path), 0);
+    simdr_store *l = open_with(link_path, SIMDR_SYNC_DATA);
+    tu_put_str(l, "d", "4");
+    assert_int_equal(simdr_close(l), SIMDR_OK);
+    assert_true(tu_file_size(target) > 0);
+}
+
+/* Some file systems (FUSE, network ones) do not sync directories and say
+ * so with EINVAL: that is not a failed sync, and must not fail a
+ * compaction, a repair or the creation of a store. */
+static void test_directories_that_cannot_be_synced_are_no_failure(void **state) {
+    tu_fixture *f = *state;
+    simdr__io_fault unsupported = {.op = SIMDR__IO_FSYNC_DIR, .nth = 1, .count = 0,
+                                   .err = EINVAL};
+    simdr__io_fault_arm(&unsupported);
+    for (int i = 0; i < 6; i++) tu_put_str(f->s, "k", i % 2 ? "odd" : "even");
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    tu_put_str(f->s, "after", "y");
+    assert_int_equal(simdr_sync(f->s), SIMDR_OK);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    uint8_t junk[300];
+    tu_fill(junk, sizeof junk, 9);
+    tu_append_file(f->path, junk, sizeof junk);
+    f->s = open_with(f->path, SIMDR_SYNC_DATA);
+    simdr_recovery_info info;
+    assert_int_equal(simdr_recovery(f->s, &info), SIMDR_OK);
+    assert_int_equal(info.truncated, 1);
+    tu_expect_str(f->s, "k", "odd");
+    tu_expect_str(f->s, "after", "y");
+    simdr_store *fresh = open_with(f->other, SIMDR_SYNC_DATA);
+    tu_put_str(fresh, "new", "z");
+    assert_int_equal(simdr_close(fresh), SIMDR_OK);
+    assert_true(simdr__io_hits(SIMDR__IO_FSYNC_DIR) >= 3);
+}
+
+/* A map is made through a description of its own (/proc/self/fd), because
+ * a mapping keeps its description open and the store's description holds
+ * the writer lock: a map made through the store's descriptor kept the lock
+ * after simdr_close while an entry pinned it, so the next writable open,
+ * even in this process, found the store locked. When that second
+ * description cannot be had for want of descriptors (EMFILE), the call
+ * fails instead. */
+static int (*plain_open)(const char *path, int flags, mode_t mode);
+static int open_without_fds_for_proc(const char *path, int flags, mode_t mode) {
+    if (strncmp(path, "/proc/self/fd/", 14) == 0) {
+        errno = EMFILE;
+        return -1;
+    }
+    return plain_open(path, flags, mode);
+}
+
+static void test_map_never_holds_the_writer_lock(void **state) {
+    tu_fixture *f = *state;
+    for (int i = 0; i < 6; i++) tu_put_str(f->s, "k", i % 2 ? "odd" : "even");
+    plain_open = simdr__io.open;
+    simdr__io.open = open_without_fds_for_proc;
+    int rc = simdr_compact(f->s);
+    simdr__io.open = plain_open;
+    /* The compaction either failed (store unchanged) or mapped its file
+     * through a description of its own. */
+    assert_true(rc == SIMDR_OK || rc == SIMDR_EIO || rc == SIMDR_ENOMEM);
+    simdr_entry *held = NULL;
+    assert_int_equal(simdr_get(f->s, TU_STR("k"), &held), SIMDR_OK);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    simdr_store *again = NULL;
+    assert_int_equal(tu_open_status(&again, f->path, SIMDR_OPEN_EXISTING, 0), SIMDR_OK);
+    tu_expect_str(again, "k", "odd");
+    assert_int_equal(simdr_entry_size(held), 3);
+    assert_memory_equal(simdr_entry_data(held), "odd", 3);
+    simdr_entry_release(held);
+    f->s = again;
+}
+
 /* ---- a failed sync (fsyncgate) ---- */
 
 static void test_failed_sync_is_final(void **state) {
@@ -395,6 +564,14 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_open_and_map_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_faults_keep_the_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_undo_that_fails_refuses_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_directory_sync_after_compaction_is_final,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_not_cut_unless_its_copy_is_durable,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_store_is_named_durably, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_directories_that_cannot_be_synced_are_no_failure,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_never_holds_the_writer_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup_durable, teardown),
         cmocka_unit_test_setup_teardown(test_failed_explicit_sync_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_index_growth_failure_shows_nothing, setup,
