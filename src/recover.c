@@ -935,9 +935,15 @@ int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
             *recs = nr;
             cap = ncap;
         }
-        uint8_t first = 1;
-        int tomb = m - meta.prev == 1 && simdr__pread_all(fd, &first, 1, meta.prev) == 0 &&
-                   first == SIMDR__TOMBSTONE_BYTE;
+        /* A 1-byte payload is a tombstone or a value: a read that fails
+         * cannot tell which, and a tombstone taken for a value would serve
+         * the deleted key, so the walk stops there (not a chain reached). */
+        int tomb = 0;
+        if (m - meta.prev == 1) {
+            uint8_t first;
+            if (simdr__pread_all(fd, &first, 1, meta.prev) != 0) break;
+            tomb = first == SIMDR__TOMBSTONE_BYTE;
+        }
         (*recs)[(*n)++] = (simdr__chain_rec){meta.key_hash, m, tomb};
         p = meta.prev;
     }

@@ -221,6 +221,7 @@ typedef struct sweep {
     int mapped; /* SIMDR_APPEND_MAPPED for the sweep's store */
     simdr_store *s, *o, *reader, *prim;
     model pre, post; /* before and after the operation */
+    model reader_pre; /* refreshes past a delete: what the reader served before */
     uint8_t *log_bytes;
     size_t log_len;
     uint64_t log_from;
@@ -505,6 +506,17 @@ static void prep_refresh(sweep *w) {
 }
 static int run_refresh(sweep *w) { return simdr_refresh(w->reader, NULL); }
 
+/* a read-only store refreshing past the writer's delete: a tombstone's
+ * 1-byte payload read to tell it from a 1-byte value (a failed read there
+ * must not index the deleted key as a value) */
+static void prep_refresh_delete(sweep *w) {
+    w->reader = open_mode(w->path, SIMDR_OPEN_READONLY, SIMDR_SYNC_NONE);
+    w->reader_pre = w->pre;
+    assert_int_equal(simdr_delete(w->s, TU_STR("key-2"), NULL), SIMDR_OK);
+    set_key(&w->post, 0, 2, 0, 0);
+    w->pre = w->post; /* the writer already holds it */
+}
+
 /* log_append of a primary's bytes continuing the store */
 static void prep_log(sweep *w) {
     assert_int_equal(simdr_close(w->s), SIMDR_OK);
@@ -570,10 +582,11 @@ static const op ops[] = {
     {"open without a hint", prep_open_nohint, run_open},
     {"open with a hint", prep_open_hint, run_open},
     {"refresh", prep_refresh, run_refresh},
+    {"refresh past a delete", prep_refresh_delete, run_refresh},
     {"log_append", prep_log, run_log},
     {"refresh onto a compacted file", prep_refresh_reload, run_refresh},
     {"put and delete in a hinted store", prep_hinted_writes, run_hinted_writes},
-    /* The same through mapped appends (MAPPED_FROM on). */
+    /* The same through mapped appends (the names say so: is_mapped_op). */
     {"mapped: put", prep_put, run_put},
     {"mapped: batch", prep_batch, run_batch},
     {"mapped: delete_batch", prep_delete_batch, run_delete_batch},
@@ -582,7 +595,9 @@ static const op ops[] = {
     {"mapped: compact", prep_compact, run_compact},
     {"mapped: close and reopen", prep_close, run_close},
 };
-#define MAPPED_FROM 21
+#define N_OPS (sizeof ops / sizeof ops[0])
+
+static int is_mapped_op(const op *o) { return strncmp(o->name, "mapped: ", 8) == 0; }
 
 /* key-17 is the renamed key-5: it holds key-5's version-1 bytes. */
 static void expect_renamed(simdr_store *s, const sweep *w, int rc, int strict) {
@@ -668,6 +683,7 @@ static void run_case(const op *o, int durability, uint64_t n, int persist,
             model before = w.pre;
             set_key(&before, 0, 21, 0, 0);
             if (o->prepare == prep_refresh_reload) set_key(&before, 0, 1, 1, 10 + 37);
+            if (o->prepare == prep_refresh_delete) before = w.reader_pre;
             char rwhere[200];
             snprintf(rwhere, sizeof rwhere, "%s, the reader", where);
             expect_store(w.reader, 0, &before, &w.post, rc == SIMDR_OK, rwhere);
@@ -730,7 +746,7 @@ static void run_case(const op *o, int durability, uint64_t n, int persist,
 }
 
 static void sweep_op(const op *o) {
-    open_mapped = o - ops >= MAPPED_FROM;
+    open_mapped = is_mapped_op(o);
     /* Opens and refreshes do not depend on the durability mode. */
     /* $SIMDR_TEST_SCALE below the full 10 (the sanitizer runs): the
      * durable mode, whose syncs cost the time, only for the sync paths. */
@@ -785,6 +801,7 @@ SWEEP_TEST(24)
 SWEEP_TEST(25)
 SWEEP_TEST(26)
 SWEEP_TEST(27)
+SWEEP_TEST(28)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -802,6 +819,14 @@ int main(void) {
         cmocka_unit_test(test_sweep_22), cmocka_unit_test(test_sweep_23),
         cmocka_unit_test(test_sweep_24), cmocka_unit_test(test_sweep_25),
         cmocka_unit_test(test_sweep_26), cmocka_unit_test(test_sweep_27),
+        cmocka_unit_test(test_sweep_28),
     };
+    /* One test per operation: an operation added without its test would
+     * go unswept. */
+    if (sizeof tests / sizeof tests[0] != N_OPS) {
+        fprintf(stderr, "%zu sweep tests for %zu operations\n", sizeof tests / sizeof tests[0],
+                N_OPS);
+        return 1;
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
