@@ -21,8 +21,11 @@
 # mode, default 1), SIMDR_FUZZ_SECONDS (explore mode, default 600),
 # SIMDR_FUZZ_JOBS (explore mode, default 1), SIMDR_FUZZ_TARGET (fuzz_open,
 # default, seeded with fuzz/corpus/; fuzz_resp, the server's RESP parser,
-# seeded with fuzz/corpus-resp/).
+# seeded with fuzz/corpus-resp/; fuzz_log_append, replicated bytes from a
+# hostile primary, seeded with fuzz/corpus-log-append/; "all": each of them
+# in turn, in either mode).
 set -euo pipefail
+self=$(realpath "$0")
 cd "$(dirname "$0")/.."
 mode=ci
 case "${1:-}" in
@@ -32,8 +35,15 @@ case "${1:-}" in
 esac
 
 target=${SIMDR_FUZZ_TARGET:-fuzz_open}
+if [ "$target" = all ]; then
+  for t in fuzz_open fuzz_log_append fuzz_resp; do
+    SIMDR_FUZZ_TARGET=$t bash "$self" "$@" || exit 1
+  done
+  exit 0
+fi
 corpus=fuzz/corpus
 [ "$target" = fuzz_resp ] && corpus=fuzz/corpus-resp
+[ "$target" = fuzz_log_append ] && corpus=fuzz/corpus-log-append
 
 echo "fuzz: building build/fuzz/fuzz/$target (clang, ASan+UBSan, libFuzzer)"
 cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
