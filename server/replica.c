@@ -22,6 +22,12 @@
  * From replica to primary: REPLSYNC port {db identity tail meta-hex}...,
  * REPLACK db identity tail.
  *
+ * The replica treats its primary as hostile (a bug, an attacker, damage on
+ * the wire): sizes and lines are bounded before anything is buffered, a LOG
+ * needs a RESET or FOLLOW for its database on the same link first, and every
+ * byte is checked by simdr_log_append before it is written. A refusal is
+ * logged and drops the link; the replica keeps serving what it has.
+ *
  * The replica remembers the identity it follows per database in
  * DIR/replication.state; a promoted replica also remembers which primary
  * file its own file is a prefix of, so the other replicas of the old
@@ -803,6 +809,9 @@ static int handle_msg(const link_msg *m, int *acked) {
         arg_u64(m, 3, &b)) {
         if (!R.announced[db])
             return link_refuse("db %d: LOG before RESET or FOLLOW named the file", (int)db);
+        if (b < a || b - a < m->lens[4])
+            return link_refuse("db %d: LOG of %zu bytes from %llu beyond the primary's tail %llu",
+                               (int)db, m->lens[4], (unsigned long long)a, (unsigned long long)b);
         simdr_store *s;
         if (replica_store(d, R.reset_layout[db], &s) != 0)
             return link_refuse("db %d: cannot open %s: %s", (int)db, d->path, simdr_last_error());

@@ -188,6 +188,7 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
             (follow + resp("LOG", 0, tail, "x", extra), "unexpected message"),
             (follow + resp("LOG", 0, tail, 1, extra, "more"), "unexpected message"),
             (follow + resp("NONSENSE", 0, 1), "unexpected message"),
+            (follow + resp("LOG", 0, tail, tail + 1, extra), "beyond the primary's tail"),
         ]
         for sent, why in cases:
             before = replica.log().count(why)
