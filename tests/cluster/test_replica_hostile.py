@@ -107,6 +107,11 @@ def unaligned_entry(payload, prev, key_hash):
     return payload + struct.pack("<QQI", key_hash, prev, zlib.crc32(payload) & 0xFFFFFFFF)
 
 
+def aligned_entry(payload, prev, key_hash):
+    pad = (64 - prev % 64) & 63
+    return b"\0" * pad + unaligned_entry(payload, prev, key_hash)
+
+
 def read_file(server, db=0):
     try:
         with open(os.path.join(server.dir, "db-%d.simdr" % db), "rb") as f:
@@ -252,6 +257,28 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
             time.sleep(0.02)
         assert read_file(replica, 5) == e1 + e2, replica.log()[-2000:]
         conn.close()
+
+        # Entries sound in the file format but not server records (garbage
+        # payloads, a header claiming a huge key): stored as the primary's
+        # bytes, never served as keys, and the replica keeps working.
+        junk = [b"\xffgarbage", b"SR\x01\x00" + struct.pack("<IQ", 0xFFFFFFF0, 0) + b"k",
+                b"\x00" * 5 + b"z"]
+        stream = b""
+        for i, payload in enumerate(junk):
+            stream += aligned_entry(payload, len(stream), 0x3333 + i)
+        conn, dbs = fake.accept()
+        conn.sendall(b"+OK\r\n" + resp("RESET", 2, 888, 0) + resp("LOG", 2, 0, len(stream), stream))
+        deadline = time.time() + CLOSE_TIMEOUT
+        while read_file(replica, 2) != stream and time.time() < deadline:
+            time.sleep(0.02)
+        assert read_file(replica, 2) == stream
+        r2 = replica.client(db=2)
+        assert r2.keys("*") == []
+        assert r2.scan(0, count=100)[1] == []
+        assert r2.get("garbage") is None
+        assert r2.ping()
+        conn.close()
+        serves_its_data()
 
         # The sound primary again: the replica resumes from its tail (no
         # full copy of db 0) and follows new writes.
