@@ -383,6 +383,57 @@ static void require_log_read(simdr_store *s, const uint8_t *file, uint64_t end,
     free(buf);
 }
 
+/* Whether off is 0 or the end of an entry of the chain ending at end; *next
+ * gets the end of the entry that starts there (end itself when off == end). */
+static int model_is_entry_end(const uint8_t *p, uint64_t end, int aligned, uint64_t off,
+                              uint64_t *next) {
+    *next = end;
+    while (end > off) {
+        model_entry e;
+        REQUIRE(model_entry_at(p, 0, end, aligned, &e), "unsound entry ending at %llu",
+                (unsigned long long)end);
+        if (e.start == off) *next = end;
+        end = e.start;
+    }
+    return end == off;
+}
+
+/* simdr_log_read as a primary answers a replica's offset, whatever it is:
+ * whole entries from an entry end, never more than cap, the room needed
+ * when the first entry does not fit, a refusal of an offset beyond the tail
+ * or (when the walk passes it) inside an entry. */
+static void require_log_read_any(simdr_store *s, const uint8_t *file, uint64_t end, int aligned,
+                                 uint64_t from, size_t cap) {
+    simdr_log_state st;
+    REQUIRE(simdr_log_info(s, &st) == SIMDR_OK, "log_info");
+    uint8_t *buf = malloc(cap + 1);
+    REQUIRE(buf, "out of memory");
+    size_t len = 12345;
+    int rc = simdr_log_read(s, st.identity, from, buf, cap, &len);
+    uint64_t next = 0;
+    int at_entry = from <= end && model_is_entry_end(file, end, aligned, from, &next);
+    if (from > end) {
+        REQUIRE(rc == SIMDR_EINVAL && len == 0, "log_read beyond the tail gave %d", rc);
+    } else if (rc == SIMDR_OK) {
+        uint64_t to = from + len, dummy;
+        REQUIRE(len <= cap && to <= end && memcmp(buf, file + from, len) == 0,
+                "log_read from %llu cap %zu gave %zu bytes", (unsigned long long)from, cap, len);
+        REQUIRE(to == end || model_is_entry_end(file, end, aligned, to, &dummy),
+                "log_read from %llu ended at %llu, inside an entry", (unsigned long long)from,
+                (unsigned long long)to);
+        REQUIRE(!at_entry || len > 0 || from == end, "log_read gave nothing from %llu",
+                (unsigned long long)from);
+    } else if (rc == SIMDR_ETOOBIG) {
+        REQUIRE(at_entry && len == next - from && len > cap,
+                "log_read ETOOBIG from %llu cap %zu: needs %zu", (unsigned long long)from, cap,
+                len);
+    } else {
+        REQUIRE(rc == SIMDR_EINVAL && !at_entry && len == 0,
+                "log_read from %llu cap %zu gave %d", (unsigned long long)from, cap, rc);
+    }
+    free(buf);
+}
+
 static void run(const uint8_t *data, size_t size) {
     static int verbose = -1; /* SIMDR_FUZZ_VERBOSE=1: each call's outcome on stderr */
     if (verbose < 0) verbose = getenv("SIMDR_FUZZ_VERBOSE") != NULL;
@@ -471,6 +522,12 @@ static void run(const uint8_t *data, size_t size) {
     REQUIRE(simdr_check(s, NULL, NULL, &rep) == SIMDR_OK && rep.bad_entries == 0,
             "check after the calls");
     require_log_read(s, file, end, 0);
+    /* offsets and room a replica could ask for, from the same input bytes */
+    const uint64_t room = explicit_from >> 40;
+    require_log_read_any(s, file, end, aligned, explicit_from % (end + 2), (size_t)(room % (end + 65)));
+    require_log_read_any(s, file, end, aligned, (explicit_from >> 8) % (end + 2),
+                         (size_t)((room >> 8) % 200));
+    require_log_read_any(s, file, end, aligned, explicit_from, (size_t)(room % 4096));
     REQUIRE(simdr_close(s) == SIMDR_OK, "close");
     require_file(file, end, 0, "closed");
     for (int readonly = 0; readonly < 2; readonly++) {
