@@ -245,11 +245,22 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
         conn.close()
 
         # A primary whose file has the unaligned layout (simd-r-drive 0.4):
-        # a RESET names it, and the replica's new file takes it.
+        # a RESET names it, and the replica's new file takes it, also when
+        # the link drops before the first LOG and the next one resumes with
+        # FOLLOW (which names no layout).
         e1 = unaligned_entry(b"first", 0, 0x1111)
         e2 = unaligned_entry(b"second value", len(e1), 0x2222)
         conn, dbs = fake.accept()
-        conn.sendall(b"+OK\r\n" + resp("RESET", 5, 777, 1) + resp("LOG", 5, 0, len(e1 + e2), e1 + e2))
+        conn.sendall(b"+OK\r\n" + resp("RESET", 5, 777, 1))
+        acks = b""
+        while resp("REPLACK", 5, 777, 0) not in acks:  # the RESET was taken
+            got = conn.recv(65536)
+            assert got, "the replica closed the link after a sound RESET"
+            acks += got
+        conn.close()
+        conn, dbs = fake.accept()
+        assert dbs[5] == (777, 0)
+        conn.sendall(b"+OK\r\n" + resp("FOLLOW", 5, 777) + resp("LOG", 5, 0, len(e1 + e2), e1 + e2))
         deadline = time.time() + CLOSE_TIMEOUT
         while read_file(replica, 5) != e1 + e2 and time.time() < deadline:
             if "refused" in replica.log()[-2000:] and "db 5" in replica.log()[-2000:]:
