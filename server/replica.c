@@ -69,6 +69,7 @@ typedef struct repl_state {
     uint64_t follows[SERVER_DBS];   /* identity of the primary file followed (0: none) */
     uint64_t alias_own[SERVER_DBS]; /* a promoted replica: its file's identity at promotion */
     uint64_t alias_of[SERVER_DBS];  /* ... and the primary file it was a prefix of */
+    int layout[SERVER_DBS];         /* the followed file's layout (RESET names it) */
 } repl_state;
 
 /* ---- a primary's view of one replica ---- */
@@ -107,7 +108,6 @@ static struct {
     long long timeout_ms; /* silence after which the link is dropped (repl-timeout) */
     /* per database, on this link: 1 once RESET or FOLLOW named the file */
     int announced[SERVER_DBS];
-    int reset_layout[SERVER_DBS]; /* the layout a RESET gave (-1: none) */
     uint64_t primary_tail[SERVER_DBS];
     repl_state st;
     int synced_dbs_dirty;
@@ -201,6 +201,9 @@ static void state_load(void) {
         else if (sscanf(line, "alias %d %llu %llu", &db, &a, &b) == 3 && db >= 0 &&
                  db < SERVER_DBS)
             R.st.alias_own[db] = a, R.st.alias_of[db] = b;
+        else if (sscanf(line, "layout %d %llu", &db, &a) == 2 && db >= 0 && db < SERVER_DBS &&
+                 a == SIMDR_LAYOUT_UNALIGNED)
+            R.st.layout[db] = (int)a;
     }
     fclose(f);
 }
@@ -221,6 +224,7 @@ static void state_save(void) {
         if (R.st.alias_own[i])
             fprintf(f, "alias %d %llu %llu\n", i, (unsigned long long)R.st.alias_own[i],
                     (unsigned long long)R.st.alias_of[i]);
+        if (R.st.layout[i] != SIMDR_LAYOUT_ALIGNED64) fprintf(f, "layout %d %d\n", i, R.st.layout[i]);
     }
     int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
@@ -732,11 +736,12 @@ static int link_refuse(const char *fmt, ...) {
     return -1;
 }
 
-/* The store a LOG appends to. A database that a RESET emptied is created in
- * the layout the RESET named (the primary's), so its bytes land the same;
- * otherwise the existing file, or a new one in the default layout. */
+/* The store a LOG appends to: the existing file, or a new one in the layout
+ * the last RESET named (the primary's, kept in the state file so a restart
+ * or a reconnect answered by FOLLOW still knows it), so its bytes land the
+ * same. */
 static int replica_store(server_db *d, int layout, simdr_store **out) {
-    if (d->store || layout < 0) return db_store_for_write(d, out);
+    if (d->store || layout == SIMDR_LAYOUT_ALIGNED64) return db_store_for_write(d, out);
     simdr_options o;
     simdr_options_init(&o);
     o.open_mode = SIMDR_OPEN_CREATE;
@@ -781,10 +786,10 @@ static int handle_msg(const link_msg *m, int *acked) {
         if (db_flush(d) != 0) return -1;
         R.st.follows[db] = a;
         R.st.alias_own[db] = R.st.alias_of[db] = 0;
+        R.st.layout[db] = (int)layout;
         state_save();
         R.primary_tail[db] = 0;
         R.announced[db] = 1;
-        R.reset_layout[db] = (int)layout;
         acked[db] = 1;
         return 0;
     }
@@ -797,7 +802,6 @@ static int handle_msg(const link_msg *m, int *acked) {
                                (int)db, (unsigned long long)a,
                                (unsigned long long)R.st.follows[db]);
         R.announced[db] = 1;
-        R.reset_layout[db] = -1;
         if (R.st.follows[db] != a || R.st.alias_own[db]) {
             R.st.follows[db] = a;
             R.st.alias_own[db] = R.st.alias_of[db] = 0;
@@ -814,7 +818,7 @@ static int handle_msg(const link_msg *m, int *acked) {
             return link_refuse("db %d: LOG of %zu bytes from %llu beyond the primary's tail %llu",
                                (int)db, m->lens[4], (unsigned long long)a, (unsigned long long)b);
         simdr_store *s;
-        if (replica_store(d, R.reset_layout[db], &s) != 0)
+        if (replica_store(d, R.st.layout[db], &s) != 0)
             return link_refuse("db %d: cannot open %s: %s", (int)db, d->path, simdr_last_error());
         uint64_t tail = 0;
         int rc = simdr_log_append(s, a, m->argv[4], m->lens[4], &tail);
