@@ -6,8 +6,9 @@ fail their CRC or their link, messages out of order, an identity change in
 the middle of the stream, a silent link, and disconnects at every step of a
 sound exchange. The replica must stay up, store none of it (its file stays
 byte for byte as it was), log why, keep serving its data read-only, and
-resume from its own tail when a sound primary comes back. The damaged bytes
-are the real primary's own entries, damaged on their way."""
+resume from its own tail when a sound primary comes back; the sound exchange
+sent a byte at a time must be taken whole. The damaged bytes are the real
+primary's own entries, damaged on their way."""
 import os
 import socket
 import struct
@@ -234,9 +235,14 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
                 time.sleep(0.02)
             assert read_file(replica) == mine, "bytes stored from the first %d bytes" % cut
             serves_its_data()
-        # ... and the whole of it is taken, as the primary wrote it.
+        # ... and the whole of it is taken, as the primary wrote it, also
+        # when it arrives a byte at a time (a frame cut at every point).
         conn, dbs = fake.accept()
-        conn.sendall(sound)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(sound)):
+            conn.sendall(sound[i:i + 1])
+            if i % 4 == 0:
+                time.sleep(0.001)
         deadline = time.time() + CLOSE_TIMEOUT
         while read_file(replica) != mine + extra and time.time() < deadline:
             time.sleep(0.02)
