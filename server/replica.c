@@ -22,6 +22,12 @@
  * From replica to primary: REPLSYNC port {db identity tail meta-hex}...,
  * REPLACK db identity tail.
  *
+ * The replica treats its primary as hostile (a bug, an attacker, damage on
+ * the wire): sizes and lines are bounded before anything is buffered, a LOG
+ * needs a RESET or FOLLOW for its database on the same link first, and every
+ * byte is checked by simdr_log_append before it is written. A refusal is
+ * logged and drops the link; the replica keeps serving what it has.
+ *
  * The replica remembers the identity it follows per database in
  * DIR/replication.state; a promoted replica also remembers which primary
  * file its own file is a prefix of, so the other replicas of the old
@@ -49,6 +55,13 @@
 #define FEED_OUT_HIGH (4 * 1024 * 1024)   /* stop feeding while this much is unsent */
 #define MAX_FEEDS 64
 #define UNKNOWN_IDENTITY UINT64_MAX     /* forces a RESET */
+/* A replica trusts nothing its primary says about sizes: a frame header
+ * line longer than this is refused, and so is a bulk string longer than the
+ * largest LOG a primary can send (a chunk, or one entry holding a key and a
+ * value of up to proto-max-bulk-len each). Without these a primary could
+ * make the replica buffer without end. */
+#define LINK_MAX_LINE 4096
+#define LINK_BULK_SLACK (1024 * 1024) /* record header, padding, metadata */
 
 /* ---- state kept on disk: what each database follows ---- */
 
@@ -56,6 +69,7 @@ typedef struct repl_state {
     uint64_t follows[SERVER_DBS];   /* identity of the primary file followed (0: none) */
     uint64_t alias_own[SERVER_DBS]; /* a promoted replica: its file's identity at promotion */
     uint64_t alias_of[SERVER_DBS];  /* ... and the primary file it was a prefix of */
+    int layout[SERVER_DBS];         /* the followed file's layout (RESET names it) */
 } repl_state;
 
 /* ---- a primary's view of one replica ---- */
@@ -89,7 +103,11 @@ static struct {
     int connecting, handshake_sent, link_up;
     char *rbuf;
     size_t rlen, rcap;
-    long long next_attempt_ms, last_io_ms;
+    long long next_attempt_ms, last_io_ms, last_recv_ms;
+    long long retry_ms;   /* pause before reconnecting (debug-repl-retry-ms) */
+    long long timeout_ms; /* silence after which the link is dropped (repl-timeout) */
+    /* per database, on this link: 1 once RESET or FOLLOW named the file */
+    int announced[SERVER_DBS];
     uint64_t primary_tail[SERVER_DBS];
     repl_state st;
     int synced_dbs_dirty;
@@ -101,7 +119,7 @@ static struct {
     size_t chunk_cap;
     int behind; /* a feed stopped before a tail: feed again next turn */
     char state_path[4200];
-} R = {.fd = -1};
+} R = {.fd = -1, .retry_ms = 1000, .timeout_ms = 60000};
 
 int replica_is_replica(void) { return R.host != NULL; }
 
@@ -183,6 +201,9 @@ static void state_load(void) {
         else if (sscanf(line, "alias %d %llu %llu", &db, &a, &b) == 3 && db >= 0 &&
                  db < SERVER_DBS)
             R.st.alias_own[db] = a, R.st.alias_of[db] = b;
+        else if (sscanf(line, "layout %d %llu", &db, &a) == 2 && db >= 0 && db < SERVER_DBS &&
+                 a == SIMDR_LAYOUT_UNALIGNED)
+            R.st.layout[db] = (int)a;
     }
     fclose(f);
 }
@@ -203,6 +224,7 @@ static void state_save(void) {
         if (R.st.alias_own[i])
             fprintf(f, "alias %d %llu %llu\n", i, (unsigned long long)R.st.alias_own[i],
                     (unsigned long long)R.st.alias_of[i]);
+        if (R.st.layout[i] != SIMDR_LAYOUT_ALIGNED64) fprintf(f, "layout %d %d\n", i, R.st.layout[i]);
     }
     int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
@@ -423,13 +445,14 @@ static void feed_db(feed *f, int db) {
 
 static void feed_all(long long now) {
     /* A compaction holds the store's writer lock until it ends: reading the
-     * log would stall the loop; the new file is sent (RESET) afterwards. */
-    if (srv.compacting) return;
-    R.behind = 0;
+     * log would stall the loop; the new file is sent (RESET) afterwards.
+     * The pings go on, so replicas do not take the link for dead
+     * (repl-timeout). */
+    if (!srv.compacting) R.behind = 0;
     for (int i = 0; i < R.nfeeds; i++) {
         feed *f = R.feeds[i];
         if (f->c->flags & CLIENT_CLOSED) continue;
-        for (int db = 0; db < SERVER_DBS; db++) feed_db(f, db);
+        for (int db = 0; db < SERVER_DBS && !srv.compacting; db++) feed_db(f, db);
         if (now - f->last_ping_ms >= 1000) {
             f->last_ping_ms = now;
             add_words(f->c->out, 1, "PING");
@@ -530,13 +553,14 @@ static void link_close(const char *why) {
         R.ev = NULL;
     }
     if (R.fd >= 0) close(R.fd);
-    if (R.link_up || R.connecting)
+    if (R.link_up || R.connecting || R.handshake_sent)
         server_log(LOG_NOTICE_, "replication link to %s:%d closed: %s", R.host ? R.host : "-",
                    R.port, why);
     R.fd = -1;
     R.connecting = R.handshake_sent = R.link_up = 0;
     R.rlen = 0;
-    R.next_attempt_ms = now_ms() + 1000;
+    memset(R.announced, 0, sizeof R.announced);
+    R.next_attempt_ms = now_ms() + R.retry_ms;
 }
 
 static int send_all(const void *p, size_t n) {
@@ -628,15 +652,36 @@ typedef struct link_msg {
     size_t lens[8];
     int is_error, is_status;
     size_t consumed;
+    const char *bad; /* why parse_msg refused it */
 } link_msg;
 
-/* 1 parsed, 0 incomplete, -1 malformed. */
+static int malformed(link_msg *m, const char *why) {
+    m->bad = why;
+    return -1;
+}
+
+/* The longest bulk string a primary can send (see LINK_MAX_LINE). */
+static uint64_t link_max_bulk(void) {
+    return (uint64_t)FEED_CHUNK_MAX + 2 * (uint64_t)srv.cfg.proto_max_bulk_len + LINK_BULK_SLACK;
+}
+
+/* A header line in p[0..n): its length with the newline, 0 while incomplete,
+ * -1 when it is already longer than any frame's header line. */
+static long link_line(const char *p, size_t n) {
+    const char *nl = memchr(p, '\n', n < LINK_MAX_LINE ? n : LINK_MAX_LINE);
+    if (nl) return (long)(nl - p) + 1;
+    return n < LINK_MAX_LINE ? 0 : -1;
+}
+
+/* 1 parsed, 0 incomplete, -1 malformed (m->bad says why). */
 static int parse_msg(const char *p, size_t n, link_msg *m) {
     memset(m, 0, sizeof *m);
-    const char *nl = memchr(p, '\n', n);
-    if (!nl) return 0;
+    long first = link_line(p, n);
+    if (first < 0) return malformed(m, "a header line without end");
+    if (!first) return 0;
+    const char *nl = p + first - 1;
     size_t line = (size_t)(nl - p) + 1;
-    if (line < 3 || p[line - 2] != '\r') return -1;
+    if (line < 3 || p[line - 2] != '\r') return malformed(m, "a line not ended by CRLF");
     if (p[0] == '+' || p[0] == '-') {
         m->is_status = p[0] == '+';
         m->is_error = p[0] == '-';
@@ -646,21 +691,25 @@ static int parse_msg(const char *p, size_t n, link_msg *m) {
         m->consumed = line;
         return 1;
     }
-    if (p[0] != '*') return -1;
+    if (p[0] != '*') return malformed(m, "a reply that is not an array, status or error");
     uint64_t count;
-    if (!parse_u64(p + 1, line - 3, &count) || count == 0 || count > 8) return -1;
+    if (!parse_u64(p + 1, line - 3, &count) || count == 0 || count > 8)
+        return malformed(m, "an array of no or too many elements");
     size_t pos = line;
     for (uint64_t i = 0; i < count; i++) {
         if (pos >= n) return 0;
         const char *q = p + pos;
-        const char *qnl = memchr(q, '\n', n - pos);
-        if (!qnl) return 0;
-        size_t ql = (size_t)(qnl - q) + 1;
+        long qline = link_line(q, n - pos);
+        if (qline < 0) return malformed(m, "a header line without end");
+        if (!qline) return 0;
+        size_t ql = (size_t)qline;
         uint64_t blen;
         if (q[0] != '$' || ql < 4 || q[ql - 2] != '\r' || !parse_u64(q + 1, ql - 3, &blen))
-            return -1;
-        if (blen > (uint64_t)1 << 40) return -1;
+            return malformed(m, "an array element that is not a bulk string");
+        if (blen > link_max_bulk()) return malformed(m, "a bulk string longer than any message");
         if (n - pos - ql < blen + 2) return 0;
+        if (q[ql + blen] != '\r' || q[ql + blen + 1] != '\n')
+            return malformed(m, "a bulk string not ended by CRLF");
         m->argv[i] = q + ql;
         m->lens[i] = (size_t)blen;
         pos += ql + (size_t)blen + 2;
@@ -672,6 +721,37 @@ static int parse_msg(const char *p, size_t n, link_msg *m) {
 
 static int arg_u64(const link_msg *m, int i, uint64_t *out) {
     return i < m->argc && parse_u64(m->argv[i], m->lens[i], out);
+}
+
+/* Logs why a message from the primary is refused; -1 (drop the link). */
+static int link_refuse(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int link_refuse(const char *fmt, ...) {
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    server_log(LOG_WARNING_, "replication from %s:%d refused: %s", R.host ? R.host : "-",
+               R.port, why);
+    return -1;
+}
+
+/* The store a LOG appends to: the existing file, or a new one in the layout
+ * the last RESET named (the primary's, kept in the state file so a restart
+ * or a reconnect answered by FOLLOW still knows it), so its bytes land the
+ * same. */
+static int replica_store(server_db *d, int layout, simdr_store **out) {
+    if (d->store || layout == SIMDR_LAYOUT_ALIGNED64) return db_store_for_write(d, out);
+    simdr_options o;
+    simdr_options_init(&o);
+    o.open_mode = SIMDR_OPEN_CREATE;
+    o.durability = SIMDR_SYNC_NONE; /* as keyspace.c: the server syncs */
+    o.file_mode = 0600;
+    o.layout = layout;
+    int rc = simdr_open(&d->store, d->path, &o);
+    if (rc != SIMDR_OK) return rc;
+    *out = d->store;
+    return 0;
 }
 
 /* 0 to go on, -1 to drop the link. acked: databases to acknowledge. */
@@ -689,23 +769,39 @@ static int handle_msg(const link_msg *m, int *acked) {
     }
     if (m->is_status) return 0; /* +OK of AUTH and REPLSYNC */
     R.link_up = 1;
-    uint64_t db, a, b;
+    uint64_t db, a, b, layout = SIMDR_LAYOUT_ALIGNED64;
     if (eq_nocase(m->argv[0], m->lens[0], "ping")) return 0;
-    if (!arg_u64(m, 1, &db) || db >= SERVER_DBS) return -1;
+    if (!arg_u64(m, 1, &db) || db >= SERVER_DBS)
+        return link_refuse("a message for no database: %.*s", (int)(m->lens[0] < 16 ? m->lens[0] : 16),
+                           m->argv[0]);
     server_db *d = &srv.db[db];
-    if (eq_nocase(m->argv[0], m->lens[0], "reset") && arg_u64(m, 2, &a)) {
+    if (eq_nocase(m->argv[0], m->lens[0], "reset") && (m->argc == 3 || m->argc == 4) &&
+        arg_u64(m, 2, &a)) {
+        if (m->argc == 4 && (!arg_u64(m, 3, &layout) || (layout != SIMDR_LAYOUT_ALIGNED64 &&
+                                                         layout != SIMDR_LAYOUT_UNALIGNED)))
+            return link_refuse("db %d: RESET with an unknown layout", (int)db);
         if (d->store || R.st.follows[db])
             server_log(LOG_NOTICE_, "db %d: full copy from the primary (file %llu)", (int)db,
                        (unsigned long long)a);
         if (db_flush(d) != 0) return -1;
         R.st.follows[db] = a;
         R.st.alias_own[db] = R.st.alias_of[db] = 0;
+        R.st.layout[db] = (int)layout;
         state_save();
         R.primary_tail[db] = 0;
+        R.announced[db] = 1;
         acked[db] = 1;
         return 0;
     }
-    if (eq_nocase(m->argv[0], m->lens[0], "follow") && arg_u64(m, 2, &a)) {
+    if (eq_nocase(m->argv[0], m->lens[0], "follow") && m->argc == 3 && arg_u64(m, 2, &a)) {
+        /* FOLLOW answers REPLSYNC; a file of another identity later on this
+         * link would splice two files into one: only RESET starts over. */
+        if (R.announced[db] && R.st.follows[db] != a)
+            return link_refuse("db %d: FOLLOW of file %llu while following %llu on this link "
+                               "(an identity change needs RESET)",
+                               (int)db, (unsigned long long)a,
+                               (unsigned long long)R.st.follows[db]);
+        R.announced[db] = 1;
         if (R.st.follows[db] != a || R.st.alias_own[db]) {
             R.st.follows[db] = a;
             R.st.alias_own[db] = R.st.alias_of[db] = 0;
@@ -716,8 +812,14 @@ static int handle_msg(const link_msg *m, int *acked) {
     }
     if (eq_nocase(m->argv[0], m->lens[0], "log") && m->argc == 5 && arg_u64(m, 2, &a) &&
         arg_u64(m, 3, &b)) {
+        if (!R.announced[db])
+            return link_refuse("db %d: LOG before RESET or FOLLOW named the file", (int)db);
+        if (b < a || b - a < m->lens[4])
+            return link_refuse("db %d: LOG of %zu bytes from %llu beyond the primary's tail %llu",
+                               (int)db, m->lens[4], (unsigned long long)a, (unsigned long long)b);
         simdr_store *s;
-        if (db_store_for_write(d, &s) != 0) return -1;
+        if (replica_store(d, R.st.layout[db], &s) != 0)
+            return link_refuse("db %d: cannot open %s: %s", (int)db, d->path, simdr_last_error());
         uint64_t tail = 0;
         int rc = simdr_log_append(s, a, m->argv[4], m->lens[4], &tail);
         if (rc != SIMDR_OK) {
@@ -730,8 +832,8 @@ static int handle_msg(const link_msg *m, int *acked) {
         acked[db] = 1;
         return 0;
     }
-    server_log(LOG_WARNING_, "replication: unexpected message from the primary");
-    return -1;
+    return link_refuse("unexpected message from the primary: %.*s (%d words)",
+                       (int)(m->lens[0] < 16 ? m->lens[0] : 16), m->argv[0], m->argc);
 }
 
 static void on_link(evutil_socket_t fd, short what, void *arg) {
@@ -766,7 +868,7 @@ static void on_link(evutil_socket_t fd, short what, void *arg) {
             return link_close(strerror(errno));
         }
         R.rlen += (size_t)got;
-        R.last_io_ms = now_ms();
+        R.last_io_ms = R.last_recv_ms = now_ms();
         if ((size_t)got < 65536) break;
     }
     int acked[SERVER_DBS] = {0};
@@ -775,7 +877,11 @@ static void on_link(evutil_socket_t fd, short what, void *arg) {
         link_msg m;
         int rc = parse_msg(R.rbuf + pos, R.rlen - pos, &m);
         if (rc == 0) break;
-        if (rc < 0 || handle_msg(&m, acked) != 0) return link_close("bad message");
+        if (rc < 0) {
+            link_refuse("malformed message: %s", m.bad);
+            return link_close("bad message");
+        }
+        if (handle_msg(&m, acked) != 0) return link_close("bad message");
         pos += m.consumed;
     }
     memmove(R.rbuf, R.rbuf + pos, R.rlen - pos);
@@ -789,7 +895,8 @@ static void link_connect(void) {
     hints.ai_socktype = SOCK_STREAM;
     char port[16];
     snprintf(port, sizeof port, "%d", R.port);
-    R.next_attempt_ms = now_ms() + 1000;
+    R.next_attempt_ms = now_ms() + R.retry_ms;
+    memset(R.announced, 0, sizeof R.announced);
     if (getaddrinfo(R.host, port, &hints, &res) != 0 || !res) {
         server_log(LOG_WARNING_, "cannot resolve primary %s", R.host);
         return;
@@ -809,6 +916,7 @@ static void link_connect(void) {
     }
     R.fd = fd;
     R.connecting = 1;
+    R.last_recv_ms = now_ms();
     R.ev = event_new(srv.base, fd, EV_WRITE, on_link, NULL);
     if (!R.ev || event_add(R.ev, NULL) != 0) link_close("event");
 }
@@ -835,6 +943,23 @@ int replica_config_option(const char *name, char **vals, int nvals, char *err, s
             return -1;
         }
         set_primary(vals[0], (int)port);
+        return 1;
+    }
+    if (!strcmp(name, "repl-timeout") || !strcmp(name, "debug-repl-retry-ms")) {
+        /* repl-timeout SECONDS: a primary silent that long (it pings every
+         * second) is dropped and reconnected. debug-repl-retry-ms MS, tests
+         * only: the pause before reconnecting (default 1000). */
+        char *end = NULL;
+        long long v = nvals == 1 && *vals[0] >= '0' && *vals[0] <= '9'
+                          ? strtoll(vals[0], &end, 10) : -1;
+        if (v < 1 || *end || v > 86400000) {
+            snprintf(err, cap, "%s needs a positive number", name);
+            return -1;
+        }
+        if (!strcmp(name, "repl-timeout"))
+            R.timeout_ms = v * 1000;
+        else
+            R.retry_ms = v;
         return 1;
     }
     if (!strcmp(name, "masterauth") || !strcmp(name, "primaryauth")) {
@@ -924,6 +1049,11 @@ void replica_after_turn(int wrote) {
 
 void replica_cron(long long now) {
     if (R.host && R.fd < 0 && now >= R.next_attempt_ms) link_connect();
+    if (R.host && R.fd >= 0 && now - R.last_recv_ms > R.timeout_ms) {
+        server_log(LOG_WARNING_, "primary %s:%d sent nothing for %lld ms (repl-timeout)",
+                   R.host, R.port, now - R.last_recv_ms);
+        link_close("timeout");
+    }
     if (R.host && R.fd >= 0 && R.link_up && now - R.last_io_ms > 1000) {
         /* keep the primary's view of our tails fresh (and the link checked) */
         for (int db = 0; db < SERVER_DBS && R.fd >= 0; db++)
