@@ -361,9 +361,13 @@ static int named_keys(simdr_store *st, const char *fq, struct cli_key **keys, in
     int ret = k ? CLI_OK : (cli_err("out of memory"), CLI_FAIL);
     while (ret == CLI_OK && cli_names_each(names, &cursor, &hash, &name, &len)) {
         simdr_entry *e = NULL;
-        if (simdr_get_hashed(st, hash, &e) != SIMDR_OK)
-            continue; /* the name of a deleted key */
+        int grc = simdr_get_hashed(st, hash, &e);
         simdr_entry_release(e);
+        if (grc == SIMDR_NOTFOUND)
+            continue; /* the name of a deleted key */
+        /* Anything else (a damaged value) is exported, so the loop that
+         * writes the files reports it and the export fails: skipping it
+         * would pass a damaged store off as a complete export. */
         unsigned char *copy = malloc(len + 1);
         if (!copy) {
             ret = (cli_err("out of memory"), CLI_FAIL);
@@ -386,7 +390,8 @@ static int named_keys(simdr_store *st, const char *fq, struct cli_key **keys, in
         k[n].len = len;
         n++;
     }
-    *unnamed = simdr_count(st) - records - live;
+    uint64_t count = simdr_count(st);
+    *unnamed = count > records + live ? count - records - live : 0;
     cli_names_free(names);
     free(*keys);
     *keys = k;

@@ -5,9 +5,12 @@
  *
  *   simd-r-drive <storage-file> <command> [args]
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -233,7 +236,33 @@ static int run(int argc, char **argv) {
     return c->run(&a);
 }
 
+/* A standard descriptor closed by the caller ("2>&-", "<&-") would be the
+ * number the next open() returns, so the store file itself would become
+ * stderr or stdout and messages or values would be written into it. Each
+ * closed one is filled with /dev/null opened the wrong way round, so reading
+ * stdin or writing stdout fails (EBADF) and says so instead of passing for
+ * empty input or output that went somewhere. Returns -1 if one cannot be
+ * filled. */
+static int fill_closed_standard_fds(void) {
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int got = open("/dev/null", fd == STDIN_FILENO ? O_WRONLY : O_RDONLY);
+        if (got != fd) {
+            if (got >= 0)
+                close(got);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (fill_closed_standard_fds() != 0)
+        return CLI_FAIL;
+    /* Past a file size limit (ulimit -f) a write must fail with EFBIG and be
+     * reported like a full disk, not kill the tool halfway through. */
+    signal(SIGXFSZ, SIG_IGN);
     /* A closed stdout pipe must end the command quietly: with SIGPIPE
      * ignored, writes fail with EPIPE, which the output layer treats as the
      * end of the reader's interest (see cli_out_finish). */

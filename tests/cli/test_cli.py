@@ -1413,6 +1413,62 @@ def group_usability():
               "a piped write's progress does not start with a rate of 0 bytes/s", repr(tty[:200]))
 
 
+# ---------------------------------------------------------------------------
+# group: hostile - what an unfriendly caller or file tree does: closed
+# standard streams, damage in the middle of a store, trees with odd entries
+# ---------------------------------------------------------------------------
+
+def run_sh(script, **env):
+    """Runs a shell line with $C the CLI (for redirections like 2>&-)."""
+    e = dict(os.environ, C=CLI, **env)
+    p = subprocess.run(["/bin/sh", "-c", script], capture_output=True, env=e, stdin=subprocess.DEVNULL)
+    return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+
+
+def group_hostile():
+    with TempDir() as d:
+        # closed standard streams: the store must not become fd 0, 1 or 2
+        s = os.path.join(d, "std.bin")
+        expect_ok(run(s, "write", "a", "first"), "std: a store to start from")
+        r = run_sh('"$C" "$S" write k2 "value" 2>&-', S=s)
+        check(r.rc == 0 and run(s, "check").rc == 0,
+              "write with stderr closed leaves a sound store (its message is not written into it)", repr(r))
+        check(read_value(s, "k2").out == b"value", "write with stderr closed stored the value")
+        r = run_sh('"$C" "$S" write k3 <&-', S=s)
+        check(r.rc == 1 and "Bad file descriptor" in r.err and "nothing was stored" in r.err,
+              "write with stdin closed fails: reading standard input", repr(r))
+        check(run(s, "check").rc == 0 and read_value(s, "k3").rc == 1,
+              "write with stdin closed stores nothing and leaves the store sound")
+        r = run_sh('"$C" "$S" read a >&-', S=s)
+        check(r.rc == 1 and "standard output" in r.err, "read with stdout closed fails (exit 1)", repr(r))
+        r = run_sh('"$C" "$S" delete a 2>&-; "$C" "$S" check', S=s)
+        check(r.rc == 0, "delete with stderr closed leaves a sound store", repr(r))
+
+        # a damaged value in the middle: list and export go on past it,
+        # say so and exit 1
+        s = os.path.join(d, "dmg.bin")
+        for i in range(5):
+            run(s, "write", "k%d" % i, "value number %d" % i)
+        meta = json.loads(run(s, "metadata", "k2", "--json").out)
+        flip_byte(s, meta["offset_range"]["start"] + 3)
+        r = run(s, "list")
+        names = sorted(line.split()[-1] for line in r.out.decode().splitlines())
+        check(r.rc == 1 and names == ["k0", "k1", "k3", "k4"] and "damaged" in r.err,
+              "list of a store damaged in the middle lists every sound key and exits 1", repr(r))
+        r = run(s, "list", "--json")
+        ok = r.rc == 1
+        try:
+            ok = ok and sorted(x["key"] for x in json.loads(r.out)) == ["k0", "k1", "k3", "k4"]
+        except ValueError:
+            ok = False
+        check(ok, "list --json of it is valid JSON with every sound key, exit 1", repr(r))
+        out = os.path.join(d, "dmg-out")
+        r = run(s, "export", out)
+        check(r.rc == 1 and "k2" in r.err and "Exported 4 of 5" in r.err and "no name" not in r.err,
+              "export of every key reports the damaged one and exits 1", repr(r))
+        check(sorted(os.listdir(out)) == ["k0", "k1", "k3", "k4"], "export wrote the sound keys")
+
+
 GROUPS = {
     "basic": group_basic,
     "damage": group_damage,
@@ -1425,6 +1481,7 @@ GROUPS = {
     "memory": group_memory,
     "names": group_names,
     "usability": group_usability,
+    "hostile": group_hostile,
 }
 
 
