@@ -180,6 +180,11 @@ int cli_put_from_fd(simdr_store *st, const void *key, size_t key_len, int fd,
 int cli_write_entry(const simdr_entry *e, int fd, const char *dest, size_t chunk,
                     struct cli_progress *prog);
 void cli_explain_refused_value(const char *what);
+/* SIGINT/SIGTERM/SIGHUP stop a streaming write cleanly from here on;
+ * cli_interrupts_finish (main, after cleanup) re-raises the signal. */
+void cli_interrupts_catch(void);
+int cli_interrupted(void);
+void cli_interrupts_finish(void);
 int cmd_read(const struct cli_args *a);
 int cmd_write(const struct cli_args *a);
 int cmd_delete(const struct cli_args *a);

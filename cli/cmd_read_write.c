@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +18,38 @@
 /* Shared streaming helpers                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* ---- interruption of a streaming write ---------------------------------- */
+
+/* While a value streams in, SIGINT, SIGTERM and SIGHUP only set this flag:
+ * the source then fails, the library drops the half-written value, and
+ * main() ends the process with the same signal afterwards. Killed outright
+ * instead, the tool would leave the appended bytes as a torn tail that
+ * 'check' reports as damage until the next writer cuts it. */
+static volatile sig_atomic_t interrupted_by;
+
+static void note_interrupt(int sig) { interrupted_by = sig; }
+
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+void cli_interrupts_catch(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = note_interrupt;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: a blocked read of stdin returns EINTR */
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+        sigaction(stop_signals[i], &sa, NULL);
+}
+
+int cli_interrupted(void) { return interrupted_by; }
+
+void cli_interrupts_finish(void) {
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+        signal(stop_signals[i], SIG_DFL);
+    if (interrupted_by)
+        raise(interrupted_by);
+}
+
 struct fd_source {
     int fd;
     uint64_t done;
@@ -27,6 +60,10 @@ struct fd_source {
 static int64_t fd_source_read(void *ctx, void *buf, size_t cap) {
     struct fd_source *s = ctx;
     for (;;) {
+        if (interrupted_by) {
+            s->err = EINTR;
+            return -1;
+        }
         ssize_t n = read(s->fd, buf, cap);
         if (n >= 0) {
             s->done += (uint64_t)n;
@@ -40,16 +77,13 @@ static int64_t fd_source_read(void *ctx, void *buf, size_t cap) {
     }
 }
 
-/* Streams fd into key. Without a progress bar the library reads the
- * descriptor itself (simdr_put_fd); with one, a counting source feeds
- * simdr_put_stream so the bar can follow. Either way memory stays constant
- * and a failing source fails the write with nothing kept. *read_errno gets
- * the errno of a failed read on the counting path (0 otherwise). */
+/* Streams fd into key through a counting source (simdr_put_stream), so a
+ * progress bar can follow and an interrupt stops the read. Memory stays
+ * constant and a failing source fails the write with nothing kept.
+ * *read_errno gets the errno of a failed read (EINTR when interrupted). */
 int cli_put_from_fd(simdr_store *st, const void *key, size_t key_len, int fd,
                     struct cli_progress *prog, int *read_errno) {
     *read_errno = 0;
-    if (!prog)
-        return simdr_put_fd(st, key, key_len, fd, NULL);
     struct fd_source src = {fd, 0, 0, prog};
     int rc = simdr_put_stream(st, key, key_len, fd_source_read, &src, NULL);
     *read_errno = src.err;
@@ -183,6 +217,7 @@ int cmd_write(const struct cli_args *a) {
         char label[600];
         snprintf(label, sizeof label, "write %s", q);
         struct cli_progress *prog = cli_progress_start(label, total, CLI_PROGRESS_MIN);
+        cli_interrupts_catch();
         rc = cli_put_from_fd(st, key.data, key.len, STDIN_FILENO, prog, &read_errno);
         cli_progress_end(prog);
         if (rc == SIMDR_OK)
@@ -190,6 +225,9 @@ int cmd_write(const struct cli_args *a) {
     }
     if (rc == SIMDR_EINVAL) {
         cli_explain_refused_value(what);
+        ret = CLI_FAIL;
+    } else if (rc == SIMDR_ESOURCE && cli_interrupted()) {
+        cli_err("%s: interrupted (nothing was stored)", what);
         ret = CLI_FAIL;
     } else if (rc == SIMDR_ESOURCE && read_errno) {
         cli_err("%s: reading standard input: %s (nothing was stored)", what, strerror(read_errno));

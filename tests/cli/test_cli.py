@@ -1468,6 +1468,175 @@ def group_hostile():
               "export of every key reports the damaged one and exits 1", repr(r))
         check(sorted(os.listdir(out)) == ["k0", "k1", "k3", "k4"], "export wrote the sound keys")
 
+    # a hostile tree: nothing but the regular files is opened (a FIFO would
+    # hang the import), links are not followed, odd names are kept exactly
+    with TempDir() as d:
+        src = os.path.join(d, "tree")
+        os.makedirs(os.path.join(src, "sub"))
+        files = {b"a": b"alpha", b"sub/b": b"beta", b"new\nline": b"nl", b"ctl\x01\x1b[31m": b"ctl",
+                 b"bad\xff\xfe": b"utf8", b"q\"uote\\": b"quote"}
+        for rel, data in files.items():
+            with open(os.path.join(os.fsencode(src), rel), "wb") as f:
+                f.write(data)
+        open(os.path.join(src, "empty"), "wb").close()
+        os.mkfifo(os.path.join(src, "fifo"))
+        import socket
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(os.path.join(src, "sock"))
+        os.symlink("a", os.path.join(src, "link-file"))
+        os.symlink("sub", os.path.join(src, "link-dir"))
+        os.symlink("loop", os.path.join(src, "loop"))
+        os.symlink("nowhere", os.path.join(src, "dangling"))
+        os.symlink("/etc/passwd", os.path.join(src, "outside"))
+        s = os.path.join(d, "s.bin")
+        p = subprocess.run([CLI, s, "import", src], capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+        r = Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+        check(r.rc == 0 and "Imported 6 of 7" in r.err and "Skipped 7 entries" in r.err
+              and "skipping 'empty'" in r.err,
+              "import of a tree with a FIFO, a socket, links and an empty file ends and counts them", repr(r))
+        sock.close()
+        for rel, data in files.items():
+            r = run(s, "--key-hex", "read", rel.hex())
+            check(r.rc == 0 and r.out == data, "hostile name %r imported exactly" % rel, repr(r))
+        r = run(s, "list", "--json")
+        try:
+            keys = sorted(bytes.fromhex(x["key_hex"]) for x in json.loads(r.out))
+        except ValueError:
+            keys = None
+        check(keys == sorted(files), "list --json with hostile names is valid JSON, key_hex exact", repr(r))
+        out = os.path.join(d, "out")
+        r = run(s, "export", out)
+        ok = r.rc == 0
+        for rel, data in files.items():
+            with open(os.path.join(os.fsencode(out), rel), "rb") as f:
+                ok = ok and f.read() == data
+        check(ok, "export writes the hostile names back exactly", repr(r))
+
+        # deeper than PATH_MAX: imported and exported through descriptors
+        deep = os.path.join(d, "deep")
+        os.mkdir(deep)
+        fd = os.open(deep, os.O_RDONLY)
+        comp = "x" * 250
+        for i in range(18):
+            os.mkdir(comp, dir_fd=fd)
+            nfd = os.open(comp, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        f = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(f, b"deep value")
+        os.close(f)
+        os.close(fd)
+        s = os.path.join(d, "deep.bin")
+        r = run(s, "import", deep)
+        check(r.rc == 0 and "Imported 1 of 1" in r.err, "import of a path longer than PATH_MAX", repr(r)[:600])
+        key = "/".join([comp] * 18 + ["leaf"])
+        check(read_value(s, key).out == b"deep value", "its key is the whole relative path")
+        r = run(s, "export", os.path.join(d, "deep-out"))
+        check(r.rc == 0 and "Exported 1 of 1" in r.err, "export of a key longer than PATH_MAX", repr(r)[:600])
+
+        # export: keys that cannot all be files, or would alias another key
+        s = os.path.join(d, "x.bin")
+        for k in ["a", "a/b"]:
+            run(s, "write", k, "v:" + k)
+        out = os.path.join(d, "xo")
+        for extra in [[], ["--force"]]:
+            r = run(s, "export", out, *extra)
+            check(r.rc == 1 and "directory of that name is in the way" in r.err and "Exported 1 of 2" in r.err
+                  and "--force" not in r.err.split("in the way")[0][-80:],
+                  "export of keys 'a' and 'a/b' writes one, says the directory is in the way %s" % extra, repr(r))
+        run(s, "write", "f", "file")
+        r = run(s, "export", out, "f", "f/inner")
+        for key in ["c//d", "e/./f", "./g", "g/."]:
+            r = run(s, "export", out, key)
+            check(r.rc == 2 and "cannot be used as a file name" in r.err,
+                  "export refuses key %r, which would name another key's file" % key, repr(r))
+
+        # export: a file size limit (ulimit -f) fails the export with exit 1
+        # and leaves no truncated file; an existing file is not destroyed
+        s = os.path.join(d, "big.bin")
+        big = random.Random(3).randbytes(300 * 1024)
+        run(s, "write", "big", input=big)
+        out = os.path.join(d, "limited")
+        os.makedirs(out)
+        with open(os.path.join(out, "big"), "wb") as f:
+            f.write(b"precious")
+        import resource
+        p = subprocess.run([CLI, s, "export", out, "big", "--force"], capture_output=True,
+                           stdin=subprocess.DEVNULL,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, 100 * 1024)))
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode == 1 and "File too large" in err, "export past the file size limit fails, exit 1",
+              "rc=%d %s" % (p.returncode, err))
+        with open(os.path.join(out, "big"), "rb") as f:
+            check(f.read() == b"precious", "the file it would have replaced is unchanged")
+        check(os.listdir(out) == ["big"], "no partial or temporary file is left", repr(os.listdir(out)))
+
+    # SIGINT or SIGTERM while a value streams in: nothing half-stored, no
+    # torn tail left for 'check' to call damage, and the process ends by the
+    # signal (so a shell sees the interrupt)
+    import signal
+    import time
+    with TempDir() as d:
+        s = os.path.join(d, "int.bin")
+        run(s, "write", "a", "before")
+        base = os.path.getsize(s)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            p = subprocess.Popen([CLI, s, "write", "big"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            p.stdin.write(os.urandom(1 << 20))
+            p.stdin.flush()
+            for _ in range(2000):  # until the value is being appended
+                if os.path.getsize(s) > base:
+                    break
+                time.sleep(0.01)
+            p.send_signal(sig)
+            rc = p.wait()
+            err = p.stderr.read().decode()
+            p.stdin.close()
+            p.stderr.close()
+            check(rc == -sig and "interrupted (nothing was stored)" in err,
+                  "write interrupted by %s says nothing was stored and ends by the signal" % sig.name,
+                  "rc=%d %s" % (rc, err))
+            r = run(s, "check")
+            check(r.rc == 0 and os.path.getsize(s) == base and read_value(s, "big").rc == 1,
+                  "after %s the store is sound and unchanged" % sig.name, repr(r))
+
+    # unreadable entries (EACCES): reported, the rest imported, exit 1
+    with TempDir() as d:
+        os.chmod(d, 0o755)
+        src = os.path.join(d, "tree")
+        os.makedirs(os.path.join(src, "closed"))
+        for rel in ["ok1", "closed/inner", "secret", "z-ok2"]:
+            with open(os.path.join(src, rel), "wb") as f:
+                f.write(b"v-" + rel.encode())
+        os.chmod(os.path.join(src, "secret"), 0)
+        os.chmod(os.path.join(src, "closed"), 0)
+        s = os.path.join(d, "s.bin")
+        open(s, "wb").close()
+        os.chmod(s, 0o666)
+        os.chmod(d, 0o777)
+
+        def unprivileged():
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setgroups([])
+                os.setuid(65534)
+        p = subprocess.run([CLI, s, "import", src], capture_output=True, stdin=subprocess.DEVNULL,
+                           preexec_fn=unprivileged)
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode == 1 and "cannot read directory 'closed'" in err and "cannot open 'secret'" in err,
+              "import reports an unreadable directory and file and exits 1", "rc=%d %s" % (p.returncode, err))
+        check(read_value(s, "ok1").rc == 0 and read_value(s, "z-ok2").rc == 0,
+              "the readable files around them were imported")
+        ro = os.path.join(d, "ro")
+        os.makedirs(ro)
+        os.chmod(ro, 0o555)
+        p = subprocess.run([CLI, s, "export", os.path.join(ro, "sub"), "ok1"], capture_output=True,
+                           stdin=subprocess.DEVNULL, preexec_fn=unprivileged)
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode == 1 and "Permission denied" in err, "export into a read-only directory fails, exit 1",
+              "rc=%d %s" % (p.returncode, err))
+        os.chmod(os.path.join(src, "closed"), 0o755)
+
 
 GROUPS = {
     "basic": group_basic,
