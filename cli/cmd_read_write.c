@@ -237,7 +237,8 @@ int cmd_write(const struct cli_args *a) {
     } else {
         simdr_entry *e = NULL;
         if (simdr_get(st, key.data, key.len, &e) == SIMDR_OK)
-            cli_note(a, "Stored %s (%" PRIu64 " bytes)", q, simdr_entry_size(e));
+            cli_note(a, "Stored %s (%" PRIu64 " %s)", q, simdr_entry_size(e),
+                     cli_plural(simdr_entry_size(e), "byte", "bytes"));
         else
             cli_note(a, "Stored %s", q);
         simdr_entry_release(e);

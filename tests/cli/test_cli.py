@@ -1571,6 +1571,22 @@ def group_hostile():
             check(f.read() == b"precious", "the file it would have replaced is unchanged")
         check(os.listdir(out) == ["big"], "no partial or temporary file is left", repr(os.listdir(out)))
 
+    # values one byte around the 64 KiB default buffer, read with chunk
+    # sizes one byte around it
+    with TempDir() as d:
+        s = os.path.join(d, "buf.bin")
+        rnd = random.Random(11)
+        vals = {n: rnd.randbytes(n) for n in (65535, 65536, 65537, 131073)}
+        for n, v in vals.items():
+            check(run(s, "write", "v%d" % n, input=v).rc == 0, "write of %d bytes from a pipe" % n)
+        bad = [(n, bs) for n, v in vals.items() for bs in (None, "65535", "65536", "65537")
+               if read_value(s, "v%d" % n, *([] if bs is None else ["-b", bs])).out != v]
+        check(bad == [], "reads around the buffer size are byte-exact", repr(bad))
+        for bs in ("0", "-1", "1T", "18446744073709551616", "1.5K", "64KB2"):
+            r = run(s, "read", "v65535", "--buffer-size", bs)
+            check(r.rc == 2 and "invalid buffer size" in r.err and r.out == b"",
+                  "--buffer-size %s is a usage error (exit 2)" % bs, repr(r))
+
     # SIGINT or SIGTERM while a value streams in: nothing half-stored, no
     # torn tail left for 'check' to call damage, and the process ends by the
     # signal (so a shell sees the interrupt)
