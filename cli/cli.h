@@ -176,7 +176,7 @@ void cli_ticker_end(struct cli_ticker *t);
 /* Values at least this big show a progress bar (when stderr is a terminal). */
 #define CLI_PROGRESS_MIN ((uint64_t)8 << 20)
 int cli_put_from_fd(simdr_store *st, const void *key, size_t key_len, int fd,
-                    struct cli_progress *prog, int *read_errno);
+                    struct cli_progress *prog, int *read_errno, uint64_t *bytes_read);
 int cli_write_entry(const simdr_entry *e, int fd, const char *dest, size_t chunk,
                     struct cli_progress *prog);
 void cli_explain_refused_value(const char *what);

@@ -310,14 +310,15 @@ int cmd_import(const struct cli_args *a) {
         }
         cli_progress_base(prog, done);
         int read_errno = 0;
-        int rc = cli_put_from_fd(st, l.rel[i], strlen(l.rel[i]), fd, prog, &read_errno);
+        uint64_t got = 0;
+        int rc = cli_put_from_fd(st, l.rel[i], strlen(l.rel[i]), fd, prog, &read_errno, &got);
         if (rc == SIMDR_OK)
             rc = cli_name_put(st, l.rel[i], strlen(l.rel[i]));
         close(fd);
         done += l.size[i];
         if (rc == SIMDR_OK) {
             imported++;
-            bytes += l.size[i];
+            bytes += got; /* what was stored, even if the file changed size meanwhile */
             continue;
         }
         failed++;

@@ -80,13 +80,17 @@ static int64_t fd_source_read(void *ctx, void *buf, size_t cap) {
 /* Streams fd into key through a counting source (simdr_put_stream), so a
  * progress bar can follow and an interrupt stops the read. Memory stays
  * constant and a failing source fails the write with nothing kept.
- * *read_errno gets the errno of a failed read (EINTR when interrupted). */
+ * *read_errno gets the errno of a failed read (EINTR when interrupted);
+ * *bytes_read (if not NULL) what was read, which for a file that changed
+ * since it was listed is not its listed size. */
 int cli_put_from_fd(simdr_store *st, const void *key, size_t key_len, int fd,
-                    struct cli_progress *prog, int *read_errno) {
+                    struct cli_progress *prog, int *read_errno, uint64_t *bytes_read) {
     *read_errno = 0;
     struct fd_source src = {fd, 0, 0, prog};
     int rc = simdr_put_stream(st, key, key_len, fd_source_read, &src, NULL);
     *read_errno = src.err;
+    if (bytes_read)
+        *bytes_read = src.done;
     return rc;
 }
 
@@ -218,7 +222,7 @@ int cmd_write(const struct cli_args *a) {
         snprintf(label, sizeof label, "write %s", q);
         struct cli_progress *prog = cli_progress_start(label, total, CLI_PROGRESS_MIN);
         cli_interrupts_catch();
-        rc = cli_put_from_fd(st, key.data, key.len, STDIN_FILENO, prog, &read_errno);
+        rc = cli_put_from_fd(st, key.data, key.len, STDIN_FILENO, prog, &read_errno, NULL);
         cli_progress_end(prog);
         if (rc == SIMDR_OK)
             rc = cli_name_put(st, key.data, key.len);

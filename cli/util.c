@@ -156,8 +156,24 @@ int cli_fail_simdr(int code, const char *fmt, ...) {
             }
         }
     }
+    /* "store is locked by another process" + "locked by another process that
+     * has it open for writing": the detail continues the status's last words,
+     * so they are said once: "store is locked by another process that ..." */
+    size_t lead = 0;
+    int continues = 0;
+    for (size_t k = 0; detail && status[k] && !continues; k++) {
+        if (k > 0 && status[k - 1] != ' ')
+            continue;
+        size_t rest = strlen(status + k);
+        if (rest >= 10 && strncmp(detail, status + k, rest) == 0) {
+            lead = k;
+            continues = 1;
+        }
+    }
     cli_progress_clear_line();
-    if (!detail || !detail[0])
+    if (continues)
+        fprintf(stderr, "simd-r-drive: %s: %.*s%s\n", what, (int)lead, status, detail);
+    else if (!detail || !detail[0])
         fprintf(stderr, "simd-r-drive: %s: %s\n", what, status);
     else if (strstr(detail, status))
         fprintf(stderr, "simd-r-drive: %s: %s\n", what, detail);

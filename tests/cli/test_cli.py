@@ -17,12 +17,16 @@ import json
 import os
 import pty
 import random
+import resource
 import select
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 CLI = None
 INTEROP = None
@@ -1480,7 +1484,6 @@ def group_hostile():
                 f.write(data)
         open(os.path.join(src, "empty"), "wb").close()
         os.mkfifo(os.path.join(src, "fifo"))
-        import socket
         sock = socket.socket(socket.AF_UNIX)
         sock.bind(os.path.join(src, "sock"))
         os.symlink("a", os.path.join(src, "link-file"))
@@ -1560,7 +1563,6 @@ def group_hostile():
         os.makedirs(out)
         with open(os.path.join(out, "big"), "wb") as f:
             f.write(b"precious")
-        import resource
         p = subprocess.run([CLI, s, "export", out, "big", "--force"], capture_output=True,
                            stdin=subprocess.DEVNULL,
                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, 100 * 1024)))
@@ -1570,6 +1572,29 @@ def group_hostile():
         with open(os.path.join(out, "big"), "rb") as f:
             check(f.read() == b"precious", "the file it would have replaced is unchanged")
         check(os.listdir(out) == ["big"], "no partial or temporary file is left", repr(os.listdir(out)))
+
+    # a store another process holds open for writing: every writable
+    # command fails at once with one clear line; read-only ones still work
+    with TempDir() as d:
+        s = os.path.join(d, "locked.bin")
+        run(s, "write", "a", "value")
+        holder = subprocess.Popen([CLI, s, "write", "held"], stdin=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)
+        holder.stdin.write(b"x")
+        holder.stdin.flush()
+        for _ in range(2000):  # until the holder has the store open
+            r = run(s, "write", "b", "v")
+            if r.rc != 0:
+                break
+            time.sleep(0.01)
+        for args in (["write", "b", "v"], ["delete", "a"], ["compact"], ["rename", "a", "c"]):
+            r = run(s, *args)
+            check(r.rc == 1 and r.err.count("locked by another process") == 1 and r.err.count("\n") == 1,
+                  "%s on a store held by another writer: exit 1, one line saying so once" % args[0], repr(r))
+        r = read_value(s, "a")
+        check(r.rc == 0 and r.out == b"value", "read works while another process writes", repr(r))
+        holder.stdin.close()
+        holder.wait()
 
     # values one byte around the 64 KiB default buffer, read with chunk
     # sizes one byte around it
@@ -1590,8 +1615,6 @@ def group_hostile():
     # SIGINT or SIGTERM while a value streams in: nothing half-stored, no
     # torn tail left for 'check' to call damage, and the process ends by the
     # signal (so a shell sees the interrupt)
-    import signal
-    import time
     with TempDir() as d:
         s = os.path.join(d, "int.bin")
         run(s, "write", "a", "before")
