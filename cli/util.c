@@ -443,8 +443,13 @@ int cli_close_store_created(simdr_store *st, const char *path, int created, int 
         return CLI_OK;
     int empty = simdr_file_size(st) == 0;
     int rc = cli_close_store(st, path);
-    if (created && failed && empty)
+    if (created && failed && empty) {
         unlink(path);
+        /* and the side file the library keeps beside a store it opened */
+        char side[4200];
+        if ((size_t)snprintf(side, sizeof side, "%s.simdr", path) < sizeof side)
+            unlink(side);
+    }
     return rc;
 }
 

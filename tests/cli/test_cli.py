@@ -1639,6 +1639,19 @@ def group_hostile():
             check(r.rc == 0 and os.path.getsize(s) == base and read_value(s, "big").rc == 1,
                   "after %s the store is sound and unchanged" % sig.name, repr(r))
 
+    # a write that fails on a new store (file size limit, as a full disk)
+    # leaves no file at all: neither the store nor its side file
+    with TempDir() as d:
+        sub = os.path.join(d, "new")
+        os.makedirs(sub)
+        p = subprocess.run([CLI, os.path.join(sub, "s.bin"), "write", "big"], capture_output=True,
+                           input=random.Random(5).randbytes(300 * 1024),
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, 100 * 1024)))
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode == 1 and "file size limit" in err, "write past the file size limit fails, exit 1",
+              "rc=%d %s" % (p.returncode, err))
+        check(os.listdir(sub) == [], "the failed write on a new store leaves no file behind", repr(os.listdir(sub)))
+
     # unreadable entries (EACCES): reported, the rest imported, exit 1
     with TempDir() as d:
         os.chmod(d, 0o755)
