@@ -224,10 +224,14 @@ static int open_import_file(int rootfd, const char *rel) {
     if (fd < 0)
         return -1;
     struct stat sb;
-    int flags;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (flags = fcntl(fd, F_GETFL)) < 0 ||
-        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-        int e = S_ISREG(sb.st_mode) ? errno : EINVAL;
+    int flags, e = 0;
+    if (fstat(fd, &sb) != 0)
+        e = errno;
+    else if (!S_ISREG(sb.st_mode))
+        e = EINVAL; /* told as "no longer a regular file" */
+    else if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0)
+        e = errno;
+    if (e) {
         close(fd);
         errno = e;
         return -1;
