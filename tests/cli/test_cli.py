@@ -1507,6 +1507,16 @@ def group_hostile():
         except ValueError:
             keys = None
         check(keys == sorted(files), "list --json with hostile names is valid JSON, key_hex exact", repr(r))
+        r = run(s, "list")
+        check(b"bad\\xff\\xfe" in r.out and b"ctl\\x01\\x1b[31m" in r.out and b"\xff" not in r.out,
+              "list shows bytes that are not UTF-8 and control bytes as \\xNN", repr(r.out))
+        run(s, "--key-hex", "write", b"c1\xc2\x9b".hex(), "v")
+        r = run(s, "list")
+        check(b"c1\\xc2\\x9b" in r.out, "list shows a C1 control (U+009B, CSI) as \\xNN", repr(r.out))
+        r = run(s, "read", "bad\udcff")
+        check(r.rc == 1 and "'bad\\xff' not found" in r.err, "messages quote bytes that are not UTF-8 as \\xNN",
+              repr(r))
+        run(s, "--key-hex", "delete", b"c1\xc2\x9b".hex())
         out = os.path.join(d, "out")
         r = run(s, "export", out)
         ok = r.rc == 0
@@ -1582,11 +1592,15 @@ def group_hostile():
                                   stderr=subprocess.DEVNULL)
         holder.stdin.write(b"x")
         holder.stdin.flush()
-        for _ in range(2000):  # until the holder has the store open
-            r = run(s, "write", "b", "v")
-            if r.rc != 0:
+        def holder_has_it_locked():
+            ino = ":%d " % os.stat(s).st_ino
+            with open("/proc/locks") as f:
+                return any(" %d " % holder.pid in line and ino in line for line in f)
+        for _ in range(3000):  # until the holder has locked the store for writing
+            if holder_has_it_locked() or holder.poll() is not None:
                 break
             time.sleep(0.01)
+        check(holder_has_it_locked(), "a writer holds the store locked")
         for args in (["write", "b", "v"], ["delete", "a"], ["compact"], ["rename", "a", "c"]):
             r = run(s, *args)
             check(r.rc == 1 and r.err.count("locked by another process") == 1 and r.err.count("\n") == 1,
