@@ -142,7 +142,8 @@ uint64_t cli_names_live(const struct cli_names *n, simdr_store *st);
 /* Walks the names: start with *cursor = 0; 0 at the end. */
 int cli_names_each(const struct cli_names *n, size_t *cursor, uint64_t *hash, const void **name,
                    size_t *len);
-/* A name as text for a listing: control bytes and backslashes escaped. */
+/* A name as text for a listing: control bytes, C1 controls, backslashes and
+ * bytes that are not UTF-8 shown as \xNN. */
 void cli_out_name(const void *name, size_t len);
 void cli_names_free(struct cli_names *n);
 
