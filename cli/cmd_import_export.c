@@ -550,7 +550,7 @@ static int export_one(const struct cli_args *a, int rootfd, const char *name, co
         char label[600];
         snprintf(label, sizeof label, "export %s", q);
         struct cli_progress *prog = size >= CLI_PROGRESS_MIN ? cli_progress_start(label, size, 0) : NULL;
-        ret = cli_write_entry(e, fd, shown, a->buffer_size, prog);
+        ret = cli_interrupted() ? CLI_FAIL : cli_write_entry(e, fd, shown, a->buffer_size, prog);
         cli_progress_end(prog);
         if (close(fd) != 0 && ret == CLI_OK) {
             cli_err("writing %s: %s", shown, strerror(errno));
@@ -662,7 +662,13 @@ int cmd_export(const struct cli_args *a) {
     }
     uint64_t asked = (uint64_t)nkeys + failed; /* names that cannot be files count too */
     int rootfd = -1; /* DIR, created when the first file is written */
+    cli_interrupts_catch(); /* Ctrl-C removes the unfinished temporary file first */
     for (int i = 0; i < nkeys && ret == CLI_OK; i++) {
+        if (cli_interrupted()) {
+            cli_err("export: interrupted");
+            failed += (uint64_t)(nkeys - i);
+            break;
+        }
         char q[512];
         cli_quote(q, sizeof q, keys[i].text);
         simdr_entry *e = NULL;

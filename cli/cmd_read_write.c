@@ -109,6 +109,8 @@ int cli_write_entry(const simdr_entry *e, int fd, const char *dest, size_t chunk
     while (off < size) {
         const void *p;
         size_t len;
+        if (cli_interrupted())
+            return CLI_FAIL; /* the caller says so and cleans up */
         if (off - dropped >= DROP_STEP) {
             /* simdr_entry_chunk drops the whole pages of the max bytes before
              * offset: with max = what was written since the last drop, that

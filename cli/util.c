@@ -30,7 +30,7 @@ int cli_write_all(int fd, const void *buf, size_t len) {
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR && !cli_interrupted())
                 continue;
             return errno;
         }

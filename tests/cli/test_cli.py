@@ -1666,6 +1666,33 @@ def group_hostile():
               "rc=%d %s" % (p.returncode, err))
         check(os.listdir(sub) == [], "the failed write on a new store leaves no file behind", repr(os.listdir(sub)))
 
+    # SIGINT during an export: the unfinished file is removed (its temporary
+    # name too), the file it would replace is kept, the process ends by the
+    # signal. One-byte chunks keep the export going until the test sees it.
+    with TempDir() as d:
+        s = os.path.join(d, "e.bin")
+        run(s, "write", "big", input=random.Random(9).randbytes(8 << 20))
+        run(s, "write", "small", "v")
+        out = os.path.join(d, "out")
+        os.makedirs(out)
+        with open(os.path.join(out, "big"), "wb") as f:
+            f.write(b"kept")
+        p = subprocess.Popen([CLI, s, "export", out, "big", "small", "--force", "-b", "1"],
+                             stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(3000):  # until the temporary file is being written
+            if any(n.startswith(".simd-r-drive-export") for n in os.listdir(out)) or p.poll() is not None:
+                break
+            time.sleep(0.005)
+        p.send_signal(signal.SIGINT)
+        rc = p.wait()
+        err = p.stderr.read().decode()
+        p.stderr.close()
+        with open(os.path.join(out, "big"), "rb") as f:
+            kept = f.read()
+        check(rc == -signal.SIGINT and sorted(os.listdir(out)) == ["big"] and kept == b"kept",
+              "export interrupted mid-file leaves the old file and no temporary or later file",
+              "rc=%d files=%r kept=%r %s" % (rc, os.listdir(out), kept[:10], err))
+
     # unreadable entries (EACCES): reported, the rest imported, exit 1
     with TempDir() as d:
         os.chmod(d, 0o755)
