@@ -142,7 +142,8 @@ uint64_t cli_names_live(const struct cli_names *n, simdr_store *st);
 /* Walks the names: start with *cursor = 0; 0 at the end. */
 int cli_names_each(const struct cli_names *n, size_t *cursor, uint64_t *hash, const void **name,
                    size_t *len);
-/* A name as text for a listing: control bytes and backslashes escaped. */
+/* A name as text for a listing: control bytes, C1 controls, backslashes and
+ * bytes that are not UTF-8 shown as \xNN. */
 void cli_out_name(const void *name, size_t len);
 void cli_names_free(struct cli_names *n);
 
@@ -176,10 +177,15 @@ void cli_ticker_end(struct cli_ticker *t);
 /* Values at least this big show a progress bar (when stderr is a terminal). */
 #define CLI_PROGRESS_MIN ((uint64_t)8 << 20)
 int cli_put_from_fd(simdr_store *st, const void *key, size_t key_len, int fd,
-                    struct cli_progress *prog, int *read_errno);
+                    struct cli_progress *prog, int *read_errno, uint64_t *bytes_read);
 int cli_write_entry(const simdr_entry *e, int fd, const char *dest, size_t chunk,
                     struct cli_progress *prog);
 void cli_explain_refused_value(const char *what);
+/* SIGINT/SIGTERM/SIGHUP stop a streaming write cleanly from here on;
+ * cli_interrupts_finish (main, after cleanup) re-raises the signal. */
+void cli_interrupts_catch(void);
+int cli_interrupted(void);
+void cli_interrupts_finish(void);
 int cmd_read(const struct cli_args *a);
 int cmd_write(const struct cli_args *a);
 int cmd_delete(const struct cli_args *a);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ struct file_list {
     size_t n, cap;
     uint64_t total;
     uint64_t skipped;  /* neither regular file nor directory (symlinks, fifos...) */
+    uint64_t unreadable; /* directories and entries that could not be read */
     dev_t skip_dev;    /* the store file itself, if it lies inside DIR */
     ino_t skip_ino;
     int have_skip;
@@ -63,10 +65,6 @@ static int file_list_add(struct file_list *l, const char *rel, uint64_t size) {
     return 0;
 }
 
-static int cmp_names(const void *x, const void *y) {
-    return strcmp(*(char *const *)x, *(char *const *)y);
-}
-
 static char *join(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
     char *p = malloc(la + lb + 2);
@@ -80,22 +78,71 @@ static char *join(const char *a, const char *b) {
     return p;
 }
 
-/* Collects regular files below root/rel, names sorted so imports are
- * reproducible. Symbolic links are not followed (no loops, nothing outside
- * the tree). Returns 0, or -1 after reporting an error. */
-static int walk(struct file_list *l, const char *root, const char *rel) {
-    char *dirpath = rel[0] ? join(root, rel) : strdup(root);
-    if (!dirpath) {
-        cli_err("out of memory");
-        return -1;
+/* Opens rel ('/'-separated, relative) below the directory rootfd one
+ * component at a time, never following a symbolic link: the tree is read
+ * through descriptors, so paths longer than PATH_MAX work and a directory
+ * swapped for a link while the import runs cannot lead outside the tree. */
+static int open_beneath(int rootfd, const char *rel, int flags) {
+    int cur = rootfd;
+    const char *p = rel;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        char comp[NAME_MAX + 1];
+        if (n == 0 || n > NAME_MAX) {
+            if (cur != rootfd)
+                close(cur);
+            errno = n ? ENAMETOOLONG : ENOENT;
+            return -1;
+        }
+        memcpy(comp, p, n);
+        comp[n] = '\0';
+        int fd = openat(cur, comp, slash ? O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+                                         : flags | O_NOFOLLOW | O_CLOEXEC);
+        int e = errno;
+        if (cur != rootfd)
+            close(cur);
+        if (fd < 0) {
+            errno = e;
+            return -1;
+        }
+        if (!slash)
+            return fd;
+        cur = fd;
+        p = slash + 1;
     }
-    DIR *d = opendir(dirpath);
+}
+
+struct dir_item {
+    char *name;
+    int is_dir;
+    uint64_t size;
+};
+
+static int cmp_items(const void *x, const void *y) {
+    return strcmp(((const struct dir_item *)x)->name, ((const struct dir_item *)y)->name);
+}
+
+/* Collects regular files below rootfd/rel, names sorted so imports are
+ * reproducible. Symbolic links, FIFOs, sockets and devices are counted and
+ * never opened (a FIFO would block the import forever). A directory or
+ * entry that cannot be read is reported and counted in l->unreadable, and
+ * the walk goes on. Only one directory is open at a time, so any depth
+ * works. Returns 0, or -1 when out of memory. */
+static int walk(struct file_list *l, int rootfd, const char *rel) {
+    char q[512];
+    cli_quote(q, sizeof q, rel[0] ? rel : ".");
+    int dfd = rel[0] ? open_beneath(rootfd, rel, O_RDONLY | O_DIRECTORY)
+                     : openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (!d) {
-        cli_err("import: cannot read directory '%s': %s", dirpath, strerror(errno));
-        free(dirpath);
-        return -1;
+        cli_err("import: cannot read directory %s: %s", q, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        l->unreadable++;
+        return 0;
     }
-    char **names = NULL;
+    struct dir_item *items = NULL;
     size_t n = 0, cap = 0;
     int ret = 0;
     struct dirent *de;
@@ -103,61 +150,93 @@ static int walk(struct file_list *l, const char *root, const char *rel) {
     while ((de = readdir(d)) != NULL) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+            char *child_rel = rel[0] ? join(rel, de->d_name) : strdup(de->d_name);
+            char cq[512];
+            cli_quote(cq, sizeof cq, child_rel ? child_rel : de->d_name);
+            cli_err("import: %s: %s", cq, strerror(errno));
+            free(child_rel);
+            l->unreadable++;
+            errno = 0;
+            continue;
+        }
+        int is_dir = S_ISDIR(sb.st_mode);
+        if (S_ISREG(sb.st_mode)) {
+            if ((l->have_skip && sb.st_dev == l->skip_dev && sb.st_ino == l->skip_ino) ||
+                (l->have_side && sb.st_dev == l->side_dev && sb.st_ino == l->side_ino))
+                continue; /* importing the store into itself would never end well */
+        } else if (!is_dir) {
+            l->skipped++;
+            continue;
+        }
         if (n == cap) {
             cap = cap ? cap * 2 : 32;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (!nn) {
+            struct dir_item *ni = realloc(items, cap * sizeof *ni);
+            if (!ni) {
                 ret = -1;
                 break;
             }
-            names = nn;
+            items = ni;
         }
-        if (!(names[n] = strdup(de->d_name))) {
+        if (!(items[n].name = strdup(de->d_name))) {
             ret = -1;
             break;
         }
+        items[n].is_dir = is_dir;
+        items[n].size = (uint64_t)sb.st_size;
         n++;
+        errno = 0;
     }
     if (ret == 0 && errno != 0) {
-        cli_err("import: reading directory '%s': %s", dirpath, strerror(errno));
-        ret = -1;
+        cli_err("import: reading directory %s: %s", q, strerror(errno));
+        l->unreadable++;
     } else if (ret != 0) {
         cli_err("out of memory");
     }
     closedir(d);
     if (ret == 0)
-        qsort(names, n, sizeof *names, cmp_names);
+        qsort(items, n, sizeof *items, cmp_items);
     for (size_t i = 0; i < n && ret == 0; i++) {
-        char *child_rel = rel[0] ? join(rel, names[i]) : strdup(names[i]);
-        char *child = child_rel ? join(root, child_rel) : NULL;
-        struct stat sb;
-        if (!child) {
+        char *child_rel = rel[0] ? join(rel, items[i].name) : strdup(items[i].name);
+        if (!child_rel) {
             cli_err("out of memory");
             ret = -1;
-        } else if (lstat(child, &sb) != 0) {
-            cli_err("import: '%s': %s", child, strerror(errno));
+        } else if (items[i].is_dir) {
+            ret = walk(l, rootfd, child_rel);
+        } else if (file_list_add(l, child_rel, items[i].size) != 0) {
+            cli_err("out of memory");
             ret = -1;
-        } else if (S_ISDIR(sb.st_mode)) {
-            ret = walk(l, root, child_rel);
-        } else if (S_ISREG(sb.st_mode)) {
-            if ((l->have_skip && sb.st_dev == l->skip_dev && sb.st_ino == l->skip_ino) ||
-                (l->have_side && sb.st_dev == l->side_dev && sb.st_ino == l->side_ino)) {
-                /* importing the store into itself would never end well */
-            } else if (file_list_add(l, child_rel, (uint64_t)sb.st_size) != 0) {
-                cli_err("out of memory");
-                ret = -1;
-            }
-        } else {
-            l->skipped++;
         }
-        free(child);
         free(child_rel);
     }
     for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
-    free(dirpath);
+        free(items[i].name);
+    free(items);
     return ret;
+}
+
+/* Opens a file the walk found, without blocking and without following a
+ * link: if it was replaced by a FIFO or a device since, it is refused here
+ * instead of hanging the import. */
+static int open_import_file(int rootfd, const char *rel) {
+    int fd = open_beneath(rootfd, rel, O_RDONLY | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    struct stat sb;
+    int flags, e = 0;
+    if (fstat(fd, &sb) != 0)
+        e = errno;
+    else if (!S_ISREG(sb.st_mode))
+        e = EINVAL; /* told as "no longer a regular file" */
+    else if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0)
+        e = errno;
+    if (e) {
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
 }
 
 int cmd_import(const struct cli_args *a) {
@@ -194,7 +273,14 @@ int cmd_import(const struct cli_args *a) {
         l.side_dev = ss.st_dev;
         l.side_ino = ss.st_ino;
     }
-    if (walk(&l, dir, "") != 0) {
+    int rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) {
+        cli_err("import: cannot read directory %s: %s", dq, strerror(errno));
+        cli_close_store_created(st, a->store_path, created, 1);
+        return CLI_FAIL;
+    }
+    if (walk(&l, rootfd, "") != 0) {
+        close(rootfd);
         file_list_free(&l);
         cli_close_store_created(st, a->store_path, created, 1);
         return CLI_FAIL;
@@ -203,7 +289,13 @@ int cmd_import(const struct cli_args *a) {
     snprintf(label, sizeof label, "import %s", dq);
     struct cli_progress *prog = cli_progress_start(label, l.total, CLI_PROGRESS_MIN);
     uint64_t done = 0, imported = 0, failed = 0, bytes = 0, empty = 0;
+    cli_interrupts_catch();
     for (size_t i = 0; i < l.n; i++) {
+        if (cli_interrupted()) {
+            cli_err("import: interrupted");
+            failed += l.n - i;
+            break;
+        }
         char q[512];
         cli_quote(q, sizeof q, l.rel[i]);
         if (l.size[i] == 0) {
@@ -213,25 +305,24 @@ int cmd_import(const struct cli_args *a) {
             empty++;
             continue;
         }
-        char *path = join(dir, l.rel[i]);
-        int fd = path ? open(path, O_RDONLY | O_NOFOLLOW) : -1;
+        int fd = open_import_file(rootfd, l.rel[i]);
         if (fd < 0) {
-            cli_err("import: cannot open %s: %s", q, path ? strerror(errno) : "out of memory");
-            free(path);
+            cli_err("import: cannot open %s: %s", q,
+                    errno == EINVAL ? "no longer a regular file" : strerror(errno));
             failed++;
             continue;
         }
-        free(path);
         cli_progress_base(prog, done);
         int read_errno = 0;
-        int rc = cli_put_from_fd(st, l.rel[i], strlen(l.rel[i]), fd, prog, &read_errno);
+        uint64_t got = 0;
+        int rc = cli_put_from_fd(st, l.rel[i], strlen(l.rel[i]), fd, prog, &read_errno, &got);
         if (rc == SIMDR_OK)
             rc = cli_name_put(st, l.rel[i], strlen(l.rel[i]));
         close(fd);
         done += l.size[i];
         if (rc == SIMDR_OK) {
             imported++;
-            bytes += l.size[i];
+            bytes += got; /* what was stored, even if the file changed size meanwhile */
             continue;
         }
         failed++;
@@ -239,6 +330,8 @@ int cmd_import(const struct cli_args *a) {
         snprintf(what, sizeof what, "%s: import %s", fq, q);
         if (rc == SIMDR_EINVAL) {
             cli_explain_refused_value(what);
+        } else if (rc == SIMDR_ESOURCE && cli_interrupted()) {
+            continue; /* the next turn says it and stops */
         } else if (rc == SIMDR_ESOURCE && read_errno) {
             cli_err("%s: reading the file: %s (nothing was stored)", what, strerror(read_errno));
         } else {
@@ -268,6 +361,14 @@ int cmd_import(const struct cli_args *a) {
                 cli_plural(failed, "file was", "files were"));
         ret = CLI_FAIL;
     }
+    if (l.unreadable) {
+        cli_err("import: %" PRIu64 " %s could not be read (see above); what %s held was "
+                "not imported",
+                l.unreadable, cli_plural(l.unreadable, "entry", "entries"),
+                cli_plural(l.unreadable, "it", "they"));
+        ret = CLI_FAIL;
+    }
+    close(rootfd);
     file_list_free(&l);
     int crc = cli_close_store_created(st, a->store_path, created, ret != CLI_OK);
     return ret != CLI_OK ? ret : crc;
@@ -277,8 +378,9 @@ int cmd_import(const struct cli_args *a) {
 /* export DIR KEY...                                                         */
 /* ------------------------------------------------------------------------ */
 
-/* A key may become a path only if it stays inside DIR: relative, no ".."
- * component, no NUL byte, not naming a directory. */
+/* A key may become a path only if it stays inside DIR and names one file
+ * no other key names: relative, no "..", "." or empty component, no NUL
+ * byte, not naming a directory. */
 static const char *unsafe_path_reason(const void *data, size_t len) {
     const char *s = data;
     if (len == 0)
@@ -296,50 +398,175 @@ static const char *unsafe_path_reason(const void *data, size_t len) {
             j++;
         if (j - i == 2 && s[i] == '.' && s[i + 1] == '.')
             return "contains a '..' component";
+        /* "a/./b" and "a//b" would be the file of "a/b": two keys, one file */
+        if (j - i == 1 && s[i] == '.')
+            return "contains a '.' component";
+        if (j == i)
+            return "contains an empty component ('//')";
+        if (j - i > NAME_MAX)
+            return "a component is longer than a file name can be";
         i = j + 1;
     }
     return NULL;
 }
 
-/* mkdir -p for the directories of path (not its last component). */
-static int make_parents(char *path) {
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        int r = mkdir(path, 0777);
-        int e = errno;
-        struct stat sb;
-        int ok = r == 0 || (e == EEXIST && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode));
-        *p = '/';
-        if (!ok) {
-            errno = r == 0 ? ENOTDIR : (e == EEXIST ? ENOTDIR : e);
+/* Opens (creating as needed, like mkdir -p) the directory that will hold
+ * the file name below rootfd, through descriptors so names longer than
+ * PATH_MAX work. *leaf is set to the last component. A file where a
+ * directory is needed (keys "a" and "a/b") fails with ENOTDIR, and
+ * *blocker (when not NULL) gets the length of the prefix of name that is in
+ * the way. */
+static int open_export_parent(int rootfd, const char *name, const char **leaf, size_t *blocker) {
+    int cur = rootfd;
+    const char *p = name;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        if (!slash) {
+            *leaf = p;
+            return cur == rootfd ? dup(rootfd) : cur;
+        }
+        size_t n = (size_t)(slash - p);
+        char comp[NAME_MAX + 1];
+        int fd = -1, e = ENAMETOOLONG;
+        if (n <= NAME_MAX) {
+            memcpy(comp, p, n);
+            comp[n] = '\0';
+            if (mkdirat(cur, comp, 0777) != 0 && errno != EEXIST)
+                e = errno;
+            else if ((fd = openat(cur, comp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+                e = errno;
+        }
+        if (cur != rootfd)
+            close(cur);
+        if (fd < 0) {
+            if (blocker)
+                *blocker = (size_t)(slash - name);
+            errno = e;
             return -1;
         }
+        cur = fd;
+        p = slash + 1;
     }
-    return 0;
+}
+
+/* mkdir -p dir, then opens it. */
+static int open_export_dir(const char *dir) {
+    char *path = strdup(dir);
+    if (!path)
+        return -1;
+    for (char *p = path; *p; p++) {
+        if (p == path || (p[1] != '/' && p[1] != '\0') || *p == '/')
+            continue;
+        /* p is the last byte of a component */
+        char c = p[1];
+        p[1] = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            free(path);
+            return -1;
+        }
+        p[1] = c;
+    }
+    free(path);
+    return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
 /* Asks before an existing file is overwritten: on a terminal the user says
  * y or n; without one the answer is no, said once per file. */
 static int may_overwrite(const char *path) {
-    struct stat sb;
-    if (lstat(path, &sb) != 0)
-        return 1;
     if (!isatty(STDIN_FILENO) || !isatty(STDERR_FILENO)) {
-        cli_err("export: '%s' exists; not overwritten (use --force to overwrite)", path);
+        cli_err("export: %s exists; not overwritten (use --force to overwrite)", path);
         return 0;
     }
     cli_progress_clear_line();
-    fprintf(stderr, "simd-r-drive: overwrite '%s'? [y/N] ", path);
+    fprintf(stderr, "simd-r-drive: overwrite %s? [y/N] ", path);
     fflush(stderr);
     char answer[16] = "";
     if (!fgets(answer, sizeof answer, stdin))
         answer[0] = '\0';
     if (answer[0] == 'y' || answer[0] == 'Y')
         return 1;
-    cli_err("export: '%s' not overwritten", path);
+    cli_err("export: %s not overwritten", path);
     return 0;
+}
+
+/* Writes one value to rootfd/name: into a new temporary file beside it,
+ * renamed over the name only when complete, so a full disk or a damaged
+ * value never leaves a truncated file or destroys the file it replaces.
+ * Returns CLI_OK, or CLI_FAIL after reporting. */
+static int export_one(const struct cli_args *a, int rootfd, const char *name, const char *shown,
+                      const simdr_entry *e, const char *q) {
+    const char *leaf;
+    size_t blocker = 0;
+    int pfd = open_export_parent(rootfd, name, &leaf, &blocker);
+    if (pfd < 0) {
+        int err = errno;
+        char *prefix = strndup(name, blocker);
+        char bq[512];
+        cli_quote(bq, sizeof bq, prefix ? prefix : name);
+        free(prefix);
+        if (err == ENOTDIR || err == EEXIST)
+            cli_err("export: cannot write %s: %s is in the way and is not a directory", shown, bq);
+        else
+            cli_err("export: cannot create the directory %s for %s: %s", bq, shown, strerror(err));
+        return CLI_FAIL;
+    }
+    struct stat sb;
+    int ret = CLI_OK;
+    int into_existing = 0; /* a FIFO or device in the way is written into, not replaced */
+    if (fstatat(pfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+        into_existing = S_ISFIFO(sb.st_mode) || S_ISCHR(sb.st_mode);
+        if (S_ISDIR(sb.st_mode)) {
+            cli_err("export: cannot write %s: a directory of that name is in the way (another "
+                    "key names a file inside it)",
+                    shown);
+            ret = CLI_FAIL;
+        } else if (!a->force && !may_overwrite(shown)) {
+            ret = CLI_FAIL; /* told why inside */
+        }
+    }
+    char tmp[64];
+    int fd = -1;
+    if (ret == CLI_OK && into_existing) {
+        fd = openat(pfd, leaf, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            cli_err("export: cannot open %s: %s", shown, strerror(errno));
+            ret = CLI_FAIL;
+        }
+    }
+    for (unsigned i = 0; ret == CLI_OK && fd < 0 && i < 100; i++) {
+        snprintf(tmp, sizeof tmp, ".simd-r-drive-export.%ld.%u", (long)getpid(), i);
+        fd = openat(pfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST) {
+            cli_err("export: cannot create %s: %s", shown, strerror(errno));
+            ret = CLI_FAIL;
+        }
+    }
+    if (ret == CLI_OK && fd < 0) {
+        cli_err("export: cannot create %s: %s", shown, strerror(EEXIST));
+        ret = CLI_FAIL;
+    }
+    if (ret == CLI_OK) {
+        uint64_t size = simdr_entry_size(e);
+        char label[600];
+        snprintf(label, sizeof label, "export %s", q);
+        struct cli_progress *prog = size >= CLI_PROGRESS_MIN ? cli_progress_start(label, size, 0) : NULL;
+        ret = cli_interrupted() ? CLI_FAIL : cli_write_entry(e, fd, shown, a->buffer_size, prog);
+        cli_progress_end(prog);
+        if (close(fd) != 0 && ret == CLI_OK) {
+            cli_err("writing %s: %s", shown, strerror(errno));
+            ret = CLI_FAIL;
+        }
+        if (!into_existing) {
+            if (ret == CLI_OK && renameat(pfd, tmp, pfd, leaf) != 0) {
+                cli_err("export: cannot create %s: %s", shown, strerror(errno));
+                ret = CLI_FAIL;
+            }
+            if (ret != CLI_OK)
+                unlinkat(pfd, tmp, 0);
+        }
+    }
+    close(pfd);
+    return ret;
 }
 
 /* Fills *keys with every live key that has a name record and can be a file
@@ -361,9 +588,13 @@ static int named_keys(simdr_store *st, const char *fq, struct cli_key **keys, in
     int ret = k ? CLI_OK : (cli_err("out of memory"), CLI_FAIL);
     while (ret == CLI_OK && cli_names_each(names, &cursor, &hash, &name, &len)) {
         simdr_entry *e = NULL;
-        if (simdr_get_hashed(st, hash, &e) != SIMDR_OK)
-            continue; /* the name of a deleted key */
+        int grc = simdr_get_hashed(st, hash, &e);
         simdr_entry_release(e);
+        if (grc == SIMDR_NOTFOUND)
+            continue; /* the name of a deleted key */
+        /* Anything else (a damaged value) is exported, so the loop that
+         * writes the files reports it and the export fails: skipping it
+         * would pass a damaged store off as a complete export. */
         unsigned char *copy = malloc(len + 1);
         if (!copy) {
             ret = (cli_err("out of memory"), CLI_FAIL);
@@ -386,7 +617,8 @@ static int named_keys(simdr_store *st, const char *fq, struct cli_key **keys, in
         k[n].len = len;
         n++;
     }
-    *unnamed = simdr_count(st) - records - live;
+    uint64_t count = simdr_count(st);
+    *unnamed = count > records + live ? count - records - live : 0;
     cli_names_free(names);
     free(*keys);
     *keys = k;
@@ -429,7 +661,14 @@ int cmd_export(const struct cli_args *a) {
         nparsed = nkeys;
     }
     uint64_t asked = (uint64_t)nkeys + failed; /* names that cannot be files count too */
+    int rootfd = -1; /* DIR, created when the first file is written */
+    cli_interrupts_catch(); /* Ctrl-C removes the unfinished temporary file first */
     for (int i = 0; i < nkeys && ret == CLI_OK; i++) {
+        if (cli_interrupted()) {
+            cli_err("export: interrupted");
+            failed += (uint64_t)(nkeys - i);
+            break;
+        }
         char q[512];
         cli_quote(q, sizeof q, keys[i].text);
         simdr_entry *e = NULL;
@@ -450,36 +689,22 @@ int cmd_export(const struct cli_args *a) {
             name[keys[i].len] = '\0';
             path = join(dir, name);
         }
-        int fd = -1;
+        char shown[512];
         if (!path) {
             cli_err("out of memory");
-        } else if (!a->force && !may_overwrite(path)) {
-            /* told why inside */
-        } else if (make_parents(path) != 0) {
-            cli_err("export: cannot create the directories of '%s': %s", path, strerror(errno));
-        } else if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0666)) < 0) {
-            cli_err("export: cannot create '%s': %s", path, strerror(errno));
-        }
-        if (fd >= 0) {
-            uint64_t size = simdr_entry_size(e);
-            char label[600];
-            snprintf(label, sizeof label, "export %s", q);
-            struct cli_progress *prog =
-                size >= CLI_PROGRESS_MIN ? cli_progress_start(label, size, 0) : NULL;
-            int wr = cli_write_entry(e, fd, path, a->buffer_size, prog);
-            cli_progress_end(prog);
-            if (close(fd) != 0 && wr == CLI_OK) {
-                cli_err("writing '%s': %s", path, strerror(errno));
-                wr = CLI_FAIL;
-            }
-            if (wr == CLI_OK) {
+            failed++;
+        } else {
+            cli_quote(shown, sizeof shown, path);
+            if (rootfd < 0 && (rootfd = open_export_dir(dir)) < 0) {
+                cli_err("export: cannot create the directory %s: %s", dq, strerror(errno));
+                ret = CLI_FAIL;
+                failed++;
+            } else if (export_one(a, rootfd, name, shown, e, q) == CLI_OK) {
                 exported++;
-                bytes += size;
+                bytes += simdr_entry_size(e);
             } else {
                 failed++;
             }
-        } else {
-            failed++;
         }
         free(path);
         free(name);
@@ -498,6 +723,8 @@ int cmd_export(const struct cli_args *a) {
         if (failed)
             ret = CLI_FAIL;
     }
+    if (rootfd >= 0)
+        close(rootfd);
     int crc = cli_close_store(st, a->store_path);
     for (int i = 0; i < nparsed; i++)
         cli_key_free(&keys[i]);

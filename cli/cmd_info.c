@@ -240,9 +240,18 @@ int cmd_list(const struct cli_args *a) {
     }
     if (a->json)
         cli_out_write("[", 1);
-    uint64_t n = 0;
+    uint64_t n = 0, damaged = 0;
     const simdr_entry *e;
-    while (!cli_out_broken() && (rc = simdr_iter_next(it, &e)) == SIMDR_OK) {
+    while (!cli_out_broken() && (rc = simdr_iter_next(it, &e)) != SIMDR_NOTFOUND) {
+        if (rc == SIMDR_ECORRUPT) {
+            /* The iterator has moved past the damaged entry: the other
+             * keys are still listed, and the exit status says it. */
+            cli_fail_simdr(rc, "%s: listing entries", fq);
+            damaged++;
+            continue;
+        }
+        if (rc != SIMDR_OK)
+            break;
         uint64_t h = simdr_entry_key_hash(e), off = simdr_entry_offset(e), sz = simdr_entry_size(e);
         uint64_t named_hash;
         const void *name;
@@ -274,6 +283,11 @@ int cmd_list(const struct cli_args *a) {
     }
     if (rc != SIMDR_OK && rc != SIMDR_NOTFOUND && !cli_out_broken())
         ret = cli_fail_simdr(rc, "%s: listing entries", fq);
+    if (damaged) {
+        cli_err("%s: %" PRIu64 " damaged %s not listed (run 'check')", fq, damaged,
+                cli_plural(damaged, "entry", "entries"));
+        ret = CLI_FAIL;
+    }
     if (a->json)
         cli_out_write("\n]\n", 3);
     simdr_iter_close(it);

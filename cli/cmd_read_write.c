@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +18,38 @@
 /* Shared streaming helpers                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* ---- interruption of a streaming write ---------------------------------- */
+
+/* While a value streams in, SIGINT, SIGTERM and SIGHUP only set this flag:
+ * the source then fails, the library drops the half-written value, and
+ * main() ends the process with the same signal afterwards. Killed outright
+ * instead, the tool would leave the appended bytes as a torn tail that
+ * 'check' reports as damage until the next writer cuts it. */
+static volatile sig_atomic_t interrupted_by;
+
+static void note_interrupt(int sig) { interrupted_by = sig; }
+
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+void cli_interrupts_catch(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = note_interrupt;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: a blocked read of stdin returns EINTR */
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+        sigaction(stop_signals[i], &sa, NULL);
+}
+
+int cli_interrupted(void) { return interrupted_by; }
+
+void cli_interrupts_finish(void) {
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+        signal(stop_signals[i], SIG_DFL);
+    if (interrupted_by)
+        raise(interrupted_by);
+}
+
 struct fd_source {
     int fd;
     uint64_t done;
@@ -27,6 +60,10 @@ struct fd_source {
 static int64_t fd_source_read(void *ctx, void *buf, size_t cap) {
     struct fd_source *s = ctx;
     for (;;) {
+        if (interrupted_by) {
+            s->err = EINTR;
+            return -1;
+        }
         ssize_t n = read(s->fd, buf, cap);
         if (n >= 0) {
             s->done += (uint64_t)n;
@@ -40,19 +77,20 @@ static int64_t fd_source_read(void *ctx, void *buf, size_t cap) {
     }
 }
 
-/* Streams fd into key. Without a progress bar the library reads the
- * descriptor itself (simdr_put_fd); with one, a counting source feeds
- * simdr_put_stream so the bar can follow. Either way memory stays constant
- * and a failing source fails the write with nothing kept. *read_errno gets
- * the errno of a failed read on the counting path (0 otherwise). */
+/* Streams fd into key through a counting source (simdr_put_stream), so a
+ * progress bar can follow and an interrupt stops the read. Memory stays
+ * constant and a failing source fails the write with nothing kept.
+ * *read_errno gets the errno of a failed read (EINTR when interrupted);
+ * *bytes_read (if not NULL) what was read, which for a file that changed
+ * since it was listed is not its listed size. */
 int cli_put_from_fd(simdr_store *st, const void *key, size_t key_len, int fd,
-                    struct cli_progress *prog, int *read_errno) {
+                    struct cli_progress *prog, int *read_errno, uint64_t *bytes_read) {
     *read_errno = 0;
-    if (!prog)
-        return simdr_put_fd(st, key, key_len, fd, NULL);
     struct fd_source src = {fd, 0, 0, prog};
     int rc = simdr_put_stream(st, key, key_len, fd_source_read, &src, NULL);
     *read_errno = src.err;
+    if (bytes_read)
+        *bytes_read = src.done;
     return rc;
 }
 
@@ -71,6 +109,8 @@ int cli_write_entry(const simdr_entry *e, int fd, const char *dest, size_t chunk
     while (off < size) {
         const void *p;
         size_t len;
+        if (cli_interrupted())
+            return CLI_FAIL; /* the caller says so and cleans up */
         if (off - dropped >= DROP_STEP) {
             /* simdr_entry_chunk drops the whole pages of the max bytes before
              * offset: with max = what was written since the last drop, that
@@ -183,13 +223,17 @@ int cmd_write(const struct cli_args *a) {
         char label[600];
         snprintf(label, sizeof label, "write %s", q);
         struct cli_progress *prog = cli_progress_start(label, total, CLI_PROGRESS_MIN);
-        rc = cli_put_from_fd(st, key.data, key.len, STDIN_FILENO, prog, &read_errno);
+        cli_interrupts_catch();
+        rc = cli_put_from_fd(st, key.data, key.len, STDIN_FILENO, prog, &read_errno, NULL);
         cli_progress_end(prog);
         if (rc == SIMDR_OK)
             rc = cli_name_put(st, key.data, key.len);
     }
     if (rc == SIMDR_EINVAL) {
         cli_explain_refused_value(what);
+        ret = CLI_FAIL;
+    } else if (rc == SIMDR_ESOURCE && cli_interrupted()) {
+        cli_err("%s: interrupted (nothing was stored)", what);
         ret = CLI_FAIL;
     } else if (rc == SIMDR_ESOURCE && read_errno) {
         cli_err("%s: reading standard input: %s (nothing was stored)", what, strerror(read_errno));
@@ -199,7 +243,8 @@ int cmd_write(const struct cli_args *a) {
     } else {
         simdr_entry *e = NULL;
         if (simdr_get(st, key.data, key.len, &e) == SIMDR_OK)
-            cli_note(a, "Stored %s (%" PRIu64 " bytes)", q, simdr_entry_size(e));
+            cli_note(a, "Stored %s (%" PRIu64 " %s)", q, simdr_entry_size(e),
+                     cli_plural(simdr_entry_size(e), "byte", "bytes"));
         else
             cli_note(a, "Stored %s", q);
         simdr_entry_release(e);

@@ -5,9 +5,12 @@
  *
  *   simd-r-drive <storage-file> <command> [args]
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -66,15 +69,19 @@ static const struct command commands[] = {
      "the key's name when it was written by this tool. Alias: dump.\n"
      "Example: simd-r-drive data.bin list\n"},
     {"import", NULL, cmd_import, 1, 1, NEW_STORE_OPTS, "import DIR [--layout aligned64|unaligned]",
-     "Stores every regular file under DIR (recursively, symlinks not followed) with its\n"
-     "path relative to DIR as key, and keeps the names. Empty files are skipped with a\n"
-     "warning (an empty value cannot be stored). Creates the store if missing.\n"
+     "Stores every regular file under DIR (recursively, symlinks not followed; FIFOs,\n"
+     "sockets and devices are counted and never opened) with its path relative to DIR as\n"
+     "key, and keeps the names. Empty files are skipped with a warning (an empty value\n"
+     "cannot be stored). Unreadable files and directories are reported and the rest is\n"
+     "imported (exit 1). Creates the store if missing.\n"
      "Example: simd-r-drive data.bin import ./site\n"},
     {"export", NULL, cmd_export, 1, -1, CLI_OPT_BUFFER | CLI_OPT_FORCE, "export DIR [KEY...] [--force]",
      "Writes each value to DIR/KEY, creating directories; without KEYs, every value whose\n"
-     "name the store keeps. Keys that are absolute or contain '..' are refused. An\n"
-     "existing file is overwritten only after a 'y' on the terminal, or with --force\n"
-     "(without a terminal it is left alone and the export fails).\n"
+     "name the store keeps. Keys that are absolute, end with '/' or contain a '..', '.'\n"
+     "or empty component are refused. Each file is written beside its name and renamed\n"
+     "into place when complete (a full disk leaves no partial file). An existing file is\n"
+     "overwritten only after a 'y' on the terminal, or with --force (without a terminal\n"
+     "it is left alone and the export fails); a directory is never replaced.\n"
      "  -f, --force             overwrite existing files\n"
      "Example: simd-r-drive data.bin export ./restore\n"},
 };
@@ -107,7 +114,8 @@ static const char help_text[] =
     "  import DIR                     store every regular file under DIR, recursively,\n"
     "                                 with its path relative to DIR as key\n"
     "  export DIR [KEY...]            write each value to DIR/KEY (keys that are\n"
-    "                                 absolute or contain '..' are refused); without\n"
+    "                                 absolute or contain '..', '.' or '//' are\n"
+    "                                 refused); without\n"
     "                                 KEYs, every named value; asks before overwriting\n"
     "  help COMMAND                   help for one command (also: COMMAND --help)\n"
     "\n"
@@ -233,12 +241,39 @@ static int run(int argc, char **argv) {
     return c->run(&a);
 }
 
+/* A standard descriptor closed by the caller ("2>&-", "<&-") would be the
+ * number the next open() returns, so the store file itself would become
+ * stderr or stdout and messages or values would be written into it. Each
+ * closed one is filled with /dev/null opened the wrong way round, so reading
+ * stdin or writing stdout fails (EBADF) and says so instead of passing for
+ * empty input or output that went somewhere. Returns -1 if one cannot be
+ * filled. */
+static int fill_closed_standard_fds(void) {
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int got = open("/dev/null", fd == STDIN_FILENO ? O_WRONLY : O_RDONLY);
+        if (got != fd) {
+            if (got >= 0)
+                close(got);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (fill_closed_standard_fds() != 0)
+        return CLI_FAIL;
+    /* Past a file size limit (ulimit -f) a write must fail with EFBIG and be
+     * reported like a full disk, not kill the tool halfway through. */
+    signal(SIGXFSZ, SIG_IGN);
     /* A closed stdout pipe must end the command quietly: with SIGPIPE
      * ignored, writes fail with EPIPE, which the output layer treats as the
      * end of the reader's interest (see cli_out_finish). */
     signal(SIGPIPE, SIG_IGN);
     int rc = run(argc, argv);
     int out = cli_out_finish();
+    cli_interrupts_finish(); /* ends here by the signal that interrupted a write */
     return rc != CLI_OK ? rc : out;
 }

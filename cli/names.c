@@ -233,7 +233,8 @@ uint64_t cli_names_live(const struct cli_names *n, simdr_store *st) {
     uint64_t live = 0;
     for (size_t i = 0; n && i < n->cap; i++) {
         simdr_entry *e = NULL;
-        if (n->slots[i].record && simdr_get_hashed(st, n->slots[i].hash, &e) == SIMDR_OK)
+        /* a damaged value is still a live key (its name is not stale) */
+        if (n->slots[i].record && simdr_get_hashed(st, n->slots[i].hash, &e) != SIMDR_NOTFOUND)
             live++;
         simdr_entry_release(e);
     }

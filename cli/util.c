@@ -30,7 +30,7 @@ int cli_write_all(int fd, const void *buf, size_t len) {
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR && !cli_interrupted())
                 continue;
             return errno;
         }
@@ -156,8 +156,24 @@ int cli_fail_simdr(int code, const char *fmt, ...) {
             }
         }
     }
+    /* "store is locked by another process" + "locked by another process that
+     * has it open for writing": the detail continues the status's last words,
+     * so they are said once: "store is locked by another process that ..." */
+    size_t lead = 0;
+    int continues = 0;
+    for (size_t k = 0; detail && status[k] && !continues; k++) {
+        if (k > 0 && status[k - 1] != ' ')
+            continue;
+        size_t rest = strlen(status + k);
+        if (rest >= 10 && strncmp(detail, status + k, rest) == 0) {
+            lead = k;
+            continues = 1;
+        }
+    }
     cli_progress_clear_line();
-    if (!detail || !detail[0])
+    if (continues)
+        fprintf(stderr, "simd-r-drive: %s: %.*s%s\n", what, (int)lead, status, detail);
+    else if (!detail || !detail[0])
         fprintf(stderr, "simd-r-drive: %s: %s\n", what, status);
     else if (strstr(detail, status))
         fprintf(stderr, "simd-r-drive: %s: %s\n", what, detail);
@@ -176,8 +192,11 @@ int cli_usage_error(const char *fmt, ...) {
     return CLI_USAGE;
 }
 
-/* 'text' with control bytes shown as \xNN, so a key typed with odd bytes
- * cannot garble the terminal. Truncated with "..." if longer than cap. */
+static size_t shown_as_is(const unsigned char *s, size_t n);
+
+/* 'text' with control bytes, C1 controls and bytes that are not UTF-8 shown
+ * as \xNN, so a key or path with odd bytes cannot garble the terminal.
+ * Truncated with "..." if longer than cap. */
 void cli_quote(char *dst, size_t cap, const char *src) {
     static const char hex[] = "0123456789abcdef";
     size_t o = 0;
@@ -187,20 +206,27 @@ void cli_quote(char *dst, size_t cap, const char *src) {
         return;
     }
     dst[o++] = '\'';
-    for (const unsigned char *s = (const unsigned char *)src; *s; s++) {
-        if (o + 8 >= cap) {
+    const unsigned char *s = (const unsigned char *)src;
+    size_t left = strlen(src);
+    while (left > 0) {
+        size_t n = shown_as_is(s, left);
+        if (o + 8 + n >= cap) {
             memcpy(dst + o, "...", 3);
             o += 3;
             break;
         }
-        if (*s < 0x20 || *s == 0x7f) {
+        if (n == 0) {
             dst[o++] = '\\';
             dst[o++] = 'x';
             dst[o++] = hex[*s >> 4];
             dst[o++] = hex[*s & 15];
+            n = 1;
         } else {
-            dst[o++] = (char)*s;
+            memcpy(dst + o, s, n);
+            o += n;
         }
+        s += n;
+        left -= n;
     }
     dst[o++] = '\'';
     dst[o] = '\0';
@@ -282,15 +308,31 @@ void cli_out_json_string(const void *str, size_t len) {
     cli_out_write("\"", 1);
 }
 
+/* How many bytes at s a terminal may be shown as they are: a printable
+ * ASCII byte or a valid UTF-8 sequence that is not a C1 control (U+0080 to
+ * U+009F, which some terminals obey like ESC). 0: show s[0] as \xNN. */
+static size_t shown_as_is(const unsigned char *s, size_t n) {
+    if (s[0] < 0x20 || s[0] == 0x7f)
+        return 0;
+    size_t len = utf8_seq(s, n);
+    if (len == 2 && s[0] == 0xc2 && s[1] < 0xa0)
+        return 0;
+    return len;
+}
+
 void cli_out_name(const void *name, size_t len) {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = name;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < 0x20 || s[i] == 0x7f || s[i] == '\\') {
+    size_t i = 0;
+    while (i < len) {
+        size_t n = s[i] == '\\' ? 0 : shown_as_is(s + i, len - i);
+        if (n == 0) {
             char e[4] = {'\\', 'x', hex[s[i] >> 4], hex[s[i] & 15]};
             cli_out_write(e, 4);
+            i++;
         } else {
-            cli_out_write(s + i, 1);
+            cli_out_write(s + i, n);
+            i += n;
         }
     }
 }
@@ -427,8 +469,13 @@ int cli_close_store_created(simdr_store *st, const char *path, int created, int 
         return CLI_OK;
     int empty = simdr_file_size(st) == 0;
     int rc = cli_close_store(st, path);
-    if (created && failed && empty)
+    if (created && failed && empty) {
         unlink(path);
+        /* and the side file the library keeps beside a store it opened */
+        char side[4200];
+        if ((size_t)snprintf(side, sizeof side, "%s.simdr", path) < sizeof side)
+            unlink(side);
+    }
     return rc;
 }
 

@@ -17,12 +17,16 @@ import json
 import os
 import pty
 import random
+import resource
 import select
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 CLI = None
 INTEROP = None
@@ -1413,6 +1417,320 @@ def group_usability():
               "a piped write's progress does not start with a rate of 0 bytes/s", repr(tty[:200]))
 
 
+# ---------------------------------------------------------------------------
+# group: hostile - what an unfriendly caller or file tree does: closed
+# standard streams, damage in the middle of a store, trees with odd entries
+# ---------------------------------------------------------------------------
+
+def run_sh(script, **env):
+    """Runs a shell line with $C the CLI (for redirections like 2>&-)."""
+    e = dict(os.environ, C=CLI, **env)
+    p = subprocess.run(["/bin/sh", "-c", script], capture_output=True, env=e, stdin=subprocess.DEVNULL)
+    return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+
+
+def group_hostile():
+    with TempDir() as d:
+        # closed standard streams: the store must not become fd 0, 1 or 2
+        s = os.path.join(d, "std.bin")
+        expect_ok(run(s, "write", "a", "first"), "std: a store to start from")
+        r = run_sh('"$C" "$S" write k2 "value" 2>&-', S=s)
+        check(r.rc == 0 and run(s, "check").rc == 0,
+              "write with stderr closed leaves a sound store (its message is not written into it)", repr(r))
+        check(read_value(s, "k2").out == b"value", "write with stderr closed stored the value")
+        r = run_sh('"$C" "$S" write k3 <&-', S=s)
+        check(r.rc == 1 and "Bad file descriptor" in r.err and "nothing was stored" in r.err,
+              "write with stdin closed fails: reading standard input", repr(r))
+        check(run(s, "check").rc == 0 and read_value(s, "k3").rc == 1,
+              "write with stdin closed stores nothing and leaves the store sound")
+        r = run_sh('"$C" "$S" read a >&-', S=s)
+        check(r.rc == 1 and "standard output" in r.err, "read with stdout closed fails (exit 1)", repr(r))
+        r = run_sh('"$C" "$S" delete a 2>&-; "$C" "$S" check', S=s)
+        check(r.rc == 0, "delete with stderr closed leaves a sound store", repr(r))
+
+        # a damaged value in the middle: list and export go on past it,
+        # say so and exit 1
+        s = os.path.join(d, "dmg.bin")
+        for i in range(5):
+            run(s, "write", "k%d" % i, "value number %d" % i)
+        meta = json.loads(run(s, "metadata", "k2", "--json").out)
+        flip_byte(s, meta["offset_range"]["start"] + 3)
+        r = run(s, "list")
+        names = sorted(line.split()[-1] for line in r.out.decode().splitlines())
+        check(r.rc == 1 and names == ["k0", "k1", "k3", "k4"] and "damaged" in r.err,
+              "list of a store damaged in the middle lists every sound key and exits 1", repr(r))
+        r = run(s, "list", "--json")
+        ok = r.rc == 1
+        try:
+            ok = ok and sorted(x["key"] for x in json.loads(r.out)) == ["k0", "k1", "k3", "k4"]
+        except ValueError:
+            ok = False
+        check(ok, "list --json of it is valid JSON with every sound key, exit 1", repr(r))
+        out = os.path.join(d, "dmg-out")
+        r = run(s, "export", out)
+        check(r.rc == 1 and "k2" in r.err and "Exported 4 of 5" in r.err and "no name" not in r.err,
+              "export of every key reports the damaged one and exits 1", repr(r))
+        check(sorted(os.listdir(out)) == ["k0", "k1", "k3", "k4"], "export wrote the sound keys")
+
+    # a hostile tree: nothing but the regular files is opened (a FIFO would
+    # hang the import), links are not followed, odd names are kept exactly
+    with TempDir() as d:
+        src = os.path.join(d, "tree")
+        os.makedirs(os.path.join(src, "sub"))
+        files = {b"a": b"alpha", b"sub/b": b"beta", b"new\nline": b"nl", b"ctl\x01\x1b[31m": b"ctl",
+                 b"bad\xff\xfe": b"utf8", b"q\"uote\\": b"quote"}
+        for rel, data in files.items():
+            with open(os.path.join(os.fsencode(src), rel), "wb") as f:
+                f.write(data)
+        open(os.path.join(src, "empty"), "wb").close()
+        os.mkfifo(os.path.join(src, "fifo"))
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(os.path.join(src, "sock"))
+        os.symlink("a", os.path.join(src, "link-file"))
+        os.symlink("sub", os.path.join(src, "link-dir"))
+        os.symlink("loop", os.path.join(src, "loop"))
+        os.symlink("nowhere", os.path.join(src, "dangling"))
+        os.symlink("/etc/passwd", os.path.join(src, "outside"))
+        s = os.path.join(d, "s.bin")
+        p = subprocess.run([CLI, s, "import", src], capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+        r = Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+        check(r.rc == 0 and "Imported 6 of 7" in r.err and "Skipped 7 entries" in r.err
+              and "skipping 'empty'" in r.err,
+              "import of a tree with a FIFO, a socket, links and an empty file ends and counts them", repr(r))
+        sock.close()
+        for rel, data in files.items():
+            r = run(s, "--key-hex", "read", rel.hex())
+            check(r.rc == 0 and r.out == data, "hostile name %r imported exactly" % rel, repr(r))
+        r = run(s, "list", "--json")
+        try:
+            keys = sorted(bytes.fromhex(x["key_hex"]) for x in json.loads(r.out))
+        except ValueError:
+            keys = None
+        check(keys == sorted(files), "list --json with hostile names is valid JSON, key_hex exact", repr(r))
+        r = run(s, "list")
+        check(b"bad\\xff\\xfe" in r.out and b"ctl\\x01\\x1b[31m" in r.out and b"\xff" not in r.out,
+              "list shows bytes that are not UTF-8 and control bytes as \\xNN", repr(r.out))
+        run(s, "--key-hex", "write", b"c1\xc2\x9b".hex(), "v")
+        r = run(s, "list")
+        check(b"c1\\xc2\\x9b" in r.out, "list shows a C1 control (U+009B, CSI) as \\xNN", repr(r.out))
+        r = run(s, "read", "bad\udcff")
+        check(r.rc == 1 and "'bad\\xff' not found" in r.err, "messages quote bytes that are not UTF-8 as \\xNN",
+              repr(r))
+        run(s, "--key-hex", "delete", b"c1\xc2\x9b".hex())
+        out = os.path.join(d, "out")
+        r = run(s, "export", out)
+        ok = r.rc == 0
+        for rel, data in files.items():
+            with open(os.path.join(os.fsencode(out), rel), "rb") as f:
+                ok = ok and f.read() == data
+        check(ok, "export writes the hostile names back exactly", repr(r))
+
+        # deeper than PATH_MAX: imported and exported through descriptors
+        deep = os.path.join(d, "deep")
+        os.mkdir(deep)
+        fd = os.open(deep, os.O_RDONLY)
+        comp = "x" * 250
+        for i in range(18):
+            os.mkdir(comp, dir_fd=fd)
+            nfd = os.open(comp, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        f = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(f, b"deep value")
+        os.close(f)
+        os.close(fd)
+        s = os.path.join(d, "deep.bin")
+        r = run(s, "import", deep)
+        check(r.rc == 0 and "Imported 1 of 1" in r.err, "import of a path longer than PATH_MAX", repr(r)[:600])
+        key = "/".join([comp] * 18 + ["leaf"])
+        check(read_value(s, key).out == b"deep value", "its key is the whole relative path")
+        r = run(s, "export", os.path.join(d, "deep-out"))
+        check(r.rc == 0 and "Exported 1 of 1" in r.err, "export of a key longer than PATH_MAX", repr(r)[:600])
+
+        # export: keys that cannot all be files, or would alias another key
+        s = os.path.join(d, "x.bin")
+        for k in ["a", "a/b"]:
+            run(s, "write", k, "v:" + k)
+        out = os.path.join(d, "xo")
+        for extra in [[], ["--force"]]:
+            r = run(s, "export", out, *extra)
+            check(r.rc == 1 and "directory of that name is in the way" in r.err and "Exported 1 of 2" in r.err
+                  and "--force" not in r.err.split("in the way")[0][-80:],
+                  "export of keys 'a' and 'a/b' writes one, says the directory is in the way %s" % extra, repr(r))
+        run(s, "write", "f", "file")
+        r = run(s, "export", out, "f", "f/inner")
+        for key in ["c//d", "e/./f", "./g", "g/."]:
+            r = run(s, "export", out, key)
+            check(r.rc == 2 and "cannot be used as a file name" in r.err,
+                  "export refuses key %r, which would name another key's file" % key, repr(r))
+
+        # export: a file size limit (ulimit -f) fails the export with exit 1
+        # and leaves no truncated file; an existing file is not destroyed
+        s = os.path.join(d, "big.bin")
+        big = random.Random(3).randbytes(300 * 1024)
+        run(s, "write", "big", input=big)
+        out = os.path.join(d, "limited")
+        os.makedirs(out)
+        with open(os.path.join(out, "big"), "wb") as f:
+            f.write(b"precious")
+        p = subprocess.run([CLI, s, "export", out, "big", "--force"], capture_output=True,
+                           stdin=subprocess.DEVNULL,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, 100 * 1024)))
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode == 1 and "File too large" in err, "export past the file size limit fails, exit 1",
+              "rc=%d %s" % (p.returncode, err))
+        with open(os.path.join(out, "big"), "rb") as f:
+            check(f.read() == b"precious", "the file it would have replaced is unchanged")
+        check(os.listdir(out) == ["big"], "no partial or temporary file is left", repr(os.listdir(out)))
+
+    # a store another process holds open for writing: every writable
+    # command fails at once with one clear line; read-only ones still work
+    with TempDir() as d:
+        s = os.path.join(d, "locked.bin")
+        run(s, "write", "a", "value")
+        holder = subprocess.Popen([CLI, s, "write", "held"], stdin=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)
+        holder.stdin.write(b"x")
+        holder.stdin.flush()
+        def holder_has_it_locked():
+            ino = ":%d " % os.stat(s).st_ino
+            with open("/proc/locks") as f:
+                return any(" %d " % holder.pid in line and ino in line for line in f)
+        for _ in range(3000):  # until the holder has locked the store for writing
+            if holder_has_it_locked() or holder.poll() is not None:
+                break
+            time.sleep(0.01)
+        check(holder_has_it_locked(), "a writer holds the store locked")
+        for args in (["write", "b", "v"], ["delete", "a"], ["compact"], ["rename", "a", "c"]):
+            r = run(s, *args)
+            check(r.rc == 1 and r.err.count("locked by another process") == 1 and r.err.count("\n") == 1,
+                  "%s on a store held by another writer: exit 1, one line saying so once" % args[0], repr(r))
+        r = read_value(s, "a")
+        check(r.rc == 0 and r.out == b"value", "read works while another process writes", repr(r))
+        holder.stdin.close()
+        holder.wait()
+
+    # values one byte around the 64 KiB default buffer, read with chunk
+    # sizes one byte around it
+    with TempDir() as d:
+        s = os.path.join(d, "buf.bin")
+        rnd = random.Random(11)
+        vals = {n: rnd.randbytes(n) for n in (65535, 65536, 65537, 131073)}
+        for n, v in vals.items():
+            check(run(s, "write", "v%d" % n, input=v).rc == 0, "write of %d bytes from a pipe" % n)
+        bad = [(n, bs) for n, v in vals.items() for bs in (None, "65535", "65536", "65537")
+               if read_value(s, "v%d" % n, *([] if bs is None else ["-b", bs])).out != v]
+        check(bad == [], "reads around the buffer size are byte-exact", repr(bad))
+        for bs in ("0", "-1", "1T", "18446744073709551616", "1.5K", "64KB2"):
+            r = run(s, "read", "v65535", "--buffer-size", bs)
+            check(r.rc == 2 and "invalid buffer size" in r.err and r.out == b"",
+                  "--buffer-size %s is a usage error (exit 2)" % bs, repr(r))
+
+    # SIGINT or SIGTERM while a value streams in: nothing half-stored, no
+    # torn tail left for 'check' to call damage, and the process ends by the
+    # signal (so a shell sees the interrupt)
+    with TempDir() as d:
+        s = os.path.join(d, "int.bin")
+        run(s, "write", "a", "before")
+        base = os.path.getsize(s)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            p = subprocess.Popen([CLI, s, "write", "big"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            p.stdin.write(os.urandom(1 << 20))
+            p.stdin.flush()
+            for _ in range(2000):  # until the value is being appended
+                if os.path.getsize(s) > base:
+                    break
+                time.sleep(0.01)
+            p.send_signal(sig)
+            rc = p.wait()
+            err = p.stderr.read().decode()
+            p.stdin.close()
+            p.stderr.close()
+            check(rc == -sig and "interrupted (nothing was stored)" in err,
+                  "write interrupted by %s says nothing was stored and ends by the signal" % sig.name,
+                  "rc=%d %s" % (rc, err))
+            r = run(s, "check")
+            check(r.rc == 0 and os.path.getsize(s) == base and read_value(s, "big").rc == 1,
+                  "after %s the store is sound and unchanged" % sig.name, repr(r))
+
+    # a write that fails on a new store (file size limit, as a full disk)
+    # leaves no file at all: neither the store nor its side file
+    with TempDir() as d:
+        sub = os.path.join(d, "new")
+        os.makedirs(sub)
+        p = subprocess.run([CLI, os.path.join(sub, "s.bin"), "write", "big"], capture_output=True,
+                           input=random.Random(5).randbytes(300 * 1024),
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, 100 * 1024)))
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode == 1 and "file size limit" in err, "write past the file size limit fails, exit 1",
+              "rc=%d %s" % (p.returncode, err))
+        check(os.listdir(sub) == [], "the failed write on a new store leaves no file behind", repr(os.listdir(sub)))
+
+    # SIGINT during an export: the unfinished file is removed (its temporary
+    # name too), the file it would replace is kept, the process ends by the
+    # signal. One-byte chunks keep the export going until the test sees it.
+    with TempDir() as d:
+        s = os.path.join(d, "e.bin")
+        run(s, "write", "big", input=random.Random(9).randbytes(8 << 20))
+        run(s, "write", "small", "v")
+        out = os.path.join(d, "out")
+        os.makedirs(out)
+        with open(os.path.join(out, "big"), "wb") as f:
+            f.write(b"kept")
+        p = subprocess.Popen([CLI, s, "export", out, "big", "small", "--force", "-b", "1"],
+                             stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(3000):  # until the temporary file is being written
+            if any(n.startswith(".simd-r-drive-export") for n in os.listdir(out)) or p.poll() is not None:
+                break
+            time.sleep(0.005)
+        p.send_signal(signal.SIGINT)
+        rc = p.wait()
+        err = p.stderr.read().decode()
+        p.stderr.close()
+        with open(os.path.join(out, "big"), "rb") as f:
+            kept = f.read()
+        check(rc == -signal.SIGINT and sorted(os.listdir(out)) == ["big"] and kept == b"kept",
+              "export interrupted mid-file leaves the old file and no temporary or later file",
+              "rc=%d files=%r kept=%r %s" % (rc, os.listdir(out), kept[:10], err))
+
+    # unreadable entries (EACCES): reported, the rest imported, exit 1
+    with TempDir() as d:
+        os.chmod(d, 0o755)
+        src = os.path.join(d, "tree")
+        os.makedirs(os.path.join(src, "closed"))
+        for rel in ["ok1", "closed/inner", "secret", "z-ok2"]:
+            with open(os.path.join(src, rel), "wb") as f:
+                f.write(b"v-" + rel.encode())
+        os.chmod(os.path.join(src, "secret"), 0)
+        os.chmod(os.path.join(src, "closed"), 0)
+        s = os.path.join(d, "s.bin")
+        open(s, "wb").close()
+        os.chmod(s, 0o666)
+        os.chmod(d, 0o777)
+
+        def unprivileged():
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setgroups([])
+                os.setuid(65534)
+        p = subprocess.run([CLI, s, "import", src], capture_output=True, stdin=subprocess.DEVNULL,
+                           preexec_fn=unprivileged)
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode == 1 and "cannot read directory 'closed'" in err and "cannot open 'secret'" in err,
+              "import reports an unreadable directory and file and exits 1", "rc=%d %s" % (p.returncode, err))
+        check(read_value(s, "ok1").rc == 0 and read_value(s, "z-ok2").rc == 0,
+              "the readable files around them were imported")
+        ro = os.path.join(d, "ro")
+        os.makedirs(ro)
+        os.chmod(ro, 0o555)
+        p = subprocess.run([CLI, s, "export", os.path.join(ro, "sub"), "ok1"], capture_output=True,
+                           stdin=subprocess.DEVNULL, preexec_fn=unprivileged)
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode == 1 and "Permission denied" in err, "export into a read-only directory fails, exit 1",
+              "rc=%d %s" % (p.returncode, err))
+        os.chmod(os.path.join(src, "closed"), 0o755)
+
+
 GROUPS = {
     "basic": group_basic,
     "damage": group_damage,
@@ -1425,6 +1743,7 @@ GROUPS = {
     "memory": group_memory,
     "names": group_names,
     "usability": group_usability,
+    "hostile": group_hostile,
 }
 
 
