@@ -29,7 +29,26 @@ static ssize_t sys_pread(int fd, void *buf, size_t len, off_t off) {
     return pread(fd, buf, len, off);
 }
 static int sys_fsync_dir(int dir_fd) { return fsync(dir_fd); }
-static int sys_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
+/* A process started with a standard stream closed hands that number to the
+ * next open. A store opened as descriptor 2 would receive whatever the
+ * process writes to stderr (a command run with 2>&- wrote its own messages
+ * over the start of its store). So a new descriptor below 3 moves up, and
+ * /dev/null, read-only so that a stray write fails, takes the low number,
+ * as SQLite does. */
+static int sys_open(const char *path, int flags, mode_t mode) {
+    int fd = open(path, flags, mode);
+    if (fd < 0 || fd > STDERR_FILENO) return fd;
+    int high = fcntl(fd, (flags & O_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, STDERR_FILENO + 1);
+    int err = errno;
+    close(fd);
+    if (high < 0) {
+        errno = err;
+        return -1;
+    }
+    int hold = open("/dev/null", O_RDONLY);
+    if (hold > STDERR_FILENO) close(hold); /* another thread took the low number first */
+    return high;
+}
 static int sys_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
 #ifdef __linux__
     return sync_file_range(fd, off, len, flags);

@@ -350,6 +350,41 @@ static void test_nested_stream_sources_calling_back_are_refused(void **state) {
     tu_expect_absent(f->s, TU_STR("from-inner"));
 }
 
+/* A process whose standard streams are closed: the store must not be opened
+ * as descriptor 0, 1 or 2, or what the process writes to stderr lands in it. */
+static int open_with_standard_streams_closed(void *arg) {
+    const char *path = arg;
+    close(0);
+    close(1);
+    close(2);
+    simdr_store *s = NULL;
+    simdr_options o;
+    simdr_options_init(&o);
+    if (simdr_open(&s, path, &o) != SIMDR_OK) return 2;
+    if (simdr_put(s, TU_STR("k"), "value", 5, NULL) != SIMDR_OK) return 3;
+    /* What a program writes to its closed streams. */
+    static const char noise[] = "Stored 'k' (5 bytes)\n";
+    for (int fd = 0; fd <= 2; fd++) (void)!write(fd, noise, sizeof noise - 1);
+    if (simdr_compact(s) != SIMDR_OK) return 4; /* opens the new file too */
+    if (simdr_put(s, TU_STR("after"), "x", 1, NULL) != SIMDR_OK) return 5;
+    for (int fd = 0; fd <= 2; fd++) (void)!write(fd, noise, sizeof noise - 1);
+    return simdr_close(s) == SIMDR_OK ? 0 : 6;
+}
+
+static void test_store_never_takes_a_standard_stream(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    simdr_close(f->s);
+    f->s = NULL;
+    assert_int_equal(in_child(open_with_standard_streams_closed, f->path,
+                              "a store opened with stdin, stdout and stderr closed"), 0);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_str(f->s, "k", "value");
+    tu_expect_str(f->s, "after", "x");
+}
+
 /* The child opens its own handle (an inherited one refuses to write). */
 static int stream_calls_back_in_child(void *arg) {
     simdr_store *s = NULL;
@@ -383,6 +418,7 @@ int main(void) {
         TU_TEST(test_file_size_limit_is_enospc_not_sigxfsz),
         TU_TEST(test_stream_source_calling_back_is_refused),
         TU_TEST(test_nested_stream_sources_calling_back_are_refused),
+        TU_TEST(test_store_never_takes_a_standard_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
