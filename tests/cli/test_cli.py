@@ -1713,7 +1713,12 @@ def group_hostile():
                 os.setgid(65534)
                 os.setgroups([])
                 os.setuid(65534)
-        p = subprocess.run([CLI, s, "import", src], capture_output=True, stdin=subprocess.DEVNULL,
+        # The user nobody may not reach the build tree (a clone in a private
+        # folder): it runs a copy of the program from this folder.
+        cli = os.path.join(d, "simd-r-drive")
+        shutil.copy(CLI, cli)
+        os.chmod(cli, 0o755)
+        p = subprocess.run([cli, s, "import", src], capture_output=True, stdin=subprocess.DEVNULL,
                            preexec_fn=unprivileged)
         err = p.stderr.decode("utf-8", "replace")
         check(p.returncode == 1 and "cannot read directory 'closed'" in err and "cannot open 'secret'" in err,
@@ -1723,7 +1728,7 @@ def group_hostile():
         ro = os.path.join(d, "ro")
         os.makedirs(ro)
         os.chmod(ro, 0o555)
-        p = subprocess.run([CLI, s, "export", os.path.join(ro, "sub"), "ok1"], capture_output=True,
+        p = subprocess.run([cli, s, "export", os.path.join(ro, "sub"), "ok1"], capture_output=True,
                            stdin=subprocess.DEVNULL, preexec_fn=unprivileged)
         err = p.stderr.decode("utf-8", "replace")
         check(p.returncode == 1 and "Permission denied" in err, "export into a read-only directory fails, exit 1",
