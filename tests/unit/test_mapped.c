@@ -204,10 +204,7 @@ static void kill_mid_puts(tu_fixture *f, unsigned acked, int keep_side) {
         assert_int_equal(last, got);
         got++;
     }
-    kill(pid, SIGKILL);
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    tu_kill9(pid);
     close(pfd[0]);
     int64_t killed_size = tu_file_size(f->path);
     if (!keep_side) {
@@ -306,10 +303,7 @@ static void kill_after_puts(const char *path, unsigned n, int mode, unsigned syn
     do r = read(pfd[0], &done, 1);
     while (r < 0 && errno == EINTR);
     assert_int_equal(r, 1);
-    kill(pid, SIGKILL);
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    tu_kill9(pid);
     close(pfd[0]);
 }
 

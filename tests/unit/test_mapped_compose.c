@@ -1208,10 +1208,7 @@ static void test_kill_at_random_points(void **state) {
         /* Sometimes right after an acknowledgement, sometimes a little
          * later, in the middle of whatever the writer does then. */
         if (round % 2) usleep((useconds_t)(tu_rand(&seed) % 3000));
-        kill(pid, SIGKILL);
-        int st;
-        assert_int_equal(waitpid(pid, &st, 0), pid);
-        assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        tu_kill9(pid);
         while (read_all(pfd[0], &idx, sizeof idx) == 0) {
             assert_int_equal(idx, acked);
             acked++;
@@ -1357,9 +1354,7 @@ static void test_reader_across_writer_crash_and_cut(void **state) {
     assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(r));
     expect_reader(r, &m);
 
-    kill(pid, SIGKILL);
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
+    tu_kill9(pid);
     assert_int_equal(simdr_refresh(r, NULL), SIMDR_OK);
     expect_reader(r, &m);
 

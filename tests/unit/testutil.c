@@ -14,7 +14,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -383,4 +385,11 @@ void tu_watchdog_stop(void) {
     pthread_cond_signal(&watchdog.cond);
     pthread_mutex_unlock(&watchdog.lock);
     pthread_join(watchdog.thread, NULL);
+}
+
+void tu_kill9(int pid) {
+    kill(pid, SIGKILL);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 }

@@ -117,6 +117,12 @@ int tu_teardown(void **state);
 void tu_watchdog_start(unsigned seconds, const char *what);
 void tu_watchdog_stop(void);
 
+/* ---- child processes ---- */
+
+/* Kills child pid with SIGKILL and reaps it, asserting it died of that
+ * signal (not of an exit or a crash of its own before the kill). */
+void tu_kill9(int pid);
+
 #define TU_STR(s) (s), strlen(s)
 
 #endif /* SIMDR_TESTUTIL_H */
