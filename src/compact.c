@@ -347,9 +347,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     if (rc == SIMDR_OK) rc = copy_live_entries(&c);
     if (rc == SIMDR_OK) rc = index_new_file(&c);
     int switched = 0;
-    if (rc == SIMDR_OK) {
-        rc = switch_to_new_file(&c, &switched);
-    }
+    if (rc == SIMDR_OK) rc = switch_to_new_file(&c, &switched);
     if (rc != SIMDR_OK && !switched) abandon_new_file(&c);
     pthread_mutex_unlock(&s->wlock);
     pthread_mutex_unlock(&s->sync_lock);

@@ -143,7 +143,7 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
          * is checked when first used (index.c). */
         size_t bytes = (size_t)h.cap * sizeof(uint64_t);
         struct stat st;
-        if (fstat(fd, &st) != 0) memset(&st, 0, sizeof st);
+        if (simdr__io.fstat(fd, &st) != 0) memset(&st, 0, sizeof st);
         void *slots = simdr__io.mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd,
                                      (off_t)h.table_off);
         if (slots != MAP_FAILED) {

@@ -277,7 +277,8 @@ static int recover_planned(simdr_store *s, const uint8_t *base, uint64_t size,
     return rc;
 }
 
-/* 1 when [from, to) holds only zero bytes. */
+/* 1 when [from, to) holds only zero bytes. A chunk at a time, so a large
+ * tail of data is told at its first chunk instead of read whole. */
 static int range_all_zero(const uint8_t *base, uint64_t from, uint64_t to) {
     const uint64_t chunk = UINT64_C(1) << 16;
     for (uint64_t at = from; at < to; at += chunk)
