@@ -22,88 +22,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "io.h"
-
-/* ---- the fault layer: call number fail_at fails (all ops counted) ---- */
-
-static simdr__io_table real;
-static uint64_t calls, fail_at;
-static int injected;
-
-static int hit(void) {
-    if (fail_at && ++calls == fail_at) {
-        injected = 1;
-        return 1;
-    }
-    return 0;
-}
-
-static ssize_t f_pwrite(int fd, const void *buf, size_t len, off_t off) {
-    if (hit()) {
-        if (len > 1) real.pwrite(fd, buf, len / 2, off);
-        errno = EIO;
-        return -1;
-    }
-    return real.pwrite(fd, buf, len, off);
-}
-static ssize_t f_pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
-    if (hit()) {
-        if (cnt > 0 && iov[0].iov_len > 1) real.pwrite(fd, iov[0].iov_base, iov[0].iov_len / 2, off);
-        errno = EIO;
-        return -1;
-    }
-    return real.pwritev(fd, iov, cnt, off);
-}
-static ssize_t f_pread(int fd, void *buf, size_t len, off_t off) {
-    if (hit()) {
-        errno = EIO;
-        return -1;
-    }
-    return real.pread(fd, buf, len, off);
-}
-#define FAIL_OR(call) \
-    do {              \
-        if (hit()) {  \
-            errno = EIO; \
-            return -1;   \
-        }                \
-        return call;     \
-    } while (0)
-static int f_fdatasync(int fd) { FAIL_OR(real.fdatasync(fd)); }
-static int f_fsync(int fd) { FAIL_OR(real.fsync(fd)); }
-static int f_fsync_dir(int fd) { FAIL_OR(real.fsync_dir(fd)); }
-static int f_ftruncate(int fd, off_t len) { FAIL_OR(real.ftruncate(fd, len)); }
-static int f_rename(const char *a, const char *b) { FAIL_OR(real.rename(a, b)); }
-static int f_open(const char *p, int flags, mode_t mode) { FAIL_OR(real.open(p, flags, mode)); }
-static int f_fstat(int fd, struct stat *st) { FAIL_OR(real.fstat(fd, st)); }
-static int f_msync(void *a, size_t len, int flags) { FAIL_OR(real.msync(a, len, flags)); }
-static int f_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
-    FAIL_OR(real.sync_file_range(fd, off, len, flags));
-}
-static int f_fallocate(int fd, int mode, off_t off, off_t len) {
-    FAIL_OR(real.fallocate(fd, mode, off, len));
-}
-static void *f_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
-    if (hit()) {
-        errno = ENOMEM;
-        return MAP_FAILED;
-    }
-    return real.mmap(addr, len, prot, flags, fd, off);
-}
-
-static void faults_on(uint64_t n) {
-    real = simdr__io_system;
-    simdr__io = (simdr__io_table){f_pwrite, f_pwritev, f_pread, f_fdatasync, f_fsync,
-                                  f_fsync_dir, f_ftruncate, f_rename, f_open, f_fstat, f_mmap,
-                                  f_msync, f_sync_file_range, f_fallocate};
-    calls = 0;
-    fail_at = n;
-    injected = 0;
-}
-static void faults_off(void) {
-    simdr__io = simdr__io_system;
-    fail_at = 0;
-}
+#include "fault_seq.h"
 
 /* ---- values and the model ---- */
 
@@ -403,9 +322,10 @@ static void step(seq *q, uint64_t round) {
     uint32_t keys[8];
     value vals[8];
     int n = 0;
-    faults_on(fault);
+    fault_seq_on(fault, 0);
     int rc = run_op(q, kind, keys, vals, &n);
-    faults_off();
+    fault_seq_off();
+    int injected = fault_seq_injected_op() >= 0;
     q->ops++;
     q->faults_hit += (uint64_t)injected;
     if (rc == SIMDR_OK) {
