@@ -48,18 +48,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fuzzutil.h"
 #include "simdr.h"
 
-#define REQUIRE(cond, ...)                                                               \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "fuzz_log_append: broken promise at line %d: %s: ", __LINE__, \
-                    #cond);                                                              \
-            fprintf(stderr, __VA_ARGS__);                                                \
-            fprintf(stderr, " (last error: %s)\n", simdr_last_error());                 \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#define REQUIRE(cond, ...) FUZZ_REQUIRE("fuzz_log_append", cond, __VA_ARGS__)
 
 #define META 20
 #define MAX_CALLS 8
@@ -70,28 +62,11 @@ static char path[4200];
 
 static void setup(void) {
     if (dir[0]) return;
-    const char *base = getenv("TMPDIR");
-    if (!base || !*base) base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(dir, sizeof dir, "%s/simdr-fuzz-log-XXXXXX", base);
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        abort();
-    }
+    fuzz_make_scratch_dir(dir, sizeof dir, "simdr-fuzz-log");
     snprintf(path, sizeof path, "%s/replica.simdr", dir);
 }
 
-static void clear_dir(void) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[4400];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.') continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-}
+static void clear_dir(void) { fuzz_clear_dir(dir); }
 
 static uint8_t *read_whole(const char *p, size_t *len) {
     int fd = open(p, O_RDONLY | O_CLOEXEC);

@@ -31,46 +31,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fuzzutil.h"
 #include "simdr.h"
 
-#define REQUIRE(cond, ...)                                                          \
-    do {                                                                            \
-        if (!(cond)) {                                                              \
-            fprintf(stderr, "fuzz_open: broken promise at line %d: %s: ", __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                           \
-            fprintf(stderr, " (last error: %s)\n", simdr_last_error());            \
-            abort();                                                                \
-        }                                                                           \
-    } while (0)
+#define REQUIRE(cond, ...) FUZZ_REQUIRE("fuzz_open", cond, __VA_ARGS__)
 
 static char dir[4096];
 static char ro_path[4200], rw_path[4200];
 
 static void setup(void) {
     if (dir[0]) return;
-    const char *base = getenv("TMPDIR");
-    if (!base || !*base) base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(dir, sizeof dir, "%s/simdr-fuzz-XXXXXX", base);
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        abort();
-    }
+    fuzz_make_scratch_dir(dir, sizeof dir, "simdr-fuzz");
     snprintf(ro_path, sizeof ro_path, "%s/ro.bin", dir);
     snprintf(rw_path, sizeof rw_path, "%s/rw.bin", dir);
 }
 
-static void clear_dir(void) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[4400];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.') continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-}
+static void clear_dir(void) { fuzz_clear_dir(dir); }
 
 static void write_file(const char *path, const uint8_t *data, size_t len) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
