@@ -14,6 +14,7 @@
  * or from one value to another, with atomic stores, and are never removed,
  * so a reader's probe sequence cannot lose the key it is looking for.
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -131,6 +132,92 @@ int64_t simdr__index_put_items(simdr__index *ix, const uint8_t *base, const simd
     return live_delta;
 }
 
+/* ---- growth: moving every slot into a bigger table ----
+ *
+ * A slot keeps only 16 hash bits, so a key's bucket in the new table comes
+ * from the full hash in its entry's metadata: one read at random in the map
+ * per key, which dominates a growth. Prefetching a few slots ahead overlaps
+ * those reads on one core; a large table is also split between the calling
+ * thread and one helper, each moving half of the old slots, so a second
+ * core's misses overlap too. Only the new table is written, and only from
+ * empty to a value, so the two claim a slot with a compare-and-swap and the
+ * join publishes their stores to the caller. */
+
+enum { MOVE_AHEAD = 32 };
+/* Below this many old slots a thread costs more than it saves. */
+#define PARALLEL_MOVE_MIN (UINT64_C(1) << 17)
+
+typedef struct move_job {
+    const simdr__index *from;
+    simdr__index *to;
+    const uint8_t *base;
+    uint64_t begin, end; /* old slots [begin, end) */
+    uint64_t moved;
+    int shared;          /* another thread inserts into to as well */
+} move_job;
+
+static inline void insert_claiming(simdr__index *ix, uint64_t hash, uint64_t value) {
+    uint64_t i = bucket_of(hash, ix->cap);
+    for (;;) {
+        uint64_t empty = 0;
+        if (atomic_load_explicit(&ix->slots[i], memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong_explicit(&ix->slots[i], &empty, value,
+                                                    memory_order_relaxed,
+                                                    memory_order_relaxed))
+            return;
+        i = simdr__probe_next(i, ix->cap);
+    }
+}
+
+static void *move_slots(void *arg) {
+    move_job *j = arg;
+    const simdr__index *ix = j->from;
+    uint64_t moved = 0;
+    for (uint64_t i = j->begin; i < j->end; i++) {
+        if (i + MOVE_AHEAD < j->end) {
+            uint64_t ahead = atomic_load_explicit(&ix->slots[i + MOVE_AHEAD], memory_order_relaxed);
+            if (ahead) __builtin_prefetch(j->base + (ahead & SIMDR__IDX_OFF_MASK));
+        }
+        uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
+        if (!v) continue;
+        uint64_t hash = simdr__load_u64le(j->base + (v & SIMDR__IDX_OFF_MASK));
+        if (j->shared) {
+            insert_claiming(j->to, hash, v);
+            moved++;
+        } else {
+            simdr__index_insert_distinct(j->to, hash, v);
+        }
+    }
+    j->moved = moved;
+    return NULL;
+}
+
+static void move_slots_parallel(const simdr__index *ix, simdr__index *nx, const uint8_t *base) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ix->cap < PARALLEL_MOVE_MIN || cpus < 2) {
+        move_job only = {ix, nx, base, 0, ix->cap, 0, 0};
+        move_slots(&only);
+        return;
+    }
+    move_job half[2] = {{ix, nx, base, 0, ix->cap / 2, 0, 1},
+                        {ix, nx, base, ix->cap / 2, ix->cap, 0, 1}};
+    pthread_t helper;
+    /* The helper takes no signals: they stay with the application's own
+     * threads. Without a thread (resource limits) the caller moves both
+     * halves. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int started = pthread_create(&helper, NULL, move_slots, &half[1]) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    move_slots(&half[0]);
+    if (started)
+        pthread_join(helper, NULL);
+    else
+        move_slots(&half[1]);
+    nx->used += half[0].moved + half[1].moved;
+}
+
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
     return simdr__index_resized(ix, base, 0);
 }
@@ -157,19 +244,7 @@ simdr__index *simdr__index_resized(const simdr__index *ix, const uint8_t *base,
         free(nx);
         return NULL;
     }
-    /* A slot keeps only 16 hash bits, so the bucket in the new table comes
-     * from the full hash in the entry's metadata. Prefetching a few slots
-     * ahead overlaps those map reads. */
-    enum { AHEAD = 16 };
-    for (uint64_t i = 0; i < ix->cap; i++) {
-        if (i + AHEAD < ix->cap) {
-            uint64_t ahead = atomic_load_explicit(&ix->slots[i + AHEAD], memory_order_relaxed);
-            if (ahead) __builtin_prefetch(base + (ahead & SIMDR__IDX_OFF_MASK));
-        }
-        uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
-        if (!v) continue;
-        simdr__index_insert_distinct(nx, simdr__load_u64le(base + (v & SIMDR__IDX_OFF_MASK)), v);
-    }
+    move_slots_parallel(ix, nx, base);
     return nx;
 }
 

@@ -8,7 +8,8 @@
  * across writes and handing some to another thread that releases them after
  * simdr_close; concurrent writers, also with per-write fdatasync (group
  * commit), also while another thread compacts and syncs (under a watchdog);
- * puts of a key racing moves of it to another store.
+ * puts of a key racing moves of it to another store; readers while the
+ * index grows on two threads.
  */
 #include "testutil.h"
 
@@ -626,6 +627,111 @@ static void test_move_against_concurrent_put(void **state) {
     free(dir);
 }
 
+/* A large index grows on two threads (index.c, the move of its slots split
+ * with a helper thread). Two readers look up keys already written, and must
+ * find each with its own value, while the writer adds 260,000 keys in
+ * batches (three growths past the size at which the helper joins) and
+ * deletes every tenth: after the growths every key, every tombstone and the
+ * count are as written, in the store and after a reopen from its hint. */
+#define GROW_KEYS 260000
+#define GROW_BATCH 500
+
+typedef struct grow_shared {
+    simdr_store *s;
+    _Atomic uint32_t written; /* keys [0, written) are in the store */
+    _Atomic int done;
+    _Atomic uint64_t reads, bad;
+    uint64_t seed;
+} grow_shared;
+
+static void grow_key(uint32_t i, char *k, size_t cap) { snprintf(k, cap, "grow-%07u", i); }
+
+static void *grow_reader(void *p) {
+    grow_shared *g = p;
+    uint64_t st = g->seed;
+    while (!atomic_load(&g->done)) {
+        uint32_t n = atomic_load(&g->written);
+        if (n == 0) continue;
+        uint32_t i = (uint32_t)(tu_rand(&st) % n);
+        if (i % 10 == 0) continue; /* deleted, or about to be */
+        char key[24];
+        grow_key(i, key, sizeof key);
+        uint64_t v = 0;
+        size_t len = 0;
+        int rc = simdr_get_copy(g->s, TU_STR(key), &v, sizeof v, &len);
+        if (rc != SIMDR_OK || len != sizeof v || v != i) atomic_fetch_add(&g->bad, 1);
+        atomic_fetch_add(&g->reads, 1);
+    }
+    return NULL;
+}
+
+static void check_grown(simdr_store *s) {
+    for (uint32_t i = 0; i < GROW_KEYS; i++) {
+        char key[24];
+        grow_key(i, key, sizeof key);
+        uint64_t v = 0;
+        size_t len = 0;
+        int rc = simdr_get_copy(s, TU_STR(key), &v, sizeof v, &len);
+        if (i % 10 == 0) {
+            assert_int_equal(rc, SIMDR_NOTFOUND);
+        } else {
+            assert_int_equal(rc, SIMDR_OK);
+            assert_int_equal(v, i);
+        }
+    }
+    assert_int_equal(simdr_count(s), GROW_KEYS - GROW_KEYS / 10);
+}
+
+static void test_readers_while_index_grows_on_two_threads(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char path[4096];
+    tu_join(path, sizeof path, dir, "g.bin");
+    grow_shared *g = calloc(1, sizeof *g);
+    g->seed = tu_seed(77);
+    g->s = tu_open(path, SIMDR_OPEN_CREATE, 0);
+    tu_watchdog_start(240, "readers while the index grows");
+    pthread_t r[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&r[i], NULL, grow_reader, g), 0);
+    }
+    static char keys[GROW_BATCH][24];
+    static uint64_t vals[GROW_BATCH];
+    simdr_kv kv[GROW_BATCH];
+    simdr_key dels[GROW_BATCH / 10];
+    for (uint32_t at = 0; at < GROW_KEYS; at += GROW_BATCH) {
+        size_t nd = 0;
+        for (uint32_t j = 0; j < GROW_BATCH; j++) {
+            grow_key(at + j, keys[j], sizeof keys[j]);
+            vals[j] = at + j;
+            kv[j] = (simdr_kv){keys[j], strlen(keys[j]), &vals[j], sizeof vals[j]};
+            if ((at + j) % 10 == 0) dels[nd++] = (simdr_key){keys[j], strlen(keys[j])};
+        }
+        assert_int_equal(simdr_put_batch(g->s, kv, GROW_BATCH, NULL), SIMDR_OK);
+        size_t deleted = 0;
+        assert_int_equal(simdr_delete_batch(g->s, dels, nd, &deleted, NULL), SIMDR_OK);
+        assert_int_equal(deleted, nd);
+        atomic_store(&g->written, at + GROW_BATCH);
+    }
+    atomic_store(&g->done, 1);
+    for (int i = 0; i < 2; i++) pthread_join(r[i], NULL);
+    tu_watchdog_stop();
+    assert_int_equal(atomic_load(&g->bad), 0);
+    assert_true(atomic_load(&g->reads) > 0);
+    /* The table went past the size from which growths use the helper
+     * (2^17 slots of 8 bytes, grown 1.5x). */
+    assert_true(simdr_index_bytes(g->s) >= (UINT64_C(1) << 17) * 8 * 3 / 2);
+    check_grown(g->s);
+    assert_int_equal(simdr_check(g->s, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(g->s), SIMDR_OK);
+    simdr_store *again = tu_open(path, 0, 0);
+    check_grown(again);
+    assert_int_equal(simdr_close(again), SIMDR_OK);
+    free(g);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_readers_while_writer_overwrites),
@@ -636,6 +742,7 @@ int main(void) {
         cmocka_unit_test(test_concurrent_durable_writers),
         cmocka_unit_test(test_compaction_against_durable_writers),
         cmocka_unit_test(test_move_against_concurrent_put),
+        cmocka_unit_test(test_readers_while_index_grows_on_two_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
