@@ -79,7 +79,7 @@ const char *const config_param_names[] = {
     "maxclients", "timeout", "auto-compact-percent", "logfile", "loglevel",
     "proto-max-bulk-len", "client-query-buffer-limit", "client-output-buffer-limit",
     "databases", "hz", "active-expire-effort", "maxmemory", "protected-mode", "threads",
-    "io-threads", NULL};
+    "io-threads", "repl-timeout", NULL};
 
 static const char *level_names[] = {"debug", "verbose", "notice", "warning"};
 
@@ -228,6 +228,7 @@ int config_get_param(const char *name, char *buf, size_t cap) {
     else if (!strcmp(name, "maxmemory")) snprintf(buf, cap, "0");
     else if (!strcmp(name, "protected-mode")) snprintf(buf, cap, "yes");
     else if (!strcmp(name, "threads") || !strcmp(name, "io-threads")) snprintf(buf, cap, "%d", c->threads);
+    else if (!strcmp(name, "repl-timeout")) snprintf(buf, cap, "%lld", replica_timeout_seconds());
     else return 0;
     return 1;
 }

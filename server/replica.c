@@ -934,6 +934,8 @@ static void set_primary(const char *host, int port) {
     memset(R.primary_tail, 0, sizeof R.primary_tail);
 }
 
+long long replica_timeout_seconds(void) { return R.timeout_ms / 1000; }
+
 int replica_config_option(const char *name, char **vals, int nvals, char *err, size_t cap) {
     if (!strcmp(name, "replicaof") || !strcmp(name, "slaveof")) {
         if (nvals == 1 && !strcasecmp(vals[0], "no")) return 1;

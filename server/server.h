@@ -373,6 +373,8 @@ int replica_is_replica(void);
 /* Options replicaof HOST PORT, masterauth, masterauth-file: 1 applied, 0 not
  * one of them, -1 bad value (err filled). */
 int replica_config_option(const char *name, char **vals, int nvals, char *err, size_t cap);
+/* The repl-timeout in force, in seconds (CONFIG GET). */
+long long replica_timeout_seconds(void);
 /* A replica refuses writes (READONLY) and compaction: 1 when it replied. */
 int replica_refuses(client *c, const command_def *cmd);
 void replica_wait(client *c, long long numreplicas, long long timeout_ms);

@@ -129,6 +129,7 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
     try:
         p = primary.client()
         r = replica.client()
+        assert r.config_get("repl-timeout") == {"repl-timeout": str(REPL_TIMEOUT_S)}
         data = {"k%d" % i: "value-%d" % i for i in range(20)}
         p.mset(data)
         p.delete("k3")

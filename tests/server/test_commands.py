@@ -202,6 +202,7 @@ def test_server_commands(r, server):
     assert info["used_memory"] > 0 and info["used_memory_rss"] >= info["used_memory"]
     cfg = r.config_get("*")
     assert cfg["durability"] in ("no", "everysec", "always") and cfg["requirepass"] == ""
+    assert cfg["repl-timeout"] == "60"  # the default, as Redis's
     assert r.config_set("timeout", 0) is True
     with pytest.raises(redis.ResponseError):
         r.config_set("maxclients", "abc")
