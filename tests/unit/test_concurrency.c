@@ -632,7 +632,8 @@ static void test_move_against_concurrent_put(void **state) {
  * find each with its own value, while the writer adds 260,000 keys in
  * batches (three growths past the size at which the helper joins) and
  * deletes every tenth: after the growths every key, every tombstone and the
- * count are as written, in the store and after a reopen from its hint. */
+ * count are as written, in the store, in a read-only open refreshed after
+ * the writes, and after reopens with and without the hint. */
 #define GROW_KEYS 260000
 #define GROW_BATCH 500
 
@@ -690,6 +691,13 @@ static void test_readers_while_index_grows_on_two_threads(void **state) {
     grow_shared *g = calloc(1, sizeof *g);
     g->seed = tu_seed(77);
     g->s = tu_open(path, SIMDR_OPEN_CREATE, 0);
+    /* A read-only open from before the writes grows its own index when it
+     * refreshes (refresh.c). */
+    simdr_options ro;
+    simdr_options_init(&ro);
+    ro.open_mode = SIMDR_OPEN_READONLY;
+    simdr_store *reader_store = NULL;
+    assert_int_equal(simdr_open(&reader_store, path, &ro), SIMDR_OK);
     tu_watchdog_start(240, "readers while the index grows");
     pthread_t r[2];
     for (int i = 0; i < 2; i++) {
@@ -724,7 +732,20 @@ static void test_readers_while_index_grows_on_two_threads(void **state) {
     check_grown(g->s);
     assert_int_equal(simdr_check(g->s, NULL, NULL, NULL), SIMDR_OK);
     assert_int_equal(simdr_close(g->s), SIMDR_OK);
+    uint64_t fresh = 0;
+    assert_int_equal(simdr_refresh(reader_store, &fresh), SIMDR_OK);
+    assert_true(fresh > 0);
+    check_grown(reader_store);
+    assert_int_equal(simdr_close(reader_store), SIMDR_OK);
     simdr_store *again = tu_open(path, 0, 0);
+    check_grown(again);
+    assert_int_equal(simdr_close(again), SIMDR_OK);
+    /* Without the hint the open rebuilds the index from the chain (load.c),
+     * growing it as it goes. */
+    simdr_options nohint;
+    simdr_options_init(&nohint);
+    nohint.use_hint = 0;
+    assert_int_equal(simdr_open(&again, path, &nohint), SIMDR_OK);
     check_grown(again);
     assert_int_equal(simdr_close(again), SIMDR_OK);
     free(g);
