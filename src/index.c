@@ -14,7 +14,6 @@
  * or from one value to another, with atomic stores, and are never removed,
  * so a reader's probe sequence cannot lose the key it is looking for.
  */
-#include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -202,14 +201,8 @@ static void move_slots_parallel(const simdr__index *ix, simdr__index *nx, const 
     move_job half[2] = {{ix, nx, base, 0, ix->cap / 2, 0, 1},
                         {ix, nx, base, ix->cap / 2, ix->cap, 0, 1}};
     pthread_t helper;
-    /* The helper takes no signals: they stay with the application's own
-     * threads. Without a thread (resource limits) the caller moves both
-     * halves. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int started = pthread_create(&helper, NULL, move_slots, &half[1]) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* Without a thread (resource limits) the caller moves both halves. */
+    int started = simdr__io.thread_create(&helper, move_slots, &half[1]) == 0;
     move_slots(&half[0]);
     if (started)
         pthread_join(helper, NULL);

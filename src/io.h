@@ -3,8 +3,8 @@
  * function pointers (simdr__io): the seam where tests inject faults.
  *
  * Every file operation of the library (writes, reads of whole-file passes,
- * syncs, truncation, renames, opens, fstat, file maps) calls through
- * simdr__io, never the system directly. In production the table holds the
+ * syncs, truncation, renames, opens, fstat, file maps), and the creation of
+ * its helper threads, calls through simdr__io, never the system directly. In production the table holds the
  * plain system calls (simdr__io_system); the entries keep their system-call
  * meaning (-1 and errno on failure, short transfers allowed), and the
  * retrying helpers of io_posix.c sit above them.
@@ -19,6 +19,7 @@
 #ifndef SIMDR_IO_H
 #define SIMDR_IO_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -42,6 +43,10 @@ typedef struct simdr__io_table {
      * fdatasync, whose cache flush then makes it durable (side.c). */
     int (*sync_file_range)(int fd, off_t off, off_t len, unsigned flags);
     int (*fallocate)(int fd, int mode, off_t off, off_t len); /* mapped appends' growth */
+    /* A helper thread (an index growth's second mover, the threads of
+     * simdr_for_each_parallel): 0, or an error number as pthread_create
+     * returns it; a failure makes the caller do the work itself. */
+    int (*thread_create)(pthread_t *thread, void *(*fn)(void *), void *arg);
 } simdr__io_table;
 
 /* What the library calls. */
@@ -78,6 +83,7 @@ enum simdr__io_op {
     SIMDR__IO_MSYNC,
     SIMDR__IO_SYNC_FILE_RANGE,
     SIMDR__IO_FALLOCATE,
+    SIMDR__IO_THREAD_CREATE,
     SIMDR__IO_OPS
 };
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,9 +63,20 @@ static int sys_fallocate(int fd, int mode, off_t off, off_t len) {
     return fallocate(fd, mode, off, len);
 }
 
+/* Helper threads take no signals: those stay with the application's own
+ * threads (the new thread inherits the mask in force while it is made). */
+static int sys_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(thread, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 #define SYSTEM_TABLE                                                                      \
     {sys_pwrite, sys_pwritev, sys_pread, fdatasync, fsync, sys_fsync_dir, ftruncate, rename, \
-     sys_open, fstat, mmap, msync, sys_sync_file_range, sys_fallocate}
+     sys_open, fstat, mmap, msync, sys_sync_file_range, sys_fallocate, sys_thread_create}
 const simdr__io_table simdr__io_system = SYSTEM_TABLE;
 simdr__io_table simdr__io = SYSTEM_TABLE;
 
@@ -296,6 +308,12 @@ static int fault_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
     return below.sync_file_range(fd, off, len, flags);
 }
 
+static int fault_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg) {
+    size_t limit;
+    if (decide(SIMDR__IO_THREAD_CREATE, -1, &limit) < 0) return errno;
+    return below.thread_create(thread, fn, arg);
+}
+
 void simdr__io_fault_arm(const simdr__io_fault *f) {
     if ((unsigned)f->op >= SIMDR__IO_OPS) return;
     fault_rule *r = &rules[f->op];
@@ -321,6 +339,7 @@ void simdr__io_fault_arm(const simdr__io_fault *f) {
         STACK(SIMDR__IO_MSYNC, msync)
         STACK(SIMDR__IO_SYNC_FILE_RANGE, sync_file_range)
         STACK(SIMDR__IO_FALLOCATE, fallocate)
+        STACK(SIMDR__IO_THREAD_CREATE, thread_create)
 #undef STACK
         default: return;
         }

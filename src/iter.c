@@ -515,7 +515,7 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *s, unsigned nthreads, simdr_v
     /* The calling thread takes the first share; a thread that cannot be
      * created has its share run here instead. */
     for (unsigned t = 1; t < nthreads; t++)
-        jobs[t].started = pthread_create(&tids[t], NULL, par_worker, &jobs[t]) == 0;
+        jobs[t].started = simdr__io.thread_create(&tids[t], par_worker, &jobs[t]) == 0;
     par_worker(&jobs[0]);
     for (unsigned t = 1; t < nthreads; t++) {
         if (jobs[t].started)

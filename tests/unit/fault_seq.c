@@ -96,15 +96,21 @@ static void *f_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t o
     return real.mmap(addr, len, prot, flags, fd, off);
 }
 
+static int f_thread_create(pthread_t *thread, void *(*fn)(void *), void *arg) {
+    if (hit(SIMDR__IO_THREAD_CREATE)) return EAGAIN;
+    return real.thread_create(thread, fn, arg);
+}
+
 const char *const fault_seq_op_names[SIMDR__IO_OPS] = {
     "pwrite", "pwritev", "pread", "fdatasync", "fsync", "fsync_dir", "ftruncate",
-    "rename", "open", "fstat", "mmap", "msync", "sync_file_range", "fallocate"};
+    "rename", "open", "fstat", "mmap", "msync", "sync_file_range", "fallocate",
+    "thread_create"};
 
 void fault_seq_on(uint64_t n, int every_after) {
     real = simdr__io_system;
     simdr__io = (simdr__io_table){f_pwrite, f_pwritev, f_pread, f_fdatasync, f_fsync,
                                   f_fsync_dir, f_ftruncate, f_rename, f_open, f_fstat, f_mmap,
-                                  f_msync, f_sync_file_range, f_fallocate};
+                                  f_msync, f_sync_file_range, f_fallocate, f_thread_create};
     calls = 0;
     fail_at = n;
     fail_on = every_after;

@@ -9,14 +9,18 @@
  * simdr_close; concurrent writers, also with per-write fdatasync (group
  * commit), also while another thread compacts and syncs (under a watchdog);
  * puts of a key racing moves of it to another store; readers while the
- * index grows on two threads.
+ * index grows on two threads, and the same growth and a parallel scan where
+ * no helper thread can be created.
  */
 #include "testutil.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "io.h"
 
 #define NKEYS 64
 #define NREADERS 4
@@ -753,6 +757,58 @@ static void test_readers_while_index_grows_on_two_threads(void **state) {
     free(dir);
 }
 
+/* Where no thread can be created (a process limit, a sandbox), a growth
+ * moves every slot on the writing thread and simdr_for_each_parallel runs
+ * every share on the calling thread: nothing is lost or visited twice. */
+static int count_visit(void *ctx, const simdr_entry *e) {
+    uint64_t *sums = ctx;
+    sums[0]++;
+    uint64_t v = 0;
+    memcpy(&v, simdr_entry_data(e), sizeof v);
+    sums[1] += v;
+    return 0;
+}
+
+static void test_no_helper_threads(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char path[4096];
+    tu_join(path, sizeof path, dir, "n.bin");
+    simdr__io_fault no_threads = {.op = SIMDR__IO_THREAD_CREATE, .nth = 1, .count = 0,
+                                  .err = EAGAIN};
+    simdr__io_fault_arm(&no_threads);
+    simdr_store *s = tu_open(path, SIMDR_OPEN_CREATE, 0);
+    static char keys[GROW_BATCH][24];
+    static uint64_t vals[GROW_BATCH];
+    simdr_kv kv[GROW_BATCH];
+    simdr_key dels[GROW_BATCH / 10];
+    for (uint32_t at = 0; at < GROW_KEYS; at += GROW_BATCH) {
+        size_t nd = 0;
+        for (uint32_t j = 0; j < GROW_BATCH; j++) {
+            grow_key(at + j, keys[j], sizeof keys[j]);
+            vals[j] = at + j;
+            kv[j] = (simdr_kv){keys[j], strlen(keys[j]), &vals[j], sizeof vals[j]};
+            if ((at + j) % 10 == 0) dels[nd++] = (simdr_key){keys[j], strlen(keys[j])};
+        }
+        assert_int_equal(simdr_put_batch(s, kv, GROW_BATCH, NULL), SIMDR_OK);
+        assert_int_equal(simdr_delete_batch(s, dels, nd, NULL, NULL), SIMDR_OK);
+    }
+    uint64_t growth_attempts = simdr__io_hits(SIMDR__IO_THREAD_CREATE);
+    assert_true(growth_attempts >= 1); /* the growths past 2^17 slots asked for a helper */
+    check_grown(s);
+    uint64_t sums[2] = {0, 0}, want = 0;
+    for (uint32_t i = 0; i < GROW_KEYS; i++)
+        if (i % 10) want += i;
+    assert_int_equal(simdr_for_each_parallel(s, 4, count_visit, sums), SIMDR_OK);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_THREAD_CREATE), growth_attempts + 3);
+    assert_int_equal(sums[0], GROW_KEYS - GROW_KEYS / 10);
+    assert_int_equal(sums[1], want);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    simdr__io_reset();
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_readers_while_writer_overwrites),
@@ -764,6 +820,7 @@ int main(void) {
         cmocka_unit_test(test_compaction_against_durable_writers),
         cmocka_unit_test(test_move_against_concurrent_put),
         cmocka_unit_test(test_readers_while_index_grows_on_two_threads),
+        cmocka_unit_test(test_no_helper_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
