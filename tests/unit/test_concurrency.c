@@ -687,6 +687,30 @@ static void check_grown(simdr_store *s) {
     assert_int_equal(simdr_count(s), GROW_KEYS - GROW_KEYS / 10);
 }
 
+/* Writes keys 0 .. GROW_KEYS - 1 (value: the key's number) in batches of
+ * GROW_BATCH, deleting every tenth after its batch; *written (may be NULL)
+ * follows the keys in the store. */
+static void grow_load(simdr_store *s, _Atomic uint32_t *written) {
+    static char keys[GROW_BATCH][24];
+    static uint64_t vals[GROW_BATCH];
+    simdr_kv kv[GROW_BATCH];
+    simdr_key dels[GROW_BATCH / 10];
+    for (uint32_t at = 0; at < GROW_KEYS; at += GROW_BATCH) {
+        size_t nd = 0;
+        for (uint32_t j = 0; j < GROW_BATCH; j++) {
+            grow_key(at + j, keys[j], sizeof keys[j]);
+            vals[j] = at + j;
+            kv[j] = (simdr_kv){keys[j], strlen(keys[j]), &vals[j], sizeof vals[j]};
+            if ((at + j) % 10 == 0) dels[nd++] = (simdr_key){keys[j], strlen(keys[j])};
+        }
+        assert_int_equal(simdr_put_batch(s, kv, GROW_BATCH, NULL), SIMDR_OK);
+        size_t deleted = 0;
+        assert_int_equal(simdr_delete_batch(s, dels, nd, &deleted, NULL), SIMDR_OK);
+        assert_int_equal(deleted, nd);
+        if (written) atomic_store(written, at + GROW_BATCH);
+    }
+}
+
 static void test_readers_while_index_grows_on_two_threads(void **state) {
     (void)state;
     char *dir = tu_mkdtemp();
@@ -707,24 +731,7 @@ static void test_readers_while_index_grows_on_two_threads(void **state) {
     for (int i = 0; i < 2; i++) {
         assert_int_equal(pthread_create(&r[i], NULL, grow_reader, g), 0);
     }
-    static char keys[GROW_BATCH][24];
-    static uint64_t vals[GROW_BATCH];
-    simdr_kv kv[GROW_BATCH];
-    simdr_key dels[GROW_BATCH / 10];
-    for (uint32_t at = 0; at < GROW_KEYS; at += GROW_BATCH) {
-        size_t nd = 0;
-        for (uint32_t j = 0; j < GROW_BATCH; j++) {
-            grow_key(at + j, keys[j], sizeof keys[j]);
-            vals[j] = at + j;
-            kv[j] = (simdr_kv){keys[j], strlen(keys[j]), &vals[j], sizeof vals[j]};
-            if ((at + j) % 10 == 0) dels[nd++] = (simdr_key){keys[j], strlen(keys[j])};
-        }
-        assert_int_equal(simdr_put_batch(g->s, kv, GROW_BATCH, NULL), SIMDR_OK);
-        size_t deleted = 0;
-        assert_int_equal(simdr_delete_batch(g->s, dels, nd, &deleted, NULL), SIMDR_OK);
-        assert_int_equal(deleted, nd);
-        atomic_store(&g->written, at + GROW_BATCH);
-    }
+    grow_load(g->s, &g->written);
     atomic_store(&g->done, 1);
     for (int i = 0; i < 2; i++) pthread_join(r[i], NULL);
     tu_watchdog_stop();
@@ -778,21 +785,7 @@ static void test_no_helper_threads(void **state) {
                                   .err = EAGAIN};
     simdr__io_fault_arm(&no_threads);
     simdr_store *s = tu_open(path, SIMDR_OPEN_CREATE, 0);
-    static char keys[GROW_BATCH][24];
-    static uint64_t vals[GROW_BATCH];
-    simdr_kv kv[GROW_BATCH];
-    simdr_key dels[GROW_BATCH / 10];
-    for (uint32_t at = 0; at < GROW_KEYS; at += GROW_BATCH) {
-        size_t nd = 0;
-        for (uint32_t j = 0; j < GROW_BATCH; j++) {
-            grow_key(at + j, keys[j], sizeof keys[j]);
-            vals[j] = at + j;
-            kv[j] = (simdr_kv){keys[j], strlen(keys[j]), &vals[j], sizeof vals[j]};
-            if ((at + j) % 10 == 0) dels[nd++] = (simdr_key){keys[j], strlen(keys[j])};
-        }
-        assert_int_equal(simdr_put_batch(s, kv, GROW_BATCH, NULL), SIMDR_OK);
-        assert_int_equal(simdr_delete_batch(s, dels, nd, NULL, NULL), SIMDR_OK);
-    }
+    grow_load(s, NULL);
     uint64_t growth_attempts = simdr__io_hits(SIMDR__IO_THREAD_CREATE);
     assert_true(growth_attempts >= 1); /* the growths past 2^17 slots asked for a helper */
     check_grown(s);
