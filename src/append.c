@@ -225,7 +225,7 @@ static int reserve_index(simdr_store *s, size_t n) {
  * fails when even that is impossible. Mapped appends learn the file's new
  * length (their preallocation past len is gone). */
 static void cut_back(simdr_store *s, uint64_t len) {
-    if (simdr__io.ftruncate(s->fd, (off_t)len) != 0)
+    if (simdr__ftruncate(s->fd, (off_t)len) != 0)
         s->failed = 1;
     else
         s->alloc_end = len;

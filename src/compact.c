@@ -231,7 +231,7 @@ static int copy_live_entries(compaction *c) {
         c->offs[i] = e.key_hash; /* the old offset is spent; the index build needs the hash */
     }
     c->size = pos;
-    if (writer_flush(&c->w) != 0 || simdr__io.fsync(c->w.fd) != 0)
+    if (writer_flush(&c->w) != 0 || simdr__fsync(c->w.fd) != 0)
         return simdr__fail_errno(errno, "writing the compacted file", c->tmp);
     return SIMDR_OK;
 }

@@ -87,6 +87,13 @@ typedef struct simdr__window {
 const uint8_t *simdr__window_span(simdr__window *w, uint64_t lo, uint64_t hi);
 int simdr__pwritev_all(int fd, struct iovec *iov, int cnt, uint64_t off);
 int simdr__fdatasync(int fd);
+/* The table's calls, retried while a signal interrupts them (EINTR: network
+ * and FUSE file systems, a handler installed without SA_RESTART); any other
+ * failure is returned as the call gave it. */
+int simdr__ftruncate(int fd, off_t len);
+int simdr__fsync(int fd);
+int simdr__msync(void *addr, size_t len, int flags);
+int simdr__sync_file_range(int fd, off_t off, off_t len, unsigned flags);
 
 /* ---- grace periods (epoch.c) ---- */
 typedef struct simdr__epoch {

@@ -188,6 +188,30 @@ int simdr__fdatasync(int fd) {
     return 0;
 }
 
+int simdr__ftruncate(int fd, off_t len) {
+    int rc;
+    while ((rc = simdr__io.ftruncate(fd, len)) != 0 && errno == EINTR) continue;
+    return rc;
+}
+
+int simdr__fsync(int fd) {
+    int rc;
+    while ((rc = simdr__io.fsync(fd)) != 0 && errno == EINTR) continue;
+    return rc;
+}
+
+int simdr__msync(void *addr, size_t len, int flags) {
+    int rc;
+    while ((rc = simdr__io.msync(addr, len, flags)) != 0 && errno == EINTR) continue;
+    return rc;
+}
+
+int simdr__sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
+    int rc;
+    while ((rc = simdr__io.sync_file_range(fd, off, len, flags)) != 0 && errno == EINTR) continue;
+    return rc;
+}
+
 /* ---- fault rules (testing only, see io.h) ---- */
 
 typedef struct fault_rule {

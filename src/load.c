@@ -302,8 +302,8 @@ static int cut_torn_tail(simdr_store *s, const uint8_t *base, uint64_t valid, ui
                            "entry (repair disabled; nothing changed)",
                            s->path, (unsigned long long)(size - valid), (unsigned long long)valid);
     int rc = zeros_only ? SIMDR_OK : simdr__save_cut_bytes(s, base, valid, size);
-    if (rc == SIMDR_OK && (simdr__io.ftruncate(s->fd, (off_t)valid) != 0 ||
-                           simdr__io.fsync(s->fd) != 0))
+    if (rc == SIMDR_OK && (simdr__ftruncate(s->fd, (off_t)valid) != 0 ||
+                           simdr__fsync(s->fd) != 0))
         rc = simdr__fail_errno(errno, "truncating torn tail", s->path);
     if (rc == SIMDR_OK) s->recovery.truncated = 1;
     return rc;

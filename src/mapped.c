@@ -73,7 +73,7 @@ static int grow(simdr_store *s, uint64_t end) {
         /* A failed allocation may have extended the file part of the way:
          * what lies past alloc_end is never written, cut it again (failing
          * that, it only leaves zeros, cut at the next trim or open). */
-        simdr__io.ftruncate(s->fd, (off_t)s->alloc_end);
+        simdr__ftruncate(s->fd, (off_t)s->alloc_end);
         if (err == EOPNOTSUPP || err == ENOSYS) {
             s->mapped = 0;
             drop_window(s);
@@ -129,7 +129,7 @@ int simdr__mapped_trim(simdr_store *s) {
     pthread_mutex_lock(&s->wlock);
     /* A failed store keeps the bytes it withdrew (simdr__withdraw_unsynced). */
     if (s->mapped && !s->failed && s->alloc_end > s->tail) {
-        if (simdr__io.ftruncate(s->fd, (off_t)s->tail) == 0)
+        if (simdr__ftruncate(s->fd, (off_t)s->tail) == 0)
             s->alloc_end = s->tail;
         else
             rc = simdr__fail_errno(errno, "cutting the preallocated space after the tail",

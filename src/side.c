@@ -306,7 +306,7 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
      * so waiting for it is short. */
     if (fd >= 0 && flock(fd, LOCK_EX) == 0 && simdr__io.fstat(fd, &st) == 0) {
         created = st.st_size == 0;
-        if (st.st_size == SIDE_BYTES || simdr__io.ftruncate(fd, SIDE_BYTES) == 0)
+        if (st.st_size == SIDE_BYTES || simdr__ftruncate(fd, SIDE_BYTES) == 0)
             sd = map_side(fd, 1);
     }
     if (sd) sd->one_flush = one_flush_fs(fd, store_fd);
@@ -332,7 +332,7 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
      * then the file is exactly what either version of the page says, and an
      * open that only reads costs no disk write. */
     if (created) {
-        simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
+        simdr__msync(sd->page, SIDE_BYTES, MS_SYNC);
         simdr__fsync_dir(path);
     } else {
         sd->attach_unflushed = 1;
@@ -399,7 +399,7 @@ int simdr__side_sync(simdr__side *sd, int store_fd, uint64_t durable, uint64_t s
     pthread_mutex_unlock(&sd->dlock);
     /* Flushed even when another thread wrote a newer record: it may not
      * have flushed it yet, and this caller's write needs it on disk. */
-    return simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
+    return simdr__msync(sd->page, SIDE_BYTES, MS_SYNC);
 }
 
 int simdr__side_one_flush(const simdr__side *sd) { return sd && sd->one_flush; }
@@ -411,11 +411,11 @@ int simdr__side_one_flush(const simdr__side *sd) { return sd && sd->one_flush; }
 static int push_page(simdr__side *sd) {
 #ifdef __linux__
     unsigned how = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
-    if (simdr__io.sync_file_range(sd->fd, 0, SIDE_BYTES, how) == 0) return 0;
+    if (simdr__sync_file_range(sd->fd, 0, SIDE_BYTES, how) == 0) return 0;
     if (errno != ENOSYS && errno != EINVAL && errno != ESPIPE) return -1;
 #endif
     sd->one_flush = 0;
-    return simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
+    return simdr__msync(sd->page, SIDE_BYTES, MS_SYNC);
 }
 
 int simdr__side_commit(simdr__side *sd, int store_fd, uint64_t tail, uint64_t sum) {
@@ -452,13 +452,13 @@ int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail) {
     simdr__side_basis b = {1, {0, tail, tail, 0, {0}}, tail, 0};
     if (tail_meta(store_fd, tail, b.durable.meta) != 0 || side_reset(sd, store_fd, tail, &b) != 0)
         return -1;
-    return simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
+    return simdr__msync(sd->page, SIDE_BYTES, MS_SYNC);
 }
 
 void simdr__side_flush_attached(simdr__side *sd) {
     if (!sd || !sd->attach_unflushed) return;
     sd->attach_unflushed = 0;
-    simdr__io.msync(sd->page, SIDE_BYTES, MS_SYNC);
+    simdr__msync(sd->page, SIDE_BYTES, MS_SYNC);
 }
 
 void simdr__side_mark_closed(simdr__side *sd, uint64_t tail) {

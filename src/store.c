@@ -47,7 +47,8 @@ int simdr__fsync_dir(const char *path) {
     int dfd = simdr__io.open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     free(copy);
     if (dfd < 0) return errno == EACCES ? 0 : -1;
-    int rc = simdr__io.fsync_dir(dfd);
+    int rc;
+    while ((rc = simdr__io.fsync_dir(dfd)) != 0 && errno == EINTR) continue;
     int err = errno;
     close(dfd);
     if (rc != 0 && (err == EINVAL || err == EBADF)) rc = 0;

@@ -45,7 +45,7 @@ int simdr__save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, ui
     }
     if (fd < 0) return simdr__fail(SIMDR_EIO, "%s: no free name to save the torn tail", s->path);
     int rc = simdr__pwrite_all(fd, base + from, (size_t)(to - from), 0);
-    if (rc == 0) rc = simdr__io.fsync(fd);
+    if (rc == 0) rc = simdr__fsync(fd);
     int err = errno;
     close(fd);
     if (rc != 0) {

@@ -1,7 +1,8 @@
 /*
  * test_faults.c - unit tests of libsimdr under injected I/O faults, through
  * the system-call table of src/io.h: failed and short writes, failed syncs,
- * truncations, renames, opens and maps, and code run between two calls.
+ * truncations, renames, opens and maps, calls interrupted by a signal
+ * (retried), and code run between two calls.
  * Each test arms rules on the table and resets it in its teardown.
  */
 #include "testutil.h"
@@ -457,6 +458,63 @@ static void test_failed_explicit_sync_is_final(void **state) {
     tu_put_str(f->s, "c", "3");
 }
 
+/* A system call interrupted by a signal (EINTR: network and FUSE file
+ * systems, a handler without SA_RESTART) is made again, never taken for a
+ * failure: each of the library's syncs, truncations and flushes is
+ * interrupted once and the operation succeeds, the store usable after. */
+static void test_interrupted_calls_are_retried(void **state) {
+    tu_fixture *f = *state;
+    for (int i = 0; i < 20; i++) tu_put_str(f->s, "k", i % 2 ? "odd" : "even");
+    int64_t size = tu_file_size(f->path);
+    simdr__io_fail_nth(SIMDR__IO_FSYNC, 1, EINTR);
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_FSYNC), 1);
+    assert_true(tu_file_size(f->path) < size);
+    tu_expect_str(f->s, "k", "odd");
+    simdr__io_reset();
+    simdr__io_fail_nth(SIMDR__IO_FDATASYNC, 1, EINTR);
+    tu_put_str(f->s, "a", "1");
+    assert_int_equal(simdr_sync(f->s), SIMDR_OK);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_FDATASYNC), 1);
+
+    /* The side file's page: pushed ahead of the store's flush, or flushed
+     * on its own after it. */
+    static const struct { int policy; enum simdr__io_op op; } side[] = {
+        {SIMDR__SIDE_FLUSH_ONE, SIMDR__IO_SYNC_FILE_RANGE},
+        {SIMDR__SIDE_FLUSH_TWO, SIMDR__IO_MSYNC},
+    };
+    for (size_t i = 0; i < sizeof side / sizeof side[0]; i++) {
+        simdr__io_reset();
+        simdr_close(f->s);
+        simdr__side_flush_policy = side[i].policy;
+        f->s = open_with(f->path, SIMDR_SYNC_DATA);
+        simdr__side_flush_policy = SIMDR__SIDE_FLUSH_AUTO;
+        tu_put_str(f->s, "warm", "up"); /* the first append's own flushes */
+        simdr__io_fail_nth(side[i].op, 1, EINTR);
+        assert_int_equal(simdr_put(f->s, TU_STR("b"), "2", 1, NULL), SIMDR_OK);
+        assert_int_equal(simdr__io_hits(side[i].op), 1);
+        tu_put_str(f->s, "c", "3");
+    }
+
+    /* Mapped appends cut their preallocated space at a sync. */
+    simdr__io_reset();
+    simdr_close(f->s);
+    simdr_options o;
+    simdr_options_init(&o);
+    o.append_mode = SIMDR_APPEND_MAPPED;
+    assert_int_equal(simdr_open(&f->s, f->path, &o), SIMDR_OK);
+    tu_put_str(f->s, "m", "mapped");
+    simdr__io_fail_nth(SIMDR__IO_FTRUNCATE, 1, EINTR);
+    assert_int_equal(simdr_sync(f->s), SIMDR_OK);
+    assert_int_equal(simdr__io_hits(SIMDR__IO_FTRUNCATE), 1);
+    assert_int_equal((uint64_t)tu_file_size(f->path), simdr_file_size(f->s));
+    reopen(f, SIMDR_SYNC_NONE);
+    tu_expect_str(f->s, "k", "odd");
+    tu_expect_str(f->s, "b", "2");
+    tu_expect_str(f->s, "c", "3");
+    tu_expect_str(f->s, "m", "mapped");
+}
+
 /* ---- a batch is all or nothing ---- */
 
 static void test_batch_index_growth_failure_shows_nothing(void **state) {
@@ -574,6 +632,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_map_never_holds_the_writer_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup_durable, teardown),
         cmocka_unit_test_setup_teardown(test_failed_explicit_sync_is_final, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interrupted_calls_are_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_index_growth_failure_shows_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
