@@ -64,10 +64,11 @@ mkdir -p fuzz/artifacts
 scratch=$(mktemp -d)           # new corpus units; $corpus stays the curated seed set
 findings=$(mktemp -d)          # explore mode: inputs that broke a promise
 log=$(mktemp)
-trap 'rm -rf "$scratch" "$findings" "$log"' EXIT
+joblogs=$(mktemp -d)           # explore mode: libFuzzer's fuzz-N.log per job, kept out of the tree
+trap 'rm -rf "$scratch" "$findings" "$log" "$joblogs"' EXIT
 
 executions() {
-  grep -h 'stat::number_of_executed_units' "$log" fuzz-*.log 2>/dev/null |
+  grep -h 'stat::number_of_executed_units' "$log" "$joblogs"/fuzz-*.log 2>/dev/null |
     awk '{s += $2} END {print s + 0}'
 }
 
@@ -111,8 +112,10 @@ secs=${SIMDR_FUZZ_SECONDS:-600}
 jobs=${SIMDR_FUZZ_JOBS:-1}
 echo "fuzz: exploring for ${secs} s on ${jobs} job(s), random seed"
 set +e
-"$fuzzer" "${common[@]}" -max_total_time="$secs" -artifact_prefix="$findings/" \
-  -jobs="$jobs" -workers="$jobs" "$scratch" "$corpus" >"$log" 2>&1
+# -jobs writes each job's output to fuzz-N.log in the working directory.
+(cd "$joblogs" && "$OLDPWD/$fuzzer" "${common[@]}" -max_total_time="$secs" \
+  -artifact_prefix="$findings/" -jobs="$jobs" -workers="$jobs" "$scratch" "$OLDPWD/$corpus") \
+  >"$log" 2>&1
 status=$?
 set -e
 found=0
@@ -125,7 +128,6 @@ for artifact in "$findings"/*; do
   found=$((found + 1))
 done
 echo "fuzz: $(executions) executions in ${secs} s (libFuzzer exit ${status}), $(ls "$scratch" | wc -l) new corpus units"
-rm -f fuzz-*.log
 if [ "$status" -ne 0 ] || [ "$found" -gt 0 ]; then
   tail -n 60 "$log"
   echo "fuzz: FAILED: ${found} finding(s) copied into $corpus/; fix them, then commit the inputs" >&2
