@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crc_short.h"
 #include "hashtab.h"
 #include "internal.h"
 
@@ -88,6 +89,49 @@ static inline int live_bit(const uint64_t *bits, uint64_t meta_off) {
     return (int)((bits[cell >> 6] >> (cell & 63)) & 1u);
 }
 
+/* One thread's share of mark_live: the slots [begin, end) of ix, into bits. */
+typedef struct mark_job {
+    const simdr__index *ix;
+    uint64_t tail, begin, end;
+    uint64_t *bits;
+    uint64_t live;
+    int beyond; /* a slot names an entry at or past tail */
+} mark_job;
+
+static void *mark_range(void *arg) {
+    mark_job *j = arg;
+    const simdr__index *ix = j->ix;
+    uint64_t *bits = j->bits;
+    uint64_t live = 0;
+    /* The bits land at random over the bitmap: touching the word of a slot
+     * a little ahead overlaps those cache misses. */
+    enum { AHEAD = 16 };
+    for (uint64_t i = j->begin; i < j->end; i++) {
+        if (i + AHEAD < j->end) {
+            uint64_t ahead = atomic_load_explicit(&ix->slots[i + AHEAD], memory_order_relaxed);
+            uint64_t cell = (ahead & SIMDR__IDX_OFF_MASK) >> LIVE_BIT_SHIFT;
+            if (ahead && (ahead & SIMDR__IDX_OFF_MASK) < j->tail)
+                __builtin_prefetch(&bits[cell >> 6], 1);
+        }
+        uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
+        uint64_t off = val & SIMDR__IDX_OFF_MASK;
+        if (!val) continue;
+        if (off >= j->tail) {
+            j->beyond = 1;
+            return NULL;
+        }
+        if (val & SIMDR__IDX_TOMB) continue;
+        uint64_t cell = off >> LIVE_BIT_SHIFT;
+        bits[cell >> 6] |= UINT64_C(1) << (cell & 63);
+        live++;
+    }
+    j->live = live;
+    return NULL;
+}
+
+/* Below this many slots a helper thread costs more than it saves. */
+#define PARALLEL_MARK_MIN (UINT64_C(1) << 17)
+
 /* Inside an epoch section: marks the live entries of ix as of the moment
  * the file ended at tail (it->live_bits, it->left). The writer only ever
  * stores offsets of entries it appended, which lie at or beyond any tail
@@ -95,37 +139,41 @@ static inline int live_bit(const uint64_t *bits, uint64_t meta_off) {
  * means ix has moved past the snapshot: SIMDR_NOTFOUND then, and the caller
  * walks the chain instead. Slots still below tail are exactly the
  * snapshot's newest versions, since the acquire load of tail made every
- * earlier slot store visible. */
+ * earlier slot store visible. A large table is read in two halves, the
+ * second by a helper thread into a bitmap of its own, merged after (the
+ * section keeps the table alive until the helper is joined). */
 static int mark_live(simdr_iter *it, const simdr__index *ix, uint64_t tail) {
     size_t words = (size_t)((tail >> LIVE_BIT_SHIFT) / 64 + 1);
     size_t bytes = words * sizeof(uint64_t);
     uint64_t *bits = simdr__alloc_zeroed_populated(bytes);
     if (!bits) return SIMDR_ENOMEM;
-    uint64_t live = 0;
-    /* The bits land at random over the bitmap: touching the word of a slot
-     * a little ahead overlaps those cache misses. */
-    enum { AHEAD = 16 };
-    for (uint64_t i = 0; i < ix->cap; i++) {
-        if (i + AHEAD < ix->cap) {
-            uint64_t ahead = atomic_load_explicit(&ix->slots[i + AHEAD], memory_order_relaxed);
-            uint64_t cell = (ahead & SIMDR__IDX_OFF_MASK) >> LIVE_BIT_SHIFT;
-            if (ahead && (ahead & SIMDR__IDX_OFF_MASK) < tail) __builtin_prefetch(&bits[cell >> 6], 1);
+    mark_job first = {ix, tail, 0, ix->cap, bits, 0, 0};
+    mark_job second = {ix, tail, ix->cap / 2, ix->cap, NULL, 0, 0};
+    pthread_t helper;
+    int started = 0;
+    if (ix->cap >= PARALLEL_MARK_MIN && sysconf(_SC_NPROCESSORS_ONLN) > 1) {
+        second.bits = simdr__alloc_zeroed_populated(bytes);
+        /* Without a second bitmap or a thread, this thread reads it all. */
+        if (second.bits && simdr__io.thread_create(&helper, mark_range, &second) == 0) {
+            started = 1;
+            first.end = ix->cap / 2;
         }
-        uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
-        uint64_t off = val & SIMDR__IDX_OFF_MASK;
-        if (!val) continue;
-        if (off >= tail) {
-            simdr__free_big(bits, bytes);
-            return SIMDR_NOTFOUND;
-        }
-        if (val & SIMDR__IDX_TOMB) continue;
-        uint64_t cell = off >> LIVE_BIT_SHIFT;
-        bits[cell >> 6] |= UINT64_C(1) << (cell & 63);
-        live++;
+    }
+    mark_range(&first);
+    if (started) {
+        pthread_join(helper, NULL);
+        for (size_t w = 0; w < words; w++) bits[w] |= second.bits[w];
+        first.live += second.live;
+        first.beyond |= second.beyond;
+    }
+    simdr__free_big(second.bits, bytes);
+    if (first.beyond) {
+        simdr__free_big(bits, bytes);
+        return SIMDR_NOTFOUND;
     }
     it->live_bits = bits;
     it->bits_bytes = bytes;
-    it->left = live;
+    it->left = first.live;
     return SIMDR_OK;
 }
 
@@ -249,7 +297,7 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     uint64_t live = atomic_load_explicit(&s->live, memory_order_relaxed);
     uint64_t per_key = atomic_load_explicit(&simdr__iter_dense_bytes_per_key, memory_order_relaxed);
     int dense = per_key && it->pos / per_key <= live;
-    bucketed_offsets bo;
+    bucketed_offsets bo = {0};
     /* A hinted table with a damaged block cannot list the live keys: the
      * chain walk does not need it. */
     if (!atomic_load_explicit(&simdr__iter_force_chain_walk, memory_order_relaxed) &&
@@ -278,6 +326,22 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     return SIMDR_OK;
 }
 
+/* The CRC check of an entry a scan hands out: a short value in line
+ * (crc_short.h), as the reads do, instead of three calls into the checksum
+ * library for a few bytes; the rest, and the error, through
+ * simdr__verify_payload. */
+static inline int verify_entry(const simdr_store *s, const struct simdr_entry *e) {
+#ifdef SIMDR__CRC_CLMUL
+    if (e->size == 8 && __builtin_cpu_supports("pclmul") &&
+        simdr__crc32_8_clmul(e->data) == e->checksum)
+        return SIMDR_OK;
+#endif
+    if (e->size <= SIMDR__CRC_SHORT_MAX && simdr__crc32_short(0, e->data, (size_t)e->size) ==
+                                               e->checksum)
+        return SIMDR_OK;
+    return simdr__verify_payload(s, e);
+}
+
 /* Entries ahead whose metadata is prefetched: the offsets are known in
  * advance, so the cache misses of a stretch of entries overlap instead of
  * stalling one entry at a time. */
@@ -298,7 +362,7 @@ static int next_from_offsets(simdr_iter *it, const simdr_entry **entry) {
         return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
                            (unsigned long long)meta_off);
     if (it->store->verify_reads) {
-        rc = simdr__verify_payload(it->store, &e);
+        rc = verify_entry(it->store, &e);
         if (rc != SIMDR_OK) return rc;
         e.verified = 1;
     }
@@ -349,7 +413,7 @@ static int next_marked(simdr_iter *it, const simdr_entry **entry) {
         return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
                            (unsigned long long)meta_off);
     if (it->store->verify_reads) {
-        rc = simdr__verify_payload(it->store, e);
+        rc = verify_entry(it->store, e);
         if (rc != SIMDR_OK) return rc;
         e->verified = 1;
     }
@@ -384,7 +448,7 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
         if (added < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");
         if (!added || e.tombstone) continue;
         if (it->store->verify_reads) {
-            rc = simdr__verify_payload(it->store, &e);
+            rc = verify_entry(it->store, &e);
             if (rc != SIMDR_OK) return rc;
             e.verified = 1;
         }
