@@ -251,6 +251,49 @@ static void hint_damaged_block_never_misserves(void **state) {
     }
 }
 
+/* A table of 2^17 slots or more is checked whole on two threads, each
+ * taking half of the blocks (index.c, simdr__index_check_all): damage in
+ * either half is found by the first scan, which then walks the chain and
+ * still visits every key once, and the hint is removed; lookups read every
+ * key right or SIMDR_ECORRUPT; a compaction rebuilds the table first and
+ * keeps every key. */
+static void hint_large_table_checked_on_two_threads(void **state) {
+    tu_fixture *f = *state;
+    enum { BIG = 200000 };
+    for (int t = 0; t < 2; t++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/big%d.bin", f->dir, t);
+        size_t len;
+        uint8_t *bad = hinted_store(path, BIG, &len);
+        uint64_t table = table_off_of(bad), cap = cap_of(bad);
+        assert_true(cap >= (UINT64_C(1) << 17));
+        /* An offset bit of the first used slot from a quarter (the first
+         * thread's half) or three quarters in (the helper's). */
+        uint64_t slot = t == 0 ? cap / 4 : cap * 3 / 4;
+        while (tu_get_le64(bad + table + slot * 8) == 0) slot++;
+        bad[table + slot * 8] ^= 0x40;
+        put_hint(path, bad, len);
+        uint64_t loads = atomic_load(&simdr__hint_loads);
+        simdr_store *s = open_mode(path, SIMDR_OPEN_READONLY);
+        assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1);
+        scan_count c = {0, 0};
+        assert_int_equal(simdr_for_each(s, count_visit, &c), SIMDR_OK);
+        assert_int_equal(c.n, BIG);
+        assert_false(hint_exists(path));
+        assert_true(read_all(s, BIG, -1) > 0);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        /* A compaction copies what the table names: it must be found
+         * damaged and rebuilt first, or a key would be lost. */
+        put_hint(path, bad, len);
+        s = open_mode(path, SIMDR_OPEN_EXISTING);
+        assert_int_equal(simdr_compact(s), SIMDR_OK);
+        assert_int_equal(read_all(s, BIG, -1), 0);
+        assert_int_equal(simdr_count(s), BIG);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        free(bad);
+    }
+}
+
 /* A process that finds a damaged block removes the hint it loaded, not a
  * sound hint renamed over the same path since (a writer saving at close):
  * that one stays and the next open loads it and reads every key. */
@@ -471,6 +514,7 @@ static void hint_readers_race_the_first_write(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST_DIR(hint_damaged_block_never_misserves),
+        TU_TEST_DIR(hint_large_table_checked_on_two_threads),
         TU_TEST_DIR(hint_damaged_block_delete_and_compact),
         TU_TEST_DIR(hint_damage_spares_a_newer_hint),
         TU_TEST_DIR(hint_stale_or_foreign_is_ignored),
