@@ -3,12 +3,24 @@ scripts/cluster.sh (simdr-server shards behind nutcracker) on free loopback
 ports in a temporary directory."""
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
 from serverutil import free_port, IO_TIMEOUT  # noqa: E402
+
+
+
+def entry(payload, prev, key_hash, aligned=True):
+    """The bytes of one store entry appended at offset prev (docs/FORMAT.md): the zero pad of
+    the aligned layout, the payload, then its metadata (key hash, link, CRC-32)."""
+    pad = (64 - prev % 64) & 63 if aligned else 0
+    return (b"\0" * pad + payload +
+            struct.pack("<QQI", key_hash, prev, zlib.crc32(payload) & 0xFFFFFFFF))
+
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "cluster.sh")
 SERVER_BIN = os.environ.get("SIMDR_SERVER_BIN", "")

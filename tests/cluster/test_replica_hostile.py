@@ -14,26 +14,18 @@ import socket
 import struct
 import sys
 import time
-import zlib
 
 import redis
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from serverutil import Server, IO_TIMEOUT  # noqa: E402
+from serverutil import Server, IO_TIMEOUT, encode as resp  # noqa: E402
+from clusterutil import entry  # noqa: E402
 
 # How long the replica may take to notice a bad message and close the link:
 # far above what it needs, only there so a broken replica fails the test
 # instead of hanging it.
 CLOSE_TIMEOUT = 30.0
 REPL_TIMEOUT_S = 2  # the replica's --repl-timeout (the silent-primary case)
-
-
-def resp(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
 
 
 def read_array(buf):
@@ -102,15 +94,6 @@ def wait_closed_by_replica(conn):
         return False
     finally:
         conn.close()
-
-
-def unaligned_entry(payload, prev, key_hash):
-    return payload + struct.pack("<QQI", key_hash, prev, zlib.crc32(payload) & 0xFFFFFFFF)
-
-
-def aligned_entry(payload, prev, key_hash):
-    pad = (64 - prev % 64) & 63
-    return b"\0" * pad + unaligned_entry(payload, prev, key_hash)
 
 
 def read_file(server, db=0):
@@ -255,8 +238,8 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
         # a RESET names it, and the replica's new file takes it, also when
         # the link drops before the first LOG and the next one resumes with
         # FOLLOW (which names no layout).
-        e1 = unaligned_entry(b"first", 0, 0x1111)
-        e2 = unaligned_entry(b"second value", len(e1), 0x2222)
+        e1 = entry(b"first", 0, 0x1111, aligned=False)
+        e2 = entry(b"second value", len(e1), 0x2222, aligned=False)
         conn, dbs = fake.accept()
         conn.sendall(b"+OK\r\n" + resp("RESET", 5, 777, 1))
         acks = b""
@@ -283,7 +266,7 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
                 b"\x00" * 5 + b"z"]
         stream = b""
         for i, payload in enumerate(junk):
-            stream += aligned_entry(payload, len(stream), 0x3333 + i)
+            stream += entry(payload, len(stream), 0x3333 + i)
         conn, dbs = fake.accept()
         conn.sendall(b"+OK\r\n" + resp("RESET", 2, 888, 0) + resp("LOG", 2, 0, len(stream), stream))
         deadline = time.time() + CLOSE_TIMEOUT

@@ -13,13 +13,13 @@ import struct
 import sys
 import threading
 import time
-import zlib
 
 import pytest
 import redis
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from serverutil import Server, IO_TIMEOUT, free_port  # noqa: E402
+from serverutil import Server, IO_TIMEOUT, encode as resp  # noqa: E402
+from clusterutil import entry  # noqa: E402
 
 PASSWORD = "repl-secret"
 
@@ -332,19 +332,7 @@ def test_password_and_authentication():
             s.cleanup()
 
 
-def entry(payload, prev, key_hash=0x1234567890ABCDEF):
-    """One aligned entry starting at prev: zero pad, payload, metadata."""
-    pad = (64 - prev % 64) & 63
-    return (b"\0" * pad + payload +
-            struct.pack("<QQI", key_hash, prev, zlib.crc32(payload) & 0xffffffff))
-
-
-def resp(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
+KEY_HASH = 0x1234567890ABCDEF  # the entries of the hostile-bytes test
 
 
 def test_hostile_primary_bytes_are_refused():
@@ -358,11 +346,11 @@ def test_hostile_primary_bytes_are_refused():
     lsock.settimeout(IO_TIMEOUT)
     port = lsock.getsockname()[1]
     r = Server("--replicaof", "127.0.0.1", str(port)).start()
-    good = entry(b"hello", 0)
+    good = entry(b"hello", 0, KEY_HASH)
     bad_crc = bytearray(good)
     bad_crc[1] ^= 1
-    wrong_link = entry(b"hello", 0)[:-12] + struct.pack("<Q", 7) + good[-4:]
-    second = entry(b"second value", len(good))
+    wrong_link = entry(b"hello", 0, KEY_HASH)[:-12] + struct.pack("<Q", 7) + good[-4:]
+    second = entry(b"second value", len(good), KEY_HASH)
     sessions = [
         [resp("RESET", 0, 42, 0), resp("LOG", 0, 0, len(good), bytes(bad_crc))],
         [resp("RESET", 0, 42, 0), resp("LOG", 0, 0, len(good), wrong_link)],
