@@ -100,25 +100,6 @@ static void write_whole(const char *p, const uint8_t *data, size_t len) {
 
 /* ---- the independent reading of the format ---- */
 
-static uint64_t load_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-
-static uint32_t load_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint32_t crc32_ieee(const uint8_t *p, uint64_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (uint64_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int b = 0; b < 8; b++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xFFFFFFFFu;
-}
-
 static uint64_t pad_at(uint64_t prev, int aligned) { return aligned ? (64 - prev % 64) & 63 : 0; }
 
 /* One entry ending at end (bytes p[0..end) hold the file up to it): its start
@@ -133,10 +114,10 @@ typedef struct model_entry {
 static int model_entry_at(const uint8_t *p, uint64_t lowest, uint64_t end, int aligned,
                           model_entry *e) {
     if (end < lowest + META + 1) return 0;
-    uint64_t meta = end - META, prev = load_u64(p + meta + 8);
+    uint64_t meta = end - META, prev = fuzz_load_u64(p + meta + 8);
     if (prev < lowest || prev >= meta) return 0;
     e->start = prev;
-    e->hash = load_u64(p + meta);
+    e->hash = fuzz_load_u64(p + meta);
     if (meta - prev == 1 && p[prev] == 0) {
         e->tombstone = 1;
         e->payload = p + prev;
@@ -152,7 +133,7 @@ static int model_entry_at(const uint8_t *p, uint64_t lowest, uint64_t end, int a
         /* [0x00] is the tombstone's byte: a padded copy of it is no value */
         if (e->size == 1 && e->payload[0] == 0) return 0;
     }
-    return crc32_ieee(e->payload, e->size) == load_u32(p + meta + 16);
+    return fuzz_crc32(e->payload, e->size) == fuzz_load_u32(p + meta + 16);
 }
 
 /* Whether p[from..end) (p holds the file up to end) is a run of sound entries
@@ -331,7 +312,7 @@ static uint64_t pick_from(unsigned mode, uint64_t tail, uint64_t explicit_from,
     case 1: return 0;
     case 2: return tail ? tail - 1 : 0;
     case 3: return tail + 1;
-    case 4: return tail >= META ? load_u64(file + tail - META + 8) : tail; /* an older end */
+    case 4: return tail >= META ? fuzz_load_u64(file + tail - META + 8) : tail; /* an older end */
     case 5: return explicit_from;
     case 6: return tail + explicit_from % 128;
     default: return UINT64_MAX - (explicit_from & 0xff);

@@ -136,35 +136,16 @@ typedef struct model_answer {
     int crc_ok;
 } model_answer;
 
-static uint64_t load_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-
-static uint32_t load_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint32_t crc32_ieee(const uint8_t *p, uint64_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (uint64_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int b = 0; b < 8; b++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xFFFFFFFFu;
-}
-
 static model_answer model_lookup(const uint8_t *file, uint64_t valid, int layout, uint64_t hash) {
     model_answer a = {MODEL_ABSENT, NULL, 0, 0};
     uint64_t end = valid;
     while (end > 0) {
         REQUIRE(end >= 20, "chain from the valid end reaches %llu, inside a metadata block",
                 (unsigned long long)end);
-        uint64_t meta = end - 20, prev = load_u64(file + meta + 8);
+        uint64_t meta = end - 20, prev = fuzz_load_u64(file + meta + 8);
         REQUIRE(prev < end, "chain link %llu does not decrease (entry ending at %llu)",
                 (unsigned long long)prev, (unsigned long long)end);
-        if (load_u64(file + meta) != hash) {
+        if (fuzz_load_u64(file + meta) != hash) {
             end = prev;
             continue;
         }
@@ -182,7 +163,7 @@ static model_answer model_lookup(const uint8_t *file, uint64_t valid, int layout
         for (uint64_t i = 0; i < pad; i++) clean_pad &= file[prev + i] == 0;
         a.data = file + prev + pad;
         a.size = meta - prev - pad;
-        a.crc_ok = crc32_ieee(a.data, a.size) == load_u32(file + meta + 16);
+        a.crc_ok = fuzz_crc32(a.data, a.size) == fuzz_load_u32(file + meta + 16);
         a.kind = a.crc_ok && clean_pad ? MODEL_VALUE : MODEL_DAMAGED;
         return a;
     }
