@@ -15,17 +15,13 @@ import os
 import struct
 import zlib
 
+from gen_hostile import XXH_A, XXH_B, meta  # the format's pieces, written once
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus-log-append")
-XXH_A = 0xE6C632B61E964E1F  # XXH3-64("a"), docs/FORMAT.md
-XXH_B = 0x575A0B1C44D8843F  # XXH3-64("b")
 XXH_KEY1 = 0x384D070CD5D829E2
 OTHER = 0x0123456789ABCDEF
 BIG = (b"a value long enough to need more than one cache line of "
        b"payload, so a replicated copy spans a pad and a boundary")
-
-
-def meta(key_hash, prev, crc):
-    return struct.pack("<QQI", key_hash & (2**64 - 1), prev & (2**64 - 1), crc & 0xFFFFFFFF)
 
 
 def pad(at, aligned):
@@ -140,10 +136,11 @@ def files():
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, data in sorted(files().items()):
+    seeds = files()
+    for name, data in sorted(seeds.items()):
         with open(os.path.join(OUT, name), "wb") as f:
             f.write(data)
-    print("wrote %d seeds to %s" % (len(files()), OUT))
+    print("wrote %d seeds to %s" % (len(seeds), OUT))
 
 
 if __name__ == "__main__":
