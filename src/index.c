@@ -143,8 +143,6 @@ int64_t simdr__index_put_items(simdr__index *ix, const uint8_t *base, const simd
  * join publishes their stores to the caller. */
 
 enum { MOVE_AHEAD = 32 };
-/* Below this many old slots a thread costs more than it saves. */
-#define PARALLEL_MOVE_MIN (UINT64_C(1) << 17)
 
 typedef struct move_job {
     const simdr__index *from;
@@ -192,22 +190,18 @@ static void *move_slots(void *arg) {
 }
 
 static void move_slots_parallel(const simdr__index *ix, simdr__index *nx, const uint8_t *base) {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (ix->cap < PARALLEL_MOVE_MIN || cpus < 2) {
+    move_job half[2] = {{ix, nx, base, 0, ix->cap / 2, 0, 1},
+                        {ix, nx, base, ix->cap / 2, ix->cap, 0, 1}};
+    pthread_t helper;
+    if (!simdr__split_worth(ix->cap) ||
+        simdr__io.thread_create(&helper, move_slots, &half[1]) != 0) {
+        /* Alone (a small table, one CPU, no thread to be had): no claiming. */
         move_job only = {ix, nx, base, 0, ix->cap, 0, 0};
         move_slots(&only);
         return;
     }
-    move_job half[2] = {{ix, nx, base, 0, ix->cap / 2, 0, 1},
-                        {ix, nx, base, ix->cap / 2, ix->cap, 0, 1}};
-    pthread_t helper;
-    /* Without a thread (resource limits) the caller moves both halves. */
-    int started = simdr__io.thread_create(&helper, move_slots, &half[1]) == 0;
     move_slots(&half[0]);
-    if (started)
-        pthread_join(helper, NULL);
-    else
-        move_slots(&half[1]);
+    pthread_join(helper, NULL);
     nx->used += half[0].moved + half[1].moved;
 }
 
@@ -427,7 +421,7 @@ int simdr__index_check_all(const simdr__index *ix) {
     /* A large table (a 1M-key one is 12 MB of XXH3) is hashed in two halves,
      * the second by a helper thread; block_sound lets two threads check
      * blocks at once. */
-    if (ix->cap >= PARALLEL_MOVE_MIN && sysconf(_SC_NPROCESSORS_ONLN) > 1 &&
+    if (simdr__split_worth(ix->cap) &&
         simdr__io.thread_create(&helper, check_blocks, &second) == 0) {
         started = 1;
         first.end = n / 2;

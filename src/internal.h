@@ -94,6 +94,11 @@ int simdr__ftruncate(int fd, off_t len);
 int simdr__fsync(int fd);
 int simdr__msync(void *addr, size_t len, int flags);
 int simdr__sync_file_range(int fd, off_t off, off_t len, unsigned flags);
+/* 1 when a pass over a table of slots slots is worth splitting with one
+ * helper thread (simdr__io.thread_create): the table has 2^17 slots or more
+ * and the machine more than one CPU online. A pass that splits still runs
+ * whole on the caller when the thread cannot be created. */
+int simdr__split_worth(uint64_t slots);
 
 /* ---- grace periods (epoch.c) ---- */
 typedef struct simdr__epoch {

@@ -212,6 +212,20 @@ int simdr__sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
     return rc;
 }
 
+#define SPLIT_MIN_SLOTS (UINT64_C(1) << 17) /* below, a thread costs more than it saves */
+
+int simdr__split_worth(uint64_t slots) {
+    /* sysconf reads /sys on each call: asked once. */
+    static _Atomic long cpus;
+    long n = atomic_load_explicit(&cpus, memory_order_relaxed);
+    if (n == 0) {
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+        if (n < 1) n = 1;
+        atomic_store_explicit(&cpus, n, memory_order_relaxed);
+    }
+    return slots >= SPLIT_MIN_SLOTS && n > 1;
+}
+
 /* ---- fault rules (testing only, see io.h) ---- */
 
 typedef struct fault_rule {

@@ -129,9 +129,6 @@ static void *mark_range(void *arg) {
     return NULL;
 }
 
-/* Below this many slots a helper thread costs more than it saves. */
-#define PARALLEL_MARK_MIN (UINT64_C(1) << 17)
-
 /* Inside an epoch section: marks the live entries of ix as of the moment
  * the file ended at tail (it->live_bits, it->left). The writer only ever
  * stores offsets of entries it appended, which lie at or beyond any tail
@@ -151,7 +148,7 @@ static int mark_live(simdr_iter *it, const simdr__index *ix, uint64_t tail) {
     mark_job second = {ix, tail, ix->cap / 2, ix->cap, NULL, 0, 0};
     pthread_t helper;
     int started = 0;
-    if (ix->cap >= PARALLEL_MARK_MIN && sysconf(_SC_NPROCESSORS_ONLN) > 1) {
+    if (simdr__split_worth(ix->cap)) {
         second.bits = simdr__alloc_zeroed_populated(bytes);
         /* Without a second bitmap or a thread, this thread reads it all. */
         if (second.bits && simdr__io.thread_create(&helper, mark_range, &second) == 0) {
