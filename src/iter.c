@@ -24,7 +24,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "crc_short.h"
 #include "hashtab.h"
 #include "internal.h"
 
@@ -323,22 +322,6 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     return SIMDR_OK;
 }
 
-/* The CRC check of an entry a scan hands out: a short value in line
- * (crc_short.h), as the reads do, instead of three calls into the checksum
- * library for a few bytes; the rest, and the error, through
- * simdr__verify_payload. */
-static inline int verify_entry(const simdr_store *s, const struct simdr_entry *e) {
-#ifdef SIMDR__CRC_CLMUL
-    if (e->size == 8 && __builtin_cpu_supports("pclmul") &&
-        simdr__crc32_8_clmul(e->data) == e->checksum)
-        return SIMDR_OK;
-#endif
-    if (e->size <= SIMDR__CRC_SHORT_MAX && simdr__crc32_short(0, e->data, (size_t)e->size) ==
-                                               e->checksum)
-        return SIMDR_OK;
-    return simdr__verify_payload(s, e);
-}
-
 /* Entries ahead whose metadata is prefetched: the offsets are known in
  * advance, so the cache misses of a stretch of entries overlap instead of
  * stalling one entry at a time. */
@@ -359,7 +342,7 @@ static int next_from_offsets(simdr_iter *it, const simdr_entry **entry) {
         return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
                            (unsigned long long)meta_off);
     if (it->store->verify_reads) {
-        rc = verify_entry(it->store, &e);
+        rc = simdr__verify_payload(it->store, &e);
         if (rc != SIMDR_OK) return rc;
         e.verified = 1;
     }
@@ -410,7 +393,7 @@ static int next_marked(simdr_iter *it, const simdr_entry **entry) {
         return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
                            (unsigned long long)meta_off);
     if (it->store->verify_reads) {
-        rc = verify_entry(it->store, e);
+        rc = simdr__verify_payload(it->store, e);
         if (rc != SIMDR_OK) return rc;
         e->verified = 1;
     }
@@ -445,7 +428,7 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
         if (added < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");
         if (!added || e.tombstone) continue;
         if (it->store->verify_reads) {
-            rc = verify_entry(it->store, &e);
+            rc = simdr__verify_payload(it->store, &e);
             if (rc != SIMDR_OK) return rc;
             e.verified = 1;
         }
