@@ -4,10 +4,10 @@
  *
  * Every file operation of the library (writes, reads of whole-file passes,
  * syncs, truncation, renames, opens, fstat, file maps), and the creation of
- * its helper threads, calls through simdr__io, never the system directly. In production the table holds the
- * plain system calls (simdr__io_system); the entries keep their system-call
- * meaning (-1 and errno on failure, short transfers allowed), and the
- * retrying helpers of io_posix.c sit above them.
+ * its helper threads, calls through simdr__io, never the system directly.
+ * In production the table holds the plain system calls (simdr__io_system);
+ * the entries keep their system-call meaning (-1 and errno on failure, short
+ * transfers allowed), and the retrying helpers of io_posix.c sit above them.
  *
  * TESTING ONLY: everything below "Fault injection" exists for the test
  * suites, which link the static library and include this header. It is not
@@ -43,7 +43,8 @@ typedef struct simdr__io_table {
      * fdatasync, whose cache flush then makes it durable (side.c). */
     int (*sync_file_range)(int fd, off_t off, off_t len, unsigned flags);
     int (*fallocate)(int fd, int mode, off_t off, off_t len); /* mapped appends' growth */
-    /* A helper thread (an index growth's second mover, the threads of
+    /* A helper thread (the second half of a growth's move, of a scan's
+     * marking or of a hinted table's check; the threads of
      * simdr_for_each_parallel): 0, or an error number as pthread_create
      * returns it; a failure makes the caller do the work itself. */
     int (*thread_create)(pthread_t *thread, void *(*fn)(void *), void *arg);

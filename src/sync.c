@@ -58,7 +58,7 @@ static int make_durable(simdr_store *s, int fd, uint64_t target, uint64_t sum) {
         uint64_t from = atomic_load_explicit(&s->synced, memory_order_acquire);
         if (target > from)
             simdr__sync_file_range(fd, (off_t)from, (off_t)(target - from),
-                                      SYNC_FILE_RANGE_WRITE);
+                                   SYNC_FILE_RANGE_WRITE);
 #endif
         if (simdr__side_commit(s->side, fd, target, sum) != 0 || simdr__fdatasync(fd) != 0)
             return -1;
