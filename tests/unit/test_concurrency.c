@@ -633,7 +633,8 @@ static void test_move_against_concurrent_put(void **state) {
 
 /* A large index grows on two threads (index.c, the move of its slots split
  * with a helper thread). Two readers look up keys already written, and must
- * find each with its own value, while the writer adds 260,000 keys in
+ * find each with its own value, and a third thread scans (grow_scanner),
+ * while the writer adds 260,000 keys in
  * batches (three growths past the size at which the helper joins) and
  * deletes every tenth: after the growths every key, every tombstone and the
  * count are as written, in the store, in a read-only open refreshed after
@@ -646,6 +647,7 @@ typedef struct grow_shared {
     _Atomic uint32_t written; /* keys [0, written) are in the store */
     _Atomic int done;
     _Atomic uint64_t reads, bad;
+    _Atomic uint64_t scans, large_scans, scan_bad;
     uint64_t seed;
 } grow_shared;
 
@@ -678,6 +680,55 @@ static int count_visit(void *ctx, const simdr_entry *e) {
     memcpy(&v, simdr_entry_data(e), sizeof v);
     sums[1] += v;
     return 0;
+}
+
+/* Marks each visited value in a bitmap; a value seen twice is counted. */
+typedef struct scan_seen {
+    uint8_t *bits;
+    uint64_t twice, out_of_range;
+} scan_seen;
+
+static int mark_seen(void *ctx, const simdr_entry *e) {
+    scan_seen *m = ctx;
+    uint64_t v = 0;
+    memcpy(&v, simdr_entry_data(e), sizeof v);
+    if (v >= GROW_KEYS) {
+        m->out_of_range++;
+        return 0;
+    }
+    if (m->bits[v / 8] & (1u << (v % 8))) m->twice++;
+    m->bits[v / 8] |= (uint8_t)(1u << (v % 8));
+    return 0;
+}
+
+/* Scans while the writer loads and the index grows under them: each scan is
+ * one snapshot, so it visits no key twice, and every key acknowledged before
+ * it began is there unless deleted (every tenth, deleted in the same round).
+ * A scan that finds the index already ahead of its snapshot walks the chain
+ * instead of marking the table (iter.c); it must hold to the snapshot either
+ * way. It goes on until a scan of a table past 2^17 slots has completed. */
+static void *grow_scanner(void *p) {
+    grow_shared *g = p;
+    uint8_t *bits = malloc(GROW_KEYS / 8 + 1);
+    if (!bits) {
+        atomic_fetch_add(&g->scan_bad, 1);
+        return NULL;
+    }
+    while (!atomic_load(&g->done) || atomic_load(&g->large_scans) == 0) {
+        uint32_t before = atomic_load(&g->written);
+        memset(bits, 0, GROW_KEYS / 8 + 1);
+        scan_seen m = {bits, 0, 0};
+        int bad = simdr_for_each(g->s, mark_seen, &m) != SIMDR_OK || m.twice || m.out_of_range;
+        for (uint32_t i = 0; i < before && !bad; i++) {
+            int seen = (bits[i / 8] >> (i % 8)) & 1;
+            bad = seen != (i % 10 != 0);
+        }
+        if (bad) atomic_fetch_add(&g->scan_bad, 1);
+        atomic_fetch_add(&g->scans, 1);
+        if (before >= 110000) atomic_fetch_add(&g->large_scans, 1); /* 132,859 slots by then */
+    }
+    free(bits);
+    return NULL;
 }
 
 static void check_grown(simdr_store *s) {
@@ -745,16 +796,22 @@ static void test_readers_while_index_grows_on_two_threads(void **state) {
     simdr_store *reader_store = NULL;
     assert_int_equal(simdr_open(&reader_store, path, &ro), SIMDR_OK);
     tu_watchdog_start(240, "readers while the index grows");
-    pthread_t r[2];
+    pthread_t r[3];
     for (int i = 0; i < 2; i++) {
         assert_int_equal(pthread_create(&r[i], NULL, grow_reader, g), 0);
     }
+    assert_int_equal(pthread_create(&r[2], NULL, grow_scanner, g), 0);
     grow_load(g->s, &g->written);
     atomic_store(&g->done, 1);
-    for (int i = 0; i < 2; i++) pthread_join(r[i], NULL);
+    for (int i = 0; i < 3; i++) pthread_join(r[i], NULL);
     tu_watchdog_stop();
+    fprintf(stderr, "%llu reads, %llu scans (%llu of a large table) during the load\n",
+            (unsigned long long)atomic_load(&g->reads), (unsigned long long)atomic_load(&g->scans),
+            (unsigned long long)atomic_load(&g->large_scans));
     assert_int_equal(atomic_load(&g->bad), 0);
+    assert_int_equal(atomic_load(&g->scan_bad), 0);
     assert_true(atomic_load(&g->reads) > 0);
+    assert_true(atomic_load(&g->large_scans) > 0);
     /* The table went past the size from which growths use the helper
      * (2^17 slots of 8 bytes, grown 1.5x). */
     assert_true(simdr_index_bytes(g->s) >= (UINT64_C(1) << 17) * 8 * 3 / 2);
