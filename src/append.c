@@ -132,7 +132,9 @@ int simdr__check_syncable(simdr_store *s) {
 int simdr__index_rebuild(simdr_store *s, simdr__view *v, uint64_t end) {
     simdr__index *ix;
     uint64_t live;
-    int rc = simdr__build_index(v->map->base, end, &ix, &live);
+    /* The dead count is left as it is: the prefix holds no more dead
+     * entries than the whole file did. */
+    int rc = simdr__build_index(v->map->base, end, &ix, &live, NULL);
     if (rc == SIMDR_OK) rc = simdr__publish_view(s, v->map, ix);
     if (rc == SIMDR_OK) atomic_store(&s->live, live);
     return rc;
@@ -171,6 +173,9 @@ void simdr__index_entry(simdr_store *s, uint64_t hash, uint64_t meta_off, int to
     uint64_t prev = simdr__index_put(v->index, v->map->base, hash,
                                      simdr__index_value(hash, meta_off, tomb));
     int change = simdr__live_change(prev, tomb);
+    /* One more entry: dead grows by 1 - change (an older live version
+     * superseded, a tombstone, or both). */
+    atomic_fetch_add_explicit(&s->dead, (uint64_t)(1 - change), memory_order_relaxed);
     if (change < 0)
         atomic_fetch_sub_explicit(&s->live, 1, memory_order_relaxed);
     else if (change > 0)
@@ -258,14 +263,15 @@ static inline uint64_t side_sum(const simdr_store *s, uint64_t sum, const simdr_
 /* Indexes entries already written; metas[i] is the metadata offset of
  * items[i]. The index grows exactly where one put at a time would make it
  * grow, but between growths the items go in as one run: the table and view
- * are looked up once, home slots are prefetched ahead, and the live count,
- * an atomic read-modify-write that would stall every cache miss behind it,
- * changes once. */
+ * are looked up once, home slots are prefetched ahead, and the live and
+ * dead counts, atomic read-modify-writes that would stall every cache miss
+ * behind them, change once. */
 static int index_items(simdr_store *s, const simdr__item *items, size_t n,
                        const uint64_t *metas) {
     int rc = SIMDR_OK;
     int64_t live_delta = 0;
-    for (size_t done = 0; done < n;) {
+    size_t done = 0;
+    while (done < n) {
         rc = simdr__grow_index_if_needed(s);
         if (rc != SIMDR_OK) break;
         simdr__view *v = simdr__current_view(s);
@@ -275,6 +281,9 @@ static int index_items(simdr_store *s, const simdr__item *items, size_t n,
                                              run);
         done += run;
     }
+    /* Every entry indexed is live or dead: dead grows by the rest. */
+    atomic_fetch_add_explicit(&s->dead, (uint64_t)((int64_t)done - live_delta),
+                              memory_order_relaxed);
     if (live_delta > 0)
         atomic_fetch_add_explicit(&s->live, (uint64_t)live_delta, memory_order_relaxed);
     else if (live_delta < 0)

@@ -288,6 +288,7 @@ static int switch_to_new_file(compaction *c, int *switched) {
     s->tail = c->size;
     s->hint_tail = 0; /* the hint on disk describes the old file */
     atomic_store(&s->live, c->n);
+    simdr__view_new_file(s, c->nv, 0); /* one entry per live key */
     atomic_store_explicit(&s->view, c->nv, memory_order_release);
     simdr__epoch_synchronize(&s->epoch);
     simdr__map_retire(c->old->map);

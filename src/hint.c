@@ -27,7 +27,7 @@
  * a writable store rebuilds its index from the chain before its next write
  * (simdr__index_settle).
  *
- * Layout (little-endian, this machine's struct layout; magic "SDRHINT4"):
+ * Layout (little-endian, this machine's struct layout; magic "SDRHINT5"):
  * the header, then one XXH3-64 per block of the table, then zeros up to
  * table_off (a multiple of HINT_TABLE_ALIGN, so the table can be mapped),
  * then the table (cap slots of 8 bytes). Hints of an earlier layout have
@@ -54,7 +54,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#define HINT_MAGIC UINT64_C(0x34544e4948524453) /* "SDRHINT4" little-endian */
+#define HINT_MAGIC UINT64_C(0x35544e4948524453) /* "SDRHINT5" little-endian */
 /* Where the table starts: a multiple of any page size in use. */
 #define HINT_TABLE_ALIGN (UINT64_C(64) << 10)
 
@@ -71,6 +71,7 @@ typedef struct hint_header {
     int32_t layout, layout_detected;
     uint8_t tail_meta[SIMDR__META_SIZE];
     uint8_t pad[4];
+    uint64_t dead;         /* entries below tail that are not live (simdr_store.dead) */
 } hint_header;
 
 static uint64_t hint_blocks(uint64_t cap) {
@@ -107,7 +108,7 @@ static int header_matches(simdr_store *s, int fd, const uint8_t *base, uint64_t 
              h->ctime_nsec == (int64_t)store_st.st_ctim.tv_nsec &&
              h->dev == (uint64_t)s->dev && h->ino == (uint64_t)s->ino && h->tail == size &&
              h->tail > SIMDR__META_SIZE && h->cap >= 1 && h->cap < (UINT64_C(1) << 32) &&
-             h->used <= h->cap && h->live <= h->used &&
+             h->used <= h->cap && h->live <= h->used && h->dead < h->tail &&
              h->block_slots == SIMDR__INDEX_BLOCK_SLOTS && h->table_off == hint_table_off(h->cap) &&
              (uint64_t)st.st_size == h->table_off + h->cap * 8 &&
              (h->layout == SIMDR_LAYOUT_ALIGNED64 || h->layout == SIMDR_LAYOUT_UNALIGNED) &&
@@ -169,6 +170,7 @@ int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__
     out->index = ix;
     out->tail = h.tail;
     out->live = h.live;
+    out->dead = h.dead;
     out->layout = h.layout;
     out->layout_detected = h.layout_detected;
     return 1;
@@ -227,6 +229,7 @@ void simdr__hint_save(simdr_store *s) {
         h.cap = v->index->cap;
         h.used = v->index->used;
         h.live = atomic_load(&s->live);
+        h.dead = atomic_load(&s->dead) - v->dead_base;
         h.block_slots = SIMDR__INDEX_BLOCK_SLOTS;
         h.table_off = hint_table_off(cap);
         for (uint64_t k = 0; k < hint_blocks(cap); k++) {

@@ -405,6 +405,9 @@ typedef struct simdr__view {
     simdr__map *map;
     simdr__index *index;
     _Atomic uint64_t tail; /* valid length of the file this view maps */
+    /* The store's dead count (simdr_store.dead) when this view's file held
+     * none dead: the file holds dead - dead_base dead entries, or fewer. */
+    uint64_t dead_base;
 } simdr__view;
 
 struct simdr_store {
@@ -422,6 +425,12 @@ struct simdr_store {
     _Atomic(simdr__view *) view;
     uint64_t tail;                   /* writer's tail (under wlock); readers use view->tail */
     _Atomic uint64_t live;           /* live keys */
+    /* Entries that are not the newest live version of their key (older
+     * versions, tombstones), counted since open over every file the store
+     * had: it only grows, so a reader that loads it after a view's tail and
+     * finds dead == view->dead_base knows no entry below that tail is dead.
+     * Counted before the tail that covers them is published. */
+    _Atomic uint64_t dead;
     _Atomic uint64_t synced;         /* file prefix known to be on stable storage */
     pthread_mutex_t wlock;           /* serializes writers */
     pthread_mutex_t sync_lock;       /* one fdatasync at a time (group commit) */
@@ -478,6 +487,9 @@ int simdr__new_view(simdr__map *map, simdr__index *index, uint64_t tail, simdr__
  * the current one's), waits for a grace period, frees the old view and
  * whichever of its parts were replaced. Writer only. */
 int simdr__publish_view(simdr_store *s, simdr__map *map, simdr__index *index);
+/* Before a view of another file (open, compaction, a refresh that follows
+ * a compaction) is published: the file holds dead dead entries. */
+void simdr__view_new_file(simdr_store *s, simdr__view *v, uint64_t dead);
 
 /* Writer: make the map cover [0, end). */
 int simdr__ensure_mapped(simdr_store *s, uint64_t end);
@@ -523,13 +535,15 @@ typedef struct simdr__recover_result {
     simdr__index *index; /* SOUND: the chain's index (caller owns); NULL otherwise or
                             when there was no memory for it */
     uint64_t live;       /* with index: live keys in it */
+    uint64_t entries;    /* with index: entries in the chain */
 } simdr__recover_result;
 /* fd: the store file, read with pread on the fast path (-1: the map only). */
 int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_result *r);
 /* Builds the index of the sound chain ending at end (recover.c), reading it
  * through the map: the open path after a cut, for a salvaged prefix, or when
  * recovery had no memory to build it. */
-int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, uint64_t *live_out);
+int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, uint64_t *live_out,
+                       uint64_t *entries_out);
 /* Walks a chain that must reach stop exactly from end: 1 if valid (structure
  * and CRC of each entry), 0 otherwise. Used by refresh. */
 int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *layout,
@@ -558,7 +572,7 @@ int simdr__tail_sound(int fd, const uint8_t *base, uint64_t end, int *layout);
 /* ---- the index hint file (hint.c) ---- */
 typedef struct simdr__hint {
     simdr__index *index;
-    uint64_t tail, live;
+    uint64_t tail, live, dead;
     int layout, layout_detected;
 } simdr__hint;
 /* 1 and *out filled when a valid hint covers the whole file, unchanged
@@ -598,7 +612,8 @@ void simdr__withdraw_unsynced(simdr_store *s);
  * published with the live count (a damaged hinted table, withdrawn
  * unsynced entries). SIMDR_OK or the build's or publication's error. */
 int simdr__index_rebuild(simdr_store *s, simdr__view *v, uint64_t end);
-/* Index the entry at meta_off (already in the file) and adjust the live count. */
+/* Index the entry at meta_off (already in the file) and adjust the live and
+ * dead counts. */
 void simdr__index_entry(simdr_store *s, uint64_t hash, uint64_t meta_off, int tomb);
 int simdr__grow_index_if_needed(simdr_store *s);
 int simdr__sync_to(simdr_store *s, uint64_t end);
@@ -663,6 +678,11 @@ void simdr__sort_buckets(uint64_t *v, const uint64_t *bucket_end, uint64_t bucke
 typedef void (*simdr__iter_hook_fn)(simdr_store *s);
 extern _Atomic int simdr__iter_force_chain_walk;
 extern _Atomic uint64_t simdr__iter_chain_walks;
+/* all_live_walks counts the iterators that walked a file without dead
+ * entries, yielding every entry without reading the index; all_live = 0
+ * turns that path off (tests). */
+extern _Atomic uint64_t simdr__iter_all_live_walks;
+extern _Atomic int simdr__iter_all_live;
 extern _Atomic(simdr__iter_hook_fn) simdr__iter_after_tail;
 /* Files of at most this many bytes per live key are iterated by walking the
  * chain against a bitmap of the live entries, others through their sorted

@@ -16,8 +16,14 @@
  * from the index and radix-sorted, and only they are touched. When a
  * concurrent write has already moved the index past the snapshot, it walks
  * the chain instead, remembering the key hashes it has yielded so tombstones
- * and older versions stay hidden. The parallel visit takes the live offsets
- * from the index, in file order, and splits them over threads.
+ * and older versions stay hidden. A file that holds no dead entry (no older
+ * version, no tombstone: only new keys written, or just compacted; the
+ * store counts them, simdr_store.dead) is walked yielding every entry, with
+ * neither the index nor a bitmap. A walk that cannot reach the start of the
+ * file, or reaches it with marked entries not met, found damage the open did
+ * not see: it says so (SIMDR_ECORRUPT) instead of ending there. The parallel
+ * visit takes the live offsets from the index, in file order, and splits
+ * them over threads.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -53,14 +59,21 @@ struct simdr_iter {
      * snapshot's tail backwards on both paths). */
     uint64_t pos;
     /* Index path: bit (metadata offset / 16) is set for each live entry of
-     * the snapshot; left of them remain to be yielded. */
+     * the snapshot; left of them remain to be yielded. NULL with all_live:
+     * no entry below the snapshot's tail is dead, so every one is yielded
+     * (left then unbounded) and the index is not read at all. */
     uint64_t *live_bits;
+    int all_live;
     size_t bits_bytes;
     uint64_t left;
     /* The next marked entries' metadata offsets, found ahead of their use
      * (see next_marked); batch[batch_at..batch_n) remain. */
     uint64_t batch[64];
     unsigned batch_at, batch_n;
+    /* The walk met a link that does not lead down to a whole entry (damage
+     * after open, e.g. bit rot): where, once reported. */
+    uint64_t broken_at;
+    int broken, end_reported;
     /* Index path in a sparse file: the live metadata offsets in ascending
      * file order, yielded from the end; offs[0..left) remain. */
     uint64_t *offs;
@@ -74,6 +87,8 @@ struct simdr_iter {
 
 _Atomic int simdr__iter_force_chain_walk;
 _Atomic uint64_t simdr__iter_chain_walks;
+_Atomic uint64_t simdr__iter_all_live_walks;
+_Atomic int simdr__iter_all_live = 1;
 _Atomic(simdr__iter_hook_fn) simdr__iter_after_tail;
 
 /* Metadata offsets of distinct entries differ by at least 20 bytes (the
@@ -294,11 +309,24 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     uint64_t per_key = atomic_load_explicit(&simdr__iter_dense_bytes_per_key, memory_order_relaxed);
     int dense = per_key && it->pos / per_key <= live;
     bucketed_offsets bo = {0};
-    /* A hinted table with a damaged block cannot list the live keys: the
-     * chain walk does not need it. */
-    if (!atomic_load_explicit(&simdr__iter_force_chain_walk, memory_order_relaxed) &&
-        simdr__index_check_all(v->index) == 0)
+    int force_walk = atomic_load_explicit(&simdr__iter_force_chain_walk, memory_order_relaxed);
+    /* The dead count, loaded after the tail, only grows, and counts every
+     * entry below that tail: unchanged since this file had none dead, no
+     * entry of the snapshot is dead (a store only ever written with new
+     * keys, or just compacted). Then the walk yields every entry and the
+     * index is not read, nor are later writes a reason to leave it. */
+    if (!force_walk && atomic_load_explicit(&simdr__iter_all_live, memory_order_relaxed) &&
+        atomic_load_explicit(&s->dead, memory_order_relaxed) == v->dead_base) {
+        it->all_live = 1;
+        it->left = UINT64_MAX;
+        dense = 1;
+        rc = SIMDR_OK;
+        atomic_fetch_add_explicit(&simdr__iter_all_live_walks, 1, memory_order_relaxed);
+    } else if (!force_walk && simdr__index_check_all(v->index) == 0) {
+        /* A hinted table with a damaged block cannot list the live keys:
+         * the chain walk does not need it. */
         rc = dense ? mark_live(it, v->index, it->pos) : snapshot_offsets(v->index, it->pos, &bo);
+    }
     simdr__map_pin(it->map, it->shard);
     simdr__epoch_exit(&s->epoch, it->shard, tok);
     it->layout = atomic_load(&s->layout);
@@ -364,30 +392,67 @@ static void collect_marked(simdr_iter *it) {
     const uint8_t *base = it->map->base;
     unsigned n = 0;
     uint64_t pos = it->pos;
-    while (n < sizeof it->batch / sizeof it->batch[0] && it->left > 0 &&
-           pos > SIMDR__META_SIZE) {
+    while (n < sizeof it->batch / sizeof it->batch[0] && it->left > 0 && pos != 0) {
+        if (pos <= SIMDR__META_SIZE) {
+            it->broken = 1; /* no whole entry ends here */
+            it->broken_at = pos;
+            pos = 0;
+            break;
+        }
         uint64_t meta_off = pos - SIMDR__META_SIZE;
         simdr__prefetch_behind(base, pos);
-        if (live_bit(it->live_bits, meta_off)) {
+        if (!it->live_bits || live_bit(it->live_bits, meta_off)) {
             it->batch[n++] = meta_off;
             it->left--;
         }
         uint64_t prev = simdr__load_u64le(base + meta_off + 8);
         /* a link that does not go down is damage: the walk ends there */
-        pos = prev < meta_off ? prev : 0;
+        if (prev >= meta_off) {
+            it->broken = 1;
+            it->broken_at = pos;
+            prev = 0;
+        }
+        pos = prev;
     }
     it->pos = pos;
     it->batch_at = 0;
     it->batch_n = n;
 }
 
+/* The end of a walk against the bitmap or over a file without dead
+ * entries: a walk that could not reach the start of the file, or reached it
+ * with marked entries not met (a link skipped them), met damage the open
+ * did not see (the chain was sound then); it is reported once, never passed
+ * off as the end of the entries. */
+static int walk_end(simdr_iter *it) {
+    if (it->end_reported) return SIMDR_NOTFOUND;
+    it->end_reported = 1;
+    if (it->broken)
+        return simdr__fail(SIMDR_ECORRUPT,
+                           "%s: damaged store: the chain of entries breaks at the entry ending "
+                           "at offset %llu; the entries below it were not visited",
+                           it->store->path, (unsigned long long)it->broken_at);
+    if (!it->all_live && it->left > 0)
+        return simdr__fail(SIMDR_ECORRUPT,
+                           "%s: damaged store: the chain of entries skips %llu live entries; "
+                           "they were not visited",
+                           it->store->path, (unsigned long long)it->left);
+    return SIMDR_NOTFOUND;
+}
+
 static int next_marked(simdr_iter *it, const simdr_entry **entry) {
-    if (it->batch_at == it->batch_n) collect_marked(it);
-    if (it->batch_at == it->batch_n) return SIMDR_NOTFOUND;
-    uint64_t meta_off = it->batch[it->batch_at++];
+    uint64_t meta_off;
     /* Decoded in place: the caller sees it->current only after SIMDR_OK. */
     struct simdr_entry *e = &it->current;
-    int rc = simdr__entry_decode(it->map->base, it->map->len, meta_off, it->layout, e);
+    int rc;
+    do {
+        if (it->batch_at == it->batch_n) collect_marked(it);
+        if (it->batch_at == it->batch_n) return walk_end(it);
+        meta_off = it->batch[it->batch_at++];
+        rc = simdr__entry_decode(it->map->base, it->map->len, meta_off, it->layout, e);
+        /* No entry of a file without dead ones is a tombstone; were one
+         * met, it is not yielded. */
+    } while (rc == SIMDR_OK && it->all_live && e->tombstone);
     /* a damaged entry is reported once; the next call goes on */
     if (rc != SIMDR_OK)
         return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,

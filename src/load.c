@@ -16,10 +16,11 @@
 #include "internal.h"
 
 /* Indexes the entries between stop and end (a chain known to be sound),
- * oldest first, on a bare index (open time, no readers yet). */
+ * oldest first, on a bare index (open time, no readers yet), adding to the
+ * live and dead counts. */
 static int index_range(const uint8_t *base, uint64_t end, uint64_t stop, simdr__index **ixp,
-                       uint64_t *live) {
-    uint64_t n = 0;
+                       uint64_t *live, uint64_t *dead) {
+    uint64_t n = 0, live_before = *live;
     for (uint64_t p = end; p != stop; n++) p = simdr__load_u64le(base + p - 12);
     uint64_t *metas = malloc((n ? n : 1) * sizeof *metas);
     if (!metas) return simdr__fail(SIMDR_ENOMEM, "out of memory");
@@ -44,6 +45,7 @@ static int index_range(const uint8_t *base, uint64_t end, uint64_t stop, simdr__
         if (!was_live && !tomb) (*live)++;
     }
     free(metas);
+    *dead += n - (*live - live_before); /* modulo 2^64: live may have shrunk */
     return SIMDR_OK;
 }
 
@@ -229,8 +231,8 @@ static void note_basis(simdr_store *s, const uint8_t *base, const side_plan *pl,
 static int load_with_hint(simdr_store *s, simdr__map *map, uint64_t end, simdr__view **out) {
     simdr__hint hint;
     if (!s->use_hint || !simdr__hint_load(s, map->base, end, &hint)) return 0;
-    uint64_t live = hint.live;
-    int rc = index_range(map->base, end, hint.tail, &hint.index, &live);
+    uint64_t live = hint.live, dead = hint.dead;
+    int rc = index_range(map->base, end, hint.tail, &hint.index, &live, &dead);
     if (rc == SIMDR_OK) rc = simdr__new_view(map, hint.index, end, out);
     if (rc != SIMDR_OK) {
         simdr__index_free(hint.index);
@@ -241,6 +243,7 @@ static int load_with_hint(simdr_store *s, simdr__map *map, uint64_t end, simdr__
     s->hint_tail = end == hint.tail ? end : 0;
     s->tail = end;
     atomic_store(&s->live, live);
+    simdr__view_new_file(s, *out, dead);
     atomic_store(&s->synced, end);
     return 1;
 }
@@ -364,8 +367,8 @@ static int first_view(simdr_store *s, simdr__map *map, simdr__recover_result *r,
      * still let later entries (from another process) decide. */
     s->layout_detected = r->layout >= 0 || !s->readonly;
     simdr__index *ix = r->index;
-    uint64_t live = r->live;
-    int rc = ix ? SIMDR_OK : simdr__build_index(map->base, r->valid_len, &ix, &live);
+    uint64_t live = r->live, entries = r->entries;
+    int rc = ix ? SIMDR_OK : simdr__build_index(map->base, r->valid_len, &ix, &live, &entries);
     if (rc == SIMDR_OK) rc = simdr__new_view(map, ix, r->valid_len, out);
     if (rc != SIMDR_OK) {
         if (ix) simdr__index_free(ix);
@@ -373,6 +376,7 @@ static int first_view(simdr_store *s, simdr__map *map, simdr__recover_result *r,
     }
     s->tail = r->valid_len;
     atomic_store(&s->live, live);
+    simdr__view_new_file(s, *out, entries - live);
     atomic_store(&s->synced, r->valid_len);
     return SIMDR_OK;
 }

@@ -319,7 +319,8 @@ static simdr__index *index_records(const uint8_t *base, const walk_records *wr, 
     return ix;
 }
 
-int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, uint64_t *live_out) {
+int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, uint64_t *live_out,
+                       uint64_t *entries_out) {
     walk_records wr;
     records_reserve(&wr, end);
     if (wr.failed) return simdr__fail(SIMDR_ENOMEM, "out of memory building the index");
@@ -331,6 +332,7 @@ int simdr__build_index(const uint8_t *base, uint64_t end, simdr__index **out, ui
         p = prev;
     }
     uint64_t entries = wr.n;
+    if (entries_out) *entries_out = entries;
     *out = index_records(base, &wr, live_out);
     records_free(&wr);
     if (!*out)
@@ -740,6 +742,7 @@ static int valid_behind_break(const uint8_t *base, uint64_t end, uint64_t best, 
 int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_result *r) {
     r->index = NULL;
     r->live = 0;
+    r->entries = 0;
     r->status = SIMDR__RECOVER_SOUND;
     r->valid_len = size;
     r->layout = -1;
@@ -781,7 +784,10 @@ int simdr__recover(const uint8_t *base, uint64_t size, int fd, simdr__recover_re
             r->layout = layout;
             /* Without memory for the index here the caller builds it (and
              * reports the shortage). */
-            if (!wr.failed) r->index = index_records(base, &wr, &r->live);
+            if (!wr.failed) {
+                r->index = index_records(base, &wr, &r->live);
+                r->entries = wr.n;
+            }
             records_free(&wr);
             return SIMDR_OK;
         }

@@ -13,6 +13,7 @@ int simdr__new_view(simdr__map *map, simdr__index *index, uint64_t tail, simdr__
     v->map = map;
     v->index = index;
     atomic_init(&v->tail, tail);
+    v->dead_base = 0;
     *out = v;
     return SIMDR_OK;
 }
@@ -26,6 +27,7 @@ int simdr__publish_view(simdr_store *s, simdr__map *map, simdr__index *index) {
         if (index != old->index) simdr__index_free(index);
         return SIMDR_ENOMEM;
     }
+    nv->dead_base = old->dead_base; /* the same file */
     atomic_store_explicit(&s->view, nv, memory_order_release);
     /* Once every reader that might have loaded the old view has left, its
      * parts that were replaced can go. */
@@ -34,6 +36,13 @@ int simdr__publish_view(simdr_store *s, simdr__map *map, simdr__index *index) {
     if (old->index != index) simdr__index_free(old->index);
     free(old);
     return SIMDR_OK;
+}
+
+void simdr__view_new_file(simdr_store *s, simdr__view *v, uint64_t dead) {
+    /* The count goes up by the new file's dead entries instead of being
+     * set: a reader still holding a view of the old file then sees its
+     * count grow (never a false "none dead"). */
+    v->dead_base = atomic_fetch_add_explicit(&s->dead, dead, memory_order_relaxed);
 }
 
 int simdr__ensure_mapped(simdr_store *s, uint64_t end) {

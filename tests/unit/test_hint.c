@@ -22,6 +22,8 @@
 
 /* hint.c: how many opens took their index from a hint file. */
 extern _Atomic uint64_t simdr__hint_loads;
+extern _Atomic int simdr__iter_all_live;
+extern _Atomic uint64_t simdr__iter_all_live_walks;
 
 /* Header fields (hint.c, little-endian u64s): cap at 32, table_off at 64. */
 #define HINT_CAP_AT 32
@@ -253,7 +255,8 @@ static void hint_damaged_block_never_misserves(void **state) {
 
 /* A table of 2^17 slots or more is checked whole on two threads, each
  * taking half of the blocks (index.c, simdr__index_check_all): damage in
- * either half is found by the first scan, which then walks the chain and
+ * either half is found by the first scan that reads the table (a store of
+ * only new keys is scanned without it), which then walks the chain and
  * still visits every key once, and the hint is removed; lookups read every
  * key right or SIMDR_ECORRUPT; a compaction rebuilds the table first and
  * keeps every key. */
@@ -276,8 +279,17 @@ static void hint_large_table_checked_on_two_threads(void **state) {
         uint64_t loads = atomic_load(&simdr__hint_loads);
         simdr_store *s = open_mode(path, SIMDR_OPEN_READONLY);
         assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1);
+        /* Only new keys were written: the scan yields every entry without
+         * reading the table. */
         scan_count c = {0, 0};
         assert_int_equal(simdr_for_each(s, count_visit, &c), SIMDR_OK);
+        assert_int_equal(c.n, BIG);
+        assert_true(hint_exists(path));
+        /* A scan that reads the table checks it first. */
+        atomic_store(&simdr__iter_all_live, 0);
+        c = (scan_count){0, 0};
+        assert_int_equal(simdr_for_each(s, count_visit, &c), SIMDR_OK);
+        atomic_store(&simdr__iter_all_live, 1);
         assert_int_equal(c.n, BIG);
         assert_false(hint_exists(path));
         assert_true(read_all(s, BIG, -1) > 0);
@@ -511,6 +523,40 @@ static void hint_readers_race_the_first_write(void **state) {
     }
 }
 
+/* The hint carries the count of dead entries: a store of only new keys,
+ * opened from its hint, is scanned without reading the table; after one
+ * overwrite and a close, the hinted open knows the file has a dead entry,
+ * and the scan (reading the table then) yields each key once, its newest
+ * version; after a compaction and a close, the hinted open knows there is
+ * none again. */
+static void hint_keeps_the_dead_count(void **state) {
+    tu_fixture *f = *state;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/dead.bin", f->dir);
+    size_t len;
+    free(hinted_store(path, KEYS, &len));
+    for (int round = 0; round < 3; round++) {
+        uint64_t loads = atomic_load(&simdr__hint_loads);
+        uint64_t walks = atomic_load(&simdr__iter_all_live_walks);
+        simdr_store *s = open_mode(path, SIMDR_OPEN_EXISTING);
+        assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1);
+        scan_count c = {0, 0};
+        assert_int_equal(simdr_for_each(s, count_visit, &c), SIMDR_OK);
+        assert_int_equal(c.n, KEYS);
+        assert_int_equal(atomic_load(&simdr__iter_all_live_walks), walks + (round != 1));
+        assert_int_equal(read_all(s, KEYS, -1), 0);
+        if (round == 0) {
+            /* key-5 again, with its value: the file now holds a dead entry */
+            char k[32], v[32];
+            key_of(k, sizeof k, 5);
+            value_of(v, sizeof v, 5);
+            tu_put_str(s, k, v);
+        }
+        if (round == 1) assert_int_equal(simdr_compact(s), SIMDR_OK);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST_DIR(hint_damaged_block_never_misserves),
@@ -521,6 +567,7 @@ int main(void) {
         TU_TEST_DIR(hint_old_or_damaged_header_is_ignored),
         TU_TEST_DIR(hint_sizes_across_block_boundaries),
         TU_TEST_DIR(hint_readers_race_the_first_write),
+        TU_TEST_DIR(hint_keeps_the_dead_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,16 +6,19 @@
  * Iterators read the snapshot's newest offsets from the index and walk the
  * entry chain only when the index has moved past the snapshot: both paths
  * are checked against an exact model, and a writer racing iterators makes
- * the walk happen for real.
+ * the walk happen for real. A file without dead entries is walked without
+ * the index: when that path is taken and left, and damage met on the way.
  */
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NK 300
 
@@ -27,6 +30,8 @@ extern _Atomic int simdr__iter_force_chain_walk;
 extern _Atomic uint64_t simdr__iter_chain_walks;
 extern _Atomic uint64_t simdr__iter_dense_bytes_per_key;
 extern _Atomic(iter_hook_fn) simdr__iter_after_tail;
+extern _Atomic uint64_t simdr__iter_all_live_walks;
+extern _Atomic int simdr__iter_all_live;
 
 typedef struct fixture {
     tu_fixture tu; /* the directory, the store path and the store */
@@ -364,7 +369,9 @@ static void expect_model(simdr_store *s, const model *m) {
     uint64_t walks = atomic_load(&simdr__iter_chain_walks);
     expect_same(got, collect(s, got, MK), want, n_want);
     /* the index read both ways: live entries marked in a bitmap while the
-     * chain is walked, and their offsets sorted */
+     * chain is walked, and their offsets sorted (also where no entry is
+     * dead, which would be walked without the index) */
+    atomic_store(&simdr__iter_all_live, 0);
     uint64_t per_key = atomic_load(&simdr__iter_dense_bytes_per_key);
     atomic_store(&simdr__iter_dense_bytes_per_key, UINT64_MAX);
     expect_same(got, collect(s, got, MK), want, n_want);
@@ -375,8 +382,222 @@ static void expect_model(simdr_store *s, const model *m) {
     atomic_store(&simdr__iter_force_chain_walk, 1);
     expect_same(got, collect(s, got, MK), want, n_want);
     atomic_store(&simdr__iter_force_chain_walk, 0);
+    atomic_store(&simdr__iter_all_live, 1);
     assert_int_equal(atomic_load(&simdr__iter_chain_walks), walks + 1);
     assert_int_equal(simdr_count(s), n_want);
+}
+
+/* An iterator of s yields the model's live keys, newest first, with their
+ * values (offsets are not compared: compaction moves them), and takes the
+ * path for files without dead entries exactly when all_live says so. */
+static void expect_keys(simdr_store *s, const model *m, int all_live) {
+    static yielded want[MK], got[MK];
+    size_t n_want = model_expect(m, want);
+    uint64_t before = atomic_load(&simdr__iter_all_live_walks);
+    size_t n_got = collect(s, got, MK);
+    assert_int_equal(atomic_load(&simdr__iter_all_live_walks), before + (all_live ? 1 : 0));
+    assert_int_equal(n_got, n_want);
+    for (size_t i = 0; i < n_got; i++) {
+        assert_int_equal(got[i].hash, want[i].hash);
+        assert_int_equal(got[i].seq, want[i].seq);
+    }
+}
+
+/* Sets the model's ends of the live keys among [from, to) from what an
+ * iterator yields (keys written in a batch, or moved by a compaction). */
+static void learn_ends(simdr_store *s, model *m, int from, int to) {
+    static yielded got[MK];
+    size_t n = collect(s, got, MK);
+    for (int k = from; k < to; k++) {
+        if (!m->live[k]) continue;
+        uint64_t h = model_key_hash(k);
+        for (size_t i = 0; i < n; i++)
+            if (got[i].hash == h) m->end[k] = got[i].end;
+        assert_true(m->end[k] != 0);
+    }
+}
+
+/* A store written only with new keys has no dead entry, and is iterated
+ * without reading the index; an overwrite or a delete (written through this
+ * handle, or seen by a read-only one through refresh, or in the file at a
+ * reopen) turns that off until a compaction leaves none again. A delete of
+ * an absent key writes nothing and changes nothing. */
+static void test_iter_all_live(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char p[4096];
+    tu_join(p, sizeof p, dir, "alllive.bin");
+    simdr_store *s = tu_open(p, SIMDR_OPEN_CREATE, 0);
+    static model m;
+    memset(&m, 0, sizeof m);
+    uint64_t seq = 1;
+    expect_keys(s, &m, 1); /* empty */
+    for (int k = 0; k < 300; k++) model_op(s, &m, k, seq++, 0);
+    /* a batch of new keys */
+    simdr_kv items[20];
+    char keys[20][16];
+    uint8_t vals[20][40] = {{0}};
+    for (int i = 0; i < 20; i++) {
+        int k = 300 + i;
+        snprintf(keys[i], sizeof keys[i], "m%d", k);
+        uint64_t v = seq++;
+        memcpy(vals[i], &v, 8);
+        items[i] = (simdr_kv){keys[i], strlen(keys[i]), vals[i], 8 + (size_t)(v % 32)};
+        m.live[k] = 1;
+        m.seq[k] = v;
+    }
+    assert_int_equal(simdr_put_batch(s, items, 20, NULL), SIMDR_OK);
+    learn_ends(s, &m, 300, 320);
+    expect_keys(s, &m, 1);
+    expect_model(s, &m);
+    model_op(s, &m, 5000, seq++, 1); /* absent: nothing written */
+    expect_keys(s, &m, 1);
+
+    simdr_store *ro = tu_open(p, SIMDR_OPEN_READONLY, 0);
+    expect_keys(ro, &m, 1);
+    model_op(s, &m, 7, seq++, 0); /* an overwrite */
+    expect_keys(s, &m, 0);
+    assert_int_equal(simdr_refresh(ro, NULL), SIMDR_OK);
+    expect_keys(ro, &m, 0);
+    model_op(s, &m, 400, seq++, 0); /* new keys after it change nothing */
+    expect_keys(s, &m, 0);
+    expect_model(s, &m);
+    /* a batch of new keys and one overwrite, on a file without dead entries */
+    assert_int_equal(simdr_compact(s), SIMDR_OK);
+    expect_keys(s, &m, 1);
+    learn_ends(s, &m, 0, 600);
+    for (int i = 0; i < 20; i++) {
+        int k = i < 19 ? 500 + i : 11;
+        snprintf(keys[i], sizeof keys[i], "m%d", k);
+        uint64_t v = seq++;
+        memcpy(vals[i], &v, 8);
+        items[i] = (simdr_kv){keys[i], strlen(keys[i]), vals[i], 8 + (size_t)(v % 32)};
+        m.live[k] = 1;
+        m.seq[k] = v;
+    }
+    assert_int_equal(simdr_put_batch(s, items, 20, NULL), SIMDR_OK);
+    learn_ends(s, &m, 500, 519);
+    learn_ends(s, &m, 11, 12);
+    expect_keys(s, &m, 0);
+
+    assert_int_equal(simdr_compact(s), SIMDR_OK);
+    expect_keys(s, &m, 1);
+    assert_int_equal(simdr_refresh(ro, NULL), SIMDR_OK); /* follows the compaction */
+    expect_keys(ro, &m, 1);
+    model_op(s, &m, 3, seq++, 1); /* a delete */
+    expect_keys(s, &m, 0);
+    assert_int_equal(simdr_refresh(ro, NULL), SIMDR_OK);
+    expect_keys(ro, &m, 0);
+    assert_int_equal(simdr_close(ro), SIMDR_OK);
+
+    /* the count at a reopen: the chain is walked, no hint (few keys) */
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    s = tu_open(p, SIMDR_OPEN_EXISTING, 0);
+    expect_keys(s, &m, 0);
+    assert_int_equal(simdr_compact(s), SIMDR_OK);
+    learn_ends(s, &m, 0, 600);
+    model_op(s, &m, 401, seq++, 0);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    s = tu_open(p, SIMDR_OPEN_EXISTING, 0);
+    expect_keys(s, &m, 1);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* Overwrites the 8-byte link (prev) of the entry ending at end, through a
+ * descriptor of its own, as damage after open would (the map shares the
+ * page cache). Returns the link it replaced. */
+static uint64_t set_link(const char *path, uint64_t end, uint64_t link) {
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t old[8], now[8];
+    assert_int_equal(pread(fd, old, 8, (off_t)(end - 20 + 8)), 8);
+    for (int i = 0; i < 8; i++) now[i] = (uint8_t)(link >> (8 * i));
+    assert_int_equal(pwrite(fd, now, 8, (off_t)(end - 20 + 8)), 8);
+    close(fd);
+    uint64_t was = 0;
+    for (int i = 0; i < 8; i++) was |= (uint64_t)old[i] << (8 * i);
+    return was;
+}
+
+static int count_entries(void *ctx, const simdr_entry *e) {
+    (void)e;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+typedef struct walk_result {
+    int ok, errors, breaks, skips;
+} walk_result;
+
+/* One iterator to its end, going on past errors. */
+static walk_result walk_all(simdr_store *s) {
+    walk_result w = {0, 0, 0, 0};
+    simdr_iter *it;
+    assert_int_equal(simdr_iter_open(s, &it), SIMDR_OK);
+    const simdr_entry *e;
+    int rc;
+    while ((rc = simdr_iter_next(it, &e)) != SIMDR_NOTFOUND) {
+        assert_true(w.ok + w.errors < 1000);
+        if (rc == SIMDR_OK) {
+            w.ok++;
+            continue;
+        }
+        assert_int_equal(rc, SIMDR_ECORRUPT);
+        w.errors++;
+        w.breaks += strstr(simdr_last_error(), "chain of entries breaks") != NULL;
+        w.skips += strstr(simdr_last_error(), "skips 1 live entries") != NULL;
+    }
+    simdr_iter_close(it);
+    return w;
+}
+
+/* A link damaged after open (the open found the chain sound) is reported by
+ * the walk as SIMDR_ECORRUPT, never taken for the start of the file with the
+ * entries below it missing: a link that does not lead down, on a file with
+ * and without dead entries; a link that skips entries, against the bitmap
+ * of live ones. */
+static void test_iter_broken_link_reported(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char p[4096];
+    for (int dead = 0; dead < 2; dead++) {
+        tu_join(p, sizeof p, dir, dead ? "broken_dead.bin" : "broken.bin");
+        simdr_store *s = tu_open(p, SIMDR_OPEN_CREATE, 0);
+        static model m;
+        memset(&m, 0, sizeof m);
+        uint64_t seq = 1;
+        for (int k = 0; k < 100; k++) model_op(s, &m, k, seq++, 0);
+        if (dead) model_op(s, &m, 99, seq++, 0);
+        expect_keys(s, &m, !dead);
+        uint64_t was = set_link(p, m.end[50], m.end[50] + 64);
+        int n = 0;
+        assert_int_equal(simdr_for_each(s, count_entries, &n), SIMDR_ECORRUPT);
+        assert_int_equal(n, 49); /* the keys above the damaged entry */
+        /* Iterated on: the damaged entry, then the break, then the end. */
+        walk_result w = walk_all(s);
+        assert_int_equal(w.ok, 49);
+        assert_int_equal(w.errors, 2);
+        assert_true(w.breaks);
+        set_link(p, m.end[50], was);
+        n = 0;
+        assert_int_equal(simdr_for_each(s, count_entries, &n), SIMDR_OK);
+        assert_int_equal(n, 100);
+        if (dead) {
+            /* Key 50's entry now links below key 49's: its value fails
+             * its check, and key 49, never met, is reported at the end. */
+            set_link(p, m.end[50], m.end[48]);
+            w = walk_all(s);
+            assert_int_equal(w.ok, 98);
+            assert_int_equal(w.errors, 2);
+            assert_true(w.skips);
+            set_link(p, m.end[50], was);
+        }
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+    }
+    tu_rmtree(dir);
+    free(dir);
 }
 
 static void test_iter_exact_order(void **state) {
@@ -650,6 +871,106 @@ static void test_iter_racing_writer(void **state) {
     free(dir);
 }
 
+/* ---- a file without dead entries, iterated while a writer adds keys ---- */
+
+#define LK 20000
+
+typedef struct load_race {
+    simdr_store *s;
+    _Atomic int acked;       /* keys n0..n(acked-1) are written */
+    _Atomic int overwritten; /* n7 has been written a second time */
+} load_race;
+
+static void *load_writer(void *arg) {
+    load_race *r = arg;
+    enum { B = 10 };
+    for (int i = 0; i < LK; i += B) {
+        char keys[B][16];
+        uint64_t vals[B];
+        simdr_kv kv[B];
+        for (int j = 0; j < B; j++) {
+            snprintf(keys[j], sizeof keys[j], "n%d", i + j);
+            vals[j] = (uint64_t)(i + j);
+            kv[j] = (simdr_kv){keys[j], strlen(keys[j]), &vals[j], 8};
+        }
+        if (simdr_put_batch(r->s, kv, B, NULL) != SIMDR_OK) break;
+        atomic_store(&r->acked, i + B);
+        if (i == LK / 2) {
+            uint64_t seven = 7;
+            if (simdr_put(r->s, TU_STR("n7"), &seven, 8, NULL) != SIMDR_OK) break;
+            atomic_store(&r->overwritten, 1);
+        }
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&r->acked, LK + 1); /* done (or failed: the count tells) */
+    return NULL;
+}
+
+/* Iterators racing a writer that adds new keys (and, half-way, writes one
+ * key again): each yields every key acknowledged before it opened, no key
+ * twice, each with its own value, in descending file order, never a key
+ * written after it opened beyond the batch in flight; before the overwrite
+ * they take the path for files without dead entries, after it they do not. */
+static void test_iter_all_live_racing_writer(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char p[4096];
+    tu_join(p, sizeof p, dir, "loadrace.bin");
+    load_race r = {.s = tu_open(p, SIMDR_OPEN_CREATE, 0)};
+    uint8_t *seen = malloc(LK);
+    assert_non_null(seen);
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, load_writer, &r), 0);
+    int iters_all_live = 0, iters_after_overwrite = 0;
+    while (atomic_load(&r.acked) <= LK) {
+        int before = atomic_load(&r.acked), overwritten = atomic_load(&r.overwritten);
+        uint64_t walks = atomic_load(&simdr__iter_all_live_walks);
+        simdr_iter *it;
+        assert_int_equal(simdr_iter_open(r.s, &it), SIMDR_OK);
+        int all_live = atomic_load(&simdr__iter_all_live_walks) != walks;
+        memset(seen, 0, LK);
+        const simdr_entry *e;
+        int rc, n = 0;
+        uint64_t last_end = UINT64_MAX;
+        while ((rc = simdr_iter_next(it, &e)) == SIMDR_OK) {
+            uint64_t v;
+            assert_int_equal(simdr_entry_size(e), 8);
+            memcpy(&v, simdr_entry_data(e), 8);
+            assert_true(v < LK);
+            assert_int_equal(seen[v], 0);
+            seen[v] = 1;
+            char key[16];
+            snprintf(key, sizeof key, "n%d", (int)v);
+            assert_int_equal(simdr_entry_key_hash(e), simdr_hash_key(TU_STR(key)));
+            assert_true(simdr_entry_end(e) < last_end);
+            last_end = simdr_entry_end(e);
+            n++;
+        }
+        assert_int_equal(rc, SIMDR_NOTFOUND);
+        simdr_iter_close(it);
+        int after = atomic_load(&r.acked);
+        assert_true(n >= before);
+        assert_true(n <= (after > LK ? LK : after + 10));
+        for (int i = 0; i < before; i++) assert_int_equal(seen[i], 1);
+        iters_all_live += all_live;
+        if (overwritten) {
+            assert_false(all_live);
+            iters_after_overwrite++;
+        }
+    }
+    pthread_join(tid, NULL);
+    assert_int_equal(atomic_load(&r.acked), LK + 1);
+    print_message("%d iterators without dead entries, %d after the overwrite\n", iters_all_live,
+                  iters_after_overwrite);
+    assert_true(iters_all_live > 0);
+    assert_int_equal(simdr_count(r.s), LK);
+    free(seen);
+    assert_int_equal(simdr_close(r.s), SIMDR_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_iter_newest_once, setup, teardown),
@@ -661,6 +982,9 @@ int main(void) {
         cmocka_unit_test(test_iter_exact_order),
         cmocka_unit_test(test_iter_writes_during_open),
         cmocka_unit_test(test_iter_racing_writer),
+        cmocka_unit_test(test_iter_all_live),
+        cmocka_unit_test(test_iter_broken_link_reported),
+        cmocka_unit_test(test_iter_all_live_racing_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
