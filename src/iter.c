@@ -472,6 +472,11 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
     if (!it || !entry) return simdr__fail(SIMDR_EINVAL, "NULL argument");
     if (!it->walk_chain) return it->offs ? next_from_offsets(it, entry) : next_marked(it, entry);
     while (it->pos != 0) {
+        if (it->pos <= SIMDR__META_SIZE) {
+            it->broken = 1; /* no whole entry ends here */
+            it->broken_at = it->pos;
+            break;
+        }
         struct simdr_entry e;
         uint64_t meta_off = it->pos - SIMDR__META_SIZE;
         int rc = simdr__entry_decode(it->map->base, it->map->len, meta_off, it->layout, &e);
@@ -482,6 +487,10 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
             uint64_t end = it->pos;
             simdr__meta m = simdr__meta_decode(it->map->base + meta_off);
             it->pos = m.prev < meta_off ? m.prev : 0;
+            if (m.prev >= meta_off) {
+                it->broken = 1; /* a link that does not go down */
+                it->broken_at = end;
+            }
             int added = hashset_add(&it->seen, m.key_hash);
             if (added < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");
             if (!added) continue;
@@ -503,7 +512,8 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
         *entry = &it->current;
         return SIMDR_OK;
     }
-    return SIMDR_NOTFOUND;
+    it->pos = 0;
+    return walk_end(it);
 }
 
 SIMDR_API void simdr_iter_close(simdr_iter *it) {

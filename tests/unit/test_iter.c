@@ -594,6 +594,19 @@ static void test_iter_broken_link_reported(void **state) {
             assert_true(w.skips);
             set_link(p, m.end[50], was);
         }
+        /* The walk with a set of seen keys (the index ahead of the
+         * snapshot): a link pointing up, and one into the first bytes of
+         * the file, where no entry can end. */
+        atomic_store(&simdr__iter_force_chain_walk, 1);
+        for (int to = 0; to < 2; to++) {
+            was = set_link(p, m.end[50], to ? 5 : m.end[50] + 64);
+            w = walk_all(s);
+            assert_true(w.ok <= 49);
+            assert_true(w.errors >= 1);
+            assert_true(w.breaks);
+            set_link(p, m.end[50], was);
+        }
+        atomic_store(&simdr__iter_force_chain_walk, 0);
         assert_int_equal(simdr_close(s), SIMDR_OK);
     }
     tu_rmtree(dir);
