@@ -54,7 +54,9 @@ int simdr__entry_decode_span(const uint8_t *span, uint64_t prev, uint64_t meta_o
 
 int simdr__entry_decode(const uint8_t *base, uint64_t map_len, uint64_t meta_off, int layout,
                         struct simdr_entry *e) {
-    if (meta_off + SIMDR__META_SIZE > map_len) return SIMDR_ECORRUPT;
+    /* Not meta_off + 20 > map_len: a link into the file's first 20 bytes
+     * makes meta_off wrap below zero, and the sum wrap back under map_len. */
+    if (meta_off > map_len || map_len - meta_off < SIMDR__META_SIZE) return SIMDR_ECORRUPT;
     uint64_t prev = simdr__load_u64le(base + meta_off + 8);
     if (prev >= meta_off) return SIMDR_ECORRUPT;
     return simdr__entry_decode_span(base + prev, prev, meta_off, layout, e);

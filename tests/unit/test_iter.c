@@ -607,6 +607,13 @@ static void test_iter_broken_link_reported(void **state) {
             set_link(p, m.end[50], was);
         }
         atomic_store(&simdr__iter_force_chain_walk, 0);
+        /* simdr_check walks the same chain */
+        was = set_link(p, m.end[50], 5);
+        simdr_check_report rep;
+        assert_int_equal(simdr_check(s, NULL, NULL, &rep), SIMDR_ECORRUPT);
+        assert_true(rep.bad_entries >= 1);
+        set_link(p, m.end[50], was);
+        assert_int_equal(simdr_check(s, NULL, NULL, &rep), SIMDR_OK);
         assert_int_equal(simdr_close(s), SIMDR_OK);
     }
     tu_rmtree(dir);
