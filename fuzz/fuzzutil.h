@@ -57,18 +57,18 @@ static void fuzz_clear_dir(const char *dir) {
 }
 
 /* The format's fields are little-endian. */
-static uint64_t fuzz_load_u64(const uint8_t *p) {
+static inline uint64_t fuzz_load_u64(const uint8_t *p) {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
     return v;
 }
 
-static uint32_t fuzz_load_u32(const uint8_t *p) {
+static inline uint32_t fuzz_load_u32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /* CRC-32/IEEE (zlib's crc32), bit by bit. */
-static uint32_t fuzz_crc32(const uint8_t *p, uint64_t n) {
+static inline uint32_t fuzz_crc32(const uint8_t *p, uint64_t n) {
     uint32_t c = 0xFFFFFFFFu;
     for (uint64_t i = 0; i < n; i++) {
         c ^= p[i];

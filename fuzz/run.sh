@@ -18,14 +18,15 @@
 #                               the ordinary test runs (fuzz_replay) replay it.
 #
 # Environment: SIMDR_FUZZ_RUNS (CI mode, default 5000; 2000 for
-# fuzz_log_append, whose every run opens and reopens a store three times),
+# fuzz_log_append and fuzz_damage, whose every run opens a store several times),
 # SIMDR_FUZZ_SEED (CI mode, default 1), SIMDR_FUZZ_SECONDS (explore mode,
 # default 600), SIMDR_FUZZ_JOBS (explore mode, default 1), SIMDR_FUZZ_TARGET:
 # fuzz_open (the store opener) seeded with fuzz/corpus/; fuzz_log_append
 # (replicated bytes from a hostile primary) seeded with
-# fuzz/corpus-log-append/; fuzz_resp (the server's RESP parser) seeded with
-# fuzz/corpus-resp/; "all": each of them in turn. Unset: CI mode runs
-# fuzz_open then fuzz_log_append, explore mode fuzz_open.
+# fuzz/corpus-log-append/; fuzz_damage (damage to a store under open handles)
+# seeded with fuzz/corpus-damage/; fuzz_resp (the server's RESP parser)
+# seeded with fuzz/corpus-resp/; "all": each of them in turn. Unset: CI mode
+# runs fuzz_open, fuzz_log_append and fuzz_damage, explore mode fuzz_open.
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ esac
 target=${SIMDR_FUZZ_TARGET:-}
 [ -z "$target" ] && { [ "$mode" = ci ] && target=ci-default || target=fuzz_open; }
 if [ "$target" = all ] || [ "$target" = ci-default ]; then
-  targets="fuzz_open fuzz_log_append"
+  targets="fuzz_open fuzz_log_append fuzz_damage"
   [ "$target" = all ] && targets="$targets fuzz_resp"
   for t in $targets; do
     SIMDR_FUZZ_TARGET=$t bash "$self" "$@" || exit 1
@@ -49,6 +50,7 @@ fi
 corpus=fuzz/corpus
 [ "$target" = fuzz_resp ] && corpus=fuzz/corpus-resp
 [ "$target" = fuzz_log_append ] && corpus=fuzz/corpus-log-append
+[ "$target" = fuzz_damage ] && corpus=fuzz/corpus-damage
 
 echo "fuzz: building build/fuzz/fuzz/$target (clang, ASan+UBSan, libFuzzer)"
 cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -75,6 +77,7 @@ executions() {
 if [ "$mode" = ci ]; then
   runs=${SIMDR_FUZZ_RUNS:-5000}
   [ "$target" = fuzz_log_append ] && runs=${SIMDR_FUZZ_RUNS:-2000}
+  [ "$target" = fuzz_damage ] && runs=${SIMDR_FUZZ_RUNS:-2000}
   seed=${SIMDR_FUZZ_SEED:-1}
   # Address randomization changes the pointer values libFuzzer sees; without
   # it (and without comparison tracing) a seed gives the same run every time.

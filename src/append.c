@@ -135,7 +135,9 @@ int simdr__index_rebuild(simdr_store *s, simdr__view *v, uint64_t end) {
     /* The dead count is left as it is: the prefix holds no more dead
      * entries than the whole file did. */
     int rc = simdr__build_index(v->map->base, end, &ix, &live, NULL);
+    s->index_rebuilt = 1;
     if (rc == SIMDR_OK) rc = simdr__publish_view(s, v->map, ix);
+    s->index_rebuilt = 0;
     if (rc == SIMDR_OK) atomic_store(&s->live, live);
     return rc;
 }

@@ -386,7 +386,7 @@ uint64_t simdr__index_get_checked(const simdr__index *ix, const uint8_t *base, u
         if (i / SIMDR__INDEX_BLOCK_SLOTS != block) {
             block = i / SIMDR__INDEX_BLOCK_SLOTS;
             if (!block_sound(ix, block)) {
-                if (probe) *probe |= SIMDR__PROBE_DAMAGED;
+                if (probe) *probe |= SIMDR__PROBE_DAMAGED | SIMDR__PROBE_BLOCK;
                 return 0;
             }
         }
@@ -410,6 +410,31 @@ static void *check_blocks(void *arg) {
     for (uint64_t k = j->begin; k < j->end; k++) sound &= block_sound(j->ix, k);
     j->sound = sound;
     return NULL;
+}
+
+int simdr__index_tag_shared_damaged(const simdr__index *ix, const uint8_t *base, uint64_t len,
+                                    uint64_t hash) {
+    uint64_t i = simdr__index_bucket(hash, ix->cap);
+    for (;;) {
+        uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
+        if (v == 0) return 0;
+        uint64_t off = v & SIMDR__IDX_OFF_MASK;
+        if (((v ^ hash) & SIMDR__IDX_TAG_MASK) == 0 && off + SIMDR__META_SIZE <= len) {
+            uint64_t stored = simdr__load_u64le(base + off);
+            /* Another key's hash differs from this one in about half of the
+             * 48 bits below the tag, and its own probe finds this very slot.
+             * A few bits changed (bit rot: a home slot moves by little or
+             * not at all, so the probe test alone would pass it), or a hash
+             * whose probe does not lead here, is damage. Two keys within 8
+             * bits of each other: about 1 pair in 600,000 of those sharing
+             * a tag. */
+            if (stored != hash && ((stored ^ v) & SIMDR__IDX_TAG_MASK) == 0 &&
+                (__builtin_popcountll((stored ^ hash) & ~SIMDR__IDX_TAG_MASK) <= 8 ||
+                 simdr__index_get(ix, base, len, stored, NULL) != v))
+                return 1;
+        }
+        i = simdr__probe_next(i, ix->cap);
+    }
 }
 
 int simdr__index_check_all(const simdr__index *ix) {

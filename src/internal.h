@@ -186,6 +186,14 @@ void simdr__index_free(simdr__index *ix);
  * is SIMDR_ECORRUPT, not absence). */
 #define SIMDR__PROBE_BEYOND 1u
 #define SIMDR__PROBE_DAMAGED 2u
+/* A slot with the hash's tag named metadata holding another hash of the same
+ * tag: another key, or this key's entry whose hash was damaged in bits the
+ * tag does not cover. With 0 returned, simdr__index_tag_shared_damaged tells
+ * which (rare: tags are 16 bits). */
+#define SIMDR__PROBE_TAG_SHARED 4u
+/* With SIMDR__PROBE_DAMAGED: the damage is a block of a hinted table that
+ * failed its check (the slots, not the file's metadata). */
+#define SIMDR__PROBE_BLOCK 8u
 #define SIMDR__IDX_TAG_MASK UINT64_C(0xffff000000000000)
 /* A slot's tag was taken from the hash its metadata holds, so metadata
  * whose hash has another tag is not another key: the bytes were damaged
@@ -201,9 +209,19 @@ static inline int simdr__index_hash_matches(const uint8_t *base, uint64_t len, u
     }
     uint64_t stored = simdr__load_u64le(base + off);
     if (stored == hash) return 1;
-    if (probe && ((stored ^ v) & SIMDR__IDX_TAG_MASK) != 0) *probe |= SIMDR__PROBE_DAMAGED;
+    if (probe)
+        *probe |= ((stored ^ v) & SIMDR__IDX_TAG_MASK) != 0 ? SIMDR__PROBE_DAMAGED
+                                                            : SIMDR__PROBE_TAG_SHARED;
     return 0;
 }
+/* After a probe for hash that ended empty with SIMDR__PROBE_TAG_SHARED: 1
+ * when a slot it passed (the hash's tag, metadata holding another hash of
+ * that tag) is not where that other hash leads, so the metadata's hash was
+ * damaged after the slot was set and the slot may be hash's own (its answer
+ * is SIMDR_ECORRUPT, not absence); 0 when each such slot is a key of its
+ * own. */
+int simdr__index_tag_shared_damaged(const simdr__index *ix, const uint8_t *base, uint64_t len,
+                                    uint64_t hash);
 /* Inline: a random read is bound by how many lookups the processor keeps in
  * flight at once, and that shrinks with every instruction between them. */
 /* simdr__index_get on a table with blocks still to check: each block the
@@ -408,6 +426,7 @@ typedef struct simdr__view {
     /* The store's dead count (simdr_store.dead) when this view's file held
      * none dead: the file holds dead - dead_base dead entries, or fewer. */
     uint64_t dead_base;
+    uint64_t file_gen; /* which of the files the store had (simdr_store.file_gens) */
 } simdr__view;
 
 struct simdr_store {
@@ -431,6 +450,8 @@ struct simdr_store {
      * finds dead == view->dead_base knows no entry below that tail is dead.
      * Counted before the tail that covers them is published. */
     _Atomic uint64_t dead;
+    _Atomic uint64_t file_gens;      /* files the store has had since open */
+    int index_rebuilt;               /* writer: the next view published holds a rebuilt index */
     _Atomic uint64_t synced;         /* file prefix known to be on stable storage */
     pthread_mutex_t wlock;           /* serializes writers */
     pthread_mutex_t sync_lock;       /* one fdatasync at a time (group commit) */

@@ -82,6 +82,8 @@ struct simdr_iter {
      * hashes met so far. */
     int walk_chain;
     hashset seen;
+    uint64_t tail;     /* the snapshot's */
+    uint64_t file_gen; /* the file the snapshot is of (simdr__view.file_gen) */
     struct simdr_entry current;
 };
 
@@ -295,6 +297,8 @@ SIMDR_API int simdr_iter_open(simdr_store *s, simdr_iter **out) {
     simdr__view *v = simdr__current_view(s);
     it->map = v->map;
     it->pos = atomic_load_explicit(&v->tail, memory_order_acquire);
+    it->tail = it->pos;
+    it->file_gen = v->file_gen;
     /* The index lists each live key's newest entry: in descending file order
      * those are what the chain walk would yield, without remembering every
      * key met. It must be read inside the section that keeps it alive. */
@@ -468,6 +472,42 @@ static int next_marked(simdr_iter *it, const simdr_entry **entry) {
     return SIMDR_OK;
 }
 
+/* The chain walk's check of an entry it is about to yield as its key's
+ * newest: the current index naming another entry of that key (or a
+ * tombstone) below the snapshot's tail, or a slot of the key whose metadata
+ * lost its hash (SIMDR__PROBE_DAMAGED, simdr__index_tag_shared_damaged: what
+ * a lookup of the key answers SIMDR_ECORRUPT for), means the walk passed the
+ * newer one unknowing, under a key hash damaged in its metadata (which no
+ * CRC of the format covers); so does no slot at all (every key of the file
+ * keeps one, a tombstone once deleted: the hash was damaged into one never
+ * written). A slot at or past the tail (the key written since), a hinted
+ * table's damaged block, or a file or index replaced since tells nothing. */
+static int passed_newer_version(simdr_iter *it, const struct simdr_entry *e) {
+    simdr_store *s = it->store;
+    unsigned shard = simdr__thread_shard();
+    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    simdr__view *v = simdr__current_view(s);
+    int passed = 0;
+    if (v->file_gen == it->file_gen) {
+        unsigned probe = 0;
+        const uint8_t *base = v->map->base;
+        uint64_t val = simdr__index_get(v->index, base, v->map->len, e->key_hash, &probe);
+        uint64_t off = val & SIMDR__IDX_OFF_MASK;
+        if (val)
+            passed = off < it->tail && off != e->meta_off;
+        else if (probe & SIMDR__PROBE_BLOCK)
+            passed = 0; /* the table cannot tell (the walk's reason to be) */
+        else if (probe & SIMDR__PROBE_DAMAGED) /* as a lookup of the key answers */
+            passed = 1;
+        else if (probe & SIMDR__PROBE_TAG_SHARED)
+            passed = simdr__index_tag_shared_damaged(v->index, base, v->map->len, e->key_hash);
+        else
+            passed = 1; /* a key the file never held: a hash damaged into another */
+    }
+    simdr__epoch_exit(&s->epoch, shard, tok);
+    return passed;
+}
+
 SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
     if (!it || !entry) return simdr__fail(SIMDR_EINVAL, "NULL argument");
     if (!it->walk_chain) return it->offs ? next_from_offsets(it, entry) : next_marked(it, entry);
@@ -500,7 +540,20 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
         it->pos = e.start;
         int added = hashset_add(&it->seen, e.key_hash);
         if (added < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");
-        if (!added || e.tombstone) continue;
+        if (!added || e.tombstone) {
+            /* Passed over, but its link is followed: a link damaged to skip
+             * entries gives the entry another payload, which its CRC
+             * catches, so the skip is reported, never silent. */
+            if (it->store->verify_reads && simdr__verify_payload(it->store, &e) != SIMDR_OK)
+                return SIMDR_ECORRUPT;
+            continue;
+        }
+        if (passed_newer_version(it, &e))
+            return simdr__fail(SIMDR_ECORRUPT,
+                               "%s: damaged store: the entry ending at %llu is not its key's "
+                               "newest (the index names another, which this walk passed under "
+                               "a damaged key hash); not served",
+                               it->store->path, (unsigned long long)e.meta_off + SIMDR__META_SIZE);
         if (it->store->verify_reads) {
             rc = simdr__verify_payload(it->store, &e);
             if (rc != SIMDR_OK) return rc;

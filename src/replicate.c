@@ -80,7 +80,7 @@ SIMDR_API int simdr_log_read(simdr_store *s, uint64_t identity, uint64_t from, v
                          (unsigned long long)from, (unsigned long long)tail);
     uint64_t limit = cap > tail - from ? tail : from + cap, pos = tail;
     while (rc == SIMDR_OK && pos > limit) {
-        if (pos - from <= SIMDR__META_SIZE) { /* no entry ends here: damage after open */
+        if (pos <= SIMDR__META_SIZE) { /* no entry ends here: damage after open */
             rc = simdr__fail(SIMDR_ECORRUPT, "%s: broken link at %llu", s->path,
                              (unsigned long long)pos);
             break;
