@@ -19,12 +19,13 @@
  *   which no checksum of the format covers); a deleted or absent key is
  *   never served; a damage report (SIMDR_ECORRUPT, SIMDR_ECHECKSUM) is
  *   always allowed, damage being there;
- * - an iteration yields only values the store holds, each key once and in
- *   its newest version (by every walk, also the one with a set of seen keys
- *   that a damaged key hash could lead astray), and, when it reports no
- *   damage, exactly the newest values of the live keys: damage never hides
- *   an entry silently. The format's CRC covers the value, not the key hash
- *   in the metadata, so a yielded hash is not judged;
+ * - an iteration yields only values the store holds, each key under its
+ *   own hash once and in its newest version (by every walk, also the one
+ *   with a set of seen keys that a damaged key hash could lead astray), and,
+ *   when it reports no damage, exactly the newest values of the live keys
+ *   (but a key whose newest entry lost its hash): damage never hides an
+ *   entry silently. The format's CRC covers the value, not the key hash in
+ *   the metadata, so an entry under another hash is judged by its bytes;
  * - a compaction either refuses (SIMDR_ECORRUPT) or keeps every live key's
  *   newest value readable (but for a lost hash, as above), never a damaged
  *   value under a fresh CRC.
@@ -56,8 +57,10 @@ extern _Atomic int simdr__iter_force_chain_walk;
 extern _Atomic int simdr__iter_all_live;
 extern _Atomic uint64_t simdr__iter_dense_bytes_per_key;
 
-enum { MAX_KEYS = 40, MAX_VERSIONS = 4, MAX_ENTRIES = MAX_KEYS * (MAX_VERSIONS + 1),
-       MAX_VALUE = 6000, MAX_DAMAGE = 12 };
+/* BUILT_KEYS keys are written before the damage; BULK more after it (when
+ * the input asks), enough to make the index grow past its first table. */
+enum { BUILT_KEYS = 40, BULK = 900, MAX_KEYS = BUILT_KEYS + BULK, MAX_VERSIONS = 4,
+       MAX_ENTRIES = MAX_KEYS * (MAX_VERSIONS + 1), MAX_DAMAGE = 12 };
 
 typedef struct version {
     uint8_t *bytes;
@@ -94,9 +97,10 @@ static uint8_t *make_value(int k, int ver, size_t len, uint64_t *rnd) {
     REQUIRE(b != NULL, "out of memory");
     for (size_t i = 0; i < len; i++) b[i] = (uint8_t)next_rand(rnd);
     b[0] = (uint8_t)k;
-    b[1] = (uint8_t)ver;
-    b[2] = 0xA5; /* never a lone tombstone byte */
-    memcpy(b + 3, "val", 3);
+    b[1] = (uint8_t)(k >> 8);
+    b[2] = (uint8_t)ver;
+    b[3] = 0xA5; /* never a lone tombstone byte */
+    memcpy(b + 4, "val", 3);
     return b;
 }
 
@@ -110,7 +114,7 @@ static void model_free(void) {
 static int which_value(const void *data, size_t len, int *k, int *ver) {
     if (len < 8) return 0;
     const uint8_t *b = data;
-    int kk = b[0], vv = b[1];
+    int kk = b[0] | b[1] << 8, vv = b[2];
     if (kk >= m.nkeys || vv >= m.nversions[kk]) return 0;
     const version *v = &m.v[kk][vv];
     if (v->len != len || memcmp(v->bytes, data, len) != 0) return 0;
@@ -125,7 +129,7 @@ static int newest(int k) { return m.nversions[k] - 1; }
 static void build_store(const uint8_t *data, size_t size) {
     uint64_t rnd = size >= 8 ? fuzz_load_u64(data) : 1;
     uint8_t nk = size > 8 ? data[8] : 5, flags = size > 9 ? data[9] : 0;
-    m.nkeys = 1 + nk % MAX_KEYS;
+    m.nkeys = 1 + nk % BUILT_KEYS;
     simdr_options o;
     simdr_options_init(&o);
     o.open_mode = SIMDR_OPEN_CREATE;
@@ -165,10 +169,11 @@ static void build_store(const uint8_t *data, size_t size) {
     REQUIRE(simdr_close(s) == SIMDR_OK, "close after building");
 }
 
-static simdr_store *open_store(int mode) {
+static simdr_store *open_store(int mode, int mapped) {
     simdr_options o;
     simdr_options_init(&o);
     o.open_mode = mode;
+    o.append_mode = mapped ? SIMDR_APPEND_MAPPED : SIMDR_APPEND_WRITE;
     o.use_hint = 0;
     simdr_store *s;
     REQUIRE(simdr_open(&s, path, &o) == SIMDR_OK, "open of the sound store");
@@ -230,6 +235,54 @@ static void check_value(int k, int rc, const void *data, size_t len, const char 
     }
 }
 
+static void write_after_damage(simdr_store *s, const uint8_t *data, size_t size) {
+    uint64_t rnd = (size >= 8 ? fuzz_load_u64(data) : 1) ^ UINT64_C(0x5bd1e995);
+    char key[32];
+    if (m.nversions[0] < MAX_VERSIONS) { /* key 0 again */
+        int ver = m.nversions[0];
+        version v = {make_value(0, ver, 24, &rnd), 24};
+        key_name(key, sizeof key, 0);
+        int rc = simdr_put(s, key, strlen(key), v.bytes, v.len, NULL);
+        REQUIRE(rc == SIMDR_OK || damage_status(rc), "put after damage: status %d", rc);
+        if (rc == SIMDR_OK) {
+            m.v[0][ver] = v;
+            m.nversions[0]++;
+            m.live[0] = 1;
+            m.hash_damaged[0] = 0;
+        } else {
+            free(v.bytes);
+        }
+    }
+    if (m.nkeys > 1 && m.live[1]) {
+        key_name(key, sizeof key, 1);
+        int rc = simdr_delete(s, key, strlen(key), NULL);
+        REQUIRE(rc == SIMDR_OK || rc == SIMDR_NOTFOUND || damage_status(rc),
+                "delete after damage: status %d", rc);
+        if (rc == SIMDR_OK) {
+            m.live[1] = 0;
+            m.hash_damaged[1] = 0;
+        }
+    }
+    enum { B = 100 };
+    for (int first = m.nkeys; first + B <= MAX_KEYS; first += B) {
+        char names[B][32];
+        simdr_kv kv[B];
+        for (int i = 0; i < B; i++) {
+            int k = first + i;
+            key_name(names[i], sizeof names[i], k);
+            m.v[k][0] = (version){make_value(k, 0, 8, &rnd), 8};
+            kv[i] = (simdr_kv){names[i], strlen(names[i]), m.v[k][0].bytes, 8};
+        }
+        int rc = simdr_put_batch(s, kv, B, NULL);
+        REQUIRE(rc == SIMDR_OK, "batch after damage: status %d", rc);
+        for (int i = 0; i < B; i++) {
+            m.nversions[first + i] = 1;
+            m.live[first + i] = 1;
+        }
+        m.nkeys = first + B;
+    }
+}
+
 static void point_reads(simdr_store *s) {
     char keys[MAX_KEYS + 1][32];
     simdr_key ks[MAX_KEYS + 1];
@@ -288,6 +341,11 @@ static void iterate(simdr_store *s) {
         int k, ver;
         REQUIRE(which_value(simdr_entry_data(e), (size_t)simdr_entry_size(e), &k, &ver),
                 "the iteration yielded bytes the store never held as a value");
+        char key[32];
+        key_name(key, sizeof key, k);
+        /* Under a hash that is not its key's (damaged metadata), an entry is
+         * not that key's answer: only its bytes are judged. */
+        if (simdr_entry_key_hash(e) != simdr_hash_key(key, strlen(key))) continue;
         REQUIRE(!seen[k], "the iteration yielded key %d twice", k);
         REQUIRE(m.live[k] && ver == newest(k),
                 "the iteration yielded an older or deleted version of key %d", k);
@@ -296,16 +354,20 @@ static void iterate(simdr_store *s) {
     simdr_iter_close(it);
     if (errors) return;
     for (int k = 0; k < m.nkeys; k++)
-        REQUIRE(seen[k] == m.live[k], "key %d %s without any damage reported", k,
+        REQUIRE(seen[k] == m.live[k] || (!seen[k] && m.hash_damaged[k]), "key %d %s without any damage reported", k,
                 seen[k] ? "yielded though deleted" : "left out");
 }
 
 static int visit_parallel(void *ctx, const simdr_entry *e) {
     (void)ctx;
     int k, ver;
-    REQUIRE(which_value(simdr_entry_data(e), (size_t)simdr_entry_size(e), &k, &ver) &&
-                m.live[k] && ver == newest(k),
-            "the parallel visit served a value that is not a live key's newest");
+    REQUIRE(which_value(simdr_entry_data(e), (size_t)simdr_entry_size(e), &k, &ver),
+            "the parallel visit served bytes the store never held as a value");
+    char key[32];
+    key_name(key, sizeof key, k);
+    REQUIRE(simdr_entry_key_hash(e) != simdr_hash_key(key, strlen(key)) ||
+                (m.live[k] && ver == newest(k)),
+            "the parallel visit served a value that is not key %d's newest", k);
     return 0;
 }
 
@@ -342,11 +404,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         model_free();
         return 0;
     }
-    simdr_store *rw = open_store(SIMDR_OPEN_EXISTING);
-    simdr_store *ro = open_store(SIMDR_OPEN_READONLY);
+    uint8_t flags = size > 9 ? data[9] : 0;
+    simdr_store *rw = open_store(SIMDR_OPEN_EXISTING, flags & 16);
+    simdr_store *ro = open_store(SIMDR_OPEN_READONLY, 0);
     damage(data, size);
     read_everything(ro);
     read_everything(rw);
+    if (flags & 32) {
+        /* Writes on the damaged store, the index growing on the way (its
+         * growth reads every key's hash from the metadata); the read-only
+         * handle follows them by refresh. */
+        write_after_damage(rw, data, size);
+        read_everything(rw);
+        int rc = simdr_refresh(ro, NULL);
+        REQUIRE(rc == SIMDR_OK || damage_status(rc), "refresh: status %d", rc);
+        if (rc == SIMDR_OK) read_everything(ro);
+    }
     int rc = simdr_compact(rw);
     REQUIRE(rc == SIMDR_OK || damage_status(rc), "compact: status %d", rc);
     if (rc == SIMDR_OK) point_reads(rw);

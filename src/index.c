@@ -61,20 +61,62 @@ void simdr__index_free(simdr__index *ix) {
     free(ix);
 }
 
+/* 1 when slot value v, of hash's tag, names metadata holding another hash
+ * of that tag that cannot be another key's: a key's own probe always finds
+ * its slot, so a hash whose probe does not lead to v was damaged after the
+ * slot was set (below the file system, or by another program), and the slot
+ * may be hash's own. A hash damaged in bits that leave its probe unchanged
+ * cannot be told from another key's this way (nor by nearness: hashes
+ * passed to the *_hashed calls need not be random). */
+static int slot_damaged_for(const simdr__index *ix, const uint8_t *base, uint64_t len, uint64_t v,
+                            uint64_t hash) {
+    uint64_t off = v & SIMDR__IDX_OFF_MASK;
+    if (((v ^ hash) & SIMDR__IDX_TAG_MASK) != 0 || off + SIMDR__META_SIZE > len) return 0;
+    uint64_t stored = simdr__load_u64le(base + off);
+    if (stored == hash || ((stored ^ v) & SIMDR__IDX_TAG_MASK) != 0) return 0;
+    return simdr__index_get(ix, base, len, stored, NULL) != v;
+}
+
+/* Writer: the slot a new entry of hash takes over instead of a fresh one,
+ * one whose metadata lost the key's hash (slot_damaged_for), so the damaged
+ * entry is replaced, not kept live beside the new one (a scan would yield
+ * both); UINT64_MAX when there is none. A slot whose metadata holds a hash
+ * of another tag is not taken: it may be another key's of the same tag. Out of line: only a probe that met
+ * a slot of the hash's tag naming another hash gets here. */
+static __attribute__((noinline)) uint64_t damaged_slot_of(const simdr__index *ix,
+                                                          const uint8_t *base, uint64_t hash) {
+    uint64_t i = bucket_of(hash, ix->cap);
+    for (;;) {
+        uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
+        if (v == 0) return UINT64_MAX;
+        if (slot_damaged_for(ix, base, UINT64_MAX, v, hash)) return i;
+        i = simdr__probe_next(i, ix->cap);
+    }
+}
+
 /* Always inlined: the batch insert loop then keeps several prefetched
  * inserts in flight instead of waiting on a call per key. */
 static inline __attribute__((always_inline)) uint64_t put(simdr__index *ix, const uint8_t *base,
                                                           uint64_t hash, uint64_t value,
                                                           int overwrite) {
     uint64_t i = bucket_of(hash, ix->cap);
+    unsigned probe = 0;
     for (;;) {
         uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
         if (v == 0) {
+            if (__builtin_expect(overwrite && probe != 0, 0)) {
+                uint64_t at = damaged_slot_of(ix, base, hash);
+                if (at != UINT64_MAX) {
+                    uint64_t old = atomic_load_explicit(&ix->slots[at], memory_order_relaxed);
+                    atomic_store_explicit(&ix->slots[at], value, memory_order_release);
+                    return old;
+                }
+            }
             atomic_store_explicit(&ix->slots[i], value, memory_order_release);
             ix->used++;
             return 0;
         }
-        if (simdr__index_hash_matches(base, UINT64_MAX, v, hash, NULL)) {
+        if (simdr__index_hash_matches(base, UINT64_MAX, v, hash, &probe)) {
             if (overwrite) atomic_store_explicit(&ix->slots[i], value, memory_order_release);
             return v;
         }
@@ -418,21 +460,7 @@ int simdr__index_tag_shared_damaged(const simdr__index *ix, const uint8_t *base,
     for (;;) {
         uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
         if (v == 0) return 0;
-        uint64_t off = v & SIMDR__IDX_OFF_MASK;
-        if (((v ^ hash) & SIMDR__IDX_TAG_MASK) == 0 && off + SIMDR__META_SIZE <= len) {
-            uint64_t stored = simdr__load_u64le(base + off);
-            /* Another key's hash differs from this one in about half of the
-             * 48 bits below the tag, and its own probe finds this very slot.
-             * A few bits changed (bit rot: a home slot moves by little or
-             * not at all, so the probe test alone would pass it), or a hash
-             * whose probe does not lead here, is damage. Two keys within 8
-             * bits of each other: about 1 pair in 600,000 of those sharing
-             * a tag. */
-            if (stored != hash && ((stored ^ v) & SIMDR__IDX_TAG_MASK) == 0 &&
-                (__builtin_popcountll((stored ^ hash) & ~SIMDR__IDX_TAG_MASK) <= 8 ||
-                 simdr__index_get(ix, base, len, stored, NULL) != v))
-                return 1;
-        }
+        if (slot_damaged_for(ix, base, len, v, hash)) return 1;
         i = simdr__probe_next(i, ix->cap);
     }
 }

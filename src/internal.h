@@ -215,11 +215,11 @@ static inline int simdr__index_hash_matches(const uint8_t *base, uint64_t len, u
     return 0;
 }
 /* After a probe for hash that ended empty with SIMDR__PROBE_TAG_SHARED: 1
- * when a slot it passed (the hash's tag, metadata holding another hash of
- * that tag) is not where that other hash leads, so the metadata's hash was
- * damaged after the slot was set and the slot may be hash's own (its answer
- * is SIMDR_ECORRUPT, not absence); 0 when each such slot is a key of its
- * own. */
+ * when a slot it passed (the hash's tag) names metadata holding another hash
+ * of that tag whose own probe does not lead to the slot, so it was damaged
+ * after the slot was set and the slot may be hash's own (its answer is
+ * SIMDR_ECORRUPT, not absence); 0 when each such slot is a key of its own. A
+ * writer's put of hash takes such a slot over. */
 int simdr__index_tag_shared_damaged(const simdr__index *ix, const uint8_t *base, uint64_t len,
                                     uint64_t hash);
 /* Inline: a random read is bound by how many lookups the processor keeps in

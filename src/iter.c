@@ -473,15 +473,14 @@ static int next_marked(simdr_iter *it, const simdr_entry **entry) {
 }
 
 /* The chain walk's check of an entry it is about to yield as its key's
- * newest: the current index naming another entry of that key (or a
- * tombstone) below the snapshot's tail, or a slot of the key whose metadata
- * lost its hash (SIMDR__PROBE_DAMAGED, simdr__index_tag_shared_damaged: what
- * a lookup of the key answers SIMDR_ECORRUPT for), means the walk passed the
- * newer one unknowing, under a key hash damaged in its metadata (which no
- * CRC of the format covers); so does no slot at all (every key of the file
- * keeps one, a tombstone once deleted: the hash was damaged into one never
- * written). A slot at or past the tail (the key written since), a hinted
- * table's damaged block, or a file or index replaced since tells nothing. */
+ * newest. Every key of the file keeps a slot (a tombstone once deleted), and
+ * a key's own probe finds it. So the current index naming another entry of
+ * that key (or a tombstone) below the snapshot's tail, or no slot found for
+ * its hash at all, means the walk passed the key's newest entry unknowing,
+ * or this entry's hash is not its key's: a key hash damaged in metadata,
+ * which no CRC of the format covers. A slot at or past the tail (the key
+ * written since), a hinted table's damaged block, or a file or index
+ * replaced since tells nothing. */
 static int passed_newer_version(simdr_iter *it, const struct simdr_entry *e) {
     simdr_store *s = it->store;
     unsigned shard = simdr__thread_shard();
@@ -495,14 +494,8 @@ static int passed_newer_version(simdr_iter *it, const struct simdr_entry *e) {
         uint64_t off = val & SIMDR__IDX_OFF_MASK;
         if (val)
             passed = off < it->tail && off != e->meta_off;
-        else if (probe & SIMDR__PROBE_BLOCK)
-            passed = 0; /* the table cannot tell (the walk's reason to be) */
-        else if (probe & SIMDR__PROBE_DAMAGED) /* as a lookup of the key answers */
-            passed = 1;
-        else if (probe & SIMDR__PROBE_TAG_SHARED)
-            passed = simdr__index_tag_shared_damaged(v->index, base, v->map->len, e->key_hash);
-        else
-            passed = 1; /* a key the file never held: a hash damaged into another */
+        else /* unless a damaged block of a hinted table hides the slot */
+            passed = !(probe & SIMDR__PROBE_BLOCK);
     }
     simdr__epoch_exit(&s->epoch, shard, tok);
     return passed;
