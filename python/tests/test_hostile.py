@@ -353,6 +353,50 @@ def test_every_value_shape_accepted_or_refused(db):
     assert len(db) == count and db.info()["file_size"] == size
 
 
+def object_pointer_buffers():
+    """Buffers whose items are Python object pointers (PEP 3118 format 'O'):
+    their bytes are addresses in this process, meaningless once stored."""
+    import ctypes
+    return [np.array([1, "a"], dtype=object), np.zeros((2, 2), dtype=object),
+            memoryview(np.array([None], dtype=object)),
+            np.zeros(2, dtype=[("n", "i4"), ("obj", "O")]),
+            np.zeros(2, dtype=[("outer", [("o", "O")])]), (ctypes.py_object * 2)(1, 2)]
+
+
+class OneChunk:
+    """A stream reader handing out one object as its only chunk, whatever it is."""
+
+    def __init__(self, chunk):
+        self.chunk = chunk
+
+    def read(self, n):
+        chunk, self.chunk = self.chunk, b""
+        return chunk
+
+
+def test_buffers_of_object_pointers_are_refused_as_keys_and_values(db):
+    # numpy exports an object array's buffer (and hashes and bytes() take it):
+    # stored, it would be the addresses of objects of this process, read back
+    # by any other as garbage, with nothing to tell.
+    db.write(b"ok", b"1")
+    count, size = len(db), db.info()["file_size"]
+    for buf in object_pointer_buffers():
+        for call in key_calls(db):
+            with pytest.raises(TypeError, match="object"):
+                call(buf)
+        for call in (lambda v: db.write(b"bad", v), lambda v: db.__setitem__(b"bad", v),
+                     lambda v: db.put_many([(b"good", b"1"), (b"bad", v)]),
+                     lambda v: db.write_stream(b"bad", OneChunk(v))):
+            with pytest.raises(TypeError, match="object"):
+                call(buf)
+    assert len(db) == count and db.info()["file_size"] == size  # nothing was appended
+    # A field whose name merely contains an O holds no object.
+    named = np.ones(2, dtype=[("Obj", "i4"), ("O", "f8")])
+    db.write(b"named", named)
+    assert db.read(b"named") == named.tobytes()
+    assert simdr.hash_key(named) == simdr.hash_key(named.tobytes())
+
+
 def test_values_past_2_gib_refused_cleanly_at_the_file_size_limit(tmp_path):
     # A 2 GiB + 1 value from an anonymous map (untouched: no memory used). With
     # the file size limit far below it the write fails as a full disk, leaves
