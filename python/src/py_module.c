@@ -112,8 +112,46 @@ PyObject *pysimdr_raise(int code) {
 
 /* ---- keys and values ---- */
 
-static int borrow_buffer(PyObject *obj, pysimdr_bytes *out) {
-    if (PyObject_GetBuffer(obj, &out->view, PyBUF_SIMPLE) < 0) return -1;
+/* 1 if a PEP 3118 format string has an item of type 'O' (a PyObject *),
+ * outside the :field names: of a struct. */
+static int format_holds_objects(const char *format) {
+    if (!format) return 0;
+    for (int in_name = 0; *format; format++) {
+        if (*format == ':') in_name = !in_name;
+        else if (!in_name && *format == 'O') return 1;
+    }
+    return 0;
+}
+
+/*
+ * A C-contiguous buffer of obj. The format is asked for too, to refuse
+ * buffers of Python object pointers (numpy dtype=object, ctypes py_object):
+ * their bytes are addresses of objects of this process, which no reader of
+ * the file, this process included once they are freed, could make sense
+ * of, and nothing would tell it. The format comes with the shape (PyBUF_ND,
+ * still C-contiguous without strides): memoryview refuses a format without
+ * one. An exporter that refuses to describe its format and shape is asked
+ * again for its bytes alone.
+ */
+int pysimdr_get_buffer(PyObject *obj, Py_buffer *view, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_ND | PyBUF_FORMAT) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError)) return -1;
+        PyErr_Clear();
+        return PyObject_GetBuffer(obj, view, PyBUF_SIMPLE);
+    }
+    if (format_holds_objects(view->format)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s is a buffer of Python object pointers (format '%.20s' of %.100s), "
+                     "not of bytes: store a serialized form of the objects instead",
+                     what, view->format, Py_TYPE(obj)->tp_name);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int borrow_buffer(PyObject *obj, pysimdr_bytes *out, const char *what) {
+    if (pysimdr_get_buffer(obj, &out->view, what) < 0) return -1;
     out->has_view = 1;
     out->ptr = out->view.buf;
     out->len = (size_t)out->view.len;
@@ -147,7 +185,7 @@ int pysimdr_key(PyObject *obj, pysimdr_bytes *out) {
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
-    return borrow_buffer(obj, out);
+    return borrow_buffer(obj, out, "key");
 }
 
 /*
@@ -171,7 +209,7 @@ int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max) {
                      PyUnicode_Check(obj) ? " (encode str values first)" : "");
         return -1;
     }
-    if (borrow_buffer(obj, out) < 0) return -1;
+    if (borrow_buffer(obj, out, "value") < 0) return -1;
     if (out->view.readonly || out->len >= copy_max) return 0;
     PyObject *copy = PyBytes_FromStringAndSize(out->ptr, (Py_ssize_t)out->len);
     pysimdr_bytes_release(out);

@@ -88,13 +88,16 @@ int pysimdr_init_errors(PyObject *module);
 /* Builds the table of the binding's in-line CRC-32 (py_store.c). */
 void pysimdr_init_crc(void);
 
-/* Keys: bytes-like (C-contiguous) or str (UTF-8). Values: bytes-like only;
- * a writable one shorter than copy_max is copied (py_module.c says why), a
- * longer one stays borrowed (has_view set, view.readonly 0) for the caller
- * to copy as it writes. */
+/* Keys: bytes-like (C-contiguous, no object pointers) or str (UTF-8).
+ * Values: bytes-like only; a writable one shorter than copy_max is copied
+ * (py_module.c says why), a longer one stays borrowed (has_view set,
+ * view.readonly 0) for the caller to copy as it writes. */
 int pysimdr_key(PyObject *obj, pysimdr_bytes *out);
 int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max);
 void pysimdr_bytes_release(pysimdr_bytes *b);
+/* A C-contiguous buffer of obj's bytes, refusing buffers of Python object
+ * pointers (TypeError naming `what`). */
+int pysimdr_get_buffer(PyObject *obj, Py_buffer *view, const char *what);
 
 /* Takes ownership of entry (released even on failure). */
 PyObject *pysimdr_entry_new(simdr_entry *entry);

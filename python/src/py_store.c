@@ -464,7 +464,8 @@ static int64_t stream_fill(void *ctx, void *buf, size_t cap) {
             Py_DECREF(chunk);
             goto fail;
         }
-        int got = PyObject_GetBuffer(chunk, &src->pending, PyBUF_SIMPLE);
+        int got = pysimdr_get_buffer(chunk, &src->pending,
+                                     "write_stream: a chunk of reader.read()");
         Py_DECREF(chunk); /* the export holds its own reference */
         if (got < 0) goto fail;
         src->has_pending = 1;
