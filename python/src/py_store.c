@@ -1160,8 +1160,14 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
     int layout = simdr_layout_of(self->store);
     pysimdr_store_leave(self);
     if (rrc != SIMDR_OK) return pysimdr_raise(rrc);
+    /* The saved tail's name is the path's with a suffix, in bytes that need
+     * not be UTF-8: given back as the path was given, bytes for bytes, else
+     * decoded as os.fsdecode does. */
+    PyObject *saved = PyBytes_Check(self->path) ? PyBytes_FromString(rec.saved_path)
+                                                : PyUnicode_DecodeFSDefault(rec.saved_path);
+    if (!saved) return NULL;
     return Py_BuildValue(
-        "{sOsKsKsKsKsssOsOsssss{sKsKsKsOss}}", "path", self->path, "count",
+        "{sOsKsKsKsKsssOsOsssss{sKsKsKsOsN}}", "path", self->path, "count",
         (unsigned long long)count, "file_size", (unsigned long long)size, "compaction_savings",
         (unsigned long long)savings, "index_bytes", (unsigned long long)index_bytes, "layout",
         layout == SIMDR_LAYOUT_UNALIGNED ? "unaligned" : "aligned", "readonly",
@@ -1171,7 +1177,7 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
         self->append_mode == SIMDR_APPEND_MAPPED ? "mapped" : "write", "recovery", "file_size",
         (unsigned long long)rec.file_size, "valid_size", (unsigned long long)rec.valid_size,
         "bytes_cut", (unsigned long long)rec.bytes_cut, "truncated",
-        rec.truncated ? Py_True : Py_False, "saved_path", rec.saved_path);
+        rec.truncated ? Py_True : Py_False, "saved_path", saved);
 }
 
 /* ---- properties, repr ---- */
@@ -1366,7 +1372,9 @@ static PyMethodDef store_methods[] = {
     {"info", (PyCFunction)store_info, METH_NOARGS,
      "info($self, /)\n--\n\n"
      "A dict: path, count, file_size, compaction_savings, index_bytes, layout, readonly,\n"
-     "verify_reads, durability and recovery (what the open found and cut)."},
+     "verify_reads, durability and recovery (what the open found and cut: file_size,\n"
+     "valid_size, bytes_cut, truncated, and saved_path, where the cut bytes were saved,\n"
+     "bytes when the store was opened with a bytes path, else str)."},
     {"refresh", (PyCFunction)store_refresh, METH_NOARGS,
      "refresh($self, /)\n--\n\n"
      "Read-only stores: picks up entries another process appended since the open (or the\n"
