@@ -286,6 +286,55 @@ def test_second_close_returns_only_once_the_store_is_closed(store_path):
         assert again.read(b"s") == b"v"
 
 
+def test_a_finalizer_closing_the_store_while_copy_or_move_fails_does_not_hang(tmp_path):
+    # An object whose __del__ closes the store (a wrapper's usual cleanup) may
+    # be collected by any allocation of a container object, among them the
+    # exception a failing call raises. Collection is forced at every one of
+    # the first few allocations after the call starts; close() must never
+    # wait for a call its own thread is in the middle of.
+    out = run_isolated("""
+        import gc, os, sys
+        import simdr
+        d = sys.argv[1]
+        simdr.open(os.path.join(d, "target.bin")).close()
+        outcomes = set()
+        for name in ("copy", "move"):
+            for failure in ("read-only target", "missing key"):
+                for threshold in range(1, 9):
+                    db = simdr.open(os.path.join(d, "source.bin"))
+                    target = simdr.open(os.path.join(d, "target.bin"), readonly=True)
+                    db.write(b"k", b"v")
+
+                    class Closer:
+                        def __del__(self):
+                            db.close()
+
+                    gc.collect()
+                    closer = Closer()
+                    closer.cycle = closer
+                    del closer
+                    call = getattr(db, name)
+                    try:
+                        raise RuntimeError("handled: a KeyError is chained to it at once")
+                    except RuntimeError:
+                        gc.set_threshold(threshold)
+                        try:
+                            if failure == "missing key":
+                                call(b"absent", target)
+                            else:
+                                call(b"k", target)
+                        except (simdr.ReadOnlyError, simdr.ClosedError, KeyError) as e:
+                            outcomes.add(type(e).__name__)
+                        finally:
+                            gc.set_threshold(700)
+                    gc.collect()
+                    assert db.closed
+                    target.close()
+        print(sorted(outcomes))
+    """, tmp_path)
+    assert "ReadOnlyError" in out and "KeyError" in out
+
+
 def key_calls(db):
     """Every call that takes a key, as one-argument functions."""
     return [db.read, db.read_entry, db.read_stream, db.exists, db.delete, db.get,
