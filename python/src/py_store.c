@@ -1002,20 +1002,23 @@ static PyObject *transfer(PySimdrStore *self, PyObject *const *args, Py_ssize_t 
     pysimdr_bytes k;
     if (pysimdr_key(args[0], &k) < 0) return NULL;
     PyObject *result = NULL;
+    int rc = 1; /* not run: a Python exception is set (engine statuses are <= 0) */
     if (refuse_reentrant(dst) == 0 && enter_for_write(self) == 0) {
         if (pysimdr_store_enter(dst) == 0) {
-            int rc;
             Py_BEGIN_ALLOW_THREADS
             rc = move ? simdr_move(self->store, k.ptr, k.len, dst->store, NULL)
                       : simdr_copy(self->store, k.ptr, k.len, dst->store, NULL);
             Py_END_ALLOW_THREADS
             pysimdr_store_leave(dst);
-            if (rc == SIMDR_NOTFOUND) PyErr_SetObject(PyExc_KeyError, args[0]);
-            else if (rc != SIMDR_OK) pysimdr_raise(rc);
-            else result = Py_NewRef(Py_None);
         }
+        /* Left before the exception is made: making it may run the
+         * collector, and a finalizer that closes this store would wait for
+         * this very call. */
         pysimdr_store_leave(self);
     }
+    if (rc == SIMDR_NOTFOUND) PyErr_SetObject(PyExc_KeyError, args[0]);
+    else if (rc == SIMDR_OK) result = Py_NewRef(Py_None);
+    else if (rc < 0) pysimdr_raise(rc);
     pysimdr_bytes_release(&k);
     return result;
 }
