@@ -226,6 +226,43 @@ void pysimdr_bytes_release(pysimdr_bytes *b) {
     Py_CLEAR(b->ref);
 }
 
+/* ---- arguments by position or by name ---- */
+
+int pysimdr_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                 const char *const *names, Py_ssize_t required, Py_ssize_t n, PyObject **out) {
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd argument%s (%zd given)", fname, n,
+                     n == 1 ? "" : "s", nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = i < nargs ? args[i] : NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t i = 0;
+        while (i < n && PyUnicode_CompareWithASCIIString(name, names[i]) != 0) i++;
+        if (i == n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                         name);
+            return -1;
+        }
+        if (out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < required; i++) {
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s' (pos %zd)", fname,
+                         names[i], i + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- NamespaceHasher ---- */
 
 typedef struct {
@@ -251,7 +288,11 @@ static void hasher_dealloc(PySimdrHasher *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *hasher_namespace(PySimdrHasher *self, PyObject *key) {
+static PyObject *hasher_namespace(PySimdrHasher *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+    static const char *const names[] = {"key"};
+    PyObject *key;
+    if (pysimdr_args("namespace", args, nargs, kwnames, names, 1, 1, &key) < 0) return NULL;
     if (!self->prefix) {
         PyErr_SetString(PyExc_TypeError, "NamespaceHasher was not initialised");
         return NULL;
@@ -272,8 +313,8 @@ static PyObject *hasher_get_prefix(PySimdrHasher *self, void *closure) {
 }
 
 static PyMethodDef hasher_methods[] = {
-    {"namespace", (PyCFunction)hasher_namespace, METH_O,
-     "namespace($self, key, /)\n--\n\n"
+    {"namespace", (PyCFunction)(void (*)(void))hasher_namespace, METH_FASTCALL | METH_KEYWORDS,
+     "namespace($self, key)\n--\n\n"
      "The 16-byte namespaced key: XXH3-64 of the prefix then XXH3-64 of key, both\n"
      "little-endian (the Rust crate's NamespaceHasher). Use it as an ordinary key."},
     {NULL, NULL, 0, NULL},

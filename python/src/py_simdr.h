@@ -99,6 +99,16 @@ void pysimdr_bytes_release(pysimdr_bytes *b);
  * pointers (TypeError naming `what`). */
 int pysimdr_get_buffer(PyObject *obj, Py_buffer *view, const char *what);
 
+/*
+ * Arguments of a METH_FASTCALL | METH_KEYWORDS method taking up to n
+ * parameters, by position or by the names in names (the Rust binding's
+ * methods are PyO3 functions, whose parameters have names): out[i] is the
+ * argument for names[i] (borrowed), NULL for an optional one not given.
+ * The first `required` are required. 0, or -1 with TypeError set.
+ */
+int pysimdr_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                 const char *const *names, Py_ssize_t required, Py_ssize_t n, PyObject **out);
+
 /* Takes ownership of entry (released even on failure). */
 PyObject *pysimdr_entry_new(simdr_entry *entry);
 /* An EntryHandle without an entry yet (reused when one is free): a lookup

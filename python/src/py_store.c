@@ -333,12 +333,12 @@ static int put_one(PySimdrStore *self, PyObject *key, PyObject *value) {
     return rc == SIMDR_OK ? 0 : -1;
 }
 
-static PyObject *store_write(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "write() takes exactly 2 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    if (put_one(self, args[0], args[1]) < 0) return NULL;
+static PyObject *store_write(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+    static const char *const names[] = {"key", "data"};
+    PyObject *kv[2];
+    if (pysimdr_args("write", args, nargs, kwnames, names, 2, 2, kv) < 0) return NULL;
+    if (put_one(self, kv[0], kv[1]) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -491,12 +491,12 @@ fail:
     return -1;
 }
 
-static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "write_stream() takes exactly 2 arguments (%zd given)",
-                     nargs);
+static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *positional,
+                                    Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"key", "reader"};
+    PyObject *args[2];
+    if (pysimdr_args("write_stream", positional, nargs, kwnames, names, 2, 2, args) < 0)
         return NULL;
-    }
     stream_src src = {0};
     src.reader_read = PyObject_GetAttrString(args[1], "read");
     if (!src.reader_read) {
@@ -1315,30 +1315,61 @@ PyTypeObject PySimdrIter_Type = {
 /* ---- the type ---- */
 
 #define FASTCALL(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL
+#define FASTCALL_KW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
+
+/* The one argument of a method of the Rust binding's, by position or by its
+ * name there; a single positional argument takes no parsing. */
+static inline int one_arg(const char *fname, const char *const *name, PyObject *const *args,
+                          Py_ssize_t nargs, PyObject *kwnames, PyObject **out) {
+    if (nargs == 1 && !kwnames) {
+        *out = args[0];
+        return 0;
+    }
+    return pysimdr_args(fname, args, nargs, kwnames, name, 1, 1, out);
+}
+
+static const char *const key_name[] = {"key"}, *const items_name[] = {"items"};
+
+/* Defines method `name` of the one parameter `param` (its keyword name) over fn. */
+#define ONE_ARG_METHOD(name, param, fn)                                                    \
+    static PyObject *store_##name##_kw(PySimdrStore *self, PyObject *const *args,           \
+                                       Py_ssize_t nargs, PyObject *kwnames) {              \
+        PyObject *arg;                                                                     \
+        if (one_arg(#name, param, args, nargs, kwnames, &arg) < 0) return NULL;            \
+        return fn(self, arg);                                                              \
+    }
+
+ONE_ARG_METHOD(read, key_name, store_read)
+ONE_ARG_METHOD(read_entry, key_name, store_read_entry)
+ONE_ARG_METHOD(read_stream, key_name, store_read_stream)
+ONE_ARG_METHOD(delete, key_name, store_delete)
+ONE_ARG_METHOD(exists, key_name, store_exists)
+ONE_ARG_METHOD(batch_write, items_name, store_put_many)
+ONE_ARG_METHOD(put_many, items_name, store_put_many)
 
 static PyMethodDef store_methods[] = {
-    {"write", FASTCALL(store_write),
-     "write($self, key, data, /)\n--\n\n"
+    {"write", FASTCALL_KW(store_write),
+     "write($self, key, data)\n--\n\n"
      "Appends key = data (key: bytes-like or str; data: any non-empty bytes-like object)."},
-    {"batch_write", (PyCFunction)store_put_many, METH_O,
-     "batch_write($self, items, /)\n--\n\n"
+    {"batch_write", FASTCALL_KW(store_batch_write_kw),
+     "batch_write($self, items)\n--\n\n"
      "Appends many (key, value) pairs in one write; a later pair for the same key wins.\n"
      "One bad value refuses the whole batch. The same as put_many."},
-    {"put_many", (PyCFunction)store_put_many, METH_O,
-     "put_many($self, items, /)\n--\n\n"
+    {"put_many", FASTCALL_KW(store_put_many_kw),
+     "put_many($self, items)\n--\n\n"
      "Appends a mapping or an iterable of (key, value) pairs with one lock and one write."},
-    {"write_stream", FASTCALL(store_write_stream),
-     "write_stream($self, key, reader, /)\n--\n\n"
+    {"write_stream", FASTCALL_KW(store_write_stream),
+     "write_stream($self, key, reader)\n--\n\n"
      "Appends a value read from reader.read(size) until it returns b'' (constant memory).\n"
      "An exception raised by the reader is re-raised and nothing is kept. The reader must\n"
      "not write to or close this store."},
-    {"read", (PyCFunction)store_read, METH_O,
-     "read($self, key, /)\n--\n\nThe newest value of key copied into bytes, or None."},
-    {"read_entry", (PyCFunction)store_read_entry, METH_O,
-     "read_entry($self, key, /)\n--\n\n"
+    {"read", FASTCALL_KW(store_read_kw),
+     "read($self, key)\n--\n\nThe newest value of key copied into bytes, or None."},
+    {"read_entry", FASTCALL_KW(store_read_entry_kw),
+     "read_entry($self, key)\n--\n\n"
      "The newest value of key as a zero-copy EntryHandle, or None."},
-    {"read_stream", (PyCFunction)store_read_stream, METH_O,
-     "read_stream($self, key, /)\n--\n\nThe newest value of key as an EntryStream, or None."},
+    {"read_stream", FASTCALL_KW(store_read_stream_kw),
+     "read_stream($self, key)\n--\n\nThe newest value of key as an EntryStream, or None."},
     {"get", FASTCALL(store_get),
      "get($self, key, default=None, /)\n--\n\nThe value of key as bytes, or default."},
     {"get_many", (PyCFunction)store_get_many, METH_O,
@@ -1346,12 +1377,12 @@ static PyMethodDef store_methods[] = {
      "One EntryHandle (or None when absent) per key of the iterable keys, looked up together\n"
      "with their memory accesses overlapped (simdr_get_batch). A single str or bytes key is\n"
      "refused (TypeError): pass [key]."},
-    {"delete", (PyCFunction)store_delete, METH_O,
-     "delete($self, key, /)\n--\n\n"
+    {"delete", FASTCALL_KW(store_delete_kw),
+     "delete($self, key)\n--\n\n"
      "Deletes key (appends a tombstone); an absent key is left alone (del db[key] raises\n"
      "KeyError instead)."},
-    {"exists", (PyCFunction)store_exists, METH_O,
-     "exists($self, key, /)\n--\n\nTrue if key is present (the same as key in store)."},
+    {"exists", FASTCALL_KW(store_exists_kw),
+     "exists($self, key)\n--\n\nTrue if key is present (the same as key in store)."},
     {"rename", FASTCALL(store_rename),
      "rename($self, old_key, new_key, /)\n--\n\n"
      "Stores old_key's value under new_key and deletes old_key, in one append.\n"
