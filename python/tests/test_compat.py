@@ -86,6 +86,31 @@ def test_rust_binding_calls_by_keyword_work_unchanged(tmp_path):
     store.close()
 
 
+def test_failures_the_rust_binding_reports_as_oserror_are_oserrors(tmp_path):
+    # The Rust binding raises OSError (IOError) for every failure of DataStore(path),
+    # write, batch_write and delete, so code written for it catches OSError there.
+    not_a_store = tmp_path / "notes.txt"
+    not_a_store.write_bytes(b"not a store, " * 20)
+    store = simd_r_drive.DataStore(str(tmp_path / "s.bin"))
+    failing = [lambda: simd_r_drive.DataStore(str(tmp_path / "s.bin")),  # locked
+               lambda: simd_r_drive.DataStore(str(not_a_store)),
+               lambda: simd_r_drive.DataStore(str(tmp_path)),  # a directory
+               lambda: simd_r_drive.DataStore(str(tmp_path / "no" / "dir.bin")),
+               lambda: store.write(b"k", b""), lambda: store.write(b"k", b"\x00"),
+               lambda: store.batch_write([(b"a", b"1"), (b"k", b"")])]
+    for call in failing:
+        with pytest.raises(OSError) as caught:
+            call()
+        assert isinstance(caught.value, simdr.Error) and caught.value.code < 0
+    assert store.read(b"k") is None and store.read(b"a") is None
+    assert not_a_store.read_bytes() == b"not a store, " * 20
+    store.close()
+    # the classes keep their other bases: a bad argument is a ValueError still
+    assert issubclass(simdr.InvalidArgumentError, ValueError)
+    assert issubclass(simdr.ClosedError, ValueError)
+    assert issubclass(simdr.OutOfMemoryError, MemoryError)
+
+
 def _stub_names():
     path = os.path.join(os.path.dirname(simdr.__file__), "__init__.pyi")
     if not os.path.exists(path):  # tests run against the source tree's stub
