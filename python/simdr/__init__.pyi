@@ -17,7 +17,7 @@ _T = TypeVar("_T")
 class _Reader(Protocol):
     def read(self, size: int, /) -> Buffer: ...
 
-class Error(Exception):
+class Error(OSError):
     """Base of every engine error; `code` is the engine's negative SIMDR_E* status."""
     code: int
 

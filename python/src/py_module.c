@@ -65,12 +65,17 @@ static PyObject *row_type(const char *name) {
     return NULL;
 }
 
+/* Error is an OSError: the Rust crate's binding raises OSError for every
+ * failure of opening a store and of its writes, and code written for it
+ * catches that (a bad argument stays a ValueError as well, as
+ * io.UnsupportedOperation is both). */
 int pysimdr_init_errors(PyObject *module) {
     PySimdr_Error = PyErr_NewExceptionWithDoc(
         "simdr.Error",
-        "Base class of every error the engine reports. The `code` attribute holds the\n"
-        "engine's status (a negative SIMDR_E* value); the message is the engine's text.",
-        NULL, NULL);
+        "Base class of every error the engine reports, an OSError (as the Rust crate's\n"
+        "binding raises). The `code` attribute holds the engine's status (a negative\n"
+        "SIMDR_E* value); the message is the engine's text.",
+        PyExc_OSError, NULL);
     if (!PySimdr_Error || PyModule_AddObjectRef(module, "Error", PySimdr_Error) < 0) return -1;
     for (size_t i = 0; i < N_ERROR_ROWS; i++) {
         error_row *r = &error_rows[i];
