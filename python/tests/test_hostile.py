@@ -446,6 +446,69 @@ def test_buffers_of_object_pointers_are_refused_as_keys_and_values(db):
     assert simdr.hash_key(named) == simdr.hash_key(named.tobytes())
 
 
+# A buffer exporter that runs Python code while it exports, as a Cython class's
+# __getbuffer__ does and, from Python 3.12, any class with __buffer__: built
+# here with ctypes, whose callback is the type's bf_getbuffer slot.
+EXPORTER_RUNNING_PYTHON = """
+    import ctypes
+
+    class Slot(ctypes.Structure):
+        _fields_ = [("slot", ctypes.c_int), ("pfunc", ctypes.c_void_p)]
+
+    class Spec(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char_p), ("basicsize", ctypes.c_int),
+                    ("itemsize", ctypes.c_int), ("flags", ctypes.c_uint),
+                    ("slots", ctypes.POINTER(Slot))]
+
+    api = ctypes.pythonapi
+    api.PyType_FromSpec.restype = ctypes.py_object
+    api.PyType_FromSpec.argtypes = [ctypes.POINTER(Spec)]
+    api.PyObject_GetBuffer.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_int]
+    GETBUFFER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_void_p, ctypes.c_int)
+    PY_BF_GETBUFFER, PY_TPFLAGS_BASETYPE = 1, 1 << 10
+
+    def exporter(on_export):
+        # Exporter(data): exporting it calls on_export(), then exports data's bytes.
+        def getbuffer(obj, view, flags):
+            on_export()
+            return api.PyObject_GetBuffer(obj.data, view, flags)
+        callback = GETBUFFER(getbuffer)
+        slots = (Slot * 2)(Slot(PY_BF_GETBUFFER, ctypes.cast(callback, ctypes.c_void_p)),
+                           Slot(0, None))
+        spec = Spec(b"hostile.Exporter", 0, 0, PY_TPFLAGS_BASETYPE, slots)
+        base = api.PyType_FromSpec(ctypes.byref(spec))
+        return type("Exporter", (base,), {"__init__": lambda self, d: setattr(self, "data", d),
+                                          "keep": (callback, slots, spec)})
+"""
+
+
+def test_an_exporter_emptying_the_list_being_read_cannot_crash_a_batch(tmp_path):
+    # get_many and put_many turn each key and value into bytes while walking the
+    # list they were given; an export that empties or shrinks that list (or the
+    # [key, value] list of a pair) must not leave them reading freed slots.
+    out = run_isolated(EXPORTER_RUNNING_PYTHON + """
+    import os, sys
+    import simdr
+    db = simdr.open(os.path.join(sys.argv[1], "batch.bin"))
+    db.put_many([(b"key", b"value"), (b"x1", b"1")])
+    keys = []
+    ClearsKeys = exporter(keys.clear)
+    keys += [b"x1", ClearsKeys(b"key")] + [b"x%d" % i for i in range(2, 200)]
+    found = db.get_many(keys)  # the keys as passed, whatever became of the list
+    print(len(found), bytes(found[0]), bytes(found[1]), found[2])
+    items = []
+    ClearsItems = exporter(items.clear)
+    items += [(b"a", b"1"), (ClearsItems(b"b"), b"2")] + [(b"c%d" % i, b"3") for i in range(200)]
+    db.put_many(items)
+    print(len(items), db.read(b"a"), db.read(b"b"), db.read(b"c199"))
+    pair = [None, b"paired"]
+    pair[0] = exporter(pair.clear)(b"p")
+    db.put_many([pair])
+    print(db.read(b"p"), db.check()["ok"])
+    """, tmp_path)
+    assert out.split("\n")[:3] == ["200 b'1' b'value' None", "0 b'1' b'2' b'3'", "b'paired' True"]
+
+
 def test_values_past_2_gib_refused_cleanly_at_the_file_size_limit(tmp_path):
     # A 2 GiB + 1 value from an anonymous map (untouched: no memory used). With
     # the file size limit far below it the write fails as a full disk, leaves
