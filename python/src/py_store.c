@@ -342,6 +342,18 @@ static PyObject *store_write(PySimdrStore *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
+/*
+ * The items of a batch argument as a sequence nothing else can change: a
+ * list is copied into a tuple (PySequence_Fast would hand out the caller's
+ * list itself). Turning an item into bytes may run Python code (a buffer
+ * export written in Python or Cython), which could empty or refill the
+ * caller's list under a walk over its slots.
+ */
+static PyObject *items_snapshot(PyObject *obj, const char *message) {
+    if (PyList_Check(obj)) return PyList_AsTuple(obj);
+    return PySequence_Fast(obj, message);
+}
+
 /* A batch's borrowed keys and values, kept until the append returns. */
 typedef struct {
     PyObject *seq;        /* fast sequence of pairs */
@@ -369,7 +381,7 @@ static int batch_collect(PyObject *items, batch_args *b) {
         src = Py_NewRef(items);
     }
     if (!src) return -1;
-    b->seq = PySequence_Fast(src, "expected a mapping or an iterable of (key, value) pairs");
+    b->seq = items_snapshot(src, "expected a mapping or an iterable of (key, value) pairs");
     Py_DECREF(src);
     if (!b->seq) return -1;
     b->n = PySequence_Fast_GET_SIZE(b->seq);
@@ -389,11 +401,14 @@ static int batch_collect(PyObject *items, batch_args *b) {
             return -1;
         }
         pysimdr_bytes *kb = &b->bufs[2 * i], *vb = &b->bufs[2 * i + 1];
-        if (pysimdr_key(PySequence_Fast_GET_ITEM(pair, 0), kb) < 0) return -1;
-        if (pysimdr_value(PySequence_Fast_GET_ITEM(pair, 1), vb, SIZE_MAX) < 0) {
-            pysimdr_bytes_release(kb);
-            return -1;
-        }
+        /* Both held first: the key's export may change a pair that is a list. */
+        PyObject *key = Py_NewRef(PySequence_Fast_GET_ITEM(pair, 0));
+        PyObject *value = Py_NewRef(PySequence_Fast_GET_ITEM(pair, 1));
+        int rc = pysimdr_key(key, kb);
+        if (rc == 0 && (rc = pysimdr_value(value, vb, SIZE_MAX)) < 0) pysimdr_bytes_release(kb);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc < 0) return -1;
         b->filled = i + 1;
         b->items[i] = (simdr_kv){kb->ptr, kb->len, vb->ptr, vb->len};
     }
@@ -822,7 +837,7 @@ static PyObject *store_get_many(PySimdrStore *self, PyObject *keys) {
                      "pass [key]", Py_TYPE(keys)->tp_name);
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(keys, "get_many expects an iterable of keys");
+    PyObject *seq = items_snapshot(keys, "get_many expects an iterable of keys");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject *result = NULL;
