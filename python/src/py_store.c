@@ -381,7 +381,9 @@ static int batch_collect(PyObject *items, batch_args *b) {
         src = Py_NewRef(items);
     }
     if (!src) return -1;
-    b->seq = items_snapshot(src, "expected a mapping or an iterable of (key, value) pairs");
+    /* A mapping's items are a list of this call's own already. */
+    const char *shape = "expected a mapping or an iterable of (key, value) pairs";
+    b->seq = src == items ? items_snapshot(src, shape) : PySequence_Fast(src, shape);
     Py_DECREF(src);
     if (!b->seq) return -1;
     b->n = PySequence_Fast_GET_SIZE(b->seq);
