@@ -636,6 +636,66 @@ def test_forked_child_reads_and_keeps_views_but_cannot_write(tmp_path, append_mo
         assert again.info()["recovery"]["bytes_cut"] == 0
 
 
+def test_forked_child_closes_a_store_another_thread_was_using_or_closing_at_the_fork(tmp_path):
+    # The child of a fork has only the forking thread: a call another thread was
+    # making at the fork (here a write_stream held in its reader), or a close()
+    # waiting for that call, never ends in the child. Its close() must not wait
+    # for them, and the parent's calls go on as if nothing happened.
+    out = run_isolated("""
+        import os, signal, sys, threading
+        import simdr
+        db = simdr.open(os.path.join(sys.argv[1], "forked.bin"))
+        db.write(b"k", b"v")
+        inside, release = threading.Event(), threading.Event()
+
+        class Held:
+            calls = 0
+
+            def read(self, n):
+                self.calls += 1
+                if self.calls > 1:
+                    return b""
+                inside.set()
+                release.wait()
+                return b"streamed"
+
+        def child(step):
+            signal.alarm(20)  # a child that hangs ends instead of outliving the test
+            before = db.closed
+            value = db.read(b"k")
+            db.close()
+            try:
+                db.read(b"k")
+                after = "open"
+            except simdr.ClosedError:
+                after = "closed"
+            print(step, before, value, db.closed, after, flush=True)
+            os._exit(0)
+
+        streamer = threading.Thread(target=db.write_stream, args=(b"s", Held()))
+        streamer.start()
+        inside.wait()
+        if os.fork() == 0:
+            child("during-a-call")
+        os.wait()
+        closer = threading.Thread(target=db.close)
+        closer.start()
+        while not db.closed:  # the close has begun and waits for the stream
+            threading.Event().wait(0.001)
+        if os.fork() == 0:
+            child("during-a-close")
+        os.wait()
+        release.set()
+        streamer.join()
+        closer.join()
+        with simdr.open(os.path.join(sys.argv[1], "forked.bin")) as again:
+            print("parent", again.read(b"s"), again.read(b"k"))
+    """, tmp_path)
+    assert out.split("\n")[:3] == ["during-a-call False b'v' True closed",
+                                   "during-a-close False b'v' True closed",
+                                   "parent b'streamed' b'v'"]
+
+
 def _refreshing_reader(path, index, progress, stop, conn):
     try:
         ro = simdr.open(path, readonly=True)
