@@ -397,6 +397,7 @@ static int add_type(PyObject *module, PyTypeObject *type, const char *name) {
 
 PyMODINIT_FUNC PyInit__simdr(void) {
     pysimdr_init_crc();
+    pysimdr_watch_forks();
     PyObject *m = PyModule_Create(&simdr_module);
     if (!m) return NULL;
     if (pysimdr_init_errors(m) < 0 || add_type(m, &PySimdrStore_Type, "DataStore") < 0 ||

@@ -40,6 +40,8 @@ typedef struct {
     int verify_reads;      /* the binding checks each value's CRC (py_store.c) */
     PyObject *path;        /* the path as given, after os.fspath */
     PySimdrIter *iters;    /* live iterators, closed before the store */
+    unsigned long forks;   /* the process's fork count when mu, idle and users were last
+                              valid here (py_store.c, "use after fork") */
     PyObject *weakrefs;
 } PySimdrStore;
 
@@ -124,6 +126,16 @@ static inline void pysimdr_entry_fill(PySimdrEntry *h, simdr_entry *entry, const
 }
 PyObject *pysimdr_stream_new(simdr_entry *entry);
 
+/* Counts forks in the children (pthread_atfork), once at import. */
+void pysimdr_watch_forks(void);
+extern unsigned long pysimdr_forks_seen;
+/* Makes s usable in a child forked since it was last used (py_store.c, "use
+ * after fork"); GIL held. */
+void pysimdr_adopt_after_fork(PySimdrStore *s);
+static inline void pysimdr_adopted(PySimdrStore *s) {
+    if (s->forks != pysimdr_forks_seen) pysimdr_adopt_after_fork(s);
+}
+
 /* The close guard: enter fails with ClosedError once close() began. */
 int pysimdr_store_enter(PySimdrStore *s);
 void pysimdr_store_leave(PySimdrStore *s);
@@ -146,6 +158,7 @@ int pysimdr_store_closed_error(PySimdrStore *s);
 #define pysimdr_read_leave(s) pysimdr_store_leave(s)
 #else
 static inline int pysimdr_read_enter(PySimdrStore *s) {
+    pysimdr_adopted(s);
     if (s->closing || !s->store) return pysimdr_store_closed_error(s);
     return 0;
 }

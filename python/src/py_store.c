@@ -33,6 +33,36 @@ static int streaming_here(const PySimdrStore *s) {
     return 0;
 }
 
+/* ---- use after fork ----
+ *
+ * A forked child has only the thread that forked. Calls other threads made
+ * on a store at the fork never end in the child, yet their count in `users`
+ * (and `mu`, if one of them held it) came along, as did a close() waiting
+ * for them: the child's close() would wait forever. A store used in a
+ * process that forked since it was last used starts afresh there: a new
+ * mutex and condition, only this thread's own calls counted (those of
+ * write_stream readers it is running), and a close begun by another thread
+ * undone if it had not yet reached the file (the child still has it), or
+ * finished if it had. A counter bumped in the child after each fork tells
+ * (cheaper than a getpid per call). Every caller holds the GIL, so no other
+ * thread of the child can meet the store half adopted.
+ */
+unsigned long pysimdr_forks_seen;
+
+static void count_fork_in_child(void) { pysimdr_forks_seen++; }
+
+void pysimdr_watch_forks(void) { pthread_atfork(NULL, NULL, count_fork_in_child); }
+
+void pysimdr_adopt_after_fork(PySimdrStore *s) {
+    s->forks = pysimdr_forks_seen;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->users = 0;
+    for (const stream_frame *f = tls_streams; f; f = f->outer)
+        if (f->store == s) s->users++;
+    if (s->closing == PYSIMDR_CLOSING) s->closing = s->store ? 0 : PYSIMDR_CLOSED;
+}
+
 /* ---- the close guard ---- */
 
 int pysimdr_store_closed_error(PySimdrStore *s) {
@@ -42,6 +72,7 @@ int pysimdr_store_closed_error(PySimdrStore *s) {
 }
 
 int pysimdr_store_enter(PySimdrStore *s) {
+    pysimdr_adopted(s);
     pthread_mutex_lock(&s->mu);
     if (s->closing || !s->store) {
         pthread_mutex_unlock(&s->mu);
@@ -81,6 +112,7 @@ static PyObject *store_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     (void)kwds;
     PySimdrStore *self = (PySimdrStore *)type->tp_alloc(type, 0);
     if (!self) return NULL;
+    self->forks = pysimdr_forks_seen;
     pthread_mutex_init(&self->mu, NULL);
     pthread_cond_init(&self->idle, NULL);
     return (PyObject *)self;
@@ -189,6 +221,7 @@ static void close_iterators(PySimdrStore *self) {
 static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
     (void)unused;
     if (refuse_reentrant(self) < 0) return NULL;
+    pysimdr_adopted(self);
     pthread_mutex_lock(&self->mu);
     if (self->closing == PYSIMDR_CLOSING) {
         /* Another thread's close() waits for calls to end or is closing the
@@ -1204,6 +1237,7 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
 
 static PyObject *store_get_closed(PySimdrStore *self, void *c) {
     (void)c;
+    pysimdr_adopted(self);
     pthread_mutex_lock(&self->mu);
     int closed = self->closing || !self->store;
     pthread_mutex_unlock(&self->mu);
