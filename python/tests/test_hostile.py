@@ -696,6 +696,34 @@ def test_forked_child_closes_a_store_another_thread_was_using_or_closing_at_the_
                                    "parent b'streamed' b'v'"]
 
 
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_a_forked_childs_close_leaves_readers_of_the_parents_store_seeing_its_appends(
+        tmp_path, append_mode):
+    # The writer publishes its committed tail in a page shared with every
+    # process that has the store (docs/FORMAT.md, the side file); a child
+    # letting go of the handle it inherited must not mark that page closed
+    # under the parent, which goes on appending. Mapped appends leave the file
+    # longer than the tail, so readers go by that page alone.
+    path = tmp_path / "shared.bin"
+    db = simdr.open(path, append_mode=append_mode)
+    db.put_many([(b"k%d" % i, b"v%d" % i) for i in range(100)])
+    reader = simdr.open(path, readonly=True)
+    assert len(reader) == 100
+    pid = os.fork()
+    if pid == 0:
+        db.close()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for i in range(100, 200):
+        db.write(b"k%d" % i, b"v%d" % i)
+    assert reader.refresh() == 100 and len(reader) == 200 and reader.read(b"k199") == b"v199"
+    reader.close()
+    db.close()
+    with simdr.open(path) as again:
+        assert len(again) == 200 and again.check()["ok"]
+
+
 def _refreshing_reader(path, index, progress, stop, conn):
     try:
         ro = simdr.open(path, readonly=True)
