@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import simdr
+
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
 
 
@@ -25,6 +27,10 @@ def test_the_python_section_has_examples():
 @pytest.mark.parametrize("index", range(len(python_section_examples())))
 def test_readme_example_runs_verbatim(tmp_path, index):
     example = python_section_examples()[index]
-    done = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    # the simdr under test, wherever the empty directory is
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(simdr.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_dir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    done = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"example {index}:\n{example}\n{done.stderr}"
