@@ -345,6 +345,20 @@ def test_iteration_yields_live_entries_newest_first(db):
     assert [bytes(first)] + [bytes(h) for h in it] == [b"4", b"3"]
 
 
+def test_iteration_is_a_snapshot_across_deletes_overwrites_and_compaction(db):
+    db.put_many([(b"k%d" % i, b"v%d" % i) for i in range(1000)])
+    it = iter(db)
+    seen = [bytes(next(it)) for _ in range(10)]
+    db.put_many([(b"n%d" % i, b"new") for i in range(3000)])  # the index grows
+    for i in range(500):
+        db.delete(b"k%d" % i)
+    db.compact()
+    db.put_many([(b"k%d" % i, b"changed") for i in range(500, 600)])
+    seen += [bytes(h) for h in it]
+    assert sorted(seen) == sorted(b"v%d" % i for i in range(1000))
+    assert len(db) == 3500 and sum(1 for _ in db) == 3500
+
+
 def test_context_manager_closes(store_path):
     with simdr.open(store_path) as db:
         assert not db.closed
