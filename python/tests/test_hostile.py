@@ -1183,3 +1183,49 @@ def test_value_changed_by_another_thread_during_its_write_is_stored_whole(tmp_pa
     db.write(b"zeros", np.zeros(1 << 20, np.uint8))
     assert db.read(b"zeros") == bytes(1 << 20)
     db.close()
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_a_read_only_view_of_memory_another_thread_changes_is_stored_whole(tmp_path,
+                                                                           append_mode):
+    # A read-only view says nothing of the memory behind it: a numpy array
+    # made read-only, or memoryview(bytearray).toreadonly(), still shows bytes
+    # another thread changes through the writable original while the engine
+    # checksums and writes them. The stored entry must match its checksum.
+    db = simdr.open(tmp_path / "racy-views.bin", append_mode=append_mode)
+    array = np.zeros(4 << 20, np.uint8)
+    array[0] = 1
+    frozen = array.view()
+    frozen.flags.writeable = False
+    backing = bytearray(b"b" * (1 << 20))
+    small = bytearray(b"s" * 1000)
+    views = {b"array": frozen, b"large view": memoryview(backing).toreadonly(),
+             b"small view": memoryview(small).toreadonly()}
+    started, stop = threading.Event(), threading.Event()
+
+    def scribble():
+        i = 0
+        while not stop.is_set():
+            array[(i * 4099) % array.size] ^= 0xFF
+            backing[(i * 7919) % len(backing)] ^= 0x01
+            small[i % 1000] ^= 0x01
+            i += 1
+            started.set()
+
+    scribbler = threading.Thread(target=scribble)
+    scribbler.start()
+    started.wait()
+    try:
+        for r in range(8):
+            for name, view in views.items():
+                db.write(b"%s %d" % (name, r), view)
+                db.put_many([(b"batch %s %d" % (name, r), view)])
+    finally:
+        stop.set()
+        scribbler.join()
+    for r in range(8):
+        for name in views:
+            for key in (b"%s %d" % (name, r), b"batch %s %d" % (name, r)):
+                assert db.read_entry(key).is_valid_checksum(), key
+    assert db.check()["ok"]
+    db.close()
