@@ -193,20 +193,38 @@ int pysimdr_key(PyObject *obj, pysimdr_bytes *out) {
     return borrow_buffer(obj, out, "key");
 }
 
+/* 1 if obj's bytes cannot change while it is borrowed: bytes, a stored value
+ * (EntryHandle: the engine never changes mapped bytes a handle holds), or a
+ * memoryview of either. */
+static int bytes_fixed(PyObject *obj) {
+    if (PyMemoryView_Check(obj)) {
+        obj = PyMemoryView_GET_BASE(obj);
+        if (!obj) return 0;
+    }
+    return PyBytes_Check(obj) || PyObject_TypeCheck(obj, &PySimdrEntry_Type);
+}
+
 /*
- * A writable buffer may change while the engine, without the GIL, computes
- * the value's CRC and then writes the value (two passes over it): the stored
+ * A buffer may change while the engine, without the GIL, computes the
+ * value's CRC and then writes the value (two passes over it): the stored
  * bytes would then disagree with their stored CRC, an entry that reads back
- * as damaged. A writable value shorter than copy_max is therefore copied into
- * a bytes object of its own here (with the GIL held); a longer one is left
- * borrowed for the caller to write through a copy of its own (put_one streams
- * it). bytes and read-only buffers are used in place. A change made during a
- * copy can still mix old and new bytes, as any unsynchronised use of the
- * buffer would, but what is stored always matches its checksum.
+ * as damaged. That a buffer is read-only says nothing of that: a read-only
+ * numpy array or memoryview may look at memory another thread changes
+ * through a writable one. Bytes that cannot change (bytes_fixed) are used in
+ * place; any other value shorter than copy_max is copied into a bytes object
+ * of its own here (with the GIL held). A longer writable one is left
+ * borrowed with `changeable` set for the caller to write through a copy of
+ * its own (put_one streams it), and a longer read-only one is used in place:
+ * copying it would cost a pass and, in a batch, its size in memory (a
+ * read-only view of a 2 GiB map), for a buffer its owner declared unchanging.
+ * A change made during a copy can still mix old and new bytes, as any
+ * unsynchronised use of the buffer would, but what is stored always matches
+ * its checksum.
  */
 int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max) {
     out->has_view = 0;
     out->ref = NULL;
+    out->changeable = 0;
     if (PyBytes_CheckExact(obj)) return borrow_bytes(obj, out);
     if (!PyObject_CheckBuffer(obj)) {
         PyErr_Format(PyExc_TypeError, "value must be a bytes-like object, not %.100s%s",
@@ -215,7 +233,12 @@ int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max) {
         return -1;
     }
     if (borrow_buffer(obj, out, "value") < 0) return -1;
-    if (out->view.readonly || out->len >= copy_max) return 0;
+    if (bytes_fixed(obj)) return 0;
+    if (out->view.readonly && out->len >= PYSIMDR_NOGIL_COPY) return 0;
+    if (out->len >= copy_max) {
+        out->changeable = 1;
+        return 0;
+    }
     PyObject *copy = PyBytes_FromStringAndSize(out->ptr, (Py_ssize_t)out->len);
     pysimdr_bytes_release(out);
     if (!copy) return -1;

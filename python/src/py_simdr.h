@@ -69,6 +69,7 @@ struct PySimdrIter {
 typedef struct {
     Py_buffer view;
     int has_view;
+    int changeable;    /* values: borrowed bytes another thread may change (pysimdr_value) */
     PyObject *ref;
     const char *ptr;
     size_t len;
@@ -91,9 +92,11 @@ int pysimdr_init_errors(PyObject *module);
 void pysimdr_init_crc(void);
 
 /* Keys: bytes-like (C-contiguous, no object pointers) or str (UTF-8).
- * Values: bytes-like only; a writable one shorter than copy_max is copied
- * (py_module.c says why), a longer one stays borrowed (has_view set,
- * view.readonly 0) for the caller to copy as it writes. */
+ * Values: bytes-like only; one whose bytes may change (anything but bytes,
+ * an EntryHandle or a memoryview of either) is copied when shorter than
+ * copy_max (py_module.c says why); a longer writable one stays borrowed with
+ * `changeable` set for the caller to copy as it writes. Read-only buffers of
+ * PYSIMDR_NOGIL_COPY bytes or more are used in place. */
 int pysimdr_key(PyObject *obj, pysimdr_bytes *out);
 int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max);
 void pysimdr_bytes_release(pysimdr_bytes *b);

@@ -303,7 +303,7 @@ static PyObject *store_exit_ctx(PySimdrStore *self, PyObject *args) {
 
 /* ---- writing ---- */
 
-/* A writable value of PYSIMDR_NOGIL_COPY bytes or more (pysimdr_value):
+/* A value of PYSIMDR_NOGIL_COPY bytes or more that may change (pysimdr_value):
  * written as a stream whose source copies it a piece at a time into the
  * engine's buffer, which the engine then checksums and writes, so the entry
  * always matches its checksum without a copy of the whole value. The engine
@@ -327,10 +327,10 @@ static int all_zero(const char *p, size_t n) {
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* put_writable's own allocation failed (no engine message to report). */
+/* put_changeable's own allocation failed (no engine message to report). */
 #define COPY_NOMEM INT_MIN
 
-static int put_writable(simdr_store *store, const pysimdr_bytes *k, const pysimdr_bytes *v) {
+static int put_changeable(simdr_store *store, const pysimdr_bytes *k, const pysimdr_bytes *v) {
     if (!all_zero(v->ptr, v->len)) {
         buffer_source src = {v->ptr, v->len};
         return simdr_put_stream(store, k->ptr, k->len, buffer_fill, &src, NULL);
@@ -350,11 +350,11 @@ static int put_one(PySimdrStore *self, PyObject *key, PyObject *value) {
         pysimdr_bytes_release(&k);
         return -1;
     }
-    int writable = v.has_view && !v.view.readonly;
+    int changeable = v.changeable;
     int rc = -1;
     if (enter_for_write(self) == 0) {
         Py_BEGIN_ALLOW_THREADS
-        rc = writable ? put_writable(self->store, &k, &v)
+        rc = changeable ? put_changeable(self->store, &k, &v)
                       : simdr_put(self->store, k.ptr, k.len, v.ptr, v.len, NULL);
         Py_END_ALLOW_THREADS
         pysimdr_store_leave(self);
