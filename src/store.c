@@ -223,9 +223,9 @@ SIMDR_API int simdr_close(simdr_store *s) {
     }
     if (owner && rc == SIMDR_OK && s->use_hint && s->tail != s->hint_tail)
         simdr__hint_save(s);
-    /* A clean close: an append by another program after it is not torn. */
-    if (!s->readonly && s->side && !s->failed && rc == SIMDR_OK)
-        simdr__side_mark_closed(s->side, s->tail);
+    /* A clean close: an append by another program after it is not torn. Not
+     * a child's: the page is shared with the parent, which still appends. */
+    if (owner && s->side && rc == SIMDR_OK) simdr__side_mark_closed(s->side, s->tail);
     simdr__side_close(s->side);
     simdr__view *v = simdr__current_view(s);
     simdr__map_retire(v->map);

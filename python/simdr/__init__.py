@@ -20,7 +20,8 @@ the mapping protocol, get_many / put_many and iteration over entries.
 
 Errors raise simdr.Error subclasses (NotAStoreError, CorruptError,
 LockedError, ReadOnlyError, DiskFullError, ...) carrying the engine's message
-and its status in `code`; using a closed store raises ClosedError.
+and its status in `code`; simdr.Error is an OSError, as the Rust crate's
+binding raises. Using a closed store raises ClosedError.
 
 Reads check each value's CRC-32 first (verify_reads=True, the default;
 CorruptError for damaged bytes); simdr.open(path, verify_reads=False) skips

@@ -313,14 +313,14 @@ static PyObject *stream_take(PySimdrStream *self, uint64_t want) {
     return out;
 }
 
-static PyObject *stream_read(PySimdrStream *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs > 1) {
-        PyErr_Format(PyExc_TypeError, "read() takes at most 1 argument (%zd given)", nargs);
-        return NULL;
-    }
+static PyObject *stream_read(PySimdrStream *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+    static const char *const names[] = {"size"};
+    PyObject *size;
+    if (pysimdr_args("read", args, nargs, kwnames, names, 0, 1, &size) < 0) return NULL;
     uint64_t want = self->size;
-    if (nargs == 1 && args[0] != Py_None) {
-        Py_ssize_t n = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
+    if (size && size != Py_None) {
+        Py_ssize_t n = PyNumber_AsSsize_t(size, PyExc_OverflowError);
         if (n == -1 && PyErr_Occurred()) return NULL;
         if (n >= 0) want = (uint64_t)n;
     }
@@ -343,8 +343,8 @@ static PyObject *stream_get_size(PySimdrStream *self, void *c) {
 }
 
 static PyMethodDef stream_methods[] = {
-    {"read", (PyCFunction)(void (*)(void))stream_read, METH_FASTCALL,
-     "read($self, size=-1, /)\n--\n\n"
+    {"read", (PyCFunction)(void (*)(void))stream_read, METH_FASTCALL | METH_KEYWORDS,
+     "read($self, size=-1)\n--\n\n"
      "Up to size bytes from the current position (all the rest for -1 or None);\n"
      "b'' at the end."},
     {NULL, NULL, 0, NULL},

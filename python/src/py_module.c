@@ -65,12 +65,17 @@ static PyObject *row_type(const char *name) {
     return NULL;
 }
 
+/* Error is an OSError: the Rust crate's binding raises OSError for every
+ * failure of opening a store and of its writes, and code written for it
+ * catches that (a bad argument stays a ValueError as well, as
+ * io.UnsupportedOperation is both). */
 int pysimdr_init_errors(PyObject *module) {
     PySimdr_Error = PyErr_NewExceptionWithDoc(
         "simdr.Error",
-        "Base class of every error the engine reports. The `code` attribute holds the\n"
-        "engine's status (a negative SIMDR_E* value); the message is the engine's text.",
-        NULL, NULL);
+        "Base class of every error the engine reports, an OSError (as the Rust crate's\n"
+        "binding raises). The `code` attribute holds the engine's status (a negative\n"
+        "SIMDR_E* value); the message is the engine's text.",
+        PyExc_OSError, NULL);
     if (!PySimdr_Error || PyModule_AddObjectRef(module, "Error", PySimdr_Error) < 0) return -1;
     for (size_t i = 0; i < N_ERROR_ROWS; i++) {
         error_row *r = &error_rows[i];
@@ -112,8 +117,46 @@ PyObject *pysimdr_raise(int code) {
 
 /* ---- keys and values ---- */
 
-static int borrow_buffer(PyObject *obj, pysimdr_bytes *out) {
-    if (PyObject_GetBuffer(obj, &out->view, PyBUF_SIMPLE) < 0) return -1;
+/* 1 if a PEP 3118 format string has an item of type 'O' (a PyObject *),
+ * outside the :field names: of a struct. */
+static int format_holds_objects(const char *format) {
+    if (!format) return 0;
+    for (int in_name = 0; *format; format++) {
+        if (*format == ':') in_name = !in_name;
+        else if (!in_name && *format == 'O') return 1;
+    }
+    return 0;
+}
+
+/*
+ * A C-contiguous buffer of obj. The format is asked for too, to refuse
+ * buffers of Python object pointers (numpy dtype=object, ctypes py_object):
+ * their bytes are addresses of objects of this process, which no reader of
+ * the file, this process included once they are freed, could make sense
+ * of, and nothing would tell it. The format comes with the shape (PyBUF_ND,
+ * still C-contiguous without strides): memoryview refuses a format without
+ * one. An exporter that refuses to describe its format and shape is asked
+ * again for its bytes alone.
+ */
+int pysimdr_get_buffer(PyObject *obj, Py_buffer *view, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_ND | PyBUF_FORMAT) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError)) return -1;
+        PyErr_Clear();
+        return PyObject_GetBuffer(obj, view, PyBUF_SIMPLE);
+    }
+    if (format_holds_objects(view->format)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s is a buffer of Python object pointers (format '%.20s' of %.100s), "
+                     "not of bytes: store a serialized form of the objects instead",
+                     what, view->format, Py_TYPE(obj)->tp_name);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int borrow_buffer(PyObject *obj, pysimdr_bytes *out, const char *what) {
+    if (pysimdr_get_buffer(obj, &out->view, what) < 0) return -1;
     out->has_view = 1;
     out->ptr = out->view.buf;
     out->len = (size_t)out->view.len;
@@ -147,23 +190,41 @@ int pysimdr_key(PyObject *obj, pysimdr_bytes *out) {
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
-    return borrow_buffer(obj, out);
+    return borrow_buffer(obj, out, "key");
+}
+
+/* 1 if obj's bytes cannot change while it is borrowed: bytes, a stored value
+ * (EntryHandle: the engine never changes mapped bytes a handle holds), or a
+ * memoryview of either. */
+static int bytes_fixed(PyObject *obj) {
+    if (PyMemoryView_Check(obj)) {
+        obj = PyMemoryView_GET_BASE(obj);
+        if (!obj) return 0;
+    }
+    return PyBytes_Check(obj) || PyObject_TypeCheck(obj, &PySimdrEntry_Type);
 }
 
 /*
- * A writable buffer may change while the engine, without the GIL, computes
- * the value's CRC and then writes the value (two passes over it): the stored
+ * A buffer may change while the engine, without the GIL, computes the
+ * value's CRC and then writes the value (two passes over it): the stored
  * bytes would then disagree with their stored CRC, an entry that reads back
- * as damaged. A writable value shorter than copy_max is therefore copied into
- * a bytes object of its own here (with the GIL held); a longer one is left
- * borrowed for the caller to write through a copy of its own (put_one streams
- * it). bytes and read-only buffers are used in place. A change made during a
- * copy can still mix old and new bytes, as any unsynchronised use of the
- * buffer would, but what is stored always matches its checksum.
+ * as damaged. That a buffer is read-only says nothing of that: a read-only
+ * numpy array or memoryview may look at memory another thread changes
+ * through a writable one. Bytes that cannot change (bytes_fixed) are used in
+ * place; any other value shorter than copy_max is copied into a bytes object
+ * of its own here (with the GIL held). A longer writable one is left
+ * borrowed with `changeable` set for the caller to write through a copy of
+ * its own (put_one streams it), and a longer read-only one is used in place:
+ * copying it would cost a pass and, in a batch, its size in memory (a
+ * read-only view of a 2 GiB map), for a buffer its owner declared unchanging.
+ * A change made during a copy can still mix old and new bytes, as any
+ * unsynchronised use of the buffer would, but what is stored always matches
+ * its checksum.
  */
 int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max) {
     out->has_view = 0;
     out->ref = NULL;
+    out->changeable = 0;
     if (PyBytes_CheckExact(obj)) return borrow_bytes(obj, out);
     if (!PyObject_CheckBuffer(obj)) {
         PyErr_Format(PyExc_TypeError, "value must be a bytes-like object, not %.100s%s",
@@ -171,8 +232,13 @@ int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max) {
                      PyUnicode_Check(obj) ? " (encode str values first)" : "");
         return -1;
     }
-    if (borrow_buffer(obj, out) < 0) return -1;
-    if (out->view.readonly || out->len >= copy_max) return 0;
+    if (borrow_buffer(obj, out, "value") < 0) return -1;
+    if (bytes_fixed(obj)) return 0;
+    if (out->view.readonly && out->len >= PYSIMDR_NOGIL_COPY) return 0;
+    if (out->len >= copy_max) {
+        out->changeable = 1;
+        return 0;
+    }
     PyObject *copy = PyBytes_FromStringAndSize(out->ptr, (Py_ssize_t)out->len);
     pysimdr_bytes_release(out);
     if (!copy) return -1;
@@ -186,6 +252,43 @@ void pysimdr_bytes_release(pysimdr_bytes *b) {
     if (b->has_view) PyBuffer_Release(&b->view);
     b->has_view = 0;
     Py_CLEAR(b->ref);
+}
+
+/* ---- arguments by position or by name ---- */
+
+int pysimdr_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                 const char *const *names, Py_ssize_t required, Py_ssize_t n, PyObject **out) {
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd argument%s (%zd given)", fname, n,
+                     n == 1 ? "" : "s", nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = i < nargs ? args[i] : NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t i = 0;
+        while (i < n && PyUnicode_CompareWithASCIIString(name, names[i]) != 0) i++;
+        if (i == n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                         name);
+            return -1;
+        }
+        if (out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < required; i++) {
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s' (pos %zd)", fname,
+                         names[i], i + 1);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* ---- NamespaceHasher ---- */
@@ -213,7 +316,11 @@ static void hasher_dealloc(PySimdrHasher *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *hasher_namespace(PySimdrHasher *self, PyObject *key) {
+static PyObject *hasher_namespace(PySimdrHasher *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+    static const char *const names[] = {"key"};
+    PyObject *key;
+    if (pysimdr_args("namespace", args, nargs, kwnames, names, 1, 1, &key) < 0) return NULL;
     if (!self->prefix) {
         PyErr_SetString(PyExc_TypeError, "NamespaceHasher was not initialised");
         return NULL;
@@ -234,8 +341,8 @@ static PyObject *hasher_get_prefix(PySimdrHasher *self, void *closure) {
 }
 
 static PyMethodDef hasher_methods[] = {
-    {"namespace", (PyCFunction)hasher_namespace, METH_O,
-     "namespace($self, key, /)\n--\n\n"
+    {"namespace", (PyCFunction)(void (*)(void))hasher_namespace, METH_FASTCALL | METH_KEYWORDS,
+     "namespace($self, key)\n--\n\n"
      "The 16-byte namespaced key: XXH3-64 of the prefix then XXH3-64 of key, both\n"
      "little-endian (the Rust crate's NamespaceHasher). Use it as an ordinary key."},
     {NULL, NULL, 0, NULL},
@@ -313,6 +420,7 @@ static int add_type(PyObject *module, PyTypeObject *type, const char *name) {
 
 PyMODINIT_FUNC PyInit__simdr(void) {
     pysimdr_init_crc();
+    pysimdr_watch_forks();
     PyObject *m = PyModule_Create(&simdr_module);
     if (!m) return NULL;
     if (pysimdr_init_errors(m) < 0 || add_type(m, &PySimdrStore_Type, "DataStore") < 0 ||

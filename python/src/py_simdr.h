@@ -40,6 +40,8 @@ typedef struct {
     int verify_reads;      /* the binding checks each value's CRC (py_store.c) */
     PyObject *path;        /* the path as given, after os.fspath */
     PySimdrIter *iters;    /* live iterators, closed before the store */
+    unsigned long forks;   /* the process's fork count when mu, idle and users were last
+                              valid here (py_store.c, "use after fork") */
     PyObject *weakrefs;
 } PySimdrStore;
 
@@ -67,6 +69,7 @@ struct PySimdrIter {
 typedef struct {
     Py_buffer view;
     int has_view;
+    int changeable;    /* values: borrowed bytes another thread may change (pysimdr_value) */
     PyObject *ref;
     const char *ptr;
     size_t len;
@@ -88,13 +91,28 @@ int pysimdr_init_errors(PyObject *module);
 /* Builds the table of the binding's in-line CRC-32 (py_store.c). */
 void pysimdr_init_crc(void);
 
-/* Keys: bytes-like (C-contiguous) or str (UTF-8). Values: bytes-like only;
- * a writable one shorter than copy_max is copied (py_module.c says why), a
- * longer one stays borrowed (has_view set, view.readonly 0) for the caller
- * to copy as it writes. */
+/* Keys: bytes-like (C-contiguous, no object pointers) or str (UTF-8).
+ * Values: bytes-like only; one whose bytes may change (anything but bytes,
+ * an EntryHandle or a memoryview of either) is copied when shorter than
+ * copy_max (py_module.c says why); a longer writable one stays borrowed with
+ * `changeable` set for the caller to copy as it writes. Read-only buffers of
+ * PYSIMDR_NOGIL_COPY bytes or more are used in place. */
 int pysimdr_key(PyObject *obj, pysimdr_bytes *out);
 int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max);
 void pysimdr_bytes_release(pysimdr_bytes *b);
+/* A C-contiguous buffer of obj's bytes, refusing buffers of Python object
+ * pointers (TypeError naming `what`). */
+int pysimdr_get_buffer(PyObject *obj, Py_buffer *view, const char *what);
+
+/*
+ * Arguments of a METH_FASTCALL | METH_KEYWORDS method taking up to n
+ * parameters, by position or by the names in names (the Rust binding's
+ * methods are PyO3 functions, whose parameters have names): out[i] is the
+ * argument for names[i] (borrowed), NULL for an optional one not given.
+ * The first `required` are required. 0, or -1 with TypeError set.
+ */
+int pysimdr_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                 const char *const *names, Py_ssize_t required, Py_ssize_t n, PyObject **out);
 
 /* Takes ownership of entry (released even on failure). */
 PyObject *pysimdr_entry_new(simdr_entry *entry);
@@ -110,6 +128,16 @@ static inline void pysimdr_entry_fill(PySimdrEntry *h, simdr_entry *entry, const
     h->size = size;
 }
 PyObject *pysimdr_stream_new(simdr_entry *entry);
+
+/* Counts forks in the children (pthread_atfork), once at import. */
+void pysimdr_watch_forks(void);
+extern unsigned long pysimdr_forks_seen;
+/* Makes s usable in a child forked since it was last used (py_store.c, "use
+ * after fork"); GIL held. */
+void pysimdr_adopt_after_fork(PySimdrStore *s);
+static inline void pysimdr_adopted(PySimdrStore *s) {
+    if (s->forks != pysimdr_forks_seen) pysimdr_adopt_after_fork(s);
+}
 
 /* The close guard: enter fails with ClosedError once close() began. */
 int pysimdr_store_enter(PySimdrStore *s);
@@ -133,6 +161,7 @@ int pysimdr_store_closed_error(PySimdrStore *s);
 #define pysimdr_read_leave(s) pysimdr_store_leave(s)
 #else
 static inline int pysimdr_read_enter(PySimdrStore *s) {
+    pysimdr_adopted(s);
     if (s->closing || !s->store) return pysimdr_store_closed_error(s);
     return 0;
 }

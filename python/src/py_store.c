@@ -33,6 +33,36 @@ static int streaming_here(const PySimdrStore *s) {
     return 0;
 }
 
+/* ---- use after fork ----
+ *
+ * A forked child has only the thread that forked. Calls other threads made
+ * on a store at the fork never end in the child, yet their count in `users`
+ * (and `mu`, if one of them held it) came along, as did a close() waiting
+ * for them: the child's close() would wait forever. A store used in a
+ * process that forked since it was last used starts afresh there: a new
+ * mutex and condition, only this thread's own calls counted (those of
+ * write_stream readers it is running), and a close begun by another thread
+ * undone if it had not yet reached the file (the child still has it), or
+ * finished if it had. A counter bumped in the child after each fork tells
+ * (cheaper than a getpid per call). Every caller holds the GIL, so no other
+ * thread of the child can meet the store half adopted.
+ */
+unsigned long pysimdr_forks_seen;
+
+static void count_fork_in_child(void) { pysimdr_forks_seen++; }
+
+void pysimdr_watch_forks(void) { pthread_atfork(NULL, NULL, count_fork_in_child); }
+
+void pysimdr_adopt_after_fork(PySimdrStore *s) {
+    s->forks = pysimdr_forks_seen;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->users = 0;
+    for (const stream_frame *f = tls_streams; f; f = f->outer)
+        if (f->store == s) s->users++;
+    if (s->closing == PYSIMDR_CLOSING) s->closing = s->store ? 0 : PYSIMDR_CLOSED;
+}
+
 /* ---- the close guard ---- */
 
 int pysimdr_store_closed_error(PySimdrStore *s) {
@@ -42,6 +72,7 @@ int pysimdr_store_closed_error(PySimdrStore *s) {
 }
 
 int pysimdr_store_enter(PySimdrStore *s) {
+    pysimdr_adopted(s);
     pthread_mutex_lock(&s->mu);
     if (s->closing || !s->store) {
         pthread_mutex_unlock(&s->mu);
@@ -81,6 +112,7 @@ static PyObject *store_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     (void)kwds;
     PySimdrStore *self = (PySimdrStore *)type->tp_alloc(type, 0);
     if (!self) return NULL;
+    self->forks = pysimdr_forks_seen;
     pthread_mutex_init(&self->mu, NULL);
     pthread_cond_init(&self->idle, NULL);
     return (PyObject *)self;
@@ -189,6 +221,7 @@ static void close_iterators(PySimdrStore *self) {
 static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
     (void)unused;
     if (refuse_reentrant(self) < 0) return NULL;
+    pysimdr_adopted(self);
     pthread_mutex_lock(&self->mu);
     if (self->closing == PYSIMDR_CLOSING) {
         /* Another thread's close() waits for calls to end or is closing the
@@ -270,7 +303,7 @@ static PyObject *store_exit_ctx(PySimdrStore *self, PyObject *args) {
 
 /* ---- writing ---- */
 
-/* A writable value of PYSIMDR_NOGIL_COPY bytes or more (pysimdr_value):
+/* A value of PYSIMDR_NOGIL_COPY bytes or more that may change (pysimdr_value):
  * written as a stream whose source copies it a piece at a time into the
  * engine's buffer, which the engine then checksums and writes, so the entry
  * always matches its checksum without a copy of the whole value. The engine
@@ -294,10 +327,10 @@ static int all_zero(const char *p, size_t n) {
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* put_writable's own allocation failed (no engine message to report). */
+/* put_changeable's own allocation failed (no engine message to report). */
 #define COPY_NOMEM INT_MIN
 
-static int put_writable(simdr_store *store, const pysimdr_bytes *k, const pysimdr_bytes *v) {
+static int put_changeable(simdr_store *store, const pysimdr_bytes *k, const pysimdr_bytes *v) {
     if (!all_zero(v->ptr, v->len)) {
         buffer_source src = {v->ptr, v->len};
         return simdr_put_stream(store, k->ptr, k->len, buffer_fill, &src, NULL);
@@ -317,11 +350,11 @@ static int put_one(PySimdrStore *self, PyObject *key, PyObject *value) {
         pysimdr_bytes_release(&k);
         return -1;
     }
-    int writable = v.has_view && !v.view.readonly;
+    int changeable = v.changeable;
     int rc = -1;
     if (enter_for_write(self) == 0) {
         Py_BEGIN_ALLOW_THREADS
-        rc = writable ? put_writable(self->store, &k, &v)
+        rc = changeable ? put_changeable(self->store, &k, &v)
                       : simdr_put(self->store, k.ptr, k.len, v.ptr, v.len, NULL);
         Py_END_ALLOW_THREADS
         pysimdr_store_leave(self);
@@ -333,13 +366,25 @@ static int put_one(PySimdrStore *self, PyObject *key, PyObject *value) {
     return rc == SIMDR_OK ? 0 : -1;
 }
 
-static PyObject *store_write(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "write() takes exactly 2 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    if (put_one(self, args[0], args[1]) < 0) return NULL;
+static PyObject *store_write(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+    static const char *const names[] = {"key", "data"};
+    PyObject *kv[2];
+    if (pysimdr_args("write", args, nargs, kwnames, names, 2, 2, kv) < 0) return NULL;
+    if (put_one(self, kv[0], kv[1]) < 0) return NULL;
     Py_RETURN_NONE;
+}
+
+/*
+ * The items of a batch argument as a sequence nothing else can change: a
+ * list is copied into a tuple (PySequence_Fast would hand out the caller's
+ * list itself). Turning an item into bytes may run Python code (a buffer
+ * export written in Python or Cython), which could empty or refill the
+ * caller's list under a walk over its slots.
+ */
+static PyObject *items_snapshot(PyObject *obj, const char *message) {
+    if (PyList_Check(obj)) return PyList_AsTuple(obj);
+    return PySequence_Fast(obj, message);
 }
 
 /* A batch's borrowed keys and values, kept until the append returns. */
@@ -369,7 +414,9 @@ static int batch_collect(PyObject *items, batch_args *b) {
         src = Py_NewRef(items);
     }
     if (!src) return -1;
-    b->seq = PySequence_Fast(src, "expected a mapping or an iterable of (key, value) pairs");
+    /* A mapping's items are a list of this call's own already. */
+    const char *shape = "expected a mapping or an iterable of (key, value) pairs";
+    b->seq = src == items ? items_snapshot(src, shape) : PySequence_Fast(src, shape);
     Py_DECREF(src);
     if (!b->seq) return -1;
     b->n = PySequence_Fast_GET_SIZE(b->seq);
@@ -389,11 +436,14 @@ static int batch_collect(PyObject *items, batch_args *b) {
             return -1;
         }
         pysimdr_bytes *kb = &b->bufs[2 * i], *vb = &b->bufs[2 * i + 1];
-        if (pysimdr_key(PySequence_Fast_GET_ITEM(pair, 0), kb) < 0) return -1;
-        if (pysimdr_value(PySequence_Fast_GET_ITEM(pair, 1), vb, SIZE_MAX) < 0) {
-            pysimdr_bytes_release(kb);
-            return -1;
-        }
+        /* Both held first: the key's export may change a pair that is a list. */
+        PyObject *key = Py_NewRef(PySequence_Fast_GET_ITEM(pair, 0));
+        PyObject *value = Py_NewRef(PySequence_Fast_GET_ITEM(pair, 1));
+        int rc = pysimdr_key(key, kb);
+        if (rc == 0 && (rc = pysimdr_value(value, vb, SIZE_MAX)) < 0) pysimdr_bytes_release(kb);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc < 0) return -1;
         b->filled = i + 1;
         b->items[i] = (simdr_kv){kb->ptr, kb->len, vb->ptr, vb->len};
     }
@@ -464,7 +514,8 @@ static int64_t stream_fill(void *ctx, void *buf, size_t cap) {
             Py_DECREF(chunk);
             goto fail;
         }
-        int got = PyObject_GetBuffer(chunk, &src->pending, PyBUF_SIMPLE);
+        int got = pysimdr_get_buffer(chunk, &src->pending,
+                                     "write_stream: a chunk of reader.read()");
         Py_DECREF(chunk); /* the export holds its own reference */
         if (got < 0) goto fail;
         src->has_pending = 1;
@@ -490,12 +541,12 @@ fail:
     return -1;
 }
 
-static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "write_stream() takes exactly 2 arguments (%zd given)",
-                     nargs);
+static PyObject *store_write_stream(PySimdrStore *self, PyObject *const *positional,
+                                    Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"key", "reader"};
+    PyObject *args[2];
+    if (pysimdr_args("write_stream", positional, nargs, kwnames, names, 2, 2, args) < 0)
         return NULL;
-    }
     stream_src src = {0};
     src.reader_read = PyObject_GetAttrString(args[1], "read");
     if (!src.reader_read) {
@@ -821,7 +872,7 @@ static PyObject *store_get_many(PySimdrStore *self, PyObject *keys) {
                      "pass [key]", Py_TYPE(keys)->tp_name);
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(keys, "get_many expects an iterable of keys");
+    PyObject *seq = items_snapshot(keys, "get_many expects an iterable of keys");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject *result = NULL;
@@ -1001,20 +1052,23 @@ static PyObject *transfer(PySimdrStore *self, PyObject *const *args, Py_ssize_t 
     pysimdr_bytes k;
     if (pysimdr_key(args[0], &k) < 0) return NULL;
     PyObject *result = NULL;
+    int rc = 1; /* not run: a Python exception is set (engine statuses are <= 0) */
     if (refuse_reentrant(dst) == 0 && enter_for_write(self) == 0) {
         if (pysimdr_store_enter(dst) == 0) {
-            int rc;
             Py_BEGIN_ALLOW_THREADS
             rc = move ? simdr_move(self->store, k.ptr, k.len, dst->store, NULL)
                       : simdr_copy(self->store, k.ptr, k.len, dst->store, NULL);
             Py_END_ALLOW_THREADS
             pysimdr_store_leave(dst);
-            if (rc == SIMDR_NOTFOUND) PyErr_SetObject(PyExc_KeyError, args[0]);
-            else if (rc != SIMDR_OK) pysimdr_raise(rc);
-            else result = Py_NewRef(Py_None);
         }
+        /* Left before the exception is made: making it may run the
+         * collector, and a finalizer that closes this store would wait for
+         * this very call. */
         pysimdr_store_leave(self);
     }
+    if (rc == SIMDR_NOTFOUND) PyErr_SetObject(PyExc_KeyError, args[0]);
+    else if (rc == SIMDR_OK) result = Py_NewRef(Py_None);
+    else if (rc < 0) pysimdr_raise(rc);
     pysimdr_bytes_release(&k);
     return result;
 }
@@ -1159,8 +1213,14 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
     int layout = simdr_layout_of(self->store);
     pysimdr_store_leave(self);
     if (rrc != SIMDR_OK) return pysimdr_raise(rrc);
+    /* The saved tail's name is the path's with a suffix, in bytes that need
+     * not be UTF-8: given back as the path was given, bytes for bytes, else
+     * decoded as os.fsdecode does. */
+    PyObject *saved = PyBytes_Check(self->path) ? PyBytes_FromString(rec.saved_path)
+                                                : PyUnicode_DecodeFSDefault(rec.saved_path);
+    if (!saved) return NULL;
     return Py_BuildValue(
-        "{sOsKsKsKsKsssOsOsssss{sKsKsKsOss}}", "path", self->path, "count",
+        "{sOsKsKsKsKsssOsOsssss{sKsKsKsOsN}}", "path", self->path, "count",
         (unsigned long long)count, "file_size", (unsigned long long)size, "compaction_savings",
         (unsigned long long)savings, "index_bytes", (unsigned long long)index_bytes, "layout",
         layout == SIMDR_LAYOUT_UNALIGNED ? "unaligned" : "aligned", "readonly",
@@ -1170,13 +1230,14 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
         self->append_mode == SIMDR_APPEND_MAPPED ? "mapped" : "write", "recovery", "file_size",
         (unsigned long long)rec.file_size, "valid_size", (unsigned long long)rec.valid_size,
         "bytes_cut", (unsigned long long)rec.bytes_cut, "truncated",
-        rec.truncated ? Py_True : Py_False, "saved_path", rec.saved_path);
+        rec.truncated ? Py_True : Py_False, "saved_path", saved);
 }
 
 /* ---- properties, repr ---- */
 
 static PyObject *store_get_closed(PySimdrStore *self, void *c) {
     (void)c;
+    pysimdr_adopted(self);
     pthread_mutex_lock(&self->mu);
     int closed = self->closing || !self->store;
     pthread_mutex_unlock(&self->mu);
@@ -1305,30 +1366,61 @@ PyTypeObject PySimdrIter_Type = {
 /* ---- the type ---- */
 
 #define FASTCALL(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL
+#define FASTCALL_KW(f) (PyCFunction)(void (*)(void))(f), METH_FASTCALL | METH_KEYWORDS
+
+/* The one argument of a method of the Rust binding's, by position or by its
+ * name there; a single positional argument takes no parsing. */
+static inline int one_arg(const char *fname, const char *const *name, PyObject *const *args,
+                          Py_ssize_t nargs, PyObject *kwnames, PyObject **out) {
+    if (nargs == 1 && !kwnames) {
+        *out = args[0];
+        return 0;
+    }
+    return pysimdr_args(fname, args, nargs, kwnames, name, 1, 1, out);
+}
+
+static const char *const key_name[] = {"key"}, *const items_name[] = {"items"};
+
+/* Defines method `name` of the one parameter `param` (its keyword name) over fn. */
+#define ONE_ARG_METHOD(name, param, fn)                                                    \
+    static PyObject *store_##name##_kw(PySimdrStore *self, PyObject *const *args,           \
+                                       Py_ssize_t nargs, PyObject *kwnames) {              \
+        PyObject *arg;                                                                     \
+        if (one_arg(#name, param, args, nargs, kwnames, &arg) < 0) return NULL;            \
+        return fn(self, arg);                                                              \
+    }
+
+ONE_ARG_METHOD(read, key_name, store_read)
+ONE_ARG_METHOD(read_entry, key_name, store_read_entry)
+ONE_ARG_METHOD(read_stream, key_name, store_read_stream)
+ONE_ARG_METHOD(delete, key_name, store_delete)
+ONE_ARG_METHOD(exists, key_name, store_exists)
+ONE_ARG_METHOD(batch_write, items_name, store_put_many)
+ONE_ARG_METHOD(put_many, items_name, store_put_many)
 
 static PyMethodDef store_methods[] = {
-    {"write", FASTCALL(store_write),
-     "write($self, key, data, /)\n--\n\n"
+    {"write", FASTCALL_KW(store_write),
+     "write($self, key, data)\n--\n\n"
      "Appends key = data (key: bytes-like or str; data: any non-empty bytes-like object)."},
-    {"batch_write", (PyCFunction)store_put_many, METH_O,
-     "batch_write($self, items, /)\n--\n\n"
+    {"batch_write", FASTCALL_KW(store_batch_write_kw),
+     "batch_write($self, items)\n--\n\n"
      "Appends many (key, value) pairs in one write; a later pair for the same key wins.\n"
      "One bad value refuses the whole batch. The same as put_many."},
-    {"put_many", (PyCFunction)store_put_many, METH_O,
-     "put_many($self, items, /)\n--\n\n"
+    {"put_many", FASTCALL_KW(store_put_many_kw),
+     "put_many($self, items)\n--\n\n"
      "Appends a mapping or an iterable of (key, value) pairs with one lock and one write."},
-    {"write_stream", FASTCALL(store_write_stream),
-     "write_stream($self, key, reader, /)\n--\n\n"
+    {"write_stream", FASTCALL_KW(store_write_stream),
+     "write_stream($self, key, reader)\n--\n\n"
      "Appends a value read from reader.read(size) until it returns b'' (constant memory).\n"
      "An exception raised by the reader is re-raised and nothing is kept. The reader must\n"
      "not write to or close this store."},
-    {"read", (PyCFunction)store_read, METH_O,
-     "read($self, key, /)\n--\n\nThe newest value of key copied into bytes, or None."},
-    {"read_entry", (PyCFunction)store_read_entry, METH_O,
-     "read_entry($self, key, /)\n--\n\n"
+    {"read", FASTCALL_KW(store_read_kw),
+     "read($self, key)\n--\n\nThe newest value of key copied into bytes, or None."},
+    {"read_entry", FASTCALL_KW(store_read_entry_kw),
+     "read_entry($self, key)\n--\n\n"
      "The newest value of key as a zero-copy EntryHandle, or None."},
-    {"read_stream", (PyCFunction)store_read_stream, METH_O,
-     "read_stream($self, key, /)\n--\n\nThe newest value of key as an EntryStream, or None."},
+    {"read_stream", FASTCALL_KW(store_read_stream_kw),
+     "read_stream($self, key)\n--\n\nThe newest value of key as an EntryStream, or None."},
     {"get", FASTCALL(store_get),
      "get($self, key, default=None, /)\n--\n\nThe value of key as bytes, or default."},
     {"get_many", (PyCFunction)store_get_many, METH_O,
@@ -1336,12 +1428,12 @@ static PyMethodDef store_methods[] = {
      "One EntryHandle (or None when absent) per key of the iterable keys, looked up together\n"
      "with their memory accesses overlapped (simdr_get_batch). A single str or bytes key is\n"
      "refused (TypeError): pass [key]."},
-    {"delete", (PyCFunction)store_delete, METH_O,
-     "delete($self, key, /)\n--\n\n"
+    {"delete", FASTCALL_KW(store_delete_kw),
+     "delete($self, key)\n--\n\n"
      "Deletes key (appends a tombstone); an absent key is left alone (del db[key] raises\n"
      "KeyError instead)."},
-    {"exists", (PyCFunction)store_exists, METH_O,
-     "exists($self, key, /)\n--\n\nTrue if key is present (the same as key in store)."},
+    {"exists", FASTCALL_KW(store_exists_kw),
+     "exists($self, key)\n--\n\nTrue if key is present (the same as key in store)."},
     {"rename", FASTCALL(store_rename),
      "rename($self, old_key, new_key, /)\n--\n\n"
      "Stores old_key's value under new_key and deletes old_key, in one append.\n"
@@ -1365,7 +1457,9 @@ static PyMethodDef store_methods[] = {
     {"info", (PyCFunction)store_info, METH_NOARGS,
      "info($self, /)\n--\n\n"
      "A dict: path, count, file_size, compaction_savings, index_bytes, layout, readonly,\n"
-     "verify_reads, durability and recovery (what the open found and cut)."},
+     "verify_reads, durability and recovery (what the open found and cut: file_size,\n"
+     "valid_size, bytes_cut, truncated, and saved_path, where the cut bytes were saved,\n"
+     "bytes when the store was opened with a bytes path, else str)."},
     {"refresh", (PyCFunction)store_refresh, METH_NOARGS,
      "refresh($self, /)\n--\n\n"
      "Read-only stores: picks up entries another process appended since the open (or the\n"

@@ -261,6 +261,33 @@ def test_info(db, store_path):
     assert info["recovery"]["bytes_cut"] == 0
 
 
+def test_info_names_the_saved_tail_in_the_type_of_the_path_whatever_its_bytes(tmp_path):
+    # A directory whose name is not UTF-8 (Linux allows any bytes but / and NUL):
+    # the open saves a torn tail beside the store, and info() names that file in
+    # the type of the path the store was opened with, usable with os as is.
+    folder = os.path.join(os.fsencode(tmp_path), b"caf\xe9-\xff")
+    os.mkdir(folder)
+    store = os.path.join(folder, b"s.bin")
+    for path in (store, os.fsdecode(store)):
+        with simdr.open(path) as db:
+            db.write(b"k", b"kept")
+        with open(store, "ab") as f:
+            f.write(b"torn tail")
+        with simdr.open(path) as db:
+            recovery = db.info()["recovery"]
+            assert recovery["bytes_cut"] == len(b"torn tail")
+            saved = recovery["saved_path"]
+            assert type(saved) is type(path) and os.path.dirname(saved) == os.path.dirname(path)
+            with open(saved, "rb") as f:
+                assert f.read() == b"torn tail"
+            assert db.info()["path"] == path and db.read(b"k") == b"kept"
+        os.remove(saved)
+    with simdr.open(store) as db:  # nothing cut: an empty name of the same type
+        assert db.info()["recovery"]["saved_path"] == b""
+    with simdr.open(os.fsdecode(store)) as db:
+        assert db.info()["recovery"]["saved_path"] == ""
+
+
 def test_options(tmp_path):
     p = tmp_path / "u.bin"
     with simdr.open(p, layout="unaligned", durability="data") as db:
@@ -316,6 +343,20 @@ def test_iteration_yields_live_entries_newest_first(db):
     first = next(it)
     db.write(b"d", b"5")  # the iterator's snapshot does not see later appends
     assert [bytes(first)] + [bytes(h) for h in it] == [b"4", b"3"]
+
+
+def test_iteration_is_a_snapshot_across_deletes_overwrites_and_compaction(db):
+    db.put_many([(b"k%d" % i, b"v%d" % i) for i in range(1000)])
+    it = iter(db)
+    seen = [bytes(next(it)) for _ in range(10)]
+    db.put_many([(b"n%d" % i, b"new") for i in range(3000)])  # the index grows
+    for i in range(500):
+        db.delete(b"k%d" % i)
+    db.compact()
+    db.put_many([(b"k%d" % i, b"changed") for i in range(500, 600)])
+    seen += [bytes(h) for h in it]
+    assert sorted(seen) == sorted(b"v%d" % i for i in range(1000))
+    assert len(db) == 3500 and sum(1 for _ in db) == 3500
 
 
 def test_context_manager_closes(store_path):

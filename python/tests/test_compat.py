@@ -6,6 +6,8 @@ import inspect
 import io
 import os
 
+import pytest
+
 import simdr
 import simdr as simd_r_drive
 
@@ -51,6 +53,62 @@ def test_rust_readme_example_runs_unchanged(tmp_path):
     store.delete(b"a")
     assert store.read(b"a") is None
     del store
+
+
+def test_rust_binding_calls_by_keyword_work_unchanged(tmp_path):
+    # The Rust binding's methods are PyO3 functions, which take their parameters by
+    # name as well: code written for it may spell them out.
+    store = simd_r_drive.DataStore(path=str(tmp_path / "kw.bin"))
+    store.write(key=b"k", data=b"v")
+    store.batch_write(items=[(b"a", b"1"), (b"b", b"2")])
+    store.write_stream(key=b"s", reader=io.BytesIO(b"streamed"))
+    assert store.read(key=b"k") == b"v" and store.read(b"a") == b"1"
+    assert bytes(store.read_entry(key=b"b")) == b"2"
+    stream = store.read_stream(key=b"s")
+    assert stream.read(size=3) == b"str" and stream.read(5) == b"eamed"
+    assert store.exists(key=b"k") and b"a" in store
+    store.delete(key=b"k")
+    assert not store.exists(b"k")
+    hasher = simd_r_drive.NamespaceHasher(prefix=b"ns")
+    assert hasher.namespace(key=b"x") == hasher.namespace(b"x")
+    # and a misspelt, repeated, missing or extra argument is a TypeError, appending nothing
+    size = store.info()["file_size"]
+    for call in (lambda: store.write(b"k", value=b"v"), lambda: store.write(b"k", b"v", key=b"k"),
+                 lambda: store.write(key=b"k"), lambda: store.write(b"k", b"v", b"w"),
+                 lambda: store.read(), lambda: store.read(b"k", key=b"k"),
+                 lambda: store.read(b"k", b"j"), lambda: store.delete(keys=b"k"),
+                 lambda: store.batch_write(), lambda: store.write_stream(key=b"s"),
+                 lambda: stream.read(n=1), lambda: stream.read(1, size=1),
+                 lambda: hasher.namespace(k=b"x"), lambda: store.exists(b"k", key=b"k")):
+        with pytest.raises(TypeError):
+            call()
+    assert store.info()["file_size"] == size
+    store.close()
+
+
+def test_failures_the_rust_binding_reports_as_oserror_are_oserrors(tmp_path):
+    # The Rust binding raises OSError (IOError) for every failure of DataStore(path),
+    # write, batch_write and delete, so code written for it catches OSError there.
+    not_a_store = tmp_path / "notes.txt"
+    not_a_store.write_bytes(b"not a store, " * 20)
+    store = simd_r_drive.DataStore(str(tmp_path / "s.bin"))
+    failing = [lambda: simd_r_drive.DataStore(str(tmp_path / "s.bin")),  # locked
+               lambda: simd_r_drive.DataStore(str(not_a_store)),
+               lambda: simd_r_drive.DataStore(str(tmp_path)),  # a directory
+               lambda: simd_r_drive.DataStore(str(tmp_path / "no" / "dir.bin")),
+               lambda: store.write(b"k", b""), lambda: store.write(b"k", b"\x00"),
+               lambda: store.batch_write([(b"a", b"1"), (b"k", b"")])]
+    for call in failing:
+        with pytest.raises(OSError) as caught:
+            call()
+        assert isinstance(caught.value, simdr.Error) and caught.value.code < 0
+    assert store.read(b"k") is None and store.read(b"a") is None
+    assert not_a_store.read_bytes() == b"not a store, " * 20
+    store.close()
+    # the classes keep their other bases: a bad argument is a ValueError still
+    assert issubclass(simdr.InvalidArgumentError, ValueError)
+    assert issubclass(simdr.ClosedError, ValueError)
+    assert issubclass(simdr.OutOfMemoryError, MemoryError)
 
 
 def _stub_names():

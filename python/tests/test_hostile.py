@@ -286,6 +286,55 @@ def test_second_close_returns_only_once_the_store_is_closed(store_path):
         assert again.read(b"s") == b"v"
 
 
+def test_a_finalizer_closing_the_store_while_copy_or_move_fails_does_not_hang(tmp_path):
+    # An object whose __del__ closes the store (a wrapper's usual cleanup) may
+    # be collected by any allocation of a container object, among them the
+    # exception a failing call raises. Collection is forced at every one of
+    # the first few allocations after the call starts; close() must never
+    # wait for a call its own thread is in the middle of.
+    out = run_isolated("""
+        import gc, os, sys
+        import simdr
+        d = sys.argv[1]
+        simdr.open(os.path.join(d, "target.bin")).close()
+        outcomes = set()
+        for name in ("copy", "move"):
+            for failure in ("read-only target", "missing key"):
+                for threshold in range(1, 9):
+                    db = simdr.open(os.path.join(d, "source.bin"))
+                    target = simdr.open(os.path.join(d, "target.bin"), readonly=True)
+                    db.write(b"k", b"v")
+
+                    class Closer:
+                        def __del__(self):
+                            db.close()
+
+                    gc.collect()
+                    closer = Closer()
+                    closer.cycle = closer
+                    del closer
+                    call = getattr(db, name)
+                    try:
+                        raise RuntimeError("handled: a KeyError is chained to it at once")
+                    except RuntimeError:
+                        gc.set_threshold(threshold)
+                        try:
+                            if failure == "missing key":
+                                call(b"absent", target)
+                            else:
+                                call(b"k", target)
+                        except (simdr.ReadOnlyError, simdr.ClosedError, KeyError) as e:
+                            outcomes.add(type(e).__name__)
+                        finally:
+                            gc.set_threshold(700)
+                    gc.collect()
+                    assert db.closed
+                    target.close()
+        print(sorted(outcomes))
+    """, tmp_path)
+    assert "ReadOnlyError" in out and "KeyError" in out
+
+
 def key_calls(db):
     """Every call that takes a key, as one-argument functions."""
     return [db.read, db.read_entry, db.read_stream, db.exists, db.delete, db.get,
@@ -351,6 +400,113 @@ def test_every_value_shape_accepted_or_refused(db):
             with pytest.raises(error):
                 call(value)
     assert len(db) == count and db.info()["file_size"] == size
+
+
+def object_pointer_buffers():
+    """Buffers whose items are Python object pointers (PEP 3118 format 'O'):
+    their bytes are addresses in this process, meaningless once stored."""
+    import ctypes
+    return [np.array([1, "a"], dtype=object), np.zeros((2, 2), dtype=object),
+            memoryview(np.array([None], dtype=object)),
+            np.zeros(2, dtype=[("n", "i4"), ("obj", "O")]),
+            np.zeros(2, dtype=[("outer", [("o", "O")])]), (ctypes.py_object * 2)(1, 2)]
+
+
+class OneChunk:
+    """A stream reader handing out one object as its only chunk, whatever it is."""
+
+    def __init__(self, chunk):
+        self.chunk = chunk
+
+    def read(self, n):
+        chunk, self.chunk = self.chunk, b""
+        return chunk
+
+
+def test_buffers_of_object_pointers_are_refused_as_keys_and_values(db):
+    # numpy exports an object array's buffer (and hashes and bytes() take it):
+    # stored, it would be the addresses of objects of this process, read back
+    # by any other as garbage, with nothing to tell.
+    db.write(b"ok", b"1")
+    count, size = len(db), db.info()["file_size"]
+    for buf in object_pointer_buffers():
+        for call in key_calls(db):
+            with pytest.raises(TypeError, match="object"):
+                call(buf)
+        for call in (lambda v: db.write(b"bad", v), lambda v: db.__setitem__(b"bad", v),
+                     lambda v: db.put_many([(b"good", b"1"), (b"bad", v)]),
+                     lambda v: db.write_stream(b"bad", OneChunk(v))):
+            with pytest.raises(TypeError, match="object"):
+                call(buf)
+    assert len(db) == count and db.info()["file_size"] == size  # nothing was appended
+    # A field whose name merely contains an O holds no object.
+    named = np.ones(2, dtype=[("Obj", "i4"), ("O", "f8")])
+    db.write(b"named", named)
+    assert db.read(b"named") == named.tobytes()
+    assert simdr.hash_key(named) == simdr.hash_key(named.tobytes())
+
+
+# A buffer exporter that runs Python code while it exports, as a Cython class's
+# __getbuffer__ does and, from Python 3.12, any class with __buffer__: built
+# here with ctypes, whose callback is the type's bf_getbuffer slot.
+EXPORTER_RUNNING_PYTHON = """
+    import ctypes
+
+    class Slot(ctypes.Structure):
+        _fields_ = [("slot", ctypes.c_int), ("pfunc", ctypes.c_void_p)]
+
+    class Spec(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char_p), ("basicsize", ctypes.c_int),
+                    ("itemsize", ctypes.c_int), ("flags", ctypes.c_uint),
+                    ("slots", ctypes.POINTER(Slot))]
+
+    api = ctypes.pythonapi
+    api.PyType_FromSpec.restype = ctypes.py_object
+    api.PyType_FromSpec.argtypes = [ctypes.POINTER(Spec)]
+    api.PyObject_GetBuffer.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_int]
+    GETBUFFER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_void_p, ctypes.c_int)
+    PY_BF_GETBUFFER, PY_TPFLAGS_BASETYPE = 1, 1 << 10
+
+    def exporter(on_export):
+        # Exporter(data): exporting it calls on_export(), then exports data's bytes.
+        def getbuffer(obj, view, flags):
+            on_export()
+            return api.PyObject_GetBuffer(obj.data, view, flags)
+        callback = GETBUFFER(getbuffer)
+        slots = (Slot * 2)(Slot(PY_BF_GETBUFFER, ctypes.cast(callback, ctypes.c_void_p)),
+                           Slot(0, None))
+        spec = Spec(b"hostile.Exporter", 0, 0, PY_TPFLAGS_BASETYPE, slots)
+        base = api.PyType_FromSpec(ctypes.byref(spec))
+        return type("Exporter", (base,), {"__init__": lambda self, d: setattr(self, "data", d),
+                                          "keep": (callback, slots, spec)})
+"""
+
+
+def test_an_exporter_emptying_the_list_being_read_cannot_crash_a_batch(tmp_path):
+    # get_many and put_many turn each key and value into bytes while walking the
+    # list they were given; an export that empties or shrinks that list (or the
+    # [key, value] list of a pair) must not leave them reading freed slots.
+    out = run_isolated(EXPORTER_RUNNING_PYTHON + """
+    import os, sys
+    import simdr
+    db = simdr.open(os.path.join(sys.argv[1], "batch.bin"))
+    db.put_many([(b"key", b"value"), (b"x1", b"1")])
+    keys = []
+    ClearsKeys = exporter(keys.clear)
+    keys += [b"x1", ClearsKeys(b"key")] + [b"x%d" % i for i in range(2, 200)]
+    found = db.get_many(keys)  # the keys as passed, whatever became of the list
+    print(len(found), bytes(found[0]), bytes(found[1]), found[2])
+    items = []
+    ClearsItems = exporter(items.clear)
+    items += [(b"a", b"1"), (ClearsItems(b"b"), b"2")] + [(b"c%d" % i, b"3") for i in range(200)]
+    db.put_many(items)
+    print(len(items), db.read(b"a"), db.read(b"b"), db.read(b"c199"))
+    pair = [None, b"paired"]
+    pair[0] = exporter(pair.clear)(b"p")
+    db.put_many([pair])
+    print(db.read(b"p"), db.check()["ok"])
+    """, tmp_path)
+    assert out.split("\n")[:3] == ["200 b'1' b'value' None", "0 b'1' b'2' b'3'", "b'paired' True"]
 
 
 def test_values_past_2_gib_refused_cleanly_at_the_file_size_limit(tmp_path):
@@ -478,6 +634,94 @@ def test_forked_child_reads_and_keeps_views_but_cannot_write(tmp_path, append_mo
     with simdr.open(path) as again:
         assert len(again) == 3000 and again.check()["ok"]
         assert again.info()["recovery"]["bytes_cut"] == 0
+
+
+def test_forked_child_closes_a_store_another_thread_was_using_or_closing_at_the_fork(tmp_path):
+    # The child of a fork has only the forking thread: a call another thread was
+    # making at the fork (here a write_stream held in its reader), or a close()
+    # waiting for that call, never ends in the child. Its close() must not wait
+    # for them, and the parent's calls go on as if nothing happened.
+    out = run_isolated("""
+        import os, signal, sys, threading
+        import simdr
+        db = simdr.open(os.path.join(sys.argv[1], "forked.bin"))
+        db.write(b"k", b"v")
+        inside, release = threading.Event(), threading.Event()
+
+        class Held:
+            calls = 0
+
+            def read(self, n):
+                self.calls += 1
+                if self.calls > 1:
+                    return b""
+                inside.set()
+                release.wait()
+                return b"streamed"
+
+        def child(step):
+            signal.alarm(20)  # a child that hangs ends instead of outliving the test
+            before = db.closed
+            value = db.read(b"k")
+            db.close()
+            try:
+                db.read(b"k")
+                after = "open"
+            except simdr.ClosedError:
+                after = "closed"
+            print(step, before, value, db.closed, after, flush=True)
+            os._exit(0)
+
+        streamer = threading.Thread(target=db.write_stream, args=(b"s", Held()))
+        streamer.start()
+        inside.wait()
+        if os.fork() == 0:
+            child("during-a-call")
+        os.wait()
+        closer = threading.Thread(target=db.close)
+        closer.start()
+        while not db.closed:  # the close has begun and waits for the stream
+            threading.Event().wait(0.001)
+        if os.fork() == 0:
+            child("during-a-close")
+        os.wait()
+        release.set()
+        streamer.join()
+        closer.join()
+        with simdr.open(os.path.join(sys.argv[1], "forked.bin")) as again:
+            print("parent", again.read(b"s"), again.read(b"k"))
+    """, tmp_path)
+    assert out.split("\n")[:3] == ["during-a-call False b'v' True closed",
+                                   "during-a-close False b'v' True closed",
+                                   "parent b'streamed' b'v'"]
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_a_forked_childs_close_leaves_readers_of_the_parents_store_seeing_its_appends(
+        tmp_path, append_mode):
+    # The writer publishes its committed tail in a page shared with every
+    # process that has the store (docs/FORMAT.md, the side file); a child
+    # letting go of the handle it inherited must not mark that page closed
+    # under the parent, which goes on appending. Mapped appends leave the file
+    # longer than the tail, so readers go by that page alone.
+    path = tmp_path / "shared.bin"
+    db = simdr.open(path, append_mode=append_mode)
+    db.put_many([(b"k%d" % i, b"v%d" % i) for i in range(100)])
+    reader = simdr.open(path, readonly=True)
+    assert len(reader) == 100
+    pid = os.fork()
+    if pid == 0:
+        db.close()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for i in range(100, 200):
+        db.write(b"k%d" % i, b"v%d" % i)
+    assert reader.refresh() == 100 and len(reader) == 200 and reader.read(b"k199") == b"v199"
+    reader.close()
+    db.close()
+    with simdr.open(path) as again:
+        assert len(again) == 200 and again.check()["ok"]
 
 
 def _refreshing_reader(path, index, progress, stop, conn):
@@ -938,4 +1182,55 @@ def test_value_changed_by_another_thread_during_its_write_is_stored_whole(tmp_pa
     # (a stream of zero bytes only would be refused)
     db.write(b"zeros", np.zeros(1 << 20, np.uint8))
     assert db.read(b"zeros") == bytes(1 << 20)
+    db.close()
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_a_read_only_view_of_memory_another_thread_changes_is_stored_whole(tmp_path,
+                                                                           append_mode):
+    # A read-only view says nothing of the memory behind it: a numpy array
+    # made read-only, or memoryview(bytearray).toreadonly(), still shows bytes
+    # another thread changes through the writable original while the engine
+    # checksums and writes them. Below 256 KiB such a value is copied first,
+    # so the stored entry matches its checksum whatever the other thread does.
+    import tracemalloc
+    db = simdr.open(tmp_path / "racy-views.bin", append_mode=append_mode)
+    array = np.zeros(60_000, np.uint8)
+    frozen = array.view()
+    frozen.flags.writeable = False
+    small = bytearray(b"s" * 1000)
+    views = {b"array": frozen, b"view": memoryview(small).toreadonly()}
+    started, stop = threading.Event(), threading.Event()
+
+    def scribble():
+        i = 0
+        while not stop.is_set():
+            array[(i * 4099) % array.size] ^= 0xFF
+            small[i % 1000] ^= 0x01
+            i += 1
+            started.set()
+
+    scribbler = threading.Thread(target=scribble)
+    scribbler.start()
+    started.wait()
+    try:
+        for r in range(300):
+            for name, view in views.items():
+                db.write(b"%s %d" % (name, r), view)
+                db.put_many([(b"batch %s %d" % (name, r), view)])
+    finally:
+        stop.set()
+        scribbler.join()
+    report = db.check()
+    assert report["ok"] and report["entries"] == 1200, report["issues"][:3]
+    # From 256 KiB up a read-only buffer is written in place, in a batch too:
+    # no copy of its size (the owner of a read-only view keeps it unchanged).
+    big = np.ones(64 << 20, np.uint8)
+    big.flags.writeable = False
+    tracemalloc.start()
+    db.put_many([(b"big", big)])
+    db.write(b"big too", memoryview(big))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20 and db.read_entry(b"big").is_valid_checksum()
     db.close()
