@@ -456,17 +456,28 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
  * reply references (reply_bulk_entry) are released there as their bytes go
  * out, which the engine allows from any thread. */
 static int flush_client(client *c, uint64_t *bytes_out) {
+    int rc = 1;
+    uint64_t wrote = 0;
     while (evbuffer_get_length(c->out) > 0) {
         int n = evbuffer_write(c->out, c->fd);
         if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
             if (errno == EINTR) continue;
-            return -1;
+            rc = errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+            break;
         }
-        if (n == 0) return 0;
-        *bytes_out += (uint64_t)n;
+        if (n == 0) {
+            rc = 0;
+            break;
+        }
+        wrote += (uint64_t)n;
     }
-    return 1;
+    /* As Redis: a client taking its replies is not idle (a slow reader of a
+     * big reply is not closed by the idle timeout while the bytes flow). */
+    if (wrote) {
+        *bytes_out += wrote;
+        c->last_ms = now_ms();
+    }
+    return rc;
 }
 
 /* On the loop thread, after flush_client: close, or watch for writability. */
@@ -633,7 +644,7 @@ void net_check_timeouts(long long now) {
     if (srv.cfg.timeout <= 0) return;
     for (client *c = srv.clients; c; c = c->next) {
         if (c->flags & CLIENT_CLOSED) continue;
-        if (now - c->last_ms > srv.cfg.timeout * 1000) {
+        if (now - c->last_ms > srv.cfg.timeout * 1000 && !replica_exempt_from_timeout(c)) {
             server_log(LOG_VERBOSE_, "closing idle client %s", c->addr);
             client_schedule_close(c);
         }

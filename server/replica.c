@@ -489,6 +489,13 @@ static void rebase_waiter(waiter *w) {
     }
 }
 
+int replica_exempt_from_timeout(client *c) {
+    if (feed_of(c)) return 1;
+    for (waiter *w = R.waiters; w; w = w->next)
+        if (w->c == c) return 1;
+    return 0;
+}
+
 int replica_blocked_clients(void) {
     int n = 0;
     for (waiter *w = R.waiters; w; w = w->next) n++;

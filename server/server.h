@@ -378,6 +378,9 @@ long long replica_timeout_seconds(void);
 /* A replica refuses writes (READONLY) and compaction: 1 when it replied. */
 int replica_refuses(client *c, const command_def *cmd);
 void replica_wait(client *c, long long numreplicas, long long timeout_ms);
+/* A replica's feed or a client blocked in WAIT: the idle timeout spares it,
+ * as Redis spares replicas and blocked clients. */
+int replica_exempt_from_timeout(client *c);
 /* Clients blocked in WAIT (INFO's blocked_clients). */
 int replica_blocked_clients(void);
 void replica_client_freed(client *c);

@@ -1,0 +1,44 @@
+"""Where two features of simdr-server meet: the idle timeout beside WAIT and
+slow readers, and other composed cases that once went wrong. Each test
+starts its own simdr-server on a free loopback port (and Debian's
+redis-server where the reply must match it)."""
+import socket
+import time
+
+from serverutil import Server, encode
+
+
+def test_idle_timeout_spares_a_client_blocked_in_wait():
+    # Redis exempts blocked clients from the idle timeout: WAIT answers at
+    # its own timeout (0 replicas here), the connection stays open.
+    with Server("--timeout", "1") as server:
+        c = server.raw()
+        try:
+            assert c.call("WAIT", "1", "2500") == b":0\r\n"
+            assert c.call("PING") == b"+PONG\r\n"
+        finally:
+            c.close()
+
+
+def test_idle_timeout_spares_a_reader_taking_a_big_reply():
+    # The client sends one GET and then only reads, for longer than the
+    # idle timeout: as in Redis, bytes going out count as activity.
+    size = 16 << 20
+    with Server("--timeout", "1") as server:
+        server.client().set("big", b"x" * size)
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        try:
+            s.sendall(encode("GET", "big"))
+            expected = len(b"$%d\r\n" % size) + size + 2
+            got = 0
+            start = time.time()
+            while got < expected:
+                chunk = s.recv(65536)
+                assert chunk, "closed after %d of %d bytes" % (got, expected)
+                got += len(chunk)
+                # paced so that the whole reply takes more than the timeout
+                if time.time() - start < 2.5:
+                    time.sleep(0.01)
+            assert got == expected
+        finally:
+            s.close()
