@@ -1023,6 +1023,10 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
                     R.st.alias_of[db] = R.st.follows[db];
                 }
                 R.st.follows[db] = 0;
+                /* Records with TTLs came in as replicated bytes, which the
+                 * expiry walk does not watch for: as a primary it must walk
+                 * (and delete) them, as after a restart. */
+                if (srv.db[db].store) srv.db[db].may_have_ttl = 1;
             }
             state_save();
             set_primary(NULL, 0);

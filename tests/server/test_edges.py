@@ -42,3 +42,29 @@ def test_idle_timeout_spares_a_reader_taking_a_big_reply():
             assert got == expected
         finally:
             s.close()
+
+
+def wait_until(pred, what, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def test_promoted_replica_expires_the_keys_it_was_sent():
+    # A replica only hides expired keys (its files follow the primary's);
+    # once promoted it must delete them itself, also those that arrived as
+    # replicated bytes into a file created while it was a replica.
+    with Server() as primary:
+        with Server("--replicaof", "127.0.0.1", str(primary.port), "--hz", "50") as replica:
+            p, r = primary.client(), replica.client()
+            p.set("keep", "1")
+            for i in range(20):
+                p.set("short%d" % i, "v", px=300)
+            wait_until(lambda: r.dbsize() == 21, "the replica to have every key")
+            assert r.replicaof("NO", "ONE")
+            wait_until(lambda: r.dbsize() == 1, "the promoted replica to drop the expired keys")
+            assert r.info("stats")["expired_keys"] == 20
+            assert r.keys("*") == [b"keep"]
