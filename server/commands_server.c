@@ -525,29 +525,30 @@ void cmd_client_list(client *c, int argc, char **argv, size_t *lens) {
         return;
     }
     struct evbuffer *b = evbuffer_new();
-    char line[1024];
+    if (!b) {
+        reply_error(c, "ERR out of memory");
+        return;
+    }
     for (client *o = srv.clients; o; o = o->next) {
         if (o->flags & CLIENT_CLOSED) continue;
-        client_info_line(o, line, sizeof line);
-        evbuffer_add_printf(b, "%s\n", line);
+        client_info_line(o, b);
     }
     size_t len = evbuffer_get_length(b);
-    char *text = malloc(len + 1);
-    if (text) {
-        evbuffer_remove(b, text, len);
-        reply_verbatim(c, text, len);
-        free(text);
-    }
+    reply_verbatim(c, (const char *)evbuffer_pullup(b, -1), len);
     evbuffer_free(b);
 }
 
 void cmd_client_info(client *c, int argc, char **argv, size_t *lens) {
     (void)argc, (void)argv, (void)lens;
-    char line[1024];
-    client_info_line(c, line, sizeof line);
-    size_t n = strlen(line);
-    line[n++] = '\n';
-    reply_verbatim(c, line, n);
+    struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        reply_error(c, "ERR out of memory");
+        return;
+    }
+    client_info_line(c, b);
+    size_t n = evbuffer_get_length(b);
+    reply_verbatim(c, (const char *)evbuffer_pullup(b, -1), n);
+    evbuffer_free(b);
 }
 
 static char *dup_arg(const char *s, size_t n) {

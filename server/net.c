@@ -668,15 +668,16 @@ int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int skipm
     return killed;
 }
 
-void client_info_line(client *c, char *buf, size_t cap) {
+void client_info_line(client *c, struct evbuffer *out) {
     long long now = now_ms();
     char flags[8] = "N";
     if (c->flags & CLIENT_MULTI) snprintf(flags, sizeof flags, "x");
-    snprintf(buf, cap,
+    /* Whole, whatever the name's length (no fixed-size line to cut it). */
+    evbuffer_add_printf(out,
              "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=0 "
              "psub=0 ssub=0 multi=%d qbuf=%zu qbuf-free=%zu argv-mem=0 multi-mem=0 rbs=%zu "
              "rbp=0 obl=0 oll=0 omem=%zu tot-mem=%zu events=r cmd=%s user=default redir=-1 "
-             "resp=%d",
+             "resp=%d\n",
              (unsigned long long)c->id, c->addr, c->laddr, c->fd, c->name ? c->name : "",
              (now - c->ctime_ms) / 1000, (now - c->last_ms) / 1000, flags, c->db,
              (c->flags & CLIENT_MULTI) ? c->mq_len : -1, c->qlen - c->qpos, c->qcap - c->qlen,

@@ -284,7 +284,8 @@ void net_after_turn(void);
 void net_flush_all_blocking(int timeout_ms);
 void net_check_timeouts(long long now);
 int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int skipme, client *me);
-void client_info_line(client *c, char *buf, size_t cap);
+/* Appends the client's CLIENT LIST line, newline included. */
+void client_info_line(client *c, struct evbuffer *out);
 
 /* ---- commands.c ---- */
 typedef void (*command_fn)(client *c, int argc, char **argv, size_t *lens);

@@ -68,3 +68,20 @@ def test_promoted_replica_expires_the_keys_it_was_sent():
             wait_until(lambda: r.dbsize() == 1, "the promoted replica to drop the expired keys")
             assert r.info("stats")["expired_keys"] == 20
             assert r.keys("*") == [b"keep"]
+
+
+def test_client_list_and_info_lines_are_whole_with_a_long_name():
+    # The line once went through a 1 KiB buffer: a long client name cut off
+    # every field after it (cmd, user, resp, ...), and redis-py's parsed
+    # CLIENT LIST lost them.
+    with Server() as server:
+        for name_len in (600, 700, 1000, 5000):
+            c = server.client()
+            c.client_setname("n" * name_len)
+            info = c.client_info()
+            assert info["name"] == "n" * name_len
+            assert info["resp"].strip() == "2" and info["user"] == "default"
+            mine = [e for e in c.client_list() if str(e["id"]) == str(info["id"])]
+            assert len(mine) == 1 and mine[0]["name"] == "n" * name_len
+            assert mine[0]["cmd"] == "client|list" and mine[0]["resp"] == "2"
+            c.close()
