@@ -5,7 +5,7 @@ redis-server where the reply must match it)."""
 import socket
 import time
 
-from serverutil import Server, encode
+from serverutil import RedisServer, Server, encode
 
 
 def test_idle_timeout_spares_a_client_blocked_in_wait():
@@ -85,3 +85,20 @@ def test_client_list_and_info_lines_are_whole_with_a_long_name():
             assert len(mine) == 1 and mine[0]["name"] == "n" * name_len
             assert mine[0]["cmd"] == "client|list" and mine[0]["resp"] == "2"
             c.close()
+
+
+def test_error_replies_quoting_a_long_argument_are_whole():
+    # Errors were formatted into 1 KiB: one quoting an argument of about
+    # that size or more was cut short, unlike Redis's.
+    with RedisServer() as ref, Server() as ours:
+        a, b = ref.raw(), ours.raw()
+        try:
+            for n in (1000, 1019, 1020, 1021, 1024, 5000):
+                for cmd in (["EXPIRE", "k", "10", "x" * n], ["HELLO", "3", "y" * n],
+                            ["PEXPIREAT", "k", "10", "GT", "z" * n]):
+                    want = a.call(*cmd)
+                    assert len(want) > n
+                    assert b.call(*cmd) == want
+        finally:
+            a.close()
+            b.close()
