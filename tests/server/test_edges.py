@@ -102,3 +102,27 @@ def test_error_replies_quoting_a_long_argument_are_whole():
         finally:
             a.close()
             b.close()
+
+
+def test_scan_cursor_parsing_matches_redis():
+    # Redis parses the cursor with strtoul: "" is cursor 0 (a full scan),
+    # "-1" wraps around, spaces and trailing bytes are refused.
+    with RedisServer() as ref, Server() as ours:
+        a, b = ref.raw(), ours.raw()
+        try:
+            for conn in (a, b):
+                conn.call("SET", "k", "v")
+            # cursor 0 spelled four ways: the same full scan
+            for cur in ["", "0", "-0", "00"]:
+                assert b.call("SCAN", cur, "COUNT", "100") == a.call("SCAN", cur, "COUNT", "100"), cur
+            # other cursors are positions that differ on purpose: valid or not alike
+            for cur in ["-1", "+5", " 1", "1 ", "0x10", "1.5", "18446744073709551615",
+                        "18446744073709551616"]:
+                want = a.call("SCAN", cur)
+                got = b.call("SCAN", cur)
+                assert got.startswith(b"-") == want.startswith(b"-"), cur
+                if want.startswith(b"-"):
+                    assert got == want
+        finally:
+            a.close()
+            b.close()
