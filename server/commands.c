@@ -448,6 +448,7 @@ void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
     c->flags &= ~(unsigned)(CLIENT_MULTI | CLIENT_MULTI_ERROR);
     client_unwatch(c);
     reply_array(c, n);
+    c->flags |= CLIENT_IN_EXEC; /* the array's replies come in order, none blocks */
     for (int i = 0; i < n; i++) {
         const command_def *cmd = command_find(table, q[i].argv[0], q[i].lens[0]);
         if (cmd && (cmd->flags & CMD_CONTAINER) && q[i].argc >= 2)
@@ -461,6 +462,7 @@ void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
         free(q[i].argv);
         free(q[i].lens);
     }
+    c->flags &= ~(unsigned)CLIENT_IN_EXEC;
     free(q);
 }
 

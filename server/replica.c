@@ -535,9 +535,10 @@ void replica_wait(client *c, long long want, long long timeout_ms) {
     }
     feed_all(now_ms()); /* what this client wrote goes out in this turn */
     int n = replicas_covering(w->ident, w->tail);
-    /* Commands pipelined behind WAIT would be answered before it: answer now. */
+    /* Commands pipelined behind WAIT, or queued behind it in an EXEC, would
+     * be answered before it: answer now (Redis: no blocking inside EXEC). */
     int more_input = c->qpos + c->parser.consumed < c->qlen;
-    if (n >= want || more_input || (c->flags & CLIENT_MULTI)) {
+    if (n >= want || more_input || (c->flags & (CLIENT_MULTI | CLIENT_IN_EXEC))) {
         free(w);
         reply_int(c, n);
         return;

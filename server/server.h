@@ -76,7 +76,8 @@ enum client_flags {
     CLIENT_CLOSED = 1 << 5,  /* freed at the end of the turn */
     CLIENT_WROTE = 1 << 6,   /* ran a write command this turn */
     CLIENT_READ_QUEUED = 1 << 7, /* readable: in this turn's read list (--threads > 1) */
-    CLIENT_DIRTY_CAS = 1 << 8    /* a WATCHed key was flushed or swapped: EXEC fails */
+    CLIENT_DIRTY_CAS = 1 << 8,   /* a WATCHed key was flushed or swapped: EXEC fails */
+    CLIENT_IN_EXEC = 1 << 9      /* running its EXEC's commands: none may block (WAIT) */
 };
 
 typedef struct client {

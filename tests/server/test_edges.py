@@ -160,3 +160,20 @@ def test_glob_patterns_match_as_redis_and_stars_stay_cheap():
         finally:
             for conn in (a, b, other):
                 conn.close()
+
+
+def test_wait_inside_exec_answers_at_once_in_order():
+    # Redis never blocks inside EXEC: WAIT answers with the replicas it has.
+    # Blocking there put WAIT's reply after the later commands' replies, and
+    # "WAIT 1 0" left the EXEC array unfinished for good.
+    with RedisServer() as ref, Server() as ours:
+        a, b = ref.raw(), ours.raw()
+        try:
+            for script in ([["MULTI"], ["SET", "a", "1"], ["WAIT", "1", "300"], ["GET", "a"],
+                            ["EXEC"]],
+                           [["MULTI"], ["WAIT", "1", "0"], ["PING"], ["EXEC"], ["PING"]]):
+                for cmd in script:
+                    assert b.call(*cmd) == a.call(*cmd), cmd
+        finally:
+            a.close()
+            b.close()
