@@ -102,35 +102,33 @@ void cmd_hello(client *c, int argc, char **argv, size_t *lens) {
             return;
         }
     }
-    int auth_at = -1, name_at = -1;
+    /* As Redis 7.0: the options act in the order given, so an AUTH before a
+     * bad option has authenticated the connection, one after it has not, and
+     * a SETNAME has named it even when a later option fails. */
     for (int j = next; j < argc; j++) {
         int more = argc - 1 - j;
         if (eq_nocase(argv[j], lens[j], "auth") && more >= 2) {
-            auth_at = j + 1;
+            if (!password_ok(argv[j + 1], lens[j + 1], argv[j + 2], lens[j + 2])) {
+                reply_error(c, "WRONGPASS invalid username-password pair or user is disabled.");
+                return;
+            }
+            c->authenticated = 1;
             j += 2;
         } else if (eq_nocase(argv[j], lens[j], "setname") && more) {
-            name_at = j + 1;
+            if (set_client_name(c, argv[j + 1], lens[j + 1])) return;
             j++;
         } else {
             reply_error(c, "ERR Syntax error in HELLO option '%.*s'", (int)lens[j], argv[j]);
             return;
         }
     }
-    if (auth_at >= 0) {
-        if (!password_ok(argv[auth_at], lens[auth_at], argv[auth_at + 1], lens[auth_at + 1])) {
-            reply_error(c, "WRONGPASS invalid username-password pair or user is disabled.");
-            return;
-        }
-        c->authenticated = 1;
-    }
     if (!c->authenticated) {
         reply_error(c, "NOAUTH HELLO must be called with the client already authenticated, "
-                       "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                       "otherwise the HELLO AUTH <user> <pass> option can be used to "
                        "authenticate the client and select the RESP protocol version at the "
                        "same time");
         return;
     }
-    if (name_at >= 0 && set_client_name(c, argv[name_at], lens[name_at])) return;
     if (ver) c->resp = (int)ver;
     reply_map(c, 7);
     reply_cstr(c, "server");
