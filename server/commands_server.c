@@ -515,10 +515,34 @@ void cmd_client_id(client *c, int argc, char **argv, size_t *lens) {
     reply_int(c, (long long)c->id);
 }
 
+/* CLIENT LIST TYPE: 0 normal, 1 replica, 2 master or pubsub (none here),
+ * -1 unknown; Redis's names. */
+static int client_type_by_name(const char *s, size_t n) {
+    if (eq_nocase(s, n, "normal")) return 0;
+    if (eq_nocase(s, n, "replica") || eq_nocase(s, n, "slave")) return 1;
+    if (eq_nocase(s, n, "master") || eq_nocase(s, n, "pubsub")) return 2;
+    return -1;
+}
+
+/* CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id [id ...]], as Redis 7.0. */
 void cmd_client_list(client *c, int argc, char **argv, size_t *lens) {
-    (void)lens;
-    (void)argv;
-    if (argc > 2) {
+    int type = -1, by_id = 0;
+    if (argc == 4 && eq_nocase(argv[2], lens[2], "type")) {
+        type = client_type_by_name(argv[3], lens[3]);
+        if (type < 0) {
+            reply_error(c, "ERR Unknown client type '%.*s'", (int)lens[3], argv[3]);
+            return;
+        }
+    } else if (argc > 3 && eq_nocase(argv[2], lens[2], "id")) {
+        by_id = 1;
+        for (int j = 3; j < argc; j++) {
+            long long id;
+            if (!parse_ll(argv[j], lens[j], &id)) {
+                reply_error(c, "ERR Invalid client ID");
+                return;
+            }
+        }
+    } else if (argc != 2) {
         reply_error(c, "ERR syntax error");
         return;
     }
@@ -527,9 +551,19 @@ void cmd_client_list(client *c, int argc, char **argv, size_t *lens) {
         reply_error(c, "ERR out of memory");
         return;
     }
-    for (client *o = srv.clients; o; o = o->next) {
-        if (o->flags & CLIENT_CLOSED) continue;
-        client_info_line(o, b);
+    if (by_id) { /* in the order asked, as Redis */
+        for (int j = 3; j < argc; j++) {
+            long long id;
+            parse_ll(argv[j], lens[j], &id);
+            for (client *o = srv.clients; o; o = o->next)
+                if (!(o->flags & CLIENT_CLOSED) && (long long)o->id == id) client_info_line(o, b);
+        }
+    } else {
+        for (client *o = srv.clients; o; o = o->next) {
+            if (o->flags & CLIENT_CLOSED) continue;
+            if (type >= 0 && type != (replica_client_is_feed(o) ? 1 : 0)) continue;
+            client_info_line(o, b);
+        }
     }
     size_t len = evbuffer_get_length(b);
     reply_verbatim(c, (const char *)evbuffer_pullup(b, -1), len);
@@ -615,8 +649,12 @@ void cmd_client_help(client *c, int argc, char **argv, size_t *lens) {
         "    Return the ID of the current connection.", "INFO",
         "    Return information about the current client connection.", "KILL <ip:port>",
         "    Kill connection made from <ip:port>.", "KILL <option> <value> [<option> <value> [...]]",
-        "    Kill connections. Options are: ID, ADDR, LADDR, SKIPME (yes|no).", "LIST",
-        "    Return information about client connections.", "SETNAME <name>",
+        "    Kill connections. Options are: ID, ADDR, LADDR, SKIPME (yes|no).",
+        "LIST [options ...]",
+        "    Return information about client connections. Options:",
+        "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)", "      Return clients of specified type.",
+        "    * ID <client-id> [<client-id> ...]", "      Return clients of specified IDs only.",
+        "SETNAME <name>",
         "    Assign the name <name> to the current connection.", "HELP", "    Print this help."};
     reply_help(c, lines, sizeof lines / sizeof lines[0]);
 }

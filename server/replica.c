@@ -489,6 +489,8 @@ static void rebase_waiter(waiter *w) {
     }
 }
 
+int replica_client_is_feed(client *c) { return feed_of(c) != NULL; }
+
 int replica_exempt_from_timeout(client *c) {
     if (feed_of(c)) return 1;
     for (waiter *w = R.waiters; w; w = w->next)

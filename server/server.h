@@ -383,6 +383,8 @@ void replica_wait(client *c, long long numreplicas, long long timeout_ms);
 /* A replica's feed or a client blocked in WAIT: the idle timeout spares it,
  * as Redis spares replicas and blocked clients. */
 int replica_exempt_from_timeout(client *c);
+/* The connection of a replica this server feeds (CLIENT LIST TYPE replica). */
+int replica_client_is_feed(client *c);
 /* Clients blocked in WAIT (INFO's blocked_clients). */
 int replica_blocked_clients(void);
 void replica_client_freed(client *c);

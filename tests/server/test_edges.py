@@ -217,3 +217,36 @@ def test_hello_options_act_in_order_as_in_redis():
             finally:
                 a.close()
                 b.close()
+
+
+def test_client_list_type_and_id_filters():
+    # CLIENT LIST TYPE ... and ID ... (redis-py's client_list(_type=...,
+    # client_id=[...])) were refused as syntax errors.
+    errors = [["CLIENT", "LIST", "TYPE", "bogus"], ["CLIENT", "LIST", "ID", "x"],
+              ["CLIENT", "LIST", "ID", "1", "x"], ["CLIENT", "LIST", "TYPE"],
+              ["CLIENT", "LIST", "X", "Y"], ["CLIENT", "LIST", "TYPE", "normal", "x"],
+              ["CLIENT", "LIST", "TYPE", "master"], ["CLIENT", "LIST", "TYPE", "pubsub"],
+              ["CLIENT", "LIST", "ID", "999"]]
+    with RedisServer() as ref, Server() as ours:
+        a, b = ref.raw(), ours.raw()
+        try:
+            for cmd in errors:
+                assert b.call(*cmd) == a.call(*cmd), cmd
+        finally:
+            a.close()
+            b.close()
+    with Server() as primary:
+        with Server("--replicaof", "127.0.0.1", str(primary.port)) as replica:
+            p = primary.client()
+            other = primary.client()
+            other_id = other.client_id()
+            my_id = p.client_id()
+            wait_until(lambda: len(p.client_list(_type="replica")) == 1, "the replica's link")
+            normal = p.client_list(_type="normal")
+            assert {int(e["id"]) for e in normal} == {my_id, other_id}
+            slaves = p.execute_command("CLIENT", "LIST", "TYPE", "slave")
+            assert slaves.count(b"\n") == 1
+            assert [int(e["id"]) for e in p.client_list(client_id=[str(other_id)])] == [other_id]
+            picked = p.execute_command("CLIENT", "LIST", "ID", other_id, 99999, my_id)
+            assert re.findall(rb"^id=(\d+) ", picked, re.M) == [b"%d" % other_id, b"%d" % my_id]
+            assert replica.client().client_list(_type="replica") == []
