@@ -420,7 +420,11 @@ static int watch_broken(client *c) {
         watched_key *w = &c->watched[i];
         if (watched_mark(w->db, w->key, w->len) != w->mark) return 1;
     }
-    return 0;
+    /* The lookups above remove a watched key that expired since it was
+     * written: a key absent at WATCH, written (with a TTL) and expired by
+     * now reads as absent again, yet was changed, as the deletion's
+     * watch_touch_key says (Redis aborts: the write touched it). */
+    return (c->flags & CLIENT_DIRTY_CAS) != 0;
 }
 
 void cmd_exec(client *c, int argc, char **argv, size_t *lens) {

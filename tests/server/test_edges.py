@@ -250,3 +250,24 @@ def test_client_list_type_and_id_filters():
             picked = p.execute_command("CLIENT", "LIST", "ID", other_id, 99999, my_id)
             assert re.findall(rb"^id=(\d+) ", picked, re.M) == [b"%d" % other_id, b"%d" % my_id]
             assert replica.client().client_list(_type="replica") == []
+
+
+def test_watched_key_created_and_expired_before_exec_aborts_it():
+    # WATCH an absent key, write it with a TTL that passes before EXEC: it
+    # reads as absent again, but it was changed, so Redis's EXEC aborts. The
+    # lookup at EXEC removed the expired key and flagged the watchers, but
+    # the flag was read before that lookup and the EXEC ran.
+    with RedisServer() as ref, Server() as ours:
+        a, b = ref.raw(), ours.raw()
+        try:
+            for script in ([["WATCH", "k"], ["SET", "k", "v", "PXAT", "1"], ["MULTI"], ["PING"],
+                            ["EXEC"]],
+                           [["WATCH", "j"], ["SET", "j", "v", "PX", "5"], ["DEBUG", "SLEEP", "0.05"],
+                            ["MULTI"], ["PING"], ["EXEC"]],
+                           [["SET", "e", "v", "PX", "5"], ["DEBUG", "SLEEP", "0.05"], ["WATCH", "e"],
+                            ["MULTI"], ["PING"], ["EXEC"]]):
+                for cmd in script:
+                    assert b.call(*cmd) == a.call(*cmd), (script, cmd)
+        finally:
+            a.close()
+            b.close()
