@@ -36,6 +36,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -547,7 +548,10 @@ void replica_wait(client *c, long long want, long long timeout_ms) {
     }
     w->c = c;
     w->want = (int)(want > MAX_FEEDS ? MAX_FEEDS + 1 : want);
-    w->deadline_ms = timeout_ms ? now_ms() + timeout_ms : 0;
+    /* A timeout past the end of time (now + it overflows) waits for good, as
+     * in Redis; the sum is never computed then (signed overflow). */
+    long long now = now_ms();
+    w->deadline_ms = timeout_ms && timeout_ms <= LLONG_MAX - now ? now + timeout_ms : 0;
     w->next = R.waiters;
     R.waiters = w;
     event_del(c->rev); /* blocked: nothing more is read until the reply */

@@ -271,3 +271,26 @@ def test_watched_key_created_and_expired_before_exec_aborts_it():
         finally:
             a.close()
             b.close()
+
+
+def test_wait_with_a_timeout_past_the_end_of_time_blocks_as_in_redis():
+    # now + timeout overflowed (undefined behaviour) into a deadline in the
+    # past, so "WAIT 1 9223372036854775807" answered :0 at once; Redis waits.
+    with Server() as server:
+        waiter = server.raw()
+        other = server.client()
+        try:
+            waiter_id = int(waiter.call("CLIENT", "ID")[1:-2])
+            waiter.send(encode("WAIT", "1", "9223372036854775807"))
+            wait_until(lambda: other.info("clients")["blocked_clients"] == 1, "the WAIT to block")
+            # The background tick checks WAIT deadlines before its expiry
+            # cycle: once that cycle removed a key written now, the tick has
+            # looked at the WAIT at least once since it blocked.
+            other.set("tick", "v", px=1)
+            wait_until(lambda: other.info("stats")["expired_keys"] >= 1, "a background tick")
+            assert other.info("clients")["blocked_clients"] == 1
+            assert other.client_kill_filter(_id=waiter_id) == 1
+            assert waiter.closed_by_peer()
+            assert waiter.buf == b""  # no reply came before the kill
+        finally:
+            waiter.close()
