@@ -566,7 +566,8 @@ void cmd_client_list(client *c, int argc, char **argv, size_t *lens) {
         }
     }
     size_t len = evbuffer_get_length(b);
-    reply_verbatim(c, (const char *)evbuffer_pullup(b, -1), len);
+    /* an empty buffer pulls up to NULL: no client of that type */
+    reply_verbatim(c, len ? (const char *)evbuffer_pullup(b, -1) : "", len);
     evbuffer_free(b);
 }
 
