@@ -307,6 +307,10 @@ static void process_input(client *c) {
         resp_parser_reset(p);
     }
     if (c->qpos == c->qlen) c->qpos = c->qlen = 0;
+    /* A command of many arguments grew the argument table: give it back once
+     * no command is in progress. */
+    if (c->parser.argcap > 4096 && c->parser.argc == 0 && !c->parser.kind)
+        resp_parser_free(&c->parser);
     /* A big argument grew the buffer: give the memory back once it is used. */
     if (c->qcap > 1024 * 1024 && c->qlen - c->qpos <= READ_CHUNK && !c->parser.need_total) {
         size_t left = c->qlen - c->qpos;
@@ -364,8 +368,11 @@ static void handle_input(client *c, int status) {
         return;
     }
     process_input(c);
-    /* The argument table of a command still arriving counts as query memory. */
-    if ((long long)(c->qlen - c->qpos) + (long long)c->parser.argcap * (long long)sizeof(resp_arg) >
+    /* The argument table of a command still arriving counts as query memory:
+     * its arguments parsed so far (argc; 0 between commands). The capacity
+     * left by a big command that completed counts for nothing, as in Redis,
+     * where a complete command under the limit never closes the client. */
+    if ((long long)(c->qlen - c->qpos) + (long long)c->parser.argc * (long long)sizeof(resp_arg) >
         srv.cfg.query_buffer_limit) {
         server_log(LOG_WARNING_, "closing client %s that reached max query buffer length",
                    c->addr);

@@ -294,3 +294,27 @@ def test_wait_with_a_timeout_past_the_end_of_time_blocks_as_in_redis():
             assert waiter.buf == b""  # no reply came before the kill
         finally:
             waiter.close()
+
+
+def test_a_completed_command_of_many_arguments_does_not_count_against_the_query_limit():
+    # The argument table of a command still arriving counts as query memory
+    # (test_hostile.py); the capacity a completed one left behind counted
+    # too, so a 40,001-argument MSET followed by the start of another command
+    # closed the client: the MSET applied, its +OK never sent.
+    with Server("--client-query-buffer-limit", "1mb") as server:
+        c = server.raw()
+        try:
+            args = ["MSET"]
+            for i in range(20000):
+                args += ["k", "v"]
+            c.send(encode(*args) + b"*1\r\n$4\r\nPI")
+            assert c.read_reply() == b"+OK\r\n"
+            c.send(b"NG\r\n")
+            assert c.read_reply() == b"+PONG\r\n"
+            # and again, now that the table has been given back
+            c.send(encode(*args) + b"*1\r\n$4\r\nPI")
+            assert c.read_reply() == b"+OK\r\n"
+            c.send(b"NG\r\n")
+            assert c.read_reply() == b"+PONG\r\n"
+        finally:
+            c.close()
