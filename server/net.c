@@ -359,15 +359,16 @@ static int read_input(client *c, uint64_t *bytes_in) {
 
 /* On the loop thread: runs the commands a read brought. */
 static void handle_input(client *c, int status) {
-    if (status == READ_NOTHING) return;
+    /* Nothing new: only a client just unblocked has input waiting to run. */
+    if (status == READ_NOTHING && (c->qpos == c->qlen || (c->flags & CLIENT_BLOCKED))) return;
     if (status == READ_QUERY_LIMIT)
         server_log(LOG_WARNING_, "closing client %s that reached max query buffer length",
                    c->addr);
-    if (status != READ_GOT) {
+    if (status != READ_GOT && status != READ_NOTHING) {
         client_schedule_close(c);
         return;
     }
-    process_input(c);
+    if (!(c->flags & CLIENT_BLOCKED)) process_input(c);
     /* The argument table of a command still arriving counts as query memory:
      * its arguments parsed so far (argc; 0 between commands). The capacity
      * left by a big command that completed counts for nothing, as in Redis,

@@ -513,7 +513,9 @@ static void check_waiters(long long now) {
         if (n >= w->want || (w->deadline_ms && now >= w->deadline_ms)) {
             client *c = w->c;
             reply_int(c, n);
-            event_add(c->rev, NULL);
+            c->flags &= ~(unsigned)CLIENT_BLOCKED;
+            /* what it sent meanwhile runs now, as if it had just arrived */
+            event_active(c->rev, EV_READ, 1);
             wake_client(c);
             waiter_remove(w);
         }
@@ -554,7 +556,9 @@ void replica_wait(client *c, long long want, long long timeout_ms) {
     w->deadline_ms = timeout_ms && timeout_ms <= LLONG_MAX - now ? now + timeout_ms : 0;
     w->next = R.waiters;
     R.waiters = w;
-    event_del(c->rev); /* blocked: nothing more is read until the reply */
+    /* Blocked: what it sends is read (so a disconnect frees it, as in
+     * Redis) but runs only after the reply. */
+    c->flags |= CLIENT_BLOCKED;
 }
 
 /* ======================================================================== */

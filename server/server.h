@@ -77,7 +77,8 @@ enum client_flags {
     CLIENT_WROTE = 1 << 6,   /* ran a write command this turn */
     CLIENT_READ_QUEUED = 1 << 7, /* readable: in this turn's read list (--threads > 1) */
     CLIENT_DIRTY_CAS = 1 << 8,   /* a WATCHed key was flushed or swapped: EXEC fails */
-    CLIENT_IN_EXEC = 1 << 9      /* running its EXEC's commands: none may block (WAIT) */
+    CLIENT_IN_EXEC = 1 << 9,     /* running its EXEC's commands: none may block (WAIT) */
+    CLIENT_BLOCKED = 1 << 10     /* in WAIT: its input is read (a disconnect is seen) but not run */
 };
 
 typedef struct client {

@@ -318,3 +318,30 @@ def test_a_completed_command_of_many_arguments_does_not_count_against_the_query_
             assert c.read_reply() == b"+PONG\r\n"
         finally:
             c.close()
+
+
+def test_client_blocked_in_wait_is_freed_when_it_disconnects_and_keeps_its_later_input():
+    # A client blocked in WAIT was no longer read at all: one that hung up
+    # stayed connected (and counted against maxclients) until WAIT's
+    # timeout, forever with timeout 0. Redis frees it at once. What a
+    # blocked client sends runs after WAIT's reply, in order.
+    with Server() as server:
+        other = server.client()
+        base = other.info("clients")["connected_clients"]
+        for _ in range(5):
+            c = server.raw()
+            c.send(encode("WAIT", "1", "0"))
+            c.close()
+        wait_until(lambda: other.info("clients")["connected_clients"] == base,
+                   "the hung-up clients to be freed")
+        assert other.info("clients")["blocked_clients"] == 0
+        c = server.raw()
+        try:
+            c.send(encode("WAIT", "1", "300"))
+            wait_until(lambda: other.info("clients")["blocked_clients"] == 1, "the WAIT to block")
+            c.send(encode("PING") + encode("ECHO", "after"))
+            assert c.read_reply() == b":0\r\n"
+            assert c.read_reply() == b"+PONG\r\n"
+            assert c.read_reply() == b"$5\r\nafter\r\n"
+        finally:
+            c.close()
