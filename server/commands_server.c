@@ -596,7 +596,7 @@ static char *dup_arg(const char *s, size_t n) {
 void cmd_client_kill(client *c, int argc, char **argv, size_t *lens) {
     if (argc == 3) {
         char *addr = dup_arg(argv[2], lens[2]);
-        int n = addr ? net_kill_clients(0, addr, NULL, 0, c) : 0;
+        int n = addr ? net_kill_clients(0, addr, NULL, -1, 0, c) : 0;
         free(addr);
         if (n)
             reply_ok(c);
@@ -606,7 +606,7 @@ void cmd_client_kill(client *c, int argc, char **argv, size_t *lens) {
     }
     uint64_t id = 0;
     char *addr = NULL, *laddr = NULL;
-    int skipme = 1;
+    int skipme = 1, type = -1;
     for (int i = 2; i < argc; i += 2) {
         if (i + 1 >= argc) goto syntax;
         if (eq_nocase(argv[i], lens[i], "id")) {
@@ -622,6 +622,18 @@ void cmd_client_kill(client *c, int argc, char **argv, size_t *lens) {
         } else if (eq_nocase(argv[i], lens[i], "laddr")) {
             free(laddr);
             laddr = dup_arg(argv[i + 1], lens[i + 1]);
+        } else if (eq_nocase(argv[i], lens[i], "type")) {
+            type = client_type_by_name(argv[i + 1], lens[i + 1]);
+            if (type < 0) {
+                reply_error(c, "ERR Unknown client type '%.*s'", (int)lens[i + 1], argv[i + 1]);
+                goto out;
+            }
+        } else if (eq_nocase(argv[i], lens[i], "user")) {
+            /* every client is the default user's: the only user there is */
+            if (lens[i + 1] != 7 || memcmp(argv[i + 1], "default", 7) != 0) {
+                reply_error(c, "ERR No such user '%.*s'", (int)lens[i + 1], argv[i + 1]);
+                goto out;
+            }
         } else if (eq_nocase(argv[i], lens[i], "skipme")) {
             if (eq_nocase(argv[i + 1], lens[i + 1], "yes"))
                 skipme = 1;
@@ -633,7 +645,7 @@ void cmd_client_kill(client *c, int argc, char **argv, size_t *lens) {
             goto syntax;
         }
     }
-    reply_int(c, net_kill_clients(id, addr, laddr, skipme, c));
+    reply_int(c, net_kill_clients(id, addr, laddr, type, skipme, c));
     goto out;
 syntax:
     reply_error(c, "ERR syntax error");
@@ -650,7 +662,8 @@ void cmd_client_help(client *c, int argc, char **argv, size_t *lens) {
         "    Return the ID of the current connection.", "INFO",
         "    Return information about the current client connection.", "KILL <ip:port>",
         "    Kill connection made from <ip:port>.", "KILL <option> <value> [<option> <value> [...]]",
-        "    Kill connections. Options are: ID, ADDR, LADDR, SKIPME (yes|no).",
+        "    Kill connections. Options are: ID, ADDR, LADDR, TYPE (NORMAL|MASTER|REPLICA|PUBSUB),",
+        "    USER, SKIPME (yes|no).",
         "LIST [options ...]",
         "    Return information about client connections. Options:",
         "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)", "      Return clients of specified type.",

@@ -659,11 +659,13 @@ void net_check_timeouts(long long now) {
     }
 }
 
-int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int skipme, client *me) {
+int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int type, int skipme,
+                     client *me) {
     int killed = 0;
     for (client *c = srv.clients; c; c = c->next) {
         if (c->flags & CLIENT_CLOSED) continue;
         if (id && c->id != id) continue;
+        if (type >= 0 && type != (replica_client_is_feed(c) ? 1 : 0)) continue;
         if (addr && strcmp(addr, c->addr) != 0) continue;
         if (laddr && strcmp(laddr, c->laddr) != 0) continue;
         if (c == me && skipme) continue;

@@ -285,7 +285,9 @@ void net_gather_free(void);
 void net_after_turn(void);
 void net_flush_all_blocking(int timeout_ms);
 void net_check_timeouts(long long now);
-int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int skipme, client *me);
+/* type: -1 any, 0 normal, 1 a replica's link, 2 none (master, pubsub). */
+int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int type, int skipme,
+                     client *me);
 /* Appends the client's CLIENT LIST line, newline included. */
 void client_info_line(client *c, struct evbuffer *out);
 

@@ -414,3 +414,39 @@ def test_random_three_client_sequences_with_expired_writes(seed, extra):
         finally:
             for conn in a + b:
                 conn.close()
+
+
+def test_client_kill_type_and_user_filters():
+    # CLIENT KILL TYPE ... and USER ... were refused as syntax errors.
+    errors = [["CLIENT", "KILL", "TYPE", "bogus"], ["CLIENT", "KILL", "TYPE", "master"],
+              ["CLIENT", "KILL", "TYPE", "pubsub"], ["CLIENT", "KILL", "TYPE", "replica"],
+              ["CLIENT", "KILL", "USER", "nobody"], ["CLIENT", "KILL", "TYPE"],
+              ["CLIENT", "KILL", "USER", "default", "SKIPME", "yes", "ID", "99999"],
+              ["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "maybe"]]
+    with RedisServer() as ref, Server() as ours:
+        for srv in (ref, ours):
+            others = [srv.raw() for _ in range(3)]
+            me = srv.raw()
+            try:
+                assert me.call("CLIENT", "KILL", "TYPE", "normal") == b":3\r\n"
+                assert all(o.closed_by_peer() for o in others)
+                assert me.call("CLIENT", "KILL", "USER", "default", "SKIPME", "no") == b":1\r\n"
+                assert me.closed_by_peer()
+            finally:
+                for conn in others + [me]:
+                    conn.close()
+        a, b = ref.raw(), ours.raw()
+        try:
+            for cmd in errors:
+                assert b.call(*cmd) == a.call(*cmd), cmd
+        finally:
+            a.close()
+            b.close()
+    with Server() as primary:
+        with Server("--replicaof", "127.0.0.1", str(primary.port)) as replica:
+            p = primary.client()
+            wait_until(lambda: len(p.client_list(_type="replica")) == 1, "the replica's link")
+            assert p.client_kill_filter(_type="slave") == 1
+            # the replica connects again and catches up
+            p.set("after", "1")
+            wait_until(lambda: replica.client().get("after") == b"1", "the replica to catch up")
