@@ -420,7 +420,11 @@ static int watch_broken(client *c) {
         watched_key *w = &c->watched[i];
         if (watched_mark(w->db, w->key, w->len) != w->mark) return 1;
     }
-    return 0;
+    /* The lookups above remove a watched key that expired since it was
+     * written: a key absent at WATCH, written (with a TTL) and expired by
+     * now reads as absent again, yet was changed, as the deletion's
+     * watch_touch_key says (Redis aborts: the write touched it). */
+    return (c->flags & CLIENT_DIRTY_CAS) != 0;
 }
 
 void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
@@ -448,6 +452,7 @@ void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
     c->flags &= ~(unsigned)(CLIENT_MULTI | CLIENT_MULTI_ERROR);
     client_unwatch(c);
     reply_array(c, n);
+    c->flags |= CLIENT_IN_EXEC; /* the array's replies come in order, none blocks */
     for (int i = 0; i < n; i++) {
         const command_def *cmd = command_find(table, q[i].argv[0], q[i].lens[0]);
         if (cmd && (cmd->flags & CMD_CONTAINER) && q[i].argc >= 2)
@@ -461,6 +466,7 @@ void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
         free(q[i].argv);
         free(q[i].lens);
     }
+    c->flags &= ~(unsigned)CLIENT_IN_EXEC;
     free(q);
 }
 

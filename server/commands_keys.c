@@ -213,12 +213,17 @@ static size_t lower_bound(const uint64_t *h, size_t n, uint64_t v) {
 
 void cmd_scan(client *c, int argc, char **argv, size_t *lens) {
     char cur[32];
-    if (lens[1] == 0 || lens[1] >= sizeof cur || isspace((unsigned char)argv[1][0])) {
+    /* As Redis's strtoul parse: an empty cursor is 0, "-1" wraps around. */
+    if (lens[1] >= sizeof cur) {
         reply_error(c, "ERR invalid cursor");
         return;
     }
     memcpy(cur, argv[1], lens[1]);
     cur[lens[1]] = 0;
+    if (isspace((unsigned char)cur[0])) {
+        reply_error(c, "ERR invalid cursor");
+        return;
+    }
     char *end;
     errno = 0;
     unsigned long long cursor = strtoull(cur, &end, 10);

@@ -102,35 +102,33 @@ void cmd_hello(client *c, int argc, char **argv, size_t *lens) {
             return;
         }
     }
-    int auth_at = -1, name_at = -1;
+    /* As Redis 7.0: the options act in the order given, so an AUTH before a
+     * bad option has authenticated the connection, one after it has not, and
+     * a SETNAME has named it even when a later option fails. */
     for (int j = next; j < argc; j++) {
         int more = argc - 1 - j;
         if (eq_nocase(argv[j], lens[j], "auth") && more >= 2) {
-            auth_at = j + 1;
+            if (!password_ok(argv[j + 1], lens[j + 1], argv[j + 2], lens[j + 2])) {
+                reply_error(c, "WRONGPASS invalid username-password pair or user is disabled.");
+                return;
+            }
+            c->authenticated = 1;
             j += 2;
         } else if (eq_nocase(argv[j], lens[j], "setname") && more) {
-            name_at = j + 1;
+            if (set_client_name(c, argv[j + 1], lens[j + 1])) return;
             j++;
         } else {
             reply_error(c, "ERR Syntax error in HELLO option '%.*s'", (int)lens[j], argv[j]);
             return;
         }
     }
-    if (auth_at >= 0) {
-        if (!password_ok(argv[auth_at], lens[auth_at], argv[auth_at + 1], lens[auth_at + 1])) {
-            reply_error(c, "WRONGPASS invalid username-password pair or user is disabled.");
-            return;
-        }
-        c->authenticated = 1;
-    }
     if (!c->authenticated) {
         reply_error(c, "NOAUTH HELLO must be called with the client already authenticated, "
-                       "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                       "otherwise the HELLO AUTH <user> <pass> option can be used to "
                        "authenticate the client and select the RESP protocol version at the "
                        "same time");
         return;
     }
-    if (name_at >= 0 && set_client_name(c, argv[name_at], lens[name_at])) return;
     if (ver) c->resp = (int)ver;
     reply_map(c, 7);
     reply_cstr(c, "server");
@@ -517,37 +515,73 @@ void cmd_client_id(client *c, int argc, char **argv, size_t *lens) {
     reply_int(c, (long long)c->id);
 }
 
+/* CLIENT LIST TYPE: 0 normal, 1 replica, 2 master or pubsub (none here),
+ * -1 unknown; Redis's names. */
+static int client_type_by_name(const char *s, size_t n) {
+    if (eq_nocase(s, n, "normal")) return 0;
+    if (eq_nocase(s, n, "replica") || eq_nocase(s, n, "slave")) return 1;
+    if (eq_nocase(s, n, "master") || eq_nocase(s, n, "pubsub")) return 2;
+    return -1;
+}
+
+/* CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id [id ...]], as Redis 7.0. */
 void cmd_client_list(client *c, int argc, char **argv, size_t *lens) {
-    (void)lens;
-    (void)argv;
-    if (argc > 2) {
+    int type = -1, by_id = 0;
+    if (argc == 4 && eq_nocase(argv[2], lens[2], "type")) {
+        type = client_type_by_name(argv[3], lens[3]);
+        if (type < 0) {
+            reply_error(c, "ERR Unknown client type '%.*s'", (int)lens[3], argv[3]);
+            return;
+        }
+    } else if (argc > 3 && eq_nocase(argv[2], lens[2], "id")) {
+        by_id = 1;
+        for (int j = 3; j < argc; j++) {
+            long long id;
+            if (!parse_ll(argv[j], lens[j], &id)) {
+                reply_error(c, "ERR Invalid client ID");
+                return;
+            }
+        }
+    } else if (argc != 2) {
         reply_error(c, "ERR syntax error");
         return;
     }
     struct evbuffer *b = evbuffer_new();
-    char line[1024];
-    for (client *o = srv.clients; o; o = o->next) {
-        if (o->flags & CLIENT_CLOSED) continue;
-        client_info_line(o, line, sizeof line);
-        evbuffer_add_printf(b, "%s\n", line);
+    if (!b) {
+        reply_error(c, "ERR out of memory");
+        return;
+    }
+    if (by_id) { /* in the order asked, as Redis */
+        for (int j = 3; j < argc; j++) {
+            long long id;
+            parse_ll(argv[j], lens[j], &id);
+            for (client *o = srv.clients; o; o = o->next)
+                if (!(o->flags & CLIENT_CLOSED) && (long long)o->id == id) client_info_line(o, b);
+        }
+    } else {
+        for (client *o = srv.clients; o; o = o->next) {
+            if (o->flags & CLIENT_CLOSED) continue;
+            if (type >= 0 && type != (replica_client_is_feed(o) ? 1 : 0)) continue;
+            client_info_line(o, b);
+        }
     }
     size_t len = evbuffer_get_length(b);
-    char *text = malloc(len + 1);
-    if (text) {
-        evbuffer_remove(b, text, len);
-        reply_verbatim(c, text, len);
-        free(text);
-    }
+    /* an empty buffer pulls up to NULL: no client of that type */
+    reply_verbatim(c, len ? (const char *)evbuffer_pullup(b, -1) : "", len);
     evbuffer_free(b);
 }
 
 void cmd_client_info(client *c, int argc, char **argv, size_t *lens) {
     (void)argc, (void)argv, (void)lens;
-    char line[1024];
-    client_info_line(c, line, sizeof line);
-    size_t n = strlen(line);
-    line[n++] = '\n';
-    reply_verbatim(c, line, n);
+    struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        reply_error(c, "ERR out of memory");
+        return;
+    }
+    client_info_line(c, b);
+    size_t n = evbuffer_get_length(b);
+    reply_verbatim(c, (const char *)evbuffer_pullup(b, -1), n);
+    evbuffer_free(b);
 }
 
 static char *dup_arg(const char *s, size_t n) {
@@ -562,7 +596,7 @@ static char *dup_arg(const char *s, size_t n) {
 void cmd_client_kill(client *c, int argc, char **argv, size_t *lens) {
     if (argc == 3) {
         char *addr = dup_arg(argv[2], lens[2]);
-        int n = addr ? net_kill_clients(0, addr, NULL, 0, c) : 0;
+        int n = addr ? net_kill_clients(0, addr, NULL, -1, 0, c) : 0;
         free(addr);
         if (n)
             reply_ok(c);
@@ -572,7 +606,7 @@ void cmd_client_kill(client *c, int argc, char **argv, size_t *lens) {
     }
     uint64_t id = 0;
     char *addr = NULL, *laddr = NULL;
-    int skipme = 1;
+    int skipme = 1, type = -1;
     for (int i = 2; i < argc; i += 2) {
         if (i + 1 >= argc) goto syntax;
         if (eq_nocase(argv[i], lens[i], "id")) {
@@ -588,6 +622,18 @@ void cmd_client_kill(client *c, int argc, char **argv, size_t *lens) {
         } else if (eq_nocase(argv[i], lens[i], "laddr")) {
             free(laddr);
             laddr = dup_arg(argv[i + 1], lens[i + 1]);
+        } else if (eq_nocase(argv[i], lens[i], "type")) {
+            type = client_type_by_name(argv[i + 1], lens[i + 1]);
+            if (type < 0) {
+                reply_error(c, "ERR Unknown client type '%.*s'", (int)lens[i + 1], argv[i + 1]);
+                goto out;
+            }
+        } else if (eq_nocase(argv[i], lens[i], "user")) {
+            /* every client is the default user's: the only user there is */
+            if (lens[i + 1] != 7 || memcmp(argv[i + 1], "default", 7) != 0) {
+                reply_error(c, "ERR No such user '%.*s'", (int)lens[i + 1], argv[i + 1]);
+                goto out;
+            }
         } else if (eq_nocase(argv[i], lens[i], "skipme")) {
             if (eq_nocase(argv[i + 1], lens[i + 1], "yes"))
                 skipme = 1;
@@ -599,7 +645,7 @@ void cmd_client_kill(client *c, int argc, char **argv, size_t *lens) {
             goto syntax;
         }
     }
-    reply_int(c, net_kill_clients(id, addr, laddr, skipme, c));
+    reply_int(c, net_kill_clients(id, addr, laddr, type, skipme, c));
     goto out;
 syntax:
     reply_error(c, "ERR syntax error");
@@ -616,8 +662,13 @@ void cmd_client_help(client *c, int argc, char **argv, size_t *lens) {
         "    Return the ID of the current connection.", "INFO",
         "    Return information about the current client connection.", "KILL <ip:port>",
         "    Kill connection made from <ip:port>.", "KILL <option> <value> [<option> <value> [...]]",
-        "    Kill connections. Options are: ID, ADDR, LADDR, SKIPME (yes|no).", "LIST",
-        "    Return information about client connections.", "SETNAME <name>",
+        "    Kill connections. Options are: ID, ADDR, LADDR, TYPE (NORMAL|MASTER|REPLICA|PUBSUB),",
+        "    USER, SKIPME (yes|no).",
+        "LIST [options ...]",
+        "    Return information about client connections. Options:",
+        "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)", "      Return clients of specified type.",
+        "    * ID <client-id> [<client-id> ...]", "      Return clients of specified IDs only.",
+        "SETNAME <name>",
         "    Assign the name <name> to the current connection.", "HELP", "    Print this help."};
     reply_help(c, lines, sizeof lines / sizeof lines[0]);
 }

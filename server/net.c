@@ -307,6 +307,10 @@ static void process_input(client *c) {
         resp_parser_reset(p);
     }
     if (c->qpos == c->qlen) c->qpos = c->qlen = 0;
+    /* A command of many arguments grew the argument table: give it back once
+     * no command is in progress. */
+    if (c->parser.argcap > 4096 && c->parser.argc == 0 && !c->parser.kind)
+        resp_parser_free(&c->parser);
     /* A big argument grew the buffer: give the memory back once it is used. */
     if (c->qcap > 1024 * 1024 && c->qlen - c->qpos <= READ_CHUNK && !c->parser.need_total) {
         size_t left = c->qlen - c->qpos;
@@ -355,17 +359,21 @@ static int read_input(client *c, uint64_t *bytes_in) {
 
 /* On the loop thread: runs the commands a read brought. */
 static void handle_input(client *c, int status) {
-    if (status == READ_NOTHING) return;
+    /* Nothing new: only a client just unblocked has input waiting to run. */
+    if (status == READ_NOTHING && (c->qpos == c->qlen || (c->flags & CLIENT_BLOCKED))) return;
     if (status == READ_QUERY_LIMIT)
         server_log(LOG_WARNING_, "closing client %s that reached max query buffer length",
                    c->addr);
-    if (status != READ_GOT) {
+    if (status != READ_GOT && status != READ_NOTHING) {
         client_schedule_close(c);
         return;
     }
-    process_input(c);
-    /* The argument table of a command still arriving counts as query memory. */
-    if ((long long)(c->qlen - c->qpos) + (long long)c->parser.argcap * (long long)sizeof(resp_arg) >
+    if (!(c->flags & CLIENT_BLOCKED)) process_input(c);
+    /* The argument table of a command still arriving counts as query memory:
+     * its arguments parsed so far (argc; 0 between commands). The capacity
+     * left by a big command that completed counts for nothing, as in Redis,
+     * where a complete command under the limit never closes the client. */
+    if ((long long)(c->qlen - c->qpos) + (long long)c->parser.argc * (long long)sizeof(resp_arg) >
         srv.cfg.query_buffer_limit) {
         server_log(LOG_WARNING_, "closing client %s that reached max query buffer length",
                    c->addr);
@@ -456,17 +464,28 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
  * reply references (reply_bulk_entry) are released there as their bytes go
  * out, which the engine allows from any thread. */
 static int flush_client(client *c, uint64_t *bytes_out) {
+    int rc = 1;
+    uint64_t wrote = 0;
     while (evbuffer_get_length(c->out) > 0) {
         int n = evbuffer_write(c->out, c->fd);
         if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
             if (errno == EINTR) continue;
-            return -1;
+            rc = errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+            break;
         }
-        if (n == 0) return 0;
-        *bytes_out += (uint64_t)n;
+        if (n == 0) {
+            rc = 0;
+            break;
+        }
+        wrote += (uint64_t)n;
     }
-    return 1;
+    /* As Redis: a client taking its replies is not idle (a slow reader of a
+     * big reply is not closed by the idle timeout while the bytes flow). */
+    if (wrote) {
+        *bytes_out += wrote;
+        c->last_ms = now_ms();
+    }
+    return rc;
 }
 
 /* On the loop thread, after flush_client: close, or watch for writability. */
@@ -633,18 +652,20 @@ void net_check_timeouts(long long now) {
     if (srv.cfg.timeout <= 0) return;
     for (client *c = srv.clients; c; c = c->next) {
         if (c->flags & CLIENT_CLOSED) continue;
-        if (now - c->last_ms > srv.cfg.timeout * 1000) {
+        if (now - c->last_ms > srv.cfg.timeout * 1000 && !replica_exempt_from_timeout(c)) {
             server_log(LOG_VERBOSE_, "closing idle client %s", c->addr);
             client_schedule_close(c);
         }
     }
 }
 
-int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int skipme, client *me) {
+int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int type, int skipme,
+                     client *me) {
     int killed = 0;
     for (client *c = srv.clients; c; c = c->next) {
         if (c->flags & CLIENT_CLOSED) continue;
         if (id && c->id != id) continue;
+        if (type >= 0 && type != (replica_client_is_feed(c) ? 1 : 0)) continue;
         if (addr && strcmp(addr, c->addr) != 0) continue;
         if (laddr && strcmp(laddr, c->laddr) != 0) continue;
         if (c == me && skipme) continue;
@@ -657,15 +678,16 @@ int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int skipm
     return killed;
 }
 
-void client_info_line(client *c, char *buf, size_t cap) {
+void client_info_line(client *c, struct evbuffer *out) {
     long long now = now_ms();
     char flags[8] = "N";
     if (c->flags & CLIENT_MULTI) snprintf(flags, sizeof flags, "x");
-    snprintf(buf, cap,
+    /* Whole, whatever the name's length (no fixed-size line to cut it). */
+    evbuffer_add_printf(out,
              "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=0 "
              "psub=0 ssub=0 multi=%d qbuf=%zu qbuf-free=%zu argv-mem=0 multi-mem=0 rbs=%zu "
              "rbp=0 obl=0 oll=0 omem=%zu tot-mem=%zu events=r cmd=%s user=default redir=-1 "
-             "resp=%d",
+             "resp=%d\n",
              (unsigned long long)c->id, c->addr, c->laddr, c->fd, c->name ? c->name : "",
              (now - c->ctime_ms) / 1000, (now - c->last_ms) / 1000, flags, c->db,
              (c->flags & CLIENT_MULTI) ? c->mq_len : -1, c->qlen - c->qpos, c->qcap - c->qlen,

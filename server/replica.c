@@ -36,6 +36,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -489,6 +490,15 @@ static void rebase_waiter(waiter *w) {
     }
 }
 
+int replica_client_is_feed(client *c) { return feed_of(c) != NULL; }
+
+int replica_exempt_from_timeout(client *c) {
+    if (feed_of(c)) return 1;
+    for (waiter *w = R.waiters; w; w = w->next)
+        if (w->c == c) return 1;
+    return 0;
+}
+
 int replica_blocked_clients(void) {
     int n = 0;
     for (waiter *w = R.waiters; w; w = w->next) n++;
@@ -503,7 +513,9 @@ static void check_waiters(long long now) {
         if (n >= w->want || (w->deadline_ms && now >= w->deadline_ms)) {
             client *c = w->c;
             reply_int(c, n);
-            event_add(c->rev, NULL);
+            c->flags &= ~(unsigned)CLIENT_BLOCKED;
+            /* what it sent meanwhile runs now, as if it had just arrived */
+            event_active(c->rev, EV_READ, 1);
             wake_client(c);
             waiter_remove(w);
         }
@@ -528,19 +540,25 @@ void replica_wait(client *c, long long want, long long timeout_ms) {
     }
     feed_all(now_ms()); /* what this client wrote goes out in this turn */
     int n = replicas_covering(w->ident, w->tail);
-    /* Commands pipelined behind WAIT would be answered before it: answer now. */
+    /* Commands pipelined behind WAIT, or queued behind it in an EXEC, would
+     * be answered before it: answer now (Redis: no blocking inside EXEC). */
     int more_input = c->qpos + c->parser.consumed < c->qlen;
-    if (n >= want || more_input || (c->flags & CLIENT_MULTI)) {
+    if (n >= want || more_input || (c->flags & (CLIENT_MULTI | CLIENT_IN_EXEC))) {
         free(w);
         reply_int(c, n);
         return;
     }
     w->c = c;
     w->want = (int)(want > MAX_FEEDS ? MAX_FEEDS + 1 : want);
-    w->deadline_ms = timeout_ms ? now_ms() + timeout_ms : 0;
+    /* A timeout past the end of time (now + it overflows) waits for good, as
+     * in Redis; the sum is never computed then (signed overflow). */
+    long long now = now_ms();
+    w->deadline_ms = timeout_ms && timeout_ms <= LLONG_MAX - now ? now + timeout_ms : 0;
     w->next = R.waiters;
     R.waiters = w;
-    event_del(c->rev); /* blocked: nothing more is read until the reply */
+    /* Blocked: what it sends is read (so a disconnect frees it, as in
+     * Redis) but runs only after the reply. */
+    c->flags |= CLIENT_BLOCKED;
 }
 
 /* ======================================================================== */
@@ -1016,6 +1034,10 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
                     R.st.alias_of[db] = R.st.follows[db];
                 }
                 R.st.follows[db] = 0;
+                /* Records with TTLs came in as replicated bytes, which the
+                 * expiry walk does not watch for: as a primary it must walk
+                 * (and delete) them, as after a restart. */
+                if (srv.db[db].store) srv.db[db].may_have_ttl = 1;
             }
             state_save();
             set_primary(NULL, 0);

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "server.h"
@@ -27,21 +28,33 @@ void reply_simple(client *c, const char *s) {
 
 void reply_ok(client *c) { reply_raw(c, "+OK\r\n", 5); }
 
-/* As Redis's addReplyErrorFormat: newlines in the text become spaces. */
+/* As Redis's addReplyErrorFormat: newlines in the text become spaces, and
+ * the text is whole however long (an error may quote a long argument). */
 void reply_error(client *c, const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
+    char small[1024], *buf = small;
+    va_list ap, again;
     va_start(ap, fmt);
-    int n = vsnprintf(buf + 1, sizeof buf - 3, fmt, ap);
+    va_copy(again, ap);
+    int n = vsnprintf(buf + 1, sizeof small - 3, fmt, ap);
     va_end(ap);
     if (n < 0) n = 0;
-    if ((size_t)n > sizeof buf - 4) n = (int)(sizeof buf - 4);
+    if ((size_t)n > sizeof small - 4) {
+        char *big = malloc((size_t)n + 4);
+        if (big) {
+            buf = big;
+            vsnprintf(buf + 1, (size_t)n + 1, fmt, again);
+        } else {
+            n = (int)(sizeof small - 4);
+        }
+    }
+    va_end(again);
     buf[0] = '-';
     for (int i = 1; i <= n; i++)
         if (buf[i] == '\r' || buf[i] == '\n') buf[i] = ' ';
     buf[n + 1] = '\r';
     buf[n + 2] = '\n';
     reply_raw(c, buf, (size_t)n + 3);
+    if (buf != small) free(buf);
 }
 
 /* Writes v in decimal at out; returns the length. (snprintf's format

@@ -76,7 +76,9 @@ enum client_flags {
     CLIENT_CLOSED = 1 << 5,  /* freed at the end of the turn */
     CLIENT_WROTE = 1 << 6,   /* ran a write command this turn */
     CLIENT_READ_QUEUED = 1 << 7, /* readable: in this turn's read list (--threads > 1) */
-    CLIENT_DIRTY_CAS = 1 << 8    /* a WATCHed key was flushed or swapped: EXEC fails */
+    CLIENT_DIRTY_CAS = 1 << 8,   /* a WATCHed key was flushed or swapped: EXEC fails */
+    CLIENT_IN_EXEC = 1 << 9,     /* running its EXEC's commands: none may block (WAIT) */
+    CLIENT_BLOCKED = 1 << 10     /* in WAIT: its input is read (a disconnect is seen) but not run */
 };
 
 typedef struct client {
@@ -283,8 +285,11 @@ void net_gather_free(void);
 void net_after_turn(void);
 void net_flush_all_blocking(int timeout_ms);
 void net_check_timeouts(long long now);
-int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int skipme, client *me);
-void client_info_line(client *c, char *buf, size_t cap);
+/* type: -1 any, 0 normal, 1 a replica's link, 2 none (master, pubsub). */
+int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int type, int skipme,
+                     client *me);
+/* Appends the client's CLIENT LIST line, newline included. */
+void client_info_line(client *c, struct evbuffer *out);
 
 /* ---- commands.c ---- */
 typedef void (*command_fn)(client *c, int argc, char **argv, size_t *lens);
@@ -378,6 +383,11 @@ long long replica_timeout_seconds(void);
 /* A replica refuses writes (READONLY) and compaction: 1 when it replied. */
 int replica_refuses(client *c, const command_def *cmd);
 void replica_wait(client *c, long long numreplicas, long long timeout_ms);
+/* A replica's feed or a client blocked in WAIT: the idle timeout spares it,
+ * as Redis spares replicas and blocked clients. */
+int replica_exempt_from_timeout(client *c);
+/* The connection of a replica this server feeds (CLIENT LIST TYPE replica). */
+int replica_client_is_feed(client *c);
 /* Clients blocked in WAIT (INFO's blocked_clients). */
 int replica_blocked_clients(void);
 void replica_client_freed(client *c);

@@ -57,9 +57,14 @@ void server_log(int level, const char *fmt, ...) {
     fflush(f);
 }
 
-/* Redis's stringmatchlen: '*', '?', '[...]' with '^' and ranges, '\' escapes. */
+/* Redis's stringmatchlen: '*', '?', '[...]' with '^' and ranges, '\' escapes.
+ * skip_longer is Redis 7.0's skipLongerMatches: once the rest of the pattern
+ * after a '*' matched nowhere in the rest of the string, no earlier '*' can
+ * help by matching more, so every level gives up at once. Without it a
+ * pattern like "*a*a*a*a*a*a*a*a*b" takes time exponential in its stars (a
+ * KEYS or SCAN MATCH that stalls the server). */
 static int glob_rec(const char *p, size_t plen, const char *s, size_t slen, int nocase,
-                    int depth) {
+                    int *skip_longer, int depth) {
     if (depth > 1000) return 0;
     while (plen && slen) {
         switch (p[0]) {
@@ -70,10 +75,12 @@ static int glob_rec(const char *p, size_t plen, const char *s, size_t slen, int 
             }
             if (plen == 1) return 1;
             while (slen) {
-                if (glob_rec(p + 1, plen - 1, s, slen, nocase, depth + 1)) return 1;
+                if (glob_rec(p + 1, plen - 1, s, slen, nocase, skip_longer, depth + 1)) return 1;
+                if (*skip_longer) return 0;
                 s++;
                 slen--;
             }
+            *skip_longer = 1;
             return 0;
         case '?':
             s++;
@@ -156,7 +163,8 @@ static int glob_rec(const char *p, size_t plen, const char *s, size_t slen, int 
 }
 
 int glob_match(const char *pat, size_t plen, const char *s, size_t slen, int nocase) {
-    return glob_rec(pat, plen, s, slen, nocase, 0);
+    int skip_longer = 0;
+    return glob_rec(pat, plen, s, slen, nocase, &skip_longer, 0);
 }
 
 int parse_ll(const char *s, size_t len, long long *out) { return resp_str_to_ll(s, len, out); }

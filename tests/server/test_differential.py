@@ -337,7 +337,7 @@ def _random_command(rnd):
 
 
 @pytest.mark.parametrize("seed", [int(os.environ["SIMDR_DIFF_SEED"])]
-                         if os.environ.get("SIMDR_DIFF_SEED") else [1, 14])
+                         if os.environ.get("SIMDR_DIFF_SEED") else [1, 14, 139])
 def test_random_two_client_sequences(servers, seed):
     import random
     rnd = random.Random(seed)
