@@ -401,7 +401,9 @@ SIMDR_API int simdr_put_stream(simdr_store *store, const void *key, size_t key_l
 SIMDR_API int simdr_put_stream_hashed(simdr_store *store, uint64_t key_hash,
                                       simdr_read_fn fn, void *ctx, uint64_t *tail_out);
 
-/** Appends a value read from fd until end of file (pipes, sockets, files). */
+/** Appends a value read from fd until end of file (pipes, sockets, files).
+ *  SIMDR_EINVAL, nothing appended, when fd is the store file itself (by any
+ *  path): it would grow with every chunk appended and never end. */
 SIMDR_API int simdr_put_fd(simdr_store *store, const void *key, size_t key_len, int fd,
                            uint64_t *tail_out);
 

@@ -1735,6 +1735,29 @@ def group_hostile():
               "rc=%d %s" % (p.returncode, err))
         os.chmod(os.path.join(src, "closed"), 0o755)
 
+    with TempDir() as d:
+        # "write KEY < STORE": the input grows with every chunk appended, so
+        # the write used to run until the disk was full. Run under a 64 MiB
+        # file size limit so that a regression fails here, not the disk.
+        s = os.path.join(d, "self.bin")
+        expect_ok(run(s, "write", "a", input=b"x" * 300000), "self: a store to start from")
+        link = os.path.join(d, "link.bin")
+        os.link(s, link)
+        before = sha256_file(s)
+
+        def limited():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, resource.RLIM_INFINITY))
+        for src, what in ((s, "the store file"), (link, "a hard link to the store file")):
+            with open(src, "rb") as f:
+                p = subprocess.run([CLI, s, "write", "k"], stdin=f, capture_output=True,
+                                   preexec_fn=limited, timeout=300)
+            err = p.stderr.decode("utf-8", "replace")
+            check(p.returncode == 1 and "standard input is the store file itself" in err,
+                  "write with %s as standard input is refused, exit 1" % what,
+                  "rc=%d %s" % (p.returncode, err[-300:]))
+            check(sha256_file(s) == before, "... and leaves the store byte for byte as it was")
+        expect_rc(read_value(s, "k"), 1, "... nothing stored under the key")
+
 
 GROUPS = {
     "basic": group_basic,
