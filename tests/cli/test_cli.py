@@ -1758,6 +1758,32 @@ def group_hostile():
             check(sha256_file(s) == before, "... and leaves the store byte for byte as it was")
         expect_rc(read_value(s, "k"), 1, "... nothing stored under the key")
 
+    with TempDir() as d:
+        # export is read-only: a key named like the store (or its side file
+        # or hint) exported into the store's own directory, even with
+        # --force, used to rename its value over the store and destroy it.
+        s = os.path.join(d, "data.bin")
+        expect_ok(run(s, "write", "data.bin", "a value, not a store"), "own: a key named like the store")
+        expect_ok(run(s, "write", "data.bin.simdr", "a value, not a side file"), "own: one like its side file")
+        expect_ok(run(s, "write", "other", "o"), "own: and another key")
+        store_sum, side_sum = sha256_file(s), sha256_file(s + ".simdr")
+        for args in (["export", d, "--force"], ["export", d + "/", "data.bin", "--force"],
+                     ["export", ".", "--force"]):
+            r = run(s, *args, cwd=d)
+            check(r.rc == 1 and "it is the store file itself; not overwritten" in r.err,
+                  "%s refuses to write over the store it reads, exit 1" % " ".join(args[2:] or args), repr(r))
+            check(sha256_file(s) == store_sum and sha256_file(s + ".simdr") == side_sum,
+                  "... the store and its side file are unchanged")
+        r = run(s, "check")
+        expect_ok(r, "... and the store checks sound")
+        check(open(os.path.join(d, "other"), "rb").read() == b"o", "the other key was exported beside it")
+        r = run(s, "export", d, "data.bin.simdr", "--force")
+        check(r.rc == 1 and "it is the store's side file" in r.err, "export refuses to replace the side file", repr(r))
+        out = os.path.join(d, "out")
+        expect_ok(run(s, "export", out), "export into another directory writes all three")
+        check(open(os.path.join(out, "data.bin"), "rb").read() == b"a value, not a store",
+              "... the value named like the store among them")
+
 
 GROUPS = {
     "basic": group_basic,
