@@ -544,7 +544,10 @@ typedef struct simdr__chain_rec {
  * the map): each link must lead strictly down to no lower than stop and each
  * entry's CRC match. 1 when the chain from end reaches stop exactly, its
  * entries in *recs (malloc'd, newest first, *n of them); 0 when it does not
- * (or the file changed under the walk); -1 without memory. */
+ * (or the file changed under the walk); 2 when every entry of the walk was
+ * sound but stop lies more than simdr__chain_walk_max_steps entries below
+ * end (the caller loads the file afresh instead); -1 without memory. */
+extern _Atomic uint64_t simdr__chain_walk_max_steps; /* 2^24; tests lower it */
 int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
                             simdr__chain_rec **recs, uint64_t *n);
 /* CRC check of one entry under a layout; detects the layout when *layout < 0. */
