@@ -1058,6 +1058,18 @@ def group_damage():
         check(sha256_file(store) == before, "nothing changed the damaged file")
         r = run(store, "read", "k4")
         check(r.rc == 0 and r.out == b"value of k4 ........", "a sound key still reads", repr(r))
+        # the way out: compaction refuses to copy the damaged value, so it
+        # must be deletable (delete used to refuse: "store is damaged")
+        expect_rc(run(store, "compact"), 1, "compact refuses the store with a damaged value")
+        r = run(store, "delete", "k5")
+        expect_ok(r, "delete removes the damaged value")
+        expect_rc(run(store, "read", "k5"), 1, "... which is gone", "not found")
+        check("k5" not in list_names(store)[0], "... its name with it")
+        expect_ok(run(store, "compact"), "compact then succeeds")
+        expect_ok(run(store, "check"), "... and the compacted store checks sound")
+        r = run(store, "read", "k4")
+        check(r.rc == 0 and r.out == b"value of k4 ........", "every other key still reads", repr(r))
+        check(len(list_names(store)[0]) == 49, "... 49 named keys listed")
 
     # a lost page in the middle: check reports on the file (read-only), the
     # open's message names a sound prefix that is not empty
