@@ -367,6 +367,9 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
 /* Read-only opens: the side file mapped read-only, or NULL when there is none. */
 simdr__side *simdr__side_attach_reader(const char *store_path);
 void simdr__side_close(simdr__side *sd);
+/* In a forked child: lets go of the side file a writer inherited (its map
+ * and descriptor hold the parent's lock) without writing to it. */
+void simdr__side_forget(simdr__side *sd);
 /* Writer, after each append's publication: no system call. sum: the
  * writer's sum with the terms of the entries just appended added. */
 void simdr__side_publish(simdr__side *sd, uint64_t tail, const simdr__meta *last, uint64_t sum);
@@ -440,6 +443,8 @@ struct simdr_store {
     uint64_t alloc_end;              /* the file's length: the tail, then preallocated zeros */
     uint8_t *wmap;                   /* writable window on the file's [wmap_off, +wmap_len) */
     uint64_t wmap_off, wmap_len;
+    /* Writable stores open in this process, for the fork handler (store.c). */
+    struct simdr_store *open_prev, *open_next;
     simdr__epoch epoch;
 };
 
