@@ -489,12 +489,49 @@ static int may_overwrite(const char *path) {
     return 0;
 }
 
+/* The files an export must never replace: the store it reads, its side
+ * file and its index hint (a key named like the store, exported into the
+ * store's directory with --force, renamed its value over the store). */
+struct export_guard {
+    int n;
+    dev_t dev[3];
+    ino_t ino[3];
+};
+
+static void export_guard_init(struct export_guard *g, const char *store_path) {
+    g->n = 0;
+    const char *suffixes[] = {"", ".simdr", ".hint"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        char *path = malloc(strlen(store_path) + 8);
+        struct stat sb;
+        if (!path)
+            continue;
+        sprintf(path, "%s%s", store_path, suffixes[i]);
+        if (stat(path, &sb) == 0) {
+            g->dev[g->n] = sb.st_dev;
+            g->ino[g->n] = sb.st_ino;
+            g->n++;
+        }
+        free(path);
+    }
+}
+
+/* What the file sb is of the store's own files, or NULL. */
+static const char *export_guarded(const struct export_guard *g, const struct stat *sb) {
+    static const char *const what[] = {"the store file itself", "the store's side file",
+                                       "the store's index hint"};
+    for (int i = 0; i < g->n; i++)
+        if (sb->st_dev == g->dev[i] && sb->st_ino == g->ino[i])
+            return what[i < 3 ? i : 0];
+    return NULL;
+}
+
 /* Writes one value to rootfd/name: into a new temporary file beside it,
  * renamed over the name only when complete, so a full disk or a damaged
  * value never leaves a truncated file or destroys the file it replaces.
  * Returns CLI_OK, or CLI_FAIL after reporting. */
-static int export_one(const struct cli_args *a, int rootfd, const char *name, const char *shown,
-                      const simdr_entry *e, const char *q) {
+static int export_one(const struct cli_args *a, const struct export_guard *guard, int rootfd,
+                      const char *name, const char *shown, const simdr_entry *e, const char *q) {
     const char *leaf;
     size_t blocker = 0;
     int pfd = open_export_parent(rootfd, name, &leaf, &blocker);
@@ -515,7 +552,12 @@ static int export_one(const struct cli_args *a, int rootfd, const char *name, co
     int into_existing = 0; /* a FIFO or device in the way is written into, not replaced */
     if (fstatat(pfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
         into_existing = S_ISFIFO(sb.st_mode) || S_ISCHR(sb.st_mode);
-        if (S_ISDIR(sb.st_mode)) {
+        const char *own = export_guarded(guard, &sb);
+        if (own) {
+            /* Never, not even with --force: export only reads the store. */
+            cli_err("export: cannot write %s: it is %s; not overwritten", shown, own);
+            ret = CLI_FAIL;
+        } else if (S_ISDIR(sb.st_mode)) {
             cli_err("export: cannot write %s: a directory of that name is in the way (another "
                     "key names a file inside it)",
                     shown);
@@ -661,6 +703,8 @@ int cmd_export(const struct cli_args *a) {
         nparsed = nkeys;
     }
     uint64_t asked = (uint64_t)nkeys + failed; /* names that cannot be files count too */
+    struct export_guard guard;
+    export_guard_init(&guard, a->store_path);
     int rootfd = -1; /* DIR, created when the first file is written */
     cli_interrupts_catch(); /* Ctrl-C removes the unfinished temporary file first */
     for (int i = 0; i < nkeys && ret == CLI_OK; i++) {
@@ -699,7 +743,7 @@ int cmd_export(const struct cli_args *a) {
                 cli_err("export: cannot create the directory %s: %s", dq, strerror(errno));
                 ret = CLI_FAIL;
                 failed++;
-            } else if (export_one(a, rootfd, name, shown, e, q) == CLI_OK) {
+            } else if (export_one(a, &guard, rootfd, name, shown, e, q) == CLI_OK) {
                 exported++;
                 bytes += simdr_entry_size(e);
             } else {

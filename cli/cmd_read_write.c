@@ -208,6 +208,17 @@ int cmd_write(const struct cli_args *a) {
         cli_key_free(&key);
         return CLI_FAIL;
     }
+    /* "write KEY < STORE": the input would grow by every chunk appended and
+     * never end, until the disk is full. */
+    struct stat in_sb, store_sb;
+    if (from_stdin && fstat(STDIN_FILENO, &in_sb) == 0 && stat(a->store_path, &store_sb) == 0 &&
+        in_sb.st_dev == store_sb.st_dev && in_sb.st_ino == store_sb.st_ino) {
+        cli_err("%s: standard input is the store file itself (the value would grow with every "
+                "chunk written and never end); nothing was stored",
+                what);
+        cli_key_free(&key);
+        return CLI_FAIL;
+    }
     simdr_store *st = NULL;
     int created = 0;
     int ret = cli_open_store_created(a, a->store_path, SIMDR_OPEN_CREATE, &st, &created);

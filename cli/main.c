@@ -81,7 +81,8 @@ static const struct command commands[] = {
      "or empty component are refused. Each file is written beside its name and renamed\n"
      "into place when complete (a full disk leaves no partial file). An existing file is\n"
      "overwritten only after a 'y' on the terminal, or with --force (without a terminal\n"
-     "it is left alone and the export fails); a directory is never replaced.\n"
+     "it is left alone and the export fails); a directory, the store itself, its side\n"
+     "file and its hint are never replaced.\n"
      "  -f, --force             overwrite existing files\n"
      "Example: simd-r-drive data.bin export ./restore\n"},
 };

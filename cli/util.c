@@ -243,7 +243,7 @@ void cli_format_bytes(char *dst, size_t cap, uint64_t bytes) {
     else if (bytes >= kb)
         snprintf(dst, cap, "%.2f KB", (double)bytes / (double)kb);
     else
-        snprintf(dst, cap, "%" PRIu64 " bytes", bytes);
+        snprintf(dst, cap, "%" PRIu64 " %s", bytes, bytes == 1 ? "byte" : "bytes");
 }
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */

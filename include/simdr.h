@@ -39,15 +39,19 @@
  * simdr_compact() replace it.
  *
  * FORK: a handle belongs to the process that opened it. A child created by
- * fork() inherits the parent's lock, but keeps its own copy of the tail and
+ * fork() inherits the handle, but keeps its own copy of the tail and
  * the index, so two processes appending would overwrite each other's
  * acknowledged entries. In the child every write, simdr_sync() and
  * simdr_compact() on an inherited handle returns SIMDR_EINVAL ("store handle
  * used in a forked child; open the store again"); reads still work and see
  * the store as it was at the fork (the parent's later writes are not
  * indexed there); simdr_close() in the child only frees the handle (no sync,
- * no hint file). To write from the child, open the store there (after the
- * parent closed it, or read-only while it is open). Detected with a
+ * no hint file, nothing written to the side file). The child holds no
+ * lock: a fork handler lets go of the descriptors and maps that carry it
+ * (the child keeps a read-only descriptor), so the parent's close, or its
+ * death, leaves the store free for the next writer while the child lives.
+ * To write from the child, open the store there (after the parent closed
+ * it, or read-only while it is open). Detected with a
  * pthread_atfork() handler: a child made by a raw clone() or vfork() is not
  * detected.
  */
@@ -401,7 +405,9 @@ SIMDR_API int simdr_put_stream(simdr_store *store, const void *key, size_t key_l
 SIMDR_API int simdr_put_stream_hashed(simdr_store *store, uint64_t key_hash,
                                       simdr_read_fn fn, void *ctx, uint64_t *tail_out);
 
-/** Appends a value read from fd until end of file (pipes, sockets, files). */
+/** Appends a value read from fd until end of file (pipes, sockets, files).
+ *  SIMDR_EINVAL, nothing appended, when fd is the store file itself (by any
+ *  path): it would grow with every chunk appended and never end. */
 SIMDR_API int simdr_put_fd(simdr_store *store, const void *key, size_t key_len, int fd,
                            uint64_t *tail_out);
 

@@ -612,10 +612,28 @@ SIMDR_API int simdr_put_stream(simdr_store *s, const void *key, size_t key_len, 
 typedef struct fd_source {
     int fd;
     int err;
+    simdr_store *store;
+    int checked;   /* the descriptor was compared with the store file */
+    int same_file; /* ... and is the store file itself */
 } fd_source;
 
 static int64_t read_fd(void *ctx, void *buf, size_t cap) {
     fd_source *src = ctx;
+    /* A descriptor on the store file itself would never reach its end: each
+     * chunk appended makes the file longer by what was just read, so the
+     * write would go on until the disk is full. Compared here, under the
+     * writer lock, where the store's file cannot be swapped by a compaction
+     * (a descriptor on a file a compaction has replaced reads to its end). */
+    if (!src->checked) {
+        src->checked = 1;
+        struct stat st;
+        if (simdr__io.fstat(src->fd, &st) == 0 && (uint64_t)st.st_dev == (uint64_t)src->store->dev &&
+            (uint64_t)st.st_ino == (uint64_t)src->store->ino) {
+            src->same_file = 1;
+            src->err = EINVAL;
+            return -1;
+        }
+    }
     for (;;) {
         ssize_t n = read(src->fd, buf, cap);
         if (n >= 0) return n;
@@ -629,8 +647,13 @@ static int64_t read_fd(void *ctx, void *buf, size_t cap) {
 SIMDR_API int simdr_put_fd(simdr_store *s, const void *key, size_t key_len, int fd,
                            uint64_t *tail_out) {
     if (fd < 0) return simdr__fail(SIMDR_EINVAL, "invalid file descriptor");
-    fd_source src = {fd, 0};
+    fd_source src = {fd, 0, s, 0, 0};
     int rc = simdr_put_stream(s, key, key_len, read_fd, &src, tail_out);
+    if (rc == SIMDR_ESOURCE && src.same_file)
+        return simdr__fail(SIMDR_EINVAL,
+                           "%s: the input is the store file itself, which grows with every "
+                           "chunk appended (the write would never end); nothing was stored",
+                           s->path);
     if (rc == SIMDR_ESOURCE)
         simdr__fail(rc, "%s: reading the input failed: %s; nothing was stored",
                     s ? s->path : "", strerror(src.err));

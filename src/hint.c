@@ -108,7 +108,9 @@ static int header_matches(simdr_store *s, int fd, const uint8_t *base, uint64_t 
              h->ctime_nsec == (int64_t)store_st.st_ctim.tv_nsec &&
              h->dev == (uint64_t)s->dev && h->ino == (uint64_t)s->ino && h->tail == size &&
              h->tail > SIMDR__META_SIZE && h->cap >= 1 && h->cap < (UINT64_C(1) << 32) &&
-             h->used <= h->cap && h->live <= h->used && h->dead < h->tail &&
+             /* never fuller than a growth leaves a table (index.c) */
+             h->used <= h->cap && h->used * 5 <= h->cap * 4 + 4 && h->live <= h->used &&
+             h->dead < h->tail &&
              h->block_slots == SIMDR__INDEX_BLOCK_SLOTS && h->table_off == hint_table_off(h->cap) &&
              (uint64_t)st.st_size == h->table_off + h->cap * 8 &&
              (h->layout == SIMDR_LAYOUT_ALIGNED64 || h->layout == SIMDR_LAYOUT_UNALIGNED) &&

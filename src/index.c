@@ -14,6 +14,7 @@
  * or from one value to another, with atomic stores, and are never removed,
  * so a reader's probe sequence cannot lose the key it is looking for.
  */
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -86,12 +87,13 @@ static int slot_damaged_for(const simdr__index *ix, const uint8_t *base, uint64_
 static __attribute__((noinline)) uint64_t damaged_slot_of(const simdr__index *ix,
                                                           const uint8_t *base, uint64_t hash) {
     uint64_t i = bucket_of(hash, ix->cap);
-    for (;;) {
+    for (uint64_t n = 0; n < ix->cap; n++) { /* bounded, as a lookup's probe */
         uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
         if (v == 0) return UINT64_MAX;
         if (slot_damaged_for(ix, base, UINT64_MAX, v, hash)) return i;
         i = simdr__probe_next(i, ix->cap);
     }
+    return UINT64_MAX;
 }
 
 /* Always inlined: the batch insert loop then keeps several prefetched
@@ -330,6 +332,12 @@ struct simdr__index_blocks {
     uint64_t *sums;
     _Atomic uint8_t *state;
     _Atomic uint64_t sound;   /* blocks found sound */
+    /* Filled slots of the blocks found sound; once every block is, they
+     * must number the header's used, else the table is taken for damaged
+     * (miscounted): a table fuller than its count would let the writer
+     * fill it up, and a probe in a table without an empty slot never ends. */
+    _Atomic uint64_t occupied;
+    _Atomic int miscounted;
     _Atomic int hint_removed;
     char *hint_path;
     uint64_t hint_dev, hint_ino; /* the file the table was mapped from */
@@ -360,6 +368,8 @@ simdr__index *simdr__index_from_hint(void *mapping, size_t mapping_len, _Atomic 
     b->sums = sums;
     b->state = state;
     atomic_init(&b->sound, 0);
+    atomic_init(&b->occupied, 0);
+    atomic_init(&b->miscounted, 0);
     atomic_init(&b->hint_removed, 0);
     b->hint_path = hint_path;
     b->hint_dev = hint_dev;
@@ -398,12 +408,14 @@ static int block_sound(const simdr__index *ix, uint64_t k) {
     /* Hashed from atomic loads, a chunk at a time: a check that loses the
      * race below may still be reading while the writer changes the block. */
     XXH3_state_t state;
-    uint64_t chunk[512];
+    uint64_t chunk[512], filled = 0;
     XXH3_64bits_reset(&state);
     for (uint64_t at = 0; at < slots; at += 512) {
         uint64_t n = slots - at < 512 ? slots - at : 512;
-        for (uint64_t j = 0; j < n; j++)
+        for (uint64_t j = 0; j < n; j++) {
             chunk[j] = atomic_load_explicit(&ix->slots[first + at + j], memory_order_relaxed);
+            filled += chunk[j] != 0;
+        }
         XXH3_64bits_update(&state, chunk, (size_t)n * sizeof chunk[0]);
     }
     int sound = XXH3_64bits_digest(&state) == b->sums[k];
@@ -414,9 +426,19 @@ static int block_sound(const simdr__index *ix, uint64_t k) {
     if (!atomic_compare_exchange_strong(&b->state[k], &expect,
                                         sound ? BLOCK_SOUND : BLOCK_DAMAGED))
         return expect == BLOCK_SOUND;
-    if (sound && atomic_fetch_add(&b->sound, 1) + 1 == b->n)
-        atomic_store(&((simdr__index *)ix)->unchecked, 0);
-    if (!sound && !atomic_exchange(&b->hint_removed, 1)) remove_damaged_hint(b);
+    if (sound) {
+        /* Counted before the block is: whoever counts the last block sees
+         * every block's slots. */
+        atomic_fetch_add(&b->occupied, filled);
+        if (atomic_fetch_add(&b->sound, 1) + 1 == b->n) {
+            if (atomic_load(&b->occupied) == ix->used)
+                atomic_store(&((simdr__index *)ix)->unchecked, 0);
+            else
+                atomic_store(&b->miscounted, 1);
+        }
+    }
+    if ((!sound || atomic_load(&b->miscounted)) && !atomic_exchange(&b->hint_removed, 1))
+        remove_damaged_hint(b);
     return sound;
 }
 
@@ -424,7 +446,13 @@ uint64_t simdr__index_get_checked(const simdr__index *ix, const uint8_t *base, u
                                   uint64_t hash, unsigned *probe) {
     uint64_t i = simdr__index_bucket(hash, ix->cap);
     uint64_t block = UINT64_MAX;
-    for (;;) {
+    for (uint64_t steps = 0;; steps++) {
+        /* A table with no empty slot left (a hint whose count lies) would
+         * never end the probe. */
+        if (steps > ix->cap || atomic_load_explicit(&ix->blocks->miscounted, memory_order_relaxed)) {
+            if (probe) *probe |= SIMDR__PROBE_DAMAGED;
+            return 0;
+        }
         if (i / SIMDR__INDEX_BLOCK_SLOTS != block) {
             block = i / SIMDR__INDEX_BLOCK_SLOTS;
             if (!block_sound(ix, block)) {
@@ -457,12 +485,15 @@ static void *check_blocks(void *arg) {
 int simdr__index_tag_shared_damaged(const simdr__index *ix, const uint8_t *base, uint64_t len,
                                     uint64_t hash) {
     uint64_t i = simdr__index_bucket(hash, ix->cap);
-    for (;;) {
+    /* Bounded: a table mapped from a hint whose slots lie may have no empty
+     * one (its blocks' checks catch that, but only as the probe gets there). */
+    for (uint64_t n = 0; n < ix->cap; n++) {
         uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
         if (v == 0) return 0;
         if (slot_damaged_for(ix, base, len, v, hash)) return 1;
         i = simdr__probe_next(i, ix->cap);
     }
+    return 0;
 }
 
 int simdr__index_check_all(const simdr__index *ix) {
@@ -481,5 +512,10 @@ int simdr__index_check_all(const simdr__index *ix) {
     }
     check_blocks(&first);
     if (started) pthread_join(helper, NULL);
-    return first.sound && second.sound ? 0 : -1;
+    if (!first.sound || !second.sound) return -1;
+    /* Every block is sound; whoever checked the last one may still be
+     * comparing the count, and its verdict (the plain path, or damage) must
+     * be in before the caller trusts the table or changes it. */
+    while (atomic_load(&ix->unchecked) && !atomic_load(&ix->blocks->miscounted)) sched_yield();
+    return atomic_load(&ix->blocks->miscounted) ? -1 : 0;
 }

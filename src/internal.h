@@ -385,6 +385,9 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
 /* Read-only opens: the side file mapped read-only, or NULL when there is none. */
 simdr__side *simdr__side_attach_reader(const char *store_path);
 void simdr__side_close(simdr__side *sd);
+/* In a forked child: lets go of the side file a writer inherited (its map
+ * and descriptor hold the parent's lock) without writing to it. */
+void simdr__side_forget(simdr__side *sd);
 /* Writer, after each append's publication: no system call. sum: the
  * writer's sum with the terms of the entries just appended added. */
 void simdr__side_publish(simdr__side *sd, uint64_t tail, const simdr__meta *last, uint64_t sum);
@@ -470,6 +473,8 @@ struct simdr_store {
     uint64_t alloc_end;              /* the file's length: the tail, then preallocated zeros */
     uint8_t *wmap;                   /* writable window on the file's [wmap_off, +wmap_len) */
     uint64_t wmap_off, wmap_len;
+    /* Writable stores open in this process, for the fork handler (store.c). */
+    struct simdr_store *open_prev, *open_next;
     simdr__epoch epoch;
 };
 
@@ -579,7 +584,10 @@ typedef struct simdr__chain_rec {
  * the map): each link must lead strictly down to no lower than stop and each
  * entry's CRC match. 1 when the chain from end reaches stop exactly, its
  * entries in *recs (malloc'd, newest first, *n of them); 0 when it does not
- * (or the file changed under the walk); -1 without memory. */
+ * (or the file changed under the walk); 2 when every entry of the walk was
+ * sound but stop lies more than simdr__chain_walk_max_steps entries below
+ * end (the caller loads the file afresh instead); -1 without memory. */
+extern _Atomic uint64_t simdr__chain_walk_max_steps; /* 2^24; tests lower it */
 int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
                             simdr__chain_rec **recs, uint64_t *n);
 /* CRC check of one entry under a layout; detects the layout when *layout < 0. */

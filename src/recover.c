@@ -912,6 +912,8 @@ int simdr__chain_reaches(const uint8_t *base, uint64_t end, uint64_t stop, int *
 #define FD_WALK_BUFFER (UINT64_C(1) << 20)
 #define FD_WALK_MAX_STEPS (UINT64_C(1) << 24)
 
+_Atomic uint64_t simdr__chain_walk_max_steps = FD_WALK_MAX_STEPS;
+
 int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
                             simdr__chain_rec **recs, uint64_t *n) {
     *recs = NULL;
@@ -920,8 +922,9 @@ int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
     uint8_t *buf = malloc(FD_WALK_BUFFER);
     if (!buf) return -1;
     int result = 0;
-    uint64_t p = end;
-    for (uint64_t steps = 0; p > stop && steps < FD_WALK_MAX_STEPS; steps++) {
+    uint64_t p = end, steps = 0;
+    uint64_t max_steps = atomic_load_explicit(&simdr__chain_walk_max_steps, memory_order_relaxed);
+    for (; p > stop && steps < max_steps; steps++) {
         uint8_t raw[SIMDR__META_SIZE];
         if (p < stop + SIMDR__META_SIZE + 1 ||
             simdr__pread_all(fd, raw, sizeof raw, p - SIMDR__META_SIZE) != 0)
@@ -954,6 +957,9 @@ int simdr__chain_reaches_fd(int fd, uint64_t end, uint64_t stop, int *layout,
         p = meta.prev;
     }
     if (result == 0 && p == stop) result = 1;
+    /* Every entry walked was sound, there are only more of them than a walk
+     * takes: the chain is not broken, only long. */
+    if (result == 0 && p > stop && steps == max_steps) result = 2;
     free(buf);
     if (result != 1) {
         free(*recs);

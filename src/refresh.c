@@ -160,6 +160,10 @@ static int refresh_locked(simdr_store *s, uint64_t *added) {
     uint64_t n = 0;
     int found = simdr__chain_reaches_fd(s->fd, end, tail, &layout, &recs, &n);
     if (found < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    /* More new entries than one walk takes (a bulk load since the last
+     * refresh): not damage, and a walk can never catch up with them, so the
+     * file is loaded afresh as an open would, as after a compaction. */
+    if (found == 2) return reload_locked(s, added);
     if (!found) {
         free(recs);
         /* A committed tail whose chain does not lead to ours is damage; with

@@ -208,6 +208,15 @@ void simdr__side_close(simdr__side *sd) {
     free(sd);
 }
 
+void simdr__side_forget(simdr__side *sd) {
+    if (!sd) return;
+    munmap(sd->page, SIDE_BYTES);
+    close(sd->fd);
+    /* dlock is not destroyed: a thread of the parent may have held it at
+     * the fork, and the child has no such thread to release it. */
+    free(sd);
+}
+
 /* Writes the durable record (tail, sum) into the older durable slot; the
  * caller holds dlock or owns the page alone. */
 static void write_durable(simdr__side *sd, const simdr__side_record *d) {

@@ -16,6 +16,64 @@
 
 #include "internal.h"
 
+/* ---- fork ----
+ * A lock belongs to an open file description, and a child made by fork()
+ * holds copies of the writer's descriptors (and maps: the mapped-append
+ * window, the side file's page), so the store stayed locked, even for the
+ * parent's next open, until every such child had exited. The child may not
+ * write through the handle (simdr__forked), so a fork handler lets go of
+ * everything in it that holds the lock: the window and the side file are
+ * dropped, and the store's descriptor is replaced, at the same number, by
+ * a read-only description of the same file, through which the child still
+ * reads. */
+static pthread_mutex_t open_stores_lock = PTHREAD_MUTEX_INITIALIZER;
+static simdr_store *open_stores; /* writable stores open in this process */
+static pthread_once_t open_stores_once = PTHREAD_ONCE_INIT;
+
+static void open_stores_prepare(void) { pthread_mutex_lock(&open_stores_lock); }
+static void open_stores_parent(void) { pthread_mutex_unlock(&open_stores_lock); }
+
+static void open_stores_child(void) {
+    for (simdr_store *s = open_stores; s; s = s->open_next) {
+        simdr__mapped_release(s, s->alloc_end);
+        simdr__side_forget(s->side);
+        s->side = NULL;
+        char self[64];
+        snprintf(self, sizeof self, "/proc/self/fd/%d", s->fd);
+        int ro = open(self, O_RDONLY | O_CLOEXEC);
+        if (ro >= 0) {
+            dup3(ro, s->fd, O_CLOEXEC);
+            close(ro);
+        }
+    }
+    pthread_mutex_unlock(&open_stores_lock);
+}
+
+static void open_stores_watch(void) {
+    pthread_atfork(open_stores_prepare, open_stores_parent, open_stores_child);
+}
+
+static void open_stores_add(simdr_store *s) {
+    pthread_once(&open_stores_once, open_stores_watch);
+    pthread_mutex_lock(&open_stores_lock);
+    s->open_prev = NULL;
+    s->open_next = open_stores;
+    if (open_stores) open_stores->open_prev = s;
+    open_stores = s;
+    pthread_mutex_unlock(&open_stores_lock);
+}
+
+static void open_stores_remove(simdr_store *s) {
+    pthread_mutex_lock(&open_stores_lock);
+    if (s->open_prev)
+        s->open_prev->open_next = s->open_next;
+    else if (open_stores == s)
+        open_stores = s->open_next;
+    if (s->open_next) s->open_next->open_prev = s->open_prev;
+    s->open_prev = s->open_next = NULL;
+    pthread_mutex_unlock(&open_stores_lock);
+}
+
 SIMDR_API void simdr_options_init(simdr_options *opts) {
     if (!opts) return;
     memset(opts, 0, sizeof *opts);
@@ -198,12 +256,14 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
             free(tmp);
         }
     }
+    if (!s->readonly) open_stores_add(s);
     *out = s;
     return SIMDR_OK;
 }
 
 SIMDR_API int simdr_close(simdr_store *s) {
     if (!s) return SIMDR_OK;
+    if (!s->readonly) open_stores_remove(s);
     int rc = SIMDR_OK;
     /* A child that inherited the handle only lets go of it: the file and
      * its hint belong to the parent. */
@@ -226,12 +286,20 @@ SIMDR_API int simdr_close(simdr_store *s) {
     /* A clean close: an append by another program after it is not torn. Not
      * a child's: the page is shared with the parent, which still appends. */
     if (owner && s->side && rc == SIMDR_OK) simdr__side_mark_closed(s->side, s->tail);
+    /* The locks go explicitly: closing a descriptor releases its lock only
+     * when no other descriptor (a forked child's copy, made before the fork
+     * handler in the child could let go of it) shares the description. A
+     * child must not unlock: the description and its lock are the
+     * parent's. */
+    int lock_owner = !s->readonly && !simdr__forked(s);
+    if (lock_owner && s->side) flock(s->side->fd, LOCK_UN);
     simdr__side_close(s->side);
     simdr__view *v = simdr__current_view(s);
     simdr__map_retire(v->map);
     simdr__index_free(v->index);
     free(v);
     simdr__mapped_release(s, 0);
+    if (lock_owner) flock(s->fd, LOCK_UN);
     close(s->fd);
     pthread_mutex_destroy(&s->wlock);
     pthread_mutex_destroy(&s->sync_lock);

@@ -1058,6 +1058,18 @@ def group_damage():
         check(sha256_file(store) == before, "nothing changed the damaged file")
         r = run(store, "read", "k4")
         check(r.rc == 0 and r.out == b"value of k4 ........", "a sound key still reads", repr(r))
+        # the way out: compaction refuses to copy the damaged value, so it
+        # must be deletable (delete used to refuse: "store is damaged")
+        expect_rc(run(store, "compact"), 1, "compact refuses the store with a damaged value")
+        r = run(store, "delete", "k5")
+        expect_ok(r, "delete removes the damaged value")
+        expect_rc(run(store, "read", "k5"), 1, "... which is gone", "not found")
+        check("k5" not in list_names(store)[0], "... its name with it")
+        expect_ok(run(store, "compact"), "compact then succeeds")
+        expect_ok(run(store, "check"), "... and the compacted store checks sound")
+        r = run(store, "read", "k4")
+        check(r.rc == 0 and r.out == b"value of k4 ........", "every other key still reads", repr(r))
+        check(len(list_names(store)[0]) == 49, "... 49 named keys listed")
 
     # a lost page in the middle: check reports on the file (read-only), the
     # open's message names a sound prefix that is not empty
@@ -1734,6 +1746,55 @@ def group_hostile():
         check(p.returncode == 1 and "Permission denied" in err, "export into a read-only directory fails, exit 1",
               "rc=%d %s" % (p.returncode, err))
         os.chmod(os.path.join(src, "closed"), 0o755)
+
+    with TempDir() as d:
+        # "write KEY < STORE": the input grows with every chunk appended, so
+        # the write used to run until the disk was full. Run under a 64 MiB
+        # file size limit so that a regression fails here, not the disk.
+        s = os.path.join(d, "self.bin")
+        expect_ok(run(s, "write", "a", input=b"x" * 300000), "self: a store to start from")
+        link = os.path.join(d, "link.bin")
+        os.link(s, link)
+        before = sha256_file(s)
+
+        def limited():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, resource.RLIM_INFINITY))
+        for src, what in ((s, "the store file"), (link, "a hard link to the store file")):
+            with open(src, "rb") as f:
+                p = subprocess.run([CLI, s, "write", "k"], stdin=f, capture_output=True,
+                                   preexec_fn=limited, timeout=300)
+            err = p.stderr.decode("utf-8", "replace")
+            check(p.returncode == 1 and "standard input is the store file itself" in err,
+                  "write with %s as standard input is refused, exit 1" % what,
+                  "rc=%d %s" % (p.returncode, err[-300:]))
+            check(sha256_file(s) == before, "... and leaves the store byte for byte as it was")
+        expect_rc(read_value(s, "k"), 1, "... nothing stored under the key")
+
+    with TempDir() as d:
+        # export is read-only: a key named like the store (or its side file
+        # or hint) exported into the store's own directory, even with
+        # --force, used to rename its value over the store and destroy it.
+        s = os.path.join(d, "data.bin")
+        expect_ok(run(s, "write", "data.bin", "a value, not a store"), "own: a key named like the store")
+        expect_ok(run(s, "write", "data.bin.simdr", "a value, not a side file"), "own: one like its side file")
+        expect_ok(run(s, "write", "other", "o"), "own: and another key")
+        store_sum, side_sum = sha256_file(s), sha256_file(s + ".simdr")
+        for args in (["export", d, "--force"], ["export", d + "/", "data.bin", "--force"],
+                     ["export", ".", "--force"]):
+            r = run(s, *args, cwd=d)
+            check(r.rc == 1 and "it is the store file itself; not overwritten" in r.err,
+                  "%s refuses to write over the store it reads, exit 1" % " ".join(args[2:] or args), repr(r))
+            check(sha256_file(s) == store_sum and sha256_file(s + ".simdr") == side_sum,
+                  "... the store and its side file are unchanged")
+        r = run(s, "check")
+        expect_ok(r, "... and the store checks sound")
+        check(open(os.path.join(d, "other"), "rb").read() == b"o", "the other key was exported beside it")
+        r = run(s, "export", d, "data.bin.simdr", "--force")
+        check(r.rc == 1 and "it is the store's side file" in r.err, "export refuses to replace the side file", repr(r))
+        out = os.path.join(d, "out")
+        expect_ok(run(s, "export", out), "export into another directory writes all three")
+        check(open(os.path.join(out, "data.bin"), "rb").read() == b"a value, not a store",
+              "... the value named like the store among them")
 
 
 GROUPS = {

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 /* hint.c: how many opens took their index from a hint file. */
 extern _Atomic uint64_t simdr__hint_loads;
@@ -557,6 +558,103 @@ static void hint_keeps_the_dead_count(void **state) {
     }
 }
 
+/* Header fields (hint.c): used at 40, header_hash at 72; the header is 152
+ * bytes, the block sums follow it. */
+#define HINT_USED_AT 40
+#define HINT_HASH_AT 72
+#define HINT_HEADER_BYTES 152
+
+/* Makes the forged hint consistent again: each block's XXH3, then the
+ * header's (hint.c header_hash), as anyone who can write the file can. */
+static void reseal_hint(uint8_t *hint) {
+    uint64_t cap = cap_of(hint), blocks = (cap + 4095) / 4096;
+    const uint8_t *table = hint + table_off_of(hint);
+    for (uint64_t k = 0; k < blocks; k++) {
+        uint64_t n = cap - k * 4096 < 4096 ? cap - k * 4096 : 4096;
+        tu_put_le64(hint + HINT_HEADER_BYTES + k * 8, XXH3_64bits(table + k * BLOCK_BYTES, n * 8));
+    }
+    /* The header (its hash field 0) and the sums lie one after the other. */
+    tu_put_le64(hint + HINT_HASH_AT, 0);
+    tu_put_le64(hint + HINT_HASH_AT, XXH3_64bits(hint, HINT_HEADER_BYTES + blocks * 8));
+}
+
+/* A hint whose checksums hold but whose count lies about its table (a
+ * hostile file, or one written by a broken tool): a table with no empty
+ * slot left made every lookup of an absent key probe for ever, and a count
+ * below the table's filled slots let the writer fill it up and then spin
+ * in its next insert. Now the count is checked against the slots as the
+ * blocks are: such a table is damage (SIMDR_ECORRUPT for reads, the hint
+ * removed, the writer rebuilds from the chain). Under a watchdog: the
+ * failure was a hang. */
+static void hint_whose_count_lies_never_hangs(void **state) {
+    tu_fixture *f = *state;
+    size_t len = 0;
+    uint8_t *good = hinted_store(f->path, KEYS, &len);
+    uint64_t cap = cap_of(good), off = table_off_of(good);
+    assert_true(tu_get_le64(good + HINT_USED_AT) >= KEYS);
+    tu_watchdog_start(120, "lookups and writes through a hint whose count lies");
+
+    /* Every empty slot filled with a copy of a filled one, the count kept. */
+    uint8_t *full = malloc(len);
+    assert_non_null(full);
+    memcpy(full, good, len);
+    uint64_t some = 0;
+    for (uint64_t i = 0; i < cap && !some; i++) some = tu_get_le64(full + off + i * 8);
+    for (uint64_t i = 0; i < cap; i++)
+        if (!tu_get_le64(full + off + i * 8)) tu_put_le64(full + off + i * 8, some);
+    reseal_hint(full);
+    put_hint(f->path, full, len);
+    uint64_t loads = atomic_load(&simdr__hint_loads);
+    simdr_store *s = open_mode(f->path, SIMDR_OPEN_READONLY);
+    assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1); /* it was taken */
+    for (int i = 0; i < 50; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "absent-%d", i);
+        int rc = simdr_exists(s, k, strlen(k));
+        if (rc != SIMDR_ECORRUPT) fail_msg("absent key through a full table: %d", rc);
+    }
+    read_all(s, KEYS, -1); /* each key its value or SIMDR_ECORRUPT */
+    assert_false(hint_exists(f->path));
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    s = open_mode(f->path, SIMDR_OPEN_READONLY); /* no hint now: rebuilt */
+    assert_int_equal(read_all(s, KEYS, -1), 0);
+    tu_expect_absent(s, TU_STR("absent-0"));
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+
+    /* The table intact, its count 0: the writer must not trust it. */
+    uint8_t *low = malloc(len);
+    assert_non_null(low);
+    memcpy(low, good, len);
+    tu_put_le64(low + HINT_USED_AT, 0);
+    tu_put_le64(low + HINT_USED_AT + 8, 0); /* live <= used */
+    reseal_hint(low);
+    put_hint(f->path, low, len);
+    loads = atomic_load(&simdr__hint_loads);
+    s = open_mode(f->path, SIMDR_OPEN_EXISTING);
+    assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1);
+    enum { MORE = 120000 };
+    char keys[1000][32];
+    simdr_kv kv[1000];
+    for (int i = 0; i < MORE; i += 1000) {
+        for (int j = 0; j < 1000; j++) {
+            snprintf(keys[j], sizeof keys[j], "more-%d", i + j);
+            kv[j] = (simdr_kv){keys[j], strlen(keys[j]), "m", 1};
+        }
+        assert_int_equal(simdr_put_batch(s, kv, 1000, NULL), SIMDR_OK);
+    }
+    assert_int_equal(read_all(s, KEYS, -1), 0);
+    tu_expect_str(s, "more-0", "m");
+    tu_expect_str(s, "more-119999", "m");
+    tu_expect_absent(s, TU_STR("absent-0"));
+    assert_int_equal(simdr_count(s), KEYS + MORE);
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    tu_watchdog_stop();
+    free(low);
+    free(full);
+    free(good);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST_DIR(hint_damaged_block_never_misserves),
@@ -568,6 +666,7 @@ int main(void) {
         TU_TEST_DIR(hint_sizes_across_block_boundaries),
         TU_TEST_DIR(hint_readers_race_the_first_write),
         TU_TEST_DIR(hint_keeps_the_dead_count),
+        TU_TEST_DIR(hint_whose_count_lies_never_hangs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -82,6 +82,186 @@ static void test_forked_child_cannot_write(void **state) {
     assert_int_equal(simdr_count(f->s), 2);
 }
 
+/* The side file's "closed" word (docs/FORMAT.md: bytes 48..56): 0 while a
+ * writer has the store open. */
+static uint64_t side_closed_word(const char *store_path) {
+    char side[4200];
+    snprintf(side, sizeof side, "%s.simdr", store_path);
+    uint8_t w[8];
+    int fd = open(side, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, w, sizeof w, 48), (ssize_t)sizeof w);
+    close(fd);
+    return tu_get_le64(w);
+}
+
+/* A forked child closing the handle it inherited frees it and touches
+ * nothing of the parent's. It used to mark the side file's page, which the
+ * child shares with the parent (MAP_SHARED), as cleanly closed at the
+ * child's stale tail while the parent went on writing: a read-only open in
+ * another process then took the page for a closed store whose file had
+ * grown since, and with mapped appends (zeros after the tail) its refreshes
+ * never saw the parent's later writes; a crash of the parent lost the side
+ * file's vouching (full recovery). */
+static void test_forked_child_close_leaves_the_side_file_alone(void **state) {
+    tu_fixture *f = *state;
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    simdr_options o;
+    simdr_options_init(&o);
+    o.append_mode = SIMDR_APPEND_MAPPED;
+    assert_int_equal(simdr_open(&f->s, f->path, &o), SIMDR_OK);
+    tu_put_str(f->s, "a", "1");
+    assert_int_equal(side_closed_word(f->path), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(simdr_close(f->s) == SIMDR_OK ? 0 : 1);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(side_closed_word(f->path), 0);
+    simdr_store *r = NULL;
+    assert_int_equal(tu_open_status(&r, f->path, SIMDR_OPEN_READONLY, 0), SIMDR_OK);
+    tu_expect_str(r, "a", "1");
+    for (int i = 0; i < 3; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "after-%d", i);
+        tu_put_str(f->s, k, "2");
+        uint64_t added = 0;
+        assert_int_equal(simdr_refresh(r, &added), SIMDR_OK);
+        assert_int_equal(added, 1);
+        tu_expect_str(r, k, "2");
+    }
+    assert_int_equal(simdr_close(r), SIMDR_OK);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    assert_true(side_closed_word(f->path) != 0); /* the parent's own close marks it */
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_count(f->s), 4);
+}
+
+/* A child forked while the store was open (a worker process) holds copies
+ * of the store's descriptors, and a lock belongs to the open file
+ * description, not to a process: the parent's simdr_close used to leave the
+ * store locked for as long as the child lived, so the parent could not open
+ * it again (SIMDR_ELOCKED), nor could any other process. The child keeps
+ * reading through its handle. Both append modes. */
+static void test_parent_reopens_while_forked_child_lives(void **state) {
+    tu_fixture *f = *state;
+    for (int mapped = 0; mapped <= 1; mapped++) {
+        assert_int_equal(simdr_close(f->s), SIMDR_OK);
+        simdr_options o;
+        simdr_options_init(&o);
+        o.append_mode = mapped ? SIMDR_APPEND_MAPPED : SIMDR_APPEND_WRITE;
+        assert_int_equal(simdr_open(&f->s, f->path, &o), SIMDR_OK);
+        tu_put_str(f->s, "a", "1");
+        int go[2], done[2];
+        assert_int_equal(pipe(go), 0);
+        assert_int_equal(pipe(done), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            /* Waits until the parent has closed and reopened, then reads
+             * through the handle it inherited. */
+            close(go[1]);
+            close(done[0]);
+            char c;
+            int bad = read(go[0], &c, 1) != 1;
+            char buf[8];
+            size_t n = 0;
+            bad |= simdr_get_copy(f->s, TU_STR("a"), buf, sizeof buf, &n) != SIMDR_OK || n != 1 ||
+                   buf[0] != '1';
+            bad |= simdr_check(f->s, NULL, NULL, NULL) != SIMDR_OK;
+            bad |= simdr_close(f->s) != SIMDR_OK;
+            bad |= write(done[1], "x", 1) != 1;
+            _exit(bad);
+        }
+        close(go[0]);
+        close(done[1]);
+        assert_int_equal(simdr_close(f->s), SIMDR_OK);
+        int rc = simdr_open(&f->s, f->path, &o);
+        if (rc != SIMDR_OK) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            fail_msg("mapped %d: reopen while the forked child lives: %d (%s)", mapped, rc,
+                     simdr_last_error());
+        }
+        tu_put_str(f->s, "b", "2");
+        assert_int_equal(write(go[1], "x", 1), 1);
+        char c;
+        assert_int_equal(read(done[0], &c, 1), 1);
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        close(go[1]);
+        close(done[0]);
+        tu_expect_str(f->s, "a", "1");
+        tu_expect_str(f->s, "b", "2");
+        assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+        assert_int_equal(side_closed_word(f->path), 0);
+    }
+}
+
+/* A writer killed while a child it forked (a worker) lives on: the store's
+ * lock used to stay with the child's copies of the writer's descriptors
+ * and maps, so no process could open the store for writing until the child
+ * exited. The child lets go of them at the fork. */
+static void test_writer_killed_while_forked_child_lives(void **state) {
+    tu_fixture *f = *state;
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    for (int mapped = 0; mapped <= 1; mapped++) {
+        int ready[2], release[2];
+        assert_int_equal(pipe(ready), 0);
+        assert_int_equal(pipe(release), 0);
+        pid_t writer = fork();
+        assert_true(writer >= 0);
+        if (writer == 0) {
+            simdr_options o;
+            simdr_options_init(&o);
+            o.append_mode = mapped ? SIMDR_APPEND_MAPPED : SIMDR_APPEND_WRITE;
+            simdr_store *s = NULL;
+            if (simdr_open(&s, f->path, &o) != SIMDR_OK ||
+                simdr_put(s, TU_STR("w"), "1", 1, NULL) != SIMDR_OK)
+                _exit(1);
+            pid_t worker = fork();
+            if (worker == 0) {
+                /* Lives until told; reads through the handle it inherited. */
+                char c;
+                size_t n = 0;
+                char buf[4];
+                int bad = simdr_get_copy(s, TU_STR("w"), buf, sizeof buf, &n) != SIMDR_OK;
+                bad |= write(ready[1], bad ? "b" : "r", 1) != 1;
+                bad |= read(release[0], &c, 1) != 1;
+                _exit(bad);
+            }
+            if (worker < 0) _exit(1);
+            for (;;) pause(); /* killed here, the store open */
+        }
+        char c;
+        assert_int_equal(read(ready[0], &c, 1), 1); /* the worker runs: forked */
+        assert_int_equal(c, 'r');
+        kill(writer, SIGKILL);
+        int status = 0;
+        assert_int_equal(waitpid(writer, &status, 0), writer);
+        simdr_store *s = NULL;
+        int rc = tu_open_status(&s, f->path, SIMDR_OPEN_EXISTING, 0);
+        /* The worker (now the init process's child) goes either way. */
+        assert_int_equal(write(release[1], "x", 1), 1);
+        if (rc != SIMDR_OK)
+            fail_msg("mapped %d: open after the writer was killed, its worker alive: %d (%s)",
+                     mapped, rc, simdr_last_error());
+        tu_expect_str(s, "w", "1");
+        tu_put_str(s, "after", "2");
+        assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        for (int i = 0; i < 2; i++) {
+            close(ready[i]);
+            close(release[i]);
+        }
+    }
+}
+
 static void test_child_may_open_its_own_handle(void **state) {
     tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
@@ -413,6 +593,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_forked_child_cannot_write),
         TU_TEST(test_child_may_open_its_own_handle),
+        TU_TEST(test_forked_child_close_leaves_the_side_file_alone),
+        TU_TEST(test_parent_reopens_while_forked_child_lives),
+        TU_TEST(test_writer_killed_while_forked_child_lives),
         TU_TEST(test_fifo_is_refused_not_waited_on),
         TU_TEST(test_directory_is_named_as_such),
         TU_TEST(test_file_size_limit_is_enospc_not_sigxfsz),

@@ -2,12 +2,15 @@
  * test_stream.c - unit tests of the streaming writes of libsimdr:
  * simdr_put_stream with a callback source and simdr_put_fd from a pipe
  * (values larger than 64 KiB), a source that fails midway (SIMDR_ESOURCE,
- * store unchanged), and refusal of empty and zero-only streams.
+ * store unchanged), refusal of empty and zero-only streams, and of a
+ * descriptor on the store file itself (which would never reach its end).
  */
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -217,6 +220,73 @@ static void test_stream_empty_and_zero_refused(void **state) {
     free(z);
 }
 
+
+/* simdr_put_fd of a descriptor on the store file itself: every chunk
+ * appended makes the input longer by what was just read, so the write used
+ * to run until the disk was full (then SIMDR_ENOSPC). It is refused at once,
+ * the store unchanged; a descriptor on the file a compaction has replaced
+ * is an ordinary finite input. The store runs under a 16 MiB file size
+ * limit so that a regression fails the test instead of filling the disk. */
+static void test_put_fd_of_the_store_file_refused(void **state) {
+    tu_fixture *f = *state;
+    struct rlimit old_limit, limit;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+    limit = old_limit;
+    limit.rlim_cur = 16u << 20;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &limit), 0);
+    void (*old_xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
+    char link_path[sizeof f->path + 8];
+    snprintf(link_path, sizeof link_path, "%s.link", f->path);
+    for (int mapped = 0; mapped <= 1; mapped++) {
+        assert_int_equal(simdr_close(f->s), SIMDR_OK);
+        simdr_options o;
+        simdr_options_init(&o);
+        o.append_mode = mapped ? SIMDR_APPEND_MAPPED : SIMDR_APPEND_WRITE;
+        assert_int_equal(simdr_open(&f->s, f->path, &o), SIMDR_OK); /* reads the limit */
+        size_t n = 300000;
+        uint8_t *v = malloc(n);
+        tu_fill(v, n, 1234 + (uint64_t)mapped);
+        assert_int_equal(simdr_put(f->s, TU_STR("big"), v, n, NULL), SIMDR_OK);
+        tu_put_str(f->s, "small", "value");
+        assert_int_equal(simdr_sync(f->s), SIMDR_OK); /* mapped: the file ends at the tail */
+        uint64_t size = simdr_file_size(f->s), count = simdr_count(f->s);
+        uint8_t sha[32];
+        tu_sha256_file(f->path, sha);
+        unlink(link_path);
+        assert_int_equal(link(f->path, link_path), 0);
+        const char *paths[] = {f->path, link_path};
+        for (size_t i = 0; i < 2; i++) {
+            int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+            assert_true(fd >= 0);
+            assert_int_equal(simdr_put_fd(f->s, TU_STR("self"), fd, NULL), SIMDR_EINVAL);
+            assert_non_null(strstr(simdr_last_error(), "store file itself"));
+            close(fd);
+            check_unchanged(f, size, count, sha);
+            tu_expect_absent(f->s, TU_STR("self"));
+        }
+        unlink(link_path);
+        /* The file a compaction replaced is finite: stored as it was. */
+        size_t old_len = 0;
+        uint8_t *old_bytes = tu_read_file(f->path, &old_len);
+        assert_non_null(old_bytes);
+        int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+        assert_int_equal(simdr_put_fd(f->s, TU_STR("old file"), fd, NULL), SIMDR_OK);
+        close(fd);
+        tu_expect_value(f->s, TU_STR("old file"), old_bytes, old_len);
+        tu_expect_value(f->s, TU_STR("big"), v, n);
+        tu_expect_str(f->s, "small", "value");
+        assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+        free(old_bytes);
+        free(v);
+    }
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+    signal(SIGXFSZ, old_xfsz);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
@@ -224,6 +294,7 @@ int main(void) {
         TU_TEST(test_put_fd_pipe),
         TU_TEST(test_stream_source_fails_midway),
         TU_TEST(test_stream_empty_and_zero_refused),
+        TU_TEST(test_put_fd_of_the_store_file_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
