@@ -461,7 +461,7 @@ uint64_t simdr__index_get_checked(const simdr__index *ix, const uint8_t *base, u
             }
         }
         uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
-        if (v == 0) return 0;
+        if (v == 0) return simdr__index_absent(ix, base, len, hash, probe);
         if (simdr__index_hash_matches(base, len, v, hash, probe)) return v;
         i = simdr__probe_next(i, ix->cap);
     }

@@ -188,8 +188,9 @@ void simdr__index_free(simdr__index *ix);
 #define SIMDR__PROBE_DAMAGED 2u
 /* A slot with the hash's tag named metadata holding another hash of the same
  * tag: another key, or this key's entry whose hash was damaged in bits the
- * tag does not cover. With 0 returned, simdr__index_tag_shared_damaged tells
- * which (rare: tags are 16 bits). */
+ * tag does not cover. A lookup that ends empty after one asks
+ * simdr__index_tag_shared_damaged which (rare: tags are 16 bits), and adds
+ * SIMDR__PROBE_DAMAGED when it may be this key's. */
 #define SIMDR__PROBE_TAG_SHARED 4u
 /* With SIMDR__PROBE_DAMAGED: the damage is a block of a hinted table that
  * failed its check (the slots, not the file's metadata). */
@@ -222,6 +223,16 @@ static inline int simdr__index_hash_matches(const uint8_t *base, uint64_t len, u
  * writer's put of hash takes such a slot over. */
 int simdr__index_tag_shared_damaged(const simdr__index *ix, const uint8_t *base, uint64_t len,
                                     uint64_t hash);
+/* The end of a lookup's probe at an empty slot: absent (0), with
+ * SIMDR__PROBE_DAMAGED added when a slot it passed may be the key's own
+ * whose metadata lost its hash. */
+static inline uint64_t simdr__index_absent(const simdr__index *ix, const uint8_t *base,
+                                           uint64_t len, uint64_t hash, unsigned *probe) {
+    if (probe && __builtin_expect((*probe & SIMDR__PROBE_TAG_SHARED) != 0, 0) &&
+        simdr__index_tag_shared_damaged(ix, base, len, hash))
+        *probe |= SIMDR__PROBE_DAMAGED;
+    return 0;
+}
 /* Inline: a random read is bound by how many lookups the processor keeps in
  * flight at once, and that shrinks with every instruction between them. */
 /* simdr__index_get on a table with blocks still to check: each block the
@@ -236,7 +247,7 @@ static inline uint64_t simdr__index_get(const simdr__index *ix, const uint8_t *b
     uint64_t i = ((hash & 0xffffffffu) * ix->cap) >> 32;
     for (;;) {
         uint64_t v = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
-        if (v == 0) return 0;
+        if (v == 0) return simdr__index_absent(ix, base, len, hash, probe);
         /* Past a damaged slot the probe goes on: the key may have been
          * written again since, into a later slot. */
         if (simdr__index_hash_matches(base, len, v, hash, probe)) return v;

@@ -98,9 +98,6 @@ static uint64_t find(simdr_store *s, uint64_t hash, simdr__view **vout) {
          * grew the map into a newer view: look again there. */
         if (!val && (probe & SIMDR__PROBE_BEYOND)) continue;
         *vout = v;
-        if (!val && (probe & SIMDR__PROBE_TAG_SHARED) &&
-            simdr__index_tag_shared_damaged(v->index, v->map->base, v->map->len, hash))
-            probe |= SIMDR__PROBE_DAMAGED;
         return !val && (probe & SIMDR__PROBE_DAMAGED) ? DAMAGED_SLOT : val;
     }
 }
@@ -321,9 +318,6 @@ static size_t lookup_window(const simdr__view *v, const simdr_key *keys, uint64_
                                              i + META_AHEAD < n ? &hashes[i + META_AHEAD] : NULL,
                                              hashes[i], &probe);
         retry[i] = (unsigned char)(vals[i] == 0 && (probe & SIMDR__PROBE_BEYOND));
-        if (vals[i] == 0 && !retry[i] && (probe & SIMDR__PROBE_TAG_SHARED) &&
-            simdr__index_tag_shared_damaged(ix, base, len, hashes[i]))
-            probe |= SIMDR__PROBE_DAMAGED;
         if (vals[i] == 0 && !retry[i] && (probe & SIMDR__PROBE_DAMAGED)) vals[i] = DAMAGED_SLOT;
         retries += retry[i];
     }
