@@ -18,7 +18,7 @@ import pytest
 import redis
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from serverutil import Server, IO_TIMEOUT, encode as resp  # noqa: E402
+from serverutil import Server, IO_TIMEOUT, encode as resp, wait_until  # noqa: E402
 from clusterutil import entry  # noqa: E402
 
 PASSWORD = "repl-secret"
@@ -35,15 +35,6 @@ def client(server, **kw):
 
 def replica_of(primary, data_dir=None, port=None):
     return start("--replicaof", "127.0.0.1", str(primary.port), data_dir=data_dir, port=port)
-
-
-def wait_until(pred, what, timeout=IO_TIMEOUT):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def files_equal(a, b, db=0):

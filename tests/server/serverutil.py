@@ -187,6 +187,16 @@ class RedisServer:
         return RawClient(self.port)
 
 
+def wait_until(pred, what, timeout=IO_TIMEOUT):
+    """Polls pred every 50 ms until it holds; fails naming what after timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
 def encode(*args):
     out = [b"*%d\r\n" % len(args)]
     for a in args:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from serverutil import RedisServer, Server, encode
+from serverutil import RedisServer, Server, encode, wait_until
 
 
 def test_idle_timeout_spares_a_client_blocked_in_wait():
@@ -48,13 +48,16 @@ def test_idle_timeout_spares_a_reader_taking_a_big_reply():
             s.close()
 
 
-def wait_until(pred, what, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
+def same_replies(ref, ours, cmds):
+    """Sends each command to redis-server and simdr-server on a connection of
+    its own to each; the replies must be byte for byte the same."""
+    a, b = ref.raw(), ours.raw()
+    try:
+        for cmd in cmds:
+            assert b.call(*cmd) == a.call(*cmd), cmd
+    finally:
+        a.close()
+        b.close()
 
 
 def test_promoted_replica_expires_the_keys_it_was_sent():
@@ -230,13 +233,7 @@ def test_client_list_type_and_id_filters():
               ["CLIENT", "LIST", "TYPE", "master"], ["CLIENT", "LIST", "TYPE", "pubsub"],
               ["CLIENT", "LIST", "ID", "999"]]
     with RedisServer() as ref, Server() as ours:
-        a, b = ref.raw(), ours.raw()
-        try:
-            for cmd in errors:
-                assert b.call(*cmd) == a.call(*cmd), cmd
-        finally:
-            a.close()
-            b.close()
+        same_replies(ref, ours, errors)
     with Server() as primary:
         with Server("--replicaof", "127.0.0.1", str(primary.port)) as replica:
             p = primary.client()
@@ -435,13 +432,7 @@ def test_client_kill_type_and_user_filters():
             finally:
                 for conn in others + [me]:
                     conn.close()
-        a, b = ref.raw(), ours.raw()
-        try:
-            for cmd in errors:
-                assert b.call(*cmd) == a.call(*cmd), cmd
-        finally:
-            a.close()
-            b.close()
+        same_replies(ref, ours, errors)
     with Server() as primary:
         with Server("--replicaof", "127.0.0.1", str(primary.port)) as replica:
             p = primary.client()
