@@ -2,6 +2,7 @@
 buffers that change under a call, keys and values of every odd shape, and use of a store
 after close, after fork and from other threads. Each test asserts a clean error or the
 exact bytes, never a crash, a hang or a leak."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -1142,17 +1143,9 @@ def test_read_only_store_refreshed_by_one_thread_while_others_read(tmp_path, app
     writer.close()
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
-def test_value_changed_by_another_thread_during_its_write_is_stored_whole(tmp_path,
-                                                                          append_mode):
-    # Writes run without the GIL, so another thread may change a writable
-    # value (bytearray, numpy array) while the engine checksums and writes it.
-    # Whatever mix of old and new bytes is stored, its checksum must match
-    # it: the entry must never read back as damaged.
-    db = simdr.open(tmp_path / "racy.bin", append_mode=append_mode)
-    array = np.zeros(4 << 20, np.uint8)
-    array[0] = 1
-    small = bytearray(b"s" * 1000)
+@contextlib.contextmanager
+def scribbled(array, small):
+    """While the block runs, another thread flips bytes of array and small."""
     started, stop = threading.Event(), threading.Event()
 
     def scribble():
@@ -1167,13 +1160,28 @@ def test_value_changed_by_another_thread_during_its_write_is_stored_whole(tmp_pa
     scribbler.start()
     started.wait()
     try:
+        yield
+    finally:
+        stop.set()
+        scribbler.join()
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_value_changed_by_another_thread_during_its_write_is_stored_whole(tmp_path,
+                                                                          append_mode):
+    # Writes run without the GIL, so another thread may change a writable
+    # value (bytearray, numpy array) while the engine checksums and writes it.
+    # Whatever mix of old and new bytes is stored, its checksum must match
+    # it: the entry must never read back as damaged.
+    db = simdr.open(tmp_path / "racy.bin", append_mode=append_mode)
+    array = np.zeros(4 << 20, np.uint8)
+    array[0] = 1
+    small = bytearray(b"s" * 1000)
+    with scribbled(array, small):
         for r in range(8):
             db.write(b"a%d" % r, array)
             db.write(b"s%d" % r, small)
             db.put_many([(b"pa%d" % r, array), (b"ps%d" % r, small)])
-    finally:
-        stop.set()
-        scribbler.join()
     for r in range(8):
         for key in (b"a%d" % r, b"s%d" % r, b"pa%d" % r, b"ps%d" % r):
             assert db.read_entry(key).is_valid_checksum(), key
@@ -1200,27 +1208,11 @@ def test_a_read_only_view_of_memory_another_thread_changes_is_stored_whole(tmp_p
     frozen.flags.writeable = False
     small = bytearray(b"s" * 1000)
     views = {b"array": frozen, b"view": memoryview(small).toreadonly()}
-    started, stop = threading.Event(), threading.Event()
-
-    def scribble():
-        i = 0
-        while not stop.is_set():
-            array[(i * 4099) % array.size] ^= 0xFF
-            small[i % 1000] ^= 0x01
-            i += 1
-            started.set()
-
-    scribbler = threading.Thread(target=scribble)
-    scribbler.start()
-    started.wait()
-    try:
+    with scribbled(array, small):
         for r in range(300):
             for name, view in views.items():
                 db.write(b"%s %d" % (name, r), view)
                 db.put_many([(b"batch %s %d" % (name, r), view)])
-    finally:
-        stop.set()
-        scribbler.join()
     report = db.check()
     assert report["ok"] and report["entries"] == 1200, report["issues"][:3]
     # From 256 KiB up a read-only buffer is written in place, in a batch too:
