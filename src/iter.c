@@ -70,10 +70,11 @@ struct simdr_iter {
      * (see next_marked); batch[batch_at..batch_n) remain. */
     uint64_t batch[64];
     unsigned batch_at, batch_n;
-    /* The walk met a link that does not lead down to a whole entry (damage
-     * after open, e.g. bit rot): where, once reported. */
+    /* The end of the entry whose link does not lead down to a whole entry
+     * (damage after open, e.g. bit rot), 0 while the walk met none; reported
+     * once. */
     uint64_t broken_at;
-    int broken, end_reported;
+    int end_reported;
     /* Index path in a sparse file: the live metadata offsets in ascending
      * file order, yielded from the end; offs[0..left) remain. */
     uint64_t *offs;
@@ -398,8 +399,7 @@ static void collect_marked(simdr_iter *it) {
     uint64_t pos = it->pos;
     while (n < sizeof it->batch / sizeof it->batch[0] && it->left > 0 && pos != 0) {
         if (pos <= SIMDR__META_SIZE) {
-            it->broken = 1; /* no whole entry ends here */
-            it->broken_at = pos;
+            it->broken_at = pos; /* no whole entry ends here */
             pos = 0;
             break;
         }
@@ -412,7 +412,6 @@ static void collect_marked(simdr_iter *it) {
         uint64_t prev = simdr__load_u64le(base + meta_off + 8);
         /* a link that does not go down is damage: the walk ends there */
         if (prev >= meta_off) {
-            it->broken = 1;
             it->broken_at = pos;
             prev = 0;
         }
@@ -431,7 +430,7 @@ static void collect_marked(simdr_iter *it) {
 static int walk_end(simdr_iter *it) {
     if (it->end_reported) return SIMDR_NOTFOUND;
     it->end_reported = 1;
-    if (it->broken)
+    if (it->broken_at)
         return simdr__fail(SIMDR_ECORRUPT,
                            "%s: damaged store: the chain of entries breaks at the entry ending "
                            "at offset %llu; the entries below it were not visited",
@@ -506,8 +505,7 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
     if (!it->walk_chain) return it->offs ? next_from_offsets(it, entry) : next_marked(it, entry);
     while (it->pos != 0) {
         if (it->pos <= SIMDR__META_SIZE) {
-            it->broken = 1; /* no whole entry ends here */
-            it->broken_at = it->pos;
+            it->broken_at = it->pos; /* no whole entry ends here */
             break;
         }
         struct simdr_entry e;
@@ -520,10 +518,7 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
             uint64_t end = it->pos;
             simdr__meta m = simdr__meta_decode(it->map->base + meta_off);
             it->pos = m.prev < meta_off ? m.prev : 0;
-            if (m.prev >= meta_off) {
-                it->broken = 1; /* a link that does not go down */
-                it->broken_at = end;
-            }
+            if (m.prev >= meta_off) it->broken_at = end; /* a link that does not go down */
             int added = hashset_add(&it->seen, m.key_hash);
             if (added < 0) return simdr__fail(SIMDR_ENOMEM, "out of memory");
             if (!added) continue;
