@@ -659,6 +659,10 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *store, unsigned nthreads, sim
  * failed state (see simdr_sync): the error is returned and writes and syncs
  * answer SIMDR_EFAILED until reopen, since a power cut could still bring the
  * old file back.
+ * Writers and syncs are not stopped for the copy: puts and deletes made
+ * while it runs are copied after it, and only the last of those catch-ups and
+ * the switch hold the store's writer lock (a write waits for that moment
+ * only). One compaction runs at a time: a second call waits for the first.
  */
 SIMDR_API int simdr_compact(simdr_store *store);
 

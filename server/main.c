@@ -398,15 +398,15 @@ static int is_loopback(const char *addr) {
 
 /* ---- persistence helpers used by commands ---- */
 
-/* Held by the compaction thread around simdr_compact and by every sync. A
- * sync meeting a running compaction would wait inside the engine until the
- * compaction ends (both hold the store's sync lock); through this lock an
- * everysec sync can skip the turn instead of stalling the event loop. */
+/* Held by every sync, so that an everysec sync on the cron can skip its
+ * turn (trylock) while another sync is still in flight. A compaction does
+ * not take it: the engine holds a store's sync lock only for the last moment
+ * of a compaction (its final catch-up and the switch to the new file). */
 static pthread_mutex_t maint_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int server_sync_all(void) { return server_sync(1); }
 
-/* wait = 0: skip (the stores stay dirty) while a compaction runs. */
+/* wait = 0: skip (the stores stay dirty) while another sync runs. */
 int server_sync(int wait) {
     int first_err = ks_flush_pending();
     if (wait)
@@ -438,9 +438,7 @@ static int compact_n;
 static void *compact_main(void *arg) {
     (void)arg;
     for (int i = 0; i < compact_n; i++) {
-        pthread_mutex_lock(&maint_lock);
         int rc = simdr_compact(compact_stores[i]);
-        pthread_mutex_unlock(&maint_lock);
         if (rc) server_log(LOG_WARNING_, "compaction failed: %s", simdr_strerror(rc));
     }
     atomic_store(&compact_done, 1);

@@ -10,6 +10,14 @@
  * readers are never blocked and handles into the old map keep it alive.
  * Every entry is verified before it is copied: a damaged store is refused
  * and left as it is, never rewritten with its damage under fresh links.
+ *
+ * Writers are not stopped for the copy. The live entries are listed under
+ * the writer lock at a tail T0 and copied without it; the entries appended
+ * meanwhile are then copied as they are (every put and delete, in order,
+ * relinked), first without the lock while there are many, and last under
+ * both locks, which stay held through the switch. So a writer waits only for
+ * that last catch-up, the index's finishing touches and the rename, however
+ * large the store.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -141,18 +149,41 @@ static const char *read_entry(simdr__window *r, uint64_t meta_off, unsigned tag,
     return NULL;
 }
 
-/* One compaction: the view it reads and the new file it writes. */
+/* While more than this many bytes were appended since the last catch-up, a
+ * catch-up runs without the writer lock; the last one, under it, copies what
+ * remains (after at most CATCH_UP_ROUNDS rounds, however much that is: writers
+ * that outpace the copy are then held for one round). */
+#define CATCH_UP_UNLOCKED_MIN (UINT64_C(1) << 20)
+#define CATCH_UP_ROUNDS 4
+
+_Atomic(simdr__compact_hook_fn) simdr__compact_during_copy;
+
+static void run_test_hook(simdr_store *s, int stage) {
+    simdr__compact_hook_fn hook = atomic_load(&simdr__compact_during_copy);
+    if (hook) hook(s, stage);
+}
+
+/* One compaction: the old file it reads and the new file it writes. */
 typedef struct compaction {
     simdr_store *s;
-    simdr__view *old;   /* the view being compacted */
+    simdr__map *src;    /* the old file's map at the start, pinned until the end */
+    unsigned shard;     /* the pin's shard */
     int layout;
     char *tmp;          /* "<path>.compact" */
     struct stat st;     /* the store file's (for the new file's permission bits), then
                            the new file's (its identity) */
-    uint64_t *offs;     /* the live slots in file order; after the copy, their key hashes */
+    uint64_t *offs;     /* the live slots at the start in file order; after the copy,
+                           their key hashes */
     uint64_t *new_meta; /* each copied entry's metadata offset in the new file */
     uint64_t n;
     uint64_t size;      /* bytes written to the new file */
+    uint64_t durable;   /* ... of which fsynced */
+    uint64_t caught_up; /* the old file's entries up to this offset are in the new file */
+    /* The entries copied by catch-up, oldest first: key hash, metadata offset
+     * in the new file, tombstone. */
+    simdr__chain_rec *delta;
+    uint64_t n_delta, delta_cap;
+    uint64_t live, dead; /* the new file's live keys and dead entries */
     writer w;
     simdr__window rd;   /* the old file, read forwards through a buffer (see simdr__window) */
     simdr__map *map;    /* the new file's, then its index and view */
@@ -160,24 +191,28 @@ typedef struct compaction {
     simdr__view *nv;
 } compaction;
 
-static void compaction_init(compaction *c, simdr_store *s) {
-    memset(c, 0, sizeof *c);
-    c->s = s;
-    c->old = simdr__current_view(s);
+/* Under the writer lock: the tail to copy up to, the live entries there, and
+ * a pin on the map that holds them (a growth may replace the map while the
+ * copy runs without the lock). */
+static int compaction_start(compaction *c, simdr_store *s) {
+    simdr__view *v = simdr__current_view(s);
     c->layout = atomic_load(&s->layout);
-    c->w = (writer){-1, NULL, 0, 0};
-    c->rd = (simdr__window){s->fd, c->old->map->base, s->tail, 0, NULL, COPY_BUFFER, 0, 0};
+    c->caught_up = s->tail;
+    c->shard = simdr__thread_shard();
+    c->src = v->map;
+    simdr__map_pin(c->src, c->shard);
+    c->rd = (simdr__window){s->fd, c->src->base, s->tail, 0, NULL, COPY_BUFFER, 0, 0};
+    return sorted_live(v, &c->offs, &c->n);
 }
 
-/* The live entries to copy, the buffers, and the new file, created empty
- * (a leftover of an earlier compaction is replaced) and locked. */
+/* The buffers and the new file, created empty (a leftover of an earlier
+ * compaction is replaced) and locked. The store's descriptor is only
+ * replaced by a compaction, and this is the only one running. */
 static int create_new_file(compaction *c) {
     simdr_store *s = c->s;
     c->tmp = simdr__suffixed_path(s->path, SIMDR__COMPACT_SUFFIX);
     if (!c->tmp) return simdr__fail(SIMDR_ENOMEM, "out of memory");
     if (simdr__io.fstat(s->fd, &c->st) != 0) return simdr__fail_errno(errno, "fstat", s->path);
-    int rc = sorted_live(c->old, &c->offs, &c->n);
-    if (rc != SIMDR_OK) return rc;
     c->new_meta = malloc((c->n ? c->n : 1) * sizeof *c->new_meta);
     c->w.buf = malloc(COPY_BUFFER);
     c->rd.buf = malloc(COPY_BUFFER);
@@ -192,12 +227,35 @@ static int create_new_file(compaction *c) {
     return SIMDR_OK;
 }
 
-/* Copies every live entry, verified, into the new file in the old file's
- * order, relinked and padded for the layout, then makes the file durable. */
+static int damaged(compaction *c, uint64_t meta_off, const char *bad) {
+    return simdr__fail(SIMDR_ECORRUPT,
+                       "%s: damaged store: the entry whose metadata is at offset %llu has %s; "
+                       "nothing was compacted, the file is unchanged (run the check command)",
+                       c->s->path, (unsigned long long)meta_off, bad);
+}
+
+/* Appends one entry's payload to the new file after its padding (none for a
+ * tombstone), with metadata linking it to the entry before; returns the
+ * offset of that metadata in *meta_off. */
+static int append_copy(compaction *c, const struct simdr_entry *e, uint64_t *meta_off) {
+    uint64_t pad =
+        e->tombstone ? 0 : simdr__pad_for(c->size, c->layout == SIMDR_LAYOUT_ALIGNED64);
+    uint8_t meta[SIMDR__META_SIZE];
+    simdr__meta m = {e->key_hash, c->size, e->checksum};
+    simdr__meta_encode(meta, &m);
+    if (writer_put(&c->w, simdr__zero_pad, pad) != 0 ||
+        writer_put(&c->w, e->data, e->size) != 0 || writer_put(&c->w, meta, sizeof meta) != 0)
+        return simdr__fail_errno(errno, "writing the compacted file", c->tmp);
+    c->size += pad + e->size + SIMDR__META_SIZE;
+    *meta_off = c->size - SIMDR__META_SIZE;
+    return SIMDR_OK;
+}
+
+/* Copies every entry live at the start, verified, into the new file in the
+ * old file's order, relinked and padded for the layout. */
 static int copy_live_entries(compaction *c) {
-    int aligned = c->layout == SIMDR_LAYOUT_ALIGNED64;
-    const uint8_t *old_base = c->old->map->base;
-    uint64_t pos = 0, dropped = 0, copied_end = 0;
+    const uint8_t *old_base = c->src->base;
+    uint64_t dropped = 0, copied_end = 0;
     for (uint64_t i = 0; i < c->n; i++) {
         uint64_t meta_off = LIVE_OFF(c->offs[i]);
         /* The old file is read once, in order: hand its pages back as the
@@ -212,46 +270,163 @@ static int copy_live_entries(compaction *c) {
         struct simdr_entry e;
         const char *bad = read_entry(&c->rd, meta_off, (unsigned)LIVE_TAG(c->offs[i]), copied_end,
                                      c->layout, &e);
-        if (bad)
-            return simdr__fail(SIMDR_ECORRUPT,
-                               "%s: damaged store: the live entry whose metadata is at offset "
-                               "%llu has %s; nothing was compacted, the file is unchanged (run "
-                               "the check command)",
-                               c->s->path, (unsigned long long)meta_off, bad);
+        if (bad) return damaged(c, meta_off, bad);
         copied_end = meta_off + SIMDR__META_SIZE;
-        uint64_t pad = simdr__pad_for(pos, aligned);
-        uint8_t meta[SIMDR__META_SIZE];
-        simdr__meta m = {e.key_hash, pos, e.checksum};
-        simdr__meta_encode(meta, &m);
-        if (writer_put(&c->w, simdr__zero_pad, pad) != 0 ||
-            writer_put(&c->w, e.data, e.size) != 0 || writer_put(&c->w, meta, sizeof meta) != 0)
-            return simdr__fail_errno(errno, "writing the compacted file", c->tmp);
-        pos += pad + e.size + SIMDR__META_SIZE;
-        c->new_meta[i] = pos - SIMDR__META_SIZE;
+        int rc = append_copy(c, &e, &c->new_meta[i]);
+        if (rc != SIMDR_OK) return rc;
         c->offs[i] = e.key_hash; /* the old offset is spent; the index build needs the hash */
     }
-    c->size = pos;
-    if (writer_flush(&c->w) != 0 || simdr__fsync(c->w.fd) != 0)
-        return simdr__fail_errno(errno, "writing the compacted file", c->tmp);
     return SIMDR_OK;
 }
 
-/* Maps the new file and builds its index and view, before it replaces the
- * store, so nothing after the rename can fail. */
-static int index_new_file(compaction *c) {
-    int rc = simdr__map_create(c->w.fd, c->size, &c->map, c->tmp);
-    if (rc != SIMDR_OK) return rc;
-    c->ix = simdr__index_new(c->n);
-    c->nv = malloc(sizeof *c->nv);
-    if (!c->ix || !c->nv) return simdr__fail(SIMDR_ENOMEM, "out of memory");
-    /* Keys are distinct and their hashes in hand, so the index is built
-     * without reading the new file; home slots are prefetched a few keys
-     * ahead because each insert is otherwise a dependent cache miss. */
+/* Copies the entries appended to the old file in (c->caught_up, to], read
+ * through base (len bytes mapped; every one of them published, so none of
+ * those bytes changes), oldest first. Each is verified as the first copy
+ * verifies: a chain that steps from to down to c->caught_up exactly, and
+ * every payload's checksum. Puts and deletes alike are copied, since a delete
+ * may hide a key the new file already holds; their keys, new metadata
+ * offsets and kinds go to c->delta for the index. */
+static int catch_up(compaction *c, const uint8_t *base, uint64_t len, uint64_t to) {
+    uint64_t from = c->caught_up;
+    if (to <= from) return SIMDR_OK;
+    if (to > len) return damaged(c, to, "an end beyond the map");
+    uint64_t *metas = NULL, n = 0, cap = 0;
+    int rc = SIMDR_OK;
+    for (uint64_t p = to; p > from && rc == SIMDR_OK;) {
+        if (p - from <= SIMDR__META_SIZE) {
+            rc = damaged(c, p, "a link outside the entries appended during the compaction");
+            break;
+        }
+        uint64_t m = p - SIMDR__META_SIZE;
+        uint64_t prev = simdr__load_u64le(base + m + 8);
+        if (prev >= m || prev < from) {
+            rc = damaged(c, m, "a link outside the entries appended during the compaction");
+            break;
+        }
+        if (n == cap) {
+            uint64_t ncap = cap ? cap * 2 : 256;
+            uint64_t *grown = realloc(metas, ncap * sizeof *metas);
+            if (!grown) {
+                rc = simdr__fail(SIMDR_ENOMEM, "out of memory");
+                break;
+            }
+            metas = grown;
+            cap = ncap;
+        }
+        metas[n++] = m;
+        p = prev;
+    }
+    if (rc == SIMDR_OK && c->n_delta + n > c->delta_cap) {
+        uint64_t ncap = (c->n_delta + n) * 2;
+        simdr__chain_rec *grown = realloc(c->delta, ncap * sizeof *grown);
+        if (!grown)
+            rc = simdr__fail(SIMDR_ENOMEM, "out of memory");
+        else {
+            c->delta = grown;
+            c->delta_cap = ncap;
+        }
+    }
+    for (uint64_t i = n; i-- > 0 && rc == SIMDR_OK;) {
+        struct simdr_entry e;
+        if (simdr__entry_decode(base, len, metas[i], c->layout, &e) != SIMDR_OK) {
+            rc = damaged(c, metas[i], "no value between its link and its metadata");
+            break;
+        }
+        if (simdr__crc32(0, e.data, e.size) != e.checksum) {
+            rc = damaged(c, metas[i], "a checksum mismatch");
+            break;
+        }
+        simdr__chain_rec *d = &c->delta[c->n_delta];
+        rc = append_copy(c, &e, &d->meta);
+        if (rc != SIMDR_OK) break;
+        d->hash = e.key_hash;
+        d->tomb = e.tombstone;
+        c->n_delta++;
+    }
+    free(metas);
+    if (rc == SIMDR_OK) c->caught_up = to;
+    return rc;
+}
+
+/* Without the writer lock: catch-up rounds while writers append faster than
+ * a round copies, each against the newest published tail, read through that
+ * view's map, pinned for the round. */
+static int catch_up_unlocked(compaction *c) {
+    simdr_store *s = c->s;
+    for (int round = 0; round < CATCH_UP_ROUNDS; round++) {
+        unsigned tok = simdr__epoch_enter(&s->epoch, c->shard);
+        simdr__view *v = simdr__current_view(s);
+        uint64_t to = atomic_load_explicit(&v->tail, memory_order_acquire);
+        simdr__map *m = v->map;
+        simdr__map_pin(m, c->shard);
+        simdr__epoch_exit(&s->epoch, c->shard, tok);
+        int rc = SIMDR_OK, more = to > c->caught_up && to - c->caught_up >= CATCH_UP_UNLOCKED_MIN;
+        if (more) rc = catch_up(c, m->base, m->len, to);
+        simdr__map_unpin(m, c->shard);
+        if (rc != SIMDR_OK || !more) return rc;
+    }
+    return SIMDR_OK;
+}
+
+/* What is written so far, on stable storage. */
+static int make_new_file_durable(compaction *c) {
+    if (c->durable == c->size && c->w.buffered == 0) return SIMDR_OK;
+    if (writer_flush(&c->w) != 0 || simdr__fsync(c->w.fd) != 0)
+        return simdr__fail_errno(errno, "writing the compacted file", c->tmp);
+    c->durable = c->size;
+    return SIMDR_OK;
+}
+
+/* The index of the entries live at the start, built without the writer
+ * lock and without reading the new file: keys are distinct and their hashes
+ * in hand. Home slots are prefetched a few keys ahead because each insert is
+ * otherwise a dependent cache miss. Room is left for the keys catch-up has
+ * added so far and a quarter more. */
+static int index_live_entries(compaction *c) {
+    c->ix = simdr__index_new(c->n + c->n_delta + c->n_delta / 4);
+    if (!c->ix) return simdr__fail(SIMDR_ENOMEM, "out of memory");
     for (uint64_t i = 0; i < c->n; i++) {
         if (i + PREFETCH_AHEAD < c->n) simdr__index_prefetch(c->ix, c->offs[i + PREFETCH_AHEAD]);
         simdr__index_insert_distinct(c->ix, c->offs[i],
                                      simdr__index_value(c->offs[i], c->new_meta[i], 0));
     }
+    c->live = c->n;
+    return SIMDR_OK;
+}
+
+/* Under both locks: the last catch-up, to the writer's tail; the new file
+ * durable and mapped; the caught-up entries indexed over the live ones (as
+ * the writer indexes them: live and dead counts included); its view. */
+static int finish_new_file(compaction *c) {
+    simdr_store *s = c->s;
+    int rc = simdr__check_writable(s);
+    if (rc != SIMDR_OK) return rc;
+    if (s->tail < c->caught_up)
+        return simdr__fail(SIMDR_EFAILED, "%s: the store's tail went back during the compaction",
+                           s->path);
+    rc = simdr__ensure_mapped(s, s->tail);
+    if (rc != SIMDR_OK) return rc;
+    simdr__view *v = simdr__current_view(s);
+    rc = catch_up(c, v->map->base, v->map->len, s->tail);
+    if (rc == SIMDR_OK) rc = make_new_file_durable(c);
+    if (rc == SIMDR_OK) rc = simdr__map_create(c->w.fd, c->size, &c->map, c->tmp);
+    if (rc != SIMDR_OK) return rc;
+    if (simdr__index_room(c->ix) < c->n_delta) {
+        simdr__index *bigger = simdr__index_resized(c->ix, c->map->base, c->ix->used + c->n_delta);
+        if (!bigger) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+        simdr__index_free(c->ix);
+        c->ix = bigger;
+    }
+    for (uint64_t i = 0; i < c->n_delta; i++) {
+        const simdr__chain_rec *d = &c->delta[i];
+        uint64_t prev = simdr__index_put(c->ix, c->map->base, d->hash,
+                                         simdr__index_value(d->hash, d->meta, d->tomb));
+        int change = simdr__live_change(prev, d->tomb);
+        c->live += (uint64_t)(int64_t)change;
+        c->dead += (uint64_t)(1 - change);
+    }
+    c->nv = malloc(sizeof *c->nv);
+    if (!c->nv) return simdr__fail(SIMDR_ENOMEM, "out of memory");
     c->nv->map = c->map;
     c->nv->index = c->ix;
     atomic_init(&c->nv->tail, c->size);
@@ -261,7 +436,7 @@ static int index_new_file(compaction *c) {
 /* Renames the new file over the store and switches the open store to it;
  * the old view goes after a grace period. A failure before the rename
  * leaves the store as it was; after it (the directory sync) the switch is
- * complete and the store is failed. */
+ * complete and the store is failed. Both locks held. */
 static int switch_to_new_file(compaction *c, int *switched) {
     simdr_store *s = c->s;
     if (simdr__io.rename(c->tmp, s->path) != 0)
@@ -274,6 +449,7 @@ static int switch_to_new_file(compaction *c, int *switched) {
      * later write or sync is acknowledged as durable on this handle). */
     int dir_err = simdr__fsync_dir(s->path) != 0 ? (errno ? errno : EIO) : 0;
 
+    simdr__view *old = simdr__current_view(s);
     int old_fd = s->fd;
     s->fd = c->w.fd;
     /* Mapped appends start over in the new file, exactly c->size long. */
@@ -287,13 +463,13 @@ static int switch_to_new_file(compaction *c, int *switched) {
     s->ino = c->st.st_ino;
     s->tail = c->size;
     s->hint_tail = 0; /* the hint on disk describes the old file */
-    atomic_store(&s->live, c->n);
-    simdr__view_new_file(s, c->nv, 0); /* one entry per live key */
+    atomic_store(&s->live, c->live);
+    simdr__view_new_file(s, c->nv, c->dead);
     atomic_store_explicit(&s->view, c->nv, memory_order_release);
     simdr__epoch_synchronize(&s->epoch);
-    simdr__map_retire(c->old->map);
-    simdr__index_free(c->old->index);
-    free(c->old);
+    simdr__map_retire(old->map);
+    simdr__index_free(old->index);
+    free(old);
     if (dir_err) {
         atomic_store_explicit(&s->failed, 1, memory_order_release);
         return simdr__fail(simdr__errno_status(dir_err),
@@ -317,8 +493,10 @@ static void abandon_new_file(compaction *c) {
 }
 
 static void compaction_free(compaction *c) {
+    if (c->src) simdr__map_unpin(c->src, c->shard);
     free(c->offs);
     free(c->new_meta);
+    free(c->delta);
     free(c->w.buf);
     free(c->rd.buf);
     free(c->tmp);
@@ -327,31 +505,45 @@ static void compaction_free(compaction *c) {
 SIMDR_API int simdr_compact(simdr_store *s) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
     if (simdr__check_reentry(s) != SIMDR_OK) return SIMDR_EINVAL;
-    /* The lock order (internal.h): the sync lock, then the writer lock. The
-     * file descriptor and the synced prefix change with the file, so both
-     * are held until the switch; a durable writer waiting for its sync meanwhile
-     * is covered by the new file's fsync. */
-    pthread_mutex_lock(&s->sync_lock);
+    compaction c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.w = (writer){-1, NULL, 0, 0};
+    /* One compaction at a time (the lock order, internal.h: the compaction
+     * lock, then the sync lock, then the writer lock). The start needs only
+     * the writer lock: the tail and the index must agree. */
+    pthread_mutex_lock(&s->compact_lock);
     pthread_mutex_lock(&s->wlock);
     int rc = simdr__check_writable(s);
     /* Compaction copies what the index names: a hinted table is checked
      * whole first (rebuilt from the chain if damaged). */
     if (rc == SIMDR_OK) rc = simdr__index_settle(s);
-    if (rc != SIMDR_OK) {
+    if (rc == SIMDR_OK) rc = compaction_start(&c, s);
+    pthread_mutex_unlock(&s->wlock);
+    /* The bulk of the work, with writers and syncs going on. */
+    if (rc == SIMDR_OK) rc = create_new_file(&c);
+    if (rc == SIMDR_OK) rc = copy_live_entries(&c);
+    if (rc == SIMDR_OK) run_test_hook(s, 0);
+    if (rc == SIMDR_OK) rc = catch_up_unlocked(&c);
+    if (rc == SIMDR_OK) run_test_hook(s, 1);
+    if (rc == SIMDR_OK) rc = make_new_file_durable(&c);
+    if (rc == SIMDR_OK) rc = index_live_entries(&c);
+    /* The switch: the file descriptor and the synced prefix change with the
+     * file, so both locks are held; a durable writer waiting for its sync
+     * meanwhile is covered by the new file's fsync. */
+    int switched = 0;
+    if (rc == SIMDR_OK) {
+        pthread_mutex_lock(&s->sync_lock);
+        pthread_mutex_lock(&s->wlock);
+        rc = finish_new_file(&c);
+        if (rc == SIMDR_OK) rc = switch_to_new_file(&c, &switched);
+        if (rc != SIMDR_OK && !switched) abandon_new_file(&c);
         pthread_mutex_unlock(&s->wlock);
         pthread_mutex_unlock(&s->sync_lock);
-        return rc;
+    } else {
+        abandon_new_file(&c);
     }
-    compaction c;
-    compaction_init(&c, s);
-    rc = create_new_file(&c);
-    if (rc == SIMDR_OK) rc = copy_live_entries(&c);
-    if (rc == SIMDR_OK) rc = index_new_file(&c);
-    int switched = 0;
-    if (rc == SIMDR_OK) rc = switch_to_new_file(&c, &switched);
-    if (rc != SIMDR_OK && !switched) abandon_new_file(&c);
-    pthread_mutex_unlock(&s->wlock);
-    pthread_mutex_unlock(&s->sync_lock);
     compaction_free(&c);
+    pthread_mutex_unlock(&s->compact_lock);
     return rc;
 }

@@ -13,10 +13,12 @@
  *   it or compaction swaps the file. A replaced view is freed after a grace
  *   period; a replaced map lives until every entry handle pinning it is
  *   released (per-map sharded reference counts, map.c).
- * - Lock order, the one for the whole library: a store's sync_lock before
- *   its wlock. Group commit (simdr__sync_to) holds the sync lock and takes
- *   the writer lock inside it to read the tail; compaction holds both, sync
- *   lock first, because it swaps the file the sync would flush. No code
+ * - Lock order, the one for the whole library: a store's compact_lock, then
+ *   its sync_lock, then its wlock. Group commit (simdr__sync_to) holds the
+ *   sync lock and takes the writer lock inside it to read the tail;
+ *   compaction holds its own lock throughout, the writer lock alone to list
+ *   the live entries, and both others, sync lock first, only for its last
+ *   catch-up and the switch, because it swaps the file the sync would flush. No code
  *   takes a store's sync lock while it holds that store's writer lock: a
  *   writer drops wlock before it waits for its fdatasync. No code waits for
  *   one store's lock while holding another's: simdr_move (append.c), which
@@ -469,6 +471,7 @@ struct simdr_store {
     _Atomic uint64_t synced;         /* file prefix known to be on stable storage */
     pthread_mutex_t wlock;           /* serializes writers */
     pthread_mutex_t sync_lock;       /* one fdatasync at a time (group commit) */
+    pthread_mutex_t compact_lock;    /* one compaction at a time (compact.c) */
     _Atomic unsigned syncers;        /* threads inside simdr__sync_to */
     _Atomic unsigned sync_queued;    /* ... of which waiting for sync_lock */
     _Atomic uint64_t last_sync_ns;   /* duration of the latest fdatasync */
@@ -695,6 +698,13 @@ int simdr__in_read_scope(const simdr_store *s);
 
 /* ---- live entries (iter.c): the metadata offsets of the live slots ---- */
 int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n);
+
+/* ---- compaction (compact.c) ----
+ * Test hook: when set, runs on the compacting thread without the store's
+ * locks, after the copy of the live entries (stage 0) and after the unlocked
+ * catch-up rounds (stage 1), so a test can write there deterministically. */
+typedef void (*simdr__compact_hook_fn)(simdr_store *s, int stage);
+extern _Atomic(simdr__compact_hook_fn) simdr__compact_during_copy;
 
 /* ---- sorting offsets into file order (sort.c) ----
  * Ascending, in place. Neither fails: without memory for a scratch buffer

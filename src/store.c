@@ -247,6 +247,7 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     atomic_init(&s->view, v);
     pthread_mutex_init(&s->wlock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
+    pthread_mutex_init(&s->compact_lock, NULL);
     if (!s->readonly) {
         /* A compaction that died before its rename leaves its temporary
          * file; it is never merged into anything, only removed. */
@@ -303,6 +304,7 @@ SIMDR_API int simdr_close(simdr_store *s) {
     close(s->fd);
     pthread_mutex_destroy(&s->wlock);
     pthread_mutex_destroy(&s->sync_lock);
+    pthread_mutex_destroy(&s->compact_lock);
     free(s->path);
     free(s);
     return rc;

@@ -1,0 +1,324 @@
+/*
+ * test_compact_online.c - compaction does not stop writers: puts, deletes,
+ * syncs and growth of the map and the index made while a compaction copies
+ * (through a test hook that runs on the compacting thread without the
+ * store's locks, at both points where writes can land: after the first copy
+ * and after the catch-up rounds) all reach the compacted file, with the live
+ * and dead counts right (a scan of a file said to hold no dead entries walks
+ * every entry: a wrong count would serve deleted keys). A writer thread
+ * makes progress while a compaction is held at its copy; a store that fails
+ * meanwhile, or a write of the catch-up that fails, leaves the old file and
+ * every acknowledged write as they were.
+ */
+#include "testutil.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "io.h"
+
+#define KEYS 12000
+#define FIRST_KEYS 2000 /* written before the compaction */
+#define BIG ((size_t)700000) /* two of them pass the unlocked catch-up's threshold */
+
+typedef struct model {
+    uint64_t seed[KEYS]; /* the value's seed (0: never written) */
+    size_t len[KEYS];
+    int live[KEYS];
+} model;
+
+static model m;
+static uint64_t version = 1;
+
+static void key_name(char *out, size_t cap, int k) { snprintf(out, cap, "online-%d", k); }
+
+static void put_key(simdr_store *s, int k, size_t len) {
+    char key[32];
+    key_name(key, sizeof key, k);
+    uint8_t *v = malloc(len);
+    assert_non_null(v);
+    uint64_t seed = (uint64_t)k * 1000003u + version++;
+    tu_fill(v, len, seed);
+    assert_int_equal(simdr_put(s, TU_STR(key), v, len, NULL), SIMDR_OK);
+    free(v);
+    m.seed[k] = seed;
+    m.len[k] = len;
+    m.live[k] = 1;
+}
+
+static void del_key(simdr_store *s, int k) {
+    char key[32];
+    key_name(key, sizeof key, k);
+    int rc = simdr_delete(s, TU_STR(key), NULL);
+    assert_true(rc == SIMDR_OK || rc == SIMDR_NOTFOUND);
+    m.live[k] = 0;
+}
+
+static uint64_t live_count(void) {
+    uint64_t n = 0;
+    for (int k = 0; k < KEYS; k++) n += (uint64_t)m.live[k];
+    return n;
+}
+
+/* Every key as the model has it, by get and by a full iteration. */
+static void expect_model(simdr_store *s) {
+    for (int k = 0; k < KEYS; k++) {
+        char key[32];
+        key_name(key, sizeof key, k);
+        if (!m.live[k]) {
+            tu_expect_absent(s, TU_STR(key));
+            continue;
+        }
+        uint8_t *v = malloc(m.len[k]);
+        assert_non_null(v);
+        tu_fill(v, m.len[k], m.seed[k]);
+        tu_expect_value(s, TU_STR(key), v, m.len[k]);
+        free(v);
+    }
+    assert_int_equal(simdr_count(s), live_count());
+    simdr_iter *it = NULL;
+    assert_int_equal(simdr_iter_open(s, &it), SIMDR_OK);
+    uint64_t seen = 0;
+    const simdr_entry *e = NULL;
+    int rc;
+    while ((rc = simdr_iter_next(it, &e)) == SIMDR_OK) seen++;
+    assert_int_equal(rc, SIMDR_NOTFOUND);
+    simdr_iter_close(it);
+    assert_int_equal(seen, live_count());
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+}
+
+/* The identity of the store's file: a compaction changes it. */
+static uint64_t file_identity(simdr_store *s) {
+    simdr_log_state st;
+    assert_int_equal(simdr_log_info(s, &st), SIMDR_OK);
+    return st.identity;
+}
+
+static void populate(simdr_store *s) {
+    memset(&m, 0, sizeof m);
+    for (int k = 0; k < FIRST_KEYS; k++) put_key(s, k, 1 + (size_t)(k * 37 % 300));
+    for (int k = 0; k < FIRST_KEYS; k += 2) put_key(s, k, 1 + (size_t)(k * 11 % 500));
+    for (int k = 0; k < FIRST_KEYS; k += 4) del_key(s, k);
+}
+
+/* ---- writes from the compacting thread, between the copy's stages ---- */
+
+static int hook_stages_seen;
+
+static void write_during_copy(simdr_store *s, int stage) {
+    hook_stages_seen |= 1 << stage;
+    if (stage == 0) {
+        /* Keys live at the start overwritten and deleted, deleted keys put
+         * again, a delete of a key put and deleted again, thousands of new
+         * keys (the index grows), values large enough to replace the map
+         * (its reserve is lowered) and to start an unlocked catch-up. */
+        for (int k = 1; k < FIRST_KEYS; k += 4) put_key(s, k, 40);
+        for (int k = 3; k < FIRST_KEYS; k += 8) del_key(s, k);
+        for (int k = 0; k < FIRST_KEYS; k += 8) put_key(s, k, 9);
+        for (int k = FIRST_KEYS; k < KEYS - 100; k++) put_key(s, k, 8 + (size_t)(k % 64));
+        put_key(s, KEYS - 1, BIG);
+        put_key(s, KEYS - 2, BIG);
+        del_key(s, KEYS - 3);
+        put_key(s, KEYS - 3, 5);
+        del_key(s, KEYS - 3);
+        assert_int_equal(simdr_sync(s), SIMDR_OK);
+    } else {
+        /* After the unlocked rounds: what the last catch-up copies under
+         * the lock, deletes of keys added meanwhile included. */
+        for (int k = FIRST_KEYS; k < FIRST_KEYS + 50; k++) del_key(s, k);
+        put_key(s, 3, 77);
+        put_key(s, KEYS - 1, 1000);
+        for (int k = KEYS - 100; k < KEYS - 3; k++) put_key(s, k, 16);
+        del_key(s, 5);
+        assert_int_equal(simdr_sync(s), SIMDR_OK);
+    }
+}
+
+static void writes_during_compaction_reach_the_new_file(tu_fixture *f, int layout) {
+    simdr_close(f->s);
+    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, layout);
+    uint64_t saved_reserve = atomic_load(&simdr__map_min_reserve);
+    atomic_store(&simdr__map_min_reserve, UINT64_C(2) << 20);
+    populate(f->s);
+    hook_stages_seen = 0;
+    atomic_store(&simdr__compact_during_copy, write_during_copy);
+    uint64_t identity_before = file_identity(f->s);
+    int rc = simdr_compact(f->s);
+    atomic_store(&simdr__compact_during_copy, NULL);
+    assert_int_equal(rc, SIMDR_OK);
+    assert_int_equal(hook_stages_seen, 3);
+    assert_true(file_identity(f->s) != identity_before);
+    assert_int_equal(simdr_layout_of(f->s), layout);
+    expect_model(f->s);
+    /* The writes made during the copy superseded entries it had copied:
+     * the new file holds dead entries, and a second compaction finds them. */
+    assert_true(simdr_compaction_savings(f->s) > 0);
+    /* Writes after the switch, then the file as it is on disk. */
+    put_key(f->s, 7, 123);
+    del_key(f->s, 9);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, layout);
+    expect_model(f->s);
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_compaction_savings(f->s), 0);
+    expect_model(f->s);
+    assert_int_equal(tu_dir_count(f->dir), 1); /* no temporary file left */
+    atomic_store(&simdr__map_min_reserve, saved_reserve);
+}
+
+static void test_writes_during_compaction_aligned(void **state) {
+    writes_during_compaction_reach_the_new_file(*state, SIMDR_LAYOUT_ALIGNED64);
+}
+
+static void test_writes_during_compaction_unaligned(void **state) {
+    writes_during_compaction_reach_the_new_file(*state, SIMDR_LAYOUT_UNALIGNED);
+}
+
+/* ---- a writer thread goes on while the compaction is held at its copy ---- */
+
+typedef struct progress {
+    simdr_store *s;
+    atomic_int go, stop;
+    atomic_uint_fast64_t puts;
+} progress;
+
+static progress prog;
+
+static void *writer_main(void *p) {
+    progress *pr = p;
+    while (!atomic_load(&pr->go)) sched_yield();
+    for (uint64_t i = 0; !atomic_load(&pr->stop); i++) {
+        char key[32];
+        snprintf(key, sizeof key, "thread-%llu", (unsigned long long)(i % 5000));
+        uint64_t v = i;
+        if (simdr_put(pr->s, TU_STR(key), &v, sizeof v, NULL) != SIMDR_OK) break;
+        atomic_fetch_add(&pr->puts, 1);
+    }
+    return NULL;
+}
+
+/* Stage 0: waits until the writer thread has completed 1,000 puts. A
+ * compaction that held the writer lock here would wait forever (the
+ * watchdog fails the test). */
+static void wait_for_writer(simdr_store *s, int stage) {
+    (void)s;
+    if (stage != 0) return;
+    uint64_t from = atomic_load(&prog.puts);
+    atomic_store(&prog.go, 1);
+    while (atomic_load(&prog.puts) < from + 1000) sched_yield();
+}
+
+static void test_writer_thread_runs_during_compaction(void **state) {
+    tu_fixture *f = *state;
+    memset(&m, 0, sizeof m);
+    populate(f->s);
+    prog.s = f->s;
+    atomic_store(&prog.go, 0);
+    atomic_store(&prog.stop, 0);
+    atomic_store(&prog.puts, 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, writer_main, &prog), 0);
+    tu_watchdog_start(120, "a compaction waiting for a writer thread");
+    atomic_store(&simdr__compact_during_copy, wait_for_writer);
+    int rc = simdr_compact(f->s);
+    atomic_store(&simdr__compact_during_copy, NULL);
+    atomic_store(&prog.stop, 1);
+    pthread_join(t, NULL);
+    tu_watchdog_stop();
+    assert_int_equal(rc, SIMDR_OK);
+    uint64_t puts = atomic_load(&prog.puts);
+    assert_true(puts >= 1000);
+    /* Every put of the thread is there: the newest value of each key. */
+    for (uint64_t k = 0; k < 5000 && k < puts; k++) {
+        uint64_t last = k + ((puts - 1 - k) / 5000) * 5000;
+        char key[32];
+        snprintf(key, sizeof key, "thread-%llu", (unsigned long long)k);
+        tu_expect_value(f->s, TU_STR(key), &last, sizeof last);
+    }
+    for (int k = 0; k < FIRST_KEYS; k++) {
+        char key[32];
+        key_name(key, sizeof key, k);
+        if (!m.live[k]) tu_expect_absent(f->s, TU_STR(key));
+    }
+}
+
+/* ---- failures while the copy runs ---- */
+
+/* Stage 0: a sync fails (the store fails: nothing unconfirmed is trusted). */
+static void fail_a_sync(simdr_store *s, int stage) {
+    if (stage != 0) return;
+    put_key(s, 1, 33);
+    simdr__io_fail_nth(SIMDR__IO_FDATASYNC, 1, EIO);
+    assert_int_not_equal(simdr_sync(s), SIMDR_OK);
+    simdr__io_reset();
+}
+
+static void test_store_failing_during_compaction_keeps_old_file(void **state) {
+    tu_fixture *f = *state;
+    populate(f->s);
+    assert_int_equal(simdr_sync(f->s), SIMDR_OK);
+    int64_t size = tu_file_size(f->path);
+    uint8_t before[32], after[32];
+    tu_sha256_file(f->path, before);
+    atomic_store(&simdr__compact_during_copy, fail_a_sync);
+    int rc = simdr_compact(f->s);
+    atomic_store(&simdr__compact_during_copy, NULL);
+    assert_int_equal(rc, SIMDR_EFAILED);
+    /* The old file is the store: its synced prefix as it was, the put made
+     * during the copy after it (never acknowledged durable). */
+    assert_true(tu_file_size(f->path) > size);
+    assert_int_equal(tu_dir_count(f->dir), 1);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    tu_truncate(f->path, (uint64_t)size);
+    tu_sha256_file(f->path, after);
+    assert_memory_equal(before, after, 32);
+}
+
+/* Stage 1: the next write to the new file fails (the last catch-up's). */
+static void fail_next_new_file_write(simdr_store *s, int stage) {
+    if (stage != 1) return;
+    put_key(s, 2, 44);
+    del_key(s, 6);
+    simdr__io_fail_nth(SIMDR__IO_PWRITE, 2, ENOSPC); /* the put's own write is the first */
+    put_key(s, 10, 55);
+}
+
+static void test_failed_catch_up_keeps_every_write(void **state) {
+    tu_fixture *f = *state;
+    populate(f->s);
+    uint64_t gen = file_identity(f->s);
+    atomic_store(&simdr__compact_during_copy, fail_next_new_file_write);
+    int rc = simdr_compact(f->s);
+    atomic_store(&simdr__compact_during_copy, NULL);
+    simdr__io_reset();
+    assert_int_equal(rc, SIMDR_ENOSPC);
+    assert_int_equal(file_identity(f->s), gen);
+    assert_int_equal(tu_dir_count(f->dir), 1);
+    expect_model(f->s);
+    /* The next compaction succeeds, and the store keeps working. */
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    put_key(f->s, 11, 66);
+    expect_model(f->s);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, SIMDR_LAYOUT_ALIGNED64);
+    expect_model(f->s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        TU_TEST(test_writes_during_compaction_aligned),
+        TU_TEST(test_writes_during_compaction_unaligned),
+        TU_TEST(test_writer_thread_runs_during_compaction),
+        TU_TEST(test_store_failing_during_compaction_keeps_old_file),
+        TU_TEST(test_failed_catch_up_keeps_every_write),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
