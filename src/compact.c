@@ -40,7 +40,7 @@
  * check that the metadata it reads holds the key the index filed there. */
 #define LIVE_OFF(x) ((x) >> 16)
 #define LIVE_TAG(x) ((x) & 0xffffu)
-static int sorted_live(simdr__view *v, uint64_t **out, uint64_t *n) {
+static int listed_live(simdr__view *v, uint64_t **out, uint64_t *n) {
     uint64_t cap = v->index->cap, k = 0;
     uint64_t *live = malloc((cap ? cap : 1) * sizeof *live);
     if (!live) return simdr__fail(SIMDR_ENOMEM, "out of memory");
@@ -49,10 +49,15 @@ static int sorted_live(simdr__view *v, uint64_t **out, uint64_t *n) {
         if (val && !(val & SIMDR__IDX_TOMB))
             live[k++] = (val & SIMDR__IDX_OFF_MASK) << 16 | val >> 48;
     }
-    simdr__sort_offsets(live, k);
     *out = live;
     *n = k;
     return SIMDR_OK;
+}
+
+static int sorted_live(simdr__view *v, uint64_t **out, uint64_t *n) {
+    int rc = listed_live(v, out, n);
+    if (rc == SIMDR_OK) simdr__sort_offsets(*out, *n);
+    return rc;
 }
 
 SIMDR_API uint64_t simdr_compaction_savings(simdr_store *s) {
@@ -202,7 +207,7 @@ static int compaction_start(compaction *c, simdr_store *s) {
     c->src = v->map;
     simdr__map_pin(c->src, c->shard);
     c->rd = (simdr__window){s->fd, c->src->base, s->tail, 0, NULL, COPY_BUFFER, 0, 0};
-    return sorted_live(v, &c->offs, &c->n);
+    return listed_live(v, &c->offs, &c->n); /* sorted into file order after the lock */
 }
 
 /* The buffers and the new file, created empty (a leftover of an earlier
@@ -521,6 +526,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     if (rc == SIMDR_OK) rc = compaction_start(&c, s);
     pthread_mutex_unlock(&s->wlock);
     /* The bulk of the work, with writers and syncs going on. */
+    if (rc == SIMDR_OK) simdr__sort_offsets(c.offs, c.n);
     if (rc == SIMDR_OK) rc = create_new_file(&c);
     if (rc == SIMDR_OK) rc = copy_live_entries(&c);
     if (rc == SIMDR_OK) run_test_hook(s, 0);
