@@ -510,6 +510,10 @@ static void compaction_free(compaction *c) {
 SIMDR_API int simdr_compact(simdr_store *s) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
     if (simdr__check_reentry(s) != SIMDR_OK) return SIMDR_EINVAL;
+    /* Refused before the compaction lock is waited for: a child forked while
+     * the parent compacted inherits that lock held by a thread it lacks. */
+    int refused = simdr__check_writable(s);
+    if (refused != SIMDR_OK) return refused;
     compaction c;
     memset(&c, 0, sizeof c);
     c.s = s;

@@ -8,7 +8,9 @@
  * every entry: a wrong count would serve deleted keys). A writer thread
  * makes progress while a compaction is held at its copy; a store that fails
  * meanwhile, or a write of the catch-up that fails, leaves the old file and
- * every acknowledged write as they were.
+ * every acknowledged write as they were. A child forked while a compaction
+ * is in flight is refused a compaction of its own (it never waits for the
+ * parent's) and still reads.
  */
 #include "testutil.h"
 
@@ -17,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -312,6 +315,46 @@ static void test_failed_catch_up_keeps_every_write(void **state) {
     expect_model(f->s);
 }
 
+/* ---- fork while a compaction is in flight ---- */
+
+static int child_status = -1;
+
+/* Stage 0: a child forked here inherits the compaction in flight (its lock
+ * held by a thread the child lacks). Its own compaction must be refused at
+ * once, not wait forever (the alarm turns a hang into a failure), and its
+ * reads must work. */
+static void fork_during_copy(simdr_store *s, int stage) {
+    if (stage != 0) return;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(20);
+        int bad = simdr_compact(s) != SIMDR_EINVAL;
+        char key[32];
+        key_name(key, sizeof key, 1);
+        simdr_entry *e = NULL;
+        bad |= simdr_get(s, TU_STR(key), &e) != SIMDR_OK;
+        if (e) simdr_entry_release(e);
+        simdr_close(s);
+        _exit(bad);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    child_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void test_child_forked_during_compaction_is_refused_not_stuck(void **state) {
+    tu_fixture *f = *state;
+    populate(f->s);
+    child_status = -1;
+    atomic_store(&simdr__compact_during_copy, fork_during_copy);
+    int rc = simdr_compact(f->s);
+    atomic_store(&simdr__compact_during_copy, NULL);
+    assert_int_equal(rc, SIMDR_OK);
+    assert_int_equal(child_status, 0);
+    expect_model(f->s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_writes_during_compaction_aligned),
@@ -319,6 +362,7 @@ int main(void) {
         TU_TEST(test_writer_thread_runs_during_compaction),
         TU_TEST(test_store_failing_during_compaction_keeps_old_file),
         TU_TEST(test_failed_catch_up_keeps_every_write),
+        TU_TEST(test_child_forked_during_compaction_is_refused_not_stuck),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
