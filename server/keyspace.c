@@ -27,6 +27,7 @@
 #include "server.h"
 
 void server_wait_compaction(void);
+void server_wait_measure(void);
 static int flush_db(server_db *d);
 
 static void put_u32(uint8_t *p, uint32_t v) {
@@ -144,6 +145,7 @@ static void db_drop_cursors(server_db *d) {
 void db_close(server_db *d) {
     ks_flush_pending();
     server_wait_compaction();
+    server_wait_measure();
     db_drop_cursors(d);
     if (d->store) {
         if (d->dirty) simdr_sync(d->store);
@@ -152,6 +154,8 @@ void db_close(server_db *d) {
         d->store = NULL;
         d->dirty = 0;
     }
+    d->garbage = 0;
+    d->size_at_garbage_check = 0;
 }
 
 static void unlink_beside(const char *path, const char *suffix) {

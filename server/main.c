@@ -448,8 +448,11 @@ static void *compact_main(void *arg) {
 int server_start_compaction(void) {
     if (srv.compacting) return 0;
     compact_n = 0;
+    /* Every open store: measuring which ones hold garbage would read and
+     * sort all their records here, on the event loop (BGREWRITEAOF, like
+     * Redis's, always rewrites). */
     for (int i = 0; i < SERVER_DBS; i++)
-        if (srv.db[i].store && simdr_compaction_savings(srv.db[i].store) > 0)
+        if (srv.db[i].store && simdr_file_size(srv.db[i].store) > 0)
             compact_stores[compact_n++] = srv.db[i].store;
     atomic_store(&compact_done, 0);
     if (pthread_create(&compact_thread, NULL, compact_main, NULL) != 0) return -1;
@@ -469,29 +472,90 @@ void server_wait_compaction(void) {
     server_log(LOG_NOTICE_, "compaction finished");
 }
 
-static void maybe_auto_compact(void) {
+/* ---- the stores' garbage, measured off the event loop ----
+ * simdr_compaction_savings sorts and reads every live record (tens of
+ * milliseconds a million keys), so it runs on a thread of its own; INFO
+ * and the auto-compaction check use the last measure (server_db.garbage).
+ * A store is measured again once its file grew by a twentieth (garbage is
+ * made by appends) or shrank (compacted, replaced) since its last measure. */
+static pthread_t measure_thread;
+static int measuring;                         /* event loop only */
+static atomic_int measure_done;
+static simdr_store *measure_stores[SERVER_DBS]; /* NULL: not measured this round */
+static uint64_t measure_sizes[SERVER_DBS];      /* file sizes when the round started */
+static uint64_t measure_results[SERVER_DBS];    /* written by the thread before measure_done */
+
+static void *measure_main(void *arg) {
+    (void)arg;
+    for (int i = 0; i < SERVER_DBS; i++)
+        if (measure_stores[i]) measure_results[i] = simdr_compaction_savings(measure_stores[i]);
+    atomic_store_explicit(&measure_done, 1, memory_order_release);
+    return NULL;
+}
+
+void server_wait_measure(void) {
+    if (!measuring) return;
+    pthread_join(measure_thread, NULL);
+    measuring = 0;
+    for (int i = 0; i < SERVER_DBS; i++) {
+        if (!measure_stores[i]) continue;
+        srv.db[i].garbage = measure_results[i];
+        srv.db[i].size_at_garbage_check = measure_sizes[i];
+        measure_stores[i] = NULL;
+    }
+}
+
+/* Starts a measure of the stores whose files changed enough; 1 if one runs. */
+static int start_measure(void) {
+    int any = 0;
+    for (int i = 0; i < SERVER_DBS; i++) {
+        simdr_store *s = srv.db[i].store;
+        measure_stores[i] = NULL;
+        if (!s) continue;
+        uint64_t size = simdr_file_size(s), last = srv.db[i].size_at_garbage_check;
+        if (last && size >= last && size < last + last / 20) continue;
+        if (size == 0) {
+            srv.db[i].garbage = 0;
+            continue;
+        }
+        measure_stores[i] = s;
+        measure_sizes[i] = size;
+        any = 1;
+    }
+    if (!any) return 0;
+    atomic_store(&measure_done, 0);
+    if (pthread_create(&measure_thread, NULL, measure_main, NULL) != 0) {
+        for (int i = 0; i < SERVER_DBS; i++) measure_stores[i] = NULL;
+        return 0;
+    }
+    measuring = 1;
+    return 1;
+}
+
+/* allow_compact = 0 (a replica, whose files change only by its primary's
+ * bytes): measure only. */
+static void maybe_auto_compact(int allow_compact) {
     if (srv.compacting) {
         if (atomic_load(&compact_done)) server_wait_compaction();
         return;
     }
-    if (srv.cfg.auto_compact_percent <= 0) return;
-    for (int i = 0; i < SERVER_DBS; i++) {
-        simdr_store *s = srv.db[i].store;
-        if (!s) continue;
-        /* Measuring the garbage sorts and reads every live record: do it only
-         * after the file grew by a twentieth (garbage is made by appends) or
-         * shrank (compacted, replaced). */
-        uint64_t size = simdr_file_size(s), last = srv.db[i].size_at_garbage_check;
-        if (size < 1024 * 1024 || (last && size >= last && size < last + last / 20)) continue;
-        srv.db[i].size_at_garbage_check = size;
-        uint64_t savings = simdr_compaction_savings(s);
-        if (savings * 100 >= size * (uint64_t)srv.cfg.auto_compact_percent) {
-            server_log(LOG_NOTICE_, "starting compaction (%s: %llu of %llu bytes garbage)",
-                       srv.db[i].path, (unsigned long long)savings, (unsigned long long)size);
-            server_start_compaction();
-            return;
-        }
+    if (measuring) {
+        if (!atomic_load_explicit(&measure_done, memory_order_acquire)) return;
+        server_wait_measure();
+        if (allow_compact && srv.cfg.auto_compact_percent > 0)
+            for (int i = 0; i < SERVER_DBS; i++) {
+                server_db *d = &srv.db[i];
+                uint64_t size = d->size_at_garbage_check;
+                if (!d->store || size < 1024 * 1024 ||
+                    d->garbage * 100 < size * (uint64_t)srv.cfg.auto_compact_percent)
+                    continue;
+                server_log(LOG_NOTICE_, "starting compaction (%s: %llu of %llu bytes garbage)",
+                           d->path, (unsigned long long)d->garbage, (unsigned long long)size);
+                server_start_compaction();
+                return;
+            }
     }
+    start_measure();
 }
 
 static void on_cron(evutil_socket_t fd, short what, void *arg) {
@@ -507,7 +571,7 @@ static void on_cron(evutil_socket_t fd, short what, void *arg) {
     static long long last_compact_check;
     if (now - last_compact_check >= 1000) {
         last_compact_check = now;
-        if (!replica_is_replica()) maybe_auto_compact();
+        maybe_auto_compact(!replica_is_replica());
     }
 }
 
@@ -634,6 +698,7 @@ int main(int argc, char **argv) {
     net_flush_all_blocking(2000);
     server_sync_all();
     server_wait_compaction();
+    server_wait_measure();
     iothreads_stop();
     replica_shutdown();
     while (srv.clients) client_free(srv.clients);

@@ -130,7 +130,8 @@ typedef struct server_db {
      * record at each start). */
     int may_have_ttl;
     int ttl_written_in_walk;
-    uint64_t size_at_garbage_check; /* file size at the last auto-compaction check */
+    uint64_t size_at_garbage_check; /* file size at the last measure of its garbage */
+    uint64_t garbage;               /* bytes a compaction would save, as last measured */
 } server_db;
 
 typedef struct server_state {
@@ -403,6 +404,9 @@ void cmd_replack(client *c, int argc, char **argv, size_t *lens);
 /* ---- main.c ---- */
 void server_request_shutdown(void);
 void server_wait_compaction(void);
+/* Waits for the background measure of the stores' garbage, if one runs
+ * (before a store is closed or replaced). */
+void server_wait_measure(void);
 int server_sync_all(void);
 int server_sync(int wait);
 int server_start_compaction(void);

@@ -166,6 +166,36 @@ def test_auto_compaction_starts_when_garbage_passes_the_percentage():
         c.close()
 
 
+def test_garbage_is_measured_with_auto_compaction_off():
+    """INFO persistence reports a store's garbage as measured in the
+    background (never on the event loop): overwrites show up within a few
+    cron ticks even with auto-compaction off, and a compaction (BGREWRITEAOF
+    compacts every open store) brings it back to nothing."""
+    with Server("--auto-compact-percent", "0") as srv:
+        c = srv.client()
+        value = b"g" * 1000
+        for round_ in range(3):  # 3 MiB written, 2 of them overwritten
+            p = c.pipeline(transaction=False)
+            for i in range(1024):
+                p.set("k%d" % i, value + str(round_).encode())
+            p.execute()
+        def garbage():
+            return c.info("persistence")["simdr_compaction_savings"]
+        deadline = time.time() + 60
+        while garbage() < 2 * 1024 * 1000 and time.time() < deadline:
+            time.sleep(0.1)
+        assert garbage() >= 2 * 1024 * 1000
+        assert c.info("persistence")["simdr_compactions"] == 0
+        c.execute_command("BGREWRITEAOF")
+        deadline = time.time() + 60
+        while garbage() != 0 and time.time() < deadline:
+            time.sleep(0.1)
+        p = c.info("persistence")
+        assert p["simdr_compaction_savings"] == 0 and p["simdr_compactions"] == 1, p
+        assert c.dbsize() == 1024 and c.get("k5") == value + b"2"
+        c.close()
+
+
 def test_transactions(r, server):
     p = r.pipeline(transaction=True)
     p.set("a", 1).incr("a").get("a")
