@@ -630,6 +630,24 @@ SIMDR_API int simdr_iter_open(simdr_store *store, simdr_iter **out);
 SIMDR_API int simdr_iter_next(simdr_iter *iter, const simdr_entry **entry);
 SIMDR_API void simdr_iter_close(simdr_iter *iter);
 
+/**
+ * The live keys whose 64-bit hashes (simdr_hash_key) have their low 32 bits
+ * in [from, to), where from < to <= 2^32: their hashes go to out, at most cap
+ * of them, in no particular order. Returns how many there are (when more
+ * than cap, only cap were stored: ask again with a narrower range), or a
+ * negative error: SIMDR_EINVAL, SIMDR_ECORRUPT when an index slot of the
+ * range no longer names metadata holding its key's hash. The index is
+ * ordered by those bits, so a call reads only the range's share of the
+ * table (and each key's metadata): a cursor that steps through the range
+ * [0, 2^32) a piece at a time visits a store of any size without a
+ * snapshot, a key present throughout exactly once, across writes, growth
+ * and compaction (simdr-server's SCAN). A key written meanwhile may or may
+ * not be seen. Readers never wait; keep each range small, since a writer
+ * that replaces the index waits for the call.
+ */
+SIMDR_API int64_t simdr_hashes_in_range(simdr_store *store, uint64_t from, uint64_t to,
+                                        uint64_t *out, size_t cap);
+
 /** Callback for simdr_for_each*: return 0 to go on, non-zero to stop (the
  *  call then returns SIMDR_ESTOPPED). entry is borrowed for the call. */
 typedef int (*simdr_visit_fn)(void *ctx, const simdr_entry *entry);

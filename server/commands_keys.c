@@ -199,16 +199,77 @@ void cmd_keys(client *c, int argc, char **argv, size_t *lens) {
     }
 }
 
-static size_t lower_bound(const uint64_t *h, size_t n, uint64_t v) {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (h[mid] < v)
-            lo = mid + 1;
-        else
-            hi = mid;
+/* SCAN visits a database's records in the order of their slot hashes'
+ * low 32 bits, then their high 32 bits: the engine's index is laid out by
+ * the low bits (simdr_hashes_in_range), so a step reads only its share of
+ * the table, and a cursor (the position in that order of the next record)
+ * stays meaningful across writes, growth and compaction. A record present
+ * from the first step to the last is returned exactly once. */
+#define HASH_SPACE (UINT64_C(1) << 32)
+
+static uint64_t scan_order(uint64_t h) { return h << 32 | h >> 32; }
+
+static int cmp_scan_order(const void *a, const void *b) {
+    uint64_t x = scan_order(*(const uint64_t *)a), y = scan_order(*(const uint64_t *)b);
+    return x < y ? -1 : x > y;
+}
+
+/* The live slot hashes of the low-bit range [from, to) into *out (malloc'd,
+ * *n of them): 0, or the engine's error. */
+static int hashes_in_range(simdr_store *s, uint64_t from, uint64_t to, uint64_t **out,
+                           size_t *n) {
+    size_t cap = 64;
+    uint64_t *h = NULL;
+    for (;;) {
+        uint64_t *g = realloc(h, cap * sizeof *h);
+        if (!g) {
+            free(h);
+            return SIMDR_ENOMEM;
+        }
+        h = g;
+        int64_t got = simdr_hashes_in_range(s, from, to, h, cap);
+        if (got < 0) {
+            free(h);
+            return (int)got;
+        }
+        if ((uint64_t)got <= cap) {
+            *out = h;
+            *n = (size_t)got;
+            return 0;
+        }
+        cap = (size_t)got + 64; /* keys came meanwhile: ask again with room for them */
     }
-    return lo;
+}
+
+/* The slot hashes of SCAN's step from cursor: at most count of them, in scan
+ * order, and the cursor after them (0 at the end). The step's range of low
+ * bits is sized to hold about count records. */
+static int scan_step(simdr_store *s, uint64_t cursor, uint64_t count, uint64_t **out, size_t *n,
+                     uint64_t *next) {
+    uint64_t total = simdr_count(s);
+    if (count > HASH_SPACE) count = HASH_SPACE;
+    uint64_t from = cursor >> 32;
+    uint64_t width = total > count ? (count << 32) / total : HASH_SPACE;
+    if (width == 0) width = 1;
+    uint64_t to = width >= HASH_SPACE - from ? HASH_SPACE : from + width;
+    uint64_t *h;
+    size_t k;
+    int rc = hashes_in_range(s, from, to, &h, &k);
+    if (rc) return rc;
+    /* The first range may begin inside a step already returned. */
+    size_t kept = 0;
+    for (size_t i = 0; i < k; i++)
+        if (scan_order(h[i]) >= cursor) h[kept++] = h[i];
+    qsort(h, kept, sizeof *h, cmp_scan_order);
+    if (kept > count) {
+        *next = scan_order(h[count]);
+        kept = (size_t)count;
+    } else {
+        *next = to == HASH_SPACE ? 0 : to << 32;
+    }
+    *out = h;
+    *n = kept;
+    return 0;
 }
 
 void cmd_scan(client *c, int argc, char **argv, size_t *lens) {
@@ -261,8 +322,11 @@ void cmd_scan(client *c, int argc, char **argv, size_t *lens) {
         }
     }
     server_db *d = client_db(c);
-    if (cursor == 0 || !d->scan_hashes) {
-        int rc = ks_scan_snapshot(d);
+    ks_flush_pending();
+    uint64_t *hashes = NULL, next = 0;
+    size_t k = 0;
+    if (d->store) {
+        int rc = scan_step(d->store, cursor, (uint64_t)count, &hashes, &k, &next);
         if (rc) {
             reply_error(c, "%s", store_error(rc));
             return;
@@ -270,13 +334,11 @@ void cmd_scan(client *c, int argc, char **argv, size_t *lens) {
     }
     long long now = now_ms();
     int type_ok = !type || eq_nocase(type, typelen, "string");
-    size_t i = lower_bound(d->scan_hashes, d->scan_n, cursor);
     struct evbuffer *tmp = evbuffer_new();
     long long n = 0;
-    for (long long seen = 0; i < d->scan_n && seen < count; i++, seen++) {
-        if (i > 0 && d->scan_hashes[i] == d->scan_hashes[i - 1]) continue;
+    for (size_t i = 0; i < k; i++) {
         simdr_entry *e;
-        if (!d->store || simdr_get_hashed(d->store, d->scan_hashes[i], &e) != 0) continue;
+        if (simdr_get_hashed(d->store, hashes[i], &e) != 0) continue;
         record_view rv;
         if (type_ok && tmp && live_record(e, now, &rv) &&
             (!pat || glob_match(pat, patlen, (const char *)rv.key, rv.key_len, 0))) {
@@ -287,11 +349,11 @@ void cmd_scan(client *c, int argc, char **argv, size_t *lens) {
         }
         simdr_entry_release(e);
     }
-    unsigned long long next = i < d->scan_n ? d->scan_hashes[i] : 0;
+    free(hashes);
     reply_array(c, 2);
     char nb[32];
-    int k = snprintf(nb, sizeof nb, "%llu", next);
-    reply_bulk(c, nb, (size_t)k);
+    int nl = snprintf(nb, sizeof nb, "%llu", (unsigned long long)next);
+    reply_bulk(c, nb, (size_t)nl);
     reply_array(c, n);
     if (tmp) {
         evbuffer_add_buffer(c->out, tmp);
@@ -299,6 +361,11 @@ void cmd_scan(client *c, int argc, char **argv, size_t *lens) {
     }
 }
 
+/* A random live record: a random stretch of the hash space sized to hold
+ * about eight records (simdr_hashes_in_range reads only its share of the
+ * index), one of its records at random; expired ones are passed over. After
+ * 64 stretches without a live record (a database of mostly expired keys), a
+ * walk of every record. */
 void cmd_randomkey(client *c, int argc, char **argv, size_t *lens) {
     (void)argc, (void)argv, (void)lens;
     server_db *d = client_db(c);
@@ -308,22 +375,55 @@ void cmd_randomkey(client *c, int argc, char **argv, size_t *lens) {
         reply_null(c);
         return;
     }
-    uint64_t skip = (uint64_t)random() % total;
-    for (int pass = 0; pass < 2; pass++) {
-        simdr_iter *it;
-        if (simdr_iter_open(d->store, &it) != 0) break;
+    uint64_t width = total > 8 ? (UINT64_C(8) << 32) / total : HASH_SPACE;
+    for (int attempt = 0; attempt < 64; attempt++) {
+        /* A stretch may run past the end of the space and on from 0, so a
+         * record near either end is as likely to be drawn as any other. */
+        uint64_t from = ((uint64_t)random() << 31 ^ (uint64_t)random()) % HASH_SPACE;
+        uint64_t *h, *h2 = NULL;
+        size_t k, k2 = 0;
+        uint64_t to = width >= HASH_SPACE - from ? HASH_SPACE : from + width;
+        if (hashes_in_range(d->store, from, to, &h, &k) != 0) break;
+        if (to == HASH_SPACE && width > HASH_SPACE - from && width < HASH_SPACE &&
+            hashes_in_range(d->store, 0, width - (HASH_SPACE - from), &h2, &k2) != 0) {
+            free(h);
+            break;
+        }
+        uint64_t *all = k2 ? realloc(h, (k + k2) * sizeof *h) : h;
+        if (!all) {
+            free(h);
+            free(h2);
+            break;
+        }
+        if (k2) memcpy(all + k, h2, k2 * sizeof *h2);
+        free(h2);
+        k += k2;
+        for (size_t tries = 0; tries < k; tries++) {
+            simdr_entry *e;
+            record_view rv;
+            if (simdr_get_hashed(d->store, all[(uint64_t)random() % k], &e) != 0) continue;
+            if (live_record(e, now, &rv)) {
+                reply_bulk(c, rv.key, rv.key_len);
+                simdr_entry_release(e);
+                free(all);
+                return;
+            }
+            simdr_entry_release(e);
+        }
+        free(all);
+    }
+    simdr_iter *it;
+    if (simdr_iter_open(d->store, &it) == 0) {
         const simdr_entry *e;
         int rc;
-        uint64_t idx = 0;
         while ((rc = simdr_iter_next(it, &e)) != SIMDR_NOTFOUND) {
             record_view rv;
-            if (idx++ < skip || rc || !live_record(e, now, &rv)) continue;
+            if (rc || !live_record(e, now, &rv)) continue;
             reply_bulk(c, rv.key, rv.key_len);
             simdr_iter_close(it);
             return;
         }
         simdr_iter_close(it);
-        skip = 0;
     }
     reply_null(c);
 }

@@ -137,9 +137,6 @@ int db_store_for_write(server_db *d, simdr_store **out) {
 static void db_drop_cursors(server_db *d) {
     if (d->expire_iter) simdr_iter_close(d->expire_iter);
     d->expire_iter = NULL;
-    free(d->scan_hashes);
-    d->scan_hashes = NULL;
-    d->scan_n = 0;
 }
 
 void db_close(server_db *d) {
@@ -683,46 +680,3 @@ void ks_active_expire(long long now, int budget) {
     }
 }
 
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Sorted slot hashes of the database's records: SCAN cursors are positions
- * in hash order, so a cursor stays meaningful as keys come and go. */
-int ks_scan_snapshot(server_db *d) {
-    ks_flush_pending();
-    free(d->scan_hashes);
-    d->scan_hashes = NULL;
-    d->scan_n = 0;
-    if (!d->store) return 0;
-    size_t cap = (size_t)simdr_count(d->store) + 16, n = 0;
-    uint64_t *h = malloc(cap * sizeof *h);
-    if (!h) return SIMDR_ENOMEM;
-    simdr_iter *it;
-    int rc = simdr_iter_open(d->store, &it);
-    if (rc) {
-        free(h);
-        return rc;
-    }
-    const simdr_entry *e;
-    while ((rc = simdr_iter_next(it, &e)) != SIMDR_NOTFOUND) {
-        if (rc) continue;
-        record_view rv;
-        if (!record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv) ||
-            (rv.flags & RECORD_FLAG_HOLE))
-            continue;
-        if (n == cap) {
-            uint64_t *g = realloc(h, cap * 2 * sizeof *h);
-            if (!g) break;
-            h = g;
-            cap *= 2;
-        }
-        h[n++] = simdr_entry_key_hash(e);
-    }
-    simdr_iter_close(it);
-    qsort(h, n, sizeof *h, cmp_u64);
-    d->scan_hashes = h;
-    d->scan_n = n;
-    return 0;
-}

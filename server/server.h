@@ -121,8 +121,6 @@ typedef struct server_db {
     char path[4200];
     int dirty;            /* written since the last sync */
     simdr_iter *expire_iter; /* active expiry position */
-    uint64_t *scan_hashes;   /* sorted slot hashes for SCAN cursors */
-    size_t scan_n;
     uint64_t expired_keys;
     /* The active expiry walk runs only while the store may hold a record
      * with a TTL: set by a write with one and by opening a non-empty file,
@@ -257,7 +255,6 @@ int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen);
 int ks_flush_pending(void);
 void ks_pending_safe_point(void);
 void ks_active_expire(long long now, int budget);
-int ks_scan_snapshot(server_db *d);
 void ks_mark_dirty(server_db *d);
 const char *store_error(int code);
 

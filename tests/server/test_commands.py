@@ -196,6 +196,61 @@ def test_garbage_is_measured_with_auto_compaction_off():
         c.close()
 
 
+def test_scan_returns_each_key_present_throughout_once():
+    """SCAN steps through the index's own order (docs/SERVER.md): with keys
+    added between steps (the index grows), others deleted, values rewritten
+    and a compaction (BGREWRITEAOF) in the middle, every key present from the
+    first step to the last comes back exactly once; MATCH filters; the cursor
+    ends at 0. RANDOMKEY draws live keys and, over many draws, every one."""
+    with Server("--auto-compact-percent", "0") as srv:
+        c = srv.client()
+        throughout = ["t:%d" % i for i in range(3000)]
+        p = c.pipeline(transaction=False)
+        for k in throughout:
+            p.set(k, "v")
+        p.execute()
+        gone = ["g:%d" % i for i in range(200)]
+        c.mset({k: "x" for k in gone})
+        seen, cursor, steps, added = {}, 0, 0, 0
+        while True:
+            cursor, keys = c.scan(cursor, count=25)
+            for k in keys:
+                seen[k] = seen.get(k, 0) + 1
+            steps += 1
+            if cursor == 0:
+                break
+            p = c.pipeline(transaction=False)
+            for _ in range(40):
+                p.set("n:%d" % added, "new")
+                added += 1
+            if steps <= len(gone):
+                p.delete(gone[steps - 1])
+            p.set(throughout[steps % len(throughout)], "rewritten")
+            p.execute()
+            if steps == 60:
+                c.execute_command("BGREWRITEAOF")
+        assert steps > 60
+        for k in throughout:
+            assert seen.get(k.encode()) == 1, k
+        assert all(n == 1 for n in seen.values())
+        cursor, matched = 0, set()
+        while True:
+            cursor, keys = c.scan(cursor, match="t:1*", count=100)
+            matched.update(keys)
+            if cursor == 0:
+                break
+        assert matched == {k.encode() for k in throughout if k.startswith("t:1")}
+        c.flushall()
+        small = {"r:%d" % i for i in range(100)}
+        c.mset({k: "1" for k in small})
+        p = c.pipeline(transaction=False)
+        for _ in range(6000):
+            p.randomkey()
+        drawn = {k.decode() for k in p.execute()}
+        assert drawn == small
+        c.close()
+
+
 def test_transactions(r, server):
     p = r.pipeline(transaction=True)
     p.set("a", 1).incr("a").get("a")

@@ -1,0 +1,66 @@
+/*
+ * hash_range.c - the live keys whose hashes fall in a range of the index's
+ * own order: the base of cursors that step through a store a few keys at a
+ * time (simdr-server's SCAN and RANDOMKEY) without a snapshot of every key.
+ *
+ * A key's home slot is its hash's low 32 bits scaled to the table's
+ * capacity (simdr__index_bucket), so the homes of the hashes whose low 32
+ * bits lie in [from, to) are the slots from bucket(from) to bucket(to - 1),
+ * in any capacity: a cursor in that order survives growth and compaction.
+ * Linear probing places a key at the first free slot at or after its home
+ * and slots are never emptied, so every slot between a key's home and its
+ * place is taken: the keys of the range are in the slots from bucket(from)
+ * up to the first free slot after bucket(to - 1) (around the end of the
+ * table and back). Keys displaced into that stretch from homes before it
+ * are told apart by their hashes, read from their metadata.
+ */
+#include "internal.h"
+
+SIMDR_API int64_t simdr_hashes_in_range(simdr_store *s, uint64_t from, uint64_t to,
+                                        uint64_t *out, size_t cap) {
+    if (!s || from >= to || to > (UINT64_C(1) << 32) || (cap && !out))
+        return simdr__fail(SIMDR_EINVAL, "simdr_hashes_in_range: need from < to <= 2^32 and "
+                                         "out for cap hashes");
+    unsigned shard = simdr__thread_shard();
+    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    simdr__view *v = simdr__current_view(s);
+    const simdr__index *ix = v->index;
+    int64_t found = 0;
+    /* A hinted table with a damaged block names no trustworthy keys. */
+    if (simdr__index_check_all(ix) != 0) {
+        simdr__epoch_exit(&s->epoch, shard, tok);
+        return simdr__fail(SIMDR_ECORRUPT,
+                           "%s: a block of the index loaded from the hint file is damaged; it "
+                           "is rebuilt at the next write (or reopen the store)",
+                           s->path);
+    }
+    const uint8_t *base = v->map->base;
+    uint64_t len = v->map->len, slots = ix->cap;
+    uint64_t first = simdr__index_bucket(from, slots);
+    uint64_t span = simdr__index_bucket(to - 1, slots) - first; /* steps to the last home */
+    uint64_t i = first;
+    for (uint64_t step = 0; step < slots; step++, i = simdr__probe_next(i, slots)) {
+        uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
+        if (val == 0) {
+            if (step > span) break;
+            continue;
+        }
+        if (val & SIMDR__IDX_TOMB) continue;
+        uint64_t off = val & SIMDR__IDX_OFF_MASK;
+        if (off > len || len - off < SIMDR__META_SIZE) continue; /* not in this view's map */
+        uint64_t hash = simdr__load_u64le(base + off);
+        if (((hash ^ val) & SIMDR__IDX_TAG_MASK) != 0) {
+            simdr__epoch_exit(&s->epoch, shard, tok);
+            return simdr__fail(SIMDR_ECORRUPT,
+                               "%s: damaged store: the metadata at offset %llu no longer holds "
+                               "the hash its index slot was filed under (run the check command)",
+                               s->path, (unsigned long long)off);
+        }
+        uint64_t low = hash & 0xffffffffu;
+        if (low < from || low >= to) continue;
+        if ((uint64_t)found < cap) out[found] = hash;
+        found++;
+    }
+    simdr__epoch_exit(&s->epoch, shard, tok);
+    return found;
+}
