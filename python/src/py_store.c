@@ -303,8 +303,8 @@ static PyObject *store_exit_ctx(PySimdrStore *self, PyObject *args) {
 
 /* ---- writing ---- */
 
-/* A value of PYSIMDR_NOGIL_COPY bytes or more that may change (pysimdr_value):
- * written as a stream whose source copies it a piece at a time into the
+/* A value of PYSIMDR_NOGIL_COPY bytes or more that may change (pysimdr_value),
+ * read-only or not: written as a stream whose source copies it a piece at a time into the
  * engine's buffer, which the engine then checksums and writes, so the entry
  * always matches its checksum without a copy of the whole value. The engine
  * refuses a stream of zero bytes only, which simdr_put stores: such a value
@@ -346,7 +346,7 @@ static int put_changeable(simdr_store *store, const pysimdr_bytes *k, const pysi
 static int put_one(PySimdrStore *self, PyObject *key, PyObject *value) {
     pysimdr_bytes k, v;
     if (pysimdr_key(key, &k) < 0) return -1;
-    if (pysimdr_value(value, &v, PYSIMDR_NOGIL_COPY) < 0) {
+    if (pysimdr_value(value, &v) < 0) {
         pysimdr_bytes_release(&k);
         return -1;
     }
@@ -387,19 +387,44 @@ static PyObject *items_snapshot(PyObject *obj, const char *message) {
     return PySequence_Fast(obj, message);
 }
 
-/* A batch's borrowed keys and values, kept until the append returns. */
+/*
+ * A batch's borrowed keys and values, kept until the append returns. A batch
+ * is one append, so unlike put_one it cannot stream a value that may change
+ * (pysimdr_value's `changeable`, 256 KiB or more) while it writes the others:
+ * those values are copied into one block of their total size, without the
+ * GIL, just before the append, and the items point into the copy. A batch of
+ * such values thus holds one copy of them for the length of the call (taken
+ * with PyMem_RawMalloc, so tracemalloc counts it); bytes and EntryHandle
+ * views are used in place.
+ */
 typedef struct {
     PyObject *seq;        /* fast sequence of pairs */
     simdr_kv *items;
     pysimdr_bytes *bufs;  /* 2 per item */
     Py_ssize_t n, filled;
+    size_t copy_bytes;    /* total size of the changeable values */
+    char *copy;           /* their copy, once made */
 } batch_args;
 
 static void batch_free(batch_args *b) {
     for (Py_ssize_t i = 0; i < b->filled * 2; i++) pysimdr_bytes_release(&b->bufs[i]);
     PyMem_Free(b->items);
     PyMem_Free(b->bufs);
+    PyMem_RawFree(b->copy);
     Py_XDECREF(b->seq);
+}
+
+/* Copies the changeable values into b->copy and points their items there.
+ * No GIL: the views stay exported until batch_free. */
+static void batch_copy_changeable(batch_args *b) {
+    char *at = b->copy;
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        const pysimdr_bytes *vb = &b->bufs[2 * i + 1];
+        if (!vb->changeable) continue;
+        memcpy(at, vb->ptr, vb->len);
+        b->items[i].value = at;
+        at += vb->len;
+    }
 }
 
 static int batch_collect(PyObject *items, batch_args *b) {
@@ -440,12 +465,23 @@ static int batch_collect(PyObject *items, batch_args *b) {
         PyObject *key = Py_NewRef(PySequence_Fast_GET_ITEM(pair, 0));
         PyObject *value = Py_NewRef(PySequence_Fast_GET_ITEM(pair, 1));
         int rc = pysimdr_key(key, kb);
-        if (rc == 0 && (rc = pysimdr_value(value, vb, SIZE_MAX)) < 0) pysimdr_bytes_release(kb);
+        if (rc == 0 && (rc = pysimdr_value(value, vb)) < 0) pysimdr_bytes_release(kb);
         Py_DECREF(key);
         Py_DECREF(value);
         if (rc < 0) return -1;
         b->filled = i + 1;
+        if (vb->changeable) {
+            if (vb->len > PY_SSIZE_T_MAX - b->copy_bytes) {
+                PyErr_NoMemory(); /* more than any allocation could hold */
+                return -1;
+            }
+            b->copy_bytes += vb->len;
+        }
         b->items[i] = (simdr_kv){kb->ptr, kb->len, vb->ptr, vb->len};
+    }
+    if (b->copy_bytes && !(b->copy = PyMem_RawMalloc(b->copy_bytes))) {
+        PyErr_NoMemory();
+        return -1;
     }
     return 0;
 }
@@ -465,6 +501,7 @@ static PyObject *store_put_many(PySimdrStore *self, PyObject *items) {
     } else if (enter_for_write(self) == 0) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
+        if (b.copy) batch_copy_changeable(&b);
         rc = simdr_put_batch(self->store, b.items, (size_t)b.n, NULL);
         Py_END_ALLOW_THREADS
         pysimdr_store_leave(self);
