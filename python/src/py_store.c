@@ -1445,7 +1445,9 @@ static PyMethodDef store_methods[] = {
      "One bad value refuses the whole batch. The same as put_many."},
     {"put_many", FASTCALL_KW(store_put_many_kw),
      "put_many($self, items)\n--\n\n"
-     "Appends a mapping or an iterable of (key, value) pairs with one lock and one write."},
+     "Appends a mapping or an iterable of (key, value) pairs with one lock and one write.\n"
+     "A value of 256 KiB or more that another thread could change (anything but bytes, an\n"
+     "EntryHandle or a memoryview of them; read-only views too) is copied for the call."},
     {"write_stream", FASTCALL_KW(store_write_stream),
      "write_stream($self, key, reader)\n--\n\n"
      "Appends a value read from reader.read(size) until it returns b'' (constant memory).\n"
