@@ -11,8 +11,11 @@
  * faulted in one by one: a page fault is costly, most of all on virtual
  * machines (docs/BENCHMARKS.md, "Machine"). A table sized from a caller's
  * hint is the exception (simdr__alloc_zeroed_sparse): it may stay mostly
- * empty, so it is only reserved, and above SPARSE_HUGE_MAX it keeps small
- * pages, since a huge page would cost 2 MiB for each key landing in it.
+ * empty, so beyond SPARSE_EAGER_MAX it is only reserved, with small pages,
+ * since a huge page would cost 2 MiB for each key landing in it. Up to that
+ * size it is populated as any other: a bounded cost, and a bulk load into
+ * it then runs as it does after a growth, without faults or compaction for
+ * huge pages on its way.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,9 +26,8 @@
 
 #define MAPPED (UINT64_C(64) << 10)
 #define HUGE_PAGE (UINT64_C(2) << 20)
-/* The largest sparse array given huge pages: at most this much is faulted
- * in before it fills (a 1M-key index is 12 MB). */
-#define SPARSE_HUGE_MAX (UINT64_C(32) << 20)
+/* The largest sparse array populated up front (a 1M-key index is 12 MB). */
+#define SPARSE_EAGER_MAX (UINT64_C(32) << 20)
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -61,8 +63,8 @@ void *simdr__alloc_zeroed(size_t bytes) {
 }
 
 void *simdr__alloc_zeroed_sparse(size_t bytes) {
-    if (bytes < MAPPED) return calloc(1, bytes ? bytes : 1);
-    return map_zeroed(bytes, bytes <= SPARSE_HUGE_MAX);
+    if (bytes <= SPARSE_EAGER_MAX) return simdr__alloc_zeroed_populated(bytes);
+    return map_zeroed(bytes, 0);
 }
 
 void *simdr__alloc_zeroed_populated(size_t bytes) {

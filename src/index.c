@@ -64,9 +64,10 @@ static uint64_t cap_for(uint64_t cap, uint64_t keys, int grow) {
  * they touch most of its pages anyway (a growth, a compaction, recovery: a
  * key or more per 4 KiB page), every page is faulted in at once, cheaper
  * than a fault each. A table sized from a caller's hint (expected_keys)
- * beyond the keys it gets now is only reserved: it costs the pages that
- * later inserts touch, so an overestimate costs address space, not memory
- * or open time (docs/BENCHMARKS.md, "A huge expected_keys").
+ * beyond the keys it gets now is, above 32 MiB (alloc.c), only reserved: it
+ * costs the pages that later inserts touch, so an overestimate costs address
+ * space, not memory or open time (docs/BENCHMARKS.md, "A huge
+ * expected_keys").
  */
 static simdr__index *table_new(uint64_t cap, uint64_t keys_now) {
     if (cap == 0 || cap > SIZE_MAX / sizeof(uint64_t)) return NULL;

@@ -54,7 +54,8 @@ int simdr__fail_errno(int err, const char *what, const char *path);
 void *simdr__alloc_zeroed(size_t bytes);
 /* The same, with every page faulted in up front (arrays about to be filled). */
 void *simdr__alloc_zeroed_populated(size_t bytes);
-/* The same, faulted in only as it is touched (a table sized from a hint). */
+/* The same, faulted in only as it is touched when larger than 32 MiB (a
+ * table sized from a hint; alloc.c says why not below). */
 void *simdr__alloc_zeroed_sparse(size_t bytes);
 void simdr__free_big(void *p, size_t bytes);
 
