@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* The stores whose write_stream reader is running on this thread, innermost
  * first: a reader may stream into another store, whose reader may call back
@@ -307,8 +308,10 @@ static PyObject *store_exit_ctx(PySimdrStore *self, PyObject *args) {
  * read-only or not: written as a stream whose source copies it a piece at a time into the
  * engine's buffer, which the engine then checksums and writes, so the entry
  * always matches its checksum without a copy of the whole value. The engine
- * refuses a stream of zero bytes only, which simdr_put stores: such a value
- * is copied whole instead. No GIL. */
+ * refuses a stream of zero bytes only, which simdr_put stores: a value found
+ * to hold zeros only is written by simdr_put from a read-only anonymous
+ * mapping of as many zeros, whose pages are the kernel's shared zero page
+ * (address space, not a copy in memory). No GIL. */
 typedef struct {
     const char *next;
     size_t left;
@@ -327,7 +330,7 @@ static int all_zero(const char *p, size_t n) {
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* put_changeable's own allocation failed (no engine message to report). */
+/* put_changeable's own mapping failed (no engine message to report). */
 #define COPY_NOMEM INT_MIN
 
 static int put_changeable(simdr_store *store, const pysimdr_bytes *k, const pysimdr_bytes *v) {
@@ -335,11 +338,10 @@ static int put_changeable(simdr_store *store, const pysimdr_bytes *k, const pysi
         buffer_source src = {v->ptr, v->len};
         return simdr_put_stream(store, k->ptr, k->len, buffer_fill, &src, NULL);
     }
-    char *copy = malloc(v->len);
-    if (!copy) return COPY_NOMEM;
-    memcpy(copy, v->ptr, v->len);
-    int rc = simdr_put(store, k->ptr, k->len, copy, v->len, NULL);
-    free(copy);
+    void *zeros = mmap(NULL, v->len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (zeros == MAP_FAILED) return COPY_NOMEM;
+    int rc = simdr_put(store, k->ptr, k->len, zeros, v->len, NULL);
+    munmap(zeros, v->len);
     return rc;
 }
 

@@ -1190,6 +1190,10 @@ def test_value_changed_by_another_thread_during_its_write_is_stored_whole(tmp_pa
     # (a stream of zero bytes only would be refused)
     db.write(b"zeros", np.zeros(1 << 20, np.uint8))
     assert db.read(b"zeros") == bytes(1 << 20)
+    frozen_zeros = np.zeros(1 << 20, np.uint8)
+    frozen_zeros.flags.writeable = False  # read-only: the same path
+    db.write(b"frozen zeros", frozen_zeros)
+    assert db.read(b"frozen zeros") == bytes(1 << 20)
     db.close()
 
 
