@@ -41,9 +41,11 @@ static int keys_fit(uint64_t cap, uint64_t keys) { return cap * 4 >= keys * 5 + 
 
 uint64_t simdr__index_max_keys(void) { return (MAX_CAP * 4 - 4) / 5; }
 
-/* The growth step after cap: 1.5x, the last step stopping at MAX_CAP. */
+/* The growth step after cap: 1.5x (at least one slot more, for the tiny
+ * capacity a damaged hint may claim), the last step stopping at MAX_CAP. */
 static uint64_t next_cap(uint64_t cap) {
-    return cap + cap / 2 > MAX_CAP ? MAX_CAP : cap + cap / 2;
+    uint64_t next = cap + (cap / 2 ? cap / 2 : 1);
+    return next > MAX_CAP ? MAX_CAP : next;
 }
 
 /* The capacity for keys, from cap up the growth steps (at least one step
