@@ -205,8 +205,14 @@ typedef struct simdr_options {
     uint64_t expected_keys; /**< writable opens: size the in-memory index for this many
                             keys at once (0, the default: start small and grow). A
                             bulk load of a known size then never stops to grow the
-                            index; memory is taken at open (10 to 15 bytes a key).
-                            Without that memory the index grows as usual. */
+                            index. A hint: a table (10 to 15 bytes a key) of up
+                            to 32 MiB (about 2.7M keys) is taken whole at open; a
+                            larger one is only reserved, its memory taken as keys
+                            land in its 4 KiB pages, so an overestimate costs
+                            address space, not memory or open time. Without the
+                            address space the index grows as usual. More keys
+                            than an index holds (3,435,973,835) is SIMDR_EINVAL,
+                            whatever the open mode. */
     int append_mode;   /**< enum simdr_append_mode: SIMDR_APPEND_WRITE (default) or
                             SIMDR_APPEND_MAPPED; ignored by read-only opens */
 } simdr_options;

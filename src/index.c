@@ -27,13 +27,52 @@
 
 #define TAG_MASK SIMDR__IDX_TAG_MASK
 #define MIN_CAP 1024u
+/* The most slots a table can have: a home slot is 32 hash bits scaled to
+ * the capacity (simdr__index_bucket). */
+#define MAX_CAP ((UINT64_C(1) << 32) - 1)
+/* Slots in a 4 KiB page. */
+#define PAGE_SLOTS 512u
 
 static uint64_t bucket_of(uint64_t hash, uint64_t cap) { return simdr__index_bucket(hash, cap); }
 
-simdr__index *simdr__index_new(uint64_t expected_keys) {
-    uint64_t cap = MIN_CAP;
-    while (cap * 4 < expected_keys * 5 + 4) cap = cap + cap / 2;
-    if (cap >= (UINT64_C(1) << 32)) return NULL;
+/* Keys fit in cap slots while needs_grow stays false: keys * 5 < cap * 4,
+ * rounded as simdr__index_room rounds. */
+static int keys_fit(uint64_t cap, uint64_t keys) { return cap * 4 >= keys * 5 + 4; }
+
+uint64_t simdr__index_max_keys(void) { return (MAX_CAP * 4 - 4) / 5; }
+
+/* The growth step after cap: 1.5x (at least one slot more, for the tiny
+ * capacity a damaged hint may claim), the last step stopping at MAX_CAP. */
+static uint64_t next_cap(uint64_t cap) {
+    uint64_t next = cap + (cap / 2 ? cap / 2 : 1);
+    return next > MAX_CAP ? MAX_CAP : next;
+}
+
+/* The capacity for keys, from cap up the growth steps (at least one step
+ * when grow); 0 when no table holds that many (the caller's hint may be any
+ * 64-bit number: checked before any arithmetic on it). */
+static uint64_t cap_for(uint64_t cap, uint64_t keys, int grow) {
+    if (keys > simdr__index_max_keys()) return 0;
+    if (grow) {
+        if (cap >= MAX_CAP) return 0;
+        cap = next_cap(cap);
+    }
+    while (!keys_fit(cap, keys)) cap = next_cap(cap); /* MAX_CAP fits any keys allowed */
+    return cap;
+}
+
+/*
+ * A zeroed table of cap slots for keys_now keys about to be inserted. When
+ * they touch most of its pages anyway (a growth, a compaction, recovery: a
+ * key or more per 4 KiB page), every page is faulted in at once, cheaper
+ * than a fault each. A table sized from a caller's hint (expected_keys)
+ * beyond the keys it gets now is, above 32 MiB (alloc.c), only reserved: it
+ * costs the pages that later inserts touch, so an overestimate costs address
+ * space, not memory or open time (docs/BENCHMARKS.md, "A huge
+ * expected_keys").
+ */
+static simdr__index *table_new(uint64_t cap, uint64_t keys_now) {
+    if (cap == 0 || cap > SIZE_MAX / sizeof(uint64_t)) return NULL;
     simdr__index *ix = malloc(sizeof *ix);
     if (!ix) return NULL;
     ix->cap = cap;
@@ -42,12 +81,18 @@ simdr__index *simdr__index_new(uint64_t expected_keys) {
     ix->mapping_len = 0;
     atomic_init(&ix->unchecked, 0);
     ix->blocks = NULL;
-    ix->slots = simdr__alloc_zeroed_populated((size_t)cap * sizeof *ix->slots);
+    size_t bytes = (size_t)cap * sizeof *ix->slots;
+    ix->slots = keys_now >= cap / PAGE_SLOTS ? simdr__alloc_zeroed_populated(bytes)
+                                             : simdr__alloc_zeroed_sparse(bytes);
     if (!ix->slots) {
         free(ix);
         return NULL;
     }
     return ix;
+}
+
+simdr__index *simdr__index_new(uint64_t expected_keys) {
+    return table_new(cap_for(MIN_CAP, expected_keys, 0), expected_keys);
 }
 
 static void blocks_free(simdr__index_blocks *b);
@@ -254,27 +299,14 @@ simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
 }
 
 /* A copy of ix one growth step larger, or large enough that expected_keys
- * fit without another growth, whichever is larger. */
+ * fit without another growth, whichever is larger; NULL without the memory
+ * or when no table holds that many keys. */
 simdr__index *simdr__index_resized(const simdr__index *ix, const uint8_t *base,
                                    uint64_t expected_keys) {
     /* Moving slots of a damaged block would hide the damage in the copy. */
     if (simdr__index_check_all(ix) != 0) return NULL;
-    uint64_t cap = ix->cap + ix->cap / 2;
-    while (cap < (UINT64_C(1) << 32) && cap * 4 < expected_keys * 5 + 4) cap = cap + cap / 2;
-    if (cap >= (UINT64_C(1) << 32)) return NULL;
-    simdr__index *nx = malloc(sizeof *nx);
+    simdr__index *nx = table_new(cap_for(ix->cap, expected_keys, 1), ix->used);
     if (!nx) return NULL;
-    nx->cap = cap;
-    nx->used = 0;
-    nx->mapping = NULL;
-    nx->mapping_len = 0;
-    atomic_init(&nx->unchecked, 0);
-    nx->blocks = NULL;
-    nx->slots = simdr__alloc_zeroed_populated((size_t)cap * sizeof *nx->slots);
-    if (!nx->slots) {
-        free(nx);
-        return NULL;
-    }
     move_slots_parallel(ix, nx, base);
     return nx;
 }

@@ -56,6 +56,9 @@ int simdr__fail_errno(int err, const char *what, const char *path);
 void *simdr__alloc_zeroed(size_t bytes);
 /* The same, with every page faulted in up front (arrays about to be filled). */
 void *simdr__alloc_zeroed_populated(size_t bytes);
+/* The same, faulted in only as it is touched when larger than 32 MiB (a
+ * table sized from a hint; alloc.c says why not below). */
+void *simdr__alloc_zeroed_sparse(size_t bytes);
 void simdr__free_big(void *p, size_t bytes);
 
 /* ---- I/O (io_posix.c): every system call on a file goes through the
@@ -179,6 +182,8 @@ static inline uint64_t simdr__index_bucket(uint64_t hash, uint64_t cap) {
     return ((hash & 0xffffffffu) * cap) >> 32;
 }
 simdr__index *simdr__index_new(uint64_t expected_keys);
+/* The most keys an index holds (expected_keys above it is SIMDR_EINVAL). */
+uint64_t simdr__index_max_keys(void);
 void simdr__index_free(simdr__index *ix);
 /* Lookup: returns the slot value (0 = absent). base/len: the map to confirm
  * full hashes in. *probe (may be NULL) gains SIMDR__PROBE_BEYOND when a

@@ -152,6 +152,11 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
         (opts->durability != SIMDR_SYNC_NONE && opts->durability != SIMDR_SYNC_DATA) ||
         (opts->append_mode != SIMDR_APPEND_WRITE && opts->append_mode != SIMDR_APPEND_MAPPED))
         return simdr__fail(SIMDR_EINVAL, "%s: invalid options", path);
+    if (opts->expected_keys > simdr__index_max_keys())
+        return simdr__fail(SIMDR_EINVAL,
+                           "%s: expected_keys %llu is more keys than an index holds (%llu)", path,
+                           (unsigned long long)opts->expected_keys,
+                           (unsigned long long)simdr__index_max_keys());
 
     simdr_store *s;
     if (posix_memalign((void **)&s, SIMDR__CACHELINE, sizeof *s) != 0)

@@ -210,18 +210,16 @@ static int bytes_fixed(PyObject *obj) {
  * bytes would then disagree with their stored CRC, an entry that reads back
  * as damaged. That a buffer is read-only says nothing of that: a read-only
  * numpy array or memoryview may look at memory another thread changes
- * through a writable one. Bytes that cannot change (bytes_fixed) are used in
- * place; any other value shorter than copy_max is copied into a bytes object
- * of its own here (with the GIL held). A longer writable one is left
- * borrowed with `changeable` set for the caller to write through a copy of
- * its own (put_one streams it), and a longer read-only one is used in place:
- * copying it would cost a pass and, in a batch, its size in memory (a
- * read-only view of a 2 GiB map), for a buffer its owner declared unchanging.
- * A change made during a copy can still mix old and new bytes, as any
- * unsynchronised use of the buffer would, but what is stored always matches
- * its checksum.
+ * through a writable one, so only bytes that provably cannot change
+ * (bytes_fixed) are used in place. Any other value shorter than
+ * PYSIMDR_NOGIL_COPY is copied into a bytes object of its own here (with the
+ * GIL held); a longer one is left borrowed with `changeable` set, for the
+ * caller to write through a copy of its own made without the GIL (put_one
+ * streams it through a bounded buffer, a batch copies it whole). A change
+ * made during a copy can still mix old and new bytes, as any unsynchronised
+ * use of the buffer would, but what is stored always matches its checksum.
  */
-int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max) {
+int pysimdr_value(PyObject *obj, pysimdr_bytes *out) {
     out->has_view = 0;
     out->ref = NULL;
     out->changeable = 0;
@@ -234,8 +232,7 @@ int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max) {
     }
     if (borrow_buffer(obj, out, "value") < 0) return -1;
     if (bytes_fixed(obj)) return 0;
-    if (out->view.readonly && out->len >= PYSIMDR_NOGIL_COPY) return 0;
-    if (out->len >= copy_max) {
+    if (out->len >= PYSIMDR_NOGIL_COPY) {
         out->changeable = 1;
         return 0;
     }

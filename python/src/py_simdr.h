@@ -12,7 +12,8 @@
 
 #include "simdr.h"
 
-/* Values at least this large are copied with the GIL released. */
+/* Values at least this large are copied with the GIL released: a changeable
+ * one as it is written (py_module.c, pysimdr_value). */
 #define PYSIMDR_NOGIL_COPY (256 * 1024)
 
 typedef struct PySimdrIter PySimdrIter;
@@ -93,12 +94,12 @@ void pysimdr_init_crc(void);
 
 /* Keys: bytes-like (C-contiguous, no object pointers) or str (UTF-8).
  * Values: bytes-like only; one whose bytes may change (anything but bytes,
- * an EntryHandle or a memoryview of either) is copied when shorter than
- * copy_max (py_module.c says why); a longer writable one stays borrowed with
- * `changeable` set for the caller to copy as it writes. Read-only buffers of
- * PYSIMDR_NOGIL_COPY bytes or more are used in place. */
+ * an EntryHandle or a memoryview of either, read-only or not) is copied when
+ * shorter than PYSIMDR_NOGIL_COPY (py_module.c says why); a longer one stays
+ * borrowed with `changeable` set for the caller to copy, without the GIL,
+ * before the engine sees it. */
 int pysimdr_key(PyObject *obj, pysimdr_bytes *out);
-int pysimdr_value(PyObject *obj, pysimdr_bytes *out, size_t copy_max);
+int pysimdr_value(PyObject *obj, pysimdr_bytes *out);
 void pysimdr_bytes_release(pysimdr_bytes *b);
 /* A C-contiguous buffer of obj's bytes, refusing buffers of Python object
  * pointers (TypeError naming `what`). */

@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* The stores whose write_stream reader is running on this thread, innermost
  * first: a reader may stream into another store, whose reader may call back
@@ -303,12 +304,14 @@ static PyObject *store_exit_ctx(PySimdrStore *self, PyObject *args) {
 
 /* ---- writing ---- */
 
-/* A value of PYSIMDR_NOGIL_COPY bytes or more that may change (pysimdr_value):
- * written as a stream whose source copies it a piece at a time into the
+/* A value of PYSIMDR_NOGIL_COPY bytes or more that may change (pysimdr_value),
+ * read-only or not: written as a stream whose source copies it a piece at a time into the
  * engine's buffer, which the engine then checksums and writes, so the entry
  * always matches its checksum without a copy of the whole value. The engine
- * refuses a stream of zero bytes only, which simdr_put stores: such a value
- * is copied whole instead. No GIL. */
+ * refuses a stream of zero bytes only, which simdr_put stores: a value found
+ * to hold zeros only is written by simdr_put from a read-only anonymous
+ * mapping of as many zeros, whose pages are the kernel's shared zero page
+ * (address space, not a copy in memory). No GIL. */
 typedef struct {
     const char *next;
     size_t left;
@@ -327,7 +330,7 @@ static int all_zero(const char *p, size_t n) {
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* put_changeable's own allocation failed (no engine message to report). */
+/* put_changeable's own mapping failed (no engine message to report). */
 #define COPY_NOMEM INT_MIN
 
 static int put_changeable(simdr_store *store, const pysimdr_bytes *k, const pysimdr_bytes *v) {
@@ -335,18 +338,17 @@ static int put_changeable(simdr_store *store, const pysimdr_bytes *k, const pysi
         buffer_source src = {v->ptr, v->len};
         return simdr_put_stream(store, k->ptr, k->len, buffer_fill, &src, NULL);
     }
-    char *copy = malloc(v->len);
-    if (!copy) return COPY_NOMEM;
-    memcpy(copy, v->ptr, v->len);
-    int rc = simdr_put(store, k->ptr, k->len, copy, v->len, NULL);
-    free(copy);
+    void *zeros = mmap(NULL, v->len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (zeros == MAP_FAILED) return COPY_NOMEM;
+    int rc = simdr_put(store, k->ptr, k->len, zeros, v->len, NULL);
+    munmap(zeros, v->len);
     return rc;
 }
 
 static int put_one(PySimdrStore *self, PyObject *key, PyObject *value) {
     pysimdr_bytes k, v;
     if (pysimdr_key(key, &k) < 0) return -1;
-    if (pysimdr_value(value, &v, PYSIMDR_NOGIL_COPY) < 0) {
+    if (pysimdr_value(value, &v) < 0) {
         pysimdr_bytes_release(&k);
         return -1;
     }
@@ -387,19 +389,44 @@ static PyObject *items_snapshot(PyObject *obj, const char *message) {
     return PySequence_Fast(obj, message);
 }
 
-/* A batch's borrowed keys and values, kept until the append returns. */
+/*
+ * A batch's borrowed keys and values, kept until the append returns. A batch
+ * is one append, so unlike put_one it cannot stream a value that may change
+ * (pysimdr_value's `changeable`, 256 KiB or more) while it writes the others:
+ * those values are copied into one block of their total size, without the
+ * GIL, just before the append, and the items point into the copy. A batch of
+ * such values thus holds one copy of them for the length of the call (taken
+ * with PyMem_RawMalloc, so tracemalloc counts it); bytes and EntryHandle
+ * views are used in place.
+ */
 typedef struct {
     PyObject *seq;        /* fast sequence of pairs */
     simdr_kv *items;
     pysimdr_bytes *bufs;  /* 2 per item */
     Py_ssize_t n, filled;
+    size_t copy_bytes;    /* total size of the changeable values */
+    char *copy;           /* their copy, once made */
 } batch_args;
 
 static void batch_free(batch_args *b) {
     for (Py_ssize_t i = 0; i < b->filled * 2; i++) pysimdr_bytes_release(&b->bufs[i]);
     PyMem_Free(b->items);
     PyMem_Free(b->bufs);
+    PyMem_RawFree(b->copy);
     Py_XDECREF(b->seq);
+}
+
+/* Copies the changeable values into b->copy and points their items there.
+ * No GIL: the views stay exported until batch_free. */
+static void batch_copy_changeable(batch_args *b) {
+    char *at = b->copy;
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        const pysimdr_bytes *vb = &b->bufs[2 * i + 1];
+        if (!vb->changeable) continue;
+        memcpy(at, vb->ptr, vb->len);
+        b->items[i].value = at;
+        at += vb->len;
+    }
 }
 
 static int batch_collect(PyObject *items, batch_args *b) {
@@ -440,12 +467,23 @@ static int batch_collect(PyObject *items, batch_args *b) {
         PyObject *key = Py_NewRef(PySequence_Fast_GET_ITEM(pair, 0));
         PyObject *value = Py_NewRef(PySequence_Fast_GET_ITEM(pair, 1));
         int rc = pysimdr_key(key, kb);
-        if (rc == 0 && (rc = pysimdr_value(value, vb, SIZE_MAX)) < 0) pysimdr_bytes_release(kb);
+        if (rc == 0 && (rc = pysimdr_value(value, vb)) < 0) pysimdr_bytes_release(kb);
         Py_DECREF(key);
         Py_DECREF(value);
         if (rc < 0) return -1;
         b->filled = i + 1;
+        if (vb->changeable) {
+            if (vb->len > PY_SSIZE_T_MAX - b->copy_bytes) {
+                PyErr_NoMemory(); /* more than any allocation could hold */
+                return -1;
+            }
+            b->copy_bytes += vb->len;
+        }
         b->items[i] = (simdr_kv){kb->ptr, kb->len, vb->ptr, vb->len};
+    }
+    if (b->copy_bytes && !(b->copy = PyMem_RawMalloc(b->copy_bytes))) {
+        PyErr_NoMemory();
+        return -1;
     }
     return 0;
 }
@@ -465,6 +503,7 @@ static PyObject *store_put_many(PySimdrStore *self, PyObject *items) {
     } else if (enter_for_write(self) == 0) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
+        if (b.copy) batch_copy_changeable(&b);
         rc = simdr_put_batch(self->store, b.items, (size_t)b.n, NULL);
         Py_END_ALLOW_THREADS
         pysimdr_store_leave(self);
@@ -1408,7 +1447,9 @@ static PyMethodDef store_methods[] = {
      "One bad value refuses the whole batch. The same as put_many."},
     {"put_many", FASTCALL_KW(store_put_many_kw),
      "put_many($self, items)\n--\n\n"
-     "Appends a mapping or an iterable of (key, value) pairs with one lock and one write."},
+     "Appends a mapping or an iterable of (key, value) pairs with one lock and one write.\n"
+     "A value of 256 KiB or more that another thread could change (anything but bytes, an\n"
+     "EntryHandle or a memoryview of them; read-only views too) is copied for the call."},
     {"write_stream", FASTCALL_KW(store_write_stream),
      "write_stream($self, key, reader)\n--\n\n"
      "Appends a value read from reader.read(size) until it returns b'' (constant memory).\n"

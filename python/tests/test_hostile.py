@@ -1190,6 +1190,10 @@ def test_value_changed_by_another_thread_during_its_write_is_stored_whole(tmp_pa
     # (a stream of zero bytes only would be refused)
     db.write(b"zeros", np.zeros(1 << 20, np.uint8))
     assert db.read(b"zeros") == bytes(1 << 20)
+    frozen_zeros = np.zeros(1 << 20, np.uint8)
+    frozen_zeros.flags.writeable = False  # read-only: the same path
+    db.write(b"frozen zeros", frozen_zeros)
+    assert db.read(b"frozen zeros") == bytes(1 << 20)
     db.close()
 
 
@@ -1215,14 +1219,66 @@ def test_a_read_only_view_of_memory_another_thread_changes_is_stored_whole(tmp_p
                 db.put_many([(b"batch %s %d" % (name, r), view)])
     report = db.check()
     assert report["ok"] and report["entries"] == 1200, report["issues"][:3]
-    # From 256 KiB up a read-only buffer is written in place, in a batch too:
-    # no copy of its size (the owner of a read-only view keeps it unchanged).
+    # From 256 KiB up a single write streams the value through the engine's
+    # bounded buffer: no copy of its size, read-only or not.
     big = np.ones(64 << 20, np.uint8)
     big.flags.writeable = False
     tracemalloc.start()
-    db.put_many([(b"big", big)])
-    db.write(b"big too", memoryview(big))
+    db.write(b"big", memoryview(big))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 1 << 20 and db.read_entry(b"big").is_valid_checksum()
+    db.close()
+
+
+@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+def test_a_large_read_only_view_of_memory_another_thread_changes_is_stored_whole(
+        tmp_path, append_mode):
+    # The same from 256 KiB up, where the engine is left to read the value
+    # without the GIL: a read-only numpy array, a memoryview of it, and a
+    # read-only memoryview of a bytearray, all over memory another thread keeps
+    # changing, written alone and in batches. Each entry must read back as some
+    # value of the right length whose checksum matches it.
+    db = simdr.open(tmp_path / "racy-big-views.bin", append_mode=append_mode)
+    array = np.zeros(4 << 20, np.uint8)
+    array[0] = 1
+    frozen = array.view()
+    frozen.flags.writeable = False
+    scribbled_bytes = bytearray(b"s" * (1 << 20))
+    views = {b"array": frozen, b"view": memoryview(frozen),
+             b"bytes view": memoryview(scribbled_bytes).toreadonly()}
+    with scribbled(array, scribbled_bytes):
+        for r in range(6):
+            for name, view in views.items():
+                db.write(b"%s %d" % (name, r), view)
+                db.put_many([(b"batch %s %d" % (name, r), view), (b"small %d" % r, b"x")])
+    for r in range(6):
+        for name, view in views.items():
+            for key in (b"%s %d" % (name, r), b"batch %s %d" % (name, r)):
+                assert db.read_entry(key).is_valid_checksum(), key
+                assert len(db.read(key)) == view.nbytes, key
+    report = db.check()
+    assert report["ok"], report["issues"][:3]
+    db.close()
+
+
+def test_a_batch_holds_one_copy_of_a_large_value_that_may_change(tmp_path):
+    # A batch is one append, so its values cannot be streamed one at a time:
+    # a large value whose bytes may change is copied (without the GIL) for the
+    # length of the call, one copy of its size, while bytes are used in place.
+    import tracemalloc
+    db = simdr.open(tmp_path / "batch-copy.bin")
+    big = np.ones(16 << 20, np.uint8)
+    big.flags.writeable = False
+    frozen_bytes = big.tobytes()
+    tracemalloc.start()
+    db.put_many([(b"in place", frozen_bytes)])
+    in_place_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    db.put_many([(b"copied", big)])
+    copied_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert in_place_peak < 1 << 20
+    assert big.nbytes <= copied_peak < big.nbytes + (1 << 20)
+    assert db.read(b"copied") == frozen_bytes == db.read(b"in place")
     db.close()
