@@ -205,40 +205,11 @@ void cmd_keys(client *c, int argc, char **argv, size_t *lens) {
  * the table, and a cursor (the position in that order of the next record)
  * stays meaningful across writes, growth and compaction. A record present
  * from the first step to the last is returned exactly once. */
-#define HASH_SPACE (UINT64_C(1) << 32)
-
 static uint64_t scan_order(uint64_t h) { return h << 32 | h >> 32; }
 
 static int cmp_scan_order(const void *a, const void *b) {
     uint64_t x = scan_order(*(const uint64_t *)a), y = scan_order(*(const uint64_t *)b);
     return x < y ? -1 : x > y;
-}
-
-/* The live slot hashes of the low-bit range [from, to) into *out (malloc'd,
- * *n of them): 0, or the engine's error. */
-static int hashes_in_range(simdr_store *s, uint64_t from, uint64_t to, uint64_t **out,
-                           size_t *n) {
-    size_t cap = 64;
-    uint64_t *h = NULL;
-    for (;;) {
-        uint64_t *g = realloc(h, cap * sizeof *h);
-        if (!g) {
-            free(h);
-            return SIMDR_ENOMEM;
-        }
-        h = g;
-        int64_t got = simdr_hashes_in_range(s, from, to, h, cap);
-        if (got < 0) {
-            free(h);
-            return (int)got;
-        }
-        if ((uint64_t)got <= cap) {
-            *out = h;
-            *n = (size_t)got;
-            return 0;
-        }
-        cap = (size_t)got + 64; /* keys came meanwhile: ask again with room for them */
-    }
 }
 
 /* The slot hashes of SCAN's step from cursor: at most count of them, in scan
@@ -254,7 +225,7 @@ static int scan_step(simdr_store *s, uint64_t cursor, uint64_t count, uint64_t *
     uint64_t to = width >= HASH_SPACE - from ? HASH_SPACE : from + width;
     uint64_t *h;
     size_t k;
-    int rc = hashes_in_range(s, from, to, &h, &k);
+    int rc = ks_hashes_in_range(s, from, to, &h, &k);
     if (rc) return rc;
     /* The first range may begin inside a step already returned. */
     size_t kept = 0;
@@ -383,9 +354,9 @@ void cmd_randomkey(client *c, int argc, char **argv, size_t *lens) {
         uint64_t *h, *h2 = NULL;
         size_t k, k2 = 0;
         uint64_t to = width >= HASH_SPACE - from ? HASH_SPACE : from + width;
-        if (hashes_in_range(d->store, from, to, &h, &k) != 0) break;
+        if (ks_hashes_in_range(d->store, from, to, &h, &k) != 0) break;
         if (to == HASH_SPACE && width > HASH_SPACE - from && width < HASH_SPACE &&
-            hashes_in_range(d->store, 0, width - (HASH_SPACE - from), &h2, &k2) != 0) {
+            ks_hashes_in_range(d->store, 0, width - (HASH_SPACE - from), &h2, &k2) != 0) {
             free(h);
             break;
         }

@@ -134,10 +134,7 @@ int db_store_for_write(server_db *d, simdr_store **out) {
     return 0;
 }
 
-static void db_drop_cursors(server_db *d) {
-    if (d->expire_iter) simdr_iter_close(d->expire_iter);
-    d->expire_iter = NULL;
-}
+static void db_drop_cursors(server_db *d) { d->expire_cursor = 0; }
 
 void db_close(server_db *d) {
     ks_flush_pending();
@@ -643,40 +640,72 @@ int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen) {
     return rc;
 }
 
-/* Examines up to budget records of each database from where the last tick
- * stopped; expired ones are deleted through the ordinary lookup. */
+int ks_hashes_in_range(simdr_store *s, uint64_t from, uint64_t to, uint64_t **out, size_t *n) {
+    size_t cap = 64;
+    uint64_t *h = NULL;
+    for (;;) {
+        uint64_t *g = realloc(h, cap * sizeof *h);
+        if (!g) {
+            free(h);
+            return SIMDR_ENOMEM;
+        }
+        h = g;
+        int64_t got = simdr_hashes_in_range(s, from, to, h, cap);
+        if (got < 0) {
+            free(h);
+            return (int)got;
+        }
+        if ((uint64_t)got <= cap) {
+            *out = h;
+            *n = (size_t)got;
+            return 0;
+        }
+        cap = (size_t)got + 64; /* keys came meanwhile: ask again with room for them */
+    }
+}
+
+/* Examines about budget records of each database a tick, from where the last
+ * tick stopped, in the index's hash order (simdr_hashes_in_range: no
+ * snapshot to sort at the start of a walk, no old map held by one across
+ * compactions); expired ones are deleted through the ordinary lookup. */
 void ks_active_expire(long long now, int budget) {
     ks_flush_pending();
     for (int i = 0; i < SERVER_DBS; i++) {
         server_db *d = &srv.db[i];
-        if (!d->store || !d->may_have_ttl || simdr_count(d->store) == 0) continue;
-        if (!d->expire_iter) {
-            if (simdr_iter_open(d->store, &d->expire_iter) != 0) continue;
-            d->ttl_written_in_walk = 0;
-        }
-        for (int n = 0; n < budget; n++) {
-            const simdr_entry *e;
-            int rc = simdr_iter_next(d->expire_iter, &e);
-            if (rc == SIMDR_NOTFOUND) {
-                simdr_iter_close(d->expire_iter);
-                d->expire_iter = NULL;
-                /* A whole walk without a TTL, and none written meanwhile: stop walking. */
-                if (!d->ttl_written_in_walk) d->may_have_ttl = 0;
-                break;
-            }
-            if (rc) continue;
+        uint64_t total = d->store ? simdr_count(d->store) : 0;
+        if (!d->may_have_ttl || total == 0) continue;
+        if (d->expire_cursor == 0) d->ttl_written_in_walk = 0; /* a walk starts */
+        uint64_t from = d->expire_cursor;
+        uint64_t width = budget > 0 && total > (uint64_t)budget
+                             ? ((uint64_t)budget << 32) / total : HASH_SPACE;
+        if (width == 0) width = 1;
+        uint64_t to = width >= HASH_SPACE - from ? HASH_SPACE : from + width;
+        uint64_t *h;
+        size_t k;
+        if (ks_hashes_in_range(d->store, from, to, &h, &k) != 0) continue;
+        for (size_t j = 0; j < k; j++) {
+            simdr_entry *e;
+            if (simdr_get_hashed(d->store, h[j], &e) != 0) continue;
             record_view rv;
-            if (!record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv)) continue;
-            if (rv.expire_ms) d->ttl_written_in_walk = 1; /* seen: walk again */
-            if (!rv.expire_ms || (long long)rv.expire_ms > now || (rv.flags & RECORD_FLAG_HOLE))
-                continue;
-            char *key = malloc(rv.key_len ? rv.key_len : 1);
-            if (!key) break;
-            memcpy(key, rv.key, rv.key_len);
+            int parsed = record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv);
+            if (parsed && rv.expire_ms) d->ttl_written_in_walk = 1; /* seen: walk again */
+            char *key = NULL;
+            size_t key_len = 0;
+            if (parsed && rv.expire_ms && (long long)rv.expire_ms <= now &&
+                !(rv.flags & RECORD_FLAG_HOLE)) {
+                key_len = rv.key_len;
+                key = malloc(key_len ? key_len : 1);
+                if (key) memcpy(key, rv.key, key_len);
+            }
+            simdr_entry_release(e);
+            if (!key) continue;
             ks_ref ref;
-            if (ks_lookup(d, key, rv.key_len, now, &ref) == 1) ks_ref_release(&ref);
+            if (ks_lookup(d, key, key_len, now, &ref) == 1) ks_ref_release(&ref);
             free(key);
         }
+        free(h);
+        d->expire_cursor = to == HASH_SPACE ? 0 : to;
+        /* A whole walk without a TTL, and none written meanwhile: stop walking. */
+        if (to == HASH_SPACE && !d->ttl_written_in_walk) d->may_have_ttl = 0;
     }
 }
-

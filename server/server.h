@@ -120,7 +120,7 @@ typedef struct server_db {
     simdr_store *store;
     char path[4200];
     int dirty;            /* written since the last sync */
-    simdr_iter *expire_iter; /* active expiry position */
+    uint64_t expire_cursor;  /* active expiry position: low 32 bits of the hash space */
     uint64_t expired_keys;
     /* The active expiry walk runs only while the store may hold a record
      * with a TTL: set by a write with one and by opening a non-empty file,
@@ -255,6 +255,11 @@ int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen);
 int ks_flush_pending(void);
 void ks_pending_safe_point(void);
 void ks_active_expire(long long now, int budget);
+/* The hash space of simdr_hashes_in_range: a key hash's low 32 bits. */
+#define HASH_SPACE (UINT64_C(1) << 32)
+/* The live slot hashes whose low 32 bits lie in [from, to), into *out
+ * (malloc'd, *n of them, in no order): 0, or the engine's error. */
+int ks_hashes_in_range(simdr_store *s, uint64_t from, uint64_t to, uint64_t **out, size_t *n);
 void ks_mark_dirty(server_db *d);
 const char *store_error(int code);
 
