@@ -212,7 +212,12 @@ void simdr__hint_save(simdr_store *s) {
                                   store_st.st_mode & 0666)
                  : -1;
     uint64_t *sums = NULL;
-    uint64_t cap = v->index->cap;
+    /* A table sized from a large expected_keys and holding few keys is saved
+     * in a table sized for them: the hint file, and the close that writes
+     * it, cost what the keys need, not the hint's reservation. */
+    simdr__index *shrunk = fd >= 0 ? simdr__index_shrunk(v->index, v->map->base) : NULL;
+    const simdr__index *ix = shrunk ? shrunk : v->index;
+    uint64_t cap = ix->cap;
     if (fd >= 0) sums = malloc((size_t)hint_blocks(cap) * 8);
     if (fd >= 0 && !sums) {
         close(fd);
@@ -221,15 +226,15 @@ void simdr__hint_save(simdr_store *s) {
     }
     if (fd >= 0) {
         size_t bytes = (size_t)cap * sizeof(uint64_t);
-        const uint8_t *table = (const uint8_t *)v->index->slots;
+        const uint8_t *table = (const uint8_t *)ix->slots;
         hint_header h;
         memset(&h, 0, sizeof h);
         h.magic = HINT_MAGIC;
         h.dev = (uint64_t)s->dev;
         h.ino = (uint64_t)s->ino;
         h.tail = tail;
-        h.cap = v->index->cap;
-        h.used = v->index->used;
+        h.cap = ix->cap;
+        h.used = ix->used;
         h.live = atomic_load(&s->live);
         h.dead = atomic_load(&s->dead) - v->dead_base;
         h.block_slots = SIMDR__INDEX_BLOCK_SLOTS;
@@ -256,6 +261,7 @@ void simdr__hint_save(simdr_store *s) {
          * simply rebuilds. */
         if (!ok || simdr__io.rename(tmp, final) != 0) unlink(tmp);
     }
+    simdr__index_free(shrunk);
     free(sums);
     free(tmp);
     free(final);

@@ -294,6 +294,16 @@ static void move_slots_parallel(const simdr__index *ix, simdr__index *nx, const 
     nx->used += half[0].moved + half[1].moved;
 }
 
+simdr__index *simdr__index_shrunk(const simdr__index *ix, const uint8_t *base) {
+    if (simdr__index_check_all(ix) != 0) return NULL;
+    uint64_t cap = cap_for(MIN_CAP, ix->used * 2, 0);
+    if (cap == 0 || cap * 4 > ix->cap) return NULL;
+    simdr__index *nx = table_new(cap, ix->used);
+    if (!nx) return NULL;
+    move_slots_parallel(ix, nx, base);
+    return nx;
+}
+
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base) {
     return simdr__index_resized(ix, base, 0);
 }

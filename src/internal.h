@@ -310,6 +310,10 @@ struct simdr__item;
 int64_t simdr__index_put_items(simdr__index *ix, const uint8_t *base,
                                const struct simdr__item *items, const uint64_t *metas, size_t n);
 simdr__index *simdr__index_grown(const simdr__index *ix, const uint8_t *base);
+/* A copy of ix in a table with room for twice its keys, when ix is more than
+ * four times that (sized from a large expected_keys): what the hint file
+ * saves. NULL otherwise, or without memory. */
+simdr__index *simdr__index_shrunk(const simdr__index *ix, const uint8_t *base);
 simdr__index *simdr__index_resized(const simdr__index *ix, const uint8_t *base,
                                    uint64_t expected_keys);
 /* How the live key count changes when a slot that held prev (0: none) is

@@ -9,9 +9,15 @@
  */
 #include "testutil.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
+
+/* Opens that took their index from a hint file (src/hint.c). */
+extern _Atomic uint64_t simdr__hint_loads;
 
 /* The most keys an index holds: 4/5 of 2^32 - 1 slots (src/index.c). */
 #define MAX_KEYS UINT64_C(3435973835)
@@ -85,6 +91,41 @@ static void test_a_huge_hint_costs_only_the_pages_keys_touch(void **state) {
  * open mode, the file never created; the message names the option. Among
  * them: values whose table size (keys * 5 / 4 slots of 8 bytes) or the
  * sizing loop's keys * 5 wraps around 64 bits. */
+/* The hint file of a store whose table was sized from a huge expected_keys
+ * holds a table sized for the keys it has (writing the 200 MiB table at
+ * every close cost seconds and as much disk), and the next open still takes
+ * its index from it. */
+static void test_the_hint_of_a_huge_table_is_sized_for_its_keys(void **state) {
+    tu_fixture *f = *state;
+    simdr_store *s = NULL;
+    assert_int_equal(open_with_hint(&s, f->path, UINT64_C(20000000), SIMDR_OPEN_CREATE), SIMDR_OK);
+    enum { KEYS = 70000 }; /* above the fewest keys a hint is saved for */
+    static char names[KEYS][16];
+    simdr_kv *items = calloc(KEYS, sizeof *items);
+    assert_non_null(items);
+    for (int i = 0; i < KEYS; i++) {
+        snprintf(names[i], sizeof names[i], "sp-%d", i);
+        size_t len = strlen(names[i]);
+        items[i] = (simdr_kv){names[i], len, names[i], len};
+    }
+    assert_int_equal(simdr_put_batch(s, items, KEYS, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    char hint[4200];
+    snprintf(hint, sizeof hint, "%s.hint", f->path);
+    struct stat st;
+    assert_int_equal(stat(hint, &st), 0);
+    /* The table would be about 200 MiB; 70,000 keys need 2-4 MiB of slots. */
+    assert_true(st.st_size < (off_t)8 << 20);
+    uint64_t loads = atomic_load(&simdr__hint_loads);
+    assert_int_equal(open_with_hint(&s, f->path, 0, SIMDR_OPEN_EXISTING), SIMDR_OK);
+    assert_int_equal(atomic_load(&simdr__hint_loads), loads + 1);
+    assert_int_equal(simdr_count(s), KEYS);
+    for (int i = 0; i < KEYS; i += 997) tu_expect_str(s, names[i], names[i]);
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    free(items);
+}
+
 static void test_an_impossible_hint_is_invalid(void **state) {
     tu_fixture *f = *state;
     const uint64_t impossible[] = {
@@ -133,6 +174,7 @@ static void test_the_largest_hint_opens(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST_DIR(test_a_huge_hint_costs_only_the_pages_keys_touch),
+        TU_TEST_DIR(test_the_hint_of_a_huge_table_is_sized_for_its_keys),
         TU_TEST_DIR(test_an_impossible_hint_is_invalid),
         TU_TEST_DIR(test_the_largest_hint_opens),
     };
