@@ -307,9 +307,13 @@ SIMDR_API int simdr_close(simdr_store *s) {
     simdr__mapped_release(s, 0);
     if (lock_owner) flock(s->fd, LOCK_UN);
     close(s->fd);
-    pthread_mutex_destroy(&s->wlock);
-    pthread_mutex_destroy(&s->sync_lock);
-    pthread_mutex_destroy(&s->compact_lock);
+    /* A child's copies of the locks may be held by a thread of the parent's
+     * it does not have (a compaction in flight at the fork): not destroyed. */
+    if (!simdr__forked(s)) {
+        pthread_mutex_destroy(&s->wlock);
+        pthread_mutex_destroy(&s->sync_lock);
+        pthread_mutex_destroy(&s->compact_lock);
+    }
     free(s->path);
     free(s);
     return rc;
@@ -324,7 +328,14 @@ SIMDR_API int simdr_recovery(const simdr_store *s, simdr_recovery_info *info) {
 SIMDR_API uint64_t simdr_count(simdr_store *s) { return s ? atomic_load(&s->live) : 0; }
 SIMDR_API int simdr_is_empty(simdr_store *s) { return simdr_count(s) == 0; }
 SIMDR_API uint64_t simdr_file_size(simdr_store *s) {
-    return s ? atomic_load_explicit(&simdr__current_view(s)->tail, memory_order_acquire) : 0;
+    if (!s) return 0;
+    /* Inside a grace period: a compaction (or a growth) frees the view it
+     * replaces once the readers that may hold it have left. */
+    unsigned shard = simdr__thread_shard();
+    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    uint64_t tail = atomic_load_explicit(&simdr__current_view(s)->tail, memory_order_acquire);
+    simdr__epoch_exit(&s->epoch, shard, tok);
+    return tail;
 }
 SIMDR_API int simdr_layout_of(simdr_store *s) { return s ? atomic_load(&s->layout) : -1; }
 SIMDR_API const char *simdr_path(simdr_store *s) { return s ? s->path : NULL; }

@@ -8,7 +8,8 @@
  *   16 MiB + 1 around the copy buffers), batches and deletes;
  * - readers hold up to 64 handles across growth and compaction and re-check
  *   their bytes when they let go; read scopes and their batch gets; full
- *   iterations; get_batch windows held for a round;
+ *   iterations, each followed by calls of the size and count accessors;
+ *   get_batch windows held for a round;
  * - a thread calls simdr_sync in a loop;
  * - a thread compacts, and every third compaction has one of its own system
  *   calls failed (a write of the new file, its fsync, the rename): that
@@ -328,6 +329,15 @@ static void *iter_main(void *p) {
         }
         if (rc != SIMDR_NOTFOUND) FAIL(sh, "iter_next", 0, rc);
         simdr_iter_close(it);
+        /* The size and count accessors read the view a compaction or a
+         * growth replaces and frees (simdr_file_size read it outside a grace
+         * period: a read of freed memory, reported by ThreadSanitizer). */
+        for (int j = 0; j < 256; j++) {
+            if (simdr_file_size(sh->s) == 0 || simdr_index_bytes(sh->s) == 0)
+                FAIL(sh, "size of a store with keys", 0, SIMDR_OK);
+            (void)simdr_count(sh->s);
+            (void)simdr_layout_of(sh->s);
+        }
         /* A get_batch window: the previous one is checked and released
          * only now, a whole iteration (and maybe a compaction) later. */
         for (int i = 0; i < 64; i++)
