@@ -15,12 +15,21 @@
  * counts the replicas whose acknowledged tails cover every database.
  *
  * Messages from primary to replica (RESP arrays of bulk strings):
- *   RESET db identity layout     drop the database, follow identity from 0
- *   FOLLOW db identity           keep the database, follow identity
+ *   RESET db identity layout run drop the database, follow identity from 0
+ *   FOLLOW db identity run       keep the database, follow identity
  *   LOG db from primary-tail bytes
  *   PING                         once a second (link liveness)
- * From replica to primary: REPLSYNC port {db identity tail meta-hex}...,
+ * From replica to primary: REPLSYNC port {db identity tail meta-hex run}...,
  * REPLACK db identity tail.
+ *
+ * run is a random number a primary draws at startup. Matching metadata at
+ * the replica's tail proves only that the last entry is the same: a primary
+ * that lost the end of its file (a power cut before a sync) and was written
+ * again, or a promoted replica that was behind another replica of the old
+ * primary and was written since, can have the same last entry over other
+ * bytes. So a replica resumes above the bytes the primary found in its file
+ * at startup (or at promotion) only when it got them from this run, and on
+ * a promoted replica's alias only up to the tail of the promotion.
  *
  * The replica treats its primary as hostile (a bug, an attacker, damage on
  * the wire): sizes and lines are bounded before anything is buffered, a LOG
@@ -46,6 +55,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/select.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -62,6 +72,7 @@
  * value of up to proto-max-bulk-len each). Without these a primary could
  * make the replica buffer without end. */
 #define LINK_MAX_LINE 4096
+#define REPLSYNC_WORDS_PER_DB 5 /* db identity tail meta-hex run */
 #define LINK_BULK_SLACK (1024 * 1024) /* record header, padding, metadata */
 
 /* ---- state kept on disk: what each database follows ---- */
@@ -70,6 +81,9 @@ typedef struct repl_state {
     uint64_t follows[SERVER_DBS];   /* identity of the primary file followed (0: none) */
     uint64_t alias_own[SERVER_DBS]; /* a promoted replica: its file's identity at promotion */
     uint64_t alias_of[SERVER_DBS];  /* ... and the primary file it was a prefix of */
+    uint64_t alias_tail[SERVER_DBS]; /* ... up to this tail (beyond it, its own writes) */
+    uint64_t alias_run[SERVER_DBS];  /* ... as sent by this run of that primary */
+    uint64_t run[SERVER_DBS];       /* the primary run that last named the followed file */
     int layout[SERVER_DBS];         /* the followed file's layout (RESET names it) */
 } repl_state;
 
@@ -119,6 +133,10 @@ static struct {
     uint8_t *chunk;
     size_t chunk_cap;
     int behind; /* a feed stopped before a tail: feed again next turn */
+    uint64_t run_id; /* drawn at startup: tells this run from earlier ones */
+    /* per database slot: a file and the tail below which this run found it
+     * (at startup or promotion); searched by identity, as SWAPDB moves files */
+    uint64_t found_ident[SERVER_DBS], found_tail[SERVER_DBS];
     char state_path[4200];
 } R = {.fd = -1, .retry_ms = 1000, .timeout_ms = 60000};
 
@@ -196,12 +214,16 @@ static void state_load(void) {
     char line[256];
     while (fgets(line, sizeof line, f)) {
         int db;
-        unsigned long long a, b;
+        unsigned long long a, b, t = 0, r = 0;
         if (sscanf(line, "follows %d %llu", &db, &a) == 2 && db >= 0 && db < SERVER_DBS)
             R.st.follows[db] = a;
-        else if (sscanf(line, "alias %d %llu %llu", &db, &a, &b) == 3 && db >= 0 &&
-                 db < SERVER_DBS)
-            R.st.alias_own[db] = a, R.st.alias_of[db] = b;
+        else if (sscanf(line, "run %d %llu", &db, &a) == 2 && db >= 0 && db < SERVER_DBS)
+            R.st.run[db] = a;
+        else if (sscanf(line, "alias %d %llu %llu %llu %llu", &db, &a, &b, &t, &r) >= 3 &&
+                 db >= 0 && db < SERVER_DBS)
+            /* a line without tail and run (older servers) allows no resume */
+            R.st.alias_own[db] = a, R.st.alias_of[db] = b, R.st.alias_tail[db] = t,
+            R.st.alias_run[db] = r;
         else if (sscanf(line, "layout %d %llu", &db, &a) == 2 && db >= 0 && db < SERVER_DBS &&
                  a == SIMDR_LAYOUT_UNALIGNED)
             R.st.layout[db] = (int)a;
@@ -222,9 +244,11 @@ static void state_save(void) {
     for (int i = 0; i < SERVER_DBS; i++) {
         if (R.st.follows[i])
             fprintf(f, "follows %d %llu\n", i, (unsigned long long)R.st.follows[i]);
+        if (R.st.run[i]) fprintf(f, "run %d %llu\n", i, (unsigned long long)R.st.run[i]);
         if (R.st.alias_own[i])
-            fprintf(f, "alias %d %llu %llu\n", i, (unsigned long long)R.st.alias_own[i],
-                    (unsigned long long)R.st.alias_of[i]);
+            fprintf(f, "alias %d %llu %llu %llu %llu\n", i, (unsigned long long)R.st.alias_own[i],
+                    (unsigned long long)R.st.alias_of[i], (unsigned long long)R.st.alias_tail[i],
+                    (unsigned long long)R.st.alias_run[i]);
         if (R.st.layout[i] != SIMDR_LAYOUT_ALIGNED64) fprintf(f, "layout %d %d\n", i, R.st.layout[i]);
     }
     int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
@@ -289,26 +313,45 @@ static int db_log_state(int db, simdr_log_state *out) {
     return simdr_log_info(srv.db[db].store, out);
 }
 
+/* The tail below which this run found the file (0: this run made it). */
+static uint64_t found_tail(uint64_t identity) {
+    for (int db = 0; db < SERVER_DBS; db++)
+        if (R.found_ident[db] == identity) return R.found_tail[db];
+    return 0;
+}
+
+static void note_found(int db) {
+    simdr_log_state st;
+    R.found_ident[db] = R.found_tail[db] = 0;
+    if (srv.db[db].store && db_log_state(db, &st) == SIMDR_OK)
+        R.found_ident[db] = st.identity, R.found_tail[db] = st.tail;
+}
+
 static int resume_ok(int db, uint64_t ident, uint64_t tail, const uint8_t meta[20],
-                     const simdr_log_state *own) {
+                     uint64_t run, const simdr_log_state *own) {
     if (!srv.db[db].store) return ident == 0 && tail == 0;
+    /* On the alias, only what the promoted replica had received from that
+     * run of the old primary is shared; above it are its own writes. */
     int same = ident == own->identity ||
-               (R.st.alias_own[db] == own->identity && R.st.alias_of[db] == ident && ident);
+               (R.st.alias_own[db] == own->identity && R.st.alias_of[db] == ident && ident &&
+                tail <= R.st.alias_tail[db] && run == R.st.alias_run[db]);
     if (!same || tail > own->tail) return 0;
+    /* Bytes this run wrote can only have come from this run. */
+    if (tail > found_tail(own->identity) && run != R.run_id) return 0;
     if (tail == 0) return 1;
     uint8_t here[20];
     if (simdr_log_meta_at(srv.db[db].store, own->identity, tail, here) != SIMDR_OK) return 0;
     return memcmp(here, meta, 20) == 0;
 }
 
-/* REPLSYNC port {db identity tail meta-hex}... */
+/* REPLSYNC port {db identity tail meta-hex run}... */
 void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
     if (replica_is_replica()) {
         reply_error(c, "ERR a replica does not feed replicas (REPLICAOF NO ONE first)");
         return;
     }
     uint64_t port;
-    if ((argc - 2) % 4 != 0 || !parse_u64(argv[1], lens[1], &port) || port > 65535) {
+    if ((argc - 2) % REPLSYNC_WORDS_PER_DB != 0 || !parse_u64(argv[1], lens[1], &port) || port > 65535) {
         reply_error(c, "ERR syntax error");
         return;
     }
@@ -324,15 +367,16 @@ void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
     f->c = c;
     f->port = (int)port;
     f->last_ack_ms = now_ms();
-    uint64_t ident[SERVER_DBS] = {0}, tail[SERVER_DBS] = {0};
+    uint64_t ident[SERVER_DBS] = {0}, tail[SERVER_DBS] = {0}, run[SERVER_DBS] = {0};
     uint8_t meta[SERVER_DBS][20];
     memset(meta, 0, sizeof meta);
-    for (int i = 2; i + 3 < argc; i += 4) {
+    for (int i = 2; i + REPLSYNC_WORDS_PER_DB - 1 < argc; i += REPLSYNC_WORDS_PER_DB) {
         uint64_t db;
         if (!parse_u64(argv[i], lens[i], &db) || db >= SERVER_DBS ||
             !parse_u64(argv[i + 1], lens[i + 1], &ident[db]) ||
             !parse_u64(argv[i + 2], lens[i + 2], &tail[db]) ||
-            !(tail[db] == 0 || hex_decode(argv[i + 3], lens[i + 3], meta[db], 20))) {
+            !(tail[db] == 0 || hex_decode(argv[i + 3], lens[i + 3], meta[db], 20)) ||
+            !parse_u64(argv[i + 4], lens[i + 4], &run[db])) {
             free(f);
             reply_error(c, "ERR syntax error");
             return;
@@ -342,15 +386,16 @@ void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
     for (int db = 0; db < SERVER_DBS; db++) {
         simdr_log_state own;
         if (db_log_state(db, &own) != SIMDR_OK) own.identity = UNKNOWN_IDENTITY;
-        if (resume_ok(db, ident[db], tail[db], meta[db], &own)) {
+        if (resume_ok(db, ident[db], tail[db], meta[db], run[db], &own)) {
             f->ident[db] = own.identity;
             f->sent[db] = tail[db];
             f->acked_ident[db] = own.identity;
             f->acked[db] = tail[db];
-            char d[16], id[24];
+            char d[16], id[24], r[24];
             snprintf(d, sizeof d, "%d", db);
             snprintf(id, sizeof id, "%llu", (unsigned long long)own.identity);
-            add_words(c->out, 3, "FOLLOW", d, id);
+            snprintf(r, sizeof r, "%llu", (unsigned long long)R.run_id);
+            add_words(c->out, 4, "FOLLOW", d, id, r);
         } else {
             f->ident[db] = UNKNOWN_IDENTITY; /* the feed sends RESET */
             f->acked_ident[db] = UNKNOWN_IDENTITY;
@@ -411,8 +456,9 @@ static void feed_db(feed *f, int db) {
         f->sent[db] = 0;
         char layout[16];
         snprintf(num1, sizeof num1, "%llu", (unsigned long long)st.identity);
+        snprintf(num2, sizeof num2, "%llu", (unsigned long long)R.run_id);
         snprintf(layout, sizeof layout, "%d", st.layout);
-        add_words(c->out, 4, "RESET", d, num1, layout);
+        add_words(c->out, 5, "RESET", d, num1, layout, num2);
         wake_client(c);
     }
     size_t high = FEED_OUT_HIGH;
@@ -602,7 +648,7 @@ static int send_all(const void *p, size_t n) {
     return 0;
 }
 
-#define LINK_MAX_WORDS (2 + 4 * SERVER_DBS) /* REPLSYNC, port, 4 per database */
+#define LINK_MAX_WORDS (2 + REPLSYNC_WORDS_PER_DB * SERVER_DBS) /* REPLSYNC, port, dbs */
 
 static int send_words(int n, const char *const *args) {
     if (n > LINK_MAX_WORDS) return -1;
@@ -635,7 +681,7 @@ static void send_handshake(void) {
         const char *args[2] = {"AUTH", pass};
         if (send_words(2, args) != 0) return link_close("write failed");
     }
-    /* REPLSYNC port {db identity tail meta}... */
+    /* REPLSYNC port {db identity tail meta run}... */
     static char words[LINK_MAX_WORDS][48];
     const char *args[LINK_MAX_WORDS];
     int n = 0;
@@ -656,6 +702,8 @@ static void send_handshake(void) {
             hex_encode(st.tail_meta, 20, words[n]);
         else
             snprintf(words[n], 48, "-");
+        args[n] = words[n], n++;
+        snprintf(words[n], 48, "%llu", (unsigned long long)R.st.run[db]);
         args[n] = words[n], n++;
     }
     if (send_words(n, args) != 0) return link_close("write failed");
@@ -787,22 +835,25 @@ static int handle_msg(const link_msg *m, int *acked) {
     }
     if (m->is_status) return 0; /* +OK of AUTH and REPLSYNC */
     R.link_up = 1;
-    uint64_t db, a, b, layout = SIMDR_LAYOUT_ALIGNED64;
+    uint64_t db, a, b, layout = SIMDR_LAYOUT_ALIGNED64, run = 0;
     if (eq_nocase(m->argv[0], m->lens[0], "ping")) return 0;
     if (!arg_u64(m, 1, &db) || db >= SERVER_DBS)
         return link_refuse("a message for no database: %.*s", (int)(m->lens[0] < 16 ? m->lens[0] : 16),
                            m->argv[0]);
     server_db *d = &srv.db[db];
-    if (eq_nocase(m->argv[0], m->lens[0], "reset") && (m->argc == 3 || m->argc == 4) &&
+    if (eq_nocase(m->argv[0], m->lens[0], "reset") && m->argc >= 3 && m->argc <= 5 &&
         arg_u64(m, 2, &a)) {
-        if (m->argc == 4 && (!arg_u64(m, 3, &layout) || (layout != SIMDR_LAYOUT_ALIGNED64 &&
+        if (m->argc >= 4 && (!arg_u64(m, 3, &layout) || (layout != SIMDR_LAYOUT_ALIGNED64 &&
                                                          layout != SIMDR_LAYOUT_UNALIGNED)))
             return link_refuse("db %d: RESET with an unknown layout", (int)db);
+        if (m->argc == 5 && !arg_u64(m, 4, &run))
+            return link_refuse("db %d: RESET with a malformed run", (int)db);
         if (d->store || R.st.follows[db])
             server_log(LOG_NOTICE_, "db %d: full copy from the primary (file %llu)", (int)db,
                        (unsigned long long)a);
         if (db_flush(d) != 0) return -1;
         R.st.follows[db] = a;
+        R.st.run[db] = run;
         R.st.alias_own[db] = R.st.alias_of[db] = 0;
         R.st.layout[db] = (int)layout;
         state_save();
@@ -811,7 +862,8 @@ static int handle_msg(const link_msg *m, int *acked) {
         acked[db] = 1;
         return 0;
     }
-    if (eq_nocase(m->argv[0], m->lens[0], "follow") && m->argc == 3 && arg_u64(m, 2, &a)) {
+    if (eq_nocase(m->argv[0], m->lens[0], "follow") && (m->argc == 3 || m->argc == 4) &&
+        arg_u64(m, 2, &a) && (m->argc == 3 || arg_u64(m, 3, &run))) {
         /* FOLLOW answers REPLSYNC; a file of another identity later on this
          * link would splice two files into one: only RESET starts over. */
         if (R.announced[db] && R.st.follows[db] != a)
@@ -820,8 +872,9 @@ static int handle_msg(const link_msg *m, int *acked) {
                                (int)db, (unsigned long long)a,
                                (unsigned long long)R.st.follows[db]);
         R.announced[db] = 1;
-        if (R.st.follows[db] != a || R.st.alias_own[db]) {
+        if (R.st.follows[db] != a || R.st.alias_own[db] || R.st.run[db] != run) {
             R.st.follows[db] = a;
+            R.st.run[db] = run;
             R.st.alias_own[db] = R.st.alias_of[db] = 0;
             state_save();
         }
@@ -1032,8 +1085,13 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
                 if (R.st.follows[db] && db_log_state(db, &st) == SIMDR_OK && srv.db[db].store) {
                     R.st.alias_own[db] = st.identity;
                     R.st.alias_of[db] = R.st.follows[db];
+                    R.st.alias_tail[db] = st.tail;
+                    R.st.alias_run[db] = R.st.run[db];
                 }
-                R.st.follows[db] = 0;
+                R.st.follows[db] = R.st.run[db] = 0;
+                /* what it holds now came from the old primary; what it
+                 * appends from here on, only this run can have sent */
+                note_found(db);
                 /* Records with TTLs came in as replicated bytes, which the
                  * expiry walk does not watch for: as a primary it must walk
                  * (and delete) them, as after a restart. */
@@ -1063,7 +1121,13 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
     reply_ok(c);
 }
 
-void replica_start(void) { state_load(); }
+void replica_start(void) {
+    state_load();
+    if (getrandom(&R.run_id, sizeof R.run_id, 0) != (ssize_t)sizeof R.run_id)
+        R.run_id = (uint64_t)now_ms() * 1000003u ^ (uint64_t)getpid() << 40;
+    if (!R.run_id) R.run_id = 1;
+    for (int db = 0; db < SERVER_DBS; db++) note_found(db);
+}
 
 /* Before the end-of-turn flush: only turns that wrote (or a feed that had
  * to stop early) have anything to send. */

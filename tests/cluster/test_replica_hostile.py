@@ -73,8 +73,10 @@ class FakePrimary:
             assert data, "the replica closed the link before REPLSYNC"
             buf += data
         dbs = {}
-        for i in range(2, len(words), 4):
+        self.runs = {}  # the primary run each database last came from
+        for i in range(2, len(words), 5):  # db identity tail meta run
             dbs[int(words[i])] = (int(words[i + 1]), int(words[i + 2]))
+            self.runs[int(words[i])] = int(words[i + 4])
         return conn, dbs
 
     def close(self):
@@ -144,7 +146,8 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
         assert len(extra) > 40
         conn.close()
 
-        follow = resp("FOLLOW", 0, identity)
+        # it claims to be the same run of the primary (it replays its bytes)
+        follow = resp("FOLLOW", 0, identity, fake.runs[0])
 
         def log(payload, frm=tail, db=0):
             return resp("LOG", db, frm, frm + len(payload), payload)

@@ -1,0 +1,138 @@
+"""simdr-server replicas where features meet: histories that share their last
+entry but not the bytes before it (a promoted replica that was behind
+another replica and has been written since; a primary whose file lost its
+end, as in a power cut before a sync, and has been written since), and an
+entry larger than the primary's client-output-buffer-limit. Each time the
+replica must end up with the primary's data, byte for byte."""
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
+from serverutil import Server  # noqa: E402
+
+WAIT_MS = 20000  # far above what a replica needs here; bounds a failing run
+
+
+def start(*args, data_dir=None, port=None):
+    return Server("--auto-compact-percent", "0", *args, data_dir=data_dir, port=port,
+                  keep_dir=True).start()
+
+
+def replica_of(primary, *args):
+    return start("--replicaof", "127.0.0.1", str(primary.port), *args)
+
+
+def db_file(server, db=0):
+    with open(os.path.join(server.dir, "db-%d.simdr" % db), "rb") as f:
+        return f.read()
+
+
+def contents(server):
+    c = server.client()
+    return {k: (c.get(k), c.pttl(k) >= 0) for k in c.keys("*")}
+
+
+def cleanup(*servers):
+    for s in servers:
+        s.cleanup()
+        shutil.rmtree(s.dir, ignore_errors=True)
+
+
+def write_base(c):
+    for i in range(40):
+        c.set("base:%d" % i, "value-%d" % i)
+
+
+def test_promoted_replica_that_was_behind():
+    """Replica a got two writes of the old primary that replica b never got;
+    b is promoted and clients write the same keys again, the first with
+    another value of the same length, the last one identical: b's last
+    entry then equals a's, at the same offset, over different bytes. a,
+    pointed at b, must copy b's data again, not keep the old value."""
+    p = start()
+    a = replica_of(p)
+    b = replica_of(p)
+    try:
+        c = p.client()
+        write_base(c)
+        assert c.wait(2, WAIT_MS) == 2
+        b.stop()  # b misses what follows
+        c.set("status", "run-1111")
+        c.set("heartbeat", "ok")
+        assert c.wait(1, WAIT_MS) == 1
+        assert a.client().get("status") == b"run-1111"
+        p.stop()  # the primary is lost
+        b.start()  # still a replica of the lost primary, link down
+        bc = b.client()
+        assert bc.execute_command("REPLICAOF", "NO", "ONE") == b"OK"
+        bc.set("status", "run-2222")
+        bc.set("heartbeat", "ok")
+        assert a.client().execute_command("REPLICAOF", "127.0.0.1", str(b.port)) == b"OK"
+        assert bc.wait(1, WAIT_MS) == 1
+        assert a.client().get("status") == b"run-2222"
+        assert contents(a) == contents(b)
+        assert db_file(a) == db_file(b)
+    finally:
+        cleanup(a, b, p)
+
+
+def test_primary_that_lost_the_end_of_its_file():
+    """The primary's file loses its last two entries while it is down (what
+    a power cut before the sync leaves), and after its restart clients write
+    the same two keys again, the first with another value of the same
+    length. The replica, which has the lost entries, must not keep them."""
+    p = start()
+    r = replica_of(p)
+    try:
+        c = p.client()
+        write_base(c)
+        assert c.wait(1, WAIT_MS) == 1
+        cut = os.path.getsize(os.path.join(p.dir, "db-0.simdr"))
+        c.set("status", "run-1111")
+        c.set("heartbeat", "ok")
+        assert c.wait(1, WAIT_MS) == 1
+        r.stop()
+        p.stop()
+        os.truncate(os.path.join(p.dir, "db-0.simdr"), cut)
+        p.start()
+        c = p.client()
+        assert c.get("status") is None  # lost
+        c.set("status", "run-2222")
+        c.set("heartbeat", "ok")
+        r.start()
+        assert c.wait(1, WAIT_MS) == 1
+        assert r.client().get("status") == b"run-2222"
+        assert contents(r) == contents(p)
+        assert db_file(r) == db_file(p)
+        # a replica of this run resumes across its own restart (no copy)
+        copies = r.log().count("full copy")
+        r.stop()
+        c.set("later", "1")
+        r.start()
+        assert c.wait(1, WAIT_MS) == 1
+        assert r.client().get("later") == b"1"
+        assert r.log().count("full copy") == copies
+    finally:
+        cleanup(r, p)
+
+
+def test_entry_larger_than_the_output_buffer_limit():
+    """One value of 12 MiB on a primary whose client-output-buffer-limit is
+    2 MiB: the entry can only go whole, and the replica's link must not be
+    closed for it (it was, again and again, and nothing after that entry
+    ever reached the replica)."""
+    p = start("--client-output-buffer-limit", "2mb")
+    r = replica_of(p)
+    try:
+        c = p.client()
+        big = os.urandom(1 << 20) * 12
+        c.set("big", big)
+        c.set("after", "1")
+        assert c.wait(1, WAIT_MS) == 1
+        rc = r.client()
+        assert rc.get("big") == big and rc.get("after") == b"1"
+        assert db_file(r) == db_file(p)
+        assert "output buffer over" not in p.log()  # the link was never closed
+    finally:
+        cleanup(r, p)
