@@ -118,15 +118,15 @@ def test_primary_that_lost_the_end_of_its_file():
 
 
 def test_entry_larger_than_the_output_buffer_limit():
-    """One value of 12 MiB on a primary whose client-output-buffer-limit is
-    2 MiB: the entry can only go whole, and the replica's link must not be
+    """One value of 32 MiB on a primary whose client-output-buffer-limit is
+    1 MiB: the entry can only go whole, and the replica's link must not be
     closed for it (it was, again and again, and nothing after that entry
     ever reached the replica)."""
-    p = start("--client-output-buffer-limit", "2mb")
+    p = start("--client-output-buffer-limit", "1mb")
     r = replica_of(p)
     try:
         c = p.client()
-        big = os.urandom(1 << 20) * 12
+        big = os.urandom(1 << 20) * 32
         c.set("big", big)
         c.set("after", "1")
         assert c.wait(1, WAIT_MS) == 1
