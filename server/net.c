@@ -493,11 +493,10 @@ static void finish_write(client *c, int rc) {
     if (rc < 0 || (rc == 1 && (c->flags & CLIENT_CLOSE_AFTER_REPLY))) {
         client_free(c);
     } else if (rc == 0) {
-        /* A replica's feed bounds itself (replica.c: it stops at a quarter of
-         * the limit) except for one entry, which must go whole: closing it
-         * would resend that entry forever. */
-        if ((long long)evbuffer_get_length(c->out) > srv.cfg.output_buffer_limit &&
-            !replica_client_is_feed(c)) {
+        /* A replica's feed may hold one entry above the limit: an entry goes
+         * whole, and closing the link would resend it forever. */
+        if ((long long)evbuffer_get_length(c->out) >
+            srv.cfg.output_buffer_limit + replica_output_allowance(c)) {
             server_log(LOG_WARNING_, "closing client %s: output buffer over %lld bytes", c->addr,
                        srv.cfg.output_buffer_limit);
             client_free(c);

@@ -538,6 +538,15 @@ static void rebase_waiter(waiter *w) {
 
 int replica_client_is_feed(client *c) { return feed_of(c) != NULL; }
 
+static uint64_t link_max_bulk(void);
+
+/* Output a replica's link may hold beyond client-output-buffer-limit: the
+ * feed stops at a quarter of the limit, but the entry it sends then goes
+ * whole, up to the largest LOG a primary can send. */
+long long replica_output_allowance(client *c) {
+    return feed_of(c) ? (long long)link_max_bulk() : 0;
+}
+
 int replica_exempt_from_timeout(client *c) {
     if (feed_of(c)) return 1;
     for (waiter *w = R.waiters; w; w = w->next)

@@ -388,6 +388,7 @@ void replica_wait(client *c, long long numreplicas, long long timeout_ms);
 int replica_exempt_from_timeout(client *c);
 /* The connection of a replica this server feeds (CLIENT LIST TYPE replica). */
 int replica_client_is_feed(client *c);
+long long replica_output_allowance(client *c);
 /* Clients blocked in WAIT (INFO's blocked_clients). */
 int replica_blocked_clients(void);
 void replica_client_freed(client *c);
