@@ -577,6 +577,21 @@ static void check_waiters(long long now) {
     }
 }
 
+/* A primary that turns replica has no replicas to wait for any more: its
+ * clients blocked in WAIT get Redis's error for that instead of waiting for
+ * good (WAIT 0 timeout). */
+static void unblock_waiters(void) {
+    while (R.waiters) {
+        client *c = R.waiters->c;
+        reply_error(c, "UNBLOCKED force unblock from blocking operation, instance state "
+                       "changed (master -> replica?)");
+        c->flags &= ~(unsigned)CLIENT_BLOCKED;
+        event_active(c->rev, EV_READ, 1);
+        wake_client(c);
+        waiter_remove(R.waiters);
+    }
+}
+
 void replica_wait(client *c, long long want, long long timeout_ms) {
     if (replica_is_replica()) {
         reply_error(c, "ERR WAIT cannot be used with replica instances. Please also note that "
@@ -1125,6 +1140,7 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
         client_schedule_close(R.feeds[R.nfeeds - 1]->c);
         feed_drop(R.nfeeds - 1);
     }
+    unblock_waiters();
     set_primary(host, (int)port);
     server_log(LOG_NOTICE_, "replicating %s:%d", host, (int)port);
     reply_ok(c);

@@ -3,13 +3,17 @@ entry but not the bytes before it (a promoted replica that was behind
 another replica and has been written since; a primary whose file lost its
 end, as in a power cut before a sync, and has been written since), and an
 entry larger than the primary's client-output-buffer-limit. Each time the
-replica must end up with the primary's data, byte for byte."""
+replica must end up with the primary's data, byte for byte. And a client
+blocked in WAIT on a primary that becomes a replica."""
 import os
 import shutil
 import sys
+import threading
+
+import redis
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from serverutil import Server  # noqa: E402
+from serverutil import Server, wait_until  # noqa: E402
 
 WAIT_MS = 20000  # far above what a replica needs here; bounds a failing run
 
@@ -136,3 +140,34 @@ def test_entry_larger_than_the_output_buffer_limit():
         assert "output buffer over" not in p.log()  # the link was never closed
     finally:
         cleanup(r, p)
+
+
+def test_wait_blocked_when_the_primary_turns_replica():
+    """WAIT 1 0 (no timeout) on a primary without replicas blocks; when the
+    primary becomes a replica (REPLICAOF host port) nothing can ever
+    acknowledge for it: the client gets Redis's UNBLOCKED error (it stayed
+    blocked for ever)."""
+    p = start()
+    other = start()
+    try:
+        p.client().set("k", "v")
+        waiter = redis.Redis(host="127.0.0.1", port=p.port, socket_timeout=WAIT_MS / 1000)
+        result = []
+
+        def wait_forever():
+            try:
+                result.append(waiter.wait(1, 0))
+            except redis.exceptions.RedisError as e:
+                result.append(e)
+
+        thread = threading.Thread(target=wait_forever)
+        thread.start()
+        wait_until(lambda: p.client().info("clients")["blocked_clients"] == 1, "WAIT to block")
+        assert p.client().execute_command("REPLICAOF", "127.0.0.1", str(other.port)) == b"OK"
+        thread.join()
+        assert len(result) == 1 and isinstance(result[0], redis.exceptions.ResponseError), result
+        assert "UNBLOCKED" in str(result[0])
+        assert p.client().info("clients")["blocked_clients"] == 0
+        assert waiter.ping()  # the connection goes on
+    finally:
+        cleanup(p, other)
