@@ -15,7 +15,9 @@
  * counts the replicas whose acknowledged tails cover every database.
  *
  * Messages from primary to replica (RESP arrays of bulk strings):
- *   RESET db identity layout run drop the database, follow identity from 0
+ *   RESET db identity layout run tail
+ *                                start the database over, following identity
+ *                                from 0 (tail: the primary's, to copy)
  *   FOLLOW db identity run       keep the database, follow identity
  *   LOG db from primary-tail bytes
  *   PING                         once a second (link liveness)
@@ -36,6 +38,12 @@
  * needs a RESET or FOLLOW for its database on the same link first, and every
  * byte is checked by simdr_log_append before it is written. A refusal is
  * logged and drops the link; the replica keeps serving what it has.
+ *
+ * A full copy of a database that holds data is built beside it, in
+ * DIR/db-N.simdr.sync, and renamed over it once it reaches a tail the primary
+ * announced: until then readers get the old copy (as Redis's replicas serve
+ * their old data set during a full sync), never a database that empties
+ * and fills again. A copy cut short (link lost, restart) is thrown away.
  *
  * The replica remembers the identity it follows per database in
  * DIR/replication.state; a promoted replica also remembers which primary
@@ -123,6 +131,12 @@ static struct {
     long long timeout_ms; /* silence after which the link is dropped (repl-timeout) */
     /* per database, on this link: 1 once RESET or FOLLOW named the file */
     int announced[SERVER_DBS];
+    /* per database: a full copy being built beside the served file */
+    struct {
+        int active, layout;
+        uint64_t ident, run;
+        simdr_store *store;
+    } stage[SERVER_DBS];
     uint64_t primary_tail[SERVER_DBS];
     repl_state st;
     int synced_dbs_dirty;
@@ -458,7 +472,9 @@ static void feed_db(feed *f, int db) {
         snprintf(num1, sizeof num1, "%llu", (unsigned long long)st.identity);
         snprintf(num2, sizeof num2, "%llu", (unsigned long long)R.run_id);
         snprintf(layout, sizeof layout, "%d", st.layout);
-        add_words(c->out, 5, "RESET", d, num1, layout, num2);
+        char tail[24];
+        snprintf(tail, sizeof tail, "%llu", (unsigned long long)st.tail);
+        add_words(c->out, 6, "RESET", d, num1, layout, num2, tail);
         wake_client(c);
     }
     size_t high = FEED_OUT_HIGH;
@@ -635,6 +651,8 @@ void replica_wait(client *c, long long want, long long timeout_ms) {
 /* Replica side                                                             */
 /* ======================================================================== */
 
+static void stage_drop(int db);
+
 static void link_close(const char *why) {
     if (R.ev) {
         event_free(R.ev);
@@ -648,6 +666,8 @@ static void link_close(const char *why) {
     R.connecting = R.handshake_sent = R.link_up = 0;
     R.rlen = 0;
     memset(R.announced, 0, sizeof R.announced);
+    for (int db = 0; db < SERVER_DBS; db++)
+        if (R.stage[db].active) stage_drop(db);
     R.next_attempt_ms = now_ms() + R.retry_ms;
 }
 
@@ -826,6 +846,90 @@ static int link_refuse(const char *fmt, ...) {
     return -1;
 }
 
+/* ---- full copies built beside the served file ---- */
+
+static void stage_path(int db, const char *suffix, char *out, size_t cap) {
+    snprintf(out, cap, "%s.sync%s", srv.db[db].path, suffix);
+}
+
+/* The side file and hint of a store are "<store>.simdr" and "<store>.hint". */
+static const char *const store_companions[] = {"", ".simdr", ".hint"};
+
+static void stage_drop(int db) {
+    if (R.stage[db].store && simdr_close(R.stage[db].store) != SIMDR_OK)
+        server_log(LOG_WARNING_, "db %d: closing the partial copy: %s", db, simdr_last_error());
+    R.stage[db].store = NULL;
+    R.stage[db].active = 0;
+    for (size_t i = 0; i < sizeof store_companions / sizeof *store_companions; i++) {
+        char p[4300];
+        stage_path(db, store_companions[i], p, sizeof p);
+        unlink(p);
+    }
+}
+
+static int stage_open(int db) {
+    if (R.stage[db].store) return 0;
+    char p[4300];
+    stage_path(db, "", p, sizeof p);
+    simdr_options o;
+    simdr_options_init(&o);
+    o.open_mode = SIMDR_OPEN_CREATE;
+    o.durability = SIMDR_SYNC_NONE; /* nothing counts on it before it is swapped in */
+    o.file_mode = 0600;
+    o.layout = R.stage[db].layout;
+    return simdr_open(&R.stage[db].store, p, &o);
+}
+
+static void sync_dir(void) {
+    int fd = open(srv.cfg.dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* The copy reached the primary's tail: it becomes the database. The store
+ * file is renamed while still open, so the hint its close writes carries the
+ * renamed file's times and is still good for the reopen; side file and hint
+ * follow it (both name the file by device and inode, which a rename keeps).
+ * 0, or -1 with the old copy still served. */
+static int stage_swap(int db) {
+    server_db *d = &srv.db[db];
+    char from[4300], to[4300];
+    stage_path(db, "", from, sizeof from);
+    watch_touch_db(db, -1);
+    db_close(d);
+    if (rename(from, d->path) != 0) {
+        server_log(LOG_WARNING_, "db %d: cannot rename %s: %s", db, from, strerror(errno));
+        stage_drop(db);
+        db_open_existing(d);
+        return -1;
+    }
+    if (simdr_close(R.stage[db].store) != SIMDR_OK)
+        server_log(LOG_WARNING_, "db %d: closing the copy: %s", db, simdr_last_error());
+    R.stage[db].store = NULL;
+    for (size_t i = 1; i < sizeof store_companions / sizeof *store_companions; i++) {
+        stage_path(db, store_companions[i], from, sizeof from);
+        snprintf(to, sizeof to, "%s%s", d->path, store_companions[i]);
+        if (rename(from, to) != 0) unlink(to); /* stale beside the new file: a slower open */
+    }
+    sync_dir();
+    R.st.follows[db] = R.stage[db].ident;
+    R.st.run[db] = R.stage[db].run;
+    R.st.layout[db] = R.stage[db].layout;
+    R.st.alias_own[db] = R.st.alias_of[db] = 0;
+    R.stage[db].active = 0;
+    state_save();
+    if (db_open_existing(d) != 0) {
+        server_log(LOG_WARNING_, "db %d: cannot open the new copy: %s", db, simdr_last_error());
+        return -1;
+    }
+    ks_mark_dirty(d);
+    server_log(LOG_NOTICE_, "db %d: copy complete, serving file %llu", db,
+               (unsigned long long)R.st.follows[db]);
+    return 0;
+}
+
 /* The store a LOG appends to: the existing file, or a new one in the layout
  * the last RESET named (the primary's, kept in the state file so a restart
  * or a reconnect answered by FOLLOW still knows it), so its bytes land the
@@ -859,22 +963,32 @@ static int handle_msg(const link_msg *m, int *acked) {
     }
     if (m->is_status) return 0; /* +OK of AUTH and REPLSYNC */
     R.link_up = 1;
-    uint64_t db, a, b, layout = SIMDR_LAYOUT_ALIGNED64, run = 0;
+    uint64_t db, a, b, layout = SIMDR_LAYOUT_ALIGNED64, run = 0, target = 0;
     if (eq_nocase(m->argv[0], m->lens[0], "ping")) return 0;
     if (!arg_u64(m, 1, &db) || db >= SERVER_DBS)
         return link_refuse("a message for no database: %.*s", (int)(m->lens[0] < 16 ? m->lens[0] : 16),
                            m->argv[0]);
     server_db *d = &srv.db[db];
-    if (eq_nocase(m->argv[0], m->lens[0], "reset") && m->argc >= 3 && m->argc <= 5 &&
+    if (eq_nocase(m->argv[0], m->lens[0], "reset") && m->argc >= 3 && m->argc <= 6 &&
         arg_u64(m, 2, &a)) {
         if (m->argc >= 4 && (!arg_u64(m, 3, &layout) || (layout != SIMDR_LAYOUT_ALIGNED64 &&
                                                          layout != SIMDR_LAYOUT_UNALIGNED)))
             return link_refuse("db %d: RESET with an unknown layout", (int)db);
-        if (m->argc == 5 && !arg_u64(m, 4, &run))
-            return link_refuse("db %d: RESET with a malformed run", (int)db);
+        if ((m->argc >= 5 && !arg_u64(m, 4, &run)) || (m->argc == 6 && !arg_u64(m, 5, &target)))
+            return link_refuse("db %d: RESET with a malformed run or tail", (int)db);
         if (d->store || R.st.follows[db])
             server_log(LOG_NOTICE_, "db %d: full copy from the primary (file %llu)", (int)db,
                        (unsigned long long)a);
+        stage_drop(db);
+        R.announced[db] = 1;
+        if (d->store && target) { /* built beside, served data kept meanwhile */
+            R.stage[db].active = 1;
+            R.stage[db].ident = a;
+            R.stage[db].run = run;
+            R.stage[db].layout = (int)layout;
+            R.primary_tail[db] = target;
+            return 0;
+        }
         if (db_flush(d) != 0) return -1;
         R.st.follows[db] = a;
         R.st.run[db] = run;
@@ -896,6 +1010,7 @@ static int handle_msg(const link_msg *m, int *acked) {
                                (int)db, (unsigned long long)a,
                                (unsigned long long)R.st.follows[db]);
         R.announced[db] = 1;
+        if (R.stage[db].active) stage_drop(db);
         if (R.st.follows[db] != a || R.st.alias_own[db] || R.st.run[db] != run) {
             R.st.follows[db] = a;
             R.st.run[db] = run;
@@ -912,6 +1027,23 @@ static int handle_msg(const link_msg *m, int *acked) {
         if (b < a || b - a < m->lens[4])
             return link_refuse("db %d: LOG of %zu bytes from %llu beyond the primary's tail %llu",
                                (int)db, m->lens[4], (unsigned long long)a, (unsigned long long)b);
+        if (R.stage[db].active) {
+            uint64_t tail = 0;
+            if (stage_open((int)db) != 0)
+                return link_refuse("db %d: cannot create the copy: %s", (int)db,
+                                   simdr_last_error());
+            if (simdr_log_append(R.stage[db].store, a, m->argv[4], m->lens[4], &tail) !=
+                SIMDR_OK) {
+                server_log(LOG_WARNING_, "db %d: replicated bytes refused: %s", (int)db,
+                           simdr_last_error());
+                return -1;
+            }
+            R.primary_tail[db] = b;
+            if (tail < b) return 0; /* acknowledged as the old file until swapped in */
+            if (stage_swap((int)db) != 0) return -1;
+            acked[db] = 1;
+            return 0;
+        }
         simdr_store *s;
         if (replica_store(d, R.st.layout[db], &s) != 0)
             return link_refuse("db %d: cannot open %s: %s", (int)db, d->path, simdr_last_error());
@@ -1151,7 +1283,10 @@ void replica_start(void) {
     if (getrandom(&R.run_id, sizeof R.run_id, 0) != (ssize_t)sizeof R.run_id)
         R.run_id = (uint64_t)now_ms() * 1000003u ^ (uint64_t)getpid() << 40;
     if (!R.run_id) R.run_id = 1;
-    for (int db = 0; db < SERVER_DBS; db++) note_found(db);
+    for (int db = 0; db < SERVER_DBS; db++) {
+        note_found(db);
+        stage_drop(db); /* a copy cut short by a crash */
+    }
 }
 
 /* Before the end-of-turn flush: only turns that wrote (or a feed that had
@@ -1179,6 +1314,8 @@ void replica_cron(long long now) {
 
 void replica_shutdown(void) {
     if (R.fd >= 0) link_close("shutdown");
+    for (int db = 0; db < SERVER_DBS; db++)
+        if (R.stage[db].active) stage_drop(db);
     while (R.waiters) waiter_remove(R.waiters);
     while (R.nfeeds) {
         free(R.feeds[R.nfeeds - 1]);
@@ -1202,10 +1339,12 @@ void replica_info(struct evbuffer *b) {
         uint64_t lag = 0;
         int syncing = 0;
         for (int db = 0; db < SERVER_DBS; db++) {
-            uint64_t mine = srv.db[db].store ? simdr_file_size(srv.db[db].store) : 0;
+            simdr_store *s = R.stage[db].active ? R.stage[db].store : srv.db[db].store;
+            uint64_t mine = s ? simdr_file_size(s) : 0;
             if (R.primary_tail[db] > mine) lag += R.primary_tail[db] - mine;
+            if (R.stage[db].active) syncing = 1;
         }
-        syncing = lag > 0;
+        syncing = syncing || lag > 0;
         evbuffer_add_printf(b,
                             "role:slave\r\nmaster_host:%s\r\nmaster_port:%d\r\n"
                             "master_link_status:%s\r\nmaster_last_io_seconds_ago:%lld\r\n"

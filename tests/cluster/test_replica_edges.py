@@ -7,13 +7,15 @@ replica must end up with the primary's data, byte for byte. And a client
 blocked in WAIT on a primary that becomes a replica."""
 import os
 import shutil
+import socket
+import struct
 import sys
 import threading
 
 import redis
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from serverutil import Server, wait_until  # noqa: E402
+from serverutil import Server, encode as resp, wait_until  # noqa: E402
 
 WAIT_MS = 20000  # far above what a replica needs here; bounds a failing run
 
@@ -171,3 +173,82 @@ def test_wait_blocked_when_the_primary_turns_replica():
         assert waiter.ping()  # the connection goes on
     finally:
         cleanup(p, other)
+
+
+def read_words(conn, buf=b""):
+    """The replica's next RESP array of bulk strings: (words, rest)."""
+    while True:
+        if buf.startswith(b"*") and b"\r\n" in buf:
+            head, rest = buf.split(b"\r\n", 1)
+            words = []
+            for _ in range(int(head[1:])):
+                if b"\r\n" not in rest:
+                    break
+                h, rest = rest.split(b"\r\n", 1)
+                n = int(h[1:])
+                if len(rest) < n + 2:
+                    break
+                words.append(rest[:n])
+                rest = rest[n + 2:]
+            else:
+                return words, rest
+        data = conn.recv(65536)
+        assert data, "the replica closed the link"
+        buf += data
+
+
+def test_full_copy_is_built_beside_the_served_data():
+    """A replica holding data that must copy a database again (the primary
+    compacted, flushed, swapped, or lost its tail) keeps serving its old
+    copy until the new one has reached the tail the primary announced: a
+    primary stands still after the first half of the new file, and all the
+    old keys must still be there with their old values (the database was
+    emptied at once and refilled, so half the keys read as missing). Then
+    the new copy replaces the old one whole, and survives a restart."""
+    p = start()
+    r = replica_of(p)
+    q = start()  # makes the new file: records as a primary writes them
+    lsock = socket.socket()
+    try:
+        c = p.client()
+        old = {"k%d" % i: "old-%d" % i for i in range(20)}
+        c.mset(old)
+        assert c.wait(1, WAIT_MS) == 1
+        new = {"k%d" % i: "new-%d" % i for i in range(0, 20, 2)}
+        q.client().mset(new)
+        q.stop()
+        new_file = db_file(q)
+        last_start = struct.unpack("<Q", new_file[-12:-4])[0]  # the last entry's link
+        assert 0 < last_start < len(new_file)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        lsock.settimeout(WAIT_MS / 1000)
+        rc = r.client()
+        rc.execute_command("REPLICAOF", "127.0.0.1", str(lsock.getsockname()[1]))
+        conn, _ = lsock.accept()
+        conn.settimeout(WAIT_MS / 1000)
+        rest = b""
+        while True:
+            words, rest = read_words(conn, rest)
+            if words[0].upper() == b"REPLSYNC":
+                break
+        conn.sendall(b"+OK\r\n" + resp("RESET", 0, 4242, 0, 77, len(new_file)) +
+                     resp("LOG", 0, 0, len(new_file), new_file[:last_start]))
+        wait_until(lambda: rc.info("replication")["simdr_repl_lag_bytes"] ==
+                   len(new_file) - last_start, "the first half to be taken")
+        assert rc.info("replication")["master_sync_in_progress"] == 1
+        assert {k: v.decode() for k, v in zip(old, rc.mget(list(old)))} == old
+        assert db_file(r) == db_file(p)  # the served file is untouched
+        conn.sendall(resp("LOG", 0, last_start, len(new_file), new_file[last_start:]))
+        wait_until(lambda: rc.info("replication")["master_sync_in_progress"] == 0, "the swap")
+        assert rc.mget(list(old)) == [new[k].encode() if k in new else None for k in old]
+        assert db_file(r) == new_file
+        conn.close()
+        rc.execute_command("REPLICAOF", "NO", "ONE")
+        r.stop()
+        r.start()
+        assert r.client().mget(list(new)) == [v.encode() for v in new.values()]
+        assert db_file(r) == new_file
+    finally:
+        lsock.close()
+        cleanup(r, p, q)
