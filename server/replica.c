@@ -897,6 +897,13 @@ static int stage_swap(int db) {
     server_db *d = &srv.db[db];
     char from[4300], to[4300];
     stage_path(db, "", from, sizeof from);
+    /* on disk before its name replaces a copy that was: a power cut leaves
+     * the old copy or the whole new one */
+    if (simdr_sync(R.stage[db].store) != SIMDR_OK) {
+        server_log(LOG_WARNING_, "db %d: cannot sync the copy: %s", db, simdr_last_error());
+        stage_drop(db);
+        return -1;
+    }
     watch_touch_db(db, -1);
     db_close(d);
     if (rename(from, d->path) != 0) {
