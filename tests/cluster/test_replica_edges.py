@@ -197,58 +197,99 @@ def read_words(conn, buf=b""):
         buf += data
 
 
+class HalfCopy:
+    """A primary p with 20 keys, its replica r, and a fake primary that
+    makes r copy db 0 again: it announces a new file (made by a third
+    server: records as a primary writes them, half the keys with new
+    values) and sends only its entries before the last one."""
+
+    def __init__(self):
+        self.p = start()
+        self.r = replica_of(self.p)
+        self.q = start()
+        self.lsock = socket.socket()
+        c = self.p.client()
+        self.old = {"k%d" % i: "old-%d" % i for i in range(20)}
+        c.mset(self.old)
+        assert c.wait(1, WAIT_MS) == 1
+        self.new = {"k%d" % i: "new-%d" % i for i in range(0, 20, 2)}
+        self.q.client().mset(self.new)
+        self.q.stop()
+        self.new_file = db_file(self.q)
+        self.last_start = struct.unpack("<Q", self.new_file[-12:-4])[0]  # the last entry's link
+        assert 0 < self.last_start < len(self.new_file)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1)
+        self.lsock.settimeout(WAIT_MS / 1000)
+        rc = self.r.client()
+        rc.execute_command("REPLICAOF", "127.0.0.1", str(self.lsock.getsockname()[1]))
+        self.conn, _ = self.lsock.accept()
+        self.conn.settimeout(WAIT_MS / 1000)
+        rest = b""
+        while True:
+            words, rest = read_words(self.conn, rest)
+            if words[0].upper() == b"REPLSYNC":
+                break
+        self.conn.sendall(b"+OK\r\n" + resp("RESET", 0, 4242, 0, 77, len(self.new_file)) +
+                          resp("LOG", 0, 0, len(self.new_file), self.new_file[:self.last_start]))
+        wait_until(lambda: rc.info("replication")["simdr_repl_lag_bytes"] ==
+                   len(self.new_file) - self.last_start, "the first half to be taken")
+
+    def serves_old(self, rc):
+        return {k: v.decode() for k, v in zip(self.old, rc.mget(list(self.old)))} == self.old
+
+    def close(self):
+        self.conn.close()
+        self.lsock.close()
+        cleanup(self.r, self.p, self.q)
+
+
 def test_full_copy_is_built_beside_the_served_data():
     """A replica holding data that must copy a database again (the primary
     compacted, flushed, swapped, or lost its tail) keeps serving its old
-    copy until the new one has reached the tail the primary announced: a
+    copy until the new one has reached the tail the primary announced: the
     primary stands still after the first half of the new file, and all the
     old keys must still be there with their old values (the database was
     emptied at once and refilled, so half the keys read as missing). Then
     the new copy replaces the old one whole, and survives a restart."""
-    p = start()
-    r = replica_of(p)
-    q = start()  # makes the new file: records as a primary writes them
-    lsock = socket.socket()
+    h = HalfCopy()
     try:
-        c = p.client()
-        old = {"k%d" % i: "old-%d" % i for i in range(20)}
-        c.mset(old)
-        assert c.wait(1, WAIT_MS) == 1
-        new = {"k%d" % i: "new-%d" % i for i in range(0, 20, 2)}
-        q.client().mset(new)
-        q.stop()
-        new_file = db_file(q)
-        last_start = struct.unpack("<Q", new_file[-12:-4])[0]  # the last entry's link
-        assert 0 < last_start < len(new_file)
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(1)
-        lsock.settimeout(WAIT_MS / 1000)
-        rc = r.client()
-        rc.execute_command("REPLICAOF", "127.0.0.1", str(lsock.getsockname()[1]))
-        conn, _ = lsock.accept()
-        conn.settimeout(WAIT_MS / 1000)
-        rest = b""
-        while True:
-            words, rest = read_words(conn, rest)
-            if words[0].upper() == b"REPLSYNC":
-                break
-        conn.sendall(b"+OK\r\n" + resp("RESET", 0, 4242, 0, 77, len(new_file)) +
-                     resp("LOG", 0, 0, len(new_file), new_file[:last_start]))
-        wait_until(lambda: rc.info("replication")["simdr_repl_lag_bytes"] ==
-                   len(new_file) - last_start, "the first half to be taken")
+        rc = h.r.client()
         assert rc.info("replication")["master_sync_in_progress"] == 1
-        assert {k: v.decode() for k, v in zip(old, rc.mget(list(old)))} == old
-        assert db_file(r) == db_file(p)  # the served file is untouched
-        conn.sendall(resp("LOG", 0, last_start, len(new_file), new_file[last_start:]))
+        assert h.serves_old(rc)
+        assert db_file(h.r) == db_file(h.p)  # the served file is untouched
+        h.conn.sendall(resp("LOG", 0, h.last_start, len(h.new_file),
+                            h.new_file[h.last_start:]))
         wait_until(lambda: rc.info("replication")["master_sync_in_progress"] == 0, "the swap")
-        assert rc.mget(list(old)) == [new[k].encode() if k in new else None for k in old]
-        assert db_file(r) == new_file
-        conn.close()
+        assert rc.mget(list(h.old)) == [h.new[k].encode() if k in h.new else None for k in h.old]
+        assert db_file(h.r) == h.new_file
         rc.execute_command("REPLICAOF", "NO", "ONE")
-        r.stop()
-        r.start()
-        assert r.client().mget(list(new)) == [v.encode() for v in new.values()]
-        assert db_file(r) == new_file
+        h.r.stop()
+        h.r.start()
+        assert h.r.client().mget(list(h.new)) == [v.encode() for v in h.new.values()]
+        assert db_file(h.r) == h.new_file
     finally:
-        lsock.close()
-        cleanup(r, p, q)
+        h.close()
+
+
+def test_full_copy_cut_short_by_a_crash():
+    """The replica is killed in the middle of such a copy: restarted (a
+    replica of the real primary again, by its command line) it serves its
+    old copy, leaves no partial copy behind, and resumes on the primary."""
+    h = HalfCopy()
+    try:
+        assert os.path.exists(os.path.join(h.r.dir, "db-0.simdr.sync"))
+        copies = h.r.log().count("full copy")
+        h.r.kill9()
+        h.r.start()
+        rc = h.r.client()
+        assert h.serves_old(rc)
+        assert not os.path.exists(os.path.join(h.r.dir, "db-0.simdr.sync"))
+        pc = h.p.client()
+        pc.set("after", "1")
+        assert pc.wait(1, WAIT_MS) == 1
+        assert rc.get("after") == b"1"
+        assert db_file(h.r) == db_file(h.p)
+        assert h.r.log().count("full copy") == copies  # resumed on its own tail
+    finally:
+        h.close()
