@@ -97,6 +97,16 @@ alive() {
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$mine"
 }
 
+# Something else already answering on the port would pass wait_listening
+# while our process fails to bind and exits: the proxy would then send a
+# shard's keys to that other program.
+refuse_port_in_use() { # port what
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "cluster.sh: port $1 for $2 is in use by another process" >&2
+    exit 1
+  fi
+}
+
 wait_listening() { # port pidfile what
   for _ in $(seq 1 300); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
@@ -140,6 +150,7 @@ write_yml() {
 start_shard() { # index
   local i=$1 dir="$CLUSTER_DIR/shard$1" pidf="$CLUSTER_DIR/shard$1.pid"
   alive "$pidf" && return 0
+  refuse_port_in_use "${ports[$i]}" "shard$i"
   mkdir -p "$dir"
   local extra=()
   if [ -n "$PASSWORD" ]; then
@@ -157,6 +168,7 @@ start_shard() { # index
 start_proxy() {
   local pidf="$CLUSTER_DIR/nutcracker.pid"
   alive "$pidf" && return 0
+  refuse_port_in_use "$PROXY_PORT" nutcracker
   write_yml
   "$NUTCRACKER_BIN" -t -c "$yml" >/dev/null 2>&1 ||
     { "$NUTCRACKER_BIN" -t -c "$yml"; exit 1; }

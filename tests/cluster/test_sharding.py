@@ -5,6 +5,7 @@ SIGKILL under load and restarted, and how evenly keys spread."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 
@@ -252,3 +253,22 @@ def test_stale_pid_file_names_another_process():
         finally:
             other.kill()
             other.wait()
+
+
+def test_port_taken_by_another_program():
+    """A shard's port already answered by another program: start must fail
+    and say so, not take that program for the shard (the shard itself fails
+    to bind and exits, after the port was seen open)."""
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    c = Cluster(shards=2)
+    try:
+        squatter.bind(("127.0.0.1", c.ports[1]))
+        squatter.listen(8)
+        out = c.run("start", check=False)
+        assert out.returncode != 0, out.stdout
+        assert "in use by another process" in out.stdout
+    finally:
+        squatter.close()
+        c.stop()
+        shutil.rmtree(c.dir, ignore_errors=True)
