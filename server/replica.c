@@ -522,6 +522,11 @@ static void feed_all(long long now) {
             wake_client(f->c);
         }
     }
+    if (R.chunk_cap > FEED_CHUNK_MAX) { /* grown for one large entry: give it back */
+        free(R.chunk);
+        R.chunk = NULL;
+        R.chunk_cap = 0;
+    }
 }
 
 /* Replicas whose acknowledged tails cover the given ones. */
@@ -1120,6 +1125,11 @@ static void on_link(evutil_socket_t fd, short what, void *arg) {
     }
     memmove(R.rbuf, R.rbuf + pos, R.rlen - pos);
     R.rlen -= pos;
+    if (!R.rlen && R.rcap > FEED_CHUNK_MAX) { /* grown for one large entry: give it back */
+        free(R.rbuf);
+        R.rbuf = NULL;
+        R.rcap = 0;
+    }
     for (int db = 0; db < SERVER_DBS && R.fd >= 0; db++)
         if (acked[db]) send_ack(db);
 }
