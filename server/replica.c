@@ -1284,6 +1284,12 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
     }
     char host[256];
     snprintf(host, sizeof host, "%.*s", (int)(lens[1] < 255 ? lens[1] : 255), argv[1]);
+    if (R.host && !strcmp(R.host, host) && R.port == (int)port) {
+        /* As Redis: nothing to do, and a full copy in progress goes on
+         * (dropping the link would start it over). */
+        reply_simple(c, "OK Already connected to specified master");
+        return;
+    }
     /* A primary turned replica stops feeding its own replicas. */
     while (R.nfeeds) {
         client_schedule_close(R.feeds[R.nfeeds - 1]->c);

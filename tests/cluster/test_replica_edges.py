@@ -250,14 +250,19 @@ def test_full_copy_is_built_beside_the_served_data():
     copy until the new one has reached the tail the primary announced: the
     primary stands still after the first half of the new file, and all the
     old keys must still be there with their old values (the database was
-    emptied at once and refilled, so half the keys read as missing). Then
-    the new copy replaces the old one whole, and survives a restart."""
+    emptied at once and refilled, so half the keys read as missing).
+    REPLICAOF naming the same primary does not start it over. Then the new
+    copy replaces the old one whole, and survives a restart."""
     h = HalfCopy()
     try:
         rc = h.r.client()
         assert rc.info("replication")["master_sync_in_progress"] == 1
         assert h.serves_old(rc)
         assert db_file(h.r) == db_file(h.p)  # the served file is untouched
+        # the same primary again (as Redis: nothing to do): the copy goes on
+        fake_port = str(h.lsock.getsockname()[1])
+        assert rc.execute_command("REPLICAOF", "127.0.0.1", fake_port) == \
+            b"OK Already connected to specified master"
         h.conn.sendall(resp("LOG", 0, h.last_start, len(h.new_file),
                             h.new_file[h.last_start:]))
         wait_until(lambda: rc.info("replication")["master_sync_in_progress"] == 0, "the swap")
