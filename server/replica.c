@@ -1231,10 +1231,14 @@ int replica_config_option(const char *name, char **vals, int nvals, char *err, s
     return 0;
 }
 
+int replica_forbids(const command_def *cmd) {
+    return replica_is_replica() && (cmd->flags & CMD_WRITE);
+}
+
 /* Writes refused on a replica: Redis's READONLY error. 1 when refused. */
 int replica_refuses(client *c, const command_def *cmd) {
     if (!replica_is_replica()) return 0;
-    if (cmd->flags & CMD_WRITE) {
+    if (replica_forbids(cmd)) {
         reply_error(c, "READONLY You can't write against a read only replica.");
         return 1;
     }

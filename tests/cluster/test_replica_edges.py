@@ -3,8 +3,9 @@ entry but not the bytes before it (a promoted replica that was behind
 another replica and has been written since; a primary whose file lost its
 end, as in a power cut before a sync, and has been written since), and an
 entry larger than the primary's client-output-buffer-limit. Each time the
-replica must end up with the primary's data, byte for byte. And a client
-blocked in WAIT on a primary that becomes a replica."""
+replica must end up with the primary's data, byte for byte. And the
+clients of a primary that becomes a replica: one blocked in WAIT, one in
+the middle of a transaction with writes."""
 import os
 import shutil
 import socket
@@ -171,6 +172,37 @@ def test_wait_blocked_when_the_primary_turns_replica():
         assert "UNBLOCKED" in str(result[0])
         assert p.client().info("clients")["blocked_clients"] == 0
         assert waiter.ping()  # the connection goes on
+    finally:
+        cleanup(p, other)
+
+
+def test_transaction_queued_before_the_primary_turned_replica():
+    """A client queues a SET in MULTI on a primary; the primary becomes a
+    replica; EXEC must be refused whole, as Redis does (it ran the SET on
+    the replica and answered OK: a write acknowledged, then wiped by the
+    full copy from the new primary, or splicing the replica's file)."""
+    p = start()
+    other = start()
+    try:
+        other.client().set("theirs", "1")
+        tx = p.client()
+        tx.execute_command("MULTI")
+        tx.execute_command("SET", "mine", "1")
+        tx.execute_command("GET", "theirs")
+        assert p.client().execute_command("REPLICAOF", "127.0.0.1", str(other.port)) == b"OK"
+        try:
+            tx.execute_command("EXEC")
+            raise AssertionError("EXEC ran a write on a replica")
+        except redis.exceptions.ResponseError as e:
+            assert "READONLY" in str(e)
+        assert other.client().wait(1, WAIT_MS) == 1
+        rc = p.client()
+        assert rc.get("mine") is None and rc.get("theirs") == b"1"
+        assert db_file(p) == db_file(other)
+        # a read-only transaction still runs
+        tx.execute_command("MULTI")
+        tx.execute_command("GET", "theirs")
+        assert tx.execute_command("EXEC") == [b"1"]
     finally:
         cleanup(p, other)
 
