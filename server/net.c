@@ -215,6 +215,11 @@ static void spool_finish(client *c) {
         spool_end(c);
         return;
     }
+    if (replica_is_replica()) { /* became one while the value arrived */
+        reply_error(c, "READONLY You can't write against a read only replica.");
+        spool_end(c);
+        return;
+    }
     ks_pending_safe_point();
     server_db *d = client_db(c);
     ks_ref ref;

@@ -5,7 +5,7 @@ end, as in a power cut before a sync, and has been written since), and an
 entry larger than the primary's client-output-buffer-limit. Each time the
 replica must end up with the primary's data, byte for byte. And the
 clients of a primary that becomes a replica: one blocked in WAIT, one in
-the middle of a transaction with writes."""
+the middle of a transaction with writes, one sending a large SET."""
 import os
 import shutil
 import socket
@@ -203,6 +203,32 @@ def test_transaction_queued_before_the_primary_turned_replica():
         tx.execute_command("MULTI")
         tx.execute_command("GET", "theirs")
         assert tx.execute_command("EXEC") == [b"1"]
+    finally:
+        cleanup(p, other)
+
+
+def test_large_set_arriving_while_the_primary_turns_replica():
+    """A SET of a large value is written to disk as it arrives (spooled);
+    the primary becomes a replica before its last byte: the SET must get
+    READONLY (it was written into the replica's file and answered OK)."""
+    p = start()
+    other = start()
+    try:
+        other.client().set("theirs", "1")
+        value = b"v" * (4 << 20)
+        raw = socket.create_connection(("127.0.0.1", p.port), timeout=WAIT_MS / 1000)
+        command = resp("SET", "big", value)
+        raw.sendall(command[:len(command) // 2])
+        assert p.client().execute_command("REPLICAOF", "127.0.0.1", str(other.port)) == b"OK"
+        raw.sendall(command[len(command) // 2:])
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += raw.recv(4096)
+        assert reply.startswith(b"-READONLY"), reply
+        raw.close()
+        assert other.client().wait(1, WAIT_MS) == 1
+        assert p.client().get("big") is None
+        assert db_file(p) == db_file(other)
     finally:
         cleanup(p, other)
 
