@@ -328,6 +328,7 @@ def test_full_copy_is_built_beside_the_served_data():
         assert db_file(h.r) == h.new_file
         rc.execute_command("REPLICAOF", "NO", "ONE")
         h.r.stop()
+        h.r.args = ["--auto-compact-percent", "0"]  # not a replica of p again
         h.r.start()
         assert h.r.client().mget(list(h.new)) == [v.encode() for v in h.new.values()]
         assert db_file(h.r) == h.new_file
