@@ -134,6 +134,7 @@ static struct {
     /* per database: a full copy being built beside the served file */
     struct {
         int active, layout;
+        int in_place; /* the last one failed (no room beside?): next copy in place */
         uint64_t ident, run;
         simdr_store *store;
     } stage[SERVER_DBS];
@@ -993,7 +994,9 @@ static int handle_msg(const link_msg *m, int *acked) {
                        (unsigned long long)a);
         stage_drop(db);
         R.announced[db] = 1;
-        if (d->store && target) { /* built beside, served data kept meanwhile */
+        int in_place = R.stage[db].in_place;
+        R.stage[db].in_place = 0;
+        if (d->store && target && !in_place) { /* built beside, served data kept meanwhile */
             R.stage[db].active = 1;
             R.stage[db].ident = a;
             R.stage[db].run = run;
@@ -1041,13 +1044,19 @@ static int handle_msg(const link_msg *m, int *acked) {
                                (int)db, m->lens[4], (unsigned long long)a, (unsigned long long)b);
         if (R.stage[db].active) {
             uint64_t tail = 0;
-            if (stage_open((int)db) != 0)
-                return link_refuse("db %d: cannot create the copy: %s", (int)db,
-                                   simdr_last_error());
-            if (simdr_log_append(R.stage[db].store, a, m->argv[4], m->lens[4], &tail) !=
-                SIMDR_OK) {
+            int rc = stage_open((int)db);
+            if (rc == SIMDR_OK)
+                rc = simdr_log_append(R.stage[db].store, a, m->argv[4], m->lens[4], &tail);
+            if (rc == SIMDR_ECORRUPT) { /* the primary's bytes */
                 server_log(LOG_WARNING_, "db %d: replicated bytes refused: %s", (int)db,
                            simdr_last_error());
+                return -1;
+            }
+            if (rc != SIMDR_OK) { /* ours: a full disk most likely */
+                server_log(LOG_WARNING_, "db %d: cannot build the copy beside the served one "
+                           "(%s): the next copy replaces it in place", (int)db,
+                           simdr_last_error());
+                R.stage[db].in_place = 1;
                 return -1;
             }
             R.primary_tail[db] = b;

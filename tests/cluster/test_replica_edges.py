@@ -357,3 +357,28 @@ def test_full_copy_cut_short_by_a_crash():
         assert h.r.log().count("full copy") == copies  # resumed on its own tail
     finally:
         h.close()
+
+
+def test_no_room_beside_falls_back_to_a_copy_in_place():
+    """When the copy cannot be built beside the served one (a full disk; here
+    a directory in the way of its file), the replica must not retry that for
+    ever, never catching up: the next copy replaces the database in place."""
+    p = start()
+    r = replica_of(p)
+    try:
+        c = p.client()
+        for i in range(200):
+            c.set("k%d" % (i % 50), "v%d" % i)
+        assert c.wait(1, WAIT_MS) == 1
+        os.mkdir(os.path.join(r.dir, "db-0.simdr.sync"))
+        before = c.info("persistence")["simdr_compactions"]
+        c.execute_command("BGREWRITEAOF")
+        wait_until(lambda: c.info("persistence")["simdr_compactions"] > before and
+                   not c.info("persistence")["aof_rewrite_in_progress"], "the compaction")
+        c.set("after", "1")
+        assert c.wait(1, WAIT_MS) == 1
+        assert r.client().get("after") == b"1"
+        assert db_file(r) == db_file(p)
+        assert "cannot build the copy beside the served one" in r.log()
+    finally:
+        cleanup(r, p)
