@@ -70,17 +70,41 @@ if [ "$cmd" = start ]; then
     exit 1
   }
 fi
+# The shards read the first line of the password file: a line break or
+# another control character would give them another password than the proxy.
+case "$PASSWORD" in *[[:cntrl:]]*)
+  echo "cluster.sh: PASSWORD must not hold control characters (line breaks, tabs)" >&2
+  exit 2 ;;
+esac
 mkdir -p "$CLUSTER_DIR"
 CLUSTER_DIR=$(cd "$CLUSTER_DIR" && pwd)
 yml="$CLUSTER_DIR/nutcracker.yml"
 passfile="$CLUSTER_DIR/password"
 
-alive() { # pid file -> 0 when its process runs (a zombie left unreaped does not)
+# pid file -> 0 when its process runs (a zombie left unreaped does not) and
+# is ours: its command line names this shard's directory (or this proxy's
+# configuration). A pid file left by a crash or a reboot may name a process
+# that reused the number: start would skip the shard and stop would kill it.
+alive() {
   [ -s "$1" ] || return 1
-  local stat
-  stat=$(cat "/proc/$(cat "$1")/stat" 2>/dev/null) || return 1
+  local stat pid name mine
+  pid=$(cat "$1")
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
   stat=${stat##*) } # the state follows the command name in parentheses
   case "$stat" in Z*|X*|"") return 1 ;; esac
+  name=$(basename "$1" .pid)
+  if [ "$name" = nutcracker ]; then mine=$yml; else mine=$CLUSTER_DIR/$name; fi
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$mine"
+}
+
+# Something else already answering on the port would pass wait_listening
+# while our process fails to bind and exits: the proxy would then send a
+# shard's keys to that other program.
+refuse_port_in_use() { # port what
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "cluster.sh: port $1 for $2 is in use by another process" >&2
+    exit 1
+  fi
 }
 
 wait_listening() { # port pidfile what
@@ -109,7 +133,13 @@ write_yml() {
     echo "  auto_eject_hosts: false"
     echo "  server_retry_timeout: 1000"
     echo "  timeout: 5000"
-    [ -n "$PASSWORD" ] && echo "  redis_auth: $PASSWORD"
+    # Double-quoted: a plain YAML scalar would lose what follows " #", and
+    # one starting with ! * & or holding ": " is not valid YAML at all.
+    if [ -n "$PASSWORD" ]; then
+      local quoted=${PASSWORD//\\/\\\\}
+      quoted=${quoted//\"/\\\"}
+      echo "  redis_auth: \"$quoted\""
+    fi
     echo "  servers:"
     for ((i = 0; i < SHARDS; i++)); do echo "    - 127.0.0.1:${ports[$i]}:1 shard$i"; done
   } >"$yml.new"
@@ -120,6 +150,7 @@ write_yml() {
 start_shard() { # index
   local i=$1 dir="$CLUSTER_DIR/shard$1" pidf="$CLUSTER_DIR/shard$1.pid"
   alive "$pidf" && return 0
+  refuse_port_in_use "${ports[$i]}" "shard$i"
   mkdir -p "$dir"
   local extra=()
   if [ -n "$PASSWORD" ]; then
@@ -137,6 +168,7 @@ start_shard() { # index
 start_proxy() {
   local pidf="$CLUSTER_DIR/nutcracker.pid"
   alive "$pidf" && return 0
+  refuse_port_in_use "$PROXY_PORT" nutcracker
   write_yml
   "$NUTCRACKER_BIN" -t -c "$yml" >/dev/null 2>&1 ||
     { "$NUTCRACKER_BIN" -t -c "$yml"; exit 1; }

@@ -427,6 +427,13 @@ static int watch_broken(client *c) {
     return (c->flags & CLIENT_DIRTY_CAS) != 0;
 }
 
+static const command_def *saved_command_def(const saved_cmd *s) {
+    const command_def *cmd = command_find(table, s->argv[0], s->lens[0]);
+    if (cmd && (cmd->flags & CMD_CONTAINER) && s->argc >= 2)
+        cmd = command_find(cmd->subs, s->argv[1], s->lens[1]);
+    return cmd;
+}
+
 void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
     (void)argc, (void)argv, (void)lens;
     if (!(c->flags & CLIENT_MULTI)) {
@@ -445,6 +452,16 @@ void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
         client_unwatch(c);
         return;
     }
+    for (int i = 0; i < c->mq_len; i++) {
+        const command_def *cmd = saved_command_def(&c->mq[i]);
+        if (cmd && replica_forbids(cmd)) { /* queued before the server became a replica */
+            reply_error(c, "EXECABORT Transaction discarded because of: READONLY You can't "
+                           "write against a read only replica.");
+            client_discard_multi(c);
+            client_unwatch(c);
+            return;
+        }
+    }
     saved_cmd *q = c->mq;
     int n = c->mq_len;
     c->mq = NULL;
@@ -454,9 +471,7 @@ void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
     reply_array(c, n);
     c->flags |= CLIENT_IN_EXEC; /* the array's replies come in order, none blocks */
     for (int i = 0; i < n; i++) {
-        const command_def *cmd = command_find(table, q[i].argv[0], q[i].lens[0]);
-        if (cmd && (cmd->flags & CMD_CONTAINER) && q[i].argc >= 2)
-            cmd = command_find(cmd->subs, q[i].argv[1], q[i].lens[1]);
+        const command_def *cmd = saved_command_def(&q[i]);
         if (cmd && cmd->fn) {
             run_command(c, cmd, q[i].argc, q[i].argv, q[i].lens);
         } else {

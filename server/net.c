@@ -215,6 +215,11 @@ static void spool_finish(client *c) {
         spool_end(c);
         return;
     }
+    if (replica_is_replica()) { /* became one while the value arrived */
+        reply_error(c, "READONLY You can't write against a read only replica.");
+        spool_end(c);
+        return;
+    }
     ks_pending_safe_point();
     server_db *d = client_db(c);
     ks_ref ref;
@@ -493,7 +498,10 @@ static void finish_write(client *c, int rc) {
     if (rc < 0 || (rc == 1 && (c->flags & CLIENT_CLOSE_AFTER_REPLY))) {
         client_free(c);
     } else if (rc == 0) {
-        if ((long long)evbuffer_get_length(c->out) > srv.cfg.output_buffer_limit) {
+        /* A replica's feed may hold one entry above the limit: an entry goes
+         * whole, and closing the link would resend it forever. */
+        if ((long long)evbuffer_get_length(c->out) >
+            srv.cfg.output_buffer_limit + replica_output_allowance(c)) {
             server_log(LOG_WARNING_, "closing client %s: output buffer over %lld bytes", c->addr,
                        srv.cfg.output_buffer_limit);
             client_free(c);

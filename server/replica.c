@@ -15,18 +15,35 @@
  * counts the replicas whose acknowledged tails cover every database.
  *
  * Messages from primary to replica (RESP arrays of bulk strings):
- *   RESET db identity layout     drop the database, follow identity from 0
- *   FOLLOW db identity           keep the database, follow identity
+ *   RESET db identity layout run tail
+ *                                start the database over, following identity
+ *                                from 0 (tail: the primary's, to copy)
+ *   FOLLOW db identity run       keep the database, follow identity
  *   LOG db from primary-tail bytes
  *   PING                         once a second (link liveness)
- * From replica to primary: REPLSYNC port {db identity tail meta-hex}...,
+ * From replica to primary: REPLSYNC port {db identity tail meta-hex run}...,
  * REPLACK db identity tail.
+ *
+ * run is a random number a primary draws at startup. Matching metadata at
+ * the replica's tail proves only that the last entry is the same: a primary
+ * that lost the end of its file (a power cut before a sync) and was written
+ * again, or a promoted replica that was behind another replica of the old
+ * primary and was written since, can have the same last entry over other
+ * bytes. So a replica resumes above the bytes the primary found in its file
+ * at startup (or at promotion) only when it got them from this run, and on
+ * a promoted replica's alias only up to the tail of the promotion.
  *
  * The replica treats its primary as hostile (a bug, an attacker, damage on
  * the wire): sizes and lines are bounded before anything is buffered, a LOG
  * needs a RESET or FOLLOW for its database on the same link first, and every
  * byte is checked by simdr_log_append before it is written. A refusal is
  * logged and drops the link; the replica keeps serving what it has.
+ *
+ * A full copy of a database that holds data is built beside it, in
+ * DIR/db-N.simdr.sync, and renamed over it once it reaches a tail the primary
+ * announced: until then readers get the old copy (as Redis's replicas serve
+ * their old data set during a full sync), never a database that empties
+ * and fills again. A copy cut short (link lost, restart) is thrown away.
  *
  * The replica remembers the identity it follows per database in
  * DIR/replication.state; a promoted replica also remembers which primary
@@ -46,6 +63,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/select.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -62,6 +80,7 @@
  * value of up to proto-max-bulk-len each). Without these a primary could
  * make the replica buffer without end. */
 #define LINK_MAX_LINE 4096
+#define REPLSYNC_WORDS_PER_DB 5 /* db identity tail meta-hex run */
 #define LINK_BULK_SLACK (1024 * 1024) /* record header, padding, metadata */
 
 /* ---- state kept on disk: what each database follows ---- */
@@ -70,6 +89,9 @@ typedef struct repl_state {
     uint64_t follows[SERVER_DBS];   /* identity of the primary file followed (0: none) */
     uint64_t alias_own[SERVER_DBS]; /* a promoted replica: its file's identity at promotion */
     uint64_t alias_of[SERVER_DBS];  /* ... and the primary file it was a prefix of */
+    uint64_t alias_tail[SERVER_DBS]; /* ... up to this tail (beyond it, its own writes) */
+    uint64_t alias_run[SERVER_DBS];  /* ... as sent by this run of that primary */
+    uint64_t run[SERVER_DBS];       /* the primary run that last named the followed file */
     int layout[SERVER_DBS];         /* the followed file's layout (RESET names it) */
 } repl_state;
 
@@ -109,6 +131,13 @@ static struct {
     long long timeout_ms; /* silence after which the link is dropped (repl-timeout) */
     /* per database, on this link: 1 once RESET or FOLLOW named the file */
     int announced[SERVER_DBS];
+    /* per database: a full copy being built beside the served file */
+    struct {
+        int active, layout;
+        int in_place; /* the last one failed (no room beside?): next copy in place */
+        uint64_t ident, run;
+        simdr_store *store;
+    } stage[SERVER_DBS];
     uint64_t primary_tail[SERVER_DBS];
     repl_state st;
     int synced_dbs_dirty;
@@ -119,6 +148,10 @@ static struct {
     uint8_t *chunk;
     size_t chunk_cap;
     int behind; /* a feed stopped before a tail: feed again next turn */
+    uint64_t run_id; /* drawn at startup: tells this run from earlier ones */
+    /* per database slot: a file and the tail below which this run found it
+     * (at startup or promotion); searched by identity, as SWAPDB moves files */
+    uint64_t found_ident[SERVER_DBS], found_tail[SERVER_DBS];
     char state_path[4200];
 } R = {.fd = -1, .retry_ms = 1000, .timeout_ms = 60000};
 
@@ -196,12 +229,16 @@ static void state_load(void) {
     char line[256];
     while (fgets(line, sizeof line, f)) {
         int db;
-        unsigned long long a, b;
+        unsigned long long a, b, t = 0, r = 0;
         if (sscanf(line, "follows %d %llu", &db, &a) == 2 && db >= 0 && db < SERVER_DBS)
             R.st.follows[db] = a;
-        else if (sscanf(line, "alias %d %llu %llu", &db, &a, &b) == 3 && db >= 0 &&
-                 db < SERVER_DBS)
-            R.st.alias_own[db] = a, R.st.alias_of[db] = b;
+        else if (sscanf(line, "run %d %llu", &db, &a) == 2 && db >= 0 && db < SERVER_DBS)
+            R.st.run[db] = a;
+        else if (sscanf(line, "alias %d %llu %llu %llu %llu", &db, &a, &b, &t, &r) >= 3 &&
+                 db >= 0 && db < SERVER_DBS)
+            /* a line without tail and run (older servers) allows no resume */
+            R.st.alias_own[db] = a, R.st.alias_of[db] = b, R.st.alias_tail[db] = t,
+            R.st.alias_run[db] = r;
         else if (sscanf(line, "layout %d %llu", &db, &a) == 2 && db >= 0 && db < SERVER_DBS &&
                  a == SIMDR_LAYOUT_UNALIGNED)
             R.st.layout[db] = (int)a;
@@ -222,9 +259,11 @@ static void state_save(void) {
     for (int i = 0; i < SERVER_DBS; i++) {
         if (R.st.follows[i])
             fprintf(f, "follows %d %llu\n", i, (unsigned long long)R.st.follows[i]);
+        if (R.st.run[i]) fprintf(f, "run %d %llu\n", i, (unsigned long long)R.st.run[i]);
         if (R.st.alias_own[i])
-            fprintf(f, "alias %d %llu %llu\n", i, (unsigned long long)R.st.alias_own[i],
-                    (unsigned long long)R.st.alias_of[i]);
+            fprintf(f, "alias %d %llu %llu %llu %llu\n", i, (unsigned long long)R.st.alias_own[i],
+                    (unsigned long long)R.st.alias_of[i], (unsigned long long)R.st.alias_tail[i],
+                    (unsigned long long)R.st.alias_run[i]);
         if (R.st.layout[i] != SIMDR_LAYOUT_ALIGNED64) fprintf(f, "layout %d %d\n", i, R.st.layout[i]);
     }
     int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
@@ -289,26 +328,45 @@ static int db_log_state(int db, simdr_log_state *out) {
     return simdr_log_info(srv.db[db].store, out);
 }
 
+/* The tail below which this run found the file (0: this run made it). */
+static uint64_t found_tail(uint64_t identity) {
+    for (int db = 0; db < SERVER_DBS; db++)
+        if (R.found_ident[db] == identity) return R.found_tail[db];
+    return 0;
+}
+
+static void note_found(int db) {
+    simdr_log_state st;
+    R.found_ident[db] = R.found_tail[db] = 0;
+    if (srv.db[db].store && db_log_state(db, &st) == SIMDR_OK)
+        R.found_ident[db] = st.identity, R.found_tail[db] = st.tail;
+}
+
 static int resume_ok(int db, uint64_t ident, uint64_t tail, const uint8_t meta[20],
-                     const simdr_log_state *own) {
+                     uint64_t run, const simdr_log_state *own) {
     if (!srv.db[db].store) return ident == 0 && tail == 0;
+    /* On the alias, only what the promoted replica had received from that
+     * run of the old primary is shared; above it are its own writes. */
     int same = ident == own->identity ||
-               (R.st.alias_own[db] == own->identity && R.st.alias_of[db] == ident && ident);
+               (R.st.alias_own[db] == own->identity && R.st.alias_of[db] == ident && ident &&
+                tail <= R.st.alias_tail[db] && run == R.st.alias_run[db]);
     if (!same || tail > own->tail) return 0;
+    /* Bytes this run wrote can only have come from this run. */
+    if (tail > found_tail(own->identity) && run != R.run_id) return 0;
     if (tail == 0) return 1;
     uint8_t here[20];
     if (simdr_log_meta_at(srv.db[db].store, own->identity, tail, here) != SIMDR_OK) return 0;
     return memcmp(here, meta, 20) == 0;
 }
 
-/* REPLSYNC port {db identity tail meta-hex}... */
+/* REPLSYNC port {db identity tail meta-hex run}... */
 void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
     if (replica_is_replica()) {
         reply_error(c, "ERR a replica does not feed replicas (REPLICAOF NO ONE first)");
         return;
     }
     uint64_t port;
-    if ((argc - 2) % 4 != 0 || !parse_u64(argv[1], lens[1], &port) || port > 65535) {
+    if ((argc - 2) % REPLSYNC_WORDS_PER_DB != 0 || !parse_u64(argv[1], lens[1], &port) || port > 65535) {
         reply_error(c, "ERR syntax error");
         return;
     }
@@ -324,15 +382,16 @@ void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
     f->c = c;
     f->port = (int)port;
     f->last_ack_ms = now_ms();
-    uint64_t ident[SERVER_DBS] = {0}, tail[SERVER_DBS] = {0};
+    uint64_t ident[SERVER_DBS] = {0}, tail[SERVER_DBS] = {0}, run[SERVER_DBS] = {0};
     uint8_t meta[SERVER_DBS][20];
     memset(meta, 0, sizeof meta);
-    for (int i = 2; i + 3 < argc; i += 4) {
+    for (int i = 2; i + REPLSYNC_WORDS_PER_DB - 1 < argc; i += REPLSYNC_WORDS_PER_DB) {
         uint64_t db;
         if (!parse_u64(argv[i], lens[i], &db) || db >= SERVER_DBS ||
             !parse_u64(argv[i + 1], lens[i + 1], &ident[db]) ||
             !parse_u64(argv[i + 2], lens[i + 2], &tail[db]) ||
-            !(tail[db] == 0 || hex_decode(argv[i + 3], lens[i + 3], meta[db], 20))) {
+            !(tail[db] == 0 || hex_decode(argv[i + 3], lens[i + 3], meta[db], 20)) ||
+            !parse_u64(argv[i + 4], lens[i + 4], &run[db])) {
             free(f);
             reply_error(c, "ERR syntax error");
             return;
@@ -342,15 +401,16 @@ void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
     for (int db = 0; db < SERVER_DBS; db++) {
         simdr_log_state own;
         if (db_log_state(db, &own) != SIMDR_OK) own.identity = UNKNOWN_IDENTITY;
-        if (resume_ok(db, ident[db], tail[db], meta[db], &own)) {
+        if (resume_ok(db, ident[db], tail[db], meta[db], run[db], &own)) {
             f->ident[db] = own.identity;
             f->sent[db] = tail[db];
             f->acked_ident[db] = own.identity;
             f->acked[db] = tail[db];
-            char d[16], id[24];
+            char d[16], id[24], r[24];
             snprintf(d, sizeof d, "%d", db);
             snprintf(id, sizeof id, "%llu", (unsigned long long)own.identity);
-            add_words(c->out, 3, "FOLLOW", d, id);
+            snprintf(r, sizeof r, "%llu", (unsigned long long)R.run_id);
+            add_words(c->out, 4, "FOLLOW", d, id, r);
         } else {
             f->ident[db] = UNKNOWN_IDENTITY; /* the feed sends RESET */
             f->acked_ident[db] = UNKNOWN_IDENTITY;
@@ -411,8 +471,11 @@ static void feed_db(feed *f, int db) {
         f->sent[db] = 0;
         char layout[16];
         snprintf(num1, sizeof num1, "%llu", (unsigned long long)st.identity);
+        snprintf(num2, sizeof num2, "%llu", (unsigned long long)R.run_id);
         snprintf(layout, sizeof layout, "%d", st.layout);
-        add_words(c->out, 4, "RESET", d, num1, layout);
+        char tail[24];
+        snprintf(tail, sizeof tail, "%llu", (unsigned long long)st.tail);
+        add_words(c->out, 6, "RESET", d, num1, layout, num2, tail);
         wake_client(c);
     }
     size_t high = FEED_OUT_HIGH;
@@ -460,6 +523,11 @@ static void feed_all(long long now) {
             wake_client(f->c);
         }
     }
+    if (R.chunk_cap > FEED_CHUNK_MAX) { /* grown for one large entry: give it back */
+        free(R.chunk);
+        R.chunk = NULL;
+        R.chunk_cap = 0;
+    }
 }
 
 /* Replicas whose acknowledged tails cover the given ones. */
@@ -492,6 +560,15 @@ static void rebase_waiter(waiter *w) {
 
 int replica_client_is_feed(client *c) { return feed_of(c) != NULL; }
 
+static uint64_t link_max_bulk(void);
+
+/* Output a replica's link may hold beyond client-output-buffer-limit: the
+ * feed stops at a quarter of the limit, but the entry it sends then goes
+ * whole, up to the largest LOG a primary can send. */
+long long replica_output_allowance(client *c) {
+    return feed_of(c) ? (long long)link_max_bulk() : 0;
+}
+
 int replica_exempt_from_timeout(client *c) {
     if (feed_of(c)) return 1;
     for (waiter *w = R.waiters; w; w = w->next)
@@ -519,6 +596,21 @@ static void check_waiters(long long now) {
             wake_client(c);
             waiter_remove(w);
         }
+    }
+}
+
+/* A primary that turns replica has no replicas to wait for any more: its
+ * clients blocked in WAIT get Redis's error for that instead of waiting for
+ * good (WAIT 0 timeout). */
+static void unblock_waiters(void) {
+    while (R.waiters) {
+        client *c = R.waiters->c;
+        reply_error(c, "UNBLOCKED force unblock from blocking operation, instance state "
+                       "changed (master -> replica?)");
+        c->flags &= ~(unsigned)CLIENT_BLOCKED;
+        event_active(c->rev, EV_READ, 1);
+        wake_client(c);
+        waiter_remove(R.waiters);
     }
 }
 
@@ -565,6 +657,8 @@ void replica_wait(client *c, long long want, long long timeout_ms) {
 /* Replica side                                                             */
 /* ======================================================================== */
 
+static void stage_drop(int db);
+
 static void link_close(const char *why) {
     if (R.ev) {
         event_free(R.ev);
@@ -578,6 +672,8 @@ static void link_close(const char *why) {
     R.connecting = R.handshake_sent = R.link_up = 0;
     R.rlen = 0;
     memset(R.announced, 0, sizeof R.announced);
+    for (int db = 0; db < SERVER_DBS; db++)
+        if (R.stage[db].active) stage_drop(db);
     R.next_attempt_ms = now_ms() + R.retry_ms;
 }
 
@@ -602,7 +698,7 @@ static int send_all(const void *p, size_t n) {
     return 0;
 }
 
-#define LINK_MAX_WORDS (2 + 4 * SERVER_DBS) /* REPLSYNC, port, 4 per database */
+#define LINK_MAX_WORDS (2 + REPLSYNC_WORDS_PER_DB * SERVER_DBS) /* REPLSYNC, port, dbs */
 
 static int send_words(int n, const char *const *args) {
     if (n > LINK_MAX_WORDS) return -1;
@@ -635,7 +731,7 @@ static void send_handshake(void) {
         const char *args[2] = {"AUTH", pass};
         if (send_words(2, args) != 0) return link_close("write failed");
     }
-    /* REPLSYNC port {db identity tail meta}... */
+    /* REPLSYNC port {db identity tail meta run}... */
     static char words[LINK_MAX_WORDS][48];
     const char *args[LINK_MAX_WORDS];
     int n = 0;
@@ -656,6 +752,8 @@ static void send_handshake(void) {
             hex_encode(st.tail_meta, 20, words[n]);
         else
             snprintf(words[n], 48, "-");
+        args[n] = words[n], n++;
+        snprintf(words[n], 48, "%llu", (unsigned long long)R.st.run[db]);
         args[n] = words[n], n++;
     }
     if (send_words(n, args) != 0) return link_close("write failed");
@@ -754,6 +852,97 @@ static int link_refuse(const char *fmt, ...) {
     return -1;
 }
 
+/* ---- full copies built beside the served file ---- */
+
+static void stage_path(int db, const char *suffix, char *out, size_t cap) {
+    snprintf(out, cap, "%s.sync%s", srv.db[db].path, suffix);
+}
+
+/* The side file and hint of a store are "<store>.simdr" and "<store>.hint". */
+static const char *const store_companions[] = {"", ".simdr", ".hint"};
+
+static void stage_drop(int db) {
+    if (R.stage[db].store && simdr_close(R.stage[db].store) != SIMDR_OK)
+        server_log(LOG_WARNING_, "db %d: closing the partial copy: %s", db, simdr_last_error());
+    R.stage[db].store = NULL;
+    R.stage[db].active = 0;
+    for (size_t i = 0; i < sizeof store_companions / sizeof *store_companions; i++) {
+        char p[4300];
+        stage_path(db, store_companions[i], p, sizeof p);
+        unlink(p);
+    }
+}
+
+static int stage_open(int db) {
+    if (R.stage[db].store) return 0;
+    char p[4300];
+    stage_path(db, "", p, sizeof p);
+    simdr_options o;
+    simdr_options_init(&o);
+    o.open_mode = SIMDR_OPEN_CREATE;
+    o.durability = SIMDR_SYNC_NONE; /* nothing counts on it before it is swapped in */
+    o.file_mode = 0600;
+    o.layout = R.stage[db].layout;
+    return simdr_open(&R.stage[db].store, p, &o);
+}
+
+static void sync_dir(void) {
+    int fd = open(srv.cfg.dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* The copy reached the primary's tail: it becomes the database. The store
+ * file is renamed while still open, so the hint its close writes carries the
+ * renamed file's times and is still good for the reopen; side file and hint
+ * follow it (both name the file by device and inode, which a rename keeps).
+ * 0, or -1 with the old copy still served. */
+static int stage_swap(int db) {
+    server_db *d = &srv.db[db];
+    char from[4300], to[4300];
+    stage_path(db, "", from, sizeof from);
+    /* on disk before its name replaces a copy that was: a power cut leaves
+     * the old copy or the whole new one */
+    if (simdr_sync(R.stage[db].store) != SIMDR_OK) {
+        server_log(LOG_WARNING_, "db %d: cannot sync the copy: %s", db, simdr_last_error());
+        stage_drop(db);
+        return -1;
+    }
+    watch_touch_db(db, -1);
+    db_close(d);
+    if (rename(from, d->path) != 0) {
+        server_log(LOG_WARNING_, "db %d: cannot rename %s: %s", db, from, strerror(errno));
+        stage_drop(db);
+        db_open_existing(d);
+        return -1;
+    }
+    if (simdr_close(R.stage[db].store) != SIMDR_OK)
+        server_log(LOG_WARNING_, "db %d: closing the copy: %s", db, simdr_last_error());
+    R.stage[db].store = NULL;
+    for (size_t i = 1; i < sizeof store_companions / sizeof *store_companions; i++) {
+        stage_path(db, store_companions[i], from, sizeof from);
+        snprintf(to, sizeof to, "%s%s", d->path, store_companions[i]);
+        if (rename(from, to) != 0) unlink(to); /* stale beside the new file: a slower open */
+    }
+    sync_dir();
+    R.st.follows[db] = R.stage[db].ident;
+    R.st.run[db] = R.stage[db].run;
+    R.st.layout[db] = R.stage[db].layout;
+    R.st.alias_own[db] = R.st.alias_of[db] = 0;
+    R.stage[db].active = 0;
+    state_save();
+    if (db_open_existing(d) != 0) {
+        server_log(LOG_WARNING_, "db %d: cannot open the new copy: %s", db, simdr_last_error());
+        return -1;
+    }
+    ks_mark_dirty(d);
+    server_log(LOG_NOTICE_, "db %d: copy complete, serving file %llu", db,
+               (unsigned long long)R.st.follows[db]);
+    return 0;
+}
+
 /* The store a LOG appends to: the existing file, or a new one in the layout
  * the last RESET named (the primary's, kept in the state file so a restart
  * or a reconnect answered by FOLLOW still knows it), so its bytes land the
@@ -787,22 +976,37 @@ static int handle_msg(const link_msg *m, int *acked) {
     }
     if (m->is_status) return 0; /* +OK of AUTH and REPLSYNC */
     R.link_up = 1;
-    uint64_t db, a, b, layout = SIMDR_LAYOUT_ALIGNED64;
+    uint64_t db, a, b, layout = SIMDR_LAYOUT_ALIGNED64, run = 0, target = 0;
     if (eq_nocase(m->argv[0], m->lens[0], "ping")) return 0;
     if (!arg_u64(m, 1, &db) || db >= SERVER_DBS)
         return link_refuse("a message for no database: %.*s", (int)(m->lens[0] < 16 ? m->lens[0] : 16),
                            m->argv[0]);
     server_db *d = &srv.db[db];
-    if (eq_nocase(m->argv[0], m->lens[0], "reset") && (m->argc == 3 || m->argc == 4) &&
+    if (eq_nocase(m->argv[0], m->lens[0], "reset") && m->argc >= 3 && m->argc <= 6 &&
         arg_u64(m, 2, &a)) {
-        if (m->argc == 4 && (!arg_u64(m, 3, &layout) || (layout != SIMDR_LAYOUT_ALIGNED64 &&
+        if (m->argc >= 4 && (!arg_u64(m, 3, &layout) || (layout != SIMDR_LAYOUT_ALIGNED64 &&
                                                          layout != SIMDR_LAYOUT_UNALIGNED)))
             return link_refuse("db %d: RESET with an unknown layout", (int)db);
+        if ((m->argc >= 5 && !arg_u64(m, 4, &run)) || (m->argc == 6 && !arg_u64(m, 5, &target)))
+            return link_refuse("db %d: RESET with a malformed run or tail", (int)db);
         if (d->store || R.st.follows[db])
             server_log(LOG_NOTICE_, "db %d: full copy from the primary (file %llu)", (int)db,
                        (unsigned long long)a);
+        stage_drop(db);
+        R.announced[db] = 1;
+        int in_place = R.stage[db].in_place;
+        R.stage[db].in_place = 0;
+        if (d->store && target && !in_place) { /* built beside, served data kept meanwhile */
+            R.stage[db].active = 1;
+            R.stage[db].ident = a;
+            R.stage[db].run = run;
+            R.stage[db].layout = (int)layout;
+            R.primary_tail[db] = target;
+            return 0;
+        }
         if (db_flush(d) != 0) return -1;
         R.st.follows[db] = a;
+        R.st.run[db] = run;
         R.st.alias_own[db] = R.st.alias_of[db] = 0;
         R.st.layout[db] = (int)layout;
         state_save();
@@ -811,7 +1015,8 @@ static int handle_msg(const link_msg *m, int *acked) {
         acked[db] = 1;
         return 0;
     }
-    if (eq_nocase(m->argv[0], m->lens[0], "follow") && m->argc == 3 && arg_u64(m, 2, &a)) {
+    if (eq_nocase(m->argv[0], m->lens[0], "follow") && (m->argc == 3 || m->argc == 4) &&
+        arg_u64(m, 2, &a) && (m->argc == 3 || arg_u64(m, 3, &run))) {
         /* FOLLOW answers REPLSYNC; a file of another identity later on this
          * link would splice two files into one: only RESET starts over. */
         if (R.announced[db] && R.st.follows[db] != a)
@@ -820,8 +1025,10 @@ static int handle_msg(const link_msg *m, int *acked) {
                                (int)db, (unsigned long long)a,
                                (unsigned long long)R.st.follows[db]);
         R.announced[db] = 1;
-        if (R.st.follows[db] != a || R.st.alias_own[db]) {
+        if (R.stage[db].active) stage_drop(db);
+        if (R.st.follows[db] != a || R.st.alias_own[db] || R.st.run[db] != run) {
             R.st.follows[db] = a;
+            R.st.run[db] = run;
             R.st.alias_own[db] = R.st.alias_of[db] = 0;
             state_save();
         }
@@ -835,6 +1042,29 @@ static int handle_msg(const link_msg *m, int *acked) {
         if (b < a || b - a < m->lens[4])
             return link_refuse("db %d: LOG of %zu bytes from %llu beyond the primary's tail %llu",
                                (int)db, m->lens[4], (unsigned long long)a, (unsigned long long)b);
+        if (R.stage[db].active) {
+            uint64_t tail = 0;
+            int rc = stage_open((int)db);
+            if (rc == SIMDR_OK)
+                rc = simdr_log_append(R.stage[db].store, a, m->argv[4], m->lens[4], &tail);
+            if (rc == SIMDR_ECORRUPT) { /* the primary's bytes */
+                server_log(LOG_WARNING_, "db %d: replicated bytes refused: %s", (int)db,
+                           simdr_last_error());
+                return -1;
+            }
+            if (rc != SIMDR_OK) { /* ours: a full disk most likely */
+                server_log(LOG_WARNING_, "db %d: cannot build the copy beside the served one "
+                           "(%s): the next copy replaces it in place", (int)db,
+                           simdr_last_error());
+                R.stage[db].in_place = 1;
+                return -1;
+            }
+            R.primary_tail[db] = b;
+            if (tail < b) return 0; /* acknowledged as the old file until swapped in */
+            if (stage_swap((int)db) != 0) return -1;
+            acked[db] = 1;
+            return 0;
+        }
         simdr_store *s;
         if (replica_store(d, R.st.layout[db], &s) != 0)
             return link_refuse("db %d: cannot open %s: %s", (int)db, d->path, simdr_last_error());
@@ -904,6 +1134,11 @@ static void on_link(evutil_socket_t fd, short what, void *arg) {
     }
     memmove(R.rbuf, R.rbuf + pos, R.rlen - pos);
     R.rlen -= pos;
+    if (!R.rlen && R.rcap > FEED_CHUNK_MAX) { /* grown for one large entry: give it back */
+        free(R.rbuf);
+        R.rbuf = NULL;
+        R.rcap = 0;
+    }
     for (int db = 0; db < SERVER_DBS && R.fd >= 0; db++)
         if (acked[db]) send_ack(db);
 }
@@ -1005,10 +1240,14 @@ int replica_config_option(const char *name, char **vals, int nvals, char *err, s
     return 0;
 }
 
+int replica_forbids(const command_def *cmd) {
+    return replica_is_replica() && (cmd->flags & CMD_WRITE);
+}
+
 /* Writes refused on a replica: Redis's READONLY error. 1 when refused. */
 int replica_refuses(client *c, const command_def *cmd) {
     if (!replica_is_replica()) return 0;
-    if (cmd->flags & CMD_WRITE) {
+    if (replica_forbids(cmd)) {
         reply_error(c, "READONLY You can't write against a read only replica.");
         return 1;
     }
@@ -1032,8 +1271,13 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
                 if (R.st.follows[db] && db_log_state(db, &st) == SIMDR_OK && srv.db[db].store) {
                     R.st.alias_own[db] = st.identity;
                     R.st.alias_of[db] = R.st.follows[db];
+                    R.st.alias_tail[db] = st.tail;
+                    R.st.alias_run[db] = R.st.run[db];
                 }
-                R.st.follows[db] = 0;
+                R.st.follows[db] = R.st.run[db] = 0;
+                /* what it holds now came from the old primary; what it
+                 * appends from here on, only this run can have sent */
+                note_found(db);
                 /* Records with TTLs came in as replicated bytes, which the
                  * expiry walk does not watch for: as a primary it must walk
                  * (and delete) them, as after a restart. */
@@ -1053,17 +1297,33 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
     }
     char host[256];
     snprintf(host, sizeof host, "%.*s", (int)(lens[1] < 255 ? lens[1] : 255), argv[1]);
+    if (R.host && !strcmp(R.host, host) && R.port == (int)port) {
+        /* As Redis: nothing to do, and a full copy in progress goes on
+         * (dropping the link would start it over). */
+        reply_simple(c, "OK Already connected to specified master");
+        return;
+    }
     /* A primary turned replica stops feeding its own replicas. */
     while (R.nfeeds) {
         client_schedule_close(R.feeds[R.nfeeds - 1]->c);
         feed_drop(R.nfeeds - 1);
     }
+    unblock_waiters();
     set_primary(host, (int)port);
     server_log(LOG_NOTICE_, "replicating %s:%d", host, (int)port);
     reply_ok(c);
 }
 
-void replica_start(void) { state_load(); }
+void replica_start(void) {
+    state_load();
+    if (getrandom(&R.run_id, sizeof R.run_id, 0) != (ssize_t)sizeof R.run_id)
+        R.run_id = (uint64_t)now_ms() * 1000003u ^ (uint64_t)getpid() << 40;
+    if (!R.run_id) R.run_id = 1;
+    for (int db = 0; db < SERVER_DBS; db++) {
+        note_found(db);
+        stage_drop(db); /* a copy cut short by a crash */
+    }
+}
 
 /* Before the end-of-turn flush: only turns that wrote (or a feed that had
  * to stop early) have anything to send. */
@@ -1090,6 +1350,8 @@ void replica_cron(long long now) {
 
 void replica_shutdown(void) {
     if (R.fd >= 0) link_close("shutdown");
+    for (int db = 0; db < SERVER_DBS; db++)
+        if (R.stage[db].active) stage_drop(db);
     while (R.waiters) waiter_remove(R.waiters);
     while (R.nfeeds) {
         free(R.feeds[R.nfeeds - 1]);
@@ -1113,10 +1375,12 @@ void replica_info(struct evbuffer *b) {
         uint64_t lag = 0;
         int syncing = 0;
         for (int db = 0; db < SERVER_DBS; db++) {
-            uint64_t mine = srv.db[db].store ? simdr_file_size(srv.db[db].store) : 0;
+            simdr_store *s = R.stage[db].active ? R.stage[db].store : srv.db[db].store;
+            uint64_t mine = s ? simdr_file_size(s) : 0;
             if (R.primary_tail[db] > mine) lag += R.primary_tail[db] - mine;
+            if (R.stage[db].active) syncing = 1;
         }
-        syncing = lag > 0;
+        syncing = syncing || lag > 0;
         evbuffer_add_printf(b,
                             "role:slave\r\nmaster_host:%s\r\nmaster_port:%d\r\n"
                             "master_link_status:%s\r\nmaster_last_io_seconds_ago:%lld\r\n"

@@ -385,12 +385,16 @@ int replica_config_option(const char *name, char **vals, int nvals, char *err, s
 long long replica_timeout_seconds(void);
 /* A replica refuses writes (READONLY) and compaction: 1 when it replied. */
 int replica_refuses(client *c, const command_def *cmd);
+/* A write this server, a replica, refuses (also inside a transaction queued
+ * before it became one: EXEC is then refused whole, as in Redis). */
+int replica_forbids(const command_def *cmd);
 void replica_wait(client *c, long long numreplicas, long long timeout_ms);
 /* A replica's feed or a client blocked in WAIT: the idle timeout spares it,
  * as Redis spares replicas and blocked clients. */
 int replica_exempt_from_timeout(client *c);
 /* The connection of a replica this server feeds (CLIENT LIST TYPE replica). */
 int replica_client_is_feed(client *c);
+long long replica_output_allowance(client *c);
 /* Clients blocked in WAIT (INFO's blocked_clients). */
 int replica_blocked_clients(void);
 void replica_client_freed(client *c);

@@ -2,6 +2,7 @@
 scripts/cluster.sh (simdr-server shards behind nutcracker) on free loopback
 ports in a temporary directory."""
 import os
+import shlex
 import shutil
 import struct
 import subprocess
@@ -44,7 +45,7 @@ class Cluster:
             f.write("SERVER_BIN=%s\nNUTCRACKER_BIN=%s\n" % (SERVER_BIN, NUTCRACKER_BIN))
             f.write("DURABILITY=%s\n" % durability)
             if password:
-                f.write("PASSWORD=%s\n" % password)
+                f.write("PASSWORD=%s\n" % shlex.quote(password))
 
     def run(self, cmd, check=True):
         return subprocess.run(["bash", SCRIPT, cmd, self.conf], check=check, timeout=IO_TIMEOUT,

@@ -73,8 +73,10 @@ class FakePrimary:
             assert data, "the replica closed the link before REPLSYNC"
             buf += data
         dbs = {}
-        for i in range(2, len(words), 4):
+        self.runs = {}  # the primary run each database last came from
+        for i in range(2, len(words), 5):  # db identity tail meta run
             dbs[int(words[i])] = (int(words[i + 1]), int(words[i + 2]))
+            self.runs[int(words[i])] = int(words[i + 4])
         return conn, dbs
 
     def close(self):
@@ -144,7 +146,8 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
         assert len(extra) > 40
         conn.close()
 
-        follow = resp("FOLLOW", 0, identity)
+        # it claims to be the same run of the primary (it replays its bytes)
+        follow = resp("FOLLOW", 0, identity, fake.runs[0])
 
         def log(payload, frm=tail, db=0):
             return resp("LOG", db, frm, frm + len(payload), payload)
@@ -173,7 +176,13 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
             (log(extra), "LOG before RESET or FOLLOW"),
             (follow + resp("FOLLOW", 0, identity + 1) + log(extra), "an identity change needs RESET"),
             (resp("FOLLOW", 0, identity, "x") + log(extra), "unexpected message"),
+            (resp("RESET", 0, identity, 0, "x", 5) + log(extra), "malformed run or tail"),
+            (resp("RESET", 0, identity, 0, 5, "-1") + log(extra), "malformed run or tail"),
             (resp("RESET", 0, identity + 1, 7), "RESET with an unknown layout"),
+            # a full copy starts beside the served file: bad bytes in it leave
+            # the served file as it was, and the partial copy is thrown away
+            (resp("RESET", 0, identity + 1, 0, 5, len(extra)) + log(bytes(flipped), frm=0),
+             "replicated bytes refused"),
             (follow + log(extra, db=99), "a message for no database"),
             (follow + resp("LOG", 0, tail, "x", extra), "unexpected message"),
             (follow + resp("LOG", 0, tail, 1, extra, "more"), "unexpected message"),
@@ -189,6 +198,7 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
             assert read_file(replica) == mine, "bytes stored after %r" % sent[:60]
             serves_its_data()
             assert replica.log().count(why) > before, "no log of %r:\n%s" % (why, replica.log())
+            assert not os.path.exists(os.path.join(replica.dir, "db-0.simdr.sync"))
 
         # A silent primary (a frame cut short, then nothing) is dropped
         # after repl-timeout.

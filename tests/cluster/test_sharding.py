@@ -5,6 +5,7 @@ SIGKILL under load and restarted, and how evenly keys spread."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 
@@ -208,3 +209,66 @@ def home_or_victim(cluster, key, victim):
     r.set(key, "probe")
     homes = home_shard(cluster, key)
     return homes == [victim]
+
+
+def test_password_with_yaml_characters():
+    """The password goes into nutcracker.yml: " #" (a YAML comment), a
+    leading "!" or "*", ": ", quotes and backslashes must reach the proxy
+    as they are, and the proxy's AUTH must still open the shards."""
+    for password in ['a #b: c', '!*&x\\y"z\'', '{[%@`']:
+        with Cluster(shards=2, password=password) as c:
+            r = c.proxy()
+            assert r.set("{t}k", "v") is True
+            assert r.get("{t}k") == b"v"
+            assert c.shard(0).ping() and c.shard(1).ping()
+    bad = Cluster(shards=1, password="two\nlines")
+    try:
+        out = bad.run("start", check=False)
+        assert out.returncode != 0 and "control characters" in out.stdout
+    finally:
+        bad.stop()
+        shutil.rmtree(bad.dir, ignore_errors=True)
+
+
+def test_stale_pid_file_names_another_process():
+    """A pid file left by a crash names a number another process may have
+    taken since: start must start the shard anyway, and stop must not kill
+    that process."""
+    with Cluster(shards=1) as c:
+        os.kill(c.pid("shard0"), signal.SIGKILL)
+        other = subprocess.Popen(["sleep", "600"])
+        try:
+            with open(os.path.join(c.dir, "c", "shard0.pid"), "w") as f:
+                f.write("%d\n" % other.pid)
+            c.run("start")
+            assert c.shard(0).ping()
+            assert c.run("status").returncode == 0
+            shard = c.pid("shard0")
+            with open(os.path.join(c.dir, "c", "shard0.pid"), "w") as f:
+                f.write("%d\n" % other.pid)
+            c.run("stop")
+            assert other.poll() is None, "stop killed a process that is not a shard"
+            with open(os.path.join(c.dir, "c", "shard0.pid"), "w") as f:
+                f.write("%d\n" % shard)  # so that the cluster's own stop ends it
+        finally:
+            other.kill()
+            other.wait()
+
+
+def test_port_taken_by_another_program():
+    """A shard's port already answered by another program: start must fail
+    and say so, not take that program for the shard (the shard itself fails
+    to bind and exits, after the port was seen open)."""
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    c = Cluster(shards=2)
+    try:
+        squatter.bind(("127.0.0.1", c.ports[1]))
+        squatter.listen(8)
+        out = c.run("start", check=False)
+        assert out.returncode != 0, out.stdout
+        assert "in use by another process" in out.stdout
+    finally:
+        squatter.close()
+        c.stop()
+        shutil.rmtree(c.dir, ignore_errors=True)

@@ -1,0 +1,384 @@
+"""simdr-server replicas where features meet: histories that share their last
+entry but not the bytes before it (a promoted replica that was behind
+another replica and has been written since; a primary whose file lost its
+end, as in a power cut before a sync, and has been written since), and an
+entry larger than the primary's client-output-buffer-limit. Each time the
+replica must end up with the primary's data, byte for byte. And the
+clients of a primary that becomes a replica: one blocked in WAIT, one in
+the middle of a transaction with writes, one sending a large SET."""
+import os
+import shutil
+import socket
+import struct
+import sys
+import threading
+
+import redis
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
+from serverutil import Server, encode as resp, wait_until  # noqa: E402
+
+WAIT_MS = 20000  # far above what a replica needs here; bounds a failing run
+
+
+def start(*args, data_dir=None, port=None):
+    return Server("--auto-compact-percent", "0", *args, data_dir=data_dir, port=port,
+                  keep_dir=True).start()
+
+
+def replica_of(primary, *args):
+    return start("--replicaof", "127.0.0.1", str(primary.port), *args)
+
+
+def db_file(server, db=0):
+    with open(os.path.join(server.dir, "db-%d.simdr" % db), "rb") as f:
+        return f.read()
+
+
+def contents(server):
+    c = server.client()
+    return {k: (c.get(k), c.pttl(k) >= 0) for k in c.keys("*")}
+
+
+def cleanup(*servers):
+    for s in servers:
+        s.cleanup()
+        shutil.rmtree(s.dir, ignore_errors=True)
+
+
+def write_base(c):
+    for i in range(40):
+        c.set("base:%d" % i, "value-%d" % i)
+
+
+def test_promoted_replica_that_was_behind():
+    """Replica a got two writes of the old primary that replica b never got;
+    b is promoted and clients write the same keys again, the first with
+    another value of the same length, the last one identical: b's last
+    entry then equals a's, at the same offset, over different bytes. a,
+    pointed at b, must copy b's data again, not keep the old value."""
+    p = start()
+    a = replica_of(p)
+    b = replica_of(p)
+    try:
+        c = p.client()
+        write_base(c)
+        assert c.wait(2, WAIT_MS) == 2
+        b.stop()  # b misses what follows
+        c.set("status", "run-1111")
+        c.set("heartbeat", "ok")
+        assert c.wait(1, WAIT_MS) == 1
+        assert a.client().get("status") == b"run-1111"
+        p.stop()  # the primary is lost
+        b.start()  # still a replica of the lost primary, link down
+        bc = b.client()
+        assert bc.execute_command("REPLICAOF", "NO", "ONE") == b"OK"
+        bc.set("status", "run-2222")
+        bc.set("heartbeat", "ok")
+        assert a.client().execute_command("REPLICAOF", "127.0.0.1", str(b.port)) == b"OK"
+        assert bc.wait(1, WAIT_MS) == 1
+        assert a.client().get("status") == b"run-2222"
+        assert contents(a) == contents(b)
+        assert db_file(a) == db_file(b)
+    finally:
+        cleanup(a, b, p)
+
+
+def test_primary_that_lost_the_end_of_its_file():
+    """The primary's file loses its last two entries while it is down (what
+    a power cut before the sync leaves), and after its restart clients write
+    the same two keys again, the first with another value of the same
+    length. The replica, which has the lost entries, must not keep them."""
+    p = start()
+    r = replica_of(p)
+    try:
+        c = p.client()
+        write_base(c)
+        assert c.wait(1, WAIT_MS) == 1
+        cut = os.path.getsize(os.path.join(p.dir, "db-0.simdr"))
+        c.set("status", "run-1111")
+        c.set("heartbeat", "ok")
+        assert c.wait(1, WAIT_MS) == 1
+        r.stop()
+        p.stop()
+        os.truncate(os.path.join(p.dir, "db-0.simdr"), cut)
+        p.start()
+        c = p.client()
+        assert c.get("status") is None  # lost
+        c.set("status", "run-2222")
+        c.set("heartbeat", "ok")
+        r.start()
+        assert c.wait(1, WAIT_MS) == 1
+        assert r.client().get("status") == b"run-2222"
+        assert contents(r) == contents(p)
+        assert db_file(r) == db_file(p)
+        # a replica of this run resumes across its own restart (no copy)
+        copies = r.log().count("full copy")
+        r.stop()
+        c.set("later", "1")
+        r.start()
+        assert c.wait(1, WAIT_MS) == 1
+        assert r.client().get("later") == b"1"
+        assert r.log().count("full copy") == copies
+    finally:
+        cleanup(r, p)
+
+
+def test_entry_larger_than_the_output_buffer_limit():
+    """One value of 32 MiB on a primary whose client-output-buffer-limit is
+    1 MiB: the entry can only go whole, and the replica's link must not be
+    closed for it (it was, again and again, and nothing after that entry
+    ever reached the replica)."""
+    p = start("--client-output-buffer-limit", "1mb")
+    r = replica_of(p)
+    try:
+        c = p.client()
+        big = os.urandom(1 << 20) * 32
+        c.set("big", big)
+        c.set("after", "1")
+        assert c.wait(1, WAIT_MS) == 1
+        rc = r.client()
+        assert rc.get("big") == big and rc.get("after") == b"1"
+        assert db_file(r) == db_file(p)
+        assert "output buffer over" not in p.log()  # the link was never closed
+    finally:
+        cleanup(r, p)
+
+
+def test_wait_blocked_when_the_primary_turns_replica():
+    """WAIT 1 0 (no timeout) on a primary without replicas blocks; when the
+    primary becomes a replica (REPLICAOF host port) nothing can ever
+    acknowledge for it: the client gets Redis's UNBLOCKED error (it stayed
+    blocked for ever)."""
+    p = start()
+    other = start()
+    try:
+        p.client().set("k", "v")
+        waiter = redis.Redis(host="127.0.0.1", port=p.port, socket_timeout=WAIT_MS / 1000)
+        result = []
+
+        def wait_forever():
+            try:
+                result.append(waiter.wait(1, 0))
+            except redis.exceptions.RedisError as e:
+                result.append(e)
+
+        thread = threading.Thread(target=wait_forever)
+        thread.start()
+        wait_until(lambda: p.client().info("clients")["blocked_clients"] == 1, "WAIT to block")
+        assert p.client().execute_command("REPLICAOF", "127.0.0.1", str(other.port)) == b"OK"
+        thread.join()
+        assert len(result) == 1 and isinstance(result[0], redis.exceptions.ResponseError), result
+        assert "UNBLOCKED" in str(result[0])
+        assert p.client().info("clients")["blocked_clients"] == 0
+        assert waiter.ping()  # the connection goes on
+    finally:
+        cleanup(p, other)
+
+
+def test_transaction_queued_before_the_primary_turned_replica():
+    """A client queues a SET in MULTI on a primary; the primary becomes a
+    replica; EXEC must be refused whole, as Redis does (it ran the SET on
+    the replica and answered OK: a write acknowledged, then wiped by the
+    full copy from the new primary, or splicing the replica's file)."""
+    p = start()
+    other = start()
+    try:
+        other.client().set("theirs", "1")
+        tx = p.client()
+        tx.execute_command("MULTI")
+        tx.execute_command("SET", "mine", "1")
+        tx.execute_command("GET", "theirs")
+        assert p.client().execute_command("REPLICAOF", "127.0.0.1", str(other.port)) == b"OK"
+        try:
+            tx.execute_command("EXEC")
+            raise AssertionError("EXEC ran a write on a replica")
+        except redis.exceptions.ResponseError as e:
+            assert "READONLY" in str(e)
+        assert other.client().wait(1, WAIT_MS) == 1
+        rc = p.client()
+        assert rc.get("mine") is None and rc.get("theirs") == b"1"
+        assert db_file(p) == db_file(other)
+        # a read-only transaction still runs
+        tx.execute_command("MULTI")
+        tx.execute_command("GET", "theirs")
+        assert tx.execute_command("EXEC") == [b"1"]
+    finally:
+        cleanup(p, other)
+
+
+def test_large_set_arriving_while_the_primary_turns_replica():
+    """A SET of a large value is written to disk as it arrives (spooled);
+    the primary becomes a replica before its last byte: the SET must get
+    READONLY (it was written into the replica's file and answered OK)."""
+    p = start()
+    other = start()
+    try:
+        other.client().set("theirs", "1")
+        value = b"v" * (4 << 20)
+        raw = socket.create_connection(("127.0.0.1", p.port), timeout=WAIT_MS / 1000)
+        command = resp("SET", "big", value)
+        raw.sendall(command[:len(command) // 2])
+        assert p.client().execute_command("REPLICAOF", "127.0.0.1", str(other.port)) == b"OK"
+        raw.sendall(command[len(command) // 2:])
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += raw.recv(4096)
+        assert reply.startswith(b"-READONLY"), reply
+        raw.close()
+        assert other.client().wait(1, WAIT_MS) == 1
+        assert p.client().get("big") is None
+        assert db_file(p) == db_file(other)
+    finally:
+        cleanup(p, other)
+
+
+def read_words(conn, buf=b""):
+    """The replica's next RESP array of bulk strings: (words, rest)."""
+    while True:
+        if buf.startswith(b"*") and b"\r\n" in buf:
+            head, rest = buf.split(b"\r\n", 1)
+            words = []
+            for _ in range(int(head[1:])):
+                if b"\r\n" not in rest:
+                    break
+                h, rest = rest.split(b"\r\n", 1)
+                n = int(h[1:])
+                if len(rest) < n + 2:
+                    break
+                words.append(rest[:n])
+                rest = rest[n + 2:]
+            else:
+                return words, rest
+        data = conn.recv(65536)
+        assert data, "the replica closed the link"
+        buf += data
+
+
+class HalfCopy:
+    """A primary p with 20 keys, its replica r, and a fake primary that
+    makes r copy db 0 again: it announces a new file (made by a third
+    server: records as a primary writes them, half the keys with new
+    values) and sends only its entries before the last one."""
+
+    def __init__(self):
+        self.p = start()
+        self.r = replica_of(self.p)
+        self.q = start()
+        self.lsock = socket.socket()
+        c = self.p.client()
+        self.old = {"k%d" % i: "old-%d" % i for i in range(20)}
+        c.mset(self.old)
+        assert c.wait(1, WAIT_MS) == 1
+        self.new = {"k%d" % i: "new-%d" % i for i in range(0, 20, 2)}
+        self.q.client().mset(self.new)
+        self.q.stop()
+        self.new_file = db_file(self.q)
+        self.last_start = struct.unpack("<Q", self.new_file[-12:-4])[0]  # the last entry's link
+        assert 0 < self.last_start < len(self.new_file)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1)
+        self.lsock.settimeout(WAIT_MS / 1000)
+        rc = self.r.client()
+        rc.execute_command("REPLICAOF", "127.0.0.1", str(self.lsock.getsockname()[1]))
+        self.conn, _ = self.lsock.accept()
+        self.conn.settimeout(WAIT_MS / 1000)
+        rest = b""
+        while True:
+            words, rest = read_words(self.conn, rest)
+            if words[0].upper() == b"REPLSYNC":
+                break
+        self.conn.sendall(b"+OK\r\n" + resp("RESET", 0, 4242, 0, 77, len(self.new_file)) +
+                          resp("LOG", 0, 0, len(self.new_file), self.new_file[:self.last_start]))
+        wait_until(lambda: rc.info("replication")["simdr_repl_lag_bytes"] ==
+                   len(self.new_file) - self.last_start, "the first half to be taken")
+
+    def serves_old(self, rc):
+        return {k: v.decode() for k, v in zip(self.old, rc.mget(list(self.old)))} == self.old
+
+    def close(self):
+        self.conn.close()
+        self.lsock.close()
+        cleanup(self.r, self.p, self.q)
+
+
+def test_full_copy_is_built_beside_the_served_data():
+    """A replica holding data that must copy a database again (the primary
+    compacted, flushed, swapped, or lost its tail) keeps serving its old
+    copy until the new one has reached the tail the primary announced: the
+    primary stands still after the first half of the new file, and all the
+    old keys must still be there with their old values (the database was
+    emptied at once and refilled, so half the keys read as missing).
+    REPLICAOF naming the same primary does not start it over. Then the new
+    copy replaces the old one whole, and survives a restart."""
+    h = HalfCopy()
+    try:
+        rc = h.r.client()
+        assert rc.info("replication")["master_sync_in_progress"] == 1
+        assert h.serves_old(rc)
+        assert db_file(h.r) == db_file(h.p)  # the served file is untouched
+        # the same primary again (as Redis: nothing to do): the copy goes on
+        fake_port = str(h.lsock.getsockname()[1])
+        assert rc.execute_command("REPLICAOF", "127.0.0.1", fake_port) == \
+            b"OK Already connected to specified master"
+        h.conn.sendall(resp("LOG", 0, h.last_start, len(h.new_file),
+                            h.new_file[h.last_start:]))
+        wait_until(lambda: rc.info("replication")["master_sync_in_progress"] == 0, "the swap")
+        assert rc.mget(list(h.old)) == [h.new[k].encode() if k in h.new else None for k in h.old]
+        assert db_file(h.r) == h.new_file
+        rc.execute_command("REPLICAOF", "NO", "ONE")
+        h.r.stop()
+        h.r.args = ["--auto-compact-percent", "0"]  # not a replica of p again
+        h.r.start()
+        assert h.r.client().mget(list(h.new)) == [v.encode() for v in h.new.values()]
+        assert db_file(h.r) == h.new_file
+    finally:
+        h.close()
+
+
+def test_full_copy_cut_short_by_a_crash():
+    """The replica is killed in the middle of such a copy: restarted (a
+    replica of the real primary again, by its command line) it serves its
+    old copy, leaves no partial copy behind, and resumes on the primary."""
+    h = HalfCopy()
+    try:
+        assert os.path.exists(os.path.join(h.r.dir, "db-0.simdr.sync"))
+        copies = h.r.log().count("full copy")
+        h.r.kill9()
+        h.r.start()
+        rc = h.r.client()
+        assert h.serves_old(rc)
+        assert not os.path.exists(os.path.join(h.r.dir, "db-0.simdr.sync"))
+        pc = h.p.client()
+        pc.set("after", "1")
+        assert pc.wait(1, WAIT_MS) == 1
+        assert rc.get("after") == b"1"
+        assert db_file(h.r) == db_file(h.p)
+        assert h.r.log().count("full copy") == copies  # resumed on its own tail
+    finally:
+        h.close()
+
+
+def test_no_room_beside_falls_back_to_a_copy_in_place():
+    """When the copy cannot be built beside the served one (a full disk; here
+    a directory in the way of its file), the replica must not retry that for
+    ever, never catching up: the next copy replaces the database in place."""
+    p = start()
+    r = replica_of(p)
+    try:
+        c = p.client()
+        for i in range(200):
+            c.set("k%d" % (i % 50), "v%d" % i)
+        assert c.wait(1, WAIT_MS) == 1
+        os.mkdir(os.path.join(r.dir, "db-0.simdr.sync"))
+        before = c.info("persistence")["simdr_compactions"]
+        c.execute_command("BGREWRITEAOF")
+        wait_until(lambda: c.info("persistence")["simdr_compactions"] > before and
+                   not c.info("persistence")["aof_rewrite_in_progress"], "the compaction")
+        c.set("after", "1")
+        assert c.wait(1, WAIT_MS) == 1
+        assert r.client().get("after") == b"1"
+        assert db_file(r) == db_file(p)
+        assert "cannot build the copy beside the served one" in r.log()
+    finally:
+        cleanup(r, p)
