@@ -508,15 +508,14 @@ static void feed_db(feed *f, int db) {
 }
 
 static void feed_all(long long now) {
-    /* A compaction holds the store's writer lock until it ends: reading the
-     * log would stall the loop; the new file is sent (RESET) afterwards.
-     * The pings go on, so replicas do not take the link for dead
-     * (repl-timeout). */
-    if (!srv.compacting) R.behind = 0;
+    /* Replicas are fed during a compaction too (the engine holds the
+     * store's writer lock only for its last moment); once the new file
+     * replaces the old one it is sent from the start (RESET). */
+    R.behind = 0;
     for (int i = 0; i < R.nfeeds; i++) {
         feed *f = R.feeds[i];
         if (f->c->flags & CLIENT_CLOSED) continue;
-        for (int db = 0; db < SERVER_DBS && !srv.compacting; db++) feed_db(f, db);
+        for (int db = 0; db < SERVER_DBS; db++) feed_db(f, db);
         if (now - f->last_ping_ms >= 1000) {
             f->last_ping_ms = now;
             add_words(f->c->out, 1, "PING");
