@@ -679,10 +679,10 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *store, unsigned nthreads, sim
  * file. The store keeps working on the new file; entries held stay valid;
  * readers are never blocked. Not allowed on read-only stores. A failure
  * before the rename leaves the store as it was; when the directory cannot
- * be synced after it, the store has switched to the new file but is in the
- * failed state (see simdr_sync): the error is returned and writes and syncs
- * answer SIMDR_EFAILED until reopen, since a power cut could still bring the
- * old file back.
+ * be synced after it, the handle stays on the old file in the failed state
+ * (see simdr_sync): the error is returned and writes and syncs answer
+ * SIMDR_EFAILED until reopen, since a power cut could still bring the old
+ * file back (a reopen finds the new one, or after such a power cut the old).
  * Writers and syncs are not stopped for the copy: puts and deletes made
  * while it runs are copied after it, and only the last of those catch-ups and
  * the switch hold the store's writer lock (a write waits for that moment

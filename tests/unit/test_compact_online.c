@@ -10,7 +10,8 @@
  * meanwhile, or a write of the catch-up that fails, leaves the old file and
  * every acknowledged write as they were. A child forked while a compaction
  * is in flight is refused a compaction of its own (it never waits for the
- * parent's) and still reads.
+ * parent's) and still reads. A durable write that waits for its sync while
+ * the compaction's directory fsync fails is not acknowledged.
  */
 #include "testutil.h"
 
@@ -19,6 +20,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -315,6 +317,129 @@ static void test_failed_catch_up_keeps_every_write(void **state) {
     expect_model(f->s);
 }
 
+/* ---- a durable write waiting for its sync when the directory sync fails ----
+ *
+ * A durable writer appends during the copy and waits for the sync lock,
+ * which the compaction takes first: the last catch-up copies the write, the
+ * rename goes through and the directory fsync fails. A power cut could
+ * bring the old file back, where the write was never synced, so the writer
+ * must not be told it is durable. The interleaving is forced: a helper
+ * thread holds the sync lock until the compaction waits for it, lets the
+ * writer queue behind it (each thread seen asleep in /proc), then lets go;
+ * the lock goes to the first waiter, the compaction. */
+
+typedef struct parked {
+    simdr_store *s;
+    atomic_int holding, compactor_tid, writer_tid, writer_done;
+    int writer_rc;
+    pthread_t holder, writer;
+} parked;
+
+static parked pk;
+
+static int thread_id(void) { return (int)syscall(SYS_gettid); }
+
+/* 1 when thread tid of this process sleeps (state S: here, on a mutex). */
+static int asleep(int tid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *close_paren = strrchr(buf, ')');
+    return close_paren && close_paren[1] == ' ' && close_paren[2] == 'S';
+}
+
+static void *durable_writer_main(void *p) {
+    (void)p;
+    atomic_store(&pk.writer_tid, thread_id());
+    pk.writer_rc = simdr_put(pk.s, TU_STR("late"), "durable?", 8, NULL);
+    atomic_store(&pk.writer_done, 1);
+    return NULL;
+}
+
+static void *sync_lock_holder_main(void *p) {
+    (void)p;
+    pthread_mutex_lock(&pk.s->sync_lock);
+    atomic_store(&pk.holding, 1);
+    while (!asleep(atomic_load(&pk.compactor_tid))) sched_yield();
+    assert_int_equal(pthread_create(&pk.writer, NULL, durable_writer_main, NULL), 0);
+    while (atomic_load(&pk.s->sync_queued) == 0 || !atomic_load(&pk.writer_tid) ||
+           !asleep(atomic_load(&pk.writer_tid)))
+        sched_yield();
+    /* The writer's entry is in the old file, unsynced, and it sleeps on the
+     * lock behind the compaction. */
+    simdr__io_fail_nth(SIMDR__IO_FSYNC_DIR, 1, EIO);
+    pthread_mutex_unlock(&pk.s->sync_lock);
+    return NULL;
+}
+
+static void park_a_durable_writer(simdr_store *s, int stage) {
+    if (stage != 1) return;
+    atomic_store(&pk.compactor_tid, thread_id());
+    assert_int_equal(pthread_create(&pk.holder, NULL, sync_lock_holder_main, NULL), 0);
+    while (!atomic_load(&pk.holding)) sched_yield();
+    (void)s;
+}
+
+static void test_durable_write_not_acknowledged_when_directory_sync_fails(void **state) {
+    tu_fixture *f = *state;
+    simdr_close(f->s);
+    simdr_options o;
+    simdr_options_init(&o);
+    o.open_mode = SIMDR_OPEN_CREATE;
+    o.durability = SIMDR_SYNC_DATA;
+    assert_int_equal(simdr_open(&f->s, f->path, &o), SIMDR_OK);
+    /* Distinct keys, each written once: the compacted file is exactly as
+     * long as the old one, the writer's entry included. */
+    for (int k = 0; k < 200; k++) {
+        char key[32];
+        key_name(key, sizeof key, k);
+        assert_int_equal(simdr_put(f->s, TU_STR(key), key, strlen(key), NULL), SIMDR_OK);
+    }
+    memset(&pk, 0, sizeof pk);
+    pk.s = f->s;
+    tu_watchdog_start(60, "a compaction with a durable writer parked on its sync");
+    simdr__io_reset();
+    atomic_store(&simdr__compact_during_copy, park_a_durable_writer);
+    int rc = simdr_compact(f->s);
+    atomic_store(&simdr__compact_during_copy, NULL);
+    pthread_join(pk.holder, NULL);
+    pthread_join(pk.writer, NULL);
+    tu_watchdog_stop();
+    uint64_t fdatasyncs = simdr__io_calls(SIMDR__IO_FDATASYNC);
+    simdr__io_reset();
+    assert_int_equal(rc, SIMDR_EIO);
+    assert_true(strstr(simdr_last_error(), "directory") != NULL);
+    /* The writer's entry was never synced in the old file ... */
+    assert_int_equal(fdatasyncs, 0);
+    /* ... so its put is not acknowledged. */
+    assert_int_equal(pk.writer_rc, SIMDR_EFAILED);
+    /* The handle serves what it promised, and refuses the rest. */
+    for (int k = 0; k < 200; k += 37) {
+        char key[32];
+        key_name(key, sizeof key, k);
+        tu_expect_value(f->s, TU_STR(key), key, strlen(key));
+    }
+    assert_int_equal(simdr_put(f->s, TU_STR("after"), "y", 1, NULL), SIMDR_EFAILED);
+    assert_int_equal(simdr_sync(f->s), SIMDR_EFAILED);
+    assert_int_equal(simdr_compact(f->s), SIMDR_EFAILED);
+    /* Reopened, the store is the compacted file (the rename did happen):
+     * every acknowledged key, and no temporary file. */
+    simdr_close(f->s);
+    o.open_mode = SIMDR_OPEN_EXISTING;
+    assert_int_equal(simdr_open(&f->s, f->path, &o), SIMDR_OK);
+    for (int k = 0; k < 200; k++) {
+        char key[32];
+        key_name(key, sizeof key, k);
+        tu_expect_value(f->s, TU_STR(key), key, strlen(key));
+    }
+    assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(tu_dir_count(f->dir), 1);
+}
+
 /* ---- fork while a compaction is in flight ---- */
 
 static int child_status = -1;
@@ -363,6 +488,7 @@ int main(void) {
         TU_TEST(test_store_failing_during_compaction_keeps_old_file),
         TU_TEST(test_failed_catch_up_keeps_every_write),
         TU_TEST(test_child_forked_during_compaction_is_refused_not_stuck),
+        TU_TEST(test_durable_write_not_acknowledged_when_directory_sync_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
