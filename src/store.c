@@ -307,9 +307,14 @@ SIMDR_API int simdr_close(simdr_store *s) {
     simdr__mapped_release(s, 0);
     if (lock_owner) flock(s->fd, LOCK_UN);
     close(s->fd);
-    pthread_mutex_destroy(&s->wlock);
-    pthread_mutex_destroy(&s->sync_lock);
-    pthread_mutex_destroy(&s->compact_lock);
+    /* A child's copies of the locks may be held by parent threads it lacks
+     * (a compaction in flight at the fork): destroying a locked mutex is
+     * undefined, and a mutex holds nothing that needs freeing. */
+    if (!simdr__forked(s)) {
+        pthread_mutex_destroy(&s->wlock);
+        pthread_mutex_destroy(&s->sync_lock);
+        pthread_mutex_destroy(&s->compact_lock);
+    }
     free(s->path);
     free(s);
     return rc;
