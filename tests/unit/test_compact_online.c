@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "fault_seq.h"
 #include "io.h"
 
 #define KEYS 12000
@@ -440,6 +441,172 @@ static void test_durable_write_not_acknowledged_when_directory_sync_fails(void *
     assert_int_equal(tu_dir_count(f->dir), 1);
 }
 
+/* ---- every system call of a compaction with writes during it, failed in turn ----
+ *
+ * The copy, the writes made between its stages (on the compacting thread,
+ * as above: puts of new keys, one large enough for an unlocked catch-up,
+ * overwrites, deletes, a sync) and the switch make some hundred calls
+ * through the system-call table; each fails in turn (fault_seq.h: a failed
+ * write moves half its bytes first). Whatever failed, every acknowledged
+ * write is served, every key a failed write touched is either as it was or
+ * as written (and, once a sync failed, what came after the last successful
+ * one may be withdrawn), and so after a reopen without faults; the store
+ * passes its check and no temporary file is left. Then the same with every
+ * call failing from the nth on. */
+
+#define SWEEP_BASE 64      /* keys written before the compaction */
+#define SWEEP_KEYS 96      /* ... and by the writes during it */
+
+typedef struct sweep_model {
+    uint64_t seed[SWEEP_KEYS]; /* newest acknowledged value's seed, 0 = absent */
+    size_t len[SWEEP_KEYS];
+    uint64_t maybe_seed[SWEEP_KEYS]; /* a failed write's value: may or may not be there */
+    size_t maybe_len[SWEEP_KEYS];
+    int maybe_absent[SWEEP_KEYS];    /* a failed delete */
+    /* The values at the last successful sync: after a failed one (the
+     * failed state) the handle withdraws what came after, and a reopen
+     * may or may not find it. */
+    uint64_t synced_seed[SWEEP_KEYS];
+    size_t synced_len[SWEEP_KEYS];
+    int sync_failed;
+} sweep_model;
+
+static sweep_model sm;
+
+static void sweep_put(simdr_store *s, int k, size_t len) {
+    char key[32];
+    snprintf(key, sizeof key, "sweep-%d", k);
+    uint8_t *v = malloc(len);
+    assert_non_null(v);
+    uint64_t seed = (uint64_t)k << 32 | version++;
+    tu_fill(v, len, seed);
+    int rc = simdr_put(s, TU_STR(key), v, len, NULL);
+    free(v);
+    if (rc == SIMDR_OK) {
+        sm.seed[k] = seed;
+        sm.len[k] = len;
+        sm.maybe_seed[k] = 0;
+        sm.maybe_absent[k] = 0;
+    } else {
+        sm.maybe_seed[k] = seed;
+        sm.maybe_len[k] = len;
+    }
+}
+
+static void sweep_del(simdr_store *s, int k) {
+    char key[32];
+    snprintf(key, sizeof key, "sweep-%d", k);
+    int rc = simdr_delete(s, TU_STR(key), NULL);
+    if (rc == SIMDR_OK || rc == SIMDR_NOTFOUND) {
+        sm.seed[k] = 0;
+        sm.maybe_seed[k] = 0;
+        sm.maybe_absent[k] = 0;
+    } else {
+        sm.maybe_absent[k] = 1;
+    }
+}
+
+static void sweep_sync(simdr_store *s) {
+    if (simdr_sync(s) != SIMDR_OK) {
+        sm.sync_failed = 1;
+        return;
+    }
+    memcpy(sm.synced_seed, sm.seed, sizeof sm.seed);
+    memcpy(sm.synced_len, sm.len, sizeof sm.len);
+}
+
+static void sweep_writes(simdr_store *s, int stage) {
+    if (stage == 0) {
+        for (int k = SWEEP_BASE; k < SWEEP_KEYS - 8; k++) sweep_put(s, k, 10 + (size_t)k);
+        sweep_put(s, SWEEP_KEYS - 1, (size_t)1200000); /* past the unlocked catch-up's threshold */
+        for (int k = 0; k < SWEEP_BASE; k += 5) sweep_del(s, k);
+        for (int k = 1; k < SWEEP_BASE; k += 7) sweep_put(s, k, 33);
+        sweep_sync(s);
+    } else {
+        for (int k = SWEEP_KEYS - 8; k < SWEEP_KEYS - 1; k++) sweep_put(s, k, 20);
+        sweep_del(s, SWEEP_BASE + 1);
+        sweep_put(s, 2, 44);
+    }
+}
+
+/* Each key holds its acknowledged value, or what a failed write left. */
+static void sweep_expect(simdr_store *s, uint64_t nth) {
+    for (int k = 0; k < SWEEP_KEYS; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "sweep-%d", k);
+        simdr_entry *e = NULL;
+        int rc = simdr_get(s, TU_STR(key), &e);
+        int ok;
+        int withdrawn = sm.sync_failed;
+        if (rc == SIMDR_NOTFOUND) {
+            ok = sm.seed[k] == 0 || sm.maybe_absent[k] || (withdrawn && sm.synced_seed[k] == 0);
+        } else {
+            assert_int_equal(rc, SIMDR_OK);
+            size_t len = simdr_entry_size(e);
+            uint8_t *want = malloc(len);
+            assert_non_null(want);
+            ok = 0;
+            if (sm.seed[k] && len == sm.len[k]) {
+                tu_fill(want, len, sm.seed[k]);
+                ok = memcmp(want, simdr_entry_data(e), len) == 0;
+            }
+            if (!ok && sm.maybe_seed[k] && len == sm.maybe_len[k]) {
+                tu_fill(want, len, sm.maybe_seed[k]);
+                ok = memcmp(want, simdr_entry_data(e), len) == 0;
+            }
+            if (!ok && withdrawn && sm.synced_seed[k] && len == sm.synced_len[k]) {
+                tu_fill(want, len, sm.synced_seed[k]);
+                ok = memcmp(want, simdr_entry_data(e), len) == 0;
+            }
+            free(want);
+            simdr_entry_release(e);
+        }
+        if (!ok)
+            fail_msg("call %llu failed: key %d is %s, acknowledged %s",
+                     (unsigned long long)nth, k, rc == SIMDR_NOTFOUND ? "absent" : "another value",
+                     sm.seed[k] ? "a value" : "absent");
+    }
+}
+
+static void sweep_one(tu_fixture *f, uint64_t nth, int every_after, uint64_t *calls) {
+    simdr_close(f->s);
+    f->s = NULL;
+    unlink(f->path);
+    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    memset(&sm, 0, sizeof sm);
+    for (int k = 0; k < SWEEP_BASE; k++) sweep_put(f->s, k, 1 + (size_t)(k * 13 % 200));
+    for (int k = 0; k < SWEEP_BASE; k += 3) sweep_put(f->s, k, 7); /* garbage to drop */
+    sweep_sync(f->s);
+    atomic_store(&simdr__compact_during_copy, sweep_writes);
+    fault_seq_on(nth, every_after);
+    int rc = simdr_compact(f->s);
+    if (calls) *calls = fault_seq_calls();
+    fault_seq_off();
+    atomic_store(&simdr__compact_during_copy, NULL);
+    if (rc != SIMDR_OK) assert_non_null(strstr(simdr_last_error(), f->path));
+    /* A failed store (a failed sync) withdraws what it never synced. */
+    if (simdr_put(f->s, TU_STR("probe"), "p", 1, NULL) == SIMDR_EFAILED) sm.sync_failed = 1;
+    sweep_expect(f->s, nth);
+    assert_int_equal(simdr_close(f->s) == SIMDR_OK || rc != SIMDR_OK, 1);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, SIMDR_LAYOUT_ALIGNED64);
+    sweep_expect(f->s, nth);
+    assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+    /* No temporary file left (a torn tail the reopen saved may be). */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.compact", f->path);
+    assert_int_equal(tu_file_size(tmp), -1);
+}
+
+static void test_each_call_of_an_online_compaction_failed_in_turn(void **state) {
+    tu_fixture *f = *state;
+    uint64_t calls = 0;
+    sweep_one(f, 0, 0, &calls); /* counting only */
+    assert_true(calls > 20);
+    /* One call failed, then every call from it on (a device gone). */
+    for (uint64_t nth = 1; nth <= calls; nth++) sweep_one(f, nth, 0, NULL);
+    for (uint64_t nth = 1; nth <= calls; nth++) sweep_one(f, nth, 1, NULL);
+}
+
 /* ---- fork while a compaction is in flight ---- */
 
 static int child_status = -1;
@@ -489,6 +656,7 @@ int main(void) {
         TU_TEST(test_failed_catch_up_keeps_every_write),
         TU_TEST(test_child_forked_during_compaction_is_refused_not_stuck),
         TU_TEST(test_durable_write_not_acknowledged_when_directory_sync_fails),
+        TU_TEST(test_each_call_of_an_online_compaction_failed_in_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
