@@ -644,9 +644,11 @@ SIMDR_API void simdr_iter_close(simdr_iter *iter);
  * negative error: SIMDR_EINVAL, SIMDR_ECORRUPT when an index slot of the
  * range no longer names metadata holding its key's hash, or when a block of
  * an index loaded from the hint file is damaged and this handle cannot
- * rebuild it from the file at once (a writable handle does, unless its
- * writer lock is busy or the call is inside a read scope of the store; a
- * read-only one does not until reopened). The index is
+ * rebuild it from the file at once (a writable handle does, as its next
+ * write would, unless its writer lock is busy or the call is inside a read
+ * scope of the store: that one call then waits, as a write would, for read
+ * scopes of other threads; a read-only handle does not until reopened).
+ * The index is
  * ordered by those bits, so a call reads only the range's share of the
  * table (and each key's metadata): a cursor that steps through the range
  * [0, 2^32) a piece at a time visits a store of any size without a
