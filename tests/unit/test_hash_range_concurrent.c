@@ -39,11 +39,12 @@ static void make_stable_hashes(void) {
     int n = 0;
     stable[n++] = 0;
     stable[n++] = UINT64_C(0xffffffff);
-    for (uint64_t i = 1; i <= 150; i++) stable[n++] = i << 32 | UINT64_C(0x80000000); /* one home */
-    for (uint64_t i = 1; i <= 150; i++) stable[n++] = i << 40 | (i % 16);             /* near 0 */
-    for (uint64_t i = 1; i <= 150; i++) stable[n++] = i << 40 | (0xffffffffu - i % 16); /* near 2^32 */
+    /* One home slot for 150 keys, then clusters near 0 and near 2^32. */
+    for (uint64_t i = 1; i <= 150; i++) stable[n++] = i << 32 | UINT64_C(0x80000000);
+    for (uint64_t i = 1; i <= 150; i++) stable[n++] = i << 40 | (i % 16);
+    for (uint64_t i = 1; i <= 150; i++) stable[n++] = i << 40 | (0xffffffffu - i % 16);
     uint64_t r = 0x5eed;
-    while (n < STABLE) stable[n++] = tu_rand(&r) | 1; /* spread (never 0, never a duplicate above) */
+    while (n < STABLE) stable[n++] = tu_rand(&r) | 1; /* spread (checked distinct below) */
     qsort(stable, STABLE, sizeof *stable, cmp_u64);
     for (int i = 1; i < STABLE; i++) assert_true(stable[i] != stable[i - 1]);
 }
