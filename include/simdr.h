@@ -642,7 +642,13 @@ SIMDR_API void simdr_iter_close(simdr_iter *iter);
  * of them, in no particular order. Returns how many there are (when more
  * than cap, only cap were stored: ask again with a narrower range), or a
  * negative error: SIMDR_EINVAL, SIMDR_ECORRUPT when an index slot of the
- * range no longer names metadata holding its key's hash. The index is
+ * range no longer names metadata holding its key's hash, or when a block of
+ * an index loaded from the hint file is damaged and this handle cannot
+ * rebuild it from the file at once (a writable handle does, as its next
+ * write would, unless its writer lock is busy or the call is inside a read
+ * scope of the store: that one call then waits, as a write would, for read
+ * scopes of other threads; a read-only handle does not until reopened).
+ * The index is
  * ordered by those bits, so a call reads only the range's share of the
  * table (and each key's metadata): a cursor that steps through the range
  * [0, 2^32) a piece at a time visits a store of any size without a
@@ -679,10 +685,10 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *store, unsigned nthreads, sim
  * file. The store keeps working on the new file; entries held stay valid;
  * readers are never blocked. Not allowed on read-only stores. A failure
  * before the rename leaves the store as it was; when the directory cannot
- * be synced after it, the store has switched to the new file but is in the
- * failed state (see simdr_sync): the error is returned and writes and syncs
- * answer SIMDR_EFAILED until reopen, since a power cut could still bring the
- * old file back.
+ * be synced after it, the handle stays on the old file in the failed state
+ * (see simdr_sync): the error is returned and writes and syncs answer
+ * SIMDR_EFAILED until reopen, since a power cut could still bring the old
+ * file back (a reopen finds the new one, or after such a power cut the old).
  * Writers and syncs are not stopped for the copy: puts and deletes made
  * while it runs are copied after it, and only the last of those catch-ups and
  * the switch hold the store's writer lock (a write waits for that moment

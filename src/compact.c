@@ -438,21 +438,34 @@ static int finish_new_file(compaction *c) {
     return SIMDR_OK;
 }
 
-/* Renames the new file over the store and switches the open store to it;
- * the old view goes after a grace period. A failure before the rename
- * leaves the store as it was; after it (the directory sync) the switch is
- * complete and the store is failed. Both locks held. */
-static int switch_to_new_file(compaction *c, int *switched) {
+/* Renames the new file over the store, syncs the directory and switches the
+ * open store to the new file; the old view goes after a grace period. A
+ * failure before the switch leaves the handle on the old file (*renamed
+ * says whether the path already names the new one). Both locks held. */
+static int switch_to_new_file(compaction *c, int *renamed) {
     simdr_store *s = c->s;
     if (simdr__io.rename(c->tmp, s->path) != 0)
         return simdr__fail_errno(errno, "renaming the compacted file over the store", s->path);
-    *switched = 1;
-    /* From here the compacted file is the store. Until the directory is
-     * synced a power cut may bring the old file back under the path, taking
-     * with it whatever is written to the new one: a failed directory fsync
-     * is a failed sync (the switch goes on, then the store fails, so no
-     * later write or sync is acknowledged as durable on this handle). */
-    int dir_err = simdr__fsync_dir(s->path) != 0 ? (errno ? errno : EIO) : 0;
+    *renamed = 1;
+    /* Until the directory is synced a power cut may bring the old file back
+     * under the path. A failed directory fsync is a failed sync, and the
+     * handle stays on the old file: s->synced is that file's synced prefix,
+     * which is all it can promise. Switching would set it to the new file's
+     * size, and a durable writer that appended during the copy and waits for
+     * its sync (its tail an offset in the old file, no higher than that size)
+     * would be told its write is durable, when its only durable copy is in a
+     * file the power cut unlinks. Staying, that writer gets SIMDR_EFAILED and
+     * the handle withdraws what was never synced, as after any failed sync. */
+    if (simdr__fsync_dir(s->path) != 0) {
+        int err = errno ? errno : EIO;
+        atomic_store_explicit(&s->failed, 1, memory_order_release);
+        return simdr__fail(simdr__errno_status(err),
+                           "%s: the compacted file replaced the store, but syncing its "
+                           "directory failed (%s): the rename may not survive a power cut, so "
+                           "this handle keeps serving the old file and refuses writes and syncs "
+                           "until the store is reopened",
+                           s->path, strerror(err));
+    }
 
     simdr__view *old = simdr__current_view(s);
     int old_fd = s->fd;
@@ -475,25 +488,18 @@ static int switch_to_new_file(compaction *c, int *switched) {
     simdr__map_retire(old->map);
     simdr__index_free(old->index);
     free(old);
-    if (dir_err) {
-        atomic_store_explicit(&s->failed, 1, memory_order_release);
-        return simdr__fail(simdr__errno_status(dir_err),
-                           "%s: the compacted file replaced the store, but syncing its "
-                           "directory failed (%s): the rename may not survive a power cut, so "
-                           "the store refuses writes and syncs until it is reopened",
-                           s->path, strerror(dir_err));
-    }
     return SIMDR_OK;
 }
 
-/* A compaction that failed: the store is untouched; the new file goes. */
-static void abandon_new_file(compaction *c) {
+/* A compaction that failed: the handle stays on the old file; the new file
+ * goes, unless it was renamed over the store already (renamed). */
+static void abandon_new_file(compaction *c, int renamed) {
     if (c->map) simdr__map_retire(c->map);
     simdr__index_free(c->ix);
     free(c->nv);
     if (c->w.fd >= 0) {
         close(c->w.fd);
-        unlink(c->tmp);
+        if (!renamed) unlink(c->tmp);
     }
 }
 
@@ -541,17 +547,17 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     /* The switch: the file descriptor and the synced prefix change with the
      * file, so both locks are held; a durable writer waiting for its sync
      * meanwhile is covered by the new file's fsync. */
-    int switched = 0;
+    int renamed = 0;
     if (rc == SIMDR_OK) {
         pthread_mutex_lock(&s->sync_lock);
         pthread_mutex_lock(&s->wlock);
         rc = finish_new_file(&c);
-        if (rc == SIMDR_OK) rc = switch_to_new_file(&c, &switched);
-        if (rc != SIMDR_OK && !switched) abandon_new_file(&c);
+        if (rc == SIMDR_OK) rc = switch_to_new_file(&c, &renamed);
+        if (rc != SIMDR_OK) abandon_new_file(&c, renamed);
         pthread_mutex_unlock(&s->wlock);
         pthread_mutex_unlock(&s->sync_lock);
     } else {
-        abandon_new_file(&c);
+        abandon_new_file(&c, 0);
     }
     compaction_free(&c);
     pthread_mutex_unlock(&s->compact_lock);

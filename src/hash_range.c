@@ -16,6 +16,20 @@
  */
 #include "internal.h"
 
+/* A hinted table with a damaged block, rebuilt from the chain as the next
+ * write would rebuild it: by a writable handle whose writer lock is free
+ * (only tried: readers never wait for writers), outside a read scope of the
+ * store (the rebuild waits for the readers of the old table). Without it a
+ * store nobody writes to would answer SIMDR_ECORRUPT until it is reopened.
+ * 1 when the table is sound now. */
+static int settle_damaged_table(simdr_store *s) {
+    if (s->readonly || simdr__forked(s) || simdr__in_read_scope(s)) return 0;
+    if (pthread_mutex_trylock(&s->wlock) != 0) return 0;
+    int sound = simdr__check_writable(s) == SIMDR_OK && simdr__index_settle(s) == SIMDR_OK;
+    pthread_mutex_unlock(&s->wlock);
+    return sound;
+}
+
 SIMDR_API int64_t simdr_hashes_in_range(simdr_store *s, uint64_t from, uint64_t to,
                                         uint64_t *out, size_t cap) {
     if (!s || from >= to || to > (UINT64_C(1) << 32) || (cap && !out))
@@ -29,6 +43,7 @@ SIMDR_API int64_t simdr_hashes_in_range(simdr_store *s, uint64_t from, uint64_t 
     /* A hinted table with a damaged block names no trustworthy keys. */
     if (simdr__index_check_all(ix) != 0) {
         simdr__epoch_exit(&s->epoch, shard, tok);
+        if (settle_damaged_table(s)) return simdr_hashes_in_range(s, from, to, out, cap);
         return simdr__fail(SIMDR_ECORRUPT,
                            "%s: a block of the index loaded from the hint file is damaged; it "
                            "is rebuilt at the next write (or reopen the store)",

@@ -307,8 +307,9 @@ SIMDR_API int simdr_close(simdr_store *s) {
     simdr__mapped_release(s, 0);
     if (lock_owner) flock(s->fd, LOCK_UN);
     close(s->fd);
-    /* A child's copies of the locks may be held by a thread of the parent's
-     * it does not have (a compaction in flight at the fork): not destroyed. */
+    /* A child's copies of the locks may be held by parent threads it lacks
+     * (a compaction in flight at the fork): destroying a locked mutex is
+     * undefined, and a mutex holds nothing that needs freeing. */
     if (!simdr__forked(s)) {
         pthread_mutex_destroy(&s->wlock);
         pthread_mutex_destroy(&s->sync_lock);

@@ -10,7 +10,8 @@
  * meanwhile, or a write of the catch-up that fails, leaves the old file and
  * every acknowledged write as they were. A child forked while a compaction
  * is in flight is refused a compaction of its own (it never waits for the
- * parent's) and still reads.
+ * parent's) and still reads. A durable write that waits for its sync while
+ * the compaction's directory fsync fails is not acknowledged.
  */
 #include "testutil.h"
 
@@ -19,11 +20,13 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "fault_seq.h"
 #include "io.h"
 
 #define KEYS 12000
@@ -315,6 +318,295 @@ static void test_failed_catch_up_keeps_every_write(void **state) {
     expect_model(f->s);
 }
 
+/* ---- a durable write waiting for its sync when the directory sync fails ----
+ *
+ * A durable writer appends during the copy and waits for the sync lock,
+ * which the compaction takes first: the last catch-up copies the write, the
+ * rename goes through and the directory fsync fails. A power cut could
+ * bring the old file back, where the write was never synced, so the writer
+ * must not be told it is durable. The interleaving is forced: a helper
+ * thread holds the sync lock until the compaction waits for it, lets the
+ * writer queue behind it (each thread seen asleep in /proc), then lets go;
+ * the lock goes to the first waiter, the compaction. */
+
+typedef struct parked {
+    simdr_store *s;
+    atomic_int holding, compactor_tid, writer_tid, writer_done;
+    int writer_rc;
+    pthread_t holder, writer;
+} parked;
+
+static parked pk;
+
+static int thread_id(void) { return (int)syscall(SYS_gettid); }
+
+/* 1 when thread tid of this process sleeps (state S: here, on a mutex). */
+static int asleep(int tid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *close_paren = strrchr(buf, ')');
+    return close_paren && close_paren[1] == ' ' && close_paren[2] == 'S';
+}
+
+static void *durable_writer_main(void *p) {
+    (void)p;
+    atomic_store(&pk.writer_tid, thread_id());
+    pk.writer_rc = simdr_put(pk.s, TU_STR("late"), "durable?", 8, NULL);
+    atomic_store(&pk.writer_done, 1);
+    return NULL;
+}
+
+static void *sync_lock_holder_main(void *p) {
+    (void)p;
+    pthread_mutex_lock(&pk.s->sync_lock);
+    atomic_store(&pk.holding, 1);
+    while (!asleep(atomic_load(&pk.compactor_tid))) sched_yield();
+    assert_int_equal(pthread_create(&pk.writer, NULL, durable_writer_main, NULL), 0);
+    while (atomic_load(&pk.s->sync_queued) == 0 || !atomic_load(&pk.writer_tid) ||
+           !asleep(atomic_load(&pk.writer_tid)))
+        sched_yield();
+    /* The writer's entry is in the old file, unsynced, and it sleeps on the
+     * lock behind the compaction. */
+    simdr__io_fail_nth(SIMDR__IO_FSYNC_DIR, 1, EIO);
+    pthread_mutex_unlock(&pk.s->sync_lock);
+    return NULL;
+}
+
+static void park_a_durable_writer(simdr_store *s, int stage) {
+    if (stage != 1) return;
+    atomic_store(&pk.compactor_tid, thread_id());
+    assert_int_equal(pthread_create(&pk.holder, NULL, sync_lock_holder_main, NULL), 0);
+    while (!atomic_load(&pk.holding)) sched_yield();
+    (void)s;
+}
+
+static void test_durable_write_not_acknowledged_when_directory_sync_fails(void **state) {
+    tu_fixture *f = *state;
+    simdr_close(f->s);
+    simdr_options o;
+    simdr_options_init(&o);
+    o.open_mode = SIMDR_OPEN_CREATE;
+    o.durability = SIMDR_SYNC_DATA;
+    assert_int_equal(simdr_open(&f->s, f->path, &o), SIMDR_OK);
+    /* Distinct keys, each written once: the compacted file is exactly as
+     * long as the old one, the writer's entry included. */
+    for (int k = 0; k < 200; k++) {
+        char key[32];
+        key_name(key, sizeof key, k);
+        assert_int_equal(simdr_put(f->s, TU_STR(key), key, strlen(key), NULL), SIMDR_OK);
+    }
+    memset(&pk, 0, sizeof pk);
+    pk.s = f->s;
+    tu_watchdog_start(60, "a compaction with a durable writer parked on its sync");
+    simdr__io_reset();
+    atomic_store(&simdr__compact_during_copy, park_a_durable_writer);
+    int rc = simdr_compact(f->s);
+    atomic_store(&simdr__compact_during_copy, NULL);
+    pthread_join(pk.holder, NULL);
+    pthread_join(pk.writer, NULL);
+    tu_watchdog_stop();
+    uint64_t fdatasyncs = simdr__io_calls(SIMDR__IO_FDATASYNC);
+    simdr__io_reset();
+    assert_int_equal(rc, SIMDR_EIO);
+    assert_true(strstr(simdr_last_error(), "directory") != NULL);
+    /* The writer's entry was never synced in the old file ... */
+    assert_int_equal(fdatasyncs, 0);
+    /* ... so its put is not acknowledged. */
+    assert_int_equal(pk.writer_rc, SIMDR_EFAILED);
+    /* The handle serves what it promised, and refuses the rest. */
+    for (int k = 0; k < 200; k += 37) {
+        char key[32];
+        key_name(key, sizeof key, k);
+        tu_expect_value(f->s, TU_STR(key), key, strlen(key));
+    }
+    assert_int_equal(simdr_put(f->s, TU_STR("after"), "y", 1, NULL), SIMDR_EFAILED);
+    assert_int_equal(simdr_sync(f->s), SIMDR_EFAILED);
+    assert_int_equal(simdr_compact(f->s), SIMDR_EFAILED);
+    /* Reopened, the store is the compacted file (the rename did happen):
+     * every acknowledged key, and no temporary file. */
+    simdr_close(f->s);
+    o.open_mode = SIMDR_OPEN_EXISTING;
+    assert_int_equal(simdr_open(&f->s, f->path, &o), SIMDR_OK);
+    for (int k = 0; k < 200; k++) {
+        char key[32];
+        key_name(key, sizeof key, k);
+        tu_expect_value(f->s, TU_STR(key), key, strlen(key));
+    }
+    assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(tu_dir_count(f->dir), 1);
+}
+
+/* ---- every system call of a compaction with writes during it, failed in turn ----
+ *
+ * The copy, the writes made between its stages (on the compacting thread,
+ * as above: puts of new keys, one large enough for an unlocked catch-up,
+ * overwrites, deletes, a sync) and the switch make some hundred calls
+ * through the system-call table; each fails in turn (fault_seq.h: a failed
+ * write moves half its bytes first). Whatever failed, every acknowledged
+ * write is served, every key a failed write touched is either as it was or
+ * as written (and, once a sync failed, what came after the last successful
+ * one may be withdrawn), and so after a reopen without faults; the store
+ * passes its check and no temporary file is left. Then the same with every
+ * call failing from the nth on. */
+
+#define SWEEP_BASE 64      /* keys written before the compaction */
+#define SWEEP_KEYS 96      /* ... and by the writes during it */
+
+typedef struct sweep_model {
+    uint64_t seed[SWEEP_KEYS]; /* newest acknowledged value's seed, 0 = absent */
+    size_t len[SWEEP_KEYS];
+    uint64_t maybe_seed[SWEEP_KEYS]; /* a failed write's value: may or may not be there */
+    size_t maybe_len[SWEEP_KEYS];
+    int maybe_absent[SWEEP_KEYS];    /* a failed delete */
+    /* The values at the last successful sync: after a failed one (the
+     * failed state) the handle withdraws what came after, and a reopen
+     * may or may not find it. */
+    uint64_t synced_seed[SWEEP_KEYS];
+    size_t synced_len[SWEEP_KEYS];
+    int sync_failed;
+} sweep_model;
+
+static sweep_model sm;
+
+static void sweep_put(simdr_store *s, int k, size_t len) {
+    char key[32];
+    snprintf(key, sizeof key, "sweep-%d", k);
+    uint8_t *v = malloc(len);
+    assert_non_null(v);
+    uint64_t seed = (uint64_t)k << 32 | version++;
+    tu_fill(v, len, seed);
+    int rc = simdr_put(s, TU_STR(key), v, len, NULL);
+    free(v);
+    if (rc == SIMDR_OK) {
+        sm.seed[k] = seed;
+        sm.len[k] = len;
+        sm.maybe_seed[k] = 0;
+        sm.maybe_absent[k] = 0;
+    } else {
+        sm.maybe_seed[k] = seed;
+        sm.maybe_len[k] = len;
+    }
+}
+
+static void sweep_del(simdr_store *s, int k) {
+    char key[32];
+    snprintf(key, sizeof key, "sweep-%d", k);
+    int rc = simdr_delete(s, TU_STR(key), NULL);
+    if (rc == SIMDR_OK || rc == SIMDR_NOTFOUND) {
+        sm.seed[k] = 0;
+        sm.maybe_seed[k] = 0;
+        sm.maybe_absent[k] = 0;
+    } else {
+        sm.maybe_absent[k] = 1;
+    }
+}
+
+static void sweep_sync(simdr_store *s) {
+    if (simdr_sync(s) != SIMDR_OK) {
+        sm.sync_failed = 1;
+        return;
+    }
+    memcpy(sm.synced_seed, sm.seed, sizeof sm.seed);
+    memcpy(sm.synced_len, sm.len, sizeof sm.len);
+}
+
+static void sweep_writes(simdr_store *s, int stage) {
+    if (stage == 0) {
+        for (int k = SWEEP_BASE; k < SWEEP_KEYS - 8; k++) sweep_put(s, k, 10 + (size_t)k);
+        sweep_put(s, SWEEP_KEYS - 1, (size_t)1200000); /* past the unlocked catch-up's threshold */
+        for (int k = 0; k < SWEEP_BASE; k += 5) sweep_del(s, k);
+        for (int k = 1; k < SWEEP_BASE; k += 7) sweep_put(s, k, 33);
+        sweep_sync(s);
+    } else {
+        for (int k = SWEEP_KEYS - 8; k < SWEEP_KEYS - 1; k++) sweep_put(s, k, 20);
+        sweep_del(s, SWEEP_BASE + 1);
+        sweep_put(s, 2, 44);
+    }
+}
+
+/* Each key holds its acknowledged value, or what a failed write left. */
+static void sweep_expect(simdr_store *s, uint64_t nth) {
+    for (int k = 0; k < SWEEP_KEYS; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "sweep-%d", k);
+        simdr_entry *e = NULL;
+        int rc = simdr_get(s, TU_STR(key), &e);
+        int ok;
+        int withdrawn = sm.sync_failed;
+        if (rc == SIMDR_NOTFOUND) {
+            ok = sm.seed[k] == 0 || sm.maybe_absent[k] || (withdrawn && sm.synced_seed[k] == 0);
+        } else {
+            assert_int_equal(rc, SIMDR_OK);
+            size_t len = simdr_entry_size(e);
+            uint8_t *want = malloc(len);
+            assert_non_null(want);
+            ok = 0;
+            if (sm.seed[k] && len == sm.len[k]) {
+                tu_fill(want, len, sm.seed[k]);
+                ok = memcmp(want, simdr_entry_data(e), len) == 0;
+            }
+            if (!ok && sm.maybe_seed[k] && len == sm.maybe_len[k]) {
+                tu_fill(want, len, sm.maybe_seed[k]);
+                ok = memcmp(want, simdr_entry_data(e), len) == 0;
+            }
+            if (!ok && withdrawn && sm.synced_seed[k] && len == sm.synced_len[k]) {
+                tu_fill(want, len, sm.synced_seed[k]);
+                ok = memcmp(want, simdr_entry_data(e), len) == 0;
+            }
+            free(want);
+            simdr_entry_release(e);
+        }
+        if (!ok)
+            fail_msg("call %llu failed: key %d is %s, acknowledged %s",
+                     (unsigned long long)nth, k, rc == SIMDR_NOTFOUND ? "absent" : "another value",
+                     sm.seed[k] ? "a value" : "absent");
+    }
+}
+
+static void sweep_one(tu_fixture *f, uint64_t nth, int every_after, uint64_t *calls) {
+    simdr_close(f->s);
+    f->s = NULL;
+    unlink(f->path);
+    f->s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    memset(&sm, 0, sizeof sm);
+    for (int k = 0; k < SWEEP_BASE; k++) sweep_put(f->s, k, 1 + (size_t)(k * 13 % 200));
+    for (int k = 0; k < SWEEP_BASE; k += 3) sweep_put(f->s, k, 7); /* garbage to drop */
+    sweep_sync(f->s);
+    atomic_store(&simdr__compact_during_copy, sweep_writes);
+    fault_seq_on(nth, every_after);
+    int rc = simdr_compact(f->s);
+    if (calls) *calls = fault_seq_calls();
+    fault_seq_off();
+    atomic_store(&simdr__compact_during_copy, NULL);
+    if (rc != SIMDR_OK) assert_non_null(strstr(simdr_last_error(), f->path));
+    /* A failed store (a failed sync) withdraws what it never synced. */
+    if (simdr_put(f->s, TU_STR("probe"), "p", 1, NULL) == SIMDR_EFAILED) sm.sync_failed = 1;
+    sweep_expect(f->s, nth);
+    assert_int_equal(simdr_close(f->s) == SIMDR_OK || rc != SIMDR_OK, 1);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, SIMDR_LAYOUT_ALIGNED64);
+    sweep_expect(f->s, nth);
+    assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+    /* No temporary file left (a torn tail the reopen saved may be). */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.compact", f->path);
+    assert_int_equal(tu_file_size(tmp), -1);
+}
+
+static void test_each_call_of_an_online_compaction_failed_in_turn(void **state) {
+    tu_fixture *f = *state;
+    uint64_t calls = 0;
+    sweep_one(f, 0, 0, &calls); /* counting only */
+    assert_true(calls > 20);
+    /* One call failed, then every call from it on (a device gone). */
+    for (uint64_t nth = 1; nth <= calls; nth++) sweep_one(f, nth, 0, NULL);
+    for (uint64_t nth = 1; nth <= calls; nth++) sweep_one(f, nth, 1, NULL);
+}
+
 /* ---- fork while a compaction is in flight ---- */
 
 static int child_status = -1;
@@ -363,6 +655,8 @@ int main(void) {
         TU_TEST(test_store_failing_during_compaction_keeps_old_file),
         TU_TEST(test_failed_catch_up_keeps_every_write),
         TU_TEST(test_child_forked_during_compaction_is_refused_not_stuck),
+        TU_TEST(test_durable_write_not_acknowledged_when_directory_sync_fails),
+        TU_TEST(test_each_call_of_an_online_compaction_failed_in_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

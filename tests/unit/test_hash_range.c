@@ -155,6 +155,63 @@ static void test_lost_hash_is_corrupt_not_a_gap(void **state) {
     assert_int_equal(simdr_hashes_in_range(f->s, 0, SPACE, buf, 4), SIMDR_ECORRUPT);
 }
 
+/* A table loaded from a hint file with a damaged block names no trustworthy
+ * keys. A writable store rebuilds it from the chain at once, as its next
+ * write would, and answers (a server's SCAN of a database nobody writes
+ * must not fail until a restart); a read-only one cannot, and says
+ * SIMDR_ECORRUPT. */
+#define HINT_KEYS 70000 /* above the fewest keys a hint is kept for */
+#define HINT_CAP_AT 32
+#define HINT_TABLE_OFF_AT 64
+
+static void test_damaged_hint_block_rebuilt_by_a_writable_store(void **state) {
+    tu_fixture *f = *state;
+    enum { BATCH = 1000 };
+    static char keys[BATCH][32];
+    simdr_kv kv[BATCH];
+    for (int i = 0; i < HINT_KEYS; i += BATCH) {
+        for (int j = 0; j < BATCH; j++) {
+            snprintf(keys[j], sizeof keys[j], "hinted-%d", i + j);
+            kv[j] = (simdr_kv){keys[j], strlen(keys[j]), keys[j], strlen(keys[j])};
+        }
+        assert_int_equal(simdr_put_batch(f->s, kv, BATCH, NULL), SIMDR_OK);
+    }
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    char hint[4200];
+    snprintf(hint, sizeof hint, "%s.hint", f->path);
+    size_t len = 0;
+    uint8_t *bytes = tu_read_file(hint, &len);
+    assert_non_null(bytes);
+    uint64_t table = tu_get_le64(bytes + HINT_TABLE_OFF_AT), cap = tu_get_le64(bytes + HINT_CAP_AT);
+    assert_int_equal(len, table + cap * 8);
+    bytes[table + 3] ^= 0x40; /* a slot of the first block */
+
+    tu_write_file(hint, bytes, len);
+    simdr_store *ro = tu_open(f->path, SIMDR_OPEN_READONLY, SIMDR_LAYOUT_ALIGNED64);
+    assert_int_equal(simdr_hashes_in_range(ro, 0, SPACE, NULL, 0), SIMDR_ECORRUPT);
+    assert_int_equal(simdr_close(ro), SIMDR_OK);
+
+    tu_write_file(hint, bytes, len); /* the read-only open removed the damaged hint */
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, SIMDR_LAYOUT_ALIGNED64);
+    assert_int_equal(simdr_hashes_in_range(f->s, 0, SPACE, NULL, 0), HINT_KEYS);
+    assert_int_equal(simdr_hashes_in_range(f->s, 0, SPACE / 2, NULL, 0) +
+                         simdr_hashes_in_range(f->s, SPACE / 2, SPACE, NULL, 0),
+                     HINT_KEYS);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = NULL;
+    /* Inside a read scope the store cannot rebuild (the rebuild waits for
+     * readers): the same damage there is SIMDR_ECORRUPT, never a wait. */
+    tu_write_file(hint, bytes, len);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, SIMDR_LAYOUT_ALIGNED64);
+    simdr_read scope;
+    assert_int_equal(simdr_read_begin(f->s, &scope), SIMDR_OK);
+    assert_int_equal(simdr_hashes_in_range(f->s, 0, SPACE, NULL, 0), SIMDR_ECORRUPT);
+    simdr_read_end(&scope);
+    assert_int_equal(simdr_hashes_in_range(f->s, 0, SPACE, NULL, 0), HINT_KEYS);
+    free(bytes);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_partitions_return_each_live_key_once, setup,
@@ -163,6 +220,8 @@ int main(void) {
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_bad_ranges_and_empty_store, setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_lost_hash_is_corrupt_not_a_gap, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_hint_block_rebuilt_by_a_writable_store,
+                                        setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
