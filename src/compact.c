@@ -224,6 +224,7 @@ static int create_new_file(compaction *c) {
     if (!c->new_meta || !c->w.buf || !c->rd.buf) return simdr__fail(SIMDR_ENOMEM, "out of memory");
     unlink(c->tmp);
     c->w.fd = simdr__io.open(c->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->st.st_mode & 07777);
+    if (c->w.fd >= 0) atomic_store(&s->compact_fd, c->w.fd); /* for the fork handler */
     if (c->w.fd < 0 || flock(c->w.fd, LOCK_EX | LOCK_NB) != 0)
         return simdr__fail_errno(errno, "creating the compaction file", c->tmp);
     /* The new file's identity, taken now: after the rename nothing may fail. */
@@ -470,6 +471,7 @@ static int switch_to_new_file(compaction *c, int *renamed) {
     simdr__view *old = simdr__current_view(s);
     int old_fd = s->fd;
     s->fd = c->w.fd;
+    atomic_store(&s->compact_fd, -1);
     /* Mapped appends start over in the new file, exactly c->size long. */
     simdr__mapped_release(s, c->size);
     atomic_store(&s->synced, c->size);
@@ -498,6 +500,8 @@ static void abandon_new_file(compaction *c, int renamed) {
     simdr__index_free(c->ix);
     free(c->nv);
     if (c->w.fd >= 0) {
+        /* Forgotten by the fork handler before the number can be reused. */
+        atomic_store(&c->s->compact_fd, -1);
         close(c->w.fd);
         if (!renamed) unlink(c->tmp);
     }

@@ -481,6 +481,10 @@ struct simdr_store {
     pthread_mutex_t wlock;           /* serializes writers */
     pthread_mutex_t sync_lock;       /* one fdatasync at a time (group commit) */
     pthread_mutex_t compact_lock;    /* one compaction at a time (compact.c) */
+    /* The new file of the compaction in flight (-1: none), for the fork
+     * handler: a child closes its copy, whose description holds the new
+     * file's lock, which becomes the store's writer lock at the switch. */
+    _Atomic int compact_fd;
     _Atomic unsigned syncers;        /* threads inside simdr__sync_to */
     _Atomic unsigned sync_queued;    /* ... of which waiting for sync_lock */
     _Atomic uint64_t last_sync_ns;   /* duration of the latest fdatasync */

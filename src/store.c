@@ -35,6 +35,10 @@ static void open_stores_parent(void) { pthread_mutex_unlock(&open_stores_lock); 
 
 static void open_stores_child(void) {
     for (simdr_store *s = open_stores; s; s = s->open_next) {
+        /* A compaction in flight: its new file's descriptor, unless the
+         * switch has made it the store's own (replaced just below). */
+        int compact_fd = atomic_load(&s->compact_fd);
+        if (compact_fd >= 0 && compact_fd != s->fd) close(compact_fd);
         simdr__mapped_release(s, s->alloc_end);
         simdr__side_forget(s->side);
         s->side = NULL;
@@ -253,6 +257,7 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     pthread_mutex_init(&s->wlock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
     pthread_mutex_init(&s->compact_lock, NULL);
+    atomic_init(&s->compact_fd, -1);
     if (!s->readonly) {
         /* A compaction that died before its rename leaves its temporary
          * file; it is never merged into anything, only removed. */

@@ -16,6 +16,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -647,6 +648,57 @@ static void test_child_forked_during_compaction_is_refused_not_stuck(void **stat
     expect_model(f->s);
 }
 
+/* Stage 0: a child forked here lives on (until killed) and sends its pid
+ * down the pipe. */
+static int sleeper_pipe[2];
+
+static void fork_a_sleeper(simdr_store *s, int stage) {
+    (void)s;
+    if (stage != 0) return;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        pid_t me = getpid();
+        if (write(sleeper_pipe[1], &me, sizeof me) != (ssize_t)sizeof me) _exit(1);
+        for (;;) pause();
+    }
+}
+
+/* A child forked during a compaction inherits the new file's descriptor,
+ * whose description holds the lock that becomes the store's writer lock at
+ * the switch. The fork handler closes the child's copy: when the parent
+ * dies without closing the store, the next writer may open it while the
+ * child lives (it got SIMDR_ELOCKED until the child exited). */
+static void test_child_forked_during_compaction_holds_no_lock(void **state) {
+    tu_fixture *f = *state;
+    assert_int_equal(pipe(sleeper_pipe), 0);
+    pid_t parent = fork();
+    assert_true(parent >= 0);
+    if (parent == 0) {
+        simdr_store *s = tu_open(f->other, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+        for (int k = 0; k < 100; k++) put_key(s, k, 10);
+        for (int k = 0; k < 100; k += 2) del_key(s, k);
+        atomic_store(&simdr__compact_during_copy, fork_a_sleeper);
+        int rc = simdr_compact(s);
+        _exit(rc == SIMDR_OK ? 0 : 1); /* dies holding the store open */
+    }
+    int st = 0;
+    assert_int_equal(waitpid(parent, &st, 0), parent);
+    pid_t sleeper = 0;
+    ssize_t got = read(sleeper_pipe[0], &sleeper, sizeof sleeper);
+    close(sleeper_pipe[0]);
+    close(sleeper_pipe[1]);
+    assert_int_equal(got, (ssize_t)sizeof sleeper);
+    simdr_store *again = NULL;
+    int rc = tu_open_status(&again, f->other, SIMDR_OPEN_EXISTING, SIMDR_LAYOUT_ALIGNED64);
+    kill(sleeper, SIGKILL);
+    waitpid(sleeper, NULL, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(rc, SIMDR_OK);
+    assert_int_equal(simdr_count(again), 50);
+    simdr_close(again);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_writes_during_compaction_aligned),
@@ -655,6 +707,7 @@ int main(void) {
         TU_TEST(test_store_failing_during_compaction_keeps_old_file),
         TU_TEST(test_failed_catch_up_keeps_every_write),
         TU_TEST(test_child_forked_during_compaction_is_refused_not_stuck),
+        TU_TEST(test_child_forked_during_compaction_holds_no_lock),
         TU_TEST(test_durable_write_not_acknowledged_when_directory_sync_fails),
         TU_TEST(test_each_call_of_an_online_compaction_failed_in_turn),
     };
