@@ -218,11 +218,8 @@ static int cmp_scan_order(const void *a, const void *b) {
 static int scan_step(simdr_store *s, uint64_t cursor, uint64_t count, uint64_t **out, size_t *n,
                      uint64_t *next) {
     uint64_t total = simdr_count(s);
-    if (count > HASH_SPACE) count = HASH_SPACE;
     uint64_t from = cursor >> 32;
-    uint64_t width = total > count ? (count << 32) / total : HASH_SPACE;
-    if (width == 0) width = 1;
-    uint64_t to = width >= HASH_SPACE - from ? HASH_SPACE : from + width;
+    uint64_t to = ks_range_end(from, ks_range_width(total, count));
     uint64_t *h;
     size_t k;
     int rc = ks_hashes_in_range(s, from, to, &h, &k);
@@ -346,14 +343,14 @@ void cmd_randomkey(client *c, int argc, char **argv, size_t *lens) {
         reply_null(c);
         return;
     }
-    uint64_t width = total > 8 ? (UINT64_C(8) << 32) / total : HASH_SPACE;
+    uint64_t width = ks_range_width(total, 8);
     for (int attempt = 0; attempt < 64; attempt++) {
         /* A stretch may run past the end of the space and on from 0, so a
          * record near either end is as likely to be drawn as any other. */
         uint64_t from = ((uint64_t)random() << 31 ^ (uint64_t)random()) % HASH_SPACE;
         uint64_t *h, *h2 = NULL;
         size_t k, k2 = 0;
-        uint64_t to = width >= HASH_SPACE - from ? HASH_SPACE : from + width;
+        uint64_t to = ks_range_end(from, width);
         if (ks_hashes_in_range(d->store, from, to, &h, &k) != 0) break;
         if (to == HASH_SPACE && width > HASH_SPACE - from && width < HASH_SPACE &&
             ks_hashes_in_range(d->store, 0, width - (HASH_SPACE - from), &h2, &k2) != 0) {

@@ -676,10 +676,8 @@ void ks_active_expire(long long now, int budget) {
         if (!d->may_have_ttl || total == 0) continue;
         if (d->expire_cursor == 0) d->ttl_written_in_walk = 0; /* a walk starts */
         uint64_t from = d->expire_cursor;
-        uint64_t width = budget > 0 && total > (uint64_t)budget
-                             ? ((uint64_t)budget << 32) / total : HASH_SPACE;
-        if (width == 0) width = 1;
-        uint64_t to = width >= HASH_SPACE - from ? HASH_SPACE : from + width;
+        uint64_t to =
+            ks_range_end(from, ks_range_width(total, budget > 0 ? (uint64_t)budget : total));
         uint64_t *h;
         size_t k;
         if (ks_hashes_in_range(d->store, from, to, &h, &k) != 0) continue;

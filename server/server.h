@@ -257,6 +257,17 @@ void ks_pending_safe_point(void);
 void ks_active_expire(long long now, int budget);
 /* The hash space of simdr_hashes_in_range: a key hash's low 32 bits. */
 #define HASH_SPACE (UINT64_C(1) << 32)
+/* The width of a stretch of that space expected to hold about want of a
+ * database's total records (at least 1; all of it when want >= total). */
+static inline uint64_t ks_range_width(uint64_t total, uint64_t want) {
+    if (want >= total) return HASH_SPACE;
+    uint64_t width = (want << 32) / total; /* want < total < 2^32: no overflow */
+    return width ? width : 1;
+}
+/* The end of the stretch of width that starts at from, cut at the space's end. */
+static inline uint64_t ks_range_end(uint64_t from, uint64_t width) {
+    return width >= HASH_SPACE - from ? HASH_SPACE : from + width;
+}
 /* The live slot hashes whose low 32 bits lie in [from, to), into *out
  * (malloc'd, *n of them, in no order): 0, or the engine's error. */
 int ks_hashes_in_range(simdr_store *s, uint64_t from, uint64_t to, uint64_t **out, size_t *n);
