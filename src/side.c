@@ -303,6 +303,19 @@ static int one_flush_fs(int side_fd, int store_fd) {
 #endif
 }
 
+/* The page's blocks allocated on the device before the writer maps it: a
+ * store through a shared map into a hole must allocate, and on a full file
+ * system that fails as SIGBUS in whichever thread stores, where a system
+ * call fails as ENOSPC. A file system without fallocate gets the page
+ * written back as it is, which allocates it the same way. */
+static int allocate_page(int fd) {
+    if (simdr__io.fallocate(fd, 0, 0, SIDE_BYTES) == 0) return 0;
+    if (errno != EOPNOTSUPP && errno != ENOSYS) return -1;
+    uint8_t page[SIDE_BYTES];
+    if (simdr__pread_all(fd, page, SIDE_BYTES, 0) != 0) return -1;
+    return simdr__pwrite_all(fd, page, SIDE_BYTES, 0);
+}
+
 simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uint64_t tail,
                                        unsigned mode, const simdr__side_basis *basis) {
     char *path = simdr__suffixed_path(store_path, ".simdr");
@@ -315,7 +328,8 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
      * so waiting for it is short. */
     if (fd >= 0 && flock(fd, LOCK_EX) == 0 && simdr__io.fstat(fd, &st) == 0) {
         created = st.st_size == 0;
-        if (st.st_size == SIDE_BYTES || simdr__ftruncate(fd, SIDE_BYTES) == 0)
+        if ((st.st_size == SIDE_BYTES || simdr__ftruncate(fd, SIDE_BYTES) == 0) &&
+            allocate_page(fd) == 0)
             sd = map_side(fd, 1);
     }
     if (sd) sd->one_flush = one_flush_fs(fd, store_fd);

@@ -334,6 +334,8 @@ static int fsize_case(void) {
 
 /* ---- real ENOSPC on a tiny tmpfs ---- */
 
+static const uint8_t junk_value[60000];
+
 /* The body runs in a child so the parent unmounts whatever happens. */
 static void tmpfs_body(void *arg) {
     const char *dir = arg;
@@ -376,6 +378,36 @@ static void tmpfs_body(void *arg) {
     free(before);
     free(after);
     expect_model(s);
+
+    /* Opens on the full file system. A writer's side file ("<store>.simdr")
+     * is a page it stores into through a shared map: one created here must
+     * have its block allocated by a system call that can fail, not by the
+     * first store, which would die of SIGBUS (the child's death fails this
+     * case). Reopened with its side file gone, the store keeps everything;
+     * a new store opens or is refused, and refuses writes. */
+    CU_OK(simdr_close(s));
+    s = NULL;
+    char side[4300];
+    snprintf(side, sizeof side, "%s.simdr", path);
+    CU_CHECK(unlink(side) == 0, "unlink %s: %s", side, strerror(errno));
+    CU_OK(open_rw(&s, path));
+    expect_model(s);
+    rc = put_value(s, 2, 60000);
+    CU_CHECK(rc == SIMDR_ENOSPC, "write after reopening full: got %d (%s)", rc,
+             simdr_strerror(rc));
+    char fresh[4300];
+    snprintf(fresh, sizeof fresh, "%s/fresh.bin", dir);
+    simdr_store *fresh_store = NULL;
+    rc = open_rw(&fresh_store, fresh);
+    if (rc == SIMDR_OK) {
+        rc = simdr_put(fresh_store, "k", 1, junk_value, sizeof junk_value, NULL);
+        CU_CHECK(rc == SIMDR_ENOSPC, "write to a store created full: got %d (%s)", rc,
+                 simdr_strerror(rc));
+        CU_OK(simdr_close(fresh_store));
+    } else {
+        CU_CHECK(rc == SIMDR_ENOSPC, "creating a store on a full file system: got %d (%s) %s",
+                 rc, simdr_strerror(rc), simdr_last_error());
+    }
 
     /* Space freed: the same open store compacts and writes again. */
     CU_CHECK(unlink(filler) == 0, "unlink filler");
