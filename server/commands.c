@@ -263,6 +263,22 @@ static int sees_pending_writes(command_fn fn) {
     return 0;
 }
 
+/* For WRITE_RETRY_MS after a store write or sync failed (a full disk, an I/O
+ * error), write commands get Redis's MISCONF error instead of being run:
+ * their writes would fail the same way, and the store refusing a turn's
+ * batch closes the connections of every client that wrote in it (net.c).
+ * FLUSHDB and FLUSHALL still run: they give the space back. 1 when refused. */
+int store_write_refused(client *c) {
+    if (!srv.write_error || now_ms() - srv.write_error_ms >= WRITE_RETRY_MS) return 0;
+    reply_error(c, "MISCONF Errors writing to the store file: %s", simdr_strerror(srv.write_error));
+    return 1;
+}
+
+int store_refuses_writes(client *c, const command_def *cmd) {
+    if (!(cmd->flags & CMD_WRITE) || cmd->fn == cmd_flushdb || cmd->fn == cmd_flushall) return 0;
+    return store_write_refused(c);
+}
+
 static void run_command(client *c, const command_def *cmd, int argc, char **argv, size_t *lens) {
     ks_pending_safe_point(); /* no ks_ref is held between commands */
     if (!sees_pending_writes(cmd->fn)) ks_flush_pending();
@@ -291,7 +307,7 @@ void commands_execute(client *c, int argc, char **argv, size_t *lens) {
         flag_transaction(c);
         return;
     }
-    if (replica_refuses(c, cmd)) {
+    if (replica_refuses(c, cmd) || store_refuses_writes(c, cmd)) {
         flag_transaction(c);
         return;
     }

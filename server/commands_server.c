@@ -307,13 +307,16 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
                             "simdr_file_bytes:%llu\r\nsimdr_compaction_savings:%llu\r\n"
                             "simdr_compactions:%llu\r\nsimdr_group_commits:%llu\r\n"
                             "simdr_group_commit_clients:%llu\r\n"
-                            "simdr_group_commit_waits:%llu\r\n",
+                            "simdr_group_commit_waits:%llu\r\n"
+                            "simdr_last_write_status:%s\r\nsimdr_write_errors:%llu\r\n",
                             srv.last_save_s, srv.compacting, durability_name(srv.cfg.durability),
                             (unsigned long long)fsize, (unsigned long long)savings,
                             (unsigned long long)srv.compactions,
                             (unsigned long long)srv.group_commits,
                             (unsigned long long)srv.group_commit_clients,
-                            (unsigned long long)srv.group_commit_waits);
+                            (unsigned long long)srv.group_commit_waits,
+                            srv.write_error ? "err" : "ok",
+                            (unsigned long long)srv.write_errors);
     }
     if (want_section(argc, argv, lens, "stats", 1)) {
         SECTION("Stats");

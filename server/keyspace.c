@@ -55,6 +55,26 @@ const char *store_error(int code) {
     return buf;
 }
 
+void ks_note_write(int rc) {
+    /* Only the file's failures: a bad argument, a missing key or memory
+     * say nothing about whether the next write can be stored. */
+    if (rc && rc != SIMDR_EIO && rc != SIMDR_ENOSPC && rc != SIMDR_EFAILED &&
+        rc != SIMDR_EACCES && rc != SIMDR_EREADONLY)
+        return;
+    if (rc) {
+        if (!srv.write_error)
+            server_log(LOG_WARNING_, "writes to the store files fail (%s): write commands are "
+                       "refused with MISCONF, and tried again every %d ms",
+                       simdr_strerror(rc), WRITE_RETRY_MS);
+        srv.write_error = rc;
+        srv.write_error_ms = now_ms();
+        srv.write_errors++;
+    } else if (srv.write_error) {
+        server_log(LOG_NOTICE_, "writes to the store files succeed again");
+        srv.write_error = 0;
+    }
+}
+
 int record_parse(const void *data, size_t size, record_view *out) {
     const uint8_t *p = data;
     if (size < RECORD_HEADER || p[0] != RECORD_MAGIC0 || p[1] != RECORD_MAGIC1 ||
@@ -300,6 +320,7 @@ static int flush_db(server_db *d) {
                    simdr_strerror(rc), simdr_last_error());
         srv.write_failed = 1;
     }
+    ks_note_write(rc);
     srv.batch_appends++;
     srv.batched_records += b->n;
     b->n = 0;
@@ -531,6 +552,7 @@ static int put_record(server_db *d, uint64_t hash, const void *key, size_t klen,
     if ((rc = flush_db(d))) return rc;
     struct iov_source src = {iov, n, 0, 0};
     rc = simdr_put_stream_hashed(st, hash, iov_read, &src, NULL);
+    ks_note_write(rc);
     if (rc == 0) ks_mark_dirty(d);
     return rc;
 }
@@ -612,6 +634,7 @@ int ks_write_fd(server_db *d, ks_ref *ref, const void *key, size_t klen, int fd,
     struct iovec iov[2] = {{hdr, RECORD_HEADER}, {(void *)key, klen}};
     struct fd_source src = {{iov, klen ? 2 : 1, 0, 0}, fd, 0, len};
     rc = simdr_put_stream_hashed(st, slot_hash(key, klen, ref->slot), fd_read, &src, NULL);
+    ks_note_write(rc);
     if (rc == 0) ks_mark_dirty(d);
     return rc;
 }
@@ -633,6 +656,7 @@ int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen) {
         free(k);
     }
     if (rc == SIMDR_NOTFOUND) rc = 0;
+    ks_note_write(rc);
     if (rc == 0) {
         ks_mark_dirty(d);
         watch_touch_key(d->index, key, klen);

@@ -418,6 +418,7 @@ int server_sync(int wait) {
         if (!d->store || !d->dirty) continue;
         int rc = simdr_sync(d->store);
         if (rc) {
+            ks_note_write(rc); /* a sync that succeeds says nothing of the next write */
             server_log(LOG_WARNING_, "sync of %s failed: %s", d->path, simdr_last_error());
             if (!first_err) first_err = rc;
         } else {

@@ -220,6 +220,10 @@ static void spool_finish(client *c) {
         spool_end(c);
         return;
     }
+    if (store_write_refused(c)) {
+        spool_end(c);
+        return;
+    }
     ks_pending_safe_point();
     server_db *d = client_db(c);
     ks_ref ref;

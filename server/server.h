@@ -158,6 +158,12 @@ typedef struct server_state {
     uint64_t worker_reads, worker_writes; /* the share of those the workers ran (not the loop thread) */
     uint64_t watched_keys; /* WATCHed keys of all clients (0: deletes skip the watch check) */
     int write_failed; /* a pending batch or a sync failed this turn */
+    /* The last store write or sync that failed (a simdr error code, 0 once
+     * one succeeds after it), when, and how many failed in all: while it is
+     * recent, write commands are refused with MISCONF (store_refuses_writes). */
+    int write_error;
+    long long write_error_ms;
+    uint64_t write_errors;
     /* durability always: group commits, the clients whose replies they
      * released, and the turns that waited for more clients (net.c) */
     uint64_t group_commits, group_commit_clients, group_commit_waits;
@@ -273,6 +279,13 @@ static inline uint64_t ks_range_end(uint64_t from, uint64_t width) {
 int ks_hashes_in_range(simdr_store *s, uint64_t from, uint64_t to, uint64_t **out, size_t *n);
 void ks_mark_dirty(server_db *d);
 const char *store_error(int code);
+/* Records the outcome of a store write (0 or a simdr error code), or a
+ * sync's failure, for the write-error state (srv.write_error), logging when
+ * writes start to fail and when they succeed again. */
+void ks_note_write(int rc);
+/* How long after a failed store write or sync write commands are refused
+ * before the next one is tried. */
+#define WRITE_RETRY_MS 1000
 
 /* ---- iothreads.c ---- */
 /* One client's step of an I/O job; slot is 0 on the event-loop thread and
@@ -396,6 +409,11 @@ int replica_config_option(const char *name, char **vals, int nvals, char *err, s
 long long replica_timeout_seconds(void);
 /* A replica refuses writes (READONLY) and compaction: 1 when it replied. */
 int replica_refuses(client *c, const command_def *cmd);
+/* Write commands refused for a while after a store write failed (MISCONF):
+ * 1 when it replied. */
+int store_refuses_writes(client *c, const command_def *cmd);
+/* The same for any write (a spooled SET): 1 when it replied MISCONF. */
+int store_write_refused(client *c);
 /* A write this server, a replica, refuses (also inside a transaction queued
  * before it became one: EXEC is then refused whole, as in Redis). */
 int replica_forbids(const command_def *cmd);

@@ -1,0 +1,110 @@
+"""simdr-server on a full file system: its data directory is a tmpfs of a few
+MiB mounted for the test (root only; otherwise the test is skipped, never
+passed). Writes that do not fit must get a clear error while every write
+acknowledged before stays readable, the server must not crash (a store
+created on the full file system, a restart there), and writes must work
+again once space is freed."""
+import os
+import subprocess
+import time
+
+import pytest
+import redis
+
+from serverutil import Server
+
+MISCONF = "MISCONF Errors writing to the store file"
+VALUE = b"v" * 1000
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mnt)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (%s): not counted as passed"
+                    % r.stderr.decode(errors="replace").strip())
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(r):
+    """SETs until the store refuses them; returns (acknowledged indexes, drops, MISCONFs)."""
+    stored, drops, refused = [], 0, 0
+    for i in range(100000):
+        try:
+            r.set(b"k%d" % i, VALUE)
+            stored.append(i)
+        except redis.ConnectionError:
+            drops += 1  # the turn whose batch the store refused: no reply
+        except redis.ResponseError as e:
+            assert str(e).startswith(MISCONF), str(e)
+            refused += 1
+        if refused >= 20 or drops + refused >= 200:
+            break
+    return stored, drops, refused
+
+
+def info_persistence(r):
+    return r.info("persistence")
+
+
+@pytest.mark.parametrize("durability", ["everysec", "always"])
+def test_full_disk(small_fs, tmp_path, durability):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    srv = Server("--dir", small_fs, "--durability", durability, "--auto-compact-percent", "0",
+                 data_dir=str(logs))
+    with srv:
+        r = srv.client()
+        stored, drops, refused = fill(r)
+        assert len(stored) > 100, "only %d SETs fit" % len(stored)
+        assert refused > 0, "no MISCONF after the store refused writes (%d drops)" % drops
+        info = info_persistence(r)
+        assert info["simdr_last_write_status"] == "err"
+        assert info["simdr_write_errors"] >= 1
+        # Reads go on, and every acknowledged write is there.
+        assert r.dbsize() == len(stored)
+        for i in stored:
+            assert r.get(b"k%d" % i) == VALUE, i
+        # Commands that write, including in a transaction, get the error too.
+        with pytest.raises(redis.ResponseError, match=MISCONF):
+            r.incr("counter")
+        p = r.pipeline(transaction=True)
+        p.set("a", "b")
+        with pytest.raises(redis.ResponseError):
+            p.execute()
+        # A first write to a database whose store does not exist yet: its
+        # store is created on the full file system (past the refusal window,
+        # so the write is tried).
+        time.sleep(1.2)
+        r1 = srv.client(db=1)
+        try:
+            r1.set("x", VALUE)
+        except (redis.ConnectionError, redis.ResponseError):
+            pass
+        assert r.ping()
+        # A clean stop exits 0 (Server.stop asserts it) ...
+    # ... and the server starts again on the still-full file system.
+    with Server("--dir", small_fs, "--durability", durability, "--auto-compact-percent", "0",
+                data_dir=str(logs)) as srv:
+        r = srv.client()
+        assert r.dbsize() == len(stored)
+        for i in stored:
+            assert r.get(b"k%d" % i) == VALUE, i
+        _, _, refused = fill(r)
+        assert refused > 0
+        # FLUSHDB runs in spite of the refusals, and gives the space back.
+        assert r.flushdb()
+        assert r.dbsize() == 0
+        time.sleep(1.2)  # past the refusal window: writes are tried again
+        assert r.set("after", VALUE)
+        assert r.get("after") == VALUE
+        info = info_persistence(r)
+        assert info["simdr_last_write_status"] == "ok"
+        assert info["simdr_write_errors"] >= 1
+    assert "writes to the store files succeed again" in open(os.path.join(logs, "server.log")).read()
