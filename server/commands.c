@@ -206,8 +206,30 @@ void client_discard_multi(client *c) {
     c->flags &= ~(unsigned)(CLIENT_MULTI | CLIENT_MULTI_ERROR);
 }
 
+/* Which (database, key) pairs some client watches, as counts in buckets of
+ * their hash: a write looks here before it searches the clients' lists,
+ * so writes to keys nobody watches stay O(1) however many clients watch. */
+#define WATCH_FILTER_BUCKETS 4096u
+static uint32_t watch_filter[WATCH_FILTER_BUCKETS];
+
+static uint32_t *watch_bucket(int db, const void *key, size_t len) {
+    uint64_t h = simdr_hash_key(key, len) ^ ((uint64_t)(db + 1) * UINT64_C(0x9E3779B97F4A7C15));
+    return &watch_filter[h % WATCH_FILTER_BUCKETS];
+}
+
+/* Compactions started plus compactions finished: even while none runs. A
+ * compaction moves every record to a new file, so a watched key's mark (an
+ * offset) can be compared only when the epoch is the same even number at
+ * WATCH and at EXEC: no compaction ran meanwhile. */
+static uint64_t compaction_epoch(void) {
+    return srv.compactions * 2 + (uint64_t)(srv.compacting != 0);
+}
+
 void client_unwatch(client *c) {
-    for (int i = 0; i < c->nwatched; i++) free(c->watched[i].key);
+    for (int i = 0; i < c->nwatched; i++) {
+        (*watch_bucket(c->watched[i].db, c->watched[i].key, c->watched[i].len))--;
+        free(c->watched[i].key);
+    }
     srv.watched_keys -= (uint64_t)c->nwatched;
     c->nwatched = 0;
     c->flags &= ~(unsigned)CLIENT_DIRTY_CAS;
@@ -363,8 +385,11 @@ static uint64_t watched_mark(int db, const char *key, size_t len) {
     return mark;
 }
 
+/* Every write of a key (and its deletion) comes here: the clients watching it
+ * will abort their EXEC, as Redis's do, whether or not the mark would show it
+ * (it cannot across a compaction). */
 void watch_touch_key(int db, const void *key, size_t len) {
-    if (!srv.watched_keys) return;
+    if (!srv.watched_keys || !*watch_bucket(db, key, len)) return;
     for (client *c = srv.clients; c; c = c->next) {
         if (c->flags & CLIENT_DIRTY_CAS) continue;
         for (int i = 0; i < c->nwatched; i++) {
@@ -418,6 +443,8 @@ void cmd_watch(client *c, int argc, char **argv, size_t *lens) {
         w->len = lens[i];
         w->db = c->db;
         w->mark = watched_mark(c->db, argv[i], lens[i]);
+        w->epoch = compaction_epoch();
+        (*watch_bucket(c->db, argv[i], lens[i]))++;
         c->nwatched++;
         srv.watched_keys++;
     }
@@ -432,9 +459,15 @@ void cmd_unwatch(client *c, int argc, char **argv, size_t *lens) {
 
 static int watch_broken(client *c) {
     if (c->flags & CLIENT_DIRTY_CAS) return 1;
+    uint64_t epoch = compaction_epoch();
     for (int i = 0; i < c->nwatched; i++) {
         watched_key *w = &c->watched[i];
-        if (watched_mark(w->db, w->key, w->len) != w->mark) return 1;
+        uint64_t mark = watched_mark(w->db, w->key, w->len);
+        /* Across a compaction the offsets differ; every write touched the
+         * watchers (watch_touch_key), so what is left to see is a key that
+         * expired: present then, absent now. */
+        int same_file = w->epoch == epoch && !(epoch & 1);
+        if (same_file ? mark != w->mark : (mark != 0) != (w->mark != 0)) return 1;
     }
     /* The lookups above remove a watched key that expired since it was
      * written: a key absent at WATCH, written (with a TTL) and expired by

@@ -583,6 +583,7 @@ static int mark_chained(server_db *d, const void *key, size_t klen, uint32_t mas
 int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const struct iovec *iov,
              int niov, uint64_t expire_ms) {
     if (klen > UINT32_MAX) return SIMDR_ETOOBIG;
+    watch_touch_key(d->index, key, klen);
     if (!ref->found && ref->pass_mask) {
         int rc = mark_chained(d, key, klen, ref->pass_mask);
         if (rc) return rc;
@@ -619,6 +620,7 @@ static int64_t fd_read(void *ctx, void *buf, size_t cap) {
 int ks_write_fd(server_db *d, ks_ref *ref, const void *key, size_t klen, int fd, uint64_t len,
                 uint64_t expire_ms) {
     if (klen > UINT32_MAX) return SIMDR_ETOOBIG;
+    watch_touch_key(d->index, key, klen);
     if (!ref->found && ref->pass_mask) {
         int rc = mark_chained(d, key, klen, ref->pass_mask);
         if (rc) return rc;

@@ -64,7 +64,8 @@ typedef struct watched_key {
     int db;
     char *key;
     size_t len;
-    uint64_t mark; /* end offset of the key's record, 0 when absent */
+    uint64_t mark;  /* end offset of the key's record, 0 when absent */
+    uint64_t epoch; /* compaction_epoch() at WATCH: which file mark is an offset in */
 } watched_key;
 
 enum client_flags {

@@ -272,6 +272,64 @@ def test_transactions(r, server):
     other.close()
 
 
+def _compact(r):
+    assert r.execute_command("BGREWRITEAOF")
+    deadline = time.time() + 120
+    while r.info("persistence")["aof_rewrite_in_progress"] and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def test_watch_across_a_compaction(r, server):
+    """A compaction moves every record: it must not fail a transaction
+    whose watched keys nobody wrote, and must not hide a write that did
+    happen (even one of the same value) or a watched key that expired."""
+    other = server.client()
+    for i in range(200):
+        r.set("filler%d" % (i % 20), "x" * i)
+    r.set("w", "1")
+    with r.pipeline() as p:  # untouched: executes
+        p.watch("w", "absent")
+        _compact(r)
+        p.multi()
+        p.set("out", "1")
+        assert p.execute() == [True]
+    with r.pipeline() as p:  # rewritten with the same value before the compaction
+        p.watch("w")
+        other.set("w", "1")
+        _compact(r)
+        p.multi()
+        p.set("out", "2")
+        with pytest.raises(redis.WatchError):
+            p.execute()
+    with r.pipeline() as p:  # rewritten after the compaction
+        p.watch("w")
+        _compact(r)
+        other.set("w", "1")
+        p.multi()
+        p.set("out", "3")
+        with pytest.raises(redis.WatchError):
+            p.execute()
+    with r.pipeline() as p:  # created where it was absent
+        p.watch("absent")
+        _compact(r)
+        other.set("absent", "now")
+        p.multi()
+        p.set("out", "4")
+        with pytest.raises(redis.WatchError):
+            p.execute()
+    r.set("short", "1", px=300)
+    with r.pipeline() as p:  # expired meanwhile
+        p.watch("short")
+        _compact(r)
+        time.sleep(0.4)
+        p.multi()
+        p.set("out", "5")
+        with pytest.raises(redis.WatchError):
+            p.execute()
+    assert r.get("out") == b"1"
+    other.close()
+
+
 def test_server_commands(r, server):
     assert r.client_setname("me") is True and r.client_getname() == "me"
     assert isinstance(r.client_id(), int)
