@@ -55,7 +55,8 @@ const char *store_error(int code) {
     return buf;
 }
 
-void ks_note_write(int rc) {
+void ks_note_write(server_db *d, int rc) {
+    if (d && rc == SIMDR_EFAILED) d->failed = 1;
     /* Only the file's failures: a bad argument, a missing key or memory
      * say nothing about whether the next write can be stored. */
     if (rc && rc != SIMDR_EIO && rc != SIMDR_ENOSPC && rc != SIMDR_EFAILED &&
@@ -143,6 +144,46 @@ int db_open_existing(server_db *d) {
     if (stat(d->path, &st) != 0) return 0;
     d->may_have_ttl = 1;
     return open_store(d, SIMDR_OPEN_EXISTING);
+}
+
+void ks_reopen_failed(long long now) {
+    for (int i = 0; i < SERVER_DBS; i++) {
+        server_db *d = &srv.db[i];
+        int try_write = now >= d->reopen_after_ms;
+        /* db_close would wait for a running compaction on the event loop;
+         * the compaction fails on the failed handle soon enough. */
+        if (!d->failed || srv.compacting || (d->read_only && !try_write)) continue;
+        uint64_t before = d->store ? simdr_count(d->store) : 0;
+        db_close(d);
+        d->may_have_ttl = 1;
+        int rc = SIMDR_EFAILED;
+        if (try_write) {
+            d->reopen_after_ms = now + WRITE_RETRY_MS;
+            rc = open_store(d, SIMDR_OPEN_EXISTING);
+        }
+        if (rc == 0) {
+            d->failed = d->read_only = 0;
+            d->dirty = 1; /* what the recovery kept is synced at the next sync */
+            server_log(LOG_WARNING_, "%s reopened after a failed write or sync: %llu keys "
+                       "(%llu served by the failed handle)", d->path,
+                       (unsigned long long)simdr_count(d->store), (unsigned long long)before);
+            replica_store_reopened();
+            continue;
+        }
+        if (try_write)
+            server_log(LOG_WARNING_, "reopening %s for writing failed: %s (%s)", d->path,
+                       simdr_strerror(rc), simdr_last_error());
+        rc = open_store(d, SIMDR_OPEN_READONLY);
+        if (rc) {
+            d->store = NULL;
+            server_log(LOG_WARNING_, "opening %s read-only failed too: %s", d->path,
+                       simdr_strerror(rc));
+        }
+        d->read_only = 1;
+        d->reopen_after_ms = d->reopen_after_ms > now ? d->reopen_after_ms : now + WRITE_RETRY_MS;
+        server_log(LOG_WARNING_, "%s open read-only until it can be opened for writing (every "
+                   "%d ms)", d->path, WRITE_RETRY_MS);
+    }
 }
 
 int db_store_for_write(server_db *d, simdr_store **out) {
@@ -320,7 +361,7 @@ static int flush_db(server_db *d) {
                    simdr_strerror(rc), simdr_last_error());
         srv.write_failed = 1;
     }
-    ks_note_write(rc);
+    ks_note_write(d, rc);
     srv.batch_appends++;
     srv.batched_records += b->n;
     b->n = 0;
@@ -552,7 +593,7 @@ static int put_record(server_db *d, uint64_t hash, const void *key, size_t klen,
     if ((rc = flush_db(d))) return rc;
     struct iov_source src = {iov, n, 0, 0};
     rc = simdr_put_stream_hashed(st, hash, iov_read, &src, NULL);
-    ks_note_write(rc);
+    ks_note_write(d, rc);
     if (rc == 0) ks_mark_dirty(d);
     return rc;
 }
@@ -636,7 +677,7 @@ int ks_write_fd(server_db *d, ks_ref *ref, const void *key, size_t klen, int fd,
     struct iovec iov[2] = {{hdr, RECORD_HEADER}, {(void *)key, klen}};
     struct fd_source src = {{iov, klen ? 2 : 1, 0, 0}, fd, 0, len};
     rc = simdr_put_stream_hashed(st, slot_hash(key, klen, ref->slot), fd_read, &src, NULL);
-    ks_note_write(rc);
+    ks_note_write(d, rc);
     if (rc == 0) ks_mark_dirty(d);
     return rc;
 }
@@ -658,7 +699,7 @@ int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen) {
         free(k);
     }
     if (rc == SIMDR_NOTFOUND) rc = 0;
-    ks_note_write(rc);
+    ks_note_write(d, rc);
     if (rc == 0) {
         ks_mark_dirty(d);
         watch_touch_key(d->index, key, klen);

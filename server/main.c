@@ -418,7 +418,10 @@ int server_sync(int wait) {
         if (!d->store || !d->dirty) continue;
         int rc = simdr_sync(d->store);
         if (rc) {
-            ks_note_write(rc); /* a sync that succeeds says nothing of the next write */
+            /* A failed sync fails the store: the cron reopens it. A sync
+             * that succeeds says nothing of the next write. */
+            ks_note_write(d, rc);
+            d->failed = 1;
             server_log(LOG_WARNING_, "sync of %s failed: %s", d->path, simdr_last_error());
             if (!first_err) first_err = rc;
         } else {
@@ -563,12 +566,14 @@ static void on_cron(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what, (void)arg;
     long long now = now_ms();
     ks_flush_pending(); /* the tick reads the engine (expiry walk, sizes) */
+    if (!replica_is_replica()) ks_reopen_failed(now);
     net_check_timeouts(now);
     replica_cron(now);
     /* A replica's files change only by the primary's bytes (replica.c). */
     if (!replica_is_replica()) ks_active_expire(now, srv.cfg.active_expire_effort);
     if (srv.cfg.durability == DURABILITY_EVERYSEC && now - srv.last_sync_ms >= 1000)
         server_sync(0);
+    if (!replica_is_replica()) ks_reopen_failed(now);
     static long long last_compact_check;
     if (now - last_compact_check >= 1000) {
         last_compact_check = now;

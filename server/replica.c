@@ -1313,6 +1313,18 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
     reply_ok(c);
 }
 
+void replica_store_reopened(void) {
+    uint64_t old = R.run_id;
+    while (R.run_id == old || !R.run_id)
+        if (getrandom(&R.run_id, sizeof R.run_id, 0) != (ssize_t)sizeof R.run_id)
+            R.run_id = old * 6364136223846793005u + 1442695040888963407u;
+    for (int db = 0; db < SERVER_DBS; db++) note_found(db);
+    while (R.nfeeds) {
+        client_schedule_close(R.feeds[R.nfeeds - 1]->c);
+        feed_drop(R.nfeeds - 1);
+    }
+}
+
 void replica_start(void) {
     state_load();
     if (getrandom(&R.run_id, sizeof R.run_id, 0) != (ssize_t)sizeof R.run_id)

@@ -131,6 +131,12 @@ typedef struct server_db {
     int ttl_written_in_walk;
     uint64_t size_at_garbage_check; /* file size at the last measure of its garbage */
     uint64_t garbage;               /* bytes a compaction would save, as last measured */
+    /* The store failed (a sync or a write that could not be undone): its
+     * handle refuses writes and has withdrawn what no sync confirmed, until
+     * it is reopened (ks_reopen_failed, from the background tick). */
+    int failed;
+    int read_only;             /* opened read-only meanwhile (ks_reopen_failed) */
+    long long reopen_after_ms; /* the next attempt to open it for writing */
 } server_db;
 
 typedef struct server_state {
@@ -283,7 +289,15 @@ const char *store_error(int code);
 /* Records the outcome of a store write (0 or a simdr error code), or a
  * sync's failure, for the write-error state (srv.write_error), logging when
  * writes start to fail and when they succeed again. */
-void ks_note_write(int rc);
+void ks_note_write(server_db *d, int rc);
+/* Reopens every failed store (server_db.failed), as a restart would: the
+ * engine's recovery verifies its tail again and serves every entry that
+ * holds, and the new handle takes writes. Called at the end of the turn and
+ * of the tick that found the failure, so no reply reads the failed handle,
+ * which has withdrawn what no sync confirmed. Writable opens are tried at
+ * most every WRITE_RETRY_MS; meanwhile, and when one fails, the store is
+ * open read-only, so reads go on. */
+void ks_reopen_failed(long long now);
 /* How long after a failed store write or sync write commands are refused
  * before the next one is tried. */
 #define WRITE_RETRY_MS 1000
@@ -429,6 +443,9 @@ long long replica_output_allowance(client *c);
 int replica_blocked_clients(void);
 void replica_client_freed(client *c);
 void replica_start(void);
+/* A store was reopened after a failure, which may have cut its tail: replicas
+ * resume as after a restart of this server (a new run). */
+void replica_store_reopened(void);
 void replica_after_turn(int wrote);
 void replica_cron(long long now);
 void replica_shutdown(void);

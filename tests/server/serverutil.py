@@ -62,7 +62,8 @@ def wait_port(port, proc, timeout=START_TIMEOUT, log_path=None, log_from=0):
 class Server:
     """A simdr-server on a free port over its own data directory."""
 
-    def __init__(self, *args, data_dir=None, port=None, keep_dir=False):
+    def __init__(self, *args, data_dir=None, port=None, keep_dir=False, env=None):
+        self.env = env  # extra environment variables of the server process
         self.own_dir = data_dir is None
         self.dir = data_dir or tempfile.mkdtemp(prefix="simdr-server-test-")
         self.keep_dir = keep_dir
@@ -80,7 +81,9 @@ class Server:
                 log_from = 0
             cmd = [SERVER_BIN, "--dir", self.dir, "--port", str(port), "--bind", "127.0.0.1",
                    "--logfile", self.log_path] + EXTRA_ARGS + self.args
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            env = dict(os.environ, **self.env) if self.env else None
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         env=env)
             try:
                 wait_port(port, self.proc, log_path=self.log_path, log_from=log_from)
                 self.port = port

@@ -1,0 +1,107 @@
+"""simdr-server when the disk fails its syncs: an LD_PRELOAD library
+(failsync_shim.c) makes fsync/fdatasync fail with EIO while a flag file
+exists, and store opens for writing too while another one does. A failed
+sync fails the engine's handle, which then stops serving what no sync
+confirmed; the server reopens the store (as a restart would) so that no
+acknowledged write is hidden, refuses writes with MISCONF while the disk
+fails, serves reads read-only when the store cannot be opened for writing,
+and takes writes again once the disk works."""
+import os
+import shutil
+import time
+
+import pytest
+import redis
+
+from serverutil import Server
+
+SHIM = os.environ.get("SIMDR_FAILSYNC_SHIM", "")
+MISCONF = "MISCONF Errors writing to the store file"
+
+
+def shim_env(tmp_path):
+    if not SHIM or not os.path.exists(SHIM):
+        pytest.skip("SIMDR_FAILSYNC_SHIM not built: not counted as passed")
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    return {"LD_PRELOAD": SHIM,
+            "SIMDR_FAILSYNC_FLAG": str(tmp_path / "fail-sync"),
+            "SIMDR_FAILOPEN_FLAG": str(tmp_path / "fail-open"),
+            # the shim comes before the sanitizer's runtime in a sanitized build
+            "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
+
+
+def try_set(r, key, value):
+    try:
+        return r.set(key, value) is True
+    except redis.ConnectionError:
+        return False  # its turn's sync failed: not acknowledged
+    except redis.ResponseError as e:
+        assert str(e).startswith(MISCONF), str(e)
+        return False
+
+
+def check_all(r, acked):
+    missing = [k for k, v in acked.items() if r.get(k) != v]
+    assert not missing, "%d acknowledged keys not served: %r" % (len(missing), missing[:5])
+
+
+@pytest.mark.parametrize("durability", ["everysec", "always"])
+def test_failing_syncs_hide_nothing(tmp_path, durability):
+    env = shim_env(tmp_path)
+    fail_sync, fail_open = tmp_path / "fail-sync", tmp_path / "fail-open"
+    srv = Server("--durability", durability, "--auto-compact-percent", "0", env=env,
+                 keep_dir=True)  # the restart below reads its files
+    with srv:
+        r = srv.client()
+        acked = {}
+        for i in range(200):
+            if try_set(r, "k%d" % i, "v%d" % i):
+                acked[b"k%d" % i] = b"v%d" % i
+        assert len(acked) == 200
+        fail_sync.touch()
+        # Writes go on until a sync fails (at once with always, within a
+        # second with everysec); from then on MISCONF.
+        deadline = time.time() + 30
+        i = 200
+        while r.info("persistence")["simdr_last_write_status"] == "ok":
+            assert time.time() < deadline, "no sync failed"
+            if try_set(r, "k%d" % i, "v%d" % i):
+                acked[b"k%d" % i] = b"v%d" % i
+            i += 1
+            time.sleep(0.01)
+        with pytest.raises(redis.ResponseError, match=MISCONF):
+            r.set("refused", "1")
+        # Nothing acknowledged is hidden, now and while the failures go on
+        # (every write that is tried fails the store again).
+        for _ in range(3):
+            check_all(r, acked)
+            time.sleep(0.6)
+            if try_set(r, "k%d" % i, "v%d" % i):
+                acked[b"k%d" % i] = b"v%d" % i
+            i += 1
+        # The store cannot be opened for writing either: reads go on.
+        fail_open.touch()
+        time.sleep(1.2)
+        try_set(r, "k%d" % i, "v%d" % i)  # fails the store once more
+        i += 1
+        time.sleep(0.3)
+        check_all(r, acked)
+        assert "read-only until" in srv.log()
+        # The disk works again: within a retry period writes are taken.
+        fail_open.unlink()
+        fail_sync.unlink()
+        deadline = time.time() + 30
+        while not try_set(r, "after", "1"):
+            assert time.time() < deadline, "writes never came back"
+            time.sleep(0.2)
+        acked[b"after"] = b"1"
+        assert r.save() is True
+        assert r.info("persistence")["simdr_last_write_status"] == "ok"
+        check_all(r, acked)
+        assert "reopened after a failed write or sync" in srv.log()
+    # A restart over the same files serves the same.
+    try:
+        with Server("--durability", durability, data_dir=srv.dir, keep_dir=True) as again:
+            check_all(again.client(), acked)
+    finally:
+        shutil.rmtree(srv.dir, ignore_errors=True)
