@@ -289,6 +289,15 @@ SIMDR_API int simdr_close(simdr_store *store);
  * crash. (Only if memory runs out while withdrawing them do they stay
  * readable in the failed handle.) A write whose undo fails (a truncation
  * after a failed append) also fails the store; it had published nothing.
+ * Pages the kernel could not write may stay cached as clean: they verify,
+ * but are not on the disk, and a new descriptor's fdatasync would not write
+ * them. So the next writable open of that file in the same process writes
+ * every byte above the last durable record again and syncs it before it
+ * returns (SIMDR_EIO from simdr_open if that sync fails too; the next open
+ * tries again). A process started after the failure cannot know of it: it
+ * trusts the page cache as after any crash (restart the machine, or copy
+ * the store, to be sure). Servers reopen a failed store in place rather
+ * than restart for this reason (simdr-server does, docs/SERVER.md).
  * Errors: SIMDR_EINVAL, SIMDR_EIO, SIMDR_ENOSPC, SIMDR_EFAILED.
  */
 SIMDR_API int simdr_sync(simdr_store *store);

@@ -118,6 +118,79 @@ int simdr__fsync_dir(const char *path) {
     return rc;
 }
 
+/* The files whose writer handle was closed failed in this process (a failed
+ * sync, or a write that could not be undone), by device and inode. After a
+ * failed fdatasync the kernel may have marked the pages it could not write
+ * clean: they still read as written, so the next open verifies them and
+ * serves them, but they are not on the disk, and the next fdatasync (on a
+ * new descriptor, which the error is not reported to again) would succeed
+ * without writing them. A writable open of such a file therefore writes
+ * everything above its durable record again, which dirties those pages,
+ * and syncs it before it lets a sync be acknowledged. */
+static pthread_mutex_t failed_files_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct failed_file {
+    dev_t dev;
+    ino_t ino;
+} *failed_files;
+static size_t n_failed_files, cap_failed_files;
+
+static void failed_file_remember(dev_t dev, ino_t ino) {
+    pthread_mutex_lock(&failed_files_lock);
+    size_t i = 0;
+    while (i < n_failed_files && (failed_files[i].dev != dev || failed_files[i].ino != ino)) i++;
+    if (i == n_failed_files) {
+        if (n_failed_files == cap_failed_files) {
+            size_t cap = cap_failed_files ? cap_failed_files * 2 : 8;
+            struct failed_file *grown = realloc(failed_files, cap * sizeof *grown);
+            if (grown) {
+                failed_files = grown;
+                cap_failed_files = cap;
+            }
+        }
+        /* Without memory the file is not remembered: its next open then
+         * trusts the page cache, as an open in another process would. */
+        if (n_failed_files < cap_failed_files)
+            failed_files[n_failed_files++] = (struct failed_file){dev, ino};
+    }
+    pthread_mutex_unlock(&failed_files_lock);
+}
+
+/* 1 (and forgotten) if the file was remembered. */
+static int failed_file_take(dev_t dev, ino_t ino) {
+    pthread_mutex_lock(&failed_files_lock);
+    int found = 0;
+    for (size_t i = 0; i < n_failed_files && !found; i++)
+        if (failed_files[i].dev == dev && failed_files[i].ino == ino) {
+            failed_files[i] = failed_files[--n_failed_files];
+            found = 1;
+        }
+    pthread_mutex_unlock(&failed_files_lock);
+    return found;
+}
+
+/* Writes [from, tail) of the file again from its verified bytes and syncs
+ * it (see failed_files). Through a bounce buffer: the source is the map of
+ * the very pages being written. */
+static int rewrite_unconfirmed(simdr_store *s, const simdr__view *v, uint64_t from) {
+    uint64_t end = atomic_load_explicit(&v->tail, memory_order_acquire);
+    if (from >= end) return SIMDR_OK;
+    size_t chunk = (size_t)1 << 20;
+    uint8_t *buf = malloc(chunk);
+    if (!buf) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    int rc = SIMDR_OK;
+    for (uint64_t off = from; off < end && rc == SIMDR_OK;) {
+        size_t n = end - off < chunk ? (size_t)(end - off) : chunk;
+        memcpy(buf, v->map->base + off, n);
+        if (simdr__pwrite_all(s->fd, buf, n, off) != 0)
+            rc = simdr__fail_errno(errno, "rewriting what a failed sync left unconfirmed", s->path);
+        off += n;
+    }
+    free(buf);
+    if (rc == SIMDR_OK && simdr__fdatasync(s->fd) != 0)
+        rc = simdr__fail_errno(errno, "syncing what a failed sync left unconfirmed", s->path);
+    return rc;
+}
+
 static int open_fail(simdr_store *s, int rc) {
     simdr__side_close(s->side);
     if (s->fd >= 0) close(s->fd);
@@ -229,6 +302,17 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     simdr__view *v;
     rc = simdr__load_file(s, opts->repair, opts->layout, &v);
     if (rc != SIMDR_OK) return open_fail(s, rc);
+    if (!s->readonly && failed_file_take(s->dev, s->ino)) {
+        const simdr__side_basis *b = &s->side_basis;
+        rc = rewrite_unconfirmed(s, v, b->has_durable ? b->durable.tail : 0);
+        if (rc != SIMDR_OK) {
+            failed_file_remember(s->dev, s->ino);
+            simdr__map_retire(v->map);
+            simdr__index_free(v->index);
+            free(v);
+            return open_fail(s, rc);
+        }
+    }
     if (!s->readonly && opts->expected_keys > v->index->cap * 4 / 5) {
         /* Sized once now instead of grown step by step (each growth copies
          * the table and reads every moved key's metadata). A hint: without
@@ -279,6 +363,7 @@ SIMDR_API int simdr_close(simdr_store *s) {
     /* A child that inherited the handle only lets go of it: the file and
      * its hint belong to the parent. */
     int owner = !s->readonly && !s->failed && !simdr__forked(s);
+    if (!s->readonly && s->failed && !simdr__forked(s)) failed_file_remember(s->dev, s->ino);
     /* A clean close is a durability point in every mode: the page marked
      * closed may reach the disk at any time after, and a later open trusts a
      * file that matches it, so the bytes it names go to stable storage (and

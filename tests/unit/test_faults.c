@@ -459,6 +459,73 @@ static void test_failed_explicit_sync_is_final(void **state) {
     tu_put_str(f->s, "c", "3");
 }
 
+/* After a failed fdatasync the kernel may keep the pages it could not write
+ * as clean: they read as written, so a reopen verifies and serves them, and
+ * the next fdatasync, on a new descriptor, succeeds without writing them. A
+ * writable reopen in the same process therefore writes everything above the
+ * durable record again and syncs it; when that sync fails, the open fails
+ * and the next one tries again. Checked by recording the range the open's
+ * pwrites cover. */
+static uint64_t rewrite_lo, rewrite_hi;
+static ssize_t (*pwrite_below)(int, const void *, size_t, off_t);
+
+static ssize_t range_pwrite(int fd, const void *buf, size_t len, off_t off) {
+    ssize_t n = pwrite_below(fd, buf, len, off);
+    if (n > 0) {
+        if ((uint64_t)off < rewrite_lo) rewrite_lo = (uint64_t)off;
+        if ((uint64_t)off + (uint64_t)n > rewrite_hi) rewrite_hi = (uint64_t)off + (uint64_t)n;
+    }
+    return n;
+}
+
+static void open_recording_pwrites(tu_fixture *f) {
+    rewrite_lo = UINT64_MAX;
+    rewrite_hi = 0;
+    pwrite_below = simdr__io.pwrite;
+    simdr__io.pwrite = range_pwrite;
+    f->s = open_with(f->path, SIMDR_SYNC_NONE);
+    simdr__io.pwrite = pwrite_below;
+}
+
+static void test_reopen_after_failed_sync_writes_unconfirmed_bytes_again(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    assert_int_equal(simdr_sync(f->s), SIMDR_OK);
+    uint64_t durable = simdr_file_size(f->s);
+    char key[16];
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        tu_put_str(f->s, key, "v");
+    }
+    uint64_t tail = simdr_file_size(f->s);
+    simdr__io_fail_nth(SIMDR__IO_FDATASYNC, 1, EIO);
+    assert_int_equal(simdr_sync(f->s), SIMDR_EIO);
+    simdr__io_reset();
+    simdr_close(f->s);
+    f->s = NULL;
+    simdr__io_fail_nth(SIMDR__IO_FDATASYNC, 1, EIO);
+    simdr_options o;
+    simdr_options_init(&o);
+    simdr_store *s = NULL;
+    assert_int_equal(simdr_open(&s, f->path, &o), SIMDR_EIO);
+    simdr__io_reset();
+    open_recording_pwrites(f);
+    assert_true(rewrite_lo <= durable);
+    assert_true(rewrite_hi >= tail);
+    tu_expect_str(f->s, "a", "1");
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        tu_expect_str(f->s, key, "v");
+    }
+    assert_int_equal(simdr_count(f->s), 51);
+    /* Written again and synced, the file is like any other: the next
+     * reopen writes nothing. */
+    simdr_close(f->s);
+    open_recording_pwrites(f);
+    assert_int_equal(rewrite_hi, 0);
+    tu_put_str(f->s, "after", "1");
+}
+
 /* A system call interrupted by a signal (EINTR: network and FUSE file
  * systems, a handler without SA_RESTART) is made again, never taken for a
  * failure: each of the library's syncs, truncations and flushes is
@@ -633,6 +700,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_map_never_holds_the_writer_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup_durable, teardown),
         cmocka_unit_test_setup_teardown(test_failed_explicit_sync_is_final, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_after_failed_sync_writes_unconfirmed_bytes_again,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_calls_are_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_index_growth_failure_shows_nothing, setup,
                                         teardown),
