@@ -63,6 +63,8 @@ static const char help_text[] =
     "                              that long without a byte from it (default 60)\n"
     "  --debug-repl-retry-ms MS    tests only: the pause before a replica reconnects\n"
     "                              (default 1000)\n"
+    "  --debug-repl-no-rebase 1    tests only: a replica copies a compacted database in\n"
+    "                              full instead of rebuilding its prefix\n"
     "  --debug-slot-hash-bits N    tests only: keep N bits of each slot hash so that\n"
     "                              hash collisions are common (files not portable)\n"
     "  --debug-io-fanout-min N     tests only: share a turn's reads and writes out to\n"

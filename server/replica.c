@@ -184,6 +184,8 @@ static struct {
      * identity for it, which the primary answers with RESET */
     int force_full[SERVER_DBS];
     uint64_t full_copies, rebases, rebase_failures; /* INFO, replica side */
+    uint64_t log_bytes;                             /* ... bytes received in LOGs */
+    int no_rebase; /* debug-repl-no-rebase: REBASE is refused (full copies, to compare) */
     uint64_t resets_sent, rebases_sent;             /* INFO, primary side */
     repl_state st;
     int synced_dbs_dirty;
@@ -1119,6 +1121,7 @@ static int rebase_start(const link_msg *m, int db) {
     R.announced[db] = 0;
     server_db *d = &srv.db[db];
     simdr_log_state own;
+    if (R.no_rebase) return rebase_refused(db, "debug-repl-no-rebase is set");
     if (R.stage[db].active || R.stage[db].in_place)
         return rebase_refused(db, "a full copy was in progress");
     if (!d->store || R.st.follows[db] != old)
@@ -1289,6 +1292,7 @@ static int handle_msg(const link_msg *m, int *acked) {
         if (b < a || b - a < m->lens[4])
             return link_refuse("db %d: LOG of %zu bytes from %llu beyond the primary's tail %llu",
                                (int)db, m->lens[4], (unsigned long long)a, (unsigned long long)b);
+        R.log_bytes += m->lens[4];
         if (R.stage[db].active) {
             uint64_t tail = 0;
             int rc = stage_open((int)db);
@@ -1455,6 +1459,15 @@ int replica_config_option(const char *name, char **vals, int nvals, char *err, s
             return -1;
         }
         set_primary(vals[0], (int)port);
+        return 1;
+    }
+    if (!strcmp(name, "debug-repl-no-rebase")) {
+        /* tests and benchmarks only: a compaction is followed by a full copy */
+        if (nvals != 1 || (strcmp(vals[0], "0") && strcmp(vals[0], "1"))) {
+            snprintf(err, cap, "%s needs 0 or 1", name);
+            return -1;
+        }
+        R.no_rebase = vals[0][0] == '1';
         return 1;
     }
     if (!strcmp(name, "repl-timeout") || !strcmp(name, "debug-repl-retry-ms")) {
@@ -1649,13 +1662,14 @@ void replica_info(struct evbuffer *b) {
                             "master_sync_in_progress:%d\r\nslave_repl_offset:%llu\r\n"
                             "slave_read_only:1\r\nsimdr_repl_lag_bytes:%llu\r\n"
                             "simdr_repl_full_copies:%llu\r\nsimdr_repl_rebases:%llu\r\n"
-                            "simdr_repl_rebase_failures:%llu\r\n"
+                            "simdr_repl_rebase_failures:%llu\r\nsimdr_repl_log_bytes:%llu\r\n"
                             "connected_slaves:0\r\nmaster_repl_offset:%llu\r\n",
                             R.host, R.port, R.link_up ? "up" : "down",
                             R.link_up ? (now - R.last_io_ms) / 1000 : -1, syncing,
                             (unsigned long long)offset, (unsigned long long)lag,
                             (unsigned long long)R.full_copies, (unsigned long long)R.rebases,
-                            (unsigned long long)R.rebase_failures, (unsigned long long)offset);
+                            (unsigned long long)R.rebase_failures,
+                            (unsigned long long)R.log_bytes, (unsigned long long)offset);
         return;
     }
     evbuffer_add_printf(b, "role:master\r\nconnected_slaves:%d\r\n", R.nfeeds);
