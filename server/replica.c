@@ -145,6 +145,9 @@ typedef struct rebase_job {
     simdr_store *built;
     char err[256];
     long long started_ms;
+    /* the thread writes a byte here when it ends, which wakes the loop */
+    int wake[2];
+    struct event *wake_ev;
 } rebase_job;
 
 /* A client blocked in WAIT. */
@@ -1078,7 +1081,27 @@ static void *rebase_main(void *arg) {
         if (j->rc != SIMDR_OK) snprintf(j->err, sizeof j->err, "%s", simdr_last_error());
     }
     atomic_store_explicit(&j->done, 1, memory_order_release);
+    ssize_t w;
+    do
+        w = write(j->wake[1], "", 1);
+    while (w < 0 && errno == EINTR);
     return NULL;
+}
+
+static void rebase_wake_close(rebase_job *j) {
+    if (j->wake_ev) event_free(j->wake_ev);
+    j->wake_ev = NULL;
+    if (j->wake[0] >= 0) close(j->wake[0]);
+    if (j->wake[1] >= 0) close(j->wake[1]);
+    j->wake[0] = j->wake[1] = -1;
+}
+
+static void rebase_finish(void);
+
+static void on_rebase_done(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what, (void)arg;
+    if (R.rebase.active && atomic_load_explicit(&R.rebase.done, memory_order_acquire))
+        rebase_finish();
 }
 
 /* The link is closed or the server stops while a prefix is rebuilt: waits
@@ -1088,6 +1111,7 @@ static void rebase_abort(void) {
     if (!j->active) return;
     pthread_join(j->thread, NULL);
     j->active = 0;
+    rebase_wake_close(j);
     if (j->built && simdr_close(j->built) != SIMDR_OK)
         server_log(LOG_WARNING_, "db %d: closing the rebuilt copy: %s", j->db, simdr_last_error());
     j->built = NULL;
@@ -1145,8 +1169,17 @@ static int rebase_start(const link_msg *m, int db) {
     j->layout = (int)layout;
     j->started_ms = now_ms();
     atomic_store(&j->done, 0);
-    if (pthread_create(&j->thread, NULL, rebase_main, j) != 0)
+    j->wake[0] = j->wake[1] = -1;
+    if (pipe2(j->wake, O_CLOEXEC | O_NONBLOCK) != 0 ||
+        !(j->wake_ev = event_new(srv.base, j->wake[0], EV_READ, on_rebase_done, NULL)) ||
+        event_add(j->wake_ev, NULL) != 0) {
+        rebase_wake_close(j);
+        return rebase_refused(db, "no pipe");
+    }
+    if (pthread_create(&j->thread, NULL, rebase_main, j) != 0) {
+        rebase_wake_close(j);
         return rebase_refused(db, "no thread");
+    }
     j->active = 1;
     server_log(LOG_NOTICE_, "db %d: following the primary's compaction (file %llu) from the "
                "copy held: rebuilding its first %llu bytes", db, (unsigned long long)ident,
@@ -1164,6 +1197,7 @@ static void rebase_finish(void) {
     rebase_job *j = &R.rebase;
     pthread_join(j->thread, NULL);
     j->active = 0;
+    rebase_wake_close(j);
     int db = j->db;
     char why[512] = "";
     simdr_log_state bs;

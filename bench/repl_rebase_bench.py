@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""What it costs a simdr-server replica to follow a compaction of its
+primary: one primary and two replicas on loopback, one that rebuilds the
+compacted file's prefix from its own copy (REBASE, the default) and one
+started with --debug-repl-no-rebase 1, which copies the compacted database
+in full, both following the same compaction in the same run. The store holds
+N keys written twice (about half of the file is garbage). Reports, per
+replica, the bytes of LOG messages it received for the compaction
+(INFO simdr_repl_log_bytes) and the time from BGREWRITEAOF until the
+replica serves the compacted file (its offset equals the primary's and no
+copy is in progress), beside the compaction's own time. docs/BENCHMARKS.md has a run's
+numbers.
+
+Usage: bench/repl_rebase_bench.py [-n KEYS] [-d VALUE_BYTES]
+Environment: SIMDR_SERVER (default build/release/server/simdr-server).
+"""
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import redis
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(server, workdir, *args):
+    port = free_port()
+    d = tempfile.mkdtemp(dir=workdir)
+    p = subprocess.Popen([server, "--dir", d, "--port", str(port), "--bind", "127.0.0.1",
+                          "--logfile", os.path.join(d, "log"), "--auto-compact-percent", "0"]
+                         + list(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    c = redis.Redis(port=port)
+    for _ in range(600):
+        try:
+            c.ping()
+            return p, port, d
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def load(c, n, size, tag):
+    value = (tag * size)[:size].encode()
+    pipe = c.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(b"key:%08d" % i, value)
+        if i % 10000 == 9999:
+            pipe.execute()
+    pipe.execute()
+
+
+def in_sync(primary, replica):
+    ri = replica.info("replication")
+    return (not ri["master_sync_in_progress"] and
+            ri["slave_repl_offset"] == primary.info("replication")["master_repl_offset"])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=1000000)
+    ap.add_argument("-d", type=int, default=100)
+    a = ap.parse_args()
+    server = os.environ.get("SIMDR_SERVER", "build/release/server/simdr-server")
+    work = tempfile.mkdtemp(prefix="simdr-rebase-bench-")
+    procs = []
+    try:
+        p, port, pdir = start(server, work)
+        procs.append(p)
+        names = ("rebase", "full copy")
+        reps = []
+        for extra in ((), ("--debug-repl-no-rebase", "1", "--debug-repl-retry-ms", "10")):
+            rp, rport, _ = start(server, work, "--replicaof", "127.0.0.1", str(port), *extra)
+            procs.append(rp)
+            reps.append(redis.Redis(port=rport))
+        c = redis.Redis(port=port)
+        while c.info("replication")["connected_slaves"] < 2:
+            time.sleep(0.05)
+        load(c, a.n, a.d, "a")
+        load(c, a.n, a.d, "b")  # every key again: about half of the file is garbage
+        assert c.wait(2, 600000) == 2
+        while not all(in_sync(c, r) for r in reps):
+            time.sleep(0.05)
+        size = os.path.getsize(os.path.join(pdir, "db-0.simdr"))
+        bytes_before = [r.info("replication")["simdr_repl_log_bytes"] for r in reps]
+        before = c.info("persistence")["simdr_compactions"]
+        old_offset = c.info("replication")["master_repl_offset"]
+        t0 = time.monotonic()
+        c.execute_command("BGREWRITEAOF")
+        t_compacted = None
+        done = [None, None]
+        # One loop watches all three: the compaction's end is seen by INFO
+        # only at the server's next check (up to a second later), and the
+        # replicas may be done before that.
+        while t_compacted is None or None in done:
+            now = time.monotonic()
+            ps = c.info("persistence")
+            if t_compacted is None and ps["simdr_compactions"] > before \
+                    and not ps["aof_rewrite_in_progress"]:
+                t_compacted = now
+            switched = c.info("replication")["master_repl_offset"] != old_offset
+            for i, r in enumerate(reps):
+                if done[i] is None and switched and in_sync(c, r):
+                    done[i] = now
+            time.sleep(0.002)
+        compacted = os.path.getsize(os.path.join(pdir, "db-0.simdr"))
+        print("keys %d, value %d bytes: file %.1f MB, compacted %.1f MB, compaction seen ended %.2f s after BGREWRITEAOF"
+              % (a.n, a.d, size / 1e6, compacted / 1e6, t_compacted - t0))
+        for i, r in enumerate(reps):
+            info = r.info("replication")
+            print("%-9s: %8.1f MB received, serving the compacted file %.2f s after "
+                  "BGREWRITEAOF (rebases %d, full copies %d)"
+                  % (names[i], (info["simdr_repl_log_bytes"] - bytes_before[i]) / 1e6,
+                     done[i] - t0, info["simdr_repl_rebases"],
+                     info["simdr_repl_full_copies"]))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
