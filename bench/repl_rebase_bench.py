@@ -3,8 +3,10 @@
 primary: one primary and two replicas on loopback, one that rebuilds the
 compacted file's prefix from its own copy (REBASE, the default) and one
 started with --debug-repl-no-rebase 1, which copies the compacted database
-in full, both following the same compaction in the same run. The store holds
-N keys written twice (about half of the file is garbage). Reports, per
+in full, in one run: the store holds N keys written twice (about half of the
+file is garbage) and is compacted while the full-copy replica is stopped
+(SIGSTOP), then written over once more and compacted while the rebuilding
+one is stopped, so each is timed alone on the machine's cores. Reports, per
 replica, the bytes of LOG messages it received for the compaction
 (INFO simdr_repl_log_bytes) and the time from BGREWRITEAOF until the
 replica serves the compacted file (its offset equals the primary's and no
@@ -17,6 +19,7 @@ Environment: SIMDR_SERVER (default build/release/server/simdr-server).
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -75,51 +78,62 @@ def main():
         p, port, pdir = start(server, work)
         procs.append(p)
         names = ("rebase", "full copy")
-        reps = []
+        reps, logs = [], []
         for extra in ((), ("--debug-repl-no-rebase", "1", "--debug-repl-retry-ms", "10")):
-            rp, rport, _ = start(server, work, "--replicaof", "127.0.0.1", str(port), *extra)
+            rp, rport, rdir = start(server, work, "--replicaof", "127.0.0.1", str(port), *extra)
             procs.append(rp)
+            logs.append(os.path.join(rdir, "log"))
             reps.append(redis.Redis(port=rport))
         c = redis.Redis(port=port)
         while c.info("replication")["connected_slaves"] < 2:
             time.sleep(0.05)
         load(c, a.n, a.d, "a")
-        load(c, a.n, a.d, "b")  # every key again: about half of the file is garbage
-        assert c.wait(2, 600000) == 2
-        while not all(in_sync(c, r) for r in reps):
-            time.sleep(0.05)
-        size = os.path.getsize(os.path.join(pdir, "db-0.simdr"))
-        bytes_before = [r.info("replication")["simdr_repl_log_bytes"] for r in reps]
-        before = c.info("persistence")["simdr_compactions"]
-        old_offset = c.info("replication")["master_repl_offset"]
-        t0 = time.monotonic()
-        c.execute_command("BGREWRITEAOF")
-        t_compacted = None
-        done = [None, None]
-        # One loop watches all three: the compaction's end is seen by INFO
-        # only at the server's next check (up to a second later), and the
-        # replicas may be done before that.
-        while t_compacted is None or None in done:
-            now = time.monotonic()
-            ps = c.info("persistence")
-            if t_compacted is None and ps["simdr_compactions"] > before \
-                    and not ps["aof_rewrite_in_progress"]:
-                t_compacted = now
-            switched = c.info("replication")["master_repl_offset"] != old_offset
-            for i, r in enumerate(reps):
-                if done[i] is None and switched and in_sync(c, r):
-                    done[i] = now
-            time.sleep(0.002)
-        compacted = os.path.getsize(os.path.join(pdir, "db-0.simdr"))
-        print("keys %d, value %d bytes: file %.1f MB, compacted %.1f MB, compaction seen ended %.2f s after BGREWRITEAOF"
-              % (a.n, a.d, size / 1e6, compacted / 1e6, t_compacted - t0))
-        for i, r in enumerate(reps):
+        for rnd, (name, follower, idle) in enumerate(((names[0], 0, 1), (names[1], 1, 0))):
+            # every key again: about half of the file is garbage
+            load(c, a.n, a.d, "bc"[rnd])
+            assert c.wait(2, 600000) == 2
+            while not all(in_sync(c, r) for r in reps):
+                time.sleep(0.05)
+            size = os.path.getsize(os.path.join(pdir, "db-0.simdr"))
+            r = reps[follower]
+            bytes_before = r.info("replication")["simdr_repl_log_bytes"]
+            before = c.info("persistence")["simdr_compactions"]
+            old_offset = c.info("replication")["master_repl_offset"]
+            # the other replica sleeps through this compaction: the two
+            # ways of following one are timed one at a time on two cores
+            os.kill(procs[1 + idle].pid, signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                c.execute_command("BGREWRITEAOF")
+                t_compacted = done = None
+                # One loop watches both: the compaction's end is seen by INFO
+                # only at the server's next check (up to a second later), and
+                # the replica may be done before that.
+                while t_compacted is None or done is None:
+                    now = time.monotonic()
+                    ps = c.info("persistence")
+                    if t_compacted is None and ps["simdr_compactions"] > before \
+                            and not ps["aof_rewrite_in_progress"]:
+                        t_compacted = now
+                    switched = c.info("replication")["master_repl_offset"] != old_offset
+                    if done is None and switched and in_sync(c, r):
+                        done = now
+                    time.sleep(0.002)
+            finally:
+                os.kill(procs[1 + idle].pid, signal.SIGCONT)
+            compacted = os.path.getsize(os.path.join(pdir, "db-0.simdr"))
             info = r.info("replication")
+            print("keys %d, value %d bytes: file %.1f MB, compacted %.1f MB, compaction seen "
+                  "ended %.2f s after BGREWRITEAOF" % (a.n, a.d, size / 1e6, compacted / 1e6,
+                                                        t_compacted - t0))
             print("%-9s: %8.1f MB received, serving the compacted file %.2f s after "
                   "BGREWRITEAOF (rebases %d, full copies %d)"
-                  % (names[i], (info["simdr_repl_log_bytes"] - bytes_before[i]) / 1e6,
-                     done[i] - t0, info["simdr_repl_rebases"],
-                     info["simdr_repl_full_copies"]))
+                  % (name, (info["simdr_repl_log_bytes"] - bytes_before) / 1e6, done - t0,
+                     info["simdr_repl_rebases"], info["simdr_repl_full_copies"]))
+        with open(logs[0]) as f:  # the replica's own account of its rebuild
+            for line in f:
+                if "rebuilt" in line:
+                    print("rebase   : " + line.split(" * ", 1)[-1].strip())
     finally:
         for proc in procs:
             proc.terminate()
