@@ -210,3 +210,69 @@ def test_altered_copy_falls_back_to_a_full_copy():
         assert_same(p, r)
     finally:
         cleanup(r, p)
+
+
+def test_hostile_rebase_changes_nothing():
+    """REBASE from a primary that lies (a prefix whose hash or length is not
+    what the replica's copy gives, a file the replica does not follow, a
+    prefix beyond the tail, a word missing): the replica's file stays byte
+    for byte as it was, it keeps serving, and after a REBASE it could not
+    follow it asks for the database with no identity (a full copy)."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_replica_hostile import FakePrimary, wait_closed_by_replica
+    from serverutil import encode as resp
+
+    p = start()
+    fake = FakePrimary()
+    r = start("--replicaof", "127.0.0.1", str(p.port), "--debug-repl-retry-ms", "50")
+    try:
+        c = p.client()
+        write_with_garbage(c, n=1000, keys=300)
+        caught_up(p, r)
+        before = db_file(r)
+        data = contents(r)
+        rc = r.client()
+        assert rc.execute_command("REPLICAOF", "127.0.0.1", str(fake.port)) == b"OK"
+        conn, dbs = fake.accept()
+        ident, tail = dbs[0]
+        assert ident and tail == len(before)
+
+        def rebase(*words):
+            conn.sendall(b"+OK\r\n" + resp("REBASE", *[str(w) for w in words]))
+
+        cases = [
+            # a prefix beyond the tail named, a word missing: malformed
+            ((0, 77, ident, tail, 3000, 12345, 0, 1, 2000), False),
+            ((0, 77, ident, tail, 1000, 12345, 0, 1), False),
+            # the replica's own file at its own tail, but another hash
+            ((0, 77, ident, tail, 1000, 12345, 0, 1, 2000), True),
+            # a file it does not follow
+            ((0, 77, ident + 1, tail, 1000, 12345, 0, 1, 2000), True),
+            # more than it holds of the file
+            ((0, 77, ident, tail + 64, 1000, 12345, 0, 1, 2000), True),
+        ]
+        failures = 0
+        for words, asks_full in cases:
+            rebase(*words)
+            assert wait_closed_by_replica(conn)
+            failures += asks_full
+            conn, dbs = fake.accept()
+            # after a REBASE it could not follow, and until a RESET, it
+            # names no identity for the database
+            assert dbs[0] == ((0 if failures else ident), tail), words
+            assert db_file(r) == before
+            assert contents(r) == data
+        assert repl(r)["simdr_repl_rebase_failures"] == failures
+        log = r.log()
+        for why in ("REBASE of a prefix beyond the tail", "unexpected message from the primary",
+                    "the rebuilt prefix is not the primary's",
+                    "it does not hold the file the primary compacted",
+                    "it holds less of that file than the compaction listed"):
+            assert why in log, why
+        conn.close()
+        assert rc.execute_command("REPLICAOF", "127.0.0.1", str(p.port)) == b"OK"
+        caught_up(p, r)
+        assert_same(p, r)
+    finally:
+        fake.close()
+        cleanup(r, p)
