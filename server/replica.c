@@ -1189,10 +1189,10 @@ static int rebase_start(const link_msg *m, int db) {
 
 static void link_process(void);
 
-/* The rebuild ended (cron): a prefix of the right length and hash becomes
- * a full copy that has reached it, and the link is read again (the LOGs
- * behind REBASE continue the copy); anything else copies the database
- * again. */
+/* The rebuild ended (its thread's byte on the pipe, or the cron's look): a
+ * prefix of the right length and hash becomes a full copy that has reached
+ * it, and the link is read again (the LOGs behind REBASE continue the
+ * copy); anything else copies the database again. */
 static void rebase_finish(void) {
     rebase_job *j = &R.rebase;
     pthread_join(j->thread, NULL);
