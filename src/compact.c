@@ -602,8 +602,17 @@ SIMDR_API int simdr_compact(simdr_store *s) {
  * of it) and copies them with copy_prefix, as simdr_compact does. */
 
 /* The key hashes a walk down the chain has met: the first met of each key
- * is its newest entry. Open addressing on the hash's low bits (XXH3 spreads
- * them); hash 0 is kept aside, since 0 marks an empty slot. */
+ * is its newest entry. Open addressing, the slot picked by the hash mixed
+ * again (keys chosen so their hashes share low bits would otherwise make
+ * every probe walk one run); hash 0 is kept aside, since 0 marks an empty
+ * slot. */
+static inline uint64_t seen_slot(uint64_t h, uint64_t cap) {
+    h ^= h >> 33;
+    h *= UINT64_C(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    return h & (cap - 1);
+}
+
 typedef struct seen_keys {
     uint64_t *slots;
     uint64_t cap, used;
@@ -617,7 +626,7 @@ static int seen_grow(seen_keys *t) {
     for (uint64_t i = 0; i < t->cap; i++) {
         uint64_t h = t->slots[i];
         if (!h) continue;
-        uint64_t j = h & (ncap - 1);
+        uint64_t j = seen_slot(h, ncap);
         while (slots[j]) j = (j + 1) & (ncap - 1);
         slots[j] = h;
     }
@@ -636,7 +645,7 @@ static int seen_first(seen_keys *t, uint64_t h) {
         return first;
     }
     if ((t->used + 1) * 2 > t->cap && seen_grow(t) != 0) return -1;
-    uint64_t j = h & (t->cap - 1);
+    uint64_t j = seen_slot(h, t->cap);
     for (; t->slots[j]; j = (j + 1) & (t->cap - 1))
         if (t->slots[j] == h) return 0;
     t->slots[j] = h;
