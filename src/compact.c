@@ -18,6 +18,11 @@
  * both locks, which stay held through the switch. So a writer waits only for
  * that last catch-up, the index's finishing touches and the rename, however
  * large the store.
+ *
+ * The new file's prefix (the entries live at T0) depends only on the old
+ * file's bytes below T0: the handle records where it came from
+ * (simdr_log_origin), and simdr_log_compact_prefix writes the same prefix
+ * from any copy of those bytes (a replica's), through the same copying code.
  */
 #include <errno.h>
 #include <fcntl.h>
