@@ -457,6 +457,10 @@ int server_start_compaction(void) {
         if (srv.db[i].store && simdr_file_size(srv.db[i].store) > 0)
             compact_stores[compact_n++] = srv.db[i].store;
     atomic_store(&compact_done, 0);
+    /* The replicas get what the stores hold now before a compaction lists
+     * it: one that has the old file up to there follows the compaction by
+     * rebuilding its prefix instead of copying the compacted file. */
+    replica_feed_now();
     if (pthread_create(&compact_thread, NULL, compact_main, NULL) != 0) return -1;
     srv.compacting = 1;
     return 0;

@@ -1635,6 +1635,10 @@ void replica_after_turn(int wrote) {
     if (R.nfeeds && (wrote || R.behind)) feed_all(now_ms());
 }
 
+void replica_feed_now(void) {
+    if (R.nfeeds) feed_all(now_ms());
+}
+
 void replica_cron(long long now) {
     if (R.rebase.active && atomic_load_explicit(&R.rebase.done, memory_order_acquire))
         rebase_finish();

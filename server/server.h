@@ -411,6 +411,8 @@ int replica_blocked_clients(void);
 void replica_client_freed(client *c);
 void replica_start(void);
 void replica_after_turn(int wrote);
+/* Queues for every replica what the stores hold now (before a compaction). */
+void replica_feed_now(void);
 void replica_cron(long long now);
 void replica_shutdown(void);
 void replica_info(struct evbuffer *b);
