@@ -12,6 +12,7 @@
  */
 #include "testutil.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "io.h"
 
 #define KEYS 3000
 #define HUGE_VALUE ((size_t)(5u << 19)) /* 2.5 MiB: written past the copy buffer */
@@ -244,6 +246,52 @@ static void damaged_copy_is_refused(void **state) {
     free(dir);
 }
 
+/* ---- failures of the rebuild's own I/O ----
+ * A failed write or fsync of the destination is the call's error and leaves
+ * no file behind; a failed read of the source falls back to the map (the
+ * window's rule), and the bytes are the same. */
+static void failed_io_leaves_nothing(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char path[4096], prefix[4096], good[4096];
+    tu_join(path, sizeof path, dir, "src.simdr");
+    tu_join(prefix, sizeof prefix, dir, "rebased.simdr");
+    tu_join(good, sizeof good, dir, "good.simdr");
+    simdr_store *s = tu_open(path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    populate(s);
+    simdr_log_state st;
+    assert_int_equal(simdr_log_info(s, &st), SIMDR_OK);
+    uint64_t size = 0, hash = 0, size2 = 0, hash2 = 0;
+    assert_int_equal(simdr_log_compact_prefix(s, st.identity, st.tail, good, &size, &hash),
+                     SIMDR_OK);
+    simdr__io_fail_nth(SIMDR__IO_PWRITE, 2, ENOSPC);
+    int rc = simdr_log_compact_prefix(s, st.identity, st.tail, prefix, NULL, NULL);
+    simdr__io_reset();
+    assert_int_equal(rc, SIMDR_ENOSPC);
+    assert_int_equal(access(prefix, F_OK), -1);
+    simdr__io_fail_nth(SIMDR__IO_FSYNC, 1, EIO);
+    rc = simdr_log_compact_prefix(s, st.identity, st.tail, prefix, NULL, NULL);
+    simdr__io_reset();
+    assert_int_equal(rc, SIMDR_EIO);
+    assert_int_equal(access(prefix, F_OK), -1);
+    simdr__io_fail_nth(SIMDR__IO_PREAD, 1, EIO);
+    rc = simdr_log_compact_prefix(s, st.identity, st.tail, prefix, &size2, &hash2);
+    simdr__io_reset();
+    assert_int_equal(rc, SIMDR_OK);
+    assert_true(size2 == size && hash2 == hash);
+    size_t l1 = 0, l2 = 0;
+    uint8_t *b1 = tu_read_file(good, &l1), *b2 = tu_read_file(prefix, &l2);
+    assert_true(l1 == l2);
+    assert_memory_equal(b1, b2, l1);
+    free(b1);
+    free(b2);
+    /* the store is untouched and goes on */
+    put_key(s, 1, 10, 1);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 /* ---- a prefix rebuilt while another thread writes and compacts ---- */
 
 static atomic_int writer_stop;
@@ -313,6 +361,7 @@ int main(void) {
         cmocka_unit_test(rebase_quiet_aligned),
         cmocka_unit_test(rebase_quiet_unaligned),
         cmocka_unit_test(damaged_copy_is_refused),
+        cmocka_unit_test(failed_io_leaves_nothing),
         cmocka_unit_test(rebuild_while_writing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
