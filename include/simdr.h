@@ -816,16 +816,19 @@ typedef struct simdr_log_origin_info {
 SIMDR_API int simdr_log_origin(simdr_store *store, simdr_log_origin_info *out);
 
 /**
- * Writes to dest_path (created, or truncated when it exists; fsynced) what
- * simdr_compact writes as the new file's prefix when it lists the live
- * entries at tail upto: the newest entry of each key below upto that is not
+ * Writes to dest_path (created, or truncated when it exists; the file is
+ * fsynced, its directory is not) what simdr_compact writes as the new
+ * file's prefix when it lists the live entries at tail upto: the newest
+ * entry of each key below upto that is not
  * a delete, in file order, relinked and padded for the store's layout. Every
  * entry copied is verified as simdr_compact verifies it. *size_out receives
  * the bytes written and *hash_out their XXH3-64, as simdr_log_origin reports
  * them for the compaction that listed its entries at upto (either may be
  * NULL). The store is not modified; readers and writers go on meanwhile,
  * and a compaction of the store waits for the call (as the call waits for
- * one in flight).
+ * one in flight). Thread-safe like a read; refused (SIMDR_EINVAL) inside a
+ * read scope or a stream source of the same store, and on a handle
+ * inherited across fork.
  * identity must be the current file's (simdr_log_info), else SIMDR_ENOENT.
  * upto must be the end of an entry (or 0) no higher than the committed tail,
  * else SIMDR_EINVAL. SIMDR_ECORRUPT when an entry below upto is damaged
