@@ -742,7 +742,9 @@ SIMDR_API int simdr_check(simdr_store *store, simdr_check_fn fn, void *ctx,
 /* appends them (simdr_log_append), which checks that they chain onto its    */
 /* tail, entry by entry, before anything is written. A compaction, FLUSH or  */
 /* any replacement of the primary's file changes the file's identity: the    */
-/* replica then starts over from an empty store.                             */
+/* replica then starts over from an empty store, or, after a compaction,     */
+/* rebuilds the new file's prefix from its own copy of the old file          */
+/* (simdr_log_origin, simdr_log_compact_prefix) and follows it from there.   */
 /* ------------------------------------------------------------------------ */
 
 typedef struct simdr_log_state {
@@ -797,6 +799,54 @@ SIMDR_API int simdr_log_meta_at(simdr_store *store, uint64_t identity, uint64_t 
  */
 SIMDR_API int simdr_log_append(simdr_store *store, uint64_t from, const void *bytes, size_t len,
                                uint64_t *tail_out);
+
+/** Where a compacted file came from (simdr_log_origin). A compaction lists
+ *  the live entries (the newest entry of each key that is not a delete) at
+ *  the old file's tail old_tail and copies them in file order, relinked, as
+ *  the new file's [0, prefix_len); the puts and deletes made during the copy
+ *  follow from prefix_len on. That prefix depends only on the old file's
+ *  bytes [0, old_tail) and the layout, so a byte copy of the old file up to
+ *  old_tail or beyond rebuilds it (simdr_log_compact_prefix). */
+typedef struct simdr_log_origin_info {
+    uint64_t identity;     /**< the current file (simdr_log_state.identity) */
+    uint64_t old_identity; /**< the file it was compacted from */
+    uint64_t old_tail;     /**< the old file's tail the live entries were listed at */
+    uint64_t prefix_len;   /**< bytes of the new file copied from [0, old_tail) */
+    uint64_t prefix_hash;  /**< XXH3-64 of the new file's bytes [0, prefix_len) */
+    int layout;            /**< SIMDR_LAYOUT_* of both files */
+} simdr_log_origin_info;
+
+/**
+ * Fills *out when the store's current file was written by a compaction
+ * (simdr_compact) through this handle. Kept in memory only: after a reopen,
+ * or when the file was replaced since, SIMDR_ENOENT (a replica then copies
+ * the file whole). Errors: SIMDR_EINVAL (NULL arguments), SIMDR_ENOENT.
+ */
+SIMDR_API int simdr_log_origin(simdr_store *store, simdr_log_origin_info *out);
+
+/**
+ * Writes to dest_path (created, or truncated when it exists; the file is
+ * fsynced, its directory is not) what simdr_compact writes as the new
+ * file's prefix when it lists the live entries at tail upto: the newest
+ * entry of each key below upto that is not
+ * a delete, in file order, relinked and padded for the store's layout. Every
+ * entry copied is verified as simdr_compact verifies it. *size_out receives
+ * the bytes written and *hash_out their XXH3-64, as simdr_log_origin reports
+ * them for the compaction that listed its entries at upto (either may be
+ * NULL). The store is not modified; readers and writers go on meanwhile,
+ * and a compaction of the store waits for the call (as the call waits for
+ * one in flight). Thread-safe like a read; refused (SIMDR_EINVAL) inside a
+ * read scope or a stream source of the same store, and on a handle
+ * inherited across fork.
+ * identity must be the current file's (simdr_log_info), else SIMDR_ENOENT.
+ * upto must be the end of an entry (or 0) no higher than the committed tail,
+ * else SIMDR_EINVAL. SIMDR_ECORRUPT when an entry below upto is damaged
+ * (dest_path is then removed); SIMDR_EIO, SIMDR_ENOSPC, SIMDR_EACCES when
+ * dest_path cannot be written (removed too); SIMDR_ENOMEM.
+ */
+SIMDR_API int simdr_log_compact_prefix(simdr_store *store, uint64_t identity, uint64_t upto,
+                                       const char *dest_path, uint64_t *size_out,
+                                       uint64_t *hash_out);
 
 #ifdef __cplusplus
 }

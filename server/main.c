@@ -63,6 +63,8 @@ static const char help_text[] =
     "                              that long without a byte from it (default 60)\n"
     "  --debug-repl-retry-ms MS    tests only: the pause before a replica reconnects\n"
     "                              (default 1000)\n"
+    "  --debug-repl-no-rebase 1    tests only: a replica copies a compacted database in\n"
+    "                              full instead of rebuilding its prefix\n"
     "  --debug-slot-hash-bits N    tests only: keep N bits of each slot hash so that\n"
     "                              hash collisions are common (files not portable)\n"
     "  --debug-io-fanout-min N     tests only: share a turn's reads and writes out to\n"
@@ -459,6 +461,10 @@ int server_start_compaction(void) {
         if (srv.db[i].store && simdr_file_size(srv.db[i].store) > 0)
             compact_stores[compact_n++] = srv.db[i].store;
     atomic_store(&compact_done, 0);
+    /* The replicas get what the stores hold now before a compaction lists
+     * it: one that has the old file up to there follows the compaction by
+     * rebuilding its prefix instead of copying the compacted file. */
+    replica_feed_now();
     if (pthread_create(&compact_thread, NULL, compact_main, NULL) != 0) return -1;
     srv.compacting = 1;
     return 0;

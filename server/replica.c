@@ -19,6 +19,13 @@
  *                                start the database over, following identity
  *                                from 0 (tail: the primary's, to copy)
  *   FOLLOW db identity run       keep the database, follow identity
+ *   REBASE db identity old-identity old-tail prefix-len prefix-hash layout run tail
+ *                                the file identity was compacted from the file
+ *                                old-identity the replica follows, listing its
+ *                                live entries at old-tail: the replica rebuilds
+ *                                the new file's [0, prefix-len) from its own
+ *                                copy (simdr_log_compact_prefix), checks length
+ *                                and XXH3-64, and follows identity from there
  *   LOG db from primary-tail bytes
  *   PING                         once a second (link liveness)
  * From replica to primary: REPLSYNC port {db identity tail meta-hex run}...,
@@ -38,6 +45,16 @@
  * needs a RESET or FOLLOW for its database on the same link first, and every
  * byte is checked by simdr_log_append before it is written. A refusal is
  * logged and drops the link; the replica keeps serving what it has.
+ *
+ * A compaction on the primary changes the file's identity. When the
+ * replica holds the old file up to the tail the compaction listed its live
+ * entries at, it follows with REBASE instead of RESET: it compacts its own
+ * copy's prefix the same way, on a thread (the link is not read meanwhile,
+ * the served copy answers reads), and the new file's bytes after that
+ * prefix arrive as ordinary LOG messages. Any doubt (a different length or
+ * hash, an error, a replica that lacks the bytes) makes the replica drop
+ * the link and ask for the database with no identity, which gets RESET and
+ * a full copy: its files stay a byte prefix of the primary's.
  *
  * A full copy of a database that holds data is built beside it, in
  * DIR/db-N.simdr.sync, and renamed over it once it reaches a tail the primary
@@ -62,6 +79,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/select.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -107,6 +126,30 @@ typedef struct feed {
     long long last_ack_ms, last_ping_ms;
 } feed;
 
+/* A replica's rebuild of a compacted file's prefix (REBASE), on a thread of
+ * its own; one at a time, since the link is not read while it runs. */
+typedef struct rebase_job {
+    int active, db;
+    pthread_t thread;
+    atomic_int done;
+    /* what the thread reads: the served copy of the old file */
+    simdr_store *src;
+    uint64_t src_ident, upto;
+    char path[4300];
+    /* what REBASE announced */
+    uint64_t ident, run, prefix_len, prefix_hash, tail;
+    int layout;
+    /* what the thread wrote (done set after them) */
+    int rc;
+    uint64_t got_len, got_hash;
+    simdr_store *built;
+    char err[256];
+    long long started_ms;
+    /* the thread writes a byte here when it ends, which wakes the loop */
+    int wake[2];
+    struct event *wake_ev;
+} rebase_job;
+
 /* A client blocked in WAIT. */
 typedef struct waiter {
     client *c;
@@ -139,6 +182,14 @@ static struct {
         simdr_store *store;
     } stage[SERVER_DBS];
     uint64_t primary_tail[SERVER_DBS];
+    rebase_job rebase;
+    /* per database: the last REBASE failed here; the next REPLSYNC names no
+     * identity for it, which the primary answers with RESET */
+    int force_full[SERVER_DBS];
+    uint64_t full_copies, rebases, rebase_failures; /* INFO, replica side */
+    uint64_t log_bytes;                             /* ... bytes received in LOGs */
+    int no_rebase; /* debug-repl-no-rebase: REBASE is refused (full copies, to compare) */
+    uint64_t resets_sent, rebases_sent;             /* INFO, primary side */
     repl_state st;
     int synced_dbs_dirty;
     /* primary side */
@@ -359,6 +410,23 @@ static int resume_ok(int db, uint64_t ident, uint64_t tail, const uint8_t meta[2
     return memcmp(here, meta, 20) == 0;
 }
 
+/* The current file of db was compacted by this run from the file followed,
+ * a replica that holds that file up to the tail the compaction listed its
+ * live entries at can rebuild the new file's prefix (*o). An empty prefix
+ * or old tail is left to RESET, which copies nothing. */
+static int rebase_origin(int db, uint64_t followed, uint64_t held, const simdr_log_state *own,
+                         simdr_log_origin_info *o) {
+    if (!srv.db[db].store || !followed || followed == UNKNOWN_IDENTITY) return 0;
+    if (simdr_log_origin(srv.db[db].store, o) != SIMDR_OK) return 0;
+    return o->identity == own->identity && o->old_identity == followed && o->old_tail > 0 &&
+           o->prefix_len > 0 && held >= o->old_tail;
+}
+
+static int rebase_possible(int db, uint64_t followed, uint64_t held, const simdr_log_state *own) {
+    simdr_log_origin_info o;
+    return rebase_origin(db, followed, held, own, &o);
+}
+
 /* REPLSYNC port {db identity tail meta-hex run}... */
 void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
     if (replica_is_replica()) {
@@ -411,6 +479,11 @@ void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
             snprintf(id, sizeof id, "%llu", (unsigned long long)own.identity);
             snprintf(r, sizeof r, "%llu", (unsigned long long)R.run_id);
             add_words(c->out, 4, "FOLLOW", d, id, r);
+        } else if (rebase_possible(db, ident[db], tail[db], &own)) {
+            /* A replica of the file this one was compacted from (it was
+             * away during the compaction): the feed sends REBASE. */
+            f->ident[db] = f->acked_ident[db] = ident[db];
+            f->sent[db] = f->acked[db] = tail[db];
         } else {
             f->ident[db] = UNKNOWN_IDENTITY; /* the feed sends RESET */
             f->acked_ident[db] = UNKNOWN_IDENTITY;
@@ -466,9 +539,33 @@ static void feed_db(feed *f, int db) {
     if (db_log_state(db, &st) != SIMDR_OK) return;
     char d[16], num1[24], num2[24];
     snprintf(d, sizeof d, "%d", db);
+    simdr_log_origin_info o;
+    if (st.identity != f->ident[db] && rebase_origin(db, f->ident[db], f->sent[db], &st, &o)) {
+        /* The replica has (or is sent, before this) the old file up to the
+         * tail the compaction listed at: it rebuilds the prefix itself. */
+        char words[9][24];
+        const char *args[10] = {"REBASE"};
+        size_t lens[10] = {6};
+        uint64_t vals[9] = {(uint64_t)db,  st.identity,   o.old_identity,
+                            o.old_tail,    o.prefix_len,  o.prefix_hash,
+                            (uint64_t)o.layout, R.run_id, st.tail};
+        for (int i = 0; i < 9; i++) {
+            snprintf(words[i], sizeof words[i], "%llu", (unsigned long long)vals[i]);
+            args[i + 1] = words[i];
+            lens[i + 1] = strlen(words[i]);
+        }
+        add_array(c->out, 10, args, lens);
+        f->ident[db] = st.identity;
+        f->sent[db] = o.prefix_len;
+        R.rebases_sent++;
+        server_log(LOG_NOTICE_, "replica %s: db %d follows the compaction (prefix of %llu bytes "
+                   "rebuilt there)", c->addr, db, (unsigned long long)o.prefix_len);
+        wake_client(c);
+    }
     if (st.identity != f->ident[db]) {
         f->ident[db] = st.identity;
         f->sent[db] = 0;
+        R.resets_sent++;
         char layout[16];
         snprintf(num1, sizeof num1, "%llu", (unsigned long long)st.identity);
         snprintf(num2, sizeof num2, "%llu", (unsigned long long)R.run_id);
@@ -657,8 +754,10 @@ void replica_wait(client *c, long long want, long long timeout_ms) {
 /* ======================================================================== */
 
 static void stage_drop(int db);
+static void rebase_abort(void);
 
 static void link_close(const char *why) {
+    rebase_abort();
     if (R.ev) {
         event_free(R.ev);
         R.ev = NULL;
@@ -743,7 +842,9 @@ static void send_handshake(void) {
         if (db_log_state(db, &st) != SIMDR_OK) continue;
         snprintf(words[n], 48, "%d", db);
         args[n] = words[n], n++;
-        snprintf(words[n], 48, "%llu", (unsigned long long)R.st.follows[db]);
+        /* no identity after a failed REBASE: the primary answers RESET */
+        snprintf(words[n], 48, "%llu",
+                 (unsigned long long)(R.force_full[db] ? 0 : R.st.follows[db]));
         args[n] = words[n], n++;
         snprintf(words[n], 48, "%llu", (unsigned long long)st.tail);
         args[n] = words[n], n++;
@@ -761,10 +862,11 @@ static void send_handshake(void) {
 
 /* One message parsed from the link: an array of bulk strings, or a status
  * (+...) / error (-...) line as a one-element array with is_error set. */
+#define LINK_MAX_ARGS 10 /* REBASE and its nine numbers */
 typedef struct link_msg {
     int argc;
-    const char *argv[8];
-    size_t lens[8];
+    const char *argv[LINK_MAX_ARGS];
+    size_t lens[LINK_MAX_ARGS];
     int is_error, is_status;
     size_t consumed;
     const char *bad; /* why parse_msg refused it */
@@ -808,7 +910,7 @@ static int parse_msg(const char *p, size_t n, link_msg *m) {
     }
     if (p[0] != '*') return malformed(m, "a reply that is not an array, status or error");
     uint64_t count;
-    if (!parse_u64(p + 1, line - 3, &count) || count == 0 || count > 8)
+    if (!parse_u64(p + 1, line - 3, &count) || count == 0 || count > LINK_MAX_ARGS)
         return malformed(m, "an array of no or too many elements");
     size_t pos = line;
     for (uint64_t i = 0; i < count; i++) {
@@ -960,7 +1062,187 @@ static int replica_store(server_db *d, int layout, simdr_store **out) {
     return 0;
 }
 
-/* 0 to go on, -1 to drop the link. acked: databases to acknowledge. */
+/* ---- following a compaction from the copy held (REBASE) ---- */
+
+static void *rebase_main(void *arg) {
+    rebase_job *j = arg;
+    j->rc = simdr_log_compact_prefix(j->src, j->src_ident, j->upto, j->path, &j->got_len,
+                                     &j->got_hash);
+    if (j->rc != SIMDR_OK) {
+        snprintf(j->err, sizeof j->err, "%s", simdr_last_error());
+    } else if (j->got_len == j->prefix_len && j->got_hash == j->prefix_hash) {
+        simdr_options o;
+        simdr_options_init(&o);
+        o.open_mode = SIMDR_OPEN_EXISTING;
+        o.durability = SIMDR_SYNC_NONE; /* as a full copy's: synced before it is swapped in */
+        o.file_mode = 0600;
+        o.layout = j->layout;
+        j->rc = simdr_open(&j->built, j->path, &o);
+        if (j->rc != SIMDR_OK) snprintf(j->err, sizeof j->err, "%s", simdr_last_error());
+    }
+    atomic_store_explicit(&j->done, 1, memory_order_release);
+    ssize_t w;
+    do
+        w = write(j->wake[1], "", 1);
+    while (w < 0 && errno == EINTR);
+    return NULL;
+}
+
+static void rebase_wake_close(rebase_job *j) {
+    if (j->wake_ev) event_free(j->wake_ev);
+    j->wake_ev = NULL;
+    if (j->wake[0] >= 0) close(j->wake[0]);
+    if (j->wake[1] >= 0) close(j->wake[1]);
+    j->wake[0] = j->wake[1] = -1;
+}
+
+static void rebase_finish(void);
+
+static void on_rebase_done(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what, (void)arg;
+    if (R.rebase.active && atomic_load_explicit(&R.rebase.done, memory_order_acquire))
+        rebase_finish();
+}
+
+/* The link is closed or the server stops while a prefix is rebuilt: waits
+ * for the thread (the call cannot be interrupted) and throws its work away. */
+static void rebase_abort(void) {
+    rebase_job *j = &R.rebase;
+    if (!j->active) return;
+    pthread_join(j->thread, NULL);
+    j->active = 0;
+    rebase_wake_close(j);
+    if (j->built && simdr_close(j->built) != SIMDR_OK)
+        server_log(LOG_WARNING_, "db %d: closing the rebuilt copy: %s", j->db, simdr_last_error());
+    j->built = NULL;
+    stage_drop(j->db);
+}
+
+/* REBASE could not be followed: the link is dropped and the database asked
+ * for without identity at the next REPLSYNC, which the primary answers with
+ * RESET (a full copy). -1 (drop the link). */
+static int rebase_refused(int db, const char *why) {
+    server_log(LOG_WARNING_, "db %d: cannot follow the primary's compaction from the copy held "
+               "(%s): copying the database again", db, why);
+    R.force_full[db] = 1;
+    R.rebase_failures++;
+    return -1;
+}
+
+/* REBASE db identity old-identity old-tail prefix-len prefix-hash layout run
+ * tail. 1: the rebuild runs on its thread and the link is not read until it
+ * ends (rebase_finish); -1: drop the link. */
+static int rebase_start(const link_msg *m, int db) {
+    uint64_t v[9];
+    for (int i = 0; i < 9; i++)
+        if (!arg_u64(m, i + 1, &v[i]))
+            return link_refuse("db %d: REBASE with a malformed number", db);
+    uint64_t ident = v[1], old = v[2], upto = v[3], len = v[4], hash = v[5], layout = v[6];
+    if (layout != SIMDR_LAYOUT_ALIGNED64 && layout != SIMDR_LAYOUT_UNALIGNED)
+        return link_refuse("db %d: REBASE with an unknown layout", db);
+    if (len > v[8]) return link_refuse("db %d: REBASE of a prefix beyond the tail", db);
+    /* LOGs of the new file wait for its prefix */
+    R.announced[db] = 0;
+    server_db *d = &srv.db[db];
+    simdr_log_state own;
+    if (R.no_rebase) return rebase_refused(db, "debug-repl-no-rebase is set");
+    if (R.stage[db].active || R.stage[db].in_place)
+        return rebase_refused(db, "a full copy was in progress");
+    if (!d->store || R.st.follows[db] != old)
+        return rebase_refused(db, "it does not hold the file the primary compacted");
+    if (db_log_state(db, &own) != SIMDR_OK || own.tail < upto)
+        return rebase_refused(db, "it holds less of that file than the compaction listed");
+    if (own.layout != (int)layout) return rebase_refused(db, "another layout");
+    stage_drop(db); /* leftovers */
+    rebase_job *j = &R.rebase;
+    memset(j, 0, sizeof *j);
+    j->db = db;
+    j->src = d->store;
+    j->src_ident = own.identity;
+    j->upto = upto;
+    stage_path(db, "", j->path, sizeof j->path);
+    j->ident = ident;
+    j->run = v[7];
+    j->prefix_len = len;
+    j->prefix_hash = hash;
+    j->tail = v[8];
+    j->layout = (int)layout;
+    j->started_ms = now_ms();
+    atomic_store(&j->done, 0);
+    j->wake[0] = j->wake[1] = -1;
+    if (pipe2(j->wake, O_CLOEXEC | O_NONBLOCK) != 0 ||
+        !(j->wake_ev = event_new(srv.base, j->wake[0], EV_READ, on_rebase_done, NULL)) ||
+        event_add(j->wake_ev, NULL) != 0) {
+        rebase_wake_close(j);
+        return rebase_refused(db, "no pipe");
+    }
+    if (pthread_create(&j->thread, NULL, rebase_main, j) != 0) {
+        rebase_wake_close(j);
+        return rebase_refused(db, "no thread");
+    }
+    j->active = 1;
+    server_log(LOG_NOTICE_, "db %d: following the primary's compaction (file %llu) from the "
+               "copy held: rebuilding its first %llu bytes", db, (unsigned long long)ident,
+               (unsigned long long)len);
+    return 1;
+}
+
+static void link_process(void);
+
+/* The rebuild ended (its thread's byte on the pipe, or the cron's look): a
+ * prefix of the right length and hash becomes a full copy that has reached
+ * it, and the link is read again (the LOGs behind REBASE continue the
+ * copy); anything else copies the database again. */
+static void rebase_finish(void) {
+    rebase_job *j = &R.rebase;
+    pthread_join(j->thread, NULL);
+    j->active = 0;
+    rebase_wake_close(j);
+    int db = j->db;
+    char why[512] = "";
+    simdr_log_state bs;
+    if (j->rc != SIMDR_OK)
+        snprintf(why, sizeof why, "%s", j->err);
+    else if (j->got_len != j->prefix_len || j->got_hash != j->prefix_hash)
+        snprintf(why, sizeof why, "the rebuilt prefix is not the primary's: %llu bytes of hash "
+                 "%016llx, the primary's %llu bytes of hash %016llx",
+                 (unsigned long long)j->got_len, (unsigned long long)j->got_hash,
+                 (unsigned long long)j->prefix_len, (unsigned long long)j->prefix_hash);
+    else if (simdr_log_info(j->built, &bs) != SIMDR_OK || bs.tail != j->prefix_len ||
+             bs.layout != j->layout)
+        snprintf(why, sizeof why, "the rebuilt prefix does not open as the primary's");
+    if (*why) {
+        if (j->built) simdr_close(j->built);
+        j->built = NULL;
+        stage_drop(db);
+        rebase_refused(db, why);
+        link_close("compaction not followed");
+        return;
+    }
+    R.stage[db].active = 1;
+    R.stage[db].ident = j->ident;
+    R.stage[db].run = j->run;
+    R.stage[db].layout = j->layout;
+    R.stage[db].store = j->built;
+    j->built = NULL;
+    R.primary_tail[db] = j->tail;
+    R.announced[db] = 1;
+    R.rebases++;
+    server_log(LOG_NOTICE_, "db %d: rebuilt the compacted file's first %llu bytes from the copy "
+               "held in %lld ms", db, (unsigned long long)j->prefix_len,
+               now_ms() - j->started_ms);
+    if (j->tail <= j->prefix_len) {
+        if (stage_swap(db) != 0) return link_close("cannot switch to the rebuilt copy");
+        send_ack(db);
+    }
+    if (R.fd < 0) return;
+    R.last_recv_ms = R.last_io_ms = now_ms();
+    if (!R.ev || event_add(R.ev, NULL) != 0) return link_close("event");
+    if (R.rlen) link_process();
+}
+
+/* 0 to go on, -1 to drop the link, 1 to stop reading it (a REBASE runs).
+ * acked: databases to acknowledge. */
 static int handle_msg(const link_msg *m, int *acked) {
     if (m->is_error && m->lens[0] >= 30 &&
         memmem(m->argv[0], m->lens[0], "without any password configured", 31)) {
@@ -981,6 +1263,7 @@ static int handle_msg(const link_msg *m, int *acked) {
         return link_refuse("a message for no database: %.*s", (int)(m->lens[0] < 16 ? m->lens[0] : 16),
                            m->argv[0]);
     server_db *d = &srv.db[db];
+    if (eq_nocase(m->argv[0], m->lens[0], "rebase") && m->argc == 10) return rebase_start(m, (int)db);
     if (eq_nocase(m->argv[0], m->lens[0], "reset") && m->argc >= 3 && m->argc <= 6 &&
         arg_u64(m, 2, &a)) {
         if (m->argc >= 4 && (!arg_u64(m, 3, &layout) || (layout != SIMDR_LAYOUT_ALIGNED64 &&
@@ -993,6 +1276,8 @@ static int handle_msg(const link_msg *m, int *acked) {
                        (unsigned long long)a);
         stage_drop(db);
         R.announced[db] = 1;
+        R.force_full[db] = 0;
+        R.full_copies++;
         int in_place = R.stage[db].in_place;
         R.stage[db].in_place = 0;
         if (d->store && target && !in_place) { /* built beside, served data kept meanwhile */
@@ -1041,6 +1326,7 @@ static int handle_msg(const link_msg *m, int *acked) {
         if (b < a || b - a < m->lens[4])
             return link_refuse("db %d: LOG of %zu bytes from %llu beyond the primary's tail %llu",
                                (int)db, m->lens[4], (unsigned long long)a, (unsigned long long)b);
+        R.log_bytes += m->lens[4];
         if (R.stage[db].active) {
             uint64_t tail = 0;
             int rc = stage_open((int)db);
@@ -1098,7 +1384,7 @@ static void on_link(evutil_socket_t fd, short what, void *arg) {
         send_handshake();
         return;
     }
-    if (!(what & EV_READ)) return;
+    if (!(what & EV_READ) || R.rebase.active) return;
     for (int round = 0; round < 16; round++) {
         if (R.rcap - R.rlen < 65536) {
             size_t ncap = R.rcap ? R.rcap * 2 : 1 << 20;
@@ -1118,6 +1404,11 @@ static void on_link(evutil_socket_t fd, short what, void *arg) {
         R.last_io_ms = R.last_recv_ms = now_ms();
         if ((size_t)got < 65536) break;
     }
+    link_process();
+}
+
+/* Handles the whole messages received; the rest waits for more bytes. */
+static void link_process(void) {
     int acked[SERVER_DBS] = {0};
     size_t pos = 0;
     for (;;) {
@@ -1128,8 +1419,13 @@ static void on_link(evutil_socket_t fd, short what, void *arg) {
             link_refuse("malformed message: %s", m.bad);
             return link_close("bad message");
         }
-        if (handle_msg(&m, acked) != 0) return link_close("bad message");
+        rc = handle_msg(&m, acked);
+        if (rc < 0) return link_close("bad message");
         pos += m.consumed;
+        if (rc > 0) { /* a REBASE runs: what follows waits for it */
+            event_del(R.ev);
+            break;
+        }
     }
     memmove(R.rbuf, R.rbuf + pos, R.rlen - pos);
     R.rlen -= pos;
@@ -1197,6 +1493,15 @@ int replica_config_option(const char *name, char **vals, int nvals, char *err, s
             return -1;
         }
         set_primary(vals[0], (int)port);
+        return 1;
+    }
+    if (!strcmp(name, "debug-repl-no-rebase")) {
+        /* tests and benchmarks only: a compaction is followed by a full copy */
+        if (nvals != 1 || (strcmp(vals[0], "0") && strcmp(vals[0], "1"))) {
+            snprintf(err, cap, "%s needs 0 or 1", name);
+            return -1;
+        }
+        R.no_rebase = vals[0][0] == '1';
         return 1;
     }
     if (!strcmp(name, "repl-timeout") || !strcmp(name, "debug-repl-retry-ms")) {
@@ -1342,9 +1647,16 @@ void replica_after_turn(int wrote) {
     if (R.nfeeds && (wrote || R.behind)) feed_all(now_ms());
 }
 
+void replica_feed_now(void) {
+    if (R.nfeeds) feed_all(now_ms());
+}
+
 void replica_cron(long long now) {
+    if (R.rebase.active && atomic_load_explicit(&R.rebase.done, memory_order_acquire))
+        rebase_finish();
     if (R.host && R.fd < 0 && now >= R.next_attempt_ms) link_connect();
-    if (R.host && R.fd >= 0 && now - R.last_recv_ms > R.timeout_ms) {
+    /* not read while a prefix is rebuilt: silence is expected */
+    if (R.host && R.fd >= 0 && !R.rebase.active && now - R.last_recv_ms > R.timeout_ms) {
         server_log(LOG_WARNING_, "primary %s:%d sent nothing for %lld ms (repl-timeout)",
                    R.host, R.port, now - R.last_recv_ms);
         link_close("timeout");
@@ -1360,6 +1672,7 @@ void replica_cron(long long now) {
 }
 
 void replica_shutdown(void) {
+    rebase_abort();
     if (R.fd >= 0) link_close("shutdown");
     for (int db = 0; db < SERVER_DBS; db++)
         if (R.stage[db].active) stage_drop(db);
@@ -1391,17 +1704,22 @@ void replica_info(struct evbuffer *b) {
             if (R.primary_tail[db] > mine) lag += R.primary_tail[db] - mine;
             if (R.stage[db].active) syncing = 1;
         }
+        if (R.rebase.active) syncing = 1;
         syncing = syncing || lag > 0;
         evbuffer_add_printf(b,
                             "role:slave\r\nmaster_host:%s\r\nmaster_port:%d\r\n"
                             "master_link_status:%s\r\nmaster_last_io_seconds_ago:%lld\r\n"
                             "master_sync_in_progress:%d\r\nslave_repl_offset:%llu\r\n"
                             "slave_read_only:1\r\nsimdr_repl_lag_bytes:%llu\r\n"
+                            "simdr_repl_full_copies:%llu\r\nsimdr_repl_rebases:%llu\r\n"
+                            "simdr_repl_rebase_failures:%llu\r\nsimdr_repl_log_bytes:%llu\r\n"
                             "connected_slaves:0\r\nmaster_repl_offset:%llu\r\n",
                             R.host, R.port, R.link_up ? "up" : "down",
                             R.link_up ? (now - R.last_io_ms) / 1000 : -1, syncing,
                             (unsigned long long)offset, (unsigned long long)lag,
-                            (unsigned long long)offset);
+                            (unsigned long long)R.full_copies, (unsigned long long)R.rebases,
+                            (unsigned long long)R.rebase_failures,
+                            (unsigned long long)R.log_bytes, (unsigned long long)offset);
         return;
     }
     evbuffer_add_printf(b, "role:master\r\nconnected_slaves:%d\r\n", R.nfeeds);
@@ -1422,5 +1740,8 @@ void replica_info(struct evbuffer *b) {
                             i, ip, f->port, (unsigned long long)acked,
                             (now - f->last_ack_ms) / 1000, (unsigned long long)lag);
     }
-    evbuffer_add_printf(b, "master_repl_offset:%llu\r\n", (unsigned long long)offset);
+    evbuffer_add_printf(b, "master_repl_offset:%llu\r\nsimdr_repl_resets_sent:%llu\r\n"
+                           "simdr_repl_rebases_sent:%llu\r\n",
+                        (unsigned long long)offset, (unsigned long long)R.resets_sent,
+                        (unsigned long long)R.rebases_sent);
 }

@@ -447,6 +447,8 @@ void replica_start(void);
  * resume as after a restart of this server (a new run). */
 void replica_store_reopened(void);
 void replica_after_turn(int wrote);
+/* Queues for every replica what the stores hold now (before a compaction). */
+void replica_feed_now(void);
 void replica_cron(long long now);
 void replica_shutdown(void);
 void replica_info(struct evbuffer *b);

@@ -18,6 +18,11 @@
  * both locks, which stay held through the switch. So a writer waits only for
  * that last catch-up, the index's finishing touches and the rename, however
  * large the store.
+ *
+ * The new file's prefix (the entries live at T0) depends only on the old
+ * file's bytes below T0: the handle records where it came from
+ * (simdr_log_origin), and simdr_log_compact_prefix writes the same prefix
+ * from any copy of those bytes (a replica's), through the same copying code.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -93,7 +98,8 @@ typedef struct writer {
     int fd;
     uint8_t *buf;
     uint64_t buffered;
-    uint64_t flushed; /* file offset of buf[0] */
+    uint64_t flushed;       /* file offset of buf[0] */
+    simdr__digest *digest;  /* while the prefix is written: every byte put goes in */
 } writer;
 
 static int writer_flush(writer *w) {
@@ -109,6 +115,7 @@ static int writer_put(writer *w, const void *p, uint64_t len) {
      * buffered before it (it is written at the buffer's end, so the buffer
      * must be empty); anything that does not fit flushes the buffer first. */
     int direct = len > COPY_BUFFER / 2;
+    if (w->digest) simdr__digest_add(w->digest, p, (size_t)len);
     if ((direct || w->buffered + len > COPY_BUFFER) && writer_flush(w) != 0) return -1;
     if (direct) {
         if (simdr__pwrite_all(w->fd, p, (size_t)len, w->flushed) != 0) return -1;
@@ -194,6 +201,10 @@ typedef struct compaction {
     simdr__map *map;    /* the new file's, then its index and view */
     simdr__index *ix;
     simdr__view *nv;
+    /* What a replica of the old file needs to rebuild the new file's prefix
+     * (simdr_log_origin): the old file, the tail the live entries were
+     * listed at, and the prefix they make. */
+    uint64_t old_identity, listed_at, prefix_len, prefix_hash;
 } compaction;
 
 /* Under the writer lock: the tail to copy up to, the live entries there, and
@@ -203,6 +214,8 @@ static int compaction_start(compaction *c, simdr_store *s) {
     simdr__view *v = simdr__current_view(s);
     c->layout = atomic_load(&s->layout);
     c->caught_up = s->tail;
+    c->listed_at = s->tail;
+    c->old_identity = simdr__file_identity(s);
     c->shard = simdr__thread_shard();
     c->src = v->map;
     simdr__map_pin(c->src, c->shard);
@@ -283,6 +296,20 @@ static int copy_live_entries(compaction *c) {
         c->offs[i] = e.key_hash; /* the old offset is spent; the index build needs the hash */
     }
     return SIMDR_OK;
+}
+
+/* The new file's prefix: the live entries listed at c->listed_at, copied by
+ * copy_live_entries, with the XXH3-64 of every byte written for it. Both
+ * simdr_compact and simdr_log_compact_prefix write their prefix here, so
+ * the bytes a replica rebuilds are the bytes the primary wrote. */
+static int copy_prefix(compaction *c) {
+    c->w.digest = simdr__digest_new();
+    if (!c->w.digest) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    int rc = copy_live_entries(c);
+    c->prefix_len = c->size;
+    c->prefix_hash = simdr__digest_end(c->w.digest);
+    c->w.digest = NULL;
+    return rc;
 }
 
 /* Copies the entries appended to the old file in (c->caught_up, to], read
@@ -527,7 +554,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     compaction c;
     memset(&c, 0, sizeof c);
     c.s = s;
-    c.w = (writer){-1, NULL, 0, 0};
+    c.w = (writer){-1, NULL, 0, 0, NULL};
     /* One compaction at a time (the lock order, internal.h: the compaction
      * lock, then the sync lock, then the writer lock). The start needs only
      * the writer lock: the tail and the index must agree. */
@@ -542,7 +569,7 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     /* The bulk of the work, with writers and syncs going on. */
     if (rc == SIMDR_OK) simdr__sort_offsets(c.offs, c.n);
     if (rc == SIMDR_OK) rc = create_new_file(&c);
-    if (rc == SIMDR_OK) rc = copy_live_entries(&c);
+    if (rc == SIMDR_OK) rc = copy_prefix(&c);
     if (rc == SIMDR_OK) run_test_hook(s, 0);
     if (rc == SIMDR_OK) rc = catch_up_unlocked(&c);
     if (rc == SIMDR_OK) run_test_hook(s, 1);
@@ -557,12 +584,216 @@ SIMDR_API int simdr_compact(simdr_store *s) {
         pthread_mutex_lock(&s->wlock);
         rc = finish_new_file(&c);
         if (rc == SIMDR_OK) rc = switch_to_new_file(&c, &renamed);
+        if (rc == SIMDR_OK) {
+            s->origin = (simdr_log_origin_info){simdr__file_identity(s), c.old_identity,
+                                                c.listed_at, c.prefix_len, c.prefix_hash,
+                                                c.layout};
+            s->has_origin = 1;
+        }
         if (rc != SIMDR_OK) abandon_new_file(&c, renamed);
         pthread_mutex_unlock(&s->wlock);
         pthread_mutex_unlock(&s->sync_lock);
     } else {
         abandon_new_file(&c, 0);
     }
+    compaction_free(&c);
+    pthread_mutex_unlock(&s->compact_lock);
+    return rc;
+}
+
+/* ---- a compaction's prefix, rebuilt from a copy of the old file ----
+ * simdr_log_compact_prefix lists the live entries at an offset by walking
+ * the chain down from it (the index describes the whole file, not a prefix
+ * of it) and copies them with copy_prefix, as simdr_compact does. */
+
+/* The key hashes a walk down the chain has met: the first met of each key
+ * is its newest entry. Open addressing, the slot picked by the hash mixed
+ * again (keys chosen so their hashes share low bits would otherwise make
+ * every probe walk one run); hash 0 is kept aside, since 0 marks an empty
+ * slot. */
+static inline uint64_t seen_slot(uint64_t h, uint64_t cap) {
+    h ^= h >> 33;
+    h *= UINT64_C(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    return h & (cap - 1);
+}
+
+typedef struct seen_keys {
+    uint64_t *slots;
+    uint64_t cap, used;
+    int zero;
+} seen_keys;
+
+static int seen_grow(seen_keys *t) {
+    uint64_t ncap = t->cap ? t->cap * 2 : 4096;
+    uint64_t *slots = calloc(ncap, sizeof *slots);
+    if (!slots) return -1;
+    for (uint64_t i = 0; i < t->cap; i++) {
+        uint64_t h = t->slots[i];
+        if (!h) continue;
+        uint64_t j = seen_slot(h, ncap);
+        while (slots[j]) j = (j + 1) & (ncap - 1);
+        slots[j] = h;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->cap = ncap;
+    return 0;
+}
+
+/* 1 when h is met for the first time, 0 when it was met before, -1 without
+ * memory. */
+static int seen_first(seen_keys *t, uint64_t h) {
+    if (!h) {
+        int first = !t->zero;
+        t->zero = 1;
+        return first;
+    }
+    if ((t->used + 1) * 2 > t->cap && seen_grow(t) != 0) return -1;
+    uint64_t j = seen_slot(h, t->cap);
+    for (; t->slots[j]; j = (j + 1) & (t->cap - 1))
+        if (t->slots[j] == h) return 0;
+    t->slots[j] = h;
+    t->used++;
+    return 1;
+}
+
+/* 1 when an entry ends at upto: the chain from tail steps down onto it. A
+ * link that does not go down is damage (ECORRUPT through *rc). */
+static int ends_an_entry(compaction *c, uint64_t tail, uint64_t upto, int *rc) {
+    const uint8_t *base = c->src->base;
+    uint64_t pos = tail;
+    while (pos > upto) {
+        if (pos <= SIMDR__META_SIZE) break;
+        uint64_t prev = simdr__load_u64le(base + pos - SIMDR__META_SIZE + 8);
+        if (prev >= pos - SIMDR__META_SIZE) {
+            *rc = damaged(c, pos - SIMDR__META_SIZE, "a link that does not go down");
+            return 0;
+        }
+        pos = prev;
+    }
+    return pos == upto;
+}
+
+/* c->offs and c->n: the live entries below upto (as listed_live encodes
+ * them), in file order. */
+static int list_live_below(compaction *c, uint64_t upto) {
+    const uint8_t *base = c->src->base;
+    seen_keys seen = {NULL, 0, 0, 0};
+    uint64_t cap = 0;
+    int rc = SIMDR_OK;
+    for (uint64_t p = upto; p > 0 && rc == SIMDR_OK;) {
+        struct simdr_entry e;
+        if (p <= SIMDR__META_SIZE) {
+            rc = damaged(c, p, "a link into the first metadata");
+            break;
+        }
+        uint64_t meta_off = p - SIMDR__META_SIZE;
+        if (simdr__entry_decode(base, upto, meta_off, c->layout, &e) != SIMDR_OK) {
+            rc = damaged(c, meta_off, "no value between its link and its metadata");
+            break;
+        }
+        int first = seen_first(&seen, e.key_hash);
+        if (first < 0) rc = simdr__fail(SIMDR_ENOMEM, "out of memory");
+        if (first > 0 && !e.tombstone) {
+            if (c->n == cap) {
+                uint64_t ncap = cap ? cap * 2 : 1024;
+                uint64_t *grown = realloc(c->offs, ncap * sizeof *grown);
+                if (!grown) {
+                    rc = simdr__fail(SIMDR_ENOMEM, "out of memory");
+                    break;
+                }
+                c->offs = grown;
+                cap = ncap;
+            }
+            c->offs[c->n++] = meta_off << 16 | e.key_hash >> 48;
+        }
+        p = e.start;
+    }
+    free(seen.slots);
+    if (rc == SIMDR_OK) simdr__sort_offsets(c->offs, c->n);
+    return rc;
+}
+
+/* Under the compaction lock (no compaction replaces the file meanwhile) and
+ * the writer lock: the file's map pinned, a descriptor of its own for the
+ * window (a read-only handle's refresh may replace the store's), the tail. */
+static int prefix_start(compaction *c, uint64_t identity, uint64_t upto, uint64_t *tail) {
+    simdr_store *s = c->s;
+    if (simdr__file_identity(s) != identity)
+        return simdr__fail(SIMDR_ENOENT, "%s: the file was replaced (compacted or recreated) "
+                           "since its identity was taken", s->path);
+    simdr__view *v = simdr__current_view(s);
+    *tail = atomic_load_explicit(&v->tail, memory_order_acquire);
+    if (upto > *tail)
+        return simdr__fail(SIMDR_EINVAL, "%s: offset %llu is beyond the tail %llu", s->path,
+                           (unsigned long long)upto, (unsigned long long)*tail);
+    c->rd.fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
+    if (c->rd.fd < 0) return simdr__fail_errno(errno, "dup", s->path);
+    c->layout = atomic_load(&s->layout);
+    c->listed_at = upto;
+    c->shard = simdr__thread_shard();
+    c->src = v->map;
+    simdr__map_pin(c->src, c->shard);
+    return SIMDR_OK;
+}
+
+static int write_prefix(compaction *c, uint64_t upto) {
+    if (simdr__io.fstat(c->rd.fd, &c->st) != 0)
+        return simdr__fail_errno(errno, "fstat", c->s->path);
+    c->rd = (simdr__window){c->rd.fd, c->src->base, upto, 0, NULL, COPY_BUFFER, 0, 0};
+    c->new_meta = malloc((c->n ? c->n : 1) * sizeof *c->new_meta);
+    c->w.buf = malloc(COPY_BUFFER);
+    c->rd.buf = malloc(COPY_BUFFER);
+    if (!c->new_meta || !c->w.buf || !c->rd.buf) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    c->w.fd = simdr__io.open(c->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, c->st.st_mode & 07777);
+    if (c->w.fd < 0) return simdr__fail_errno(errno, "creating", c->tmp);
+    int rc = copy_prefix(c);
+    if (rc == SIMDR_OK) rc = make_new_file_durable(c);
+    return rc;
+}
+
+SIMDR_API int simdr_log_compact_prefix(simdr_store *s, uint64_t identity, uint64_t upto,
+                                       const char *dest_path, uint64_t *size_out,
+                                       uint64_t *hash_out) {
+    if (!s || !dest_path) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    int rc = simdr__check_reentry(s);
+    if (rc != SIMDR_OK) return rc;
+    /* Not waited for in a child: the parent's compaction lock may be held
+     * by a thread the child lacks. */
+    if (simdr__forked(s))
+        return simdr__fail(SIMDR_EINVAL, "%s: store handle inherited across fork", s->path);
+    compaction c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.w = (writer){-1, NULL, 0, 0, NULL};
+    c.rd.fd = -1;
+    c.tmp = strdup(dest_path);
+    if (!c.tmp) return simdr__fail(SIMDR_ENOMEM, "out of memory");
+    uint64_t tail = 0;
+    pthread_mutex_lock(&s->compact_lock);
+    pthread_mutex_lock(&s->wlock);
+    rc = prefix_start(&c, identity, upto, &tail);
+    pthread_mutex_unlock(&s->wlock);
+    /* The bytes below the committed tail never change: the rest runs without
+     * the writer lock. */
+    if (rc == SIMDR_OK && !ends_an_entry(&c, tail, upto, &rc) && rc == SIMDR_OK)
+        rc = simdr__fail(SIMDR_EINVAL, "%s: offset %llu is not the end of an entry", s->path,
+                         (unsigned long long)upto);
+    if (rc == SIMDR_OK) rc = list_live_below(&c, upto);
+    int created = 0;
+    if (rc == SIMDR_OK) {
+        rc = write_prefix(&c, upto);
+        created = c.w.fd >= 0;
+    }
+    if (c.w.fd >= 0 && close(c.w.fd) != 0 && rc == SIMDR_OK)
+        rc = simdr__fail_errno(errno, "closing", c.tmp);
+    if (rc != SIMDR_OK && created) unlink(c.tmp);
+    if (rc == SIMDR_OK) {
+        if (size_out) *size_out = c.prefix_len;
+        if (hash_out) *hash_out = c.prefix_hash;
+    }
+    if (c.rd.fd >= 0) close(c.rd.fd);
     compaction_free(&c);
     pthread_mutex_unlock(&s->compact_lock);
     return rc;

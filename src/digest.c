@@ -47,6 +47,26 @@ int simdr__xxh3_file(int fd, uint64_t off, uint64_t len, uint64_t *out) {
     return 0;
 }
 
+/* The state wants 64-byte alignment, which XXH3_createState provides. */
+simdr__digest *simdr__digest_new(void) {
+    XXH3_state_t *st = XXH3_createState();
+    if (st && XXH3_64bits_reset(st) != XXH_OK) {
+        XXH3_freeState(st);
+        st = NULL;
+    }
+    return (simdr__digest *)st;
+}
+
+void simdr__digest_add(simdr__digest *d, const void *buf, size_t len) {
+    if (len) XXH3_64bits_update((XXH3_state_t *)d, buf, len);
+}
+
+uint64_t simdr__digest_end(simdr__digest *d) {
+    uint64_t h = XXH3_64bits_digest((XXH3_state_t *)d);
+    XXH3_freeState((XXH3_state_t *)d);
+    return h;
+}
+
 SIMDR_API uint64_t simdr_hash_key(const void *key, size_t key_len) {
     return XXH3_64bits(key_len ? key : "", key_len);
 }

@@ -503,6 +503,10 @@ struct simdr_store {
     /* Writable stores open in this process, for the fork handler (store.c). */
     struct simdr_store *open_prev, *open_next;
     simdr__epoch epoch;
+    /* What the current file was compacted from by this handle (compact.c,
+     * simdr_log_origin); has_origin 0: nothing known. Under wlock. */
+    int has_origin;
+    simdr_log_origin_info origin;
 };
 
 /* Handles returned by one batch read share one allocation and one map pin
@@ -718,6 +722,16 @@ int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t
  * catch-up rounds (stage 1), so a test can write there deterministically. */
 typedef void (*simdr__compact_hook_fn)(simdr_store *s, int stage);
 extern _Atomic(simdr__compact_hook_fn) simdr__compact_during_copy;
+
+/* The file's name for replicas (replicate.c, simdr_log_state.identity). */
+uint64_t simdr__file_identity(const simdr_store *s);
+
+/* Streaming XXH3-64 (digest.c): a compaction's prefix hash is taken over the
+ * bytes as they are written. new returns NULL without memory; end frees. */
+typedef struct simdr__digest simdr__digest;
+simdr__digest *simdr__digest_new(void);
+void simdr__digest_add(simdr__digest *d, const void *buf, size_t len);
+uint64_t simdr__digest_end(simdr__digest *d);
 
 /* ---- sorting offsets into file order (sort.c) ----
  * Ascending, in place. Neither fails: without memory for a scratch buffer

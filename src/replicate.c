@@ -22,7 +22,7 @@
  * inode number reused after two compactions. statx is metadata only and
  * may be unsupported (then the birth time counts as 0): it is called
  * directly, outside the I/O table, whose faults concern data. */
-static uint64_t file_identity(const simdr_store *s) {
+uint64_t simdr__file_identity(const simdr_store *s) {
     uint64_t words[4] = {(uint64_t)s->dev, (uint64_t)s->ino, 0, 0};
     struct statx sx;
     if (statx(s->fd, "", AT_EMPTY_PATH, STATX_BTIME, &sx) == 0 && (sx.stx_mask & STATX_BTIME)) {
@@ -50,7 +50,7 @@ SIMDR_API int simdr_log_info(simdr_store *s, simdr_log_state *out) {
     simdr__view *v = simdr__current_view(s);
     uint64_t tail = atomic_load_explicit(&v->tail, memory_order_acquire);
     memset(out, 0, sizeof *out);
-    out->identity = file_identity(s);
+    out->identity = simdr__file_identity(s);
     out->tail = tail;
     out->layout = atomic_load(&s->layout);
     if (tail >= SIMDR__META_SIZE)
@@ -60,7 +60,7 @@ SIMDR_API int simdr_log_info(simdr_store *s, simdr_log_state *out) {
 }
 
 static int check_identity(simdr_store *s, uint64_t identity) {
-    if (file_identity(s) == identity) return SIMDR_OK;
+    if (simdr__file_identity(s) == identity) return SIMDR_OK;
     return simdr__fail(SIMDR_ENOENT, "%s: the file was replaced (compacted or recreated) since "
                        "its identity was taken", s->path);
 }
@@ -222,5 +222,18 @@ SIMDR_API int simdr_log_append(simdr_store *s, uint64_t from, const void *bytes,
     if (rc == SIMDR_OK && end != from + len) /* not reached: the same entries give the same bytes */
         rc = refuse(s, from, "the entries did not rebuild the same bytes");
     if (rc == SIMDR_OK && tail_out) *tail_out = end;
+    return rc;
+}
+
+SIMDR_API int simdr_log_origin(simdr_store *s, simdr_log_origin_info *out) {
+    if (!out) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    int rc = lock_for_log(s);
+    if (rc != SIMDR_OK) return rc;
+    if (s->has_origin && s->origin.identity == simdr__file_identity(s))
+        *out = s->origin;
+    else
+        rc = simdr__fail(SIMDR_ENOENT, "%s: the file was not written by a compaction through "
+                         "this handle", s->path);
+    pthread_mutex_unlock(&s->wlock);
     return rc;
 }
