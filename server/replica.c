@@ -1358,6 +1358,9 @@ static int handle_msg(const link_msg *m, int *acked) {
         if (rc != SIMDR_OK) {
             server_log(LOG_WARNING_, "db %d: replicated bytes refused: %s", (int)db,
                        simdr_last_error());
+            /* A store failed by an I/O error is reopened (ks_reopen_failed),
+             * after which the link starts again from its tail. */
+            if (rc == SIMDR_EFAILED || rc == SIMDR_EIO) d->failed = 1;
             return -1;
         }
         ks_mark_dirty(d);
@@ -1619,6 +1622,10 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
 }
 
 void replica_store_reopened(void) {
+    if (R.host) { /* a replica: handshake again from the reopened store's tail */
+        if (R.fd >= 0) link_close("a store was reopened after a failed write or sync");
+        return;
+    }
     uint64_t old = R.run_id;
     while (R.run_id == old || !R.run_id)
         if (getrandom(&R.run_id, sizeof R.run_id, 0) != (ssize_t)sizeof R.run_id)

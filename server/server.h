@@ -444,7 +444,8 @@ int replica_blocked_clients(void);
 void replica_client_freed(client *c);
 void replica_start(void);
 /* A store was reopened after a failure, which may have cut its tail: replicas
- * resume as after a restart of this server (a new run). */
+ * resume as after a restart of this server (a new run); a replica connects
+ * to its primary again from its tails. */
 void replica_store_reopened(void);
 void replica_after_turn(int wrote);
 /* Queues for every replica what the stores hold now (before a compaction). */
