@@ -6,7 +6,7 @@ text, exit codes and the store file itself.
     test_cli.py --cli PATH/simd-r-drive --interop DIR --group NAME
 
 Groups: basic, binary, readonly, files, interop, tty, errors, memory, names,
-usability. Each check
+usability, hostile, server (needs --server). Each check
 prints what it verifies; the script exits 1 if any check failed.
 """
 import argparse
@@ -30,6 +30,7 @@ import time
 
 CLI = None
 INTEROP = None
+SERVER = None
 FAILURES = []
 CHECKS = 0
 
@@ -1797,6 +1798,113 @@ def group_hostile():
               "... the value named like the store among them")
 
 
+# ---------------------------------------------------------------------------
+# server: stores written by simdr-server (docs/FORMAT.md, "Server records")
+# ---------------------------------------------------------------------------
+
+def resp_command(sock, *args):
+    """Sends one RESP command and returns the first line of its reply."""
+    msg = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else a.encode()
+        msg += b"$%d\r\n%s\r\n" % (len(a), a)
+    sock.sendall(msg)
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def server_write(directory, commands):
+    """Runs simdr-server on a free loopback port over directory, sends each
+    command, and stops it with SHUTDOWN (the store is synced and closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = os.path.join(directory, "server.log")
+    proc = subprocess.Popen([SERVER, "--dir", directory, "--port", str(port), "--bind", "127.0.0.1",
+                             "--logfile", log], stdin=subprocess.DEVNULL)
+    ready = "ready on port %d " % port
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(log) and ready in open(log, errors="replace").read():
+            break
+        time.sleep(0.05)
+    replies = []
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as c:
+            for cmd in commands:
+                replies.append(resp_command(c, *cmd))
+            resp_command(c, "SHUTDOWN")
+    finally:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return replies
+
+
+def server_record(key, value):
+    return b"SR\x01\x00" + len(key).to_bytes(4, "little") + bytes(8) + key + value
+
+
+def group_server():
+    if not SERVER:
+        check(False, "the server group needs --server PATH/simdr-server")
+        return
+    with TempDir() as d:
+        replies = server_write(d, [("SET", "greeting", "hello"),
+                                   ("SET", b"bin\x00\xffkey", "v"),
+                                   ("SET", "ttl", "v", "PX", "100000000"),
+                                   ("SET", "gone", "x"), ("DEL", "gone")])
+        check(replies[:3] == [b"+OK\r\n"] * 3, "simdr-server stored three keys", repr(replies))
+        store = os.path.join(d, "db-0.simdr")
+        r = run(store, "list")
+        expect_ok(r, "list of a store simdr-server wrote")
+        lines = r.out.decode("utf-8", "replace").splitlines()
+        check(len(lines) == 3, "... one line per live key", repr(r.out))
+        check(any(l.endswith(" greeting") for l in lines), "... the key of a server record is its name",
+              repr(r.out))
+        check(any(l.endswith(" bin\\x00\\xffkey") for l in lines),
+              "... a binary server key escaped as \\xNN", repr(r.out))
+        check(any(l.endswith(" ttl") for l in lines), "... a key with an expiry named too", repr(r.out))
+        r = run(store, "list", "--json")
+        rows = json.loads(r.out) if r.rc == 0 else []
+        by_key = {e.get("key"): e for e in rows}
+        check(set(by_key) == {"greeting", "bin\u0000\ufffdkey", "ttl"} or
+              {e.get("key_hex") for e in rows} == {b"greeting".hex(), b"bin\x00\xffkey".hex(), b"ttl".hex()},
+              "list --json gives each server key with key_hex", repr(rows))
+        check(all(e.get("name_source") == "server record" for e in rows),
+              "... and says the name comes from the server record", repr(rows))
+        # A value the tool writes is named by its own name record, and keeps that name.
+        expect_ok(run(store, "write", "cli-key", "cli value", "-q"), "the tool writes into the server's store")
+        names, n = list_names(store)
+        check("cli-key" in names and "greeting" in names and n == 4,
+              "... list names the tool's key and the server's keys", repr(names))
+    with TempDir() as d:
+        # A value that looks like the server record of another key is not taken
+        # for one: the entry's key hash must be that key's slot hash. Keys over
+        # 64 KiB get no name record, so nothing else names this entry.
+        long_key = "k" * (65 * 1024)
+        s = os.path.join(d, "foreign.bin")
+        expect_ok(run(s, "write", long_key, "-q", input=server_record(b"impostor", b"value")),
+                  "write a value shaped like a server record of another key")
+        expect_ok(run(s, "write", long_key + "2", "-q",
+                      input=server_record((long_key + "2").encode(), b"value")),
+                  "write a value shaped like a server record of its own key")
+        r = run(s, "list")
+        lines = r.out.decode().splitlines()
+        check(r.rc == 0 and len(lines) == 2, "list shows both entries", repr(r))
+        check(not any("impostor" in l for l in lines),
+              "... never the key a value merely claims", repr(r.out[:300]))
+        check(sum(l.endswith(long_key + "2") for l in lines) == 1,
+              "... a record whose key hashes to its entry is named", repr(r.out[:300]))
+
+
 GROUPS = {
     "basic": group_basic,
     "damage": group_damage,
@@ -1810,18 +1918,21 @@ GROUPS = {
     "names": group_names,
     "usability": group_usability,
     "hostile": group_hostile,
+    "server": group_server,
 }
 
 
 def main():
-    global CLI, INTEROP
+    global CLI, INTEROP, SERVER
     ap = argparse.ArgumentParser()
     ap.add_argument("--cli", required=True)
     ap.add_argument("--interop")
+    ap.add_argument("--server", help="simdr-server, for the server group")
     ap.add_argument("--group", action="append", choices=sorted(GROUPS))
     a = ap.parse_args()
     CLI = os.path.abspath(a.cli)
     INTEROP = a.interop
+    SERVER = a.server and os.path.abspath(a.server)
     for g in a.group or sorted(GROUPS):
         print("== group %s" % g)
         try:
