@@ -125,6 +125,9 @@ void cli_name_key(uint64_t key_hash, unsigned char out[CLI_NAME_KEY_LEN]);
 /* 1 if e is a name record (then its named key hash and name bytes). */
 int cli_name_record_parse(const simdr_entry *e, uint64_t *named_hash, const void **name,
                           size_t *name_len);
+/* 1 if e is a record simdr-server wrote (docs/FORMAT.md, "Server records")
+ * stored in one of its key's slots; then that key's bytes. Holes are not. */
+int cli_server_record_key(const simdr_entry *e, const void **key, size_t *key_len);
 /* Writes key's name record unless the same one is already stored. */
 int cli_name_put(simdr_store *st, const void *key, size_t len);
 /* Stores value and key's name record in one append. */
