@@ -1196,6 +1196,14 @@ def list_names(store):
 
 def group_names():
     with TempDir() as d:
+        # A stored name that cannot be a file name is reported by its whole
+        # bytes, escaped as list shows them: cut at a zero byte, 'a\x00b'
+        # would read as the key 'a', which may well exist and export fine.
+        s = os.path.join(d, "zero.bin")
+        expect_ok(run(s, "--key-hex", "write", b"a\x00b".hex(), "v", "-q"), "write the key a\\x00b")
+        r = run(s, "export", os.path.join(d, "zero-out"))
+        check(r.rc == 1 and "key 'a\\x00b' cannot be used as a file name: contains a zero byte" in r.err,
+              "export names a key with a zero byte in full, \\x00 escaped", repr(r))
         s = os.path.join(d, "n.bin")
         expect_ok(run(s, "write", "greeting", "hello"), "write a key")
         r = run(s, "list")
