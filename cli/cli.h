@@ -100,6 +100,8 @@ int cli_usage_error(const char *fmt, ...)
 #endif
     ;
 void cli_quote(char *dst, size_t cap, const char *src);
+/* The same for len bytes that may hold zero bytes (keys read from a store). */
+void cli_quote_bytes(char *dst, size_t cap, const void *src, size_t len);
 void cli_format_bytes(char *dst, size_t cap, uint64_t bytes);
 void cli_out_json_string(const void *s, size_t len);
 void cli_out_hex(const void *s, size_t len);

@@ -647,7 +647,7 @@ static int named_keys(simdr_store *st, const char *fq, struct cli_key **keys, in
         const char *why = unsafe_path_reason(copy, len);
         if (why) {
             char q[512];
-            cli_quote(q, sizeof q, (const char *)copy);
+            cli_quote_bytes(q, sizeof q, copy, len);
             cli_err("export: key %s cannot be used as a file name: %s; not exported", q, why);
             (*failed)++;
             free(copy);
