@@ -151,6 +151,14 @@ def test_entry_handle_cannot_be_created_directly():
         simdr.EntryStream()
 
 
+def test_empty_path_named_as_such():
+    # The engine's check of a missing path argument also refuses "", but a
+    # message about a NULL argument sends a Python user looking for a None.
+    for readonly in (False, True):
+        with pytest.raises(simdr.InvalidArgumentError, match="empty path"):
+            simdr.open("", readonly=readonly)
+
+
 def test_directory_path(tmp_path):
     with pytest.raises(simdr.Error):
         simdr.open(tmp_path)

@@ -441,6 +441,12 @@ def group_basic():
 
 def group_errors():
     with TempDir() as d:
+        # An empty storage path (an unset shell variable) is named as such by
+        # every command, not as a missing file for some and a NULL argument for others.
+        for cmd in (["write", "k", "v"], ["read", "k"], ["compact"], ["info"], ["import", d]):
+            r = run("", *cmd)
+            check(r.rc == 1 and one_line_error(r) and "cannot open '': the path is empty" in r.err,
+                  "an empty storage path, %s: one error naming the empty path" % cmd[0], repr(r))
         s = os.path.join(d, "s.bin")
         run(s, "write", "k", "v")
         cases = [
