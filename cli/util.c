@@ -374,6 +374,10 @@ const char *cli_layout_name(int layout) {
 static int check_store_path(const char *path, const char *q, int mode, int *exists) {
     struct stat sb;
     *exists = 0;
+    if (!*path) {
+        cli_err("cannot open %s: the path is empty", q);
+        return CLI_FAIL;
+    }
     if (stat(path, &sb) == 0) {
         *exists = 1;
         if (S_ISDIR(sb.st_mode)) {

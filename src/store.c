@@ -144,7 +144,8 @@ static int check_file_type(simdr_store *s) {
 }
 
 SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_options *opts) {
-    if (!out || !path || !*path) return simdr__fail(SIMDR_EINVAL, "simdr_open: NULL argument");
+    if (!out || !path) return simdr__fail(SIMDR_EINVAL, "simdr_open: NULL argument");
+    if (!*path) return simdr__fail(SIMDR_EINVAL, "simdr_open: empty path");
     *out = NULL;
     simdr_options defaults;
     if (!opts) {
