@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 /* The stores whose write_stream reader is running on this thread, innermost
  * first: a reader may stream into another store, whose reader may call back
@@ -219,36 +220,69 @@ static void close_iterators(PySimdrStore *self) {
     }
 }
 
+/*
+ * Waits until calls of other threads have left (`closing` is ours) or until
+ * another thread's close() has finished (`closing` is someone else's): mu is
+ * held on entry and on return. The wait is cut into slices with the GIL taken
+ * back between them, so a signal handler (Ctrl-C's KeyboardInterrupt) can run:
+ * a call that never ends (a write_stream reader blocked on a pipe) must not
+ * leave the program deaf to Ctrl-C. mu is let go before the GIL is taken back:
+ * a thread holding the GIL may be waiting for mu in pysimdr_store_enter.
+ * Returns -1 with the handler's exception set.
+ */
+#define CLOSE_WAIT_SLICE_NS (50 * 1000 * 1000)
+
+static int close_wait(PySimdrStore *self, int for_users) {
+    for (;;) {
+        if (for_users ? self->users == 0 : self->closing != PYSIMDR_CLOSING) return 0;
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += CLOSE_WAIT_SLICE_NS;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&self->idle, &self->mu, &until);
+        pthread_mutex_unlock(&self->mu);
+        Py_END_ALLOW_THREADS
+        int interrupted = PyErr_CheckSignals() < 0;
+        pthread_mutex_lock(&self->mu);
+        if (interrupted) return -1;
+    }
+}
+
 static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
     (void)unused;
     if (refuse_reentrant(self) < 0) return NULL;
     pysimdr_adopted(self);
     pthread_mutex_lock(&self->mu);
-    if (self->closing == PYSIMDR_CLOSING) {
+    while (self->closing == PYSIMDR_CLOSING) {
         /* Another thread's close() waits for calls to end or is closing the
          * file: return when it is done, so that after close() returns the
-         * file is closed (and unlocked), whichever call did it. */
-        Py_BEGIN_ALLOW_THREADS
-        while (self->closing == PYSIMDR_CLOSING) pthread_cond_wait(&self->idle, &self->mu);
-        pthread_mutex_unlock(&self->mu);
-        Py_END_ALLOW_THREADS
-        Py_RETURN_NONE;
+         * file is closed (and unlocked), whichever call did it. If that
+         * close() was interrupted instead, the store is open again and this
+         * one closes it. */
+        if (close_wait(self, 0) < 0) {
+            pthread_mutex_unlock(&self->mu);
+            return NULL;
+        }
     }
     if (self->closing || !self->store) {
         pthread_mutex_unlock(&self->mu);
         Py_RETURN_NONE;
     }
     self->closing = PYSIMDR_CLOSING;
-    if (self->users > 0) {
-        /* mu is let go before the GIL is taken back: a thread holding the GIL
-         * may be waiting for mu in pysimdr_store_enter. */
-        Py_BEGIN_ALLOW_THREADS
-        while (self->users > 0) pthread_cond_wait(&self->idle, &self->mu);
+    if (close_wait(self, 1) < 0) {
+        /* Interrupted: the store stays open (calls made meanwhile were
+         * refused with ClosedError); a close() waiting behind this one now
+         * closes it. */
+        self->closing = 0;
+        pthread_cond_broadcast(&self->idle);
         pthread_mutex_unlock(&self->mu);
-        Py_END_ALLOW_THREADS
-    } else {
-        pthread_mutex_unlock(&self->mu);
+        return NULL;
     }
+    pthread_mutex_unlock(&self->mu);
     close_iterators(self);
     simdr_store *store = self->store;
     self->store = NULL;
@@ -1511,7 +1545,8 @@ static PyMethodDef store_methods[] = {
      "close($self, /)\n--\n\n"
      "Closes the store; waits for calls running in other threads to finish, then ends open\n"
      "iterators. Later calls raise ClosedError. Entry handles and views stay valid.\n"
-     "Closing twice is allowed."},
+     "Closing twice is allowed. Ctrl-C interrupts the wait (KeyboardInterrupt); the\n"
+     "store then stays open."},
     {"__enter__", (PyCFunction)store_enter_ctx, METH_NOARGS,
      "__enter__($self, /)\n--\n\nReturns the store (ClosedError if it is closed)."},
     {"__exit__", (PyCFunction)store_exit_ctx, METH_VARARGS,
