@@ -22,9 +22,11 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 
@@ -101,11 +103,14 @@ class TempDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def run_pty(args, stdin_tty=False, stdout_tty=False, stderr_tty=False, input=None, timeout=120, typed=None):
-    """Runs the CLI with chosen standard streams on a pseudo-terminal; typed
-    (bytes) is typed on the terminal. Returns (rc, stdout bytes, stderr
-    bytes, tty bytes)."""
+def run_pty(args, stdin_tty=False, stdout_tty=False, stderr_tty=False, input=None, timeout=120, typed=None,
+            cols=None):
+    """Runs the CLI with chosen standard streams on a pseudo-terminal (cols
+    columns wide if given); typed (bytes) is typed on the terminal. Returns
+    (rc, stdout bytes, stderr bytes, tty bytes)."""
     master, slave = pty.openpty()
+    if cols:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
     try:
         stdin = slave if stdin_tty else (subprocess.PIPE if input is not None else subprocess.DEVNULL)
         stdout = slave if stdout_tty else subprocess.PIPE
@@ -895,6 +900,24 @@ def group_tty():
         r = run(os.path.join(d, "j.bin"), "import", tree)
         check(r.rc == 0 and "\r" not in r.err and "\033" not in r.err, "import without a terminal: no progress",
               repr(r.err))
+        # A progress line wider than the terminal wraps, and the carriage
+        # return of each redraw then goes back to its last row only: every
+        # redraw would leave a row behind. Each line must fit the width.
+        long_key = "holiday-photos-2024-from-the-big-camera.tar"
+        for cols in (80, 40, 12):
+            rc, out, err, tty = run_pty([s, "write", long_key], stderr_tty=True, input=big, cols=cols)
+            # the drawn lines, not the messages (ending in a newline) after the bar
+            lines = [l for l in tty.replace(b"\r\n", b"\n").split(b"\r\033[K") if l.strip() and b"\n" not in l]
+            widest = max((len(l.decode("utf-8", "replace")) for l in lines), default=0)
+            check(rc == 0 and lines and widest < cols,
+                  "write's progress line fits a terminal %d columns wide" % cols,
+                  "widest %d: %r" % (widest, lines[:2]))
+            rc, out, err, tty = run_pty([s, "read", long_key], stderr_tty=True, cols=cols)
+            lines = [l for l in tty.replace(b"\r\n", b"\n").split(b"\r\033[K") if l.strip() and b"\n" not in l]
+            widest = max((len(l.decode("utf-8", "replace")) for l in lines), default=0)
+            check(rc == 0 and out == big and lines and widest < cols,
+                  "read's progress line fits a terminal %d columns wide" % cols,
+                  "widest %d: %r" % (widest, lines[:2]))
 
 
 # ---------------------------------------------------------------------------
