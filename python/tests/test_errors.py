@@ -41,6 +41,26 @@ def test_wrong_value_types(db, value):
     assert len(db) == 0
 
 
+def _strided_buffers():
+    import numpy as np
+    yield "numpy every other element", np.arange(10, dtype=np.uint8)[::2]
+    yield "numpy Fortran order", np.asfortranarray(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    yield "memoryview every other byte", memoryview(b"abcdef")[::2]
+
+
+def test_strided_buffers_are_a_type_error_naming_the_way_out(db):
+    # A buffer whose bytes are not laid out in one C-ordered run is refused as
+    # the wrong kind of argument, as other non-bytes are, not with whichever
+    # ValueError or BufferError its exporter raises, and the message says how
+    # to pass it.
+    for what, buf in _strided_buffers():
+        for call in (lambda: db.write(b"k", buf), lambda: db.put_many([(b"k", buf)]),
+                     lambda: db.read(buf), lambda: db.write(buf, b"v"), lambda: db.get_many([buf])):
+            with pytest.raises(TypeError, match="C-contiguous"):
+                call()
+    assert len(db) == 0
+
+
 def test_wrong_batch_shapes(db):
     for bad in (5, [b"ab"], [(b"k",)], [(b"k", b"v", b"x")], [None]):
         with pytest.raises(TypeError):
