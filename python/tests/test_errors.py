@@ -179,6 +179,30 @@ def test_empty_path_named_as_such():
             simdr.open("", readonly=readonly)
 
 
+def test_second_writable_open_in_this_process_says_so(store_path):
+    # A notebook cell run twice (db = simdr.open(p)) opens the file again
+    # before the first DataStore is dropped: "locked by another process" sends
+    # the user looking for a process that does not exist.
+    import subprocess
+    import sys
+    db = simdr.open(store_path)
+    with pytest.raises(simdr.LockedError, match="in this process"):
+        simdr.open(store_path)
+    db.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import simdr, sys; d = simdr.open(sys.argv[1]); print('open', flush=True); "
+         "sys.stdin.read()", store_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"open\n"
+        with pytest.raises(simdr.LockedError, match="another process") as caught:
+            simdr.open(store_path)
+        assert "in this process" not in str(caught.value)
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    simdr.open(store_path).close()
+
+
 def test_directory_path(tmp_path):
     with pytest.raises(simdr.Error):
         simdr.open(tmp_path)
