@@ -5,6 +5,8 @@
  */
 #include "py_simdr.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 PyObject *PySimdr_Error, *PySimdr_ClosedError, *PySimdr_InvalidArgumentError;
@@ -97,6 +99,15 @@ int pysimdr_init_errors(PyObject *module) {
 PyObject *pysimdr_raise(int code) {
     const char *msg = simdr_last_error();
     if (!msg || !*msg) msg = simdr_strerror(code);
+    return pysimdr_raise_message(code, "%s", msg);
+}
+
+PyObject *pysimdr_raise_message(int code, const char *format, ...) {
+    char msg[4400];
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(msg, sizeof msg, format, ap);
+    va_end(ap);
     PyObject *type = error_type_for(code);
     PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "backslashreplace");
     if (!text) return NULL;

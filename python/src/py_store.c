@@ -14,6 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <time.h>
 
 /* The stores whose write_stream reader is running on this thread, innermost
@@ -140,6 +144,37 @@ static int parse_choice(PyObject *obj, const char *what, const char *a, int va, 
     return -1;
 }
 
+/*
+ * 1 if this process holds the write lock (flock) on the file at path: the
+ * engine's "locked by another process" is then wrong, and the usual cause is
+ * a DataStore of this process not closed yet (a notebook cell run again opens
+ * the file before the old object is dropped). Read from /proc/locks, whose
+ * FLOCK lines give the locking process and the file's device and inode; 0
+ * where it cannot be read.
+ */
+static int locked_by_this_process(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return 0;
+    FILE *f = fopen("/proc/locks", "re");
+    if (!f) return 0;
+    char line[256];
+    int mine = 0;
+    long pid = (long)getpid();
+    while (!mine && fgets(line, sizeof line, f)) {
+        char kind[16], mode[16];
+        long holder;
+        unsigned maj, min;
+        unsigned long long ino;
+        if (sscanf(line, "%*d: %15s %*s %15s %ld %x:%x:%llu", kind, mode, &holder, &maj, &min,
+                   &ino) == 6 &&
+            strcmp(kind, "FLOCK") == 0 && strcmp(mode, "WRITE") == 0 && holder == pid &&
+            maj == major(sb.st_dev) && min == minor(sb.st_dev) && ino == (unsigned long long)sb.st_ino)
+            mine = 1;
+    }
+    fclose(f);
+    return mine;
+}
+
 static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"path", "readonly", "create", "durability", "layout",
                              "repair", "salvage", "use_hint", "verify_reads", "append_mode",
@@ -187,6 +222,14 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     Py_BEGIN_ALLOW_THREADS
     rc = simdr_open(&store, cpath, &opts);
     Py_END_ALLOW_THREADS
+    if (rc == SIMDR_ELOCKED && !readonly && locked_by_this_process(cpath)) {
+        pysimdr_raise_message(rc, "%s: already open for writing in this process (a DataStore "
+                                  "on this file is not closed yet: close it, or use it)",
+                              cpath);
+        Py_DECREF(encoded);
+        Py_DECREF(fs_path);
+        return -1;
+    }
     Py_DECREF(encoded);
     if (rc != SIMDR_OK) {
         Py_DECREF(fs_path);
