@@ -244,6 +244,45 @@ def test_interrupted_close_leaves_the_store_usable(store_path):
     assert db.closed
 
 
+def test_signal_handler_closing_the_store_during_close_does_not_hang(store_path):
+    """A close() waiting for another thread lets signal handlers run; one that
+    closes the same store (a SIGTERM handler's cleanup) runs on the very thread
+    whose close() is waiting, so it must not wait for that close() to finish:
+    it returns, and the close() it interrupted closes the file."""
+    db = simdr.open(store_path)
+    pipe = _Pipe()
+    th = threading.Thread(target=db.write_stream, args=(b"s", pipe))
+    th.start()
+    pipe.in_reader.wait()
+    calls = []
+
+    def handler(signum, frame):
+        if calls:  # the watchdog's signal: break a hang with an error
+            raise RuntimeError("the handler's close() hung")
+        calls.append("handler")
+        db.close()
+        calls.append("handler's close returned")
+
+    old = signal.signal(signal.SIGALRM, handler)
+    ender = threading.Timer(0.5, pipe.end, (b"v",))
+    watchdog = threading.Timer(20, signal.raise_signal, (signal.SIGALRM,))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        ender.start()
+        watchdog.start()
+        db.close()
+    finally:
+        watchdog.cancel()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    th.join()
+    ender.join()
+    os.close(pipe.r)
+    assert calls == ["handler", "handler's close returned"] and db.closed
+    with simdr.open(store_path) as again:
+        assert again.read(b"s") == b"v"
+
+
 def _reader_process(path, expected, conn):
     try:
         ro = simdr.open(path, readonly=True)
