@@ -275,6 +275,11 @@ static void close_iterators(PySimdrStore *self) {
  */
 #define CLOSE_WAIT_SLICE_NS (50 * 1000 * 1000)
 
+/* The store whose close() waits on this thread, if any: a signal handler run
+ * between the wait's slices that closes the same store must not wait for the
+ * close() it interrupted (store_close). */
+static _Thread_local PySimdrStore *tls_closing;
+
 static int close_wait(PySimdrStore *self, int for_users) {
     for (;;) {
         if (for_users ? self->users == 0 : self->closing != PYSIMDR_CLOSING) return 0;
@@ -298,6 +303,9 @@ static int close_wait(PySimdrStore *self, int for_users) {
 static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
     (void)unused;
     if (refuse_reentrant(self) < 0) return NULL;
+    /* Called by a signal handler inside this thread's own close() of the
+     * store: that close() closes the file once the handler returns. */
+    if (tls_closing == self) Py_RETURN_NONE;
     pysimdr_adopted(self);
     pthread_mutex_lock(&self->mu);
     while (self->closing == PYSIMDR_CLOSING) {
@@ -316,7 +324,11 @@ static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
         Py_RETURN_NONE;
     }
     self->closing = PYSIMDR_CLOSING;
-    if (close_wait(self, 1) < 0) {
+    PySimdrStore *outer_closing = tls_closing;
+    tls_closing = self;
+    int waited = close_wait(self, 1);
+    tls_closing = outer_closing;
+    if (waited < 0) {
         /* Interrupted: the store stays open (calls made meanwhile were
          * refused with ClosedError); a close() waiting behind this one now
          * closes it. */
