@@ -272,7 +272,7 @@ int cmd_list(const struct cli_args *a) {
                 cli_out_hex(name, nlen);
                 cli_out_write("\"", 1);
                 if (from_server)
-                    cli_out_write(",\"name_source\":\"server record\"", 30);
+                    cli_out_printf(",\"name_source\":\"server record\"");
             }
             cli_out_write("}", 1);
         } else {
