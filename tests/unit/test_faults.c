@@ -440,6 +440,43 @@ static void test_failed_side_page_write_is_final(void **state) {
     tu_expect_absent(f->s, TU_STR("c"));
 }
 
+/* The side file's page is written through a shared map. Sized with
+ * ftruncate alone it is a hole, and on a full disk the first store into it
+ * raised SIGBUS in the open of a new store (the CLI's write, Python's open):
+ * its blocks are allocated first, and a writer whose side page cannot be
+ * allocated goes on without a side file. A file system without fallocate
+ * gets the page written with pwrite instead. */
+static void test_side_page_allocated_before_it_is_mapped(void **state) {
+    tu_fixture *f = *state;
+    simdr_close(f->s);
+    f->s = NULL;
+    char side[4200];
+    snprintf(side, sizeof side, "%s.simdr", f->other);
+    struct stat st;
+    simdr__io_fault full = {.op = SIMDR__IO_FALLOCATE, .nth = 1, .count = 0, .err = ENOSPC};
+    simdr__io_fault_arm(&full);
+    simdr_store *s = tu_open(f->other, SIMDR_OPEN_CREATE, 0);
+    assert_true(simdr__io_hits(SIMDR__IO_FALLOCATE) >= 1);
+    assert_int_equal(stat(side, &st), -1); /* no side file it could not keep */
+    tu_put_str(s, "a", "1");
+    simdr_close(s);
+    simdr__io_reset();
+    simdr__io_fault unsupported = {.op = SIMDR__IO_FALLOCATE, .nth = 1, .count = 0,
+                                   .err = EOPNOTSUPP};
+    simdr__io_fault_arm(&unsupported);
+    s = tu_open(f->other, SIMDR_OPEN_EXISTING, 0);
+    assert_true(simdr__io_hits(SIMDR__IO_FALLOCATE) >= 1);
+    assert_int_equal(stat(side, &st), 0);
+    assert_int_equal(st.st_size, 4096);
+    assert_true(st.st_blocks > 0); /* written, not a hole */
+    tu_put_str(s, "b", "2");
+    simdr_close(s);
+    simdr__io_reset();
+    f->s = tu_open(f->other, SIMDR_OPEN_EXISTING, 0);
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_str(f->s, "b", "2");
+}
+
 static void test_failed_explicit_sync_is_final(void **state) {
     tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
@@ -633,6 +670,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_map_never_holds_the_writer_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup_durable, teardown),
         cmocka_unit_test_setup_teardown(test_failed_explicit_sync_is_final, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_side_page_allocated_before_it_is_mapped, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_calls_are_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_index_growth_failure_shows_nothing, setup,
                                         teardown),
