@@ -6,7 +6,7 @@ text, exit codes and the store file itself.
     test_cli.py --cli PATH/simd-r-drive --interop DIR --group NAME
 
 Groups: basic, binary, readonly, files, interop, tty, errors, memory, names,
-usability, hostile, server (needs --server). Each check
+usability, hostile, server (needs --server), fullfs (needs root). Each check
 prints what it verifies; the script exits 1 if any check failed.
 """
 import argparse
@@ -1942,6 +1942,50 @@ def group_server():
               "... a record whose key hashes to its entry is named", repr(r.out[:300]))
 
 
+# ---------------------------------------------------------------------------
+# fullfs: a file system with no space left (a small tmpfs, mounted when the
+# test may mount one; ctest reports the group skipped otherwise)
+# ---------------------------------------------------------------------------
+
+def group_fullfs():
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        print("skip: mounting a small tmpfs needs root")
+        sys.exit(77)
+    with TempDir() as d:
+        mnt = os.path.join(d, "full")
+        os.mkdir(mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt],
+                          capture_output=True).returncode != 0:
+            print("skip: cannot mount a tmpfs here")
+            sys.exit(77)
+        try:
+            with open(os.path.join(mnt, "filler"), "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+            s = os.path.join(mnt, "new.bin")
+            # A new store's side page used to be a hole written through a map:
+            # on a full disk the first store into it raised SIGBUS.
+            r = run(s, "write", "k", "v")
+            check(r.rc == 1 and "no space" in r.err and one_line_error(r),
+                  "write into a new store on a full disk: exit 1, one 'no space' line, no SIGBUS", repr(r))
+            check(not os.path.exists(s) and not os.path.exists(s + ".simdr"),
+                  "... and no file left behind", repr(os.listdir(mnt)))
+            r = run(s, "write", "k", input=b"streamed value")
+            check(r.rc == 1 and "no space" in r.err, "a streamed write likewise", repr(r))
+            r = run(s, "import", d)
+            check(r.rc == 1 and r.rc != -signal.SIGBUS, "import into a new store on a full disk fails cleanly",
+                  repr(r))
+            os.unlink(os.path.join(mnt, "filler"))
+            expect_ok(run(s, "write", "k", "v", "-q"), "with space again, the same write works")
+            check(read_value(s, "k").out == b"v", "... and reads back")
+        finally:
+            subprocess.run(["umount", mnt], capture_output=True)
+
+
 GROUPS = {
     "basic": group_basic,
     "damage": group_damage,
@@ -1956,6 +2000,7 @@ GROUPS = {
     "usability": group_usability,
     "hostile": group_hostile,
     "server": group_server,
+    "fullfs": group_fullfs,
 }
 
 
