@@ -6,7 +6,7 @@ text, exit codes and the store file itself.
     test_cli.py --cli PATH/simd-r-drive --interop DIR --group NAME
 
 Groups: basic, binary, readonly, files, interop, tty, errors, memory, names,
-usability, hostile, server (needs --server), fullfs (needs root). Each check
+usability, hostile, server (needs --server), fullfs (needs root), aslimit (not under sanitizers). Each check
 prints what it verifies; the script exits 1 if any check failed.
 """
 import argparse
@@ -1986,6 +1986,48 @@ def group_fullfs():
             subprocess.run(["umount", mnt], capture_output=True)
 
 
+# ---------------------------------------------------------------------------
+# aslimit: an address-space limit (ulimit -v), as shared hosts and batch
+# systems set; not under the sanitizers, whose shadow memory needs far more
+# ---------------------------------------------------------------------------
+
+def sanitized(binary):
+    with open(binary, "rb") as f:
+        data = f.read()
+    return b"__asan_init" in data or b"__tsan_init" in data or b"__msan_init" in data
+
+
+def group_aslimit():
+    if sanitized(CLI):
+        print("skip: a sanitizer's shadow memory does not fit an address-space limit")
+        sys.exit(77)
+    limit = 256 << 20
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    def run_limited(*args, input=None):
+        p = subprocess.run([CLI] + list(args), input=input, capture_output=True, preexec_fn=limited,
+                           stdin=None if input is not None else subprocess.DEVNULL)
+        return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+
+    with TempDir() as d:
+        s = os.path.join(d, "small.bin")
+        # The store's map reserved 1 GiB of address space up front (so that it
+        # never moves as the file grows): under `ulimit -v 262144` no store
+        # could be opened at all, "out of memory (mmap of 101 bytes)".
+        expect_ok(run_limited(s, "write", "k", "v"), "write under a 256 MiB address-space limit")
+        r = run_limited(s, "read", "k")
+        check(r.rc == 0 and r.out == b"v", "read under the limit", repr(r))
+        expect_ok(run_limited(s, "write", "big", input=os.urandom(40 << 20)),
+                  "a 40 MiB value streamed in under the limit (the file outgrows a smaller map)")
+        for cmd in (["info"], ["list"], ["check"], ["compact"], ["metadata", "big"]):
+            expect_ok(run_limited(s, *cmd), "%s under the limit" % cmd[0])
+        r = run_limited(s, "read", "big")
+        check(r.rc == 0 and len(r.out) == 40 << 20, "the 40 MiB value reads back under the limit",
+              repr(r)[:200])
+
+
 GROUPS = {
     "basic": group_basic,
     "damage": group_damage,
@@ -2001,6 +2043,7 @@ GROUPS = {
     "hostile": group_hostile,
     "server": group_server,
     "fullfs": group_fullfs,
+    "aslimit": group_aslimit,
 }
 
 
