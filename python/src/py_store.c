@@ -10,6 +10,7 @@
  */
 #include "py_simdr.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,6 +176,43 @@ static int locked_by_this_process(const char *path) {
     return mine;
 }
 
+/* path made absolute against the current directory (PyMem_RawMalloc'd;
+ * NULL: no memory). A path already absolute, or one whose directory cannot be
+ * told (getcwd fails: the current directory was removed), is kept as it is. */
+static char *absolute_path(const char *path) {
+    size_t len = strlen(path);
+    char *cwd = NULL;
+    if (path[0] != '/' && path[0] != '\0') {
+        size_t cap = 4096;
+        for (;;) {
+            char *grown = PyMem_RawRealloc(cwd, cap);
+            if (!grown) {
+                PyMem_RawFree(cwd);
+                return NULL;
+            }
+            cwd = grown;
+            if (getcwd(cwd, cap)) break;
+            if (errno != ERANGE) {
+                PyMem_RawFree(cwd);
+                cwd = NULL;
+                break;
+            }
+            cap *= 2;
+        }
+    }
+    size_t cwd_len = cwd ? strlen(cwd) : 0;
+    char *out = PyMem_RawMalloc(cwd_len + 1 + len + 1);
+    if (out) {
+        if (cwd)
+            snprintf(out, cwd_len + 1 + len + 1, "%s%s%s", cwd,
+                     cwd_len && cwd[cwd_len - 1] == '/' ? "" : "/", path);
+        else
+            memcpy(out, path, len + 1);
+    }
+    PyMem_RawFree(cwd);
+    return out;
+}
+
 static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"path", "readonly", "create", "durability", "layout",
                              "repair", "salvage", "use_hint", "verify_reads", "append_mode",
@@ -218,18 +256,31 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     }
     simdr_store *store = NULL;
     int rc;
-    const char *cpath = PyBytes_AS_STRING(encoded);
+    /* The engine names the store's files (the compacted file, the side file,
+     * a saved torn tail, the file a refresh looks for) from the path it is
+     * given, each time: a relative path would name files in whatever
+     * directory an os.chdir made current since. It gets the absolute path. */
+    char *absolute = absolute_path(PyBytes_AS_STRING(encoded));
+    if (!absolute) {
+        Py_DECREF(encoded);
+        Py_DECREF(fs_path);
+        PyErr_NoMemory();
+        return -1;
+    }
+    const char *cpath = absolute;
     Py_BEGIN_ALLOW_THREADS
     rc = simdr_open(&store, cpath, &opts);
     Py_END_ALLOW_THREADS
     if (rc == SIMDR_ELOCKED && !readonly && locked_by_this_process(cpath)) {
         pysimdr_raise_message(rc, "%s: already open for writing in this process (a DataStore "
                                   "on this file is not closed yet: close it, or use it)",
-                              cpath);
+                              PyBytes_AS_STRING(encoded));
+        PyMem_RawFree(absolute);
         Py_DECREF(encoded);
         Py_DECREF(fs_path);
         return -1;
     }
+    PyMem_RawFree(absolute);
     Py_DECREF(encoded);
     if (rc != SIMDR_OK) {
         Py_DECREF(fs_path);
