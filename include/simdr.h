@@ -243,6 +243,10 @@ SIMDR_API void simdr_options_init(simdr_options *opts);
  * with setrlimit() after the last simdr_open() is not seen: such a write
  * then raises SIGXFSZ unless the program ignores it (the kernel then gives
  * EFBIG, reported as SIMDR_ENOSPC).
+ * The store keeps path and names its side file, its compacted file and a
+ * saved torn tail from it, and a refresh looks for a replaced file there: a
+ * relative path is read against the current directory each time, so a
+ * program that calls chdir() while the store is open passes an absolute path.
  * Errors: SIMDR_EINVAL, SIMDR_ENOENT, SIMDR_EACCES, SIMDR_ELOCKED,
  * SIMDR_ENOTSTORE (never modified), SIMDR_ECORRUPT (damage that is not a torn
  * tail: a valid newest entry behind which the chain breaks; never modified;
