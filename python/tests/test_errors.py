@@ -203,6 +203,15 @@ def test_second_writable_open_in_this_process_says_so(store_path):
     simdr.open(store_path).close()
 
 
+def test_create_in_a_missing_directory_names_the_directory(tmp_path):
+    # "no such file" is what creating a store is meant to cure: the
+    # directory is what is missing.
+    with pytest.raises(simdr.StoreNotFoundError, match="directory"):
+        simdr.open(tmp_path / "missing" / "x.bin")
+    with pytest.raises(simdr.StoreNotFoundError, match="no such file"):
+        simdr.open(tmp_path / "x.bin", create=False)
+
+
 def test_directory_path(tmp_path):
     with pytest.raises(simdr.Error):
         simdr.open(tmp_path)
