@@ -206,6 +206,9 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     }
     if (s->fd < 0) {
         int err = errno;
+        if (err == ENOENT && opts->open_mode == SIMDR_OPEN_CREATE)
+            return open_fail(s, simdr__fail(SIMDR_ENOENT, "%s: no such directory to create it in",
+                                            path));
         if (err == ENOENT)
             return open_fail(s, simdr__fail(SIMDR_ENOENT, "%s: no such file", path));
         if (err == EISDIR)
