@@ -1236,8 +1236,33 @@ def list_names(store):
     return {e["key"]: e["key_hash"] for e in rows if "key" in e}, len(rows)
 
 
+def append_tombstone(store, key_hash_hex):
+    """Deletes a key the way another program would (the Rust crate, the Python
+    binding): a tombstone appended after the store was closed, no name touched."""
+    import zlib
+    size = os.path.getsize(store)
+    with open(store, "ab") as f:
+        f.write(b"\x00" + struct.pack("<QQI", int(key_hash_hex, 16), size, zlib.crc32(b"\x00")))
+
+
 def group_names():
     with TempDir() as d:
+        # A name whose key another program deleted is kept by list and export
+        # out of sight; compact drops it, or it would stay in the file for ever.
+        s = os.path.join(d, "orphan.bin")
+        expect_ok(run(s, "write", "gone", "value", "-q"), "write a key to be deleted elsewhere")
+        expect_ok(run(s, "write", "kept", "value", "-q"), "and one that stays")
+        meta = json.loads(run(s, "metadata", "gone", "--json").out)
+        append_tombstone(s, meta["key_hash"])
+        info = json.loads(run(s, "info", "--json").out)
+        check(info["active_entries"] == 1 and info["name_records"] == 2 and info["named_entries"] == 1,
+              "a key deleted by another program leaves its name record behind", repr(info))
+        expect_ok(run(s, "compact", "-q"), "compact")
+        info = json.loads(run(s, "info", "--json").out)
+        check(info["name_records"] == 1 and info["named_entries"] == 1,
+              "compact drops the name record of a key no longer stored", repr(info))
+        names, n = list_names(s)
+        check(list(names) == ["kept"] and n == 1, "... and keeps the names of live keys", repr(names))
         # A stored name that cannot be a file name is reported by its whole
         # bytes, escaped as list shows them: cut at a zero byte, 'a\x00b'
         # would read as the key 'a', which may well exist and export fine.
