@@ -144,6 +144,9 @@ int cli_names_find(const struct cli_names *n, uint64_t hash, const void **name, 
 uint64_t cli_names_records(const struct cli_names *n);
 /* How many of the named keys are live. */
 uint64_t cli_names_live(const struct cli_names *n, simdr_store *st);
+/* Deletes the name records of keys no longer stored (deleted by another
+ * program), so a compaction drops them; *dropped gets how many. */
+int cli_names_drop_orphans(simdr_store *st, uint64_t *dropped);
 /* Walks the names: start with *cursor = 0; 0 at the end. */
 int cli_names_each(const struct cli_names *n, size_t *cursor, uint64_t *hash, const void **name,
                    size_t *len);

@@ -20,7 +20,12 @@ int cmd_compact(const struct cli_args *a) {
     int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_EXISTING, &st);
     if (ret != CLI_OK)
         return ret;
-    uint64_t before = simdr_file_size(st);
+    uint64_t before = simdr_file_size(st), orphans = 0;
+    /* Names of keys another program deleted: list and export pass over them,
+     * and only the tool deletes them, so they go before the compaction. */
+    int nrc = cli_names_drop_orphans(st, &orphans);
+    if (nrc != SIMDR_OK)
+        cli_fail_simdr(nrc, "%s: dropping the names of deleted keys (compacting anyway)", fq);
     char label[600];
     snprintf(label, sizeof label, "compacting %s", fq);
     /* The library reports no progress; the new file it writes beside the

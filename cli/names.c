@@ -316,3 +316,35 @@ void cli_names_free(struct cli_names *n) {
     free(n->slots);
     free(n);
 }
+
+int cli_names_drop_orphans(simdr_store *st, uint64_t *dropped) {
+    *dropped = 0;
+    struct cli_names *n = NULL;
+    int rc = cli_names_load(st, &n);
+    if (rc != SIMDR_OK)
+        return rc;
+    size_t count = 0;
+    unsigned char(*name_keys)[CLI_NAME_KEY_LEN] = calloc(n->used + 1, sizeof *name_keys);
+    simdr_key *keys = calloc(n->used + 1, sizeof *keys);
+    if (!name_keys || !keys)
+        rc = SIMDR_ENOMEM;
+    for (size_t i = 0; rc == SIMDR_OK && i < n->cap; i++) {
+        simdr_entry *e = NULL;
+        /* only a key that is gone: a damaged value is still a live key */
+        if (n->slots[i].record && simdr_get_hashed(st, n->slots[i].hash, &e) == SIMDR_NOTFOUND) {
+            cli_name_key(n->slots[i].hash, name_keys[count]);
+            keys[count].key = name_keys[count];
+            keys[count].key_len = CLI_NAME_KEY_LEN;
+            count++;
+        }
+        simdr_entry_release(e);
+    }
+    size_t deleted = 0;
+    if (rc == SIMDR_OK && count > 0)
+        rc = simdr_delete_batch(st, keys, count, &deleted, NULL);
+    *dropped = deleted;
+    free(keys);
+    free(name_keys);
+    cli_names_free(n);
+    return rc;
+}
