@@ -32,7 +32,7 @@ int cmd_compact(const struct cli_args *a) {
      * store grows to the size the compaction will leave, so its size over
      * that is the share done. */
     char watch[4200];
-    snprintf(watch, sizeof watch, "%s.compact", a->store_path);
+    snprintf(watch, sizeof watch, "%s.compact", simdr_path(st)); /* a link's target */
     struct cli_ticker *t =
         cli_ticker_start_file(label, watch, before - simdr_compaction_savings(st));
     int rc = simdr_compact(st);

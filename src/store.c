@@ -217,6 +217,20 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     }
     int rc = check_file_type(s);
     if (rc != SIMDR_OK) return open_fail(s, rc);
+    /* Opened through a symbolic link (data.bin -> disk2/data.bin): the files
+     * named from the path (the side file, the compacted file renamed over
+     * the store, a saved torn tail, what a refresh looks for) go by the file
+     * the link names, or compaction would replace the link with a new store
+     * and leave the old one behind. */
+    struct stat link_st;
+    if (lstat(path, &link_st) == 0 && S_ISLNK(link_st.st_mode)) {
+        char *target = realpath(path, NULL);
+        if (target) {
+            free(s->path);
+            s->path = target;
+        }
+    }
+    path = s->path;
     simdr__io_note_fsize_limit();
     if (!s->readonly && flock(s->fd, LOCK_EX | LOCK_NB) != 0) {
         int err = errno;
