@@ -100,6 +100,8 @@ int cli_usage_error(const char *fmt, ...)
 #endif
     ;
 void cli_quote(char *dst, size_t cap, const char *src);
+/* The same for len bytes that may hold zero bytes (keys read from a store). */
+void cli_quote_bytes(char *dst, size_t cap, const void *src, size_t len);
 void cli_format_bytes(char *dst, size_t cap, uint64_t bytes);
 void cli_out_json_string(const void *s, size_t len);
 void cli_out_hex(const void *s, size_t len);
@@ -125,6 +127,9 @@ void cli_name_key(uint64_t key_hash, unsigned char out[CLI_NAME_KEY_LEN]);
 /* 1 if e is a name record (then its named key hash and name bytes). */
 int cli_name_record_parse(const simdr_entry *e, uint64_t *named_hash, const void **name,
                           size_t *name_len);
+/* 1 if e is a record simdr-server wrote (docs/FORMAT.md, "Server records")
+ * stored in one of its key's slots; then that key's bytes. Holes are not. */
+int cli_server_record_key(const simdr_entry *e, const void **key, size_t *key_len);
 /* Writes key's name record unless the same one is already stored. */
 int cli_name_put(simdr_store *st, const void *key, size_t len);
 /* Stores value and key's name record in one append. */
@@ -139,6 +144,9 @@ int cli_names_find(const struct cli_names *n, uint64_t hash, const void **name, 
 uint64_t cli_names_records(const struct cli_names *n);
 /* How many of the named keys are live. */
 uint64_t cli_names_live(const struct cli_names *n, simdr_store *st);
+/* Deletes the name records of keys no longer stored (deleted by another
+ * program), so a compaction drops them; *dropped gets how many. */
+int cli_names_drop_orphans(simdr_store *st, uint64_t *dropped);
 /* Walks the names: start with *cursor = 0; 0 at the end. */
 int cli_names_each(const struct cli_names *n, size_t *cursor, uint64_t *hash, const void **name,
                    size_t *len);

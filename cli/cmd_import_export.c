@@ -298,13 +298,6 @@ int cmd_import(const struct cli_args *a) {
         }
         char q[512];
         cli_quote(q, sizeof q, l.rel[i]);
-        if (l.size[i] == 0) {
-            /* The format cannot hold an empty value (it would read as a
-             * delete); an empty file is a normal thing to find in a tree. */
-            cli_err("import: skipping %s: empty file (an empty value cannot be stored)", q);
-            empty++;
-            continue;
-        }
         int fd = open_import_file(rootfd, l.rel[i]);
         if (fd < 0) {
             cli_err("import: cannot open %s: %s", q,
@@ -323,6 +316,15 @@ int cmd_import(const struct cli_args *a) {
         if (rc == SIMDR_OK) {
             imported++;
             bytes += got; /* what was stored, even if the file changed size meanwhile */
+            continue;
+        }
+        if (rc == SIMDR_EINVAL && got == 0 && !read_errno) {
+            /* The format cannot hold an empty value (it would read as a
+             * delete); an empty file is a normal thing to find in a tree.
+             * Empty means nothing to read, not a size of 0: procfs files
+             * say 0 and hold bytes. */
+            cli_err("import: skipping %s: empty file (an empty value cannot be stored)", q);
+            empty++;
             continue;
         }
         failed++;
@@ -647,7 +649,7 @@ static int named_keys(simdr_store *st, const char *fq, struct cli_key **keys, in
         const char *why = unsafe_path_reason(copy, len);
         if (why) {
             char q[512];
-            cli_quote(q, sizeof q, (const char *)copy);
+            cli_quote_bytes(q, sizeof q, copy, len);
             cli_err("export: key %s cannot be used as a file name: %s; not exported", q, why);
             (*failed)++;
             free(copy);

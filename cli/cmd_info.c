@@ -259,6 +259,8 @@ int cmd_list(const struct cli_args *a) {
         if (cli_name_record_parse(e, &named_hash, &name, &nlen))
             continue;
         int has_name = cli_names_find(names, h, &name, &nlen);
+        int from_server = !has_name && cli_server_record_key(e, &name, &nlen);
+        has_name |= from_server;
         if (a->json) {
             cli_out_printf("%s\n{\"key_hash\":\"%016" PRIx64 "\",\"offset\":%" PRIu64
                            ",\"size\":%" PRIu64,
@@ -269,6 +271,8 @@ int cmd_list(const struct cli_args *a) {
                 cli_out_write(",\"key_hex\":\"", 12);
                 cli_out_hex(name, nlen);
                 cli_out_write("\"", 1);
+                if (from_server)
+                    cli_out_printf(",\"name_source\":\"server record\"");
             }
             cli_out_write("}", 1);
         } else {

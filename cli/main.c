@@ -66,7 +66,8 @@ static const struct command commands[] = {
      "Exit 0 only if the file is sound. Example: simd-r-drive data.bin check\n"},
     {"list", "dump", cmd_list, 0, 0, CLI_OPT_JSON, "list [--json]",
      "One line per live entry, newest first: key hash (hex), payload offset, size, and\n"
-     "the key's name when it was written by this tool. Alias: dump.\n"
+     "the key's name when it was written by this tool (in a store simdr-server wrote, the\n"
+     "key its record carries). Alias: dump.\n"
      "Example: simd-r-drive data.bin list\n"},
     {"import", NULL, cmd_import, 1, 1, NEW_STORE_OPTS, "import DIR [--layout aligned64|unaligned]",
      "Stores every regular file under DIR (recursively, symlinks not followed; FIFOs,\n"

@@ -58,6 +58,54 @@ int cli_name_record_parse(const simdr_entry *e, uint64_t *named_hash, const void
     return 1;
 }
 
+/* simdr-server's records (docs/FORMAT.md, "Server records"): a 16-byte
+ * header, "SR", version 1, flags, the key's length (u32 LE) and its expiry,
+ * then the key and the value. A record of key K sits under the hash of K
+ * (slot 0) or, when another key holds that slot, of K || FF "slot" n
+ * (slot n, 1..15). */
+#define SERVER_HEADER 16
+#define SERVER_FLAG_HOLE 0x02
+#define SERVER_SLOTS 16
+static const unsigned char SERVER_SLOT_TAG[5] = {0xff, 's', 'l', 'o', 't'};
+
+/* 1 when hash is the hash of one of key's slots. */
+static int server_slot_of(uint64_t hash, const unsigned char *key, size_t len) {
+    if (simdr_hash_key(key, len) == hash)
+        return 1;
+    unsigned char *probe = malloc(len + sizeof SERVER_SLOT_TAG + 1);
+    if (!probe)
+        return 0; /* the entry just goes unnamed */
+    memcpy(probe, key, len);
+    memcpy(probe + len, SERVER_SLOT_TAG, sizeof SERVER_SLOT_TAG);
+    int found = 0;
+    for (int n = 1; n < SERVER_SLOTS && !found; n++) {
+        probe[len + sizeof SERVER_SLOT_TAG] = (unsigned char)n;
+        found = simdr_hash_key(probe, len + sizeof SERVER_SLOT_TAG + 1) == hash;
+    }
+    free(probe);
+    return found;
+}
+
+int cli_server_record_key(const simdr_entry *e, const void **key, size_t *key_len) {
+    uint64_t size = simdr_entry_size(e);
+    if (size < SERVER_HEADER)
+        return 0;
+    const unsigned char *p = simdr_entry_data(e);
+    if (p[0] != 'S' || p[1] != 'R' || p[2] != 1 || (p[3] & ~0x03) || (p[3] & SERVER_FLAG_HOLE))
+        return 0;
+    uint64_t len = (uint64_t)p[4] | (uint64_t)p[5] << 8 | (uint64_t)p[6] << 16 |
+                   (uint64_t)p[7] << 24;
+    if (len > size - SERVER_HEADER)
+        return 0;
+    /* The entry must sit in one of the key's slots, so a value that merely
+     * begins like a record of some other key is never named after it. */
+    if (!server_slot_of(simdr_entry_key_hash(e), p + SERVER_HEADER, (size_t)len))
+        return 0;
+    *key = p + SERVER_HEADER;
+    *key_len = (size_t)len;
+    return 1;
+}
+
 /* The name record's value for key, in a new buffer (NULL: out of memory). */
 static unsigned char *name_value(const void *key, size_t len, size_t *vlen) {
     unsigned char *v = malloc(NAME_HEADER + len);
@@ -267,4 +315,36 @@ void cli_names_free(struct cli_names *n) {
         simdr_entry_release(n->slots[i].record);
     free(n->slots);
     free(n);
+}
+
+int cli_names_drop_orphans(simdr_store *st, uint64_t *dropped) {
+    *dropped = 0;
+    struct cli_names *n = NULL;
+    int rc = cli_names_load(st, &n);
+    if (rc != SIMDR_OK)
+        return rc;
+    size_t count = 0;
+    unsigned char(*name_keys)[CLI_NAME_KEY_LEN] = calloc(n->used + 1, sizeof *name_keys);
+    simdr_key *keys = calloc(n->used + 1, sizeof *keys);
+    if (!name_keys || !keys)
+        rc = SIMDR_ENOMEM;
+    for (size_t i = 0; rc == SIMDR_OK && i < n->cap; i++) {
+        simdr_entry *e = NULL;
+        /* only a key that is gone: a damaged value is still a live key */
+        if (n->slots[i].record && simdr_get_hashed(st, n->slots[i].hash, &e) == SIMDR_NOTFOUND) {
+            cli_name_key(n->slots[i].hash, name_keys[count]);
+            keys[count].key = name_keys[count];
+            keys[count].key_len = CLI_NAME_KEY_LEN;
+            count++;
+        }
+        simdr_entry_release(e);
+    }
+    size_t deleted = 0;
+    if (rc == SIMDR_OK && count > 0)
+        rc = simdr_delete_batch(st, keys, count, &deleted, NULL);
+    *dropped = deleted;
+    free(keys);
+    free(name_keys);
+    cli_names_free(n);
+    return rc;
 }

@@ -8,6 +8,7 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,9 +47,70 @@ static void set_label(char *dst, size_t cap, const char *label) {
         return;
     }
     /* keep the end: for paths the file name is the informative part */
+    const char *end = label + n - (cap - 4);
+    while ((*end & 0xc0) == 0x80) /* not from the middle of a UTF-8 character */
+        end++;
     memcpy(dst, "...", 3);
-    memcpy(dst + 3, label + n - (cap - 4), cap - 4);
-    dst[cap - 1] = '\0';
+    memcpy(dst + 3, end, strlen(end) + 1);
+}
+
+/* Columns of the terminal on stderr (asked at each draw, so a resized window
+ * is followed); 80 when it does not say. */
+static int term_columns(void) {
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        return ws.ws_col;
+    return 80;
+}
+
+#define BAR_MIN_WIDTH 10
+#define LABEL_MIN_WIDTH 8
+
+/*
+ * Draws one progress line that fits the terminal: a line wider than the
+ * window wraps, and the carriage return of the next redraw goes back to its
+ * last row only, leaving a row behind at every redraw. The parts go in this
+ * order as room runs out: the full figures, then the secondary ones (stats[1]
+ * drops the rate or the time), a narrower bar, the bar, the figures but the
+ * first (stats[2]), the label's start (its end names the file or key), the
+ * label. frac < 0: no bar. Lengths count bytes, never fewer than the
+ * columns UTF-8 text takes.
+ */
+static void draw_fitted(const char *label, double frac, const char *const stats[3]) {
+    int room = term_columns() - 1; /* the last column would wrap on some terminals */
+    int lab = (int)strlen(label);
+    char line[512];
+    line[0] = '\0';
+    for (int i = 0; i < 3 && !line[0]; i++) {
+        int st = (int)strlen(stats[i]);
+        int bar = room - lab - st - 4; /* label " [" bar "] " stats */
+        if (bar > BAR_WIDTH)
+            bar = BAR_WIDTH;
+        if (frac >= 0 && bar >= BAR_MIN_WIDTH) {
+            char b[BAR_WIDTH + 1];
+            int fill = (int)(frac * bar);
+            for (int k = 0; k < bar; k++)
+                b[k] = k < fill ? '#' : '-';
+            b[bar] = '\0';
+            snprintf(line, sizeof line, "%s [%s] %s", label, b, stats[i]);
+        } else if (lab + 1 + st <= room && (frac < 0 || i == 2)) {
+            snprintf(line, sizeof line, "%s %s", label, stats[i]);
+        }
+    }
+    if (!line[0]) {
+        int st = (int)strlen(stats[2]);
+        int keep = room - st - 1 - 3; /* "..." label end, " ", stats */
+        if (keep >= LABEL_MIN_WIDTH) {
+            const char *end = label + lab - keep;
+            while ((*end & 0xc0) == 0x80) /* not in the middle of a UTF-8 character */
+                end++;
+            snprintf(line, sizeof line, "...%s %s", end, stats[2]);
+        } else if (st <= room) {
+            snprintf(line, sizeof line, "%s", stats[2]);
+        }
+    }
+    fprintf(stderr, "\r\033[K%s", line);
+    fflush(stderr);
 }
 
 struct cli_progress *cli_progress_start(const char *label, uint64_t total, uint64_t min_bytes) {
@@ -99,18 +161,20 @@ void cli_progress_update(struct cli_progress *p, uint64_t done) {
     }
     if (p->total) {
         uint64_t shown = done > p->total ? p->total : done;
-        int fill = (int)((double)shown / (double)p->total * BAR_WIDTH);
         int pct = (int)((double)shown * 100.0 / (double)p->total);
-        char bar[BAR_WIDTH + 1];
-        for (int i = 0; i < BAR_WIDTH; i++)
-            bar[i] = i < fill ? '#' : '-';
-        bar[BAR_WIDTH] = '\0';
+        char full[128], figures[96], percent[8];
         cli_format_bytes(tot, sizeof tot, p->total);
-        fprintf(stderr, "\r\033[K%s [%s] %3d%% %s / %s%s", p->label, bar, pct, d, tot, rate);
+        snprintf(full, sizeof full, "%3d%% %s / %s%s", pct, d, tot, rate);
+        snprintf(figures, sizeof figures, "%3d%% %s / %s", pct, d, tot);
+        snprintf(percent, sizeof percent, "%3d%%", pct);
+        const char *stats[3] = {full, figures, percent};
+        draw_fitted(p->label, (double)shown / (double)p->total, stats);
     } else {
-        fprintf(stderr, "\r\033[K%s %s%s", p->label, d, rate);
+        char full[96];
+        snprintf(full, sizeof full, "%s%s", d, rate);
+        const char *stats[3] = {full, d, d};
+        draw_fitted(p->label, -1, stats);
     }
-    fflush(stderr);
 }
 
 void cli_progress_end(struct cli_progress *p) {
@@ -160,16 +224,17 @@ static void ticker_draw(struct cli_ticker *t, unsigned frame) {
             uint64_t done = (uint64_t)sb.st_size < t->expected ? (uint64_t)sb.st_size : t->expected;
             t->last_pct = (int)((double)done * 100.0 / (double)t->expected);
         }
-        int fill = t->last_pct * BAR_WIDTH / 100;
-        char bar[BAR_WIDTH + 1];
-        for (int i = 0; i < BAR_WIDTH; i++)
-            bar[i] = i < fill ? '#' : '-';
-        bar[BAR_WIDTH] = '\0';
-        fprintf(stderr, "\r\033[K%s [%s] %3d%% %.1fs", t->label, bar, t->last_pct, secs);
+        char full[48], percent[8];
+        snprintf(full, sizeof full, "%3d%% %.1fs", t->last_pct, secs);
+        snprintf(percent, sizeof percent, "%3d%%", t->last_pct);
+        const char *stats[3] = {full, percent, percent};
+        draw_fitted(t->label, t->last_pct / 100.0, stats);
     } else {
-        fprintf(stderr, "\r\033[K%s %c %.1fs", t->label, spin[frame % 4], secs);
+        char full[48], spinner[2] = {spin[frame % 4], '\0'};
+        snprintf(full, sizeof full, "%c %.1fs", spin[frame % 4], secs);
+        const char *stats[3] = {full, spinner, spinner};
+        draw_fitted(t->label, -1, stats);
     }
-    fflush(stderr);
 }
 
 static void *ticker_main(void *arg) {

@@ -197,7 +197,9 @@ static size_t shown_as_is(const unsigned char *s, size_t n);
 /* 'text' with control bytes, C1 controls and bytes that are not UTF-8 shown
  * as \xNN, so a key or path with odd bytes cannot garble the terminal.
  * Truncated with "..." if longer than cap. */
-void cli_quote(char *dst, size_t cap, const char *src) {
+void cli_quote(char *dst, size_t cap, const char *src) { cli_quote_bytes(dst, cap, src, strlen(src)); }
+
+void cli_quote_bytes(char *dst, size_t cap, const void *src, size_t len) {
     static const char hex[] = "0123456789abcdef";
     size_t o = 0;
     if (cap < 8) {
@@ -206,8 +208,8 @@ void cli_quote(char *dst, size_t cap, const char *src) {
         return;
     }
     dst[o++] = '\'';
-    const unsigned char *s = (const unsigned char *)src;
-    size_t left = strlen(src);
+    const unsigned char *s = src;
+    size_t left = len;
     while (left > 0) {
         size_t n = shown_as_is(s, left);
         if (o + 8 + n >= cap) {
@@ -372,6 +374,10 @@ const char *cli_layout_name(int layout) {
 static int check_store_path(const char *path, const char *q, int mode, int *exists) {
     struct stat sb;
     *exists = 0;
+    if (!*path) {
+        cli_err("cannot open %s: the path is empty", q);
+        return CLI_FAIL;
+    }
     if (stat(path, &sb) == 0) {
         *exists = 1;
         if (S_ISDIR(sb.st_mode)) {

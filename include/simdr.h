@@ -243,6 +243,12 @@ SIMDR_API void simdr_options_init(simdr_options *opts);
  * with setrlimit() after the last simdr_open() is not seen: such a write
  * then raises SIGXFSZ unless the program ignores it (the kernel then gives
  * EFBIG, reported as SIMDR_ENOSPC).
+ * The store keeps path and names its side file, its compacted file and a
+ * saved torn tail from it, and a refresh looks for a replaced file there: a
+ * relative path is read against the current directory each time, so a
+ * program that calls chdir() while the store is open passes an absolute path.
+ * A path that is a symbolic link is replaced by the file it names, so that a
+ * compaction replaces that file, not the link.
  * Errors: SIMDR_EINVAL, SIMDR_ENOENT, SIMDR_EACCES, SIMDR_ELOCKED,
  * SIMDR_ENOTSTORE (never modified), SIMDR_ECORRUPT (damage that is not a torn
  * tail: a valid newest entry behind which the chain breaks; never modified;
@@ -617,7 +623,9 @@ SIMDR_API uint64_t simdr_file_size(simdr_store *store);
 SIMDR_API uint64_t simdr_compaction_savings(simdr_store *store);
 /** The layout of the file (detected for existing files). */
 SIMDR_API int simdr_layout_of(simdr_store *store);
-/** The path the store was opened with. Valid until simdr_close(). */
+/** The path the store was opened with (for a symbolic link, the path of the
+ *  file it names: the store's other files and its compaction go by that
+ *  file). Valid until simdr_close(). */
 SIMDR_API const char *simdr_path(simdr_store *store);
 /** Bytes the in-memory index occupies now. */
 SIMDR_API uint64_t simdr_index_bytes(simdr_store *store);

@@ -53,13 +53,26 @@ int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *
         return simdr__fail(simdr__errno_status(err), "%s: opening the file again to map it: %s",
                            path, strerror(err));
     }
-    void *p = simdr__io.mmap(NULL, (size_t)m->len, PROT_READ, MAP_SHARED, map_fd >= 0 ? map_fd : fd, 0);
+    int map_from = map_fd >= 0 ? map_fd : fd;
+    void *p = simdr__io.mmap(NULL, (size_t)m->len, PROT_READ, MAP_SHARED, map_from, 0);
+    /* Under an address-space limit (ulimit -v) the reservation may not fit:
+     * it is halved down to the file's own size. A map the file outgrows
+     * sooner only means a new map sooner (view.c). */
+    uint64_t need = (file_size + RESERVE_GRANULE - 1) & ~(RESERVE_GRANULE - 1);
+    if (need == 0) need = RESERVE_GRANULE;
+    while (p == MAP_FAILED && errno == ENOMEM && m->len > need) {
+        uint64_t half = ((m->len / 2) + RESERVE_GRANULE - 1) & ~(RESERVE_GRANULE - 1);
+        m->len = half > need ? half : need;
+        p = simdr__io.mmap(NULL, (size_t)m->len, PROT_READ, MAP_SHARED, map_from, 0);
+    }
     if (map_fd >= 0) close(map_fd);
     if (p == MAP_FAILED) {
         int err = errno;
+        unsigned long long reserved = (unsigned long long)m->len;
         free(m);
-        return simdr__fail(err == ENOMEM ? SIMDR_ENOMEM : SIMDR_EIO, "%s: mmap of %llu bytes: %s",
-                           path, (unsigned long long)file_size, strerror(err));
+        return simdr__fail(err == ENOMEM ? SIMDR_ENOMEM : SIMDR_EIO,
+                           "%s: mapping a file of %llu bytes (%llu bytes of address space): %s",
+                           path, (unsigned long long)file_size, reserved, strerror(err));
     }
     m->base = p;
     m->populated = 0;

@@ -303,14 +303,21 @@ static int one_flush_fs(int side_fd, int store_fd) {
 #endif
 }
 
-/* The page's blocks allocated on the device before the writer maps it: a
- * store through a shared map into a hole must allocate, and on a full file
- * system that fails as SIGBUS in whichever thread stores, where a system
- * call fails as ENOSPC. A file system without fallocate gets the page
- * written back as it is, which allocates it the same way. */
-static int allocate_page(int fd) {
-    if (simdr__io.fallocate(fd, 0, 0, SIDE_BYTES) == 0) return 0;
-    if (errno != EOPNOTSUPP && errno != ENOSYS) return -1;
+/*
+ * Gives the page its disk blocks before it is stored into through the map: a
+ * page sized by ftruncate alone is a hole, and a store into a hole the file
+ * system cannot fill (a full disk) raises SIGBUS instead of failing. fallocate
+ * does it (nothing to do for a page already written); a file system without
+ * it gets the page's bytes written back with pwrite, which fails with ENOSPC
+ * where the store would fault. -1 with errno when the page has no blocks.
+ */
+static int side_allocate(int fd) {
+    for (;;) {
+        if (simdr__io.fallocate(fd, 0, 0, SIDE_BYTES) == 0) return 0;
+        if (errno == EINTR) continue;
+        if (errno != EOPNOTSUPP && errno != ENOSYS) return -1;
+        break;
+    }
     uint8_t page[SIDE_BYTES];
     if (simdr__pread_all(fd, page, SIDE_BYTES, 0) != 0) return -1;
     return simdr__pwrite_all(fd, page, SIDE_BYTES, 0);
@@ -329,7 +336,7 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
     if (fd >= 0 && flock(fd, LOCK_EX) == 0 && simdr__io.fstat(fd, &st) == 0) {
         created = st.st_size == 0;
         if ((st.st_size == SIDE_BYTES || simdr__ftruncate(fd, SIDE_BYTES) == 0) &&
-            allocate_page(fd) == 0)
+            side_allocate(fd) == 0)
             sd = map_side(fd, 1);
     }
     if (sd) sd->one_flush = one_flush_fs(fd, store_fd);

@@ -217,7 +217,8 @@ static int check_file_type(simdr_store *s) {
 }
 
 SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_options *opts) {
-    if (!out || !path || !*path) return simdr__fail(SIMDR_EINVAL, "simdr_open: NULL argument");
+    if (!out || !path) return simdr__fail(SIMDR_EINVAL, "simdr_open: NULL argument");
+    if (!*path) return simdr__fail(SIMDR_EINVAL, "simdr_open: empty path");
     *out = NULL;
     simdr_options defaults;
     if (!opts) {
@@ -278,6 +279,9 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     }
     if (s->fd < 0) {
         int err = errno;
+        if (err == ENOENT && opts->open_mode == SIMDR_OPEN_CREATE)
+            return open_fail(s, simdr__fail(SIMDR_ENOENT, "%s: no such directory to create it in",
+                                            path));
         if (err == ENOENT)
             return open_fail(s, simdr__fail(SIMDR_ENOENT, "%s: no such file", path));
         if (err == EISDIR)
@@ -286,6 +290,20 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     }
     int rc = check_file_type(s);
     if (rc != SIMDR_OK) return open_fail(s, rc);
+    /* Opened through a symbolic link (data.bin -> disk2/data.bin): the files
+     * named from the path (the side file, the compacted file renamed over
+     * the store, a saved torn tail, what a refresh looks for) go by the file
+     * the link names, or compaction would replace the link with a new store
+     * and leave the old one behind. */
+    struct stat link_st;
+    if (lstat(path, &link_st) == 0 && S_ISLNK(link_st.st_mode)) {
+        char *target = realpath(path, NULL);
+        if (target) {
+            free(s->path);
+            s->path = target;
+        }
+    }
+    path = s->path;
     simdr__io_note_fsize_limit();
     if (!s->readonly && flock(s->fd, LOCK_EX | LOCK_NB) != 0) {
         int err = errno;

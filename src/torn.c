@@ -4,7 +4,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -24,6 +26,19 @@ static uint64_t end_without_zeros(const uint8_t *base, uint64_t from, uint64_t t
     return end;
 }
 
+/* "<path><suffix>" with the store's file name shortened as much as the
+ * suffix needs to keep the name within NAME_MAX: a store named with 250 bytes
+ * would otherwise have no name for its saved tail, and a torn write could
+ * never be repaired. */
+static void saved_name(char *out, size_t cap, const char *path, const char *suffix) {
+    const char *slash = strrchr(path, '/');
+    size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;
+    size_t base_len = strlen(path) - dir_len, suffix_len = strlen(suffix);
+    if (base_len + suffix_len > NAME_MAX)
+        base_len = NAME_MAX > suffix_len ? NAME_MAX - suffix_len : 0;
+    snprintf(out, cap, "%.*s%.*s%s", (int)dir_len, path, (int)base_len, path + dir_len, suffix);
+}
+
 /* Copies the bytes about to be cut into "<path>.torn-<offset>[.N]" and makes
  * that file durable, so a repair never destroys anything silently. A
  * trailing zero run of UNSAVED_ZERO_RUN bytes or more is left out (nothing
@@ -35,11 +50,12 @@ int simdr__save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, ui
     char name[sizeof s->recovery.saved_path];
     int fd = -1;
     for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {
+        char suffix[48];
         if (attempt == 0)
-            snprintf(name, sizeof name, "%s.torn-%llu", s->path, (unsigned long long)from);
+            snprintf(suffix, sizeof suffix, ".torn-%llu", (unsigned long long)from);
         else
-            snprintf(name, sizeof name, "%s.torn-%llu.%d", s->path, (unsigned long long)from,
-                     attempt);
+            snprintf(suffix, sizeof suffix, ".torn-%llu.%d", (unsigned long long)from, attempt);
+        saved_name(name, sizeof name, s->path, suffix);
         fd = simdr__io.open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0 && errno != EEXIST) return simdr__fail_errno(errno, "saving torn tail", name);
     }

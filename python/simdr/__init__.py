@@ -30,7 +30,8 @@ the check, so a view of a large value costs no pass over it.
 Threads: a DataStore may be shared by any number of threads; the GIL is
 released during writes, batch reads, scans, compaction, and the copies and
 checks of large values.
-close() waits for calls running in other threads. Other processes may open
+close() waits for calls running in other threads (Ctrl-C interrupts the wait
+and leaves the store open). Other processes may open
 the same file read-only and call refresh() to see new entries.
 """
 

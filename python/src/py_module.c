@@ -5,6 +5,8 @@
  */
 #include "py_simdr.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 PyObject *PySimdr_Error, *PySimdr_ClosedError, *PySimdr_InvalidArgumentError;
@@ -97,6 +99,15 @@ int pysimdr_init_errors(PyObject *module) {
 PyObject *pysimdr_raise(int code) {
     const char *msg = simdr_last_error();
     if (!msg || !*msg) msg = simdr_strerror(code);
+    return pysimdr_raise_message(code, "%s", msg);
+}
+
+PyObject *pysimdr_raise_message(int code, const char *format, ...) {
+    char msg[4400];
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(msg, sizeof msg, format, ap);
+    va_end(ap);
     PyObject *type = error_type_for(code);
     PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "backslashreplace");
     if (!text) return NULL;
@@ -138,10 +149,46 @@ static int format_holds_objects(const char *format) {
  * one. An exporter that refuses to describe its format and shape is asked
  * again for its bytes alone.
  */
+/* 1 when obj exports its bytes only with strides (a numpy slice with a step,
+ * a Fortran-ordered array, memoryview(b)[::2]): they do not form one C-ordered
+ * run the engine could take. Leaves no exception set. */
+static int strided_only(PyObject *obj) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_STRIDES | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    int strided = !PyBuffer_IsContiguous(&view, 'C');
+    PyBuffer_Release(&view);
+    return strided;
+}
+
 int pysimdr_get_buffer(PyObject *obj, Py_buffer *view, const char *what) {
     if (PyObject_GetBuffer(obj, view, PyBUF_ND | PyBUF_FORMAT) < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_BufferError)) return -1;
-        PyErr_Clear();
+        /* The exporter's refusal of a strided buffer is a ValueError
+         * (numpy) or a BufferError (memoryview): either way the argument is
+         * of the wrong kind, a TypeError as for any other non-bytes. */
+        if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_ValueError))
+            return -1;
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (strided_only(obj)) {
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            PyErr_Format(PyExc_TypeError,
+                         "%s is a buffer whose bytes are not C-contiguous (a strided %.100s): "
+                         "pass bytes(x) or numpy.ascontiguousarray(x)",
+                         what, Py_TYPE(obj)->tp_name);
+            return -1;
+        }
+        if (!PyErr_GivenExceptionMatches(type, PyExc_BufferError)) {
+            PyErr_Restore(type, value, tb);
+            return -1;
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
         return PyObject_GetBuffer(obj, view, PyBUF_SIMPLE);
     }
     if (format_holds_objects(view->format)) {

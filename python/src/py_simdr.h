@@ -88,6 +88,12 @@ extern PyObject *PySimdr_Error, *PySimdr_ClosedError, *PySimdr_InvalidArgumentEr
 /* Raises the exception class for an engine status, with the thread's
  * simdr_last_error() text and the code in the `code` attribute. */
 PyObject *pysimdr_raise(int code);
+/* The same with a message of the binding's own (printf format). */
+PyObject *pysimdr_raise_message(int code, const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 int pysimdr_init_errors(PyObject *module);
 /* Builds the table of the binding's in-line CRC-32 (py_store.c). */
 void pysimdr_init_crc(void);

@@ -10,10 +10,16 @@
  */
 #include "py_simdr.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <time.h>
 
 /* The stores whose write_stream reader is running on this thread, innermost
  * first: a reader may stream into another store, whose reader may call back
@@ -139,6 +145,74 @@ static int parse_choice(PyObject *obj, const char *what, const char *a, int va, 
     return -1;
 }
 
+/*
+ * 1 if this process holds the write lock (flock) on the file at path: the
+ * engine's "locked by another process" is then wrong, and the usual cause is
+ * a DataStore of this process not closed yet (a notebook cell run again opens
+ * the file before the old object is dropped). Read from /proc/locks, whose
+ * FLOCK lines give the locking process and the file's device and inode; 0
+ * where it cannot be read.
+ */
+static int locked_by_this_process(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return 0;
+    FILE *f = fopen("/proc/locks", "re");
+    if (!f) return 0;
+    char line[256];
+    int mine = 0;
+    long pid = (long)getpid();
+    while (!mine && fgets(line, sizeof line, f)) {
+        char kind[16], mode[16];
+        long holder;
+        unsigned maj, min;
+        unsigned long long ino;
+        if (sscanf(line, "%*d: %15s %*s %15s %ld %x:%x:%llu", kind, mode, &holder, &maj, &min,
+                   &ino) == 6 &&
+            strcmp(kind, "FLOCK") == 0 && strcmp(mode, "WRITE") == 0 && holder == pid &&
+            maj == major(sb.st_dev) && min == minor(sb.st_dev) && ino == (unsigned long long)sb.st_ino)
+            mine = 1;
+    }
+    fclose(f);
+    return mine;
+}
+
+/* path made absolute against the current directory (PyMem_RawMalloc'd;
+ * NULL: no memory). A path already absolute, or one whose directory cannot be
+ * told (getcwd fails: the current directory was removed), is kept as it is. */
+static char *absolute_path(const char *path) {
+    size_t len = strlen(path);
+    char *cwd = NULL;
+    if (path[0] != '/' && path[0] != '\0') {
+        size_t cap = 4096;
+        for (;;) {
+            char *grown = PyMem_RawRealloc(cwd, cap);
+            if (!grown) {
+                PyMem_RawFree(cwd);
+                return NULL;
+            }
+            cwd = grown;
+            if (getcwd(cwd, cap)) break;
+            if (errno != ERANGE) {
+                PyMem_RawFree(cwd);
+                cwd = NULL;
+                break;
+            }
+            cap *= 2;
+        }
+    }
+    size_t cwd_len = cwd ? strlen(cwd) : 0;
+    char *out = PyMem_RawMalloc(cwd_len + 1 + len + 1);
+    if (out) {
+        if (cwd)
+            snprintf(out, cwd_len + 1 + len + 1, "%s%s%s", cwd,
+                     cwd_len && cwd[cwd_len - 1] == '/' ? "" : "/", path);
+        else
+            memcpy(out, path, len + 1);
+    }
+    PyMem_RawFree(cwd);
+    return out;
+}
+
 static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"path", "readonly", "create", "durability", "layout",
                              "repair", "salvage", "use_hint", "verify_reads", "append_mode",
@@ -182,10 +256,31 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     }
     simdr_store *store = NULL;
     int rc;
-    const char *cpath = PyBytes_AS_STRING(encoded);
+    /* The engine names the store's files (the compacted file, the side file,
+     * a saved torn tail, the file a refresh looks for) from the path it is
+     * given, each time: a relative path would name files in whatever
+     * directory an os.chdir made current since. It gets the absolute path. */
+    char *absolute = absolute_path(PyBytes_AS_STRING(encoded));
+    if (!absolute) {
+        Py_DECREF(encoded);
+        Py_DECREF(fs_path);
+        PyErr_NoMemory();
+        return -1;
+    }
+    const char *cpath = absolute;
     Py_BEGIN_ALLOW_THREADS
     rc = simdr_open(&store, cpath, &opts);
     Py_END_ALLOW_THREADS
+    if (rc == SIMDR_ELOCKED && !readonly && locked_by_this_process(cpath)) {
+        pysimdr_raise_message(rc, "%s: already open for writing in this process (a DataStore "
+                                  "on this file is not closed yet: close it, or use it)",
+                              PyBytes_AS_STRING(encoded));
+        PyMem_RawFree(absolute);
+        Py_DECREF(encoded);
+        Py_DECREF(fs_path);
+        return -1;
+    }
+    PyMem_RawFree(absolute);
     Py_DECREF(encoded);
     if (rc != SIMDR_OK) {
         Py_DECREF(fs_path);
@@ -219,36 +314,81 @@ static void close_iterators(PySimdrStore *self) {
     }
 }
 
+/*
+ * Waits until calls of other threads have left (`closing` is ours) or until
+ * another thread's close() has finished (`closing` is someone else's): mu is
+ * held on entry and on return. The wait is cut into slices with the GIL taken
+ * back between them, so a signal handler (Ctrl-C's KeyboardInterrupt) can run:
+ * a call that never ends (a write_stream reader blocked on a pipe) must not
+ * leave the program deaf to Ctrl-C. mu is let go before the GIL is taken back:
+ * a thread holding the GIL may be waiting for mu in pysimdr_store_enter.
+ * Returns -1 with the handler's exception set.
+ */
+#define CLOSE_WAIT_SLICE_NS (50 * 1000 * 1000)
+
+/* The store whose close() waits on this thread, if any: a signal handler run
+ * between the wait's slices that closes the same store must not wait for the
+ * close() it interrupted (store_close). */
+static _Thread_local PySimdrStore *tls_closing;
+
+static int close_wait(PySimdrStore *self, int for_users) {
+    for (;;) {
+        if (for_users ? self->users == 0 : self->closing != PYSIMDR_CLOSING) return 0;
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += CLOSE_WAIT_SLICE_NS;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&self->idle, &self->mu, &until);
+        pthread_mutex_unlock(&self->mu);
+        Py_END_ALLOW_THREADS
+        int interrupted = PyErr_CheckSignals() < 0;
+        pthread_mutex_lock(&self->mu);
+        if (interrupted) return -1;
+    }
+}
+
 static PyObject *store_close(PySimdrStore *self, PyObject *unused) {
     (void)unused;
     if (refuse_reentrant(self) < 0) return NULL;
+    /* Called by a signal handler inside this thread's own close() of the
+     * store: that close() closes the file once the handler returns. */
+    if (tls_closing == self) Py_RETURN_NONE;
     pysimdr_adopted(self);
     pthread_mutex_lock(&self->mu);
-    if (self->closing == PYSIMDR_CLOSING) {
+    while (self->closing == PYSIMDR_CLOSING) {
         /* Another thread's close() waits for calls to end or is closing the
          * file: return when it is done, so that after close() returns the
-         * file is closed (and unlocked), whichever call did it. */
-        Py_BEGIN_ALLOW_THREADS
-        while (self->closing == PYSIMDR_CLOSING) pthread_cond_wait(&self->idle, &self->mu);
-        pthread_mutex_unlock(&self->mu);
-        Py_END_ALLOW_THREADS
-        Py_RETURN_NONE;
+         * file is closed (and unlocked), whichever call did it. If that
+         * close() was interrupted instead, the store is open again and this
+         * one closes it. */
+        if (close_wait(self, 0) < 0) {
+            pthread_mutex_unlock(&self->mu);
+            return NULL;
+        }
     }
     if (self->closing || !self->store) {
         pthread_mutex_unlock(&self->mu);
         Py_RETURN_NONE;
     }
     self->closing = PYSIMDR_CLOSING;
-    if (self->users > 0) {
-        /* mu is let go before the GIL is taken back: a thread holding the GIL
-         * may be waiting for mu in pysimdr_store_enter. */
-        Py_BEGIN_ALLOW_THREADS
-        while (self->users > 0) pthread_cond_wait(&self->idle, &self->mu);
+    PySimdrStore *outer_closing = tls_closing;
+    tls_closing = self;
+    int waited = close_wait(self, 1);
+    tls_closing = outer_closing;
+    if (waited < 0) {
+        /* Interrupted: the store stays open (calls made meanwhile were
+         * refused with ClosedError); a close() waiting behind this one now
+         * closes it. */
+        self->closing = 0;
+        pthread_cond_broadcast(&self->idle);
         pthread_mutex_unlock(&self->mu);
-        Py_END_ALLOW_THREADS
-    } else {
-        pthread_mutex_unlock(&self->mu);
+        return NULL;
     }
+    pthread_mutex_unlock(&self->mu);
     close_iterators(self);
     simdr_store *store = self->store;
     self->store = NULL;
@@ -1511,7 +1651,8 @@ static PyMethodDef store_methods[] = {
      "close($self, /)\n--\n\n"
      "Closes the store; waits for calls running in other threads to finish, then ends open\n"
      "iterators. Later calls raise ClosedError. Entry handles and views stay valid.\n"
-     "Closing twice is allowed."},
+     "Closing twice is allowed. Ctrl-C interrupts the wait (KeyboardInterrupt); the\n"
+     "store then stays open."},
     {"__enter__", (PyCFunction)store_enter_ctx, METH_NOARGS,
      "__enter__($self, /)\n--\n\nReturns the store (ClosedError if it is closed)."},
     {"__exit__", (PyCFunction)store_exit_ctx, METH_VARARGS,

@@ -556,3 +556,28 @@ def test_append_mode_mapped(tmp_path):
         simdr.open(tmp_path / "bad.bin", append_mode="mmap")
     with pytest.raises(TypeError):
         simdr.open(tmp_path / "bad.bin", append_mode=1)
+
+
+def test_a_relative_path_keeps_naming_the_store_after_chdir(tmp_path, monkeypatch):
+    # The engine names the store's files (the compacted file, the side file,
+    # a saved torn tail, the file a refresh looks for) from the path it was
+    # given: a relative one, read again after os.chdir, named files in the new
+    # directory: compaction wrote the store there and later writes went to it.
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(home)
+    db = simdr.open("rel.bin")
+    ro = simdr.open("rel.bin", readonly=True)
+    db[b"k"] = b"1"
+    db[b"k"] = b"2"
+    monkeypatch.chdir(elsewhere)
+    db.compact()
+    db[b"after"] = b"3"
+    assert ro.refresh() >= 0 and ro.read(b"after") == b"3"
+    db.close()
+    ro.close()
+    assert os.listdir(elsewhere) == []
+    assert db.path == "rel.bin"  # the path as given
+    with simdr.open(home / "rel.bin") as again:
+        assert again.read(b"k") == b"2" and again.read(b"after") == b"3"

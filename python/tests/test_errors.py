@@ -41,6 +41,26 @@ def test_wrong_value_types(db, value):
     assert len(db) == 0
 
 
+def _strided_buffers():
+    import numpy as np
+    yield "numpy every other element", np.arange(10, dtype=np.uint8)[::2]
+    yield "numpy Fortran order", np.asfortranarray(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    yield "memoryview every other byte", memoryview(b"abcdef")[::2]
+
+
+def test_strided_buffers_are_a_type_error_naming_the_way_out(db):
+    # A buffer whose bytes are not laid out in one C-ordered run is refused as
+    # the wrong kind of argument, as other non-bytes are, not with whichever
+    # ValueError or BufferError its exporter raises, and the message says how
+    # to pass it.
+    for what, buf in _strided_buffers():
+        for call in (lambda: db.write(b"k", buf), lambda: db.put_many([(b"k", buf)]),
+                     lambda: db.read(buf), lambda: db.write(buf, b"v"), lambda: db.get_many([buf])):
+            with pytest.raises(TypeError, match="C-contiguous"):
+                call()
+    assert len(db) == 0
+
+
 def test_wrong_batch_shapes(db):
     for bad in (5, [b"ab"], [(b"k",)], [(b"k", b"v", b"x")], [None]):
         with pytest.raises(TypeError):
@@ -149,6 +169,47 @@ def test_entry_handle_cannot_be_created_directly():
         simdr.EntryHandle()
     with pytest.raises(TypeError):
         simdr.EntryStream()
+
+
+def test_empty_path_named_as_such():
+    # The engine's check of a missing path argument also refuses "", but a
+    # message about a NULL argument sends a Python user looking for a None.
+    for readonly in (False, True):
+        with pytest.raises(simdr.InvalidArgumentError, match="empty path"):
+            simdr.open("", readonly=readonly)
+
+
+def test_second_writable_open_in_this_process_says_so(store_path):
+    # A notebook cell run twice (db = simdr.open(p)) opens the file again
+    # before the first DataStore is dropped: "locked by another process" sends
+    # the user looking for a process that does not exist.
+    import subprocess
+    import sys
+    db = simdr.open(store_path)
+    with pytest.raises(simdr.LockedError, match="in this process"):
+        simdr.open(store_path)
+    db.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import simdr, sys; d = simdr.open(sys.argv[1]); print('open', flush=True); "
+         "sys.stdin.read()", store_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"open\n"
+        with pytest.raises(simdr.LockedError, match="another process") as caught:
+            simdr.open(store_path)
+        assert "in this process" not in str(caught.value)
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    simdr.open(store_path).close()
+
+
+def test_create_in_a_missing_directory_names_the_directory(tmp_path):
+    # "no such file" is what creating a store is meant to cure: the
+    # directory is what is missing.
+    with pytest.raises(simdr.StoreNotFoundError, match="directory"):
+        simdr.open(tmp_path / "missing" / "x.bin")
+    with pytest.raises(simdr.StoreNotFoundError, match="no such file"):
+        simdr.open(tmp_path / "x.bin", create=False)
 
 
 def test_directory_path(tmp_path):

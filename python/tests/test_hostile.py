@@ -359,8 +359,8 @@ def test_every_key_shape_accepted_or_refused_the_same_everywhere(db):
     assert db.read(b"value") == b"keyed by a view of the map"
     released = memoryview(b"gone")
     released.release()
-    refused = [(memoryview(b"abcdef")[::2], BufferError),
-               (np.arange(16, dtype=np.uint8).reshape(4, 4).T, (BufferError, ValueError)),
+    refused = [(memoryview(b"abcdef")[::2], TypeError),  # strided: the wrong kind of argument
+               (np.arange(16, dtype=np.uint8).reshape(4, 4).T, TypeError),
                (released, ValueError), ("\udc80", UnicodeEncodeError),
                (5, TypeError), (None, TypeError), (2.5, TypeError), ([b"a"], TypeError)]
     count, size = len(db), db.info()["file_size"]
@@ -388,9 +388,8 @@ def test_every_value_shape_accepted_or_refused(db):
     assert db.read(b"copy of a view") == grid.tobytes()
     released = memoryview(b"gone")
     released.release()
-    refused = [(np.arange(10)[::2], (BufferError, ValueError)),
-               (np.asfortranarray(grid), (BufferError, ValueError)),
-               (memoryview(b"abcdef")[::-1], BufferError), (released, ValueError),
+    refused = [(np.arange(10)[::2], TypeError), (np.asfortranarray(grid), TypeError),  # strided
+               (memoryview(b"abcdef")[::-1], TypeError), (released, ValueError),
                (np.zeros(0), simdr.InvalidArgumentError), (b"", simdr.InvalidArgumentError),
                (b"\x00", simdr.InvalidArgumentError), ("text", TypeError), (None, TypeError),
                (7, TypeError)]
@@ -983,7 +982,7 @@ def test_misbehaving_stream_readers_keep_nothing_and_leave_the_store_working(tmp
     size = db.info()["file_size"]
     refused = [
         (reader(b"ok", "str"), TypeError), (reader(5), TypeError), (reader(None), simdr.Error),
-        (reader([b"a"]), TypeError), (reader(memoryview(b"abcdef")[::2]), BufferError),
+        (reader([b"a"]), TypeError), (reader(memoryview(b"abcdef")[::2]), TypeError),
         (reader(b"x" * (3 << 20), RuntimeError("late")), RuntimeError),
         (reader(lambda n: b"y" * n, lambda n: b"y" * n, KeyboardInterrupt()), KeyboardInterrupt),
         (reader(b""), simdr.InvalidArgumentError), (reader(b"\x00" * 5000), simdr.InvalidArgumentError),

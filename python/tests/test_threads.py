@@ -3,6 +3,7 @@ calls, and a read-only reader process that sees new entries through refresh().""
 import multiprocessing
 import os
 import random
+import signal
 import threading
 
 import numpy as np
@@ -142,6 +143,144 @@ def test_close_while_a_stream_write_runs(store_path):
     assert result == ["ok"] and db.closed
     with simdr.open(store_path) as again:
         assert len(again.read(b"s")) > 0
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class _Pipe:
+    """A pipe a write_stream reader blocks on until end() writes its last bytes
+    and closes it (once, whoever calls first: the test or its watchdog)."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe()
+        self.lock = threading.Lock()
+        self.open = True
+        self.in_reader = threading.Event()
+
+    def read(self, n):
+        self.in_reader.set()
+        return os.read(self.r, n)
+
+    def end(self, data):
+        with self.lock:
+            if self.open:
+                os.write(self.w, data)
+                os.close(self.w)
+                self.open = False
+
+
+def test_ctrl_c_interrupts_close_waiting_for_another_thread(store_path):
+    """close() waits for calls running in other threads; one that never ends
+    (a write_stream whose reader blocks on a pipe) must not make the program
+    deaf to Ctrl-C. The interrupted close() leaves the store open and usable,
+    and a close() another thread started meanwhile closes it in its place."""
+    db = simdr.open(store_path)
+    pipe = _Pipe()
+    result = []
+
+    def streamer():
+        try:
+            db.write_stream(b"s", pipe)
+            result.append("ok")
+        except Exception as e:
+            result.append(repr(e))
+
+    th = threading.Thread(target=streamer)
+    th.start()
+    pipe.in_reader.wait()
+    # Without the interrupt close() would wait for ever: the watchdog ends the
+    # stream much later, so the failure is a failed assertion, not a hang.
+    watchdog = threading.Timer(20, pipe.end, (b"watchdog",))
+    watchdog.start()
+    second_close = threading.Timer(0.05, db.close)
+    old = signal.signal(signal.SIGALRM, _raise_keyboard_interrupt)
+    second_close.start()
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            db.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    watchdog.cancel()
+    assert th.is_alive() and result == []
+    pipe.end(b"streamed")
+    th.join()
+    second_close.join()
+    os.close(pipe.r)
+    assert result == ["ok"], result
+    assert db.closed  # the second close() took over and closed the file
+    with simdr.open(store_path) as again:
+        assert again.read(b"s") == b"streamed"
+
+
+def test_interrupted_close_leaves_the_store_usable(store_path):
+    db = simdr.open(store_path)
+    pipe = _Pipe()
+    th = threading.Thread(target=db.write_stream, args=(b"s", pipe))
+    th.start()
+    pipe.in_reader.wait()
+    watchdog = threading.Timer(20, pipe.end, (b"watchdog",))
+    watchdog.start()
+    old = signal.signal(signal.SIGALRM, _raise_keyboard_interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            db.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    watchdog.cancel()
+    assert not db.closed
+    assert db.read(b"absent") is None
+    pipe.end(b"value")
+    th.join()
+    os.close(pipe.r)
+    db.write(b"after", b"1")
+    assert db.read(b"s") == b"value" and db.read(b"after") == b"1"
+    db.close()
+    assert db.closed
+
+
+def test_signal_handler_closing_the_store_during_close_does_not_hang(store_path):
+    """A close() waiting for another thread lets signal handlers run; one that
+    closes the same store (a SIGTERM handler's cleanup) runs on the very thread
+    whose close() is waiting, so it must not wait for that close() to finish:
+    it returns, and the close() it interrupted closes the file."""
+    db = simdr.open(store_path)
+    pipe = _Pipe()
+    th = threading.Thread(target=db.write_stream, args=(b"s", pipe))
+    th.start()
+    pipe.in_reader.wait()
+    calls = []
+
+    def handler(signum, frame):
+        if calls:  # the watchdog's signal: break a hang with an error
+            raise RuntimeError("the handler's close() hung")
+        calls.append("handler")
+        db.close()
+        calls.append("handler's close returned")
+
+    old = signal.signal(signal.SIGALRM, handler)
+    ender = threading.Timer(0.5, pipe.end, (b"v",))
+    watchdog = threading.Timer(20, signal.raise_signal, (signal.SIGALRM,))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        ender.start()
+        watchdog.start()
+        db.close()
+    finally:
+        watchdog.cancel()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    th.join()
+    ender.join()
+    os.close(pipe.r)
+    assert calls == ["handler", "handler's close returned"] and db.closed
+    with simdr.open(store_path) as again:
+        assert again.read(b"s") == b"v"
 
 
 def _reader_process(path, expected, conn):

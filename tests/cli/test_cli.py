@@ -6,7 +6,7 @@ text, exit codes and the store file itself.
     test_cli.py --cli PATH/simd-r-drive --interop DIR --group NAME
 
 Groups: basic, binary, readonly, files, interop, tty, errors, memory, names,
-usability. Each check
+usability, hostile, server (needs --server), fullfs (needs root), aslimit (not under sanitizers). Each check
 prints what it verifies; the script exits 1 if any check failed.
 """
 import argparse
@@ -22,14 +22,17 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 
 CLI = None
 INTEROP = None
+SERVER = None
 FAILURES = []
 CHECKS = 0
 
@@ -100,11 +103,14 @@ class TempDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def run_pty(args, stdin_tty=False, stdout_tty=False, stderr_tty=False, input=None, timeout=120, typed=None):
-    """Runs the CLI with chosen standard streams on a pseudo-terminal; typed
-    (bytes) is typed on the terminal. Returns (rc, stdout bytes, stderr
-    bytes, tty bytes)."""
+def run_pty(args, stdin_tty=False, stdout_tty=False, stderr_tty=False, input=None, timeout=120, typed=None,
+            cols=None):
+    """Runs the CLI with chosen standard streams on a pseudo-terminal (cols
+    columns wide if given); typed (bytes) is typed on the terminal. Returns
+    (rc, stdout bytes, stderr bytes, tty bytes)."""
     master, slave = pty.openpty()
+    if cols:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
     try:
         stdin = slave if stdin_tty else (subprocess.PIPE if input is not None else subprocess.DEVNULL)
         stdout = slave if stdout_tty else subprocess.PIPE
@@ -440,6 +446,12 @@ def group_basic():
 
 def group_errors():
     with TempDir() as d:
+        # An empty storage path (an unset shell variable) is named as such by
+        # every command, not as a missing file for some and a NULL argument for others.
+        for cmd in (["write", "k", "v"], ["read", "k"], ["compact"], ["info"], ["import", d]):
+            r = run("", *cmd)
+            check(r.rc == 1 and one_line_error(r) and "cannot open '': the path is empty" in r.err,
+                  "an empty storage path, %s: one error naming the empty path" % cmd[0], repr(r))
         s = os.path.join(d, "s.bin")
         run(s, "write", "k", "v")
         cases = [
@@ -748,6 +760,19 @@ def group_readonly():
 
 def group_files():
     rnd = random.Random(7)
+    proc_dir = "/proc/sys/kernel/random"
+    if os.path.exists(os.path.join(proc_dir, "boot_id")):
+        # Files whose size says 0 but that have bytes (procfs, some FUSE
+        # file systems) are not empty: their bytes are imported, as cp copies
+        # them. Only a file that reads as nothing is skipped as empty.
+        with TempDir() as d:
+            s = os.path.join(d, "proc.bin")
+            r = run(s, "import", proc_dir)
+            with open(os.path.join(proc_dir, "boot_id"), "rb") as f:
+                boot_id = f.read()
+            check(r.rc == 0 and "empty" not in r.err, "import of %s: no file taken for empty" % proc_dir, repr(r))
+            check(read_value(s, "boot_id").out == boot_id,
+                  "a file of size 0 with bytes (procfs) is imported whole", repr(read_value(s, "boot_id")))
     with TempDir() as d:
         src = os.path.join(d, "tree")
         files = {
@@ -888,6 +913,24 @@ def group_tty():
         r = run(os.path.join(d, "j.bin"), "import", tree)
         check(r.rc == 0 and "\r" not in r.err and "\033" not in r.err, "import without a terminal: no progress",
               repr(r.err))
+        # A progress line wider than the terminal wraps, and the carriage
+        # return of each redraw then goes back to its last row only: every
+        # redraw would leave a row behind. Each line must fit the width.
+        long_key = "holiday-photos-2024-from-the-big-camera.tar"
+        for cols in (80, 40, 12):
+            rc, out, err, tty = run_pty([s, "write", long_key], stderr_tty=True, input=big, cols=cols)
+            # the drawn lines, not the messages (ending in a newline) after the bar
+            lines = [l for l in tty.replace(b"\r\n", b"\n").split(b"\r\033[K") if l.strip() and b"\n" not in l]
+            widest = max((len(l.decode("utf-8", "replace")) for l in lines), default=0)
+            check(rc == 0 and lines and widest < cols,
+                  "write's progress line fits a terminal %d columns wide" % cols,
+                  "widest %d: %r" % (widest, lines[:2]))
+            rc, out, err, tty = run_pty([s, "read", long_key], stderr_tty=True, cols=cols)
+            lines = [l for l in tty.replace(b"\r\n", b"\n").split(b"\r\033[K") if l.strip() and b"\n" not in l]
+            widest = max((len(l.decode("utf-8", "replace")) for l in lines), default=0)
+            check(rc == 0 and out == big and lines and widest < cols,
+                  "read's progress line fits a terminal %d columns wide" % cols,
+                  "widest %d: %r" % (widest, lines[:2]))
 
 
 # ---------------------------------------------------------------------------
@@ -1193,8 +1236,41 @@ def list_names(store):
     return {e["key"]: e["key_hash"] for e in rows if "key" in e}, len(rows)
 
 
+def append_tombstone(store, key_hash_hex):
+    """Deletes a key the way another program would (the Rust crate, the Python
+    binding): a tombstone appended after the store was closed, no name touched."""
+    import zlib
+    size = os.path.getsize(store)
+    with open(store, "ab") as f:
+        f.write(b"\x00" + struct.pack("<QQI", int(key_hash_hex, 16), size, zlib.crc32(b"\x00")))
+
+
 def group_names():
     with TempDir() as d:
+        # A name whose key another program deleted is kept by list and export
+        # out of sight; compact drops it, or it would stay in the file for ever.
+        s = os.path.join(d, "orphan.bin")
+        expect_ok(run(s, "write", "gone", "value", "-q"), "write a key to be deleted elsewhere")
+        expect_ok(run(s, "write", "kept", "value", "-q"), "and one that stays")
+        meta = json.loads(run(s, "metadata", "gone", "--json").out)
+        append_tombstone(s, meta["key_hash"])
+        info = json.loads(run(s, "info", "--json").out)
+        check(info["active_entries"] == 1 and info["name_records"] == 2 and info["named_entries"] == 1,
+              "a key deleted by another program leaves its name record behind", repr(info))
+        expect_ok(run(s, "compact", "-q"), "compact")
+        info = json.loads(run(s, "info", "--json").out)
+        check(info["name_records"] == 1 and info["named_entries"] == 1,
+              "compact drops the name record of a key no longer stored", repr(info))
+        names, n = list_names(s)
+        check(list(names) == ["kept"] and n == 1, "... and keeps the names of live keys", repr(names))
+        # A stored name that cannot be a file name is reported by its whole
+        # bytes, escaped as list shows them: cut at a zero byte, 'a\x00b'
+        # would read as the key 'a', which may well exist and export fine.
+        s = os.path.join(d, "zero.bin")
+        expect_ok(run(s, "--key-hex", "write", b"a\x00b".hex(), "v", "-q"), "write the key a\\x00b")
+        r = run(s, "export", os.path.join(d, "zero-out"))
+        check(r.rc == 1 and "key 'a\\x00b' cannot be used as a file name: contains a zero byte" in r.err,
+              "export names a key with a zero byte in full, \\x00 escaped", repr(r))
         s = os.path.join(d, "n.bin")
         expect_ok(run(s, "write", "greeting", "hello"), "write a key")
         r = run(s, "list")
@@ -1797,6 +1873,199 @@ def group_hostile():
               "... the value named like the store among them")
 
 
+# ---------------------------------------------------------------------------
+# server: stores written by simdr-server (docs/FORMAT.md, "Server records")
+# ---------------------------------------------------------------------------
+
+def resp_command(sock, *args):
+    """Sends one RESP command and returns the first line of its reply."""
+    msg = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else a.encode()
+        msg += b"$%d\r\n%s\r\n" % (len(a), a)
+    sock.sendall(msg)
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def server_write(directory, commands):
+    """Runs simdr-server on a free loopback port over directory, sends each
+    command, and stops it with SHUTDOWN (the store is synced and closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = os.path.join(directory, "server.log")
+    proc = subprocess.Popen([SERVER, "--dir", directory, "--port", str(port), "--bind", "127.0.0.1",
+                             "--logfile", log], stdin=subprocess.DEVNULL)
+    ready = "ready on port %d " % port
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(log) and ready in open(log, errors="replace").read():
+            break
+        time.sleep(0.05)
+    replies = []
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as c:
+            for cmd in commands:
+                replies.append(resp_command(c, *cmd))
+            resp_command(c, "SHUTDOWN")
+    finally:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return replies
+
+
+def server_record(key, value):
+    return b"SR\x01\x00" + len(key).to_bytes(4, "little") + bytes(8) + key + value
+
+
+def group_server():
+    if not SERVER:
+        check(False, "the server group needs --server PATH/simdr-server")
+        return
+    with TempDir() as d:
+        replies = server_write(d, [("SET", "greeting", "hello"),
+                                   ("SET", b"bin\x00\xffkey", "v"),
+                                   ("SET", "ttl", "v", "PX", "100000000"),
+                                   ("SET", "gone", "x"), ("DEL", "gone")])
+        check(replies[:3] == [b"+OK\r\n"] * 3, "simdr-server stored three keys", repr(replies))
+        store = os.path.join(d, "db-0.simdr")
+        r = run(store, "list")
+        expect_ok(r, "list of a store simdr-server wrote")
+        lines = r.out.decode("utf-8", "replace").splitlines()
+        check(len(lines) == 3, "... one line per live key", repr(r.out))
+        check(any(l.endswith(" greeting") for l in lines), "... the key of a server record is its name",
+              repr(r.out))
+        check(any(l.endswith(" bin\\x00\\xffkey") for l in lines),
+              "... a binary server key escaped as \\xNN", repr(r.out))
+        check(any(l.endswith(" ttl") for l in lines), "... a key with an expiry named too", repr(r.out))
+        r = run(store, "list", "--json")
+        rows = json.loads(r.out) if r.rc == 0 else []
+        by_key = {e.get("key"): e for e in rows}
+        check(set(by_key) == {"greeting", "bin\u0000\ufffdkey", "ttl"} or
+              {e.get("key_hex") for e in rows} == {b"greeting".hex(), b"bin\x00\xffkey".hex(), b"ttl".hex()},
+              "list --json gives each server key with key_hex", repr(rows))
+        check(all(e.get("name_source") == "server record" for e in rows),
+              "... and says the name comes from the server record", repr(rows))
+        # A value the tool writes is named by its own name record, and keeps that name.
+        expect_ok(run(store, "write", "cli-key", "cli value", "-q"), "the tool writes into the server's store")
+        names, n = list_names(store)
+        check("cli-key" in names and "greeting" in names and n == 4,
+              "... list names the tool's key and the server's keys", repr(names))
+    with TempDir() as d:
+        # A value that looks like the server record of another key is not taken
+        # for one: the entry's key hash must be that key's slot hash. Keys over
+        # 64 KiB get no name record, so nothing else names this entry.
+        long_key = "k" * (65 * 1024)
+        s = os.path.join(d, "foreign.bin")
+        expect_ok(run(s, "write", long_key, "-q", input=server_record(b"impostor", b"value")),
+                  "write a value shaped like a server record of another key")
+        expect_ok(run(s, "write", long_key + "2", "-q",
+                      input=server_record((long_key + "2").encode(), b"value")),
+                  "write a value shaped like a server record of its own key")
+        r = run(s, "list")
+        lines = r.out.decode().splitlines()
+        check(r.rc == 0 and len(lines) == 2, "list shows both entries", repr(r))
+        check(not any("impostor" in l for l in lines),
+              "... never the key a value merely claims", repr(r.out[:300]))
+        check(sum(l.endswith(long_key + "2") for l in lines) == 1,
+              "... a record whose key hashes to its entry is named", repr(r.out[:300]))
+
+
+# ---------------------------------------------------------------------------
+# fullfs: a file system with no space left (a small tmpfs, mounted when the
+# test may mount one; ctest reports the group skipped otherwise)
+# ---------------------------------------------------------------------------
+
+def group_fullfs():
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        print("skip: mounting a small tmpfs needs root")
+        sys.exit(77)
+    with TempDir() as d:
+        mnt = os.path.join(d, "full")
+        os.mkdir(mnt)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt],
+                          capture_output=True).returncode != 0:
+            print("skip: cannot mount a tmpfs here")
+            sys.exit(77)
+        try:
+            with open(os.path.join(mnt, "filler"), "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+            s = os.path.join(mnt, "new.bin")
+            # A new store's side page used to be a hole written through a map:
+            # on a full disk the first store into it raised SIGBUS.
+            r = run(s, "write", "k", "v")
+            check(r.rc == 1 and "no space" in r.err and one_line_error(r),
+                  "write into a new store on a full disk: exit 1, one 'no space' line, no SIGBUS", repr(r))
+            check(not os.path.exists(s) and not os.path.exists(s + ".simdr"),
+                  "... and no file left behind", repr(os.listdir(mnt)))
+            r = run(s, "write", "k", input=b"streamed value")
+            check(r.rc == 1 and "no space" in r.err, "a streamed write likewise", repr(r))
+            r = run(s, "import", d)
+            check(r.rc == 1 and r.rc != -signal.SIGBUS, "import into a new store on a full disk fails cleanly",
+                  repr(r))
+            os.unlink(os.path.join(mnt, "filler"))
+            expect_ok(run(s, "write", "k", "v", "-q"), "with space again, the same write works")
+            check(read_value(s, "k").out == b"v", "... and reads back")
+        finally:
+            subprocess.run(["umount", mnt], capture_output=True)
+
+
+# ---------------------------------------------------------------------------
+# aslimit: an address-space limit (ulimit -v), as shared hosts and batch
+# systems set; not under the sanitizers, whose shadow memory needs far more
+# ---------------------------------------------------------------------------
+
+def sanitized(binary):
+    with open(binary, "rb") as f:
+        data = f.read()
+    return b"__asan_init" in data or b"__tsan_init" in data or b"__msan_init" in data
+
+
+def group_aslimit():
+    if sanitized(CLI):
+        print("skip: a sanitizer's shadow memory does not fit an address-space limit")
+        sys.exit(77)
+    limit = 256 << 20
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    def run_limited(*args, input=None):
+        p = subprocess.run([CLI] + list(args), input=input, capture_output=True, preexec_fn=limited,
+                           stdin=None if input is not None else subprocess.DEVNULL)
+        return Result(p.returncode, p.stdout, p.stderr.decode("utf-8", "replace"))
+
+    with TempDir() as d:
+        s = os.path.join(d, "small.bin")
+        # The store's map reserved 1 GiB of address space up front (so that it
+        # never moves as the file grows): under `ulimit -v 262144` no store
+        # could be opened at all, "out of memory (mmap of 101 bytes)".
+        expect_ok(run_limited(s, "write", "k", "v"), "write under a 256 MiB address-space limit")
+        r = run_limited(s, "read", "k")
+        check(r.rc == 0 and r.out == b"v", "read under the limit", repr(r))
+        expect_ok(run_limited(s, "write", "big", input=os.urandom(40 << 20)),
+                  "a 40 MiB value streamed in under the limit (the file outgrows a smaller map)")
+        for cmd in (["info"], ["list"], ["check"], ["compact"], ["metadata", "big"]):
+            expect_ok(run_limited(s, *cmd), "%s under the limit" % cmd[0])
+        r = run_limited(s, "read", "big")
+        check(r.rc == 0 and len(r.out) == 40 << 20, "the 40 MiB value reads back under the limit",
+              repr(r)[:200])
+
+
 GROUPS = {
     "basic": group_basic,
     "damage": group_damage,
@@ -1810,18 +2079,23 @@ GROUPS = {
     "names": group_names,
     "usability": group_usability,
     "hostile": group_hostile,
+    "server": group_server,
+    "fullfs": group_fullfs,
+    "aslimit": group_aslimit,
 }
 
 
 def main():
-    global CLI, INTEROP
+    global CLI, INTEROP, SERVER
     ap = argparse.ArgumentParser()
     ap.add_argument("--cli", required=True)
     ap.add_argument("--interop")
+    ap.add_argument("--server", help="simdr-server, for the server group")
     ap.add_argument("--group", action="append", choices=sorted(GROUPS))
     a = ap.parse_args()
     CLI = os.path.abspath(a.cli)
     INTEROP = a.interop
+    SERVER = a.server and os.path.abspath(a.server)
     for g in a.group or sorted(GROUPS):
         print("== group %s" % g)
         try:

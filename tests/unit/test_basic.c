@@ -8,6 +8,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void test_version_and_strerror(void **state) {
     (void)state;
@@ -380,6 +382,33 @@ static void test_expected_keys_presizes_the_index(void **state) {
     assert_int_equal(simdr_close(s), SIMDR_OK);
 }
 
+/* A store opened through a symbolic link (data.bin -> disk2/data.bin): its
+ * compaction renamed the compacted file over the link, which became a file of
+ * its own; the store it named stayed as it was, and writes made through the
+ * link no longer reached it. The link's target is the store. */
+static void test_store_opened_through_a_symbolic_link(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    tu_put_str(f->s, "a", "2");
+    tu_put_str(f->s, "b", "3");
+    simdr_close(f->s);
+    f->s = NULL;
+    uint64_t before = (uint64_t)tu_file_size(f->path);
+    assert_int_equal(symlink(f->path, f->other), 0);
+    simdr_store *s = tu_open(f->other, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_compact(s), SIMDR_OK);
+    tu_put_str(s, "c", "4");
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    struct stat st;
+    assert_int_equal(lstat(f->other, &st), 0);
+    assert_true(S_ISLNK(st.st_mode)); /* still a link */
+    assert_true((uint64_t)tu_file_size(f->path) < before + 64);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    tu_expect_str(f->s, "a", "2");
+    tu_expect_str(f->s, "c", "4");
+    assert_int_equal(simdr_compaction_savings(f->s), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_and_strerror),
@@ -396,6 +425,7 @@ int main(void) {
         TU_TEST(test_hashed_access),
         TU_TEST(test_entry_dup_verify_chunk),
         TU_TEST(test_open_modes),
+        TU_TEST(test_store_opened_through_a_symbolic_link),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

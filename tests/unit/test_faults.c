@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -440,6 +441,90 @@ static void test_failed_side_page_write_is_final(void **state) {
     tu_expect_absent(f->s, TU_STR("c"));
 }
 
+/* The side file's page is written through a shared map. Sized with
+ * ftruncate alone it is a hole, and on a full disk the first store into it
+ * raised SIGBUS in the open of a new store (the CLI's write, Python's open):
+ * its blocks are allocated first, and a writer whose side page cannot be
+ * allocated goes on without a side file. A file system without fallocate
+ * gets the page written with pwrite instead. */
+static void test_side_page_allocated_before_it_is_mapped(void **state) {
+    tu_fixture *f = *state;
+    simdr_close(f->s);
+    f->s = NULL;
+    char side[4200];
+    snprintf(side, sizeof side, "%s.simdr", f->other);
+    struct stat st;
+    simdr__io_fault full = {.op = SIMDR__IO_FALLOCATE, .nth = 1, .count = 0, .err = ENOSPC};
+    simdr__io_fault_arm(&full);
+    simdr_store *s = tu_open(f->other, SIMDR_OPEN_CREATE, 0);
+    assert_true(simdr__io_hits(SIMDR__IO_FALLOCATE) >= 1);
+    assert_int_equal(stat(side, &st), -1); /* no side file it could not keep */
+    tu_put_str(s, "a", "1");
+    simdr_close(s);
+    simdr__io_reset();
+    simdr__io_fault unsupported = {.op = SIMDR__IO_FALLOCATE, .nth = 1, .count = 0,
+                                   .err = EOPNOTSUPP};
+    simdr__io_fault_arm(&unsupported);
+    s = tu_open(f->other, SIMDR_OPEN_EXISTING, 0);
+    assert_true(simdr__io_hits(SIMDR__IO_FALLOCATE) >= 1);
+    assert_int_equal(stat(side, &st), 0);
+    assert_int_equal(st.st_size, 4096);
+    assert_true(st.st_blocks > 0); /* written, not a hole */
+    tu_put_str(s, "b", "2");
+    simdr_close(s);
+    simdr__io_reset();
+    f->s = tu_open(f->other, SIMDR_OPEN_EXISTING, 0);
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_str(f->s, "b", "2");
+}
+
+/* Under an address-space limit (ulimit -v) the store's map cannot reserve its
+ * usual 1 GiB: no store could be opened at all. The reservation shrinks to
+ * what fits, and the file outgrowing it only means a new map. Here every
+ * file map over 32 MiB fails as the limit would make it fail. */
+#define AS_LIMITED_MAP ((size_t)32 << 20)
+static void *(*unlimited_mmap)(void *, size_t, int, int, int, off_t);
+static void *mmap_under_as_limit(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+    if (fd != -1 && len > AS_LIMITED_MAP) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    return unlimited_mmap(addr, len, prot, flags, fd, off);
+}
+
+static void test_map_fits_an_address_space_limit(void **state) {
+    tu_fixture *f = *state;
+    simdr_close(f->s);
+    f->s = NULL;
+    unlimited_mmap = simdr__io.mmap;
+    simdr__io.mmap = mmap_under_as_limit;
+    simdr_store *s = NULL;
+    int rc = tu_open_status(&s, f->other, SIMDR_OPEN_CREATE, 0);
+    if (rc != SIMDR_OK) simdr__io.mmap = unlimited_mmap;
+    assert_int_equal(rc, SIMDR_OK);
+    static char value[1 << 20];
+    for (int i = 0; i < 20; i++) { /* 20 MiB: the file outgrows the first maps */
+        char key[16];
+        memset(value, 'a' + i, sizeof value);
+        snprintf(key, sizeof key, "v%d", i);
+        assert_int_equal(simdr_put(s, key, strlen(key), value, sizeof value, NULL), SIMDR_OK);
+    }
+    simdr_close(s);
+    s = tu_open(f->other, SIMDR_OPEN_READONLY, 0);
+    for (int i = 0; i < 20; i++) {
+        char key[16];
+        simdr_entry *e = NULL;
+        snprintf(key, sizeof key, "v%d", i);
+        assert_int_equal(simdr_get(s, key, strlen(key), &e), SIMDR_OK);
+        assert_int_equal(simdr_entry_size(e), sizeof value);
+        const char *d = simdr_entry_data(e);
+        assert_true(d[0] == 'a' + i && d[sizeof value - 1] == 'a' + i);
+        simdr_entry_release(e);
+    }
+    simdr_close(s);
+    simdr__io.mmap = unlimited_mmap;
+}
+
 static void test_failed_explicit_sync_is_final(void **state) {
     tu_fixture *f = *state;
     tu_put_str(f->s, "a", "1");
@@ -702,6 +787,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_failed_explicit_sync_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_after_failed_sync_writes_unconfirmed_bytes_again,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_side_page_allocated_before_it_is_mapped, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_map_fits_an_address_space_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_calls_are_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_index_growth_failure_shows_nothing, setup,
                                         teardown),

@@ -13,6 +13,7 @@
 #include "testutil.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -232,6 +233,49 @@ static void test_garbage_appended_aligned(void **state) {
 
 static void test_garbage_appended_unaligned(void **state) {
     garbage_after_end(*state, SIMDR_LAYOUT_UNALIGNED);
+}
+
+/* A store whose file name is 250 bytes long: "<name>.torn-<offset>" would
+ * pass the file system's 255-byte limit, and the writable open that must save
+ * a torn tail before cutting it failed ("File name too long") at every
+ * attempt, so the store could never be written again. The saved copy's name
+ * is shortened instead. */
+static void test_torn_tail_of_a_store_with_a_long_name_is_saved(void **state) {
+    fixture *f = *state;
+    char path[4096];
+    char name[251];
+    memset(name, 'z', 250);
+    name[250] = '\0';
+    snprintf(path, sizeof path, "%s/%s", f->tu.dir, name);
+    simdr_store *s = tu_open(path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    tu_put_str(s, "a", "1");
+    simdr_close(s);
+    static const char garbage[] = "the torn remains of a write";
+    FILE *fp = fopen(path, "ab");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(garbage, 1, sizeof garbage, fp), sizeof garbage);
+    fclose(fp);
+    s = NULL;
+    int rc = tu_open_status(&s, path, SIMDR_OPEN_EXISTING, 0);
+    if (rc != SIMDR_OK) fprintf(stderr, "open: %s\n", simdr_last_error());
+    assert_int_equal(rc, SIMDR_OK);
+    simdr_recovery_info ri;
+    assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+    assert_int_equal(ri.truncated, 1);
+    assert_int_equal(ri.bytes_cut, sizeof garbage);
+    const char *base = strrchr(ri.saved_path, '/');
+    assert_non_null(base);
+    assert_true(strlen(base + 1) <= 255);
+    assert_memory_equal(base + 1, name, 200); /* still says whose tail it is */
+    fp = fopen(ri.saved_path, "rb");
+    assert_non_null(fp);
+    char saved[sizeof garbage];
+    assert_int_equal(fread(saved, 1, sizeof saved, fp), sizeof garbage);
+    fclose(fp);
+    assert_memory_equal(saved, garbage, sizeof garbage);
+    tu_expect_str(s, "a", "1");
+    tu_put_str(s, "b", "2");
+    simdr_close(s);
 }
 
 static void test_text_file_refused(void **state) {
@@ -510,6 +554,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_damaged_tombstone_get_and_exists_agree, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_damaged_tombstone_iteration_goes_on, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_of_a_store_with_a_long_name_is_saved, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_large_store_walk_aligned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_store_walk_unaligned, setup, teardown),
