@@ -71,7 +71,11 @@ def test_full_disk(small_fs, tmp_path, durability):
         assert r.dbsize() == len(stored)
         for i in stored:
             assert r.get(b"k%d" % i) == VALUE, i
-        # Commands that write, including in a transaction, get the error too.
+        # Commands that write, including in a transaction, get the error too
+        # (right after a failure: the reads above may have outlasted the
+        # refusal window on a loaded machine, so fill again first).
+        _, _, refused = fill(r)
+        assert refused > 0
         with pytest.raises(redis.ResponseError, match=MISCONF):
             r.incr("counter")
         p = r.pipeline(transaction=True)
