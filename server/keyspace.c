@@ -154,6 +154,7 @@ void ks_reopen_failed(long long now) {
          * the compaction fails on the failed handle soon enough. */
         if (!d->failed || srv.compacting || (d->read_only && !try_write)) continue;
         uint64_t before = d->store ? simdr_count(d->store) : 0;
+        replica_store_closing();
         db_close(d);
         d->may_have_ttl = 1;
         int rc = SIMDR_EFAILED;

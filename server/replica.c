@@ -1621,11 +1621,15 @@ void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
     reply_ok(c);
 }
 
+void replica_store_closing(void) {
+    /* A prefix rebuild reads the served store on its thread: the link's
+     * close waits for it and throws its work away. */
+    if (R.host && (R.fd >= 0 || R.rebase.active))
+        link_close("a store is reopened after a failed write or sync");
+}
+
 void replica_store_reopened(void) {
-    if (R.host) { /* a replica: handshake again from the reopened store's tail */
-        if (R.fd >= 0) link_close("a store was reopened after a failed write or sync");
-        return;
-    }
+    if (R.host) return; /* a replica connects again from its tails (replica_store_closing) */
     uint64_t old = R.run_id;
     while (R.run_id == old || !R.run_id)
         if (getrandom(&R.run_id, sizeof R.run_id, 0) != (ssize_t)sizeof R.run_id)

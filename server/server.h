@@ -447,6 +447,9 @@ void replica_start(void);
  * resume as after a restart of this server (a new run); a replica connects
  * to its primary again from its tails. */
 void replica_store_reopened(void);
+/* Before a failed store is closed to be reopened: a replica drops its link,
+ * which stops a prefix rebuild reading that store. */
+void replica_store_closing(void);
 void replica_after_turn(int wrote);
 /* Queues for every replica what the stores hold now (before a compaction). */
 void replica_feed_now(void);
