@@ -20,34 +20,12 @@ import argparse
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import tempfile
 import time
 
 import redis
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(server, workdir, *args):
-    port = free_port()
-    d = tempfile.mkdtemp(dir=workdir)
-    p = subprocess.Popen([server, "--dir", d, "--port", str(port), "--bind", "127.0.0.1",
-                          "--logfile", os.path.join(d, "log"), "--auto-compact-percent", "0"]
-                         + list(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    c = redis.Redis(port=port)
-    for _ in range(600):
-        try:
-            c.ping()
-            return p, port, d
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
+from replication_bench import start  # bench/, the script's own directory
 
 
 def load(c, n, size, tag):

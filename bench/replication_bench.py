@@ -30,6 +30,8 @@ def free_port():
 
 
 def start(server, workdir, *args):
+    """A simdr-server on a free loopback port over a new directory in workdir:
+    (process, port, directory) once it answers."""
     port = free_port()
     d = tempfile.mkdtemp(dir=workdir)
     p = subprocess.Popen([server, "--dir", d, "--port", str(port), "--bind", "127.0.0.1",
@@ -39,7 +41,7 @@ def start(server, workdir, *args):
     for _ in range(600):
         try:
             c.ping()
-            return p, port
+            return p, port, d
         except redis.exceptions.ConnectionError:
             time.sleep(0.05)
     raise RuntimeError("server did not start")
@@ -49,10 +51,10 @@ def run(server, replicas, n, clients, pipeline, size):
     work = tempfile.mkdtemp(prefix="simdr-repl-bench-")
     procs = []
     try:
-        p, port = start(server, work)
+        p, port, _ = start(server, work)
         procs.append(p)
         for _ in range(replicas):
-            rp, _ = start(server, work, "--replicaof", "127.0.0.1", str(port))
+            rp, _, _ = start(server, work, "--replicaof", "127.0.0.1", str(port))
             procs.append(rp)
         c = redis.Redis(port=port)
         while c.info("replication")["connected_slaves"] < replicas:
