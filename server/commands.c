@@ -290,7 +290,7 @@ static int sees_pending_writes(command_fn fn) {
  * their writes would fail the same way, and the store refusing a turn's
  * batch closes the connections of every client that wrote in it (net.c).
  * FLUSHDB and FLUSHALL still run: they give the space back. 1 when refused. */
-int store_write_refused(client *c) {
+int misconf_refuses(client *c) {
     if (!srv.write_error || now_ms() - srv.write_error_ms >= WRITE_RETRY_MS) return 0;
     reply_error(c, "MISCONF Errors writing to the store file: %s", simdr_strerror(srv.write_error));
     return 1;
@@ -298,7 +298,7 @@ int store_write_refused(client *c) {
 
 int store_refuses_writes(client *c, const command_def *cmd) {
     if (!(cmd->flags & CMD_WRITE) || cmd->fn == cmd_flushdb || cmd->fn == cmd_flushall) return 0;
-    return store_write_refused(c);
+    return misconf_refuses(c);
 }
 
 static void run_command(client *c, const command_def *cmd, int argc, char **argv, size_t *lens) {

@@ -146,13 +146,16 @@ int db_open_existing(server_db *d) {
     return open_store(d, SIMDR_OPEN_EXISTING);
 }
 
-void ks_reopen_failed(long long now) {
+void ks_reopen_failed(void) {
+    long long now = 0;
     for (int i = 0; i < SERVER_DBS; i++) {
         server_db *d = &srv.db[i];
+        if (!d->failed) continue;
+        if (!now) now = now_ms();
         int try_write = now >= d->reopen_after_ms;
         /* db_close would wait for a running compaction on the event loop;
          * the compaction fails on the failed handle soon enough. */
-        if (!d->failed || srv.compacting || (d->read_only && !try_write)) continue;
+        if (srv.compacting || (d->read_only && !try_write)) continue;
         uint64_t before = d->store ? simdr_count(d->store) : 0;
         replica_store_closing();
         db_close(d);

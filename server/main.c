@@ -572,14 +572,13 @@ static void on_cron(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what, (void)arg;
     long long now = now_ms();
     ks_flush_pending(); /* the tick reads the engine (expiry walk, sizes) */
-    ks_reopen_failed(now);
     net_check_timeouts(now);
     replica_cron(now);
     /* A replica's files change only by the primary's bytes (replica.c). */
     if (!replica_is_replica()) ks_active_expire(now, srv.cfg.active_expire_effort);
     if (srv.cfg.durability == DURABILITY_EVERYSEC && now - srv.last_sync_ms >= 1000)
         server_sync(0);
-    ks_reopen_failed(now);
+    ks_reopen_failed();
     static long long last_compact_check;
     if (now - last_compact_check >= 1000) {
         last_compact_check = now;

@@ -220,7 +220,7 @@ static void spool_finish(client *c) {
         spool_end(c);
         return;
     }
-    if (store_write_refused(c)) {
+    if (misconf_refuses(c)) {
         spool_end(c);
         return;
     }
@@ -613,7 +613,7 @@ void net_after_turn(void) {
         srv.group_commit_clients += turn_clients();
     }
     srv.any_write_this_turn = 0;
-    if (srv.write_failed) ks_reopen_failed(now_ms());
+    ks_reopen_failed();
     ks_pending_safe_point();
     int failed = srv.write_failed;
     srv.write_failed = 0;

@@ -1358,9 +1358,9 @@ static int handle_msg(const link_msg *m, int *acked) {
         if (rc != SIMDR_OK) {
             server_log(LOG_WARNING_, "db %d: replicated bytes refused: %s", (int)db,
                        simdr_last_error());
-            /* A store failed by an I/O error is reopened (ks_reopen_failed),
-             * after which the link starts again from its tail. */
-            if (rc == SIMDR_EFAILED || rc == SIMDR_EIO) d->failed = 1;
+            /* A failed store is reopened (ks_reopen_failed), after which
+             * the link starts again from its tail. */
+            if (rc == SIMDR_EFAILED) d->failed = 1;
             return -1;
         }
         ks_mark_dirty(d);

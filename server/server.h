@@ -133,7 +133,7 @@ typedef struct server_db {
     uint64_t garbage;               /* bytes a compaction would save, as last measured */
     /* The store failed (a sync or a write that could not be undone): its
      * handle refuses writes and has withdrawn what no sync confirmed, until
-     * it is reopened (ks_reopen_failed, from the background tick). */
+     * it is reopened (ks_reopen_failed, at the end of a turn or tick). */
     int failed;
     int read_only;             /* opened read-only meanwhile (ks_reopen_failed) */
     long long reopen_after_ms; /* the next attempt to open it for writing */
@@ -292,12 +292,12 @@ const char *store_error(int code);
 void ks_note_write(server_db *d, int rc);
 /* Reopens every failed store (server_db.failed), as a restart would: the
  * engine's recovery verifies its tail again and serves every entry that
- * holds, and the new handle takes writes. Called at the end of the turn and
- * of the tick that found the failure, so no reply reads the failed handle,
- * which has withdrawn what no sync confirmed. Writable opens are tried at
+ * holds, and the new handle takes writes. Called at the end of every turn
+ * and tick, so no reply of a later turn reads the failed handle, which has
+ * withdrawn what no sync confirmed; a look at 16 flags when none failed. Writable opens are tried at
  * most every WRITE_RETRY_MS; meanwhile, and when one fails, the store is
  * open read-only, so reads go on. */
-void ks_reopen_failed(long long now);
+void ks_reopen_failed(void);
 /* How long after a failed store write or sync write commands are refused
  * before the next one is tried. */
 #define WRITE_RETRY_MS 1000
@@ -428,7 +428,7 @@ int replica_refuses(client *c, const command_def *cmd);
  * 1 when it replied. */
 int store_refuses_writes(client *c, const command_def *cmd);
 /* The same for any write (a spooled SET): 1 when it replied MISCONF. */
-int store_write_refused(client *c);
+int misconf_refuses(client *c);
 /* A write this server, a replica, refuses (also inside a transaction queued
  * before it became one: EXEC is then refused whole, as in Redis). */
 int replica_forbids(const command_def *cmd);
