@@ -287,45 +287,32 @@ def test_watch_across_a_compaction(r, server):
     for i in range(200):
         r.set("filler%d" % (i % 20), "x" * i)
     r.set("w", "1")
-    with r.pipeline() as p:  # untouched: executes
-        p.watch("w", "absent")
-        _compact(r)
-        p.multi()
-        p.set("out", "1")
-        assert p.execute() == [True]
-    with r.pipeline() as p:  # rewritten with the same value before the compaction
-        p.watch("w")
-        other.set("w", "1")
-        _compact(r)
-        p.multi()
-        p.set("out", "2")
+
+    def exec_after(keys, meanwhile, value):
+        """WATCH keys, run the steps of meanwhile, then MULTI SET out EXEC."""
+        with r.pipeline() as p:
+            p.watch(*keys)
+            for step in meanwhile:
+                step()
+            p.multi()
+            p.set("out", value)
+            return p.execute()
+
+    compact = lambda: _compact(r)  # noqa: E731
+    # untouched: executes
+    assert exec_after(["w", "absent"], [compact], "1") == [True]
+    aborted = [  # (set up before WATCH, watched keys, between WATCH and MULTI)
+        (None, ["w"], [lambda: other.set("w", "1"), compact]),  # the same value, before it
+        (None, ["w"], [compact, lambda: other.set("w", "1")]),  # after it
+        (None, ["absent"], [compact, lambda: other.set("absent", "now")]),  # created
+        (lambda: r.set("short", "1", px=300), ["short"],
+         [compact, lambda: time.sleep(0.4)]),  # expired meanwhile
+    ]
+    for n, (setup, keys, meanwhile) in enumerate(aborted, 2):
+        if setup:
+            setup()
         with pytest.raises(redis.WatchError):
-            p.execute()
-    with r.pipeline() as p:  # rewritten after the compaction
-        p.watch("w")
-        _compact(r)
-        other.set("w", "1")
-        p.multi()
-        p.set("out", "3")
-        with pytest.raises(redis.WatchError):
-            p.execute()
-    with r.pipeline() as p:  # created where it was absent
-        p.watch("absent")
-        _compact(r)
-        other.set("absent", "now")
-        p.multi()
-        p.set("out", "4")
-        with pytest.raises(redis.WatchError):
-            p.execute()
-    r.set("short", "1", px=300)
-    with r.pipeline() as p:  # expired meanwhile
-        p.watch("short")
-        _compact(r)
-        time.sleep(0.4)
-        p.multi()
-        p.set("out", "5")
-        with pytest.raises(redis.WatchError):
-            p.execute()
+            exec_after(keys, meanwhile, str(n))
     assert r.get("out") == b"1"
     other.close()
 
