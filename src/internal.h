@@ -427,7 +427,8 @@ int simdr__side_commit(simdr__side *sd, int store_fd, uint64_t tail, uint64_t su
  * next commit records it as the durable tail. */
 void simdr__side_committed(simdr__side *sd, uint64_t tail);
 /* Compaction, at its swap: the page now describes store_fd's file, whose
- * committed and durable tail (and anchor) is tail; flushed. sd may be NULL. */
+ * committed and durable tail (and anchor) is tail; flushed. -1 when it
+ * could not be rewritten: it then names no file. sd may be NULL. */
 int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail);
 void simdr__side_mark_closed(simdr__side *sd, uint64_t tail);
 /* Writer, before its first append: puts the page as attached on disk (once;

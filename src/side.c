@@ -480,8 +480,16 @@ void simdr__side_committed(simdr__side *sd, uint64_t tail) {
 int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail) {
     if (!sd) return 0;
     simdr__side_basis b = {1, {0, tail, tail, 0, {0}}, tail, 0};
-    if (tail_meta(store_fd, tail, b.durable.meta) != 0 || side_reset(sd, store_fd, tail, &b) != 0)
+    if (tail_meta(store_fd, tail, b.durable.meta) != 0 || side_reset(sd, store_fd, tail, &b) != 0) {
+        /* The page still names the replaced file, whose inode number the
+         * file system may give to a later file (the next compaction's):
+         * under it these records would be read as that file's. Naming no
+         * file instead costs the next open a full recovery, nothing more;
+         * the next open of a writer rewrites the page. */
+        store(sd, W_HCHECK, 0, memory_order_release);
+        simdr__msync(sd->page, SIDE_BYTES, MS_SYNC);
         return -1;
+    }
     return simdr__msync(sd->page, SIDE_BYTES, MS_SYNC);
 }
 

@@ -7,12 +7,19 @@
  * temporary file is left behind; values of 2 to 4 MiB behind small ones are
  * copied whole; damage under an open store (zeros, a broken link, a flipped
  * bit, a foreign hash) makes compaction refuse and leave the file as it was.
+ * A compaction whose side file cannot be told about the new file leaves that
+ * page naming no file at all, never a stale one.
  */
 #include "testutil.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "io.h"
 
 #define NK 200
 
@@ -457,6 +464,71 @@ static void test_compact_refuses_foreign_hash(void **state) {
     compact_refuses_damage(*state, SIMDR_LAYOUT_UNALIGNED, DAMAGE_HASH);
 }
 
+/* Fails every read of exactly one entry's metadata (20 bytes) while armed:
+ * the read with which a compaction's switch tells the side file the tail of
+ * the file it now describes. */
+static ssize_t (*pread_below)(int, void *, size_t, off_t);
+static int fail_meta_reads;
+static ssize_t pread_failing_meta(int fd, void *buf, size_t len, off_t off) {
+    if (fail_meta_reads && len == 20) {
+        errno = EIO;
+        return -1;
+    }
+    return pread_below(fd, buf, len, off);
+}
+
+/* The side page's check word (word 7) and the inode it names (word 3),
+ * read from the file "<store>.simdr" (docs/FORMAT.md, "simdr's side file"). */
+static void read_side_header(const char *store_path, uint64_t *ino, uint64_t *check) {
+    char side[4096];
+    snprintf(side, sizeof side, "%s.simdr", store_path);
+    int fd = open(side, O_RDONLY);
+    assert_true(fd >= 0);
+    uint8_t w[64];
+    assert_int_equal(pread(fd, w, sizeof w, 0), (ssize_t)sizeof w);
+    close(fd);
+    uint64_t words[8] = {0};
+    for (unsigned i = 0; i < 8; i++)
+        for (unsigned b = 0; b < 8; b++) words[i] |= (uint64_t)w[i * 8 + b] << (8 * b);
+    *ino = words[3];
+    *check = words[7];
+}
+
+/* The side file names the store file it describes (device and inode, under
+ * a check word). A compaction replaces that file; when the side page cannot
+ * be rewritten for the new one, it must not keep naming the old file, whose
+ * inode number the file system may hand to a later file (the next
+ * compaction's), under which its records would be read. It is invalidated
+ * instead: the next open recovers in full, and finds every write. */
+static void test_side_file_never_names_a_replaced_file(void **state) {
+    fixture *f = *state;
+    populate(f, SIMDR_LAYOUT_ALIGNED64);
+    assert_int_equal(simdr_sync(f->tu.s), SIMDR_OK);
+    struct stat before, after;
+    assert_int_equal(stat(f->tu.path, &before), 0);
+    pread_below = simdr__io.pread;
+    simdr__io.pread = pread_failing_meta;
+    fail_meta_reads = 1;
+    int rc = simdr_compact(f->tu.s);
+    fail_meta_reads = 0;
+    simdr__io.pread = pread_below;
+    assert_int_equal(rc, SIMDR_OK);
+    assert_int_equal(stat(f->tu.path, &after), 0);
+    assert_true(after.st_ino != before.st_ino);
+    uint64_t ino, check;
+    read_side_header(f->tu.path, &ino, &check);
+    assert_true(check == 0 || ino == (uint64_t)after.st_ino);
+    /* The store goes on, and a reopen (full recovery) finds every write. */
+    uint64_t seed = tu_seed(77);
+    put(f, 5, tu_rand(&seed));
+    del(f, 8);
+    assert_int_equal(simdr_sync(f->tu.s), SIMDR_OK);
+    verify_all(f, f->tu.s);
+    assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+    f->tu.s = tu_open(f->tu.path, 0, 0);
+    verify_all(f, f->tu.s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_compact_aligned, setup, teardown),
@@ -475,6 +547,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_compact_refuses_flipped_payload_bit, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_compact_refuses_foreign_hash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_side_file_never_names_a_replaced_file, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
