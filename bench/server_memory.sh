@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Loads K keys with V-byte values (redis-cli --pipe) into simdr-server and into
 # Debian's redis-server, then reports each server's RSS and RSS per key, and
-# the restart time: from starting the process to the first PING answered with
-# all K keys present (simdr: its store files; redis: the RDB written by SAVE,
+# the same after a GET of every key (a server that reads its values through a
+# map then holds the pages read), and the restart time: from starting the
+# process to the first PING answered with all K keys present (simdr: its store files; redis: the RDB written by SAVE,
 # and the AOF of appendonly yes). Prints one CSV line per server/persistence.
 # Restart times include starting redis-cli for each poll (5 ms apart).
 #
@@ -34,6 +35,13 @@ for i in range(k):
     key = b"key:%012d" % i
     out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, v, val))
 PY
+/usr/bin/python3 - "$k" > "$work/read.resp" <<'PY'
+import sys
+out = sys.stdout.buffer
+for i in range(int(sys.argv[1])):
+    key = b"key:%012d" % i
+    out.write(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))
+PY
 
 start() { # start <simdr|redis> <dir> [redis args...]
   local kind=$1 dir=$2; shift 2
@@ -60,7 +68,7 @@ anon_kb() { awk '/RssAnon/ {print $2}' "/proc/$pid/status"; }
 # cache, reclaimable); RssAnon is the process's own memory (index, buffers).
 # load_ms is the server's own figure from its log: simdr "opened in X ms"
 # (all store files), redis "DB loaded from ...: X seconds".
-echo "server,persistence,keys,value_bytes,rss_kb,rss_anon_kb,rss_bytes_per_key,anon_bytes_per_key,restart_ms,load_ms"
+echo "server,persistence,keys,value_bytes,rss_kb,rss_anon_kb,rss_bytes_per_key,anon_bytes_per_key,rss_after_gets_kb,rss_bytes_per_key_after_gets,restart_ms,load_ms"
 for cfg in "simdr store" "redis rdb" "redis aof"; do
   set -- $cfg
   dir=$(mktemp -d "$work/d.XXXX")
@@ -74,6 +82,8 @@ for cfg in "simdr store" "redis rdb" "redis aof"; do
   [ "$2" = rdb ] && redis-cli -p "$port" save >/dev/null
   sleep 1
   rss=$(rss_kb) anon=$(anon_kb)
+  redis-cli -p "$port" --pipe < "$work/read.resp" >/dev/null
+  read_rss=$(rss_kb)
   stop
   start "$1" "$dir" "${args[@]}"
   ms=$(ready_ms)
@@ -84,6 +94,6 @@ for cfg in "simdr store" "redis rdb" "redis aof"; do
     load=$(grep -o 'DB loaded from [a-z ]*: [0-9.]* seconds' "$dir/log" | tail -1 |
            awk '{printf "%.1f", $(NF-1) * 1000}')
   fi
-  echo "$1,$2,$k,$v,$rss,$anon,$(( rss * 1024 / k )),$(( anon * 1024 / k )),$ms,$load"
+  echo "$1,$2,$k,$v,$rss,$anon,$(( rss * 1024 / k )),$(( anon * 1024 / k )),$read_rss,$(( read_rss * 1024 / k )),$ms,$load"
   rm -rf "$dir"
 done

@@ -45,26 +45,45 @@
  * check that the metadata it reads holds the key the index filed there. */
 #define LIVE_OFF(x) ((x) >> 16)
 #define LIVE_TAG(x) ((x) & 0xffffu)
-static int listed_live(simdr__view *v, uint64_t **out, uint64_t *n) {
-    uint64_t cap = v->index->cap, k = 0;
-    uint64_t *live = malloc((cap ? cap : 1) * sizeof *live);
-    if (!live) return simdr__fail(SIMDR_ENOMEM, "out of memory");
-    for (uint64_t i = 0; i < cap; i++) {
-        uint64_t val = atomic_load_explicit(&v->index->slots[i], memory_order_acquire);
+static uint64_t list_live_into(const simdr__index *ix, uint64_t *live) {
+    uint64_t k = 0;
+    for (uint64_t i = 0; i < ix->cap; i++) {
+        uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
         if (val && !(val & SIMDR__IDX_TOMB))
             live[k++] = (val & SIMDR__IDX_OFF_MASK) << 16 | val >> 48;
     }
+    return k;
+}
+
+static int listed_live(simdr__view *v, uint64_t **out, uint64_t *n) {
+    uint64_t cap = v->index->cap;
+    uint64_t *live = malloc((cap ? cap : 1) * sizeof *live);
+    if (!live) return simdr__fail(SIMDR_ENOMEM, "out of memory");
     *out = live;
-    *n = k;
+    *n = list_live_into(v->index, live);
     return SIMDR_OK;
 }
 
-static int sorted_live(simdr__view *v, uint64_t **out, uint64_t *n) {
-    int rc = listed_live(v, out, n);
-    if (rc == SIMDR_OK) simdr__sort_offsets(*out, *n);
-    return rc;
+/* Unmaps from this process the pages of [0, end) of a map that a walk
+ * through it mapped in. On this shared, read-only file mapping that only
+ * drops page-table entries: the pages stay in the page cache, and a later
+ * read maps them back, unchanged, with a minor fault. */
+static void unmap_walked(const simdr__map *m, uint64_t end) {
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    if (end > m->len) end = m->len;
+    end = end / page * page;
+    if (end) madvise((void *)m->base, (size_t)end, MADV_DONTNEED);
 }
 
+/*
+ * Reads the metadata of every live entry, so its walk maps in the pages of
+ * a dense file, and is called again and again by a server as its files grow
+ * (to decide when to compact): the pages it mapped are unmapped again at the
+ * end, or a store whose data lives in the file would keep all of it counted
+ * in the process's resident memory. The index is read inside an epoch
+ * section, the entries with only the map pinned: a section held for the
+ * whole walk would hold up every writer publishing a view meanwhile.
+ */
 SIMDR_API uint64_t simdr_compaction_savings(simdr_store *s) {
     if (!s) return 0;
     unsigned shard = simdr__thread_shard();
@@ -72,25 +91,33 @@ SIMDR_API uint64_t simdr_compaction_savings(simdr_store *s) {
     simdr__view *v = simdr__current_view(s);
     uint64_t tail = atomic_load_explicit(&v->tail, memory_order_acquire);
     int layout = atomic_load(&s->layout);
-    uint64_t *offs = NULL, n = 0, size = 0;
+    uint64_t n = 0, size = 0;
+    /* Mapped apart from the heap and unmapped after, so that a server
+     * measuring from a thread of its own does not leave the list's memory
+     * in that thread's malloc arena. */
+    size_t bytes = (size_t)(v->index->cap ? v->index->cap : 1) * sizeof(uint64_t);
+    uint64_t *offs = simdr__alloc_zeroed(bytes);
     /* A hinted table with a damaged block names no trustworthy offsets:
      * no estimate (0) until the writer has rebuilt it. */
-    if (simdr__index_check_all(v->index) != 0) {
+    if (!offs || simdr__index_check_all(v->index) != 0) {
         simdr__epoch_exit(&s->epoch, shard, tok);
+        simdr__free_big(offs, bytes);
         return 0;
     }
-    if (sorted_live(v, &offs, &n) == SIMDR_OK) {
-        for (uint64_t i = 0; i < n; i++) {
-            struct simdr_entry e;
-            if (simdr__entry_decode(v->map->base, v->map->len, LIVE_OFF(offs[i]), layout, &e) !=
-                SIMDR_OK)
-                continue;
-            size += simdr__pad_for(size, layout == SIMDR_LAYOUT_ALIGNED64) + e.size +
-                    SIMDR__META_SIZE;
-        }
-    }
+    n = list_live_into(v->index, offs);
+    simdr__map *map = v->map;
+    simdr__map_pin(map, shard);
     simdr__epoch_exit(&s->epoch, shard, tok);
-    free(offs);
+    simdr__sort_offsets(offs, n);
+    for (uint64_t i = 0; i < n; i++) {
+        struct simdr_entry e;
+        if (simdr__entry_decode(map->base, map->len, LIVE_OFF(offs[i]), layout, &e) != SIMDR_OK)
+            continue;
+        size += simdr__pad_for(size, layout == SIMDR_LAYOUT_ALIGNED64) + e.size + SIMDR__META_SIZE;
+    }
+    unmap_walked(map, tail);
+    simdr__map_unpin(map, shard);
+    simdr__free_big(offs, bytes);
     return tail > size ? tail - size : 0;
 }
 

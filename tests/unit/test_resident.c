@@ -1,0 +1,146 @@
+/*
+ * test_resident.c - what a store keeps mapped into the process: after a bulk
+ * load, the store file's pages are not left in the process's resident memory
+ * (the file is the data's home; the index is what a store keeps in memory),
+ * by single puts and by batches, and every value still reads back right once
+ * the pages are mapped in again; measuring what a compaction would save
+ * (a walk over every live entry, which a server repeats as its files grow)
+ * leaves none mapped either, and measures exactly. Resident bytes are read
+ * from the store mapping's "Rss:" lines in /proc/self/smaps.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define NKEYS 120000
+#define BATCH 1000
+
+/* Bytes of the mappings of path that are resident in this process, or -1
+ * when /proc/self/smaps cannot be read. */
+static long long resident_bytes_of(const char *path) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[8192];
+    long long kb = 0;
+    int in_file = 0;
+    while (fgets(line, sizeof line, f)) {
+        /* A mapping's header: "start-end perms offset dev inode path". */
+        unsigned long long lo, hi;
+        if (sscanf(line, "%llx-%llx ", &lo, &hi) == 2 && strchr(line, ' ')) {
+            char *nl = strchr(line, '\n');
+            if (nl) *nl = '\0';
+            size_t n = strlen(line), p = strlen(path);
+            in_file = n >= p && strcmp(line + n - p, path) == 0;
+            continue;
+        }
+        long long v;
+        if (in_file && sscanf(line, "Rss: %lld kB", &v) == 1) kb += v;
+    }
+    fclose(f);
+    return kb * 1024;
+}
+
+static void key_of(unsigned i, char *k, size_t cap) { snprintf(k, cap, "resident-%08u", i); }
+
+static void value_of(unsigned i, uint8_t v[8]) {
+    for (unsigned b = 0; b < 8; b++) v[b] = (uint8_t)((i * 2654435761u) >> (b * 3)) ^ (uint8_t)b;
+}
+
+static void expect_every_value(simdr_store *s) {
+    for (unsigned i = 0; i < NKEYS; i++) {
+        char k[32];
+        uint8_t v[8];
+        key_of(i, k, sizeof k);
+        value_of(i, v);
+        tu_expect_value(s, TU_STR(k), v, sizeof v);
+    }
+}
+
+/* After the load the file's pages mapped in this process are a small part of
+ * the file (the last growth left none; later appends are written, not
+ * mapped); reading every key maps them back with the right bytes. */
+static void expect_file_not_resident(tu_fixture *f) {
+    struct stat st;
+    assert_int_equal(stat(f->path, &st), 0);
+    long long resident = resident_bytes_of(f->path);
+    assert_true(resident >= 0);
+    if (resident * 4 > (long long)st.st_size)
+        fprintf(stderr, "resident %lld bytes of a %lld-byte store file\n", resident,
+                (long long)st.st_size);
+    assert_true(resident * 4 <= (long long)st.st_size);
+    expect_every_value(f->s);
+    /* The reads mapped the pages back in: the measure sees them. */
+    assert_true(resident_bytes_of(f->path) * 2 > (long long)st.st_size);
+}
+
+static void test_single_puts_leave_file_pages_unmapped(void **state) {
+    tu_fixture *f = *state;
+    for (unsigned i = 0; i < NKEYS; i++) {
+        char k[32];
+        uint8_t v[8];
+        key_of(i, k, sizeof k);
+        value_of(i, v);
+        assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
+    }
+    expect_file_not_resident(f);
+}
+
+static void test_batches_leave_file_pages_unmapped(void **state) {
+    tu_fixture *f = *state;
+    static char keys[BATCH][32];
+    static uint8_t vals[BATCH][8];
+    simdr_kv items[BATCH];
+    for (unsigned i = 0; i < NKEYS; i += BATCH) {
+        for (unsigned j = 0; j < BATCH; j++) {
+            key_of(i + j, keys[j], sizeof keys[j]);
+            value_of(i + j, vals[j]);
+            items[j] = (simdr_kv){keys[j], strlen(keys[j]), vals[j], sizeof vals[j]};
+        }
+        assert_int_equal(simdr_put_batch(f->s, items, BATCH, NULL), SIMDR_OK);
+    }
+    expect_file_not_resident(f);
+}
+
+static void test_measuring_savings_leaves_file_pages_unmapped(void **state) {
+    tu_fixture *f = *state;
+    for (unsigned i = 0; i < NKEYS; i++) {
+        char k[32];
+        uint8_t v[8];
+        key_of(i, k, sizeof k);
+        value_of(i, v);
+        assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
+    }
+    /* A quarter written again: the first versions are garbage. */
+    for (unsigned i = 0; i < NKEYS; i += 4) {
+        char k[32];
+        uint8_t v[8];
+        key_of(i, k, sizeof k);
+        value_of(i, v);
+        assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
+    }
+    expect_every_value(f->s); /* maps every page in */
+    uint64_t size = simdr_file_size(f->s);
+    assert_true(resident_bytes_of(f->path) * 2 > (long long)size);
+    uint64_t savings = simdr_compaction_savings(f->s);
+    long long resident = resident_bytes_of(f->path);
+    if (resident * 4 > (long long)size)
+        fprintf(stderr, "resident %lld bytes of a %llu-byte store file\n", resident,
+                (unsigned long long)size);
+    assert_true(resident * 4 <= (long long)size);
+    assert_true(savings > 0);
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    assert_int_equal(simdr_file_size(f->s), size - savings);
+    expect_every_value(f->s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        TU_TEST(test_single_puts_leave_file_pages_unmapped),
+        TU_TEST(test_batches_leave_file_pages_unmapped),
+        TU_TEST(test_measuring_savings_leaves_file_pages_unmapped),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
