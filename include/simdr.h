@@ -629,6 +629,18 @@ SIMDR_API int simdr_layout_of(simdr_store *store);
 SIMDR_API const char *simdr_path(simdr_store *store);
 /** Bytes the in-memory index occupies now. */
 SIMDR_API uint64_t simdr_index_bytes(simdr_store *store);
+/**
+ * Unmaps from this process the pages of the store file it has mapped in:
+ * pages read through the map, and the pages an index growth reads (a
+ * growth reads every indexed entry's metadata, so after a bulk load the
+ * whole file counts in the process's resident memory). The pages stay in
+ * the page cache, and later reads map them back, unchanged, with a minor
+ * fault; entries, read scopes and iterators stay valid. For a process
+ * whose resident size matters, after a bulk load or a scan (simdr-server
+ * calls it after each index growth). Any thread; SIMDR_OK, or SIMDR_EINVAL
+ * for NULL. simdr_compaction_savings unmaps the pages its walk mapped.
+ */
+SIMDR_API int simdr_release_memory(simdr_store *store);
 
 /* ------------------------------------------------------------------------ */
 /* Iteration                                                                 */

@@ -568,6 +568,22 @@ static void maybe_auto_compact(int allow_compact) {
     start_measure();
 }
 
+/* An index growth reads every indexed entry's metadata through the map,
+ * which leaves the whole file mapped into the process: after a bulk load
+ * its resident size would be the file's, when only the index is meant to
+ * stay in memory. The tick after a growth unmaps the pages again (they stay
+ * in the page cache; reads map back what they touch). */
+static void release_grown_maps(void) {
+    for (int i = 0; i < SERVER_DBS; i++) {
+        server_db *d = &srv.db[i];
+        if (!d->store) continue;
+        uint64_t bytes = simdr_index_bytes(d->store);
+        if (bytes == d->index_bytes_seen) continue;
+        d->index_bytes_seen = bytes;
+        simdr_release_memory(d->store);
+    }
+}
+
 static void on_cron(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what, (void)arg;
     long long now = now_ms();
@@ -579,6 +595,7 @@ static void on_cron(evutil_socket_t fd, short what, void *arg) {
     if (srv.cfg.durability == DURABILITY_EVERYSEC && now - srv.last_sync_ms >= 1000)
         server_sync(0);
     ks_reopen_failed();
+    release_grown_maps();
     static long long last_compact_check;
     if (now - last_compact_check >= 1000) {
         last_compact_check = now;

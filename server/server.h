@@ -131,6 +131,10 @@ typedef struct server_db {
     int ttl_written_in_walk;
     uint64_t size_at_garbage_check; /* file size at the last measure of its garbage */
     uint64_t garbage;               /* bytes a compaction would save, as last measured */
+    /* The index's size at the last tick: a growth reads every entry's
+     * metadata through the map, and the tick after it unmaps those pages
+     * again (release_grown_maps in main.c). */
+    uint64_t index_bytes_seen;
     /* The store failed (a sync or a write that could not be undone): its
      * handle refuses writes and has withdrawn what no sync confirmed, until
      * it is reopened (ks_reopen_failed, at the end of a turn or tick). */

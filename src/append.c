@@ -200,32 +200,13 @@ static void populate_map(simdr_store *s, simdr__map *m, const simdr__index *ix) 
     m->populated = end / page * page;
 }
 
-/* After a growth, the pages populate_map mapped in for it are unmapped
- * again. On this shared, read-only file mapping that only removes them from
- * this process's page tables: they stay in the page cache, and a later read
- * maps them back, unchanged, with a minor fault. Kept, every page of the file
- * would stay counted in the process's resident memory after a bulk load,
- * where the file is the data's home and the index is all the store means to
- * keep in memory (a server's RSS, docs/BENCHMARKS.md). The next growth maps
- * them in again; the cost is measured there too. */
-static void release_populated(simdr__map *m) {
-    if (m->populated == 0) return;
-    /* Failure only leaves them mapped. */
-    madvise((void *)m->base, (size_t)m->populated, MADV_DONTNEED);
-    m->populated = 0;
-}
-
 int simdr__grow_index_if_needed(simdr_store *s) {
     simdr__view *v = simdr__current_view(s);
     if (!simdr__index_needs_grow(v->index)) return SIMDR_OK;
-    /* The map outlives the view, which publishing a new one retires. */
-    simdr__map *m = v->map;
-    populate_map(s, m, v->index);
-    simdr__index *nx = simdr__index_grown(v->index, m->base);
+    populate_map(s, v->map, v->index);
+    simdr__index *nx = simdr__index_grown(v->index, v->map->base);
     if (!nx) return simdr__fail(SIMDR_ENOMEM, "%s: out of memory growing the index", s->path);
-    int rc = simdr__publish_view(s, m, nx);
-    release_populated(m);
-    return rc;
+    return simdr__publish_view(s, v->map, nx);
 }
 
 /* Grows the index until n more keys fit, before anything is written: once
@@ -238,22 +219,12 @@ static int reserve_index(simdr_store *s, size_t n) {
     if (settled != SIMDR_OK) return settled;
     for (;;) {
         simdr__view *v = simdr__current_view(s);
-        if (simdr__index_room(v->index) >= n) {
-            release_populated(v->map); /* once, after all the growths */
-            return SIMDR_OK;
-        }
-        simdr__map *m = v->map; /* outlives the view, which publishing retires */
-        populate_map(s, m, v->index);
-        simdr__index *nx = simdr__index_grown(v->index, m->base);
-        if (!nx) {
-            release_populated(m);
-            return simdr__fail(SIMDR_ENOMEM, "%s: out of memory growing the index", s->path);
-        }
-        int rc = simdr__publish_view(s, m, nx);
-        if (rc != SIMDR_OK) {
-            release_populated(m);
-            return rc;
-        }
+        if (simdr__index_room(v->index) >= n) return SIMDR_OK;
+        populate_map(s, v->map, v->index);
+        simdr__index *nx = simdr__index_grown(v->index, v->map->base);
+        if (!nx) return simdr__fail(SIMDR_ENOMEM, "%s: out of memory growing the index", s->path);
+        int rc = simdr__publish_view(s, v->map, nx);
+        if (rc != SIMDR_OK) return rc;
     }
 }
 

@@ -64,17 +64,6 @@ static int listed_live(simdr__view *v, uint64_t **out, uint64_t *n) {
     return SIMDR_OK;
 }
 
-/* Unmaps from this process the pages of [0, end) of a map that a walk
- * through it mapped in. On this shared, read-only file mapping that only
- * drops page-table entries: the pages stay in the page cache, and a later
- * read maps them back, unchanged, with a minor fault. */
-static void unmap_walked(const simdr__map *m, uint64_t end) {
-    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-    if (end > m->len) end = m->len;
-    end = end / page * page;
-    if (end) madvise((void *)m->base, (size_t)end, MADV_DONTNEED);
-}
-
 /*
  * Reads the metadata of every live entry, so its walk maps in the pages of
  * a dense file, and is called again and again by a server as its files grow
@@ -115,7 +104,7 @@ SIMDR_API uint64_t simdr_compaction_savings(simdr_store *s) {
             continue;
         size += simdr__pad_for(size, layout == SIMDR_LAYOUT_ALIGNED64) + e.size + SIMDR__META_SIZE;
     }
-    unmap_walked(map, tail);
+    simdr__map_unmap_pages(map, tail);
     simdr__map_unpin(map, shard);
     simdr__free_big(offs, bytes);
     return tail > size ? tail - size : 0;

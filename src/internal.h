@@ -145,6 +145,11 @@ static inline void simdr__map_pin(simdr__map *m, unsigned shard) {
     if (old & SIMDR__MAP_CLOSED) atomic_fetch_add_explicit(&m->outstanding, 1, memory_order_relaxed);
 }
 void simdr__map_unpin(simdr__map *m, unsigned shard);
+/* Unmaps from this process the whole pages of [0, end) of m. The map is a
+ * shared, read-only file mapping, so that only drops page-table entries: the
+ * pages stay in the page cache, and a later read maps them back, unchanged,
+ * with a minor fault. Any thread, m pinned. */
+void simdr__map_unmap_pages(const simdr__map *m, uint64_t end);
 /* After it is unreachable for new pins (grace period passed): drop the
  * store's hold; it is unmapped when the last pin goes. */
 void simdr__map_retire(simdr__map *m);

@@ -80,6 +80,29 @@ int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *
     return SIMDR_OK;
 }
 
+void simdr__map_unmap_pages(const simdr__map *m, uint64_t end) {
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    if (end > m->len) end = m->len;
+    end = end / page * page;
+    /* Failure (a locked mapping) only leaves them mapped. */
+    if (end) madvise((void *)m->base, (size_t)end, MADV_DONTNEED);
+}
+
+SIMDR_API int simdr_release_memory(simdr_store *s) {
+    if (!s) return simdr__fail(SIMDR_EINVAL, "NULL argument");
+    unsigned shard = simdr__thread_shard();
+    unsigned tok = simdr__epoch_enter(&s->epoch, shard);
+    simdr__map *m = simdr__current_view(s)->map;
+    simdr__map_pin(m, shard);
+    simdr__epoch_exit(&s->epoch, shard, tok);
+    /* The writer's record of what an index growth mapped in (populated) is
+     * not reset: the next growth then faults those pages in one by one
+     * instead of mapping them in one call; slower, never wrong. */
+    simdr__map_unmap_pages(m, m->len);
+    simdr__map_unpin(m, shard);
+    return SIMDR_OK;
+}
+
 static void map_destroy(simdr__map *m) {
     munmap((void *)m->base, (size_t)m->len);
     free(m);

@@ -1,11 +1,12 @@
 /*
- * test_resident.c - what a store keeps mapped into the process: after a bulk
- * load, the store file's pages are not left in the process's resident memory
- * (the file is the data's home; the index is what a store keeps in memory),
- * by single puts and by batches, and every value still reads back right once
- * the pages are mapped in again; measuring what a compaction would save
- * (a walk over every live entry, which a server repeats as its files grow)
- * leaves none mapped either, and measures exactly. Resident bytes are read
+ * test_resident.c - what a store keeps mapped into the process: after
+ * simdr_release_memory the store file's pages read through the map are no
+ * longer in the process's resident memory (stores loaded by single puts, by
+ * batches, and a read-only open), handles taken before keep their bytes,
+ * every value reads back right and writes go on; measuring what a
+ * compaction would save (a walk over every live entry, which a server
+ * repeats as its files grow) leaves none mapped either, and measures
+ * exactly. Resident bytes are read
  * from the store mapping's "Rss:" lines in /proc/self/smaps.
  */
 #include "testutil.h"
@@ -59,24 +60,35 @@ static void expect_every_value(simdr_store *s) {
     }
 }
 
-/* After the load the file's pages mapped in this process are a small part of
- * the file (the last growth left none; later appends are written, not
- * mapped); reading every key maps them back with the right bytes. */
-static void expect_file_not_resident(tu_fixture *f) {
+/* Every key read through the map (which maps the file's pages in: asserted),
+ * then simdr_release_memory: the file's pages mapped in this process are at
+ * most a quarter of the file, a handle taken before still holds its bytes,
+ * and every value reads back right. */
+static void expect_release_unmaps(tu_fixture *f) {
     struct stat st;
     assert_int_equal(stat(f->path, &st), 0);
+    char k[32];
+    uint8_t v[8];
+    key_of(7, k, sizeof k);
+    value_of(7, v);
+    simdr_entry *held;
+    assert_int_equal(simdr_get(f->s, TU_STR(k), &held), SIMDR_OK);
+    expect_every_value(f->s);
+    assert_true(resident_bytes_of(f->path) * 2 > (long long)st.st_size);
+    assert_int_equal(simdr_release_memory(f->s), SIMDR_OK);
     long long resident = resident_bytes_of(f->path);
     assert_true(resident >= 0);
     if (resident * 4 > (long long)st.st_size)
         fprintf(stderr, "resident %lld bytes of a %lld-byte store file\n", resident,
                 (long long)st.st_size);
     assert_true(resident * 4 <= (long long)st.st_size);
+    assert_int_equal(simdr_entry_size(held), sizeof v);
+    assert_memory_equal(simdr_entry_data(held), v, sizeof v);
+    simdr_entry_release(held);
     expect_every_value(f->s);
-    /* The reads mapped the pages back in: the measure sees them. */
-    assert_true(resident_bytes_of(f->path) * 2 > (long long)st.st_size);
 }
 
-static void test_single_puts_leave_file_pages_unmapped(void **state) {
+static void test_release_after_single_puts(void **state) {
     tu_fixture *f = *state;
     for (unsigned i = 0; i < NKEYS; i++) {
         char k[32];
@@ -85,10 +97,25 @@ static void test_single_puts_leave_file_pages_unmapped(void **state) {
         value_of(i, v);
         assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
     }
-    expect_file_not_resident(f);
+    expect_release_unmaps(f);
+    /* Writes go on after it, index growths included. */
+    for (unsigned i = NKEYS; i < NKEYS * 2; i++) {
+        char k[32];
+        uint8_t v[8];
+        key_of(i, k, sizeof k);
+        value_of(i, v);
+        assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
+    }
+    for (unsigned i = NKEYS; i < NKEYS * 2; i += 97) {
+        char k[32];
+        uint8_t v[8];
+        key_of(i, k, sizeof k);
+        value_of(i, v);
+        tu_expect_value(f->s, TU_STR(k), v, sizeof v);
+    }
 }
 
-static void test_batches_leave_file_pages_unmapped(void **state) {
+static void test_release_after_batches(void **state) {
     tu_fixture *f = *state;
     static char keys[BATCH][32];
     static uint8_t vals[BATCH][8];
@@ -101,7 +128,22 @@ static void test_batches_leave_file_pages_unmapped(void **state) {
         }
         assert_int_equal(simdr_put_batch(f->s, items, BATCH, NULL), SIMDR_OK);
     }
-    expect_file_not_resident(f);
+    expect_release_unmaps(f);
+}
+
+static void test_release_of_a_read_only_open(void **state) {
+    tu_fixture *f = *state;
+    for (unsigned i = 0; i < NKEYS; i++) {
+        char k[32];
+        uint8_t v[8];
+        key_of(i, k, sizeof k);
+        value_of(i, v);
+        assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
+    }
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    f->s = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+    expect_release_unmaps(f);
+    assert_int_equal(simdr_release_memory(NULL), SIMDR_EINVAL);
 }
 
 static void test_measuring_savings_leaves_file_pages_unmapped(void **state) {
@@ -138,8 +180,9 @@ static void test_measuring_savings_leaves_file_pages_unmapped(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        TU_TEST(test_single_puts_leave_file_pages_unmapped),
-        TU_TEST(test_batches_leave_file_pages_unmapped),
+        TU_TEST(test_release_after_single_puts),
+        TU_TEST(test_release_after_batches),
+        TU_TEST(test_release_of_a_read_only_open),
         TU_TEST(test_measuring_savings_leaves_file_pages_unmapped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
