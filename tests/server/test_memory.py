@@ -39,15 +39,20 @@ def test_bulk_load_leaves_the_store_file_unmapped():
         size = os.path.getsize(path)
         assert size > KEYS * len(VALUE)
         pid = srv.proc.pid
-        wait_until(lambda: store_file_resident(pid, path) * 4 <= size,
-                   "the store file's pages to leave the server's resident memory "
-                   "(%d of %d bytes resident)" % (store_file_resident(pid, path), size))
+        try:
+            wait_until(lambda: store_file_resident(pid, path) * 4 <= size,
+                       "the store file's pages to leave the server's resident memory")
+        except AssertionError:
+            raise AssertionError("%d of the store file's %d bytes still resident; server log:\n%s"
+                                 % (store_file_resident(pid, path), size, srv.log()))
         # GETs map what they read back in (the measure sees them; a tick
         # measuring the file's garbage may unmap them once more meanwhile,
         # hence passes until they stay), and every value is right.
         def read_every_key():
             for start in range(0, KEYS, 5000):
                 got = c.mget([b"key:%09d" % i for i in range(start, start + 5000)])
-                assert got == [VALUE + b"%d" % i for i in range(start, start + 5000)]
+                for i, value in zip(range(start, start + 5000), got):
+                    assert value == VALUE + b"%d" % i, "key %d: %r" % (i, value)
             return store_file_resident(pid, path) * 2 > size
-        wait_until(read_every_key, "GETs to map the store file's pages back in")
+        wait_until(read_every_key, "GETs to map the store file's pages back in (%d of %d "
+                   "bytes resident before them)" % (store_file_resident(pid, path), size))
