@@ -36,7 +36,10 @@
  * pages beyond the new end are gone, and a process holding the store open
  * (or entries from it) receives SIGBUS when it touches them - in a get, an
  * iteration, or an entry's data. Never shorten a store file in place; let
- * simdr_compact() replace it.
+ * simdr_compact() replace it. The side file is read with pread by read-only
+ * opens, so a side file shortened in place only costs them a refresh by the
+ * file's end (as without one); the writer maps its page, and shortening it
+ * under a writer raises SIGBUS in the writer at its next append.
  *
  * FORK: a handle belongs to the process that opened it. A child created by
  * fork() inherits the handle, but keeps its own copy of the tail and
