@@ -39,7 +39,10 @@
  * simdr_compact() replace it. The side file is read with pread by read-only
  * opens, so a side file shortened in place only costs them a refresh by the
  * file's end (as without one); the writer maps its page, and shortening it
- * under a writer raises SIGBUS in the writer at its next append.
+ * under a writer raises SIGBUS in the writer at its next append. A store
+ * opened from its hint file "<path>.hint" maps its index from that file:
+ * shortening the hint in place under it raises SIGBUS at the next lookup
+ * (a close replaces the hint by renaming a new one over it, never in place).
  *
  * FORK: a handle belongs to the process that opened it. A child created by
  * fork() inherits the handle, but keeps its own copy of the tail and
