@@ -206,9 +206,13 @@ void simdr__hint_save(simdr_store *s) {
     }
     char *tmp = simdr__suffixed_path(s->path, ".hint.tmp"), *final = simdr__suffixed_path(s->path, ".hint");
     struct stat store_st;
+    /* A file of our own, made new (a leftover of a save that died is
+     * removed first): O_EXCL never opens what a link planted there names,
+     * which O_TRUNC would have cut and overwritten with the index. */
+    if (tmp) unlink(tmp);
     int fd = tmp && final && simdr__io.fstat(s->fd, &store_st) == 0
                  /* The index reveals what the store holds: no wider access than the store's. */
-                 ? simdr__io.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                 ? simdr__io.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
                                   store_st.st_mode & 0666)
                  : -1;
     uint64_t *sums = NULL;

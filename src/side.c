@@ -335,7 +335,10 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
                                        unsigned mode, const simdr__side_basis *basis) {
     char *path = simdr__suffixed_path(store_path, ".simdr");
     if (!path) return NULL;
-    int fd = simdr__io.open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode ? mode : 0644);
+    /* Never through a link: one planted there (a directory others may write
+     * to) would have this writer cut and overwrite the file it names. The
+     * link is then removed below, as any side file the writer cannot use. */
+    int fd = simdr__io.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode ? mode : 0644);
     simdr__side *sd = NULL;
     struct stat st;
     int created = 0;

@@ -696,6 +696,51 @@ static void test_reader_survives_a_side_file_cut_in_place(void **state) {
     }
 }
 
+/* Links planted where a writer creates its side file and its hint's
+ * temporary file (a directory others can write to, such as /tmp): the
+ * writer opened them following the link, cut the file it named and wrote
+ * its page or its index there. Those files must stay as they were, and the
+ * store must still work and reopen whole. */
+static void test_links_planted_as_side_or_hint_files_are_not_followed(void **state) {
+    tu_fixture *f = *state;
+    simdr_close(f->s);
+    f->s = NULL;
+    unlink(f->path);
+    char side[4200], hint_tmp[4200], victim_side[4200], victim_hint[4200];
+    snprintf(side, sizeof side, "%s.simdr", f->path);
+    snprintf(hint_tmp, sizeof hint_tmp, "%s.hint.tmp", f->path);
+    tu_join(victim_side, sizeof victim_side, f->dir, "precious-1");
+    tu_join(victim_hint, sizeof victim_hint, f->dir, "precious-2");
+    static const char precious[] = "someone else's file";
+    tu_write_file(victim_side, precious, sizeof precious);
+    tu_write_file(victim_hint, precious, sizeof precious);
+    unlink(side);
+    assert_int_equal(symlink(victim_side, side), 0);
+    assert_int_equal(symlink(victim_hint, hint_tmp), 0);
+    /* Enough keys for the close to save a hint (65,536). */
+    enum { KEYS = 70000 };
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
+    for (int i = 0; i < KEYS; i++) {
+        char k[16];
+        int n = snprintf(k, sizeof k, "k%d", i);
+        assert_int_equal(simdr_put(s, k, (size_t)n, k, (size_t)n, NULL), SIMDR_OK);
+    }
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    const char *victims[] = {victim_side, victim_hint};
+    for (int v = 0; v < 2; v++) {
+        size_t len = 0;
+        uint8_t *got = tu_read_file(victims[v], &len);
+        if (len != sizeof precious || memcmp(got, precious, len) != 0)
+            fail_msg("%s was written through a link (%zu bytes now)", victims[v], len);
+        free(got);
+    }
+    s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_count(s), KEYS);
+    tu_expect_str(s, "k69999", "k69999");
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    f->s = s;
+}
+
 static void test_reader_survives_writer_cutting(void **state) {
     tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
@@ -830,6 +875,7 @@ int main(void) {
         TU_TEST_DIR(test_reopen_after_death_keeps_acknowledged_tail_durable),
         TU_TEST_DIR(test_refresh_retries_after_failed_reload),
         TU_TEST_DIR(test_reader_survives_writer_cutting),
+        TU_TEST(test_links_planted_as_side_or_hint_files_are_not_followed),
         TU_TEST_DIR(test_reader_survives_a_side_file_cut_in_place),
         TU_TEST_DIR(test_check_of_live_store_is_clean),
         TU_TEST_DIR(test_check_during_own_stream_is_clean),
