@@ -100,7 +100,7 @@ static int header_matches(simdr_store *s, int fd, const uint8_t *base, uint64_t 
     struct stat store_st, st;
     *sums = NULL;
     if (simdr__io.fstat(s->fd, &store_st) != 0 || simdr__io.fstat(fd, &st) != 0 ||
-        simdr__pread_all(fd, h, sizeof *h, 0) != 0)
+        !S_ISREG(st.st_mode) || simdr__pread_all(fd, h, sizeof *h, 0) != 0)
         return 0;
     int ok = h->magic == HINT_MAGIC && h->mtime_sec == (int64_t)store_st.st_mtim.tv_sec &&
              h->mtime_nsec == (int64_t)store_st.st_mtim.tv_nsec &&
@@ -132,7 +132,8 @@ _Atomic uint64_t simdr__hint_loads;
 int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__hint *out) {
     char *path = simdr__suffixed_path(s->path, ".hint");
     if (!path) return 0;
-    int fd = simdr__io.open(path, O_RDONLY | O_CLOEXEC, 0);
+    /* Non-blocking: a FIFO found there would wait for a writer forever. */
+    int fd = simdr__io.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
     if (fd < 0) {
         free(path);
         return 0;

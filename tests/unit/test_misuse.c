@@ -329,6 +329,41 @@ static void test_fifo_is_refused_not_waited_on(void **state) {
     assert_non_null(strstr(simdr_last_error(), "not a regular file"));
 }
 
+/* A FIFO where the store's hint file goes ("<store>.hint"): every open,
+ * read-only or writable, read the hint with a blocking open and waited for
+ * a writer of the FIFO forever. It is no hint: the store opens without it. */
+static int open_both_ways(void *arg) {
+    const char *path = arg;
+    static const int modes[] = {SIMDR_OPEN_READONLY, SIMDR_OPEN_EXISTING};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        simdr_store *s = NULL;
+        int rc = tu_open_status(&s, path, modes[i], 0);
+        if (rc != SIMDR_OK) {
+            fprintf(stderr, "open (mode %d): %d %s\n", modes[i], rc, simdr_last_error());
+            return 1;
+        }
+        char buf[8];
+        size_t n = 0;
+        if (simdr_get_copy(s, "a", 1, buf, sizeof buf, &n) != SIMDR_OK || n != 1 || buf[0] != '1')
+            return 2;
+        simdr_close(s);
+    }
+    return 0;
+}
+
+static void test_fifo_as_hint_file_is_not_waited_on(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    simdr_close(f->s);
+    f->s = NULL;
+    char hint[4200];
+    snprintf(hint, sizeof hint, "%s.hint", f->path);
+    unlink(hint);
+    assert_int_equal(mkfifo(hint, 0600), 0);
+    assert_int_equal(in_child(open_both_ways, f->path, "opens with a FIFO as the hint file"), 0);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+}
+
 static void test_directory_is_named_as_such(void **state) {
     tu_fixture *f = *state;
     static const int modes[] = {SIMDR_OPEN_READONLY, SIMDR_OPEN_EXISTING, SIMDR_OPEN_CREATE};
@@ -675,6 +710,7 @@ int main(void) {
         TU_TEST(test_writer_killed_while_forked_child_lives),
         TU_TEST(test_fifo_is_refused_not_waited_on),
         TU_TEST(test_directory_is_named_as_such),
+        TU_TEST(test_fifo_as_hint_file_is_not_waited_on),
         TU_TEST(test_file_size_limit_is_enospc_not_sigxfsz),
         TU_TEST(test_file_size_limit_below_a_page_is_enospc_not_sigxfsz),
         TU_TEST(test_stream_source_calling_back_is_refused),
