@@ -433,6 +433,8 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *store, uint64_t key_hash,
                                       simdr_read_fn fn, void *ctx, uint64_t *tail_out);
 
 /** Appends a value read from fd until end of file (pipes, sockets, files).
+ *  A non-blocking descriptor with no data yet is waited on (poll), not
+ *  taken for a failed input.
  *  SIMDR_EINVAL, nothing appended, when fd is the store file itself (by any
  *  path): it would grow with every chunk appended and never end. */
 SIMDR_API int simdr_put_fd(simdr_store *store, const void *key, size_t key_len, int fd,
