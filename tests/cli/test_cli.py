@@ -1393,6 +1393,8 @@ def group_usability():
                   b"--buffer-size" in r.out and b"import" not in r.out,
                   "%s prints the help of read alone" % " ".join(argv[-2:]), repr(r))
         expect_rc(run("help", "frobnicate"), 2, "help of an unknown command is a usage error")
+        r = run("help", "help")
+        check(r.rc == 0 and b"Commands:" in r.out, "help help prints the general help (help is listed as a command)", repr(r))
         r = run("help")
         check(r.rc == 0 and b"Commands:" in r.out, "help alone prints the general help")
 
