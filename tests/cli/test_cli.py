@@ -1346,6 +1346,8 @@ def group_names():
         r = run(s2, "export", out2)
         check(r.rc == 0 and "Exported 1 of 1 key " in r.err and "1 entry has no name" in r.err,
               "export without keys says how many entries have no name", repr(r))
+        check("longer than 64 KiB" in r.err,
+              "... and that a key too long to name is one reason, not only another program", repr(r))
 
 
 # ---------------------------------------------------------------------------
