@@ -856,7 +856,8 @@ SIMDR_API int simdr_log_origin(simdr_store *store, simdr_log_origin_info *out);
  * inherited across fork.
  * identity must be the current file's (simdr_log_info), else SIMDR_ENOENT.
  * upto must be the end of an entry (or 0) no higher than the committed tail,
- * else SIMDR_EINVAL. SIMDR_ECORRUPT when an entry below upto is damaged
+ * else SIMDR_EINVAL. SIMDR_EINVAL, nothing written, when dest_path is the
+ * store file itself (by any path), its side file or its hint file. SIMDR_ECORRUPT when an entry below upto is damaged
  * (dest_path is then removed); SIMDR_EIO, SIMDR_ENOSPC, SIMDR_EACCES when
  * dest_path cannot be written (removed too); SIMDR_ENOMEM.
  */
