@@ -77,6 +77,9 @@ int cli_out_printf(const char *fmt, ...)
 int cli_out_flush(void);
 int cli_out_broken(void);
 int cli_out_finish(void);
+/* 1 when err is EAGAIN and fd is now ready for events (retry), else 0 with
+ * errno = err (util.c). */
+int cli_wait_ready(int fd, short events, int err);
 int cli_write_all(int fd, const void *buf, size_t len);
 
 void cli_err(const char *fmt, ...)

@@ -762,8 +762,8 @@ int cmd_export(const struct cli_args *a) {
         cli_note(a, "Exported %" PRIu64 " of %" PRIu64 " %s (%s) to %s", exported, asked,
                  cli_plural(asked, "key", "keys"), hb, dq);
         if (unnamed)
-            cli_note(a, "%" PRIu64 " %s no name (written by another program), so %s not "
-                     "exported; name keys to export them",
+            cli_note(a, "%" PRIu64 " %s no name (written by another program, or a key longer than "
+                     "64 KiB), so %s not exported; name keys to export them",
                      unnamed, cli_plural(unnamed, "entry has", "entries have"),
                      cli_plural(unnamed, "it was", "they were"));
         if (failed)

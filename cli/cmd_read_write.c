@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -70,6 +71,8 @@ static int64_t fd_source_read(void *ctx, void *buf, size_t cap) {
             cli_progress_update(s->prog, s->done);
             return n;
         }
+        if (cli_wait_ready(s->fd, POLLIN, errno))
+            continue;
         if (errno != EINTR) {
             s->err = errno;
             return -1;

@@ -191,7 +191,8 @@ static int run(int argc, char **argv) {
     /* "help [COMMAND]", "COMMAND --help" and "FILE COMMAND --help" */
     const char *about = NULL;
     if (a.store_path && strcmp(a.store_path, "help") == 0) {
-        if (!a.command) {
+        /* "help help": the general help lists help as a command too */
+        if (!a.command || strcmp(a.command, "help") == 0) {
             cli_out_write(help_text, sizeof help_text - 1);
             return CLI_OK;
         }

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,11 +26,27 @@ static char out_buf[64 * 1024];
 static size_t out_used;
 static int out_errno; /* sticky: first write error on stdout, 0 if none */
 
+/* A descriptor the tool was handed in non-blocking mode (O_NONBLOCK is a
+ * property of the description its starter shares: node, some CI runners)
+ * answers EAGAIN when no data or no room is there yet; that is a wait, not
+ * a failure. 1 when err was EAGAIN and the wait ended (retry the call), 0
+ * with errno set otherwise (EINTR: a signal came; the caller looks). */
+int cli_wait_ready(int fd, short events, int err) {
+    if (err != EAGAIN && err != EWOULDBLOCK) {
+        errno = err;
+        return 0;
+    }
+    struct pollfd pfd = {fd, events, 0};
+    return poll(&pfd, 1, -1) >= 0;
+}
+
 int cli_write_all(int fd, const void *buf, size_t len) {
     const char *p = buf;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0) {
+            if (cli_wait_ready(fd, POLLOUT, errno))
+                continue;
             if (errno == EINTR && !cli_interrupted())
                 continue;
             return errno;

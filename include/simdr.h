@@ -36,7 +36,13 @@
  * pages beyond the new end are gone, and a process holding the store open
  * (or entries from it) receives SIGBUS when it touches them - in a get, an
  * iteration, or an entry's data. Never shorten a store file in place; let
- * simdr_compact() replace it.
+ * simdr_compact() replace it. The side file is read with pread by read-only
+ * opens, so a side file shortened in place only costs them a refresh by the
+ * file's end (as without one); the writer maps its page, and shortening it
+ * under a writer raises SIGBUS in the writer at its next append. A store
+ * opened from its hint file "<path>.hint" maps its index from that file:
+ * shortening the hint in place under it raises SIGBUS at the next lookup
+ * (a close replaces the hint by renaming a new one over it, never in place).
  *
  * FORK: a handle belongs to the process that opened it. A child created by
  * fork() inherits the handle, but keeps its own copy of the tail and
@@ -427,6 +433,8 @@ SIMDR_API int simdr_put_stream_hashed(simdr_store *store, uint64_t key_hash,
                                       simdr_read_fn fn, void *ctx, uint64_t *tail_out);
 
 /** Appends a value read from fd until end of file (pipes, sockets, files).
+ *  A non-blocking descriptor with no data yet is waited on (poll), not
+ *  taken for a failed input.
  *  SIMDR_EINVAL, nothing appended, when fd is the store file itself (by any
  *  path): it would grow with every chunk appended and never end. */
 SIMDR_API int simdr_put_fd(simdr_store *store, const void *key, size_t key_len, int fd,
@@ -860,7 +868,8 @@ SIMDR_API int simdr_log_origin(simdr_store *store, simdr_log_origin_info *out);
  * inherited across fork.
  * identity must be the current file's (simdr_log_info), else SIMDR_ENOENT.
  * upto must be the end of an entry (or 0) no higher than the committed tail,
- * else SIMDR_EINVAL. SIMDR_ECORRUPT when an entry below upto is damaged
+ * else SIMDR_EINVAL. SIMDR_EINVAL, nothing written, when dest_path is the
+ * store file itself (by any path), its side file or its hint file. SIMDR_ECORRUPT when an entry below upto is damaged
  * (dest_path is then removed); SIMDR_EIO, SIMDR_ENOSPC, SIMDR_EACCES when
  * dest_path cannot be written (removed too); SIMDR_ENOMEM.
  */

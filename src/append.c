@@ -10,6 +10,7 @@
  * mapping of preallocated file space instead (mapped.c): no system call.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -637,6 +638,12 @@ static int64_t read_fd(void *ctx, void *buf, size_t cap) {
     for (;;) {
         ssize_t n = read(src->fd, buf, cap);
         if (n >= 0) return n;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            /* A non-blocking descriptor with no data yet: wait for some (a
+             * hang-up or an error is then what the next read says). */
+            struct pollfd pfd = {src->fd, POLLIN, 0};
+            if (poll(&pfd, 1, -1) >= 0 || errno == EINTR) continue;
+        }
         if (errno != EINTR) {
             src->err = errno;
             return -1;

@@ -764,8 +764,36 @@ static int write_prefix(compaction *c, uint64_t upto) {
     c->w.buf = malloc(COPY_BUFFER);
     c->rd.buf = malloc(COPY_BUFFER);
     if (!c->new_meta || !c->w.buf || !c->rd.buf) return simdr__fail(SIMDR_ENOMEM, "out of memory");
-    c->w.fd = simdr__io.open(c->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, c->st.st_mode & 07777);
-    if (c->w.fd < 0) return simdr__fail_errno(errno, "creating", c->tmp);
+    /* Opened without O_TRUNC, and cut only once it is known not to be one
+     * of the store's own files: truncating the store file (by its path or
+     * a hard link) would destroy the live store under its map, its side
+     * file or hint the pages its handles map. */
+    int fd = simdr__io.open(c->tmp, O_RDWR | O_CREAT | O_CLOEXEC, c->st.st_mode & 07777);
+    if (fd < 0) return simdr__fail_errno(errno, "creating", c->tmp);
+    struct stat dest;
+    if (simdr__io.fstat(fd, &dest) != 0) {
+        int err = errno;
+        close(fd);
+        return simdr__fail_errno(err, "fstat", c->tmp);
+    }
+    const char *own = dest.st_dev == c->st.st_dev && dest.st_ino == c->st.st_ino ? "the store file"
+                                                                                  : NULL;
+    static const char *const suffixes[] = {".simdr", ".hint"};
+    for (size_t i = 0; !own && i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        char *p = simdr__suffixed_path(c->s->path, suffixes[i]);
+        struct stat st;
+        if (p && stat(p, &st) == 0 && st.st_dev == dest.st_dev && st.st_ino == dest.st_ino)
+            own = i == 0 ? "the store's side file" : "the store's hint file";
+        free(p);
+    }
+    if (own) {
+        close(fd);
+        return simdr__fail(SIMDR_EINVAL, "%s: %s is %s; nothing was written", c->s->path, c->tmp,
+                           own);
+    }
+    c->w.fd = fd; /* from here on a failure removes it */
+    if (S_ISREG(dest.st_mode) && simdr__ftruncate(fd, 0) != 0)
+        return simdr__fail_errno(errno, "truncating", c->tmp);
     int rc = copy_prefix(c);
     if (rc == SIMDR_OK) rc = make_new_file_durable(c);
     return rc;

@@ -100,7 +100,7 @@ static int header_matches(simdr_store *s, int fd, const uint8_t *base, uint64_t 
     struct stat store_st, st;
     *sums = NULL;
     if (simdr__io.fstat(s->fd, &store_st) != 0 || simdr__io.fstat(fd, &st) != 0 ||
-        simdr__pread_all(fd, h, sizeof *h, 0) != 0)
+        !S_ISREG(st.st_mode) || simdr__pread_all(fd, h, sizeof *h, 0) != 0)
         return 0;
     int ok = h->magic == HINT_MAGIC && h->mtime_sec == (int64_t)store_st.st_mtim.tv_sec &&
              h->mtime_nsec == (int64_t)store_st.st_mtim.tv_nsec &&
@@ -132,7 +132,8 @@ _Atomic uint64_t simdr__hint_loads;
 int simdr__hint_load(simdr_store *s, const uint8_t *base, uint64_t size, simdr__hint *out) {
     char *path = simdr__suffixed_path(s->path, ".hint");
     if (!path) return 0;
-    int fd = simdr__io.open(path, O_RDONLY | O_CLOEXEC, 0);
+    /* Non-blocking: a FIFO found there would wait for a writer forever. */
+    int fd = simdr__io.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
     if (fd < 0) {
         free(path);
         return 0;
@@ -206,9 +207,13 @@ void simdr__hint_save(simdr_store *s) {
     }
     char *tmp = simdr__suffixed_path(s->path, ".hint.tmp"), *final = simdr__suffixed_path(s->path, ".hint");
     struct stat store_st;
+    /* A file of our own, made new (a leftover of a save that died is
+     * removed first): O_EXCL never opens what a link planted there names,
+     * which O_TRUNC would have cut and overwritten with the index. */
+    if (tmp) unlink(tmp);
     int fd = tmp && final && simdr__io.fstat(s->fd, &store_st) == 0
                  /* The index reveals what the store holds: no wider access than the store's. */
-                 ? simdr__io.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                 ? simdr__io.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
                                   store_st.st_mode & 0666)
                  : -1;
     uint64_t *sums = NULL;

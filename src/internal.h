@@ -340,7 +340,7 @@ typedef struct simdr__side_record {
 } simdr__side_record;
 typedef struct simdr__side {
     int fd;
-    void *page;     /* MAP_SHARED, one page */
+    void *page;     /* the writer's MAP_SHARED page; NULL for a reader (side.c) */
     int writable;
     ino_t ino;      /* the side file's own inode (a reader notices a new one) */
     /* Writer: the live records' sequence and the sum at the writer's tail

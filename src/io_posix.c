@@ -189,6 +189,18 @@ int simdr__fdatasync(int fd) {
 }
 
 int simdr__ftruncate(int fd, off_t len) {
+    /* Growing a file past RLIMIT_FSIZE raises SIGXFSZ as a write would (the
+     * side file's page is sized this way); shrinking never does, and a
+     * store larger than the limit must still be cut back to its tail. */
+    uint64_t limit = atomic_load_explicit(&fsize_limit, memory_order_relaxed);
+    if (limit != UINT64_MAX && (uint64_t)len > limit) {
+        struct stat st;
+        if (simdr__io.fstat(fd, &st) != 0) return -1;
+        if ((uint64_t)st.st_size < (uint64_t)len) {
+            errno = EFBIG;
+            return -1;
+        }
+    }
     int rc;
     while ((rc = simdr__io.ftruncate(fd, len)) != 0 && errno == EINTR) continue;
     return rc;

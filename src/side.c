@@ -126,8 +126,9 @@ static uint64_t hash_words(const uint64_t *w, unsigned n) {
     return simdr__xxh3(bytes, 8 * (size_t)n);
 }
 
-static uint64_t load(const simdr__side *sd, unsigned i, memory_order mo) {
-    return to_le(atomic_load_explicit(&words(sd)[i], mo));
+/* Words as read: the writer's own map, or a reader's copy (read_words). */
+static uint64_t load(const _Atomic uint64_t *w, unsigned i, memory_order mo) {
+    return to_le(atomic_load_explicit(&w[i], mo));
 }
 
 static void store(simdr__side *sd, unsigned i, uint64_t v, memory_order mo) {
@@ -153,12 +154,12 @@ static void clear_slot(simdr__side *sd, unsigned at) {
 }
 
 /* 1 when the slot at word `at` holds a consistent record. */
-static int read_slot(const simdr__side *sd, unsigned at, simdr__side_record *r) {
+static int read_slot(const _Atomic uint64_t *page, unsigned at, simdr__side_record *r) {
     for (int attempt = 0; attempt < 4; attempt++) {
-        uint64_t check = load(sd, at + RECORD_WORDS, memory_order_acquire), w[RECORD_WORDS];
-        for (unsigned i = 0; i < RECORD_WORDS; i++) w[i] = load(sd, at + i, memory_order_relaxed);
+        uint64_t check = load(page, at + RECORD_WORDS, memory_order_acquire), w[RECORD_WORDS];
+        for (unsigned i = 0; i < RECORD_WORDS; i++) w[i] = load(page, at + i, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
-        if (load(sd, at + RECORD_WORDS, memory_order_relaxed) != check) continue;
+        if (load(page, at + RECORD_WORDS, memory_order_relaxed) != check) continue;
         if (hash_words(w, RECORD_WORDS) != check || (w[4] >> 32) != 0 ||
             w[1] > SIMDR__MAX_OFFSET || w[5] > w[1])
             return 0;
@@ -182,14 +183,21 @@ static int tail_meta(int fd, uint64_t tail, uint8_t meta[SIMDR__META_SIZE]) {
     return simdr__pread_all(fd, meta, SIMDR__META_SIZE, tail - SIMDR__META_SIZE);
 }
 
+/* A writer maps the page (its stores into it are the appends' only cost).
+ * A reader does not: another program may shorten the file in place (a
+ * shell's '>', truncate, cp over it), and a map of a page past the end of
+ * the file faults (SIGBUS) where a read just comes back short. It reads
+ * the words it needs with pread each time (read_words). */
 static simdr__side *map_side(int fd, int writable) {
     simdr__side *sd = calloc(1, sizeof *sd);
     if (!sd) return NULL;
-    void *p = simdr__io.mmap(NULL, SIDE_BYTES, writable ? PROT_READ | PROT_WRITE : PROT_READ,
-                             MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-        free(sd);
-        return NULL;
+    void *p = NULL;
+    if (writable) {
+        p = simdr__io.mmap(NULL, SIDE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            free(sd);
+            return NULL;
+        }
     }
     sd->fd = fd;
     sd->page = p;
@@ -202,7 +210,7 @@ static simdr__side *map_side(int fd, int writable) {
 
 void simdr__side_close(simdr__side *sd) {
     if (!sd) return;
-    munmap(sd->page, SIDE_BYTES);
+    if (sd->page) munmap(sd->page, SIDE_BYTES);
     close(sd->fd);
     pthread_mutex_destroy(&sd->dlock);
     free(sd);
@@ -210,7 +218,7 @@ void simdr__side_close(simdr__side *sd) {
 
 void simdr__side_forget(simdr__side *sd) {
     if (!sd) return;
-    munmap(sd->page, SIDE_BYTES);
+    if (sd->page) munmap(sd->page, SIDE_BYTES);
     close(sd->fd);
     /* dlock is not destroyed: a thread of the parent may have held it at
      * the fork, and the child has no such thread to release it. */
@@ -327,7 +335,10 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
                                        unsigned mode, const simdr__side_basis *basis) {
     char *path = simdr__suffixed_path(store_path, ".simdr");
     if (!path) return NULL;
-    int fd = simdr__io.open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode ? mode : 0644);
+    /* Never through a link: one planted there (a directory others may write
+     * to) would have this writer cut and overwrite the file it names. The
+     * link is then removed below, as any side file the writer cannot use. */
+    int fd = simdr__io.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode ? mode : 0644);
     simdr__side *sd = NULL;
     struct stat st;
     int created = 0;
@@ -503,19 +514,34 @@ void simdr__side_mark_closed(simdr__side *sd, uint64_t tail) {
     store(sd, W_CLOSED, tail + 1, memory_order_release);
 }
 
+/* The words a reader uses (every slot lies in them), copied from the file:
+ * a copy made while the writer stores into its page may hold a record
+ * half-written, which its checksum rejects as it would in the map. 0, or
+ * -1 when the file no longer holds them (cut short since it was opened). */
+#define READ_WORDS (W_COMMIT1 + SLOT_WORDS)
+static int read_words(const simdr__side *sd, _Atomic uint64_t copy[READ_WORDS]) {
+    return simdr__pread_all(sd->fd, (void *)copy, READ_WORDS * sizeof(uint64_t), 0);
+}
+
 int simdr__side_read(const simdr__side *sd, dev_t dev, ino_t ino, simdr__side_state *out) {
     if (!sd) return 0;
     uint64_t h[6];
+    _Atomic uint64_t copy[READ_WORDS];
     for (int attempt = 0; attempt < 4; attempt++) {
-        uint64_t check = load(sd, W_HCHECK, memory_order_acquire);
-        for (unsigned i = 0; i < 6; i++) h[i] = load(sd, i, memory_order_relaxed);
-        uint64_t closed = load(sd, W_CLOSED, memory_order_relaxed);
+        const _Atomic uint64_t *page = words(sd);
+        if (!sd->page) {
+            if (read_words(sd, copy) != 0) return 0;
+            page = copy;
+        }
+        uint64_t check = load(page, W_HCHECK, memory_order_acquire);
+        for (unsigned i = 0; i < 6; i++) h[i] = load(page, i, memory_order_relaxed);
+        uint64_t closed = load(page, W_CLOSED, memory_order_relaxed);
         simdr__side_record a, b, d0, d1, c0, c1;
-        int has_a = read_slot(sd, W_LIVE0, &a), has_b = read_slot(sd, W_LIVE1, &b);
-        int has_d0 = read_slot(sd, W_DURABLE0, &d0), has_d1 = read_slot(sd, W_DURABLE1, &d1);
-        int has_c0 = read_slot(sd, W_COMMIT0, &c0), has_c1 = read_slot(sd, W_COMMIT1, &c1);
+        int has_a = read_slot(page, W_LIVE0, &a), has_b = read_slot(page, W_LIVE1, &b);
+        int has_d0 = read_slot(page, W_DURABLE0, &d0), has_d1 = read_slot(page, W_DURABLE1, &d1);
+        int has_c0 = read_slot(page, W_COMMIT0, &c0), has_c1 = read_slot(page, W_COMMIT1, &c1);
         atomic_thread_fence(memory_order_acquire);
-        if (load(sd, W_HCHECK, memory_order_relaxed) != check) continue;
+        if (load(page, W_HCHECK, memory_order_relaxed) != check) continue;
         uint32_t version = (uint32_t)h[1];
         if (check != hash_words(h, 6) || h[0] != SIDE_MAGIC ||
             (version != SIDE_VERSION && version != SIDE_VERSION_NO_COMMITS))

@@ -350,7 +350,14 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
         /* Only that much is known to be on disk: what a killed writer left
          * in the page cache is not, and a later simdr_sync must flush it. */
         atomic_store(&s->synced, b->has_durable ? b->durable.tail : 0);
-        s->side = simdr__side_attach_writer(path, s->fd, s->tail, opts->file_mode, b);
+        /* The page names the newest entry's key hash: no wider access than
+         * the store file has now (its mode may have been narrowed since it
+         * was created with opts->file_mode). */
+        struct stat store_st;
+        unsigned side_mode = simdr__io.fstat(s->fd, &store_st) == 0
+                                 ? (unsigned)(store_st.st_mode & 0666)
+                                 : opts->file_mode;
+        s->side = simdr__side_attach_writer(path, s->fd, s->tail, side_mode, b);
     }
     /* A writable open leaves the file exactly as long as its tail. */
     s->mapped = !s->readonly && opts->append_mode == SIMDR_APPEND_MAPPED;

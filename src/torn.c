@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -48,6 +49,9 @@ int simdr__save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, ui
     if (to - data_end >= UNSAVED_ZERO_RUN) to = data_end;
     if (to == from) return SIMDR_OK;
     char name[sizeof s->recovery.saved_path];
+    /* The copy holds the store's bytes: no wider access than the store's. */
+    struct stat st;
+    mode_t mode = simdr__io.fstat(s->fd, &st) == 0 ? (st.st_mode & 0666) : 0600;
     int fd = -1;
     for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {
         char suffix[48];
@@ -56,7 +60,7 @@ int simdr__save_cut_bytes(simdr_store *s, const uint8_t *base, uint64_t from, ui
         else
             snprintf(suffix, sizeof suffix, ".torn-%llu.%d", (unsigned long long)from, attempt);
         saved_name(name, sizeof name, s->path, suffix);
-        fd = simdr__io.open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = simdr__io.open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
         if (fd < 0 && errno != EEXIST) return simdr__fail_errno(errno, "saving torn tail", name);
     }
     if (fd < 0) return simdr__fail(SIMDR_EIO, "%s: no free name to save the torn tail", s->path);

@@ -628,6 +628,119 @@ static void refreshing_reader(const char *path, int ready, int done) {
     _exit(0);
 }
 
+/* A reader whose side file is shortened in place (truncate(1), a shell's
+ * '>', cp over it): it read the page through a shared map and died of
+ * SIGBUS at its next refresh. In a child, since that is what it died of:
+ * a writer appends after the reader opened, the side file is cut to
+ * cut_to bytes, and the reader must refresh (taking the end of the file,
+ * as without a side file), see the new key and open again. The writer
+ * then only exits: its own page is mapped for writing (simdr.h). */
+static int reader_after_side_file_cut(const char *path, off_t cut_to, int layout) {
+    char side[4200];
+    snprintf(side, sizeof side, "%s.simdr", path);
+    unlink(path);
+    unlink(side);
+    simdr_store *w = NULL, *r = NULL;
+    if (tu_open_status(&w, path, SIMDR_OPEN_CREATE, layout) != SIMDR_OK) return 2;
+    if (simdr_put(w, "old", 3, "value", 5, NULL) != SIMDR_OK) return 3;
+    if (tu_open_status(&r, path, SIMDR_OPEN_READONLY, layout) != SIMDR_OK) return 4;
+    if (simdr_put(w, "new", 3, "later", 5, NULL) != SIMDR_OK || simdr_sync(w) != SIMDR_OK)
+        return 5;
+    if (truncate(side, cut_to) != 0) return 6;
+    uint64_t added = 0;
+    int rc = simdr_refresh(r, &added);
+    if (rc != SIMDR_OK) {
+        fprintf(stderr, "refresh after the side file was cut to %lld bytes: %d %s\n",
+                (long long)cut_to, rc, simdr_last_error());
+        return 7;
+    }
+    char buf[16];
+    size_t n = 0;
+    if (simdr_get_copy(r, "new", 3, buf, sizeof buf, &n) != SIMDR_OK || n != 5 ||
+        memcmp(buf, "later", 5) != 0)
+        return 8;
+    if (simdr_check(r, NULL, NULL, NULL) != SIMDR_OK) return 9;
+    simdr_close(r);
+    /* A new read-only open finds the short side file too. */
+    if (tu_open_status(&r, path, SIMDR_OPEN_READONLY, layout) != SIMDR_OK) return 10;
+    if (simdr_count(r) != 2) return 11;
+    simdr_close(r);
+    return 0;
+}
+
+static void test_reader_survives_a_side_file_cut_in_place(void **state) {
+    tu_fixture *f = *state;
+    const off_t cuts[] = {0, 100, 4095};
+    for (int layout = 0; layout <= 1; layout++) {
+        for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+            fflush(NULL);
+            pid_t pid = fork();
+            assert_true(pid >= 0);
+            if (pid == 0) {
+                /* cmocka's handlers would report a fault as a failed test in
+                 * the child: let it die of the signal instead. */
+                signal(SIGBUS, SIG_DFL);
+                signal(SIGSEGV, SIG_DFL);
+                _exit(reader_after_side_file_cut(f->path, cuts[i], layout));
+            }
+            int st;
+            assert_int_equal(waitpid(pid, &st, 0), pid);
+            if (WIFSIGNALED(st))
+                fail_msg("side file cut to %lld bytes (layout %d): the reader died of signal %d",
+                         (long long)cuts[i], layout, WTERMSIG(st));
+            assert_true(WIFEXITED(st));
+            if (WEXITSTATUS(st) != 0)
+                fail_msg("side file cut to %lld bytes (layout %d): step %d failed",
+                         (long long)cuts[i], layout, WEXITSTATUS(st));
+        }
+    }
+}
+
+/* Links planted where a writer creates its side file and its hint's
+ * temporary file (a directory others can write to, such as /tmp): the
+ * writer opened them following the link, cut the file it named and wrote
+ * its page or its index there. Those files must stay as they were, and the
+ * store must still work and reopen whole. */
+static void test_links_planted_as_side_or_hint_files_are_not_followed(void **state) {
+    tu_fixture *f = *state;
+    simdr_close(f->s);
+    f->s = NULL;
+    unlink(f->path);
+    char side[4200], hint_tmp[4200], victim_side[4200], victim_hint[4200];
+    snprintf(side, sizeof side, "%s.simdr", f->path);
+    snprintf(hint_tmp, sizeof hint_tmp, "%s.hint.tmp", f->path);
+    tu_join(victim_side, sizeof victim_side, f->dir, "precious-1");
+    tu_join(victim_hint, sizeof victim_hint, f->dir, "precious-2");
+    static const char precious[] = "someone else's file";
+    tu_write_file(victim_side, precious, sizeof precious);
+    tu_write_file(victim_hint, precious, sizeof precious);
+    unlink(side);
+    assert_int_equal(symlink(victim_side, side), 0);
+    assert_int_equal(symlink(victim_hint, hint_tmp), 0);
+    /* Enough keys for the close to save a hint (65,536). */
+    enum { KEYS = 70000 };
+    simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
+    for (int i = 0; i < KEYS; i++) {
+        char k[16];
+        int n = snprintf(k, sizeof k, "k%d", i);
+        assert_int_equal(simdr_put(s, k, (size_t)n, k, (size_t)n, NULL), SIMDR_OK);
+    }
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    const char *victims[] = {victim_side, victim_hint};
+    for (int v = 0; v < 2; v++) {
+        size_t len = 0;
+        uint8_t *got = tu_read_file(victims[v], &len);
+        if (len != sizeof precious || memcmp(got, precious, len) != 0)
+            fail_msg("%s was written through a link (%zu bytes now)", victims[v], len);
+        free(got);
+    }
+    s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_count(s), KEYS);
+    tu_expect_str(s, "k69999", "k69999");
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    f->s = s;
+}
+
 static void test_reader_survives_writer_cutting(void **state) {
     tu_fixture *f = *state;
     simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, 0);
@@ -762,6 +875,8 @@ int main(void) {
         TU_TEST_DIR(test_reopen_after_death_keeps_acknowledged_tail_durable),
         TU_TEST_DIR(test_refresh_retries_after_failed_reload),
         TU_TEST_DIR(test_reader_survives_writer_cutting),
+        TU_TEST(test_links_planted_as_side_or_hint_files_are_not_followed),
+        TU_TEST_DIR(test_reader_survives_a_side_file_cut_in_place),
         TU_TEST_DIR(test_check_of_live_store_is_clean),
         TU_TEST_DIR(test_check_during_own_stream_is_clean),
         TU_TEST_DIR(test_readonly_open_during_stream_is_clean),

@@ -296,6 +296,53 @@ static void failed_io_leaves_nothing(void **state) {
 
 static atomic_int writer_stop;
 
+/* The prefix written over the store's own files: dest_path was opened with
+ * O_TRUNC, so naming the store file (by its path or a hard link) cut the
+ * live store to nothing under its map (SIGBUS, every value lost), and the
+ * cleanup after the failure unlinked it; naming its side file cut the page
+ * the writer stores into. Refused with nothing changed. */
+static void dest_on_the_stores_own_files_is_refused(void **state) {
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char path[4096], link_path[4096], side[4200], good[4096];
+    tu_join(path, sizeof path, dir, "src.simdr");
+    tu_join(link_path, sizeof link_path, dir, "hard-link.simdr");
+    tu_join(good, sizeof good, dir, "good.simdr");
+    snprintf(side, sizeof side, "%s.simdr", path);
+    simdr_store *s = tu_open(path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+    populate(s);
+    assert_int_equal(link(path, link_path), 0);
+    simdr_log_state st;
+    assert_int_equal(simdr_log_info(s, &st), SIMDR_OK);
+    uint64_t count = simdr_count(s), size = simdr_file_size(s);
+    uint8_t store_sum[32], side_sum[32], sum[32];
+    tu_sha256_file(path, store_sum);
+    tu_sha256_file(side, side_sum);
+    const char *dests[] = {path, link_path, side};
+    for (size_t i = 0; i < sizeof dests / sizeof dests[0]; i++) {
+        int rc = simdr_log_compact_prefix(s, st.identity, st.tail, dests[i], NULL, NULL);
+        if (rc != SIMDR_EINVAL) fail_msg("dest %s: %d %s", dests[i], rc, simdr_last_error());
+        assert_int_equal(access(dests[i], F_OK), 0);
+        tu_sha256_file(path, sum);
+        assert_memory_equal(sum, store_sum, sizeof sum);
+        tu_sha256_file(side, sum);
+        assert_memory_equal(sum, side_sum, sizeof sum);
+    }
+    assert_int_equal(simdr_count(s), count);
+    assert_int_equal(simdr_file_size(s), size);
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    /* The store goes on, and the call still works with another file. */
+    put_key(s, 1, 100, 42);
+    assert_int_equal(simdr_log_info(s, &st), SIMDR_OK);
+    assert_int_equal(simdr_log_compact_prefix(s, st.identity, st.tail, good, NULL, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    s = tu_open(path, SIMDR_OPEN_EXISTING, SIMDR_LAYOUT_ALIGNED64);
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    simdr_close(s);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 static void *keep_writing(void *arg) {
     simdr_store *s = arg;
     for (int i = 0; !atomic_load(&writer_stop); i++) {
@@ -362,6 +409,7 @@ int main(void) {
         cmocka_unit_test(rebase_quiet_unaligned),
         cmocka_unit_test(damaged_copy_is_refused),
         cmocka_unit_test(failed_io_leaves_nothing),
+        cmocka_unit_test(dest_on_the_stores_own_files_is_refused),
         cmocka_unit_test(rebuild_while_writing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -329,6 +329,41 @@ static void test_fifo_is_refused_not_waited_on(void **state) {
     assert_non_null(strstr(simdr_last_error(), "not a regular file"));
 }
 
+/* A FIFO where the store's hint file goes ("<store>.hint"): every open,
+ * read-only or writable, read the hint with a blocking open and waited for
+ * a writer of the FIFO forever. It is no hint: the store opens without it. */
+static int open_both_ways(void *arg) {
+    const char *path = arg;
+    static const int modes[] = {SIMDR_OPEN_READONLY, SIMDR_OPEN_EXISTING};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        simdr_store *s = NULL;
+        int rc = tu_open_status(&s, path, modes[i], 0);
+        if (rc != SIMDR_OK) {
+            fprintf(stderr, "open (mode %d): %d %s\n", modes[i], rc, simdr_last_error());
+            return 1;
+        }
+        char buf[8];
+        size_t n = 0;
+        if (simdr_get_copy(s, "a", 1, buf, sizeof buf, &n) != SIMDR_OK || n != 1 || buf[0] != '1')
+            return 2;
+        simdr_close(s);
+    }
+    return 0;
+}
+
+static void test_fifo_as_hint_file_is_not_waited_on(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    simdr_close(f->s);
+    f->s = NULL;
+    char hint[4200];
+    snprintf(hint, sizeof hint, "%s.hint", f->path);
+    unlink(hint);
+    assert_int_equal(mkfifo(hint, 0600), 0);
+    assert_int_equal(in_child(open_both_ways, f->path, "opens with a FIFO as the hint file"), 0);
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+}
+
 static void test_directory_is_named_as_such(void **state) {
     tu_fixture *f = *state;
     static const int modes[] = {SIMDR_OPEN_READONLY, SIMDR_OPEN_EXISTING, SIMDR_OPEN_CREATE};
@@ -395,6 +430,83 @@ static void test_file_size_limit_is_enospc_not_sigxfsz(void **state) {
     f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
     assert_int_equal(simdr_count(f->s), 4);
     tu_expect_str(f->s, "small", "x");
+}
+
+/* A limit below the side file's page (4 KiB): the writer's open sized that
+ * page with ftruncate, which the kernel answers with SIGXFSZ when it would
+ * grow a file past the limit, so simdr_open of a new store killed the
+ * process. The store must open (without a side file), take what fits,
+ * refuse the rest with SIMDR_ENOSPC, compact and close. */
+typedef struct small_limit_arg {
+    const char *path;
+    rlim_t limit;
+    int append_mode;
+} small_limit_arg;
+
+static int writes_under_a_limit_below_a_page(void *arg) {
+    small_limit_arg *a = arg;
+    signal(SIGXFSZ, SIG_DFL);
+    struct rlimit rl = {.rlim_cur = a->limit, .rlim_max = RLIM_INFINITY};
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0) return 2;
+    simdr_options o;
+    simdr_options_init(&o);
+    o.append_mode = a->append_mode;
+    simdr_store *s = NULL;
+    int rc = simdr_open(&s, a->path, &o);
+    if (rc != SIMDR_OK) {
+        fprintf(stderr, "open under a %llu-byte limit: %d %s\n", (unsigned long long)a->limit, rc,
+                simdr_last_error());
+        return 3;
+    }
+    static uint8_t value[6561]; /* 3^8: more than any limit tried here */
+    memset(value, 0x42, sizeof value);
+    int bad = 0;
+    uint64_t stored = 0;
+    /* Values of 1, 3, 9, ... bytes until one does not fit. */
+    for (size_t n = 1; n <= sizeof value; n *= 3) {
+        char key[16];
+        snprintf(key, sizeof key, "k%zu", n);
+        rc = simdr_put(s, key, strlen(key), value, n, NULL);
+        if (rc != SIMDR_OK) break;
+        stored++;
+    }
+    bad += rc != SIMDR_ENOSPC;
+    bad += simdr_count(s) != stored;
+    bad += simdr_file_size(s) > (uint64_t)a->limit;
+    bad += simdr_compact(s) != SIMDR_OK;
+    bad += simdr_count(s) != stored;
+    bad += simdr_close(s) != SIMDR_OK;
+    if (bad) fprintf(stderr, "limit %llu: %d checks failed (%s)\n", (unsigned long long)a->limit,
+                     bad, simdr_last_error());
+    return bad ? 1 : (int)(10 + stored);
+}
+
+static void test_file_size_limit_below_a_page_is_enospc_not_sigxfsz(void **state) {
+    tu_fixture *f = *state;
+    simdr_close(f->s);
+    f->s = NULL;
+    const rlim_t limits[] = {0, 100, 2048, 4095, 4096, 5000};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        for (int mode = SIMDR_APPEND_WRITE; mode <= SIMDR_APPEND_MAPPED; mode++) {
+            char side[4200];
+            snprintf(side, sizeof side, "%s.simdr", f->path);
+            unlink(f->path);
+            unlink(side);
+            small_limit_arg a = {f->path, limits[i], mode};
+            char what[96];
+            snprintf(what, sizeof what, "a new store under a %llu-byte RLIMIT_FSIZE, append mode %d",
+                     (unsigned long long)limits[i], mode);
+            int rc = in_child(writes_under_a_limit_below_a_page, &a, what);
+            if (rc < 10) fail_msg("%s: exit status %d", what, rc);
+            /* Every value that was acknowledged is there after a reopen. */
+            f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+            assert_int_equal(simdr_count(f->s), (uint64_t)(rc - 10));
+            assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+            simdr_close(f->s);
+            f->s = NULL;
+        }
+    }
+    f->s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
 }
 
 typedef struct reentry_ctx {
@@ -598,7 +710,9 @@ int main(void) {
         TU_TEST(test_writer_killed_while_forked_child_lives),
         TU_TEST(test_fifo_is_refused_not_waited_on),
         TU_TEST(test_directory_is_named_as_such),
+        TU_TEST(test_fifo_as_hint_file_is_not_waited_on),
         TU_TEST(test_file_size_limit_is_enospc_not_sigxfsz),
+        TU_TEST(test_file_size_limit_below_a_page_is_enospc_not_sigxfsz),
         TU_TEST(test_stream_source_calling_back_is_refused),
         TU_TEST(test_nested_stream_sources_calling_back_are_refused),
         TU_TEST(test_store_never_takes_a_standard_stream),

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define NE 9
@@ -276,6 +277,49 @@ static void test_torn_tail_of_a_store_with_a_long_name_is_saved(void **state) {
     tu_expect_str(s, "a", "1");
     tu_put_str(s, "b", "2");
     simdr_close(s);
+}
+
+/* The saved copy of a torn tail holds the store's bytes (the value being
+ * written when the writer died): it was created 0644 whatever the store's
+ * permissions, so a private store's data became readable by everyone. It
+ * takes no wider access than the store file has, as the hint does. */
+static void test_torn_tail_copy_is_no_more_readable_than_the_store(void **state) {
+    fixture *f = *state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/private.bin", f->tu.dir);
+    mode_t old_mask = umask(022);
+    simdr_options o;
+    simdr_options_init(&o);
+    o.file_mode = 0600;
+    simdr_store *s = NULL;
+    assert_int_equal(simdr_open(&s, path, &o), SIMDR_OK);
+    tu_put_str(s, "a", "1");
+    simdr_close(s);
+    static const char secret[] = "half of a secret value";
+    tu_append_file(path, secret, sizeof secret);
+    s = NULL;
+    assert_int_equal(tu_open_status(&s, path, SIMDR_OPEN_EXISTING, 0), SIMDR_OK);
+    simdr_recovery_info ri;
+    assert_int_equal(simdr_recovery(s, &ri), SIMDR_OK);
+    assert_int_equal(ri.truncated, 1);
+    struct stat st;
+    assert_int_equal(stat(ri.saved_path, &st), 0);
+    if ((st.st_mode & 0077) != 0)
+        fail_msg("%s: mode %03o, the store's is 0600", ri.saved_path, (unsigned)(st.st_mode & 0777));
+    simdr_close(s);
+    /* The side file names the newest entry's key hash: made anew for a
+     * store whose permissions were narrowed since it was created, it takes
+     * the store's, not the default of simdr_options.file_mode. */
+    char side[4200];
+    snprintf(side, sizeof side, "%s.simdr", path);
+    assert_int_equal(unlink(side), 0);
+    s = tu_open(path, SIMDR_OPEN_EXISTING, 0);
+    tu_put_str(s, "b", "2");
+    assert_int_equal(stat(side, &st), 0);
+    if ((st.st_mode & 0077) != 0)
+        fail_msg("%s: mode %03o, the store's is 0600", side, (unsigned)(st.st_mode & 0777));
+    simdr_close(s);
+    umask(old_mask);
 }
 
 static void test_text_file_refused(void **state) {
@@ -542,6 +586,8 @@ static void test_large_store_walk_unaligned(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_truncate_every_byte_aligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_copy_is_no_more_readable_than_the_store, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_truncate_every_byte_unaligned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_appended_aligned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_appended_unaligned, setup, teardown),

@@ -100,6 +100,49 @@ static void *pipe_writer(void *p) {
     return NULL;
 }
 
+/* Feeds a pipe slowly: the reader finds it empty between chunks. */
+static void *slow_pipe_writer(void *p) {
+    writer_arg *a = p;
+    size_t off = 0;
+    while (off < a->len) {
+        usleep(20000);
+        size_t chunk = a->len - off < 100000 ? a->len - off : 100000;
+        ssize_t r = write(a->fd, a->data + off, chunk);
+        if (r <= 0)
+            break;
+        off += (size_t)r;
+    }
+    close(a->fd);
+    return NULL;
+}
+
+/* A descriptor in non-blocking mode (a socket or a pipe its creator set
+ * so): a read that finds no data yet fails with EAGAIN, which the stream
+ * took for a failed input (SIMDR_ESOURCE, nothing stored). It waits for
+ * data instead. */
+static void test_put_fd_nonblocking_pipe(void **state) {
+    tu_fixture *f = *state;
+    size_t n = 300000;
+    uint8_t *v = malloc(n);
+    tu_fill(v, n, 7);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK), 0);
+    writer_arg a = {p[1], v, n};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_pipe_writer, &a), 0);
+    int rc = simdr_put_fd(f->s, TU_STR("nonblocking"), p[0], NULL);
+    /* Closed before the join: a writer blocked on a full pipe nobody reads
+     * (the call gave up early) then fails (EPIPE, SIGPIPE ignored). */
+    void (*old_pipe)(int) = signal(SIGPIPE, SIG_IGN);
+    close(p[0]);
+    pthread_join(t, NULL);
+    signal(SIGPIPE, old_pipe);
+    if (rc != SIMDR_OK) fail_msg("simdr_put_fd: %d %s", rc, simdr_last_error());
+    tu_expect_value(f->s, TU_STR("nonblocking"), v, n);
+    free(v);
+}
+
 static void test_put_fd_pipe(void **state) {
     tu_fixture *f = *state;
     size_t n = 1024 * 1024 + 7;
@@ -292,6 +335,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_stream_large),
         TU_TEST(test_put_fd_pipe),
+        TU_TEST(test_put_fd_nonblocking_pipe),
         TU_TEST(test_stream_source_fails_midway),
         TU_TEST(test_stream_empty_and_zero_refused),
         TU_TEST(test_put_fd_of_the_store_file_refused),
