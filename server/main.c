@@ -105,6 +105,23 @@ static int parse_memory(const char *s, long long *out) {
     return 1;
 }
 
+/* Descriptors kept beside the clients' sockets: store and side files of 16
+ * databases, listeners, the log, compaction and spool files. */
+#define FDS_BESIDE_CLIENTS 64
+
+/* Raises the open file limit (up to the hard limit) for want clients;
+ * returns how many clients it leaves room for, want at most. */
+static long long clients_within_fd_limit(long long want) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return want;
+    rlim_t need = (rlim_t)want + FDS_BESIDE_CLIENTS;
+    if (rl.rlim_cur >= need) return want;
+    rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1;
+    if (rl.rlim_cur >= need) return want;
+    return rl.rlim_cur > FDS_BESIDE_CLIENTS + 1 ? (long long)(rl.rlim_cur - FDS_BESIDE_CLIENTS) : 1;
+}
+
 static int parse_int_range(const char *s, long long lo, long long hi, long long *out) {
     char *end;
     if ((*s < '0' || *s > '9') && *s != '-') return 0; /* no spaces or '+', as Redis */
@@ -152,6 +169,15 @@ int config_set_param(const char *name, const char *value, char *err, size_t cap)
         else goto bad;
     } else if (!strcmp(name, "maxclients")) {
         if (!parse_int_range(value, 1, 1000000, &v)) goto bad;
+        /* At runtime as at startup, the open file limit is raised for the
+         * clients; a number it cannot be raised for is refused (as Redis),
+         * since the clients past it would find no descriptor. */
+        long long room = srv.cron_ev ? clients_within_fd_limit(v) : v;
+        if (room < v) {
+            snprintf(err, cap, "The operating system is not able to handle the specified "
+                     "number of clients, try with %lld", room);
+            return -1;
+        }
         c->maxclients = (int)v;
     } else if (!strcmp(name, "timeout")) {
         if (!parse_int_range(value, 0, INT_MAX, &v)) goto bad;
@@ -626,14 +652,10 @@ static int open_databases(void) {
 }
 
 static void raise_fd_limit(void) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
-    rlim_t want = (rlim_t)srv.cfg.maxclients + 64;
-    if (rl.rlim_cur >= want) return;
-    rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    if ((rlim_t)srv.cfg.maxclients + 64 > rl.rlim_cur) {
-        srv.cfg.maxclients = rl.rlim_cur > 96 ? (int)(rl.rlim_cur - 64) : 32;
+    long long room = clients_within_fd_limit(srv.cfg.maxclients);
+    if (room < srv.cfg.maxclients) {
+        /* a tiny limit still serves a few clients; past it they are refused */
+        srv.cfg.maxclients = room > 32 ? (int)room : 32;
         server_log(LOG_WARNING_, "maxclients lowered to %d (open file limit)", srv.cfg.maxclients);
     }
 }
