@@ -43,7 +43,7 @@ static const char help_text[] =
     "                              writes of one loop turn share one sync)\n"
     "  --maxclients N              connections accepted at once (default 10000)\n"
     "  --timeout SECONDS           close clients idle this long (default 0 = never)\n"
-    "  --auto-compact-percent P    compact a store when P%% of it is garbage (default\n"
+    "  --auto-compact-percent P    compact a store when P% of it is garbage (default\n"
     "                              50; 0 = off); files under 1 MiB are left alone\n"
     "  --logfile FILE              log here instead of standard error\n"
     "  --loglevel LEVEL            debug | verbose | notice (default) | warning\n"
