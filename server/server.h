@@ -154,6 +154,7 @@ typedef struct server_state {
     int shutting_down;
     int any_write_this_turn;
     long long start_ms;
+    long long exec_time_ms; /* while an EXEC runs: the time its key lookups use */
     long long last_save_s;
     long long last_sync_ms;
     /* statistics (INFO) */
@@ -183,6 +184,9 @@ extern server_state srv;
 
 /* ---- util.c ---- */
 long long now_ms(void);
+/* The time that decides whether a key has expired: now, or inside EXEC the
+ * time the transaction started (as Redis 7.0, no key expires midway). */
+long long key_now_ms(void);
 long long now_us(void);
 void server_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int glob_match(const char *pat, size_t plen, const char *s, size_t slen, int nocase);

@@ -441,3 +441,25 @@ def test_client_kill_type_and_user_filters():
             # the replica connects again and catches up
             p.set("after", "1")
             wait_until(lambda: replica.client().get("after") == b"1", "the replica to catch up")
+
+
+def test_keys_do_not_expire_in_the_middle_of_a_transaction():
+    # Redis 7.0 looks up the keys of a whole EXEC at the time it started
+    # (call() fixes the time of expiry checks): a key present for one
+    # queued command is present for the next, even when the transaction
+    # runs past the key's expiry. Expiring midway made EXISTS answer 1 and
+    # the GET after it nil, in one atomic transaction.
+    cmds = [("SET", "k", "v", "PX", "300"), ("SET", "n", "1", "PX", "300"),
+            ("MULTI",), ("EXISTS", "k"), ("DEBUG", "SLEEP", "0.5"), ("GET", "k"),
+            ("MGET", "k", "n"), ("INCR", "n"), ("KEYS", "*"), ("EXEC",)]
+    with RedisServer() as ref, Server() as ours:
+        for server in (ref, ours):
+            c = server.raw()
+            try:
+                replies = [c.call(*cmd) for cmd in cmds]
+            finally:
+                c.close()
+            assert replies[-1] == (b"*6\r\n:1\r\n+OK\r\n$1\r\nv\r\n*2\r\n$1\r\nv\r\n$1\r\n1\r\n"
+                                   b":2\r\n*2\r\n$1\r\nk\r\n$1\r\nn\r\n") or \
+                replies[-1] == (b"*6\r\n:1\r\n+OK\r\n$1\r\nv\r\n*2\r\n$1\r\nv\r\n$1\r\n1\r\n"
+                                b":2\r\n*2\r\n$1\r\nn\r\n$1\r\nk\r\n"), (server, replies[-1])
