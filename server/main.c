@@ -267,6 +267,13 @@ static int apply_option(const char *name, char **vals, int nvals, char *err, siz
         snprintf(err, cap, "option '%s' needs a value", name);
         return -1;
     }
+    /* (the command line takes one word per such option; a config file line
+     * could give more, which were dropped without a word) */
+    if (nvals > 1 && strcmp(name, "bind") && strcmp(name, "replicaof") && strcmp(name, "slaveof")) {
+        snprintf(err, cap, "option '%s' takes one value, not %d (quote a value that holds "
+                 "spaces)", name, nvals);
+        return -1;
+    }
     long long v;
     if (!strcmp(name, "dir")) {
         snprintf(srv.cfg.dir, sizeof srv.cfg.dir, "%s", vals[0]);
@@ -337,27 +344,52 @@ static int load_config_file(const char *path) {
     }
     char line[8192];
     int lineno = 0;
+    resp_parser words_parser;
+    resp_parser_init(&words_parser);
     while (fgets(line, sizeof line, f)) {
         lineno++;
         line[strcspn(line, "\r\n")] = 0;
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
         if (!*p || *p == '#') continue;
+        /* Split as Redis splits redis.conf lines: "a b" and 'a b' are one
+         * value (the password "two words"), "\t" and "\x41" are escapes. */
         char *words[SERVER_MAX_BINDS + 1];
-        int n = 0;
-        char *save = NULL;
-        for (char *t = strtok_r(p, " \t", &save); t && n < SERVER_MAX_BINDS + 1;
-             t = strtok_r(NULL, " \t", &save))
-            words[n++] = t;
+        char text[sizeof line + SERVER_MAX_BINDS + 1];
+        char err[512];
+        int n = 0, split = resp_split_line(&words_parser, p, strlen(p));
+        size_t used = 0;
+        if (split == 0) snprintf(err, sizeof err, "unbalanced quotes");
+        if (split < 0) snprintf(err, sizeof err, "out of memory");
+        for (int i = 0; split == 1 && i < words_parser.argc && n < SERVER_MAX_BINDS + 1; i++) {
+            size_t len = words_parser.argv[i].len;
+            if (memchr(p + words_parser.argv[i].off, 0, len)) {
+                snprintf(err, sizeof err, "a value holds a NUL byte");
+                split = 0;
+                break;
+            }
+            memcpy(text + used, p + words_parser.argv[i].off, len);
+            text[used + len] = 0;
+            words[n++] = text + used;
+            used += len + 1;
+        }
+        if (split != 1) {
+            fprintf(stderr, "simdr-server: %s:%d: %s\n", path, lineno, err);
+            resp_parser_free(&words_parser);
+            fclose(f);
+            return -1;
+        }
+        if (n == 0) continue;
         for (char *q = words[0]; *q; q++)
             if (*q >= 'A' && *q <= 'Z') *q = (char)(*q + 32);
-        char err[512];
         if (apply_option(words[0], words + 1, n - 1, err, sizeof err) < 0) {
             fprintf(stderr, "simdr-server: %s:%d: %s\n", path, lineno, err);
+            resp_parser_free(&words_parser);
             fclose(f);
             return -1;
         }
     }
+    resp_parser_free(&words_parser);
     fclose(f);
     snprintf(srv.config_file, sizeof srv.config_file, "%s", path);
     return 0;

@@ -463,3 +463,38 @@ def test_keys_do_not_expire_in_the_middle_of_a_transaction():
                                    b":2\r\n*2\r\n$1\r\nk\r\n$1\r\nn\r\n") or \
                 replies[-1] == (b"*6\r\n:1\r\n+OK\r\n$1\r\nv\r\n*2\r\n$1\r\nv\r\n$1\r\n1\r\n"
                                 b":2\r\n*2\r\n$1\r\nn\r\n$1\r\nk\r\n"), (server, replies[-1])
+
+
+def test_config_file_values_are_quoted_as_in_redis(tmp_path):
+    # A redis.conf line is split with quotes ("..." with escapes, '...'),
+    # and an option of one value given more is an error. Split on blanks
+    # only, `requirepass "two words"` set the password `"two` and dropped
+    # the rest without a word.
+    import subprocess
+    from serverutil import SERVER_BIN, RawClient, free_port, wait_port
+    port = free_port()
+    log = tmp_path / "server log"
+    conf = tmp_path / "simdr.conf"
+    conf.write_text('dir "%s"\nport %d\nbind "127.0.0.1"\nrequirepass "two words\\t#"\n'
+                    "logfile '%s'\n" % (tmp_path, port, log))
+    proc = subprocess.Popen([SERVER_BIN, str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc, log_path=str(log))
+        c = RawClient(port)
+        assert c.call("GET", "k").startswith(b"-NOAUTH")
+        assert c.call("AUTH", '"two').startswith(b"-WRONGPASS")
+        assert c.call("AUTH", "two words\t#") == b"+OK\r\n"
+        assert c.call("SET", "k", "v") == b"+OK\r\n"
+        c.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=120) == 0
+    for text, error in [("requirepass two words\n", "takes one value"),
+                        ('requirepass "open\n', "unbalanced quotes"),
+                        ("port 1 2\n", "takes one value")]:
+        conf.write_text(text)
+        run = subprocess.run([SERVER_BIN, str(conf)], capture_output=True, text=True,
+                             timeout=60)
+        assert run.returncode == 1 and error in run.stderr and "simdr.conf:1" in run.stderr, \
+            (text, run.stderr)
