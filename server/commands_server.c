@@ -693,8 +693,9 @@ void cmd_bgsave(client *c, int argc, char **argv, size_t *lens) {
     int rc = server_sync_all();
     if (rc)
         reply_error(c, "%s", store_error(rc));
-    else
-        reply_simple(c, "Background saving started");
+    else /* Redis 7.0 never forks inside EXEC: there it answers "scheduled" */
+        reply_simple(c, (c->flags & CLIENT_IN_EXEC) ? "Background saving scheduled"
+                                                    : "Background saving started");
 }
 
 void cmd_lastsave(client *c, int argc, char **argv, size_t *lens) {
@@ -712,7 +713,9 @@ void cmd_bgrewriteaof(client *c, int argc, char **argv, size_t *lens) {
         reply_error(c, "ERR could not start the compaction");
         return;
     }
-    reply_simple(c, "Background append only file rewriting started");
+    reply_simple(c, (c->flags & CLIENT_IN_EXEC)
+                        ? "Background append only file rewriting scheduled"
+                        : "Background append only file rewriting started");
 }
 
 void cmd_time(client *c, int argc, char **argv, size_t *lens) {

@@ -498,3 +498,18 @@ def test_config_file_values_are_quoted_as_in_redis(tmp_path):
                              timeout=60)
         assert run.returncode == 1 and error in run.stderr and "simdr.conf:1" in run.stderr, \
             (text, run.stderr)
+
+
+def test_background_jobs_inside_exec_answer_scheduled_as_in_redis():
+    # Redis 7.0 never forks inside EXEC: BGSAVE and BGREWRITEAOF there answer
+    # "... scheduled" (and run after it). simdr-server starts them at once,
+    # but a client parsing the reply sees Redis's text.
+    with RedisServer() as ref, Server() as ours:
+        same_replies(ref, ours, [("SET", "k", "v"), ("MULTI",), ("BGSAVE",), ("EXEC",)])
+        r = ref.raw()
+        try:
+            wait_until(lambda: b"rdb_bgsave_in_progress:0" in r.call("INFO", "persistence"),
+                       "redis-server's BGSAVE")
+        finally:
+            r.close()
+        same_replies(ref, ours, [("MULTI",), ("BGREWRITEAOF",), ("EXEC",)])
