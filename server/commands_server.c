@@ -357,7 +357,12 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
         SECTION("Keyspace");
         for (int i = 0; i < SERVER_DBS; i++) {
             uint64_t n = db_size(&srv.db[i]);
-            if (n) evbuffer_add_printf(b, "db%d:keys=%llu\r\n", i, (unsigned long long)n);
+            /* Redis's three fields: clients (redis-py among them) parse the
+             * line as key=value pairs only when it has more than one. */
+            if (n)
+                evbuffer_add_printf(b, "db%d:keys=%llu,expires=%llu,avg_ttl=0\r\n", i,
+                                    (unsigned long long)n,
+                                    (unsigned long long)srv.db[i].ttl_keys);
         }
     }
 #undef SECTION

@@ -129,6 +129,9 @@ typedef struct server_db {
      * record at each start). */
     int may_have_ttl;
     int ttl_written_in_walk;
+    /* Keys with a TTL the walk met: in the walk under way, and in the last
+     * complete one (INFO keyspace's "expires"). */
+    uint64_t ttl_keys_in_walk, ttl_keys;
     uint64_t size_at_garbage_check; /* file size at the last measure of its garbage */
     uint64_t garbage;               /* bytes a compaction would save, as last measured */
     /* The store failed (a sync or a write that could not be undone): its

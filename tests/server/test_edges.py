@@ -513,3 +513,28 @@ def test_background_jobs_inside_exec_answer_scheduled_as_in_redis():
         finally:
             r.close()
         same_replies(ref, ours, [("MULTI",), ("BGREWRITEAOF",), ("EXEC",)])
+
+
+def test_info_keyspace_lines_have_redis_fields_for_client_parsers():
+    # redis-py (like other clients) parses "db0:keys=2,expires=1,avg_ttl=0"
+    # into a dict, but "db0:keys=2" into the string 'keys=2', which broke
+    # info("keyspace")["db0"]["keys"]. "expires" counts the keys with a TTL
+    # that the last full walk of the expiry cycle met.
+    with Server("--hz", "100") as s:
+        c = s.client()
+        c.set("a", "1")
+        c.set("b", "1", ex=1000)
+        c.set("c", "1", px=1000000)
+        c.execute_command("SELECT", "3")
+        s.client(db=3).set("z", "1")
+        wait_until(lambda: c.info("keyspace")["db0"]["expires"] == 2, "the expiry walk")
+        info = c.info("keyspace")
+        assert info == {"db0": {"keys": 3, "expires": 2, "avg_ttl": 0},
+                        "db3": {"keys": 1, "expires": 0, "avg_ttl": 0}}
+        c.swapdb(0, 3)  # the count goes with its file
+        assert c.info("keyspace") == {"db3": {"keys": 3, "expires": 2, "avg_ttl": 0},
+                                      "db0": {"keys": 1, "expires": 0, "avg_ttl": 0}}
+        s.client(db=3).persist("b")
+        wait_until(lambda: c.info("keyspace")["db3"]["expires"] == 1, "the next walk")
+        s.client(db=3).flushdb()
+        assert c.info("keyspace") == {"db0": {"keys": 1, "expires": 0, "avg_ttl": 0}}
