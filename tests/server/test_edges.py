@@ -8,6 +8,7 @@ import socket
 import time
 
 import pytest
+import redis
 
 from serverutil import RedisServer, Server, encode, wait_until
 
@@ -538,3 +539,47 @@ def test_info_keyspace_lines_have_redis_fields_for_client_parsers():
         wait_until(lambda: c.info("keyspace")["db3"]["expires"] == 1, "the next walk")
         s.client(db=3).flushdb()
         assert c.info("keyspace") == {"db0": {"keys": 1, "expires": 0, "avg_ttl": 0}}
+
+
+def test_scan_with_match_and_type_while_keys_expire_and_compactions_replace_the_file():
+    # Keys expire under the iteration (removed by the expiry walk, by the
+    # SCAN itself, or by a GET), the garbage their tombstones leave starts
+    # compactions that replace the file, and SCAN filters with MATCH, TYPE
+    # and COUNT: every key without a TTL comes back exactly once, no key
+    # that had expired before the SCAN began comes back, and TYPE of
+    # another type returns nothing.
+    with Server("--auto-compact-percent", "5", "--hz", "50") as srv:
+        c = srv.client()
+        p = c.pipeline(transaction=False)
+        for i in range(3000):
+            p.set("keep:%d" % i, "v")
+            p.set("dead:%d" % i, "x" * 200, px=1)
+        p.execute()
+        time.sleep(0.05)  # every dead:* has expired; most are still in the file
+        seen, cursor, steps, expiring = {}, 0, 0, 0
+        while True:
+            cursor, keys = c.scan(cursor, match="*:*", count=37, _type="string")
+            for k in keys:
+                seen[k] = seen.get(k, 0) + 1
+            steps += 1
+            if cursor == 0:
+                break
+            p = c.pipeline(transaction=False)
+            for _ in range(20):  # more keys that expire during the walk
+                p.set("soon:%d" % expiring, "y" * 300, px=5)
+                expiring += 1
+            p.get("dead:%d" % steps)
+            p.execute()
+            if steps % 40 == 0:
+                try:
+                    c.execute_command("BGREWRITEAOF")
+                except redis.ResponseError:
+                    pass  # an automatic one is running
+        assert not [k for k in seen if k.startswith(b"dead:")]
+        assert all(n == 1 for n in seen.values())
+        assert {k for k in seen if k.startswith(b"keep:")} == \
+            {b"keep:%d" % i for i in range(3000)}
+        assert c.scan(0, count=10000, _type="list") == (0, [])
+        wait_until(lambda: c.dbsize() == 3000, "the expired keys removed")
+        wait_until(lambda: c.info("persistence")["simdr_compactions"] >= 1,
+                   "a compaction started during the SCAN")
