@@ -758,8 +758,14 @@ int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int type,
 
 void client_info_line(client *c, struct evbuffer *out) {
     long long now = now_ms();
-    char flags[8] = "N";
-    if (c->flags & CLIENT_MULTI) snprintf(flags, sizeof flags, "x");
+    /* Redis's letters: S a replica's link, x in MULTI, b blocked (WAIT). */
+    char flags[8];
+    int nf = 0;
+    if (replica_client_is_feed(c)) flags[nf++] = 'S';
+    if (c->flags & CLIENT_MULTI) flags[nf++] = 'x';
+    if (c->flags & CLIENT_BLOCKED) flags[nf++] = 'b';
+    if (!nf) flags[nf++] = 'N';
+    flags[nf] = 0;
     /* Whole, whatever the name's length (no fixed-size line to cut it). */
     evbuffer_add_printf(out,
              "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=0 "

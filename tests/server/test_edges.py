@@ -583,3 +583,31 @@ def test_scan_with_match_and_type_while_keys_expire_and_compactions_replace_the_
         wait_until(lambda: c.dbsize() == 3000, "the expired keys removed")
         wait_until(lambda: c.info("persistence")["simdr_compactions"] >= 1,
                    "a compaction started during the SCAN")
+
+
+def test_client_list_flags_of_a_client_blocked_in_wait_and_in_multi():
+    # Redis marks a client blocked in WAIT with flags=b (x inside MULTI);
+    # the flags were N for the blocked client.
+    def flags_seen(server):
+        blocked, queued, viewer = server.raw(), server.raw(), server.raw()
+        try:
+            ids = {int(c.call("CLIENT", "ID")[1:-2]): name
+                   for c, name in ((queued, "queued"), (viewer, "viewer"))}
+            blocked.send(encode("WAIT", "1", "0"))  # no replica: blocks
+            assert queued.call("MULTI") == b"+OK\r\n"
+            wait_until(lambda: b"cmd=wait" in viewer.call("CLIENT", "LIST"), "WAIT to block")
+            text = viewer.call("CLIENT", "LIST").decode()
+            out = {}
+            for line in text.split("\n")[1:]:
+                f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                if f:
+                    out[ids.get(int(f["id"]), f["cmd"])] = f["flags"]
+            return out
+        finally:
+            for c in (blocked, queued, viewer):
+                c.close()
+
+    with RedisServer() as ref, Server() as ours:
+        want = flags_seen(ref)
+        assert want == {"wait": "b", "queued": "x", "viewer": "N"}
+        assert flags_seen(ours) == want
