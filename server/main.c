@@ -157,10 +157,21 @@ static int read_password_file(const char *path, char *err, size_t cap) {
 
 /* 1 applied, 0 unknown parameter, -1 bad value (err filled). Values with
  * several words (bind) come space-separated. */
+static int is_loopback(const char *addr);
+
 int config_set_param(const char *name, const char *value, char *err, size_t cap) {
     long long v;
     server_config *c = &srv.cfg;
     if (!strcmp(name, "requirepass")) {
+        /* The start refuses a non-loopback bind without a password; taking
+         * the password away at runtime would open the server all the same. */
+        for (int i = 0; srv.cron_ev && !*value && i < c->nbinds; i++) {
+            if (!is_loopback(c->binds[i])) {
+                snprintf(err, cap, "listening on %s, the password stays (protected mode)",
+                         c->binds[i]);
+                return -1;
+            }
+        }
         set_password(value);
     } else if (!strcmp(name, "durability") || !strcmp(name, "appendfsync")) {
         if (!strcasecmp(value, "no")) c->durability = DURABILITY_NO;

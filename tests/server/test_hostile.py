@@ -136,6 +136,37 @@ def test_protected_mode():
         assert s.raw().call("AUTH", "pw") == b"+OK\r\n"
 
 
+def test_protected_mode_holds_when_the_password_is_removed_at_runtime():
+    # The start refuses a non-loopback bind without a password; CONFIG SET
+    # requirepass "" took the password away afterwards and left the server
+    # open to the network. It is refused there too (as a multi-pair CONFIG
+    # SET: nothing of it applies); a new password is still accepted.
+    with Server("--requirepass", "pw", "--bind", "0.0.0.0") as s:
+        c = s.raw()
+        try:
+            assert c.call("AUTH", "pw") == b"+OK\r\n"
+            reply = c.call("CONFIG", "SET", "timeout", "7", "requirepass", "")
+            assert reply.startswith(b"-ERR CONFIG SET failed (possibly related to argument "
+                                    b"'requirepass') - ") and b"protected mode" in reply, reply
+            assert c.call("CONFIG", "GET", "timeout") == b"*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n"
+            other = s.raw()
+            assert other.call("GET", "k").startswith(b"-NOAUTH")
+            other.close()
+            assert c.call("CONFIG", "SET", "requirepass", "pw2") == b"+OK\r\n"
+            other = s.raw()
+            assert other.call("AUTH", "pw2") == b"+OK\r\n"
+            other.close()
+        finally:
+            c.close()
+    # Bound to loopback only, the password can go.
+    with Server("--requirepass", "pw") as s:
+        c = s.raw()
+        assert c.call("AUTH", "pw") == b"+OK\r\n"
+        assert c.call("CONFIG", "SET", "requirepass", "") == b"+OK\r\n"
+        c.close()
+        assert alive(s)
+
+
 def test_maxclients_and_idle_timeout():
     def connect_when_room(s):
         # A connection closed just before (the start-up probe) may still be
