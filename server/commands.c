@@ -378,7 +378,7 @@ void cmd_discard(client *c, int argc, char **argv, size_t *lens) {
 static uint64_t watched_mark(int db, const char *key, size_t len) {
     ks_ref ref;
     uint64_t mark = 0;
-    if (ks_lookup(&srv.db[db], key, len, now_ms(), &ref) == 1) {
+    if (ks_lookup(&srv.db[db], key, len, key_now_ms(), &ref) == 1) {
         mark = simdr_entry_end(ref.entry);
         ks_ref_release(&ref);
     }
@@ -519,6 +519,7 @@ void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
     client_unwatch(c);
     reply_array(c, n);
     c->flags |= CLIENT_IN_EXEC; /* the array's replies come in order, none blocks */
+    srv.exec_time_ms = now_ms();
     for (int i = 0; i < n; i++) {
         const command_def *cmd = saved_command_def(&q[i]);
         if (cmd && cmd->fn) {
@@ -531,6 +532,7 @@ void cmd_exec(client *c, int argc, char **argv, size_t *lens) {
         free(q[i].lens);
     }
     c->flags &= ~(unsigned)CLIENT_IN_EXEC;
+    srv.exec_time_ms = 0;
     free(q);
 }
 

@@ -172,7 +172,7 @@ static int live_record(const simdr_entry *e, long long now, record_view *rv) {
 void cmd_keys(client *c, int argc, char **argv, size_t *lens) {
     (void)argc;
     server_db *d = client_db(c);
-    long long now = now_ms();
+    long long now = key_now_ms();
     int all = lens[1] == 1 && argv[1][0] == '*';
     struct evbuffer *tmp = evbuffer_new();
     long long n = 0;
@@ -300,7 +300,7 @@ void cmd_scan(client *c, int argc, char **argv, size_t *lens) {
             return;
         }
     }
-    long long now = now_ms();
+    long long now = key_now_ms();
     int type_ok = !type || eq_nocase(type, typelen, "string");
     struct evbuffer *tmp = evbuffer_new();
     long long n = 0;
@@ -338,7 +338,7 @@ void cmd_randomkey(client *c, int argc, char **argv, size_t *lens) {
     (void)argc, (void)argv, (void)lens;
     server_db *d = client_db(c);
     uint64_t total = db_size(d);
-    long long now = now_ms();
+    long long now = key_now_ms();
     if (total == 0) {
         reply_null(c);
         return;

@@ -357,7 +357,12 @@ void cmd_info(client *c, int argc, char **argv, size_t *lens) {
         SECTION("Keyspace");
         for (int i = 0; i < SERVER_DBS; i++) {
             uint64_t n = db_size(&srv.db[i]);
-            if (n) evbuffer_add_printf(b, "db%d:keys=%llu\r\n", i, (unsigned long long)n);
+            /* Redis's three fields: clients (redis-py among them) parse the
+             * line as key=value pairs only when it has more than one. */
+            if (n)
+                evbuffer_add_printf(b, "db%d:keys=%llu,expires=%llu,avg_ttl=0\r\n", i,
+                                    (unsigned long long)n,
+                                    (unsigned long long)srv.db[i].ttl_keys);
         }
     }
 #undef SECTION
@@ -693,8 +698,9 @@ void cmd_bgsave(client *c, int argc, char **argv, size_t *lens) {
     int rc = server_sync_all();
     if (rc)
         reply_error(c, "%s", store_error(rc));
-    else
-        reply_simple(c, "Background saving started");
+    else /* Redis 7.0 never forks inside EXEC: there it answers "scheduled" */
+        reply_simple(c, (c->flags & CLIENT_IN_EXEC) ? "Background saving scheduled"
+                                                    : "Background saving started");
 }
 
 void cmd_lastsave(client *c, int argc, char **argv, size_t *lens) {
@@ -712,7 +718,9 @@ void cmd_bgrewriteaof(client *c, int argc, char **argv, size_t *lens) {
         reply_error(c, "ERR could not start the compaction");
         return;
     }
-    reply_simple(c, "Background append only file rewriting started");
+    reply_simple(c, (c->flags & CLIENT_IN_EXEC)
+                        ? "Background append only file rewriting scheduled"
+                        : "Background append only file rewriting started");
 }
 
 void cmd_time(client *c, int argc, char **argv, size_t *lens) {

@@ -16,7 +16,7 @@
 #define ERR_SYNTAX "ERR syntax error"
 
 int cmd_lookup(client *c, server_db *d, const char *key, size_t klen, ks_ref *ref) {
-    int rc = ks_lookup(d, key, klen, now_ms(), ref);
+    int rc = ks_lookup(d, key, klen, key_now_ms(), ref);
     if (rc < 0) {
         reply_error(c, "%s", store_error(rc));
         return -1;
@@ -256,7 +256,7 @@ void cmd_getex(client *c, int argc, char **argv, size_t *lens) {
 void cmd_mget(client *c, int argc, char **argv, size_t *lens) {
     server_db *d = client_db(c);
     size_t n = (size_t)argc - 1;
-    long long now = now_ms();
+    long long now = key_now_ms();
     reply_array(c, (long long)n);
     simdr_entry **out = NULL;
     simdr_key *keys = NULL;
@@ -309,7 +309,7 @@ void cmd_mget(client *c, int argc, char **argv, size_t *lens) {
 int store_pairs(server_db *d, int argc, char **argv, size_t *lens) {
     /* Each pair's record joins the turn's pending batch (keyspace.c), so
      * the whole MSET goes out in one append with the other writes. */
-    long long now = now_ms();
+    long long now = key_now_ms();
     int rc = 0;
     for (int i = 1; i + 1 < argc && rc == 0; i += 2) {
         ks_ref ref;

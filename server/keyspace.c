@@ -199,7 +199,10 @@ int db_store_for_write(server_db *d, simdr_store **out) {
     return 0;
 }
 
-static void db_drop_cursors(server_db *d) { d->expire_cursor = 0; }
+static void db_drop_cursors(server_db *d) {
+    d->expire_cursor = 0;
+    d->ttl_keys_in_walk = 0; /* the walk starts over */
+}
 
 void db_close(server_db *d) {
     ks_flush_pending();
@@ -227,6 +230,7 @@ int db_flush(server_db *d) {
     watch_touch_db(d->index, -1);
     ks_flush_pending();
     db_close(d);
+    d->ttl_keys = 0;
     if (unlink(d->path) != 0 && errno != ENOENT) return SIMDR_EIO;
     unlink_beside(d->path, ".hint");
     /* The file is gone: make the removal itself durable. */
@@ -254,6 +258,9 @@ int db_swap(server_db *a, server_db *b) {
     ks_flush_pending();
     db_close(a);
     db_close(b);
+    uint64_t ttl_keys = a->ttl_keys; /* the count goes with its file */
+    a->ttl_keys = b->ttl_keys;
+    b->ttl_keys = ttl_keys;
     unlink_beside(a->path, ".hint");
     unlink_beside(b->path, ".hint");
     if (exchange_paths(a->path, b->path) != 0) return SIMDR_EIO;
@@ -745,7 +752,7 @@ void ks_active_expire(long long now, int budget) {
         server_db *d = &srv.db[i];
         uint64_t total = d->store ? simdr_count(d->store) : 0;
         if (!d->may_have_ttl || total == 0) continue;
-        if (d->expire_cursor == 0) d->ttl_written_in_walk = 0; /* a walk starts */
+        if (d->expire_cursor == 0) d->ttl_written_in_walk = 0, d->ttl_keys_in_walk = 0; /* a walk starts */
         uint64_t from = d->expire_cursor;
         uint64_t to =
             ks_range_end(from, ks_range_width(total, budget > 0 ? (uint64_t)budget : total));
@@ -760,6 +767,9 @@ void ks_active_expire(long long now, int budget) {
             if (parsed && rv.expire_ms) d->ttl_written_in_walk = 1; /* seen: walk again */
             char *key = NULL;
             size_t key_len = 0;
+            if (parsed && rv.expire_ms && (long long)rv.expire_ms > now &&
+                !(rv.flags & RECORD_FLAG_HOLE))
+                d->ttl_keys_in_walk++;
             if (parsed && rv.expire_ms && (long long)rv.expire_ms <= now &&
                 !(rv.flags & RECORD_FLAG_HOLE)) {
                 key_len = rv.key_len;
@@ -774,6 +784,7 @@ void ks_active_expire(long long now, int budget) {
         }
         free(h);
         d->expire_cursor = to == HASH_SPACE ? 0 : to;
+        if (to == HASH_SPACE) d->ttl_keys = d->ttl_keys_in_walk;
         /* A whole walk without a TTL, and none written meanwhile: stop walking. */
         if (to == HASH_SPACE && !d->ttl_written_in_walk) d->may_have_ttl = 0;
     }

@@ -43,7 +43,7 @@ static const char help_text[] =
     "                              writes of one loop turn share one sync)\n"
     "  --maxclients N              connections accepted at once (default 10000)\n"
     "  --timeout SECONDS           close clients idle this long (default 0 = never)\n"
-    "  --auto-compact-percent P    compact a store when P%% of it is garbage (default\n"
+    "  --auto-compact-percent P    compact a store when P% of it is garbage (default\n"
     "                              50; 0 = off); files under 1 MiB are left alone\n"
     "  --logfile FILE              log here instead of standard error\n"
     "  --loglevel LEVEL            debug | verbose | notice (default) | warning\n"
@@ -105,6 +105,23 @@ static int parse_memory(const char *s, long long *out) {
     return 1;
 }
 
+/* Descriptors kept beside the clients' sockets: store and side files of 16
+ * databases, listeners, the log, compaction and spool files. */
+#define FDS_BESIDE_CLIENTS 64
+
+/* Raises the open file limit (up to the hard limit) for want clients;
+ * returns how many clients it leaves room for, want at most. */
+static long long clients_within_fd_limit(long long want) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return want;
+    rlim_t need = (rlim_t)want + FDS_BESIDE_CLIENTS;
+    if (rl.rlim_cur >= need) return want;
+    rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1;
+    if (rl.rlim_cur >= need) return want;
+    return rl.rlim_cur > FDS_BESIDE_CLIENTS + 1 ? (long long)(rl.rlim_cur - FDS_BESIDE_CLIENTS) : 1;
+}
+
 static int parse_int_range(const char *s, long long lo, long long hi, long long *out) {
     char *end;
     if ((*s < '0' || *s > '9') && *s != '-') return 0; /* no spaces or '+', as Redis */
@@ -140,10 +157,21 @@ static int read_password_file(const char *path, char *err, size_t cap) {
 
 /* 1 applied, 0 unknown parameter, -1 bad value (err filled). Values with
  * several words (bind) come space-separated. */
+static int is_loopback(const char *addr);
+
 int config_set_param(const char *name, const char *value, char *err, size_t cap) {
     long long v;
     server_config *c = &srv.cfg;
     if (!strcmp(name, "requirepass")) {
+        /* The start refuses a non-loopback bind without a password; taking
+         * the password away at runtime would open the server all the same. */
+        for (int i = 0; srv.cron_ev && !*value && i < c->nbinds; i++) {
+            if (!is_loopback(c->binds[i])) {
+                snprintf(err, cap, "listening on %s, the password stays (protected mode)",
+                         c->binds[i]);
+                return -1;
+            }
+        }
         set_password(value);
     } else if (!strcmp(name, "durability") || !strcmp(name, "appendfsync")) {
         if (!strcasecmp(value, "no")) c->durability = DURABILITY_NO;
@@ -152,6 +180,15 @@ int config_set_param(const char *name, const char *value, char *err, size_t cap)
         else goto bad;
     } else if (!strcmp(name, "maxclients")) {
         if (!parse_int_range(value, 1, 1000000, &v)) goto bad;
+        /* At runtime as at startup, the open file limit is raised for the
+         * clients; a number it cannot be raised for is refused (as Redis),
+         * since the clients past it would find no descriptor. */
+        long long room = srv.cron_ev ? clients_within_fd_limit(v) : v;
+        if (room < v) {
+            snprintf(err, cap, "The operating system is not able to handle the specified "
+                     "number of clients, try with %lld", room);
+            return -1;
+        }
         c->maxclients = (int)v;
     } else if (!strcmp(name, "timeout")) {
         if (!parse_int_range(value, 0, INT_MAX, &v)) goto bad;
@@ -241,6 +278,13 @@ static int apply_option(const char *name, char **vals, int nvals, char *err, siz
         snprintf(err, cap, "option '%s' needs a value", name);
         return -1;
     }
+    /* (the command line takes one word per such option; a config file line
+     * could give more, which were dropped without a word) */
+    if (nvals > 1 && strcmp(name, "bind") && strcmp(name, "replicaof") && strcmp(name, "slaveof")) {
+        snprintf(err, cap, "option '%s' takes one value, not %d (quote a value that holds "
+                 "spaces)", name, nvals);
+        return -1;
+    }
     long long v;
     if (!strcmp(name, "dir")) {
         snprintf(srv.cfg.dir, sizeof srv.cfg.dir, "%s", vals[0]);
@@ -311,27 +355,52 @@ static int load_config_file(const char *path) {
     }
     char line[8192];
     int lineno = 0;
+    resp_parser words_parser;
+    resp_parser_init(&words_parser);
     while (fgets(line, sizeof line, f)) {
         lineno++;
         line[strcspn(line, "\r\n")] = 0;
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
         if (!*p || *p == '#') continue;
+        /* Split as Redis splits redis.conf lines: "a b" and 'a b' are one
+         * value (the password "two words"), "\t" and "\x41" are escapes. */
         char *words[SERVER_MAX_BINDS + 1];
-        int n = 0;
-        char *save = NULL;
-        for (char *t = strtok_r(p, " \t", &save); t && n < SERVER_MAX_BINDS + 1;
-             t = strtok_r(NULL, " \t", &save))
-            words[n++] = t;
+        char text[sizeof line + SERVER_MAX_BINDS + 1];
+        char err[512];
+        int n = 0, split = resp_split_line(&words_parser, p, strlen(p));
+        size_t used = 0;
+        if (split == 0) snprintf(err, sizeof err, "unbalanced quotes");
+        if (split < 0) snprintf(err, sizeof err, "out of memory");
+        for (int i = 0; split == 1 && i < words_parser.argc && n < SERVER_MAX_BINDS + 1; i++) {
+            size_t len = words_parser.argv[i].len;
+            if (memchr(p + words_parser.argv[i].off, 0, len)) {
+                snprintf(err, sizeof err, "a value holds a NUL byte");
+                split = 0;
+                break;
+            }
+            memcpy(text + used, p + words_parser.argv[i].off, len);
+            text[used + len] = 0;
+            words[n++] = text + used;
+            used += len + 1;
+        }
+        if (split != 1) {
+            fprintf(stderr, "simdr-server: %s:%d: %s\n", path, lineno, err);
+            resp_parser_free(&words_parser);
+            fclose(f);
+            return -1;
+        }
+        if (n == 0) continue;
         for (char *q = words[0]; *q; q++)
             if (*q >= 'A' && *q <= 'Z') *q = (char)(*q + 32);
-        char err[512];
         if (apply_option(words[0], words + 1, n - 1, err, sizeof err) < 0) {
             fprintf(stderr, "simdr-server: %s:%d: %s\n", path, lineno, err);
+            resp_parser_free(&words_parser);
             fclose(f);
             return -1;
         }
     }
+    resp_parser_free(&words_parser);
     fclose(f);
     snprintf(srv.config_file, sizeof srv.config_file, "%s", path);
     return 0;
@@ -643,14 +712,10 @@ static int open_databases(void) {
 }
 
 static void raise_fd_limit(void) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
-    rlim_t want = (rlim_t)srv.cfg.maxclients + 64;
-    if (rl.rlim_cur >= want) return;
-    rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    if ((rlim_t)srv.cfg.maxclients + 64 > rl.rlim_cur) {
-        srv.cfg.maxclients = rl.rlim_cur > 96 ? (int)(rl.rlim_cur - 64) : 32;
+    long long room = clients_within_fd_limit(srv.cfg.maxclients);
+    if (room < srv.cfg.maxclients) {
+        /* a tiny limit still serves a few clients; past it they are refused */
+        srv.cfg.maxclients = room > 32 ? (int)room : 32;
         server_log(LOG_WARNING_, "maxclients lowered to %d (open file limit)", srv.cfg.maxclients);
     }
 }

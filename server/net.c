@@ -82,6 +82,71 @@ void client_free(client *c) {
     free(c);
 }
 
+/* Descriptors can run out below maxclients (a lowered open file limit,
+ * store, spool and compaction files). A connection accept() cannot take
+ * stays in the backlog and keeps the listening socket readable: the loop
+ * would call accept again at once, forever. So one descriptor is held in
+ * reserve: on EMFILE/ENFILE it is given up for a moment to accept the
+ * connection, answer it the maxclients error and close it. Should even that
+ * fail, the listeners pause for ACCEPT_PAUSE_MS. Either way the failure is
+ * logged at most once a second. */
+#define ACCEPT_PAUSE_MS 100
+static int spare_fd = -1;
+static struct event *accept_resume_ev;
+static long long accept_error_logged_ms;
+static uint64_t accept_errors_unlogged;
+
+static void reserve_spare_fd(void) {
+    if (spare_fd < 0) spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void reject_client(int fd) {
+    static const char msg[] = "-ERR max number of clients reached\r\n";
+    ssize_t w = write(fd, msg, sizeof msg - 1);
+    (void)w;
+    close(fd);
+    srv.rejected_connections++;
+}
+
+static void log_accept_error(int err) {
+    long long now = now_ms();
+    accept_errors_unlogged++;
+    if (now - accept_error_logged_ms < 1000) return;
+    accept_error_logged_ms = now;
+    server_log(LOG_WARNING_, "accept: %s (%llu connections refused or waiting since the last "
+               "such message)", strerror(err), (unsigned long long)accept_errors_unlogged);
+    accept_errors_unlogged = 0;
+}
+
+static void resume_accepting(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what, (void)arg;
+    reserve_spare_fd();
+    for (int i = 0; i < srv.nlisteners; i++) event_add(srv.listeners[i], NULL);
+}
+
+static void pause_accepting(void) {
+    if (!accept_resume_ev) accept_resume_ev = evtimer_new(srv.base, resume_accepting, NULL);
+    if (!accept_resume_ev) return; /* cannot pause: the next turn tries again */
+    for (int i = 0; i < srv.nlisteners; i++) event_del(srv.listeners[i]);
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(accept_resume_ev, &tv);
+}
+
+/* 1: the connection was taken off the backlog with the spare descriptor
+ * and refused; 0: the listeners are paused instead. */
+static int refuse_without_descriptors(evutil_socket_t lfd) {
+    if (spare_fd >= 0) {
+        close(spare_fd);
+        spare_fd = -1;
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) reject_client(fd);
+        reserve_spare_fd();
+        if (fd >= 0 && spare_fd >= 0) return 1;
+    }
+    pause_accepting();
+    return 0;
+}
+
 static void on_accept(evutil_socket_t lfd, short what, void *arg) {
     (void)what;
     (void)arg;
@@ -90,8 +155,12 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg) {
         socklen_t sl = sizeof ss;
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                server_log(LOG_WARNING_, "accept: %s", strerror(errno));
+            int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED)
+                return;
+            log_accept_error(err);
+            if ((err == EMFILE || err == ENFILE) && refuse_without_descriptors(lfd)) continue;
+            if (err != EMFILE && err != ENFILE) pause_accepting(); /* ENOBUFS, ENOMEM, ... */
             return;
         }
         if (srv.shutting_down) {
@@ -99,11 +168,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg) {
             continue;
         }
         if (srv.nclients >= srv.cfg.maxclients) {
-            static const char msg[] = "-ERR max number of clients reached\r\n";
-            ssize_t w = write(fd, msg, sizeof msg - 1);
-            (void)w;
-            close(fd);
-            srv.rejected_connections++;
+            reject_client(fd);
             continue;
         }
         int one = 1;
@@ -693,8 +758,14 @@ int net_kill_clients(uint64_t id, const char *addr, const char *laddr, int type,
 
 void client_info_line(client *c, struct evbuffer *out) {
     long long now = now_ms();
-    char flags[8] = "N";
-    if (c->flags & CLIENT_MULTI) snprintf(flags, sizeof flags, "x");
+    /* Redis's letters: S a replica's link, x in MULTI, b blocked (WAIT). */
+    char flags[8];
+    int nf = 0;
+    if (replica_client_is_feed(c)) flags[nf++] = 'S';
+    if (c->flags & CLIENT_MULTI) flags[nf++] = 'x';
+    if (c->flags & CLIENT_BLOCKED) flags[nf++] = 'b';
+    if (!nf) flags[nf++] = 'N';
+    flags[nf] = 0;
     /* Whole, whatever the name's length (no fixed-size line to cut it). */
     evbuffer_add_printf(out,
              "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=%d sub=0 "
@@ -753,6 +824,7 @@ static int listen_one(const char *addr, int optional) {
 }
 
 int net_listen_all(void) {
+    reserve_spare_fd();
     for (int i = 0; i < srv.cfg.nbinds; i++) {
         const char *a = srv.cfg.binds[i];
         int optional = a[0] == '-';
@@ -771,4 +843,8 @@ void net_close_listeners(void) {
         close(srv.listen_fds[i]);
     }
     srv.nlisteners = 0;
+    if (accept_resume_ev) event_free(accept_resume_ev);
+    accept_resume_ev = NULL;
+    if (spare_fd >= 0) close(spare_fd);
+    spare_fd = -1;
 }

@@ -626,14 +626,19 @@ static void feed_all(long long now) {
     }
 }
 
-/* Replicas whose acknowledged tails cover the given ones. */
+/* Replicas whose acknowledged tails cover the given ones. Every database
+ * counts, an empty one too: after FLUSHALL, FLUSHDB or a SWAPDB with an
+ * empty database its identity is 0 and its tail 0, and a replica covers
+ * that only once it has acknowledged the RESET that empties its copy. */
 static int replicas_covering(const uint64_t *ident, const uint64_t *tail) {
     int n = 0;
     for (int i = 0; i < R.nfeeds; i++) {
         feed *f = R.feeds[i];
         int ok = 1;
         for (int db = 0; db < SERVER_DBS && ok; db++)
-            if (tail[db] && (f->acked_ident[db] != ident[db] || f->acked[db] < tail[db])) ok = 0;
+            if (ident[db] != UNKNOWN_IDENTITY &&
+                (f->acked_ident[db] != ident[db] || f->acked[db] < tail[db]))
+                ok = 0;
         n += ok;
     }
     return n;
@@ -646,7 +651,6 @@ static int replicas_covering(const uint64_t *ident, const uint64_t *tail) {
  * everything the old one did as of the WAIT. */
 static void rebase_waiter(waiter *w) {
     for (int db = 0; db < SERVER_DBS; db++) {
-        if (!w->tail[db]) continue;
         simdr_log_state st;
         if (db_log_state(db, &st) != SIMDR_OK || st.identity == w->ident[db]) continue;
         w->ident[db] = st.identity;
@@ -724,7 +728,10 @@ void replica_wait(client *c, long long want, long long timeout_ms) {
     }
     for (int db = 0; db < SERVER_DBS; db++) {
         simdr_log_state st;
-        if (db_log_state(db, &st) == SIMDR_OK) w->ident[db] = st.identity, w->tail[db] = st.tail;
+        if (db_log_state(db, &st) == SIMDR_OK)
+            w->ident[db] = st.identity, w->tail[db] = st.tail;
+        else /* unreadable now: counts once a state can be read (rebase_waiter) */
+            w->ident[db] = UNKNOWN_IDENTITY;
     }
     feed_all(now_ms()); /* what this client wrote goes out in this turn */
     int n = replicas_covering(w->ident, w->tail);

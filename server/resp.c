@@ -168,6 +168,12 @@ static int split_inline(resp_parser *p, char *line, size_t n) {
 #undef AT
 }
 
+int resp_split_line(resp_parser *p, char *line, size_t n) {
+    resp_parser_reset(p);
+    p->argc = 0;
+    return split_inline(p, line, n);
+}
+
 static int parse_inline(resp_parser *p, char *buf, size_t len) {
     char *nl = memchr(buf, '\n', len);
     if (!nl) {

@@ -62,6 +62,11 @@ void resp_parser_reset(resp_parser *p);
  */
 int resp_parse(resp_parser *p, char *buf, size_t len, const resp_limits *lim);
 
+/* Splits line[0, n) as an inline request is split (sdssplitargs: quotes,
+ * escapes), as redis.conf lines are: p->argc arguments at p->argv[i].off
+ * of line, written over it. 1 done, 0 unbalanced quotes, -1 no memory. */
+int resp_split_line(resp_parser *p, char *line, size_t n);
+
 /* Redis's string2ll: strict decimal (no '+', no leading zeros, no spaces). */
 int resp_str_to_ll(const char *s, size_t len, long long *out);
 

@@ -129,6 +129,9 @@ typedef struct server_db {
      * record at each start). */
     int may_have_ttl;
     int ttl_written_in_walk;
+    /* Keys with a TTL the walk met: in the walk under way, and in the last
+     * complete one (INFO keyspace's "expires"). */
+    uint64_t ttl_keys_in_walk, ttl_keys;
     uint64_t size_at_garbage_check; /* file size at the last measure of its garbage */
     uint64_t garbage;               /* bytes a compaction would save, as last measured */
     /* The index's size at the last tick: a growth reads every entry's
@@ -158,6 +161,7 @@ typedef struct server_state {
     int shutting_down;
     int any_write_this_turn;
     long long start_ms;
+    long long exec_time_ms; /* while an EXEC runs: the time its key lookups use */
     long long last_save_s;
     long long last_sync_ms;
     /* statistics (INFO) */
@@ -187,6 +191,9 @@ extern server_state srv;
 
 /* ---- util.c ---- */
 long long now_ms(void);
+/* The time that decides whether a key has expired: now, or inside EXEC the
+ * time the transaction started (as Redis 7.0, no key expires midway). */
+long long key_now_ms(void);
 long long now_us(void);
 void server_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int glob_match(const char *pat, size_t plen, const char *s, size_t slen, int nocase);

@@ -27,6 +27,8 @@ long long now_us(void) {
 
 long long now_ms(void) { return now_us() / 1000; }
 
+long long key_now_ms(void) { return srv.exec_time_ms ? srv.exec_time_ms : now_ms(); }
+
 void server_log(int level, const char *fmt, ...) {
     static FILE *log_file;
     static char opened[4096];

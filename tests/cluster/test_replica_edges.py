@@ -382,3 +382,106 @@ def test_no_room_beside_falls_back_to_a_copy_in_place():
         assert "cannot build the copy beside the served one" in r.log()
     finally:
         cleanup(r, p)
+
+
+def test_replica_follows_swapdb_flushall_and_transactions_across_databases():
+    """SWAPDB, FLUSHDB and FLUSHALL replace or exchange whole files, COPY DB
+    and MULTI/EXEC with SELECT write to several databases in one command,
+    BGREWRITEAOF compacts while they run, and keys expire meanwhile: after
+    each round the replica holds every database as the primary does, and
+    again after a restart of its own (it resumes from its files)."""
+    import random
+    p = start()
+    r = replica_of(p)
+    rng = random.Random(41)
+    try:
+        c = [p.client(db=db) for db in range(4)]
+
+        def round_of_writes(n):
+            for step in range(n):
+                db = rng.randrange(4)
+                k, k2 = "k%d" % rng.randrange(12), "k%d" % rng.randrange(12)
+                op = rng.randrange(11)
+                try:
+                    if op == 0:
+                        c[db].set(k, "v%d" % step)
+                    elif op == 1:
+                        c[db].set(k, "e%d" % step, px=rng.randrange(1, 200))
+                    elif op == 2:
+                        c[db].swapdb(db, rng.randrange(4))
+                    elif op == 3 and rng.random() < 0.3:
+                        c[db].flushdb()
+                    elif op == 4 and rng.random() < 0.1:
+                        c[db].flushall()
+                    elif op == 5:
+                        c[db].rename(k, k2)
+                    elif op == 6:
+                        c[db].copy(k, k2, destination_db=rng.randrange(4), replace=True)
+                    elif op == 7:
+                        t = c[db].pipeline(transaction=True)
+                        t.execute_command("SELECT", rng.randrange(4))
+                        t.set(k, "m%d" % step)
+                        t.execute_command("SWAPDB", rng.randrange(4), rng.randrange(4))
+                        t.append(k2, "zz")
+                        t.execute()
+                    elif op == 8 and rng.random() < 0.2:
+                        c[db].bgrewriteaof()
+                    elif op == 9:
+                        c[db].append(k, "a" * rng.choice([1, 70000, 1100000]))
+                    else:
+                        c[db].expire(k, 1)
+                except redis.ResponseError:
+                    pass  # a missing key to rename, a compaction already running
+
+        def same_everywhere():
+            assert c[0].wait(1, WAIT_MS) == 1
+            for db in range(4):
+                pc, rc = p.client(db=db), r.client(db=db)
+                keys = sorted(pc.keys("*"))
+                assert sorted(rc.keys("*")) == keys, db
+                if keys:
+                    assert rc.mget(keys) == pc.mget(keys), db
+                assert rc.dbsize() == pc.dbsize(), db
+
+        for _ in range(3):
+            round_of_writes(150)
+            same_everywhere()
+        r.stop()
+        round_of_writes(100)
+        r.start()
+        same_everywhere()
+    finally:
+        cleanup(r, p)
+
+
+def test_wait_counts_a_flush_only_once_the_replica_emptied_the_database():
+    """WAIT after FLUSHALL, FLUSHDB or a SWAPDB with an empty database
+    counts a replica only once it has dropped the data too. A database
+    without a file has tail 0, and databases of tail 0 were left out of
+    the count: WAIT answered 1 at once while the replica, stopped, still
+    served every key the flush removed."""
+    import signal as sig
+    p = start()
+    r = replica_of(p)
+    try:
+        c = p.client()
+        c1 = p.client(db=1)
+        for flush in ("FLUSHALL", "FLUSHDB", "SWAPDB"):
+            c.set("k", "v")
+            c1.set("k1", "v1")
+            assert c.wait(1, WAIT_MS) == 1
+            r.proc.send_signal(sig.SIGSTOP)
+            try:
+                if flush == "SWAPDB":
+                    c.execute_command("SWAPDB", 0, 5)  # db 5 is empty
+                else:
+                    c.execute_command(flush)
+                assert c.wait(1, 300) == 0  # the stopped replica still has k
+            finally:
+                r.proc.send_signal(sig.SIGCONT)
+            assert c.wait(1, WAIT_MS) == 1
+            assert r.client().exists("k") == 0
+            assert r.client(db=1).exists("k1") == (0 if flush == "FLUSHALL" else 1)
+            c.flushall()
+    finally:
+        cleanup(r, p)

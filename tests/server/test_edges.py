@@ -8,6 +8,7 @@ import socket
 import time
 
 import pytest
+import redis
 
 from serverutil import RedisServer, Server, encode, wait_until
 
@@ -441,3 +442,172 @@ def test_client_kill_type_and_user_filters():
             # the replica connects again and catches up
             p.set("after", "1")
             wait_until(lambda: replica.client().get("after") == b"1", "the replica to catch up")
+
+
+def test_keys_do_not_expire_in_the_middle_of_a_transaction():
+    # Redis 7.0 looks up the keys of a whole EXEC at the time it started
+    # (call() fixes the time of expiry checks): a key present for one
+    # queued command is present for the next, even when the transaction
+    # runs past the key's expiry. Expiring midway made EXISTS answer 1 and
+    # the GET after it nil, in one atomic transaction.
+    cmds = [("SET", "k", "v", "PX", "300"), ("SET", "n", "1", "PX", "300"),
+            ("MULTI",), ("EXISTS", "k"), ("DEBUG", "SLEEP", "0.5"), ("GET", "k"),
+            ("MGET", "k", "n"), ("INCR", "n"), ("KEYS", "*"), ("EXEC",)]
+    with RedisServer() as ref, Server() as ours:
+        for server in (ref, ours):
+            c = server.raw()
+            try:
+                replies = [c.call(*cmd) for cmd in cmds]
+            finally:
+                c.close()
+            assert replies[-1] == (b"*6\r\n:1\r\n+OK\r\n$1\r\nv\r\n*2\r\n$1\r\nv\r\n$1\r\n1\r\n"
+                                   b":2\r\n*2\r\n$1\r\nk\r\n$1\r\nn\r\n") or \
+                replies[-1] == (b"*6\r\n:1\r\n+OK\r\n$1\r\nv\r\n*2\r\n$1\r\nv\r\n$1\r\n1\r\n"
+                                b":2\r\n*2\r\n$1\r\nn\r\n$1\r\nk\r\n"), (server, replies[-1])
+
+
+def test_config_file_values_are_quoted_as_in_redis(tmp_path):
+    # A redis.conf line is split with quotes ("..." with escapes, '...'),
+    # and an option of one value given more is an error. Split on blanks
+    # only, `requirepass "two words"` set the password `"two` and dropped
+    # the rest without a word.
+    import subprocess
+    from serverutil import SERVER_BIN, RawClient, free_port, wait_port
+    port = free_port()
+    log = tmp_path / "server log"
+    conf = tmp_path / "simdr.conf"
+    conf.write_text('dir "%s"\nport %d\nbind "127.0.0.1"\nrequirepass "two words\\t#"\n'
+                    "logfile '%s'\n" % (tmp_path, port, log))
+    proc = subprocess.Popen([SERVER_BIN, str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc, log_path=str(log))
+        c = RawClient(port)
+        assert c.call("GET", "k").startswith(b"-NOAUTH")
+        assert c.call("AUTH", '"two').startswith(b"-WRONGPASS")
+        assert c.call("AUTH", "two words\t#") == b"+OK\r\n"
+        assert c.call("SET", "k", "v") == b"+OK\r\n"
+        c.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=120) == 0
+    for text, error in [("requirepass two words\n", "takes one value"),
+                        ('requirepass "open\n', "unbalanced quotes"),
+                        ("port 1 2\n", "takes one value")]:
+        conf.write_text(text)
+        run = subprocess.run([SERVER_BIN, str(conf)], capture_output=True, text=True,
+                             timeout=60)
+        assert run.returncode == 1 and error in run.stderr and "simdr.conf:1" in run.stderr, \
+            (text, run.stderr)
+
+
+def test_background_jobs_inside_exec_answer_scheduled_as_in_redis():
+    # Redis 7.0 never forks inside EXEC: BGSAVE and BGREWRITEAOF there answer
+    # "... scheduled" (and run after it). simdr-server starts them at once,
+    # but a client parsing the reply sees Redis's text.
+    with RedisServer() as ref, Server() as ours:
+        same_replies(ref, ours, [("SET", "k", "v"), ("MULTI",), ("BGSAVE",), ("EXEC",)])
+        r = ref.raw()
+        try:
+            wait_until(lambda: b"rdb_bgsave_in_progress:0" in r.call("INFO", "persistence"),
+                       "redis-server's BGSAVE")
+        finally:
+            r.close()
+        same_replies(ref, ours, [("MULTI",), ("BGREWRITEAOF",), ("EXEC",)])
+
+
+def test_info_keyspace_lines_have_redis_fields_for_client_parsers():
+    # redis-py (like other clients) parses "db0:keys=2,expires=1,avg_ttl=0"
+    # into a dict, but "db0:keys=2" into the string 'keys=2', which broke
+    # info("keyspace")["db0"]["keys"]. "expires" counts the keys with a TTL
+    # that the last full walk of the expiry cycle met.
+    with Server("--hz", "100") as s:
+        c = s.client()
+        c.set("a", "1")
+        c.set("b", "1", ex=1000)
+        c.set("c", "1", px=1000000)
+        c.execute_command("SELECT", "3")
+        s.client(db=3).set("z", "1")
+        wait_until(lambda: c.info("keyspace")["db0"]["expires"] == 2, "the expiry walk")
+        info = c.info("keyspace")
+        assert info == {"db0": {"keys": 3, "expires": 2, "avg_ttl": 0},
+                        "db3": {"keys": 1, "expires": 0, "avg_ttl": 0}}
+        c.swapdb(0, 3)  # the count goes with its file
+        assert c.info("keyspace") == {"db3": {"keys": 3, "expires": 2, "avg_ttl": 0},
+                                      "db0": {"keys": 1, "expires": 0, "avg_ttl": 0}}
+        s.client(db=3).persist("b")
+        wait_until(lambda: c.info("keyspace")["db3"]["expires"] == 1, "the next walk")
+        s.client(db=3).flushdb()
+        assert c.info("keyspace") == {"db0": {"keys": 1, "expires": 0, "avg_ttl": 0}}
+
+
+def test_scan_with_match_and_type_while_keys_expire_and_compactions_replace_the_file():
+    # Keys expire under the iteration (removed by the expiry walk, by the
+    # SCAN itself, or by a GET), the garbage their tombstones leave starts
+    # compactions that replace the file, and SCAN filters with MATCH, TYPE
+    # and COUNT: every key without a TTL comes back exactly once, no key
+    # that had expired before the SCAN began comes back, and TYPE of
+    # another type returns nothing.
+    with Server("--auto-compact-percent", "5", "--hz", "50") as srv:
+        c = srv.client()
+        p = c.pipeline(transaction=False)
+        for i in range(3000):
+            p.set("keep:%d" % i, "v")
+            p.set("dead:%d" % i, "x" * 200, px=1)
+        p.execute()
+        time.sleep(0.05)  # every dead:* has expired; most are still in the file
+        seen, cursor, steps, expiring = {}, 0, 0, 0
+        while True:
+            cursor, keys = c.scan(cursor, match="*:*", count=37, _type="string")
+            for k in keys:
+                seen[k] = seen.get(k, 0) + 1
+            steps += 1
+            if cursor == 0:
+                break
+            p = c.pipeline(transaction=False)
+            for _ in range(20):  # more keys that expire during the walk
+                p.set("soon:%d" % expiring, "y" * 300, px=5)
+                expiring += 1
+            p.get("dead:%d" % steps)
+            p.execute()
+            if steps % 40 == 0:
+                try:
+                    c.execute_command("BGREWRITEAOF")
+                except redis.ResponseError:
+                    pass  # an automatic one is running
+        assert not [k for k in seen if k.startswith(b"dead:")]
+        assert all(n == 1 for n in seen.values())
+        assert {k for k in seen if k.startswith(b"keep:")} == \
+            {b"keep:%d" % i for i in range(3000)}
+        assert c.scan(0, count=10000, _type="list") == (0, [])
+        wait_until(lambda: c.dbsize() == 3000, "the expired keys removed")
+        wait_until(lambda: c.info("persistence")["simdr_compactions"] >= 1,
+                   "a compaction started during the SCAN")
+
+
+def test_client_list_flags_of_a_client_blocked_in_wait_and_in_multi():
+    # Redis marks a client blocked in WAIT with flags=b (x inside MULTI);
+    # the flags were N for the blocked client.
+    def flags_seen(server):
+        blocked, queued, viewer = server.raw(), server.raw(), server.raw()
+        try:
+            ids = {int(c.call("CLIENT", "ID")[1:-2]): name
+                   for c, name in ((queued, "queued"), (viewer, "viewer"))}
+            blocked.send(encode("WAIT", "1", "0"))  # no replica: blocks
+            assert queued.call("MULTI") == b"+OK\r\n"
+            wait_until(lambda: b"cmd=wait" in viewer.call("CLIENT", "LIST"), "WAIT to block")
+            text = viewer.call("CLIENT", "LIST").decode()
+            out = {}
+            for line in text.split("\n")[1:]:
+                f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                if f:
+                    out[ids.get(int(f["id"]), f["cmd"])] = f["flags"]
+            return out
+        finally:
+            for c in (blocked, queued, viewer):
+                c.close()
+
+    with RedisServer() as ref, Server() as ours:
+        want = flags_seen(ref)
+        assert want == {"wait": "b", "queued": "x", "viewer": "N"}
+        assert flags_seen(ours) == want

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from serverutil import SERVER_BIN, Server, encode, free_port
+from serverutil import SERVER_BIN, RawClient, Server, encode, free_port, wait_until
 
 
 def alive(server):
@@ -136,6 +136,37 @@ def test_protected_mode():
         assert s.raw().call("AUTH", "pw") == b"+OK\r\n"
 
 
+def test_protected_mode_holds_when_the_password_is_removed_at_runtime():
+    # The start refuses a non-loopback bind without a password; CONFIG SET
+    # requirepass "" took the password away afterwards and left the server
+    # open to the network. It is refused there too (as a multi-pair CONFIG
+    # SET: nothing of it applies); a new password is still accepted.
+    with Server("--requirepass", "pw", "--bind", "0.0.0.0") as s:
+        c = s.raw()
+        try:
+            assert c.call("AUTH", "pw") == b"+OK\r\n"
+            reply = c.call("CONFIG", "SET", "timeout", "7", "requirepass", "")
+            assert reply.startswith(b"-ERR CONFIG SET failed (possibly related to argument "
+                                    b"'requirepass') - ") and b"protected mode" in reply, reply
+            assert c.call("CONFIG", "GET", "timeout") == b"*2\r\n$7\r\ntimeout\r\n$1\r\n0\r\n"
+            other = s.raw()
+            assert other.call("GET", "k").startswith(b"-NOAUTH")
+            other.close()
+            assert c.call("CONFIG", "SET", "requirepass", "pw2") == b"+OK\r\n"
+            other = s.raw()
+            assert other.call("AUTH", "pw2") == b"+OK\r\n"
+            other.close()
+        finally:
+            c.close()
+    # Bound to loopback only, the password can go.
+    with Server("--requirepass", "pw") as s:
+        c = s.raw()
+        assert c.call("AUTH", "pw") == b"+OK\r\n"
+        assert c.call("CONFIG", "SET", "requirepass", "") == b"+OK\r\n"
+        c.close()
+        assert alive(s)
+
+
 def test_maxclients_and_idle_timeout():
     def connect_when_room(s):
         # A connection closed just before (the start-up probe) may still be
@@ -161,6 +192,69 @@ def test_maxclients_and_idle_timeout():
         for c in conns:
             assert c.closed_by_peer()
         connect_when_room(s).close()
+
+
+def open_fds(server):
+    return len(os.listdir("/proc/%d/fd" % server.proc.pid))
+
+
+def test_config_set_maxclients_beyond_the_open_file_limit_is_refused():
+    # As Redis: a maxclients the process cannot open that many sockets for
+    # is refused with the number it can take; accepted, the server would
+    # run out of descriptors with clients still under the limit.
+    import resource
+    with Server() as s:
+        resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (200, 200))
+        c = s.raw()
+        try:
+            reply = c.call("CONFIG", "SET", "maxclients", "10000")
+            assert reply.startswith(b"-ERR CONFIG SET failed (possibly related to argument "
+                                    b"'maxclients') - The operating system is not able to "
+                                    b"handle the specified number of clients, try with ")
+            assert c.call("CONFIG", "GET", "maxclients") == \
+                b"*2\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n"  # unchanged
+            assert c.call("CONFIG", "SET", "maxclients", "100") == b"+OK\r\n"
+            assert c.call("CONFIG", "GET", "maxclients") == \
+                b"*2\r\n$10\r\nmaxclients\r\n$3\r\n100\r\n"
+        finally:
+            c.close()
+
+
+def test_connections_past_the_open_file_limit_are_refused_not_spun_on():
+    # Descriptors can run out below maxclients (a lowered limit, store
+    # files, spool files). A connection accept() cannot take must get the
+    # maxclients error and be closed; left in the backlog, the listening
+    # socket stayed readable and the loop spun on accept, logging each
+    # failure (hundreds of MB of log a minute) and answering no one.
+    import resource
+    with Server() as s:
+        held = [s.raw() for _ in range(3)]
+        for c in held:
+            assert c.call("PING") == b"+PONG\r\n"
+        soft, hard = resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (open_fds(s) + 1, hard))
+        extra = [RawClient(s.port, timeout=30) for _ in range(5)]
+        try:
+            refused = 0
+            for c in extra:
+                c.send(encode("PING"))
+            for c in extra:
+                # the first may still find a descriptor; the others must be
+                # answered and closed, not left waiting
+                reply = c.read_reply()
+                if reply != b"+PONG\r\n":
+                    assert reply == b"-ERR max number of clients reached\r\n"
+                    assert c.closed_by_peer()
+                    refused += 1
+            assert refused >= 4
+            for c in held:
+                assert c.call("PING") == b"+PONG\r\n"
+            assert s.log().count("accept") <= 5, s.log()[-2000:]
+        finally:
+            for c in extra + held:
+                c.close()
+        resource.prlimit(s.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+        wait_until(lambda: alive(s), "a connection once descriptors are free")
 
 
 def test_query_buffer_limit():

@@ -57,3 +57,11 @@ def test_page_renders_without_warnings():
                            env=env)
         assert r.returncode == 0 and r.stderr == "", r.stderr
         assert "--requirepass-file" in r.stdout.replace("\u2010", "-")
+
+
+def test_help_is_printed_as_written():
+    # --help is printed with fputs, not printf: a "%%" written for printf
+    # came out doubled ("P%% of it is garbage").
+    out = subprocess.run([SERVER_BIN, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "%%" not in out
+    assert "when P% of it is garbage" in out
