@@ -1292,6 +1292,11 @@ static PyObject *store_compact(PySimdrStore *self, PyObject *unused) {
     return run_unlocked(self, simdr_compact, 1);
 }
 
+static PyObject *store_release_memory(PySimdrStore *self, PyObject *unused) {
+    (void)unused;
+    return run_unlocked(self, simdr_release_memory, 0);
+}
+
 static PyObject *store_sync(PySimdrStore *self, PyObject *unused) {
     (void)unused;
     return run_unlocked(self, simdr_sync, 1);
@@ -1631,6 +1636,12 @@ static PyMethodDef store_methods[] = {
      "compact($self, /)\n--\n\n"
      "Rewrites the file with only the newest live entry of each key. Entry handles and views\n"
      "taken before stay valid; readers in other threads are not blocked."},
+    {"release_memory", (PyCFunction)store_release_memory, METH_NOARGS,
+     "release_memory($self, /)\n--\n\n"
+     "Unmaps the store file's pages from this process: they stay in the page cache, and\n"
+     "later reads map back what they touch. After a bulk load (an index growth reads every\n"
+     "entry through the map) or a scan, when the process's resident size matters. Entry\n"
+     "handles, memoryviews and numpy arrays taken before stay valid and unchanged."},
     {"check", (PyCFunction)store_check, METH_NOARGS,
      "check($self, /)\n--\n\n"
      "Verifies every entry (links, bounds, CRC-32). Returns a dict: ok, entries,\n"
