@@ -299,7 +299,8 @@ static int apply_option(const char *name, char **vals, int nvals, char *err, siz
             free(copy);
         }
     } else if (!strcmp(name, "port")) {
-        if (!parse_int_range(vals[0], 0, 65535, &v)) {
+        /* not 0: the kernel's pick would be logged and shown as port 0 */
+        if (!parse_int_range(vals[0], 1, 65535, &v)) {
             snprintf(err, cap, "invalid port '%s'", vals[0]);
             return -1;
         }

@@ -462,3 +462,14 @@ def test_many_concurrent_clients():
         assert r.get("counter") == b"5000"
         assert r.dbsize() == 5001
         r.close()
+
+
+def test_port_zero_is_refused():
+    # Port 0 made the kernel pick a port: the server listened there but
+    # logged "ready on port 0", with no way to learn where it was (Redis
+    # takes port 0 as "no TCP listener" and, with nothing else to listen
+    # on, exits). It is refused as an invalid port.
+    d = tempfile.mkdtemp()
+    p = subprocess.run([SERVER_BIN, "--dir", d, "--port", "0"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1 and "invalid port '0'" in p.stderr, p.stderr
