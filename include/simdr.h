@@ -733,6 +733,21 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *store, unsigned nthreads, sim
  */
 SIMDR_API int simdr_compact(simdr_store *store);
 
+/**
+ * simdr_compact that its caller can stop: should_stop(ctx) is called on the
+ * compacting thread between steps (every few thousand entries of the copy,
+ * before each catch-up round, before the new file is synced, indexed and
+ * switched to; never with the writer lock held, and not once the switch has
+ * begun). When it returns non-zero the compaction stops: the new file is
+ * removed, the store stays on its old file, untouched, and SIMDR_ESTOPPED is
+ * returned. This is how another thread ends a long compaction that would
+ * otherwise hold it up (a server emptying a database, or shutting down); a
+ * flag that thread sets is what should_stop usually reads. should_stop NULL:
+ * as simdr_compact.
+ */
+SIMDR_API int simdr_compact_stoppable(simdr_store *store, int (*should_stop)(void *ctx),
+                                      void *ctx);
+
 /** A problem found by simdr_check. */
 typedef struct simdr_check_issue {
     uint64_t offset;   /**< file offset of the entry's first byte */

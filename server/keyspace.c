@@ -206,7 +206,7 @@ static void db_drop_cursors(server_db *d) {
 
 void db_close(server_db *d) {
     ks_flush_pending();
-    server_wait_compaction();
+    server_stop_compaction("a database is being closed (FLUSHDB, FLUSHALL, SWAPDB, a reopen)");
     server_wait_measure();
     db_drop_cursors(d);
     if (d->store) {

@@ -511,10 +511,26 @@ static atomic_int compact_done;
 static simdr_store *compact_stores[SERVER_DBS];
 static int compact_n;
 
+/* Set by the event loop to end a compaction early (server_stop_compaction);
+ * the engine asks between steps of its copy. */
+static atomic_int compact_stop;
+
+static int compaction_should_stop(void *ctx) {
+    (void)ctx;
+    return atomic_load_explicit(&compact_stop, memory_order_acquire);
+}
+
 static void *compact_main(void *arg) {
     (void)arg;
     for (int i = 0; i < compact_n; i++) {
-        int rc = simdr_compact(compact_stores[i]);
+        int rc = compaction_should_stop(NULL)
+                     ? SIMDR_ESTOPPED
+                     : simdr_compact_stoppable(compact_stores[i], compaction_should_stop, NULL);
+        if (rc == SIMDR_ESTOPPED) {
+            server_log(LOG_NOTICE_, "compaction stopped; the stores not compacted yet stay "
+                                    "on their old files");
+            break;
+        }
         if (rc) server_log(LOG_WARNING_, "compaction failed: %s", simdr_strerror(rc));
     }
     atomic_store(&compact_done, 1);
@@ -538,6 +554,17 @@ int server_start_compaction(void) {
     if (pthread_create(&compact_thread, NULL, compact_main, NULL) != 0) return -1;
     srv.compacting = 1;
     return 0;
+}
+
+void server_stop_compaction(const char *why) {
+    if (!srv.compacting) return;
+    /* Waiting for the copy would hold the event loop for as long as it
+     * takes (seconds for a large store); stopped, a compaction leaves its
+     * store as it was, within a few thousand entries of copying. */
+    server_log(LOG_NOTICE_, "stopping the running compaction: %s", why);
+    atomic_store_explicit(&compact_stop, 1, memory_order_release);
+    server_wait_compaction();
+    atomic_store_explicit(&compact_stop, 0, memory_order_release);
 }
 
 void server_wait_compaction(void) {
@@ -791,7 +818,7 @@ int main(int argc, char **argv) {
     net_after_turn();
     net_flush_all_blocking(2000);
     server_sync_all();
-    server_wait_compaction();
+    server_stop_compaction("shutting down");
     server_wait_measure();
     iothreads_stop();
     replica_shutdown();

@@ -474,6 +474,9 @@ void cmd_replack(client *c, int argc, char **argv, size_t *lens);
 /* ---- main.c ---- */
 void server_request_shutdown(void);
 void server_wait_compaction(void);
+/* Asks a running compaction to stop (why goes to the log) and waits for it:
+ * what must close a store does not wait for its copy. */
+void server_stop_compaction(const char *why);
 /* Waits for the background measure of the stores' garbage, if one runs
  * (before a store is closed or replaced). */
 void server_wait_measure(void);

@@ -221,7 +221,20 @@ typedef struct compaction {
      * (simdr_log_origin): the old file, the tail the live entries were
      * listed at, and the prefix they make. */
     uint64_t old_identity, listed_at, prefix_len, prefix_hash;
+    /* simdr_compact_stoppable's caller's question, asked between steps. */
+    int (*should_stop)(void *ctx);
+    void *stop_ctx;
 } compaction;
+
+/* Entries copied between two questions to the caller: a few milliseconds. */
+#define STOP_POLL_ENTRIES 4096u
+
+/* SIMDR_ESTOPPED when the caller of simdr_compact_stoppable asks to stop. */
+static int stop_asked(compaction *c) {
+    if (!c->should_stop || !c->should_stop(c->stop_ctx)) return SIMDR_OK;
+    return simdr__fail(SIMDR_ESTOPPED, "%s: compaction stopped by its caller; the store is "
+                       "still on its old file", c->s->path);
+}
 
 /* Under the writer lock: the tail to copy up to, the live entries there, and
  * a pin on the map that holds them (a growth may replace the map while the
@@ -292,6 +305,10 @@ static int copy_live_entries(compaction *c) {
     const uint8_t *old_base = c->src->base;
     uint64_t dropped = 0, copied_end = 0;
     for (uint64_t i = 0; i < c->n; i++) {
+        if (i % STOP_POLL_ENTRIES == STOP_POLL_ENTRIES - 1) {
+            int stop = stop_asked(c);
+            if (stop != SIMDR_OK) return stop;
+        }
         uint64_t meta_off = LIVE_OFF(c->offs[i]);
         /* The old file is read once, in order: hand its pages back as the
          * copy passes them so the process does not hold both files at once
@@ -403,6 +420,8 @@ static int catch_up(compaction *c, const uint8_t *base, uint64_t len, uint64_t t
 static int catch_up_unlocked(compaction *c) {
     simdr_store *s = c->s;
     for (int round = 0; round < CATCH_UP_ROUNDS; round++) {
+        int stop = stop_asked(c);
+        if (stop != SIMDR_OK) return stop;
         unsigned tok = simdr__epoch_enter(&s->epoch, c->shard);
         simdr__view *v = simdr__current_view(s);
         uint64_t to = atomic_load_explicit(&v->tail, memory_order_acquire);
@@ -562,7 +581,9 @@ static void compaction_free(compaction *c) {
     free(c->tmp);
 }
 
-SIMDR_API int simdr_compact(simdr_store *s) {
+SIMDR_API int simdr_compact(simdr_store *s) { return simdr_compact_stoppable(s, NULL, NULL); }
+
+SIMDR_API int simdr_compact_stoppable(simdr_store *s, int (*should_stop)(void *ctx), void *ctx) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
     if (simdr__check_reentry(s) != SIMDR_OK) return SIMDR_EINVAL;
     /* Refused before the compaction lock is waited for: a child forked while
@@ -573,6 +594,8 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     memset(&c, 0, sizeof c);
     c.s = s;
     c.w = (writer){-1, NULL, 0, 0, NULL};
+    c.should_stop = should_stop;
+    c.stop_ctx = ctx;
     /* One compaction at a time (the lock order, internal.h: the compaction
      * lock, then the sync lock, then the writer lock). The start needs only
      * the writer lock: the tail and the index must agree. */
@@ -591,8 +614,11 @@ SIMDR_API int simdr_compact(simdr_store *s) {
     if (rc == SIMDR_OK) run_test_hook(s, 0);
     if (rc == SIMDR_OK) rc = catch_up_unlocked(&c);
     if (rc == SIMDR_OK) run_test_hook(s, 1);
+    if (rc == SIMDR_OK) rc = stop_asked(&c);
     if (rc == SIMDR_OK) rc = make_new_file_durable(&c);
+    if (rc == SIMDR_OK) rc = stop_asked(&c);
     if (rc == SIMDR_OK) rc = index_live_entries(&c);
+    if (rc == SIMDR_OK) rc = stop_asked(&c);
     /* The switch: the file descriptor and the synced prefix change with the
      * file, so both locks are held; a durable writer waiting for its sync
      * meanwhile is covered by the new file's fsync. */

@@ -8,7 +8,8 @@
  * copied whole; damage under an open store (zeros, a broken link, a flipped
  * bit, a foreign hash) makes compaction refuse and leave the file as it was.
  * A compaction whose side file cannot be told about the new file leaves that
- * page naming no file at all, never a stale one.
+ * page naming no file at all, never a stale one. A stoppable compaction
+ * stopped at any of its questions leaves the file byte for byte as it was.
  */
 #include "testutil.h"
 
@@ -57,7 +58,8 @@ static uint64_t nlive(const fixture *f) {
     return n;
 }
 
-static void verify_all(fixture *f, simdr_store *s) {
+/* Every key of the fixture reads its value or is absent. */
+static void verify_values(fixture *f, simdr_store *s) {
     for (int i = 0; i < NK; i++) {
         char k[32];
         key_of(i, k, sizeof k);
@@ -66,6 +68,10 @@ static void verify_all(fixture *f, simdr_store *s) {
         else
             tu_expect_absent(s, TU_STR(k));
     }
+}
+
+static void verify_all(fixture *f, simdr_store *s) {
+    verify_values(f, s);
     assert_int_equal(simdr_count(s), nlive(f));
 }
 
@@ -529,6 +535,103 @@ static void test_side_file_never_names_a_replaced_file(void **state) {
     verify_all(f, f->tu.s);
 }
 
+/* Counts the questions of a stoppable compaction and says stop at the
+ * stop_at-th (0: never). */
+typedef struct stop_counter {
+    int asked;
+    int stop_at;
+} stop_counter;
+
+static int stop_when_counted(void *ctx) {
+    stop_counter *sc = ctx;
+    return ++sc->asked == sc->stop_at;
+}
+
+/* A store large enough for the copy to ask several times (one question
+ * every 4,096 entries), with garbage: NK keys and 30,000 more written twice. */
+static void populate_large(fixture *f) {
+    populate(f, SIMDR_LAYOUT_ALIGNED64);
+    for (int round = 0; round < 2; round++)
+        for (unsigned i = 0; i < 30000; i++) {
+            char k[32], v[32];
+            snprintf(k, sizeof k, "bulk-%u", i);
+            snprintf(v, sizeof v, "value-%u-%d", i, round);
+            assert_int_equal(simdr_put(f->tu.s, TU_STR(k), v, strlen(v), NULL), SIMDR_OK);
+        }
+}
+
+static void expect_bulk(simdr_store *s) {
+    for (unsigned i = 0; i < 30000; i += 7) {
+        char k[32], v[32];
+        snprintf(k, sizeof k, "bulk-%u", i);
+        snprintf(v, sizeof v, "value-%u-1", i);
+        tu_expect_value(s, TU_STR(k), v, strlen(v));
+    }
+}
+
+/* Stopped at each question in turn (the first, a middle one, the last): the
+ * call says SIMDR_ESTOPPED, the file is byte for byte as it was, no new file
+ * is left beside it, every value reads as before, writes go on, and a later
+ * compaction that is not stopped completes. */
+static void test_stoppable_compaction_stops_and_leaves_the_store_as_it_was(void **state) {
+    fixture *f = *state;
+    populate_large(f);
+    assert_int_equal(simdr_sync(f->tu.s), SIMDR_OK);
+    stop_counter never = {0, 0};
+    /* How often an unstopped run asks: the copy, the catch-up rounds and the
+     * steps before the switch. Measured on a copy of the store. */
+    uint64_t size = simdr_file_size(f->tu.s);
+    char *before = malloc((size_t)size);
+    assert_non_null(before);
+    FILE *fp = fopen(f->tu.path, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fread(before, 1, (size_t)size, fp), (size_t)size);
+    fclose(fp);
+    assert_int_equal(simdr_compact_stoppable(f->tu.s, stop_when_counted, &never), SIMDR_OK);
+    int questions = never.asked;
+    assert_true(questions >= 5); /* 90,000+ entries: several in the copy, and the steps */
+    /* Back to the uncompacted file for the stopped runs. */
+    assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+    fp = fopen(f->tu.path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(before, 1, (size_t)size, fp), (size_t)size);
+    fclose(fp);
+    f->tu.s = tu_open(f->tu.path, 0, 0);
+    int entries_before = tu_dir_count(f->tu.dir);
+    int stops[] = {1, questions / 2, questions};
+    for (unsigned t = 0; t < sizeof stops / sizeof stops[0]; t++) {
+        stop_counter sc = {0, stops[t]};
+        assert_int_equal(simdr_compact_stoppable(f->tu.s, stop_when_counted, &sc), SIMDR_ESTOPPED);
+        assert_int_equal(sc.asked, stops[t]);
+        assert_int_equal(simdr_file_size(f->tu.s), size);
+        assert_int_equal(tu_dir_count(f->tu.dir), entries_before);
+        fp = fopen(f->tu.path, "rb");
+        assert_non_null(fp);
+        char *now = malloc((size_t)size);
+        assert_non_null(now);
+        assert_int_equal(fread(now, 1, (size_t)size, fp), (size_t)size);
+        fclose(fp);
+        assert_memory_equal(now, before, (size_t)size);
+        free(now);
+        verify_values(f, f->tu.s);
+        assert_int_equal(simdr_count(f->tu.s), nlive(f) + 30000);
+        expect_bulk(f->tu.s);
+    }
+    uint64_t seed = tu_seed(99);
+    put(f, 11, tu_rand(&seed));
+    assert_int_equal(simdr_compact_stoppable(f->tu.s, NULL, NULL), SIMDR_OK);
+    assert_true(simdr_file_size(f->tu.s) < size);
+    verify_values(f, f->tu.s);
+    assert_int_equal(simdr_count(f->tu.s), nlive(f) + 30000);
+    expect_bulk(f->tu.s);
+    assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+    f->tu.s = tu_open(f->tu.path, 0, 0);
+    verify_values(f, f->tu.s);
+    assert_int_equal(simdr_count(f->tu.s), nlive(f) + 30000);
+    expect_bulk(f->tu.s);
+    free(before);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_compact_aligned, setup, teardown),
@@ -549,6 +652,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_compact_refuses_foreign_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_side_file_never_names_a_replaced_file, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_stoppable_compaction_stops_and_leaves_the_store_as_it_was, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
