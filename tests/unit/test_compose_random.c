@@ -10,7 +10,8 @@
  * - compactions, inline and (in half the runs) on a thread of their own
  *   while everything else goes on; syncs;
  * - reopens of the writer with a new draw of append mode (pwrite or
- *   mapped), hint use and read checks, the layout detected from the file;
+ *   mapped), durability, hint use and read checks, the layout detected
+ *   from the file;
  * - a read-only handle in the same process refreshed and compared with the
  *   model, and reopened (with or without the hint);
  * - a forked read-only process that opens, refreshes, iterates and checks
@@ -177,6 +178,7 @@ static void open_writer(run_state *st) {
     o.append_mode = rnd(st) % 2 ? SIMDR_APPEND_MAPPED : SIMDR_APPEND_WRITE;
     o.use_hint = rnd(st) % 4 != 0;
     o.verify_reads = rnd(st) % 3 != 0;
+    o.durability = rnd(st) % 4 == 0 ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
     int rc = simdr_open(&st->w, st->path, &o);
     if (rc != SIMDR_OK) fail_at(st, "writer", "open failed", -1);
 }
