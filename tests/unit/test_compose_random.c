@@ -129,6 +129,14 @@ static void fail_at(const run_state *st, const char *who, const char *what, int 
     fail_msg("step %d, %s: key %d: %s (%s)", st->step, who, k, what, simdr_last_error());
 }
 
+static int print_issue(void *ctx, const simdr_check_issue *issue) {
+    (void)ctx;
+    fprintf(stderr, "check: %s at %llu..%llu (key hash %016llx, code %d)\n", issue->what,
+            (unsigned long long)issue->offset, (unsigned long long)issue->end,
+            (unsigned long long)issue->key_hash, issue->code);
+    return 0;
+}
+
 /* Every key as the model says, the count, and with full also every byte
  * the stride reaches of large values, an iteration and simdr_check. */
 static void expect_model(run_state *st, simdr_store *s, const char *who, int full) {
@@ -160,7 +168,7 @@ static void expect_model(run_state *st, simdr_store *s, const char *who, int ful
     }
     if (simdr_count(s) != live) fail_at(st, who, "count differs from the model", -1);
     if (!full) return;
-    if (simdr_check(s, NULL, NULL, NULL) != SIMDR_OK) fail_at(st, who, "simdr_check", -1);
+    if (simdr_check(s, print_issue, NULL, NULL) != SIMDR_OK) fail_at(st, who, "simdr_check", -1);
     simdr_iter *it = NULL;
     assert_int_equal(simdr_iter_open(s, &it), SIMDR_OK);
     const simdr_entry *e;
