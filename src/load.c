@@ -423,8 +423,14 @@ int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     s->recovery.valid_size = r.valid_len;
     s->recovery.bytes_cut = size - r.valid_len;
     /* Bytes a live writer has in flight beyond its committed tail are
-     * neither torn nor part of the store yet. */
+     * neither torn nor part of the store yet. So are those beyond the
+     * chain of a file its page does not describe while it holds the side
+     * file's lock (a compaction switching files, a page it rewrites): a
+     * live writer cuts any torn tail itself. Damage is still reported. */
     if (taken && writer_active) s->recovery.bytes_cut = 0;
+    if (s->readonly && !has_side && r.status != SIMDR__RECOVER_DAMAGED &&
+        simdr__side_writer_active(s->side))
+        s->recovery.bytes_cut = 0;
     int cut = r.status == SIMDR__RECOVER_TORN && !s->readonly;
     if (rc == SIMDR_OK && cut) rc = cut_torn_tail(s, map->base, r.valid_len, size, repair);
     if (rc != SIMDR_OK) {

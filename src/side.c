@@ -543,9 +543,11 @@ int simdr__side_read(const simdr__side *sd, dev_t dev, ino_t ino, simdr__side_st
         atomic_thread_fence(memory_order_acquire);
         if (load(page, W_HCHECK, memory_order_relaxed) != check) continue;
         uint32_t version = (uint32_t)h[1];
-        if (check != hash_words(h, 6) || h[0] != SIDE_MAGIC ||
-            (version != SIDE_VERSION && version != SIDE_VERSION_NO_COMMITS))
+        if (h[0] != SIDE_MAGIC || (version != SIDE_VERSION && version != SIDE_VERSION_NO_COMMITS))
             return 0;
+        /* Caught while the writer rewrote the header (a compaction names its
+         * new file): read it again. */
+        if (check != hash_words(h, 6)) continue;
         if (version == SIDE_VERSION_NO_COMMITS) has_c0 = has_c1 = 0;
         if (h[2] != (uint64_t)dev || h[3] != (uint64_t)ino ||
             (!has_a && !has_b && !has_d0 && !has_d1 && !has_c0 && !has_c1))

@@ -10,7 +10,8 @@
  * - compactions, inline and (in half the runs) on a thread of their own
  *   while everything else goes on; syncs;
  * - reopens of the writer with a new draw of append mode (pwrite or
- *   mapped), hint use and read checks, the layout detected from the file;
+ *   mapped), durability, hint use and read checks, the layout detected
+ *   from the file;
  * - a read-only handle in the same process refreshed and compared with the
  *   model, and reopened (with or without the hint);
  * - a forked read-only process that opens, refreshes, iterates and checks
@@ -128,6 +129,14 @@ static void fail_at(const run_state *st, const char *who, const char *what, int 
     fail_msg("step %d, %s: key %d: %s (%s)", st->step, who, k, what, simdr_last_error());
 }
 
+static int print_issue(void *ctx, const simdr_check_issue *issue) {
+    (void)ctx;
+    fprintf(stderr, "check: %s at %llu..%llu (key hash %016llx, code %d)\n", issue->what,
+            (unsigned long long)issue->offset, (unsigned long long)issue->end,
+            (unsigned long long)issue->key_hash, issue->code);
+    return 0;
+}
+
 /* Every key as the model says, the count, and with full also every byte
  * the stride reaches of large values, an iteration and simdr_check. */
 static void expect_model(run_state *st, simdr_store *s, const char *who, int full) {
@@ -159,7 +168,7 @@ static void expect_model(run_state *st, simdr_store *s, const char *who, int ful
     }
     if (simdr_count(s) != live) fail_at(st, who, "count differs from the model", -1);
     if (!full) return;
-    if (simdr_check(s, NULL, NULL, NULL) != SIMDR_OK) fail_at(st, who, "simdr_check", -1);
+    if (simdr_check(s, print_issue, NULL, NULL) != SIMDR_OK) fail_at(st, who, "simdr_check", -1);
     simdr_iter *it = NULL;
     assert_int_equal(simdr_iter_open(s, &it), SIMDR_OK);
     const simdr_entry *e;
@@ -177,6 +186,7 @@ static void open_writer(run_state *st) {
     o.append_mode = rnd(st) % 2 ? SIMDR_APPEND_MAPPED : SIMDR_APPEND_WRITE;
     o.use_hint = rnd(st) % 4 != 0;
     o.verify_reads = rnd(st) % 3 != 0;
+    o.durability = rnd(st) % 4 == 0 ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
     int rc = simdr_open(&st->w, st->path, &o);
     if (rc != SIMDR_OK) fail_at(st, "writer", "open failed", -1);
 }
