@@ -1,6 +1,7 @@
 """Other processes beside a live simdr-server's store files (DIR/db-N.simdr):
 another writer of a database file the server has not opened must make
-SWAPDB fail cleanly (no hang of the event loop, nothing exchanged), and the
+SWAPDB fail cleanly (no hang of the event loop, nothing exchanged) and a
+write after FLUSHDB removed that file fail clearly (no hang), and the
 simd-r-drive tool's read-only commands run while the server writes, swaps,
 flushes and compacts must never crash, never call a sound store damaged and
 never name a record after a key the server did not hold."""
@@ -63,12 +64,25 @@ def test_swapdb_beside_another_writer():
         assert r.get("a") == b"in db 0"
 
 
-def record_key(value_hex):
-    """The key bytes of a server record (docs/FORMAT.md, "Server records")."""
-    rec = bytes.fromhex(value_hex)
-    assert rec[:3] == b"SR\x01"
-    klen = int.from_bytes(rec[4:8], "little")
-    return rec[16:16 + klen]
+def test_write_after_flushdb_beside_another_writer():
+    with Server() as srv:
+        r = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=30)
+        r.execute_command("SELECT", 1)
+        outside = held_for_writing(os.path.join(srv.dir, "db-1.simdr"))
+        try:
+            assert r.flushdb()  # removes the file the other process writes to
+            # The new file's side file is still held by that process: before,
+            # the server's open waited for it to close (a socket timeout here).
+            with pytest.raises(redis.ResponseError, match="locked"):
+                r.set("k", "v")
+            assert r.ping()
+        finally:
+            outside.stdin.close()
+            assert outside.wait(timeout=30) == 0, outside.stderr.read()
+            outside.stdout.close()
+            outside.stderr.close()
+        assert r.set("k", "v")
+        assert r.get("k") == b"v"
 
 
 def test_tool_reads_beside_a_busy_server():
