@@ -164,3 +164,31 @@ def test_tool_reads_beside_a_busy_server():
             if os.path.exists(path):
                 p = subprocess.run([CLI, path, "check"], capture_output=True)
                 assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_records_the_tool_moved_are_not_listed_as_keys():
+    """The tool's rename stores a record under another key's hash, and its
+    read prints a record that write can store under any name: such a record
+    is not where the server looks its key up, so KEYS, SCAN and RANDOMKEY
+    must not name it (they listed keys GET and EXISTS called absent, and the
+    copied record's key twice)."""
+    with Server() as srv:
+        r = srv.client()
+        r.set("old", "v1")
+        r.set("kept", "v2")
+        srv.stop()
+        path = os.path.join(srv.dir, "db-0.simdr")
+        subprocess.run([CLI, path, "rename", "old", "new"], check=True, capture_output=True)
+        record = subprocess.run([CLI, path, "read", "kept"], check=True,
+                                capture_output=True).stdout
+        assert record[:3] == b"SR\x01"
+        subprocess.run([CLI, path, "write", "dump-of-kept"], input=record, check=True,
+                       capture_output=True)
+        srv.start()
+        r = srv.client()
+        assert r.get("old") is None and r.get("new") is None
+        assert r.get("kept") == b"v2"
+        assert sorted(r.keys("*")) == [b"kept"]
+        assert sorted(r.scan(0, count=1000)[1]) == [b"kept"]
+        for _ in range(20):
+            assert r.randomkey() == b"kept"
