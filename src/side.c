@@ -365,14 +365,15 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
     simdr__side *sd = NULL;
     struct stat st;
     int created = 0;
-    if (fd >= 0 && side_lock_writer(fd) != 0 && errno == EWOULDBLOCK) {
+    int locked = fd >= 0 && side_lock_writer(fd) == 0;
+    if (fd >= 0 && !locked && errno == EWOULDBLOCK) {
         /* Another live writer's page: neither taken over nor removed. */
         close(fd);
         free(path);
         *held_elsewhere = 1;
         return NULL;
     }
-    if (fd >= 0 && simdr__io.fstat(fd, &st) == 0) {
+    if (locked && simdr__io.fstat(fd, &st) == 0) {
         created = st.st_size == 0;
         if ((st.st_size == SIDE_BYTES || simdr__ftruncate(fd, SIDE_BYTES) == 0) &&
             side_allocate(fd) == 0)
