@@ -163,10 +163,23 @@ void cmd_copy(client *c, int argc, char **argv, size_t *lens) {
     if (!w) reply_int(c, 1);
 }
 
+/* 1 when the entry sits at one of its record's key's slots, where lookups
+ * find it. Another program can store a record anywhere (the simd-r-drive
+ * tool's rename keeps the record under the new name's hash; its read prints a
+ * record, which its write stores under any name): such an entry is foreign,
+ * and listing it would name a key that GET calls absent, or one twice. */
+static int at_own_slot(const simdr_entry *e, const record_view *rv) {
+    uint64_t h = simdr_entry_key_hash(e);
+    for (int slot = 0; slot < SLOT_PROBES; slot++)
+        if (slot_hash(rv->key, rv->key_len, slot) == h) return 1;
+    return 0;
+}
+
 /* A record of the database that is a live, unexpired key. */
 static int live_record(const simdr_entry *e, long long now, record_view *rv) {
     return record_parse(simdr_entry_data(e), simdr_entry_size(e), rv) &&
-           !(rv->flags & RECORD_FLAG_HOLE) && (!rv->expire_ms || (long long)rv->expire_ms > now);
+           !(rv->flags & RECORD_FLAG_HOLE) && (!rv->expire_ms || (long long)rv->expire_ms > now) &&
+           at_own_slot(e, rv);
 }
 
 void cmd_keys(client *c, int argc, char **argv, size_t *lens) {

@@ -252,10 +252,10 @@ static int exchange_paths(const char *a, const char *b) {
     return 0;
 }
 
-int db_swap(server_db *a, server_db *b) {
-    watch_touch_db(a->index, b->index);
-    watch_touch_db(b->index, a->index);
-    ks_flush_pending();
+/* Closes both databases, exchanges their files (*exchanged = 1 once done)
+ * and opens them again. */
+static int swap_files(server_db *a, server_db *b, int *exchanged) {
+    *exchanged = 0;
     db_close(a);
     db_close(b);
     uint64_t ttl_keys = a->ttl_keys; /* the count goes with its file */
@@ -263,7 +263,12 @@ int db_swap(server_db *a, server_db *b) {
     b->ttl_keys = ttl_keys;
     unlink_beside(a->path, ".hint");
     unlink_beside(b->path, ".hint");
-    if (exchange_paths(a->path, b->path) != 0) return SIMDR_EIO;
+    if (exchange_paths(a->path, b->path) != 0) {
+        db_open_existing(a);
+        db_open_existing(b);
+        return SIMDR_EIO;
+    }
+    *exchanged = 1;
     int fd = open(srv.cfg.dir, O_RDONLY | O_DIRECTORY);
     if (fd >= 0) {
         fsync(fd);
@@ -272,6 +277,25 @@ int db_swap(server_db *a, server_db *b) {
     int rc = db_open_existing(a);
     int rc2 = db_open_existing(b);
     return rc ? rc : rc2;
+}
+
+int db_swap(server_db *a, server_db *b) {
+    watch_touch_db(a->index, b->index);
+    watch_touch_db(b->index, a->index);
+    ks_flush_pending();
+    /* A file the server has not opened (created by another program, or left
+     * unopened by a failed open) may be held for writing by another process:
+     * find out before anything changes, so that an error reply means the
+     * databases are as they were. */
+    int rc = db_open_existing(a);
+    if (rc == 0) rc = db_open_existing(b);
+    if (rc) return rc;
+    int exchanged;
+    rc = swap_files(a, b, &exchanged);
+    /* Another writer took a file in the moment neither was open here: put the
+     * files back (best effort) rather than answer an error for a swap done. */
+    if (rc && exchanged) swap_files(a, b, &exchanged);
+    return rc;
 }
 
 uint64_t db_size(server_db *d) {

@@ -406,9 +406,13 @@ static inline uint64_t simdr__side_term(const simdr__meta *m, uint64_t end) {
 }
 /* Writer, after recovery: opens or creates the side file, locks it, maps it
  * and states the file, its tail and basis. NULL when that fails (the file is
- * then removed: the store works, every open costs a full recovery). */
+ * then removed: the store works, every open costs a full recovery), except
+ * when another writer holds the side file's lock (a file moved into the path
+ * of a store still open): NULL with *held_elsewhere = 1, the file untouched,
+ * and the open must be refused. */
 simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uint64_t tail,
-                                       unsigned mode, const simdr__side_basis *basis);
+                                       unsigned mode, const simdr__side_basis *basis,
+                                       int *held_elsewhere);
 /* Read-only opens: the side file mapped read-only, or NULL when there is none. */
 simdr__side *simdr__side_attach_reader(const char *store_path);
 void simdr__side_close(simdr__side *sd);

@@ -74,6 +74,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/vfs.h>
@@ -331,8 +332,30 @@ static int side_allocate(int fd) {
     return simdr__pwrite_all(fd, page, SIDE_BYTES, 0);
 }
 
+/*
+ * Takes the side file's lock for a writer. Readers hold it only for an
+ * instant (simdr__side_writer_active), so a few short retries outlast them. A
+ * writer holds it for as long as it has its store open, and that writer has
+ * another file: the store lock is taken on the store file, this one by path,
+ * so a file renamed or exchanged into the path of a store that is still open
+ * (simdr-server's SWAPDB exchanges two stores' files) finds its own file
+ * unlocked and this one held. Waiting would wait for that writer's close: 0,
+ * or -1 with errno (EWOULDBLOCK when another writer holds it).
+ */
+static int side_lock_writer(int fd) {
+    for (int tries = 0;; tries++) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 0;
+        if (errno == EINTR) continue;
+        if (errno != EWOULDBLOCK || tries >= 200) return -1;
+        struct timespec pause = {0, 5 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
 simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uint64_t tail,
-                                       unsigned mode, const simdr__side_basis *basis) {
+                                       unsigned mode, const simdr__side_basis *basis,
+                                       int *held_elsewhere) {
+    *held_elsewhere = 0;
     char *path = simdr__suffixed_path(store_path, ".simdr");
     if (!path) return NULL;
     /* Never through a link: one planted there (a directory others may write
@@ -342,9 +365,15 @@ simdr__side *simdr__side_attach_writer(const char *store_path, int store_fd, uin
     simdr__side *sd = NULL;
     struct stat st;
     int created = 0;
-    /* Readers only probe the lock for an instant (simdr__side_writer_active),
-     * so waiting for it is short. */
-    if (fd >= 0 && flock(fd, LOCK_EX) == 0 && simdr__io.fstat(fd, &st) == 0) {
+    int locked = fd >= 0 && side_lock_writer(fd) == 0;
+    if (fd >= 0 && !locked && errno == EWOULDBLOCK) {
+        /* Another live writer's page: neither taken over nor removed. */
+        close(fd);
+        free(path);
+        *held_elsewhere = 1;
+        return NULL;
+    }
+    if (locked && simdr__io.fstat(fd, &st) == 0) {
         created = st.st_size == 0;
         if ((st.st_size == SIDE_BYTES || simdr__ftruncate(fd, SIDE_BYTES) == 0) &&
             side_allocate(fd) == 0)

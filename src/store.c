@@ -357,7 +357,18 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
         unsigned side_mode = simdr__io.fstat(s->fd, &store_st) == 0
                                  ? (unsigned)(store_st.st_mode & 0666)
                                  : opts->file_mode;
-        s->side = simdr__side_attach_writer(path, s->fd, s->tail, side_mode, b);
+        int held_elsewhere = 0;
+        s->side = simdr__side_attach_writer(path, s->fd, s->tail, side_mode, b, &held_elsewhere);
+        if (held_elsewhere) {
+            simdr__map_retire(v->map);
+            simdr__index_free(v->index);
+            free(v);
+            return open_fail(s, simdr__fail(SIMDR_ELOCKED,
+                                            "%s: locked by another process that has it open "
+                                            "for writing (its side file %s.simdr is held by "
+                                            "the writer of the file this path named before)",
+                                            path, path));
+        }
     }
     /* A writable open leaves the file exactly as long as its tail. */
     s->mapped = !s->readonly && opts->append_mode == SIMDR_APPEND_MAPPED;
