@@ -3,7 +3,8 @@ replica restarted without --replicaof (promoted the way a configuration file
 is edited and the server restarted) and written as a primary, then made a
 replica of its old primary again. Its store file then holds bytes its old
 primary never had, however its last entry looks, so it must copy the data
-again and end with the primary's data byte for byte."""
+again and end with the primary's data byte for byte. And either server killed
+with SIGKILL right after a flush, a swap or a compaction."""
 import os
 import shutil
 import sys
@@ -66,5 +67,59 @@ def test_replica_restarted_as_a_primary_and_written_then_replica_again():
         assert rc.get("status") == b"run-1111"
         assert contents(r) == contents(p)
         assert db_file(r) == db_file(p)
+    finally:
+        cleanup(r, p)
+
+
+def write_dbs(server, round_, n=1500):
+    """Overwrites keys in databases 0..2 (half of them garbage for a compaction)."""
+    for db in range(3):
+        pipe = server.client(db=db).pipeline(transaction=False)
+        for i in range(n):
+            pipe.set("k%d" % (i % (n // 2)), "r%d-db%d-%d-" % (round_, db, i) + "x" * 200)
+        pipe.execute()
+
+
+def assert_converged(p, r):
+    c = p.client()
+    assert c.wait(1, WAIT_MS) == 1
+    for db in range(16):
+        pc, rc = p.client(db=db), r.client(db=db)
+        keys = sorted(pc.keys("*"))
+        assert sorted(rc.keys("*")) == keys, "db %d" % db
+        if keys:
+            assert rc.mget(keys) == pc.mget(keys), "db %d" % db
+        pf = os.path.join(p.dir, "db-%d.simdr" % db)
+        if os.path.exists(pf) and os.path.getsize(pf):
+            assert db_file(r, db) == db_file(p, db), "db %d" % db
+
+
+def test_kill9_right_after_flushes_swaps_and_compactions():
+    """The primary or the replica killed with SIGKILL right after FLUSHALL,
+    FLUSHDB, SWAPDB or BGREWRITEAOF (the replica then in the middle of a full
+    copy, a prefix rebuild or the switch to the new file), both restarted:
+    the replica ends with every database of the primary byte for byte, and
+    a write WAIT confirmed before the primary died is on the replica."""
+    p = start()
+    r = start("--replicaof", "127.0.0.1", str(p.port))
+    try:
+        events = [("flushall",), ("swapdb", 0, 1), ("bgrewriteaof",), ("flushdb",)]
+        round_ = 0
+        for victim in ("replica", "primary"):
+            for ev in events:
+                round_ += 1
+                write_dbs(p, round_)
+                c = p.client(db=1)
+                assert c.wait(1, WAIT_MS) == 1
+                c.execute_command(*ev)
+                c.set("marker", str(round_))
+                confirmed = c.wait(1, WAIT_MS)
+                write_dbs(p, round_, 300)  # in flight when the kill comes
+                server = r if victim == "replica" else p
+                server.kill9()
+                if victim == "primary" and confirmed == 1:
+                    assert r.client(db=1).get("marker") == str(round_).encode(), ev
+                server.start()
+                assert_converged(p, r)
     finally:
         cleanup(r, p)
