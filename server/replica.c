@@ -428,9 +428,25 @@ static int rebase_possible(int db, uint64_t followed, uint64_t held, const simdr
 }
 
 /* REPLSYNC port {db identity tail meta-hex run}... */
+/* c is this server's own link to its primary: REPLICAOF named this server. */
+static int link_is_ours(const client *c) {
+    struct sockaddr_storage mine, peer;
+    socklen_t ml = sizeof mine, pl = sizeof peer;
+    if (R.fd < 0 || c->fd < 0 || getsockname(R.fd, (struct sockaddr *)&mine, &ml) != 0 ||
+        getpeername(c->fd, (struct sockaddr *)&peer, &pl) != 0)
+        return 0;
+    return ml == pl && memcmp(&mine, &peer, ml) == 0;
+}
+
 void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
     if (replica_is_replica()) {
-        reply_error(c, "ERR a replica does not feed replicas (REPLICAOF NO ONE first)");
+        /* named apart: "a replica does not feed replicas" would send the
+         * operator looking for another replica in between */
+        if (link_is_ours(c))
+            reply_error(c, "ERR this server cannot replicate itself (REPLICAOF names its own "
+                           "address and port)");
+        else
+            reply_error(c, "ERR a replica does not feed replicas (REPLICAOF NO ONE first)");
         return;
     }
     uint64_t port;

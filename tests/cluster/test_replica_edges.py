@@ -5,7 +5,8 @@ end, as in a power cut before a sync, and has been written since), and an
 entry larger than the primary's client-output-buffer-limit. Each time the
 replica must end up with the primary's data, byte for byte. And the
 clients of a primary that becomes a replica: one blocked in WAIT, one in
-the middle of a transaction with writes, one sending a large SET."""
+the middle of a transaction with writes, one sending a large SET. And a
+server told to replicate itself."""
 import os
 import shutil
 import socket
@@ -485,3 +486,24 @@ def test_wait_counts_a_flush_only_once_the_replica_emptied_the_database():
             c.flushall()
     finally:
         cleanup(r, p)
+
+
+def test_replicaof_itself():
+    """REPLICAOF naming the server's own address answers OK as in Redis, and
+    the server, now a read-only replica, says in its log what is wrong (not
+    that a replica does not feed replicas); its data stays, and REPLICAOF
+    NO ONE makes it a primary again."""
+    s = start()
+    try:
+        c = s.client()
+        c.set("k", "v")
+        assert c.execute_command("REPLICAOF", "127.0.0.1", str(s.port)) == b"OK"
+        wait_until(lambda: "cannot replicate itself" in s.log(), "the refusal logged", timeout=10)
+        assert "does not feed replicas" not in s.log()
+        assert c.info("replication")["master_link_status"] == "down"
+        assert c.get("k") == b"v"
+        assert c.execute_command("REPLICAOF", "NO", "ONE") == b"OK"
+        assert c.set("k2", "v2")
+        assert c.get("k") == b"v"
+    finally:
+        cleanup(s)
