@@ -3,8 +3,9 @@ replica restarted without --replicaof (promoted the way a configuration file
 is edited and the server restarted) and written as a primary, then made a
 replica of its old primary again. Its store file then holds bytes its old
 primary never had, however its last entry looks, so it must copy the data
-again and end with the primary's data byte for byte. And either server killed
-with SIGKILL right after a flush, a swap or a compaction."""
+again and end with the primary's data byte for byte, while the old primary's
+other replicas resume on it. And either server killed with SIGKILL right
+after a flush, a swap or a compaction."""
 import os
 import shutil
 import sys
@@ -123,3 +124,32 @@ def test_kill9_right_after_flushes_swaps_and_compactions():
                 assert_converged(p, r)
     finally:
         cleanup(r, p)
+
+
+def test_replica_promoted_by_restart_keeps_the_old_primarys_replicas():
+    """A replica restarted without --replicaof is promoted as by REPLICAOF
+    NO ONE: the other replica of the lost primary, pointed at it, resumes
+    from its own tail (no full copy) and gets the writes made since."""
+    p = start()
+    b = start("--replicaof", "127.0.0.1", str(p.port))
+    c = start("--replicaof", "127.0.0.1", str(p.port))
+    try:
+        pc = p.client()
+        for i in range(2000):
+            pc.set("k%d" % (i % 300), "v%d" % i)
+        assert pc.wait(2, WAIT_MS) == 2
+        p.stop()
+        b.stop()
+        b.args = ["--auto-compact-percent", "0"]
+        b.start()
+        assert "started without --replicaof after running as a replica" in b.log()
+        bc = b.client()
+        bc.set("after-promotion", "1")
+        assert c.client().execute_command("REPLICAOF", "127.0.0.1", str(b.port)) == b"OK"
+        assert bc.wait(1, WAIT_MS) == 1
+        assert c.client().get("after-promotion") == b"1"
+        assert c.log().count("full copy") == 0
+        assert contents(c) == contents(b)
+        assert db_file(c) == db_file(b)
+    finally:
+        cleanup(c, b, p)
