@@ -7,13 +7,16 @@
 #   scripts/cluster.sh stop   [CONFIG]   stop the proxy, then every shard (SIGTERM: they sync)
 #   scripts/cluster.sh status [CONFIG]   one line per process
 #   scripts/cluster.sh conf   [CONFIG]   print the nutcracker configuration it would use
+#   scripts/cluster.sh reload [CONFIG]   restart the proxy alone with the current configuration
 #
 # CONFIG is a file of shell assignments (default: $SIMDR_CLUSTER_CONF, else
 # none: the defaults below). Every setting can also come from the environment.
 #   CLUSTER_DIR=./simdr-cluster   shard data, logs, pid files, nutcracker.yml
 #   SHARDS=3                      number of shards
 #   SHARD_BASE_PORT=7001          shard i (0-based) listens on SHARD_BASE_PORT + i
-#   SHARD_PORTS=""                or an explicit space-separated list of ports
+#   SHARD_PORTS=""                or an explicit space-separated list of ports; an entry
+#                                 HOST:PORT is a server this script does not run (a promoted
+#                                 replica taking over that shard's place and name)
 #   PROXY_PORT=22121              where clients connect
 #   STATS_PORT=22222              nutcracker's statistics port
 #   PASSWORD=""                   one password for the proxy and every shard
@@ -52,12 +55,30 @@ else
   ports=()
   for ((i = 0; i < SHARDS; i++)); do ports+=($((SHARD_BASE_PORT + i))); done
 fi
+# hosts[i]: where the proxy finds shard i; external[i]=1 when it is not this
+# script's to start or stop (given as HOST:PORT).
+hosts=()
+external=()
+for ((i = 0; i < SHARDS; i++)); do
+  if [[ ${ports[$i]} == *:* ]]; then
+    hosts+=("${ports[$i]%:*}")
+    ports[$i]=${ports[$i]##*:}
+    external+=(1)
+  else
+    hosts+=(127.0.0.1)
+    external+=(0)
+  fi
+  [[ ${ports[$i]} =~ ^[0-9]+$ ]] && [ -n "${hosts[$i]}" ] || {
+    echo "cluster.sh: shard$i: bad port in SHARD_PORTS (PORT or HOST:PORT)" >&2
+    exit 2
+  }
+done
 
 case "$cmd" in
-  start|stop|status|conf) ;;
+  start|stop|status|conf|reload) ;;
   *) sed -n '2,/^set /{/^set /d;p}' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
-if [ "$cmd" = start ]; then
+if [ "$cmd" = start ] || [ "$cmd" = reload ]; then
   # Said before anything starts, not found later in a shard's log.
   [ -x "$SERVER_BIN" ] || command -v "$SERVER_BIN" >/dev/null 2>&1 || {
     echo "cluster.sh: simdr-server not found at $SERVER_BIN: build it" \
@@ -141,14 +162,23 @@ write_yml() {
       echo "  redis_auth: \"$quoted\""
     fi
     echo "  servers:"
-    for ((i = 0; i < SHARDS; i++)); do echo "    - 127.0.0.1:${ports[$i]}:1 shard$i"; done
+    for ((i = 0; i < SHARDS; i++)); do echo "    - ${hosts[$i]}:${ports[$i]}:1 shard$i"; done
   } >"$yml.new"
   chmod 600 "$yml.new"
   mv "$yml.new" "$yml"
 }
 
+answers() { # host port
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
 start_shard() { # index
   local i=$1 dir="$CLUSTER_DIR/shard$1" pidf="$CLUSTER_DIR/shard$1.pid"
+  if [ "${external[$i]}" = 1 ]; then # run by someone else: only named to the proxy
+    answers "${hosts[$i]}" "${ports[$i]}" ||
+      echo "cluster.sh: shard$i at ${hosts[$i]}:${ports[$i]} does not answer" >&2
+    return 0
+  fi
   alive "$pidf" && return 0
   refuse_port_in_use "${ports[$i]}" "shard$i"
   mkdir -p "$dir"
@@ -201,16 +231,32 @@ case "$cmd" in
     ;;
   stop)
     stop_pid "$CLUSTER_DIR/nutcracker.pid"
-    for ((i = 0; i < SHARDS; i++)); do stop_pid "$CLUSTER_DIR/shard$i.pid"; done
+    for ((i = 0; i < SHARDS; i++)); do
+      [ "${external[$i]}" = 1 ] || stop_pid "$CLUSTER_DIR/shard$i.pid"
+    done
     rm -f "$passfile"
     ;;
   status)
     rc=0
-    for f in nutcracker $(for ((i = 0; i < SHARDS; i++)); do echo "shard$i"; done); do
+    for ((i = 0; i < SHARDS; i++)); do
+      [ "${external[$i]}" = 1 ] || continue
+      if answers "${hosts[$i]}" "${ports[$i]}"; then
+        echo "shard$i: external at ${hosts[$i]}:${ports[$i]}, answering"
+      else echo "shard$i: external at ${hosts[$i]}:${ports[$i]}, not answering"; rc=1; fi
+    done
+    for f in nutcracker $(for ((i = 0; i < SHARDS; i++)); do
+                            [ "${external[$i]}" = 1 ] || echo "shard$i"; done); do
       if alive "$CLUSTER_DIR/$f.pid"; then echo "$f: running (pid $(cat "$CLUSTER_DIR/$f.pid"))"
       else echo "$f: stopped"; rc=1; fi
     done
     exit $rc
+    ;;
+  reload)
+    # A shard's address changed (fail-over to a replica): the proxy reads its
+    # configuration only at startup. The shards keep running.
+    stop_pid "$CLUSTER_DIR/nutcracker.pid"
+    start_proxy
+    echo "cluster: proxy 127.0.0.1:$PROXY_PORT restarted"
     ;;
   conf)
     write_yml

@@ -428,9 +428,25 @@ static int rebase_possible(int db, uint64_t followed, uint64_t held, const simdr
 }
 
 /* REPLSYNC port {db identity tail meta-hex run}... */
+/* c is this server's own link to its primary: REPLICAOF named this server. */
+static int link_is_ours(const client *c) {
+    struct sockaddr_storage mine, peer;
+    socklen_t ml = sizeof mine, pl = sizeof peer;
+    if (R.fd < 0 || c->fd < 0 || getsockname(R.fd, (struct sockaddr *)&mine, &ml) != 0 ||
+        getpeername(c->fd, (struct sockaddr *)&peer, &pl) != 0)
+        return 0;
+    return ml == pl && memcmp(&mine, &peer, ml) == 0;
+}
+
 void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
     if (replica_is_replica()) {
-        reply_error(c, "ERR a replica does not feed replicas (REPLICAOF NO ONE first)");
+        /* named apart: "a replica does not feed replicas" would send the
+         * operator looking for another replica in between */
+        if (link_is_ours(c))
+            reply_error(c, "ERR this server cannot replicate itself (REPLICAOF names its own "
+                           "address and port)");
+        else
+            reply_error(c, "ERR a replica does not feed replicas (REPLICAOF NO ONE first)");
         return;
     }
     uint64_t port;
@@ -1573,31 +1589,36 @@ int replica_refuses(client *c, const command_def *cmd) {
     return 0;
 }
 
+/* Promotion: this file is a prefix of the primary file it followed;
+ * replicas of that primary may resume on it. From here on it appends its
+ * own bytes, so it no longer claims to follow that file. */
+static void promote(void) {
+    for (int db = 0; db < SERVER_DBS; db++) {
+        simdr_log_state st;
+        R.st.alias_own[db] = R.st.alias_of[db] = 0;
+        if (R.st.follows[db] && db_log_state(db, &st) == SIMDR_OK && srv.db[db].store) {
+            R.st.alias_own[db] = st.identity;
+            R.st.alias_of[db] = R.st.follows[db];
+            R.st.alias_tail[db] = st.tail;
+            R.st.alias_run[db] = R.st.run[db];
+        }
+        R.st.follows[db] = R.st.run[db] = 0;
+        /* what it holds now came from the old primary; what it
+         * appends from here on, only this run can have sent */
+        note_found(db);
+        /* Records with TTLs came in as replicated bytes, which the
+         * expiry walk does not watch for: as a primary it must walk
+         * (and delete) them, as after a restart. */
+        if (srv.db[db].store) srv.db[db].may_have_ttl = 1;
+    }
+    state_save();
+}
+
 void cmd_replicaof(client *c, int argc, char **argv, size_t *lens) {
     (void)argc;
     if (eq_nocase(argv[1], lens[1], "no") && eq_nocase(argv[2], lens[2], "one")) {
         if (replica_is_replica()) {
-            /* Promotion: this file is a prefix of the primary file it
-             * followed; replicas of that primary may resume on it. */
-            for (int db = 0; db < SERVER_DBS; db++) {
-                simdr_log_state st;
-                R.st.alias_own[db] = R.st.alias_of[db] = 0;
-                if (R.st.follows[db] && db_log_state(db, &st) == SIMDR_OK && srv.db[db].store) {
-                    R.st.alias_own[db] = st.identity;
-                    R.st.alias_of[db] = R.st.follows[db];
-                    R.st.alias_tail[db] = st.tail;
-                    R.st.alias_run[db] = R.st.run[db];
-                }
-                R.st.follows[db] = R.st.run[db] = 0;
-                /* what it holds now came from the old primary; what it
-                 * appends from here on, only this run can have sent */
-                note_found(db);
-                /* Records with TTLs came in as replicated bytes, which the
-                 * expiry walk does not watch for: as a primary it must walk
-                 * (and delete) them, as after a restart. */
-                if (srv.db[db].store) srv.db[db].may_have_ttl = 1;
-            }
-            state_save();
+            promote();
             set_primary(NULL, 0);
             server_log(LOG_NOTICE_, "promoted to primary (REPLICAOF NO ONE)");
         }
@@ -1656,6 +1677,18 @@ void replica_start(void) {
     for (int db = 0; db < SERVER_DBS; db++) {
         note_found(db);
         stage_drop(db); /* a copy cut short by a crash */
+    }
+    /* A replica restarted without --replicaof (promoted by its
+     * configuration) is a primary whose clients write: were it to go on
+     * naming the file it followed, a later REPLICAOF could resume its own
+     * writes as the primary's bytes when its last entry matches the
+     * primary's at that offset. It is promoted as by REPLICAOF NO ONE. */
+    int followed = 0;
+    for (int db = 0; db < SERVER_DBS; db++) followed |= R.st.follows[db] != 0;
+    if (!R.host && followed) {
+        promote();
+        server_log(LOG_NOTICE_, "started without --replicaof after running as a replica: "
+                                "promoted to primary (as REPLICAOF NO ONE)");
     }
 }
 

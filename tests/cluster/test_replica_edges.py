@@ -5,7 +5,9 @@ end, as in a power cut before a sync, and has been written since), and an
 entry larger than the primary's client-output-buffer-limit. Each time the
 replica must end up with the primary's data, byte for byte. And the
 clients of a primary that becomes a replica: one blocked in WAIT, one in
-the middle of a transaction with writes, one sending a large SET."""
+the middle of a transaction with writes, one sending a large SET. And a
+server told to replicate itself, and a primary paused beyond the replica's
+repl-timeout."""
 import os
 import shutil
 import socket
@@ -483,5 +485,60 @@ def test_wait_counts_a_flush_only_once_the_replica_emptied_the_database():
             assert r.client().exists("k") == 0
             assert r.client(db=1).exists("k1") == (0 if flush == "FLUSHALL" else 1)
             c.flushall()
+    finally:
+        cleanup(r, p)
+
+
+def test_replicaof_itself():
+    """REPLICAOF naming the server's own address answers OK as in Redis, and
+    the server, now a read-only replica, says in its log what is wrong (not
+    that a replica does not feed replicas); its data stays, and REPLICAOF
+    NO ONE makes it a primary again."""
+    s = start()
+    try:
+        c = s.client()
+        c.set("k", "v")
+        assert c.execute_command("REPLICAOF", "127.0.0.1", str(s.port)) == b"OK"
+        wait_until(lambda: "cannot replicate itself" in s.log(), "the refusal logged", timeout=10)
+        assert "does not feed replicas" not in s.log()
+        assert c.info("replication")["master_link_status"] == "down"
+        assert c.get("k") == b"v"
+        assert c.execute_command("REPLICAOF", "NO", "ONE") == b"OK"
+        assert c.set("k2", "v2")
+        assert c.get("k") == b"v"
+    finally:
+        cleanup(s)
+
+
+def test_primary_paused_beyond_repl_timeout():
+    """The primary stopped (SIGSTOP) longer than the replica's repl-timeout:
+    the replica drops the link and connects again, its attempts queueing on
+    the paused primary; resumed, the primary writes and compacts, and the
+    replica ends with its data byte for byte, the stale links gone."""
+    import signal
+    import time
+    p = start()
+    r = replica_of(p, "--repl-timeout", "1")
+    try:
+        c = p.client()
+        for i in range(2000):
+            c.set("k%d" % (i % 300), "a%d" % i + "x" * 100)
+        assert c.wait(1, WAIT_MS) == 1
+        os.kill(p.proc.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: "repl-timeout" in r.log(), "the replica to time out")
+            time.sleep(1.5)  # a reconnection waits on the paused primary too
+        finally:
+            os.kill(p.proc.pid, signal.SIGCONT)
+        for i in range(2000):
+            c.set("k%d" % (i % 300), "b%d" % i + "x" * 100)
+        c.execute_command("BGREWRITEAOF")
+        wait_until(lambda: not c.info("persistence")["aof_rewrite_in_progress"], "compaction")
+        c.set("after", "1")
+        assert c.wait(1, WAIT_MS) == 1
+        wait_until(lambda: c.info("replication")["connected_slaves"] == 1, "stale links closed")
+        assert r.client().get("after") == b"1"
+        assert contents(r) == contents(p)
+        assert db_file(r) == db_file(p)
     finally:
         cleanup(r, p)

@@ -272,3 +272,45 @@ def test_port_taken_by_another_program():
         squatter.close()
         c.stop()
         shutil.rmtree(c.dir, ignore_errors=True)
+
+
+def test_fail_over_a_shard_to_its_replica():
+    """docs/CLUSTER.md's fail-over with scripts/cluster.sh: a replica of
+    shard1 started by hand, shard1 lost, the replica promoted and named in
+    SHARD_PORTS as HOST:PORT under shard1's place; `reload` restarts the
+    proxy alone. Every key of the lost shard is served again through the
+    proxy, the other shards kept running, and stop leaves the replica (not
+    the script's) running."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
+    from serverutil import Server
+    with Cluster(shards=3, password=PASSWORD) as c:
+        px = c.proxy()
+        keys = ["fo:%d" % i for i in range(300)]
+        px.mset({k: "v-" + k for k in keys})
+        replica = Server("--requirepass", PASSWORD, "--replicaof", "127.0.0.1",
+                         str(c.ports[1]), keep_dir=True).start()
+        try:
+            assert c.shard(1).wait(1, 20000) == 1
+            held = c.shard(1).keys("fo:*")  # the keys only shard1 has
+            assert held
+            others = [c.pid("shard0"), c.pid("shard2")]
+            os.kill(c.pid("shard1"), signal.SIGKILL)  # shard1 is lost
+            rc = replica.client(password=PASSWORD)
+            assert rc.execute_command("REPLICAOF", "NO", "ONE") == b"OK"
+            with open(c.conf, "a") as f:
+                f.write("SHARD_PORTS='%d 127.0.0.1:%d %d'\n"
+                        % (c.ports[0], replica.port, c.ports[2]))
+            out = c.run("reload", check=False)
+            assert out.returncode == 0, out.stdout
+            assert [c.pid("shard0"), c.pid("shard2")] == others  # not restarted
+            px = c.proxy()
+            assert px.mget(keys) == [("v-" + k).encode() for k in keys]
+            px.set("fo:after", "1")
+            assert c.run("status").returncode == 0
+            c.run("stop")
+            assert rc.ping()  # the replica is not the script's to stop
+            assert rc.mget(held) == [b"v-" + k for k in held]
+        finally:
+            replica.cleanup()
+            shutil.rmtree(replica.dir, ignore_errors=True)
