@@ -1,6 +1,7 @@
 """Helpers of the cluster tests: a sharded cluster started with
 scripts/cluster.sh (simdr-server shards behind nutcracker) on free loopback
-ports in a temporary directory."""
+ports in a temporary directory; single servers and replicas for the
+replication suites; the bytes of a store entry."""
 import os
 import shlex
 import shutil
@@ -11,7 +12,35 @@ import tempfile
 import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from serverutil import free_port, IO_TIMEOUT  # noqa: E402
+from serverutil import Server, free_port, IO_TIMEOUT  # noqa: E402
+
+
+def start(*args, data_dir=None, port=None):
+    """A simdr-server kept with its directory (for restarts); compactions come from the
+    tests only."""
+    return Server("--auto-compact-percent", "0", *args, data_dir=data_dir, port=port,
+                  keep_dir=True).start()
+
+
+def replica_of(primary, *args):
+    return start("--replicaof", "127.0.0.1", str(primary.port), *args)
+
+
+def db_file(server, db=0):
+    with open(os.path.join(server.dir, "db-%d.simdr" % db), "rb") as f:
+        return f.read()
+
+
+def contents(server):
+    """Every key of database 0 and its value."""
+    c = server.client()
+    return {k: c.get(k) for k in c.keys("*")}
+
+
+def cleanup(*servers):
+    for s in servers:
+        s.cleanup()
+        shutil.rmtree(s.dir, ignore_errors=True)
 
 
 

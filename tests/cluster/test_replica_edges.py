@@ -9,7 +9,6 @@ the middle of a transaction with writes, one sending a large SET. And a
 server told to replicate itself, and a primary paused beyond the replica's
 repl-timeout."""
 import os
-import shutil
 import socket
 import struct
 import sys
@@ -18,34 +17,15 @@ import threading
 import redis
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from serverutil import Server, encode as resp, wait_until  # noqa: E402
+from serverutil import encode as resp, wait_until  # noqa: E402
+from clusterutil import cleanup, db_file, replica_of, start  # noqa: E402
 
 WAIT_MS = 20000  # far above what a replica needs here; bounds a failing run
-
-
-def start(*args, data_dir=None, port=None):
-    return Server("--auto-compact-percent", "0", *args, data_dir=data_dir, port=port,
-                  keep_dir=True).start()
-
-
-def replica_of(primary, *args):
-    return start("--replicaof", "127.0.0.1", str(primary.port), *args)
-
-
-def db_file(server, db=0):
-    with open(os.path.join(server.dir, "db-%d.simdr" % db), "rb") as f:
-        return f.read()
 
 
 def contents(server):
     c = server.client()
     return {k: (c.get(k), c.pttl(k) >= 0) for k in c.keys("*")}
-
-
-def cleanup(*servers):
-    for s in servers:
-        s.cleanup()
-        shutil.rmtree(s.dir, ignore_errors=True)
 
 
 def write_base(c):

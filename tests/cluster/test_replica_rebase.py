@@ -9,42 +9,16 @@ compaction listed its live entries, and copies in full when it held less);
 and one whose copy was altered (its entries still pass their CRCs), which
 must notice that its rebuilt prefix differs and copy the database in full."""
 import os
-import shutil
 import struct
 import sys
 import threading
 import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from serverutil import Server, wait_until  # noqa: E402
+from serverutil import wait_until  # noqa: E402
+from clusterutil import cleanup, contents, db_file, replica_of, start  # noqa: E402
 
 WAIT_MS = 30000  # far above what a replica needs here; bounds a failing run
-
-
-def start(*args, data_dir=None, port=None):
-    # compactions come from the tests
-    return Server("--auto-compact-percent", "0", *args, data_dir=data_dir, port=port,
-                  keep_dir=True).start()
-
-
-def replica_of(primary):
-    return start("--replicaof", "127.0.0.1", str(primary.port))
-
-
-def db_file(server, db=0):
-    with open(os.path.join(server.dir, "db-%d.simdr" % db), "rb") as f:
-        return f.read()
-
-
-def contents(server):
-    c = server.client()
-    return {k: c.get(k) for k in c.keys("*")}
-
-
-def cleanup(*servers):
-    for s in servers:
-        s.cleanup()
-        shutil.rmtree(s.dir, ignore_errors=True)
 
 
 def repl(server):

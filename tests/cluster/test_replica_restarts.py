@@ -7,34 +7,12 @@ again and end with the primary's data byte for byte, while the old primary's
 other replicas resume on it. And either server killed with SIGKILL right
 after a flush, a swap or a compaction."""
 import os
-import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from serverutil import Server  # noqa: E402
+from clusterutil import cleanup, contents, db_file, start  # noqa: E402
 
 WAIT_MS = 20000  # far above what a replica needs here; bounds a failing run
-
-
-def start(*args, data_dir=None, port=None):
-    return Server("--auto-compact-percent", "0", *args, data_dir=data_dir, port=port,
-                  keep_dir=True).start()
-
-
-def db_file(server, db=0):
-    with open(os.path.join(server.dir, "db-%d.simdr" % db), "rb") as f:
-        return f.read()
-
-
-def contents(server):
-    c = server.client()
-    return {k: c.get(k) for k in c.keys("*")}
-
-
-def cleanup(*servers):
-    for s in servers:
-        s.cleanup()
-        shutil.rmtree(s.dir, ignore_errors=True)
 
 
 def test_replica_restarted_as_a_primary_and_written_then_replica_again():
