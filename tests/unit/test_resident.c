@@ -50,14 +50,36 @@ static void value_of(unsigned i, uint8_t v[8]) {
     for (unsigned b = 0; b < 8; b++) v[b] = (uint8_t)((i * 2654435761u) >> (b * 3)) ^ (uint8_t)b;
 }
 
-static void expect_every_value(simdr_store *s) {
-    for (unsigned i = 0; i < NKEYS; i++) {
+/* Puts keys [from, to) one by one, every step-th. */
+static void put_keys(simdr_store *s, unsigned from, unsigned to, unsigned step) {
+    for (unsigned i = from; i < to; i += step) {
+        char k[32];
+        uint8_t v[8];
+        key_of(i, k, sizeof k);
+        value_of(i, v);
+        assert_int_equal(simdr_put(s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
+    }
+}
+
+/* Keys [from, to), every step-th, read back with their values. */
+static void expect_values(simdr_store *s, unsigned from, unsigned to, unsigned step) {
+    for (unsigned i = from; i < to; i += step) {
         char k[32];
         uint8_t v[8];
         key_of(i, k, sizeof k);
         value_of(i, v);
         tu_expect_value(s, TU_STR(k), v, sizeof v);
     }
+}
+
+/* The store file's pages mapped in this process are at most a quarter of
+ * its size bytes. */
+static void expect_mostly_unmapped(const char *path, long long size) {
+    long long resident = resident_bytes_of(path);
+    assert_true(resident >= 0);
+    if (resident * 4 > size)
+        fprintf(stderr, "resident %lld bytes of a %lld-byte store file\n", resident, size);
+    assert_true(resident * 4 <= size);
 }
 
 /* Every key read through the map (which maps the file's pages in: asserted),
@@ -73,46 +95,23 @@ static void expect_release_unmaps(tu_fixture *f) {
     value_of(7, v);
     simdr_entry *held;
     assert_int_equal(simdr_get(f->s, TU_STR(k), &held), SIMDR_OK);
-    expect_every_value(f->s);
+    expect_values(f->s, 0, NKEYS, 1);
     assert_true(resident_bytes_of(f->path) * 2 > (long long)st.st_size);
     assert_int_equal(simdr_release_memory(f->s), SIMDR_OK);
-    long long resident = resident_bytes_of(f->path);
-    assert_true(resident >= 0);
-    if (resident * 4 > (long long)st.st_size)
-        fprintf(stderr, "resident %lld bytes of a %lld-byte store file\n", resident,
-                (long long)st.st_size);
-    assert_true(resident * 4 <= (long long)st.st_size);
+    expect_mostly_unmapped(f->path, (long long)st.st_size);
     assert_int_equal(simdr_entry_size(held), sizeof v);
     assert_memory_equal(simdr_entry_data(held), v, sizeof v);
     simdr_entry_release(held);
-    expect_every_value(f->s);
+    expect_values(f->s, 0, NKEYS, 1);
 }
 
 static void test_release_after_single_puts(void **state) {
     tu_fixture *f = *state;
-    for (unsigned i = 0; i < NKEYS; i++) {
-        char k[32];
-        uint8_t v[8];
-        key_of(i, k, sizeof k);
-        value_of(i, v);
-        assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
-    }
+    put_keys(f->s, 0, NKEYS, 1);
     expect_release_unmaps(f);
     /* Writes go on after it, index growths included. */
-    for (unsigned i = NKEYS; i < NKEYS * 2; i++) {
-        char k[32];
-        uint8_t v[8];
-        key_of(i, k, sizeof k);
-        value_of(i, v);
-        assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
-    }
-    for (unsigned i = NKEYS; i < NKEYS * 2; i += 97) {
-        char k[32];
-        uint8_t v[8];
-        key_of(i, k, sizeof k);
-        value_of(i, v);
-        tu_expect_value(f->s, TU_STR(k), v, sizeof v);
-    }
+    put_keys(f->s, NKEYS, NKEYS * 2, 1);
+    expect_values(f->s, NKEYS, NKEYS * 2, 97);
 }
 
 static void test_release_after_batches(void **state) {
@@ -133,13 +132,7 @@ static void test_release_after_batches(void **state) {
 
 static void test_release_of_a_read_only_open(void **state) {
     tu_fixture *f = *state;
-    for (unsigned i = 0; i < NKEYS; i++) {
-        char k[32];
-        uint8_t v[8];
-        key_of(i, k, sizeof k);
-        value_of(i, v);
-        assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
-    }
+    put_keys(f->s, 0, NKEYS, 1);
     assert_int_equal(simdr_close(f->s), SIMDR_OK);
     f->s = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
     expect_release_unmaps(f);
@@ -148,34 +141,17 @@ static void test_release_of_a_read_only_open(void **state) {
 
 static void test_measuring_savings_leaves_file_pages_unmapped(void **state) {
     tu_fixture *f = *state;
-    for (unsigned i = 0; i < NKEYS; i++) {
-        char k[32];
-        uint8_t v[8];
-        key_of(i, k, sizeof k);
-        value_of(i, v);
-        assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
-    }
-    /* A quarter written again: the first versions are garbage. */
-    for (unsigned i = 0; i < NKEYS; i += 4) {
-        char k[32];
-        uint8_t v[8];
-        key_of(i, k, sizeof k);
-        value_of(i, v);
-        assert_int_equal(simdr_put(f->s, TU_STR(k), v, sizeof v, NULL), SIMDR_OK);
-    }
-    expect_every_value(f->s); /* maps every page in */
+    put_keys(f->s, 0, NKEYS, 1);
+    put_keys(f->s, 0, NKEYS, 4); /* a quarter written again: the first versions are garbage */
+    expect_values(f->s, 0, NKEYS, 1); /* maps every page in */
     uint64_t size = simdr_file_size(f->s);
     assert_true(resident_bytes_of(f->path) * 2 > (long long)size);
     uint64_t savings = simdr_compaction_savings(f->s);
-    long long resident = resident_bytes_of(f->path);
-    if (resident * 4 > (long long)size)
-        fprintf(stderr, "resident %lld bytes of a %llu-byte store file\n", resident,
-                (unsigned long long)size);
-    assert_true(resident * 4 <= (long long)size);
+    expect_mostly_unmapped(f->path, (long long)size);
     assert_true(savings > 0);
     assert_int_equal(simdr_compact(f->s), SIMDR_OK);
     assert_int_equal(simdr_file_size(f->s), size - savings);
-    expect_every_value(f->s);
+    expect_values(f->s, 0, NKEYS, 1);
 }
 
 int main(void) {
