@@ -84,29 +84,16 @@ typedef struct writer_arg {
     int fd;
     const uint8_t *data;
     size_t len;
+    size_t chunk;         /* bytes a write (0: 5,000) */
+    unsigned pause_us;    /* before each write: a reader finds the pipe empty between them */
 } writer_arg;
 
 static void *pipe_writer(void *p) {
     writer_arg *a = p;
-    size_t off = 0;
+    size_t step = a->chunk ? a->chunk : 5000, off = 0;
     while (off < a->len) {
-        size_t chunk = a->len - off < 5000 ? a->len - off : 5000;
-        ssize_t r = write(a->fd, a->data + off, chunk);
-        if (r <= 0)
-            break;
-        off += (size_t)r;
-    }
-    close(a->fd);
-    return NULL;
-}
-
-/* Feeds a pipe slowly: the reader finds it empty between chunks. */
-static void *slow_pipe_writer(void *p) {
-    writer_arg *a = p;
-    size_t off = 0;
-    while (off < a->len) {
-        usleep(20000);
-        size_t chunk = a->len - off < 100000 ? a->len - off : 100000;
+        if (a->pause_us) usleep(a->pause_us);
+        size_t chunk = a->len - off < step ? a->len - off : step;
         ssize_t r = write(a->fd, a->data + off, chunk);
         if (r <= 0)
             break;
@@ -128,9 +115,9 @@ static void test_put_fd_nonblocking_pipe(void **state) {
     int p[2];
     assert_int_equal(pipe(p), 0);
     assert_int_equal(fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK), 0);
-    writer_arg a = {p[1], v, n};
+    writer_arg a = {p[1], v, n, 100000, 20000}; /* fed slowly */
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, slow_pipe_writer, &a), 0);
+    assert_int_equal(pthread_create(&t, NULL, pipe_writer, &a), 0);
     int rc = simdr_put_fd(f->s, TU_STR("nonblocking"), p[0], NULL);
     /* Closed before the join: a writer blocked on a full pipe nobody reads
      * (the call gave up early) then fails (EPIPE, SIGPIPE ignored). */
@@ -150,7 +137,7 @@ static void test_put_fd_pipe(void **state) {
     tu_fill(v, n, 99);
     int p[2];
     assert_int_equal(pipe(p), 0);
-    writer_arg a = {p[1], v, n};
+    writer_arg a = {p[1], v, n, 0, 0};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, pipe_writer, &a), 0);
     uint64_t tail = 0;
@@ -168,7 +155,7 @@ static void test_put_fd_pipe(void **state) {
     /* a pipe of zero bytes only: refused */
     uint8_t *z = calloc(1, 100000);
     assert_int_equal(pipe(p), 0);
-    writer_arg za = {p[1], z, 100000};
+    writer_arg za = {p[1], z, 100000, 0, 0};
     assert_int_equal(pthread_create(&t, NULL, pipe_writer, &za), 0);
     assert_int_equal(simdr_put_fd(f->s, TU_STR("zeros"), p[0], NULL), SIMDR_EINVAL);
     close(p[0]);
