@@ -525,8 +525,11 @@ int simdr__side_rebind(simdr__side *sd, int store_fd, uint64_t tail) {
          * file system may give to a later file (the next compaction's):
          * under it these records would be read as that file's. Naming no
          * file instead costs the next open a full recovery, nothing more;
-         * the next open of a writer rewrites the page. */
+         * the next open of a writer rewrites the page. Without its magic it
+         * is no page at all to a reader, who would otherwise read it again
+         * as a header caught mid-rewrite. */
         store(sd, W_HCHECK, 0, memory_order_release);
+        store(sd, W_MAGIC, 0, memory_order_release);
         simdr__msync(sd->page, SIDE_BYTES, MS_SYNC);
         return -1;
     }
