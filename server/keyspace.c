@@ -153,8 +153,9 @@ void ks_reopen_failed(void) {
         if (!d->failed) continue;
         if (!now) now = now_ms();
         int try_write = now >= d->reopen_after_ms;
-        /* db_close would wait for a running compaction on the event loop;
-         * the compaction fails on the failed handle soon enough. */
+        /* db_close would stop a running compaction, of every store; the
+         * failed handle's own compaction fails by itself soon enough, and
+         * the others' go on. */
         if (srv.compacting || (d->read_only && !try_write)) continue;
         uint64_t before = d->store ? simdr_count(d->store) : 0;
         replica_store_closing();
@@ -206,7 +207,7 @@ static void db_drop_cursors(server_db *d) {
 
 void db_close(server_db *d) {
     ks_flush_pending();
-    server_stop_compaction("a database is being closed (FLUSHDB, FLUSHALL, SWAPDB, a reopen)");
+    server_stop_compaction("a database is being closed");
     server_wait_measure();
     db_drop_cursors(d);
     if (d->store) {
