@@ -514,6 +514,8 @@ static int compact_n;
 /* Set by the event loop to end a compaction early (server_stop_compaction);
  * the engine asks between steps of its copy. */
 static atomic_int compact_stop;
+/* Set by the compaction thread when it stopped early, read after the join. */
+static int compact_stopped;
 
 static int compaction_should_stop(void *ctx) {
     (void)ctx;
@@ -522,6 +524,7 @@ static int compaction_should_stop(void *ctx) {
 
 static void *compact_main(void *arg) {
     (void)arg;
+    compact_stopped = 0;
     for (int i = 0; i < compact_n; i++) {
         int rc = compaction_should_stop(NULL)
                      ? SIMDR_ESTOPPED
@@ -529,6 +532,7 @@ static void *compact_main(void *arg) {
         if (rc == SIMDR_ESTOPPED) {
             server_log(LOG_NOTICE_, "compaction stopped; the stores not compacted yet stay "
                                     "on their old files");
+            compact_stopped = 1;
             break;
         }
         if (rc) server_log(LOG_WARNING_, "compaction failed: %s", simdr_strerror(rc));
@@ -576,7 +580,10 @@ void server_wait_compaction(void) {
      * size its garbage was last measured at: measure again at the next
      * check, whatever the size (maybe_auto_compact). */
     for (int i = 0; i < SERVER_DBS; i++) srv.db[i].size_at_garbage_check = 0;
-    server_log(LOG_NOTICE_, "compaction finished");
+    /* srv.compactions counts the ends of runs, stopped ones too: a stopped
+     * run may have replaced some stores' files, which WATCH must know
+     * (compaction_epoch). */
+    if (!compact_stopped) server_log(LOG_NOTICE_, "compaction finished");
 }
 
 /* ---- the stores' garbage, measured off the event loop ----
