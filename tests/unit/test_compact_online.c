@@ -11,7 +11,10 @@
  * every acknowledged write as they were. A child forked while a compaction
  * is in flight is refused a compaction of its own (it never waits for the
  * parent's) and still reads. A durable write that waits for its sync while
- * the compaction's directory fsync fails is not acknowledged.
+ * the compaction's directory fsync fails is not acknowledged. A compaction
+ * its caller stops after such writes (simdr_compact_stoppable) leaves them
+ * all in the old file, for the writer and a refreshing reader, in both
+ * append modes.
  */
 #include "testutil.h"
 
@@ -608,6 +611,65 @@ static void test_each_call_of_an_online_compaction_failed_in_turn(void **state) 
     for (uint64_t nth = 1; nth <= calls; nth++) sweep_one(f, nth, 1, NULL);
 }
 
+/* ---- a compaction stopped by its caller after writes landed meanwhile ---- */
+
+/* simdr_compact_stoppable's question: stop as soon as the writes of the
+ * copy's first stage have landed (the first catch-up round asks next). */
+static int stop_after_writes(void *ctx) {
+    (void)ctx;
+    return hook_stages_seen & 1;
+}
+
+/* Writes made during the copy (thousands of new keys, values that replace
+ * the map and the index), then the caller stops the compaction: the store
+ * stays on its old file holding every one of them, by the writer, by a
+ * read-only handle opened before that refreshes, and after a reopen; a
+ * compaction left to run then completes. In both append modes. */
+static void stopped_after_writes_keeps_them(tu_fixture *f, int append_mode) {
+    simdr_close(f->s);
+    simdr_options o;
+    simdr_options_init(&o);
+    o.append_mode = append_mode;
+    assert_int_equal(simdr_open(&f->s, f->path, &o), SIMDR_OK);
+    uint64_t saved_reserve = atomic_load(&simdr__map_min_reserve);
+    atomic_store(&simdr__map_min_reserve, UINT64_C(2) << 20);
+    populate(f->s);
+    simdr_store *ro = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+    uint64_t identity_before = file_identity(f->s);
+    hook_stages_seen = 0;
+    atomic_store(&simdr__compact_during_copy, write_during_copy);
+    int rc = simdr_compact_stoppable(f->s, stop_after_writes, NULL);
+    atomic_store(&simdr__compact_during_copy, NULL);
+    assert_int_equal(rc, SIMDR_ESTOPPED);
+    assert_int_equal(hook_stages_seen, 1); /* stopped before the second stage */
+    assert_int_equal(file_identity(f->s), identity_before);
+    assert_int_equal(tu_dir_count(f->dir), 1); /* the new file removed */
+    expect_model(f->s);
+    uint64_t added = 0;
+    assert_int_equal(simdr_refresh(ro, &added), SIMDR_OK);
+    assert_true(added > 0);
+    expect_model(ro);
+    assert_int_equal(simdr_close(ro), SIMDR_OK);
+    put_key(f->s, 7, 123);
+    assert_int_equal(simdr_close(f->s), SIMDR_OK);
+    assert_int_equal(simdr_open(&f->s, f->path, &o), SIMDR_OK);
+    expect_model(f->s);
+    hook_stages_seen = 0; /* no writes meanwhile now: the question is never yes */
+    assert_int_equal(simdr_compact_stoppable(f->s, stop_after_writes, NULL), SIMDR_OK);
+    assert_true(file_identity(f->s) != identity_before);
+    assert_int_equal(simdr_compaction_savings(f->s), 0);
+    expect_model(f->s);
+    atomic_store(&simdr__map_min_reserve, saved_reserve);
+}
+
+static void test_stopped_compaction_keeps_writes_made_meanwhile(void **state) {
+    stopped_after_writes_keeps_them(*state, SIMDR_APPEND_WRITE);
+}
+
+static void test_stopped_compaction_keeps_mapped_writes_made_meanwhile(void **state) {
+    stopped_after_writes_keeps_them(*state, SIMDR_APPEND_MAPPED);
+}
+
 /* ---- fork while a compaction is in flight ---- */
 
 static int child_status = -1;
@@ -710,6 +772,8 @@ int main(void) {
         TU_TEST(test_child_forked_during_compaction_holds_no_lock),
         TU_TEST(test_durable_write_not_acknowledged_when_directory_sync_fails),
         TU_TEST(test_each_call_of_an_online_compaction_failed_in_turn),
+        TU_TEST(test_stopped_compaction_keeps_writes_made_meanwhile),
+        TU_TEST(test_stopped_compaction_keeps_mapped_writes_made_meanwhile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
