@@ -6,11 +6,14 @@
  * every value reads back right and writes go on; measuring what a
  * compaction would save (a walk over every live entry, which a server
  * repeats as its files grow) leaves none mapped either, and measures
- * exactly. Resident bytes are read
- * from the store mapping's "Rss:" lines in /proc/self/smaps.
+ * exactly; releasing on another thread throughout writes, reads and a
+ * compaction changes no value. Resident bytes are read from the store
+ * mapping's "Rss:" lines in /proc/self/smaps.
  */
 #include "testutil.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,12 +157,50 @@ static void test_measuring_savings_leaves_file_pages_unmapped(void **state) {
     expect_values(f->s, 0, NKEYS, 1);
 }
 
+/* Releases the store's pages again and again until told to stop. */
+typedef struct releaser {
+    simdr_store *s;
+    atomic_int stop;
+    atomic_uint calls, failed;
+} releaser;
+
+static void *release_again_and_again(void *p) {
+    releaser *r = p;
+    while (!atomic_load(&r->stop)) {
+        /* counted, asserted on the test's thread */
+        if (simdr_release_memory(r->s) != SIMDR_OK) atomic_fetch_add(&r->failed, 1);
+        atomic_fetch_add(&r->calls, 1);
+    }
+    return NULL;
+}
+
+/* simdr_release_memory on another thread throughout puts that grow the
+ * index, reads, a compaction (the map replaced under it) and reads after:
+ * every value stays right. */
+static void test_release_while_writing_reading_and_compacting(void **state) {
+    tu_fixture *f = *state;
+    releaser r = {f->s, 0, 0, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_again_and_again, &r), 0);
+    put_keys(f->s, 0, NKEYS, 1);
+    expect_values(f->s, 0, NKEYS, 3);
+    put_keys(f->s, 0, NKEYS, 2);
+    assert_int_equal(simdr_compact(f->s), SIMDR_OK);
+    expect_values(f->s, 0, NKEYS, 1);
+    atomic_store(&r.stop, 1);
+    pthread_join(t, NULL);
+    assert_true(atomic_load(&r.calls) > 0);
+    assert_int_equal(atomic_load(&r.failed), 0);
+    assert_int_equal(simdr_check(f->s, NULL, NULL, NULL), SIMDR_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_release_after_single_puts),
         TU_TEST(test_release_after_batches),
         TU_TEST(test_release_of_a_read_only_open),
         TU_TEST(test_measuring_savings_leaves_file_pages_unmapped),
+        TU_TEST(test_release_while_writing_reading_and_compacting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
