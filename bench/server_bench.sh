@@ -11,8 +11,9 @@
 # load than requests per second. Measurements go to docs/BENCHMARKS.md.
 #
 # The servers: "redis" (one thread), "simdr-tN" for each N of -T (simdr-server
-# --threads N; default -T 1) and, with -I N, "redis-ioN" (redis-server
-# --io-threads N --io-threads-do-reads yes).
+# --threads N; default -T 1), with -Z also "simdr-tN-nopre" for each
+# (--preallocate no: durability always without zeros written ahead) and,
+# with -I N, "redis-ioN" (redis-server --io-threads N --io-threads-do-reads yes).
 #
 # With -R N each pairing runs N times, the servers taking turns, and the
 # median of each server's N figures is printed (a shared machine's load
@@ -20,21 +21,21 @@
 #
 # Usage: bench/server_bench.sh [-n REQUESTS] [-d VALUE_BYTES] [-c CLIENTS]
 #                              [-m "no everysec always"] [-P "1 16"] [-R REPEATS]
-#                              [-t "set get mset incr"] [-T "1 2"] [-I IO_THREADS]
+#                              [-t "set get mset incr"] [-T "1 2"] [-I IO_THREADS] [-Z]
 #                              [-r KEYSPACE (default: REQUESTS)]
 # Environment: SIMDR_SERVER (default build/release/server/simdr-server,
 # built with CMake Release when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=200000 d=8 c=50 modes="no everysec always" pipes="1 16" repeats=1 tests="set get mset incr"
-threads="1" redis_io="" keyspace=""
-while getopts "n:d:c:m:P:R:t:T:I:r:" o; do
+threads="1" redis_io="" keyspace="" nopre=""
+while getopts "n:d:c:m:P:R:t:T:I:r:Z" o; do
   case $o in n) n=$OPTARG ;; d) d=$OPTARG ;; c) c=$OPTARG ;; m) modes=$OPTARG ;; P) pipes=$OPTARG ;;
     R) repeats=$OPTARG ;; t) tests=$OPTARG ;; T) threads=$OPTARG ;; I) redis_io=$OPTARG ;;
-    r) keyspace=$OPTARG ;; *) sed -n 2,28p "$0"; exit 2 ;; esac
+    r) keyspace=$OPTARG ;; Z) nopre=1 ;; *) sed -n 2,27p "$0"; exit 2 ;; esac
 done
 servers="redis"
-for t in $threads; do servers+=" simdr-t$t"; done
+for t in $threads; do servers+=" simdr-t$t"; [ -n "$nopre" ] && servers+=" simdr-t$t-nopre"; done
 [ -n "$redis_io" ] && servers+=" redis-io$redis_io"
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 server=${SIMDR_SERVER:-build/release/server/simdr-server}
@@ -56,8 +57,10 @@ start() { # start <redis|simdr-tN|redis-ioN> <mode>: sets port and pid
   local dir
   port=$(free_port); dir=$(mktemp -d "$work/d.XXXX")
   if [ "${1#simdr-t}" != "$1" ]; then
+    local t=${1#simdr-t} pre=yes
+    [ "${t%-nopre}" != "$t" ] && t=${t%-nopre} pre=no
     "$server" --dir "$dir" --port "$port" --bind 127.0.0.1 --durability "$2" --logfile "$dir/log" \
-      --threads "${1#simdr-t}" </dev/null >/dev/null 2>&1 &
+      --threads "$t" --preallocate "$pre" </dev/null >/dev/null 2>&1 &
   else
     local aof=(--appendonly no) io=()
     [ "$2" != no ] && aof=(--appendonly yes --appendfsync "$2")

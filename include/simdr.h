@@ -155,7 +155,7 @@ enum simdr_durability {
 /** How appends reach the file (writable opens). */
 enum simdr_append_mode {
     SIMDR_APPEND_WRITE = 0, /**< one pwrite/pwritev system call per write (default) */
-    SIMDR_APPEND_MAPPED = 1 /**< puts, batches, deletes, renames and replicated bytes are
+    SIMDR_APPEND_MAPPED = 1, /**< puts, batches, deletes, renames and replicated bytes are
                                  copied into a writable shared mapping of file space the
                                  store preallocates (fallocate) in steps of
                                  max(1 MiB, 1/8 of the file): no system call per write.
@@ -174,6 +174,26 @@ enum simdr_append_mode {
                                  the rewrite: a write fault there could raise SIGBUS on a
                                  full disk. docs/RELIABILITY.md, "Mapped appends", says
                                  what other processes and the Rust crate see. */
+    SIMDR_APPEND_ZEROED = 2 /**< pwrite appends, as SIMDR_APPEND_WRITE, into file space
+                                 the store has filled with written zeros ahead of the
+                                 tail, in steps of max(1 MiB, min(1/8 of the file,
+                                 8 MiB)). A sync then writes data onto blocks that
+                                 already exist inside the file's length: on ext4 and
+                                 XFS an fdatasync is a data write and a device flush
+                                 without a journal commit (docs/BENCHMARKS.md). For
+                                 durable writes in small groups (SIMDR_SYNC_DATA, or a
+                                 simdr_sync() after each group): the zeros cost a
+                                 second write of every byte, so steps are written only
+                                 while the store's syncs cover 256 KiB or less on
+                                 average, and not before its first sync; otherwise
+                                 writes extend the file as plain appends. The zeros
+                                 stay across simdr_sync(); simdr_close() cuts the file
+                                 back to its tail, the next writable open after a crash
+                                 cuts them (as for SIMDR_APPEND_MAPPED, whose notes on
+                                 other processes apply). A full disk while writing
+                                 zeros is not an error: the write goes on as a plain
+                                 append. No use on copy-on-write file systems (btrfs,
+                                 ZFS), which never overwrite in place. */
 };
 
 typedef struct simdr_options {
@@ -219,8 +239,9 @@ typedef struct simdr_options {
                             address space the index grows as usual. More keys
                             than an index holds (3,435,973,835) is SIMDR_EINVAL,
                             whatever the open mode. */
-    int append_mode;   /**< enum simdr_append_mode: SIMDR_APPEND_WRITE (default) or
-                            SIMDR_APPEND_MAPPED; ignored by read-only opens */
+    int append_mode;   /**< enum simdr_append_mode: SIMDR_APPEND_WRITE (default),
+                            SIMDR_APPEND_MAPPED or SIMDR_APPEND_ZEROED; ignored by
+                            read-only opens */
 } simdr_options;
 
 /** Fills *opts with the defaults described above. */
@@ -270,16 +291,28 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
  * the store closed, so a cleanly closed store survives a power cut. Returns
  * the result of that sync (SIMDR_EIO, ...; the store is then not marked
  * closed and the next open recovers it as after a crash), else SIMDR_OK.
- * With SIMDR_APPEND_MAPPED the file is first cut back to its tail, so a
- * closed store is exactly as long as its entries.
+ * With SIMDR_APPEND_MAPPED and SIMDR_APPEND_ZEROED the file is first cut
+ * back to its tail, so a closed store is exactly as long as its entries.
  */
 SIMDR_API int simdr_close(simdr_store *store);
+
+/**
+ * Changes how the store's later appends reach the file (enum
+ * simdr_append_mode), as if it had been opened with that mode: leaving
+ * SIMDR_APPEND_MAPPED or SIMDR_APPEND_ZEROED cuts the file back to its tail
+ * first. For a program whose durability changes at run time (a server's
+ * configuration). Errors: SIMDR_EINVAL (unknown mode), SIMDR_EREADONLY,
+ * SIMDR_EFAILED, SIMDR_EIO (the cut failed: the mode is unchanged).
+ */
+SIMDR_API int simdr_set_append_mode(simdr_store *store, int mode);
 
 /**
  * fdatasync the file now, whatever the durability mode. With
  * SIMDR_APPEND_MAPPED the preallocated zeros after the tail are cut first
  * (ftruncate), so the synced file ends at its last entry; a failed cut is
  * returned (SIMDR_EIO, ...) after the sync, and leaves only zeros behind.
+ * SIMDR_APPEND_ZEROED keeps its zeros: a sync over them commits no change
+ * of the file's length.
  *
  * THE FAILED STATE. A sync that fails is final for the handle: after a
  * failed fdatasync the kernel may already have dropped the pages it could

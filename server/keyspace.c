@@ -129,10 +129,30 @@ uint64_t slot_hash(const void *key, size_t klen, int slot) {
     return h;
 }
 
+int db_append_mode(void) {
+    /* Durability always syncs every turn with writes: appends into zeros
+     * written ahead make each of those fdatasyncs a data write and a device
+     * flush, without the journal commit a longer file needs (the engine's
+     * SIMDR_APPEND_ZEROED). The other modes sync too rarely to pay for
+     * writing every byte twice. */
+    return srv.cfg.durability == DURABILITY_ALWAYS && srv.cfg.preallocate ? SIMDR_APPEND_ZEROED
+                                                                         : SIMDR_APPEND_WRITE;
+}
+
+void db_apply_append_mode(void) {
+    for (int i = 0; i < SERVER_DBS; i++) {
+        server_db *d = &srv.db[i];
+        if (!d->store || d->read_only || d->failed) continue;
+        if (simdr_set_append_mode(d->store, db_append_mode()) != SIMDR_OK)
+            server_log(LOG_WARNING_, "db %d: changing the append mode: %s", i, simdr_last_error());
+    }
+}
+
 static int open_store(server_db *d, int mode) {
     simdr_options o;
     simdr_options_init(&o);
     o.open_mode = mode;
+    o.append_mode = db_append_mode();
     o.durability = SIMDR_SYNC_NONE; /* the server syncs: per turn or per second */
     o.file_mode = 0600;
     return simdr_open(&d->store, d->path, &o);

@@ -41,6 +41,11 @@ static const char help_text[] =
     "  --durability MODE           no | everysec (default) | always: when writes are\n"
     "                              fdatasynced (always: before the reply is sent; the\n"
     "                              writes of one loop turn share one sync)\n"
+    "  --preallocate yes|no        with durability always, append into zeros written\n"
+    "                              ahead of the last entry (default yes): each sync is\n"
+    "                              then a data write and a device flush, without a\n"
+    "                              journal commit; every byte is written twice. Say no\n"
+    "                              on copy-on-write file systems (btrfs, ZFS)\n"
     "  --maxclients N              connections accepted at once (default 10000)\n"
     "  --timeout SECONDS           close clients idle this long (default 0 = never)\n"
     "  --auto-compact-percent P    compact a store when P% of it is garbage (default\n"
@@ -81,7 +86,7 @@ const char *const config_param_names[] = {
     "maxclients", "timeout", "auto-compact-percent", "logfile", "loglevel",
     "proto-max-bulk-len", "client-query-buffer-limit", "client-output-buffer-limit",
     "databases", "hz", "active-expire-effort", "maxmemory", "protected-mode", "threads",
-    "io-threads", "repl-timeout", NULL};
+    "io-threads", "repl-timeout", "preallocate", NULL};
 
 static const char *level_names[] = {"debug", "verbose", "notice", "warning"};
 
@@ -178,6 +183,15 @@ int config_set_param(const char *name, const char *value, char *err, size_t cap)
         else if (!strcasecmp(value, "everysec")) c->durability = DURABILITY_EVERYSEC;
         else if (!strcasecmp(value, "always")) c->durability = DURABILITY_ALWAYS;
         else goto bad;
+        db_apply_append_mode(); /* the open stores too (CONFIG SET) */
+    } else if (!strcmp(name, "preallocate")) {
+        if (!strcasecmp(value, "yes")) c->preallocate = 1;
+        else if (!strcasecmp(value, "no")) c->preallocate = 0;
+        else {
+            snprintf(err, cap, "argument must be 'yes' or 'no'");
+            return -1;
+        }
+        db_apply_append_mode(); /* the open stores too (CONFIG SET) */
     } else if (!strcmp(name, "maxclients")) {
         if (!parse_int_range(value, 1, 1000000, &v)) goto bad;
         /* At runtime as at startup, the open file limit is raised for the
@@ -252,6 +266,7 @@ int config_get_param(const char *name, char *buf, size_t cap) {
         snprintf(buf, cap, "%s", c->durability == DURABILITY_ALWAYS ? "always"
                                  : c->durability == DURABILITY_EVERYSEC ? "everysec" : "no");
     else if (!strcmp(name, "appendonly")) snprintf(buf, cap, "no");
+    else if (!strcmp(name, "preallocate")) snprintf(buf, cap, "%s", c->preallocate ? "yes" : "no");
     else if (!strcmp(name, "save")) snprintf(buf, cap, "%s", "");
     else if (!strcmp(name, "maxclients")) snprintf(buf, cap, "%d", c->maxclients);
     else if (!strcmp(name, "timeout")) snprintf(buf, cap, "%lld", c->timeout);
@@ -415,6 +430,7 @@ static void config_defaults(void) {
     c->nbinds = 2;
     c->port = 6379;
     c->durability = DURABILITY_EVERYSEC;
+    c->preallocate = 1;
     c->maxclients = 10000;
     c->auto_compact_percent = 50;
     c->loglevel = LOG_NOTICE_;

@@ -1076,6 +1076,7 @@ static int replica_store(server_db *d, int layout, simdr_store **out) {
     simdr_options o;
     simdr_options_init(&o);
     o.open_mode = SIMDR_OPEN_CREATE;
+    o.append_mode = db_append_mode();
     o.durability = SIMDR_SYNC_NONE; /* as keyspace.c: the server syncs */
     o.file_mode = 0600;
     o.layout = layout;

@@ -35,6 +35,7 @@ typedef struct server_config {
     int port;
     char *requirepass;        /* NULL: no password */
     int durability;           /* enum durability_mode */
+    int preallocate;          /* durability always: zeros written ahead of the tail */
     int maxclients;
     long long timeout;        /* idle seconds before a client is closed; 0 = never */
     int auto_compact_percent; /* 0 = off */
@@ -255,6 +256,10 @@ typedef struct ks_ref {
 int record_parse(const void *data, size_t size, record_view *out);
 uint64_t slot_hash(const void *key, size_t klen, int slot);
 extern uint64_t slot_hash_mask;
+/* The engine's append mode for the server's stores under the durability
+ * configured now, and the same applied to every open store (CONFIG SET). */
+int db_append_mode(void);
+void db_apply_append_mode(void);
 int db_open_existing(server_db *d);
 int db_store_for_write(server_db *d, simdr_store **out);
 void db_close(server_db *d);

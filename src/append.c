@@ -358,6 +358,7 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
         /* Without fallocate the store has gone over to pwrite: go on below. */
         if (rc != SIMDR__MAPPED_UNSUPPORTED) return rc;
     }
+    if (s->zeroed && pos > s->alloc_end) simdr__zeroed_reserve(s, pos);
     simdr__meta last; /* the metadata of the entry ending at pos */
     uint64_t sum = s->side ? s->side->sum : 0;
 
@@ -425,6 +426,8 @@ static int append_locked(simdr_store *s, const simdr__item *items, size_t n, uin
          * valid entries, so the tail moves on and a reopen indexes them. */
         s->failed = 1;
     }
+    /* The write made the file longer than the space ahead of the tail. */
+    if (pos > s->alloc_end) s->alloc_end = pos;
     publish_tail(s, pos, &last, sum);
     *end_out = pos;
     return rc;

@@ -498,6 +498,7 @@ struct simdr_store {
     _Atomic unsigned syncers;        /* threads inside simdr__sync_to */
     _Atomic unsigned sync_queued;    /* ... of which waiting for sync_lock */
     _Atomic uint64_t last_sync_ns;   /* duration of the latest fdatasync */
+    _Atomic uint64_t sync_bytes_avg; /* bytes a sync covers, moving average; 0: none yet */
     _Atomic int failed;              /* a write could not be undone or a sync failed */
     unsigned process_gen;            /* simdr__process_generation() at open */
     simdr__side *side;               /* the side file, or NULL (side.c) */
@@ -505,8 +506,9 @@ struct simdr_store {
     dev_t dev;
     ino_t ino;
     simdr_recovery_info recovery;
-    /* Mapped appends (mapped.c); writer only, under wlock. */
+    /* Space ahead of the tail (mapped.c); writer only, under wlock. */
     int mapped;                      /* SIMDR_APPEND_MAPPED (off again without fallocate) */
+    int zeroed;                      /* SIMDR_APPEND_ZEROED */
     uint64_t alloc_end;              /* the file's length: the tail, then preallocated zeros */
     uint8_t *wmap;                   /* writable window on the file's [wmap_off, +wmap_len) */
     uint64_t wmap_off, wmap_len;
@@ -697,12 +699,18 @@ int simdr__sync_to(simdr_store *s, uint64_t end);
  * store has then switched to pwrite appends). */
 #define SIMDR__MAPPED_UNSUPPORTED 1
 int simdr__mapped_span(simdr_store *s, uint64_t start, uint64_t end, uint8_t **dst);
-/* Cuts the preallocated zeros: the file ends at the tail again. Takes wlock.
+/* Zeroed appends: writes zeros from alloc_end on, so that the file's
+ * [start of zeros, at least end) exists on written blocks before a pwrite
+ * puts entries there. Never fails: without room for the zeros the caller's
+ * pwrite extends the file itself, as a plain append. */
+void simdr__zeroed_reserve(simdr_store *s, uint64_t end);
+/* Cuts the preallocated zeros: the file ends at the tail again (zeroed
+ * appends keep theirs unless closing). Takes wlock.
  * SIMDR_OK or the error of ftruncate (the file then keeps its zeros, which
  * the next trim or open cuts; nothing written is affected). The write path
  * keeps alloc_end true when it cuts or extends the file itself (an undone
  * write, a stream). */
-int simdr__mapped_trim(simdr_store *s);
+int simdr__mapped_trim(simdr_store *s, int closing);
 /* The store's file changed (compaction: the new one is exactly len long):
  * drops the window. Also at close (len ignored). */
 void simdr__mapped_release(simdr_store *s, uint64_t len);

@@ -30,10 +30,29 @@
  * stretch from the tail (WINDOW bytes, or one entry when that is larger),
  * moved as the tail passes its end, so the pages written leave the
  * process's resident set with it.
+ *
+ * Zeroed appends (SIMDR_APPEND_ZEROED) share the space ahead of the tail
+ * and its rules for readers, but for a different end: a durable sync.
+ * fdatasync after an append that made the file longer commits the file
+ * system's journal (the new length, the new blocks) besides writing the
+ * data; after an append that overwrote blocks already written inside the
+ * file's length it writes the data and flushes the device cache, nothing
+ * else. So the zeros are written (pwrite, not fallocate, whose unwritten
+ * extents are converted, in the journal, at the first write into them) in
+ * steps, one journal commit per step instead of per sync, and stay across
+ * simdr_sync; the entries go in with pwrite as in SIMDR_APPEND_WRITE.
+ * Zeros cost a copy into the page cache and a write to the disk for every
+ * byte, a journal commit costs the same whatever a sync covers: they pay
+ * only while the store syncs often and little at a time. So a step is
+ * written only while the syncs so far covered on average at most
+ * ZERO_SYNC_BYTES_MAX; otherwise (and before the first sync) the writes
+ * extend the file as plain appends (docs/BENCHMARKS.md has both cases).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -124,11 +143,56 @@ int simdr__mapped_span(simdr_store *s, uint64_t start, uint64_t end, uint8_t **d
     return SIMDR_OK;
 }
 
-int simdr__mapped_trim(simdr_store *s) {
+#define ZERO_STEP_MAX (UINT64_C(8) << 20)
+#define ZERO_SYNC_BYTES_MAX (UINT64_C(256) << 10)
+
+void simdr__zeroed_reserve(simdr_store *s, uint64_t end) {
+    uint64_t per_sync = atomic_load(&s->sync_bytes_avg);
+    if (per_sync == 0 || per_sync > ZERO_SYNC_BYTES_MAX) return;
+    /* Big enough that a journal commit per step is rare next to the syncs
+     * between steps, small enough that writing the step (under the writer
+     * lock) and its first sync stay a few milliseconds. */
+    uint64_t step = s->alloc_end / 8;
+    if (step < MIN_STEP) step = MIN_STEP;
+    if (step > ZERO_STEP_MAX) step = ZERO_STEP_MAX;
+    /* A write longer than a step extends the file itself: zeros under it
+     * would double its bytes for one journal commit that it amortizes
+     * anyway. The next small write starts a step after it. */
+    if (end > s->alloc_end + step) return;
+    uint64_t want = (s->alloc_end + step + GRANULE - 1) / GRANULE * GRANULE;
+    uint64_t limit = simdr__io_fsize_limit();
+    if (want > limit) want = limit;
+    if (want > SIMDR__MAX_OFFSET) want = SIMDR__MAX_OFFSET;
+    if (want <= end) return; /* at a limit: the pwrite reports it */
+    /* Never written: a block of the zero page, read by pwrite. */
+    static uint8_t zeros[1 << 16];
+    struct iovec iov[16];
+    for (int i = 0; i < 16; i++) iov[i] = (struct iovec){zeros, sizeof zeros};
+    uint64_t from = s->alloc_end;
+    for (uint64_t at = from; at < want;) {
+        uint64_t len = want - at < sizeof zeros * 16 ? want - at : sizeof zeros * 16;
+        int cnt = (int)((len + sizeof zeros - 1) / sizeof zeros);
+        iov[cnt - 1].iov_len = (size_t)(len - (uint64_t)(cnt - 1) * sizeof zeros);
+        int wr = simdr__pwritev_all(s->fd, iov, cnt, at);
+        iov[cnt - 1].iov_len = sizeof zeros;
+        if (wr != 0) {
+            /* No room for the step (or any other failure): cut what was
+             * written and let the write go on as a plain append. Failing
+             * that, zeros past alloc_end remain: below the next step's start
+             * or cut at close and open, never read as entries. */
+            simdr__ftruncate(s->fd, (off_t)from);
+            return;
+        }
+        at += len;
+    }
+    s->alloc_end = want;
+}
+
+int simdr__mapped_trim(simdr_store *s, int closing) {
     int rc = SIMDR_OK;
     pthread_mutex_lock(&s->wlock);
     /* A failed store keeps the bytes it withdrew (simdr__withdraw_unsynced). */
-    if (s->mapped && !s->failed && s->alloc_end > s->tail) {
+    if ((s->mapped || (s->zeroed && closing)) && !s->failed && s->alloc_end > s->tail) {
         if (simdr__ftruncate(s->fd, (off_t)s->tail) == 0)
             s->alloc_end = s->tail;
         else
@@ -142,4 +206,28 @@ int simdr__mapped_trim(simdr_store *s) {
 void simdr__mapped_release(simdr_store *s, uint64_t len) {
     drop_window(s);
     s->alloc_end = len;
+}
+
+SIMDR_API int simdr_set_append_mode(simdr_store *s, int mode) {
+    if (!s) return simdr__fail(SIMDR_EINVAL, "simdr_set_append_mode: NULL store");
+    if (mode != SIMDR_APPEND_WRITE && mode != SIMDR_APPEND_MAPPED && mode != SIMDR_APPEND_ZEROED)
+        return simdr__fail(SIMDR_EINVAL, "%s: unknown append mode %d", s->path, mode);
+    int rc = simdr__check_reentry(s);
+    if (rc != SIMDR_OK) return rc;
+    pthread_mutex_lock(&s->wlock);
+    rc = simdr__check_writable(s);
+    if (rc == SIMDR_OK && s->alloc_end > s->tail) {
+        if (simdr__ftruncate(s->fd, (off_t)s->tail) == 0)
+            s->alloc_end = s->tail;
+        else
+            rc = simdr__fail_errno(errno, "cutting the preallocated space after the tail",
+                                   s->path);
+    }
+    if (rc == SIMDR_OK) {
+        drop_window(s);
+        s->mapped = mode == SIMDR_APPEND_MAPPED;
+        s->zeroed = mode == SIMDR_APPEND_ZEROED;
+    }
+    pthread_mutex_unlock(&s->wlock);
+    return rc;
 }

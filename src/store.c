@@ -228,7 +228,8 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     if (opts->open_mode < SIMDR_OPEN_CREATE || opts->open_mode > SIMDR_OPEN_READONLY ||
         (opts->layout != SIMDR_LAYOUT_ALIGNED64 && opts->layout != SIMDR_LAYOUT_UNALIGNED) ||
         (opts->durability != SIMDR_SYNC_NONE && opts->durability != SIMDR_SYNC_DATA) ||
-        (opts->append_mode != SIMDR_APPEND_WRITE && opts->append_mode != SIMDR_APPEND_MAPPED))
+        (opts->append_mode != SIMDR_APPEND_WRITE && opts->append_mode != SIMDR_APPEND_MAPPED &&
+         opts->append_mode != SIMDR_APPEND_ZEROED))
         return simdr__fail(SIMDR_EINVAL, "%s: invalid options", path);
     if (opts->expected_keys > simdr__index_max_keys())
         return simdr__fail(SIMDR_EINVAL,
@@ -372,6 +373,7 @@ SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_option
     }
     /* A writable open leaves the file exactly as long as its tail. */
     s->mapped = !s->readonly && opts->append_mode == SIMDR_APPEND_MAPPED;
+    s->zeroed = !s->readonly && opts->append_mode == SIMDR_APPEND_ZEROED;
     s->alloc_end = s->tail;
     atomic_init(&s->view, v);
     pthread_mutex_init(&s->wlock, NULL);
@@ -409,7 +411,7 @@ SIMDR_API int simdr_close(simdr_store *s) {
         /* Mapped appends: the file ends at its tail again before the sync,
          * which then covers the new length, and before the hint, which
          * needs the file exactly as long as the tail. */
-        int trimmed = simdr__mapped_trim(s);
+        int trimmed = simdr__mapped_trim(s, 1);
         rc = simdr__sync_to(s, s->tail);
         if (rc == SIMDR_OK) rc = trimmed;
     }

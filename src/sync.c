@@ -16,8 +16,9 @@ SIMDR_API int simdr_sync(simdr_store *s) {
     int refused = simdr__check_syncable(s);
     if (refused != SIMDR_OK) return refused;
     /* Mapped appends: cut the preallocated zeros first, so the sync leaves
-     * the file as long as its entries (mapped.c). */
-    int trimmed = simdr__mapped_trim(s);
+     * the file as long as its entries (mapped.c). Zeroed appends keep them:
+     * they are what makes this sync cheap. */
+    int trimmed = simdr__mapped_trim(s, 0);
     pthread_mutex_lock(&s->wlock);
     uint64_t end = s->tail;
     pthread_mutex_unlock(&s->wlock);
@@ -122,6 +123,13 @@ int simdr__sync_to(simdr_store *s, uint64_t end) {
             atomic_store_explicit(&s->failed, 1, memory_order_release);
         } else {
             atomic_store(&s->last_sync_ns, monotonic_ns() - t0);
+            /* What zeroed appends decide by (mapped.c): the writes one sync
+             * covers, averaged over the last few syncs. */
+            uint64_t from = atomic_load_explicit(&s->synced, memory_order_acquire);
+            if (target > from) {
+                uint64_t avg = atomic_load(&s->sync_bytes_avg), bytes = target - from;
+                atomic_store(&s->sync_bytes_avg, avg ? avg - avg / 8 + bytes / 8 : bytes);
+            }
             /* Only forwards: simdr_move syncs a target store's file under
              * its writer lock, not this lock, and may have moved it further
              * meanwhile (a lower value would later withdraw its copy). */

@@ -104,7 +104,7 @@ class DataStore:
         salvage: bool = False,
         use_hint: bool = True,
         verify_reads: bool = True,
-        append_mode: Literal["write", "mapped"] = "write",
+        append_mode: Literal["write", "mapped", "zeroed"] = "write",
     ) -> None: ...
     # the Rust binding's members (parameters by position or, as there, by name)
     def write(self, key: Key, data: Value) -> None: ...
@@ -160,7 +160,7 @@ def open(
     salvage: bool = False,
     use_hint: bool = True,
     verify_reads: bool = True,
-    append_mode: Literal["write", "mapped"] = "write",
+    append_mode: Literal["write", "mapped", "zeroed"] = "write",
 ) -> DataStore: ...
 def hash_key(key: Key, /) -> int: ...
 def engine_version() -> str: ...

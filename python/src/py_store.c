@@ -125,23 +125,27 @@ static PyObject *store_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
+/* obj is one of the names a, b and (when not NULL) c: *out gets its value. */
 static int parse_choice(PyObject *obj, const char *what, const char *a, int va, const char *b,
-                        int vb, int *out) {
+                        int vb, const char *c, int vc, int *out) {
+    char names[128];
+    if (c)
+        snprintf(names, sizeof names, "'%s', '%s' or '%s'", a, b, c);
+    else
+        snprintf(names, sizeof names, "'%s' or '%s'", a, b);
     if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be '%s' or '%s', not %.100s", what, a, b,
+        PyErr_Format(PyExc_TypeError, "%s must be %s, not %.100s", what, names,
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
-    if (PyUnicode_CompareWithASCIIString(obj, a) == 0) {
-        *out = va;
-        return 0;
-    }
-    if (PyUnicode_CompareWithASCIIString(obj, b) == 0) {
-        *out = vb;
-        return 0;
-    }
-    PyErr_Format(PySimdr_InvalidArgumentError, "%s must be '%s' or '%s', not %R", what, a, b,
-                 obj);
+    const char *name[3] = {a, b, c};
+    int value[3] = {va, vb, vc};
+    for (int i = 0; i < 3 && name[i]; i++)
+        if (PyUnicode_CompareWithASCIIString(obj, name[i]) == 0) {
+            *out = value[i];
+            return 0;
+        }
+    PyErr_Format(PySimdr_InvalidArgumentError, "%s must be %s, not %R", what, names, obj);
     return -1;
 }
 
@@ -238,13 +242,14 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
      * runs inside the lookup, where a large value's pass would hold the GIL. */
     opts.verify_reads = 0;
     if (durability && parse_choice(durability, "durability", "none", SIMDR_SYNC_NONE, "data",
-                                   SIMDR_SYNC_DATA, &opts.durability) < 0)
+                                   SIMDR_SYNC_DATA, NULL, 0, &opts.durability) < 0)
         return -1;
     if (layout && parse_choice(layout, "layout", "aligned", SIMDR_LAYOUT_ALIGNED64, "unaligned",
-                               SIMDR_LAYOUT_UNALIGNED, &opts.layout) < 0)
+                               SIMDR_LAYOUT_UNALIGNED, NULL, 0, &opts.layout) < 0)
         return -1;
     if (append_mode && parse_choice(append_mode, "append_mode", "write", SIMDR_APPEND_WRITE,
-                                    "mapped", SIMDR_APPEND_MAPPED, &opts.append_mode) < 0)
+                                    "mapped", SIMDR_APPEND_MAPPED, "zeroed", SIMDR_APPEND_ZEROED,
+                                    &opts.append_mode) < 0)
         return -1;
 
     PyObject *fs_path = PyOS_FSPath(path_arg);
@@ -1416,7 +1421,10 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
         self->readonly ? Py_True : Py_False, "verify_reads",
         self->verify_reads ? Py_True : Py_False, "durability",
         self->durability == SIMDR_SYNC_DATA ? "data" : "none", "append_mode",
-        self->append_mode == SIMDR_APPEND_MAPPED ? "mapped" : "write", "recovery", "file_size",
+        self->append_mode == SIMDR_APPEND_MAPPED   ? "mapped"
+        : self->append_mode == SIMDR_APPEND_ZEROED ? "zeroed"
+                                                   : "write",
+        "recovery", "file_size",
         (unsigned long long)rec.file_size, "valid_size", (unsigned long long)rec.valid_size,
         "bytes_cut", (unsigned long long)rec.bytes_cut, "truncated",
         rec.truncated ? Py_True : Py_False, "saved_path", saved);
@@ -1723,7 +1731,11 @@ PyTypeObject PySimdrStore_Type = {
         "append_mode: 'write' (one system call per write) or 'mapped' (writes copied into a\n"
         "writable shared mapping of preallocated space, no system call per put; the file is\n"
         "longer than its last entry until sync() or close(), which other readers, the Rust\n"
-        "crate among them, should not open meanwhile; docs/RELIABILITY.md, \"Mapped appends\").\n\n"
+        "crate among them, should not open meanwhile; docs/RELIABILITY.md, \"Mapped appends\")\n"
+        "or 'zeroed' (writes as 'write', into zeros written ahead of the last entry and kept\n"
+        "by sync(): with durability='data' each sync then changes no file length, which\n"
+        "makes it cheaper on ext4 and XFS; the file is longer than its last entry until\n"
+        "close(), as with 'mapped').\n\n"
         "Keys are bytes-like or str (UTF-8); values any non-empty bytes-like object. The file\n"
         "stores only a key's XXH3-64 hash, so iteration yields entries, not keys.\n"
         "Mapping protocol: db[k] (bytes; KeyError), db[k] = v, del db[k], k in db, len(db).\n"

@@ -558,6 +558,39 @@ def test_append_mode_mapped(tmp_path):
         simdr.open(tmp_path / "bad.bin", append_mode=1)
 
 
+def test_append_mode_zeroed(tmp_path):
+    # Zeroed appends: zeros written ahead of the last entry stay across
+    # sync() (its fdatasync changes no file length) and are cut by close();
+    # durable writes, a read-only reader and a reopen see every write.
+    path = tmp_path / "zeroed.bin"
+    values = {b"k%d" % i: os.urandom(1 + i % 300) + b"!" for i in range(2000)}
+    with simdr.open(path, append_mode="zeroed", durability="data") as db:
+        assert db.info()["append_mode"] == "zeroed"
+        for k, v in list(values.items())[:1000]:
+            db.write(k, v)
+        db.batch_write(list(values.items())[1000:])
+        db.delete(b"k7")
+        del values[b"k7"]
+        ahead = os.path.getsize(path)
+        assert ahead > db.info()["file_size"]
+        with open(path, "rb") as f:
+            f.seek(db.info()["file_size"])
+            assert f.read().strip(b"\0") == b""
+        db.sync()
+        assert os.path.getsize(path) == ahead
+        with simdr.open(path, readonly=True) as ro:
+            assert all(ro.read(k) == v for k, v in values.items())
+            assert ro.read(b"k7") is None
+        tail = db.info()["file_size"]
+    assert os.path.getsize(path) == tail
+    with simdr.open(path) as db:
+        assert db.info()["recovery"]["bytes_cut"] == 0
+        assert len(db) == len(values)
+        assert all(db.read(k) == v for k, v in values.items())
+    with pytest.raises(simdr.InvalidArgumentError, match="'write', 'mapped' or 'zeroed'"):
+        simdr.open(tmp_path / "bad.bin", append_mode="zero")
+
+
 def test_a_relative_path_keeps_naming_the_store_after_chdir(tmp_path, monkeypatch):
     # The engine names the store's files (the compacted file, the side file,
     # a saved torn tail, the file a refresh looks for) from the path it was

@@ -166,7 +166,7 @@ def read_back_every_way(db, key, value):
 
 
 @pytest.mark.parametrize("verify", [True, False])
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_every_edge_size_reads_back_every_way(tmp_path, verify, append_mode):
     path = tmp_path / "edges.bin"
     values = {b"edge%d" % n: edge_value(n) for n in EDGES}
@@ -557,7 +557,7 @@ def test_get_many_refuses_a_single_key(db):
     assert [bytes(h) for h in db.get_many(np.array([b"a", b"abc"]))] == [b"1", b"4"]
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_views_outlive_the_store_object(tmp_path, append_mode):
     import gc
     import weakref
@@ -615,7 +615,7 @@ def _forked_child_checks(db, arr, expected):
         return 1
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_forked_child_reads_and_keeps_views_but_cannot_write(tmp_path, append_mode):
     path = tmp_path / "forked.bin"
     db = simdr.open(path, append_mode=append_mode)
@@ -696,7 +696,7 @@ def test_forked_child_closes_a_store_another_thread_was_using_or_closing_at_the_
                                    "parent b'streamed' b'v'"]
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_a_forked_childs_close_leaves_readers_of_the_parents_store_seeing_its_appends(
         tmp_path, append_mode):
     # The writer publishes its committed tail in a page shared with every
@@ -741,7 +741,7 @@ def _refreshing_reader(path, index, progress, stop, conn):
         conn.send(("error", repr(e), None))
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_reader_processes_refresh_while_the_writer_compacts(tmp_path, append_mode):
     # Each compaction replaces the file; each reader refreshes, reads and
     # iterates after every one of them, holding a view of the first file.
@@ -786,7 +786,7 @@ def test_reader_processes_refresh_while_the_writer_compacts(tmp_path, append_mod
     assert all(r.exitcode == 0 for r in readers)
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_eight_threads_mixing_everything_then_one_closes(tmp_path, append_mode):
     # Reads, writes, deletes, compaction, get_many, iteration, streams in and
     # out, and views taken by one thread checked by another after compactions;
@@ -961,7 +961,7 @@ def test_one_stream_read_by_threads_at_once_hands_out_each_byte_once(db):
         assert sum(n for _, n in spans) == len(value)
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_misbehaving_stream_readers_keep_nothing_and_leave_the_store_working(tmp_path,
                                                                           append_mode):
     db = simdr.open(tmp_path / "readers.bin", append_mode=append_mode)
@@ -1061,7 +1061,7 @@ def test_init_racing_in_two_threads_opens_one_store(tmp_path):
             simdr.open(p).close()
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_closed_store_refuses_every_call_without_running_callbacks(tmp_path, append_mode):
     db = simdr.open(tmp_path / "c.bin", append_mode=append_mode)
     target = simdr.open(tmp_path / "t.bin")
@@ -1090,7 +1090,7 @@ def test_closed_store_refuses_every_call_without_running_callbacks(tmp_path, app
     target.close()
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_read_only_store_refreshed_by_one_thread_while_others_read(tmp_path, append_mode):
     # One read-only handle shared by four threads that read, take views, batch
     # and iterate, and refresh it now and then, while the writer (same process,
@@ -1167,7 +1167,7 @@ def scribbled(array, small):
         scribbler.join()
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_value_changed_by_another_thread_during_its_write_is_stored_whole(tmp_path,
                                                                           append_mode):
     # Writes run without the GIL, so another thread may change a writable
@@ -1198,7 +1198,7 @@ def test_value_changed_by_another_thread_during_its_write_is_stored_whole(tmp_pa
     db.close()
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_a_read_only_view_of_memory_another_thread_changes_is_stored_whole(tmp_path,
                                                                            append_mode):
     # A read-only view says nothing of the memory behind it: a numpy array
@@ -1232,7 +1232,7 @@ def test_a_read_only_view_of_memory_another_thread_changes_is_stored_whole(tmp_p
     db.close()
 
 
-@pytest.mark.parametrize("append_mode", ["write", "mapped"])
+@pytest.mark.parametrize("append_mode", ["write", "mapped", "zeroed"])
 def test_a_large_read_only_view_of_memory_another_thread_changes_is_stored_whole(
         tmp_path, append_mode):
     # The same from 256 KiB up, where the engine is left to read the value

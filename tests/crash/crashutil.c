@@ -97,18 +97,23 @@ uint64_t cu_seed(int argc, char **argv, const char *prog) {
     return seed;
 }
 
-int cu_mapped;
+int cu_mapped, cu_zeroed, cu_space_ahead;
 
 int cu_parse_mapped(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
+    for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mapped")) cu_mapped = 1;
+        if (!strcmp(argv[i], "--zeroed")) cu_zeroed = 1;
+    }
     if (cu_mapped) printf("append mode: SIMDR_APPEND_MAPPED\n");
-    return cu_mapped;
+    if (cu_zeroed) printf("append mode: SIMDR_APPEND_ZEROED\n");
+    cu_space_ahead = cu_mapped || cu_zeroed;
+    return cu_space_ahead;
 }
 
 void cu_options_init(simdr_options *o) {
     simdr_options_init(o);
     if (cu_mapped) o->append_mode = SIMDR_APPEND_MAPPED;
+    if (cu_zeroed) o->append_mode = SIMDR_APPEND_ZEROED;
 }
 
 int cu_scale(int argc, char **argv) {

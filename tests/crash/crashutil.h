@@ -62,9 +62,11 @@ uint64_t cu_range(uint64_t *state, uint64_t lo, uint64_t hi);
 uint64_t cu_seed(int argc, char **argv, const char *prog);
 
 /* "--mapped" in argv: the suite's writers open with SIMDR_APPEND_MAPPED
- * (cu_options_init), so the suite runs against mapped appends. Returns and
- * records the choice. */
-extern int cu_mapped;
+ * (cu_options_init), so the suite runs against mapped appends; "--zeroed":
+ * with SIMDR_APPEND_ZEROED. Returns and records the choice (cu_mapped for
+ * the first, cu_zeroed for the second; cu_space_ahead for either: the file
+ * may reach past its tail while a writer has it open). */
+extern int cu_mapped, cu_zeroed, cu_space_ahead;
 int cu_parse_mapped(int argc, char **argv);
 /* simdr_options_init, with the append mode of the run. */
 void cu_options_init(simdr_options *o);

@@ -21,8 +21,9 @@
  * the child's whole operation sequence from the round's seed instead of
  * trusting anything but the file. Two stores run side by side, one per layout.
  *
- * Usage: kill_test [--seed N] [--rounds N] [--scale N] [--compact-above BYTES] [--mapped];
- * --mapped opens every writer with SIMDR_APPEND_MAPPED (mapped appends);
+ * Usage: kill_test [--seed N] [--rounds N] [--scale N] [--compact-above BYTES]
+ * [--mapped | --zeroed]; --mapped opens every writer with SIMDR_APPEND_MAPPED
+ * (mapped appends), --zeroed with SIMDR_APPEND_ZEROED;
  * SIMDR_TEST_SEED and SIMDR_TEST_SCALE (default 10 = full run) work too.
  * --compact-above (default 3 MiB) and --max-store (default 256 MiB) bound the
  * store size between rounds and within a round. The kill timing is not
@@ -716,7 +717,7 @@ int main(int argc, char **argv) {
            "refused with repair off), %llu in-flight operations landed, %.1f s, seed %llu\n",
            (unsigned long long)kills, (unsigned long long)open_kills, (unsigned long long)comp,
            (unsigned long long)acked, (unsigned long long)cuts, (unsigned long long)cut_bytes,
-           cu_mapped ? " but for zeros" : "", (unsigned long long)zcuts,
+           cu_space_ahead ? " but for zeros" : "", (unsigned long long)zcuts,
            (unsigned long long)refused, (unsigned long long)landed, dt,
            (unsigned long long)seed);
     cu_rmtree(dir);

@@ -50,10 +50,12 @@
  * shared mapping make no system call, so the layer compares the file with
  * what it last saw before each call on the store and at points between
  * operations (where the power may then go too), and records what changed
- * as pending writes.
+ * as pending writes. --zeroed runs them with SIMDR_APPEND_ZEROED: pwrite
+ * appends into zeros written ahead and kept across syncs, so a cut can leave
+ * any subset of the unsynced pages over those zeros.
  *
  * Usage: powercut_test [--seed N] [--scale N] [--rounds N] [--strict]
- * [--closed-page] [--flush one|two] [--mapped];
+ * [--closed-page] [--flush one|two] [--mapped | --zeroed];
  * SIMDR_TEST_SEED and SIMDR_TEST_SCALE work too. Rounds alternate between
  * the two durability modes and the two layouts; three groups of four rounds
  * in four sync with one device flush (the side file's page pushed ahead of

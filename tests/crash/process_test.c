@@ -14,8 +14,9 @@
  * refreshes keep their bytes, and once the writer is done one more refresh
  * shows exactly its final state.
  *
- * Usage: process_test [--seed N] [--scale N] [--mapped] (--mapped: the writers use
- * SIMDR_APPEND_MAPPED, so the reader refreshes past preallocated zeros).
+ * Usage: process_test [--seed N] [--scale N] [--mapped | --zeroed] (--mapped: the
+ * writers use SIMDR_APPEND_MAPPED, --zeroed SIMDR_APPEND_ZEROED, so the reader
+ * refreshes past preallocated zeros).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -58,7 +59,7 @@ static void wait_ok(pid_t pid, const char *what) {
     CU_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: child failed (status 0x%x)", what, st);
 }
 
-/* Options of a writable open in the run's append mode (--mapped). */
+/* Options of a writable open in the run's append mode (--mapped, --zeroed). */
 static const simdr_options *wopts(void) {
     static simdr_options o;
     cu_options_init(&o);

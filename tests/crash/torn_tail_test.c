@@ -20,9 +20,10 @@
  * files written by the Rust reference (../shared/interop, the two "torn" files), and a
  * multi-megabyte store whose last append is torn.
  *
- * Usage: torn_tail_test [--seed N] [--mapped] [--stride N]; SIMDR_TEST_SEED works
- * too; --mapped writes and opens the stores with SIMDR_APPEND_MAPPED (mapped
- * appends); --stride N takes every Nth offset of the per-byte cases.
+ * Usage: torn_tail_test [--seed N] [--mapped | --zeroed] [--stride N];
+ * SIMDR_TEST_SEED works too; --mapped writes and opens the stores with
+ * SIMDR_APPEND_MAPPED (mapped appends), --zeroed with SIMDR_APPEND_ZEROED;
+ * --stride N takes every Nth offset of the per-byte cases.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE

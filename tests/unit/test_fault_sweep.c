@@ -121,14 +121,15 @@ typedef struct sweep {
     uint64_t log_from;
 } sweep;
 
-static int open_mapped; /* the next opens of the sweep's store append through a map */
+/* The append mode of the next opens of the sweep's store (op_append_mode). */
+static int open_append_mode;
 
 static simdr_store *open_mode(const char *path, int mode, int durability) {
     simdr_options o;
     simdr_options_init(&o);
     o.open_mode = mode;
     o.durability = durability;
-    if (open_mapped && mode != SIMDR_OPEN_READONLY) o.append_mode = SIMDR_APPEND_MAPPED;
+    if (mode != SIMDR_OPEN_READONLY) o.append_mode = open_append_mode;
     simdr_store *s = NULL;
     int rc = simdr_open(&s, path, &o);
     if (rc != SIMDR_OK) fprintf(stderr, "open %s: %s\n", path, simdr_last_error());
@@ -357,7 +358,7 @@ static int run_close(sweep *w) {
     simdr_options o;
     simdr_options_init(&o);
     o.durability = w->durability;
-    if (open_mapped) o.append_mode = SIMDR_APPEND_MAPPED;
+    o.append_mode = open_append_mode;
     int rc2 = simdr_open(&w->s, w->path, &o);
     if (rc2 != SIMDR_OK) w->s = NULL;
     return rc != SIMDR_OK ? rc : rc2;
@@ -375,7 +376,7 @@ static int run_open(sweep *w) {
     simdr_options o;
     simdr_options_init(&o);
     o.durability = w->durability;
-    if (open_mapped) o.append_mode = SIMDR_APPEND_MAPPED;
+    o.append_mode = open_append_mode;
     int rc = simdr_open(&w->s, w->path, &o);
     if (rc != SIMDR_OK) w->s = NULL;
     return rc;
@@ -488,10 +489,21 @@ static const op ops[] = {
     {"mapped: sync", prep_sync, run_sync},
     {"mapped: compact", prep_compact, run_compact},
     {"mapped: close and reopen", prep_close, run_close},
+    /* And through zeroed appends (the zeros' own writes fail too). */
+    {"zeroed: put", prep_put, run_put},
+    {"zeroed: batch", prep_batch, run_batch},
+    {"zeroed: stream", prep_stream, run_stream},
+    {"zeroed: sync", prep_sync, run_sync},
+    {"zeroed: compact", prep_compact, run_compact},
+    {"zeroed: close and reopen", prep_close, run_close},
 };
 #define N_OPS (sizeof ops / sizeof ops[0])
 
-static int is_mapped_op(const op *o) { return strncmp(o->name, "mapped: ", 8) == 0; }
+static int op_append_mode(const op *o) {
+    if (strncmp(o->name, "mapped: ", 8) == 0) return SIMDR_APPEND_MAPPED;
+    if (strncmp(o->name, "zeroed: ", 8) == 0) return SIMDR_APPEND_ZEROED;
+    return SIMDR_APPEND_WRITE;
+}
 
 /* key-17 is the renamed key-5: it holds key-5's version-1 bytes. */
 static void expect_renamed(simdr_store *s, const sweep *w, int rc, int strict) {
@@ -639,13 +651,16 @@ static void run_case(const op *o, int durability, uint64_t n, int persist,
 }
 
 static void sweep_op(const op *o) {
-    open_mapped = is_mapped_op(o);
+    open_append_mode = op_append_mode(o);
     /* Opens and refreshes do not depend on the durability mode. */
     /* $SIMDR_TEST_SCALE below the full 10 (the sanitizer runs): the
      * durable mode, whose syncs cost the time, only for the sync paths. */
     const char *scale = getenv("SIMDR_TEST_SCALE");
     int reduced = scale && atoi(scale) > 0 && atoi(scale) < 10;
-    int modes = o->run == run_open || o->run == run_refresh || open_mapped ? 1 : 2;
+    int modes = o->run == run_open || o->run == run_refresh ||
+                        open_append_mode == SIMDR_APPEND_MAPPED
+                    ? 1
+                    : 2;
     if (reduced && o->run != run_sync && o->run != run_put && o->run != run_move) modes = 1;
     for (int d = 0; d < modes; d++) {
         int durability = d ? SIMDR_SYNC_DATA : SIMDR_SYNC_NONE;
@@ -695,6 +710,12 @@ SWEEP_TEST(25)
 SWEEP_TEST(26)
 SWEEP_TEST(27)
 SWEEP_TEST(28)
+SWEEP_TEST(29)
+SWEEP_TEST(30)
+SWEEP_TEST(31)
+SWEEP_TEST(32)
+SWEEP_TEST(33)
+SWEEP_TEST(34)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -712,7 +733,10 @@ int main(void) {
         cmocka_unit_test(test_sweep_22), cmocka_unit_test(test_sweep_23),
         cmocka_unit_test(test_sweep_24), cmocka_unit_test(test_sweep_25),
         cmocka_unit_test(test_sweep_26), cmocka_unit_test(test_sweep_27),
-        cmocka_unit_test(test_sweep_28),
+        cmocka_unit_test(test_sweep_28), cmocka_unit_test(test_sweep_29),
+        cmocka_unit_test(test_sweep_30), cmocka_unit_test(test_sweep_31),
+        cmocka_unit_test(test_sweep_32), cmocka_unit_test(test_sweep_33),
+        cmocka_unit_test(test_sweep_34),
     };
     /* One test per operation: an operation added without its test would
      * go unswept. */
