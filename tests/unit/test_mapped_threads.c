@@ -4,8 +4,10 @@
  * page, the 1 MiB growth step and the window's moves), a thread calling
  * simdr_sync (which cuts the preallocated zeros under the writers), one
  * compacting, and one reading in read scopes and through entry handles,
- * checking every value it meets. Small enough to run under
- * ThreadSanitizer (label "concurrency").
+ * checking every value it meets. The same with zeroed appends
+ * (SIMDR_APPEND_ZEROED), with one more thread moving the store between the
+ * three append modes (simdr_set_append_mode) under the others. Small enough to
+ * run under ThreadSanitizer (label "concurrency").
  */
 #include "testutil.h"
 
@@ -21,6 +23,8 @@
 
 typedef struct shared {
     simdr_store *s;
+    int switch_modes; /* a thread also changes the append mode */
+    _Atomic uint64_t mode_changes;
     _Atomic int writers_done;
     _Atomic uint64_t reads, syncs, compactions;
     _Atomic int bad;
@@ -112,6 +116,19 @@ static void *syncer_main(void *arg) {
     return NULL;
 }
 
+/* Zeroed, write, zeroed, mapped, ... while the others run. */
+static void *switcher_main(void *arg) {
+    shared *sh = arg;
+    static const int modes[] = {SIMDR_APPEND_ZEROED, SIMDR_APPEND_WRITE, SIMDR_APPEND_ZEROED,
+                                SIMDR_APPEND_MAPPED};
+    while (atomic_load(&sh->writers_done) < WRITERS) {
+        for (int i = 0; i < 50 && atomic_load(&sh->writers_done) < WRITERS; i++) sched_yield();
+        uint64_t k = atomic_fetch_add(&sh->mode_changes, 1) + 1;
+        if (simdr_set_append_mode(sh->s, modes[k % 4]) != SIMDR_OK) atomic_fetch_add(&sh->bad, 1);
+    }
+    return NULL;
+}
+
 static void *compactor_main(void *arg) {
     shared *sh = arg;
     while (atomic_load(&sh->writers_done) < WRITERS && atomic_load(&sh->compactions) < 4) {
@@ -172,12 +189,12 @@ static void expect_writer_keys(simdr_store *s, const writer *w, uint8_t *scratch
     }
 }
 
-static void test_threads_write_sync_compact_read(void **state) {
-    tu_fixture *f = *state;
+static void run_threads(tu_fixture *f, int append_mode, int switch_modes) {
     simdr_options o;
     simdr_options_init(&o);
-    o.append_mode = SIMDR_APPEND_MAPPED;
+    o.append_mode = append_mode;
     shared sh = {0};
+    sh.switch_modes = switch_modes;
     assert_int_equal(simdr_open(&sh.s, f->path, &o), SIMDR_OK);
     writer w[WRITERS];
     memset(w, 0, sizeof w);
@@ -191,16 +208,23 @@ static void test_threads_write_sync_compact_read(void **state) {
     assert_int_equal(pthread_create(&ts, NULL, syncer_main, &sh), 0);
     assert_int_equal(pthread_create(&tc, NULL, compactor_main, &sh), 0);
     assert_int_equal(pthread_create(&tr, NULL, reader_main, &sh), 0);
+    pthread_t tm;
+    if (switch_modes) assert_int_equal(pthread_create(&tm, NULL, switcher_main, &sh), 0);
     for (unsigned i = 0; i < WRITERS; i++) assert_int_equal(pthread_join(tw[i], NULL), 0);
     assert_int_equal(pthread_join(ts, NULL), 0);
     assert_int_equal(pthread_join(tc, NULL), 0);
     assert_int_equal(pthread_join(tr, NULL), 0);
+    if (switch_modes) {
+        assert_int_equal(pthread_join(tm, NULL), 0);
+        assert_true(atomic_load(&sh.mode_changes) > 0);
+    }
     tu_watchdog_stop();
     assert_int_equal(atomic_load(&sh.bad), 0);
     for (unsigned i = 0; i < WRITERS; i++) assert_int_equal(w[i].failed, 0);
-    printf("%llu values read by the reader, %llu syncs, %llu compactions\n",
+    printf("%llu values read by the reader, %llu syncs, %llu compactions, %llu mode changes\n",
            (unsigned long long)atomic_load(&sh.reads), (unsigned long long)atomic_load(&sh.syncs),
-           (unsigned long long)atomic_load(&sh.compactions));
+           (unsigned long long)atomic_load(&sh.compactions),
+           (unsigned long long)atomic_load(&sh.mode_changes));
     assert_true(atomic_load(&sh.syncs) > 0);
     assert_true(atomic_load(&sh.compactions) > 0);
     uint8_t *scratch = malloc((1u << 20) + 64);
@@ -220,9 +244,18 @@ static void test_threads_write_sync_compact_read(void **state) {
     free(scratch);
 }
 
+static void test_threads_write_sync_compact_read(void **state) {
+    run_threads(*state, SIMDR_APPEND_MAPPED, 0);
+}
+
+static void test_zeroed_threads_switching_modes(void **state) {
+    run_threads(*state, SIMDR_APPEND_ZEROED, 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST_DIR(test_threads_write_sync_compact_read),
+        TU_TEST_DIR(test_zeroed_threads_switching_modes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
