@@ -29,7 +29,8 @@
 typedef struct bench_open_opts {
     int create;    /**< 1: fresh database (the directory is empty); 0: reopen */
     int durable;   /**< 1: every write is durable when it returns (W4) */
-    int variant;   /**< engine-specific switch (simdr: 1 = unaligned layout, 2 = mapped appends) */
+    int variant;   /**< engine-specific switch (simdr: 1 = unaligned layout, 2 = mapped appends,
+                        3 = zeroed appends) */
 } bench_open_opts;
 
 typedef struct bench_kv {
@@ -89,6 +90,7 @@ typedef struct bench_adapter {
 extern const bench_adapter bench_adapter_simdr;
 extern const bench_adapter bench_adapter_simdr_unaligned;
 extern const bench_adapter bench_adapter_simdr_mapped; /* SIMDR_APPEND_MAPPED */
+extern const bench_adapter bench_adapter_simdr_zeroed; /* SIMDR_APPEND_ZEROED */
 /* Yardsticks, not engines (adapter_floor.c): the floor of simdr's design. */
 extern const bench_adapter bench_adapter_floor;
 extern const bench_adapter bench_adapter_floor_unaligned;

@@ -54,6 +54,7 @@
 static const bench_adapter *const all_engines[] = {
 #ifdef BENCH_WITH_SIMDR
     &bench_adapter_simdr, &bench_adapter_simdr_unaligned, &bench_adapter_simdr_mapped,
+    &bench_adapter_simdr_zeroed,
     &bench_adapter_floor, &bench_adapter_floor_unaligned, &bench_adapter_floor_crc,
 #endif
     &bench_adapter_lmdb,  &bench_adapter_rocksdb, &bench_adapter_leveldb,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Draws the benchmark's ratios to the best peer as an SVG bar chart with gnuplot:
-# one bar per workload and column of ours (simdr, simdr-u, simdr-m, and the floor
+# one bar per workload and column of ours (simdr, simdr-u, simdr-m, simdr-z, and the floor
 # yardsticks), scaled so that above 1 means better than the best peer on that
 # workload whatever the metric's direction (peer / ours for "lower is better").
 #   bench/run.sh --runs 3 --csv build/bench/results.csv
@@ -14,7 +14,7 @@ trap 'rm -f "$data"' EXIT
 # Rows: workload, then one ratio per column of ours ("NaN" where not measured).
 /usr/bin/python3 - "$csv" >"$data" <<'EOF'
 import csv, math, sys
-ours = ["simdr", "simdr-u", "simdr-m", "floor", "floor-u"]
+ours = ["simdr", "simdr-u", "simdr-m", "simdr-z", "floor", "floor-u"]
 wanted = ["W1 single puts", "W2 batched puts", "W3 4 KiB puts", "R1 random get",
           "R2 2-thread get", "O1 reopen+get", "I1 full scan", "C1 compact",
           "W4 durable 2 thr", "peak RSS"]

@@ -801,8 +801,8 @@ void ks_active_expire(long long now, int budget) {
         uint64_t from = d->expire_cursor;
         uint64_t to =
             ks_range_end(from, ks_range_width(total, budget > 0 ? (uint64_t)budget : total));
-        uint64_t *h;
-        size_t k;
+        uint64_t *h = NULL;
+        size_t k = 0;
         if (ks_hashes_in_range(d->store, from, to, &h, &k) != 0) continue;
         for (size_t j = 0; j < k; j++) {
             simdr_entry *e;
