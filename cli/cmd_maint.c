@@ -107,9 +107,14 @@ int cmd_check(const struct cli_args *a) {
     if (ret != CLI_OK)
         return ret;
     simdr_recovery_info ri;
-    uint64_t tail = 0, valid = simdr_file_size(st);
-    if (simdr_recovery(st, &ri) == SIMDR_OK && !ri.truncated)
-        tail = ri.bytes_cut;
+    uint64_t tail = 0, zeros = 0, valid = simdr_file_size(st);
+    /* A tail of zeros only held no entry: reported, but the file is sound. */
+    if (simdr_recovery(st, &ri) == SIMDR_OK && !ri.truncated) {
+        if (ri.zeros_only)
+            zeros = ri.bytes_cut;
+        else
+            tail = ri.bytes_cut;
+    }
     struct check_ctx c = {a, 0};
     simdr_check_report rep;
     memset(&rep, 0, sizeof rep);
@@ -134,10 +139,16 @@ int cmd_check(const struct cli_args *a) {
     if (a->json) {
         cli_out_printf("%s],\"sound\":%s,\"entries\":%" PRIu64 ",\"bad_entries\":%" PRIu64
                        ",\"bytes_checked\":%" PRIu64 ",\"valid_size\":%" PRIu64
-                       ",\"ignored_tail_bytes\":%" PRIu64 "}\n",
+                       ",\"ignored_tail_bytes\":%" PRIu64 ",\"zero_tail_bytes\":%" PRIu64 "}\n",
                        c.issues ? "\n" : "", sound ? "true" : "false", rep.entries,
-                       rep.bad_entries, rep.bytes_checked, valid, tail);
+                       rep.bad_entries, rep.bytes_checked, valid, tail, zeros);
     } else {
+        if (zeros)
+            cli_out_printf("ZERO TAIL: %" PRIu64 " zero bytes after offset %" PRIu64
+                           " hold no entry (space a writer allocated ahead of its last entry, "
+                           "or a length that reached the disk before its data); the next "
+                           "writable command cuts them\n",
+                           zeros, valid);
         if (tail)
             cli_out_printf("UNREADABLE TAIL: %" PRIu64 " bytes after offset %" PRIu64
                            " are not part of the valid chain (a torn final write is cut by the "

@@ -465,6 +465,12 @@ int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_
                     "%s%s",
                     q, ri.bytes_cut, ri.valid_size, ri.saved_path[0] ? ", saved to " : "",
                     ri.saved_path);
+        else if (ri.zeros_only)
+            cli_err("%s: ignoring %" PRIu64 " zero bytes after offset %" PRIu64
+                    " (space a writer allocated ahead of its last entry, or a length that "
+                    "reached the disk before its data: no entry; the next writable command "
+                    "cuts them)",
+                    q, ri.bytes_cut, ri.valid_size);
         else
             cli_err("%s: ignoring %" PRIu64 " bytes after offset %" PRIu64
                     " that are not complete, valid entries (a torn final write, or damage: "

@@ -373,6 +373,11 @@ typedef struct simdr_recovery_info {
                                   preallocated space of SIMDR_APPEND_MAPPED) is not
                                   copied: the file then ends at the last non-zero
                                   byte */
+    int zeros_only;          /**< 1 when bytes_cut > 0 and every one of those bytes is
+                                  zero: space a mapped or zeroed writer allocated ahead
+                                  of its tail, or a length that reached the disk before
+                                  its data. It holds no entry (never saved, cut also
+                                  with repair 0) and simdr_check does not report it */
 } simdr_recovery_info;
 
 SIMDR_API int simdr_recovery(const simdr_store *store, simdr_recovery_info *info);
@@ -802,8 +807,9 @@ typedef int (*simdr_check_fn)(void *ctx, const simdr_check_issue *issue);
 /**
  * Verifies every entry of the chain up to the store's tail: links, bounds,
  * CRC-32. A read-only store also reports the bytes its open found beyond the
- * valid chain (a torn tail it skipped); bytes another thread or process is
- * appending are never reported. Returns SIMDR_OK when the store is sound,
+ * valid chain (a torn tail it skipped) unless they are all zero
+ * (simdr_recovery_info.zeros_only: no entry was there); bytes another thread
+ * or process is appending are never reported. Returns SIMDR_OK when the store is sound,
  * SIMDR_ECORRUPT when any problem was found (each reported through fn, which
  * may be NULL). report may be NULL.
  */

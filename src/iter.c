@@ -714,7 +714,7 @@ SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
     int stopped = 0;
     uint64_t skipped_end = 0;
     if (s->readonly && s->recovery.bytes_cut && !s->recovery.truncated &&
-        s->recovery.valid_size == tail)
+        !s->recovery.zeros_only && s->recovery.valid_size == tail)
         skipped_end = s->recovery.valid_size + s->recovery.bytes_cut;
     if (locked) pthread_mutex_unlock(&s->wlock);
 

@@ -289,6 +289,28 @@ static int range_all_zero(const uint8_t *base, uint64_t from, uint64_t to) {
     return 1;
 }
 
+/* 1 when the file's [from, to) holds only zero bytes, read with pread: a
+ * read-only open must not read past the chain through the map (a writer may
+ * cut those bytes meanwhile, and a map read past the file's end faults).
+ * Bytes cut meanwhile count as zeros; a read error as not. */
+static int file_range_zero(int fd, uint64_t from, uint64_t to) {
+    size_t cap = 1 << 16;
+    uint8_t *buf = malloc(cap);
+    if (!buf) return 0;
+    int zero = 1;
+    for (uint64_t at = from; at < to && zero;) {
+        size_t want = to - at < cap ? (size_t)(to - at) : cap;
+        ssize_t got = simdr__io.pread(fd, buf, want, (off_t)at);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) zero = 0;
+        if (got <= 0) break;
+        zero = simdr__all_zero(buf, (size_t)got);
+        at += (uint64_t)got;
+    }
+    free(buf);
+    return zero;
+}
+
 /* Writable opens: saves [valid, size) beside the file and cuts it. A torn
  * tail made only of zero bytes holds no entry (recovery never reads an
  * all-zero metadata block as one, and without its metadata no payload can
@@ -309,6 +331,7 @@ static int cut_torn_tail(simdr_store *s, const uint8_t *base, uint64_t valid, ui
                            simdr__fsync(s->fd) != 0))
         rc = simdr__fail_errno(errno, "truncating torn tail", s->path);
     if (rc == SIMDR_OK) s->recovery.truncated = 1;
+    if (rc == SIMDR_OK) s->recovery.zeros_only = zeros_only;
     return rc;
 }
 
@@ -431,6 +454,10 @@ int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     if (s->readonly && !has_side && r.status != SIMDR__RECOVER_DAMAGED &&
         simdr__side_writer_active(s->side))
         s->recovery.bytes_cut = 0;
+    /* A torn tail a read-only open skips (past any durable record: lost
+     * durable bytes are damage, not a tail) that is all zeros held no entry. */
+    if (s->readonly && r.status == SIMDR__RECOVER_TORN && s->recovery.bytes_cut > 0)
+        s->recovery.zeros_only = file_range_zero(s->fd, r.valid_len, size);
     int cut = r.status == SIMDR__RECOVER_TORN && !s->readonly;
     if (rc == SIMDR_OK && cut) rc = cut_torn_tail(s, map->base, r.valid_len, size, repair);
     if (rc != SIMDR_OK) {

@@ -1414,7 +1414,7 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
                                                 : PyUnicode_DecodeFSDefault(rec.saved_path);
     if (!saved) return NULL;
     return Py_BuildValue(
-        "{sOsKsKsKsKsssOsOsssss{sKsKsKsOsN}}", "path", self->path, "count",
+        "{sOsKsKsKsKsssOsOsssss{sKsKsKsOsOsN}}", "path", self->path, "count",
         (unsigned long long)count, "file_size", (unsigned long long)size, "compaction_savings",
         (unsigned long long)savings, "index_bytes", (unsigned long long)index_bytes, "layout",
         layout == SIMDR_LAYOUT_UNALIGNED ? "unaligned" : "aligned", "readonly",
@@ -1427,7 +1427,8 @@ static PyObject *store_info(PySimdrStore *self, PyObject *unused) {
         "recovery", "file_size",
         (unsigned long long)rec.file_size, "valid_size", (unsigned long long)rec.valid_size,
         "bytes_cut", (unsigned long long)rec.bytes_cut, "truncated",
-        rec.truncated ? Py_True : Py_False, "saved_path", saved);
+        rec.truncated ? Py_True : Py_False, "zeros_only", rec.zeros_only ? Py_True : Py_False,
+        "saved_path", saved);
 }
 
 /* ---- properties, repr ---- */
@@ -1663,7 +1664,8 @@ static PyMethodDef store_methods[] = {
      "info($self, /)\n--\n\n"
      "A dict: path, count, file_size, compaction_savings, index_bytes, layout, readonly,\n"
      "verify_reads, durability and recovery (what the open found and cut: file_size,\n"
-     "valid_size, bytes_cut, truncated, and saved_path, where the cut bytes were saved,\n"
+     "valid_size, bytes_cut, truncated, zeros_only (the bytes past the last entry were all\n"
+     "zero: no entry was there), and saved_path, where the cut bytes were saved,\n"
      "bytes when the store was opened with a bytes path, else str)."},
     {"refresh", (PyCFunction)store_refresh, METH_NOARGS,
      "refresh($self, /)\n--\n\n"

@@ -587,6 +587,18 @@ def test_append_mode_zeroed(tmp_path):
         assert db.info()["recovery"]["bytes_cut"] == 0
         assert len(db) == len(values)
         assert all(db.read(k) == v for k, v in values.items())
+    # What a crash leaves (zeros after the last entry): a read-only open
+    # reports them as zeros_only and check() finds the store sound.
+    with open(path, "ab") as f:
+        f.write(bytes(1 << 16))
+    with simdr.open(path, readonly=True) as ro:
+        rec = ro.info()["recovery"]
+        assert rec["bytes_cut"] == 1 << 16 and rec["zeros_only"] is True
+        ro.check()
+        assert len(ro) == len(values)
+    with simdr.open(path) as db:
+        rec = db.info()["recovery"]
+        assert rec["truncated"] is True and rec["zeros_only"] is True and not rec["saved_path"]
     with pytest.raises(simdr.InvalidArgumentError, match="'write', 'mapped' or 'zeroed'"):
         simdr.open(tmp_path / "bad.bin", append_mode="zero")
 

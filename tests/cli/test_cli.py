@@ -753,6 +753,34 @@ def group_readonly():
         check(read_value(t, "b").out == b"second value" and read_value(t, "c").out == b"third",
               "values intact after the repair")
 
+        # a tail of zeros only (what a mapped or zeroed writer leaves at a
+        # crash, or a length that reached the disk before its data): no
+        # entry, so check calls the file sound and says what it saw; one
+        # non-zero byte in it makes it a torn tail again
+        z = os.path.join(d, "zeros.bin")
+        run(z, "write", "a", "first value")
+        run(z, "write", "b", "second value")
+        size = os.path.getsize(z)
+        with open(z, "ab") as f:
+            f.write(bytes(65536))
+        sha = sha256_file(z)
+        r = run(z, "check")
+        check(r.rc == 0 and b"ZERO TAIL: 65536 zero bytes" in r.out and b"OK" in r.out
+              and "zero bytes" in r.err, "check: a tail of zeros is reported, the file sound", repr(r))
+        j = json.loads(run(z, "check", "--json").out)
+        check(j["sound"] and j["zero_tail_bytes"] == 65536 and j["ignored_tail_bytes"] == 0,
+              "check --json: zero_tail_bytes", repr(j))
+        check(sha256_file(z) == sha, "check leaves the zeros where they are")
+        flip_byte(z, size + 30000)
+        r = run(z, "check")
+        check(r.rc == 1 and b"UNREADABLE TAIL" in r.out and b"DAMAGED" in r.out,
+              "check: a non-zero byte among the zeros is a torn tail", repr(r))
+        flip_byte(z, size + 30000)
+        r = run(z, "write", "c", "third")
+        check(r.rc == 0 and os.path.getsize(z) < size + 200 and
+              not [n for n in os.listdir(d) if n.startswith("zeros.bin.torn")],
+              "a writable command cuts the zeros without saving them", repr(r))
+
 
 # ---------------------------------------------------------------------------
 # group: files - import and export

@@ -6,8 +6,10 @@
  * by simdr_close and compaction; a
  * write longer than a step extending the file itself; a step of zeros that
  * cannot be written leaving the write to go on as a plain append; durable
- * writes; a read-only handle reading past the zeros; and simdr_set_append_mode
- * moving a store between the three modes. (The kill -9, torn-tail, process,
+ * writes; a read-only handle reading past the zeros; a writer killed with its
+ * zeros ahead (a read-only open and simdr_check call the file sound, a
+ * writable open cuts them unsaved); and simdr_set_append_mode moving a store
+ * between the three modes. (The kill -9, torn-tail, process,
  * full-disk and power-cut suites run in this mode too: tests/crash, --zeroed;
  * and the fault sweep's "zeroed:" operations.)
  */
@@ -16,6 +18,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "io.h"
 
@@ -285,6 +289,86 @@ static void test_no_zeros_while_syncs_are_large(void **state) {
     assert_int_equal(simdr_close(s), SIMDR_OK);
 }
 
+/* A zeroed writer (durable puts) killed in a child: a read-only open sees
+ * every acknowledged put, reports the zeros it skipped as zeros_only, and
+ * simdr_check finds the file sound; one non-zero byte among them is a torn
+ * tail again (reported, and saved by the writable open that cuts it); the
+ * writable open of the untouched file cuts the zeros without saving them. */
+static void test_killed_writer_leaves_a_sound_file(void **state) {
+    tu_fixture *f = *state;
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        simdr_options o;
+        simdr_options_init(&o);
+        o.append_mode = SIMDR_APPEND_ZEROED;
+        o.durability = SIMDR_SYNC_DATA;
+        simdr_store *s = NULL;
+        if (simdr_open(&s, f->path, &o) != SIMDR_OK) _exit(2);
+        static uint8_t v[300];
+        for (unsigned i = 0;; i++) {
+            char k[32];
+            key_of(k, sizeof k, i);
+            if (simdr_put(s, TU_STR(k), v, value_of(v, i, 1 + i % sizeof v), NULL) != SIMDR_OK)
+                _exit(3);
+            if (write(pfd[1], &i, sizeof i) != (ssize_t)sizeof i) _exit(4);
+        }
+    }
+    close(pfd[1]);
+    unsigned acked = 0, got;
+    while (acked < 300 && read(pfd[0], &got, sizeof got) == (ssize_t)sizeof got) acked = got + 1;
+    tu_kill9(pid);
+    close(pfd[0]);
+    assert_true(acked >= 300);
+    int64_t size = tu_file_size(f->path);
+
+    simdr_store *r = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
+    simdr_recovery_info ri;
+    assert_int_equal(simdr_recovery(r, &ri), SIMDR_OK);
+    assert_true(ri.bytes_cut > 0);
+    assert_int_equal(ri.zeros_only, 1);
+    assert_int_equal(ri.truncated, 0);
+    for (unsigned i = 0; i < acked; i += 7) expect_numbered(r, i, 1 + i % 300);
+    simdr_check_report rep;
+    assert_int_equal(simdr_check(r, NULL, NULL, &rep), SIMDR_OK);
+    assert_int_equal(rep.bad_entries, 0);
+    assert_int_equal(simdr_close(r), SIMDR_OK);
+    assert_int_equal(tu_file_size(f->path), size);
+
+    /* One byte that is not zero, in a copy: a torn tail like any other. */
+    char copy[4200];
+    snprintf(copy, sizeof copy, "%s.copy", f->path);
+    tu_copy_file(f->path, copy);
+    uint8_t x = 0x5a;
+    tu_patch_file(copy, (uint64_t)size - 10, &x, 1);
+    r = tu_open(copy, SIMDR_OPEN_READONLY, 0);
+    assert_int_equal(simdr_recovery(r, &ri), SIMDR_OK);
+    assert_int_equal(ri.zeros_only, 0);
+    assert_int_equal(simdr_check(r, NULL, NULL, &rep), SIMDR_ECORRUPT);
+    assert_int_equal(rep.bad_entries, 1);
+    assert_int_equal(simdr_close(r), SIMDR_OK);
+    simdr_store *w = tu_open(copy, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_recovery(w, &ri), SIMDR_OK);
+    assert_int_equal(ri.truncated, 1);
+    assert_int_equal(ri.zeros_only, 0);
+    assert_true(ri.saved_path[0] != '\0');
+    assert_int_equal(simdr_close(w), SIMDR_OK);
+
+    w = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
+    assert_int_equal(simdr_recovery(w, &ri), SIMDR_OK);
+    assert_int_equal(ri.truncated, 1);
+    assert_int_equal(ri.zeros_only, 1);
+    assert_string_equal(ri.saved_path, "");
+    assert_true(simdr_count(w) >= acked);
+    for (unsigned i = 0; i < acked; i += 5) expect_numbered(w, i, 1 + i % 300);
+    assert_int_equal(simdr_check(w, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(w), SIMDR_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST_DIR(test_zeros_kept_by_sync_cut_by_close),
@@ -294,6 +378,7 @@ int main(void) {
         TU_TEST_DIR(test_readonly_reader_beside_zeros),
         TU_TEST_DIR(test_set_append_mode),
         TU_TEST_DIR(test_no_zeros_while_syncs_are_large),
+        TU_TEST_DIR(test_killed_writer_leaves_a_sound_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
