@@ -70,8 +70,10 @@ def test_primary_that_lost_the_end_of_its_file():
     """The primary's file loses its last two entries while it is down (what
     a power cut before the sync leaves), and after its restart clients write
     the same two keys again, the first with another value of the same
-    length. The replica, which has the lost entries, must not keep them."""
-    p = start()
+    length. The replica, which has the lost entries, must not keep them.
+    The file's size is taken while the primary runs, so the primary runs
+    without durability always, whose files run past their last record."""
+    p = start("--durability", "everysec")
     r = replica_of(p)
     try:
         c = p.client()
