@@ -330,8 +330,10 @@ static int cut_torn_tail(simdr_store *s, const uint8_t *base, uint64_t valid, ui
     if (rc == SIMDR_OK && (simdr__ftruncate(s->fd, (off_t)valid) != 0 ||
                            simdr__fsync(s->fd) != 0))
         rc = simdr__fail_errno(errno, "truncating torn tail", s->path);
-    if (rc == SIMDR_OK) s->recovery.truncated = 1;
-    if (rc == SIMDR_OK) s->recovery.zeros_only = zeros_only;
+    if (rc == SIMDR_OK) {
+        s->recovery.truncated = 1;
+        s->recovery.zeros_only = zeros_only;
+    }
     return rc;
 }
 

@@ -49,7 +49,6 @@
  * extend the file as plain appends (docs/BENCHMARKS.md has both cases).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
@@ -67,6 +66,35 @@ static void drop_window(simdr_store *s) {
     s->wmap_off = s->wmap_len = 0;
 }
 
+/* A growth step from alloc_end: max(MIN_STEP, 1/8 of the file), at most
+ * step_max. */
+static uint64_t step_size(const simdr_store *s, uint64_t step_max) {
+    uint64_t step = s->alloc_end / 8 > MIN_STEP ? s->alloc_end / 8 : MIN_STEP;
+    return step < step_max ? step : step_max;
+}
+
+/* Where space ahead reaching at least end (and a step) ends: rounded up to
+ * a GRANULE, then clamped to the file size limit and the format's largest
+ * offset (so it may fall short of end). */
+static uint64_t step_end(uint64_t alloc_end, uint64_t step, uint64_t end, uint64_t limit) {
+    uint64_t want = alloc_end + step > end ? alloc_end + step : end;
+    want = (want + GRANULE - 1) / GRANULE * GRANULE;
+    if (want > limit) want = limit;
+    if (want > SIMDR__MAX_OFFSET) want = SIMDR__MAX_OFFSET;
+    return want;
+}
+
+/* Cuts the space ahead of the tail (wlock held): SIMDR_OK, or the error of
+ * ftruncate with alloc_end unchanged. */
+static int cut_ahead(simdr_store *s) {
+    if (s->alloc_end <= s->tail) return SIMDR_OK;
+    if (simdr__ftruncate(s->fd, (off_t)s->tail) != 0)
+        return simdr__fail_errno(errno, "cutting the preallocated space after the tail",
+                                 s->path);
+    s->alloc_end = s->tail;
+    return SIMDR_OK;
+}
+
 /* Allocates the file up to at least end. */
 static int grow(simdr_store *s, uint64_t end) {
     uint64_t limit = simdr__io_fsize_limit();
@@ -75,11 +103,7 @@ static int grow(simdr_store *s, uint64_t end) {
                            "%s: the write would take the file to %llu bytes, past the "
                            "process's file size limit (RLIMIT_FSIZE, %llu bytes)",
                            s->path, (unsigned long long)end, (unsigned long long)limit);
-    uint64_t step = s->alloc_end / 8 > MIN_STEP ? s->alloc_end / 8 : MIN_STEP;
-    uint64_t want = s->alloc_end + step > end ? s->alloc_end + step : end;
-    want = (want + GRANULE - 1) / GRANULE * GRANULE;
-    if (want > limit) want = limit;
-    if (want > SIMDR__MAX_OFFSET) want = SIMDR__MAX_OFFSET;
+    uint64_t want = step_end(s->alloc_end, step_size(s, UINT64_MAX), end, limit);
     if (want < end) want = end;
     for (;;) {
         if (simdr__io.fallocate(s->fd, 0, (off_t)s->alloc_end,
@@ -152,17 +176,12 @@ void simdr__zeroed_reserve(simdr_store *s, uint64_t end) {
     /* Big enough that a journal commit per step is rare next to the syncs
      * between steps, small enough that writing the step (under the writer
      * lock) and its first sync stay a few milliseconds. */
-    uint64_t step = s->alloc_end / 8;
-    if (step < MIN_STEP) step = MIN_STEP;
-    if (step > ZERO_STEP_MAX) step = ZERO_STEP_MAX;
+    uint64_t step = step_size(s, ZERO_STEP_MAX);
     /* A write longer than a step extends the file itself: zeros under it
      * would double its bytes for one journal commit that it amortizes
      * anyway. The next small write starts a step after it. */
     if (end > s->alloc_end + step) return;
-    uint64_t want = (s->alloc_end + step + GRANULE - 1) / GRANULE * GRANULE;
-    uint64_t limit = simdr__io_fsize_limit();
-    if (want > limit) want = limit;
-    if (want > SIMDR__MAX_OFFSET) want = SIMDR__MAX_OFFSET;
+    uint64_t want = step_end(s->alloc_end, step, end, simdr__io_fsize_limit());
     if (want <= end) return; /* at a limit: the pwrite reports it */
     /* Never written: a block of the zero page, read by pwrite. */
     static uint8_t zeros[1 << 16];
@@ -192,13 +211,7 @@ int simdr__mapped_trim(simdr_store *s, int closing) {
     int rc = SIMDR_OK;
     pthread_mutex_lock(&s->wlock);
     /* A failed store keeps the bytes it withdrew (simdr__withdraw_unsynced). */
-    if ((s->mapped || (s->zeroed && closing)) && !s->failed && s->alloc_end > s->tail) {
-        if (simdr__ftruncate(s->fd, (off_t)s->tail) == 0)
-            s->alloc_end = s->tail;
-        else
-            rc = simdr__fail_errno(errno, "cutting the preallocated space after the tail",
-                                   s->path);
-    }
+    if ((s->mapped || (s->zeroed && closing)) && !s->failed) rc = cut_ahead(s);
     pthread_mutex_unlock(&s->wlock);
     return rc;
 }
@@ -216,14 +229,10 @@ SIMDR_API int simdr_set_append_mode(simdr_store *s, int mode) {
     if (rc != SIMDR_OK) return rc;
     pthread_mutex_lock(&s->wlock);
     rc = simdr__check_writable(s);
-    if (rc == SIMDR_OK && s->alloc_end > s->tail) {
-        if (simdr__ftruncate(s->fd, (off_t)s->tail) == 0)
-            s->alloc_end = s->tail;
-        else
-            rc = simdr__fail_errno(errno, "cutting the preallocated space after the tail",
-                                   s->path);
-    }
-    if (rc == SIMDR_OK) {
+    int now = s->mapped ? SIMDR_APPEND_MAPPED : s->zeroed ? SIMDR_APPEND_ZEROED : SIMDR_APPEND_WRITE;
+    /* The same mode: nothing is left, so nothing is cut. */
+    if (rc == SIMDR_OK && mode != now) rc = cut_ahead(s);
+    if (rc == SIMDR_OK && mode != now) {
         drop_window(s);
         s->mapped = mode == SIMDR_APPEND_MAPPED;
         s->zeroed = mode == SIMDR_APPEND_ZEROED;

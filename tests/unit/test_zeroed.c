@@ -229,7 +229,8 @@ static void test_readonly_reader_beside_zeros(void **state) {
 }
 
 /* simdr_set_append_mode: leaving a mode with space ahead cuts it; entering
- * one starts it at the next write; refused for unknown modes and
+ * one starts it at the next write; setting the mode a store has changes
+ * nothing; refused for unknown modes and
  * read-only stores; every entry survives each move. */
 static void test_set_append_mode(void **state) {
     tu_fixture *f = *state;
@@ -248,6 +249,10 @@ static void test_set_append_mode(void **state) {
     put_numbered(s, 3, 100);
     assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(s));
     expect_zeros_after_tail(f->path, s);
+    /* The mode it has: not left, so its zeros stay. */
+    int64_t ahead = tu_file_size(f->path);
+    assert_int_equal(simdr_set_append_mode(s, SIMDR_APPEND_ZEROED), SIMDR_OK);
+    assert_int_equal(tu_file_size(f->path), ahead);
     assert_int_equal(simdr_set_append_mode(s, 9), SIMDR_EINVAL);
     assert_int_equal(simdr_set_append_mode(NULL, SIMDR_APPEND_WRITE), SIMDR_EINVAL);
     simdr_store *r = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
