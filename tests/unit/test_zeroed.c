@@ -6,7 +6,8 @@
  * by simdr_close and compaction; a
  * write longer than a step extending the file itself; a step of zeros that
  * cannot be written leaving the write to go on as a plain append; durable
- * writes; a read-only handle reading past the zeros; a writer killed with its
+ * writes; puts aimed at the zeros' end and a byte either side; a read-only
+ * handle reading past the zeros; a writer killed with its
  * zeros ahead (a read-only open and simdr_check call the file sound, a
  * writable open cuts them unsaved); and simdr_set_append_mode moving a store
  * between the three modes. (The kill -9, torn-tail, process,
@@ -26,6 +27,24 @@
 /* The smallest step of zeros (src/mapped.c, MIN_STEP). */
 #define STEP (UINT64_C(1) << 20)
 
+/* The file runs past the store's tail, and every byte past it is zero. */
+static void expect_zeros_ahead(const char *path, simdr_store *s) {
+    size_t len = 0;
+    uint8_t *bytes = tu_read_file(path, &len);
+    assert_non_null(bytes);
+    uint64_t tail = simdr_file_size(s);
+    assert_true(len > tail);
+    for (size_t at = (size_t)tail; at < len; at++)
+        if (bytes[at] != 0) fail_msg("byte %zu after the tail %llu is %u", at,
+                                     (unsigned long long)tail, bytes[at]);
+    free(bytes);
+}
+
+/* The file ends exactly at the store's tail. */
+static void expect_exact(const char *path, simdr_store *s) {
+    assert_int_equal(tu_file_size(path), (int64_t)simdr_file_size(s));
+}
+
 static simdr_store *open_zeroed(const char *path, int durability) {
     simdr_options o;
     simdr_options_init(&o);
@@ -43,7 +62,7 @@ static simdr_store *open_zeroed_syncing(const char *path) {
     simdr_store *s = open_zeroed(path, SIMDR_SYNC_NONE);
     tu_put_str(s, "first", "sync");
     assert_int_equal(simdr_sync(s), SIMDR_OK);
-    assert_int_equal(tu_file_size(path), (int64_t)simdr_file_size(s));
+    expect_exact(path, s);
     return s;
 }
 
@@ -70,19 +89,6 @@ static void expect_numbered(simdr_store *s, unsigned i, size_t len) {
     tu_expect_value(s, TU_STR(k), want, len);
 }
 
-/* The file's bytes from the store's tail to its end are all zero. */
-static void expect_zeros_after_tail(const char *path, simdr_store *s) {
-    size_t len = 0;
-    uint8_t *bytes = tu_read_file(path, &len);
-    assert_non_null(bytes);
-    uint64_t tail = simdr_file_size(s);
-    assert_true(len >= tail);
-    for (size_t at = (size_t)tail; at < len; at++)
-        if (bytes[at] != 0) fail_msg("byte %zu after the tail %llu is %u", at,
-                                     (unsigned long long)tail, bytes[at]);
-    free(bytes);
-}
-
 /* Zeros ahead of the tail from the first put on, in whole steps; a sync
  * keeps them (the file's length does not change), a close cuts them, and
  * every entry reads back before and after. */
@@ -91,7 +97,7 @@ static void test_zeros_kept_by_sync_cut_by_close(void **state) {
     simdr_store *s = open_zeroed(f->path, SIMDR_SYNC_NONE);
     /* Before the first sync: plain appends. */
     tu_put_str(s, "first", "sync");
-    assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(s));
+    expect_exact(f->path, s);
     assert_int_equal(simdr_sync(s), SIMDR_OK);
     put_numbered(s, 0, 100);
     /* A whole step past the tail, up to a multiple of the step. */
@@ -99,15 +105,14 @@ static void test_zeros_kept_by_sync_cut_by_close(void **state) {
     assert_int_equal(size % (int64_t)STEP, 0);
     assert_true(size >= (int64_t)(simdr_file_size(s) + STEP - 200));
     assert_true(size <= (int64_t)(simdr_file_size(s) + 2 * STEP));
-    expect_zeros_after_tail(f->path, s);
+    expect_zeros_ahead(f->path, s);
     assert_int_equal(simdr_sync(s), SIMDR_OK);
     assert_int_equal(tu_file_size(f->path), size);
     /* Puts across the first step's end: one more step of zeros. */
     unsigned n = 1;
     while (simdr_file_size(s) < STEP + 1000) put_numbered(s, n++, 3000);
     assert_true(tu_file_size(f->path) >= (int64_t)(2 * STEP));
-    assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(s));
-    expect_zeros_after_tail(f->path, s);
+    expect_zeros_ahead(f->path, s);
     int64_t grown = tu_file_size(f->path);
     assert_int_equal(simdr_sync(s), SIMDR_OK);
     assert_int_equal(tu_file_size(f->path), grown);
@@ -132,10 +137,10 @@ static void test_long_write_extends_the_file_itself(void **state) {
     simdr_store *s = open_zeroed_syncing(f->path);
     put_numbered(s, 0, 10);
     put_numbered(s, 1, 3u << 20);
-    assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(s));
+    expect_exact(f->path, s);
     put_numbered(s, 2, 10);
     assert_true(tu_file_size(f->path) >= (int64_t)(simdr_file_size(s) + STEP - 100));
-    expect_zeros_after_tail(f->path, s);
+    expect_zeros_ahead(f->path, s);
     expect_numbered(s, 0, 10);
     expect_numbered(s, 1, 3u << 20);
     expect_numbered(s, 2, 10);
@@ -154,7 +159,7 @@ static void test_failed_zeros_leave_a_plain_append(void **state) {
     put_numbered(s, 0, 100);
     assert_int_equal(simdr__io_hits(SIMDR__IO_PWRITEV), 1);
     simdr__io_reset();
-    assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(s));
+    expect_exact(f->path, s);
     expect_numbered(s, 0, 100);
     /* No space at all: the zeros and then the batch's own write fail, the
      * batch is refused, the file ends at its tail. */
@@ -168,11 +173,10 @@ static void test_failed_zeros_leave_a_plain_append(void **state) {
     simdr__io_reset();
     assert_int_equal(rc, SIMDR_ENOSPC);
     assert_int_equal(zero_tries, 1);
-    assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(s));
+    expect_exact(f->path, s);
     tu_expect_absent(s, TU_STR("a"));
     put_numbered(s, 1, 100);
-    assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(s));
-    expect_zeros_after_tail(f->path, s);
+    expect_zeros_ahead(f->path, s);
     assert_int_equal(simdr_close(s), SIMDR_OK);
     s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
     assert_int_equal(simdr_count(s), 3);
@@ -190,10 +194,9 @@ static void test_durable_writes_and_compaction(void **state) {
     int64_t size = tu_file_size(f->path);
     assert_true(size > (int64_t)simdr_file_size(s));
     assert_int_equal(simdr_compact(s), SIMDR_OK);
-    assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(s));
+    expect_exact(f->path, s);
     put_numbered(s, 77, 500);
-    assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(s));
-    expect_zeros_after_tail(f->path, s);
+    expect_zeros_ahead(f->path, s);
     assert_int_equal(simdr_close(s), SIMDR_OK);
     s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
     assert_int_equal(simdr_count(s), 51);
@@ -209,7 +212,7 @@ static void test_readonly_reader_beside_zeros(void **state) {
     simdr_store *w = open_zeroed_syncing(f->path);
     for (unsigned i = 0; i < 100; i++) put_numbered(w, i, 1 + i * 17);
     assert_int_equal(simdr_sync(w), SIMDR_OK);
-    assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(w));
+    expect_zeros_ahead(f->path, w);
     simdr_store *r = tu_open(f->path, SIMDR_OPEN_READONLY, 0);
     simdr_recovery_info ri;
     assert_int_equal(simdr_recovery(r, &ri), SIMDR_OK);
@@ -236,19 +239,18 @@ static void test_set_append_mode(void **state) {
     tu_fixture *f = *state;
     simdr_store *s = open_zeroed_syncing(f->path);
     put_numbered(s, 0, 100);
-    assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(s));
+    expect_zeros_ahead(f->path, s);
     assert_int_equal(simdr_set_append_mode(s, SIMDR_APPEND_WRITE), SIMDR_OK);
-    assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(s));
+    expect_exact(f->path, s);
     put_numbered(s, 1, 100);
-    assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(s));
+    expect_exact(f->path, s);
     assert_int_equal(simdr_set_append_mode(s, SIMDR_APPEND_MAPPED), SIMDR_OK);
     put_numbered(s, 2, 100);
-    assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(s));
+    expect_zeros_ahead(f->path, s);
     assert_int_equal(simdr_set_append_mode(s, SIMDR_APPEND_ZEROED), SIMDR_OK);
-    assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(s));
+    expect_exact(f->path, s);
     put_numbered(s, 3, 100);
-    assert_true(tu_file_size(f->path) > (int64_t)simdr_file_size(s));
-    expect_zeros_after_tail(f->path, s);
+    expect_zeros_ahead(f->path, s);
     /* The mode it has: not left, so its zeros stay. */
     int64_t ahead = tu_file_size(f->path);
     assert_int_equal(simdr_set_append_mode(s, SIMDR_APPEND_ZEROED), SIMDR_OK);
@@ -274,7 +276,7 @@ static void test_no_zeros_while_syncs_are_large(void **state) {
     unsigned i = 0;
     for (int round = 0; round < 20; round++) {
         for (int k = 0; k < 10; k++) put_numbered(s, i++, 60000);
-        assert_int_equal(tu_file_size(f->path), (int64_t)simdr_file_size(s));
+        expect_exact(f->path, s);
         assert_int_equal(simdr_sync(s), SIMDR_OK);
     }
     /* Small syncs bring the average under the limit within a few dozen. */
@@ -285,13 +287,68 @@ static void test_no_zeros_while_syncs_are_large(void **state) {
         assert_int_equal(simdr_sync(s), SIMDR_OK);
     }
     assert_true(zeros_seen);
-    expect_zeros_after_tail(f->path, s);
+    expect_zeros_ahead(f->path, s);
     for (unsigned k = 0; k < 200; k += 13) expect_numbered(s, k, 60000);
+    uint64_t tail = simdr_file_size(s);
     assert_int_equal(simdr_close(s), SIMDR_OK);
-    assert_int_equal(tu_file_size(f->path) > 0, 1);
+    assert_int_equal(tu_file_size(f->path), (int64_t)tail);
     s = tu_open(f->path, SIMDR_OPEN_EXISTING, 0);
     assert_int_equal(simdr_count(s), i);
     assert_int_equal(simdr_close(s), SIMDR_OK);
+}
+
+/* Puts aimed to end one byte before, exactly at and one byte past the
+ * zeros' end, and one a step and a byte past it (a plain append, no zeros
+ * under it), in both layouts: each reads back at once, the file is exact
+ * or zeros ahead as the rule says, and a reopen finds every value sound. */
+static void aim_at_the_zeros_end(const char *path, int layout) {
+    simdr_options o;
+    simdr_options_init(&o);
+    o.append_mode = SIMDR_APPEND_ZEROED;
+    o.layout = layout;
+    simdr_store *s = NULL;
+    assert_int_equal(simdr_open(&s, path, &o), SIMDR_OK);
+    tu_put_str(s, "first", "sync");
+    assert_int_equal(simdr_sync(s), SIMDR_OK);
+    static const int64_t aims[] = {-1, 0, 1, -1, (int64_t)STEP + 1};
+    size_t lens[sizeof aims / sizeof aims[0]];
+    unsigned fillers = 100;
+    for (size_t a = 0; a < sizeof aims / sizeof aims[0]; a++) {
+        /* Small puts until zeros lie ahead with room for an entry before
+         * their end (the last aim may have ended the file). */
+        do
+            put_numbered(s, fillers++, 100);
+        while (tu_file_size(path) - (int64_t)simdr_file_size(s) < 200);
+        int64_t zeros_end = tu_file_size(path);
+        uint64_t tail = simdr_file_size(s);
+        uint64_t start = layout == SIMDR_LAYOUT_ALIGNED64 ? (tail + 63) / 64 * 64 : tail;
+        /* the zeros' end as the file shows it, or a step past it */
+        uint64_t end = (uint64_t)(zeros_end + aims[a]);
+        if (aims[a] > 1) end = (uint64_t)zeros_end + STEP + 1;
+        assert_true(end > start + 20);
+        lens[a] = (size_t)(end - start - 20);
+        put_numbered(s, 1 + (unsigned)a, lens[a]);
+        assert_int_equal(simdr_file_size(s), end);
+        expect_numbered(s, 1 + (unsigned)a, lens[a]);
+        if (aims[a] < 0) expect_zeros_ahead(path, s);   /* inside the step */
+        if (aims[a] == 0 || aims[a] > 1) expect_exact(path, s); /* at its end; a plain append */
+        if (aims[a] == 1) expect_zeros_ahead(path, s);  /* one byte past: the next step */
+    }
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    s = tu_open(path, SIMDR_OPEN_EXISTING, 0);
+    for (size_t a = 0; a < sizeof aims / sizeof aims[0]; a++)
+        expect_numbered(s, 1 + (unsigned)a, lens[a]);
+    assert_int_equal(simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+}
+
+static void test_entries_aimed_at_the_zeros_end(void **state) {
+    tu_fixture *f = *state;
+    aim_at_the_zeros_end(f->path, SIMDR_LAYOUT_ALIGNED64);
+    char other[4200];
+    snprintf(other, sizeof other, "%s.unaligned", f->path);
+    aim_at_the_zeros_end(other, SIMDR_LAYOUT_UNALIGNED);
 }
 
 /* A zeroed writer (durable puts) killed in a child: a read-only open sees
@@ -383,6 +440,7 @@ int main(void) {
         TU_TEST_DIR(test_readonly_reader_beside_zeros),
         TU_TEST_DIR(test_set_append_mode),
         TU_TEST_DIR(test_no_zeros_while_syncs_are_large),
+        TU_TEST_DIR(test_entries_aimed_at_the_zeros_end),
         TU_TEST_DIR(test_killed_writer_leaves_a_sound_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
