@@ -524,6 +524,17 @@ def test_verify_reads_option(store_path):
         assert sorted(len(h) for h in ro) == [2, 20, 200, 5000]
 
 
+def write_every_way(db, values):
+    """values written by single puts (the first half) and one batch (the
+    rest), then k7 deleted (from values too)."""
+    items = list(values.items())
+    for k, v in items[:len(items) // 2]:
+        db.write(k, v)
+    db.batch_write(items[len(items) // 2:])
+    db.delete(b"k7")
+    del values[b"k7"]
+
+
 def test_append_mode_mapped(tmp_path):
     # Mapped appends: the file runs ahead of its last entry (preallocated
     # zeros) while open and is cut back to it by sync() and close(); every
@@ -532,11 +543,7 @@ def test_append_mode_mapped(tmp_path):
     values = {b"k%d" % i: os.urandom(1 + i % 300) + b"!" for i in range(2000)}
     with simdr.open(path, append_mode="mapped") as db:
         assert db.info()["append_mode"] == "mapped"
-        for k, v in list(values.items())[:1000]:
-            db.write(k, v)
-        db.batch_write(list(values.items())[1000:])
-        db.delete(b"k7")
-        del values[b"k7"]
+        write_every_way(db, values)
         assert os.path.getsize(path) > db.info()["file_size"]  # the preallocated zeros
         assert all(db.read(k) == v for k, v in values.items())
         with simdr.open(path, readonly=True) as ro:
@@ -566,11 +573,7 @@ def test_append_mode_zeroed(tmp_path):
     values = {b"k%d" % i: os.urandom(1 + i % 300) + b"!" for i in range(2000)}
     with simdr.open(path, append_mode="zeroed", durability="data") as db:
         assert db.info()["append_mode"] == "zeroed"
-        for k, v in list(values.items())[:1000]:
-            db.write(k, v)
-        db.batch_write(list(values.items())[1000:])
-        db.delete(b"k7")
-        del values[b"k7"]
+        write_every_way(db, values)
         ahead = os.path.getsize(path)
         assert ahead > db.info()["file_size"]
         with open(path, "rb") as f:
