@@ -300,7 +300,7 @@ SIMDR_API int simdr_close(simdr_store *store);
  * Changes how the store's later appends reach the file (enum
  * simdr_append_mode), as if it had been opened with that mode: leaving
  * SIMDR_APPEND_MAPPED or SIMDR_APPEND_ZEROED cuts the file back to its tail
- * first. For a program whose durability changes at run time (a server's
+ * first; the mode the store has already changes nothing. For a program whose durability changes at run time (a server's
  * configuration). Errors: SIMDR_EINVAL (unknown mode), SIMDR_EREADONLY,
  * SIMDR_EFAILED, SIMDR_EIO (the cut failed: the mode is unchanged).
  */
