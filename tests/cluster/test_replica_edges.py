@@ -19,7 +19,7 @@ import redis
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
 from serverutil import encode as resp, wait_until  # noqa: E402
-from clusterutil import cleanup, db_file, replica_of, start  # noqa: E402
+from clusterutil import cleanup, db_records, replica_of, start  # noqa: E402
 
 WAIT_MS = 20000  # far above what a replica needs here; bounds a failing run
 
@@ -62,7 +62,7 @@ def test_promoted_replica_that_was_behind():
         assert bc.wait(1, WAIT_MS) == 1
         assert a.client().get("status") == b"run-2222"
         assert contents(a) == contents(b)
-        assert db_file(a) == db_file(b)
+        assert db_records(a) == db_records(b)
     finally:
         cleanup(a, b, p)
 
@@ -96,7 +96,7 @@ def test_primary_that_lost_the_end_of_its_file():
         assert c.wait(1, WAIT_MS) == 1
         assert r.client().get("status") == b"run-2222"
         assert contents(r) == contents(p)
-        assert db_file(r) == db_file(p)
+        assert db_records(r) == db_records(p)
         # a replica of this run resumes across its own restart (no copy)
         copies = r.log().count("full copy")
         r.stop()
@@ -124,7 +124,7 @@ def test_entry_larger_than_the_output_buffer_limit():
         assert c.wait(1, WAIT_MS) == 1
         rc = r.client()
         assert rc.get("big") == big and rc.get("after") == b"1"
-        assert db_file(r) == db_file(p)
+        assert db_records(r) == db_records(p)
         assert "output buffer over" not in p.log()  # the link was never closed
     finally:
         cleanup(r, p)
@@ -183,7 +183,7 @@ def test_transaction_queued_before_the_primary_turned_replica():
         assert other.client().wait(1, WAIT_MS) == 1
         rc = p.client()
         assert rc.get("mine") is None and rc.get("theirs") == b"1"
-        assert db_file(p) == db_file(other)
+        assert db_records(p) == db_records(other)
         # a read-only transaction still runs
         tx.execute_command("MULTI")
         tx.execute_command("GET", "theirs")
@@ -213,7 +213,7 @@ def test_large_set_arriving_while_the_primary_turns_replica():
         raw.close()
         assert other.client().wait(1, WAIT_MS) == 1
         assert p.client().get("big") is None
-        assert db_file(p) == db_file(other)
+        assert db_records(p) == db_records(other)
     finally:
         cleanup(p, other)
 
@@ -258,7 +258,7 @@ class HalfCopy:
         self.new = {"k%d" % i: "new-%d" % i for i in range(0, 20, 2)}
         self.q.client().mset(self.new)
         self.q.stop()
-        self.new_file = db_file(self.q)
+        self.new_file = db_records(self.q)
         self.last_start = struct.unpack("<Q", self.new_file[-12:-4])[0]  # the last entry's link
         assert 0 < self.last_start < len(self.new_file)
         self.lsock.bind(("127.0.0.1", 0))
@@ -301,7 +301,7 @@ def test_full_copy_is_built_beside_the_served_data():
         rc = h.r.client()
         assert rc.info("replication")["master_sync_in_progress"] == 1
         assert h.serves_old(rc)
-        assert db_file(h.r) == db_file(h.p)  # the served file is untouched
+        assert db_records(h.r) == db_records(h.p)  # the served file is untouched
         # the same primary again (as Redis: nothing to do): the copy goes on
         fake_port = str(h.lsock.getsockname()[1])
         assert rc.execute_command("REPLICAOF", "127.0.0.1", fake_port) == \
@@ -310,13 +310,13 @@ def test_full_copy_is_built_beside_the_served_data():
                             h.new_file[h.last_start:]))
         wait_until(lambda: rc.info("replication")["master_sync_in_progress"] == 0, "the swap")
         assert rc.mget(list(h.old)) == [h.new[k].encode() if k in h.new else None for k in h.old]
-        assert db_file(h.r) == h.new_file
+        assert db_records(h.r) == h.new_file
         rc.execute_command("REPLICAOF", "NO", "ONE")
         h.r.stop()
         h.r.args = ["--auto-compact-percent", "0"]  # not a replica of p again
         h.r.start()
         assert h.r.client().mget(list(h.new)) == [v.encode() for v in h.new.values()]
-        assert db_file(h.r) == h.new_file
+        assert db_records(h.r) == h.new_file
     finally:
         h.close()
 
@@ -338,7 +338,7 @@ def test_full_copy_cut_short_by_a_crash():
         pc.set("after", "1")
         assert pc.wait(1, WAIT_MS) == 1
         assert rc.get("after") == b"1"
-        assert db_file(h.r) == db_file(h.p)
+        assert db_records(h.r) == db_records(h.p)
         assert h.r.log().count("full copy") == copies  # resumed on its own tail
     finally:
         h.close()
@@ -363,7 +363,7 @@ def test_no_room_beside_falls_back_to_a_copy_in_place():
         c.set("after", "1")
         assert c.wait(1, WAIT_MS) == 1
         assert r.client().get("after") == b"1"
-        assert db_file(r) == db_file(p)
+        assert db_records(r) == db_records(p)
         assert "cannot build the copy beside the served one" in r.log()
     finally:
         cleanup(r, p)
@@ -538,6 +538,6 @@ def test_primary_paused_beyond_repl_timeout():
         wait_until(lambda: c.info("replication")["connected_slaves"] == 1, "stale links closed")
         assert r.client().get("after") == b"1"
         assert contents(r) == contents(p)
-        assert db_file(r) == db_file(p)
+        assert db_records(r) == db_records(p)
     finally:
         cleanup(r, p)
