@@ -836,12 +836,15 @@ int main(int argc, char **argv) {
         replica_after_turn(wrote);
     }
 
-    /* Shutdown: no new connections; what was read has run; replies out; sync; close. */
+    /* Shutdown: a running compaction stopped first (it would otherwise go on
+     * copying while the replies go out and the stores sync, and replace a
+     * file the shutdown is about to close); no new connections; what was
+     * read has run; replies out; sync; close. */
+    server_stop_compaction("shutting down");
     net_close_listeners();
     net_after_turn();
     net_flush_all_blocking(2000);
     server_sync_all();
-    server_stop_compaction("shutting down");
     server_wait_measure();
     iothreads_stop();
     replica_shutdown();
