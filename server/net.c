@@ -533,7 +533,15 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
     mark_pending(arg);
 }
 
+/* Chains of a reply buffer offered to one writev: at most what libevent
+ * gathers into one (its NUM_WRITE_IOVEC, 128 on Linux). */
+#define WRITE_IOVECS 64
+
 /* Writes what the socket takes now. 1: all written, 0: some left, -1: error.
+ * A write the socket took only part of ends the flush (0) as EAGAIN would:
+ * the socket's buffer is full, and writing on would follow a slow reader at
+ * its own pace, a few kilobytes a call, with the event loop and every other
+ * client waiting, and never find the output over its limit (finish_write).
  * Touches only c and *bytes_out, so an I/O thread may run it: the entries a
  * reply references (reply_bulk_entry) are released there as their bytes go
  * out, which the engine allows from any thread. */
@@ -541,7 +549,11 @@ static int flush_client(client *c, uint64_t *bytes_out) {
     int rc = 1;
     uint64_t wrote = 0;
     while (evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, c->fd);
+        struct evbuffer_iovec vec[WRITE_IOVECS];
+        int chains = evbuffer_peek(c->out, -1, NULL, vec, WRITE_IOVECS);
+        size_t offered = 0;
+        for (int i = 0; i < chains && i < WRITE_IOVECS; i++) offered += vec[i].iov_len;
+        int n = evbuffer_write_atmost(c->out, c->fd, (ev_ssize_t)offered);
         if (n < 0) {
             if (errno == EINTR) continue;
             rc = errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
@@ -552,6 +564,10 @@ static int flush_client(client *c, uint64_t *bytes_out) {
             break;
         }
         wrote += (uint64_t)n;
+        if ((size_t)n < offered) {
+            rc = 0;
+            break;
+        }
     }
     /* As Redis: a client taking its replies is not idle (a slow reader of a
      * big reply is not closed by the idle timeout while the bytes flow). */
