@@ -110,9 +110,10 @@ static int parse_memory(const char *s, long long *out) {
     return 1;
 }
 
-/* Descriptors kept beside the clients' sockets: store and side files of 16
- * databases, listeners, the log, compaction and spool files. */
-#define FDS_BESIDE_CLIENTS 64
+/* Descriptors kept beside the clients' sockets: the store file, side file and
+ * map of 16 databases (a map keeps a descriptor of its file for checking
+ * large values), listeners, the log, compaction and spool files. */
+#define FDS_BESIDE_CLIENTS 96
 
 /* Raises the open file limit (up to the hard limit) for want clients;
  * returns how many clients it leaves room for, want at most. */

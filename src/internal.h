@@ -134,6 +134,8 @@ typedef struct simdr__map {
     uint64_t len;                /* mapped length (>= file size) */
     uint64_t populated;          /* writer: the prefix whose pages are mapped in, page aligned */
     _Atomic int64_t outstanding; /* handle count once retired */
+    int fd;                      /* a read-only description of the mapped file, open as long as
+                                    the map (a large value's check reads it: read.c); -1: none */
 } simdr__map;
 
 int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *path);

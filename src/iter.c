@@ -374,12 +374,12 @@ static int next_from_offsets(simdr_iter *it, const simdr_entry **entry) {
     if (rc != SIMDR_OK)
         return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
                            (unsigned long long)meta_off);
+    e.map = it->map; /* the check reads the value through the map's file */
     if (it->store->verify_reads) {
         rc = simdr__verify_payload(it->store, &e);
         if (rc != SIMDR_OK) return rc;
         e.verified = 1;
     }
-    e.map = it->map;
     e.shard = it->shard;
     it->current = e;
     *entry = &it->current;
@@ -460,12 +460,12 @@ static int next_marked(simdr_iter *it, const simdr_entry **entry) {
     if (rc != SIMDR_OK)
         return simdr__fail(rc, "%s: damaged entry (metadata at %llu)", it->store->path,
                            (unsigned long long)meta_off);
+    e->map = it->map; /* the check reads the value through the map's file */
     if (it->store->verify_reads) {
         rc = simdr__verify_payload(it->store, e);
         if (rc != SIMDR_OK) return rc;
         e->verified = 1;
     }
-    e->map = it->map;
     e->shard = it->shard;
     *entry = e;
     return SIMDR_OK;
@@ -542,12 +542,12 @@ SIMDR_API int simdr_iter_next(simdr_iter *it, const simdr_entry **entry) {
                                "newest (the index names another, which this walk passed under "
                                "a damaged key hash); not served",
                                it->store->path, (unsigned long long)e.meta_off + SIMDR__META_SIZE);
+        e.map = it->map; /* the check reads the value through the map's file */
         if (it->store->verify_reads) {
             rc = simdr__verify_payload(it->store, &e);
             if (rc != SIMDR_OK) return rc;
             e.verified = 1;
         }
-        e.map = it->map;
         e.shard = it->shard;
         it->current = e;
         *entry = &it->current;
@@ -616,8 +616,9 @@ static void *par_worker(void *arg) {
     for (uint64_t i = j->begin; i < j->end; i++) {
         if (atomic_load_explicit(j->stop, memory_order_relaxed)) break;
         struct simdr_entry e;
-        if (simdr__entry_decode(j->map->base, j->map->len, j->offs[i], j->layout, &e) != SIMDR_OK ||
-            (j->verify && !simdr__payload_sound(&e))) {
+        int decoded = simdr__entry_decode(j->map->base, j->map->len, j->offs[i], j->layout, &e);
+        e.map = j->map; /* the check reads the value through the map's file */
+        if (decoded != SIMDR_OK || (j->verify && !simdr__payload_sound(&e))) {
             j->rc = SIMDR_ECORRUPT;
             atomic_store(j->stop, 1);
             break;

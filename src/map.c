@@ -65,10 +65,10 @@ int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *
         m->len = half > need ? half : need;
         p = simdr__io.mmap(NULL, (size_t)m->len, PROT_READ, MAP_SHARED, map_from, 0);
     }
-    if (map_fd >= 0) close(map_fd);
     if (p == MAP_FAILED) {
         int err = errno;
         unsigned long long reserved = (unsigned long long)m->len;
+        if (map_fd >= 0) close(map_fd);
         free(m);
         return simdr__fail(err == ENOMEM ? SIMDR_ENOMEM : SIMDR_EIO,
                            "%s: mapping a file of %llu bytes (%llu bytes of address space): %s",
@@ -76,6 +76,10 @@ int simdr__map_create(int fd, uint64_t file_size, simdr__map **out, const char *
     }
     m->base = p;
     m->populated = 0;
+    /* Kept: it names the mapped file even after a compaction gave the store
+     * another one, so a check can read a value's bytes without mapping its
+     * pages in (read.c, simdr__payload_sound). */
+    m->fd = map_fd;
     *out = m;
     return SIMDR_OK;
 }
@@ -105,6 +109,7 @@ SIMDR_API int simdr_release_memory(simdr_store *s) {
 
 static void map_destroy(simdr__map *m) {
     munmap((void *)m->base, (size_t)m->len);
+    if (m->fd >= 0) close(m->fd);
     free(m);
 }
 

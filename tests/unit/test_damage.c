@@ -11,6 +11,7 @@
 
 #include <stdatomic.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +215,115 @@ static void damage_large_value_reported(void **state) {
     assert_true(at < big); /* the last chunk is not handed out */
     simdr_entry_release(e);
     assert_int_equal(simdr_close(s), SIMDR_OK);
+    free(v);
+}
+
+/* Values past the 1 MiB step are checked by reading the mapped file with
+ * pread, those up to it through the map: a flipped byte at the start, the
+ * middle or the end of a value on either side of that size and of a second
+ * step is reported by every checked read, and the same value sound again is
+ * served whole. */
+static void damage_large_value_sizes_and_places(void **state) {
+    tu_fixture *f = *state;
+    const size_t sizes[] = {1u << 20, (1u << 20) + 1, 2u << 20, (2u << 20) + 1};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t big = sizes[k];
+        uint8_t *v = malloc(big), *got = malloc(big);
+        assert_non_null(v);
+        assert_non_null(got);
+        tu_fill(v, big, 300 + k);
+        unlink(f->path);
+        simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
+        write_keys(s, 0, 3);
+        assert_int_equal(simdr_put(s, TU_STR("big"), v, big, NULL), SIMDR_OK);
+        write_keys(s, 3, 6);
+        uint64_t off = payload_at(s, "big", NULL);
+        assert_int_equal(simdr_close(s), SIMDR_OK);
+        const size_t places[] = {0, big / 2, big - 1};
+        for (size_t p = 0; p < 3; p++) {
+            flip_byte(f->path, off + places[p]);
+            s = open_ok(f->path, SIMDR_OPEN_READONLY, 1);
+            simdr_entry *e = NULL;
+            assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_ECORRUPT);
+            assert_null(e);
+            size_t n = 0;
+            assert_int_equal(simdr_get_copy(s, TU_STR("big"), got, big, &n), SIMDR_ECORRUPT);
+            assert_int_equal(simdr_close(s), SIMDR_OK);
+            flip_byte(f->path, off + places[p]); /* sound again */
+            s = open_ok(f->path, SIMDR_OPEN_READONLY, 1);
+            assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_OK);
+            assert_int_equal(simdr_entry_size(e), big);
+            assert_memory_equal(simdr_entry_data(e), v, big);
+            simdr_entry_release(e);
+            assert_int_equal(simdr_close(s), SIMDR_OK);
+        }
+        free(v);
+        free(got);
+    }
+}
+
+/* A handle taken before a compaction replaced the store's file is checked
+ * against the file it was read from (the old one, which its map keeps),
+ * not against whatever lies at its offsets in the new file. */
+static void damage_check_after_compaction_reads_the_handles_file(void **state) {
+    tu_fixture *f = *state;
+    size_t big = (3u << 20) + 17;
+    uint8_t *v = malloc(big);
+    assert_non_null(v);
+    tu_fill(v, big, 41);
+    simdr_store *s = open_ok(f->path, SIMDR_OPEN_CREATE, 0); /* handles unchecked */
+    write_keys(s, 0, 50);
+    write_keys(s, 0, 50); /* garbage: the compaction moves "big" to another offset */
+    assert_int_equal(simdr_put(s, TU_STR("big"), v, big, NULL), SIMDR_OK);
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_OK);
+    uint64_t before = simdr_entry_offset(e);
+    assert_int_equal(simdr_compact(s), SIMDR_OK);
+    simdr_entry *now = NULL;
+    assert_int_equal(simdr_get(s, TU_STR("big"), &now), SIMDR_OK);
+    assert_true(simdr_entry_offset(now) != before);
+    simdr_entry_release(now);
+    uint64_t at = 0;
+    while (at < big) {
+        const void *p;
+        size_t len;
+        assert_int_equal(simdr_entry_chunk(e, at, 1u << 20, &p, &len, 1), SIMDR_OK);
+        assert_memory_equal(p, v + at, len);
+        at += len;
+    }
+    simdr_entry_release(e);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    free(v);
+}
+
+/* The descriptor a map keeps for those checks is closed with the map: when
+ * the last handle outliving simdr_close is released, no descriptor is left. */
+static int open_descriptors(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int n = 0;
+    while (readdir(d)) n++;
+    closedir(d);
+    return n;
+}
+
+static void damage_check_descriptor_closed_with_the_map(void **state) {
+    tu_fixture *f = *state;
+    int before = open_descriptors();
+    if (before < 0) skip();
+    size_t big = (2u << 20) + 5;
+    uint8_t *v = malloc(big);
+    assert_non_null(v);
+    tu_fill(v, big, 43);
+    simdr_store *s = open_ok(f->path, SIMDR_OPEN_CREATE, 1);
+    assert_int_equal(simdr_put(s, TU_STR("big"), v, big, NULL), SIMDR_OK);
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_OK); /* checked by pread */
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+    assert_memory_equal(simdr_entry_data(e), v, big);
+    assert_true(open_descriptors() > before); /* the handle keeps the map */
+    simdr_entry_release(e);
+    assert_int_equal(open_descriptors(), before);
     free(v);
 }
 
@@ -543,6 +653,9 @@ int main(void) {
         TU_TEST_DIR(damage_bitrot_reported_on_every_read_path),
         TU_TEST_DIR(damage_copy_move_rename_never_rechecksum),
         TU_TEST_DIR(damage_large_value_reported),
+        TU_TEST_DIR(damage_large_value_sizes_and_places),
+        TU_TEST_DIR(damage_check_after_compaction_reads_the_handles_file),
+        TU_TEST_DIR(damage_check_descriptor_closed_with_the_map),
         TU_TEST_DIR(damage_index_slot_damaged_is_corrupt_not_absent),
         TU_TEST_DIR(damage_hint_zeros_with_mtime_restored),
         TU_TEST_DIR(hint_mode_follows_the_store),
