@@ -35,7 +35,8 @@
  * program below what a process has already indexed is another matter: the
  * pages beyond the new end are gone, and a process holding the store open
  * (or entries from it) receives SIGBUS when it touches them - in a get, an
- * iteration, or an entry's data. Never shorten a store file in place; let
+ * iteration, or an entry's data (the check of a value over 1 MiB reads the
+ * file instead, and answers a mismatch). Never shorten a store file in place; let
  * simdr_compact() replace it. The side file is read with pread by read-only
  * opens, so a side file shortened in place only costs them a refresh by the
  * file's end (as without one); the writer maps its page, and shortening it

@@ -4,6 +4,7 @@
  * metadata offset, and a handle pins the map so its bytes outlive the
  * section, growth, compaction and close.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -127,29 +128,40 @@ static void drop_pages(const uint8_t *p, uint64_t n) {
  * file's own description into a buffer instead of through the map: a first
  * touch of each mapped page costs more than copying its bytes (measured in
  * docs/BENCHMARKS.md: 40 ms against 7 ms for 100 MB), and the check then
- * maps nothing in. 1 with *crc set; 0 when it cannot (no description, no
- * buffer, a failed read): the caller checks through the map. */
+ * maps nothing in. 1 with *crc set; -1 when the file ends before the value
+ * does (another program cut it: reading those pages through the map would
+ * raise SIGBUS); 0 when it cannot (no description, no buffer, a failed
+ * read): the caller checks through the map. */
 static int payload_crc_by_read(const struct simdr_entry *e, uint32_t *crc) {
     const simdr__map *m = e->map;
     if (!m || m->fd < 0 || e->data != m->base + e->payload_off) return 0;
     uint8_t *buf = malloc(VERIFY_STEP);
     if (!buf) return 0;
     uint32_t c = 0;
-    int ok = 1;
-    for (uint64_t at = 0; ok && at < e->size; at += VERIFY_STEP) {
-        uint64_t n = e->size - at < VERIFY_STEP ? e->size - at : VERIFY_STEP;
-        ok = simdr__pread_all(m->fd, buf, (size_t)n, e->payload_off + at) == 0;
-        if (ok) c = simdr__crc32(c, buf, n);
+    int rc = 1;
+    for (uint64_t at = 0; rc == 1 && at < e->size;) {
+        uint64_t want = e->size - at < VERIFY_STEP ? e->size - at : VERIFY_STEP;
+        ssize_t n = simdr__io.pread(m->fd, buf, (size_t)want, (off_t)(e->payload_off + at));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            rc = 0;
+        } else if (n == 0) {
+            rc = -1;
+        } else {
+            c = simdr__crc32(c, buf, (uint64_t)n);
+            at += (uint64_t)n;
+        }
     }
     free(buf);
-    if (ok) *crc = c;
-    return ok;
+    if (rc == 1) *crc = c;
+    return rc;
 }
 
 int simdr__payload_sound(const struct simdr_entry *e) {
     if (e->size <= VERIFY_STEP) return simdr__crc32(0, e->data, e->size) == e->checksum;
     uint32_t crc = 0;
-    if (payload_crc_by_read(e, &crc)) return crc == e->checksum;
+    int read = payload_crc_by_read(e, &crc);
+    if (read != 0) return read == 1 && crc == e->checksum;
     for (uint64_t at = 0; at < e->size; at += VERIFY_STEP) {
         uint64_t n = e->size - at < VERIFY_STEP ? e->size - at : VERIFY_STEP;
         crc = simdr__crc32(crc, e->data + at, n);
@@ -521,7 +533,7 @@ SIMDR_API int simdr_entry_is_tombstone(const simdr_entry *e) { return e ? e->tom
 
 SIMDR_API int simdr_entry_verify(const simdr_entry *e) {
     if (!e) return simdr__fail(SIMDR_EINVAL, "NULL entry");
-    if (simdr__crc32(0, e->data, e->size) != e->checksum)
+    if (!simdr__payload_sound(e))
         return simdr__fail(SIMDR_ECHECKSUM, "checksum mismatch in the entry at offset %llu",
                            (unsigned long long)e->payload_off);
     return SIMDR_OK;

@@ -296,6 +296,28 @@ static void damage_check_after_compaction_reads_the_handles_file(void **state) {
     free(v);
 }
 
+/* A file cut by another program in the middle of a large value a handle
+ * holds: checking the handle answers a mismatch (the check reads the file,
+ * which ends early) instead of faulting on the map's missing pages. */
+static void damage_check_of_a_value_cut_short_by_another_program(void **state) {
+    tu_fixture *f = *state;
+    size_t big = (3u << 20) + 17;
+    uint8_t *v = malloc(big);
+    assert_non_null(v);
+    tu_fill(v, big, 47);
+    simdr_store *s = open_ok(f->path, SIMDR_OPEN_CREATE, 0);
+    write_keys(s, 0, 3);
+    assert_int_equal(simdr_put(s, TU_STR("big"), v, big, NULL), SIMDR_OK);
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_OK);
+    assert_int_equal(simdr_entry_verify(e), SIMDR_OK);
+    assert_int_equal(truncate(f->path, (off_t)(simdr_entry_offset(e) + (1u << 20) + 100)), 0);
+    assert_int_equal(simdr_entry_verify(e), SIMDR_ECHECKSUM);
+    simdr_entry_release(e);
+    simdr_close(s); /* its own result is about the cut file, not this test's */
+    free(v);
+}
+
 /* The descriptor a map keeps for those checks is closed with the map: when
  * the last handle outliving simdr_close is released, no descriptor is left. */
 static int open_descriptors(void) {
@@ -656,6 +678,7 @@ int main(void) {
         TU_TEST_DIR(damage_large_value_sizes_and_places),
         TU_TEST_DIR(damage_check_after_compaction_reads_the_handles_file),
         TU_TEST_DIR(damage_check_descriptor_closed_with_the_map),
+        TU_TEST_DIR(damage_check_of_a_value_cut_short_by_another_program),
         TU_TEST_DIR(damage_index_slot_damaged_is_corrupt_not_absent),
         TU_TEST_DIR(damage_hint_zeros_with_mtime_restored),
         TU_TEST_DIR(hint_mode_follows_the_store),
