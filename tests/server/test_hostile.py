@@ -369,7 +369,11 @@ def test_config_set_of_every_option_at_runtime(tmp_path):
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.connect(("127.0.0.1", s.port))
         slow.sendall(encode("GET", "at") * 50)
-        slow.settimeout(120)
+        # A slow reader: nothing read until the server has had the time to
+        # answer (its socket buffer then full), so the close does not depend
+        # on whether this process reads faster than the server writes.
+        time.sleep(1.0)
+        slow.settimeout(60)
         got = 0
         try:
             while True:
@@ -379,6 +383,10 @@ def test_config_set_of_every_option_at_runtime(tmp_path):
                 got += len(chunk)
         except (ConnectionResetError, BrokenPipeError):
             pass
+        except socket.timeout:
+            with open(new_log) as f:  # the log moved there above
+                raise AssertionError("neither closed nor answering after %d bytes; log:\n%s" %
+                                     (got, f.read()))
         slow.close()
         assert got < 50 << 20
         set_ok("client-output-buffer-limit", "1gb")
