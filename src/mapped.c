@@ -231,8 +231,7 @@ SIMDR_API int simdr_set_append_mode(simdr_store *s, int mode) {
     rc = simdr__check_writable(s);
     int now = s->mapped ? SIMDR_APPEND_MAPPED : s->zeroed ? SIMDR_APPEND_ZEROED : SIMDR_APPEND_WRITE;
     /* The same mode: nothing is left, so nothing is cut. */
-    if (rc == SIMDR_OK && mode != now) rc = cut_ahead(s);
-    if (rc == SIMDR_OK && mode != now) {
+    if (rc == SIMDR_OK && mode != now && (rc = cut_ahead(s)) == SIMDR_OK) {
         drop_window(s);
         s->mapped = mode == SIMDR_APPEND_MAPPED;
         s->zeroed = mode == SIMDR_APPEND_ZEROED;

@@ -218,6 +218,22 @@ static void damage_large_value_reported(void **state) {
     free(v);
 }
 
+/* len malloc'd bytes of tu_fill(seed): a value for the large-value cases. */
+static uint8_t *big_value(size_t len, uint64_t seed) {
+    uint8_t *v = malloc(len);
+    assert_non_null(v);
+    tu_fill(v, len, seed);
+    return v;
+}
+
+/* Stores v under "big" and returns a handle of it (checked if s checks). */
+static simdr_entry *put_big(simdr_store *s, const uint8_t *v, size_t len) {
+    assert_int_equal(simdr_put(s, TU_STR("big"), v, len, NULL), SIMDR_OK);
+    simdr_entry *e = NULL;
+    assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_OK);
+    return e;
+}
+
 /* Values past the 1 MiB step are checked by reading the mapped file with
  * pread, those up to it through the map: a flipped byte at the start, the
  * middle or the end of a value on either side of that size and of a second
@@ -228,10 +244,8 @@ static void damage_large_value_sizes_and_places(void **state) {
     const size_t sizes[] = {1u << 20, (1u << 20) + 1, 2u << 20, (2u << 20) + 1};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         size_t big = sizes[k];
-        uint8_t *v = malloc(big), *got = malloc(big);
-        assert_non_null(v);
+        uint8_t *v = big_value(big, 300 + k), *got = malloc(big);
         assert_non_null(got);
-        tu_fill(v, big, 300 + k);
         unlink(f->path);
         simdr_store *s = tu_open(f->path, SIMDR_OPEN_CREATE, SIMDR_LAYOUT_ALIGNED64);
         write_keys(s, 0, 3);
@@ -268,15 +282,11 @@ static void damage_large_value_sizes_and_places(void **state) {
 static void damage_check_after_compaction_reads_the_handles_file(void **state) {
     tu_fixture *f = *state;
     size_t big = (3u << 20) + 17;
-    uint8_t *v = malloc(big);
-    assert_non_null(v);
-    tu_fill(v, big, 41);
+    uint8_t *v = big_value(big, 41);
     simdr_store *s = open_ok(f->path, SIMDR_OPEN_CREATE, 0); /* handles unchecked */
     write_keys(s, 0, 50);
     write_keys(s, 0, 50); /* garbage: the compaction moves "big" to another offset */
-    assert_int_equal(simdr_put(s, TU_STR("big"), v, big, NULL), SIMDR_OK);
-    simdr_entry *e = NULL;
-    assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_OK);
+    simdr_entry *e = put_big(s, v, big);
     uint64_t before = simdr_entry_offset(e);
     assert_int_equal(simdr_compact(s), SIMDR_OK);
     simdr_entry *now = NULL;
@@ -302,16 +312,12 @@ static void damage_check_after_compaction_reads_the_handles_file(void **state) {
 static void damage_check_of_a_value_cut_short_by_another_program(void **state) {
     tu_fixture *f = *state;
     size_t big = (3u << 20) + 17;
-    uint8_t *v = malloc(big);
-    assert_non_null(v);
-    tu_fill(v, big, 47);
+    uint8_t *v = big_value(big, 47);
     simdr_store *s = open_ok(f->path, SIMDR_OPEN_CREATE, 0);
     write_keys(s, 0, 3);
-    assert_int_equal(simdr_put(s, TU_STR("big"), v, big, NULL), SIMDR_OK);
-    simdr_entry *e = NULL;
-    assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_OK);
+    simdr_entry *e = put_big(s, v, big);
     assert_int_equal(simdr_entry_verify(e), SIMDR_OK);
-    assert_int_equal(truncate(f->path, (off_t)(simdr_entry_offset(e) + (1u << 20) + 100)), 0);
+    tu_truncate(f->path, simdr_entry_offset(e) + (1u << 20) + 100);
     assert_int_equal(simdr_entry_verify(e), SIMDR_ECHECKSUM);
     simdr_entry_release(e);
     simdr_close(s); /* its own result is about the cut file, not this test's */
@@ -334,13 +340,9 @@ static void damage_check_descriptor_closed_with_the_map(void **state) {
     int before = open_descriptors();
     if (before < 0) skip();
     size_t big = (2u << 20) + 5;
-    uint8_t *v = malloc(big);
-    assert_non_null(v);
-    tu_fill(v, big, 43);
+    uint8_t *v = big_value(big, 43);
     simdr_store *s = open_ok(f->path, SIMDR_OPEN_CREATE, 1);
-    assert_int_equal(simdr_put(s, TU_STR("big"), v, big, NULL), SIMDR_OK);
-    simdr_entry *e = NULL;
-    assert_int_equal(simdr_get(s, TU_STR("big"), &e), SIMDR_OK); /* checked by pread */
+    simdr_entry *e = put_big(s, v, big); /* checked by pread */
     assert_int_equal(simdr_close(s), SIMDR_OK);
     assert_memory_equal(simdr_entry_data(e), v, big);
     assert_true(open_descriptors() > before); /* the handle keeps the map */
