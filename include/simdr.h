@@ -50,10 +50,13 @@
  * the index, so two processes appending would overwrite each other's
  * acknowledged entries. In the child every write, simdr_sync() and
  * simdr_compact() on an inherited handle returns SIMDR_EINVAL ("store handle
- * used in a forked child; open the store again"); reads still work and see
- * the store as it was at the fork (the parent's later writes are not
- * indexed there); simdr_close() in the child only frees the handle (no sync,
- * no hint file, nothing written to the side file). The child holds no
+ * used in a forked child; open the store again"), and so does
+ * simdr_refresh() of an inherited read-only handle; reads (simdr_check and a
+ * simdr_copy out of it included) still work and see the store as it was at
+ * the fork (the parent's later writes are not indexed there); simdr_close()
+ * in the child only frees the handle (no sync, no hint file, nothing written
+ * to the side file). None of these waits for a call another thread of the
+ * parent was making at the fork (it never ends in the child). The child holds no
  * lock: a fork handler lets go of the descriptors and maps that carry it
  * (the child keeps a read-only descriptor), so the parent's close, or its
  * death, leaves the store free for the next writer while the child lives.

@@ -54,6 +54,10 @@ int simdr__forked(const simdr_store *s) {
     return atomic_load_explicit(&process_generation, memory_order_relaxed) != s->process_gen;
 }
 
+int simdr__writer_lock_usable(const simdr_store *s) {
+    return !simdr__feeding(s) && !simdr__forked(s);
+}
+
 static int refuse_forked(simdr_store *s) {
     return simdr__fail(SIMDR_EINVAL,
                        "%s: store handle used in a forked child; open the store again in this "
@@ -85,6 +89,9 @@ int simdr__feeding(const simdr_store *s) {
 }
 
 int simdr__check_reentry(simdr_store *s) {
+    /* First, before any caller waits for the writer lock: in a child, a
+     * thread of the parent that held it at the fork never lets it go. */
+    if (simdr__forked(s)) return refuse_forked(s);
     if (simdr__in_read_scope(s))
         return simdr__fail(SIMDR_EINVAL,
                            "%s: call inside a read scope of the same store (end the scope "
@@ -785,14 +792,17 @@ SIMDR_API int simdr_rename(simdr_store *s, const void *old_key, size_t old_len,
 static int same_file(simdr_store *a, simdr_store *b) {
     if (a == b) return 1;
     /* A stream source copying out of the store it feeds already holds its
-     * writer lock (this thread): the identity cannot change under it. */
-    if (!simdr__feeding(a)) pthread_mutex_lock(&a->wlock);
+     * writer lock (this thread), and a handle inherited across fork is
+     * never compacted in the child (while its lock may stay held there by
+     * a thread of the parent): neither identity can change unlocked. */
+    int lock_a = simdr__writer_lock_usable(a), lock_b = simdr__writer_lock_usable(b);
+    if (lock_a) pthread_mutex_lock(&a->wlock);
     dev_t dev = a->dev;
     ino_t ino = a->ino;
-    if (!simdr__feeding(a)) pthread_mutex_unlock(&a->wlock);
-    if (!simdr__feeding(b)) pthread_mutex_lock(&b->wlock);
+    if (lock_a) pthread_mutex_unlock(&a->wlock);
+    if (lock_b) pthread_mutex_lock(&b->wlock);
     int same = b->dev == dev && b->ino == ino;
-    if (!simdr__feeding(b)) pthread_mutex_unlock(&b->wlock);
+    if (lock_b) pthread_mutex_unlock(&b->wlock);
     return same;
 }
 

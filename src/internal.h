@@ -680,6 +680,10 @@ int simdr__feeding(const simdr_store *s);
  * simdr__forked(s) is then true in a child that inherited s. */
 unsigned simdr__process_generation(void);
 int simdr__forked(const simdr_store *s);
+/* 0 when the calling thread must not take s's writer lock to read what it
+ * guards: a stream source of s holds it already, and in a forked child a
+ * thread of the parent may hold it forever. */
+int simdr__writer_lock_usable(const simdr_store *s);
 /* After a failed sync (the store is failed): readers see the durable prefix. */
 void simdr__withdraw_unsynced(simdr_store *s);
 /* Writer: the index rebuilt from the chain ending at end in v's map and

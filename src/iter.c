@@ -702,7 +702,10 @@ SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
     /* The tail and the file's size are taken between two writes (an append
      * in flight is not damage), and the file descriptor is the one a
      * compaction or a refresh may replace under this lock. */
-    int locked = !simdr__feeding(s); /* a stream source of s holds it already */
+    /* Not taken by a stream source of s (it holds the lock already), nor in
+     * a forked child (a thread of the parent may hold it there forever; an
+     * inherited handle is not written or compacted in the child). */
+    int locked = simdr__writer_lock_usable(s);
     if (locked) pthread_mutex_lock(&s->wlock);
     unsigned shard = simdr__thread_shard();
     unsigned tok = simdr__epoch_enter(&s->epoch, shard);

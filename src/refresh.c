@@ -189,6 +189,15 @@ SIMDR_API int simdr_refresh(simdr_store *s, uint64_t *new_entries) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "simdr_refresh: NULL store");
     uint64_t added = 0;
     int rc = SIMDR_OK;
+    if (s->readonly && simdr__forked(s))
+        /* An inherited handle shows the store as it was at the fork, and a
+         * thread of the parent refreshing then would hold the lock below in
+         * this process forever. */
+        return simdr__fail(SIMDR_EINVAL,
+                           "%s: store handle used in a forked child; open the store again in "
+                           "this process to see later writes (reads still see the store as it "
+                           "was at the fork)",
+                           s->path);
     if (s->readonly) {
         pthread_mutex_lock(&s->wlock);
         rc = refresh_locked(s, &added);

@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -80,6 +81,105 @@ static void test_forked_child_cannot_write(void **state) {
     tu_expect_str(f->s, "b", "2");
     tu_expect_absent(f->s, TU_STR("child"));
     assert_int_equal(simdr_count(f->s), 2);
+}
+
+/* A source that holds the writer lock (a stream in progress) until told to
+ * end: a thread of the parent inside a write when the process forks. */
+typedef struct held_stream {
+    int started[2], finish[2]; /* pipes: the source says it runs, the test lets it end */
+    simdr_store *s;
+    int rc; /* the source's calls so far, then the stream's result */
+} held_stream;
+
+static int64_t held_source(void *ctx, void *buf, size_t cap) {
+    held_stream *h = ctx;
+    char c;
+    if (h->rc++) return 0; /* the value is the one byte of the first call */
+    if (cap < 1 || write(h->started[1], "s", 1) != 1 || read(h->finish[0], &c, 1) != 1) return -1;
+    memset(buf, 'h', 1);
+    return 1;
+}
+
+static void *held_writer(void *arg) {
+    held_stream *h = arg;
+    h->rc = simdr_put_stream(h->s, TU_STR("held"), held_source, h, NULL);
+    return NULL;
+}
+
+/* What a child that inherited s (and r, read-only) does while a thread of
+ * the parent held s's writer lock at the fork; a call that waits for that
+ * lock never returns (the watchdog's alarm ends the child). */
+static int child_checks_lock_held(simdr_store *s, simdr_store *r, const char *fresh_path) {
+    alarm(20);
+    int bad = expect_rc("put", simdr_put(s, TU_STR("child"), "c", 1, NULL), SIMDR_EINVAL);
+    simdr_kv kv = {"k", 1, "v", 1};
+    bad += expect_rc("put_batch", simdr_put_batch(s, &kv, 1, NULL), SIMDR_EINVAL);
+    bad += expect_rc("delete", simdr_delete(s, TU_STR("a"), NULL), SIMDR_EINVAL);
+    bad += expect_rc("rename", simdr_rename(s, TU_STR("a"), TU_STR("z"), NULL), SIMDR_EINVAL);
+    int done = 0;
+    bad += expect_rc("put_stream", simdr_put_stream(s, TU_STR("st"), one_chunk, &done, NULL),
+                     SIMDR_EINVAL);
+    bad += expect_rc("sync", simdr_sync(s), SIMDR_EINVAL);
+    bad += expect_rc("compact", simdr_compact(s), SIMDR_EINVAL);
+    bad += expect_rc("refresh (read-only)", simdr_refresh(r, NULL), SIMDR_EINVAL);
+    /* Reading calls work: the check, and a copy out of the inherited store
+     * into one the child opened itself. */
+    bad += expect_rc("check", simdr_check(s, NULL, NULL, NULL), SIMDR_OK);
+    simdr_store *fresh = NULL;
+    bad += expect_rc("open fresh", simdr_open(&fresh, fresh_path, NULL), SIMDR_OK);
+    if (fresh) {
+        bad += expect_rc("copy out", simdr_copy(s, TU_STR("a"), fresh, NULL), SIMDR_OK);
+        bad += expect_rc("copy in", simdr_copy(fresh, TU_STR("a"), s, NULL), SIMDR_EINVAL);
+        bad += expect_rc("move out", simdr_move(s, TU_STR("a"), fresh, NULL), SIMDR_EINVAL);
+        char buf[8];
+        size_t n = 0;
+        bad += expect_rc("copied", simdr_get_copy(fresh, TU_STR("a"), buf, sizeof buf, &n),
+                         SIMDR_OK);
+        bad += expect_rc("copied value", n == 1 && buf[0] == '1', 1);
+        bad += expect_rc("close fresh", simdr_close(fresh), SIMDR_OK);
+    }
+    bad += expect_rc("close", simdr_close(s), SIMDR_OK);
+    bad += expect_rc("close read-only", simdr_close(r), SIMDR_OK);
+    return bad;
+}
+
+/* Every write, and simdr_check, simdr_copy and simdr_refresh, used to wait
+ * for the writer lock before finding out they ran in a forked child: a
+ * child forked while another thread of the parent was writing hung there
+ * forever. They refuse (or read without the lock) first now. */
+static void test_forked_child_does_not_wait_for_a_parent_thread(void **state) {
+    tu_fixture *f = *state;
+    tu_put_str(f->s, "a", "1");
+    simdr_store *r = NULL;
+    assert_int_equal(tu_open_status(&r, f->path, SIMDR_OPEN_READONLY, 0), SIMDR_OK);
+    char fresh[4200];
+    tu_join(fresh, sizeof fresh, f->dir, "child.bin");
+    held_stream h = {.s = f->s};
+    assert_int_equal(pipe(h.started), 0);
+    assert_int_equal(pipe(h.finish), 0);
+    pthread_t writer;
+    assert_int_equal(pthread_create(&writer, NULL, held_writer, &h), 0);
+    char c;
+    assert_int_equal(read(h.started[0], &c, 1), 1); /* the source runs: the lock is held */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(child_checks_lock_held(f->s, r, fresh) ? 1 : 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(write(h.finish[1], "e", 1), 1);
+    assert_int_equal(pthread_join(writer, NULL), 0);
+    if (!WIFEXITED(status))
+        fail_msg("the child hung (signal %d)", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(h.rc, SIMDR_OK);
+    for (int i = 0; i < 2; i++) {
+        close(h.started[i]);
+        close(h.finish[i]);
+    }
+    tu_expect_str(f->s, "held", "h");
+    tu_expect_str(f->s, "a", "1");
+    tu_expect_absent(f->s, TU_STR("child"));
+    assert_int_equal(simdr_close(r), SIMDR_OK);
 }
 
 /* The side file's "closed" word (docs/FORMAT.md: bytes 48..56): 0 while a
@@ -704,6 +804,7 @@ static void test_stream_source_calling_back_is_refused(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_forked_child_cannot_write),
+        TU_TEST(test_forked_child_does_not_wait_for_a_parent_thread),
         TU_TEST(test_child_may_open_its_own_handle),
         TU_TEST(test_forked_child_close_leaves_the_side_file_alone),
         TU_TEST(test_parent_reopens_while_forked_child_lives),
