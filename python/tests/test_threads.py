@@ -145,6 +145,57 @@ def test_close_while_a_stream_write_runs(store_path):
         assert len(again.read(b"s")) > 0
 
 
+def _child_calls_on_inherited_store(db, other_path):
+    """Run in a forked child: each call on the inherited store must return
+    (an exception for the writes) instead of waiting for a parent thread."""
+    signal.alarm(20)  # a call that waits for the parent's thread never returns
+    refused = []
+    for name, call in [("write", lambda: db.write(b"c", b"1")),
+                       ("put_many", lambda: db.put_many([(b"c", b"1")])),
+                       ("delete", lambda: db.delete(b"k")),
+                       ("rename", lambda: db.rename(b"k", b"k2")),
+                       ("compact", db.compact)]:
+        try:
+            call()
+        except simdr.InvalidArgumentError:
+            refused.append(name)
+    ok = len(refused) == 5 and db.read(b"k") == b"v" and db.check()["ok"]
+    with simdr.open(other_path) as other:
+        db.copy(b"k", other)
+        ok = ok and other.read(b"k") == b"v"
+    db.close()
+    return ok
+
+
+def test_forked_child_does_not_wait_for_a_writing_parent_thread(store_path, tmp_path):
+    # A thread of the parent is inside a write (its stream reader blocks) when
+    # the process forks: in the child that thread does not exist, and the
+    # store's writer lock it held is never let go there. The child's calls on
+    # the store it inherited hung on that lock before refusing.
+    db = simdr.open(store_path)
+    db[b"k"] = b"v"
+    pipe = _Pipe()
+    th = threading.Thread(target=db.write_stream, args=(b"s", pipe))
+    th.start()
+    try:
+        assert pipe.in_reader.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                code = 0 if _child_calls_on_inherited_store(db, tmp_path / "other.bin") else 1
+            except BaseException:
+                code = 2
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        pipe.end(b"streamed")
+        th.join()
+    assert os.WIFEXITED(status), "the child hung (killed by its alarm)"
+    assert os.WEXITSTATUS(status) == 0
+    assert db.read(b"s") == b"streamed" and db.read(b"k") == b"v" and db.read(b"c") is None
+    db.close()
+
+
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
