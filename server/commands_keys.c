@@ -112,8 +112,12 @@ void cmd_renamenx(client *c, int argc, char **argv, size_t *lens) {
 
 int cmd_parse_db(client *c, const char *s, size_t len, int *db) {
     long long v;
-    if (!parse_ll(s, len, &v) || v < INT_MIN || v > INT_MAX) {
+    if (!parse_ll(s, len, &v)) {
         reply_error(c, ERR_NOT_INT);
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) { /* Redis 7.0's getIntFromObjectOrReply, wording included */
+        reply_error(c, "ERR value is out of range, value must between -2147483648 and 2147483647");
         return -1;
     }
     if (v < 0 || v >= SERVER_DBS) {

@@ -109,17 +109,20 @@ static int glob_rec(const char *p, size_t plen, const char *s, size_t slen, int 
                     plen++;
                     break;
                 } else if (plen >= 3 && p[1] == '-') {
-                    int start = (unsigned char)p[0], end = (unsigned char)p[2];
-                    int c = (unsigned char)s[0];
+                    /* Bytes compared as Redis compares them, as signed chars: 0x80-0xff
+                     * order below 0x00, so "[\xff-a]" holds 0xff, 0x00 and 'a' but not
+                     * 'b', and "[\x00-\xff]" only 0x00 and 0xff. */
+                    int start = (signed char)p[0], end = (signed char)p[2];
+                    int c = (signed char)s[0];
                     if (start > end) {
                         int t = start;
                         start = end;
                         end = t;
                     }
-                    if (nocase) {
-                        start = tolower(start);
-                        end = tolower(end);
-                        c = tolower(c);
+                    if (nocase) { /* tolower leaves bytes above 0x7f as they are */
+                        start = start < 0 ? start : tolower(start);
+                        end = end < 0 ? end : tolower(end);
+                        c = c < 0 ? c : tolower(c);
                     }
                     p += 2;
                     plen -= 2;

@@ -115,6 +115,10 @@ SCRIPTS = {
         ["COPY", "e", "e"], ["COPY", "nokey", "g"], ["COPY", "e", "g", "DB", "1"], ["COPY", "e", "g", "DB", "16"],
         ["COPY", "e", "g", "DB", "x"], ["COPY", "e", "g", "BAD"], ["SELECT", "1"], ["GET", "g"],
         ["SELECT", "0"], ["SELECT", "16"], ["SELECT", "x"], ["SELECT", "-1"],
+        # Beyond 32 bits Redis 7.0 answers its own "value is out of range" text.
+        ["SELECT", "2147483648"], ["SELECT", "-9223372036854775808"], ["SELECT", "2147483647"],
+        ["SELECT", "99999999999999999999"], ["COPY", "e", "g", "DB", "4294967296"],
+        ["COPY", "e", "g", "DB", "-2147483649"],
     ],
     "databases": [
         ["SET", "k", "db0"], ["SELECT", "2"], ["SET", "k", "db2"], ["DBSIZE"], ["SWAPDB", "0", "2"],
@@ -143,6 +147,10 @@ SCRIPTS = {
         ["KEYS", "*"], ["KEYS", "u?er:[12]"], ["KEYS", "nomatch*"], ["SCAN", "x"], ["SCAN", "0", "COUNT", "0"],
         ["SCAN", "0", "COUNT", "x"], ["SCAN", "0", "BAD", "1"], ["SCAN", "0", "MATCH", "user:*", "COUNT", "1000"],
         ["SCAN", "0", "TYPE", "list", "COUNT", "1000"], ["SCAN", "0", "TYPE", "string", "COUNT", "1000"],
+        # Ranges compare bytes as signed chars in Redis: 0x80-0xff sort below 0x00.
+        ["MSET", b"\x00", "1", b"\xff", "1", b"\x80", "1", "a", "1", "b", "1"],
+        ["KEYS", b"[\x00-\xff]"], ["KEYS", b"[\xff-a]"], ["KEYS", b"[a-\x80]"], ["KEYS", b"[^\x00-\x7f]"],
+        ["KEYS", b"[\x80-\xff]"], ["SCAN", "0", "MATCH", b"[\xff-a]", "COUNT", "1000"],
     ],
     "connection": [
         ["AUTH", "x"], ["AUTH", "default", "x"], ["AUTH", "a", "b", "c"], ["HELLO", "4"], ["HELLO", "x"],
