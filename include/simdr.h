@@ -812,7 +812,8 @@ typedef int (*simdr_check_fn)(void *ctx, const simdr_check_issue *issue);
  * Verifies every entry of the chain up to the store's tail: links, bounds,
  * CRC-32. A read-only store also reports the bytes its open found beyond the
  * valid chain (a torn tail it skipped) unless they are all zero
- * (simdr_recovery_info.zeros_only: no entry was there); bytes another thread
+ * (simdr_recovery_info.zeros_only: no entry was there) or no longer in the
+ * file (a writer's open cut them, or left only zeros there); bytes another thread
  * or process is appending are never reported. Returns SIMDR_OK when the store is sound,
  * SIMDR_ECORRUPT when any problem was found (each reported through fn, which
  * may be NULL). report may be NULL.

@@ -275,6 +275,7 @@ SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, vo
     uint64_t hash = key_hash(key, key_len);
     uint64_t val = find(s, hash, &v);
     int rc = SIMDR_NOTFOUND;
+    uint64_t size = 0;
     if (val == DAMAGED_SLOT) {
         rc = damaged_slot(s, hash);
     } else if (val && !(val & SIMDR__IDX_TOMB)) {
@@ -282,6 +283,7 @@ SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, vo
         rc = simdr__entry_decode(v->map->base, v->map->len, val & SIMDR__IDX_OFF_MASK,
                                  atomic_load_explicit(&s->layout, memory_order_relaxed), &e);
         if (rc == SIMDR_OK) {
+            size = e.size;
             if (value_len) *value_len = (size_t)e.size;
             if (e.size > cap)
                 rc = SIMDR_ETOOBIG;
@@ -292,6 +294,9 @@ SIMDR_API int simdr_get_copy(simdr_store *s, const void *key, size_t key_len, vo
         }
     }
     simdr__epoch_leave(&s->epoch, shard, tok);
+    if (rc == SIMDR_ETOOBIG) /* the message after the section: formatting is no read */
+        return simdr__fail(rc, "%s: the value has %llu bytes, the buffer %zu", s->path,
+                           (unsigned long long)size, cap);
     return rc;
 }
 

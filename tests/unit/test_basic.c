@@ -119,11 +119,14 @@ static void test_get_copy(void **state) {
     len = 0;
     assert_int_equal(simdr_get_copy(f->s, TU_STR("k"), buf, 10, &len), SIMDR_OK);
     assert_int_equal(len, 10);
-    /* too small: ETOOBIG, size reported, buffer untouched */
+    /* too small: ETOOBIG, size reported, buffer untouched, and the message
+     * is this call's (it was the last failed call's before) */
+    assert_int_equal(simdr_put(f->s, TU_STR("zero"), "", 1, NULL), SIMDR_EINVAL);
     memset(buf, '#', sizeof buf);
     len = 0;
     assert_int_equal(simdr_get_copy(f->s, TU_STR("k"), buf, 9, &len), SIMDR_ETOOBIG);
     assert_int_equal(len, 10);
+    assert_non_null(strstr(simdr_last_error(), "the value has 10 bytes, the buffer 9"));
     for (size_t i = 0; i < sizeof buf; i++)
         assert_int_equal(buf[i], '#');
     /* absent */
