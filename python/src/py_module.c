@@ -438,7 +438,7 @@ static PyMethodDef module_methods[] = {
     {"open", (PyCFunction)(void (*)(void))module_open, METH_VARARGS | METH_KEYWORDS,
      "open(path, readonly=False, create=True, durability='none', layout='aligned', *,\n"
      "     repair=True, salvage=False, use_hint=True, verify_reads=True,\n"
-     "     append_mode='write')\n--\n\n"
+     "     append_mode='write', expected_keys=0)\n--\n\n"
      "Opens (or creates) the store at path and returns a DataStore; the same as\n"
      "DataStore(path, ...). See DataStore for the options."},
     {"hash_key", (PyCFunction)module_hash_key, METH_O,

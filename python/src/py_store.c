@@ -220,12 +220,14 @@ static char *absolute_path(const char *path) {
 static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"path", "readonly", "create", "durability", "layout",
                              "repair", "salvage", "use_hint", "verify_reads", "append_mode",
-                             NULL};
+                             "expected_keys", NULL};
     PyObject *path_arg, *durability = NULL, *layout = NULL, *append_mode = NULL;
+    PyObject *expected_keys = NULL;
     int readonly = 0, create = 1, repair = 1, salvage = 0, use_hint = 1, verify_reads = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ppOO$ppppO:DataStore", kwlist, &path_arg,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|ppOO$ppppOO:DataStore", kwlist, &path_arg,
                                      &readonly, &create, &durability, &layout, &repair,
-                                     &salvage, &use_hint, &verify_reads, &append_mode))
+                                     &salvage, &use_hint, &verify_reads, &append_mode,
+                                     &expected_keys))
         return -1;
     if (self->store || self->closing) {
         PyErr_SetString(PySimdr_Error, "DataStore.__init__ called on an already opened store");
@@ -251,6 +253,23 @@ static int store_init(PySimdrStore *self, PyObject *args, PyObject *kwds) {
                                     "mapped", SIMDR_APPEND_MAPPED, "zeroed", SIMDR_APPEND_ZEROED,
                                     &opts.append_mode) < 0)
         return -1;
+    if (expected_keys && expected_keys != Py_None) {
+        if (!PyLong_Check(expected_keys)) {
+            PyErr_Format(PyExc_TypeError, "expected_keys must be an int, not %.100s",
+                         Py_TYPE(expected_keys)->tp_name);
+            return -1;
+        }
+        unsigned long long n = PyLong_AsUnsignedLongLong(expected_keys);
+        if (n == (unsigned long long)-1 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_ValueError,
+                                "expected_keys must be a count of keys (0 or more)");
+            }
+            return -1;
+        }
+        opts.expected_keys = (uint64_t)n;
+    }
 
     PyObject *fs_path = PyOS_FSPath(path_arg);
     if (!fs_path) return -1;
@@ -1715,7 +1734,7 @@ PyTypeObject PySimdrStore_Type = {
     .tp_doc =
         "DataStore(path, readonly=False, create=True, durability='none', layout='aligned', *,\n"
         "          repair=True, salvage=False, use_hint=True, verify_reads=True,\n"
-        "          append_mode='write')\n"
+        "          append_mode='write', expected_keys=0)\n"
         "--\n\n"
         "An open simd-r-drive store file: an append-only key/value store whose reads are\n"
         "zero-copy views of the file's memory map.\n\n"
@@ -1737,7 +1756,10 @@ PyTypeObject PySimdrStore_Type = {
         "or 'zeroed' (writes as 'write', into zeros written ahead of the last entry and kept\n"
         "by sync(): with durability='data' each sync then changes no file length, which\n"
         "makes it cheaper on ext4 and XFS; the file is longer than its last entry until\n"
-        "close(), as with 'mapped').\n\n"
+        "close(), as with 'mapped').\n"
+        "expected_keys: writable opens size the in-memory index for this many keys at once\n"
+        "(0: start small and grow), so a bulk load of a known size never stops to grow it; an\n"
+        "overestimate costs address space, not memory (the engine's expected_keys).\n\n"
         "Keys are bytes-like or str (UTF-8); values any non-empty bytes-like object. The file\n"
         "stores only a key's XXH3-64 hash, so iteration yields entries, not keys.\n"
         "Mapping protocol: db[k] (bytes; KeyError), db[k] = v, del db[k], k in db, len(db).\n"

@@ -304,6 +304,29 @@ def test_options(tmp_path):
         simdr.open(p, layout=3)
 
 
+def test_expected_keys_sizes_the_index_at_open(tmp_path):
+    # The engine's expected_keys: the index is sized for the count at open
+    # (10 to 15 bytes a key), so a bulk load of that many keys never grows it.
+    small = simdr.open(tmp_path / "small.bin")
+    sized = simdr.open(tmp_path / "sized.bin", expected_keys=100_000)
+    assert sized.info()["index_bytes"] >= 10 * 100_000 > small.info()["index_bytes"]
+    before = sized.info()["index_bytes"]
+    sized.put_many([(b"k%d" % i, b"v%d" % i) for i in range(100_000)])
+    assert sized.info()["index_bytes"] == before and len(sized) == 100_000
+    assert sized[b"k99999"] == b"v99999"
+    small.close()
+    sized.close()
+    with simdr.DataStore(tmp_path / "none.bin", expected_keys=None) as db:
+        db[b"a"] = b"1"
+    with pytest.raises(ValueError):
+        simdr.open(tmp_path / "neg.bin", expected_keys=-1)
+    with pytest.raises(TypeError):
+        simdr.open(tmp_path / "str.bin", expected_keys="10")
+    with pytest.raises(simdr.InvalidArgumentError):
+        simdr.open(tmp_path / "huge.bin", expected_keys=4_000_000_000)
+    assert not os.path.exists(tmp_path / "huge.bin")
+
+
 def test_readonly_open_and_refresh(store_path):
     w = simdr.open(store_path)
     w.write(b"a", b"1")
