@@ -306,7 +306,11 @@ static void run_command(client *c, const command_def *cmd, int argc, char **argv
     if (!sees_pending_writes(cmd->fn)) ks_flush_pending();
     srv.total_commands++;
     if (cmd->flags & CMD_WRITE) c->flags |= CLIENT_WROTE;
+    ks_take_served_pending();
     cmd->fn(c, argc, argv, lens);
+    /* A reply built from another client's write of this turn depends on the
+     * store taking it, as that client's reply does. */
+    if (ks_take_served_pending()) c->flags |= CLIENT_SAW_PENDING;
 }
 
 void commands_execute(client *c, int argc, char **argv, size_t *lens) {

@@ -494,10 +494,19 @@ static void pending_commit(server_db *d, uint64_t hash, const uint8_t *rec, size
 
 /* The newest record of a slot hash: pending first, then the engine. On 0,
  * data and size describe it and entry is held (NULL for a pending record). */
+static int served_pending; /* ks_take_served_pending */
+
+int ks_take_served_pending(void) {
+    int v = served_pending;
+    served_pending = 0;
+    return v;
+}
+
 static int slot_get(server_db *d, uint64_t hash, simdr_entry **entry, const void **data,
                     size_t *size) {
     const simdr_hashed_kv *kv = pending_find(d, hash);
     if (kv) {
+        served_pending = 1;
         *entry = NULL;
         *data = kv->value;
         *size = kv->value_len;

@@ -682,7 +682,9 @@ static void write_step(client *c, int slot) {
  * out as one batch append per database, then (durability always) one sync,
  * and only then the replies. When the store refused the batch or the sync,
  * the clients that wrote in this turn are closed without their replies: no
- * write the store did not take is acknowledged. */
+ * write the store did not take is acknowledged. So are those whose replies
+ * read a record of the batch (a GET in the same turn as another client's
+ * SET): no reader is shown a write the store did not take. */
 void net_after_turn(void) {
     net_process_reads(); /* none left but at shutdown: the loop thread runs them first */
     ks_flush_pending();
@@ -704,11 +706,14 @@ void net_after_turn(void) {
         client *next = c->pending_next;
         c->flags &= ~(unsigned)CLIENT_PENDING;
         c->pending_next = NULL;
-        if (failed && (c->flags & CLIENT_WROTE) && !(c->flags & CLIENT_CLOSED)) {
-            server_log(LOG_WARNING_, "closing client %s: its writes were not stored", c->addr);
+        if (failed && (c->flags & (CLIENT_WROTE | CLIENT_SAW_PENDING)) &&
+            !(c->flags & CLIENT_CLOSED)) {
+            server_log(LOG_WARNING_, "closing client %s: %s", c->addr,
+                       c->flags & CLIENT_WROTE ? "its writes were not stored"
+                                               : "its replies showed writes that were not stored");
             c->flags |= CLIENT_CLOSED;
         }
-        c->flags &= ~(unsigned)CLIENT_WROTE;
+        c->flags &= ~(unsigned)(CLIENT_WROTE | CLIENT_SAW_PENDING);
         if (c->flags & CLIENT_CLOSED) {
             client_free(c);
         } else if (srv.cfg.threads > 1 && evbuffer_get_length(c->out) > 0 && queue_write(c)) {

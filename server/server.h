@@ -80,7 +80,10 @@ enum client_flags {
     CLIENT_READ_QUEUED = 1 << 7, /* readable: in this turn's read list (--threads > 1) */
     CLIENT_DIRTY_CAS = 1 << 8,   /* a WATCHed key was flushed or swapped: EXEC fails */
     CLIENT_IN_EXEC = 1 << 9,     /* running its EXEC's commands: none may block (WAIT) */
-    CLIENT_BLOCKED = 1 << 10     /* in WAIT: its input is read (a disconnect is seen) but not run */
+    CLIENT_BLOCKED = 1 << 10,    /* in WAIT: its input is read (a disconnect is seen) but not run */
+    CLIENT_SAW_PENDING = 1 << 11 /* a reply of this turn shows a record of the turn's batch, not
+                                    yet in the store: withheld (the client closed) if the store
+                                    refuses the batch, as the writers' are */
 };
 
 typedef struct client {
@@ -282,6 +285,9 @@ int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen);
  * srv.write_failed); ks_pending_safe_point recycles the memory of flushed
  * records and may run only when no ks_ref is held (between commands). */
 int ks_flush_pending(void);
+/* 1 when a lookup since the last call was answered from the turn's pending
+ * batch (a record the store may yet refuse); resets the mark. */
+int ks_take_served_pending(void);
 void ks_pending_safe_point(void);
 void ks_active_expire(long long now, int budget);
 /* The hash space of simdr_hashes_in_range: a key hash's low 32 bits. */

@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from serverutil import Server
+from serverutil import RawClient, Server, encode
 
 MISCONF = "MISCONF Errors writing to the store file"
 VALUE = b"v" * 1000
@@ -112,3 +112,44 @@ def test_full_disk(small_fs, tmp_path, durability):
         assert info["simdr_last_write_status"] == "ok"
         assert info["simdr_write_errors"] >= 1
     assert "writes to the store files succeed again" in open(os.path.join(logs, "server.log")).read()
+
+
+@pytest.mark.parametrize("durability", ["no", "always"])
+def test_reader_is_not_shown_a_write_the_full_store_refused(small_fs, tmp_path, durability):
+    # A GET in the same event-loop turn as another client's SET of that key
+    # reads the turn's pending batch; when the full store then refuses the
+    # batch, the reader must not get the refused value (it was served it, and
+    # every later GET answered the old one). DEBUG SLEEP holds the loop so the
+    # SET and the GET land in one turn.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with Server("--dir", small_fs, "--durability", durability, "--auto-compact-percent", "0",
+                data_dir=str(logs)) as srv:
+        r = srv.client()
+        assert r.set("x", "old")
+        stored, _, refused = fill(r)
+        assert refused > 0
+        checked = 0
+        for trial in range(6):
+            time.sleep(1.2)  # past the refusal window: the next batch is tried
+            slow, w, g = RawClient(srv.port), RawClient(srv.port), RawClient(srv.port)
+            try:
+                slow.send(encode("DEBUG", "SLEEP", "0.3"))
+                time.sleep(0.05)
+                new = b"new%d" % trial + b"n" * 9000  # more than the full store takes
+                w.send(encode("SET", "x", new))
+                time.sleep(0.02)
+                g.send(encode("GET", "x"))
+                try:
+                    seen = g.read_reply()
+                except (ConnectionError, OSError):
+                    seen = None  # closed without a reply, as the writer
+                stored_now = r.get("x")
+                # seen is the raw reply: the bulk string holds the value
+                assert seen is None or new not in seen or stored_now == new, (trial, stored_now)
+                if stored_now == b"old":
+                    checked += 1
+            finally:
+                for c in (slow, w, g):
+                    c.close()
+        assert checked > 0, "the store took every SET: the case was not tried"
