@@ -135,6 +135,10 @@ int cli_name_record_parse(const simdr_entry *e, uint64_t *named_hash, const void
 int cli_server_record_key(const simdr_entry *e, const void **key, size_t *key_len);
 /* Writes key's name record unless the same one is already stored. */
 int cli_name_put(simdr_store *st, const void *key, size_t len);
+/* cli_name_put after a value was stored under key: a failure is said on
+ * stderr as a name not recorded (what: the command's words), not as a
+ * failed command; returns cli_name_put's status. */
+int cli_name_put_or_warn(simdr_store *st, const void *key, size_t len, const char *what);
 /* Stores value and key's name record in one append. */
 int cli_put_named(simdr_store *st, const void *key, size_t len, const void *value, size_t vlen);
 /* Deletes key and its name record in one append (SIMDR_NOTFOUND if absent). */

@@ -288,7 +288,7 @@ int cmd_import(const struct cli_args *a) {
     char label[600];
     snprintf(label, sizeof label, "import %s", dq);
     struct cli_progress *prog = cli_progress_start(label, l.total, CLI_PROGRESS_MIN);
-    uint64_t done = 0, imported = 0, failed = 0, bytes = 0, empty = 0;
+    uint64_t done = 0, imported = 0, failed = 0, bytes = 0, empty = 0, unnamed = 0;
     cli_interrupts_catch();
     for (size_t i = 0; i < l.n; i++) {
         if (cli_interrupted()) {
@@ -309,11 +309,15 @@ int cmd_import(const struct cli_args *a) {
         int read_errno = 0;
         uint64_t got = 0;
         int rc = cli_put_from_fd(st, l.rel[i], strlen(l.rel[i]), fd, prog, &read_errno, &got);
-        if (rc == SIMDR_OK)
-            rc = cli_name_put(st, l.rel[i], strlen(l.rel[i]));
         close(fd);
         done += l.size[i];
         if (rc == SIMDR_OK) {
+            /* Stored: a name that cannot follow (a full disk) leaves it
+             * imported but unnamed, which export cannot find; counted apart. */
+            char what[1100];
+            snprintf(what, sizeof what, "%s: import %s", fq, q);
+            if (cli_name_put_or_warn(st, l.rel[i], strlen(l.rel[i]), what) != SIMDR_OK)
+                unnamed++;
             imported++;
             bytes += got; /* what was stored, even if the file changed size meanwhile */
             continue;
@@ -361,6 +365,11 @@ int cmd_import(const struct cli_args *a) {
     if (failed) {
         cli_err("import: %" PRIu64 " %s not imported", failed,
                 cli_plural(failed, "file was", "files were"));
+        ret = CLI_FAIL;
+    }
+    if (unnamed) { /* stored, but export cannot find them: not the import asked for */
+        cli_err("import: %" PRIu64 " %s imported without %s name (see above)", unnamed,
+                cli_plural(unnamed, "file was", "files were"), cli_plural(unnamed, "its", "their"));
         ret = CLI_FAIL;
     }
     if (l.unreadable) {

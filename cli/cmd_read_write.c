@@ -240,8 +240,10 @@ int cmd_write(const struct cli_args *a) {
         cli_interrupts_catch();
         rc = cli_put_from_fd(st, key.data, key.len, STDIN_FILENO, prog, &read_errno, NULL);
         cli_progress_end(prog);
+        /* The value is stored: a name that cannot follow it (a full disk)
+         * is said as such, never as a failed write. */
         if (rc == SIMDR_OK)
-            rc = cli_name_put(st, key.data, key.len);
+            cli_name_put_or_warn(st, key.data, key.len, what);
     }
     if (rc == SIMDR_EINVAL) {
         cli_explain_refused_value(what);

@@ -53,11 +53,16 @@ static int transfer(const struct cli_args *a, int is_move) {
     if (ret == CLI_OK) {
         rc = is_move ? simdr_move(src, key.data, key.len, dst, NULL)
                      : simdr_copy(src, key.data, key.len, dst, NULL);
-        /* The name goes with the value; a move takes it from the source. */
+        /* The name goes with the value; a move takes it from the source.
+         * Either failing (a full disk) leaves the transfer done: said as
+         * such, never as a failed copy or move. */
+        char what[1600];
+        snprintf(what, sizeof what, "%s: %s %s to %s", fq, verb, q, tq);
         if (rc == SIMDR_OK)
-            rc = cli_name_put(dst, key.data, key.len);
-        if (rc == SIMDR_OK && is_move)
-            rc = cli_name_delete(src, key.data, key.len);
+            cli_name_put_or_warn(dst, key.data, key.len, what);
+        if (rc == SIMDR_OK && is_move && cli_name_delete(src, key.data, key.len) != SIMDR_OK)
+            cli_err("%s: done, but the source keeps the key's name record (%s); compact drops it",
+                    what, simdr_last_error());
         if (rc == SIMDR_NOTFOUND) {
             cli_err("%s: key %s not found", fq, q);
             ret = CLI_FAIL;
@@ -97,10 +102,15 @@ int cmd_rename(const struct cli_args *a) {
     int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_EXISTING, &st);
     if (ret == CLI_OK) {
         rc = simdr_rename(st, oldk.data, oldk.len, newk.data, newk.len, NULL);
+        /* Renamed: names that cannot follow (a full disk) are said as such,
+         * never as a failed rename. */
+        char what[1600];
+        snprintf(what, sizeof what, "%s: rename %s to %s", fq, oq, nq);
+        if (rc == SIMDR_OK && cli_name_delete(st, oldk.data, oldk.len) != SIMDR_OK)
+            cli_err("%s: done, but the old name record stays (%s); compact drops it", what,
+                    simdr_last_error());
         if (rc == SIMDR_OK)
-            rc = cli_name_delete(st, oldk.data, oldk.len);
-        if (rc == SIMDR_OK)
-            rc = cli_name_put(st, newk.data, newk.len);
+            cli_name_put_or_warn(st, newk.data, newk.len, what);
         if (rc == SIMDR_NOTFOUND) {
             cli_err("%s: key %s not found", fq, oq);
             ret = CLI_FAIL;

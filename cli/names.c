@@ -142,6 +142,15 @@ int cli_name_put(simdr_store *st, const void *key, size_t len) {
     return rc;
 }
 
+int cli_name_put_or_warn(simdr_store *st, const void *key, size_t len, const char *what) {
+    int rc = cli_name_put(st, key, len);
+    if (rc != SIMDR_OK)
+        cli_err("%s: done, but its name could not be recorded (%s): list shows the key by its "
+                "hash only and export cannot name it",
+                what, simdr_last_error());
+    return rc;
+}
+
 int cli_put_named(simdr_store *st, const void *key, size_t len, const void *value, size_t vlen) {
     if (len > CLI_NAME_MAX)
         return simdr_put(st, key, len, value, vlen, NULL);

@@ -1703,6 +1703,84 @@ def group_hostile():
             check(f.read() == b"precious", "the file it would have replaced is unchanged")
         check(os.listdir(out) == ["big"], "no partial or temporary file is left", repr(os.listdir(out)))
 
+    # a file size limit (a full disk) met between a value and its name
+    # record (appended after it): a write, move or rename stopped there said
+    # it failed (exit 1) when the value was already stored, moved or renamed.
+    # Swept across the limit: either it fails and nothing changed, or it
+    # succeeds (exit 0), named, or saying that the name could not follow.
+    def limited(*args, input=None):
+        lim = LIMIT_KIB * 1024
+        return subprocess.run([CLI] + list(args), input=input, capture_output=True,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (lim, lim)))
+
+    def names(store):
+        return {e.get("key") for e in json.loads(run(store, "list", "--json").out)}
+
+    def named_or_said(store, key, p):
+        said = "its name could not be recorded" in p.stderr.decode()
+        if said:
+            unnamed_said.add(p.args[2])
+        return key in names(store) or said
+
+    LIMIT_KIB = 200
+    pad = random.Random(5).randbytes(150_000)
+    with TempDir() as d:
+        outcomes = {"write": set(), "move": set(), "rename": set()}
+        unnamed_said = set()
+        s, t = os.path.join(d, "s.bin"), os.path.join(d, "t.bin")
+        for step in range(0, 480, 6):
+            for f in os.listdir(d):
+                os.unlink(os.path.join(d, f))
+            run(s, "write", "pad", input=pad)
+            room = LIMIT_KIB * 1024 - os.path.getsize(s)
+            value = random.Random(step).randbytes(room - 400 + step)
+            p = limited(s, "write", "new", input=value)
+            got = run(s, "read", "new")
+            if p.returncode == 0:
+                check(got.out == value and named_or_said(s, "new", p), "a write that succeeds under "
+                      "the limit stored the value (%d bytes)" % len(value), p.stderr.decode())
+            else:
+                check(got.rc != 0, "a write that fails under the limit stored nothing (%d bytes)"
+                      % len(value), p.stderr.decode())
+            outcomes["write"].add(p.returncode)
+        for step in range(0, 480, 6):
+            for f in os.listdir(d):
+                os.unlink(os.path.join(d, f))
+            run(t, "write", "pad", input=pad)
+            room = LIMIT_KIB * 1024 - os.path.getsize(t)
+            value = random.Random(step).randbytes(room - 400 + step)
+            run(s, "write", "key", input=value)
+            p = limited(s, "move", "key", t)
+            if p.returncode == 0:
+                check(run(t, "read", "key").out == value and named_or_said(t, "key", p)
+                      and run(s, "read", "key").rc != 0,
+                      "a move that succeeds under the limit moved the value", p.stderr.decode())
+            else:
+                check(run(s, "read", "key").out == value and run(t, "read", "key").rc != 0,
+                      "a move that fails under the limit left the key in the source",
+                      p.stderr.decode())
+            outcomes["move"].add(p.returncode)
+        for step in range(0, 480, 6):
+            for f in os.listdir(d):
+                os.unlink(os.path.join(d, f))
+            run(s, "write", "pad", input=pad)
+            room = LIMIT_KIB * 1024 - os.path.getsize(s)
+            value = random.Random(step).randbytes((room - 400 + step) // 2)
+            run(s, "write", "old", input=value)
+            p = limited(s, "rename", "old", "new")
+            if p.returncode == 0:
+                check(run(s, "read", "new").out == value and named_or_said(s, "new", p)
+                      and run(s, "read", "old").rc != 0,
+                      "a rename that succeeds under the limit renamed the value", p.stderr.decode())
+            else:
+                check(run(s, "read", "old").out == value and run(s, "read", "new").rc != 0,
+                      "a rename that fails under the limit left the old key", p.stderr.decode())
+            outcomes["rename"].add(p.returncode)
+        for what, rcs in outcomes.items():
+            check(0 in rcs and len(rcs) > 1, "the %s sweep met the limit both ways" % what, repr(rcs))
+        check({"write", "move"} <= unnamed_said,
+              "the sweeps met a name that could not follow its value", repr(unnamed_said))
+
     # a store another process holds open for writing: every writable
     # command fails at once with one clear line; read-only ones still work
     with TempDir() as d:
