@@ -699,6 +699,59 @@ int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const stru
                       ref->slot_flags & RECORD_FLAG_CHAINED);
 }
 
+/* MSET's pairs as one append when any record is too big for the pending
+ * batch (which would stream it alone, after the pending records: an MSET of
+ * several appends, the first ones kept when a later one fails on a full
+ * disk, its reply an error). The turn's pending records go first (order of
+ * appends = order of commands), then every record of the pairs, built in
+ * one block, in one simdr_put_batch_hashed: all stored or none. 1 when the
+ * pairs were not for this path (no big record, or a key whose slot must
+ * first mark others chained, or too many or too large for one block): the
+ * caller writes them one by one. refs[i] comes from ks_lookup of key i. */
+int ks_write_pairs_at_once(server_db *d, const ks_ref *refs, char **keys, size_t *klens,
+                           char **vals, size_t *vlens, size_t n) {
+    size_t total = 0;
+    int big = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (refs[i].pass_mask || klens[i] > UINT32_MAX) return 1;
+        size_t rec = RECORD_HEADER + klens[i] + vlens[i];
+        if (rec < vlens[i] || total + rec < total) return 1;
+        if (rec > PENDING_MAX_RECORD) big = 1;
+        total += rec;
+    }
+    if (!big) return 1;
+    simdr_store *st;
+    int rc = db_store_for_write(d, &st);
+    if (rc) return rc;
+    uint8_t *block = malloc(total);
+    simdr_hashed_kv *items = malloc(n * sizeof *items);
+    if (!block || !items) {
+        free(block);
+        free(items);
+        return SIMDR_ENOMEM;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *rec = block + off;
+        record_header(rec, klens[i], 0, refs[i].slot_flags & RECORD_FLAG_CHAINED);
+        memcpy(rec + RECORD_HEADER, keys[i], klens[i]);
+        memcpy(rec + RECORD_HEADER + klens[i], vals[i], vlens[i]);
+        size_t len = RECORD_HEADER + klens[i] + vlens[i];
+        items[i] = (simdr_hashed_kv){slot_hash(keys[i], klens[i], refs[i].slot), rec, len};
+        off += len;
+        watch_touch_key(d->index, keys[i], klens[i]);
+    }
+    rc = flush_db(d); /* notes its own outcome */
+    if (rc == 0) {
+        rc = simdr_put_batch_hashed(st, items, n, NULL);
+        ks_note_write(d, rc);
+        if (rc == 0) ks_mark_dirty(d);
+    }
+    free(block);
+    free(items);
+    return rc;
+}
+
 /* A spooled value: the record's header and key from memory, then the value
  * read from a file (pread, constant memory). */
 struct fd_source {

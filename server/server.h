@@ -273,6 +273,8 @@ uint64_t db_size(server_db *d);
 int ks_lookup(server_db *d, const void *key, size_t klen, long long now, ks_ref *ref);
 void ks_ref_release(ks_ref *ref);
 /* Writes key = concat(iov) with expire_ms (0 = none) at ref's slot. */
+int ks_write_pairs_at_once(server_db *d, const ks_ref *refs, char **keys, size_t *klens,
+                           char **vals, size_t *vlens, size_t n);
 int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const struct iovec *iov,
              int niov, uint64_t expire_ms);
 /* As ks_write, the value being the first len bytes of the file fd. */
