@@ -37,8 +37,12 @@ static int transfer(const struct cli_args *a, int is_move) {
     int created = 0;
     /* copy leaves the source untouched, so it opens it read-only (and a
      * missing source is an error, never a new file); move deletes from it. */
-    int ret = cli_open_store(a, a->store_path, is_move ? SIMDR_OPEN_EXISTING : SIMDR_OPEN_READONLY,
-                             &src);
+    /* --layout is for a target the command creates: the source is opened
+     * in its own layout, and not warned about. */
+    struct cli_args src_args = *a;
+    src_args.layout = -1;
+    int ret = cli_open_store(&src_args, a->store_path,
+                             is_move ? SIMDR_OPEN_EXISTING : SIMDR_OPEN_READONLY, &src);
     if (ret == CLI_OK) {
         /* A missing key is found before the target is opened, so a failed
          * copy creates no file. */

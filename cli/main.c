@@ -39,11 +39,13 @@ static const struct command commands[] = {
      "name is kept beside it, so 'list' and 'export' can show it. Creates the store if\n"
      "missing, in the aligned64 layout unless --layout unaligned (for simd-r-drive <= 0.13).\n"
      "An empty value cannot be stored. Example: tar c dir | simd-r-drive data.bin write dir.tar\n"},
-    {"copy", NULL, cmd_copy, 2, 2, NEW_STORE_OPTS, "copy KEY TARGET",
-     "Appends the entry of KEY (and its name) to the store file TARGET, created if missing.\n"
+    {"copy", NULL, cmd_copy, 2, 2, NEW_STORE_OPTS, "copy KEY TARGET [--layout aligned64|unaligned]",
+     "Appends the entry of KEY (and its name) to the store file TARGET, created if missing\n"
+     "(in the aligned64 layout unless --layout unaligned).\n"
      "Example: simd-r-drive data.bin copy greeting backup.bin\n"},
-    {"move", NULL, cmd_move, 2, 2, NEW_STORE_OPTS, "move KEY TARGET",
-     "Copies the entry of KEY (and its name) to TARGET, then deletes it here.\n"
+    {"move", NULL, cmd_move, 2, 2, NEW_STORE_OPTS, "move KEY TARGET [--layout aligned64|unaligned]",
+     "Copies the entry of KEY (and its name) to TARGET (created if missing, as copy), then\n"
+     "deletes it here.\n"
      "Example: simd-r-drive data.bin move greeting archive.bin\n"},
     {"rename", NULL, cmd_rename, 2, 2, 0, "rename OLD_KEY NEW_KEY",
      "Stores the value under NEW_KEY and deletes OLD_KEY (the name moves too).\n"

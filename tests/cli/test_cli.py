@@ -1495,6 +1495,14 @@ def group_usability():
         r = run(s, "write", "x", "y", "--layout", "unaligned")
         check(r.rc == 0 and "--layout unaligned ignored" in r.err, "--layout on an existing store is reported", repr(r))
         expect_rc(run(un, "write", "c", "d", "--layout", "diagonal"), 2, "an unknown layout is a usage error")
+        # copy and move: --layout is the new target's; the source is not warned about
+        for verb in ("copy", "move"):
+            tgt = os.path.join(d, "%s-target.bin" % verb)
+            r = run(s, verb, "x", tgt, "--layout", "unaligned")
+            check(r.rc == 0 and "ignored" not in r.err
+                  and json.loads(run(tgt, "info", "--json").out)["layout"] == "unaligned",
+                  "%s --layout unaligned creates an unaligned target, no warning about the source" % verb,
+                  repr(r))
 
         # wording: singular and plural
         zt = os.path.join(d, "ztree")
