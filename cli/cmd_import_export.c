@@ -691,11 +691,24 @@ int cmd_export(const struct cli_args *a) {
         return CLI_FAIL;
     }
     int ret = CLI_OK, nparsed = 0;
-    /* Every key is checked before anything is written. */
-    for (int i = 0; i < nkeys && ret == CLI_OK; i++) {
-        ret = cli_key_from_arg(a, a->argv[1 + i], &keys[i]);
+    /* Every key is checked before anything is written. A key given twice
+     * is exported once: its second file would be its first, found there. */
+    int given = nkeys;
+    nkeys = 0;
+    for (int arg = 0; arg < given && ret == CLI_OK; arg++) {
+        int i = nkeys;
+        ret = cli_key_from_arg(a, a->argv[1 + arg], &keys[i]);
         if (ret != CLI_OK)
             break;
+        int again = 0;
+        for (int j = 0; j < i && !again; j++)
+            again = keys[j].len == keys[i].len && memcmp(keys[j].data, keys[i].data, keys[i].len) == 0;
+        if (again) {
+            cli_key_free(&keys[i]);
+            memset(&keys[i], 0, sizeof keys[i]);
+            continue;
+        }
+        nkeys++;
         nparsed++;
         const char *why = unsafe_path_reason(keys[i].data, keys[i].len);
         if (why) {

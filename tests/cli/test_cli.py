@@ -1495,6 +1495,12 @@ def group_usability():
         r = run(s, "write", "x", "y", "--layout", "unaligned")
         check(r.rc == 0 and "--layout unaligned ignored" in r.err, "--layout on an existing store is reported", repr(r))
         expect_rc(run(un, "write", "c", "d", "--layout", "diagonal"), 2, "an unknown layout is a usage error")
+        # a key given twice to export is exported once (the second copy found
+        # the first one's file and failed the export)
+        r = run(un, "export", os.path.join(d, "twice"), "a", "a")
+        check(r.rc == 0 and "Exported 1 of 1" in r.err
+              and open(os.path.join(d, "twice", "a"), "rb").read() == b"hello",
+              "export DIR a a exports 'a' once, exit 0", repr(r))
         # copy and move: --layout is the new target's; the source is not warned about
         for verb in ("copy", "move"):
             tgt = os.path.join(d, "%s-target.bin" % verb)
