@@ -1742,7 +1742,7 @@ def group_hostile():
         outcomes = {"write": set(), "move": set(), "rename": set()}
         unnamed_said = set()
         s, t = os.path.join(d, "s.bin"), os.path.join(d, "t.bin")
-        for step in range(0, 480, 6):
+        for step in range(0, 480, 16):
             for f in os.listdir(d):
                 os.unlink(os.path.join(d, f))
             run(s, "write", "pad", input=pad)
@@ -1757,7 +1757,7 @@ def group_hostile():
                 check(got.rc != 0, "a write that fails under the limit stored nothing (%d bytes)"
                       % len(value), p.stderr.decode())
             outcomes["write"].add(p.returncode)
-        for step in range(0, 480, 6):
+        for step in range(0, 480, 16):
             for f in os.listdir(d):
                 os.unlink(os.path.join(d, f))
             run(t, "write", "pad", input=pad)
@@ -1774,7 +1774,7 @@ def group_hostile():
                       "a move that fails under the limit left the key in the source",
                       p.stderr.decode())
             outcomes["move"].add(p.returncode)
-        for step in range(0, 480, 6):
+        for step in range(0, 480, 16):
             for f in os.listdir(d):
                 os.unlink(os.path.join(d, f))
             run(s, "write", "pad", input=pad)
