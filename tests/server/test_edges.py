@@ -328,10 +328,16 @@ def test_client_blocked_in_wait_is_freed_when_it_disconnects_and_keeps_its_later
     with Server() as server:
         other = server.client()
         base = other.info("clients")["connected_clients"]
+        accepted = other.info("stats")["total_connections_received"]
         for _ in range(5):
             c = server.raw()
             c.send(encode("WAIT", "1", "0"))
             c.close()
+        # Accepted first (a slow server may not have taken them yet, and the
+        # count below would then hold before they were ever counted) ...
+        wait_until(lambda: other.info("stats")["total_connections_received"] >= accepted + 5,
+                   "the five connections to be accepted")
+        # ... then freed: a client leaves the count and the WAIT list together.
         wait_until(lambda: other.info("clients")["connected_clients"] == base,
                    "the hung-up clients to be freed")
         assert other.info("clients")["blocked_clients"] == 0
