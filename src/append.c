@@ -58,11 +58,11 @@ int simdr__writer_lock_usable(const simdr_store *s) {
     return !simdr__feeding(s) && !simdr__forked(s);
 }
 
-static int refuse_forked(simdr_store *s) {
+int simdr__refuse_forked(simdr_store *s) {
     return simdr__fail(SIMDR_EINVAL,
                        "%s: store handle used in a forked child; open the store again in this "
-                       "process (writes, syncs and compaction are refused; reads still see "
-                       "the store as it was at the fork)",
+                       "process (writes, syncs, compaction and refresh are refused; reads still "
+                       "see the store as it was at the fork)",
                        s->path);
 }
 
@@ -91,7 +91,7 @@ int simdr__feeding(const simdr_store *s) {
 int simdr__check_reentry(simdr_store *s) {
     /* First, before any caller waits for the writer lock: in a child, a
      * thread of the parent that held it at the fork never lets it go. */
-    if (simdr__forked(s)) return refuse_forked(s);
+    if (simdr__forked(s)) return simdr__refuse_forked(s);
     if (simdr__in_read_scope(s))
         return simdr__fail(SIMDR_EINVAL,
                            "%s: call inside a read scope of the same store (end the scope "
@@ -115,7 +115,7 @@ static int refuse_failed(simdr_store *s) {
 
 int simdr__check_writable(simdr_store *s) {
     if (s->readonly) return simdr__fail(SIMDR_EREADONLY, "%s: store is open read-only", s->path);
-    if (simdr__forked(s)) return refuse_forked(s);
+    if (simdr__forked(s)) return simdr__refuse_forked(s);
     if (atomic_load_explicit(&s->failed, memory_order_acquire)) return refuse_failed(s);
     return SIMDR_OK;
 }
@@ -123,7 +123,7 @@ int simdr__check_writable(simdr_store *s) {
 int simdr__check_syncable(simdr_store *s) {
     int rc = simdr__check_reentry(s);
     if (rc != SIMDR_OK) return rc;
-    if (simdr__forked(s)) return refuse_forked(s);
+    if (simdr__forked(s)) return simdr__refuse_forked(s);
     if (atomic_load_explicit(&s->failed, memory_order_acquire)) return refuse_failed(s);
     return SIMDR_OK;
 }

@@ -684,6 +684,13 @@ int simdr__forked(const simdr_store *s);
  * guards: a stream source of s holds it already, and in a forked child a
  * thread of the parent may hold it forever. */
 int simdr__writer_lock_usable(const simdr_store *s);
+/* 1 when the file's [from, to) holds only zero bytes, read with pread: a
+ * read-only open must not read past the chain through the map (a writer may
+ * cut those bytes meanwhile, and a map read past the file's end faults).
+ * Bytes cut meanwhile count as zeros; a read error as not (load.c). */
+int simdr__file_range_zero(int fd, uint64_t from, uint64_t to);
+/* SIMDR_EINVAL for a handle used in a forked child, with the message. */
+int simdr__refuse_forked(simdr_store *s);
 /* After a failed sync (the store is failed): readers see the durable prefix. */
 void simdr__withdraw_unsynced(simdr_store *s);
 /* Writer: the index rebuilt from the chain ending at end in v's map and

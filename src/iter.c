@@ -695,27 +695,6 @@ SIMDR_API int simdr_for_each_parallel(simdr_store *s, unsigned nthreads, simdr_v
     return SIMDR_OK;
 }
 
-/* Whether bytes a read-only open skipped beyond the valid chain, [from, to),
- * are still in the file: a writer that opened the store since cuts them (a
- * torn tail), or a mapped writer leaves only zeros there; then they are no
- * longer damage to report. 1 when any of them is there and not zero, or
- * when the file cannot be read (reported as before). */
-static int skipped_bytes_remain(int fd, uint64_t from, uint64_t to) {
-    struct stat st;
-    if (simdr__io.fstat(fd, &st) != 0) return 1;
-    if ((uint64_t)st.st_size < to) to = (uint64_t)st.st_size;
-    uint8_t buf[16384];
-    for (uint64_t at = from; at < to;) {
-        size_t want = to - at < sizeof buf ? (size_t)(to - at) : sizeof buf;
-        ssize_t got = simdr__io.pread(fd, buf, want, (off_t)at);
-        if (got <= 0) return got < 0;
-        for (ssize_t i = 0; i < got; i++)
-            if (buf[i]) return 1;
-        at += (uint64_t)got;
-    }
-    return 0;
-}
-
 SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
                           simdr_check_report *report) {
     if (!s) return simdr__fail(SIMDR_EINVAL, "NULL store");
@@ -740,7 +719,9 @@ SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
     uint64_t skipped_end = 0;
     if (s->readonly && s->recovery.bytes_cut && !s->recovery.truncated &&
         !s->recovery.zeros_only && s->recovery.valid_size == tail &&
-        skipped_bytes_remain(s->fd, tail, tail + s->recovery.bytes_cut))
+        /* still there: a writer's open since cuts them (or a mapped one
+         * leaves zeros there), and they are damage no more */
+        !simdr__file_range_zero(s->fd, tail, tail + s->recovery.bytes_cut))
         skipped_end = s->recovery.valid_size + s->recovery.bytes_cut;
     if (locked) pthread_mutex_unlock(&s->wlock);
 

@@ -289,11 +289,7 @@ static int range_all_zero(const uint8_t *base, uint64_t from, uint64_t to) {
     return 1;
 }
 
-/* 1 when the file's [from, to) holds only zero bytes, read with pread: a
- * read-only open must not read past the chain through the map (a writer may
- * cut those bytes meanwhile, and a map read past the file's end faults).
- * Bytes cut meanwhile count as zeros; a read error as not. */
-static int file_range_zero(int fd, uint64_t from, uint64_t to) {
+int simdr__file_range_zero(int fd, uint64_t from, uint64_t to) {
     size_t cap = 1 << 16;
     uint8_t *buf = malloc(cap);
     if (!buf) return 0;
@@ -459,7 +455,7 @@ int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
     /* A torn tail a read-only open skips (past any durable record: lost
      * durable bytes are damage, not a tail) that is all zeros held no entry. */
     if (s->readonly && r.status == SIMDR__RECOVER_TORN && s->recovery.bytes_cut > 0)
-        s->recovery.zeros_only = file_range_zero(s->fd, r.valid_len, size);
+        s->recovery.zeros_only = simdr__file_range_zero(s->fd, r.valid_len, size);
     int cut = r.status == SIMDR__RECOVER_TORN && !s->readonly;
     if (rc == SIMDR_OK && cut) rc = cut_torn_tail(s, map->base, r.valid_len, size, repair);
     if (rc != SIMDR_OK) {

@@ -193,11 +193,7 @@ SIMDR_API int simdr_refresh(simdr_store *s, uint64_t *new_entries) {
         /* An inherited handle shows the store as it was at the fork, and a
          * thread of the parent refreshing then would hold the lock below in
          * this process forever. */
-        return simdr__fail(SIMDR_EINVAL,
-                           "%s: store handle used in a forked child; open the store again in "
-                           "this process to see later writes (reads still see the store as it "
-                           "was at the fork)",
-                           s->path);
+        return simdr__refuse_forked(s);
     if (s->readonly) {
         pthread_mutex_lock(&s->wlock);
         rc = refresh_locked(s, &added);
