@@ -312,29 +312,7 @@ int store_pairs(server_db *d, int argc, char **argv, size_t *lens) {
      * with a value too big for that batch go out together in an append of
      * their own (ks_write_pairs_at_once): never some of them alone. */
     long long now = key_now_ms();
-    int rc = 0;
-    size_t n = (size_t)(argc - 1) / 2;
-    ks_ref *refs = n ? calloc(n, sizeof *refs) : NULL;
-    char **keys = n ? malloc(n * sizeof *keys) : NULL, **vals = n ? malloc(n * sizeof *vals) : NULL;
-    size_t *klens = n ? malloc(n * sizeof *klens) : NULL, *vlens = n ? malloc(n * sizeof *vlens) : NULL;
-    if (refs && keys && vals && klens && vlens) {
-        for (size_t i = 0; i < n && rc >= 0; i++) {
-            keys[i] = argv[1 + 2 * i];
-            klens[i] = lens[1 + 2 * i];
-            vals[i] = argv[2 + 2 * i];
-            vlens[i] = lens[2 + 2 * i];
-            rc = ks_lookup(d, keys[i], klens[i], now, &refs[i]);
-            ks_ref_release(&refs[i]);
-        }
-        rc = rc < 0 ? rc : ks_write_pairs_at_once(d, refs, keys, klens, vals, vlens, n);
-    } else {
-        rc = 1; /* without the memory: one by one, as before */
-    }
-    free(refs);
-    free(keys);
-    free(vals);
-    free(klens);
-    free(vlens);
+    int rc = ks_write_pairs_at_once(d, argv + 1, lens + 1, (size_t)(argc - 1) / 2, now);
     if (rc != 1) return rc;
     rc = 0;
     for (int i = 1; i + 1 < argc && rc == 0; i += 2) {

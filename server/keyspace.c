@@ -492,8 +492,6 @@ static void pending_commit(server_db *d, uint64_t hash, const uint8_t *rec, size
     b->slots[j] = (uint32_t)(idx + 1);
 }
 
-/* The newest record of a slot hash: pending first, then the engine. On 0,
- * data and size describe it and entry is held (NULL for a pending record). */
 static int served_pending; /* ks_take_served_pending */
 
 int ks_take_served_pending(void) {
@@ -502,6 +500,8 @@ int ks_take_served_pending(void) {
     return v;
 }
 
+/* The newest record of a slot hash: pending first, then the engine. On 0,
+ * data and size describe it and entry is held (NULL for a pending record). */
 static int slot_get(server_db *d, uint64_t hash, simdr_entry **entry, const void **data,
                     size_t *size) {
     const simdr_hashed_kv *kv = pending_find(d, hash);
@@ -702,53 +702,54 @@ int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const stru
 /* MSET's pairs as one append when any record is too big for the pending
  * batch (which would stream it alone, after the pending records: an MSET of
  * several appends, the first ones kept when a later one fails on a full
- * disk, its reply an error). The turn's pending records go first (order of
- * appends = order of commands), then every record of the pairs, built in
- * one block, in one simdr_put_batch_hashed: all stored or none. 1 when the
- * pairs were not for this path (no big record, or a key whose slot must
- * first mark others chained, or too many or too large for one block): the
- * caller writes them one by one. refs[i] comes from ks_lookup of key i. */
-int ks_write_pairs_at_once(server_db *d, const ks_ref *refs, char **keys, size_t *klens,
-                           char **vals, size_t *vlens, size_t n) {
+ * disk, its reply an error). Sized before any lookup, so an MSET of small
+ * values costs nothing more here. The turn's pending records go first
+ * (order of appends = order of commands), then every record of the pairs,
+ * built in one block, in one simdr_put_batch_hashed. */
+int ks_write_pairs_at_once(server_db *d, char **kv, size_t *lens, size_t n, long long now) {
     size_t total = 0;
     int big = 0;
     for (size_t i = 0; i < n; i++) {
-        if (refs[i].pass_mask || klens[i] > UINT32_MAX) return 1;
-        size_t rec = RECORD_HEADER + klens[i] + vlens[i];
-        if (rec < vlens[i] || total + rec < total) return 1;
+        size_t klen = lens[2 * i], vlen = lens[2 * i + 1];
+        size_t rec = RECORD_HEADER + klen + vlen;
+        if (klen > UINT32_MAX || rec < vlen || total + rec < total) return 1;
         if (rec > PENDING_MAX_RECORD) big = 1;
         total += rec;
     }
     if (!big) return 1;
-    simdr_store *st;
-    int rc = db_store_for_write(d, &st);
-    if (rc) return rc;
-    uint8_t *block = malloc(total);
+    ks_ref *refs = calloc(n, sizeof *refs);
     simdr_hashed_kv *items = malloc(n * sizeof *items);
-    if (!block || !items) {
-        free(block);
-        free(items);
-        return SIMDR_ENOMEM;
+    uint8_t *block = malloc(total);
+    int rc = refs && items && block ? 0 : SIMDR_ENOMEM;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        int found = ks_lookup(d, kv[2 * i], lens[2 * i], now, &refs[i]);
+        ks_ref_release(&refs[i]);
+        if (found < 0) rc = found;
+        else if (refs[i].pass_mask) rc = 1; /* a collision chain to mark: ks_write's way */
     }
+    simdr_store *st = NULL;
+    if (rc == 0) rc = db_store_for_write(d, &st);
     size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *key = kv[2 * i];
+        size_t klen = lens[2 * i], vlen = lens[2 * i + 1];
         uint8_t *rec = block + off;
-        record_header(rec, klens[i], 0, refs[i].slot_flags & RECORD_FLAG_CHAINED);
-        memcpy(rec + RECORD_HEADER, keys[i], klens[i]);
-        memcpy(rec + RECORD_HEADER + klens[i], vals[i], vlens[i]);
-        size_t len = RECORD_HEADER + klens[i] + vlens[i];
-        items[i] = (simdr_hashed_kv){slot_hash(keys[i], klens[i], refs[i].slot), rec, len};
-        off += len;
-        watch_touch_key(d->index, keys[i], klens[i]);
+        record_header(rec, klen, 0, refs[i].slot_flags & RECORD_FLAG_CHAINED);
+        memcpy(rec + RECORD_HEADER, key, klen);
+        memcpy(rec + RECORD_HEADER + klen, kv[2 * i + 1], vlen);
+        items[i] = (simdr_hashed_kv){slot_hash(key, klen, refs[i].slot), rec,
+                                     RECORD_HEADER + klen + vlen};
+        off += RECORD_HEADER + klen + vlen;
+        watch_touch_key(d->index, key, klen);
     }
-    rc = flush_db(d); /* notes its own outcome */
-    if (rc == 0) {
+    if (rc == 0 && (rc = flush_db(d)) == 0) { /* flush_db notes its own outcome */
         rc = simdr_put_batch_hashed(st, items, n, NULL);
         ks_note_write(d, rc);
         if (rc == 0) ks_mark_dirty(d);
     }
-    free(block);
+    free(refs);
     free(items);
+    free(block);
     return rc;
 }
 

@@ -753,13 +753,14 @@ static int open_databases(void) {
         }
         if (d->store) {
             simdr_recovery_info ri;
-            if (simdr_recovery(d->store, &ri) == 0 && ri.bytes_cut && ri.zeros_only)
+            int cut = simdr_recovery(d->store, &ri) == 0 && ri.bytes_cut;
+            if (cut && ri.zeros_only)
                 /* The zeros written ahead of the tail (--preallocate) by the last run:
                  * no entry, nothing lost, nothing to save. */
                 server_log(LOG_NOTICE_, "%s: cut %llu bytes of zeros after the last entry "
                            "(space written ahead of the tail)", d->path,
                            (unsigned long long)ri.bytes_cut);
-            else if (simdr_recovery(d->store, &ri) == 0 && ri.bytes_cut)
+            else if (cut)
                 server_log(LOG_WARNING_, "%s: cut a torn tail of %llu bytes (%s%s)", d->path,
                            (unsigned long long)ri.bytes_cut,
                            ri.saved_path[0] ? "saved to " : "not saved",

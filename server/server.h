@@ -272,9 +272,12 @@ uint64_t db_size(server_db *d);
 /* 1 found, 0 not found, < 0 simdr error. Expired records are deleted here. */
 int ks_lookup(server_db *d, const void *key, size_t klen, long long now, ks_ref *ref);
 void ks_ref_release(ks_ref *ref);
+/* MSET's n pairs (kv: key, value, key, value...; lens alike) in one append
+ * of their own when any is too big for the turn's batch: 0 or the error,
+ * all stored or none; 1, nothing written, when they are for ks_write one by
+ * one (none too big, or a collision chain to mark first). */
+int ks_write_pairs_at_once(server_db *d, char **kv, size_t *lens, size_t n, long long now);
 /* Writes key = concat(iov) with expire_ms (0 = none) at ref's slot. */
-int ks_write_pairs_at_once(server_db *d, const ks_ref *refs, char **keys, size_t *klens,
-                           char **vals, size_t *vlens, size_t n);
 int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const struct iovec *iov,
              int niov, uint64_t expire_ms);
 /* As ks_write, the value being the first len bytes of the file fd. */
