@@ -311,11 +311,11 @@ int cmd_import(const struct cli_args *a) {
         int rc = cli_put_from_fd(st, l.rel[i], strlen(l.rel[i]), fd, prog, &read_errno, &got);
         close(fd);
         done += l.size[i];
+        char what[1100];
+        snprintf(what, sizeof what, "%s: import %s", fq, q);
         if (rc == SIMDR_OK) {
             /* Stored: a name that cannot follow (a full disk) leaves it
              * imported but unnamed, which export cannot find; counted apart. */
-            char what[1100];
-            snprintf(what, sizeof what, "%s: import %s", fq, q);
             if (cli_name_put_or_warn(st, l.rel[i], strlen(l.rel[i]), what) != SIMDR_OK)
                 unnamed++;
             imported++;
@@ -332,8 +332,6 @@ int cmd_import(const struct cli_args *a) {
             continue;
         }
         failed++;
-        char what[1100];
-        snprintf(what, sizeof what, "%s: import %s", fq, q);
         if (rc == SIMDR_EINVAL) {
             cli_explain_refused_value(what);
         } else if (rc == SIMDR_ESOURCE && cli_interrupted()) {
@@ -690,7 +688,7 @@ int cmd_export(const struct cli_args *a) {
         cli_err("out of memory");
         return CLI_FAIL;
     }
-    int ret = CLI_OK, nparsed = 0;
+    int ret = CLI_OK;
     /* Every key is checked before anything is written. A key given twice
      * is exported once: its second file would be its first, found there. */
     int given = nkeys;
@@ -705,11 +703,9 @@ int cmd_export(const struct cli_args *a) {
             again = keys[j].len == keys[i].len && memcmp(keys[j].data, keys[i].data, keys[i].len) == 0;
         if (again) {
             cli_key_free(&keys[i]);
-            memset(&keys[i], 0, sizeof keys[i]);
             continue;
         }
         nkeys++;
-        nparsed++;
         const char *why = unsafe_path_reason(keys[i].data, keys[i].len);
         if (why) {
             char q[512];
@@ -724,7 +720,6 @@ int cmd_export(const struct cli_args *a) {
     if (ret == CLI_OK && nkeys == 0) {
         /* No keys given: every value this tool can name. */
         ret = named_keys(st, fq, &keys, &nkeys, &unnamed, &failed);
-        nparsed = nkeys;
     }
     uint64_t asked = (uint64_t)nkeys + failed; /* names that cannot be files count too */
     struct export_guard guard;
@@ -794,7 +789,7 @@ int cmd_export(const struct cli_args *a) {
     if (rootfd >= 0)
         close(rootfd);
     int crc = cli_close_store(st, a->store_path);
-    for (int i = 0; i < nparsed; i++)
+    for (int i = 0; i < nkeys; i++)
         cli_key_free(&keys[i]);
     free(keys);
     return ret != CLI_OK ? ret : crc;
