@@ -1742,54 +1742,42 @@ def group_hostile():
         outcomes = {"write": set(), "move": set(), "rename": set()}
         unnamed_said = set()
         s, t = os.path.join(d, "s.bin"), os.path.join(d, "t.bin")
-        for step in range(0, 480, 16):
-            for f in os.listdir(d):
-                os.unlink(os.path.join(d, f))
-            run(s, "write", "pad", input=pad)
-            room = LIMIT_KIB * 1024 - os.path.getsize(s)
-            value = random.Random(step).randbytes(room - 400 + step)
-            p = limited(s, "write", "new", input=value)
-            got = run(s, "read", "new")
-            if p.returncode == 0:
-                check(got.out == value and named_or_said(s, "new", p), "a write that succeeds under "
-                      "the limit stored the value (%d bytes)" % len(value), p.stderr.decode())
-            else:
-                check(got.rc != 0, "a write that fails under the limit stored nothing (%d bytes)"
-                      % len(value), p.stderr.decode())
-            outcomes["write"].add(p.returncode)
-        for step in range(0, 480, 16):
-            for f in os.listdir(d):
-                os.unlink(os.path.join(d, f))
-            run(t, "write", "pad", input=pad)
-            room = LIMIT_KIB * 1024 - os.path.getsize(t)
-            value = random.Random(step).randbytes(room - 400 + step)
-            run(s, "write", "key", input=value)
-            p = limited(s, "move", "key", t)
-            if p.returncode == 0:
-                check(run(t, "read", "key").out == value and named_or_said(t, "key", p)
-                      and run(s, "read", "key").rc != 0,
-                      "a move that succeeds under the limit moved the value", p.stderr.decode())
-            else:
-                check(run(s, "read", "key").out == value and run(t, "read", "key").rc != 0,
-                      "a move that fails under the limit left the key in the source",
-                      p.stderr.decode())
-            outcomes["move"].add(p.returncode)
-        for step in range(0, 480, 16):
-            for f in os.listdir(d):
-                os.unlink(os.path.join(d, f))
-            run(s, "write", "pad", input=pad)
-            room = LIMIT_KIB * 1024 - os.path.getsize(s)
-            value = random.Random(step).randbytes((room - 400 + step) // 2)
-            run(s, "write", "old", input=value)
-            p = limited(s, "rename", "old", "new")
-            if p.returncode == 0:
-                check(run(s, "read", "new").out == value and named_or_said(s, "new", p)
-                      and run(s, "read", "old").rc != 0,
-                      "a rename that succeeds under the limit renamed the value", p.stderr.decode())
-            else:
-                check(run(s, "read", "old").out == value and run(s, "read", "new").rc != 0,
-                      "a rename that fails under the limit left the old key", p.stderr.decode())
-            outcomes["rename"].add(p.returncode)
+
+        def sweep(what, padded, prepare, act, landed, stayed):
+            """Each step: a fresh store padded near the limit, then prepare's
+            value (sized from the room left) and the command act runs on it;
+            it either did it (landed) or changed nothing (stayed)."""
+            for step in range(0, 480, 16):
+                for f in os.listdir(d):
+                    os.unlink(os.path.join(d, f))
+                run(padded, "write", "pad", input=pad)
+                room = LIMIT_KIB * 1024 - os.path.getsize(padded)
+                value = prepare(random.Random(step).randbytes(room - 400 + step))
+                p = act(value)
+                if p.returncode == 0:
+                    check(landed(value, p), "a %s that succeeds under the limit did it (%d bytes)"
+                          % (what, len(value)), p.stderr.decode())
+                else:
+                    check(stayed(value), "a %s that fails under the limit changed nothing (%d bytes)"
+                          % (what, len(value)), p.stderr.decode())
+                outcomes[what].add(p.returncode)
+
+        def stored_as(key, value, store=s):
+            run(store, "write", key, input=value)
+            return value
+
+        sweep("write", s, lambda v: v, lambda v: limited(s, "write", "new", input=v),
+              lambda v, p: run(s, "read", "new").out == v and named_or_said(s, "new", p),
+              lambda v: run(s, "read", "new").rc != 0)
+        sweep("move", t, lambda v: stored_as("key", v), lambda v: limited(s, "move", "key", t),
+              lambda v, p: (run(t, "read", "key").out == v and named_or_said(t, "key", p)
+                            and run(s, "read", "key").rc != 0),
+              lambda v: run(s, "read", "key").out == v and run(t, "read", "key").rc != 0)
+        sweep("rename", s, lambda v: stored_as("old", v[:len(v) // 2]),
+              lambda v: limited(s, "rename", "old", "new"),
+              lambda v, p: (run(s, "read", "new").out == v and named_or_said(s, "new", p)
+                            and run(s, "read", "old").rc != 0),
+              lambda v: run(s, "read", "old").out == v and run(s, "read", "new").rc != 0)
         for what, rcs in outcomes.items():
             check(0 in rcs and len(rcs) > 1, "the %s sweep met the limit both ways" % what, repr(rcs))
         check({"write", "move"} <= unnamed_said,

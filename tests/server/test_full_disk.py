@@ -53,12 +53,18 @@ def info_persistence(r):
     return r.info("persistence")
 
 
+def server_on(small_fs, tmp_path, durability):
+    """simdr-server with its stores on the small file system (no
+    auto-compaction) and its log in tmp_path/logs, on the real disk."""
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    return Server("--dir", small_fs, "--durability", durability, "--auto-compact-percent", "0",
+                  data_dir=str(logs))
+
+
 @pytest.mark.parametrize("durability", ["everysec", "always"])
 def test_full_disk(small_fs, tmp_path, durability):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    srv = Server("--dir", small_fs, "--durability", durability, "--auto-compact-percent", "0",
-                 data_dir=str(logs))
+    srv = server_on(small_fs, tmp_path, durability)
     with srv:
         r = srv.client()
         stored, drops, refused = fill(r)
@@ -94,8 +100,7 @@ def test_full_disk(small_fs, tmp_path, durability):
         assert r.ping()
         # A clean stop exits 0 (Server.stop asserts it) ...
     # ... and the server starts again on the still-full file system.
-    with Server("--dir", small_fs, "--durability", durability, "--auto-compact-percent", "0",
-                data_dir=str(logs)) as srv:
+    with server_on(small_fs, tmp_path, durability) as srv:
         r = srv.client()
         assert r.dbsize() == len(stored)
         for i in stored:
@@ -111,7 +116,7 @@ def test_full_disk(small_fs, tmp_path, durability):
         info = info_persistence(r)
         assert info["simdr_last_write_status"] == "ok"
         assert info["simdr_write_errors"] >= 1
-    assert "writes to the store files succeed again" in open(os.path.join(logs, "server.log")).read()
+    assert "writes to the store files succeed again" in (tmp_path / "logs" / "server.log").read_text()
 
 
 @pytest.mark.parametrize("durability", ["no", "always"])
@@ -121,13 +126,10 @@ def test_reader_is_not_shown_a_write_the_full_store_refused(small_fs, tmp_path, 
     # batch, the reader must not get the refused value (it was served it, and
     # every later GET answered the old one). DEBUG SLEEP holds the loop so the
     # SET and the GET land in one turn.
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    with Server("--dir", small_fs, "--durability", durability, "--auto-compact-percent", "0",
-                data_dir=str(logs)) as srv:
+    with server_on(small_fs, tmp_path, durability) as srv:
         r = srv.client()
         assert r.set("x", "old")
-        stored, _, refused = fill(r)
+        _, _, refused = fill(r)
         assert refused > 0
         checked = 0
         for trial in range(6):
@@ -160,10 +162,7 @@ def test_mset_with_large_values_is_whole_or_absent_on_a_full_disk(small_fs, tmp_
     # A value over 64 KiB is too big for the turn's batch: MSET wrote such
     # pairs one append at a time, so on a full disk it answered an error
     # with its first pairs stored. Now all of its pairs go in one append.
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    with Server("--dir", small_fs, "--durability", durability, "--auto-compact-percent", "0",
-                data_dir=str(logs)) as srv:
+    with server_on(small_fs, tmp_path, durability) as srv:
         r = srv.client()
         i = 0
         while True:
