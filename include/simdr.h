@@ -454,6 +454,20 @@ SIMDR_API int simdr_put_batch_hashed(simdr_store *store, const simdr_hashed_kv *
                                      size_t n, uint64_t *tail_out);
 
 /**
+ * Puts and deletes in one append, as simdr_put_batch: an item whose value is
+ * NULL with value_len 0 appends a tombstone for its key (a delete), every
+ * other item is a put. What a caller needs done together (a rename: the new
+ * key's value and the old key's delete) is refused together when the store
+ * refuses the write (a full disk): nothing is kept. A later item for the same
+ * key wins. A delete appends its tombstone whether or not the key is present
+ * (harmless; simdr_delete_batch skips absent keys instead).
+ */
+SIMDR_API int simdr_write_batch(simdr_store *store, const simdr_kv *items, size_t n,
+                                uint64_t *tail_out);
+SIMDR_API int simdr_write_batch_hashed(simdr_store *store, const simdr_hashed_kv *items,
+                                       size_t n, uint64_t *tail_out);
+
+/**
  * Stream source: fill buf with up to cap bytes; return the count, 0 at end of
  * input, or a negative value on error (the write then fails with
  * SIMDR_ESOURCE and nothing is kept).

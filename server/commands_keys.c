@@ -87,13 +87,12 @@ static void rename_generic(client *c, char **argv, size_t *lens, int nx) {
         return;
     }
     ks_ref_release(&dst);
-    struct iovec v = {(void *)src.rec.value, src.rec.value_len};
-    if (cmd_write(c, d, &dst, argv[2], lens[2], &v, 1, src.rec.expire_ms) ||
-        cmd_delete(c, d, &src, argv[1], lens[1])) {
-        ks_ref_release(&src);
+    rc = ks_rename(d, &src, argv[1], lens[1], &dst, argv[2], lens[2]);
+    ks_ref_release(&src);
+    if (rc) {
+        reply_error(c, "%s", store_error(rc));
         return;
     }
-    ks_ref_release(&src);
     if (nx)
         reply_int(c, 1);
     else

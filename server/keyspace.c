@@ -114,9 +114,8 @@ static uint8_t *slot_key(const void *key, size_t klen, int slot, size_t *len) {
 }
 
 /* Test-only (--debug-slot-hash-bits): fewer hash bits make collisions common
- * so the probing is exercised. Then no key is at its engine hash, so deletes
- * leave holes (the engine deletes by key bytes only) and MGET skips the
- * batch read by key. */
+ * so the probing is exercised. Then no key is at its engine hash, so MGET
+ * skips the batch read by key. */
 uint64_t slot_hash_mask = UINT64_MAX;
 
 uint64_t slot_hash(const void *key, size_t klen, int slot) {
@@ -328,14 +327,17 @@ uint64_t db_size(server_db *d) {
  *
  * A record of up to PENDING_MAX_RECORD bytes is not appended at once: it is
  * copied into the database's pending batch, and every pending batch goes to
- * the engine as one simdr_put_batch_hashed (one write system call) at the end
- * of the event-loop turn, before the durability sync and before any reply is
- * sent. The batch collects the writes of all clients of the turn.
+ * the engine as one simdr_write_batch_hashed (one write system call) at the
+ * end of the event-loop turn, before the durability sync and before any reply
+ * is sent. The batch collects the writes of all clients of the turn, and
+ * their deletes: an item with no bytes is a tombstone, so a command's put and
+ * delete (RENAME) are stored or refused together.
  *
- * Lookups see pending records first (the overlay, by slot hash), so a read
- * after a write in the same turn sees it. Anything that reads the engine
- * other than by ks_lookup (iteration, counts, WATCH offsets, batch reads,
- * deletes, syncs, compaction) runs ks_flush_pending() first.
+ * Lookups see pending records first (the overlay, by slot hash; a pending
+ * tombstone reads as an empty slot), so a read after a write in the same
+ * turn sees it. Anything that reads the engine other than by ks_lookup
+ * (iteration, counts, WATCH offsets, batch reads, syncs, compaction) runs
+ * ks_flush_pending() first.
  *
  * A flush does not free the bytes of the records it wrote: a command may
  * still hold a ks_ref into them (a lookup, then a delete that flushes). They
@@ -411,7 +413,7 @@ void ks_pending_safe_point(void) {
 static int flush_db(server_db *d) {
     pending_batch *b = &pending[d->index];
     if (!b->n) return 0;
-    int rc = simdr_put_batch_hashed(d->store, b->items, b->n, NULL);
+    int rc = simdr_write_batch_hashed(d->store, b->items, b->n, NULL);
     if (rc) {
         server_log(LOG_WARNING_, "writing %zu records to %s failed: %s (%s)", b->n, d->path,
                    simdr_strerror(rc), simdr_last_error());
@@ -444,18 +446,19 @@ int ks_flush_pending(void) {
     return first;
 }
 
-/* Room for one more item in d's batch (flushing it when full), then the
- * record's bytes: NULL when out of memory. */
-static uint8_t *pending_reserve(server_db *d, size_t total) {
+/* Room for items more items in d's batch without a flush between them
+ * (flushing it first when they would not fit), and for total bytes of
+ * records: 0, or SIMDR_ENOMEM. */
+static int pending_room(server_db *d, size_t items, size_t total) {
     pending_batch *b = &pending[d->index];
-    if (b->n >= PENDING_MAX_ITEMS || b->bytes + total > PENDING_MAX_BYTES) flush_db(d);
-    if (b->n == b->cap) {
+    if (b->n + items > PENDING_MAX_ITEMS || b->bytes + total > PENDING_MAX_BYTES) flush_db(d);
+    while (b->n + items > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
-        simdr_hashed_kv *items = realloc(b->items, cap * sizeof *items);
-        if (!items) return NULL;
-        b->items = items;
+        simdr_hashed_kv *grown = realloc(b->items, cap * sizeof *grown);
+        if (!grown) return SIMDR_ENOMEM;
+        b->items = grown;
         uint32_t *slots = calloc(cap * 2, sizeof *slots);
-        if (!slots) return NULL;
+        if (!slots) return SIMDR_ENOMEM;
         free(b->slots);
         b->slots = slots;
         b->nslots = cap * 2;
@@ -467,6 +470,14 @@ static uint8_t *pending_reserve(server_db *d, size_t total) {
             b->slots[j] = (uint32_t)(i + 1);
         }
     }
+    return 0;
+}
+
+/* Room for one more item (pending_room), then the record's bytes: NULL when
+ * out of memory. */
+static uint8_t *pending_reserve(server_db *d, size_t total) {
+    pending_batch *b = &pending[d->index];
+    if (pending_room(d, 1, total)) return NULL;
     if (!b->chunks || PENDING_CHUNK - b->chunks->used < total) {
         pending_chunk *c = chunk_get();
         if (!c) return NULL;
@@ -492,6 +503,13 @@ static void pending_commit(server_db *d, uint64_t hash, const uint8_t *rec, size
     b->slots[j] = (uint32_t)(idx + 1);
 }
 
+/* A delete in the turn's batch: a tombstone, appended with the records. */
+static int pending_tombstone(server_db *d, uint64_t hash) {
+    if (pending_room(d, 1, 0)) return SIMDR_ENOMEM;
+    pending_commit(d, hash, NULL, 0);
+    return 0;
+}
+
 static int served_pending; /* ks_take_served_pending */
 
 int ks_take_served_pending(void) {
@@ -507,6 +525,7 @@ static int slot_get(server_db *d, uint64_t hash, simdr_entry **entry, const void
     const simdr_hashed_kv *kv = pending_find(d, hash);
     if (kv) {
         served_pending = 1;
+        if (!kv->value) return SIMDR_NOTFOUND; /* a pending tombstone */
         *entry = NULL;
         *data = kv->value;
         *size = kv->value_len;
@@ -803,27 +822,69 @@ int ks_write_fd(server_db *d, ks_ref *ref, const void *key, size_t klen, int fd,
 
 int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen) {
     int rc;
-    if ((ref->slot_flags & RECORD_FLAG_CHAINED) || slot_hash_mask != UINT64_MAX) {
-        rc = put_record(d, slot_hash(key, klen, ref->slot), NULL, 0, NULL, 0, 0,
-                        RECORD_FLAG_CHAINED | RECORD_FLAG_HOLE);
-    } else if ((rc = flush_db(d)) != 0) {
-        return rc;
-    } else if (ref->slot == 0) {
-        rc = simdr_delete(d->store, key, klen, NULL);
+    uint64_t hash = slot_hash(key, klen, ref->slot);
+    if (ref->slot_flags & RECORD_FLAG_CHAINED) {
+        /* A probe chain passes this slot: a hole keeps it linked. */
+        rc = put_record(d, hash, NULL, 0, NULL, 0, 0, RECORD_FLAG_CHAINED | RECORD_FLAG_HOLE);
     } else {
-        size_t n;
-        uint8_t *k = slot_key(key, klen, ref->slot, &n);
-        if (!k) return SIMDR_ENOMEM;
-        rc = simdr_delete(d->store, k, n, NULL);
-        free(k);
+        rc = pending_tombstone(d, hash);
     }
-    if (rc == SIMDR_NOTFOUND) rc = 0;
-    ks_note_write(d, rc);
     if (rc == 0) {
         ks_mark_dirty(d);
         watch_touch_key(d->index, key, klen);
     }
     return rc;
+}
+
+int ks_rename(server_db *d, ks_ref *src, const void *old_key, size_t old_len, ks_ref *dst,
+              const void *new_key, size_t new_len) {
+    if (new_len > UINT32_MAX) return SIMDR_ETOOBIG;
+    size_t vlen = src->rec.value_len;
+    size_t total = RECORD_HEADER + new_len + vlen;
+    if (total < vlen) return SIMDR_ETOOBIG;
+    int rc;
+    /* The marks of the new key's probe chain go first, on their own: only
+     * the two writes of the rename must not be split. */
+    if (!dst->found && dst->pass_mask) {
+        if ((rc = mark_chained(d, new_key, new_len, dst->pass_mask))) return rc;
+        dst->pass_mask = 0;
+    }
+    struct iovec v = {(void *)src->rec.value, vlen};
+    if (total <= PENDING_MAX_RECORD) {
+        /* Both in the turn's batch, with room made first so that no flush
+         * of a full batch falls between them. */
+        if ((rc = pending_room(d, 2, total + RECORD_HEADER))) return rc;
+        if ((rc = ks_write(d, dst, new_key, new_len, &v, 1, src->rec.expire_ms))) return rc;
+        return ks_delete(d, src, old_key, old_len);
+    }
+    /* Too big for the batch: the record is built in memory and appended
+     * with the delete (a tombstone, or a hole where a probe chain passes). */
+    simdr_store *st;
+    if ((rc = db_store_for_write(d, &st))) return rc;
+    uint8_t hole[RECORD_HEADER];
+    uint8_t *block = malloc(total);
+    if (!block) return SIMDR_ENOMEM;
+    record_header(block, new_len, src->rec.expire_ms, dst->slot_flags & RECORD_FLAG_CHAINED);
+    memcpy(block + RECORD_HEADER, new_key, new_len);
+    memcpy(block + RECORD_HEADER + new_len, src->rec.value, vlen);
+    simdr_hashed_kv items[2] = {{slot_hash(new_key, new_len, dst->slot), block, total},
+                                {slot_hash(old_key, old_len, src->slot), NULL, 0}};
+    if (src->slot_flags & RECORD_FLAG_CHAINED) {
+        record_header(hole, 0, 0, RECORD_FLAG_CHAINED | RECORD_FLAG_HOLE);
+        items[1].value = hole;
+        items[1].value_len = RECORD_HEADER;
+    }
+    if ((rc = flush_db(d)) == 0) { /* flush_db notes its own outcome */
+        rc = simdr_write_batch_hashed(st, items, 2, NULL);
+        ks_note_write(d, rc);
+    }
+    free(block);
+    if (rc) return rc;
+    if (src->rec.expire_ms) d->may_have_ttl = d->ttl_written_in_walk = 1;
+    watch_touch_key(d->index, new_key, new_len);
+    watch_touch_key(d->index, old_key, old_len);
+    ks_mark_dirty(d);
+    return 0;
 }
 
 int ks_hashes_in_range(simdr_store *s, uint64_t from, uint64_t to, uint64_t **out, size_t *n) {

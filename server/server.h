@@ -285,6 +285,10 @@ int ks_write_fd(server_db *d, ks_ref *ref, const void *key, size_t klen, int fd,
                 uint64_t expire_ms);
 /* Deletes the found key of ref (releases nothing). */
 int ks_delete(server_db *d, ks_ref *ref, const void *key, size_t klen);
+/* RENAME: src's value and expiry under new_key (at dst's slot, dst looked up
+ * and released) and src's delete, stored or refused together (one append). */
+int ks_rename(server_db *d, ks_ref *src, const void *old_key, size_t old_len, ks_ref *dst,
+              const void *new_key, size_t new_len);
 /* The turn's pending writes (keyspace.c): written as one batch append per
  * database by ks_flush_pending (a simdr status; failures also set
  * srv.write_failed); ks_pending_safe_point recycles the memory of flushed

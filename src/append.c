@@ -515,6 +515,17 @@ static void fill_hashed(const void *src, size_t i, simdr__item *it) {
     *it = (simdr__item){kv->key_hash, kv->value, kv->value_len, 0};
 }
 
+/* simdr_write_batch: a NULL value of length 0 is a delete. */
+static void fill_kv_or_delete(const void *src, size_t i, simdr__item *it) {
+    fill_kv(src, i, it);
+    if (!it->value && !it->len) *it = (simdr__item){it->hash, tombstone_byte, 1, 1};
+}
+
+static void fill_hashed_or_delete(const void *src, size_t i, simdr__item *it) {
+    fill_hashed(src, i, it);
+    if (!it->value && !it->len) *it = (simdr__item){it->hash, tombstone_byte, 1, 1};
+}
+
 SIMDR_API int simdr_put_batch(simdr_store *s, const simdr_kv *items, size_t n,
                               uint64_t *tail_out) {
     if (!items && n) return simdr__fail(SIMDR_EINVAL, "NULL items");
@@ -528,6 +539,21 @@ SIMDR_API int simdr_put_batch_hashed(simdr_store *s, const simdr_hashed_kv *item
                                      uint64_t *tail_out) {
     if (!items && n) return simdr__fail(SIMDR_EINVAL, "NULL items");
     return put_batch_items(s, n, tail_out, fill_hashed, items);
+}
+
+SIMDR_API int simdr_write_batch(simdr_store *s, const simdr_kv *items, size_t n,
+                                uint64_t *tail_out) {
+    if (!items && n) return simdr__fail(SIMDR_EINVAL, "NULL items");
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].key && items[i].key_len)
+            return simdr__fail(SIMDR_EINVAL, "NULL key at batch index %zu", i);
+    return put_batch_items(s, n, tail_out, fill_kv_or_delete, items);
+}
+
+SIMDR_API int simdr_write_batch_hashed(simdr_store *s, const simdr_hashed_kv *items, size_t n,
+                                       uint64_t *tail_out) {
+    if (!items && n) return simdr__fail(SIMDR_EINVAL, "NULL items");
+    return put_batch_items(s, n, tail_out, fill_hashed_or_delete, items);
 }
 
 /* ---- streams ---- */

@@ -181,3 +181,70 @@ def test_mset_with_large_values_is_whole_or_absent_on_a_full_disk(small_fs, tmp_
         fits = {b"a": b"A" * 20000, b"big": b"B" * 300000, b"d": b"D" * 100}
         assert r.mset(fits)
         assert [r.get(k) for k in fits] == list(fits.values())
+
+
+def store_file(small_fs):
+    path = os.path.join(small_fs, "db-0.simdr")
+    assert os.path.exists(path), os.listdir(small_fs)
+    return path
+
+
+def fill_free_pages(small_fs, keep_pages):
+    """A file of the test's own that takes every free page of the file
+    system but keep_pages: from then on an append fits only in the rest of
+    the store's last page and those."""
+    path = os.path.join(small_fs, "filler")
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\xff" * 4096)
+        except OSError:
+            pass
+    pages = (os.path.getsize(path) + 4095) // 4096
+    assert pages > keep_pages
+    os.truncate(path, (pages - keep_pages) * 4096)
+    return path
+
+
+@pytest.mark.parametrize("durability", ["no", "everysec"])
+def test_rename_is_stored_or_refused_whole_on_a_full_disk(small_fs, tmp_path, durability):
+    # RENAME wrote the new key's record, then the old key's delete: a disk
+    # that took the first append and refused the second (the record filling
+    # the store's last page exactly) left both keys, with an error reply.
+    # Both now go in one append. The new record is made to end 0 to 20 bytes
+    # before the end of the store's last page (values start at 64-byte
+    # boundaries, so an entry of a multiple of 64 bytes ends at the page's
+    # end), with no free page after it: it fits, its 21-byte tombstone does not.
+    page = 4096
+    for record in (192, 70016):  # 70016: a record too big for the turn's batch
+        src_val = b"s" * (record - 20 - 16 - 3)  # entry = 16-byte header + "dst" + value + 20
+        with server_on(small_fs, tmp_path, durability) as srv:
+            r = srv.client()
+            assert r.set(b"src", src_val)
+            path = store_file(small_fs)
+            tail = os.path.getsize(path)
+            page_end = (tail + record + page - 1) // page * page
+            # A filler entry whose end leaves the next entry's aligned start
+            # at page_end - record: its end in (page_end - record - 64, page_end - record].
+            start = (tail + 63) // 64 * 64
+            filler_len = page_end - record - start - 20 - 16 - 3
+            if filler_len < 1:
+                filler_len += page
+            assert r.set(b"pad", b"p" * filler_len)
+            tail = os.path.getsize(path)
+            assert (tail + 63) // 64 * 64 + record == (tail + record + page - 1) // page * page, tail
+            filler = fill_free_pages(small_fs, (page_end - (tail + page - 1) // page * page) // page)
+            try:
+                replied = r.rename(b"src", b"dst")
+            except (redis.ResponseError, redis.ConnectionError):
+                replied = None
+            r = srv.client()
+            src, dst = r.get(b"src"), r.get(b"dst")
+            assert (src is None) != (dst is None), ("both or neither", record, src is None)
+            assert (dst if replied else src) == src_val
+            os.unlink(filler)
+            time.sleep(1.2)  # past the refusal window
+            if not replied:
+                assert r.rename(b"src", b"dst")
+            assert r.get(b"src") is None and r.get(b"dst") == src_val
+            r.flushall()

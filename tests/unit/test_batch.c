@@ -557,6 +557,57 @@ static void test_batch_argument_checks(void **state) {
     tu_expect_str(f->tu.s, "after", "a");
 }
 
+/* simdr_write_batch: puts and deletes in one append, in order, a later item
+ * of a key winning; the deletes are tombstones the file keeps. */
+static void test_write_batch_puts_and_deletes(void **state) {
+    fixture *f = *state;
+    put_all(f, NULL);
+    uint64_t size = simdr_file_size(f->tu.s);
+    simdr_kv ops[6] = {{"renamed", 7, f->vals[0], f->vlen[0]},
+                       {f->keys[0], strlen(f->keys[0]), NULL, 0},   /* delete */
+                       {"fresh", 5, "new", 3},
+                       {"fresh", 5, NULL, 0},                       /* put, then delete */
+                       {f->keys[1], strlen(f->keys[1]), NULL, 0},
+                       {f->keys[1], strlen(f->keys[1]), "back", 4}}; /* delete, then put */
+    uint64_t tail = 0;
+    assert_int_equal(simdr_write_batch(f->tu.s, ops, 6, &tail), SIMDR_OK);
+    assert_true(tail > size);
+    assert_int_equal(tail, simdr_file_size(f->tu.s));
+    for (int pass = 0; pass < 2; pass++) {
+        tu_expect_value(f->tu.s, TU_STR("renamed"), f->vals[0], f->vlen[0]);
+        tu_expect_absent(f->tu.s, TU_STR(f->keys[0]));
+        tu_expect_absent(f->tu.s, TU_STR("fresh"));
+        tu_expect_str(f->tu.s, f->keys[1], "back");
+        tu_expect_value(f->tu.s, TU_STR(f->keys[2]), f->vals[2], f->vlen[2]);
+        assert_int_equal(simdr_count(f->tu.s), N);
+        assert_int_equal(simdr_close(f->tu.s), SIMDR_OK);
+        f->tu.s = tu_open(f->tu.path, SIMDR_OPEN_EXISTING, 0);
+    }
+    /* The hashed form; a delete of an absent key still appends its tombstone. */
+    size = simdr_file_size(f->tu.s);
+    simdr_hashed_kv hk[2] = {{simdr_hash_key(TU_STR("renamed")), NULL, 0},
+                             {simdr_hash_key(TU_STR("never-stored")), NULL, 0}};
+    assert_int_equal(simdr_write_batch_hashed(f->tu.s, hk, 2, NULL), SIMDR_OK);
+    assert_true(simdr_file_size(f->tu.s) > size);
+    tu_expect_absent(f->tu.s, TU_STR("renamed"));
+    assert_int_equal(simdr_count(f->tu.s), N - 1);
+    /* One bad put refuses the deletes with it; NULL with a length is no delete. */
+    size = simdr_file_size(f->tu.s);
+    simdr_kv bad[2] = {{f->keys[2], strlen(f->keys[2]), NULL, 0}, {"x", 1, "\0", 1}};
+    assert_int_equal(simdr_write_batch(f->tu.s, bad, 2, NULL), SIMDR_EINVAL);
+    bad[1] = (simdr_kv){"x", 1, NULL, 5};
+    assert_int_equal(simdr_write_batch(f->tu.s, bad, 2, NULL), SIMDR_EINVAL);
+    bad[1] = (simdr_kv){NULL, 3, "v", 1};
+    assert_int_equal(simdr_write_batch(f->tu.s, bad, 2, NULL), SIMDR_EINVAL);
+    assert_int_equal(simdr_write_batch(f->tu.s, bad, 0, NULL), SIMDR_EINVAL);
+    assert_int_equal(simdr_write_batch(f->tu.s, NULL, 1, NULL), SIMDR_EINVAL);
+    assert_int_equal(simdr_file_size(f->tu.s), size);
+    tu_expect_value(f->tu.s, TU_STR(f->keys[2]), f->vals[2], f->vlen[2]);
+    simdr_store *ro = tu_open(f->tu.path, SIMDR_OPEN_READONLY, 0);
+    assert_int_equal(simdr_write_batch(ro, bad, 1, NULL), SIMDR_EREADONLY);
+    assert_int_equal(simdr_close(ro), SIMDR_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_batch_put, setup, teardown),
@@ -571,6 +622,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_batch_across_index_growth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_checksums_match_reference, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_argument_checks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_batch_puts_and_deletes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

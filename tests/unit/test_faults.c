@@ -71,11 +71,19 @@ static void test_failed_write_leaves_store_unchanged(void **state) {
     assert_int_equal(simdr_put_batch(f->s, kv, 2, NULL), SIMDR_EIO);
     tu_expect_absent(f->s, TU_STR("d"));
     tu_expect_absent(f->s, TU_STR("e"));
+    /* A put and a delete in one batch are refused together: no rename
+     * leaves both keys, or neither. */
+    simdr__io_fail_nth(SIMDR__IO_PWRITE, 1, ENOSPC);
+    simdr_kv move[2] = {{"moved", 5, "1", 1}, {"a", 1, NULL, 0}};
+    assert_int_equal(simdr_write_batch(f->s, move, 2, NULL), SIMDR_ENOSPC);
+    tu_expect_absent(f->s, TU_STR("moved"));
+    tu_expect_str(f->s, "a", "1");
     reopen(f, SIMDR_SYNC_NONE);
     tu_expect_str(f->s, "a", "1");
     tu_expect_absent(f->s, TU_STR("b"));
     tu_expect_str(f->s, "c", "3");
     tu_expect_absent(f->s, TU_STR("d"));
+    tu_expect_absent(f->s, TU_STR("moved"));
     assert_int_equal(simdr_count(f->s), 2);
 }
 
