@@ -253,6 +253,7 @@ int db_flush(server_db *d) {
     d->ttl_keys = 0;
     if (unlink(d->path) != 0 && errno != ENOENT) return SIMDR_EIO;
     unlink_beside(d->path, ".hint");
+    unlink_beside(d->path, ".simdr"); /* the side file: a new store starts its own */
     /* The file is gone: make the removal itself durable. */
     char dir[4200];
     snprintf(dir, sizeof dir, "%s", srv.cfg.dir);
