@@ -114,6 +114,13 @@ int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_s
 /* The same with options filled by the caller (simdr_options_init first). */
 int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_options *opts,
                         simdr_store **out);
+/* cli_open_store_opts for commands whose own report shows what a read-only
+ * open skipped (info, check): no note on stderr about it. */
+int cli_open_store_reporting_tail(const struct cli_args *a, const char *path,
+                                  const simdr_options *opts, simdr_store **out);
+/* What a read-only open skipped after the valid chain: bytes that are not
+ * complete, valid entries (torn), or zeros only (zeros); 0 and 0 otherwise. */
+void cli_ignored_tail(simdr_store *st, uint64_t *torn, uint64_t *zeros);
 int cli_close_store(simdr_store *st, const char *path);
 int cli_open_store_created(const struct cli_args *a, const char *path, int mode, simdr_store **out,
                            int *created);

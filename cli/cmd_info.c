@@ -57,20 +57,16 @@ static void out_size(uint64_t bytes) {
 }
 
 /* Bytes after the valid chain that a read-only open skipped (torn tail). */
-static uint64_t ignored_tail(simdr_store *st) {
-    simdr_recovery_info ri;
-    if (simdr_recovery(st, &ri) != SIMDR_OK || ri.truncated)
-        return 0;
-    return ri.bytes_cut;
-}
-
 /* ------------------------------------------------------------------------ */
 /* info                                                                      */
 /* ------------------------------------------------------------------------ */
 
 int cmd_info(const struct cli_args *a) {
     simdr_store *st = NULL;
-    int ret = cli_open_store(a, a->store_path, SIMDR_OPEN_READONLY, &st);
+    simdr_options opts;
+    simdr_options_init(&opts);
+    opts.open_mode = SIMDR_OPEN_READONLY;
+    int ret = cli_open_store_reporting_tail(a, a->store_path, &opts, &st);
     if (ret != CLI_OK)
         return ret;
     uint64_t size = simdr_file_size(st);
@@ -89,7 +85,8 @@ int cmd_info(const struct cli_args *a) {
     cli_names_free(names);
     uint64_t count = simdr_count(st) - records;
     uint64_t savings = simdr_compaction_savings(st);
-    uint64_t tail = ignored_tail(st);
+    uint64_t tail, zeros;
+    cli_ignored_tail(st, &tail, &zeros);
     int layout = simdr_layout_of(st);
     const char *path = a->store_path;
     if (a->json) {
@@ -98,8 +95,8 @@ int cmd_info(const struct cli_args *a) {
         cli_out_printf(",\"total_size\":%" PRIu64 ",\"active_entries\":%" PRIu64
                        ",\"named_entries\":%" PRIu64 ",\"name_records\":%" PRIu64
                        ",\"compaction_savings\":%" PRIu64 ",\"layout\":\"%s\""
-                       ",\"ignored_tail_bytes\":%" PRIu64 "}\n",
-                       size, count, named, records, savings, cli_layout_name(layout), tail);
+                       ",\"ignored_tail_bytes\":%" PRIu64 ",\"zero_tail_bytes\":%" PRIu64 "}\n",
+                       size, count, named, records, savings, cli_layout_name(layout), tail, zeros);
     } else {
         out_title(" STORAGE INFO ");
         out_label("STORAGE FILE:");
@@ -118,7 +115,13 @@ int cmd_info(const struct cli_args *a) {
         cli_out_printf("%s\n", layout_text(layout));
         if (tail) {
             out_label("IGNORED TAIL:");
-            cli_out_printf("%" PRIu64 " bytes (torn final write; not part of the store)\n", tail);
+            cli_out_printf("%" PRIu64 " bytes after the last valid entry (a torn final write, "
+                           "or damage: run 'check')\n", tail);
+        }
+        if (zeros) {
+            out_label("ZERO TAIL:");
+            cli_out_printf("%" PRIu64 " zero bytes after the last entry (no entry; the next "
+                           "writable command cuts them)\n", zeros);
         }
         out_rule('=');
     }

@@ -65,10 +65,19 @@ int cmd_compact(const struct cli_args *a) {
 struct check_ctx {
     const struct cli_args *a;
     uint64_t issues;
+    uint64_t tail_from, tail_to; /* the unreadable tail, reported apart */
+    int tail_seen;
 };
 
 static int on_issue(void *ctx, const simdr_check_issue *is) {
     struct check_ctx *c = ctx;
+    /* The bytes after the valid chain are one report, UNREADABLE TAIL (and
+     * ignored_tail_bytes), not also an issue and a bad entry. */
+    if (c->tail_to > c->tail_from && is->offset == c->tail_from && is->end == c->tail_to &&
+        is->key_hash == 0 && is->code != SIMDR_ECHECKSUM) {
+        c->tail_seen = 1;
+        return cli_out_broken();
+    }
     const char *kind = is->code == SIMDR_ECHECKSUM ? "checksum" : "corrupt";
     const char *what = is->what ? is->what : simdr_strerror(is->code);
     if (c->a->json) {
@@ -103,19 +112,13 @@ int cmd_check(const struct cli_args *a) {
     simdr_options_init(&opts);
     opts.open_mode = SIMDR_OPEN_READONLY;
     opts.salvage = 1;
-    int ret = cli_open_store_opts(a, a->store_path, &opts, &st);
+    int ret = cli_open_store_reporting_tail(a, a->store_path, &opts, &st);
     if (ret != CLI_OK)
         return ret;
-    simdr_recovery_info ri;
-    uint64_t tail = 0, zeros = 0, valid = simdr_file_size(st);
+    uint64_t tail, zeros, valid = simdr_file_size(st);
     /* A tail of zeros only held no entry: reported, but the file is sound. */
-    if (simdr_recovery(st, &ri) == SIMDR_OK && !ri.truncated) {
-        if (ri.zeros_only)
-            zeros = ri.bytes_cut;
-        else
-            tail = ri.bytes_cut;
-    }
-    struct check_ctx c = {a, 0};
+    cli_ignored_tail(st, &tail, &zeros);
+    struct check_ctx c = {a, 0, valid, valid + tail, 0};
     simdr_check_report rep;
     memset(&rep, 0, sizeof rep);
     if (a->json) {
@@ -128,7 +131,9 @@ int cmd_check(const struct cli_args *a) {
     struct cli_ticker *t = cli_ticker_start(label);
     int rc = simdr_check(st, on_issue, &c, &rep);
     cli_ticker_end(t);
-    int sound = rc == SIMDR_OK && tail == 0;
+    int sound = (rc == SIMDR_OK || (rc == SIMDR_ECORRUPT && c.tail_seen && c.issues == 0)) &&
+                tail == 0;
+    uint64_t bad = rep.bad_entries - (c.tail_seen && rep.bad_entries ? 1 : 0);
     if (rc != SIMDR_OK && rc != SIMDR_ECORRUPT && !(rc == SIMDR_ESTOPPED && cli_out_broken())) {
         if (a->json)
             cli_out_write("]}\n", 3);
@@ -140,8 +145,8 @@ int cmd_check(const struct cli_args *a) {
         cli_out_printf("%s],\"sound\":%s,\"entries\":%" PRIu64 ",\"bad_entries\":%" PRIu64
                        ",\"bytes_checked\":%" PRIu64 ",\"valid_size\":%" PRIu64
                        ",\"ignored_tail_bytes\":%" PRIu64 ",\"zero_tail_bytes\":%" PRIu64 "}\n",
-                       c.issues ? "\n" : "", sound ? "true" : "false", rep.entries,
-                       rep.bad_entries, rep.bytes_checked, valid, tail, zeros);
+                       c.issues ? "\n" : "", sound ? "true" : "false", rep.entries, bad,
+                       rep.bytes_checked, valid, tail, zeros);
     } else {
         if (zeros)
             cli_out_printf("ZERO TAIL: %" PRIu64 " zero bytes after offset %" PRIu64
@@ -151,14 +156,15 @@ int cmd_check(const struct cli_args *a) {
                            zeros, valid);
         if (tail)
             cli_out_printf("UNREADABLE TAIL: %" PRIu64 " bytes after offset %" PRIu64
-                           " are not part of the valid chain (a torn final write is cut by the "
+                           " are not complete, valid entries (a torn final write is cut by the "
                            "next writable command and saved beside the file; other damage makes "
                            "writable commands refuse the file)\n",
                            tail, valid);
-        cli_out_printf("%s: %" PRIu64 " %s, %" PRIu64 " bytes checked, %" PRIu64 " bad %s: %s\n",
+        cli_out_printf("%s: %" PRIu64 " %s, %" PRIu64 " bytes checked, %" PRIu64 " bad %s%s%s: %s\n",
                        a->store_path, rep.entries, cli_plural(rep.entries, "entry", "entries"),
-                       rep.bytes_checked, rep.bad_entries,
-                       cli_plural(rep.bad_entries, "entry", "entries"), sound ? "OK" : "DAMAGED");
+                       rep.bytes_checked, bad, cli_plural(bad, "entry", "entries"),
+                       tail ? ", an unreadable tail" : "", zeros ? ", a zero tail" : "",
+                       sound ? "OK" : "DAMAGED");
     }
     ret = sound ? CLI_OK : CLI_FAIL;
     int crc = cli_close_store(st, a->store_path);

@@ -439,8 +439,32 @@ int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_s
     return cli_open_store_opts(a, path, &opts, out);
 }
 
+static int open_store(const struct cli_args *a, const char *path, const simdr_options *opts,
+                      simdr_store **out, int note_tail);
+
 int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_options *opts,
                         simdr_store **out) {
+    return open_store(a, path, opts, out, 1);
+}
+
+int cli_open_store_reporting_tail(const struct cli_args *a, const char *path,
+                                  const simdr_options *opts, simdr_store **out) {
+    return open_store(a, path, opts, out, 0);
+}
+
+void cli_ignored_tail(simdr_store *st, uint64_t *torn, uint64_t *zeros) {
+    simdr_recovery_info ri;
+    *torn = *zeros = 0;
+    if (simdr_recovery(st, &ri) != SIMDR_OK || ri.truncated)
+        return;
+    if (ri.zeros_only)
+        *zeros = ri.bytes_cut;
+    else
+        *torn = ri.bytes_cut;
+}
+
+static int open_store(const struct cli_args *a, const char *path, const simdr_options *opts,
+                      simdr_store **out, int note_tail) {
     simdr_options o = *opts;
     if (a->layout >= 0)
         o.layout = a->layout;
@@ -459,7 +483,7 @@ int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_
         cli_err("%s: --layout %s ignored: the store already uses the %s layout", q,
                 cli_layout_name(a->layout), cli_layout_name(simdr_layout_of(*out)));
     simdr_recovery_info ri;
-    if (simdr_recovery(*out, &ri) == SIMDR_OK && ri.bytes_cut > 0) {
+    if (simdr_recovery(*out, &ri) == SIMDR_OK && ri.bytes_cut > 0 && (note_tail || ri.truncated)) {
         if (ri.truncated)
             cli_err("%s: repaired a torn final write: cut %" PRIu64 " bytes after offset %" PRIu64
                     "%s%s",

@@ -743,7 +743,16 @@ def group_readonly():
         check(info["ignored_tail_bytes"] == 34 and info["active_entries"] == 2,
               "info --json reports the ignored torn tail", repr(info))
         r = run(t, "check")
-        check(r.rc == 1 and b"UNREADABLE TAIL" in r.out, "check reports a torn tail and exits 1", repr(r))
+        check(r.rc == 1 and b"UNREADABLE TAIL: 34 bytes" in r.out, "check reports a torn tail and exits 1", repr(r))
+        check(b"BAD" not in r.out and b"0 bad entries, an unreadable tail: DAMAGED" in r.out and r.err == "",
+              "check reports the torn tail once: not also as bad data, a bad entry or a note on stderr",
+              repr(r))
+        cj = json.loads(run(t, "check", "--json").out)
+        check(cj["issues"] == [] and cj["bad_entries"] == 0 and cj["ignored_tail_bytes"] == 34
+              and not cj["sound"], "check --json: the torn tail is ignored_tail_bytes only", repr(cj))
+        r = run(t, "info")
+        check(b"IGNORED TAIL:             34 bytes" in r.out and r.err == "",
+              "info reports the torn tail once (no note on stderr)", repr(r))
         for args in (["read", "a"], ["info"], ["metadata", "b"], ["check"], ["list"]):
             run(t, *args)
         check(sha256_file(t) == sha, "read-only commands never cut a torn tail")
@@ -766,10 +775,16 @@ def group_readonly():
         sha = sha256_file(z)
         r = run(z, "check")
         check(r.rc == 0 and b"ZERO TAIL: 65536 zero bytes" in r.out and b"OK" in r.out
-              and "zero bytes" in r.err, "check: a tail of zeros is reported, the file sound", repr(r))
+              and r.err == "", "check: a tail of zeros is reported once, the file sound", repr(r))
         j = json.loads(run(z, "check", "--json").out)
         check(j["sound"] and j["zero_tail_bytes"] == 65536 and j["ignored_tail_bytes"] == 0,
               "check --json: zero_tail_bytes", repr(j))
+        j = json.loads(run(z, "info", "--json").out)
+        check(j["zero_tail_bytes"] == 65536 and j["ignored_tail_bytes"] == 0,
+              "info --json counts a tail of zeros as check does", repr(j))
+        r = run(z, "read", "a")
+        check(r.rc == 0 and "zero bytes" in r.err, "other read-only commands note the zeros on stderr",
+              repr(r))
         check(sha256_file(z) == sha, "check leaves the zeros where they are")
         flip_byte(z, size + 30000)
         r = run(z, "check")
