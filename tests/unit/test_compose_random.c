@@ -5,8 +5,9 @@
  * - value sizes on both sides of every buffer size of src/ (64-byte pads,
  *   4 KiB pages, 64 KiB, the 1 MiB windows and chunks, 2 MiB, 3 MiB, the
  *   4 MiB copy buffer, 8 MiB drops, 16 MiB batch copies and mapped windows);
- * - puts, batches (a later item of a key wins), streams fed in chunks of
- *   odd sizes, deletes of present and absent keys, renames;
+ * - puts, batches (a later item of a key wins), batches mixing puts and
+ *   deletes, streams fed in chunks of odd sizes, deletes of present and
+ *   absent keys, renames;
  * - compactions, inline and (in half the runs) on a thread of their own
  *   while everything else goes on; syncs;
  * - reopens of the writer with a new draw of append mode (pwrite or
@@ -308,18 +309,29 @@ static void one_step(run_state *st) {
         char names[MAX_ITEMS][32];
         uint8_t *bufs[MAX_ITEMS];
         uint32_t vs[MAX_ITEMS];
+        /* Half the batches are simdr_write_batch, a third of their items deletes. */
+        int mixed = (int)(rnd(st) % 2);
         for (int i = 0; i < m; i++) {
             ks[i] = (int)(rnd(st) % KEYS);
             key_name(ks[i], names[i], sizeof names[i]);
+            if (mixed && rnd(st) % 3 == 0) {
+                bufs[i] = NULL;
+                items[i] = (simdr_kv){names[i], strlen(names[i]), NULL, 0};
+                continue;
+            }
             size_t n = pick_size(st, i > 0); /* one large value at most */
             vs[i] = st->next_ver++;
             bufs[i] = make_value((uint32_t)ks[i], vs[i], n);
             items[i] = (simdr_kv){names[i], strlen(names[i]), bufs[i], n};
         }
-        rc = simdr_put_batch(st->w, items, (size_t)m, NULL);
-        if (rc != SIMDR_OK) fail_at(st, "batch", "failed", ks[0]);
+        rc = mixed ? simdr_write_batch(st->w, items, (size_t)m, NULL)
+                   : simdr_put_batch(st->w, items, (size_t)m, NULL);
+        if (rc != SIMDR_OK) fail_at(st, mixed ? "write batch" : "batch", "failed", ks[0]);
         for (int i = 0; i < m; i++) {
-            note_value(st, ks[i], vs[i], items[i].value_len);
+            if (bufs[i])
+                note_value(st, ks[i], vs[i], items[i].value_len);
+            else
+                st->has[ks[i]] = 0;
             free(bufs[i]);
         }
     } else if (op < 50) {
