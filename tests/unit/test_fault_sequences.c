@@ -240,18 +240,26 @@ static int run_op(seq *q, int kind, uint32_t *keys, value *vals, int *n) {
         int m = 2 + (int)pick(q, 5);
         simdr_kv kv[8];
         uint8_t *bs[8];
+        int mixed = (int)pick(q, 2); /* simdr_write_batch, a third of its items deletes */
         for (int i = 0; i < m; i++) {
             uint32_t k = pick(q, KEYS);
+            keys[i] = k;
+            key_name(names[i], sizeof names[i], k);
+            if (mixed && pick(q, 3) == 0) {
+                vals[i] = (value){0, 0, 0};
+                bs[i] = NULL;
+                kv[i] = (simdr_kv){names[i], strlen(names[i]), NULL, 0};
+                continue;
+            }
             value v = new_value(q, k);
             if (v.len > 100000) v.len = 5000;
-            keys[i] = k;
             vals[i] = v;
-            key_name(names[i], sizeof names[i], k);
             bs[i] = bytes_of(v);
             kv[i] = (simdr_kv){names[i], strlen(names[i]), bs[i], v.len};
         }
         *n = m;
-        int rc = simdr_put_batch(q->s, kv, (size_t)m, NULL);
+        int rc = mixed ? simdr_write_batch(q->s, kv, (size_t)m, NULL)
+                       : simdr_put_batch(q->s, kv, (size_t)m, NULL);
         for (int i = 0; i < m; i++) free(bs[i]);
         return rc;
     }
