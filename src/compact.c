@@ -154,6 +154,8 @@ static int writer_put(writer *w, const void *p, uint64_t len) {
  * link into copied bytes would resurrect them), its link lands on the end of
  * an entry (metadata whose own link points below it) and its bytes match
  * their checksum. Returns a static description of the failed check, or NULL. */
+static const char checksum_mismatch[] = "a checksum mismatch";
+
 static const char *read_entry(simdr__window *r, uint64_t meta_off, unsigned tag, uint64_t floor,
                               int layout, struct simdr_entry *e) {
     if (meta_off + SIMDR__META_SIZE > r->end) return "metadata beyond the end of the file";
@@ -173,7 +175,7 @@ static const char *read_entry(simdr__window *r, uint64_t meta_off, unsigned tag,
     if (simdr__entry_decode_span(span + (prev - lo), prev, meta_off, layout, e) != SIMDR_OK ||
         e->tombstone)
         return "no value between its link and its metadata";
-    if (simdr__crc32(0, e->data, e->size) != e->checksum) return "a checksum mismatch";
+    if (simdr__crc32(0, e->data, e->size) != e->checksum) return checksum_mismatch;
     return NULL;
 }
 
@@ -282,6 +284,18 @@ static int damaged(compaction *c, uint64_t meta_off, const char *bad) {
                        c->s->path, (unsigned long long)meta_off, bad);
 }
 
+/* A decoded entry whose value fails its checksum, named by the offsets
+ * simdr_check reports for it (from its start to the end of its metadata). */
+static int damaged_value(compaction *c, const struct simdr_entry *e) {
+    return simdr__fail(SIMDR_ECORRUPT,
+                       "%s: damaged store: a checksum mismatch in the entry at offset "
+                       "%llu..%llu (a %llu-byte value at %llu); nothing was compacted, the file "
+                       "is unchanged (run the check command)",
+                       c->s->path, (unsigned long long)e->start,
+                       (unsigned long long)(e->meta_off + SIMDR__META_SIZE),
+                       (unsigned long long)e->size, (unsigned long long)e->payload_off);
+}
+
 /* Appends one entry's payload to the new file after its padding (none for a
  * tombstone), with metadata linking it to the entry before; returns the
  * offset of that metadata in *meta_off. */
@@ -322,6 +336,7 @@ static int copy_live_entries(compaction *c) {
         struct simdr_entry e;
         const char *bad = read_entry(&c->rd, meta_off, (unsigned)LIVE_TAG(c->offs[i]), copied_end,
                                      c->layout, &e);
+        if (bad == checksum_mismatch) return damaged_value(c, &e);
         if (bad) return damaged(c, meta_off, bad);
         copied_end = meta_off + SIMDR__META_SIZE;
         int rc = append_copy(c, &e, &c->new_meta[i]);
@@ -399,7 +414,7 @@ static int catch_up(compaction *c, const uint8_t *base, uint64_t len, uint64_t t
             break;
         }
         if (simdr__crc32(0, e.data, e.size) != e.checksum) {
-            rc = damaged(c, metas[i], "a checksum mismatch");
+            rc = damaged_value(c, &e);
             break;
         }
         simdr__chain_rec *d = &c->delta[c->n_delta];

@@ -173,10 +173,11 @@ int simdr__payload_sound(const struct simdr_entry *e) {
 int simdr__verify_payload(const simdr_store *s, const struct simdr_entry *e) {
     if (payload_sound_fast(e)) return SIMDR_OK;
     return simdr__fail(SIMDR_ECORRUPT,
-                       "%s: damaged value: checksum mismatch in the entry at offset %llu "
-                       "(%llu bytes); its bytes are not served",
-                       s->path, (unsigned long long)e->payload_off,
-                       (unsigned long long)e->size);
+                       "%s: damaged value: checksum mismatch in the entry at offset "
+                       "%llu..%llu (a %llu-byte value at %llu); its bytes are not served",
+                       s->path, (unsigned long long)e->start,
+                       (unsigned long long)(e->meta_off + SIMDR__META_SIZE),
+                       (unsigned long long)e->size, (unsigned long long)e->payload_off);
 }
 
 static int make_handle(simdr_store *s, simdr__view *v, uint64_t val, unsigned shard,
@@ -539,8 +540,12 @@ SIMDR_API int simdr_entry_is_tombstone(const simdr_entry *e) { return e ? e->tom
 SIMDR_API int simdr_entry_verify(const simdr_entry *e) {
     if (!e) return simdr__fail(SIMDR_EINVAL, "NULL entry");
     if (!simdr__payload_sound(e))
-        return simdr__fail(SIMDR_ECHECKSUM, "checksum mismatch in the entry at offset %llu",
-                           (unsigned long long)e->payload_off);
+        return simdr__fail(SIMDR_ECHECKSUM,
+                           "checksum mismatch in the entry at offset %llu..%llu (a %llu-byte "
+                           "value at %llu)",
+                           (unsigned long long)e->start,
+                           (unsigned long long)(e->meta_off + SIMDR__META_SIZE),
+                           (unsigned long long)e->size, (unsigned long long)e->payload_off);
     return SIMDR_OK;
 }
 
@@ -555,8 +560,11 @@ SIMDR_API int simdr_entry_chunk(const simdr_entry *e, uint64_t offset, size_t ma
      * damaged value never completes silently. */
     if (offset + n == e->size && !e->verified && !simdr__payload_sound(e))
         return simdr__fail(SIMDR_ECHECKSUM,
-                           "damaged value: checksum mismatch in the entry at offset %llu",
-                           (unsigned long long)e->payload_off);
+                           "damaged value: checksum mismatch in the entry at offset "
+                           "%llu..%llu (a %llu-byte value at %llu)",
+                           (unsigned long long)e->start,
+                           (unsigned long long)(e->meta_off + SIMDR__META_SIZE),
+                           (unsigned long long)e->size, (unsigned long long)e->payload_off);
     *ptr = e->data + offset;
     *len = (size_t)n;
     if (advise_done && offset > 0) {

@@ -563,6 +563,15 @@ def group_errors():
         check(r.rc == 1 or b"CHECKSUM VALIDITY:        INVALID" in r.out,
               "metadata of the damaged entry is not reported VALID", repr(r))
         check(sha256_file(c) == sha, "check and metadata did not modify the damaged file")
+        # One damaged entry is named by one range everywhere: check's, the
+        # failed read's and the refused compaction's.
+        where = ("at offset %d..%d" % (md["prev_offset"], md["entry_end"]))
+        r_read, r_compact = run(c, "read", "bad"), run(c, "compact")
+        check(r_read.rc != 0 and where in r_read.err and r_compact.rc != 0 and where in r_compact.err
+              and where.encode() in run(c, "check").out,
+              "check, read and compact name the damaged entry by the same offsets (%s)" % where,
+              repr((r_read, r_compact)))
+        check(sha256_file(c) == sha, "the refused compaction did not modify the damaged file")
 
 
 # ---------------------------------------------------------------------------
