@@ -377,6 +377,11 @@ void cmd_discard(client *c, int argc, char **argv, size_t *lens) {
     reply_ok(c);
 }
 
+/* A watched key's epoch that matches no compaction epoch (those of a
+ * compaction in progress are odd, this one is never reached): the key is
+ * compared by presence only (watch_record_moved). */
+#define WATCH_PRESENCE_ONLY UINT64_MAX
+
 /* Where the key's newest record ends, 0 when the key is absent (a record's
  * payload can start at offset 0, its end never does). */
 static uint64_t watched_mark(int db, const char *key, size_t len) {
@@ -404,6 +409,16 @@ void watch_touch_key(int db, const void *key, size_t len) {
             }
         }
     }
+}
+
+void watch_record_moved(int db, const void *key, size_t len) {
+    if (!srv.watched_keys || !*watch_bucket(db, key, len)) return;
+    for (client *c = srv.clients; c; c = c->next)
+        for (int i = 0; i < c->nwatched; i++) {
+            watched_key *w = &c->watched[i];
+            if (w->db == db && w->len == len && memcmp(w->key, key, len) == 0)
+                w->epoch = WATCH_PRESENCE_ONLY;
+        }
 }
 
 void watch_touch_db(int emptied, int replaced_with) {

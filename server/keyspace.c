@@ -588,14 +588,15 @@ int ks_lookup(server_db *d, const void *key, size_t klen, long long now, ks_ref 
             ref->rec = rv;
             ref->slot = s;
             ref->slot_flags = rv.flags & RECORD_FLAG_CHAINED;
-            if (rv.expire_ms && (long long)rv.expire_ms <= now && replica_is_replica()) {
+            /* Expired once the time is past it, as in Redis (PTTL reaches 0). */
+            if (rv.expire_ms && (long long)rv.expire_ms < now && replica_is_replica()) {
                 /* A replica's files follow the primary's byte for byte: the
                  * primary deletes it, the replica only hides it. */
                 ks_ref_release(ref);
                 ref->found = 0;
                 return 0;
             }
-            if (rv.expire_ms && (long long)rv.expire_ms <= now) {
+            if (rv.expire_ms && (long long)rv.expire_ms < now) {
                 int drc = ks_delete(d, ref, key, klen);
                 ks_ref_release(ref);
                 ref->slot_flags = rv.flags & RECORD_FLAG_CHAINED;
@@ -699,6 +700,7 @@ static int mark_chained(server_db *d, const void *key, size_t klen, uint32_t mas
             struct iovec v = {(void *)rv.value, rv.value_len};
             rc = put_record(d, h, rv.key, rv.key_len, &v, 1, rv.expire_ms,
                             (uint8_t)(rv.flags | RECORD_FLAG_CHAINED));
+            if (rc == 0) watch_record_moved(d->index, rv.key, rv.key_len);
         }
         if (e) simdr_entry_release(e);
         if (rc) return rc;
@@ -726,6 +728,34 @@ int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const stru
  * values costs nothing more here. The turn's pending records go first
  * (order of appends = order of commands), then every record of the pairs,
  * built in one block, in one simdr_put_batch_hashed. */
+struct pair_slot {
+    uint64_t hash;
+    size_t pair;
+};
+
+static int cmp_pair_slot(const void *a, const void *b) {
+    const struct pair_slot *x = a, *y = b;
+    return x->hash < y->hash ? -1 : x->hash > y->hash;
+}
+
+/* 1 when two different keys among the pairs would be written at the same
+ * slot hash (the same key twice is one slot, the later value winning). */
+static int pairs_share_a_slot(char **kv, size_t *lens, const ks_ref *refs, size_t n) {
+    struct pair_slot *slots = malloc(n * sizeof *slots);
+    if (!slots) return 1;
+    for (size_t i = 0; i < n; i++)
+        slots[i] = (struct pair_slot){slot_hash(kv[2 * i], lens[2 * i], refs[i].slot), i};
+    qsort(slots, n, sizeof *slots, cmp_pair_slot);
+    int shared = 0;
+    for (size_t i = 1; i < n && !shared; i++) {
+        size_t a = slots[i - 1].pair, b = slots[i].pair;
+        shared = slots[i - 1].hash == slots[i].hash &&
+                 (lens[2 * a] != lens[2 * b] || memcmp(kv[2 * a], kv[2 * b], lens[2 * a]) != 0);
+    }
+    free(slots);
+    return shared;
+}
+
 int ks_write_pairs_at_once(server_db *d, char **kv, size_t *lens, size_t n, long long now) {
     size_t total = 0;
     int big = 0;
@@ -747,6 +777,10 @@ int ks_write_pairs_at_once(server_db *d, char **kv, size_t *lens, size_t n, long
         if (found < 0) rc = found;
         else if (refs[i].pass_mask) rc = 1; /* a collision chain to mark: ks_write's way */
     }
+    /* Two keys of this MSET looked up before either is written get the same
+     * free slot when their hashes collide: written one by one instead, each
+     * after its own lookup. */
+    if (rc == 0 && pairs_share_a_slot(kv, lens, refs, n)) rc = 1;
     simdr_store *st = NULL;
     if (rc == 0) rc = db_store_for_write(d, &st);
     size_t off = 0;
@@ -848,6 +882,13 @@ int ks_rename(server_db *d, ks_ref *src, const void *old_key, size_t old_len, ks
      * the two writes of the rename must not be split. */
     if (!dst->found && dst->pass_mask) {
         if ((rc = mark_chained(d, new_key, new_len, dst->pass_mask))) return rc;
+        /* The old key's record may be one of those marked: its delete must
+         * then leave a hole, not a tombstone that would cut the new key's
+         * probe chain (src's flags were read before the marks). */
+        uint64_t src_hash = slot_hash(old_key, old_len, src->slot);
+        for (int s = 0; s < SLOT_PROBES; s++)
+            if ((dst->pass_mask & (1u << s)) && slot_hash(new_key, new_len, s) == src_hash)
+                src->slot_flags |= RECORD_FLAG_CHAINED;
         dst->pass_mask = 0;
     }
     struct iovec v = {(void *)src->rec.value, vlen};
@@ -937,10 +978,10 @@ void ks_active_expire(long long now, int budget) {
             if (parsed && rv.expire_ms) d->ttl_written_in_walk = 1; /* seen: walk again */
             char *key = NULL;
             size_t key_len = 0;
-            if (parsed && rv.expire_ms && (long long)rv.expire_ms > now &&
+            if (parsed && rv.expire_ms && (long long)rv.expire_ms >= now &&
                 !(rv.flags & RECORD_FLAG_HOLE))
                 d->ttl_keys_in_walk++;
-            if (parsed && rv.expire_ms && (long long)rv.expire_ms <= now &&
+            if (parsed && rv.expire_ms && (long long)rv.expire_ms < now &&
                 !(rv.flags & RECORD_FLAG_HOLE)) {
                 key_len = rv.key_len;
                 key = malloc(key_len ? key_len : 1);

@@ -402,6 +402,11 @@ void watch_touch_db(int emptied, int replaced_with);
  * of every client watching it. Its record offsets alone cannot tell a key
  * created and deleted again since WATCH from one that stayed absent. */
 void watch_touch_key(int db, const void *key, size_t len);
+/* A key's record was written again unchanged but for its probe-chain flag
+ * (another key's write passed its slot): its watchers compare presence only
+ * from now on, as across a compaction, since its offset moved without a
+ * change Redis would see. */
+void watch_record_moved(int db, const void *key, size_t len);
 void client_discard_multi(client *c);
 server_db *client_db(client *c);
 

@@ -617,3 +617,33 @@ def test_client_list_flags_of_a_client_blocked_in_wait_and_in_multi():
         want = flags_seen(ref)
         assert want == {"wait": "b", "queued": "x", "viewer": "N"}
         assert flags_seen(ours) == want
+
+
+def test_a_key_expires_once_its_time_is_past_as_in_redis():
+    # Redis expires a key when now > its time: at the millisecond itself the
+    # key is still there with PTTL 0. simdr-server expired it at now >= time,
+    # so a polling client never saw PTTL 0 (redis-server: 39 rounds of 40).
+    with Server() as srv:
+        r = srv.client()
+        zeros = 0
+        for i in range(40):
+            r.set("k", "v", px=5)
+            while True:
+                ttl = r.pttl("k")
+                zeros += ttl == 0
+                if ttl < 0:
+                    assert ttl == -2
+                    break
+        assert zeros > 0, "PTTL never answered 0 before the key expired"
+
+
+def test_mset_of_a_large_value_over_two_colliding_new_keys_keeps_both():
+    # With 4 hash bits "k32" and "a" share a slot hash. An MSET with a value
+    # too big for the turn's batch looked both new keys up before writing
+    # either, gave both the same free slot, and the second record replaced
+    # the first: STRLEN k32 answered 0 and DBSIZE 1.
+    with Server("--debug-slot-hash-bits", "4") as srv:
+        r = srv.client()
+        big = b"x" * 70000
+        assert r.mset({"k32": big, "a": "1"})
+        assert r.strlen("k32") == 70000 and r.get("a") == b"1" and r.dbsize() == 2
