@@ -18,7 +18,8 @@ class _Reader(Protocol):
     def read(self, size: int, /) -> Buffer: ...
 
 class Error(OSError):
-    """Base of every engine error; `code` is the engine's negative SIMDR_E* status."""
+    """Base of every engine error; `code` is the engine's negative SIMDR_E* status
+    (-2, SIMDR_EINVAL, for errors the binding raises itself, such as a closed store)."""
     code: int
 
 class InvalidArgumentError(Error, ValueError): ...

@@ -72,12 +72,20 @@ static PyObject *row_type(const char *name) {
  * catches that (a bad argument stays a ValueError as well, as
  * io.UnsupportedOperation is both). */
 int pysimdr_init_errors(PyObject *module) {
+    /* Every Error has a code: a class default for the errors the binding
+     * raises itself (a closed store, a call from inside write_stream's
+     * reader, a reader that returned None), the engine's status otherwise. */
+    PyObject *defaults = Py_BuildValue("{s:i}", "code", SIMDR_EINVAL);
+    if (!defaults) return -1;
     PySimdr_Error = PyErr_NewExceptionWithDoc(
         "simdr.Error",
         "Base class of every error the engine reports, an OSError (as the Rust crate's\n"
         "binding raises). The `code` attribute holds the engine's status (a negative\n"
-        "SIMDR_E* value); the message is the engine's text.",
-        PyExc_OSError, NULL);
+        "SIMDR_E* value; -2, SIMDR_EINVAL, for the errors the binding raises itself:\n"
+        "a closed store, a call from inside write_stream's reader); the message is the\n"
+        "engine's text.",
+        PyExc_OSError, defaults);
+    Py_DECREF(defaults);
     if (!PySimdr_Error || PyModule_AddObjectRef(module, "Error", PySimdr_Error) < 0) return -1;
     for (size_t i = 0; i < N_ERROR_ROWS; i++) {
         error_row *r = &error_rows[i];

@@ -99,11 +99,34 @@ def test_closed_store_raises_closed_error(store_path):
              lambda: db.get(b"k"), lambda: db.get("k", None), lambda: db.read_entry(b"k"),
              lambda: db.read_stream(b"k"), lambda: db.exists(bytearray(b"k"))]
     for call in calls:
-        with pytest.raises(simdr.ClosedError):
+        with pytest.raises(simdr.ClosedError) as info:
             call()
+        assert info.value.code == -2  # every simdr.Error has a code
     with pytest.raises(simdr.ClosedError):
         with db:
             pass
+
+
+def test_errors_the_binding_raises_itself_have_a_code(store_path):
+    # `except simdr.Error as e: log(e.code)` must not raise AttributeError.
+    import io
+    with pytest.raises(simdr.InvalidArgumentError) as info:
+        simdr.open(store_path, durability="full")
+    assert info.value.code == -2
+    with simdr.open(store_path) as db:
+        class NoneReader:
+            def read(self, n):
+                return None
+        with pytest.raises(simdr.Error) as info:
+            db.write_stream(b"k", NoneReader())
+        assert info.value.code == -2
+        with pytest.raises(simdr.Error) as info:
+            db.__init__(store_path)
+        assert info.value.code == -2
+    never_opened = simdr.DataStore.__new__(simdr.DataStore)
+    with pytest.raises(simdr.Error) as info:
+        never_opened.read(b"k")
+    assert info.value.code == -2
 
 
 def test_iterator_after_close(db):
