@@ -1071,6 +1071,55 @@ static int stage_swap(int db) {
  * the last RESET named (the primary's, kept in the state file so a restart
  * or a reconnect answered by FOLLOW still knows it), so its bytes land the
  * same. */
+static uint64_t le64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* The key of the record a slot hash holds now, for the watchers (a
+ * tombstone or a hole names only the hash of what it deletes). */
+static void touch_key_at(int db, simdr_store *s, uint64_t hash) {
+    simdr_entry *e;
+    if (simdr_get_hashed(s, hash, &e) != SIMDR_OK) return;
+    record_view rv;
+    if (record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv) &&
+        !(rv.flags & RECORD_FLAG_HOLE))
+        watch_touch_key(db, rv.key, rv.key_len);
+    simdr_entry_release(e);
+}
+
+/* A replica's clients WATCH keys the primary writes: before a LOG's entries
+ * [from, from + len) are appended, every key they write or delete fails its
+ * watchers' EXEC, as the primary's own writes do there (watch_touch_key).
+ * The entries are walked back from the end by their links; bytes that do
+ * not chain stop the walk (simdr_log_append then refuses them all). */
+static void touch_logged_keys(int db, simdr_store *s, uint64_t from, const uint8_t *bytes,
+                              size_t len) {
+    int aligned = simdr_layout_of(s) == SIMDR_LAYOUT_ALIGNED64;
+    uint64_t end = from + len;
+    while (end - from >= 21) {
+        uint64_t meta_off = end - 20;
+        const uint8_t *meta = bytes + (meta_off - from);
+        uint64_t hash = le64(meta), prev = le64(meta + 8);
+        if (prev < from || prev >= meta_off) return;
+        if (meta_off - prev == 1 && bytes[prev - from] == 0) {
+            touch_key_at(db, s, hash); /* a delete */
+        } else {
+            uint64_t start = aligned ? prev + ((64 - prev % 64) & 63) : prev;
+            if (start >= meta_off) return;
+            record_view rv;
+            if (record_parse(bytes + (start - from), (size_t)(meta_off - start), &rv)) {
+                if (rv.flags & RECORD_FLAG_HOLE)
+                    touch_key_at(db, s, hash);
+                else
+                    watch_touch_key(db, rv.key, rv.key_len);
+            }
+        }
+        end = prev;
+    }
+}
+
 static int replica_store(server_db *d, int layout, simdr_store **out) {
     if (d->store || layout == SIMDR_LAYOUT_ALIGNED64) return db_store_for_write(d, out);
     simdr_options o;
@@ -1378,6 +1427,8 @@ static int handle_msg(const link_msg *m, int *acked) {
         if (replica_store(d, R.st.layout[db], &s) != 0)
             return link_refuse("db %d: cannot open %s: %s", (int)db, d->path, simdr_last_error());
         uint64_t tail = 0;
+        if (srv.watched_keys)
+            touch_logged_keys((int)db, s, a, (const uint8_t *)m->argv[4], m->lens[4]);
         int rc = simdr_log_append(s, a, m->argv[4], m->lens[4], &tail);
         if (rc != SIMDR_OK) {
             server_log(LOG_WARNING_, "db %d: replicated bytes refused: %s", (int)db,

@@ -541,3 +541,42 @@ def test_primary_paused_beyond_repl_timeout():
         assert db_records(r) == db_records(p)
     finally:
         cleanup(r, p)
+
+
+def test_watch_on_a_replica_sees_the_primarys_writes():
+    """A client of the replica WATCHes keys; the primary then creates one
+    and deletes it again, overwrites another, deletes a third: each EXEC on
+    the replica fails, as on a Redis replica (the replica applied the
+    primary's bytes without telling its watchers, so a key created and
+    deleted since WATCH, which reads as absent again, let EXEC run). An
+    untouched watched key lets it run."""
+    p = start()
+    r = replica_of(p)
+    try:
+        c = p.client()
+        c.set("kept", "1")
+        c.set("old", "1")
+        c.set("gone", "1")
+        assert c.wait(1, WAIT_MS) == 1
+        rc = r.client()
+
+        def exec_after(key, primary_writes):
+            pipe = rc.pipeline()
+            pipe.watch(key)
+            primary_writes()
+            assert c.wait(1, WAIT_MS) == 1
+            pipe.multi()
+            pipe.get(key)
+            try:
+                return pipe.execute()
+            except redis.WatchError:
+                return None
+            finally:
+                pipe.reset()
+
+        assert exec_after("new", lambda: (c.set("new", "1"), c.delete("new"))) is None
+        assert exec_after("old", lambda: c.set("old", "2")) is None
+        assert exec_after("gone", lambda: c.delete("gone")) is None
+        assert exec_after("kept", lambda: c.set("other", "1")) == [b"1"]
+    finally:
+        cleanup(p, r)
