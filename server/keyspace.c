@@ -341,7 +341,7 @@ uint64_t db_size(server_db *d) {
  * ks_flush_pending() first.
  *
  * A flush does not free the bytes of the records it wrote: a command may
- * still hold a ks_ref into them (a lookup, then a delete that flushes). They
+ * still hold a ks_ref into them (a lookup, then a write that flushes). They
  * are recycled at ks_pending_safe_point(), between commands. */
 #define PENDING_MAX_RECORD (64 * 1024)
 #define PENDING_CHUNK (256 * 1024)
@@ -447,7 +447,7 @@ int ks_flush_pending(void) {
     return first;
 }
 
-/* Room for items more items in d's batch without a flush between them
+/* Room for `items` more items in d's batch without a flush between them
  * (flushing it first when they would not fit), and for total bytes of
  * records: 0, or SIMDR_ENOMEM. */
 static int pending_room(server_db *d, size_t items, size_t total) {
@@ -721,13 +721,6 @@ int ks_write(server_db *d, ks_ref *ref, const void *key, size_t klen, const stru
                       ref->slot_flags & RECORD_FLAG_CHAINED);
 }
 
-/* MSET's pairs as one append when any record is too big for the pending
- * batch (which would stream it alone, after the pending records: an MSET of
- * several appends, the first ones kept when a later one fails on a full
- * disk, its reply an error). Sized before any lookup, so an MSET of small
- * values costs nothing more here. The turn's pending records go first
- * (order of appends = order of commands), then every record of the pairs,
- * built in one block, in one simdr_put_batch_hashed. */
 struct pair_slot {
     uint64_t hash;
     size_t pair;
@@ -756,6 +749,13 @@ static int pairs_share_a_slot(char **kv, size_t *lens, const ks_ref *refs, size_
     return shared;
 }
 
+/* MSET's pairs as one append when any record is too big for the pending
+ * batch (which would stream it alone, after the pending records: an MSET of
+ * several appends, the first ones kept when a later one fails on a full
+ * disk, its reply an error). Sized before any lookup, so an MSET of small
+ * values costs nothing more here. The turn's pending records go first
+ * (order of appends = order of commands), then every record of the pairs,
+ * built in one block, in one simdr_put_batch_hashed. */
 int ks_write_pairs_at_once(server_db *d, char **kv, size_t *lens, size_t n, long long now) {
     size_t total = 0;
     int big = 0;
