@@ -253,7 +253,11 @@ int db_flush(server_db *d) {
     d->ttl_keys = 0;
     if (unlink(d->path) != 0 && errno != ENOENT) return SIMDR_EIO;
     unlink_beside(d->path, ".hint");
-    unlink_beside(d->path, ".simdr"); /* the side file: a new store starts its own */
+    /* The side file (".simdr") stays: it is the path's writer lock, and
+     * another process still holding the removed file must keep a new store
+     * from being created at the path (its compaction would rename its own
+     * file over it). Its record names the removed file, so the new store
+     * treats it as stale. */
     /* The file is gone: make the removal itself durable. */
     char dir[4200];
     snprintf(dir, sizeof dir, "%s", srv.cfg.dir);

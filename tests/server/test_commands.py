@@ -92,17 +92,6 @@ def test_keys_and_expiry(r):
     assert r.flushdb() is True and r.dbsize() == 0
 
 
-def test_flushdb_removes_the_files_of_its_store(server):
-    c = server.client(db=6)
-    c.set("a", "b")
-    c.save()  # the hint and the side file are written beside the store
-    names = [f for f in os.listdir(server.dir) if f.startswith("db-6.")]
-    assert "db-6.simdr" in names and len(names) >= 2, names
-    assert c.flushdb() is True
-    assert [f for f in os.listdir(server.dir) if f.startswith("db-6.")] == []
-    assert c.get("a") is None and c.set("a", "c") and c.get("a") == b"c"
-
-
 def test_active_expiry_writes_tombstones(server):
     c = server.client(db=5)
     c.flushdb()
