@@ -1485,6 +1485,54 @@ static void on_link(evutil_socket_t fd, short what, void *arg) {
     link_process();
 }
 
+/* The primary feeds a database from its tail after a turn's writes, in LOG
+ * chunks cut by size; each LOG names the primary's tail at that feed (the end
+ * of a turn). A replica that applied each chunk as it arrived could show its
+ * readers a turn half applied (an MSET, a MULTI/EXEC with some of its writes).
+ * So a LOG that ends before the tail it names is held in the read buffer, not
+ * applied, until a later LOG of that database ending at the tail it names has
+ * arrived: the chunks up to there are applied in one go, between two client
+ * commands. A turn larger than LOG_HOLD_MAX (or a replica behind by more) is
+ * applied as it comes, and so is a full copy built beside the served file,
+ * which no reader sees before it is whole. */
+#define LOG_HOLD_MAX (64 * 1024 * 1024)
+
+static int log_span(const link_msg *m, uint64_t *db, uint64_t *from, uint64_t *end,
+                    uint64_t *turn_end) {
+    if (m->argc != 5 || m->lens[0] != 3 || strncasecmp(m->argv[0], "log", 3) != 0 ||
+        !arg_u64(m, 1, db) || !arg_u64(m, 2, from) || !arg_u64(m, 3, turn_end))
+        return 0;
+    *end = *from + m->lens[4];
+    return 1;
+}
+
+/* 1 when the LOG at pos must wait for the rest of its turn. */
+static int log_waits_for_its_turn(size_t pos, const link_msg *m) {
+    uint64_t db, from, end, turn_end;
+    if (!log_span(m, &db, &from, &end, &turn_end) || end >= turn_end || db >= SERVER_DBS)
+        return 0;
+    /* A copy built beside the served file is not read before it is whole;
+     * bytes that do not continue the file are refused at once. */
+    simdr_store *st = srv.db[db].store;
+    if (R.stage[db].active || R.rlen - pos > LOG_HOLD_MAX || from != (st ? simdr_file_size(st) : 0))
+        return 0;
+    for (size_t at = pos + m->consumed; at < R.rlen;) {
+        link_msg next;
+        int parsed = parse_msg(R.rbuf + at, R.rlen - at, &next);
+        if (parsed == 0) return 1; /* not all here yet */
+        if (parsed < 0) return 0;  /* refused when its turn comes */
+        uint64_t ndb, nfrom, nend, nturn;
+        if (log_span(&next, &ndb, &nfrom, &nend, &nturn)) {
+            if (ndb == db && nend == nturn) return 0; /* a turn ends within what arrived */
+        } else if (next.argc >= 2 && !next.is_error && !next.is_status) {
+            uint64_t other;
+            if (!arg_u64(&next, 1, &other) || other == db) return 0; /* RESET, FOLLOW, ... */
+        }
+        at += next.consumed;
+    }
+    return 1;
+}
+
 /* Handles the whole messages received; the rest waits for more bytes. */
 static void link_process(void) {
     int acked[SERVER_DBS] = {0};
@@ -1497,6 +1545,7 @@ static void link_process(void) {
             link_refuse("malformed message: %s", m.bad);
             return link_close("bad message");
         }
+        if (log_waits_for_its_turn(pos, &m)) break;
         rc = handle_msg(&m, acked);
         if (rc < 0) return link_close("bad message");
         pos += m.consumed;
