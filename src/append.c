@@ -516,23 +516,33 @@ static void fill_hashed(const void *src, size_t i, simdr__item *it) {
 }
 
 /* simdr_write_batch: a NULL value of length 0 is a delete. */
+static void delete_if_empty(simdr__item *it) {
+    if (!it->value && !it->len) *it = (simdr__item){it->hash, tombstone_byte, 1, 1};
+}
+
 static void fill_kv_or_delete(const void *src, size_t i, simdr__item *it) {
     fill_kv(src, i, it);
-    if (!it->value && !it->len) *it = (simdr__item){it->hash, tombstone_byte, 1, 1};
+    delete_if_empty(it);
 }
 
 static void fill_hashed_or_delete(const void *src, size_t i, simdr__item *it) {
     fill_hashed(src, i, it);
-    if (!it->value && !it->len) *it = (simdr__item){it->hash, tombstone_byte, 1, 1};
+    delete_if_empty(it);
 }
 
-SIMDR_API int simdr_put_batch(simdr_store *s, const simdr_kv *items, size_t n,
-                              uint64_t *tail_out) {
+/* A batch of keys (not hashes), checked, then filled by fill. */
+static int kv_batch(simdr_store *s, const simdr_kv *items, size_t n, uint64_t *tail_out,
+                    void (*fill)(const void *src, size_t i, simdr__item *it)) {
     if (!items && n) return simdr__fail(SIMDR_EINVAL, "NULL items");
     for (size_t i = 0; i < n; i++)
         if (!items[i].key && items[i].key_len)
             return simdr__fail(SIMDR_EINVAL, "NULL key at batch index %zu", i);
-    return put_batch_items(s, n, tail_out, fill_kv, items);
+    return put_batch_items(s, n, tail_out, fill, items);
+}
+
+SIMDR_API int simdr_put_batch(simdr_store *s, const simdr_kv *items, size_t n,
+                              uint64_t *tail_out) {
+    return kv_batch(s, items, n, tail_out, fill_kv);
 }
 
 SIMDR_API int simdr_put_batch_hashed(simdr_store *s, const simdr_hashed_kv *items, size_t n,
@@ -543,11 +553,7 @@ SIMDR_API int simdr_put_batch_hashed(simdr_store *s, const simdr_hashed_kv *item
 
 SIMDR_API int simdr_write_batch(simdr_store *s, const simdr_kv *items, size_t n,
                                 uint64_t *tail_out) {
-    if (!items && n) return simdr__fail(SIMDR_EINVAL, "NULL items");
-    for (size_t i = 0; i < n; i++)
-        if (!items[i].key && items[i].key_len)
-            return simdr__fail(SIMDR_EINVAL, "NULL key at batch index %zu", i);
-    return put_batch_items(s, n, tail_out, fill_kv_or_delete, items);
+    return kv_batch(s, items, n, tail_out, fill_kv_or_delete);
 }
 
 SIMDR_API int simdr_write_batch_hashed(simdr_store *s, const simdr_hashed_kv *items, size_t n,

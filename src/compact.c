@@ -284,16 +284,11 @@ static int damaged(compaction *c, uint64_t meta_off, const char *bad) {
                        c->s->path, (unsigned long long)meta_off, bad);
 }
 
-/* A decoded entry whose value fails its checksum, named by the offsets
- * simdr_check reports for it (from its start to the end of its metadata). */
+/* A decoded entry whose value fails its checksum. */
 static int damaged_value(compaction *c, const struct simdr_entry *e) {
-    return simdr__fail(SIMDR_ECORRUPT,
-                       "%s: damaged store: a checksum mismatch in the entry at offset "
-                       "%llu..%llu (a %llu-byte value at %llu); nothing was compacted, the file "
-                       "is unchanged (run the check command)",
-                       c->s->path, (unsigned long long)e->start,
-                       (unsigned long long)(e->meta_off + SIMDR__META_SIZE),
-                       (unsigned long long)e->size, (unsigned long long)e->payload_off);
+    return simdr__fail_checksum(SIMDR_ECORRUPT, c->s->path, "damaged store: a ", e,
+                                "; nothing was compacted, the file is unchanged (run the check "
+                                "command)");
 }
 
 /* Appends one entry's payload to the new file after its padding (none for a

@@ -689,6 +689,11 @@ int simdr__writer_lock_usable(const simdr_store *s);
  * cut those bytes meanwhile, and a map read past the file's end faults).
  * Bytes cut meanwhile count as zeros; a read error as not (load.c). */
 int simdr__file_range_zero(int fd, uint64_t from, uint64_t to);
+/* code, with the message "[path: ]<head>checksum mismatch in the entry at
+ * offset S..E (a N-byte value at P)<tail>": the range S..E (the entry's start
+ * to its metadata's end) is the one simdr_check reports for it (read.c). */
+int simdr__fail_checksum(int code, const char *path, const char *head,
+                         const struct simdr_entry *e, const char *tail);
 /* SIMDR_EINVAL for a handle used in a forked child, with the message. */
 int simdr__refuse_forked(simdr_store *s);
 /* After a failed sync (the store is failed): readers see the durable prefix. */

@@ -170,14 +170,20 @@ int simdr__payload_sound(const struct simdr_entry *e) {
     return crc == e->checksum;
 }
 
+int simdr__fail_checksum(int code, const char *path, const char *head,
+                         const struct simdr_entry *e, const char *tail) {
+    return simdr__fail(code,
+                       "%s%s%schecksum mismatch in the entry at offset %llu..%llu (a %llu-byte "
+                       "value at %llu)%s",
+                       path ? path : "", path ? ": " : "", head, (unsigned long long)e->start,
+                       (unsigned long long)(e->meta_off + SIMDR__META_SIZE),
+                       (unsigned long long)e->size, (unsigned long long)e->payload_off, tail);
+}
+
 int simdr__verify_payload(const simdr_store *s, const struct simdr_entry *e) {
     if (payload_sound_fast(e)) return SIMDR_OK;
-    return simdr__fail(SIMDR_ECORRUPT,
-                       "%s: damaged value: checksum mismatch in the entry at offset "
-                       "%llu..%llu (a %llu-byte value at %llu); its bytes are not served",
-                       s->path, (unsigned long long)e->start,
-                       (unsigned long long)(e->meta_off + SIMDR__META_SIZE),
-                       (unsigned long long)e->size, (unsigned long long)e->payload_off);
+    return simdr__fail_checksum(SIMDR_ECORRUPT, s->path, "damaged value: ", e,
+                                "; its bytes are not served");
 }
 
 static int make_handle(simdr_store *s, simdr__view *v, uint64_t val, unsigned shard,
@@ -539,13 +545,7 @@ SIMDR_API int simdr_entry_is_tombstone(const simdr_entry *e) { return e ? e->tom
 
 SIMDR_API int simdr_entry_verify(const simdr_entry *e) {
     if (!e) return simdr__fail(SIMDR_EINVAL, "NULL entry");
-    if (!simdr__payload_sound(e))
-        return simdr__fail(SIMDR_ECHECKSUM,
-                           "checksum mismatch in the entry at offset %llu..%llu (a %llu-byte "
-                           "value at %llu)",
-                           (unsigned long long)e->start,
-                           (unsigned long long)(e->meta_off + SIMDR__META_SIZE),
-                           (unsigned long long)e->size, (unsigned long long)e->payload_off);
+    if (!simdr__payload_sound(e)) return simdr__fail_checksum(SIMDR_ECHECKSUM, NULL, "", e, "");
     return SIMDR_OK;
 }
 
@@ -559,12 +559,7 @@ SIMDR_API int simdr_entry_chunk(const simdr_entry *e, uint64_t offset, size_t ma
      * the chunk that ends the value is handed out, so a chunked read of a
      * damaged value never completes silently. */
     if (offset + n == e->size && !e->verified && !simdr__payload_sound(e))
-        return simdr__fail(SIMDR_ECHECKSUM,
-                           "damaged value: checksum mismatch in the entry at offset "
-                           "%llu..%llu (a %llu-byte value at %llu)",
-                           (unsigned long long)e->start,
-                           (unsigned long long)(e->meta_off + SIMDR__META_SIZE),
-                           (unsigned long long)e->size, (unsigned long long)e->payload_off);
+        return simdr__fail_checksum(SIMDR_ECHECKSUM, NULL, "damaged value: ", e, "");
     *ptr = e->data + offset;
     *len = (size_t)n;
     if (advise_done && offset > 0) {
