@@ -394,6 +394,10 @@ static uint64_t watched_mark(int db, const char *key, size_t len) {
     return mark;
 }
 
+static int watching(const watched_key *w, int db, const void *key, size_t len) {
+    return w->db == db && w->len == len && memcmp(w->key, key, len) == 0;
+}
+
 /* Every write of a key (and its deletion) comes here: the clients watching it
  * will abort their EXEC, as Redis's do, whether or not the mark would show it
  * (it cannot across a compaction). */
@@ -403,7 +407,7 @@ void watch_touch_key(int db, const void *key, size_t len) {
         if (c->flags & CLIENT_DIRTY_CAS) continue;
         for (int i = 0; i < c->nwatched; i++) {
             watched_key *w = &c->watched[i];
-            if (w->db == db && w->len == len && memcmp(w->key, key, len) == 0) {
+            if (watching(w, db, key, len)) {
                 c->flags |= CLIENT_DIRTY_CAS;
                 break;
             }
@@ -416,8 +420,7 @@ void watch_record_moved(int db, const void *key, size_t len) {
     for (client *c = srv.clients; c; c = c->next)
         for (int i = 0; i < c->nwatched; i++) {
             watched_key *w = &c->watched[i];
-            if (w->db == db && w->len == len && memcmp(w->key, key, len) == 0)
-                w->epoch = WATCH_PRESENCE_ONLY;
+            if (watching(w, db, key, len)) w->epoch = WATCH_PRESENCE_ONLY;
         }
 }
 
@@ -444,9 +447,7 @@ void cmd_watch(client *c, int argc, char **argv, size_t *lens) {
     for (int i = 1; i < argc; i++) {
         int dup = 0;
         for (int j = 0; j < c->nwatched; j++)
-            if (c->watched[j].db == c->db && c->watched[j].len == lens[i] &&
-                memcmp(c->watched[j].key, argv[i], lens[i]) == 0)
-                dup = 1;
+            if (watching(&c->watched[j], c->db, argv[i], lens[i])) dup = 1;
         if (dup) continue;
         if (c->nwatched == c->watch_cap) {
             int cap = c->watch_cap ? c->watch_cap * 2 : 8;

@@ -181,7 +181,7 @@ static int at_own_slot(const simdr_entry *e, const record_view *rv) {
 /* A record of the database that is a live, unexpired key. */
 static int live_record(const simdr_entry *e, long long now, record_view *rv) {
     return record_parse(simdr_entry_data(e), simdr_entry_size(e), rv) &&
-           !(rv->flags & RECORD_FLAG_HOLE) && (!rv->expire_ms || (long long)rv->expire_ms >= now) &&
+           !(rv->flags & RECORD_FLAG_HOLE) && !record_expired(rv, now) &&
            at_own_slot(e, rv);
 }
 

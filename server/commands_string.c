@@ -283,7 +283,7 @@ void cmd_mget(client *c, int argc, char **argv, size_t *lens) {
         if (e && record_parse(simdr_entry_data(e), simdr_entry_size(e), &rv) &&
             !(rv.flags & RECORD_FLAG_HOLE) && rv.key_len == lens[i + 1] &&
             memcmp(rv.key, argv[i + 1], rv.key_len) == 0 &&
-            (!rv.expire_ms || (long long)rv.expire_ms >= now)) {
+            !record_expired(&rv, now)) {
             srv.keyspace_hits++;
             reply_bulk_entry(c, e, rv.value, rv.value_len);
             continue;

@@ -41,11 +41,6 @@ static uint32_t get_u32(const uint8_t *p) {
     for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
     return v;
 }
-static uint64_t get_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
 
 const char *store_error(int code) {
     static char buf[600];
@@ -84,7 +79,7 @@ int record_parse(const void *data, size_t size, record_view *out) {
     uint32_t klen = get_u32(p + 4);
     if (klen > size - RECORD_HEADER) return 0;
     out->flags = p[3];
-    out->expire_ms = get_u64(p + 8);
+    out->expire_ms = load_u64le(p + 8);
     out->key = p + RECORD_HEADER;
     out->key_len = klen;
     out->value = p + RECORD_HEADER + klen;
@@ -592,15 +587,14 @@ int ks_lookup(server_db *d, const void *key, size_t klen, long long now, ks_ref 
             ref->rec = rv;
             ref->slot = s;
             ref->slot_flags = rv.flags & RECORD_FLAG_CHAINED;
-            /* Expired once the time is past it, as in Redis (PTTL reaches 0). */
-            if (rv.expire_ms && (long long)rv.expire_ms < now && replica_is_replica()) {
+            if (record_expired(&rv, now) && replica_is_replica()) {
                 /* A replica's files follow the primary's byte for byte: the
                  * primary deletes it, the replica only hides it. */
                 ks_ref_release(ref);
                 ref->found = 0;
                 return 0;
             }
-            if (rv.expire_ms && (long long)rv.expire_ms < now) {
+            if (record_expired(&rv, now)) {
                 int drc = ks_delete(d, ref, key, klen);
                 ks_ref_release(ref);
                 ref->slot_flags = rv.flags & RECORD_FLAG_CHAINED;
@@ -982,11 +976,10 @@ void ks_active_expire(long long now, int budget) {
             if (parsed && rv.expire_ms) d->ttl_written_in_walk = 1; /* seen: walk again */
             char *key = NULL;
             size_t key_len = 0;
-            if (parsed && rv.expire_ms && (long long)rv.expire_ms >= now &&
+            if (parsed && rv.expire_ms && !record_expired(&rv, now) &&
                 !(rv.flags & RECORD_FLAG_HOLE))
                 d->ttl_keys_in_walk++;
-            if (parsed && rv.expire_ms && (long long)rv.expire_ms < now &&
-                !(rv.flags & RECORD_FLAG_HOLE)) {
+            if (parsed && record_expired(&rv, now) && !(rv.flags & RECORD_FLAG_HOLE)) {
                 key_len = rv.key_len;
                 key = malloc(key_len ? key_len : 1);
                 if (key) memcpy(key, rv.key, key_len);

@@ -1067,16 +1067,6 @@ static int stage_swap(int db) {
     return 0;
 }
 
-/* The store a LOG appends to: the existing file, or a new one in the layout
- * the last RESET named (the primary's, kept in the state file so a restart
- * or a reconnect answered by FOLLOW still knows it), so its bytes land the
- * same. */
-static uint64_t le64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
-
 /* The key of the record a slot hash holds now, for the watchers (a
  * tombstone or a hole names only the hash of what it deletes). */
 static void touch_key_at(int db, simdr_store *s, uint64_t hash) {
@@ -1096,12 +1086,13 @@ static void touch_key_at(int db, simdr_store *s, uint64_t hash) {
  * not chain stop the walk (simdr_log_append then refuses them all). */
 static void touch_logged_keys(int db, simdr_store *s, uint64_t from, const uint8_t *bytes,
                               size_t len) {
+    enum { META = 20 }; /* an entry's metadata: key hash, link, CRC (docs/FORMAT.md) */
     int aligned = simdr_layout_of(s) == SIMDR_LAYOUT_ALIGNED64;
     uint64_t end = from + len;
-    while (end - from >= 21) {
-        uint64_t meta_off = end - 20;
+    while (end - from > META) {
+        uint64_t meta_off = end - META;
         const uint8_t *meta = bytes + (meta_off - from);
-        uint64_t hash = le64(meta), prev = le64(meta + 8);
+        uint64_t hash = load_u64le(meta), prev = load_u64le(meta + 8);
         if (prev < from || prev >= meta_off) return;
         if (meta_off - prev == 1 && bytes[prev - from] == 0) {
             touch_key_at(db, s, hash); /* a delete */
@@ -1120,6 +1111,10 @@ static void touch_logged_keys(int db, simdr_store *s, uint64_t from, const uint8
     }
 }
 
+/* The store a LOG appends to: the existing file, or a new one in the layout
+ * the last RESET named (the primary's, kept in the state file so a restart
+ * or a reconnect answered by FOLLOW still knows it), so its bytes land the
+ * same. */
 static int replica_store(server_db *d, int layout, simdr_store **out) {
     if (d->store || layout == SIMDR_LAYOUT_ALIGNED64) return db_store_for_write(d, out);
     simdr_options o;

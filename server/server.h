@@ -257,6 +257,16 @@ typedef struct ks_ref {
 } ks_ref;
 
 int record_parse(const void *data, size_t size, record_view *out);
+/* Expired once its time is past, as in Redis (at its millisecond PTTL is 0). */
+static inline int record_expired(const record_view *rv, long long now) {
+    return rv->expire_ms && (long long)rv->expire_ms < now;
+}
+/* A little-endian u64 of the store's bytes (records, entry metadata). */
+static inline uint64_t load_u64le(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
 uint64_t slot_hash(const void *key, size_t klen, int slot);
 extern uint64_t slot_hash_mask;
 /* The engine's append mode for the server's stores under the durability
