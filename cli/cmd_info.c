@@ -56,7 +56,6 @@ static void out_size(uint64_t bytes) {
         cli_out_printf("%s\n", h);
 }
 
-/* Bytes after the valid chain that a read-only open skipped (torn tail). */
 /* ------------------------------------------------------------------------ */
 /* info                                                                      */
 /* ------------------------------------------------------------------------ */

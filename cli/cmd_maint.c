@@ -131,8 +131,7 @@ int cmd_check(const struct cli_args *a) {
     struct cli_ticker *t = cli_ticker_start(label);
     int rc = simdr_check(st, on_issue, &c, &rep);
     cli_ticker_end(t);
-    int sound = (rc == SIMDR_OK || (rc == SIMDR_ECORRUPT && c.tail_seen && c.issues == 0)) &&
-                tail == 0;
+    int sound = rc == SIMDR_OK && tail == 0;
     uint64_t bad = rep.bad_entries - (c.tail_seen && rep.bad_entries ? 1 : 0);
     if (rc != SIMDR_OK && rc != SIMDR_ECORRUPT && !(rc == SIMDR_ESTOPPED && cli_out_broken())) {
         if (a->json)

@@ -429,40 +429,10 @@ static int check_store_path(const char *path, const char *q, int mode, int *exis
     return CLI_OK;
 }
 
-/* Opens path in the given mode and tells the user on stderr what recovery
- * found: a torn final append that a writable open cut (and saved), or that a
- * read-only open skipped without touching the file. */
-int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_store **out) {
-    simdr_options opts;
-    simdr_options_init(&opts);
-    opts.open_mode = mode;
-    return cli_open_store_opts(a, path, &opts, out);
-}
-
-static int open_store(const struct cli_args *a, const char *path, const simdr_options *opts,
-                      simdr_store **out, int note_tail);
-
-int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_options *opts,
-                        simdr_store **out) {
-    return open_store(a, path, opts, out, 1);
-}
-
-int cli_open_store_reporting_tail(const struct cli_args *a, const char *path,
-                                  const simdr_options *opts, simdr_store **out) {
-    return open_store(a, path, opts, out, 0);
-}
-
-void cli_ignored_tail(simdr_store *st, uint64_t *torn, uint64_t *zeros) {
-    simdr_recovery_info ri;
-    *torn = *zeros = 0;
-    if (simdr_recovery(st, &ri) != SIMDR_OK || ri.truncated)
-        return;
-    if (ri.zeros_only)
-        *zeros = ri.bytes_cut;
-    else
-        *torn = ri.bytes_cut;
-}
-
+/* Opens path with opts (the command line's --layout applied) and tells the
+ * user on stderr what recovery did: a torn final append that a writable open
+ * cut (and saved), and, with note_tail, what a read-only open skipped
+ * without touching the file. */
 static int open_store(const struct cli_args *a, const char *path, const simdr_options *opts,
                       simdr_store **out, int note_tail) {
     simdr_options o = *opts;
@@ -502,6 +472,34 @@ static int open_store(const struct cli_args *a, const char *path, const simdr_op
                     q, ri.bytes_cut, ri.valid_size);
     }
     return CLI_OK;
+}
+
+int cli_open_store(const struct cli_args *a, const char *path, int mode, simdr_store **out) {
+    simdr_options opts;
+    simdr_options_init(&opts);
+    opts.open_mode = mode;
+    return cli_open_store_opts(a, path, &opts, out);
+}
+
+int cli_open_store_opts(const struct cli_args *a, const char *path, const simdr_options *opts,
+                        simdr_store **out) {
+    return open_store(a, path, opts, out, 1);
+}
+
+int cli_open_store_reporting_tail(const struct cli_args *a, const char *path,
+                                  const simdr_options *opts, simdr_store **out) {
+    return open_store(a, path, opts, out, 0);
+}
+
+void cli_ignored_tail(simdr_store *st, uint64_t *torn, uint64_t *zeros) {
+    simdr_recovery_info ri;
+    *torn = *zeros = 0;
+    if (simdr_recovery(st, &ri) != SIMDR_OK || ri.truncated)
+        return;
+    if (ri.zeros_only)
+        *zeros = ri.bytes_cut;
+    else
+        *torn = ri.bytes_cut;
 }
 
 /* cli_open_store that also says whether this open created the file. */
