@@ -28,6 +28,8 @@
  *                                and XXH3-64, and follows identity from there
  *   LOG db from primary-tail bytes
  *   PING                         once a second (link liveness)
+ *   PING turn                    a turn mark: what came before is a cut between
+ *                                two commands, across databases (applied whole)
  * From replica to primary: REPLSYNC port {db identity tail meta-hex run}...,
  * REPLACK db identity tail.
  *
@@ -124,6 +126,7 @@ typedef struct feed {
     uint64_t acked_ident[SERVER_DBS];
     uint64_t acked[SERVER_DBS];
     long long last_ack_ms, last_ping_ms;
+    int unmarked; /* sent something since the last turn mark */
 } feed;
 
 /* A replica's rebuild of a compacted file's prefix (REBASE), on a thread of
@@ -182,6 +185,12 @@ static struct {
         simdr_store *store;
     } stage[SERVER_DBS];
     uint64_t primary_tail[SERVER_DBS];
+    /* per database: the tail an in-place full copy must reach (0: none) */
+    uint64_t copy_to[SERVER_DBS];
+    /* turn marks ("PING turn") seen on this link; the read buffer has been
+     * searched for them up to mark_scan, and the last one ends at mark_end */
+    int turn_marks;
+    size_t mark_scan, mark_end;
     rebase_job rebase;
     /* per database: the last REBASE failed here; the next REPLSYNC names no
      * identity for it, which the primary answers with RESET */
@@ -505,6 +514,9 @@ void cmd_replsync(client *c, int argc, char **argv, size_t *lens) {
             f->acked_ident[db] = UNKNOWN_IDENTITY;
         }
     }
+    /* A turn mark at once: the replica holds what follows until the next
+     * one, from the first LOG on (its first transaction whole too). */
+    add_words(c->out, 2, "PING", "turn");
     R.feeds[R.nfeeds++] = f;
     server_log(LOG_NOTICE_, "replica %s (port %d) attached", c->addr, f->port);
 }
@@ -548,11 +560,12 @@ static int chunk_room(size_t cap) {
     return 1;
 }
 
-/* Sends what a replica lacks of one database, up to the output high mark. */
-static void feed_db(feed *f, int db) {
+/* Sends what a replica lacks of one database, up to the output high mark.
+ * 1 when the replica has been sent all of it. */
+static int feed_db(feed *f, int db) {
     client *c = f->c;
     simdr_log_state st;
-    if (db_log_state(db, &st) != SIMDR_OK) return;
+    if (db_log_state(db, &st) != SIMDR_OK) return 0;
     char d[16], num1[24], num2[24];
     snprintf(d, sizeof d, "%d", db);
     simdr_log_origin_info o;
@@ -576,6 +589,7 @@ static void feed_db(feed *f, int db) {
         R.rebases_sent++;
         server_log(LOG_NOTICE_, "replica %s: db %d follows the compaction (prefix of %llu bytes "
                    "rebuilt there)", c->addr, db, (unsigned long long)o.prefix_len);
+        f->unmarked = 1;
         wake_client(c);
     }
     if (st.identity != f->ident[db]) {
@@ -589,6 +603,7 @@ static void feed_db(feed *f, int db) {
         char tail[24];
         snprintf(tail, sizeof tail, "%llu", (unsigned long long)st.tail);
         add_words(c->out, 6, "RESET", d, num1, layout, num2, tail);
+        f->unmarked = 1;
         wake_client(c);
     }
     size_t high = FEED_OUT_HIGH;
@@ -596,10 +611,10 @@ static void feed_db(feed *f, int db) {
         high = (size_t)(srv.cfg.output_buffer_limit / 4);
     while (f->sent[db] < st.tail && evbuffer_get_length(c->out) < high) {
         size_t len = 0, cap = feed_chunk(st.tail - f->sent[db]);
-        if (!chunk_room(cap)) return;
+        if (!chunk_room(cap)) return 0;
         int rc = simdr_log_read(srv.db[db].store, st.identity, f->sent[db], R.chunk, cap, &len);
         if (rc == SIMDR_ETOOBIG) { /* one entry larger than the chunk: it goes whole */
-            if (!chunk_room(len)) return;
+            if (!chunk_room(len)) return 0;
             rc = simdr_log_read(srv.db[db].store, st.identity, f->sent[db], R.chunk, len, &len);
         }
         if (rc != SIMDR_OK || len == 0) {
@@ -607,7 +622,7 @@ static void feed_db(feed *f, int db) {
             if (rc != SIMDR_OK && rc != SIMDR_ENOENT)
                 server_log(LOG_WARNING_, "replication read of db %d failed: %s", db,
                            simdr_last_error());
-            return; /* ENOENT: replaced meanwhile; the next turn sends RESET */
+            return 0; /* ENOENT: replaced meanwhile; the next turn sends RESET */
         }
         snprintf(num1, sizeof num1, "%llu", (unsigned long long)f->sent[db]);
         snprintf(num2, sizeof num2, "%llu", (unsigned long long)st.tail);
@@ -615,9 +630,11 @@ static void feed_db(feed *f, int db) {
         size_t lens[5] = {3, strlen(d), strlen(num1), strlen(num2), len};
         add_array(c->out, 5, args, lens);
         f->sent[db] += len;
+        f->unmarked = 1;
         wake_client(c);
     }
     if (f->sent[db] < st.tail) R.behind = 1;
+    return f->sent[db] >= st.tail;
 }
 
 static void feed_all(long long now) {
@@ -628,7 +645,16 @@ static void feed_all(long long now) {
     for (int i = 0; i < R.nfeeds; i++) {
         feed *f = R.feeds[i];
         if (f->c->flags & CLIENT_CLOSED) continue;
-        for (int db = 0; db < SERVER_DBS; db++) feed_db(f, db);
+        int caught_up = 1;
+        for (int db = 0; db < SERVER_DBS; db++) caught_up &= feed_db(f, db);
+        if (caught_up && f->unmarked) {
+            /* Everything sent is a cut between two commands of the primary
+             * (feeds run between commands): the replica applies up to here
+             * in one go, every database at once. */
+            add_words(f->c->out, 2, "PING", "turn");
+            f->unmarked = 0;
+            wake_client(f->c);
+        }
         if (now - f->last_ping_ms >= 1000) {
             f->last_ping_ms = now;
             add_words(f->c->out, 1, "PING");
@@ -792,7 +818,10 @@ static void link_close(const char *why) {
     R.fd = -1;
     R.connecting = R.handshake_sent = R.link_up = 0;
     R.rlen = 0;
+    R.turn_marks = 0;
+    R.mark_scan = R.mark_end = 0;
     memset(R.announced, 0, sizeof R.announced);
+    memset(R.copy_to, 0, sizeof R.copy_to);
     for (int db = 0; db < SERVER_DBS; db++)
         if (R.stage[db].active) stage_drop(db);
     R.next_attempt_ms = now_ms() + R.retry_ms;
@@ -1363,6 +1392,7 @@ static int handle_msg(const link_msg *m, int *acked) {
         R.st.layout[db] = (int)layout;
         state_save();
         R.primary_tail[db] = 0;
+        R.copy_to[db] = target; /* readers see it fill: the link is not "up" before */
         R.announced[db] = 1;
         acked[db] = 1;
         return 0;
@@ -1435,6 +1465,7 @@ static int handle_msg(const link_msg *m, int *acked) {
         }
         ks_mark_dirty(d);
         R.primary_tail[db] = b;
+        if (tail >= R.copy_to[db]) R.copy_to[db] = 0;
         acked[db] = 1;
         return 0;
     }
@@ -1484,13 +1515,47 @@ static void on_link(evutil_socket_t fd, short what, void *arg) {
  * chunks cut by size; each LOG names the primary's tail at that feed (the end
  * of a turn). A replica that applied each chunk as it arrived could show its
  * readers a turn half applied (an MSET, a MULTI/EXEC with some of its writes).
- * So a LOG that ends before the tail it names is held in the read buffer, not
- * applied, until a later LOG of that database ending at the tail it names has
- * arrived: the chunks up to there are applied in one go, between two client
- * commands. A turn larger than LOG_HOLD_MAX (or a replica behind by more) is
- * applied as it comes, and so is a full copy built beside the served file,
- * which no reader sees before it is whole. */
+ *
+ * When a feed has sent every database up to its tail, the primary adds a turn
+ * mark, "PING turn": what came before it is a cut between two of the
+ * primary's commands, across all databases. A replica that has seen a mark on
+ * the link applies the messages up to the last mark received in one go,
+ * between two client commands, and holds the rest; so a transaction over two
+ * databases, or the two copies a SWAPDB sends, are seen whole. (A replica of
+ * an earlier version ignores the mark as a PING.) Before the first mark (a
+ * primary of an earlier version) a LOG that ends before the tail it names is
+ * held until a later LOG of that database reaching its named tail has
+ * arrived: one database's turns whole. More than LOG_HOLD_MAX held (a huge
+ * turn, or a replica that far behind) is applied as it comes, and so is a
+ * full copy built beside the served file, which no reader sees before it is
+ * whole. */
 #define LOG_HOLD_MAX (64 * 1024 * 1024)
+
+static int is_turn_mark(const link_msg *m) {
+    return m->argc == 2 && !m->is_error && !m->is_status &&
+           eq_nocase(m->argv[0], m->lens[0], "ping") && eq_nocase(m->argv[1], m->lens[1], "turn");
+}
+
+/* The end of what may be applied now: the end of the last turn mark
+ * received, or all of it when there is no mark yet or too much is held.
+ * Searches only what arrived since the last call. */
+static size_t apply_limit(void) {
+    size_t at = R.mark_scan;
+    while (at < R.rlen) {
+        link_msg m;
+        int parsed = parse_msg(R.rbuf + at, R.rlen - at, &m);
+        if (parsed == 0) break;
+        if (parsed < 0) { /* refused when it is reached: nothing after it matters */
+            R.mark_end = R.rlen;
+            break;
+        }
+        at += m.consumed;
+        if (is_turn_mark(&m)) R.turn_marks = 1, R.mark_end = at;
+    }
+    R.mark_scan = at;
+    if (!R.turn_marks || R.rlen > LOG_HOLD_MAX) return R.rlen;
+    return R.mark_end;
+}
 
 static int log_span(const link_msg *m, uint64_t *db, uint64_t *from, uint64_t *end,
                     uint64_t *turn_end) {
@@ -1531,8 +1596,8 @@ static int log_waits_for_its_turn(size_t pos, const link_msg *m) {
 /* Handles the whole messages received; the rest waits for more bytes. */
 static void link_process(void) {
     int acked[SERVER_DBS] = {0};
-    size_t pos = 0;
-    for (;;) {
+    size_t pos = 0, limit = apply_limit();
+    while (pos < limit) {
         link_msg m;
         int rc = parse_msg(R.rbuf + pos, R.rlen - pos, &m);
         if (rc == 0) break;
@@ -1540,7 +1605,7 @@ static void link_process(void) {
             link_refuse("malformed message: %s", m.bad);
             return link_close("bad message");
         }
-        if (log_waits_for_its_turn(pos, &m)) break;
+        if (!R.turn_marks && log_waits_for_its_turn(pos, &m)) break;
         rc = handle_msg(&m, acked);
         if (rc < 0) return link_close("bad message");
         pos += m.consumed;
@@ -1551,6 +1616,8 @@ static void link_process(void) {
     }
     memmove(R.rbuf, R.rbuf + pos, R.rlen - pos);
     R.rlen -= pos;
+    R.mark_scan = R.mark_scan > pos ? R.mark_scan - pos : 0;
+    R.mark_end = R.mark_end > pos ? R.mark_end - pos : 0;
     if (!R.rlen && R.rcap > FEED_CHUNK_MAX) { /* grown for one large entry: give it back */
         free(R.rbuf);
         R.rbuf = NULL;
@@ -1837,6 +1904,17 @@ void replica_shutdown(void) {
     R.chunk = NULL;
 }
 
+/* master_link_status: up once the link is up and serves the primary's data:
+ * every database named (RESET, FOLLOW or REBASE done) and no full copy or
+ * rebuild under way. (Before the first message about a database, a restarted
+ * replica still serves its old copy of it, which the primary may replace.) */
+static int link_in_sync(void) {
+    if (!R.link_up || R.rebase.active) return 0;
+    for (int db = 0; db < SERVER_DBS; db++)
+        if (!R.announced[db] || R.stage[db].active || R.copy_to[db]) return 0;
+    return 1;
+}
+
 void replica_info(struct evbuffer *b) {
     long long now = now_ms();
     uint64_t offset = 0;
@@ -1861,8 +1939,8 @@ void replica_info(struct evbuffer *b) {
                             "simdr_repl_full_copies:%llu\r\nsimdr_repl_rebases:%llu\r\n"
                             "simdr_repl_rebase_failures:%llu\r\nsimdr_repl_log_bytes:%llu\r\n"
                             "connected_slaves:0\r\nmaster_repl_offset:%llu\r\n",
-                            R.host, R.port, R.link_up ? "up" : "down",
-                            R.link_up ? (now - R.last_io_ms) / 1000 : -1, syncing,
+                            R.host, R.port, link_in_sync() ? "up" : "down",
+                            link_in_sync() ? (now - R.last_io_ms) / 1000 : -1, syncing,
                             (unsigned long long)offset, (unsigned long long)lag,
                             (unsigned long long)R.full_copies, (unsigned long long)R.rebases,
                             (unsigned long long)R.rebase_failures,

@@ -615,3 +615,125 @@ def test_replica_readers_see_each_mset_whole():
         reader.join()
         cleanup(p, r)
     assert reads[0] > 0 and not mixed, (reads[0], mixed[:3])
+
+
+def test_replica_readers_see_a_transaction_over_two_databases_whole():
+    """A MULTI/EXEC writing db 0 and db 1 reaches a replica as two databases'
+    LOG chunks; a replica that applied each database's part when it arrived
+    showed a reader db 0 after the transaction and db 1 before it. Each
+    transaction here writes 100 keys of 30 KB in each database with one tag;
+    a transaction on the replica reading both must see a single tag."""
+    p = start()
+    r = replica_of(p)
+    stop = threading.Event()
+    mixed, reads = [], [0]
+
+    def read_replica():
+        c = r.client()
+        while not stop.is_set():
+            t = c.pipeline(transaction=True)
+            t.execute_command("SELECT", 0)
+            t.get("k0")
+            t.get("k99")
+            t.execute_command("SELECT", 1)
+            t.get("k0")
+            t.get("k99")
+            t.execute_command("SELECT", 0)
+            got = t.execute()
+            tags = {v[:8] if v else None for v in (got[1], got[2], got[4], got[5])}
+            reads[0] += 1
+            if len(tags) > 1:
+                mixed.append(sorted(map(str, tags)))
+
+    reader = threading.Thread(target=read_replica)
+    reader.start()
+    try:
+        c = p.client()
+        for n in range(60):
+            value = {"k%d" % i: b"%08d" % n + b"x" * 30000 for i in range(100)}
+            t = c.pipeline(transaction=True)
+            t.execute_command("SELECT", 0)
+            t.mset(value)
+            t.execute_command("SELECT", 1)
+            t.mset(value)
+            t.execute_command("SELECT", 0)
+            t.execute()
+        assert c.wait(1, WAIT_MS) == 1
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        reader.join()
+        cleanup(p, r)
+    assert reads[0] > 0 and not mixed, (reads[0], mixed[:3])
+
+
+def test_replica_reports_its_link_up_only_once_it_serves_the_primarys_data():
+    """A replica restarted after its primary replaced a database reported
+    master_link_status:up at the primary's first message, while it still
+    served its old copy of that database until the new copy was whole, so a
+    client that waited for "up" read the old value. Now "up" means every
+    database is named and no copy is under way."""
+    p = start()
+    r = replica_of(p)
+    try:
+        c = p.client()
+        c.set("key", "old")
+        assert c.wait(1, WAIT_MS) == 1
+        r.stop()
+        c.flushall()  # a new file for db 0: the replica must copy it
+        c.set("key", "new")
+        for i in range(300):
+            c.set("fill:%d" % i, b"x" * 100000)
+        r.start()
+        rc = r.client()
+        wait_until(lambda: rc.info("replication")["master_link_status"] == "up",
+                   "the replica's link up", timeout=20)
+        assert rc.get("key") == b"new"
+    finally:
+        cleanup(p, r)
+
+
+def test_replica_readers_see_each_swapdb_whole():
+    """SWAPDB gives both databases new files, which a replica copies again;
+    it swapped each copy in as it was whole, so a reader could see both
+    databases holding the same side. A transaction on the replica reading
+    both must see one of them holding "a" and the other "b"."""
+    p = start()
+    r = replica_of(p)
+    stop = threading.Event()
+    seen, reads = set(), [0]
+    try:
+        c = p.client()
+        for db, tag in ((0, b"a"), (1, b"b")):
+            t = c.pipeline(transaction=True)
+            t.execute_command("SELECT", db)
+            t.mset({"k%d" % i: tag * 10000 for i in range(200)})
+            t.execute_command("SELECT", 0)
+            t.execute()
+        assert c.wait(1, WAIT_MS) == 1
+
+        def read_replica():
+            rc = r.client()
+            while not stop.is_set():
+                t = rc.pipeline(transaction=True)
+                t.execute_command("SELECT", 0)
+                t.get("k7")
+                t.execute_command("SELECT", 1)
+                t.get("k7")
+                t.execute_command("SELECT", 0)
+                got = t.execute()
+                seen.add((got[1][:1], got[3][:1]))
+                reads[0] += 1
+
+        reader = threading.Thread(target=read_replica)
+        reader.start()
+        try:
+            for _ in range(20):
+                c.execute_command("SWAPDB", 0, 1)
+                assert c.wait(1, WAIT_MS) == 1
+        finally:
+            stop.set()
+            reader.join()
+    finally:
+        cleanup(p, r)
+    assert reads[0] > 0 and seen <= {(b"a", b"b"), (b"b", b"a")}, (reads[0], seen)
