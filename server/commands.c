@@ -303,7 +303,10 @@ int store_refuses_writes(client *c, const command_def *cmd) {
 
 static void run_command(client *c, const command_def *cmd, int argc, char **argv, size_t *lens) {
     ks_pending_safe_point(); /* no ks_ref is held between commands */
-    if (!sees_pending_writes(cmd->fn)) ks_flush_pending();
+    if (!sees_pending_writes(cmd->fn))
+        ks_flush_pending();
+    else if (!(c->flags & CLIENT_IN_EXEC)) /* a transaction's records: one batch */
+        ks_pending_command_start();
     srv.total_commands++;
     if (cmd->flags & CMD_WRITE) c->flags |= CLIENT_WROTE;
     ks_take_served_pending();

@@ -205,11 +205,19 @@ void ks_reopen_failed(void) {
     }
 }
 
+/* Once the store refused a batch of this turn, the turn's later writes are
+ * refused too: a command that went on writing after its earlier records
+ * were refused (an MSET larger than one batch, a transaction) would leave
+ * its later records stored around a hole. */
+static int turn_refuses_writes(void) {
+    if (!srv.write_failed) return 0;
+    return srv.write_error ? srv.write_error : SIMDR_EIO;
+}
+
 int db_store_for_write(server_db *d, simdr_store **out) {
-    if (!d->store) {
-        int rc = open_store(d, SIMDR_OPEN_CREATE);
-        if (rc) return rc;
-    }
+    int rc = turn_refuses_writes();
+    if (rc) return rc;
+    if (!d->store && (rc = open_store(d, SIMDR_OPEN_CREATE))) return rc;
     *out = d->store;
     return 0;
 }
@@ -446,12 +454,23 @@ int ks_flush_pending(void) {
     return first;
 }
 
-/* Room for `items` more items in d's batch without a flush between them
- * (flushing it first when they would not fit), and for total bytes of
- * records: 0, or SIMDR_ENOMEM. */
-static int pending_room(server_db *d, size_t items, size_t total) {
+/* Between commands: a batch past its limits goes out now. Within a command
+ * a batch only grows, so that a command's records are stored or refused
+ * together (an MSET of more pairs than a batch holds). */
+void ks_pending_command_start(void) {
+    for (int i = 0; pending_dbs > 0 && i < SERVER_DBS; i++) {
+        pending_batch *b = &pending[i];
+        if (b->n >= PENDING_MAX_ITEMS || b->bytes >= PENDING_MAX_BYTES) flush_db(&srv.db[i]);
+    }
+}
+
+/* Room for `items` more items in d's batch (it grows: see
+ * ks_pending_command_start): 0, SIMDR_ENOMEM, or the error of a batch the
+ * store refused in this turn. */
+static int pending_room(server_db *d, size_t items) {
     pending_batch *b = &pending[d->index];
-    if (b->n + items > PENDING_MAX_ITEMS || b->bytes + total > PENDING_MAX_BYTES) flush_db(d);
+    int rc = turn_refuses_writes();
+    if (rc) return rc;
     while (b->n + items > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
         simdr_hashed_kv *grown = realloc(b->items, cap * sizeof *grown);
@@ -477,7 +496,7 @@ static int pending_room(server_db *d, size_t items, size_t total) {
  * out of memory. */
 static uint8_t *pending_reserve(server_db *d, size_t total) {
     pending_batch *b = &pending[d->index];
-    if (pending_room(d, 1, total)) return NULL;
+    if (pending_room(d, 1)) return NULL;
     if (!b->chunks || PENDING_CHUNK - b->chunks->used < total) {
         pending_chunk *c = chunk_get();
         if (!c) return NULL;
@@ -505,7 +524,8 @@ static void pending_commit(server_db *d, uint64_t hash, const uint8_t *rec, size
 
 /* A delete in the turn's batch: a tombstone, appended with the records. */
 static int pending_tombstone(server_db *d, uint64_t hash) {
-    if (pending_room(d, 1, 0)) return SIMDR_ENOMEM;
+    int rc = pending_room(d, 1);
+    if (rc) return rc;
     pending_commit(d, hash, NULL, 0);
     return 0;
 }
@@ -891,9 +911,8 @@ int ks_rename(server_db *d, ks_ref *src, const void *old_key, size_t old_len, ks
     }
     struct iovec v = {(void *)src->rec.value, vlen};
     if (total <= PENDING_MAX_RECORD) {
-        /* Both in the turn's batch, with room made first so that no flush
-         * of a full batch falls between them. */
-        if ((rc = pending_room(d, 2, total + RECORD_HEADER))) return rc;
+        /* Both in the turn's batch (it is not flushed within a command). */
+        if ((rc = pending_room(d, 2))) return rc;
         if ((rc = ks_write(d, dst, new_key, new_len, &v, 1, src->rec.expire_ms))) return rc;
         return ks_delete(d, src, old_key, old_len);
     }

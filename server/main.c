@@ -796,6 +796,11 @@ int main(int argc, char **argv) {
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Under a file size limit (ulimit -f) a write past it fails with EFBIG
+     * and is answered as a full disk; by default the signal would kill the
+     * server (the engine keeps its own writes under the limit, but a large
+     * value's spool file is written here). */
+    signal(SIGXFSZ, SIG_IGN);
     srv.start_ms = now_ms();
     srv.last_sync_ms = srv.start_ms;
     srv.last_save_s = srv.start_ms / 1000;

@@ -308,6 +308,9 @@ int ks_flush_pending(void);
  * batch (a record the store may yet refuse); resets the mark. */
 int ks_take_served_pending(void);
 void ks_pending_safe_point(void);
+/* Before each command: flushes batches past their limits (a batch is never
+ * flushed for room within a command). */
+void ks_pending_command_start(void);
 void ks_active_expire(long long now, int budget);
 /* The hash space of simdr_hashes_in_range: a key hash's low 32 bits. */
 #define HASH_SPACE (UINT64_C(1) << 32)

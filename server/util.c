@@ -174,9 +174,10 @@ int glob_match(const char *pat, size_t plen, const char *s, size_t slen, int noc
 
 int parse_ll(const char *s, size_t len, long long *out) { return resp_str_to_ll(s, len, out); }
 
-/* Redis's string2ld. */
+/* Redis's string2ld: at most 5,119 characters (MAX_LONG_DOUBLE_CHARS less
+ * the terminator). */
 int parse_ld(const char *s, size_t len, long double *out) {
-    char buf[5 * 1024 + 1];
+    char buf[5 * 1024];
     if (len == 0 || len >= sizeof buf) return 0;
     memcpy(buf, s, len);
     buf[len] = 0;

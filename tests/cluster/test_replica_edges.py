@@ -621,7 +621,7 @@ def test_replica_readers_see_a_transaction_over_two_databases_whole():
     """A MULTI/EXEC writing db 0 and db 1 reaches a replica as two databases'
     LOG chunks; a replica that applied each database's part when it arrived
     showed a reader db 0 after the transaction and db 1 before it. Each
-    transaction here writes 100 keys of 30 KB in each database with one tag;
+    transaction here writes 60 keys of 30 KB in each database with one tag;
     a transaction on the replica reading both must see a single tag."""
     p = start()
     r = replica_of(p)
@@ -634,10 +634,10 @@ def test_replica_readers_see_a_transaction_over_two_databases_whole():
             t = c.pipeline(transaction=True)
             t.execute_command("SELECT", 0)
             t.get("k0")
-            t.get("k99")
+            t.get("k59")
             t.execute_command("SELECT", 1)
             t.get("k0")
-            t.get("k99")
+            t.get("k59")
             t.execute_command("SELECT", 0)
             got = t.execute()
             tags = {v[:8] if v else None for v in (got[1], got[2], got[4], got[5])}
@@ -649,8 +649,8 @@ def test_replica_readers_see_a_transaction_over_two_databases_whole():
     reader.start()
     try:
         c = p.client()
-        for n in range(60):
-            value = {"k%d" % i: b"%08d" % n + b"x" * 30000 for i in range(100)}
+        for n in range(40):
+            value = {"k%d" % i: b"%08d" % n + b"x" * 30000 for i in range(60)}
             t = c.pipeline(transaction=True)
             t.execute_command("SELECT", 0)
             t.mset(value)

@@ -62,8 +62,10 @@ def wait_port(port, proc, timeout=START_TIMEOUT, log_path=None, log_from=0):
 class Server:
     """A simdr-server on a free port over its own data directory."""
 
-    def __init__(self, *args, data_dir=None, port=None, keep_dir=False, env=None):
+    def __init__(self, *args, data_dir=None, port=None, keep_dir=False, env=None,
+                 preexec_fn=None):
         self.env = env  # extra environment variables of the server process
+        self.preexec_fn = preexec_fn  # run in the server's process before exec (limits)
         self.own_dir = data_dir is None
         self.dir = data_dir or tempfile.mkdtemp(prefix="simdr-server-test-")
         self.keep_dir = keep_dir
@@ -83,7 +85,7 @@ class Server:
                    "--logfile", self.log_path] + EXTRA_ARGS + self.args
             env = dict(os.environ, **self.env) if self.env else None
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         env=env)
+                                         env=env, preexec_fn=self.preexec_fn)
             try:
                 wait_port(port, self.proc, log_path=self.log_path, log_from=log_from)
                 self.port = port

@@ -647,3 +647,18 @@ def test_mset_of_a_large_value_over_two_colliding_new_keys_keeps_both():
         big = b"x" * 70000
         assert r.mset({"k32": big, "a": "1"})
         assert r.strlen("k32") == 70000 and r.get("a") == b"1" and r.dbsize() == 2
+
+
+def test_incrbyfloat_refuses_numbers_of_5120_characters_as_redis():
+    # Redis's string2ld takes at most 5,119 characters; one more was taken.
+    with RedisServer() as ref, Server() as ours:
+        a, b = ref.raw(), ours.raw()
+        try:
+            for n in (5119, 5120, 5121):
+                num = "0" * (n - 1) + "1"
+                for cmd in (["DEL", "f", "g"], ["INCRBYFLOAT", "f", num], ["SET", "g", num],
+                            ["INCRBYFLOAT", "g", "1"]):
+                    assert a.call(*cmd) == b.call(*cmd), (n, cmd[0])
+        finally:
+            a.close()
+            b.close()

@@ -183,6 +183,43 @@ def test_mset_with_large_values_is_whole_or_absent_on_a_full_disk(small_fs, tmp_
         assert [r.get(k) for k in fits] == list(fits.values())
 
 
+@pytest.mark.parametrize("durability", ["everysec", "always"])
+@pytest.mark.parametrize("how", ["mset", "multi"])
+def test_a_command_larger_than_a_batch_is_whole_or_absent_on_a_full_disk(small_fs, tmp_path,
+                                                                         durability, how):
+    # The turn's batch was flushed for room in the middle of a command (4,096
+    # records): an MSET or a transaction of 10,000 small writes had its first
+    # 4,096 stored, the next 4,096 refused and the rest stored again, a hole
+    # other clients saw and a restart kept. A command's records now go in one
+    # batch, and after a refused batch the turn's later writes are refused.
+    n = 10000
+    with server_on(small_fs, tmp_path, durability) as srv:
+        r = srv.client()
+        i = 0
+        while True:
+            st = os.statvfs(small_fs)
+            if st.f_bavail * st.f_frsize <= 1100 * 1024:
+                break
+            assert r.set(b"fill%d" % i, b"f" * 50000)
+            i += 1
+        keys = [b"k%05d" % j for j in range(n)]
+        with pytest.raises((redis.ResponseError, redis.ConnectionError)):
+            if how == "mset":
+                r.mset({k: b"v" * 300 for k in keys})  # more than the whole file system
+            else:
+                t = r.pipeline(transaction=True)
+                for k in keys:
+                    t.set(k, b"v" * 300)
+                t.execute()
+        r = srv.client()
+        p = r.pipeline(transaction=False)
+        for k in keys:
+            p.exists(k)
+        present = [j for j, e in enumerate(p.execute()) if e]
+        assert present == [], (len(present), present[:3], present[-3:])
+        assert r.dbsize() == i
+
+
 def store_file(small_fs):
     path = os.path.join(small_fs, "db-0.simdr")
     assert os.path.exists(path), os.listdir(small_fs)

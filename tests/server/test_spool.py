@@ -170,3 +170,24 @@ def test_bulk_limit_still_applies_to_spooled_values():
         conn = srv.raw()
         assert conn.call("EXISTS", "k") == b":0\r\n"
         conn.close()
+
+
+def test_a_spooled_value_past_the_file_size_limit_is_refused_not_fatal():
+    # Under a file size limit (ulimit -f) the spool file's write past it
+    # raised SIGXFSZ, which killed the server; it is now an error reply.
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 * MIB, 4 * MIB))
+
+    with Server(preexec_fn=limit) as srv:
+        r = srv.client()
+        small = big_value(2)
+        assert r.set(b"a", small)
+        conn = srv.raw()
+        send_set(conn, b"b", big_value(6))
+        reply = conn.read_reply()
+        assert reply.startswith(b"-ERR storage error: spooling the value failed: File too large"), reply
+        assert srv.proc.poll() is None, "the server died: %s" % srv.proc.returncode
+        assert r.get(b"a") == small
+        assert r.get(b"b") is None
