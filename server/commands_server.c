@@ -410,11 +410,16 @@ static const char *config_canonical(const char *name) {
 static void config_restore(const server_config *saved, const char *saved_pass) {
     char err[256], hz[16];
     char *pass_now = srv.cfg.requirepass;
-    srv.cfg = *saved;
+    server_config restored = *saved;
+    /* the log file's name is set under the log's lock (other threads log) */
+    memcpy(restored.logfile, srv.cfg.logfile, sizeof restored.logfile);
+    srv.cfg = restored;
     srv.cfg.requirepass = pass_now;
+    server_log_set_file(saved->logfile, err, sizeof err);
     config_set_param("requirepass", saved_pass ? saved_pass : "", err, sizeof err);
     snprintf(hz, sizeof hz, "%d", saved->hz);
     config_set_param("hz", hz, err, sizeof err); /* re-arms the tick at the old period */
+    db_apply_append_mode(); /* the open stores' append mode follows durability/preallocate */
 }
 
 void cmd_config_set(client *c, int argc, char **argv, size_t *lens) {
@@ -430,9 +435,9 @@ void cmd_config_set(client *c, int argc, char **argv, size_t *lens) {
     }
     int failed = 0;
     for (int i = 2; i < argc && !failed; i += 2) {
-        char name[128], value[4200], err[256];
+        char name[128], err[256];
         failed = 1;
-        if (lens[i] >= sizeof name || lens[i + 1] >= sizeof value) {
+        if (lens[i] >= sizeof name) {
             reply_error(c, "ERR Unknown option or number of arguments for CONFIG SET - '%.*s'",
                         (int)(lens[i] < 128 ? lens[i] : 128), argv[i]);
             break;
@@ -455,10 +460,19 @@ void cmd_config_set(client *c, int argc, char **argv, size_t *lens) {
                         name);
             break;
         }
+        /* any length (a long password): the request's own size bounds it */
+        char *value = malloc(lens[i + 1] + 1);
+        if (!value) {
+            reply_error(c, "ERR out of memory");
+            break;
+        }
         memcpy(value, argv[i + 1], lens[i + 1]);
         value[lens[i + 1]] = 0;
-        int rc = strlen(value) != lens[i + 1] ? -1 : config_set_param(name, value, err, sizeof err);
-        if (strlen(value) != lens[i + 1]) snprintf(err, sizeof err, "argument contains a NUL byte");
+        int has_nul = strlen(value) != lens[i + 1];
+        int rc = has_nul ? -1 : config_set_param(name, value, err, sizeof err);
+        if (has_nul) snprintf(err, sizeof err, "argument contains a NUL byte");
+        explicit_bzero(value, lens[i + 1]);
+        free(value);
         if (rc == 0) {
             reply_error(c, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
             break;
@@ -760,6 +774,11 @@ void cmd_debug_help(client *c, int argc, char **argv, size_t *lens) {
 void cmd_wait(client *c, int argc, char **argv, size_t *lens) {
     (void)argc;
     long long timeout, replicas;
+    /* Redis's order: the count first, then the timeout. */
+    if (!parse_ll(argv[1], lens[1], &replicas)) {
+        reply_error(c, ERR_NOT_INT);
+        return;
+    }
     if (!parse_ll(argv[2], lens[2], &timeout)) {
         reply_error(c, "ERR timeout is not an integer or out of range");
         return;
@@ -768,24 +787,35 @@ void cmd_wait(client *c, int argc, char **argv, size_t *lens) {
         reply_error(c, "ERR timeout is negative");
         return;
     }
-    if (!parse_ll(argv[1], lens[1], &replicas)) {
-        reply_error(c, ERR_NOT_INT);
-        return;
-    }
     replica_wait(c, replicas, timeout);
 }
 
 void cmd_shutdown(client *c, int argc, char **argv, size_t *lens) {
+    /* As Redis 7.0: every word is read first; ABORT with another flag, or
+     * SAVE with NOSAVE, is a syntax error; ABORT alone finds no shutdown to
+     * abort (this server's shutdown never waits). */
+    int save = 0, nosave = 0, other = 0, abort_flag = 0;
     for (int i = 1; i < argc; i++) {
-        if (eq_nocase(argv[i], lens[i], "abort")) {
-            reply_error(c, "ERR No shutdown in progress.");
-            return;
-        }
-        if (!eq_nocase(argv[i], lens[i], "nosave") && !eq_nocase(argv[i], lens[i], "save") &&
-            !eq_nocase(argv[i], lens[i], "now") && !eq_nocase(argv[i], lens[i], "force")) {
+        if (eq_nocase(argv[i], lens[i], "nosave"))
+            nosave = 1;
+        else if (eq_nocase(argv[i], lens[i], "save"))
+            save = 1;
+        else if (eq_nocase(argv[i], lens[i], "now") || eq_nocase(argv[i], lens[i], "force"))
+            other = 1;
+        else if (eq_nocase(argv[i], lens[i], "abort"))
+            abort_flag = 1;
+        else {
             reply_error(c, "ERR syntax error");
             return;
         }
+    }
+    if ((abort_flag && (save || nosave || other)) || (save && nosave)) {
+        reply_error(c, "ERR syntax error");
+        return;
+    }
+    if (abort_flag) {
+        reply_error(c, "ERR No shutdown in progress.");
+        return;
     }
     server_log(LOG_WARNING_, "User requested shutdown...");
     c->flags |= CLIENT_CLOSE_AFTER_REPLY;

@@ -252,9 +252,22 @@ static void unlink_beside(const char *path, const char *suffix) {
 int db_flush(server_db *d) {
     watch_touch_db(d->index, -1);
     ks_flush_pending();
+    /* The file is removed while this server holds its writer lock: a file
+     * it has not opened (or holds read-only) may be another process's
+     * writable store, whose writes the removal would throw away. A running
+     * compaction stops first (its end would put a file back at the path). */
+    server_stop_compaction("a database is being flushed");
+    server_wait_measure();
+    if (d->store && d->read_only) db_close(d);
+    if (!d->store) {
+        int rc = db_open_existing(d);
+        if (rc == SIMDR_ELOCKED) return rc;
+        if (rc) d->store = NULL; /* unreadable here: removed as it is */
+    }
+    if (unlink(d->path) != 0 && errno != ENOENT) return SIMDR_EIO;
+    d->dirty = 0; /* nothing of the removed file needs a sync */
     db_close(d);
     d->ttl_keys = 0;
-    if (unlink(d->path) != 0 && errno != ENOENT) return SIMDR_EIO;
     unlink_beside(d->path, ".hint");
     /* The side file (".simdr") stays: it is the path's writer lock, and
      * another process still holding the removed file must keep a new store

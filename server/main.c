@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -146,18 +147,37 @@ static void set_password(const char *p) {
     srv.cfg.requirepass = p && *p ? strdup(p) : NULL;
 }
 
+/* The first line of the file, whole. An empty first line (an empty file,
+ * /dev/null) or a file that cannot be read (a directory) is refused: an
+ * operator who names a password file means a password, and taking it for
+ * none would leave the server open. */
 static int read_password_file(const char *path, char *err, size_t cap) {
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(err, cap, "cannot read %s: %s", path, strerror(errno));
         return -1;
     }
-    char line[4096];
-    if (!fgets(line, sizeof line, f)) line[0] = 0;
+    char *line = NULL;
+    size_t line_cap = 0;
+    errno = 0;
+    ssize_t n = getline(&line, &line_cap, f);
+    int read_errno = errno;
     fclose(f);
+    if (n < 0) {
+        snprintf(err, cap, "cannot read a password from %s: %s", path,
+                 read_errno ? strerror(read_errno) : "the file is empty");
+        free(line);
+        return -1;
+    }
     line[strcspn(line, "\r\n")] = 0;
-    set_password(line);
-    explicit_bzero(line, sizeof line);
+    int empty = !line[0];
+    if (!empty) set_password(line);
+    explicit_bzero(line, line_cap);
+    free(line);
+    if (empty) {
+        snprintf(err, cap, "%s: its first line is empty (no password)", path);
+        return -1;
+    }
     return 0;
 }
 
@@ -217,7 +237,7 @@ int config_set_param(const char *name, const char *value, char *err, size_t cap)
             if (!strcasecmp(value, level_names[i])) c->loglevel = i, found = 1;
         if (!found) goto bad;
     } else if (!strcmp(name, "logfile")) {
-        snprintf(c->logfile, sizeof c->logfile, "%s", value);
+        if (server_log_set_file(value, err, cap)) return -1;
     } else if (!strcmp(name, "proto-max-bulk-len")) {
         if (!parse_memory(value, &v) || v < 1024 * 1024) goto bad;
         c->proto_max_bulk_len = v;
@@ -307,11 +327,17 @@ static int apply_option(const char *name, char **vals, int nvals, char *err, siz
     } else if (!strcmp(name, "bind")) {
         for (int i = 0; i < srv.cfg.nbinds; i++) free(srv.cfg.binds[i]);
         srv.cfg.nbinds = 0;
-        for (int i = 0; i < nvals && srv.cfg.nbinds < SERVER_MAX_BINDS; i++) {
+        for (int i = 0; i < nvals; i++) {
             char *copy = strdup(vals[i]), *save = NULL;
-            for (char *t = strtok_r(copy, " ", &save); t && srv.cfg.nbinds < SERVER_MAX_BINDS;
-                 t = strtok_r(NULL, " ", &save))
+            for (char *t = copy ? strtok_r(copy, " ", &save) : NULL; t;
+                 t = strtok_r(NULL, " ", &save)) {
+                if (srv.cfg.nbinds == SERVER_MAX_BINDS) { /* Redis refuses more too */
+                    snprintf(err, cap, "too many bind addresses (at most %d)", SERVER_MAX_BINDS);
+                    free(copy);
+                    return -1;
+                }
                 srv.cfg.binds[srv.cfg.nbinds++] = strdup(t);
+            }
             free(copy);
         }
     } else if (!strcmp(name, "port")) {
@@ -370,26 +396,45 @@ static int load_config_file(const char *path) {
         fprintf(stderr, "simdr-server: cannot open config file %s: %s\n", path, strerror(errno));
         return -1;
     }
-    char line[8192];
-    int lineno = 0;
+    /* Lines of any length, read whole: a line cut at a buffer's size would
+     * apply a comment's tail as an option, or show a long password's tail in
+     * an error. */
+    char *line = NULL, *text = NULL;
+    size_t line_cap = 0, text_cap = 0;
+    ssize_t got;
+    int lineno = 0, rc = 0;
     resp_parser words_parser;
     resp_parser_init(&words_parser);
-    while (fgets(line, sizeof line, f)) {
+    errno = 0;
+    while ((got = getline(&line, &line_cap, f)) >= 0) {
         lineno++;
         line[strcspn(line, "\r\n")] = 0;
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
         if (!*p || *p == '#') continue;
+        if (text_cap < (size_t)got + SERVER_MAX_BINDS + 2) {
+            char *bigger = realloc(text, (size_t)got + SERVER_MAX_BINDS + 2);
+            if (!bigger) {
+                fprintf(stderr, "simdr-server: %s:%d: out of memory\n", path, lineno);
+                rc = -1;
+                break;
+            }
+            text = bigger;
+            text_cap = (size_t)got + SERVER_MAX_BINDS + 2;
+        }
         /* Split as Redis splits redis.conf lines: "a b" and 'a b' are one
          * value (the password "two words"), "\t" and "\x41" are escapes. */
         char *words[SERVER_MAX_BINDS + 1];
-        char text[sizeof line + SERVER_MAX_BINDS + 1];
         char err[512];
         int n = 0, split = resp_split_line(&words_parser, p, strlen(p));
         size_t used = 0;
         if (split == 0) snprintf(err, sizeof err, "unbalanced quotes");
         if (split < 0) snprintf(err, sizeof err, "out of memory");
-        for (int i = 0; split == 1 && i < words_parser.argc && n < SERVER_MAX_BINDS + 1; i++) {
+        if (split == 1 && words_parser.argc > SERVER_MAX_BINDS + 1) {
+            snprintf(err, sizeof err, "too many words (at most %d values)", SERVER_MAX_BINDS);
+            split = 0;
+        }
+        for (int i = 0; split == 1 && i < words_parser.argc; i++) {
             size_t len = words_parser.argv[i].len;
             if (memchr(p + words_parser.argv[i].off, 0, len)) {
                 snprintf(err, sizeof err, "a value holds a NUL byte");
@@ -403,24 +448,30 @@ static int load_config_file(const char *path) {
         }
         if (split != 1) {
             fprintf(stderr, "simdr-server: %s:%d: %s\n", path, lineno, err);
-            resp_parser_free(&words_parser);
-            fclose(f);
-            return -1;
+            rc = -1;
+            break;
         }
         if (n == 0) continue;
         for (char *q = words[0]; *q; q++)
             if (*q >= 'A' && *q <= 'Z') *q = (char)(*q + 32);
         if (apply_option(words[0], words + 1, n - 1, err, sizeof err) < 0) {
             fprintf(stderr, "simdr-server: %s:%d: %s\n", path, lineno, err);
-            resp_parser_free(&words_parser);
-            fclose(f);
-            return -1;
+            rc = -1;
+            break;
         }
     }
+    if (rc == 0 && ferror(f)) {
+        fprintf(stderr, "simdr-server: cannot read config file %s: %s\n", path, strerror(errno));
+        rc = -1;
+    }
+    if (line) explicit_bzero(line, line_cap);
+    if (text) explicit_bzero(text, text_cap);
+    free(line);
+    free(text);
     resp_parser_free(&words_parser);
     fclose(f);
-    snprintf(srv.config_file, sizeof srv.config_file, "%s", path);
-    return 0;
+    if (rc == 0) snprintf(srv.config_file, sizeof srv.config_file, "%s", path);
+    return rc;
 }
 
 static void config_defaults(void) {
@@ -735,11 +786,46 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     server_request_shutdown();
 }
 
+/* One server per data directory. A store file is locked only while it is
+ * open, and a database without a file has none, so two servers started on
+ * one directory could each create and own some of its databases, and one's
+ * FLUSHDB remove a file the other had written. The directory itself is
+ * locked instead (flock on its descriptor, released when the process ends,
+ * however it ends). */
+static int lock_data_dir(void) {
+    int fd = open(srv.cfg.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        server_log(LOG_WARNING_, "cannot use %s as the data directory: %s", srv.cfg.dir,
+                   strerror(errno));
+        return -1;
+    }
+    if (access(srv.cfg.dir, W_OK | X_OK) != 0) {
+        server_log(LOG_WARNING_, "cannot write in the data directory %s: %s", srv.cfg.dir,
+                   strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            server_log(LOG_WARNING_, "the data directory %s is in use by another simdr-server",
+                       srv.cfg.dir);
+            close(fd);
+            return -1;
+        }
+        /* a file system without flock: the stores' own locks still hold */
+        server_log(LOG_NOTICE_, "cannot lock the data directory %s (%s): going on",
+                   srv.cfg.dir, strerror(errno));
+    }
+    srv.dir_lock_fd = fd;
+    return 0;
+}
+
 static int open_databases(void) {
     if (mkdir(srv.cfg.dir, 0700) != 0 && errno != EEXIST) {
         server_log(LOG_WARNING_, "cannot create directory %s: %s", srv.cfg.dir, strerror(errno));
         return -1;
     }
+    if (lock_data_dir() != 0) return -1;
     for (int i = 0; i < SERVER_DBS; i++) {
         server_db *d = &srv.db[i];
         d->index = i;
@@ -796,6 +882,7 @@ int main(int argc, char **argv) {
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* as Redis: a closed terminal does not stop the server */
     /* Under a file size limit (ulimit -f) a write past it fails with EFBIG
      * and is answered as a full disk; by default the signal would kill the
      * server (the engine keeps its own writes under the limit, but a large

@@ -41,7 +41,9 @@ static void addr_string(const struct sockaddr_storage *ss, char *buf, size_t cap
         inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof host);
         port = ntohs(s->sin6_port);
     }
-    snprintf(buf, cap, "%s:%d", host, port);
+    /* Redis's form: an IPv6 address in brackets ("[::1]:6379"), which
+     * CLIENT LIST shows and CLIENT KILL ADDR takes */
+    snprintf(buf, cap, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
 }
 
 static void mark_pending(client *c) {

@@ -163,6 +163,7 @@ typedef struct server_state {
     int nclients;
     uint64_t next_client_id;
     int shutting_down;
+    int dir_lock_fd; /* the data directory, flock'ed: one server per directory */
     int any_write_this_turn;
     long long start_ms;
     long long exec_time_ms; /* while an EXEC runs: the time its key lookups use */
@@ -200,6 +201,7 @@ long long now_ms(void);
 long long key_now_ms(void);
 long long now_us(void);
 void server_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int server_log_set_file(const char *path, char *err, size_t cap);
 int glob_match(const char *pat, size_t plen, const char *s, size_t slen, int nocase);
 int parse_ll(const char *s, size_t len, long long *out);
 int parse_ld(const char *s, size_t len, long double *out);

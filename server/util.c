@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,19 +30,14 @@ long long now_ms(void) { return now_us() / 1000; }
 
 long long key_now_ms(void) { return srv.exec_time_ms ? srv.exec_time_ms : now_ms(); }
 
+/* Each message opens the log file, appends and closes it, as Redis does:
+ * a log renamed away by a rotation is created again by the next message
+ * (no signal needed), and the compaction thread logs too (the mutex keeps
+ * its lines whole). A file that cannot be opened: standard error. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void server_log(int level, const char *fmt, ...) {
-    static FILE *log_file;
-    static char opened[4096];
     if (level < srv.cfg.loglevel) return;
-    FILE *f = stderr;
-    if (srv.cfg.logfile[0]) {
-        if (!log_file || strcmp(opened, srv.cfg.logfile) != 0) {
-            if (log_file) fclose(log_file);
-            log_file = fopen(srv.cfg.logfile, "a");
-            snprintf(opened, sizeof opened, "%s", srv.cfg.logfile);
-        }
-        if (log_file) f = log_file;
-    }
     char when[64];
     struct timeval tv;
     gettimeofday(&tv, NULL);
@@ -50,13 +46,42 @@ void server_log(int level, const char *fmt, ...) {
     size_t n = strftime(when, sizeof when, "%d %b %Y %H:%M:%S", &tm);
     snprintf(when + n, sizeof when - n, ".%03d", (int)(tv.tv_usec / 1000));
     const char marks[] = ".-*#";
+    pthread_mutex_lock(&log_lock);
+    FILE *log_file = srv.cfg.logfile[0] ? fopen(srv.cfg.logfile, "ae") : NULL;
+    FILE *f = log_file ? log_file : stderr;
     fprintf(f, "%d:M %s %c ", (int)getpid(), when, marks[level & 3]);
     va_list ap;
     va_start(ap, fmt);
     vfprintf(f, fmt, ap);
     va_end(ap);
     fputc('\n', f);
-    fflush(f);
+    if (log_file)
+        fclose(log_file);
+    else
+        fflush(f);
+    pthread_mutex_unlock(&log_lock);
+}
+
+/* Sets the log file (CONFIG SET logfile, --logfile): -1 with err when it
+ * cannot be opened for appending, and nothing changes (Redis refuses to
+ * start then). Under the log's mutex: the compaction thread reads the name. */
+int server_log_set_file(const char *path, char *err, size_t cap) {
+    if (strlen(path) >= sizeof srv.cfg.logfile) {
+        snprintf(err, cap, "the log file's name is too long");
+        return -1;
+    }
+    if (path[0]) {
+        FILE *f = fopen(path, "ae");
+        if (!f) {
+            snprintf(err, cap, "can't open the log file %s: %s", path, strerror(errno));
+            return -1;
+        }
+        fclose(f);
+    }
+    pthread_mutex_lock(&log_lock);
+    snprintf(srv.cfg.logfile, sizeof srv.cfg.logfile, "%s", path);
+    pthread_mutex_unlock(&log_lock);
+    return 0;
 }
 
 /* Redis's stringmatchlen: '*', '?', '[...]' with '^' and ranges, '\' escapes.

@@ -662,3 +662,40 @@ def test_incrbyfloat_refuses_numbers_of_5120_characters_as_redis():
         finally:
             a.close()
             b.close()
+
+
+def test_shutdown_and_wait_check_their_arguments_as_redis():
+    # SHUTDOWN SAVE NOSAVE shut the server down (Redis: a syntax error);
+    # SHUTDOWN ABORT NOW gave ABORT's error; WAIT read its timeout first.
+    cmds = [["SHUTDOWN", "SAVE", "NOSAVE"], ["SHUTDOWN", "ABORT", "NOW"],
+            ["SHUTDOWN", "NOW", "ABORT"], ["SHUTDOWN", "ABORT"], ["SHUTDOWN", "BOGUS"],
+            ["WAIT", "a", "b"], ["WAIT", "1", "b"], ["WAIT", "a", "-1"], ["WAIT", "0", "-1"]]
+    with RedisServer() as ref, Server() as ours:
+        a, b = ref.raw(), ours.raw()
+        try:
+            for cmd in cmds:
+                assert b.call(*cmd) == a.call(*cmd), cmd
+            assert b.call("PING") == b"+PONG\r\n"
+        finally:
+            a.close()
+            b.close()
+
+
+def test_client_list_writes_an_ipv6_address_in_brackets():
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError as e:
+        pytest.skip("no IPv6 loopback here (%s): not counted as passed" % e)
+    with Server("--bind", "127.0.0.1 ::1") as srv:
+        s = socket.create_connection(("::1", srv.port), timeout=10)
+        try:
+            s.sendall(encode("CLIENT", "INFO"))
+            got = b""
+            while not got.endswith(b"\r\n") or got.count(b"\r\n") < 2:
+                got += s.recv(65536)
+            local = s.getsockname()[1]
+            assert b" addr=[::1]:%d " % local in got, got
+        finally:
+            s.close()

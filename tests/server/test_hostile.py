@@ -5,6 +5,8 @@ limits (maxclients, idle timeout, query and output buffers), pipelining of
 import hashlib
 import os
 import random
+import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -13,7 +15,7 @@ import time
 
 import pytest
 
-from serverutil import SERVER_BIN, RawClient, Server, encode, free_port, wait_until
+from serverutil import SERVER_BIN, RawClient, Server, encode, free_port, wait_port, wait_until
 
 
 def alive(server):
@@ -482,3 +484,140 @@ def test_port_zero_is_refused():
     p = subprocess.run([SERVER_BIN, "--dir", d, "--port", "0"], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 1 and "invalid port '0'" in p.stderr, p.stderr
+
+
+def refused_start(*args, conf=None):
+    """Runs simdr-server with args (and a config file holding conf) on a
+    fresh directory; it must refuse to start. Returns its stderr."""
+    d = tempfile.mkdtemp()
+    try:
+        argv = [SERVER_BIN]
+        if conf is not None:  # the config file comes first
+            path = os.path.join(d, "server.conf")
+            with open(path, "w") as f:
+                f.write(conf)
+            argv.append(path)
+        argv += ["--dir", d, "--port", str(free_port())]
+        p = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0, "started: %s" % p.stderr
+        return p.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_password_file_without_a_password_is_refused():
+    # An empty file, /dev/null or a directory left the server with no
+    # password and no word of it; a first line over 4,095 bytes was cut.
+    d = tempfile.mkdtemp()
+    try:
+        empty = os.path.join(d, "empty")
+        open(empty, "w").close()
+        assert "the file is empty" in refused_start("--requirepass-file", empty)
+        assert "empty" in refused_start("--requirepass-file", "/dev/null")
+        assert "Is a directory" in refused_start("--requirepass-file", d)
+        long_pw = os.path.join(d, "long")
+        with open(long_pw, "w") as f:
+            f.write("p" * 5000 + "\n")
+        with Server("--requirepass-file", long_pw) as s:
+            c = s.raw()
+            assert c.call("AUTH", "p" * 4095).startswith(b"-WRONGPASS")
+            assert c.call("AUTH", "p" * 5000) == b"+OK\r\n"
+            c.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_config_file_lines_of_any_length_are_read_whole():
+    # Lines were read 8,191 bytes at a time: a long comment's tail was
+    # applied as an option, a long password's tail shown in an error.
+    d = tempfile.mkdtemp()
+    try:
+        conf = os.path.join(d, "a.conf")
+        with open(conf, "w") as f:
+            f.write("# " + "x" * 8189 + "maxclients 77\n")
+            f.write("requirepass " + "s" * 9000 + "tailofsecret\n")
+        port = free_port()
+        p = subprocess.Popen([SERVER_BIN, conf, "--dir", d, "--port", str(port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_port(port, p)
+            c = RawClient(port)
+            assert c.call("AUTH", "s" * 9000 + "tailofsecret") == b"+OK\r\n"
+            assert b"77" not in c.call("CONFIG", "GET", "maxclients")
+            c.close()
+        finally:
+            p.kill()
+            p.wait()
+            p.stdout.close()
+            p.stderr.close()
+        err = refused_start(conf="requirepass " + "s" * 9000 + "tailofsecret extra\n")
+        assert "tailofsecret" not in err and "takes one value" in err, err
+        assert "at most 16" in refused_start(conf="bind " + " ".join(["127.0.0.1"] * 17) + "\n")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_the_data_directory_must_be_a_writable_directory():
+    # --dir naming a file, or a directory the server cannot write, started
+    # and reported ready; every write then failed (redis-server refuses).
+    d = tempfile.mkdtemp()
+    try:
+        f = os.path.join(d, "file")
+        open(f, "w").close()
+        p = subprocess.run([SERVER_BIN, "--dir", f, "--port", str(free_port())],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and "data directory" in p.stderr + p.stdout, p.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_an_unopenable_log_file_is_refused_and_a_rotated_one_is_created_again():
+    d = tempfile.mkdtemp()
+    try:
+        assert "can't open the log file" in refused_start(
+            "--logfile", os.path.join(d, "missing", "log"))
+        with Server("--requirepass", "pw") as s:
+            c = s.raw()
+            assert c.call("AUTH", "pw") == b"+OK\r\n"
+            rotated = s.log_path + ".1"
+            os.rename(s.log_path, rotated)
+            assert c.call("CONFIG", "SET", "loglevel", "verbose") == b"+OK\r\n"
+            assert c.call("AUTH", "wrong").startswith(b"-WRONGPASS")  # logged: a new file
+            wait_until(lambda: os.path.exists(s.log_path), "the log file created again")
+            assert c.call("CONFIG", "SET", "logfile", os.path.join(d, "no", "log")).startswith(
+                b"-ERR CONFIG SET failed (possibly related to argument 'logfile') - can't open")
+            c.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_sighup_is_ignored_as_by_redis():
+    with Server() as s:
+        s.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert s.proc.poll() is None
+        assert s.raw().call("PING") == b"+PONG\r\n"
+
+
+def test_a_failed_config_set_leaves_the_stores_append_mode_as_it_was():
+    # CONFIG SET durability always preallocate maybe was refused and CONFIG
+    # GET said everysec, but the stores stayed in always's append mode
+    # (zeros written ahead): three small SETs grew the file to 2 MiB.
+    with Server("--durability", "everysec") as s:
+        c = s.raw()
+        assert c.call("SET", "a", "1") == b"+OK\r\n"
+        assert c.call("CONFIG", "SET", "durability", "always", "preallocate", "maybe").startswith(
+            b"-ERR")
+        for k in ("b", "c", "d"):  # each synced (everysec) before the next
+            assert c.call("SET", k, "1") == b"+OK\r\n"
+            time.sleep(1.1)
+        assert os.path.getsize(os.path.join(s.dir, "db-0.simdr")) < 4096
+        c.close()
+
+
+def test_config_set_takes_a_long_password():
+    with Server() as s:
+        c = s.raw()
+        assert c.call("CONFIG", "SET", "requirepass", "q" * 5000) == b"+OK\r\n"
+        assert c.call("AUTH", "q" * 5000) == b"+OK\r\n"
+        c.close()

@@ -1,13 +1,14 @@
 """Other processes beside a live simdr-server's store files (DIR/db-N.simdr):
 another writer of a database file the server has not opened must make
-SWAPDB fail cleanly (no hang of the event loop, nothing exchanged) and a
-write after FLUSHDB removed that file fail clearly (no hang), and the
+SWAPDB and FLUSHDB fail cleanly (no hang of the event loop, nothing exchanged
+or removed), a second server on the same directory refuse to start, and the
 simd-r-drive tool's read-only commands run while the server writes, swaps,
 flushes and compacts must never crash, never call a sound store damaged and
 never name a record after a key the server did not hold."""
 import json
 import os
 import random
+import shutil
 import subprocess
 import threading
 import time
@@ -64,15 +65,19 @@ def test_swapdb_beside_another_writer():
         assert r.get("a") == b"in db 0"
 
 
-def test_write_after_flushdb_beside_another_writer():
+def test_flushdb_beside_another_writer_removes_nothing():
     with Server() as srv:
         r = redis.Redis(host="127.0.0.1", port=srv.port, socket_timeout=30)
         r.execute_command("SELECT", 1)
-        outside = held_for_writing(os.path.join(srv.dir, "db-1.simdr"))
+        path = os.path.join(srv.dir, "db-1.simdr")
+        outside = held_for_writing(path)
         try:
-            assert r.flushdb()  # removes the file the other process writes to
-            # The new file's side file is still held by that process: before,
-            # the server's open waited for it to close (a socket timeout here).
+            # FLUSHDB removed the file the other process was writing, whose
+            # writes were then lost; it is now refused while that process
+            # holds the file (the server opens it, under its lock, first).
+            with pytest.raises(redis.ResponseError, match="locked"):
+                r.flushdb()
+            assert os.path.exists(path)
             with pytest.raises(redis.ResponseError, match="locked"):
                 r.set("k", "v")
             assert r.ping()
@@ -81,8 +86,31 @@ def test_write_after_flushdb_beside_another_writer():
             assert outside.wait(timeout=30) == 0, outside.stderr.read()
             outside.stdout.close()
             outside.stderr.close()
+        got = subprocess.run([CLI, path, "read", "outside"], capture_output=True)
+        assert got.stdout == b"value from another process", got
+        assert r.flushdb()
+        assert not os.path.exists(path)
         assert r.set("k", "v")
         assert r.get("k") == b"v"
+
+
+def test_a_second_server_on_the_same_directory_refuses_to_start():
+    # Stores are locked only while open, and a database without a file has
+    # none: a second server on a fresh directory started, each came to own
+    # the databases it wrote first, and one's FLUSHALL removed the file the
+    # other had written. The directory is now locked by the first.
+    with Server(keep_dir=True) as first:
+        r = first.client()
+        second = Server(data_dir=first.dir)
+        with pytest.raises(RuntimeError):
+            second.start()
+        assert "in use by another simdr-server" in open(second.log_path).read()
+        assert r.set("k", "v")
+    try:
+        with Server(data_dir=first.dir) as again:  # the lock went with the first server
+            assert again.client().get("k") == b"v"
+    finally:
+        shutil.rmtree(first.dir, ignore_errors=True)
 
 
 def test_tool_reads_beside_a_busy_server():
