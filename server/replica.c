@@ -191,6 +191,12 @@ static struct {
      * searched for them up to mark_scan, and the last one ends at mark_end */
     int turn_marks;
     size_t mark_scan, mark_end;
+    /* 1 + the offset of a REBASE started before the messages ahead of it
+     * in its turn (rebase_first); skipped when processing reaches it */
+    size_t early_rebase_at;
+    /* without marks: where the search for the end of the held LOG's turn
+     * stopped (log_waits_for_its_turn), so that it resumes there */
+    size_t hold_scan;
     rebase_job rebase;
     /* per database: the last REBASE failed here; the next REPLSYNC names no
      * identity for it, which the primary answers with RESET */
@@ -647,10 +653,12 @@ static void feed_all(long long now) {
         if (f->c->flags & CLIENT_CLOSED) continue;
         int caught_up = 1;
         for (int db = 0; db < SERVER_DBS; db++) caught_up &= feed_db(f, db);
-        if (caught_up && f->unmarked) {
+        if (caught_up && f->unmarked && !srv.exec_time_ms) {
             /* Everything sent is a cut between two commands of the primary
-             * (feeds run between commands): the replica applies up to here
-             * in one go, every database at once. */
+             * (a feed runs between commands, or inside one: WAIT and
+             * BGREWRITEAOF feed too, but within an EXEC the transaction's
+             * later commands are still to come, so no mark then): the
+             * replica applies up to here in one go, every database at once. */
             add_words(f->c->out, 2, "PING", "turn");
             f->unmarked = 0;
             wake_client(f->c);
@@ -820,6 +828,7 @@ static void link_close(const char *why) {
     R.rlen = 0;
     R.turn_marks = 0;
     R.mark_scan = R.mark_end = 0;
+    R.early_rebase_at = R.hold_scan = 0;
     memset(R.announced, 0, sizeof R.announced);
     memset(R.copy_to, 0, sizeof R.copy_to);
     for (int db = 0; db < SERVER_DBS; db++)
@@ -1374,6 +1383,7 @@ static int handle_msg(const link_msg *m, int *acked) {
         stage_drop(db);
         R.announced[db] = 1;
         R.force_full[db] = 0;
+        R.copy_to[db] = 0; /* an earlier copy in place is superseded */
         R.full_copies++;
         int in_place = R.stage[db].in_place;
         R.stage[db].in_place = 0;
@@ -1531,6 +1541,10 @@ static void on_link(evutil_socket_t fd, short what, void *arg) {
  * whole. */
 #define LOG_HOLD_MAX (64 * 1024 * 1024)
 
+static int is_ping(const link_msg *m) {
+    return m->argc >= 1 && !m->is_error && !m->is_status && eq_nocase(m->argv[0], m->lens[0], "ping");
+}
+
 static int is_turn_mark(const link_msg *m) {
     return m->argc == 2 && !m->is_error && !m->is_status &&
            eq_nocase(m->argv[0], m->lens[0], "ping") && eq_nocase(m->argv[1], m->lens[1], "turn");
@@ -1549,12 +1563,42 @@ static size_t apply_limit(void) {
             R.mark_end = R.rlen;
             break;
         }
+        size_t from = at;
         at += m.consumed;
-        if (is_turn_mark(&m)) R.turn_marks = 1, R.mark_end = at;
+        if (is_turn_mark(&m))
+            R.turn_marks = 1, R.mark_end = at;
+        else if (from == R.mark_end && is_ping(&m))
+            R.mark_end = at; /* a liveness PING right after a mark holds nothing back */
     }
     R.mark_scan = at;
-    if (!R.turn_marks || R.rlen > LOG_HOLD_MAX) return R.rlen;
+    if (!R.turn_marks || R.rlen - R.mark_end > LOG_HOLD_MAX) return R.rlen;
     return R.mark_end;
+}
+
+/* A turn that holds a REBASE (the primary compacted a database between two
+ * feeds): the rebuild runs on a thread while the link waits, so the turn's
+ * messages before the REBASE would be applied and those after it not, for
+ * the whole rebuild. When nothing before it in the turn concerns its
+ * database, the REBASE is started first and the turn applied whole once it
+ * is done. 1: started; -1: drop the link; 0: nothing to do. */
+static int rebase_first(size_t limit) {
+    uint32_t named = 0; /* databases the messages ahead of it concern */
+    for (size_t at = 0; at < limit;) {
+        link_msg m;
+        uint64_t db;
+        if (parse_msg(R.rbuf + at, R.rlen - at, &m) <= 0) return 0;
+        if (!m.is_error && !m.is_status && m.argc >= 2 && !is_ping(&m) && arg_u64(&m, 1, &db) &&
+            db < SERVER_DBS) {
+            if (m.argc == 10 && eq_nocase(m.argv[0], m.lens[0], "rebase")) {
+                if (at == 0 || (named & (1u << db))) return 0;
+                R.early_rebase_at = at + 1;
+                return rebase_start(&m, (int)db);
+            }
+            named |= 1u << db;
+        }
+        at += m.consumed;
+    }
+    return 0;
 }
 
 static int log_span(const link_msg *m, uint64_t *db, uint64_t *from, uint64_t *end,
@@ -1576,10 +1620,13 @@ static int log_waits_for_its_turn(size_t pos, const link_msg *m) {
     simdr_store *st = srv.db[db].store;
     if (R.stage[db].active || R.rlen - pos > LOG_HOLD_MAX || from != (st ? simdr_file_size(st) : 0))
         return 0;
-    for (size_t at = pos + m->consumed; at < R.rlen;) {
+    /* The messages up to hold_scan were searched when this LOG was held
+     * before (it is the one at pos again: nothing before it was applied). */
+    size_t at = R.hold_scan > pos + m->consumed ? R.hold_scan : pos + m->consumed;
+    while (at < R.rlen) {
         link_msg next;
         int parsed = parse_msg(R.rbuf + at, R.rlen - at, &next);
-        if (parsed == 0) return 1; /* not all here yet */
+        if (parsed == 0) break; /* not all here yet */
         if (parsed < 0) return 0;  /* refused when its turn comes */
         uint64_t ndb, nfrom, nend, nturn;
         if (log_span(&next, &ndb, &nfrom, &nend, &nturn)) {
@@ -1590,6 +1637,7 @@ static int log_waits_for_its_turn(size_t pos, const link_msg *m) {
         }
         at += next.consumed;
     }
+    R.hold_scan = at;
     return 1;
 }
 
@@ -1597,6 +1645,14 @@ static int log_waits_for_its_turn(size_t pos, const link_msg *m) {
 static void link_process(void) {
     int acked[SERVER_DBS] = {0};
     size_t pos = 0, limit = apply_limit();
+    if (R.turn_marks && !R.early_rebase_at) {
+        int early = rebase_first(limit);
+        if (early < 0) return link_close("bad message");
+        if (early > 0) { /* the turn waits for the rebuild (rebase_finish) */
+            event_del(R.ev);
+            return;
+        }
+    }
     while (pos < limit) {
         link_msg m;
         int rc = parse_msg(R.rbuf + pos, R.rlen - pos, &m);
@@ -1605,7 +1661,13 @@ static void link_process(void) {
             link_refuse("malformed message: %s", m.bad);
             return link_close("bad message");
         }
+        if (R.early_rebase_at == pos + 1) { /* started ahead of its turn, done */
+            R.early_rebase_at = 0;
+            pos += m.consumed;
+            continue;
+        }
         if (!R.turn_marks && log_waits_for_its_turn(pos, &m)) break;
+        R.hold_scan = 0;
         rc = handle_msg(&m, acked);
         if (rc < 0) return link_close("bad message");
         pos += m.consumed;
@@ -1618,6 +1680,7 @@ static void link_process(void) {
     R.rlen -= pos;
     R.mark_scan = R.mark_scan > pos ? R.mark_scan - pos : 0;
     R.mark_end = R.mark_end > pos ? R.mark_end - pos : 0;
+    R.hold_scan = R.hold_scan > pos ? R.hold_scan - pos : 0;
     if (!R.rlen && R.rcap > FEED_CHUNK_MAX) { /* grown for one large entry: give it back */
         free(R.rbuf);
         R.rbuf = NULL;

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+import pytest
 import redis
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
@@ -617,12 +618,15 @@ def test_replica_readers_see_each_mset_whole():
     assert reads[0] > 0 and not mixed, (reads[0], mixed[:3])
 
 
-def test_replica_readers_see_a_transaction_over_two_databases_whole():
+@pytest.mark.parametrize("inside", ["", "WAIT"])
+def test_replica_readers_see_a_transaction_over_two_databases_whole(inside):
     """A MULTI/EXEC writing db 0 and db 1 reaches a replica as two databases'
     LOG chunks; a replica that applied each database's part when it arrived
     showed a reader db 0 after the transaction and db 1 before it. Each
     transaction here writes 60 keys of 30 KB in each database with one tag;
-    a transaction on the replica reading both must see a single tag."""
+    a transaction on the replica reading both must see a single tag. With a
+    WAIT between the two parts (WAIT feeds the replicas at once), the feed
+    must not mark the middle of the transaction as a turn's end."""
     p = start()
     r = replica_of(p)
     stop = threading.Event()
@@ -654,6 +658,8 @@ def test_replica_readers_see_a_transaction_over_two_databases_whole():
             t = c.pipeline(transaction=True)
             t.execute_command("SELECT", 0)
             t.mset(value)
+            if inside:
+                t.execute_command("WAIT", 0, 0)
             t.execute_command("SELECT", 1)
             t.mset(value)
             t.execute_command("SELECT", 0)

@@ -307,3 +307,38 @@ def test_hostile_primary_never_gets_a_bad_entry_in():
         fake.close()
         replica.cleanup()
         primary.cleanup()
+
+
+def test_link_reports_up_after_a_copy_in_place_is_replaced_by_another():
+    # A full copy into a database the replica did not have is made in place,
+    # and the link reports down until it reaches the primary's tail; when a
+    # RESET replaced that copy with one built beside, the target stayed and
+    # the link reported down for good.
+    fake = FakePrimary()
+    replica = Server("--replicaof", "127.0.0.1", str(fake.port), "--debug-repl-retry-ms", "50",
+                     "--repl-timeout", "60").start()
+    try:
+        conn, dbs = fake.accept()
+        first = entry(b"first copy", 0, 0x1111)
+        second = entry(b"the copy that replaced it", 0, 0x2222)
+        msgs = b"+OK\r\n"
+        for db in range(1, 16):
+            msgs += resp("FOLLOW", db, 0)
+        msgs += resp("RESET", 0, 111, 0, 7, 100000)  # in place: nothing here yet
+        msgs += resp("LOG", 0, 0, 100000, first) + resp("PING", "turn")
+        msgs += resp("RESET", 0, 222, 0, 7, len(second))  # beside: the first copy is served
+        msgs += resp("LOG", 0, 0, len(second), second) + resp("PING", "turn")
+        conn.sendall(msgs)
+        r = replica.client()
+        deadline = time.time() + CLOSE_TIMEOUT
+        while time.time() < deadline:
+            if read_file(replica, 0) == second and \
+                    r.info("replication")["master_link_status"] == "up":
+                break
+            time.sleep(0.05)
+        assert read_file(replica, 0) == second, replica.log()[-2000:]
+        assert r.info("replication")["master_link_status"] == "up"
+        conn.close()
+    finally:
+        replica.stop()
+        fake.close()
