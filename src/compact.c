@@ -48,6 +48,10 @@
 static uint64_t list_live_into(const simdr__index *ix, uint64_t *live) {
     uint64_t k = 0;
     for (uint64_t i = 0; i < ix->cap; i++) {
+        if (simdr__index_page_untouched(ix, i)) {
+            i += SIMDR__INDEX_PAGE_SLOTS - 1;
+            continue;
+        }
         uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
         if (val && !(val & SIMDR__IDX_TOMB))
             live[k++] = (val & SIMDR__IDX_OFF_MASK) << 16 | val >> 48;

@@ -55,6 +55,12 @@ SIMDR_API int64_t simdr_hashes_in_range(simdr_store *s, uint64_t from, uint64_t 
     uint64_t span = simdr__index_bucket(to - 1, slots) - first; /* steps to the last home */
     uint64_t i = first;
     for (uint64_t step = 0; step < slots; step++, i = simdr__probe_next(i, slots)) {
+        if (simdr__index_page_untouched(ix, i)) { /* a reserved table: a page of empty slots */
+            if (step + SIMDR__INDEX_PAGE_SLOTS - 1 > span) break;
+            step += SIMDR__INDEX_PAGE_SLOTS - 1;
+            i += SIMDR__INDEX_PAGE_SLOTS - 1;
+            continue;
+        }
         uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
         if (val == 0) {
             if (step > span) break;

@@ -31,7 +31,7 @@
  * the capacity (simdr__index_bucket). */
 #define MAX_CAP ((UINT64_C(1) << 32) - 1)
 /* Slots in a 4 KiB page. */
-#define PAGE_SLOTS 512u
+#define PAGE_SLOTS SIMDR__INDEX_PAGE_SLOTS
 
 static uint64_t bucket_of(uint64_t hash, uint64_t cap) { return simdr__index_bucket(hash, cap); }
 
@@ -81,14 +81,29 @@ static simdr__index *table_new(uint64_t cap, uint64_t keys_now) {
     ix->mapping_len = 0;
     atomic_init(&ix->unchecked, 0);
     ix->blocks = NULL;
+    ix->touched = NULL;
     size_t bytes = (size_t)cap * sizeof *ix->slots;
-    ix->slots = keys_now >= cap / PAGE_SLOTS ? simdr__alloc_zeroed_populated(bytes)
-                                             : simdr__alloc_zeroed_sparse(bytes);
+    int sparse = keys_now < cap / PAGE_SLOTS;
+    ix->slots = sparse ? simdr__alloc_zeroed_sparse(bytes) : simdr__alloc_zeroed_populated(bytes);
+    if (sparse && ix->slots) {
+        ix->touched = calloc((size_t)(cap / PAGE_SLOTS / 64 + 1), sizeof *ix->touched);
+        if (!ix->touched) simdr__free_big((void *)ix->slots, bytes), ix->slots = NULL;
+    }
     if (!ix->slots) {
         free(ix);
         return NULL;
     }
     return ix;
+}
+
+/* Before slot i goes from empty to a value: its page is touched. The bit
+ * is set before the slot, so a walk that finds the bit clear may skip the
+ * page (an insert after the walk read it is a concurrent one). */
+static inline void touch_slot(simdr__index *ix, uint64_t i) {
+    if (__builtin_expect(!ix->touched, 1)) return;
+    uint64_t page = i / PAGE_SLOTS, bit = UINT64_C(1) << (page % 64);
+    if (!(atomic_load_explicit(&ix->touched[page / 64], memory_order_relaxed) & bit))
+        atomic_fetch_or_explicit(&ix->touched[page / 64], bit, memory_order_release);
 }
 
 simdr__index *simdr__index_new(uint64_t expected_keys) {
@@ -100,6 +115,7 @@ static void blocks_free(simdr__index_blocks *b);
 void simdr__index_free(simdr__index *ix) {
     if (!ix) return;
     blocks_free(ix->blocks);
+    free((void *)ix->touched);
     if (ix->mapping)
         munmap(ix->mapping, ix->mapping_len);
     else
@@ -159,6 +175,7 @@ static inline __attribute__((always_inline)) uint64_t put(simdr__index *ix, cons
                     return old;
                 }
             }
+            touch_slot(ix, i);
             atomic_store_explicit(&ix->slots[i], value, memory_order_release);
             ix->used++;
             return 0;
@@ -187,6 +204,7 @@ void simdr__index_insert_distinct(simdr__index *ix, uint64_t hash, uint64_t valu
     uint64_t i = bucket_of(hash, ix->cap);
     while (atomic_load_explicit(&ix->slots[i], memory_order_relaxed) != 0)
         i = simdr__probe_next(i, ix->cap);
+    touch_slot(ix, i);
     atomic_store_explicit(&ix->slots[i], value, memory_order_relaxed);
     ix->used++;
 }
@@ -247,6 +265,7 @@ static inline void insert_claiming(simdr__index *ix, uint64_t hash, uint64_t val
     for (;;) {
         uint64_t empty = 0;
         if (atomic_load_explicit(&ix->slots[i], memory_order_relaxed) == 0 &&
+            (touch_slot(ix, i), 1) &&
             atomic_compare_exchange_strong_explicit(&ix->slots[i], &empty, value,
                                                     memory_order_relaxed,
                                                     memory_order_relaxed))
@@ -260,6 +279,10 @@ static void *move_slots(void *arg) {
     const simdr__index *ix = j->from;
     uint64_t moved = 0;
     for (uint64_t i = j->begin; i < j->end; i++) {
+        if (simdr__index_page_untouched(ix, i)) { /* a reserved table: pages never written */
+            i += PAGE_SLOTS - 1;
+            continue;
+        }
         if (i + MOVE_AHEAD < j->end) {
             uint64_t ahead = atomic_load_explicit(&ix->slots[i + MOVE_AHEAD], memory_order_relaxed);
             if (ahead) __builtin_prefetch(j->base + (ahead & SIMDR__IDX_OFF_MASK));
@@ -421,6 +444,7 @@ simdr__index *simdr__index_from_hint(void *mapping, size_t mapping_len, _Atomic 
     ix->slots = slots;
     ix->mapping = mapping;
     ix->mapping_len = mapping_len;
+    ix->touched = NULL;
     atomic_init(&ix->unchecked, 1);
     ix->blocks = b;
     return ix;

@@ -182,7 +182,25 @@ typedef struct simdr__index {
      * checked yet: lookups then take simdr__index_get_checked. */
     _Atomic int unchecked;
     simdr__index_blocks *blocks; /* NULL unless loaded from the hint file */
+    /* A table only reserved (sized from expected_keys beyond its keys): a
+     * bit per page of SIMDR__INDEX_PAGE_SLOTS slots that an insert has
+     * written, so walks of every slot skip the pages never touched (a walk
+     * of the whole reservation cost seconds and its memory). NULL: none
+     * skipped. */
+    _Atomic uint64_t *touched;
 } simdr__index;
+
+#define SIMDR__INDEX_PAGE_SLOTS 512u /* 8-byte slots in a 4 KiB page */
+
+/* 1 when slot i starts a whole page of ix that no insert has written (all
+ * empty): a walk of every slot may step over the page. */
+static inline int simdr__index_page_untouched(const simdr__index *ix, uint64_t i) {
+    if (!ix->touched || i % SIMDR__INDEX_PAGE_SLOTS || ix->cap - i < SIMDR__INDEX_PAGE_SLOTS)
+        return 0;
+    uint64_t page = i / SIMDR__INDEX_PAGE_SLOTS;
+    uint64_t word = atomic_load_explicit(&ix->touched[page / 64], memory_order_acquire);
+    return !(word >> (page % 64) & 1);
+}
 
 /* Home slot of a hash: the low 32 bits scaled to the capacity. */
 static inline uint64_t simdr__index_bucket(uint64_t hash, uint64_t cap) {
@@ -508,6 +526,10 @@ struct simdr_store {
     dev_t dev;
     ino_t ino;
     simdr_recovery_info recovery;
+    /* read-only open: XXH3 of the first bytes of the torn tail it skipped
+     * (simdr__file_range_hash), so a check can tell them from what a writer
+     * wrote there since */
+    uint64_t torn_hash;
     /* Space ahead of the tail (mapped.c); writer only, under wlock. */
     int mapped;                      /* SIMDR_APPEND_MAPPED (off again without fallocate) */
     int zeroed;                      /* SIMDR_APPEND_ZEROED */
@@ -689,6 +711,9 @@ int simdr__writer_lock_usable(const simdr_store *s);
  * cut those bytes meanwhile, and a map read past the file's end faults).
  * Bytes cut meanwhile count as zeros; a read error as not (load.c). */
 int simdr__file_range_zero(int fd, uint64_t from, uint64_t to);
+/* XXH3-64 of the file's bytes [from, min(to, from + 64 KiB)) as read now,
+ * seeded with how many were read (fewer when the file is shorter). */
+uint64_t simdr__file_range_hash(int fd, uint64_t from, uint64_t to);
 /* code, with the message "[path: ]<head>checksum mismatch in the entry at
  * offset S..E (a N-byte value at P)<tail>": the range S..E (the entry's start
  * to its metadata's end) is the one simdr_check reports for it (read.c). */

@@ -226,6 +226,10 @@ static int snapshot_offsets(const simdr__index *ix, uint64_t tail, bucketed_offs
     int rc = SIMDR_ENOMEM;
     if (!fill || !end) goto done;
     for (uint64_t i = 0; i < ix->cap; i++) {
+        if (simdr__index_page_untouched(ix, i)) {
+            i += SIMDR__INDEX_PAGE_SLOTS - 1;
+            continue;
+        }
         uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
         uint64_t off = val & SIMDR__IDX_OFF_MASK;
         if (val && off >= tail) {
@@ -241,6 +245,10 @@ static int snapshot_offsets(const simdr__index *ix, uint64_t tail, bucketed_offs
     offs = simdr__alloc_zeroed(bytes);
     if (!offs) goto done;
     for (uint64_t i = 0; i < ix->cap; i++) {
+        if (simdr__index_page_untouched(ix, i)) {
+            i += SIMDR__INDEX_PAGE_SLOTS - 1;
+            continue;
+        }
         uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
         if (!val || (val & SIMDR__IDX_TOMB)) continue;
         uint64_t off = val & SIMDR__IDX_OFF_MASK;
@@ -719,9 +727,10 @@ SIMDR_API int simdr_check(simdr_store *s, simdr_check_fn fn, void *ctx,
     uint64_t skipped_end = 0;
     if (s->readonly && s->recovery.bytes_cut && !s->recovery.truncated &&
         !s->recovery.zeros_only && s->recovery.valid_size == tail &&
-        /* still there: a writer's open since cuts them (or a mapped one
-         * leaves zeros there), and they are damage no more */
-        !simdr__file_range_zero(s->fd, tail, tail + s->recovery.bytes_cut))
+        /* still there: a writer's open since cuts them and may write sound
+         * entries over them (or a mapped one leaves zeros there), and they
+         * are damage no more */
+        simdr__file_range_hash(s->fd, tail, tail + s->recovery.bytes_cut) == s->torn_hash)
         skipped_end = s->recovery.valid_size + s->recovery.bytes_cut;
     if (locked) pthread_mutex_unlock(&s->wlock);
 

@@ -15,6 +15,8 @@
 
 #include "internal.h"
 
+#include <xxhash.h>
+
 /* Indexes the entries between stop and end (a chain known to be sound),
  * oldest first, on a bare index (open time, no readers yet), adding to the
  * live and dead counts. */
@@ -307,6 +309,18 @@ int simdr__file_range_zero(int fd, uint64_t from, uint64_t to) {
     return zero;
 }
 
+uint64_t simdr__file_range_hash(int fd, uint64_t from, uint64_t to) {
+    uint8_t buf[1 << 16];
+    size_t want = to - from < sizeof buf ? (size_t)(to - from) : sizeof buf, got = 0;
+    while (got < want) {
+        ssize_t n = simdr__io.pread(fd, buf + got, want - got, (off_t)(from + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    return XXH3_64bits_withSeed(buf, got, got);
+}
+
 /* Writable opens: saves [valid, size) beside the file and cuts it. A torn
  * tail made only of zero bytes holds no entry (recovery never reads an
  * all-zero metadata block as one, and without its metadata no payload can
@@ -456,6 +470,8 @@ int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
      * durable bytes are damage, not a tail) that is all zeros held no entry. */
     if (s->readonly && r.status == SIMDR__RECOVER_TORN && s->recovery.bytes_cut > 0)
         s->recovery.zeros_only = simdr__file_range_zero(s->fd, r.valid_len, size);
+    if (s->readonly && s->recovery.bytes_cut > 0 && !s->recovery.zeros_only)
+        s->torn_hash = simdr__file_range_hash(s->fd, r.valid_len, size);
     int cut = r.status == SIMDR__RECOVER_TORN && !s->readonly;
     if (rc == SIMDR_OK && cut) rc = cut_torn_tail(s, map->base, r.valid_len, size, repair);
     if (rc != SIMDR_OK) {

@@ -87,6 +87,65 @@ static void test_a_huge_hint_costs_only_the_pages_keys_touch(void **state) {
     assert_int_equal(simdr_close(s), SIMDR_OK);
 }
 
+static int count_visit(void *ctx, const simdr_entry *e) {
+    (void)e;
+    ++*(uint64_t *)ctx;
+    return 0;
+}
+
+/* The walks of every index slot (the garbage measure, a compaction's list of
+ * live entries, the hash-order scan, iteration) read the whole reserved
+ * table of a huge hint: seconds and its size in resident memory for a few
+ * keys, and a compaction held the writer lock for all of it. They now step
+ * over the pages no key was written to, and still find every key, wherever
+ * its slot lies. */
+static void test_walks_of_a_reserved_table_cost_only_its_written_pages(void **state) {
+    tu_fixture *f = *state;
+    enum { KEYS = 300 };
+    const uint64_t hint = 100000000; /* a table of about 1 GiB */
+    const uint64_t slack = UINT64_C(64) << 20;
+    uint64_t before = resident_bytes();
+    simdr_store *s = NULL;
+    assert_int_equal(open_with_hint(&s, f->path, hint, SIMDR_OPEN_CREATE), SIMDR_OK);
+    char key[32];
+    for (int i = 0; i < KEYS; i++) {
+        int n = snprintf(key, sizeof key, "walked-%d", i);
+        assert_int_equal(simdr_put(s, key, (size_t)n, &i, sizeof i, NULL), SIMDR_OK);
+    }
+    for (int i = 0; i < KEYS; i += 3) {
+        int n = snprintf(key, sizeof key, "walked-%d", i);
+        assert_int_equal(simdr_delete(s, key, (size_t)n, NULL), SIMDR_OK);
+    }
+    const uint64_t live = KEYS - (KEYS + 2) / 3;
+    assert_true(simdr_compaction_savings(s) > 0);
+    uint64_t measured = resident_bytes();
+    uint64_t *hashes = malloc(KEYS * sizeof *hashes);
+    assert_non_null(hashes);
+    assert_int_equal(simdr_hashes_in_range(s, 0, UINT64_C(1) << 32, hashes, KEYS), (int64_t)live);
+    uint64_t visited = 0;
+    assert_int_equal(simdr_for_each(s, count_visit, &visited), SIMDR_OK);
+    assert_int_equal(visited, live);
+    assert_int_equal(simdr_compact(s), SIMDR_OK);
+    visited = 0;
+    assert_int_equal(simdr_for_each(s, count_visit, &visited), SIMDR_OK);
+    assert_int_equal(visited, live);
+    for (int i = 0; i < KEYS; i++) {
+        int n = snprintf(key, sizeof key, "walked-%d", i);
+        if (i % 3 == 0)
+            tu_expect_absent(s, key, (size_t)n);
+        else
+            tu_expect_value(s, key, (size_t)n, &i, sizeof i);
+    }
+    uint64_t after = resident_bytes();
+    printf("# resident before open %llu MiB, after the garbage measure %llu MiB, after the "
+           "walks %llu MiB\n", (unsigned long long)(before >> 20),
+           (unsigned long long)(measured >> 20), (unsigned long long)(after >> 20));
+    assert_true(measured < before + slack + (uint64_t)KEYS * 2 * 4096);
+    assert_true(after < before + slack + (uint64_t)KEYS * 2 * 4096);
+    free(hashes);
+    assert_int_equal(simdr_close(s), SIMDR_OK);
+}
+
 /* Each value above what an index holds is SIMDR_EINVAL at once, whatever the
  * open mode, the file never created; the message names the option. Among
  * them: values whose table size (keys * 5 / 4 slots of 8 bytes) or the
@@ -174,6 +233,7 @@ static void test_the_largest_hint_opens(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST_DIR(test_a_huge_hint_costs_only_the_pages_keys_touch),
+        TU_TEST_DIR(test_walks_of_a_reserved_table_cost_only_its_written_pages),
         TU_TEST_DIR(test_the_hint_of_a_huge_table_is_sized_for_its_keys),
         TU_TEST_DIR(test_an_impossible_hint_is_invalid),
         TU_TEST_DIR(test_the_largest_hint_opens),
