@@ -45,26 +45,31 @@
  * check that the metadata it reads holds the key the index filed there. */
 #define LIVE_OFF(x) ((x) >> 16)
 #define LIVE_TAG(x) ((x) & 0xffffu)
-static uint64_t list_live_into(const simdr__index *ix, uint64_t *live) {
+/* Lists up to max of them into live (NULL: only counts them). */
+static uint64_t list_live_into(const simdr__index *ix, uint64_t *live, uint64_t max) {
     uint64_t k = 0;
-    for (uint64_t i = 0; i < ix->cap; i++) {
+    for (uint64_t i = 0; i < ix->cap && k < max; i++) {
         if (simdr__index_page_untouched(ix, i)) {
             i += SIMDR__INDEX_PAGE_SLOTS - 1;
             continue;
         }
         uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
-        if (val && !(val & SIMDR__IDX_TOMB))
-            live[k++] = (val & SIMDR__IDX_OFF_MASK) << 16 | val >> 48;
+        if (!val || (val & SIMDR__IDX_TOMB)) continue;
+        if (live) live[k] = (val & SIMDR__IDX_OFF_MASK) << 16 | val >> 48;
+        k++;
     }
     return k;
 }
 
+/* Under the writer lock (no insert meanwhile): counted first, so the list
+ * is as long as the live entries, not the table (a table reserved from a
+ * huge expected_keys has far more slots than keys). */
 static int listed_live(simdr__view *v, uint64_t **out, uint64_t *n) {
-    uint64_t cap = v->index->cap;
-    uint64_t *live = malloc((cap ? cap : 1) * sizeof *live);
+    uint64_t count = list_live_into(v->index, NULL, UINT64_MAX);
+    uint64_t *live = malloc((count ? count : 1) * sizeof *live);
     if (!live) return simdr__fail(SIMDR_ENOMEM, "out of memory");
     *out = live;
-    *n = list_live_into(v->index, live);
+    *n = list_live_into(v->index, live, count);
     return SIMDR_OK;
 }
 
@@ -97,7 +102,7 @@ SIMDR_API uint64_t simdr_compaction_savings(simdr_store *s) {
         simdr__free_big(offs, bytes);
         return 0;
     }
-    n = list_live_into(v->index, offs);
+    n = list_live_into(v->index, offs, v->index->cap);
     simdr__map *map = v->map;
     simdr__map_pin(map, shard);
     simdr__epoch_exit(&s->epoch, shard, tok);

@@ -124,6 +124,10 @@ static void *mark_range(void *arg) {
      * a little ahead overlaps those cache misses. */
     enum { AHEAD = 16 };
     for (uint64_t i = j->begin; i < j->end; i++) {
+        if (simdr__index_page_untouched(ix, i)) { /* a reserved table: pages never written */
+            i += SIMDR__INDEX_PAGE_SLOTS - 1;
+            continue;
+        }
         if (i + AHEAD < j->end) {
             uint64_t ahead = atomic_load_explicit(&ix->slots[i + AHEAD], memory_order_relaxed);
             uint64_t cell = (ahead & SIMDR__IDX_OFF_MASK) >> LIVE_BIT_SHIFT;
@@ -594,14 +598,29 @@ SIMDR_API int simdr_for_each(simdr_store *s, simdr_visit_fn fn, void *ctx) {
 int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t *n) {
     (void)s;
     if (simdr__index_check_all(v->index) != 0) return SIMDR_ECORRUPT;
-    uint64_t cap = v->index->cap, k = 0;
-    uint64_t *offs = malloc((cap ? cap : 1) * sizeof *offs);
-    if (!offs) return SIMDR_ENOMEM;
-    for (uint64_t i = 0; i < cap; i++) {
-        uint64_t val = atomic_load_explicit(&v->index->slots[i], memory_order_acquire);
-        if (val && !(val & SIMDR__IDX_TOMB)) offs[k++] = val & SIMDR__IDX_OFF_MASK;
+    const simdr__index *ix = v->index;
+    /* Counted first, so that the list is as long as the live entries, not
+     * the table (one reserved from a huge expected_keys has far more slots
+     * than keys); a key the writer adds between the two passes may be left
+     * out, as any key written during a walk may. */
+    uint64_t count = 0, k = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t *offs = NULL;
+        if (pass == 1 && !(offs = malloc((count ? count : 1) * sizeof *offs))) return SIMDR_ENOMEM;
+        for (uint64_t i = 0; i < ix->cap && (pass == 0 || k < count); i++) {
+            if (simdr__index_page_untouched(ix, i)) {
+                i += SIMDR__INDEX_PAGE_SLOTS - 1;
+                continue;
+            }
+            uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
+            if (!val || (val & SIMDR__IDX_TOMB)) continue;
+            if (pass == 0)
+                count++;
+            else
+                offs[k++] = val & SIMDR__IDX_OFF_MASK;
+        }
+        if (pass == 1) *out = offs;
     }
-    *out = offs;
     *n = k;
     return SIMDR_OK;
 }

@@ -119,8 +119,7 @@ static void test_walks_of_a_reserved_table_cost_only_its_written_pages(void **st
     const uint64_t live = KEYS - (KEYS + 2) / 3;
     assert_true(simdr_compaction_savings(s) > 0);
     uint64_t measured = resident_bytes();
-    uint64_t *hashes = malloc(KEYS * sizeof *hashes);
-    assert_non_null(hashes);
+    uint64_t hashes[KEYS];
     assert_int_equal(simdr_hashes_in_range(s, 0, UINT64_C(1) << 32, hashes, KEYS), (int64_t)live);
     uint64_t visited = 0;
     assert_int_equal(simdr_for_each(s, count_visit, &visited), SIMDR_OK);
@@ -142,7 +141,6 @@ static void test_walks_of_a_reserved_table_cost_only_its_written_pages(void **st
            (unsigned long long)(measured >> 20), (unsigned long long)(after >> 20));
     assert_true(measured < before + slack + (uint64_t)KEYS * 2 * 4096);
     assert_true(after < before + slack + (uint64_t)KEYS * 2 * 4096);
-    free(hashes);
     assert_int_equal(simdr_close(s), SIMDR_OK);
 }
 
