@@ -283,7 +283,10 @@ SIMDR_API void simdr_options_init(simdr_options *opts);
  * Errors: SIMDR_EINVAL, SIMDR_ENOENT, SIMDR_EACCES, SIMDR_ELOCKED,
  * SIMDR_ENOTSTORE (never modified), SIMDR_ECORRUPT (damage that is not a torn
  * tail: a valid newest entry behind which the chain breaks; never modified;
- * see opts->salvage), SIMDR_EIO, SIMDR_ENOMEM.
+ * see opts->salvage), SIMDR_ENOSPC (a writable open that must save a torn
+ * tail beside the file before cutting it, or create the file or its side
+ * file, on a full disk; nothing cut: a read-only open still works), SIMDR_EIO,
+ * SIMDR_ENOMEM.
  */
 SIMDR_API int simdr_open(simdr_store **out, const char *path, const simdr_options *opts);
 

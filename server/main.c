@@ -946,7 +946,10 @@ int main(int argc, char **argv) {
     net_close_listeners();
     net_after_turn();
     net_flush_all_blocking(2000);
-    server_sync_all();
+    /* A last sync that fails leaves writes the disk has not confirmed (a
+     * killed process keeps them, a power cut may not): said in the log and
+     * in the exit status, so that a supervisor sees it. */
+    int last_sync = server_sync_all();
     server_wait_measure();
     iothreads_stop();
     replica_shutdown();
@@ -959,6 +962,12 @@ int main(int argc, char **argv) {
     event_base_free(srv.base);
     for (int i = 0; i < srv.cfg.nbinds; i++) free(srv.cfg.binds[i]);
     set_password(NULL);
+    if (last_sync) {
+        server_log(LOG_WARNING_, "the last sync failed (%s): writes since the last successful "
+                   "sync may not survive a power cut; exiting with status 1",
+                   simdr_strerror(last_sync));
+        return 1;
+    }
     server_log(LOG_NOTICE_, "simdr-server is now ready to exit, bye bye...");
     return 0;
 }

@@ -8,6 +8,7 @@ fails, serves reads read-only when the store cannot be opened for writing,
 and takes writes again once the disk works."""
 import os
 import shutil
+import signal
 import time
 
 import pytest
@@ -155,3 +156,20 @@ def test_replica_whose_sync_fails_catches_up(tmp_path):
                 want = f.read().rstrip(b"\0")
             with open(os.path.join(replica.dir, "db-0.simdr"), "rb") as f:
                 assert f.read().rstrip(b"\0") == want
+
+
+def test_a_shutdown_whose_last_sync_fails_exits_with_status_1(tmp_path):
+    # The shutdown's last sync failing was logged per store and the server
+    # exited 0: a supervisor could not tell a clean stop from one whose
+    # last writes the disk had not confirmed.
+    env = shim_env(tmp_path)
+    srv = Server("--durability", "everysec", env=env)
+    with srv:
+        r = srv.client()
+        assert r.set("k", "v")
+        (tmp_path / "fail-sync").touch()
+        assert r.set("k2", "v2")  # dirty: the shutdown's sync must cover it
+        # SIGINT: the same orderly shutdown as SIGTERM, which the harness
+        # requires to exit 0
+        assert srv.stop(signal.SIGINT) == 1
+        assert "the last sync failed" in srv.log()
