@@ -463,7 +463,12 @@ int simdr__load_file(simdr_store *s, int repair, int fallback_layout, simdr__vie
      * file's lock (a compaction switching files, a page it rewrites): a
      * live writer cuts any torn tail itself. Damage is still reported. */
     if (taken && writer_active) s->recovery.bytes_cut = 0;
-    if (s->readonly && !has_side && r.status != SIMDR__RECOVER_DAMAGED &&
+    /* Also when no record was taken: the page may describe this file as
+     * closed at another size (read in the moment a writer closed and
+     * reopened it, as a server's SWAPDB or FLUSHDB does, before the size
+     * was read), and the bytes after its chain are then the reopened
+     * writer's, in flight. */
+    if (s->readonly && !taken && !lost_durable && r.status != SIMDR__RECOVER_DAMAGED &&
         simdr__side_writer_active(s->side))
         s->recovery.bytes_cut = 0;
     /* A torn tail a read-only open skips (past any durable record: lost
