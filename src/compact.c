@@ -48,11 +48,8 @@
 /* Lists up to max of them into live (NULL: only counts them). */
 static uint64_t list_live_into(const simdr__index *ix, uint64_t *live, uint64_t max) {
     uint64_t k = 0;
-    for (uint64_t i = 0; i < ix->cap && k < max; i++) {
-        if (simdr__index_page_untouched(ix, i)) {
-            i += SIMDR__INDEX_PAGE_SLOTS - 1;
-            continue;
-        }
+    for (uint64_t i = simdr__index_walk_from(ix, 0); i < ix->cap && k < max;
+         i = simdr__index_walk_from(ix, i + 1)) {
         uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
         if (!val || (val & SIMDR__IDX_TOMB)) continue;
         if (live) live[k] = (val & SIMDR__IDX_OFF_MASK) << 16 | val >> 48;

@@ -278,11 +278,8 @@ static void *move_slots(void *arg) {
     move_job *j = arg;
     const simdr__index *ix = j->from;
     uint64_t moved = 0;
-    for (uint64_t i = j->begin; i < j->end; i++) {
-        if (simdr__index_page_untouched(ix, i)) { /* a reserved table: pages never written */
-            i += PAGE_SLOTS - 1;
-            continue;
-        }
+    for (uint64_t i = simdr__index_walk_from(ix, j->begin); i < j->end;
+         i = simdr__index_walk_from(ix, i + 1)) {
         if (i + MOVE_AHEAD < j->end) {
             uint64_t ahead = atomic_load_explicit(&ix->slots[i + MOVE_AHEAD], memory_order_relaxed);
             if (ahead) __builtin_prefetch(j->base + (ahead & SIMDR__IDX_OFF_MASK));

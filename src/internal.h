@@ -202,6 +202,14 @@ static inline int simdr__index_page_untouched(const simdr__index *ix, uint64_t i
     return !(word >> (page % 64) & 1);
 }
 
+/* The first slot at or after i that a walk of every slot of ix must read:
+ * i itself, or the start of the first page after i's run of pages no
+ * insert has written. Walks go for (i = from(ix, b); i < e; i = from(ix, i + 1)). */
+static inline uint64_t simdr__index_walk_from(const simdr__index *ix, uint64_t i) {
+    while (simdr__index_page_untouched(ix, i)) i += SIMDR__INDEX_PAGE_SLOTS;
+    return i;
+}
+
 /* Home slot of a hash: the low 32 bits scaled to the capacity. */
 static inline uint64_t simdr__index_bucket(uint64_t hash, uint64_t cap) {
     return ((hash & 0xffffffffu) * cap) >> 32;

@@ -123,11 +123,8 @@ static void *mark_range(void *arg) {
     /* The bits land at random over the bitmap: touching the word of a slot
      * a little ahead overlaps those cache misses. */
     enum { AHEAD = 16 };
-    for (uint64_t i = j->begin; i < j->end; i++) {
-        if (simdr__index_page_untouched(ix, i)) { /* a reserved table: pages never written */
-            i += SIMDR__INDEX_PAGE_SLOTS - 1;
-            continue;
-        }
+    for (uint64_t i = simdr__index_walk_from(ix, j->begin); i < j->end;
+         i = simdr__index_walk_from(ix, i + 1)) {
         if (i + AHEAD < j->end) {
             uint64_t ahead = atomic_load_explicit(&ix->slots[i + AHEAD], memory_order_relaxed);
             uint64_t cell = (ahead & SIMDR__IDX_OFF_MASK) >> LIVE_BIT_SHIFT;
@@ -229,11 +226,8 @@ static int snapshot_offsets(const simdr__index *ix, uint64_t tail, bucketed_offs
     size_t bytes = 0;
     int rc = SIMDR_ENOMEM;
     if (!fill || !end) goto done;
-    for (uint64_t i = 0; i < ix->cap; i++) {
-        if (simdr__index_page_untouched(ix, i)) {
-            i += SIMDR__INDEX_PAGE_SLOTS - 1;
-            continue;
-        }
+    for (uint64_t i = simdr__index_walk_from(ix, 0); i < ix->cap;
+         i = simdr__index_walk_from(ix, i + 1)) {
         uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
         uint64_t off = val & SIMDR__IDX_OFF_MASK;
         if (val && off >= tail) {
@@ -248,11 +242,8 @@ static int snapshot_offsets(const simdr__index *ix, uint64_t tail, bucketed_offs
     bytes = (size_t)(live ? live : 1) * sizeof *offs;
     offs = simdr__alloc_zeroed(bytes);
     if (!offs) goto done;
-    for (uint64_t i = 0; i < ix->cap; i++) {
-        if (simdr__index_page_untouched(ix, i)) {
-            i += SIMDR__INDEX_PAGE_SLOTS - 1;
-            continue;
-        }
+    for (uint64_t i = simdr__index_walk_from(ix, 0); i < ix->cap;
+         i = simdr__index_walk_from(ix, i + 1)) {
         uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_relaxed);
         if (!val || (val & SIMDR__IDX_TOMB)) continue;
         uint64_t off = val & SIMDR__IDX_OFF_MASK;
@@ -607,11 +598,8 @@ int simdr__live_offsets(simdr_store *s, simdr__view *v, uint64_t **out, uint64_t
     for (int pass = 0; pass < 2; pass++) {
         uint64_t *offs = NULL;
         if (pass == 1 && !(offs = malloc((count ? count : 1) * sizeof *offs))) return SIMDR_ENOMEM;
-        for (uint64_t i = 0; i < ix->cap && (pass == 0 || k < count); i++) {
-            if (simdr__index_page_untouched(ix, i)) {
-                i += SIMDR__INDEX_PAGE_SLOTS - 1;
-                continue;
-            }
+        for (uint64_t i = simdr__index_walk_from(ix, 0); i < ix->cap && (pass == 0 || k < count);
+             i = simdr__index_walk_from(ix, i + 1)) {
             uint64_t val = atomic_load_explicit(&ix->slots[i], memory_order_acquire);
             if (!val || (val & SIMDR__IDX_TOMB)) continue;
             if (pass == 0)
