@@ -157,6 +157,18 @@ def test_reader_is_not_shown_a_write_the_full_store_refused(small_fs, tmp_path, 
         assert checked > 0, "the store took every SET: the case was not tried"
 
 
+def fill_until_free(r, small_fs, free_bytes):
+    """SETs of 50,000 bytes until at most free_bytes of the file system are
+    free; returns how many were stored."""
+    i = 0
+    while True:
+        st = os.statvfs(small_fs)
+        if st.f_bavail * st.f_frsize <= free_bytes:
+            return i
+        assert r.set(b"fill%d" % i, b"f" * 50000)
+        i += 1
+
+
 @pytest.mark.parametrize("durability", ["everysec", "always"])
 def test_mset_with_large_values_is_whole_or_absent_on_a_full_disk(small_fs, tmp_path, durability):
     # A value over 64 KiB is too big for the turn's batch: MSET wrote such
@@ -164,13 +176,7 @@ def test_mset_with_large_values_is_whole_or_absent_on_a_full_disk(small_fs, tmp_
     # with its first pairs stored. Now all of its pairs go in one append.
     with server_on(small_fs, tmp_path, durability) as srv:
         r = srv.client()
-        i = 0
-        while True:
-            st = os.statvfs(small_fs)
-            if st.f_bavail * st.f_frsize <= 700 * 1024:
-                break
-            assert r.set(b"fill%d" % i, b"f" * 50000)
-            i += 1
+        fill_until_free(r, small_fs, 700 * 1024)
         pairs = {b"a": b"A" * 20000, b"big": b"B" * 300000, b"c": b"C" * 20000,
                  b"huge": b"H" * 600000, b"d": b"D" * 100}
         with pytest.raises((redis.ResponseError, redis.ConnectionError)):
@@ -195,13 +201,7 @@ def test_a_command_larger_than_a_batch_is_whole_or_absent_on_a_full_disk(small_f
     n = 10000
     with server_on(small_fs, tmp_path, durability) as srv:
         r = srv.client()
-        i = 0
-        while True:
-            st = os.statvfs(small_fs)
-            if st.f_bavail * st.f_frsize <= 1100 * 1024:
-                break
-            assert r.set(b"fill%d" % i, b"f" * 50000)
-            i += 1
+        i = fill_until_free(r, small_fs, 1100 * 1024)
         keys = [b"k%05d" % j for j in range(n)]
         with pytest.raises((redis.ResponseError, redis.ConnectionError)):
             if how == "mset":
